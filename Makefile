@@ -1,0 +1,70 @@
+# chronis - the one entry point: deps, all, run, test, bench, clean.
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+WARN = -std=c11 -Wall -Wextra -Wstrict-prototypes -Wwrite-strings \
+       -Wno-missing-field-initializers
+ifeq ($(CI),true)
+WERROR ?= -Werror
+endif
+PKGS = lua5.4 libuv hiredis libpq jansson sqlite3 libcurl openssl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# The Lua library itself is left out of the module's link line: its symbols
+# come from the interpreter that loads core.so.
+PKG_LIBS := $(shell pkg-config --libs $(filter-out lua5.4,$(PKGS)) 2>/dev/null)
+LUA_LIBS := $(shell pkg-config --libs lua5.4 2>/dev/null)
+
+ifneq ($(SANITIZER),)
+SANFLAGS = -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
+endif
+
+ALL_CFLAGS = $(WARN) $(WERROR) $(CFLAGS) $(SANFLAGS) -fPIC -D_GNU_SOURCE \
+             -Iruntime -Iadapters $(PKG_CFLAGS)
+PREFIX ?= /usr/local
+
+B = build
+LIB_SRC := $(filter-out runtime/main.c,$(wildcard runtime/*.c)) $(wildcard adapters/*.c)
+LIB_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
+HEADERS := $(wildcard runtime/*.h adapters/*.h)
+
+.PHONY: all deps run test test-only bench clean install
+
+all: $(B)/libchronis.a $(B)/chronis $(B)/lua/chronis/core.so
+
+$(B)/obj/%.o: %.c $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(B)/libchronis.a: $(LIB_OBJ)
+	@mkdir -p $(B)
+	rm -f $@ && ar rcs $@ $^
+
+$(B)/lua/chronis/core.so: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) -shared -o $@ $^ $(PKG_LIBS) -lm
+
+# -Wl,-E exports the Lua API to C modules the host loads (cjson.so, ...).
+$(B)/chronis: $(B)/obj/runtime/main.o $(B)/libchronis.a
+	$(CC) $(SANFLAGS) -Wl,-E -o $@ $^ $(LUA_LIBS) $(PKG_LIBS) -lm
+
+deps:
+	@sh scripts/deps.sh
+
+# The example app on the embedded default store.
+run: all
+	$(B)/chronis run scripts/app.lua
+
+test: deps all test-only
+
+test-only:
+	@sh spec/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/chronis/lua/chronis \
+	  $(DESTDIR)$(PREFIX)/lib
+	install -m 755 $(B)/chronis $(DESTDIR)$(PREFIX)/bin/chronis
+	install -m 644 $(B)/libchronis.a $(DESTDIR)$(PREFIX)/lib/libchronis.a
+	install -m 644 lua/chronis/*.lua $(DESTDIR)$(PREFIX)/share/chronis/lua/chronis/
+
+clean:
+	rm -rf $(B)

@@ -1,0 +1,354 @@
+-- chronis: the public Lua API. The C module (chronis.core) does the work;
+-- this file adds the scheduler's fluent builder and the job management
+-- functions, which are a few store calls each.
+local core = require "chronis.core"
+
+local M = {
+  _VERSION = "chronis 0.1.0",
+  time = core.time,
+  tz = core.tz,
+  cron = core.cron,
+  json = core.json,
+  storage = core.storage,
+  lock = core.lock,
+  spawn = core.spawn,
+  sleep = core.sleep,
+  run = core.run,
+  run_until = core.run_until,
+}
+
+local engine = core.engine
+
+-- Process-wide handlers (handler scripts register here); a handler given
+-- with sched:handler() takes precedence for that scheduler.
+M.handlers = engine.global_handlers()
+
+function M.log(level, msg, fields)
+  engine.log(level, msg, fields)
+end
+
+function M.set_log(opts)
+  engine.set_log(opts)
+end
+
+-- Structured errors: tables with code and message, tostring "code: message".
+local function fail(code, fmt, ...)
+  error(core.error(code, fmt:format(...)), 2)
+end
+M.error = core.error
+
+-- Stops every running scheduler and then the loop (SIGINT/SIGTERM path).
+function M.stop()
+  engine.stop_all()
+  core.stop_loop()
+end
+
+local Scheduler = {}
+Scheduler.__index = Scheduler
+
+-- Set by the host executable: { storage = url, app = path }.
+local host = package.loaded["chronis.host"]
+local live = setmetatable({}, { __mode = "k" })
+
+--- Stops every running scheduler of the process gracefully (the host calls
+--- this after SIGINT/SIGTERM). Returns their summaries.
+function M.shutdown()
+  local summaries = {}
+  for s in pairs(live) do
+    if s:state() == "running" then summaries[#summaries + 1] = s:stop() end
+  end
+  return summaries
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t or {}) do c[k] = v end
+  return c
+end
+
+--- chronis.scheduler{storage, lock, polling_interval, max_workers,
+--- max_queue_size, lease_seconds, clock, on_success, on_failure, logger,
+--- shutdown_grace, node_id}
+function M.scheduler(opts)
+  local o = copy(opts)
+  if o.storage == nil then
+    o.storage = host and host.storage and M.storage.open(host.storage) or M.storage.memory()
+  elseif type(o.storage) == "string" then
+    o.storage = M.storage.open(o.storage)
+  end
+  local e = engine.new(o)
+  local s = setmetatable({ _e = e, _store = o.storage }, Scheduler)
+  live[s] = true
+  return s
+end
+
+function Scheduler:handler(name, fn)
+  if type(name) ~= "string" or name == "" then
+    error("handler name must be a non-empty string", 2)
+  end
+  if type(fn) ~= "function" and type(fn) ~= "table" then
+    error("handler '" .. name .. "' must be a function", 2)
+  end
+  self._e:handler(name, fn)
+  return self
+end
+
+function Scheduler:start() self._e:start() return self end
+function Scheduler:stop(grace) return self._e:stop(grace) end
+function Scheduler:tick() self._e:tick() end
+function Scheduler:get_queue_status() return self._e:get_queue_status() end
+function Scheduler:node_id() return self._e:node_id() end
+function Scheduler:state() return self._e:state() end
+function Scheduler:stats() return self._e:stats() end
+function Scheduler:store() return self._store end
+function Scheduler:now() return self._e:now() end
+function Scheduler:close() self._e:close() end
+
+-- ---- creating jobs ----
+
+local trigger_keys = {
+  interval = { seconds = true, minutes = true, hours = true, days = true, weeks = true,
+               start_date = true },
+  cron = { year = true, month = true, day = true, week = true, day_of_week = true,
+           hour = true, minute = true, second = true, cron = true },
+  date = { run_date = true },
+}
+
+local function has_handler(self, name)
+  return self._e:handlers()[name] ~= nil or M.handlers[name] ~= nil
+end
+
+-- Handler scripts may carry defaults for their jobs ({run=fn, timeout=..}).
+local handler_defaults = {
+  timeout = "timeout_seconds", retry = "max_retries", retry_delay = "retry_delay_seconds",
+  priority = "priority", if_missed = "if_missed", misfire_threshold = "misfire_threshold_seconds",
+}
+
+--- create_job(fields): fields by their storage names (DESIGN.md §3), plus
+--- on_success / on_failure callbacks and if_exists = "error" | "skip".
+function Scheduler:create_job(fields)
+  local f = copy(fields)
+  local on_success, on_failure, if_exists = f.on_success, f.on_failure, f.if_exists or "error"
+  f.on_success, f.on_failure, f.if_exists = nil, nil, nil
+  if if_exists ~= "error" and if_exists ~= "skip" then
+    fail("invalid", "invalid option 'if_exists': expected error or skip, got %s", tostring(if_exists))
+  end
+  -- Trigger keys given at the top level move into trigger_args.
+  local keys = trigger_keys[f.trigger_type]
+  if keys then
+    local args = copy(f.trigger_args)
+    for k in pairs(keys) do
+      if f[k] ~= nil then args[k], f[k] = f[k], nil end
+    end
+    f.trigger_args = args
+  end
+  local h = type(f.func_name) == "string" and (self._e:handlers()[f.func_name] or M.handlers[f.func_name])
+  if type(h) == "table" then
+    for k, field in pairs(handler_defaults) do
+      if h[k] ~= nil and f[field] == nil then f[field] = h[k] end
+    end
+  end
+  local job = engine.prepare_job(f, self._e:now())
+  if if_exists == "skip" then
+    local existing = self._store:get_job(job.job_id)
+    if existing then
+      if on_success or on_failure then self._e:set_callbacks(job.job_id, on_success, on_failure) end
+      return existing
+    end
+  end
+  local ok, stored = pcall(self._store.create_job, self._store, job)
+  if not ok then
+    if if_exists == "skip" and type(stored) == "table" and stored.code == "duplicate" then
+      return self._store:get_job(job.job_id)
+    end
+    error(stored, 2)
+  end
+  if on_success or on_failure then self._e:set_callbacks(job.job_id, on_success, on_failure) end
+  return stored
+end
+
+function Scheduler:create_interval_job(fields)
+  local f = copy(fields)
+  f.trigger_type = "interval"
+  return self:create_job(f)
+end
+
+function Scheduler:create_cron_job(fields)
+  local f = copy(fields)
+  f.trigger_type = "cron"
+  return self:create_job(f)
+end
+
+function Scheduler:create_date_job(fields)
+  local f = copy(fields)
+  f.trigger_type = "date"
+  return self:create_job(f)
+end
+
+-- ---- the fluent builder ----
+
+local Builder = {}
+Builder.__index = Builder
+
+local config_keys = {
+  job_id = "job_id", name = "name", timezone = "timezone", retry = "max_retries",
+  retry_delay = "retry_delay_seconds", timeout = "timeout_seconds", priority = "priority",
+  metadata = "metadata", if_missed = "if_missed", misfire_threshold = "misfire_threshold_seconds",
+  on_success = "on_success", on_failure = "on_failure", if_exists = "if_exists",
+}
+
+local function builder(sched)
+  return setmetatable({ _s = sched, _f = { metadata = {} } }, Builder)
+end
+
+local function set_trigger(b, ttype, args)
+  if b._f.trigger_type then
+    error("a trigger is already configured (" .. b._f.trigger_type .. ")", 3)
+  end
+  b._f.trigger_type, b._f.trigger_args = ttype, args
+  return b
+end
+
+function Builder:every(spec)
+  if type(spec) ~= "table" then error("every() takes a table such as {minutes = 5}", 2) end
+  return set_trigger(self, "interval", copy(spec))
+end
+
+function Builder:on(spec)
+  if type(spec) == "string" then spec = { cron = spec } end
+  if type(spec) ~= "table" then error("on() takes a table of cron fields or a crontab string", 2) end
+  local args = copy(spec)
+  if args.timezone then self._f.timezone, args.timezone = args.timezone, nil end
+  return set_trigger(self, "cron", args)
+end
+
+function Builder:once(when)
+  if type(when) ~= "string" and math.type(when) ~= "integer" then
+    error("once() takes an ISO-8601 time or integer microseconds", 2)
+  end
+  if math.type(when) == "integer" then when = M.time.format(when) end
+  return set_trigger(self, "date", { run_date = when })
+end
+
+function Builder:config(opts)
+  for k, v in pairs(opts or {}) do
+    local field = config_keys[k]
+    if not field then fail("invalid", "unknown config option '%s'", tostring(k)) end
+    if k == "metadata" then
+      if type(v) ~= "table" then fail("invalid", "config 'metadata' must be a table") end
+      for mk, mv in pairs(v) do self._f.metadata[mk] = mv end
+    else
+      self._f[field] = v
+    end
+  end
+  return self
+end
+
+--- run(func_name, kwargs, args) -> the created job
+function Builder:run(func_name, kwargs, args)
+  if not self._f.trigger_type then
+    fail("invalid", "no trigger configured: call every(), on() or once() before run()")
+  end
+  if type(func_name) ~= "string" or func_name == "" then
+    fail("invalid", "run() needs a handler name")
+  end
+  local f = copy(self._f)
+  if next(f.metadata) == nil then f.metadata = nil end
+  f.func_name, f.kwargs, f.args = func_name, kwargs, args
+  return self._s:create_job(f)
+end
+
+function Scheduler:every(spec) return builder(self):every(spec) end
+function Scheduler:on(spec) return builder(self):on(spec) end
+function Scheduler:once(when) return builder(self):once(when) end
+function Scheduler:config(opts) return builder(self):config(opts) end
+
+-- ---- management ----
+
+function Scheduler:get_job(id) return self._store:get_job(id) end
+function Scheduler:query_jobs(filters, limit, offset) return self._store:query_jobs(filters, limit, offset) end
+function Scheduler:count_jobs(filters) return self._store:count_jobs(filters) end
+
+local function must_get(self, id, level)
+  if type(id) ~= "string" then error("job id must be a string", level + 1) end
+  local job = self._store:get_job(id)
+  if not job then error(core.error("not_found", ("job '%s' not found"):format(id)), level + 1) end
+  return job
+end
+
+local trigger_fields = { trigger_type = true, trigger_args = true, timezone = true }
+
+--- update_job(id, fields): changing the trigger recomputes next_run_time.
+function Scheduler:update_job(id, fields)
+  local cur = must_get(self, id, 2)
+  if type(fields) ~= "table" then fail("invalid", "update_job: fields must be a table") end
+  if fields.job_id ~= nil and fields.job_id ~= id then fail("invalid", "update_job: job_id cannot change") end
+  local merged, retrigger = copy(cur), false
+  for k, v in pairs(fields) do
+    merged[k] = v
+    if trigger_fields[k] then retrigger = true end
+  end
+  local updates = copy(fields)
+  if retrigger then
+    merged.next_run_time, merged.next_run_time_local = nil, nil
+    local prepared = engine.prepare_job(merged, self._e:now())
+    updates.next_run_time = prepared.next_run_time or M.json.null
+    updates.next_run_time_local = prepared.next_run_time_local or M.json.null
+    if cur.status == "scheduled" or cur.status == "pending" then
+      updates.status = prepared.next_run_time and "scheduled" or "pending"
+    end
+  else
+    engine.prepare_job(merged, self._e:now()) -- validates the result
+  end
+  return self._store:update_job(id, updates)
+end
+
+function Scheduler:delete_job(id)
+  must_get(self, id, 2)
+  self._e:set_callbacks(id, nil, nil)
+  return self._store:delete_job(id)
+end
+
+-- Moves a job between statuses with a CAS on its current status, so a
+-- concurrent claim is never overwritten.
+local function transition(self, id, allowed, verb, updates_of)
+  for _ = 1, 5 do
+    local cur = must_get(self, id, 3)
+    if not allowed[cur.status] then
+      error(core.error("invalid_state", ("cannot %s job '%s': its status is %s"):format(
+        verb, id, cur.status)), 3)
+    end
+    local ok, job = self._store:compare_and_swap_job(id, { status = cur.status }, updates_of(cur))
+    if ok then return job end
+  end
+  error(core.error("conflict", ("cannot %s job '%s': it keeps changing"):format(verb, id)), 3)
+end
+
+function Scheduler:pause_job(id)
+  return transition(self, id, { scheduled = true, pending = true }, "pause", function()
+    return { status = "paused" }
+  end)
+end
+
+function Scheduler:resume_job(id)
+  return transition(self, id, { paused = true }, "resume", function(cur)
+    local nrt = cur.next_run_time
+    if nrt == nil then
+      nrt = engine.prepare_job((function()
+        local m = copy(cur); m.next_run_time, m.status = nil, nil; return m
+      end)(), self._e:now()).next_run_time
+    end
+    return { status = nrt and "scheduled" or "pending", next_run_time = nrt or M.json.null }
+  end)
+end
+
+function Scheduler:run_job_now(id)
+  local job = transition(self, id, { scheduled = true, pending = true, paused = true, failed = true },
+    "run", function()
+      return { status = "scheduled", next_run_time = self._e:now(), retry_count = 0 }
+    end)
+  self._e:tick()
+  return job
+end
+
+return M

@@ -1,0 +1,85 @@
+/* engine.h - the scheduler engine of DESIGN.md §5: the tick (lease
+ * recovery, claim up to free capacity, drain, misfire classification,
+ * dispatch), handler runs as tasks with timeouts, retries, batched
+ * completions, lease heartbeats, wake-up timers and graceful stop. */
+#ifndef CHR_ENGINE_H
+#define CHR_ENGINE_H
+
+#include <stdint.h>
+
+#include <lua.h>
+#include <uv.h>
+
+#include "store.h"
+#include "task.h"
+
+typedef struct chr_sched chr_sched_t;
+typedef struct chr_run chr_run_t;
+
+typedef enum { CHR_SCHED_STOPPED, CHR_SCHED_RUNNING, CHR_SCHED_STOPPING } chr_sched_state_t;
+
+typedef struct chr_sched_opts {
+  double polling_interval; /* seconds, 0.1..3600 */
+  int max_workers;
+  int max_queue_size;
+  double lease_seconds;
+  double shutdown_grace;
+} chr_sched_opts_t;
+
+struct chr_sched {
+  lua_State *L;
+  chr_store_t *store;
+  chr_sched_opts_t opts;
+  char node_id[48];
+  int state;
+  /* Lua anchors (LUA_NOREF when unset). */
+  int store_ref, lock_ref, handlers_ref, callbacks_ref, clock_ref, on_success_ref,
+      on_failure_ref, logger_ref;
+  uv_timer_t *poll_timer, *lease_timer, *flush_timer, *grace_timer;
+  int64_t armed_at; /* wall time the poll timer targets, CHR_TIME_NONE */
+  /* Claimed jobs not started yet: a heap, highest priority then earliest. */
+  chr_run_t **heap;
+  size_t nheap, heapcap;
+  chr_run_t *running; /* list of started runs */
+  int nrunning;
+  chr_completion_t *pend; /* completions waiting for the next flush */
+  size_t npend, pendcap;
+  unsigned claim_busy : 1, flush_busy : 1, due_busy : 1, recover_busy : 1, extend_busy : 1,
+      dispatching : 1, starved : 1, closed : 1;
+  int64_t last_recover;
+  int refs; /* pending requests and timers holding s */
+  chr_store_watch_t watch;
+  chr_waiter_t *stop_waiter;
+  struct {
+    uint64_t claimed, succeeded, failed, retried, skipped, returned, killed;
+  } stats;
+  chr_sched_t *next_live; /* list of schedulers (host signals) */
+};
+
+chr_sched_t *chr_sched_new(lua_State *L, chr_store_t *store, const chr_sched_opts_t *opts);
+int chr_sched_start(chr_sched_t *s);
+/* Stops claiming and returns unstarted jobs; the caller then waits until
+ * chr_sched_idle() (handlers done within the grace period) and calls
+ * chr_sched_finish_stop(). */
+void chr_sched_begin_stop(chr_sched_t *s);
+int chr_sched_idle(const chr_sched_t *s);
+void chr_sched_finish_stop(chr_sched_t *s);
+/* Ends handlers still running (after the grace period of a stop). */
+void chr_sched_kill_running(chr_sched_t *s);
+/* stack: +1 array of the job ids of started runs */
+void chr_sched_push_running_ids(lua_State *L, chr_sched_t *s);
+/* Runs one tick now. */
+void chr_sched_tick(chr_sched_t *s);
+/* Frees s once nothing pending refers to it. */
+void chr_sched_close(chr_sched_t *s);
+int64_t chr_sched_now(chr_sched_t *s);
+void chr_sched_log(chr_sched_t *s, int level, const char *job_id, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Every scheduler of the process that is running (for the host's signal
+ * handling). */
+chr_sched_t *chr_sched_first_live(void);
+
+int luaopen_chronis_engine(lua_State *L);
+
+#endif

@@ -1,0 +1,57 @@
+/* lock.h - the lock adapter contract (DESIGN.md §4): owner-checked,
+ * TTL-bounded locks with acquire / release / extend / reset, answered
+ * asynchronously like store requests. A blocking acquire waits on the loop,
+ * never by blocking it. */
+#ifndef CHR_LOCK_H
+#define CHR_LOCK_H
+
+#include <stdint.h>
+
+#include "common.h"
+
+typedef struct chr_lock chr_lock_t;
+typedef struct chr_lock_req chr_lock_req_t;
+typedef void (*chr_lock_cb)(chr_lock_req_t *req);
+
+typedef enum {
+  CHR_LOCK_ACQUIRE, /* key, owner, ttl_us, blocking, timeout_us -> ok */
+  CHR_LOCK_RELEASE, /* key, owner -> ok (1 when owner held it) */
+  CHR_LOCK_EXTEND,  /* key, owner, ttl_us -> ok (1 when owner holds it) */
+  CHR_LOCK_RESET    /* key -> ok (1 when a lock was removed) */
+} chr_lock_op_t;
+
+struct chr_lock_req {
+  chr_lock_op_t op;
+  chr_lock_t *lock;
+  chr_lock_cb cb;
+  void *data;
+  const char *key, *owner; /* borrowed until the callback */
+  int64_t ttl_us;
+  int blocking;
+  int64_t timeout_us; /* blocking acquire: give up after this (<= 0: wait
+                         until the lock is free, however long) */
+  int status;         /* 0 or CHR_E* */
+  char *errmsg;
+  int ok;
+  void *priv; /* adapter's use while pending */
+};
+
+typedef struct chr_lock_vtable {
+  const char *kind;
+  int (*submit)(chr_lock_t *l, chr_lock_req_t *req);
+  void (*close)(chr_lock_t *l);
+} chr_lock_vtable_t;
+
+struct chr_lock {
+  const chr_lock_vtable_t *vt;
+  int closed;
+};
+
+void chr_lock_req_init(chr_lock_req_t *req, chr_lock_op_t op);
+void chr_lock_req_reset(chr_lock_req_t *req);
+int chr_lock_submit(chr_lock_t *l, chr_lock_req_t *req);
+void chr_lock_close(chr_lock_t *l);
+
+chr_lock_t *chr_memory_lock_new(void);
+
+#endif

@@ -1,0 +1,318 @@
+/* lua_core.c - the chronis.core module: assembles the C-backed areas
+ * (time, tz, cron, json, storage, lock, scheduler) and the loop-level
+ * functions (spawn, sleep, run, run_until, stop). Sets no globals. */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "json.h"
+#include "loop.h"
+#include "lstore.h"
+#include "lutil.h"
+#include "task.h"
+#include "time.h"
+
+/* ---- json ---- */
+
+static int l_json_encode(lua_State *L) {
+  chr_buf_t b;
+  char err[200];
+  luaL_checkany(L, 1);
+  chr_buf_init(&b);
+  if (chr_json_encode(L, 1, &b, err, sizeof err) != 0) {
+    chr_buf_free(&b);
+    return chr_lua_error(L, CHR_EINVAL, "json encode: %s", err);
+  }
+  lua_pushlstring(L, b.p, b.len);
+  chr_buf_free(&b);
+  return 1;
+}
+
+static int l_json_decode(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  char err[200];
+  if (chr_json_decode(L, s, n, err, sizeof err) != 0)
+    return chr_lua_error(L, CHR_EINVAL, "json decode: %s", err);
+  return 1;
+}
+
+/* ---- sleep ---- */
+
+typedef struct sleeper {
+  chr_waiter_t w;
+  uv_timer_t timer;
+} sleeper_t;
+
+static void sleeper_close_cb(uv_handle_t *h) {
+  free(h->data);
+}
+
+static int sleeper_finish(lua_State *L, chr_waiter_t *w) {
+  (void)L;
+  sleeper_t *s = (sleeper_t *)w;
+  uv_close((uv_handle_t *)&s->timer, sleeper_close_cb);
+  return 0;
+}
+
+static void sleeper_release(chr_waiter_t *w) {
+  sleeper_t *s = (sleeper_t *)w;
+  uv_close((uv_handle_t *)&s->timer, sleeper_close_cb);
+}
+
+static void sleeper_cb(uv_timer_t *t) {
+  chr_waiter_done(&((sleeper_t *)t->data)->w);
+}
+
+static int l_sleep(lua_State *L) {
+  lua_Number secs = luaL_checknumber(L, 1);
+  if (!(secs >= 0)) return chr_lua_error(L, CHR_EINVAL, "sleep: seconds must be >= 0");
+  sleeper_t *s = chr_calloc(1, sizeof *s);
+  s->w.finish = sleeper_finish;
+  s->w.release = sleeper_release;
+  uv_timer_init(chr_loop(), &s->timer);
+  s->timer.data = s;
+  uv_timer_start(&s->timer, sleeper_cb, (uint64_t)(secs * 1000 + 0.5), 0);
+  return chr_wait(L, &s->w);
+}
+
+/* ---- spawn ---- */
+
+#define TASK_MT "chronis.task"
+
+typedef struct spawned {
+  chr_task_t *task;
+  int done, status, joined;
+  chr_waiter_t *joiner;
+  int self_ref; /* anchors the object while the task runs */
+} spawned_t;
+
+typedef struct joiner {
+  chr_waiter_t w;
+  spawned_t *sp;
+} joiner_t;
+
+static lua_State *main_L;
+
+static void spawned_done(chr_task_t *t, int status) {
+  spawned_t *sp = t->data;
+  sp->done = 1;
+  sp->status = status;
+  luaL_unref(main_L, LUA_REGISTRYINDEX, sp->self_ref);
+  sp->self_ref = LUA_NOREF;
+  if (sp->joiner) {
+    chr_waiter_t *w = sp->joiner;
+    sp->joiner = NULL;
+    chr_waiter_done(w);
+  }
+}
+
+static int join_results(lua_State *L, spawned_t *sp) {
+  lua_State *co = sp->task->co;
+  sp->joined = 1;
+  if (sp->status == CHR_TASK_KILLED) return luaL_error(L, "task was killed");
+  if (sp->status != LUA_OK) {
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1);
+    return lua_error(L);
+  }
+  int n = lua_gettop(co);
+  luaL_checkstack(L, n, "join");
+  for (int i = 1; i <= n; i++) lua_pushvalue(co, i);
+  lua_xmove(co, L, n);
+  return n;
+}
+
+static int joiner_finish(lua_State *L, chr_waiter_t *w) {
+  spawned_t *sp = ((joiner_t *)w)->sp;
+  free(w);
+  return join_results(L, sp);
+}
+
+static void joiner_release(chr_waiter_t *w) {
+  free(w);
+}
+
+static int l_task_join(lua_State *L) {
+  spawned_t *sp = luaL_checkudata(L, 1, TASK_MT);
+  if (sp->done) return join_results(L, sp);
+  if (sp->joiner) return luaL_error(L, "task is already being joined");
+  joiner_t *j = chr_calloc(1, sizeof *j);
+  j->sp = sp;
+  j->w.finish = joiner_finish;
+  j->w.release = joiner_release;
+  sp->joiner = &j->w;
+  lua_pushvalue(L, 1); /* keep sp alive while waiting */
+  lua_setiuservalue(L, 1, 1);
+  return chr_wait(L, &j->w);
+}
+
+static int l_task_done(lua_State *L) {
+  spawned_t *sp = luaL_checkudata(L, 1, TASK_MT);
+  lua_pushboolean(L, sp->done);
+  return 1;
+}
+
+static int l_task_gc(lua_State *L) {
+  spawned_t *sp = luaL_checkudata(L, 1, TASK_MT);
+  if (sp->task && sp->done) {
+    if (sp->status != LUA_OK && sp->status != CHR_TASK_KILLED && !sp->joined)
+      fprintf(stderr, "chronis: a spawned task failed and was never joined: %s\n",
+              luaL_tolstring(sp->task->co, -1, NULL));
+    chr_task_release(sp->task);
+    sp->task = NULL;
+  }
+  return 0;
+}
+
+static int l_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  int nargs = lua_gettop(L) - 1;
+  spawned_t *sp = lua_newuserdatauv(L, sizeof *sp, 1);
+  memset(sp, 0, sizeof *sp);
+  if (luaL_newmetatable(L, TASK_MT)) {
+    static const luaL_Reg m[] = {{"join", l_task_join}, {"done", l_task_done}, {NULL, NULL}};
+    lua_pushcfunction(L, l_task_gc);
+    lua_setfield(L, -2, "__gc");
+    luaL_newlib(L, m);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  sp->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  sp->task = chr_task_new(L, spawned_done, sp);
+  lua_State *co = sp->task->co;
+  lua_pushvalue(L, 1);
+  for (int i = 2; i <= nargs + 1; i++) lua_pushvalue(L, i);
+  lua_xmove(L, co, nargs + 1);
+  chr_task_start(sp->task, nargs);
+  return 1; /* the task object */
+}
+
+/* ---- running the loop ---- */
+
+static int stop_requested;
+
+static void wake_cb(uv_timer_t *t) {
+  (void)t;
+}
+
+/* Makes run() return (the host's signal path). */
+void chr_core_request_stop(void);
+void chr_core_request_stop(void) {
+  stop_requested = 1;
+  uv_stop(chr_loop());
+}
+
+static int l_stop_loop(lua_State *L) {
+  (void)L;
+  chr_core_request_stop();
+  return 0;
+}
+
+/* run() drives the loop until stop() or nothing is left to do. */
+static int l_run(lua_State *L) {
+  if (chr_loop_running()) return luaL_error(L, "chronis.run: the loop is already running");
+  stop_requested = 0;
+  while (!stop_requested) {
+    chr_loop_step(L);
+    if (!uv_loop_alive(chr_loop())) break;
+  }
+  return 0;
+}
+
+/* run_until(seconds) or run_until(predicate [, timeout_seconds]): drives
+ * the loop; returns true once the predicate holds, false on timeout. */
+static int l_run_until(lua_State *L) {
+  int is_fn = lua_isfunction(L, 1);
+  double limit = is_fn ? luaL_optnumber(L, 2, 30) : luaL_checknumber(L, 1);
+  int64_t deadline = chr_time_mono() + (int64_t)(limit * 1e6);
+  uv_timer_t tick;
+  uv_timer_init(chr_loop(), &tick);
+  /* A short tick re-checks the predicate even when nothing else happens. */
+  uv_timer_start(&tick, wake_cb, 5, 5);
+  int ok = 0;
+  stop_requested = 0;
+  for (;;) {
+    if (is_fn) {
+      lua_pushvalue(L, 1);
+      lua_call(L, 0, 1);
+      ok = lua_toboolean(L, -1);
+      lua_pop(L, 1);
+      if (ok) break;
+    }
+    if (chr_time_mono() >= deadline || stop_requested) break;
+    chr_loop_step(L);
+  }
+  uv_close((uv_handle_t *)&tick, NULL);
+  /* The handle lives on this C stack: let the loop finish closing it. */
+  uv_run(chr_loop(), UV_RUN_NOWAIT);
+  lua_pushboolean(L, is_fn ? ok : 1);
+  return 1;
+}
+
+/* error(code, message) -> a structured error object (not raised). */
+static int l_error(lua_State *L) {
+  const char *code = luaL_checkstring(L, 1);
+  chr_lua_pusherror(L, CHR_EINVAL, luaL_checkstring(L, 2));
+  lua_pushstring(L, code);
+  lua_setfield(L, -2, "code");
+  return 1;
+}
+
+static int l_live_tasks(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)chr_task_live());
+  return 1;
+}
+
+static void walk_cb(uv_handle_t *h, void *arg) {
+  if (!uv_is_closing(h) && uv_is_active(h)) (*(int *)arg)++;
+}
+
+static int l_active_handles(lua_State *L) {
+  int n = 0;
+  uv_walk(chr_loop(), walk_cb, &n);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+int luaopen_chronis_core(lua_State *L) {
+  static const luaL_Reg fns[] = {{"spawn", l_spawn},
+                                 {"sleep", l_sleep},
+                                 {"run", l_run},
+                                 {"run_until", l_run_until},
+                                 {"stop_loop", l_stop_loop},
+                                 {"live_tasks", l_live_tasks},
+                                 {"error", l_error},
+                                 {"active_handles", l_active_handles},
+                                 {NULL, NULL}};
+  /* Tasks hang off the main thread, whichever coroutine required us. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  main_L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  chr_task_init(main_L);
+  luaL_newlib(L, fns);
+  luaopen_chronis_time(L);
+  lua_setfield(L, -2, "time");
+  luaopen_chronis_tz(L);
+  lua_setfield(L, -2, "tz");
+  luaopen_chronis_cron(L);
+  lua_setfield(L, -2, "cron");
+  luaopen_chronis_storage(L);
+  lua_setfield(L, -2, "storage");
+  luaopen_chronis_lock(L);
+  lua_setfield(L, -2, "lock");
+  luaopen_chronis_engine(L);
+  lua_setfield(L, -2, "engine");
+  lua_createtable(L, 0, 3);
+  lua_pushcfunction(L, l_json_encode);
+  lua_setfield(L, -2, "encode");
+  lua_pushcfunction(L, l_json_decode);
+  lua_setfield(L, -2, "decode");
+  lua_pushlightuserdata(L, NULL);
+  lua_setfield(L, -2, "null");
+  lua_setfield(L, -2, "json");
+  return 1;
+}

@@ -1,0 +1,207 @@
+/* main.c - the chronis host executable: loads an app script that
+ * configures schedulers, runs the loop until SIGINT/SIGTERM, then stops
+ * every scheduler gracefully and exits 0. */
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <uv.h>
+
+#include "common.h"
+#include "log.h"
+#include "loop.h"
+
+int luaopen_chronis_core(lua_State *L);
+void chr_core_request_stop(void);
+
+static const char usage[] =
+    "usage: chronis <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  run [APP.lua]        load the app (default scripts/app.lua) and run its\n"
+    "                       schedulers until SIGINT or SIGTERM\n"
+    "\n"
+    "options:\n"
+    "  --storage URL        default store for schedulers created without one\n"
+    "                       (also CHRONIS_STORAGE; memory: when unset)\n"
+    "  --log-level LEVEL    debug, info (default), warn or error\n"
+    "  --log-format FORMAT  text (default) or json (one JSON object a line)\n"
+    "  --help               show this help\n"
+    "  --version            show the version\n";
+
+static int signals_seen;
+
+static void signal_cb(uv_signal_t *h, int signum) {
+  (void)h;
+  signals_seen++;
+  chr_log(CHR_LOG_INFO, NULL, "received %s: stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  if (signals_seen > 1) {
+    chr_log(CHR_LOG_WARN, NULL, "second signal: exiting at once");
+    exit(1);
+  }
+  chr_core_request_stop();
+}
+
+/* Message handler: adds a traceback to string errors. */
+static int traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) msg = luaL_tolstring(L, 1, NULL);
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+static int pcall_tb(lua_State *L, int nargs, int nres) {
+  int base = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, traceback);
+  lua_insert(L, base);
+  int rc = lua_pcall(L, nargs, nres, base);
+  lua_remove(L, base);
+  return rc;
+}
+
+/* package.path: the library beside the executable (build tree: ../lua),
+ * then the installed prefix (../share/chronis/lua). */
+static void set_paths(lua_State *L) {
+  char exe[PATH_MAX];
+  size_t n = sizeof exe;
+  char dir[PATH_MAX] = ".";
+  if (uv_exepath(exe, &n) == 0) {
+    char *slash = strrchr(exe, '/');
+    if (slash) {
+      *slash = '\0';
+      snprintf(dir, sizeof dir, "%s", exe);
+    }
+  }
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "path");
+  lua_pushfstring(L,
+                  "%s/../lua/?.lua;%s/../lua/?/init.lua;"
+                  "%s/../share/chronis/lua/?.lua;%s/../share/chronis/lua/?/init.lua;%s",
+                  dir, dir, dir, dir, lua_tostring(L, -1));
+  lua_setfield(L, -3, "path");
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_chronis_core);
+  lua_setfield(L, -2, "chronis.core");
+  lua_pop(L, 2);
+}
+
+static int run_app(lua_State *L, const char *app, const char *storage) {
+  lua_createtable(L, 0, 2);
+  if (storage) {
+    lua_pushstring(L, storage);
+    lua_setfield(L, -2, "storage");
+  }
+  lua_pushstring(L, app);
+  lua_setfield(L, -2, "app");
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "loaded");
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "chronis.host");
+  lua_pop(L, 3);
+
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "chronis");
+  if (pcall_tb(L, 1, 1) != LUA_OK) {
+    fprintf(stderr, "chronis: cannot load the chronis library: %s\n", lua_tostring(L, -1));
+    return 1;
+  }
+  int chronis = lua_gettop(L);
+
+  uv_signal_t sigint, sigterm;
+  uv_signal_init(chr_loop(), &sigint);
+  uv_signal_init(chr_loop(), &sigterm);
+  uv_signal_start(&sigint, signal_cb, SIGINT);
+  uv_signal_start(&sigterm, signal_cb, SIGTERM);
+  /* Signal watchers alone must not keep the loop alive. */
+  uv_unref((uv_handle_t *)&sigint);
+  uv_unref((uv_handle_t *)&sigterm);
+
+  chr_log(CHR_LOG_INFO, NULL, "chronis %s running %s%s%s", CHR_VERSION, app,
+          storage ? " with storage " : "", storage ? storage : "");
+  if (luaL_loadfilex(L, app, "t") != LUA_OK || pcall_tb(L, 0, 0) != LUA_OK) {
+    fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
+    return 1;
+  }
+  int rc = 0;
+  lua_getfield(L, chronis, "run");
+  if (pcall_tb(L, 0, 0) != LUA_OK) {
+    fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    rc = 1;
+  }
+  lua_getfield(L, chronis, "shutdown");
+  if (pcall_tb(L, 0, 0) != LUA_OK) {
+    fprintf(stderr, "chronis: shutdown: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    rc = 1;
+  }
+  uv_close((uv_handle_t *)&sigint, NULL);
+  uv_close((uv_handle_t *)&sigterm, NULL);
+  uv_run(chr_loop(), UV_RUN_NOWAIT);
+  chr_log(CHR_LOG_INFO, NULL, "chronis stopped");
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  const char *cmd = NULL, *app = NULL, *storage = getenv("CHRONIS_STORAGE");
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      fputs(usage, stdout);
+      return 0;
+    } else if (strcmp(a, "--version") == 0 || strcmp(a, "-v") == 0) {
+      printf("chronis %s (%s, libuv %s)\n", CHR_VERSION, LUA_RELEASE, uv_version_string());
+      return 0;
+    } else if (strcmp(a, "--log-level") == 0 && i + 1 < argc) {
+      int lvl = chr_log_parse_level(argv[++i]);
+      if (lvl < 0) {
+        fprintf(stderr, "chronis: invalid --log-level '%s' (debug, info, warn, error)\n", argv[i]);
+        return 2;
+      }
+      chr_log_set_level(lvl);
+    } else if (strcmp(a, "--log-format") == 0 && i + 1 < argc) {
+      const char *f = argv[++i];
+      if (strcmp(f, "json") != 0 && strcmp(f, "text") != 0) {
+        fprintf(stderr, "chronis: invalid --log-format '%s' (text or json)\n", f);
+        return 2;
+      }
+      chr_log_set_json(strcmp(f, "json") == 0);
+    } else if (strcmp(a, "--storage") == 0 && i + 1 < argc) {
+      storage = argv[++i];
+    } else if (a[0] == '-') {
+      fprintf(stderr, "chronis: unknown option '%s'\n%s", a, usage);
+      return 2;
+    } else if (cmd == NULL) {
+      cmd = a;
+    } else if (app == NULL) {
+      app = a;
+    } else {
+      fprintf(stderr, "chronis: unexpected argument '%s'\n", a);
+      return 2;
+    }
+  }
+  if (cmd == NULL) {
+    fputs(usage, stderr);
+    return 2;
+  }
+  if (strcmp(cmd, "run") != 0) {
+    fprintf(stderr, "chronis: unknown command '%s'\n%s", cmd, usage);
+    return 2;
+  }
+  lua_State *L = luaL_newstate();
+  if (L == NULL) {
+    fputs("chronis: cannot create a Lua state\n", stderr);
+    return 1;
+  }
+  luaL_openlibs(L);
+  set_paths(L);
+  int rc = run_app(L, app ? app : "scripts/app.lua", storage);
+  lua_close(L);
+  return rc;
+}

@@ -1,0 +1,163 @@
+/* store.h - the storage adapter contract of DESIGN.md §4 in C: one request
+ * type for every operation, submitted to an adapter's vtable and answered
+ * through its callback exactly once (or refused by a non-zero return, and
+ * then never called back). Filters and their matching live here too, so
+ * scanning adapters share one definition of each filter's meaning. */
+#ifndef CHR_STORE_H
+#define CHR_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "job.h"
+
+typedef struct chr_store chr_store_t;
+typedef struct chr_store_req chr_store_req_t;
+typedef void (*chr_store_cb)(chr_store_req_t *req);
+
+typedef enum {
+  CHR_OP_CREATE,     /* job -> jobs[0] */
+  CHR_OP_GET,        /* id -> jobs[0] or njobs 0 */
+  CHR_OP_GET_BATCH,  /* ids -> jobs found */
+  CHR_OP_UPDATE,     /* id, job (partial) -> jobs[0]; CHR_ENOTFOUND */
+  CHR_OP_CAS,        /* id, expected, job (partial) -> ok, jobs[0] */
+  CHR_OP_DELETE,     /* id -> ok */
+  CHR_OP_QUERY,      /* filter, limit (-1 = none), offset -> jobs */
+  CHR_OP_COUNT,      /* filter -> count */
+  CHR_OP_CLAIM,      /* now, limit, owner, lease_us -> jobs (running) */
+  CHR_OP_COMPLETE,   /* items -> items[i].result */
+  CHR_OP_RECOVER,    /* now -> count of running jobs with lease_until < now
+                        moved back to scheduled (lease cleared) */
+  CHR_OP_EXTEND,     /* owner, ids, now + lease_us -> count extended */
+  CHR_OP_NEXT_DUE,   /* -> count = earliest next_run_time of a scheduled
+                        job, CHR_TIME_NONE when none */
+  CHR_OP__COUNT
+} chr_store_op_t;
+
+extern const char *const chr_store_op_names[CHR_OP__COUNT];
+
+typedef struct chr_meta_filter {
+  char *path;  /* "tenant_id" or "a.b" (below metadata) */
+  char *value; /* canonical JSON text of the wanted value */
+} chr_meta_filter_t;
+
+typedef struct chr_filter {
+  uint32_t status_mask; /* 1 << chr_status_t; 0 = any */
+  int trigger_type;     /* 0 = any */
+  int64_t nrt_lte, nrt_gte, upd_lte, upd_gte; /* CHR_TIME_NONE = unset */
+  chr_meta_filter_t *meta;
+  size_t nmeta;
+  char **ids; /* job_id_in; has_ids with nids 0 matches nothing */
+  size_t nids;
+  int has_ids;
+} chr_filter_t;
+
+void chr_filter_init(chr_filter_t *f);
+void chr_filter_free(chr_filter_t *f);
+int chr_filter_match(const chr_filter_t *f, const chr_job_t *j);
+
+/* Orders jobs as query results: next_run_time ascending, nil last, then
+ * job_id. qsort comparator over chr_job_t pointers. */
+int chr_job_cmp_query(const void *a, const void *b);
+
+typedef struct chr_completion {
+  char *job_id;
+  char *owner;      /* applied only while claimed_by == owner */
+  int remove;       /* delete the job, else apply updates */
+  chr_job_t *updates;
+  int result;       /* out: 0, CHR_ECONFLICT or CHR_ENOTFOUND */
+} chr_completion_t;
+
+struct chr_store_req {
+  chr_store_op_t op;
+  chr_store_t *store;
+  chr_store_cb cb;
+  void *data;
+  /* Inputs, borrowed: the caller keeps them alive until the callback. */
+  const char *id;
+  chr_job_t *job;
+  chr_job_t *expected;
+  char **ids;
+  size_t nids;
+  chr_filter_t *filter;
+  int64_t limit, offset;
+  int64_t now, lease_us;
+  const char *owner;
+  chr_completion_t *items;
+  size_t nitems;
+  /* Outputs, owned by the caller after the callback (chr_store_req_reset). */
+  int status;   /* 0 or CHR_E* */
+  char *errmsg; /* malloc'ed, with status != 0 */
+  chr_job_t **jobs;
+  size_t njobs;
+  int64_t count;
+  int ok;
+};
+
+void chr_store_req_init(chr_store_req_t *req, chr_store_op_t op);
+/* Frees outputs (jobs, errmsg); inputs are the caller's. */
+void chr_store_req_reset(chr_store_req_t *req);
+/* Adapter helpers to answer a request. */
+void chr_store_req_fail(chr_store_req_t *req, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void chr_store_req_push_job(chr_store_req_t *req, chr_job_t *job);
+
+enum {
+  CHR_STORE_CAP_CLAIM = 1,    /* claim_due_jobs in one round trip */
+  CHR_STORE_CAP_COMPLETE = 2, /* complete_jobs in one round trip */
+  CHR_STORE_CAP_RECOVER = 4,  /* CHR_OP_RECOVER */
+  CHR_STORE_CAP_EXTEND = 8,   /* CHR_OP_EXTEND */
+  CHR_STORE_CAP_BATCH = 16,   /* get_jobs_batch */
+  CHR_STORE_CAP_COUNT = 32,   /* count_jobs (else query + #) */
+  CHR_STORE_CAP_NEXT_DUE = 64,/* CHR_OP_NEXT_DUE */
+  CHR_STORE_CAP_LOCAL = 128   /* in-process store: the engine arms a timer
+                                 at the earliest next_run_time */
+};
+
+typedef struct chr_store_vtable {
+  const char *kind; /* "memory", "sqlite", ... */
+  /* Answers req through req->cb exactly once and returns 0, or returns a
+   * CHR_E* code without calling back. An adapter may call back before
+   * submit returns. */
+  int (*submit)(chr_store_t *s, chr_store_req_t *req);
+  /* Ends the store: pending requests are answered (CHR_EUNAVAIL), then the
+   * adapter frees s (possibly later, once its handles have closed). */
+  void (*close)(chr_store_t *s);
+} chr_store_vtable_t;
+
+/* Adapters embed this as the first member of their own struct. */
+struct chr_store {
+  const chr_store_vtable_t *vt;
+  unsigned caps;
+  char *url;
+  /* Wake-up hints: listeners called when a job may be due earlier than
+   * before (creation, reschedule, recovery), with its next_run_time. The
+   * engine of every scheduler on this store listens. */
+  struct chr_store_watch *watchers;
+  int closed;
+};
+
+typedef void (*chr_store_wake_cb)(void *data, int64_t when);
+typedef struct chr_store_watch {
+  chr_store_wake_cb cb;
+  void *data;
+  struct chr_store_watch *next;
+} chr_store_watch_t;
+
+void chr_store_init(chr_store_t *s, const chr_store_vtable_t *vt, unsigned caps);
+int chr_store_submit(chr_store_t *s, chr_store_req_t *req);
+void chr_store_close(chr_store_t *s);
+/* Called by adapters; tells every watcher. */
+void chr_store_wake(chr_store_t *s, int64_t when);
+/* w is the caller's, linked in until chr_store_unwatch. */
+void chr_store_watch(chr_store_t *s, chr_store_watch_t *w);
+void chr_store_unwatch(chr_store_t *s, chr_store_watch_t *w);
+
+/* Adapter constructors by URL scheme ("memory:", ...). Returns 0 and the
+ * store, or CHR_EINVAL with a message. */
+int chr_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
+
+/* Adapters. */
+chr_store_t *chr_memory_store_new(void);
+
+#endif

@@ -1,0 +1,76 @@
+/* task.h - chronis tasks: Lua coroutines that the runtime resumes from the
+ * loop (handlers, spawned functions, Lua adapter calls), and waiters, the
+ * one mechanism by which a C function waits for an asynchronous result:
+ * inside a task it yields and is resumed by the result; anywhere else it
+ * drives the loop until its own result is ready (DESIGN.md §2). */
+#ifndef CHR_TASK_H
+#define CHR_TASK_H
+
+#include <stdint.h>
+
+#include <lua.h>
+#include <uv.h>
+
+typedef struct chr_task chr_task_t;
+typedef struct chr_waiter chr_waiter_t;
+
+/* Called once when the task ends: status LUA_OK (results on t->co's stack)
+ * or an error status (error value on top of t->co), or CHR_TASK_KILLED
+ * when it was stopped by chr_task_kill (nothing on the stack). */
+typedef void (*chr_task_done_cb)(chr_task_t *t, int status);
+#define CHR_TASK_KILLED (-100)
+
+struct chr_task {
+  lua_State *co;
+  int ref; /* registry ref anchoring co */
+  chr_task_done_cb done_cb;
+  void *data;
+  chr_waiter_t *waiting; /* the waiter it is suspended on, if any */
+  int64_t deadline;      /* chr_time_mono() deadline for CPU-bound code, 0 = none */
+  unsigned running : 1, finished : 1, killed : 1, hooked : 1, reusable : 1;
+  const char *kill_reason;
+  chr_task_t *next_free;
+};
+
+struct chr_waiter {
+  chr_task_t *task; /* set while a task is suspended on it */
+  int done;
+  int orphaned; /* the task went away: finish() will never be called */
+  /* Pushes the results onto L (or raises) and frees the waiter. */
+  int (*finish)(lua_State *L, chr_waiter_t *w);
+  /* Frees an orphaned waiter once its operation completes. */
+  void (*release)(chr_waiter_t *w);
+};
+
+/* Creates a task whose coroutine is ready for a function and its
+ * arguments to be pushed (then chr_task_start). Tasks come from a pool;
+ * stack: L unchanged. */
+chr_task_t *chr_task_new(lua_State *L, chr_task_done_cb cb, void *data);
+/* Runs the function on t->co (pushed with nargs arguments) until it ends or
+ * waits. */
+void chr_task_start(chr_task_t *t, int nargs);
+/* Stops a task wherever it is; its done callback runs with CHR_TASK_KILLED
+ * (when killed while suspended) or the hook ends it on its next count
+ * event (CPU-bound code). */
+void chr_task_kill(chr_task_t *t, const char *reason);
+/* Arms the CPU-bound deadline (monotonic µs) checked by a count hook. */
+void chr_task_set_deadline(chr_task_t *t, int64_t deadline);
+/* Returns the task to the pool (after its done callback). */
+void chr_task_release(chr_task_t *t);
+/* The task running on L, or NULL. */
+chr_task_t *chr_task_current(lua_State *L);
+
+/* Waits for w: returns w->finish's results (a lua_CFunction tail). */
+int chr_wait(lua_State *L, chr_waiter_t *w);
+/* Called by the operation when its result is ready. */
+void chr_waiter_done(chr_waiter_t *w);
+
+/* Drives the loop once (blocking for events); refuses re-entry from a
+ * callback with a Lua error. */
+void chr_loop_step(lua_State *L);
+int chr_loop_running(void);
+
+void chr_task_init(lua_State *L);
+size_t chr_task_live(void);
+
+#endif

@@ -1,0 +1,31 @@
+#!/bin/sh
+# Runs every busted spec, each file in its own process (a crash in one file
+# is that file's failure, not the end of the run), and ends with the total:
+# "N passed, N failed". Exits non-zero on any failure.
+# Usage: spec/run.sh [spec files...]
+cd "$(dirname "$0")/.." || exit 1
+LUA=${LUA:-lua5.4}
+BUSTED=$(command -v busted)
+[ -n "$BUSTED" ] || { echo "busted not found: run 'make deps'"; exit 1; }
+files="$*"
+[ -n "$files" ] || files=$(find spec -name '*_spec.lua' | sort)
+passed=0
+failed=0
+for f in $files; do
+  echo "== $f"
+  out=$(mktemp)
+  "$LUA" "$BUSTED" --helper=spec/support/helper.lua "$f" 2>&1 | tee "$out"
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)
+  if [ -z "$line" ]; then
+    echo "!! $f ended without a summary (crash?): counted as 1 failure"
+    failed=$((failed + 1))
+  else
+    p=${line%% passed*}
+    rest=${line#*, }
+    passed=$((passed + p))
+    failed=$((failed + ${rest%% failed*}))
+  fi
+  rm -f "$out"
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,1176 @@
+-- The storage adapter contract of DESIGN.md §4 as one busted suite. Every
+-- adapter's spec runs it against its real backend:
+--
+--   require("support.storage_contract")("sqlite", function()
+--     return chronis.storage.open("sqlite:" .. tmpfile())
+--   end, { teardown = function(store) os.remove(tmpfile()) end })
+--
+-- factory() returns a fresh, empty store. opts (optional):
+--   teardown(store)  runs after each test, once store:close() has run (drop
+--                    a database, remove a file); the store is closed there.
+--   supports         { claim =, complete =, batch =, count =, recover = },
+--                    all true by default. false declares that the adapter
+--                    lacks the optional method (claim_due_jobs,
+--                    complete_jobs, get_jobs_batch, count_jobs,
+--                    recover_expired_leases): its tests are replaced by one
+--                    that asserts the method is indeed nil, so nothing is
+--                    skipped silently.
+local chronis = require "chronis"
+local busted = require "busted"
+local assert = require "luassert"
+
+-- A module required from a spec runs outside the spec's environment, so it
+-- takes busted's functions from busted itself.
+local describe, it = busted.describe, busted.it
+local before_each, after_each = busted.before_each, busted.after_each
+
+local null = chronis.json.null
+local parse, format = chronis.time.parse, chronis.time.format
+
+local OPTIONAL = {
+  claim = "claim_due_jobs",
+  complete = "complete_jobs",
+  batch = "get_jobs_batch",
+  count = "count_jobs",
+  recover = "recover_expired_leases",
+}
+
+-- Jobs live at fixed instants so that only updated_at depends on the clock.
+local T0 = "2025-01-15T10:00:00Z"
+local function at(seconds) return format(parse(T0) + seconds * 1000000) end
+
+local NONE = setmetatable({}, { __name = "NONE" }) -- "leave this field out"
+
+local function copy(v)
+  if type(v) ~= "table" then return v end
+  local t = {}
+  for k, x in pairs(v) do t[k] = copy(x) end
+  return t
+end
+
+-- A minimal scheduled job due at T0; fields override (NONE removes).
+local function job(id, fields)
+  local j = { job_id = id, status = "scheduled", next_run_time = T0 }
+  for k, v in pairs(fields or {}) do
+    if v == NONE then j[k] = nil else j[k] = copy(v) end
+  end
+  return j
+end
+
+local function ids_of(list)
+  local out = {}
+  for i, j in ipairs(list) do out[i] = j.job_id end
+  return out
+end
+
+local function sorted(t)
+  local out = copy(t)
+  table.sort(out)
+  return out
+end
+
+local function keys_of(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+local function without(t, ...)
+  local out = copy(t)
+  for _, k in ipairs({ ... }) do out[k] = nil end
+  return out
+end
+
+local function wall_us()
+  local t = chronis.time.now()
+  if type(t) == "string" then t = parse(t) end
+  return t
+end
+
+-- Runs f, which must raise the structured error of DESIGN.md §4 with `code`.
+local function assert_error_code(code, f)
+  local ok, err = pcall(f)
+  assert(not ok, ("expected an error %q, the call succeeded"):format(code))
+  assert(type(err) == "table",
+    ("expected a {code=, message=} error table, got %s: %s"):format(type(err), tostring(err)))
+  assert.are.equal(code, err.code, "wrong error code; message: " .. tostring(err.message))
+  assert.is_string(err.message)
+  return err
+end
+
+local function assert_canonical(s, what)
+  what = what or "time"
+  assert(type(s) == "string", ("%s should be an ISO string, got %s"):format(what, tostring(s)))
+  local frac = s:match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d(.-)Z$")
+  assert(frac and (frac == "" or (frac:match("^%.%d%d%d%d%d%d$") and frac ~= ".000000")),
+    ("%s is not canonical ISO (YYYY-MM-DDTHH:MM:SS[.ffffff]Z): %q"):format(what, s))
+end
+
+-- updated_at was set by the store between two wall-clock readings (a
+-- second of slack for stores whose server clock rounds).
+local function assert_written_between(j, before, after)
+  assert_canonical(j.updated_at, "updated_at")
+  local u = parse(j.updated_at)
+  assert(u >= before - 1000000 and u <= after + 1000000,
+    ("updated_at %s is not the time of the write (%s .. %s)"):format(
+      j.updated_at, format(before), format(after)))
+end
+
+return function(name, factory, opts)
+  opts = opts or {}
+  local supports = {}
+  for key in pairs(OPTIONAL) do supports[key] = true end
+  for key, v in pairs(opts.supports or {}) do
+    assert(OPTIONAL[key], ("storage contract: unknown opts.supports key %q"):format(tostring(key)))
+    supports[key] = v and true or false
+  end
+
+  describe(name .. " storage contract", function()
+    local store
+
+    before_each(function()
+      store = factory()
+      assert(store, "factory() returned no store")
+    end)
+
+    after_each(function()
+      if store then
+        local s = store
+        store = nil
+        s:close()
+        if opts.teardown then opts.teardown(s) end
+      end
+    end)
+
+    local function create(id, fields) return store:create_job(job(id, fields)) end
+
+    local function query_ids(filters, limit, offset)
+      return ids_of(store:query_jobs(filters, limit, offset))
+    end
+
+    -- An optional operation: its tests when the adapter has it, else one
+    -- test that it is really absent.
+    local function optional(key, body)
+      local method = OPTIONAL[key]
+      if supports[key] then
+        describe(method, body)
+      else
+        describe(method, function()
+          it("is absent, as opts.supports." .. key .. " = false declares", function()
+            assert.is_nil(store[method])
+          end)
+        end)
+      end
+    end
+
+    describe("create_job", function()
+      it("returns the stored job", function()
+        local r = create("a", { name = "A", metadata = { tenant_id = "acme" } })
+        assert.are.equal("a", r.job_id)
+        assert.are.equal("scheduled", r.status)
+        assert.are.equal(T0, r.next_run_time)
+        assert.are.equal("A", r.name)
+        assert.are.same({ tenant_id = "acme" }, r.metadata)
+        assert_canonical(r.updated_at, "updated_at")
+        assert.are.same(r, store:get_job("a"))
+      end)
+
+      it("accepts a minimal record and adds nothing but updated_at", function()
+        store:create_job({ job_id = "min", status = "scheduled", next_run_time = T0 })
+        local got = store:get_job("min")
+        assert.are.same({ "job_id", "next_run_time", "status", "updated_at" }, keys_of(got))
+        assert.are.same({ job_id = "min", status = "scheduled", next_run_time = T0 },
+          without(got, "updated_at"))
+      end)
+
+      it("accepts a record without next_run_time", function()
+        store:create_job({ job_id = "nil-time", status = "pending" })
+        local got = store:get_job("nil-time")
+        assert.are.equal("pending", got.status)
+        assert.is_nil(got.next_run_time)
+      end)
+
+      it("refuses a duplicate id with error 'duplicate' and keeps the first", function()
+        create("dup", { name = "first" })
+        local err = assert_error_code("duplicate", function() create("dup", { name = "second" }) end)
+        assert.are.equal("duplicate: " .. err.message, tostring(err))
+        assert.are.equal("first", store:get_job("dup").name)
+        assert.are.same({ "dup" }, query_ids())
+      end)
+
+      it("refuses a record without job_id with error 'invalid'", function()
+        assert_error_code("invalid", function()
+          store:create_job({ status = "scheduled", next_run_time = T0 })
+        end)
+        assert.are.same({}, store:query_jobs())
+      end)
+
+      it("refuses a time field that is not a time with error 'invalid'", function()
+        assert_error_code("invalid", function() create("bad", { next_run_time = "not a time" }) end)
+        assert.is_nil(store:get_job("bad"))
+      end)
+
+      it("sets updated_at itself, ignoring one given by the caller", function()
+        local before = wall_us()
+        local r = create("u", { updated_at = "2000-01-01T00:00:00Z" })
+        local after = wall_us()
+        assert_written_between(r, before, after)
+        assert_written_between(store:get_job("u"), before, after)
+      end)
+
+      it("allows an id again once its job is deleted", function()
+        create("again", { name = "one" })
+        assert.is_true(store:delete_job("again"))
+        create("again", { name = "two" })
+        assert.are.equal("two", store:get_job("again").name)
+        assert.are.same({ "again" }, query_ids())
+      end)
+
+      it("treats ids with pattern and separator characters as exact keys", function()
+        local odd = { "a*", "a?", "a%", "a_b", "a.b", "a:b", "a b", "[a]", "a'b", 'a"b',
+          "a\\b", "ünï/日本" }
+        for _, id in ipairs(odd) do create(id, { name = id }) end
+        create("aXb")
+        create("ab")
+        for _, id in ipairs(odd) do
+          local got = store:get_job(id)
+          assert.is_table(got, id)
+          assert.are.equal(id, got.job_id)
+          assert.are.equal(id, got.name)
+        end
+        assert.are.same({ "a_b" }, query_ids({ job_id_in = { "a_b" } }))
+        assert.are.same({ "a%" }, query_ids({ job_id_in = { "a%" } }))
+        assert.are.same({ "a*" }, query_ids({ job_id_in = { "a*" } }))
+        assert.is_nil(store:get_job("a"))
+        assert.is_true(store:delete_job("a*"))
+        assert.is_nil(store:get_job("a*"))
+        assert.are.equal(#odd + 1, #store:query_jobs())
+      end)
+    end)
+
+    describe("get_job", function()
+      it("returns nil for a missing id", function()
+        assert.is_nil(store:get_job("missing"))
+        create("present")
+        assert.is_nil(store:get_job("missing"))
+        assert.is_nil(store:get_job("presen"))
+      end)
+
+      it("returns the job by id among others", function()
+        create("x", { name = "X" })
+        create("y", { name = "Y" })
+        assert.are.equal("Y", store:get_job("y").name)
+        assert.are.equal("X", store:get_job("x").name)
+      end)
+    end)
+
+    describe("round trip", function()
+      local full = {
+        job_id = "daily_report_20250115_093000_0a1b2c3d",
+        name = "Daily Report",
+        trigger_type = "cron",
+        trigger_args = { hour = 9, minute = 30, day_of_week = "mon-fri" },
+        timezone = "Asia/Seoul",
+        func_name = "daily_report",
+        args = { 1, "two", 3.5, true, { nested = "t" } },
+        kwargs = { to = "a@b.c", count = 3, opts = { dry = false } },
+        status = "running",
+        next_run_time = "2025-01-15T00:30:00Z",
+        next_run_time_local = "2025-01-15T09:30:00+09:00",
+        metadata = { tenant_id = "acme", tags = { "x", "y" }, level = { deep = { n = 1 } } },
+        created_at = "2025-01-01T00:00:00Z",
+        max_retries = 3,
+        retry_delay_seconds = 60,
+        retry_count = 1,
+        timeout_seconds = 300,
+        priority = 7,
+        if_missed = "run_all",
+        misfire_threshold_seconds = 120,
+        last_run_time = "2025-01-14T00:30:00.123456Z",
+        last_scheduled_time = "2025-01-14T00:30:00Z",
+        claimed_by = "node-1",
+        lease_until = "2025-01-15T00:31:00Z",
+        attempt = 2,
+        custom = { deep = { 1, 2, "x" } },
+        enabled = false,
+        ratio = 0.25,
+        big = 1 << 40,
+        note = 'quote " backslash \\ tab \t newline \n ünïcode 日本',
+      }
+
+      it("keeps every DESIGN §3 field, runtime field and unknown field", function()
+        local r = store:create_job(copy(full))
+        assert.are.same(full, without(r, "updated_at"))
+        local got = store:get_job(full.job_id)
+        assert_canonical(got.updated_at, "updated_at")
+        assert.are.same(full, without(got, "updated_at"))
+        assert.are.same(full, without(store:query_jobs()[1], "updated_at"))
+      end)
+
+      it("returns integer fields as Lua integers", function()
+        store:create_job(copy(full))
+        local got = store:get_job(full.job_id)
+        for _, f in ipairs({ "max_retries", "retry_delay_seconds", "retry_count", "timeout_seconds",
+          "priority", "misfire_threshold_seconds", "attempt" }) do
+          assert.are.equal("integer", math.type(got[f]), f)
+        end
+        assert.are.equal("integer", math.type(got.kwargs.count), "kwargs.count")
+        assert.are.equal("integer", math.type(got.metadata.level.deep.n), "metadata.level.deep.n")
+        assert.are.equal("float", math.type(got.ratio), "ratio")
+      end)
+
+      it("keeps empty tables and variously typed extra fields", function()
+        create("e", { args = {}, kwargs = {}, metadata = {}, s = "", zero = 0, neg = -7, f = false })
+        local got = store:get_job("e")
+        assert.are.same({}, got.args)
+        assert.are.same({}, got.kwargs)
+        assert.are.same({}, got.metadata)
+        assert.are.equal("", got.s)
+        assert.are.equal(0, got.zero)
+        assert.are.equal(-7, got.neg)
+        assert.are.equal(false, got.f)
+      end)
+
+      it("returns times given in any ISO form or as integer µs in canonical form", function()
+        local r = create("t", {
+          next_run_time = "2025-01-15T11:00:00+01:00",
+          created_at = "2025-01-15 10:00:00.5Z",
+          last_run_time = parse(T0) + 250000,
+          last_scheduled_time = "2025-01-15T10:00:00.000000Z",
+          lease_until = "2025-01-15T05:00:00-05:00",
+          custom_when = "2025-01-15T11:00:00+01:00",
+        })
+        for _, got in ipairs({ r, store:get_job("t") }) do
+          assert.are.equal("2025-01-15T10:00:00Z", got.next_run_time)
+          assert.are.equal("2025-01-15T10:00:00.500000Z", got.created_at)
+          assert.are.equal("2025-01-15T10:00:00.250000Z", got.last_run_time)
+          assert.are.equal("2025-01-15T10:00:00Z", got.last_scheduled_time)
+          assert.are.equal("2025-01-15T10:00:00Z", got.lease_until)
+          assert_canonical(got.updated_at, "updated_at")
+          -- An unknown field is data, not a time: it is not rewritten.
+          assert.are.equal("2025-01-15T11:00:00+01:00", got.custom_when)
+        end
+      end)
+    end)
+
+    describe("copies", function()
+      it("are taken of the table given to create_job", function()
+        local j = job("c", { metadata = { tenant_id = "acme", nested = { v = 1 } }, args = { 1 } })
+        store:create_job(j)
+        j.status = "paused"
+        j.metadata.tenant_id = "evil"
+        j.metadata.nested.v = 2
+        j.args[2] = 2
+        j.extra_field = true
+        local got = store:get_job("c")
+        assert.are.equal("scheduled", got.status)
+        assert.are.same({ tenant_id = "acme", nested = { v = 1 } }, got.metadata)
+        assert.are.same({ 1 }, got.args)
+        assert.is_nil(got.extra_field)
+      end)
+
+      it("are returned by every read and write", function()
+        local meta = { tenant_id = "acme", nested = { v = 1 } }
+        local returned = {
+          store:create_job(job("c", { metadata = meta })),
+          store:get_job("c"),
+          store:query_jobs()[1],
+          store:update_job("c", { name = "n" }),
+          select(2, store:compare_and_swap_job("c", { name = "n" }, { name = "m" })),
+        }
+        if supports.batch then returned[#returned + 1] = store:get_jobs_batch({ "c" }).c end
+        for i, r in ipairs(returned) do
+          assert.is_table(r, "result " .. i)
+          r.status = "failed"
+          r.metadata.tenant_id = "evil"
+          r.metadata.nested.v = i + 1
+        end
+        local got = store:get_job("c")
+        assert.are.equal("scheduled", got.status)
+        assert.are.equal("m", got.name)
+        assert.are.same(meta, got.metadata)
+      end)
+
+      it("are taken of the updates and expectations given", function()
+        create("c")
+        local updates = { metadata = { k = "v" } }
+        store:update_job("c", updates)
+        updates.metadata.k = "changed"
+        assert.are.same({ k = "v" }, store:get_job("c").metadata)
+        local cas = { metadata = { k = "w" } }
+        assert.is_true((store:compare_and_swap_job("c", { metadata = { k = "v" } }, cas)))
+        cas.metadata.k = "changed"
+        assert.are.same({ k = "w" }, store:get_job("c").metadata)
+      end)
+    end)
+
+    optional("batch", function()
+      it("returns found jobs keyed by id and leaves out missing ids", function()
+        create("a", { name = "A" })
+        create("b", { name = "B" })
+        create("c", { name = "C" })
+        local got = store:get_jobs_batch({ "a", "missing", "c" })
+        assert.are.same({ "a", "c" }, keys_of(got))
+        assert.are.same(store:get_job("a"), got.a)
+        assert.are.same(store:get_job("c"), got.c)
+      end)
+
+      it("returns an empty table for no ids or only missing ids", function()
+        create("a")
+        assert.are.same({}, store:get_jobs_batch({}))
+        assert.are.same({}, store:get_jobs_batch({ "x", "y" }))
+      end)
+    end)
+
+    describe("update_job", function()
+      it("merges the given fields and keeps the others", function()
+        create("u", { name = "old", priority = 3, metadata = { tenant_id = "acme" }, custom = { 1 } })
+        local r = store:update_job("u", { name = "new", retry_count = 2 })
+        local expected = job("u", { name = "new", priority = 3, metadata = { tenant_id = "acme" },
+          custom = { 1 }, retry_count = 2 })
+        assert.are.same(expected, without(r, "updated_at"))
+        assert.are.same(r, store:get_job("u"))
+      end)
+
+      it("replaces a table-valued field as a whole (merge is one level deep)", function()
+        create("u", { metadata = { a = 1, b = 2 } })
+        store:update_job("u", { metadata = { b = 3 } })
+        assert.are.same({ b = 3 }, store:get_job("u").metadata)
+      end)
+
+      it("removes fields set to chronis.json.null", function()
+        create("u", { claimed_by = "n1", lease_until = at(30), custom = "x", metadata = { a = 1 } })
+        local r = store:update_job("u", { claimed_by = null, lease_until = null, custom = null,
+          next_run_time = null })
+        for _, got in ipairs({ r, store:get_job("u") }) do
+          assert.is_nil(got.claimed_by)
+          assert.is_nil(got.lease_until)
+          assert.is_nil(got.custom)
+          assert.is_nil(got.next_run_time)
+          assert.are.same({ a = 1 }, got.metadata)
+          assert.are.equal("scheduled", got.status)
+        end
+      end)
+
+      it("returns times canonically", function()
+        create("u")
+        local r = store:update_job("u", { next_run_time = "2025-01-15T12:00:00+01:00",
+          last_run_time = parse(T0) + 1 })
+        assert.are.equal("2025-01-15T11:00:00Z", r.next_run_time)
+        assert.are.equal("2025-01-15T10:00:00.000001Z", r.last_run_time)
+        assert.are.equal("2025-01-15T11:00:00Z", store:get_job("u").next_run_time)
+      end)
+
+      it("raises 'not_found' for a missing id and creates nothing", function()
+        create("other")
+        assert_error_code("not_found", function() store:update_job("missing", { name = "x" }) end)
+        assert.is_nil(store:get_job("missing"))
+        assert.are.same({ "other" }, query_ids())
+      end)
+
+      it("sets a later updated_at on each write", function()
+        local c = create("u")
+        chronis.sleep(0.02)
+        local before = wall_us()
+        local u1 = store:update_job("u", { name = "1" })
+        local after = wall_us()
+        assert_written_between(u1, before, after)
+        assert.is_true(parse(u1.updated_at) > parse(c.updated_at))
+        chronis.sleep(0.02)
+        local u2 = store:update_job("u", { name = "2" })
+        assert.is_true(parse(u2.updated_at) > parse(u1.updated_at))
+        assert.are.equal(u2.updated_at, store:get_job("u").updated_at)
+      end)
+
+      it("keeps queries consistent with changed next_run_time, status and metadata", function()
+        create("a", { next_run_time = at(10), metadata = { t = "x" } })
+        create("b", { next_run_time = at(20), metadata = { t = "x" } })
+        create("c", { next_run_time = at(30), metadata = { t = "y" } })
+        store:update_job("c", { next_run_time = at(0) })
+        assert.are.same({ "c", "a", "b" }, query_ids())
+        assert.are.same({ "c", "a" }, query_ids({ next_run_time_lte = at(10) }))
+        store:update_job("a", { next_run_time = null })
+        assert.are.same({ "c", "b", "a" }, query_ids())
+        assert.are.same({ "c" }, query_ids({ next_run_time_lte = at(10) }))
+        store:update_job("b", { status = "paused" })
+        assert.are.same({ "c", "a" }, query_ids({ status = "scheduled" }))
+        assert.are.same({ "b" }, query_ids({ status = "paused" }))
+        store:update_job("c", { metadata = { t = "x" } })
+        store:update_job("a", { metadata = { t = "z" } })
+        assert.are.same({ "c", "b" }, query_ids({ ["metadata.t"] = "x" }))
+        store:update_job("b", { trigger_type = "cron" })
+        assert.are.same({ "b" }, query_ids({ trigger_type = "cron" }))
+      end)
+    end)
+
+    describe("compare_and_swap_job", function()
+      it("applies the updates when every expected field matches", function()
+        create("c", { priority = 3, name = "n" })
+        local ok, r = store:compare_and_swap_job("c", { status = "scheduled", priority = 3 },
+          { status = "paused", name = "m" })
+        assert.is_true(ok)
+        assert.are.same(job("c", { status = "paused", priority = 3, name = "m" }),
+          without(r, "updated_at"))
+        assert.are.same(r, store:get_job("c"))
+      end)
+
+      it("changes nothing when one of several expected fields differs", function()
+        create("c", { priority = 3, name = "n" })
+        local before = store:get_job("c")
+        chronis.sleep(0.02)
+        local ok, r = store:compare_and_swap_job("c", { status = "scheduled", priority = 4, name = "n" },
+          { status = "paused", name = "m" })
+        assert.is_false(ok)
+        assert.is_nil(r)
+        assert.are.same(before, store:get_job("c"))
+      end)
+
+      it("treats an expected field absent from the record as a mismatch", function()
+        create("c")
+        local ok = store:compare_and_swap_job("c", { custom = "x" }, { status = "paused" })
+        assert.is_false(ok)
+        assert.are.equal("scheduled", store:get_job("c").status)
+      end)
+
+      it("raises 'not_found' for a missing id", function()
+        assert_error_code("not_found", function()
+          store:compare_and_swap_job("missing", { status = "scheduled" }, { status = "paused" })
+        end)
+        assert.is_nil(store:get_job("missing"))
+      end)
+
+      it("compares times as instants, whatever their form", function()
+        create("c", { next_run_time = "2025-01-15T10:00:00Z", lease_until = at(30) })
+        assert.is_true((store:compare_and_swap_job("c",
+          { next_run_time = "2025-01-15T11:00:00+01:00" }, { name = "1" })))
+        assert.is_true((store:compare_and_swap_job("c",
+          { next_run_time = parse(T0), lease_until = "2025-01-15 10:00:30.000Z" }, { name = "2" })))
+        assert.is_false((store:compare_and_swap_job("c",
+          { next_run_time = "2025-01-15T10:00:00.000001Z" }, { name = "3" })))
+        assert.are.equal("2", store:get_job("c").name)
+      end)
+
+      it("compares metadata and unknown fields by value", function()
+        create("c", { metadata = { tenant_id = "acme", n = 1, deep = { a = { 1, 2 } } },
+          custom = { deep = { 1, 2, "x" } }, num = 1 })
+        assert.is_false((store:compare_and_swap_job("c",
+          { metadata = { tenant_id = "acme", n = 1, deep = { a = { 1, 3 } } } }, { name = "no" })))
+        assert.is_false((store:compare_and_swap_job("c", { metadata = { tenant_id = "acme" } },
+          { name = "no" })))
+        assert.is_false((store:compare_and_swap_job("c", { num = "1" }, { name = "no" })))
+        assert.is_false((store:compare_and_swap_job("c", { custom = { deep = { 1, 2, "y" } } },
+          { name = "no" })))
+        assert.is_nil(store:get_job("c").name)
+        assert.is_true((store:compare_and_swap_job("c",
+          { metadata = { tenant_id = "acme", n = 1, deep = { a = { 1, 2 } } },
+            custom = { deep = { 1, 2, "x" } }, num = 1 },
+          { name = "yes", metadata = { tenant_id = "globex" } })))
+        local got = store:get_job("c")
+        assert.are.equal("yes", got.name)
+        assert.are.same({ tenant_id = "globex" }, got.metadata)
+      end)
+
+      it("supports optimistic concurrency on updated_at", function()
+        create("c")
+        local seen = store:get_job("c")
+        chronis.sleep(0.02)
+        local ok, r = store:compare_and_swap_job("c", { updated_at = seen.updated_at }, { name = "first" })
+        assert.is_true(ok)
+        assert.is_true(parse(r.updated_at) > parse(seen.updated_at))
+        ok = store:compare_and_swap_job("c", { updated_at = seen.updated_at }, { name = "second" })
+        assert.is_false(ok)
+        assert.are.equal("first", store:get_job("c").name)
+      end)
+
+      it("removes fields set to chronis.json.null", function()
+        create("c", { claimed_by = "n1", custom = "x" })
+        local ok, r = store:compare_and_swap_job("c", { claimed_by = "n1" },
+          { claimed_by = null, custom = null, status = "paused" })
+        assert.is_true(ok)
+        assert.is_nil(r.claimed_by)
+        assert.is_nil(r.custom)
+        assert.are.same(r, store:get_job("c"))
+      end)
+
+      it("lets exactly one of 20 concurrent tasks win", function()
+        create("race", { attempt = 0 })
+        local tasks = {}
+        for i = 1, 20 do
+          tasks[i] = chronis.spawn(function(n)
+            return store:compare_and_swap_job("race", { status = "scheduled", attempt = 0 },
+              { status = "running", claimed_by = "w" .. n, attempt = 1 })
+          end, i)
+        end
+        local winners = {}
+        for i, t in ipairs(tasks) do
+          local ok, r = t:join()
+          if ok then
+            winners[#winners + 1] = i
+            assert.are.equal("w" .. i, r.claimed_by)
+          else
+            assert.is_nil(r)
+          end
+        end
+        assert.are.equal(1, #winners)
+        local got = store:get_job("race")
+        assert.are.equal("w" .. winners[1], got.claimed_by)
+        assert.are.equal(1, got.attempt)
+      end)
+    end)
+
+    describe("delete_job", function()
+      it("returns true when the job existed, then false", function()
+        create("d")
+        create("keep")
+        assert.is_true(store:delete_job("d"))
+        assert.is_false(store:delete_job("d"))
+        assert.is_nil(store:get_job("d"))
+        assert.are.same({ "keep" }, query_ids())
+        assert.are.same({}, query_ids({ job_id_in = { "d" } }))
+      end)
+
+      it("returns false on an empty store", function()
+        assert.is_false(store:delete_job("nothing"))
+      end)
+    end)
+
+    describe("query_jobs", function()
+      -- Inserted out of order; the times are chosen so that comparing them
+      -- as strings (or ignoring offsets and fractions) gives a wrong order.
+      local function ordering_fixture()
+        create("e", { next_run_time = NONE })
+        create("c", { next_run_time = "2025-01-15T10:00:30Z" })
+        create("a", { next_run_time = "2025-01-15T10:00:00.5Z" })
+        create("f", { next_run_time = NONE })
+        create("b2", { next_run_time = "2025-01-15T10:00:00Z" })
+        create("d", { next_run_time = "2025-01-15T10:30:00+01:00" })
+        create("b", { next_run_time = parse(T0) })
+      end
+      local ORDER = { "d", "b", "b2", "a", "c", "e", "f" }
+
+      it("returns an empty array on an empty store", function()
+        assert.are.same({}, store:query_jobs())
+        assert.are.same({}, store:query_jobs({}, 10, 0))
+      end)
+
+      it("orders by next_run_time as an instant, nil last, then job_id", function()
+        ordering_fixture()
+        assert.are.same(ORDER, query_ids())
+        assert.are.same(ORDER, query_ids({}))
+        assert.are.same(ORDER, query_ids(nil, nil, nil))
+      end)
+
+      it("applies limit and offset after ordering", function()
+        ordering_fixture()
+        assert.are.same({ "d", "b", "b2" }, query_ids(nil, 3))
+        assert.are.same({ "a", "c", "e" }, query_ids(nil, 3, 3))
+        assert.are.same({ "f" }, query_ids(nil, 3, 6))
+        assert.are.same({ "b2", "a", "c", "e", "f" }, query_ids(nil, nil, 2))
+        assert.are.same(ORDER, query_ids(nil, 100))
+        assert.are.same(ORDER, query_ids(nil, 100, 0))
+        assert.are.same({}, query_ids(nil, 3, 7))
+        assert.are.same({}, query_ids(nil, nil, 100))
+      end)
+
+      it("applies limit and offset after filtering", function()
+        for i = 1, 6 do
+          create("j" .. i, { next_run_time = at(i), status = i % 2 == 0 and "paused" or "scheduled" })
+        end
+        assert.are.same({ "j3", "j5" }, query_ids({ status = "scheduled" }, 2, 1))
+        assert.are.same({ "j4" }, query_ids({ status = "paused" }, 1, 1))
+        assert.are.same({}, query_ids({ status = "paused" }, 5, 3))
+      end)
+
+      describe("filters", function()
+        local function fixture()
+          create("j1", { trigger_type = "interval", next_run_time = at(0),
+            metadata = { tenant_id = "acme", n = 1, region = { zone = "eu" } } })
+          create("j2", { status = "paused", trigger_type = "cron", next_run_time = at(60),
+            metadata = { tenant_id = "acme", n = "1" } })
+          create("j3", { trigger_type = "date", next_run_time = at(120),
+            metadata = { tenant_id = "globex", flag = true, region = { zone = "us" } } })
+          create("j4", { status = "failed", trigger_type = "cron", next_run_time = NONE })
+          create("j5", { status = "running", trigger_type = "interval", next_run_time = at(-60),
+            metadata = { tenant_id = "acme", region = "eu" } })
+          create("j6", { status = "pending", next_run_time = NONE, metadata = {} })
+        end
+
+        -- Each filter set with the ids it matches, in query order.
+        local CASES = {
+          { {}, { "j5", "j1", "j2", "j3", "j4", "j6" } },
+          { { status = "scheduled" }, { "j1", "j3" } },
+          { { status = "paused" }, { "j2" } },
+          { { status = "failed" }, { "j4" } },
+          { { status = "running" }, { "j5" } },
+          { { status = "pending" }, { "j6" } },
+          { { trigger_type = "cron" }, { "j2", "j4" } },
+          { { trigger_type = "interval" }, { "j5", "j1" } },
+          { { trigger_type = "date" }, { "j3" } },
+          { { next_run_time_lte = at(60) }, { "j5", "j1", "j2" } },
+          { { next_run_time_lte = "2025-01-15T11:01:00+01:00" }, { "j5", "j1", "j2" } },
+          { { next_run_time_lte = parse(at(60)) }, { "j5", "j1", "j2" } },
+          { { next_run_time_lte = at(59) }, { "j5", "j1" } },
+          { { next_run_time_gte = at(60) }, { "j2", "j3" } },
+          { { next_run_time_gte = at(61) }, { "j3" } },
+          { { next_run_time_gte = at(0), next_run_time_lte = at(60) }, { "j1", "j2" } },
+          { { next_run_time_gte = at(61), next_run_time_lte = at(119) }, {} },
+          { { ["metadata.tenant_id"] = "acme" }, { "j5", "j1", "j2" } },
+          { { ["metadata.tenant_id"] = "globex" }, { "j3" } },
+          { { ["metadata.tenant_id"] = "nobody" }, {} },
+          { { ["metadata.n"] = 1 }, { "j1" } },
+          { { ["metadata.n"] = "1" }, { "j2" } },
+          { { ["metadata.flag"] = true }, { "j3" } },
+          { { ["metadata.flag"] = false }, {} },
+          { { ["metadata.flag"] = "true" }, {} },
+          { { ["metadata.region.zone"] = "eu" }, { "j1" } },
+          { { ["metadata.region.zone"] = "us" }, { "j3" } },
+          { { ["metadata.region"] = "eu" }, { "j5" } },
+          { { ["metadata.missing"] = "x" }, {} },
+          { { job_id_in = { "j3", "j1", "nope" } }, { "j1", "j3" } },
+          { { job_id_in = { "j6" } }, { "j6" } },
+          { { job_id_in = {} }, {} },
+          { { status = "scheduled", ["metadata.tenant_id"] = "acme" }, { "j1" } },
+          { { status = "scheduled", trigger_type = "date" }, { "j3" } },
+          { { ["metadata.tenant_id"] = "acme", trigger_type = "interval", next_run_time_gte = at(0) },
+            { "j1" } },
+          { { ["metadata.tenant_id"] = "acme", ["metadata.n"] = "1" }, { "j2" } },
+          { { job_id_in = { "j1", "j2", "j3" }, status = "scheduled", next_run_time_gte = at(1) },
+            { "j3" } },
+          { { status = "paused", trigger_type = "date" }, {} },
+        }
+
+        local function describe_filters(f)
+          local parts = {}
+          for k, v in pairs(f) do
+            parts[#parts + 1] = k .. "=" .. (type(v) == "table" and "{" .. table.concat(v, ",") .. "}"
+              or type(v) == "string" and ("%q"):format(v) or tostring(v))
+          end
+          table.sort(parts)
+          return "{" .. table.concat(parts, ", ") .. "}"
+        end
+
+        it("match as specified, alone and combined (AND)", function()
+          fixture()
+          for _, case in ipairs(CASES) do
+            assert.are.same(case[2], query_ids(copy(case[1])), describe_filters(case[1]))
+          end
+        end)
+
+        it("match on updated_at, inclusively, and follow later writes", function()
+          local a = create("a")
+          chronis.sleep(0.02)
+          local b = create("b")
+          assert.is_true(parse(b.updated_at) > parse(a.updated_at))
+          assert.are.same({ "a" }, query_ids({ updated_at_lte = a.updated_at }))
+          assert.are.same({ "b" }, query_ids({ updated_at_gte = b.updated_at }))
+          assert.are.same({ "a", "b" }, query_ids({ updated_at_gte = a.updated_at }))
+          assert.are.same({ "a" }, query_ids({ updated_at_gte = a.updated_at, updated_at_lte = a.updated_at }))
+          assert.are.same({ "a" }, query_ids({ updated_at_lte = parse(a.updated_at) }))
+          chronis.sleep(0.02)
+          store:update_job("a", { name = "touched" })
+          assert.are.same({ "a", "b" }, query_ids({ updated_at_gte = b.updated_at }))
+          assert.are.same({}, query_ids({ updated_at_lte = a.updated_at }))
+        end)
+
+        it("raise 'invalid' naming an unknown key", function()
+          fixture()
+          local err = assert_error_code("invalid", function() store:query_jobs({ bogus_key = 1 }) end)
+          assert.truthy(err.message:find("bogus_key", 1, true), err.message)
+          err = assert_error_code("invalid", function()
+            store:query_jobs({ status = "scheduled", statuss = "scheduled" })
+          end)
+          assert.truthy(err.message:find("statuss", 1, true), err.message)
+          assert_error_code("invalid", function() store:query_jobs({ priority = 5 }) end)
+        end)
+
+        it("raise 'invalid' for a time bound that is not a time", function()
+          fixture()
+          assert_error_code("invalid", function() store:query_jobs({ next_run_time_lte = "yesterday" }) end)
+        end)
+      end)
+    end)
+
+    optional("count", function()
+      it("counts all jobs and each filter's matches, as many as query_jobs returns", function()
+        assert.are.equal(0, store:count_jobs())
+        create("a", { metadata = { tenant_id = "acme" }, trigger_type = "cron" })
+        create("b", { status = "paused", metadata = { tenant_id = "acme" }, next_run_time = at(60) })
+        create("c", { metadata = { tenant_id = "globex", n = 1 }, next_run_time = NONE })
+        create("d", { status = "failed", metadata = { n = "1" }, next_run_time = at(-60) })
+        local n = store:count_jobs()
+        assert.are.equal("integer", math.type(n))
+        assert.are.equal(4, n)
+        assert.are.equal(4, store:count_jobs({}))
+        local sets = {
+          { status = "scheduled" }, { status = "paused" }, { status = "running" },
+          { trigger_type = "cron" },
+          { ["metadata.tenant_id"] = "acme" }, { ["metadata.tenant_id"] = "acme", status = "paused" },
+          { ["metadata.n"] = 1 }, { ["metadata.n"] = "1" },
+          { next_run_time_lte = T0 }, { next_run_time_gte = T0 },
+          { job_id_in = { "a", "c", "zz" } }, { job_id_in = {} },
+        }
+        local expected = { 2, 1, 0, 1, 2, 1, 1, 1, 2, 2, 2, 0 }
+        for i, f in ipairs(sets) do
+          assert.are.equal(expected[i], store:count_jobs(copy(f)), "filter set " .. i)
+          assert.are.equal(#store:query_jobs(copy(f)), store:count_jobs(copy(f)), "filter set " .. i)
+        end
+        store:delete_job("a")
+        assert.are.equal(3, store:count_jobs())
+        assert.are.equal(1, store:count_jobs({ ["metadata.tenant_id"] = "acme" }))
+      end)
+
+      it("raises 'invalid' naming an unknown filter key", function()
+        create("a")
+        local err = assert_error_code("invalid", function() store:count_jobs({ nope = true }) end)
+        assert.truthy(err.message:find("nope", 1, true), err.message)
+      end)
+    end)
+
+    optional("claim", function()
+      local NOW = T0
+
+      local function claim(owner, limit, now, lease)
+        return store:claim_due_jobs({ now = now or NOW, limit = limit or 100, owner = owner or "node-a",
+          lease_seconds = lease or 30 })
+      end
+
+      it("moves due scheduled jobs to running, owned and leased", function()
+        create("past", { next_run_time = at(-10), metadata = { tenant_id = "acme" }, kwargs = { x = 1 } })
+        create("now", { next_run_time = NOW })
+        create("later", { next_run_time = at(1) })
+        local got = claim("node-a", 10, NOW, 30)
+        assert.are.same({ "now", "past" }, sorted(ids_of(got)))
+        for _, j in ipairs(got) do
+          assert.are.equal("running", j.status)
+          assert.are.equal("node-a", j.claimed_by)
+          assert.are.equal(at(30), j.lease_until)
+          assert.are.same(j, store:get_job(j.job_id))
+        end
+        local past = store:get_job("past")
+        assert.are.same({ tenant_id = "acme" }, past.metadata)
+        assert.are.same({ x = 1 }, past.kwargs)
+        assert.are.equal(at(-10), past.next_run_time)
+        local later = store:get_job("later")
+        assert.are.equal("scheduled", later.status)
+        assert.is_nil(later.claimed_by)
+        assert.is_nil(later.lease_until)
+      end)
+
+      it("accepts now as integer µs and in any ISO form", function()
+        create("a", { next_run_time = at(-1) })
+        create("b", { next_run_time = at(-1) })
+        local got = claim("n", 1, parse(NOW), 60)
+        assert.are.equal(1, #got)
+        assert.are.equal(at(60), got[1].lease_until)
+        got = claim("n", 1, "2025-01-15T11:00:00+01:00", 60)
+        assert.are.equal(1, #got)
+        assert.are.equal(at(60), got[1].lease_until)
+      end)
+
+      it("never claims a job that is not scheduled", function()
+        for _, st in ipairs({ "pending", "paused", "failed", "running" }) do
+          create(st, { status = st, next_run_time = at(-10) })
+        end
+        local before = store:query_jobs()
+        assert.are.same({}, claim())
+        assert.are.same(before, store:query_jobs())
+      end)
+
+      it("never claims a job without next_run_time or not yet due", function()
+        create("nil", { next_run_time = NONE })
+        create("future", { next_run_time = "2025-01-15T10:00:00.000001Z" })
+        assert.are.same({}, claim())
+        assert.are.equal("scheduled", store:get_job("nil").status)
+        assert.are.equal("scheduled", store:get_job("future").status)
+      end)
+
+      it("takes the highest priority first (missing = 5), then the earliest", function()
+        create("p0", { priority = 0, next_run_time = at(-50) })
+        create("p10", { priority = 10, next_run_time = at(-10) })
+        create("pnil", { next_run_time = at(-40) })
+        create("p5", { priority = 5, next_run_time = at(-30) })
+        create("p10b", { priority = 10, next_run_time = at(-20) })
+        create("p7", { priority = 7, next_run_time = at(-5) })
+        create("p5late", { priority = 5, next_run_time = at(-1) })
+        assert.are.same({ "p10b", "p10", "p7", "pnil", "p5", "p5late", "p0" }, ids_of(claim()))
+      end)
+
+      it("caps a batch at limit, by priority, leaving the rest scheduled", function()
+        create("p0", { priority = 0, next_run_time = at(-50) })
+        create("pnil", { next_run_time = at(-40) })
+        create("p10", { priority = 10, next_run_time = at(-10) })
+        create("p7", { priority = 7, next_run_time = at(-5) })
+        create("p3", { priority = 3, next_run_time = at(-60) })
+        assert.are.same({ "p10", "p7" }, ids_of(claim("a", 2)))
+        assert.are.equal(3, #store:query_jobs({ status = "scheduled" }))
+        assert.are.same({ "pnil", "p3" }, ids_of(claim("b", 2)))
+        assert.are.same({ "p0" }, ids_of(claim("c", 2)))
+        assert.are.same({}, claim("d", 2))
+        assert.are.equal("a", store:get_job("p7").claimed_by)
+        assert.are.equal("b", store:get_job("p3").claimed_by)
+      end)
+
+      it("never claims a job twice", function()
+        create("a", { next_run_time = at(-1) })
+        create("b", { next_run_time = at(-1) })
+        assert.are.equal(2, #claim("node-a"))
+        assert.are.same({}, claim("node-a"))
+        assert.are.same({}, claim("node-b", 10, at(3600)))
+        assert.are.equal("node-a", store:get_job("a").claimed_by)
+        assert.are.equal(at(30), store:get_job("b").lease_until)
+      end)
+
+      it("sets updated_at", function()
+        local c = create("a", { next_run_time = at(-1) })
+        chronis.sleep(0.02)
+        local before = wall_us()
+        local got = claim()[1]
+        local after = wall_us()
+        assert_written_between(got, before, after)
+        assert.is_true(parse(got.updated_at) > parse(c.updated_at))
+      end)
+
+      it("follows updates and deletes of status, next_run_time and priority", function()
+        create("a", { next_run_time = at(-30), priority = 1 })
+        create("b", { next_run_time = at(-20), priority = 2 })
+        create("c", { next_run_time = at(-10), priority = 3 })
+        create("d", { next_run_time = at(-5), priority = 4 })
+        store:update_job("a", { priority = 9 })
+        store:update_job("b", { status = "paused" })
+        store:update_job("c", { next_run_time = at(10) })
+        store:delete_job("d")
+        assert.are.same({ "a" }, ids_of(claim()))
+        store:update_job("b", { status = "scheduled" })
+        store:update_job("c", { next_run_time = at(-1) })
+        assert.are.same({ "c", "b" }, ids_of(claim()))
+      end)
+
+      it("returns copies", function()
+        create("a", { next_run_time = at(-1), metadata = { t = 1 } })
+        local got = claim()[1]
+        got.status = "scheduled"
+        got.claimed_by = "thief"
+        got.metadata.t = 2
+        local stored = store:get_job("a")
+        assert.are.equal("running", stored.status)
+        assert.are.equal("node-a", stored.claimed_by)
+        assert.are.same({ t = 1 }, stored.metadata)
+      end)
+
+      it("gives each of 50 due jobs to exactly one of two racing owners", function()
+        for i = 1, 50 do
+          create(("r%02d"):format(i), { next_run_time = at(-i), priority = i % 11 })
+        end
+        local got = { ["node-a"] = {}, ["node-b"] = {} }
+        local function claimer(owner)
+          for _ = 1, 100 do
+            local batch = store:claim_due_jobs({ now = NOW, limit = 3, owner = owner, lease_seconds = 60 })
+            if #batch == 0 then return true end
+            assert(#batch <= 3, "claim returned more than limit")
+            for _, j in ipairs(batch) do
+              assert(j.claimed_by == owner, "claimed job carries another owner")
+              table.insert(got[owner], j.job_id)
+            end
+            chronis.sleep(0.001)
+          end
+          error("claims never ran dry")
+        end
+        local tasks = {}
+        for _, owner in ipairs({ "node-a", "node-b", "node-a", "node-b" }) do
+          tasks[#tasks + 1] = chronis.spawn(claimer, owner)
+        end
+        for _, t in ipairs(tasks) do assert.is_true(t:join()) end
+        local seen = {}
+        for owner, list in pairs(got) do
+          for _, id in ipairs(list) do
+            assert(not seen[id], ("job %s claimed twice (%s and %s)"):format(id, tostring(seen[id]), owner))
+            seen[id] = owner
+          end
+        end
+        local n = 0
+        for id, owner in pairs(seen) do
+          n = n + 1
+          local j = store:get_job(id)
+          assert.are.equal("running", j.status)
+          assert.are.equal(owner, j.claimed_by)
+        end
+        assert.are.equal(50, n)
+      end)
+    end)
+
+    optional("complete", function()
+      -- A job as claim_due_jobs leaves it.
+      local function running(id, owner, fields)
+        local f = { status = "running", claimed_by = owner, lease_until = at(30), next_run_time = at(-1) }
+        for k, v in pairs(fields or {}) do f[k] = v end
+        return create(id, f)
+      end
+
+      local function reschedule(id, owner)
+        return { job_id = id, owner = owner, updates = { status = "scheduled", next_run_time = at(3600),
+          claimed_by = null, lease_until = null, last_run_time = T0 } }
+      end
+
+      local function assert_result(r, id, ok, code)
+        assert.is_table(r, id)
+        assert.are.equal(id, r.job_id)
+        assert.are.equal(ok, r.ok, id)
+        assert.are.equal(code, r.code, id)
+      end
+
+      it("deletes a job on the owner's word", function()
+        running("a", "node-a")
+        local res = store:complete_jobs({ { job_id = "a", owner = "node-a", delete = true } })
+        assert.are.equal(1, #res)
+        assert_result(res[1], "a", true, nil)
+        assert.is_nil(store:get_job("a"))
+      end)
+
+      it("applies updates on the owner's word, removing null fields", function()
+        running("a", "node-a", { metadata = { tenant_id = "acme" } })
+        local res = store:complete_jobs({ reschedule("a", "node-a") })
+        assert_result(res[1], "a", true, nil)
+        local got = store:get_job("a")
+        assert.are.equal("scheduled", got.status)
+        assert.are.equal(at(3600), got.next_run_time)
+        assert.are.equal(T0, got.last_run_time)
+        assert.is_nil(got.claimed_by)
+        assert.is_nil(got.lease_until)
+        assert.are.same({ tenant_id = "acme" }, got.metadata)
+        assert.are.same({ "a" }, query_ids({ status = "scheduled", next_run_time_gte = at(3600) }))
+      end)
+
+      it("refuses another owner with 'conflict' and changes nothing", function()
+        running("a", "node-a")
+        running("b", "node-a")
+        create("unclaimed")
+        local before = store:query_jobs()
+        chronis.sleep(0.02)
+        local res = store:complete_jobs({
+          reschedule("a", "node-b"),
+          { job_id = "b", owner = "node-b", delete = true },
+          { job_id = "unclaimed", owner = "node-b", delete = true },
+        })
+        assert_result(res[1], "a", false, "conflict")
+        assert_result(res[2], "b", false, "conflict")
+        assert_result(res[3], "unclaimed", false, "conflict")
+        assert.are.same(before, store:query_jobs())
+      end)
+
+      it("reports 'not_found' for a missing job", function()
+        local res = store:complete_jobs({ { job_id = "missing", owner = "node-a", delete = true },
+          reschedule("missing2", "node-a") })
+        assert_result(res[1], "missing", false, "not_found")
+        assert_result(res[2], "missing2", false, "not_found")
+        assert.is_nil(store:get_job("missing2"))
+      end)
+
+      it("answers a mixed batch item by item, in order", function()
+        running("del", "node-a")
+        running("upd", "node-a")
+        running("theirs", "node-b")
+        running("theirs2", "node-b")
+        local res = store:complete_jobs({
+          { job_id = "theirs", owner = "node-a", delete = true },
+          { job_id = "del", owner = "node-a", delete = true },
+          { job_id = "ghost", owner = "node-a", delete = true },
+          reschedule("upd", "node-a"),
+          reschedule("theirs2", "node-a"),
+        })
+        assert.are.equal(5, #res)
+        assert_result(res[1], "theirs", false, "conflict")
+        assert_result(res[2], "del", true, nil)
+        assert_result(res[3], "ghost", false, "not_found")
+        assert_result(res[4], "upd", true, nil)
+        assert_result(res[5], "theirs2", false, "conflict")
+        assert.is_nil(store:get_job("del"))
+        assert.are.equal("scheduled", store:get_job("upd").status)
+        assert.are.equal("node-b", store:get_job("theirs").claimed_by)
+        assert.are.equal("running", store:get_job("theirs2").status)
+      end)
+
+      it("returns an empty array for an empty list", function()
+        assert.are.same({}, store:complete_jobs({}))
+      end)
+
+      it("sets updated_at", function()
+        local c = running("a", "node-a")
+        chronis.sleep(0.02)
+        store:complete_jobs({ reschedule("a", "node-a") })
+        assert.is_true(parse(store:get_job("a").updated_at) > parse(c.updated_at))
+      end)
+
+      if supports.claim then
+        it("makes a rescheduled job claimable again at its new time only", function()
+          create("a", { next_run_time = at(-1) })
+          local claimed = store:claim_due_jobs({ now = T0, limit = 5, owner = "node-a", lease_seconds = 30 })
+          assert.are.same({ "a" }, ids_of(claimed))
+          store:complete_jobs({ reschedule("a", "node-a") })
+          assert.are.same({}, store:claim_due_jobs({ now = at(3599), limit = 5, owner = "node-b",
+            lease_seconds = 30 }))
+          local again = store:claim_due_jobs({ now = at(3600), limit = 5, owner = "node-b", lease_seconds = 30 })
+          assert.are.same({ "a" }, ids_of(again))
+          assert.are.equal("node-b", again[1].claimed_by)
+        end)
+      end
+    end)
+
+    optional("recover", function()
+      it("returns running jobs whose lease ended before now to scheduled", function()
+        create("r1", { status = "running", claimed_by = "a", lease_until = at(10), metadata = { k = 1 } })
+        create("r2", { status = "running", claimed_by = "b", lease_until = at(100) })
+        create("s", { next_run_time = at(-100) })
+        create("p", { status = "paused", claimed_by = "c", lease_until = at(-100) })
+        local n = store:recover_expired_leases(at(10))
+        assert.are.equal("integer", math.type(n))
+        assert.are.equal(0, n)
+        assert.are.equal("running", store:get_job("r1").status)
+        assert.are.equal(1, store:recover_expired_leases(at(11)))
+        local r1 = store:get_job("r1")
+        assert.are.equal("scheduled", r1.status)
+        assert.is_nil(r1.claimed_by)
+        assert.is_nil(r1.lease_until)
+        assert.are.same({ k = 1 }, r1.metadata)
+        assert.are.equal(T0, r1.next_run_time)
+        assert.are.equal("running", store:get_job("r2").status)
+        assert.are.equal(1, store:recover_expired_leases(parse(at(101))))
+        assert.are.equal("scheduled", store:get_job("r2").status)
+        assert.are.equal(0, store:recover_expired_leases(at(1000)))
+        local p = store:get_job("p")
+        assert.are.equal("paused", p.status)
+        assert.are.equal("c", p.claimed_by)
+      end)
+
+      it("returns 0 on an empty store", function()
+        assert.are.equal(0, store:recover_expired_leases(at(0)))
+      end)
+
+      if supports.claim and supports.complete then
+        it("lets a new owner claim the job and shuts out the old one", function()
+          create("a", { next_run_time = at(-1) })
+          assert.are.equal(1, #store:claim_due_jobs({ now = T0, limit = 1, owner = "old", lease_seconds = 30 }))
+          assert.are.equal(1, store:recover_expired_leases(at(31)))
+          local got = store:claim_due_jobs({ now = at(31), limit = 1, owner = "new", lease_seconds = 30 })
+          assert.are.same({ "a" }, ids_of(got))
+          assert.are.equal(at(61), got[1].lease_until)
+          local res = store:complete_jobs({ { job_id = "a", owner = "old", delete = true } })
+          assert.are.equal("conflict", res[1].code)
+          assert.are.equal("new", store:get_job("a").claimed_by)
+          res = store:complete_jobs({ { job_id = "a", owner = "new", delete = true } })
+          assert.is_true(res[1].ok)
+          assert.is_nil(store:get_job("a"))
+        end)
+      end
+    end)
+
+    describe("close", function()
+      it("is idempotent, and a closed store refuses calls", function()
+        create("a")
+        store:close()
+        store:close()
+        assert.has_error(function() store:get_job("a") end)
+      end)
+    end)
+  end)
+end
