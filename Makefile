@@ -19,7 +19,7 @@ SANFLAGS = -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
 endif
 
 ALL_CFLAGS = $(WARN) $(WERROR) $(CFLAGS) $(SANFLAGS) -fPIC -D_GNU_SOURCE \
-             -Iruntime -Iadapters $(PKG_CFLAGS)
+             -iquote runtime -iquote adapters $(PKG_CFLAGS)
 PREFIX ?= /usr/local
 
 B = build

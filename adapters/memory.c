@@ -50,6 +50,7 @@ typedef struct mem_store {
   uint32_t *hashes;
   size_t cap, count; /* cap is a power of two, or 0 */
   uint64_t seed;
+  int64_t last_stamp;
   chr_rb_tree_t by_status[CHR_ST__COUNT];
   chr_rb_tree_t due, lease;
 } mem_store_t;
@@ -248,8 +249,18 @@ static void rec_free(mrec_t *r) {
   free(r);
 }
 
-static void touch(mrec_t *r) {
-  chr_job_set_time(&r->job, CHR_F_UPDATED_AT, chr_time_now());
+/* updated_at for a write: the wall clock, but strictly increasing within
+ * the store, so two writes in one microsecond (or across a clock step
+ * back) never leave the same updated_at, which a CAS on updated_at
+ * (optimistic concurrency) would take for "unchanged". */
+static int64_t next_stamp(mem_store_t *ms) {
+  int64_t now = chr_time_now();
+  ms->last_stamp = now > ms->last_stamp ? now : ms->last_stamp + 1;
+  return ms->last_stamp;
+}
+
+static void touch(mem_store_t *ms, mrec_t *r) {
+  chr_job_set_time(&r->job, CHR_F_UPDATED_AT, next_stamp(ms));
 }
 
 static void wake_if_due(mem_store_t *ms, const mrec_t *r) {
@@ -289,7 +300,7 @@ static int check_updates(chr_store_req_t *req, const char *id, const chr_job_t *
 static void rec_update(mem_store_t *ms, mrec_t *r, const chr_job_t *u) {
   rec_unindex(ms, r);
   if (u != NULL) chr_job_apply(&r->job, u);
-  touch(r);
+  touch(ms, r);
   rec_index(ms, r);
   wake_if_due(ms, r);
 }
@@ -444,7 +455,7 @@ static void op_count(mem_store_t *ms, chr_store_req_t *req) {
 
 static void op_claim(mem_store_t *ms, chr_store_req_t *req) {
   int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
-  int64_t limit = req->limit, stamp = chr_time_now();
+  int64_t limit = req->limit, stamp = next_stamp(ms);
   chr_rb_node_t *n = chr_rb_first(&ms->due);
   while (n != NULL && (limit < 0 || (int64_t)req->njobs < limit)) {
     mrec_t *r = REC_OF(n, aux);
@@ -495,7 +506,7 @@ static void op_complete(mem_store_t *ms, chr_store_req_t *req) {
 
 static void op_recover(mem_store_t *ms, chr_store_req_t *req) {
   int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
-  int64_t stamp = chr_time_now(), earliest = CHR_TIME_NONE;
+  int64_t stamp = next_stamp(ms), earliest = CHR_TIME_NONE;
   chr_rb_node_t *n;
   req->count = 0;
   while ((n = chr_rb_first(&ms->lease)) != NULL) {
@@ -514,7 +525,7 @@ static void op_recover(mem_store_t *ms, chr_store_req_t *req) {
 
 static void op_extend(mem_store_t *ms, chr_store_req_t *req) {
   int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
-  int64_t stamp = chr_time_now();
+  int64_t stamp = next_stamp(ms);
   size_t i;
   req->count = 0;
   for (i = 0; i < req->nids; i++) {
@@ -548,7 +559,7 @@ static void op_create(mem_store_t *ms, chr_store_req_t *req) {
     return;
   }
   r = rec_new(ms, j);
-  touch(r);
+  touch(ms, r);
   map_add(ms, r);
   rec_index(ms, r);
   push_copy(req, r);

@@ -732,18 +732,20 @@ restart:
 }
 
 int64_t chr_cron_next(const chr_cron_t *c, int64_t after, const chr_tz_t *z) {
-  /* Fires lie in 1970..9999 (walls); clamping keeps the arithmetic far from
+  /* Fires lie in 1970..9999; clamping keeps the arithmetic far from
    * overflow for any `after`. */
-  static const int64_t a_min = -4000000000LL, a_max = 253402387200LL;
+  static const int64_t a_min = -4000000000LL;
+  /* 9999-12-31T23:59:59Z: a wall late on the last day in a zone west of
+   * UTC would fall in the year 10000, which ISO strings cannot carry. */
+  static const int64_t last = 253402300799LL;
   int64_t a, r;
   if (c->never || after == NONE) return NONE;
   a = floordiv(after, CHR_USEC);
-  if (a > a_max) return NONE;
+  if (a >= last) return NONE;
   if (a < a_min) a = a_min;
-  if (z == NULL || z == chr_tz_utc()) {
+  if (z == NULL || z == chr_tz_utc())
     r = next_wall(c, a + 1);
-  } else {
+  else
     r = next_instant(c, z, a);
-  }
-  return r == NONE ? NONE : r * CHR_USEC;
+  return r == NONE || r > last ? NONE : r * CHR_USEC;
 }

@@ -1,0 +1,486 @@
+-- chronis.cron: parsing of field tables and crontab strings, the next fire
+-- time (strictly after `after`), DST rules, and the error messages.
+local chronis = require "chronis"
+local cron = chronis.cron
+
+local function nxt(spec, after, zone)
+  return cron.next(spec, after, zone)
+end
+
+-- The fire times following `after`, n of them, each strictly after the last.
+local function series(spec, after, n, zone)
+  local out, t = {}, after
+  for i = 1, n do
+    t = cron.next(spec, t, zone)
+    out[i] = t
+    if t == nil then break end
+  end
+  return out
+end
+
+-- The structured error raised by f(...).
+local function error_of(f, ...)
+  local ok, err = pcall(f, ...)
+  assert.is_false(ok, "expected an error")
+  assert.are.equal("table", type(err))
+  return err
+end
+
+local function assert_invalid(spec, message)
+  local err = error_of(cron.parse, spec)
+  assert.are.equal("invalid", err.code)
+  assert.are.equal(message, err.message)
+  assert.are.equal("invalid: " .. message, tostring(err))
+  -- next() reports the same problem.
+  assert.are.equal(message, error_of(cron.next, spec, "2025-01-01T00:00:00Z").message)
+end
+
+describe("chronis.cron field expressions", function()
+  it("'*' in the least significant field fires every unit", function()
+    assert.are.same({"2025-01-15T10:00:01Z", "2025-01-15T10:00:02Z"},
+      series({second = "*"}, "2025-01-15T10:00:00Z", 2))
+  end)
+
+  it("'*/n' steps from the field minimum", function()
+    assert.are.equal("2025-01-15T10:15:00Z", nxt({minute = "*/15"}, "2025-01-15T10:07:00Z"))
+    assert.are.equal("2025-01-15T11:00:00Z", nxt({minute = "*/15"}, "2025-01-15T10:45:00Z"))
+    assert.are.same({"2025-01-15T12:00:00Z", "2025-01-15T15:00:00Z"},
+      series({hour = "*/3"}, "2025-01-15T10:00:00Z", 2))
+  end)
+
+  it("a single value, as an integer or a string", function()
+    assert.are.equal("2025-01-16T09:00:00Z", nxt({hour = 9}, "2025-01-15T10:00:00Z"))
+    assert.are.equal("2025-01-16T09:00:00Z", nxt({hour = "9"}, "2025-01-15T10:00:00Z"))
+    assert.are.equal("2025-01-15T09:00:00Z", nxt({hour = 9.0}, "2025-01-15T08:00:00Z"))
+  end)
+
+  it("a-b ranges, inclusive", function()
+    assert.are.same({"2025-01-15T17:00:00Z", "2025-01-16T09:00:00Z"},
+      series({hour = "9-17"}, "2025-01-15T16:00:00Z", 2))
+  end)
+
+  it("a-b/n ranges with a step", function()
+    assert.are.same({"2025-01-15T10:10:00Z", "2025-01-15T10:25:00Z",
+                     "2025-01-15T10:40:00Z", "2025-01-15T11:10:00Z"},
+      series({minute = "10-40/15"}, "2025-01-15T10:00:00Z", 4))
+  end)
+
+  it("a/n runs from a to the field maximum", function()
+    assert.are.same({"2025-01-15T10:50:00Z", "2025-01-15T10:55:00Z", "2025-01-15T11:50:00Z"},
+      series({minute = "50/5"}, "2025-01-15T10:49:00Z", 3))
+  end)
+
+  it("comma lists mix every form, blanks allowed", function()
+    assert.are.same({"2025-01-15T01:00:00Z", "2025-01-15T05:00:00Z", "2025-01-15T20:00:00Z",
+                     "2025-01-15T22:00:00Z", "2025-01-16T01:00:00Z"},
+      series({hour = "1, 5,20-23/2"}, "2025-01-15T00:00:00Z", 5))
+  end)
+
+  it("month names, alone, in ranges and lists, any case", function()
+    assert.are.equal("2025-03-01T00:00:00Z", nxt({month = "mar"}, "2025-01-15T00:00:00Z"))
+    assert.are.equal("2025-03-01T00:00:00Z", nxt({month = "MAR"}, "2025-01-15T00:00:00Z"))
+    assert.are.same({"2025-10-01T00:00:00Z", "2025-11-01T00:00:00Z", "2026-01-01T00:00:00Z"},
+      series({month = "jan,oct-nov"}, "2025-02-01T00:00:00Z", 3))
+    assert.are.same({"2025-07-01T00:00:00Z", "2026-01-01T00:00:00Z"},
+      series({month = "jan-dec/6"}, "2025-02-01T00:00:00Z", 2))
+  end)
+
+  it("day_of_week numbers count 0 = Monday .. 6 = Sunday", function()
+    -- 2025-01-15 is a Wednesday.
+    assert.are.equal("2025-01-20T00:00:00Z", nxt({day_of_week = 0}, "2025-01-15T00:00:00Z"))
+    assert.are.equal("2025-01-19T00:00:00Z", nxt({day_of_week = 6}, "2025-01-15T00:00:00Z"))
+    assert.are.equal("2025-01-19T00:00:00Z", nxt({day_of_week = "sun"}, "2025-01-15T00:00:00Z"))
+  end)
+
+  it("weekday names and name ranges", function()
+    -- From Friday 10:00 the next weekday 09:00 is Monday.
+    assert.are.same({"2025-01-20T09:00:00Z", "2025-01-21T09:00:00Z"},
+      series({day_of_week = "mon-fri", hour = 9}, "2025-01-17T10:00:00Z", 2))
+    assert.are.same({"2025-01-18T00:00:00Z", "2025-01-19T00:00:00Z", "2025-01-25T00:00:00Z"},
+      series({day_of_week = "sat,sun"}, "2025-01-17T10:00:00Z", 3))
+    assert.are.same({"2025-01-20T00:00:00Z", "2025-01-22T00:00:00Z", "2025-01-24T00:00:00Z"},
+      series({day_of_week = "mon-fri/2"}, "2025-01-17T10:00:00Z", 3))
+  end)
+
+  it("day 'last' is the last day of each month, leap years included", function()
+    assert.are.same({"2024-01-31T00:00:00Z", "2024-02-29T00:00:00Z", "2024-03-31T00:00:00Z",
+                     "2024-04-30T00:00:00Z"},
+      series({day = "last"}, "2024-01-15T00:00:00Z", 4))
+    assert.are.equal("2025-02-28T00:00:00Z", nxt({day = "last"}, "2025-02-10T00:00:00Z"))
+  end)
+
+  it("'1st'..'5th <weekday>' is the nth such weekday of the month", function()
+    assert.are.same({"2025-01-10T00:00:00Z", "2025-02-14T00:00:00Z", "2025-03-14T00:00:00Z"},
+      series({day = "2nd fri"}, "2025-01-01T00:00:00Z", 3))
+    assert.are.equal("2025-01-06T00:00:00Z", nxt({day = "1st mon"}, "2025-01-01T00:00:00Z"))
+    -- Only months with five Wednesdays: Jan 2025 (29th), then April (30th).
+    assert.are.same({"2025-01-29T00:00:00Z", "2025-04-30T00:00:00Z"},
+      series({day = "5th wed"}, "2025-01-01T00:00:00Z", 2))
+  end)
+
+  it("'last <weekday>' is the last such weekday of the month", function()
+    assert.are.same({"2025-03-30T00:00:00Z", "2026-03-29T00:00:00Z"},
+      series({month = 3, day = "last sun"}, "2025-01-01T00:00:00Z", 2))
+    assert.are.equal("2025-01-31T00:00:00Z", nxt({day = "last fri"}, "2025-01-01T00:00:00Z"))
+  end)
+
+  it("day terms combine in comma lists", function()
+    assert.are.same({"2025-02-01T00:00:00Z", "2025-02-11T00:00:00Z", "2025-02-15T00:00:00Z",
+                     "2025-02-28T00:00:00Z", "2025-03-01T00:00:00Z"},
+      series({day = "1,15,last, 2nd tue"}, "2025-01-31T00:00:00Z", 5))
+  end)
+
+  it("day and day_of_week combine with AND in the field form", function()
+    -- The first Monday of each month, written as days 1-7 that are Mondays.
+    assert.are.same({"2025-02-03T00:00:00Z", "2025-03-03T00:00:00Z", "2025-04-07T00:00:00Z"},
+      series({day = "1-7", day_of_week = "mon"}, "2025-01-15T00:00:00Z", 3))
+    -- Friday the 13th.
+    assert.are.same({"2025-06-13T00:00:00Z", "2026-02-13T00:00:00Z"},
+      series({day = 13, day_of_week = "fri"}, "2025-01-01T00:00:00Z", 2))
+  end)
+
+  it("the ISO week field", function()
+    -- Week 1 of 2026 starts on Monday 2025-12-29.
+    assert.are.equal("2025-12-29T00:00:00Z", nxt({week = 1}, "2025-06-01T00:00:00Z"))
+    assert.are.equal("2026-01-04T00:00:00Z", nxt({week = 1, day_of_week = "sun"}, "2025-06-01T00:00:00Z"))
+    -- 2026 has 53 weeks (it starts on a Thursday); 2025 has 52.
+    assert.are.equal("2026-12-28T00:00:00Z", nxt({week = 53}, "2025-01-15T00:00:00Z"))
+    assert.are.same({"2025-03-03T00:00:00Z", "2025-03-17T00:00:00Z"},
+      series({week = "10-12/2", day_of_week = 0}, "2025-01-15T00:00:00Z", 2))
+  end)
+
+  it("year values and ranges", function()
+    assert.are.equal("2030-01-01T00:00:00Z", nxt({year = 2030}, "2025-01-15T00:00:00Z"))
+    assert.are.same({"2026-06-01T00:00:00Z", "2028-06-01T00:00:00Z", "2030-06-01T00:00:00Z"},
+      series({year = "2026-2030/2", month = 6}, "2025-01-15T00:00:00Z", 4))
+  end)
+end)
+
+describe("chronis.cron defaults of unspecified fields", function()
+  it("{hour = 9} fires at 09:00:00 every day", function()
+    assert.are.same({"2025-01-16T09:00:00Z", "2025-01-17T09:00:00Z"},
+      series({hour = 9}, "2025-01-15T09:00:00Z", 2))
+  end)
+
+  it("{minute = 30} fires every hour at :30:00", function()
+    assert.are.same({"2025-01-15T10:30:00Z", "2025-01-15T11:30:00Z"},
+      series({minute = 30}, "2025-01-15T10:00:00Z", 2))
+  end)
+
+  it("{day = 1} fires at midnight of day 1 of every month", function()
+    assert.are.same({"2025-02-01T00:00:00Z", "2025-03-01T00:00:00Z"},
+      series({day = 1}, "2025-01-15T10:00:00Z", 2))
+  end)
+
+  it("{second = 30} fires every minute at :30", function()
+    assert.are.same({"2025-01-15T10:00:30Z", "2025-01-15T10:01:30Z"},
+      series({second = 30}, "2025-01-15T10:00:00Z", 2))
+  end)
+
+  it("{month = 6} fires at midnight of June 1", function()
+    assert.are.same({"2025-06-01T00:00:00Z", "2026-06-01T00:00:00Z"},
+      series({month = 6}, "2025-01-15T10:00:00Z", 2))
+  end)
+
+  it("day_of_week and week default to '*' but count as given (APScheduler)", function()
+    -- Mondays at midnight: hour, minute, second take their minimum.
+    assert.are.same({"2025-01-20T00:00:00Z", "2025-01-27T00:00:00Z"},
+      series({day_of_week = "mon"}, "2025-01-15T10:00:00Z", 2))
+    -- Every day of week 3, at midnight.
+    assert.are.same({"2026-01-12T00:00:00Z", "2026-01-13T00:00:00Z"},
+      series({week = 3}, "2025-01-20T10:00:00Z", 2))
+  end)
+
+  it("an empty table is refused rather than read as every second", function()
+    local err = error_of(cron.parse, {})
+    assert.are.equal("invalid", err.code)
+    assert.are.equal("invalid cron spec: no fields given", err.message)
+  end)
+end)
+
+describe("chronis.cron calendar edges", function()
+  it("February 29 fires in leap years only", function()
+    assert.are.equal("2028-02-29T00:00:00Z", nxt({month = 2, day = 29}, "2025-03-01T00:00:00Z"))
+    -- 2100 is not a leap year.
+    assert.are.equal("2104-02-29T00:00:00Z", nxt({month = 2, day = 29}, "2096-03-01T00:00:00Z"))
+    -- The 5th Monday of February needs a leap year starting on a Monday.
+    assert.are.equal("2044-02-29T00:00:00Z", nxt({month = 2, day = "5th mon"}, "2025-01-01T00:00:00Z"))
+  end)
+
+  it("returns nil past the year 9999", function()
+    local spec = {year = 9999, month = 12, day = 31}
+    assert.are.equal("9999-12-31T00:00:00Z", nxt(spec, "9999-01-01T00:00:00Z"))
+    assert.is_nil(nxt(spec, "9999-12-31T00:00:00Z"))
+    assert.is_nil(nxt({second = "*"}, "9999-12-31T23:59:59Z"))
+    assert.is_nil(nxt({year = 2020, month = 1, day = 1}, "2021-01-01T00:00:00Z"))
+  end)
+
+  it("impossible specs return nil at once", function()
+    local impossible = {
+      {day = 31, month = "feb"}, {day = 30, month = 2}, {day = 31, month = "apr,jun,sep,nov"},
+      {week = 1, month = 6}, {week = 53, month = "mar-nov"},
+      {day = "1st mon", day_of_week = "tue"}, {day = "5th fri", month = 2, day_of_week = "mon"},
+      {year = "2033-2040", month = 2, day = 29, day_of_week = "sun"},
+    }
+    local t0 = os.clock()
+    for _, spec in ipairs(impossible) do
+      assert.is_true(cron.parse(spec))
+      for _, zone in ipairs({"UTC", "America/New_York"}) do
+        for i = 1, 20 do
+          assert.is_nil(nxt(spec, "2025-01-01T00:00:00Z", zone))
+        end
+      end
+    end
+    assert.is_true(os.clock() - t0 < 1, "impossible specs took too long")
+  end)
+
+  it("sparse but possible weekday combinations are found, not given up on", function()
+    -- Sunday February 29th: 2032, then 2060.
+    assert.are.same({"2032-02-29T00:00:00Z", "2060-02-29T00:00:00Z"},
+      series({month = 2, day = 29, day_of_week = "sun"}, "2025-01-01T00:00:00Z", 2))
+  end)
+end)
+
+describe("chronis.cron DST in America/New_York", function()
+  local NY = "America/New_York"
+
+  it("fall-back, fixed hour: 01:30 fires once, in the first pass", function()
+    assert.are.same({"2025-11-02T05:30:00Z", "2025-11-03T06:30:00Z"},
+      series({hour = 1, minute = 30}, "2025-11-01T12:00:00Z", 2, NY))
+    -- Asked from inside the second pass, the next one is the next day's.
+    assert.are.equal("2025-11-03T06:30:00Z", nxt({hour = 1, minute = 30}, "2025-11-02T06:10:00Z", NY))
+  end)
+
+  it("fall-back, hour range or list: still the first pass only", function()
+    assert.are.same({"2025-11-02T05:30:00Z", "2025-11-02T07:30:00Z"},
+      series({hour = "0-23", minute = 30}, "2025-11-02T05:00:00Z", 2, NY))
+    assert.are.same({"2025-11-02T05:30:00Z", "2025-11-02T07:30:00Z"},
+      series({hour = "1,2", minute = 30}, "2025-11-02T05:00:00Z", 2, NY))
+  end)
+
+  it("fall-back, hour starting with '*': both passes", function()
+    local both = {"2025-11-02T05:30:00Z", "2025-11-02T06:30:00Z", "2025-11-02T07:30:00Z"}
+    assert.are.same(both, series({minute = 30}, "2025-11-02T05:00:00Z", 3, NY))
+    assert.are.same(both, series({hour = "*", minute = 30}, "2025-11-02T05:00:00Z", 3, NY))
+    assert.are.same(both, series({hour = "*/1", minute = 30}, "2025-11-02T05:00:00Z", 3, NY))
+    assert.are.same(both, series("30 * * * *", "2025-11-02T05:00:00Z", 3, NY))
+    -- From inside the second pass, the rest of it still fires.
+    assert.are.equal("2025-11-02T06:30:00Z", nxt({minute = 30}, "2025-11-02T06:10:00Z", NY))
+  end)
+
+  it("spring-forward: a wall time in the gap fires shifted by the gap", function()
+    -- 02:30 does not exist on 2025-03-09; it fires at 03:30 EDT.
+    assert.are.same({"2025-03-09T07:30:00Z", "2025-03-10T06:30:00Z"},
+      series({hour = 2, minute = 30}, "2025-03-08T12:00:00Z", 2, NY))
+  end)
+
+  it("spring-forward, hourly: the shifted slot and the real one fire once", function()
+    assert.are.same({"2025-03-09T06:30:00Z", "2025-03-09T07:30:00Z", "2025-03-09T08:30:00Z"},
+      series({minute = 30}, "2025-03-09T06:00:00Z", 3, NY))
+    assert.are.same({"2025-03-09T06:00:00Z", "2025-03-09T07:00:00Z", "2025-03-09T08:00:00Z"},
+      series("@hourly", "2025-03-09T05:30:00Z", 3, NY))
+  end)
+
+  it("spring-forward: a shifted gap time never passes a real earlier one", function()
+    -- 02:45 (gap) fires at 03:45 EDT, after the real 03:00 EDT.
+    assert.are.same({"2025-03-09T07:00:00Z", "2025-03-09T07:45:00Z", "2025-03-10T06:00:00Z"},
+      series({hour = "2-3", minute = "0,45"}, "2025-03-09T06:50:00Z", 3, NY))
+  end)
+
+  it("reads naive `after` strings in the zone", function()
+    assert.are.equal("2025-01-16T14:00:00Z", nxt({hour = 9}, "2025-01-15T10:00:00", NY))
+    assert.are.equal("2025-01-15T14:00:00Z", nxt({hour = 9}, "2025-01-15T08:00:00", NY))
+  end)
+end)
+
+describe("chronis.cron DST in Europe/Berlin", function()
+  local BER = "Europe/Berlin"
+
+  it("spring-forward: 02:30 fires at 03:30 CEST", function()
+    assert.are.same({"2025-03-30T01:30:00Z", "2025-03-31T00:30:00Z"},
+      series({hour = 2, minute = 30}, "2025-03-29T12:00:00Z", 2, BER))
+  end)
+
+  it("fall-back: fixed hour once, '*' hour twice", function()
+    assert.are.same({"2025-10-26T00:30:00Z", "2025-10-27T01:30:00Z"},
+      series({hour = 2, minute = 30}, "2025-10-25T12:00:00Z", 2, BER))
+    assert.are.same({"2025-10-26T00:30:00Z", "2025-10-26T01:30:00Z", "2025-10-26T02:30:00Z"},
+      series({minute = 30}, "2025-10-26T00:00:00Z", 3, BER))
+  end)
+
+  it("daily jobs keep their wall time across both changes", function()
+    assert.are.same({"2025-03-29T08:00:00Z", "2025-03-30T07:00:00Z"},
+      series({hour = 9}, "2025-03-29T00:00:00Z", 2, BER))
+    assert.are.same({"2025-10-25T07:00:00Z", "2025-10-26T08:00:00Z"},
+      series({hour = 9}, "2025-10-25T00:00:00Z", 2, BER))
+  end)
+end)
+
+describe("chronis.cron crontab strings", function()
+  it("5 fields: minute hour day month day_of_week", function()
+    assert.are.equal("2025-01-15T10:05:00Z", nxt("*/5 * * * *", "2025-01-15T10:01:00Z"))
+    assert.are.equal("2025-07-01T09:30:00Z", nxt("30 9 1 jan,jul *", "2025-01-15T10:01:00Z"))
+    assert.are.equal("2025-01-15T10:05:00Z", nxt({cron = "*/5 * * * *"}, "2025-01-15T10:01:00Z"))
+  end)
+
+  it("6 fields lead with seconds", function()
+    assert.are.same({"2025-01-15T10:00:10Z", "2025-01-15T10:00:20Z"},
+      series("*/10 * * * * *", "2025-01-15T10:00:05Z", 2))
+    assert.are.equal("2025-01-15T10:01:15Z", nxt("15 1 10 * * *", "2025-01-15T10:00:05Z"))
+  end)
+
+  it("day_of_week counts 0 = Sunday, 1 = Monday, 7 = Sunday", function()
+    -- 2025-06-02 is a Monday.
+    for _, dow in ipairs({"0", "7", "sun", "SUN"}) do
+      assert.are.equal("2025-06-08T00:00:00Z", nxt("0 0 * * " .. dow, "2025-06-02T00:00:00Z"))
+    end
+    assert.are.equal("2025-06-09T00:00:00Z", nxt("0 0 * * 1", "2025-06-02T00:00:00Z"))
+    -- The field form counts from Monday: 1 is Tuesday there.
+    assert.are.equal("2025-06-03T00:00:00Z", nxt({day_of_week = 1}, "2025-06-02T00:00:00Z"))
+    assert.are.same({"2025-06-06T00:00:00Z", "2025-06-07T00:00:00Z", "2025-06-08T00:00:00Z",
+                     "2025-06-13T00:00:00Z"},
+      series("0 0 * * 5-7", "2025-06-02T00:00:00Z", 4))
+    assert.are.same({"2025-06-06T00:00:00Z", "2025-06-07T00:00:00Z", "2025-06-08T00:00:00Z"},
+      series("0 0 * * fri-sun", "2025-06-02T00:00:00Z", 3))
+  end)
+
+  it("weekday names and ranges", function()
+    -- From Friday 10:00 the next weekday 09:00 is Monday.
+    assert.are.equal("2025-06-09T09:00:00Z", nxt("0 9 * * mon-fri", "2025-06-06T10:00:00Z"))
+    assert.are.equal("2025-06-09T09:00:00Z", nxt("0 9 * * 1-5", "2025-06-06T10:00:00Z"))
+  end)
+
+  it("day and day_of_week both restricted: either matches (OR)", function()
+    -- The 10th, or any Friday: Fri 6th, Tue 10th, Fri 13th.
+    assert.are.same({"2025-06-06T00:00:00Z", "2025-06-10T00:00:00Z", "2025-06-13T00:00:00Z"},
+      series("0 0 10 * 5", "2025-06-01T00:00:00Z", 3))
+  end)
+
+  it("one of them '*': only the other restricts (AND)", function()
+    assert.are.same({"2025-06-10T00:00:00Z", "2025-07-10T00:00:00Z"},
+      series("0 0 10 * *", "2025-06-01T00:00:00Z", 2))
+    assert.are.same({"2025-06-06T00:00:00Z", "2025-06-13T00:00:00Z"},
+      series("0 0 * * 5", "2025-06-01T00:00:00Z", 2))
+  end)
+
+  it("macros", function()
+    local after = "2025-06-04T10:20:00Z" -- a Wednesday
+    assert.are.equal("2026-01-01T00:00:00Z", nxt("@yearly", after))
+    assert.are.equal("2026-01-01T00:00:00Z", nxt("@annually", after))
+    assert.are.equal("2025-07-01T00:00:00Z", nxt("@monthly", after))
+    assert.are.equal("2025-06-08T00:00:00Z", nxt("@weekly", after))
+    assert.are.equal("2025-06-05T00:00:00Z", nxt("@daily", after))
+    assert.are.equal("2025-06-05T00:00:00Z", nxt("@midnight", after))
+    assert.are.equal("2025-06-04T11:00:00Z", nxt("@hourly", after))
+    assert.are.equal("2025-06-04T11:00:00Z", nxt({cron = "@hourly"}, after))
+  end)
+end)
+
+describe("chronis.cron `after`", function()
+  it("takes integer microseconds", function()
+    -- 1736935200000000 µs = 2025-01-15T10:00:00Z
+    assert.are.equal("2025-01-15T10:30:00Z", nxt({minute = 30}, 1736935200000000))
+  end)
+
+  it("takes ISO strings with an offset", function()
+    assert.are.equal("2025-01-15T10:30:00Z", nxt({minute = 30}, "2025-01-15T11:00:00+01:00"))
+    assert.are.equal("2025-01-15T10:30:00Z", nxt({minute = 30}, "2025-01-15T05:10:00-05:00"))
+  end)
+
+  it("is strictly before the result", function()
+    assert.are.equal("2025-01-15T11:30:00Z", nxt({minute = 30}, "2025-01-15T10:30:00Z"))
+    assert.are.equal("2025-01-15T10:30:00Z", nxt({minute = 30}, "2025-01-15T10:29:59.999999Z"))
+    assert.are.equal("2025-01-15T11:30:00Z", nxt({minute = 30}, "2025-01-15T10:30:00.000001Z"))
+    assert.are.equal("2025-01-15T11:30:00Z", nxt({minute = 30}, 1736937000000000))
+  end)
+
+  it("defaults zone to UTC and rejects unknown zones", function()
+    assert.are.equal("2025-01-15T09:00:00Z", nxt({hour = 9}, "2025-01-15T08:00:00"))
+    local err = error_of(cron.next, {hour = 9}, "2025-01-15T08:00:00Z", "Mars/Olympus")
+    assert.are.equal("invalid", err.code)
+    assert.are.equal("invalid timezone 'Mars/Olympus'", err.message)
+  end)
+
+  it("rejects a malformed time", function()
+    assert.are.equal("invalid", error_of(cron.next, {hour = 9}, "yesterday").code)
+  end)
+end)
+
+describe("chronis.cron errors name the field", function()
+  it("accepts valid specs with true", function()
+    assert.is_true(cron.parse({hour = 9, minute = "*/15", day_of_week = "mon-fri"}))
+    assert.is_true(cron.parse("*/5 * * * *"))
+    assert.is_true(cron.parse({cron = "@daily"}))
+  end)
+
+  it("values out of range, for every field", function()
+    local cases = {
+      {{year = 1969}, "invalid cron field 'year': 1969 is out of range 1970-9999"},
+      {{year = 10000}, "invalid cron field 'year': 10000 is out of range 1970-9999"},
+      {{month = 13}, "invalid cron field 'month': 13 is out of range 1-12"},
+      {{month = 0}, "invalid cron field 'month': 0 is out of range 1-12"},
+      {{day = 32}, "invalid cron field 'day': 32 is out of range 1-31"},
+      {{day = 0}, "invalid cron field 'day': 0 is out of range 1-31"},
+      {{week = 54}, "invalid cron field 'week': 54 is out of range 1-53"},
+      {{day_of_week = 7}, "invalid cron field 'day_of_week': 7 is out of range 0-6"},
+      {{hour = 25}, "invalid cron field 'hour': 25 is out of range 0-23"},
+      {{hour = -1}, "invalid cron field 'hour': -1 is out of range 0-23"},
+      {{minute = 60}, "invalid cron field 'minute': 60 is out of range 0-59"},
+      {{second = "0-60"}, "invalid cron field 'second': 60 is out of range 0-59"},
+    }
+    for _, c in ipairs(cases) do assert_invalid(c[1], c[2]) end
+  end)
+
+  it("bad steps, reversed ranges and unknown values", function()
+    assert_invalid({minute = "*/0"}, "invalid cron field 'minute': step must be a positive integer in '*/0'")
+    assert_invalid({minute = "5/x"}, "invalid cron field 'minute': step must be a positive integer in '5/x'")
+    assert_invalid({hour = "5-3"}, "invalid cron field 'hour': range 5-3 is reversed")
+    assert_invalid({day_of_week = "sun-mon"}, "invalid cron field 'day_of_week': range sun-mon is reversed")
+    assert_invalid({day = "lastx"}, "invalid cron field 'day': unknown value 'lastx'")
+    assert_invalid({month = "foo"}, "invalid cron field 'month': unknown value 'foo'")
+    assert_invalid({hour = "mon"}, "invalid cron field 'hour': unknown value 'mon'")
+    assert_invalid({hour = "1,,2"}, "invalid cron field 'hour': empty item in '1,,2'")
+  end)
+
+  it("nth weekday terms", function()
+    assert_invalid({day = "2nd 1"},
+      "invalid cron field 'day': '2nd 1': expected a weekday name (mon..sun) after '2nd'")
+    assert_invalid({day = "6th fri"},
+      "invalid cron field 'day': '6th fri': only 1st..5th or last may come before a weekday")
+    assert_invalid({day = "last foo"},
+      "invalid cron field 'day': 'last foo': expected a weekday name (mon..sun) after 'last'")
+    assert_invalid({day = "1st"}, "invalid cron field 'day': '1st' needs a weekday after it, as in '1st fri'")
+  end)
+
+  it("empty expressions", function()
+    assert_invalid({hour = ""}, "invalid cron field 'hour': empty expression")
+    assert_invalid({day = "  "}, "invalid cron field 'day': empty expression")
+  end)
+
+  it("unknown fields and bad values", function()
+    assert_invalid({hours = 1}, "invalid cron field 'hours': unknown field")
+    assert_invalid({hour = 1, timezone = "UTC"}, "invalid cron field 'timezone': unknown field")
+    assert_invalid({hour = true}, "invalid cron field 'hour': expected an integer or a string, got boolean")
+    assert_invalid({hour = 1.5}, "invalid cron field 'hour': 1.5 is not an integer")
+    assert_invalid({cron = "* * * * *", hour = 1},
+      "invalid cron spec: give either 'cron' or cron fields, not both")
+  end)
+
+  it("crontab strings", function()
+    assert_invalid("* * * *", "invalid cron expression '* * * *': expected 5 or 6 fields, got 4")
+    assert_invalid("* * * * * * *", "invalid cron expression '* * * * * * *': expected 5 or 6 fields, got 7")
+    assert_invalid("", "invalid cron expression '': expected 5 or 6 fields, got 0")
+    assert_invalid("@fortnightly", "invalid cron expression '@fortnightly': unknown macro")
+    assert_invalid("@reboot", "invalid cron expression '@reboot': unknown macro")
+    assert_invalid("* 24 * * *", "invalid cron field 'hour': 24 is out of range 0-23")
+    assert_invalid("* * * * 8", "invalid cron field 'day_of_week': 8 is out of range 0-7")
+    assert_invalid("* * * 13 *", "invalid cron field 'month': 13 is out of range 1-12")
+    assert_invalid("61 * * * * *", "invalid cron field 'second': 61 is out of range 0-59")
+    assert_invalid({cron = "* * *"}, "invalid cron expression '* * *': expected 5 or 6 fields, got 3")
+  end)
+
+  it("rejects specs of the wrong type", function()
+    assert.has_error(function() cron.parse(42) end)
+    assert.has_error(function() cron.parse(nil) end)
+  end)
+end)
