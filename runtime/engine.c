@@ -199,15 +199,17 @@ static void run_free(chr_run_t *r) {
 
 /* ---- completions ---- */
 
-static chr_completion_t *pend_add(chr_sched_t *s, const char *job_id) {
+/* Takes job_id (malloc'ed); the owner is borrowed from s, which every
+ * pending request holds a reference to. */
+static chr_completion_t *pend_add(chr_sched_t *s, char *job_id) {
   if (s->npend == s->pendcap) {
     s->pendcap = s->pendcap ? s->pendcap * 2 : 64;
     s->pend = chr_realloc(s->pend, s->pendcap * sizeof *s->pend);
   }
   chr_completion_t *c = &s->pend[s->npend++];
   memset(c, 0, sizeof *c);
-  c->job_id = chr_strdup(job_id);
-  c->owner = chr_strdup(s->node_id);
+  c->job_id = job_id;
+  c->owner = s->node_id;
   return c;
 }
 
@@ -283,6 +285,7 @@ static void fire_callbacks(chr_sched_t *s, chr_run_t *r, int ok, int code, const
   lua_State *L = s->L;
   int global = ok ? s->on_success_ref : s->on_failure_ref;
   const char *name = ok ? "on_success" : "on_failure";
+  if (global == LUA_NOREF && s->njob_callbacks == 0) return;
   int top = lua_gettop(L);
   int have_job = 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->callbacks_ref);
@@ -326,7 +329,7 @@ static void fire_callbacks(chr_sched_t *s, chr_run_t *r, int ok, int code, const
 static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const char *msg) {
   chr_job_t *job = r->job;
   int64_t now = chr_sched_now(s);
-  chr_completion_t *c = pend_add(s, job->job_id);
+  chr_completion_t *c = pend_add(s, chr_strdup(job->job_id));
   chr_job_t *u = release_updates();
   c->updates = u;
   int32_t attempt = chr_job_int(job, CHR_F_ATTEMPT, 0);
@@ -491,15 +494,7 @@ static void push_job_arg(lua_State *L, const chr_run_t *r) {
   const chr_job_t *j = r->job;
   char msg[64], tb[CHR_TIME_BUFSZ];
   lua_createtable(L, 0, 12);
-  if (j->extra && chr_json_decode(L, j->extra, strlen(j->extra), msg, sizeof msg) == 0) {
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      lua_pushvalue(L, -2);
-      lua_insert(L, -2);
-      lua_rawset(L, -5);
-    }
-    lua_pop(L, 1);
-  }
+  if (j->extra) chr_json_decode_into(L, lua_gettop(L), j->extra, strlen(j->extra), msg, sizeof msg);
   static const char *const empties[] = {"args", "kwargs", "metadata"};
   for (int i = 0; i < 3; i++) {
     if (lua_getfield(L, -1, empties[i]) == LUA_TNIL) {
@@ -607,7 +602,6 @@ static void sreq_free(sreq_t *q) {
   chr_store_req_reset(&q->req);
   for (size_t i = 0; i < q->nitems; i++) {
     free(q->items[i].job_id);
-    free(q->items[i].owner);
     chr_job_free(q->items[i].updates);
   }
   free(q->items);
@@ -655,7 +649,7 @@ static void claim_cb(chr_store_req_t *req) {
     }
     s->stats.claimed++;
     if (s->state != CHR_SCHED_RUNNING) { /* stopped meanwhile: give it back */
-      chr_completion_t *c = pend_add(s, j->job_id);
+      chr_completion_t *c = pend_add(s, chr_strdup(j->job_id));
       c->updates = release_updates();
       s->stats.returned++;
       run_free(r);
@@ -939,7 +933,7 @@ void chr_sched_begin_stop(chr_sched_t *s) {
   /* Claimed but not started: hand back at once, lease cleared. */
   while (s->nheap) {
     chr_run_t *r = heap_pop(s);
-    chr_completion_t *c = pend_add(s, r->job->job_id);
+    chr_completion_t *c = pend_add(s, chr_strdup(r->job->job_id));
     c->updates = release_updates();
     s->stats.returned++;
     run_free(r);

@@ -48,6 +48,7 @@ struct chr_sched {
       dispatching : 1, starved : 1, closed : 1;
   int64_t last_recover;
   int refs; /* pending requests and timers holding s */
+  int njob_callbacks; /* jobs with callbacks of their own */
   chr_store_watch_t watch;
   chr_waiter_t *stop_waiter;
   struct {

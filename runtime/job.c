@@ -485,16 +485,7 @@ void chr_job_push(lua_State *L, const chr_job_t *j) {
   char msg[64];
   luaL_checkstack(L, 8, "job");
   lua_createtable(L, 0, 24);
-  if (j->extra && chr_json_decode(L, j->extra, strlen(j->extra), msg, sizeof msg) == 0) {
-    /* stack: job extra */
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      lua_pushvalue(L, -2);
-      lua_insert(L, -2);
-      lua_rawset(L, -5);
-    }
-    lua_pop(L, 1);
-  }
+  if (j->extra) chr_json_decode_into(L, lua_gettop(L), j->extra, strlen(j->extra), msg, sizeof msg);
   for (int f = 0; f < CHR_F__COUNT; f++) {
     if (!chr_job_has(j, f)) continue;
     const chr_field_desc_t *d = &chr_job_fields[f];

@@ -430,11 +430,18 @@ bad:
 
 static int dec_value(dec_t *d);
 
+/* Reads a container's members into the table on top of the stack. */
+static int dec_members(dec_t *d, int obj);
+
 static int dec_container(dec_t *d, int obj) {
-  lua_State *L = d->L;
   if (++d->depth > MAX_DEPTH) return dec_fail(d, "nested too deep");
-  luaL_checkstack(L, 6, "json decode");
-  lua_newtable(L);
+  luaL_checkstack(d->L, 6, "json decode");
+  lua_newtable(d->L);
+  return dec_members(d, obj);
+}
+
+static int dec_members(dec_t *d, int obj) {
+  lua_State *L = d->L;
   d->p = ws(d->p + 1, d->end);
   char close = obj ? '}' : ']';
   lua_Integer i = 0;
@@ -531,6 +538,22 @@ static int dec_value(dec_t *d) {
   }
   }
   return dec_fail(d, "unexpected character");
+}
+
+int chr_json_decode_into(lua_State *L, int idx, const char *s, size_t len, char *err,
+                         size_t errlen) {
+  dec_t d = {L, s, s + len, err, errlen, 1};
+  int top = lua_gettop(L);
+  d.p = ws(d.p, d.end);
+  if (d.p >= d.end || *d.p != '{') return dec_fail(&d, "expected an object");
+  lua_pushvalue(L, idx);
+  int rc = dec_members(&d, 1);
+  lua_settop(L, top);
+  if (rc == 0) {
+    d.p = ws(d.p, d.end);
+    if (d.p != d.end) rc = dec_fail(&d, "trailing characters");
+  }
+  return rc;
 }
 
 int chr_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen) {

@@ -23,6 +23,11 @@ int chr_json_encode(lua_State *L, int idx, chr_buf_t *out, char *err, size_t err
  * objects (member dropped) and to chronis.json.null inside arrays. */
 int chr_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen);
 
+/* Decodes an object text's members into the table at idx (existing keys
+ * are overwritten). stack: unchanged. Returns 0 or CHR_EINVAL. */
+int chr_json_decode_into(lua_State *L, int idx, const char *s, size_t len, char *err,
+                         size_t errlen);
+
 /* Scanner. chr_json_skip returns a pointer just past the value starting at
  * p (after leading white space), or NULL when malformed. */
 const char *chr_json_skip(const char *p, const char *end);

@@ -240,7 +240,12 @@ static int l_set_callbacks(lua_State *L) {
   luaL_checkstring(L, 2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->s->callbacks_ref);
   lua_pushvalue(L, 2);
-  if (lua_isnil(L, 3) && lua_isnil(L, 4)) {
+  int had = lua_rawget(L, -2) != LUA_TNIL;
+  lua_pop(L, 1);
+  lua_pushvalue(L, 2);
+  int has = !(lua_isnil(L, 3) && lua_isnil(L, 4));
+  ls->s->njob_callbacks += has - had;
+  if (!has) {
     lua_pushnil(L);
   } else {
     lua_createtable(L, 0, 2);

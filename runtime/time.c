@@ -20,8 +20,12 @@ static int64_t floordiv(int64_t a, int64_t b) {
   return q;
 }
 
+/* Computed from the remainder, not as a - floordiv(a, b) * b, which
+ * overflows for a near INT64_MIN. */
 static int64_t floormod(int64_t a, int64_t b) {
-  return a - floordiv(a, b) * b;
+  int64_t r = a % b;
+  if (r != 0 && ((r < 0) != (b < 0))) r += b;
+  return r;
 }
 
 int chr_is_leap(int y) {
@@ -83,7 +87,7 @@ static void secs_to_civil(int64_t secs, chr_civil_t *c) {
 void chr_us_to_civil(int64_t us, chr_civil_t *c) {
   int64_t secs = floordiv(us, CHR_USEC);
   secs_to_civil(secs, c);
-  c->usec = (int)(us - secs * CHR_USEC);
+  c->usec = (int)floormod(us, CHR_USEC);
 }
 
 /* Parsing. A cursor over the input, so each step can report what it
@@ -267,7 +271,7 @@ static int format_civil(int64_t secs, int usec, char *buf, size_t cap) {
 
 int chr_time_format(int64_t us, char *buf) {
   int64_t secs = floordiv(us, CHR_USEC);
-  int n = format_civil(secs, (int)(us - secs * CHR_USEC), buf, CHR_TIME_BUFSZ);
+  int n = format_civil(secs, (int)floormod(us, CHR_USEC), buf, CHR_TIME_BUFSZ);
   return n + snprintf(buf + n, CHR_TIME_BUFSZ - (size_t)n, "Z");
 }
 
@@ -278,8 +282,8 @@ int chr_time_format_offset(int64_t us, int offset_seconds, char *buf) {
   int64_t secs = floordiv(us, CHR_USEC);
   int a = offset_seconds < 0 ? -offset_seconds : offset_seconds;
   char sign = offset_seconds < 0 ? '-' : '+';
-  int n = format_civil(secs + offset_seconds, (int)(us - secs * CHR_USEC), buf,
-                       CHR_TIME_BUFSZ);
+  int n = format_civil(secs + offset_seconds, (int)floormod(us, CHR_USEC),
+                       buf, CHR_TIME_BUFSZ);
   size_t rest = CHR_TIME_BUFSZ - (size_t)n;
   if (a % 60)
     return n + snprintf(buf + n, rest, "%c%02d:%02d:%02d", sign, a / 3600,

@@ -98,14 +98,19 @@ typedef struct {
   int dst;
 } rule_event_t;
 
-/* The two changes of `year` as UTC seconds. A change is given in the local
- * time in force just before it: standard time for the start of DST, DST
- * for its end. */
-static void rule_events(const posix_tz_t *p, int year, rule_event_t ev[2]) {
+/* The two changes of `year` as UTC seconds; 0 if the year has none. A
+ * change is given in the local time in force just before it: standard time
+ * for the start of DST, DST for its end. As in the reference tzcode, a year
+ * whose DST would last a whole year or more has no changes; a rule with no
+ * changes at all is DST all year (RFC 8536 §3.3.1: "EST5EDT,0/0,J365/25"). */
+static int rule_events(const posix_tz_t *p, int year, rule_event_t ev[2]) {
+  int64_t yearsecs = (chr_is_leap(year) ? 366 : 365) * 86400LL;
   ev[0].t = rule_day(year, &p->start) * 86400 + p->start.secs - p->std.offset;
   ev[0].dst = 1;
   ev[1].t = rule_day(year, &p->end) * 86400 + p->end.secs - p->dst.offset;
   ev[1].dst = 0;
+  return ev[1].t < ev[0].t ||
+         (ev[0].t < ev[1].t && ev[1].t - ev[0].t < yearsecs);
 }
 
 static int year_of(int64_t secs) {
@@ -115,23 +120,24 @@ static int year_of(int64_t secs) {
 }
 
 /* The footer's type at UTC second t: whichever change of the years around t
- * came last. At equal times the DST start wins, which makes the RFC 8536
- * "DST all year" form (e.g. "EST5EDT,0/0,J365/25") come out as DST. */
+ * came last. */
 static const chr_tz_info_t *footer_type(const posix_tz_t *p, int64_t t) {
   int64_t best = INT64_MIN;
-  int dst = 0;
+  int dst = -1, y;
   if (!p->has_dst) return &p->std;
-  int y = year_of(t + p->std.offset);
+  y = year_of(t + p->std.offset);
   for (int yy = y - 1; yy <= y + 1; yy++) {
     rule_event_t ev[2];
-    rule_events(p, yy, ev);
-    for (int i = 0; i < 2; i++) {
-      if (ev[i].t > t) continue;
-      if (ev[i].t > best || (ev[i].t == best && ev[i].dst)) {
+    if (!rule_events(p, yy, ev)) continue;
+    for (int i = 0; i < 2; i++)
+      if (ev[i].t <= t && ev[i].t >= best) {
         best = ev[i].t;
         dst = ev[i].dst;
       }
-    }
+  }
+  if (dst < 0) { /* no change in reach: DST all year, or before the first */
+    rule_event_t ev[2];
+    dst = !rule_events(p, y, ev);
   }
   return dst ? &p->dst : &p->std;
 }
@@ -141,11 +147,12 @@ static const chr_tz_info_t *footer_type(const posix_tz_t *p, int64_t t) {
  * one full year after t. */
 static int64_t footer_next(const posix_tz_t *p, int64_t t, int32_t cur) {
   rule_event_t ev[8];
-  int n = 0;
+  int n = 0, y;
   if (!p->has_dst) return CHR_TIME_NONE;
-  int y = year_of(t + p->std.offset);
-  for (int yy = y - 1; yy <= y + 2; yy++, n += 2) rule_events(p, yy, ev + n);
-  for (int i = 1; i < n; i++) /* insertion sort: eight items */
+  y = year_of(t + p->std.offset);
+  for (int yy = y - 1; yy <= y + 2; yy++)
+    if (rule_events(p, yy, ev + n)) n += 2;
+  for (int i = 1; i < n; i++) /* insertion sort: at most eight items */
     for (int j = i; j > 0 && ev[j].t < ev[j - 1].t; j--) {
       rule_event_t tmp = ev[j];
       ev[j] = ev[j - 1];
@@ -230,11 +237,12 @@ int64_t chr_tz_next_transition(const chr_tz_t *z, int64_t utc_us) {
  * rides along unchanged), so table times near ±2^59 cannot overflow. */
 int chr_tz_resolve(const chr_tz_t *z, int64_t local_us, int64_t out[2]) {
   enum { MAXCH = 8 };
-  int64_t ws = floordiv(local_us, CHR_USEC), frac = local_us - ws * CHR_USEC;
+  int64_t ws = floordiv(local_us, CHR_USEC), frac = local_us % CHR_USEC;
   int64_t tr[MAXCH], t = ws - RESOLVE_WINDOW;
   int32_t off[MAXCH + 1], before, after;
   int k = 0, n = 0;
 
+  if (frac < 0) frac += CHR_USEC;
   off[0] = type_at(z, t)->offset;
   while (k < MAXCH) {
     int64_t e = next_change(z, t, &before, &after);
