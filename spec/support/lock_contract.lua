@@ -12,6 +12,7 @@
 -- on waits have a little slack for timer granularity, and the only upper
 -- bound is a generous one that catches a wait that ignored its timeout.
 local chronis = require "chronis"
+local core = require "chronis.core"
 local busted = require "busted"
 local assert = require "luassert"
 
@@ -28,6 +29,15 @@ end
 
 local run_id = ("%x%x"):format(os.time(), math.random(0, 0xffffff))
 local serial = 0
+
+-- STYLE.md: after each async spec the loop has no stray handles and no
+-- task is left alive (closed adapters' handles are closing, not active).
+local function assert_loop_clean()
+  collectgarbage()
+  collectgarbage()
+  assert.are.equal(0, core.live_tasks(), "tasks left alive after the test")
+  assert.are.equal(0, core.active_handles(), "libuv handles left active after close")
+end
 
 return function(name, factory, opts)
   opts = opts or {}
@@ -50,6 +60,7 @@ return function(name, factory, opts)
         l:close()
         if opts.teardown then opts.teardown(l) end
       end
+      assert_loop_clean()
     end)
 
     local function acquire(key, ttl, owner, extra)

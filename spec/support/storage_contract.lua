@@ -16,6 +16,7 @@
 --                    that asserts the method is indeed nil, so nothing is
 --                    skipped silently.
 local chronis = require "chronis"
+local core = require "chronis.core"
 local busted = require "busted"
 local assert = require "luassert"
 
@@ -117,6 +118,15 @@ local function assert_written_between(j, before, after)
       j.updated_at, format(before), format(after)))
 end
 
+-- STYLE.md: after each async spec the loop has no stray handles and no
+-- task is left alive (closed adapters' handles are closing, not active).
+local function assert_loop_clean()
+  collectgarbage()
+  collectgarbage()
+  assert.are.equal(0, core.live_tasks(), "tasks left alive after the test")
+  assert.are.equal(0, core.active_handles(), "libuv handles left active after close")
+end
+
 return function(name, factory, opts)
   opts = opts or {}
   local supports = {}
@@ -141,6 +151,7 @@ return function(name, factory, opts)
         s:close()
         if opts.teardown then opts.teardown(s) end
       end
+      assert_loop_clean()
     end)
 
     local function create(id, fields) return store:create_job(job(id, fields)) end
