@@ -253,8 +253,9 @@ static int parse_term(field_parse_t *p, const char *s, size_t n) {
     if (parse_value(p, &q, e, s, n, 0, &lo)) return ERR_PARSE;
     hi = lo;
     if (q < e && *q == '-') {
-      q++;
+      int named = ++q < e && isalpha((unsigned char)*q);
       if (parse_value(p, &q, e, s, n, 1, &hi)) return ERR_PARSE;
+      if (named && lo == 0 && hi == 7) hi = 0; /* "sun-sun" */
       slash = q;
       if (lo > hi)
         return fail(p, "range %.*s is reversed", (int)(slash - s), s);

@@ -171,8 +171,32 @@ static int l_memory(lua_State *L) {
   return 1;
 }
 
+/* open(url) / redis(url): a lock adapter by URL. */
+static int open_url(lua_State *L, const char *scheme) {
+  const char *arg = luaL_optstring(L, 1, "");
+  size_t n = scheme ? strlen(scheme) : 0;
+  const char *url = arg;
+  if (scheme && (strncmp(arg, scheme, n) != 0 || arg[n] != ':'))
+    url = lua_pushfstring(L, "%s:%s", scheme, arg);
+  char err[300];
+  chr_lock_t *l;
+  int rc = chr_lock_open(url, &l, err, sizeof err);
+  if (rc != 0) return chr_lua_error(L, rc, "%s", err);
+  chr_lua_pushlock(L, l);
+  return 1;
+}
+
+static int l_open(lua_State *L) {
+  return open_url(L, NULL);
+}
+
+static int l_redis(lua_State *L) {
+  return open_url(L, "redis");
+}
+
 int luaopen_chronis_lock(lua_State *L) {
-  static const luaL_Reg fns[] = {{"memory", l_memory}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {
+      {"memory", l_memory}, {"open", l_open}, {"redis", l_redis}, {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;
 }

@@ -5,6 +5,7 @@
 #ifndef CHR_LOCK_H
 #define CHR_LOCK_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common.h"
@@ -51,6 +52,9 @@ void chr_lock_req_init(chr_lock_req_t *req, chr_lock_op_t op);
 void chr_lock_req_reset(chr_lock_req_t *req);
 int chr_lock_submit(chr_lock_t *l, chr_lock_req_t *req);
 void chr_lock_close(chr_lock_t *l);
+
+/* Lock adapters by URL scheme ("memory:", ...). */
+int chr_lock_open(const char *url, chr_lock_t **out, char *err, size_t errlen);
 
 chr_lock_t *chr_memory_lock_new(void);
 

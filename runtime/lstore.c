@@ -541,13 +541,64 @@ static int l_open(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
   char err[300];
   chr_store_t *s;
-  if (chr_store_open(url, &s, err, sizeof err) != 0) return chr_lua_error(L, CHR_EINVAL, "%s", err);
+  int rc = chr_store_open(url, &s, err, sizeof err);
+  if (rc != 0) return chr_lua_error(L, rc, "%s", err);
   chr_lua_pushstore(L, s);
   return 1;
 }
 
+/* kind(url_or_path [, opts]): "kind:" + the argument (unless it already
+ * has the scheme) + "?k=v&..." from opts, then open(). */
+static int open_kind(lua_State *L, const char *scheme) {
+  const char *arg = luaL_optstring(L, 1, "");
+  size_t n = strlen(scheme);
+  chr_buf_t b;
+  chr_buf_init(&b);
+  if (strncmp(arg, scheme, n) != 0 || arg[n] != ':') chr_buf_printf(&b, "%s:", scheme);
+  chr_buf_adds(&b, arg);
+  if (lua_istable(L, 2)) {
+    int first = strchr(arg, '?') == NULL;
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      if (lua_type(L, -2) != LUA_TSTRING ||
+          (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER &&
+           lua_type(L, -1) != LUA_TBOOLEAN)) {
+        chr_buf_free(&b);
+        return chr_lua_error(L, CHR_EINVAL, "%s options: keys must be strings and values "
+                             "strings, numbers or booleans", scheme);
+      }
+      const char *v = lua_type(L, -1) == LUA_TBOOLEAN ? (lua_toboolean(L, -1) ? "true" : "false")
+                                                      : lua_tostring(L, -1);
+      chr_buf_printf(&b, "%c%s=%s", first ? '?' : '&', lua_tostring(L, -2), v);
+      first = 0;
+      lua_pop(L, 1);
+    }
+  }
+  char err[300];
+  chr_store_t *s;
+  int rc = chr_store_open(b.p, &s, err, sizeof err);
+  chr_buf_free(&b);
+  if (rc != 0) return chr_lua_error(L, rc, "%s", err);
+  chr_lua_pushstore(L, s);
+  return 1;
+}
+
+static int l_sqlite(lua_State *L) {
+  return open_kind(L, "sqlite");
+}
+
+static int l_postgres(lua_State *L) {
+  return open_kind(L, "postgres");
+}
+
+static int l_redis(lua_State *L) {
+  return open_kind(L, "redis");
+}
+
 int luaopen_chronis_storage(lua_State *L) {
-  static const luaL_Reg fns[] = {{"memory", l_memory}, {"open", l_open}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"memory", l_memory},     {"open", l_open},
+                                 {"sqlite", l_sqlite},     {"postgres", l_postgres},
+                                 {"redis", l_redis},       {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;
 }

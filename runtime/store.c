@@ -153,18 +153,42 @@ void chr_store_unwatch(chr_store_t *s, chr_store_watch_t *w) {
   }
 }
 
-int chr_store_open(const char *url, chr_store_t **out, char *err, size_t errlen) {
-  chr_store_t *s = NULL;
-  if (strcmp(url, "memory:") == 0 || strcmp(url, "memory") == 0 ||
-      strncmp(url, "memory://", 9) == 0) {
-    s = chr_memory_store_new();
-  } else {
-    const char *colon = strchr(url, ':');
-    snprintf(err, errlen, "invalid storage URL '%s': unknown scheme '%.*s' (expected memory:)",
-             url, colon ? (int)(colon - url) : (int)strlen(url), url);
-    return CHR_EINVAL;
-  }
-  s->url = chr_strdup(url);
-  *out = s;
+static int open_memory(const char *url, chr_store_t **out, char *err, size_t errlen) {
+  (void)url;
+  (void)err;
+  (void)errlen;
+  *out = chr_memory_store_new();
   return 0;
+}
+
+/* URL schemes and their adapters. An adapter's open function parses the
+ * rest of the URL and reports bad input naming the URL part. */
+static const struct {
+  const char *scheme; /* without the colon */
+  int (*open)(const char *url, chr_store_t **out, char *err, size_t errlen);
+} schemes[] = {
+    {"memory", open_memory},
+};
+
+int chr_store_open(const char *url, chr_store_t **out, char *err, size_t errlen) {
+  const char *colon = strchr(url, ':');
+  size_t n = colon ? (size_t)(colon - url) : strlen(url);
+  chr_buf_t known;
+  chr_buf_init(&known);
+  for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++) {
+    if (strlen(schemes[i].scheme) == n && strncmp(url, schemes[i].scheme, n) == 0) {
+      chr_buf_free(&known);
+      chr_store_t *s = NULL;
+      int rc = schemes[i].open(url, &s, err, errlen);
+      if (rc != 0) return rc;
+      s->url = chr_strdup(url);
+      *out = s;
+      return 0;
+    }
+    chr_buf_printf(&known, "%s%s:", i ? ", " : "", schemes[i].scheme);
+  }
+  snprintf(err, errlen, "invalid storage URL '%s': unknown scheme '%.*s' (expected %s)", url,
+           (int)n, url, known.p);
+  chr_buf_free(&known);
+  return CHR_EINVAL;
 }
