@@ -4,7 +4,7 @@
  * The search runs on wall-clock seconds ("walls": local time counted as if
  * it were UTC) and moves field by field with bit scans, so a far match costs
  * a few steps, never a step per minute. Walls become instants through the
- * zone's stretches of constant UTC offset (see chr_cron_next), which is where
+ * zone's stretches of constant UTC offset (see next_instant), which is where
  * the DST rules of DESIGN.md §3 live. Nothing here allocates after parsing. */
 #include "cron.h"
 
@@ -163,9 +163,20 @@ static int parse_value(field_parse_t *p, const char **sp, const char *e,
   return fail(p, "unknown value '%.*s'", (int)tlen, term);
 }
 
-static void set_bit(field_parse_t *p, int v) {
-  int b = v - p->base;
-  p->bits[b / 64] |= (uint64_t)1 << (b % 64);
+/* Sets values lo, lo+step, ... hi. Plain ranges fill whole words: the year
+ * field's '*' alone is 8030 values. */
+static void set_range(field_parse_t *p, int lo, int hi, int step) {
+  int b = lo - p->base, e = hi - p->base;
+  if (step > 1) {
+    for (; b <= e; b += step) p->bits[b / 64] |= (uint64_t)1 << (b % 64);
+    return;
+  }
+  while (b <= e) {
+    int n = 64 - b % 64 < e - b + 1 ? 64 - b % 64 : e - b + 1;
+    uint64_t run = n == 64 ? ~(uint64_t)0 : ((uint64_t)1 << n) - 1;
+    p->bits[b / 64] |= run << (b % 64);
+    b += n;
+  }
 }
 
 /* "1st".."5th" (also "6th" and up, to report them as out of range): the
@@ -240,7 +251,7 @@ static int parse_step(field_parse_t *p, const char **sp, const char *e,
 /* `*`, `*\/n`, `a`, `a-b`, `a-b/n`, `a/n` (a, a+n, ... up to the field's
  * maximum), or a day term. */
 static int parse_term(field_parse_t *p, const char *s, size_t n) {
-  const char *q = s, *e = s + n, *slash;
+  const char *q = s, *e = s + n;
   int lo, hi, step = 1, r;
   if (p->day_terms && (r = parse_day_term(p, s, n)) != NOT_DAY_TERM) return r;
   if (*q == '*') {
@@ -256,9 +267,8 @@ static int parse_term(field_parse_t *p, const char *s, size_t n) {
       int named = ++q < e && isalpha((unsigned char)*q);
       if (parse_value(p, &q, e, s, n, 1, &hi)) return ERR_PARSE;
       if (named && lo == 0 && hi == 7) hi = 0; /* "sun-sun" */
-      slash = q;
       if (lo > hi)
-        return fail(p, "range %.*s is reversed", (int)(slash - s), s);
+        return fail(p, "range %.*s is reversed", (int)(q - s), s);
       if (q < e && *q == '/' && (++q, parse_step(p, &q, e, s, n, &step)))
         return ERR_PARSE;
     } else if (q < e && *q == '/') {
@@ -268,7 +278,7 @@ static int parse_term(field_parse_t *p, const char *s, size_t n) {
     }
   }
   if (q != e) return fail(p, "unknown value '%.*s'", (int)n, s);
-  for (int v = lo; v <= hi; v += step) set_bit(p, v);
+  set_range(p, lo, hi, step);
   return 0;
 }
 
@@ -298,7 +308,8 @@ static uint32_t month_days_all(int dim) {
   return (uint32_t)((((uint64_t)1 << dim) - 1) << 1);
 }
 
-/* Days of month (y, m) matched by the day field alone. */
+/* Days of a month matched by the day field alone, given the weekday of
+ * its 1st (0 = Monday) and its length. */
 static uint32_t dom_mask(const chr_cron_t *c, int wd1, int dim) {
   uint32_t all = month_days_all(dim), r;
   if (c->day_any) return all;
@@ -346,14 +357,20 @@ static uint32_t week_mask(const chr_cron_t *c, int y, int64_t d1, int wd1,
   return r;
 }
 
-/* Days of a month of year y that match every day-level field. d1 is the day
- * count of the 1st. */
-static uint32_t day_mask(const chr_cron_t *c, int y, int64_t d1, int dim) {
-  int wd1 = chr_weekday(d1);
+/* Days of a month matched by day and day_of_week, given the weekday of
+ * its 1st and its length. */
+static uint32_t dom_dow_mask(const chr_cron_t *c, int wd1, int dim) {
   uint32_t all = month_days_all(dim);
   uint32_t dom = dom_mask(c, wd1, dim);
   uint32_t dow = c->dow_any ? all : (uint32_t)((c->dow_pattern >> wd1) << 1) & all;
-  uint32_t r = c->dom_or_dow ? dom | dow : dom & dow;
+  return c->dom_or_dow ? dom | dow : dom & dow;
+}
+
+/* Days of a month of year y that match every day-level field. d1 is the
+ * day count of the 1st. */
+static uint32_t day_mask(const chr_cron_t *c, int y, int64_t d1, int dim) {
+  int wd1 = chr_weekday(d1);
+  uint32_t r = dom_dow_mask(c, wd1, dim);
   if (!c->week_any && r) r &= week_mask(c, y, d1, wd1, dim);
   return r;
 }
@@ -381,11 +398,40 @@ static const int *year_type_samples(void) {
 
 /* Which months of each year type hold a matching day. With it the search
  * never scans a month or a year in vain, and a spec that can never match
- * ({day = 30, month = 2}, {week = 1, month = 6}) is known as such up front. */
+ * ({day = 30, month = 2}, {week = 1, month = 6}) is known as such up front.
+ * Without a week field a month's days depend only on the weekday of its 1st
+ * and its length, which the year type gives; ISO weeks need a real year of
+ * the type. */
 static void compile_month_ok(chr_cron_t *c) {
-  const int *sample = year_type_samples();
+  static const int cum[12] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
+  static const int dim[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const int *sample;
   uint16_t any = 0;
-  for (int t = 0; t < (c->week_any ? 14 : YEAR_TYPES); t++) {
+  if (c->day_any && c->dow_any && c->week_any) {
+    for (int t = 0; t < YEAR_TYPES; t++) c->month_ok[t] = c->month;
+    return;
+  }
+  if (c->week_any) {
+    /* has[wd1][len - 28]: a month whose 1st is weekday wd1 holds a match */
+    uint8_t has[7][4];
+    for (int w = 0; w < 7; w++)
+      for (int n = 28; n <= 31; n++) has[w][n - 28] = dom_dow_mask(c, w, n) != 0;
+    for (int t = 0; t < 14; t++) {
+      int jan1 = t % 7, leap = t / 7;
+      c->month_ok[t] = 0;
+      for (uint32_t ms = c->month; ms; ms &= ms - 1) {
+        int m = __builtin_ctz(ms);
+        int wd1 = (jan1 + cum[m - 1] + (leap && m > 2)) % 7;
+        if (has[wd1][dim[m - 1] + (leap && m == 2) - 28])
+          c->month_ok[t] |= (uint16_t)(1u << m);
+      }
+      any |= c->month_ok[t];
+    }
+    c->never = any == 0;
+    return;
+  }
+  sample = year_type_samples();
+  for (int t = 0; t < YEAR_TYPES; t++) {
     int y = sample[t];
     c->month_ok[t] = 0;
     if (!y) continue;
@@ -415,6 +461,11 @@ static chr_cron_t *compile(const char *const expr[CHR_CRON_NFIELDS], int mode,
     field_parse_t p = {chr_cron_field_names[i], field_min[i], field_max[i], 0,
                        i == CHR_CRON_DAY, &one, 0, c, err, errlen};
     if (i == CHR_CRON_YEAR) {
+      /* The common case, without filling 8030 bits. */
+      if (strcmp(expr[i], "*") == 0) {
+        c->year_any = 1;
+        continue;
+      }
       p.bits = c->year;
       p.base = YEAR_MIN;
     }
@@ -445,14 +496,15 @@ static chr_cron_t *compile(const char *const expr[CHR_CRON_NFIELDS], int mode,
   c->day_any = c->dom == 0xfffffffeu && !c->last_day && !c->nth_any;
   c->dow_any = c->dow == 0x7f;
   c->week_any = c->week == (((uint64_t)1 << 54) - 2);
-  c->year_any = 1;
-  for (int i = 0; i < YEAR_WORDS; i++) {
-    int bits = i < YEAR_WORDS - 1 ? 64 : (YEAR_MAX - YEAR_MIN + 1) % 64;
-    uint64_t full = bits == 64 ? ~(uint64_t)0 : ((uint64_t)1 << bits) - 1;
-    if (c->year[i] != full) c->year_any = 0;
+  if (!c->year_any) {
+    c->year_any = 1;
+    for (int i = 0; i < YEAR_WORDS; i++) {
+      int bits = i < YEAR_WORDS - 1 ? 64 : (YEAR_MAX - YEAR_MIN + 1) % 64;
+      uint64_t full = bits == 64 ? ~(uint64_t)0 : ((uint64_t)1 << bits) - 1;
+      if (c->year[i] != full) c->year_any = 0;
+    }
   }
-  for (int k = 0; k < 64; k++)
-    if (c->dow >> (k % 7) & 1) c->dow_pattern |= (uint64_t)1 << k;
+  for (int k = 0; k < 64; k += 7) c->dow_pattern |= (uint64_t)c->dow << k;
   /* Vixie cron: a day field starting with '*' counts as unrestricted, and
    * only when both are restricted does either one match. */
   c->dom_or_dow = mode == MODE_CRONTAB && !starts_with_star(expr[CHR_CRON_DAY]) &&

@@ -300,6 +300,8 @@ int luaopen_chronis_core(lua_State *L) {
   lua_setfield(L, -2, "tz");
   luaopen_chronis_cron(L);
   lua_setfield(L, -2, "cron");
+  luaopen_chronis_fs(L);
+  lua_setfield(L, -2, "fs");
   luaopen_chronis_storage(L);
   lua_setfield(L, -2, "storage");
   luaopen_chronis_lock(L);

@@ -28,5 +28,6 @@ void chr_lua_pushtime(lua_State *L, int64_t us);
 int luaopen_chronis_time(lua_State *L);
 int luaopen_chronis_tz(lua_State *L);
 int luaopen_chronis_cron(lua_State *L);
+int luaopen_chronis_fs(lua_State *L);
 
 #endif

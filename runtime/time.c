@@ -99,23 +99,28 @@ typedef struct {
   size_t errlen;
 } cursor_t;
 
-/* Writes "invalid time '<input>': <problem>". The input is quoted as given,
- * cut at 64 bytes and with control bytes shown as '?', so a hostile string
- * cannot flood a log line or a terminal. */
+/* Copies up to `max` bytes of s for quoting in a message: control bytes
+ * become '?' and a cut is marked "...", so a hostile string cannot flood a
+ * log line or a terminal. dst holds max + 4 bytes. */
+static void quote(char *dst, const char *s, size_t len, size_t max) {
+  size_t n = len < max ? len : max;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    dst[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+  }
+  if (len > n) memcpy(dst + n, "...", 3), n += 3;
+  dst[n] = '\0';
+}
+
+/* Writes "invalid time '<input>': <problem>". */
 static int fail(cursor_t *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static int fail(cursor_t *c, const char *fmt, ...) {
-  char shown[72];
-  size_t n = c->len < 64 ? c->len : 64, i;
+  char shown[64 + 4];
   va_list ap;
   int w;
   if (c->err == NULL || c->errlen == 0) return CHR_EINVAL;
-  for (i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)c->s[i];
-    shown[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
-  }
-  if (c->len > n) memcpy(shown + n, "...", 3), n += 3;
-  shown[n] = '\0';
+  quote(shown, c->s, c->len, 64);
   w = snprintf(c->err, c->errlen, "invalid time '%s': ", shown);
   if (w >= 0 && (size_t)w < c->errlen) {
     va_start(ap, fmt);
@@ -218,12 +223,9 @@ static int parse_offset(cursor_t *c, int32_t *offset) {
     *offset = (ch == '-' ? -1 : 1) * (hh * 3600 + mm * 60);
   }
   if (!at_end(c)) {
-    size_t n = c->len - c->pos;
-    if (n > 16) n = 16;
-    for (size_t i = 0; i < n; i++)
-      if ((unsigned char)c->s[c->pos + i] < 0x20) n = i;
-    return fail(c, "unexpected characters '%.*s' after the time", (int)n,
-                c->s + c->pos);
+    char rest[16 + 4];
+    quote(rest, c->s + c->pos, c->len - c->pos, 16);
+    return fail(c, "unexpected characters '%s' after the time", rest);
   }
   return 0;
 }
@@ -292,8 +294,9 @@ int chr_time_format_offset(int64_t us, int offset_seconds, char *buf) {
                       a / 60 % 60);
 }
 
-/* The clocks come from libuv rather than <time.h>: with -Iruntime on the
- * command line, <time.h> would name this unit's own header. */
+/* The clocks come from libuv rather than <time.h>, so this unit builds
+ * however an embedder spells include paths: with -Iruntime (not -iquote),
+ * <time.h> would name this unit's own header. */
 int64_t chr_time_now(void) {
   uv_timeval64_t tv;
   if (uv_gettimeofday(&tv) != 0) return 0;

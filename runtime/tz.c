@@ -52,8 +52,7 @@ struct chr_tz {
   int64_t *trans; /* seconds, strictly ascending */
   uint8_t *idx;   /* type of each transition */
   int32_t ntrans;
-  chr_tz_info_t *types;
-  int32_t ntypes;
+  chr_tz_info_t *types; /* at least one; types[0] rules before trans[0] */
   int has_footer;
   posix_tz_t footer;
   struct chr_tz *next; /* cache bucket chain */
@@ -61,7 +60,7 @@ struct chr_tz {
 
 static char utc_name[] = "UTC";
 static chr_tz_info_t utc_type = {0, 0, "UTC"};
-static chr_tz_t utc_zone = {utc_name, NULL, NULL, 0, &utc_type, 1};
+static chr_tz_t utc_zone = {.name = utc_name, .types = &utc_type};
 
 #define CACHE_BUCKETS 64
 static chr_tz_t *cache[CACHE_BUCKETS];
@@ -434,7 +433,6 @@ static uint64_t tzif_header(const unsigned char *p, size_t avail, int tsize,
 
 static int load_types(chr_tz_t *z, const unsigned char *p,
                       const tzif_counts_t *c, const unsigned char *chars) {
-  z->ntypes = (int32_t)c->typecnt;
   z->types = chr_calloc(c->typecnt, sizeof *z->types);
   for (uint32_t i = 0; i < c->typecnt; i++, p += 6) {
     chr_tz_info_t *t = &z->types[i];

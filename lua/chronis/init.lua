@@ -11,6 +11,7 @@ local M = {
   json = core.json,
   storage = core.storage,
   lock = core.lock,
+  fs = core.fs,
   spawn = core.spawn,
   sleep = core.sleep,
   run = core.run,
