@@ -39,9 +39,11 @@ $(B)/libchronis.a: $(LIB_OBJ)
 	@mkdir -p $(B)
 	rm -f $@ && ar rcs $@ $^
 
+# nodelete: the module installs Lua's allocator wrapper, which must outlive
+# the interpreter's unloading of C modules at exit.
 $(B)/lua/chronis/core.so: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(SANFLAGS) -shared -o $@ $^ $(PKG_LIBS) -lm
+	$(CC) $(SANFLAGS) -shared -Wl,-z,nodelete -o $@ $^ $(PKG_LIBS) -lm
 
 # -Wl,-E exports the Lua API to C modules the host loads (cjson.so, ...).
 $(B)/chronis: $(B)/obj/runtime/main.o $(B)/libchronis.a

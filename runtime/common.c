@@ -23,6 +23,12 @@ const char *chr_strerror(int code) {
   return "error";
 }
 
+int chr_errcode(const char *name) {
+  for (int code = CHR_EINVAL; code >= CHR_EHANDLER; code--)
+    if (strcmp(chr_strerror(code), name) == 0) return code;
+  return 0;
+}
+
 static void oom(void) {
   fputs("chronis: out of memory\n", stderr);
   abort();
@@ -60,16 +66,10 @@ char *chr_strdup(const char *s) {
 char *chr_sprintf(const char *fmt, ...) {
   chr_buf_t b;
   va_list ap;
-  int n;
   chr_buf_init(&b);
   va_start(ap, fmt);
-  n = vsnprintf(NULL, 0, fmt, ap);
+  chr_buf_vprintf(&b, fmt, ap);
   va_end(ap);
-  chr_buf_reserve(&b, (size_t)n + 1);
-  va_start(ap, fmt);
-  vsnprintf(b.p, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  b.len = (size_t)n;
   return chr_buf_steal(&b);
 }
 
@@ -109,16 +109,26 @@ void chr_buf_addc(chr_buf_t *b, char c) {
   b->p[b->len] = '\0';
 }
 
+void chr_buf_vprintf(chr_buf_t *b, const char *fmt, va_list ap) {
+  va_list again;
+  va_copy(again, ap);
+  chr_buf_reserve(b, 64);
+  size_t room = b->cap - b->len;
+  int n = vsnprintf(b->p + b->len, room, fmt, ap);
+  if (n >= 0 && (size_t)n >= room) { /* did not fit: grow and write again */
+    chr_buf_reserve(b, (size_t)n);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, again);
+  }
+  va_end(again);
+  if (n > 0) b->len += (size_t)n;
+  b->p[b->len] = '\0';
+}
+
 void chr_buf_printf(chr_buf_t *b, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
+  chr_buf_vprintf(b, fmt, ap);
   va_end(ap);
-  chr_buf_reserve(b, (size_t)n);
-  va_start(ap, fmt);
-  vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  b->len += (size_t)n;
 }
 
 char *chr_buf_steal(chr_buf_t *b) {

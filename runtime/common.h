@@ -4,6 +4,7 @@
 #ifndef CHR_COMMON_H
 #define CHR_COMMON_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,8 @@ enum {
 };
 
 const char *chr_strerror(int code);
+/* The code of an error name ("duplicate" -> CHR_EDUP); 0 when unknown. */
+int chr_errcode(const char *name);
 
 /* A growable, always NUL-terminated byte buffer (sds-like, but a plain
  * struct so it can live on the stack). */
@@ -45,6 +48,7 @@ void chr_buf_adds(chr_buf_t *b, const char *s);
 void chr_buf_addc(chr_buf_t *b, char c);
 void chr_buf_printf(chr_buf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+void chr_buf_vprintf(chr_buf_t *b, const char *fmt, va_list ap);
 /* Hands the buffer's bytes to the caller (malloc'ed) and resets b. */
 char *chr_buf_steal(chr_buf_t *b);
 
