@@ -61,6 +61,7 @@ static void sched_free(chr_sched_t *s) {
   int refs[] = {s->store_ref,   s->lock_ref,       s->handlers_ref,   s->callbacks_ref,
                 s->clock_ref,   s->on_success_ref, s->on_failure_ref, s->logger_ref};
   for (size_t i = 0; i < sizeof refs / sizeof *refs; i++) luaL_unref(L, LUA_REGISTRYINDEX, refs[i]);
+  chr_store_release(s->store);
   free(s->heap);
   free(s->pend);
   free(s);
@@ -453,6 +454,7 @@ static void task_done(chr_task_t *t, int status) {
   }
   int code;
   const char *m = error_message(t->co, &code);
+  if (status == LUA_ERRMEM) code = CHR_ENOMEM;
   char *msg = chr_strdup(m);
   chr_task_release(t);
   run_end(s, r, END_ERROR, code, msg);
@@ -699,7 +701,7 @@ static void recover_cb(chr_store_req_t *req) {
 }
 
 static void recover(chr_sched_t *s, int64_t now) {
-  if (s->recover_busy || !(s->store->caps & CHR_STORE_CAP_RECOVER)) return;
+  if (s->recover_busy) return;
   int64_t every = (int64_t)(fmin(s->opts.polling_interval, s->opts.lease_seconds / 2) * 1e6);
   if (s->last_recover != CHR_TIME_NONE && now - s->last_recover < every &&
       now >= s->last_recover)
@@ -795,7 +797,7 @@ static void due_cb(chr_store_req_t *req) {
  * a job is due earlier. */
 static void arm_timer(chr_sched_t *s) {
   if (s->state != CHR_SCHED_RUNNING) return;
-  if (!(s->store->caps & CHR_STORE_CAP_NEXT_DUE) || !(s->store->caps & CHR_STORE_CAP_LOCAL)) {
+  if (!(s->store->caps & CHR_STORE_CAP_LOCAL)) {
     schedule_tick(s, (int64_t)(s->opts.polling_interval * 1e6));
     return;
   }
@@ -827,7 +829,7 @@ static void extend_cb(chr_store_req_t *req) {
 static void lease_cb(uv_timer_t *t) {
   chr_sched_t *s = t->data;
   size_t n = s->nheap + (size_t)s->nrunning;
-  if (n == 0 || s->extend_busy || !(s->store->caps & CHR_STORE_CAP_EXTEND)) return;
+  if (n == 0 || s->extend_busy) return;
   sreq_t *q = sreq_new(s, CHR_OP_EXTEND, extend_cb);
   q->ids = chr_malloc(n * sizeof *q->ids);
   for (size_t i = 0; i < s->nheap; i++) q->ids[q->nids++] = chr_strdup(s->heap[i]->job->job_id);
@@ -865,6 +867,7 @@ chr_sched_t *chr_sched_new(lua_State *L, chr_store_t *store, const chr_sched_opt
   lua_pop(L, 1);
   L = s->L;
   s->store = store;
+  chr_store_retain(store);
   s->opts = *opts;
   s->armed_at = s->last_recover = CHR_TIME_NONE;
   s->store_ref = s->lock_ref = s->handlers_ref = s->callbacks_ref = LUA_NOREF;

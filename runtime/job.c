@@ -485,8 +485,26 @@ void chr_job_push(lua_State *L, const chr_job_t *j) {
   char msg[64];
   luaL_checkstack(L, 8, "job");
   lua_createtable(L, 0, 24);
-  if (j->extra) chr_json_decode_into(L, lua_gettop(L), j->extra, strlen(j->extra), msg, sizeof msg);
+  if (j->extra) {
+    chr_json_decode_into(L, lua_gettop(L), j->extra, strlen(j->extra), msg, sizeof msg);
+    /* A partial record's null members (removals) show as chronis.json.null. */
+    if (strstr(j->extra, "null")) {
+      const char *it = j->extra, *end = it + strlen(it);
+      chr_json_span_t k, v;
+      while (chr_json_next_member(&it, end, &k, &v) == 1) {
+        if (!span_is_null(v)) continue;
+        lua_pushlstring(L, k.p, k.n);
+        lua_pushlightuserdata(L, NULL);
+        lua_rawset(L, -3);
+      }
+    }
+  }
   for (int f = 0; f < CHR_F__COUNT; f++) {
+    if (j->nullmask & CHR_BIT(f)) {
+      lua_pushlightuserdata(L, NULL);
+      lua_setfield(L, -2, chr_job_fields[f].name);
+      continue;
+    }
     if (!chr_job_has(j, f)) continue;
     const chr_field_desc_t *d = &chr_job_fields[f];
     switch (d->type) {

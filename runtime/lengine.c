@@ -81,6 +81,9 @@ static int l_new(lua_State *L) {
   lua_getfield(L, 1, "storage");
   chr_store_t *store = chr_lua_checkstore(L, -1);
   int store_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, 1, "lock");
+  if (!lua_isnil(L, -1)) store->claim_lock = chr_lua_checklock(L, -1);
+  lua_pop(L, 1);
   int lock_ref = opt_ref(L, 1, "lock", LUA_TUSERDATA);
   lsched_t *ls = lua_newuserdatauv(L, sizeof *ls, 0);
   ls->self_ref = LUA_NOREF;

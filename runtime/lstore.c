@@ -78,6 +78,13 @@ chr_store_t *chr_lua_checkstore(lua_State *L, int idx) {
   return check_lstore(L, idx)->store;
 }
 
+chr_store_t *chr_lua_takestore(lua_State *L, int idx) {
+  lstore_t *s = check_lstore(L, idx);
+  chr_store_t *st = s->store;
+  s->store = NULL;
+  return st;
+}
+
 static int op_run(lua_State *L, chr_store_t *s, store_op_t *op) {
   int rc = chr_store_submit(s, &op->req);
   if (rc != 0) {

@@ -12,6 +12,9 @@
 /* stack: +1 store object owning s */
 void chr_lua_pushstore(lua_State *L, chr_store_t *s);
 chr_store_t *chr_lua_checkstore(lua_State *L, int idx);
+/* Detaches the store from its Lua object (which becomes closed) and
+ * returns it: the caller owns it now. */
+chr_store_t *chr_lua_takestore(lua_State *L, int idx);
 /* stack: +1 lock object owning l */
 void chr_lua_pushlock(lua_State *L, chr_lock_t *l);
 chr_lock_t *chr_lua_checklock(lua_State *L, int idx);

@@ -14,6 +14,8 @@
 #include "task.h"
 #include "time.h"
 
+int luaopen_chronis_lua_store(lua_State *L);
+
 /* ---- json ---- */
 
 static int l_json_encode(lua_State *L) {
@@ -278,6 +280,54 @@ static int l_active_handles(lua_State *L) {
   return 1;
 }
 
+/* ---- memory cap ----
+ * A wrapper around the state's allocator counts Lua's bytes; past the cap
+ * an allocation fails, Lua runs an emergency collection and, if that does
+ * not help, raises a memory error in the code that asked: a handler that
+ * allocates without bound fails (code "memory") and the host goes on. */
+
+typedef struct memcap {
+  lua_Alloc inner;
+  void *ud;
+  size_t used, limit;
+} memcap_t;
+
+static memcap_t memcap = {NULL, NULL, 0, (size_t)1 << 30};
+
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  memcap_t *m = ud;
+  size_t old = ptr ? osize : 0;
+  if (nsize > old && m->used - old + nsize > m->limit) return NULL;
+  void *p = m->inner(m->ud, ptr, osize, nsize);
+  if (p != NULL || nsize == 0) m->used = m->used - old + nsize;
+  return p;
+}
+
+static int l_set_memory_limit(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  if (n < (1 << 20)) return chr_lua_error(L, CHR_EINVAL, "memory limit must be at least 1 MiB");
+  memcap.limit = (size_t)n;
+  return 0;
+}
+
+static int l_memory_used(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)memcap.used);
+  lua_pushinteger(L, (lua_Integer)memcap.limit);
+  return 2;
+}
+
+static void install_memcap(lua_State *L) {
+  void *ud;
+  lua_Alloc f = lua_getallocf(L, &ud);
+  if (f == capped_alloc) return;
+  memcap.inner = f;
+  memcap.ud = ud;
+  /* What was allocated before the wrapper is not counted: start from the
+   * collector's own count. */
+  memcap.used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+  lua_setallocf(L, capped_alloc, &memcap);
+}
+
 int luaopen_chronis_core(lua_State *L) {
   static const luaL_Reg fns[] = {{"spawn", l_spawn},
                                  {"sleep", l_sleep},
@@ -286,6 +336,8 @@ int luaopen_chronis_core(lua_State *L) {
                                  {"stop_loop", l_stop_loop},
                                  {"live_tasks", l_live_tasks},
                                  {"error", l_error},
+                                 {"set_memory_limit", l_set_memory_limit},
+                                 {"memory_used", l_memory_used},
                                  {"active_handles", l_active_handles},
                                  {NULL, NULL}};
   /* Tasks hang off the main thread, whichever coroutine required us. */
@@ -293,6 +345,7 @@ int luaopen_chronis_core(lua_State *L) {
   main_L = lua_tothread(L, -1);
   lua_pop(L, 1);
   chr_task_init(main_L);
+  install_memcap(L);
   luaL_newlib(L, fns);
   luaopen_chronis_time(L);
   lua_setfield(L, -2, "time");
@@ -304,6 +357,8 @@ int luaopen_chronis_core(lua_State *L) {
   lua_setfield(L, -2, "fs");
   luaopen_chronis_storage(L);
   lua_setfield(L, -2, "storage");
+  luaopen_chronis_lua_store(L);
+  lua_setfield(L, -2, "lua_store");
   luaopen_chronis_lock(L);
   lua_setfield(L, -2, "lock");
   luaopen_chronis_engine(L);

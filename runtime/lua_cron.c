@@ -118,7 +118,10 @@ static int cron_next(lua_State *L) {
   int64_t after, next;
   chr_cron_t *c;
   if (!lua_isnoneornil(L, 3)) {
-    const char *name = luaL_checkstring(L, 3);
+    size_t len;
+    const char *name = luaL_checklstring(L, 3, &len);
+    if (strlen(name) != len)
+      return chr_lua_error(L, CHR_EINVAL, "invalid timezone '%.64s'", name);
     if ((z = chr_tz_get(name, err, sizeof err)) == NULL)
       return chr_lua_error(L, CHR_EINVAL, "%s", err);
   }

@@ -9,6 +9,9 @@
 #include <string.h>
 
 #include "json.h"
+#include "time.h"
+
+#include <lua.h>
 
 const char *const chr_store_op_names[CHR_OP__COUNT] = {
     "create_job", "get_job",      "get_jobs_batch",         "update_job",
@@ -100,6 +103,61 @@ int chr_filter_match(const chr_filter_t *f, const chr_job_t *j) {
   return 1;
 }
 
+static void set_time(lua_State *L, const char *k, int64_t us) {
+  char buf[CHR_TIME_BUFSZ];
+  if (us == CHR_TIME_NONE) return;
+  chr_time_format(us, buf);
+  lua_pushstring(L, buf);
+  lua_setfield(L, -2, k);
+}
+
+void chr_filter_push(lua_State *L, const chr_filter_t *f) {
+  char err[64];
+  if (f == NULL) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_createtable(L, 0, 4);
+  if (f->status_mask) {
+    int n = 0, last = 0;
+    for (int st = 1; st < CHR_ST__COUNT; st++)
+      if (f->status_mask & (1u << st)) n++, last = st;
+    if (n == 1) {
+      lua_pushstring(L, chr_status_names[last]);
+    } else {
+      lua_createtable(L, n, 0);
+      for (int st = 1, i = 0; st < CHR_ST__COUNT; st++) {
+        if (!(f->status_mask & (1u << st))) continue;
+        lua_pushstring(L, chr_status_names[st]);
+        lua_rawseti(L, -2, ++i);
+      }
+    }
+    lua_setfield(L, -2, "status");
+  }
+  if (f->trigger_type) {
+    lua_pushstring(L, chr_trigger_type_names[f->trigger_type]);
+    lua_setfield(L, -2, "trigger_type");
+  }
+  set_time(L, "next_run_time_lte", f->nrt_lte);
+  set_time(L, "next_run_time_gte", f->nrt_gte);
+  set_time(L, "updated_at_lte", f->upd_lte);
+  set_time(L, "updated_at_gte", f->upd_gte);
+  for (size_t i = 0; i < f->nmeta; i++) {
+    lua_pushfstring(L, "metadata.%s", f->meta[i].path);
+    if (chr_json_decode(L, f->meta[i].value, strlen(f->meta[i].value), err, sizeof err) != 0)
+      lua_pushnil(L);
+    lua_rawset(L, -3);
+  }
+  if (f->has_ids) {
+    lua_createtable(L, (int)f->nids, 0);
+    for (size_t i = 0; i < f->nids; i++) {
+      lua_pushstring(L, f->ids[i]);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "job_id_in");
+  }
+}
+
 int chr_job_cmp_query(const void *a, const void *b) {
   const chr_job_t *x = *(const chr_job_t *const *)a, *y = *(const chr_job_t *const *)b;
   int64_t tx = chr_job_has(x, CHR_F_NEXT_RUN_TIME) ? x->next_run_time : CHR_TIME_NONE;
@@ -116,20 +174,32 @@ void chr_store_init(chr_store_t *s, const chr_store_vtable_t *vt, unsigned caps)
   memset(s, 0, sizeof *s);
   s->vt = vt;
   s->caps = caps;
+  s->refs = 1;
 }
 
 int chr_store_submit(chr_store_t *s, chr_store_req_t *req) {
   if (s->closed) return CHR_EUNAVAIL;
   req->store = s;
+  unsigned need = chr__store_op_cap(req->op);
+  if (need && !(s->caps & need)) return chr__store_emulate(s, req);
   return s->vt->submit(s, req);
+}
+
+void chr_store_retain(chr_store_t *s) {
+  s->refs++;
+}
+
+void chr_store_release(chr_store_t *s) {
+  if (--s->refs > 0) return;
+  free(s->url);
+  s->url = NULL;
+  s->vt->close(s);
 }
 
 void chr_store_close(chr_store_t *s) {
   if (s == NULL || s->closed) return;
   s->closed = 1;
-  free(s->url);
-  s->url = NULL;
-  s->vt->close(s);
+  chr_store_release(s);
 }
 
 void chr_store_wake(chr_store_t *s, int64_t when) {
@@ -168,6 +238,8 @@ static const struct {
   int (*open)(const char *url, chr_store_t **out, char *err, size_t errlen);
 } schemes[] = {
     {"memory", open_memory},
+    {"lua", chr_lua_store_open},
+    {"file", chr_file_store_open},
 };
 
 int chr_store_open(const char *url, chr_store_t **out, char *err, size_t errlen) {

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "job.h"
+#include "lock.h"
 
 typedef struct chr_store chr_store_t;
 typedef struct chr_store_req chr_store_req_t;
@@ -55,6 +56,9 @@ typedef struct chr_filter {
 void chr_filter_init(chr_filter_t *f);
 void chr_filter_free(chr_filter_t *f);
 int chr_filter_match(const chr_filter_t *f, const chr_job_t *j);
+/* stack: +1 the filter as the table a Lua adapter receives (nil for NULL) */
+struct lua_State;
+void chr_filter_push(struct lua_State *L, const chr_filter_t *f);
 
 /* Orders jobs as query results: next_run_time ascending, nil last, then
  * job_id. qsort comparator over chr_job_t pointers. */
@@ -134,7 +138,11 @@ struct chr_store {
    * before (creation, reschedule, recovery), with its next_run_time. The
    * engine of every scheduler on this store listens. */
   struct chr_store_watch *watchers;
+  /* For the emulated claim of stores without claim_due_jobs: a lock taken
+   * per job around its CAS (set by the engine from the scheduler's lock). */
+  chr_lock_t *claim_lock;
   int closed;
+  int refs; /* the owner's plus chr_store_retain's; freed at zero */
 };
 
 typedef void (*chr_store_wake_cb)(void *data, int64_t when);
@@ -145,8 +153,16 @@ typedef struct chr_store_watch {
 } chr_store_watch_t;
 
 void chr_store_init(chr_store_t *s, const chr_store_vtable_t *vt, unsigned caps);
+/* Internal: the optional operations emulated over the required ones
+ * (store_fallback.c), used by chr_store_submit when caps lack them. */
+unsigned chr__store_op_cap(chr_store_op_t op);
+int chr__store_emulate(chr_store_t *s, chr_store_req_t *req);
 int chr_store_submit(chr_store_t *s, chr_store_req_t *req);
+/* Closing refuses new requests at once (CHR_EUNAVAIL); the adapter is
+ * closed when the last holder (e.g. a scheduler) releases it too. */
 void chr_store_close(chr_store_t *s);
+void chr_store_retain(chr_store_t *s);
+void chr_store_release(chr_store_t *s);
 /* Called by adapters; tells every watcher. */
 void chr_store_wake(chr_store_t *s, int64_t when);
 /* w is the caller's, linked in until chr_store_unwatch. */
@@ -159,5 +175,7 @@ int chr_store_open(const char *url, chr_store_t **out, char *err, size_t errlen)
 
 /* Adapters. */
 chr_store_t *chr_memory_store_new(void);
+int chr_lua_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
+int chr_file_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
 
 #endif

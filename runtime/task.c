@@ -23,6 +23,10 @@ void chr_task_init(lua_State *L) {
   mainL = L;
 }
 
+lua_State *chr_task_main(void) {
+  return mainL;
+}
+
 size_t chr_task_live(void) {
   return nlive;
 }

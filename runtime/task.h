@@ -71,6 +71,8 @@ void chr_loop_step(lua_State *L);
 int chr_loop_running(void);
 
 void chr_task_init(lua_State *L);
+/* The main thread of the state tasks run on. */
+lua_State *chr_task_main(void);
 size_t chr_task_live(void);
 
 #endif

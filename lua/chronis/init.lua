@@ -20,6 +20,29 @@ local M = {
 
 local engine = core.engine
 
+--- chronis.storage.lua(table_or_path, opts): a store implemented in Lua
+--- (see docs/adapters.md). A path is loaded as a script and hot-reloaded.
+function M.storage.lua(adapter, opts)
+  opts = opts or {}
+  if type(adapter) == "string" then
+    return require("chronis.scripts").open_adapter(adapter, opts)
+  end
+  return (core.lua_store.from_table(adapter, {
+    name = opts.name or "lua", timeout = opts.adapter_timeout or 30,
+  }))
+end
+
+--- chronis.load_handlers(dir [, watch]): registers dir/**/*.lua as
+--- process-wide handlers and reloads them when they change.
+function M.load_handlers(dir, watch)
+  return require("chronis.scripts").load_handlers(dir, watch)
+end
+
+--- Lua memory cap in bytes (default 1 GiB): an allocation past it fails
+--- with a "memory" error in the code that asked for it.
+M.set_memory_limit = core.set_memory_limit
+M.memory_used = core.memory_used
+
 -- Process-wide handlers (handler scripts register here); a handler given
 -- with sched:handler() takes precedence for that scheduler.
 M.handlers = engine.global_handlers()

@@ -1,0 +1,404 @@
+/* store_fallback.c - the optional operations of the contract emulated over
+ * the required ones, for adapters that lack them (typically Lua-written
+ * ones): claim as query + lock + CAS per job, completion and lease work as
+ * CAS per job, batch get and count over get and query. Each emulation is a
+ * chain of sub-requests run one after another; the original request is
+ * answered once, at the end. Slower than the adapter doing it in one round
+ * trip, but just as safe: every state change is a CAS. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+
+typedef struct emu emu_t;
+typedef void (*emu_step)(emu_t *e);
+
+struct emu {
+  chr_store_t *s;
+  chr_store_req_t *req; /* the caller's */
+  chr_store_req_t sub;  /* the one sub-request in flight */
+  emu_step next;        /* called when sub is answered */
+  chr_job_t **cands;    /* candidates (claim, recover) */
+  size_t ncands, i;
+  chr_job_t *expected, *updates;
+  chr_filter_t filter;
+  chr_lock_req_t lreq;
+  int locked;
+};
+
+static void emu_finish(emu_t *e) {
+  chr_store_req_t *req = e->req;
+  for (size_t i = e->i; i < e->ncands; i++) chr_job_free(e->cands[i]);
+  free(e->cands);
+  chr_job_free(e->expected);
+  chr_job_free(e->updates);
+  chr_filter_free(&e->filter);
+  chr_store_req_reset(&e->sub);
+  free(e);
+  req->cb(req);
+}
+
+static void sub_cb(chr_store_req_t *sub) {
+  emu_t *e = sub->data;
+  e->next(e);
+}
+
+/* Sends e->sub (already filled) and continues at `next`. */
+static void emu_send(emu_t *e, emu_step next) {
+  e->next = next;
+  e->sub.cb = sub_cb;
+  e->sub.data = e;
+  e->sub.store = e->s;
+  int rc = e->s->vt->submit(e->s, &e->sub);
+  if (rc != 0) {
+    chr_store_req_fail(&e->sub, rc, "%s refused", chr_store_op_names[e->sub.op]);
+    next(e);
+  }
+}
+
+static void emu_sub(emu_t *e, chr_store_op_t op) {
+  chr_store_req_reset(&e->sub);
+  chr_store_req_init(&e->sub, op);
+}
+
+/* Moves a failed sub-request's error to the caller's request. */
+static int emu_failed(emu_t *e) {
+  if (e->sub.status == 0) return 0;
+  chr_store_req_fail(e->req, e->sub.status, "%s", e->sub.errmsg ? e->sub.errmsg : "failed");
+  return 1;
+}
+
+static chr_job_t *partial(void) {
+  return chr_job_new();
+}
+
+/* ---- get_jobs_batch: one get per id ---- */
+
+static void batch_step(emu_t *e) {
+  if (e->i > 0) { /* the answer to ids[i - 1] */
+    if (emu_failed(e)) {
+      emu_finish(e);
+      return;
+    }
+    if (e->sub.njobs) {
+      chr_store_req_push_job(e->req, e->sub.jobs[0]);
+      e->sub.njobs = 0;
+    }
+  }
+  if (e->i >= e->req->nids) {
+    emu_finish(e);
+    return;
+  }
+  emu_sub(e, CHR_OP_GET);
+  e->sub.id = e->req->ids[e->i++];
+  emu_send(e, batch_step);
+}
+
+/* ---- count, next_due: one query ---- */
+
+static void count_done(emu_t *e) {
+  if (!emu_failed(e)) e->req->count = (int64_t)e->sub.njobs;
+  emu_finish(e);
+}
+
+static void next_due_done(emu_t *e) {
+  if (!emu_failed(e)) {
+    chr_job_t *j = e->sub.njobs ? e->sub.jobs[0] : NULL;
+    e->req->count = j && chr_job_has(j, CHR_F_NEXT_RUN_TIME) ? j->next_run_time : CHR_TIME_NONE;
+  }
+  emu_finish(e);
+}
+
+/* ---- claim: query due jobs, then lock + CAS each ---- */
+
+static int claim_order(const void *a, const void *b) {
+  const chr_job_t *x = *(const chr_job_t *const *)a, *y = *(const chr_job_t *const *)b;
+  int px = chr_job_priority(x), py = chr_job_priority(y);
+  if (px != py) return px > py ? -1 : 1;
+  return chr_job_cmp_query(a, b);
+}
+
+static void claim_next(emu_t *e);
+
+static void claim_unlocked(chr_lock_req_t *l) {
+  emu_t *e = l->data;
+  chr_lock_req_reset(l);
+  claim_next(e);
+}
+
+/* Releases the per-job lock when one was taken, then goes on. */
+static void claim_release(emu_t *e) {
+  if (!e->locked) {
+    claim_next(e);
+    return;
+  }
+  e->locked = 0;
+  chr_lock_req_init(&e->lreq, CHR_LOCK_RELEASE);
+  e->lreq.key = e->lreq.priv; /* kept from the acquire */
+  e->lreq.owner = e->req->owner;
+  e->lreq.cb = claim_unlocked;
+  e->lreq.data = e;
+  if (chr_lock_submit(e->s->claim_lock, &e->lreq) != 0) claim_next(e);
+}
+
+static void claim_cas_done(emu_t *e) {
+  if (e->sub.status == 0 && e->sub.ok && e->sub.njobs) {
+    chr_store_req_push_job(e->req, e->sub.jobs[0]);
+    e->sub.njobs = 0;
+  }
+  free(e->lreq.priv);
+  e->lreq.priv = NULL;
+  claim_release(e);
+}
+
+static void claim_cas(emu_t *e) {
+  chr_job_t *j = e->cands[e->i - 1];
+  chr_job_free(e->expected);
+  chr_job_free(e->updates);
+  e->expected = partial();
+  chr_job_set_int(e->expected, CHR_F_STATUS, CHR_ST_SCHEDULED);
+  chr_job_set_time(e->expected, CHR_F_NEXT_RUN_TIME, j->next_run_time);
+  e->updates = partial();
+  chr_job_set_int(e->updates, CHR_F_STATUS, CHR_ST_RUNNING);
+  chr_job_set_str(e->updates, CHR_F_CLAIMED_BY, e->req->owner);
+  chr_job_set_time(e->updates, CHR_F_LEASE_UNTIL, e->req->now + e->req->lease_us);
+  emu_sub(e, CHR_OP_CAS);
+  e->sub.id = j->job_id;
+  e->sub.expected = e->expected;
+  e->sub.job = e->updates;
+  emu_send(e, claim_cas_done);
+}
+
+static void claim_locked(chr_lock_req_t *l) {
+  emu_t *e = l->data;
+  int ok = l->status == 0 && l->ok;
+  chr_lock_req_reset(l);
+  if (!ok) { /* another node is claiming this one */
+    free(e->lreq.priv);
+    e->lreq.priv = NULL;
+    claim_next(e);
+    return;
+  }
+  e->locked = 1;
+  claim_cas(e);
+}
+
+static void claim_next(emu_t *e) {
+  if ((int64_t)e->req->njobs >= e->req->limit || e->i >= e->ncands) {
+    emu_finish(e);
+    return;
+  }
+  chr_job_t *j = e->cands[e->i++];
+  if (e->s->claim_lock == NULL) {
+    claim_cas(e);
+    return;
+  }
+  chr_lock_req_init(&e->lreq, CHR_LOCK_ACQUIRE);
+  e->lreq.priv = chr_sprintf("chronis:claim:%s", j->job_id);
+  e->lreq.key = e->lreq.priv;
+  e->lreq.owner = e->req->owner;
+  e->lreq.ttl_us = 30 * CHR_USEC;
+  e->lreq.cb = claim_locked;
+  e->lreq.data = e;
+  if (chr_lock_submit(e->s->claim_lock, &e->lreq) != 0) {
+    free(e->lreq.priv);
+    e->lreq.priv = NULL;
+    claim_cas(e);
+  }
+}
+
+static void claim_queried(emu_t *e) {
+  if (emu_failed(e)) {
+    emu_finish(e);
+    return;
+  }
+  e->cands = e->sub.jobs;
+  e->ncands = e->sub.njobs;
+  e->sub.jobs = NULL;
+  e->sub.njobs = 0;
+  qsort(e->cands, e->ncands, sizeof *e->cands, claim_order);
+  claim_next(e);
+}
+
+/* ---- complete: CAS on claimed_by per item ---- */
+
+static void complete_next(emu_t *e);
+
+static void complete_deleted(emu_t *e) {
+  chr_completion_t *c = &e->req->items[e->i - 1];
+  c->result = e->sub.status == 0 && e->sub.ok ? 0 : CHR_ENOTFOUND;
+  complete_next(e);
+}
+
+static void complete_cas_done(emu_t *e) {
+  chr_completion_t *c = &e->req->items[e->i - 1];
+  if (e->sub.status == CHR_ENOTFOUND) c->result = CHR_ENOTFOUND;
+  else if (e->sub.status != 0 || !e->sub.ok) c->result = CHR_ECONFLICT;
+  else c->result = 0;
+  if (c->result == 0 && c->remove) {
+    emu_sub(e, CHR_OP_DELETE);
+    e->sub.id = c->job_id;
+    emu_send(e, complete_deleted);
+    return;
+  }
+  complete_next(e);
+}
+
+static void complete_next(emu_t *e) {
+  if (e->i >= e->req->nitems) {
+    emu_finish(e);
+    return;
+  }
+  chr_completion_t *c = &e->req->items[e->i++];
+  chr_job_free(e->expected);
+  e->expected = partial();
+  chr_job_set_str(e->expected, CHR_F_CLAIMED_BY, c->owner);
+  emu_sub(e, CHR_OP_CAS);
+  e->sub.id = c->job_id;
+  e->sub.expected = e->expected;
+  chr_job_free(e->updates);
+  e->updates = c->remove || !c->updates ? partial() : NULL;
+  e->sub.job = e->updates ? e->updates : c->updates;
+  emu_send(e, complete_cas_done);
+}
+
+/* ---- recover and extend: CAS per job ---- */
+
+static void recover_next(emu_t *e);
+
+static void recover_cas_done(emu_t *e) {
+  if (e->sub.status == 0 && e->sub.ok) e->req->count++;
+  recover_next(e);
+}
+
+static void recover_next(emu_t *e) {
+  while (e->i < e->ncands) {
+    chr_job_t *j = e->cands[e->i];
+    e->cands[e->i++] = NULL;
+    int expired = chr_job_has(j, CHR_F_LEASE_UNTIL) && j->lease_until != CHR_TIME_NONE &&
+                  j->lease_until < e->req->now;
+    if (!expired) {
+      chr_job_free(j);
+      continue;
+    }
+    chr_job_free(e->expected);
+    e->expected = partial();
+    chr_job_set_int(e->expected, CHR_F_STATUS, CHR_ST_RUNNING);
+    chr_job_set_time(e->expected, CHR_F_LEASE_UNTIL, j->lease_until);
+    if (j->claimed_by) chr_job_set_str(e->expected, CHR_F_CLAIMED_BY, j->claimed_by);
+    chr_job_free(e->updates);
+    e->updates = partial();
+    chr_job_set_int(e->updates, CHR_F_STATUS, CHR_ST_SCHEDULED);
+    e->updates->nullmask |= CHR_BIT(CHR_F_CLAIMED_BY) | CHR_BIT(CHR_F_LEASE_UNTIL);
+    emu_sub(e, CHR_OP_CAS);
+    /* The id must outlive the sub-request: expected owns a copy (its mask
+     * bit stays off, so it is not compared). */
+    e->sub.id = e->expected->job_id = chr_strdup(j->job_id);
+    e->sub.expected = e->expected;
+    e->sub.job = e->updates;
+    chr_job_free(j);
+    emu_send(e, recover_cas_done);
+    return;
+  }
+  emu_finish(e);
+}
+
+static void recover_queried(emu_t *e) {
+  if (emu_failed(e)) {
+    emu_finish(e);
+    return;
+  }
+  e->cands = e->sub.jobs;
+  e->ncands = e->sub.njobs;
+  e->sub.jobs = NULL;
+  e->sub.njobs = 0;
+  recover_next(e);
+}
+
+static void extend_next(emu_t *e);
+
+static void extend_cas_done(emu_t *e) {
+  if (e->sub.status == 0 && e->sub.ok) e->req->count++;
+  extend_next(e);
+}
+
+static void extend_next(emu_t *e) {
+  if (e->i >= e->req->nids) {
+    emu_finish(e);
+    return;
+  }
+  if (e->expected == NULL) {
+    e->expected = partial();
+    chr_job_set_int(e->expected, CHR_F_STATUS, CHR_ST_RUNNING);
+    chr_job_set_str(e->expected, CHR_F_CLAIMED_BY, e->req->owner);
+    e->updates = partial();
+    chr_job_set_time(e->updates, CHR_F_LEASE_UNTIL, e->req->now + e->req->lease_us);
+  }
+  emu_sub(e, CHR_OP_CAS);
+  e->sub.id = e->req->ids[e->i++];
+  e->sub.expected = e->expected;
+  e->sub.job = e->updates;
+  emu_send(e, extend_cas_done);
+}
+
+unsigned chr__store_op_cap(chr_store_op_t op) {
+  switch (op) {
+  case CHR_OP_CLAIM: return CHR_STORE_CAP_CLAIM;
+  case CHR_OP_COMPLETE: return CHR_STORE_CAP_COMPLETE;
+  case CHR_OP_RECOVER: return CHR_STORE_CAP_RECOVER;
+  case CHR_OP_EXTEND: return CHR_STORE_CAP_EXTEND;
+  case CHR_OP_GET_BATCH: return CHR_STORE_CAP_BATCH;
+  case CHR_OP_COUNT: return CHR_STORE_CAP_COUNT;
+  case CHR_OP_NEXT_DUE: return CHR_STORE_CAP_NEXT_DUE;
+  default: return 0;
+  }
+}
+
+int chr__store_emulate(chr_store_t *s, chr_store_req_t *req) {
+  emu_t *e = chr_calloc(1, sizeof *e);
+  e->s = s;
+  e->req = req;
+  chr_filter_init(&e->filter);
+  chr_store_req_init(&e->sub, CHR_OP_GET);
+  switch (req->op) {
+  case CHR_OP_GET_BATCH: batch_step(e); break;
+  case CHR_OP_COUNT:
+    emu_sub(e, CHR_OP_QUERY);
+    e->sub.filter = req->filter;
+    emu_send(e, count_done);
+    break;
+  case CHR_OP_NEXT_DUE:
+    e->filter.status_mask = 1u << CHR_ST_SCHEDULED;
+    emu_sub(e, CHR_OP_QUERY);
+    e->sub.filter = &e->filter;
+    e->sub.limit = 1;
+    emu_send(e, next_due_done);
+    break;
+  case CHR_OP_CLAIM:
+    if (req->limit <= 0) {
+      emu_finish(e);
+      break;
+    }
+    /* Fetch more than needed: candidates are re-ordered by priority, and
+     * some will be lost to other nodes. */
+    e->filter.status_mask = 1u << CHR_ST_SCHEDULED;
+    e->filter.nrt_lte = req->now;
+    emu_sub(e, CHR_OP_QUERY);
+    e->sub.filter = &e->filter;
+    e->sub.limit = req->limit * 4;
+    emu_send(e, claim_queried);
+    break;
+  case CHR_OP_COMPLETE: complete_next(e); break;
+  case CHR_OP_RECOVER:
+    e->filter.status_mask = 1u << CHR_ST_RUNNING;
+    emu_sub(e, CHR_OP_QUERY);
+    e->sub.filter = &e->filter;
+    emu_send(e, recover_queried);
+    break;
+  case CHR_OP_EXTEND: extend_next(e); break;
+  default:
+    free(e);
+    return CHR_EINVAL;
+  }
+  return 0;
+}

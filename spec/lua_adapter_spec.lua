@@ -1,0 +1,189 @@
+-- Lua-written adapters: a table of methods becomes a store the engine uses
+-- like a C one. With every optional method the adapter's own claim and
+-- completion run; without them the generic fallback (query + lock + CAS per
+-- job) does, and both pass the same contract suite. Misbehaving adapters
+-- are contained.
+local chronis = require "chronis"
+
+local REQUIRED = { "create_job", "get_job", "update_job", "compare_and_swap_job", "delete_job", "query_jobs" }
+local OPTIONAL = { "get_jobs_batch", "count_jobs", "claim_due_jobs", "complete_jobs", "recover_expired_leases" }
+
+-- An adapter that keeps its jobs in a memory store, written the way a user
+-- would write one over any backend. `calls` counts method calls.
+local function delegating(with_optional, calls)
+  local inner = chronis.storage.memory()
+  local a = { calls = calls or {} }
+  local function wrap(m)
+    a[m] = function(self, ...)
+      self.calls[m] = (self.calls[m] or 0) + 1
+      return inner[m](inner, ...)
+    end
+  end
+  for _, m in ipairs(REQUIRED) do wrap(m) end
+  if with_optional then
+    for _, m in ipairs(OPTIONAL) do wrap(m) end
+  end
+  function a:close() inner:close() end
+  return a
+end
+
+require("support.storage_contract")("lua adapter with optional methods", function()
+  return chronis.storage.lua(delegating(true), { name = "delegating" })
+end)
+
+require("support.storage_contract")("lua adapter, required methods only (fallback path)", function()
+  return chronis.storage.lua(delegating(false), { name = "minimal" })
+end)
+
+local function run_burst(adapter, n)
+  local store = chronis.storage.lua(adapter)
+  local sched = chronis.scheduler{ storage = store, polling_interval = 0.1, max_workers = 10 }
+  local seen = {}
+  sched:handler("count", function(job) seen[job.job_id] = (seen[job.job_id] or 0) + 1 end)
+  local now = chronis.time.format(chronis.time.now())
+  for i = 1, n do sched:create_date_job{ job_id = "j" .. i, func_name = "count", run_date = now } end
+  sched:start()
+  local ok = chronis.run_until(function()
+    local c = 0
+    for _ in pairs(seen) do c = c + 1 end
+    return c == n and store:count_jobs() == 0
+  end, 10)
+  sched:stop(1)
+  store:close()
+  return ok, seen
+end
+
+describe("the engine on Lua adapters", function()
+  it("runs every job once through the adapter's own claim and completion", function()
+    local a = delegating(true)
+    local ok, seen = run_burst(a, 50)
+    assert.is_true(ok)
+    for i = 1, 50 do assert.are.equal(1, seen["j" .. i]) end
+    assert.is_true((a.calls.claim_due_jobs or 0) > 0)
+    assert.is_true((a.calls.complete_jobs or 0) > 0)
+  end)
+
+  it("runs every job once through the fallback path (query + CAS per job)", function()
+    local a = delegating(false)
+    local ok, seen = run_burst(a, 50)
+    assert.is_true(ok)
+    for i = 1, 50 do assert.are.equal(1, seen["j" .. i]) end
+    assert.is_nil(a.calls.claim_due_jobs)
+    assert.is_true(a.calls.query_jobs > 0)
+    assert.is_true(a.calls.compare_and_swap_job >= 100) -- a claim and a completion per job
+  end)
+
+  it("never gives one job to two schedulers on the fallback path", function()
+    local store = chronis.storage.lua(delegating(false))
+    local lock = chronis.lock.memory()
+    local runs, n = {}, 60
+    local s1 = chronis.scheduler{ storage = store, lock = lock, polling_interval = 0.1 }
+    local s2 = chronis.scheduler{ storage = store, lock = lock, polling_interval = 0.1 }
+    for _, s in ipairs({ s1, s2 }) do
+      s:handler("count", function(job)
+        runs[job.job_id] = (runs[job.job_id] or 0) + 1
+        chronis.sleep(0.01)
+      end)
+    end
+    local now = chronis.time.format(chronis.time.now())
+    for i = 1, n do s1:create_date_job{ job_id = "k" .. i, func_name = "count", run_date = now } end
+    s1:start()
+    s2:start()
+    assert.is_true(chronis.run_until(function() return store:count_jobs() == 0 end, 15))
+    s1:stop(1)
+    s2:stop(1)
+    for i = 1, n do assert.are.equal(1, runs["k" .. i]) end
+    store:close()
+  end)
+end)
+
+describe("a misbehaving Lua adapter", function()
+  local function sample()
+    return { job_id = "x", status = "scheduled", next_run_time = "2025-01-01T00:00:00Z" }
+  end
+
+  it("refuses a table without the required methods, naming them", function()
+    local ok, err = pcall(chronis.storage.lua, { get_job = function() end }, { name = "broken" })
+    assert.is_false(ok)
+    assert.are.equal("invalid", err.code)
+    assert.matches("lua adapter 'broken' lacks required method%(s%): create_job, update_job", err.message)
+  end)
+
+  it("attributes a raised error to the adapter and the method", function()
+    local a = delegating(true)
+    a.get_job = function() error("backend exploded") end
+    local s = chronis.storage.lua(a, { name = "exploding" })
+    local ok, err = pcall(s.get_job, s, "x")
+    assert.is_false(ok)
+    assert.matches("lua adapter 'exploding': get_job failed: .*backend exploded", err.message)
+    s:close()
+  end)
+
+  it("keeps contract errors raised by the adapter as they are", function()
+    local a = delegating(true)
+    local s = chronis.storage.lua(a)
+    s:create_job(sample())
+    local ok, err = pcall(s.create_job, s, sample())
+    assert.is_false(ok)
+    assert.are.equal("duplicate", err.code)
+    s:close()
+  end)
+
+  it("reports a wrong return type", function()
+    local a = delegating(true)
+    a.get_job = function() return 42 end
+    a.count_jobs = function() return "many" end
+    local s = chronis.storage.lua(a, { name = "sloppy" })
+    local ok, err = pcall(s.get_job, s, "x")
+    assert.is_false(ok)
+    assert.matches("lua adapter 'sloppy': get_job returned number, expected a job or nil", err.message)
+    ok, err = pcall(s.count_jobs, s, {})
+    assert.is_false(ok)
+    assert.matches("count_jobs returned string, expected an integer", err.message)
+    s:close()
+  end)
+
+  it("times out a call that never returns", function()
+    local a = delegating(true)
+    a.get_job = function() chronis.sleep(3600) end
+    local s = chronis.storage.lua(a, { name = "stuck", adapter_timeout = 0.2 })
+    local t0 = chronis.time.now()
+    local ok, err = pcall(s.get_job, s, "x")
+    assert.is_false(ok)
+    assert.are.equal("timeout", err.code)
+    assert.matches("lua adapter 'stuck': get_job did not return within 0.2s", err.message)
+    assert.is_true(chronis.time.now() - t0 >= 150000)
+    s:close()
+  end)
+
+  it("does not stop the scheduler, which retries on the next tick", function()
+    local a = delegating(true)
+    local failures = 2
+    local real = a.claim_due_jobs
+    a.claim_due_jobs = function(self, ...)
+      if failures > 0 then
+        failures = failures - 1
+        error("temporarily unavailable")
+      end
+      return real(self, ...)
+    end
+    local logs = {}
+    local store = chronis.storage.lua(a, { name = "flaky" })
+    local sched = chronis.scheduler{ storage = store, polling_interval = 0.1,
+                                     logger = function(level, msg) logs[#logs + 1] = level .. " " .. msg end }
+    local ran = false
+    sched:handler("h", function() ran = true end)
+    sched:create_date_job{ job_id = "once", func_name = "h", run_date = chronis.time.format(chronis.time.now()) }
+    sched:start()
+    assert.is_true(chronis.run_until(function() return ran end, 5))
+    sched:stop(1)
+    local found = false
+    for _, l in ipairs(logs) do
+      if l:match("^error claim failed: .*lua adapter 'flaky': claim_due_jobs failed: .*temporarily unavailable") then
+        found = true
+      end
+    end
+    assert.is_true(found, "claim failure was not logged: " .. table.concat(logs, "\n"))
+    store:close()
+  end)
+end)
