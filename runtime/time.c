@@ -260,21 +260,52 @@ int chr_time_parse(const char *s, size_t len, const struct chr_tz *naive,
  * overflow even at the ends of the int64 range. Years outside 0001..9999
  * still print (with more digits or a sign): any instant has a readable form,
  * even if it cannot be read back. */
+static char *put2(char *p, int v) {
+  p[0] = (char)('0' + v / 10);
+  p[1] = (char)('0' + v % 10);
+  return p + 2;
+}
+
+/* Writes digits by hand: formatting times is on the engine's hot path
+ * (every run and every job handed to Lua), where snprintf cost more than
+ * the rest of the work. Years are 0001..9999 (parse refuses others). */
 static int format_civil(int64_t secs, int usec, char *buf, size_t cap) {
   chr_civil_t t;
-  int n;
+  (void)cap; /* CHR_TIME_BUFSZ always fits the longest form */
   secs_to_civil(secs, &t);
-  n = snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d", t.year, t.month,
-               t.day, t.hour, t.minute, t.second);
-  if (usec != 0 && n > 0 && (size_t)n < cap)
-    n += snprintf(buf + n, cap - (size_t)n, ".%06d", usec);
-  return n;
+  char *p = buf;
+  if (t.year < 0 || t.year > 9999) {
+    p += sprintf(p, "%04d", t.year);
+  } else {
+    p = put2(p, t.year / 100);
+    p = put2(p, t.year % 100);
+  }
+  *p++ = '-';
+  p = put2(p, t.month);
+  *p++ = '-';
+  p = put2(p, t.day);
+  *p++ = 'T';
+  p = put2(p, t.hour);
+  *p++ = ':';
+  p = put2(p, t.minute);
+  *p++ = ':';
+  p = put2(p, t.second);
+  if (usec != 0) {
+    *p++ = '.';
+    p = put2(p, usec / 10000);
+    p = put2(p, usec / 100 % 100);
+    p = put2(p, usec % 100);
+  }
+  *p = '\0';
+  return (int)(p - buf);
 }
 
 int chr_time_format(int64_t us, char *buf) {
   int64_t secs = floordiv(us, CHR_USEC);
-  int n = format_civil(secs, (int)floormod(us, CHR_USEC), buf, CHR_TIME_BUFSZ);
-  return n + snprintf(buf + n, CHR_TIME_BUFSZ - (size_t)n, "Z");
+  int n = format_civil(secs, (int)(us - secs * CHR_USEC), buf, CHR_TIME_BUFSZ);
+  buf[n++] = 'Z';
+  buf[n] = '\0';
+  return n;
 }
 
 /* The offset prints as ±HH:MM, and as ±HH:MM:SS for the odd historical
