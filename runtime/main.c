@@ -25,8 +25,12 @@ static const char usage[] =
     "commands:\n"
     "  run [APP.lua]        load the app (default scripts/app.lua) and run its\n"
     "                       schedulers until SIGINT or SIGTERM\n"
+    "  check FILE.lua       load a handler or adapter script and report what it\n"
+    "                       provides and what is missing (exit 0 when usable)\n"
     "\n"
     "options:\n"
+    "  --scripts DIR        handler scripts folder (default: handlers/ beside the\n"
+    "                       app, then scripts/handlers), reloaded on change\n"
     "  --storage URL        default store for schedulers created without one\n"
     "                       (also CHRONIS_STORAGE; memory: when unset)\n"
     "  --log-level LEVEL    debug, info (default), warn or error\n"
@@ -91,7 +95,41 @@ static void set_paths(lua_State *L) {
   lua_pop(L, 2);
 }
 
-static int run_app(lua_State *L, const char *app, const char *storage) {
+/* require "chronis" with a traceback; stack: +1 the module, or prints. */
+static int require_chronis(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "chronis");
+  if (pcall_tb(L, 1, 1) != LUA_OK) {
+    fprintf(stderr, "chronis: cannot load the chronis library: %s\n", lua_tostring(L, -1));
+    return -1;
+  }
+  return 0;
+}
+
+static int check_script(lua_State *L, const char *path) {
+  if (require_chronis(L) != 0) return 1;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "chronis.scripts");
+  if (pcall_tb(L, 1, 1) != LUA_OK) {
+    fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
+    return 1;
+  }
+  lua_getfield(L, -1, "check");
+  lua_pushstring(L, path);
+  if (pcall_tb(L, 1, 2) != LUA_OK) {
+    fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
+    return 1;
+  }
+  int ok = lua_toboolean(L, -2);
+  for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
+    lua_rawgeti(L, -1, i);
+    printf("%s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  return ok ? 0 : 1;
+}
+
+static int run_app(lua_State *L, const char *app, const char *storage, const char *scripts) {
   lua_createtable(L, 0, 2);
   if (storage) {
     lua_pushstring(L, storage);
@@ -105,12 +143,7 @@ static int run_app(lua_State *L, const char *app, const char *storage) {
   lua_setfield(L, -2, "chronis.host");
   lua_pop(L, 3);
 
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "chronis");
-  if (pcall_tb(L, 1, 1) != LUA_OK) {
-    fprintf(stderr, "chronis: cannot load the chronis library: %s\n", lua_tostring(L, -1));
-    return 1;
-  }
+  if (require_chronis(L) != 0) return 1;
   int chronis = lua_gettop(L);
 
   uv_signal_t sigint, sigterm;
@@ -124,6 +157,21 @@ static int run_app(lua_State *L, const char *app, const char *storage) {
 
   chr_log(CHR_LOG_INFO, NULL, "chronis %s running %s%s%s", CHR_VERSION, app,
           storage ? " with storage " : "", storage ? storage : "");
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "chronis.scripts");
+  if (pcall_tb(L, 1, 1) != LUA_OK) {
+    fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
+    return 1;
+  }
+  lua_getfield(L, -1, "host_setup");
+  lua_pushstring(L, app);
+  if (scripts) lua_pushstring(L, scripts);
+  else lua_pushnil(L);
+  if (pcall_tb(L, 2, 0) != LUA_OK) {
+    fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
+    return 1;
+  }
+  lua_pop(L, 1);
   if (luaL_loadfilex(L, app, "t") != LUA_OK || pcall_tb(L, 0, 0) != LUA_OK) {
     fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
     return 1;
@@ -149,7 +197,7 @@ static int run_app(lua_State *L, const char *app, const char *storage) {
 }
 
 int main(int argc, char **argv) {
-  const char *cmd = NULL, *app = NULL, *storage = getenv("CHRONIS_STORAGE");
+  const char *cmd = NULL, *app = NULL, *storage = getenv("CHRONIS_STORAGE"), *scripts = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -174,6 +222,8 @@ int main(int argc, char **argv) {
       chr_log_set_json(strcmp(f, "json") == 0);
     } else if (strcmp(a, "--storage") == 0 && i + 1 < argc) {
       storage = argv[++i];
+    } else if (strcmp(a, "--scripts") == 0 && i + 1 < argc) {
+      scripts = argv[++i];
     } else if (a[0] == '-') {
       fprintf(stderr, "chronis: unknown option '%s'\n%s", a, usage);
       return 2;
@@ -190,8 +240,12 @@ int main(int argc, char **argv) {
     fputs(usage, stderr);
     return 2;
   }
-  if (strcmp(cmd, "run") != 0) {
+  if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0) {
     fprintf(stderr, "chronis: unknown command '%s'\n%s", cmd, usage);
+    return 2;
+  }
+  if (strcmp(cmd, "check") == 0 && app == NULL) {
+    fprintf(stderr, "chronis: check needs a script path\n");
     return 2;
   }
   lua_State *L = luaL_newstate();
@@ -201,7 +255,8 @@ int main(int argc, char **argv) {
   }
   luaL_openlibs(L);
   set_paths(L);
-  int rc = run_app(L, app ? app : "scripts/app.lua", storage);
+  int rc = strcmp(cmd, "check") == 0 ? check_script(L, app)
+                                      : run_app(L, app ? app : "scripts/app.lua", storage, scripts);
   lua_close(L);
   return rc;
 }
