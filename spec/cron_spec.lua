@@ -145,6 +145,10 @@ describe("chronis.cron field expressions", function()
     assert.are.equal("2026-01-04T00:00:00Z", nxt({week = 1, day_of_week = "sun"}, "2025-06-01T00:00:00Z"))
     -- 2026 has 53 weeks (it starts on a Thursday); 2025 has 52.
     assert.are.equal("2026-12-28T00:00:00Z", nxt({week = 53}, "2025-01-15T00:00:00Z"))
+    -- January 1st-3rd 2027 still belong to week 53 of 2026.
+    assert.are.same({"2027-01-01T00:00:00Z", "2027-01-02T00:00:00Z", "2027-01-03T00:00:00Z",
+                     "2033-01-01T00:00:00Z"},
+      series({week = 53, month = 1}, "2025-01-15T00:00:00Z", 4))
     assert.are.same({"2025-03-03T00:00:00Z", "2025-03-17T00:00:00Z"},
       series({week = "10-12/2", day_of_week = 0}, "2025-01-15T00:00:00Z", 2))
   end)
@@ -232,6 +236,12 @@ describe("chronis.cron calendar edges", function()
       end
     end
     assert.is_true(os.clock() - t0 < 1, "impossible specs took too long")
+    -- Known impossible up front: no scan through the years to 9999.
+    t0 = os.clock()
+    for i = 1, 5000 do
+      assert.is_nil(nxt({day = 30, month = 2}, "2025-01-01T00:00:00Z"))
+    end
+    assert.is_true(os.clock() - t0 < 0.25, "an impossible spec scanned the calendar")
   end)
 
   it("sparse but possible weekday combinations are found, not given up on", function()
@@ -272,6 +282,12 @@ describe("chronis.cron DST in America/New_York", function()
     -- 02:30 does not exist on 2025-03-09; it fires at 03:30 EDT.
     assert.are.same({"2025-03-09T07:30:00Z", "2025-03-10T06:30:00Z"},
       series({hour = 2, minute = 30}, "2025-03-08T12:00:00Z", 2, NY))
+  end)
+
+  it("spring-forward: asked from inside the shifted hour, the gap time still fires", function()
+    -- 03:10 EDT: 02:30, shifted to 03:30 EDT, is still ahead.
+    assert.are.equal("2025-03-09T07:30:00Z", nxt({hour = 2, minute = 30}, "2025-03-09T07:10:00Z", NY))
+    assert.are.equal("2025-03-10T06:30:00Z", nxt({hour = 2, minute = 30}, "2025-03-09T07:30:00Z", NY))
   end)
 
   it("spring-forward, hourly: the shifted slot and the real one fire once", function()
@@ -342,6 +358,11 @@ describe("chronis.cron crontab strings", function()
       series("0 0 * * 5-7", "2025-06-02T00:00:00Z", 4))
     assert.are.same({"2025-06-06T00:00:00Z", "2025-06-07T00:00:00Z", "2025-06-08T00:00:00Z"},
       series("0 0 * * fri-sun", "2025-06-02T00:00:00Z", 3))
+    assert.are.same({"2025-06-08T00:00:00Z", "2025-06-15T00:00:00Z"},
+      series("0 0 * * sun-sun", "2025-06-02T00:00:00Z", 2))
+    assert.are.same({"2025-06-03T00:00:00Z", "2025-06-05T00:00:00Z", "2025-06-07T00:00:00Z",
+                     "2025-06-08T00:00:00Z"},
+      series("0 0 * * */2", "2025-06-02T00:00:00Z", 4))
   end)
 
   it("weekday names and ranges", function()

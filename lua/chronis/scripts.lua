@@ -4,16 +4,18 @@
 -- version; adapters: calls that start afterwards use the new instance).
 local core = require "chronis.core"
 
-local M = {}
-
-local LOAD_TIME_LIMIT = 5 -- seconds a script's main chunk may run
-local DEBOUNCE = 0.1      -- seconds of quiet before a changed file is read
+local M = {
+  load_time_limit = 5, -- seconds a script's main chunk may run
+  debounce = 0.1,      -- seconds of quiet before a changed file is read
+  logger = nil,        -- function(level, msg): replaces the process log
+}
 
 -- The folder chronis is installed in (this file is <root>/lua/chronis/).
 local ROOT = (debug.getinfo(1, "S").source:match("^@(.*)lua/chronis/scripts%.lua$") or "./")
 if ROOT == "" then ROOT = "./" end
 
 local function log(level, msg, fields)
+  if M.logger then return M.logger(level, msg, fields) end
   core.engine.log(level, msg, fields)
 end
 
@@ -50,7 +52,7 @@ function M.load(path, limit)
   local env = M.env()
   local chunk, cerr = load(text, "@" .. path, "t", env)
   if not chunk then return nil, cerr end
-  limit = limit or LOAD_TIME_LIMIT
+  limit = limit or M.load_time_limit
   local co = coroutine.create(chunk)
   local deadline = os.clock() + limit
   debug.sethook(co, function()
@@ -153,7 +155,7 @@ local function schedule_sync(base)
   local gen = (pending[base] or 0) + 1
   pending[base] = gen
   core.spawn(function()
-    core.sleep(DEBOUNCE)
+    core.sleep(M.debounce)
     if pending[base] ~= gen then return end
     pending[base] = nil
     local dirs = sync_folder(base, false)
@@ -255,7 +257,7 @@ function M.open_adapter(path, opts)
     gen = gen + 1
     local mine = gen
     core.spawn(function()
-      core.sleep(DEBOUNCE)
+      core.sleep(M.debounce)
       if mine ~= gen then return end
       local now = core.fs.stat(file)
       local s2 = now and (now.mtime .. ":" .. now.size)
