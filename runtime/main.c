@@ -26,7 +26,8 @@ static const char usage[] =
     "  run [APP.lua]        load the app (default scripts/app.lua) and run its\n"
     "                       schedulers until SIGINT or SIGTERM\n"
     "  check FILE.lua       load a handler or adapter script and report what it\n"
-    "                       provides and what is missing (exit 0 when usable)\n"
+    "                       provides and what is missing (exit 0 when usable);\n"
+    "                       --as adapter|handler when the folder does not tell\n"
     "\n"
     "options:\n"
     "  --scripts DIR        handler scripts folder (default: handlers/ beside the\n"
@@ -106,7 +107,7 @@ static int require_chronis(lua_State *L) {
   return 0;
 }
 
-static int check_script(lua_State *L, const char *path) {
+static int check_script(lua_State *L, const char *path, const char *as) {
   if (require_chronis(L) != 0) return 1;
   lua_getglobal(L, "require");
   lua_pushliteral(L, "chronis.scripts");
@@ -116,7 +117,9 @@ static int check_script(lua_State *L, const char *path) {
   }
   lua_getfield(L, -1, "check");
   lua_pushstring(L, path);
-  if (pcall_tb(L, 1, 2) != LUA_OK) {
+  if (as) lua_pushstring(L, as);
+  else lua_pushnil(L);
+  if (pcall_tb(L, 2, 2) != LUA_OK) {
     fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
     return 1;
   }
@@ -197,7 +200,8 @@ static int run_app(lua_State *L, const char *app, const char *storage, const cha
 }
 
 int main(int argc, char **argv) {
-  const char *cmd = NULL, *app = NULL, *storage = getenv("CHRONIS_STORAGE"), *scripts = NULL;
+  const char *cmd = NULL, *app = NULL, *storage = getenv("CHRONIS_STORAGE"), *scripts = NULL,
+             *as = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -222,6 +226,12 @@ int main(int argc, char **argv) {
       chr_log_set_json(strcmp(f, "json") == 0);
     } else if (strcmp(a, "--storage") == 0 && i + 1 < argc) {
       storage = argv[++i];
+    } else if (strcmp(a, "--as") == 0 && i + 1 < argc) {
+      as = argv[++i];
+      if (strcmp(as, "adapter") != 0 && strcmp(as, "handler") != 0) {
+        fprintf(stderr, "chronis: --as takes adapter or handler\n");
+        return 2;
+      }
     } else if (strcmp(a, "--scripts") == 0 && i + 1 < argc) {
       scripts = argv[++i];
     } else if (a[0] == '-') {
@@ -255,7 +265,7 @@ int main(int argc, char **argv) {
   }
   luaL_openlibs(L);
   set_paths(L);
-  int rc = strcmp(cmd, "check") == 0 ? check_script(L, app)
+  int rc = strcmp(cmd, "check") == 0 ? check_script(L, app, as)
                                       : run_app(L, app ? app : "scripts/app.lua", storage, scripts);
   lua_close(L);
   return rc;

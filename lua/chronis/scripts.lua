@@ -315,8 +315,11 @@ local function nparams(fn)
 end
 
 --- Loads a handler or adapter script and reports what it provides and
---- what is missing. Returns ok, report lines.
-function M.check(path, opts)
+--- what is missing. Returns ok, report lines. A script returning a
+--- function is a handler, unless `as` is "adapter" or the script sits in
+--- an adapters/ folder: then the function is an adapter's constructor
+--- (handlers are never called by check, they may have side effects).
+function M.check(path, as, opts)
   local out = {}
   local function say(fmt, ...) out[#out + 1] = fmt:format(...) end
   local v, err = M.load(path)
@@ -324,7 +327,11 @@ function M.check(path, opts)
     say("error: %s", err)
     return false, out
   end
-  if type(v) == "function" or (type(v) == "table" and type(v.run) == "function") then
+  if as == nil then
+    as = (path:match("adapters/[^/]+$") or (type(v) == "table" and (v.create_job or v.new)))
+         and "adapter" or "handler"
+  end
+  if as == "handler" and (type(v) == "function" or (type(v) == "table" and type(v.run) == "function")) then
     say("%s: handler%s", path, type(v) == "table" and " (table with run)" or " (function)")
     if type(v) == "table" then
       for _, k in ipairs({ "timeout", "retry", "retry_delay", "priority", "if_missed", "misfire_threshold" }) do
@@ -332,6 +339,10 @@ function M.check(path, opts)
       end
     end
     return true, out
+  end
+  if as == "handler" then
+    say("error: %s returned %s: not a handler (a function, or a table with run)", path, type(v))
+    return false, out
   end
   local inst = v
   if type(v) == "function" or (type(v) == "table" and type(v.new) == "function") then
