@@ -15,6 +15,7 @@
 #include "time.h"
 
 int luaopen_chronis_lua_store(lua_State *L);
+int luaopen_chronis_lua_lock(lua_State *L);
 
 /* ---- json ---- */
 
@@ -359,6 +360,8 @@ int luaopen_chronis_core(lua_State *L) {
   lua_setfield(L, -2, "storage");
   luaopen_chronis_lua_store(L);
   lua_setfield(L, -2, "lua_store");
+  luaopen_chronis_lua_lock(L);
+  lua_setfield(L, -2, "lua_lock");
   luaopen_chronis_lock(L);
   lua_setfield(L, -2, "lock");
   luaopen_chronis_engine(L);

@@ -35,6 +35,16 @@ require("support.storage_contract")("lua adapter, required methods only (fallbac
   return chronis.storage.lua(delegating(false), { name = "minimal" })
 end)
 
+-- A lock written in Lua, delegating to the memory lock.
+require("support.lock_contract")("lua lock", function()
+  local inner = chronis.lock.memory()
+  local a = {}
+  for _, m in ipairs({ "acquire", "release", "extend", "reset" }) do
+    a[m] = function(self, ...) return inner[m](inner, ...) end
+  end
+  return chronis.lock.lua(a, { name = "delegating" })
+end)
+
 local function run_burst(adapter, n)
   local store = chronis.storage.lua(adapter)
   local sched = chronis.scheduler{ storage = store, polling_interval = 0.1, max_workers = 10 }

@@ -32,6 +32,14 @@ function M.storage.lua(adapter, opts)
   }))
 end
 
+--- chronis.lock.lua(table, opts): a lock implemented in Lua, with
+--- acquire(key, ttl, {owner, blocking, timeout}), release(key, owner),
+--- extend(key, ttl, owner) and reset(key), each returning a boolean.
+function M.lock.lua(adapter, opts)
+  opts = opts or {}
+  return core.lua_lock.from_table(adapter, { name = opts.name or "lua", timeout = opts.adapter_timeout or 30 })
+end
+
 --- chronis.load_handlers(dir [, watch]): registers dir/**/*.lua as
 --- process-wide handlers and reloads them when they change.
 function M.load_handlers(dir, watch)
