@@ -27,11 +27,17 @@ LIB_SRC := $(filter-out runtime/main.c,$(wildcard runtime/*.c)) $(wildcard adapt
 LIB_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
 HEADERS := $(wildcard runtime/*.h adapters/*.h)
 
-.PHONY: all deps run test test-only bench clean install
+.PHONY: all deps run test test-only bench clean install FORCE
 
 all: $(B)/libchronis.a $(B)/chronis $(B)/lua/chronis/core.so
 
-$(B)/obj/%.o: %.c $(HEADERS) Makefile
+# Objects are rebuilt when the flags change (e.g. SANITIZER=address).
+FLAGS_ID := $(CC) $(ALL_CFLAGS)
+$(B)/.flags: FORCE
+	@mkdir -p $(B)
+	@echo '$(FLAGS_ID)' | cmp -s - $@ || echo '$(FLAGS_ID)' > $@
+
+$(B)/obj/%.o: %.c $(HEADERS) Makefile $(B)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -59,7 +65,7 @@ run: all
 test: deps all test-only
 
 test-only:
-	@sh spec/run.sh
+	@SANITIZER=$(SANITIZER) sh spec/run.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/chronis/lua/chronis \

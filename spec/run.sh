@@ -7,6 +7,15 @@ cd "$(dirname "$0")/.." || exit 1
 LUA=${LUA:-lua5.4}
 BUSTED=$(command -v busted)
 [ -n "$BUSTED" ] || { echo "busted not found: run 'make deps'"; exit 1; }
+# Under SANITIZER=address the module is instrumented but lua5.4 is not:
+# the ASan runtime must be loaded first. Leak checking is off because the
+# interpreter itself does not free everything at exit.
+if [ "$SANITIZER" = address ]; then
+  LD_PRELOAD=$(${CC:-cc} -print-file-name=libasan.so)
+  export LD_PRELOAD
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}
+  export ASAN_OPTIONS
+fi
 files="$*"
 [ -n "$files" ] || files=$(find spec -name '*_spec.lua' | sort)
 passed=0
