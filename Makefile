@@ -67,12 +67,18 @@ test: deps all test-only
 test-only:
 	@SANITIZER=$(SANITIZER) sh spec/run.sh
 
+# The host looks for its Lua library in ../share/chronis beside bin/, and
+# Lua adapters (file:, lua:adapters/...) in share/chronis/adapters.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/chronis/lua/chronis \
-	  $(DESTDIR)$(PREFIX)/lib
+	  $(DESTDIR)$(PREFIX)/share/chronis/adapters $(DESTDIR)$(PREFIX)/lib \
+	  $(DESTDIR)$(PREFIX)/lib/lua/5.4/chronis $(DESTDIR)$(PREFIX)/include/chronis
 	install -m 755 $(B)/chronis $(DESTDIR)$(PREFIX)/bin/chronis
 	install -m 644 $(B)/libchronis.a $(DESTDIR)$(PREFIX)/lib/libchronis.a
+	install -m 755 $(B)/lua/chronis/core.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/chronis/core.so
 	install -m 644 lua/chronis/*.lua $(DESTDIR)$(PREFIX)/share/chronis/lua/chronis/
+	install -m 644 adapters/*.lua $(DESTDIR)$(PREFIX)/share/chronis/adapters/
+	install -m 644 runtime/*.h $(DESTDIR)$(PREFIX)/include/chronis/
 
 clean:
 	rm -rf $(B)
