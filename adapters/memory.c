@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "intern.h"
 #include "job.h"
 #include "rbtree.h"
 #include "store.h"
@@ -53,6 +54,7 @@ typedef struct mem_store {
   int64_t last_stamp;
   chr_rb_tree_t by_status[CHR_ST__COUNT];
   chr_rb_tree_t due, lease;
+  chr_intern_t strings; /* shared copies of the fields in interned[] */
 } mem_store_t;
 
 /* A search key for the trees; id NULL sorts before every id. */
@@ -230,6 +232,54 @@ static void map_del(mem_store_t *ms, mrec_t **slot) {
 
 /* ---- records */
 
+/* Fields most jobs share, kept once per distinct value. */
+static const chr_field_t interned[] = {CHR_F_NAME, CHR_F_FUNC_NAME, CHR_F_TIMEZONE};
+#define NINTERNED (sizeof interned / sizeof *interned)
+
+static char **field_str(chr_job_t *j, chr_field_t f) {
+  return (char **)((char *)j + chr_job_fields[f].offset);
+}
+
+/* Replaces the record's own copies of the interned fields by shared ones. */
+static void rec_intern(mem_store_t *ms, mrec_t *r) {
+  for (size_t i = 0; i < NINTERNED; i++) {
+    char **p = field_str(&r->job, interned[i]);
+    if (*p == NULL) continue;
+    char *own = *p;
+    *p = (char *)chr_intern_get(&ms->strings, own);
+    free(own);
+  }
+}
+
+/* Takes the shared fields out (so job.c never frees them), keeping them in
+ * saved[]. */
+static void rec_unshare(mrec_t *r, char *saved[NINTERNED]) {
+  for (size_t i = 0; i < NINTERNED; i++) {
+    char **p = field_str(&r->job, interned[i]);
+    saved[i] = *p;
+    *p = NULL;
+  }
+}
+
+/* After an update: untouched fields get their shared copy back, changed
+ * ones drop it and intern the new value. */
+static void rec_reshare(mem_store_t *ms, mrec_t *r, char *saved[NINTERNED], const chr_job_t *u) {
+  uint32_t touched = u ? (u->mask | u->nullmask) : 0;
+  for (size_t i = 0; i < NINTERNED; i++) {
+    char **p = field_str(&r->job, interned[i]);
+    if (!(touched & CHR_BIT(interned[i]))) {
+      *p = saved[i];
+      continue;
+    }
+    if (saved[i]) chr_intern_put(&ms->strings, saved[i]);
+    if (*p) {
+      char *own = *p;
+      *p = (char *)chr_intern_get(&ms->strings, own);
+      free(own);
+    }
+  }
+}
+
 static mrec_t *rec_new(mem_store_t *ms, const chr_job_t *src) {
   mrec_t *r = chr_calloc(1, sizeof *r);
   chr_job_t *copy = chr_job_dup(src);
@@ -241,10 +291,15 @@ static mrec_t *rec_new(mem_store_t *ms, const chr_job_t *src) {
   r->job.mask &= ~r->job.nullmask;
   r->job.nullmask = 0;
   r->hash = (uint32_t)hash_id(ms, r->job.job_id);
+  rec_intern(ms, r);
   return r;
 }
 
-static void rec_free(mrec_t *r) {
+static void rec_free(mem_store_t *ms, mrec_t *r) {
+  char *saved[NINTERNED];
+  rec_unshare(r, saved);
+  for (size_t i = 0; i < NINTERNED; i++)
+    if (saved[i]) chr_intern_put(&ms->strings, saved[i]);
   chr_job_clear(&r->job);
   free(r);
 }
@@ -299,7 +354,12 @@ static int check_updates(chr_store_req_t *req, const char *id, const chr_job_t *
 
 static void rec_update(mem_store_t *ms, mrec_t *r, const chr_job_t *u) {
   rec_unindex(ms, r);
-  if (u != NULL) chr_job_apply(&r->job, u);
+  if (u != NULL) {
+    char *saved[NINTERNED];
+    rec_unshare(r, saved);
+    chr_job_apply(&r->job, u);
+    rec_reshare(ms, r, saved, u);
+  }
   touch(ms, r);
   rec_index(ms, r);
   wake_if_due(ms, r);
@@ -309,7 +369,7 @@ static void rec_delete(mem_store_t *ms, mrec_t **slot) {
   mrec_t *r = *slot;
   map_del(ms, slot);
   rec_unindex(ms, r);
-  rec_free(r);
+  rec_free(ms, r);
 }
 
 static void push_copy(chr_store_req_t *req, const mrec_t *r) {
@@ -665,7 +725,8 @@ static void mem_close(chr_store_t *s) {
   mem_store_t *ms = (mem_store_t *)s;
   size_t i;
   for (i = 0; i < ms->cap; i++)
-    if (ms->slots[i] != NULL) rec_free(ms->slots[i]);
+    if (ms->slots[i] != NULL) rec_free(ms, ms->slots[i]);
+  chr_intern_free(&ms->strings);
   free(ms->slots);
   free(ms->hashes);
   free(ms);

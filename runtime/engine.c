@@ -222,17 +222,8 @@ static chr_job_t *release_updates(void) {
   return u;
 }
 
-static void set_next(chr_job_t *u, const chr_trigger_t *t, int64_t next) {
+static void set_next(chr_job_t *u, int64_t next) {
   chr_job_set_time(u, CHR_F_NEXT_RUN_TIME, next);
-  char buf[CHR_TIME_BUFSZ];
-  chr_buf_t b;
-  chr_time_format_offset(next, chr_tz_offset(t ? t->tz : chr_tz_utc(), next), buf);
-  chr_buf_init(&b);
-  chr_buf_adds(&b, "{\"next_run_time_local\":");
-  chr_json_add_string(&b, buf, strlen(buf));
-  chr_buf_addc(&b, '}');
-  free(u->extra);
-  u->extra = chr_buf_steal(&b);
 }
 
 /* The first fire time strictly after `after`, skipping every slot up to
@@ -354,7 +345,7 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
     if (next == CHR_TIME_NONE) {
       c->remove = 1;
     } else {
-      set_next(u, have_t ? &t : NULL, next);
+      set_next(u, next);
     }
     if (have_t) chr_trigger_free(&t);
     if (end == END_OK) {
@@ -373,7 +364,7 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
     if (n <= max) {
       double delay = chr_job_int(job, CHR_F_RETRY_DELAY, 60) * ldexp(1.0, n - 1);
       if (delay > MAX_RETRY_DELAY_S) delay = MAX_RETRY_DELAY_S;
-      set_next(u, NULL, now + (int64_t)(delay * 1e6));
+      set_next(u, now + (int64_t)(delay * 1e6));
       chr_job_set_int(u, CHR_F_RETRY_COUNT, n);
       s->stats.retried++;
       chr_sched_log(s, CHR_LOG_WARN, job->job_id, "run failed (%s: %s); retry %d of %d in %gs",

@@ -310,6 +310,27 @@ int chr_job_extra_lookup(const chr_job_t *j, const char *path, const char **val,
 
 /* ---- Lua ---- */
 
+/* next_run_time_local is derived from next_run_time and timezone: never
+ * stored (it would go stale), computed whenever a job is handed out. */
+#define DERIVED_LOCAL "next_run_time_local"
+
+static int is_derived(const char *k, size_t n) {
+  return n == sizeof DERIVED_LOCAL - 1 && memcmp(k, DERIVED_LOCAL, n) == 0;
+}
+
+/* stack: the job table; sets next_run_time_local when it can. */
+static void set_local_time(lua_State *L, const chr_job_t *j) {
+  if (!chr_job_has(j, CHR_F_TIMEZONE) || !chr_job_has(j, CHR_F_NEXT_RUN_TIME) ||
+      j->next_run_time == CHR_TIME_NONE)
+    return;
+  char err[8], buf[CHR_TIME_BUFSZ];
+  const chr_tz_t *tz = chr_tz_get(j->timezone, err, sizeof err);
+  if (tz == NULL) return;
+  chr_time_format_offset(j->next_run_time, chr_tz_offset(tz, j->next_run_time), buf);
+  lua_pushstring(L, buf);
+  lua_setfield(L, -2, DERIVED_LOCAL);
+}
+
 static int is_null(lua_State *L, int idx) {
   return lua_islightuserdata(L, idx) && lua_touserdata(L, idx) == NULL;
 }
@@ -433,6 +454,10 @@ int chr_job_from_lua(lua_State *L, int idx, chr_job_t *j, int partial, char *err
     if (lua_type(L, -2) == LUA_TSTRING) {
       size_t n;
       const char *k = lua_tolstring(L, -2, &n);
+      if (is_derived(k, n)) {
+        lua_pop(L, 1);
+        continue;
+      }
       f = chr_job_field_index(k, n);
     }
     if (f < 0 || field_from_lua(L, lua_gettop(L), j, f, partial, err, errlen, &rc)) {
@@ -523,6 +548,7 @@ void chr_job_push(lua_State *L, const chr_job_t *j) {
     }
     lua_setfield(L, -2, d->name);
   }
+  set_local_time(L, j);
 }
 
 /* ---- JSON ---- */
@@ -631,6 +657,7 @@ int chr_job_from_json(chr_job_t *j, const char *s, size_t len, char *err, size_t
   chr_buf_init(&extra);
   chr_buf_addc(&extra, '{');
   while (rc == 0 && (r = chr_json_next_member(&it, end, &k, &v)) == 1) {
+    if (is_derived(k.p, k.n)) continue;
     int f = chr_job_field_index(k.p, k.n);
     if (f < 0 || field_from_json(j, f, v, err, errlen, &rc)) {
       if (rc == 0 && !span_is_null(v)) add_member(&extra, k, v);

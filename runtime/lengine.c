@@ -373,15 +373,7 @@ static int l_prepare_job(lua_State *L) {
     chr_job_set_int(j, CHR_F_STATUS,
                     chr_job_has(j, CHR_F_NEXT_RUN_TIME) ? CHR_ST_SCHEDULED : CHR_ST_PENDING);
   if (!chr_job_has(j, CHR_F_CREATED_AT)) chr_job_set_time(j, CHR_F_CREATED_AT, now);
-  chr_job_push(L, j);
-  if (chr_job_has(j, CHR_F_NEXT_RUN_TIME)) {
-    char buf[CHR_TIME_BUFSZ];
-    chr_time_format_offset(j->next_run_time, chr_tz_offset(t.tz, j->next_run_time), buf);
-    lua_pushstring(L, buf);
-  } else {
-    lua_pushnil(L);
-  }
-  lua_setfield(L, -2, "next_run_time_local");
+  chr_job_push(L, j); /* with next_run_time_local, derived */
   chr_trigger_free(&t);
   chr_job_free(j);
   return 1;

@@ -322,10 +322,9 @@ function Scheduler:update_job(id, fields)
   end
   local updates = copy(fields)
   if retrigger then
-    merged.next_run_time, merged.next_run_time_local = nil, nil
+    merged.next_run_time = nil
     local prepared = engine.prepare_job(merged, self._e:now())
     updates.next_run_time = prepared.next_run_time or M.json.null
-    updates.next_run_time_local = prepared.next_run_time_local or M.json.null
     if cur.status == "scheduled" or cur.status == "pending" then
       updates.status = prepared.next_run_time and "scheduled" or "pending"
     end
