@@ -35,6 +35,17 @@ require("support.storage_contract")("lua adapter, required methods only (fallbac
   return chronis.storage.lua(delegating(false), { name = "minimal" })
 end)
 
+-- The shipped Lua adapters through the bridge and their URLs.
+require("support.storage_contract")("lua:scripts/adapters/example_kv.lua", function()
+  return chronis.storage.open("lua:scripts/adapters/example_kv.lua")
+end)
+
+require("support.storage_contract")("file: URL (adapters/file.lua)", function()
+  local p = os.tmpname()
+  os.remove(p)
+  return chronis.storage.open("file:" .. p .. "/jobs.json")
+end)
+
 -- A lock written in Lua, delegating to the memory lock.
 require("support.lock_contract")("lua lock", function()
   local inner = chronis.lock.memory()

@@ -1,0 +1,405 @@
+-- The JSON file store (adapters/file.lua): the shared storage contract, with
+-- chronis.fs and with the pure-Lua fallback, then what is the file store's
+-- own: the file it writes, reopening, refusing bad files, crashes mid-write.
+local chronis = require "chronis"
+
+local function require_adapter(path)
+  return assert(loadfile(path, "t"))()
+end
+
+local new_store = require_adapter("adapters/file.lua")
+
+local function sh_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function read_bytes(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write_bytes(path, s)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(s))
+  assert(f:close())
+end
+
+local function exists(path)
+  return read_bytes(path) ~= nil
+end
+
+local tmpdir = os.tmpname()
+os.remove(tmpdir)
+chronis.fs.mkdir_p(tmpdir)
+
+local n_paths = 0
+-- A path in a folder of its own that does not exist yet.
+local function fresh_path(name)
+  n_paths = n_paths + 1
+  return ("%s/%d/%s"):format(tmpdir, n_paths, name or "jobs.json")
+end
+
+-- Opens a store as a bare Lua host would, without chronis.fs.
+local function open_without_fs(opts)
+  local saved = chronis.fs
+  chronis.fs = nil
+  local ok, store = pcall(new_store, opts)
+  chronis.fs = saved
+  if not ok then error(store, 0) end
+  return store
+end
+
+local function open_error(opts)
+  local ok, err = pcall(new_store, opts)
+  assert(not ok, "the store opened")
+  assert(type(err) == "table", "expected a structured error, got " .. tostring(err))
+  return err
+end
+
+local T0 = "2025-01-15T10:00:00Z"
+
+describe("file store", function()
+  teardown(function() os.execute("rm -rf " .. sh_quote(tmpdir)) end)
+
+  local function remove_store_file(store)
+    os.remove(store.path)
+  end
+
+  require("support.storage_contract")("file", function()
+    return new_store({ path = fresh_path() })
+  end, { teardown = remove_store_file })
+
+  require("support.storage_contract")("file (without chronis.fs)", function()
+    return open_without_fs({ path = fresh_path() })
+  end, { teardown = remove_store_file })
+
+  describe("opening", function()
+    it("creates the file and its folders, holding an empty object", function()
+      local path = fresh_path("a/b/jobs.json")
+      local s = new_store({ path = path })
+      assert.are.equal("{}\n", read_bytes(path))
+      assert.are.same({}, s:query_jobs())
+      s:close()
+    end)
+
+    it("creates the file and its folders without chronis.fs too", function()
+      local path = fresh_path("a b/it's/jobs.json")
+      local s = open_without_fs({ path = path })
+      s:create_job({ job_id = "a", status = "scheduled", next_run_time = T0 })
+      s:close()
+      assert.are.equal("a", chronis.json.decode(read_bytes(path)).a.job_id)
+    end)
+
+    it("with auto_create = false refuses a missing file, naming it, and creates nothing", function()
+      for _, flag in ipairs({ false, "false" }) do
+        local path = fresh_path("sub/jobs.json")
+        local err = open_error({ path = path, auto_create = flag })
+        assert.are.equal("not_found", err.code)
+        assert.truthy(err.message:find(path, 1, true), err.message)
+        assert.is_false(exists(path))
+        assert.is_nil(chronis.fs.stat(path:match("^(.*)/")), "the folder was created")
+      end
+    end)
+
+    it("with auto_create = false opens an existing file", function()
+      local path = fresh_path()
+      new_store({ path = path }):close()
+      local s = new_store({ path = path, auto_create = "false" })
+      s:create_job({ job_id = "a", status = "scheduled" })
+      s:close()
+    end)
+
+    it("refuses a missing path, unknown options and a bad auto_create, naming them", function()
+      assert.are.equal("invalid", open_error({}).code)
+      local err = open_error({ path = fresh_path(), bogus = 1 })
+      assert.are.equal("invalid", err.code)
+      assert.truthy(err.message:find("bogus", 1, true), err.message)
+      new_store({ path = fresh_path(), adapter_timeout = "5" }):close() -- the bridge's, passed along
+      err = open_error({ path = fresh_path(), auto_create = "maybe" })
+      assert.are.equal("invalid", err.code)
+      assert.truthy(err.message:find("auto_create", 1, true), err.message)
+    end)
+
+    it("refuses a path that is a folder with 'unavailable'", function()
+      local path = fresh_path("dir")
+      chronis.fs.mkdir_p(path)
+      local err = open_error({ path = path })
+      assert.are.equal("unavailable", err.code)
+      assert.truthy(err.message:find(path, 1, true), err.message)
+    end)
+
+    describe("refuses a file that is not a JSON object of jobs, leaving it untouched:", function()
+      local cases = {
+        { "an empty file", "" },
+        { "white space", "  \n" },
+        { "truncated JSON", '{\n"a":{"job_id":"a","status":"sched' },
+        { "a JSON array", "[]" },
+        { "an array of jobs", '[{"job_id":"a","status":"scheduled"}]' },
+        { "null", "null" },
+        { "a string", '"jobs"' },
+        { "trailing text", '{}\n{}' },
+        { "a job that is not an object", '{"a": 1}' },
+        { "a job without status", '{"a": {"job_id": "a"}}' },
+        { "a job with an unknown status", '{"a": {"job_id": "a", "status": "done"}}' },
+        { "a job under another id", '{"a": {"job_id": "b", "status": "scheduled"}}' },
+        { "a job with a bad time", '{"a": {"job_id": "a", "status": "scheduled", "next_run_time": "soon"}}' },
+      }
+      for _, case in ipairs(cases) do
+        it(case[1], function()
+          local path = fresh_path()
+          chronis.fs.mkdir_p(path:match("^(.*)/"))
+          write_bytes(path, case[2])
+          local err = open_error({ path = path })
+          assert.are.equal("invalid", err.code, err.message)
+          assert.truthy(err.message:find("invalid store file '" .. path .. "'", 1, true), err.message)
+          assert.are.equal(case[2], read_bytes(path))
+        end)
+      end
+    end)
+
+    it("reads a hand-written file: any ISO form, job_id left to the key", function()
+      local path = fresh_path()
+      chronis.fs.mkdir_p(path:match("^(.*)/"))
+      local text = '{"a": {"status": "scheduled", "next_run_time": "2025-01-15T11:00:00+01:00"},\n'
+        .. ' "b": {"job_id": "b", "status": "paused", "metadata": {"n": 1}}}'
+      write_bytes(path, text)
+      local s = new_store({ path = path })
+      assert.are.same({ job_id = "a", status = "scheduled", next_run_time = T0 }, s:get_job("a"))
+      assert.are.same({ "a", "b" }, (function()
+        local ids = {}
+        for i, j in ipairs(s:query_jobs()) do ids[i] = j.job_id end
+        return ids
+      end)())
+      assert.are.equal(1, s:count_jobs({ ["metadata.n"] = 1 }))
+      assert.are.equal(text, read_bytes(path), "the file changed before any write")
+      s:close()
+    end)
+
+    it("removes the temp files of writes cut short by a crash, and only those", function()
+      local path = fresh_path()
+      new_store({ path = path }):close()
+      local dir = path:match("^(.*)/")
+      local stale = { "jobs.json.tmp", "jobs.json.tmp.4242" }
+      local kept = { "jobs.json.tmpx", "jobs.json.tmp.12a", "other.json.tmp.1", "jobs.json.bak" }
+      for _, name in ipairs(stale) do write_bytes(dir .. "/" .. name, "{") end
+      for _, name in ipairs(kept) do write_bytes(dir .. "/" .. name, "{") end
+      new_store({ path = path }):close()
+      for _, name in ipairs(stale) do assert.is_false(exists(dir .. "/" .. name), name) end
+      for _, name in ipairs(kept) do assert.is_true(exists(dir .. "/" .. name), name) end
+    end)
+  end)
+
+  describe("the file", function()
+    local full = {
+      job_id = "daily_report_20250115_093000_0a1b2c3d",
+      name = "Daily Report",
+      trigger_type = "cron",
+      trigger_args = { hour = 9, minute = 30, day_of_week = "mon-fri" },
+      timezone = "Asia/Seoul",
+      func_name = "daily_report",
+      args = { 1, "two", 3.5, true, { nested = "t" } },
+      kwargs = { to = "a@b.c", count = 3, opts = { dry = false } },
+      status = "running",
+      next_run_time = "2025-01-15T00:30:00Z",
+      next_run_time_local = "2025-01-15T09:30:00+09:00",
+      metadata = { tenant_id = "acme", tags = { "x", "y" }, level = { deep = { n = 1 } } },
+      created_at = "2025-01-01T00:00:00Z",
+      max_retries = 3, retry_delay_seconds = 60, retry_count = 1, timeout_seconds = 300,
+      priority = 7, if_missed = "run_all", misfire_threshold_seconds = 120,
+      last_run_time = "2025-01-14T00:30:00.123456Z",
+      last_scheduled_time = "2025-01-14T00:30:00Z",
+      claimed_by = "node-1", lease_until = "2025-01-15T00:31:00Z", attempt = 2,
+      custom = { deep = { 1, 2, "x" } }, enabled = false, ratio = 0.25, big = 1 << 40, empty = {},
+      note = 'quote " backslash \\ tab \t newline \n ünïcode 日本 \0 nul',
+    }
+
+    it("survives a reopen with every field, unknown ones included, and their number types", function()
+      local path = fresh_path()
+      local s = new_store({ path = path })
+      s:create_job(full)
+      s:create_job({ job_id = "later", status = "scheduled", next_run_time = "2025-01-16T00:00:00Z" })
+      s:create_job({ job_id = "never", status = "pending" })
+      s:update_job("later", { metadata = { tenant_id = "globex" } })
+      s:delete_job("never")
+      local before = s:query_jobs()
+      s:close()
+
+      local r = new_store({ path = path })
+      local after = r:query_jobs()
+      assert.are.same(before, after)
+      local got = r:get_job(full.job_id)
+      for k, v in pairs(full) do assert.are.same(v, got[k], k) end
+      for _, f in ipairs({ "max_retries", "priority", "attempt", "big" }) do
+        assert.are.equal("integer", math.type(got[f]), f)
+      end
+      assert.are.equal("float", math.type(got.ratio))
+      assert.are.equal("float", math.type(got.args[3]))
+      assert.are.equal(1, r:count_jobs({ ["metadata.tenant_id"] = "globex" }))
+      assert.is_nil(r:get_job("never"))
+      r:close()
+    end)
+
+    it("is a JSON object of the jobs by job_id, one job per line, ordered by id", function()
+      local path = fresh_path()
+      local s = new_store({ path = path })
+      for _, id in ipairs({ "b", "c", "a" }) do
+        s:create_job({ job_id = id, status = "scheduled", next_run_time = T0 })
+      end
+      local text = read_bytes(path)
+      local data = chronis.json.decode(text)
+      for _, j in ipairs(s:query_jobs()) do assert.are.same(j, data[j.job_id]) end
+      local ids = {}
+      for id in text:gmatch('\n"(%w)":{') do ids[#ids + 1] = id end
+      assert.are.same({ "a", "b", "c" }, ids)
+      assert.are.equal(5, select(2, text:gsub("\n", "\n")))
+      s:close()
+    end)
+
+    it("keeps updated_at increasing after a reopen, even when the clock is behind the file", function()
+      local path = fresh_path()
+      chronis.fs.mkdir_p(path:match("^(.*)/"))
+      write_bytes(path, '{"a": {"job_id": "a", "status": "paused", "updated_at": "2999-01-01T00:00:00Z"}}')
+      local s = new_store({ path = path })
+      local u = s:update_job("a", { status = "scheduled" })
+      assert.is_true(chronis.time.parse(u.updated_at) > chronis.time.parse("2999-01-01T00:00:00Z"))
+      s:close()
+    end)
+
+    it("is never overwritten when someone else changed it; the store says why", function()
+      local path = fresh_path()
+      local a = new_store({ path = path })
+      a:create_job({ job_id = "a1", status = "scheduled", next_run_time = T0 })
+      local b = new_store({ path = path })
+      b:create_job({ job_id = "b1", status = "scheduled", next_run_time = T0 })
+      local theirs = read_bytes(path)
+      local ok, err = pcall(a.create_job, a, { job_id = "a2", status = "scheduled" })
+      assert.is_false(ok)
+      assert.are.equal("unavailable", err.code)
+      assert.truthy(err.message:find("single-process", 1, true), err.message)
+      assert.are.equal(theirs, read_bytes(path))
+      assert.is_nil(a:get_job("a2"))
+      a:close()
+      b:close()
+    end)
+
+    it("and memory stay the same when a write fails", function()
+      local path = fresh_path()
+      local real, failing = chronis.fs, false
+      local fake = setmetatable({
+        write_atomic = function(p, data)
+          if failing then error(chronis.error("invalid", "cannot write: disk full")) end
+          return real.write_atomic(p, data)
+        end,
+      }, { __index = real })
+      chronis.fs = fake
+      local ok, s = pcall(new_store, { path = path })
+      chronis.fs = real
+      assert(ok, s)
+      s:create_job({ job_id = "a", status = "scheduled", next_run_time = "2025-01-15T09:00:00Z" })
+      local a = s:get_job("a")
+      local text = read_bytes(path)
+      failing = true
+      local attempts = {
+        function() s:create_job({ job_id = "b", status = "scheduled" }) end,
+        function() s:update_job("a", { name = "x" }) end,
+        function() s:compare_and_swap_job("a", { status = "scheduled" }, { status = "paused" }) end,
+        function() s:delete_job("a") end,
+        function() s:claim_due_jobs({ now = T0, limit = 5, owner = "n", lease_seconds = 30 }) end,
+      }
+      for i, attempt in ipairs(attempts) do
+        local aok, err = pcall(attempt)
+        assert.is_false(aok, "attempt " .. i)
+        assert.are.equal("unavailable", err.code)
+        assert.truthy(err.message:find("disk full", 1, true), err.message)
+        assert.are.same(a, s:get_job("a"), "attempt " .. i)
+        assert.is_nil(s:get_job("b"))
+        assert.are.same({ "a" }, { s:query_jobs()[1].job_id })
+        assert.are.equal(text, read_bytes(path))
+      end
+      failing = false
+      s:create_job({ job_id = "c", status = "pending" })
+      s:close()
+      local r = new_store({ path = path })
+      assert.are.same(a, r:get_job("a"))
+      assert.are.equal(2, r:count_jobs())
+      r:close()
+    end)
+  end)
+
+  describe("killed with SIGKILL while writing", function()
+    -- A child process creates jobs j000001, j000002, ... in a loop (each
+    -- create rewrites the whole file) until it is killed after a random
+    -- delay. The file must then hold exactly the jobs j000001..j00000k,
+    -- each complete, for some k no smaller than the last round's.
+    local CHILD = [[
+      package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+      package.cpath = "build/lua/?.so;" .. package.cpath
+      local chronis = require "chronis"
+      if arg[2] == "fallback" then chronis.fs = nil end
+      local store = assert(loadfile("adapters/file.lua", "t"))()({ path = arg[1] })
+      local n = store:count_jobs()
+      local pad = string.rep("x", 300)
+      while true do
+        n = n + 1
+        store:create_job({ job_id = ("j%06d"):format(n), status = "scheduled",
+          next_run_time = n * 1000000, kwargs = { n = n, pad = pad } })
+      end
+    ]]
+
+    local ROUNDS = 10
+
+    local function check_file(path, min)
+      local text = read_bytes(path)
+      assert(text and text:match("^{"), "the store file is missing or not an object")
+      local ok, data = pcall(chronis.json.decode, text)
+      assert(ok, "the store file is not valid JSON after the kill: " .. tostring(data))
+      local k = 0
+      for _ in pairs(data) do k = k + 1 end
+      for i = 1, k do
+        local j = data[("j%06d"):format(i)]
+        assert(j, ("the file holds %d jobs but not j%06d: not a prefix"):format(k, i))
+        assert(j.kwargs and j.kwargs.n == i and #j.kwargs.pad == 300, "job " .. i .. " is incomplete")
+      end
+      assert(k >= min, ("jobs were lost: %d after %d"):format(k, min))
+      return k
+    end
+
+    it("leaves the old file or the new one, never a part of one", function()
+      local path = fresh_path()
+      local dir = path:match("^(.*)/")
+      chronis.fs.mkdir_p(dir)
+      local child, errlog = dir .. "/child.lua", dir .. "/child.err"
+      write_bytes(child, CHILD)
+      local k, grew = 0, 0
+      -- Rounds alternate chronis.fs.write_atomic and the fallback. About a
+      -- quarter of the kills land between the temp file's creation and the
+      -- rename; the others between writes.
+      for round = 1, ROUNDS do
+        local mode = round % 2 == 0 and "fallback" or "fs"
+        local delay = 0.1 + math.random() * 0.3
+        -- The group's stderr hides the shell's "Killed" notice.
+        local cmd = ("{ lua5.4 %s %s %s 2>%s & pid=$!; sleep %.3f; kill -9 $pid; wait $pid; echo $?; } "
+          .. "2>/dev/null"):format(sh_quote(child), sh_quote(path), mode, sh_quote(errlog), delay)
+        local p = assert(io.popen(cmd))
+        local status = tonumber(p:read("a"))
+        p:close()
+        assert(status == 137, ("round %d: the child ended with status %s before the kill: %s"):format(
+          round, tostring(status), read_bytes(errlog) or ""))
+        local now = check_file(path, k)
+        if now > k then grew = grew + 1 end
+        k = now
+      end
+      assert(grew >= ROUNDS // 2,
+        ("the child wrote in only %d of %d rounds: the test proves little"):format(grew, ROUNDS))
+      local s = new_store({ path = path })
+      assert.are.equal(k, s:count_jobs())
+      s:close()
+      for _, e in ipairs(chronis.fs.list(dir)) do
+        assert.is_nil(e.name:match("^jobs%.json%.tmp"), "stale temp file left after reopen: " .. e.name)
+      end
+    end)
+  end)
+end)
