@@ -400,7 +400,16 @@ static void ls_close(chr_store_t *s) {
   lua_store_t *ls = (lua_store_t *)s;
   lua_State *L = ls->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->handle_ref);
-  if (lua_isuserdata(L, -1)) ((handle_t *)lua_touserdata(L, -1))->ls = NULL;
+  if (lua_isuserdata(L, -1)) {
+    ((handle_t *)lua_touserdata(L, -1))->ls = NULL;
+    /* The script's file watcher ends with the store. */
+    int top = lua_gettop(L);
+    if (lua_getiuservalue(L, -1, 1) != LUA_TNIL && lua_getfield(L, -1, "close") == LUA_TFUNCTION) {
+      lua_insert(L, -2); /* stack: handle close watcher */
+      if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+    }
+    lua_settop(L, top);
+  }
   lua_pop(L, 1);
   /* The adapter's own close(), when it has one, runs once, unwaited. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->adapter_ref);
@@ -441,7 +450,7 @@ static int l_from_table(lua_State *L) {
   ls->handle_ref = LUA_NOREF;
   chr_lua_pushstore(L, &ls->base);
   if (!reloadable) return 1;
-  handle_t *h = lua_newuserdatauv(L, sizeof *h, 0);
+  handle_t *h = lua_newuserdatauv(L, sizeof *h, 1);
   h->ls = ls;
   luaL_setmetatable(L, HANDLE_MT);
   lua_pushvalue(L, -1);
@@ -509,9 +518,20 @@ int chr_file_store_open(const char *url, chr_store_t **out, char *err, size_t er
   return open_lua_url(url, out, err, errlen, "adapters/file.lua");
 }
 
+/* set_watcher(handle, watcher): closed together with the store. */
+static int l_set_watcher(lua_State *L) {
+  luaL_checkudata(L, 1, HANDLE_MT);
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, 1);
+  return 0;
+}
+
 int luaopen_chronis_lua_store(lua_State *L);
 int luaopen_chronis_lua_store(lua_State *L) {
-  static const luaL_Reg fns[] = {{"from_table", l_from_table}, {"swap", l_swap}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"from_table", l_from_table},
+                                 {"swap", l_swap},
+                                 {"set_watcher", l_set_watcher},
+                                 {NULL, NULL}};
   luaL_newmetatable(L, HANDLE_MT);
   lua_pop(L, 1);
   luaL_newlib(L, fns);

@@ -274,11 +274,7 @@ function M.open_adapter(path, opts)
       else log("error", ("failed to reload adapter %s: %s"):format(path, tostring(err))) end
     end)
   end)
-  if ok then
-    -- The watcher lives as long as the handle (the store).
-    M._adapter_watchers = M._adapter_watchers or setmetatable({}, { __mode = "k" })
-    M._adapter_watchers[handle] = w
-  end
+  if ok then core.lua_store.set_watcher(handle, w) end -- closed with the store
   return store
 end
 
