@@ -328,7 +328,7 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
   if (end != END_SKIPPED && end != END_SHUTDOWN) chr_job_set_int(u, CHR_F_ATTEMPT, attempt + 1);
 
   if (end == END_SHUTDOWN) {
-    s->stats.returned++;
+    /* counted in stats.killed by chr_sched_kill_running */
   } else if (end == END_OK || end == END_SKIPPED) {
     int64_t next = CHR_TIME_NONE;
     chr_trigger_t t;
@@ -417,6 +417,13 @@ static const char *error_message(lua_State *co, int *code) {
     if (lua_type(co, -1) == LUA_TSTRING && strcmp(lua_tostring(co, -1), "memory") == 0)
       *code = CHR_ENOMEM;
     lua_pop(co, 1);
+    /* An error table with a message, unless it prints itself. */
+    if (!luaL_getmetafield(co, -1, "__tostring")) {
+      if (lua_getfield(co, -1, "message") == LUA_TSTRING) return lua_tostring(co, -1);
+      lua_pop(co, 1);
+    } else {
+      lua_pop(co, 1);
+    }
   }
   return luaL_tolstring(co, -1, NULL);
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "http.h"
 #include "json.h"
 #include "loop.h"
 #include "lstore.h"
@@ -16,6 +17,7 @@
 
 int luaopen_chronis_lua_store(lua_State *L);
 int luaopen_chronis_lua_lock(lua_State *L);
+int luaopen_chronis_crypto(lua_State *L);
 
 /* ---- json ---- */
 
@@ -65,6 +67,12 @@ static void sleeper_release(chr_waiter_t *w) {
   uv_close((uv_handle_t *)&s->timer, sleeper_close_cb);
 }
 
+static void sleeper_cancel(chr_waiter_t *w) {
+  sleeper_t *s = (sleeper_t *)w;
+  uv_timer_stop(&s->timer);
+  uv_close((uv_handle_t *)&s->timer, sleeper_close_cb);
+}
+
 static void sleeper_cb(uv_timer_t *t) {
   chr_waiter_done(&((sleeper_t *)t->data)->w);
 }
@@ -75,6 +83,7 @@ static int l_sleep(lua_State *L) {
   sleeper_t *s = chr_calloc(1, sizeof *s);
   s->w.finish = sleeper_finish;
   s->w.release = sleeper_release;
+  s->w.cancel = sleeper_cancel;
   uv_timer_init(chr_loop(), &s->timer);
   s->timer.data = s;
   uv_timer_start(&s->timer, sleeper_cb, (uint64_t)(secs * 1000 + 0.5), 0);
@@ -366,6 +375,10 @@ int luaopen_chronis_core(lua_State *L) {
   lua_setfield(L, -2, "lock");
   luaopen_chronis_engine(L);
   lua_setfield(L, -2, "engine");
+  luaopen_chronis_http(L);
+  lua_setfield(L, -2, "http");
+  luaopen_chronis_crypto(L);
+  lua_setfield(L, -2, "crypto");
   lua_createtable(L, 0, 3);
   lua_pushcfunction(L, l_json_encode);
   lua_setfield(L, -2, "encode");

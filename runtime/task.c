@@ -148,9 +148,14 @@ void chr_task_kill(chr_task_t *t, const char *reason) {
     return;
   }
   if (t->waiting) {
-    t->waiting->orphaned = 1;
-    t->waiting->task = NULL;
+    chr_waiter_t *w = t->waiting;
     t->waiting = NULL;
+    w->task = NULL;
+    if (w->cancel) {
+      w->cancel(w);
+    } else {
+      w->orphaned = 1;
+    }
   }
   lua_settop(t->co, 0);
   finish(t, CHR_TASK_KILLED);

@@ -40,6 +40,10 @@ struct chr_waiter {
   int (*finish)(lua_State *L, chr_waiter_t *w);
   /* Frees an orphaned waiter once its operation completes. */
   void (*release)(chr_waiter_t *w);
+  /* Optional: stops the operation at once when its task is killed, and
+   * frees the waiter; chr_waiter_done is then never called. Without it
+   * the waiter is orphaned until the operation completes. */
+  void (*cancel)(chr_waiter_t *w);
 };
 
 /* Creates a task whose coroutine is ready for a function and its
