@@ -1,0 +1,155 @@
+-- The host executable (runtime/main.c): CLI, `run APP.lua` until SIGTERM,
+-- errors with file:line, JSON logs. The binary is run by absolute path
+-- from a temporary working folder, so it must find its Lua library from
+-- its own location.
+local chronis = require "chronis"
+
+local function shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function capture(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)spec/host_spec%.lua$") or "./"
+if here == "" then here = "./" end
+local ROOT = capture("cd " .. shell_quote(here) .. " && pwd"):gsub("%s+$", "")
+-- CHRONIS_BUILD selects another build folder, as in spec/support/helper.lua.
+local BUILD = os.getenv("CHRONIS_BUILD")
+if BUILD then
+  BUILD = capture("cd " .. shell_quote(BUILD) .. " && pwd"):gsub("%s+$", "")
+else
+  BUILD = ROOT .. "/build"
+end
+local BIN = BUILD .. "/chronis"
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+describe("host executable", function()
+  local dir
+
+  before_each(function()
+    dir = capture("mktemp -d"):gsub("%s+$", "")
+    assert.truthy(dir:match("^/"), "mktemp -d failed")
+  end)
+
+  after_each(function()
+    os.execute("rm -rf " .. shell_quote(dir))
+  end)
+
+  -- Runs `chronis args` in the temporary folder; with `term_after`, sends
+  -- SIGTERM after that many seconds (and SIGKILL 5 s later if it hangs).
+  -- Returns exit code, stdout, stderr.
+  local function chronis_run(args, term_after)
+    local prefix = ""
+    if term_after then
+      prefix = ("timeout --preserve-status -s TERM -k 5 %s "):format(term_after)
+    end
+    local out, err = dir .. "/stdout.txt", dir .. "/stderr.txt"
+    local cmd = ("cd %s && %s%s %s >%s 2>%s </dev/null"):format(shell_quote(dir), prefix,
+      shell_quote(BIN), args, shell_quote(out), shell_quote(err))
+    local _, how, code = os.execute(cmd)
+    if how == "signal" then code = 128 + code end
+    return code, read(out), read(err)
+  end
+
+  local APP = [[
+local chronis = require "chronis"
+local sched = chronis.scheduler { polling_interval = 0.1 }
+sched:handler("hello", function(job)
+  print("HELLO from " .. job.job_id .. " " .. job.kwargs.who)
+  io.stdout:flush()
+end)
+sched:once(chronis.time.now()):config { job_id = "greeting" }:run("hello", { who = "world" })
+sched:start()
+]]
+
+  it("exists (run `make` first)", function()
+    local f = io.open(BIN, "rb")
+    assert.is_not_nil(f, BIN .. " is missing: run make")
+    f:close()
+  end)
+
+  it("prints its version with --version", function()
+    local code, out = chronis_run("--version")
+    assert.are.equal(0, code)
+    assert.truthy(out:find(chronis._VERSION, 1, true), out)
+  end)
+
+  it("prints its usage with --help", function()
+    local code, out = chronis_run("--help")
+    assert.are.equal(0, code)
+    assert.truthy(out:find("usage: chronis", 1, true), out)
+    assert.truthy(out:find("run [APP.lua]", 1, true), out)
+    assert.truthy(out:find("--log-format", 1, true), out)
+  end)
+
+  it("exits 2 on an unknown option, naming it", function()
+    local code, _, err = chronis_run("--frobnicate run app.lua")
+    assert.are.equal(2, code)
+    assert.truthy(err:find("--frobnicate", 1, true), err)
+  end)
+
+  it("exits 2 on a bad option value or an unknown command", function()
+    assert.are.equal(2, (chronis_run("--log-format xml run app.lua")))
+    assert.are.equal(2, (chronis_run("--log-level loud run app.lua")))
+    assert.are.equal(2, (chronis_run("fly app.lua")))
+    assert.are.equal(2, (chronis_run("")))
+  end)
+
+  it("runs an app's jobs until SIGTERM and exits 0", function()
+    write(dir .. "/app.lua", APP)
+    local code, out, err = chronis_run("run app.lua", 1.5)
+    assert.are.equal(0, code, err)
+    assert.truthy(out:find("HELLO from greeting world", 1, true), "stdout: " .. out .. "\nstderr: " .. err)
+    assert.truthy(err:find("SIGTERM", 1, true), err)
+  end)
+
+  it("exits 1 on a Lua error in the app, with file:line on stderr", function()
+    write(dir .. "/broken.lua", 'local chronis = require "chronis"\nlocal x = nil\nx.field = 1\n')
+    local code, _, err = chronis_run("run broken.lua", 5)
+    assert.are.equal(1, code)
+    assert.truthy(err:find("broken.lua:3:", 1, true), err)
+  end)
+
+  it("exits 1 on a syntax error in the app, with file:line on stderr", function()
+    write(dir .. "/syntax.lua", 'local chronis = require "chronis"\n\nlocal = 3\n')
+    local code, _, err = chronis_run("run syntax.lua", 5)
+    assert.are.equal(1, code)
+    assert.truthy(err:find("syntax.lua:3:", 1, true), err)
+  end)
+
+  it("writes JSON lines to stderr with --log-format json", function()
+    write(dir .. "/app.lua", APP)
+    local code, out, err = chronis_run("--log-format json run app.lua", 1.5)
+    assert.are.equal(0, code, err)
+    assert.truthy(out:find("HELLO from greeting", 1, true), out)
+    local n = 0
+    for line in err:gmatch("[^\n]+") do
+      local ok, rec = pcall(chronis.json.decode, line)
+      assert.is_true(ok, "not JSON: " .. line)
+      assert.is_table(rec, line)
+      assert.is_string(rec.level, line)
+      assert.is_string(rec.msg, line)
+      assert.is_string(rec.ts, line)
+      n = n + 1
+    end
+    assert.is_true(n >= 2, "expected log lines, got: " .. err)
+  end)
+end)

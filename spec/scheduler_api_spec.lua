@@ -1,0 +1,342 @@
+-- The public scheduler API of lua/chronis/init.lua: options, the fluent
+-- builder, the direct create_*_job functions and job management. Runs on a
+-- fake clock; nothing here waits for real time.
+local chronis = require "chronis"
+local H = require "support.engine_helper"
+
+local S, T0 = H.S, H.T0
+local fmt = chronis.time.format
+
+-- Calls fn and returns the structured error it raises (fails otherwise).
+local function error_of(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, "expected an error")
+  assert.is_table(err, "expected a structured error, got " .. tostring(err))
+  return err
+end
+
+local function assert_error(code, needle, fn, ...)
+  local err = error_of(fn, ...)
+  assert.are.equal(code, err.code, tostring(err.message))
+  if needle then
+    assert.truthy(tostring(err.message):find(needle, 1, true),
+      ("message %q lacks %q"):format(tostring(err.message), needle))
+  end
+  return err
+end
+
+describe("scheduler API", function()
+  local clock, s
+
+  before_each(function()
+    clock = H.fake_clock()
+    s = H.scheduler { clock = clock.fn }
+  end)
+
+  after_each(H.cleanup)
+
+  describe("options", function()
+    it("accepts polling_interval from 0.1 to 3600", function()
+      for _, v in ipairs({ 0.1, 1, 3600 }) do
+        assert.has_no.errors(function() H.scheduler { polling_interval = v } end)
+      end
+    end)
+
+    it("refuses polling_interval outside 0.1..3600 with error 'invalid'", function()
+      for _, v in ipairs({ 0.09, 0, -1, 3600.5, 1e9 }) do
+        assert_error("invalid", "polling_interval", H.scheduler, { polling_interval = v })
+      end
+      assert_error("invalid", "polling_interval", H.scheduler, { polling_interval = "fast" })
+    end)
+
+    it("refuses an unknown option, naming it", function()
+      assert_error("invalid", "max_wrokers", H.scheduler, { max_wrokers = 3 })
+    end)
+
+    it("reports the default limits: 20 workers, a queue of 100", function()
+      local st = s:get_queue_status()
+      assert.are.equal(20, st.max_workers)
+      assert.are.equal(100, st.max_queue_size)
+      assert.are.equal(100, st.available_slots)
+    end)
+  end)
+
+  describe("builder", function()
+    it("every{} creates an interval job and returns it as stored", function()
+      local j = s:every { minutes = 5 }:run("send_email", { to = "a@b" }, { 1, 2 })
+      assert.are.equal("interval", j.trigger_type)
+      assert.are.same({ minutes = 5 }, j.trigger_args)
+      assert.are.equal("send_email", j.func_name)
+      assert.are.equal("Send Email", j.name)
+      assert.are.same({ to = "a@b" }, j.kwargs)
+      assert.are.same({ 1, 2 }, j.args)
+      assert.are.equal("scheduled", j.status)
+      assert.are.equal(T0 + 300 * S, H.t(j.next_run_time))
+      assert.truthy(j.job_id:match("^send_email_20250115_100000_%x%x%x%x%x%x%x%x$"), j.job_id)
+      assert.are.same(s:get_job(j.job_id), j)
+    end)
+
+    it("on{} creates a cron job in its timezone", function()
+      local j = s:on { hour = 9, minute = 30, timezone = "Asia/Seoul" }:run("report")
+      assert.are.equal("cron", j.trigger_type)
+      assert.are.equal("Asia/Seoul", j.timezone)
+      assert.are.same({ hour = 9, minute = 30 }, j.trigger_args)
+      assert.are.equal("2025-01-16T00:30:00Z", j.next_run_time) -- 09:30 KST
+      local c = s:on("*/15 * * * *"):run("report")
+      assert.are.equal("2025-01-15T10:15:00Z", c.next_run_time)
+    end)
+
+    it("once() creates a date job from an ISO time or integer microseconds", function()
+      local a = s:once("2026-12-25T09:00:00Z"):run("notify", { msg = "hi" })
+      assert.are.equal("date", a.trigger_type)
+      assert.are.equal("2026-12-25T09:00:00Z", a.next_run_time)
+      local b = s:once(T0 + 90 * S):run("notify")
+      assert.are.equal(T0 + 90 * S, H.t(b.next_run_time))
+    end)
+
+    it("maps every config key to its storage field", function()
+      local ok_cb, fail_cb = function() end, function() end
+      local j = s:every { seconds = 30 }:config {
+        job_id = "cfg", name = "Configured", timezone = "Europe/Paris", retry = 3,
+        retry_delay = 15, timeout = 120, priority = 8, metadata = { tenant = "acme" },
+        if_missed = "run_all", misfire_threshold = 5, on_success = ok_cb, on_failure = fail_cb,
+      }:run("h")
+      assert.are.equal("cfg", j.job_id)
+      assert.are.equal("Configured", j.name)
+      assert.are.equal("Europe/Paris", j.timezone)
+      assert.are.equal(3, j.max_retries)
+      assert.are.equal(15, j.retry_delay_seconds)
+      assert.are.equal(120, j.timeout_seconds)
+      assert.are.equal(8, j.priority)
+      assert.are.same({ tenant = "acme" }, j.metadata)
+      assert.are.equal("run_all", j.if_missed)
+      assert.are.equal(5, j.misfire_threshold_seconds)
+      -- Callbacks are not stored in the record.
+      assert.is_nil(j.on_success)
+      assert.is_nil(j.on_failure)
+    end)
+
+    it("takes config before or after the trigger, merging metadata", function()
+      local j = s:config { priority = 9, metadata = { a = 1, b = 1 } }
+        :every { hours = 1 }
+        :config { retry = 2, metadata = { b = 2 } }
+        :config { metadata = { c = 3 } }
+        :run("h")
+      assert.are.equal(9, j.priority)
+      assert.are.equal(2, j.max_retries)
+      assert.are.same({ a = 1, b = 2, c = 3 }, j.metadata)
+    end)
+
+    it("runs the per-job callbacks given with config", function()
+      local seen = {}
+      s:handler("ok", function() end)
+      s:handler("bad", function() error("no") end)
+      s:once(T0):config { job_id = "good", on_success = function(id) seen[#seen + 1] = "ok:" .. id end }
+        :run("ok")
+      s:once(T0):config { job_id = "poor", on_failure = function(id) seen[#seen + 1] = "fail:" .. id end }
+        :run("bad")
+      s:start()
+      s:tick()
+      table.sort(seen)
+      assert.are.same({ "fail:poor", "ok:good" }, seen)
+    end)
+
+    it("refuses run() without a trigger", function()
+      local err = error_of(function() s:config { priority = 1 }:run("h") end)
+      assert.are.equal("no trigger configured: call every(), on() or once() before run()",
+        err.message)
+      assert.are.equal(0, s:count_jobs())
+    end)
+
+    it("refuses an unknown config key, naming it", function()
+      assert_error("invalid", "retries", function() s:every { minutes = 1 }:config { retries = 3 } end)
+    end)
+
+    it("refuses invalid values, naming the field", function()
+      assert_error("invalid", "priority", function() s:every { minutes = 1 }:config { priority = 11 }:run("h") end)
+      assert_error("invalid", "timezone", function()
+        s:every { minutes = 1 }:config { timezone = "Mars/Olympus" }:run("h")
+      end)
+      assert_error("invalid", "hour", function() s:on { hour = 25 }:run("h") end)
+      assert.are.equal(0, s:count_jobs())
+    end)
+  end)
+
+  describe("direct creation", function()
+    it("create_interval_job takes options by storage name", function()
+      local j = s:create_interval_job { job_id = "iv", func_name = "h", minutes = 2,
+        max_retries = 4, retry_delay_seconds = 7, timeout_seconds = 9, priority = 2,
+        metadata = { k = "v" }, if_missed = "skip", misfire_threshold_seconds = 11 }
+      assert.are.equal("interval", j.trigger_type)
+      assert.are.same({ minutes = 2 }, j.trigger_args)
+      assert.are.equal(T0 + 120 * S, H.t(j.next_run_time))
+      assert.are.equal(4, j.max_retries)
+      assert.are.equal(7, j.retry_delay_seconds)
+      assert.are.equal(9, j.timeout_seconds)
+      assert.are.equal(2, j.priority)
+      assert.are.same({ k = "v" }, j.metadata)
+      assert.are.equal("skip", j.if_missed)
+      assert.are.equal(11, j.misfire_threshold_seconds)
+    end)
+
+    it("create_cron_job and create_date_job set their triggers", function()
+      local c = s:create_cron_job { job_id = "cr", func_name = "h", hour = 12, minute = 0 }
+      assert.are.equal("cron", c.trigger_type)
+      assert.are.equal("2025-01-15T12:00:00Z", c.next_run_time)
+      local d = s:create_date_job { job_id = "dt", func_name = "h", run_date = "2025-02-01T08:00:00Z" }
+      assert.are.equal("date", d.trigger_type)
+      assert.are.equal("2025-02-01T08:00:00Z", d.next_run_time)
+      assert.are.equal("run_once", d.if_missed)
+    end)
+
+    it("refuses a duplicate job id with error 'duplicate'", function()
+      s:create_date_job { job_id = "dup", func_name = "h", run_date = fmt(T0) }
+      assert_error("duplicate", "dup", s.create_date_job, s,
+        { job_id = "dup", func_name = "h", run_date = fmt(T0) })
+    end)
+  end)
+
+  describe("management", function()
+    local function seed()
+      s:every { minutes = 10 }:config { job_id = "a", metadata = { tenant = "acme" } }:run("h")
+      s:every { minutes = 5 }:config { job_id = "b", metadata = { tenant = "globex" } }:run("h")
+      s:every { minutes = 20 }:config { job_id = "c", metadata = { tenant = "acme" } }:run("h")
+    end
+
+    it("get_job returns the job or nil", function()
+      seed()
+      assert.are.equal("a", s:get_job("a").job_id)
+      assert.is_nil(s:get_job("nope"))
+    end)
+
+    it("query_jobs and count_jobs filter by status and metadata", function()
+      seed()
+      s:pause_job("c")
+      local all = s:query_jobs()
+      assert.are.same({ "b", "a", "c" }, { all[1].job_id, all[2].job_id, all[3].job_id })
+      assert.are.same({ "a", "c" }, H.ids(s:query_jobs { ["metadata.tenant"] = "acme" }))
+      assert.are.same({ "a" }, H.ids(s:query_jobs { ["metadata.tenant"] = "acme", status = "scheduled" }))
+      assert.are.equal(3, s:count_jobs())
+      assert.are.equal(1, s:count_jobs { status = "paused" })
+      assert.are.equal(2, s:count_jobs { ["metadata.tenant"] = "acme" })
+      assert.are.equal(1, #s:query_jobs({}, 1, 1))
+      assert_error("invalid", "colour", s.query_jobs, s, { colour = "red" })
+    end)
+
+    it("update_job changes fields and keeps next_run_time when the trigger is unchanged", function()
+      seed()
+      local before = s:get_job("a").next_run_time
+      local j = s:update_job("a", { priority = 9, metadata = { tenant = "initech" } })
+      assert.are.equal(9, j.priority)
+      assert.are.same({ tenant = "initech" }, j.metadata)
+      assert.are.equal(before, j.next_run_time)
+      assert.are.equal(9, s:get_job("a").priority)
+    end)
+
+    it("update_job recomputes next_run_time when the trigger changes", function()
+      seed()
+      local j = s:update_job("a", { trigger_args = { minutes = 1 } })
+      assert.are.equal(T0 + 60 * S, H.t(j.next_run_time))
+      j = s:update_job("a", { trigger_type = "cron", trigger_args = { hour = 23, minute = 15 } })
+      assert.are.equal("2025-01-15T23:15:00Z", j.next_run_time)
+      j = s:update_job("a", { timezone = "Asia/Tokyo" })
+      assert.are.equal("2025-01-15T14:15:00Z", j.next_run_time) -- 23:15 JST, same day
+      assert.are.equal("2025-01-15T23:15:00Z", s:update_job("a", { timezone = "UTC" }).next_run_time)
+    end)
+
+    it("update_job refuses an invalid result and changes nothing", function()
+      seed()
+      assert_error("invalid", "priority", s.update_job, s, "a", { priority = 42 })
+      assert_error("invalid", nil, s.update_job, s, "a", { job_id = "z" })
+      assert.are.equal(5, s:get_job("a").priority)
+    end)
+
+    it("delete_job removes the job", function()
+      seed()
+      assert.is_true(s:delete_job("b"))
+      assert.is_nil(s:get_job("b"))
+      assert.are.equal(2, s:count_jobs())
+    end)
+
+    it("pause_job and resume_job move a job out of and back into the schedule", function()
+      local ran = 0
+      s:handler("h", function() ran = ran + 1 end)
+      s:every { minutes = 10 }:config { job_id = "p" }:run("h")
+      local nrt = s:get_job("p").next_run_time
+      assert.are.equal("paused", s:pause_job("p").status)
+      s:start()
+      clock.now = T0 + 10 * 60 * S
+      s:tick()
+      assert.are.equal(0, ran)
+      assert.are.equal("paused", s:get_job("p").status)
+      local j = s:resume_job("p")
+      assert.are.equal("scheduled", j.status)
+      assert.are.equal(nrt, j.next_run_time)
+      s:tick()
+      assert.are.equal(1, ran)
+    end)
+
+    it("pause_job accepts a pending job", function()
+      -- A cron trigger whose only time is past leaves the job pending.
+      local j = s:on { year = 2020, month = 1, day = 1 }:config { job_id = "pend" }:run("h")
+      assert.are.equal("pending", j.status)
+      assert.are.equal("paused", s:pause_job("pend").status)
+      assert.are.equal("pending", s:resume_job("pend").status)
+    end)
+
+    it("pause_job refuses running, paused and failed jobs with 'invalid_state' naming the status", function()
+      seed()
+      local store = s:store()
+      store:update_job("b", { status = "running", claimed_by = "n1", lease_until = fmt(T0 + 60 * S) })
+      store:update_job("c", { status = "failed" })
+      s:pause_job("a")
+      for id, status in pairs({ a = "paused", b = "running", c = "failed" }) do
+        local err = assert_error("invalid_state", status, s.pause_job, s, id)
+        assert.truthy(err.message:find(id, 1, true), err.message)
+        assert.are.equal(status, s:get_job(id).status)
+      end
+    end)
+
+    it("resume_job accepts paused jobs only", function()
+      seed()
+      assert_error("invalid_state", "scheduled", s.resume_job, s, "a")
+      s:store():update_job("c", { status = "failed" })
+      assert_error("invalid_state", "failed", s.resume_job, s, "c")
+    end)
+
+    it("run_job_now runs a job at once and keeps its schedule going", function()
+      local runs = {}
+      s:handler("h", function(job) runs[#runs + 1] = job.scheduled_time end)
+      s:every { hours = 6 }:config { job_id = "now" }:run("h")
+      s:start()
+      clock.now = T0 + 60 * S
+      s:run_job_now("now")
+      H.wait(function() return #runs == 1 end, 2)
+      assert.are.same({ fmt(T0 + 60 * S) }, runs)
+      local j = s:get_job("now")
+      assert.are.equal("scheduled", j.status)
+      assert.is_true(H.t(j.next_run_time) > clock.now)
+    end)
+
+    it("run_job_now runs a failed job again", function()
+      local runs = 0
+      s:handler("h", function() runs = runs + 1 end)
+      s:every { hours = 6 }:config { job_id = "f" }:run("h")
+      s:store():update_job("f", { status = "failed", next_run_time = chronis.json.null, retry_count = 3 })
+      s:start()
+      s:run_job_now("f")
+      H.wait(function() return runs == 1 end, 2)
+      assert.are.equal(0, s:get_job("f").retry_count)
+    end)
+
+    it("reports an unknown id with 'not_found' naming it", function()
+      s:handler("h", function() end)
+      s:start()
+      assert_error("not_found", "ghost", s.update_job, s, "ghost", { priority = 1 })
+      assert_error("not_found", "ghost", s.delete_job, s, "ghost")
+      assert_error("not_found", "ghost", s.pause_job, s, "ghost")
+      assert_error("not_found", "ghost", s.resume_job, s, "ghost")
+      assert_error("not_found", "ghost", s.run_job_now, s, "ghost")
+    end)
+  end)
+end)
