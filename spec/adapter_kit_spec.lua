@@ -1,0 +1,459 @@
+-- chronis.adapter_kit: the shared parts of Lua storage adapters, function
+-- by function. The adapters built on it (adapters/file.lua,
+-- scripts/adapters/example_kv.lua) run the whole storage contract in their
+-- own specs; these tests pin each piece down on its own.
+local chronis = require "chronis"
+local kit = require "chronis.adapter_kit"
+
+local null = chronis.json.null
+local parse, format = chronis.time.parse, chronis.time.format
+
+local T0 = "2025-01-15T10:00:00Z"
+local T0_US = parse(T0)
+local S = 1000000
+
+-- Calls f and returns the structured error it raised (fails if none).
+local function error_of(f, ...)
+  local ok, err = pcall(f, ...)
+  assert.is_false(ok, "expected an error")
+  assert(type(err) == "table", "expected a structured error, got " .. tostring(err))
+  return err
+end
+
+-- Asserts that f(...) raises `invalid` with `text` in its message.
+local function assert_invalid(text, f, ...)
+  local err = error_of(f, ...)
+  assert.are.equal("invalid", err.code)
+  assert(err.message:find(text, 1, true), ("expected %q in %q"):format(text, err.message))
+end
+
+local function ids_of(list, rec_of)
+  local out = {}
+  for i, x in ipairs(list) do out[i] = (rec_of and rec_of(x) or x).job_id end
+  return out
+end
+
+describe("chronis.adapter_kit", function()
+  describe("fail", function()
+    it("raises a structured error with code and formatted message", function()
+      local err = error_of(kit.fail, "duplicate", "job '%s' already exists", "a")
+      assert.are.equal("duplicate", err.code)
+      assert.are.equal("job 'a' already exists", err.message)
+      assert.are.equal("duplicate: job 'a' already exists", tostring(err))
+    end)
+  end)
+
+  describe("message_of", function()
+    it("takes the message of a structured error and the text of any other", function()
+      assert.are.equal("boom", kit.message_of(chronis.error("invalid", "boom")))
+      assert.are.equal("plain", kit.message_of("plain"))
+      assert.are.equal("42", kit.message_of(42))
+    end)
+  end)
+
+  describe("to_us", function()
+    it("reads integer µs and any ISO-8601 form, naive times as UTC", function()
+      assert.are.equal(123, kit.to_us(123, "t"))
+      assert.are.equal(T0_US, kit.to_us("2025-01-15T11:00:00+01:00", "t"))
+      assert.are.equal(T0_US + S // 2, kit.to_us("2025-01-15 10:00:00.5", "t"))
+    end)
+
+    it("refuses other values with an invalid error naming the field", function()
+      assert_invalid("field 'x':", kit.to_us, "not a time", "field 'x'")
+      assert_invalid("field 'x': expected an ISO-8601 time or integer microseconds, got number",
+        kit.to_us, 1.5, "field 'x'")
+      assert_invalid("got table", kit.to_us, {}, "field 'x'")
+    end)
+  end)
+
+  describe("time_of", function()
+    it("reads a stored time as µs and a missing one as nil", function()
+      assert.are.equal(T0_US + 1, kit.time_of({ next_run_time = "2025-01-15T10:00:00.000001Z" }, "next_run_time"))
+      assert.is_nil(kit.time_of({}, "next_run_time"))
+    end)
+  end)
+
+  describe("copy", function()
+    it("copies tables deeply and passes other values through", function()
+      local src = { a = { b = { 1, 2 } }, s = "x" }
+      local c = kit.copy(src)
+      assert.are.same(src, c)
+      assert.are_not.equal(src.a, c.a)
+      assert.are_not.equal(src.a.b, c.a.b)
+      c.a.b[1] = 99
+      assert.are.equal(1, src.a.b[1])
+      assert.are.equal("s", kit.copy("s"))
+      assert.is_nil(kit.copy(nil))
+    end)
+  end)
+
+  describe("same", function()
+    it("compares by content, 1 and '1' differing", function()
+      assert.is_true(kit.same({ a = { 1, "x" } }, { a = { 1, "x" } }))
+      assert.is_false(kit.same(1, "1"))
+      assert.is_false(kit.same({ a = 1 }, { a = 1, b = 2 }))
+      assert.is_false(kit.same({ a = 1, b = 2 }, { a = 1 }))
+      assert.is_false(kit.same({ a = { 1 } }, { a = { "1" } }))
+      assert.is_false(kit.same({}, "x"))
+    end)
+  end)
+
+  describe("check_fields", function()
+    it("rewrites time fields canonically and leaves other fields alone", function()
+      local t = { next_run_time = "2025-01-15T11:00:00+01:00", lease_until = T0_US + S // 2,
+        next_run_time_local = "2025-01-15T11:00:00+01:00" }
+      kit.check_fields(t, "job 'a'", false)
+      assert.are.equal(T0, t.next_run_time)
+      assert.are.equal("2025-01-15T10:00:00.500000Z", t.lease_until)
+      assert.are.equal("2025-01-15T11:00:00+01:00", t.next_run_time_local)
+    end)
+
+    it("refuses a bad time, status or priority, naming the field", function()
+      assert_invalid("job 'a': invalid field 'created_at'", kit.check_fields, { created_at = "soon" }, "job 'a'")
+      assert_invalid("job 'a': invalid field 'status': expected pending, scheduled, running, paused or failed",
+        kit.check_fields, { status = "done" }, "job 'a'")
+      assert_invalid("invalid field 'priority': expected an integer", kit.check_fields, { priority = 1.5 }, "j")
+      assert_invalid("invalid field 'priority'", kit.check_fields, { priority = "1" }, "j")
+    end)
+
+    it("accepts null for status only when partial, and null times always", function()
+      kit.check_fields({ status = null, lease_until = null, priority = null }, "j", true)
+      kit.check_fields({ priority = 3.0 }, "j", false)
+      assert_invalid("invalid field 'status'", kit.check_fields, { status = null }, "j", false)
+    end)
+  end)
+
+  describe("check_record", function()
+    it("returns a canonical copy without null fields", function()
+      local job = { job_id = "a", status = "scheduled", next_run_time = "2025-01-15T11:00:00+01:00",
+        metadata = { k = { 1 } }, gone = null }
+      local rec = kit.check_record(job, "create_job")
+      assert.are.same({ job_id = "a", status = "scheduled", next_run_time = T0, metadata = { k = { 1 } } }, rec)
+      job.metadata.k[1] = 2
+      assert.are.equal(1, rec.metadata.k[1])
+      assert.are.equal("2025-01-15T11:00:00+01:00", job.next_run_time)
+    end)
+
+    it("requires a table with job_id and status", function()
+      assert_invalid("create_job: a job must be a table, got string", kit.check_record, "a", "create_job")
+      assert_invalid("create_job: field 'job_id' is required (a non-empty string)",
+        kit.check_record, { status = "pending" }, "create_job")
+      assert_invalid("field 'job_id' is required", kit.check_record, { job_id = "", status = "pending" }, "x")
+      assert_invalid("job 'a': field 'status' is required", kit.check_record, { job_id = "a" }, "create_job")
+      assert_invalid("job 'a': field 'status' is required",
+        kit.check_record, { job_id = "a", status = null }, "create_job")
+    end)
+  end)
+
+  describe("check_updates", function()
+    it("returns a checked copy that keeps nulls", function()
+      local updates = { next_run_time = T0_US, claimed_by = null, job_id = "a", metadata = { x = 1 } }
+      local u = kit.check_updates("a", updates)
+      assert.are.equal(T0, u.next_run_time)
+      assert.are.equal(null, u.claimed_by)
+      assert.are_not.equal(updates.metadata, u.metadata)
+      assert.are.equal(T0_US, updates.next_run_time)
+    end)
+
+    it("refuses a change of job_id, removing status, and a non-table", function()
+      assert_invalid("job 'a': job_id cannot be changed", kit.check_updates, "a", { job_id = "b" })
+      assert_invalid("job 'a': status cannot be removed", kit.check_updates, "a", { status = null })
+      assert_invalid("job 'a': updates must be a table, got nil", kit.check_updates, "a", nil)
+      assert_invalid("job 'a': invalid field 'status'", kit.check_updates, "a", { status = "x" })
+    end)
+  end)
+
+  describe("check_expected", function()
+    it("returns a canonical copy and allows null", function()
+      local want = kit.check_expected("a", { updated_at = "2025-01-15T11:00:00+01:00", claimed_by = null })
+      assert.are.equal(T0, want.updated_at)
+      assert.are.equal(null, want.claimed_by)
+    end)
+
+    it("refuses a non-table and bad times, saying it is the expectation", function()
+      assert_invalid("job 'a': expected must be a table, got string", kit.check_expected, "a", "x")
+      assert_invalid("job 'a': expected: invalid field 'lease_until'", kit.check_expected, "a",
+        { lease_until = "later" })
+    end)
+  end)
+
+  describe("apply", function()
+    it("merges one level deep, null removing a field, and returns the record", function()
+      local rec = { job_id = "a", status = "running", claimed_by = "n1", metadata = { a = 1, b = 2 } }
+      local out = kit.apply(rec, { status = "scheduled", claimed_by = null, metadata = { b = 3 } })
+      assert.are.equal(rec, out)
+      assert.are.same({ job_id = "a", status = "scheduled", metadata = { b = 3 } }, rec)
+    end)
+  end)
+
+  describe("matches", function()
+    local rec = { job_id = "a", status = "running", updated_at = T0, metadata = { n = 1 } }
+
+    it("needs every expected field equal, times as instants", function()
+      assert.is_true(kit.matches(rec, kit.check_expected("a",
+        { status = "running", updated_at = "2025-01-15T11:00:00+01:00", metadata = { n = 1 } })))
+      assert.is_false(kit.matches(rec, { status = "running", metadata = { n = "1" } }))
+      assert.is_false(kit.matches(rec, { status = "scheduled" }))
+      assert.is_true(kit.matches(rec, {}))
+    end)
+
+    it("reads null as absent, and an absent field never matches a value", function()
+      assert.is_true(kit.matches(rec, { claimed_by = null }))
+      assert.is_false(kit.matches(rec, { status = null }))
+      assert.is_false(kit.matches(rec, { claimed_by = "n1" }))
+    end)
+  end)
+
+  describe("compile_filters", function()
+    local jobs = {
+      { job_id = "a", status = "scheduled", trigger_type = "cron", next_run_time = T0,
+        updated_at = "2025-01-15T09:00:00Z", metadata = { region = { zone = "eu" }, n = 1, tags = { "x" } } },
+      { job_id = "b", status = "paused", trigger_type = "date", next_run_time = "2025-01-15T10:00:00.5Z",
+        metadata = { region = "eu", n = "1" } },
+      { job_id = "c", status = "running", trigger_type = "interval" },
+    }
+
+    local function select(filters)
+      local match = kit.compile_filters(filters)
+      local out = {}
+      for _, j in ipairs(jobs) do
+        if match(j) then out[#out + 1] = j.job_id end
+      end
+      return out
+    end
+
+    it("matches everything without filters", function()
+      assert.are.same({ "a", "b", "c" }, select(nil))
+      assert.are.same({ "a", "b", "c" }, select({}))
+    end)
+
+    it("filters on a status or any of several", function()
+      assert.are.same({ "b" }, select({ status = "paused" }))
+      assert.are.same({ "a", "c" }, select({ status = { "scheduled", "running" } }))
+      assert_invalid("invalid filter 'status'", kit.compile_filters, { status = "done" })
+    end)
+
+    it("filters on trigger_type", function()
+      assert.are.same({ "c" }, select({ trigger_type = "interval" }))
+      assert_invalid("invalid filter 'trigger_type'", kit.compile_filters, { trigger_type = "weekly" })
+    end)
+
+    it("takes time bounds as inclusive instants; a missing time meets none", function()
+      assert.are.same({ "a" }, select({ next_run_time_lte = "2025-01-15T11:00:00+01:00" }))
+      assert.are.same({ "a", "b" }, select({ next_run_time_gte = T0_US }))
+      assert.are.same({ "b" }, select({ next_run_time_gte = T0_US + 1 }))
+      assert.are.same({ "a" }, select({ updated_at_lte = T0 }))
+      assert.are.same({}, select({ updated_at_gte = T0 }))
+      assert_invalid("invalid filter 'next_run_time_lte'", kit.compile_filters, { next_run_time_lte = "x" })
+    end)
+
+    it("matches metadata at a dotted path by content, numbers and strings differing", function()
+      assert.are.same({ "a" }, select({ ["metadata.region.zone"] = "eu" }))
+      assert.are.same({ "b" }, select({ ["metadata.region"] = "eu" }))
+      assert.are.same({ "a" }, select({ ["metadata.n"] = 1 }))
+      assert.are.same({ "b" }, select({ ["metadata.n"] = "1" }))
+      assert.are.same({ "a" }, select({ ["metadata.tags"] = { "x" } }))
+      assert.are.same({}, select({ ["metadata.region.zone.deeper"] = "eu" }))
+    end)
+
+    it("filters on job_id_in and returns its ids without repeats", function()
+      local match, ids = kit.compile_filters({ job_id_in = { "c", "a", "c", "zz" } })
+      assert.are.same({ "c", "a", "zz" }, ids)
+      assert.is_true(match(jobs[1]))
+      assert.is_false(match(jobs[2]))
+      assert.are.same({}, select({ job_id_in = {} }))
+      local _, none = kit.compile_filters({ status = "paused" })
+      assert.is_nil(none)
+      assert_invalid("invalid filter 'job_id_in': expected an array", kit.compile_filters, { job_id_in = "a" })
+      assert_invalid("invalid filter 'job_id_in': ids must be strings", kit.compile_filters, { job_id_in = { 1 } })
+    end)
+
+    it("needs every filter to hold", function()
+      assert.are.same({ "a" }, select({ status = { "scheduled", "paused" }, ["metadata.n"] = 1 }))
+      assert.are.same({}, select({ status = "paused", trigger_type = "cron" }))
+    end)
+
+    it("refuses an unknown key, naming it", function()
+      assert_invalid("invalid filter 'statuss': unknown key", kit.compile_filters, { statuss = "paused" })
+      assert_invalid("invalid filter 'metadata.': unknown key", kit.compile_filters, { ["metadata."] = 1 })
+      assert_invalid("invalid filter '1': unknown key", kit.compile_filters, { "paused" })
+      assert_invalid("filters must be a table, got string", kit.compile_filters, "status=paused")
+    end)
+  end)
+
+  describe("sort_query", function()
+    it("orders by next_run_time as an instant, jobs without one last, then job_id", function()
+      local list = {
+        { job_id = "none2" },
+        { job_id = "half", next_run_time = "2025-01-15T10:00:00.5Z" },
+        { job_id = "b", next_run_time = T0 },
+        { job_id = "none1" },
+        { job_id = "a", next_run_time = T0 },
+      }
+      assert.are.equal(list, kit.sort_query(list))
+      assert.are.same({ "a", "b", "half", "none1", "none2" }, ids_of(list))
+    end)
+
+    it("sorts other elements through rec_of", function()
+      local list = { { job = { job_id = "y", next_run_time = T0 } }, { job = { job_id = "x" } },
+        { job = { job_id = "w", next_run_time = "2025-01-15T09:00:00Z" } } }
+      local function rec_of(e) return e.job end
+      kit.sort_query(list, rec_of)
+      assert.are.same({ "w", "y", "x" }, ids_of(list, rec_of))
+    end)
+  end)
+
+  describe("sort_claim", function()
+    it("puts the highest priority first (missing = 5), then query order", function()
+      local list = {
+        { job_id = "p5late", next_run_time = "2025-01-15T11:00:00Z" },
+        { job_id = "p1", priority = 1, next_run_time = "2025-01-15T09:00:00Z" },
+        { job_id = "p9", priority = 9, next_run_time = "2025-01-15T12:00:00Z" },
+        { job_id = "p5early", priority = 5, next_run_time = T0 },
+        { job_id = "p6", priority = 6, next_run_time = "2025-01-15T12:00:00Z" },
+      }
+      kit.sort_claim(list)
+      assert.are.same({ "p9", "p6", "p5early", "p5late", "p1" }, ids_of(list))
+    end)
+  end)
+
+  describe("page", function()
+    local list = { 1, 2, 3, 4, 5 }
+
+    it("skips offset and keeps at most limit, in a new array", function()
+      assert.are.same({ 1, 2, 3, 4, 5 }, kit.page(list))
+      assert.are_not.equal(list, kit.page(list))
+      assert.are.same({ 3, 4 }, kit.page(list, 2, 2))
+      assert.are.same({ 4, 5 }, kit.page(list, nil, 3))
+      assert.are.same({ 5 }, kit.page(list, 10, 4))
+      assert.are.same({}, kit.page(list, 0))
+      assert.are.same({}, kit.page(list, 3, 9))
+    end)
+  end)
+
+  describe("check_count and check_id", function()
+    it("take nil or a non-negative integer as a count", function()
+      kit.check_count(nil, "limit")
+      kit.check_count(0, "limit")
+      assert_invalid("limit must be a non-negative integer", kit.check_count, -1, "limit")
+      assert_invalid("offset must be a non-negative integer", kit.check_count, 1.0, "offset")
+      assert_invalid("limit must be a non-negative integer", kit.check_count, "2", "limit")
+    end)
+
+    it("take a string as a job id, naming the method otherwise", function()
+      kit.check_id("a", "get_job")
+      assert_invalid("get_job: job id must be a string, got number", kit.check_id, 1, "get_job")
+    end)
+  end)
+
+  describe("lease_options", function()
+    it("applies the defaults: the clock, a 30 s lease, a limit of 100", function()
+      local before = chronis.time.now()
+      local now, owner, lease_until, limit = kit.lease_options({ owner = "n1" }, "claim_due_jobs")
+      assert.is_true(now >= before and now <= chronis.time.now())
+      assert.are.equal("n1", owner)
+      assert.are.equal(format(now + 30 * S), lease_until)
+      assert.are.equal(100, limit)
+    end)
+
+    it("reads now in any time form and fractional lease seconds", function()
+      local now, _, lease_until, limit = kit.lease_options(
+        { owner = "n1", now = "2025-01-15T11:00:00+01:00", lease_seconds = 1.5, limit = 3 }, "x")
+      assert.are.equal(T0_US, now)
+      assert.are.equal("2025-01-15T10:00:01.500000Z", lease_until)
+      assert.are.equal(3, limit)
+    end)
+
+    it("refuses bad options, naming the method", function()
+      assert_invalid("claim_due_jobs: options must be a table", kit.lease_options, nil, "claim_due_jobs")
+      assert_invalid("extend_leases: 'owner' must be a string", kit.lease_options, {}, "extend_leases")
+      assert_invalid("x: invalid 'now'", kit.lease_options, { owner = "o", now = "soon" }, "x")
+      assert_invalid("x: 'lease_seconds' must be a non-negative number", kit.lease_options,
+        { owner = "o", lease_seconds = -1 }, "x")
+      assert_invalid("x: 'limit' must be a non-negative integer", kit.lease_options,
+        { owner = "o", limit = -1 }, "x")
+    end)
+  end)
+
+  describe("is_due and lease_expired", function()
+    it("is_due: scheduled with next_run_time at or before now", function()
+      assert.is_true(kit.is_due({ status = "scheduled", next_run_time = T0 }, T0_US))
+      assert.is_false(kit.is_due({ status = "scheduled", next_run_time = T0 }, T0_US - 1))
+      assert.is_false(kit.is_due({ status = "paused", next_run_time = T0 }, T0_US))
+      assert.is_false(kit.is_due({ status = "scheduled" }, T0_US))
+    end)
+
+    it("lease_expired: running with lease_until strictly before now", function()
+      assert.is_true(kit.lease_expired({ status = "running", lease_until = T0 }, T0_US + 1))
+      assert.is_false(kit.lease_expired({ status = "running", lease_until = T0 }, T0_US))
+      assert.is_false(kit.lease_expired({ status = "scheduled", lease_until = T0 }, T0_US + 1))
+      assert.is_false(kit.lease_expired({ status = "running" }, T0_US + 1))
+    end)
+  end)
+
+  describe("check_completions", function()
+    it("checks every item and its updates", function()
+      local items = kit.check_completions({
+        { job_id = "a", owner = "n1", delete = true, updates = { status = "bogus" } },
+        { job_id = "b", owner = "n1", updates = { next_run_time = T0_US } },
+        { job_id = "c", owner = "n1" },
+      })
+      assert.are.same({ job_id = "a", owner = "n1", delete = true }, items[1])
+      assert.are.same({ job_id = "b", owner = "n1", delete = false, updates = { next_run_time = T0 } }, items[2])
+      assert.are.same({}, items[3].updates)
+    end)
+
+    it("refuses a malformed item or bad updates", function()
+      assert_invalid("complete_jobs: expected an array of completions", kit.check_completions, "a")
+      assert_invalid("complete_jobs: item 2 needs job_id and owner (strings)", kit.check_completions,
+        { { job_id = "a", owner = "n1" }, { job_id = "b" } })
+      assert_invalid("job 'a': job_id cannot be changed", kit.check_completions,
+        { { job_id = "a", owner = "n1", updates = { job_id = "b" } } })
+    end)
+  end)
+
+  describe("completion_result", function()
+    it("is not_found, conflict for another owner, else ok", function()
+      local item = { job_id = "a", owner = "n1" }
+      assert.are.same({ job_id = "a", ok = false, code = "not_found" }, kit.completion_result(item, nil))
+      assert.are.same({ job_id = "a", ok = false, code = "conflict" },
+        kit.completion_result(item, { job_id = "a", claimed_by = "n2" }))
+      assert.are.same({ job_id = "a", ok = false, code = "conflict" }, kit.completion_result(item, { job_id = "a" }))
+      assert.are.same({ job_id = "a", ok = true }, kit.completion_result(item, { job_id = "a", claimed_by = "n1" }))
+    end)
+  end)
+
+  describe("check_open", function()
+    it("raises a plain error for a closed store only", function()
+      kit.check_open({ closed = false })
+      local ok, err = pcall(kit.check_open, { closed = true })
+      assert.is_false(ok)
+      assert.are.equal("string", type(err))
+      assert.truthy(err:find("attempt to use a closed store", 1, true))
+    end)
+  end)
+
+  describe("stamp", function()
+    it("follows the clock and strictly increases, even within one microsecond", function()
+      local store = { last_stamp = 0 }
+      local before = chronis.time.now()
+      local first = parse(kit.stamp(store))
+      assert.is_true(first >= before)
+      assert.are.equal(first, store.last_stamp)
+      -- Thousands of stamps in a row: many fall in one microsecond of the clock.
+      local prev = first
+      for _ = 1, 5000 do
+        local t = parse(kit.stamp(store))
+        assert(t > prev, ("stamp did not increase: %d after %d"):format(t, prev))
+        prev = t
+      end
+    end)
+
+    it("moves past a last stamp that is ahead of the clock", function()
+      local ahead = chronis.time.now() + 3600 * S
+      local store = { last_stamp = ahead }
+      assert.are.equal(format(ahead + 1), kit.stamp(store))
+      assert.are.equal(ahead + 1, store.last_stamp)
+    end)
+  end)
+end)
