@@ -1,0 +1,81 @@
+/* sqlite_store.h - internals shared by the parts of the SQLite store
+ * ("sqlite:PATH"): sqlite_schema.c opens the file (URL options, checks,
+ * pragmas, versioned schema), sqlite.c answers requests, sqlite_query.c
+ * turns filters into SQL. Not a public header: the store is reached
+ * through chr_sqlite_store_open (store.h). */
+#ifndef CHR_SQLITE_STORE_H
+#define CHR_SQLITE_STORE_H
+
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "store.h"
+
+/* The schema version this build writes; see the migrations in
+ * sqlite_schema.c and docs/sqlite.md. */
+#define SQ_SCHEMA_VERSION 2
+
+/* Fixed statements, prepared on first use and kept for the connection. */
+typedef enum {
+  SQ_BEGIN,
+  SQ_COMMIT,
+  SQ_ROLLBACK,
+  SQ_GET,
+  SQ_GET_BATCH,
+  SQ_INSERT,
+  SQ_REWRITE,
+  SQ_DELETE,
+  SQ_DELETE_OWNED,
+  SQ_OWNER,
+  SQ_LEVEL,
+  SQ_CLAIM,
+  SQ_RECOVER,
+  SQ_EXTEND,
+  SQ_NEXT_DUE,
+  SQ__COUNT
+} sq_stmt_id_t;
+
+/* Filter queries vary in shape; the latest few are kept by SQL text. */
+#define SQ_DYN_MAX 16
+
+typedef struct sq_dyn {
+  char *sql;
+  sqlite3_stmt *stmt;
+  uint64_t used; /* LRU clock */
+} sq_dyn_t;
+
+typedef struct sq_store {
+  chr_store_t base;
+  sqlite3 *db;
+  char *path; /* as given in the URL, for messages */
+  sqlite3_stmt *stmt[SQ__COUNT];
+  sq_dyn_t dyn[SQ_DYN_MAX];
+  uint64_t dyn_clock;
+  int64_t last_stamp;
+  int busy_ms;
+} sq_store_t;
+
+/* sqlite_schema.c: opens and checks the database, brings its schema to
+ * SQ_SCHEMA_VERSION and registers chronis_patch. Returns 0 and fills
+ * s->db and s->path, or CHR_EINVAL with a message naming the path (and
+ * then nothing has been written). */
+int chr__sqlite_open(sq_store_t *s, const char *url, char *err, size_t errlen);
+/* Finalizes every statement and closes the connection. */
+void chr__sqlite_close(sq_store_t *s);
+
+/* sqlite.c, for the queries: fails req with the connection's last error
+ * (call before resetting the statement that failed); decodes the record
+ * in column col (NULL and req failed when it is not a job); drops the jobs
+ * gathered by a request that then failed; a JSON array of strings, for
+ * json_each() (malloc'ed). */
+void chr__sqlite_fail(sq_store_t *s, chr_store_req_t *req, const char *doing);
+chr_job_t *chr__sqlite_row_job(sq_store_t *s, chr_store_req_t *req, sqlite3_stmt *st, int col);
+void chr__sqlite_drop_jobs(chr_store_req_t *req);
+char *chr__sqlite_ids_json(char **ids, size_t n);
+
+/* sqlite_query.c: CHR_OP_QUERY and CHR_OP_COUNT. */
+void chr__sqlite_query(sq_store_t *s, chr_store_req_t *req);
+void chr__sqlite_count(sq_store_t *s, chr_store_req_t *req);
+
+#endif

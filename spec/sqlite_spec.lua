@@ -1,0 +1,654 @@
+-- The SQLite store (adapters/sqlite.c): the shared storage contract on a
+-- real file, then what is SQLite's own: reopening, the versioned schema and
+-- its migrations, refusing bad paths and files that are not ours without
+-- touching them, the URL forms, and several processes sharing one file.
+local chronis = require "chronis"
+
+local function sh_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function read_bytes(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write_bytes(path, s)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(s))
+  assert(f:close())
+end
+
+local function exists(path)
+  return read_bytes(path) ~= nil
+end
+
+-- Runs a shell command; returns its output and whether it exited 0.
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("a")
+  local ok = p:close()
+  return out, ok
+end
+
+local function has_command(cmd)
+  local _, ok = sh("command -v " .. cmd)
+  return ok
+end
+
+-- The repo root as an absolute path, for child processes started elsewhere.
+local ROOT = (function()
+  local src = debug.getinfo(1, "S").source:match("^@(.*)spec/sqlite_spec%.lua$") or ""
+  if src:sub(1, 1) ~= "/" then src = sh("pwd"):gsub("\n$", "") .. "/" .. src end
+  return src
+end)()
+
+local tmpdir = os.tmpname()
+os.remove(tmpdir)
+chronis.fs.mkdir_p(tmpdir)
+
+local n_paths = 0
+local function fresh_path(name)
+  n_paths = n_paths + 1
+  return ("%s/%d-%s"):format(tmpdir, n_paths, name or "jobs.db")
+end
+
+local function remove_db(path)
+  for _, suffix in ipairs({ "", "-wal", "-shm", "-journal" }) do os.remove(path .. suffix) end
+end
+
+-- The sqlite3 command-line shell, for files written by hand.
+local function sqlite3(path, sql)
+  assert(has_command("sqlite3"),
+    "the sqlite3 command-line shell is missing: install it with 'apt-get install sqlite3'")
+  local out, ok = sh("sqlite3 " .. sh_quote(path) .. " " .. sh_quote(sql))
+  assert(ok, "sqlite3 failed: " .. out)
+  return (out:gsub("\n$", ""))
+end
+
+local function open_error(url)
+  local ok, err = pcall(chronis.storage.open, url)
+  if ok then err:close() end
+  assert(not ok, "the store opened: " .. url)
+  assert(type(err) == "table", "expected a structured error, got " .. tostring(err))
+  assert.are.equal("invalid", err.code, err.message)
+  return err
+end
+
+local function assert_names(msg, ...)
+  for _, s in ipairs({ ... }) do
+    assert(msg:find(s, 1, true), ("message %q does not mention %q"):format(msg, s))
+  end
+end
+
+teardown(function()
+  os.execute("rm -rf " .. sh_quote(tmpdir))
+end)
+
+do
+  local current
+  require("support.storage_contract")("sqlite", function()
+    current = fresh_path("contract.db")
+    return chronis.storage.sqlite(current)
+  end, { teardown = function() remove_db(current) end })
+end
+
+local T0 = "2025-01-15T10:00:00Z"
+
+-- Every DESIGN §3 field, the runtime fields and unknown ones.
+local FULL = {
+  job_id = "daily_report_20250115_093000_0a1b2c3d",
+  name = "Daily Report",
+  trigger_type = "cron",
+  trigger_args = { hour = 9, minute = 30, day_of_week = "mon-fri" },
+  timezone = "Asia/Seoul",
+  func_name = "daily_report",
+  args = { 1, "two", 3.5, true, { nested = "t" } },
+  kwargs = { to = "a@b.c", count = 3, opts = { dry = false } },
+  status = "scheduled",
+  next_run_time = "2025-01-15T00:30:00Z",
+  next_run_time_local = "2025-01-15T09:30:00+09:00",
+  metadata = { tenant_id = "acme", tags = { "x", "y" }, level = { deep = { n = 1 } } },
+  created_at = "2025-01-01T00:00:00Z",
+  max_retries = 3,
+  retry_delay_seconds = 60,
+  retry_count = 1,
+  timeout_seconds = 300,
+  priority = 7,
+  if_missed = "run_all",
+  misfire_threshold_seconds = 120,
+  last_run_time = "2025-01-14T00:30:00.123456Z",
+  last_scheduled_time = "2025-01-14T00:30:00Z",
+  claimed_by = "node-1",
+  lease_until = "2025-01-15T00:31:00Z",
+  attempt = 2,
+  custom = { deep = { 1, 2, "x" } },
+  enabled = false,
+  ratio = 0.25,
+  big = 1 << 40,
+  huge_priority_like = 1 << 40,
+  note = 'quote " backslash \\ tab \t newline \n ünïcode 日本',
+}
+
+local function copy(v)
+  if type(v) ~= "table" then return v end
+  local t = {}
+  for k, x in pairs(v) do t[k] = copy(x) end
+  return t
+end
+
+local function ids_of(list)
+  local out = {}
+  for i, j in ipairs(list) do out[i] = j.job_id end
+  return out
+end
+
+describe("sqlite store", function()
+  describe("opening", function()
+    it("opens a new file from sqlite:PATH, sqlite:///PATH and chronis.storage.sqlite", function()
+      for _, form in ipairs({ "sqlite:%s", "sqlite://%s" }) do
+        local path = fresh_path()
+        local s = chronis.storage.open(form:format(path))
+        assert.are.equal("sqlite", s:kind())
+        s:create_job({ job_id = "a", status = "scheduled", next_run_time = T0 })
+        s:close()
+        assert.is_true(exists(path), form)
+      end
+      local path = fresh_path()
+      local s = chronis.storage.sqlite(path, { busy_timeout = 1000, synchronous = "full" })
+      s:create_job({ job_id = "a", status = "scheduled", next_run_time = T0 })
+      s:close()
+      assert.are.equal("a", chronis.storage.sqlite("sqlite:" .. path):get_job("a").job_id)
+    end)
+
+    it("opens sqlite:chronis.db in the working folder", function()
+      local dir = fresh_path("cwd")
+      chronis.fs.mkdir_p(dir)
+      local script = ([[
+        package.path = %q .. "lua/?.lua;" .. %q .. "lua/?/init.lua;" .. package.path
+        package.cpath = %q .. "build/lua/?.so;" .. package.cpath
+        local chronis = require "chronis"
+        local s = chronis.storage.open("sqlite:chronis.db")
+        s:create_job({ job_id = "rel", status = "pending" })
+        s:close()
+        print(chronis.storage.open("sqlite:chronis.db"):get_job("rel").status)
+      ]]):format(ROOT, ROOT, ROOT)
+      write_bytes(dir .. "/child.lua", script)
+      local out, ok = sh("cd " .. sh_quote(dir) .. " && lua5.4 child.lua")
+      assert(ok, out)
+      assert.are.equal("pending\n", out)
+      assert.is_true(exists(dir .. "/chronis.db"))
+    end)
+
+    it("opens sqlite::memory: as a private, empty database", function()
+      local a, b = chronis.storage.open("sqlite::memory:"), chronis.storage.sqlite(":memory:")
+      a:create_job({ job_id = "x", status = "scheduled", next_run_time = T0 })
+      assert.are.equal(1, a:count_jobs())
+      assert.are.equal(0, b:count_jobs())
+      a:close()
+      b:close()
+    end)
+
+    it("refuses an empty path and unknown or bad options, naming them", function()
+      assert_names(open_error("sqlite:").message, "path is required")
+      local path = fresh_path()
+      assert_names(open_error("sqlite:" .. path .. "?bogus=1").message, "bogus")
+      assert_names(open_error("sqlite:" .. path .. "?busy_timeout=soon").message, "busy_timeout")
+      assert_names(open_error("sqlite:" .. path .. "?synchronous=maybe").message, "synchronous")
+      assert.is_false(exists(path))
+    end)
+
+    it("puts the file in WAL mode with the current schema version", function()
+      local path = fresh_path()
+      chronis.storage.sqlite(path):close()
+      assert.are.equal("wal", sqlite3(path, "PRAGMA journal_mode"))
+      assert.are.equal("2", sqlite3(path, "PRAGMA user_version"))
+      local indexes = sqlite3(path, "SELECT group_concat(name, ' ') FROM (SELECT name FROM " ..
+        "sqlite_schema WHERE type = 'index' AND name LIKE 'jobs_%' ORDER BY name)")
+      assert.are.equal("jobs_due jobs_lease jobs_next", indexes)
+    end)
+  end)
+
+  describe("bad input at open", function()
+    it("names a missing folder and creates nothing", function()
+      local dir = fresh_path("missing")
+      local err = open_error("sqlite:" .. dir .. "/sub/jobs.db")
+      assert_names(err.message, dir .. "/sub/jobs.db", "does not exist")
+      assert.is_false(exists(dir))
+    end)
+
+    it("names a path where no file can be created", function()
+      local err = open_error("sqlite:/proc/chronis.db")
+      assert_names(err.message, "/proc/chronis.db")
+      assert.is_false(exists("/proc/chronis.db"))
+    end)
+
+    it("names a path that is a folder", function()
+      local dir = fresh_path("folder.db")
+      chronis.fs.mkdir_p(dir)
+      assert_names(open_error("sqlite:" .. dir).message, dir, "folder")
+    end)
+
+    it("refuses a file that is not a database and leaves it unchanged", function()
+      local path = fresh_path("notes.txt")
+      local text = ("these are my notes, not a database\n"):rep(200)
+      write_bytes(path, text)
+      local err = open_error("sqlite:" .. path)
+      assert_names(err.message, path, "file is not a database")
+      assert.are.equal(text, read_bytes(path))
+      assert.is_false(exists(path .. "-wal"))
+      assert.is_false(exists(path .. "-shm"))
+    end)
+
+    it("refuses a corrupt database naming it, and leaves it unchanged", function()
+      for _, page in ipairs({ 1, 2 }) do
+        local path = fresh_path("corrupt.db")
+        local s = chronis.storage.sqlite(path)
+        for i = 1, 50 do
+          s:create_job({ job_id = ("j%03d"):format(i), status = "scheduled", next_run_time = T0,
+            metadata = { pad = ("x"):rep(200) } })
+        end
+        s:close()
+        local bytes = read_bytes(path)
+        -- Garbage over a b-tree page: the schema (page 1, past the header)
+        -- or the jobs table's root (page 2).
+        local from = (page - 1) * 4096 + (page == 1 and 100 or 0)
+        local bad = bytes:sub(1, from) .. ("\255\1"):rep(1000) .. bytes:sub(from + 2001)
+        write_bytes(path, bad)
+        local err = open_error("sqlite:" .. path)
+        assert_names(err.message, path, "corrupt")
+        assert.are.equal(bad, read_bytes(path), "page " .. page)
+      end
+    end)
+
+    it("finds damage anywhere in the file with check=quick", function()
+      local path = fresh_path("deep.db")
+      local s = chronis.storage.sqlite(path, { wal_autocheckpoint = 100, cache_size = 1024 })
+      for i = 1, 400 do
+        s:create_job({ job_id = ("j%03d"):format(i), status = "scheduled", next_run_time = T0,
+          metadata = { pad = ("x"):rep(300) } })
+      end
+      s:close()
+      local bytes = read_bytes(path)
+      local page = #bytes // 4096 // 2 -- a page in the middle of the table
+      local bad = bytes:sub(1, page * 4096) .. ("\255\1"):rep(2048) .. bytes:sub((page + 1) * 4096 + 1)
+      write_bytes(path, bad)
+      local err = open_error("sqlite:" .. path .. "?check=quick")
+      assert_names(err.message, path, "corrupt")
+      assert.are.equal(bad, read_bytes(path))
+      assert_names(open_error("sqlite:" .. path .. "?check=full").message, "check")
+    end)
+
+    it("refuses a database from a newer chronis, naming the path and versions", function()
+      local path = fresh_path()
+      chronis.storage.sqlite(path):close()
+      sqlite3(path, "PRAGMA user_version = 999")
+      local before = read_bytes(path)
+      local err = open_error("sqlite:" .. path)
+      assert_names(err.message, path, "999", "version 2", "newer")
+      assert.are.equal(before, read_bytes(path))
+      assert.are.equal("999", sqlite3(path, "PRAGMA user_version"))
+    end)
+
+    it("refuses another program's database (tables, no schema version)", function()
+      local path = fresh_path()
+      sqlite3(path, "CREATE TABLE jobs (id INTEGER PRIMARY KEY, what TEXT); " ..
+        "INSERT INTO jobs (what) VALUES ('theirs')")
+      local before = read_bytes(path)
+      assert_names(open_error("sqlite:" .. path).message, path, "not a chronis database")
+      assert.are.equal(before, read_bytes(path))
+    end)
+
+    it("accepts an existing empty file as a new database", function()
+      local path = fresh_path()
+      write_bytes(path, "")
+      local s = chronis.storage.sqlite(path)
+      s:create_job({ job_id = "a", status = "pending" })
+      s:close()
+      assert.are.equal("2", sqlite3(path, "PRAGMA user_version"))
+    end)
+  end)
+
+  describe("persistence", function()
+    it("keeps every field of a job across close and reopen", function()
+      local path = fresh_path()
+      local s = chronis.storage.sqlite(path)
+      local created = s:create_job(copy(FULL))
+      local other = s:create_job({ job_id = "min", status = "pending" })
+      s:close()
+      s = chronis.storage.sqlite(path)
+      assert.are.same(created, s:get_job(FULL.job_id))
+      assert.are.same(other, s:get_job("min"))
+      assert.are.same({ "daily_report_20250115_093000_0a1b2c3d", "min" }, ids_of(s:query_jobs()))
+      assert.are.equal("integer", math.type(s:get_job(FULL.job_id).kwargs.count))
+      s:close()
+    end)
+
+    it("keeps claims, leases and completions across reopen", function()
+      local path = fresh_path()
+      local s = chronis.storage.sqlite(path)
+      s:create_job({ job_id = "a", status = "scheduled", next_run_time = T0 })
+      s:create_job({ job_id = "b", status = "scheduled", next_run_time = T0, priority = 9 })
+      local got = s:claim_due_jobs({ now = T0, limit = 1, owner = "n1", lease_seconds = 30 })
+      assert.are.same({ "b" }, ids_of(got))
+      s:close()
+      s = chronis.storage.sqlite(path)
+      local b = s:get_job("b")
+      assert.are.equal("running", b.status)
+      assert.are.equal("n1", b.claimed_by)
+      assert.are.equal("2025-01-15T10:00:30Z", b.lease_until)
+      assert.are.same(got[1], b)
+      assert.are.same({ "a" }, ids_of(s:claim_due_jobs({ now = T0, limit = 5, owner = "n2" })))
+      assert.is_true(s:complete_jobs({ { job_id = "b", owner = "n1", delete = true } })[1].ok)
+      s:close()
+      s = chronis.storage.sqlite(path)
+      assert.is_nil(s:get_job("b"))
+      assert.are.equal("n2", s:get_job("a").claimed_by)
+      s:close()
+    end)
+
+    it("keeps the typed columns in step with the record", function()
+      local path = fresh_path()
+      local s = chronis.storage.sqlite(path)
+      s:create_job({ job_id = "a", status = "scheduled", next_run_time = T0, trigger_type = "cron" })
+      s:claim_due_jobs({ now = T0, owner = "n1", lease_seconds = 60 })
+      s:close()
+      local row = sqlite3(path, "SELECT status, next_run_time, priority, claimed_by, lease_until, " ..
+        "trigger_type, record ->> '$.status', record ->> '$.claimed_by', " ..
+        "record ->> '$.lease_until', updated_at, record ->> '$.updated_at' FROM jobs")
+      local us = chronis.time.parse(T0)
+      local head, upd, upd_iso = row:match("^(.*)|(%d+)|([^|]+)$")
+      assert.are.equal(("running|%d|5|n1|%d|cron|running|n1|2025-01-15T10:01:00Z"):format(
+        us, us + 60000000), head)
+      assert.are.equal(chronis.time.parse(upd_iso), math.tointeger(tonumber(upd)))
+    end)
+  end)
+
+  describe("the engine's bulk writes", function()
+    local path, s
+    before_each(function()
+      path = fresh_path()
+      s = chronis.storage.sqlite(path)
+    end)
+    after_each(function() s:close() end)
+
+    local function record(id)
+      return sqlite3(path, "SELECT record FROM jobs WHERE job_id = '" .. id .. "'")
+    end
+
+    -- The record as writing the whole job again gives it (update_job with
+    -- no changes), updated_at aside.
+    local function assert_canonical_record(id)
+      local patched = record(id)
+      s:update_job(id, {})
+      local rewritten = record(id)
+      local strip = function(t) return (t:gsub('"updated_at":"[^"]*"', '"updated_at":X')) end
+      assert.are.equal(strip(rewritten), strip(patched))
+    end
+
+    it("leave records as writing the job would, after claim, extension and recovery", function()
+      s:create_job({ job_id = "a", status = "scheduled", next_run_time = T0, name = "A",
+        trigger_type = "date", metadata = { tenant_id = "acme" }, kwargs = { x = { 1, 2 } },
+        custom = "kept", zzz = true })
+      s:claim_due_jobs({ now = T0, owner = 'odd "owner" \\ ü', lease_seconds = 30 })
+      assert.are.equal('odd "owner" \\ ü', s:get_job("a").claimed_by)
+      assert_canonical_record("a")
+      assert.are.equal(1, s:extend_leases({ now = T0, lease_seconds = 90,
+        owner = 'odd "owner" \\ ü', ids = { "a" } }))
+      assert.are.equal("2025-01-15T10:01:30Z", s:get_job("a").lease_until)
+      assert_canonical_record("a")
+      assert.are.equal(1, s:recover_expired_leases("2025-01-15T10:05:00Z"))
+      assert_canonical_record("a")
+      local a = s:get_job("a")
+      assert.are.equal("scheduled", a.status)
+      assert.is_nil(a.claimed_by)
+      assert.is_nil(a.lease_until)
+      assert.are.equal("kept", a.custom)
+    end)
+
+    it("extend only the owner's running jobs, as the memory store does", function()
+      local m = chronis.storage.memory()
+      for _, st in ipairs({ s, m }) do
+        st:create_job({ job_id = "a", status = "running", claimed_by = "n1", lease_until = T0 })
+        st:create_job({ job_id = "b", status = "running", claimed_by = "n2", lease_until = T0 })
+        st:create_job({ job_id = "c", status = "scheduled", claimed_by = "n1", next_run_time = T0 })
+        st:create_job({ job_id = "d", status = "running", claimed_by = "n1", lease_until = T0 })
+      end
+      local opts = { now = T0, lease_seconds = 60, owner = "n1", ids = { "a", "b", "c", "nope" } }
+      assert.are.equal(m:extend_leases(copy(opts)), s:extend_leases(copy(opts)))
+      for _, id in ipairs({ "a", "b", "c", "d" }) do
+        local x, y = s:get_job(id), m:get_job(id)
+        x.updated_at, y.updated_at = nil, nil
+        assert.are.same(y, x, id)
+      end
+      assert.are.equal("2025-01-15T10:01:00Z", s:get_job("a").lease_until)
+      assert.are.same({}, s:get_jobs_batch({}))
+      assert.are.equal(0, s:extend_leases({ now = T0, owner = "n1", ids = {} }))
+      m:close()
+    end)
+
+    it("report the earliest scheduled next_run_time, nil when none", function()
+      assert.is_nil(s:next_due_time())
+      s:create_job({ job_id = "p", status = "paused", next_run_time = "2025-01-15T09:00:00Z" })
+      s:create_job({ job_id = "n", status = "scheduled" })
+      assert.is_nil(s:next_due_time())
+      s:create_job({ job_id = "a", status = "scheduled", next_run_time = "2025-01-15T10:00:05Z",
+        priority = 1 })
+      s:create_job({ job_id = "b", status = "scheduled", next_run_time = T0, priority = 9 })
+      assert.are.equal(T0, s:next_due_time())
+    end)
+  end)
+
+  describe("schema versions", function()
+    -- The layout version 1 wrote, as a file from that release would hold it.
+    local V1 = [[
+      CREATE TABLE jobs (job_id TEXT PRIMARY KEY NOT NULL, status TEXT NOT NULL,
+        next_run_time INTEGER, priority INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+        claimed_by TEXT, lease_until INTEGER, trigger_type TEXT, record TEXT NOT NULL);
+      CREATE INDEX jobs_due ON jobs(status, priority, next_run_time, job_id)
+        WHERE status = 'scheduled';
+      CREATE INDEX jobs_lease ON jobs(status, lease_until) WHERE status = 'running';
+      INSERT INTO jobs VALUES ('old', 'scheduled', 1736935200000000, 5, 1736935200000000, NULL,
+        NULL, 'date', '{"job_id":"old","trigger_type":"date","status":"scheduled",' ||
+        '"next_run_time":"2025-01-15T10:00:00Z","updated_at":"2025-01-15T10:00:00Z",' ||
+        '"metadata":{"tenant_id":"acme"}}');
+      PRAGMA user_version = 1;
+    ]]
+
+    it("migrates a version 1 file forward at open, keeping its jobs", function()
+      local path = fresh_path()
+      sqlite3(path, V1)
+      assert.are.equal("1", sqlite3(path, "PRAGMA user_version"))
+      local s = chronis.storage.sqlite(path)
+      local old = s:get_job("old")
+      assert.are.equal("acme", old.metadata.tenant_id)
+      assert.are.equal(T0, old.next_run_time)
+      assert.are.equal(T0, s:next_due_time())
+      assert.are.same({ "old" }, ids_of(s:query_jobs({ status = "scheduled", ["metadata.tenant_id"] = "acme" })))
+      assert.are.same({ "old" }, ids_of(s:claim_due_jobs({ now = T0, owner = "n" })))
+      s:close()
+      assert.are.equal("2", sqlite3(path, "PRAGMA user_version"))
+      assert.are.equal("jobs_next", sqlite3(path,
+        "SELECT name FROM sqlite_schema WHERE name = 'jobs_next'"))
+      -- Reopening a migrated file changes nothing more.
+      chronis.storage.sqlite(path):close()
+      assert.are.equal("2", sqlite3(path, "PRAGMA user_version"))
+    end)
+
+    it("creates version 2 from nothing through every step", function()
+      local path = fresh_path()
+      chronis.storage.sqlite(path):close()
+      local fresh = sqlite3(path, "SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_schema " ..
+        "WHERE name LIKE 'jobs%' ORDER BY name)")
+      local other = fresh_path()
+      sqlite3(other, V1 .. "DELETE FROM jobs;")
+      chronis.storage.sqlite(other):close()
+      local migrated = sqlite3(other, "SELECT group_concat(sql, ';') FROM (SELECT sql " ..
+        "FROM sqlite_schema WHERE name LIKE 'jobs%' ORDER BY name)")
+      assert.are.equal(fresh:gsub("%s+", ""), (migrated:gsub("%s+", "")))
+    end)
+  end)
+
+  describe("queries", function()
+    local s
+    before_each(function() s = chronis.storage.sqlite(fresh_path()) end)
+    after_each(function() s:close() end)
+
+    it("matches metadata keys SQL cannot name the same way as the memory store", function()
+      local m = chronis.storage.memory()
+      local jobs = {
+        { job_id = "a", status = "scheduled", next_run_time = T0,
+          metadata = { ["tenant id"] = "acme", ["x'y"] = 1, ["a[0]"] = true } },
+        { job_id = "b", status = "scheduled", next_run_time = T0,
+          metadata = { ["tenant id"] = "globex", ["x'y"] = "1" } },
+        { job_id = "c", status = "paused", metadata = { ["tenant id"] = "acme" } },
+      }
+      for _, j in ipairs(jobs) do
+        s:create_job(copy(j))
+        m:create_job(copy(j))
+      end
+      local sets = {
+        { ["metadata.tenant id"] = "acme" },
+        { ["metadata.tenant id"] = "acme", status = "scheduled" },
+        { ["metadata.x'y"] = 1 },
+        { ["metadata.x'y"] = "1" },
+        { ["metadata.a[0]"] = true },
+        { ["metadata.tenant id"] = "nobody" },
+        { ["metadata.a') OR 1=1 --"] = "x" },
+        { ["metadata.tenant_id') OR ('1'='1"] = "acme" },
+      }
+      for i, f in ipairs(sets) do
+        assert.are.same(ids_of(m:query_jobs(copy(f))), ids_of(s:query_jobs(copy(f))), "set " .. i)
+        assert.are.equal(m:count_jobs(copy(f)), s:count_jobs(copy(f)), "set " .. i)
+        assert.are.same(ids_of(m:query_jobs(copy(f), 1, 1)), ids_of(s:query_jobs(copy(f), 1, 1)),
+          "set " .. i)
+      end
+      m:close()
+    end)
+
+    it("claims by priority levels outside 0..10 and past levels with nothing due", function()
+      local us = chronis.time.parse(T0)
+      for i = 1, 300 do
+        s:create_job({ job_id = ("future%03d"):format(i), status = "scheduled",
+          next_run_time = us + i * 1000000, priority = 100 })
+      end
+      s:create_job({ job_id = "neg", status = "scheduled", next_run_time = T0, priority = -3 })
+      s:create_job({ job_id = "mid", status = "scheduled", next_run_time = T0, priority = 50 })
+      s:create_job({ job_id = "nil", status = "scheduled", priority = 60 })
+      assert.are.equal(T0, s:next_due_time())
+      assert.are.same({ "mid", "neg" }, ids_of(s:claim_due_jobs({ now = T0, owner = "n" })))
+      assert.are.equal("2025-01-15T10:00:01Z", s:next_due_time())
+    end)
+  end)
+
+  describe("with other connections", function()
+    it("reports a database locked past busy_timeout as 'unavailable'", function()
+      local path = fresh_path()
+      local s = chronis.storage.sqlite(path, { busy_timeout = 100 })
+      s:create_job({ job_id = "a", status = "pending" })
+      -- Another process takes the write lock, says so, and keeps it a while.
+      local mark = path .. ".locked"
+      os.execute(("(echo 'BEGIN IMMEDIATE; DELETE FROM jobs;'; echo '.shell touch %s'; sleep 3; " ..
+        "echo 'ROLLBACK;') | sqlite3 %s >/dev/null 2>&1 &"):format(sh_quote(mark), sh_quote(path)))
+      local waited = 0
+      while not exists(mark) and waited < 20 do
+        chronis.sleep(0.05)
+        waited = waited + 0.05
+      end
+      assert(exists(mark), "the sqlite3 shell did not take the lock")
+      local ok, err = pcall(s.update_job, s, "a", { name = "x" })
+      assert.is_false(ok)
+      assert.are.equal("unavailable", err.code)
+      assert_names(err.message, path, "locked", "100 ms")
+      assert.are.equal("pending", s:get_job("a").status)
+      assert.is_nil(s:get_job("a").name)
+      -- Once the lock is released, writes go through again.
+      local done
+      for _ = 1, 100 do
+        done = pcall(s.update_job, s, "a", { name = "x" })
+        if done then break end
+        chronis.sleep(0.1)
+      end
+      assert.is_true(done)
+      assert.are.equal("x", s:get_job("a").name)
+      s:close()
+    end)
+
+    it("sees jobs written by another store on the same file", function()
+      local path = fresh_path()
+      local a, b = chronis.storage.sqlite(path), chronis.storage.sqlite(path)
+      a:create_job({ job_id = "x", status = "scheduled", next_run_time = T0 })
+      assert.are.equal(T0, b:next_due_time())
+      assert.are.same({ "x" }, ids_of(b:claim_due_jobs({ now = T0, owner = "b" })))
+      assert.are.same({}, a:claim_due_jobs({ now = T0, owner = "a" }))
+      assert.are.equal("b", a:get_job("x").claimed_by)
+      a:close()
+      b:close()
+    end)
+
+    it("runs each of 5,000 jobs exactly once with two processes on one file", function()
+      local N = 5000
+      local dir = fresh_path("two")
+      chronis.fs.mkdir_p(dir)
+      local db = dir .. "/jobs.db"
+      local store = chronis.storage.sqlite(db)
+      local sched = chronis.scheduler({ storage = store })
+      local now = chronis.time.format(chronis.time.now())
+      for i = 1, N do
+        sched:create_date_job({ job_id = ("once%05d"):format(i), func_name = "record", run_date = now })
+      end
+      assert.are.equal(N, store:count_jobs({ status = "scheduled" }))
+      local child = ([[
+        package.path = %q .. "lua/?.lua;" .. %q .. "lua/?/init.lua;" .. package.path
+        package.cpath = %q .. "build/lua/?.so;" .. package.cpath
+        local chronis = require "chronis"
+        local db, out_path = arg[1], arg[2]
+        local store = chronis.storage.sqlite(db)
+        local sched = chronis.scheduler({ storage = store, max_workers = 20, max_queue_size = 100,
+          polling_interval = 0.1 })
+        local out, ran = assert(io.open(out_path, "w")), 0
+        sched:handler("record", function(job)
+          chronis.sleep(0.002) -- long enough for both processes to be claiming at once
+          out:write(job.job_id, "\n")
+          ran = ran + 1
+        end)
+        sched:start()
+        local last = 0
+        local ok = chronis.run_until(function()
+          local t = chronis.time.now()
+          if t - last < 50000 then return false end
+          last = t
+          return store:count_jobs() == 0
+        end, 120)
+        sched:stop()
+        out:close()
+        print(ok and "done" or "timeout", ran)
+      ]]):format(ROOT, ROOT, ROOT)
+      write_bytes(dir .. "/child.lua", child)
+      local q = function(s) return sh_quote(dir .. "/" .. s) end
+      local out, ok = sh(("cd %s && (lua5.4 child.lua %s %s > %s 2>&1 & lua5.4 child.lua %s %s > %s 2>&1 & wait)")
+        :format(sh_quote(dir), q("jobs.db"), q("a.ids"), q("a.log"), q("jobs.db"), q("b.ids"), q("b.log")))
+      assert(ok, out)
+      local logs = (read_bytes(dir .. "/a.log") or "") .. (read_bytes(dir .. "/b.log") or "")
+      assert.are.equal(2, select(2, logs:gsub("done%s+%d+", "")), logs)
+      local seen, total = {}, 0
+      for _, name in ipairs({ "a.ids", "b.ids" }) do
+        for id in (read_bytes(dir .. "/" .. name) or ""):gmatch("[^\n]+") do
+          total = total + 1
+          assert(not seen[id], id .. " ran twice")
+          seen[id] = true
+        end
+      end
+      local distinct = 0
+      for _ in pairs(seen) do distinct = distinct + 1 end
+      assert.are.equal(N, total, logs)
+      assert.are.equal(N, distinct)
+      assert.are.equal(0, store:count_jobs())
+      sched:stop()
+      store:close()
+    end)
+  end)
+end)
