@@ -238,6 +238,7 @@ static const struct {
   int (*open)(const char *url, chr_store_t **out, char *err, size_t errlen);
 } schemes[] = {
     {"memory", open_memory},
+    {"sqlite", chr_sqlite_store_open},
     {"lua", chr_lua_store_open},
     {"file", chr_file_store_open},
 };
