@@ -42,6 +42,7 @@ static const struct {
   int (*open)(const char *url, chr_lock_t **out, char *err, size_t errlen);
 } schemes[] = {
     {"memory", open_memory},
+    {"redis", chr_redis_lock_open},
 };
 
 int chr_lock_open(const char *url, chr_lock_t **out, char *err, size_t errlen) {

@@ -57,5 +57,6 @@ void chr_lock_close(chr_lock_t *l);
 int chr_lock_open(const char *url, chr_lock_t **out, char *err, size_t errlen);
 
 chr_lock_t *chr_memory_lock_new(void);
+int chr_redis_lock_open(const char *url, chr_lock_t **out, char *err, size_t errlen);
 
 #endif

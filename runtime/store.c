@@ -241,6 +241,7 @@ static const struct {
     {"sqlite", chr_sqlite_store_open},
     {"lua", chr_lua_store_open},
     {"file", chr_file_store_open},
+    {"redis", chr_redis_store_open},
 };
 
 int chr_store_open(const char *url, chr_store_t **out, char *err, size_t errlen) {

@@ -178,5 +178,6 @@ chr_store_t *chr_memory_store_new(void);
 int chr_sqlite_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
 int chr_lua_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
 int chr_file_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
+int chr_redis_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
 
 #endif

@@ -1,0 +1,633 @@
+/* redis_scripts.h - the server-side Lua scripts of the Redis store
+ * (redis.c). Every state change is one script, run atomically by Redis;
+ * KEYS[1] is the hash tag "{prefix}" and every key a script touches starts
+ * with it, so all of them live in one cluster slot. See docs/redis.md for
+ * the key layout. Scripts run in Redis' Lua 5.1, where numbers are
+ * doubles: times stay decimal strings of microseconds (exact below 2^53,
+ * that is until the year 2255) and computed ones are formatted with %d.
+ * A script validates everything before its first write: Redis does not
+ * roll back the writes of a script that fails half way. */
+#ifndef CHR_REDIS_SCRIPTS_H
+#define CHR_REDIS_SCRIPTS_H
+
+/* Shared by every script: argument reading, updated_at stamps, batched
+ * index commands, the index moves of a state change, and the metadata
+ * indexes (with a scanner for canonical JSON text). */
+#define CHR_REDIS_PRELUDE \
+    "local P = KEYS[1]\n" \
+    "local Q, IDX = {}, nil\n" \
+    "local ai = 0\n" \
+    "local function arg() ai = ai + 1 return ARGV[ai] end\n" \
+    "local function args(n)\n" \
+    "  local t = {}\n" \
+    "  for i = 1, n do t[i] = ARGV[ai + i] end\n" \
+    "  ai = ai + n\n" \
+    "  return t\n" \
+    "end\n" \
+    "local JOB, JOBS, LEASE = P .. ':job:', P .. ':jobs', P .. ':lease'\n" \
+    "local function jkey(id) return JOB .. id end\n" \
+    "local function cached(fmtk)\n" \
+    "  return setmetatable({}, { __index = function(t, k)\n" \
+    "    local v = P .. fmtk .. k\n" \
+    "    t[k] = v\n" \
+    "    return v\n" \
+    "  end })\n" \
+    "end\n" \
+    "local STK, DUEK = cached(':st:'), cached(':due:')\n" \
+    "local function fmt(n) return string.format('%d', n) end\n" \
+    "-- updated_at: the server clock in µs, strictly increasing per prefix; n\n" \
+    "-- stamps are reserved. Called only once a script is sure to write.\n" \
+    "local function stamps(n)\n" \
+    "  local t = redis.call('TIME')\n" \
+    "  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n" \
+    "  local last = tonumber(redis.call('GET', P .. ':clock') or '0')\n" \
+    "  if now <= last then now = last + 1 end\n" \
+    "  redis.call('SET', P .. ':clock', fmt(now + n - 1))\n" \
+    "  return now\n" \
+    "end\n" \
+    "-- Index commands are batched per command and key, sent by qflush.\n" \
+    "local function q(cmd, key, a, b)\n" \
+    "  local byk = Q[cmd]\n" \
+    "  if not byk then byk = {} Q[cmd] = byk end\n" \
+    "  local l = byk[key]\n" \
+    "  if not l then l = { cmd, key } byk[key] = l end\n" \
+    "  l[#l + 1] = a\n" \
+    "  if b then l[#l + 1] = b end\n" \
+    "  if #l > 2000 then redis.call(unpack(l)) byk[key] = nil end\n" \
+    "end\n" \
+    "local function qflush()\n" \
+    "  for _, byk in pairs(Q) do\n" \
+    "    for _, l in pairs(byk) do redis.call(unpack(l)) end\n" \
+    "  end\n" \
+    "  Q = {}\n" \
+    "end\n" \
+    "-- A job's indexed state: s status, t next_run_time, p priority, l\n" \
+    "-- lease_until, c claimed_by (false when absent).\n" \
+    "local function state(k)\n" \
+    "  local r = redis.call('HMGET', k, 'status', 'next_run_time', 'priority', 'lease_until', 'claimed_by')\n" \
+    "  if not r[1] then return nil end\n" \
+    "  return { s = r[1], t = r[2], p = r[3], l = r[4], c = r[5] }\n" \
+    "end\n" \
+    "local NAMES = { status = 's', next_run_time = 't', priority = 'p', lease_until = 'l', claimed_by = 'c' }\n" \
+    "local function apply(o, sets, dels)\n" \
+    "  local n = { s = o.s, t = o.t, p = o.p, l = o.l, c = o.c }\n" \
+    "  for i = 1, #sets, 2 do\n" \
+    "    local f = NAMES[sets[i]]\n" \
+    "    if f then n[f] = sets[i + 1] end\n" \
+    "  end\n" \
+    "  for i = 1, #dels do\n" \
+    "    local f = NAMES[dels[i]]\n" \
+    "    if f then n[f] = false end\n" \
+    "  end\n" \
+    "  return n\n" \
+    "end\n" \
+    "local function sc(t) return t or 'inf' end\n" \
+    "local function due_key(p) return DUEK[p] end\n" \
+    "-- Where a job of state st is indexed, besides jobs: scheduled jobs with a\n" \
+    "-- time in due:<priority> (score: the time), running jobs with a lease in\n" \
+    "-- lease (score: lease_until), every other job in the set of its status.\n" \
+    "local function place(st)\n" \
+    "  if st.s == 'scheduled' and st.t then return 'z', DUEK[st.p or '5'], st.t end\n" \
+    "  if st.s == 'running' and st.l then return 'z', LEASE, st.l end\n" \
+    "  return 's', STK[st.s], nil\n" \
+    "end\n" \
+    "-- Moves job id from the indexes of state o to those of state n (nil: no job).\n" \
+    "local function reindex(id, o, n)\n" \
+    "  if not n then\n" \
+    "    q('ZREM', JOBS, id)\n" \
+    "  elseif not o or o.t ~= n.t then\n" \
+    "    q('ZADD', JOBS, sc(n.t), id)\n" \
+    "  end\n" \
+    "  local ok, okey, oscore, nk, nkey, nscore\n" \
+    "  if o then ok, okey, oscore = place(o) end\n" \
+    "  if n then nk, nkey, nscore = place(n) end\n" \
+    "  if okey and okey ~= nkey then q(ok == 's' and 'SREM' or 'ZREM', okey, id) end\n" \
+    "  if nkey and (nkey ~= okey or nscore ~= oscore) then\n" \
+    "    if nk == 's' then\n" \
+    "      q('SADD', nkey, id)\n" \
+    "    else\n" \
+    "      q('ZADD', nkey, nscore, id)\n" \
+    "      local pn = n.s == 'scheduled' and tonumber(n.p or '5')\n" \
+    "      if pn and (pn > 10 or pn < 0) then redis.call('ZADD', P .. ':prios', n.p, n.p) end\n" \
+    "    end\n" \
+    "  end\n" \
+    "end\n" \
+    "-- The value at a dotted path inside canonical JSON object text (no white\n" \
+    "-- space, as the C side writes it), as text; false when absent.\n" \
+    "local function skip(s, i)\n" \
+    "  local c = string.byte(s, i)\n" \
+    "  if c == 34 then\n" \
+    "    i = i + 1\n" \
+    "    while true do\n" \
+    "      local b = string.byte(s, i)\n" \
+    "      if b == 92 then i = i + 2\n" \
+    "      elseif b == 34 then return i + 1\n" \
+    "      elseif not b then error('bad JSON')\n" \
+    "      else i = i + 1 end\n" \
+    "    end\n" \
+    "  elseif c == 123 or c == 91 then\n" \
+    "    local depth = 0\n" \
+    "    while true do\n" \
+    "      local b = string.byte(s, i)\n" \
+    "      if not b then error('bad JSON') end\n" \
+    "      if b == 34 then\n" \
+    "        i = skip(s, i)\n" \
+    "      else\n" \
+    "        if b == 123 or b == 91 then depth = depth + 1\n" \
+    "        elseif b == 125 or b == 93 then depth = depth - 1 end\n" \
+    "        i = i + 1\n" \
+    "        if depth == 0 then return i end\n" \
+    "      end\n" \
+    "    end\n" \
+    "  end\n" \
+    "  while true do\n" \
+    "    local b = string.byte(s, i)\n" \
+    "    if not b or b == 44 or b == 125 or b == 93 then return i end\n" \
+    "    i = i + 1\n" \
+    "  end\n" \
+    "end\n" \
+    "local function json_at(s, path)\n" \
+    "  local pos = 1\n" \
+    "  while pos <= #path do\n" \
+    "    local dot = string.find(path, '.', pos, true)\n" \
+    "    local seg = string.sub(path, pos, (dot or #path + 1) - 1)\n" \
+    "    pos = dot and dot + 1 or #path + 1\n" \
+    "    if string.byte(s, 1) ~= 123 then return false end\n" \
+    "    local i, found = 2, false\n" \
+    "    while string.byte(s, i) == 34 do\n" \
+    "      local ke = skip(s, i)\n" \
+    "      local ve = skip(s, ke + 1)\n" \
+    "      if string.sub(s, i + 1, ke - 2) == seg then\n" \
+    "        s = string.sub(s, ke + 1, ve - 1)\n" \
+    "        found = true\n" \
+    "        break\n" \
+    "      end\n" \
+    "      i = ve\n" \
+    "      if string.byte(s, i) == 44 then i = i + 1 end\n" \
+    "    end\n" \
+    "    if not found then return false end\n" \
+    "  end\n" \
+    "  return s\n" \
+    "end\n" \
+    "local function idx_key(path, v) return P .. ':idx:' .. #path .. ':' .. path .. ':' .. v end\n" \
+    "-- Metadata indexes (index_metadata): the job's i:<path> fields hold the\n" \
+    "-- values it is indexed under. meta: the new metadata text, false for none.\n" \
+    "local function meta_index(id, k, meta, deleting)\n" \
+    "  if not IDX then IDX = redis.call('HKEYS', P .. ':indexes') end\n" \
+    "  if #IDX == 0 then return end\n" \
+    "  local f = {}\n" \
+    "  for i, p in ipairs(IDX) do f[i] = 'i:' .. p end\n" \
+    "  local old = redis.call('HMGET', k, unpack(f))\n" \
+    "  for i, p in ipairs(IDX) do\n" \
+    "    local nv = false\n" \
+    "    if meta then\n" \
+    "      local ok, v = pcall(json_at, meta, p)\n" \
+    "      if ok and v then nv = v end\n" \
+    "    end\n" \
+    "    if old[i] ~= nv then\n" \
+    "      if old[i] then q('SREM', idx_key(p, old[i]), id) end\n" \
+    "      if nv then q('SADD', idx_key(p, nv), id) end\n" \
+    "      if not deleting then\n" \
+    "        if nv then redis.call('HSET', k, f[i], nv) else redis.call('HDEL', k, f[i]) end\n" \
+    "      end\n" \
+    "    end\n" \
+    "  end\n" \
+    "end\n" \
+    "local function meta_of(sets, dels)\n" \
+    "  for i = 1, #sets, 2 do\n" \
+    "    if sets[i] == 'x:metadata' then return true, sets[i + 1] end\n" \
+    "  end\n" \
+    "  for i = 1, #dels do\n" \
+    "    if dels[i] == 'x:metadata' then return true, false end\n" \
+    "  end\n" \
+    "  return false, false\n" \
+    "end\n"
+
+enum {
+  CHR_RS_CREATE,
+  CHR_RS_WRITE,
+  CHR_RS_DELETE,
+  CHR_RS_GETS,
+  CHR_RS_CLAIM,
+  CHR_RS_COMPLETE,
+  CHR_RS_RECOVER,
+  CHR_RS_EXTEND,
+  CHR_RS_QUERY,
+  CHR_RS_REINDEX,
+  CHR_RS_NEXT,
+  CHR_RS__COUNT
+};
+
+static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
+    /* CHR_RS_CREATE */
+    CHR_REDIS_PRELUDE
+    "-- create: id, nset, field/value pairs -> {1, updated_at} or {0} (duplicate)\n"
+    "local id = arg()\n"
+    "local sets = args(tonumber(arg()) * 2)\n"
+    "local k = jkey(id)\n"
+    "if redis.call('EXISTS', k) == 1 then return { 0 } end\n"
+    "local now = fmt(stamps(1))\n"
+    "sets[#sets + 1] = 'updated_at'\n"
+    "sets[#sets + 1] = now\n"
+    "redis.call('HSET', k, unpack(sets))\n"
+    "local n = apply({ s = false, t = false, p = false, l = false, c = false }, sets, {})\n"
+    "reindex(id, nil, n)\n"
+    "local touched, meta = meta_of(sets, {})\n"
+    "if touched then meta_index(id, k, meta) end\n"
+    "qflush()\n"
+    "if n.s == 'scheduled' and n.t then redis.call('PUBLISH', P .. ':wake', n.t) end\n"
+    "return { 1, now }\n",
+    /* CHR_RS_WRITE */
+    CHR_REDIS_PRELUDE
+    "-- update / compare-and-swap: id, invalid (0/1), nexp, expected pairs,\n"
+    "-- nabsent, fields expected absent, nset, pairs, ndel, fields\n"
+    "-- -> {1, record} | {0} (mismatch) | {-1} (not found) | {-2} (invalid)\n"
+    "local id = arg()\n"
+    "local bad = arg() == '1'\n"
+    "local exp = args(tonumber(arg()) * 2)\n"
+    "local absent = args(tonumber(arg()))\n"
+    "local sets = args(tonumber(arg()) * 2)\n"
+    "local dels = args(tonumber(arg()))\n"
+    "local k = jkey(id)\n"
+    "local o = state(k)\n"
+    "if not o then return { -1 } end\n"
+    "if #exp > 0 then\n"
+    "  local f = {}\n"
+    "  for i = 1, #exp, 2 do f[#f + 1] = exp[i] end\n"
+    "  local have = redis.call('HMGET', k, unpack(f))\n"
+    "  for i = 1, #f do\n"
+    "    if have[i] ~= exp[2 * i] then return { 0 } end\n"
+    "  end\n"
+    "end\n"
+    "if #absent > 0 then\n"
+    "  local have = redis.call('HMGET', k, unpack(absent))\n"
+    "  for i = 1, #absent do\n"
+    "    if have[i] then return { 0 } end\n"
+    "  end\n"
+    "end\n"
+    "if bad then return { -2 } end\n"
+    "sets[#sets + 1] = 'updated_at'\n"
+    "sets[#sets + 1] = fmt(stamps(1))\n"
+    "redis.call('HSET', k, unpack(sets))\n"
+    "if #dels > 0 then redis.call('HDEL', k, unpack(dels)) end\n"
+    "local n = apply(o, sets, dels)\n"
+    "reindex(id, o, n)\n"
+    "local touched, meta = meta_of(sets, dels)\n"
+    "if touched then meta_index(id, k, meta) end\n"
+    "qflush()\n"
+    "if n.s == 'scheduled' and n.t and (o.s ~= n.s or o.t ~= n.t) then\n"
+    "  redis.call('PUBLISH', P .. ':wake', n.t)\n"
+    "end\n"
+    "return { 1, redis.call('HGETALL', k) }\n",
+    /* CHR_RS_DELETE */
+    CHR_REDIS_PRELUDE
+    "-- delete: id -> 1 | 0\n"
+    "local id = arg()\n"
+    "local k = jkey(id)\n"
+    "local o = state(k)\n"
+    "if not o then return 0 end\n"
+    "meta_index(id, k, false, true)\n"
+    "redis.call('DEL', k)\n"
+    "reindex(id, o, nil)\n"
+    "qflush()\n"
+    "return 1\n",
+    /* CHR_RS_GETS */
+    CHR_REDIS_PRELUDE
+    "-- get_jobs_batch: ids -> records of the jobs found, each id once\n"
+    "local out, seen = {}, {}\n"
+    "for i = 1, #ARGV do\n"
+    "  local id = ARGV[i]\n"
+    "  if not seen[id] then\n"
+    "    seen[id] = true\n"
+    "    local h = redis.call('HGETALL', jkey(id))\n"
+    "    if #h > 0 then out[#out + 1] = h end\n"
+    "  end\n"
+    "end\n"
+    "return out\n",
+    /* CHR_RS_CLAIM */
+    CHR_REDIS_PRELUDE
+    "-- claim_due_jobs: now, limit, owner, lease_until\n"
+    "-- -> {updated_at, earliest next_run_time still scheduled ('' when none or\n"
+    "--     when the batch is full), job id...}; the caller reads the records.\n"
+    "local now, limit, owner, lease = arg(), tonumber(arg()), arg(), arg()\n"
+    "local levels = redis.call('ZREVRANGEBYSCORE', P .. ':prios', '+inf', '(10')\n"
+    "for p = 10, 0, -1 do levels[#levels + 1] = tostring(p) end\n"
+    "for _, p in ipairs(redis.call('ZREVRANGEBYSCORE', P .. ':prios', '(0', '-inf')) do\n"
+    "  levels[#levels + 1] = p\n"
+    "end\n"
+    "local out, n, st = { '', '' }, 0, nil\n"
+    "-- Claimed jobs move from due:<p> to lease (see place in the prelude).\n"
+    "local zadd\n"
+    "local function send()\n"
+    "  if zadd and #zadd > 2 then redis.call(unpack(zadd)) end\n"
+    "  zadd = { 'ZADD', LEASE }\n"
+    "end\n"
+    "send()\n"
+    "for _, p in ipairs(levels) do\n"
+    "  if n >= limit then break end\n"
+    "  local key = due_key(p)\n"
+    "  local r = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, limit - n)\n"
+    "  if #r > 0 then\n"
+    "    if not st then st = fmt(stamps(1)) end\n"
+    "    -- The due members are the front of the set: drop them by rank.\n"
+    "    redis.call('ZREMRANGEBYRANK', key, 0, #r - 1)\n"
+    "    for i = 1, #r do\n"
+    "      local id = r[i]\n"
+    "      redis.call('HSET', jkey(id), 'status', 'running', 'claimed_by', owner, 'lease_until', lease,\n"
+    "        'updated_at', st)\n"
+    "      n = n + 1\n"
+    "      out[n + 2] = id\n"
+    "      zadd[#zadd + 1] = lease\n"
+    "      zadd[#zadd + 1] = id\n"
+    "      if #zadd > 2000 then send() end\n"
+    "    end\n"
+    "  elseif tonumber(p) > 10 or tonumber(p) < 0 then\n"
+    "    if redis.call('EXISTS', key) == 0 then redis.call('ZREM', P .. ':prios', p) end\n"
+    "  end\n"
+    "end\n"
+    "send()\n"
+    "out[1] = st or ''\n"
+    "if n < limit then\n"
+    "  for _, p in ipairs(levels) do\n"
+    "    local f = redis.call('ZRANGE', due_key(p), 0, 0, 'WITHSCORES')\n"
+    "    if f[2] and (out[2] == '' or tonumber(f[2]) < tonumber(out[2])) then out[2] = f[2] end\n"
+    "  end\n"
+    "end\n"
+    "return out\n",
+    /* CHR_RS_COMPLETE */
+    CHR_REDIS_PRELUDE
+    "-- complete_jobs: n, then per item: id, owner, mode (d delete, u update,\n"
+    "-- x invalid updates), nset, pairs, ndel, fields\n"
+    "-- -> per item 'ok' | 'not_found' | 'conflict' | 'invalid'\n"
+    "local n = tonumber(arg())\n"
+    "local res, seen, base, wake = {}, {}, nil, false\n"
+    "for j = 1, n do\n"
+    "  local id, owner, mode = arg(), arg(), arg()\n"
+    "  local sets = args(tonumber(arg()) * 2)\n"
+    "  local dels = args(tonumber(arg()))\n"
+    "  if seen[id] then qflush() end\n"
+    "  seen[id] = true\n"
+    "  local k = jkey(id)\n"
+    "  local o = state(k)\n"
+    "  if not o then\n"
+    "    res[j] = 'not_found'\n"
+    "  elseif o.c ~= owner then\n"
+    "    res[j] = 'conflict'\n"
+    "  elseif mode == 'x' then\n"
+    "    res[j] = 'invalid'\n"
+    "  else\n"
+    "    if not base then base = stamps(n) end\n"
+    "    if mode == 'd' then\n"
+    "      meta_index(id, k, false, true)\n"
+    "      redis.call('DEL', k)\n"
+    "      reindex(id, o, nil)\n"
+    "    else\n"
+    "      sets[#sets + 1] = 'updated_at'\n"
+    "      sets[#sets + 1] = fmt(base + j - 1)\n"
+    "      redis.call('HSET', k, unpack(sets))\n"
+    "      if #dels > 0 then redis.call('HDEL', k, unpack(dels)) end\n"
+    "      local nw = apply(o, sets, dels)\n"
+    "      reindex(id, o, nw)\n"
+    "      local touched, meta = meta_of(sets, dels)\n"
+    "      if touched then meta_index(id, k, meta) end\n"
+    "      if nw.s == 'scheduled' and nw.t and (o.s ~= nw.s or o.t ~= nw.t) and\n"
+    "          (not wake or tonumber(nw.t) < tonumber(wake)) then\n"
+    "        wake = nw.t\n"
+    "      end\n"
+    "    end\n"
+    "    res[j] = 'ok'\n"
+    "  end\n"
+    "end\n"
+    "qflush()\n"
+    "if wake then redis.call('PUBLISH', P .. ':wake', wake) end\n"
+    "return res\n",
+    /* CHR_RS_RECOVER */
+    CHR_REDIS_PRELUDE
+    "-- recover_expired_leases: now -> {count, earliest next_run_time or ''}\n"
+    "local ids = redis.call('ZRANGEBYSCORE', LEASE, '-inf', '(' .. arg())\n"
+    "if #ids == 0 then return { 0, '' } end\n"
+    "local st = fmt(stamps(1))\n"
+    "local count, early = 0, false\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local k = jkey(id)\n"
+    "  local o = state(k)\n"
+    "  if o and o.s == 'running' then\n"
+    "    redis.call('HSET', k, 'status', 'scheduled', 'updated_at', st)\n"
+    "    redis.call('HDEL', k, 'claimed_by', 'lease_until')\n"
+    "    reindex(id, o, { s = 'scheduled', t = o.t, p = o.p, l = false, c = false })\n"
+    "    if o.t and (not early or tonumber(o.t) < tonumber(early)) then early = o.t end\n"
+    "    count = count + 1\n"
+    "  else\n"
+    "    q('ZREM', LEASE, id)\n"
+    "  end\n"
+    "end\n"
+    "qflush()\n"
+    "if early then redis.call('PUBLISH', P .. ':wake', early) end\n"
+    "return { count, early or '' }\n",
+    /* CHR_RS_EXTEND */
+    CHR_REDIS_PRELUDE
+    "-- extend_leases: owner, lease_until, ids... -> count extended\n"
+    "local owner, lease = arg(), arg()\n"
+    "local st, n = nil, 0\n"
+    "for i = 3, #ARGV do\n"
+    "  local id = ARGV[i]\n"
+    "  local k = jkey(id)\n"
+    "  local o = state(k)\n"
+    "  if o and o.s == 'running' and o.c == owner then\n"
+    "    if not st then st = fmt(stamps(1)) end\n"
+    "    redis.call('HSET', k, 'lease_until', lease, 'updated_at', st)\n"
+    "    reindex(id, o, { s = o.s, t = o.t, p = o.p, l = lease, c = o.c })\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "qflush()\n"
+    "return n\n",
+    /* CHR_RS_QUERY */
+    CHR_REDIS_PRELUDE
+    "-- query_jobs / count_jobs: mode (q records | c count), offset, limit\n"
+    "-- (-1: none), page (1: the script may apply offset and limit), statuses\n"
+    "-- (space separated, '' any), trigger_type ('' any), next_run_time gte,\n"
+    "-- lte, updated_at gte, lte (µs, '' unbounded), nids, ids..., nidx,\n"
+    "-- (path, value)... of the metadata filters\n"
+    "-- -> count | {paged (1: ordered, offset and limit applied), record...}\n"
+    "-- The C side checks every filter again (chr_filter_match), and orders and\n"
+    "-- pages the records itself when they are not paged.\n"
+    "local mode, offset, limit, page = arg(), tonumber(arg()), tonumber(arg()), arg() == '1'\n"
+    "local stlist, tt = arg(), arg()\n"
+    "local tgte, tlte, ugte, ulte = arg(), arg(), arg(), arg()\n"
+    "local ids = args(tonumber(arg()))\n"
+    "local idx = args(tonumber(arg()) * 2)\n"
+    "local sts, nst = {}, 0\n"
+    "for s in string.gmatch(stlist, '%S+') do\n"
+    "  sts[s] = true\n"
+    "  nst = nst + 1\n"
+    "end\n"
+    "local bounded = tgte ~= '' or tlte ~= ''\n"
+    "local tlo, thi = tonumber(tgte), tonumber(tlte)\n"
+    "local ulo, uhi = tonumber(ugte), tonumber(ulte)\n"
+    "local plain = tt == '' and not ulo and not uhi\n"
+    "local out, n, skipped = { 0 }, 0, 0\n"
+    "-- The key of job id when it passes the filters checked here, else nil.\n"
+    "local function pass(id)\n"
+    "  local k = jkey(id)\n"
+    "  local v = redis.call('HMGET', k, 'status', 'next_run_time', 'updated_at', 'trigger_type')\n"
+    "  if not v[1] then return nil end\n"
+    "  if nst > 0 and not sts[v[1]] then return nil end\n"
+    "  if tt ~= '' and v[4] ~= tt then return nil end\n"
+    "  if bounded then\n"
+    "    if not v[2] then return nil end\n"
+    "    local x = tonumber(v[2])\n"
+    "    if (tlo and x < tlo) or (thi and x > thi) then return nil end\n"
+    "  end\n"
+    "  if ulo or uhi then\n"
+    "    if not v[3] then return nil end\n"
+    "    local x = tonumber(v[3])\n"
+    "    if (ulo and x < ulo) or (uhi and x > uhi) then return nil end\n"
+    "  end\n"
+    "  return k\n"
+    "end\n"
+    "-- Counts or keeps a match; false once the page is full.\n"
+    "local function take(k)\n"
+    "  if mode == 'c' then\n"
+    "    n = n + 1\n"
+    "    return true\n"
+    "  end\n"
+    "  if page and skipped < offset then\n"
+    "    skipped = skipped + 1\n"
+    "    return true\n"
+    "  end\n"
+    "  n = n + 1\n"
+    "  out[n + 1] = redis.call('HGETALL', k)\n"
+    "  return not (page and limit >= 0 and n >= limit)\n"
+    "end\n"
+    "local function result()\n"
+    "  if mode == 'c' then return n end\n"
+    "  out[1] = page and 1 or 0\n"
+    "  return out\n"
+    "end\n"
+    "local function each(list)\n"
+    "  for _, id in ipairs(list) do\n"
+    "    local k = pass(id)\n"
+    "    if k and not take(k) then return end\n"
+    "  end\n"
+    "end\n"
+    "if #ids > 0 then\n"
+    "  page = false\n"
+    "  local seen, uniq = {}, {}\n"
+    "  for _, id in ipairs(ids) do\n"
+    "    if not seen[id] then\n"
+    "      seen[id] = true\n"
+    "      uniq[#uniq + 1] = id\n"
+    "    end\n"
+    "  end\n"
+    "  each(uniq)\n"
+    "  return result()\n"
+    "end\n"
+    "-- The smallest ready index among the metadata filters.\n"
+    "local best, bestn = nil, nil\n"
+    "for i = 1, #idx, 2 do\n"
+    "  if redis.call('HGET', P .. ':indexes', idx[i]) == 'ready' then\n"
+    "    local key = idx_key(idx[i], idx[i + 1])\n"
+    "    local c = redis.call('SCARD', key)\n"
+    "    if not best or c < bestn then best, bestn = key, c end\n"
+    "  end\n"
+    "end\n"
+    "if best then\n"
+    "  page = false\n"
+    "  each(redis.call('SMEMBERS', best))\n"
+    "  return result()\n"
+    "end\n"
+    "local jobs = P .. ':jobs'\n"
+    "local lo = tgte ~= '' and tgte or '-inf'\n"
+    "local hi = tlte ~= '' and tlte or (bounded and '(+inf' or '+inf')\n"
+    "-- The indexes that hold the jobs of status s (see place in the prelude).\n"
+    "local function homes(s)\n"
+    "  local z = {}\n"
+    "  if s == 'scheduled' then\n"
+    "    for _, p in ipairs(redis.call('ZRANGE', P .. ':prios', 0, -1)) do z[#z + 1] = DUEK[p] end\n"
+    "    for p = 0, 10 do z[#z + 1] = DUEK[tostring(p)] end\n"
+    "  elseif s == 'running' then\n"
+    "    z[1] = LEASE\n"
+    "  end\n"
+    "  return z, STK[s]\n"
+    "end\n"
+    "if nst > 0 then\n"
+    "  -- Few jobs of these statuses: their indexes; else the walk below.\n"
+    "  local sum = 0\n"
+    "  for s in pairs(sts) do\n"
+    "    local z, set = homes(s)\n"
+    "    for _, k in ipairs(z) do sum = sum + redis.call('ZCARD', k) end\n"
+    "    sum = sum + redis.call('SCARD', set)\n"
+    "  end\n"
+    "  if mode == 'c' and plain and not bounded then return sum end\n"
+    "  if sum <= 1000 or sum * 4 <= redis.call('ZCARD', jobs) then\n"
+    "    page = false\n"
+    "    for s in pairs(sts) do\n"
+    "      local z, set = homes(s)\n"
+    "      for _, k in ipairs(z) do each(redis.call('ZRANGE', k, 0, -1)) end\n"
+    "      each(redis.call('SMEMBERS', set))\n"
+    "    end\n"
+    "    return result()\n"
+    "  end\n"
+    "elseif plain then\n"
+    "  if mode == 'c' then return redis.call('ZCOUNT', jobs, lo, hi) end\n"
+    "  if page then\n"
+    "    for _, id in ipairs(redis.call('ZRANGEBYSCORE', jobs, lo, hi, 'LIMIT', offset, limit)) do\n"
+    "      n = n + 1\n"
+    "      out[n + 1] = redis.call('HGETALL', jkey(id))\n"
+    "    end\n"
+    "    return result()\n"
+    "  end\n"
+    "end\n"
+    "-- Walk the jobs in next_run_time order, by rank in slices, so that a page\n"
+    "-- can stop early.\n"
+    "local rank = 0\n"
+    "if tgte ~= '' then rank = redis.call('ZCOUNT', jobs, '-inf', '(' .. tgte) end\n"
+    "while true do\n"
+    "  local r = redis.call('ZRANGE', jobs, rank, rank + 999, 'WITHSCORES')\n"
+    "  for i = 1, #r, 2 do\n"
+    "    local sv = r[i + 1]\n"
+    "    if (sv == 'inf' and bounded) or (sv ~= 'inf' and thi and tonumber(sv) > thi) then\n"
+    "      return result()\n"
+    "    end\n"
+    "    local k = pass(r[i])\n"
+    "    if k and not take(k) then return result() end\n"
+    "  end\n"
+    "  if #r < 2000 then break end\n"
+    "  rank = rank + 1000\n"
+    "end\n"
+    "return result()\n",
+    /* CHR_RS_REINDEX */
+    CHR_REDIS_PRELUDE
+    "-- Builds a metadata index over the existing jobs, a slice per call: path,\n"
+    "-- cursor, count -> next cursor ('0': done, the index is ready)\n"
+    "local path, cursor, count = arg(), arg(), arg()\n"
+    "local ix = P .. ':indexes'\n"
+    "if cursor == '0' then\n"
+    "  if redis.call('HGET', ix, path) == 'ready' then return '0' end\n"
+    "  redis.call('HSETNX', ix, path, 'building')\n"
+    "end\n"
+    "IDX = { path }\n"
+    "local r = redis.call('ZSCAN', P .. ':jobs', cursor, 'COUNT', count)\n"
+    "local ids = r[2]\n"
+    "for i = 1, #ids, 2 do\n"
+    "  local k = jkey(ids[i])\n"
+    "  meta_index(ids[i], k, redis.call('HGET', k, 'x:metadata') or false)\n"
+    "end\n"
+    "qflush()\n"
+    "if r[1] == '0' then redis.call('HSET', ix, path, 'ready') end\n"
+    "return r[1]\n",
+    /* CHR_RS_NEXT */
+    CHR_REDIS_PRELUDE
+    "-- next_due_time: -> the earliest next_run_time of a scheduled job, '' when none\n"
+    "local best = ''\n"
+    "local levels = redis.call('ZRANGE', P .. ':prios', 0, -1)\n"
+    "for p = 0, 10 do levels[#levels + 1] = tostring(p) end\n"
+    "for _, p in ipairs(levels) do\n"
+    "  local f = redis.call('ZRANGE', due_key(p), 0, 0, 'WITHSCORES')\n"
+    "  if f[2] and (best == '' or tonumber(f[2]) < tonumber(best)) then best = f[2] end\n"
+    "end\n"
+    "return best\n",
+    0};
+
+#endif

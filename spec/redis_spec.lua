@@ -1,0 +1,536 @@
+-- The Redis store and lock adapters against a real redis-server (started by
+-- spec/support/redis.lua on a free loopback port): the shared contract
+-- suites, the key layout, metadata indexes, wake-ups, and failures (refused
+-- connection, CLIENT KILL, SCRIPT FLUSH, server restart) with schedulers
+-- that must still run every job exactly once, also across 4 processes.
+local chronis = require "chronis"
+local core = require "chronis.core"
+local redis = require "support.redis"
+
+local null = chronis.json.null
+local S = 1000000
+
+local function now_us()
+  local t = chronis.time.now()
+  if type(t) == "string" then t = chronis.time.parse(t) end
+  return t
+end
+
+local function iso(us) return chronis.time.format(us) end
+
+-- Drives the loop until pred() holds or `seconds` pass; pred's value.
+local function wait_for(pred, seconds)
+  return chronis.run_until(pred, seconds or 10)
+end
+
+-- STYLE.md: after each async spec no task is alive and no handle active.
+local function assert_loop_clean()
+  collectgarbage()
+  collectgarbage()
+  wait_for(function() return core.live_tasks() == 0 and core.active_handles() <= 1 end, 2)
+  assert.are.equal(0, core.live_tasks(), "tasks left alive after the test")
+  assert.are.equal(0, core.active_handles(), "libuv handles left active after close")
+end
+
+local quiet = function() end
+
+describe("redis", function()
+  local srv
+  local serial = 0
+  local function prefix()
+    serial = serial + 1
+    return ("t%d_%d"):format(os.time() % 100000, serial)
+  end
+
+  setup(function() srv = redis.start() end)
+  teardown(function() if srv then srv:stop() end end)
+
+  require("support.storage_contract")("redis", function()
+    return chronis.storage.redis(srv.url, { prefix = prefix() })
+  end)
+
+  require("support.lock_contract")("redis", function()
+    return chronis.lock.redis(srv.url .. "?prefix=" .. prefix())
+  end)
+
+  describe("URL", function()
+    local function open_error(url)
+      local ok, err = pcall(chronis.storage.open, url)
+      assert.is_false(ok, url)
+      assert.are.equal("invalid", err.code)
+      return err.message
+    end
+
+    it("names an unknown option, a bad port and a bad database", function()
+      assert.truthy(open_error("redis://127.0.0.1:1/0?bogus=1"):find("bogus", 1, true))
+      assert.truthy(open_error("redis://127.0.0.1:99999/0"):find("port", 1, true))
+      assert.truthy(open_error("redis://127.0.0.1:1/x"):find("database", 1, true))
+      assert.truthy(open_error("redis://127.0.0.1:1/0?timeout=soon"):find("timeout", 1, true))
+    end)
+
+    it("builds the URL from chronis.storage.redis(url, opts)", function()
+      local p = prefix()
+      local s = chronis.storage.redis(srv.url, { prefix = p })
+      s:create_job({ job_id = "a", status = "pending" })
+      assert.are.equal("1", srv:cli("EXISTS", "{" .. p .. "}:job:a"):match("%d"))
+      s:close()
+      assert_loop_clean()
+    end)
+  end)
+
+  describe("key layout", function()
+    after_each(assert_loop_clean)
+
+    it("computes cluster slots like Redis (CRC16/XMODEM mod 16384, hash tags)", function()
+      -- Values from the Redis Cluster specification and CLUSTER KEYSLOT.
+      assert.are.equal(12739, redis.keyslot("123456789"))
+      assert.are.equal(11058, redis.keyslot("somekey"))
+      assert.are.equal(2515, redis.keyslot("foo{hash_tag}"))
+      assert.are.equal(redis.keyslot("hash_tag"), redis.keyslot("bar{hash_tag}x"))
+      assert.are.equal(redis.keyslot("{}x"), redis.keyslot("{}x"))
+    end)
+
+    it("keeps every key of a store in the slot of its {prefix} hash tag", function()
+      local p = prefix()
+      local s = chronis.storage.redis(srv.url, { prefix = p, index_metadata = "tenant_id" })
+      local t0 = now_us()
+      s:create_job({ job_id = "due", status = "scheduled", next_run_time = t0 - S, priority = 7,
+        metadata = { tenant_id = "acme" } })
+      s:create_job({ job_id = "odd prio", status = "scheduled", next_run_time = t0 + 3600 * S,
+        priority = 42 })
+      s:create_job({ job_id = "p", status = "paused", metadata = { tenant_id = "globex" } })
+      s:create_job({ job_id = "{x}:y", status = "failed" })
+      s:create_job({ job_id = "no time", status = "scheduled" })
+      s:create_job({ job_id = "no lease", status = "running" })
+      assert.are.equal(1, #s:claim_due_jobs({ owner = "n", limit = 10, lease_seconds = 30 }))
+      local keys = {}
+      for k in srv:cli("KEYS", "{" .. p .. "}:*"):gmatch("[^\n]+") do keys[#keys + 1] = k end
+      table.sort(keys)
+      local want = {
+        "{" .. p .. "}:clock", "{" .. p .. "}:due:42", "{" .. p .. "}:idx:9:tenant_id:\"acme\"",
+        "{" .. p .. "}:idx:9:tenant_id:\"globex\"", "{" .. p .. "}:indexes", "{" .. p .. "}:job:due",
+        "{" .. p .. "}:job:odd prio", "{" .. p .. "}:job:p", "{" .. p .. "}:job:{x}:y",
+        "{" .. p .. "}:job:no time", "{" .. p .. "}:job:no lease",
+        "{" .. p .. "}:jobs", "{" .. p .. "}:lease", "{" .. p .. "}:prios",
+        "{" .. p .. "}:st:failed", "{" .. p .. "}:st:paused", "{" .. p .. "}:st:running",
+        "{" .. p .. "}:st:scheduled",
+      }
+      table.sort(want)
+      assert.are.same(want, keys)
+      local slot = redis.keyslot("{" .. p .. "}")
+      for _, k in ipairs(keys) do
+        assert.are.equal(slot, redis.keyslot(k), k)
+      end
+      -- The documented fields of a job hash.
+      local h = {}
+      local lines = {}
+      for l in srv:cli("HGETALL", "{" .. p .. "}:job:due"):gmatch("[^\n]+") do lines[#lines + 1] = l end
+      for i = 1, #lines, 2 do h[lines[i]] = lines[i + 1] end
+      assert.are.equal("running", h.status)
+      assert.are.equal("n", h.claimed_by)
+      assert.are.equal(tostring(t0 - S), h.next_run_time)
+      assert.are.equal("7", h.priority)
+      assert.are.equal('{"tenant_id":"acme"}', h["x:metadata"])
+      assert.are.equal('"acme"', h["i:tenant_id"])
+      s:close()
+    end)
+  end)
+
+  describe("metadata filters", function()
+    after_each(assert_loop_clean)
+
+    local function fill(s)
+      for i = 1, 30 do
+        s:create_job({ job_id = ("j%02d"):format(i), status = i % 3 == 0 and "paused" or "scheduled",
+          next_run_time = iso(1700000000 * S + i * S),
+          metadata = { tenant_id = "t" .. (i % 4), n = i % 2, region = { zone = i % 5 == 0 and "eu" or "us" } } })
+      end
+    end
+
+    local function ids(list)
+      local out = {}
+      for i, j in ipairs(list) do out[i] = j.job_id end
+      return out
+    end
+
+    it("give the same answers with and without index_metadata", function()
+      local p = prefix()
+      local plain = chronis.storage.redis(srv.url, { prefix = p })
+      fill(plain)
+      -- Opening with index_metadata builds the indexes over existing jobs.
+      local indexed = chronis.storage.redis(srv.url, { prefix = p, index_metadata = "tenant_id,region.zone" })
+      assert.truthy(wait_for(function()
+        return srv:cli("HGET", "{" .. p .. "}:indexes", "region.zone"):match("ready") ~= nil
+      end, 10), "the index was not built")
+      -- Writes through either store keep the index current.
+      plain:update_job("j01", { metadata = { tenant_id = "t0" } })
+      indexed:update_job("j02", { metadata = null })
+      plain:delete_job("j04")
+      local cases = {
+        { ["metadata.tenant_id"] = "t0" },
+        { ["metadata.tenant_id"] = "t1", status = "scheduled" },
+        { ["metadata.region.zone"] = "eu" },
+        { ["metadata.region.zone"] = "eu", ["metadata.tenant_id"] = "t0" },
+        { ["metadata.n"] = 1, ["metadata.tenant_id"] = "t3", next_run_time_gte = iso(1700000010 * S) },
+        { ["metadata.tenant_id"] = "nobody" },
+      }
+      for i, f in ipairs(cases) do
+        local a, b = plain:query_jobs(f), indexed:query_jobs(f)
+        assert.are.same(ids(a), ids(b), "case " .. i)
+        assert.are.same(ids(plain:query_jobs(f, 2, 1)), ids(indexed:query_jobs(f, 2, 1)), "page " .. i)
+        assert.are.equal(#a, indexed:count_jobs(f), "count " .. i)
+        assert.are.equal(#a, plain:count_jobs(f), "count " .. i)
+      end
+      assert.are.same({ "j01", "j08", "j12", "j16", "j20", "j24", "j28" },
+        ids(indexed:query_jobs({ ["metadata.tenant_id"] = "t0" })))
+      -- The index answers from its set: the job removed from it is gone.
+      assert.are.equal("0", srv:cli("SISMEMBER", "{" .. p .. "}:idx:9:tenant_id:\"t2\"", "j02"):match("%d"))
+      plain:close()
+      indexed:close()
+    end)
+  end)
+
+  describe("with 3,000 jobs", function()
+    after_each(assert_loop_clean)
+
+    -- The memory store is the reference: same jobs, same calls, same
+    -- answers (ids in order), on a set large enough for the scripts' walks
+    -- by rank and their paging.
+    it("answers queries, counts and claims like the memory store", function()
+      local mem = chronis.storage.memory()
+      local red = chronis.storage.redis(srv.url, { prefix = prefix() })
+      local T = 1700000000 * S
+      local statuses = { "scheduled", "scheduled", "scheduled", "paused", "pending", "failed", "running" }
+      for k = 0, 2999 do
+        local st = statuses[k % 7 + 1]
+        local j = { job_id = ("q%04d"):format((k * 7919) % 3000), status = st,
+          trigger_type = ({ "interval", "cron", "date" })[k % 3 + 1], priority = k % 11,
+          metadata = { tenant_id = "t" .. (k % 5) } }
+        if k % 13 ~= 0 then j.next_run_time = iso(T + (k % 600) * S) end
+        if st == "running" and k % 2 == 0 then
+          j.claimed_by, j.lease_until = "n", iso(T + (k % 50) * S)
+        end
+        mem:create_job(j)
+        red:create_job(j)
+      end
+      local function ids(list)
+        local out = {}
+        for i, j in ipairs(list) do out[i] = j.job_id end
+        return out
+      end
+      local filters = {
+        {}, { status = "scheduled" }, { status = "running" }, { status = { "paused", "failed" } },
+        { status = { "scheduled", "running", "pending" } }, { trigger_type = "cron" },
+        { next_run_time_gte = iso(T + 100 * S), next_run_time_lte = iso(T + 200 * S) },
+        { status = "scheduled", next_run_time_lte = iso(T + 50 * S) },
+        { status = "running", trigger_type = "date" }, { ["metadata.tenant_id"] = "t3" },
+        { ["metadata.tenant_id"] = "t1", status = "scheduled", trigger_type = "interval" },
+        { job_id_in = { "q0001", "q2999", "q1500", "nope", "q0001" } },
+      }
+      local pages = { { nil, nil }, { 10, 0 }, { 10, 995 }, { 25, 1490 }, { 100, 2950 }, { 0, 0 } }
+      for i, f in ipairs(filters) do
+        assert.are.equal(mem:count_jobs(f), red:count_jobs(f), "count, filter " .. i)
+        for _, pg in ipairs(pages) do
+          assert.are.same(ids(mem:query_jobs(f, pg[1], pg[2])), ids(red:query_jobs(f, pg[1], pg[2])),
+            ("filter %d, limit %s, offset %s"):format(i, tostring(pg[1]), tostring(pg[2])))
+        end
+      end
+      for round = 1, 8 do
+        local opts = { now = iso(T + round * 60 * S), limit = 97, owner = "o", lease_seconds = 30 }
+        assert.are.same(ids(mem:claim_due_jobs(opts)), ids(red:claim_due_jobs(opts)), "claim " .. round)
+      end
+      assert.are.equal(mem:count_jobs({ status = "running" }), red:count_jobs({ status = "running" }))
+      local at = iso(T + 40 * S)
+      assert.are.equal(mem:recover_expired_leases(at), red:recover_expired_leases(at))
+      assert.are.equal(mem:next_due_time(), red:next_due_time())
+      assert.are.same(ids(mem:query_jobs({ status = "running" })), ids(red:query_jobs({ status = "running" })))
+      mem:close()
+      red:close()
+    end)
+  end)
+
+  describe("wake-ups", function()
+    local made = {}
+    after_each(function()
+      for _, x in ipairs(made) do pcall(function() x:close() end) end
+      made = {}
+      assert_loop_clean()
+    end)
+
+    local function keep(x)
+      made[#made + 1] = x
+      return x
+    end
+
+    it("claim a job created elsewhere as soon as it is due, not at the next poll", function()
+      local p = prefix()
+      local store = keep(chronis.storage.redis(srv.url, { prefix = p }))
+      local other = keep(chronis.storage.redis(srv.url, { prefix = p }))
+      local ran_at
+      local sched = chronis.scheduler({ storage = store, polling_interval = 30, logger = quiet })
+      sched:handler("h", function() ran_at = now_us() end)
+      sched:start()
+      chronis.sleep(0.3) -- the first claim subscribes
+      local due = now_us() + 300000
+      other:create_job({ job_id = "soon", status = "scheduled", next_run_time = due, func_name = "h",
+        trigger_type = "date" })
+      assert.truthy(wait_for(function() return ran_at ~= nil end, 5), "not run within 5 s (poll: 30 s)")
+      assert.is_true(ran_at >= due - 20000, "ran before it was due")
+      assert.is_true(ran_at < due + 1500000, ("ran %.3f s late"):format((ran_at - due) / 1e6))
+      sched:stop()
+      sched:close()
+    end)
+
+    it("wake a scheduler for a job created before it started", function()
+      local p = prefix()
+      local store = keep(chronis.storage.redis(srv.url, { prefix = p }))
+      local due = now_us() + 500000
+      store:create_job({ job_id = "later", status = "scheduled", next_run_time = due, func_name = "h",
+        trigger_type = "date" })
+      local ran_at
+      local sched = chronis.scheduler({ storage = store, polling_interval = 30, logger = quiet })
+      sched:handler("h", function() ran_at = now_us() end)
+      sched:start()
+      assert.truthy(wait_for(function() return ran_at ~= nil end, 5), "not run within 5 s (poll: 30 s)")
+      assert.is_true(ran_at < due + 1500000, ("ran %.3f s late"):format((ran_at - due) / 1e6))
+      sched:stop()
+      sched:close()
+    end)
+  end)
+
+  describe("failures", function()
+    after_each(assert_loop_clean)
+
+    it("answers 'unavailable' when the server refuses, and connects once it is up", function()
+      local port
+      repeat port = math.random(20000, 59999) until not redis.answers(port)
+      local url = ("redis://127.0.0.1:%d/0"):format(port)
+      local s = chronis.storage.open(url .. "?queue_timeout=0.2&reconnect_max=0.2")
+      local t0 = now_us()
+      local ok, err = pcall(s.create_job, s, { job_id = "a", status = "pending" })
+      assert.is_false(ok)
+      assert.are.equal("unavailable", err.code)
+      assert.truthy(err.message:find(tostring(port), 1, true), err.message)
+      assert.is_true(now_us() - t0 < 3 * S, "a refused connection took long to fail")
+      local lock = chronis.lock.redis(url .. "?queue_timeout=0.2")
+      local lok, lerr = pcall(lock.acquire, lock, "k", 10, { owner = "o" })
+      assert.is_false(lok)
+      assert.are.equal("unavailable", lerr.code)
+      local late = redis.start({ port = port })
+      local created
+      for _ = 1, 50 do
+        created = pcall(s.create_job, s, { job_id = "a", status = "pending" })
+        if created then break end
+        chronis.sleep(0.1)
+      end
+      assert.is_true(created, "no reconnection once the server is up")
+      assert.are.equal("pending", s:get_job("a").status)
+      local got
+      for _ = 1, 50 do
+        local fine, r = pcall(lock.acquire, lock, "k", 10, { owner = "o" })
+        got = fine and r
+        if fine then break end
+        chronis.sleep(0.1)
+      end
+      assert.is_true(got, "the lock did not reconnect")
+      s:close()
+      lock:close()
+      late:stop()
+    end)
+
+    -- N one-shot jobs due now on a fresh prefix; returns the store, the
+    -- scheduler and the table of runs per job id.
+    local function run_burst(url, n, opts)
+      opts = opts or {}
+      local store = chronis.storage.open(url)
+      local now = iso(now_us())
+      for i = 1, n do
+        store:create_job({ job_id = ("job%05d"):format(i), status = "scheduled", next_run_time = now,
+          func_name = "rec", trigger_type = "date", trigger_args = { run_date = now } })
+      end
+      local runs, total = {}, 0
+      local sched = chronis.scheduler({ storage = store, polling_interval = 0.2, lease_seconds = opts.lease or 3,
+        max_workers = 20, max_queue_size = 200, logger = quiet })
+      sched:handler("rec", function(job)
+        runs[job.job_id] = (runs[job.job_id] or 0) + 1
+        total = total + 1
+        chronis.sleep(opts.pause or 0.002)
+      end)
+      sched:start()
+      return store, sched, runs, function() return total end
+    end
+
+    local function assert_exactly_once(store, sched, runs, n)
+      local ok = wait_for(function() return sched:stats().succeeded >= n end, 60)
+      assert.truthy(wait_for(function()
+        local c = 0
+        local fine, got = pcall(function() return store:count_jobs() end)
+        if fine then c = got else c = -1 end
+        return c == 0
+      end, 30), "jobs left in the store")
+      sched:stop()
+      sched:close()
+      local missing, twice = {}, {}
+      for i = 1, n do
+        local id = ("job%05d"):format(i)
+        if not runs[id] then missing[#missing + 1] = id
+        elseif runs[id] > 1 then twice[#twice + 1] = id .. " x" .. runs[id] end
+      end
+      assert.are.same({}, twice, "jobs run more than once")
+      assert.are.same({}, missing, "jobs never run")
+      assert.truthy(ok)
+      store:close()
+    end
+
+    it("keeps running every job exactly once across CLIENT KILL", function()
+      local url = srv.url .. "?prefix=" .. prefix()
+      local store, sched, runs, total = run_burst(url, 1500)
+      for _ = 1, 4 do
+        local before = total()
+        wait_for(function() return total() >= before + 150 end, 20)
+        srv:cli("CLIENT", "KILL", "TYPE", "normal")
+        srv:cli("CLIENT", "KILL", "TYPE", "pubsub")
+      end
+      assert_exactly_once(store, sched, runs, 1500)
+    end)
+
+    it("reloads its scripts after SCRIPT FLUSH and runs every job exactly once", function()
+      local url = srv.url .. "?prefix=" .. prefix()
+      local function evals()
+        return tonumber(srv:cli("INFO", "commandstats"):match("cmdstat_eval:calls=(%d+)") or "0")
+      end
+      local before_evals = evals()
+      local store, sched, runs, total = run_burst(url, 1500)
+      for _ = 1, 3 do
+        local before = total()
+        wait_for(function() return total() >= before + 200 end, 20)
+        assert.truthy(srv:cli("SCRIPT", "FLUSH"):find("OK", 1, true))
+      end
+      assert_exactly_once(store, sched, runs, 1500)
+      assert.is_true(evals() > before_evals, "no script was sent again with EVAL")
+    end)
+
+    it("recovers from a server restart (kill -9, AOF) and runs every job exactly once", function()
+      local aof = redis.start({ appendonly = true })
+      local store, sched, runs, total = run_burst(aof.url, 800, { pause = 0.005 })
+      wait_for(function() return total() >= 200 end, 20)
+      aof:kill()
+      chronis.sleep(0.5) -- the scheduler runs on, its calls wait or fail
+      aof:restart()
+      assert_exactly_once(store, sched, runs, 800)
+      aof:stop()
+    end)
+  end)
+
+  describe("lock", function()
+    local locks = {}
+    after_each(function()
+      for _, l in ipairs(locks) do l:close() end
+      locks = {}
+      assert_loop_clean()
+    end)
+
+    local function open()
+      local l = chronis.lock.redis(srv.url .. "?prefix=locks")
+      locks[#locks + 1] = l
+      return l
+    end
+
+    it("wakes a blocked acquirer on another connection when the TTL ends", function()
+      local a, b = open(), open()
+      local key = "ttl-" .. prefix()
+      assert.is_true(a:acquire(key, 0.5, { owner = "a" }))
+      local t0 = now_us()
+      assert.is_true(b:acquire(key, 10, { owner = "b", blocking = true, timeout = 5 }))
+      local waited = (now_us() - t0) / 1e6
+      assert.is_true(waited >= 0.4, ("took it after %.3f s, before the TTL ended"):format(waited))
+      assert.is_true(waited < 2, ("waited %.3f s for a 0.5 s TTL"):format(waited))
+      assert.are.equal("b", srv:cli("GET", "locks:lock:" .. key):match("%S+"))
+    end)
+
+    it("wakes a blocked acquirer at once when another connection releases", function()
+      local a, b = open(), open()
+      local key = "rel-" .. prefix()
+      assert.is_true(a:acquire(key, 30, { owner = "a" }))
+      local released_at
+      local t = chronis.spawn(function()
+        chronis.sleep(0.2)
+        released_at = now_us()
+        return a:release(key, "a")
+      end)
+      assert.is_true(b:acquire(key, 30, { owner = "b", blocking = true, timeout = 10 }))
+      local lag = (now_us() - released_at) / 1e6
+      assert.is_true(t:join())
+      assert.is_true(lag < 0.5, ("took the lock %.3f s after the release"):format(lag))
+    end)
+  end)
+
+  describe("4 scheduler processes", function()
+    local worker = [[
+local root, url, out = arg[1], arg[2], arg[3]
+package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
+package.cpath = root .. "build/lua/?.so;" .. package.cpath
+local chronis = require "chronis"
+local f = assert(io.open(out, "w"))
+local store = chronis.storage.open(url)
+local sched = chronis.scheduler({ storage = store, polling_interval = 0.2, max_workers = 50,
+  lease_seconds = 30, logger = function() end })
+sched:handler("rec", function(job) f:write(job.job_id, "\n") end)
+sched:start()
+local done = false
+chronis.spawn(function()
+  while store:count_jobs() > 0 do chronis.sleep(0.2) end
+  done = true
+end)
+chronis.run_until(function() return done end, 300)
+sched:stop()
+f:close()
+store:close()
+os.exit(done and 0 or 1)
+]]
+
+    it("run each of 10,000 one-shot jobs due now exactly once", function()
+      local N = 10000
+      local url = srv.url .. "?prefix=" .. prefix()
+      local dir = srv.dir
+      local script = dir .. "/worker.lua"
+      local f = assert(io.open(script, "w"))
+      f:write(worker)
+      f:close()
+      local store = chronis.storage.open(url)
+      local now = iso(now_us())
+      for i = 1, N do
+        store:create_job({ job_id = ("job%05d"):format(i), status = "scheduled", next_run_time = now,
+          func_name = "rec", trigger_type = "date", trigger_args = { run_date = now } })
+      end
+      local root = debug.getinfo(1, "S").source:match("^@(.*)spec/redis_spec%.lua$") or "./"
+      if root == "" then root = "./" end
+      local cmds = {}
+      for w = 1, 4 do
+        cmds[w] = ("lua5.4 %s %s '%s' %s/ran.%d > %s/worker.%d.log 2>&1"):format(script, root, url, dir, w, dir, w)
+      end
+      local ok = os.execute("(" .. table.concat(cmds, " & ") .. " & wait)")
+      assert.is_true(ok == true or ok == 0, "a worker failed")
+      local seen, dup, per = {}, {}, {}
+      for w = 1, 4 do
+        local n = 0
+        for id in io.lines(dir .. "/ran." .. w) do
+          n = n + 1
+          if seen[id] then dup[#dup + 1] = id end
+          seen[id] = true
+        end
+        per[w] = n
+      end
+      local count = 0
+      for _ in pairs(seen) do count = count + 1 end
+      assert.are.same({}, dup, "jobs run twice")
+      assert.are.equal(N, count, "jobs never run")
+      assert.are.equal(0, store:count_jobs())
+      for w = 1, 4 do
+        assert.is_true(per[w] > 0, ("worker %d ran nothing (%s)"):format(w, table.concat(per, ",")))
+      end
+      store:close()
+      assert_loop_clean()
+    end)
+  end)
+end)
