@@ -576,9 +576,13 @@ char *chr_json_unescape(const char *p, size_t n) {
   chr_buf_t b;
   chr_buf_init(&b);
   const char *end = p + n - 1, *q = p + 1;
+  chr_buf_reserve(&b, n);
   while (q < end) {
-    if (*q != '\\') {
-      chr_buf_addc(&b, *q++);
+    if (*q != '\\') { /* copy the run up to the next escape at once */
+      const char *r = q;
+      while (r < end && *r != '\\') r++;
+      chr_buf_add(&b, q, (size_t)(r - q));
+      q = r;
       continue;
     }
     if (++q >= end) break;

@@ -182,9 +182,9 @@ static char *check_id(lua_State *L, int idx) {
 
 static int l_create_job(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
+  chr_job_t *job = check_job(L, 2, 0, "create_job"); /* may raise: before op_new */
   store_op_t *op = op_new(CHR_OP_CREATE);
-  op->job = check_job(L, 2, 0, "create_job");
-  op->req.job = op->job;
+  op->req.job = op->job = job;
   return op_run(L, s, op);
 }
 
@@ -237,10 +237,19 @@ static int l_update_job(lua_State *L) {
 static int l_cas(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TTABLE);
   chr_job_t *e = check_job(L, 3, 1, "compare_and_swap_job expected");
+  char err[300];
+  chr_job_t *u = chr_job_new();
+  if (chr_job_from_lua(L, 4, u, 1, err, sizeof err) != 0) {
+    chr_job_free(e);
+    chr_job_free(u);
+    return chr_lua_error(L, CHR_EINVAL, "compare_and_swap_job updates: %s", err);
+  }
   store_op_t *op = op_new(CHR_OP_CAS);
   op->req.expected = op->expected = e;
-  op->req.job = op->job = check_job(L, 4, 1, "compare_and_swap_job updates");
+  op->req.job = op->job = u;
   op->req.id = op->id = check_id(L, 2);
   return op_run(L, s, op);
 }
@@ -470,12 +479,21 @@ static int l_extend(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   int64_t now = field_time(L, 2, "now", chr_time_now());
   double lease = field_number(L, 2, "lease_seconds", 30);
-  char *owner = field_string(L, 2, "owner", 1);
+  lua_getfield(L, 2, "ids");
+  size_t nids;
+  char **ids = check_strings(L, -1, &nids, "extend_leases ids");
+  lua_pop(L, 1);
+  lua_getfield(L, 2, "owner");
+  if (lua_type(L, -1) != LUA_TSTRING) {
+    for (size_t i = 0; i < nids; i++) free(ids[i]);
+    free(ids);
+    return chr_lua_error(L, CHR_EINVAL, "'owner' must be a string");
+  }
+  char *owner = chr_strdup(lua_tostring(L, -1));
   store_op_t *op = op_new(CHR_OP_EXTEND);
   op->req.owner = op->owner = owner;
-  lua_getfield(L, 2, "ids");
-  op->ids = op->req.ids = check_strings(L, -1, &op->nids, "extend_leases ids");
-  op->req.nids = op->nids;
+  op->ids = op->req.ids = ids;
+  op->req.nids = op->nids = nids;
   op->req.now = now;
   op->req.lease_us = (int64_t)(lease * 1e6);
   return op_run(L, s, op);

@@ -33,7 +33,7 @@ static const char usage[] =
     "  --scripts DIR        handler scripts folder (default: handlers/ beside the\n"
     "                       app, then scripts/handlers), reloaded on change\n"
     "  --storage URL        default store for schedulers created without one\n"
-    "                       (also CHRONIS_STORAGE; memory: when unset)\n"
+    "                       (also CHRONIS_STORAGE; default sqlite:chronis.db)\n"
     "  --log-level LEVEL    debug, info (default), warn or error\n"
     "  --log-format FORMAT  text (default) or json (one JSON object a line)\n"
     "  --help               show this help\n"
@@ -132,7 +132,13 @@ static int check_script(lua_State *L, const char *path, const char *as) {
   return ok ? 0 : 1;
 }
 
+/* Schedulers created without a store use this one. SQLite keeps jobs
+ * across restarts without any server. */
+#define DEFAULT_STORAGE "sqlite:chronis.db"
+
 static int run_app(lua_State *L, const char *app, const char *storage, const char *scripts) {
+  int storage_is_default = storage == NULL;
+  if (storage == NULL) storage = DEFAULT_STORAGE;
   lua_createtable(L, 0, 2);
   if (storage) {
     lua_pushstring(L, storage);
@@ -158,8 +164,9 @@ static int run_app(lua_State *L, const char *app, const char *storage, const cha
   uv_unref((uv_handle_t *)&sigint);
   uv_unref((uv_handle_t *)&sigterm);
 
-  chr_log(CHR_LOG_INFO, NULL, "chronis %s running %s%s%s", CHR_VERSION, app,
-          storage ? " with storage " : "", storage ? storage : "");
+  chr_log(CHR_LOG_INFO, NULL, "chronis %s running %s; default storage %s%s", CHR_VERSION, app,
+          storage, storage_is_default ? " (embedded default; --storage URL or CHRONIS_STORAGE "
+                                        "to change)" : "");
   lua_getglobal(L, "require");
   lua_pushliteral(L, "chronis.scripts");
   if (pcall_tb(L, 1, 1) != LUA_OK) {
@@ -192,8 +199,16 @@ static int run_app(lua_State *L, const char *app, const char *storage, const cha
     lua_pop(L, 1);
     rc = 1;
   }
+  lua_getfield(L, chronis, "close_all");
+  if (pcall_tb(L, 0, 0) != LUA_OK) {
+    fprintf(stderr, "chronis: close: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
   uv_close((uv_handle_t *)&sigint, NULL);
   uv_close((uv_handle_t *)&sigterm, NULL);
+  /* Let every closing handle finish, so schedulers free themselves and
+   * release their stores while the Lua state still exists. */
+  uv_run(chr_loop(), UV_RUN_NOWAIT);
   uv_run(chr_loop(), UV_RUN_NOWAIT);
   chr_log(CHR_LOG_INFO, NULL, "chronis stopped");
   return rc;

@@ -14,7 +14,16 @@ done
 # with Debian's npm package): only ask for it when the commands are absent.
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+# Test servers from npm (dynalite), pinned by spec/package-lock.json;
+# installed only when spec/node_modules lacks them.
+spec_npm() {
+  root=$(dirname "$0")/..
+  [ -d "$root/spec/node_modules/dynalite" ] && return 0
+  echo "deps: installing the spec servers (npm ci --prefix spec)"
+  npm ci --prefix "$root/spec" --no-audit --no-fund --loglevel=error >/dev/null
+}
 if [ -z "$missing" ]; then
+  spec_npm
   echo "deps: all packages present"
   exit 0
 fi
@@ -25,4 +34,5 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+spec_npm
 echo "deps: done"

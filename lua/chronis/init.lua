@@ -9,6 +9,8 @@ local M = {
   tz = core.tz,
   cron = core.cron,
   json = core.json,
+  http = core.http,
+  crypto = core.crypto,
   storage = core.storage,
   lock = core.lock,
   fs = core.fs,
@@ -80,7 +82,10 @@ Scheduler.__index = Scheduler
 
 -- Set by the host executable: { storage = url, app = path }.
 local host = package.loaded["chronis.host"]
-local live = setmetatable({}, { __mode = "k" })
+-- Every scheduler not yet closed. Strong references: an app's main chunk
+-- may drop its own once it has started the scheduler, and the host must
+-- still stop it gracefully on SIGTERM.
+local live = {}
 
 --- Stops every running scheduler of the process gracefully (the host calls
 --- this after SIGINT/SIGTERM). Returns their summaries.
@@ -90,6 +95,13 @@ function M.shutdown()
     if s:state() == "running" then summaries[#summaries + 1] = s:stop() end
   end
   return summaries
+end
+
+--- Closes every scheduler of the process and the host's default store, so
+--- stores flush and close (SQLite checkpoints its WAL) before exit.
+function M.close_all()
+  for s in pairs(live) do s:close() end
+  if host and host.store then host.store:close() end
 end
 
 local function copy(t)
@@ -103,8 +115,12 @@ end
 --- shutdown_grace, node_id}
 function M.scheduler(opts)
   local o = copy(opts)
-  if o.storage == nil then
-    o.storage = host and host.storage and M.storage.open(host.storage) or M.storage.memory()
+  if o.storage == nil and host and host.storage then
+    -- Under the host every scheduler without a store shares one default.
+    host.store = host.store or M.storage.open(host.storage)
+    o.storage = host.store
+  elseif o.storage == nil then
+    o.storage = M.storage.memory()
   elseif type(o.storage) == "string" then
     o.storage = M.storage.open(o.storage)
   end
@@ -134,7 +150,10 @@ function Scheduler:state() return self._e:state() end
 function Scheduler:stats() return self._e:stats() end
 function Scheduler:store() return self._store end
 function Scheduler:now() return self._e:now() end
-function Scheduler:close() self._e:close() end
+function Scheduler:close()
+  live[self] = nil
+  self._e:close()
+end
 
 -- ---- creating jobs ----
 

@@ -1,0 +1,431 @@
+-- The DynamoDB store (adapters/dynamodb.lua): its SigV4 signer against
+-- AWS's published test-suite examples, the shared storage contract against
+-- dynalite, two schedulers sharing a table, results larger than one 1 MB
+-- page, moves between tenant partitions, crash leftovers, and the mapping
+-- of DynamoDB's errors (against a fake server that answers with them).
+local chronis = require "chronis"
+local core = require "chronis.core"
+
+local ddb = assert(loadfile("adapters/dynamodb.lua", "t"))()
+
+local dynalite -- started by the first test that needs it
+local function server()
+  if not dynalite then dynalite = require("support.dynalite").start() end
+  return dynalite
+end
+
+local fake -- spec/support/http_server.js, for errors dynalite never gives
+local function fake_server()
+  if not fake then fake = require("support.http_server").start() end
+  return fake
+end
+
+teardown(function()
+  if dynalite then dynalite:stop() end
+  if fake then fake:stop() end
+end)
+
+local CREDS = "access_key_id=AKIDFAKE&secret_access_key=fake"
+local ntables = 0
+local function table_name(prefix)
+  ntables = ntables + 1
+  return ("%s_%d_%d"):format(prefix or "jobs", ntables, math.random(1e6))
+end
+
+local function opts_for(name, extra)
+  local o = { table = name, endpoint = server().endpoint, create_table = true, region = "us-east-1",
+    access_key_id = "AKIDFAKE", secret_access_key = "fake" }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return o
+end
+
+-- A store over a fresh table; inst is the adapter instance behind it.
+local function open(name, extra)
+  local inst = ddb.new(opts_for(name or table_name(), extra))
+  return chronis.storage.lua(inst, { name = "dynamodb" }), inst
+end
+
+local function client_for(name)
+  return ddb.client(opts_for(name))
+end
+
+local function drop(name)
+  pcall(function() client_for(name):call("DeleteTable", { TableName = name }) end)
+end
+
+-- Every raw item of a table (jobs, pointers, frozen items).
+local function raw_items(name)
+  local c, items, req = client_for(name), {}, { TableName = name, ConsistentRead = true }
+  repeat
+    local res = c:call("Scan", req)
+    for _, it in ipairs(res.Items) do items[#items + 1] = it end
+    req.ExclusiveStartKey = res.LastEvaluatedKey
+  until req.ExclusiveStartKey == nil
+  return items
+end
+
+local function assert_error(code, f)
+  local ok, err = pcall(f)
+  assert(not ok, "expected an error " .. code .. ", the call succeeded")
+  assert(type(err) == "table", "expected a structured error, got " .. tostring(err))
+  assert.are.equal(code, err.code, tostring(err.message))
+  return err
+end
+
+local EXAMPLE = { region = "us-east-1", service = "service", access_key_id = "AKIDEXAMPLE",
+  secret_access_key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", time = "20150830T123600Z" }
+
+local function example(fields)
+  local r = {}
+  for k, v in pairs(EXAMPLE) do r[k] = v end
+  for k, v in pairs(fields) do r[k] = v end
+  return ddb.sign(r)
+end
+
+describe("SigV4 (AWS's signature version 4 test suite)", function()
+  it("signs get-vanilla exactly as published", function()
+    local s = example{ method = "GET", url = "https://example.amazonaws.com/" }
+    assert.are.equal(table.concat({
+      "GET", "/", "", "host:example.amazonaws.com", "x-amz-date:20150830T123600Z", "",
+      "host;x-amz-date", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" }, "\n"),
+      s.canonical_request)
+    assert.are.equal(table.concat({ "AWS4-HMAC-SHA256", "20150830T123600Z",
+      "20150830/us-east-1/service/aws4_request",
+      "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63" }, "\n"), s.string_to_sign)
+    assert.are.equal("5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31", s.signature)
+    assert.are.equal("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+      .. "SignedHeaders=host;x-amz-date, "
+      .. "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31", s.authorization)
+    assert.are.equal(s.authorization, s.headers.authorization)
+    assert.are.equal("20150830T123600Z", s.headers["x-amz-date"])
+    assert.are.equal("example.amazonaws.com", s.headers.host)
+  end)
+
+  it("signs post-vanilla exactly as published", function()
+    local s = example{ method = "POST", url = "https://example.amazonaws.com/" }
+    assert.are.equal("POST\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\n"
+      .. "host;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", s.canonical_request)
+    assert.are.equal("AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n"
+      .. "553f88c9e4d10fc9e109e2aeb65f030801b70c2f6468faca261d401ae622fc87", s.string_to_sign)
+    assert.are.equal("5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b", s.signature)
+  end)
+
+  it("signs post-x-www-form-urlencoded (a signed body and content type)", function()
+    local s = example{ method = "POST", url = "https://example.amazonaws.com/", body = "Param1=value1",
+      headers = { ["Content-Type"] = "application/x-www-form-urlencoded" } }
+    assert.are.equal("content-type;host;x-amz-date", s.signed_headers)
+    assert.truthy(s.canonical_request:find(
+      "9095672bbd1f56dfc5b65f3e153adc8731a4a654192329106275f4c7b24d0b6e", 1, true))
+    assert.are.equal("ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a", s.signature)
+  end)
+
+  it("sorts and encodes the query (get-vanilla-query-order-key-case, post-vanilla-query)", function()
+    local s = example{ method = "GET", url = "https://example.amazonaws.com/?Param2=value2&Param1=value1" }
+    assert.truthy(s.canonical_request:find("^GET\n/\nParam1=value1&Param2=value2\n"))
+    assert.are.equal("b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500", s.signature)
+    s = example{ method = "POST", url = "https://example.amazonaws.com/?Param1=value1" }
+    assert.are.equal("28038455d6de14eafc1f9222cf5aa6f1a96197d7deb8263271d420d138af7f11", s.signature)
+  end)
+
+  it("encodes the path (get-utf8)", function()
+    local s = example{ method = "GET", url = "https://example.amazonaws.com/ሴ" }
+    assert.are.equal("8318018e0b0f223aa2bbf98705b62bb787dc9c0e678f255a891fd03141be5d85", s.signature)
+  end)
+
+  it("signs a session token and keeps non-default ports in host", function()
+    local s = example{ method = "POST", url = "http://127.0.0.1:8000/", session_token = "TOKEN" }
+    assert.are.equal("TOKEN", s.headers["x-amz-security-token"])
+    assert.are.equal("host;x-amz-date;x-amz-security-token", s.signed_headers)
+    assert.are.equal("127.0.0.1:8000", s.headers.host)
+    assert.are_not.equal(example{ method = "POST", url = "http://127.0.0.1:8000/" }.signature, s.signature)
+    assert.are.equal("example.amazonaws.com", example{ method = "GET", url = "https://example.amazonaws.com:443/" }.headers.host)
+  end)
+end)
+
+local table_of = setmetatable({}, { __mode = "k" })
+require("support.storage_contract")("dynamodb", function()
+  local name = table_name("contract")
+  local store = open(name)
+  table_of[store] = name
+  return store
+end, { teardown = function(store) drop(table_of[store]) end })
+
+describe("dynamodb store", function()
+  after_each(function()
+    collectgarbage()
+    assert.are.equal(0, chronis.http.inflight())
+    assert.are.equal(0, core.live_tasks())
+    assert.are.equal(0, core.active_handles())
+  end)
+
+  it("opens from a lua: storage URL and creates its table once", function()
+    local name = table_name("url")
+    local url = ("lua:adapters/dynamodb.lua?table=%s&endpoint=%s&create_table=true&%s"):format(
+      name, server().endpoint, CREDS)
+    local store = chronis.storage.open(url)
+    store:create_job({ job_id = "a", status = "scheduled", next_run_time = "2025-01-01T00:00:00Z" })
+    assert.are.equal("a", store:get_job("a").job_id)
+    local again = chronis.storage.open(url)
+    assert.are.equal("a", again:get_job("a").job_id)
+    store:close()
+    again:close()
+    local d = client_for(name):call("DescribeTable", { TableName = name }).Table
+    assert.are.equal("ACTIVE", d.TableStatus)
+    assert.are.equal("by_status", d.GlobalSecondaryIndexes[1].IndexName)
+    drop(name)
+  end)
+
+  it("fails with 'unavailable' naming create_table when the table is missing", function()
+    local store = open(table_name("missing"), { create_table = false })
+    local err = assert_error("unavailable", function() store:get_job("x") end)
+    assert.matches("create_table=true", err.message)
+    store:close()
+  end)
+
+  it("fails with 'unavailable' naming the endpoint when nothing listens there", function()
+    local store = chronis.storage.lua(ddb.new{ table = "t_down", endpoint = "http://127.0.0.1:1",
+      access_key_id = "a", secret_access_key = "b", max_retries = 1 })
+    local err = assert_error("unavailable", function() store:get_job("x") end)
+    assert.truthy(err.message:find("http://127.0.0.1:1", 1, true), err.message)
+    store:close()
+  end)
+
+  it("stores one job per id across tenants, and moves a job whose tenant changes", function()
+    local name = table_name("tenants")
+    local store = open(name)
+    store:create_job({ job_id = "j", status = "scheduled", metadata = { tenant_id = "acme" } })
+    assert_error("duplicate", function()
+      store:create_job({ job_id = "j", status = "scheduled", metadata = { tenant_id = "globex" } })
+    end)
+    store:update_job("j", { metadata = { tenant_id = "globex", n = 1 } })
+    assert.are.same({}, store:query_jobs({ ["metadata.tenant_id"] = "acme" }))
+    assert.are.equal(1, #store:query_jobs({ ["metadata.tenant_id"] = "globex" }))
+    assert.are.same({ tenant_id = "globex", n = 1 }, store:get_job("j").metadata)
+    local ok = store:compare_and_swap_job("j", { metadata = { tenant_id = "globex", n = 1 } },
+      { metadata = {} })
+    assert.is_true(ok)
+    assert.are.equal(1, #store:query_jobs({ status = "scheduled" }))
+    -- One job item (back in the JOBS partition) and its pointer, nothing else.
+    local keys = {}
+    for _, it in ipairs(raw_items(name)) do keys[#keys + 1] = it.PK.S .. " " .. it.SK.S end
+    table.sort(keys)
+    assert.are.same({ "ID#j ID", "JOBS JOB#j" }, keys)
+    assert.is_true(store:delete_job("j"))
+    assert.are.same({}, raw_items(name))
+    store:close()
+    drop(name)
+  end)
+
+  it("repairs what a crash leaves: a stale pointer, a half-done move", function()
+    local name = table_name("crash")
+    local store, inst = open(name)
+    store:create_job({ job_id = "warm", status = "pending" }) -- creates the table
+    local c = client_for(name)
+    local old = chronis.time.now() - 3600 * 1000000
+    -- A create that died after its pointer: the id is free again once old.
+    c:call("PutItem", { TableName = name, Item = { PK = { S = "ID#stale" }, SK = { S = "ID" },
+      tenant = { S = "JOBS" }, created = { N = tostring(old) } } })
+    assert.is_nil(store:get_job("stale"))
+    store:create_job({ job_id = "stale", status = "pending" })
+    assert.are.equal("pending", store:get_job("stale").status)
+    -- A pointer that young may be a create in progress: the id is taken.
+    c:call("PutItem", { TableName = name, Item = { PK = { S = "ID#young" }, SK = { S = "ID" },
+      tenant = { S = "JOBS" }, created = { N = tostring(chronis.time.now()) } } })
+    assert_error("duplicate", function() store:create_job({ job_id = "young", status = "pending" }) end)
+    -- A move frozen after its first step is finished by the next reader.
+    store:create_job({ job_id = "m", status = "scheduled", metadata = { tenant_id = "a" } })
+    local item = c:call("GetItem", { TableName = name, ConsistentRead = true,
+      Key = { PK = { S = "a" }, SK = { S = "JOB#m" } } }).Item
+    local job = chronis.json.decode(item.doc.S)
+    job.metadata.tenant_id = "b"
+    job.name = "moved"
+    local upd = tonumber(item.upd.N) + 1
+    job.updated_at = chronis.time.format(upd)
+    c:call("UpdateItem", { TableName = name, Key = { PK = { S = "a" }, SK = { S = "JOB#m" } },
+      UpdateExpression = "SET moved = :to, mdoc = :doc, upd = :u REMOVE st, due",
+      ExpressionAttributeValues = { [":to"] = { S = "b" }, [":doc"] = { S = chronis.json.encode(job) },
+        [":u"] = { N = ("%d"):format(upd) } } })
+    inst.where = {} -- as another process would, knowing nothing
+    assert.are.equal("moved", store:get_job("m").name)
+    assert.are.equal("m", store:query_jobs({ ["metadata.tenant_id"] = "b" })[1].job_id)
+    assert.is_nil(c:call("GetItem", { TableName = name, ConsistentRead = true,
+      Key = { PK = { S = "a" }, SK = { S = "JOB#m" } } }).Item)
+    store:close()
+    drop(name)
+  end)
+
+  it("returns complete results beyond 1 MB pages (1,500 jobs of 1 KB kwargs)", function()
+    local name = table_name("pages")
+    local store, inst = open(name)
+    local pad = ("x"):rep(1024)
+    local tasks = {}
+    for w = 1, 10 do
+      tasks[w] = chronis.spawn(function()
+        for i = w, 1500, 10 do
+          store:create_job({ job_id = ("p%04d"):format(i), status = i % 3 == 0 and "paused" or "scheduled",
+            next_run_time = chronis.time.format(chronis.time.parse("2025-01-01T00:00:00Z") + i * 1000000),
+            kwargs = { pad = pad, i = i }, metadata = { tenant_id = i % 2 == 0 and "even" or "odd" } })
+        end
+      end)
+    end
+    for _, t in ipairs(tasks) do t:join() end
+    local calls = {}
+    local attempt = inst.client.attempt
+    inst.client.attempt = function(self, op, payload)
+      calls[op] = (calls[op] or 0) + 1
+      return attempt(self, op, payload)
+    end
+    local all = store:query_jobs()
+    assert.are.equal(1500, #all)
+    for i, j in ipairs(all) do
+      assert.are.equal(("p%04d"):format(i), j.job_id)
+      assert.are.equal(i, j.kwargs.i)
+    end
+    assert.is_true(calls.Scan >= 2, "the scan was not paged: " .. tostring(calls.Scan))
+    assert.are.equal(1500, store:count_jobs())
+    assert.are.equal(1000, store:count_jobs({ status = "scheduled" }))
+    assert.is_true(calls.Query >= 2, "the index query was not paged")
+    assert.are.equal(750, #store:query_jobs({ ["metadata.tenant_id"] = "even" }))
+    assert.are.equal(250, store:count_jobs({ ["metadata.tenant_id"] = "even", status = "paused" }))
+    local tail = store:query_jobs({}, 10, 1495)
+    assert.are.equal(5, #tail)
+    assert.are.equal("p1496", tail[1].job_id)
+    local ids = {}
+    for i = 1, 250 do ids[i] = ("p%04d"):format(i * 6) end
+    assert.are.equal(250, #store:query_jobs({ job_id_in = ids }))
+    local claimed = store:claim_due_jobs({ now = "2025-01-02T00:00:00Z", limit = 1200, owner = "n", lease_seconds = 60 })
+    assert.are.equal(1000, #claimed)
+    store:close()
+    drop(name)
+  end)
+
+  it("runs each of 2,000 one-shot jobs exactly once with two schedulers on one table", function()
+    local name = table_name("two")
+    local store1 = open(name)
+    local store2 = open(name)
+    local runs, by = {}, {}
+    local function scheduler(store, tag)
+      local s = chronis.scheduler{ storage = store, polling_interval = 0.2, max_workers = 50,
+        logger = function(level, msg) if level == "error" then print(tag, msg) end end }
+      s:handler("count", function(job)
+        runs[job.job_id] = (runs[job.job_id] or 0) + 1
+        by[tag] = (by[tag] or 0) + 1
+      end)
+      return s
+    end
+    local s1, s2 = scheduler(store1, "s1"), scheduler(store2, "s2")
+    local now = chronis.time.format(chronis.time.now())
+    local tasks = {}
+    for w = 1, 20 do
+      tasks[w] = chronis.spawn(function()
+        for i = w, 2000, 20 do
+          s1:create_date_job{ job_id = ("one%04d"):format(i), func_name = "count", run_date = now }
+        end
+      end)
+    end
+    for _, t in ipairs(tasks) do t:join() end
+    s1:start()
+    s2:start()
+    local done = chronis.run_until(function()
+      local n = 0
+      for _ in pairs(runs) do n = n + 1 end
+      return n == 2000
+    end, 240)
+    assert.is_true(chronis.run_until(function() return store1:count_jobs() == 0 end, 30),
+      "completed one-shot jobs were not deleted")
+    s1:stop(5)
+    s2:stop(5)
+    assert.is_true(done, "not every job ran")
+    for i = 1, 2000 do
+      local id = ("one%04d"):format(i)
+      assert(runs[id] == 1, ("job %s ran %s times"):format(id, tostring(runs[id])))
+    end
+    assert.is_true((by.s1 or 0) > 0 and (by.s2 or 0) > 0, "one scheduler did all the work")
+    assert.are.equal(0, #raw_items(name), "items left behind")
+    store1:close()
+    store2:close()
+    drop(name)
+  end)
+end)
+
+describe("dynamodb errors", function()
+  after_each(function()
+    assert.are.equal(0, chronis.http.inflight())
+  end)
+
+  local function fake_client(path, extra)
+    local o = { table = "t_fake", endpoint = fake_server().url(path), access_key_id = "a", secret_access_key = "b" }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return ddb.client(ddb.options(o))
+  end
+
+  it("retries throttled requests with backoff, then succeeds", function()
+    local c = fake_client("/throttle/a/3")
+    local slept = {}
+    local sleep = c.sleep
+    c.sleep = function(s) slept[#slept + 1] = s; sleep(s) end
+    local res = c:call("PutItem", { TableName = "t_fake", Item = {} })
+    assert.are.equal(4, res.seen)
+    assert.are.equal(3, c.retries)
+    assert.are.equal(3, #slept)
+    assert.is_true(slept[3] > slept[1], "no backoff")
+  end)
+
+  it("gives up after max_retries throttles with 'unavailable'", function()
+    local c = fake_client("/throttle/b/100", { max_retries = 2 })
+    local err = assert_error("unavailable", function() c:call("GetItem", { TableName = "t_fake" }) end)
+    assert.matches("ThrottlingException after 3 attempts", err.message)
+  end)
+
+  it("maps DynamoDB's errors to contract errors", function()
+    local cases = {
+      { "ValidationException", "invalid" },
+      { "ResourceNotFoundException", "unavailable" },
+      { "UnrecognizedClientException", "unavailable" },
+      { "ConditionalCheckFailedException", "conflict" },
+      { "InternalServerError", "unavailable" },
+    }
+    for _, case in ipairs(cases) do
+      local c = fake_client("/dynamo-error/" .. case[1], { max_retries = 0 })
+      local err = assert_error(case[2], function() c:call("PutItem", { TableName = "t_fake" }) end)
+      assert.truthy(err.message:find(case[1], 1, true) or err.message:find("fake", 1, true), err.message)
+    end
+    local c = fake_client("/dynamo-error/ConditionalCheckFailedException")
+    assert.is_nil(c:call("PutItem", { TableName = "t_fake" }, true))
+  end)
+
+  it("turns a ValidationException from the store into 'invalid'", function()
+    local store = open(table_name("valid"))
+    local err = assert_error("invalid", function()
+      store:create_job({ job_id = ("k"):rep(2000), status = "pending" })
+    end)
+    assert.matches("dynamodb PutItem", err.message)
+    store:close()
+  end)
+
+  it("takes credentials and region from the AWS environment variables", function()
+    local saved = os.getenv
+    local env = { AWS_ACCESS_KEY_ID = "AKIDENV", AWS_SECRET_ACCESS_KEY = "secret", AWS_SESSION_TOKEN = "tok",
+      AWS_REGION = "eu-west-1" }
+    os.getenv = function(k) return env[k] end
+    local ok, o = pcall(ddb.options, { table = "t_env" })
+    os.getenv = saved
+    assert(ok, tostring(o))
+    assert.are.equal("AKIDENV", o.access_key_id)
+    assert.are.equal("secret", o.secret_access_key)
+    assert.are.equal("tok", o.session_token)
+    assert.are.equal("eu-west-1", o.region)
+    assert.are.equal("https://dynamodb.eu-west-1.amazonaws.com", o.endpoint)
+    os.getenv = function() return nil end
+    local ok2, err = pcall(ddb.options, { table = "t_env" })
+    os.getenv = saved
+    assert.is_false(ok2)
+    assert.are.equal("invalid", err.code)
+    assert.matches("AWS_ACCESS_KEY_ID", err.message)
+  end)
+
+  it("refuses unknown options and a bad table name", function()
+    assert_error("invalid", function() ddb.new{ table = "ok_name", bogus = 1, access_key_id = "a", secret_access_key = "b" } end)
+    assert_error("invalid", function() ddb.new{ table = "no spaces", access_key_id = "a", secret_access_key = "b" } end)
+  end)
+end)
