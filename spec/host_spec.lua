@@ -152,4 +152,44 @@ sched:start()
     end
     assert.is_true(n >= 2, "expected log lines, got: " .. err)
   end)
+
+  local KEEP_APP = [[
+local chronis = require "chronis"
+local sched = chronis.scheduler { polling_interval = 0.1 }
+sched:handler("tick", function() print("TICK") io.stdout:flush() end)
+sched:every{ hours = 1 }:config{ job_id = "hourly", if_exists = "skip" }:run("tick")
+sched:once("2099-01-01T00:00:00Z"):config{ job_id = "later", if_exists = "skip" }:run("tick")
+sched:start()
+]]
+
+  it("keeps jobs in sqlite:chronis.db by default, across restarts, without duplicates", function()
+    write(dir .. "/app.lua", KEEP_APP)
+    for round = 1, 2 do
+      local code, _, err = chronis_run("run app.lua", 1)
+      assert.are.equal(0, code, err)
+      local first = err:match("^[^\n]*")
+      assert.truthy(first:find("default storage sqlite:chronis.db", 1, true), first)
+      -- A clean shutdown closes the store: SQLite folds its WAL back.
+      assert.is_nil(io.open(dir .. "/chronis.db-wal"), "round " .. round .. " left a WAL file")
+    end
+    local store = chronis.storage.open("sqlite:" .. dir .. "/chronis.db")
+    assert.are.equal(2, store:count_jobs())
+    assert.are.equal("scheduled", store:get_job("hourly").status)
+    store:close()
+  end)
+
+  it("takes the default store from --storage or CHRONIS_STORAGE", function()
+    write(dir .. "/app.lua", KEEP_APP)
+    local code, _, err = chronis_run("--storage memory: run app.lua", 0.5)
+    assert.are.equal(0, code, err)
+    assert.truthy(err:find("default storage memory:", 1, true), err)
+    assert.is_nil(io.open(dir .. "/chronis.db"), "--storage memory: still created chronis.db")
+    code, _, err = chronis_run("run app.lua", 0.5)
+    assert.are.equal(0, code, err)
+    local env_dir = dir .. "/other.db"
+    local cmd = ("cd %s && CHRONIS_STORAGE=sqlite:%s timeout --preserve-status -s TERM 0.5 %s run app.lua "
+      .. ">/dev/null 2>&1"):format(shell_quote(dir), shell_quote(env_dir), shell_quote(BIN))
+    os.execute(cmd)
+    assert.truthy(io.open(env_dir), "CHRONIS_STORAGE was not used")
+  end)
 end)

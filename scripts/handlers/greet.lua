@@ -1,0 +1,3 @@
+return function(job)
+  print("[app] one-shot: hello, " .. job.kwargs.name)
+end
