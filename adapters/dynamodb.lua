@@ -1,5 +1,8 @@
--- dynamodb.lua - the Amazon DynamoDB store, written in Lua on chronis.http
--- and chronis.crypto (requests signed with AWS Signature Version 4):
+-- dynamodb.lua - the Amazon DynamoDB store, written in Lua on chronis.http,
+-- with chronis.aws for the AWS side (SigV4 signing, credentials, the
+-- DynamoDB client with its retries and error mapping) and
+-- chronis.adapter_kit for the checks, comparisons, filters and orders that
+-- every Lua adapter shares:
 --
 --   lua:adapters/dynamodb.lua?table=chronis_jobs&region=us-east-1
 --   lua:adapters/dynamodb.lua?table=t&endpoint=http://127.0.0.1:8000&create_table=true
@@ -31,318 +34,44 @@
 -- meets a frozen item finishes steps 2-4 (they are idempotent) and retries.
 local chronis = require "chronis"
 
-local json, http, crypto = chronis.json, chronis.http, chronis.crypto
+local aws = require "chronis.aws"
+local kit = require "chronis.adapter_kit"
+
+local json = chronis.json
 local null = json.null
 local parse_time, format_time = chronis.time.parse, chronis.time.format
+local fail, message_of, copy = kit.fail, kit.message_of, kit.copy
+local S, N = aws.dynamodb.S, aws.dynamodb.N
 
 local M = {}
 
-local function fail(code, fmt, ...)
-  error(chronis.error(code, fmt:format(...)), 2)
-end
+--- client(opts): the DynamoDB client the store uses (chronis.aws's), for
+--- tools and specs that talk to the store's table directly.
+M.client = aws.dynamodb.client
 
-local function message_of(err)
-  return type(err) == "table" and tostring(err.message) or tostring(err)
-end
-
--- ---------------------------------------------------------------------------
--- AWS Signature Version 4
-
-local function uri_encode(s, keep_slash)
-  return (s:gsub("[^%w%-%._~" .. (keep_slash and "/" or "") .. "]", function(c)
-    return ("%%%02X"):format(c:byte())
-  end))
-end
-
-local function uri_decode(s)
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
--- scheme, host (with a non-default port), path, query of a URL.
-local function split_url(url)
-  local scheme, authority, rest = url:match("^(%a[%w+.-]*)://([^/?#]+)(.*)$")
-  if not scheme then return nil end
-  scheme = scheme:lower()
-  local host, port = authority:match("^(.-):(%d+)$")
-  if not host then host = authority end
-  host = host:lower()
-  if port and not ((scheme == "http" and port == "80") or (scheme == "https" and port == "443")) then
-    host = host .. ":" .. port
-  end
-  local path, query = rest:match("^([^?#]*)%??([^#]*)")
-  if path == "" then path = "/" end
-  return scheme, host, path, query
-end
-
-local function canonical_query(q)
-  if q == nil or q == "" then return "" end
-  local pairs_ = {}
-  for part in q:gmatch("[^&]+") do
-    local k, v = part:match("^([^=]*)=?(.*)$")
-    pairs_[#pairs_ + 1] = { uri_encode(uri_decode(k)), uri_encode(uri_decode(v)) }
-  end
-  table.sort(pairs_, function(a, b)
-    if a[1] ~= b[1] then return a[1] < b[1] end
-    return a[2] < b[2]
-  end)
-  for i, p in ipairs(pairs_) do pairs_[i] = p[1] .. "=" .. p[2] end
-  return table.concat(pairs_, "&")
-end
-
-local function hmac(key, s) return crypto.hmac_sha256(key, s) end
-
---- sign{method, url, headers, body, region, service, access_key_id,
---- secret_access_key, session_token, time = "YYYYMMDDTHHMMSSZ"} -> a table:
---- headers (the given ones plus host, x-amz-date, x-amz-security-token and
---- authorization), authorization, canonical_request, string_to_sign,
---- signature, signed_headers. Every header given is signed.
-function M.sign(r)
-  local _, host, path, query = split_url(r.url)
-  if not host then error("sign: invalid url " .. tostring(r.url), 2) end
-  local amz_date = r.time or os.date("!%Y%m%dT%H%M%SZ")
-  local date = amz_date:sub(1, 8)
-  local headers = {}
-  for k, v in pairs(r.headers or {}) do headers[k:lower()] = tostring(v) end
-  headers.host = headers.host or host
-  headers["x-amz-date"] = amz_date
-  if r.session_token then headers["x-amz-security-token"] = r.session_token end
-  local names = {}
-  for k in pairs(headers) do names[#names + 1] = k end
-  table.sort(names)
-  local lines = {}
-  for i, k in ipairs(names) do
-    local v = headers[k]:gsub("^%s+", ""):gsub("%s+$", ""):gsub("%s+", " ")
-    lines[i] = k .. ":" .. v .. "\n"
-  end
-  local signed = table.concat(names, ";")
-  local segments = {}
-  for seg in (path .. "/"):gmatch("([^/]*)/") do segments[#segments + 1] = uri_encode(uri_decode(seg)) end
-  local canonical_uri = table.concat(segments, "/")
-  if canonical_uri == "" then canonical_uri = "/" end
-  local canonical = table.concat({
-    r.method:upper(), canonical_uri, canonical_query(query), table.concat(lines), signed,
-    crypto.sha256_hex(r.body or ""),
-  }, "\n")
-  local scope = ("%s/%s/%s/aws4_request"):format(date, r.region, r.service)
-  local to_sign = table.concat({ "AWS4-HMAC-SHA256", amz_date, scope, crypto.sha256_hex(canonical) }, "\n")
-  local key = hmac(hmac(hmac(hmac("AWS4" .. r.secret_access_key, date), r.region), r.service), "aws4_request")
-  local signature = crypto.hmac_sha256_hex(key, to_sign)
-  local authorization = ("AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s"):format(
-    r.access_key_id, scope, signed, signature)
-  headers.authorization = authorization
-  return { headers = headers, authorization = authorization, canonical_request = canonical,
-           string_to_sign = to_sign, signature = signature, signed_headers = signed }
-end
-
--- ---------------------------------------------------------------------------
--- The DynamoDB JSON API
-
-local READ_ONLY = { GetItem = true, BatchGetItem = true, Query = true, Scan = true, DescribeTable = true }
-local THROTTLED = { ProvisionedThroughputExceededException = true, ThrottlingException = true,
-  RequestLimitExceeded = true, LimitExceededException = true }
-local AUTH = { UnrecognizedClientException = true, InvalidSignatureException = true,
-  AccessDeniedException = true, MissingAuthenticationTokenException = true,
-  IncompleteSignatureException = true, ExpiredTokenException = true }
-
-local Client = {}
-Client.__index = Client
-
---- client{endpoint, region, access_key_id, secret_access_key,
---- session_token, timeout, max_retries, table}: a signed DynamoDB JSON API
---- client. client:call(op, payload) -> the decoded answer.
-function M.client(o)
-  local c = setmetatable({
-    endpoint = o.endpoint, region = o.region, access_key_id = o.access_key_id,
-    secret_access_key = o.secret_access_key, session_token = o.session_token,
-    timeout = o.timeout or 10, max_retries = o.max_retries or 8, table = o.table,
-    retries = 0, -- throttling and transport retries so far (statistics)
-    sleep = chronis.sleep, random = math.random,
-  }, Client)
-  return c
-end
-
--- One attempt: true, answer | false, {type=, message=, status=, transport=}.
-function Client:attempt(op, payload)
-  local body = json.encode(payload)
-  local s = M.sign{
-    method = "POST", url = self.endpoint, body = body, region = self.region, service = "dynamodb",
-    access_key_id = self.access_key_id, secret_access_key = self.secret_access_key,
-    session_token = self.session_token,
-    headers = { ["content-type"] = "application/x-amz-json-1.0", ["x-amz-target"] = "DynamoDB_20120810." .. op },
-  }
-  local ok, res = pcall(http.request, { method = "POST", url = self.endpoint, headers = s.headers, body = body,
-    timeout = self.timeout })
-  if not ok then
-    if type(res) == "table" and (res.code == "unavailable" or res.code == "timeout") then
-      return false, { transport = res.code, message = res.message }
-    end
-    error(res, 0)
-  end
-  if res.status == 200 then
-    local dok, data = pcall(json.decode, res.body)
-    if dok and type(data) == "table" then return true, data end
-    return false, { type = "BadResponse", message = "unreadable answer: " .. res.body:sub(1, 200), status = 200 }
-  end
-  local dok, data = pcall(json.decode, res.body)
-  local info = { status = res.status, type = "HTTP" .. res.status, message = res.body:sub(1, 300) }
-  if dok and type(data) == "table" then
-    info.type = tostring(data.__type or info.type):match("([^#]*)$")
-    info.message = data.message or data.Message or info.message
-  end
-  return false, info
-end
-
--- Whether an error is worth another attempt: throttling always (nothing was
--- done), server errors and lost connections only for reads (a write may
--- have happened).
-local function retryable(op, info)
-  if THROTTLED[info.type] then return true end
-  if READ_ONLY[op] and (info.transport or (info.status and info.status >= 500)) then return true end
-  return false
-end
-
--- call(op, payload [, ccf_ok]) -> answer, or nil when ccf_ok and the
--- write's condition failed. Raises contract errors for the rest.
-function Client:call(op, payload, ccf_ok)
-  local attempt = 0
-  while true do
-    attempt = attempt + 1
-    local ok, res = self:attempt(op, payload)
-    if ok then return res end
-    if res.type == "ConditionalCheckFailedException" and ccf_ok then return nil, res end
-    if not retryable(op, res) or attempt > self.max_retries then
-      local where = ("dynamodb %s (table '%s' at %s)"):format(op, tostring(self.table), self.endpoint)
-      if res.transport then fail(res.transport, "%s: %s", where, res.message) end
-      if THROTTLED[res.type] or (res.status or 0) >= 500 then
-        fail("unavailable", "%s: %s after %d attempts: %s", where, res.type, attempt, res.message)
-      end
-      if res.type == "ResourceNotFoundException" then
-        fail("unavailable", "%s: %s (create the table, or open the store with create_table=true)",
-          where, res.message)
-      end
-      if res.type == "ValidationException" then fail("invalid", "%s: %s", where, res.message) end
-      if res.type == "ConditionalCheckFailedException" then fail("conflict", "%s: %s", where, res.message) end
-      if AUTH[res.type] then
-        fail("unavailable", "%s: credentials refused (%s): %s", where, res.type, res.message)
-      end
-      fail("unavailable", "%s: %s: %s", where, res.type, res.message)
-    end
-    self.retries = self.retries + 1
-    -- Exponential backoff with full jitter: 25 ms, 50 ms, ... capped at 2 s.
-    local cap = math.min(2, 0.025 * 2 ^ (attempt - 1))
-    self.sleep(cap * (0.5 + self.random() / 2))
-  end
-end
-
--- ---------------------------------------------------------------------------
--- Records (the checks of DESIGN.md §4, as adapters/file.lua makes them)
-
-local STATUSES = { pending = true, scheduled = true, running = true, paused = true, failed = true }
-local STATUS_LIST = "pending, scheduled, running, paused or failed"
-local TRIGGER_TYPES = { interval = true, cron = true, date = true }
-local TIME_FIELDS = { "next_run_time", "created_at", "updated_at", "last_run_time",
-  "last_scheduled_time", "lease_until" }
-local FILTER_KEYS = "status, trigger_type, next_run_time_lte/gte, updated_at_lte/gte, "
-  .. "metadata.<key>, job_id_in"
 local NO_DUE = 9000000000000000000 -- sorts after every real time
 local STALE_POINTER_US = 60 * 1000000
 local MAX_RETRIES = 50
 
-local function to_us(value, what)
-  if math.type(value) == "integer" then return value end
-  if type(value) == "string" then
-    local ok, us = pcall(parse_time, value)
-    if ok then return us end
-    fail("invalid", "%s: %s", what, message_of(us))
-  end
-  fail("invalid", "%s: expected an ISO-8601 time or integer microseconds, got %s", what, type(value))
-end
-
-local function same(a, b)
-  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
-  for k, v in pairs(a) do
-    if not same(v, b[k]) then return false end
-  end
-  for k in pairs(b) do
-    if a[k] == nil then return false end
-  end
-  return true
-end
-
-local function shallow_copy(t)
-  local out = {}
-  for k, v in pairs(t) do out[k] = v end
-  return out
-end
-
-local function check_fields(t, where, partial)
-  for _, f in ipairs(TIME_FIELDS) do
-    if t[f] ~= nil and t[f] ~= null then
-      t[f] = format_time(to_us(t[f], ("%s: invalid field '%s'"):format(where, f)))
-    end
-  end
-  if t.status ~= nil and not (partial and t.status == null) and not STATUSES[t.status] then
-    fail("invalid", "%s: invalid field 'status': expected %s", where, STATUS_LIST)
-  end
-  local p = t.priority
-  if p ~= nil and p ~= null and not (type(p) == "number" and math.tointeger(p)) then
-    fail("invalid", "%s: invalid field 'priority': expected an integer", where)
-  end
-end
-
+-- Stricter than the kit's check_id: this store has always refused an empty
+-- id as well.
 local function check_id(id, what)
   if type(id) ~= "string" or id == "" then
     fail("invalid", "%s: job id must be a non-empty string, got %s", what, type(id))
   end
 end
 
-local function check_record(job)
-  if type(job) ~= "table" then fail("invalid", "create_job: a job must be a table, got %s", type(job)) end
-  if type(job.job_id) ~= "string" or job.job_id == "" then
-    fail("invalid", "create_job: field 'job_id' is required (a non-empty string)")
+-- The kit's lease_options, but the owner must not be empty: a claim is
+-- recognised by its `claimed` attribute, which an empty owner never sets.
+local function lease_options(opts, what)
+  if type(opts) == "table" and (type(opts.owner) ~= "string" or opts.owner == "") then
+    fail("invalid", "%s: 'owner' must be a non-empty string", what)
   end
-  local rec = {}
-  for k, v in pairs(job) do
-    if v ~= null then rec[k] = v end
-  end
-  local where = ("job '%s'"):format(rec.job_id)
-  if rec.status == nil then fail("invalid", "%s: field 'status' is required", where) end
-  check_fields(rec, where, false)
-  return rec
+  return kit.lease_options(opts, what)
 end
 
-local function check_updates(id, updates)
-  if type(updates) ~= "table" then
-    fail("invalid", "job '%s': updates must be a table, got %s", id, type(updates))
-  end
-  local u = shallow_copy(updates)
-  local where = ("job '%s'"):format(id)
-  if u.job_id ~= nil and u.job_id ~= id then fail("invalid", "%s: job_id cannot be changed", where) end
-  if u.status == null then fail("invalid", "%s: status cannot be removed", where) end
-  check_fields(u, where, true)
-  return u
-end
-
-local function matches(job, expected)
-  for k, want in pairs(expected) do
-    local have = job[k]
-    if want == null then
-      if have ~= nil then return false end
-    elseif have == nil or not same(have, want) then
-      return false
-    end
-  end
-  return true
-end
-
-local function metadata_at(job, path)
-  local v = job.metadata
-  for part in path:gmatch("[^.]+") do
-    if type(v) ~= "table" then return nil end
-    v = v[part]
-  end
-  return v
-end
+-- The record of an entry, for the kit's sorts.
+local function job_of(e) return e.job end
 
 -- The partition of a tenant value (metadata.tenant_id); JOBS for none.
 local function partition_of(tenant)
@@ -354,9 +83,6 @@ end
 local function tenant_pk(job)
   return partition_of(type(job.metadata) == "table" and job.metadata.tenant_id or nil)
 end
-
-local function N(i) return { N = ("%d"):format(i) } end
-local function S(s) return { S = s } end
 
 local function job_key(pk, id) return { PK = S(pk), SK = S("JOB#" .. id) } end
 local function pointer_key(id) return { PK = S("ID#" .. id), SK = S("ID") } end
@@ -384,8 +110,6 @@ local function entry_of(item)
     return e
   end
   e.job = json.decode(item.doc.S)
-  e.nrt = tonumber(item.due.N)
-  if e.nrt == NO_DUE then e.nrt = nil end
   return e
 end
 
@@ -395,14 +119,11 @@ local function encode_record(rec)
   return text
 end
 
--- ---------------------------------------------------------------------------
--- The store
-
 local Store = {}
 Store.__index = Store
 
 function Store:call(op, payload, ccf_ok)
-  if self.closed then error("attempt to use a closed store", 3) end
+  kit.check_open(self)
   self:ensure_table()
   payload.TableName = payload.TableName or self.table
   return self.client:call(op, payload, ccf_ok)
@@ -620,20 +341,17 @@ function Store:write(e, job)
   return true, doc
 end
 
--- The record e's job becomes with updates u (null removes a field).
+-- The record e's job becomes with checked updates u (null removes a field).
 function Store:merged(e, u)
-  local rec = shallow_copy(e.job)
-  for k, v in pairs(u) do
-    if v == null then rec[k] = nil else rec[k] = v end
-  end
+  local rec = kit.apply(copy(e.job), u)
   rec.updated_at = format_time(self:stamp(e.upd))
   return rec
 end
 
--- ---- operations (DESIGN.md §4)
+-- The operations (DESIGN.md §4).
 
 function Store:create_job(job)
-  local rec = check_record(job)
+  local rec = kit.check_record(job, "create_job")
   local id = rec.job_id
   local now = self:stamp()
   rec.updated_at = format_time(now)
@@ -690,7 +408,7 @@ end
 
 function Store:update_job(id, updates)
   check_id(id, "update_job")
-  local u = check_updates(id, updates)
+  local u = kit.check_updates(id, updates)
   for _ = 1, MAX_RETRIES do
     local e = self:locate(id)
     if e == nil then fail("not_found", "job '%s' not found", id) end
@@ -702,16 +420,12 @@ end
 
 function Store:compare_and_swap_job(id, expected, updates)
   check_id(id, "compare_and_swap_job")
-  if type(expected) ~= "table" then
-    fail("invalid", "job '%s': expected must be a table, got %s", id, type(expected))
-  end
-  local want = shallow_copy(expected)
-  check_fields(want, ("job '%s': expected"):format(id), true)
-  local u = check_updates(id, updates)
+  local want = kit.check_expected(id, expected)
+  local u = kit.check_updates(id, updates)
   for _ = 1, MAX_RETRIES do
     local e = self:locate(id)
     if e == nil then fail("not_found", "job '%s' not found", id) end
-    if not matches(e.job, want) then return false, nil end
+    if not kit.matches(e.job, want) then return false, nil end
     local ok, doc = self:write(e, self:merged(e, u))
     if ok then return true, json.decode(doc) end
   end
@@ -745,79 +459,43 @@ function Store:delete_job(id)
   fail("conflict", "delete_job: job '%s' kept changing", id)
 end
 
--- filters -> { test(entry), ids, tenant, status, where (server-side
--- FilterExpression parts), values, bounds }
-local function compile_filters(filters)
-  local f = { tests = {}, where = {}, due_where = {}, values = {}, n = 0 }
-  if filters == nil then return f end
-  if type(filters) ~= "table" then fail("invalid", "filters must be a table, got %s", type(filters)) end
+-- The plan of a query for filters: the kit's match(rec) (which checks
+-- every key first) and the ids of job_id_in, plus what DynamoDB can narrow
+-- by: the tenant's partition, a single status (the index), the bounds on
+-- next_run_time (nrt.lte/gte; the index's sort key, `due`), and
+-- FilterExpression parts (where for any source, due_where for the table
+-- only) with their values.
+local function plan(filters)
+  local f = { where = {}, due_where = {}, values = {}, n = 0 }
+  f.match, f.ids = kit.compile_filters(filters)
   local function value(v)
     f.n = f.n + 1
     local name = ":f" .. f.n
     f.values[name] = v
     return name
   end
-  for key, want in pairs(filters) do
+  for key, want in pairs(filters or {}) do
     local field, op = nil, nil
     if type(key) == "string" then field, op = key:match("^(.+)_([lg]te)$") end
+    local cmp = op == "lte" and "<=" or ">="
     if key == "status" then
       local list = type(want) == "table" and want or { want }
-      local set = {}
-      for _, s in ipairs(list) do
-        if not STATUSES[s] then fail("invalid", "invalid filter 'status': expected %s", STATUS_LIST) end
-        set[s] = true
-      end
       if #list == 1 then f.status = list[1] end
-      f.tests[#f.tests + 1] = function(e) return set[e.job.status] == true end
     elseif key == "trigger_type" then
-      if not TRIGGER_TYPES[want] then
-        fail("invalid", "invalid filter 'trigger_type': expected interval, cron or date")
-      end
       f.where[#f.where + 1] = "tt = " .. value(S(want))
-      f.tests[#f.tests + 1] = function(e) return e.job.trigger_type == want end
-    elseif field == "next_run_time" or field == "updated_at" then
-      local bound = to_us(want, ("invalid filter '%s'"):format(key))
-      if field == "next_run_time" then
-        f.nrt = f.nrt or {}
-        f.nrt[op] = f.nrt[op] and (op == "lte" and math.min(f.nrt[op], bound) or math.max(f.nrt[op], bound)) or bound
-        -- due is the index's sort key: these parts serve the table only.
-        f.due_where[#f.due_where + 1] = ("due %s %s"):format(op == "lte" and "<=" or ">=", value(N(bound)))
-        if op == "gte" then f.due_where[#f.due_where + 1] = "due < " .. value(N(NO_DUE)) end
-        f.tests[#f.tests + 1] = function(e)
-          if e.nrt == nil then return false end
-          if op == "lte" then return e.nrt <= bound end
-          return e.nrt >= bound
-        end
-      else
-        f.where[#f.where + 1] = ("upd %s %s"):format(op == "lte" and "<=" or ">=", value(N(bound)))
-        f.tests[#f.tests + 1] = function(e)
-          if op == "lte" then return e.upd <= bound end
-          return e.upd >= bound
-        end
-      end
-    elseif key == "job_id_in" then
-      if type(want) ~= "table" then fail("invalid", "invalid filter 'job_id_in': expected an array of ids") end
-      f.ids = {}
-      for _, id in ipairs(want) do
-        if type(id) ~= "string" then fail("invalid", "invalid filter 'job_id_in': ids must be strings") end
-        f.ids[#f.ids + 1] = id
-      end
-    elseif type(key) == "string" and key:match("^metadata%.[^.]") then
-      local path = key:sub(#"metadata." + 1)
-      if path == "tenant_id" then f.tenant = partition_of(want) end
-      f.tests[#f.tests + 1] = function(e) return same(metadata_at(e.job, path), want) end
-    else
-      fail("invalid", "invalid filter '%s': unknown key (expected %s)", tostring(key), FILTER_KEYS)
+    elseif field == "next_run_time" then
+      local bound = kit.to_us(want, key)
+      f.nrt = f.nrt or {}
+      f.nrt[op] = f.nrt[op] and (op == "lte" and math.min(f.nrt[op], bound) or math.max(f.nrt[op], bound)) or bound
+      f.due_where[#f.due_where + 1] = ("due %s %s"):format(cmp, value(N(bound)))
+      if op == "gte" then f.due_where[#f.due_where + 1] = "due < " .. value(N(NO_DUE)) end
+    elseif field == "updated_at" then
+      f.where[#f.where + 1] = ("upd %s %s"):format(cmp, value(N(kit.to_us(want, key))))
+    elseif key == "metadata.tenant_id" then
+      f.tenant = partition_of(want)
     end
   end
   return f
-end
-
-local function passes(f, e)
-  for _, test in ipairs(f.tests) do
-    if not test(e) then return false end
-  end
-  return true
 end
 
 -- Runs a Query or Scan to its last page; calls each(item) for every item.
@@ -842,17 +520,17 @@ function Store:select(f)
   local found = {}
   local function take(item)
     local e = entry_of(item)
-    if not e.moved and passes(f, e) then found[#found + 1] = e end
+    if not e.moved and f.match(e.job) then found[#found + 1] = e end
   end
   if f.ids then
     for _, e in pairs(self:locate_many(f.ids)) do
-      if passes(f, e) then found[#found + 1] = e end
+      if f.match(e.job) then found[#found + 1] = e end
     end
     return found
   end
   local where = { "attribute_not_exists(moved)" }
   for _, w in ipairs(f.where) do where[#where + 1] = w end
-  local values = shallow_copy(f.values)
+  local values = copy(f.values)
   if not f.status or f.tenant then
     for _, w in ipairs(f.due_where) do where[#where + 1] = w end
   end
@@ -895,55 +573,17 @@ function Store:select(f)
   return found
 end
 
-local function query_order(a, b)
-  if a.nrt ~= b.nrt then
-    if a.nrt == nil then return false end
-    if b.nrt == nil then return true end
-    return a.nrt < b.nrt
-  end
-  return a.job.job_id < b.job.job_id
-end
-
-local function claim_order(a, b)
-  local pa, pb = a.job.priority or 5, b.job.priority or 5
-  if pa ~= pb then return pa > pb end
-  return query_order(a, b)
-end
-
-local function check_count(v, what)
-  if v ~= nil and (math.type(v) ~= "integer" or v < 0) then
-    fail("invalid", "%s must be a non-negative integer", what)
-  end
-end
-
 function Store:query_jobs(filters, limit, offset)
-  check_count(limit, "limit")
-  check_count(offset, "offset")
-  local found = self:select(compile_filters(filters))
-  table.sort(found, query_order)
-  local out = {}
-  local first = (offset or 0) + 1
-  local last = limit and math.min(#found, first + limit - 1) or #found
-  for i = first, last do out[#out + 1] = found[i].job end
+  kit.check_count(limit, "limit")
+  kit.check_count(offset, "offset")
+  local found = kit.sort_query(self:select(plan(filters)), job_of)
+  local out = kit.page(found, limit, offset)
+  for i, e in ipairs(out) do out[i] = e.job end
   return out
 end
 
 function Store:count_jobs(filters)
-  return #self:select(compile_filters(filters))
-end
-
-local function lease_opts(opts, what)
-  if type(opts) ~= "table" then fail("invalid", "%s: options must be a table", what) end
-  if type(opts.owner) ~= "string" or opts.owner == "" then
-    fail("invalid", "%s: 'owner' must be a non-empty string", what)
-  end
-  local now = opts.now == nil and chronis.time.now() or to_us(opts.now, what .. ": invalid 'now'")
-  local lease = opts.lease_seconds or 30
-  if type(lease) ~= "number" or lease < 0 then
-    fail("invalid", "%s: 'lease_seconds' must be a non-negative number", what)
-  end
-  check_count(opts.limit, what .. ": 'limit'")
-  return now, opts.owner, format_time(now + math.floor(lease * 1000000)), opts.limit or 100
+  return #self:select(plan(filters))
 end
 
 -- Runs fn(x, i) for every x of list, up to PARALLEL at once (each worker a
@@ -975,7 +615,7 @@ end
 -- conditional on its upd and status, so of racing claimers exactly one
 -- gets a job and the others go on to the next candidates.
 function Store:claim_due_jobs(opts)
-  local now, owner, lease_until, limit = lease_opts(opts, "claim_due_jobs")
+  local now, owner, lease_until, limit = lease_options(opts, "claim_due_jobs")
   local due = {}
   if limit == 0 then return due end
   self:each_page("Query", {
@@ -1003,7 +643,7 @@ function Store:claim_due_jobs(opts)
     local ready = {}
     for _, item in ipairs(self:batch_get(keys)) do
       local e = entry_of(item)
-      if not e.moved and e.job.status == "scheduled" and e.nrt and e.nrt <= now then ready[#ready + 1] = e end
+      if not e.moved and kit.is_due(e.job, now) then ready[#ready + 1] = e end
     end
     each_parallel(ready, function(e)
       local rec = self:merged(e, { status = "running", claimed_by = owner, lease_until = lease_until })
@@ -1020,57 +660,46 @@ function Store:claim_due_jobs(opts)
       end
     end)
   end
-  table.sort(won, claim_order)
+  kit.sort_claim(won, job_of)
   local claimed = {}
   for i, e in ipairs(won) do claimed[i] = e.claimed end
   return claimed
 end
 
--- One completion: true, or false and "not_found" / "conflict".
+-- The result of one checked completion item (kit.completion_result's).
 function Store:complete_one(item)
-  local id, owner = item.job_id, item.owner
+  local id = item.job_id
   -- A deletion by the owner needs no read when the partition is known.
   local pk = self.where[id]
   if item.delete and pk and self:remove({ pk = pk }, id,
       "claimed = :o AND st = :running AND attribute_not_exists(moved)",
-      { [":o"] = S(owner), [":running"] = S("running") }) then
-    return true
+      { [":o"] = S(item.owner), [":running"] = S("running") }) then
+    return { job_id = id, ok = true }
   end
   for _ = 1, MAX_RETRIES do
     local e = self:locate(id)
-    if e == nil then return false, "not_found" end
-    if e.job.claimed_by ~= owner then return false, "conflict" end
+    local result = kit.completion_result(item, e and e.job)
+    if not result.ok then return result end
     local done
     if item.delete then
       done = self:remove(e, id, "upd = :u AND attribute_not_exists(moved)", { [":u"] = N(e.upd) })
     else
       done = self:write(e, self:merged(e, item.updates))
     end
-    if done then return true end
+    if done then return result end
   end
-  return false, "conflict"
+  return { job_id = id, ok = false, code = "conflict" }
 end
 
 function Store:complete_jobs(list)
-  if type(list) ~= "table" then fail("invalid", "complete_jobs: expected an array of completions") end
-  local items = {}
-  for i, item in ipairs(list) do
-    if type(item) ~= "table" or type(item.job_id) ~= "string" or type(item.owner) ~= "string" then
-      fail("invalid", "complete_jobs: item %d needs job_id and owner (strings)", i)
-    end
-    items[i] = { job_id = item.job_id, owner = item.owner, delete = item.delete and true or false,
-      updates = not item.delete and check_updates(item.job_id, item.updates or {}) or nil }
-  end
+  local items = kit.check_completions(list)
   local results = {}
-  each_parallel(items, function(item, i)
-    local ok, code = self:complete_one(item)
-    results[i] = { job_id = item.job_id, ok = ok, code = code }
-  end)
+  each_parallel(items, function(item, i) results[i] = self:complete_one(item) end)
   return results
 end
 
 function Store:recover_expired_leases(now)
-  now = now == nil and chronis.time.now() or to_us(now, "recover_expired_leases: invalid 'now'")
+  now = now == nil and chronis.time.now() or kit.to_us(now, "recover_expired_leases: invalid 'now'")
   local expired = {}
   self:each_page("Query", {
     IndexName = "by_status",
@@ -1083,8 +712,7 @@ function Store:recover_expired_leases(now)
   end)
   local n = 0
   for _, e in ipairs(expired) do
-    local lease = e.job.lease_until and parse_time(e.job.lease_until)
-    if e.job.status == "running" and lease and lease < now then
+    if kit.lease_expired(e.job, now) then
       local ok = self:write(e, self:merged(e, { status = "scheduled", claimed_by = null, lease_until = null }))
       if ok then n = n + 1 end
     end
@@ -1093,7 +721,7 @@ function Store:recover_expired_leases(now)
 end
 
 function Store:extend_leases(opts)
-  local _, owner, lease_until = lease_opts(opts, "extend_leases")
+  local _, owner, lease_until = lease_options(opts, "extend_leases")
   if type(opts.ids) ~= "table" then fail("invalid", "extend_leases: 'ids' must be an array of ids") end
   local n = 0
   for id, e in pairs(self:locate_many(opts.ids)) do
@@ -1113,8 +741,7 @@ function Store:close()
   self.closed = true
 end
 
--- ---------------------------------------------------------------------------
--- Options
+-- Options.
 
 local OPTIONS = { table = true, region = true, endpoint = true, create_table = true,
   access_key_id = true, secret_access_key = true, session_token = true, timeout = true,
@@ -1126,12 +753,6 @@ local function bool_opt(v, name)
   if v == "true" or v == "1" or v == "yes" then return true end
   if v == "false" or v == "0" or v == "no" then return false end
   fail("invalid", "dynamodb store: option '%s' must be true or false, got %s", name, tostring(v))
-end
-
-local function env(name)
-  local v = os.getenv(name)
-  if v == "" then return nil end
-  return v
 end
 
 -- The store's options, with credentials and region from the AWS
@@ -1150,18 +771,14 @@ function M.options(opts)
   if type(o.table) ~= "string" or not o.table:match("^[%w_.%-]+$") or #o.table < 3 or #o.table > 255 then
     fail("invalid", "dynamodb store: option 'table' is required (3-255 characters of a-z A-Z 0-9 _ - .)")
   end
-  o.region = opts.region or env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1"
+  o.region = aws.region(opts)
   o.endpoint = opts.endpoint or ("https://dynamodb.%s.amazonaws.com"):format(o.region)
-  if type(o.endpoint) ~= "string" or not split_url(o.endpoint) then
+  if type(o.endpoint) ~= "string" or not aws.split_url(o.endpoint) then
     fail("invalid", "dynamodb store: option 'endpoint' must be an http(s) URL, got %s", tostring(o.endpoint))
   end
-  o.access_key_id = opts.access_key_id or env("AWS_ACCESS_KEY_ID")
-  o.secret_access_key = opts.secret_access_key or env("AWS_SECRET_ACCESS_KEY")
-  o.session_token = opts.session_token or (opts.access_key_id == nil and env("AWS_SESSION_TOKEN")) or nil
-  if not o.access_key_id or not o.secret_access_key then
-    fail("invalid", "dynamodb store: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-      .. "(and AWS_SESSION_TOKEN for temporary ones) or give access_key_id and secret_access_key")
-  end
+  local creds = aws.credentials(opts, "dynamodb store")
+  o.access_key_id, o.secret_access_key = creds.access_key_id, creds.secret_access_key
+  o.session_token = creds.session_token
   o.create_table = bool_opt(opts.create_table, "create_table")
   o.timeout = tonumber(opts.timeout) or 10
   o.max_retries = math.tointeger(tonumber(opts.max_retries)) or 8

@@ -1,10 +1,12 @@
--- The DynamoDB store (adapters/dynamodb.lua): its SigV4 signer against
--- AWS's published test-suite examples, the shared storage contract against
--- dynalite, two schedulers sharing a table, results larger than one 1 MB
--- page, moves between tenant partitions, crash leftovers, and the mapping
--- of DynamoDB's errors (against a fake server that answers with them).
+-- The DynamoDB store (adapters/dynamodb.lua) and chronis.aws under it:
+-- the SigV4 signer against AWS's published test-suite examples, the shared
+-- storage contract against dynalite, two schedulers sharing a table,
+-- results larger than one 1 MB page, moves between tenant partitions,
+-- crash leftovers, and the mapping of DynamoDB's errors (against a fake
+-- server that answers with them).
 local chronis = require "chronis"
 local core = require "chronis.core"
+local aws = require "chronis.aws"
 
 local ddb = assert(loadfile("adapters/dynamodb.lua", "t"))()
 
@@ -79,7 +81,7 @@ local function example(fields)
   local r = {}
   for k, v in pairs(EXAMPLE) do r[k] = v end
   for k, v in pairs(fields) do r[k] = v end
-  return ddb.sign(r)
+  return aws.sigv4.sign(r)
 end
 
 describe("SigV4 (AWS's signature version 4 test suite)", function()
@@ -427,5 +429,86 @@ describe("dynamodb errors", function()
   it("refuses unknown options and a bad table name", function()
     assert_error("invalid", function() ddb.new{ table = "ok_name", bogus = 1, access_key_id = "a", secret_access_key = "b" } end)
     assert_error("invalid", function() ddb.new{ table = "no spaces", access_key_id = "a", secret_access_key = "b" } end)
+  end)
+end)
+
+-- f's result, with os.getenv answering from env meanwhile.
+local function with_env(env, f)
+  local saved = os.getenv
+  os.getenv = function(k) return env[k] end
+  local ok, res = pcall(f)
+  os.getenv = saved
+  if not ok then error(res, 0) end
+  return res
+end
+
+describe("chronis.aws", function()
+  after_each(function() assert.are.equal(0, chronis.http.inflight(), "a request is still in flight") end)
+
+  it("reads region and credentials from options, then the environment", function()
+    local env = { AWS_ACCESS_KEY_ID = "AKIDENV", AWS_SECRET_ACCESS_KEY = "secret", AWS_SESSION_TOKEN = "tok",
+      AWS_DEFAULT_REGION = "ap-south-1" }
+    with_env(env, function()
+      assert.are.equal("ap-south-1", aws.region())
+      assert.are.equal("eu-west-1", aws.region{ region = "eu-west-1" })
+      assert.are.same({ access_key_id = "AKIDENV", secret_access_key = "secret", session_token = "tok" },
+        aws.credentials())
+      -- A key given in options never picks up the environment's token.
+      assert.are.same({ access_key_id = "A", secret_access_key = "B" },
+        aws.credentials{ access_key_id = "A", secret_access_key = "B" })
+    end)
+    with_env({}, function()
+      assert.are.equal("us-east-1", aws.region())
+      local err = assert_error("invalid", function() aws.credentials() end)
+      assert.matches("^aws: no AWS credentials", err.message)
+      err = assert_error("invalid", function() aws.credentials({}, "my handler") end)
+      assert.matches("^my handler: no AWS credentials", err.message)
+    end)
+  end)
+
+  it("signs a request to any service that chronis.http then sends", function()
+    local url = fake_server().url("/echo") .. "?b=2&a=1"
+    local s = aws.sigv4.sign{ method = "POST", url = url, body = "{}", region = "eu-west-1", service = "execute-api",
+      access_key_id = "AKID", secret_access_key = "secret", headers = { ["Content-Type"] = "application/json" } }
+    assert.matches("Credential=AKID/%d+/eu%-west%-1/execute%-api/aws4_request", s.authorization)
+    assert.are.equal("content-type;host;x-amz-date", s.signed_headers)
+    local res = chronis.http.request{ method = "POST", url = url, body = "{}", headers = s.headers }
+    local seen = chronis.json.decode(res.body)
+    assert.are.equal(s.authorization, seen.headers.authorization)
+    assert.are.equal(s.headers["x-amz-date"], seen.headers["x-amz-date"])
+    assert.are.equal(s.headers.host, seen.headers.host)
+    assert.has_error(function() aws.sigv4.sign{ method = "GET", url = "not a url" } end)
+  end)
+
+  it("writes attribute values as DynamoDB wants them", function()
+    assert.are.same({ S = "x" }, aws.dynamodb.S("x"))
+    assert.are.same({ N = "9000000000000000000" }, aws.dynamodb.N(9000000000000000000))
+    assert.are.same({ N = "-3" }, aws.dynamodb.N(-3))
+    assert.are.same({ N = "2" }, aws.dynamodb.N(2.0))
+    assert.are.same({ N = "1.5" }, aws.dynamodb.N(1.5))
+  end)
+
+  it("opens a DynamoDB client with defaults and names the table or endpoint in errors", function()
+    local c = with_env({ AWS_ACCESS_KEY_ID = "a", AWS_SECRET_ACCESS_KEY = "b", AWS_REGION = "eu-north-1" },
+      function() return aws.dynamodb.client() end)
+    assert.are.equal("https://dynamodb.eu-north-1.amazonaws.com", c.endpoint)
+    assert.are.equal(10, c.timeout)
+    assert.are.equal(8, c.max_retries)
+    with_env({}, function()
+      assert_error("invalid", function() aws.dynamodb.client{ endpoint = "http://127.0.0.1:1" } end)
+    end)
+    local endpoint = fake_server().url("/dynamo-error/ValidationException")
+    c = aws.dynamodb.client{ endpoint = endpoint, access_key_id = "a", secret_access_key = "b", max_retries = 0 }
+    local err = assert_error("invalid", function() c:call("PutItem", { TableName = "t_named" }) end)
+    assert.truthy(err.message:find("dynamodb PutItem (table 't_named' at " .. endpoint .. ")", 1, true), err.message)
+    err = assert_error("invalid", function() c:call("ListTables", {}) end)
+    assert.truthy(err.message:find("dynamodb ListTables (at " .. endpoint .. ")", 1, true), err.message)
+  end)
+
+  it("is the client the store uses", function()
+    assert.are.equal(aws.dynamodb.client, ddb.client)
+    local store, inst = open(table_name("client"))
+    assert.are.equal(aws.dynamodb.Client, getmetatable(inst.client))
+    store:close()
   end)
 end)
