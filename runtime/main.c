@@ -15,6 +15,7 @@
 #include "common.h"
 #include "log.h"
 #include "loop.h"
+#include "store.h"
 
 int luaopen_chronis_core(lua_State *L);
 void chr_core_request_stop(void);
@@ -25,6 +26,8 @@ static const char usage[] =
     "commands:\n"
     "  run [APP.lua]        load the app (default scripts/app.lua) and run its\n"
     "                       schedulers until SIGINT or SIGTERM\n"
+    "  migrate              apply pending schema migrations to the --storage\n"
+    "                       PostgreSQL store (--status: list them, change nothing)\n"
     "  check FILE.lua       load a handler or adapter script and report what it\n"
     "                       provides and what is missing (exit 0 when usable);\n"
     "                       --as adapter|handler when the folder does not tell\n"
@@ -217,6 +220,7 @@ static int run_app(lua_State *L, const char *app, const char *storage, const cha
 int main(int argc, char **argv) {
   const char *cmd = NULL, *app = NULL, *storage = getenv("CHRONIS_STORAGE"), *scripts = NULL,
              *as = NULL;
+  int status_only = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -241,6 +245,8 @@ int main(int argc, char **argv) {
       chr_log_set_json(strcmp(f, "json") == 0);
     } else if (strcmp(a, "--storage") == 0 && i + 1 < argc) {
       storage = argv[++i];
+    } else if (strcmp(a, "--status") == 0) {
+      status_only = 1;
     } else if (strcmp(a, "--as") == 0 && i + 1 < argc) {
       as = argv[++i];
       if (strcmp(as, "adapter") != 0 && strcmp(as, "handler") != 0) {
@@ -264,6 +270,15 @@ int main(int argc, char **argv) {
   if (cmd == NULL) {
     fputs(usage, stderr);
     return 2;
+  }
+  if (strcmp(cmd, "migrate") == 0) {
+    if (storage == NULL || (strncmp(storage, "postgres:", 9) != 0 &&
+                            strncmp(storage, "postgresql:", 11) != 0)) {
+      fprintf(stderr, "chronis: migrate needs --storage postgres://... (or CHRONIS_STORAGE); "
+                      "SQLite migrates itself when opened\n");
+      return 2;
+    }
+    return chr_postgres_migrate(storage, status_only, stdout);
   }
   if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0) {
     fprintf(stderr, "chronis: unknown command '%s'\n%s", cmd, usage);

@@ -241,6 +241,8 @@ static const struct {
     {"sqlite", chr_sqlite_store_open},
     {"lua", chr_lua_store_open},
     {"file", chr_file_store_open},
+    {"postgres", chr_postgres_open},
+    {"postgresql", chr_postgres_open},
     {"redis", chr_redis_store_open},
 };
 

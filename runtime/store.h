@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "job.h"
 #include "lock.h"
@@ -178,6 +179,14 @@ chr_store_t *chr_memory_store_new(void);
 int chr_sqlite_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
 int chr_lua_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
 int chr_file_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
+/* postgres://user:pass@host:port/db?table=&schema=&pool=... (adapters/
+ * postgres.c; "postgresql://" too). */
+int chr_postgres_open(const char *url, chr_store_t **out, char *err, size_t errlen);
+/* `chronis migrate --storage URL [--status]`: applies pending migrations to
+ * the PostgreSQL store at url (or, with status_only, prints its history) and
+ * reports to out; runs the loop itself until done. Returns 0, 1 on failure
+ * (message on stderr), 2 for a bad URL. */
+int chr_postgres_migrate(const char *url, int status_only, FILE *out);
 int chr_redis_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
 
 #endif

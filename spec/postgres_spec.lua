@@ -1,0 +1,538 @@
+-- The PostgreSQL store against a real server started for this file
+-- (spec/support/postgres.lua): the shared contract suite (also under two
+-- session time zones), URL options, injection attempts, migrations, wake-up
+-- hints, failures (refused, restarted, unresponsive server) and several
+-- scheduler processes sharing one table.
+local chronis = require "chronis"
+local core = require "chronis.core"
+local PG = require "support.postgres"
+
+local server, start_err
+do
+  local ok, s = pcall(PG.start)
+  if ok then server = s else start_err = s end
+end
+
+local function need()
+  if not server then error("no PostgreSQL test server: " .. tostring(start_err), 2) end
+  return server
+end
+
+local ROOT = debug.getinfo(1, "S").source:match("^@(.*)spec/postgres_spec%.lua$") or "./"
+if ROOT == "" then ROOT = "./" end
+
+local counter = 0
+local function fresh_table()
+  counter = counter + 1
+  return ("t%d_%d"):format(os.time() % 100000, counter)
+end
+
+-- A URL on a table of its own.
+local function url(params, tbl)
+  local p = "table=" .. (tbl or fresh_table())
+  if params and params ~= "" then p = p .. "&" .. params end
+  return need():url(p)
+end
+
+local function psql(sql) return need():psql(sql) end
+
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  return ok == true
+end
+
+local function read_file(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function tmpname(tag)
+  return need().dir .. "/" .. tag .. "_" .. counter .. "_" .. math.random(1, 1e9)
+end
+
+local function assert_error_code(code, f, ...)
+  local ok, err = pcall(f, ...)
+  assert(not ok, ("expected an error %q, the call succeeded"):format(code))
+  assert(type(err) == "table", "expected a structured error, got: " .. tostring(err))
+  assert.are.equal(code, err.code, "wrong code; message: " .. tostring(err.message))
+  return err
+end
+
+local function assert_loop_clean()
+  collectgarbage()
+  collectgarbage()
+  chronis.run_until(function() return core.active_handles() <= 1 end, 1)
+  assert.are.equal(0, core.live_tasks(), "tasks left alive")
+  assert.are.equal(0, core.active_handles(), "libuv handles left active")
+end
+
+-- `chronis migrate --storage URL [--status]`, the host's command.
+local function migrate(u, status)
+  local out = os.tmpname()
+  local ok = sh(("%sbuild/chronis migrate --storage '%s' %s >%s 2>&1"):format(ROOT, u,
+    status and "--status" or "", out))
+  local text = read_file(out)
+  os.remove(out)
+  return ok, text
+end
+
+describe("postgres store", function()
+  teardown(function()
+    if server then server:stop() end
+  end)
+
+  it("has a PostgreSQL server to run against", function()
+    assert(server, "the PostgreSQL test server did not start: " .. tostring(start_err))
+  end)
+
+  require("support.storage_contract")("postgres", function()
+    return chronis.storage.open(url())
+  end)
+
+  -- Times are TIMESTAMPTZ, written as UTC text and read as binary: the
+  -- session's TimeZone must change nothing.
+  require("support.storage_contract")("postgres with TimeZone America/New_York (options)", function()
+    return chronis.storage.open(url("options=-c%20timezone%3DAmerica/New_York"))
+  end)
+  require("support.storage_contract")("postgres with timezone=Asia/Seoul", function()
+    return chronis.storage.postgres(url(), { timezone = "Asia/Seoul" })
+  end)
+
+  describe("URL", function()
+    after_each(assert_loop_clean)
+
+    it("opens through chronis.storage.postgres, postgres:// and postgresql://", function()
+      local t = fresh_table()
+      local a = chronis.storage.postgres(need():url(), { table = t, pool = 2 })
+      assert.are.equal("postgres", a:kind())
+      a:create_job({ job_id = "x", status = "scheduled", next_run_time = "2025-01-15T10:00:00Z" })
+      local b = chronis.storage.open(need():url("table=" .. t):gsub("^postgres:", "postgresql:"))
+      assert.are.equal("x", b:get_job("x").job_id)
+      local c = chronis.storage.postgres(need():url("table=" .. t):gsub("^postgres:", "postgresql:"))
+      assert.are.equal("x", c:get_job("x").job_id)
+      local d = chronis.storage.postgres(nil, { host = "127.0.0.1", port = need().port, user = "postgres",
+        dbname = need().db, table = t })
+      assert.are.equal("x", d:get_job("x").job_id)
+      for _, s in ipairs({ a, b, c, d }) do s:close() end
+    end)
+
+    it("looks host names up on the loop and reports one that does not resolve", function()
+      local s = chronis.storage.open(("postgres://postgres@localhost:%d/%s?table=%s"):format(need().port,
+        need().db, fresh_table()))
+      assert.are.equal(0, s:count_jobs())
+      s:close()
+      local bad = chronis.storage.open("postgres://postgres@no-such-host.invalid:5432/x")
+      local err = assert_error_code("unavailable", bad.get_job, bad, "x")
+      assert.truthy(err.message:find("no-such-host.invalid", 1, true), err.message)
+      bad:close()
+    end)
+
+    it("refuses bad options at open with 'invalid', naming the option", function()
+      local cases = {
+        { "pool=0", "pool" }, { "pool=two", "pool" }, { "auto_migrate=maybe", "auto_migrate" },
+        { "tabel=x", "tabel" }, { "timeout=-1", "timeout" }, { "notify=sometimes", "notify" },
+      }
+      for _, c in ipairs(cases) do
+        local err = assert_error_code("invalid", chronis.storage.open, need():url(c[1]))
+        assert.truthy(err.message:find(c[2], 1, true), err.message)
+      end
+      local err = assert_error_code("invalid", chronis.storage.open, "postgres:nonsense")
+      assert.truthy(err.message:find("postgres://", 1, true), err.message)
+    end)
+
+    it("never shows the password in errors", function()
+      local err = assert_error_code("invalid", chronis.storage.open,
+        "postgres://u:s3cret@127.0.0.1:1/db?pool=0")
+      assert.is_nil(err.message:find("s3cret", 1, true), err.message)
+      local s = chronis.storage.open("postgres://u:s3cret@127.0.0.1:1/db?connect_timeout=2")
+      err = assert_error_code("unavailable", s.get_job, s, "x")
+      assert.is_nil(err.message:find("s3cret", 1, true), err.message)
+      s:close()
+    end)
+  end)
+
+  describe("injection", function()
+    after_each(assert_loop_clean)
+
+    it("rejects table and schema names that are not plain identifiers", function()
+      local bad = { "jobs; DROP TABLE x", 'a"b', "1abc", "a-b", "", ("x"):rep(64), "jobs%00x",
+        "tab le", "é" }
+      for _, name in ipairs(bad) do
+        for _, key in ipairs({ "table", "schema" }) do
+          local enc = name:gsub("[^%w_%%]", function(ch) return ("%%%02X"):format(ch:byte()) end)
+          local err = assert_error_code("invalid", chronis.storage.open, need():url(key .. "=" .. enc))
+          assert.truthy(err.message:find(key, 1, true), err.message)
+          if not name:find("%", 1, true) then
+            assert.truthy(err.message:find("identifier", 1, true), err.message)
+          end
+        end
+      end
+      local err = assert_error_code("invalid", chronis.storage.postgres, need():url(),
+        { table = "jobs; DROP TABLE x" })
+      assert.truthy(err.message:find("jobs; DROP TABLE x", 1, true), err.message)
+      -- Allowed: the longest name, mixed case, another schema.
+      local long = ("L"):rep(63)
+      local s = chronis.storage.open(need():url("table=" .. long .. "&schema=Other_Schema"))
+      s:create_job({ job_id = "a", status = "scheduled" })
+      assert.are.equal("a", s:get_job("a").job_id)
+      s:close()
+      assert.are.equal("1", psql(('SELECT count(*) FROM "Other_Schema"."%s"'):format(long)))
+    end)
+
+    it("treats quotes, backslashes and SQL in ids, keys and values as data", function()
+      local t = fresh_table()
+      local s = chronis.storage.open(url(nil, t))
+      local evil = { "'); DROP TABLE " .. t .. "; --", "a'b", 'a"b', "a\\b", "$1", "%s", "\\x00",
+        "{a,b}", "a,b", "' OR '1'='1" }
+      for i, v in ipairs(evil) do
+        s:create_job({ job_id = v, status = "scheduled", next_run_time = "2025-01-15T10:00:00Z",
+          metadata = { [v] = v, tenant = v, nested = { [v] = i } } })
+      end
+      assert.are.equal(#evil, s:count_jobs())
+      for i, v in ipairs(evil) do
+        assert.are.equal(v, s:get_job(v).job_id)
+        local got = s:query_jobs({ ["metadata." .. v] = v })
+        assert.are.equal(1, #got, v)
+        assert.are.equal(v, got[1].job_id)
+        assert.are.equal(1, s:count_jobs({ ["metadata.tenant"] = v }))
+        assert.are.equal(1, s:count_jobs({ ["metadata.nested." .. v] = i }))
+        assert.are.equal(1, #s:query_jobs({ job_id_in = { v, "nothing" } }))
+        assert.is_true((s:compare_and_swap_job(v, { metadata = { [v] = v, tenant = v, nested = { [v] = i } },
+          [v] = chronis.json.null }, { [v] = v })))
+        assert.are.equal(v, s:get_job(v)[v])
+        local batch = s:get_jobs_batch({ v })
+        assert.is_table(batch[v], v)
+      end
+      assert.are.equal(0, s:count_jobs({ ["metadata.tenant"] = "' OR '1'='1' --" }))
+      assert.is_true(s:delete_job(evil[1]))
+      assert.are.equal(#evil - 1, s:count_jobs())
+      s:close()
+      assert.are.equal(tostring(#evil - 1), psql("SELECT count(*) FROM " .. t))
+    end)
+  end)
+
+  describe("time zones", function()
+    after_each(assert_loop_clean)
+
+    it("hands the timezone option to the server (a bad zone is refused)", function()
+      local s = chronis.storage.postgres(url(), { timezone = "No/Such_Zone" })
+      local err = assert_error_code("unavailable", s.get_job, s, "x")
+      assert.truthy(err.message:find("No/Such_Zone", 1, true) or err.message:find("time zone", 1, true),
+        err.message)
+      s:close()
+    end)
+
+    it("stores instants exactly, to the microsecond, whatever the session zone", function()
+      local t = fresh_table()
+      local times = { "1970-01-01T00:00:00Z", "1969-12-31T23:59:59.999999Z", "2025-03-09T07:00:00.000001Z",
+        "2025-11-02T05:59:59.999999Z", "2038-01-19T03:14:08.123456Z", "2999-12-31T23:59:59.999999Z",
+        "1900-01-01T00:00:00.500000Z" }
+      local stores = {
+        chronis.storage.open(url(nil, t)),
+        chronis.storage.postgres(url(nil, t), { timezone = "America/New_York" }),
+        chronis.storage.postgres(url(nil, t), { timezone = "Asia/Seoul" }),
+        chronis.storage.postgres(url(nil, t), { timezone = "Pacific/Chatham" }),
+      }
+      for i, v in ipairs(times) do
+        local w = stores[(i % #stores) + 1]
+        w:create_job({ job_id = "j" .. i, status = "scheduled", next_run_time = v, created_at = v,
+          lease_until = v })
+      end
+      for _, s in ipairs(stores) do
+        for i, v in ipairs(times) do
+          local j = s:get_job("j" .. i)
+          assert.are.equal(v, j.next_run_time)
+          assert.are.equal(v, j.lease_until)
+          assert.are.equal(v, j.created_at)
+          assert.are.same({ "j" .. i }, (function()
+            local out = {}
+            for k, x in ipairs(s:query_jobs({ next_run_time_gte = v, next_run_time_lte = v })) do out[k] = x.job_id end
+            return out
+          end)())
+        end
+      end
+      -- The server agrees on the instant (not just on a round trip).
+      assert.are.equal("2025-03-09 07:00:00.000001",
+        psql("SET TimeZone = 'Asia/Seoul'; SELECT next_run_time AT TIME ZONE 'UTC' FROM " .. t ..
+          " WHERE job_id = 'j3'"):match("[%d%-]+ [%d:%.]+$"))
+      for _, s in ipairs(stores) do s:close() end
+    end)
+  end)
+
+  describe("migrations", function()
+    after_each(assert_loop_clean)
+
+    local function history(t)
+      return psql(("SELECT version, description, length(checksum) FROM %s_migrations ORDER BY version"):format(t))
+    end
+
+    it("creates the schema on a fresh table, then finds nothing to do", function()
+      local t = fresh_table()
+      local s = chronis.storage.open(url(nil, t))
+      assert.is_nil(s:get_job("x"))
+      s:close()
+      local h = history(t)
+      assert.are.equal("1|create the jobs table|16\n2|indexes for claims, lease recovery and metadata filters|16", h)
+      local before = psql(("SELECT string_agg(applied_at::text, ',') FROM %s_migrations"):format(t))
+      local s2 = chronis.storage.open(url(nil, t))
+      assert.is_nil(s2:get_job("x"))
+      s2:close()
+      local ok, out = migrate(url(nil, t))
+      assert(ok, out)
+      assert.truthy(out:find("up to date", 1, true), out)
+      assert.are.equal(h, history(t))
+      assert.are.equal(before, psql(("SELECT string_agg(applied_at::text, ',') FROM %s_migrations"):format(t)))
+      local idx = psql(("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = '%s'")
+        :format(t))
+      assert.are.equal(("%s_due,%s_lease,%s_metadata,%s_pkey"):format(t, t, t, t), idx)
+    end)
+
+    it("runs from `chronis migrate` and reports with --status", function()
+      local t = fresh_table()
+      local ok, out = migrate(url(nil, t), true)
+      assert(ok, out)
+      assert.truthy(out:find("0 of 2", 1, true), out)
+      assert.truthy(out:find("pending", 1, true), out)
+      ok, out = migrate(url(nil, t))
+      assert(ok, out)
+      assert.truthy(out:find("applied migration 1", 1, true), out)
+      assert.truthy(out:find("applied migration 2", 1, true), out)
+      ok, out = migrate(url(nil, t), true)
+      assert(ok, out)
+      assert.truthy(out:find("2 of 2 migration(s) applied, up to date", 1, true), out)
+      assert.is_nil(out:find("pending", 1, true), out)
+      ok, out = migrate(need():url("table=bad;name"))
+      assert.is_false(ok)
+      assert.truthy(out:find("identifier", 1, true), out)
+      ok, out = migrate("postgres://postgres@127.0.0.1:1/x")
+      assert.is_false(ok)
+      assert.truthy(out:find("cannot connect", 1, true), out)
+    end)
+
+    it("leaves the schema alone with auto_migrate=false and says what to run", function()
+      local t = fresh_table()
+      local s = chronis.storage.open(url("auto_migrate=false", t))
+      local err = assert_error_code("invalid", s.get_job, s, "x")
+      assert.truthy(err.message:find("chronis migrate", 1, true), err.message)
+      s:close()
+      assert.are.equal("", psql(("SELECT to_regclass('%s')"):format(t)))
+      assert(migrate(url(nil, t)))
+      s = chronis.storage.open(url("auto_migrate=false", t))
+      assert.is_nil(s:get_job("x"))
+      s:close()
+    end)
+
+    it("migrates once when 4 processes start at the same moment", function()
+      local t = fresh_table()
+      local outs, cmds = {}, {}
+      for i = 1, 4 do
+        outs[i] = tmpname("open" .. i)
+        cmds[i] = ("lua5.4 %sspec/support/postgres_worker.lua open '%s' '%s' &"):format(ROOT, url(nil, t), outs[i])
+      end
+      assert(sh(table.concat(cmds, " ") .. " wait"))
+      for i = 1, 4 do assert.are.equal("ok\n", read_file(outs[i]), "process " .. i) end
+      assert.are.equal("1|1\n2|1", psql(("SELECT version, count(*) FROM %s_migrations GROUP BY version ORDER BY version")
+        :format(t)))
+    end)
+
+    it("refuses a table whose applied migration has another checksum", function()
+      local t = fresh_table()
+      local s = chronis.storage.open(url(nil, t))
+      s:get_job("x")
+      s:close()
+      psql(("UPDATE %s_migrations SET checksum = 'deadbeefdeadbeef' WHERE version = 1"):format(t))
+      s = chronis.storage.open(url(nil, t))
+      local err = assert_error_code("invalid", s.get_job, s, "x")
+      assert.truthy(err.message:find("checksum", 1, true), err.message)
+      assert.truthy(err.message:find("deadbeefdeadbeef", 1, true), err.message)
+      -- Every request is refused while it stays so, and the store lives on.
+      assert_error_code("invalid", s.count_jobs, s)
+      s:close()
+      local ok, out = migrate(url(nil, t))
+      assert.is_false(ok)
+      assert.truthy(out:find("checksum", 1, true), out)
+    end)
+  end)
+
+  describe("wake-up hints", function()
+    after_each(assert_loop_clean)
+
+    -- A scheduler that would poll only every 30 s, so a quick run can only
+    -- come from a hint.
+    local function slow_scheduler(u, ran)
+      local sched = chronis.scheduler{ storage = chronis.storage.open(u), polling_interval = 30,
+        logger = function() end }
+      sched:handler("hello", function(job) ran[#ran + 1] = { job.job_id, chronis.time.now() } end)
+      return sched
+    end
+
+    it("wakes a scheduler in another store when a job is created due now or soon", function()
+      local t = fresh_table()
+      local ran = {}
+      local sched = slow_scheduler(url(nil, t), ran)
+      sched:start()
+      chronis.sleep(0.5) -- the first tick has claimed nothing and LISTEN is up
+      local writer = chronis.scheduler{ storage = chronis.storage.open(url(nil, t)) }
+      local t0 = chronis.time.now()
+      writer:create_date_job{ job_id = "now", func_name = "hello", run_date = chronis.time.format(t0) }
+      assert(chronis.run_until(function() return #ran == 1 end, 3), "not woken by the NOTIFY")
+      local at = t0 + 1500000
+      writer:create_date_job{ job_id = "soon", func_name = "hello", run_date = chronis.time.format(at) }
+      assert(chronis.run_until(function() return #ran == 2 end, 5), "the hint did not arm the timer")
+      assert.are.equal("soon", ran[2][1])
+      assert.is_true(ran[2][2] >= at, "ran before it was due")
+      assert.is_true(ran[2][2] < at + 1000000, "ran late: " .. (ran[2][2] - at) .. " µs")
+      sched:stop()
+      sched:close()
+      writer:close()
+      sched:store():close()
+      writer:store():close()
+    end)
+
+    it("leaves polling as the fallback with notify=false", function()
+      local t = fresh_table()
+      local ran = {}
+      local sched = slow_scheduler(url("notify=false", t), ran)
+      sched:start()
+      chronis.sleep(0.3)
+      local writer = chronis.scheduler{ storage = chronis.storage.open(url("notify=false", t)) }
+      writer:create_date_job{ job_id = "now", func_name = "hello",
+        run_date = chronis.time.format(chronis.time.now()) }
+      chronis.sleep(1.5)
+      assert.are.equal(0, #ran)
+      sched:tick()
+      assert(chronis.run_until(function() return #ran == 1 end, 3))
+      sched:stop()
+      sched:close()
+      writer:close()
+      sched:store():close()
+      writer:store():close()
+    end)
+  end)
+
+  describe("failures", function()
+    after_each(assert_loop_clean)
+
+    it("fails calls with 'unavailable' when the server refuses connections", function()
+      local port = need().port + 1
+      while not sh(("env -u LD_PRELOAD ss -Htln 'sport = :%d' | grep -q . && exit 1 || exit 0"):format(port)) do port = port + 1 end
+      local s = chronis.storage.open(("postgres://postgres@127.0.0.1:%d/x"):format(port))
+      local t0 = chronis.time.now()
+      local err = assert_error_code("unavailable", s.get_job, s, "x")
+      assert.truthy(err.message:find(tostring(port), 1, true), err.message)
+      assert_error_code("unavailable", s.create_job, s, { job_id = "a", status = "scheduled" })
+      assert_error_code("unavailable", s.query_jobs, s)
+      assert.is_true(chronis.time.now() - t0 < 2000000, "took too long to fail")
+      s:close()
+    end)
+
+    it("fails a call in flight with 'unavailable' when the server stops answering, then recovers",
+      function()
+        local s = chronis.storage.open(url("timeout=1"))
+        s:create_job({ job_id = "a", status = "scheduled" })
+        need():signal("STOP")
+        local ok, err = pcall(s.get_job, s, "a")
+        need():signal("CONT")
+        assert.is_false(ok)
+        assert.are.equal("unavailable", err.code, tostring(err.message))
+        assert.truthy(err.message:find("no answer", 1, true), err.message)
+        assert.are.equal("a", s:get_job("a").job_id)
+        s:close()
+      end)
+
+    local function run_through_restart(mode)
+      local t = fresh_table()
+      local N = 600
+      local store = chronis.storage.open(url("timeout=5", t))
+      local logs, runs, nruns = {}, {}, 0
+      local sched = chronis.scheduler{ storage = store, max_workers = 10, max_queue_size = 20,
+        polling_interval = 0.2, lease_seconds = 5,
+        logger = function(level, msg) logs[#logs + 1] = level .. ": " .. msg end }
+      sched:handler("work", function(job)
+        runs[job.job_id] = (runs[job.job_id] or 0) + 1
+        nruns = nruns + 1
+        chronis.sleep(0.01)
+      end)
+      local now = chronis.time.format(chronis.time.now())
+      for i = 1, N do sched:create_date_job{ job_id = ("r%04d"):format(i), func_name = "work", run_date = now } end
+      assert(sh(need():restart_command(0.4, mode, 0.5)))
+      sched:start()
+      local done = chronis.run_until(function()
+        if nruns < N then return false end
+        local ok, n = pcall(store.count_jobs, store)
+        return ok and n == 0
+      end, 90)
+      sched:stop()
+      sched:close()
+      store:close()
+      assert(done, ("not done: %d runs of %d jobs; log:\n%s"):format(nruns, N, table.concat(logs, "\n", math.max(1, #logs - 20))))
+      local twice = {}
+      for id, n in pairs(runs) do
+        if n ~= 1 then twice[#twice + 1] = id .. "=" .. n end
+      end
+      assert.are.same({}, twice)
+      assert.are.equal(N, nruns)
+      local saw = false
+      for _, l in ipairs(logs) do saw = saw or l:find("unavailable", 1, true) ~= nil end
+      assert(saw, "the outage was never noticed:\n" .. table.concat(logs, "\n"))
+    end
+
+    it("recovers from a server restart in the middle of a run: every job runs exactly once", function()
+      run_through_restart("fast")
+    end)
+
+    it("recovers from a server crash in the middle of a run: every job runs exactly once", function()
+      run_through_restart("immediate")
+    end)
+  end)
+
+  describe("with 4 scheduler processes", function()
+    after_each(assert_loop_clean)
+
+    it("runs each of 10,000 jobs due now exactly once", function()
+      local t = fresh_table()
+      local N = 10000
+      local store = chronis.storage.open(url(nil, t))
+      local sched = chronis.scheduler{ storage = store }
+      local now = chronis.time.format(chronis.time.now())
+      local tasks = {}
+      for w = 0, 3 do
+        tasks[#tasks + 1] = chronis.spawn(function()
+          for i = w * N // 4 + 1, (w + 1) * N // 4 do
+            sched:create_date_job{ job_id = ("m%05d"):format(i), func_name = "record", run_date = now }
+          end
+        end)
+      end
+      for _, task in ipairs(tasks) do task:join() end
+      assert.are.equal(N, store:count_jobs())
+      local outs, cmds = {}, {}
+      for i = 1, 4 do
+        outs[i] = tmpname("run" .. i)
+        cmds[i] = ("lua5.4 %sspec/support/postgres_worker.lua run '%s' '%s' 20 200 2>>%s.err &")
+          :format(ROOT, url(nil, t), outs[i], outs[i])
+      end
+      assert(sh(table.concat(cmds, " ") .. " wait"), "a worker failed")
+      local seen, total, per = {}, 0, {}
+      for i = 1, 4 do
+        local text = read_file(outs[i]) or ""
+        local runs = tonumber(text:match("done (%d+)"))
+        assert(runs, "worker " .. i .. " did not finish: " .. tostring(read_file(outs[i] .. ".err")))
+        per[i] = runs
+        for id in text:gmatch("(m%d+)\n") do
+          assert(not seen[id], id .. " ran twice")
+          seen[id] = true
+          total = total + 1
+        end
+        assert.are.equal(runs, select(2, text:gsub("m%d+\n", "")))
+      end
+      assert.are.equal(N, total)
+      for i = 1, N do assert(seen[("m%05d"):format(i)], ("m%05d never ran"):format(i)) end
+      assert.are.equal(0, store:count_jobs())
+      sched:close()
+      store:close()
+    end)
+  end)
+end)

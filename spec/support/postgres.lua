@@ -1,0 +1,211 @@
+-- A throwaway PostgreSQL server for the specs: initdb in a temporary folder
+-- owned by the postgres OS user (the specs run as root), trust auth on
+-- 127.0.0.1, a free port, a database created for the tests; stopped and
+-- removed by stop(), and by a watchdog process if this process dies first.
+--
+--   local server = require("support.postgres").start()
+--   server:url("table=jobs")   -- postgres://postgres@127.0.0.1:PORT/chronis_test?table=jobs
+--   server:psql("SELECT 1")    -- output, rows as lines, columns split by |
+--   server:restart("fast")     -- or "immediate" (a crash)
+--   server:stop()
+--
+-- Usable from a shell too: `lua5.4 spec/support/postgres.lua` starts a
+-- server, prints its URL and keeps it until Enter is pressed.
+local M = {}
+
+local INSTALL = "install the server with `apt-get install postgresql` (or `make deps`)"
+-- Server tools run without a sanitizer runtime preloaded for this process.
+local ENV = "env -u LD_PRELOAD "
+
+local function q(s) -- a shell word
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function sh(cmd)
+  local ok, how, code = os.execute(ENV .. "sh -c " .. q(cmd))
+  return ok == true, code, how
+end
+
+local function read(cmd)
+  local p = assert(io.popen(ENV .. "sh -c " .. q(cmd)))
+  local out = p:read("a")
+  local ok = p:close()
+  return out, ok
+end
+
+--- This process's id (the shell io.popen starts is its child).
+function M.pid()
+  if not M._pid then
+    local p = assert(io.popen("echo $PPID"))
+    M._pid = tonumber(p:read("a"))
+    p:close()
+  end
+  return M._pid
+end
+
+local function bindir()
+  local out = read("ls -1d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V")
+  local best
+  for line in out:gmatch("[^\n]+") do
+    if sh("test -x " .. q(line .. "/initdb") .. " && test -x " .. q(line .. "/pg_ctl")) then
+      best = line
+    end
+  end
+  return best
+end
+
+local function tail(path, n)
+  local f = io.open(path)
+  if not f then return "(no log)" end
+  local lines = {}
+  for line in f:lines() do lines[#lines + 1] = line end
+  f:close()
+  return table.concat(lines, "\n", math.max(1, #lines - (n or 15) + 1))
+end
+
+local function port_free(port)
+  local out = read("ss -Htln " .. q("sport = :" .. port) .. " 2>/dev/null")
+  return out == ""
+end
+
+local Server = {}
+Server.__index = Server
+
+function Server:pg(tool, args)
+  return ("%srunuser -u postgres -- %s/%s %s"):format(ENV, self.bin, tool, args)
+end
+
+function Server:ctl(args)
+  return sh(self:pg("pg_ctl", "-D " .. q(self.data) .. " " .. args) .. " >>" ..
+    q(self.dir .. "/pg_ctl.log") .. " 2>&1 </dev/null")
+end
+
+-- fsync=off is safe for the specs (only an OS crash loses data); commits
+-- stay synchronous, since the crash spec needs every acknowledged commit to
+-- survive a server crash.
+function Server:options()
+  return ("-k %s -h 127.0.0.1 -p %d -c fsync=off -c full_page_writes=off -c max_connections=300 " ..
+    "-c shared_buffers=256MB"):format(self.dir, self.port)
+end
+
+function Server:start_server()
+  local opts = self:options()
+  return self:ctl("-l " .. q(self.dir .. "/server.log") .. " -w -t 60 -o " .. q(opts) .. " start")
+end
+
+--- The URL of the test database; params ("table=x&pool=2") appended.
+function Server:url(params, db)
+  local u = ("postgres://postgres@127.0.0.1:%d/%s"):format(self.port, db or self.db)
+  if params and params ~= "" then u = u .. "?" .. params end
+  return u
+end
+
+--- Runs SQL with psql; returns its output (unaligned, tuples only).
+function Server:psql(sql, db)
+  local file = self.dir .. "/query.sql"
+  local f = assert(io.open(file, "w"))
+  f:write(sql)
+  f:close()
+  local out, ok = read(("psql -X -h 127.0.0.1 -p %d -U postgres -d %s -At -v ON_ERROR_STOP=1 -f %s 2>&1")
+    :format(self.port, q(db or self.db), q(file)))
+  if not ok then error("psql failed: " .. out, 2) end
+  return (out:gsub("\n$", ""))
+end
+
+--- Process ids of the server: the postmaster, then its children.
+function Server:pids()
+  local f = io.open(self.data .. "/postmaster.pid")
+  if not f then return {} end
+  local main = tonumber(f:read("l"))
+  f:close()
+  local pids = { main }
+  for pid in read("ps -o pid= --ppid " .. main):gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end
+  return pids
+end
+
+--- Sends a signal (STOP, CONT, ...) to every process of the server.
+function Server:signal(sig)
+  for _, pid in ipairs(self:pids()) do sh(("kill -%s %d 2>/dev/null"):format(sig, pid)) end
+end
+
+function Server:restart(mode)
+  self:ctl("-m " .. (mode or "fast") .. " -w stop")
+  assert(self:start_server(), "PostgreSQL did not come back up:\n" .. tail(self.dir .. "/server.log"))
+end
+
+--- A shell command that restarts the server after `delay` seconds, to run
+--- in the background while the caller drives its loop.
+function Server:restart_command(delay, mode, down_seconds)
+  local opts = self:options()
+  local ctl = self:pg("pg_ctl", "-D " .. q(self.data))
+  return ("(sleep %g; %s -m %s -w stop; sleep %g; %s -l %s -w -t 60 -o %s start) >>%s 2>&1 </dev/null &")
+    :format(delay, ctl, mode or "fast", down_seconds or 0, ctl, q(self.dir .. "/server.log"), q(opts),
+      q(self.dir .. "/pg_ctl.log"))
+end
+
+function Server:stop()
+  if self.stopped then return end
+  self.stopped = true
+  self:signal("CONT")
+  self:ctl("-m immediate -w stop")
+  sh("rm -rf " .. q(self.dir))
+end
+
+--- Starts a server or raises an error that says why and how to fix it.
+function M.start(opts)
+  opts = opts or {}
+  local bin = bindir()
+  if not bin then
+    error("cannot start PostgreSQL for the tests: no /usr/lib/postgresql/*/bin/initdb; " .. INSTALL, 2)
+  end
+  if not sh("id postgres >/dev/null 2>&1") then
+    error("cannot start PostgreSQL for the tests: no 'postgres' OS user; " .. INSTALL, 2)
+  end
+  local dir = read("mktemp -d /tmp/chronis-pg.XXXXXX"):gsub("%s+$", "")
+  assert(dir ~= "", "mktemp failed")
+  local self = setmetatable({ bin = bin, dir = dir, data = dir .. "/data", db = opts.db or "chronis_test" }, Server)
+  sh("chown postgres " .. q(dir) .. " && chmod 700 " .. q(dir))
+  -- Whatever happens to this process, the server goes with it: a watchdog
+  -- in a session of its own (a kill of our process group, as `timeout`
+  -- sends, must not take it too) stops the server once we are gone.
+  local watchdog = ("while kill -0 %d 2>/dev/null; do sleep 1; done; sleep 2; %s -D %s -m immediate stop; rm -rf %s")
+    :format(M.pid(), self:pg("pg_ctl", ""), q(self.data), q(dir))
+  sh("setsid -f sh -c " .. q(watchdog) .. " >/dev/null 2>&1 </dev/null")
+  if not sh(self:pg("initdb", ("-D %s -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8"):format(q(self.data)))
+      .. " >" .. q(dir .. "/initdb.log") .. " 2>&1") then
+    local why = tail(dir .. "/initdb.log")
+    sh("rm -rf " .. q(dir))
+    error("cannot start PostgreSQL for the tests: initdb failed:\n" .. why, 2)
+  end
+  local started = false
+  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)"), 16) % 100000)
+  for _ = 1, 8 do
+    self.port = math.random(20000, 60000)
+    if port_free(self.port) and self:start_server() then
+      started = true
+      break
+    end
+  end
+  if not started then
+    local why = tail(dir .. "/server.log")
+    self:stop()
+    error("cannot start PostgreSQL for the tests (no free port, or the server failed):\n" .. why, 2)
+  end
+  local ok = sh(("%s/createdb -h 127.0.0.1 -p %d -U postgres %s >>%s 2>&1"):format(bin, self.port,
+    q(self.db), q(dir .. "/pg_ctl.log")))
+  if not ok then
+    local why = tail(dir .. "/pg_ctl.log")
+    self:stop()
+    error("cannot create the test database:\n" .. why, 2)
+  end
+  return self
+end
+
+if arg and arg[0] and arg[0]:match("support/postgres%.lua$") then
+  local s = M.start()
+  print(s:url())
+  io.read("l")
+  s:stop()
+end
+
+return M
