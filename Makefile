@@ -27,7 +27,7 @@ LIB_SRC := $(filter-out runtime/main.c,$(wildcard runtime/*.c)) $(wildcard adapt
 LIB_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
 HEADERS := $(wildcard runtime/*.h adapters/*.h)
 
-.PHONY: all deps run test test-only bench clean install FORCE
+.PHONY: all deps run test test-only bench bench-smoke clean install FORCE
 
 all: $(B)/libchronis.a $(B)/chronis $(B)/lua/chronis/core.so
 
@@ -64,8 +64,19 @@ run: all
 
 test: deps all test-only
 
+# bench-smoke runs first so the specs' "N passed, N failed" stays the last line.
 test-only:
+	@SANITIZER=$(SANITIZER) sh bench/run.sh --smoke
 	@SANITIZER=$(SANITIZER) sh spec/run.sh
+
+# Benchmarks against peer schedulers: installs the pinned peers, runs every
+# scenario, prints the table and rewrites docs/benchmarks.md (bench/run.sh).
+bench: all
+	@sh bench/run.sh
+
+# Every scenario at about 1 % of its size: one line, or the failures.
+bench-smoke:
+	@SANITIZER=$(SANITIZER) sh bench/run.sh --smoke
 
 # The host looks for its Lua library in ../share/chronis beside bin/, and
 # Lua adapters (file:, lua:adapters/...) in share/chronis/adapters.

@@ -1,0 +1,83 @@
+-- B2 steady: J interval jobs every second, their phases spread evenly over
+-- the second (start_date = T0 + i/J s), for D seconds. The handler records
+-- start lateness = chronis.time.now() - job.scheduled_time (wall clock,
+-- like the schedule itself). Missed = expected slots without a run;
+-- doubled = slots that ran more than once; off_grid = runs whose scheduled
+-- time is not one of the expected slots. CPU is this process's, over the
+-- run phase only.
+-- usage: lua5.4 bench/chronis/b2_steady.lua J D STORAGE_URL [LEAD_S] [MAX_WORKERS] [MAX_QUEUE]
+package.path = (arg[0]:match("^(.*/)") or "./") .. "?.lua;" .. package.path
+local B = require "common"
+local chronis = B.chronis
+
+local J = tonumber(arg[1]) or 2000
+local D = tonumber(arg[2]) or 30
+local url = arg[3] or "memory:"
+local lead = tonumber(arg[4]) or 3
+local workers = tonumber(arg[5]) or 100
+local queue = tonumber(arg[6]) or 1000
+
+local store = chronis.storage.open(url)
+local sched = chronis.scheduler{ storage = store, max_workers = workers, max_queue_size = queue,
+                                 polling_interval = 1 }
+local now, parse, fmt = chronis.time.now, chronis.time.parse, chronis.time.format
+local lat, seen, off_grid, runs = {}, {}, 0, 0
+-- Slots are T0 + i*step + k seconds; step = 1e6 // J µs.
+local step = 1000000 // J
+local T0 = (now() // 1000 + math.floor(lead * 1000)) * 1000
+local T_end = T0 + D * 1000000
+local index = {}
+sched:handler("tick", function(job)
+  local t = now()
+  local s = parse(job.scheduled_time)
+  runs = runs + 1
+  local i = index[job.job_id]
+  local k = i and (s - T0 - i * step) / 1000000
+  if k and s >= T0 and s < T_end and k == math.floor(k) then
+    local key = job.job_id .. "@" .. s
+    local n = (seen[key] or 0) + 1
+    seen[key] = n
+    if n == 1 then lat[#lat + 1] = t - s end
+  elseif s < T_end then
+    off_grid = off_grid + 1
+  end
+end)
+
+local w0 = B.mono()
+for i = 0, J - 1 do
+  local id = "tick" .. i
+  index[id] = i
+  sched:create_interval_job{ job_id = id, func_name = "tick", seconds = 1,
+                             start_date = fmt(T0 + i * step) }
+end
+local create_s = B.mono() - w0
+local late_create = now() > T0
+
+sched:start()
+chronis.run_until(function() return now() >= T0 end, lead + 60)
+local c0, r0 = B.cpu(), runs
+-- Run past the window so the last slots (due just before T_end) complete.
+chronis.run_until(function() return now() >= T_end + 1500000 end, D + 60)
+local cpu = B.cpu() - c0
+local window_runs = runs - r0
+sched:stop()
+
+local expected, missed, doubled = J * D, 0, 0
+for i = 0, J - 1 do
+  for k = 0, D - 1 do
+    local n = seen["tick" .. i .. "@" .. (T0 + i * step + k * 1000000)]
+    if not n then missed = missed + 1 elseif n > 1 then doubled = doubled + (n - 1) end
+  end
+end
+table.sort(lat)
+local ms = function(v) return v and v / 1000 end
+B.emit{
+  impl = "chronis", store = url:match("^(%w+)"), jobs = J, seconds = D, expected = expected,
+  runs = #lat, missed = missed, doubled = doubled, off_grid = off_grid,
+  p50_ms = ms(B.pct(lat, 50)), p99_ms = ms(B.pct(lat, 99)), max_ms = ms(lat[#lat]),
+  min_ms = ms(lat[1]), cpu_s = cpu, cpu_per_1000 = window_runs > 0 and cpu / window_runs * 1000 or nil,
+  create_s = create_s, late_create = late_create,
+  settings = { max_workers = workers, max_queue_size = queue, polling_interval = 1,
+               trigger = "interval seconds=1, start_date spread over 1 s" },
+  versions = { chronis = chronis._VERSION, lua = _VERSION },
+}
