@@ -4,10 +4,11 @@
  * non-blocking queries, one at a time, with results collected as the socket
  * becomes readable. Never a blocking libpq call.
  *
- * libpq closes the socket itself when it sees the connection end, so after
- * every call that may read or write, the poll handle is dropped at once if
- * the socket went away, before any callback could open a socket that reuses
- * the number. */
+ * libpq closes the socket itself when it sees the connection end (in
+ * PQconsumeInput, PQflush, even a failed PQsend*), so after every call that
+ * may read or write, the poll handle is dropped at once if the socket went
+ * away: later, another connection may own the same number, and stopping
+ * the stale handle (epoll_ctl DEL by number) would silently unregister it. */
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <stdlib.h>
@@ -125,6 +126,7 @@ static void deferred_cb(uv_timer_t *t) {
  * before its call returns. */
 static void defer_broken(pg_conn_t *c, const char *msg) {
   set_err(c, msg);
+  check_socket(c);
   if (c->poll) uv_poll_stop(c->poll);
   uv_timer_start(c->timer, deferred_cb, 0, 0);
 }
@@ -419,11 +421,9 @@ static void sent(pg_conn_t *c, int ok, pg_result_cb cb, void *arg) {
   c->cb_arg = arg;
   c->state = PG_C_BUSY;
   c->timed_out = 0;
-  if (!ok) {
-    defer_broken(c, PQerrorMessage(c->pg));
-    return;
-  }
-  int r = PQflush(c->pg);
+  /* A failed send may have read EOF and closed the socket: forget its
+   * number now, before the deferred failure or anyone else runs. */
+  int r = ok ? PQflush(c->pg) : -1;
   check_socket(c);
   if (r < 0 || c->poll == NULL) {
     defer_broken(c, PQerrorMessage(c->pg));

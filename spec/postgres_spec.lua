@@ -427,6 +427,21 @@ describe("postgres store", function()
       assert_error_code("unavailable", s.query_jobs, s)
       assert.is_true(chronis.time.now() - t0 < 2000000, "took too long to fail")
       s:close()
+      -- Many requests waiting for the first attempt all learn that it failed.
+      s = chronis.storage.open(("postgres://postgres@127.0.0.1:%d/x"):format(port))
+      local tasks = {}
+      for i = 1, 6 do
+        tasks[i] = chronis.spawn(function()
+          local ok, e = pcall(s.get_job, s, "x" .. i)
+          return ok, type(e) == "table" and e.code
+        end)
+      end
+      for i = 1, 6 do
+        local ok, code = tasks[i]:join()
+        assert.is_false(ok, "request " .. i)
+        assert.are.equal("unavailable", code, "request " .. i)
+      end
+      s:close()
     end)
 
     it("fails a call in flight with 'unavailable' when the server stops answering, then recovers",
@@ -443,7 +458,10 @@ describe("postgres store", function()
         s:close()
       end)
 
-    local function run_through_restart(mode)
+    -- 600 jobs due now, 10 at a time, while `disrupt(stop_file)` (shell
+    -- commands run in the background, which end when stop_file exists)
+    -- breaks the store's connections.
+    local function run_through(disrupt, quiet)
       local t = fresh_table()
       local N = 600
       local store = chronis.storage.open(url("timeout=5", t))
@@ -458,7 +476,8 @@ describe("postgres store", function()
       end)
       local now = chronis.time.format(chronis.time.now())
       for i = 1, N do sched:create_date_job{ job_id = ("r%04d"):format(i), func_name = "work", run_date = now } end
-      assert(sh(need():restart_command(0.4, mode, 0.5)))
+      local stop = tmpname("stop")
+      local wait_disruption = need():background(disrupt(stop), stop)
       sched:start()
       local done = chronis.run_until(function()
         if nruns < N then return false end
@@ -468,6 +487,7 @@ describe("postgres store", function()
       sched:stop()
       sched:close()
       store:close()
+      assert(wait_disruption(90), "the disruption did not end")
       assert(done, ("not done: %d runs of %d jobs; log:\n%s"):format(nruns, N, table.concat(logs, "\n", math.max(1, #logs - 20))))
       local twice = {}
       for id, n in pairs(runs) do
@@ -475,17 +495,22 @@ describe("postgres store", function()
       end
       assert.are.same({}, twice)
       assert.are.equal(N, nruns)
-      local saw = false
+      -- Connections killed while idle are replaced without a word.
+      local saw = quiet
       for _, l in ipairs(logs) do saw = saw or l:find("unavailable", 1, true) ~= nil end
       assert(saw, "the outage was never noticed:\n" .. table.concat(logs, "\n"))
     end
 
     it("recovers from a server restart in the middle of a run: every job runs exactly once", function()
-      run_through_restart("fast")
+      run_through(function() return need():restart_command(0.4, "fast", 0.5) end)
     end)
 
     it("recovers from a server crash in the middle of a run: every job runs exactly once", function()
-      run_through_restart("immediate")
+      run_through(function() return need():restart_command(0.4, "immediate", 0.5) end)
+    end)
+
+    it("survives its connections being killed again and again: every job runs exactly once", function()
+      run_through(function(stop) return "sleep 0.2; " .. need():kill_loop_command(0.1, stop) end, true)
     end)
   end)
 

@@ -133,14 +133,40 @@ function Server:restart(mode)
   assert(self:start_server(), "PostgreSQL did not come back up:\n" .. tail(self.dir .. "/server.log"))
 end
 
---- A shell command that restarts the server after `delay` seconds, to run
---- in the background while the caller drives its loop.
+--- Shell commands that restart the server after `delay` seconds, to run in
+--- the background (see Server:background) while the caller drives its loop.
 function Server:restart_command(delay, mode, down_seconds)
-  local opts = self:options()
   local ctl = self:pg("pg_ctl", "-D " .. q(self.data))
-  return ("(sleep %g; %s -m %s -w stop; sleep %g; %s -l %s -w -t 60 -o %s start) >>%s 2>&1 </dev/null &")
-    :format(delay, ctl, mode or "fast", down_seconds or 0, ctl, q(self.dir .. "/server.log"), q(opts),
-      q(self.dir .. "/pg_ctl.log"))
+  return ("sleep %g; %s -m %s -w stop; sleep %g; %s -l %s -w -t 60 -o %s start")
+    :format(delay, ctl, mode or "fast", down_seconds or 0, ctl, q(self.dir .. "/server.log"),
+      q(self:options()))
+end
+
+--- Shell commands that end every connection named application_name=chronis
+--- every `every` seconds until the file `stop` exists.
+function Server:kill_loop_command(every, stop)
+  local sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = " ..
+    "'chronis' AND pid <> pg_backend_pid()"
+  return ("while [ ! -e %s ]; do %spsql -X -h 127.0.0.1 -p %d -U postgres -d %s -qAtc %s; sleep %g; done")
+    :format(q(stop), ENV, self.port, q(self.db), q(sql), every)
+end
+
+--- Runs shell commands in the background; returns a function that waits
+--- (up to `timeout` seconds) until they are done, after creating the file
+--- they may watch to stop.
+function Server:background(cmds, stop)
+  local done = os.tmpname()
+  os.remove(done)
+  sh(("(%s; touch %s) >>%s 2>&1 </dev/null &"):format(cmds, q(done), q(self.dir .. "/background.log")))
+  return function(timeout)
+    if stop then io.open(stop, "w"):close() end
+    local deadline = os.time() + (timeout or 60)
+    while not io.open(done) and os.time() < deadline do sh("sleep 0.1") end
+    local finished = io.open(done) ~= nil
+    os.remove(done)
+    if stop then os.remove(stop) end
+    return finished
+  end
 end
 
 function Server:stop()
