@@ -49,6 +49,8 @@ static void dispatch(chr_sched_t *s);
 static void flush(chr_sched_t *s);
 static void flush_soon(chr_sched_t *s);
 static void check_stopped(chr_sched_t *s);
+static void wake_cb(void *data, int64_t when);
+static void hint_push(chr_sched_t *s, int64_t t);
 
 /* ---- small helpers ---- */
 
@@ -62,6 +64,7 @@ static void sched_free(chr_sched_t *s) {
                 s->clock_ref,   s->on_success_ref, s->on_failure_ref, s->logger_ref};
   for (size_t i = 0; i < sizeof refs / sizeof *refs; i++) luaL_unref(L, LUA_REGISTRYINDEX, refs[i]);
   chr_store_release(s->store);
+  free(s->hints);
   free(s->heap);
   free(s->pend);
   free(s);
@@ -726,11 +729,24 @@ static void flush_cb(chr_store_req_t *req) {
                   "will expire and they will be recovered",
                   q->nitems, chr_strerror(req->status), req->errmsg ? req->errmsg : "");
   } else {
-    for (size_t i = 0; i < q->nitems; i++)
-      if (q->items[i].result != 0)
-        chr_sched_log(s, CHR_LOG_WARN, q->items[i].job_id,
+    /* The next runs this node just wrote are wake-up hints of its own: a
+     * store that cannot tell us (no local timer, no pub/sub echo) would
+     * otherwise leave them to the next poll. */
+    int64_t earliest = CHR_TIME_NONE;
+    for (size_t i = 0; i < q->nitems; i++) {
+      chr_completion_t *c = &q->items[i];
+      if (c->result != 0) {
+        chr_sched_log(s, CHR_LOG_WARN, c->job_id,
                       "completion not applied (%s): the lease was lost to another node",
-                      chr_strerror(q->items[i].result));
+                      chr_strerror(c->result));
+      } else if (!c->remove && c->updates && chr_job_has(c->updates, CHR_F_NEXT_RUN_TIME) &&
+                 c->updates->status == CHR_ST_SCHEDULED) {
+        int64_t t = c->updates->next_run_time;
+        if (!(s->store->caps & CHR_STORE_CAP_LOCAL)) hint_push(s, t);
+        if (earliest == CHR_TIME_NONE || t < earliest) earliest = t;
+      }
+    }
+    if (earliest != CHR_TIME_NONE) wake_cb(s, earliest);
   }
   sreq_free(q);
   if (s->npend) flush(s);
@@ -759,6 +775,44 @@ static void flush_soon(chr_sched_t *s) {
   if (s->npend == 0 || s->flush_timer == NULL || uv_is_active((uv_handle_t *)s->flush_timer))
     return;
   uv_timer_start(s->flush_timer, flush_timer_cb, 0, 0);
+}
+
+/* ---- next-run hints ---- */
+
+#define MAX_HINTS 65536
+
+static void hint_push(chr_sched_t *s, int64_t t) {
+  if (s->nhints >= MAX_HINTS) return; /* polling covers the rest */
+  if (s->nhints == s->hintcap) {
+    s->hintcap = s->hintcap ? s->hintcap * 2 : 64;
+    s->hints = chr_realloc(s->hints, s->hintcap * sizeof *s->hints);
+  }
+  size_t i = s->nhints++;
+  while (i > 0 && s->hints[(i - 1) / 2] > t) {
+    s->hints[i] = s->hints[(i - 1) / 2];
+    i = (i - 1) / 2;
+  }
+  s->hints[i] = t;
+}
+
+static void hint_pop(chr_sched_t *s) {
+  int64_t last = s->hints[--s->nhints];
+  size_t i = 0, n = s->nhints;
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= n) break;
+    if (c + 1 < n && s->hints[c + 1] < s->hints[c]) c++;
+    if (s->hints[c] >= last) break;
+    s->hints[i] = s->hints[c];
+    i = c;
+  }
+  if (n) s->hints[i] = last;
+}
+
+/* The earliest hinted time still ahead of now, dropping the past ones. */
+static int64_t hint_next(chr_sched_t *s, int64_t now) {
+  while (s->nhints && s->hints[0] <= now) hint_pop(s);
+  return s->nhints ? s->hints[0] : CHR_TIME_NONE;
 }
 
 /* ---- timers ---- */
@@ -796,7 +850,14 @@ static void due_cb(chr_store_req_t *req) {
 static void arm_timer(chr_sched_t *s) {
   if (s->state != CHR_SCHED_RUNNING) return;
   if (!(s->store->caps & CHR_STORE_CAP_LOCAL)) {
-    schedule_tick(s, (int64_t)(s->opts.polling_interval * 1e6));
+    int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
+    int64_t now = chr_sched_now(s), next = hint_next(s, now);
+    if (next != CHR_TIME_NONE && next - now < poll) poll = next - now;
+    /* Keep a sooner wake-up a store hint already armed. */
+    if (s->armed_at != CHR_TIME_NONE && s->armed_at <= chr_time_now() + poll &&
+        uv_is_active((uv_handle_t *)s->poll_timer))
+      return;
+    schedule_tick(s, poll);
     return;
   }
   if (s->due_busy) return;

@@ -49,6 +49,10 @@ struct chr_sched {
   int64_t last_recover;
   int refs; /* pending requests and timers holding s */
   int njob_callbacks; /* jobs with callbacks of their own */
+  /* Next run times this node wrote (a min-heap): for stores that cannot
+   * say when the next job is due, the timer is armed at the earliest. */
+  int64_t *hints;
+  size_t nhints, hintcap;
   chr_store_watch_t watch;
   chr_waiter_t *stop_waiter;
   struct {
