@@ -836,11 +836,12 @@ static void due_cb(chr_store_req_t *req) {
   chr_sched_t *s = q->s;
   s->due_busy = 0;
   int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
-  int64_t delay = poll;
+  int64_t delay = poll, now = chr_sched_now(s), hint = hint_next(s, now);
   if (req->status == 0 && req->count != CHR_TIME_NONE) {
-    int64_t d = req->count - chr_sched_now(s);
+    int64_t d = req->count - now;
     if (d < delay) delay = d < 0 ? 0 : d;
   }
+  if (hint != CHR_TIME_NONE && hint - now < delay) delay = hint - now;
   sreq_free(q);
   if (s->state == CHR_SCHED_RUNNING && !s->claim_busy) schedule_tick(s, delay);
 }
@@ -849,7 +850,10 @@ static void due_cb(chr_store_req_t *req) {
  * a job is due earlier. */
 static void arm_timer(chr_sched_t *s) {
   if (s->state != CHR_SCHED_RUNNING) return;
-  if (!(s->store->caps & CHR_STORE_CAP_LOCAL)) {
+  /* Every store that can tell its next due time is asked after each poll
+   * that did not drain (one round trip for networked ones); the others
+   * rely on the hints of this node's own completions. */
+  if (!(s->store->caps & (CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_NEXT_DUE))) {
     int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
     int64_t now = chr_sched_now(s), next = hint_next(s, now);
     if (next != CHR_TIME_NONE && next - now < poll) poll = next - now;
