@@ -23,7 +23,10 @@ failed=0
 for f in $files; do
   echo "== $f"
   out=$(mktemp)
-  "$LUA" "$BUSTED" --helper=spec/support/helper.lua "$f" 2>&1 | tee "$out"
+  # A hung spec file must not hold the whole run: it is stopped after
+  # SPEC_TIMEOUT seconds and counted as a failure.
+  timeout -k 10 "${SPEC_TIMEOUT:-900}" "$LUA" "$BUSTED" --helper=spec/support/helper.lua "$f" 2>&1 |
+    tee "$out"
   line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)
   if [ -z "$line" ]; then
     echo "!! $f ended without a summary (crash?): counted as 1 failure"
