@@ -864,6 +864,12 @@ static void arm_timer(chr_sched_t *s) {
     schedule_tick(s, poll);
     return;
   }
+  /* The poll interval first: a store that is slow to answer (or down)
+   * must not leave the engine without a timer. */
+  int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
+  if (s->armed_at == CHR_TIME_NONE || s->armed_at > chr_time_now() + poll ||
+      !uv_is_active((uv_handle_t *)s->poll_timer))
+    schedule_tick(s, poll);
   if (s->due_busy) return;
   sreq_t *q = sreq_new(s, CHR_OP_NEXT_DUE, due_cb);
   s->due_busy = 1;
