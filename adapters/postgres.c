@@ -40,7 +40,7 @@ typedef struct pg_store {
   int checked;   /* a schema check was started at least once */
   int down;      /* the last attempt failed and no connection is up */
   int failures;  /* consecutive failed connection attempts */
-  int listen_failures, listening;
+  int listen_failures;
   char lasterr[400];
   uv_timer_t *retry_timer, *notify_timer, *listen_timer;
   int64_t notify_min;
@@ -134,26 +134,23 @@ static void down_message(pg_store_t *st, char *msg, size_t n) {
 
 /* Fails queued requests; `keep_held` keeps completions waiting. */
 static void fail_queue(pg_store_t *st, int code, const char *msg, int keep_held) {
-  pg_op_t *list = st->head, *kept = NULL, **kt = &kept;
+  pg_op_t *list = st->head, *failed = NULL, **ft = &failed;
   st->head = st->tail = NULL;
   st->queued = 0;
+  /* Split first: the callbacks below may queue new requests. */
   for (pg_op_t *op = list, *next; op; op = next) {
     next = op->next;
     op->next = NULL;
     if (keep_held && op->hold) {
-      *kt = op;
-      kt = &op->next;
+      enqueue(st, op, 0);
+    } else {
+      *ft = op;
+      ft = &op->next;
     }
   }
-  for (pg_op_t *op = kept; op; op = op->next) {
-    if (st->tail) st->tail->next = op;
-    else st->head = op;
-    st->tail = op;
-    st->queued++;
-  }
-  for (pg_op_t *op = list, *next; op; op = next) {
+  for (pg_op_t *op = failed, *next; op; op = next) {
     next = op->next;
-    if (!(keep_held && op->hold)) op_fail(st, op, code, msg);
+    op_fail(st, op, code, msg);
   }
 }
 
@@ -272,9 +269,10 @@ static void migrated_cb(void *data, int status, const char *msg) {
   c->role = ROLE_POOL;
   if (status == 0) {
     st->ready = 1;
-  } else if (status != CHR_EUNAVAIL) {
+  } else if (c->state != PG_C_DEAD) {
     /* The schema is wrong or cannot be made right: every waiting request
-     * learns why; the next request checks again. */
+     * learns why; the next request checks again. (A lost connection is
+     * reported next and the check runs again on a new one.) */
     fail_queue(st, status, msg, 0);
   }
   if (!st->closing) dispatch(st);
@@ -287,7 +285,6 @@ static void listen_retry_cb(uv_timer_t *t) {
 }
 
 static void listen_lost(pg_store_t *st, pg_conn_t *c) {
-  st->listening = 0;
   chr_pg_conn_close(c);
   if (st->listener == c) st->listener = NULL;
   if (st->closing) return;
@@ -303,7 +300,6 @@ static void listened_cb(pg_conn_t *c, PGresult *res, void *arg) {
     if (res) listen_lost(st, c); /* a broken connection reports BROKEN next */
     return;
   }
-  st->listening = 1;
   st->listen_failures = 0;
 }
 
