@@ -583,6 +583,7 @@ static void dispatch(chr_sched_t *s) {
 
 typedef struct sreq {
   chr_store_req_t req;
+  chr_store_cb done;
   chr_sched_t *s;
   chr_completion_t *items;
   size_t nitems;
@@ -590,10 +591,21 @@ typedef struct sreq {
   size_t nids;
 } sreq_t;
 
+/* Runs a request's callback holding a reference to the scheduler: the
+ * callback frees the request (and its reference) and may still use s. */
+static void sreq_dispatch(chr_store_req_t *req) {
+  sreq_t *q = req->data;
+  chr_sched_t *s = q->s;
+  sched_ref(s);
+  q->done(req);
+  sched_unref(s);
+}
+
 static sreq_t *sreq_new(chr_sched_t *s, chr_store_op_t op, chr_store_cb cb) {
   sreq_t *q = chr_calloc(1, sizeof *q);
   chr_store_req_init(&q->req, op);
-  q->req.cb = cb;
+  q->done = cb;
+  q->req.cb = sreq_dispatch;
   q->req.data = q;
   q->s = s;
   sched_ref(s);
