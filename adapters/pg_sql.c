@@ -105,7 +105,19 @@ static const struct {
     [PG_S_EXTEND] = {3, "UPDATE {T} t SET lease_until = $3::timestamptz, updated_at = " STAMP
                         " WHERE t.job_id = ANY($1::text[]) AND t.status = 'running'"
                         " AND t.claimed_by = $2"},
-    [PG_S_NEXT_DUE] = {0, "SELECT min(next_run_time) FROM {T} WHERE status = 'scheduled'"},
+    /* The engine asks after every poll: the first job of each priority
+     * level, from the due index, instead of a scan of every scheduled job. */
+    [PG_S_NEXT_DUE] = {0, "WITH RECURSIVE lv(p) AS ("
+                          " SELECT max(COALESCE(priority, 5)) FROM {T} WHERE status = 'scheduled'"
+                          " UNION ALL"
+                          " SELECT (SELECT max(COALESCE(priority, 5)) FROM {T}"
+                          "  WHERE status = 'scheduled' AND COALESCE(priority, 5) < lv.p)"
+                          " FROM lv WHERE lv.p IS NOT NULL"
+                          ") SELECT min(f.t) FROM lv CROSS JOIN LATERAL ("
+                          " SELECT d.next_run_time AS t FROM {T} d"
+                          " WHERE d.status = 'scheduled' AND COALESCE(d.priority, 5) = lv.p"
+                          "  AND d.next_run_time IS NOT NULL"
+                          " ORDER BY d.next_run_time LIMIT 1) f"},
     [PG_S_NOTIFY] = {2, "SELECT pg_notify($1, $2)"},
 };
 

@@ -314,7 +314,10 @@ int chr_pg_opts_parse(const char *url, pg_opts_t *o, char *err, size_t errlen) {
     } else if (strcmp(k, "options") == 0) {
       free(user_options);
       user_options = chr_strdup(v);
-    } else if (!libpq_keyword(k) || (strcmp(k, "dbname") == 0 && uri != NULL)) {
+    } else if (strcmp(k, "dbname") == 0 && uri != NULL) {
+      rc = fail(err, errlen, "invalid storage URL: give the database as the URL's path "
+                "(postgres://host/database), not as dbname=");
+    } else if (!libpq_keyword(k)) {
       rc = fail(err, errlen, "invalid storage URL: unknown option '%s' (chronis: table, schema, "
                 "pool, auto_migrate, notify, timeout, connect_timeout, timezone; or a libpq "
                 "connection keyword)", k);
