@@ -330,23 +330,8 @@ static void clear_claim(chr_job_t *j) {
   j->mask &= ~(CHR_BIT(CHR_F_CLAIMED_BY) | CHR_BIT(CHR_F_LEASE_UNTIL));
 }
 
-/* Why partial record u may not be applied to the job `id` (it would rename
- * the job or leave it without a valid status), or NULL. */
-static const char *updates_error(const char *id, const chr_job_t *u) {
-  uint32_t given;
-  if (u == NULL) return NULL;
-  given = u->mask | u->nullmask;
-  if ((given & CHR_BIT(CHR_F_JOB_ID)) &&
-      ((u->nullmask & CHR_BIT(CHR_F_JOB_ID)) || u->job_id == NULL || strcmp(u->job_id, id) != 0))
-    return "job_id cannot be changed";
-  if ((given & CHR_BIT(CHR_F_STATUS)) &&
-      ((u->nullmask & CHR_BIT(CHR_F_STATUS)) || !status_valid(u->status)))
-    return "status must be pending, scheduled, running, paused or failed";
-  return NULL;
-}
-
 static int check_updates(chr_store_req_t *req, const char *id, const chr_job_t *u) {
-  const char *why = updates_error(id, u);
+  const char *why = chr_store_updates_error(id, u);
   if (why == NULL) return 0;
   chr_store_req_fail(req, CHR_EINVAL, "job '%s': %s", id, why);
   return -1;
@@ -555,7 +540,7 @@ static void op_complete(mem_store_t *ms, chr_store_req_t *req) {
     } else if (it->remove) {
       rec_delete(ms, slot);
       it->result = 0;
-    } else if (updates_error(it->job_id, it->updates) != NULL) {
+    } else if (chr_store_updates_error(it->job_id, it->updates) != NULL) {
       it->result = CHR_EINVAL;
     } else {
       rec_update(ms, *slot, it->updates);

@@ -341,19 +341,6 @@ static void free_list(char **l, size_t n) {
   free(l);
 }
 
-/* Why partial record u may not be applied to job `id`, or NULL (as the
- * memory store). */
-static const char *updates_error(const char *id, const chr_job_t *u) {
-  if (u == NULL) return NULL;
-  uint32_t given = u->mask | u->nullmask;
-  if ((given & CHR_BIT(CHR_F_JOB_ID)) && (!has_value(u, CHR_F_JOB_ID) || strcmp(u->job_id, id) != 0))
-    return "job_id cannot be changed";
-  if ((given & CHR_BIT(CHR_F_STATUS)) &&
-      (!has_value(u, CHR_F_STATUS) || u->status <= CHR_ST_NONE || u->status >= CHR_ST__COUNT))
-    return "status must be pending, scheduled, running, paused or failed";
-  return NULL;
-}
-
 /* ", col = $n, ..., record = ..., updated_at = STAMP" for partial u. */
 static void set_clause(chr_buf_t *sql, pg_op_t *op, const chr_job_t *u) {
   chr_buf_adds(sql, " SET ");
@@ -529,7 +516,7 @@ static int build_complete(pg_op_t *op) {
     chr_completion_t *it = &req->items[i];
     it->result = CHR_ENOTFOUND;
     if (it->job_id == NULL) continue;
-    if (!it->remove && updates_error(it->job_id, it->updates) != NULL) {
+    if (!it->remove && chr_store_updates_error(it->job_id, it->updates) != NULL) {
       it->result = CHR_EINVAL;
       continue;
     }
@@ -614,7 +601,7 @@ int chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
     return 0;
   case CHR_OP_UPDATE:
   case CHR_OP_CAS:
-    if ((why = updates_error(req->id, req->job)) != NULL) {
+    if ((why = chr_store_updates_error(req->id, req->job)) != NULL) {
       chr_store_req_fail(req, CHR_EINVAL, "job '%s': %s", req->id, why);
       return CHR_EINVAL;
     }

@@ -256,20 +256,6 @@ static const char *status_name_ok(int st) {
   return st > CHR_ST_NONE && st < CHR_ST__COUNT ? chr_status_names[st] : NULL;
 }
 
-/* Why partial record u may not be applied to job `id` (memory.c's rule). */
-static const char *updates_error(const char *id, const chr_job_t *u) {
-  uint32_t given;
-  if (u == NULL) return NULL;
-  given = u->mask | u->nullmask;
-  if ((given & CHR_BIT(CHR_F_JOB_ID)) &&
-      ((u->nullmask & CHR_BIT(CHR_F_JOB_ID)) || u->job_id == NULL || strcmp(u->job_id, id) != 0))
-    return "job_id cannot be changed";
-  if ((given & CHR_BIT(CHR_F_STATUS)) &&
-      ((u->nullmask & CHR_BIT(CHR_F_STATUS)) || !status_name_ok(u->status)))
-    return "status must be pending, scheduled, running, paused or failed";
-  return NULL;
-}
-
 static void answer(chr_store_req_t *req) {
   if (req->cb) req->cb(req);
 }
@@ -398,7 +384,7 @@ static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
     if (rc == -1) {
       chr_store_req_fail(req, CHR_ENOTFOUND, "job '%s' not found", req->id);
     } else if (rc == -2) {
-      chr_store_req_fail(req, CHR_EINVAL, "job '%s': %s", req->id, updates_error(req->id, req->job));
+      chr_store_req_fail(req, CHR_EINVAL, "job '%s': %s", req->id, chr_store_updates_error(req->id, req->job));
     } else if (rc == 1) {
       chr_job_t *j = job_from_hash(elem(r, 1));
       req->ok = 1;
@@ -608,7 +594,7 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
   case CHR_OP_CAS:
     c = script(rs, CHR_RS_WRITE, req, 0);
     chr_rcmd_args(c, req->id);
-    chr_rcmd_args(c, updates_error(req->id, req->job) ? "1" : "0");
+    chr_rcmd_args(c, chr_store_updates_error(req->id, req->job) ? "1" : "0");
     add_expected(c, req->op == CHR_OP_CAS ? req->expected : NULL);
     if (req->job) {
       add_fields(c, req->job, 1, 0);
@@ -650,7 +636,7 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
     chr_rcmd_argi(c, (long long)req->nitems);
     for (size_t i = 0; i < req->nitems; i++) {
       const chr_completion_t *it = &req->items[i];
-      const char *mode = it->remove ? "d" : updates_error(it->job_id, it->updates) ? "x" : "u";
+      const char *mode = it->remove ? "d" : chr_store_updates_error(it->job_id, it->updates) ? "x" : "u";
       chr_rcmd_args(c, it->job_id);
       chr_rcmd_args(c, it->owner ? it->owner : "");
       chr_rcmd_args(c, mode);

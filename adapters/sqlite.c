@@ -204,22 +204,6 @@ static int status_valid(int st) {
   return st > CHR_ST_NONE && st < CHR_ST__COUNT;
 }
 
-/* Why partial record u may not be applied to the job `id` (it would rename
- * the job or leave it without a valid status), or NULL. Same rules as the
- * memory store. */
-static const char *updates_error(const char *id, const chr_job_t *u) {
-  uint32_t given;
-  if (u == NULL) return NULL;
-  given = u->mask | u->nullmask;
-  if ((given & CHR_BIT(CHR_F_JOB_ID)) &&
-      ((u->nullmask & CHR_BIT(CHR_F_JOB_ID)) || u->job_id == NULL || strcmp(u->job_id, id) != 0))
-    return "job_id cannot be changed";
-  if ((given & CHR_BIT(CHR_F_STATUS)) &&
-      ((u->nullmask & CHR_BIT(CHR_F_STATUS)) || !status_valid(u->status)))
-    return "status must be pending, scheduled, running, paused or failed";
-  return NULL;
-}
-
 /* Reads job id inside the current transaction: 1 and *out, 0 when
  * missing, -1 on error (req failed). */
 static int load(sq_store_t *s, chr_store_req_t *req, const char *id, chr_job_t **out) {
@@ -356,7 +340,7 @@ static void op_get_batch(sq_store_t *s, chr_store_req_t *req) {
  * comparison (in C: chr_job_matches, every expected field, the memory
  * store's rules) and the write. */
 static void op_write(sq_store_t *s, chr_store_req_t *req, const chr_job_t *expected) {
-  const char *why = updates_error(req->id, req->job);
+  const char *why = chr_store_updates_error(req->id, req->job);
   chr_job_t *j;
   int64_t wake;
   req->ok = 0;
@@ -511,7 +495,7 @@ static int complete_update(sq_store_t *s, chr_store_req_t *req, chr_completion_t
     sqlite3_reset(st);
     return CHR_ECONFLICT;
   }
-  if (updates_error(it->job_id, it->updates) != NULL) {
+  if (chr_store_updates_error(it->job_id, it->updates) != NULL) {
     sqlite3_reset(st);
     return CHR_EINVAL;
   }

@@ -158,6 +158,19 @@ void chr_filter_push(lua_State *L, const chr_filter_t *f) {
   }
 }
 
+const char *chr_store_updates_error(const char *id, const chr_job_t *u) {
+  if (u == NULL) return NULL;
+  uint32_t given = u->mask | u->nullmask;
+  if ((given & CHR_BIT(CHR_F_JOB_ID)) &&
+      ((u->nullmask & CHR_BIT(CHR_F_JOB_ID)) || u->job_id == NULL || strcmp(u->job_id, id) != 0))
+    return "job_id cannot be changed";
+  if ((given & CHR_BIT(CHR_F_STATUS)) &&
+      ((u->nullmask & CHR_BIT(CHR_F_STATUS)) || u->status <= CHR_ST_NONE ||
+       u->status >= CHR_ST__COUNT))
+    return "status must be pending, scheduled, running, paused or failed";
+  return NULL;
+}
+
 int chr_job_cmp_query(const void *a, const void *b) {
   const chr_job_t *x = *(const chr_job_t *const *)a, *y = *(const chr_job_t *const *)b;
   int64_t tx = chr_job_has(x, CHR_F_NEXT_RUN_TIME) ? x->next_run_time : CHR_TIME_NONE;

@@ -61,6 +61,11 @@ int chr_filter_match(const chr_filter_t *f, const chr_job_t *j);
 struct lua_State;
 void chr_filter_push(struct lua_State *L, const chr_filter_t *f);
 
+/* Why the partial record u may not be applied to the job `id`: it would
+ * rename the job or leave it without a valid status. NULL when it may.
+ * The one rule every adapter applies to updates, CAS and completions. */
+const char *chr_store_updates_error(const char *id, const chr_job_t *u);
+
 /* Orders jobs as query results: next_run_time ascending, nil last, then
  * job_id. qsort comparator over chr_job_t pointers. */
 int chr_job_cmp_query(const void *a, const void *b);
