@@ -713,7 +713,7 @@ function Store:recover_expired_leases(now)
   local n = 0
   for _, e in ipairs(expired) do
     if kit.lease_expired(e.job, now) then
-      local ok = self:write(e, self:merged(e, { status = "scheduled", claimed_by = null, lease_until = null }))
+      local ok = self:write(e, self:merged(e, kit.recovered(e.job)))
       if ok then n = n + 1 end
     end
   end

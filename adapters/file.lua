@@ -374,11 +374,16 @@ end
 function Store:recover_expired_leases(now)
   check_open(self)
   now = now == nil and chronis.time.now() or kit.to_us(now, "recover_expired_leases: invalid 'now'")
-  local expired = {}
-  for _, e in pairs(self.entries) do
-    if kit.lease_expired(e.job, now) then expired[#expired + 1] = e end
+  local changes, n, updated_at = {}, 0, nil
+  for id, e in pairs(self.entries) do
+    if kit.lease_expired(e.job, now) then
+      updated_at = updated_at or stamp(self)
+      changes[id] = updated(e, kit.recovered(e.job), updated_at)
+      n = n + 1
+    end
   end
-  return #update_all(self, expired, { status = "scheduled", claimed_by = null, lease_until = null })
+  if n > 0 then commit(self, changes) end
+  return n
 end
 
 function Store:extend_leases(opts)

@@ -560,6 +560,9 @@ static void op_recover(mem_store_t *ms, chr_store_req_t *req) {
     rec_unindex(ms, r);
     r->job.status = CHR_ST_SCHEDULED;
     clear_claim(&r->job);
+    /* The run that was cut short counts (see engine.c, lease_exhausted). */
+    chr_job_set_int(&r->job, CHR_F_RETRY_COUNT, chr_job_int(&r->job, CHR_F_RETRY_COUNT, 0) + 1);
+    chr_job_set_int(&r->job, CHR_F_ATTEMPT, chr_job_int(&r->job, CHR_F_ATTEMPT, 0) + 1);
     chr_job_set_time(&r->job, CHR_F_UPDATED_AT, stamp);
     rec_index(ms, r);
     if (cmp_nrt(rec_nrt(r), earliest) < 0) earliest = rec_nrt(r);

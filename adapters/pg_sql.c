@@ -23,6 +23,12 @@
 /* Strictly later than the row's previous write, so a compare-and-swap on
  * updated_at never mistakes two writes in one microsecond for none. */
 #define STAMP "GREATEST(statement_timestamp(), t.updated_at + interval '1 microsecond')"
+/* A lease ($L) granted by a request that waited more than a second since
+ * it was issued ($I: queued, or the server was paused) starts when the
+ * statement executes, on the server's clock. */
+#define LEASE(L, I)                                                                    \
+  "(" L "::timestamptz + CASE WHEN statement_timestamp() - " I "::timestamptz > interval " \
+  "'1 second' THEN statement_timestamp() - " I "::timestamptz ELSE interval '0' END)"
 
 const char *const chr_pg_stmt_names[PG_S__COUNT] = {
     "chronis_get",      "chronis_batch",   "chronis_create",  "chronis_delete",
@@ -45,7 +51,7 @@ static const struct {
      * each level yields its due jobs in time order from the partial index:
      * the cost is levels + rows claimed, however many jobs wait in the
      * future at a higher priority. */
-    [PG_S_CLAIM] = {4, "WITH RECURSIVE lv(p) AS ("
+    [PG_S_CLAIM] = {5, "WITH RECURSIVE lv(p) AS ("
                        " SELECT max(COALESCE(priority, 5)) FROM {T} WHERE status = 'scheduled'"
                        " UNION ALL"
                        " SELECT (SELECT max(COALESCE(priority, 5)) FROM {T}"
@@ -61,7 +67,7 @@ static const struct {
                        " ORDER BY lv.p DESC, c.next_run_time, c.job_id LIMIT $2::bigint"
                        "), upd AS ("
                        " UPDATE {T} t SET status = 'running', claimed_by = $3,"
-                       "  lease_until = $4::timestamptz, updated_at = " STAMP
+                       "  lease_until = " LEASE("$4", "$5") ", updated_at = " STAMP
                        " FROM pick WHERE t.job_id = pick.job_id RETURNING " COLS
                        ") SELECT * FROM upd t"
                        " ORDER BY COALESCE(t.priority, 5) DESC, t.next_run_time, t.job_id"},
@@ -99,10 +105,14 @@ static const struct {
                           " CASE WHEN u.status = 'scheduled' THEN u.next_run_time END"
                           " FROM x LEFT JOIN d ON d.i = x.i LEFT JOIN u ON u.i = x.i"},
     [PG_S_RECOVER] = {1, "WITH r AS (UPDATE {T} t SET status = 'scheduled', claimed_by = NULL,"
-                         " lease_until = NULL, updated_at = " STAMP
+                         " lease_until = NULL, updated_at = " STAMP ","
+                         /* The run that was cut short counts (engine.c). */
+                         " record = t.record || jsonb_build_object("
+                         "'retry_count', COALESCE((t.record->>'retry_count')::bigint, 0) + 1,"
+                         " 'attempt', COALESCE((t.record->>'attempt')::bigint, 0) + 1)"
                          " WHERE t.status = 'running' AND t.lease_until < $1::timestamptz"
                          " RETURNING t.next_run_time) SELECT count(*), min(next_run_time) FROM r"},
-    [PG_S_EXTEND] = {3, "UPDATE {T} t SET lease_until = $3::timestamptz, updated_at = " STAMP
+    [PG_S_EXTEND] = {4, "UPDATE {T} t SET lease_until = " LEASE("$3", "$4") ", updated_at = " STAMP
                         " WHERE t.job_id = ANY($1::text[]) AND t.status = 'running'"
                         " AND t.claimed_by = $2"},
     /* The engine asks after every poll: the first job of each priority
@@ -641,6 +651,7 @@ int chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
     else chr_pg_param(op, NULL);
     chr_pg_param(op, req->owner);
     chr_pg_param_time(op, now + req->lease_us);
+    chr_pg_param_time(op, req->issued);
     return 0;
   case CHR_OP_COMPLETE: return build_complete(op);
   case CHR_OP_RECOVER:
@@ -653,6 +664,7 @@ int chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
     chr_pg_param_take(op, array_literal(req->ids, req->nids));
     chr_pg_param(op, req->owner);
     chr_pg_param_time(op, now + req->lease_us);
+    chr_pg_param_time(op, req->issued);
     return 0;
   case CHR_OP_NEXT_DUE: op->stmt = PG_S_NEXT_DUE; return 0;
   default:

@@ -625,6 +625,7 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
     chr_rcmd_argi(c, req->limit >= 0 && req->limit < NO_LIMIT ? req->limit : NO_LIMIT);
     chr_rcmd_args(c, req->owner);
     chr_rcmd_argi(c, now + req->lease_us);
+    chr_rcmd_argi(c, req->issued);
     break;
   }
   case CHR_OP_COMPLETE:
@@ -663,6 +664,7 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
     c = script(rs, CHR_RS_EXTEND, req, CHR_RCMD_IDEMPOTENT);
     chr_rcmd_args(c, req->owner);
     chr_rcmd_argi(c, now + req->lease_us);
+    chr_rcmd_argi(c, req->issued);
     for (size_t i = 0; i < req->nids; i++) chr_rcmd_args(c, req->ids[i]);
     break;
   }

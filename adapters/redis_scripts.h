@@ -35,6 +35,15 @@
     "end\n" \
     "local STK, DUEK = cached(':st:'), cached(':due:')\n" \
     "local function fmt(n) return string.format('%d', n) end\n" \
+    "-- A lease granted by a request that waited (queued, or the server was\n" \
+    "-- paused) more than a second since it was issued starts now, on this\n" \
+    "-- server's clock: the wait is added to lease_until.\n" \
+    "local function waited(lease, issued)\n" \
+    "  local t = redis.call('TIME')\n" \
+    "  local d = tonumber(t[1]) * 1000000 + tonumber(t[2]) - tonumber(issued)\n" \
+    "  if d > 1000000 then return fmt(tonumber(lease) + d) end\n" \
+    "  return lease\n" \
+    "end\n" \
     "-- updated_at: the server clock in µs, strictly increasing per prefix; n\n" \
     "-- stamps are reserved. Called only once a script is sure to write.\n" \
     "local function stamps(n)\n" \
@@ -306,10 +315,11 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "return out\n",
     /* CHR_RS_CLAIM */
     CHR_REDIS_PRELUDE
-    "-- claim_due_jobs: now, limit, owner, lease_until\n"
+    "-- claim_due_jobs: now, limit, owner, lease_until, issued\n"
     "-- -> {updated_at, earliest next_run_time still scheduled ('' when none or\n"
     "--     when the batch is full), job id...}; the caller reads the records.\n"
-    "local now, limit, owner, lease = arg(), tonumber(arg()), arg(), arg()\n"
+    "local now, limit, owner = arg(), tonumber(arg()), arg()\n"
+    "local lease = waited(arg(), arg())\n"
     "local levels = redis.call('ZREVRANGEBYSCORE', P .. ':prios', '+inf', '(10')\n"
     "for p = 10, 0, -1 do levels[#levels + 1] = tostring(p) end\n"
     "for _, p in ipairs(redis.call('ZREVRANGEBYSCORE', P .. ':prios', '(0', '-inf')) do\n"
@@ -414,6 +424,9 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  if o and o.s == 'running' then\n"
     "    redis.call('HSET', k, 'status', 'scheduled', 'updated_at', st)\n"
     "    redis.call('HDEL', k, 'claimed_by', 'lease_until')\n"
+    "    -- the run that was cut short counts (engine.c, lease_exhausted)\n"
+    "    redis.call('HINCRBY', k, 'retry_count', 1)\n"
+    "    redis.call('HINCRBY', k, 'attempt', 1)\n"
     "    reindex(id, o, { s = 'scheduled', t = o.t, p = o.p, l = false, c = false })\n"
     "    if o.t and (not early or tonumber(o.t) < tonumber(early)) then early = o.t end\n"
     "    count = count + 1\n"
@@ -426,10 +439,11 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "return { count, early or '' }\n",
     /* CHR_RS_EXTEND */
     CHR_REDIS_PRELUDE
-    "-- extend_leases: owner, lease_until, ids... -> count extended\n"
-    "local owner, lease = arg(), arg()\n"
+    "-- extend_leases: owner, lease_until, issued, ids... -> count extended\n"
+    "local owner = arg()\n"
+    "local lease = waited(arg(), arg())\n"
     "local st, n = nil, 0\n"
-    "for i = 3, #ARGV do\n"
+    "for i = 4, #ARGV do\n"
     "  local id = ARGV[i]\n"
     "  local k = jkey(id)\n"
     "  local o = state(k)\n"

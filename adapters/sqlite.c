@@ -61,7 +61,9 @@ static const char *const sql_text[SQ__COUNT] = {
     [SQ_RECOVER] = "UPDATE jobs INDEXED BY jobs_lease SET status = 'scheduled', "
                    "claimed_by = NULL, lease_until = NULL, updated_at = ?1, "
                    "record = chronis_patch(record, 'status', 'scheduled', 'updated_at', ?2, "
-                   "'claimed_by', NULL, 'lease_until', NULL) "
+                   "'claimed_by', NULL, 'lease_until', NULL, "
+                   "'retry_count', coalesce(json_extract(record, '$.retry_count'), 0) + 1, "
+                   "'attempt', coalesce(json_extract(record, '$.attempt'), 0) + 1) "
                    "WHERE status = 'running' AND lease_until < ?3 RETURNING next_run_time",
     [SQ_EXTEND] = "UPDATE jobs SET lease_until = ?1, updated_at = ?2, "
                   "record = chronis_patch(record, 'updated_at', ?4, 'lease_until', ?3) "

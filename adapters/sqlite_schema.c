@@ -347,6 +347,7 @@ typedef struct patch_pair {
   const char *key, *val; /* val NULL: remove */
   size_t klen, vlen;
   int field;
+  int quote; /* a string value; an integer one is written as a number */
 } patch_pair_t;
 
 /* Field numbers as auxdata pointers: a key argument is a literal, so its
@@ -397,6 +398,7 @@ static void fn_patch(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     t.val = (const char *)sqlite3_value_text(argv[2 + 2 * i]);
     t.vlen = (size_t)sqlite3_value_bytes(argv[2 + 2 * i]);
     t.field = patch_field(ctx, argv, 1 + 2 * i, t.key, t.klen);
+    t.quote = sqlite3_value_type(argv[2 + 2 * i]) != SQLITE_INTEGER;
     if (t.field < 0) {
       sqlite3_result_error(ctx, "chronis_patch: keys must be typed job fields", -1);
       return;
@@ -423,7 +425,7 @@ static void fn_patch(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
      * takes the member's place. */
     for (; next < n && p[next].field <= rank; next++)
       if (p[next].val != NULL)
-        add_member(&b, p[next].key, p[next].klen, p[next].val, p[next].vlen, 1);
+        add_member(&b, p[next].key, p[next].klen, p[next].val, p[next].vlen, p[next].quote);
     if (rank < CHR_F__COUNT) {
       for (i = 0; i < n; i++)
         if (p[i].field == rank) break;
@@ -438,7 +440,7 @@ static void fn_patch(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
   for (; next < n; next++)
     if (p[next].val != NULL)
-      add_member(&b, p[next].key, p[next].klen, p[next].val, p[next].vlen, 1);
+      add_member(&b, p[next].key, p[next].klen, p[next].val, p[next].vlen, p[next].quote);
   chr_buf_addc(&b, '}');
   sqlite3_result_text(ctx, b.p, (int)b.len, free);
 }

@@ -19,12 +19,13 @@ const char *chr_strerror(int code) {
   case CHR_ESTATE: return "invalid_state";
   case CHR_ENOHANDLER: return "handler_not_found";
   case CHR_EHANDLER: return "error";
+  case CHR_ELEASE: return "lease_expired";
   }
   return "error";
 }
 
 int chr_errcode(const char *name) {
-  for (int code = CHR_EINVAL; code >= CHR_EHANDLER; code--)
+  for (int code = CHR_EINVAL; code >= CHR_ELEASE; code--)
     if (strcmp(chr_strerror(code), name) == 0) return code;
   return 0;
 }

@@ -26,7 +26,8 @@ enum {
   CHR_ENOMEM = -7,    /* "memory" */
   CHR_ESTATE = -8,    /* "invalid_state" */
   CHR_ENOHANDLER = -9, /* "handler_not_found" */
-  CHR_EHANDLER = -10   /* "error": a handler raised */
+  CHR_EHANDLER = -10,  /* "error": a handler raised */
+  CHR_ELEASE = -11     /* "lease_expired": runs kept being cut short */
 };
 
 const char *chr_strerror(int code);

@@ -24,9 +24,17 @@
 #include "tz.h"
 
 enum { MF_NONE, MF_SKIP, MF_RUN_ONCE, MF_RUN_ALL };
-enum { END_OK, END_ERROR, END_TIMEOUT, END_NO_HANDLER, END_SHUTDOWN, END_SKIPPED };
+enum { END_OK, END_ERROR, END_TIMEOUT, END_NO_HANDLER, END_SHUTDOWN, END_SKIPPED, END_EXIT,
+       END_LEASE };
 
 #define MAX_RETRY_DELAY_S 3600
+/* Backoff of failing store requests: from the poll interval, doubling,
+ * up to this (or the poll interval when it is longer). */
+#define MAX_BACKOFF_US (30 * CHR_USEC)
+
+const char *const chr_sched_op_names[CHR_SOP__COUNT] = {
+    "claiming due jobs", "writing completions", "recovering expired leases",
+    "extending leases", "asking for the next due time"};
 
 struct chr_run {
   chr_sched_t *s;
@@ -37,6 +45,7 @@ struct chr_run {
   chr_task_t *task;
   uv_timer_t *timer; /* timeout of a waiting handler */
   int why_killed;    /* END_TIMEOUT or END_SHUTDOWN */
+  double timeout;    /* seconds, 0 = none */
   chr_run_t *prev, *next;
 };
 
@@ -51,6 +60,7 @@ static void flush_soon(chr_sched_t *s);
 static void check_stopped(chr_sched_t *s);
 static void wake_cb(void *data, int64_t when);
 static void hint_push(chr_sched_t *s, int64_t t);
+static void flush_timer_cb(uv_timer_t *t);
 
 /* ---- small helpers ---- */
 
@@ -95,6 +105,27 @@ static void timer_close(uv_timer_t **t) {
   }
 }
 
+typedef struct logcall {
+  chr_sched_t *s;
+  int level;
+  const char *job_id, *msg;
+} logcall_t;
+
+/* stack: unchanged (runs under chr_lua_cpcall) */
+static int call_logger(lua_State *L) {
+  logcall_t *c = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->logger_ref);
+  lua_pushstring(L, chr_log_level_names[c->level]);
+  lua_pushstring(L, c->msg);
+  lua_createtable(L, 0, 1);
+  if (c->job_id) {
+    lua_pushstring(L, c->job_id);
+    lua_setfield(L, -2, "job_id");
+  }
+  lua_call(L, 3, 0);
+  return 0;
+}
+
 void chr_sched_log(chr_sched_t *s, int level, const char *job_id, const char *fmt, ...) {
   char msg[1024];
   va_list ap;
@@ -105,20 +136,10 @@ void chr_sched_log(chr_sched_t *s, int level, const char *job_id, const char *fm
     chr_log_write(level, job_id, msg);
     return;
   }
-  lua_State *L = s->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->logger_ref);
-  lua_pushstring(L, chr_log_level_names[level]);
-  lua_pushstring(L, msg);
-  lua_createtable(L, 0, 1);
-  if (job_id) {
-    lua_pushstring(L, job_id);
-    lua_setfield(L, -2, "job_id");
-  }
-  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
-    chr_log(CHR_LOG_ERROR, job_id, "logger failed: %s (message was: %s)", lua_tostring(L, -1),
-            msg);
-    lua_pop(L, 1);
-  }
+  logcall_t c = {s, level, job_id, msg};
+  char err[512];
+  if (chr_lua_cpcall(s->L, call_logger, &c, err, sizeof err) != LUA_OK)
+    chr_log(CHR_LOG_ERROR, job_id, "logger failed: %s (message was: %s)", err, msg);
 }
 
 int64_t chr_sched_now(chr_sched_t *s) {
@@ -196,9 +217,21 @@ static chr_run_t *heap_pop(chr_sched_t *s) {
   return top;
 }
 
+/* Every run holds a reference to its scheduler, dropped here: a handler
+ * still running when its scheduler is closed never sees it freed. */
 static void run_free(chr_run_t *r) {
+  chr_sched_t *s = r->s;
   chr_job_free(r->job);
   free(r);
+  sched_unref(s);
+}
+
+static chr_run_t *run_new(chr_sched_t *s, chr_job_t *job) {
+  chr_run_t *r = chr_calloc(1, sizeof *r);
+  r->s = s;
+  r->job = job;
+  sched_ref(s);
+  return r;
 }
 
 /* ---- completions ---- */
@@ -270,17 +303,27 @@ static int default_log(lua_State *L) {
 
 static void callback_task_done(chr_task_t *t, int status) {
   if (status != LUA_OK && status != CHR_TASK_KILLED)
-    chr_log(CHR_LOG_ERROR, NULL, "callback task failed: %s", lua_tostring(t->co, -1));
+    chr_log(CHR_LOG_ERROR, NULL, "callback task failed: %s",
+            lua_type(t->co, -1) == LUA_TSTRING ? lua_tostring(t->co, -1) : "(not a string)");
   chr_task_release(t);
 }
 
-/* Calls job-specific then global callbacks in a task of their own, so they
- * may wait (store calls, sleep). stack: unchanged */
-static void fire_callbacks(chr_sched_t *s, chr_run_t *r, int ok, int code, const char *msg) {
-  lua_State *L = s->L;
+typedef struct cbcall {
+  chr_sched_t *s;
+  chr_run_t *r;
+  int ok, code;
+  const char *msg;
+} cbcall_t;
+
+/* Runs under chr_lua_cpcall. stack: unchanged */
+static int start_callbacks(lua_State *L) {
+  cbcall_t *c = lua_touserdata(L, 1);
+  chr_sched_t *s = c->s;
+  chr_run_t *r = c->r;
+  int ok = c->ok, code = c->code;
+  const char *msg = c->msg;
   int global = ok ? s->on_success_ref : s->on_failure_ref;
   const char *name = ok ? "on_success" : "on_failure";
-  if (global == LUA_NOREF && s->njob_callbacks == 0) return;
   int top = lua_gettop(L);
   int have_job = 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->callbacks_ref);
@@ -293,10 +336,8 @@ static void fire_callbacks(chr_sched_t *s, chr_run_t *r, int ok, int code, const
   /* stack: callbacks jobcbs jobfn */
   if (!have_job && global == LUA_NOREF) {
     lua_settop(L, top);
-    return;
+    return 0;
   }
-  chr_task_t *t = chr_task_new(L, callback_task_done, NULL);
-  lua_State *co = t->co;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &trampoline_key);
   if (s->logger_ref != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, s->logger_ref);
   else lua_pushcfunction(L, default_log);
@@ -315,9 +356,24 @@ static void fire_callbacks(chr_sched_t *s, chr_run_t *r, int ok, int code, const
     nargs++;
   }
   chr_job_push(L, r->job);
-  lua_xmove(L, co, nargs + 1);
+  /* The task last: nothing can fail between its creation and its start. */
+  chr_task_t *t = chr_task_new(L, callback_task_done, NULL);
+  lua_xmove(L, t->co, nargs + 1);
   lua_settop(L, top);
   chr_task_start(t, nargs);
+  return 0;
+}
+
+/* Calls job-specific then global callbacks in a task of their own, so they
+ * may wait (store calls, sleep). */
+static void fire_callbacks(chr_sched_t *s, chr_run_t *r, int ok, int code, const char *msg) {
+  int global = ok ? s->on_success_ref : s->on_failure_ref;
+  if (global == LUA_NOREF && s->njob_callbacks == 0) return;
+  cbcall_t c = {s, r, ok, code, msg};
+  char err[300];
+  if (chr_lua_cpcall(s->L, start_callbacks, &c, err, sizeof err) != LUA_OK)
+    chr_sched_log(s, CHR_LOG_ERROR, r->job->job_id, "cannot call the %s callbacks: %s",
+                  ok ? "on_success" : "on_failure", err);
 }
 
 /* Turns a finished run into its completion. */
@@ -328,7 +384,8 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
   chr_job_t *u = release_updates();
   c->updates = u;
   int32_t attempt = chr_job_int(job, CHR_F_ATTEMPT, 0);
-  if (end != END_SKIPPED && end != END_SHUTDOWN) chr_job_set_int(u, CHR_F_ATTEMPT, attempt + 1);
+  if (end != END_SKIPPED && end != END_SHUTDOWN && end != END_LEASE)
+    chr_job_set_int(u, CHR_F_ATTEMPT, attempt + 1);
 
   if (end == END_SHUTDOWN) {
     /* counted in stats.killed by chr_sched_kill_running */
@@ -397,6 +454,7 @@ static void run_timer_close_cb(uv_handle_t *h) {
 }
 
 static void run_end(chr_sched_t *s, chr_run_t *r, int end, int code, const char *msg) {
+  sched_ref(s);
   if (r->timer) {
     uv_close((uv_handle_t *)r->timer, run_timer_close_cb);
     r->timer = NULL;
@@ -406,29 +464,55 @@ static void run_end(chr_sched_t *s, chr_run_t *r, int end, int code, const char 
   run_free(r);
   if (!s->dispatching) {
     dispatch(s);
-    flush_soon(s);
+    if (s->state == CHR_SCHED_RUNNING) flush_soon(s);
+    else flush(s);
   }
   check_stopped(s);
+  sched_unref(s);
 }
 
-/* The error value of a failed handler as a message (string, error table
- * with a message, or tostring). stack: unchanged */
-static const char *error_message(lua_State *co, int *code) {
-  *code = CHR_EHANDLER;
-  if (lua_istable(co, -1)) {
-    lua_getfield(co, -1, "code");
-    if (lua_type(co, -1) == LUA_TSTRING && strcmp(lua_tostring(co, -1), "memory") == 0)
-      *code = CHR_ENOMEM;
-    lua_pop(co, 1);
+typedef struct errdesc {
+  lua_State *co; /* the failed coroutine, its error value on top */
+  int code;
+  char *msg;
+} errdesc_t;
+
+/* Runs under chr_lua_cpcall. stack: unchanged */
+static int describe_error(lua_State *L) {
+  errdesc_t *d = lua_touserdata(L, 1);
+  lua_xmove(d->co, L, 1); /* stack: ud err */
+  const char *m = NULL;
+  size_t n = 0;
+  if (lua_istable(L, 2)) {
+    if (lua_getfield(L, 2, "code") == LUA_TSTRING && strcmp(lua_tostring(L, -1), "memory") == 0)
+      d->code = CHR_ENOMEM;
+    lua_pop(L, 1);
     /* An error table with a message, unless it prints itself. */
-    if (!luaL_getmetafield(co, -1, "__tostring")) {
-      if (lua_getfield(co, -1, "message") == LUA_TSTRING) return lua_tostring(co, -1);
-      lua_pop(co, 1);
-    } else {
-      lua_pop(co, 1);
-    }
+    if (luaL_getmetafield(L, 2, "__tostring") == LUA_TNIL &&
+        lua_getfield(L, 2, "message") == LUA_TSTRING)
+      m = lua_tolstring(L, -1, &n);
   }
-  return luaL_tolstring(co, -1, NULL);
+  if (m == NULL) m = luaL_tolstring(L, 2, &n);
+  d->msg = chr_strndup(m, n);
+  return 0;
+}
+
+/* The error value of a failed handler (on top of co) as a message: a
+ * string, an error table's message, or what tostring gives. Runs on the
+ * main thread in protected mode, since a __tostring may raise, return a
+ * non-string or wait. Returns a malloc'ed message. stack: co -1 */
+static char *error_message(chr_sched_t *s, lua_State *co, int *code) {
+  errdesc_t d = {co, CHR_EHANDLER, NULL};
+  const char *type = luaL_typename(co, -1);
+  char err[256];
+  if (chr_lua_cpcall(s->L, describe_error, &d, err, sizeof err) == LUA_OK) {
+    *code = d.code;
+    return d.msg;
+  }
+  free(d.msg);
+  *code = d.code;
+  return chr_sprintf("(a %s error value that cannot be shown: its __tostring failed: %s)", type,
+                     err);
 }
 
 static void task_done(chr_task_t *t, int status) {
@@ -441,22 +525,25 @@ static void task_done(chr_task_t *t, int status) {
     return;
   }
   if (status == CHR_TASK_KILLED) {
-    int why = r->why_killed ? r->why_killed : END_TIMEOUT;
+    int why = r->why_killed ? r->why_killed : t->exited ? END_EXIT : END_TIMEOUT;
+    int exit_code = t->exit_code;
     chr_task_release(t);
     if (why == END_SHUTDOWN) {
       run_end(s, r, END_SHUTDOWN, 0, NULL);
+    } else if (why == END_EXIT) {
+      char msg[128];
+      snprintf(msg, sizeof msg, "the handler called os.exit(%d): the process stops", exit_code);
+      run_end(s, r, END_EXIT, CHR_EHANDLER, msg);
     } else {
       char msg[128];
-      snprintf(msg, sizeof msg, "handler timed out after %ds",
-               (int)chr_job_int(r->job, CHR_F_TIMEOUT, 0));
+      snprintf(msg, sizeof msg, "handler timed out after %gs", r->timeout);
       run_end(s, r, END_TIMEOUT, CHR_ETIMEOUT, msg);
     }
     return;
   }
   int code;
-  const char *m = error_message(t->co, &code);
+  char *msg = error_message(s, t->co, &code);
   if (status == LUA_ERRMEM) code = CHR_ENOMEM;
-  char *msg = chr_strdup(m);
   chr_task_release(t);
   run_end(s, r, END_ERROR, code, msg);
   free(msg);
@@ -529,8 +616,21 @@ static void push_job_arg(lua_State *L, const chr_run_t *r) {
   lua_setfield(L, -2, "retry_count");
 }
 
+/* Prepares r's task: the handler and the job table moved onto a new
+ * coroutine; r->task stays NULL when there is no handler. Runs under
+ * chr_lua_cpcall. stack: unchanged */
+static int prepare_task(lua_State *L) {
+  chr_run_t *r = lua_touserdata(L, 1);
+  const char *fn = r->job->func_name ? r->job->func_name : "";
+  if (!push_handler(r->s, fn)) return 0;
+  push_job_arg(L, r);
+  chr_task_t *t = chr_task_new(L, task_done, r);
+  lua_xmove(L, t->co, 2);
+  r->task = t;
+  return 0;
+}
+
 static void start_run(chr_sched_t *s, chr_run_t *r) {
-  lua_State *L = s->L;
   r->started = chr_sched_now(s);
   /* Link first: a handler that finishes without waiting ends inside
    * chr_task_start. */
@@ -543,24 +643,26 @@ static void start_run(chr_sched_t *s, chr_run_t *r) {
     run_end(s, r, END_SKIPPED, 0, NULL);
     return;
   }
-  const char *fn = r->job->func_name ? r->job->func_name : "";
-  if (!push_handler(s, fn)) {
-    char msg[300];
-    snprintf(msg, sizeof msg, "no handler named '%s'", fn);
-    run_end(s, r, END_NO_HANDLER, CHR_ENOHANDLER, msg);
+  char err[300];
+  if (chr_lua_cpcall(s->L, prepare_task, r, err, sizeof err) != LUA_OK) {
+    run_end(s, r, END_ERROR, CHR_ENOMEM, err);
     return;
   }
-  chr_task_t *t = chr_task_new(L, task_done, r);
-  r->task = t;
-  push_job_arg(L, r);
-  lua_xmove(L, t->co, 2);
+  if (r->task == NULL) {
+    snprintf(err, sizeof err, "no handler named '%s'", r->job->func_name ? r->job->func_name : "");
+    run_end(s, r, END_NO_HANDLER, CHR_ENOHANDLER, err);
+    return;
+  }
+  chr_task_t *t = r->task;
   int32_t timeout = chr_job_int(r->job, CHR_F_TIMEOUT, 0);
-  if (timeout > 0) {
-    chr_task_set_deadline(t, chr_time_mono() + (int64_t)timeout * CHR_USEC);
+  r->timeout = timeout > 0 ? timeout : s->opts.default_timeout;
+  if (r->timeout > 0) {
+    uint64_t ms = (uint64_t)(r->timeout * 1000 + 0.5);
+    chr_task_set_deadline(t, chr_time_mono() + (int64_t)(r->timeout * 1e6));
     r->timer = chr_malloc(sizeof *r->timer);
     uv_timer_init(chr_loop(), r->timer);
     r->timer->data = r;
-    uv_timer_start(r->timer, timeout_cb, (uint64_t)timeout * 1000, 0);
+    uv_timer_start(r->timer, timeout_cb, ms ? ms : 1, 0);
   }
   chr_task_start(t, 1);
 }
@@ -635,25 +737,86 @@ static void sreq_submit(sreq_t *q) {
   }
 }
 
+/* ---- failing stores ---- */
+
+/* The delay before the next attempt after `fails` failures in a row: the
+ * poll interval doubling per failure, capped, with ±10% jitter so that
+ * processes sharing a store do not retry in step. */
+static int64_t backoff_us(const chr_sched_t *s, int fails) {
+  int64_t base = (int64_t)(s->opts.polling_interval * 1e6);
+  int64_t cap = base > MAX_BACKOFF_US ? base : MAX_BACKOFF_US;
+  int64_t d = base;
+  for (int i = 1; i < fails && d < cap; i++) d *= 2;
+  if (d > cap) d = cap;
+  static uint64_t seed = 0x9e3779b97f4a7c15ULL;
+  seed ^= seed << 13;
+  seed ^= seed >> 7;
+  seed ^= seed << 17;
+  return d - d / 10 + (int64_t)(seed % (uint64_t)(d / 5 + 1));
+}
+
+/* A store request of kind k failed: logged when the kind starts failing,
+ * then only at debug level until it works again. Returns the streak. */
+static int op_failed(chr_sched_t *s, int k, const chr_store_req_t *req) {
+  s->stats.store_errors++;
+  int n = ++s->health[k].fails;
+  const char *code = chr_strerror(req->status), *msg = req->errmsg ? req->errmsg : "";
+  if (n == 1) {
+    s->health[k].since = chr_time_mono();
+    chr_sched_log(s, CHR_LOG_ERROR, NULL, "%s failed: %s: %s; retrying with backoff (logged "
+                  "again when it works)", chr_sched_op_names[k], code, msg);
+  } else {
+    chr_sched_log(s, CHR_LOG_DEBUG, NULL, "%s failed again (%d in a row): %s: %s",
+                  chr_sched_op_names[k], n, code, msg);
+  }
+  return n;
+}
+
+static void op_ok(chr_sched_t *s, int k) {
+  if (s->health[k].fails == 0) return;
+  chr_sched_log(s, CHR_LOG_INFO, NULL, "%s works again after %d failed attempt(s) over %.1fs",
+                chr_sched_op_names[k], s->health[k].fails,
+                (double)(chr_time_mono() - s->health[k].since) / 1e6);
+  s->health[k].fails = 0;
+}
+
+int chr_sched_failing(const chr_sched_t *s, int k) {
+  return s->health[k].fails > 0;
+}
+
+/* ---- claims ---- */
+
+/* A job whose runs kept being cut short (its lease expired before the
+ * run completed: the process died, or stopped answering) more often than
+ * its retries allow. Lease recovery counts those in retry_count; a job
+ * without retries still gets one run after such a loss. */
+static int lease_exhausted(const chr_job_t *j) {
+  int32_t max = chr_job_int(j, CHR_F_MAX_RETRIES, 0);
+  return chr_job_int(j, CHR_F_RETRY_COUNT, 0) > (max > 0 ? max : 1);
+}
+
 static void claim_cb(chr_store_req_t *req) {
   sreq_t *q = req->data;
   chr_sched_t *s = q->s;
   s->claim_busy = 0;
   if (req->status != 0) {
-    chr_sched_log(s, CHR_LOG_ERROR, NULL, "claim failed: %s: %s", chr_strerror(req->status),
-                  req->errmsg ? req->errmsg : "");
+    int n = op_failed(s, CHR_SOP_CLAIM, req);
+    int64_t d = backoff_us(s, n);
+    s->claim_after = chr_time_mono() + d;
     sreq_free(q);
-    arm_timer(s);
+    if (s->state == CHR_SCHED_RUNNING) schedule_tick(s, d);
+    else check_stopped(s);
     return;
   }
+  op_ok(s, CHR_SOP_CLAIM);
+  s->claim_after = 0;
   int full = req->limit > 0 && (int64_t)req->njobs >= req->limit;
+  s->empty_claims = req->njobs == 0 ? s->empty_claims + 1 : 0;
   int64_t now = req->now;
   for (size_t i = 0; i < req->njobs; i++) {
     chr_job_t *j = req->jobs[i];
     req->jobs[i] = NULL;
-    chr_run_t *r = chr_calloc(1, sizeof *r);
-    r->s = s;
-    r->job = j;
+    chr_run_t *r = run_new(s, j);
     r->scheduled = chr_job_has(j, CHR_F_NEXT_RUN_TIME) ? j->next_run_time : now;
     int64_t threshold = (int64_t)chr_job_int(j, CHR_F_MISFIRE_THRESHOLD, 60) * CHR_USEC;
     if (r->scheduled + threshold < now) {
@@ -667,6 +830,15 @@ static void claim_cb(chr_store_req_t *req) {
       chr_completion_t *c = pend_add(s, chr_strdup(j->job_id));
       c->updates = release_updates();
       s->stats.returned++;
+      run_free(r);
+      continue;
+    }
+    if (lease_exhausted(j)) {
+      char msg[200];
+      snprintf(msg, sizeof msg, "its runs were cut short %d time(s) (the lease expired before "
+               "the run completed: the process running it died or stopped answering)",
+               (int)chr_job_int(j, CHR_F_RETRY_COUNT, 0));
+      complete_run(s, r, END_LEASE, CHR_ELEASE, msg);
       run_free(r);
       continue;
     }
@@ -686,6 +858,11 @@ static void claim_cb(chr_store_req_t *req) {
 
 static void claim(chr_sched_t *s) {
   if (s->claim_busy || s->state != CHR_SCHED_RUNNING) return;
+  int64_t wait = s->claim_after - chr_time_mono();
+  if (s->claim_after && wait > 0) { /* backing off a failing store */
+    schedule_tick(s, wait);
+    return;
+  }
   int64_t cap = (int64_t)s->opts.max_queue_size - (int64_t)s->nheap - s->nrunning;
   if (cap <= 0) { /* backpressure: claim again when a run ends */
     s->starved = 1;
@@ -704,18 +881,22 @@ static void recover_cb(chr_store_req_t *req) {
   sreq_t *q = req->data;
   chr_sched_t *s = q->s;
   s->recover_busy = 0;
-  if (req->status != 0)
-    chr_sched_log(s, CHR_LOG_ERROR, NULL, "lease recovery failed: %s: %s",
-                  chr_strerror(req->status), req->errmsg ? req->errmsg : "");
-  else if (req->count > 0)
-    chr_sched_log(s, CHR_LOG_WARN, NULL, "recovered %lld job(s) whose lease expired",
-                  (long long)req->count);
+  if (req->status != 0) {
+    op_failed(s, CHR_SOP_RECOVER, req);
+  } else {
+    op_ok(s, CHR_SOP_RECOVER);
+    if (req->count > 0)
+      chr_sched_log(s, CHR_LOG_WARN, NULL, "recovered %lld job(s) whose lease expired",
+                    (long long)req->count);
+  }
   sreq_free(q);
 }
 
 static void recover(chr_sched_t *s, int64_t now) {
   if (s->recover_busy) return;
   int64_t every = (int64_t)(fmin(s->opts.polling_interval, s->opts.lease_seconds / 2) * 1e6);
+  if (s->health[CHR_SOP_RECOVER].fails)
+    every = backoff_us(s, s->health[CHR_SOP_RECOVER].fails);
   if (s->last_recover != CHR_TIME_NONE && now - s->last_recover < every &&
       now >= s->last_recover)
     return;
@@ -732,34 +913,66 @@ void chr_sched_tick(chr_sched_t *s) {
   claim(s);
 }
 
+/* ---- completions ---- */
+
+/* A failed batch goes back to the front of the pending list, to be
+ * written again after a backoff: a completion that is dropped leaves its
+ * job running until its lease expires, and then it runs again. Only a
+ * stop whose grace period is over gives up on them. */
+static void flush_failed(chr_sched_t *s, sreq_t *q) {
+  int n = op_failed(s, CHR_SOP_COMPLETE, &q->req);
+  if (s->state == CHR_SCHED_STOPPED || s->closed ||
+      (s->state == CHR_SCHED_STOPPING && s->grace_over)) {
+    chr_sched_log(s, CHR_LOG_ERROR, NULL, "stopping: %zu completion(s) could not be written; "
+                  "those jobs run again once their leases expire", q->nitems);
+    return;
+  }
+  size_t need = s->npend + q->nitems;
+  if (need > s->pendcap) {
+    s->pendcap = need;
+    s->pend = chr_realloc(s->pend, s->pendcap * sizeof *s->pend);
+  }
+  memmove(s->pend + q->nitems, s->pend, s->npend * sizeof *s->pend);
+  memcpy(s->pend, q->items, q->nitems * sizeof *s->pend);
+  s->npend = need;
+  free(q->items);
+  q->items = NULL;
+  q->nitems = 0;
+  int64_t d = backoff_us(s, n);
+  s->flush_after = chr_time_mono() + d;
+  if (s->flush_timer) uv_timer_start(s->flush_timer, flush_timer_cb, (uint64_t)(d / 1000) + 1, 0);
+}
+
 static void flush_cb(chr_store_req_t *req) {
   sreq_t *q = req->data;
   chr_sched_t *s = q->s;
   s->flush_busy = 0;
   if (req->status != 0) {
-    chr_sched_log(s, CHR_LOG_ERROR, NULL, "completing %zu job(s) failed: %s: %s; their leases "
-                  "will expire and they will be recovered",
-                  q->nitems, chr_strerror(req->status), req->errmsg ? req->errmsg : "");
-  } else {
-    /* The next runs this node just wrote are wake-up hints of its own: a
-     * store that cannot tell us (no local timer, no pub/sub echo) would
-     * otherwise leave them to the next poll. */
-    int64_t earliest = CHR_TIME_NONE;
-    for (size_t i = 0; i < q->nitems; i++) {
-      chr_completion_t *c = &q->items[i];
-      if (c->result != 0) {
-        chr_sched_log(s, CHR_LOG_WARN, c->job_id,
-                      "completion not applied (%s): the lease was lost to another node",
-                      chr_strerror(c->result));
-      } else if (!c->remove && c->updates && chr_job_has(c->updates, CHR_F_NEXT_RUN_TIME) &&
-                 c->updates->status == CHR_ST_SCHEDULED) {
-        int64_t t = c->updates->next_run_time;
-        if (!(s->store->caps & CHR_STORE_CAP_LOCAL)) hint_push(s, t);
-        if (earliest == CHR_TIME_NONE || t < earliest) earliest = t;
-      }
-    }
-    if (earliest != CHR_TIME_NONE) wake_cb(s, earliest);
+    flush_failed(s, q);
+    sreq_free(q);
+    check_stopped(s);
+    return;
   }
+  op_ok(s, CHR_SOP_COMPLETE);
+  s->flush_after = 0;
+  /* The next runs this node just wrote are wake-up hints of its own: a
+   * store that cannot tell us (no local timer, no pub/sub echo) would
+   * otherwise leave them to the next poll. */
+  int64_t earliest = CHR_TIME_NONE;
+  for (size_t i = 0; i < q->nitems; i++) {
+    chr_completion_t *c = &q->items[i];
+    if (c->result != 0) {
+      chr_sched_log(s, CHR_LOG_WARN, c->job_id,
+                    "completion not applied (%s): the lease was lost to another node",
+                    chr_strerror(c->result));
+    } else if (!c->remove && c->updates && chr_job_has(c->updates, CHR_F_NEXT_RUN_TIME) &&
+               c->updates->status == CHR_ST_SCHEDULED) {
+      int64_t t = c->updates->next_run_time;
+      if (!(s->store->caps & CHR_STORE_CAP_LOCAL)) hint_push(s, t);
+      if (earliest == CHR_TIME_NONE || t < earliest) earliest = t;
+    }
+  }
+  if (earliest != CHR_TIME_NONE) wake_cb(s, earliest);
   sreq_free(q);
   if (s->npend) flush(s);
   check_stopped(s);
@@ -767,6 +980,12 @@ static void flush_cb(chr_store_req_t *req) {
 
 static void flush(chr_sched_t *s) {
   if (s->flush_busy || s->npend == 0) return;
+  int64_t wait = s->flush_after - chr_time_mono();
+  if (s->flush_after && wait > 0 && !(s->state == CHR_SCHED_STOPPING && s->grace_over)) {
+    if (s->flush_timer && !uv_is_active((uv_handle_t *)s->flush_timer))
+      uv_timer_start(s->flush_timer, flush_timer_cb, (uint64_t)(wait / 1000) + 1, 0);
+    return;
+  }
   sreq_t *q = sreq_new(s, CHR_OP_COMPLETE, flush_cb);
   q->items = s->pend;
   q->nitems = s->npend;
@@ -835,8 +1054,14 @@ static void poll_cb(uv_timer_t *t) {
   chr_sched_tick(s);
 }
 
+/* Arms the poll timer delay_us from now; never before the end of a claim
+ * backoff, whatever asked (a store hint, a drain, a freed worker). */
 static void schedule_tick(chr_sched_t *s, int64_t delay_us) {
   if (s->state != CHR_SCHED_RUNNING || s->poll_timer == NULL) return;
+  if (s->claim_after) {
+    int64_t wait = s->claim_after - chr_time_mono();
+    if (wait > delay_us) delay_us = wait;
+  }
   uint64_t ms = delay_us <= 0 ? 0 : (uint64_t)((delay_us + 999) / 1000);
   s->armed_at = chr_time_now() + (int64_t)ms * 1000;
   uv_update_time(chr_loop());
@@ -849,11 +1074,24 @@ static void due_cb(chr_store_req_t *req) {
   s->due_busy = 0;
   int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
   int64_t delay = poll, now = chr_sched_now(s), hint = hint_next(s, now);
-  if (req->status == 0 && req->count != CHR_TIME_NONE) {
-    int64_t d = req->count - now;
-    if (d < delay) delay = d < 0 ? 0 : d;
+  if (req->status != 0) {
+    op_failed(s, CHR_SOP_NEXT_DUE, req);
+  } else {
+    op_ok(s, CHR_SOP_NEXT_DUE);
+    if (req->count != CHR_TIME_NONE) {
+      int64_t d = req->count - now;
+      if (d < delay) delay = d < 0 ? 0 : d;
+    }
   }
   if (hint != CHR_TIME_NONE && hint - now < delay) delay = hint - now;
+  /* A job that looks due but that the last claims did not get (another
+   * node holds it, or it does not match this scheduler): wait a little,
+   * more each time, instead of asking again at once. */
+  if (delay <= 0 && s->empty_claims > 0) {
+    int64_t d = 10000;
+    for (int i = 1; i < s->empty_claims && d < poll; i++) d *= 2;
+    delay = d < poll ? d : poll;
+  }
   sreq_free(q);
   if (s->state == CHR_SCHED_RUNNING && !s->claim_busy) schedule_tick(s, delay);
 }
@@ -900,21 +1138,23 @@ static void extend_cb(chr_store_req_t *req) {
   sreq_t *q = req->data;
   chr_sched_t *s = q->s;
   s->extend_busy = 0;
-  if (req->status != 0)
-    chr_sched_log(s, CHR_LOG_ERROR, NULL, "lease heartbeat failed: %s: %s",
-                  chr_strerror(req->status), req->errmsg ? req->errmsg : "");
+  if (req->status != 0) op_failed(s, CHR_SOP_EXTEND, req);
+  else op_ok(s, CHR_SOP_EXTEND);
   sreq_free(q);
 }
 
-/* Heartbeat: extends the leases of every job this node holds. */
+/* Heartbeat: extends the leases of every job this node holds, including
+ * completions not written yet (a failing store must not cost them their
+ * lease while they wait to be written). */
 static void lease_cb(uv_timer_t *t) {
   chr_sched_t *s = t->data;
-  size_t n = s->nheap + (size_t)s->nrunning;
+  size_t n = s->nheap + (size_t)s->nrunning + s->npend;
   if (n == 0 || s->extend_busy) return;
   sreq_t *q = sreq_new(s, CHR_OP_EXTEND, extend_cb);
   q->ids = chr_malloc(n * sizeof *q->ids);
   for (size_t i = 0; i < s->nheap; i++) q->ids[q->nids++] = chr_strdup(s->heap[i]->job->job_id);
   for (chr_run_t *r = s->running; r; r = r->next) q->ids[q->nids++] = chr_strdup(r->job->job_id);
+  for (size_t i = 0; i < s->npend; i++) q->ids[q->nids++] = chr_strdup(s->pend[i].job_id);
   q->req.ids = q->ids;
   q->req.nids = q->nids;
   q->req.owner = s->node_id;
@@ -993,6 +1233,8 @@ int chr_sched_start(chr_sched_t *s) {
   if (s->state == CHR_SCHED_RUNNING) return 0;
   if (s->state == CHR_SCHED_STOPPING) return CHR_ESTATE;
   s->state = CHR_SCHED_RUNNING;
+  s->grace_over = 0;
+  s->claim_after = s->flush_after = 0;
   s->poll_timer = timer_new(s);
   s->lease_timer = timer_new(s);
   s->flush_timer = timer_new(s);
@@ -1007,14 +1249,25 @@ int chr_sched_start(chr_sched_t *s) {
   return 0;
 }
 
-void chr_sched_begin_stop(chr_sched_t *s) {
-  if (s->state != CHR_SCHED_RUNNING) return;
+void chr_sched_set_stopped_cb(chr_sched_t *s, chr_sched_stopped_cb cb, void *data) {
+  s->stopped_cb = cb;
+  s->stopped_data = data;
+}
+
+int chr_sched_runs_task(const chr_sched_t *s, const chr_task_t *t) {
+  for (const chr_run_t *r = s->running; r; r = r->next)
+    if (r->task == t) return 1;
+  return 0;
+}
+
+/* Stops claiming and hands back the claimed jobs that have not started. */
+static void begin_stop(chr_sched_t *s) {
   s->state = CHR_SCHED_STOPPING;
+  s->stop_base = s->stats;
   chr_store_unwatch(s->store, &s->watch);
   live_remove(s);
   if (s->poll_timer) uv_timer_stop(s->poll_timer);
   s->armed_at = CHR_TIME_NONE;
-  /* Claimed but not started: hand back at once, lease cleared. */
   while (s->nheap) {
     chr_run_t *r = heap_pop(s);
     chr_completion_t *c = pend_add(s, chr_strdup(r->job->job_id));
@@ -1025,21 +1278,65 @@ void chr_sched_begin_stop(chr_sched_t *s) {
   flush(s);
 }
 
-int chr_sched_idle(const chr_sched_t *s) {
-  return s->nrunning == 0 && s->npend == 0 && !s->flush_busy && !s->claim_busy;
-}
-
-/* Ends handlers still running after the grace period; their jobs go back
- * to the pool (the run did not complete, so it will run again). */
-void chr_sched_kill_running(chr_sched_t *s) {
+/* Ends handlers still running; their jobs go back to the pool (the run
+ * did not complete, so it will run again). */
+static void kill_running(chr_sched_t *s) {
   for (chr_run_t *r = s->running, *next; r; r = next) {
     next = r->next;
-    if (r->task) {
+    if (r->task && r->why_killed != END_SHUTDOWN) {
       r->why_killed = END_SHUTDOWN;
       s->stats.killed++;
       chr_task_kill(r->task, "scheduler stopped");
     }
   }
+}
+
+static void grace_cb(uv_timer_t *t) {
+  chr_sched_t *s = t->data;
+  s->grace_over = 1;
+  if (s->nrunning)
+    chr_sched_log(s, CHR_LOG_WARN, NULL,
+                  "shutdown grace period over: stopping %d running handler(s)", s->nrunning);
+  sched_ref(s);
+  kill_running(s);
+  check_stopped(s);
+  sched_unref(s);
+}
+
+static int idle(const chr_sched_t *s) {
+  return s->nrunning == 0 && s->npend == 0 && !s->flush_busy && !s->claim_busy;
+}
+
+static void finish_stop(chr_sched_t *s) {
+  timer_close(&s->poll_timer);
+  timer_close(&s->lease_timer);
+  timer_close(&s->flush_timer);
+  timer_close(&s->grace_timer);
+  s->state = CHR_SCHED_STOPPED;
+  chr_sched_log(s, CHR_LOG_DEBUG, NULL, "scheduler %s stopped", s->node_id);
+  if (s->stopped_cb) s->stopped_cb(s, s->stopped_data);
+}
+
+static void check_stopped(chr_sched_t *s) {
+  if (s->state != CHR_SCHED_STOPPING) return;
+  if (s->npend && !s->flush_busy) flush(s);
+  if (idle(s)) finish_stop(s);
+}
+
+void chr_sched_stop(chr_sched_t *s, double grace) {
+  if (s->state == CHR_SCHED_STOPPED) return;
+  if (grace < 0) grace = 0;
+  uint64_t ms = (uint64_t)(grace * 1000 + 0.5);
+  if (s->state == CHR_SCHED_RUNNING) {
+    begin_stop(s);
+    s->grace_timer = timer_new(s);
+  } else if (s->grace_over || (s->grace_timer && uv_timer_get_due_in(s->grace_timer) <= ms)) {
+    return; /* already stopping, at least as soon */
+  }
+  if (s->grace_timer) uv_timer_start(s->grace_timer, grace_cb, ms, 0);
+  sched_ref(s);
+  check_stopped(s);
+  sched_unref(s);
 }
 
 void chr_sched_push_running_ids(lua_State *L, chr_sched_t *s) {
@@ -1051,34 +1348,19 @@ void chr_sched_push_running_ids(lua_State *L, chr_sched_t *s) {
   }
 }
 
-static void check_stopped(chr_sched_t *s) {
-  if (s->state == CHR_SCHED_STOPPING && s->npend && !s->flush_busy) flush(s);
-  if (s->state == CHR_SCHED_STOPPING && chr_sched_idle(s) && s->stop_waiter) {
-    chr_waiter_t *w = s->stop_waiter;
-    s->stop_waiter = NULL;
-    chr_waiter_done(w);
-  }
-}
-
-void chr_sched_finish_stop(chr_sched_t *s) {
-  if (s->state == CHR_SCHED_STOPPED) return;
-  timer_close(&s->poll_timer);
-  timer_close(&s->lease_timer);
-  timer_close(&s->flush_timer);
-  timer_close(&s->grace_timer);
-  s->state = CHR_SCHED_STOPPED;
-  chr_sched_log(s, CHR_LOG_DEBUG, NULL, "scheduler %s stopped", s->node_id);
-}
-
 void chr_sched_close(chr_sched_t *s) {
   if (s->closed) return;
-  if (s->state == CHR_SCHED_RUNNING) {
-    chr_sched_begin_stop(s);
-    chr_sched_kill_running(s);
+  sched_ref(s);
+  if (s->state == CHR_SCHED_RUNNING) begin_stop(s);
+  if (s->state == CHR_SCHED_STOPPING) {
+    s->grace_over = 1;
+    kill_running(s);
+    finish_stop(s);
   }
-  chr_sched_finish_stop(s);
   chr_store_unwatch(s->store, &s->watch);
   live_remove(s);
+  s->stopped_cb = NULL;
   s->closed = 1;
+  sched_unref(s);
   sched_unref(s);
 }

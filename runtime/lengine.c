@@ -18,10 +18,15 @@
 
 #define SCHED_MT "chronis.scheduler"
 
+typedef struct stopper stopper_t;
+
 typedef struct lsched {
   chr_sched_t *s;
   int self_ref; /* anchors the object while it runs */
+  stopper_t *stoppers; /* stop() calls waiting for the stop to end */
 } lsched_t;
+
+static void stopped_cb(chr_sched_t *s, void *data);
 
 static lsched_t *check_lsched(lua_State *L, int idx) {
   lsched_t *ls = luaL_checkudata(L, idx, SCHED_MT);
@@ -59,7 +64,7 @@ static int opt_ref(lua_State *L, int t, const char *k, int type) {
 static const char *const known_opts[] = {
     "storage",        "lock",      "polling_interval", "max_workers", "max_queue_size",
     "lease_seconds",  "clock",     "on_success",       "on_failure",  "logger",
-    "shutdown_grace", "node_id",   NULL};
+    "shutdown_grace", "node_id",   "default_timeout", NULL};
 
 /* engine.new{storage=, lock=, polling_interval=, max_workers=, ...} */
 static int l_new(lua_State *L) {
@@ -78,6 +83,7 @@ static int l_new(lua_State *L) {
   o.max_queue_size = (int)opt_number(L, 1, "max_queue_size", o.max_workers * 5.0, 1, 1e7);
   o.lease_seconds = opt_number(L, 1, "lease_seconds", 30, 0.01, 86400);
   o.shutdown_grace = opt_number(L, 1, "shutdown_grace", 30, 0, 86400);
+  o.default_timeout = opt_number(L, 1, "default_timeout", 0, 0, 86400 * 365);
   lua_getfield(L, 1, "storage");
   chr_store_t *store = chr_lua_checkstore(L, -1);
   int store_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -88,9 +94,11 @@ static int l_new(lua_State *L) {
   lsched_t *ls = lua_newuserdatauv(L, sizeof *ls, 0);
   ls->self_ref = LUA_NOREF;
   ls->s = NULL;
+  ls->stoppers = NULL;
   luaL_setmetatable(L, SCHED_MT);
   chr_sched_t *s = chr_sched_new(L, store, &o);
   ls->s = s;
+  chr_sched_set_stopped_cb(s, stopped_cb, ls);
   s->store_ref = store_ref;
   s->lock_ref = lock_ref;
   s->clock_ref = opt_ref(L, 1, "clock", LUA_TFUNCTION);
@@ -126,32 +134,25 @@ static int l_start(lua_State *L) {
 
 /* ---- stop ---- */
 
-typedef struct stopper {
+struct stopper {
   chr_waiter_t w;
-  lsched_t *ls;
-  uv_timer_t *timer;
-  uint64_t returned0, killed0, succeeded0, failed0;
-} stopper_t;
+  chr_sched_t *s;
+  stopper_t *next;
+};
 
-static void free_cb(uv_handle_t *h) {
-  free(h);
-}
-
-static void stopper_cleanup(stopper_t *st) {
-  if (st->timer) uv_close((uv_handle_t *)st->timer, free_cb);
-  free(st);
-}
-
-static void push_summary(lua_State *L, chr_sched_t *s, stopper_t *st) {
+static void push_summary(lua_State *L, chr_sched_t *s) {
+  const chr_sched_stats_t *now = &s->stats, *base = &s->stop_base;
   lua_createtable(L, 0, 4);
-  lua_pushinteger(L, (lua_Integer)(s->stats.returned - (st ? st->returned0 : s->stats.returned)));
+  lua_pushinteger(L, (lua_Integer)(now->returned - base->returned));
   lua_setfield(L, -2, "returned");
-  lua_pushinteger(L, (lua_Integer)(s->stats.killed - (st ? st->killed0 : s->stats.killed)));
+  lua_pushinteger(L, (lua_Integer)(now->killed - base->killed));
   lua_setfield(L, -2, "killed");
-  lua_pushinteger(L, (lua_Integer)(s->stats.succeeded + s->stats.failed -
-                                   (st ? st->succeeded0 + st->failed0
-                                       : s->stats.succeeded + s->stats.failed)));
+  lua_pushinteger(L, (lua_Integer)(now->succeeded + now->failed - base->succeeded - base->failed));
   lua_setfield(L, -2, "finished");
+  if (s->state != CHR_SCHED_STOPPED) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "stopping");
+  }
 }
 
 static void unanchor(lua_State *L, lsched_t *ls) {
@@ -163,55 +164,53 @@ static void unanchor(lua_State *L, lsched_t *ls) {
 
 static int stopper_finish(lua_State *L, chr_waiter_t *w) {
   stopper_t *st = (stopper_t *)w;
-  chr_sched_t *s = st->ls->s;
-  chr_sched_finish_stop(s);
-  push_summary(L, s, st);
-  unanchor(L, st->ls);
-  stopper_cleanup(st);
+  chr_sched_t *s = st->s;
+  free(st);
+  push_summary(L, s);
   return 1;
 }
 
 static void stopper_release(chr_waiter_t *w) {
-  stopper_cleanup((stopper_t *)w);
+  free(w);
 }
 
-static void grace_cb(uv_timer_t *t) {
-  stopper_t *st = t->data;
-  chr_sched_log(st->ls->s, CHR_LOG_WARN, NULL,
-                "shutdown grace period over: stopping %d running handler(s)",
-                st->ls->s->nrunning);
-  chr_sched_kill_running(st->ls->s);
+/* The engine has stopped: every stop() waiting returns. */
+static void stopped_cb(chr_sched_t *s, void *data) {
+  lsched_t *ls = data;
+  (void)s;
+  unanchor(chr_task_main(), ls);
+  while (ls->stoppers) {
+    stopper_t *st = ls->stoppers;
+    ls->stoppers = st->next;
+    chr_waiter_done(&st->w);
+  }
 }
 
-/* stop([grace_seconds]) -> summary */
+/* stop([grace_seconds]) -> summary. Waits until the scheduler has stopped
+ * (joining a stop already under way). From one of the scheduler's own
+ * handlers it cannot wait for itself: the stop begins and stop() returns
+ * at once, with `stopping = true`; the scheduler stops when that handler
+ * returns. */
 static int l_stop(lua_State *L) {
   lsched_t *ls = check_lsched(L, 1);
   chr_sched_t *s = ls->s;
   double grace = luaL_optnumber(L, 2, s->opts.shutdown_grace);
   if (s->state == CHR_SCHED_STOPPED) {
-    push_summary(L, s, NULL);
+    push_summary(L, s);
     return 1;
   }
-  if (s->state == CHR_SCHED_STOPPING)
-    return chr_lua_error(L, CHR_ESTATE, "the scheduler is already stopping");
+  chr_sched_stop(s, grace);
+  chr_task_t *self = chr_task_current(L);
+  if (s->state == CHR_SCHED_STOPPED || (self && chr_sched_runs_task(s, self))) {
+    push_summary(L, s);
+    return 1;
+  }
   stopper_t *st = chr_calloc(1, sizeof *st);
-  st->ls = ls;
-  st->returned0 = s->stats.returned;
-  st->killed0 = s->stats.killed;
-  st->succeeded0 = s->stats.succeeded;
-  st->failed0 = s->stats.failed;
+  st->s = s;
   st->w.finish = stopper_finish;
   st->w.release = stopper_release;
-  chr_sched_begin_stop(s);
-  if (chr_sched_idle(s)) {
-    st->w.done = 1;
-  } else {
-    s->stop_waiter = &st->w;
-    st->timer = chr_malloc(sizeof *st->timer);
-    uv_timer_init(chr_loop(), st->timer);
-    st->timer->data = st;
-    uv_timer_start(st->timer, grace_cb, (uint64_t)(grace * 1000), 0);
-  }
+  st->next = ls->stoppers;
+  ls->stoppers = st;
   return chr_wait(L, &st->w);
 }
 
@@ -323,15 +322,30 @@ static int l_stats(lua_State *L) {
   STAT(skipped);
   STAT(returned);
   STAT(killed);
+  STAT(store_errors);
 #undef STAT
+  /* What fails now, by request kind; empty when the store answers. */
+  lua_createtable(L, 0, 0);
+  for (int k = 0; k < CHR_SOP__COUNT; k++) {
+    if (!chr_sched_failing(s, k)) continue;
+    lua_pushstring(L, chr_sched_op_names[k]);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  }
+  lua_setfield(L, -2, "failing");
+  int64_t wait = s->claim_after - chr_time_mono();
+  lua_pushnumber(L, s->claim_after && wait > 0 ? (double)wait / 1e6 : 0);
+  lua_setfield(L, -2, "claim_backoff");
+  lua_pushinteger(L, (lua_Integer)s->npend);
+  lua_setfield(L, -2, "pending_completions");
   return 1;
 }
 
 static int l_close(lua_State *L) {
   lsched_t *ls = luaL_checkudata(L, 1, SCHED_MT);
   if (ls->s) {
-    chr_sched_close(ls->s);
+    chr_sched_t *s = ls->s;
     ls->s = NULL;
+    chr_sched_close(s); /* stops it, which wakes every stop() waiting */
   }
   unanchor(L, ls);
   return 0;
@@ -436,11 +450,12 @@ static int l_log(lua_State *L) {
 }
 
 static int l_stop_all(lua_State *L) {
-  /* Begins the stop of every running scheduler (the host's signal path);
-   * each then finishes through its own stop(). */
+  /* Stops every running scheduler gracefully (the host's signal path);
+   * each stops on its own, and stop() on it waits for that. */
   lua_Integer n = 0;
   while (chr_sched_first_live()) {
-    chr_sched_begin_stop(chr_sched_first_live());
+    chr_sched_t *s = chr_sched_first_live();
+    chr_sched_stop(s, s->opts.shutdown_grace);
     n++;
   }
   lua_pushinteger(L, n);

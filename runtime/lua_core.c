@@ -9,6 +9,7 @@
 #include "engine.h"
 #include "http.h"
 #include "json.h"
+#include "log.h"
 #include "loop.h"
 #include "lstore.h"
 #include "lutil.h"
@@ -206,9 +207,14 @@ static int l_spawn(lua_State *L) {
 /* ---- running the loop ---- */
 
 static int stop_requested;
+static int exit_requested, exit_code;
 
 static void wake_cb(uv_timer_t *t) {
   (void)t;
+}
+
+static void free_handle_cb(uv_handle_t *h) {
+  free(h);
 }
 
 /* Makes run() return (the host's signal path). */
@@ -216,6 +222,66 @@ void chr_core_request_stop(void);
 void chr_core_request_stop(void) {
   stop_requested = 1;
   uv_stop(chr_loop());
+}
+
+/* The code a handler passed to os.exit, or -1: the host exits with it
+ * once every scheduler has stopped. */
+int chr_core_exit_code(void);
+int chr_core_exit_code(void) {
+  return exit_requested ? exit_code : -1;
+}
+
+/* os.exit, as chronis installs it: outside a chronis task it is Lua's
+ * own. A handler that calls it does not take the process down under the
+ * other handlers: its run ends there (a failed run, logged), and the
+ * process stops gracefully and then exits with that code (the host, or
+ * chronis.run under plain lua5.4). */
+static int l_os_exit(lua_State *L) {
+  if (chr_task_current(L) == NULL) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 0);
+    return 0;
+  }
+  int code = lua_isboolean(L, 1) ? (lua_toboolean(L, 1) ? 0 : 1) : (int)luaL_optinteger(L, 1, 0);
+  chr_log(CHR_LOG_WARN, NULL, "os.exit(%d) called from a chronis task: stopping gracefully, then "
+                              "exiting with %d", code, code);
+  if (!exit_requested) {
+    exit_requested = 1;
+    exit_code = code;
+  }
+  chr_core_request_stop();
+  return chr_task_exit(L, code);
+}
+
+static int l_exit_code(lua_State *L) {
+  if (!exit_requested) return 0;
+  lua_pushinteger(L, exit_code);
+  return 1;
+}
+
+static void install_os_exit(lua_State *L) {
+  if (lua_getglobal(L, "os") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_getfield(L, -1, "exit");
+  if (lua_tocfunction(L, -1) == l_os_exit || !lua_isfunction(L, -1)) {
+    lua_pop(L, 2);
+    return;
+  }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "chronis.os_exit"); /* Lua's own, for chronis.run */
+  lua_pushcclosure(L, l_os_exit, 1);
+  lua_setfield(L, -2, "exit");
+  lua_pop(L, 1);
+}
+
+static int l_real_exit(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "chronis.os_exit");
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 0);
+  return 0;
 }
 
 static int l_stop_loop(lua_State *L) {
@@ -238,19 +304,25 @@ static int l_run(lua_State *L) {
 /* run_until(seconds) or run_until(predicate [, timeout_seconds]): drives
  * the loop; returns true once the predicate holds, false on timeout. */
 static int l_run_until(lua_State *L) {
+  if (chr_loop_running())
+    return luaL_error(L, "chronis.run_until cannot run inside the event loop (from a handler, "
+                         "a callback or a task): use chronis.sleep to wait there");
   int is_fn = lua_isfunction(L, 1);
   double limit = is_fn ? luaL_optnumber(L, 2, 30) : luaL_checknumber(L, 1);
   int64_t deadline = chr_time_mono() + (int64_t)(limit * 1e6);
-  uv_timer_t tick;
-  uv_timer_init(chr_loop(), &tick);
+  uv_timer_t *tick = chr_malloc(sizeof *tick);
+  uv_timer_init(chr_loop(), tick);
   /* A short tick re-checks the predicate even when nothing else happens. */
-  uv_timer_start(&tick, wake_cb, 5, 5);
+  uv_timer_start(tick, wake_cb, 5, 5);
   int ok = 0;
   stop_requested = 0;
   for (;;) {
     if (is_fn) {
       lua_pushvalue(L, 1);
-      lua_call(L, 0, 1);
+      if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        uv_close((uv_handle_t *)tick, free_handle_cb);
+        return lua_error(L);
+      }
       ok = lua_toboolean(L, -1);
       lua_pop(L, 1);
       if (ok) break;
@@ -258,9 +330,7 @@ static int l_run_until(lua_State *L) {
     if (chr_time_mono() >= deadline || stop_requested) break;
     chr_loop_step(L);
   }
-  uv_close((uv_handle_t *)&tick, NULL);
-  /* The handle lives on this C stack: let the loop finish closing it. */
-  uv_run(chr_loop(), UV_RUN_NOWAIT);
+  uv_close((uv_handle_t *)tick, free_handle_cb);
   lua_pushboolean(L, is_fn ? ok : 1);
   return 1;
 }
@@ -349,6 +419,8 @@ int luaopen_chronis_core(lua_State *L) {
                                  {"set_memory_limit", l_set_memory_limit},
                                  {"memory_used", l_memory_used},
                                  {"active_handles", l_active_handles},
+                                 {"exit_code", l_exit_code},
+                                 {"real_exit", l_real_exit},
                                  {NULL, NULL}};
   /* Tasks hang off the main thread, whichever coroutine required us. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
@@ -356,6 +428,7 @@ int luaopen_chronis_core(lua_State *L) {
   lua_pop(L, 1);
   chr_task_init(main_L);
   install_memcap(L);
+  install_os_exit(L);
   luaL_newlib(L, fns);
   luaopen_chronis_time(L);
   lua_setfield(L, -2, "time");

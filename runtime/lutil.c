@@ -69,6 +69,25 @@ int chr_lua_error(lua_State *L, int code, const char *fmt, ...) {
   return lua_error(L);
 }
 
+int chr_lua_cpcall(lua_State *L, lua_CFunction f, void *ud, char *err, size_t errlen) {
+  if (!lua_checkstack(L, 2)) {
+    snprintf(err, errlen, "Lua stack overflow");
+    return LUA_ERRMEM;
+  }
+  lua_pushcfunction(L, f);
+  lua_pushlightuserdata(L, ud);
+  int rc = lua_pcall(L, 1, 0, 0);
+  if (rc != LUA_OK) {
+    if (err && errlen) {
+      /* Only a string is read: converting another value could fail again. */
+      if (lua_type(L, -1) == LUA_TSTRING) snprintf(err, errlen, "%s", lua_tostring(L, -1));
+      else snprintf(err, errlen, "(a %s error value)", luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+  }
+  return rc;
+}
+
 int64_t chr_lua_checktime(lua_State *L, int idx, const chr_tz_t *naive,
                           const char *what) {
   const char *pre = what ? what : "", *sep = what ? ": " : "";

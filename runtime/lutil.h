@@ -16,6 +16,14 @@ void chr_lua_pusherror(lua_State *L, int code, const char *msg);
 /* Raises a structured error; never returns. */
 int chr_lua_error(lua_State *L, int code, const char *fmt, ...);
 
+/* Calls f with ud as its only argument (a light userdata) in protected
+ * mode: for C code that runs from loop callbacks and touches Lua, where an
+ * error (a failing metamethod, memory exhausted under the cap) must end
+ * in the caller, not unwind through libuv. Returns LUA_OK, or the error
+ * status with its message (or the error value's type) copied to err.
+ * stack: unchanged */
+int chr_lua_cpcall(lua_State *L, lua_CFunction f, void *ud, char *err, size_t errlen);
+
 /* Reads a time argument: an integer (µs since the epoch) or an ISO string
  * (naive strings read in zone `naive`, NULL = UTC). Raises an `invalid`
  * error naming `what` (a field or argument name) on bad input. */

@@ -19,6 +19,7 @@
 
 int luaopen_chronis_core(lua_State *L);
 void chr_core_request_stop(void);
+int chr_core_exit_code(void);
 
 static const char usage[] =
     "usage: chronis <command> [options]\n"
@@ -214,6 +215,8 @@ static int run_app(lua_State *L, const char *app, const char *storage, const cha
   uv_run(chr_loop(), UV_RUN_NOWAIT);
   uv_run(chr_loop(), UV_RUN_NOWAIT);
   chr_log(CHR_LOG_INFO, NULL, "chronis stopped");
+  /* A handler called os.exit(code): everything stopped gracefully first. */
+  if (chr_core_exit_code() >= 0) rc = chr_core_exit_code();
   return rc;
 }
 

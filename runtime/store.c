@@ -193,6 +193,7 @@ void chr_store_init(chr_store_t *s, const chr_store_vtable_t *vt, unsigned caps)
 int chr_store_submit(chr_store_t *s, chr_store_req_t *req) {
   if (s->closed) return CHR_EUNAVAIL;
   req->store = s;
+  req->issued = chr_time_now();
   unsigned need = chr__store_op_cap(req->op);
   if (need && !(s->caps & need)) return chr__store_emulate(s, req);
   return s->vt->submit(s, req);

@@ -95,6 +95,11 @@ struct chr_store_req {
   const char *owner;
   chr_completion_t *items;
   size_t nitems;
+  /* Wall time of submission (set by chr_store_submit). A store whose
+   * requests can wait (in a queue, on a paused server) adds the wait to
+   * the leases it grants, measured on its own clock when the request
+   * executes, so that a lease never starts out expired. */
+  int64_t issued;
   /* Outputs, owned by the caller after the callback (chr_store_req_reset). */
   int status;   /* 0 or CHR_E* */
   char *errmsg; /* malloc'ed, with status != 0 */

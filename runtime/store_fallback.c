@@ -290,6 +290,9 @@ static void recover_next(emu_t *e) {
     e->updates = partial();
     chr_job_set_int(e->updates, CHR_F_STATUS, CHR_ST_SCHEDULED);
     e->updates->nullmask |= CHR_BIT(CHR_F_CLAIMED_BY) | CHR_BIT(CHR_F_LEASE_UNTIL);
+    /* The run that was cut short counts (see engine.c, lease_exhausted). */
+    chr_job_set_int(e->updates, CHR_F_RETRY_COUNT, chr_job_int(j, CHR_F_RETRY_COUNT, 0) + 1);
+    chr_job_set_int(e->updates, CHR_F_ATTEMPT, chr_job_int(j, CHR_F_ATTEMPT, 0) + 1);
     emu_sub(e, CHR_OP_CAS);
     /* The id must outlive the sub-request: expected owns a copy (its mask
      * bit stays off, so it is not compared). */

@@ -2,7 +2,13 @@
  * loop (handlers, spawned functions, Lua adapter calls), and waiters, the
  * one mechanism by which a C function waits for an asynchronous result:
  * inside a task it yields and is resumed by the result; anywhere else it
- * drives the loop until its own result is ready (DESIGN.md §2). */
+ * drives the loop until its own result is ready (docs/design.md, "Process
+ * model").
+ *
+ * Tasks are preempted: a task that runs Lua code for longer than a time
+ * slice without waiting is suspended at the next instruction and resumed
+ * on a later loop iteration, so timers (lease heartbeats, timeouts), I/O
+ * and other tasks are served while a handler computes. */
 #ifndef CHR_TASK_H
 #define CHR_TASK_H
 
@@ -16,9 +22,14 @@ typedef struct chr_waiter chr_waiter_t;
 
 /* Called once when the task ends: status LUA_OK (results on t->co's stack)
  * or an error status (error value on top of t->co), or CHR_TASK_KILLED
- * when it was stopped by chr_task_kill (nothing on the stack). */
+ * when it was stopped by chr_task_kill or by os.exit (nothing on the
+ * stack). */
 typedef void (*chr_task_done_cb)(chr_task_t *t, int status);
 #define CHR_TASK_KILLED (-100)
+
+/* A time slice: Lua code that runs this long without waiting is
+ * suspended and resumed on the next loop iteration. */
+#define CHR_TASK_SLICE_US 20000
 
 struct chr_task {
   lua_State *co;
@@ -27,9 +38,13 @@ struct chr_task {
   void *data;
   chr_waiter_t *waiting; /* the waiter it is suspended on, if any */
   int64_t deadline;      /* chr_time_mono() deadline for CPU-bound code, 0 = none */
-  unsigned running : 1, finished : 1, killed : 1, hooked : 1, reusable : 1;
+  int64_t slice_start;   /* chr_time_mono() of the current resume */
+  unsigned running : 1, finished : 1, killed : 1, reusable : 1, preempted : 1, queued : 1,
+      exited : 1;
+  int exit_code;         /* with exited: the code given to os.exit */
   const char *kill_reason;
   chr_task_t *next_free;
+  chr_task_t *rq_prev, *rq_next; /* the queue of preempted tasks */
 };
 
 struct chr_waiter {
@@ -50,19 +65,26 @@ struct chr_waiter {
  * arguments to be pushed (then chr_task_start). Tasks come from a pool;
  * stack: L unchanged. */
 chr_task_t *chr_task_new(lua_State *L, chr_task_done_cb cb, void *data);
-/* Runs the function on t->co (pushed with nargs arguments) until it ends or
- * waits. */
+/* Runs the function on t->co (pushed with nargs arguments) until it ends,
+ * waits or is preempted. */
 void chr_task_start(chr_task_t *t, int nargs);
 /* Stops a task wherever it is; its done callback runs with CHR_TASK_KILLED
- * (when killed while suspended) or the hook ends it on its next count
- * event (CPU-bound code). */
+ * (at once when it is suspended, or at its next instruction when it is
+ * executing). */
 void chr_task_kill(chr_task_t *t, const char *reason);
-/* Arms the CPU-bound deadline (monotonic µs) checked by a count hook. */
+/* Arms the CPU-bound deadline (monotonic µs): Lua code still running past
+ * it is ended like chr_task_kill, whether or not it waits. */
 void chr_task_set_deadline(chr_task_t *t, int64_t deadline);
 /* Returns the task to the pool (after its done callback). */
 void chr_task_release(chr_task_t *t);
 /* The task running on L, or NULL. */
 chr_task_t *chr_task_current(lua_State *L);
+/* The innermost task executing now (whichever coroutine), or NULL. */
+chr_task_t *chr_task_running(void);
+/* Ends the task executing on L because its code called os.exit(code):
+ * marks it exited and yields it out (never returns to the caller's Lua
+ * code). Only valid when chr_task_current(L) is a task. */
+int chr_task_exit(lua_State *L, int code);
 
 /* Waits for w: returns w->finish's results (a lua_CFunction tail). */
 int chr_wait(lua_State *L, chr_waiter_t *w);
@@ -70,7 +92,8 @@ int chr_wait(lua_State *L, chr_waiter_t *w);
 void chr_waiter_done(chr_waiter_t *w);
 
 /* Drives the loop once (blocking for events); refuses re-entry from a
- * callback with a Lua error. */
+ * callback with a Lua error. A Lua error that escapes a loop callback is
+ * logged and the loop goes on. */
 void chr_loop_step(lua_State *L);
 int chr_loop_running(void);
 

@@ -198,13 +198,18 @@ describe("a misbehaving Lua adapter", function()
     sched:start()
     assert.is_true(chronis.run_until(function() return ran end, 5))
     sched:stop(1)
-    local found = false
+    local found, errors, back = false, 0, false
     for _, l in ipairs(logs) do
-      if l:match("^error claim failed: .*lua adapter 'flaky': claim_due_jobs failed: .*temporarily unavailable") then
+      if l:match("^error claiming due jobs failed: .*lua adapter 'flaky': claim_due_jobs failed: .*temporarily unavailable") then
         found = true
       end
+      if l:match("^error ") then errors = errors + 1 end
+      if l:match("^info claiming due jobs works again after 2 failed attempt") then back = true end
     end
     assert.is_true(found, "claim failure was not logged: " .. table.concat(logs, "\n"))
+    -- Logged once when it starts failing and once when it works again.
+    assert.are.equal(1, errors, table.concat(logs, "\n"))
+    assert.is_true(back, "recovery was not logged: " .. table.concat(logs, "\n"))
     store:close()
   end)
 end)

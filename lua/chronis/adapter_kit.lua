@@ -343,6 +343,18 @@ function M.lease_expired(rec, now)
   return rec.status == "running" and lease ~= nil and lease < now
 end
 
+--- recovered(rec): the updates lease recovery applies to an expired job:
+--- back to scheduled without owner or lease, and the run that was cut
+--- short counted (retry_count and attempt + 1), so that a job whose runs
+--- keep killing their process stops being retried (docs/engine.md).
+function M.recovered(rec)
+  return {
+    status = "scheduled", claimed_by = null, lease_until = null,
+    retry_count = (math.tointeger(rec.retry_count) or 0) + 1,
+    attempt = (math.tointeger(rec.attempt) or 0) + 1,
+  }
+end
+
 --- check_completions(list): the items of complete_jobs, all checked before
 --- anything changes: { job_id =, owner =, delete = boolean, updates = the
 --- checked updates, or nil for a deletion }.

@@ -16,7 +16,6 @@ local M = {
   fs = core.fs,
   spawn = core.spawn,
   sleep = core.sleep,
-  run = core.run,
   run_until = core.run_until,
 }
 
@@ -87,14 +86,28 @@ local host = package.loaded["chronis.host"]
 -- still stop it gracefully on SIGTERM.
 local live = {}
 
---- Stops every running scheduler of the process gracefully (the host calls
---- this after SIGINT/SIGTERM). Returns their summaries.
+--- Stops every scheduler of the process gracefully, waiting for those
+--- already stopping (the host calls this after SIGINT/SIGTERM). Returns
+--- their summaries.
 function M.shutdown()
   local summaries = {}
   for s in pairs(live) do
-    if s:state() == "running" then summaries[#summaries + 1] = s:stop() end
+    if s:state() ~= "stopped" then summaries[#summaries + 1] = s:stop() end
   end
   return summaries
+end
+
+--- chronis.run(): drives the loop until chronis.stop() (or a signal under
+--- the host). When a handler called os.exit(code), the schedulers are
+--- stopped gracefully and, outside the host, the process exits with code.
+function M.run()
+  core.run()
+  local code = core.exit_code()
+  if code and not host then
+    M.shutdown()
+    M.close_all()
+    core.real_exit(code, true)
+  end
 end
 
 --- Closes every scheduler of the process and the host's default store, so

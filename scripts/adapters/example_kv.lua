@@ -215,7 +215,8 @@ end
 
 -- recover_expired_leases(now) -> integer: running jobs whose lease_until is
 -- before now (kit.lease_expired) go back to scheduled, without owner or
--- lease. kit.to_us reads `now` in any time form, or raises 'invalid'.
+-- lease, with the run that was cut short counted (kit.recovered). kit.to_us
+-- reads `now` in any time form, or raises 'invalid'.
 function Store:recover_expired_leases(now)
   check_open(self)
   now = now == nil and chronis.time.now() or kit.to_us(now, "recover_expired_leases: invalid 'now'")
@@ -223,7 +224,10 @@ function Store:recover_expired_leases(now)
   for _, rec in pairs(self.jobs) do
     if kit.lease_expired(rec, now) then
       updated_at = updated_at or stamp(self)
-      rec.status, rec.claimed_by, rec.lease_until, rec.updated_at = "scheduled", nil, nil, updated_at
+      for k, v in pairs(kit.recovered(rec)) do
+        if v == chronis.json.null then rec[k] = nil else rec[k] = v end
+      end
+      rec.updated_at = updated_at
       n = n + 1
     end
   end

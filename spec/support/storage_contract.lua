@@ -1157,6 +1157,21 @@ return function(name, factory, opts)
         assert.are.equal(0, store:recover_expired_leases(at(0)))
       end)
 
+      it("counts the run that was cut short: retry_count and attempt go up by one", function()
+        create("fresh", { status = "running", claimed_by = "a", lease_until = at(1) })
+        create("tried", { status = "running", claimed_by = "a", lease_until = at(1),
+          retry_count = 2, attempt = 5, max_retries = 3 })
+        assert.are.equal(2, store:recover_expired_leases(at(2)))
+        local fresh, tried = store:get_job("fresh"), store:get_job("tried")
+        assert.are.equal(1, fresh.retry_count)
+        assert.are.equal(1, fresh.attempt)
+        assert.are.equal("integer", math.type(fresh.retry_count))
+        assert.are.equal(3, tried.retry_count)
+        assert.are.equal(6, tried.attempt)
+        assert.are.equal(3, tried.max_retries)
+        assert.are.equal("scheduled", tried.status)
+      end)
+
       if supports.claim and supports.complete then
         it("lets a new owner claim the job and shuts out the old one", function()
           create("a", { next_run_time = at(-1) })
