@@ -520,7 +520,9 @@ int chr__sqlite_open(sq_store_t *s, const char *url, char *err, size_t errlen) {
     goto fail;
   }
   s->db = db;
+  s->url = chr_strdup(url);
   s->path = path;
+  s->memory = memory;
   s->busy_ms = o.busy_ms;
   return 0;
 fail:
@@ -530,21 +532,46 @@ fail:
   return rc;
 }
 
-void chr__sqlite_close(sq_store_t *s) {
-  for (int i = 0; i < SQ__COUNT; i++) sqlite3_finalize(s->stmt[i]);
+int chr__sqlite_reopen(sq_store_t *s, char *err, size_t errlen) {
+  sq_store_t fresh;
+  int rc;
+  memset(&fresh, 0, sizeof fresh);
+  if ((rc = chr__sqlite_open(&fresh, s->url, err, errlen)) != 0) return rc;
+  s->db = fresh.db;
+  fresh.db = NULL;
+  chr__sqlite_close(&fresh);
+  return 0;
+}
+
+void chr__sqlite_disconnect(sq_store_t *s, int optimize) {
+  for (int i = 0; i < SQ__COUNT; i++) {
+    sqlite3_finalize(s->stmt[i]);
+    s->stmt[i] = NULL;
+  }
   for (int i = 0; i < SQ_DYN_MAX; i++) {
     sqlite3_finalize(s->dyn[i].stmt);
     free(s->dyn[i].sql);
+    s->dyn[i].stmt = NULL;
+    s->dyn[i].sql = NULL;
+    s->dyn[i].used = 0;
   }
   if (s->db != NULL) {
     /* Keeps the planner's statistics fresh for the filter queries, on a
      * sample; skipped rather than waited for when another process holds
      * the lock. */
-    sqlite3_busy_timeout(s->db, 0);
-    sqlite3_exec(s->db, "PRAGMA analysis_limit = 400; PRAGMA optimize", NULL, NULL, NULL);
+    if (optimize) {
+      sqlite3_busy_timeout(s->db, 0);
+      sqlite3_exec(s->db, "PRAGMA analysis_limit = 400; PRAGMA optimize", NULL, NULL, NULL);
+    }
     sqlite3_close_v2(s->db);
   }
   s->db = NULL;
+}
+
+void chr__sqlite_close(sq_store_t *s) {
+  chr__sqlite_disconnect(s, 1);
+  free(s->url);
+  s->url = NULL;
   free(s->path);
   s->path = NULL;
 }
