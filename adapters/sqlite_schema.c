@@ -77,6 +77,7 @@ static int parse_long(const char *v, long lo, long hi, long *out) {
 static int parse_url(const char *url, char **path, sq_opts_t *o, char *err, size_t errlen) {
   const char *rest = strchr(url, ':') + 1, *q;
   char *opts, *tok, *save = NULL;
+  unsigned seen = 0;
   int rc = 0;
   o->busy_ms = 5000;
   o->sync = "NORMAL";
@@ -96,6 +97,8 @@ static int parse_url(const char *url, char **path, sq_opts_t *o, char *err, size
   if (q == NULL) return 0;
   opts = chr_strdup(q + 1);
   for (tok = strtok_r(opts, "&", &save); tok && rc == 0; tok = strtok_r(NULL, "&", &save)) {
+    static const char *const known[] = {"busy_timeout", "cache_size", "wal_autocheckpoint",
+                                        "synchronous", "check"};
     char *v = strchr(tok, '=');
     long x;
     if (v == NULL) {
@@ -104,6 +107,14 @@ static int parse_url(const char *url, char **path, sq_opts_t *o, char *err, size
       break;
     }
     *v++ = '\0';
+    /* A second value would silently win over the first. */
+    for (unsigned i = 0; i < sizeof known / sizeof *known; i++)
+      if (strcmp(tok, known[i]) == 0 && (seen & 1u << i))
+        rc = failf(err, errlen, "invalid storage URL '%s': option '%s' is given more than once",
+                   url, tok);
+      else if (strcmp(tok, known[i]) == 0)
+        seen |= 1u << i;
+    if (rc != 0) break;
     if (strcmp(tok, "busy_timeout") == 0) {
       if (parse_long(v, 0, 3600000, &x) != 0)
         rc = failf(err, errlen, "invalid storage URL '%s': busy_timeout must be 0..3600000 ms, "

@@ -143,6 +143,25 @@ describe("postgres store", function()
       assert.truthy(err.message:find("postgres://", 1, true), err.message)
     end)
 
+    it("refuses an option given twice, naming it, instead of using the last", function()
+      for _, c in ipairs({
+        { "postgres://u:s3cret@127.0.0.1:1/db?table=t1&table=t2", "table" },
+        { "postgres://u@127.0.0.1:1/db?table=t1&schema=a&pool=2&schema=b", "schema" },
+        { "postgres://u@127.0.0.1:1/db?sslmode=disable&sslmode=require", "sslmode" },
+        { "postgres://u@127.0.0.1:1/db?timeout=1&timeout=1", "timeout" },
+        { "postgres:?host=127.0.0.1&port=1&host=127.0.0.2", "host" },
+      }) do
+        local err = assert_error_code("invalid", chronis.storage.open, c[1])
+        assert.truthy(err.message:find("option '" .. c[2] .. "' is given more than once", 1, true),
+          err.message)
+        assert.is_nil(err.message:find("s3cret", 1, true), err.message)
+      end
+      -- chronis.storage.postgres(url, opts) puts opts in the URL: the same clash.
+      local err = assert_error_code("invalid", chronis.storage.postgres,
+        "postgres://u@127.0.0.1:1/db?table=t1", { table = "t2" })
+      assert.truthy(err.message:find("option 'table' is given more than once", 1, true), err.message)
+    end)
+
     it("never shows the password in errors", function()
       local err = assert_error_code("invalid", chronis.storage.open,
         "postgres://u:s3cret@127.0.0.1:1/db?pool=0")

@@ -201,6 +201,20 @@ describe("sqlite store", function()
       assert.is_false(exists(path))
     end)
 
+    it("refuses an option given twice, naming it, instead of using the last", function()
+      local path = fresh_path()
+      for _, name in ipairs({ "busy_timeout", "cache_size", "wal_autocheckpoint" }) do
+        assert_names(open_error(("sqlite:%s?%s=100&%s=200"):format(path, name, name)).message,
+          path, "option '" .. name .. "' is given more than once")
+      end
+      assert_names(open_error("sqlite:" .. path .. "?synchronous=full&check=none&synchronous=off")
+        .message, "option 'synchronous' is given more than once")
+      local ok, err = pcall(chronis.storage.sqlite, path .. "?synchronous=full", { synchronous = "off" })
+      assert.is_false(ok)
+      assert_names(err.message, "option 'synchronous' is given more than once")
+      assert.is_false(exists(path))
+    end)
+
     it("puts the file in WAL mode with the current schema version", function()
       local path = fresh_path()
       chronis.storage.sqlite(path):close()
