@@ -106,8 +106,8 @@ void chr_pg_conn_close(pg_conn_t *c);
 
 /* The error of a result or of the connection, as a store error code and a
  * message "postgres: ..." (SQLSTATE mapped: connection classes and server
- * shutdown -> CHR_EUNAVAIL, data errors -> CHR_EINVAL, ...). Returns 0 for a
- * successful result. */
+ * shutdown -> CHR_EUNAVAIL, statement and lock timeouts -> CHR_ETIMEOUT,
+ * data errors -> CHR_EINVAL, ...). Returns 0 for a successful result. */
 int chr_pg_result_error(pg_conn_t *c, const PGresult *res, char *msg, size_t msglen);
 /* 1 when the SQLSTATE of res says the transaction was rolled back by a
  * deadlock or serialization failure: the statement may simply be retried. */

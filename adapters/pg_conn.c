@@ -498,15 +498,17 @@ int chr_pg_result_error(pg_conn_t *c, const PGresult *res, char *msg, size_t msg
   set_err(c, primary ? primary : PQresultErrorMessage(res));
   snprintf(text, sizeof text, "%s", c->errmsg);
   int code;
+  /* 57014 is query_canceled: statement_timeout (or a cancel request);
+   * 55P03 is lock_not_available: lock_timeout. */
   if (state == NULL || sqlstate_is(state, "08") || sqlstate_is(state, "57P") ||
       sqlstate_is(state, "53"))
     code = CHR_EUNAVAIL;
+  else if (sqlstate_is(state, "57014") || sqlstate_is(state, "55P03"))
+    code = CHR_ETIMEOUT;
   else if (sqlstate_is(state, "23505"))
     code = CHR_EDUP;
   else if (sqlstate_is(state, "22") || sqlstate_is(state, "23") || sqlstate_is(state, "42"))
     code = CHR_EINVAL;
-  else if (sqlstate_is(state, "57014"))
-    code = CHR_ETIMEOUT;
   else if (sqlstate_is(state, "40"))
     code = CHR_ECONFLICT;
   else

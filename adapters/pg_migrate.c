@@ -273,7 +273,9 @@ static void step_cb(pg_conn_t *c, PGresult *res, void *arg) {
       finish(m);
       return;
     }
-    fail(m, rc == CHR_EUNAVAIL ? CHR_EUNAVAIL : CHR_EINVAL, "%s%s%s", msg,
+    /* A server that is away or slow stays what it is; anything else
+     * means the schema cannot be checked or made as it should be. */
+    fail(m, rc == CHR_EUNAVAIL || rc == CHR_ETIMEOUT ? rc : CHR_EINVAL, "%s%s%s", msg,
          m->step == ST_DDL || m->step == ST_RECORD ? " (while applying migration " : "",
          m->step == ST_DDL || m->step == ST_RECORD ? migrations[m->cur].description : "");
     if (m->step == ST_DDL || m->step == ST_RECORD) {

@@ -174,6 +174,13 @@ static void kv_free(kv_t *kv) {
   memset(kv, 0, sizeof *kv);
 }
 
+/* The value of key k, NULL when absent. */
+static const char *kv_find(const kv_t *kv, const char *k) {
+  for (size_t i = 0; i < kv->n; i++)
+    if (strcmp(kv->keys[i], k) == 0) return kv->vals[i];
+  return NULL;
+}
+
 static const char *pass_option(const kv_t *pass, const char *k) {
   const char *v = NULL;
   for (size_t i = 0; i < pass->n; i++)
@@ -266,7 +273,7 @@ int chr_pg_opts_parse(const char *url, pg_opts_t *o, char *err, size_t errlen) {
                              "database?options or postgres:?key=value&...");
   }
 
-  kv_t pass = {0}, kv = {0};
+  kv_t pass = {0}, kv = {0}, seen = {0};
   chr_buf_t options;
   chr_buf_init(&options);
   chr_buf_adds(&options, "-c jit=off"); /* JIT costs more than it saves on short queries */
@@ -290,6 +297,9 @@ int chr_pg_opts_parse(const char *url, pg_opts_t *o, char *err, size_t errlen) {
     if (k == NULL || v == NULL) {
       rc = fail(err, errlen, "invalid storage URL: bad %%-escape in option '%.*s'",
                 (int)(end - p), p);
+    } else if (kv_find(&seen, k) != NULL) {
+      /* A second value would silently win over the first. */
+      rc = fail(err, errlen, "invalid storage URL: option '%s' is given more than once", k);
     } else if (strcmp(k, "table") == 0 || strcmp(k, "schema") == 0) {
       if (!chr_pg_ident_ok(v))
         rc = fail(err, errlen, "invalid storage URL: %s '%s' is not a valid identifier (1-63 "
@@ -324,6 +334,7 @@ int chr_pg_opts_parse(const char *url, pg_opts_t *o, char *err, size_t errlen) {
     } else {
       kv_add(&pass, k, v);
     }
+    if (rc == 0) kv_add(&seen, k, "");
     free(k);
     free(v);
     p = amp ? amp + 1 : NULL;
@@ -367,6 +378,7 @@ int chr_pg_opts_parse(const char *url, pg_opts_t *o, char *err, size_t errlen) {
     kv_free(&kv);
   }
   kv_free(&pass);
+  kv_free(&seen);
   chr_buf_free(&options);
   free(user_options);
   free(timezone);

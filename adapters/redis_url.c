@@ -91,6 +91,17 @@ static int parse_option(chr_redis_url_t *u, const char *k, size_t kn, const char
   return 0;
 }
 
+/* Whether the option key k (kn bytes) is one of the keys of the query
+ * options from q up to (not including) upto. */
+static int given_before(const char *q, const char *upto, const char *k, size_t kn) {
+  while (q < upto) {
+    size_t n = strcspn(q, "&"), kl = strcspn(q, "=&");
+    if (kl == kn && memcmp(q, k, kn) == 0) return 1;
+    q += n + (q[n] == '&');
+  }
+  return 0;
+}
+
 int chr_redis_url_parse(const char *url, chr_redis_url_t *u, const char *what, char *err,
                         size_t errlen) {
   const char *p = url, *end;
@@ -157,13 +168,20 @@ int chr_redis_url_parse(const char *url, chr_redis_url_t *u, const char *what, c
     }
   }
   if (*p == '?') {
-    p++;
+    const char *query = ++p;
     while (*p) {
       size_t n = strcspn(p, "&");
       const char *eq = memchr(p, '=', n);
       if (eq == NULL) {
         chr_redis_url_free(u);
         return url_fail(err, errlen, what, url, "options are key=value pairs joined by '&'");
+      }
+      if (given_before(query, p, p, (size_t)(eq - p))) {
+        /* A second value would silently win over (or add to) the first. */
+        char msg[160];
+        snprintf(msg, sizeof msg, "option '%.*s' is given more than once", (int)(eq - p), p);
+        chr_redis_url_free(u);
+        return url_fail(err, errlen, what, url, msg);
       }
       char *v = pct_decode(eq + 1, n - (size_t)(eq + 1 - p));
       int rc = parse_option(u, p, (size_t)(eq - p), v, url, what, err, errlen);

@@ -15,12 +15,18 @@
  * every read-modify-write runs in one BEGIN IMMEDIATE transaction (the
  * write lock is taken before the read), so a CAS compares and writes with
  * no other writer in between, a claim's candidates cannot be claimed by
- * another process before its UPDATE, and updates are never lost. */
+ * another process before its UPDATE, and updates are never lost.
+ *
+ * A connection holds the file it opened, not its path: a file removed or
+ * replaced under it would be used on, unseen by every other process. The
+ * store checks at most once a second and reopens the path (below). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "job.h"
 #include "json.h"
+#include "log.h"
 #include "sqlite_store.h"
 #include "store.h"
 #include "time.h"
@@ -382,6 +388,116 @@ static void op_delete(sq_store_t *s, chr_store_req_t *req) {
   if (run(s, req, st, "deleting a job") == 0) req->ok = sqlite3_changes(s->db) > 0;
 }
 
+/* ---- the file under the connection
+ *
+ * SQLITE_FCNTL_HAS_MOVED compares the open file with what its path names
+ * now (one stat). When they differ, the connection is closed (without a
+ * checkpoint or optimize: SQLite leaves the path's -wal and -shm alone
+ * for a moved file) and the path opened again as at first, a missing file
+ * created with the schema. Jobs this connection's claimants held in the
+ * old file are gone with it: their completions find nothing, and the
+ * store names each one as it comes back. */
+
+#define SQ_FILE_CHECK_US 1000000
+
+static void note_owner(sq_store_t *s, const char *owner) {
+  for (size_t i = s->nowners; i-- > 0;)
+    if (strcmp(s->owners[i], owner) == 0) return;
+  if (s->nowners == SQ_OWNERS_MAX) {
+    free(s->owners[0]);
+    memmove(s->owners, s->owners + 1, (SQ_OWNERS_MAX - 1) * sizeof *s->owners);
+    s->nowners--;
+  }
+  s->owners[s->nowners++] = chr_strdup(owner);
+}
+
+/* Adds to s->lost the jobs running in the (old) file under one of this
+ * connection's claimants; returns how many. */
+static size_t remember_lost(sq_store_t *s) {
+  sqlite3_stmt *st;
+  char *owners;
+  size_t n = 0;
+  if (s->nowners == 0 ||
+      sqlite3_prepare_v2(s->db, "SELECT job_id FROM jobs WHERE status = 'running' AND "
+                         "claimed_by IN (SELECT value FROM json_each(?1))", -1, &st,
+                         NULL) != SQLITE_OK)
+    return 0;
+  owners = chr__sqlite_ids_json(s->owners, s->nowners);
+  sqlite3_bind_text(st, 1, owners, -1, SQLITE_STATIC);
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    const char *id = (const char *)sqlite3_column_text(st, 0);
+    if (id == NULL) continue;
+    s->lost = chr_realloc(s->lost, (s->nlost + 1) * sizeof *s->lost);
+    s->lost[s->nlost++] = chr_strdup(id);
+    n++;
+  }
+  sqlite3_finalize(st);
+  free(owners);
+  return n;
+}
+
+/* Names the completions of jobs claimed from a removed file. */
+static void report_lost(sq_store_t *s, chr_store_req_t *req) {
+  for (size_t i = 0; i < req->nitems; i++) {
+    chr_completion_t *it = &req->items[i];
+    size_t k;
+    for (k = 0; k < s->nlost && strcmp(s->lost[k], it->job_id) != 0; k++) {}
+    if (k == s->nlost) continue;
+    if (it->result != 0)
+      chr_log(CHR_LOG_ERROR, it->job_id, "sqlite '%s': job '%s' was claimed from a database "
+              "file that has since been removed or replaced; its completion finds no claim of "
+              "it in the file now at that path (%s): its result is lost", s->path, it->job_id,
+              chr_strerror(it->result));
+    free(s->lost[k]);
+    s->lost[k] = s->lost[--s->nlost];
+  }
+}
+
+/* Opens the path again; logs a failure once per distinct reason. */
+static void reopen(sq_store_t *s) {
+  char err[512];
+  if (chr__sqlite_reopen(s, err, sizeof err) == 0) {
+    chr_log(CHR_LOG_INFO, NULL, "sqlite '%s': reopened the database at its path", s->path);
+    free(s->reopen_error);
+    s->reopen_error = NULL;
+    return;
+  }
+  if (s->reopen_error == NULL || strcmp(s->reopen_error, err) != 0)
+    chr_log(CHR_LOG_ERROR, NULL, "sqlite '%s': reopening the database failed: %s; requests "
+            "fail (unavailable) until it succeeds, tried again every second", s->path, err);
+  free(s->reopen_error);
+  s->reopen_error = chr_strdup(err);
+}
+
+/* At most once a second: whether the file is still at the path (else it
+ * is reopened), and, while reopening fails, another try. 0 when s->db can
+ * be used, else req is failed. */
+static int check_file(sq_store_t *s, chr_store_req_t *req) {
+  int64_t t = chr_time_mono();
+  if (t - s->file_checked >= SQ_FILE_CHECK_US) {
+    int moved = 0;
+    s->file_checked = t;
+    if (s->db != NULL &&
+        sqlite3_file_control(s->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK &&
+        moved) {
+      size_t n = remember_lost(s);
+      char held[160] = "";
+      if (n > 0)
+        snprintf(held, sizeof held, "; %zu job(s) running here were claimed from the old file: "
+                 "their completions will find nothing and their results are lost", n);
+      chr_log(CHR_LOG_ERROR, NULL, "sqlite '%s': the database file was removed or replaced "
+              "while open; reopening the path (a new database if no file is there)%s", s->path,
+              held);
+      chr__sqlite_disconnect(s, 0);
+    }
+    if (s->db == NULL) reopen(s);
+  }
+  if (s->db != NULL) return 0;
+  chr_store_req_fail(req, CHR_EUNAVAIL, "sqlite '%s': the database file was removed or replaced, "
+                     "and reopening it failed: %s", s->path, s->reopen_error);
+  return -1;
+}
+
 /* ---- the engine's operations */
 
 static int cmp_due(const void *a, const void *b) {
@@ -404,6 +520,7 @@ static void op_claim(sq_store_t *s, chr_store_req_t *req) {
     chr__sqlite_fail(s, req, "claiming jobs");
     return;
   }
+  note_owner(s, req->owner);
   if (begin(s, req) != 0) return;
   /* Stamped once the lock is ours: after any write it waited for. */
   stamp = next_stamp(s, NULL);
@@ -536,6 +653,7 @@ static void op_complete(sq_store_t *s, chr_store_req_t *req) {
     rollback(s);
     return;
   }
+  if (s->nlost > 0) report_lost(s, req);
   if (wake != CHR_TIME_NONE) chr_store_wake(&s->base, wake);
 }
 
@@ -608,6 +726,7 @@ static void op_next_due(sq_store_t *s, chr_store_req_t *req) {
 
 static int sq_submit(chr_store_t *base, chr_store_req_t *req) {
   sq_store_t *s = (sq_store_t *)base;
+  if ((unsigned)req->op >= CHR_OP__COUNT) return CHR_EINVAL;
   req->store = base;
   switch (req->op) {
   case CHR_OP_GET:
@@ -629,6 +748,7 @@ static int sq_submit(chr_store_t *base, chr_store_req_t *req) {
   default:
     break;
   }
+  if (!s->memory && check_file(s, req) != 0) goto done;
   switch (req->op) {
   case CHR_OP_CREATE: op_create(s, req); break;
   case CHR_OP_GET: op_get(s, req); break;
@@ -654,6 +774,10 @@ done:
 static void sq_close(chr_store_t *base) {
   sq_store_t *s = (sq_store_t *)base;
   chr__sqlite_close(s);
+  free(s->reopen_error);
+  for (size_t i = 0; i < s->nowners; i++) free(s->owners[i]);
+  for (size_t i = 0; i < s->nlost; i++) free(s->lost[i]);
+  free(s->lost);
   free(s);
 }
 
@@ -666,6 +790,7 @@ int chr_sqlite_store_open(const char *url, chr_store_t **out, char *err, size_t 
     free(s);
     return rc;
   }
+  s->file_checked = chr_time_mono();
   chr_store_init(&s->base, &sq_vtable,
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |

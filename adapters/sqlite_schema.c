@@ -77,6 +77,7 @@ static int parse_long(const char *v, long lo, long hi, long *out) {
 static int parse_url(const char *url, char **path, sq_opts_t *o, char *err, size_t errlen) {
   const char *rest = strchr(url, ':') + 1, *q;
   char *opts, *tok, *save = NULL;
+  unsigned seen = 0;
   int rc = 0;
   o->busy_ms = 5000;
   o->sync = "NORMAL";
@@ -96,6 +97,8 @@ static int parse_url(const char *url, char **path, sq_opts_t *o, char *err, size
   if (q == NULL) return 0;
   opts = chr_strdup(q + 1);
   for (tok = strtok_r(opts, "&", &save); tok && rc == 0; tok = strtok_r(NULL, "&", &save)) {
+    static const char *const known[] = {"busy_timeout", "cache_size", "wal_autocheckpoint",
+                                        "synchronous", "check"};
     char *v = strchr(tok, '=');
     long x;
     if (v == NULL) {
@@ -104,6 +107,14 @@ static int parse_url(const char *url, char **path, sq_opts_t *o, char *err, size
       break;
     }
     *v++ = '\0';
+    /* A second value would silently win over the first. */
+    for (unsigned i = 0; i < sizeof known / sizeof *known; i++)
+      if (strcmp(tok, known[i]) == 0 && (seen & 1u << i))
+        rc = failf(err, errlen, "invalid storage URL '%s': option '%s' is given more than once",
+                   url, tok);
+      else if (strcmp(tok, known[i]) == 0)
+        seen |= 1u << i;
+    if (rc != 0) break;
     if (strcmp(tok, "busy_timeout") == 0) {
       if (parse_long(v, 0, 3600000, &x) != 0)
         rc = failf(err, errlen, "invalid storage URL '%s': busy_timeout must be 0..3600000 ms, "
@@ -522,7 +533,9 @@ int chr__sqlite_open(sq_store_t *s, const char *url, char *err, size_t errlen) {
     goto fail;
   }
   s->db = db;
+  s->url = chr_strdup(url);
   s->path = path;
+  s->memory = memory;
   s->busy_ms = o.busy_ms;
   return 0;
 fail:
@@ -532,21 +545,46 @@ fail:
   return rc;
 }
 
-void chr__sqlite_close(sq_store_t *s) {
-  for (int i = 0; i < SQ__COUNT; i++) sqlite3_finalize(s->stmt[i]);
+int chr__sqlite_reopen(sq_store_t *s, char *err, size_t errlen) {
+  sq_store_t fresh;
+  int rc;
+  memset(&fresh, 0, sizeof fresh);
+  if ((rc = chr__sqlite_open(&fresh, s->url, err, errlen)) != 0) return rc;
+  s->db = fresh.db;
+  fresh.db = NULL;
+  chr__sqlite_close(&fresh);
+  return 0;
+}
+
+void chr__sqlite_disconnect(sq_store_t *s, int optimize) {
+  for (int i = 0; i < SQ__COUNT; i++) {
+    sqlite3_finalize(s->stmt[i]);
+    s->stmt[i] = NULL;
+  }
   for (int i = 0; i < SQ_DYN_MAX; i++) {
     sqlite3_finalize(s->dyn[i].stmt);
     free(s->dyn[i].sql);
+    s->dyn[i].stmt = NULL;
+    s->dyn[i].sql = NULL;
+    s->dyn[i].used = 0;
   }
   if (s->db != NULL) {
     /* Keeps the planner's statistics fresh for the filter queries, on a
      * sample; skipped rather than waited for when another process holds
      * the lock. */
-    sqlite3_busy_timeout(s->db, 0);
-    sqlite3_exec(s->db, "PRAGMA analysis_limit = 400; PRAGMA optimize", NULL, NULL, NULL);
+    if (optimize) {
+      sqlite3_busy_timeout(s->db, 0);
+      sqlite3_exec(s->db, "PRAGMA analysis_limit = 400; PRAGMA optimize", NULL, NULL, NULL);
+    }
     sqlite3_close_v2(s->db);
   }
   s->db = NULL;
+}
+
+void chr__sqlite_close(sq_store_t *s) {
+  chr__sqlite_disconnect(s, 1);
+  free(s->url);
+  s->url = NULL;
   free(s->path);
   s->path = NULL;
 }

@@ -45,23 +45,45 @@ typedef struct sq_dyn {
   uint64_t used; /* LRU clock */
 } sq_dyn_t;
 
+/* The owners a connection claimed for, kept to name the jobs it loses
+ * when its file is removed (sqlite.c); the oldest is dropped past this. */
+#define SQ_OWNERS_MAX 32
+
 typedef struct sq_store {
   chr_store_t base;
-  sqlite3 *db;
-  char *path; /* as given in the URL, for messages */
+  sqlite3 *db; /* NULL while the file is gone and reopening it fails */
+  char *url;   /* to reopen the path with the same options */
+  char *path;  /* as given in the URL, for messages */
+  int memory;  /* sqlite::memory:, no file to watch */
   sqlite3_stmt *stmt[SQ__COUNT];
   sq_dyn_t dyn[SQ_DYN_MAX];
   uint64_t dyn_clock;
   int64_t last_stamp;
   int busy_ms;
+  /* Watching the file (sqlite.c): when it was last checked (monotonic
+   * µs), why reopening it failed (malloc'ed, NULL when it did not), the
+   * claimants, and the jobs they held in a file that was removed. */
+  int64_t file_checked;
+  char *reopen_error;
+  char *owners[SQ_OWNERS_MAX];
+  size_t nowners;
+  char **lost;
+  size_t nlost;
 } sq_store_t;
 
 /* sqlite_schema.c: opens and checks the database, brings its schema to
  * SQ_SCHEMA_VERSION and registers chronis_patch. Returns 0 and fills
- * s->db and s->path, or CHR_EINVAL with a message naming the path (and
- * then nothing has been written). */
+ * s->db, s->url, s->path and s->memory, or CHR_EINVAL with a message
+ * naming the path (and then nothing has been written). */
 int chr__sqlite_open(sq_store_t *s, const char *url, char *err, size_t errlen);
-/* Finalizes every statement and closes the connection. */
+/* Opens s->url again after chr__sqlite_disconnect, as chr__sqlite_open
+ * does (a missing file is created with the schema). Returns 0 and sets
+ * s->db, or CHR_EINVAL with a message. */
+int chr__sqlite_reopen(sq_store_t *s, char *err, size_t errlen);
+/* Finalizes every statement and closes the connection (s->db NULL);
+ * optimize runs PRAGMA optimize first, for a file that is still ours. */
+void chr__sqlite_disconnect(sq_store_t *s, int optimize);
+/* chr__sqlite_disconnect, then frees the URL and path. */
 void chr__sqlite_close(sq_store_t *s);
 
 /* sqlite.c, for the queries: fails req with the connection's last error

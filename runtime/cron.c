@@ -447,14 +447,62 @@ static void compile_month_ok(chr_cron_t *c) {
 
 enum { MODE_FIELDS, MODE_CRONTAB };
 
+/* Whether some year of the year field has a type with a matching month:
+ * {year = "2033-2040", month = 2, day = 29, day_of_week = "sun"} has
+ * none. One lookup per year given, stopping at the first that fits. */
+static int years_can_match(const chr_cron_t *c) {
+  for (int w = 0; w < YEAR_WORDS; w++)
+    for (uint64_t b = c->year[w]; b; b &= b - 1) {
+      int y = YEAR_MIN + w * 64 + __builtin_ctzll(b);
+      if (c->month_ok[year_type(c, y)]) return 1;
+    }
+  return 0;
+}
+
+/* The message for a spec no date can match, naming the date fields it
+ * restricts: "day '30' and month '2' never match a date". */
+static void never_error(const chr_cron_t *c, const char *const expr[CHR_CRON_NFIELDS],
+                        const char *crontab, char *err, size_t errlen) {
+  static const int order[] = {CHR_CRON_DAY, CHR_CRON_DAY_OF_WEEK, CHR_CRON_WEEK,
+                              CHR_CRON_MONTH, CHR_CRON_YEAR};
+  int restricted[5], n = 0;
+  char list[200] = "";
+  size_t len = 0;
+  if (err == NULL || errlen == 0) return;
+  for (int i = 0; i < 5; i++) {
+    int f = order[i], any = 0;
+    switch (f) {
+    case CHR_CRON_DAY: any = c->day_any; break;
+    case CHR_CRON_DAY_OF_WEEK: any = c->dow_any; break;
+    case CHR_CRON_WEEK: any = c->week_any; break;
+    case CHR_CRON_MONTH: any = c->month == 0x1ffe; break;
+    case CHR_CRON_YEAR: any = c->year_any; break;
+    }
+    if (!any) restricted[n++] = f;
+  }
+  for (int i = 0; i < n && len < sizeof list; i++) {
+    const char *e = expr[restricted[i]];
+    while (is_space((unsigned char)*e)) e++;
+    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s '%.40s'",
+                            i == 0 ? "" : i == n - 1 ? " and " : ", ",
+                            chr_cron_field_names[restricted[i]], e);
+  }
+  if (crontab)
+    snprintf(err, errlen, "invalid cron expression '%.64s': %s never match a date", crontab, list);
+  else
+    snprintf(err, errlen, "invalid cron spec: %s never match a date", list);
+}
+
 static int starts_with_star(const char *s) {
   while (is_space((unsigned char)*s)) s++;
   return *s == '*';
 }
 
-/* Builds a spec from one expression per field (all present). */
+/* Builds a spec from one expression per field (all present); crontab is
+ * the string they came from, for messages. A spec that no date can ever
+ * match is refused, naming its date fields. */
 static chr_cron_t *compile(const char *const expr[CHR_CRON_NFIELDS], int mode,
-                           char *err, size_t errlen) {
+                           const char *crontab, char *err, size_t errlen) {
   chr_cron_t *c = chr_calloc(1, sizeof *c);
   for (int i = 0; i < CHR_CRON_NFIELDS; i++) {
     uint64_t one = 0;
@@ -510,6 +558,12 @@ static chr_cron_t *compile(const char *const expr[CHR_CRON_NFIELDS], int mode,
   c->dom_or_dow = mode == MODE_CRONTAB && !starts_with_star(expr[CHR_CRON_DAY]) &&
                   !starts_with_star(expr[CHR_CRON_DAY_OF_WEEK]);
   compile_month_ok(c);
+  if (!c->never && !c->year_any) c->never = !years_can_match(c);
+  if (c->never) {
+    never_error(c, expr, crontab, err, errlen);
+    free(c);
+    return NULL;
+  }
   return c;
 }
 
@@ -533,7 +587,7 @@ chr_cron_t *chr_cron_parse_fields(const char *const fields[CHR_CRON_NFIELDS],
   }
   for (int i = 0; i < CHR_CRON_NFIELDS; i++)
     expr[i] = fields[i] ? fields[i] : i > least ? minimum[i] : "*";
-  return compile(expr, MODE_FIELDS, err, errlen);
+  return compile(expr, MODE_FIELDS, NULL, err, errlen);
 }
 
 static const struct {
@@ -593,7 +647,7 @@ chr_cron_t *chr_cron_parse_crontab(const char *s, char *err, size_t errlen) {
   expr[CHR_CRON_DAY] = part[n - 3];
   expr[CHR_CRON_MONTH] = part[n - 2];
   expr[CHR_CRON_DAY_OF_WEEK] = part[n - 1];
-  return compile(expr, MODE_CRONTAB, err, errlen);
+  return compile(expr, MODE_CRONTAB, s, err, errlen);
 }
 
 void chr_cron_free(chr_cron_t *c) { free(c); }

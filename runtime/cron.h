@@ -28,7 +28,9 @@ typedef struct chr_cron chr_cron_t;
 
 /* fields[i] is the expression of field i, or NULL when unspecified.
  * Returns NULL with a message naming the field in err:
- * "invalid cron field 'hour': 25 is out of range 0-23". */
+ * "invalid cron field 'hour': 25 is out of range 0-23". A spec no date can
+ * match is refused too, naming its date fields: "invalid cron spec: day
+ * '30' and month '2' never match a date" (both parsers). */
 chr_cron_t *chr_cron_parse_fields(const char *const fields[CHR_CRON_NFIELDS],
                                   char *err, size_t errlen);
 /* "*\/5 * * * *", 6 fields with leading seconds, or @hourly ... @yearly. */

@@ -364,6 +364,12 @@ static int field_from_lua(lua_State *L, int idx, chr_job_t *j, int f, int partia
     int64_t us;
     if (lua_isinteger(L, idx)) {
       us = lua_tointeger(L, idx);
+      /* math.mininteger would otherwise read as no time at all. */
+      if (us < CHR_TIME_MIN || us > CHR_TIME_MAX) {
+        *rc = errf(err, errlen, "invalid field '%s': %lld microseconds is out of range (times "
+                   "are " CHR_TIME_RANGE ")", d->name, (long long)us);
+        return 0;
+      }
     } else if (lua_type(L, idx) == LUA_TSTRING) {
       size_t n;
       const char *s = lua_tolstring(L, idx, &n);

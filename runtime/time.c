@@ -157,7 +157,21 @@ static int expect(cursor_t *c, char ch) {
   return 0;
 }
 
+/* A year of more than 4 digits or with a sign, as formatting writes for
+ * instants past the range ("294247-01-10T..."): its length, else 0. */
+static size_t long_year(const cursor_t *c) {
+  size_t i = c->pos, n = 0;
+  if (i < c->len && (c->s[i] == '-' || c->s[i] == '+')) i++;
+  while (i + n < c->len && is_digit((unsigned char)c->s[i + n])) n++;
+  if (n == 0 || (n <= 4 && i == c->pos) || i + n >= c->len || c->s[i + n] != '-') return 0;
+  return i + n - c->pos;
+}
+
 static int parse_date(cursor_t *c, chr_civil_t *t) {
+  size_t n = long_year(c);
+  if (n > 0)
+    return fail(c, "year %.*s is out of range 0001-9999", (int)(n < 24 ? n : 24),
+                c->s + c->pos);
   if (digits(c, 4, &t->year) || expect(c, '-') || digits(c, 2, &t->month) ||
       expect(c, '-') || digits(c, 2, &t->day))
     return fail(c, "expected a date YYYY-MM-DD");
@@ -247,12 +261,20 @@ int chr_time_parse(const char *s, size_t len, const struct chr_tz *naive,
                    int64_t *out, char *err, size_t errlen) {
   int64_t wall = 0;
   int32_t offset = CHR_TIME_NOOFFSET;
+  int64_t us;
   int rc = chr_time_parse_wall(s, len, &wall, &offset, err, errlen);
   if (rc) return rc;
   if (offset != CHR_TIME_NOOFFSET)
-    *out = wall - (int64_t)offset * CHR_USEC;
+    us = wall - (int64_t)offset * CHR_USEC;
   else
-    *out = naive ? chr_tz_to_utc(naive, wall) : wall;
+    us = naive ? chr_tz_to_utc(naive, wall) : wall;
+  /* An offset (or a zone) can carry a time at either end of the years
+   * past them, where it would print as a year that reads back as none. */
+  if (us < CHR_TIME_MIN || us > CHR_TIME_MAX) {
+    cursor_t c = {s, len, 0, err, errlen};
+    return fail(&c, "out of range once in UTC (times are " CHR_TIME_RANGE ")");
+  }
+  *out = us;
   return 0;
 }
 

@@ -30,6 +30,12 @@ int chr_weekday(int64_t days);
 int64_t chr_civil_to_us(const chr_civil_t *c);
 void chr_us_to_civil(int64_t us, chr_civil_t *c);
 
+/* The instants that have an ISO-8601 form chronis reads back: years
+ * 0001..9999. Job times and trigger times outside it are refused. */
+#define CHR_TIME_MIN (-62135596800LL * CHR_USEC)      /* 0001-01-01T00:00:00Z */
+#define CHR_TIME_MAX (253402300800LL * CHR_USEC - 1)  /* 9999-12-31T23:59:59.999999Z */
+#define CHR_TIME_RANGE "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z"
+
 /* Parses YYYY-MM-DD[T ]HH:MM:SS[.f{1,6}][Z|±HH:MM]. A naive string (no
  * offset) is read in zone `naive` (NULL = UTC), with the gap/fold rules of
  * chr_tz_resolve. On error returns CHR_EINVAL and writes a message naming the

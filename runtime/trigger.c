@@ -1,6 +1,7 @@
 /* trigger.c - compiling trigger_args and computing fire times. */
 #include "trigger.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,17 +41,46 @@ static int span_number(chr_json_span_t v, double *out) {
   return *e == '\0' && isfinite(*out) ? 0 : -1;
 }
 
+/* A JSON integer, exactly (a double holds µs exactly only up to 2255):
+ * 0 and *out, or -1 when v is not one or does not fit in int64. */
+static int span_integer(chr_json_span_t v, int64_t *out) {
+  char tmp[32], *e;
+  long long x;
+  if (v.n == 0 || v.n >= sizeof tmp || memchr(v.p, '"', v.n)) return -1;
+  memcpy(tmp, v.p, v.n);
+  tmp[v.n] = '\0';
+  errno = 0;
+  x = strtoll(tmp, &e, 10);
+  if (*e != '\0' || errno != 0) return -1;
+  *out = x;
+  return 0;
+}
+
 static int span_time(chr_json_span_t v, const chr_tz_t *tz, int64_t *out, char *msg,
                      size_t msglen) {
   char *s = chr_json_unescape(v.p, v.n);
   if (s == NULL) {
+    int64_t i;
     double d;
-    if (span_number(v, &d) == 0) {
-      *out = (int64_t)d;
-      return 0;
+    int in_range;
+    if (span_integer(v, &i) == 0) {
+      in_range = i >= CHR_TIME_MIN && i <= CHR_TIME_MAX;
+    } else if (span_number(v, &d) == 0) {
+      /* Checked as a double, before the conversion: outside int64 it is
+       * undefined, and INT64_MIN would read as no time at all. */
+      in_range = d >= (double)CHR_TIME_MIN && d < (double)(CHR_TIME_MAX + 1);
+      if (in_range) i = (int64_t)d;
+    } else {
+      snprintf(msg, msglen, "expected an ISO-8601 time");
+      return CHR_EINVAL;
     }
-    snprintf(msg, msglen, "expected an ISO-8601 time");
-    return CHR_EINVAL;
+    if (!in_range) {
+      snprintf(msg, msglen, "%.*s microseconds is out of range (times are " CHR_TIME_RANGE ")",
+               (int)(v.n < 40 ? v.n : 40), v.p);
+      return CHR_EINVAL;
+    }
+    *out = i;
+    return 0;
   }
   int rc = chr_time_parse(s, strlen(s), tz, out, msg, msglen);
   free(s);

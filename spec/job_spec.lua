@@ -106,6 +106,29 @@ describe("job validation", function()
     assert_invalid({ func_name = "w" }, "invalid field 'trigger_type'")
   end)
 
+  it("refuses trigger times and job times out of range, saying so", function()
+    local RANGE = "out of range (times are 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z)"
+    local function date(v) return { func_name = "w", trigger_type = "date", trigger_args = { run_date = v } } end
+    for _, v in ipairs({ math.maxinteger, math.mininteger, math.mininteger + 1, -1e30, 1e30,
+                         2 ^ 63, 253402300800000000, -62135596800000001 }) do
+      assert_invalid(date(v), "invalid trigger_args 'run_date': ")
+      assert_invalid(date(v), RANGE)
+      assert_invalid(interval({ seconds = 5, start_date = v }), "invalid trigger_args 'start_date': ")
+      assert_invalid(interval({ seconds = 5, start_date = v }), RANGE)
+    end
+    assert_invalid(date(math.maxinteger), "invalid trigger_args 'run_date': 9223372036854775807 " ..
+      "microseconds is " .. RANGE)
+    assert_invalid(date("10000-01-01T00:00:00Z"), "year 10000 is out of range 0001-9999")
+    assert_invalid(date(F(math.maxinteger)), "year 294247 is out of range 0001-9999")
+    for _, v in ipairs({ math.maxinteger, math.mininteger }) do
+      assert_invalid(interval({ seconds = 1 }, { next_run_time = v }), "invalid field 'next_run_time': ")
+      assert_invalid(interval({ seconds = 1 }, { next_run_time = v }), RANGE)
+    end
+    -- The ends of the range, exactly.
+    assert.are.equal("9999-12-31T23:59:59.999999Z", prepare(date(253402300799999999)).next_run_time)
+    assert.are.equal("0001-01-01T00:00:00Z", prepare(date(-62135596800000000)).next_run_time)
+  end)
+
   it("checks job ids", function()
     assert_invalid(interval({ seconds = 1 }, { job_id = "" }), "invalid field 'job_id': must not be empty")
     assert_invalid(interval({ seconds = 1 }, { job_id = ("x"):rep(256) }), "invalid field 'job_id': 256 bytes is longer than 255")

@@ -213,3 +213,23 @@ describe("a misbehaving Lua adapter", function()
     store:close()
   end)
 end)
+
+describe("lua: and file: URLs", function()
+  it("refuse an option given twice, naming it, instead of using the last", function()
+    local p = os.tmpname()
+    os.remove(p)
+    for _, url in ipairs({
+      "file:" .. p .. "/jobs.json?auto_create=true&auto_create=false",
+      "lua:scripts/adapters/example_kv.lua?name=a&name=b",
+    }) do
+      local ok, err = pcall(chronis.storage.open, url)
+      assert.is_false(ok, url)
+      assert.are.equal("invalid", err.code, err.message)
+      local name = url:match("%?([%w_]+)=")
+      assert.truthy(err.message:find("option '" .. name .. "' is given more than once", 1, true),
+        err.message)
+      assert.truthy(err.message:find(url, 1, true), err.message)
+    end
+    assert.is_nil(io.open(p .. "/jobs.json"))
+  end)
+end)

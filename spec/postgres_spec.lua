@@ -143,6 +143,25 @@ describe("postgres store", function()
       assert.truthy(err.message:find("postgres://", 1, true), err.message)
     end)
 
+    it("refuses an option given twice, naming it, instead of using the last", function()
+      for _, c in ipairs({
+        { "postgres://u:s3cret@127.0.0.1:1/db?table=t1&table=t2", "table" },
+        { "postgres://u@127.0.0.1:1/db?table=t1&schema=a&pool=2&schema=b", "schema" },
+        { "postgres://u@127.0.0.1:1/db?sslmode=disable&sslmode=require", "sslmode" },
+        { "postgres://u@127.0.0.1:1/db?timeout=1&timeout=1", "timeout" },
+        { "postgres:?host=127.0.0.1&port=1&host=127.0.0.2", "host" },
+      }) do
+        local err = assert_error_code("invalid", chronis.storage.open, c[1])
+        assert.truthy(err.message:find("option '" .. c[2] .. "' is given more than once", 1, true),
+          err.message)
+        assert.is_nil(err.message:find("s3cret", 1, true), err.message)
+      end
+      -- chronis.storage.postgres(url, opts) puts opts in the URL: the same clash.
+      local err = assert_error_code("invalid", chronis.storage.postgres,
+        "postgres://u@127.0.0.1:1/db?table=t1", { table = "t2" })
+      assert.truthy(err.message:find("option 'table' is given more than once", 1, true), err.message)
+    end)
+
     it("never shows the password in errors", function()
       local err = assert_error_code("invalid", chronis.storage.open,
         "postgres://u:s3cret@127.0.0.1:1/db?pool=0")
@@ -477,6 +496,52 @@ describe("postgres store", function()
         assert.is_false(ok)
         assert.are.equal("unavailable", err.code, tostring(err.message))
         assert.truthy(err.message:find("no answer", 1, true), err.message)
+        assert.are.equal("a", s:get_job("a").job_id)
+        s:close()
+      end)
+
+    it("reports statement and lock timeouts as 'timeout', also while checking the schema",
+      function()
+        local t = fresh_table()
+        local s = chronis.storage.open(url(nil, t))
+        s:create_job({ job_id = "a", status = "pending" })
+        s:close()
+        -- Another session takes an exclusive lock on a table and keeps it
+        -- until it is ended.
+        local function hold(relation)
+          local wait = need():background(("env -u LD_PRELOAD PGAPPNAME=chronis_holder psql -X " ..
+            "-h 127.0.0.1 -p %d -U postgres -d %s -qAtc 'BEGIN; LOCK TABLE %s IN ACCESS EXCLUSIVE " ..
+            "MODE; SELECT pg_sleep(120); COMMIT'"):format(need().port, need().db, relation))
+          local held = chronis.run_until(function()
+            return psql(("SELECT count(*) FROM pg_locks WHERE relation = to_regclass('%s') " ..
+              "AND mode = 'AccessExclusiveLock' AND granted"):format(relation)):match("%d+") == "1"
+          end, 30)
+          assert(held, "the lock on " .. relation .. " was not taken")
+          return function()
+            psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = " ..
+              "'chronis_holder'")
+            assert(wait(30), "the lock holder did not end")
+          end
+        end
+        local release = hold(t)
+        -- SQLSTATE 57014 (statement_timeout) and 55P03 (lock_timeout).
+        for _, opt in ipairs({ "statement_timeout", "lock_timeout" }) do
+          s = chronis.storage.open(url(("options=-c%%20%s%%3D200"):format(opt), t))
+          local err = assert_error_code("timeout", s.get_job, s, "a")
+          assert.truthy(err.message:find(opt == "lock_timeout" and "55P03" or "57014", 1, true),
+            err.message)
+          s:close()
+        end
+        release()
+        -- The same while the store reads its migration history at open.
+        release = hold(t .. "_migrations")
+        for _, opt in ipairs({ "statement_timeout", "lock_timeout" }) do
+          s = chronis.storage.open(url(("options=-c%%20%s%%3D200"):format(opt), t))
+          assert_error_code("timeout", s.get_job, s, "a")
+          s:close()
+        end
+        release()
+        s = chronis.storage.open(url("options=-c%20lock_timeout%3D200", t))
         assert.are.equal("a", s:get_job("a").job_id)
         s:close()
       end)

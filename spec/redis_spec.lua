@@ -68,6 +68,22 @@ describe("redis", function()
       assert.truthy(open_error("redis://127.0.0.1:1/0?timeout=soon"):find("timeout", 1, true))
     end)
 
+    it("refuses an option given twice, naming it, instead of using the last", function()
+      for _, name in ipairs({ "prefix", "index_metadata", "timeout", "queue_timeout" }) do
+        local msg = open_error(("redis://:s3cret@127.0.0.1:1/0?%s=1&%s=2"):format(name, name))
+        assert.truthy(msg:find("option '" .. name .. "' is given more than once", 1, true), msg)
+        assert.is_nil(msg:find("s3cret", 1, true), msg)
+      end
+      local ok, err = pcall(chronis.storage.redis, "redis://127.0.0.1:1/0?prefix=a", { prefix = "b" })
+      assert.is_false(ok)
+      assert.are.equal("invalid", err.code)
+      assert.truthy(err.message:find("option 'prefix' is given more than once", 1, true), err.message)
+      ok, err = pcall(chronis.lock.redis, "redis://127.0.0.1:1/0?prefix=a&prefix=b")
+      assert.is_false(ok)
+      assert.are.equal("invalid", err.code)
+      assert.truthy(err.message:find("option 'prefix' is given more than once", 1, true), err.message)
+    end)
+
     it("builds the URL from chronis.storage.redis(url, opts)", function()
       local p = prefix()
       local s = chronis.storage.redis(srv.url, { prefix = p })

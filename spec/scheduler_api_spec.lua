@@ -189,6 +189,29 @@ describe("scheduler API", function()
       assert.are.equal("run_once", d.if_missed)
     end)
 
+    it("refuses run dates out of range or not a number, naming run_date", function()
+      for _, v in ipairs({ math.maxinteger, math.mininteger, -1e30 }) do
+        assert_error("invalid", "invalid trigger_args 'run_date': ", s.create_date_job, s,
+          { job_id = "far", func_name = "h", run_date = v })
+        assert_error("invalid", "microseconds is out of range", s.create_date_job, s,
+          { job_id = "far", func_name = "h", run_date = v })
+      end
+      for _, v in ipairs({ 0 / 0, math.huge, -math.huge }) do
+        assert_error("invalid", "invalid trigger_args 'run_date': ", s.create_date_job, s,
+          { job_id = "nan", func_name = "h", run_date = v })
+        assert_error("invalid", "is not a time", s.create_date_job, s,
+          { job_id = "nan", func_name = "h", run_date = v })
+        assert_error("invalid", "invalid trigger_args 'start_date': ", s.create_interval_job, s,
+          { job_id = "nan", func_name = "h", seconds = 5, start_date = v })
+        assert_error("invalid", "invalid trigger_args 'seconds': ", s.create_interval_job, s,
+          { job_id = "nan", func_name = "h", seconds = v })
+      end
+      assert_error("invalid", "year 294247 is out of range 0001-9999", function()
+        s:once(math.maxinteger):run("h")
+      end)
+      assert.are.equal(0, s:count_jobs())
+    end)
+
     it("refuses a duplicate job id with error 'duplicate'", function()
       s:create_date_job { job_id = "dup", func_name = "h", run_date = fmt(T0) }
       assert_error("duplicate", "dup", s.create_date_job, s,

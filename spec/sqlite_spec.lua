@@ -201,6 +201,20 @@ describe("sqlite store", function()
       assert.is_false(exists(path))
     end)
 
+    it("refuses an option given twice, naming it, instead of using the last", function()
+      local path = fresh_path()
+      for _, name in ipairs({ "busy_timeout", "cache_size", "wal_autocheckpoint" }) do
+        assert_names(open_error(("sqlite:%s?%s=100&%s=200"):format(path, name, name)).message,
+          path, "option '" .. name .. "' is given more than once")
+      end
+      assert_names(open_error("sqlite:" .. path .. "?synchronous=full&check=none&synchronous=off")
+        .message, "option 'synchronous' is given more than once")
+      local ok, err = pcall(chronis.storage.sqlite, path .. "?synchronous=full", { synchronous = "off" })
+      assert.is_false(ok)
+      assert_names(err.message, "option 'synchronous' is given more than once")
+      assert.is_false(exists(path))
+    end)
+
     it("puts the file in WAL mode with the current schema version", function()
       local path = fresh_path()
       chronis.storage.sqlite(path):close()
@@ -649,6 +663,105 @@ describe("sqlite store", function()
       assert.are.equal(0, store:count_jobs())
       sched:stop()
       store:close()
+    end)
+  end)
+
+  describe("when the file is removed under a running scheduler", function()
+    -- A scheduler in a child process runs 'slow' (which waits for 'after')
+    -- on the file; this process removes the file, then creates 'after' at
+    -- the same path with a store of its own.
+    local CHILD = [[
+      package.path = %q .. "lua/?.lua;" .. %q .. "lua/?/init.lua;" .. package.path
+      package.cpath = %q .. "build/lua/?.so;" .. package.cpath
+      local chronis = require "chronis"
+      local db, out_path = arg[1], arg[2]
+      local store = chronis.storage.sqlite(db)
+      local sched = chronis.scheduler({ storage = store, polling_interval = 0.1 })
+      local ran = {}
+      local function mark(id)
+        ran[id] = true
+        local out = assert(io.open(out_path, "a"))
+        out:write(id, "\n")
+        out:close()
+      end
+      sched:handler("record", function(job) mark(job.job_id) end)
+      sched:handler("slow", function(job)
+        mark("slow started")
+        for _ = 1, 300 do
+          if ran.after then break end
+          chronis.sleep(0.05)
+        end
+        mark(job.job_id)
+      end)
+      sched:create_date_job({ job_id = "slow", func_name = "slow",
+        run_date = chronis.time.format(chronis.time.now()) })
+      sched:start()
+      local ok = chronis.run_until(function() return ran.after and ran.slow end, 20)
+      chronis.sleep(0.5) -- the completions
+      sched:stop()
+      store:close()
+      print(ok and "done" or "timeout")
+    ]]
+
+    local function wait_for(pred, what)
+      for _ = 1, 600 do
+        if pred() then return end
+        chronis.sleep(0.05)
+      end
+      error("timed out waiting for " .. what)
+    end
+
+    it("reopens the path, says so once, and runs jobs created there", function()
+      local dir = fresh_path("moved")
+      chronis.fs.mkdir_p(dir)
+      local db = dir .. "/jobs.db"
+      write_bytes(dir .. "/child.lua", CHILD:format(ROOT, ROOT, ROOT))
+      os.execute(("cd %s && lua5.4 child.lua %s %s > %s 2> %s &"):format(sh_quote(dir),
+        sh_quote(db), sh_quote(dir .. "/ran"), sh_quote(dir .. "/out"), sh_quote(dir .. "/log")))
+      local function ran() return read_bytes(dir .. "/ran") or "" end
+      wait_for(function() return ran():find("slow started", 1, true) end, "'slow' to start")
+      remove_db(db)
+      local other = chronis.storage.sqlite(db)
+      other:create_job({ job_id = "after", func_name = "record", status = "scheduled",
+        trigger_type = "date", next_run_time = chronis.time.format(chronis.time.now()) })
+      wait_for(function() return (read_bytes(dir .. "/out") or "") ~= "" end, "the child to end")
+      local log = read_bytes(dir .. "/log") or ""
+      assert.are.equal("done\n", read_bytes(dir .. "/out"), log)
+      assert.is_truthy(ran():find("after\n", 1, true), log)
+      -- 'after' ran and is gone from the new file; 'slow' was never in it.
+      assert.are.equal(0, other:count_jobs())
+      other:close()
+      local removed = {}
+      for line in log:gmatch("[^\n]+") do
+        if line:find("file was removed or replaced", 1, true) then removed[#removed + 1] = line end
+      end
+      assert.are.equal(1, #removed, log)
+      assert_names(removed[1], "error", db, "reopen")
+      -- The job claimed from the old file is named when its completion
+      -- finds nothing in the new one.
+      local lost = log:match("[^\n]*'slow'[^\n]*") or ""
+      assert_names(lost, "error", "not_found", "removed")
+    end)
+
+    it("fails requests as 'unavailable' while the path cannot be reopened, then recovers", function()
+      local dir = fresh_path("gone")
+      chronis.fs.mkdir_p(dir)
+      local db = dir .. "/jobs.db"
+      local s = chronis.storage.sqlite(db)
+      s:create_job({ job_id = "old", status = "pending" })
+      os.execute("rm -rf " .. sh_quote(dir))
+      -- The file is looked at again once a second at most.
+      chronis.sleep(1.1)
+      local ok, err = pcall(s.get_job, s, "old")
+      assert.is_false(ok)
+      assert.are.equal("unavailable", err.code, err.message)
+      assert_names(err.message, db, "removed or replaced", "does not exist")
+      chronis.fs.mkdir_p(dir)
+      chronis.sleep(1.1)
+      s:create_job({ job_id = "new", status = "pending" })
+      assert.are.same({ "new" }, ids_of(s:query_jobs()))
+      s:close()
+      assert.are.equal("new", sqlite3(db, "SELECT job_id FROM jobs"))
     end)
   end)
 end)

@@ -173,8 +173,19 @@ describe("chronis.time", function()
 
     it("years outside 0001..9999", function()
       assert_invalid("0000-01-01T00:00:00Z", "year 0000 is out of range 0001-9999")
-      assert_invalid("10000-01-01T00:00:00Z", "expected a date YYYY-MM-DD")
-      assert_invalid("-001-01-01T00:00:00Z", "expected a date YYYY-MM-DD")
+      assert_invalid("10000-01-01T00:00:00Z", "year 10000 is out of range 0001-9999")
+      assert_invalid("-001-01-01T00:00:00Z", "year -001 is out of range 0001-9999")
+      -- What format writes for instants past the range reads back as such.
+      assert_invalid(time.format(math.maxinteger), "year 294247 is out of range 0001-9999")
+      assert_invalid(time.format(math.mininteger), "year -290308 is out of range 0001-9999")
+    end)
+
+    it("an offset that carries the time past year 0001 or 9999", function()
+      assert_invalid("0001-01-01T00:00:00+01:00", "out of range once in UTC (times are " ..
+        "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z)")
+      assert_invalid("9999-12-31T23:00:00-01:00", "out of range once in UTC (times are " ..
+        "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z)")
+      assert.equal(-62135596800 * S, time.parse("0001-01-01T01:00:00+01:00"))
     end)
   end)
 

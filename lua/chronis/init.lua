@@ -205,6 +205,14 @@ function Scheduler:create_job(fields)
       if f[k] ~= nil then args[k], f[k] = f[k], nil end
     end
     f.trigger_args = args
+    -- JSON has no NaN or infinity: name the key, not the whole table.
+    for k, v in pairs(args) do
+      if type(v) == "number" and (v ~= v or v == math.huge or v == -math.huge) then
+        fail("invalid", "invalid trigger_args '%s': %s is not %s", tostring(k), tostring(v),
+          (k == "run_date" or k == "start_date")
+            and "a time (expected an ISO-8601 time or integer microseconds)" or "a finite number")
+      end
+    end
   end
   local h = type(f.func_name) == "string" and (self._e:handlers()[f.func_name] or M.handlers[f.func_name])
   if type(h) == "table" then

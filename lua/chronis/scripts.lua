@@ -208,9 +208,14 @@ local function resolve(path)
   return path
 end
 
-local function parse_query(q)
+local function parse_query(q, url)
   local opts = {}
   for k, v in (q or ""):gmatch("([^&=]+)=([^&]*)") do
+    -- A second value would silently win over the first.
+    if opts[k] ~= nil then
+      error(core.error("invalid", ("invalid storage URL '%s': option '%s' is given more than once")
+        :format(url, k)), 0)
+    end
     v = v:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
     if v == "true" then v = true elseif v == "false" then v = false
     elseif tonumber(v) and v:match("^%-?%d+%.?%d*$") then v = tonumber(v) end
@@ -282,7 +287,7 @@ end
 function M.open_adapter_url(url, fixed_path)
   local scheme, rest = url:match("^(%a+):(.*)$")
   local path, query = rest:match("^([^?]*)%??(.*)$")
-  local opts = parse_query(query)
+  local opts = parse_query(query, url)
   if fixed_path then
     if path ~= "" then opts.path = path end
     path = fixed_path
