@@ -59,6 +59,7 @@ local function check_id(id, what)
   if type(id) ~= "string" or id == "" then
     fail("invalid", "%s: job id must be a non-empty string, got %s", what, type(id))
   end
+  kit.check_id(id, what)
 end
 
 -- The kit's lease_options, but the owner must not be empty: a claim is

@@ -2,7 +2,7 @@
  * turned into the request's outputs: rows in binary format (timestamptz as
  * µs since 2000-01-01, exact whatever the session TimeZone), and the JSONB
  * text of `record` rewritten into chronis' canonical JSON. */
-#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,9 +50,11 @@ chr_job_t *chr_pg_row_job(const PGresult *r, int row, int col, char *err, size_t
     chr_buf_t b;
     chr_buf_init(&b);
     /* jsonb in binary is a version byte (1) and the text. */
-    if (n < 1 || v[0] != 1 || chr_pg_json_canon(v + 1, (size_t)n - 1, &b) != 0 ||
-        chr_job_from_json(j, b.p, b.len, err, errlen) != 0) {
-      if (n < 1 || v[0] != 1) snprintf(err, errlen, "unexpected jsonb format");
+    int rc = n < 1 || v[0] != 1 ? -1 : chr_pg_json_canon(v + 1, (size_t)n - 1, &b);
+    if (rc != 0) snprintf(err, errlen, n < 1 || v[0] != 1 ? "unexpected jsonb format"
+                                                          : "the record is not JSON chronis reads");
+    else rc = chr_job_from_json(j, b.p, b.len, err, errlen);
+    if (rc != 0) {
       chr_buf_free(&b);
       chr_job_free(j);
       return NULL;
@@ -320,26 +322,11 @@ static const char *canon(const char *p, const char *e, chr_buf_t *out, int depth
     return q;
   }
   default: {
+    /* As the encoder writes numbers: PostgreSQL prints numeric in plain
+     * decimal, 1.5e-07 as 0.00000015 and 1e100 as 1 and 100 zeros. */
     const char *q = p;
-    int frac = 0;
-    for (; q < e; q++) {
-      if (*q == '.' || *q == 'e' || *q == 'E') frac = 1;
-      else if (!(*q == '-' || *q == '+' || (*q >= '0' && *q <= '9'))) break;
-    }
-    if (q == p) return NULL;
-    if (!frac) {
-      chr_buf_add(out, p, (size_t)(q - p));
-      return q;
-    }
-    /* As the Lua encoder writes floats (PostgreSQL prints numeric in plain
-     * decimal, e.g. 1.5e-07 as 0.00000015). */
-    char tmp[400];
-    size_t n = (size_t)(q - p) < sizeof tmp - 1 ? (size_t)(q - p) : sizeof tmp - 1;
-    memcpy(tmp, p, n);
-    tmp[n] = '\0';
-    double d = strtod(tmp, NULL);
-    if (d == floor(d) && fabs(d) < 9007199254740992.0) chr_buf_printf(out, "%.0f", d);
-    else chr_buf_printf(out, "%.17g", d);
+    while (q < e && (strchr("+-.eE", *q) || (*q >= '0' && *q <= '9'))) q++;
+    if (q == p || chr_json_canon_number(p, (size_t)(q - p), out) != 0) return NULL;
     return q;
   }
   }

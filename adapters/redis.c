@@ -26,7 +26,8 @@
 #include "store.h"
 #include "time.h"
 
-/* claim_due_jobs without a limit. */
+/* claim_due_jobs, or a query page, without a limit: more jobs than any
+ * store holds, and a number Redis's scripts print exactly. */
 #define NO_LIMIT (1LL << 40)
 /* Jobs per slice when a metadata index is built over existing jobs. */
 #define REINDEX_SLICE 500
@@ -494,8 +495,11 @@ static void submit_query(rstore_t *rs, chr_store_req_t *req) {
   chr_buf_t sts;
   c->cb = query_cb;
   chr_rcmd_args(c, incount ? "c" : "q");
-  chr_rcmd_argi(c, !count && req->offset > 0 ? req->offset : 0);
-  chr_rcmd_argi(c, !count && req->limit >= 0 ? req->limit : -1);
+  /* The script's numbers are doubles, printed back to Redis with 14
+   * digits: a page past NO_LIMIT is as good as no limit (or as empty). */
+  int64_t off = req->offset > 0 ? req->offset : 0, lim = req->limit;
+  chr_rcmd_argi(c, !count ? (off < NO_LIMIT ? off : NO_LIMIT) : 0);
+  chr_rcmd_argi(c, !count && lim >= 0 && lim < NO_LIMIT ? lim : -1);
   chr_rcmd_args(c, !count && filter_paged(req) ? "1" : "0");
   chr_buf_init(&sts);
   for (int st = 1; f && st < CHR_ST__COUNT; st++)

@@ -3,6 +3,7 @@
 #include "job.h"
 
 #include <lauxlib.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -335,6 +336,190 @@ static int is_null(lua_State *L, int idx) {
   return lua_islightuserdata(L, idx) && lua_touserdata(L, idx) == NULL;
 }
 
+/* ---- the values a job may hold ---- */
+
+/* The length of the UTF-8 sequence at s (1 to 4 bytes), or 0 when it is
+ * not valid UTF-8: truncated, overlong, a surrogate or past U+10FFFF, all
+ * of which JSON text and PostgreSQL refuse. */
+static size_t utf8_len(const unsigned char *s, size_t n) {
+  unsigned c = s[0], cp, min;
+  size_t len;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F, min = 0x80;
+  else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F, min = 0x800;
+  else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07, min = 0x10000;
+  else return 0;
+  if (n < len) return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((s[i] & 0xC0) != 0x80) return 0;
+    cp = cp << 6 | (s[i] & 0x3F);
+  }
+  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return len;
+}
+
+const char *chr_job_string_problem(const char *s, size_t n, char *buf, size_t buflen) {
+  const unsigned char *u = (const unsigned char *)s;
+  for (size_t i = 0; i < n;) {
+    if (u[i] >= 0x01 && u[i] < 0x80) { /* the common case */
+      i++;
+      continue;
+    }
+    if (u[i] == 0) {
+      snprintf(buf, buflen, "a NUL byte (byte %zu) cannot be stored", i + 1);
+      return buf;
+    }
+    size_t k = utf8_len(u + i, n - i);
+    if (k == 0) {
+      snprintf(buf, buflen, "not valid UTF-8 (byte %zu)", i + 1);
+      return buf;
+    }
+    i += k;
+  }
+  return NULL;
+}
+
+/* Appends s to a path as a reader can see it: bytes that are not printable
+ * UTF-8 as \0 or \xNN, so that the message itself is valid text. */
+static void add_shown(chr_buf_t *b, const char *s, size_t n) {
+  const unsigned char *u = (const unsigned char *)s;
+  for (size_t i = 0; i < n;) {
+    size_t k = u[i] >= 0x20 && u[i] != 0x7F ? utf8_len(u + i, n - i) : 0;
+    if (k > 0) {
+      chr_buf_add(b, s + i, k);
+      i += k;
+    } else {
+      if (u[i] == 0) chr_buf_add(b, "\\0", 2);
+      else chr_buf_printf(b, "\\x%02x", u[i]);
+      i++;
+    }
+  }
+}
+
+void chr_job_add_shown(chr_buf_t *b, const char *s, size_t n) {
+  add_shown(b, s, n);
+}
+
+typedef struct vcheck {
+  lua_State *L;
+  chr_buf_t *path;
+  char *err;
+  size_t errlen;
+  int depth;
+} vcheck_t;
+
+static int vfail(vcheck_t *c, const char *what) {
+  snprintf(c->err, c->errlen, "%s", what);
+  return CHR_EINVAL;
+}
+
+static int check_value(vcheck_t *c, int idx);
+
+/* Checks the key at k and the value at v; the path grows by the key (and
+ * keeps it when the check fails, to name the culprit). */
+static int check_member(vcheck_t *c, int k, int v) {
+  lua_State *L = c->L;
+  char msg[80];
+  if (lua_type(L, k) == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, k, &n);
+    if (c->path->len > 0) chr_buf_addc(c->path, '.');
+    add_shown(c->path, s, n);
+    const char *bad = chr_job_string_problem(s, n, msg, sizeof msg);
+    if (bad) return vfail(c, bad);
+  } else if (lua_isinteger(L, k)) {
+    chr_buf_printf(c->path, "[%lld]", (long long)lua_tointeger(L, k));
+  } else if (lua_type(L, k) == LUA_TNUMBER) {
+    chr_buf_printf(c->path, "[%.17g]", lua_tonumber(L, k));
+  } else {
+    snprintf(msg, sizeof msg, "a key of type %s cannot be stored", luaL_typename(L, k));
+    return vfail(c, msg);
+  }
+  return check_value(c, v);
+}
+
+static int check_value(vcheck_t *c, int idx) {
+  lua_State *L = c->L;
+  char msg[80];
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL:
+  case LUA_TBOOLEAN: return 0;
+  case LUA_TNUMBER: {
+    if (lua_isinteger(L, idx)) return 0;
+    double d = lua_tonumber(L, idx);
+    if (isnan(d)) return vfail(c, "NaN cannot be stored (numbers must be finite)");
+    if (isinf(d)) return vfail(c, "infinity cannot be stored (numbers must be finite)");
+    return 0;
+  }
+  case LUA_TSTRING: {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    const char *bad = chr_job_string_problem(s, n, msg, sizeof msg);
+    return bad ? vfail(c, bad) : 0;
+  }
+  case LUA_TLIGHTUSERDATA:
+    if (lua_touserdata(L, idx) == NULL) return 0; /* chronis.json.null */
+    break;
+  case LUA_TTABLE: {
+    if (++c->depth > 100)
+      return vfail(c, "nested deeper than 100 levels (a cycle?) cannot be stored");
+    luaL_checkstack(L, 4, "job");
+    size_t at = c->path->len;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      int rc = check_member(c, lua_gettop(L) - 1, lua_gettop(L));
+      if (rc != 0) {
+        lua_pop(L, 2);
+        return rc;
+      }
+      lua_pop(L, 1);
+      c->path->len = at;
+      c->path->p[at] = '\0';
+    }
+    c->depth--;
+    return 0;
+  }
+  default: break;
+  }
+  snprintf(msg, sizeof msg, "a value of type %s cannot be stored", luaL_typename(L, idx));
+  return vfail(c, msg);
+}
+
+int chr_job_check_value(lua_State *L, int idx, chr_buf_t *path, char *err, size_t errlen) {
+  vcheck_t c = {L, path, err, errlen, 0};
+  if (path->p == NULL) chr_buf_adds(path, ""); /* p is never NULL below */
+  return check_value(&c, lua_absindex(L, idx));
+}
+
+int chr_job_check_fields(lua_State *L, int idx, char *err, size_t errlen) {
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx))
+    return errf(err, errlen, "a job must be a table, got %s", luaL_typename(L, idx));
+  luaL_checkstack(L, 4, "job");
+  chr_buf_t path;
+  char msg[80];
+  vcheck_t c = {L, &path, msg, sizeof msg, 1}; /* the job is the first level */
+  int rc = 0;
+  chr_buf_init(&path);
+  chr_buf_adds(&path, "");
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    size_t n = 0;
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &n) : NULL;
+    if ((k == NULL || !is_derived(k, n)) &&
+        (rc = check_member(&c, lua_gettop(L) - 1, lua_gettop(L))) != 0) {
+      lua_pop(L, 2);
+      errf(err, errlen, "invalid field '%s': %s", path.p, msg);
+      break;
+    }
+    lua_pop(L, 1);
+    path.len = 0;
+    path.p[0] = '\0';
+  }
+  chr_buf_free(&path);
+  return rc;
+}
+
 /* Reads one typed field from the value at idx. Returns 1 when the value
  * does not fit the typed slot and belongs in extra instead. */
 static int field_from_lua(lua_State *L, int idx, chr_job_t *j, int f, int partial, char *err,
@@ -394,9 +579,9 @@ static int field_from_lua(lua_State *L, int idx, chr_job_t *j, int f, int partia
     }
     lua_Integer v;
     if (!lua_isinteger(L, idx)) {
-      lua_Number n = lua_tonumber(L, idx);
-      if (n != (lua_Number)(lua_Integer)n) return 1; /* a fraction: keep as given */
-      v = (lua_Integer)n;
+      /* A fraction, or a float past 64 bits: keep as given. */
+      if (!lua_numbertointeger(lua_tonumber(L, idx), &v) || (lua_Number)v != lua_tonumber(L, idx))
+        return 1;
     } else {
       v = lua_tointeger(L, idx);
     }
@@ -450,9 +635,12 @@ int chr_job_from_lua(lua_State *L, int idx, chr_job_t *j, int partial, char *err
   idx = lua_absindex(L, idx);
   if (!lua_istable(L, idx)) return errf(err, errlen, "a job must be a table, got %s",
                                         luaL_typename(L, idx));
+  /* Every store goes through here: one rule for the values they keep. */
+  int rc = chr_job_check_fields(L, idx, err, errlen);
+  if (rc != 0) return rc;
   luaL_checkstack(L, 6, "job");
   lua_newtable(L); /* stack: extra */
-  int extra = lua_gettop(L), nextra = 0, rc = 0;
+  int extra = lua_gettop(L), nextra = 0;
   lua_pushnil(L);
   while (rc == 0 && lua_next(L, idx)) {
     /* stack: extra key value */
@@ -654,6 +842,42 @@ static int field_from_json(chr_job_t *j, int f, chr_json_span_t v, char *err, si
   return 0;
 }
 
+/* The error for a record that is not JSON chronis reads, naming the job
+ * (read already, or found by its key: this is only for the message) and
+ * the member where reading stopped. */
+static int malformed(const chr_job_t *j, const char *s, size_t len, chr_json_span_t k,
+                     char *err, size_t errlen) {
+  chr_buf_t b;
+  chr_buf_init(&b);
+  chr_buf_adds(&b, "invalid job record");
+  const char *id = chr_job_has(j, CHR_F_JOB_ID) ? j->job_id : NULL;
+  size_t idn = id ? strlen(id) : 0;
+  if (id == NULL) {
+    static const char key[] = "\"job_id\":\"";
+    const char *at = memmem(s, len, key, sizeof key - 1);
+    if (at) {
+      id = at + sizeof key - 1;
+      const char *q = memchr(id, '"', (size_t)(s + len - id));
+      idn = q ? (size_t)(q - id) : 0;
+    }
+  }
+  if (idn > 0) {
+    chr_buf_adds(&b, " of job '");
+    chr_job_add_shown(&b, id, idn);
+    chr_buf_addc(&b, '\'');
+  }
+  if (k.p) {
+    chr_buf_adds(&b, ": member '");
+    chr_job_add_shown(&b, k.p, k.n);
+    chr_buf_adds(&b, "' is not valid JSON");
+  } else {
+    chr_buf_adds(&b, ": malformed JSON");
+  }
+  errf(err, errlen, "%s", b.p);
+  chr_buf_free(&b);
+  return CHR_EINVAL;
+}
+
 int chr_job_from_json(chr_job_t *j, const char *s, size_t len, char *err, size_t errlen) {
   const char *it = s, *end = s + len;
   chr_json_span_t k, v;
@@ -662,14 +886,18 @@ int chr_job_from_json(chr_job_t *j, const char *s, size_t len, char *err, size_t
   while (it < end && *it != '{') it++;
   chr_buf_init(&extra);
   chr_buf_addc(&extra, '{');
-  while (rc == 0 && (r = chr_json_next_member(&it, end, &k, &v)) == 1) {
+  for (;;) {
+    k.p = NULL; /* set by next_member once it has read a key */
+    if (rc != 0 || (r = chr_json_next_member(&it, end, &k, &v)) != 1) break;
     if (is_derived(k.p, k.n)) continue;
     int f = chr_job_field_index(k.p, k.n);
     if (f < 0 || field_from_json(j, f, v, err, errlen, &rc)) {
       if (rc == 0 && !span_is_null(v)) add_member(&extra, k, v);
     }
   }
-  if (rc == 0 && r < 0) rc = errf(err, errlen, "invalid job record: malformed JSON");
+  /* The scanner accepts exactly what the decoder decodes: a record read
+   * here never loses a member later, when its fields are decoded. */
+  if (rc == 0 && r < 0) rc = malformed(j, s, len, k, err, errlen);
   free(j->extra);
   j->extra = NULL;
   if (rc == 0 && extra.len > 1) {

@@ -141,6 +141,21 @@ int chr_job_extra_lookup(const chr_job_t *j, const char *path, const char **val,
  * status (updates, CAS expectations). Returns 0 or CHR_EINVAL + err. */
 int chr_job_from_lua(lua_State *L, int idx, chr_job_t *j, int partial, char *err,
                      size_t errlen);
+/* The rule for every value a job holds, the same on every store: numbers
+ * finite, strings and table keys valid UTF-8 without NUL bytes (and only
+ * the types JSON has). chr_job_check_fields checks every field of the job
+ * table at idx (chr_job_from_lua does first): 0, or CHR_EINVAL and "invalid
+ * field 'kwargs.amount': <what is wrong>" in err. chr_job_check_value
+ * checks one value, appending the path of the culprit below it (".key",
+ * "[i]") to path, and writes only what is wrong to err. */
+int chr_job_check_fields(lua_State *L, int idx, char *err, size_t errlen);
+int chr_job_check_value(lua_State *L, int idx, chr_buf_t *path, char *err, size_t errlen);
+/* What is wrong with a string by that rule (written into buf), or NULL. */
+const char *chr_job_string_problem(const char *s, size_t n, char *buf, size_t buflen);
+/* Appends s for a message: bytes that are not printable UTF-8 as \0 or
+ * \xNN. */
+void chr_job_add_shown(chr_buf_t *b, const char *s, size_t n);
+
 /* stack: +1 table with every present field (times as ISO strings). */
 void chr_job_push(lua_State *L, const chr_job_t *j);
 

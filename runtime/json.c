@@ -48,20 +48,34 @@ void chr_json_add_string(chr_buf_t *out, const char *s, size_t n) {
   chr_buf_addc(out, '"');
 }
 
-static void add_number(chr_buf_t *out, lua_State *L, int idx) {
-  if (lua_isinteger(L, idx)) {
-    chr_buf_printf(out, "%lld", (long long)lua_tointeger(L, idx));
+/* A float, written so that reading it back gives the same value on every
+ * store, PostgreSQL included, whose jsonb prints numbers in plain decimal
+ * (1e100 as 1 and 100 zeros, 1.5e-07 as 0.00000015):
+ * - an integral float below 1e19 in magnitude in full digits, as an integer
+ *   ("%.0f" is exact there): 1.0 and 1 encode alike, and one that fits 64
+ *   bits reads back as the integer of the same value (2^63 does not fit and
+ *   reads back as a float); -0.0 as 0;
+ * - any other float with 17 significant digits: it reads back as the same
+ *   double in whatever form a store rewrote it, since a fraction keeps a
+ *   decimal point and an integral float of 1e19 or more is too large for
+ *   an integer. */
+static void add_double(chr_buf_t *out, double d) {
+  if (d == 0) {
+    chr_buf_addc(out, '0');
     return;
   }
-  double d = lua_tonumber(L, idx);
-  /* Integral floats are written as integers so 1.0 and 1 encode alike. */
-  if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+  if (d == floor(d) && fabs(d) < 1e19) {
     chr_buf_printf(out, "%.0f", d);
     return;
   }
   char tmp[32];
   snprintf(tmp, sizeof tmp, "%.17g", d);
   chr_buf_adds(out, tmp);
+}
+
+static void add_number(chr_buf_t *out, lua_State *L, int idx) {
+  if (lua_isinteger(L, idx)) chr_buf_printf(out, "%lld", (long long)lua_tointeger(L, idx));
+  else add_double(out, lua_tonumber(L, idx));
 }
 
 static int enc_value(enc_t *e, int idx);
@@ -217,14 +231,66 @@ static const char *ws(const char *p, const char *end) {
   return p;
 }
 
+static int is_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* The scanner accepts exactly what the decoder decodes (escapes, number
+ * and literal syntax), so that text a store reads with the scanner never
+ * fails to decode later. */
 static const char *skip_string(const char *p, const char *end) {
   /* p at the opening quote */
   for (p++; p < end; p++) {
     if (*p == '\\') {
-      p++;
+      if (++p >= end) return NULL;
+      if (*p == 'u') {
+        if (end - p < 5 || !is_hex(p[1]) || !is_hex(p[2]) || !is_hex(p[3]) || !is_hex(p[4]))
+          return NULL;
+        p += 4;
+      } else if (!strchr("\"\\/bfnrt", *p) || *p == '\0') {
+        return NULL;
+      }
       continue;
     }
     if (*p == '"') return p + 1;
+  }
+  return NULL;
+}
+
+static const char *skip_digits(const char *p, const char *end) {
+  while (p < end && *p >= '0' && *p <= '9') p++;
+  return p;
+}
+
+/* The end of the number at p (JSON's grammar: -?(0|[1-9]d*)(.d+)?([eE][+-]?d+)?),
+ * or NULL; *isfloat when it has a fraction or an exponent. */
+static const char *skip_number(const char *p, const char *end, int *isfloat) {
+  *isfloat = 0;
+  if (p < end && *p == '-') p++;
+  if (p >= end || *p < '0' || *p > '9') return NULL;
+  p = *p == '0' ? p + 1 : skip_digits(p, end);
+  if (p < end && *p == '.') {
+    const char *q = skip_digits(p + 1, end);
+    if (q == p + 1) return NULL;
+    p = q;
+    *isfloat = 1;
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    p++;
+    if (p < end && (*p == '+' || *p == '-')) p++;
+    const char *q = skip_digits(p, end);
+    if (q == p) return NULL;
+    p = q;
+    *isfloat = 1;
+  }
+  return p;
+}
+
+static const char *skip_literal(const char *p, const char *end) {
+  static const char *const lits[] = {"true", "false", "null"};
+  for (int i = 0; i < 3; i++) {
+    size_t n = strlen(lits[i]);
+    if ((size_t)(end - p) >= n && memcmp(p, lits[i], n) == 0) return p + n;
   }
   return NULL;
 }
@@ -256,12 +322,12 @@ static const char *skip_depth(const char *p, const char *end, int depth) {
       p++;
     }
   }
+  case 't':
+  case 'f':
+  case 'n': return skip_literal(p, end);
   default: {
-    const char *s = p;
-    while (p < end && (strchr("+-.eE", *p) || (*p >= '0' && *p <= '9') ||
-                       (*p >= 'a' && *p <= 'z')))
-      p++;
-    return p > s ? p : NULL;
+    int isfloat;
+    return skip_number(p, end, &isfloat);
   }
   }
 }
@@ -481,6 +547,35 @@ static int dec_members(dec_t *d, int obj) {
   return 0;
 }
 
+/* The value of the number text s (JSON's grammar, already checked):
+ * returns 1 and *i when it has neither fraction nor exponent and fits 64
+ * bits, else 0 and *f, the nearest double: integers too large for 64 bits,
+ * and numbers a store printed in full (PostgreSQL's 1e100 in 101 digits),
+ * of any length. */
+static int number_value(const char *s, size_t n, int isfloat, long long *i, double *f) {
+  char stack[64], *tmp = n < sizeof stack ? stack : chr_malloc(n + 1);
+  memcpy(tmp, s, n);
+  tmp[n] = '\0';
+  if (!isfloat) {
+    errno = 0;
+    *i = strtoll(tmp, NULL, 10);
+    if (errno != 0) isfloat = 1;
+  }
+  if (isfloat) *f = strtod(tmp, NULL);
+  if (tmp != stack) free(tmp);
+  return !isfloat;
+}
+
+int chr_json_canon_number(const char *p, size_t n, chr_buf_t *out) {
+  int isfloat;
+  long long i;
+  double f;
+  if (skip_number(p, p + n, &isfloat) != p + n) return -1;
+  if (number_value(p, n, isfloat, &i, &f)) chr_buf_printf(out, "%lld", i);
+  else add_double(out, f);
+  return 0;
+}
+
 static int dec_value(dec_t *d) {
   lua_State *L = d->L;
   d->p = ws(d->p, d->end);
@@ -511,29 +606,14 @@ static int dec_value(dec_t *d) {
     }
     break;
   default: {
-    char tmp[64];
-    const char *s = d->p;
-    int isfloat = 0;
-    while (d->p < d->end && (strchr("+-.eE", *d->p) || (*d->p >= '0' && *d->p <= '9'))) {
-      if (strchr(".eE", *d->p)) isfloat = 1;
-      d->p++;
-    }
-    size_t n = (size_t)(d->p - s);
-    if (n == 0 || n >= sizeof tmp) break;
-    memcpy(tmp, s, n);
-    tmp[n] = '\0';
-    char *e;
-    if (!isfloat) {
-      errno = 0;
-      long long v = strtoll(tmp, &e, 10);
-      if (*e == '\0' && errno == 0) {
-        lua_pushinteger(L, (lua_Integer)v);
-        return 0;
-      }
-    }
-    double v = strtod(tmp, &e);
-    if (*e != '\0') break;
-    lua_pushnumber(L, v);
+    int isfloat;
+    const char *s = d->p, *e = skip_number(s, d->end, &isfloat);
+    if (e == NULL) break;
+    long long i;
+    double f;
+    if (number_value(s, (size_t)(e - s), isfloat, &i, &f)) lua_pushinteger(L, (lua_Integer)i);
+    else lua_pushnumber(L, f);
+    d->p = e;
     return 0;
   }
   }

@@ -1,7 +1,9 @@
 /* json.h - JSON text to and from Lua values, and a scanner over JSON text
  * for the C side (spans of object members, no tree). Encoding is canonical
- * (object keys sorted, integral floats written as integers) so that equal
- * Lua values give equal text; stores compare values by their text. */
+ * (object keys sorted, integral floats below 1e19 written as integers) so
+ * that equal Lua values give equal text; stores compare values by their
+ * text. Every finite number reads back with its value, whichever store
+ * kept the text (see add_double in json.c). */
 #ifndef CHR_JSON_H
 #define CHR_JSON_H
 
@@ -29,7 +31,8 @@ int chr_json_decode_into(lua_State *L, int idx, const char *s, size_t len, char 
                          size_t errlen);
 
 /* Scanner. chr_json_skip returns a pointer just past the value starting at
- * p (after leading white space), or NULL when malformed. */
+ * p (after leading white space), or NULL when malformed. It accepts what
+ * chr_json_decode decodes, no more (nesting aside, bounded alike). */
 const char *chr_json_skip(const char *p, const char *end);
 
 /* Iterates the members of an object: *it starts at the text's first byte.
@@ -49,6 +52,11 @@ int chr_json_lookup(const char *s, size_t len, const char *path, chr_json_span_t
 /* The string value of a JSON string literal span (quotes included),
  * unescaped and malloc'ed; NULL when the span is not a string. */
 char *chr_json_unescape(const char *p, size_t n);
+
+/* Writes the number text p[0..n) as the encoder writes its value, so that
+ * text a store rewrote (PostgreSQL prints 1e100 in 101 digits) is
+ * canonical again. Returns 0, or -1 when the text is not a JSON number. */
+int chr_json_canon_number(const char *p, size_t n, chr_buf_t *out);
 
 /* Writes s as a JSON string literal. */
 void chr_json_add_string(chr_buf_t *out, const char *s, size_t n);

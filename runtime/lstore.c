@@ -2,6 +2,8 @@
 #include "lstore.h"
 
 #include <lauxlib.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,9 +176,21 @@ static chr_job_t *check_job(lua_State *L, int idx, int partial, const char *what
   return j;
 }
 
-static char *check_id(lua_State *L, int idx) {
+/* Raises `invalid` when the string at idx breaks the rule for the strings
+ * a job holds (chr_job_string_problem): "<what>: invalid field '<field>':
+ * <what is wrong>". An id with a NUL byte would otherwise name another job. */
+static void check_string(lua_State *L, int idx, const char *what, const char *field) {
+  size_t n;
+  char msg[80];
+  const char *s = lua_tolstring(L, idx, &n);
+  const char *bad = chr_job_string_problem(s, n, msg, sizeof msg);
+  if (bad) chr_lua_error(L, CHR_EINVAL, "%s: invalid field '%s': %s", what, field, bad);
+}
+
+static char *check_id(lua_State *L, int idx, const char *what) {
   size_t n;
   const char *s = luaL_checklstring(L, idx, &n);
+  check_string(L, idx, what, "job_id");
   return chr_strndup(s, n);
 }
 
@@ -190,23 +204,30 @@ static int l_create_job(lua_State *L) {
 
 static int l_get_job(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
-  char *id = check_id(L, 2);
+  char *id = check_id(L, 2, "get_job");
   store_op_t *op = op_new(CHR_OP_GET);
   op->req.id = op->id = id;
   return op_run(L, s, op);
 }
 
-static char **check_strings(lua_State *L, int idx, size_t *n, const char *what) {
+/* An array of job ids; `field` names them in errors. */
+static char **check_strings(lua_State *L, int idx, size_t *n, const char *what,
+                            const char *field) {
   if (!lua_istable(L, idx)) chr_lua_error(L, CHR_EINVAL, "%s: expected an array of job ids", what);
   size_t len = lua_rawlen(L, idx);
+  /* Checked before anything is copied: the errors raise. */
+  for (size_t i = 0; i < len; i++) {
+    lua_rawgeti(L, idx, (lua_Integer)i + 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+      chr_lua_error(L, CHR_EINVAL, "%s: item %zu is not a string", what, i + 1);
+    char name[64];
+    snprintf(name, sizeof name, "%s[%zu]", field, i + 1);
+    check_string(L, -1, what, name);
+    lua_pop(L, 1);
+  }
   char **ids = chr_calloc(len ? len : 1, sizeof *ids);
   for (size_t i = 0; i < len; i++) {
     lua_rawgeti(L, idx, (lua_Integer)i + 1);
-    if (lua_type(L, -1) != LUA_TSTRING) {
-      for (size_t k = 0; k < i; k++) free(ids[k]);
-      free(ids);
-      chr_lua_error(L, CHR_EINVAL, "%s: item %zu is not a string", what, i + 1);
-    }
     ids[i] = chr_strdup(lua_tostring(L, -1));
     lua_pop(L, 1);
   }
@@ -217,7 +238,7 @@ static char **check_strings(lua_State *L, int idx, size_t *n, const char *what) 
 static int l_get_jobs_batch(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   size_t n;
-  char **ids = check_strings(L, 2, &n, "get_jobs_batch");
+  char **ids = check_strings(L, 2, &n, "get_jobs_batch", "job_id");
   store_op_t *op = op_new(CHR_OP_GET_BATCH);
   op->ids = op->req.ids = ids;
   op->nids = op->req.nids = n;
@@ -226,17 +247,17 @@ static int l_get_jobs_batch(lua_State *L) {
 
 static int l_update_job(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
-  luaL_checkstring(L, 2);
+  free(check_id(L, 2, "update_job")); /* checked before anything is held */
   chr_job_t *u = check_job(L, 3, 1, "update_job");
   store_op_t *op = op_new(CHR_OP_UPDATE);
-  op->req.id = op->id = check_id(L, 2);
+  op->req.id = op->id = check_id(L, 2, "update_job");
   op->req.job = op->job = u;
   return op_run(L, s, op);
 }
 
 static int l_cas(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
-  luaL_checkstring(L, 2);
+  free(check_id(L, 2, "compare_and_swap_job"));
   luaL_checktype(L, 3, LUA_TTABLE);
   luaL_checktype(L, 4, LUA_TTABLE);
   chr_job_t *e = check_job(L, 3, 1, "compare_and_swap_job expected");
@@ -250,19 +271,50 @@ static int l_cas(lua_State *L) {
   store_op_t *op = op_new(CHR_OP_CAS);
   op->req.expected = op->expected = e;
   op->req.job = op->job = u;
-  op->req.id = op->id = check_id(L, 2);
+  op->req.id = op->id = check_id(L, 2, "compare_and_swap_job");
   return op_run(L, s, op);
 }
 
 static int l_delete_job(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
+  char *id = check_id(L, 2, "delete_job");
   store_op_t *op = op_new(CHR_OP_DELETE);
-  op->req.id = op->id = check_id(L, 2);
+  op->req.id = op->id = id;
   return op_run(L, s, op);
 }
 
 static int64_t filter_time(lua_State *L, int idx, const char *key) {
   return chr_lua_checktime(L, idx, NULL, key);
+}
+
+/* Filter keys and values follow the rule of the values they are compared
+ * with (chr_job_check_value): a key or value with a NUL byte would
+ * otherwise match a shorter one. Raises `invalid` naming the filter. */
+static void check_filter_values(lua_State *L, int idx) {
+  chr_buf_t path;
+  char msg[80];
+  chr_buf_init(&path);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int rc = 0;
+    chr_buf_adds(&path, "");
+    if (lua_type(L, -2) == LUA_TSTRING) {
+      size_t n;
+      const char *k = lua_tolstring(L, -2, &n);
+      chr_job_add_shown(&path, k, n);
+      const char *bad = chr_job_string_problem(k, n, msg, sizeof msg);
+      if (bad == NULL) rc = chr_job_check_value(L, -1, &path, msg, sizeof msg);
+      else rc = CHR_EINVAL;
+    }
+    if (rc != 0) {
+      lua_pushstring(L, path.p);
+      chr_buf_free(&path);
+      chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': %s", lua_tostring(L, -1), msg);
+    }
+    lua_pop(L, 1);
+    path.len = 0;
+  }
+  chr_buf_free(&path);
 }
 
 /* stack: unchanged; raises on a bad filter (f is left clean to free). */
@@ -272,6 +324,7 @@ void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
   idx = lua_absindex(L, idx);
   if (!lua_istable(L, idx)) chr_lua_error(L, CHR_EINVAL, "filters must be a table, got %s",
                                           luaL_typename(L, idx));
+  check_filter_values(L, idx);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     if (lua_type(L, -2) != LUA_TSTRING) {
@@ -322,7 +375,7 @@ void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
     } else if (strcmp(k, "updated_at_gte") == 0) {
       f->upd_gte = filter_time(L, v, k);
     } else if (strcmp(k, "job_id_in") == 0) {
-      f->ids = check_strings(L, v, &f->nids, "invalid filter 'job_id_in'");
+      f->ids = check_strings(L, v, &f->nids, "invalid filter 'job_id_in'", "job_id");
       f->has_ids = 1;
     } else if (strncmp(k, "metadata.", 9) == 0 && k[9] != '\0') {
       chr_buf_t b;
@@ -397,13 +450,14 @@ static double field_number(lua_State *L, int t, const char *k, double def) {
   return v;
 }
 
-static char *field_string(lua_State *L, int t, const char *k, int required) {
+static char *field_string(lua_State *L, int t, const char *k, int required, const char *what) {
   lua_getfield(L, t, k);
   if (lua_isnil(L, -1) && !required) {
     lua_pop(L, 1);
     return NULL;
   }
   if (lua_type(L, -1) != LUA_TSTRING) chr_lua_error(L, CHR_EINVAL, "'%s' must be a string", k);
+  check_string(L, -1, what, k);
   char *s = chr_strdup(lua_tostring(L, -1));
   lua_pop(L, 1);
   return s;
@@ -415,11 +469,11 @@ static int l_claim_due_jobs(lua_State *L) {
   int64_t now = field_time(L, 2, "now", chr_time_now());
   double limit = field_number(L, 2, "limit", 100);
   double lease = field_number(L, 2, "lease_seconds", 30);
-  char *owner = field_string(L, 2, "owner", 1);
+  char *owner = field_string(L, 2, "owner", 1, "claim_due_jobs");
   store_op_t *op = op_new(CHR_OP_CLAIM);
   op->req.owner = op->owner = owner;
   op->req.now = now;
-  op->req.limit = (int64_t)limit;
+  op->req.limit = limit < 0x1p62 ? (int64_t)limit : INT64_MAX; /* past that: no limit */
   op->req.lease_us = (int64_t)(lease * 1e6);
   return op_run(L, s, op);
 }
@@ -443,6 +497,17 @@ static int l_complete_jobs(lua_State *L) {
     if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
       op_free(op);
       chr_lua_error(L, CHR_EINVAL, "complete_jobs: item %zu needs job_id and owner", i + 1);
+    }
+    for (int k = -2; k <= -1; k++) {
+      size_t len;
+      char msg[80];
+      const char *v = lua_tolstring(L, k, &len);
+      const char *bad = chr_job_string_problem(v, len, msg, sizeof msg);
+      if (bad) {
+        op_free(op);
+        chr_lua_error(L, CHR_EINVAL, "complete_jobs: item %zu: invalid field '%s': %s", i + 1,
+                      k == -2 ? "job_id" : "owner", bad);
+      }
     }
     c->job_id = chr_strdup(lua_tostring(L, -2));
     c->owner = chr_strdup(lua_tostring(L, -1));
@@ -479,16 +544,13 @@ static int l_extend(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   int64_t now = field_time(L, 2, "now", chr_time_now());
   double lease = field_number(L, 2, "lease_seconds", 30);
+  lua_getfield(L, 2, "owner"); /* checked first: the checks of ids raise */
+  if (lua_type(L, -1) != LUA_TSTRING) return chr_lua_error(L, CHR_EINVAL, "'owner' must be a string");
+  check_string(L, -1, "extend_leases", "owner");
   lua_getfield(L, 2, "ids");
   size_t nids;
-  char **ids = check_strings(L, -1, &nids, "extend_leases ids");
+  char **ids = check_strings(L, -1, &nids, "extend_leases", "ids");
   lua_pop(L, 1);
-  lua_getfield(L, 2, "owner");
-  if (lua_type(L, -1) != LUA_TSTRING) {
-    for (size_t i = 0; i < nids; i++) free(ids[i]);
-    free(ids);
-    return chr_lua_error(L, CHR_EINVAL, "'owner' must be a string");
-  }
   char *owner = chr_strdup(lua_tostring(L, -1));
   store_op_t *op = op_new(CHR_OP_EXTEND);
   op->req.owner = op->owner = owner;
@@ -620,10 +682,46 @@ static int l_redis(lua_State *L) {
   return open_kind(L, "redis");
 }
 
+/* The checks of the C stores' Lua face, for stores written in Lua
+ * (chronis.adapter_kit): the same rule and the same errors on every store.
+ * check_job(job, where): raises "<where>: invalid field '...': ..." for a
+ * value no store may keep (chr_job_check_fields). */
+static int l_check_job(lua_State *L) {
+  const char *where = luaL_checkstring(L, 2);
+  char err[300];
+  if (chr_job_check_fields(L, 1, err, sizeof err) != 0)
+    return chr_lua_error(L, CHR_EINVAL, "%s: %s", where, err);
+  return 0;
+}
+
+/* check_id(id, where [, field]): raises for an id (or the string the
+ * field names) with a NUL byte or invalid UTF-8. */
+static int l_check_id(lua_State *L) {
+  const char *where = luaL_checkstring(L, 2);
+  const char *field = luaL_optstring(L, 3, "job_id");
+  luaL_checktype(L, 1, LUA_TSTRING);
+  check_string(L, 1, where, field);
+  return 0;
+}
+
+/* check_filters(filters): raises as query_jobs does for a filter key or
+ * value that breaks the rule (the keys and their meaning are the
+ * adapter's to check). */
+static int l_check_filters(lua_State *L) {
+  if (lua_istable(L, 1)) check_filter_values(L, 1);
+  return 0;
+}
+
 int luaopen_chronis_storage(lua_State *L) {
-  static const luaL_Reg fns[] = {{"memory", l_memory},     {"open", l_open},
-                                 {"sqlite", l_sqlite},     {"postgres", l_postgres},
-                                 {"redis", l_redis},       {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"memory", l_memory},
+                                 {"open", l_open},
+                                 {"sqlite", l_sqlite},
+                                 {"postgres", l_postgres},
+                                 {"redis", l_redis},
+                                 {"check_job", l_check_job},
+                                 {"check_id", l_check_id},
+                                 {"check_filters", l_check_filters},
+                                 {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;
 }

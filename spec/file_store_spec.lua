@@ -213,7 +213,7 @@ describe("file store", function()
       last_scheduled_time = "2025-01-14T00:30:00Z",
       claimed_by = "node-1", lease_until = "2025-01-15T00:31:00Z", attempt = 2,
       custom = { deep = { 1, 2, "x" } }, enabled = false, ratio = 0.25, big = 1 << 40, empty = {},
-      note = 'quote " backslash \\ tab \t newline \n ünïcode 日本 \0 nul',
+      note = 'quote " backslash \\ tab \t newline \n ünïcode 日本 \1 control',
     }
 
     it("survives a reopen with every field, unknown ones included, and their number types", function()

@@ -281,6 +281,50 @@ describe("postgres store", function()
     end)
   end)
 
+  -- jsonb keeps numbers as numeric and prints them in plain decimal: 1e100
+  -- as 1 and 100 zeros, 2^63 in full. They must read back with their value.
+  describe("numbers", function()
+    after_each(assert_loop_clean)
+
+    it("hands a handler large numbers in kwargs and metadata as they were created", function()
+      local store = chronis.storage.open(url())
+      local sched = chronis.scheduler{ storage = store, polling_interval = 0.1 }
+      local got
+      sched:handler("pay", function(job) got = job end)
+      local kwargs = { amount = 1e100, more = 1e200, most = 1e308, edge = 2.0 ^ 63, tiny = 5e-324 }
+      sched:create_date_job{ job_id = "pay", func_name = "pay", kwargs = kwargs,
+        metadata = { amount = -1e308 }, run_date = chronis.time.format(chronis.time.now()) }
+      sched:start()
+      chronis.run_until(function() return got ~= nil end, 10)
+      sched:stop()
+      sched:close()
+      store:close()
+      assert.is_table(got, "the job did not run")
+      assert.are.same(kwargs, got.kwargs)
+      assert.are.equal("float", math.type(got.kwargs.edge))
+      assert.are.same({ amount = -1e308 }, got.metadata)
+    end)
+
+    it("reads numbers written into a record by hand, in any form and of any length", function()
+      local t = fresh_table()
+      local s = chronis.storage.open(url(nil, t))
+      s:create_job({ job_id = "a", status = "scheduled", kwargs = { x = 0 } })
+      psql(("UPDATE %s SET record = jsonb_set(record, '{kwargs}', " ..
+        "'{\"big\": 123456789012345678901234567890, \"e\": 1.5E+300, \"frac\": 0.000000000000000000000000000001, " ..
+        "\"i\": 9223372036854775807, \"j\": -18446744073709551617, \"k\": 1.0}') WHERE job_id = 'a'"):format(t))
+      local kw = s:get_job("a").kwargs
+      assert.are.equal(1.2345678901234568e29, kw.big)
+      assert.are.equal(1.5e300, kw.e)
+      assert.are.equal(1e-30, kw.frac)
+      assert.are.equal(math.maxinteger, kw.i)
+      assert.are.equal("integer", math.type(kw.i))
+      assert.are.equal(-(2.0 ^ 64), kw.j)
+      assert.are.equal("float", math.type(kw.j))
+      assert.are.equal(1, kw.k)
+      s:close()
+    end)
+  end)
+
   describe("next due time", function()
     after_each(assert_loop_clean)
 

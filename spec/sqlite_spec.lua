@@ -364,6 +364,48 @@ describe("sqlite store", function()
       s:close()
     end)
 
+    -- Records written by other tools (or by hand) in JSON chronis would not
+    -- write itself: what decodes is read with its value, what does not is
+    -- an error naming the job, never a job without its kwargs.
+    local function set_record(path, id, kwargs_text)
+      sqlite3(path, ("UPDATE jobs SET record = '{\"job_id\":\"%s\",\"kwargs\":%s," ..
+        "\"metadata\":{\"tenant\":\"acme\"},\"status\":\"scheduled\"}' WHERE job_id = '%s'"):format(
+        id, kwargs_text, id))
+    end
+
+    it("reads numbers of any length and form in a record written by hand", function()
+      local path = fresh_path()
+      local s = chronis.storage.sqlite(path)
+      s:create_job({ job_id = "a", status = "scheduled" })
+      set_record(path, "a", '{"big":1' .. ("0"):rep(100) .. ',"tiny":0.' .. ("0"):rep(299) .. '1,' ..
+        '"edge":9223372036854775808,"max":9223372036854775807,"e":1E+2}')
+      local kw = s:get_job("a").kwargs
+      assert.are.equal(1e100, kw.big)
+      assert.are.equal(1e-300, kw.tiny)
+      assert.are.equal(2.0 ^ 63, kw.edge)
+      assert.are.equal("float", math.type(kw.edge))
+      assert.are.equal(math.maxinteger, kw.max)
+      assert.are.equal("integer", math.type(kw.max))
+      assert.are.equal(100.0, kw.e)
+      s:close()
+    end)
+
+    it("refuses a record it cannot decode with an error naming the job, never drops its kwargs", function()
+      local path = fresh_path()
+      local s = chronis.storage.sqlite(path)
+      s:create_job({ job_id = "bad", status = "scheduled" })
+      s:create_job({ job_id = "good", status = "scheduled", kwargs = { x = 1 } })
+      for _, text in ipairs({ '{"a":tru}', '{"a":01}', '{"a":1.}', '{"a":"\\q"}', '{"a":-}', '{"a":nan}' }) do
+        set_record(path, "bad", text)
+        local ok, err = pcall(s.get_job, s, "bad")
+        assert(not ok, text .. ": the record was read as " .. require("chronis").json.encode(err or {}))
+        assert.is_table(err, text)
+        assert_names(err.message, "bad")
+        assert.are.same({ x = 1 }, s:get_job("good").kwargs)
+      end
+      s:close()
+    end)
+
     it("keeps the typed columns in step with the record", function()
       local path = fresh_path()
       local s = chronis.storage.sqlite(path)

@@ -9,6 +9,9 @@
 -- nothing.
 local core = require "chronis.core"
 
+-- The C stores' own checks, for the same rule and errors on every store.
+local store_checks = core.storage
+
 local null = core.json.null
 local parse_time, format_time = core.time.parse, core.time.format
 
@@ -106,6 +109,16 @@ local function check_fields(t, where, partial)
 end
 M.check_fields = check_fields
 
+--- check_values(t, where): the rule for every value a job holds, the same
+--- on every store (the C stores check it too): numbers finite, strings and
+--- keys valid UTF-8 without NUL bytes. Raises `invalid` naming the field
+--- ("<where>: invalid field 'kwargs.amount': ..."). check_record,
+--- check_updates and check_expected apply it.
+local function check_values(t, where)
+  store_checks.check_job(t, where)
+end
+M.check_values = check_values
+
 --- check_record(job, where): the record to store for a whole job (create_job,
 --- or a job read back from a backend): a copy, with null fields dropped
 --- (null in a whole record means absent), job_id and status required, the
@@ -113,6 +126,7 @@ M.check_fields = check_fields
 --- a whole ("create_job").
 function M.check_record(job, where)
   if type(job) ~= "table" then fail("invalid", "%s: a job must be a table, got %s", where, type(job)) end
+  check_values(job, where)
   if type(job.job_id) ~= "string" or job.job_id == "" then
     fail("invalid", "%s: field 'job_id' is required (a non-empty string)", where)
   end
@@ -129,6 +143,7 @@ end
 -- A copy of a table argument of a call on job `id`, or `invalid`.
 local function table_arg(id, t, what)
   if type(t) ~= "table" then fail("invalid", "job '%s': %s must be a table, got %s", id, what, type(t)) end
+  check_values(t, ("job '%s': %s"):format(id, what))
   return copy(t)
 end
 
@@ -198,6 +213,7 @@ local FILTER_KEYS = "status, trigger_type, next_run_time_lte/gte, updated_at_lte
 function M.compile_filters(filters)
   if filters == nil then return function() return true end end
   if type(filters) ~= "table" then fail("invalid", "filters must be a table, got %s", type(filters)) end
+  store_checks.check_filters(filters)
   local tests, ids = {}, nil
   for key, want in pairs(filters) do
     local time_field, op = nil, nil
@@ -293,9 +309,11 @@ end
 --- skipping `offset` (default 0), at most `limit` of them (default all).
 function M.page(list, limit, offset)
   local out = {}
-  local first = (offset or 0) + 1
-  local last = limit and math.min(#list, first + limit - 1) or #list
-  for i = first, last do out[#out + 1] = list[i] end
+  offset = offset or 0
+  if offset >= #list then return out end
+  -- Compared before adding: a limit of math.maxinteger must not wrap.
+  local last = (limit == nil or limit >= #list - offset) and #list or offset + limit
+  for i = offset + 1, last do out[#out + 1] = list[i] end
   return out
 end
 
@@ -308,10 +326,16 @@ local function check_count(v, what)
 end
 M.check_count = check_count
 
---- check_id(id, what): a job id must be a string; `what` names the method.
-function M.check_id(id, what)
-  if type(id) ~= "string" then fail("invalid", "%s: job id must be a string, got %s", what, type(id)) end
+--- check_id(id, what [, field]): a job id (or another string a call
+--- names, such as an owner: `field`) must be a string, valid UTF-8 without
+--- NUL bytes; `what` names the method.
+function M.check_id(id, what, field)
+  if type(id) ~= "string" then
+    fail("invalid", "%s: %s must be a string, got %s", what, field or "job id", type(id))
+  end
+  store_checks.check_id(id, what, field)
 end
+local check_id = M.check_id
 
 --- lease_options(opts, what): the options of claim_due_jobs and
 --- extend_leases, checked, with the C stores' defaults. Returns now (µs;
@@ -320,6 +344,7 @@ end
 function M.lease_options(opts, what)
   if type(opts) ~= "table" then fail("invalid", "%s: options must be a table", what) end
   if type(opts.owner) ~= "string" then fail("invalid", "%s: 'owner' must be a string", what) end
+  check_id(opts.owner, what, "owner")
   local now = opts.now == nil and core.time.now() or to_us(opts.now, what .. ": invalid 'now'")
   local lease = opts.lease_seconds or 30
   if type(lease) ~= "number" or lease < 0 then
@@ -365,6 +390,8 @@ function M.check_completions(list)
     if type(item) ~= "table" or type(item.job_id) ~= "string" or type(item.owner) ~= "string" then
       fail("invalid", "complete_jobs: item %d needs job_id and owner (strings)", i)
     end
+    check_id(item.job_id, ("complete_jobs: item %d"):format(i))
+    check_id(item.owner, ("complete_jobs: item %d"):format(i), "owner")
     items[i] = { job_id = item.job_id, owner = item.owner, delete = item.delete and true or false,
       updates = not item.delete and M.check_updates(item.job_id, item.updates or {}) or nil }
   end

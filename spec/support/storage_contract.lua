@@ -1190,6 +1190,244 @@ return function(name, factory, opts)
       end
     end)
 
+    -- The values a job may hold are the same on every store: numbers come
+    -- back with the value they had; what JSON or a store cannot keep as it
+    -- was given (NaN, infinities, NUL bytes, invalid UTF-8) is refused with
+    -- an `invalid` error naming the field, before anything is stored.
+    describe("values a job may hold", function()
+      local NAN, INF = 0 / 0, math.huge
+
+      -- Numbers that lose digits, or their type, in a careless JSON round
+      -- trip: the int64 edges, floats at and past 2^53 and 2^63 (integral,
+      -- so written without a fraction), the double range's edges.
+      local NUMBERS = {
+        0, 1, -1, 42, math.maxinteger, math.mininteger, (1 << 53) + 1, -(1 << 53) - 1,
+        0.5, -0.25, 0.1, 1 / 3, 123.456, 1.5e-7, 1e-300, 2.2250738585072014e-308, 5e-324,
+        2.0 ^ 53, 2.0 ^ 60, 2.0 ^ 63, -(2.0 ^ 63), 2.0 ^ 64, 1e15, 1e19, 1e20, 123456789012345680000.0,
+        1e100, -1e200, 1e308, 1.7976931348623157e308, -1.7976931348623157e308,
+      }
+
+      local function numbers_job(id)
+        local kw, meta = {}, {}
+        for i, x in ipairs(NUMBERS) do
+          kw["n" .. i] = x
+          meta["n" .. i] = x
+        end
+        return job(id, { args = copy(NUMBERS), kwargs = kw, metadata = { nested = meta },
+          amount = 1e100 })
+      end
+
+      -- got holds every number with its value; integers stay integers, and
+      -- floats stay floats unless they are integral and fit an integer.
+      local function assert_numbers(got, what)
+        assert.is_table(got, what)
+        assert.are.equal(1e100, got.amount, what .. ": amount")
+        for _, t in ipairs({ { got.args, "args[%d]" }, { got.kwargs, "kwargs.n%d" },
+          { got.metadata and got.metadata.nested, "metadata.nested.n%d" } }) do
+          assert.is_table(t[1], what .. ": " .. t[2])
+          for i, x in ipairs(NUMBERS) do
+            local name, v = what .. ": " .. t[2]:format(i), t[1][i] or t[1]["n" .. i]
+            assert(v == x, ("%s: %s came back as %s"):format(name, ("%.17g"):format(x), tostring(v)))
+            if math.type(x) == "integer" or not math.tointeger(x) then
+              assert.are.equal(math.type(x), math.type(v), name .. " type")
+            end
+          end
+        end
+      end
+
+      it("keeps any finite number's value through every read and write", function()
+        assert_numbers(store:create_job(numbers_job("n")), "create_job")
+        assert_numbers(store:get_job("n"), "get_job")
+        assert_numbers(store:query_jobs()[1], "query_jobs")
+        assert_numbers(store:update_job("n", { name = "x" }), "update_job")
+        assert_numbers(select(2, store:compare_and_swap_job("n", { name = "x" }, { name = "y" })),
+          "compare_and_swap_job")
+        local again = numbers_job("n")
+        store:update_job("n", { args = again.args, kwargs = again.kwargs, metadata = again.metadata })
+        assert_numbers(store:get_job("n"), "get_job after update_job")
+        if supports.batch then assert_numbers(store:get_jobs_batch({ "n" }).n, "get_jobs_batch") end
+        if supports.claim then
+          assert_numbers(store:claim_due_jobs({ now = T0, owner = "o", limit = 10 })[1], "claim_due_jobs")
+        end
+      end)
+
+      it("finds a large number by metadata filter and by compare-and-swap", function()
+        create("big", { metadata = { amount = 1e100, edge = 2.0 ^ 63 } })
+        create("small", { metadata = { amount = 1, edge = 1 } })
+        assert.are.same({ "big" }, query_ids({ ["metadata.amount"] = 1e100 }))
+        assert.are.same({ "big" }, query_ids({ ["metadata.edge"] = 2.0 ^ 63 }))
+        assert.is_true((store:compare_and_swap_job("big",
+          { metadata = { amount = 1e100, edge = 2.0 ^ 63 } }, { name = "matched" })))
+        assert.are.equal("matched", store:get_job("big").name)
+      end)
+
+      local function assert_invalid(field, f)
+        local err = assert_error_code("invalid", f)
+        assert(err.message:find(field, 1, true),
+          ("the error should name %q: %s"):format(field, err.message))
+        return err
+      end
+
+      it("refuses NaN and infinities at creation, naming the field", function()
+        assert_invalid("kwargs.amount", function() create("x", { kwargs = { amount = NAN } }) end)
+        assert_invalid("metadata.limits.max", function()
+          create("x", { metadata = { limits = { max = INF } } })
+        end)
+        assert_invalid("args[2]", function() create("x", { args = { 1, -INF } }) end)
+        assert_invalid("ratio", function() create("x", { ratio = INF }) end)
+        assert_invalid("priority", function() create("x", { priority = NAN }) end)
+        assert.is_nil(store:get_job("x"))
+        assert.are.same({}, store:query_jobs())
+      end)
+
+      it("refuses NaN and infinities in updates and expectations, naming the field", function()
+        create("a", { kwargs = { amount = 1 } })
+        assert_invalid("kwargs.amount", function() store:update_job("a", { kwargs = { amount = NAN } }) end)
+        assert_invalid("kwargs.amount", function()
+          store:compare_and_swap_job("a", { status = "scheduled" }, { kwargs = { amount = INF } })
+        end)
+        assert_invalid("kwargs.amount", function()
+          store:compare_and_swap_job("a", { kwargs = { amount = NAN } }, { name = "n" })
+        end)
+        assert.are.same({ amount = 1 }, store:get_job("a").kwargs)
+      end)
+
+      -- A string in every place a job holds one; bad(s) puts s there.
+      local PLACES = {
+        { "job_id", function(s) return job(s) end },
+        { "name", function(s) return job("x", { name = s }) end },
+        { "func_name", function(s) return job("x", { func_name = s }) end },
+        { "timezone", function(s) return job("x", { timezone = s }) end },
+        { "claimed_by", function(s) return job("x", { claimed_by = s }) end },
+        { "status", function(s) return job("x", { status = "scheduled" .. s }) end },
+        { "trigger_type", function(s) return job("x", { trigger_type = "cron" .. s }) end },
+        { "trigger_args.hour", function(s) return job("x", { trigger_args = { hour = s } }) end },
+        { "kwargs.to", function(s) return job("x", { kwargs = { to = s } }) end },
+        { "args[2]", function(s) return job("x", { args = { "ok", s } }) end },
+        { "metadata.tags[1]", function(s) return job("x", { metadata = { tags = { s } } }) end },
+        { "custom.deep", function(s) return job("x", { custom = { deep = s } }) end },
+      }
+
+      local function assert_refused_everywhere(bad, shown)
+        for _, p in ipairs(PLACES) do
+          assert_invalid(p[1], function() store:create_job(p[2](bad)) end)
+        end
+        -- In keys too, named as they were given (escaped).
+        assert_invalid("metadata.t" .. shown, function()
+          create("x", { metadata = { ["t" .. bad] = "v" } })
+        end)
+        assert_invalid("kwargs.opts.k" .. shown, function()
+          create("x", { kwargs = { opts = { ["k" .. bad] = 1 } } })
+        end)
+        assert_invalid("k" .. shown, function() create("x", { ["k" .. bad] = 1 }) end)
+        assert.are.same({}, store:query_jobs())
+      end
+
+      it("refuses NUL bytes in every string and key of a job, naming the field", function()
+        assert_refused_everywhere("\0b", "\\0b")
+      end)
+
+      it("refuses a job id with a NUL byte rather than cutting it short", function()
+        assert_invalid("job_id", function() create("nul\0b") end)
+        assert_invalid("job_id", function() create("nul\0c") end)
+        assert.is_nil(store:get_job("nul"))
+        create("nul")
+        assert.are.same({ "nul" }, query_ids())
+      end)
+
+      it("refuses invalid UTF-8 in every string and key of a job, naming the field", function()
+        assert_refused_everywhere("\xff", "\\xff")
+        -- Truncated, overlong, surrogate and past U+10FFFF sequences.
+        for _, s in ipairs({ "\xc3", "a\xe2\x82", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\x80" }) do
+          assert_invalid("kwargs.s", function() create("x", { kwargs = { s = s } }) end)
+        end
+        assert.is_nil(store:get_job("x"))
+      end)
+
+      it("keeps any valid UTF-8, control characters included", function()
+        local s = "tab\t nl\n \u{1}\u{7f} é 日本 \u{10ffff} 😀"
+        create("u\u{e9}", { name = s, kwargs = { [s] = s }, metadata = { k = s } })
+        local got = store:get_job("u\u{e9}")
+        assert.are.equal(s, got.name)
+        assert.are.same({ [s] = s }, got.kwargs)
+        assert.are.same({ "u\u{e9}" }, query_ids({ ["metadata.k"] = s }))
+      end)
+
+      it("refuses NUL bytes and invalid UTF-8 in updates and expectations", function()
+        create("a", { metadata = { t = "v" } })
+        for _, bad in ipairs({ "\0", "\xff" }) do
+          assert_invalid("name", function() store:update_job("a", { name = "n" .. bad }) end)
+          assert_invalid("metadata.t", function() store:update_job("a", { metadata = { t = bad } }) end)
+          assert_invalid("kwargs.x", function()
+            store:compare_and_swap_job("a", { status = "scheduled" }, { kwargs = { x = bad } })
+          end)
+          assert_invalid("name", function()
+            store:compare_and_swap_job("a", { name = "n" .. bad }, { name = "m" })
+          end)
+        end
+        local got = store:get_job("a")
+        assert.is_nil(got.name)
+        assert.are.same({ t = "v" }, got.metadata)
+      end)
+
+      it("refuses NUL bytes and invalid UTF-8 in the ids given to every call", function()
+        create("nul")
+        for _, id in ipairs({ "nul\0b", "nul\xff" }) do
+          assert_invalid("job_id", function() store:get_job(id) end)
+          assert_invalid("job_id", function() store:delete_job(id) end)
+          assert_invalid("job_id", function() store:update_job(id, { name = "n" }) end)
+          assert_invalid("job_id", function()
+            store:compare_and_swap_job(id, { status = "scheduled" }, { name = "n" })
+          end)
+          if supports.batch then
+            assert_invalid("job_id", function() store:get_jobs_batch({ "nul", id }) end)
+          end
+          if supports.complete then
+            assert_invalid("job_id", function()
+              store:complete_jobs({ { job_id = id, owner = "o", delete = true } })
+            end)
+          end
+        end
+        local got = store:get_job("nul")
+        assert.is_table(got)
+        assert.is_nil(got.name)
+      end)
+
+      it("refuses NUL bytes and invalid UTF-8 in filter keys and values, naming the filter", function()
+        create("a", { metadata = { t = "v" } })
+        for _, bad in ipairs({ { "\0x", "\\0x" }, { "\xff", "\\xff" } }) do
+          local b, shown = bad[1], bad[2]
+          local cases = {
+            { { ["metadata.t" .. b] = "v" }, "metadata.t" .. shown },
+            { { ["metadata.t"] = "v" .. b }, "metadata.t" },
+            { { ["metadata.t"] = { "v", b } }, "metadata.t" },
+            { { status = "scheduled" .. b }, "status" },
+            { { trigger_type = "cron" .. b }, "trigger_type" },
+            { { job_id_in = { "a", "a" .. b } }, "job_id_in" },
+            { { next_run_time_lte = T0 .. b }, "next_run_time_lte" },
+          }
+          for _, c in ipairs(cases) do
+            assert_invalid(c[2], function() store:query_jobs(c[1]) end)
+            if supports.count then assert_invalid(c[2], function() store:count_jobs(c[1]) end) end
+          end
+        end
+      end)
+
+      it("accepts math.maxinteger as a limit (no limit) and as an offset (nothing)", function()
+        for i = 1, 3 do create("j" .. i, { next_run_time = at(i) }) end
+        assert.are.same({ "j1", "j2", "j3" }, query_ids(nil, math.maxinteger))
+        assert.are.same({ "j2", "j3" }, query_ids(nil, math.maxinteger, 1))
+        assert.are.same({}, query_ids(nil, nil, math.maxinteger))
+        assert.are.same({}, query_ids(nil, math.maxinteger, math.maxinteger))
+        assert.are.same({}, query_ids({ status = "scheduled" }, 1, math.maxinteger))
+        assert.are.same({ "j3" }, query_ids({ status = "scheduled" }, math.maxinteger, 2))
+        if supports.claim then
+          local got = store:claim_due_jobs({ now = at(10), owner = "o", limit = math.maxinteger })
+          assert.are.same({ "j1", "j2", "j3" }, sorted(ids_of(got)))
+        end
+      end)
+    end)
+
     describe("close", function()
       it("is idempotent, and a closed store refuses calls", function()
         create("a")
