@@ -962,9 +962,12 @@ static void flush_cb(chr_store_req_t *req) {
   for (size_t i = 0; i < q->nitems; i++) {
     chr_completion_t *c = &q->items[i];
     if (c->result != 0) {
-      chr_sched_log(s, CHR_LOG_WARN, c->job_id,
-                    "completion not applied (%s): the lease was lost to another node",
-                    chr_strerror(c->result));
+      chr_sched_log(s, CHR_LOG_WARN, c->job_id, "completion not applied (%s): %s",
+                    chr_strerror(c->result),
+                    c->result == CHR_ENOTFOUND ? "the job no longer exists in the store"
+                    : c->result == CHR_ECONFLICT ? "its lease expired and the job was recovered "
+                                                   "(it may run again, or already has)"
+                                                 : "the store refused it");
     } else if (!c->remove && c->updates && chr_job_has(c->updates, CHR_F_NEXT_RUN_TIME) &&
                c->updates->status == CHR_ST_SCHEDULED) {
       int64_t t = c->updates->next_run_time;
