@@ -53,11 +53,13 @@ cannot() { # reason
 }
 
 log=$(mktemp "${TMPDIR:-/tmp}/chronis-deps.XXXXXX") || exit 1
-trap 'rm -f "$log"' EXIT
-# The most telling line of a failed command's output: its last error.
+ulog=$log.update
+trap 'rm -f "$log" "$ulog"' EXIT
+# The most telling line of a failed command's output (file $1): its last
+# error.
 reason() {
-  r=$(grep -E '^(E:|npm ERR!|npm error)' "$log" | tail -n 1)
-  [ -n "$r" ] || r=$(grep -v '^[[:space:]]*$' "$log" | tail -n 1)
+  r=$(grep -E '^(E:|npm ERR!|npm error)' "$1" | tail -n 1)
+  [ -n "$r" ] || r=$(grep -v '^[[:space:]]*$' "$1" | tail -n 1)
   printf '%s' "$r" | tr -s '\t ' '  ' | cut -c1-200
 }
 
@@ -70,13 +72,21 @@ if [ -n "$missing" ]; then
   fi
   echo "deps: installing$missing"
   export DEBIAN_FRONTEND=noninteractive
-  # The package lists are refreshed only when the install fails with the
-  # ones present (none yet on a fresh machine, or stale ones).
   # shellcheck disable=SC2086
-  $SUDO apt-get install -y -qq --no-install-recommends $missing >"$log" 2>&1 ||
-    { $SUDO apt-get update -qq >"$log" 2>&1 &&
-      $SUDO apt-get install -y -qq --no-install-recommends $missing >"$log" 2>&1; } ||
-    cannot "apt-get: $(reason)"
+  apt_install() { $SUDO apt-get install -y -qq --no-install-recommends $missing >"$log" 2>&1; }
+  # The package lists are refreshed only when the install fails with the
+  # ones present (none yet on a fresh machine, or stale ones). apt-get
+  # update says it could not fetch them with warnings and exit status 0:
+  # the install that then fails is told why.
+  if ! apt_install; then
+    $SUDO apt-get update -qq >"$ulog" 2>&1 || cannot "apt-get update: $(reason "$ulog")"
+    if ! apt_install; then
+      why=$(reason "$log")
+      fetch=$(grep -m 1 'Failed to fetch' "$ulog" | sed 's/.*  //' | cut -c1-120)
+      [ -z "$fetch" ] || why="$why; the package lists could not be fetched: $fetch"
+      cannot "apt-get: $why"
+    fi
+  fi
 fi
 
 # The spec servers, reinstalled when spec/package-lock.json is newer than
@@ -86,7 +96,7 @@ if [ "$level" = test ] &&
   ! [ "$root/spec/node_modules/.package-lock.json" -nt "$root/spec/package-lock.json" ]; then
   echo "deps: installing the spec servers (npm ci --prefix spec)"
   npm ci --prefix "$root/spec" --no-audit --no-fund --loglevel=error >"$log" 2>&1 || {
-    echo "deps: cannot install the spec servers of spec/package.json (npm: $(reason));" \
+    echo "deps: cannot install the spec servers of spec/package.json (npm: $(reason "$log"));" \
       "install them by hand: npm ci --prefix spec" >&2
     exit 1
   }
