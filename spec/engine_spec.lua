@@ -845,6 +845,19 @@ describe("engine", function()
     end)
   end)
 
+  describe("chronis.sleep", function()
+    it("waits the time asked even when Lua ran for a while since the loop last did", function()
+      chronis.sleep(0) -- the loop runs once and reads its clock
+      local busy = chronis.time.now()
+      while chronis.time.now() - busy < 200000 do end -- 0.2 s of Lua, no loop
+      local t0 = chronis.time.now()
+      chronis.sleep(0.3)
+      local waited = (chronis.time.now() - t0) / 1e6
+      -- The loop's clock counts whole milliseconds: up to 1 ms may be lost.
+      assert.is_true(waited >= 0.299, ("chronis.sleep(0.3) returned after %.3f s"):format(waited))
+    end)
+  end)
+
   describe("chronis.run_until", function()
     it("returns true once the predicate holds", function()
       local flag = false
