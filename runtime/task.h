@@ -2,7 +2,7 @@
  * loop (handlers, spawned functions, Lua adapter calls), and waiters, the
  * one mechanism by which a C function waits for an asynchronous result:
  * inside a task it yields and is resumed by the result; anywhere else it
- * drives the loop until its own result is ready (DESIGN.md §2). */
+ * drives the loop until its own result is ready (docs/design.md). */
 #ifndef CHR_TASK_H
 #define CHR_TASK_H
 

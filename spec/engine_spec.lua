@@ -1,4 +1,4 @@
--- The scheduler engine (DESIGN.md §5) seen from Lua: priorities,
+-- The scheduler engine (docs/engine.md) seen from Lua: priorities,
 -- backpressure, wake-ups, leases, misfires, retries, timeouts, callbacks,
 -- the handler's view of a job, graceful stop and two schedulers sharing a
 -- store. Schedules run on a fake clock (`clock` option, sched:tick()); only
