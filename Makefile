@@ -8,11 +8,35 @@ ifeq ($(CI),true)
 WERROR ?= -Werror
 endif
 PKGS = lua5.4 libuv hiredis libpq jansson sqlite3 libcurl openssl
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-# The Lua library itself is left out of the module's link line: its symbols
-# come from the interpreter that loads core.so.
-PKG_LIBS := $(shell pkg-config --libs $(filter-out lua5.4,$(PKGS)) 2>/dev/null)
-LUA_LIBS := $(shell pkg-config --libs lua5.4 2>/dev/null)
+B = build
+.DEFAULT_GOAL := all
+
+# What pkg-config says (PKG_CFLAGS, PKG_LIBS, LUA_LIBS) lives in a generated
+# makefile, $(B)/config.mk, that make remakes and then reads again before it
+# builds anything (GNU make's remaking of included makefiles). Its recipe,
+# scripts/config.sh, first installs the packages (scripts/deps.sh), then
+# asks pkg-config. A `:= $(shell pkg-config ...)` here would be expanded as
+# make reads this file, before anything is installed, and the first build
+# on a fresh machine would compile without include paths. A rule rather
+# than a wrapper script keeps one make process and every target usable on
+# its own: any goal that compiles installs what it needs first, a package
+# that cannot be installed stops make with one line before the first
+# compile, and a configured tree costs nothing (config.mk lists the .pc
+# files it came from, so removing or upgrading a package remakes it). Goals
+# that build nothing never read it: `make clean` installs nothing.
+NO_BUILD_GOALS = clean deps deps-run test-only bench-smoke
+ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
+include $(B)/config.mk
+endif
+# The package check the goals need: deps (everything) for the tests and the
+# benchmarks, deps-run (what building and running need) for run. The
+# configuration installs that much, and never less than deps-run.
+GOAL_DEPS = $(if $(filter test bench,$(MAKECMDGOALS)),deps,$(if $(filter run,$(MAKECMDGOALS)),deps-run))
+DEPS_LEVEL = $(if $(filter deps,$(GOAL_DEPS)),test,run)
+
+$(B)/config.mk: Makefile scripts/config.sh scripts/deps.sh
+	@mkdir -p $(B)
+	@sh scripts/config.sh $(DEPS_LEVEL) $@ $(PKGS)
 
 ifneq ($(SANITIZER),)
 SANFLAGS = -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
@@ -22,18 +46,19 @@ ALL_CFLAGS = $(WARN) $(WERROR) $(CFLAGS) $(SANFLAGS) -fPIC -D_GNU_SOURCE \
              -iquote runtime -iquote adapters $(PKG_CFLAGS)
 PREFIX ?= /usr/local
 
-B = build
 LIB_SRC := $(filter-out runtime/main.c,$(wildcard runtime/*.c)) $(wildcard adapters/*.c)
 LIB_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
 HEADERS := $(wildcard runtime/*.h adapters/*.h)
 
-.PHONY: all deps run test test-only bench bench-smoke clean install FORCE
+.PHONY: all deps deps-run run test test-only bench bench-smoke clean install FORCE
 
 all: $(B)/libchronis.a $(B)/chronis $(B)/lua/chronis/core.so
 
-# Objects are rebuilt when the flags change (e.g. SANITIZER=address).
+# Objects are rebuilt when the flags change (e.g. SANITIZER=address). The
+# goals' own package check (deps, deps-run) comes before any compile, even
+# under -j.
 FLAGS_ID := $(CC) $(ALL_CFLAGS)
-$(B)/.flags: FORCE
+$(B)/.flags: FORCE | $(GOAL_DEPS)
 	@mkdir -p $(B)
 	@echo '$(FLAGS_ID)' | cmp -s - $@ || echo '$(FLAGS_ID)' > $@
 
@@ -55,23 +80,34 @@ $(B)/lua/chronis/core.so: $(LIB_OBJ)
 $(B)/chronis: $(B)/obj/runtime/main.o $(B)/libchronis.a
 	$(CC) $(SANFLAGS) -Wl,-E -o $@ $^ $(LUA_LIBS) $(PKG_LIBS) -lm
 
+# Every Debian package and npm test server the build and the tests need;
+# deps-run: only what building and running need.
 deps:
-	@sh scripts/deps.sh
+	@sh scripts/deps.sh test
+
+deps-run:
+	@sh scripts/deps.sh --quiet run
 
 # The example app on the embedded default store.
-run: all
+run: deps-run all
 	$(B)/chronis run scripts/app.lua
 
-test: deps all test-only
+# bench-smoke runs first so the specs' "N passed, N failed" stays the last
+# line. test runs them after its prerequisites, even under -j.
+define run_tests
+@SANITIZER=$(SANITIZER) sh bench/run.sh --smoke
+@SANITIZER=$(SANITIZER) sh spec/run.sh
+endef
 
-# bench-smoke runs first so the specs' "N passed, N failed" stays the last line.
+test: deps all
+	$(run_tests)
+
 test-only:
-	@SANITIZER=$(SANITIZER) sh bench/run.sh --smoke
-	@SANITIZER=$(SANITIZER) sh spec/run.sh
+	$(run_tests)
 
 # Benchmarks against peer schedulers: installs the pinned peers, runs every
 # scenario, prints the table and rewrites docs/benchmarks.md (bench/run.sh).
-bench: all
+bench: deps all
 	@sh bench/run.sh
 
 # Every scenario at about 1 % of its size: one line, or the failures.

@@ -349,7 +349,7 @@ function Store:merged(e, u)
   return rec
 end
 
--- The operations (DESIGN.md §4).
+-- The operations (docs/adapters.md).
 
 function Store:create_job(job)
   local rec = kit.check_record(job, "create_job")

@@ -227,7 +227,7 @@ end
 
 local check_open, stamp = kit.check_open, kit.stamp
 
--- ---- operations (DESIGN.md §4). None yields, so calls never interleave
+-- ---- operations (docs/adapters.md). None yields, so calls never interleave
 -- in this process: CAS and claim are atomic. Checks, comparisons, filters
 -- and orderings are the kit's (chronis.adapter_kit); an operation builds
 -- new entries and commits them in one write.

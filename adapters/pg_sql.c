@@ -419,7 +419,7 @@ static void cas_conds(chr_buf_t *sql, pg_op_t *op, const chr_job_t *e) {
   }
 }
 
-/* " WHERE ..." for a filter (DESIGN.md §4). */
+/* " WHERE ..." for a filter (docs/adapters.md, Filters). */
 static void where_filter(chr_buf_t *sql, pg_op_t *op, const chr_filter_t *f) {
   chr_buf_adds(sql, " WHERE true");
   if (f == NULL) return;

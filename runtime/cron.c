@@ -5,7 +5,7 @@
  * it were UTC) and moves field by field with bit scans, so a far match costs
  * a few steps, never a step per minute. Walls become instants through the
  * zone's stretches of constant UTC offset (see next_instant), which is where
- * the DST rules of DESIGN.md §3 live. Nothing here allocates after parsing. */
+ * the DST rules of docs/time.md live. Nothing here allocates after parsing. */
 #include "cron.h"
 
 #include <ctype.h>

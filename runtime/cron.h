@@ -1,6 +1,6 @@
 /* cron.h - cron expressions: parsing of field tables and crontab strings,
  * and the next fire time in a zone, field by field (never minute by
- * minute), with the DST rules of DESIGN.md §3. */
+ * minute), with the DST rules of docs/time.md. */
 #ifndef CHR_CRON_H
 #define CHR_CRON_H
 

@@ -1,4 +1,4 @@
-/* engine.h - the scheduler engine of DESIGN.md §5: the tick (lease
+/* engine.h - the scheduler engine of docs/engine.md: the tick (lease
  * recovery, claim up to free capacity, drain, misfire classification,
  * dispatch), handler runs as tasks with timeouts, retries, batched
  * completions, lease heartbeats, wake-up timers and graceful stop. */

@@ -1,4 +1,4 @@
-/* job.h - the job record of DESIGN.md §3: typed fields with a presence
+/* job.h - the job record (docs/design.md): typed fields with a presence
  * mask, free-form fields (args, kwargs, metadata, unknown keys) kept as one
  * canonical JSON object text, conversion to and from Lua tables and JSON,
  * partial records for updates and CAS, and scheduler-level validation. */
@@ -164,7 +164,7 @@ void chr_job_push(lua_State *L, const chr_job_t *j);
 void chr_job_to_json(const chr_job_t *j, chr_buf_t *out);
 int chr_job_from_json(chr_job_t *j, const char *s, size_t len, char *err, size_t errlen);
 
-/* Scheduler-level validation and defaults (DESIGN.md §3): fills defaults,
+/* Scheduler-level validation and defaults (docs/design.md): fills defaults,
  * checks every field, names the field in err. Does not compute
  * next_run_time (see trigger.h). */
 int chr_job_validate(chr_job_t *j, char *err, size_t errlen);

@@ -1,4 +1,4 @@
-/* lock.h - the lock adapter contract (DESIGN.md §4): owner-checked,
+/* lock.h - the lock adapter contract (docs/design.md, Locks): owner-checked,
  * TTL-bounded locks with acquire / release / extend / reset, answered
  * asynchronously like store requests. A blocking acquire waits on the loop,
  * never by blocking it. */

@@ -1,4 +1,4 @@
-/* loop.h - the process's one libuv loop, and the rule of DESIGN.md §2 for
+/* loop.h - the process's one libuv loop, and the rule of docs/design.md for
  * functions that wait: inside a chronis task (a coroutine the runtime
  * resumes) they yield; anywhere else they drive the loop until their own
  * result is ready. */

@@ -1,5 +1,5 @@
 /* lstore.h - storage and lock adapters as Lua objects (chronis.storage,
- * chronis.lock): the contract methods of DESIGN.md §4, waiting by the rule
+ * chronis.lock): the contract methods of docs/adapters.md, waiting by the rule
  * of task.h, with structured errors. */
 #ifndef CHR_LSTORE_H
 #define CHR_LSTORE_H

@@ -87,6 +87,10 @@ static int l_sleep(lua_State *L) {
   s->w.cancel = sleeper_cancel;
   uv_timer_init(chr_loop(), &s->timer);
   s->timer.data = s;
+  /* The loop's clock stands still between its iterations: after Lua has
+   * run for a while it is behind, and a timer counted from it would end
+   * the sleep early. */
+  uv_update_time(chr_loop());
   uv_timer_start(&s->timer, sleeper_cb, (uint64_t)(secs * 1000 + 0.5), 0);
   return chr_wait(L, &s->w);
 }

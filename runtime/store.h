@@ -1,4 +1,4 @@
-/* store.h - the storage adapter contract of DESIGN.md §4 in C: one request
+/* store.h - the storage adapter contract (docs/design.md) in C: one request
  * type for every operation, submitted to an adapter's vtable and answered
  * through its callback exactly once (or refused by a non-zero return, and
  * then never called back). Filters and their matching live here too, so

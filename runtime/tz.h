@@ -34,7 +34,7 @@ int32_t chr_tz_offset(const chr_tz_t *z, int64_t utc_us);
  * 02:00-03:00 gap -> the instant of 03:30 new time). */
 int chr_tz_resolve(const chr_tz_t *z, int64_t local_us, int64_t out[2]);
 
-/* resolve() reduced to the rule of DESIGN.md §3: gap shifted forward, fold
+/* resolve() reduced to the rule of docs/time.md: gap shifted forward, fold
  * first pass. */
 int64_t chr_tz_to_utc(const chr_tz_t *z, int64_t local_us);
 

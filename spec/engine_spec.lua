@@ -1,4 +1,4 @@
--- The scheduler engine (DESIGN.md §5) seen from Lua: priorities,
+-- The scheduler engine (docs/engine.md) seen from Lua: priorities,
 -- backpressure, wake-ups, leases, misfires, retries, timeouts, callbacks,
 -- the handler's view of a job, graceful stop and two schedulers sharing a
 -- store. Schedules run on a fake clock (`clock` option, sched:tick()); only
@@ -842,6 +842,19 @@ describe("engine", function()
       assert.are.same({ "lead:before", "quick", "lead:created", "lead:after" }, events)
       assert.are.same({ from = "lead" }, s:get_job("follow").kwargs)
       assert.are.equal(0, s:stats().failed)
+    end)
+  end)
+
+  describe("chronis.sleep", function()
+    it("waits the time asked even when Lua ran for a while since the loop last did", function()
+      chronis.sleep(0) -- the loop runs once and reads its clock
+      local busy = chronis.time.now()
+      while chronis.time.now() - busy < 200000 do end -- 0.2 s of Lua, no loop
+      local t0 = chronis.time.now()
+      chronis.sleep(0.3)
+      local waited = (chronis.time.now() - t0) / 1e6
+      -- The loop's clock counts whole milliseconds: up to 1 ms may be lost.
+      assert.is_true(waited >= 0.299, ("chronis.sleep(0.3) returned after %.3f s"):format(waited))
     end)
   end)
 

@@ -20,7 +20,7 @@ local function assert_error(code, f)
   return err
 end
 
--- STYLE.md: no stray handles or tasks after an async spec. Requests end
+-- docs/design.md: no stray handles or tasks after an async spec. Requests end
 -- before their callers resume; idle cached connections are not watched.
 local function assert_loop_clean()
   collectgarbage()

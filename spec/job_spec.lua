@@ -31,7 +31,7 @@ local function assert_invalid(fields, pattern)
 end
 
 describe("job validation", function()
-  it("fills the defaults of DESIGN.md §3", function()
+  it("fills the defaults of docs/design.md (the job record)", function()
     local j = prepare(interval({ minutes = 5 }))
     assert.are.equal("Work", j.name)
     assert.are.equal("UTC", j.timezone)

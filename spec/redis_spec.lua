@@ -23,7 +23,7 @@ local function wait_for(pred, seconds)
   return chronis.run_until(pred, seconds or 10)
 end
 
--- STYLE.md: after each async spec no task is alive and no handle active.
+-- docs/design.md: after each async spec no task is alive and no handle active.
 local function assert_loop_clean()
   collectgarbage()
   collectgarbage()

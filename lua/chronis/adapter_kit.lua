@@ -4,7 +4,7 @@
 --
 -- The kit works on records: plain job tables as a store keeps them, with
 -- times in canonical form. Its functions raise the structured errors of
--- DESIGN.md §4, never yield, and keep no state of their own (stamp keeps
+-- docs/adapters.md, never yield, and keep no state of their own (stamp keeps
 -- its clock in the store table), so an adapter that is hot-reloaded loses
 -- nothing.
 local core = require "chronis.core"

@@ -2,7 +2,7 @@
 -- Signature Version 4 (sigv4.sign), credentials and region from options or
 -- the standard AWS environment variables, and a small client for the
 -- DynamoDB JSON API (dynamodb.client) that retries with backoff and raises
--- the structured errors of DESIGN.md §4. docs/dynamodb.md documents it.
+-- the structured errors of docs/adapters.md. docs/dynamodb.md documents it.
 --
 -- The module keeps no state: a client is a table of its own, and the
 -- environment is read when asked, so specs can stub os.getenv.

@@ -188,7 +188,7 @@ local handler_defaults = {
   priority = "priority", if_missed = "if_missed", misfire_threshold = "misfire_threshold_seconds",
 }
 
---- create_job(fields): fields by their storage names (DESIGN.md §3), plus
+--- create_job(fields): fields by their storage names (docs/design.md), plus
 --- on_success / on_failure callbacks and if_exists = "error" | "skip".
 function Scheduler:create_job(fields)
   local f = copy(fields)

@@ -21,7 +21,7 @@ local kit = require "chronis.adapter_kit"
 
 local format_time = chronis.time.format
 
--- Store failures are structured errors (DESIGN.md §4): kit.fail(code, fmt,
+-- Store failures are structured errors (docs/adapters.md): kit.fail(code, fmt,
 -- ...) raises a table with `code` and `message` whose tostring is
 -- "code: message". Callers test err.code.
 local fail = kit.fail

@@ -1,4 +1,4 @@
--- The lock adapter contract of DESIGN.md §4 as one busted suite, run by
+-- The lock adapter contract (docs/design.md) as one busted suite, run by
 -- every lock adapter's spec:
 --
 --   require("support.lock_contract")("redis", function() return open_lock() end, opts)
@@ -30,7 +30,7 @@ end
 local run_id = ("%x%x"):format(os.time(), math.random(0, 0xffffff))
 local serial = 0
 
--- STYLE.md: after each async spec the loop has no stray handles and no
+-- docs/design.md: after each async spec the loop has no stray handles and no
 -- task is left alive (closed adapters' handles are closing, not active).
 local function assert_loop_clean()
   collectgarbage()

@@ -1,4 +1,4 @@
--- The storage adapter contract of DESIGN.md §4 as one busted suite. Every
+-- The storage adapter contract (docs/design.md) as one busted suite. Every
 -- adapter's spec runs it against its real backend:
 --
 --   require("support.storage_contract")("sqlite", function()
@@ -89,7 +89,7 @@ local function wall_us()
   return t
 end
 
--- Runs f, which must raise the structured error of DESIGN.md §4 with `code`.
+-- Runs f, which must raise a structured error (docs/adapters.md) with `code`.
 local function assert_error_code(code, f)
   local ok, err = pcall(f)
   assert(not ok, ("expected an error %q, the call succeeded"):format(code))
@@ -118,7 +118,7 @@ local function assert_written_between(j, before, after)
       j.updated_at, format(before), format(after)))
 end
 
--- STYLE.md: after each async spec the loop has no stray handles and no
+-- docs/design.md: after each async spec the loop has no stray handles and no
 -- task is left alive (closed adapters' handles are closing, not active).
 local function assert_loop_clean()
   collectgarbage()
