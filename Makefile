@@ -14,7 +14,7 @@ B = build
 # What pkg-config says (PKG_CFLAGS, PKG_LIBS, LUA_LIBS) lives in a generated
 # makefile, $(B)/config.mk, that make remakes and then reads again before it
 # builds anything (GNU make's remaking of included makefiles). Its recipe,
-# scripts/config.sh, first installs the packages (scripts/deps.sh), then
+# tools/config.sh, first installs the packages (tools/deps.sh), then
 # asks pkg-config. A `:= $(shell pkg-config ...)` here would be expanded as
 # make reads this file, before anything is installed, and the first build
 # on a fresh machine would compile without include paths. A rule rather
@@ -34,9 +34,9 @@ endif
 GOAL_DEPS = $(if $(filter test bench,$(MAKECMDGOALS)),deps,$(if $(filter run,$(MAKECMDGOALS)),deps-run))
 DEPS_LEVEL = $(if $(filter deps,$(GOAL_DEPS)),test,run)
 
-$(B)/config.mk: Makefile scripts/config.sh scripts/deps.sh
+$(B)/config.mk: Makefile tools/config.sh tools/deps.sh
 	@mkdir -p $(B)
-	@sh scripts/config.sh $(DEPS_LEVEL) $@ $(PKGS)
+	@sh tools/config.sh $(DEPS_LEVEL) $@ $(PKGS)
 
 ifneq ($(SANITIZER),)
 SANFLAGS = -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
@@ -46,9 +46,11 @@ ALL_CFLAGS = $(WARN) $(WERROR) $(CFLAGS) $(SANFLAGS) -fPIC -D_GNU_SOURCE \
              -iquote runtime -iquote adapters $(PKG_CFLAGS)
 PREFIX ?= /usr/local
 
-LIB_SRC := $(filter-out runtime/main.c,$(wildcard runtime/*.c)) $(wildcard adapters/*.c)
+# runtime/core: the C core; runtime/lua: its Lua bindings; runtime/net:
+# HTTP and crypto; adapters/<store>: one folder per store.
+LIB_SRC := $(wildcard runtime/core/*.c runtime/lua/*.c runtime/net/*.c adapters/*/*.c)
 LIB_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
-HEADERS := $(wildcard runtime/*.h adapters/*.h)
+HEADERS := $(wildcard runtime/*/*.h adapters/*/*.h)
 
 .PHONY: all deps deps-run run test test-only bench bench-smoke clean install FORCE
 
@@ -83,10 +85,10 @@ $(B)/chronis: $(B)/obj/runtime/main.o $(B)/libchronis.a
 # Every Debian package and npm test server the build and the tests need;
 # deps-run: only what building and running need.
 deps:
-	@sh scripts/deps.sh test
+	@sh tools/deps.sh test
 
 deps-run:
-	@sh scripts/deps.sh --quiet run
+	@sh tools/deps.sh --quiet run
 
 # The example app on the embedded default store.
 run: deps-run all
@@ -125,7 +127,7 @@ install: all
 	install -m 755 $(B)/lua/chronis/core.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/chronis/core.so
 	install -m 644 lua/chronis/*.lua $(DESTDIR)$(PREFIX)/share/chronis/lua/chronis/
 	install -m 644 adapters/*.lua $(DESTDIR)$(PREFIX)/share/chronis/adapters/
-	install -m 644 runtime/*.h $(DESTDIR)$(PREFIX)/include/chronis/
+	install -m 644 runtime/core/*.h $(DESTDIR)$(PREFIX)/include/chronis/
 
 clean:
 	rm -rf $(B)

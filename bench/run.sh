@@ -46,8 +46,8 @@ if stale $B/benchutil.so bench/tools/benchutil.c; then
   $CC $CFLAGS -shared -fPIC $(pkg-config --cflags lua5.4) -o $B/benchutil.so bench/tools/benchutil.c ||
     fail "cannot build $B/benchutil.so"
 fi
-if stale $B/cron_tight bench/tools/cron_tight.c build/libchronis.a runtime/cron.h; then
-  $CC $CFLAGS -iquote runtime -o $B/cron_tight bench/tools/cron_tight.c build/libchronis.a $LIBS -lm ||
+if stale $B/cron_tight bench/tools/cron_tight.c build/libchronis.a runtime/core/cron.h; then
+  $CC $CFLAGS -iquote runtime/core -o $B/cron_tight bench/tools/cron_tight.c build/libchronis.a $LIBS -lm ||
     fail "cannot build $B/cron_tight"
 fi
 

@@ -12,10 +12,10 @@
 #include <lualib.h>
 #include <uv.h>
 
-#include "common.h"
-#include "log.h"
-#include "loop.h"
-#include "store.h"
+#include "core/common.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/store.h"
 
 int luaopen_chronis_core(lua_State *L);
 void chr_core_request_stop(void);

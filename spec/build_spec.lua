@@ -54,7 +54,7 @@ describe("build on a fresh machine", function()
     dir = capture("mktemp -d"):gsub("%s+$", "")
     assert.truthy(dir:match("^/"), "mktemp -d failed")
     src, bin = dir .. "/src", dir .. "/bin"
-    assert.is_true(os.execute(("mkdir -p %s/spec/node_modules %s && cd %s && cp -r Makefile scripts runtime adapters %s/")
+    assert.is_true(os.execute(("mkdir -p %s/spec/node_modules %s && cd %s && cp -r Makefile tools scripts runtime adapters %s/")
       :format(shell_quote(src), shell_quote(bin), shell_quote(ROOT), shell_quote(src))))
     -- The spec servers count as installed (npm is not simulated).
     write(src .. "/spec/package-lock.json", "{}\n")
@@ -107,10 +107,10 @@ exit 1
   end
 
   it("installs the packages before the first compile, which then finds the Lua headers", function()
-    local rc, out, err = sh("make build/obj/runtime/crypto.o")
+    local rc, out, err = sh("make build/obj/runtime/net/crypto.o")
     assert.are.equal(0, rc, out .. err)
     assert.truthy(read(dir .. "/apt.log"):match("install .*liblua5%.4%-dev"))
-    assert.truthy(exists(src .. "/build/obj/runtime/crypto.o"))
+    assert.truthy(exists(src .. "/build/obj/runtime/net/crypto.o"))
     assert.truthy(out:find("-I/usr/include/lua5.4", 1, true), out)
   end)
 
@@ -132,9 +132,9 @@ exit 1
     write(dir .. "/offline", "")
     assert.are_not.equal(0, (sh("make all")))
     os.remove(dir .. "/offline")
-    local rc, out, err = sh("make build/obj/runtime/crypto.o")
+    local rc, out, err = sh("make build/obj/runtime/net/crypto.o")
     assert.are.equal(0, rc, out .. err)
-    assert.truthy(exists(src .. "/build/obj/runtime/crypto.o"))
+    assert.truthy(exists(src .. "/build/obj/runtime/net/crypto.o"))
   end)
 
   it("make run installs what running needs, make test also the test tools and servers", function()
@@ -168,11 +168,11 @@ exit 1
 
   it("deps says one line, or nothing with --quiet, when everything is present", function()
     write(dir .. "/installed", "")
-    local rc, out, err = sh("sh scripts/deps.sh")
+    local rc, out, err = sh("sh tools/deps.sh")
     assert.are.equal(0, rc, out .. err)
     assert.are.equal("deps: all packages present\n", out)
     assert.are.equal("", err)
-    rc, out, err = sh("sh scripts/deps.sh --quiet run")
+    rc, out, err = sh("sh tools/deps.sh --quiet run")
     assert.are.equal(0, rc, out .. err)
     assert.are.equal("", out .. err)
     assert.are.equal("", read(dir .. "/apt.log"))
@@ -188,7 +188,7 @@ exit 1
     end
     os.execute(("cp %s/dpkg-query %s/apt-get %s/"):format(shell_quote(bin), shell_quote(bin), shell_quote(path)))
     write(path .. "/id", "#!/bin/sh\necho 1000\n", "755")
-    local rc, out, err = sh("/bin/sh scripts/deps.sh run", path)
+    local rc, out, err = sh("/bin/sh tools/deps.sh run", path)
     assert.are.equal(1, rc, out .. err)
     assert.are.equal("", out)
     local errs = lines(err)

@@ -1,0 +1,539 @@
+/* lua_store.c - a store implemented by a Lua table (chronis.storage.lua,
+ * lua:path URLs). Each request calls the table's method in a task of its
+ * own, so the method may wait (HTTP, sleep, other stores); its results are
+ * checked and converted, its errors attributed to the adapter and method,
+ * and a call that does not return within adapter_timeout fails with
+ * `timeout`. Optional methods the table lacks are emulated by the generic
+ * store layer (store_fallback.c). Script adapters are hot-reloaded: calls
+ * that start after a reload use the new instance. */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json.h"
+#include "core/loop.h"
+#include "lua/store.h"
+#include "lua/util.h"
+#include "core/store.h"
+#include "lua/task.h"
+#include "core/time.h"
+
+#define HANDLE_MT "chronis.lua_store_handle"
+
+typedef struct lua_store {
+  chr_store_t base;
+  lua_State *L;
+  int adapter_ref; /* the adapter instance */
+  int handle_ref;  /* the reload handle, when loaded from a script */
+  char *name;
+  uint64_t timeout_ms;
+  int pending;
+  int closing;
+} lua_store_t;
+
+typedef struct handle {
+  lua_store_t *ls;
+} handle_t;
+
+typedef struct lcall {
+  lua_store_t *ls;
+  chr_store_req_t *req;
+  chr_task_t *task;
+  uv_timer_t *timer;
+  const char *method;
+} lcall_t;
+
+static const char *const method_names[CHR_OP__COUNT] = {
+    "create_job", "get_job",      "get_jobs_batch", "update_job",
+    "compare_and_swap_job", "delete_job", "query_jobs", "count_jobs",
+    "claim_due_jobs", "complete_jobs", "recover_expired_leases", "extend_leases",
+    "next_due_time"};
+
+static const char *const required[] = {"create_job",          "get_job",    "update_job",
+                                       "compare_and_swap_job", "delete_job", "query_jobs",
+                                       NULL};
+
+static const struct {
+  const char *method;
+  unsigned cap;
+} optional[] = {{"claim_due_jobs", CHR_STORE_CAP_CLAIM},
+                {"complete_jobs", CHR_STORE_CAP_COMPLETE},
+                {"recover_expired_leases", CHR_STORE_CAP_RECOVER},
+                {"extend_leases", CHR_STORE_CAP_EXTEND},
+                {"get_jobs_batch", CHR_STORE_CAP_BATCH},
+                {"count_jobs", CHR_STORE_CAP_COUNT},
+                {"next_due_time", CHR_STORE_CAP_NEXT_DUE}};
+
+static void free_store(lua_store_t *ls) {
+  luaL_unref(ls->L, LUA_REGISTRYINDEX, ls->adapter_ref);
+  luaL_unref(ls->L, LUA_REGISTRYINDEX, ls->handle_ref);
+  free(ls->name);
+  free(ls);
+}
+
+/* Checks an adapter table (stack: idx) and returns its capabilities, or
+ * raises naming the missing methods. */
+static unsigned adapter_caps(lua_State *L, int idx, const char *name) {
+  unsigned caps = 0;
+  chr_buf_t missing;
+  chr_buf_init(&missing);
+  if (!lua_istable(L, idx))
+    chr_lua_error(L, CHR_EINVAL, "lua adapter '%s': expected a table of methods, got %s", name,
+                  luaL_typename(L, idx));
+  for (int i = 0; required[i]; i++) {
+    lua_getfield(L, idx, required[i]);
+    if (!lua_isfunction(L, -1)) chr_buf_printf(&missing, "%s%s", missing.len ? ", " : "", required[i]);
+    lua_pop(L, 1);
+  }
+  if (missing.len) {
+    lua_pushstring(L, missing.p);
+    chr_buf_free(&missing);
+    chr_lua_error(L, CHR_EINVAL, "lua adapter '%s' lacks required method(s): %s", name,
+                  lua_tostring(L, -1));
+  }
+  for (size_t i = 0; i < sizeof optional / sizeof *optional; i++) {
+    lua_getfield(L, idx, optional[i].method);
+    if (lua_isfunction(L, -1)) caps |= optional[i].cap;
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, idx, "is_local");
+  if (lua_toboolean(L, -1)) caps |= CHR_STORE_CAP_LOCAL;
+  lua_pop(L, 1);
+  return caps;
+}
+
+/* ---- results ---- */
+
+static int bad_type(lcall_t *c, const char *want, lua_State *co, int idx) {
+  chr_store_req_fail(c->req, CHR_EINVAL, "lua adapter '%s': %s returned %s, expected %s",
+                     c->ls->name, c->method, luaL_typename(co, idx), want);
+  return -1;
+}
+
+static int take_job(lcall_t *c, lua_State *co, int idx) {
+  char err[300];
+  chr_job_t *j = chr_job_new();
+  if (chr_job_from_lua(co, idx, j, 0, err, sizeof err) != 0) {
+    chr_job_free(j);
+    chr_store_req_fail(c->req, CHR_EINVAL, "lua adapter '%s': %s returned a bad job: %s",
+                       c->ls->name, c->method, err);
+    return -1;
+  }
+  chr_store_req_push_job(c->req, j);
+  return 0;
+}
+
+static int take_jobs(lcall_t *c, lua_State *co, int idx) {
+  if (!lua_istable(co, idx)) return bad_type(c, "an array of jobs", co, idx);
+  lua_Integer n = (lua_Integer)lua_rawlen(co, idx);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(co, idx, i);
+    int rc = lua_istable(co, -1) ? take_job(c, co, lua_gettop(co))
+                                 : bad_type(c, "an array of jobs", co, lua_gettop(co));
+    lua_pop(co, 1);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+/* Converts the method's results (stack of co, from 1). */
+static void take_results(lcall_t *c, lua_State *co) {
+  chr_store_req_t *req = c->req;
+  lua_settop(co, 2);
+  switch (req->op) {
+  case CHR_OP_CREATE:
+  case CHR_OP_UPDATE:
+    if (!lua_istable(co, 1)) bad_type(c, "the stored job", co, 1);
+    else take_job(c, co, 1);
+    break;
+  case CHR_OP_GET:
+    if (lua_istable(co, 1)) take_job(c, co, 1);
+    else if (!lua_isnil(co, 1)) bad_type(c, "a job or nil", co, 1);
+    break;
+  case CHR_OP_GET_BATCH:
+    if (!lua_istable(co, 1)) {
+      bad_type(c, "a table of jobs by id", co, 1);
+      break;
+    }
+    lua_pushnil(co);
+    while (lua_next(co, 1)) {
+      int rc = lua_istable(co, -1) ? take_job(c, co, lua_gettop(co))
+                                   : bad_type(c, "a table of jobs by id", co, lua_gettop(co));
+      lua_pop(co, 1);
+      if (rc) {
+        lua_pop(co, 1);
+        break;
+      }
+    }
+    break;
+  case CHR_OP_CAS:
+    if (!lua_isboolean(co, 1)) {
+      bad_type(c, "a boolean", co, 1);
+      break;
+    }
+    req->ok = lua_toboolean(co, 1);
+    if (req->ok && lua_istable(co, 2)) take_job(c, co, 2);
+    break;
+  case CHR_OP_DELETE:
+    if (!lua_isboolean(co, 1)) bad_type(c, "a boolean", co, 1);
+    else req->ok = lua_toboolean(co, 1);
+    break;
+  case CHR_OP_QUERY:
+  case CHR_OP_CLAIM: take_jobs(c, co, 1); break;
+  case CHR_OP_COUNT:
+  case CHR_OP_RECOVER:
+  case CHR_OP_EXTEND:
+    if (!lua_isinteger(co, 1)) bad_type(c, "an integer", co, 1);
+    else req->count = lua_tointeger(co, 1);
+    break;
+  case CHR_OP_NEXT_DUE: {
+    char err[200];
+    req->count = CHR_TIME_NONE;
+    if (lua_isinteger(co, 1)) {
+      req->count = lua_tointeger(co, 1);
+    } else if (lua_type(co, 1) == LUA_TSTRING) {
+      size_t n;
+      const char *s = lua_tolstring(co, 1, &n);
+      if (chr_time_parse(s, n, NULL, &req->count, err, sizeof err) != 0)
+        chr_store_req_fail(req, CHR_EINVAL, "lua adapter '%s': next_due_time: %s", c->ls->name, err);
+    } else if (!lua_isnil(co, 1)) {
+      bad_type(c, "a time or nil", co, 1);
+    }
+    break;
+  }
+  case CHR_OP_COMPLETE:
+    if (!lua_istable(co, 1)) {
+      bad_type(c, "an array of results", co, 1);
+      break;
+    }
+    for (size_t i = 0; i < req->nitems; i++) {
+      lua_rawgeti(co, 1, (lua_Integer)i + 1);
+      int result = CHR_ECONFLICT;
+      if (lua_istable(co, -1)) {
+        lua_getfield(co, -1, "ok");
+        lua_getfield(co, -2, "code");
+        if (lua_toboolean(co, -2)) result = 0;
+        else if (lua_type(co, -1) == LUA_TSTRING && chr_errcode(lua_tostring(co, -1)))
+          result = chr_errcode(lua_tostring(co, -1));
+        lua_pop(co, 2);
+      } else if (lua_isboolean(co, -1) && lua_toboolean(co, -1)) {
+        result = 0;
+      }
+      req->items[i].result = result;
+      lua_pop(co, 1);
+    }
+    break;
+  default: break;
+  }
+}
+
+/* ---- calls ---- */
+
+static void timer_close_cb(uv_handle_t *h) {
+  free(h);
+}
+
+static void call_end(lcall_t *c) {
+  lua_store_t *ls = c->ls;
+  chr_store_req_t *req = c->req;
+  if (c->timer) uv_close((uv_handle_t *)c->timer, timer_close_cb);
+  free(c);
+  ls->pending--;
+  if (ls->closing && ls->pending == 0) free_store(ls);
+  req->cb(req);
+}
+
+static void call_done(chr_task_t *t, int status) {
+  lcall_t *c = t->data;
+  lua_State *co = t->co;
+  c->task = NULL;
+  if (status == LUA_OK) {
+    take_results(c, co);
+  } else if (status == CHR_TASK_KILLED) {
+    chr_store_req_fail(c->req, CHR_ETIMEOUT, "lua adapter '%s': %s did not return within %gs",
+                       c->ls->name, c->method, (double)c->ls->timeout_ms / 1000);
+  } else {
+    int code = CHR_EINVAL;
+    const char *msg;
+    if (lua_istable(co, -1)) {
+      lua_getfield(co, -1, "code");
+      if (lua_type(co, -1) == LUA_TSTRING && chr_errcode(lua_tostring(co, -1)))
+        code = chr_errcode(lua_tostring(co, -1));
+      lua_pop(co, 1);
+      lua_getfield(co, -1, "message");
+      msg = lua_tostring(co, -1) ? lua_tostring(co, -1) : luaL_tolstring(co, -2, NULL);
+    } else {
+      msg = luaL_tolstring(co, -1, NULL);
+    }
+    /* Contract errors (duplicate, not_found, ...) keep their own words;
+     * anything else is attributed to the adapter and method. */
+    if (code != CHR_EINVAL || lua_istable(co, -2)) chr_store_req_fail(c->req, code, "%s", msg);
+    else chr_store_req_fail(c->req, code, "lua adapter '%s': %s failed: %s", c->ls->name,
+                            c->method, msg);
+  }
+  chr_task_release(t);
+  call_end(c);
+}
+
+static void timeout_cb(uv_timer_t *h) {
+  lcall_t *c = h->data;
+  if (c->task) chr_task_kill(c->task, "adapter timeout");
+}
+
+static void push_time(lua_State *L, int64_t us) {
+  char buf[CHR_TIME_BUFSZ];
+  chr_time_format(us, buf);
+  lua_pushstring(L, buf);
+}
+
+/* Pushes the method's arguments; returns their count. */
+static int push_args(lua_State *L, chr_store_req_t *req) {
+  switch (req->op) {
+  case CHR_OP_CREATE: chr_job_push(L, req->job); return 1;
+  case CHR_OP_GET:
+  case CHR_OP_DELETE: lua_pushstring(L, req->id); return 1;
+  case CHR_OP_UPDATE:
+    lua_pushstring(L, req->id);
+    chr_job_push(L, req->job);
+    return 2;
+  case CHR_OP_CAS:
+    lua_pushstring(L, req->id);
+    chr_job_push(L, req->expected);
+    chr_job_push(L, req->job);
+    return 3;
+  case CHR_OP_GET_BATCH:
+    lua_createtable(L, (int)req->nids, 0);
+    for (size_t i = 0; i < req->nids; i++) {
+      lua_pushstring(L, req->ids[i]);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+  case CHR_OP_QUERY:
+    chr_filter_push(L, req->filter);
+    if (req->limit >= 0) lua_pushinteger(L, req->limit);
+    else lua_pushnil(L);
+    lua_pushinteger(L, req->offset);
+    return 3;
+  case CHR_OP_COUNT: chr_filter_push(L, req->filter); return 1;
+  case CHR_OP_CLAIM:
+    lua_createtable(L, 0, 4);
+    push_time(L, req->now);
+    lua_setfield(L, -2, "now");
+    lua_pushinteger(L, req->limit);
+    lua_setfield(L, -2, "limit");
+    lua_pushstring(L, req->owner);
+    lua_setfield(L, -2, "owner");
+    lua_pushnumber(L, (double)req->lease_us / 1e6);
+    lua_setfield(L, -2, "lease_seconds");
+    return 1;
+  case CHR_OP_COMPLETE:
+    lua_createtable(L, (int)req->nitems, 0);
+    for (size_t i = 0; i < req->nitems; i++) {
+      chr_completion_t *c = &req->items[i];
+      lua_createtable(L, 0, 3);
+      lua_pushstring(L, c->job_id);
+      lua_setfield(L, -2, "job_id");
+      lua_pushstring(L, c->owner);
+      lua_setfield(L, -2, "owner");
+      if (c->remove) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "delete");
+      } else if (c->updates) {
+        chr_job_push(L, c->updates);
+        lua_setfield(L, -2, "updates");
+      }
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+  case CHR_OP_RECOVER: push_time(L, req->now); return 1;
+  case CHR_OP_EXTEND:
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, req->owner);
+    lua_setfield(L, -2, "owner");
+    lua_createtable(L, (int)req->nids, 0);
+    for (size_t i = 0; i < req->nids; i++) {
+      lua_pushstring(L, req->ids[i]);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "ids");
+    push_time(L, req->now);
+    lua_setfield(L, -2, "now");
+    lua_pushnumber(L, (double)req->lease_us / 1e6);
+    lua_setfield(L, -2, "lease_seconds");
+    return 1;
+  default: return 0;
+  }
+}
+
+static int ls_submit(chr_store_t *s, chr_store_req_t *req) {
+  lua_store_t *ls = (lua_store_t *)s;
+  lua_State *L = ls->L;
+  const char *method = method_names[req->op];
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->adapter_ref);
+  lua_getfield(L, -1, method);
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 2);
+    return CHR_EINVAL;
+  }
+  lcall_t *c = chr_calloc(1, sizeof *c);
+  c->ls = ls;
+  c->req = req;
+  c->method = method;
+  ls->pending++;
+  lua_insert(L, -2); /* stack: fn self */
+  int nargs = 1 + push_args(L, req);
+  chr_task_t *t = chr_task_new(L, call_done, c);
+  c->task = t;
+  lua_xmove(L, t->co, nargs + 1);
+  if (ls->timeout_ms) {
+    c->timer = chr_malloc(sizeof *c->timer);
+    uv_timer_init(chr_loop(), c->timer);
+    c->timer->data = c;
+    uv_timer_start(c->timer, timeout_cb, ls->timeout_ms, 0);
+  }
+  chr_task_start(t, nargs);
+  return 0;
+}
+
+static void ls_close(chr_store_t *s) {
+  lua_store_t *ls = (lua_store_t *)s;
+  lua_State *L = ls->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->handle_ref);
+  if (lua_isuserdata(L, -1)) {
+    ((handle_t *)lua_touserdata(L, -1))->ls = NULL;
+    /* The script's file watcher ends with the store. */
+    int top = lua_gettop(L);
+    if (lua_getiuservalue(L, -1, 1) != LUA_TNIL && lua_getfield(L, -1, "close") == LUA_TFUNCTION) {
+      lua_insert(L, -2); /* stack: handle close watcher */
+      if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+    }
+    lua_settop(L, top);
+  }
+  lua_pop(L, 1);
+  /* The adapter's own close(), when it has one, runs once, unwaited. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->adapter_ref);
+  if (lua_getfield(L, -1, "close") == LUA_TFUNCTION) {
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+  } else {
+    lua_pop(L, 2);
+  }
+  ls->closing = 1;
+  if (ls->pending == 0) free_store(ls);
+}
+
+static const chr_store_vtable_t lua_store_vt = {"lua", ls_submit, ls_close};
+
+/* from_table(adapter, {name=, timeout=, reloadable=}) -> store [, handle] */
+static int l_from_table(lua_State *L) {
+  const char *name = "lua";
+  double timeout = 30;
+  int reloadable = 0;
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "name");
+    if (lua_isstring(L, -1)) name = lua_tostring(L, -1);
+    lua_getfield(L, 2, "timeout");
+    if (lua_isnumber(L, -1)) timeout = lua_tonumber(L, -1);
+    lua_getfield(L, 2, "reloadable");
+    reloadable = lua_toboolean(L, -1);
+    lua_pop(L, 3);
+  }
+  unsigned caps = adapter_caps(L, 1, name);
+  lua_store_t *ls = chr_calloc(1, sizeof *ls);
+  chr_store_init(&ls->base, &lua_store_vt, caps);
+  ls->L = chr_task_main();
+  ls->name = chr_strdup(name);
+  ls->timeout_ms = timeout > 0 ? (uint64_t)(timeout * 1000) : 0;
+  lua_pushvalue(L, 1);
+  ls->adapter_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  ls->handle_ref = LUA_NOREF;
+  chr_lua_pushstore(L, &ls->base);
+  if (!reloadable) return 1;
+  handle_t *h = lua_newuserdatauv(L, sizeof *h, 1);
+  h->ls = ls;
+  luaL_setmetatable(L, HANDLE_MT);
+  lua_pushvalue(L, -1);
+  ls->handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 2;
+}
+
+/* swap(handle, new_adapter): calls that start from now on use it. */
+static int l_swap(lua_State *L) {
+  handle_t *h = luaL_checkudata(L, 1, HANDLE_MT);
+  if (h->ls == NULL) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  unsigned caps = adapter_caps(L, 2, h->ls->name);
+  h->ls->base.caps = caps;
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, LUA_REGISTRYINDEX, h->ls->adapter_ref);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Opens lua:path?opt=v by asking the Lua side to load the script. */
+static int open_lua_url(const char *url, chr_store_t **out, char *err, size_t errlen,
+                        const char *fixed_path) {
+  lua_State *L = chr_task_main();
+  if (L == NULL) {
+    snprintf(err, errlen, "lua adapters need the chronis Lua module loaded");
+    return CHR_EINVAL;
+  }
+  int top = lua_gettop(L);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "chronis.scripts");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    lua_settop(L, top);
+    return CHR_EINVAL;
+  }
+  lua_getfield(L, -1, "open_adapter_url");
+  lua_pushstring(L, url);
+  if (fixed_path) lua_pushstring(L, fixed_path);
+  else lua_pushnil(L);
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+    const char *m = lua_tostring(L, -1);
+    if (m == NULL && lua_istable(L, -1)) {
+      lua_getfield(L, -1, "message");
+      m = lua_tostring(L, -1);
+    }
+    snprintf(err, errlen, "%s", m ? m : "cannot open the lua adapter");
+    lua_settop(L, top);
+    return CHR_EINVAL;
+  }
+  chr_store_t *s = chr_lua_takestore(L, -1);
+  lua_settop(L, top);
+  *out = s;
+  return 0;
+}
+
+int chr_lua_store_open(const char *url, chr_store_t **out, char *err, size_t errlen) {
+  return open_lua_url(url, out, err, errlen, NULL);
+}
+
+/* file:PATH is the JSON file store, adapters/file.lua. */
+int chr_file_store_open(const char *url, chr_store_t **out, char *err, size_t errlen) {
+  return open_lua_url(url, out, err, errlen, "adapters/file.lua");
+}
+
+/* set_watcher(handle, watcher): closed together with the store. */
+static int l_set_watcher(lua_State *L) {
+  luaL_checkudata(L, 1, HANDLE_MT);
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, 1);
+  return 0;
+}
+
+int luaopen_chronis_lua_store(lua_State *L);
+int luaopen_chronis_lua_store(lua_State *L) {
+  static const luaL_Reg fns[] = {{"from_table", l_from_table},
+                                 {"swap", l_swap},
+                                 {"set_watcher", l_set_watcher},
+                                 {NULL, NULL}};
+  luaL_newmetatable(L, HANDLE_MT);
+  lua_pop(L, 1);
+  luaL_newlib(L, fns);
+  return 1;
+}

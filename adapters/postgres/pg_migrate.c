@@ -1,0 +1,435 @@
+/* pg_migrate.c - versioned migrations of the PostgreSQL store's schema.
+ *
+ * Each jobs table has a history table beside it (<table>_migrations:
+ * version, description, checksum, applied_at). A migration is SQL text
+ * with the table's names left as placeholders; its checksum is taken over
+ * that text, so it does not depend on the table's name. Applying: read the
+ * history without a lock (the common case, everything applied, costs two
+ * reads); if something is pending, take pg_advisory_lock on a key derived
+ * from the table, read again (another process may have just done it), then
+ * apply each pending migration in its own transaction with its history
+ * row, and unlock. A history row whose checksum differs from this build's
+ * is an error: the schema is not the one this code expects.
+ *
+ * The runner is a chain of asynchronous steps on one connection, used by
+ * the store before its first request and by `chronis migrate`
+ * (chr_postgres_migrate, which drives the loop itself). */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/loop.h"
+#include "pg.h"
+#include "core/time.h"
+
+static const struct {
+  int version;
+  const char *description, *sql;
+} migrations[] = {
+    {1, "create the jobs table",
+     "CREATE TABLE {T} (\n"
+     "  job_id text COLLATE \"C\" PRIMARY KEY,\n"
+     "  status text NOT NULL\n"
+     "    CHECK (status IN ('pending', 'scheduled', 'running', 'paused', 'failed')),\n"
+     "  trigger_type text CHECK (trigger_type IN ('interval', 'cron', 'date')),\n"
+     "  next_run_time timestamptz,\n"
+     "  priority integer,\n"
+     "  claimed_by text,\n"
+     "  lease_until timestamptz,\n"
+     "  updated_at timestamptz NOT NULL,\n"
+     "  record jsonb NOT NULL DEFAULT '{}'\n"
+     ")"},
+    {2, "indexes for claims, lease recovery and metadata filters",
+     "CREATE INDEX {N:_due} ON {T}\n"
+     "  ((COALESCE(priority, 5)) DESC, next_run_time, job_id) WHERE status = 'scheduled';\n"
+     "CREATE INDEX {N:_lease} ON {T} (lease_until) WHERE status = 'running';\n"
+     "CREATE INDEX {N:_metadata} ON {T} USING gin ((record -> 'metadata') jsonb_path_ops)"},
+};
+#define NMIG ((int)(sizeof migrations / sizeof *migrations))
+#define MAX_APPLIED 64
+
+int chr_pg_migrate_latest(void) {
+  return migrations[NMIG - 1].version;
+}
+
+enum {
+  ST_PROBE,
+  ST_READ,
+  ST_LOCK,
+  ST_SCHEMA,
+  ST_HISTORY,
+  ST_BEGIN,
+  ST_DDL,
+  ST_RECORD,
+  ST_COMMIT,
+  ST_ROLLBACK,
+  ST_UNLOCK
+};
+
+typedef struct applied {
+  int version;
+  char checksum[40], description[160], at[40];
+} applied_t;
+
+struct pg_migrator {
+  pg_conn_t *c;
+  const pg_opts_t *o;
+  int mode, step, locked, have_schema, cur, status;
+  double saved_timeout;
+  FILE *out;
+  pg_migrate_cb cb;
+  void *data;
+  char hist[2 * PG_IDENT_MAX + 16], qschema[PG_IDENT_MAX + 3], key[24];
+  applied_t applied[MAX_APPLIED];
+  int napplied;
+  int64_t started;
+  char msg[600];
+};
+
+static void step_cb(pg_conn_t *c, PGresult *res, void *arg);
+
+static void checksum(int i, char *out) {
+  const char *s = migrations[i].sql;
+  snprintf(out, 20, "%016llx",
+           (unsigned long long)chr_pg_fnv1a(s, strlen(s), PG_FNV_SEED));
+}
+
+/* {T} -> the quoted table; {N:suffix} -> a quoted name derived from it. */
+static char *expand(const pg_migrator_t *m, const char *tmpl) {
+  chr_buf_t b;
+  chr_buf_init(&b);
+  for (const char *p = tmpl; *p; p++) {
+    if (strncmp(p, "{T}", 3) == 0) {
+      chr_buf_adds(&b, m->o->qtable);
+      p += 2;
+    } else if (strncmp(p, "{N:", 3) == 0 && strchr(p, '}')) {
+      const char *end = strchr(p, '}');
+      char suffix[32], name[PG_IDENT_MAX + 3];
+      snprintf(suffix, sizeof suffix, "%.*s", (int)(end - p - 3), p + 3);
+      chr_pg_derived_name(m->o->table, suffix, name, sizeof name);
+      chr_buf_adds(&b, name);
+      p = end;
+    } else {
+      chr_buf_addc(&b, *p);
+    }
+  }
+  return chr_buf_steal(&b);
+}
+
+static void query(pg_migrator_t *m, int step, const char *sql, int nparams,
+                  const char *const *params) {
+  m->step = step;
+  chr_pg_conn_query(m->c, sql, nparams, params, 0, step_cb, m);
+}
+
+static void finish(pg_migrator_t *m) {
+  m->c->timeout = m->saved_timeout;
+  pg_migrate_cb cb = m->cb;
+  void *data = m->data;
+  int status = m->status;
+  char msg[sizeof m->msg];
+  memcpy(msg, m->msg, sizeof msg);
+  free(m);
+  cb(data, status, msg);
+}
+
+/* Ends the run: unlocks first when the lock is held. */
+static void done(pg_migrator_t *m, int status) {
+  if (m->status == 0) m->status = status;
+  if (m->locked) {
+    const char *p[] = {m->key};
+    m->locked = 0;
+    query(m, ST_UNLOCK, "SELECT pg_advisory_unlock($1::bigint)", 1, p);
+    return;
+  }
+  finish(m);
+}
+
+static int fail(pg_migrator_t *m, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(pg_migrator_t *m, int status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(m->msg, sizeof m->msg, fmt, ap);
+  va_end(ap);
+  m->status = status;
+  return status;
+}
+
+static const applied_t *find_applied(const pg_migrator_t *m, int version) {
+  for (int i = 0; i < m->napplied; i++)
+    if (m->applied[i].version == version) return &m->applied[i];
+  return NULL;
+}
+
+static void print_status(pg_migrator_t *m) {
+  FILE *out = m->out;
+  int current = 0, pending = 0;
+  for (int i = 0; i < NMIG; i++) {
+    if (find_applied(m, migrations[i].version)) current = migrations[i].version;
+    else pending++;
+  }
+  fprintf(out, "table %s.%s on %s: %d of %d migration(s) applied%s\n", m->o->schema,
+          m->o->table, m->o->desc, NMIG - pending, NMIG, pending ? "" : ", up to date");
+  fprintf(out, "  %-8s %-22s %-17s %s\n", "version", "applied at", "checksum", "description");
+  for (int i = 0; i < NMIG; i++) {
+    const applied_t *a = find_applied(m, migrations[i].version);
+    char sum[20];
+    checksum(i, sum);
+    fprintf(out, "  %-8d %-22s %-17s %s\n", migrations[i].version, a ? a->at : "pending", sum,
+            migrations[i].description);
+  }
+  for (int i = 0; i < m->napplied; i++) {
+    int known = 0;
+    for (int k = 0; k < NMIG; k++) known |= migrations[k].version == m->applied[i].version;
+    if (!known)
+      fprintf(out, "  %-8d %-22s %-17s %s (applied by a newer chronis)\n", m->applied[i].version,
+              m->applied[i].at, m->applied[i].checksum, m->applied[i].description);
+  }
+  (void)current;
+}
+
+/* The next migration to apply after index `from`, or -1. */
+static int next_pending(const pg_migrator_t *m, int from) {
+  for (int i = from; i < NMIG; i++)
+    if (!find_applied(m, migrations[i].version)) return i;
+  return -1;
+}
+
+static void apply_next(pg_migrator_t *m, int from) {
+  m->cur = next_pending(m, from);
+  if (m->cur < 0) {
+    done(m, 0);
+    return;
+  }
+  m->started = chr_time_mono();
+  query(m, ST_BEGIN, "BEGIN", 0, NULL);
+}
+
+/* The history is read: decide. */
+static void evaluate(pg_migrator_t *m) {
+  for (int i = 0; i < NMIG; i++) {
+    const applied_t *a = find_applied(m, migrations[i].version);
+    char sum[20];
+    checksum(i, sum);
+    if (a && strcmp(a->checksum, sum) != 0) {
+      fail(m, CHR_EINVAL, "postgres: migration %d (%s) of table %s.%s was applied with checksum "
+           "%s, but this chronis has %s for it: the schema is not the one this version "
+           "expects (was the history edited, or the migration changed?)", migrations[i].version,
+           migrations[i].description, m->o->schema, m->o->table, a->checksum, sum);
+      done(m, CHR_EINVAL);
+      return;
+    }
+  }
+  if (m->mode == PG_MIG_STATUS) {
+    print_status(m);
+    done(m, 0);
+    return;
+  }
+  int first = next_pending(m, 0);
+  if (first < 0) {
+    if (m->out && m->mode == PG_MIG_MIGRATE)
+      fprintf(m->out, "table %s.%s is up to date (version %d)\n", m->o->schema, m->o->table,
+              chr_pg_migrate_latest());
+    done(m, 0);
+    return;
+  }
+  if (m->mode == PG_MIG_CHECK) {
+    fail(m, CHR_EINVAL, "postgres: table %s.%s needs migration %d (%s) and auto_migrate is "
+         "off: run `chronis migrate --storage URL`", m->o->schema, m->o->table,
+         migrations[first].version, migrations[first].description);
+    done(m, CHR_EINVAL);
+    return;
+  }
+  if (!m->locked) {
+    const char *p[] = {m->key};
+    query(m, ST_LOCK, "SELECT pg_advisory_lock($1::bigint)", 1, p);
+    return;
+  }
+  apply_next(m, 0);
+}
+
+static void read_history(pg_migrator_t *m) {
+  char sql[400];
+  snprintf(sql, sizeof sql,
+           "SELECT version, checksum, description, to_char(applied_at AT TIME ZONE 'UTC', "
+           "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM %s ORDER BY version", m->hist);
+  query(m, ST_READ, sql, 0, NULL);
+}
+
+static void step_cb(pg_conn_t *c, PGresult *res, void *arg) {
+  pg_migrator_t *m = arg;
+  (void)c;
+  char msg[600];
+  int rc = chr_pg_result_error(m->c, res, msg, sizeof msg);
+  if (res == NULL) { /* the connection is gone, and the lock with it */
+    m->locked = 0;
+    fail(m, CHR_EUNAVAIL, "%s", msg);
+    finish(m);
+    return;
+  }
+  if (rc != 0) {
+    if (m->step == ST_UNLOCK) {
+      finish(m);
+      return;
+    }
+    /* A server that is away or slow stays what it is; anything else
+     * means the schema cannot be checked or made as it should be. */
+    fail(m, rc == CHR_EUNAVAIL || rc == CHR_ETIMEOUT ? rc : CHR_EINVAL, "%s%s%s", msg,
+         m->step == ST_DDL || m->step == ST_RECORD ? " (while applying migration " : "",
+         m->step == ST_DDL || m->step == ST_RECORD ? migrations[m->cur].description : "");
+    if (m->step == ST_DDL || m->step == ST_RECORD) {
+      strncat(m->msg, ")", sizeof m->msg - strlen(m->msg) - 1);
+      query(m, ST_ROLLBACK, "ROLLBACK", 0, NULL);
+      return;
+    }
+    done(m, m->status);
+    return;
+  }
+  switch (m->step) {
+  case ST_PROBE:
+    m->have_schema = PQgetvalue(res, 0, 1)[0] == 't';
+    if (PQgetvalue(res, 0, 0)[0] == 't') {
+      read_history(m);
+    } else {
+      m->napplied = 0;
+      evaluate(m);
+    }
+    return;
+  case ST_READ:
+    m->napplied = 0;
+    for (int i = 0; i < PQntuples(res) && m->napplied < MAX_APPLIED; i++) {
+      applied_t *a = &m->applied[m->napplied++];
+      a->version = atoi(PQgetvalue(res, i, 0));
+      snprintf(a->checksum, sizeof a->checksum, "%s", PQgetvalue(res, i, 1));
+      snprintf(a->description, sizeof a->description, "%s", PQgetvalue(res, i, 2));
+      snprintf(a->at, sizeof a->at, "%s", PQgetvalue(res, i, 3));
+    }
+    evaluate(m);
+    return;
+  case ST_LOCK:
+    m->locked = 1;
+    if (!m->have_schema) {
+      char sql[120];
+      snprintf(sql, sizeof sql, "CREATE SCHEMA IF NOT EXISTS %s", m->qschema);
+      query(m, ST_SCHEMA, sql, 0, NULL);
+      return;
+    }
+    /* fall through */
+  case ST_SCHEMA: {
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE IF NOT EXISTS %s (version integer PRIMARY KEY, description text NOT "
+             "NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+             m->hist);
+    query(m, ST_HISTORY, sql, 0, NULL);
+    return;
+  }
+  case ST_HISTORY: read_history(m); return;
+  case ST_BEGIN: {
+    char *sql = expand(m, migrations[m->cur].sql);
+    query(m, ST_DDL, sql, -1, NULL);
+    free(sql);
+    return;
+  }
+  case ST_DDL: {
+    char sql[300], version[16], sum[20];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (version, description, checksum) VALUES ($1, $2, $3)",
+             m->hist);
+    snprintf(version, sizeof version, "%d", migrations[m->cur].version);
+    checksum(m->cur, sum);
+    const char *p[] = {version, migrations[m->cur].description, sum};
+    query(m, ST_RECORD, sql, 3, p);
+    return;
+  }
+  case ST_RECORD: query(m, ST_COMMIT, "COMMIT", 0, NULL); return;
+  case ST_COMMIT:
+    if (m->out)
+      fprintf(m->out, "applied migration %d to %s.%s: %s (%.0f ms)\n", migrations[m->cur].version,
+              m->o->schema, m->o->table, migrations[m->cur].description,
+              (double)(chr_time_mono() - m->started) / 1000);
+    apply_next(m, m->cur + 1);
+    return;
+  case ST_ROLLBACK: done(m, m->status); return;
+  case ST_UNLOCK: finish(m); return;
+  }
+}
+
+pg_migrator_t *chr_pg_migrate_run(pg_conn_t *c, const pg_opts_t *o, int mode, FILE *out,
+                                  pg_migrate_cb cb, void *data) {
+  pg_migrator_t *m = chr_calloc(1, sizeof *m);
+  char hname[PG_IDENT_MAX + 3], regclass[sizeof m->hist];
+  m->c = c;
+  m->o = o;
+  m->mode = mode;
+  m->out = out;
+  m->cb = cb;
+  m->data = data;
+  /* A migration may wait for the lock or build an index for long. */
+  m->saved_timeout = c->timeout;
+  c->timeout = 0;
+  chr_pg_derived_name(o->table, "_migrations", hname, sizeof hname);
+  snprintf(m->hist, sizeof m->hist, "\"%s\".%s", o->schema, hname);
+  snprintf(m->qschema, sizeof m->qschema, "\"%s\"", o->schema);
+  snprintf(regclass, sizeof regclass, "%s", m->hist);
+  char lock[2 * PG_IDENT_MAX + 32];
+  int n = snprintf(lock, sizeof lock, "chronis migrate %s.%s", o->schema, o->table);
+  snprintf(m->key, sizeof m->key, "%lld", (long long)chr_pg_fnv1a(lock, (size_t)n, PG_FNV_SEED));
+  const char *p[] = {regclass, m->qschema};
+  query(m, ST_PROBE, "SELECT to_regclass($1) IS NOT NULL, to_regnamespace($2) IS NOT NULL", 2, p);
+  return m;
+}
+
+void chr_pg_migrate_abort(pg_migrator_t *m) {
+  free(m);
+}
+
+/* ---- chronis migrate ---- */
+
+typedef struct cli {
+  const pg_opts_t *o;
+  int mode, done, status;
+  FILE *out;
+  char msg[600];
+} cli_t;
+
+static void cli_done(void *data, int status, const char *msg) {
+  cli_t *cl = data;
+  cl->done = 1;
+  cl->status = status;
+  snprintf(cl->msg, sizeof cl->msg, "%s", msg);
+}
+
+static void cli_event(pg_conn_t *c, int ev, const char *relname, const char *payload) {
+  cli_t *cl = c->data;
+  (void)relname;
+  (void)payload;
+  if (ev == PG_EV_READY) {
+    chr_pg_migrate_run(c, cl->o, cl->mode, cl->out, cli_done, cl);
+  } else if (ev == PG_EV_BROKEN && !cl->done) {
+    cl->done = 1;
+    cl->status = CHR_EUNAVAIL;
+    snprintf(cl->msg, sizeof cl->msg, "cannot connect to %s: %s", cl->o->desc, c->errmsg);
+  }
+}
+
+int chr_postgres_migrate(const char *url, int status_only, FILE *out) {
+  pg_opts_t o;
+  char err[400];
+  if (chr_pg_opts_parse(url, &o, err, sizeof err) != 0) {
+    fprintf(stderr, "chronis migrate: %s\n", err);
+    return 2;
+  }
+  cli_t cl = {&o, status_only ? PG_MIG_STATUS : PG_MIG_MIGRATE, 0, 0, out, ""};
+  pg_conn_t *c = chr_pg_conn_start(&o, cli_event, &cl);
+  c->timeout = 0;
+  while (!cl.done) uv_run(chr_loop(), UV_RUN_ONCE);
+  chr_pg_conn_close(c);
+  uv_run(chr_loop(), UV_RUN_NOWAIT); /* lets the connection's handles close */
+  chr_pg_opts_free(&o);
+  if (cl.status != 0) {
+    fprintf(stderr, "chronis migrate: %s\n", cl.msg);
+    return 1;
+  }
+  return 0;
+}

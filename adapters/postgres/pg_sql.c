@@ -1,0 +1,674 @@
+/* pg_sql.c - the SQL of every store operation on PostgreSQL: statement
+ * texts and the parameters built from each request (pg_rows.c decodes the
+ * results). Every value travels as a parameter; the only text spliced into
+ * statements is the validated, quoted table name and column names chosen
+ * here. Times go in as ISO-8601 text with 'Z' and come back as binary
+ * timestamptz (µs since 2000-01-01, pg_rows.c), so neither the session
+ * TimeZone nor float rounding can touch them.
+ *
+ * A row keeps the fields the scheduler searches on in real columns
+ * (status, trigger_type, next_run_time, priority, claimed_by, lease_until,
+ * updated_at) and every other field in `record` (JSONB), so claims, lease
+ * heartbeats and recovery rewrite columns only, never the document. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json.h"
+#include "pg.h"
+#include "core/time.h"
+
+#define COLS                                                                                 \
+  "t.job_id, t.status, t.trigger_type, t.next_run_time, t.priority, t.claimed_by, "          \
+  "t.lease_until, t.updated_at, t.record"
+/* Strictly later than the row's previous write, so a compare-and-swap on
+ * updated_at never mistakes two writes in one microsecond for none. */
+#define STAMP "GREATEST(statement_timestamp(), t.updated_at + interval '1 microsecond')"
+/* A lease ($L) granted by a request that waited more than a second since
+ * it was issued ($I: queued, or the server was paused) starts when the
+ * statement executes, on the server's clock. */
+#define LEASE(L, I)                                                                    \
+  "(" L "::timestamptz + CASE WHEN statement_timestamp() - " I "::timestamptz > interval " \
+  "'1 second' THEN statement_timestamp() - " I "::timestamptz ELSE interval '0' END)"
+
+const char *const chr_pg_stmt_names[PG_S__COUNT] = {
+    "chronis_get",      "chronis_batch",   "chronis_create",  "chronis_delete",
+    "chronis_claim",    "chronis_complete", "chronis_recover", "chronis_extend",
+    "chronis_next_due", "chronis_notify"};
+
+static const struct {
+  int nparams;
+  const char *sql;
+} stmts[PG_S__COUNT] = {
+    [PG_S_GET] = {1, "SELECT " COLS " FROM {T} t WHERE t.job_id = $1"},
+    [PG_S_BATCH] = {1, "SELECT " COLS " FROM {T} t WHERE t.job_id = ANY($1::text[])"},
+    [PG_S_CREATE] = {8, "INSERT INTO {T} AS t (job_id, status, trigger_type, next_run_time, "
+                        "priority, claimed_by, lease_until, updated_at, record) VALUES ($1, $2, "
+                        "$3, $4::timestamptz, $5::integer, $6, $7::timestamptz, "
+                        "statement_timestamp(), $8::jsonb) ON CONFLICT (job_id) DO NOTHING "
+                        "RETURNING " COLS},
+    [PG_S_DELETE] = {1, "DELETE FROM {T} t WHERE t.job_id = $1"},
+    /* Priority levels are walked from the top (a loose index scan), and
+     * each level yields its due jobs in time order from the partial index:
+     * the cost is levels + rows claimed, however many jobs wait in the
+     * future at a higher priority. */
+    [PG_S_CLAIM] = {5, "WITH RECURSIVE lv(p) AS ("
+                       " SELECT max(COALESCE(priority, 5)) FROM {T} WHERE status = 'scheduled'"
+                       " UNION ALL"
+                       " SELECT (SELECT max(COALESCE(priority, 5)) FROM {T}"
+                       "  WHERE status = 'scheduled' AND COALESCE(priority, 5) < lv.p)"
+                       " FROM lv WHERE lv.p IS NOT NULL"
+                       "), pick AS ("
+                       " SELECT c.job_id FROM lv CROSS JOIN LATERAL ("
+                       "  SELECT d.job_id, d.next_run_time FROM {T} d"
+                       "  WHERE d.status = 'scheduled' AND COALESCE(d.priority, 5) = lv.p"
+                       "   AND d.next_run_time <= $1::timestamptz"
+                       "  ORDER BY d.next_run_time, d.job_id LIMIT $2::bigint"
+                       "  FOR UPDATE SKIP LOCKED) c"
+                       " ORDER BY lv.p DESC, c.next_run_time, c.job_id LIMIT $2::bigint"
+                       "), upd AS ("
+                       " UPDATE {T} t SET status = 'running', claimed_by = $3,"
+                       "  lease_until = " LEASE("$4", "$5") ", updated_at = " STAMP
+                       " FROM pick WHERE t.job_id = pick.job_id RETURNING " COLS
+                       ") SELECT * FROM upd t"
+                       " ORDER BY COALESCE(t.priority, 5) DESC, t.next_run_time, t.job_id"},
+    /* One statement for the whole batch: each item applies only while the
+     * row is still claimed by the item's owner. The final SELECT sees the
+     * table as it was before the statement, which tells a missing job from
+     * one claimed by someone else. */
+    [PG_S_COMPLETE] = {1, "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(i "
+                          "integer, id text, owner text, del boolean, m integer, st text, tt "
+                          "text, nrt timestamptz, pr integer, cb text, lu timestamptz, rs "
+                          "jsonb, rd text[])"
+                          "), d AS ("
+                          " DELETE FROM {T} t USING x"
+                          " WHERE x.del AND t.job_id = x.id AND t.claimed_by = x.owner"
+                          " RETURNING x.i"
+                          "), u AS ("
+                          " UPDATE {T} t SET"
+                          "  status = CASE WHEN x.m & 1 <> 0 THEN x.st ELSE t.status END,"
+                          "  trigger_type = CASE WHEN x.m & 2 <> 0 THEN x.tt"
+                          "   ELSE t.trigger_type END,"
+                          "  next_run_time = CASE WHEN x.m & 4 <> 0 THEN x.nrt"
+                          "   ELSE t.next_run_time END,"
+                          "  priority = CASE WHEN x.m & 8 <> 0 THEN x.pr ELSE t.priority END,"
+                          "  claimed_by = CASE WHEN x.m & 16 <> 0 THEN x.cb ELSE t.claimed_by END,"
+                          "  lease_until = CASE WHEN x.m & 32 <> 0 THEN x.lu"
+                          "   ELSE t.lease_until END,"
+                          "  record = CASE WHEN x.rs IS NULL AND x.rd IS NULL THEN t.record"
+                          "   ELSE (t.record || COALESCE(x.rs, '{}'::jsonb))"
+                          "    - COALESCE(x.rd, '{}'::text[]) END,"
+                          "  updated_at = " STAMP " FROM x"
+                          " WHERE NOT x.del AND t.job_id = x.id AND t.claimed_by = x.owner"
+                          " RETURNING x.i, t.status, t.next_run_time"
+                          ") SELECT x.i, d.i IS NOT NULL OR u.i IS NOT NULL,"
+                          " EXISTS (SELECT 1 FROM {T} e WHERE e.job_id = x.id),"
+                          " CASE WHEN u.status = 'scheduled' THEN u.next_run_time END"
+                          " FROM x LEFT JOIN d ON d.i = x.i LEFT JOIN u ON u.i = x.i"},
+    [PG_S_RECOVER] = {1, "WITH r AS (UPDATE {T} t SET status = 'scheduled', claimed_by = NULL,"
+                         " lease_until = NULL, updated_at = " STAMP ","
+                         /* The run that was cut short counts (engine.c). */
+                         " record = t.record || jsonb_build_object("
+                         "'retry_count', COALESCE((t.record->>'retry_count')::bigint, 0) + 1,"
+                         " 'attempt', COALESCE((t.record->>'attempt')::bigint, 0) + 1)"
+                         " WHERE t.status = 'running' AND t.lease_until < $1::timestamptz"
+                         " RETURNING t.next_run_time) SELECT count(*), min(next_run_time) FROM r"},
+    [PG_S_EXTEND] = {4, "UPDATE {T} t SET lease_until = " LEASE("$3", "$4") ", updated_at = " STAMP
+                        " WHERE t.job_id = ANY($1::text[]) AND t.status = 'running'"
+                        " AND t.claimed_by = $2"},
+    /* The engine asks after every poll: the first job of each priority
+     * level, from the due index, instead of a scan of every scheduled job. */
+    [PG_S_NEXT_DUE] = {0, "WITH RECURSIVE lv(p) AS ("
+                          " SELECT max(COALESCE(priority, 5)) FROM {T} WHERE status = 'scheduled'"
+                          " UNION ALL"
+                          " SELECT (SELECT max(COALESCE(priority, 5)) FROM {T}"
+                          "  WHERE status = 'scheduled' AND COALESCE(priority, 5) < lv.p)"
+                          " FROM lv WHERE lv.p IS NOT NULL"
+                          ") SELECT min(f.t) FROM lv CROSS JOIN LATERAL ("
+                          " SELECT d.next_run_time AS t FROM {T} d"
+                          " WHERE d.status = 'scheduled' AND COALESCE(d.priority, 5) = lv.p"
+                          "  AND d.next_run_time IS NOT NULL"
+                          " ORDER BY d.next_run_time LIMIT 1) f"},
+    [PG_S_NOTIFY] = {2, "SELECT pg_notify($1, $2)"},
+};
+
+/* Replaces {T} with the quoted table name. */
+static char *expand(const char *tmpl, const pg_opts_t *o) {
+  chr_buf_t b;
+  chr_buf_init(&b);
+  for (const char *p = tmpl; *p; p++) {
+    if (strncmp(p, "{T}", 3) == 0) {
+      chr_buf_adds(&b, o->qtable);
+      p += 2;
+    } else {
+      chr_buf_addc(&b, *p);
+    }
+  }
+  return chr_buf_steal(&b);
+}
+
+void chr_pg_sql_init(pg_sql_t *q, const pg_opts_t *o) {
+  for (int i = 0; i < PG_S__COUNT; i++) {
+    q->text[i] = expand(stmts[i].sql, o);
+    q->nparams[i] = stmts[i].nparams;
+  }
+}
+
+void chr_pg_sql_free(pg_sql_t *q) {
+  for (int i = 0; i < PG_S__COUNT; i++) free(q->text[i]);
+  memset(q, 0, sizeof *q);
+}
+
+/* ---- operations and parameters ---- */
+
+pg_op_t *chr_pg_op_new(chr_store_req_t *req) {
+  pg_op_t *op = chr_calloc(1, sizeof *op);
+  op->req = req;
+  op->stmt = -1;
+  op->wake = CHR_TIME_NONE;
+  return op;
+}
+
+void chr_pg_op_free(pg_op_t *op) {
+  if (op == NULL) return;
+  for (int i = 0; i < op->nparams; i++) free(op->params[i]);
+  free(op->params);
+  free(op->sql);
+  free(op);
+}
+
+void chr_pg_param_take(pg_op_t *op, char *s) {
+  if (op->nparams == op->cap) {
+    op->cap = op->cap ? op->cap * 2 : 8;
+    op->params = chr_realloc(op->params, (size_t)op->cap * sizeof *op->params);
+  }
+  op->params[op->nparams++] = s;
+}
+
+void chr_pg_param(pg_op_t *op, const char *s) {
+  chr_pg_param_take(op, s ? chr_strdup(s) : NULL);
+}
+
+void chr_pg_param_time(pg_op_t *op, int64_t us) {
+  char buf[CHR_TIME_BUFSZ];
+  if (us == CHR_TIME_NONE) {
+    chr_pg_param_take(op, NULL);
+    return;
+  }
+  chr_time_format(us, buf);
+  chr_pg_param(op, buf);
+}
+
+void chr_pg_param_int(pg_op_t *op, int64_t v) {
+  chr_pg_param_take(op, chr_sprintf("%lld", (long long)v));
+}
+
+/* A text[] literal: {"a","b\"c"}. */
+static char *array_literal(char *const *items, size_t n) {
+  chr_buf_t b;
+  chr_buf_init(&b);
+  chr_buf_addc(&b, '{');
+  for (size_t i = 0; i < n; i++) {
+    if (i) chr_buf_addc(&b, ',');
+    chr_buf_addc(&b, '"');
+    for (const char *s = items[i]; *s; s++) {
+      if (*s == '"' || *s == '\\') chr_buf_addc(&b, '\\');
+      chr_buf_addc(&b, *s);
+    }
+    chr_buf_addc(&b, '"');
+  }
+  chr_buf_addc(&b, '}');
+  return chr_buf_steal(&b);
+}
+
+/* $n of the parameter about to be added. */
+static int next_param(const pg_op_t *op) {
+  return op->nparams + 1;
+}
+
+/* ---- fields: columns or record members ---- */
+
+#define FIELD_PTR(j, d) ((const char *)(j) + (d)->offset)
+
+static int is_column(int f) {
+  switch (f) {
+  case CHR_F_JOB_ID:
+  case CHR_F_STATUS:
+  case CHR_F_TRIGGER_TYPE:
+  case CHR_F_NEXT_RUN_TIME:
+  case CHR_F_PRIORITY:
+  case CHR_F_CLAIMED_BY:
+  case CHR_F_LEASE_UNTIL:
+  case CHR_F_UPDATED_AT: return 1;
+  default: return 0;
+  }
+}
+
+/* Present with a value (not absent, not given as null). */
+static int has_value(const chr_job_t *j, int f) {
+  const chr_field_desc_t *d = &chr_job_fields[f];
+  if (!chr_job_has(j, f) || (j->nullmask & CHR_BIT(f))) return 0;
+  if (d->type == CHR_FT_STR || d->type == CHR_FT_JSON) return *(char *const *)FIELD_PTR(j, d) != NULL;
+  if (d->type == CHR_FT_TIME) return *(const int64_t *)FIELD_PTR(j, d) != CHR_TIME_NONE;
+  return 1;
+}
+
+/* Given as null in a partial record. */
+static int given_null(const chr_job_t *j, int f) {
+  return ((j->mask | j->nullmask) & CHR_BIT(f)) && !has_value(j, f);
+}
+
+/* The field's value as JSON text (it has one). */
+static void field_json(const chr_job_t *j, int f, chr_buf_t *out) {
+  const chr_field_desc_t *d = &chr_job_fields[f];
+  const void *p = FIELD_PTR(j, d);
+  char tb[CHR_TIME_BUFSZ];
+  switch (d->type) {
+  case CHR_FT_STR: {
+    const char *s = *(char *const *)p;
+    chr_json_add_string(out, s, strlen(s));
+    break;
+  }
+  case CHR_FT_JSON: chr_buf_adds(out, *(char *const *)p); break;
+  case CHR_FT_TIME:
+    chr_time_format(*(const int64_t *)p, tb);
+    chr_json_add_string(out, tb, strlen(tb));
+    break;
+  case CHR_FT_INT: chr_buf_printf(out, "%d", (int)*(const int32_t *)p); break;
+  case CHR_FT_ENUM: chr_buf_printf(out, "\"%s\"", d->enum_names[*(const uint8_t *)p]); break;
+  }
+}
+
+/* A column's value as a parameter (it has one). */
+static void column_param(pg_op_t *op, const chr_job_t *j, int f) {
+  switch (f) {
+  case CHR_F_JOB_ID: chr_pg_param(op, j->job_id); break;
+  case CHR_F_STATUS: chr_pg_param(op, chr_status_names[j->status]); break;
+  case CHR_F_TRIGGER_TYPE: chr_pg_param(op, chr_trigger_type_names[j->trigger_type]); break;
+  case CHR_F_NEXT_RUN_TIME: chr_pg_param_time(op, j->next_run_time); break;
+  case CHR_F_PRIORITY: chr_pg_param_int(op, j->priority); break;
+  case CHR_F_CLAIMED_BY: chr_pg_param(op, j->claimed_by); break;
+  case CHR_F_LEASE_UNTIL: chr_pg_param_time(op, j->lease_until); break;
+  case CHR_F_UPDATED_AT: chr_pg_param_time(op, j->updated_at); break;
+  }
+}
+
+static const char *column_cast(int f) {
+  switch (f) {
+  case CHR_F_NEXT_RUN_TIME:
+  case CHR_F_LEASE_UNTIL:
+  case CHR_F_UPDATED_AT: return "::timestamptz";
+  case CHR_F_PRIORITY: return "::integer";
+  default: return "";
+  }
+}
+
+static void member_add(chr_buf_t *b, const char *key, size_t klen, const char *val, size_t vlen) {
+  chr_buf_addc(b, b->len == 0 ? '{' : ',');
+  chr_buf_add(b, key, klen);
+  chr_buf_addc(b, ':');
+  chr_buf_add(b, val, vlen);
+}
+
+/* The record members of j: set = members with a value, as a JSON object
+ * (empty buffer: none); dels = keys given as null (malloc'ed). */
+static void record_parts(const chr_job_t *j, chr_buf_t *set, char ***dels, size_t *ndel) {
+  chr_buf_t v;
+  chr_buf_init(&v);
+  for (int f = 0; f < CHR_F__COUNT; f++) {
+    if (is_column(f)) continue;
+    const char *name = chr_job_fields[f].name;
+    if (has_value(j, f)) {
+      char key[64];
+      int kn = snprintf(key, sizeof key, "\"%s\"", name);
+      v.len = 0;
+      field_json(j, f, &v);
+      member_add(set, key, (size_t)kn, v.p, v.len);
+    } else if (dels && given_null(j, f)) {
+      *dels = chr_realloc(*dels, (*ndel + 1) * sizeof **dels);
+      (*dels)[(*ndel)++] = chr_strdup(name);
+    }
+  }
+  chr_buf_free(&v);
+  if (j->extra) {
+    const char *it = j->extra, *end = it + strlen(it);
+    chr_json_span_t k, val;
+    while (chr_json_next_member(&it, end, &k, &val) == 1) {
+      if (val.n == 4 && memcmp(val.p, "null", 4) == 0) {
+        if (dels) {
+          *dels = chr_realloc(*dels, (*ndel + 1) * sizeof **dels);
+          (*dels)[(*ndel)++] = chr_json_unescape(k.p - 1, k.n + 2);
+        }
+      } else {
+        member_add(set, k.p - 1, k.n + 2, val.p, val.n);
+      }
+    }
+  }
+  if (set->len > 0) chr_buf_addc(set, '}');
+}
+
+static void free_list(char **l, size_t n) {
+  for (size_t i = 0; i < n; i++) free(l[i]);
+  free(l);
+}
+
+/* ", col = $n, ..., record = ..., updated_at = STAMP" for partial u. */
+static void set_clause(chr_buf_t *sql, pg_op_t *op, const chr_job_t *u) {
+  chr_buf_adds(sql, " SET ");
+  for (int f = 0; u && f < CHR_F__COUNT; f++) {
+    if (!is_column(f) || f == CHR_F_JOB_ID || f == CHR_F_UPDATED_AT) continue;
+    if (has_value(u, f)) {
+      chr_buf_printf(sql, "%s = $%d%s, ", chr_job_fields[f].name, next_param(op), column_cast(f));
+      column_param(op, u, f);
+    } else if (given_null(u, f)) {
+      chr_buf_printf(sql, "%s = NULL, ", chr_job_fields[f].name);
+    }
+  }
+  chr_buf_t set;
+  char **dels = NULL;
+  size_t ndel = 0;
+  chr_buf_init(&set);
+  if (u) record_parts(u, &set, &dels, &ndel);
+  if (set.len > 0 || ndel > 0) {
+    chr_buf_printf(sql, "record = (t.record || $%d::jsonb) - $%d::text[], ", next_param(op),
+                   next_param(op) + 1);
+    chr_pg_param(op, set.len ? set.p : "{}");
+    chr_pg_param_take(op, array_literal(dels, ndel));
+  }
+  chr_buf_free(&set);
+  free_list(dels, ndel);
+  chr_buf_adds(sql, "updated_at = " STAMP);
+}
+
+/* " AND cond" for every expected field: columns compare as typed columns,
+ * other fields and unknown members as JSONB values. */
+static void cas_conds(chr_buf_t *sql, pg_op_t *op, const chr_job_t *e) {
+  chr_buf_t v;
+  chr_buf_init(&v);
+  for (int f = 0; f < CHR_F__COUNT; f++) {
+    const char *name = chr_job_fields[f].name;
+    if (has_value(e, f)) {
+      if (is_column(f)) {
+        chr_buf_printf(sql, " AND t.%s = $%d%s", name, next_param(op), column_cast(f));
+        column_param(op, e, f);
+      } else {
+        v.len = 0;
+        field_json(e, f, &v);
+        chr_buf_printf(sql, " AND t.record -> '%s' = $%d::jsonb", name, next_param(op));
+        chr_pg_param(op, v.p);
+      }
+    } else if (given_null(e, f)) {
+      if (is_column(f)) chr_buf_printf(sql, " AND t.%s IS NULL", name);
+      else chr_buf_printf(sql, " AND NOT (t.record ? '%s')", name);
+    }
+  }
+  chr_buf_free(&v);
+  if (e->extra) {
+    const char *it = e->extra, *end = it + strlen(it);
+    chr_json_span_t k, val;
+    while (chr_json_next_member(&it, end, &k, &val) == 1) {
+      char *key = chr_json_unescape(k.p - 1, k.n + 2);
+      if (val.n == 4 && memcmp(val.p, "null", 4) == 0) {
+        chr_buf_printf(sql, " AND NOT (t.record ? $%d)", next_param(op));
+        chr_pg_param_take(op, key);
+      } else {
+        chr_buf_printf(sql, " AND t.record -> $%d = $%d::jsonb", next_param(op), next_param(op) + 1);
+        chr_pg_param_take(op, key);
+        chr_pg_param_take(op, chr_strndup(val.p, val.n));
+      }
+    }
+  }
+}
+
+/* " WHERE ..." for a filter (docs/adapters.md, Filters). */
+static void where_filter(chr_buf_t *sql, pg_op_t *op, const chr_filter_t *f) {
+  chr_buf_adds(sql, " WHERE true");
+  if (f == NULL) return;
+  if (f->status_mask) {
+    char *names[CHR_ST__COUNT];
+    size_t n = 0;
+    for (int s = 1; s < CHR_ST__COUNT; s++)
+      if (f->status_mask & (1u << s)) names[n++] = (char *)chr_status_names[s];
+    chr_buf_printf(sql, " AND t.status = ANY($%d::text[])", next_param(op));
+    chr_pg_param_take(op, array_literal(names, n));
+  }
+  if (f->trigger_type) {
+    chr_buf_printf(sql, " AND t.trigger_type = $%d", next_param(op));
+    chr_pg_param(op, chr_trigger_type_names[f->trigger_type]);
+  }
+  static const char *const bounds[4] = {"next_run_time <=", "next_run_time >=", "updated_at <=",
+                                        "updated_at >="};
+  const int64_t vals[4] = {f->nrt_lte, f->nrt_gte, f->upd_lte, f->upd_gte};
+  for (int i = 0; i < 4; i++) {
+    if (vals[i] == CHR_TIME_NONE) continue;
+    chr_buf_printf(sql, " AND t.%s $%d::timestamptz", bounds[i], next_param(op));
+    chr_pg_param_time(op, vals[i]);
+  }
+  for (size_t i = 0; i < f->nmeta; i++) {
+    /* Containment lets the GIN index on metadata find candidates; the
+     * path equality makes the match exact ({"a":[1]} contains {"a":[]}). */
+    chr_buf_t doc;
+    char **path = NULL;
+    size_t npath = 0, closing = 0;
+    chr_buf_init(&doc);
+    path = chr_malloc(sizeof *path);
+    path[npath++] = chr_strdup("metadata");
+    for (const char *s = f->meta[i].path;;) {
+      const char *dot = strchr(s, '.');
+      size_t n = dot ? (size_t)(dot - s) : strlen(s);
+      path = chr_realloc(path, (npath + 1) * sizeof *path);
+      path[npath++] = chr_strndup(s, n);
+      chr_buf_addc(&doc, '{');
+      chr_json_add_string(&doc, s, n);
+      chr_buf_addc(&doc, ':');
+      closing++;
+      if (!dot) break;
+      s = dot + 1;
+    }
+    chr_buf_adds(&doc, f->meta[i].value);
+    while (closing--) chr_buf_addc(&doc, '}');
+    int p = next_param(op);
+    chr_buf_printf(sql, " AND (t.record -> 'metadata') @> $%d::jsonb AND t.record #> $%d::text[] "
+                   "= $%d::jsonb", p, p + 1, p + 2);
+    chr_pg_param_take(op, chr_buf_steal(&doc));
+    chr_pg_param_take(op, array_literal(path, npath));
+    chr_pg_param(op, f->meta[i].value);
+    free_list(path, npath);
+  }
+  if (f->has_ids) {
+    if (f->nids == 0) {
+      chr_buf_adds(sql, " AND false");
+    } else {
+      chr_buf_printf(sql, " AND t.job_id = ANY($%d::text[])", next_param(op));
+      chr_pg_param_take(op, array_literal(f->ids, f->nids));
+    }
+  }
+}
+
+static int status_ok(int st) {
+  return st > CHR_ST_NONE && st < CHR_ST__COUNT;
+}
+
+static int build_create(pg_op_t *op) {
+  chr_store_req_t *req = op->req;
+  const chr_job_t *j = req->job;
+  if (j == NULL || !has_value(j, CHR_F_JOB_ID)) {
+    chr_store_req_fail(req, CHR_EINVAL, "job_id is required");
+    return CHR_EINVAL;
+  }
+  if (!has_value(j, CHR_F_STATUS) || !status_ok(j->status)) {
+    chr_store_req_fail(req, CHR_EINVAL, "job '%s': status is required", j->job_id);
+    return CHR_EINVAL;
+  }
+  op->stmt = PG_S_CREATE;
+  static const int cols[] = {CHR_F_JOB_ID,  CHR_F_STATUS,     CHR_F_TRIGGER_TYPE,
+                             CHR_F_NEXT_RUN_TIME, CHR_F_PRIORITY, CHR_F_CLAIMED_BY,
+                             CHR_F_LEASE_UNTIL};
+  for (size_t i = 0; i < sizeof cols / sizeof *cols; i++) {
+    if (has_value(j, cols[i])) column_param(op, j, cols[i]);
+    else chr_pg_param(op, NULL);
+  }
+  chr_buf_t rec;
+  chr_buf_init(&rec);
+  record_parts(j, &rec, NULL, NULL);
+  chr_pg_param(op, rec.len ? rec.p : "{}");
+  chr_buf_free(&rec);
+  return 0;
+}
+
+static int build_complete(pg_op_t *op) {
+  chr_store_req_t *req = op->req;
+  chr_buf_t b, set;
+  int n = 0;
+  chr_buf_init(&b);
+  chr_buf_init(&set);
+  chr_buf_addc(&b, '[');
+  for (size_t i = 0; i < req->nitems; i++) {
+    chr_completion_t *it = &req->items[i];
+    it->result = CHR_ENOTFOUND;
+    if (it->job_id == NULL) continue;
+    if (!it->remove && chr_store_updates_error(it->job_id, it->updates) != NULL) {
+      it->result = CHR_EINVAL;
+      continue;
+    }
+    if (n++) chr_buf_addc(&b, ',');
+    chr_buf_printf(&b, "{\"i\":%zu,\"id\":", i);
+    chr_json_add_string(&b, it->job_id, strlen(it->job_id));
+    chr_buf_adds(&b, ",\"owner\":");
+    if (it->owner) chr_json_add_string(&b, it->owner, strlen(it->owner));
+    else chr_buf_adds(&b, "null");
+    chr_buf_printf(&b, ",\"del\":%s", it->remove ? "true" : "false");
+    const chr_job_t *u = it->updates;
+    if (!it->remove && u != NULL) {
+      static const struct {
+        int f, bit;
+        const char *key;
+      } cols[] = {{CHR_F_STATUS, 1, "st"},     {CHR_F_TRIGGER_TYPE, 2, "tt"},
+                  {CHR_F_NEXT_RUN_TIME, 4, "nrt"}, {CHR_F_PRIORITY, 8, "pr"},
+                  {CHR_F_CLAIMED_BY, 16, "cb"},  {CHR_F_LEASE_UNTIL, 32, "lu"}};
+      int m = 0;
+      for (size_t c = 0; c < sizeof cols / sizeof *cols; c++) {
+        if (has_value(u, cols[c].f)) {
+          m |= cols[c].bit;
+          chr_buf_printf(&b, ",\"%s\":", cols[c].key);
+          field_json(u, cols[c].f, &b);
+        } else if (given_null(u, cols[c].f)) {
+          m |= cols[c].bit;
+        }
+      }
+      chr_buf_printf(&b, ",\"m\":%d", m);
+      char **dels = NULL;
+      size_t ndel = 0;
+      set.len = 0;
+      record_parts(u, &set, &dels, &ndel);
+      if (set.len) {
+        chr_buf_adds(&b, ",\"rs\":");
+        chr_buf_add(&b, set.p, set.len);
+      }
+      if (ndel) {
+        chr_buf_adds(&b, ",\"rd\":[");
+        for (size_t k = 0; k < ndel; k++) {
+          if (k) chr_buf_addc(&b, ',');
+          chr_json_add_string(&b, dels[k], strlen(dels[k]));
+        }
+        chr_buf_addc(&b, ']');
+      }
+      free_list(dels, ndel);
+    } else {
+      chr_buf_adds(&b, ",\"m\":0");
+    }
+    chr_buf_addc(&b, '}');
+  }
+  chr_buf_addc(&b, ']');
+  chr_buf_free(&set);
+  if (n == 0) {
+    chr_buf_free(&b);
+    return 1; /* nothing to send */
+  }
+  op->stmt = PG_S_COMPLETE;
+  chr_pg_param_take(op, chr_buf_steal(&b));
+  return 0;
+}
+
+int chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
+  chr_store_req_t *req = op->req;
+  const char *why;
+  chr_buf_t sql;
+  int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
+  switch (req->op) {
+  case CHR_OP_CREATE: return build_create(op);
+  case CHR_OP_GET:
+    op->stmt = PG_S_GET;
+    chr_pg_param(op, req->id);
+    return 0;
+  case CHR_OP_GET_BATCH:
+    if (req->nids == 0) return 1;
+    op->stmt = PG_S_BATCH;
+    chr_pg_param_take(op, array_literal(req->ids, req->nids));
+    return 0;
+  case CHR_OP_DELETE:
+    op->stmt = PG_S_DELETE;
+    chr_pg_param(op, req->id);
+    return 0;
+  case CHR_OP_UPDATE:
+  case CHR_OP_CAS:
+    if ((why = chr_store_updates_error(req->id, req->job)) != NULL) {
+      chr_store_req_fail(req, CHR_EINVAL, "job '%s': %s", req->id, why);
+      return CHR_EINVAL;
+    }
+    chr_buf_init(&sql);
+    chr_pg_param(op, req->id);
+    chr_buf_printf(&sql, "%sUPDATE %s t", req->op == CHR_OP_CAS ? "WITH u AS (" : "", o->qtable);
+    set_clause(&sql, op, req->job);
+    chr_buf_adds(&sql, " WHERE t.job_id = $1");
+    if (req->op == CHR_OP_CAS) {
+      if (req->expected) cas_conds(&sql, op, req->expected);
+      chr_buf_printf(&sql, " RETURNING " COLS ") SELECT EXISTS (SELECT 1 FROM %s e WHERE "
+                     "e.job_id = $1), u.* FROM (SELECT 1) one LEFT JOIN u ON true", o->qtable);
+    } else {
+      chr_buf_adds(&sql, " RETURNING " COLS);
+    }
+    op->sql = chr_buf_steal(&sql);
+    return 0;
+  case CHR_OP_QUERY:
+  case CHR_OP_COUNT:
+    chr_buf_init(&sql);
+    chr_buf_printf(&sql, "SELECT %s FROM %s t", req->op == CHR_OP_COUNT ? "count(*)" : COLS,
+                   o->qtable);
+    where_filter(&sql, op, req->filter);
+    if (req->op == CHR_OP_QUERY) {
+      chr_buf_printf(&sql, " ORDER BY t.next_run_time, t.job_id LIMIT $%d::bigint OFFSET $%d::bigint",
+                     next_param(op), next_param(op) + 1);
+      if (req->limit >= 0) chr_pg_param_int(op, req->limit);
+      else chr_pg_param(op, NULL);
+      chr_pg_param_int(op, req->offset > 0 ? req->offset : 0);
+    }
+    op->sql = chr_buf_steal(&sql);
+    return 0;
+  case CHR_OP_CLAIM:
+    op->stmt = PG_S_CLAIM;
+    chr_pg_param_time(op, now);
+    if (req->limit >= 0) chr_pg_param_int(op, req->limit);
+    else chr_pg_param(op, NULL);
+    chr_pg_param(op, req->owner);
+    chr_pg_param_time(op, now + req->lease_us);
+    chr_pg_param_time(op, req->issued);
+    return 0;
+  case CHR_OP_COMPLETE: return build_complete(op);
+  case CHR_OP_RECOVER:
+    op->stmt = PG_S_RECOVER;
+    chr_pg_param_time(op, now);
+    return 0;
+  case CHR_OP_EXTEND:
+    if (req->nids == 0) return 1;
+    op->stmt = PG_S_EXTEND;
+    chr_pg_param_take(op, array_literal(req->ids, req->nids));
+    chr_pg_param(op, req->owner);
+    chr_pg_param_time(op, now + req->lease_us);
+    chr_pg_param_time(op, req->issued);
+    return 0;
+  case CHR_OP_NEXT_DUE: op->stmt = PG_S_NEXT_DUE; return 0;
+  default:
+    chr_store_req_fail(req, CHR_EINVAL, "postgres: unsupported operation");
+    return CHR_EINVAL;
+  }
+}

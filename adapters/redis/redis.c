@@ -1,0 +1,753 @@
+/* redis.c - the Redis store ("redis://[[user]:password@]host:port/db?
+ * prefix=chronis"): jobs as hashes, indexes as sorted sets, every state
+ * change one server-side script (redis_scripts.h), connections and
+ * reconnection in redis_conn.c. docs/redis.md describes the key layout.
+ *
+ * A job is the hash {P}:job:<id> (P the prefix): each typed field under
+ * its name in a storage text (times and integers as decimal µs / numbers,
+ * enums by name, strings and trigger_args as they are), each member of
+ * `extra` as x:<key> holding its canonical JSON text, and i:<path> for the
+ * metadata values the job is indexed under. Nothing is ever re-encoded:
+ * the scripts compare and merge texts the C side wrote, and the record is
+ * put together again here (extra members in key order, as chr_json
+ * writes them). Compare-and-swap compares the same storage texts, so times
+ * compare as instants and extra members by canonical text, like
+ * chr_job_matches. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json.h"
+#include "core/log.h"
+#include "redis_conn.h"
+#include "redis_scripts.h"
+#include "core/store.h"
+#include "core/time.h"
+
+/* claim_due_jobs, or a query page, without a limit: more jobs than any
+ * store holds, and a number Redis's scripts print exactly. */
+#define NO_LIMIT (1LL << 40)
+/* Jobs per slice when a metadata index is built over existing jobs. */
+#define REINDEX_SLICE 500
+
+typedef struct rstore {
+  chr_store_t base;
+  chr_rconn_t *rc;
+  char *tag; /* "{prefix}" */
+  char *channel;
+  char **reindex; /* index paths named in the URL (NULL-terminated) */
+  size_t nreindexed; /* of which built */
+  int subscribed;
+} rstore_t;
+
+/* ---- records: C -> hash fields */
+
+#define FIELD_PTR(j, d) ((const char *)(j) + (d)->offset)
+
+static int field_null(const chr_job_t *j, int f) {
+  const chr_field_desc_t *d = &chr_job_fields[f];
+  if (j->nullmask & CHR_BIT(f)) return 1;
+  if (d->type == CHR_FT_STR || d->type == CHR_FT_JSON)
+    return *(char *const *)FIELD_PTR(j, d) == NULL;
+  if (d->type == CHR_FT_TIME) return *(const int64_t *)FIELD_PTR(j, d) == CHR_TIME_NONE;
+  return 0;
+}
+
+/* The storage text of typed field f (num: scratch for numbers). */
+static const char *field_text(const chr_job_t *j, int f, char num[32], size_t *n) {
+  const chr_field_desc_t *d = &chr_job_fields[f];
+  const char *s;
+  switch (d->type) {
+  case CHR_FT_STR:
+  case CHR_FT_JSON: s = *(char *const *)FIELD_PTR(j, d); break;
+  case CHR_FT_TIME:
+    snprintf(num, 32, "%lld", (long long)*(const int64_t *)FIELD_PTR(j, d));
+    s = num;
+    break;
+  case CHR_FT_INT:
+    snprintf(num, 32, "%d", (int)*(const int32_t *)FIELD_PTR(j, d));
+    s = num;
+    break;
+  default: s = d->enum_names[*(const uint8_t *)FIELD_PTR(j, d)]; break;
+  }
+  *n = strlen(s);
+  return s;
+}
+
+static int span_null(chr_json_span_t v) {
+  return v.n == 4 && memcmp(v.p, "null", 4) == 0;
+}
+
+static void arg_xkey(chr_rcmd_t *c, chr_json_span_t k) {
+  char small[256];
+  if (k.n + 2 <= sizeof small) {
+    small[0] = 'x';
+    small[1] = ':';
+    memcpy(small + 2, k.p, k.n);
+    chr_rcmd_arg(c, small, k.n + 2);
+  } else {
+    char *big = chr_malloc(k.n + 2);
+    big[0] = 'x';
+    big[1] = ':';
+    memcpy(big + 2, k.p, k.n);
+    chr_rcmd_arg(c, big, k.n + 2);
+    free(big);
+  }
+}
+
+/* Appends "nset, field, value..." then, with dels, "ndel, field...": the
+ * fields a (partial) record sets and those it clears. updated_at is left
+ * out (the store sets it) unless `stamp` (a CAS may expect it). */
+static void add_fields(chr_rcmd_t *c, const chr_job_t *j, int dels, int stamp) {
+  int nset = 0, ndel = 0;
+  chr_json_span_t k, v;
+  const char *it, *end = j->extra ? j->extra + strlen(j->extra) : NULL;
+  for (int pass = 0; pass < (dels ? 3 : 2); pass++) {
+    if (pass == 1) chr_rcmd_argi(c, nset);
+    if (pass == 2) chr_rcmd_argi(c, ndel);
+    for (int f = 0; f < CHR_F__COUNT; f++) {
+      if ((f == CHR_F_UPDATED_AT && !stamp) || !((j->mask | j->nullmask) & CHR_BIT(f))) continue;
+      int null = field_null(j, f);
+      if (null && !dels) continue;
+      if (pass == 0) {
+        if (null) ndel++;
+        else nset++;
+      } else if (pass == 1 && !null) {
+        char num[32];
+        size_t n;
+        const char *s = field_text(j, f, num, &n);
+        chr_rcmd_args(c, chr_job_fields[f].name);
+        chr_rcmd_arg(c, s, n);
+      } else if (pass == 2 && null) {
+        chr_rcmd_args(c, chr_job_fields[f].name);
+      }
+    }
+    for (it = j->extra; it && chr_json_next_member(&it, end, &k, &v) == 1;) {
+      int null = span_null(v);
+      if (null && !dels) continue;
+      if (pass == 0) {
+        if (null) ndel++;
+        else nset++;
+      } else if (pass == 1 && !null) {
+        arg_xkey(c, k);
+        chr_rcmd_arg(c, v.p, v.n);
+      } else if (pass == 2 && null) {
+        arg_xkey(c, k);
+      }
+    }
+  }
+}
+
+/* ---- records: hash fields -> C */
+
+typedef struct member {
+  const char *k, *v;
+  size_t kn, vn;
+} member_t;
+
+static int member_cmp(const void *a, const void *b) {
+  const member_t *x = a, *y = b;
+  size_t n = x->kn < y->kn ? x->kn : y->kn;
+  int c = memcmp(x->k, y->k, n);
+  return c ? c : (x->kn > y->kn) - (x->kn < y->kn);
+}
+
+/* Typed field by name: chr_job_field_index without a strlen per name. */
+static int field_index(const char *s, size_t n) {
+  static size_t lens[CHR_F__COUNT];
+  if (lens[0] == 0)
+    for (int f = 0; f < CHR_F__COUNT; f++) lens[f] = strlen(chr_job_fields[f].name);
+  for (int f = 0; f < CHR_F__COUNT; f++)
+    if (lens[f] == n && memcmp(chr_job_fields[f].name, s, n) == 0) return f;
+  return -1;
+}
+
+/* A record from HGETALL's field/value array; NULL when empty. */
+static chr_job_t *job_from_hash(const redisReply *r) {
+  member_t stack[32], *m = stack;
+  size_t nm = 0, cap = 32;
+  if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 2) return NULL;
+  chr_job_t *j = chr_job_new();
+  for (size_t i = 0; i + 1 < r->elements; i += 2) {
+    const redisReply *fr = r->element[i], *vr = r->element[i + 1];
+    if (fr->type != REDIS_REPLY_STRING || vr->type != REDIS_REPLY_STRING) continue;
+    const char *f = fr->str, *v = vr->str;
+    if (fr->len > 2 && f[1] == ':' && (f[0] == 'x' || f[0] == 'i')) {
+      if (f[0] == 'i') continue;
+      if (nm == cap) {
+        member_t *bigger = chr_malloc(cap * 2 * sizeof *bigger);
+        memcpy(bigger, m, nm * sizeof *m);
+        if (m != stack) free(m);
+        m = bigger;
+        cap *= 2;
+      }
+      m[nm++] = (member_t){f + 2, v, fr->len - 2, vr->len};
+      continue;
+    }
+    int fi = field_index(f, fr->len);
+    if (fi < 0) continue;
+    switch (chr_job_fields[fi].type) {
+    case CHR_FT_STR:
+    case CHR_FT_JSON: chr_job_set_str(j, fi, v); break;
+    case CHR_FT_TIME: chr_job_set_time(j, fi, strtoll(v, NULL, 10)); break;
+    case CHR_FT_INT: chr_job_set_int(j, fi, (int32_t)strtol(v, NULL, 10)); break;
+    case CHR_FT_ENUM: {
+      int e = chr_enum_parse(chr_job_fields[fi].enum_names, chr_job_fields[fi].enum_count, v);
+      if (e) chr_job_set_int(j, fi, e);
+      break;
+    }
+    }
+  }
+  if (nm > 0) {
+    chr_buf_t b;
+    size_t total = 2;
+    for (size_t i = 0; i < nm; i++) total += m[i].kn + m[i].vn + 4;
+    qsort(m, nm, sizeof *m, member_cmp);
+    chr_buf_init(&b);
+    chr_buf_reserve(&b, total);
+    chr_buf_addc(&b, '{');
+    for (size_t i = 0; i < nm; i++) {
+      if (i) chr_buf_addc(&b, ',');
+      chr_buf_addc(&b, '"');
+      chr_buf_add(&b, m[i].k, m[i].kn);
+      chr_buf_add(&b, "\":", 2);
+      chr_buf_add(&b, m[i].v, m[i].vn);
+    }
+    chr_buf_addc(&b, '}');
+    j->extra = chr_buf_steal(&b);
+  }
+  if (m != stack) free(m);
+  if (!chr_job_has(j, CHR_F_JOB_ID)) {
+    chr_job_free(j);
+    return NULL;
+  }
+  return j;
+}
+
+static void push_records(chr_store_req_t *req, const redisReply *r, size_t from) {
+  for (size_t i = from; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+    chr_job_t *j = job_from_hash(r->element[i]);
+    if (j) chr_store_req_push_job(req, j);
+  }
+}
+
+static int64_t reply_int(const redisReply *r) {
+  if (r == NULL) return 0;
+  if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+  if (r->type == REDIS_REPLY_STRING) return strtoll(r->str, NULL, 10);
+  return 0;
+}
+
+static const redisReply *elem(const redisReply *r, size_t i) {
+  return r && r->type == REDIS_REPLY_ARRAY && i < r->elements ? r->element[i] : NULL;
+}
+
+/* A time from a reply string ('' or "inf": none). */
+static int64_t reply_time(const redisReply *r) {
+  if (r == NULL || r->type != REDIS_REPLY_STRING || r->len == 0 || r->str[0] == 'i')
+    return CHR_TIME_NONE;
+  return (int64_t)llround(strtod(r->str, NULL));
+}
+
+/* ---- requests */
+
+static const char *status_name_ok(int st) {
+  return st > CHR_ST_NONE && st < CHR_ST__COUNT ? chr_status_names[st] : NULL;
+}
+
+static void answer(chr_store_req_t *req) {
+  if (req->cb) req->cb(req);
+}
+
+/* Fails req for an error reply or a lost connection. */
+static int failed(chr_store_req_t *req, redisReply *r, int status, const char *msg) {
+  if (status != 0) {
+    chr_store_req_fail(req, status, "%s: %s", chr_store_op_names[req->op], msg);
+    return 1;
+  }
+  if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+    chr_store_req_fail(req, CHR_EUNAVAIL, "%s: redis: %.*s", chr_store_op_names[req->op],
+                       (int)r->len, r->str);
+    return 1;
+  }
+  return 0;
+}
+
+static void wake(rstore_t *rs, int64_t when) {
+  if (!rs->base.closed && when != CHR_TIME_NONE) chr_store_wake(&rs->base, when);
+}
+
+static void wake_msg(void *data, const char *payload, size_t len) {
+  rstore_t *rs = data;
+  char tmp[32];
+  if (payload == NULL) { /* (re)subscribed: hints may have been missed */
+    wake(rs, chr_time_now());
+    return;
+  }
+  if (len == 0 || len >= sizeof tmp) return;
+  memcpy(tmp, payload, len);
+  tmp[len] = '\0';
+  wake(rs, strtoll(tmp, NULL, 10));
+}
+
+/* The engine's operations come from a scheduler: listen for wake-ups. */
+static void want_wakeups(rstore_t *rs) {
+  if (rs->subscribed) return;
+  rs->subscribed = 1;
+  chr_rconn_subscribe(rs->rc, rs->channel, wake_msg, rs);
+}
+
+/* Claimed jobs are read after the claim script, by HGETALL pipelined on
+ * the same connection: reading them inside the script would cost Redis
+ * twice as much (a Lua table per record, turned into a reply again). */
+typedef struct claimed {
+  rstore_t *rs;
+  chr_store_req_t *req;
+  chr_job_t **jobs;
+  size_t n, pending;
+  int64_t hint;
+} claimed_t;
+
+static void claimed_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
+  claimed_t *cl = c->data;
+  size_t i = (size_t)(uintptr_t)c->ctx_data;
+  (void)msg;
+  /* A job whose record cannot be read stays claimed by us until its lease
+   * ends, then lease recovery hands it out again. */
+  if (status == 0 && r->type == REDIS_REPLY_ARRAY) cl->jobs[i] = job_from_hash(r);
+  if (--cl->pending > 0) return;
+  chr_store_req_t *req = cl->req;
+  for (i = 0; i < cl->n; i++)
+    if (cl->jobs[i]) chr_store_req_push_job(req, cl->jobs[i]);
+  rstore_t *rs = cl->rs;
+  int64_t hint = cl->hint;
+  free(cl->jobs);
+  free(cl);
+  answer(req);
+  wake(rs, hint);
+}
+
+static void fetch_claimed(rstore_t *rs, chr_store_req_t *req, const redisReply *r) {
+  claimed_t *cl = chr_calloc(1, sizeof *cl);
+  chr_buf_t key;
+  cl->rs = rs;
+  cl->req = req;
+  cl->n = cl->pending = r->elements - 2;
+  cl->jobs = chr_calloc(cl->n, sizeof *cl->jobs);
+  cl->hint = reply_time(elem(r, 1));
+  chr_buf_init(&key);
+  chr_buf_printf(&key, "%s:job:", rs->tag);
+  size_t base = key.len;
+  for (size_t i = 0; i < cl->n; i++) {
+    const redisReply *id = r->element[i + 2];
+    chr_rcmd_t *c = chr_rcmd_new(rs->rc, -1, claimed_cb, cl, CHR_RCMD_IDEMPOTENT);
+    c->ctx_data = (void *)(uintptr_t)i;
+    key.len = base;
+    chr_buf_add(&key, id->str, id->len);
+    chr_rcmd_args(c, "HGETALL");
+    chr_rcmd_arg(c, key.p, key.len);
+    chr_rconn_send(c);
+  }
+  chr_buf_free(&key);
+}
+
+static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
+  chr_store_req_t *req = c->data;
+  rstore_t *rs = (rstore_t *)req->store;
+  if (failed(req, r, status, msg)) {
+    answer(req);
+    return;
+  }
+  int64_t hint = CHR_TIME_NONE;
+  switch (req->op) {
+  case CHR_OP_CREATE:
+    if (reply_int(elem(r, 0)) == 0) {
+      chr_store_req_fail(req, CHR_EDUP, "job '%s' already exists", req->job->job_id);
+    } else {
+      chr_job_t *j = chr_job_dup(req->job);
+      j->mask &= ~j->nullmask;
+      j->nullmask = 0;
+      chr_job_set_time(j, CHR_F_UPDATED_AT, reply_time(elem(r, 1)));
+      chr_store_req_push_job(req, j);
+    }
+    break;
+  case CHR_OP_GET: {
+    chr_job_t *j = job_from_hash(r);
+    if (j) chr_store_req_push_job(req, j);
+    break;
+  }
+  case CHR_OP_GET_BATCH: push_records(req, r, 0); break;
+  case CHR_OP_UPDATE:
+  case CHR_OP_CAS: {
+    int64_t rc = reply_int(elem(r, 0));
+    if (rc == -1) {
+      chr_store_req_fail(req, CHR_ENOTFOUND, "job '%s' not found", req->id);
+    } else if (rc == -2) {
+      chr_store_req_fail(req, CHR_EINVAL, "job '%s': %s", req->id, chr_store_updates_error(req->id, req->job));
+    } else if (rc == 1) {
+      chr_job_t *j = job_from_hash(elem(r, 1));
+      req->ok = 1;
+      if (j) chr_store_req_push_job(req, j);
+    }
+    break;
+  }
+  case CHR_OP_DELETE: req->ok = reply_int(r) == 1; break;
+  case CHR_OP_CLAIM:
+    if (r->type == REDIS_REPLY_ARRAY && r->elements > 2) {
+      fetch_claimed(rs, req, r);
+      return;
+    }
+    hint = reply_time(elem(r, 1));
+    break;
+  case CHR_OP_COMPLETE:
+    for (size_t i = 0; i < req->nitems; i++) {
+      const redisReply *e = elem(r, i);
+      const char *s = e && e->type == REDIS_REPLY_STRING ? e->str : "";
+      req->items[i].result = strcmp(s, "ok") == 0          ? 0
+                             : strcmp(s, "not_found") == 0 ? CHR_ENOTFOUND
+                             : strcmp(s, "conflict") == 0  ? CHR_ECONFLICT
+                                                           : CHR_EINVAL;
+    }
+    break;
+  case CHR_OP_RECOVER:
+    req->count = reply_int(elem(r, 0));
+    hint = reply_time(elem(r, 1));
+    break;
+  case CHR_OP_EXTEND: req->count = reply_int(r); break;
+  case CHR_OP_NEXT_DUE: req->count = reply_time(r); break;
+  default: break;
+  }
+  answer(req);
+  /* After the answer: the engine re-arms its poll timer in its callback,
+   * and this hint may only bring it forward. */
+  wake(rs, hint);
+}
+
+static int jobs_by_order(chr_store_req_t *req) {
+  qsort(req->jobs, req->njobs, sizeof *req->jobs, chr_job_cmp_query);
+  return 0;
+}
+
+static int filter_paged(const chr_store_req_t *req) {
+  const chr_filter_t *f = req->filter;
+  if (f == NULL) return 1;
+  return f->nmeta == 0 && !f->has_ids;
+}
+
+/* Query and count: the script narrows (and pages when it can), C applies
+ * every filter exactly (chr_filter_match) and orders. */
+static void query_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
+  chr_store_req_t *req = c->data;
+  const chr_filter_t *f = req->filter;
+  if (failed(req, r, status, msg)) {
+    answer(req);
+    return;
+  }
+  if (r->type == REDIS_REPLY_INTEGER) {
+    req->count = r->integer;
+    answer(req);
+    return;
+  }
+  int paged = reply_int(elem(r, 0)) == 1;
+  push_records(req, r, 1);
+  size_t k = 0;
+  for (size_t i = 0; i < req->njobs; i++) {
+    if (f == NULL || chr_filter_match(f, req->jobs[i])) req->jobs[k++] = req->jobs[i];
+    else chr_job_free(req->jobs[i]);
+  }
+  req->njobs = k;
+  if (req->op == CHR_OP_COUNT) {
+    req->count = (int64_t)req->njobs;
+    for (size_t i = 0; i < req->njobs; i++) chr_job_free(req->jobs[i]);
+    req->njobs = 0;
+  } else if (!paged) {
+    int64_t off = req->offset > 0 ? req->offset : 0, lim = req->limit;
+    jobs_by_order(req);
+    size_t from = (size_t)(off < (int64_t)req->njobs ? off : (int64_t)req->njobs), to = req->njobs;
+    if (lim >= 0 && from + (size_t)lim < to) to = from + (size_t)lim;
+    for (size_t i = 0; i < from; i++) chr_job_free(req->jobs[i]);
+    for (size_t i = to; i < req->njobs; i++) chr_job_free(req->jobs[i]);
+    memmove(req->jobs, req->jobs + from, (to - from) * sizeof *req->jobs);
+    req->njobs = to - from;
+  }
+  answer(req);
+}
+
+static void arg_time(chr_rcmd_t *c, int64_t t) {
+  if (t == CHR_TIME_NONE) chr_rcmd_arg(c, "", 0);
+  else chr_rcmd_argi(c, t);
+}
+
+static chr_rcmd_t *script(rstore_t *rs, int which, chr_store_req_t *req, int flags) {
+  chr_rcmd_t *c = chr_rcmd_new(rs->rc, which, done_cb, req, flags);
+  chr_rcmd_args(c, "1");
+  chr_rcmd_args(c, rs->tag);
+  return c;
+}
+
+static void submit_query(rstore_t *rs, chr_store_req_t *req) {
+  const chr_filter_t *f = req->filter;
+  int count = req->op == CHR_OP_COUNT;
+  int incount = count && (f == NULL || f->nmeta == 0);
+  chr_rcmd_t *c = script(rs, CHR_RS_QUERY, req, CHR_RCMD_IDEMPOTENT);
+  chr_buf_t sts;
+  c->cb = query_cb;
+  chr_rcmd_args(c, incount ? "c" : "q");
+  /* The script's numbers are doubles, printed back to Redis with 14
+   * digits: a page past NO_LIMIT is as good as no limit (or as empty). */
+  int64_t off = req->offset > 0 ? req->offset : 0, lim = req->limit;
+  chr_rcmd_argi(c, !count ? (off < NO_LIMIT ? off : NO_LIMIT) : 0);
+  chr_rcmd_argi(c, !count && lim >= 0 && lim < NO_LIMIT ? lim : -1);
+  chr_rcmd_args(c, !count && filter_paged(req) ? "1" : "0");
+  chr_buf_init(&sts);
+  for (int st = 1; f && st < CHR_ST__COUNT; st++)
+    if (f->status_mask & (1u << st)) chr_buf_printf(&sts, "%s%s", sts.len ? " " : "", chr_status_names[st]);
+  chr_rcmd_arg(c, sts.p ? sts.p : "", sts.len);
+  chr_buf_free(&sts);
+  chr_rcmd_args(c, f && f->trigger_type ? chr_trigger_type_names[f->trigger_type] : "");
+  arg_time(c, f ? f->nrt_gte : CHR_TIME_NONE);
+  arg_time(c, f ? f->nrt_lte : CHR_TIME_NONE);
+  arg_time(c, f ? f->upd_gte : CHR_TIME_NONE);
+  arg_time(c, f ? f->upd_lte : CHR_TIME_NONE);
+  chr_rcmd_argi(c, f && f->has_ids ? (long long)f->nids : 0);
+  for (size_t i = 0; f && f->has_ids && i < f->nids; i++) chr_rcmd_args(c, f->ids[i]);
+  chr_rcmd_argi(c, f ? (long long)f->nmeta : 0);
+  for (size_t i = 0; f && i < f->nmeta; i++) {
+    chr_rcmd_args(c, f->meta[i].path);
+    chr_rcmd_args(c, f->meta[i].value);
+  }
+  chr_rconn_send(c);
+}
+
+/* CAS expectations: "n, field, text..." of the fields expected present,
+ * then "n, field..." of those expected absent (null). */
+static void add_expected(chr_rcmd_t *c, const chr_job_t *e) {
+  if (e == NULL) {
+    chr_rcmd_args(c, "0");
+    chr_rcmd_args(c, "0");
+    return;
+  }
+  add_fields(c, e, 1, 1);
+}
+
+static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
+  rstore_t *rs = (rstore_t *)s;
+  chr_rcmd_t *c;
+  req->store = s;
+  switch (req->op) {
+  case CHR_OP_GET:
+  case CHR_OP_UPDATE:
+  case CHR_OP_CAS:
+  case CHR_OP_DELETE:
+    if (req->id == NULL) {
+      chr_store_req_fail(req, CHR_EINVAL, "%s: job id is required", chr_store_op_names[req->op]);
+      answer(req);
+      return 0;
+    }
+    break;
+  case CHR_OP_CLAIM:
+  case CHR_OP_EXTEND:
+    if (req->owner == NULL) {
+      chr_store_req_fail(req, CHR_EINVAL, "%s: owner is required", chr_store_op_names[req->op]);
+      answer(req);
+      return 0;
+    }
+    break;
+  default: break;
+  }
+  switch (req->op) {
+  case CHR_OP_CREATE: {
+    const chr_job_t *j = req->job;
+    if (j == NULL || !chr_job_has(j, CHR_F_JOB_ID) || j->job_id == NULL ||
+        (j->nullmask & CHR_BIT(CHR_F_JOB_ID))) {
+      chr_store_req_fail(req, CHR_EINVAL, "job_id is required");
+      answer(req);
+      return 0;
+    }
+    if (!chr_job_has(j, CHR_F_STATUS) || (j->nullmask & CHR_BIT(CHR_F_STATUS)) ||
+        !status_name_ok(j->status)) {
+      chr_store_req_fail(req, CHR_EINVAL, "job '%s': status is required", j->job_id);
+      answer(req);
+      return 0;
+    }
+    c = script(rs, CHR_RS_CREATE, req, 0);
+    chr_rcmd_args(c, j->job_id);
+    add_fields(c, j, 0, 0);
+    break;
+  }
+  case CHR_OP_GET:
+    c = chr_rcmd_new(rs->rc, -1, done_cb, req, CHR_RCMD_IDEMPOTENT);
+    chr_rcmd_args(c, "HGETALL");
+    {
+      char *key = chr_sprintf("%s:job:%s", rs->tag, req->id);
+      chr_rcmd_args(c, key);
+      free(key);
+    }
+    break;
+  case CHR_OP_GET_BATCH:
+    if (req->nids == 0) {
+      answer(req);
+      return 0;
+    }
+    c = script(rs, CHR_RS_GETS, req, CHR_RCMD_IDEMPOTENT);
+    for (size_t i = 0; i < req->nids; i++) chr_rcmd_args(c, req->ids[i]);
+    break;
+  case CHR_OP_UPDATE:
+  case CHR_OP_CAS:
+    c = script(rs, CHR_RS_WRITE, req, 0);
+    chr_rcmd_args(c, req->id);
+    chr_rcmd_args(c, chr_store_updates_error(req->id, req->job) ? "1" : "0");
+    add_expected(c, req->op == CHR_OP_CAS ? req->expected : NULL);
+    if (req->job) {
+      add_fields(c, req->job, 1, 0);
+    } else {
+      chr_rcmd_args(c, "0");
+      chr_rcmd_args(c, "0");
+    }
+    break;
+  case CHR_OP_DELETE:
+    c = script(rs, CHR_RS_DELETE, req, 0);
+    chr_rcmd_args(c, req->id);
+    break;
+  case CHR_OP_QUERY:
+  case CHR_OP_COUNT:
+    if ((req->filter && req->filter->has_ids && req->filter->nids == 0) ||
+        (req->op == CHR_OP_QUERY && req->limit == 0)) {
+      req->count = 0;
+      answer(req);
+      return 0;
+    }
+    submit_query(rs, req);
+    return 0;
+  case CHR_OP_CLAIM: {
+    int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
+    want_wakeups(rs);
+    c = script(rs, CHR_RS_CLAIM, req, 0);
+    chr_rcmd_argi(c, now);
+    chr_rcmd_argi(c, req->limit >= 0 && req->limit < NO_LIMIT ? req->limit : NO_LIMIT);
+    chr_rcmd_args(c, req->owner);
+    chr_rcmd_argi(c, now + req->lease_us);
+    chr_rcmd_argi(c, req->issued);
+    break;
+  }
+  case CHR_OP_COMPLETE:
+    if (req->nitems == 0) {
+      answer(req);
+      return 0;
+    }
+    c = script(rs, CHR_RS_COMPLETE, req, CHR_RCMD_IDEMPOTENT);
+    chr_rcmd_argi(c, (long long)req->nitems);
+    for (size_t i = 0; i < req->nitems; i++) {
+      const chr_completion_t *it = &req->items[i];
+      const char *mode = it->remove ? "d" : chr_store_updates_error(it->job_id, it->updates) ? "x" : "u";
+      chr_rcmd_args(c, it->job_id);
+      chr_rcmd_args(c, it->owner ? it->owner : "");
+      chr_rcmd_args(c, mode);
+      if (mode[0] == 'u' && it->updates) {
+        add_fields(c, it->updates, 1, 0);
+      } else {
+        chr_rcmd_args(c, "0");
+        chr_rcmd_args(c, "0");
+      }
+    }
+    break;
+  case CHR_OP_RECOVER:
+    want_wakeups(rs);
+    c = script(rs, CHR_RS_RECOVER, req, CHR_RCMD_IDEMPOTENT);
+    chr_rcmd_argi(c, req->now != CHR_TIME_NONE ? req->now : chr_time_now());
+    break;
+  case CHR_OP_EXTEND: {
+    int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
+    if (req->nids == 0) {
+      req->count = 0;
+      answer(req);
+      return 0;
+    }
+    c = script(rs, CHR_RS_EXTEND, req, CHR_RCMD_IDEMPOTENT);
+    chr_rcmd_args(c, req->owner);
+    chr_rcmd_argi(c, now + req->lease_us);
+    chr_rcmd_argi(c, req->issued);
+    for (size_t i = 0; i < req->nids; i++) chr_rcmd_args(c, req->ids[i]);
+    break;
+  }
+  case CHR_OP_NEXT_DUE:
+    want_wakeups(rs);
+    c = script(rs, CHR_RS_NEXT, req, CHR_RCMD_IDEMPOTENT);
+    break;
+  default: return CHR_EINVAL;
+  }
+  chr_rconn_send(c);
+  return 0;
+}
+
+/* ---- metadata indexes named in the URL: built over existing jobs */
+
+static void reindex_next(rstore_t *rs, const char *cursor);
+
+static void reindex_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
+  rstore_t *rs = c->data;
+  const char *path = rs->reindex[rs->nreindexed];
+  if (status != 0 || r == NULL || r->type != REDIS_REPLY_STRING) {
+    /* Left "building": queries do not use it; the next open resumes. */
+    if (!chr_rconn_closed(rs->rc))
+      chr_log(CHR_LOG_ERROR, NULL, "redis: building the metadata index '%s' failed: %s", path,
+              status ? msg : r && r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+    return;
+  }
+  if (strcmp(r->str, "0") != 0) {
+    reindex_next(rs, r->str);
+  } else if (rs->reindex[++rs->nreindexed] != NULL) {
+    reindex_next(rs, "0");
+  }
+}
+
+static void reindex_next(rstore_t *rs, const char *cursor) {
+  chr_rcmd_t *c = chr_rcmd_new(rs->rc, CHR_RS_REINDEX, reindex_cb, rs, CHR_RCMD_IDEMPOTENT);
+  chr_rcmd_args(c, "1");
+  chr_rcmd_args(c, rs->tag);
+  chr_rcmd_args(c, rs->reindex[rs->nreindexed]);
+  chr_rcmd_args(c, cursor);
+  chr_rcmd_argi(c, REINDEX_SLICE);
+  chr_rconn_send(c);
+}
+
+/* ---- lifecycle */
+
+static void rs_free(void *data) {
+  rstore_t *rs = data;
+  for (size_t i = 0; rs->reindex && rs->reindex[i]; i++) free(rs->reindex[i]);
+  free(rs->reindex);
+  free(rs->tag);
+  free(rs->channel);
+  free(rs);
+}
+
+static void rs_close(chr_store_t *s) {
+  rstore_t *rs = (rstore_t *)s;
+  chr_rconn_close(rs->rc); /* answers what is pending; rs_free follows */
+}
+
+static const chr_store_vtable_t rs_vtable = {"redis", rs_submit, rs_close};
+
+int chr_redis_store_open(const char *url, chr_store_t **out, char *err, size_t errlen) {
+  chr_redis_url_t u;
+  int rc = chr_redis_url_parse(url, &u, "storage", err, errlen);
+  if (rc != 0) return rc;
+  rstore_t *rs = chr_calloc(1, sizeof *rs);
+  chr_store_init(&rs->base, &rs_vtable,
+                 CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
+                     CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
+                     CHR_STORE_CAP_NEXT_DUE);
+  rs->tag = chr_sprintf("{%s}", u.prefix);
+  rs->channel = chr_sprintf("%s:wake", rs->tag);
+  rs->reindex = chr_calloc(u.nindex + 1, sizeof *rs->reindex);
+  for (size_t i = 0; i < u.nindex; i++) rs->reindex[i] = chr_strdup(u.index_paths[i]);
+  chr_rconn_opts_t o = {&u, "chronis-store", chr_redis_scripts, rs_free, rs};
+  rs->rc = chr_rconn_new(&o);
+  chr_redis_url_free(&u);
+  if (rs->reindex[0]) reindex_next(rs, "0");
+  *out = &rs->base;
+  return 0;
+}

@@ -1,0 +1,800 @@
+/* sqlite.c - the embedded, persistent store ("sqlite:PATH"): every request
+ * is answered synchronously, inside submit, on one connection per store
+ * (sqlite_schema.c opens it).
+ *
+ * A job is one row: typed columns for what SQL filters and orders on, and
+ * `record`, the whole job as JSON (chr_job_to_json), which every read
+ * decodes. Writes keep the two in step: a read-modify-write (update, CAS,
+ * completion with updates) decodes the record, applies the partial record
+ * in C (chr_job_apply, the memory store's semantics), and rewrites every
+ * column; the engine's bulk writes (claim, recovery, lease extension)
+ * change columns and record together in one UPDATE, the record through
+ * chronis_patch (below).
+ *
+ * Several processes may share the file. SQLite serializes writers, and
+ * every read-modify-write runs in one BEGIN IMMEDIATE transaction (the
+ * write lock is taken before the read), so a CAS compares and writes with
+ * no other writer in between, a claim's candidates cannot be claimed by
+ * another process before its UPDATE, and updates are never lost.
+ *
+ * A connection holds the file it opened, not its path: a file removed or
+ * replaced under it would be used on, unseen by every other process. The
+ * store checks at most once a second and reopens the path (below). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/job.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "sqlite_store.h"
+#include "core/store.h"
+#include "core/time.h"
+
+/* The engine's statements name their index (INDEXED BY): each has one
+ * right plan, and statistics gathered later (PRAGMA optimize) must not
+ * trade it for a scan. A plan that cannot be had fails at prepare. */
+static const char *const sql_text[SQ__COUNT] = {
+    [SQ_BEGIN] = "BEGIN IMMEDIATE",
+    [SQ_COMMIT] = "COMMIT",
+    [SQ_ROLLBACK] = "ROLLBACK",
+    [SQ_GET] = "SELECT record FROM jobs WHERE job_id = ?1",
+    [SQ_GET_BATCH] =
+        "SELECT record FROM jobs WHERE job_id IN (SELECT value FROM json_each(?1))",
+    [SQ_INSERT] = "INSERT INTO jobs (job_id, status, next_run_time, priority, updated_at, "
+                  "claimed_by, lease_until, trigger_type, record) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (job_id) DO NOTHING",
+    [SQ_REWRITE] = "UPDATE jobs SET status = ?2, next_run_time = ?3, priority = ?4, "
+                   "updated_at = ?5, claimed_by = ?6, lease_until = ?7, trigger_type = ?8, "
+                   "record = ?9 WHERE job_id = ?1",
+    [SQ_DELETE] = "DELETE FROM jobs WHERE job_id = ?1",
+    [SQ_DELETE_OWNED] = "DELETE FROM jobs WHERE job_id = ?1 AND claimed_by = ?2",
+    [SQ_OWNER] = "SELECT claimed_by, record FROM jobs WHERE job_id = ?1",
+    /* The next lower priority that has scheduled jobs: claim walks the
+     * levels from the top, so each level is one bounded range of jobs_due
+     * and a level whose earliest job is not due costs one seek. */
+    [SQ_LEVEL] = "SELECT max(priority) FROM jobs INDEXED BY jobs_due "
+                 "WHERE status = 'scheduled' AND priority < ?1",
+    /* One level's due jobs, by rowid: jobs_due holds it, so the UPDATE
+     * goes straight to the rows. RETURNING's row order is unspecified: the
+     * caller sorts each level. */
+    [SQ_CLAIM] = "UPDATE jobs SET status = 'running', claimed_by = ?1, lease_until = ?2, "
+                 "updated_at = ?3, record = chronis_patch(record, 'status', 'running', "
+                 "'updated_at', ?5, 'claimed_by', ?1, 'lease_until', ?4) "
+                 "WHERE rowid IN (SELECT rowid FROM jobs INDEXED BY jobs_due "
+                 "WHERE status = 'scheduled' AND priority = ?6 AND next_run_time <= ?7 "
+                 "ORDER BY next_run_time, job_id LIMIT ?8) RETURNING record",
+    [SQ_RECOVER] = "UPDATE jobs INDEXED BY jobs_lease SET status = 'scheduled', "
+                   "claimed_by = NULL, lease_until = NULL, updated_at = ?1, "
+                   "record = chronis_patch(record, 'status', 'scheduled', 'updated_at', ?2, "
+                   "'claimed_by', NULL, 'lease_until', NULL, "
+                   "'retry_count', coalesce(json_extract(record, '$.retry_count'), 0) + 1, "
+                   "'attempt', coalesce(json_extract(record, '$.attempt'), 0) + 1) "
+                   "WHERE status = 'running' AND lease_until < ?3 RETURNING next_run_time",
+    [SQ_EXTEND] = "UPDATE jobs SET lease_until = ?1, updated_at = ?2, "
+                  "record = chronis_patch(record, 'updated_at', ?4, 'lease_until', ?3) "
+                  "WHERE job_id IN (SELECT value FROM json_each(?5)) AND status = 'running' "
+                  "AND claimed_by = ?6",
+    [SQ_NEXT_DUE] = "SELECT min(next_run_time) FROM jobs INDEXED BY jobs_next "
+                    "WHERE status = 'scheduled'",
+};
+
+/* ---- statements and errors */
+
+/* Fails req with the connection's last error; call before resetting the
+ * statement that failed. */
+void chr__sqlite_fail(sq_store_t *s, chr_store_req_t *req, const char *doing) {
+  int code = sqlite3_extended_errcode(s->db) & 0xff;
+  if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
+    chr_store_req_fail(req, CHR_EUNAVAIL, "sqlite '%s': %s: the database is still locked by "
+                       "another connection after %d ms (busy_timeout)", s->path, doing,
+                       s->busy_ms);
+  else
+    chr_store_req_fail(req, code == SQLITE_TOOBIG ? CHR_EINVAL : CHR_EUNAVAIL,
+                       "sqlite '%s': %s: %s", s->path, doing, sqlite3_errmsg(s->db));
+}
+
+static sqlite3_stmt *stmt(sq_store_t *s, sq_stmt_id_t id) {
+  if (s->stmt[id] == NULL &&
+      sqlite3_prepare_v3(s->db, sql_text[id], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[id],
+                         NULL) != SQLITE_OK)
+    return NULL;
+  return s->stmt[id];
+}
+
+/* Runs a statement that returns no rows and resets it. */
+static int run(sq_store_t *s, chr_store_req_t *req, sqlite3_stmt *st, const char *doing) {
+  int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    chr__sqlite_fail(s, req, doing);
+    if (st) sqlite3_reset(st);
+    return -1;
+  }
+  sqlite3_reset(st);
+  return 0;
+}
+
+static int begin(sq_store_t *s, chr_store_req_t *req) {
+  return run(s, req, stmt(s, SQ_BEGIN), "starting a write transaction");
+}
+
+/* Ends a transaction without writing, or undoes one after an error (the
+ * request's error is already set and stays). */
+static void rollback(sq_store_t *s) {
+  sqlite3_stmt *st = stmt(s, SQ_ROLLBACK);
+  if (st == NULL || sqlite3_get_autocommit(s->db)) return;
+  sqlite3_step(st);
+  sqlite3_reset(st);
+}
+
+/* A failed COMMIT leaves the transaction open: it is rolled back. */
+static int commit(sq_store_t *s, chr_store_req_t *req) {
+  if (run(s, req, stmt(s, SQ_COMMIT), "committing") == 0) return 0;
+  rollback(s);
+  return -1;
+}
+
+/* ---- rows */
+
+static void bind_time(sqlite3_stmt *st, int i, const chr_job_t *j, chr_field_t f, int64_t v) {
+  if (chr_job_has(j, f) && v != CHR_TIME_NONE) sqlite3_bind_int64(st, i, v);
+  else sqlite3_bind_null(st, i);
+}
+
+/* Binds ?1..?9 of SQ_INSERT / SQ_REWRITE: the columns of j and its record
+ * text (borrowed until the statement is reset). */
+static void bind_row(sqlite3_stmt *st, const chr_job_t *j, const chr_buf_t *rec) {
+  sqlite3_bind_text(st, 1, j->job_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, chr_status_names[j->status], -1, SQLITE_STATIC);
+  bind_time(st, 3, j, CHR_F_NEXT_RUN_TIME, j->next_run_time);
+  sqlite3_bind_int64(st, 4, chr_job_priority(j));
+  bind_time(st, 5, j, CHR_F_UPDATED_AT, j->updated_at);
+  if (chr_job_has(j, CHR_F_CLAIMED_BY) && j->claimed_by != NULL)
+    sqlite3_bind_text(st, 6, j->claimed_by, -1, SQLITE_STATIC);
+  else sqlite3_bind_null(st, 6);
+  bind_time(st, 7, j, CHR_F_LEASE_UNTIL, j->lease_until);
+  if (chr_job_has(j, CHR_F_TRIGGER_TYPE) && j->trigger_type > CHR_TT_NONE &&
+      j->trigger_type < CHR_TT__COUNT)
+    sqlite3_bind_text(st, 8, chr_trigger_type_names[j->trigger_type], -1, SQLITE_STATIC);
+  else sqlite3_bind_null(st, 8);
+  sqlite3_bind_text(st, 9, rec->p, (int)rec->len, SQLITE_STATIC);
+}
+
+/* Decodes the record in column col of the current row; NULL (and req
+ * failed) when it is not a job record. */
+chr_job_t *chr__sqlite_row_job(sq_store_t *s, chr_store_req_t *req, sqlite3_stmt *st,
+                               int col) {
+  const char *text = (const char *)sqlite3_column_text(st, col);
+  size_t n = (size_t)sqlite3_column_bytes(st, col);
+  chr_job_t *j = chr_job_new();
+  char err[200];
+  if (text == NULL || chr_job_from_json(j, text, n, err, sizeof err) != 0 ||
+      !chr_job_has(j, CHR_F_JOB_ID)) {
+    chr_store_req_fail(req, CHR_EUNAVAIL, "sqlite '%s': a stored job record is unreadable: %s",
+                       s->path, text == NULL ? "no record" : err);
+    chr_job_free(j);
+    return NULL;
+  }
+  return j;
+}
+
+/* Drops the jobs gathered so far by a request that then failed. */
+void chr__sqlite_drop_jobs(chr_store_req_t *req) {
+  for (size_t i = 0; i < req->njobs; i++) chr_job_free(req->jobs[i]);
+  req->njobs = 0;
+}
+
+/* updated_at for a write: the wall clock, but strictly increasing on this
+ * connection, and past the row's previous value (another process may have
+ * written it in the same microsecond), so a CAS on updated_at never takes
+ * a changed job for an unchanged one. */
+static int64_t next_stamp(sq_store_t *s, const chr_job_t *old) {
+  int64_t now = chr_time_now();
+  s->last_stamp = now > s->last_stamp ? now : s->last_stamp + 1;
+  if (old != NULL && chr_job_has(old, CHR_F_UPDATED_AT) && old->updated_at >= s->last_stamp)
+    s->last_stamp = old->updated_at + 1;
+  return s->last_stamp;
+}
+
+static int64_t wake_time(const chr_job_t *j) {
+  if (j->status == CHR_ST_SCHEDULED && chr_job_has(j, CHR_F_NEXT_RUN_TIME))
+    return j->next_run_time;
+  return CHR_TIME_NONE;
+}
+
+static int64_t earlier(int64_t a, int64_t b) {
+  if (a == CHR_TIME_NONE) return b;
+  if (b == CHR_TIME_NONE) return a;
+  return a < b ? a : b;
+}
+
+static int status_valid(int st) {
+  return st > CHR_ST_NONE && st < CHR_ST__COUNT;
+}
+
+/* Reads job id inside the current transaction: 1 and *out, 0 when
+ * missing, -1 on error (req failed). */
+static int load(sq_store_t *s, chr_store_req_t *req, const char *id, chr_job_t **out) {
+  sqlite3_stmt *st = stmt(s, SQ_GET);
+  int rc;
+  *out = NULL;
+  if (st == NULL) {
+    chr__sqlite_fail(s, req, "reading a job");
+    return -1;
+  }
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    *out = chr__sqlite_row_job(s, req, st, 0);
+    rc = *out ? 1 : -1;
+  } else if (rc == SQLITE_DONE) {
+    rc = 0;
+  } else {
+    chr__sqlite_fail(s, req, "reading a job");
+    rc = -1;
+  }
+  sqlite3_reset(st);
+  return rc;
+}
+
+/* Applies u to j (loaded in this transaction), stamps it and writes the
+ * row back. */
+static int rewrite(sq_store_t *s, chr_store_req_t *req, chr_job_t *j, const chr_job_t *u) {
+  sqlite3_stmt *st = stmt(s, SQ_REWRITE);
+  chr_buf_t rec;
+  int rc;
+  if (u != NULL) chr_job_apply(j, u);
+  chr_job_set_time(j, CHR_F_UPDATED_AT, next_stamp(s, j));
+  if (st == NULL) {
+    chr__sqlite_fail(s, req, "writing a job");
+    return -1;
+  }
+  chr_buf_init(&rec);
+  chr_job_to_json(j, &rec);
+  bind_row(st, j, &rec);
+  rc = run(s, req, st, "writing a job");
+  chr_buf_free(&rec);
+  return rc;
+}
+
+/* ---- requests */
+
+static void op_create(sq_store_t *s, chr_store_req_t *req) {
+  const chr_job_t *src = req->job;
+  sqlite3_stmt *st;
+  chr_job_t *j;
+  chr_buf_t rec;
+  int rc;
+  if (src == NULL || !chr_job_has(src, CHR_F_JOB_ID) || src->job_id == NULL ||
+      (src->nullmask & CHR_BIT(CHR_F_JOB_ID))) {
+    chr_store_req_fail(req, CHR_EINVAL, "job_id is required");
+    return;
+  }
+  if (!chr_job_has(src, CHR_F_STATUS) || (src->nullmask & CHR_BIT(CHR_F_STATUS)) ||
+      !status_valid(src->status)) {
+    chr_store_req_fail(req, CHR_EINVAL, "job '%s': status is required", src->job_id);
+    return;
+  }
+  if ((st = stmt(s, SQ_INSERT)) == NULL) {
+    chr__sqlite_fail(s, req, "creating a job");
+    return;
+  }
+  j = chr_job_dup(src);
+  /* Null means absent in a stored record. */
+  j->mask &= ~j->nullmask;
+  j->nullmask = 0;
+  chr_job_set_time(j, CHR_F_UPDATED_AT, next_stamp(s, NULL));
+  chr_buf_init(&rec);
+  chr_job_to_json(j, &rec);
+  bind_row(st, j, &rec);
+  rc = sqlite3_step(st);
+  if (rc != SQLITE_DONE) chr__sqlite_fail(s, req, "creating a job");
+  else if (sqlite3_changes(s->db) == 0)
+    chr_store_req_fail(req, CHR_EDUP, "job '%s' already exists", j->job_id);
+  sqlite3_reset(st);
+  chr_buf_free(&rec);
+  if (req->status != 0) {
+    chr_job_free(j);
+    return;
+  }
+  chr_store_req_push_job(req, j);
+  if (wake_time(j) != CHR_TIME_NONE) chr_store_wake(&s->base, wake_time(j));
+}
+
+static void op_get(sq_store_t *s, chr_store_req_t *req) {
+  chr_job_t *j;
+  if (load(s, req, req->id, &j) == 1) chr_store_req_push_job(req, j);
+}
+
+/* A JSON array of strings, for json_each(): id lists as one parameter. */
+char *chr__sqlite_ids_json(char **ids, size_t n) {
+  chr_buf_t b;
+  chr_buf_init(&b);
+  chr_buf_addc(&b, '[');
+  for (size_t i = 0; i < n; i++) {
+    if (i) chr_buf_addc(&b, ',');
+    chr_json_add_string(&b, ids[i], strlen(ids[i]));
+  }
+  chr_buf_addc(&b, ']');
+  return chr_buf_steal(&b);
+}
+
+static void op_get_batch(sq_store_t *s, chr_store_req_t *req) {
+  sqlite3_stmt *st = stmt(s, SQ_GET_BATCH);
+  char *ids;
+  int rc;
+  if (req->nids == 0) return;
+  if (st == NULL) {
+    chr__sqlite_fail(s, req, "reading jobs");
+    return;
+  }
+  ids = chr__sqlite_ids_json(req->ids, req->nids);
+  sqlite3_bind_text(st, 1, ids, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    chr_job_t *j = chr__sqlite_row_job(s, req, st, 0);
+    if (j == NULL) break;
+    chr_store_req_push_job(req, j);
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) chr__sqlite_fail(s, req, "reading jobs");
+  if (req->status != 0) chr__sqlite_drop_jobs(req);
+  sqlite3_reset(st);
+  free(ids);
+}
+
+/* update_job, and compare_and_swap_job when expected is given: read,
+ * compare, apply and write under the write lock BEGIN IMMEDIATE takes
+ * before the read. SQLite has one writer at a time, so no other
+ * connection, in this process or another, can change the row between the
+ * comparison (in C: chr_job_matches, every expected field, the memory
+ * store's rules) and the write. */
+static void op_write(sq_store_t *s, chr_store_req_t *req, const chr_job_t *expected) {
+  const char *why = chr_store_updates_error(req->id, req->job);
+  chr_job_t *j;
+  int64_t wake;
+  req->ok = 0;
+  if (begin(s, req) != 0) return;
+  switch (load(s, req, req->id, &j)) {
+  case -1: rollback(s); return;
+  case 0:
+    rollback(s);
+    chr_store_req_fail(req, CHR_ENOTFOUND, "job '%s' not found", req->id);
+    return;
+  }
+  if (expected != NULL && !chr_job_matches(j, expected)) {
+    rollback(s);
+    chr_job_free(j);
+    return;
+  }
+  if (why != NULL) {
+    rollback(s);
+    chr_store_req_fail(req, CHR_EINVAL, "job '%s': %s", req->id, why);
+    chr_job_free(j);
+    return;
+  }
+  if (rewrite(s, req, j, req->job) != 0 || commit(s, req) != 0) {
+    rollback(s);
+    chr_job_free(j);
+    return;
+  }
+  req->ok = 1;
+  wake = wake_time(j);
+  chr_store_req_push_job(req, j);
+  if (wake != CHR_TIME_NONE) chr_store_wake(&s->base, wake);
+}
+
+static void op_delete(sq_store_t *s, chr_store_req_t *req) {
+  sqlite3_stmt *st = stmt(s, SQ_DELETE);
+  if (st != NULL) sqlite3_bind_text(st, 1, req->id, -1, SQLITE_STATIC);
+  if (run(s, req, st, "deleting a job") == 0) req->ok = sqlite3_changes(s->db) > 0;
+}
+
+/* ---- the file under the connection
+ *
+ * SQLITE_FCNTL_HAS_MOVED compares the open file with what its path names
+ * now (one stat). When they differ, the connection is closed (without a
+ * checkpoint or optimize: SQLite leaves the path's -wal and -shm alone
+ * for a moved file) and the path opened again as at first, a missing file
+ * created with the schema. Jobs this connection's claimants held in the
+ * old file are gone with it: their completions find nothing, and the
+ * store names each one as it comes back. */
+
+#define SQ_FILE_CHECK_US 1000000
+
+static void note_owner(sq_store_t *s, const char *owner) {
+  for (size_t i = s->nowners; i-- > 0;)
+    if (strcmp(s->owners[i], owner) == 0) return;
+  if (s->nowners == SQ_OWNERS_MAX) {
+    free(s->owners[0]);
+    memmove(s->owners, s->owners + 1, (SQ_OWNERS_MAX - 1) * sizeof *s->owners);
+    s->nowners--;
+  }
+  s->owners[s->nowners++] = chr_strdup(owner);
+}
+
+/* Adds to s->lost the jobs running in the (old) file under one of this
+ * connection's claimants; returns how many. */
+static size_t remember_lost(sq_store_t *s) {
+  sqlite3_stmt *st;
+  char *owners;
+  size_t n = 0;
+  if (s->nowners == 0 ||
+      sqlite3_prepare_v2(s->db, "SELECT job_id FROM jobs WHERE status = 'running' AND "
+                         "claimed_by IN (SELECT value FROM json_each(?1))", -1, &st,
+                         NULL) != SQLITE_OK)
+    return 0;
+  owners = chr__sqlite_ids_json(s->owners, s->nowners);
+  sqlite3_bind_text(st, 1, owners, -1, SQLITE_STATIC);
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    const char *id = (const char *)sqlite3_column_text(st, 0);
+    if (id == NULL) continue;
+    s->lost = chr_realloc(s->lost, (s->nlost + 1) * sizeof *s->lost);
+    s->lost[s->nlost++] = chr_strdup(id);
+    n++;
+  }
+  sqlite3_finalize(st);
+  free(owners);
+  return n;
+}
+
+/* Names the completions of jobs claimed from a removed file. */
+static void report_lost(sq_store_t *s, chr_store_req_t *req) {
+  for (size_t i = 0; i < req->nitems; i++) {
+    chr_completion_t *it = &req->items[i];
+    size_t k;
+    for (k = 0; k < s->nlost && strcmp(s->lost[k], it->job_id) != 0; k++) {}
+    if (k == s->nlost) continue;
+    if (it->result != 0)
+      chr_log(CHR_LOG_ERROR, it->job_id, "sqlite '%s': job '%s' was claimed from a database "
+              "file that has since been removed or replaced; its completion finds no claim of "
+              "it in the file now at that path (%s): its result is lost", s->path, it->job_id,
+              chr_strerror(it->result));
+    free(s->lost[k]);
+    s->lost[k] = s->lost[--s->nlost];
+  }
+}
+
+/* Opens the path again; logs a failure once per distinct reason. */
+static void reopen(sq_store_t *s) {
+  char err[512];
+  if (chr__sqlite_reopen(s, err, sizeof err) == 0) {
+    chr_log(CHR_LOG_INFO, NULL, "sqlite '%s': reopened the database at its path", s->path);
+    free(s->reopen_error);
+    s->reopen_error = NULL;
+    return;
+  }
+  if (s->reopen_error == NULL || strcmp(s->reopen_error, err) != 0)
+    chr_log(CHR_LOG_ERROR, NULL, "sqlite '%s': reopening the database failed: %s; requests "
+            "fail (unavailable) until it succeeds, tried again every second", s->path, err);
+  free(s->reopen_error);
+  s->reopen_error = chr_strdup(err);
+}
+
+/* At most once a second: whether the file is still at the path (else it
+ * is reopened), and, while reopening fails, another try. 0 when s->db can
+ * be used, else req is failed. */
+static int check_file(sq_store_t *s, chr_store_req_t *req) {
+  int64_t t = chr_time_mono();
+  if (t - s->file_checked >= SQ_FILE_CHECK_US) {
+    int moved = 0;
+    s->file_checked = t;
+    if (s->db != NULL &&
+        sqlite3_file_control(s->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK &&
+        moved) {
+      size_t n = remember_lost(s);
+      char held[160] = "";
+      if (n > 0)
+        snprintf(held, sizeof held, "; %zu job(s) running here were claimed from the old file: "
+                 "their completions will find nothing and their results are lost", n);
+      chr_log(CHR_LOG_ERROR, NULL, "sqlite '%s': the database file was removed or replaced "
+              "while open; reopening the path (a new database if no file is there)%s", s->path,
+              held);
+      chr__sqlite_disconnect(s, 0);
+    }
+    if (s->db == NULL) reopen(s);
+  }
+  if (s->db != NULL) return 0;
+  chr_store_req_fail(req, CHR_EUNAVAIL, "sqlite '%s': the database file was removed or replaced, "
+                     "and reopening it failed: %s", s->path, s->reopen_error);
+  return -1;
+}
+
+/* ---- the engine's operations */
+
+static int cmp_due(const void *a, const void *b) {
+  const chr_job_t *x = *(const chr_job_t *const *)a, *y = *(const chr_job_t *const *)b;
+  if (x->next_run_time != y->next_run_time) return x->next_run_time < y->next_run_time ? -1 : 1;
+  return strcmp(x->job_id, y->job_id);
+}
+
+/* One transaction: for each priority level from the highest, one UPDATE
+ * ... RETURNING takes that level's due jobs in time order, up to what the
+ * limit leaves. */
+static void op_claim(sq_store_t *s, chr_store_req_t *req) {
+  int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
+  int64_t lease = now + req->lease_us, stamp, level = INT64_MAX;
+  sqlite3_stmt *lv = stmt(s, SQ_LEVEL), *up = stmt(s, SQ_CLAIM);
+  char lease_iso[CHR_TIME_BUFSZ], stamp_iso[CHR_TIME_BUFSZ];
+  int rc;
+  if (req->limit == 0) return;
+  if (lv == NULL || up == NULL) {
+    chr__sqlite_fail(s, req, "claiming jobs");
+    return;
+  }
+  note_owner(s, req->owner);
+  if (begin(s, req) != 0) return;
+  /* Stamped once the lock is ours: after any write it waited for. */
+  stamp = next_stamp(s, NULL);
+  chr_time_format(lease, lease_iso);
+  chr_time_format(stamp, stamp_iso);
+  for (;;) {
+    size_t first = req->njobs;
+    sqlite3_bind_int64(lv, 1, level);
+    rc = sqlite3_step(lv);
+    if (rc != SQLITE_ROW) {
+      chr__sqlite_fail(s, req, "claiming jobs");
+      sqlite3_reset(lv);
+      break;
+    }
+    if (sqlite3_column_type(lv, 0) == SQLITE_NULL) {
+      sqlite3_reset(lv);
+      break;
+    }
+    level = sqlite3_column_int64(lv, 0);
+    sqlite3_reset(lv);
+    sqlite3_bind_text(up, 1, req->owner, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(up, 2, lease);
+    sqlite3_bind_int64(up, 3, stamp);
+    sqlite3_bind_text(up, 4, lease_iso, -1, SQLITE_STATIC);
+    sqlite3_bind_text(up, 5, stamp_iso, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(up, 6, level);
+    sqlite3_bind_int64(up, 7, now);
+    sqlite3_bind_int64(up, 8, req->limit < 0 ? -1 : req->limit - (int64_t)req->njobs);
+    while ((rc = sqlite3_step(up)) == SQLITE_ROW) {
+      chr_job_t *j = chr__sqlite_row_job(s, req, up, 0);
+      if (j == NULL) break;
+      chr_store_req_push_job(req, j);
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) chr__sqlite_fail(s, req, "claiming jobs");
+    sqlite3_reset(up);
+    if (req->status != 0) break;
+    qsort(req->jobs + first, req->njobs - first, sizeof *req->jobs, cmp_due);
+    if (req->limit >= 0 && (int64_t)req->njobs >= req->limit) break;
+  }
+  if (req->status != 0 || commit(s, req) != 0) {
+    rollback(s);
+    chr__sqlite_drop_jobs(req);
+  }
+}
+
+/* The owner check of a completion that found nothing to delete. */
+static int completion_miss(sq_store_t *s, chr_store_req_t *req, const char *id) {
+  sqlite3_stmt *st = stmt(s, SQ_OWNER);
+  int rc;
+  if (st == NULL) {
+    chr__sqlite_fail(s, req, "completing jobs");
+    return -1;
+  }
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  rc = sqlite3_step(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    chr__sqlite_fail(s, req, "completing jobs");
+    sqlite3_reset(st);
+    return -1;
+  }
+  sqlite3_reset(st);
+  return rc == SQLITE_ROW ? CHR_ECONFLICT : CHR_ENOTFOUND;
+}
+
+/* A completion with updates: a CAS on claimed_by, then the partial record
+ * applied as update_job does. Returns the item's result, or -1 with req
+ * failed. */
+static int complete_update(sq_store_t *s, chr_store_req_t *req, chr_completion_t *it,
+                           int64_t *wake) {
+  sqlite3_stmt *st = stmt(s, SQ_OWNER);
+  const char *owner;
+  chr_job_t *j;
+  int rc, result;
+  if (st == NULL) {
+    chr__sqlite_fail(s, req, "completing jobs");
+    return -1;
+  }
+  sqlite3_bind_text(st, 1, it->job_id, -1, SQLITE_STATIC);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_DONE) {
+    sqlite3_reset(st);
+    return CHR_ENOTFOUND;
+  }
+  if (rc != SQLITE_ROW) {
+    chr__sqlite_fail(s, req, "completing jobs");
+    sqlite3_reset(st);
+    return -1;
+  }
+  owner = (const char *)sqlite3_column_text(st, 0);
+  if (it->owner == NULL || owner == NULL || strcmp(owner, it->owner) != 0) {
+    sqlite3_reset(st);
+    return CHR_ECONFLICT;
+  }
+  if (chr_store_updates_error(it->job_id, it->updates) != NULL) {
+    sqlite3_reset(st);
+    return CHR_EINVAL;
+  }
+  j = chr__sqlite_row_job(s, req, st, 1);
+  sqlite3_reset(st);
+  if (j == NULL) return -1;
+  result = rewrite(s, req, j, it->updates);
+  if (result == 0) *wake = earlier(*wake, wake_time(j));
+  chr_job_free(j);
+  return result;
+}
+
+/* The whole batch in one transaction; one DELETE per one-shot job. */
+static void op_complete(sq_store_t *s, chr_store_req_t *req) {
+  sqlite3_stmt *del = stmt(s, SQ_DELETE_OWNED);
+  int64_t wake = CHR_TIME_NONE;
+  if (req->nitems == 0) return;
+  if (del == NULL) {
+    chr__sqlite_fail(s, req, "completing jobs");
+    return;
+  }
+  if (begin(s, req) != 0) return;
+  for (size_t i = 0; i < req->nitems && req->status == 0; i++) {
+    chr_completion_t *it = &req->items[i];
+    if (it->remove) {
+      sqlite3_bind_text(del, 1, it->job_id, -1, SQLITE_STATIC);
+      if (it->owner != NULL) sqlite3_bind_text(del, 2, it->owner, -1, SQLITE_STATIC);
+      else sqlite3_bind_null(del, 2);
+      if (run(s, req, del, "completing jobs") != 0) break;
+      it->result = sqlite3_changes(s->db) > 0 ? 0 : completion_miss(s, req, it->job_id);
+    } else {
+      it->result = complete_update(s, req, it, &wake);
+    }
+  }
+  if (req->status != 0 || commit(s, req) != 0) {
+    rollback(s);
+    return;
+  }
+  if (s->nlost > 0) report_lost(s, req);
+  if (wake != CHR_TIME_NONE) chr_store_wake(&s->base, wake);
+}
+
+static void op_recover(sq_store_t *s, chr_store_req_t *req) {
+  int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
+  int64_t stamp = next_stamp(s, NULL), wake = CHR_TIME_NONE;
+  sqlite3_stmt *st = stmt(s, SQ_RECOVER);
+  char stamp_iso[CHR_TIME_BUFSZ];
+  int rc;
+  req->count = 0;
+  if (st == NULL) {
+    chr__sqlite_fail(s, req, "recovering expired leases");
+    return;
+  }
+  chr_time_format(stamp, stamp_iso);
+  sqlite3_bind_int64(st, 1, stamp);
+  sqlite3_bind_text(st, 2, stamp_iso, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, now);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    req->count++;
+    if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+      wake = earlier(wake, sqlite3_column_int64(st, 0));
+  }
+  if (rc != SQLITE_DONE) {
+    chr__sqlite_fail(s, req, "recovering expired leases");
+    req->count = 0;
+  }
+  sqlite3_reset(st);
+  if (req->status == 0 && wake != CHR_TIME_NONE) chr_store_wake(&s->base, wake);
+}
+
+static void op_extend(sq_store_t *s, chr_store_req_t *req) {
+  int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
+  int64_t lease = now + req->lease_us, stamp = next_stamp(s, NULL);
+  sqlite3_stmt *st = stmt(s, SQ_EXTEND);
+  char lease_iso[CHR_TIME_BUFSZ], stamp_iso[CHR_TIME_BUFSZ];
+  char *ids;
+  req->count = 0;
+  if (req->nids == 0) return;
+  if (st == NULL) {
+    chr__sqlite_fail(s, req, "extending leases");
+    return;
+  }
+  chr_time_format(lease, lease_iso);
+  chr_time_format(stamp, stamp_iso);
+  ids = chr__sqlite_ids_json(req->ids, req->nids);
+  sqlite3_bind_int64(st, 1, lease);
+  sqlite3_bind_int64(st, 2, stamp);
+  sqlite3_bind_text(st, 3, lease_iso, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 4, stamp_iso, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 5, ids, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 6, req->owner, -1, SQLITE_STATIC);
+  if (run(s, req, st, "extending leases") == 0) req->count = sqlite3_changes(s->db);
+  free(ids);
+}
+
+static void op_next_due(sq_store_t *s, chr_store_req_t *req) {
+  sqlite3_stmt *st = stmt(s, SQ_NEXT_DUE);
+  int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+  req->count = CHR_TIME_NONE;
+  if (rc == SQLITE_ROW) {
+    if (sqlite3_column_type(st, 0) != SQLITE_NULL) req->count = sqlite3_column_int64(st, 0);
+  } else {
+    chr__sqlite_fail(s, req, "reading the next due time");
+  }
+  if (st) sqlite3_reset(st);
+}
+
+/* ---- the store */
+
+static int sq_submit(chr_store_t *base, chr_store_req_t *req) {
+  sq_store_t *s = (sq_store_t *)base;
+  if ((unsigned)req->op >= CHR_OP__COUNT) return CHR_EINVAL;
+  req->store = base;
+  switch (req->op) {
+  case CHR_OP_GET:
+  case CHR_OP_UPDATE:
+  case CHR_OP_CAS:
+  case CHR_OP_DELETE:
+    if (req->id == NULL) {
+      chr_store_req_fail(req, CHR_EINVAL, "%s: job id is required", chr_store_op_names[req->op]);
+      goto done;
+    }
+    break;
+  case CHR_OP_CLAIM:
+  case CHR_OP_EXTEND:
+    if (req->owner == NULL) {
+      chr_store_req_fail(req, CHR_EINVAL, "%s: owner is required", chr_store_op_names[req->op]);
+      goto done;
+    }
+    break;
+  default:
+    break;
+  }
+  if (!s->memory && check_file(s, req) != 0) goto done;
+  switch (req->op) {
+  case CHR_OP_CREATE: op_create(s, req); break;
+  case CHR_OP_GET: op_get(s, req); break;
+  case CHR_OP_GET_BATCH: op_get_batch(s, req); break;
+  case CHR_OP_UPDATE: op_write(s, req, NULL); break;
+  case CHR_OP_CAS: op_write(s, req, req->expected); break;
+  case CHR_OP_DELETE: op_delete(s, req); break;
+  case CHR_OP_QUERY: chr__sqlite_query(s, req); break;
+  case CHR_OP_COUNT: chr__sqlite_count(s, req); break;
+  case CHR_OP_CLAIM: op_claim(s, req); break;
+  case CHR_OP_COMPLETE: op_complete(s, req); break;
+  case CHR_OP_RECOVER: op_recover(s, req); break;
+  case CHR_OP_EXTEND: op_extend(s, req); break;
+  case CHR_OP_NEXT_DUE: op_next_due(s, req); break;
+  default:
+    return CHR_EINVAL;
+  }
+done:
+  if (req->cb != NULL) req->cb(req);
+  return 0;
+}
+
+static void sq_close(chr_store_t *base) {
+  sq_store_t *s = (sq_store_t *)base;
+  chr__sqlite_close(s);
+  free(s->reopen_error);
+  for (size_t i = 0; i < s->nowners; i++) free(s->owners[i]);
+  for (size_t i = 0; i < s->nlost; i++) free(s->lost[i]);
+  free(s->lost);
+  free(s);
+}
+
+static const chr_store_vtable_t sq_vtable = {"sqlite", sq_submit, sq_close};
+
+int chr_sqlite_store_open(const char *url, chr_store_t **out, char *err, size_t errlen) {
+  sq_store_t *s = chr_calloc(1, sizeof *s);
+  int rc = chr__sqlite_open(s, url, err, errlen);
+  if (rc != 0) {
+    free(s);
+    return rc;
+  }
+  s->file_checked = chr_time_mono();
+  chr_store_init(&s->base, &sq_vtable,
+                 CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
+                     CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
+                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_LOCAL);
+  *out = &s->base;
+  return 0;
+}

@@ -1,0 +1,232 @@
+/* sqlite_query.c - query_jobs and count_jobs on the SQLite store: SQL
+ * built from the shape of a filter (chr_filter_t) with every value a
+ * parameter, the statements kept by SQL text. A metadata key SQL cannot
+ * name plainly is matched in C with chr_filter_match instead, so every
+ * filter means here what it means in the memory store. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/job.h"
+#include "sqlite_store.h"
+#include "core/store.h"
+
+/* Filter queries by SQL text, least recently used out first. */
+static sqlite3_stmt *dyn_stmt(sq_store_t *s, const char *sql) {
+  sq_dyn_t *slot = &s->dyn[0];
+  for (int i = 0; i < SQ_DYN_MAX; i++) {
+    sq_dyn_t *d = &s->dyn[i];
+    if (d->sql != NULL && strcmp(d->sql, sql) == 0) {
+      d->used = ++s->dyn_clock;
+      return d->stmt;
+    }
+    if (d->used < slot->used) slot = d;
+  }
+  sqlite3_finalize(slot->stmt);
+  free(slot->sql);
+  slot->sql = NULL;
+  slot->used = 0;
+  if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &slot->stmt, NULL) !=
+      SQLITE_OK) {
+    slot->stmt = NULL;
+    return NULL;
+  }
+  slot->sql = chr_strdup(sql);
+  slot->used = ++s->dyn_clock;
+  return slot->stmt;
+}
+
+typedef struct qparam {
+  int is_text;
+  int64_t i;
+  const char *t;
+} qparam_t;
+
+typedef struct qbuild {
+  chr_buf_t sql;
+  qparam_t *p;
+  size_t np;
+  char **owned; /* strings the parameters point into */
+  size_t nowned;
+  int residual; /* a filter SQL does not express: chr_filter_match in C */
+} qbuild_t;
+
+static void q_int(qbuild_t *q, int64_t v) {
+  q->p[q->np].is_text = 0;
+  q->p[q->np++].i = v;
+  chr_buf_printf(&q->sql, "?%zu", q->np);
+}
+
+static void q_text(qbuild_t *q, const char *t) {
+  q->p[q->np].is_text = 1;
+  q->p[q->np++].t = t;
+  chr_buf_printf(&q->sql, "?%zu", q->np);
+}
+
+static const char *q_own(qbuild_t *q, char *s) {
+  q->owned[q->nowned++] = s;
+  return s;
+}
+
+/* A metadata path SQL can name: dot-separated keys of letters, digits,
+ * '_' and '-'. Others are matched in C rather than put in a JSON path. */
+static int path_is_plain(const char *path) {
+  int seg = 0;
+  for (const char *p = path;; p++) {
+    unsigned char c = (unsigned char)*p;
+    if (c == '.' || c == '\0') {
+      if (seg == 0) return 0;
+      if (c == '\0') return 1;
+      seg = 0;
+    } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '_' || c == '-') {
+      seg++;
+    } else {
+      return 0;
+    }
+  }
+}
+
+static void q_cond(qbuild_t *q, const char *col, const char *op, int64_t v) {
+  if (v == CHR_TIME_NONE) return;
+  chr_buf_printf(&q->sql, " AND %s %s ", col, op);
+  q_int(q, v);
+}
+
+static void q_where(qbuild_t *q, const chr_filter_t *f) {
+  size_t cap = 16 + 2 * (f ? f->nmeta : 0);
+  q->p = chr_malloc(cap * sizeof *q->p);
+  q->owned = chr_malloc(cap * sizeof *q->owned);
+  chr_buf_adds(&q->sql, " WHERE 1");
+  if (f == NULL) return;
+  if (f->status_mask) {
+    int first = 1;
+    chr_buf_adds(&q->sql, " AND status IN (");
+    for (int st = 1; st < CHR_ST__COUNT; st++) {
+      if (!(f->status_mask & (1u << st))) continue;
+      if (!first) chr_buf_addc(&q->sql, ',');
+      first = 0;
+      q_text(q, chr_status_names[st]);
+    }
+    chr_buf_addc(&q->sql, ')');
+  }
+  if (f->trigger_type > CHR_TT_NONE && f->trigger_type < CHR_TT__COUNT) {
+    chr_buf_adds(&q->sql, " AND trigger_type = ");
+    q_text(q, chr_trigger_type_names[f->trigger_type]);
+  }
+  q_cond(q, "next_run_time", "<=", f->nrt_lte);
+  q_cond(q, "next_run_time", ">=", f->nrt_gte);
+  q_cond(q, "updated_at", "<=", f->upd_lte);
+  q_cond(q, "updated_at", ">=", f->upd_gte);
+  for (size_t i = 0; i < f->nmeta; i++) {
+    /* record -> path is the member's JSON text (SQL NULL when missing);
+     * records keep the canonical text of chr_json_encode, so text equality
+     * is value equality, as in chr_filter_match: 1 and "1" differ. */
+    if (!path_is_plain(f->meta[i].path)) {
+      q->residual = 1;
+      continue;
+    }
+    chr_buf_adds(&q->sql, " AND record -> ");
+    q_text(q, q_own(q, chr_sprintf("$.metadata.%s", f->meta[i].path)));
+    chr_buf_adds(&q->sql, " = ");
+    q_text(q, f->meta[i].value);
+  }
+  if (f->has_ids) {
+    chr_buf_adds(&q->sql, " AND job_id IN (SELECT value FROM json_each(");
+    q_text(q, q_own(q, chr__sqlite_ids_json(f->ids, f->nids)));
+    chr_buf_adds(&q->sql, "))");
+  }
+}
+
+static void q_free(qbuild_t *q) {
+  for (size_t i = 0; i < q->nowned; i++) free(q->owned[i]);
+  free(q->owned);
+  free(q->p);
+  chr_buf_free(&q->sql);
+}
+
+static sqlite3_stmt *q_prepare(sq_store_t *s, chr_store_req_t *req, qbuild_t *q) {
+  sqlite3_stmt *st = dyn_stmt(s, q->sql.p);
+  if (st == NULL) {
+    chr__sqlite_fail(s, req, "querying jobs");
+    return NULL;
+  }
+  for (size_t i = 0; i < q->np; i++) {
+    if (q->p[i].is_text) sqlite3_bind_text(st, (int)i + 1, q->p[i].t, -1, SQLITE_STATIC);
+    else sqlite3_bind_int64(st, (int)i + 1, q->p[i].i);
+  }
+  return st;
+}
+
+void chr__sqlite_query(sq_store_t *s, chr_store_req_t *req) {
+  const chr_filter_t *f = req->filter;
+  int64_t skip = req->offset > 0 ? req->offset : 0, limit = req->limit;
+  qbuild_t q = {0};
+  sqlite3_stmt *st;
+  int rc;
+  if (limit == 0) return;
+  chr_buf_init(&q.sql);
+  chr_buf_adds(&q.sql, "SELECT record FROM jobs");
+  q_where(&q, f);
+  /* NULLS LAST: nil next_run_time after every time, as in every store. */
+  chr_buf_adds(&q.sql, " ORDER BY next_run_time NULLS LAST, job_id LIMIT ");
+  q_int(&q, q.residual ? -1 : limit);
+  chr_buf_adds(&q.sql, " OFFSET ");
+  q_int(&q, q.residual ? 0 : skip);
+  if ((st = q_prepare(s, req, &q)) == NULL) {
+    q_free(&q);
+    return;
+  }
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    chr_job_t *j = chr__sqlite_row_job(s, req, st, 0);
+    if (j == NULL) break;
+    if (q.residual) {
+      if (!chr_filter_match(f, j) || skip-- > 0) {
+        chr_job_free(j);
+        continue;
+      }
+    }
+    chr_store_req_push_job(req, j);
+    if (q.residual && limit >= 0 && (int64_t)req->njobs >= limit) break;
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) chr__sqlite_fail(s, req, "querying jobs");
+  if (req->status != 0) chr__sqlite_drop_jobs(req);
+  sqlite3_reset(st);
+  q_free(&q);
+}
+
+void chr__sqlite_count(sq_store_t *s, chr_store_req_t *req) {
+  qbuild_t q = {0};
+  sqlite3_stmt *st;
+  int rc;
+  req->count = 0;
+  chr_buf_init(&q.sql);
+  chr_buf_adds(&q.sql, "SELECT count(*) FROM jobs");
+  q_where(&q, req->filter);
+  if (q.residual) {
+    /* Rebuilt to fetch the records the C filter needs. */
+    q_free(&q);
+    memset(&q, 0, sizeof q);
+    chr_buf_init(&q.sql);
+    chr_buf_adds(&q.sql, "SELECT record FROM jobs");
+    q_where(&q, req->filter);
+  }
+  if ((st = q_prepare(s, req, &q)) == NULL) {
+    q_free(&q);
+    return;
+  }
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    chr_job_t *j;
+    if (!q.residual) {
+      req->count = sqlite3_column_int64(st, 0);
+      continue;
+    }
+    if ((j = chr__sqlite_row_job(s, req, st, 0)) == NULL) break;
+    if (chr_filter_match(req->filter, j)) req->count++;
+    chr_job_free(j);
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) chr__sqlite_fail(s, req, "counting jobs");
+  if (req->status != 0) req->count = 0;
+  sqlite3_reset(st);
+  q_free(&q);
+}
+

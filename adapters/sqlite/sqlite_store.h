@@ -1,0 +1,103 @@
+/* sqlite_store.h - internals shared by the parts of the SQLite store
+ * ("sqlite:PATH"): sqlite_schema.c opens the file (URL options, checks,
+ * pragmas, versioned schema), sqlite.c answers requests, sqlite_query.c
+ * turns filters into SQL. Not a public header: the store is reached
+ * through chr_sqlite_store_open (store.h). */
+#ifndef CHR_SQLITE_STORE_H
+#define CHR_SQLITE_STORE_H
+
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "core/store.h"
+
+/* The schema version this build writes; see the migrations in
+ * sqlite_schema.c and docs/sqlite.md. */
+#define SQ_SCHEMA_VERSION 2
+
+/* Fixed statements, prepared on first use and kept for the connection. */
+typedef enum {
+  SQ_BEGIN,
+  SQ_COMMIT,
+  SQ_ROLLBACK,
+  SQ_GET,
+  SQ_GET_BATCH,
+  SQ_INSERT,
+  SQ_REWRITE,
+  SQ_DELETE,
+  SQ_DELETE_OWNED,
+  SQ_OWNER,
+  SQ_LEVEL,
+  SQ_CLAIM,
+  SQ_RECOVER,
+  SQ_EXTEND,
+  SQ_NEXT_DUE,
+  SQ__COUNT
+} sq_stmt_id_t;
+
+/* Filter queries vary in shape; the latest few are kept by SQL text. */
+#define SQ_DYN_MAX 16
+
+typedef struct sq_dyn {
+  char *sql;
+  sqlite3_stmt *stmt;
+  uint64_t used; /* LRU clock */
+} sq_dyn_t;
+
+/* The owners a connection claimed for, kept to name the jobs it loses
+ * when its file is removed (sqlite.c); the oldest is dropped past this. */
+#define SQ_OWNERS_MAX 32
+
+typedef struct sq_store {
+  chr_store_t base;
+  sqlite3 *db; /* NULL while the file is gone and reopening it fails */
+  char *url;   /* to reopen the path with the same options */
+  char *path;  /* as given in the URL, for messages */
+  int memory;  /* sqlite::memory:, no file to watch */
+  sqlite3_stmt *stmt[SQ__COUNT];
+  sq_dyn_t dyn[SQ_DYN_MAX];
+  uint64_t dyn_clock;
+  int64_t last_stamp;
+  int busy_ms;
+  /* Watching the file (sqlite.c): when it was last checked (monotonic
+   * µs), why reopening it failed (malloc'ed, NULL when it did not), the
+   * claimants, and the jobs they held in a file that was removed. */
+  int64_t file_checked;
+  char *reopen_error;
+  char *owners[SQ_OWNERS_MAX];
+  size_t nowners;
+  char **lost;
+  size_t nlost;
+} sq_store_t;
+
+/* sqlite_schema.c: opens and checks the database, brings its schema to
+ * SQ_SCHEMA_VERSION and registers chronis_patch. Returns 0 and fills
+ * s->db, s->url, s->path and s->memory, or CHR_EINVAL with a message
+ * naming the path (and then nothing has been written). */
+int chr__sqlite_open(sq_store_t *s, const char *url, char *err, size_t errlen);
+/* Opens s->url again after chr__sqlite_disconnect, as chr__sqlite_open
+ * does (a missing file is created with the schema). Returns 0 and sets
+ * s->db, or CHR_EINVAL with a message. */
+int chr__sqlite_reopen(sq_store_t *s, char *err, size_t errlen);
+/* Finalizes every statement and closes the connection (s->db NULL);
+ * optimize runs PRAGMA optimize first, for a file that is still ours. */
+void chr__sqlite_disconnect(sq_store_t *s, int optimize);
+/* chr__sqlite_disconnect, then frees the URL and path. */
+void chr__sqlite_close(sq_store_t *s);
+
+/* sqlite.c, for the queries: fails req with the connection's last error
+ * (call before resetting the statement that failed); decodes the record
+ * in column col (NULL and req failed when it is not a job); drops the jobs
+ * gathered by a request that then failed; a JSON array of strings, for
+ * json_each() (malloc'ed). */
+void chr__sqlite_fail(sq_store_t *s, chr_store_req_t *req, const char *doing);
+chr_job_t *chr__sqlite_row_job(sq_store_t *s, chr_store_req_t *req, sqlite3_stmt *st, int col);
+void chr__sqlite_drop_jobs(chr_store_req_t *req);
+char *chr__sqlite_ids_json(char **ids, size_t n);
+
+/* sqlite_query.c: CHR_OP_QUERY and CHR_OP_COUNT. */
+void chr__sqlite_query(sq_store_t *s, chr_store_req_t *req);
+void chr__sqlite_count(sq_store_t *s, chr_store_req_t *req);
+
+#endif

@@ -1,0 +1,1369 @@
+/* engine.c - the scheduler's tick, runs and completions (see engine.h).
+ *
+ * A job's life inside one process: claimed by the store (running, leased
+ * to this node) -> queued in a heap -> started as a task when a worker is
+ * free -> finished (ok, error, timeout) -> a completion (next run, retry,
+ * failed, or delete) queued and flushed to the store in one batch, each a
+ * CAS on claimed_by so a job recovered by another node is never
+ * overwritten. */
+#include "engine.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "log.h"
+#include "loop.h"
+#include "lua/util.h"
+#include "time.h"
+#include "trigger.h"
+#include "tz.h"
+
+enum { MF_NONE, MF_SKIP, MF_RUN_ONCE, MF_RUN_ALL };
+enum { END_OK, END_ERROR, END_TIMEOUT, END_NO_HANDLER, END_SHUTDOWN, END_SKIPPED, END_EXIT,
+       END_LEASE };
+
+#define MAX_RETRY_DELAY_S 3600
+/* Backoff of failing store requests: from the poll interval, doubling,
+ * up to this (or the poll interval when it is longer). */
+#define MAX_BACKOFF_US (30 * CHR_USEC)
+
+const char *const chr_sched_op_names[CHR_SOP__COUNT] = {
+    "claiming due jobs", "writing completions", "recovering expired leases",
+    "extending leases", "asking for the next due time"};
+
+struct chr_run {
+  chr_sched_t *s;
+  chr_job_t *job;    /* the claimed record, owned */
+  int64_t scheduled; /* its next_run_time when claimed */
+  int misfire;
+  int64_t started;
+  chr_task_t *task;
+  uv_timer_t *timer; /* timeout of a waiting handler */
+  int why_killed;    /* END_TIMEOUT or END_SHUTDOWN */
+  double timeout;    /* seconds, 0 = none */
+  chr_run_t *prev, *next;
+};
+
+static chr_sched_t *live_list;
+static char trampoline_key;
+
+static void schedule_tick(chr_sched_t *s, int64_t delay_us);
+static void arm_timer(chr_sched_t *s);
+static void dispatch(chr_sched_t *s);
+static void flush(chr_sched_t *s);
+static void flush_soon(chr_sched_t *s);
+static void check_stopped(chr_sched_t *s);
+static void wake_cb(void *data, int64_t when);
+static void hint_push(chr_sched_t *s, int64_t t);
+static void flush_timer_cb(uv_timer_t *t);
+
+/* ---- small helpers ---- */
+
+static void sched_ref(chr_sched_t *s) {
+  s->refs++;
+}
+
+static void sched_free(chr_sched_t *s) {
+  lua_State *L = s->L;
+  int refs[] = {s->store_ref,   s->lock_ref,       s->handlers_ref,   s->callbacks_ref,
+                s->clock_ref,   s->on_success_ref, s->on_failure_ref, s->logger_ref};
+  for (size_t i = 0; i < sizeof refs / sizeof *refs; i++) luaL_unref(L, LUA_REGISTRYINDEX, refs[i]);
+  chr_store_release(s->store);
+  free(s->hints);
+  free(s->heap);
+  free(s->pend);
+  free(s);
+}
+
+static void sched_unref(chr_sched_t *s) {
+  if (--s->refs == 0 && s->closed) sched_free(s);
+}
+
+static void timer_close_cb(uv_handle_t *h) {
+  chr_sched_t *s = h->data;
+  free(h);
+  sched_unref(s);
+}
+
+static uv_timer_t *timer_new(chr_sched_t *s) {
+  uv_timer_t *t = chr_malloc(sizeof *t);
+  uv_timer_init(chr_loop(), t);
+  t->data = s;
+  sched_ref(s);
+  return t;
+}
+
+static void timer_close(uv_timer_t **t) {
+  if (*t) {
+    uv_close((uv_handle_t *)*t, timer_close_cb);
+    *t = NULL;
+  }
+}
+
+typedef struct logcall {
+  chr_sched_t *s;
+  int level;
+  const char *job_id, *msg;
+} logcall_t;
+
+/* stack: unchanged (runs under chr_lua_cpcall) */
+static int call_logger(lua_State *L) {
+  logcall_t *c = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->logger_ref);
+  lua_pushstring(L, chr_log_level_names[c->level]);
+  lua_pushstring(L, c->msg);
+  lua_createtable(L, 0, 1);
+  if (c->job_id) {
+    lua_pushstring(L, c->job_id);
+    lua_setfield(L, -2, "job_id");
+  }
+  lua_call(L, 3, 0);
+  return 0;
+}
+
+void chr_sched_log(chr_sched_t *s, int level, const char *job_id, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (s->logger_ref == LUA_NOREF) {
+    chr_log_write(level, job_id, msg);
+    return;
+  }
+  logcall_t c = {s, level, job_id, msg};
+  char err[512];
+  if (chr_lua_cpcall(s->L, call_logger, &c, err, sizeof err) != LUA_OK)
+    chr_log(CHR_LOG_ERROR, job_id, "logger failed: %s (message was: %s)", err, msg);
+}
+
+int64_t chr_sched_now(chr_sched_t *s) {
+  if (s->clock_ref == LUA_NOREF) return chr_time_now();
+  lua_State *L = s->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->clock_ref);
+  int64_t now = chr_time_now();
+  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+    chr_sched_log(s, CHR_LOG_ERROR, NULL, "clock function failed: %s", lua_tostring(L, -1));
+  } else if (lua_isinteger(L, -1)) {
+    now = lua_tointeger(L, -1);
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    size_t n;
+    const char *str = lua_tolstring(L, -1, &n);
+    char err[200];
+    if (chr_time_parse(str, n, NULL, &now, err, sizeof err) != 0)
+      chr_sched_log(s, CHR_LOG_ERROR, NULL, "clock returned a bad time: %s", err);
+  } else {
+    chr_sched_log(s, CHR_LOG_ERROR, NULL, "clock must return integer microseconds");
+  }
+  lua_pop(L, 1);
+  return now;
+}
+
+chr_sched_t *chr_sched_first_live(void) {
+  return live_list;
+}
+
+static void live_remove(chr_sched_t *s) {
+  for (chr_sched_t **p = &live_list; *p; p = &(*p)->next_live) {
+    if (*p == s) {
+      *p = s->next_live;
+      s->next_live = NULL;
+      return;
+    }
+  }
+}
+
+/* ---- the queue of claimed jobs ---- */
+
+static int run_before(const chr_run_t *a, const chr_run_t *b) {
+  int pa = chr_job_priority(a->job), pb = chr_job_priority(b->job);
+  if (pa != pb) return pa > pb;
+  if (a->scheduled != b->scheduled) return a->scheduled < b->scheduled;
+  return strcmp(a->job->job_id, b->job->job_id) < 0;
+}
+
+static void heap_push(chr_sched_t *s, chr_run_t *r) {
+  if (s->nheap == s->heapcap) {
+    s->heapcap = s->heapcap ? s->heapcap * 2 : 64;
+    s->heap = chr_realloc(s->heap, s->heapcap * sizeof *s->heap);
+  }
+  size_t i = s->nheap++;
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (!run_before(r, s->heap[parent])) break;
+    s->heap[i] = s->heap[parent];
+    i = parent;
+  }
+  s->heap[i] = r;
+}
+
+static chr_run_t *heap_pop(chr_sched_t *s) {
+  chr_run_t *top = s->heap[0], *last = s->heap[--s->nheap];
+  size_t i = 0, n = s->nheap;
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= n) break;
+    if (c + 1 < n && run_before(s->heap[c + 1], s->heap[c])) c++;
+    if (!run_before(s->heap[c], last)) break;
+    s->heap[i] = s->heap[c];
+    i = c;
+  }
+  if (n) s->heap[i] = last;
+  return top;
+}
+
+/* Every run holds a reference to its scheduler, dropped here: a handler
+ * still running when its scheduler is closed never sees it freed. */
+static void run_free(chr_run_t *r) {
+  chr_sched_t *s = r->s;
+  chr_job_free(r->job);
+  free(r);
+  sched_unref(s);
+}
+
+static chr_run_t *run_new(chr_sched_t *s, chr_job_t *job) {
+  chr_run_t *r = chr_calloc(1, sizeof *r);
+  r->s = s;
+  r->job = job;
+  sched_ref(s);
+  return r;
+}
+
+/* ---- completions ---- */
+
+/* Takes job_id (malloc'ed); the owner is borrowed from s, which every
+ * pending request holds a reference to. */
+static chr_completion_t *pend_add(chr_sched_t *s, char *job_id) {
+  if (s->npend == s->pendcap) {
+    s->pendcap = s->pendcap ? s->pendcap * 2 : 64;
+    s->pend = chr_realloc(s->pend, s->pendcap * sizeof *s->pend);
+  }
+  chr_completion_t *c = &s->pend[s->npend++];
+  memset(c, 0, sizeof *c);
+  c->job_id = job_id;
+  c->owner = s->node_id;
+  return c;
+}
+
+/* Updates that hand a job back to the scheduled pool (lease cleared). */
+static chr_job_t *release_updates(void) {
+  chr_job_t *u = chr_job_new();
+  chr_job_set_int(u, CHR_F_STATUS, CHR_ST_SCHEDULED);
+  u->nullmask |= CHR_BIT(CHR_F_CLAIMED_BY) | CHR_BIT(CHR_F_LEASE_UNTIL);
+  return u;
+}
+
+static void set_next(chr_job_t *u, int64_t next) {
+  chr_job_set_time(u, CHR_F_NEXT_RUN_TIME, next);
+}
+
+/* The first fire time strictly after `after`, skipping every slot up to
+ * `now` (for the skip policy and for interval jobs that fell behind). */
+static int64_t next_after(const chr_trigger_t *t, int64_t after, int64_t now) {
+  int64_t next = chr_trigger_next(t, after);
+  if (t->type == CHR_TT_INTERVAL && t->wall_days == 0 && next != CHR_TIME_NONE && next <= now) {
+    int64_t k = (now - next) / t->elapsed_us + 1;
+    return next + k * t->elapsed_us;
+  }
+  for (int guard = 0; next != CHR_TIME_NONE && next <= now && guard < 100000; guard++)
+    next = chr_trigger_next(t, next);
+  return next;
+}
+
+/* When the job's trigger has a further time: computes it per the misfire
+ * decision. Returns CHR_TIME_NONE when the job is done for good. */
+static int64_t compute_next(chr_sched_t *s, chr_run_t *r, chr_trigger_t *t, int64_t now) {
+  switch (r->misfire) {
+  case MF_SKIP: return next_after(t, r->scheduled, now);
+  case MF_RUN_ONCE: return next_after(t, r->scheduled, now);
+  case MF_RUN_ALL: return chr_trigger_next(t, r->scheduled);
+  default: break;
+  }
+  (void)s;
+  return chr_trigger_next(t, r->scheduled);
+}
+
+static void push_error(lua_State *L, int code, const char *msg) {
+  chr_lua_pusherror(L, code, msg);
+}
+
+/* log(level, msg, fields): the default logger handed to callbacks. */
+static int default_log(lua_State *L) {
+  int level = chr_log_parse_level(luaL_checkstring(L, 1));
+  const char *job_id = NULL;
+  if (lua_istable(L, 3) && lua_getfield(L, 3, "job_id") == LUA_TSTRING) job_id = lua_tostring(L, -1);
+  chr_log_write(level < 0 ? CHR_LOG_INFO : level, job_id, luaL_checkstring(L, 2));
+  return 0;
+}
+
+static void callback_task_done(chr_task_t *t, int status) {
+  if (status != LUA_OK && status != CHR_TASK_KILLED)
+    chr_log(CHR_LOG_ERROR, NULL, "callback task failed: %s",
+            lua_type(t->co, -1) == LUA_TSTRING ? lua_tostring(t->co, -1) : "(not a string)");
+  chr_task_release(t);
+}
+
+typedef struct cbcall {
+  chr_sched_t *s;
+  chr_run_t *r;
+  int ok, code;
+  const char *msg;
+} cbcall_t;
+
+/* Runs under chr_lua_cpcall. stack: unchanged */
+static int start_callbacks(lua_State *L) {
+  cbcall_t *c = lua_touserdata(L, 1);
+  chr_sched_t *s = c->s;
+  chr_run_t *r = c->r;
+  int ok = c->ok, code = c->code;
+  const char *msg = c->msg;
+  int global = ok ? s->on_success_ref : s->on_failure_ref;
+  const char *name = ok ? "on_success" : "on_failure";
+  int top = lua_gettop(L);
+  int have_job = 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->callbacks_ref);
+  if (lua_getfield(L, -1, r->job->job_id) == LUA_TTABLE) {
+    lua_getfield(L, -1, name);
+    have_job = lua_isfunction(L, -1);
+  } else {
+    lua_pushnil(L);
+  }
+  /* stack: callbacks jobcbs jobfn */
+  if (!have_job && global == LUA_NOREF) {
+    lua_settop(L, top);
+    return 0;
+  }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &trampoline_key);
+  if (s->logger_ref != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, s->logger_ref);
+  else lua_pushcfunction(L, default_log);
+  lua_pushstring(L, r->job->job_id);
+  lua_createtable(L, 2, 0);
+  lua_pushvalue(L, top + 3);
+  lua_rawseti(L, -2, 1);
+  if (global != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, global);
+    lua_rawseti(L, -2, 2);
+  }
+  lua_pushstring(L, r->job->job_id);
+  int nargs = 5; /* log, job_id, cbs, job_id, [err,] job */
+  if (!ok) {
+    push_error(L, code, msg);
+    nargs++;
+  }
+  chr_job_push(L, r->job);
+  /* The task last: nothing can fail between its creation and its start. */
+  chr_task_t *t = chr_task_new(L, callback_task_done, NULL);
+  lua_xmove(L, t->co, nargs + 1);
+  lua_settop(L, top);
+  chr_task_start(t, nargs);
+  return 0;
+}
+
+/* Calls job-specific then global callbacks in a task of their own, so they
+ * may wait (store calls, sleep). */
+static void fire_callbacks(chr_sched_t *s, chr_run_t *r, int ok, int code, const char *msg) {
+  int global = ok ? s->on_success_ref : s->on_failure_ref;
+  if (global == LUA_NOREF && s->njob_callbacks == 0) return;
+  cbcall_t c = {s, r, ok, code, msg};
+  char err[300];
+  if (chr_lua_cpcall(s->L, start_callbacks, &c, err, sizeof err) != LUA_OK)
+    chr_sched_log(s, CHR_LOG_ERROR, r->job->job_id, "cannot call the %s callbacks: %s",
+                  ok ? "on_success" : "on_failure", err);
+}
+
+/* Turns a finished run into its completion. */
+static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const char *msg) {
+  chr_job_t *job = r->job;
+  int64_t now = chr_sched_now(s);
+  chr_completion_t *c = pend_add(s, chr_strdup(job->job_id));
+  chr_job_t *u = release_updates();
+  c->updates = u;
+  int32_t attempt = chr_job_int(job, CHR_F_ATTEMPT, 0);
+  if (end != END_SKIPPED && end != END_SHUTDOWN && end != END_LEASE)
+    chr_job_set_int(u, CHR_F_ATTEMPT, attempt + 1);
+
+  if (end == END_SHUTDOWN) {
+    /* counted in stats.killed by chr_sched_kill_running */
+  } else if (end == END_OK || end == END_SKIPPED) {
+    int64_t next = CHR_TIME_NONE;
+    chr_trigger_t t;
+    char err[256];
+    int have_t = 0;
+    if (job->trigger_type != CHR_TT_DATE) {
+      if (chr_trigger_compile(job, &t, err, sizeof err) == 0) {
+        have_t = 1;
+        next = compute_next(s, r, &t, now);
+      } else {
+        chr_sched_log(s, CHR_LOG_ERROR, job->job_id, "cannot compute the next run: %s", err);
+      }
+    }
+    if (next == CHR_TIME_NONE) {
+      c->remove = 1;
+    } else {
+      set_next(u, next);
+    }
+    if (have_t) chr_trigger_free(&t);
+    if (end == END_OK) {
+      chr_job_set_int(u, CHR_F_RETRY_COUNT, 0);
+      chr_job_set_time(u, CHR_F_LAST_RUN_TIME, r->started);
+      chr_job_set_time(u, CHR_F_LAST_SCHEDULED_TIME, r->scheduled);
+      s->stats.succeeded++;
+      fire_callbacks(s, r, 1, 0, NULL);
+    } else {
+      s->stats.skipped++;
+      chr_sched_log(s, CHR_LOG_INFO, job->job_id, "skipped a missed run (if_missed=skip)");
+    }
+  } else {
+    int32_t n = chr_job_int(job, CHR_F_RETRY_COUNT, 0) + 1;
+    int32_t max = chr_job_int(job, CHR_F_MAX_RETRIES, 0);
+    if (n <= max) {
+      double delay = chr_job_int(job, CHR_F_RETRY_DELAY, 60) * ldexp(1.0, n - 1);
+      if (delay > MAX_RETRY_DELAY_S) delay = MAX_RETRY_DELAY_S;
+      set_next(u, now + (int64_t)(delay * 1e6));
+      chr_job_set_int(u, CHR_F_RETRY_COUNT, n);
+      s->stats.retried++;
+      chr_sched_log(s, CHR_LOG_WARN, job->job_id, "run failed (%s: %s); retry %d of %d in %gs",
+                    chr_strerror(code), msg, (int)n, (int)max, delay);
+    } else {
+      chr_job_set_int(u, CHR_F_STATUS, CHR_ST_FAILED);
+      u->nullmask |= CHR_BIT(CHR_F_NEXT_RUN_TIME);
+      s->stats.failed++;
+      chr_sched_log(s, CHR_LOG_ERROR, job->job_id, "run failed (%s: %s)%s", chr_strerror(code),
+                    msg, max ? "; retries exhausted" : "");
+      fire_callbacks(s, r, 0, code, msg);
+    }
+  }
+}
+
+/* ---- runs ---- */
+
+static void run_unlink(chr_sched_t *s, chr_run_t *r) {
+  if (r->prev) r->prev->next = r->next;
+  else s->running = r->next;
+  if (r->next) r->next->prev = r->prev;
+  s->nrunning--;
+}
+
+static void run_timer_close_cb(uv_handle_t *h) {
+  free(h);
+}
+
+static void run_end(chr_sched_t *s, chr_run_t *r, int end, int code, const char *msg) {
+  sched_ref(s);
+  if (r->timer) {
+    uv_close((uv_handle_t *)r->timer, run_timer_close_cb);
+    r->timer = NULL;
+  }
+  run_unlink(s, r);
+  complete_run(s, r, end, code, msg);
+  run_free(r);
+  if (!s->dispatching) {
+    dispatch(s);
+    if (s->state == CHR_SCHED_RUNNING) flush_soon(s);
+    else flush(s);
+  }
+  check_stopped(s);
+  sched_unref(s);
+}
+
+typedef struct errdesc {
+  lua_State *co; /* the failed coroutine, its error value on top */
+  int code;
+  char *msg;
+} errdesc_t;
+
+/* Runs under chr_lua_cpcall. stack: unchanged */
+static int describe_error(lua_State *L) {
+  errdesc_t *d = lua_touserdata(L, 1);
+  lua_xmove(d->co, L, 1); /* stack: ud err */
+  const char *m = NULL;
+  size_t n = 0;
+  if (lua_istable(L, 2)) {
+    if (lua_getfield(L, 2, "code") == LUA_TSTRING && strcmp(lua_tostring(L, -1), "memory") == 0)
+      d->code = CHR_ENOMEM;
+    lua_pop(L, 1);
+    /* An error table with a message, unless it prints itself. */
+    if (luaL_getmetafield(L, 2, "__tostring") == LUA_TNIL &&
+        lua_getfield(L, 2, "message") == LUA_TSTRING)
+      m = lua_tolstring(L, -1, &n);
+  }
+  if (m == NULL) m = luaL_tolstring(L, 2, &n);
+  d->msg = chr_strndup(m, n);
+  return 0;
+}
+
+/* The error value of a failed handler (on top of co) as a message: a
+ * string, an error table's message, or what tostring gives. Runs on the
+ * main thread in protected mode, since a __tostring may raise, return a
+ * non-string or wait. Returns a malloc'ed message. stack: co -1 */
+static char *error_message(chr_sched_t *s, lua_State *co, int *code) {
+  errdesc_t d = {co, CHR_EHANDLER, NULL};
+  const char *type = luaL_typename(co, -1);
+  char err[256];
+  if (chr_lua_cpcall(s->L, describe_error, &d, err, sizeof err) == LUA_OK) {
+    *code = d.code;
+    return d.msg;
+  }
+  free(d.msg);
+  *code = d.code;
+  return chr_sprintf("(a %s error value that cannot be shown: its __tostring failed: %s)", type,
+                     err);
+}
+
+static void task_done(chr_task_t *t, int status) {
+  chr_run_t *r = t->data;
+  chr_sched_t *s = r->s;
+  r->task = NULL;
+  if (status == LUA_OK) {
+    chr_task_release(t);
+    run_end(s, r, END_OK, 0, NULL);
+    return;
+  }
+  if (status == CHR_TASK_KILLED) {
+    int why = r->why_killed ? r->why_killed : t->exited ? END_EXIT : END_TIMEOUT;
+    int exit_code = t->exit_code;
+    chr_task_release(t);
+    if (why == END_SHUTDOWN) {
+      run_end(s, r, END_SHUTDOWN, 0, NULL);
+    } else if (why == END_EXIT) {
+      char msg[128];
+      snprintf(msg, sizeof msg, "the handler called os.exit(%d): the process stops", exit_code);
+      run_end(s, r, END_EXIT, CHR_EHANDLER, msg);
+    } else {
+      char msg[128];
+      snprintf(msg, sizeof msg, "handler timed out after %gs", r->timeout);
+      run_end(s, r, END_TIMEOUT, CHR_ETIMEOUT, msg);
+    }
+    return;
+  }
+  int code;
+  char *msg = error_message(s, t->co, &code);
+  if (status == LUA_ERRMEM) code = CHR_ENOMEM;
+  chr_task_release(t);
+  run_end(s, r, END_ERROR, code, msg);
+  free(msg);
+}
+
+static void timeout_cb(uv_timer_t *h) {
+  chr_run_t *r = h->data;
+  if (r->task) {
+    r->why_killed = END_TIMEOUT;
+    chr_task_kill(r->task, "timeout");
+  }
+}
+
+/* stack: +1 the handler function, or nothing when absent (returns 0). */
+static int push_handler(chr_sched_t *s, const char *name) {
+  lua_State *L = s->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->handlers_ref);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, "chronis.handlers"); /* process-wide */
+    if (lua_istable(L, -1)) lua_getfield(L, -1, name);
+    else lua_pushnil(L);
+    lua_remove(L, -2);
+  }
+  if (lua_istable(L, -1)) { /* a handler script's table: { run = fn, ... } */
+    lua_getfield(L, -1, "run");
+    lua_remove(L, -2);
+  }
+  if (lua_isfunction(L, -1)) return 1;
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* The table a handler receives. stack: +1 */
+static void push_job_arg(lua_State *L, const chr_run_t *r) {
+  const chr_job_t *j = r->job;
+  char msg[64], tb[CHR_TIME_BUFSZ];
+  lua_createtable(L, 0, 12);
+  if (j->extra) chr_json_decode_into(L, lua_gettop(L), j->extra, strlen(j->extra), msg, sizeof msg);
+  static const char *const empties[] = {"args", "kwargs", "metadata"};
+  for (int i = 0; i < 3; i++) {
+    if (lua_getfield(L, -1, empties[i]) == LUA_TNIL) {
+      lua_newtable(L);
+      lua_setfield(L, -3, empties[i]);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushstring(L, j->job_id);
+  lua_setfield(L, -2, "job_id");
+  if (j->name) {
+    lua_pushstring(L, j->name);
+    lua_setfield(L, -2, "name");
+  }
+  if (j->func_name) {
+    lua_pushstring(L, j->func_name);
+    lua_setfield(L, -2, "func_name");
+  }
+  if (j->timezone) {
+    lua_pushstring(L, j->timezone);
+    lua_setfield(L, -2, "timezone");
+  }
+  chr_time_format(r->scheduled, tb);
+  lua_pushstring(L, tb);
+  lua_setfield(L, -2, "scheduled_time");
+  lua_pushinteger(L, chr_job_int(j, CHR_F_ATTEMPT, 0) + 1);
+  lua_setfield(L, -2, "attempt");
+  lua_pushinteger(L, chr_job_int(j, CHR_F_RETRY_COUNT, 0));
+  lua_setfield(L, -2, "retry_count");
+}
+
+/* Prepares r's task: the handler and the job table moved onto a new
+ * coroutine; r->task stays NULL when there is no handler. Runs under
+ * chr_lua_cpcall. stack: unchanged */
+static int prepare_task(lua_State *L) {
+  chr_run_t *r = lua_touserdata(L, 1);
+  const char *fn = r->job->func_name ? r->job->func_name : "";
+  if (!push_handler(r->s, fn)) return 0;
+  push_job_arg(L, r);
+  chr_task_t *t = chr_task_new(L, task_done, r);
+  lua_xmove(L, t->co, 2);
+  r->task = t;
+  return 0;
+}
+
+static void start_run(chr_sched_t *s, chr_run_t *r) {
+  r->started = chr_sched_now(s);
+  /* Link first: a handler that finishes without waiting ends inside
+   * chr_task_start. */
+  r->prev = NULL;
+  r->next = s->running;
+  if (s->running) s->running->prev = r;
+  s->running = r;
+  s->nrunning++;
+  if (r->misfire == MF_SKIP) {
+    run_end(s, r, END_SKIPPED, 0, NULL);
+    return;
+  }
+  char err[300];
+  if (chr_lua_cpcall(s->L, prepare_task, r, err, sizeof err) != LUA_OK) {
+    run_end(s, r, END_ERROR, CHR_ENOMEM, err);
+    return;
+  }
+  if (r->task == NULL) {
+    snprintf(err, sizeof err, "no handler named '%s'", r->job->func_name ? r->job->func_name : "");
+    run_end(s, r, END_NO_HANDLER, CHR_ENOHANDLER, err);
+    return;
+  }
+  chr_task_t *t = r->task;
+  int32_t timeout = chr_job_int(r->job, CHR_F_TIMEOUT, 0);
+  r->timeout = timeout > 0 ? timeout : s->opts.default_timeout;
+  if (r->timeout > 0) {
+    uint64_t ms = (uint64_t)(r->timeout * 1000 + 0.5);
+    chr_task_set_deadline(t, chr_time_mono() + (int64_t)(r->timeout * 1e6));
+    r->timer = chr_malloc(sizeof *r->timer);
+    uv_timer_init(chr_loop(), r->timer);
+    r->timer->data = r;
+    uv_timer_start(r->timer, timeout_cb, ms ? ms : 1, 0);
+  }
+  chr_task_start(t, 1);
+}
+
+static void dispatch(chr_sched_t *s) {
+  if (s->dispatching) return;
+  s->dispatching = 1;
+  while (s->state != CHR_SCHED_STOPPED && s->nheap > 0 && s->nrunning < s->opts.max_workers)
+    start_run(s, heap_pop(s));
+  s->dispatching = 0;
+  /* Capacity came back while claims were held off: claim again. */
+  if (s->starved && s->state == CHR_SCHED_RUNNING &&
+      (int)(s->nheap + (size_t)s->nrunning) < s->opts.max_queue_size) {
+    s->starved = 0;
+    schedule_tick(s, 0);
+  }
+}
+
+/* ---- store calls ---- */
+
+typedef struct sreq {
+  chr_store_req_t req;
+  chr_store_cb done;
+  chr_sched_t *s;
+  chr_completion_t *items;
+  size_t nitems;
+  char **ids;
+  size_t nids;
+} sreq_t;
+
+/* Runs a request's callback holding a reference to the scheduler: the
+ * callback frees the request (and its reference) and may still use s. */
+static void sreq_dispatch(chr_store_req_t *req) {
+  sreq_t *q = req->data;
+  chr_sched_t *s = q->s;
+  sched_ref(s);
+  q->done(req);
+  sched_unref(s);
+}
+
+static sreq_t *sreq_new(chr_sched_t *s, chr_store_op_t op, chr_store_cb cb) {
+  sreq_t *q = chr_calloc(1, sizeof *q);
+  chr_store_req_init(&q->req, op);
+  q->done = cb;
+  q->req.cb = sreq_dispatch;
+  q->req.data = q;
+  q->s = s;
+  sched_ref(s);
+  return q;
+}
+
+static void sreq_free(sreq_t *q) {
+  chr_sched_t *s = q->s;
+  chr_store_req_reset(&q->req);
+  for (size_t i = 0; i < q->nitems; i++) {
+    free(q->items[i].job_id);
+    chr_job_free(q->items[i].updates);
+  }
+  free(q->items);
+  for (size_t i = 0; i < q->nids; i++) free(q->ids[i]);
+  free(q->ids);
+  free(q);
+  sched_unref(s);
+}
+
+/* Submits q; a refusal is answered like a failed request. */
+static void sreq_submit(sreq_t *q) {
+  int rc = chr_store_submit(q->s->store, &q->req);
+  if (rc != 0) {
+    chr_store_req_fail(&q->req, rc, "%s refused", chr_store_op_names[q->req.op]);
+    q->req.cb(&q->req);
+  }
+}
+
+/* ---- failing stores ---- */
+
+/* The delay before the next attempt after `fails` failures in a row: the
+ * poll interval doubling per failure, capped, with ±10% jitter so that
+ * processes sharing a store do not retry in step. */
+static int64_t backoff_us(const chr_sched_t *s, int fails) {
+  int64_t base = (int64_t)(s->opts.polling_interval * 1e6);
+  int64_t cap = base > MAX_BACKOFF_US ? base : MAX_BACKOFF_US;
+  int64_t d = base;
+  for (int i = 1; i < fails && d < cap; i++) d *= 2;
+  if (d > cap) d = cap;
+  static uint64_t seed = 0x9e3779b97f4a7c15ULL;
+  seed ^= seed << 13;
+  seed ^= seed >> 7;
+  seed ^= seed << 17;
+  return d - d / 10 + (int64_t)(seed % (uint64_t)(d / 5 + 1));
+}
+
+/* A store request of kind k failed: logged when the kind starts failing,
+ * then only at debug level until it works again. Returns the streak. */
+static int op_failed(chr_sched_t *s, int k, const chr_store_req_t *req) {
+  s->stats.store_errors++;
+  int n = ++s->health[k].fails;
+  const char *code = chr_strerror(req->status), *msg = req->errmsg ? req->errmsg : "";
+  if (n == 1) {
+    s->health[k].since = chr_time_mono();
+    chr_sched_log(s, CHR_LOG_ERROR, NULL, "%s failed: %s: %s; retrying with backoff (logged "
+                  "again when it works)", chr_sched_op_names[k], code, msg);
+  } else {
+    chr_sched_log(s, CHR_LOG_DEBUG, NULL, "%s failed again (%d in a row): %s: %s",
+                  chr_sched_op_names[k], n, code, msg);
+  }
+  return n;
+}
+
+static void op_ok(chr_sched_t *s, int k) {
+  if (s->health[k].fails == 0) return;
+  chr_sched_log(s, CHR_LOG_INFO, NULL, "%s works again after %d failed attempt(s) over %.1fs",
+                chr_sched_op_names[k], s->health[k].fails,
+                (double)(chr_time_mono() - s->health[k].since) / 1e6);
+  s->health[k].fails = 0;
+}
+
+int chr_sched_failing(const chr_sched_t *s, int k) {
+  return s->health[k].fails > 0;
+}
+
+/* ---- claims ---- */
+
+/* A job whose runs kept being cut short (its lease expired before the
+ * run completed: the process died, or stopped answering) more often than
+ * its retries allow. Lease recovery counts those in retry_count; a job
+ * without retries still gets one run after such a loss. */
+static int lease_exhausted(const chr_job_t *j) {
+  int32_t max = chr_job_int(j, CHR_F_MAX_RETRIES, 0);
+  return chr_job_int(j, CHR_F_RETRY_COUNT, 0) > (max > 0 ? max : 1);
+}
+
+static void claim_cb(chr_store_req_t *req) {
+  sreq_t *q = req->data;
+  chr_sched_t *s = q->s;
+  s->claim_busy = 0;
+  if (req->status != 0) {
+    int n = op_failed(s, CHR_SOP_CLAIM, req);
+    int64_t d = backoff_us(s, n);
+    s->claim_after = chr_time_mono() + d;
+    sreq_free(q);
+    if (s->state == CHR_SCHED_RUNNING) schedule_tick(s, d);
+    else check_stopped(s);
+    return;
+  }
+  op_ok(s, CHR_SOP_CLAIM);
+  s->claim_after = 0;
+  int full = req->limit > 0 && (int64_t)req->njobs >= req->limit;
+  s->empty_claims = req->njobs == 0 ? s->empty_claims + 1 : 0;
+  int64_t now = req->now;
+  for (size_t i = 0; i < req->njobs; i++) {
+    chr_job_t *j = req->jobs[i];
+    req->jobs[i] = NULL;
+    chr_run_t *r = run_new(s, j);
+    r->scheduled = chr_job_has(j, CHR_F_NEXT_RUN_TIME) ? j->next_run_time : now;
+    int64_t threshold = (int64_t)chr_job_int(j, CHR_F_MISFIRE_THRESHOLD, 60) * CHR_USEC;
+    if (r->scheduled + threshold < now) {
+      int policy = chr_job_int(j, CHR_F_IF_MISSED, 0);
+      if (policy == 0) policy = j->trigger_type == CHR_TT_CRON ? CHR_MISS_SKIP : CHR_MISS_RUN_ONCE;
+      r->misfire = policy == CHR_MISS_SKIP ? MF_SKIP
+                   : policy == CHR_MISS_RUN_ALL ? MF_RUN_ALL : MF_RUN_ONCE;
+    }
+    s->stats.claimed++;
+    if (s->state != CHR_SCHED_RUNNING) { /* stopped meanwhile: give it back */
+      chr_completion_t *c = pend_add(s, chr_strdup(j->job_id));
+      c->updates = release_updates();
+      s->stats.returned++;
+      run_free(r);
+      continue;
+    }
+    if (lease_exhausted(j)) {
+      char msg[200];
+      snprintf(msg, sizeof msg, "its runs were cut short %d time(s) (the lease expired before "
+               "the run completed: the process running it died or stopped answering)",
+               (int)chr_job_int(j, CHR_F_RETRY_COUNT, 0));
+      complete_run(s, r, END_LEASE, CHR_ELEASE, msg);
+      run_free(r);
+      continue;
+    }
+    heap_push(s, r);
+  }
+  req->njobs = 0;
+  sreq_free(q);
+  dispatch(s);
+  flush(s);
+  if (s->state != CHR_SCHED_RUNNING) {
+    check_stopped(s);
+    return;
+  }
+  if (full) schedule_tick(s, 0); /* drain: there may be more due now */
+  else arm_timer(s);
+}
+
+static void claim(chr_sched_t *s) {
+  if (s->claim_busy || s->state != CHR_SCHED_RUNNING) return;
+  int64_t wait = s->claim_after - chr_time_mono();
+  if (s->claim_after && wait > 0) { /* backing off a failing store */
+    schedule_tick(s, wait);
+    return;
+  }
+  int64_t cap = (int64_t)s->opts.max_queue_size - (int64_t)s->nheap - s->nrunning;
+  if (cap <= 0) { /* backpressure: claim again when a run ends */
+    s->starved = 1;
+    return;
+  }
+  sreq_t *q = sreq_new(s, CHR_OP_CLAIM, claim_cb);
+  q->req.now = chr_sched_now(s);
+  q->req.limit = cap;
+  q->req.owner = s->node_id;
+  q->req.lease_us = (int64_t)(s->opts.lease_seconds * 1e6);
+  s->claim_busy = 1;
+  sreq_submit(q);
+}
+
+static void recover_cb(chr_store_req_t *req) {
+  sreq_t *q = req->data;
+  chr_sched_t *s = q->s;
+  s->recover_busy = 0;
+  if (req->status != 0) {
+    op_failed(s, CHR_SOP_RECOVER, req);
+  } else {
+    op_ok(s, CHR_SOP_RECOVER);
+    if (req->count > 0)
+      chr_sched_log(s, CHR_LOG_WARN, NULL, "recovered %lld job(s) whose lease expired",
+                    (long long)req->count);
+  }
+  sreq_free(q);
+}
+
+static void recover(chr_sched_t *s, int64_t now) {
+  if (s->recover_busy) return;
+  int64_t every = (int64_t)(fmin(s->opts.polling_interval, s->opts.lease_seconds / 2) * 1e6);
+  if (s->health[CHR_SOP_RECOVER].fails)
+    every = backoff_us(s, s->health[CHR_SOP_RECOVER].fails);
+  if (s->last_recover != CHR_TIME_NONE && now - s->last_recover < every &&
+      now >= s->last_recover)
+    return;
+  s->last_recover = now;
+  sreq_t *q = sreq_new(s, CHR_OP_RECOVER, recover_cb);
+  q->req.now = now;
+  s->recover_busy = 1;
+  sreq_submit(q);
+}
+
+void chr_sched_tick(chr_sched_t *s) {
+  if (s->state != CHR_SCHED_RUNNING) return;
+  recover(s, chr_sched_now(s));
+  claim(s);
+}
+
+/* ---- completions ---- */
+
+/* A failed batch goes back to the front of the pending list, to be
+ * written again after a backoff: a completion that is dropped leaves its
+ * job running until its lease expires, and then it runs again. Only a
+ * stop whose grace period is over gives up on them. */
+static void flush_failed(chr_sched_t *s, sreq_t *q) {
+  int n = op_failed(s, CHR_SOP_COMPLETE, &q->req);
+  if (s->state == CHR_SCHED_STOPPED || s->closed ||
+      (s->state == CHR_SCHED_STOPPING && s->grace_over)) {
+    chr_sched_log(s, CHR_LOG_ERROR, NULL, "stopping: %zu completion(s) could not be written; "
+                  "those jobs run again once their leases expire", q->nitems);
+    return;
+  }
+  size_t need = s->npend + q->nitems;
+  if (need > s->pendcap) {
+    s->pendcap = need;
+    s->pend = chr_realloc(s->pend, s->pendcap * sizeof *s->pend);
+  }
+  memmove(s->pend + q->nitems, s->pend, s->npend * sizeof *s->pend);
+  memcpy(s->pend, q->items, q->nitems * sizeof *s->pend);
+  s->npend = need;
+  free(q->items);
+  q->items = NULL;
+  q->nitems = 0;
+  int64_t d = backoff_us(s, n);
+  s->flush_after = chr_time_mono() + d;
+  if (s->flush_timer) uv_timer_start(s->flush_timer, flush_timer_cb, (uint64_t)(d / 1000) + 1, 0);
+}
+
+static void flush_cb(chr_store_req_t *req) {
+  sreq_t *q = req->data;
+  chr_sched_t *s = q->s;
+  s->flush_busy = 0;
+  if (req->status != 0) {
+    flush_failed(s, q);
+    sreq_free(q);
+    check_stopped(s);
+    return;
+  }
+  op_ok(s, CHR_SOP_COMPLETE);
+  s->flush_after = 0;
+  /* The next runs this node just wrote are wake-up hints of its own: a
+   * store that cannot tell us (no local timer, no pub/sub echo) would
+   * otherwise leave them to the next poll. */
+  int64_t earliest = CHR_TIME_NONE;
+  for (size_t i = 0; i < q->nitems; i++) {
+    chr_completion_t *c = &q->items[i];
+    if (c->result != 0) {
+      chr_sched_log(s, CHR_LOG_WARN, c->job_id, "completion not applied (%s): %s",
+                    chr_strerror(c->result),
+                    c->result == CHR_ENOTFOUND ? "the job no longer exists in the store"
+                    : c->result == CHR_ECONFLICT ? "its lease expired and the job was recovered "
+                                                   "(it may run again, or already has)"
+                                                 : "the store refused it");
+    } else if (!c->remove && c->updates && chr_job_has(c->updates, CHR_F_NEXT_RUN_TIME) &&
+               c->updates->status == CHR_ST_SCHEDULED) {
+      int64_t t = c->updates->next_run_time;
+      if (!(s->store->caps & CHR_STORE_CAP_LOCAL)) hint_push(s, t);
+      if (earliest == CHR_TIME_NONE || t < earliest) earliest = t;
+    }
+  }
+  if (earliest != CHR_TIME_NONE) wake_cb(s, earliest);
+  sreq_free(q);
+  if (s->npend) flush(s);
+  check_stopped(s);
+}
+
+static void flush(chr_sched_t *s) {
+  if (s->flush_busy || s->npend == 0) return;
+  int64_t wait = s->flush_after - chr_time_mono();
+  if (s->flush_after && wait > 0 && !(s->state == CHR_SCHED_STOPPING && s->grace_over)) {
+    if (s->flush_timer && !uv_is_active((uv_handle_t *)s->flush_timer))
+      uv_timer_start(s->flush_timer, flush_timer_cb, (uint64_t)(wait / 1000) + 1, 0);
+    return;
+  }
+  sreq_t *q = sreq_new(s, CHR_OP_COMPLETE, flush_cb);
+  q->items = s->pend;
+  q->nitems = s->npend;
+  s->pend = NULL;
+  s->npend = s->pendcap = 0;
+  q->req.items = q->items;
+  q->req.nitems = q->nitems;
+  s->flush_busy = 1;
+  sreq_submit(q);
+}
+
+static void flush_timer_cb(uv_timer_t *t) {
+  flush(t->data);
+}
+
+/* Batches completions that arrive in the same loop iteration. */
+static void flush_soon(chr_sched_t *s) {
+  if (s->npend == 0 || s->flush_timer == NULL || uv_is_active((uv_handle_t *)s->flush_timer))
+    return;
+  uv_timer_start(s->flush_timer, flush_timer_cb, 0, 0);
+}
+
+/* ---- next-run hints ---- */
+
+#define MAX_HINTS 65536
+
+static void hint_push(chr_sched_t *s, int64_t t) {
+  if (s->nhints >= MAX_HINTS) return; /* polling covers the rest */
+  if (s->nhints == s->hintcap) {
+    s->hintcap = s->hintcap ? s->hintcap * 2 : 64;
+    s->hints = chr_realloc(s->hints, s->hintcap * sizeof *s->hints);
+  }
+  size_t i = s->nhints++;
+  while (i > 0 && s->hints[(i - 1) / 2] > t) {
+    s->hints[i] = s->hints[(i - 1) / 2];
+    i = (i - 1) / 2;
+  }
+  s->hints[i] = t;
+}
+
+static void hint_pop(chr_sched_t *s) {
+  int64_t last = s->hints[--s->nhints];
+  size_t i = 0, n = s->nhints;
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= n) break;
+    if (c + 1 < n && s->hints[c + 1] < s->hints[c]) c++;
+    if (s->hints[c] >= last) break;
+    s->hints[i] = s->hints[c];
+    i = c;
+  }
+  if (n) s->hints[i] = last;
+}
+
+/* The earliest hinted time still ahead of now, dropping the past ones. */
+static int64_t hint_next(chr_sched_t *s, int64_t now) {
+  while (s->nhints && s->hints[0] <= now) hint_pop(s);
+  return s->nhints ? s->hints[0] : CHR_TIME_NONE;
+}
+
+/* ---- timers ---- */
+
+static void poll_cb(uv_timer_t *t) {
+  chr_sched_t *s = t->data;
+  s->armed_at = CHR_TIME_NONE;
+  chr_sched_tick(s);
+}
+
+/* Arms the poll timer delay_us from now; never before the end of a claim
+ * backoff, whatever asked (a store hint, a drain, a freed worker). */
+static void schedule_tick(chr_sched_t *s, int64_t delay_us) {
+  if (s->state != CHR_SCHED_RUNNING || s->poll_timer == NULL) return;
+  if (s->claim_after) {
+    int64_t wait = s->claim_after - chr_time_mono();
+    if (wait > delay_us) delay_us = wait;
+  }
+  uint64_t ms = delay_us <= 0 ? 0 : (uint64_t)((delay_us + 999) / 1000);
+  s->armed_at = chr_time_now() + (int64_t)ms * 1000;
+  uv_update_time(chr_loop());
+  uv_timer_start(s->poll_timer, poll_cb, ms, 0);
+}
+
+static void due_cb(chr_store_req_t *req) {
+  sreq_t *q = req->data;
+  chr_sched_t *s = q->s;
+  s->due_busy = 0;
+  int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
+  int64_t delay = poll, now = chr_sched_now(s), hint = hint_next(s, now);
+  if (req->status != 0) {
+    op_failed(s, CHR_SOP_NEXT_DUE, req);
+  } else {
+    op_ok(s, CHR_SOP_NEXT_DUE);
+    if (req->count != CHR_TIME_NONE) {
+      int64_t d = req->count - now;
+      if (d < delay) delay = d < 0 ? 0 : d;
+    }
+  }
+  if (hint != CHR_TIME_NONE && hint - now < delay) delay = hint - now;
+  /* A job that looks due but that the last claims did not get (another
+   * node holds it, or it does not match this scheduler): wait a little,
+   * more each time, instead of asking again at once. */
+  if (delay <= 0 && s->empty_claims > 0) {
+    int64_t d = 10000;
+    for (int i = 1; i < s->empty_claims && d < poll; i++) d *= 2;
+    delay = d < poll ? d : poll;
+  }
+  sreq_free(q);
+  if (s->state == CHR_SCHED_RUNNING && !s->claim_busy) schedule_tick(s, delay);
+}
+
+/* Arms the poll timer: the poll interval, or sooner for local stores when
+ * a job is due earlier. */
+static void arm_timer(chr_sched_t *s) {
+  if (s->state != CHR_SCHED_RUNNING) return;
+  /* Every store that can tell its next due time is asked after each poll
+   * that did not drain (one round trip for networked ones); the others
+   * rely on the hints of this node's own completions. */
+  if (!(s->store->caps & (CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_NEXT_DUE))) {
+    int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
+    int64_t now = chr_sched_now(s), next = hint_next(s, now);
+    if (next != CHR_TIME_NONE && next - now < poll) poll = next - now;
+    /* Keep a sooner wake-up a store hint already armed. */
+    if (s->armed_at != CHR_TIME_NONE && s->armed_at <= chr_time_now() + poll &&
+        uv_is_active((uv_handle_t *)s->poll_timer))
+      return;
+    schedule_tick(s, poll);
+    return;
+  }
+  /* The poll interval first: a store that is slow to answer (or down)
+   * must not leave the engine without a timer. */
+  int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
+  if (s->armed_at == CHR_TIME_NONE || s->armed_at > chr_time_now() + poll ||
+      !uv_is_active((uv_handle_t *)s->poll_timer))
+    schedule_tick(s, poll);
+  if (s->due_busy) return;
+  sreq_t *q = sreq_new(s, CHR_OP_NEXT_DUE, due_cb);
+  s->due_busy = 1;
+  sreq_submit(q);
+}
+
+/* Store hint: a job may be due before the armed timer. */
+static void wake_cb(void *data, int64_t when) {
+  chr_sched_t *s = data;
+  if (s->state != CHR_SCHED_RUNNING || when == CHR_TIME_NONE) return;
+  if (s->armed_at != CHR_TIME_NONE && when >= s->armed_at) return;
+  schedule_tick(s, when - chr_sched_now(s));
+}
+
+static void extend_cb(chr_store_req_t *req) {
+  sreq_t *q = req->data;
+  chr_sched_t *s = q->s;
+  s->extend_busy = 0;
+  if (req->status != 0) op_failed(s, CHR_SOP_EXTEND, req);
+  else op_ok(s, CHR_SOP_EXTEND);
+  sreq_free(q);
+}
+
+/* Heartbeat: extends the leases of every job this node holds, including
+ * completions not written yet (a failing store must not cost them their
+ * lease while they wait to be written). */
+static void lease_cb(uv_timer_t *t) {
+  chr_sched_t *s = t->data;
+  size_t n = s->nheap + (size_t)s->nrunning + s->npend;
+  if (n == 0 || s->extend_busy) return;
+  sreq_t *q = sreq_new(s, CHR_OP_EXTEND, extend_cb);
+  q->ids = chr_malloc(n * sizeof *q->ids);
+  for (size_t i = 0; i < s->nheap; i++) q->ids[q->nids++] = chr_strdup(s->heap[i]->job->job_id);
+  for (chr_run_t *r = s->running; r; r = r->next) q->ids[q->nids++] = chr_strdup(r->job->job_id);
+  for (size_t i = 0; i < s->npend; i++) q->ids[q->nids++] = chr_strdup(s->pend[i].job_id);
+  q->req.ids = q->ids;
+  q->req.nids = q->nids;
+  q->req.owner = s->node_id;
+  q->req.now = chr_sched_now(s);
+  q->req.lease_us = (int64_t)(s->opts.lease_seconds * 1e6);
+  s->extend_busy = 1;
+  sreq_submit(q);
+}
+
+/* ---- lifecycle ---- */
+
+static void make_node_id(char *out, size_t n) {
+  static unsigned counter;
+  uint64_t x = (uint64_t)chr_time_now() ^ ((uint64_t)chr_time_mono() << 21) ^
+               (uint64_t)uv_os_getpid() << 40 ^ ++counter;
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  char host[32] = "node";
+  size_t hl = sizeof host;
+  if (uv_os_gethostname(host, &hl) != 0) strcpy(host, "node");
+  host[16] = '\0';
+  snprintf(out, n, "%s-%d-%08x", host, (int)uv_os_getpid(), (unsigned)x);
+}
+
+chr_sched_t *chr_sched_new(lua_State *L, chr_store_t *store, const chr_sched_opts_t *opts) {
+  chr_sched_t *s = chr_calloc(1, sizeof *s);
+  /* Callbacks run on the main thread: L may be a task that goes away. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  s->L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  L = s->L;
+  s->store = store;
+  chr_store_retain(store);
+  s->opts = *opts;
+  s->armed_at = s->last_recover = CHR_TIME_NONE;
+  s->store_ref = s->lock_ref = s->handlers_ref = s->callbacks_ref = LUA_NOREF;
+  s->clock_ref = s->on_success_ref = s->on_failure_ref = s->logger_ref = LUA_NOREF;
+  make_node_id(s->node_id, sizeof s->node_id);
+  s->refs = 1; /* the owner's, dropped by chr_sched_close */
+  s->watch.cb = wake_cb;
+  s->watch.data = s;
+  if (!lua_getfield(L, LUA_REGISTRYINDEX, "chronis.handlers")) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "chronis.handlers");
+  } else {
+    lua_pop(L, 1);
+  }
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &trampoline_key) == LUA_TNIL) {
+    /* Runs the callbacks of one event in order; a failing callback is
+     * logged with the job id and stops nothing. */
+    static const char src[] =
+        "return function(log, job_id, cbs, ...)\n"
+        "  for i = 1, 2 do\n"
+        "    local cb = cbs[i]\n"
+        "    if cb then\n"
+        "      local ok, err = pcall(cb, ...)\n"
+        "      if not ok then\n"
+        "        log('error', 'callback failed: ' .. tostring(err), {job_id = job_id})\n"
+        "      end\n"
+        "    end\n"
+        "  end\n"
+        "end\n";
+    lua_pop(L, 1);
+    luaL_loadbufferx(L, src, sizeof src - 1, "=chronis.callbacks", "t");
+    lua_call(L, 0, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &trampoline_key);
+  } else {
+    lua_pop(L, 1);
+  }
+  return s;
+}
+
+int chr_sched_start(chr_sched_t *s) {
+  if (s->state == CHR_SCHED_RUNNING) return 0;
+  if (s->state == CHR_SCHED_STOPPING) return CHR_ESTATE;
+  s->state = CHR_SCHED_RUNNING;
+  s->grace_over = 0;
+  s->claim_after = s->flush_after = 0;
+  s->poll_timer = timer_new(s);
+  s->lease_timer = timer_new(s);
+  s->flush_timer = timer_new(s);
+  uint64_t beat = (uint64_t)(s->opts.lease_seconds * 1000 / 3);
+  uv_timer_start(s->lease_timer, lease_cb, beat ? beat : 1, beat ? beat : 1);
+  chr_store_watch(s->store, &s->watch);
+  s->next_live = live_list;
+  live_list = s;
+  chr_sched_log(s, CHR_LOG_DEBUG, NULL, "scheduler %s started on the %s store", s->node_id,
+                s->store->vt->kind);
+  schedule_tick(s, 0);
+  return 0;
+}
+
+void chr_sched_set_stopped_cb(chr_sched_t *s, chr_sched_stopped_cb cb, void *data) {
+  s->stopped_cb = cb;
+  s->stopped_data = data;
+}
+
+int chr_sched_runs_task(const chr_sched_t *s, const chr_task_t *t) {
+  for (const chr_run_t *r = s->running; r; r = r->next)
+    if (r->task == t) return 1;
+  return 0;
+}
+
+/* Stops claiming and hands back the claimed jobs that have not started. */
+static void begin_stop(chr_sched_t *s) {
+  s->state = CHR_SCHED_STOPPING;
+  s->stop_base = s->stats;
+  chr_store_unwatch(s->store, &s->watch);
+  live_remove(s);
+  if (s->poll_timer) uv_timer_stop(s->poll_timer);
+  s->armed_at = CHR_TIME_NONE;
+  while (s->nheap) {
+    chr_run_t *r = heap_pop(s);
+    chr_completion_t *c = pend_add(s, chr_strdup(r->job->job_id));
+    c->updates = release_updates();
+    s->stats.returned++;
+    run_free(r);
+  }
+  flush(s);
+}
+
+/* Ends handlers still running; their jobs go back to the pool (the run
+ * did not complete, so it will run again). */
+static void kill_running(chr_sched_t *s) {
+  for (chr_run_t *r = s->running, *next; r; r = next) {
+    next = r->next;
+    if (r->task && r->why_killed != END_SHUTDOWN) {
+      r->why_killed = END_SHUTDOWN;
+      s->stats.killed++;
+      chr_task_kill(r->task, "scheduler stopped");
+    }
+  }
+}
+
+static void grace_cb(uv_timer_t *t) {
+  chr_sched_t *s = t->data;
+  s->grace_over = 1;
+  if (s->nrunning)
+    chr_sched_log(s, CHR_LOG_WARN, NULL,
+                  "shutdown grace period over: stopping %d running handler(s)", s->nrunning);
+  sched_ref(s);
+  kill_running(s);
+  check_stopped(s);
+  sched_unref(s);
+}
+
+static int idle(const chr_sched_t *s) {
+  return s->nrunning == 0 && s->npend == 0 && !s->flush_busy && !s->claim_busy;
+}
+
+static void finish_stop(chr_sched_t *s) {
+  timer_close(&s->poll_timer);
+  timer_close(&s->lease_timer);
+  timer_close(&s->flush_timer);
+  timer_close(&s->grace_timer);
+  s->state = CHR_SCHED_STOPPED;
+  chr_sched_log(s, CHR_LOG_DEBUG, NULL, "scheduler %s stopped", s->node_id);
+  if (s->stopped_cb) s->stopped_cb(s, s->stopped_data);
+}
+
+static void check_stopped(chr_sched_t *s) {
+  if (s->state != CHR_SCHED_STOPPING) return;
+  if (s->npend && !s->flush_busy) flush(s);
+  if (idle(s)) finish_stop(s);
+}
+
+void chr_sched_stop(chr_sched_t *s, double grace) {
+  if (s->state == CHR_SCHED_STOPPED) return;
+  if (grace < 0) grace = 0;
+  uint64_t ms = (uint64_t)(grace * 1000 + 0.5);
+  if (s->state == CHR_SCHED_RUNNING) {
+    begin_stop(s);
+    s->grace_timer = timer_new(s);
+  } else if (s->grace_over || (s->grace_timer && uv_timer_get_due_in(s->grace_timer) <= ms)) {
+    return; /* already stopping, at least as soon */
+  }
+  if (s->grace_timer) uv_timer_start(s->grace_timer, grace_cb, ms, 0);
+  sched_ref(s);
+  check_stopped(s);
+  sched_unref(s);
+}
+
+void chr_sched_push_running_ids(lua_State *L, chr_sched_t *s) {
+  lua_createtable(L, s->nrunning, 0);
+  lua_Integer i = 0;
+  for (chr_run_t *r = s->running; r; r = r->next) {
+    lua_pushstring(L, r->job->job_id);
+    lua_rawseti(L, -2, ++i);
+  }
+}
+
+void chr_sched_close(chr_sched_t *s) {
+  if (s->closed) return;
+  sched_ref(s);
+  if (s->state == CHR_SCHED_RUNNING) begin_stop(s);
+  if (s->state == CHR_SCHED_STOPPING) {
+    s->grace_over = 1;
+    kill_running(s);
+    finish_stop(s);
+  }
+  chr_store_unwatch(s->store, &s->watch);
+  live_remove(s);
+  s->stopped_cb = NULL;
+  s->closed = 1;
+  sched_unref(s);
+  sched_unref(s);
+}

@@ -1,0 +1,727 @@
+/* lstore.c - the Lua face of storage adapters (see lstore.h). */
+#include "store.h"
+
+#include <lauxlib.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json.h"
+#include "util.h"
+#include "task.h"
+#include "core/time.h"
+
+#define STORE_MT "chronis.store"
+
+typedef struct lstore {
+  chr_store_t *store;
+} lstore_t;
+
+/* One pending store call: the request and every input it borrows. */
+typedef struct store_op {
+  chr_waiter_t w;
+  chr_store_req_t req;
+  chr_job_t *job, *expected;
+  chr_filter_t filter;
+  char *id, *owner;
+  char **ids;
+  size_t nids;
+  chr_completion_t *items;
+  size_t nitems;
+} store_op_t;
+
+static void op_free(store_op_t *op) {
+  chr_store_req_reset(&op->req);
+  chr_job_free(op->job);
+  chr_job_free(op->expected);
+  chr_filter_free(&op->filter);
+  free(op->id);
+  free(op->owner);
+  for (size_t i = 0; i < op->nids; i++) free(op->ids[i]);
+  free(op->ids);
+  for (size_t i = 0; i < op->nitems; i++) {
+    free(op->items[i].job_id);
+    free(op->items[i].owner);
+    chr_job_free(op->items[i].updates);
+  }
+  free(op->items);
+  free(op);
+}
+
+static void op_release(chr_waiter_t *w) {
+  op_free((store_op_t *)w);
+}
+
+static void op_cb(chr_store_req_t *req) {
+  chr_waiter_done(&((store_op_t *)req->data)->w);
+}
+
+static int op_finish(lua_State *L, chr_waiter_t *w);
+
+static store_op_t *op_new(chr_store_op_t kind) {
+  store_op_t *op = chr_calloc(1, sizeof *op);
+  chr_store_req_init(&op->req, kind);
+  chr_filter_init(&op->filter);
+  op->req.cb = op_cb;
+  op->req.data = op;
+  op->w.finish = op_finish;
+  op->w.release = op_release;
+  return op;
+}
+
+static lstore_t *check_lstore(lua_State *L, int idx) {
+  lstore_t *s = luaL_checkudata(L, idx, STORE_MT);
+  if (s->store == NULL) luaL_error(L, "attempt to use a closed store");
+  return s;
+}
+
+chr_store_t *chr_lua_checkstore(lua_State *L, int idx) {
+  return check_lstore(L, idx)->store;
+}
+
+chr_store_t *chr_lua_takestore(lua_State *L, int idx) {
+  lstore_t *s = check_lstore(L, idx);
+  chr_store_t *st = s->store;
+  s->store = NULL;
+  return st;
+}
+
+static int op_run(lua_State *L, chr_store_t *s, store_op_t *op) {
+  int rc = chr_store_submit(s, &op->req);
+  if (rc != 0) {
+    op_free(op);
+    return chr_lua_error(L, rc, "%s refused by the %s store", chr_store_op_names[op->req.op],
+                         s->vt->kind);
+  }
+  return chr_wait(L, &op->w);
+}
+
+static void push_jobs_array(lua_State *L, chr_store_req_t *req) {
+  lua_createtable(L, (int)req->njobs, 0);
+  for (size_t i = 0; i < req->njobs; i++) {
+    chr_job_push(L, req->jobs[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+}
+
+/* Converts the finished request into Lua results, or raises its error. */
+static int op_finish(lua_State *L, chr_waiter_t *w) {
+  store_op_t *op = (store_op_t *)w;
+  chr_store_req_t *req = &op->req;
+  int nres = 1;
+  if (req->status != 0) {
+    lua_pushstring(L, req->errmsg ? req->errmsg : chr_strerror(req->status));
+    int code = req->status;
+    op_free(op);
+    chr_lua_pusherror(L, code, lua_tostring(L, -1));
+    return lua_error(L);
+  }
+  switch (req->op) {
+  case CHR_OP_CREATE:
+  case CHR_OP_UPDATE:
+  case CHR_OP_GET:
+    if (req->njobs) chr_job_push(L, req->jobs[0]);
+    else lua_pushnil(L);
+    break;
+  case CHR_OP_CAS:
+    lua_pushboolean(L, req->ok);
+    if (req->ok && req->njobs) chr_job_push(L, req->jobs[0]);
+    else lua_pushnil(L);
+    nres = 2;
+    break;
+  case CHR_OP_DELETE: lua_pushboolean(L, req->ok); break;
+  case CHR_OP_GET_BATCH:
+    lua_createtable(L, 0, (int)req->njobs);
+    for (size_t i = 0; i < req->njobs; i++) {
+      chr_job_push(L, req->jobs[i]);
+      lua_setfield(L, -2, req->jobs[i]->job_id);
+    }
+    break;
+  case CHR_OP_QUERY:
+  case CHR_OP_CLAIM: push_jobs_array(L, req); break;
+  case CHR_OP_COUNT:
+  case CHR_OP_RECOVER:
+  case CHR_OP_EXTEND: lua_pushinteger(L, req->count); break;
+  case CHR_OP_NEXT_DUE: chr_lua_pushtime(L, req->count); break;
+  case CHR_OP_COMPLETE:
+    lua_createtable(L, (int)op->nitems, 0);
+    for (size_t i = 0; i < op->nitems; i++) {
+      lua_createtable(L, 0, 3);
+      lua_pushstring(L, op->items[i].job_id);
+      lua_setfield(L, -2, "job_id");
+      lua_pushboolean(L, op->items[i].result == 0);
+      lua_setfield(L, -2, "ok");
+      if (op->items[i].result != 0) {
+        lua_pushstring(L, chr_strerror(op->items[i].result));
+        lua_setfield(L, -2, "code");
+      }
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    break;
+  default: lua_pushnil(L); break;
+  }
+  op_free(op);
+  return nres;
+}
+
+static chr_job_t *check_job(lua_State *L, int idx, int partial, const char *what) {
+  char err[300];
+  luaL_checktype(L, idx, LUA_TTABLE);
+  chr_job_t *j = chr_job_new();
+  if (chr_job_from_lua(L, idx, j, partial, err, sizeof err) != 0) {
+    chr_job_free(j);
+    chr_lua_error(L, CHR_EINVAL, "%s: %s", what, err);
+  }
+  return j;
+}
+
+/* Raises `invalid` when the string at idx breaks the rule for the strings
+ * a job holds (chr_job_string_problem): "<what>: invalid field '<field>':
+ * <what is wrong>". An id with a NUL byte would otherwise name another job. */
+static void check_string(lua_State *L, int idx, const char *what, const char *field) {
+  size_t n;
+  char msg[80];
+  const char *s = lua_tolstring(L, idx, &n);
+  const char *bad = chr_job_string_problem(s, n, msg, sizeof msg);
+  if (bad) chr_lua_error(L, CHR_EINVAL, "%s: invalid field '%s': %s", what, field, bad);
+}
+
+static char *check_id(lua_State *L, int idx, const char *what) {
+  size_t n;
+  const char *s = luaL_checklstring(L, idx, &n);
+  check_string(L, idx, what, "job_id");
+  return chr_strndup(s, n);
+}
+
+static int l_create_job(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  chr_job_t *job = check_job(L, 2, 0, "create_job"); /* may raise: before op_new */
+  store_op_t *op = op_new(CHR_OP_CREATE);
+  op->req.job = op->job = job;
+  return op_run(L, s, op);
+}
+
+static int l_get_job(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  char *id = check_id(L, 2, "get_job");
+  store_op_t *op = op_new(CHR_OP_GET);
+  op->req.id = op->id = id;
+  return op_run(L, s, op);
+}
+
+/* An array of job ids; `field` names them in errors. */
+static char **check_strings(lua_State *L, int idx, size_t *n, const char *what,
+                            const char *field) {
+  if (!lua_istable(L, idx)) chr_lua_error(L, CHR_EINVAL, "%s: expected an array of job ids", what);
+  size_t len = lua_rawlen(L, idx);
+  /* Checked before anything is copied: the errors raise. */
+  for (size_t i = 0; i < len; i++) {
+    lua_rawgeti(L, idx, (lua_Integer)i + 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+      chr_lua_error(L, CHR_EINVAL, "%s: item %zu is not a string", what, i + 1);
+    char name[64];
+    snprintf(name, sizeof name, "%s[%zu]", field, i + 1);
+    check_string(L, -1, what, name);
+    lua_pop(L, 1);
+  }
+  char **ids = chr_calloc(len ? len : 1, sizeof *ids);
+  for (size_t i = 0; i < len; i++) {
+    lua_rawgeti(L, idx, (lua_Integer)i + 1);
+    ids[i] = chr_strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  *n = len;
+  return ids;
+}
+
+static int l_get_jobs_batch(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  size_t n;
+  char **ids = check_strings(L, 2, &n, "get_jobs_batch", "job_id");
+  store_op_t *op = op_new(CHR_OP_GET_BATCH);
+  op->ids = op->req.ids = ids;
+  op->nids = op->req.nids = n;
+  return op_run(L, s, op);
+}
+
+static int l_update_job(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  free(check_id(L, 2, "update_job")); /* checked before anything is held */
+  chr_job_t *u = check_job(L, 3, 1, "update_job");
+  store_op_t *op = op_new(CHR_OP_UPDATE);
+  op->req.id = op->id = check_id(L, 2, "update_job");
+  op->req.job = op->job = u;
+  return op_run(L, s, op);
+}
+
+static int l_cas(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  free(check_id(L, 2, "compare_and_swap_job"));
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  chr_job_t *e = check_job(L, 3, 1, "compare_and_swap_job expected");
+  char err[300];
+  chr_job_t *u = chr_job_new();
+  if (chr_job_from_lua(L, 4, u, 1, err, sizeof err) != 0) {
+    chr_job_free(e);
+    chr_job_free(u);
+    return chr_lua_error(L, CHR_EINVAL, "compare_and_swap_job updates: %s", err);
+  }
+  store_op_t *op = op_new(CHR_OP_CAS);
+  op->req.expected = op->expected = e;
+  op->req.job = op->job = u;
+  op->req.id = op->id = check_id(L, 2, "compare_and_swap_job");
+  return op_run(L, s, op);
+}
+
+static int l_delete_job(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  char *id = check_id(L, 2, "delete_job");
+  store_op_t *op = op_new(CHR_OP_DELETE);
+  op->req.id = op->id = id;
+  return op_run(L, s, op);
+}
+
+static int64_t filter_time(lua_State *L, int idx, const char *key) {
+  return chr_lua_checktime(L, idx, NULL, key);
+}
+
+/* Filter keys and values follow the rule of the values they are compared
+ * with (chr_job_check_value): a key or value with a NUL byte would
+ * otherwise match a shorter one. Raises `invalid` naming the filter. */
+static void check_filter_values(lua_State *L, int idx) {
+  chr_buf_t path;
+  char msg[80];
+  chr_buf_init(&path);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int rc = 0;
+    chr_buf_adds(&path, "");
+    if (lua_type(L, -2) == LUA_TSTRING) {
+      size_t n;
+      const char *k = lua_tolstring(L, -2, &n);
+      chr_job_add_shown(&path, k, n);
+      const char *bad = chr_job_string_problem(k, n, msg, sizeof msg);
+      if (bad == NULL) rc = chr_job_check_value(L, -1, &path, msg, sizeof msg);
+      else rc = CHR_EINVAL;
+    }
+    if (rc != 0) {
+      lua_pushstring(L, path.p);
+      chr_buf_free(&path);
+      chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': %s", lua_tostring(L, -1), msg);
+    }
+    lua_pop(L, 1);
+    path.len = 0;
+  }
+  chr_buf_free(&path);
+}
+
+/* stack: unchanged; raises on a bad filter (f is left clean to free). */
+void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
+  chr_filter_init(f);
+  if (lua_isnoneornil(L, idx)) return;
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx)) chr_lua_error(L, CHR_EINVAL, "filters must be a table, got %s",
+                                          luaL_typename(L, idx));
+  check_filter_values(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      lua_pop(L, 2);
+      chr_filter_free(f);
+      chr_lua_error(L, CHR_EINVAL, "invalid filter key of type %s", luaL_typename(L, -2));
+    }
+    const char *k = lua_tostring(L, -2);
+    int v = lua_gettop(L);
+    if (strcmp(k, "status") == 0) {
+      int bad = 0;
+      if (lua_type(L, v) == LUA_TSTRING) {
+        int st = chr_enum_parse(chr_status_names, CHR_ST__COUNT, lua_tostring(L, v));
+        if (st) f->status_mask |= 1u << st;
+        else bad = 1;
+      } else if (lua_istable(L, v)) {
+        for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, v); i++) {
+          lua_rawgeti(L, v, i);
+          int st = lua_type(L, -1) == LUA_TSTRING
+                       ? chr_enum_parse(chr_status_names, CHR_ST__COUNT, lua_tostring(L, -1))
+                       : 0;
+          lua_pop(L, 1);
+          if (st) f->status_mask |= 1u << st;
+          else bad = 1;
+        }
+      } else {
+        bad = 1;
+      }
+      if (bad) {
+        chr_filter_free(f);
+        chr_lua_error(L, CHR_EINVAL, "invalid filter 'status': expected pending, scheduled, "
+                                     "running, paused or failed");
+      }
+    } else if (strcmp(k, "trigger_type") == 0) {
+      const char *s = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : "";
+      f->trigger_type = chr_enum_parse(chr_trigger_type_names, CHR_TT__COUNT, s);
+      if (!f->trigger_type) {
+        chr_filter_free(f);
+        chr_lua_error(L, CHR_EINVAL, "invalid filter 'trigger_type': expected interval, cron "
+                                     "or date");
+      }
+    } else if (strcmp(k, "next_run_time_lte") == 0) {
+      f->nrt_lte = filter_time(L, v, k);
+    } else if (strcmp(k, "next_run_time_gte") == 0) {
+      f->nrt_gte = filter_time(L, v, k);
+    } else if (strcmp(k, "updated_at_lte") == 0) {
+      f->upd_lte = filter_time(L, v, k);
+    } else if (strcmp(k, "updated_at_gte") == 0) {
+      f->upd_gte = filter_time(L, v, k);
+    } else if (strcmp(k, "job_id_in") == 0) {
+      f->ids = check_strings(L, v, &f->nids, "invalid filter 'job_id_in'", "job_id");
+      f->has_ids = 1;
+    } else if (strncmp(k, "metadata.", 9) == 0 && k[9] != '\0') {
+      chr_buf_t b;
+      char err[200];
+      chr_buf_init(&b);
+      if (chr_json_encode(L, v, &b, err, sizeof err) != 0) {
+        chr_buf_free(&b);
+        chr_filter_free(f);
+        chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': %s", k, err);
+      }
+      f->meta = chr_realloc(f->meta, (f->nmeta + 1) * sizeof *f->meta);
+      f->meta[f->nmeta].path = chr_strdup(k + 9);
+      f->meta[f->nmeta].value = chr_buf_steal(&b);
+      f->nmeta++;
+    } else {
+      chr_filter_free(f);
+      chr_lua_error(L, CHR_EINVAL,
+                    "invalid filter '%s': unknown key (expected status, trigger_type, "
+                    "next_run_time_lte/gte, updated_at_lte/gte, metadata.<key>, job_id_in)",
+                    k);
+    }
+    lua_settop(L, v - 1);
+  }
+}
+
+static int64_t opt_int(lua_State *L, int idx, int64_t def, const char *what) {
+  if (lua_isnoneornil(L, idx)) return def;
+  if (!lua_isinteger(L, idx) || lua_tointeger(L, idx) < 0)
+    return chr_lua_error(L, CHR_EINVAL, "%s must be a non-negative integer", what);
+  return lua_tointeger(L, idx);
+}
+
+static int l_query_jobs(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  int64_t limit = opt_int(L, 3, -1, "limit"), offset = opt_int(L, 4, 0, "offset");
+  chr_filter_t f;
+  chr_lua_checkfilter(L, 2, &f);
+  store_op_t *op = op_new(CHR_OP_QUERY);
+  op->filter = f;
+  op->req.filter = &op->filter;
+  op->req.limit = limit;
+  op->req.offset = offset;
+  return op_run(L, s, op);
+}
+
+static int l_count_jobs(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  chr_filter_t f;
+  chr_lua_checkfilter(L, 2, &f);
+  store_op_t *op = op_new(CHR_OP_COUNT);
+  op->filter = f;
+  op->req.filter = &op->filter;
+  return op_run(L, s, op);
+}
+
+static int64_t field_time(lua_State *L, int t, const char *k, int64_t def) {
+  lua_getfield(L, t, k);
+  int64_t v = lua_isnil(L, -1) ? def : chr_lua_checktime(L, -1, NULL, k);
+  lua_pop(L, 1);
+  return v;
+}
+
+static double field_number(lua_State *L, int t, const char *k, double def) {
+  lua_getfield(L, t, k);
+  double v = def;
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) < 0)
+      chr_lua_error(L, CHR_EINVAL, "'%s' must be a non-negative number", k);
+    v = lua_tonumber(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static char *field_string(lua_State *L, int t, const char *k, int required, const char *what) {
+  lua_getfield(L, t, k);
+  if (lua_isnil(L, -1) && !required) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  if (lua_type(L, -1) != LUA_TSTRING) chr_lua_error(L, CHR_EINVAL, "'%s' must be a string", k);
+  check_string(L, -1, what, k);
+  char *s = chr_strdup(lua_tostring(L, -1));
+  lua_pop(L, 1);
+  return s;
+}
+
+static int l_claim_due_jobs(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int64_t now = field_time(L, 2, "now", chr_time_now());
+  double limit = field_number(L, 2, "limit", 100);
+  double lease = field_number(L, 2, "lease_seconds", 30);
+  char *owner = field_string(L, 2, "owner", 1, "claim_due_jobs");
+  store_op_t *op = op_new(CHR_OP_CLAIM);
+  op->req.owner = op->owner = owner;
+  op->req.now = now;
+  op->req.limit = limit < 0x1p62 ? (int64_t)limit : INT64_MAX; /* past that: no limit */
+  op->req.lease_us = (int64_t)(lease * 1e6);
+  return op_run(L, s, op);
+}
+
+static int l_complete_jobs(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  size_t n = lua_rawlen(L, 2);
+  store_op_t *op = op_new(CHR_OP_COMPLETE);
+  op->items = chr_calloc(n ? n : 1, sizeof *op->items);
+  for (size_t i = 0; i < n; i++, op->nitems++) {
+    chr_completion_t *c = &op->items[i];
+    lua_rawgeti(L, 2, (lua_Integer)i + 1);
+    int t = lua_gettop(L);
+    if (!lua_istable(L, t)) {
+      op_free(op);
+      chr_lua_error(L, CHR_EINVAL, "complete_jobs: item %zu is not a table", i + 1);
+    }
+    lua_getfield(L, t, "job_id");
+    lua_getfield(L, t, "owner");
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
+      op_free(op);
+      chr_lua_error(L, CHR_EINVAL, "complete_jobs: item %zu needs job_id and owner", i + 1);
+    }
+    for (int k = -2; k <= -1; k++) {
+      size_t len;
+      char msg[80];
+      const char *v = lua_tolstring(L, k, &len);
+      const char *bad = chr_job_string_problem(v, len, msg, sizeof msg);
+      if (bad) {
+        op_free(op);
+        chr_lua_error(L, CHR_EINVAL, "complete_jobs: item %zu: invalid field '%s': %s", i + 1,
+                      k == -2 ? "job_id" : "owner", bad);
+      }
+    }
+    c->job_id = chr_strdup(lua_tostring(L, -2));
+    c->owner = chr_strdup(lua_tostring(L, -1));
+    lua_getfield(L, t, "delete");
+    c->remove = lua_toboolean(L, -1);
+    lua_getfield(L, t, "updates");
+    if (!c->remove) {
+      char err[300];
+      c->updates = chr_job_new();
+      if (lua_istable(L, -1) &&
+          chr_job_from_lua(L, lua_gettop(L), c->updates, 1, err, sizeof err) != 0) {
+        op->nitems++;
+        op_free(op);
+        chr_lua_error(L, CHR_EINVAL, "complete_jobs: item %zu: %s", i + 1, err);
+      }
+    }
+    lua_settop(L, t - 1);
+  }
+  op->req.items = op->items;
+  op->req.nitems = op->nitems;
+  return op_run(L, s, op);
+}
+
+static int l_recover(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  int64_t now = lua_isnoneornil(L, 2) ? chr_time_now() : chr_lua_checktime(L, 2, NULL, "now");
+  store_op_t *op = op_new(CHR_OP_RECOVER);
+  op->req.now = now;
+  return op_run(L, s, op);
+}
+
+static int l_extend(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int64_t now = field_time(L, 2, "now", chr_time_now());
+  double lease = field_number(L, 2, "lease_seconds", 30);
+  lua_getfield(L, 2, "owner"); /* checked first: the checks of ids raise */
+  if (lua_type(L, -1) != LUA_TSTRING) return chr_lua_error(L, CHR_EINVAL, "'owner' must be a string");
+  check_string(L, -1, "extend_leases", "owner");
+  lua_getfield(L, 2, "ids");
+  size_t nids;
+  char **ids = check_strings(L, -1, &nids, "extend_leases", "ids");
+  lua_pop(L, 1);
+  char *owner = chr_strdup(lua_tostring(L, -1));
+  store_op_t *op = op_new(CHR_OP_EXTEND);
+  op->req.owner = op->owner = owner;
+  op->ids = op->req.ids = ids;
+  op->req.nids = op->nids = nids;
+  op->req.now = now;
+  op->req.lease_us = (int64_t)(lease * 1e6);
+  return op_run(L, s, op);
+}
+
+static int l_next_due(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  return op_run(L, s, op_new(CHR_OP_NEXT_DUE));
+}
+
+static int l_close(lua_State *L) {
+  lstore_t *s = luaL_checkudata(L, 1, STORE_MT);
+  if (s->store) {
+    chr_store_close(s->store);
+    s->store = NULL;
+  }
+  return 0;
+}
+
+static int l_tostring(lua_State *L) {
+  lstore_t *s = luaL_checkudata(L, 1, STORE_MT);
+  if (s->store) lua_pushfstring(L, "chronis.store(%s)", s->store->vt->kind);
+  else lua_pushliteral(L, "chronis.store(closed)");
+  return 1;
+}
+
+static int l_kind(lua_State *L) {
+  lua_pushstring(L, chr_lua_checkstore(L, 1)->vt->kind);
+  return 1;
+}
+
+static const luaL_Reg store_methods[] = {
+    {"create_job", l_create_job},
+    {"get_job", l_get_job},
+    {"get_jobs_batch", l_get_jobs_batch},
+    {"update_job", l_update_job},
+    {"compare_and_swap_job", l_cas},
+    {"delete_job", l_delete_job},
+    {"query_jobs", l_query_jobs},
+    {"count_jobs", l_count_jobs},
+    {"claim_due_jobs", l_claim_due_jobs},
+    {"complete_jobs", l_complete_jobs},
+    {"recover_expired_leases", l_recover},
+    {"extend_leases", l_extend},
+    {"next_due_time", l_next_due},
+    {"kind", l_kind},
+    {"close", l_close},
+    {NULL, NULL}};
+
+static const luaL_Reg store_meta[] = {
+    {"__gc", l_close}, {"__close", l_close}, {"__tostring", l_tostring}, {NULL, NULL}};
+
+void chr_lua_pushstore(lua_State *L, chr_store_t *st) {
+  lstore_t *s = lua_newuserdatauv(L, sizeof *s, 0);
+  s->store = st;
+  if (luaL_newmetatable(L, STORE_MT)) {
+    luaL_setfuncs(L, store_meta, 0);
+    luaL_newlib(L, store_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_setmetatable(L, -2);
+}
+
+static int l_memory(lua_State *L) {
+  chr_lua_pushstore(L, chr_memory_store_new());
+  return 1;
+}
+
+static int l_open(lua_State *L) {
+  const char *url = luaL_checkstring(L, 1);
+  char err[300];
+  chr_store_t *s;
+  int rc = chr_store_open(url, &s, err, sizeof err);
+  if (rc != 0) return chr_lua_error(L, rc, "%s", err);
+  chr_lua_pushstore(L, s);
+  return 1;
+}
+
+/* kind(url_or_path [, opts]): "kind:" + the argument (unless it already
+ * has the scheme) + "?k=v&..." from opts, then open(). */
+static int open_kind(lua_State *L, const char *scheme) {
+  const char *arg = luaL_optstring(L, 1, "");
+  size_t n = strlen(scheme);
+  chr_buf_t b;
+  chr_buf_init(&b);
+  if (strncmp(arg, scheme, n) != 0 || arg[n] != ':') chr_buf_printf(&b, "%s:", scheme);
+  chr_buf_adds(&b, arg);
+  if (lua_istable(L, 2)) {
+    int first = strchr(arg, '?') == NULL;
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      if (lua_type(L, -2) != LUA_TSTRING ||
+          (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER &&
+           lua_type(L, -1) != LUA_TBOOLEAN)) {
+        chr_buf_free(&b);
+        return chr_lua_error(L, CHR_EINVAL, "%s options: keys must be strings and values "
+                             "strings, numbers or booleans", scheme);
+      }
+      const char *v = lua_type(L, -1) == LUA_TBOOLEAN ? (lua_toboolean(L, -1) ? "true" : "false")
+                                                      : lua_tostring(L, -1);
+      chr_buf_printf(&b, "%c%s=%s", first ? '?' : '&', lua_tostring(L, -2), v);
+      first = 0;
+      lua_pop(L, 1);
+    }
+  }
+  char err[300];
+  chr_store_t *s;
+  int rc = chr_store_open(b.p, &s, err, sizeof err);
+  chr_buf_free(&b);
+  if (rc != 0) return chr_lua_error(L, rc, "%s", err);
+  chr_lua_pushstore(L, s);
+  return 1;
+}
+
+static int l_sqlite(lua_State *L) {
+  return open_kind(L, "sqlite");
+}
+
+static int l_postgres(lua_State *L) {
+  return open_kind(L, "postgres");
+}
+
+static int l_redis(lua_State *L) {
+  return open_kind(L, "redis");
+}
+
+/* The checks of the C stores' Lua face, for stores written in Lua
+ * (chronis.adapter_kit): the same rule and the same errors on every store.
+ * check_job(job, where): raises "<where>: invalid field '...': ..." for a
+ * value no store may keep (chr_job_check_fields). */
+static int l_check_job(lua_State *L) {
+  const char *where = luaL_checkstring(L, 2);
+  char err[300];
+  if (chr_job_check_fields(L, 1, err, sizeof err) != 0)
+    return chr_lua_error(L, CHR_EINVAL, "%s: %s", where, err);
+  return 0;
+}
+
+/* check_id(id, where [, field]): raises for an id (or the string the
+ * field names) with a NUL byte or invalid UTF-8. */
+static int l_check_id(lua_State *L) {
+  const char *where = luaL_checkstring(L, 2);
+  const char *field = luaL_optstring(L, 3, "job_id");
+  luaL_checktype(L, 1, LUA_TSTRING);
+  check_string(L, 1, where, field);
+  return 0;
+}
+
+/* check_filters(filters): raises as query_jobs does for a filter key or
+ * value that breaks the rule (the keys and their meaning are the
+ * adapter's to check). */
+static int l_check_filters(lua_State *L) {
+  if (lua_istable(L, 1)) check_filter_values(L, 1);
+  return 0;
+}
+
+int luaopen_chronis_storage(lua_State *L) {
+  static const luaL_Reg fns[] = {{"memory", l_memory},
+                                 {"open", l_open},
+                                 {"sqlite", l_sqlite},
+                                 {"postgres", l_postgres},
+                                 {"redis", l_redis},
+                                 {"check_job", l_check_job},
+                                 {"check_id", l_check_id},
+                                 {"check_filters", l_check_filters},
+                                 {NULL, NULL}};
+  luaL_newlib(L, fns);
+  return 1;
+}

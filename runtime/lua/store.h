@@ -1,0 +1,30 @@
+/* lstore.h - storage and lock adapters as Lua objects (chronis.storage,
+ * chronis.lock): the contract methods of docs/adapters.md, waiting by the rule
+ * of task.h, with structured errors. */
+#ifndef CHR_LSTORE_H
+#define CHR_LSTORE_H
+
+#include <lua.h>
+
+#include "core/lock.h"
+#include "core/store.h"
+
+/* stack: +1 store object owning s */
+void chr_lua_pushstore(lua_State *L, chr_store_t *s);
+chr_store_t *chr_lua_checkstore(lua_State *L, int idx);
+/* Detaches the store from its Lua object (which becomes closed) and
+ * returns it: the caller owns it now. */
+chr_store_t *chr_lua_takestore(lua_State *L, int idx);
+/* stack: +1 lock object owning l */
+void chr_lua_pushlock(lua_State *L, chr_lock_t *l);
+chr_lock_t *chr_lua_checklock(lua_State *L, int idx);
+
+/* Reads a filter table (nil = none); raises an `invalid` error naming an
+ * unknown key or a bad value. */
+void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f);
+
+/* stack: +1 module tables */
+int luaopen_chronis_storage(lua_State *L);
+int luaopen_chronis_lock(lua_State *L);
+
+#endif

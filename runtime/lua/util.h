@@ -1,0 +1,41 @@
+/* lutil.h - helpers shared by the Lua bindings: structured errors
+ * ({code=, message=} with __tostring "code: message"), time values at the
+ * Lua boundary (ISO strings out; ISO strings or integer µs in), and the
+ * module assembly of chronis.core. */
+#ifndef CHR_LUTIL_H
+#define CHR_LUTIL_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "core/common.h"
+#include "core/tz.h"
+
+/* stack: +1 error table */
+void chr_lua_pusherror(lua_State *L, int code, const char *msg);
+/* Raises a structured error; never returns. */
+int chr_lua_error(lua_State *L, int code, const char *fmt, ...);
+
+/* Calls f with ud as its only argument (a light userdata) in protected
+ * mode: for C code that runs from loop callbacks and touches Lua, where an
+ * error (a failing metamethod, memory exhausted under the cap) must end
+ * in the caller, not unwind through libuv. Returns LUA_OK, or the error
+ * status with its message (or the error value's type) copied to err.
+ * stack: unchanged */
+int chr_lua_cpcall(lua_State *L, lua_CFunction f, void *ud, char *err, size_t errlen);
+
+/* Reads a time argument: an integer (µs since the epoch) or an ISO string
+ * (naive strings read in zone `naive`, NULL = UTC). Raises an `invalid`
+ * error naming `what` (a field or argument name) on bad input. */
+int64_t chr_lua_checktime(lua_State *L, int idx, const chr_tz_t *naive,
+                          const char *what);
+/* stack: +1 ISO string, or nil for CHR_TIME_NONE */
+void chr_lua_pushtime(lua_State *L, int64_t us);
+
+/* Each returns its module table. stack: +1 */
+int luaopen_chronis_time(lua_State *L);
+int luaopen_chronis_tz(lua_State *L);
+int luaopen_chronis_cron(lua_State *L);
+int luaopen_chronis_fs(lua_State *L);
+
+#endif
