@@ -18,6 +18,7 @@
 #include "core/store.h"
 #include "lua/task.h"
 #include "core/time.h"
+#include "lua/job.h"
 
 #define HANDLE_MT "chronis.lua_store_handle"
 

@@ -39,16 +39,6 @@ void chr_pg_derived_name(const char *base, const char *suffix, char *out, size_t
   snprintf(out, outlen, "\"%.*s_%08x%s\"", keep, base, (unsigned)h, suffix);
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return CHR_EINVAL;
-}
-
 static int hexval(int c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -257,7 +247,7 @@ int chr_pg_opts_parse(const char *url, pg_opts_t *o, char *err, size_t errlen) {
   o->connect_timeout = 10;
 
   const char *rest = strchr(url, ':');
-  if (rest == NULL) return fail(err, errlen, "invalid storage URL: expected postgres://...");
+  if (rest == NULL) return chr_errf(err, errlen, "invalid storage URL: expected postgres://...");
   rest++;
   /* chronis.storage.postgres("postgresql://...") arrives as
    * "postgres:postgresql://...". */
@@ -269,7 +259,7 @@ int chr_pg_opts_parse(const char *url, pg_opts_t *o, char *err, size_t errlen) {
   if (strncmp(rest, "//", 2) == 0) {
     uri = chr_sprintf("postgresql:%.*s", (int)uri_n, rest);
   } else if (uri_n != 0) {
-    return fail(err, errlen, "invalid storage URL: expected postgres://user:password@host:port/"
+    return chr_errf(err, errlen, "invalid storage URL: expected postgres://user:password@host:port/"
                              "database?options or postgres:?key=value&...");
   }
 
@@ -288,34 +278,34 @@ int chr_pg_opts_parse(const char *url, pg_opts_t *o, char *err, size_t errlen) {
       continue;
     }
     if (eq == NULL) {
-      rc = fail(err, errlen, "invalid storage URL: option '%.*s' has no value (key=value)",
+      rc = chr_errf(err, errlen, "invalid storage URL: option '%.*s' has no value (key=value)",
                 (int)(end - p), p);
       break;
     }
     char *k = pct_decode(p, (size_t)(eq - p)), *v = pct_decode(eq + 1, (size_t)(end - eq - 1));
     double d;
     if (k == NULL || v == NULL) {
-      rc = fail(err, errlen, "invalid storage URL: bad %%-escape in option '%.*s'",
+      rc = chr_errf(err, errlen, "invalid storage URL: bad %%-escape in option '%.*s'",
                 (int)(end - p), p);
     } else if (kv_find(&seen, k) != NULL) {
       /* A second value would silently win over the first. */
-      rc = fail(err, errlen, "invalid storage URL: option '%s' is given more than once", k);
+      rc = chr_errf(err, errlen, "invalid storage URL: option '%s' is given more than once", k);
     } else if (strcmp(k, "table") == 0 || strcmp(k, "schema") == 0) {
       if (!chr_pg_ident_ok(v))
-        rc = fail(err, errlen, "invalid storage URL: %s '%s' is not a valid identifier (1-63 "
+        rc = chr_errf(err, errlen, "invalid storage URL: %s '%s' is not a valid identifier (1-63 "
                   "characters: a letter or _, then letters, digits or _)", k, v);
       else strcpy(k[0] == 't' ? o->table : o->schema, v);
     } else if (strcmp(k, "pool") == 0) {
       if (parse_num(v, 1, PG_MAX_POOL, &d) != 0 || d != (int)d)
-        rc = fail(err, errlen, "invalid storage URL: pool '%s' must be an integer 1-%d", v,
+        rc = chr_errf(err, errlen, "invalid storage URL: pool '%s' must be an integer 1-%d", v,
                   PG_MAX_POOL);
       else o->pool = (int)d;
     } else if (strcmp(k, "auto_migrate") == 0 || strcmp(k, "notify") == 0) {
       if (parse_bool(v, k[0] == 'a' ? &o->auto_migrate : &o->notify) != 0)
-        rc = fail(err, errlen, "invalid storage URL: %s '%s' must be true or false", k, v);
+        rc = chr_errf(err, errlen, "invalid storage URL: %s '%s' must be true or false", k, v);
     } else if (strcmp(k, "timeout") == 0 || strcmp(k, "connect_timeout") == 0) {
       if (parse_num(v, 0, 86400, &d) != 0)
-        rc = fail(err, errlen, "invalid storage URL: %s '%s' must be a number of seconds", k, v);
+        rc = chr_errf(err, errlen, "invalid storage URL: %s '%s' must be a number of seconds", k, v);
       else if (k[0] == 't') o->timeout = d;
       else o->connect_timeout = d;
     } else if (strcmp(k, "timezone") == 0) {
@@ -325,10 +315,10 @@ int chr_pg_opts_parse(const char *url, pg_opts_t *o, char *err, size_t errlen) {
       free(user_options);
       user_options = chr_strdup(v);
     } else if (strcmp(k, "dbname") == 0 && uri != NULL) {
-      rc = fail(err, errlen, "invalid storage URL: give the database as the URL's path "
+      rc = chr_errf(err, errlen, "invalid storage URL: give the database as the URL's path "
                 "(postgres://host/database), not as dbname=");
     } else if (!libpq_keyword(k)) {
-      rc = fail(err, errlen, "invalid storage URL: unknown option '%s' (chronis: table, schema, "
+      rc = chr_errf(err, errlen, "invalid storage URL: unknown option '%s' (chronis: table, schema, "
                 "pool, auto_migrate, notify, timeout, connect_timeout, timezone; or a libpq "
                 "connection keyword)", k);
     } else {
@@ -346,7 +336,7 @@ int chr_pg_opts_parse(const char *url, pg_opts_t *o, char *err, size_t errlen) {
     if (parsed == NULL) {
       size_t ml = msg ? strlen(msg) : 0;
       while (ml > 0 && msg[ml - 1] == '\n') msg[--ml] = '\0';
-      rc = fail(err, errlen, "invalid storage URL: %s", msg ? msg : "cannot parse the URI");
+      rc = chr_errf(err, errlen, "invalid storage URL: %s", msg ? msg : "cannot parse the URI");
     }
     PQfreemem(msg);
   }

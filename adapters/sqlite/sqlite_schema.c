@@ -52,16 +52,6 @@ typedef struct sq_opts {
   int quick_check;
 } sq_opts_t;
 
-static int failf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int failf(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return CHR_EINVAL;
-}
-
 static int parse_long(const char *v, long lo, long hi, long *out) {
   char *end;
   long x;
@@ -90,7 +80,7 @@ static int parse_url(const char *url, char **path, sq_opts_t *o, char *err, size
   if ((*path)[0] == '\0') {
     free(*path);
     *path = NULL;
-    return failf(err, errlen,
+    return chr_errf(err, errlen,
                  "invalid storage URL '%s': a file path is required (sqlite:PATH, e.g. "
                  "sqlite:chronis.db, or sqlite::memory:)", url);
   }
@@ -102,7 +92,7 @@ static int parse_url(const char *url, char **path, sq_opts_t *o, char *err, size
     char *v = strchr(tok, '=');
     long x;
     if (v == NULL) {
-      rc = failf(err, errlen, "invalid storage URL '%s': option '%s' needs a value (k=v)", url,
+      rc = chr_errf(err, errlen, "invalid storage URL '%s': option '%s' needs a value (k=v)", url,
                  tok);
       break;
     }
@@ -110,24 +100,24 @@ static int parse_url(const char *url, char **path, sq_opts_t *o, char *err, size
     /* A second value would silently win over the first. */
     for (unsigned i = 0; i < sizeof known / sizeof *known; i++)
       if (strcmp(tok, known[i]) == 0 && (seen & 1u << i))
-        rc = failf(err, errlen, "invalid storage URL '%s': option '%s' is given more than once",
+        rc = chr_errf(err, errlen, "invalid storage URL '%s': option '%s' is given more than once",
                    url, tok);
       else if (strcmp(tok, known[i]) == 0)
         seen |= 1u << i;
     if (rc != 0) break;
     if (strcmp(tok, "busy_timeout") == 0) {
       if (parse_long(v, 0, 3600000, &x) != 0)
-        rc = failf(err, errlen, "invalid storage URL '%s': busy_timeout must be 0..3600000 ms, "
+        rc = chr_errf(err, errlen, "invalid storage URL '%s': busy_timeout must be 0..3600000 ms, "
                    "got '%s'", url, v);
       else o->busy_ms = (int)x;
     } else if (strcmp(tok, "cache_size") == 0) {
       if (parse_long(v, 64, 1L << 30, &x) != 0)
-        rc = failf(err, errlen, "invalid storage URL '%s': cache_size must be 64.. KiB, got '%s'",
+        rc = chr_errf(err, errlen, "invalid storage URL '%s': cache_size must be 64.. KiB, got '%s'",
                    url, v);
       else o->cache_kib = x;
     } else if (strcmp(tok, "wal_autocheckpoint") == 0) {
       if (parse_long(v, 0, 1L << 30, &x) != 0)
-        rc = failf(err, errlen, "invalid storage URL '%s': wal_autocheckpoint must be a number of "
+        rc = chr_errf(err, errlen, "invalid storage URL '%s': wal_autocheckpoint must be a number of "
                    "pages >= 0, got '%s'", url, v);
       else o->wal_pages = x;
     } else if (strcmp(tok, "synchronous") == 0) {
@@ -136,16 +126,16 @@ static int parse_url(const char *url, char **path, sq_opts_t *o, char *err, size
       size_t i;
       for (i = 0; i < 4 && strcasecmp(v, modes[i]) != 0; i++) {}
       if (i == 4)
-        rc = failf(err, errlen, "invalid storage URL '%s': synchronous must be off, normal, full "
+        rc = chr_errf(err, errlen, "invalid storage URL '%s': synchronous must be off, normal, full "
                    "or extra, got '%s'", url, v);
       else o->sync = upper[i];
     } else if (strcmp(tok, "check") == 0) {
       if (strcmp(v, "quick") == 0) o->quick_check = 1;
       else if (strcmp(v, "none") == 0) o->quick_check = 0;
-      else rc = failf(err, errlen, "invalid storage URL '%s': check must be quick or none, got "
+      else rc = chr_errf(err, errlen, "invalid storage URL '%s': check must be quick or none, got "
                       "'%s'", url, v);
     } else {
-      rc = failf(err, errlen, "invalid storage URL '%s': unknown option '%s' (expected "
+      rc = chr_errf(err, errlen, "invalid storage URL '%s': unknown option '%s' (expected "
                  "busy_timeout, cache_size, synchronous, wal_autocheckpoint, check)", url, tok);
     }
   }
@@ -166,12 +156,12 @@ static int check_path(const char *path, int *existed, char *err, size_t errlen) 
   *existed = 0;
   if (stat(path, &st) == 0) {
     if (S_ISDIR(st.st_mode))
-      return failf(err, errlen, "sqlite: cannot open '%s': it is a folder, not a file", path);
+      return chr_errf(err, errlen, "sqlite: cannot open '%s': it is a folder, not a file", path);
     *existed = 1;
     return 0;
   }
   if (errno != ENOENT && errno != ENOTDIR)
-    return failf(err, errlen, "sqlite: cannot open '%s': %s", path, strerror(errno));
+    return chr_errf(err, errlen, "sqlite: cannot open '%s': %s", path, strerror(errno));
   dir = chr_strdup(path);
   slash = strrchr(dir, '/');
   if (slash == NULL) {
@@ -183,12 +173,12 @@ static int check_path(const char *path, int *existed, char *err, size_t errlen) 
     *slash = '\0';
   }
   if (stat(dir, &st) != 0)
-    rc = failf(err, errlen, "sqlite: cannot create '%s': folder '%s' %s", path, dir,
+    rc = chr_errf(err, errlen, "sqlite: cannot create '%s': folder '%s' %s", path, dir,
                errno == ENOENT ? "does not exist" : strerror(errno));
   else if (!S_ISDIR(st.st_mode))
-    rc = failf(err, errlen, "sqlite: cannot create '%s': '%s' is not a folder", path, dir);
+    rc = chr_errf(err, errlen, "sqlite: cannot create '%s': '%s' is not a folder", path, dir);
   else if (access(dir, W_OK) != 0)
-    rc = failf(err, errlen, "sqlite: cannot create '%s': folder '%s' is not writable (%s)", path,
+    rc = chr_errf(err, errlen, "sqlite: cannot create '%s': folder '%s' is not writable (%s)", path,
                dir, strerror(errno));
   free(dir);
   return rc;
@@ -200,23 +190,23 @@ static int db_fail(sqlite3 *db, const char *path, const char *doing, char *err, 
   const char *msg = sqlite3_errmsg(db);
   switch (code) {
   case SQLITE_NOTADB:
-    return failf(err, errlen, "sqlite: '%s' is not a SQLite database (%s)", path, msg);
+    return chr_errf(err, errlen, "sqlite: '%s' is not a SQLite database (%s)", path, msg);
   case SQLITE_CORRUPT:
-    return failf(err, errlen, "sqlite: '%s' is a corrupt SQLite database (%s)", path, msg);
+    return chr_errf(err, errlen, "sqlite: '%s' is a corrupt SQLite database (%s)", path, msg);
   case SQLITE_BUSY:
   case SQLITE_LOCKED:
-    return failf(err, errlen, "sqlite: '%s' is locked by another connection while %s (%s)", path,
+    return chr_errf(err, errlen, "sqlite: '%s' is locked by another connection while %s (%s)", path,
                  doing, msg);
   case SQLITE_READONLY:
-    return failf(err, errlen, "sqlite: '%s' is read-only (%s)", path, msg);
+    return chr_errf(err, errlen, "sqlite: '%s' is read-only (%s)", path, msg);
   case SQLITE_CANTOPEN: {
     int e = sqlite3_system_errno(db);
     if (e != 0)
-      return failf(err, errlen, "sqlite: cannot open '%s': %s (%s)", path, msg, strerror(e));
-    return failf(err, errlen, "sqlite: cannot open '%s': %s", path, msg);
+      return chr_errf(err, errlen, "sqlite: cannot open '%s': %s (%s)", path, msg, strerror(e));
+    return chr_errf(err, errlen, "sqlite: cannot open '%s': %s", path, msg);
   }
   default:
-    return failf(err, errlen, "sqlite: '%s': %s failed: %s", path, doing, msg);
+    return chr_errf(err, errlen, "sqlite: '%s': %s failed: %s", path, doing, msg);
   }
 }
 
@@ -250,17 +240,17 @@ static int check_schema(sqlite3 *db, const char *path, int64_t *version, char *e
                 &has_jobs) != SQLITE_OK)
     return db_fail(db, path, "reading the schema", err, errlen);
   if (*version > SQ_SCHEMA_VERSION)
-    return failf(err, errlen, "sqlite: '%s' has schema version %lld, newer than version %d that "
+    return chr_errf(err, errlen, "sqlite: '%s' has schema version %lld, newer than version %d that "
                  "this chronis supports: upgrade chronis, or use another file", path,
                  (long long)*version, SQ_SCHEMA_VERSION);
   if (*version < 0)
-    return failf(err, errlen, "sqlite: '%s' is not a chronis database (user_version %lld)", path,
+    return chr_errf(err, errlen, "sqlite: '%s' is not a chronis database (user_version %lld)", path,
                  (long long)*version);
   if (*version == 0 && ntables > 0)
-    return failf(err, errlen, "sqlite: '%s' is not a chronis database: it holds %lld table(s) "
+    return chr_errf(err, errlen, "sqlite: '%s' is not a chronis database: it holds %lld table(s) "
                  "but no chronis schema version (user_version 0)", path, (long long)ntables);
   if (*version > 0 && !has_jobs)
-    return failf(err, errlen, "sqlite: '%s' is not a chronis database: schema version %lld but "
+    return chr_errf(err, errlen, "sqlite: '%s' is not a chronis database: schema version %lld but "
                  "no jobs table", path, (long long)*version);
   return 0;
 }
@@ -296,7 +286,7 @@ static int check_pages(sqlite3 *db, const char *path, int64_t version, int quick
       return db_fail(db, path, "checking the file", err, errlen);
     }
     if (r == NULL || strcmp((const char *)r, "ok") != 0) {
-      failf(err, errlen, "sqlite: '%s' is a corrupt SQLite database (quick_check: %s)", path,
+      chr_errf(err, errlen, "sqlite: '%s' is a corrupt SQLite database (quick_check: %s)", path,
             r ? (const char *)r : "no answer");
       sqlite3_finalize(st);
       return CHR_EINVAL;
@@ -320,7 +310,7 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen) {
   if (query_int(db, "PRAGMA user_version", &v) != SQLITE_OK) goto fail;
   if (v > SQ_SCHEMA_VERSION) {
     exec(db, "ROLLBACK");
-    return failf(err, errlen, "sqlite: '%s' has schema version %lld, newer than version %d that "
+    return chr_errf(err, errlen, "sqlite: '%s' has schema version %lld, newer than version %d that "
                  "this chronis supports: upgrade chronis, or use another file", path,
                  (long long)v, SQ_SCHEMA_VERSION);
   }
@@ -334,7 +324,7 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen) {
   if (exec(db, sql) != SQLITE_OK || exec(db, "COMMIT") != SQLITE_OK) goto fail;
   return 0;
 fail:
-  failf(err, errlen, "sqlite: '%s': upgrading the schema to version %lld failed: %s", path,
+  chr_errf(err, errlen, "sqlite: '%s': upgrading the schema to version %lld failed: %s", path,
         (long long)v + 1, sqlite3_errmsg(db));
   exec(db, "ROLLBACK");
   return CHR_EINVAL;
@@ -466,7 +456,7 @@ static int setup(sqlite3 *db, const char *path, int memory, const sq_opts_t *o, 
     if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) mode = sqlite3_column_text(st, 0);
     if (mode == NULL || strcmp((const char *)mode, "wal") != 0) {
       if (mode != NULL)
-        failf(err, errlen, "sqlite: cannot use WAL mode on '%s' (journal mode stays '%s'; WAL "
+        chr_errf(err, errlen, "sqlite: cannot use WAL mode on '%s' (journal mode stays '%s'; WAL "
               "needs a local file system)", path, (const char *)mode);
       else db_fail(db, path, "enabling WAL mode", err, errlen);
       sqlite3_finalize(st);
@@ -498,7 +488,7 @@ int chr__sqlite_open(sq_store_t *s, const char *url, char *err, size_t errlen) {
   int existed = 1, memory, rc;
   int64_t version;
   if (sqlite3_libversion_number() < 3038000)
-    return failf(err, errlen, "sqlite: the SQLite library is %s; chronis needs 3.38 or newer "
+    return chr_errf(err, errlen, "sqlite: the SQLite library is %s; chronis needs 3.38 or newer "
                  "(RETURNING, the -> operator)", sqlite3_libversion());
   if ((rc = parse_url(url, &path, &o, err, errlen)) != 0) return rc;
   memory = strcmp(path, ":memory:") == 0;
@@ -508,19 +498,19 @@ int chr__sqlite_open(sq_store_t *s, const char *url, char *err, size_t errlen) {
     int e = db ? sqlite3_system_errno(db) : ENOMEM;
     if (db == NULL || (sqlite3_errcode(db) & 0xff) != SQLITE_CANTOPEN)
       rc = db ? db_fail(db, path, "opening", err, errlen)
-              : failf(err, errlen, "sqlite: cannot open '%s': out of memory", path);
+              : chr_errf(err, errlen, "sqlite: cannot open '%s': out of memory", path);
     else if (existed)
-      rc = failf(err, errlen, "sqlite: cannot open '%s': %s", path,
+      rc = chr_errf(err, errlen, "sqlite: cannot open '%s': %s", path,
                  e ? strerror(e) : sqlite3_errmsg(db));
     else
-      rc = failf(err, errlen, "sqlite: cannot create '%s': its folder refuses new files (%s)",
+      rc = chr_errf(err, errlen, "sqlite: cannot create '%s': its folder refuses new files (%s)",
                  path, e ? strerror(e) : sqlite3_errmsg(db));
     goto fail;
   }
   sqlite3_busy_timeout(db, o.busy_ms);
   if ((rc = check_schema(db, path, &version, err, errlen)) != 0) goto fail;
   if (sqlite3_db_readonly(db, "main") == 1) {
-    rc = failf(err, errlen, "sqlite: cannot open '%s' for writing: the file is read-only", path);
+    rc = chr_errf(err, errlen, "sqlite: cannot open '%s' for writing: the file is read-only", path);
     goto fail;
   }
   if (version > 0 && (rc = check_pages(db, path, version, o.quick_check, err, errlen)) != 0) goto fail;

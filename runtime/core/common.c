@@ -138,3 +138,13 @@ char *chr_buf_steal(chr_buf_t *b) {
   chr_buf_init(b);
   return p;
 }
+
+int chr_errf(char *err, size_t errlen, const char *fmt, ...) {
+  if (err && errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return CHR_EINVAL;
+}

@@ -59,6 +59,10 @@ void *chr_calloc(size_t n, size_t m);
 void *chr_realloc(void *p, size_t n);
 char *chr_strdup(const char *s);
 char *chr_strndup(const char *s, size_t n);
+/* Writes a message to err (when errlen > 0) and returns CHR_EINVAL: the
+ * one-line way to refuse bad input with a message. */
+int chr_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* malloc'ed printf. */
 char *chr_sprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

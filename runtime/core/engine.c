@@ -22,6 +22,8 @@
 #include "time.h"
 #include "trigger.h"
 #include "tz.h"
+#include "lua/job.h"
+#include "lua/json.h"
 
 enum { MF_NONE, MF_SKIP, MF_RUN_ONCE, MF_RUN_ALL };
 enum { END_OK, END_ERROR, END_TIMEOUT, END_NO_HANDLER, END_SHUTDOWN, END_SKIPPED, END_EXIT,

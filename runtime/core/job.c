@@ -1,8 +1,9 @@
 /* job.c - the job record: field table, copies, partial records (apply and
- * match), Lua and JSON conversion, and scheduler-level validation. */
+ * match), JSON conversion, the values a job may hold, and scheduler-level
+ * validation. Its conversion to and from Lua tables is in
+ * runtime/lua/job.c. */
 #include "job.h"
 
-#include <lauxlib.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -57,16 +58,6 @@ const chr_field_desc_t chr_job_fields[CHR_F__COUNT] = {
 #define TIMEP(j, d) ((int64_t *)FIELD_PTR(j, d))
 #define INTP(j, d) ((int32_t *)FIELD_PTR(j, d))
 #define ENUMP(j, d) ((uint8_t *)FIELD_PTR(j, d))
-
-static int errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int errf(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return CHR_EINVAL;
-}
 
 int chr_job_field_index(const char *name, size_t len) {
   for (int i = 0; i < CHR_F__COUNT; i++) {
@@ -146,7 +137,7 @@ int32_t chr_job_int(const chr_job_t *j, chr_field_t f, int32_t def) {
   return d->type == CHR_FT_ENUM ? *ENUMP(j, d) : *INTP(j, d);
 }
 
-static void clear_field(chr_job_t *j, int f) {
+void chr__job_clear_field(chr_job_t *j, int f) {
   const chr_field_desc_t *d = &chr_job_fields[f];
   switch (d->type) {
   case CHR_FT_STR:
@@ -171,10 +162,6 @@ static int field_is_null(const chr_job_t *j, int f) {
 }
 
 /* ---- extra members ---- */
-
-static int span_is_null(chr_json_span_t v) {
-  return v.n == 4 && memcmp(v.p, "null", 4) == 0;
-}
 
 static int find_member(const char *text, const char *key, size_t klen, chr_json_span_t *val) {
   if (text == NULL) return 0;
@@ -219,7 +206,7 @@ static char *merge_extra(const char *base, const char *u) {
       add_member(&b, ka, va);
       ra = chr_json_next_member(&ia, ea, &ka, &va);
     } else {
-      if (!span_is_null(vb)) add_member(&b, kb, vb);
+      if (!chr_json_is_null(vb)) add_member(&b, kb, vb);
       if (c == 0) ra = chr_json_next_member(&ia, ea, &ka, &va);
       rb = chr_json_next_member(&ib, eb, &kb, &vb);
     }
@@ -237,7 +224,7 @@ void chr_job_apply(chr_job_t *j, const chr_job_t *u) {
     if (!((u->mask | u->nullmask) & CHR_BIT(f))) continue;
     const chr_field_desc_t *d = &chr_job_fields[f];
     if (field_is_null(u, f)) {
-      clear_field(j, f);
+      chr__job_clear_field(j, f);
       continue;
     }
     switch (d->type) {
@@ -290,7 +277,7 @@ int chr_job_matches(const chr_job_t *j, const chr_job_t *e) {
     chr_json_span_t k, v, have;
     while (chr_json_next_member(&it, end, &k, &v) == 1) {
       int found = find_member(j->extra, k.p, k.n, &have);
-      if (span_is_null(v)) {
+      if (chr_json_is_null(v)) {
         if (found) return 0;
       } else if (!found || have.n != v.n || memcmp(have.p, v.p, v.n) != 0) {
         return 0;
@@ -309,31 +296,8 @@ int chr_job_extra_lookup(const chr_job_t *j, const char *path, const char **val,
   return 1;
 }
 
-/* ---- Lua ---- */
-
-/* next_run_time_local is derived from next_run_time and timezone: never
- * stored (it would go stale), computed whenever a job is handed out. */
-#define DERIVED_LOCAL "next_run_time_local"
-
-static int is_derived(const char *k, size_t n) {
-  return n == sizeof DERIVED_LOCAL - 1 && memcmp(k, DERIVED_LOCAL, n) == 0;
-}
-
-/* stack: the job table; sets next_run_time_local when it can. */
-static void set_local_time(lua_State *L, const chr_job_t *j) {
-  if (!chr_job_has(j, CHR_F_TIMEZONE) || !chr_job_has(j, CHR_F_NEXT_RUN_TIME) ||
-      j->next_run_time == CHR_TIME_NONE)
-    return;
-  char err[8], buf[CHR_TIME_BUFSZ];
-  const chr_tz_t *tz = chr_tz_get(j->timezone, err, sizeof err);
-  if (tz == NULL) return;
-  chr_time_format_offset(j->next_run_time, chr_tz_offset(tz, j->next_run_time), buf);
-  lua_pushstring(L, buf);
-  lua_setfield(L, -2, DERIVED_LOCAL);
-}
-
-static int is_null(lua_State *L, int idx) {
-  return lua_islightuserdata(L, idx) && lua_touserdata(L, idx) == NULL;
+int chr_job_is_derived(const char *k, size_t n) {
+  return n == sizeof CHR_JOB_DERIVED_LOCAL - 1 && memcmp(k, CHR_JOB_DERIVED_LOCAL, n) == 0;
 }
 
 /* ---- the values a job may hold ---- */
@@ -400,351 +364,6 @@ void chr_job_add_shown(chr_buf_t *b, const char *s, size_t n) {
   add_shown(b, s, n);
 }
 
-typedef struct vcheck {
-  lua_State *L;
-  chr_buf_t *path;
-  char *err;
-  size_t errlen;
-  int depth;
-} vcheck_t;
-
-static int vfail(vcheck_t *c, const char *what) {
-  snprintf(c->err, c->errlen, "%s", what);
-  return CHR_EINVAL;
-}
-
-static int check_value(vcheck_t *c, int idx);
-
-/* Checks the key at k and the value at v; the path grows by the key (and
- * keeps it when the check fails, to name the culprit). */
-static int check_member(vcheck_t *c, int k, int v) {
-  lua_State *L = c->L;
-  char msg[80];
-  if (lua_type(L, k) == LUA_TSTRING) {
-    size_t n;
-    const char *s = lua_tolstring(L, k, &n);
-    if (c->path->len > 0) chr_buf_addc(c->path, '.');
-    add_shown(c->path, s, n);
-    const char *bad = chr_job_string_problem(s, n, msg, sizeof msg);
-    if (bad) return vfail(c, bad);
-  } else if (lua_isinteger(L, k)) {
-    chr_buf_printf(c->path, "[%lld]", (long long)lua_tointeger(L, k));
-  } else if (lua_type(L, k) == LUA_TNUMBER) {
-    chr_buf_printf(c->path, "[%.17g]", lua_tonumber(L, k));
-  } else {
-    snprintf(msg, sizeof msg, "a key of type %s cannot be stored", luaL_typename(L, k));
-    return vfail(c, msg);
-  }
-  return check_value(c, v);
-}
-
-static int check_value(vcheck_t *c, int idx) {
-  lua_State *L = c->L;
-  char msg[80];
-  switch (lua_type(L, idx)) {
-  case LUA_TNIL:
-  case LUA_TBOOLEAN: return 0;
-  case LUA_TNUMBER: {
-    if (lua_isinteger(L, idx)) return 0;
-    double d = lua_tonumber(L, idx);
-    if (isnan(d)) return vfail(c, "NaN cannot be stored (numbers must be finite)");
-    if (isinf(d)) return vfail(c, "infinity cannot be stored (numbers must be finite)");
-    return 0;
-  }
-  case LUA_TSTRING: {
-    size_t n;
-    const char *s = lua_tolstring(L, idx, &n);
-    const char *bad = chr_job_string_problem(s, n, msg, sizeof msg);
-    return bad ? vfail(c, bad) : 0;
-  }
-  case LUA_TLIGHTUSERDATA:
-    if (lua_touserdata(L, idx) == NULL) return 0; /* chronis.json.null */
-    break;
-  case LUA_TTABLE: {
-    if (++c->depth > 100)
-      return vfail(c, "nested deeper than 100 levels (a cycle?) cannot be stored");
-    luaL_checkstack(L, 4, "job");
-    size_t at = c->path->len;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-      int rc = check_member(c, lua_gettop(L) - 1, lua_gettop(L));
-      if (rc != 0) {
-        lua_pop(L, 2);
-        return rc;
-      }
-      lua_pop(L, 1);
-      c->path->len = at;
-      c->path->p[at] = '\0';
-    }
-    c->depth--;
-    return 0;
-  }
-  default: break;
-  }
-  snprintf(msg, sizeof msg, "a value of type %s cannot be stored", luaL_typename(L, idx));
-  return vfail(c, msg);
-}
-
-int chr_job_check_value(lua_State *L, int idx, chr_buf_t *path, char *err, size_t errlen) {
-  vcheck_t c = {L, path, err, errlen, 0};
-  if (path->p == NULL) chr_buf_adds(path, ""); /* p is never NULL below */
-  return check_value(&c, lua_absindex(L, idx));
-}
-
-int chr_job_check_fields(lua_State *L, int idx, char *err, size_t errlen) {
-  idx = lua_absindex(L, idx);
-  if (!lua_istable(L, idx))
-    return errf(err, errlen, "a job must be a table, got %s", luaL_typename(L, idx));
-  luaL_checkstack(L, 4, "job");
-  chr_buf_t path;
-  char msg[80];
-  vcheck_t c = {L, &path, msg, sizeof msg, 1}; /* the job is the first level */
-  int rc = 0;
-  chr_buf_init(&path);
-  chr_buf_adds(&path, "");
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    size_t n = 0;
-    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &n) : NULL;
-    if ((k == NULL || !is_derived(k, n)) &&
-        (rc = check_member(&c, lua_gettop(L) - 1, lua_gettop(L))) != 0) {
-      lua_pop(L, 2);
-      errf(err, errlen, "invalid field '%s': %s", path.p, msg);
-      break;
-    }
-    lua_pop(L, 1);
-    path.len = 0;
-    path.p[0] = '\0';
-  }
-  chr_buf_free(&path);
-  return rc;
-}
-
-/* Reads one typed field from the value at idx. Returns 1 when the value
- * does not fit the typed slot and belongs in extra instead. */
-static int field_from_lua(lua_State *L, int idx, chr_job_t *j, int f, int partial, char *err,
-                          size_t errlen, int *rc) {
-  const chr_field_desc_t *d = &chr_job_fields[f];
-  *rc = 0;
-  if (is_null(L, idx)) {
-    if (!partial) return 0; /* a null in a full record is just absent */
-    clear_field(j, f);
-    j->nullmask |= CHR_BIT(f);
-    return 0;
-  }
-  switch (d->type) {
-  case CHR_FT_STR: {
-    if (lua_type(L, idx) != LUA_TSTRING) {
-      *rc = errf(err, errlen, "invalid field '%s': expected a string, got %s", d->name,
-                 luaL_typename(L, idx));
-      return 0;
-    }
-    size_t n;
-    const char *s = lua_tolstring(L, idx, &n);
-    free(*STRP(j, d));
-    *STRP(j, d) = chr_strndup(s, n);
-    break;
-  }
-  case CHR_FT_TIME: {
-    int64_t us;
-    if (lua_isinteger(L, idx)) {
-      us = lua_tointeger(L, idx);
-      /* math.mininteger would otherwise read as no time at all. */
-      if (us < CHR_TIME_MIN || us > CHR_TIME_MAX) {
-        *rc = errf(err, errlen, "invalid field '%s': %lld microseconds is out of range (times "
-                   "are " CHR_TIME_RANGE ")", d->name, (long long)us);
-        return 0;
-      }
-    } else if (lua_type(L, idx) == LUA_TSTRING) {
-      size_t n;
-      const char *s = lua_tolstring(L, idx, &n);
-      char msg[256];
-      if (chr_time_parse(s, n, NULL, &us, msg, sizeof msg) != 0) {
-        *rc = errf(err, errlen, "invalid field '%s': %s", d->name, msg);
-        return 0;
-      }
-    } else {
-      *rc = errf(err, errlen, "invalid field '%s': expected an ISO-8601 time, got %s",
-                 d->name, luaL_typename(L, idx));
-      return 0;
-    }
-    *TIMEP(j, d) = us;
-    break;
-  }
-  case CHR_FT_INT: {
-    if (lua_type(L, idx) != LUA_TNUMBER) {
-      *rc = errf(err, errlen, "invalid field '%s': expected an integer, got %s", d->name,
-                 luaL_typename(L, idx));
-      return 0;
-    }
-    lua_Integer v;
-    if (!lua_isinteger(L, idx)) {
-      /* A fraction, or a float past 64 bits: keep as given. */
-      if (!lua_numbertointeger(lua_tonumber(L, idx), &v) || (lua_Number)v != lua_tonumber(L, idx))
-        return 1;
-    } else {
-      v = lua_tointeger(L, idx);
-    }
-    if (v < INT32_MIN || v > INT32_MAX) return 1;
-    *INTP(j, d) = (int32_t)v;
-    break;
-  }
-  case CHR_FT_ENUM: {
-    const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
-    int v = s ? chr_enum_parse(d->enum_names, d->enum_count, s) : 0;
-    if (v == 0) {
-      chr_buf_t b;
-      chr_buf_init(&b);
-      for (int i = 1; i < d->enum_count; i++)
-        chr_buf_printf(&b, "%s%s", i > 1 ? ", " : "", d->enum_names[i]);
-      if (s) *rc = errf(err, errlen, "invalid field '%s': unknown value '%s' (expected one of %s)",
-                        d->name, s, b.p);
-      else *rc = errf(err, errlen, "invalid field '%s': expected one of %s, got %s", d->name,
-                      b.p, luaL_typename(L, idx));
-      chr_buf_free(&b);
-      return 0;
-    }
-    *ENUMP(j, d) = (uint8_t)v;
-    break;
-  }
-  case CHR_FT_JSON: {
-    if (!lua_istable(L, idx)) {
-      *rc = errf(err, errlen, "invalid field '%s': expected a table, got %s", d->name,
-                 luaL_typename(L, idx));
-      return 0;
-    }
-    chr_buf_t b;
-    char msg[200];
-    chr_buf_init(&b);
-    if (chr_json_encode(L, idx, &b, msg, sizeof msg) != 0) {
-      chr_buf_free(&b);
-      *rc = errf(err, errlen, "invalid field '%s': %s", d->name, msg);
-      return 0;
-    }
-    free(*STRP(j, d));
-    *STRP(j, d) = chr_buf_steal(&b);
-    break;
-  }
-  }
-  j->mask |= CHR_BIT(f);
-  return 0;
-}
-
-int chr_job_from_lua(lua_State *L, int idx, chr_job_t *j, int partial, char *err,
-                     size_t errlen) {
-  idx = lua_absindex(L, idx);
-  if (!lua_istable(L, idx)) return errf(err, errlen, "a job must be a table, got %s",
-                                        luaL_typename(L, idx));
-  /* Every store goes through here: one rule for the values they keep. */
-  int rc = chr_job_check_fields(L, idx, err, errlen);
-  if (rc != 0) return rc;
-  luaL_checkstack(L, 6, "job");
-  lua_newtable(L); /* stack: extra */
-  int extra = lua_gettop(L), nextra = 0;
-  lua_pushnil(L);
-  while (rc == 0 && lua_next(L, idx)) {
-    /* stack: extra key value */
-    int f = -1;
-    if (lua_type(L, -2) == LUA_TSTRING) {
-      size_t n;
-      const char *k = lua_tolstring(L, -2, &n);
-      if (is_derived(k, n)) {
-        lua_pop(L, 1);
-        continue;
-      }
-      f = chr_job_field_index(k, n);
-    }
-    if (f < 0 || field_from_lua(L, lua_gettop(L), j, f, partial, err, errlen, &rc)) {
-      if (is_null(L, -1) && !partial) {
-        lua_pop(L, 1);
-        continue;
-      }
-      lua_pushvalue(L, -2);
-      lua_insert(L, -2);
-      lua_rawset(L, extra);
-      nextra++;
-    } else {
-      lua_pop(L, 1);
-    }
-  }
-  if (rc != 0) {
-    lua_settop(L, extra - 1);
-    return rc;
-  }
-  free(j->extra);
-  j->extra = NULL;
-  if (nextra > 0) {
-    chr_buf_t b;
-    char msg[200];
-    chr_buf_init(&b);
-    if (chr_json_encode(L, extra, &b, msg, sizeof msg) != 0) {
-      chr_buf_free(&b);
-      lua_settop(L, extra - 1);
-      return errf(err, errlen, "invalid job: %s", msg);
-    }
-    j->extra = chr_buf_steal(&b);
-  }
-  lua_settop(L, extra - 1);
-  if (!partial) {
-    if (!chr_job_has(j, CHR_F_JOB_ID))
-      return errf(err, errlen, "invalid job: field 'job_id' is required");
-    if (!chr_job_has(j, CHR_F_STATUS))
-      return errf(err, errlen, "invalid job: field 'status' is required");
-  }
-  return 0;
-}
-
-static void push_time(lua_State *L, int64_t us) {
-  char buf[CHR_TIME_BUFSZ];
-  int n = chr_time_format(us, buf);
-  lua_pushlstring(L, buf, (size_t)n);
-}
-
-void chr_job_push(lua_State *L, const chr_job_t *j) {
-  char msg[64];
-  luaL_checkstack(L, 8, "job");
-  lua_createtable(L, 0, 24);
-  if (j->extra) {
-    chr_json_decode_into(L, lua_gettop(L), j->extra, strlen(j->extra), msg, sizeof msg);
-    /* A partial record's null members (removals) show as chronis.json.null. */
-    if (strstr(j->extra, "null")) {
-      const char *it = j->extra, *end = it + strlen(it);
-      chr_json_span_t k, v;
-      while (chr_json_next_member(&it, end, &k, &v) == 1) {
-        if (!span_is_null(v)) continue;
-        lua_pushlstring(L, k.p, k.n);
-        lua_pushlightuserdata(L, NULL);
-        lua_rawset(L, -3);
-      }
-    }
-  }
-  for (int f = 0; f < CHR_F__COUNT; f++) {
-    if (j->nullmask & CHR_BIT(f)) {
-      lua_pushlightuserdata(L, NULL);
-      lua_setfield(L, -2, chr_job_fields[f].name);
-      continue;
-    }
-    if (!chr_job_has(j, f)) continue;
-    const chr_field_desc_t *d = &chr_job_fields[f];
-    switch (d->type) {
-    case CHR_FT_STR: lua_pushstring(L, *STRP(j, d)); break;
-    case CHR_FT_TIME:
-      if (*TIMEP(j, d) == CHR_TIME_NONE) continue;
-      push_time(L, *TIMEP(j, d));
-      break;
-    case CHR_FT_INT: lua_pushinteger(L, *INTP(j, d)); break;
-    case CHR_FT_ENUM: lua_pushstring(L, d->enum_names[*ENUMP(j, d)]); break;
-    case CHR_FT_JSON: {
-      const char *s = *STRP(j, d);
-      if (s == NULL || chr_json_decode(L, s, strlen(s), msg, sizeof msg) != 0) continue;
-      break;
-    }
-    }
-    lua_setfield(L, -2, d->name);
-  }
-  set_local_time(L, j);
-}
-
 /* ---- JSON ---- */
 
 void chr_job_to_json(const chr_job_t *j, chr_buf_t *out) {
@@ -792,7 +411,7 @@ static int field_from_json(chr_job_t *j, int f, chr_json_span_t v, char *err, si
                            int *rc) {
   const chr_field_desc_t *d = &chr_job_fields[f];
   *rc = 0;
-  if (span_is_null(v)) return 0;
+  if (chr_json_is_null(v)) return 0;
   switch (d->type) {
   case CHR_FT_JSON:
     if (v.p[0] != '{') return 1;
@@ -817,7 +436,7 @@ static int field_from_json(chr_job_t *j, int f, chr_json_span_t v, char *err, si
         *TIMEP(j, d) = strtoll(v.p, NULL, 10);
         break;
       }
-      *rc = errf(err, errlen, "invalid field '%s': expected a string", d->name);
+      *rc = chr_errf(err, errlen, "invalid field '%s': expected a string", d->name);
       return 0;
     }
     if (d->type == CHR_FT_STR) {
@@ -826,12 +445,12 @@ static int field_from_json(chr_job_t *j, int f, chr_json_span_t v, char *err, si
     } else if (d->type == CHR_FT_TIME) {
       char msg[200];
       if (chr_time_parse(s, strlen(s), NULL, TIMEP(j, d), msg, sizeof msg) != 0)
-        *rc = errf(err, errlen, "invalid field '%s': %s", d->name, msg);
+        *rc = chr_errf(err, errlen, "invalid field '%s': %s", d->name, msg);
       free(s);
       if (*rc) return 0;
     } else {
       int e = chr_enum_parse(d->enum_names, d->enum_count, s);
-      if (e == 0) *rc = errf(err, errlen, "invalid field '%s': unknown value '%s'", d->name, s);
+      if (e == 0) *rc = chr_errf(err, errlen, "invalid field '%s': unknown value '%s'", d->name, s);
       free(s);
       if (*rc) return 0;
       *ENUMP(j, d) = (uint8_t)e;
@@ -873,7 +492,7 @@ static int malformed(const chr_job_t *j, const char *s, size_t len, chr_json_spa
   } else {
     chr_buf_adds(&b, ": malformed JSON");
   }
-  errf(err, errlen, "%s", b.p);
+  chr_errf(err, errlen, "%s", b.p);
   chr_buf_free(&b);
   return CHR_EINVAL;
 }
@@ -889,10 +508,10 @@ int chr_job_from_json(chr_job_t *j, const char *s, size_t len, char *err, size_t
   for (;;) {
     k.p = NULL; /* set by next_member once it has read a key */
     if (rc != 0 || (r = chr_json_next_member(&it, end, &k, &v)) != 1) break;
-    if (is_derived(k.p, k.n)) continue;
+    if (chr_job_is_derived(k.p, k.n)) continue;
     int f = chr_job_field_index(k.p, k.n);
     if (f < 0 || field_from_json(j, f, v, err, errlen, &rc)) {
-      if (rc == 0 && !span_is_null(v)) add_member(&extra, k, v);
+      if (rc == 0 && !chr_json_is_null(v)) add_member(&extra, k, v);
     }
   }
   /* The scanner accepts exactly what the decoder decodes: a record read
@@ -912,13 +531,13 @@ int chr_job_from_json(chr_job_t *j, const char *s, size_t len, char *err, size_t
 
 static int check_id(const char *id, char *err, size_t errlen) {
   size_t n = strlen(id);
-  if (n == 0) return errf(err, errlen, "invalid field 'job_id': must not be empty");
+  if (n == 0) return chr_errf(err, errlen, "invalid field 'job_id': must not be empty");
   if (n > 255)
-    return errf(err, errlen, "invalid field 'job_id': %zu bytes is longer than 255", n);
+    return chr_errf(err, errlen, "invalid field 'job_id': %zu bytes is longer than 255", n);
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)id[i];
     if (c < 0x20 || c == 0x7f)
-      return errf(err, errlen, "invalid field 'job_id': control character at byte %zu",
+      return chr_errf(err, errlen, "invalid field 'job_id': control character at byte %zu",
                   i + 1);
   }
   return 0;
@@ -930,9 +549,9 @@ static int check_range(const chr_job_t *j, chr_field_t f, int32_t lo, int32_t hi
   int32_t v = *INTP(j, &chr_job_fields[f]);
   if (v < lo || v > hi) {
     if (hi == INT32_MAX)
-      return errf(err, errlen, "invalid field '%s': %d must be >= %d", chr_job_fields[f].name,
+      return chr_errf(err, errlen, "invalid field '%s': %d must be >= %d", chr_job_fields[f].name,
                   (int)v, (int)lo);
-    return errf(err, errlen, "invalid field '%s': %d is out of range %d-%d",
+    return chr_errf(err, errlen, "invalid field '%s': %d is out of range %d-%d",
                 chr_job_fields[f].name, (int)v, (int)lo, (int)hi);
   }
   return 0;
@@ -947,7 +566,7 @@ static int check_extra_ints(const chr_job_t *j, char *err, size_t errlen) {
   for (size_t i = 0; i < sizeof ints / sizeof *ints; i++) {
     const char *n = chr_job_fields[ints[i]].name;
     if (find_member(j->extra, n, strlen(n), &v))
-      return errf(err, errlen, "invalid field '%s': %.*s is not a 32-bit integer", n,
+      return chr_errf(err, errlen, "invalid field '%s': %.*s is not a 32-bit integer", n,
                   (int)v.n, v.p);
   }
   return 0;
@@ -956,9 +575,9 @@ static int check_extra_ints(const chr_job_t *j, char *err, size_t errlen) {
 int chr_job_validate(chr_job_t *j, char *err, size_t errlen) {
   int rc;
   if (!chr_job_has(j, CHR_F_FUNC_NAME) || j->func_name[0] == '\0')
-    return errf(err, errlen, "invalid field 'func_name': a handler name is required");
+    return chr_errf(err, errlen, "invalid field 'func_name': a handler name is required");
   if (!chr_job_has(j, CHR_F_JOB_ID))
-    return errf(err, errlen, "invalid field 'job_id': missing");
+    return chr_errf(err, errlen, "invalid field 'job_id': missing");
   if ((rc = check_id(j->job_id, err, errlen))) return rc;
   if ((rc = check_extra_ints(j, err, errlen))) return rc;
   if (!chr_job_has(j, CHR_F_NAME)) {
@@ -969,9 +588,9 @@ int chr_job_validate(chr_job_t *j, char *err, size_t errlen) {
   if (!chr_job_has(j, CHR_F_TIMEZONE)) chr_job_set_str(j, CHR_F_TIMEZONE, "UTC");
   char msg[200];
   if (chr_tz_get(j->timezone, msg, sizeof msg) == NULL)
-    return errf(err, errlen, "invalid field 'timezone': %s", msg);
+    return chr_errf(err, errlen, "invalid field 'timezone': %s", msg);
   if (!chr_job_has(j, CHR_F_TRIGGER_TYPE))
-    return errf(err, errlen, "invalid field 'trigger_type': missing (interval, cron or date)");
+    return chr_errf(err, errlen, "invalid field 'trigger_type': missing (interval, cron or date)");
   chr_trigger_t t;
   if ((rc = chr_trigger_compile(j, &t, err, errlen))) return rc;
   chr_trigger_free(&t);

@@ -1,14 +1,13 @@
 /* job.h - the job record (docs/design.md): typed fields with a presence
  * mask, free-form fields (args, kwargs, metadata, unknown keys) kept as one
- * canonical JSON object text, conversion to and from Lua tables and JSON,
- * partial records for updates and CAS, and scheduler-level validation. */
+ * canonical JSON object text, conversion to and from JSON, partial records
+ * for updates and CAS, and scheduler-level validation. Lua tables:
+ * runtime/lua/job.h. */
 #ifndef CHR_JOB_H
 #define CHR_JOB_H
 
 #include <stddef.h>
 #include <stdint.h>
-
-#include <lua.h>
 
 #include "common.h"
 
@@ -134,30 +133,22 @@ int chr_job_matches(const chr_job_t *j, const chr_job_t *expected);
 int chr_job_extra_lookup(const chr_job_t *j, const char *path, const char **val,
                          size_t *len);
 
-/* Lua conversion. chr_job_from_lua reads the table at idx into j (fields
- * typed when they have their type; a value of another type for a typed
- * field is an error naming the field, except that integer fields that do
- * not fit 32 bits go to extra). `partial` allows a record without job_id /
- * status (updates, CAS expectations). Returns 0 or CHR_EINVAL + err. */
-int chr_job_from_lua(lua_State *L, int idx, chr_job_t *j, int partial, char *err,
-                     size_t errlen);
-/* The rule for every value a job holds, the same on every store: numbers
- * finite, strings and table keys valid UTF-8 without NUL bytes (and only
- * the types JSON has). chr_job_check_fields checks every field of the job
- * table at idx (chr_job_from_lua does first): 0, or CHR_EINVAL and "invalid
- * field 'kwargs.amount': <what is wrong>" in err. chr_job_check_value
- * checks one value, appending the path of the culprit below it (".key",
- * "[i]") to path, and writes only what is wrong to err. */
-int chr_job_check_fields(lua_State *L, int idx, char *err, size_t errlen);
-int chr_job_check_value(lua_State *L, int idx, chr_buf_t *path, char *err, size_t errlen);
-/* What is wrong with a string by that rule (written into buf), or NULL. */
+/* What is wrong with a string by the rule for the values a job holds
+ * (valid UTF-8 without NUL bytes; runtime/lua/job.h), written into buf, or
+ * NULL when nothing is. */
 const char *chr_job_string_problem(const char *s, size_t n, char *buf, size_t buflen);
 /* Appends s for a message: bytes that are not printable UTF-8 as \0 or
  * \xNN. */
 void chr_job_add_shown(chr_buf_t *b, const char *s, size_t n);
 
-/* stack: +1 table with every present field (times as ISO strings). */
-void chr_job_push(lua_State *L, const chr_job_t *j);
+/* next_run_time_local is derived from next_run_time and timezone: never
+ * stored (it would go stale), computed whenever a job is handed out. */
+#define CHR_JOB_DERIVED_LOCAL "next_run_time_local"
+int chr_job_is_derived(const char *key, size_t len);
+
+/* Internal, shared with runtime/lua/job.c. */
+#define CHR__FIELD_PTR(j, d) ((char *)(j) + (d)->offset)
+void chr__job_clear_field(chr_job_t *j, int f);
 
 /* Full-record JSON: typed fields (times as ISO strings) and extra members in
  * one object. */

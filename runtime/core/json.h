@@ -1,5 +1,6 @@
-/* json.h - JSON text to and from Lua values, and a scanner over JSON text
- * for the C side (spans of object members, no tree). Encoding is canonical
+/* json.h - a scanner over JSON text for the C side (spans of object
+ * members, no tree), string literals and canonical numbers; runtime/lua/
+ * json.h converts Lua values to and from JSON text. Encoding is canonical
  * (object keys sorted, integral floats below 1e19 written as integers) so
  * that equal Lua values give equal text; stores compare values by their
  * text. Every finite number reads back with its value, whichever store
@@ -9,26 +10,7 @@
 
 #include <stddef.h>
 
-#include <lua.h>
-
 #include "common.h"
-
-/* Encodes the value at idx. Tables with keys 1..n (n >= 1) are arrays, other
- * tables objects with string keys (integer keys are written as strings);
- * an empty table is {}. chronis.json.null (lightuserdata NULL) is null.
- * Returns 0, or CHR_EINVAL with a message in err (functions, cycles, NaN,
- * keys that are neither strings nor numbers). */
-int chr_json_encode(lua_State *L, int idx, chr_buf_t *out, char *err, size_t errlen);
-
-/* Decodes text; pushes the value (stack: +1) and returns 0, or returns
- * CHR_EINVAL with a message and pushes nothing. null decodes to nil inside
- * objects (member dropped) and to chronis.json.null inside arrays. */
-int chr_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen);
-
-/* Decodes an object text's members into the table at idx (existing keys
- * are overwritten). stack: unchanged. Returns 0 or CHR_EINVAL. */
-int chr_json_decode_into(lua_State *L, int idx, const char *s, size_t len, char *err,
-                         size_t errlen);
 
 /* Scanner. chr_json_skip returns a pointer just past the value starting at
  * p (after leading white space), or NULL when malformed. It accepts what
@@ -60,5 +42,24 @@ int chr_json_canon_number(const char *p, size_t n, chr_buf_t *out);
 
 /* Writes s as a JSON string literal. */
 void chr_json_add_string(chr_buf_t *out, const char *s, size_t n);
+
+static inline int chr_json_is_null(chr_json_span_t v) {
+  return v.n == 4 && v.p[0] == 'n' && v.p[1] == 'u' && v.p[2] == 'l' && v.p[3] == 'l';
+}
+
+/* Internal, shared with runtime/lua/json.c: the scanner's pieces. */
+#define CHR_JSON_MAX_DEPTH 100
+const char *chr__json_ws(const char *p, const char *end);
+/* The end of the number at p, or NULL; *isfloat when it has a fraction or
+ * an exponent. */
+const char *chr__json_skip_number(const char *p, const char *end, int *isfloat);
+/* The value of a number's text: 1 and *i when it is an integer that fits
+ * 64 bits, else 0 and *f. */
+int chr__json_number(const char *s, size_t n, int isfloat, long long *i, double *f);
+/* Writes a double as the encoder does (see json.c). */
+void chr__json_add_double(chr_buf_t *out, double d);
+/* Appends the unescaped bytes of the string literal at p (its opening
+ * quote) to out; returns 0 and sets *next past the closing quote, or -1. */
+int chr__json_string(const char *p, const char *end, chr_buf_t *out, const char **next);
 
 #endif

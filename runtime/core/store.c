@@ -11,7 +11,6 @@
 #include "json.h"
 #include "time.h"
 
-#include <lua.h>
 
 const char *const chr_store_op_names[CHR_OP__COUNT] = {
     "create_job", "get_job",      "get_jobs_batch",         "update_job",
@@ -103,60 +102,6 @@ int chr_filter_match(const chr_filter_t *f, const chr_job_t *j) {
   return 1;
 }
 
-static void set_time(lua_State *L, const char *k, int64_t us) {
-  char buf[CHR_TIME_BUFSZ];
-  if (us == CHR_TIME_NONE) return;
-  chr_time_format(us, buf);
-  lua_pushstring(L, buf);
-  lua_setfield(L, -2, k);
-}
-
-void chr_filter_push(lua_State *L, const chr_filter_t *f) {
-  char err[64];
-  if (f == NULL) {
-    lua_pushnil(L);
-    return;
-  }
-  lua_createtable(L, 0, 4);
-  if (f->status_mask) {
-    int n = 0, last = 0;
-    for (int st = 1; st < CHR_ST__COUNT; st++)
-      if (f->status_mask & (1u << st)) n++, last = st;
-    if (n == 1) {
-      lua_pushstring(L, chr_status_names[last]);
-    } else {
-      lua_createtable(L, n, 0);
-      for (int st = 1, i = 0; st < CHR_ST__COUNT; st++) {
-        if (!(f->status_mask & (1u << st))) continue;
-        lua_pushstring(L, chr_status_names[st]);
-        lua_rawseti(L, -2, ++i);
-      }
-    }
-    lua_setfield(L, -2, "status");
-  }
-  if (f->trigger_type) {
-    lua_pushstring(L, chr_trigger_type_names[f->trigger_type]);
-    lua_setfield(L, -2, "trigger_type");
-  }
-  set_time(L, "next_run_time_lte", f->nrt_lte);
-  set_time(L, "next_run_time_gte", f->nrt_gte);
-  set_time(L, "updated_at_lte", f->upd_lte);
-  set_time(L, "updated_at_gte", f->upd_gte);
-  for (size_t i = 0; i < f->nmeta; i++) {
-    lua_pushfstring(L, "metadata.%s", f->meta[i].path);
-    if (chr_json_decode(L, f->meta[i].value, strlen(f->meta[i].value), err, sizeof err) != 0)
-      lua_pushnil(L);
-    lua_rawset(L, -3);
-  }
-  if (f->has_ids) {
-    lua_createtable(L, (int)f->nids, 0);
-    for (size_t i = 0; i < f->nids; i++) {
-      lua_pushstring(L, f->ids[i]);
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    lua_setfield(L, -2, "job_id_in");
-  }
-}
 
 const char *chr_store_updates_error(const char *id, const chr_job_t *u) {
   if (u == NULL) return NULL;

@@ -57,9 +57,6 @@ typedef struct chr_filter {
 void chr_filter_init(chr_filter_t *f);
 void chr_filter_free(chr_filter_t *f);
 int chr_filter_match(const chr_filter_t *f, const chr_job_t *j);
-/* stack: +1 the filter as the table a Lua adapter receives (nil for NULL) */
-struct lua_State;
-void chr_filter_push(struct lua_State *L, const chr_filter_t *f);
 
 /* Why the partial record u may not be applied to the job `id`: it would
  * rename the job or leave it without a valid status. NULL when it may.

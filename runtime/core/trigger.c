@@ -11,16 +11,6 @@
 #include "json.h"
 #include "time.h"
 
-static int errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int errf(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return CHR_EINVAL;
-}
-
 static int key_is(chr_json_span_t k, const char *s) {
   return strlen(s) == k.n && memcmp(k.p, s, k.n) == 0;
 }
@@ -101,7 +91,7 @@ static int compile_interval(chr_trigger_t *t, const char *args, char *err, size_
     double d;
     if (key_is(k, "start_date")) {
       if (span_time(v, t->tz, &t->start, msg, sizeof msg))
-        return errf(err, errlen, "invalid trigger_args 'start_date': %s", msg);
+        return chr_errf(err, errlen, "invalid trigger_args 'start_date': %s", msg);
       continue;
     }
     int unit = -1, wall = 0;
@@ -110,29 +100,29 @@ static int compile_interval(chr_trigger_t *t, const char *args, char *err, size_
     if (key_is(k, "days")) wall = 1;
     if (key_is(k, "weeks")) wall = 7;
     if (unit < 0 && !wall)
-      return errf(err, errlen,
+      return chr_errf(err, errlen,
                   "invalid trigger_args: interval key '%.*s' is unknown "
                   "(expected weeks, days, hours, minutes, seconds, start_date)",
                   (int)k.n, k.p);
     if (span_number(v, &d) != 0)
-      return errf(err, errlen, "invalid trigger_args '%.*s': %.*s is not a number", (int)k.n,
+      return chr_errf(err, errlen, "invalid trigger_args '%.*s': %.*s is not a number", (int)k.n,
                   k.p, (int)v.n, v.p);
     if (d < 0)
-      return errf(err, errlen, "invalid trigger_args '%.*s': %g must not be negative",
+      return chr_errf(err, errlen, "invalid trigger_args '%.*s': %g must not be negative",
                   (int)k.n, k.p, d);
     if (wall) days += d * wall;
     else elapsed += d * units[unit].us;
   }
-  if (r < 0) return errf(err, errlen, "invalid trigger_args: malformed");
+  if (r < 0) return chr_errf(err, errlen, "invalid trigger_args: malformed");
   /* Fractional days become elapsed time; whole days stay on the wall clock. */
   double whole = floor(days);
   elapsed += (days - whole) * 86400e6;
   if (whole > 1e6 || elapsed > 1e17)
-    return errf(err, errlen, "invalid trigger_args: interval is too long");
+    return chr_errf(err, errlen, "invalid trigger_args: interval is too long");
   t->wall_days = (int32_t)whole;
   t->elapsed_us = (int64_t)llround(elapsed);
   if (t->wall_days == 0 && t->elapsed_us <= 0)
-    return errf(err, errlen, "invalid trigger_args: interval must be greater than 0");
+    return chr_errf(err, errlen, "invalid trigger_args: interval must be greater than 0");
   return 0;
 }
 
@@ -155,7 +145,7 @@ static int compile_cron(chr_trigger_t *t, const char *args, char *err, size_t er
     for (int i = 0; i < CHR_CRON_NFIELDS; i++)
       if (key_is(k, chr_cron_field_names[i])) f = i;
     if (f < 0) {
-      rc = errf(err, errlen, "invalid cron field '%.*s': unknown field", (int)k.n, k.p);
+      rc = chr_errf(err, errlen, "invalid cron field '%.*s': unknown field", (int)k.n, k.p);
       free(val);
       break;
     }
@@ -164,11 +154,11 @@ static int compile_cron(chr_trigger_t *t, const char *args, char *err, size_t er
     fields[f] = val;
     nfields++;
   }
-  if (rc == 0 && r < 0) rc = errf(err, errlen, "invalid trigger_args: malformed");
+  if (rc == 0 && r < 0) rc = chr_errf(err, errlen, "invalid trigger_args: malformed");
   if (rc == 0 && crontab && nfields)
-    rc = errf(err, errlen, "invalid trigger_args: give either 'cron' or cron fields, not both");
+    rc = chr_errf(err, errlen, "invalid trigger_args: give either 'cron' or cron fields, not both");
   if (rc == 0 && !crontab && !nfields)
-    rc = errf(err, errlen, "invalid trigger_args: a cron trigger needs fields or 'cron'");
+    rc = chr_errf(err, errlen, "invalid trigger_args: a cron trigger needs fields or 'cron'");
   if (rc == 0) {
     t->cron = crontab ? chr_cron_parse_crontab(crontab, err, errlen)
                       : chr_cron_parse_fields(fields, err, errlen);
@@ -186,14 +176,14 @@ static int compile_date(chr_trigger_t *t, const char *args, char *err, size_t er
   int r;
   while ((r = chr_json_next_member(&it, end, &k, &v)) == 1) {
     if (!key_is(k, "run_date"))
-      return errf(err, errlen, "invalid trigger_args: date key '%.*s' is unknown "
+      return chr_errf(err, errlen, "invalid trigger_args: date key '%.*s' is unknown "
                   "(expected run_date)", (int)k.n, k.p);
     if (span_time(v, t->tz, &t->run_date, msg, sizeof msg))
-      return errf(err, errlen, "invalid trigger_args 'run_date': %s", msg);
+      return chr_errf(err, errlen, "invalid trigger_args 'run_date': %s", msg);
   }
-  if (r < 0) return errf(err, errlen, "invalid trigger_args: malformed");
+  if (r < 0) return chr_errf(err, errlen, "invalid trigger_args: malformed");
   if (t->run_date == CHR_TIME_NONE)
-    return errf(err, errlen, "invalid trigger_args: a date trigger needs 'run_date'");
+    return chr_errf(err, errlen, "invalid trigger_args: a date trigger needs 'run_date'");
   return 0;
 }
 
@@ -204,14 +194,14 @@ int chr_trigger_compile(const chr_job_t *j, chr_trigger_t *t, char *err, size_t 
   const char *zone = chr_job_has(j, CHR_F_TIMEZONE) ? j->timezone : "UTC";
   char msg[160];
   if ((t->tz = chr_tz_get(zone, msg, sizeof msg)) == NULL)
-    return errf(err, errlen, "invalid field 'timezone': %s", msg);
+    return chr_errf(err, errlen, "invalid field 'timezone': %s", msg);
   const char *args = chr_job_has(j, CHR_F_TRIGGER_ARGS) ? j->trigger_args : "{}";
   int rc;
   switch (t->type) {
   case CHR_TT_INTERVAL: rc = compile_interval(t, args, err, errlen); break;
   case CHR_TT_CRON: rc = compile_cron(t, args, err, errlen); break;
   case CHR_TT_DATE: rc = compile_date(t, args, err, errlen); break;
-  default: return errf(err, errlen, "invalid field 'trigger_type': missing");
+  default: return chr_errf(err, errlen, "invalid field 'trigger_type': missing");
   }
   if (rc) chr_trigger_free(t);
   return rc;

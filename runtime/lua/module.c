@@ -15,6 +15,7 @@
 #include "util.h"
 #include "task.h"
 #include "core/time.h"
+#include "json.h"
 
 int luaopen_chronis_lua_store(lua_State *L);
 int luaopen_chronis_lua_lock(lua_State *L);

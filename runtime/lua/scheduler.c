@@ -15,6 +15,7 @@
 #include "core/time.h"
 #include "core/trigger.h"
 #include "core/tz.h"
+#include "job.h"
 
 #define SCHED_MT "chronis.scheduler"
 

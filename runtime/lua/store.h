@@ -1,8 +1,8 @@
-/* lstore.h - storage and lock adapters as Lua objects (chronis.storage,
+/* store.h - storage and lock adapters as Lua objects (chronis.storage,
  * chronis.lock): the contract methods of docs/adapters.md, waiting by the rule
- * of task.h, with structured errors. */
-#ifndef CHR_LSTORE_H
-#define CHR_LSTORE_H
+ * of task.h, with structured errors; filters to and from Lua tables. */
+#ifndef CHR_LUA_STORE_H
+#define CHR_LUA_STORE_H
 
 #include <lua.h>
 
@@ -22,6 +22,8 @@ chr_lock_t *chr_lua_checklock(lua_State *L, int idx);
 /* Reads a filter table (nil = none); raises an `invalid` error naming an
  * unknown key or a bad value. */
 void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f);
+/* stack: +1 the filter as the table a Lua adapter receives (nil for NULL) */
+void chr_filter_push(lua_State *L, const chr_filter_t *f);
 
 /* stack: +1 module tables */
 int luaopen_chronis_storage(lua_State *L);
