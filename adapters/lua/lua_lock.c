@@ -167,7 +167,7 @@ static int l_from_table(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_lock_t *ll = chr_calloc(1, sizeof *ll);
-  ll->base.vt = &lua_lock_vt;
+  chr_lock_init(&ll->base, &lua_lock_vt);
   ll->L = chr_task_main();
   ll->name = chr_strdup(name);
   ll->timeout_ms = timeout > 0 ? (uint64_t)(timeout * 1000) : 0;

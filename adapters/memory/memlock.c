@@ -391,7 +391,7 @@ static const chr_lock_vtable_t ml_vtable = {"memory", ml_submit, ml_close};
 
 chr_lock_t *chr_memory_lock_new(void) {
   memlock_t *lk = chr_calloc(1, sizeof *lk);
-  lk->base.vt = &ml_vtable;
+  chr_lock_init(&lk->base, &ml_vtable);
   lk->nbuckets = 16;
   lk->buckets = chr_calloc(lk->nbuckets, sizeof *lk->buckets);
   lk->sweep_at = 64;

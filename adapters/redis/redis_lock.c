@@ -340,7 +340,7 @@ int chr_redis_lock_open(const char *url, chr_lock_t **out, char *err, size_t err
     return CHR_EINVAL;
   }
   rlock_t *lk = chr_calloc(1, sizeof *lk);
-  lk->base.vt = &rl_vtable;
+  chr_lock_init(&lk->base, &rl_vtable);
   lk->keyprefix = chr_sprintf("%s:lock:", u.prefix);
   lk->channel = chr_sprintf("%s:lock:released", u.prefix);
   chr_rconn_opts_t o = {&u, "chronis-lock", lock_scripts, rc_freed, lk};

@@ -123,11 +123,52 @@ local function copy(t)
   return c
 end
 
+-- Runs the callbacks of a run's final outcome: the job's own first, then
+-- the scheduler's. A failing callback is logged with the job id and stops
+-- nothing. Called by the engine in a task of its own (callbacks may wait).
+local function finisher(self, log)
+  return function(ok, job_id, err, job)
+    local own = self._callbacks[job_id]
+    local key = ok and "on_success" or "on_failure"
+    local cbs = { own and own[key] or false, self["_" .. key] or false }
+    for i = 1, 2 do
+      local cb = cbs[i]
+      if cb then
+        local pass, e
+        if ok then pass, e = pcall(cb, job_id, job) else pass, e = pcall(cb, job_id, err, job) end
+        if not pass then
+          local shown, text = pcall(tostring, e)
+          log("error", "callback failed: " .. (shown and type(text) == "string" and text
+            or "(an error value that cannot be shown)"), { job_id = job_id })
+        end
+      end
+    end
+  end
+end
+
+-- Per-job callbacks live in the process that created the job.
+local function set_callbacks(self, job_id, on_success, on_failure)
+  if on_success or on_failure then
+    self._callbacks[job_id] = { on_success = on_success, on_failure = on_failure }
+  else
+    self._callbacks[job_id] = nil
+  end
+  self._e:want_finish(self._on_success ~= nil or self._on_failure ~= nil
+    or next(self._callbacks) ~= nil)
+end
+
 --- chronis.scheduler{storage, lock, polling_interval, max_workers,
 --- max_queue_size, lease_seconds, clock, on_success, on_failure, logger,
---- shutdown_grace, node_id}
+--- shutdown_grace, node_id, default_timeout}
 function M.scheduler(opts)
   local o = copy(opts)
+  for _, k in ipairs({ "on_success", "on_failure" }) do
+    if o[k] ~= nil and type(o[k]) ~= "function" then
+      fail("invalid", "invalid option '%s': expected a function, got %s", k, type(o[k]))
+    end
+  end
+  local on_success, on_failure = o.on_success, o.on_failure
+  o.on_success, o.on_failure = nil, nil
   if o.storage == nil and host and host.storage then
     -- Under the host every scheduler without a store shares one default.
     host.store = host.store or M.storage.open(host.storage)
@@ -137,8 +178,11 @@ function M.scheduler(opts)
   elseif type(o.storage) == "string" then
     o.storage = M.storage.open(o.storage)
   end
-  local e = engine.new(o)
-  local s = setmetatable({ _e = e, _store = o.storage }, Scheduler)
+  local s = setmetatable({ _store = o.storage, _callbacks = {}, _on_success = on_success,
+    _on_failure = on_failure }, Scheduler)
+  o.on_finish = finisher(s, o.logger or M.log)
+  s._e = engine.new(o)
+  s._e:want_finish(on_success ~= nil or on_failure ~= nil)
   live[s] = true
   return s
 end
@@ -224,7 +268,7 @@ function Scheduler:create_job(fields)
   if if_exists == "skip" then
     local existing = self._store:get_job(job.job_id)
     if existing then
-      if on_success or on_failure then self._e:set_callbacks(job.job_id, on_success, on_failure) end
+      if on_success or on_failure then set_callbacks(self, job.job_id, on_success, on_failure) end
       return existing
     end
   end
@@ -235,7 +279,7 @@ function Scheduler:create_job(fields)
     end
     error(stored, 2)
   end
-  if on_success or on_failure then self._e:set_callbacks(job.job_id, on_success, on_failure) end
+  if on_success or on_failure then set_callbacks(self, job.job_id, on_success, on_failure) end
   return stored
 end
 
@@ -376,7 +420,7 @@ end
 
 function Scheduler:delete_job(id)
   must_get(self, id, 2)
-  self._e:set_callbacks(id, nil, nil)
+  set_callbacks(self, id, nil, nil)
   return self._store:delete_job(id)
 end
 

@@ -8,24 +8,23 @@
  * overwritten. */
 #include "engine.h"
 
-#include <lauxlib.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "json.h"
 #include "log.h"
 #include "loop.h"
-#include "lua/util.h"
 #include "time.h"
 #include "trigger.h"
 #include "tz.h"
-#include "lua/job.h"
-#include "lua/json.h"
 
 enum { MF_NONE, MF_SKIP, MF_RUN_ONCE, MF_RUN_ALL };
+/* How a run ended, inside the engine. */
 enum { END_OK, END_ERROR, END_TIMEOUT, END_NO_HANDLER, END_SHUTDOWN, END_SKIPPED, END_EXIT,
        END_LEASE };
 
@@ -44,15 +43,53 @@ struct chr_run {
   int64_t scheduled; /* its next_run_time when claimed */
   int misfire;
   int64_t started;
-  chr_task_t *task;
-  uv_timer_t *timer; /* timeout of a waiting handler */
-  int why_killed;    /* END_TIMEOUT or END_SHUTDOWN */
+  void *data;        /* the host's, while the handler runs */
+  uv_timer_t *timer; /* the run's timeout */
+  int stop_why;      /* CHR_STOP_* once the engine asked the host to stop it */
+  unsigned active : 1; /* the host runs it: chr_run_done is still to come */
   double timeout;    /* seconds, 0 = none */
   chr_run_t *prev, *next;
 };
 
+struct chr_sched {
+  chr_store_t *store;
+  chr_lock_t *lock;
+  chr_sched_opts_t opts;
+  const chr_sched_hooks_t *hooks;
+  void *host;
+  char node_id[48];
+  int state;
+  uv_timer_t *poll_timer, *lease_timer, *flush_timer, *grace_timer;
+  int64_t armed_at; /* wall time the poll timer targets, CHR_TIME_NONE */
+  /* Claimed jobs not started yet: a heap, highest priority then earliest. */
+  chr_run_t **heap;
+  size_t nheap, heapcap;
+  chr_run_t *running; /* list of started runs */
+  int nrunning;
+  chr_completion_t *pend; /* completions waiting for the next flush */
+  size_t npend, pendcap;
+  unsigned claim_busy : 1, flush_busy : 1, due_busy : 1, recover_busy : 1, extend_busy : 1,
+      dispatching : 1, starved : 1, closed : 1, grace_over : 1;
+  int64_t last_recover;
+  int refs; /* the owner's, pending requests, timers and runs */
+  /* Next run times this node wrote (a min-heap): for stores that cannot
+   * say when the next job is due, the timer is armed at the earliest. */
+  int64_t *hints;
+  size_t nhints, hintcap;
+  chr_store_watch_t watch;
+  /* Failure streaks per request kind, and the monotonic times before
+   * which claims and flushes wait (backoff). */
+  struct {
+    int fails;
+    int64_t since;
+  } health[CHR_SOP__COUNT];
+  int64_t claim_after, flush_after;
+  int empty_claims; /* claims that found nothing while a job looked due */
+  chr_sched_stats_t stats, stop_base;
+  chr_sched_t *next_live; /* list of schedulers (host signals) */
+};
+
 static chr_sched_t *live_list;
-static char trampoline_key;
 
 static void schedule_tick(chr_sched_t *s, int64_t delay_us);
 static void arm_timer(chr_sched_t *s);
@@ -71,11 +108,9 @@ static void sched_ref(chr_sched_t *s) {
 }
 
 static void sched_free(chr_sched_t *s) {
-  lua_State *L = s->L;
-  int refs[] = {s->store_ref,   s->lock_ref,       s->handlers_ref,   s->callbacks_ref,
-                s->clock_ref,   s->on_success_ref, s->on_failure_ref, s->logger_ref};
-  for (size_t i = 0; i < sizeof refs / sizeof *refs; i++) luaL_unref(L, LUA_REGISTRYINDEX, refs[i]);
+  if (s->hooks->freed) s->hooks->freed(s->host);
   chr_store_release(s->store);
+  if (s->lock) chr_lock_release(s->lock);
   free(s->hints);
   free(s->heap);
   free(s->pend);
@@ -107,63 +142,18 @@ static void timer_close(uv_timer_t **t) {
   }
 }
 
-typedef struct logcall {
-  chr_sched_t *s;
-  int level;
-  const char *job_id, *msg;
-} logcall_t;
-
-/* stack: unchanged (runs under chr_lua_cpcall) */
-static int call_logger(lua_State *L) {
-  logcall_t *c = lua_touserdata(L, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->logger_ref);
-  lua_pushstring(L, chr_log_level_names[c->level]);
-  lua_pushstring(L, c->msg);
-  lua_createtable(L, 0, 1);
-  if (c->job_id) {
-    lua_pushstring(L, c->job_id);
-    lua_setfield(L, -2, "job_id");
-  }
-  lua_call(L, 3, 0);
-  return 0;
-}
-
 void chr_sched_log(chr_sched_t *s, int level, const char *job_id, const char *fmt, ...) {
   char msg[1024];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  if (s->logger_ref == LUA_NOREF) {
-    chr_log_write(level, job_id, msg);
-    return;
-  }
-  logcall_t c = {s, level, job_id, msg};
-  char err[512];
-  if (chr_lua_cpcall(s->L, call_logger, &c, err, sizeof err) != LUA_OK)
-    chr_log(CHR_LOG_ERROR, job_id, "logger failed: %s (message was: %s)", err, msg);
+  if (s->hooks->log) s->hooks->log(s->host, level, job_id, msg);
+  else chr_log_write(level, job_id, msg);
 }
 
 int64_t chr_sched_now(chr_sched_t *s) {
-  if (s->clock_ref == LUA_NOREF) return chr_time_now();
-  lua_State *L = s->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->clock_ref);
-  int64_t now = chr_time_now();
-  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
-    chr_sched_log(s, CHR_LOG_ERROR, NULL, "clock function failed: %s", lua_tostring(L, -1));
-  } else if (lua_isinteger(L, -1)) {
-    now = lua_tointeger(L, -1);
-  } else if (lua_type(L, -1) == LUA_TSTRING) {
-    size_t n;
-    const char *str = lua_tolstring(L, -1, &n);
-    char err[200];
-    if (chr_time_parse(str, n, NULL, &now, err, sizeof err) != 0)
-      chr_sched_log(s, CHR_LOG_ERROR, NULL, "clock returned a bad time: %s", err);
-  } else {
-    chr_sched_log(s, CHR_LOG_ERROR, NULL, "clock must return integer microseconds");
-  }
-  lua_pop(L, 1);
-  return now;
+  return s->hooks->now ? s->hooks->now(s->host) : chr_time_now();
 }
 
 chr_sched_t *chr_sched_first_live(void) {
@@ -290,92 +280,8 @@ static int64_t compute_next(chr_sched_t *s, chr_run_t *r, chr_trigger_t *t, int6
   return chr_trigger_next(t, r->scheduled);
 }
 
-static void push_error(lua_State *L, int code, const char *msg) {
-  chr_lua_pusherror(L, code, msg);
-}
-
-/* log(level, msg, fields): the default logger handed to callbacks. */
-static int default_log(lua_State *L) {
-  int level = chr_log_parse_level(luaL_checkstring(L, 1));
-  const char *job_id = NULL;
-  if (lua_istable(L, 3) && lua_getfield(L, 3, "job_id") == LUA_TSTRING) job_id = lua_tostring(L, -1);
-  chr_log_write(level < 0 ? CHR_LOG_INFO : level, job_id, luaL_checkstring(L, 2));
-  return 0;
-}
-
-static void callback_task_done(chr_task_t *t, int status) {
-  if (status != LUA_OK && status != CHR_TASK_KILLED)
-    chr_log(CHR_LOG_ERROR, NULL, "callback task failed: %s",
-            lua_type(t->co, -1) == LUA_TSTRING ? lua_tostring(t->co, -1) : "(not a string)");
-  chr_task_release(t);
-}
-
-typedef struct cbcall {
-  chr_sched_t *s;
-  chr_run_t *r;
-  int ok, code;
-  const char *msg;
-} cbcall_t;
-
-/* Runs under chr_lua_cpcall. stack: unchanged */
-static int start_callbacks(lua_State *L) {
-  cbcall_t *c = lua_touserdata(L, 1);
-  chr_sched_t *s = c->s;
-  chr_run_t *r = c->r;
-  int ok = c->ok, code = c->code;
-  const char *msg = c->msg;
-  int global = ok ? s->on_success_ref : s->on_failure_ref;
-  const char *name = ok ? "on_success" : "on_failure";
-  int top = lua_gettop(L);
-  int have_job = 0;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->callbacks_ref);
-  if (lua_getfield(L, -1, r->job->job_id) == LUA_TTABLE) {
-    lua_getfield(L, -1, name);
-    have_job = lua_isfunction(L, -1);
-  } else {
-    lua_pushnil(L);
-  }
-  /* stack: callbacks jobcbs jobfn */
-  if (!have_job && global == LUA_NOREF) {
-    lua_settop(L, top);
-    return 0;
-  }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &trampoline_key);
-  if (s->logger_ref != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, s->logger_ref);
-  else lua_pushcfunction(L, default_log);
-  lua_pushstring(L, r->job->job_id);
-  lua_createtable(L, 2, 0);
-  lua_pushvalue(L, top + 3);
-  lua_rawseti(L, -2, 1);
-  if (global != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, global);
-    lua_rawseti(L, -2, 2);
-  }
-  lua_pushstring(L, r->job->job_id);
-  int nargs = 5; /* log, job_id, cbs, job_id, [err,] job */
-  if (!ok) {
-    push_error(L, code, msg);
-    nargs++;
-  }
-  chr_job_push(L, r->job);
-  /* The task last: nothing can fail between its creation and its start. */
-  chr_task_t *t = chr_task_new(L, callback_task_done, NULL);
-  lua_xmove(L, t->co, nargs + 1);
-  lua_settop(L, top);
-  chr_task_start(t, nargs);
-  return 0;
-}
-
-/* Calls job-specific then global callbacks in a task of their own, so they
- * may wait (store calls, sleep). */
-static void fire_callbacks(chr_sched_t *s, chr_run_t *r, int ok, int code, const char *msg) {
-  int global = ok ? s->on_success_ref : s->on_failure_ref;
-  if (global == LUA_NOREF && s->njob_callbacks == 0) return;
-  cbcall_t c = {s, r, ok, code, msg};
-  char err[300];
-  if (chr_lua_cpcall(s->L, start_callbacks, &c, err, sizeof err) != LUA_OK)
-    chr_sched_log(s, CHR_LOG_ERROR, r->job->job_id, "cannot call the %s callbacks: %s",
-                  ok ? "on_success" : "on_failure", err);
+static void fire_finished(chr_sched_t *s, chr_run_t *r, int code, const char *msg) {
+  if (s->hooks->finished) s->hooks->finished(s->host, r->job, code, msg);
 }
 
 /* Turns a finished run into its completion. */
@@ -415,7 +321,7 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
       chr_job_set_time(u, CHR_F_LAST_RUN_TIME, r->started);
       chr_job_set_time(u, CHR_F_LAST_SCHEDULED_TIME, r->scheduled);
       s->stats.succeeded++;
-      fire_callbacks(s, r, 1, 0, NULL);
+      fire_finished(s, r, 0, NULL);
     } else {
       s->stats.skipped++;
       chr_sched_log(s, CHR_LOG_INFO, job->job_id, "skipped a missed run (if_missed=skip)");
@@ -437,7 +343,7 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
       s->stats.failed++;
       chr_sched_log(s, CHR_LOG_ERROR, job->job_id, "run failed (%s: %s)%s", chr_strerror(code),
                     msg, max ? "; retries exhausted" : "");
-      fire_callbacks(s, r, 0, code, msg);
+      fire_finished(s, r, code, msg);
     }
   }
 }
@@ -473,169 +379,38 @@ static void run_end(chr_sched_t *s, chr_run_t *r, int end, int code, const char 
   sched_unref(s);
 }
 
-typedef struct errdesc {
-  lua_State *co; /* the failed coroutine, its error value on top */
-  int code;
-  char *msg;
-} errdesc_t;
-
-/* Runs under chr_lua_cpcall. stack: unchanged */
-static int describe_error(lua_State *L) {
-  errdesc_t *d = lua_touserdata(L, 1);
-  lua_xmove(d->co, L, 1); /* stack: ud err */
-  const char *m = NULL;
-  size_t n = 0;
-  if (lua_istable(L, 2)) {
-    if (lua_getfield(L, 2, "code") == LUA_TSTRING && strcmp(lua_tostring(L, -1), "memory") == 0)
-      d->code = CHR_ENOMEM;
-    lua_pop(L, 1);
-    /* An error table with a message, unless it prints itself. */
-    if (luaL_getmetafield(L, 2, "__tostring") == LUA_TNIL &&
-        lua_getfield(L, 2, "message") == LUA_TSTRING)
-      m = lua_tolstring(L, -1, &n);
-  }
-  if (m == NULL) m = luaL_tolstring(L, 2, &n);
-  d->msg = chr_strndup(m, n);
-  return 0;
-}
-
-/* The error value of a failed handler (on top of co) as a message: a
- * string, an error table's message, or what tostring gives. Runs on the
- * main thread in protected mode, since a __tostring may raise, return a
- * non-string or wait. Returns a malloc'ed message. stack: co -1 */
-static char *error_message(chr_sched_t *s, lua_State *co, int *code) {
-  errdesc_t d = {co, CHR_EHANDLER, NULL};
-  const char *type = luaL_typename(co, -1);
-  char err[256];
-  if (chr_lua_cpcall(s->L, describe_error, &d, err, sizeof err) == LUA_OK) {
-    *code = d.code;
-    return d.msg;
-  }
-  free(d.msg);
-  *code = d.code;
-  return chr_sprintf("(a %s error value that cannot be shown: its __tostring failed: %s)", type,
-                     err);
-}
-
-static void task_done(chr_task_t *t, int status) {
-  chr_run_t *r = t->data;
-  chr_sched_t *s = r->s;
-  r->task = NULL;
-  if (status == LUA_OK) {
-    chr_task_release(t);
-    run_end(s, r, END_OK, 0, NULL);
-    return;
-  }
-  if (status == CHR_TASK_KILLED) {
-    int why = r->why_killed ? r->why_killed : t->exited ? END_EXIT : END_TIMEOUT;
-    int exit_code = t->exit_code;
-    chr_task_release(t);
-    if (why == END_SHUTDOWN) {
-      run_end(s, r, END_SHUTDOWN, 0, NULL);
-    } else if (why == END_EXIT) {
-      char msg[128];
-      snprintf(msg, sizeof msg, "the handler called os.exit(%d): the process stops", exit_code);
-      run_end(s, r, END_EXIT, CHR_EHANDLER, msg);
-    } else {
-      char msg[128];
-      snprintf(msg, sizeof msg, "handler timed out after %gs", r->timeout);
-      run_end(s, r, END_TIMEOUT, CHR_ETIMEOUT, msg);
-    }
-    return;
-  }
-  int code;
-  char *msg = error_message(s, t->co, &code);
-  if (status == LUA_ERRMEM) code = CHR_ENOMEM;
-  chr_task_release(t);
-  run_end(s, r, END_ERROR, code, msg);
-  free(msg);
-}
-
 static void timeout_cb(uv_timer_t *h) {
   chr_run_t *r = h->data;
-  if (r->task) {
-    r->why_killed = END_TIMEOUT;
-    chr_task_kill(r->task, "timeout");
+  if (r->active && !r->stop_why) {
+    r->stop_why = CHR_STOP_TIMEOUT;
+    r->s->hooks->stop_run(r->s->host, r, CHR_STOP_TIMEOUT);
   }
 }
 
-/* stack: +1 the handler function, or nothing when absent (returns 0). */
-static int push_handler(chr_sched_t *s, const char *name) {
-  lua_State *L = s->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->handlers_ref);
-  lua_getfield(L, -1, name);
-  lua_remove(L, -2);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    lua_getfield(L, LUA_REGISTRYINDEX, "chronis.handlers"); /* process-wide */
-    if (lua_istable(L, -1)) lua_getfield(L, -1, name);
-    else lua_pushnil(L);
-    lua_remove(L, -2);
-  }
-  if (lua_istable(L, -1)) { /* a handler script's table: { run = fn, ... } */
-    lua_getfield(L, -1, "run");
-    lua_remove(L, -2);
-  }
-  if (lua_isfunction(L, -1)) return 1;
-  lua_pop(L, 1);
-  return 0;
-}
-
-/* The table a handler receives. stack: +1 */
-static void push_job_arg(lua_State *L, const chr_run_t *r) {
-  const chr_job_t *j = r->job;
-  char msg[64], tb[CHR_TIME_BUFSZ];
-  lua_createtable(L, 0, 12);
-  if (j->extra) chr_json_decode_into(L, lua_gettop(L), j->extra, strlen(j->extra), msg, sizeof msg);
-  static const char *const empties[] = {"args", "kwargs", "metadata"};
-  for (int i = 0; i < 3; i++) {
-    if (lua_getfield(L, -1, empties[i]) == LUA_TNIL) {
-      lua_newtable(L);
-      lua_setfield(L, -3, empties[i]);
+void chr_run_done(chr_run_t *r, chr_run_outcome_t outcome, int code, const char *msg) {
+  chr_sched_t *s = r->s;
+  char buf[128];
+  r->active = 0;
+  r->data = NULL;
+  switch (outcome) {
+  case CHR_RUN_OK: run_end(s, r, END_OK, 0, NULL); break;
+  case CHR_RUN_ERROR: run_end(s, r, END_ERROR, code ? code : CHR_EHANDLER, msg); break;
+  case CHR_RUN_EXIT: run_end(s, r, END_EXIT, CHR_EHANDLER, msg); break;
+  case CHR_RUN_KILLED:
+    if (r->stop_why == CHR_STOP_SHUTDOWN) {
+      run_end(s, r, END_SHUTDOWN, 0, NULL);
+    } else {
+      snprintf(buf, sizeof buf, "handler timed out after %gs", r->timeout);
+      run_end(s, r, END_TIMEOUT, CHR_ETIMEOUT, buf);
     }
-    lua_pop(L, 1);
+    break;
   }
-  lua_pushstring(L, j->job_id);
-  lua_setfield(L, -2, "job_id");
-  if (j->name) {
-    lua_pushstring(L, j->name);
-    lua_setfield(L, -2, "name");
-  }
-  if (j->func_name) {
-    lua_pushstring(L, j->func_name);
-    lua_setfield(L, -2, "func_name");
-  }
-  if (j->timezone) {
-    lua_pushstring(L, j->timezone);
-    lua_setfield(L, -2, "timezone");
-  }
-  chr_time_format(r->scheduled, tb);
-  lua_pushstring(L, tb);
-  lua_setfield(L, -2, "scheduled_time");
-  lua_pushinteger(L, chr_job_int(j, CHR_F_ATTEMPT, 0) + 1);
-  lua_setfield(L, -2, "attempt");
-  lua_pushinteger(L, chr_job_int(j, CHR_F_RETRY_COUNT, 0));
-  lua_setfield(L, -2, "retry_count");
-}
-
-/* Prepares r's task: the handler and the job table moved onto a new
- * coroutine; r->task stays NULL when there is no handler. Runs under
- * chr_lua_cpcall. stack: unchanged */
-static int prepare_task(lua_State *L) {
-  chr_run_t *r = lua_touserdata(L, 1);
-  const char *fn = r->job->func_name ? r->job->func_name : "";
-  if (!push_handler(r->s, fn)) return 0;
-  push_job_arg(L, r);
-  chr_task_t *t = chr_task_new(L, task_done, r);
-  lua_xmove(L, t->co, 2);
-  r->task = t;
-  return 0;
 }
 
 static void start_run(chr_sched_t *s, chr_run_t *r) {
   r->started = chr_sched_now(s);
   /* Link first: a handler that finishes without waiting ends inside
-   * chr_task_start. */
+   * start_run. */
   r->prev = NULL;
   r->next = s->running;
   if (s->running) s->running->prev = r;
@@ -645,28 +420,22 @@ static void start_run(chr_sched_t *s, chr_run_t *r) {
     run_end(s, r, END_SKIPPED, 0, NULL);
     return;
   }
-  char err[300];
-  if (chr_lua_cpcall(s->L, prepare_task, r, err, sizeof err) != LUA_OK) {
-    run_end(s, r, END_ERROR, CHR_ENOMEM, err);
-    return;
-  }
-  if (r->task == NULL) {
-    snprintf(err, sizeof err, "no handler named '%s'", r->job->func_name ? r->job->func_name : "");
-    run_end(s, r, END_NO_HANDLER, CHR_ENOHANDLER, err);
-    return;
-  }
-  chr_task_t *t = r->task;
   int32_t timeout = chr_job_int(r->job, CHR_F_TIMEOUT, 0);
   r->timeout = timeout > 0 ? timeout : s->opts.default_timeout;
   if (r->timeout > 0) {
     uint64_t ms = (uint64_t)(r->timeout * 1000 + 0.5);
-    chr_task_set_deadline(t, chr_time_mono() + (int64_t)(r->timeout * 1e6));
     r->timer = chr_malloc(sizeof *r->timer);
     uv_timer_init(chr_loop(), r->timer);
     r->timer->data = r;
     uv_timer_start(r->timer, timeout_cb, ms ? ms : 1, 0);
   }
-  chr_task_start(t, 1);
+  char err[300];
+  r->active = 1;
+  int rc = s->hooks->start_run(s->host, r, err, sizeof err);
+  if (rc != 0) {
+    r->active = 0;
+    run_end(s, r, rc == CHR_ENOHANDLER ? END_NO_HANDLER : END_ERROR, rc, err);
+  }
 }
 
 static void dispatch(chr_sched_t *s) {
@@ -875,6 +644,7 @@ static void claim(chr_sched_t *s) {
   q->req.limit = cap;
   q->req.owner = s->node_id;
   q->req.lease_us = (int64_t)(s->opts.lease_seconds * 1e6);
+  q->req.lock = s->lock;
   s->claim_busy = 1;
   sreq_submit(q);
 }
@@ -1185,52 +955,23 @@ static void make_node_id(char *out, size_t n) {
   snprintf(out, n, "%s-%d-%08x", host, (int)uv_os_getpid(), (unsigned)x);
 }
 
-chr_sched_t *chr_sched_new(lua_State *L, chr_store_t *store, const chr_sched_opts_t *opts) {
+chr_sched_t *chr_sched_new(chr_store_t *store, chr_lock_t *lock, const chr_sched_opts_t *opts,
+                           const chr_sched_hooks_t *hooks, void *host) {
   chr_sched_t *s = chr_calloc(1, sizeof *s);
-  /* Callbacks run on the main thread: L may be a task that goes away. */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-  s->L = lua_tothread(L, -1);
-  lua_pop(L, 1);
-  L = s->L;
   s->store = store;
   chr_store_retain(store);
+  if (lock) {
+    s->lock = lock;
+    chr_lock_retain(lock);
+  }
   s->opts = *opts;
+  s->hooks = hooks;
+  s->host = host;
   s->armed_at = s->last_recover = CHR_TIME_NONE;
-  s->store_ref = s->lock_ref = s->handlers_ref = s->callbacks_ref = LUA_NOREF;
-  s->clock_ref = s->on_success_ref = s->on_failure_ref = s->logger_ref = LUA_NOREF;
   make_node_id(s->node_id, sizeof s->node_id);
   s->refs = 1; /* the owner's, dropped by chr_sched_close */
   s->watch.cb = wake_cb;
   s->watch.data = s;
-  if (!lua_getfield(L, LUA_REGISTRYINDEX, "chronis.handlers")) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_setfield(L, LUA_REGISTRYINDEX, "chronis.handlers");
-  } else {
-    lua_pop(L, 1);
-  }
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &trampoline_key) == LUA_TNIL) {
-    /* Runs the callbacks of one event in order; a failing callback is
-     * logged with the job id and stops nothing. */
-    static const char src[] =
-        "return function(log, job_id, cbs, ...)\n"
-        "  for i = 1, 2 do\n"
-        "    local cb = cbs[i]\n"
-        "    if cb then\n"
-        "      local ok, err = pcall(cb, ...)\n"
-        "      if not ok then\n"
-        "        log('error', 'callback failed: ' .. tostring(err), {job_id = job_id})\n"
-        "      end\n"
-        "    end\n"
-        "  end\n"
-        "end\n";
-    lua_pop(L, 1);
-    luaL_loadbufferx(L, src, sizeof src - 1, "=chronis.callbacks", "t");
-    lua_call(L, 0, 1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &trampoline_key);
-  } else {
-    lua_pop(L, 1);
-  }
   return s;
 }
 
@@ -1251,17 +992,6 @@ int chr_sched_start(chr_sched_t *s) {
   chr_sched_log(s, CHR_LOG_DEBUG, NULL, "scheduler %s started on the %s store", s->node_id,
                 s->store->vt->kind);
   schedule_tick(s, 0);
-  return 0;
-}
-
-void chr_sched_set_stopped_cb(chr_sched_t *s, chr_sched_stopped_cb cb, void *data) {
-  s->stopped_cb = cb;
-  s->stopped_data = data;
-}
-
-int chr_sched_runs_task(const chr_sched_t *s, const chr_task_t *t) {
-  for (const chr_run_t *r = s->running; r; r = r->next)
-    if (r->task == t) return 1;
   return 0;
 }
 
@@ -1288,10 +1018,10 @@ static void begin_stop(chr_sched_t *s) {
 static void kill_running(chr_sched_t *s) {
   for (chr_run_t *r = s->running, *next; r; r = next) {
     next = r->next;
-    if (r->task && r->why_killed != END_SHUTDOWN) {
-      r->why_killed = END_SHUTDOWN;
+    if (r->active && r->stop_why != CHR_STOP_SHUTDOWN) {
+      r->stop_why = CHR_STOP_SHUTDOWN;
       s->stats.killed++;
-      chr_task_kill(r->task, "scheduler stopped");
+      s->hooks->stop_run(s->host, r, CHR_STOP_SHUTDOWN);
     }
   }
 }
@@ -1319,7 +1049,7 @@ static void finish_stop(chr_sched_t *s) {
   timer_close(&s->grace_timer);
   s->state = CHR_SCHED_STOPPED;
   chr_sched_log(s, CHR_LOG_DEBUG, NULL, "scheduler %s stopped", s->node_id);
-  if (s->stopped_cb) s->stopped_cb(s, s->stopped_data);
+  if (s->hooks->stopped) s->hooks->stopped(s->host);
 }
 
 static void check_stopped(chr_sched_t *s) {
@@ -1344,15 +1074,6 @@ void chr_sched_stop(chr_sched_t *s, double grace) {
   sched_unref(s);
 }
 
-void chr_sched_push_running_ids(lua_State *L, chr_sched_t *s) {
-  lua_createtable(L, s->nrunning, 0);
-  lua_Integer i = 0;
-  for (chr_run_t *r = s->running; r; r = r->next) {
-    lua_pushstring(L, r->job->job_id);
-    lua_rawseti(L, -2, ++i);
-  }
-}
-
 void chr_sched_close(chr_sched_t *s) {
   if (s->closed) return;
   sched_ref(s);
@@ -1364,8 +1085,109 @@ void chr_sched_close(chr_sched_t *s) {
   }
   chr_store_unwatch(s->store, &s->watch);
   live_remove(s);
-  s->stopped_cb = NULL;
   s->closed = 1;
   sched_unref(s);
   sched_unref(s);
+}
+
+/* ---- accessors ---- */
+
+int chr_sched_state(const chr_sched_t *s) {
+  return s->state;
+}
+
+const char *chr_sched_node_id(const chr_sched_t *s) {
+  return s->node_id;
+}
+
+int chr_sched_set_node_id(chr_sched_t *s, const char *id) {
+  size_t n = strlen(id);
+  if (n == 0 || n >= sizeof s->node_id) return CHR_EINVAL;
+  memcpy(s->node_id, id, n + 1);
+  return 0;
+}
+
+const chr_sched_opts_t *chr_sched_opts(const chr_sched_t *s) {
+  return &s->opts;
+}
+
+chr_store_t *chr_sched_store(const chr_sched_t *s) {
+  return s->store;
+}
+
+void *chr_sched_host(const chr_sched_t *s) {
+  return s->host;
+}
+
+const chr_sched_stats_t *chr_sched_stats(const chr_sched_t *s) {
+  return &s->stats;
+}
+
+chr_sched_stats_t chr_sched_stop_stats(const chr_sched_t *s) {
+  chr_sched_stats_t d = s->stats;
+  const chr_sched_stats_t *b = &s->stop_base;
+  d.claimed -= b->claimed;
+  d.succeeded -= b->succeeded;
+  d.failed -= b->failed;
+  d.retried -= b->retried;
+  d.skipped -= b->skipped;
+  d.returned -= b->returned;
+  d.killed -= b->killed;
+  d.store_errors -= b->store_errors;
+  return d;
+}
+
+size_t chr_sched_queued(const chr_sched_t *s) {
+  return s->nheap;
+}
+
+int chr_sched_running(const chr_sched_t *s) {
+  return s->nrunning;
+}
+
+size_t chr_sched_pending_completions(const chr_sched_t *s) {
+  return s->npend;
+}
+
+int64_t chr_sched_claim_backoff(const chr_sched_t *s) {
+  int64_t wait = s->claim_after - chr_time_mono();
+  return s->claim_after && wait > 0 ? wait : 0;
+}
+
+chr_run_t *chr_sched_first_run(const chr_sched_t *s) {
+  return s->running;
+}
+
+chr_run_t *chr_run_next(const chr_run_t *r) {
+  return r->next;
+}
+
+chr_run_t *chr_sched_find_run(const chr_sched_t *s, const void *data) {
+  for (chr_run_t *r = s->running; r; r = r->next)
+    if (r->data == data && data != NULL) return r;
+  return NULL;
+}
+
+const chr_job_t *chr_run_job(const chr_run_t *r) {
+  return r->job;
+}
+
+chr_sched_t *chr_run_sched(const chr_run_t *r) {
+  return r->s;
+}
+
+int64_t chr_run_scheduled(const chr_run_t *r) {
+  return r->scheduled;
+}
+
+double chr_run_timeout(const chr_run_t *r) {
+  return r->timeout;
+}
+
+void chr_run_set_data(chr_run_t *r, void *data) {
+  r->data = data;
+}
+
+void *chr_run_data(const chr_run_t *r) {
+  return r->data;
 }

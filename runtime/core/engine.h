@@ -1,17 +1,20 @@
-/* engine.h - the scheduler engine of docs/engine.md: the tick (lease
+/* engine.h - the scheduler engine (docs/engine.md): the tick (lease
  * recovery, claim up to free capacity, drain, misfire classification,
- * dispatch), handler runs as tasks with timeouts, retries, batched
- * completions, lease heartbeats, wake-up timers and graceful stop. */
+ * dispatch), runs with timeouts, retries, batched completions, lease
+ * heartbeats, wake-up timers, backoff on a failing store and graceful stop.
+ *
+ * The engine knows nothing of Lua. Its host (runtime/lua/scheduler.c, or a
+ * C program) runs handlers and hears about outcomes through the hooks
+ * below; the engine owns the store requests, the queue and the timers. */
 #ifndef CHR_ENGINE_H
 #define CHR_ENGINE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-#include <lua.h>
-#include <uv.h>
-
+#include "job.h"
+#include "lock.h"
 #include "store.h"
-#include "lua/task.h"
 
 typedef struct chr_sched chr_sched_t;
 typedef struct chr_run chr_run_t;
@@ -37,82 +40,101 @@ typedef struct chr_sched_stats {
  * and retried with backoff in between. */
 enum { CHR_SOP_CLAIM, CHR_SOP_COMPLETE, CHR_SOP_RECOVER, CHR_SOP_EXTEND, CHR_SOP_NEXT_DUE,
        CHR_SOP__COUNT };
+extern const char *const chr_sched_op_names[CHR_SOP__COUNT];
 
-typedef void (*chr_sched_stopped_cb)(chr_sched_t *s, void *data);
+/* How a started run ended, as its host reports it (chr_run_done). */
+typedef enum {
+  CHR_RUN_OK,     /* the handler returned */
+  CHR_RUN_ERROR,  /* it raised: code and message say what */
+  CHR_RUN_KILLED, /* stopped after the engine asked (stop_run): a timeout or a stop */
+  CHR_RUN_EXIT    /* the handler asked the process to exit (os.exit) */
+} chr_run_outcome_t;
 
-struct chr_sched {
-  lua_State *L;
-  chr_store_t *store;
-  chr_sched_opts_t opts;
-  char node_id[48];
-  int state;
-  /* Lua anchors (LUA_NOREF when unset). */
-  int store_ref, lock_ref, handlers_ref, callbacks_ref, clock_ref, on_success_ref,
-      on_failure_ref, logger_ref;
-  uv_timer_t *poll_timer, *lease_timer, *flush_timer, *grace_timer;
-  int64_t armed_at; /* wall time the poll timer targets, CHR_TIME_NONE */
-  /* Claimed jobs not started yet: a heap, highest priority then earliest. */
-  chr_run_t **heap;
-  size_t nheap, heapcap;
-  chr_run_t *running; /* list of started runs */
-  int nrunning;
-  chr_completion_t *pend; /* completions waiting for the next flush */
-  size_t npend, pendcap;
-  unsigned claim_busy : 1, flush_busy : 1, due_busy : 1, recover_busy : 1, extend_busy : 1,
-      dispatching : 1, starved : 1, closed : 1, grace_over : 1;
-  int64_t last_recover;
-  int refs; /* pending requests, timers and runs holding s */
-  int njob_callbacks; /* jobs with callbacks of their own */
-  /* Next run times this node wrote (a min-heap): for stores that cannot
-   * say when the next job is due, the timer is armed at the earliest. */
-  int64_t *hints;
-  size_t nhints, hintcap;
-  chr_store_watch_t watch;
-  chr_sched_stopped_cb stopped_cb;
-  void *stopped_data;
-  /* Failure streaks per request kind, and the monotonic times before
-   * which claims and flushes wait (backoff). */
-  struct {
-    int fails;
-    int64_t since;
-  } health[CHR_SOP__COUNT];
-  int64_t claim_after, flush_after;
-  int empty_claims; /* claims that found nothing while a job looked due */
-  chr_sched_stats_t stats, stop_base;
-  chr_sched_t *next_live; /* list of schedulers (host signals) */
-};
+/* Why the engine asks its host to stop a run. */
+enum { CHR_STOP_TIMEOUT = 1, CHR_STOP_SHUTDOWN };
 
-chr_sched_t *chr_sched_new(lua_State *L, chr_store_t *store, const chr_sched_opts_t *opts);
+typedef struct chr_sched_hooks {
+  /* Starts the handler of r. Returns 0 when it runs (the host then calls
+   * chr_run_done exactly once, possibly before start_run returns), or an
+   * error code (CHR_ENOHANDLER, ...) with a message in err: the run fails
+   * with it. */
+  int (*start_run)(void *host, chr_run_t *r, char *err, size_t errlen);
+  /* Stops a started run: its timeout passed (CHR_STOP_TIMEOUT) or its
+   * scheduler stops (CHR_STOP_SHUTDOWN). chr_run_done follows with
+   * CHR_RUN_KILLED, now or once the handler reaches its next instruction. */
+  void (*stop_run)(void *host, chr_run_t *r, int why);
+  /* Optional: a log line (NULL: the process log), the clock (NULL:
+   * chr_time_now), a run's final outcome (success with code 0, or a
+   * failure that will not be retried), and the end of a stop. */
+  void (*log)(void *host, int level, const char *job_id, const char *msg);
+  int64_t (*now)(void *host);
+  void (*finished)(void *host, const chr_job_t *job, int code, const char *msg);
+  void (*stopped)(void *host);
+  /* Called once, right before the scheduler frees itself: the host frees
+   * what it keeps for it. */
+  void (*freed)(void *host);
+} chr_sched_hooks_t;
+
+/* A scheduler on store (retained until it is freed), with an optional lock
+ * (retained too) passed with each emulated claim of a store that cannot
+ * claim in one request. hooks must outlive it. */
+chr_sched_t *chr_sched_new(chr_store_t *store, chr_lock_t *lock, const chr_sched_opts_t *opts,
+                           const chr_sched_hooks_t *hooks, void *host);
+/* 0, or CHR_ESTATE while it is stopping. */
 int chr_sched_start(chr_sched_t *s);
 /* Stops gracefully, and is idempotent: stops claiming, hands back
  * claimed jobs that have not started, lets running handlers finish for up
- * to `grace` seconds (then kills them), writes every completion, and then
- * enters CHR_SCHED_STOPPED on its own and calls the stopped callback. A
- * second call while stopping only shortens the grace period. */
+ * to `grace` seconds (then stops them), writes every completion, and then
+ * enters CHR_SCHED_STOPPED on its own and calls the stopped hook. A second
+ * call while stopping only shortens the grace period. */
 void chr_sched_stop(chr_sched_t *s, double grace);
-/* Called once each time the scheduler has stopped. */
-void chr_sched_set_stopped_cb(chr_sched_t *s, chr_sched_stopped_cb cb, void *data);
-/* 1 when t is the task of one of s's runs (a handler of s calling in). */
-int chr_sched_runs_task(const chr_sched_t *s, const chr_task_t *t);
-/* stack: +1 array of the job ids of started runs */
-void chr_sched_push_running_ids(lua_State *L, chr_sched_t *s);
 /* Runs one tick now. */
 void chr_sched_tick(chr_sched_t *s);
 /* Ends the scheduler: a running one is stopped at once (running handlers
- * killed, their jobs handed back); frees s once nothing pending refers to
- * it. */
+ * stopped, their jobs handed back); it frees itself (freed hook) once
+ * nothing pending refers to it. Idempotent. */
 void chr_sched_close(chr_sched_t *s);
+
+int chr_sched_state(const chr_sched_t *s);
+const char *chr_sched_node_id(const chr_sched_t *s);
+/* 0, or CHR_EINVAL when id is empty or too long (47 bytes at most). */
+int chr_sched_set_node_id(chr_sched_t *s, const char *id);
+const chr_sched_opts_t *chr_sched_opts(const chr_sched_t *s);
+chr_store_t *chr_sched_store(const chr_sched_t *s);
+void *chr_sched_host(const chr_sched_t *s);
+const chr_sched_stats_t *chr_sched_stats(const chr_sched_t *s);
+/* The counters since the last stop began (what that stop did). */
+chr_sched_stats_t chr_sched_stop_stats(const chr_sched_t *s);
+/* Claimed jobs waiting for a worker, and runs started. */
+size_t chr_sched_queued(const chr_sched_t *s);
+int chr_sched_running(const chr_sched_t *s);
+size_t chr_sched_pending_completions(const chr_sched_t *s);
+/* µs until the next claim while the store fails (0 when not backing off). */
+int64_t chr_sched_claim_backoff(const chr_sched_t *s);
+/* 1 when the store request kind k is failing (its last attempt failed). */
+int chr_sched_failing(const chr_sched_t *s, int k);
 int64_t chr_sched_now(chr_sched_t *s);
 void chr_sched_log(chr_sched_t *s, int level, const char *job_id, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* 1 when the store request kind k is failing (its last attempt failed). */
-int chr_sched_failing(const chr_sched_t *s, int k);
-extern const char *const chr_sched_op_names[CHR_SOP__COUNT];
+
+/* Started runs: chr_sched_first_run, then chr_run_next until NULL. */
+chr_run_t *chr_sched_first_run(const chr_sched_t *s);
+chr_run_t *chr_run_next(const chr_run_t *r);
+/* The run whose host data is data, or NULL. */
+chr_run_t *chr_sched_find_run(const chr_sched_t *s, const void *data);
+
+/* A run, seen by its host. */
+const chr_job_t *chr_run_job(const chr_run_t *r);
+chr_sched_t *chr_run_sched(const chr_run_t *r);
+int64_t chr_run_scheduled(const chr_run_t *r); /* the slot it runs for */
+double chr_run_timeout(const chr_run_t *r);     /* seconds, 0 = none */
+void chr_run_set_data(chr_run_t *r, void *data);
+void *chr_run_data(const chr_run_t *r);
+/* The host reports how a started run ended (exactly once). */
+void chr_run_done(chr_run_t *r, chr_run_outcome_t outcome, int code, const char *msg);
 
 /* Every scheduler of the process that is running (for the host's signal
  * handling). */
 chr_sched_t *chr_sched_first_live(void);
-
-int luaopen_chronis_engine(lua_State *L);
 
 #endif

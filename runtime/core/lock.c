@@ -23,34 +23,22 @@ int chr_lock_submit(chr_lock_t *l, chr_lock_req_t *req) {
   return l->vt->submit(l, req);
 }
 
+void chr_lock_init(chr_lock_t *l, const chr_lock_vtable_t *vt) {
+  l->vt = vt;
+  l->closed = 0;
+  l->refs = 1;
+}
+
+void chr_lock_retain(chr_lock_t *l) {
+  l->refs++;
+}
+
+void chr_lock_release(chr_lock_t *l) {
+  if (--l->refs == 0) l->vt->close(l);
+}
+
 void chr_lock_close(chr_lock_t *l) {
   if (l == NULL || l->closed) return;
   l->closed = 1;
-  l->vt->close(l);
-}
-
-static int open_memory(const char *url, chr_lock_t **out, char *err, size_t errlen) {
-  (void)url;
-  (void)err;
-  (void)errlen;
-  *out = chr_memory_lock_new();
-  return 0;
-}
-
-static const struct {
-  const char *scheme;
-  int (*open)(const char *url, chr_lock_t **out, char *err, size_t errlen);
-} schemes[] = {
-    {"memory", open_memory},
-    {"redis", chr_redis_lock_open},
-};
-
-int chr_lock_open(const char *url, chr_lock_t **out, char *err, size_t errlen) {
-  const char *colon = strchr(url, ':');
-  size_t n = colon ? (size_t)(colon - url) : strlen(url);
-  for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++)
-    if (strlen(schemes[i].scheme) == n && strncmp(url, schemes[i].scheme, n) == 0)
-      return schemes[i].open(url, out, err, errlen);
-  snprintf(err, errlen, "invalid lock URL '%s': unknown scheme '%.*s'", url, (int)n, url);
-  return CHR_EINVAL;
+  chr_lock_release(l);
 }

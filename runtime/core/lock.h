@@ -43,15 +43,24 @@ typedef struct chr_lock_vtable {
   void (*close)(chr_lock_t *l);
 } chr_lock_vtable_t;
 
+/* Adapters embed this as the first member of their own struct, and set it
+ * up with chr_lock_init. */
 struct chr_lock {
   const chr_lock_vtable_t *vt;
   int closed;
+  int refs; /* the owner's plus chr_lock_retain's; the adapter closes at zero */
 };
 
+void chr_lock_init(chr_lock_t *l, const chr_lock_vtable_t *vt);
 void chr_lock_req_init(chr_lock_req_t *req, chr_lock_op_t op);
 void chr_lock_req_reset(chr_lock_req_t *req);
 int chr_lock_submit(chr_lock_t *l, chr_lock_req_t *req);
+/* Closing refuses new requests at once (CHR_EUNAVAIL); the adapter is
+ * closed (its pending requests answered) when the last holder, e.g. a
+ * scheduler that uses it for emulated claims, releases it too. */
 void chr_lock_close(chr_lock_t *l);
+void chr_lock_retain(chr_lock_t *l);
+void chr_lock_release(chr_lock_t *l);
 
 /* Lock adapters by URL scheme ("memory:", ...). */
 int chr_lock_open(const char *url, chr_lock_t **out, char *err, size_t errlen);

@@ -97,6 +97,9 @@ struct chr_store_req {
    * the leases it grants, measured on its own clock when the request
    * executes, so that a lease never starts out expired. */
   int64_t issued;
+  /* CHR_OP_CLAIM on a store without claim_due_jobs: the lock taken per job
+   * around its CAS (borrowed, NULL for none). */
+  chr_lock_t *lock;
   /* Outputs, owned by the caller after the callback (chr_store_req_reset). */
   int status;   /* 0 or CHR_E* */
   char *errmsg; /* malloc'ed, with status != 0 */
@@ -146,9 +149,6 @@ struct chr_store {
    * before (creation, reschedule, recovery), with its next_run_time. The
    * engine of every scheduler on this store listens. */
   struct chr_store_watch *watchers;
-  /* For the emulated claim of stores without claim_due_jobs: a lock taken
-   * per job around its CAS (set by the engine from the scheduler's lock). */
-  chr_lock_t *claim_lock;
   int closed;
   int refs; /* the owner's plus chr_store_retain's; freed at zero */
 };

@@ -138,7 +138,7 @@ static void claim_release(emu_t *e) {
   e->lreq.owner = e->req->owner;
   e->lreq.cb = claim_unlocked;
   e->lreq.data = e;
-  if (chr_lock_submit(e->s->claim_lock, &e->lreq) != 0) claim_next(e);
+  if (chr_lock_submit(e->req->lock, &e->lreq) != 0) claim_next(e);
 }
 
 static void claim_cas_done(emu_t *e) {
@@ -189,7 +189,7 @@ static void claim_next(emu_t *e) {
     return;
   }
   chr_job_t *j = e->cands[e->i++];
-  if (e->s->claim_lock == NULL) {
+  if (e->req->lock == NULL) {
     claim_cas(e);
     return;
   }
@@ -200,7 +200,7 @@ static void claim_next(emu_t *e) {
   e->lreq.ttl_us = 30 * CHR_USEC;
   e->lreq.cb = claim_locked;
   e->lreq.data = e;
-  if (chr_lock_submit(e->s->claim_lock, &e->lreq) != 0) {
+  if (chr_lock_submit(e->req->lock, &e->lreq) != 0) {
     free(e->lreq.priv);
     e->lreq.priv = NULL;
     claim_cas(e);

@@ -1,39 +1,363 @@
-/* lengine.c - the scheduler as a Lua object (chronis.core.engine): options,
- * start/stop/tick, handlers, queue status, and job preparation (validation,
- * defaults, first run time) for the Lua API in lua/chronis/init.lua. */
+/* scheduler.c - the scheduler as a Lua object (chronis.core.engine): the
+ * engine's host. It keeps the Lua side of a scheduler (handlers, clock,
+ * logger, the finish callback, stop() calls waiting) and implements the
+ * engine's hooks: a run is a task (runtime/lua/task.c) calling the
+ * handler with the job table; its outcome goes back with chr_run_done.
+ * Also job preparation (validation, defaults, first run time) for the
+ * Lua API in lua/chronis/init.lua. */
 #include <lauxlib.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/engine.h"
-#include "core/json.h"
 #include "core/log.h"
 #include "core/loop.h"
-#include "store.h"
-#include "util.h"
 #include "core/time.h"
 #include "core/trigger.h"
 #include "core/tz.h"
 #include "job.h"
+#include "json.h"
+#include "store.h"
+#include "task.h"
+#include "util.h"
 
 #define SCHED_MT "chronis.scheduler"
 
 typedef struct stopper stopper_t;
 
-typedef struct lsched {
+/* What the engine's host keeps for one scheduler. Freed by the engine's
+ * freed hook, so it outlives the Lua object while runs are still ending. */
+typedef struct lhost {
+  lua_State *L; /* the main thread: tasks come and go */
   chr_sched_t *s;
-  int self_ref; /* anchors the object while it runs */
+  int store_ref, lock_ref, handlers_ref, clock_ref, logger_ref, finish_ref;
+  int self_ref;        /* anchors the Lua object while the scheduler runs */
+  int finish_wanted;   /* call finish_ref after final outcomes */
   stopper_t *stoppers; /* stop() calls waiting for the stop to end */
-} lsched_t;
+} lhost_t;
 
-static void stopped_cb(chr_sched_t *s, void *data);
+typedef struct lsched {
+  chr_sched_t *s; /* NULL once closed */
+  lhost_t *h;
+} lsched_t;
 
 static lsched_t *check_lsched(lua_State *L, int idx) {
   lsched_t *ls = luaL_checkudata(L, idx, SCHED_MT);
   if (ls->s == NULL) luaL_error(L, "attempt to use a closed scheduler");
   return ls;
 }
+
+/* ---- hooks: logging and the clock ---- */
+
+typedef struct logcall {
+  lhost_t *h;
+  int level;
+  const char *job_id, *msg;
+} logcall_t;
+
+/* Runs under chr_lua_cpcall. stack: unchanged */
+static int call_logger(lua_State *L) {
+  logcall_t *c = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->h->logger_ref);
+  lua_pushstring(L, chr_log_level_names[c->level]);
+  lua_pushstring(L, c->msg);
+  lua_createtable(L, 0, 1);
+  if (c->job_id) {
+    lua_pushstring(L, c->job_id);
+    lua_setfield(L, -2, "job_id");
+  }
+  lua_call(L, 3, 0);
+  return 0;
+}
+
+static void hook_log(void *host, int level, const char *job_id, const char *msg) {
+  lhost_t *h = host;
+  if (h->logger_ref == LUA_NOREF) {
+    chr_log_write(level, job_id, msg);
+    return;
+  }
+  logcall_t c = {h, level, job_id, msg};
+  char err[512];
+  if (chr_lua_cpcall(h->L, call_logger, &c, err, sizeof err) != LUA_OK)
+    chr_log(CHR_LOG_ERROR, job_id, "logger failed: %s (message was: %s)", err, msg);
+}
+
+static int64_t hook_now(void *host) {
+  lhost_t *h = host;
+  if (h->clock_ref == LUA_NOREF) return chr_time_now();
+  lua_State *L = h->L;
+  int64_t now = chr_time_now();
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->clock_ref);
+  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+    chr_sched_log(h->s, CHR_LOG_ERROR, NULL, "clock function failed: %s",
+                  lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(not a string)");
+  } else if (lua_isinteger(L, -1)) {
+    now = lua_tointeger(L, -1);
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    size_t n;
+    const char *str = lua_tolstring(L, -1, &n);
+    char err[200];
+    if (chr_time_parse(str, n, NULL, &now, err, sizeof err) != 0)
+      chr_sched_log(h->s, CHR_LOG_ERROR, NULL, "clock returned a bad time: %s", err);
+  } else {
+    chr_sched_log(h->s, CHR_LOG_ERROR, NULL, "clock must return integer microseconds");
+  }
+  lua_pop(L, 1);
+  return now;
+}
+
+/* ---- hooks: runs ---- */
+
+/* stack: +1 the handler function, or nothing when absent (returns 0). A
+ * handler of this scheduler wins over a process-wide one. */
+static int push_handler(lhost_t *h, const char *name) {
+  lua_State *L = h->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->handlers_ref);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, "chronis.handlers"); /* process-wide */
+    if (lua_istable(L, -1)) lua_getfield(L, -1, name);
+    else lua_pushnil(L);
+    lua_remove(L, -2);
+  }
+  if (lua_istable(L, -1)) { /* a handler script's table: { run = fn, ... } */
+    lua_getfield(L, -1, "run");
+    lua_remove(L, -2);
+  }
+  if (lua_isfunction(L, -1)) return 1;
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* The table a handler receives. stack: +1 */
+static void push_job_arg(lua_State *L, const chr_run_t *r) {
+  const chr_job_t *j = chr_run_job(r);
+  char msg[64], tb[CHR_TIME_BUFSZ];
+  lua_createtable(L, 0, 12);
+  if (j->extra) chr_json_decode_into(L, lua_gettop(L), j->extra, strlen(j->extra), msg, sizeof msg);
+  static const char *const empties[] = {"args", "kwargs", "metadata"};
+  for (int i = 0; i < 3; i++) {
+    if (lua_getfield(L, -1, empties[i]) == LUA_TNIL) {
+      lua_newtable(L);
+      lua_setfield(L, -3, empties[i]);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushstring(L, j->job_id);
+  lua_setfield(L, -2, "job_id");
+  if (j->name) {
+    lua_pushstring(L, j->name);
+    lua_setfield(L, -2, "name");
+  }
+  if (j->func_name) {
+    lua_pushstring(L, j->func_name);
+    lua_setfield(L, -2, "func_name");
+  }
+  if (j->timezone) {
+    lua_pushstring(L, j->timezone);
+    lua_setfield(L, -2, "timezone");
+  }
+  chr_time_format(chr_run_scheduled(r), tb);
+  lua_pushstring(L, tb);
+  lua_setfield(L, -2, "scheduled_time");
+  lua_pushinteger(L, chr_job_int(j, CHR_F_ATTEMPT, 0) + 1);
+  lua_setfield(L, -2, "attempt");
+  lua_pushinteger(L, chr_job_int(j, CHR_F_RETRY_COUNT, 0));
+  lua_setfield(L, -2, "retry_count");
+}
+
+typedef struct errdesc {
+  lua_State *co; /* the failed coroutine, its error value on top */
+  int code;
+  char *msg;
+} errdesc_t;
+
+/* Runs under chr_lua_cpcall. stack: unchanged */
+static int describe_error(lua_State *L) {
+  errdesc_t *d = lua_touserdata(L, 1);
+  lua_xmove(d->co, L, 1); /* stack: ud err */
+  const char *m = NULL;
+  size_t n = 0;
+  if (lua_istable(L, 2)) {
+    if (lua_getfield(L, 2, "code") == LUA_TSTRING && strcmp(lua_tostring(L, -1), "memory") == 0)
+      d->code = CHR_ENOMEM;
+    lua_pop(L, 1);
+    /* An error table with a message, unless it prints itself. */
+    if (luaL_getmetafield(L, 2, "__tostring") == LUA_TNIL &&
+        lua_getfield(L, 2, "message") == LUA_TSTRING)
+      m = lua_tolstring(L, -1, &n);
+  }
+  if (m == NULL) m = luaL_tolstring(L, 2, &n);
+  d->msg = chr_strndup(m, n);
+  return 0;
+}
+
+/* The error value of a failed handler (on top of co) as a message: a
+ * string, an error table's message, or what tostring gives. Runs on the
+ * main thread in protected mode, since a __tostring may raise, return a
+ * non-string or wait. Returns a malloc'ed message. stack: co -1 */
+static char *error_message(lhost_t *h, lua_State *co, int *code) {
+  errdesc_t d = {co, CHR_EHANDLER, NULL};
+  const char *type = luaL_typename(co, -1);
+  char err[256];
+  if (chr_lua_cpcall(h->L, describe_error, &d, err, sizeof err) == LUA_OK) {
+    *code = d.code;
+    return d.msg;
+  }
+  free(d.msg);
+  *code = d.code;
+  return chr_sprintf("(a %s error value that cannot be shown: its __tostring failed: %s)", type,
+                     err);
+}
+
+static void task_done(chr_task_t *t, int status) {
+  chr_run_t *r = t->data;
+  lhost_t *h = chr_sched_host(chr_run_sched(r));
+  if (status == LUA_OK) {
+    chr_task_release(t);
+    chr_run_done(r, CHR_RUN_OK, 0, NULL);
+  } else if (status == CHR_TASK_KILLED) {
+    int exited = t->exited, exit_code = t->exit_code;
+    chr_task_release(t);
+    if (exited) {
+      char msg[128];
+      snprintf(msg, sizeof msg, "the handler called os.exit(%d): the process stops", exit_code);
+      chr_run_done(r, CHR_RUN_EXIT, CHR_EHANDLER, msg);
+    } else {
+      chr_run_done(r, CHR_RUN_KILLED, 0, NULL);
+    }
+  } else {
+    int code;
+    char *msg = error_message(h, t->co, &code);
+    if (status == LUA_ERRMEM) code = CHR_ENOMEM;
+    chr_task_release(t);
+    chr_run_done(r, CHR_RUN_ERROR, code, msg);
+    free(msg);
+  }
+}
+
+typedef struct startcall {
+  lhost_t *h;
+  chr_run_t *r;
+  chr_task_t *task;
+} startcall_t;
+
+/* The handler and the job table moved onto a new task; no task when there
+ * is no handler. Runs under chr_lua_cpcall. stack: unchanged */
+static int prepare_task(lua_State *L) {
+  startcall_t *c = lua_touserdata(L, 1);
+  const chr_job_t *j = chr_run_job(c->r);
+  if (!push_handler(c->h, j->func_name ? j->func_name : "")) return 0;
+  push_job_arg(L, c->r);
+  /* The task last: nothing can fail between its creation and its start. */
+  c->task = chr_task_new(L, task_done, c->r);
+  lua_xmove(L, c->task->co, 2);
+  return 0;
+}
+
+static int hook_start_run(void *host, chr_run_t *r, char *err, size_t errlen) {
+  lhost_t *h = host;
+  startcall_t c = {h, r, NULL};
+  if (chr_lua_cpcall(h->L, prepare_task, &c, err, errlen) != LUA_OK) return CHR_ENOMEM;
+  if (c.task == NULL) {
+    const chr_job_t *j = chr_run_job(r);
+    snprintf(err, errlen, "no handler named '%s'", j->func_name ? j->func_name : "");
+    return CHR_ENOHANDLER;
+  }
+  chr_run_set_data(r, c.task);
+  if (chr_run_timeout(r) > 0)
+    chr_task_set_deadline(c.task, chr_time_mono() + (int64_t)(chr_run_timeout(r) * 1e6));
+  chr_task_start(c.task, 1); /* may end the run (and free r) before it returns */
+  return 0;
+}
+
+static void hook_stop_run(void *host, chr_run_t *r, int why) {
+  (void)host;
+  chr_task_t *t = chr_run_data(r);
+  if (t) chr_task_kill(t, why == CHR_STOP_TIMEOUT ? "timeout" : "scheduler stopped");
+}
+
+/* ---- hooks: final outcomes, stop, free ---- */
+
+static void finish_task_done(chr_task_t *t, int status) {
+  if (status != LUA_OK && status != CHR_TASK_KILLED)
+    chr_log(CHR_LOG_ERROR, NULL, "the finish callback failed: %s",
+            lua_type(t->co, -1) == LUA_TSTRING ? lua_tostring(t->co, -1) : "(not a string)");
+  chr_task_release(t);
+}
+
+typedef struct finishcall {
+  lhost_t *h;
+  const chr_job_t *job;
+  int code;
+  const char *msg;
+} finishcall_t;
+
+/* finish(ok, job_id, err | nil, job) in a task of its own, so callbacks
+ * may wait (store calls, sleep). Runs under chr_lua_cpcall. */
+static int start_finish(lua_State *L) {
+  finishcall_t *c = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->h->finish_ref);
+  lua_pushboolean(L, c->code == 0);
+  lua_pushstring(L, c->job->job_id);
+  if (c->code == 0) lua_pushnil(L);
+  else chr_lua_pusherror(L, c->code, c->msg);
+  chr_job_push(L, c->job);
+  chr_task_t *t = chr_task_new(L, finish_task_done, NULL);
+  lua_xmove(L, t->co, 5);
+  chr_task_start(t, 4);
+  return 0;
+}
+
+static void hook_finished(void *host, const chr_job_t *job, int code, const char *msg) {
+  lhost_t *h = host;
+  if (!h->finish_wanted || h->finish_ref == LUA_NOREF) return;
+  finishcall_t c = {h, job, code, msg};
+  char err[300];
+  if (chr_lua_cpcall(h->L, start_finish, &c, err, sizeof err) != LUA_OK)
+    chr_sched_log(h->s, CHR_LOG_ERROR, job->job_id, "cannot call the callbacks: %s", err);
+}
+
+struct stopper {
+  chr_waiter_t w;
+  lhost_t *h;
+  stopper_t *next;
+};
+
+static void unanchor(lhost_t *h) {
+  if (h->self_ref != LUA_NOREF) {
+    luaL_unref(h->L, LUA_REGISTRYINDEX, h->self_ref);
+    h->self_ref = LUA_NOREF;
+  }
+}
+
+/* The engine has stopped: every stop() waiting returns. */
+static void hook_stopped(void *host) {
+  lhost_t *h = host;
+  unanchor(h);
+  while (h->stoppers) {
+    stopper_t *st = h->stoppers;
+    h->stoppers = st->next;
+    chr_waiter_done(&st->w);
+  }
+}
+
+static void hook_freed(void *host) {
+  lhost_t *h = host;
+  int refs[] = {h->store_ref, h->lock_ref,  h->handlers_ref, h->clock_ref,
+                h->logger_ref, h->finish_ref, h->self_ref};
+  for (size_t i = 0; i < sizeof refs / sizeof *refs; i++) luaL_unref(h->L, LUA_REGISTRYINDEX, refs[i]);
+  free(h);
+}
+
+static const chr_sched_hooks_t hooks = {hook_start_run, hook_stop_run, hook_log, hook_now,
+                                        hook_finished, hook_stopped, hook_freed};
+
+/* ---- the Lua object ---- */
 
 static double opt_number(lua_State *L, int t, const char *k, double def, double lo, double hi) {
   lua_getfield(L, t, k);
@@ -62,10 +386,12 @@ static int opt_ref(lua_State *L, int t, const char *k, int type) {
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* on_finish is the Lua API's own (lua/chronis/init.lua runs the
+ * callbacks with it). */
 static const char *const known_opts[] = {
-    "storage",        "lock",      "polling_interval", "max_workers", "max_queue_size",
-    "lease_seconds",  "clock",     "on_success",       "on_failure",  "logger",
-    "shutdown_grace", "node_id",   "default_timeout", NULL};
+    "storage",        "lock",    "polling_interval", "max_workers",     "max_queue_size",
+    "lease_seconds",  "clock",   "logger",           "shutdown_grace",  "node_id",
+    "default_timeout", "on_finish", NULL};
 
 /* engine.new{storage=, lock=, polling_interval=, max_workers=, ...} */
 static int l_new(lua_State *L) {
@@ -85,40 +411,43 @@ static int l_new(lua_State *L) {
   o.lease_seconds = opt_number(L, 1, "lease_seconds", 30, 0.01, 86400);
   o.shutdown_grace = opt_number(L, 1, "shutdown_grace", 30, 0, 86400);
   o.default_timeout = opt_number(L, 1, "default_timeout", 0, 0, 86400 * 365);
+  lua_getfield(L, 1, "node_id");
+  const char *node_id = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  if (node_id && (strlen(node_id) == 0 || strlen(node_id) > 47))
+    return chr_lua_error(L, CHR_EINVAL, "invalid option 'node_id': 1 to 47 bytes");
+  lua_pop(L, 1);
   lua_getfield(L, 1, "storage");
   chr_store_t *store = chr_lua_checkstore(L, -1);
-  int store_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_getfield(L, 1, "lock");
-  if (!lua_isnil(L, -1)) store->claim_lock = chr_lua_checklock(L, -1);
   lua_pop(L, 1);
-  int lock_ref = opt_ref(L, 1, "lock", LUA_TUSERDATA);
+  chr_lock_t *lock = NULL;
+  if (lua_getfield(L, 1, "lock") != LUA_TNIL) lock = chr_lua_checklock(L, -1);
+  lua_pop(L, 1);
+  /* Every check that can raise comes before anything is allocated. */
+  int clock_ref = opt_ref(L, 1, "clock", LUA_TFUNCTION);
+  int logger_ref = opt_ref(L, 1, "logger", LUA_TFUNCTION);
+  int finish_ref = opt_ref(L, 1, "on_finish", LUA_TFUNCTION);
   lsched_t *ls = lua_newuserdatauv(L, sizeof *ls, 0);
-  ls->self_ref = LUA_NOREF;
   ls->s = NULL;
-  ls->stoppers = NULL;
+  ls->h = NULL;
   luaL_setmetatable(L, SCHED_MT);
-  chr_sched_t *s = chr_sched_new(L, store, &o);
-  ls->s = s;
-  chr_sched_set_stopped_cb(s, stopped_cb, ls);
-  s->store_ref = store_ref;
-  s->lock_ref = lock_ref;
-  s->clock_ref = opt_ref(L, 1, "clock", LUA_TFUNCTION);
-  s->on_success_ref = opt_ref(L, 1, "on_success", LUA_TFUNCTION);
-  s->on_failure_ref = opt_ref(L, 1, "on_failure", LUA_TFUNCTION);
-  s->logger_ref = opt_ref(L, 1, "logger", LUA_TFUNCTION);
-  lua_getfield(L, 1, "node_id");
-  if (lua_type(L, -1) == LUA_TSTRING) {
-    const char *id = lua_tostring(L, -1);
-    if (strlen(id) == 0 || strlen(id) >= sizeof s->node_id)
-      return chr_lua_error(L, CHR_EINVAL, "invalid option 'node_id': 1 to %zu bytes",
-                           sizeof s->node_id - 1);
-    strcpy(s->node_id, id);
-  }
+  lhost_t *h = chr_calloc(1, sizeof *h);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  h->L = lua_tothread(L, -1);
   lua_pop(L, 1);
+  h->clock_ref = clock_ref;
+  h->logger_ref = logger_ref;
+  h->finish_ref = finish_ref;
+  h->self_ref = LUA_NOREF;
+  lua_getfield(L, 1, "storage");
+  h->store_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, 1, "lock");
+  h->lock_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* LUA_REFNIL for nil */
   lua_newtable(L);
-  s->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_newtable(L);
-  s->callbacks_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  h->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  h->s = chr_sched_new(store, lock, &o, &hooks, h);
+  if (node_id) chr_sched_set_node_id(h->s, node_id);
+  ls->s = h->s;
+  ls->h = h;
   return 1;
 }
 
@@ -126,46 +455,31 @@ static int l_start(lua_State *L) {
   lsched_t *ls = check_lsched(L, 1);
   int rc = chr_sched_start(ls->s);
   if (rc != 0) return chr_lua_error(L, rc, "cannot start: the scheduler is stopping");
-  if (ls->self_ref == LUA_NOREF) {
+  if (ls->h->self_ref == LUA_NOREF) {
     lua_pushvalue(L, 1);
-    ls->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    ls->h->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   return 0;
 }
 
-/* ---- stop ---- */
-
-struct stopper {
-  chr_waiter_t w;
-  chr_sched_t *s;
-  stopper_t *next;
-};
-
 static void push_summary(lua_State *L, chr_sched_t *s) {
-  const chr_sched_stats_t *now = &s->stats, *base = &s->stop_base;
+  chr_sched_stats_t d = chr_sched_stop_stats(s);
   lua_createtable(L, 0, 4);
-  lua_pushinteger(L, (lua_Integer)(now->returned - base->returned));
+  lua_pushinteger(L, (lua_Integer)d.returned);
   lua_setfield(L, -2, "returned");
-  lua_pushinteger(L, (lua_Integer)(now->killed - base->killed));
+  lua_pushinteger(L, (lua_Integer)d.killed);
   lua_setfield(L, -2, "killed");
-  lua_pushinteger(L, (lua_Integer)(now->succeeded + now->failed - base->succeeded - base->failed));
+  lua_pushinteger(L, (lua_Integer)(d.succeeded + d.failed));
   lua_setfield(L, -2, "finished");
-  if (s->state != CHR_SCHED_STOPPED) {
+  if (chr_sched_state(s) != CHR_SCHED_STOPPED) {
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, "stopping");
   }
 }
 
-static void unanchor(lua_State *L, lsched_t *ls) {
-  if (ls->self_ref != LUA_NOREF) {
-    luaL_unref(L, LUA_REGISTRYINDEX, ls->self_ref);
-    ls->self_ref = LUA_NOREF;
-  }
-}
-
 static int stopper_finish(lua_State *L, chr_waiter_t *w) {
   stopper_t *st = (stopper_t *)w;
-  chr_sched_t *s = st->s;
+  chr_sched_t *s = st->h->s;
   free(st);
   push_summary(L, s);
   return 1;
@@ -173,18 +487,6 @@ static int stopper_finish(lua_State *L, chr_waiter_t *w) {
 
 static void stopper_release(chr_waiter_t *w) {
   free(w);
-}
-
-/* The engine has stopped: every stop() waiting returns. */
-static void stopped_cb(chr_sched_t *s, void *data) {
-  lsched_t *ls = data;
-  (void)s;
-  unanchor(chr_task_main(), ls);
-  while (ls->stoppers) {
-    stopper_t *st = ls->stoppers;
-    ls->stoppers = st->next;
-    chr_waiter_done(&st->w);
-  }
 }
 
 /* stop([grace_seconds]) -> summary. Waits until the scheduler has stopped
@@ -195,23 +497,23 @@ static void stopped_cb(chr_sched_t *s, void *data) {
 static int l_stop(lua_State *L) {
   lsched_t *ls = check_lsched(L, 1);
   chr_sched_t *s = ls->s;
-  double grace = luaL_optnumber(L, 2, s->opts.shutdown_grace);
-  if (s->state == CHR_SCHED_STOPPED) {
+  double grace = luaL_optnumber(L, 2, chr_sched_opts(s)->shutdown_grace);
+  if (chr_sched_state(s) == CHR_SCHED_STOPPED) {
     push_summary(L, s);
     return 1;
   }
   chr_sched_stop(s, grace);
   chr_task_t *self = chr_task_current(L);
-  if (s->state == CHR_SCHED_STOPPED || (self && chr_sched_runs_task(s, self))) {
+  if (chr_sched_state(s) == CHR_SCHED_STOPPED || (self && chr_sched_find_run(s, self))) {
     push_summary(L, s);
     return 1;
   }
   stopper_t *st = chr_calloc(1, sizeof *st);
-  st->s = s;
+  st->h = ls->h;
   st->w.finish = stopper_finish;
   st->w.release = stopper_release;
-  st->next = ls->stoppers;
-  ls->stoppers = st;
+  st->next = ls->h->stoppers;
+  ls->h->stoppers = st;
   return chr_wait(L, &st->w);
 }
 
@@ -225,7 +527,7 @@ static int l_handler(lua_State *L) {
   luaL_checkstring(L, 2);
   if (!lua_isfunction(L, 3) && !lua_istable(L, 3) && !lua_isnil(L, 3))
     return luaL_typeerror(L, 3, "function");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->s->handlers_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->h->handlers_ref);
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
   lua_rawset(L, -3);
@@ -233,75 +535,64 @@ static int l_handler(lua_State *L) {
 }
 
 static int l_handlers(lua_State *L) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, check_lsched(L, 1)->s->handlers_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, check_lsched(L, 1)->h->handlers_ref);
   return 1;
 }
 
-/* set_callbacks(job_id, on_success, on_failure) */
-static int l_set_callbacks(lua_State *L) {
-  lsched_t *ls = check_lsched(L, 1);
-  luaL_checkstring(L, 2);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->s->callbacks_ref);
-  lua_pushvalue(L, 2);
-  int had = lua_rawget(L, -2) != LUA_TNIL;
-  lua_pop(L, 1);
-  lua_pushvalue(L, 2);
-  int has = !(lua_isnil(L, 3) && lua_isnil(L, 4));
-  ls->s->njob_callbacks += has - had;
-  if (!has) {
-    lua_pushnil(L);
-  } else {
-    lua_createtable(L, 0, 2);
-    lua_pushvalue(L, 3);
-    lua_setfield(L, -2, "on_success");
-    lua_pushvalue(L, 4);
-    lua_setfield(L, -2, "on_failure");
-  }
-  lua_rawset(L, -3);
+/* want_finish(bool): whether final outcomes call on_finish (the Lua API
+ * turns it on while any callback exists, so runs without callbacks cost
+ * no task). */
+static int l_want_finish(lua_State *L) {
+  check_lsched(L, 1)->h->finish_wanted = lua_toboolean(L, 2);
   return 0;
 }
 
 static int l_queue_status(lua_State *L) {
   chr_sched_t *s = check_lsched(L, 1)->s;
-  int used = (int)s->nheap + s->nrunning;
-  lua_createtable(L, 0, 6);
-  lua_pushinteger(L, (lua_Integer)s->nheap);
+  const chr_sched_opts_t *o = chr_sched_opts(s);
+  int queued = (int)chr_sched_queued(s), running = chr_sched_running(s);
+  int used = queued + running;
+  lua_createtable(L, 0, 7);
+  lua_pushinteger(L, queued);
   lua_setfield(L, -2, "pending");
-  lua_pushinteger(L, s->nrunning);
+  lua_pushinteger(L, running);
   lua_setfield(L, -2, "in_flight");
-  lua_pushinteger(L, s->opts.max_queue_size);
+  lua_pushinteger(L, o->max_queue_size);
   lua_setfield(L, -2, "max_queue_size");
-  lua_pushinteger(L, s->opts.max_workers);
+  lua_pushinteger(L, o->max_workers);
   lua_setfield(L, -2, "max_workers");
-  lua_pushinteger(L, used >= s->opts.max_queue_size ? 0 : s->opts.max_queue_size - used);
+  lua_pushinteger(L, used >= o->max_queue_size ? 0 : o->max_queue_size - used);
   lua_setfield(L, -2, "available_slots");
-  lua_pushnumber(L, (double)used / s->opts.max_queue_size);
+  lua_pushnumber(L, (double)used / o->max_queue_size);
   lua_setfield(L, -2, "utilization");
-  chr_sched_push_running_ids(L, s);
+  lua_createtable(L, running, 0);
+  lua_Integer i = 0;
+  for (chr_run_t *r = chr_sched_first_run(s); r; r = chr_run_next(r)) {
+    lua_pushstring(L, chr_run_job(r)->job_id);
+    lua_rawseti(L, -2, ++i);
+  }
   lua_setfield(L, -2, "in_flight_job_ids");
   return 1;
 }
 
 static int l_state(lua_State *L) {
   static const char *const names[] = {"stopped", "running", "stopping"};
-  lua_pushstring(L, names[check_lsched(L, 1)->s->state]);
+  lua_pushstring(L, names[chr_sched_state(check_lsched(L, 1)->s)]);
   return 1;
 }
 
 static int l_node_id(lua_State *L) {
-  lua_pushstring(L, check_lsched(L, 1)->s->node_id);
+  lua_pushstring(L, chr_sched_node_id(check_lsched(L, 1)->s));
   return 1;
 }
 
 static int l_store(lua_State *L) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, check_lsched(L, 1)->s->store_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, check_lsched(L, 1)->h->store_ref);
   return 1;
 }
 
 static int l_lock(lua_State *L) {
-  chr_sched_t *s = check_lsched(L, 1)->s;
-  if (s->lock_ref == LUA_NOREF) lua_pushnil(L);
-  else lua_rawgeti(L, LUA_REGISTRYINDEX, s->lock_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, check_lsched(L, 1)->h->lock_ref);
   return 1;
 }
 
@@ -312,9 +603,10 @@ static int l_now(lua_State *L) {
 
 static int l_stats(lua_State *L) {
   chr_sched_t *s = check_lsched(L, 1)->s;
-  lua_createtable(L, 0, 7);
+  const chr_sched_stats_t *st = chr_sched_stats(s);
+  lua_createtable(L, 0, 11);
 #define STAT(n)                                   \
-  lua_pushinteger(L, (lua_Integer)s->stats.n);    \
+  lua_pushinteger(L, (lua_Integer)st->n);         \
   lua_setfield(L, -2, #n)
   STAT(claimed);
   STAT(succeeded);
@@ -333,10 +625,9 @@ static int l_stats(lua_State *L) {
     lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
   }
   lua_setfield(L, -2, "failing");
-  int64_t wait = s->claim_after - chr_time_mono();
-  lua_pushnumber(L, s->claim_after && wait > 0 ? (double)wait / 1e6 : 0);
+  lua_pushnumber(L, (double)chr_sched_claim_backoff(s) / 1e6);
   lua_setfield(L, -2, "claim_backoff");
-  lua_pushinteger(L, (lua_Integer)s->npend);
+  lua_pushinteger(L, (lua_Integer)chr_sched_pending_completions(s));
   lua_setfield(L, -2, "pending_completions");
   return 1;
 }
@@ -346,15 +637,17 @@ static int l_close(lua_State *L) {
   if (ls->s) {
     chr_sched_t *s = ls->s;
     ls->s = NULL;
-    chr_sched_close(s); /* stops it, which wakes every stop() waiting */
+    ls->h = NULL;
+    /* Stops it (which wakes every stop() waiting); the host's state goes
+     * with the engine's, once the last run has ended. */
+    chr_sched_close(s);
   }
-  unanchor(L, ls);
   return 0;
 }
 
 static int l_tostring(lua_State *L) {
   lsched_t *ls = luaL_checkudata(L, 1, SCHED_MT);
-  lua_pushfstring(L, "chronis.scheduler(%s)", ls->s ? ls->s->node_id : "closed");
+  lua_pushfstring(L, "chronis.scheduler(%s)", ls->s ? chr_sched_node_id(ls->s) : "closed");
   return 1;
 }
 
@@ -456,7 +749,7 @@ static int l_stop_all(lua_State *L) {
   lua_Integer n = 0;
   while (chr_sched_first_live()) {
     chr_sched_t *s = chr_sched_first_live();
-    chr_sched_stop(s, s->opts.shutdown_grace);
+    chr_sched_stop(s, chr_sched_opts(s)->shutdown_grace);
     n++;
   }
   lua_pushinteger(L, n);
@@ -469,7 +762,7 @@ int luaopen_chronis_engine(lua_State *L) {
                                      {"tick", l_tick},
                                      {"handler", l_handler},
                                      {"handlers", l_handlers},
-                                     {"set_callbacks", l_set_callbacks},
+                                     {"want_finish", l_want_finish},
                                      {"get_queue_status", l_queue_status},
                                      {"state", l_state},
                                      {"node_id", l_node_id},
@@ -494,6 +787,9 @@ int luaopen_chronis_engine(lua_State *L) {
     luaL_newlib(L, methods);
     lua_setfield(L, -2, "__index");
   }
+  lua_pop(L, 1);
+  /* Process-wide handlers (handler scripts register here). */
+  l_global_handlers(L);
   lua_pop(L, 1);
   luaL_newlib(L, fns);
   return 1;

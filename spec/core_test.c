@@ -1,0 +1,413 @@
+/* core_test.c - the C core exercised without Lua: red-black tree
+ * invariants, time and zones, cron, JSON scanning, the storage contract on
+ * the memory store, and the engine driving runs through hooks written in
+ * C. Linked against the core and the memory store only (no Lua library),
+ * which is itself the check that the core does not need Lua. Prints one
+ * line per failure and ends with "N passed, N failed". */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "core/cron.h"
+#include "core/engine.h"
+#include "core/job.h"
+#include "core/json.h"
+#include "core/loop.h"
+#include "core/store.h"
+#include "core/time.h"
+#include "core/tz.h"
+#include "memory/rbtree.h"
+
+/* Cases pass when every CHECK in them holds; the counts are of cases. */
+static int passed, failed, case_failed;
+static const char *current;
+
+static void end_case(void) {
+  if (current == NULL) return;
+  if (case_failed) failed++;
+  else passed++;
+  case_failed = 0;
+}
+
+static void test_case(const char *name) {
+  end_case();
+  current = name;
+}
+
+#define CHECK(cond)                                                                     \
+  do {                                                                                  \
+    if (!(cond)) {                                                                      \
+      case_failed = 1;                                                                  \
+      printf("FAILED %s: %s:%d: %s\n", current, __FILE__, __LINE__, #cond);             \
+    }                                                                                   \
+  } while (0)
+
+static int64_t iso(const char *s) {
+  int64_t us = CHR_TIME_NONE;
+  char err[128];
+  if (chr_time_parse(s, strlen(s), NULL, &us, err, sizeof err) != 0) {
+    printf("bad time in test: %s: %s\n", s, err);
+    exit(2);
+  }
+  return us;
+}
+
+/* ---- rbtree ---- */
+
+typedef struct item {
+  int key;
+  chr_rb_node_t node;
+} item_t;
+
+static int item_cmp(const chr_rb_node_t *a, const chr_rb_node_t *b) {
+  int x = CHR_CONTAINER_OF(a, item_t, node)->key, y = CHR_CONTAINER_OF(b, item_t, node)->key;
+  return (x > y) - (x < y);
+}
+
+static void test_rbtree(void) {
+  test_case("rbtree keeps its invariants and its order through inserts and removals");
+  enum { N = 2000 };
+  static item_t items[N];
+  chr_rb_tree_t t;
+  chr_rb_init(&t, item_cmp);
+  unsigned x = 12345;
+  for (int i = 0; i < N; i++) {
+    x = x * 1103515245u + 12345u;
+    items[i].key = (int)(x >> 8) % 100000 * N + i; /* distinct */
+    CHECK(chr_rb_insert(&t, &items[i].node) == NULL);
+  }
+  CHECK(t.count == N);
+  CHECK(chr_rb_check(&t) > 0);
+  for (int i = 0; i < N; i += 2) chr_rb_remove(&t, &items[i].node);
+  CHECK(t.count == N / 2);
+  CHECK(chr_rb_check(&t) > 0);
+  int prev = -1, n = 0, ordered = 1;
+  for (chr_rb_node_t *p = chr_rb_first(&t); p; p = chr_rb_next(p), n++) {
+    int k = CHR_CONTAINER_OF(p, item_t, node)->key;
+    if (k <= prev) ordered = 0;
+    prev = k;
+  }
+  CHECK(ordered);
+  CHECK(n == N / 2);
+  CHECK(chr_rb_insert(&t, &items[1].node) == &items[1].node); /* duplicate refused */
+}
+
+/* ---- time, zones, cron ---- */
+
+static void test_time_tz_cron(void) {
+  test_case("ISO times round-trip");
+  char buf[CHR_TIME_BUFSZ];
+  int64_t t = iso("2025-01-15T10:00:00.000250Z");
+  chr_time_format(t, buf);
+  CHECK(strcmp(buf, "2025-01-15T10:00:00.000250Z") == 0);
+  CHECK(iso("2025-01-15T11:00:00+01:00") == iso("2025-01-15T10:00:00Z"));
+
+  test_case("zones give their offsets, DST included");
+  char err[128];
+  const chr_tz_t *paris = chr_tz_get("Europe/Paris", err, sizeof err);
+  CHECK(paris != NULL);
+  if (paris) {
+    CHECK(chr_tz_offset(paris, iso("2025-01-15T12:00:00Z")) == 3600);
+    CHECK(chr_tz_offset(paris, iso("2025-07-15T12:00:00Z")) == 7200);
+  }
+  CHECK(chr_tz_get("Nowhere/Atlantis", err, sizeof err) == NULL);
+
+  test_case("cron: next fire times, and DST gaps fire after the gap");
+  chr_cron_t *c = chr_cron_parse_crontab("30 2 * * *", err, sizeof err);
+  CHECK(c != NULL);
+  if (c && paris) {
+    /* 2025-03-30: 02:00-03:00 does not exist in Paris; 02:30 fires at 03:30. */
+    int64_t next = chr_cron_next(c, iso("2025-03-29T12:00:00Z"), paris);
+    CHECK(next == iso("2025-03-30T03:30:00+02:00"));
+    next = chr_cron_next(c, next, paris);
+    CHECK(next == iso("2025-03-31T02:30:00+02:00"));
+  }
+  chr_cron_free(c);
+  c = chr_cron_parse_crontab("*/15 9-17 * * mon-fri", err, sizeof err);
+  CHECK(c != NULL);
+  if (c) {
+    /* Friday 17:45 UTC -> Monday 09:00. */
+    CHECK(chr_cron_next(c, iso("2025-01-17T17:45:00Z"), chr_tz_utc()) ==
+          iso("2025-01-20T09:00:00Z"));
+  }
+  chr_cron_free(c);
+  CHECK(chr_cron_parse_crontab("0 0 30 2 *", err, sizeof err) == NULL);
+  CHECK(strstr(err, "never") != NULL);
+  CHECK(chr_cron_parse_crontab("61 * * * *", err, sizeof err) == NULL);
+}
+
+/* ---- JSON ---- */
+
+static void test_json(void) {
+  test_case("JSON: members, dotted lookups, strings and numbers");
+  const char *doc = "{\"a\":{\"b\":[1,2]},\"s\":\"x\\u00e9\\n\",\"n\":1e2}";
+  chr_json_span_t v;
+  CHECK(chr_json_lookup(doc, strlen(doc), "a.b", &v) == 1 && v.n == 5 &&
+        memcmp(v.p, "[1,2]", 5) == 0);
+  CHECK(chr_json_lookup(doc, strlen(doc), "a.c", &v) == 0);
+  CHECK(chr_json_lookup(doc, strlen(doc), "s", &v) == 1);
+  char *s = chr_json_unescape(v.p, v.n);
+  CHECK(s && strcmp(s, "x\xc3\xa9\n") == 0);
+  free(s);
+  const char *it = doc, *end = doc + strlen(doc);
+  chr_json_span_t k;
+  int members = 0;
+  while (chr_json_next_member(&it, end, &k, &v) == 1) members++;
+  CHECK(members == 3);
+  chr_buf_t b;
+  chr_buf_init(&b);
+  CHECK(chr_json_canon_number("1e2", 3, &b) == 0 && strcmp(b.p, "100") == 0);
+  chr_buf_free(&b);
+  chr_buf_init(&b);
+  CHECK(chr_json_canon_number("1.5", 3, &b) == 0 && strcmp(b.p, "1.5") == 0);
+  chr_buf_free(&b);
+  CHECK(chr_json_skip("{\"a\":", doc + 5) == NULL);
+}
+
+/* ---- the storage contract on the memory store ---- */
+
+static chr_store_req_t last;
+static int answered;
+
+static void sync_cb(chr_store_req_t *req) {
+  (void)req;
+  answered++;
+}
+
+/* Submits req to s and expects the memory store to answer at once. */
+static int submit(chr_store_t *s, chr_store_req_t *req) {
+  req->cb = sync_cb;
+  int before = answered;
+  int rc = chr_store_submit(s, req);
+  if (rc != 0) return rc;
+  if (answered != before + 1) {
+    printf("FAILED %s: the memory store did not answer at once\n", current);
+    case_failed = 1;
+  }
+  return req->status;
+}
+
+static chr_job_t *job(const char *id, int64_t next) {
+  chr_job_t *j = chr_job_new();
+  chr_job_set_str(j, CHR_F_JOB_ID, id);
+  chr_job_set_int(j, CHR_F_STATUS, CHR_ST_SCHEDULED);
+  chr_job_set_time(j, CHR_F_NEXT_RUN_TIME, next);
+  return j;
+}
+
+static void create(chr_store_t *s, chr_job_t *j) {
+  chr_store_req_init(&last, CHR_OP_CREATE);
+  last.job = j;
+  CHECK(submit(s, &last) == 0);
+  chr_store_req_reset(&last);
+  chr_job_free(j);
+}
+
+static void test_store(void) {
+  chr_store_t *s = chr_memory_store_new();
+  int64_t t0 = iso("2025-01-15T10:00:00Z");
+
+  test_case("store: create, get, and a duplicate refused");
+  create(s, job("a", t0));
+  create(s, job("b", t0 + CHR_USEC));
+  chr_store_req_init(&last, CHR_OP_CREATE);
+  chr_job_t *dup = job("a", t0);
+  last.job = dup;
+  CHECK(submit(s, &last) == CHR_EDUP);
+  chr_store_req_reset(&last);
+  chr_job_free(dup);
+  chr_store_req_init(&last, CHR_OP_GET);
+  last.id = "a";
+  CHECK(submit(s, &last) == 0 && last.njobs == 1 && strcmp(last.jobs[0]->job_id, "a") == 0);
+  chr_store_req_reset(&last);
+
+  test_case("store: compare-and-swap applies only on a match");
+  chr_job_t *exp = chr_job_new(), *upd = chr_job_new();
+  chr_job_set_int(exp, CHR_F_STATUS, CHR_ST_PAUSED);
+  chr_job_set_int(upd, CHR_F_PRIORITY, 9);
+  chr_store_req_init(&last, CHR_OP_CAS);
+  last.id = "a";
+  last.expected = exp;
+  last.job = upd;
+  CHECK(submit(s, &last) == 0 && last.ok == 0);
+  chr_store_req_reset(&last);
+  chr_job_set_int(exp, CHR_F_STATUS, CHR_ST_SCHEDULED);
+  chr_store_req_init(&last, CHR_OP_CAS);
+  last.id = "a";
+  last.expected = exp;
+  last.job = upd;
+  CHECK(submit(s, &last) == 0 && last.ok == 1 && chr_job_priority(last.jobs[0]) == 9);
+  chr_store_req_reset(&last);
+  chr_job_free(exp);
+  chr_job_free(upd);
+
+  test_case("store: claim takes due jobs, highest priority first, with a lease");
+  chr_store_req_init(&last, CHR_OP_CLAIM);
+  last.now = t0 + 10 * CHR_USEC;
+  last.limit = 1;
+  last.owner = "node-1";
+  last.lease_us = 30 * CHR_USEC;
+  CHECK(submit(s, &last) == 0 && last.njobs == 1);
+  if (last.njobs == 1) {
+    CHECK(strcmp(last.jobs[0]->job_id, "a") == 0); /* priority 9 */
+    CHECK(last.jobs[0]->status == CHR_ST_RUNNING);
+    CHECK(last.jobs[0]->lease_until == t0 + 40 * CHR_USEC);
+  }
+  chr_store_req_reset(&last);
+
+  test_case("store: recovery counts the run that was cut short");
+  chr_store_req_init(&last, CHR_OP_RECOVER);
+  last.now = t0 + 41 * CHR_USEC;
+  CHECK(submit(s, &last) == 0 && last.count == 1);
+  chr_store_req_reset(&last);
+  chr_store_req_init(&last, CHR_OP_GET);
+  last.id = "a";
+  CHECK(submit(s, &last) == 0 && last.njobs == 1 &&
+        chr_job_int(last.jobs[0], CHR_F_RETRY_COUNT, 0) == 1 &&
+        last.jobs[0]->status == CHR_ST_SCHEDULED);
+  chr_store_req_reset(&last);
+
+  test_case("store: query orders by next_run_time; next_due; delete");
+  chr_filter_t f;
+  chr_filter_init(&f);
+  f.status_mask = 1u << CHR_ST_SCHEDULED;
+  chr_store_req_init(&last, CHR_OP_QUERY);
+  last.filter = &f;
+  CHECK(submit(s, &last) == 0 && last.njobs == 2 && strcmp(last.jobs[0]->job_id, "a") == 0);
+  chr_store_req_reset(&last);
+  chr_filter_free(&f);
+  chr_store_req_init(&last, CHR_OP_NEXT_DUE);
+  CHECK(submit(s, &last) == 0 && last.count == t0);
+  chr_store_req_reset(&last);
+  chr_store_req_init(&last, CHR_OP_DELETE);
+  last.id = "b";
+  CHECK(submit(s, &last) == 0 && last.ok == 1);
+  chr_store_req_reset(&last);
+  chr_store_req_init(&last, CHR_OP_COUNT);
+  CHECK(submit(s, &last) == 0 && last.count == 1);
+  chr_store_req_reset(&last);
+  chr_store_close(s);
+}
+
+/* ---- the engine, with hooks written in C ---- */
+
+typedef struct host {
+  int runs, fails, finished, stopped, freed;
+} host_t;
+
+static int c_start_run(void *host, chr_run_t *r, char *err, size_t errlen) {
+  host_t *h = host;
+  (void)err;
+  (void)errlen;
+  h->runs++;
+  const chr_job_t *j = chr_run_job(r);
+  if (j->func_name && strcmp(j->func_name, "fail") == 0) {
+    h->fails++;
+    chr_run_done(r, CHR_RUN_ERROR, CHR_EHANDLER, "refused");
+  } else {
+    chr_run_done(r, CHR_RUN_OK, 0, NULL);
+  }
+  return 0;
+}
+
+static void c_stop_run(void *host, chr_run_t *r, int why) {
+  (void)host;
+  (void)r;
+  (void)why;
+}
+
+static void c_log(void *host, int level, const char *job_id, const char *msg) {
+  (void)host;
+  (void)level;
+  (void)job_id;
+  (void)msg;
+}
+
+static void c_finished(void *host, const chr_job_t *job, int code, const char *msg) {
+  (void)job;
+  (void)code;
+  (void)msg;
+  ((host_t *)host)->finished++;
+}
+
+static void c_stopped(void *host) {
+  ((host_t *)host)->stopped++;
+}
+
+static void c_freed(void *host) {
+  ((host_t *)host)->freed++;
+}
+
+static const chr_sched_hooks_t c_hooks = {c_start_run, c_stop_run, c_log, NULL,
+                                          c_finished, c_stopped, c_freed};
+
+static int count_jobs(chr_store_t *s, chr_status_t st) {
+  chr_filter_t f;
+  chr_filter_init(&f);
+  f.status_mask = 1u << st;
+  chr_store_req_init(&last, CHR_OP_COUNT);
+  last.filter = &f;
+  int n = submit(s, &last) == 0 ? (int)last.count : -1;
+  chr_store_req_reset(&last);
+  chr_filter_free(&f);
+  return n;
+}
+
+static void test_engine(void) {
+  test_case("engine: runs every due job once through C hooks, retries and fails");
+  chr_store_t *s = chr_memory_store_new();
+  int64_t now = chr_time_now();
+  char id[32];
+  for (int i = 0; i < 50; i++) {
+    snprintf(id, sizeof id, "ok-%02d", i);
+    chr_job_t *j = job(id, now - CHR_USEC);
+    chr_job_set_int(j, CHR_F_TRIGGER_TYPE, CHR_TT_DATE);
+    chr_job_set_str(j, CHR_F_FUNC_NAME, "ok");
+    create(s, j);
+  }
+  chr_job_t *bad = job("bad", now - CHR_USEC);
+  chr_job_set_int(bad, CHR_F_TRIGGER_TYPE, CHR_TT_DATE);
+  chr_job_set_str(bad, CHR_F_FUNC_NAME, "fail");
+  create(s, bad);
+  host_t h = {0};
+  chr_sched_opts_t o = {0.1, 8, 16, 30, 5, 0};
+  chr_sched_t *sc = chr_sched_new(s, NULL, &o, &c_hooks, &h);
+  CHECK(chr_sched_start(sc) == 0);
+  for (int turns = 0; turns < 2000 && count_jobs(s, CHR_ST_SCHEDULED) + count_jobs(s, CHR_ST_RUNNING) > 0;
+       turns++)
+    uv_run(chr_loop(), UV_RUN_ONCE);
+  CHECK(h.runs == 51);
+  CHECK(h.fails == 1);
+  CHECK(h.finished == 51); /* 50 successes and a failure without retries */
+  CHECK(count_jobs(s, CHR_ST_FAILED) == 1);
+  CHECK(count_jobs(s, CHR_ST_SCHEDULED) == 0);
+  const chr_sched_stats_t *st = chr_sched_stats(sc);
+  CHECK(st->succeeded == 50 && st->failed == 1 && st->claimed == 51);
+
+  test_case("engine: stops on its own, then frees its host's state once closed");
+  chr_sched_stop(sc, 1);
+  for (int turns = 0; turns < 100 && chr_sched_state(sc) != CHR_SCHED_STOPPED; turns++)
+    uv_run(chr_loop(), UV_RUN_ONCE);
+  CHECK(chr_sched_state(sc) == CHR_SCHED_STOPPED);
+  CHECK(h.stopped == 1);
+  chr_sched_close(sc);
+  uv_run(chr_loop(), UV_RUN_NOWAIT); /* the timers' close callbacks */
+  CHECK(h.freed == 1);
+  chr_store_close(s);
+}
+
+int main(void) {
+  test_rbtree();
+  test_time_tz_cron();
+  test_json();
+  test_store();
+  test_engine();
+  chr_tz_cache_clear();
+  uv_loop_close(chr_loop());
+  end_case();
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
