@@ -395,33 +395,44 @@ end
 local trigger_fields = { trigger_type = true, trigger_args = true, timezone = true }
 
 --- update_job(id, fields): changing the trigger recomputes next_run_time.
+--- A compare-and-swap on the job's updated_at, read again and retried when
+--- the job changed meanwhile (a claim, a completion), so a concurrent
+--- change is never overwritten.
 function Scheduler:update_job(id, fields)
-  local cur = must_get(self, id, 2)
   if type(fields) ~= "table" then fail("invalid", "update_job: fields must be a table") end
   if fields.job_id ~= nil and fields.job_id ~= id then fail("invalid", "update_job: job_id cannot change") end
-  local merged, retrigger = copy(cur), false
-  for k, v in pairs(fields) do
-    merged[k] = v
-    if trigger_fields[k] then retrigger = true end
-  end
-  local updates = copy(fields)
-  if retrigger then
-    merged.next_run_time = nil
-    local prepared = engine.prepare_job(merged, self._e:now())
-    updates.next_run_time = prepared.next_run_time or M.json.null
-    if cur.status == "scheduled" or cur.status == "pending" then
-      updates.status = prepared.next_run_time and "scheduled" or "pending"
+  for _ = 1, 5 do
+    local cur = must_get(self, id, 2)
+    local merged, retrigger = copy(cur), false
+    for k, v in pairs(fields) do
+      merged[k] = v
+      if trigger_fields[k] then retrigger = true end
     end
-  else
-    engine.prepare_job(merged, self._e:now()) -- validates the result
+    local updates = copy(fields)
+    if retrigger then
+      merged.next_run_time = nil
+      local prepared = engine.prepare_job(merged, self._e:now())
+      updates.next_run_time = prepared.next_run_time or M.json.null
+      if cur.status == "scheduled" or cur.status == "pending" then
+        updates.status = prepared.next_run_time and "scheduled" or "pending"
+      end
+    else
+      engine.prepare_job(merged, self._e:now()) -- validates the result
+    end
+    local ok, job = self._store:compare_and_swap_job(id, { updated_at = cur.updated_at }, updates)
+    if ok then return job end
   end
-  return self._store:update_job(id, updates)
+  error(core.error("conflict", ("cannot update job '%s': it keeps changing"):format(id)), 2)
 end
 
+--- delete_job(id) -> true; a job that does not exist is a not_found error.
 function Scheduler:delete_job(id)
-  must_get(self, id, 2)
+  if type(id) ~= "string" then error("job id must be a string", 2) end
   set_callbacks(self, id, nil, nil)
-  return self._store:delete_job(id)
+  if not self._store:delete_job(id) then
+    error(core.error("not_found", ("job '%s' not found"):format(id)), 2)
+  end
+  return true
 end
 
 -- Moves a job between statuses with a CAS on its current status, so a

@@ -51,6 +51,14 @@ struct chr_run {
   chr_run_t *prev, *next;
 };
 
+#define CHR_TRIGGER_SLOTS 64
+
+typedef struct chr_trigger_slot {
+  int type;
+  char *zone, *args; /* NULL: empty */
+  chr_trigger_t t;
+} chr_trigger_slot_t;
+
 struct chr_sched {
   chr_store_t *store;
   chr_lock_t *lock;
@@ -85,6 +93,7 @@ struct chr_sched {
   } health[CHR_SOP__COUNT];
   int64_t claim_after, flush_after;
   int empty_claims; /* claims that found nothing while a job looked due */
+  chr_trigger_slot_t triggers[CHR_TRIGGER_SLOTS];
   chr_sched_stats_t stats, stop_base;
   chr_sched_t *next_live; /* list of schedulers (host signals) */
 };
@@ -109,6 +118,12 @@ static void sched_ref(chr_sched_t *s) {
 
 static void sched_free(chr_sched_t *s) {
   if (s->hooks->freed) s->hooks->freed(s->host);
+  for (int i = 0; i < CHR_TRIGGER_SLOTS; i++) {
+    if (!s->triggers[i].args) continue;
+    chr_trigger_free(&s->triggers[i].t);
+    free(s->triggers[i].zone);
+    free(s->triggers[i].args);
+  }
   chr_store_release(s->store);
   if (s->lock) chr_lock_release(s->lock);
   free(s->hints);
@@ -267,16 +282,43 @@ static int64_t next_after(const chr_trigger_t *t, int64_t after, int64_t now) {
   return next;
 }
 
+/* The compiled trigger of a recurring job, from a small cache by its text:
+ * every completion needs its job's next fire time, and jobs that share a
+ * schedule share one compilation. NULL with err when it does not compile. */
+static const chr_trigger_t *trigger_of(chr_sched_t *s, const chr_job_t *j, char *err,
+                                       size_t errlen) {
+  const char *zone = chr_job_has(j, CHR_F_TIMEZONE) ? j->timezone : "UTC";
+  const char *args = chr_job_has(j, CHR_F_TRIGGER_ARGS) && j->trigger_args ? j->trigger_args : "{}";
+  uint64_t h = 1469598103934665603ULL ^ j->trigger_type;
+  for (const char *p = zone; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+  for (const char *p = args; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+  chr_trigger_slot_t *slot = &s->triggers[h % CHR_TRIGGER_SLOTS];
+  if (slot->args && slot->type == j->trigger_type && strcmp(slot->zone, zone) == 0 &&
+      strcmp(slot->args, args) == 0)
+    return &slot->t;
+  chr_trigger_t t;
+  if (chr_trigger_compile(j, &t, err, errlen) != 0) return NULL;
+  if (slot->args) {
+    chr_trigger_free(&slot->t);
+    free(slot->zone);
+    free(slot->args);
+  }
+  slot->type = j->trigger_type;
+  slot->zone = chr_strdup(zone);
+  slot->args = chr_strdup(args);
+  slot->t = t;
+  return &slot->t;
+}
+
 /* When the job's trigger has a further time: computes it per the misfire
  * decision. Returns CHR_TIME_NONE when the job is done for good. */
-static int64_t compute_next(chr_sched_t *s, chr_run_t *r, chr_trigger_t *t, int64_t now) {
+static int64_t compute_next(const chr_run_t *r, const chr_trigger_t *t, int64_t now) {
   switch (r->misfire) {
   case MF_SKIP: return next_after(t, r->scheduled, now);
   case MF_RUN_ONCE: return next_after(t, r->scheduled, now);
   case MF_RUN_ALL: return chr_trigger_next(t, r->scheduled);
   default: break;
   }
-  (void)s;
   return chr_trigger_next(t, r->scheduled);
 }
 
@@ -299,23 +341,17 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
     /* counted in stats.killed by chr_sched_kill_running */
   } else if (end == END_OK || end == END_SKIPPED) {
     int64_t next = CHR_TIME_NONE;
-    chr_trigger_t t;
     char err[256];
-    int have_t = 0;
     if (job->trigger_type != CHR_TT_DATE) {
-      if (chr_trigger_compile(job, &t, err, sizeof err) == 0) {
-        have_t = 1;
-        next = compute_next(s, r, &t, now);
-      } else {
-        chr_sched_log(s, CHR_LOG_ERROR, job->job_id, "cannot compute the next run: %s", err);
-      }
+      const chr_trigger_t *t = trigger_of(s, job, err, sizeof err);
+      if (t) next = compute_next(r, t, now);
+      else chr_sched_log(s, CHR_LOG_ERROR, job->job_id, "cannot compute the next run: %s", err);
     }
     if (next == CHR_TIME_NONE) {
       c->remove = 1;
     } else {
       set_next(u, next);
     }
-    if (have_t) chr_trigger_free(&t);
     if (end == END_OK) {
       chr_job_set_int(u, CHR_F_RETRY_COUNT, 0);
       chr_job_set_time(u, CHR_F_LAST_RUN_TIME, r->started);

@@ -382,3 +382,93 @@ void chr_job_push(lua_State *L, const chr_job_t *j) {
   set_local_time(L, j);
 }
 
+/* ---- the handler's job table, decoded on first use ---- */
+
+static char lazy_mt_key, lazy_text_key;
+
+void chr_lua_job_materialize(lua_State *L, int idx) {
+  int t = lua_absindex(L, idx);
+  if (!lua_getmetatable(L, t)) return;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+  int ours = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  if (!ours) return;
+  luaL_checkstack(L, 8, "job");
+  lua_pushnil(L);
+  lua_setmetatable(L, t);
+  if (lua_rawgetp(L, t, &lazy_text_key) == LUA_TSTRING) {
+    size_t n;
+    const char *text = lua_tolstring(L, -1, &n);
+    char msg[64];
+    lua_newtable(L);
+    int tmp = lua_gettop(L);
+    if (chr_json_decode_into(L, tmp, text, n, msg, sizeof msg) == 0) {
+      lua_pushnil(L); /* stack: text tmp nil */
+      while (lua_next(L, tmp)) {
+        lua_pushvalue(L, -2);
+        if (lua_rawget(L, t) == LUA_TNIL) { /* what the handler set first stays */
+          lua_pop(L, 1);
+          lua_pushvalue(L, -2);
+          lua_insert(L, -2);
+          lua_rawset(L, t);
+        } else {
+          lua_pop(L, 2);
+        }
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_rawsetp(L, t, &lazy_text_key);
+  static const char *const empties[] = {"args", "kwargs", "metadata"};
+  for (int i = 0; i < 3; i++) {
+    if (lua_getfield(L, t, empties[i]) == LUA_TNIL) {
+      lua_newtable(L);
+      lua_setfield(L, t, empties[i]);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+static int lazy_index(lua_State *L) {
+  chr_lua_job_materialize(L, 1);
+  lua_settop(L, 2);
+  lua_rawget(L, 1);
+  return 1;
+}
+
+static int lazy_newindex(lua_State *L) {
+  chr_lua_job_materialize(L, 1);
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  return 0;
+}
+
+static int lazy_pairs(lua_State *L) {
+  chr_lua_job_materialize(L, 1);
+  lua_getglobal(L, "next");
+  lua_pushvalue(L, 1);
+  lua_pushnil(L);
+  return 3;
+}
+
+void chr_lua_job_lazy(lua_State *L, const char *extra) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 3);
+    lua_pushcfunction(L, lazy_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, lazy_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, lazy_pairs);
+    lua_setfield(L, -2, "__pairs");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+  }
+  if (extra) {
+    lua_pushstring(L, extra);
+    lua_rawsetp(L, -3, &lazy_text_key);
+  }
+  lua_setmetatable(L, -2);
+}

@@ -26,4 +26,14 @@ int chr_job_check_value(lua_State *L, int idx, chr_buf_t *path, char *err, size_
 /* stack: +1 table with every present field (times as ISO strings). */
 void chr_job_push(lua_State *L, const chr_job_t *j);
 
+/* Lazy members for the job table on top of the stack: the object text
+ * extra (may be NULL) is decoded into it only on first use (reading or
+ * writing a key it lacks, pairs, chronis.json.encode), without replacing
+ * what the table holds by then; args, kwargs and metadata default to empty
+ * tables. stack: unchanged */
+void chr_lua_job_lazy(lua_State *L, const char *extra);
+/* Decodes the pending members of the job table at idx now (a no-op for
+ * any other table). stack: unchanged */
+void chr_lua_job_materialize(lua_State *L, int idx);
+
 #endif

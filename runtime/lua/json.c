@@ -3,6 +3,8 @@
  * no intermediate tree), over the scanner of core/json.c. */
 #include "json.h"
 
+#include "job.h"
+
 #include <lauxlib.h>
 #include <math.h>
 #include <stdio.h>
@@ -136,6 +138,7 @@ static int enc_value(enc_t *e, int idx) {
     }
     break;
   case LUA_TTABLE: {
+    chr_lua_job_materialize(L, idx); /* a handler's job table holds all its fields */
     if (++e->depth > CHR_JSON_MAX_DEPTH) {
       snprintf(e->err, e->errlen, "cannot encode a table nested deeper than %d levels "
                "(a cycle?)", CHR_JSON_MAX_DEPTH);
