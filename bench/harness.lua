@@ -10,7 +10,7 @@
 -- --smoke: every scenario at about 1 % of its size, one run, no profiles,
 -- the report in build/bench/smoke.md; the last line printed is the one-line
 -- verdict. Exits non-zero when a run failed: a chronis store that exists in
--- runtime/store.c's scheme table, or an installed peer.
+-- runtime/core/open.c's scheme table, or an installed peer.
 package.path = "bench/lib/?.lua;" .. package.path
 package.cpath = "build/bench/?.so;" .. package.cpath
 local U = require "util"
@@ -74,7 +74,7 @@ end
 
 -- ---- what is available ----
 
--- The scheme table of runtime/store.c, read from the error that an
+-- The scheme table of runtime/core/open.c, read from the error that an
 -- unknown scheme raises ("... (expected memory:, sqlite:, ...)").
 local function chronis_schemes()
   local out = U.capture(LUA .. [[ -e 'package.path="lua/?.lua;lua/?/init.lua;"..package.path
@@ -129,7 +129,7 @@ local STORES = {
 local function store_available(store)
   local s = STORES[store]
   if not schemes[s.scheme] then
-    return false, ("no '%s' scheme in runtime/store.c yet (schemes: %s)"):format(
+    return false, ("no '%s' scheme in runtime/core/open.c yet (schemes: %s)"):format(
       s.scheme, table.concat(scheme_names, ", "))
   end
   return true
@@ -751,7 +751,7 @@ end
 local t_start = U.mono()
 local meta = collect_meta()
 results.meta = meta
-log("chronis benchmarks (%s): %s, %s cores, load %s; stores in runtime/store.c: %s; tmp %s",
+log("chronis benchmarks (%s): %s, %s cores, load %s; stores in runtime/core/open.c: %s; tmp %s",
   opts.smoke and "smoke, ~1 % size, 1 run" or ("full, " .. SIZE.runs .. " runs"),
   meta.cpu, meta.cores, meta.load, table.concat(scheme_names, ", "), TMP)
 

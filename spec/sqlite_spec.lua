@@ -1,4 +1,4 @@
--- The SQLite store (adapters/sqlite.c): the shared storage contract on a
+-- The SQLite store (adapters/sqlite/): the shared storage contract on a
 -- real file, then what is SQLite's own: reopening, the versioned schema and
 -- its migrations, refusing bad paths and files that are not ours without
 -- touching them, the URL forms, and several processes sharing one file.

@@ -109,7 +109,7 @@ function M.markdown(results, smoke)
   w(("- Machine: %s, %s cores, %s RAM, %s, %s. Load average %s at the start, %s at the end; %.0f min in all. Shared machine: other builds ran alongside."):format(
     meta.cpu, meta.cores or "?", meta.mem or "?", meta.os or "?", meta.kernel or "?", meta.load or "?",
     meta.load_end or "?", (meta.elapsed_s or 0) / 60))
-  w(("- chronis: %s at commit %s%s; stores in runtime/store.c: %s. %s."):format(
+  w(("- chronis: %s at commit %s%s; stores in runtime/core/open.c: %s. %s."):format(
     v.chronis or "?", meta.commit or "?", meta.dirty and " (with uncommitted changes to runtime/adapters/lua)" or "",
     table.concat(meta.schemes, ", "), v.lua or "Lua"))
   w(("- Libraries: libuv %s, SQLite %s, hiredis %s, libpq %s; servers: redis-server %s, PostgreSQL %s."):format(

@@ -1,4 +1,4 @@
-/* lua_cron.c - the chronis.cron Lua module: parse(spec) and
+/* cron.c - the chronis.cron Lua module: parse(spec) and
  * next(spec, after, zone) over cron.c. A spec is a crontab string, a table
  * of fields ({hour = 9, minute = "*\/15"}) or {cron = "<crontab>"}. */
 #include <stdio.h>

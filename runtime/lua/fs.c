@@ -1,4 +1,4 @@
-/* lfs.c - chronis.fs: the few file-system operations scripts and Lua
+/* fs.c - chronis.fs: the few file-system operations scripts and Lua
  * adapters need and plain Lua lacks: atomic replacement of a file (temp
  * file, fsync, rename, fsync of the folder), mkdir -p, folder listing, file
  * stats, and watching folders on the loop (uv_fs_event) for hot reload. */

@@ -1,4 +1,4 @@
-/* llock.c - the Lua face of lock adapters (chronis.lock). */
+/* lock.c - the Lua face of lock adapters (chronis.lock). */
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* lua_core.c - the chronis.core module: assembles the C-backed areas
+/* module.c - the chronis.core module: assembles the C-backed areas
  * (time, tz, cron, json, storage, lock, scheduler) and the loop-level
  * functions (spawn, sleep, run, run_until, stop). Sets no globals. */
 #include <lauxlib.h>

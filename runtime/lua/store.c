@@ -1,4 +1,4 @@
-/* lstore.c - the Lua face of storage adapters (see lstore.h). */
+/* store.c - the Lua face of storage adapters (see store.h). */
 #include "store.h"
 
 #include <lauxlib.h>

@@ -1,4 +1,4 @@
-/* lua_time.c - the chronis.time and chronis.tz Lua modules: ISO-8601 times
+/* time.c - the chronis.time and chronis.tz Lua modules: ISO-8601 times
  * as integer µs, and IANA zone lookups, over time.c and tz.c. */
 #include <stdio.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* lutil.c - structured errors and time values at the Lua boundary. */
+/* util.c - structured errors and time values at the Lua boundary. */
 #include "util.h"
 
 #include <stdarg.h>

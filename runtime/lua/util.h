@@ -1,4 +1,4 @@
-/* lutil.h - helpers shared by the Lua bindings: structured errors
+/* util.h - helpers shared by the Lua bindings: structured errors
  * ({code=, message=} with __tostring "code: message"), time values at the
  * Lua boundary (ISO strings out; ISO strings or integer µs in), and the
  * module assembly of chronis.core. */
