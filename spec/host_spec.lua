@@ -115,7 +115,7 @@ sched:start()
 
   it("runs an app's jobs until SIGTERM and exits 0", function()
     write(dir .. "/app.lua", APP)
-    local code, out, err = chronis_run("run app.lua", 1.5)
+    local code, out, err = chronis_run("run app.lua", 4)
     assert.are.equal(0, code, err)
     assert.truthy(out:find("HELLO from greeting world", 1, true), "stdout: " .. out .. "\nstderr: " .. err)
     assert.truthy(err:find("SIGTERM", 1, true), err)

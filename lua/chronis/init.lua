@@ -264,23 +264,28 @@ function Scheduler:create_job(fields)
       if h[k] ~= nil and f[field] == nil then f[field] = h[k] end
     end
   end
-  local job = engine.prepare_job(f, self._e:now())
-  if if_exists == "skip" then
-    local existing = self._store:get_job(job.job_id)
-    if existing then
-      if on_success or on_failure then set_callbacks(self, job.job_id, on_success, on_failure) end
-      return existing
-    end
+  if if_exists == "error" then
+    -- Prepared and stored in one step: the job crosses from Lua to C once,
+    -- and the stored record comes back once.
+    local ok, stored = pcall(engine.create, self._store, f, self._e:now())
+    if not ok then error(stored, 2) end
+    if on_success or on_failure then set_callbacks(self, stored.job_id, on_success, on_failure) end
+    return stored
   end
-  local ok, stored = pcall(self._store.create_job, self._store, job)
-  if not ok then
-    if if_exists == "skip" and type(stored) == "table" and stored.code == "duplicate" then
-      return self._store:get_job(job.job_id)
+  local job = engine.prepare_job(f, self._e:now()) -- validated before the lookup
+  local existing = self._store:get_job(job.job_id)
+  if not existing then
+    local ok, stored = pcall(self._store.create_job, self._store, job)
+    if ok then
+      existing = stored
+    elseif type(stored) == "table" and stored.code == "duplicate" then
+      existing = self._store:get_job(job.job_id)
+    else
+      error(stored, 2)
     end
-    error(stored, 2)
   end
   if on_success or on_failure then set_callbacks(self, job.job_id, on_success, on_failure) end
-  return stored
+  return existing
 end
 
 function Scheduler:create_interval_job(fields)

@@ -251,12 +251,16 @@ static char *check_id(lua_State *L, int idx, const char *what) {
   return chr_strndup(s, n);
 }
 
-static int l_create_job(lua_State *L) {
-  chr_store_t *s = chr_lua_checkstore(L, 1);
-  chr_job_t *job = check_job(L, 2, 0, "create_job"); /* may raise: before op_new */
+int chr_lua_store_create(lua_State *L, chr_store_t *s, chr_job_t *job) {
   store_op_t *op = op_new(CHR_OP_CREATE);
   op->req.job = op->job = job;
   return op_run(L, s, op);
+}
+
+static int l_create_job(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  chr_job_t *job = check_job(L, 2, 0, "create_job"); /* may raise: before op_new */
+  return chr_lua_store_create(L, s, job);
 }
 
 static int l_get_job(lua_State *L) {
