@@ -152,6 +152,17 @@ require("support.storage_contract")("dynamodb", function()
   return store
 end, { teardown = function(store) drop(table_of[store]) end })
 
+require("support.engine_contract")("dynamodb", function()
+  local name = table_name("engine")
+  local store = open(name)
+  table_of[store] = name
+  return store
+end, {
+  reopen = function(store) return (open(table_of[store])) end,
+  next_due_time = false,
+  teardown = function(store) drop(table_of[store]) end,
+})
+
 describe("dynamodb store", function()
   after_each(function()
     collectgarbage()

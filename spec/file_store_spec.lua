@@ -76,6 +76,14 @@ describe("file store", function()
     return open_without_fs({ path = fresh_path() })
   end, { teardown = remove_store_file })
 
+  do
+    local path
+    require("support.engine_contract")("file", function()
+      path = fresh_path()
+      return chronis.storage.lua(new_store({ path = path }), { name = "file" })
+    end, { teardown = function() os.remove(path) end })
+  end
+
   describe("opening", function()
     it("creates the file and its folders, holding an empty object", function()
       local path = fresh_path("a/b/jobs.json")

@@ -92,6 +92,19 @@ describe("postgres store", function()
     return chronis.storage.open(url())
   end)
 
+  do
+    local urls = setmetatable({}, { __mode = "k" })
+    require("support.engine_contract")("postgres", function()
+      local u = url()
+      local store = chronis.storage.open(u)
+      urls[store] = u
+      return store
+    end, {
+      reopen = function(store) return chronis.storage.open(urls[store]) end,
+      hints_across_handles = true,
+    })
+  end
+
   -- Times are TIMESTAMPTZ, written as UTC text and read as binary: the
   -- session's TimeZone must change nothing.
   require("support.storage_contract")("postgres with TimeZone America/New_York (options)", function()

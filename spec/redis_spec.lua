@@ -49,6 +49,19 @@ describe("redis", function()
     return chronis.storage.redis(srv.url, { prefix = prefix() })
   end)
 
+  do
+    local prefixes = setmetatable({}, { __mode = "k" })
+    require("support.engine_contract")("redis", function()
+      local p = prefix()
+      local store = chronis.storage.redis(srv.url, { prefix = p })
+      prefixes[store] = p
+      return store
+    end, {
+      reopen = function(store) return chronis.storage.redis(srv.url, { prefix = prefixes[store] }) end,
+      hints_across_handles = true,
+    })
+  end
+
   require("support.lock_contract")("redis", function()
     return chronis.lock.redis(srv.url .. "?prefix=" .. prefix())
   end)

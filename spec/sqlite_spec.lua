@@ -94,6 +94,13 @@ do
     current = fresh_path("contract.db")
     return chronis.storage.sqlite(current)
   end, { teardown = function() remove_db(current) end })
+  require("support.engine_contract")("sqlite", function()
+    current = fresh_path("engine.db")
+    return chronis.storage.sqlite(current)
+  end, {
+    reopen = function() return chronis.storage.sqlite(current) end,
+    teardown = function() remove_db(current) end,
+  })
 end
 
 local T0 = "2025-01-15T10:00:00Z"
