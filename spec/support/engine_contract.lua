@@ -32,14 +32,10 @@
 -- calls may answer later than the tick that made them (networked stores),
 -- so every check of what a tick did waits for its effect.
 local chronis = require "chronis"
-local busted = require "busted"
-local assert = require "luassert"
 local H = require "support.engine_helper"
+local U = require "support.util"
 
--- A module required from a spec runs outside the spec's environment, so it
--- takes busted's functions from busted itself.
-local describe, it = busted.describe, busted.it
-local before_each, after_each = busted.before_each, busted.after_each
+local describe, it, before_each, after_each, assert = U.busted()
 
 local S, T0 = H.S, H.T0
 local fmt, due_job = chronis.time.format, H.due_job
@@ -155,17 +151,13 @@ return function(name, factory, opts)
 
       it("claims a job with claimed_by = node id and lease_until = now + lease_seconds", function()
         local s = sched { lease_seconds = 45 }
-        local g = H.gate()
-        s:handler("h", function(job) g:pass(job) end)
-        due_job(s, "a", T0)
-        s:start()
-        wait(function() return #g.entered == 1 end)
-        local j = store:get_job("a")
+        local g = H.hold_runs(s, 1, 1)
+        local j = store:get_job("j01")
         assert.are.equal("running", j.status)
         assert.are.equal(s:node_id(), j.claimed_by)
         assert.are.equal(T0 + 45 * S, H.t(j.lease_until))
         g.open = true
-        wait(function() return store:get_job("a") == nil end)
+        wait(function() return store:get_job("j01") == nil end)
       end)
     end)
 
@@ -384,25 +376,21 @@ return function(name, factory, opts)
 
       it("are extended by the heartbeat while the job runs", function()
         local s = sched { lease_seconds = 0.6 }
-        local g = H.gate()
-        s:handler("h", function(job) g:pass(job) end)
-        due_job(s, "a", T0)
-        s:start()
-        wait(function() return #g.entered == 1 end)
-        assert.are.equal(T0 + 600000, H.t(store:get_job("a").lease_until))
+        local g = H.hold_runs(s, 1, 1)
+        assert.are.equal(T0 + 600000, H.t(field("j01", "lease_until")))
         -- Each step of the clock stays within the lease last granted, as a
         -- live process's would.
         for _, at in ipairs({ 400000, 800000 }) do
           clock.now = T0 + at
-          wait(function() return H.t(field("a", "lease_until")) == T0 + at + 600000 end,
+          wait(function() return H.t(field("j01", "lease_until")) == T0 + at + 600000 end,
             "lease not extended")
-          local j = store:get_job("a")
+          local j = store:get_job("j01")
           assert.are.equal("running", j.status)
           assert.are.equal(s:node_id(), j.claimed_by)
           assert.are.equal(1, #g.entered, "the job was recovered and started again")
         end
         g.open = true
-        wait(function() return store:get_job("a") == nil end)
+        wait(function() return store:get_job("j01") == nil end)
       end)
 
       it("that expired are recovered and their jobs run; valid ones are left alone", function()

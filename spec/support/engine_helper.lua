@@ -60,6 +60,18 @@ function H.gate()
   return g
 end
 
+-- Gives s a handler "h" that holds every run in a gate, creates n date jobs
+-- j01, j02, ... due one second apart before T0, starts s and waits until
+-- `started` runs are held. Returns the gate (g.open = true lets them end).
+function H.hold_runs(s, n, started)
+  local g = H.gate()
+  s:handler("h", function(job) g:pass(job) end)
+  for i = 1, n do H.due_job(s, ("j%02d"):format(i), H.T0 - i * H.S) end
+  s:start()
+  H.wait(function() return #g.entered == started end, 10, "the runs did not start")
+  return g
+end
+
 -- A store written in Lua (chronis.storage.lua) over a memory store, whose
 -- methods first wait delays[method] seconds: a store call that really
 -- waits, as a networked store's does.
