@@ -4,6 +4,7 @@
 -- own specs; these tests pin each piece down on its own.
 local chronis = require "chronis"
 local kit = require "chronis.adapter_kit"
+local U = require "support.util"
 
 local null = chronis.json.null
 local parse, format = chronis.time.parse, chronis.time.format
@@ -12,19 +13,11 @@ local T0 = "2025-01-15T10:00:00Z"
 local T0_US = parse(T0)
 local S = 1000000
 
--- Calls f and returns the structured error it raised (fails if none).
-local function error_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  assert(type(err) == "table", "expected a structured error, got " .. tostring(err))
-  return err
-end
+local error_of = U.error_of
 
 -- Asserts that f(...) raises `invalid` with `text` in its message.
 local function assert_invalid(text, f, ...)
-  local err = error_of(f, ...)
-  assert.are.equal("invalid", err.code)
-  assert(err.message:find(text, 1, true), ("expected %q in %q"):format(text, err.message))
+  U.assert_error_naming("invalid", text, f, ...)
 end
 
 local function ids_of(list, rec_of)

@@ -6,7 +6,8 @@
 local chronis = require "chronis"
 
 local REQUIRED = { "create_job", "get_job", "update_job", "compare_and_swap_job", "delete_job", "query_jobs" }
-local OPTIONAL = { "get_jobs_batch", "count_jobs", "claim_due_jobs", "complete_jobs", "recover_expired_leases" }
+local OPTIONAL = { "get_jobs_batch", "count_jobs", "claim_due_jobs", "complete_jobs", "recover_expired_leases",
+  "extend_leases", "next_due_time" }
 
 -- An adapter that keeps its jobs in a memory store, written the way a user
 -- would write one over any backend. `calls` counts method calls.
@@ -34,6 +35,17 @@ end)
 require("support.storage_contract")("lua adapter, required methods only (fallback path)", function()
   return chronis.storage.lua(delegating(false), { name = "minimal" })
 end)
+
+-- What the engine does with them: with every optional method, and with
+-- the required ones only (claims, completions, recovery and heartbeats by
+-- the fallback; no due time to wait for, so only hints and polls wake it).
+require("support.engine_contract")("lua adapter with optional methods", function()
+  return chronis.storage.lua(delegating(true), { name = "delegating" })
+end)
+
+require("support.engine_contract")("lua adapter, required methods only (fallback path)", function()
+  return chronis.storage.lua(delegating(false), { name = "minimal" })
+end, { next_due_time = false })
 
 -- The shipped Lua adapters through the bridge and their URLs.
 require("support.storage_contract")("lua:scripts/adapters/example_kv.lua", function()

@@ -16,14 +16,10 @@
 --                    that asserts the method is indeed nil, so nothing is
 --                    skipped silently.
 local chronis = require "chronis"
-local core = require "chronis.core"
-local busted = require "busted"
-local assert = require "luassert"
+local J = require "support.jobs"
+local U = require "support.util"
 
--- A module required from a spec runs outside the spec's environment, so it
--- takes busted's functions from busted itself.
-local describe, it = busted.describe, busted.it
-local before_each, after_each = busted.before_each, busted.after_each
+local describe, it, before_each, after_each, assert = U.busted()
 
 local null = chronis.json.null
 local parse, format = chronis.time.parse, chronis.time.format
@@ -37,32 +33,10 @@ local OPTIONAL = {
 }
 
 -- Jobs live at fixed instants so that only updated_at depends on the clock.
-local T0 = "2025-01-15T10:00:00Z"
+-- job(id, fields): a minimal scheduled job due at T0; fields override (NONE
+-- removes).
+local T0, NONE, copy, job, ids_of = J.T0, J.NONE, J.copy, J.job, J.ids_of
 local function at(seconds) return format(parse(T0) + seconds * 1000000) end
-
-local NONE = setmetatable({}, { __name = "NONE" }) -- "leave this field out"
-
-local function copy(v)
-  if type(v) ~= "table" then return v end
-  local t = {}
-  for k, x in pairs(v) do t[k] = copy(x) end
-  return t
-end
-
--- A minimal scheduled job due at T0; fields override (NONE removes).
-local function job(id, fields)
-  local j = { job_id = id, status = "scheduled", next_run_time = T0 }
-  for k, v in pairs(fields or {}) do
-    if v == NONE then j[k] = nil else j[k] = copy(v) end
-  end
-  return j
-end
-
-local function ids_of(list)
-  local out = {}
-  for i, j in ipairs(list) do out[i] = j.job_id end
-  return out
-end
 
 local function sorted(t)
   local out = copy(t)
@@ -90,15 +64,7 @@ local function wall_us()
 end
 
 -- Runs f, which must raise a structured error (docs/adapters.md) with `code`.
-local function assert_error_code(code, f)
-  local ok, err = pcall(f)
-  assert(not ok, ("expected an error %q, the call succeeded"):format(code))
-  assert(type(err) == "table",
-    ("expected a {code=, message=} error table, got %s: %s"):format(type(err), tostring(err)))
-  assert.are.equal(code, err.code, "wrong error code; message: " .. tostring(err.message))
-  assert.is_string(err.message)
-  return err
-end
+local assert_error_code = U.assert_error
 
 local function assert_canonical(s, what)
   what = what or "time"
@@ -116,15 +82,6 @@ local function assert_written_between(j, before, after)
   assert(u >= before - 1000000 and u <= after + 1000000,
     ("updated_at %s is not the time of the write (%s .. %s)"):format(
       j.updated_at, format(before), format(after)))
-end
-
--- docs/design.md: after each async spec the loop has no stray handles and no
--- task is left alive (closed adapters' handles are closing, not active).
-local function assert_loop_clean()
-  collectgarbage()
-  collectgarbage()
-  assert.are.equal(0, core.live_tasks(), "tasks left alive after the test")
-  assert.are.equal(0, core.active_handles(), "libuv handles left active after close")
 end
 
 return function(name, factory, opts)
@@ -145,13 +102,11 @@ return function(name, factory, opts)
     end)
 
     after_each(function()
-      if store then
-        local s = store
-        store = nil
-        s:close()
-        if opts.teardown then opts.teardown(s) end
-      end
-      assert_loop_clean()
+      local s = store
+      store = nil
+      -- docs/design.md: the loop has no stray handles and no task is left
+      -- alive (closed adapters' handles are closing, not active).
+      U.close_and_check(s, opts.teardown)
     end)
 
     local function create(id, fields) return store:create_job(job(id, fields)) end
@@ -277,38 +232,7 @@ return function(name, factory, opts)
     end)
 
     describe("round trip", function()
-      local full = {
-        job_id = "daily_report_20250115_093000_0a1b2c3d",
-        name = "Daily Report",
-        trigger_type = "cron",
-        trigger_args = { hour = 9, minute = 30, day_of_week = "mon-fri" },
-        timezone = "Asia/Seoul",
-        func_name = "daily_report",
-        args = { 1, "two", 3.5, true, { nested = "t" } },
-        kwargs = { to = "a@b.c", count = 3, opts = { dry = false } },
-        status = "running",
-        next_run_time = "2025-01-15T00:30:00Z",
-        next_run_time_local = "2025-01-15T09:30:00+09:00",
-        metadata = { tenant_id = "acme", tags = { "x", "y" }, level = { deep = { n = 1 } } },
-        created_at = "2025-01-01T00:00:00Z",
-        max_retries = 3,
-        retry_delay_seconds = 60,
-        retry_count = 1,
-        timeout_seconds = 300,
-        priority = 7,
-        if_missed = "run_all",
-        misfire_threshold_seconds = 120,
-        last_run_time = "2025-01-14T00:30:00.123456Z",
-        last_scheduled_time = "2025-01-14T00:30:00Z",
-        claimed_by = "node-1",
-        lease_until = "2025-01-15T00:31:00Z",
-        attempt = 2,
-        custom = { deep = { 1, 2, "x" } },
-        enabled = false,
-        ratio = 0.25,
-        big = 1 << 40,
-        note = 'quote " backslash \\ tab \t newline \n ünïcode 日本',
-      }
+      local full = J.full()
 
       it("keeps every DESIGN §3 field, runtime field and unknown field", function()
         local r = store:create_job(copy(full))
