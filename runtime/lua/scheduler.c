@@ -265,6 +265,7 @@ static int hook_start_run(void *host, chr_run_t *r, char *err, size_t errlen) {
     return CHR_ENOHANDLER;
   }
   chr_run_set_data(r, c.task);
+  c.task->preemptible = 1; /* handlers only: see task.h */
   if (chr_run_timeout(r) > 0)
     chr_task_set_deadline(c.task, chr_time_mono() + (int64_t)(chr_run_timeout(r) * 1e6));
   chr_task_start(c.task, 1); /* may end the run (and free r) before it returns */
