@@ -235,9 +235,40 @@ static void timer_close_cb(uv_handle_t *h) {
   free(h);
 }
 
+static int64_t earlier(int64_t a, const chr_job_t *j) {
+  if (j == NULL || j->status != CHR_ST_SCHEDULED || !chr_job_has(j, CHR_F_NEXT_RUN_TIME)) return a;
+  return a == CHR_TIME_NONE || j->next_run_time < a ? j->next_run_time : a;
+}
+
+/* A script cannot tell the engines that a write made a job due sooner than
+ * they expect; the binding does it for every script from the answer, as the
+ * C adapters do in their write paths. */
+static void wake_after(lua_store_t *ls, chr_store_req_t *req) {
+  int64_t when = CHR_TIME_NONE;
+  if (req->status != 0 || ls->base.closed) return;
+  switch (req->op) {
+  case CHR_OP_CREATE:
+  case CHR_OP_UPDATE:
+  case CHR_OP_CAS:
+    for (size_t i = 0; i < req->njobs; i++) when = earlier(when, req->jobs[i]);
+    break;
+  case CHR_OP_COMPLETE:
+    for (size_t i = 0; i < req->nitems; i++)
+      if (req->items[i].result == 0 && !req->items[i].remove)
+        when = earlier(when, req->items[i].updates);
+    break;
+  case CHR_OP_RECOVER:
+    if (req->count > 0) when = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
+    break;
+  default: break;
+  }
+  if (when != CHR_TIME_NONE) chr_store_wake(&ls->base, when);
+}
+
 static void call_end(lcall_t *c) {
   lua_store_t *ls = c->ls;
   chr_store_req_t *req = c->req;
+  wake_after(ls, req);
   if (c->timer) uv_close((uv_handle_t *)c->timer, timer_close_cb);
   free(c);
   ls->pending--;

@@ -946,6 +946,9 @@ static void arm_timer(chr_sched_t *s) {
 static void wake_cb(void *data, int64_t when) {
   chr_sched_t *s = data;
   if (s->state != CHR_SCHED_RUNNING || when == CHR_TIME_NONE) return;
+  /* Kept as a hint too where the store cannot say its next due time: a
+   * timer that fires a little early then re-arms for it, not for a poll. */
+  if (!(s->store->caps & (CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_NEXT_DUE))) hint_push(s, when);
   if (s->armed_at != CHR_TIME_NONE && when >= s->armed_at) return;
   schedule_tick(s, when - chr_sched_now(s));
 }
