@@ -1,4 +1,5 @@
-/* lstore.c - the Lua face of storage adapters (see lstore.h). */
+/* store.c - the Lua face of storage adapters (see store.h), and the
+ * contract's table for stores written in Lua. */
 #include "store.h"
 
 #include <lauxlib.h>
@@ -148,7 +149,7 @@ static int op_run(lua_State *L, chr_store_t *s, store_op_t *op) {
   int rc = chr_store_submit(s, &op->req);
   if (rc != 0) {
     op_free(op);
-    return chr_lua_error(L, rc, "%s refused by the %s store", chr_store_op_names[op->req.op],
+    return chr_lua_error(L, rc, "%s refused by the %s store", chr_store_ops[op->req.op].name,
                          s->vt->kind);
   }
   return chr_wait(L, &op->w);
@@ -374,6 +375,10 @@ static void check_filter_values(lua_State *L, int idx) {
   chr_buf_free(&path);
 }
 
+#define FILTER_KEYS                                                                      \
+  "status, trigger_type, next_run_time_lte/gte, updated_at_lte/gte, metadata.<key>, "   \
+  "job_id_in"
+
 /* stack: unchanged; raises on a bad filter (f is left clean to free). */
 void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
   chr_filter_init(f);
@@ -449,10 +454,8 @@ void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
       f->nmeta++;
     } else {
       chr_filter_free(f);
-      chr_lua_error(L, CHR_EINVAL,
-                    "invalid filter '%s': unknown key (expected status, trigger_type, "
-                    "next_run_time_lte/gte, updated_at_lte/gte, metadata.<key>, job_id_in)",
-                    k);
+      chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': unknown key (expected %s)", k,
+                    FILTER_KEYS);
     }
     lua_settop(L, v - 1);
   }
@@ -644,23 +647,16 @@ static int l_kind(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg store_methods[] = {
-    {"create_job", l_create_job},
-    {"get_job", l_get_job},
-    {"get_jobs_batch", l_get_jobs_batch},
-    {"update_job", l_update_job},
-    {"compare_and_swap_job", l_cas},
-    {"delete_job", l_delete_job},
-    {"query_jobs", l_query_jobs},
-    {"count_jobs", l_count_jobs},
-    {"claim_due_jobs", l_claim_due_jobs},
-    {"complete_jobs", l_complete_jobs},
-    {"recover_expired_leases", l_recover},
-    {"extend_leases", l_extend},
-    {"next_due_time", l_next_due},
-    {"kind", l_kind},
-    {"close", l_close},
-    {NULL, NULL}};
+/* The contract's methods, by chr_store_ops (names there). */
+static const lua_CFunction op_methods[CHR_OP__COUNT + 1] = {
+    [CHR_OP_CREATE] = l_create_job,       [CHR_OP_GET] = l_get_job,
+    [CHR_OP_GET_BATCH] = l_get_jobs_batch, [CHR_OP_UPDATE] = l_update_job,
+    [CHR_OP_CAS] = l_cas,                 [CHR_OP_DELETE] = l_delete_job,
+    [CHR_OP_QUERY] = l_query_jobs,        [CHR_OP_COUNT] = l_count_jobs,
+    [CHR_OP_CLAIM] = l_claim_due_jobs,    [CHR_OP_COMPLETE] = l_complete_jobs,
+    [CHR_OP_RECOVER] = l_recover,         [CHR_OP_EXTEND] = l_extend,
+    [CHR_OP_NEXT_DUE] = l_next_due,       [CHR_STORE_CLOSE] = l_close,
+};
 
 static const luaL_Reg store_meta[] = {
     {"__gc", l_close}, {"__close", l_close}, {"__tostring", l_tostring}, {NULL, NULL}};
@@ -670,7 +666,13 @@ void chr_lua_pushstore(lua_State *L, chr_store_t *st) {
   s->store = st;
   if (luaL_newmetatable(L, STORE_MT)) {
     luaL_setfuncs(L, store_meta, 0);
-    luaL_newlib(L, store_methods);
+    lua_createtable(L, 0, CHR_OP__COUNT + 2);
+    for (int i = 0; i <= CHR_STORE_CLOSE; i++) {
+      lua_pushcfunction(L, op_methods[i]);
+      lua_setfield(L, -2, chr_store_ops[i].name);
+    }
+    lua_pushcfunction(L, l_kind);
+    lua_setfield(L, -2, "kind");
     lua_setfield(L, -2, "__index");
   }
   lua_setmetatable(L, -2);
@@ -769,6 +771,23 @@ static int l_check_filters(lua_State *L) {
   return 0;
 }
 
+/* stack: +1 the contract's table (chr_store_ops) as an array of {name =,
+ * required =, params =}: what stores written in Lua implement, what
+ * `chronis check` and the specs read. */
+static void push_operations(lua_State *L) {
+  lua_createtable(L, CHR_STORE_CLOSE + 1, 0);
+  for (int i = 0; i <= CHR_STORE_CLOSE; i++) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, chr_store_ops[i].name);
+    lua_setfield(L, -2, "name");
+    lua_pushboolean(L, chr_store_ops[i].required);
+    lua_setfield(L, -2, "required");
+    lua_pushinteger(L, chr_store_ops[i].nparams);
+    lua_setfield(L, -2, "params");
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
 int luaopen_chronis_storage(lua_State *L) {
   static const luaL_Reg fns[] = {{"memory", l_memory},
                                  {"open", l_open},
@@ -780,5 +799,7 @@ int luaopen_chronis_storage(lua_State *L) {
                                  {"check_filters", l_check_filters},
                                  {NULL, NULL}};
   luaL_newlib(L, fns);
+  push_operations(L);
+  lua_setfield(L, -2, "operations");
   return 1;
 }
