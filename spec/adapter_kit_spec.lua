@@ -204,6 +204,21 @@ describe("chronis.adapter_kit", function()
     end)
   end)
 
+  describe("the C stores' own rules", function()
+    it("refuse a known field of the wrong type in records and updates", function()
+      assert_invalid("create_job: invalid field 'name': expected a string", kit.check_record,
+        { job_id = "a", status = "pending", name = 5 }, "create_job")
+      assert_invalid("job 'a': invalid field 'trigger_args': expected a table", kit.check_updates,
+        "a", { trigger_args = "x" })
+    end)
+
+    it("compare times as instants in a CAS, whatever the record's form", function()
+      local rec = { job_id = "a", status = "running", lease_until = "2025-01-15T11:00:00+01:00" }
+      assert.is_true(kit.matches(rec, { lease_until = T0 }))
+      assert.is_true(kit.matches(rec, { lease_until = T0_US }))
+    end)
+  end)
+
   describe("compile_filters", function()
     local jobs = {
       { job_id = "a", status = "scheduled", trigger_type = "cron", next_run_time = T0,

@@ -1329,6 +1329,14 @@ return function(name, factory, opts)
         assert.are.same({}, store:query_jobs())
       end)
 
+      it("refuse a known field of the wrong type, at creation and in updates", function()
+        assert_error_code("invalid", function() store:create_job(job("w", { name = 5 })) end)
+        assert.is_nil(store:get_job("w"))
+        create("u")
+        assert_error_code("invalid", function() store:update_job("u", { trigger_args = "x" }) end)
+        assert.is_nil(store:get_job("u").trigger_args)
+      end)
+
       it("refuse a change of job_id or the removal of status, found or not", function()
         create("u")
         for _, id in ipairs({ "u", "missing" }) do
