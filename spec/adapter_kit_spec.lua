@@ -438,6 +438,43 @@ describe("chronis.adapter_kit", function()
     end)
   end)
 
+  describe("check_call", function()
+    it("checks the arguments of every operation of the contract", function()
+      local store = { closed = false }
+      for _, op in ipairs(chronis.storage.operations) do
+        if op.name ~= "close" and op.name ~= "next_due_time" then
+          -- 42 is no job, id, list, filter or options; "soon" is no time.
+          local bad = op.name == "recover_expired_leases" and "soon" or 42
+          local err = error_of(kit.check_call, store, op.name, bad, bad, bad)
+          assert.are.equal("invalid", err.code, op.name)
+        end
+      end
+      kit.check_call(store, "next_due_time")
+    end)
+
+    it("returns the checked arguments, ready to use", function()
+      local store = { closed = false }
+      local id, want, u = kit.check_call(store, "compare_and_swap_job", "a",
+        { lease_until = "2025-01-15T11:00:00+01:00" }, { next_run_time = T0_US })
+      assert.are.equal("a", id)
+      assert.are.same({ lease_until = T0 }, want)
+      assert.are.same({ next_run_time = T0 }, u)
+      local match, ids, limit, offset = kit.check_call(store, "query_jobs", { job_id_in = { "b", "b" } }, 2)
+      assert.is_true(match({ job_id = "b" }))
+      assert.are.same({ "b" }, ids)
+      assert.are.equal(2, limit)
+      assert.is_nil(offset)
+      assert.are.equal(T0_US, kit.check_call(store, "recover_expired_leases", T0))
+    end)
+
+    it("raises a plain error for a closed store, before any check", function()
+      local ok, err = pcall(kit.check_call, { closed = true }, "get_job", 42)
+      assert.is_false(ok)
+      assert.are.equal("string", type(err))
+      assert.truthy(err:find("attempt to use a closed store", 1, true))
+    end)
+  end)
+
   describe("check_open", function()
     it("raises a plain error for a closed store only", function()
       kit.check_open({ closed = false })

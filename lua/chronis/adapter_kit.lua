@@ -319,6 +319,73 @@ function M.check_open(store)
   if store.closed then error("attempt to use a closed store", 3) end
 end
 
+-- The checks of each method's arguments (check_call), by method name.
+local CALLS = {
+  create_job = function(job) return M.check_record(job, "create_job") end,
+  get_job = function(id)
+    check_id(id, "get_job")
+    return id
+  end,
+  get_jobs_batch = function(ids)
+    if type(ids) ~= "table" then fail("invalid", "get_jobs_batch: expected an array of ids") end
+    for _, id in ipairs(ids) do check_id(id, "get_jobs_batch") end
+    return ids
+  end,
+  update_job = function(id, updates)
+    check_id(id, "update_job")
+    return id, M.check_updates(id, updates)
+  end,
+  compare_and_swap_job = function(id, expected, updates)
+    check_id(id, "compare_and_swap_job")
+    return id, M.check_expected(id, expected), M.check_updates(id, updates)
+  end,
+  delete_job = function(id)
+    check_id(id, "delete_job")
+    return id
+  end,
+  query_jobs = function(filters, limit, offset)
+    check_count(limit, "limit")
+    check_count(offset, "offset")
+    local match, ids = M.compile_filters(filters)
+    return match, ids, limit, offset
+  end,
+  count_jobs = function(filters) return M.compile_filters(filters) end,
+  claim_due_jobs = function(opts) return M.lease_options(opts, "claim_due_jobs") end,
+  complete_jobs = function(list) return M.check_completions(list) end,
+  recover_expired_leases = function(now)
+    if now == nil then return core.time.now() end
+    return to_us(now, "recover_expired_leases: invalid 'now'")
+  end,
+  extend_leases = function(opts)
+    local now, owner, lease_until = M.lease_options(opts, "extend_leases")
+    if type(opts.ids) ~= "table" then fail("invalid", "extend_leases: 'ids' must be an array of ids") end
+    return now, owner, lease_until, opts.ids
+  end,
+  next_due_time = function() end,
+}
+
+--- check_call(store, method, ...): what opens every method of a store: a
+--- closed store raises (as check_open), then the arguments of `method` are
+--- checked, all before anything changes, and returned ready to use:
+---   create_job(job)                  -> the record (check_record)
+---   get_job(id), delete_job(id)      -> id
+---   get_jobs_batch(ids)              -> ids
+---   update_job(id, updates)          -> id, updates (check_updates)
+---   compare_and_swap_job(id, e, u)   -> id, expected, updates
+---   query_jobs(filters, limit, off)  -> match, ids (compile_filters), limit, offset
+---   count_jobs(filters)              -> match, ids
+---   claim_due_jobs(opts)             -> now, owner, lease_until, limit (lease_options)
+---   complete_jobs(list)              -> items (check_completions)
+---   recover_expired_leases(now)      -> now (µs, default the clock)
+---   extend_leases(opts)              -> now, owner, lease_until, ids
+---   next_due_time()                  -> nothing
+function M.check_call(store, method, ...)
+  if store.closed then error("attempt to use a closed store", 3) end
+  local check = CALLS[method]
+  if check == nil then error(("check_call: no operation '%s'"):format(tostring(method)), 2) end
+  return check(...)
+end
+
 --- stamp(store): the updated_at of a write, canonical: the clock, but
 --- strictly increasing in the store (kept in store.last_stamp, µs, which
 --- starts at 0), so that two writes in one microsecond never carry the
