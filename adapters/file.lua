@@ -327,12 +327,7 @@ end
 
 function Store:claim_due_jobs(opts)
   local now, owner, lease_until, limit = check_call(self, "claim_due_jobs", opts)
-  local due = {}
-  for _, e in pairs(self.entries) do
-    if kit.is_due(e.job, now) then due[#due + 1] = e end
-  end
-  kit.sort_claim(due, entry_job)
-  local claimed = update_all(self, kit.page(due, limit),
+  local claimed = update_all(self, kit.due_jobs(self.entries, now, limit, entry_job),
     { status = "running", claimed_by = owner, lease_until = lease_until })
   for i, entry in ipairs(claimed) do claimed[i] = json.decode(entry.text) end
   return claimed

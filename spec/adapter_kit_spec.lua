@@ -398,6 +398,22 @@ describe("chronis.adapter_kit", function()
       assert.is_false(kit.is_due({ status = "scheduled" }, T0_US))
     end)
 
+    it("due_jobs: the due ones of a table, in claim order, at most limit", function()
+      local t = {
+        x = { job_id = "late", status = "scheduled", next_run_time = T0 },
+        y = { job_id = "early", status = "scheduled", next_run_time = "2025-01-15T09:00:00Z" },
+        z = { job_id = "urgent", status = "scheduled", priority = 9, next_run_time = T0 },
+        w = { job_id = "future", status = "scheduled", next_run_time = "2025-01-15T11:00:00Z" },
+        v = { job_id = "paused", status = "paused", next_run_time = T0 },
+      }
+      assert.are.same({ "urgent", "early", "late" }, ids_of(kit.due_jobs(t, T0_US, 10)))
+      assert.are.same({ "urgent", "early" }, ids_of(kit.due_jobs(t, T0_US, 2)))
+      local wrapped = {}
+      for k, rec in pairs(t) do wrapped[k] = { job = rec } end
+      local function rec_of(e) return e.job end
+      assert.are.same({ "urgent" }, ids_of(kit.due_jobs(wrapped, T0_US, 1, rec_of), rec_of))
+    end)
+
     it("lease_expired: running with lease_until strictly before now", function()
       assert.is_true(kit.lease_expired({ status = "running", lease_until = T0 }, T0_US + 1))
       assert.is_false(kit.lease_expired({ status = "running", lease_until = T0 }, T0_US))

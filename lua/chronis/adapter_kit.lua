@@ -267,6 +267,18 @@ function M.is_due(rec, now)
   return rec.status == "scheduled" and t ~= nil and t <= now
 end
 
+--- due_jobs(t, now, limit [, rec_of]): what claim_due_jobs takes of the
+--- values of table t (records, or elements whose record rec_of gives): the
+--- due ones (is_due), in claim order (sort_claim), at most limit. A new
+--- array.
+function M.due_jobs(t, now, limit, rec_of)
+  local due = {}
+  for _, x in pairs(t) do
+    if M.is_due(rec_of and rec_of(x) or x, now) then due[#due + 1] = x end
+  end
+  return M.page(M.sort_claim(due, rec_of), limit)
+end
+
 --- lease_expired(rec, now): rec is running with lease_until before now
 --- (µs): a job recover_expired_leases puts back.
 function M.lease_expired(rec, now)

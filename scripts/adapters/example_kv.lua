@@ -155,19 +155,13 @@ end
 -- Atomically moves up to `limit` due scheduled jobs to running, owned by
 -- `owner` until now + lease_seconds. The checked options come with the C
 -- stores' defaults (kit.lease_options: now = the clock, limit 100, lease
--- 30 s); kit.is_due selects scheduled jobs whose next_run_time has come;
--- kit.sort_claim puts the highest priority first (missing = 5), then the
--- earliest.
+-- 30 s). kit.due_jobs picks the scheduled jobs whose next_run_time has come
+-- (kit.is_due), highest priority first (missing = 5), then the earliest
+-- (kit.sort_claim), at most `limit` of them.
 function Store:claim_due_jobs(opts)
   local now, owner, lease_until, limit = check_call(self, "claim_due_jobs", opts)
-  local due = {}
-  for _, rec in pairs(self.jobs) do
-    if kit.is_due(rec, now) then due[#due + 1] = rec end
-  end
-  kit.sort_claim(due)
   local updated_at, out = stamp(self), {}
-  for i = 1, math.min(limit, #due) do
-    local rec = due[i]
+  for i, rec in ipairs(kit.due_jobs(self.jobs, now, limit)) do
     rec.status, rec.claimed_by, rec.lease_until, rec.updated_at = "running", owner, lease_until, updated_at
     out[i] = copy(rec)
   end
