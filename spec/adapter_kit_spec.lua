@@ -197,6 +197,21 @@ describe("chronis.adapter_kit", function()
     end)
   end)
 
+  describe("the C stores' own rules", function()
+    it("refuse a known field of the wrong type in records and updates", function()
+      assert_invalid("create_job: invalid field 'name': expected a string", kit.check_record,
+        { job_id = "a", status = "pending", name = 5 }, "create_job")
+      assert_invalid("job 'a': invalid field 'trigger_args': expected a table", kit.check_updates,
+        "a", { trigger_args = "x" })
+    end)
+
+    it("compare times as instants in a CAS, whatever the record's form", function()
+      local rec = { job_id = "a", status = "running", lease_until = "2025-01-15T11:00:00+01:00" }
+      assert.is_true(kit.matches(rec, { lease_until = T0 }))
+      assert.is_true(kit.matches(rec, { lease_until = T0_US }))
+    end)
+  end)
+
   describe("compile_filters", function()
     local jobs = {
       { job_id = "a", status = "scheduled", trigger_type = "cron", next_run_time = T0,
@@ -376,6 +391,22 @@ describe("chronis.adapter_kit", function()
       assert.is_false(kit.is_due({ status = "scheduled" }, T0_US))
     end)
 
+    it("due_jobs: the due ones of a table, in claim order, at most limit", function()
+      local t = {
+        x = { job_id = "late", status = "scheduled", next_run_time = T0 },
+        y = { job_id = "early", status = "scheduled", next_run_time = "2025-01-15T09:00:00Z" },
+        z = { job_id = "urgent", status = "scheduled", priority = 9, next_run_time = T0 },
+        w = { job_id = "future", status = "scheduled", next_run_time = "2025-01-15T11:00:00Z" },
+        v = { job_id = "paused", status = "paused", next_run_time = T0 },
+      }
+      assert.are.same({ "urgent", "early", "late" }, ids_of(kit.due_jobs(t, T0_US, 10)))
+      assert.are.same({ "urgent", "early" }, ids_of(kit.due_jobs(t, T0_US, 2)))
+      local wrapped = {}
+      for k, rec in pairs(t) do wrapped[k] = { job = rec } end
+      local function rec_of(e) return e.job end
+      assert.are.same({ "urgent" }, ids_of(kit.due_jobs(wrapped, T0_US, 1, rec_of), rec_of))
+    end)
+
     it("lease_expired: running with lease_until strictly before now", function()
       assert.is_true(kit.lease_expired({ status = "running", lease_until = T0 }, T0_US + 1))
       assert.is_false(kit.lease_expired({ status = "running", lease_until = T0 }, T0_US))
@@ -413,6 +444,43 @@ describe("chronis.adapter_kit", function()
         kit.completion_result(item, { job_id = "a", claimed_by = "n2" }))
       assert.are.same({ job_id = "a", ok = false, code = "conflict" }, kit.completion_result(item, { job_id = "a" }))
       assert.are.same({ job_id = "a", ok = true }, kit.completion_result(item, { job_id = "a", claimed_by = "n1" }))
+    end)
+  end)
+
+  describe("check_call", function()
+    it("checks the arguments of every operation of the contract", function()
+      local store = { closed = false }
+      for _, op in ipairs(chronis.storage.operations) do
+        if op.name ~= "close" and op.name ~= "next_due_time" then
+          -- 42 is no job, id, list, filter or options; "soon" is no time.
+          local bad = op.name == "recover_expired_leases" and "soon" or 42
+          local err = error_of(kit.check_call, store, op.name, bad, bad, bad)
+          assert.are.equal("invalid", err.code, op.name)
+        end
+      end
+      kit.check_call(store, "next_due_time")
+    end)
+
+    it("returns the checked arguments, ready to use", function()
+      local store = { closed = false }
+      local id, want, u = kit.check_call(store, "compare_and_swap_job", "a",
+        { lease_until = "2025-01-15T11:00:00+01:00" }, { next_run_time = T0_US })
+      assert.are.equal("a", id)
+      assert.are.same({ lease_until = T0 }, want)
+      assert.are.same({ next_run_time = T0 }, u)
+      local match, ids, limit, offset = kit.check_call(store, "query_jobs", { job_id_in = { "b", "b" } }, 2)
+      assert.is_true(match({ job_id = "b" }))
+      assert.are.same({ "b" }, ids)
+      assert.are.equal(2, limit)
+      assert.is_nil(offset)
+      assert.are.equal(T0_US, kit.check_call(store, "recover_expired_leases", T0))
+    end)
+
+    it("raises a plain error for a closed store, before any check", function()
+      local ok, err = pcall(kit.check_call, { closed = true }, "get_job", 42)
+      assert.is_false(ok)
+      assert.are.equal("string", type(err))
+      assert.truthy(err:find("attempt to use a closed store", 1, true))
     end)
   end)
 

@@ -5,9 +5,12 @@
 -- are contained.
 local chronis = require "chronis"
 
-local REQUIRED = { "create_job", "get_job", "update_job", "compare_and_swap_job", "delete_job", "query_jobs" }
-local OPTIONAL = { "get_jobs_batch", "count_jobs", "claim_due_jobs", "complete_jobs", "recover_expired_leases",
-  "extend_leases", "next_due_time" }
+-- The contract's methods, from its one table (close aside: the adapter's own).
+local REQUIRED, OPTIONAL = {}, {}
+for _, op in ipairs(chronis.storage.operations) do
+  if op.required then REQUIRED[#REQUIRED + 1] = op.name
+  elseif op.name ~= "close" then OPTIONAL[#OPTIONAL + 1] = op.name end
+end
 
 -- An adapter that keeps its jobs in a memory store, written the way a user
 -- would write one over any backend. `calls` counts method calls.

@@ -45,27 +45,6 @@ typedef struct lcall {
   const char *method;
 } lcall_t;
 
-static const char *const method_names[CHR_OP__COUNT] = {
-    "create_job", "get_job",      "get_jobs_batch", "update_job",
-    "compare_and_swap_job", "delete_job", "query_jobs", "count_jobs",
-    "claim_due_jobs", "complete_jobs", "recover_expired_leases", "extend_leases",
-    "next_due_time"};
-
-static const char *const required[] = {"create_job",          "get_job",    "update_job",
-                                       "compare_and_swap_job", "delete_job", "query_jobs",
-                                       NULL};
-
-static const struct {
-  const char *method;
-  unsigned cap;
-} optional[] = {{"claim_due_jobs", CHR_STORE_CAP_CLAIM},
-                {"complete_jobs", CHR_STORE_CAP_COMPLETE},
-                {"recover_expired_leases", CHR_STORE_CAP_RECOVER},
-                {"extend_leases", CHR_STORE_CAP_EXTEND},
-                {"get_jobs_batch", CHR_STORE_CAP_BATCH},
-                {"count_jobs", CHR_STORE_CAP_COUNT},
-                {"next_due_time", CHR_STORE_CAP_NEXT_DUE}};
-
 static void free_store(lua_store_t *ls) {
   luaL_unref(ls->L, LUA_REGISTRYINDEX, ls->adapter_ref);
   luaL_unref(ls->L, LUA_REGISTRYINDEX, ls->handle_ref);
@@ -73,8 +52,9 @@ static void free_store(lua_store_t *ls) {
   free(ls);
 }
 
-/* Checks an adapter table (stack: idx) and returns its capabilities, or
- * raises naming the missing methods. */
+/* Checks an adapter table (stack: idx) against the contract's table of
+ * operations (chr_store_ops) and returns its capabilities: those of the
+ * optional methods it has. Raises naming the required methods it lacks. */
 static unsigned adapter_caps(lua_State *L, int idx, const char *name) {
   unsigned caps = 0;
   chr_buf_t missing;
@@ -82,9 +62,11 @@ static unsigned adapter_caps(lua_State *L, int idx, const char *name) {
   if (!lua_istable(L, idx))
     chr_lua_error(L, CHR_EINVAL, "lua adapter '%s': expected a table of methods, got %s", name,
                   luaL_typename(L, idx));
-  for (int i = 0; required[i]; i++) {
-    lua_getfield(L, idx, required[i]);
-    if (!lua_isfunction(L, -1)) chr_buf_printf(&missing, "%s%s", missing.len ? ", " : "", required[i]);
+  for (int op = 0; op < CHR_OP__COUNT; op++) {
+    const chr_store_op_desc_t *d = &chr_store_ops[op];
+    lua_getfield(L, idx, d->name);
+    if (lua_isfunction(L, -1)) caps |= d->cap;
+    else if (d->required) chr_buf_printf(&missing, "%s%s", missing.len ? ", " : "", d->name);
     lua_pop(L, 1);
   }
   if (missing.len) {
@@ -92,11 +74,6 @@ static unsigned adapter_caps(lua_State *L, int idx, const char *name) {
     chr_buf_free(&missing);
     chr_lua_error(L, CHR_EINVAL, "lua adapter '%s' lacks required method(s): %s", name,
                   lua_tostring(L, -1));
-  }
-  for (size_t i = 0; i < sizeof optional / sizeof *optional; i++) {
-    lua_getfield(L, idx, optional[i].method);
-    if (lua_isfunction(L, -1)) caps |= optional[i].cap;
-    lua_pop(L, 1);
   }
   lua_getfield(L, idx, "is_local");
   if (lua_toboolean(L, -1)) caps |= CHR_STORE_CAP_LOCAL;
@@ -319,6 +296,26 @@ static void push_time(lua_State *L, int64_t us) {
   lua_pushstring(L, buf);
 }
 
+static void push_ids(lua_State *L, const chr_store_req_t *req) {
+  lua_createtable(L, (int)req->nids, 0);
+  for (size_t i = 0; i < req->nids; i++) {
+    lua_pushstring(L, req->ids[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+}
+
+/* stack: +1 the options of claim_due_jobs and extend_leases: owner, now,
+ * lease_seconds. */
+static void push_lease_options(lua_State *L, const chr_store_req_t *req) {
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, req->owner);
+  lua_setfield(L, -2, "owner");
+  push_time(L, req->now);
+  lua_setfield(L, -2, "now");
+  lua_pushnumber(L, (double)req->lease_us / 1e6);
+  lua_setfield(L, -2, "lease_seconds");
+}
+
 /* Pushes the method's arguments; returns their count. */
 static int push_args(lua_State *L, chr_store_req_t *req) {
   switch (req->op) {
@@ -334,13 +331,7 @@ static int push_args(lua_State *L, chr_store_req_t *req) {
     chr_job_push(L, req->expected);
     chr_job_push(L, req->job);
     return 3;
-  case CHR_OP_GET_BATCH:
-    lua_createtable(L, (int)req->nids, 0);
-    for (size_t i = 0; i < req->nids; i++) {
-      lua_pushstring(L, req->ids[i]);
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    return 1;
+  case CHR_OP_GET_BATCH: push_ids(L, req); return 1;
   case CHR_OP_QUERY:
     chr_filter_push(L, req->filter);
     if (req->limit >= 0) lua_pushinteger(L, req->limit);
@@ -349,15 +340,9 @@ static int push_args(lua_State *L, chr_store_req_t *req) {
     return 3;
   case CHR_OP_COUNT: chr_filter_push(L, req->filter); return 1;
   case CHR_OP_CLAIM:
-    lua_createtable(L, 0, 4);
-    push_time(L, req->now);
-    lua_setfield(L, -2, "now");
-    lua_pushinteger(L, req->limit);
+    push_lease_options(L, req);
+    lua_pushinteger(L, req->limit >= 0 ? req->limit : LUA_MAXINTEGER); /* < 0: none */
     lua_setfield(L, -2, "limit");
-    lua_pushstring(L, req->owner);
-    lua_setfield(L, -2, "owner");
-    lua_pushnumber(L, (double)req->lease_us / 1e6);
-    lua_setfield(L, -2, "lease_seconds");
     return 1;
   case CHR_OP_COMPLETE:
     lua_createtable(L, (int)req->nitems, 0);
@@ -380,19 +365,9 @@ static int push_args(lua_State *L, chr_store_req_t *req) {
     return 1;
   case CHR_OP_RECOVER: push_time(L, req->now); return 1;
   case CHR_OP_EXTEND:
-    lua_createtable(L, 0, 4);
-    lua_pushstring(L, req->owner);
-    lua_setfield(L, -2, "owner");
-    lua_createtable(L, (int)req->nids, 0);
-    for (size_t i = 0; i < req->nids; i++) {
-      lua_pushstring(L, req->ids[i]);
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
+    push_lease_options(L, req);
+    push_ids(L, req);
     lua_setfield(L, -2, "ids");
-    push_time(L, req->now);
-    lua_setfield(L, -2, "now");
-    lua_pushnumber(L, (double)req->lease_us / 1e6);
-    lua_setfield(L, -2, "lease_seconds");
     return 1;
   default: return 0;
   }
@@ -401,7 +376,7 @@ static int push_args(lua_State *L, chr_store_req_t *req) {
 static int ls_submit(chr_store_t *s, chr_store_req_t *req) {
   lua_store_t *ls = (lua_store_t *)s;
   lua_State *L = ls->L;
-  const char *method = method_names[req->op];
+  const char *method = chr_store_ops[req->op].name;
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->adapter_ref);
   lua_getfield(L, -1, method);
   if (!lua_isfunction(L, -1)) {
@@ -445,7 +420,7 @@ static void ls_close(chr_store_t *s) {
   lua_pop(L, 1);
   /* The adapter's own close(), when it has one, runs once, unwaited. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->adapter_ref);
-  if (lua_getfield(L, -1, "close") == LUA_TFUNCTION) {
+  if (lua_getfield(L, -1, chr_store_ops[CHR_STORE_CLOSE].name) == LUA_TFUNCTION) {
     lua_insert(L, -2);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
   } else {

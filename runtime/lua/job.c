@@ -344,6 +344,39 @@ int chr_job_from_lua(lua_State *L, int idx, chr_job_t *j, int partial, char *err
   return 0;
 }
 
+int chr_job_from_lua_fields(lua_State *L, int idx, chr_job_t *j, uint32_t fields,
+                            const char *member, char *err, size_t errlen) {
+  int rc = 0;
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx)) return chr_errf(err, errlen, "a job must be a table, got %s",
+                                        luaL_typename(L, idx));
+  for (int f = 0; rc == 0 && f < CHR_F__COUNT; f++) {
+    if (!(fields & CHR_BIT(f))) continue;
+    if (lua_getfield(L, idx, chr_job_fields[f].name) != LUA_TNIL)
+      field_from_lua(L, lua_gettop(L), j, f, 1, err, errlen, &rc);
+    lua_pop(L, 1);
+  }
+  if (rc != 0 || member == NULL) return rc;
+  if (lua_getfield(L, idx, member) != LUA_TNIL) {
+    chr_buf_t b;
+    char msg[200];
+    chr_buf_init(&b);
+    chr_buf_addc(&b, '{');
+    chr_json_add_string(&b, member, strlen(member));
+    chr_buf_addc(&b, ':');
+    if (chr_json_encode(L, lua_gettop(L), &b, msg, sizeof msg) != 0) {
+      rc = chr_errf(err, errlen, "invalid field '%s': %s", member, msg);
+      chr_buf_free(&b);
+    } else {
+      chr_buf_addc(&b, '}');
+      free(j->extra);
+      j->extra = chr_buf_steal(&b);
+    }
+  }
+  lua_pop(L, 1);
+  return rc;
+}
+
 static void push_time(lua_State *L, int64_t us) {
   char buf[CHR_TIME_BUFSZ];
   int n = chr_time_format(us, buf);
