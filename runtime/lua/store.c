@@ -374,21 +374,15 @@ static void check_filter_values(lua_State *L, int idx) {
   chr_buf_free(&path);
 }
 
-/* stack: unchanged; raises on a bad filter (f is left clean to free). */
-void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
-  chr_filter_init(f);
-  if (lua_isnoneornil(L, idx)) return;
-  idx = lua_absindex(L, idx);
-  if (!lua_istable(L, idx)) chr_lua_error(L, CHR_EINVAL, "filters must be a table, got %s",
-                                          luaL_typename(L, idx));
-  check_filter_values(L, idx);
+/* Reads the filter table (argument 2) into f (argument 1, a light
+ * userdata); raises on a bad key, leaving in f what it had converted. */
+static int parse_filter(lua_State *L) {
+  chr_filter_t *f = lua_touserdata(L, 1);
+  int idx = 2;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    if (lua_type(L, -2) != LUA_TSTRING) {
-      lua_pop(L, 2);
-      chr_filter_free(f);
+    if (lua_type(L, -2) != LUA_TSTRING)
       chr_lua_error(L, CHR_EINVAL, "invalid filter key of type %s", luaL_typename(L, -2));
-    }
     const char *k = lua_tostring(L, -2);
     int v = lua_gettop(L);
     if (strcmp(k, "status") == 0) {
@@ -410,19 +404,15 @@ void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
       } else {
         bad = 1;
       }
-      if (bad) {
-        chr_filter_free(f);
+      if (bad)
         chr_lua_error(L, CHR_EINVAL, "invalid filter 'status': expected pending, scheduled, "
                                      "running, paused or failed");
-      }
     } else if (strcmp(k, "trigger_type") == 0) {
       const char *s = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : "";
       f->trigger_type = chr_enum_parse(chr_trigger_type_names, CHR_TT__COUNT, s);
-      if (!f->trigger_type) {
-        chr_filter_free(f);
+      if (!f->trigger_type)
         chr_lua_error(L, CHR_EINVAL, "invalid filter 'trigger_type': expected interval, cron "
                                      "or date");
-      }
     } else if (strcmp(k, "next_run_time_lte") == 0) {
       f->nrt_lte = filter_time(L, v, k);
     } else if (strcmp(k, "next_run_time_gte") == 0) {
@@ -440,7 +430,6 @@ void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
       chr_buf_init(&b);
       if (chr_json_encode(L, v, &b, err, sizeof err) != 0) {
         chr_buf_free(&b);
-        chr_filter_free(f);
         chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': %s", k, err);
       }
       f->meta = chr_realloc(f->meta, (f->nmeta + 1) * sizeof *f->meta);
@@ -448,13 +437,32 @@ void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
       f->meta[f->nmeta].value = chr_buf_steal(&b);
       f->nmeta++;
     } else {
-      chr_filter_free(f);
       chr_lua_error(L, CHR_EINVAL,
                     "invalid filter '%s': unknown key (expected status, trigger_type, "
                     "next_run_time_lte/gte, updated_at_lte/gte, metadata.<key>, job_id_in)",
                     k);
     }
     lua_settop(L, v - 1);
+  }
+  return 0;
+}
+
+/* stack: unchanged; raises on a bad filter, with f freed. The keys are
+ * read in a protected call: whichever key raises, the ones read before it
+ * may hold allocations. */
+void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
+  chr_filter_init(f);
+  if (lua_isnoneornil(L, idx)) return;
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx)) chr_lua_error(L, CHR_EINVAL, "filters must be a table, got %s",
+                                          luaL_typename(L, idx));
+  check_filter_values(L, idx);
+  lua_pushcfunction(L, parse_filter);
+  lua_pushlightuserdata(L, f);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    chr_filter_free(f);
+    lua_error(L);
   }
 }
 
