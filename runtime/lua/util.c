@@ -69,6 +69,24 @@ int chr_lua_error(lua_State *L, int code, const char *fmt, ...) {
   return lua_error(L);
 }
 
+int chr_lua_errvalue(lua_State *L, int idx, const char **msg) {
+  int code = 0;
+  idx = lua_absindex(L, idx);
+  if (lua_istable(L, idx)) {
+    lua_getfield(L, idx, "code");
+    if (lua_type(L, -1) == LUA_TSTRING) code = chr_errcode(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    lua_getfield(L, idx, "message");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      *msg = lua_tostring(L, -1);
+      return code;
+    }
+    lua_pop(L, 1);
+  }
+  *msg = luaL_tolstring(L, idx, NULL);
+  return code;
+}
+
 int chr_lua_cpcall(lua_State *L, lua_CFunction f, void *ud, char *err, size_t errlen) {
   if (!lua_checkstack(L, 2)) {
     snprintf(err, errlen, "Lua stack overflow");

@@ -16,6 +16,12 @@ void chr_lua_pusherror(lua_State *L, int code, const char *msg);
 /* Raises a structured error; never returns. */
 int chr_lua_error(lua_State *L, int code, const char *fmt, ...);
 
+/* Reads the error value at idx that Lua code raised: its code when it is
+ * a {code=, message=} table with a known code, else 0 (a string, another
+ * value); *msg is its message, or the value as text (owned by L until the
+ * value it pushes is popped). stack: +1 */
+int chr_lua_errvalue(lua_State *L, int idx, const char **msg);
+
 /* Calls f with ud as its only argument (a light userdata) in protected
  * mode: for C code that runs from loop callbacks and touches Lua, where an
  * error (a failing metamethod, memory exhausted under the cap) must end
