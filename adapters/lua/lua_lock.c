@@ -183,7 +183,7 @@ static const chr_lock_vtable_t lua_lock_vt = {"lua", ll_submit, ll_close};
 
 /* from_table(adapter, {name=, timeout=}) -> lock */
 static int l_from_table(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  chr_lua_checktype(L, 1, LUA_TTABLE);
   const char *name = "lua";
   double timeout = 30;
   if (lua_istable(L, 2)) {

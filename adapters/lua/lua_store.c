@@ -478,7 +478,7 @@ static int l_from_table(lua_State *L) {
 
 /* swap(handle, new_adapter): calls that start from now on use it. */
 static int l_swap(lua_State *L) {
-  handle_t *h = luaL_checkudata(L, 1, HANDLE_MT);
+  handle_t *h = chr_lua_checkudata(L, 1, HANDLE_MT);
   if (h->ls == NULL) {
     lua_pushboolean(L, 0);
     return 1;
@@ -538,7 +538,7 @@ int chr_file_store_open(const char *url, chr_store_t **out, char *err, size_t er
 
 /* set_watcher(handle, watcher): closed together with the store. */
 static int l_set_watcher(lua_State *L) {
-  luaL_checkudata(L, 1, HANDLE_MT);
+  chr_lua_checkudata(L, 1, HANDLE_MT);
   lua_settop(L, 2);
   lua_setiuservalue(L, 1, 1);
   return 0;

@@ -408,10 +408,10 @@ function M.completion_result(item, rec)
   return { job_id = item.job_id, ok = true }
 end
 
---- check_open(store): a closed store (store.closed) raises a plain error,
---- at the caller of the method that called check_open.
+--- check_open(store): a closed store (store.closed) raises `unavailable`,
+--- as a C store does, at the caller of the method that called check_open.
 function M.check_open(store)
-  if store.closed then error("attempt to use a closed store", 3) end
+  if store.closed then error(core.error("unavailable", "the store is closed"), 3) end
 end
 
 --- stamp(store): the updated_at of a write, canonical: the clock, but

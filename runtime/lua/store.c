@@ -128,8 +128,8 @@ static store_op_t *op_new(chr_store_op_t kind) {
 }
 
 static lstore_t *check_lstore(lua_State *L, int idx) {
-  lstore_t *s = luaL_checkudata(L, idx, STORE_MT);
-  if (s->store == NULL) luaL_error(L, "attempt to use a closed store");
+  lstore_t *s = chr_lua_checkudata(L, idx, STORE_MT);
+  if (s->store == NULL) chr_lua_error(L, CHR_EUNAVAIL, "the store is closed");
   return s;
 }
 
@@ -224,7 +224,7 @@ static int op_finish(lua_State *L, chr_waiter_t *w) {
 
 static chr_job_t *check_job(lua_State *L, int idx, int partial, const char *what) {
   char err[300];
-  luaL_checktype(L, idx, LUA_TTABLE);
+  chr_lua_checktype(L, idx, LUA_TTABLE);
   chr_job_t *j = chr_job_new();
   if (chr_job_from_lua(L, idx, j, partial, err, sizeof err) != 0) {
     chr_job_free(j);
@@ -246,7 +246,7 @@ static void check_string(lua_State *L, int idx, const char *what, const char *fi
 
 static char *check_id(lua_State *L, int idx, const char *what) {
   size_t n;
-  const char *s = luaL_checklstring(L, idx, &n);
+  const char *s = chr_lua_checklstring(L, idx, &n);
   check_string(L, idx, what, "job_id");
   return chr_strndup(s, n);
 }
@@ -315,8 +315,8 @@ static int l_update_job(lua_State *L) {
 static int l_cas(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   free(check_id(L, 2, "compare_and_swap_job"));
-  luaL_checktype(L, 3, LUA_TTABLE);
-  luaL_checktype(L, 4, LUA_TTABLE);
+  chr_lua_checktype(L, 3, LUA_TTABLE);
+  chr_lua_checktype(L, 4, LUA_TTABLE);
   chr_job_t *e = check_job(L, 3, 1, "compare_and_swap_job expected");
   char err[300];
   chr_job_t *u = chr_job_new();
@@ -530,7 +530,7 @@ static char *field_string(lua_State *L, int t, const char *k, int required, cons
 
 static int l_claim_due_jobs(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
+  chr_lua_checktype(L, 2, LUA_TTABLE);
   int64_t now = field_time(L, 2, "now", chr_time_now());
   double limit = field_number(L, 2, "limit", 100);
   double lease = field_number(L, 2, "lease_seconds", 30);
@@ -545,7 +545,7 @@ static int l_claim_due_jobs(lua_State *L) {
 
 static int l_complete_jobs(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
+  chr_lua_checktype(L, 2, LUA_TTABLE);
   size_t n = lua_rawlen(L, 2);
   store_op_t *op = op_new(CHR_OP_COMPLETE);
   op->items = chr_calloc(n ? n : 1, sizeof *op->items);
@@ -606,7 +606,7 @@ static int l_recover(lua_State *L) {
 
 static int l_extend(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
+  chr_lua_checktype(L, 2, LUA_TTABLE);
   int64_t now = field_time(L, 2, "now", chr_time_now());
   double lease = field_number(L, 2, "lease_seconds", 30);
   lua_getfield(L, 2, "owner"); /* checked first: the checks of ids raise */
@@ -632,7 +632,7 @@ static int l_next_due(lua_State *L) {
 }
 
 static int l_close(lua_State *L) {
-  lstore_t *s = luaL_checkudata(L, 1, STORE_MT);
+  lstore_t *s = chr_lua_checkudata(L, 1, STORE_MT);
   if (s->store) {
     chr_store_close(s->store);
     s->store = NULL;
@@ -641,7 +641,7 @@ static int l_close(lua_State *L) {
 }
 
 static int l_tostring(lua_State *L) {
-  lstore_t *s = luaL_checkudata(L, 1, STORE_MT);
+  lstore_t *s = chr_lua_checkudata(L, 1, STORE_MT);
   if (s->store) lua_pushfstring(L, "chronis.store(%s)", s->store->vt->kind);
   else lua_pushliteral(L, "chronis.store(closed)");
   return 1;
@@ -690,7 +690,7 @@ static int l_memory(lua_State *L) {
 }
 
 static int l_open(lua_State *L) {
-  const char *url = luaL_checkstring(L, 1);
+  const char *url = chr_lua_checkstring(L, 1);
   char err[300];
   chr_store_t *s;
   int rc = chr_store_open(url, &s, err, sizeof err);
@@ -702,7 +702,7 @@ static int l_open(lua_State *L) {
 /* kind(url_or_path [, opts]): "kind:" + the argument (unless it already
  * has the scheme) + "?k=v&..." from opts, then open(). */
 static int open_kind(lua_State *L, const char *scheme) {
-  const char *arg = luaL_optstring(L, 1, "");
+  const char *arg = chr_lua_optstring(L, 1, "");
   size_t n = strlen(scheme);
   chr_buf_t b;
   chr_buf_init(&b);
@@ -752,7 +752,7 @@ static int l_redis(lua_State *L) {
  * check_job(job, where): raises "<where>: invalid field '...': ..." for a
  * value no store may keep (chr_job_check_fields). */
 static int l_check_job(lua_State *L) {
-  const char *where = luaL_checkstring(L, 2);
+  const char *where = chr_lua_checkstring(L, 2);
   char err[300];
   if (chr_job_check_fields(L, 1, err, sizeof err) != 0)
     return chr_lua_error(L, CHR_EINVAL, "%s: %s", where, err);
@@ -762,9 +762,9 @@ static int l_check_job(lua_State *L) {
 /* check_id(id, where [, field]): raises for an id (or the string the
  * field names) with a NUL byte or invalid UTF-8. */
 static int l_check_id(lua_State *L) {
-  const char *where = luaL_checkstring(L, 2);
-  const char *field = luaL_optstring(L, 3, "job_id");
-  luaL_checktype(L, 1, LUA_TSTRING);
+  const char *where = chr_lua_checkstring(L, 2);
+  const char *field = chr_lua_optstring(L, 3, "job_id");
+  chr_lua_checktype(L, 1, LUA_TSTRING);
   check_string(L, 1, where, field);
   return 0;
 }
