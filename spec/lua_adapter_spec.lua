@@ -71,6 +71,63 @@ require("support.lock_contract")("lua lock", function()
   return chronis.lock.lua(a, { name = "delegating" })
 end)
 
+describe("a Lua lock", function()
+  local function delegating_lock()
+    local inner = chronis.lock.memory()
+    local a = {}
+    for _, m in ipairs({ "acquire", "release", "extend", "reset" }) do
+      a[m] = function(self, ...) return inner[m](inner, ...) end
+    end
+    return a, inner
+  end
+
+  it("keeps the code and words of an error raised as {code, message}, as a store does", function()
+    local a = delegating_lock()
+    a.acquire = function() error(chronis.error("unavailable", "backend down")) end
+    local l = chronis.lock.lua(a, { name = "down" })
+    local ok, err = pcall(l.acquire, l, "k", 10, { owner = "o" })
+    assert.is_false(ok)
+    assert.are.equal("unavailable", err.code)
+    assert.are.equal("backend down", err.message)
+    l:close()
+  end)
+
+  it("attributes any other error to the adapter and the method", function()
+    local a = delegating_lock()
+    a.release = function() error("backend exploded") end
+    local l = chronis.lock.lua(a, { name = "exploding" })
+    local ok, err = pcall(l.release, l, "k", "o")
+    assert.is_false(ok)
+    assert.are.equal("invalid", err.code)
+    assert.matches("lua lock 'exploding': release failed: .*backend exploded", err.message)
+    l:close()
+  end)
+
+  it("answers its pending calls 'unavailable', once, when it is closed", function()
+    local a = delegating_lock()
+    local started, finished = 0, 0
+    a.acquire = function()
+      started = started + 1
+      chronis.sleep(3600)
+      finished = finished + 1
+    end
+    local l = chronis.lock.lua(a, { name = "slow", adapter_timeout = 5 })
+    local callers = {}
+    for i = 1, 3 do
+      callers[i] = chronis.spawn(function() return { pcall(l.acquire, l, "k" .. i, 10, { owner = "o" }) } end)
+    end
+    assert.is_true(chronis.run_until(function() return started == 3 end, 5))
+    l:close()
+    for i = 1, 3 do
+      local r = callers[i]:join()
+      assert.is_false(r[1])
+      assert.are.equal("unavailable", r[2].code)
+      assert.are.equal("lua lock 'slow': acquire: the lock was closed", r[2].message)
+    end
+    assert.are.equal(0, finished, "the calls ran on after close")
+  end)
+end)
+
 local function run_burst(adapter, n)
   local store = chronis.storage.lua(adapter)
   local sched = chronis.scheduler{ storage = store, polling_interval = 0.1, max_workers = 10 }
@@ -190,6 +247,33 @@ describe("a misbehaving Lua adapter", function()
     assert.matches("lua adapter 'stuck': get_job did not return within 0.2s", err.message)
     assert.is_true(chronis.time.now() - t0 >= 150000)
     s:close()
+  end)
+
+  it("answers its pending calls 'unavailable', once, when it is closed", function()
+    local a = delegating(true)
+    local started, finished = 0, 0
+    a.get_job = function()
+      started = started + 1
+      chronis.sleep(3600)
+      finished = finished + 1
+    end
+    local s = chronis.storage.lua(a, { name = "slow", adapter_timeout = 5 })
+    local callers = {}
+    for i = 1, 3 do
+      callers[i] = chronis.spawn(function()
+        local results = { pcall(s.get_job, s, "x") }
+        return results
+      end)
+    end
+    assert.is_true(chronis.run_until(function() return started == 3 end, 5))
+    s:close()
+    for i = 1, 3 do
+      local r = callers[i]:join()
+      assert.is_false(r[1])
+      assert.are.equal("unavailable", r[2].code)
+      assert.are.equal("lua adapter 'slow': get_job: the store was closed", r[2].message)
+    end
+    assert.are.equal(0, finished, "the calls ran on after close")
   end)
 
   it("does not stop the scheduler, which retries on the next tick", function()

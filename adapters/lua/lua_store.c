@@ -3,9 +3,10 @@
  * own, so the method may wait (HTTP, sleep, other stores); its results are
  * checked and converted, its errors attributed to the adapter and method,
  * and a call that does not return within adapter_timeout fails with
- * `timeout`. Optional methods the table lacks are emulated by the generic
- * store layer (store_fallback.c). Script adapters are hot-reloaded: calls
- * that start after a reload use the new instance. */
+ * `timeout`. Closing the store stops the calls still pending and answers
+ * each `unavailable`. Optional methods the table lacks are emulated by the
+ * generic store layer (store_fallback.c). Script adapters are hot-reloaded:
+ * calls that start after a reload use the new instance. */
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +30,9 @@ typedef struct lua_store {
   int handle_ref;  /* the reload handle, when loaded from a script */
   char *name;
   uint64_t timeout_ms;
+  struct lcall *calls; /* the pending ones */
   int pending;
-  int closing;
+  int closing; /* 1 from close on; 2 while close answers the calls */
 } lua_store_t;
 
 typedef struct handle {
@@ -43,6 +45,8 @@ typedef struct lcall {
   chr_task_t *task;
   uv_timer_t *timer;
   const char *method;
+  int cancelled; /* killed by close: answered `unavailable` */
+  struct lcall *prev, *next;
 } lcall_t;
 
 static void free_store(lua_store_t *ls) {
@@ -247,9 +251,12 @@ static void call_end(lcall_t *c) {
   chr_store_req_t *req = c->req;
   wake_after(ls, req);
   if (c->timer) uv_close((uv_handle_t *)c->timer, timer_close_cb);
+  if (c->prev) c->prev->next = c->next;
+  else ls->calls = c->next;
+  if (c->next) c->next->prev = c->prev;
   free(c);
   ls->pending--;
-  if (ls->closing && ls->pending == 0) free_store(ls);
+  if (ls->closing == 1 && ls->pending == 0) free_store(ls);
   req->cb(req);
 }
 
@@ -259,26 +266,20 @@ static void call_done(chr_task_t *t, int status) {
   c->task = NULL;
   if (status == LUA_OK) {
     take_results(c, co);
+  } else if (status == CHR_TASK_KILLED && c->cancelled) {
+    chr_store_req_fail(c->req, CHR_EUNAVAIL, "lua adapter '%s': %s: the store was closed",
+                       c->ls->name, c->method);
   } else if (status == CHR_TASK_KILLED) {
     chr_store_req_fail(c->req, CHR_ETIMEOUT, "lua adapter '%s': %s did not return within %gs",
                        c->ls->name, c->method, (double)c->ls->timeout_ms / 1000);
   } else {
-    int code = CHR_EINVAL;
     const char *msg;
-    if (lua_istable(co, -1)) {
-      lua_getfield(co, -1, "code");
-      if (lua_type(co, -1) == LUA_TSTRING && chr_errcode(lua_tostring(co, -1)))
-        code = chr_errcode(lua_tostring(co, -1));
-      lua_pop(co, 1);
-      lua_getfield(co, -1, "message");
-      msg = lua_tostring(co, -1) ? lua_tostring(co, -1) : luaL_tolstring(co, -2, NULL);
-    } else {
-      msg = luaL_tolstring(co, -1, NULL);
-    }
-    /* Contract errors (duplicate, not_found, ...) keep their own words;
-     * anything else is attributed to the adapter and method. */
-    if (code != CHR_EINVAL || lua_istable(co, -2)) chr_store_req_fail(c->req, code, "%s", msg);
-    else chr_store_req_fail(c->req, code, "lua adapter '%s': %s failed: %s", c->ls->name,
+    int code = chr_lua_errvalue(co, -1, &msg);
+    /* Errors raised as {code, message} (duplicate, not_found, ...) keep
+     * their code and words; anything else is attributed to the adapter
+     * and method. */
+    if (lua_istable(co, -2)) chr_store_req_fail(c->req, code ? code : CHR_EINVAL, "%s", msg);
+    else chr_store_req_fail(c->req, CHR_EINVAL, "lua adapter '%s': %s failed: %s", c->ls->name,
                             c->method, msg);
   }
   chr_task_release(t);
@@ -377,6 +378,7 @@ static int ls_submit(chr_store_t *s, chr_store_req_t *req) {
   lua_store_t *ls = (lua_store_t *)s;
   lua_State *L = ls->L;
   const char *method = chr_store_ops[req->op].name;
+  if (ls->closing) return CHR_EUNAVAIL; /* a sub-request of an emulation */
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->adapter_ref);
   lua_getfield(L, -1, method);
   if (!lua_isfunction(L, -1)) {
@@ -387,6 +389,9 @@ static int ls_submit(chr_store_t *s, chr_store_req_t *req) {
   c->ls = ls;
   c->req = req;
   c->method = method;
+  c->next = ls->calls;
+  if (ls->calls) ls->calls->prev = c;
+  ls->calls = c;
   ls->pending++;
   lua_insert(L, -2); /* stack: fn self */
   int nargs = 1 + push_args(L, req);
@@ -406,6 +411,19 @@ static int ls_submit(chr_store_t *s, chr_store_req_t *req) {
 static void ls_close(chr_store_t *s) {
   lua_store_t *ls = (lua_store_t *)s;
   lua_State *L = ls->L;
+  /* Pending calls are stopped first and answered `unavailable`, each once
+   * (store.h). One that is executing right now (it closed its own store)
+   * ends at its next instruction; the store is freed after its answer. */
+  ls->closing = 2;
+  for (;;) {
+    /* From the head each time: an answer runs its caller's code. */
+    lcall_t *c = ls->calls;
+    while (c && c->cancelled) c = c->next;
+    if (c == NULL) break;
+    c->cancelled = 1;
+    chr_task_kill(c->task, "store closed");
+  }
+  ls->closing = 1;
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->handle_ref);
   if (lua_isuserdata(L, -1)) {
     ((handle_t *)lua_touserdata(L, -1))->ls = NULL;
@@ -426,7 +444,6 @@ static void ls_close(chr_store_t *s) {
   } else {
     lua_pop(L, 2);
   }
-  ls->closing = 1;
   if (ls->pending == 0) free_store(ls);
 }
 
@@ -467,7 +484,7 @@ static int l_from_table(lua_State *L) {
 
 /* swap(handle, new_adapter): calls that start from now on use it. */
 static int l_swap(lua_State *L) {
-  handle_t *h = luaL_checkudata(L, 1, HANDLE_MT);
+  handle_t *h = chr_lua_checkudata(L, 1, HANDLE_MT);
   if (h->ls == NULL) {
     lua_pushboolean(L, 0);
     return 1;
@@ -527,7 +544,7 @@ int chr_file_store_open(const char *url, chr_store_t **out, char *err, size_t er
 
 /* set_watcher(handle, watcher): closed together with the store. */
 static int l_set_watcher(lua_State *L) {
-  luaL_checkudata(L, 1, HANDLE_MT);
+  chr_lua_checkudata(L, 1, HANDLE_MT);
   lua_settop(L, 2);
   lua_setiuservalue(L, 1, 1);
   return 0;

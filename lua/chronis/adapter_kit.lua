@@ -325,10 +325,10 @@ function M.completion_result(item, rec)
   return contract.completion_result(item, rec)
 end
 
---- check_open(store): a closed store (store.closed) raises a plain error,
---- at the caller of the method that called check_open.
+--- check_open(store): a closed store (store.closed) raises `unavailable`,
+--- as a C store does, at the caller of the method that called check_open.
 function M.check_open(store)
-  if store.closed then error("attempt to use a closed store", 3) end
+  if store.closed then error(core.error("unavailable", "the store is closed"), 3) end
 end
 
 -- The checks of each method's arguments (check_call), by method name.
@@ -392,7 +392,7 @@ local CALLS = {
 ---   extend_leases(opts)              -> now, owner, lease_until, ids
 ---   next_due_time()                  -> nothing
 function M.check_call(store, method, ...)
-  if store.closed then error("attempt to use a closed store", 3) end
+  if store.closed then error(core.error("unavailable", "the store is closed"), 3) end
   local check = CALLS[method]
   if check == nil then error(("check_call: no operation '%s'"):format(tostring(method)), 2) end
   return check(...)

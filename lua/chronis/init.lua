@@ -189,10 +189,10 @@ end
 
 function Scheduler:handler(name, fn)
   if type(name) ~= "string" or name == "" then
-    error("handler name must be a non-empty string", 2)
+    fail("invalid", "handler: the name must be a non-empty string, got %s", type(name) == "string" and "''" or type(name))
   end
   if type(fn) ~= "function" and type(fn) ~= "table" then
-    error("handler '" .. name .. "' must be a function", 2)
+    fail("invalid", "handler '%s': the handler must be a function or a table with run, got %s", name, type(fn))
   end
   self._e:handler(name, fn)
   return self
@@ -324,20 +324,24 @@ end
 
 local function set_trigger(b, ttype, args)
   if b._f.trigger_type then
-    error("a trigger is already configured (" .. b._f.trigger_type .. ")", 3)
+    error(core.error("invalid", ("a trigger is already configured (%s)"):format(b._f.trigger_type)), 3)
   end
   b._f.trigger_type, b._f.trigger_args = ttype, args
   return b
 end
 
 function Builder:every(spec)
-  if type(spec) ~= "table" then error("every() takes a table such as {minutes = 5}", 2) end
+  if type(spec) ~= "table" then
+    fail("invalid", "every: the interval must be a table such as {minutes = 5}, got %s", type(spec))
+  end
   return set_trigger(self, "interval", copy(spec))
 end
 
 function Builder:on(spec)
   if type(spec) == "string" then spec = { cron = spec } end
-  if type(spec) ~= "table" then error("on() takes a table of cron fields or a crontab string", 2) end
+  if type(spec) ~= "table" then
+    fail("invalid", "on: the schedule must be a table of cron fields or a crontab string, got %s", type(spec))
+  end
   local args = copy(spec)
   if args.timezone then self._f.timezone, args.timezone = args.timezone, nil end
   return set_trigger(self, "cron", args)
@@ -345,7 +349,8 @@ end
 
 function Builder:once(when)
   if type(when) ~= "string" and math.type(when) ~= "integer" then
-    error("once() takes an ISO-8601 time or integer microseconds", 2)
+    fail("invalid", "once: the time must be an ISO-8601 string or integer microseconds, got %s",
+      math.type(when) or type(when))
   end
   if math.type(when) == "integer" then when = M.time.format(when) end
   return set_trigger(self, "date", { run_date = when })
@@ -391,7 +396,9 @@ function Scheduler:query_jobs(filters, limit, offset) return self._store:query_j
 function Scheduler:count_jobs(filters) return self._store:count_jobs(filters) end
 
 local function must_get(self, id, level)
-  if type(id) ~= "string" then error("job id must be a string", level + 1) end
+  if type(id) ~= "string" then
+    error(core.error("invalid", ("job_id must be a string, got %s"):format(type(id))), level + 1)
+  end
   local job = self._store:get_job(id)
   if not job then error(core.error("not_found", ("job '%s' not found"):format(id)), level + 1) end
   return job

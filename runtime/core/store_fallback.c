@@ -24,13 +24,18 @@ struct emu {
   chr_job_t *expected, *updates;
   chr_filter_t filter;
   chr_lock_req_t lreq;
+  char *lock_key; /* "chronis:claim:<id>" while its lock is asked or held
+                     (not lreq.priv, which the lock adapter owns) */
   int locked;
 };
 
 static void emu_finish(emu_t *e) {
   chr_store_req_t *req = e->req;
-  for (size_t i = e->i; i < e->ncands; i++) chr_job_free(e->cands[i]);
+  /* Every candidate: the ones examined were kept for their job_id, which
+   * the sub-request borrowed (recover moves its own out and leaves NULL). */
+  for (size_t i = 0; i < e->ncands; i++) chr_job_free(e->cands[i]);
   free(e->cands);
+  free(e->lock_key);
   chr_job_free(e->expected);
   chr_job_free(e->updates);
   chr_filter_free(&e->filter);
@@ -131,6 +136,8 @@ static void claim_next(emu_t *e);
 static void claim_unlocked(chr_lock_req_t *l) {
   emu_t *e = l->data;
   chr_lock_req_reset(l);
+  free(e->lock_key);
+  e->lock_key = NULL;
   claim_next(e);
 }
 
@@ -142,11 +149,15 @@ static void claim_release(emu_t *e) {
   }
   e->locked = 0;
   chr_lock_req_init(&e->lreq, CHR_LOCK_RELEASE);
-  e->lreq.key = e->lreq.priv; /* kept from the acquire */
+  e->lreq.key = e->lock_key; /* kept from the acquire */
   e->lreq.owner = e->req->owner;
   e->lreq.cb = claim_unlocked;
   e->lreq.data = e;
-  if (chr_lock_submit(e->req->lock, &e->lreq) != 0) claim_next(e);
+  if (chr_lock_submit(e->req->lock, &e->lreq) != 0) {
+    free(e->lock_key);
+    e->lock_key = NULL;
+    claim_next(e);
+  }
 }
 
 static void claim_cas_done(emu_t *e) {
@@ -154,8 +165,6 @@ static void claim_cas_done(emu_t *e) {
     chr_store_req_push_job(e->req, e->sub.jobs[0]);
     e->sub.njobs = 0;
   }
-  free(e->lreq.priv);
-  e->lreq.priv = NULL;
   claim_release(e);
 }
 
@@ -182,8 +191,8 @@ static void claim_locked(chr_lock_req_t *l) {
   int ok = l->status == 0 && l->ok;
   chr_lock_req_reset(l);
   if (!ok) { /* another node is claiming this one */
-    free(e->lreq.priv);
-    e->lreq.priv = NULL;
+    free(e->lock_key);
+    e->lock_key = NULL;
     claim_next(e);
     return;
   }
@@ -202,15 +211,15 @@ static void claim_next(emu_t *e) {
     return;
   }
   chr_lock_req_init(&e->lreq, CHR_LOCK_ACQUIRE);
-  e->lreq.priv = chr_sprintf("chronis:claim:%s", j->job_id);
-  e->lreq.key = e->lreq.priv;
+  e->lock_key = chr_sprintf("chronis:claim:%s", j->job_id);
+  e->lreq.key = e->lock_key;
   e->lreq.owner = e->req->owner;
   e->lreq.ttl_us = 30 * CHR_USEC;
   e->lreq.cb = claim_locked;
   e->lreq.data = e;
   if (chr_lock_submit(e->req->lock, &e->lreq) != 0) {
-    free(e->lreq.priv);
-    e->lreq.priv = NULL;
+    free(e->lock_key);
+    e->lock_key = NULL;
     claim_cas(e);
   }
 }

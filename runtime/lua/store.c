@@ -130,8 +130,8 @@ static store_op_t *op_new(chr_store_op_t kind) {
 }
 
 static lstore_t *check_lstore(lua_State *L, int idx) {
-  lstore_t *s = luaL_checkudata(L, idx, STORE_MT);
-  if (s->store == NULL) luaL_error(L, "attempt to use a closed store");
+  lstore_t *s = chr_lua_checkudata(L, idx, STORE_MT);
+  if (s->store == NULL) chr_lua_error(L, CHR_EUNAVAIL, "the store is closed");
   return s;
 }
 
@@ -226,7 +226,7 @@ static int op_finish(lua_State *L, chr_waiter_t *w) {
 
 static chr_job_t *check_job(lua_State *L, int idx, int partial, const char *what) {
   char err[300];
-  luaL_checktype(L, idx, LUA_TTABLE);
+  chr_lua_checktype(L, idx, LUA_TTABLE);
   chr_job_t *j = chr_job_new();
   if (chr_job_from_lua(L, idx, j, partial, err, sizeof err) != 0) {
     chr_job_free(j);
@@ -248,7 +248,7 @@ static void check_string(lua_State *L, int idx, const char *what, const char *fi
 
 static char *check_id(lua_State *L, int idx, const char *what) {
   size_t n;
-  const char *s = luaL_checklstring(L, idx, &n);
+  const char *s = chr_lua_checklstring(L, idx, &n);
   check_string(L, idx, what, "job_id");
   return chr_strndup(s, n);
 }
@@ -322,8 +322,8 @@ static int l_update_job(lua_State *L) {
 static int l_cas(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   free(check_id(L, 2, "compare_and_swap_job"));
-  luaL_checktype(L, 3, LUA_TTABLE);
-  luaL_checktype(L, 4, LUA_TTABLE);
+  chr_lua_checktype(L, 3, LUA_TTABLE);
+  chr_lua_checktype(L, 4, LUA_TTABLE);
   chr_job_t *e = check_job(L, 3, 1, "compare_and_swap_job expected");
   char err[300];
   chr_job_t *u = chr_job_new();
@@ -387,23 +387,18 @@ static void check_filter_values(lua_State *L, int idx) {
   "status, trigger_type, next_run_time_lte/gte, updated_at_lte/gte, metadata.<key>, "   \
   "job_id_in"
 
-/* stack: unchanged; raises on a bad filter (f is left clean to free). */
-void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
-  chr_filter_init(f);
-  if (lua_isnoneornil(L, idx)) return;
-  idx = lua_absindex(L, idx);
-  if (!lua_istable(L, idx)) chr_lua_error(L, CHR_EINVAL, "filters must be a table, got %s",
-                                          luaL_typename(L, idx));
-  check_filter_values(L, idx);
+/* Reads the filter table (argument 2) into f (argument 1, a light
+ * userdata); raises on a bad key, leaving in f what it had converted. */
+static int parse_filter(lua_State *L) {
+  chr_filter_t *f = lua_touserdata(L, 1);
+  int idx = 2;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    if (lua_type(L, -2) != LUA_TSTRING) {
-      chr_filter_free(f);
-      if (lua_type(L, -2) == LUA_TNUMBER) /* a list where a table of keys belongs */
-        chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': unknown key (expected %s)",
-                      lua_tostring(L, -2), FILTER_KEYS);
+    if (lua_type(L, -2) == LUA_TNUMBER) /* a list where a table of keys belongs */
+      chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': unknown key (expected %s)",
+                    lua_tostring(L, -2), FILTER_KEYS);
+    if (lua_type(L, -2) != LUA_TSTRING)
       chr_lua_error(L, CHR_EINVAL, "invalid filter key of type %s", luaL_typename(L, -2));
-    }
     const char *k = lua_tostring(L, -2);
     int v = lua_gettop(L);
     if (strcmp(k, "status") == 0) {
@@ -425,19 +420,15 @@ void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
       } else {
         bad = 1;
       }
-      if (bad) {
-        chr_filter_free(f);
+      if (bad)
         chr_lua_error(L, CHR_EINVAL, "invalid filter 'status': expected pending, scheduled, "
                                      "running, paused or failed");
-      }
     } else if (strcmp(k, "trigger_type") == 0) {
       const char *s = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : "";
       f->trigger_type = chr_enum_parse(chr_trigger_type_names, CHR_TT__COUNT, s);
-      if (!f->trigger_type) {
-        chr_filter_free(f);
+      if (!f->trigger_type)
         chr_lua_error(L, CHR_EINVAL, "invalid filter 'trigger_type': expected interval, cron "
                                      "or date");
-      }
     } else if (strcmp(k, "next_run_time_lte") == 0) {
       f->nrt_lte = filter_time(L, v, k);
     } else if (strcmp(k, "next_run_time_gte") == 0) {
@@ -455,7 +446,6 @@ void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
       chr_buf_init(&b);
       if (chr_json_encode(L, v, &b, err, sizeof err) != 0) {
         chr_buf_free(&b);
-        chr_filter_free(f);
         chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': %s", k, err);
       }
       f->meta = chr_realloc(f->meta, (f->nmeta + 1) * sizeof *f->meta);
@@ -463,11 +453,30 @@ void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
       f->meta[f->nmeta].value = chr_buf_steal(&b);
       f->nmeta++;
     } else {
-      chr_filter_free(f);
       chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': unknown key (expected %s)", k,
                     FILTER_KEYS);
     }
     lua_settop(L, v - 1);
+  }
+  return 0;
+}
+
+/* stack: unchanged; raises on a bad filter, with f freed. The keys are
+ * read in a protected call: whichever key raises, the ones read before it
+ * may hold allocations. */
+void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
+  chr_filter_init(f);
+  if (lua_isnoneornil(L, idx)) return;
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx)) chr_lua_error(L, CHR_EINVAL, "filters must be a table, got %s",
+                                          luaL_typename(L, idx));
+  check_filter_values(L, idx);
+  lua_pushcfunction(L, parse_filter);
+  lua_pushlightuserdata(L, f);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    chr_filter_free(f);
+    lua_error(L);
   }
 }
 
@@ -535,7 +544,7 @@ static char *field_string(lua_State *L, int t, const char *k, int required, cons
 
 static int l_claim_due_jobs(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
+  chr_lua_checktype(L, 2, LUA_TTABLE);
   int64_t now = field_time(L, 2, "now", chr_time_now());
   double limit = field_number(L, 2, "limit", 100);
   double lease = field_number(L, 2, "lease_seconds", 30);
@@ -550,7 +559,7 @@ static int l_claim_due_jobs(lua_State *L) {
 
 static int l_complete_jobs(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
+  chr_lua_checktype(L, 2, LUA_TTABLE);
   size_t n = lua_rawlen(L, 2);
   store_op_t *op = op_new(CHR_OP_COMPLETE);
   op->items = chr_calloc(n ? n : 1, sizeof *op->items);
@@ -611,7 +620,7 @@ static int l_recover(lua_State *L) {
 
 static int l_extend(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
+  chr_lua_checktype(L, 2, LUA_TTABLE);
   int64_t now = field_time(L, 2, "now", chr_time_now());
   double lease = field_number(L, 2, "lease_seconds", 30);
   lua_getfield(L, 2, "owner"); /* checked first: the checks of ids raise */
@@ -637,7 +646,7 @@ static int l_next_due(lua_State *L) {
 }
 
 static int l_close(lua_State *L) {
-  lstore_t *s = luaL_checkudata(L, 1, STORE_MT);
+  lstore_t *s = chr_lua_checkudata(L, 1, STORE_MT);
   if (s->store) {
     chr_store_close(s->store);
     s->store = NULL;
@@ -646,7 +655,7 @@ static int l_close(lua_State *L) {
 }
 
 static int l_tostring(lua_State *L) {
-  lstore_t *s = luaL_checkudata(L, 1, STORE_MT);
+  lstore_t *s = chr_lua_checkudata(L, 1, STORE_MT);
   if (s->store) lua_pushfstring(L, "chronis.store(%s)", s->store->vt->kind);
   else lua_pushliteral(L, "chronis.store(closed)");
   return 1;
@@ -694,7 +703,7 @@ static int l_memory(lua_State *L) {
 }
 
 static int l_open(lua_State *L) {
-  const char *url = luaL_checkstring(L, 1);
+  const char *url = chr_lua_checkstring(L, 1);
   char err[300];
   chr_store_t *s;
   int rc = chr_store_open(url, &s, err, sizeof err);
@@ -706,7 +715,7 @@ static int l_open(lua_State *L) {
 /* kind(url_or_path [, opts]): "kind:" + the argument (unless it already
  * has the scheme) + "?k=v&..." from opts, then open(). */
 static int open_kind(lua_State *L, const char *scheme) {
-  const char *arg = luaL_optstring(L, 1, "");
+  const char *arg = chr_lua_optstring(L, 1, "");
   size_t n = strlen(scheme);
   chr_buf_t b;
   chr_buf_init(&b);
@@ -756,7 +765,7 @@ static int l_redis(lua_State *L) {
  * check_job(job, where): raises "<where>: invalid field '...': ..." for a
  * value no store may keep (chr_job_check_fields). */
 static int l_check_job(lua_State *L) {
-  const char *where = luaL_checkstring(L, 2);
+  const char *where = chr_lua_checkstring(L, 2);
   char err[300];
   if (chr_job_check_fields(L, 1, err, sizeof err) != 0)
     return chr_lua_error(L, CHR_EINVAL, "%s: %s", where, err);
@@ -766,9 +775,9 @@ static int l_check_job(lua_State *L) {
 /* check_id(id, where [, field]): raises for an id (or the string the
  * field names) with a NUL byte or invalid UTF-8. */
 static int l_check_id(lua_State *L) {
-  const char *where = luaL_checkstring(L, 2);
-  const char *field = luaL_optstring(L, 3, "job_id");
-  luaL_checktype(L, 1, LUA_TSTRING);
+  const char *where = chr_lua_checkstring(L, 2);
+  const char *field = chr_lua_optstring(L, 3, "job_id");
+  chr_lua_checktype(L, 1, LUA_TSTRING);
   check_string(L, 1, where, field);
   return 0;
 }

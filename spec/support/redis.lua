@@ -51,8 +51,18 @@ function Server:pid()
   return pid
 end
 
+-- A killed server may linger as a zombie when nothing reaps it (a
+-- container whose first process is not an init): kill -0 still succeeds
+-- then, so its state is read from /proc when there is one.
 local function alive(pid)
-  return pid and os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+  if not pid then return false end
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if f then
+    local state = f:read("a"):match("^%d+ %b() (%a)")
+    f:close()
+    return state ~= nil and state ~= "Z" and state ~= "X"
+  end
+  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
 end
 
 -- Starts redis-server on self.port with self.dir; true once it answers.
