@@ -71,15 +71,16 @@ require("support.lock_contract")("lua lock", function()
   return chronis.lock.lua(a, { name = "delegating" })
 end)
 
-describe("a Lua lock", function()
-  local function delegating_lock()
-    local inner = chronis.lock.memory()
-    local a = {}
-    for _, m in ipairs({ "acquire", "release", "extend", "reset" }) do
-      a[m] = function(self, ...) return inner[m](inner, ...) end
-    end
-    return a, inner
+local function delegating_lock()
+  local inner = chronis.lock.memory()
+  local a = {}
+  for _, m in ipairs({ "acquire", "release", "extend", "reset" }) do
+    a[m] = function(self, ...) return inner[m](inner, ...) end
   end
+  return a, inner
+end
+
+describe("a Lua lock", function()
 
   it("keeps the code and words of an error raised as {code, message}, as a store does", function()
     local a = delegating_lock()
@@ -274,6 +275,29 @@ describe("a misbehaving Lua adapter", function()
       assert.are.equal("lua adapter 'slow': get_job: the store was closed", r[2].message)
     end
     assert.are.equal(0, finished, "the calls ran on after close")
+  end)
+
+  it("counts the timeout from the call, even after a long time without the loop running", function()
+    local a = delegating(true)
+    a.get_job = function() chronis.sleep(3600) end
+    local s = chronis.storage.lua(a, { name = "stuck", adapter_timeout = 0.3 })
+    local la = delegating_lock()
+    la.acquire = function() chronis.sleep(3600) end
+    local l = chronis.lock.lua(la, { name = "stuck", adapter_timeout = 0.3 })
+    for _, call in ipairs({ function() return s:get_job("x") end,
+                            function() return l:acquire("k", 10, { owner = "o" }) end }) do
+      -- Busy for 0.5 s: the loop's idea of the time is that old when the
+      -- call starts.
+      local busy = chronis.time.now() + 500000
+      while chronis.time.now() < busy do end
+      local t0 = chronis.time.now()
+      local ok, err = pcall(call)
+      assert.is_false(ok)
+      assert.are.equal("timeout", err.code)
+      assert.is_true(chronis.time.now() - t0 >= 300000, "timed out before its 0.3 s")
+    end
+    s:close()
+    l:close()
   end)
 
   it("does not stop the scheduler, which retries on the next tick", function()

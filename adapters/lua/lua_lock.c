@@ -156,6 +156,9 @@ static int ll_submit(chr_lock_t *l, chr_lock_req_t *req) {
     c->timer = chr_malloc(sizeof *c->timer);
     uv_timer_init(chr_loop(), c->timer);
     c->timer->data = c;
+    /* From now, not from the loop's cached time, which is old when the
+     * caller ran a while without returning to the loop. */
+    uv_update_time(chr_loop());
     uv_timer_start(c->timer, timeout_cb, ms, 0);
   }
   chr_task_start(t, nargs);

@@ -402,6 +402,9 @@ static int ls_submit(chr_store_t *s, chr_store_req_t *req) {
     c->timer = chr_malloc(sizeof *c->timer);
     uv_timer_init(chr_loop(), c->timer);
     c->timer->data = c;
+    /* From now, not from the loop's cached time, which is old when the
+     * caller ran a while without returning to the loop. */
+    uv_update_time(chr_loop());
     uv_timer_start(c->timer, timeout_cb, ls->timeout_ms, 0);
   }
   chr_task_start(t, nargs);
