@@ -949,8 +949,12 @@ static void wake_cb(void *data, int64_t when) {
   /* Kept as a hint too where the store cannot say its next due time: a
    * timer that fires a little early then re-arms for it, not for a poll. */
   if (!(s->store->caps & (CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_NEXT_DUE))) hint_push(s, when);
-  if (s->armed_at != CHR_TIME_NONE && when >= s->armed_at) return;
-  schedule_tick(s, when - chr_sched_now(s));
+  /* `when` is on the scheduler's clock (which a test may set), armed_at
+   * on the wall clock: compare delays, or a hint could push the timer
+   * back past a sooner tick. */
+  int64_t delay = when - chr_sched_now(s);
+  if (s->armed_at != CHR_TIME_NONE && chr_time_now() + delay >= s->armed_at) return;
+  schedule_tick(s, delay);
 }
 
 static void extend_cb(chr_store_req_t *req) {
