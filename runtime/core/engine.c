@@ -884,6 +884,16 @@ static void schedule_tick(chr_sched_t *s, int64_t delay_us) {
   uv_timer_start(s->poll_timer, poll_cb, ms, 0);
 }
 
+/* Arms the poll timer delay_us from now unless a sooner tick is armed
+ * already. An answer or hint may predate what armed that tick (a job
+ * created meanwhile): it may bring the tick forward, never push it back. */
+static void tick_within(chr_sched_t *s, int64_t delay_us) {
+  if (s->armed_at != CHR_TIME_NONE && uv_is_active((uv_handle_t *)s->poll_timer) &&
+      s->armed_at <= chr_time_now() + delay_us)
+    return;
+  schedule_tick(s, delay_us);
+}
+
 static void due_cb(chr_store_req_t *req) {
   sreq_t *q = req->data;
   chr_sched_t *s = q->s;
@@ -909,7 +919,7 @@ static void due_cb(chr_store_req_t *req) {
     delay = d < poll ? d : poll;
   }
   sreq_free(q);
-  if (s->state == CHR_SCHED_RUNNING && !s->claim_busy) schedule_tick(s, delay);
+  if (s->state == CHR_SCHED_RUNNING && !s->claim_busy) tick_within(s, delay);
 }
 
 /* Arms the poll timer: the poll interval, or sooner for local stores when
@@ -923,19 +933,12 @@ static void arm_timer(chr_sched_t *s) {
     int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
     int64_t now = chr_sched_now(s), next = hint_next(s, now);
     if (next != CHR_TIME_NONE && next - now < poll) poll = next - now;
-    /* Keep a sooner wake-up a store hint already armed. */
-    if (s->armed_at != CHR_TIME_NONE && s->armed_at <= chr_time_now() + poll &&
-        uv_is_active((uv_handle_t *)s->poll_timer))
-      return;
-    schedule_tick(s, poll);
+    tick_within(s, poll);
     return;
   }
   /* The poll interval first: a store that is slow to answer (or down)
    * must not leave the engine without a timer. */
-  int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
-  if (s->armed_at == CHR_TIME_NONE || s->armed_at > chr_time_now() + poll ||
-      !uv_is_active((uv_handle_t *)s->poll_timer))
-    schedule_tick(s, poll);
+  tick_within(s, (int64_t)(s->opts.polling_interval * 1e6));
   if (s->due_busy) return;
   sreq_t *q = sreq_new(s, CHR_OP_NEXT_DUE, due_cb);
   s->due_busy = 1;
@@ -950,11 +953,8 @@ static void wake_cb(void *data, int64_t when) {
    * timer that fires a little early then re-arms for it, not for a poll. */
   if (!(s->store->caps & (CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_NEXT_DUE))) hint_push(s, when);
   /* `when` is on the scheduler's clock (which a test may set), armed_at
-   * on the wall clock: compare delays, or a hint could push the timer
-   * back past a sooner tick. */
-  int64_t delay = when - chr_sched_now(s);
-  if (s->armed_at != CHR_TIME_NONE && chr_time_now() + delay >= s->armed_at) return;
-  schedule_tick(s, delay);
+   * on the wall clock: tick_within compares delays. */
+  tick_within(s, when - chr_sched_now(s));
 }
 
 static void extend_cb(chr_store_req_t *req) {
