@@ -79,6 +79,7 @@ struct chr_sched {
   unsigned claim_busy : 1, flush_busy : 1, due_busy : 1, recover_busy : 1, extend_busy : 1,
       dispatching : 1, starved : 1, closed : 1, grace_over : 1, reclaim : 1;
   int64_t last_recover;
+  int64_t claimed_at; /* the time the last answered claim looked at */
   int refs; /* the owner's, pending requests, timers and runs */
   /* Next run times this node wrote (a min-heap): for stores that cannot
    * say when the next job is due, the timer is armed at the earliest. */
@@ -617,6 +618,7 @@ static void claim_cb(chr_store_req_t *req) {
   }
   op_ok(s, CHR_SOP_CLAIM);
   s->claim_after = 0;
+  s->claimed_at = req->now;
   int full = req->limit > 0 && (int64_t)req->njobs >= req->limit;
   s->empty_claims = req->njobs == 0 ? s->empty_claims + 1 : 0;
   int64_t now = req->now;
@@ -856,9 +858,12 @@ static void hint_pop(chr_sched_t *s) {
   if (n) s->hints[i] = last;
 }
 
-/* The earliest hinted time still ahead of now, dropping the past ones. */
-static int64_t hint_next(chr_sched_t *s, int64_t now) {
-  while (s->nhints && s->hints[0] <= now) hint_pop(s);
+/* The earliest hint a claim has not covered yet, dropping the others. A
+ * hint is covered once a claim looked at a time at or after it: one that
+ * fell due while a claim was in flight (or a timer fired a little early)
+ * stays, and the next tick comes at once. */
+static int64_t hint_next(chr_sched_t *s) {
+  while (s->nhints && s->claimed_at != CHR_TIME_NONE && s->hints[0] <= s->claimed_at) hint_pop(s);
   return s->nhints ? s->hints[0] : CHR_TIME_NONE;
 }
 
@@ -899,7 +904,7 @@ static void due_cb(chr_store_req_t *req) {
   chr_sched_t *s = q->s;
   s->due_busy = 0;
   int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
-  int64_t delay = poll, now = chr_sched_now(s), hint = hint_next(s, now);
+  int64_t delay = poll, now = chr_sched_now(s), hint = hint_next(s);
   if (req->status != 0) {
     op_failed(s, CHR_SOP_NEXT_DUE, req);
   } else {
@@ -931,7 +936,7 @@ static void arm_timer(chr_sched_t *s) {
    * rely on the hints of this node's own completions. */
   if (!(s->store->caps & (CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_NEXT_DUE))) {
     int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
-    int64_t now = chr_sched_now(s), next = hint_next(s, now);
+    int64_t now = chr_sched_now(s), next = hint_next(s);
     if (next != CHR_TIME_NONE && next - now < poll) poll = next - now;
     tick_within(s, poll);
     return;
@@ -1015,7 +1020,7 @@ chr_sched_t *chr_sched_new(chr_store_t *store, chr_lock_t *lock, const chr_sched
   s->opts = *opts;
   s->hooks = hooks;
   s->host = host;
-  s->armed_at = s->last_recover = CHR_TIME_NONE;
+  s->armed_at = s->last_recover = s->claimed_at = CHR_TIME_NONE;
   make_node_id(s->node_id, sizeof s->node_id);
   s->refs = 1; /* the owner's, dropped by chr_sched_close */
   s->watch.cb = wake_cb;
