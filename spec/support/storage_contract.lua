@@ -118,6 +118,13 @@ return function(name, factory, opts)
       return ids_of(store:query_jobs(filters, limit, offset))
     end
 
+    -- A job as claim_due_jobs leaves it (complete_jobs, extend_leases).
+    local function running(id, owner, fields)
+      local f = { status = "running", claimed_by = owner, lease_until = at(30), next_run_time = at(-1) }
+      for k, v in pairs(fields or {}) do f[k] = v end
+      return create(id, f)
+    end
+
     -- An optional operation: its tests when the adapter has it, else one
     -- test that it is really absent.
     -- The tests of one operation of the contract.
@@ -946,13 +953,6 @@ return function(name, factory, opts)
     end)
 
     optional("complete_jobs", function()
-      -- A job as claim_due_jobs leaves it.
-      local function running(id, owner, fields)
-        local f = { status = "running", claimed_by = owner, lease_until = at(30), next_run_time = at(-1) }
-        for k, v in pairs(fields or {}) do f[k] = v end
-        return create(id, f)
-      end
-
       local function reschedule(id, owner)
         return { job_id = id, owner = owner, updates = { status = "scheduled", next_run_time = at(3600),
           claimed_by = null, lease_until = null, last_run_time = T0 } }
@@ -1126,13 +1126,6 @@ return function(name, factory, opts)
     end)
 
     optional("extend_leases", function()
-      -- A job as claim_due_jobs leaves it.
-      local function running(id, owner, fields)
-        local f = { status = "running", claimed_by = owner, lease_until = at(30), next_run_time = at(-1) }
-        for k, v in pairs(fields or {}) do f[k] = v end
-        return create(id, f)
-      end
-
       local function extend(owner, ids, now, lease)
         return store:extend_leases({ owner = owner, ids = ids, now = now or T0, lease_seconds = lease or 60 })
       end
