@@ -14,7 +14,7 @@
 local chronis = require "chronis"
 local U = require "support.util"
 
-local describe, it, before_each, after_each, assert = U.busted()
+local describe, it, before_each, _, assert = U.busted()
 
 local function now_s()
   local t = chronis.time.now()
@@ -31,19 +31,14 @@ return function(name, factory, opts)
   describe(name .. " lock contract", function()
     local lock, K, K2
 
+    -- The loop is clean after each test: closed adapters' handles are
+    -- closing, not active.
+    U.fresh_each("lock", factory, opts.teardown, function(l) lock = l end)
+
     before_each(function()
-      lock = factory()
-      assert(lock, "factory() returned no lock")
       serial = serial + 1
       K = ("chronis-test:%s:%d:k"):format(run_id, serial)
       K2 = K .. "2"
-    end)
-
-    after_each(function()
-      local l = lock
-      lock = nil
-      -- The loop is clean: closed adapters' handles are closing, not active.
-      U.close_and_check(l, opts.teardown)
     end)
 
     local function acquire(key, ttl, owner, extra)

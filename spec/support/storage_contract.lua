@@ -23,7 +23,7 @@ local chronis = require "chronis"
 local J = require "support.jobs"
 local U = require "support.util"
 
-local describe, it, before_each, after_each, assert = U.busted()
+local describe, it, _, _, assert = U.busted()
 
 local null = chronis.json.null
 local parse, format = chronis.time.parse, chronis.time.format
@@ -99,18 +99,9 @@ return function(name, factory, opts)
   describe(name .. " storage contract", function()
     local store
 
-    before_each(function()
-      store = factory()
-      assert(store, "factory() returned no store")
-    end)
-
-    after_each(function()
-      local s = store
-      store = nil
-      -- docs/design.md: the loop has no stray handles and no task is left
-      -- alive (closed adapters' handles are closing, not active).
-      U.close_and_check(s, opts.teardown)
-    end)
+    -- docs/design.md: after each test the loop has no stray handles and no
+    -- task is left alive (closed adapters' handles are closing, not active).
+    U.fresh_each("store", factory, opts.teardown, function(s) store = s end)
 
     local function create(id, fields) return store:create_job(job(id, fields)) end
 

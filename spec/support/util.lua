@@ -169,6 +169,25 @@ function U.assert_fields(expected, actual)
   end
 end
 
+-- A contract suite's fixture: before each test, set(factory()) (what:
+-- "store", "lock", for the message when the factory gives nothing); after
+-- it, set(nil), then close_and_check on what the factory gave.
+function U.fresh_each(what, factory, teardown, set)
+  local _, _, before_each, after_each = U.busted()
+  local current
+  before_each(function()
+    current = factory()
+    assert(current, "factory() returned no " .. what)
+    set(current)
+  end)
+  after_each(function()
+    local x = current
+    current = nil
+    set(nil)
+    U.close_and_check(x, teardown)
+  end)
+end
+
 -- The end of a contract test: closes what factory() gave (when given), runs
 -- the spec's teardown on it, and checks that the loop is clean.
 function U.close_and_check(x, teardown)
