@@ -111,22 +111,36 @@ static int require_chronis(lua_State *L) {
   return 0;
 }
 
-static int check_script(lua_State *L, const char *path, const char *as) {
-  if (require_chronis(L) != 0) return 1;
+/* Calls chronis.scripts[fn](a, b) (b may be NULL: nil), printing what
+ * fails. Returns 0 with the module and nresults results pushed, or 1. */
+static int call_scripts(lua_State *L, const char *fn, const char *a, const char *b,
+                        int nresults) {
   lua_getglobal(L, "require");
   lua_pushliteral(L, "chronis.scripts");
-  if (pcall_tb(L, 1, 1) != LUA_OK) {
-    fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
-    return 1;
+  if (pcall_tb(L, 1, 1) == LUA_OK) {
+    lua_getfield(L, -1, fn);
+    lua_pushstring(L, a);
+    if (b) lua_pushstring(L, b);
+    else lua_pushnil(L);
+    if (pcall_tb(L, 2, nresults) == LUA_OK) return 0;
   }
-  lua_getfield(L, -1, "check");
-  lua_pushstring(L, path);
-  if (as) lua_pushstring(L, as);
-  else lua_pushnil(L);
-  if (pcall_tb(L, 2, 2) != LUA_OK) {
-    fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
-    return 1;
-  }
+  fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
+  return 1;
+}
+
+/* Calls chronis[fn](), printing its error after `what`. Returns 0, or 1
+ * when it failed. */
+static int call_chronis(lua_State *L, int chronis, const char *fn, const char *what) {
+  lua_getfield(L, chronis, fn);
+  if (pcall_tb(L, 0, 0) == LUA_OK) return 0;
+  fprintf(stderr, "chronis: %s%s\n", what, lua_tostring(L, -1));
+  lua_pop(L, 1);
+  return 1;
+}
+
+static int check_script(lua_State *L, const char *path, const char *as) {
+  if (require_chronis(L) != 0) return 1;
+  if (call_scripts(L, "check", path, as, 2) != 0) return 1;
   int ok = lua_toboolean(L, -2);
   for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
     lua_rawgeti(L, -1, i);
@@ -171,43 +185,15 @@ static int run_app(lua_State *L, const char *app, const char *storage, const cha
   chr_log(CHR_LOG_INFO, NULL, "chronis %s running %s; default storage %s%s", CHR_VERSION, app,
           storage, storage_is_default ? " (embedded default; --storage URL or CHRONIS_STORAGE "
                                         "to change)" : "");
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "chronis.scripts");
-  if (pcall_tb(L, 1, 1) != LUA_OK) {
-    fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
-    return 1;
-  }
-  lua_getfield(L, -1, "host_setup");
-  lua_pushstring(L, app);
-  if (scripts) lua_pushstring(L, scripts);
-  else lua_pushnil(L);
-  if (pcall_tb(L, 2, 0) != LUA_OK) {
-    fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
-    return 1;
-  }
+  if (call_scripts(L, "host_setup", app, scripts, 0) != 0) return 1;
   lua_pop(L, 1);
   if (luaL_loadfilex(L, app, "t") != LUA_OK || pcall_tb(L, 0, 0) != LUA_OK) {
     fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
     return 1;
   }
-  int rc = 0;
-  lua_getfield(L, chronis, "run");
-  if (pcall_tb(L, 0, 0) != LUA_OK) {
-    fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
-    lua_pop(L, 1);
-    rc = 1;
-  }
-  lua_getfield(L, chronis, "shutdown");
-  if (pcall_tb(L, 0, 0) != LUA_OK) {
-    fprintf(stderr, "chronis: shutdown: %s\n", lua_tostring(L, -1));
-    lua_pop(L, 1);
-    rc = 1;
-  }
-  lua_getfield(L, chronis, "close_all");
-  if (pcall_tb(L, 0, 0) != LUA_OK) {
-    fprintf(stderr, "chronis: close: %s\n", lua_tostring(L, -1));
-    lua_pop(L, 1);
-  }
+  int rc = call_chronis(L, chronis, "run", "");
+  if (call_chronis(L, chronis, "shutdown", "shutdown: ") != 0) rc = 1;
+  call_chronis(L, chronis, "close_all", "close: ");
   uv_close((uv_handle_t *)&sigint, NULL);
   uv_close((uv_handle_t *)&sigterm, NULL);
   /* Let every closing handle finish, so schedulers free themselves and

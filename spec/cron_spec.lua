@@ -154,30 +154,25 @@ describe("chronis.cron field expressions", function()
 end)
 
 describe("chronis.cron defaults of unspecified fields", function()
-  it("{hour = 9} fires at 09:00:00 every day", function()
-    assert.are.same({"2025-01-16T09:00:00Z", "2025-01-17T09:00:00Z"},
-      series({hour = 9}, "2025-01-15T09:00:00Z", 2))
-  end)
-
-  it("{minute = 30} fires every hour at :30:00", function()
-    assert.are.same({"2025-01-15T10:30:00Z", "2025-01-15T11:30:00Z"},
-      series({minute = 30}, "2025-01-15T10:00:00Z", 2))
-  end)
-
-  it("{day = 1} fires at midnight of day 1 of every month", function()
-    assert.are.same({"2025-02-01T00:00:00Z", "2025-03-01T00:00:00Z"},
-      series({day = 1}, "2025-01-15T10:00:00Z", 2))
-  end)
-
-  it("{second = 30} fires every minute at :30", function()
-    assert.are.same({"2025-01-15T10:00:30Z", "2025-01-15T10:01:30Z"},
-      series({second = 30}, "2025-01-15T10:00:00Z", 2))
-  end)
-
-  it("{month = 6} fires at midnight of June 1", function()
-    assert.are.same({"2025-06-01T00:00:00Z", "2026-06-01T00:00:00Z"},
-      series({month = 6}, "2025-01-15T10:00:00Z", 2))
-  end)
+  -- The fields given, what they do, from when, and the next two times.
+  for _, case in ipairs({
+    { {hour = 9}, "fires at 09:00:00 every day", "2025-01-15T09:00:00Z",
+      {"2025-01-16T09:00:00Z", "2025-01-17T09:00:00Z"} },
+    { {minute = 30}, "fires every hour at :30:00", "2025-01-15T10:00:00Z",
+      {"2025-01-15T10:30:00Z", "2025-01-15T11:30:00Z"} },
+    { {day = 1}, "fires at midnight of day 1 of every month", "2025-01-15T10:00:00Z",
+      {"2025-02-01T00:00:00Z", "2025-03-01T00:00:00Z"} },
+    { {second = 30}, "fires every minute at :30", "2025-01-15T10:00:00Z",
+      {"2025-01-15T10:00:30Z", "2025-01-15T10:01:30Z"} },
+    { {month = 6}, "fires at midnight of June 1", "2025-01-15T10:00:00Z",
+      {"2025-06-01T00:00:00Z", "2026-06-01T00:00:00Z"} },
+  }) do
+    local fields, what, from, expected = case[1], case[2], case[3], case[4]
+    local k, v = next(fields)
+    it(("{%s = %s} %s"):format(k, v, what), function()
+      assert.are.same(expected, series(fields, from, 2))
+    end)
+  end
 
   it("day_of_week and week default to '*' but count as given (APScheduler)", function()
     -- Mondays at midnight: hour, minute, second take their minimum.

@@ -69,6 +69,16 @@ end
 
 local assert_error = U.assert_error
 
+-- Runs body(name, store, inst) on a store over a fresh table named after
+-- prefix, then closes the store and drops the table.
+local function with_table(prefix, body)
+  local name = table_name(prefix)
+  local store, inst = open(name)
+  body(name, store, inst)
+  store:close()
+  drop(name)
+end
+
 local EXAMPLE = { region = "us-east-1", service = "service", access_key_id = "AKIDEXAMPLE",
   secret_access_key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", time = "20150830T123600Z" }
 
@@ -198,112 +208,106 @@ describe("dynamodb store", function()
   end)
 
   it("stores one job per id across tenants, and moves a job whose tenant changes", function()
-    local name = table_name("tenants")
-    local store = open(name)
-    store:create_job({ job_id = "j", status = "scheduled", metadata = { tenant_id = "acme" } })
-    assert_error("duplicate", function()
-      store:create_job({ job_id = "j", status = "scheduled", metadata = { tenant_id = "globex" } })
+    with_table("tenants", function(name, store)
+      store:create_job({ job_id = "j", status = "scheduled", metadata = { tenant_id = "acme" } })
+      assert_error("duplicate", function()
+        store:create_job({ job_id = "j", status = "scheduled", metadata = { tenant_id = "globex" } })
+      end)
+      store:update_job("j", { metadata = { tenant_id = "globex", n = 1 } })
+      assert.are.same({}, store:query_jobs({ ["metadata.tenant_id"] = "acme" }))
+      assert.are.equal(1, #store:query_jobs({ ["metadata.tenant_id"] = "globex" }))
+      assert.are.same({ tenant_id = "globex", n = 1 }, store:get_job("j").metadata)
+      local ok = store:compare_and_swap_job("j", { metadata = { tenant_id = "globex", n = 1 } },
+        { metadata = {} })
+      assert.is_true(ok)
+      assert.are.equal(1, #store:query_jobs({ status = "scheduled" }))
+      -- One job item (back in the JOBS partition) and its pointer, nothing else.
+      local keys = {}
+      for _, it in ipairs(raw_items(name)) do keys[#keys + 1] = it.PK.S .. " " .. it.SK.S end
+      table.sort(keys)
+      assert.are.same({ "ID#j ID", "JOBS JOB#j" }, keys)
+      assert.is_true(store:delete_job("j"))
+      assert.are.same({}, raw_items(name))
     end)
-    store:update_job("j", { metadata = { tenant_id = "globex", n = 1 } })
-    assert.are.same({}, store:query_jobs({ ["metadata.tenant_id"] = "acme" }))
-    assert.are.equal(1, #store:query_jobs({ ["metadata.tenant_id"] = "globex" }))
-    assert.are.same({ tenant_id = "globex", n = 1 }, store:get_job("j").metadata)
-    local ok = store:compare_and_swap_job("j", { metadata = { tenant_id = "globex", n = 1 } },
-      { metadata = {} })
-    assert.is_true(ok)
-    assert.are.equal(1, #store:query_jobs({ status = "scheduled" }))
-    -- One job item (back in the JOBS partition) and its pointer, nothing else.
-    local keys = {}
-    for _, it in ipairs(raw_items(name)) do keys[#keys + 1] = it.PK.S .. " " .. it.SK.S end
-    table.sort(keys)
-    assert.are.same({ "ID#j ID", "JOBS JOB#j" }, keys)
-    assert.is_true(store:delete_job("j"))
-    assert.are.same({}, raw_items(name))
-    store:close()
-    drop(name)
   end)
 
   it("repairs what a crash leaves: a stale pointer, a half-done move", function()
-    local name = table_name("crash")
-    local store, inst = open(name)
-    store:create_job({ job_id = "warm", status = "pending" }) -- creates the table
-    local c = client_for(name)
-    local old = chronis.time.now() - 3600 * 1000000
-    -- A create that died after its pointer: the id is free again once old.
-    c:call("PutItem", { TableName = name, Item = { PK = { S = "ID#stale" }, SK = { S = "ID" },
-      tenant = { S = "JOBS" }, created = { N = tostring(old) } } })
-    assert.is_nil(store:get_job("stale"))
-    store:create_job({ job_id = "stale", status = "pending" })
-    assert.are.equal("pending", store:get_job("stale").status)
-    -- A pointer that young may be a create in progress: the id is taken.
-    c:call("PutItem", { TableName = name, Item = { PK = { S = "ID#young" }, SK = { S = "ID" },
-      tenant = { S = "JOBS" }, created = { N = tostring(chronis.time.now()) } } })
-    assert_error("duplicate", function() store:create_job({ job_id = "young", status = "pending" }) end)
-    -- A move frozen after its first step is finished by the next reader.
-    store:create_job({ job_id = "m", status = "scheduled", metadata = { tenant_id = "a" } })
-    local item = c:call("GetItem", { TableName = name, ConsistentRead = true,
-      Key = { PK = { S = "a" }, SK = { S = "JOB#m" } } }).Item
-    local job = chronis.json.decode(item.doc.S)
-    job.metadata.tenant_id = "b"
-    job.name = "moved"
-    local upd = tonumber(item.upd.N) + 1
-    job.updated_at = chronis.time.format(upd)
-    c:call("UpdateItem", { TableName = name, Key = { PK = { S = "a" }, SK = { S = "JOB#m" } },
-      UpdateExpression = "SET moved = :to, mdoc = :doc, upd = :u REMOVE st, due",
-      ExpressionAttributeValues = { [":to"] = { S = "b" }, [":doc"] = { S = chronis.json.encode(job) },
-        [":u"] = { N = ("%d"):format(upd) } } })
-    inst.where = {} -- as another process would, knowing nothing
-    assert.are.equal("moved", store:get_job("m").name)
-    assert.are.equal("m", store:query_jobs({ ["metadata.tenant_id"] = "b" })[1].job_id)
-    assert.is_nil(c:call("GetItem", { TableName = name, ConsistentRead = true,
-      Key = { PK = { S = "a" }, SK = { S = "JOB#m" } } }).Item)
-    store:close()
-    drop(name)
+    with_table("crash", function(name, store, inst)
+      store:create_job({ job_id = "warm", status = "pending" }) -- creates the table
+      local c = client_for(name)
+      local old = chronis.time.now() - 3600 * 1000000
+      -- A create that died after its pointer: the id is free again once old.
+      c:call("PutItem", { TableName = name, Item = { PK = { S = "ID#stale" }, SK = { S = "ID" },
+        tenant = { S = "JOBS" }, created = { N = tostring(old) } } })
+      assert.is_nil(store:get_job("stale"))
+      store:create_job({ job_id = "stale", status = "pending" })
+      assert.are.equal("pending", store:get_job("stale").status)
+      -- A pointer that young may be a create in progress: the id is taken.
+      c:call("PutItem", { TableName = name, Item = { PK = { S = "ID#young" }, SK = { S = "ID" },
+        tenant = { S = "JOBS" }, created = { N = tostring(chronis.time.now()) } } })
+      assert_error("duplicate", function() store:create_job({ job_id = "young", status = "pending" }) end)
+      -- A move frozen after its first step is finished by the next reader.
+      store:create_job({ job_id = "m", status = "scheduled", metadata = { tenant_id = "a" } })
+      local item = c:call("GetItem", { TableName = name, ConsistentRead = true,
+        Key = { PK = { S = "a" }, SK = { S = "JOB#m" } } }).Item
+      local job = chronis.json.decode(item.doc.S)
+      job.metadata.tenant_id = "b"
+      job.name = "moved"
+      local upd = tonumber(item.upd.N) + 1
+      job.updated_at = chronis.time.format(upd)
+      c:call("UpdateItem", { TableName = name, Key = { PK = { S = "a" }, SK = { S = "JOB#m" } },
+        UpdateExpression = "SET moved = :to, mdoc = :doc, upd = :u REMOVE st, due",
+        ExpressionAttributeValues = { [":to"] = { S = "b" }, [":doc"] = { S = chronis.json.encode(job) },
+          [":u"] = { N = ("%d"):format(upd) } } })
+      inst.where = {} -- as another process would, knowing nothing
+      assert.are.equal("moved", store:get_job("m").name)
+      assert.are.equal("m", store:query_jobs({ ["metadata.tenant_id"] = "b" })[1].job_id)
+      assert.is_nil(c:call("GetItem", { TableName = name, ConsistentRead = true,
+        Key = { PK = { S = "a" }, SK = { S = "JOB#m" } } }).Item)
+    end)
   end)
 
   it("returns complete results beyond 1 MB pages (1,500 jobs of 1 KB kwargs)", function()
-    local name = table_name("pages")
-    local store, inst = open(name)
-    local pad = ("x"):rep(1024)
-    local tasks = {}
-    for w = 1, 10 do
-      tasks[w] = chronis.spawn(function()
-        for i = w, 1500, 10 do
-          store:create_job({ job_id = ("p%04d"):format(i), status = i % 3 == 0 and "paused" or "scheduled",
-            next_run_time = chronis.time.format(chronis.time.parse("2025-01-01T00:00:00Z") + i * 1000000),
-            kwargs = { pad = pad, i = i }, metadata = { tenant_id = i % 2 == 0 and "even" or "odd" } })
-        end
-      end)
-    end
-    for _, t in ipairs(tasks) do t:join() end
-    local calls = {}
-    local attempt = inst.client.attempt
-    inst.client.attempt = function(self, op, payload)
-      calls[op] = (calls[op] or 0) + 1
-      return attempt(self, op, payload)
-    end
-    local all = store:query_jobs()
-    assert.are.equal(1500, #all)
-    for i, j in ipairs(all) do
-      assert.are.equal(("p%04d"):format(i), j.job_id)
-      assert.are.equal(i, j.kwargs.i)
-    end
-    assert.is_true(calls.Scan >= 2, "the scan was not paged: " .. tostring(calls.Scan))
-    assert.are.equal(1500, store:count_jobs())
-    assert.are.equal(1000, store:count_jobs({ status = "scheduled" }))
-    assert.is_true(calls.Query >= 2, "the index query was not paged")
-    assert.are.equal(750, #store:query_jobs({ ["metadata.tenant_id"] = "even" }))
-    assert.are.equal(250, store:count_jobs({ ["metadata.tenant_id"] = "even", status = "paused" }))
-    local tail = store:query_jobs({}, 10, 1495)
-    assert.are.equal(5, #tail)
-    assert.are.equal("p1496", tail[1].job_id)
-    local ids = {}
-    for i = 1, 250 do ids[i] = ("p%04d"):format(i * 6) end
-    assert.are.equal(250, #store:query_jobs({ job_id_in = ids }))
-    local claimed = store:claim_due_jobs({ now = "2025-01-02T00:00:00Z", limit = 1200, owner = "n", lease_seconds = 60 })
-    assert.are.equal(1000, #claimed)
-    store:close()
-    drop(name)
+    with_table("pages", function(name, store, inst)
+      local pad = ("x"):rep(1024)
+      local tasks = {}
+      for w = 1, 10 do
+        tasks[w] = chronis.spawn(function()
+          for i = w, 1500, 10 do
+            store:create_job({ job_id = ("p%04d"):format(i), status = i % 3 == 0 and "paused" or "scheduled",
+              next_run_time = chronis.time.format(chronis.time.parse("2025-01-01T00:00:00Z") + i * 1000000),
+              kwargs = { pad = pad, i = i }, metadata = { tenant_id = i % 2 == 0 and "even" or "odd" } })
+          end
+        end)
+      end
+      for _, t in ipairs(tasks) do t:join() end
+      local calls = {}
+      local attempt = inst.client.attempt
+      inst.client.attempt = function(self, op, payload)
+        calls[op] = (calls[op] or 0) + 1
+        return attempt(self, op, payload)
+      end
+      local all = store:query_jobs()
+      assert.are.equal(1500, #all)
+      for i, j in ipairs(all) do
+        assert.are.equal(("p%04d"):format(i), j.job_id)
+        assert.are.equal(i, j.kwargs.i)
+      end
+      assert.is_true(calls.Scan >= 2, "the scan was not paged: " .. tostring(calls.Scan))
+      assert.are.equal(1500, store:count_jobs())
+      assert.are.equal(1000, store:count_jobs({ status = "scheduled" }))
+      assert.is_true(calls.Query >= 2, "the index query was not paged")
+      assert.are.equal(750, #store:query_jobs({ ["metadata.tenant_id"] = "even" }))
+      assert.are.equal(250, store:count_jobs({ ["metadata.tenant_id"] = "even", status = "paused" }))
+      local tail = store:query_jobs({}, 10, 1495)
+      assert.are.equal(5, #tail)
+      assert.are.equal("p1496", tail[1].job_id)
+      local ids = {}
+      for i = 1, 250 do ids[i] = ("p%04d"):format(i * 6) end
+      assert.are.equal(250, #store:query_jobs({ job_id_in = ids }))
+      local claimed = store:claim_due_jobs({ now = "2025-01-02T00:00:00Z", limit = 1200, owner = "n", lease_seconds = 60 })
+      assert.are.equal(1000, #claimed)
+    end)
   end)
 
   it("runs each of 2,000 one-shot jobs exactly once with two schedulers on one table", function()

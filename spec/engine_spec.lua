@@ -9,6 +9,7 @@
 -- sched:tick()).
 local chronis = require "chronis"
 local H = require "support.engine_helper"
+local U = require "support.util"
 
 local S, T0 = H.S, H.T0
 local fmt, due_job = chronis.time.format, H.due_job
@@ -71,11 +72,8 @@ describe("engine", function()
       local g = H.hold_runs(s, 10, 2)
       chronis.run_until(0.05) -- room for a wrong engine to start or claim more
       local st = s:get_queue_status()
-      assert.are.equal(2, st.in_flight)
-      assert.are.equal(3, st.pending)
-      assert.are.equal(5, st.max_queue_size)
-      assert.are.equal(0, st.available_slots)
-      assert.are.equal(1, st.utilization)
+      U.assert_fields({ in_flight = 2, pending = 3, max_queue_size = 5, available_slots = 0,
+        utilization = 1 }, st)
       local inflight = st.in_flight_job_ids
       table.sort(inflight)
       local entered = { table.unpack(g.entered) }
@@ -96,19 +94,13 @@ describe("engine", function()
       local g = H.hold_runs(s, 3, 2)
       chronis.run_until(0.02)
       local st = s:get_queue_status()
-      assert.are.equal(2, st.in_flight)
-      assert.are.equal(1, st.pending)
-      assert.are.equal(2, st.available_slots)
+      U.assert_fields({ in_flight = 2, pending = 1, available_slots = 2 }, st)
       assert.is_true(math.abs(st.utilization - 0.6) < 1e-9, tostring(st.utilization))
       assert.are.equal(2, #st.in_flight_job_ids)
       g.open = true
       H.wait(function() return s:count_jobs() == 0 end)
-      local idle = s:get_queue_status()
-      assert.are.equal(0, idle.in_flight)
-      assert.are.equal(0, idle.pending)
-      assert.are.equal(5, idle.available_slots)
-      assert.are.equal(0, idle.utilization)
-      assert.are.same({}, idle.in_flight_job_ids)
+      U.assert_fields({ in_flight = 0, pending = 0, available_slots = 5, utilization = 0,
+        in_flight_job_ids = {} }, s:get_queue_status())
     end)
 
     it("defaults to 20 workers and a queue of max_workers x 5", function()
@@ -118,10 +110,7 @@ describe("engine", function()
       assert.are.equal(15, H.scheduler({ max_workers = 3 }):get_queue_status().max_queue_size)
       local g = H.hold_runs(s, 25, 20)
       chronis.run_until(0.05)
-      local st = s:get_queue_status()
-      assert.are.equal(20, st.in_flight)
-      assert.are.equal(5, st.pending)
-      assert.are.equal(75, st.available_slots)
+      U.assert_fields({ in_flight = 20, pending = 5, available_slots = 75 }, s:get_queue_status())
       g.open = true
       H.wait(function() return s:count_jobs() == 0 end)
       assert.are.equal(20, g.max_inside)
@@ -422,14 +411,20 @@ describe("engine", function()
   end)
 
   describe("chronis.run_until", function()
-    it("returns true once the predicate holds", function()
-      local flag = false
+    -- A task sets flag.set after 0.02 s of chronis.sleep.
+    local function flag_soon()
+      local flag = { set = false }
       chronis.spawn(function()
         chronis.sleep(0.02)
-        flag = true
+        flag.set = true
       end)
-      assert.is_true(chronis.run_until(function() return flag end, 5))
-      assert.is_true(flag)
+      return flag
+    end
+
+    it("returns true once the predicate holds", function()
+      local flag = flag_soon()
+      assert.is_true(chronis.run_until(function() return flag.set end, 5))
+      assert.is_true(flag.set)
     end)
 
     it("returns false when the predicate never holds within the limit", function()
@@ -437,13 +432,9 @@ describe("engine", function()
     end)
 
     it("drives the loop for a number of seconds", function()
-      local flag = false
-      chronis.spawn(function()
-        chronis.sleep(0.02)
-        flag = true
-      end)
+      local flag = flag_soon()
       assert.is_true(chronis.run_until(0.1))
-      assert.is_true(flag)
+      assert.is_true(flag.set)
     end)
   end)
 

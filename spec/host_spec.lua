@@ -87,19 +87,19 @@ sched:start()
     assert.truthy(err:find("SIGTERM", 1, true), err)
   end)
 
-  it("exits 1 on a Lua error in the app, with file:line on stderr", function()
-    write(dir .. "/broken.lua", 'local chronis = require "chronis"\nlocal x = nil\nx.field = 1\n')
-    local code, _, err = chronis_run("run broken.lua", 5)
-    assert.are.equal(1, code)
-    assert.truthy(err:find("broken.lua:3:", 1, true), err)
-  end)
-
-  it("exits 1 on a syntax error in the app, with file:line on stderr", function()
-    write(dir .. "/syntax.lua", 'local chronis = require "chronis"\n\nlocal = 3\n')
-    local code, _, err = chronis_run("run syntax.lua", 5)
-    assert.are.equal(1, code)
-    assert.truthy(err:find("syntax.lua:3:", 1, true), err)
-  end)
+  -- Each app fails on its line 3.
+  for _, case in ipairs({
+    { "a Lua error", "broken.lua", 'local chronis = require "chronis"\nlocal x = nil\nx.field = 1\n' },
+    { "a syntax error", "syntax.lua", 'local chronis = require "chronis"\n\nlocal = 3\n' },
+  }) do
+    local what, file, source = case[1], case[2], case[3]
+    it("exits 1 on " .. what .. " in the app, with file:line on stderr", function()
+      write(dir .. "/" .. file, source)
+      local code, _, err = chronis_run("run " .. file, 5)
+      assert.are.equal(1, code)
+      assert.truthy(err:find(file .. ":3:", 1, true), err)
+    end)
+  end
 
   it("writes JSON lines to stderr with --log-format json", function()
     write(dir .. "/app.lua", APP)

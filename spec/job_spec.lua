@@ -2,7 +2,8 @@
 -- name generation, round trips of unknown fields, and trigger next times.
 local chronis = require "chronis"
 local engine = require("chronis.core").engine
-local error_of = require("support.util").error_of
+local U = require "support.util"
+local error_of = U.error_of
 
 local T = chronis.time.parse
 local F = chronis.time.format
@@ -27,19 +28,12 @@ end
 
 describe("job validation", function()
   it("fills the defaults of docs/design.md (the job record)", function()
-    local j = prepare(interval({ minutes = 5 }))
-    assert.are.equal("Work", j.name)
-    assert.are.equal("UTC", j.timezone)
-    assert.are.equal(5, j.priority)
-    assert.are.equal(0, j.max_retries)
-    assert.are.equal(60, j.retry_delay_seconds)
-    assert.are.equal(0, j.retry_count)
-    assert.are.equal(60, j.misfire_threshold_seconds)
-    assert.are.equal("run_once", j.if_missed)
-    assert.are.equal("scheduled", j.status)
-    assert.are.equal(F(NOW), j.created_at)
-    assert.are.equal("2025-01-15T10:05:00Z", j.next_run_time)
-    assert.are.equal("2025-01-15T10:05:00+00:00", j.next_run_time_local)
+    U.assert_fields({
+      name = "Work", timezone = "UTC", priority = 5, max_retries = 0, retry_delay_seconds = 60,
+      retry_count = 0, misfire_threshold_seconds = 60, if_missed = "run_once", status = "scheduled",
+      created_at = F(NOW), next_run_time = "2025-01-15T10:05:00Z",
+      next_run_time_local = "2025-01-15T10:05:00+00:00",
+    }, prepare(interval({ minutes = 5 })))
   end)
 
   it("defaults if_missed per trigger type", function()

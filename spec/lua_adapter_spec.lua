@@ -80,6 +80,32 @@ local function delegating_lock()
   return a, inner
 end
 
+-- What closing does to calls in progress. open(hang) returns a store or
+-- lock whose adapter method is hang; call(x, i) makes one call on it.
+-- Three calls start, x is closed, and each must be answered `unavailable`
+-- with `message`, the adapter's method never running on.
+local function check_close_answers(open, call, message)
+  local started, finished = 0, 0
+  local x = open(function()
+    started = started + 1
+    chronis.sleep(3600)
+    finished = finished + 1
+  end)
+  local callers = {}
+  for i = 1, 3 do
+    callers[i] = chronis.spawn(function() return { pcall(call, x, i) } end)
+  end
+  assert.is_true(chronis.run_until(function() return started == 3 end, 5))
+  x:close()
+  for i = 1, 3 do
+    local r = callers[i]:join()
+    assert.is_false(r[1])
+    assert.are.equal("unavailable", r[2].code)
+    assert.are.equal(message, r[2].message)
+  end
+  assert.are.equal(0, finished, "the calls ran on after close")
+end
+
 describe("a Lua lock", function()
 
   it("keeps the code and words of an error raised as {code, message}, as a store does", function()
@@ -105,27 +131,12 @@ describe("a Lua lock", function()
   end)
 
   it("answers its pending calls 'unavailable', once, when it is closed", function()
-    local a = delegating_lock()
-    local started, finished = 0, 0
-    a.acquire = function()
-      started = started + 1
-      chronis.sleep(3600)
-      finished = finished + 1
-    end
-    local l = chronis.lock.lua(a, { name = "slow", adapter_timeout = 5 })
-    local callers = {}
-    for i = 1, 3 do
-      callers[i] = chronis.spawn(function() return { pcall(l.acquire, l, "k" .. i, 10, { owner = "o" }) } end)
-    end
-    assert.is_true(chronis.run_until(function() return started == 3 end, 5))
-    l:close()
-    for i = 1, 3 do
-      local r = callers[i]:join()
-      assert.is_false(r[1])
-      assert.are.equal("unavailable", r[2].code)
-      assert.are.equal("lua lock 'slow': acquire: the lock was closed", r[2].message)
-    end
-    assert.are.equal(0, finished, "the calls ran on after close")
+    check_close_answers(function(hang)
+      local a = delegating_lock()
+      a.acquire = hang
+      return chronis.lock.lua(a, { name = "slow", adapter_timeout = 5 })
+    end, function(l, i) return l:acquire("k" .. i, 10, { owner = "o" }) end,
+    "lua lock 'slow': acquire: the lock was closed")
   end)
 end)
 
@@ -222,6 +233,13 @@ describe("a misbehaving Lua adapter", function()
     return { job_id = "x", status = "scheduled", next_run_time = "2025-01-01T00:00:00Z" }
   end
 
+  -- A store over a delegating adapter whose `methods` replace its own.
+  local function store_with(methods, opts)
+    local a = delegating(true)
+    for k, f in pairs(methods) do a[k] = f end
+    return chronis.storage.lua(a, opts)
+  end
+
   it("refuses a table without the required methods, naming them", function()
     local ok, err = pcall(chronis.storage.lua, { get_job = function() end }, { name = "broken" })
     assert.is_false(ok)
@@ -230,9 +248,7 @@ describe("a misbehaving Lua adapter", function()
   end)
 
   it("attributes a raised error to the adapter and the method", function()
-    local a = delegating(true)
-    a.get_job = function() error("backend exploded") end
-    local s = chronis.storage.lua(a, { name = "exploding" })
+    local s = store_with({ get_job = function() error("backend exploded") end }, { name = "exploding" })
     local ok, err = pcall(s.get_job, s, "x")
     assert.is_false(ok)
     assert.matches("lua adapter 'exploding': get_job failed: .*backend exploded", err.message)
@@ -250,10 +266,8 @@ describe("a misbehaving Lua adapter", function()
   end)
 
   it("reports a wrong return type", function()
-    local a = delegating(true)
-    a.get_job = function() return 42 end
-    a.count_jobs = function() return "many" end
-    local s = chronis.storage.lua(a, { name = "sloppy" })
+    local s = store_with({ get_job = function() return 42 end, count_jobs = function() return "many" end },
+      { name = "sloppy" })
     local ok, err = pcall(s.get_job, s, "x")
     assert.is_false(ok)
     assert.matches("lua adapter 'sloppy': get_job returned number, expected a job or nil", err.message)
@@ -264,9 +278,7 @@ describe("a misbehaving Lua adapter", function()
   end)
 
   it("times out a call that never returns", function()
-    local a = delegating(true)
-    a.get_job = function() chronis.sleep(3600) end
-    local s = chronis.storage.lua(a, { name = "stuck", adapter_timeout = 0.2 })
+    local s = store_with({ get_job = function() chronis.sleep(3600) end }, { name = "stuck", adapter_timeout = 0.2 })
     local t0 = chronis.time.now()
     local ok, err = pcall(s.get_job, s, "x")
     assert.is_false(ok)
@@ -277,30 +289,10 @@ describe("a misbehaving Lua adapter", function()
   end)
 
   it("answers its pending calls 'unavailable', once, when it is closed", function()
-    local a = delegating(true)
-    local started, finished = 0, 0
-    a.get_job = function()
-      started = started + 1
-      chronis.sleep(3600)
-      finished = finished + 1
-    end
-    local s = chronis.storage.lua(a, { name = "slow", adapter_timeout = 5 })
-    local callers = {}
-    for i = 1, 3 do
-      callers[i] = chronis.spawn(function()
-        local results = { pcall(s.get_job, s, "x") }
-        return results
-      end)
-    end
-    assert.is_true(chronis.run_until(function() return started == 3 end, 5))
-    s:close()
-    for i = 1, 3 do
-      local r = callers[i]:join()
-      assert.is_false(r[1])
-      assert.are.equal("unavailable", r[2].code)
-      assert.are.equal("lua adapter 'slow': get_job: the store was closed", r[2].message)
-    end
-    assert.are.equal(0, finished, "the calls ran on after close")
+    check_close_answers(function(hang)
+      return store_with({ get_job = hang }, { name = "slow", adapter_timeout = 5 })
+    end, function(s) return s:get_job("x") end,
+    "lua adapter 'slow': get_job: the store was closed")
   end)
 
   it("counts the timeout from the call, even after a long time without the loop running", function()

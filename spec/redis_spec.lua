@@ -30,6 +30,15 @@ local function assert_loop_clean() U.assert_loop_clean(2) end
 
 local quiet = function() end
 
+-- Creates n one-shot "rec" jobs, job00001..., due now.
+local function create_due(store, n)
+  local now = iso(now_us())
+  for i = 1, n do
+    store:create_job({ job_id = ("job%05d"):format(i), status = "scheduled", next_run_time = now,
+      func_name = "rec", trigger_type = "date", trigger_args = { run_date = now } })
+  end
+end
+
 describe("redis", function()
   local srv
   local serial = 0
@@ -357,11 +366,7 @@ describe("redis", function()
     local function run_burst(url, n, opts)
       opts = opts or {}
       local store = chronis.storage.open(url)
-      local now = iso(now_us())
-      for i = 1, n do
-        store:create_job({ job_id = ("job%05d"):format(i), status = "scheduled", next_run_time = now,
-          func_name = "rec", trigger_type = "date", trigger_args = { run_date = now } })
-      end
+      create_due(store, n)
       local runs, total = {}, 0
       local sched = chronis.scheduler({ storage = store, polling_interval = 0.2, lease_seconds = opts.lease or 3,
         max_workers = 20, max_queue_size = 200, logger = quiet })
@@ -512,11 +517,7 @@ os.exit(done and 0 or 1)
       f:write(worker)
       f:close()
       local store = chronis.storage.open(url)
-      local now = iso(now_us())
-      for i = 1, N do
-        store:create_job({ job_id = ("job%05d"):format(i), status = "scheduled", next_run_time = now,
-          func_name = "rec", trigger_type = "date", trigger_args = { run_date = now } })
-      end
+      create_due(store, N)
       local root = debug.getinfo(1, "S").source:match("^@(.*)spec/redis_spec%.lua$") or "./"
       if root == "" then root = "./" end
       local cmds = {}

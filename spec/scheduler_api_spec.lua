@@ -88,16 +88,11 @@ describe("scheduler API", function()
         retry_delay = 15, timeout = 120, priority = 8, metadata = { tenant = "acme" },
         if_missed = "run_all", misfire_threshold = 5, on_success = ok_cb, on_failure = fail_cb,
       }:run("h")
-      assert.are.equal("cfg", j.job_id)
-      assert.are.equal("Configured", j.name)
-      assert.are.equal("Europe/Paris", j.timezone)
-      assert.are.equal(3, j.max_retries)
-      assert.are.equal(15, j.retry_delay_seconds)
-      assert.are.equal(120, j.timeout_seconds)
-      assert.are.equal(8, j.priority)
-      assert.are.same({ tenant = "acme" }, j.metadata)
-      assert.are.equal("run_all", j.if_missed)
-      assert.are.equal(5, j.misfire_threshold_seconds)
+      U.assert_fields({
+        job_id = "cfg", name = "Configured", timezone = "Europe/Paris", max_retries = 3,
+        retry_delay_seconds = 15, timeout_seconds = 120, priority = 8,
+        metadata = { tenant = "acme" }, if_missed = "run_all", misfire_threshold_seconds = 5,
+      }, j)
       -- Callbacks are not stored in the record.
       assert.is_nil(j.on_success)
       assert.is_nil(j.on_failure)
@@ -154,16 +149,12 @@ describe("scheduler API", function()
       local j = s:create_interval_job { job_id = "iv", func_name = "h", minutes = 2,
         max_retries = 4, retry_delay_seconds = 7, timeout_seconds = 9, priority = 2,
         metadata = { k = "v" }, if_missed = "skip", misfire_threshold_seconds = 11 }
-      assert.are.equal("interval", j.trigger_type)
-      assert.are.same({ minutes = 2 }, j.trigger_args)
       assert.are.equal(T0 + 120 * S, H.t(j.next_run_time))
-      assert.are.equal(4, j.max_retries)
-      assert.are.equal(7, j.retry_delay_seconds)
-      assert.are.equal(9, j.timeout_seconds)
-      assert.are.equal(2, j.priority)
-      assert.are.same({ k = "v" }, j.metadata)
-      assert.are.equal("skip", j.if_missed)
-      assert.are.equal(11, j.misfire_threshold_seconds)
+      U.assert_fields({
+        trigger_type = "interval", trigger_args = { minutes = 2 }, max_retries = 4,
+        retry_delay_seconds = 7, timeout_seconds = 9, priority = 2, metadata = { k = "v" },
+        if_missed = "skip", misfire_threshold_seconds = 11,
+      }, j)
     end)
 
     it("create_cron_job and create_date_job set their triggers", function()

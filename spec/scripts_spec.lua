@@ -157,50 +157,59 @@ describe("hot reload", function()
     sched:create_date_job{ func_name = "h", run_date = chronis.time.format(chronis.time.now()) }
   end
 
-  it("uses an edited script for the next run", function()
-    write(d .. "/h.lua", version("v1"))
+  -- h.lua at version v1 (extra: code run first), loaded from d.
+  local function load_v1(extra)
+    write(d .. "/h.lua", version("v1", extra))
     chronis.load_handlers(d)
+  end
+
+  -- Waits until the runs so far have written `expected`, and checks it.
+  local function wait_out(expected)
+    assert.is_true(chronis.run_until(function() return #out == #expected end, 5))
+    assert.are.same(expected, out)
+  end
+
+  local function wait_logged(text)
+    assert.is_true(chronis.run_until(function() return logged(text) ~= nil end, 3))
+  end
+
+  it("uses an edited script for the next run", function()
+    load_v1()
     sched = chronis.scheduler{ polling_interval = 0.1 }
     sched:start()
     trigger_run()
-    assert.is_true(chronis.run_until(function() return #out == 1 end, 5))
+    wait_out({ "v1" })
     write(d .. "/h.lua", version("v2"))
-    assert.is_true(chronis.run_until(function() return logged("reloaded handler h") ~= nil end, 3))
+    wait_logged("reloaded handler h")
     assert.truthy(logged("^info reloaded handler h %(.*/h%.lua%)$"))
     trigger_run()
-    assert.is_true(chronis.run_until(function() return #out == 2 end, 5))
-    assert.are.same({ "v1", "v2" }, out)
+    wait_out({ "v1", "v2" })
   end)
 
   it("keeps the old version on a syntax error and logs file:line", function()
-    write(d .. "/h.lua", version("v1"))
-    chronis.load_handlers(d)
+    load_v1()
     write(d .. "/h.lua", "return function(job)\n  oops oops\nend")
-    assert.is_true(chronis.run_until(function() return logged("failed to reload handler h") ~= nil end, 3))
+    wait_logged("failed to reload handler h")
     assert.truthy(logged("^error failed to reload handler h: .*h%.lua:2: .*keeping the previous version$"))
     sched = run_once("h")
-    assert.is_true(chronis.run_until(function() return #out == 1 end, 5))
-    assert.are.same({ "v1" }, out)
+    wait_out({ "v1" })
   end)
 
   it("keeps the old version when loading raises or loops", function()
-    write(d .. "/h.lua", version("v1"))
-    chronis.load_handlers(d)
+    load_v1()
     write(d .. "/h.lua", "error('no config here')")
-    assert.is_true(chronis.run_until(function() return logged("no config here") ~= nil end, 3))
+    wait_logged("no config here")
     scripts.load_time_limit = 0.2
     write(d .. "/h.lua", "while true do end")
     local ok = chronis.run_until(function() return logged("loading took longer") ~= nil end, 5)
     scripts.load_time_limit = 5
     assert.is_true(ok)
     sched = run_once("h")
-    assert.is_true(chronis.run_until(function() return #out == 1 end, 5))
-    assert.are.same({ "v1" }, out)
+    wait_out({ "v1" })
   end)
 
   it("unregisters a deleted script; its next run fails with handler_not_found", function()
-    write(d .. "/h.lua", version("v1"))
-    chronis.load_handlers(d)
+    load_v1()
     os.remove(d .. "/h.lua")
     assert.is_true(chronis.run_until(function() return chronis.handlers.h == nil end, 3))
     assert.truthy(logged("unregistered handler h"))
@@ -219,16 +228,13 @@ describe("hot reload", function()
   end)
 
   it("lets a run in progress finish on the old code", function()
-    write(d .. "/h.lua", version("v1", "chronis.sleep(0.6)"))
-    chronis.load_handlers(d)
+    load_v1("chronis.sleep(0.6)")
     sched = run_once("h")
     assert.is_true(chronis.run_until(function() return sched:get_queue_status().in_flight == 1 end, 5))
     write(d .. "/h.lua", version("v2"))
-    assert.is_true(chronis.run_until(function() return #out == 1 end, 5))
-    assert.are.same({ "v1" }, out)
+    wait_out({ "v1" })
     trigger_run()
-    assert.is_true(chronis.run_until(function() return #out == 2 end, 5))
-    assert.are.same({ "v1", "v2" }, out)
+    wait_out({ "v1", "v2" })
   end)
 end)
 
@@ -307,18 +313,22 @@ describe("chronis check", function()
     return tonumber(out:match("rc=(%d+)")), out
   end
 
+  -- Writes source as `name` in a fresh folder and checks that file.
+  local function check_source(name, source)
+    local path = tmpdir() .. "/" .. name
+    write(path, source)
+    return check(path)
+  end
+
   it("accepts handlers and reports their defaults", function()
-    local d = tmpdir()
-    write(d .. "/h.lua", "return { run = function() end, timeout = 30, retry = 2 }")
-    local rc, out = check(d .. "/h.lua")
+    local rc, out = check_source("h.lua", "return { run = function() end, timeout = 30, retry = 2 }")
     assert.are.equal(0, rc)
     assert.matches("handler %(table with run%)", out)
     assert.matches("default timeout = 30", out)
   end)
 
   it("lists an adapter's methods and what is missing", function()
-    local d = tmpdir()
-    write(d .. "/adapters/good.lua", [[
+    local rc, out = check_source("adapters/good.lua", [[
 return function()
   local a = {}
   function a:create_job(job) end
@@ -330,22 +340,19 @@ return function()
   function a:claim_due_jobs(opts) end
   return a
 end]])
-    local rc, out = check(d .. "/adapters/good.lua")
     assert.are.equal(0, rc, out)
     assert.matches("storage adapter", out)
     assert.matches("claim_due_jobs%s+present", out)
     assert.matches("complete_jobs%s+absent %(optional", out)
-    write(d .. "/adapters/bad.lua", "return { create_job = function(self, job) end, get_job = function(self) end }")
-    rc, out = check(d .. "/adapters/bad.lua")
+    rc, out = check_source("adapters/bad.lua",
+      "return { create_job = function(self, job) end, get_job = function(self) end }")
     assert.are.equal(1, rc)
     assert.matches("update_job%s+MISSING %(required%)", out)
     assert.matches("get_job%s+present, but takes 1 parameter", out)
   end)
 
   it("fails on a script that does not load, with file:line", function()
-    local d = tmpdir()
-    write(d .. "/broken.lua", "return function(\n")
-    local rc, out = check(d .. "/broken.lua")
+    local rc, out = check_source("broken.lua", "return function(\n")
     assert.are.equal(1, rc)
     assert.matches("broken%.lua:%d+:", out)
   end)

@@ -5,6 +5,11 @@ local error_of = require("support.util").error_of
 
 local S = 1000000 -- µs per second
 
+-- text (read in zone, when given) is the same instant as the ISO string utc.
+local function same_instant(utc, text, zone)
+  assert.equal(time.parse(utc), time.parse(text, zone))
+end
+
 local function assert_invalid(input, problem)
   local err = error_of(time.parse, input)
   local message = ("invalid time '%s': %s"):format(input, problem)
@@ -43,43 +48,35 @@ describe("chronis.time", function()
       assert.equal(utc, time.parse("2025-01-15T10:00:00+00:00"))
       assert.equal(utc, time.parse("2025-01-15T10:00:00-00:00"))
       -- an offset can move the instant across a day boundary
-      assert.equal(time.parse("2024-12-31T23:00:00Z"),
-        time.parse("2025-01-01T08:00:00+09:00"))
+      same_instant("2024-12-31T23:00:00Z", "2025-01-01T08:00:00+09:00")
     end)
 
     it("accepts a space instead of T", function()
-      assert.equal(time.parse("2025-01-15T10:00:00Z"), time.parse("2025-01-15 10:00:00Z"))
-      assert.equal(time.parse("2025-01-15T15:30:00.25+05:30"),
-        time.parse("2025-01-15 15:30:00.25+05:30"))
+      same_instant("2025-01-15T10:00:00Z", "2025-01-15 10:00:00Z")
+      same_instant("2025-01-15T15:30:00.25+05:30", "2025-01-15 15:30:00.25+05:30")
     end)
 
     it("accepts RFC 3339's lowercase t and z", function()
-      assert.equal(time.parse("2025-01-15T10:00:00Z"), time.parse("2025-01-15t10:00:00z"))
+      same_instant("2025-01-15T10:00:00Z", "2025-01-15t10:00:00z")
     end)
 
     it("reads naive times as UTC by default", function()
-      assert.equal(time.parse("2025-01-15T10:00:00Z"), time.parse("2025-01-15T10:00:00"))
-      assert.equal(time.parse("2025-01-15T10:00:00Z"), time.parse("2025-01-15 10:00:00"))
+      same_instant("2025-01-15T10:00:00Z", "2025-01-15T10:00:00")
+      same_instant("2025-01-15T10:00:00Z", "2025-01-15 10:00:00")
     end)
 
     it("reads naive times in a given zone, with the gap and fold rules", function()
-      assert.equal(time.parse("2025-07-01T16:00:00Z"),
-        time.parse("2025-07-01T12:00:00", "America/New_York"))
-      assert.equal(time.parse("2025-01-15T17:00:00Z"),
-        time.parse("2025-01-15 12:00:00", "America/New_York"))
+      same_instant("2025-07-01T16:00:00Z", "2025-07-01T12:00:00", "America/New_York")
+      same_instant("2025-01-15T17:00:00Z", "2025-01-15 12:00:00", "America/New_York")
       -- 02:30 does not exist on 2025-03-09: shifted forward to 03:30 EDT
-      assert.equal(time.parse("2025-03-09T07:30:00Z"),
-        time.parse("2025-03-09T02:30:00", "America/New_York"))
+      same_instant("2025-03-09T07:30:00Z", "2025-03-09T02:30:00", "America/New_York")
       -- 01:30 happens twice on 2025-11-02: the first pass (EDT)
-      assert.equal(time.parse("2025-11-02T05:30:00Z"),
-        time.parse("2025-11-02T01:30:00", "America/New_York"))
+      same_instant("2025-11-02T05:30:00Z", "2025-11-02T01:30:00", "America/New_York")
     end)
 
     it("lets an explicit offset win over the zone", function()
-      assert.equal(time.parse("2025-07-01T12:00:00Z"),
-        time.parse("2025-07-01T12:00:00Z", "America/New_York"))
-      assert.equal(time.parse("2025-07-01T06:30:00Z"),
-        time.parse("2025-07-01T12:00:00+05:30", "America/New_York"))
+      same_instant("2025-07-01T12:00:00Z", "2025-07-01T12:00:00Z", "America/New_York")
+      same_instant("2025-07-01T06:30:00Z", "2025-07-01T12:00:00+05:30", "America/New_York")
     end)
 
     it("refuses an invalid zone", function()

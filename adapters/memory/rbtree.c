@@ -50,21 +50,26 @@ static void rb_replace_child(chr_rb_tree_t *t, chr_rb_node_t *u, chr_rb_node_t *
   if (v != NULL) rb_set_parent(v, p);
 }
 
-static void rb_rotate_left(chr_rb_tree_t *t, chr_rb_node_t *x) {
-  chr_rb_node_t *y = x->right;
-  x->right = y->left;
-  if (y->left != NULL) rb_set_parent(y->left, x);
-  rb_replace_child(t, x, y);
-  y->left = x;
-  rb_set_parent(x, y);
+/* Directions, so that each mirror-image case is written once: dir and !dir
+ * are the two sides. */
+#define RB_LEFT 0
+#define RB_RIGHT 1
+
+static inline chr_rb_node_t **rb_link(chr_rb_node_t *n, int dir) {
+  return dir == RB_LEFT ? &n->left : &n->right;
 }
 
-static void rb_rotate_right(chr_rb_tree_t *t, chr_rb_node_t *x) {
-  chr_rb_node_t *y = x->left;
-  x->left = y->right;
-  if (y->right != NULL) rb_set_parent(y->right, x);
+static inline chr_rb_node_t *rb_child(const chr_rb_node_t *n, int dir) {
+  return dir == RB_LEFT ? n->left : n->right;
+}
+
+/* Moves x down on side dir; its child on the other side takes its place. */
+static void rb_rotate(chr_rb_tree_t *t, chr_rb_node_t *x, int dir) {
+  chr_rb_node_t *y = rb_child(x, !dir);
+  *rb_link(x, !dir) = rb_child(y, dir);
+  if (rb_child(y, dir) != NULL) rb_set_parent(rb_child(y, dir), x);
   rb_replace_child(t, x, y);
-  y->right = x;
+  *rb_link(y, dir) = x;
   rb_set_parent(x, y);
 }
 
@@ -72,41 +77,23 @@ static void rb_insert_fixup(chr_rb_tree_t *t, chr_rb_node_t *z) {
   chr_rb_node_t *p, *g, *y;
   while ((p = rb_parent(z)) != NULL && rb_is_red(p)) {
     g = rb_parent(p); /* p is red, so not the root */
-    if (p == g->left) {
-      y = g->right;
-      if (rb_is_red(y)) {
-        rb_set_color(p, RB_BLACK);
-        rb_set_color(y, RB_BLACK);
-        rb_set_color(g, RB_RED);
-        z = g;
-        continue;
-      }
-      if (z == p->right) {
-        rb_rotate_left(t, p);
-        z = p;
-        p = rb_parent(z);
-      }
+    int dir = p == g->left ? RB_LEFT : RB_RIGHT; /* p's side of g */
+    y = rb_child(g, !dir);
+    if (rb_is_red(y)) {
       rb_set_color(p, RB_BLACK);
+      rb_set_color(y, RB_BLACK);
       rb_set_color(g, RB_RED);
-      rb_rotate_right(t, g);
-    } else {
-      y = g->left;
-      if (rb_is_red(y)) {
-        rb_set_color(p, RB_BLACK);
-        rb_set_color(y, RB_BLACK);
-        rb_set_color(g, RB_RED);
-        z = g;
-        continue;
-      }
-      if (z == p->left) {
-        rb_rotate_right(t, p);
-        z = p;
-        p = rb_parent(z);
-      }
-      rb_set_color(p, RB_BLACK);
-      rb_set_color(g, RB_RED);
-      rb_rotate_left(t, g);
+      z = g;
+      continue;
     }
+    if (z == rb_child(p, !dir)) {
+      rb_rotate(t, p, dir);
+      z = p;
+      p = rb_parent(z);
+    }
+    rb_set_color(p, RB_BLACK);
+    rb_set_color(g, RB_RED);
+    rb_rotate(t, g, !dir);
   }
   rb_set_color(t->root, RB_BLACK);
 }
@@ -136,58 +123,31 @@ chr_rb_node_t *chr_rb_insert(chr_rb_tree_t *t, chr_rb_node_t *n) {
 static void rb_remove_fixup(chr_rb_tree_t *t, chr_rb_node_t *x, chr_rb_node_t *xp) {
   chr_rb_node_t *w;
   while (x != t->root && rb_is_black(x)) {
-    if (x == xp->left) {
-      w = xp->right; /* non-NULL: its side has black height >= 1 */
-      if (rb_is_red(w)) {
-        rb_set_color(w, RB_BLACK);
-        rb_set_color(xp, RB_RED);
-        rb_rotate_left(t, xp);
-        w = xp->right;
-      }
-      if (rb_is_black(w->left) && rb_is_black(w->right)) {
-        rb_set_color(w, RB_RED);
-        x = xp;
-        xp = rb_parent(x);
-      } else {
-        if (rb_is_black(w->right)) {
-          rb_set_color(w->left, RB_BLACK);
-          rb_set_color(w, RB_RED);
-          rb_rotate_right(t, w);
-          w = xp->right;
-        }
-        rb_set_color(w, rb_color(xp));
-        rb_set_color(xp, RB_BLACK);
-        rb_set_color(w->right, RB_BLACK);
-        rb_rotate_left(t, xp);
-        x = t->root;
-        xp = NULL;
-      }
+    int dir = x == xp->left ? RB_LEFT : RB_RIGHT; /* x's side of xp */
+    w = rb_child(xp, !dir); /* non-NULL: its side has black height >= 1 */
+    if (rb_is_red(w)) {
+      rb_set_color(w, RB_BLACK);
+      rb_set_color(xp, RB_RED);
+      rb_rotate(t, xp, dir);
+      w = rb_child(xp, !dir);
+    }
+    if (rb_is_black(w->left) && rb_is_black(w->right)) {
+      rb_set_color(w, RB_RED);
+      x = xp;
+      xp = rb_parent(x);
     } else {
-      w = xp->left;
-      if (rb_is_red(w)) {
-        rb_set_color(w, RB_BLACK);
-        rb_set_color(xp, RB_RED);
-        rb_rotate_right(t, xp);
-        w = xp->left;
-      }
-      if (rb_is_black(w->left) && rb_is_black(w->right)) {
+      if (rb_is_black(rb_child(w, !dir))) {
+        rb_set_color(rb_child(w, dir), RB_BLACK);
         rb_set_color(w, RB_RED);
-        x = xp;
-        xp = rb_parent(x);
-      } else {
-        if (rb_is_black(w->left)) {
-          rb_set_color(w->right, RB_BLACK);
-          rb_set_color(w, RB_RED);
-          rb_rotate_left(t, w);
-          w = xp->left;
-        }
-        rb_set_color(w, rb_color(xp));
-        rb_set_color(xp, RB_BLACK);
-        rb_set_color(w->left, RB_BLACK);
-        rb_rotate_right(t, xp);
-        x = t->root;
-        xp = NULL;
+        rb_rotate(t, w, !dir);
+        w = rb_child(xp, !dir);
       }
+      rb_set_color(w, rb_color(xp));
+      rb_set_color(xp, RB_BLACK);
+      rb_set_color(rb_child(w, !dir), RB_BLACK);
+      rb_rotate(t, xp, dir);
+      x = t->root;
+      xp = NULL;
     }
   }
   if (x != NULL) rb_set_color(x, RB_BLACK);
@@ -230,68 +190,56 @@ void chr_rb_remove(chr_rb_tree_t *t, chr_rb_node_t *z) {
   t->count--;
 }
 
+/* The node furthest on side dir below n (n itself when it has none). */
+static chr_rb_node_t *rb_extreme(const chr_rb_node_t *n, int dir) {
+  while (rb_child(n, dir) != NULL) n = rb_child(n, dir);
+  return (chr_rb_node_t *)n;
+}
+
+/* n's neighbour in order on side dir, or NULL. */
+static chr_rb_node_t *rb_step(const chr_rb_node_t *n, int dir) {
+  chr_rb_node_t *p;
+  if (rb_child(n, dir) != NULL) return rb_extreme(rb_child(n, dir), !dir);
+  while ((p = rb_parent(n)) != NULL && n == rb_child(p, dir)) n = p;
+  return p;
+}
+
 chr_rb_node_t *chr_rb_first(const chr_rb_tree_t *t) {
-  chr_rb_node_t *n = t->root;
-  if (n == NULL) return NULL;
-  while (n->left != NULL) n = n->left;
-  return n;
+  return t->root == NULL ? NULL : rb_extreme(t->root, RB_LEFT);
 }
 
 chr_rb_node_t *chr_rb_last(const chr_rb_tree_t *t) {
-  chr_rb_node_t *n = t->root;
-  if (n == NULL) return NULL;
-  while (n->right != NULL) n = n->right;
-  return n;
+  return t->root == NULL ? NULL : rb_extreme(t->root, RB_RIGHT);
 }
 
-chr_rb_node_t *chr_rb_next(const chr_rb_node_t *n) {
-  chr_rb_node_t *p;
-  if (n->right != NULL) {
-    n = n->right;
-    while (n->left != NULL) n = n->left;
-    return (chr_rb_node_t *)n;
-  }
-  while ((p = rb_parent(n)) != NULL && n == p->right) n = p;
-  return p;
-}
+chr_rb_node_t *chr_rb_next(const chr_rb_node_t *n) { return rb_step(n, RB_RIGHT); }
 
-chr_rb_node_t *chr_rb_prev(const chr_rb_node_t *n) {
-  chr_rb_node_t *p;
-  if (n->left != NULL) {
-    n = n->left;
-    while (n->right != NULL) n = n->right;
-    return (chr_rb_node_t *)n;
+chr_rb_node_t *chr_rb_prev(const chr_rb_node_t *n) { return rb_step(n, RB_LEFT); }
+
+/* The first node after key (after != 0) or not before it. */
+static chr_rb_node_t *rb_bound(const chr_rb_tree_t *t, const void *key, chr_rb_keycmp keycmp,
+                               int after) {
+  chr_rb_node_t *n = t->root, *res = NULL;
+  while (n != NULL) {
+    int c = keycmp(key, n);
+    if (c < 0 || (c == 0 && !after)) {
+      res = n;
+      n = n->left;
+    } else {
+      n = n->right;
+    }
   }
-  while ((p = rb_parent(n)) != NULL && n == p->left) n = p;
-  return p;
+  return res;
 }
 
 chr_rb_node_t *chr_rb_lower_bound(const chr_rb_tree_t *t, const void *key,
                                   chr_rb_keycmp keycmp) {
-  chr_rb_node_t *n = t->root, *res = NULL;
-  while (n != NULL) {
-    if (keycmp(key, n) <= 0) {
-      res = n;
-      n = n->left;
-    } else {
-      n = n->right;
-    }
-  }
-  return res;
+  return rb_bound(t, key, keycmp, 0);
 }
 
 chr_rb_node_t *chr_rb_upper_bound(const chr_rb_tree_t *t, const void *key,
                                   chr_rb_keycmp keycmp) {
-  chr_rb_node_t *n = t->root, *res = NULL;
-  while (n != NULL) {
-    if (keycmp(key, n) < 0) {
-      res = n;
-      n = n->left;
-    } else {
-      n = n->right;
-    }
-  }
-  return res;
+  return rb_bound(t, key, keycmp, 1);
 }
 
 chr_rb_node_t *chr_rb_find(const chr_rb_tree_t *t, const void *key,

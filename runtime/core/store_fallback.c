@@ -133,12 +133,28 @@ static void next_due_done(emu_t *e) {
 
 static void claim_next(emu_t *e);
 
+static void drop_lock_key(emu_t *e) {
+  free(e->lock_key);
+  e->lock_key = NULL;
+}
+
 static void claim_unlocked(chr_lock_req_t *l) {
   emu_t *e = l->data;
   chr_lock_req_reset(l);
-  free(e->lock_key);
-  e->lock_key = NULL;
+  drop_lock_key(e);
   claim_next(e);
+}
+
+/* Sends op on the per-job lock e->lock_key for the claim's owner; cb gets
+ * the answer. Returns chr_lock_submit's result (non-zero: cb not called). */
+static int claim_lock_submit(emu_t *e, chr_lock_op_t op, int64_t ttl_us, chr_lock_cb cb) {
+  chr_lock_req_init(&e->lreq, op);
+  e->lreq.key = e->lock_key;
+  e->lreq.owner = e->req->owner;
+  e->lreq.ttl_us = ttl_us;
+  e->lreq.cb = cb;
+  e->lreq.data = e;
+  return chr_lock_submit(e->req->lock, &e->lreq);
 }
 
 /* Releases the per-job lock when one was taken, then goes on. */
@@ -148,14 +164,9 @@ static void claim_release(emu_t *e) {
     return;
   }
   e->locked = 0;
-  chr_lock_req_init(&e->lreq, CHR_LOCK_RELEASE);
-  e->lreq.key = e->lock_key; /* kept from the acquire */
-  e->lreq.owner = e->req->owner;
-  e->lreq.cb = claim_unlocked;
-  e->lreq.data = e;
-  if (chr_lock_submit(e->req->lock, &e->lreq) != 0) {
-    free(e->lock_key);
-    e->lock_key = NULL;
+  /* The key is kept from the acquire. */
+  if (claim_lock_submit(e, CHR_LOCK_RELEASE, 0, claim_unlocked) != 0) {
+    drop_lock_key(e);
     claim_next(e);
   }
 }
@@ -191,8 +202,7 @@ static void claim_locked(chr_lock_req_t *l) {
   int ok = l->status == 0 && l->ok;
   chr_lock_req_reset(l);
   if (!ok) { /* another node is claiming this one */
-    free(e->lock_key);
-    e->lock_key = NULL;
+    drop_lock_key(e);
     claim_next(e);
     return;
   }
@@ -210,16 +220,9 @@ static void claim_next(emu_t *e) {
     claim_cas(e);
     return;
   }
-  chr_lock_req_init(&e->lreq, CHR_LOCK_ACQUIRE);
   e->lock_key = chr_sprintf("chronis:claim:%s", j->job_id);
-  e->lreq.key = e->lock_key;
-  e->lreq.owner = e->req->owner;
-  e->lreq.ttl_us = 30 * CHR_USEC;
-  e->lreq.cb = claim_locked;
-  e->lreq.data = e;
-  if (chr_lock_submit(e->req->lock, &e->lreq) != 0) {
-    free(e->lock_key);
-    e->lock_key = NULL;
+  if (claim_lock_submit(e, CHR_LOCK_ACQUIRE, 30 * CHR_USEC, claim_locked) != 0) {
+    drop_lock_key(e);
     claim_cas(e);
   }
 }

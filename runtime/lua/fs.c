@@ -197,15 +197,9 @@ static int l_watch(lua_State *L) {
   watch_t *w = lua_newuserdatauv(L, sizeof *w, 0);
   w->ev = NULL;
   w->cb_ref = LUA_NOREF;
-  if (luaL_newmetatable(L, WATCH_MT)) {
-    static const luaL_Reg m[] = {{"close", l_watch_close}, {NULL, NULL}};
-    lua_pushcfunction(L, l_watch_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_watch_close);
-    lua_setfield(L, -2, "__close");
-    luaL_newlib(L, m);
-    lua_setfield(L, -2, "__index");
-  }
+  static const luaL_Reg meta[] = {{"__gc", l_watch_close}, {"__close", l_watch_close}, {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"close", l_watch_close}, {NULL, NULL}};
+  chr_lua_classmeta(L, WATCH_MT, meta, methods);
   lua_setmetatable(L, -2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   w->L = lua_tothread(L, -1);

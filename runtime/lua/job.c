@@ -502,13 +502,9 @@ static int lazy_pairs(lua_State *L) {
 void chr_lua_job_lazy(lua_State *L, const char *extra) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key) == LUA_TNIL) {
     lua_pop(L, 1);
-    lua_createtable(L, 0, 3);
-    lua_pushcfunction(L, lazy_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, lazy_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, lazy_pairs);
-    lua_setfield(L, -2, "__pairs");
+    static const luaL_Reg meta[] = {
+        {"__index", lazy_index}, {"__newindex", lazy_newindex}, {"__pairs", lazy_pairs}, {NULL, NULL}};
+    luaL_newlib(L, meta);
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
   }

@@ -265,6 +265,14 @@ static int dec_members(dec_t *d, int obj) {
 
 
 
+/* Steps over the literal w when the input starts with it. */
+static int dec_word(dec_t *d, const char *w) {
+  size_t n = strlen(w);
+  if ((size_t)(d->end - d->p) < n || memcmp(d->p, w, n) != 0) return 0;
+  d->p += n;
+  return 1;
+}
+
 static int dec_value(dec_t *d) {
   lua_State *L = d->L;
   d->p = chr__json_ws(d->p, d->end);
@@ -274,26 +282,13 @@ static int dec_value(dec_t *d) {
   case '{': return dec_container(d, 1);
   case '[': return dec_container(d, 0);
   case 't':
-    if (d->end - d->p >= 4 && memcmp(d->p, "true", 4) == 0) {
-      lua_pushboolean(L, 1);
-      d->p += 4;
-      return 0;
-    }
-    break;
   case 'f':
-    if (d->end - d->p >= 5 && memcmp(d->p, "false", 5) == 0) {
-      lua_pushboolean(L, 0);
-      d->p += 5;
-      return 0;
-    }
-    break;
   case 'n':
-    if (d->end - d->p >= 4 && memcmp(d->p, "null", 4) == 0) {
-      lua_pushlightuserdata(L, NULL);
-      d->p += 4;
-      return 0;
-    }
-    break;
+    if (dec_word(d, "true")) lua_pushboolean(L, 1);
+    else if (dec_word(d, "false")) lua_pushboolean(L, 0);
+    else if (dec_word(d, "null")) lua_pushlightuserdata(L, NULL);
+    else break;
+    return 0;
   default: {
     int isfloat;
     const char *s = d->p, *e = chr__json_skip_number(s, d->end, &isfloat);

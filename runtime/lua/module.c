@@ -190,13 +190,9 @@ static int l_spawn(lua_State *L) {
   int nargs = lua_gettop(L) - 1;
   spawned_t *sp = lua_newuserdatauv(L, sizeof *sp, 1);
   memset(sp, 0, sizeof *sp);
-  if (luaL_newmetatable(L, TASK_MT)) {
-    static const luaL_Reg m[] = {{"join", l_task_join}, {"done", l_task_done}, {NULL, NULL}};
-    lua_pushcfunction(L, l_task_gc);
-    lua_setfield(L, -2, "__gc");
-    luaL_newlib(L, m);
-    lua_setfield(L, -2, "__index");
-  }
+  static const luaL_Reg meta[] = {{"__gc", l_task_gc}, {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"join", l_task_join}, {"done", l_task_done}, {NULL, NULL}};
+  chr_lua_classmeta(L, TASK_MT, meta, methods);
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
   sp->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -434,34 +430,21 @@ int luaopen_chronis_core(lua_State *L) {
   chr_task_init(main_L);
   install_memcap(L);
   install_os_exit(L);
+  /* Each submodule's opener pushes its table: core.<name>. */
+  static const luaL_Reg submodules[] = {
+      {"time", luaopen_chronis_time},         {"tz", luaopen_chronis_tz},
+      {"cron", luaopen_chronis_cron},         {"fs", luaopen_chronis_fs},
+      {"storage", luaopen_chronis_storage},   {"lua_store", luaopen_chronis_lua_store},
+      {"lua_lock", luaopen_chronis_lua_lock}, {"lock", luaopen_chronis_lock},
+      {"engine", luaopen_chronis_engine},     {"http", luaopen_chronis_http},
+      {"crypto", luaopen_chronis_crypto},     {NULL, NULL}};
+  static const luaL_Reg json[] = {{"encode", l_json_encode}, {"decode", l_json_decode}, {NULL, NULL}};
   luaL_newlib(L, fns);
-  luaopen_chronis_time(L);
-  lua_setfield(L, -2, "time");
-  luaopen_chronis_tz(L);
-  lua_setfield(L, -2, "tz");
-  luaopen_chronis_cron(L);
-  lua_setfield(L, -2, "cron");
-  luaopen_chronis_fs(L);
-  lua_setfield(L, -2, "fs");
-  luaopen_chronis_storage(L);
-  lua_setfield(L, -2, "storage");
-  luaopen_chronis_lua_store(L);
-  lua_setfield(L, -2, "lua_store");
-  luaopen_chronis_lua_lock(L);
-  lua_setfield(L, -2, "lua_lock");
-  luaopen_chronis_lock(L);
-  lua_setfield(L, -2, "lock");
-  luaopen_chronis_engine(L);
-  lua_setfield(L, -2, "engine");
-  luaopen_chronis_http(L);
-  lua_setfield(L, -2, "http");
-  luaopen_chronis_crypto(L);
-  lua_setfield(L, -2, "crypto");
-  lua_createtable(L, 0, 3);
-  lua_pushcfunction(L, l_json_encode);
-  lua_setfield(L, -2, "encode");
-  lua_pushcfunction(L, l_json_decode);
-  lua_setfield(L, -2, "decode");
+  for (const luaL_Reg *m = submodules; m->name != NULL; m++) {
+    m->func(L);
+    lua_setfield(L, -2, m->name);
+  }
+  luaL_newlib(L, json);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
   lua_setfield(L, -2, "json");

@@ -779,11 +779,7 @@ int luaopen_chronis_engine(lua_State *L) {
                                  {"log", l_log},
                                  {"stop_all", l_stop_all},
                                  {NULL, NULL}};
-  if (luaL_newmetatable(L, SCHED_MT)) {
-    luaL_setfuncs(L, meta, 0);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-  }
+  chr_lua_classmeta(L, SCHED_MT, meta, methods);
   lua_pop(L, 1);
   /* Process-wide handlers (handler scripts register here). */
   l_global_handlers(L);

@@ -186,6 +186,17 @@ void *chr_lua_checkudata(lua_State *L, int arg, const char *tname) {
   return p;
 }
 
+void chr_lua_classmeta(lua_State *L, const char *tname, const luaL_Reg *meta,
+                       const luaL_Reg *methods) {
+  if (!luaL_newmetatable(L, tname)) return;
+  if (meta) luaL_setfuncs(L, meta, 0);
+  if (methods) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+}
+
 int chr_lua_errvalue(lua_State *L, int idx, const char **msg) {
   int code = 0;
   idx = lua_absindex(L, idx);

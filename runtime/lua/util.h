@@ -31,6 +31,12 @@ lua_Number chr_lua_checknumber(lua_State *L, int arg);
 lua_Integer chr_lua_checkinteger(lua_State *L, int arg);
 void *chr_lua_checkudata(lua_State *L, int arg, const char *tname);
 
+/* Pushes the metatable registered under tname, made on first use from the
+ * metamethods in meta and the methods in methods (its __index); either may
+ * be NULL. stack: +1 */
+void chr_lua_classmeta(lua_State *L, const char *tname, const luaL_Reg *meta,
+                       const luaL_Reg *methods);
+
 /* Reads the error value at idx that Lua code raised: its code when it is
  * a {code=, message=} table with a known code, else 0 (a string, another
  * value); *msg is its message, or the value as text (owned by L until the

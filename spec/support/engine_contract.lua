@@ -85,6 +85,13 @@ return function(name, factory, opts)
       return s
     end
 
+    -- A scheduler whose handler "h" lists the ids of the jobs it ran.
+    local function recording_sched(o)
+      local s, ran = sched(o), {}
+      s:handler("h", function(job) ran[#ran + 1] = job.job_id end)
+      return s, ran
+    end
+
     local function wait(pred, msg, seconds)
       H.wait(pred, seconds or 10, msg)
     end
@@ -307,23 +314,24 @@ return function(name, factory, opts)
         assert.are.same({ "o" }, H.ids(runs))
       end)
 
+      -- Moves the clock to `now` and ticks; waits until job id's next run
+      -- time is `next_time` (else fails with `what`), then for the runs.
+      local function catch_up(now, id, next_time, what, seconds)
+        clock.now = H.t(now)
+        s:tick()
+        wait(function() return field(id, "next_run_time") == next_time end, what, seconds)
+        settle(s)
+      end
+
       it("run_once: a missed cron job runs once and its next time is the first slot after now", function()
         s:on { cron = "*/5 * * * *" }:config { job_id = "c", if_missed = "run_once" }:run("h")
-        clock.now = H.t("2025-01-15T10:17:30Z")
-        s:tick()
-        wait(function() return field("c", "next_run_time") == "2025-01-15T10:20:00Z" end,
-          "the job did not move to 10:20")
-        settle(s)
+        catch_up("2025-01-15T10:17:30Z", "c", "2025-01-15T10:20:00Z", "the job did not move to 10:20")
         assert.are.equal(1, #runs)
       end)
 
       it("run_all: cron catches up each missed slot once, then stops", function()
         s:on { minute = "*" }:config { job_id = "c", if_missed = "run_all" }:run("h")
-        clock.now = H.t("2025-01-15T10:05:30Z")
-        s:tick()
-        wait(function() return field("c", "next_run_time") == "2025-01-15T10:06:00Z" end,
-          "the job did not catch up to 10:06", 30)
-        settle(s)
+        catch_up("2025-01-15T10:05:30Z", "c", "2025-01-15T10:06:00Z", "the job did not catch up to 10:06", 30)
         assert.are.same({ "2025-01-15T10:01:00Z", "2025-01-15T10:02:00Z", "2025-01-15T10:03:00Z",
                           "2025-01-15T10:04:00Z", "2025-01-15T10:05:00Z" }, scheduled_times())
         assert.are.equal("scheduled", store:get_job("c").status)
@@ -331,21 +339,22 @@ return function(name, factory, opts)
 
       it("run_all: an interval job runs each missed slot once", function()
         s:every { minutes = 10 }:config { job_id = "i", if_missed = "run_all" }:run("h")
-        clock.now = H.t("2025-01-15T10:35:00Z")
-        s:tick()
-        wait(function() return field("i", "next_run_time") == "2025-01-15T10:40:00Z" end,
-          "the job did not catch up to 10:40", 30)
-        settle(s)
+        catch_up("2025-01-15T10:35:00Z", "i", "2025-01-15T10:40:00Z", "the job did not catch up to 10:40", 30)
         assert.are.same({ "2025-01-15T10:10:00Z", "2025-01-15T10:20:00Z", "2025-01-15T10:30:00Z" },
           scheduled_times())
       end)
 
-      it("end (delete) a job whose trigger has no further time, after one run", function()
+      -- A job "last" due once, at 10:01, is deleted after a tick at `now`.
+      local function ends_at(now)
         s:on { year = 2025, month = 1, day = 15, hour = 10, minute = 1 }:config { job_id = "last" }
           :run("h")
-        clock.now = T0 + 60 * S
+        clock.now = now
         s:tick()
         wait(function() return store:get_job("last") == nil end, "the job was not deleted")
+      end
+
+      it("end (delete) a job whose trigger has no further time, after one run", function()
+        ends_at(T0 + 60 * S)
         assert.are.equal(1, #runs)
         clock.now = T0 + 3600 * S
         settle(s)
@@ -353,11 +362,7 @@ return function(name, factory, opts)
       end)
 
       it("end a job whose only remaining slot was skipped", function()
-        s:on { year = 2025, month = 1, day = 15, hour = 10, minute = 1 }:config { job_id = "last" }
-          :run("h")
-        clock.now = T0 + 3600 * S
-        s:tick()
-        wait(function() return store:get_job("last") == nil end, "the job was not deleted")
+        ends_at(T0 + 3600 * S)
         assert.are.same({}, runs)
       end)
     end)
@@ -394,9 +399,7 @@ return function(name, factory, opts)
       end)
 
       it("that expired are recovered and their jobs run; valid ones are left alone", function()
-        local s = sched()
-        local ran = {}
-        s:handler("h", function(job) ran[#ran + 1] = job.job_id end)
+        local s, ran = recording_sched()
         orphan("orphan", T0 - 10 * S)
         orphan("alive", T0 + 600 * S, "other-node")
         s:start()
@@ -409,9 +412,7 @@ return function(name, factory, opts)
       end)
 
       it("that expire while the scheduler runs are recovered", function()
-        local s = sched()
-        local ran = {}
-        s:handler("h", function(job) ran[#ran + 1] = job.job_id end)
+        local s, ran = recording_sched()
         s:start()
         orphan("orphan", T0 + 20 * S)
         settle(s)
@@ -526,25 +527,24 @@ return function(name, factory, opts)
         assert.is_true(early <= 0, ("started %d µs before its time"):format(early))
       end
 
-      if opts.next_due_time ~= false then
-        it("start a job created before the scheduler, due in 200 ms, long before the poll", function()
-          local s = sched { clock = false, polling_interval = POLL }
-          local started = record(s)
-          s:once(chronis.time.now() + 200000):config { job_id = "soon" }:run("h")
-          s:start()
-          wait(function() return started.soon ~= nil end, "the job was not started before the poll")
-          assert_not_early(started.soon[1])
-        end)
-      else
-        it("start a job created before the scheduler at the next poll (no due time to ask for)", function()
-          local s = sched { clock = false, polling_interval = 1 }
-          local started = record(s)
-          s:once(chronis.time.now() + 200000):config { job_id = "soon" }:run("h")
-          s:start()
-          wait(function() return started.soon ~= nil end, "the job was not started by the next poll")
-          assert_not_early(started.soon[1])
-        end)
+      -- Job id starts (`when`: before the poll, ...), and not early.
+      local function wait_started(started, id, when)
+        wait(function() return started[id] ~= nil end, "the job was not started " .. when)
+        assert_not_early(started[id][1])
       end
+
+      -- Without next_due_time the store cannot say when its next job is
+      -- due: the job starts at the next poll, which is made short.
+      local due = opts.next_due_time ~= false
+        and { "due in 200 ms, long before the poll", POLL, "before the poll" }
+        or { "at the next poll (no due time to ask for)", 1, "by the next poll" }
+      it("start a job created before the scheduler, " .. due[1], function()
+        local s = sched { clock = false, polling_interval = due[2] }
+        local started = record(s)
+        s:once(chronis.time.now() + 200000):config { job_id = "soon" }:run("h")
+        s:start()
+        wait_started(started, "soon", due[3])
+      end)
 
       it("start a job created while the scheduler sleeps, due in 200 ms, long before the poll", function()
         local s = sched { clock = false, polling_interval = POLL }
@@ -552,8 +552,7 @@ return function(name, factory, opts)
         s:start()
         settle(s) -- the scheduler has polled, and sleeps until the next poll
         s:once(chronis.time.now() + 200000):config { job_id = "soon" }:run("h")
-        wait(function() return started.soon ~= nil end, "the job was not started before the poll")
-        assert_not_early(started.soon[1])
+        wait_started(started, "soon", "before the poll")
       end)
 
       if opts.hints_across_handles then
@@ -564,8 +563,7 @@ return function(name, factory, opts)
           settle(s)
           local other = sched { clock = false, storage = second_handle() } -- not started: creates only
           other:once(chronis.time.now() + 200000):config { job_id = "elsewhere" }:run("h")
-          wait(function() return started.elsewhere ~= nil end, "the job was not started before the poll")
-          assert_not_early(started.elsewhere[1])
+          wait_started(started, "elsewhere", "before the poll")
         end)
       end
 
@@ -695,9 +693,7 @@ return function(name, factory, opts)
       end)
 
       it("runs new jobs after a restart", function()
-        local s = sched()
-        local ran = {}
-        s:handler("h", function(job) ran[#ran + 1] = job.job_id end)
+        local s, ran = recording_sched()
         s:start()
         s:stop()
         due_job(s, "x", T0)

@@ -14,7 +14,7 @@
 local chronis = require "chronis"
 local U = require "support.util"
 
-local describe, it, before_each, after_each, assert = U.busted()
+local describe, it, before_each, _, assert = U.busted()
 
 local function now_s()
   local t = chronis.time.now()
@@ -31,25 +31,31 @@ return function(name, factory, opts)
   describe(name .. " lock contract", function()
     local lock, K, K2
 
+    -- The loop is clean after each test: closed adapters' handles are
+    -- closing, not active.
+    U.fresh_each("lock", factory, opts.teardown, function(l) lock = l end)
+
     before_each(function()
-      lock = factory()
-      assert(lock, "factory() returned no lock")
       serial = serial + 1
       K = ("chronis-test:%s:%d:k"):format(run_id, serial)
       K2 = K .. "2"
-    end)
-
-    after_each(function()
-      local l = lock
-      lock = nil
-      -- The loop is clean: closed adapters' handles are closing, not active.
-      U.close_and_check(l, opts.teardown)
     end)
 
     local function acquire(key, ttl, owner, extra)
       local o = { owner = owner, blocking = false }
       for k, v in pairs(extra or {}) do o[k] = v end
       return lock:acquire(key, ttl, o)
+    end
+
+    -- Owner "a" takes K for ttl seconds, renews it after `after` seconds
+    -- with renew(), and must still hold it 0.3 s later, past the first TTL.
+    local function check_renewal(ttl, after, renew)
+      assert.is_true(acquire(K, ttl, "a"))
+      chronis.sleep(after)
+      assert.is_true(renew())
+      chronis.sleep(0.3)
+      assert.is_false(acquire(K, 10, "b"))
+      assert.is_true(lock:release(K, "a"))
     end
 
     describe("acquire", function()
@@ -73,13 +79,8 @@ return function(name, factory, opts)
       end)
 
       it("lets the owner acquire again, refreshing the TTL", function()
-        assert.is_true(acquire(K, 0.5, "a"))
-        chronis.sleep(0.3)
-        assert.is_true(acquire(K, 0.5, "a"))
-        chronis.sleep(0.3)
         -- 0.6 s after the first acquire: held only thanks to the refresh.
-        assert.is_false(acquire(K, 10, "b"))
-        assert.is_true(lock:release(K, "a"))
+        check_renewal(0.5, 0.3, function() return acquire(K, 0.5, "a") end)
       end)
 
       it("keeps keys independent", function()
@@ -119,44 +120,41 @@ return function(name, factory, opts)
       end)
     end)
 
+    -- A blocking acquire of K by owner, which must wait at least min_wait
+    -- seconds (else fails with early, formatted with the wait) and must
+    -- not outlast the generous bound. Returns its result.
+    local function wait_acquire(owner, timeout, min_wait, early)
+      local t0 = now_s()
+      local ok = acquire(K, 30, owner, { blocking = true, timeout = timeout })
+      local waited = now_s() - t0
+      assert.is_true(waited >= min_wait, early:format(waited))
+      assert.is_true(waited < 5, ("waited %.3f s with a %g s timeout"):format(waited, timeout))
+      return ok
+    end
+
     describe("blocking acquire", function()
       it("waits until the holder releases, then takes the lock", function()
         assert.is_true(acquire(K, 30, "a"))
-        local t0 = now_s()
         local releaser = chronis.spawn(function()
           chronis.sleep(0.1)
           return lock:release(K, "a")
         end)
-        local ok = acquire(K, 30, "b", { blocking = true, timeout = 5 })
-        local waited = now_s() - t0
-        assert.is_true(ok)
+        assert.is_true(wait_acquire("b", 5, 0.08, "returned after %.3f s, before the release"))
         assert.is_true(releaser:join())
-        assert.is_true(waited >= 0.08, ("returned after %.3f s, before the release"):format(waited))
-        assert.is_true(waited < 5, ("waited %.3f s"):format(waited))
         assert.is_false(acquire(K, 30, "a"))
         assert.is_true(lock:release(K, "b"))
       end)
 
       it("gives up with false after its timeout", function()
         assert.is_true(acquire(K, 30, "a"))
-        local t0 = now_s()
-        local ok = acquire(K, 30, "b", { blocking = true, timeout = 0.3 })
-        local waited = now_s() - t0
-        assert.is_false(ok)
-        assert.is_true(waited >= 0.25, ("gave up after %.3f s, before the 0.3 s timeout"):format(waited))
-        assert.is_true(waited < 5, ("waited %.3f s for a 0.3 s timeout"):format(waited))
+        assert.is_false(wait_acquire("b", 0.3, 0.25, "gave up after %.3f s, before the 0.3 s timeout"))
         assert.is_false(lock:release(K, "b"))
         assert.is_true(lock:release(K, "a"))
       end)
 
       it("wakes when the holder's TTL ends", function()
         assert.is_true(acquire(K, 0.3, "a"))
-        local t0 = now_s()
-        local ok = acquire(K, 30, "b", { blocking = true, timeout = 5 })
-        local waited = now_s() - t0
-        assert.is_true(ok)
-        assert.is_true(waited >= 0.2, ("took the lock after %.3f s, before the TTL ended"):format(waited))
-        assert.is_true(waited < 5, ("waited %.3f s"):format(waited))
+        assert.is_true(wait_acquire("b", 5, 0.2, "took the lock after %.3f s, before the TTL ended"))
         assert.is_false(acquire(K, 30, "a"))
       end)
 
@@ -197,13 +195,8 @@ return function(name, factory, opts)
 
     describe("extend", function()
       it("keeps the owner's lock past its first TTL", function()
-        assert.is_true(acquire(K, 0.3, "a"))
-        chronis.sleep(0.15)
-        assert.is_true(lock:extend(K, 1, "a"))
-        chronis.sleep(0.3)
         -- 0.45 s after a 0.3 s acquire: held only thanks to the extension.
-        assert.is_false(acquire(K, 30, "b"))
-        assert.is_true(lock:release(K, "a"))
+        check_renewal(0.3, 0.15, function() return lock:extend(K, 1, "a") end)
       end)
 
       it("refuses a non-owner and does not extend for them", function()

@@ -23,7 +23,7 @@ local chronis = require "chronis"
 local J = require "support.jobs"
 local U = require "support.util"
 
-local describe, it, before_each, after_each, assert = U.busted()
+local describe, it, _, _, assert = U.busted()
 
 local null = chronis.json.null
 local parse, format = chronis.time.parse, chronis.time.format
@@ -99,23 +99,21 @@ return function(name, factory, opts)
   describe(name .. " storage contract", function()
     local store
 
-    before_each(function()
-      store = factory()
-      assert(store, "factory() returned no store")
-    end)
-
-    after_each(function()
-      local s = store
-      store = nil
-      -- docs/design.md: the loop has no stray handles and no task is left
-      -- alive (closed adapters' handles are closing, not active).
-      U.close_and_check(s, opts.teardown)
-    end)
+    -- docs/design.md: after each test the loop has no stray handles and no
+    -- task is left alive (closed adapters' handles are closing, not active).
+    U.fresh_each("store", factory, opts.teardown, function(s) store = s end)
 
     local function create(id, fields) return store:create_job(job(id, fields)) end
 
     local function query_ids(filters, limit, offset)
       return ids_of(store:query_jobs(filters, limit, offset))
+    end
+
+    -- A job as claim_due_jobs leaves it (complete_jobs, extend_leases).
+    local function running(id, owner, fields)
+      local f = { status = "running", claimed_by = owner, lease_until = at(30), next_run_time = at(-1) }
+      for k, v in pairs(fields or {}) do f[k] = v end
+      return create(id, f)
     end
 
     -- An optional operation: its tests when the adapter has it, else one
@@ -946,13 +944,6 @@ return function(name, factory, opts)
     end)
 
     optional("complete_jobs", function()
-      -- A job as claim_due_jobs leaves it.
-      local function running(id, owner, fields)
-        local f = { status = "running", claimed_by = owner, lease_until = at(30), next_run_time = at(-1) }
-        for k, v in pairs(fields or {}) do f[k] = v end
-        return create(id, f)
-      end
-
       local function reschedule(id, owner)
         return { job_id = id, owner = owner, updates = { status = "scheduled", next_run_time = at(3600),
           claimed_by = null, lease_until = null, last_run_time = T0 } }
@@ -1126,13 +1117,6 @@ return function(name, factory, opts)
     end)
 
     optional("extend_leases", function()
-      -- A job as claim_due_jobs leaves it.
-      local function running(id, owner, fields)
-        local f = { status = "running", claimed_by = owner, lease_until = at(30), next_run_time = at(-1) }
-        for k, v in pairs(fields or {}) do f[k] = v end
-        return create(id, f)
-      end
-
       local function extend(owner, ids, now, lease)
         return store:extend_leases({ owner = owner, ids = ids, now = now or T0, lease_seconds = lease or 60 })
       end

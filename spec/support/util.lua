@@ -157,6 +157,37 @@ function U.assert_error_naming(code, needle, f, ...)
   return err
 end
 
+-- Every field of `expected` has that value in `actual` (tables compared
+-- deeply); a failure names the field. Fields not in `expected` are not
+-- looked at.
+function U.assert_fields(expected, actual)
+  local keys = {}
+  for k in pairs(expected) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    require("luassert").are.same(expected[k], actual[k], "field " .. k)
+  end
+end
+
+-- A contract suite's fixture: before each test, set(factory()) (what:
+-- "store", "lock", for the message when the factory gives nothing); after
+-- it, set(nil), then close_and_check on what the factory gave.
+function U.fresh_each(what, factory, teardown, set)
+  local _, _, before_each, after_each = U.busted()
+  local current
+  before_each(function()
+    current = factory()
+    assert(current, "factory() returned no " .. what)
+    set(current)
+  end)
+  after_each(function()
+    local x = current
+    current = nil
+    set(nil)
+    U.close_and_check(x, teardown)
+  end)
+end
+
 -- The end of a contract test: closes what factory() gave (when given), runs
 -- the spec's teardown on it, and checks that the loop is clean.
 function U.close_and_check(x, teardown)

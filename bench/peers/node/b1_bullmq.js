@@ -5,7 +5,7 @@
 // usage: node b1_bullmq.js N REDIS_PORT [CONCURRENCY]
 'use strict';
 const { Queue, Worker } = require('bullmq');
-const { mono, cpu, emit, version } = require('./common');
+const { cpu, emit, version, createInBatches, burstTally } = require('./common');
 
 const N = Number(process.argv[2]);
 const port = Number(process.argv[3]);
@@ -17,37 +17,24 @@ async function main() {
   const queue = new Queue('b1', { connection });
   await queue.waitUntilReady();
   const opts = { removeOnComplete: true, removeOnFail: true };
-  const c0 = cpu(), w0 = mono();
-  for (let i = 0; i < N; i += BULK) {
-    const batch = [];
-    for (let j = i; j < Math.min(N, i + BULK); j++) batch.push({ name: 'noop', data: {}, opts });
-    await queue.addBulk(batch);
-  }
-  const createS = mono() - w0, createCpu = cpu() - c0;
+  const { createS, createCpu } = await createInBatches(N, BULK,
+    () => ({ name: 'noop', data: {}, opts }), (batch) => queue.addBulk(batch));
 
-  let done = 0, failed = 0, first = null, last = null;
-  let finish;
-  const finished = new Promise((r) => { finish = r; });
+  const tally = burstTally(N);
   const c1 = cpu();
-  const worker = new Worker('b1', async () => {
-    if (first === null) first = mono();
-  }, { connection, concurrency, autorun: false });
-  worker.on('completed', () => {
-    done++;
-    if (done + failed >= N) { last = mono(); finish(); }
-  });
-  worker.on('failed', () => {
-    failed++;
-    if (done + failed >= N) { last = mono(); finish(); }
-  });
+  const worker = new Worker('b1', async () => { tally.started(); },
+    { connection, concurrency, autorun: false });
+  worker.on('completed', tally.ok);
+  worker.on('failed', tally.fail);
   worker.run();
-  await finished;
+  await tally.finished;
   const runCpu = cpu() - c1;
   await worker.close();
   const counts = await queue.getJobCounts('wait', 'active', 'delayed', 'prioritized');
   const left = Object.values(counts).reduce((a, b) => a + b, 0);
   await queue.close();
-  const runS = last - first;
+  const { done, failed } = tally;
+  const runS = tally.last - tally.first;
   emit({ impl: 'bullmq', store: 'redis', n: N, done, errors: failed, left,
          create_s: createS, create_per_s: N / createS, create_cpu_s: createCpu,
          run_s: runS, jobs_per_s: done / runS, run_cpu_s: runCpu,

@@ -5,7 +5,7 @@
 // usage: node b1_graphile.js N PG_URL [CONCURRENCY]
 'use strict';
 const { run, makeWorkerUtils, Logger } = require('graphile-worker');
-const { mono, cpu, emit, version } = require('./common');
+const { cpu, emit, version, createInBatches, burstTally } = require('./common');
 
 const N = Number(process.argv[2]);
 const connectionString = process.argv[3];
@@ -20,35 +20,28 @@ const quiet = new Logger(() => () => {});
 async function main() {
   const utils = await makeWorkerUtils({ connectionString, logger: quiet });
   await utils.migrate();
-  const c0 = cpu(), w0 = mono();
-  for (let i = 0; i < N; i += BULK) {
-    const specs = [];
-    for (let j = i; j < Math.min(N, i + BULK); j++) specs.push({ identifier: 'noop', payload: {} });
-    await utils.addJobs(specs);
-  }
-  const createS = mono() - w0, createCpu = cpu() - c0;
+  const { createS, createCpu } = await createInBatches(N, BULK,
+    () => ({ identifier: 'noop', payload: {} }), (specs) => utils.addJobs(specs));
 
-  let done = 0, failed = 0, first = null, last = null;
-  let finish;
-  const finished = new Promise((r) => { finish = r; });
+  const tally = burstTally(N);
   const c1 = cpu();
   const runner = await run({
     connectionString, concurrency, noHandleSignals: true, logger: quiet,
     pollInterval: settings.pollInterval, maxPoolSize: settings.maxPoolSize,
     preset: { worker: { localQueue: settings.localQueue,
                         completeJobBatchDelay: settings.completeJobBatchDelay } },
-    taskList: { noop: async () => { if (first === null) first = mono(); } },
+    taskList: { noop: async () => { tally.started(); } },
   });
-  const check = () => { if (done + failed >= N && last === null) { last = mono(); finish(); } };
-  runner.events.on('job:success', () => { done++; check(); });
-  runner.events.on('job:error', () => { failed++; check(); });
-  await finished;
+  runner.events.on('job:success', tally.ok);
+  runner.events.on('job:error', tally.fail);
+  await tally.finished;
   const runCpu = cpu() - c1;
   await runner.stop();
   const left = await utils.withPgClient(async (c) =>
     Number((await c.query('select count(*) from graphile_worker.jobs')).rows[0].count));
   await utils.release();
-  const runS = last - first;
+  const { done, failed } = tally;
+  const runS = tally.last - tally.first;
   emit({ impl: 'graphile-worker', store: 'postgres', n: N, done, errors: failed, left,
          create_s: createS, create_per_s: N / createS, create_cpu_s: createCpu,
          run_s: runS, jobs_per_s: done / runS, run_cpu_s: runCpu, settings,

@@ -25,9 +25,37 @@ function pct(sorted, p) {
   return sorted[k - 1];
 }
 
+// B1's creation phase: n jobs added in batches of `size`, each batch of
+// make(i) items passed to add(batch). Returns its wall and CPU seconds.
+async function createInBatches(n, size, make, add) {
+  const c0 = cpu(), w0 = mono();
+  for (let i = 0; i < n; i += size) {
+    const batch = [];
+    for (let j = i; j < Math.min(n, i + size); j++) batch.push(make(j));
+    await add(batch);
+  }
+  return { createS: mono() - w0, createCpu: cpu() - c0 };
+}
+
+// B1's run phase, counted: started() at each run's start, ok() or fail()
+// at its end. `first` is when the first run started and `last` when the
+// n-th ended (monotonic s); `finished` resolves then.
+function burstTally(n) {
+  const t = { done: 0, failed: 0, first: null, last: null };
+  t.finished = new Promise((resolve) => {
+    const check = () => {
+      if (t.done + t.failed >= n && t.last === null) { t.last = mono(); resolve(); }
+    };
+    t.started = () => { if (t.first === null) t.first = mono(); };
+    t.ok = () => { t.done++; check(); };
+    t.fail = () => { t.failed++; check(); };
+  });
+  return t;
+}
+
 function version(pkg) {
   const file = path.join(__dirname, 'node_modules', pkg, 'package.json');
   return JSON.parse(fs.readFileSync(file, 'utf8')).version;
 }
 
-module.exports = { mono, cpu, emit, pct, version };
+module.exports = { mono, cpu, emit, pct, version, createInBatches, burstTally };
