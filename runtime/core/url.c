@@ -128,7 +128,7 @@ static int part(parse_t *ps, const char *s, size_t n, const char *part, int secr
   if (rc != 0)
     return chr_opts_fail(&ps->u->query, ps->err, ps->errlen,
                          "malformed %%-escape '%.*s' in %s (expected %% and two hex digits)",
-                         (int)strnlen(bad, 3), bad, part);
+                         (int)(s + n - bad < 3 ? s + n - bad : 3), bad, part);
   return 0;
 }
 
