@@ -225,7 +225,7 @@ local function remove_stale_temps(self)
   end
 end
 
-local check_open, stamp = kit.check_open, kit.stamp
+local check_call, stamp = kit.check_call, kit.stamp
 
 -- ---- operations (docs/adapters.md). None yields, so calls never interleave
 -- in this process: CAS and claim are atomic. Checks, comparisons, filters
@@ -233,8 +233,7 @@ local check_open, stamp = kit.check_open, kit.stamp
 -- new entries and commits them in one write.
 
 function Store:create_job(job)
-  check_open(self)
-  local rec = kit.check_record(job, "create_job")
+  local rec = check_call(self, "create_job", job)
   if self.entries[rec.job_id] ~= nil then fail("duplicate", "job '%s' already exists", rec.job_id) end
   rec.updated_at = stamp(self)
   local entry = make_entry(rec)
@@ -243,18 +242,15 @@ function Store:create_job(job)
 end
 
 function Store:get_job(id)
-  check_open(self)
-  kit.check_id(id, "get_job")
+  check_call(self, "get_job", id)
   local e = self.entries[id]
   return e and json.decode(e.text)
 end
 
 function Store:get_jobs_batch(ids)
-  check_open(self)
-  if type(ids) ~= "table" then fail("invalid", "get_jobs_batch: expected an array of ids") end
+  check_call(self, "get_jobs_batch", ids)
   local out = {}
   for _, id in ipairs(ids) do
-    kit.check_id(id, "get_jobs_batch")
     local e = self.entries[id]
     if e then out[id] = json.decode(e.text) end
   end
@@ -262,9 +258,7 @@ function Store:get_jobs_batch(ids)
 end
 
 function Store:update_job(id, updates)
-  check_open(self)
-  kit.check_id(id, "update_job")
-  local u = kit.check_updates(id, updates)
+  local _, u = check_call(self, "update_job", id, updates)
   local e = self.entries[id]
   if e == nil then fail("not_found", "job '%s' not found", id) end
   local entry = updated(e, u, stamp(self))
@@ -273,10 +267,7 @@ function Store:update_job(id, updates)
 end
 
 function Store:compare_and_swap_job(id, expected, updates)
-  check_open(self)
-  kit.check_id(id, "compare_and_swap_job")
-  local want = kit.check_expected(id, expected)
-  local u = kit.check_updates(id, updates)
+  local _, want, u = check_call(self, "compare_and_swap_job", id, expected, updates)
   local e = self.entries[id]
   if e == nil then fail("not_found", "job '%s' not found", id) end
   if not kit.matches(e.job, want) then return false, nil end
@@ -286,17 +277,15 @@ function Store:compare_and_swap_job(id, expected, updates)
 end
 
 function Store:delete_job(id)
-  check_open(self)
-  kit.check_id(id, "delete_job")
+  check_call(self, "delete_job", id)
   if self.entries[id] == nil then return false end
   commit(self, { [id] = false })
   return true
 end
 
--- The entries that match filters. job_id_in is looked up in the index
--- instead of scanning it.
-local function select_entries(self, filters)
-  local match, ids = kit.compile_filters(filters)
+-- The entries that match compiled filters (match, and the ids of
+-- job_id_in). job_id_in is looked up in the index instead of scanning it.
+local function select_entries(self, match, ids)
   local found = {}
   if ids then
     for _, id in ipairs(ids) do
@@ -312,18 +301,15 @@ local function select_entries(self, filters)
 end
 
 function Store:query_jobs(filters, limit, offset)
-  check_open(self)
-  kit.check_count(limit, "limit")
-  kit.check_count(offset, "offset")
-  local found = kit.sort_query(select_entries(self, filters), entry_job)
+  local match, ids = check_call(self, "query_jobs", filters, limit, offset)
+  local found = kit.sort_query(select_entries(self, match, ids), entry_job)
   local out = kit.page(found, limit, offset)
   for i, e in ipairs(out) do out[i] = json.decode(e.text) end
   return out
 end
 
 function Store:count_jobs(filters)
-  check_open(self)
-  return #select_entries(self, filters)
+  return #select_entries(self, check_call(self, "count_jobs", filters))
 end
 
 -- Gives every entry of `list` the same updates and one updated_at, in one
@@ -340,14 +326,8 @@ local function update_all(self, list, u)
 end
 
 function Store:claim_due_jobs(opts)
-  check_open(self)
-  local now, owner, lease_until, limit = kit.lease_options(opts, "claim_due_jobs")
-  local due = {}
-  for _, e in pairs(self.entries) do
-    if kit.is_due(e.job, now) then due[#due + 1] = e end
-  end
-  kit.sort_claim(due, entry_job)
-  local claimed = update_all(self, kit.page(due, limit),
+  local now, owner, lease_until, limit = check_call(self, "claim_due_jobs", opts)
+  local claimed = update_all(self, kit.due_jobs(self.entries, now, limit, entry_job),
     { status = "running", claimed_by = owner, lease_until = lease_until })
   for i, entry in ipairs(claimed) do claimed[i] = json.decode(entry.text) end
   return claimed
@@ -356,8 +336,7 @@ end
 -- Items are decided against the changes of the items before them, so that
 -- a job completed twice in one call is found deleted the second time.
 function Store:complete_jobs(list)
-  check_open(self)
-  local items = kit.check_completions(list)
+  local items = check_call(self, "complete_jobs", list)
   local changes, results = {}, {}
   local updated_at = #items > 0 and stamp(self)
   for i, item in ipairs(items) do
@@ -372,8 +351,7 @@ function Store:complete_jobs(list)
 end
 
 function Store:recover_expired_leases(now)
-  check_open(self)
-  now = now == nil and chronis.time.now() or kit.to_us(now, "recover_expired_leases: invalid 'now'")
+  now = check_call(self, "recover_expired_leases", now)
   local changes, n, updated_at = {}, 0, nil
   for id, e in pairs(self.entries) do
     if kit.lease_expired(e.job, now) then
@@ -387,11 +365,9 @@ function Store:recover_expired_leases(now)
 end
 
 function Store:extend_leases(opts)
-  check_open(self)
-  local _, owner, lease_until = kit.lease_options(opts, "extend_leases")
-  if type(opts.ids) ~= "table" then fail("invalid", "extend_leases: 'ids' must be an array of ids") end
+  local _, owner, lease_until, ids = check_call(self, "extend_leases", opts)
   local owned, seen = {}, {}
-  for _, id in ipairs(opts.ids) do
+  for _, id in ipairs(ids) do
     local e = self.entries[id]
     if e ~= nil and not seen[e] and e.job.status == "running" and e.job.claimed_by == owner then
       seen[e] = true
@@ -402,7 +378,7 @@ function Store:extend_leases(opts)
 end
 
 function Store:next_due_time()
-  check_open(self)
+  check_call(self, "next_due_time")
   local best
   for _, e in pairs(self.entries) do
     local t = kit.time_of(e.job, "next_run_time")

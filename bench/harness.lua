@@ -11,7 +11,9 @@
 -- the report in build/bench/smoke.md; the last line printed is the one-line
 -- verdict. Exits non-zero when a run failed: a chronis store that exists in
 -- runtime/core/open.c's scheme table, or an installed peer.
-package.path = "bench/lib/?.lua;" .. package.path
+-- spec/?.lua: bench/lib shares spec/support's server launchers and shell
+-- and file helpers (see bench/lib/servers.lua).
+package.path = "bench/lib/?.lua;spec/?.lua;" .. package.path
 package.cpath = "build/bench/?.so;" .. package.cpath
 local U = require "util"
 local S = require "servers"
@@ -421,8 +423,8 @@ local function start_servers(sc, ctx)
       if row.server == "postgres" then need_pg = true end
     end
   end
-  if need_redis then ctx.redis = S.start_redis(ctx.dir .. "/redis", MEASURE) end
-  if need_pg then ctx.pg = S.start_postgres(ctx.dir .. "/pg", MEASURE) end
+  if need_redis then ctx.redis = S.start_redis(ctx.dir .. "/redis") end
+  if need_pg then ctx.pg = S.start_postgres(ctx.dir .. "/pg") end
   ctx.servers = {}
   if ctx.redis then ctx.servers[#ctx.servers + 1] = ctx.redis end
   if ctx.pg then ctx.servers[#ctx.servers + 1] = ctx.pg end

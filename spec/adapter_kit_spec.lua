@@ -4,6 +4,7 @@
 -- own specs; these tests pin each piece down on its own.
 local chronis = require "chronis"
 local kit = require "chronis.adapter_kit"
+local U = require "support.util"
 
 local null = chronis.json.null
 local parse, format = chronis.time.parse, chronis.time.format
@@ -12,19 +13,11 @@ local T0 = "2025-01-15T10:00:00Z"
 local T0_US = parse(T0)
 local S = 1000000
 
--- Calls f and returns the structured error it raised (fails if none).
-local function error_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  assert(type(err) == "table", "expected a structured error, got " .. tostring(err))
-  return err
-end
+local error_of = U.error_of
 
 -- Asserts that f(...) raises `invalid` with `text` in its message.
 local function assert_invalid(text, f, ...)
-  local err = error_of(f, ...)
-  assert.are.equal("invalid", err.code)
-  assert(err.message:find(text, 1, true), ("expected %q in %q"):format(text, err.message))
+  U.assert_error_naming("invalid", text, f, ...)
 end
 
 local function ids_of(list, rec_of)
@@ -201,6 +194,21 @@ describe("chronis.adapter_kit", function()
       assert.is_true(kit.matches(rec, { claimed_by = null }))
       assert.is_false(kit.matches(rec, { status = null }))
       assert.is_false(kit.matches(rec, { claimed_by = "n1" }))
+    end)
+  end)
+
+  describe("the C stores' own rules", function()
+    it("refuse a known field of the wrong type in records and updates", function()
+      assert_invalid("create_job: invalid field 'name': expected a string", kit.check_record,
+        { job_id = "a", status = "pending", name = 5 }, "create_job")
+      assert_invalid("job 'a': invalid field 'trigger_args': expected a table", kit.check_updates,
+        "a", { trigger_args = "x" })
+    end)
+
+    it("compare times as instants in a CAS, whatever the record's form", function()
+      local rec = { job_id = "a", status = "running", lease_until = "2025-01-15T11:00:00+01:00" }
+      assert.is_true(kit.matches(rec, { lease_until = T0 }))
+      assert.is_true(kit.matches(rec, { lease_until = T0_US }))
     end)
   end)
 
@@ -383,6 +391,22 @@ describe("chronis.adapter_kit", function()
       assert.is_false(kit.is_due({ status = "scheduled" }, T0_US))
     end)
 
+    it("due_jobs: the due ones of a table, in claim order, at most limit", function()
+      local t = {
+        x = { job_id = "late", status = "scheduled", next_run_time = T0 },
+        y = { job_id = "early", status = "scheduled", next_run_time = "2025-01-15T09:00:00Z" },
+        z = { job_id = "urgent", status = "scheduled", priority = 9, next_run_time = T0 },
+        w = { job_id = "future", status = "scheduled", next_run_time = "2025-01-15T11:00:00Z" },
+        v = { job_id = "paused", status = "paused", next_run_time = T0 },
+      }
+      assert.are.same({ "urgent", "early", "late" }, ids_of(kit.due_jobs(t, T0_US, 10)))
+      assert.are.same({ "urgent", "early" }, ids_of(kit.due_jobs(t, T0_US, 2)))
+      local wrapped = {}
+      for k, rec in pairs(t) do wrapped[k] = { job = rec } end
+      local function rec_of(e) return e.job end
+      assert.are.same({ "urgent" }, ids_of(kit.due_jobs(wrapped, T0_US, 1, rec_of), rec_of))
+    end)
+
     it("lease_expired: running with lease_until strictly before now", function()
       assert.is_true(kit.lease_expired({ status = "running", lease_until = T0 }, T0_US + 1))
       assert.is_false(kit.lease_expired({ status = "running", lease_until = T0 }, T0_US))
@@ -423,13 +447,50 @@ describe("chronis.adapter_kit", function()
     end)
   end)
 
+  describe("check_call", function()
+    it("checks the arguments of every operation of the contract", function()
+      local store = { closed = false }
+      for _, op in ipairs(chronis.storage.operations) do
+        if op.name ~= "close" and op.name ~= "next_due_time" then
+          -- 42 is no job, id, list, filter or options; "soon" is no time.
+          local bad = op.name == "recover_expired_leases" and "soon" or 42
+          local err = error_of(kit.check_call, store, op.name, bad, bad, bad)
+          assert.are.equal("invalid", err.code, op.name)
+        end
+      end
+      kit.check_call(store, "next_due_time")
+    end)
+
+    it("returns the checked arguments, ready to use", function()
+      local store = { closed = false }
+      local id, want, u = kit.check_call(store, "compare_and_swap_job", "a",
+        { lease_until = "2025-01-15T11:00:00+01:00" }, { next_run_time = T0_US })
+      assert.are.equal("a", id)
+      assert.are.same({ lease_until = T0 }, want)
+      assert.are.same({ next_run_time = T0 }, u)
+      local match, ids, limit, offset = kit.check_call(store, "query_jobs", { job_id_in = { "b", "b" } }, 2)
+      assert.is_true(match({ job_id = "b" }))
+      assert.are.same({ "b" }, ids)
+      assert.are.equal(2, limit)
+      assert.is_nil(offset)
+      assert.are.equal(T0_US, kit.check_call(store, "recover_expired_leases", T0))
+    end)
+
+    it("raises 'unavailable' for a closed store, before any check", function()
+      local ok, err = pcall(kit.check_call, { closed = true }, "get_job", 42)
+      assert.is_false(ok)
+      assert.are.equal("unavailable", err.code)
+      assert.are.equal("the store is closed", err.message)
+    end)
+  end)
+
   describe("check_open", function()
-    it("raises a plain error for a closed store only", function()
+    it("raises 'unavailable' for a closed store only, as a C store does", function()
       kit.check_open({ closed = false })
       local ok, err = pcall(kit.check_open, { closed = true })
       assert.is_false(ok)
-      assert.are.equal("string", type(err))
-      assert.truthy(err:find("attempt to use a closed store", 1, true))
+      assert.are.equal("unavailable", err.code)
+      assert.are.equal("the store is closed", err.message)
     end)
   end)
 

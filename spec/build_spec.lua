@@ -5,32 +5,10 @@
 -- pkg-config on PATH, which see no package until apt-get "installs" them
 -- all (the real headers and pkg-config answer from then on). Nothing is
 -- installed on the real machine.
+local U = require "support.util"
 
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function capture(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, text, mode)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-  if mode then os.execute("chmod " .. mode .. " " .. shell_quote(path)) end
-end
+local shell_quote, capture, write, exists, ROOT = U.sh_quote, U.capture, U.write, U.exists, U.ROOT
+local function read(path) return U.read(path, "") end
 
 local function lines(s)
   local t = {}
@@ -38,21 +16,13 @@ local function lines(s)
   return t
 end
 
-local function exists(path)
-  return os.execute("test -e " .. shell_quote(path)) == true
-end
-
-local here = debug.getinfo(1, "S").source:match("^@(.*)spec/build_spec%.lua$") or "./"
-if here == "" then here = "./" end
-local ROOT = capture("cd " .. shell_quote(here) .. " && pwd"):gsub("%s+$", "")
 local REAL_PKG_CONFIG = capture("command -v pkg-config"):gsub("%s+$", "")
 
 describe("build on a fresh machine", function()
   local dir, src, bin
 
   before_each(function()
-    dir = capture("mktemp -d"):gsub("%s+$", "")
-    assert.truthy(dir:match("^/"), "mktemp -d failed")
+    dir = U.tmpdir("chronis-build")
     src, bin = dir .. "/src", dir .. "/bin"
     assert.is_true(os.execute(("mkdir -p %s/spec/node_modules %s && cd %s && cp -r Makefile tools scripts runtime adapters %s/ && cp spec/core_test.c %s/spec/")
       :format(shell_quote(src), shell_quote(bin), shell_quote(ROOT), shell_quote(src), shell_quote(src))))
@@ -91,7 +61,7 @@ exit 1
   end)
 
   after_each(function()
-    os.execute("rm -rf " .. shell_quote(dir))
+    U.remove_tree(dir)
   end)
 
   -- Runs a command in the copy with the stand-ins first on PATH and
@@ -150,7 +120,7 @@ exit 1
 
     os.remove(dir .. "/installed")
     os.remove(dir .. "/apt.log")
-    os.execute("rm -rf " .. shell_quote(src .. "/build"))
+    U.remove_tree(src .. "/build")
     rc, out, err = sh("make -n test")
     assert.are.equal(0, rc, out .. err)
     log = read(dir .. "/apt.log")

@@ -2,6 +2,7 @@
 -- time (strictly after `after`), DST rules, and the error messages.
 local chronis = require "chronis"
 local cron = chronis.cron
+local error_of = require("support.util").error_of
 
 local function nxt(spec, after, zone)
   return cron.next(spec, after, zone)
@@ -16,14 +17,6 @@ local function series(spec, after, n, zone)
     if t == nil then break end
   end
   return out
-end
-
--- The structured error raised by f(...).
-local function error_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  assert.are.equal("table", type(err))
-  return err
 end
 
 local function assert_invalid(spec, message)

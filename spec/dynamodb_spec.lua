@@ -7,6 +7,7 @@
 local chronis = require "chronis"
 local core = require "chronis.core"
 local aws = require "chronis.aws"
+local U = require "support.util"
 
 local ddb = assert(loadfile("adapters/dynamodb.lua", "t"))()
 
@@ -66,13 +67,7 @@ local function raw_items(name)
   return items
 end
 
-local function assert_error(code, f)
-  local ok, err = pcall(f)
-  assert(not ok, "expected an error " .. code .. ", the call succeeded")
-  assert(type(err) == "table", "expected a structured error, got " .. tostring(err))
-  assert.are.equal(code, err.code, tostring(err.message))
-  return err
-end
+local assert_error = U.assert_error
 
 local EXAMPLE = { region = "us-east-1", service = "service", access_key_id = "AKIDEXAMPLE",
   secret_access_key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", time = "20150830T123600Z" }
@@ -152,12 +147,22 @@ require("support.storage_contract")("dynamodb", function()
   return store
 end, { teardown = function(store) drop(table_of[store]) end })
 
+require("support.engine_contract")("dynamodb", function()
+  local name = table_name("engine")
+  local store = open(name)
+  table_of[store] = name
+  return store
+end, {
+  reopen = function(store) return (open(table_of[store])) end,
+  next_due_time = false,
+  teardown = function(store) drop(table_of[store]) end,
+})
+
 describe("dynamodb store", function()
   after_each(function()
     collectgarbage()
-    assert.are.equal(0, chronis.http.inflight())
-    assert.are.equal(0, core.live_tasks())
-    assert.are.equal(0, core.active_handles())
+    assert.are.equal(0, chronis.http.inflight(), "requests left in flight")
+    U.assert_loop_clean()
   end)
 
   it("opens from a lua: storage URL and creates its table once", function()

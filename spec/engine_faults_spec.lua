@@ -6,45 +6,13 @@
 -- executable against real stores.
 local chronis = require "chronis"
 local H = require "support.engine_helper"
+local U = require "support.util"
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function capture(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local here = debug.getinfo(1, "S").source:match("^@(.*)spec/engine_faults_spec%.lua$") or "./"
-if here == "" then here = "./" end
-local ROOT = capture("cd " .. sh_quote(here) .. " && pwd"):gsub("%s+$", "")
-local BUILD = os.getenv("CHRONIS_BUILD")
-BUILD = BUILD and capture("cd " .. sh_quote(BUILD) .. " && pwd"):gsub("%s+$", "") or ROOT .. "/build"
-local BIN = BUILD .. "/chronis"
+local sh_quote, write, ROOT, BIN = U.sh_quote, U.write, U.ROOT, U.BIN
+local function read(path) return U.read(path, "") end
 local WORKER = ROOT .. "/spec/support/worker.lua"
 
-local function tmpdir()
-  local d = capture("mktemp -d /tmp/chronis-faults.XXXXXX"):gsub("%s+$", "")
-  assert(d:match("^/tmp/"), "mktemp -d failed")
-  return d
-end
+local function tmpdir() return U.tmpdir("chronis-faults") end
 
 -- The runs a worker recorded: { [job_id] = count }, and the total.
 local function runs_in(path)
@@ -195,7 +163,7 @@ describe("engine under faults", function()
         for id, n in pairs(runs_in(o)) do per[id] = (per[id] or 0) + n end
       end
       store:close()
-      os.execute("rm -rf " .. sh_quote(dir))
+      U.remove_tree(dir)
       assert.are.same({ long = 1 }, per)
     end)
   end)
@@ -481,7 +449,7 @@ s:start()
       local job = store:get_job("crash")
       store:close()
       local runs = read(dir .. "/runs.txt")
-      os.execute("rm -rf " .. sh_quote(dir))
+      U.remove_tree(dir)
       -- Two runs (the one that crashed, and one more), then failed without a
       -- third run, although the host was started three times.
       assert.are.equal("1\n2\n", runs)
@@ -509,7 +477,7 @@ s:start()
       local store = chronis.storage.open("sqlite:" .. dir .. "/jobs.db")
       local quit = store:get_job("quit")
       store:close()
-      os.execute("rm -rf " .. sh_quote(dir))
+      U.remove_tree(dir)
       assert.are.equal("exit", how)
       assert.are.equal(7, code)
       assert.is_true(slow, "the other handler did not finish: " .. err)

@@ -1,20 +1,17 @@
--- The scheduler engine (docs/engine.md) seen from Lua: priorities,
--- backpressure, wake-ups, leases, misfires, retries, timeouts, callbacks,
--- the handler's view of a job, graceful stop and two schedulers sharing a
--- store. Schedules run on a fake clock (`clock` option, sched:tick()); only
--- the wake-up check measures real time.
+-- The scheduler engine (docs/engine.md) seen from Lua, on the memory
+-- store: what the engine does in the process whatever the store —
+-- priorities among claimed jobs, backpressure and the queue status,
+-- misfire defaults, what timeouts and stops leave behind, callbacks, the
+-- handler's view of a job, chronis.sleep and chronis.run_until. What it
+-- does with a store (claims, retries, misfires, leases, wake-ups, pause
+-- and resume, graceful stop) is spec/support/engine_contract.lua, run by
+-- every store's spec. Schedules run on a fake clock (`clock` option,
+-- sched:tick()).
 local chronis = require "chronis"
 local H = require "support.engine_helper"
 
 local S, T0 = H.S, H.T0
-local fmt = chronis.time.format
-
--- A date job of `s` due at `at` (µs) running handler `func`.
-local function due_job(s, id, at, func, fields)
-  local f = { job_id = id, func_name = func or "h", run_date = fmt(at) }
-  for k, v in pairs(fields or {}) do f[k] = v end
-  return s:create_date_job(f)
-end
+local fmt, due_job = chronis.time.format, H.due_job
 
 local function count_status(s, status)
   return s:count_jobs({ status = status })
@@ -71,12 +68,8 @@ describe("engine", function()
     it("runs at most max_workers handlers and claims no more than max_queue_size", function()
       local clock = H.fake_clock()
       local s = H.scheduler { clock = clock.fn, max_workers = 2, max_queue_size = 5 }
-      local g = H.gate()
-      s:handler("h", function(job) g:pass(job) end)
-      for i = 1, 10 do due_job(s, ("j%02d"):format(i), T0 - i * S) end
-      s:start()
-      H.wait(function() return #g.entered == 2 end)
-      chronis.run_until(0.05)
+      local g = H.hold_runs(s, 10, 2)
+      chronis.run_until(0.05) -- room for a wrong engine to start or claim more
       local st = s:get_queue_status()
       assert.are.equal(2, st.in_flight)
       assert.are.equal(3, st.pending)
@@ -100,11 +93,7 @@ describe("engine", function()
     it("reports a partly used queue", function()
       local clock = H.fake_clock()
       local s = H.scheduler { clock = clock.fn, max_workers = 2, max_queue_size = 5 }
-      local g = H.gate()
-      s:handler("h", function(job) g:pass(job) end)
-      for i = 1, 3 do due_job(s, "j" .. i, T0 - i * S) end
-      s:start()
-      H.wait(function() return #g.entered == 2 end)
+      local g = H.hold_runs(s, 3, 2)
       chronis.run_until(0.02)
       local st = s:get_queue_status()
       assert.are.equal(2, st.in_flight)
@@ -127,11 +116,7 @@ describe("engine", function()
       local s = H.scheduler { clock = clock.fn }
       assert.are.equal(100, s:get_queue_status().max_queue_size)
       assert.are.equal(15, H.scheduler({ max_workers = 3 }):get_queue_status().max_queue_size)
-      local g = H.gate()
-      s:handler("h", function(job) g:pass(job) end)
-      for i = 1, 25 do due_job(s, ("j%02d"):format(i), T0 - i * S) end
-      s:start()
-      H.wait(function() return #g.entered == 20 end)
+      local g = H.hold_runs(s, 25, 20)
       chronis.run_until(0.05)
       local st = s:get_queue_status()
       assert.are.equal(20, st.in_flight)
@@ -143,275 +128,9 @@ describe("engine", function()
     end)
   end)
 
-  describe("wake-ups", function()
-    -- The one real-time check: late by less than 100 ms, never early.
-    local function assert_on_time(started, due)
-      assert.is_not_nil(started, "the job did not start")
-      local late = started - due
-      assert.is_true(late >= 0, ("started %d µs early"):format(-late))
-      assert.is_true(late < 100000, ("started %.1f ms late"):format(late / 1000))
-    end
-
-    it("starts a job due in 200 ms within 100 ms of its time with polling_interval 5", function()
-      local s = H.scheduler { polling_interval = 5 }
-      local started
-      s:handler("h", function() started = chronis.time.now() end)
-      local due = chronis.time.now() + 200000
-      s:once(due):config { job_id = "soon" }:run("h")
-      s:start()
-      H.wait(function() return started ~= nil end, 3)
-      assert_on_time(started, due)
-    end)
-
-    it("re-arms its timer when a job is created that is due sooner", function()
-      local s = H.scheduler { polling_interval = 5 }
-      local started = {}
-      s:handler("h", function(job) started[job.job_id] = chronis.time.now() end)
-      s:once(chronis.time.now() + 3 * S):config { job_id = "later" }:run("h")
-      s:start()
-      chronis.run_until(0.05) -- polled once: the timer now targets "later"
-      local due = chronis.time.now() + 200000
-      s:once(due):config { job_id = "soon" }:run("h")
-      H.wait(function() return started.soon ~= nil end, 3)
-      assert_on_time(started.soon, due)
-      assert.is_nil(started.later)
-    end)
-
-    it("polls at least every polling_interval (default 1 s) when nothing wakes it", function()
-      -- The fake clock moves without a store write, so only the poll timer
-      -- can notice that the job became due.
-      local clock = H.fake_clock()
-      local s = H.scheduler { clock = clock.fn }
-      local ran = false
-      s:handler("h", function() ran = true end)
-      due_job(s, "a", T0 + 3600 * S)
-      s:start()
-      chronis.run_until(0.05)
-      assert.is_false(ran)
-      clock.now = T0 + 3600 * S
-      H.wait(function() return ran end, 3, "not polled within 3 s")
-    end)
-  end)
-
-  describe("leases", function()
-    it("claims a job with claimed_by = node id and lease_until = now + lease_seconds", function()
-      local clock = H.fake_clock()
-      local s = H.scheduler { clock = clock.fn, lease_seconds = 45 }
-      local g = H.gate()
-      s:handler("h", function(job) g:pass(job) end)
-      due_job(s, "a", T0)
-      s:start()
-      H.wait(function() return #g.entered == 1 end)
-      local j = s:get_job("a")
-      assert.are.equal("running", j.status)
-      assert.are.equal(s:node_id(), j.claimed_by)
-      assert.are.equal(T0 + 45 * S, H.t(j.lease_until))
-      g.open = true
-      H.wait(function() return s:get_job("a") == nil end)
-    end)
-
-    it("extends the leases of running jobs with a heartbeat", function()
-      local clock = H.fake_clock()
-      local s = H.scheduler { clock = clock.fn, lease_seconds = 0.3 }
-      local g = H.gate()
-      s:handler("h", function(job) g:pass(job) end)
-      due_job(s, "a", T0)
-      s:start()
-      H.wait(function() return #g.entered == 1 end)
-      assert.are.equal(T0 + 300000, H.t(s:get_job("a").lease_until))
-      for _, at in ipairs({ 100, 200 }) do
-        clock.now = T0 + at * S
-        H.wait(function()
-          return H.t(s:get_job("a").lease_until) == T0 + at * S + 300000
-        end, 2, "lease not extended")
-        assert.are.equal("running", s:get_job("a").status)
-        assert.are.equal(s:node_id(), s:get_job("a").claimed_by)
-        assert.are.equal(1, #g.entered, "the job was recovered and started again")
-      end
-      g.open = true
-      H.wait(function() return s:get_job("a") == nil end)
-    end)
-
-    local function orphan(store, id, lease_until, owner)
-      return store:create_job {
-        job_id = id, status = "running", claimed_by = owner or "dead-node",
-        lease_until = fmt(lease_until), next_run_time = fmt(T0 - 5 * S),
-        trigger_type = "date", trigger_args = { run_date = fmt(T0 - 5 * S) },
-        func_name = "h",
-      }
-    end
-
-    it("recovers a running job whose lease expired and runs it", function()
-      local store = chronis.storage.memory()
-      local clock = H.fake_clock()
-      local s = H.scheduler { storage = store, clock = clock.fn }
-      local ran = {}
-      s:handler("h", function(job) ran[#ran + 1] = job.job_id end)
-      orphan(store, "orphan", T0 - 10 * S)
-      orphan(store, "alive", T0 + 600 * S, "other-node") -- lease still valid
-      s:start()
-      H.wait(function() return #ran == 1 end)
-      chronis.run_until(0.05)
-      assert.are.same({ "orphan" }, ran)
-      assert.is_nil(store:get_job("orphan"))
-      local alive = store:get_job("alive")
-      assert.are.equal("running", alive.status)
-      assert.are.equal("other-node", alive.claimed_by)
-    end)
-
-    it("recovers a lease that expires while it runs", function()
-      local store = chronis.storage.memory()
-      local clock = H.fake_clock()
-      local s = H.scheduler { storage = store, clock = clock.fn }
-      local ran = {}
-      s:handler("h", function(job) ran[#ran + 1] = job.job_id end)
-      s:start()
-      chronis.run_until(0.02)
-      orphan(store, "orphan", T0 + 20 * S)
-      s:tick()
-      chronis.run_until(0.02)
-      assert.are.same({}, ran)
-      assert.are.equal("running", store:get_job("orphan").status)
-      clock.now = T0 + 21 * S
-      s:tick()
-      H.wait(function() return #ran == 1 end)
-      assert.are.same({ "orphan" }, ran)
-    end)
-
-    it("never runs a job twice while it outlives lease_seconds in a live process", function()
-      local store = chronis.storage.memory()
-      local runs = {}
-      local function h(job)
-        runs[job.job_id] = (runs[job.job_id] or 0) + 1
-        if job.job_id == "long" then chronis.sleep(1) end
-      end
-      -- s1 can hold one job only, so the probe below is s2's to run.
-      local s1 = H.scheduler { storage = store, lease_seconds = 0.3, polling_interval = 0.1,
-                               max_workers = 1, max_queue_size = 1 }
-      local s2 = H.scheduler { storage = store, lease_seconds = 0.3, polling_interval = 0.1 }
-      s1:handler("h", h)
-      s2:handler("h", h)
-      s1:once(chronis.time.now()):config { job_id = "long" }:run("h")
-      s1:start()
-      H.wait(function() return runs.long == 1 end)
-      s2:start()
-      s2:once(chronis.time.now() + 500000):config { job_id = "probe" }:run("h")
-      H.wait(function() return store:get_job("long") == nil end, 4)
-      chronis.run_until(0.4) -- a wrongly recovered second run would start here
-      assert.are.equal(1, runs.long)
-      assert.are.equal(1, runs.probe) -- s2 was polling (and recovering) meanwhile
-      assert.are.equal(1, s2:stats().claimed) -- the probe only
-    end)
-  end)
-
   describe("misfires", function()
-    local clock, s, runs
-
-    before_each(function()
-      clock = H.fake_clock()
-      s = H.scheduler { clock = clock.fn }
-      runs = {}
-      s:handler("h", function(job)
-        runs[#runs + 1] = { job_id = job.job_id, scheduled = job.scheduled_time, at = s:now() }
-      end)
-      s:start()
-    end)
-
-    local function ticks(n)
-      for _ = 1, n or 1 do s:tick() end
-    end
-
-    it("counts a run as missed only when next_run_time + threshold < now (strict)", function()
-      due_job(s, "at_limit", T0 - 60 * S, "h", { if_missed = "skip" })
-      due_job(s, "past_limit", T0 - 60 * S - 1, "h", { if_missed = "skip" })
-      due_job(s, "small_threshold", T0 - 31 * S, "h",
-        { if_missed = "skip", misfire_threshold_seconds = 30 })
-      ticks()
-      assert.are.same({ "at_limit" }, H.ids(runs))
-      assert.are.equal(0, s:count_jobs()) -- the skipped one-shots are gone too
-      assert.are.equal(2, s:stats().skipped)
-    end)
-
-    it("skip: completes without running and advances past now (cron default)", function()
-      local j = s:on { cron = "*/5 * * * *" }:config { job_id = "c" }:run("h")
-      assert.are.equal("skip", j.if_missed)
-      assert.are.equal(T0 + 300 * S, H.t(j.next_run_time))
-      clock.now = H.t("2025-01-15T10:17:30Z")
-      ticks(3)
-      assert.are.same({}, runs)
-      j = s:get_job("c")
-      assert.are.equal("scheduled", j.status)
-      assert.are.equal(H.t("2025-01-15T10:20:00Z"), H.t(j.next_run_time))
-      assert.is_nil(j.last_run_time)
-      assert.is_nil(j.claimed_by)
-    end)
-
-    it("skip: deletes a missed one-shot without running it", function()
-      due_job(s, "d", T0 - 3600 * S, "h", { if_missed = "skip" })
-      ticks(2)
-      assert.are.same({}, runs)
-      assert.is_nil(s:get_job("d"))
-    end)
-
-    it("run_once: runs an interval job once and takes the next time from now (default)", function()
-      local j = s:every { minutes = 10 }:config { job_id = "i" }:run("h")
-      assert.are.equal("run_once", j.if_missed)
-      clock.now = H.t("2025-01-15T11:05:00Z")
-      ticks(3)
-      assert.are.equal(1, #runs)
-      assert.are.equal("2025-01-15T10:10:00Z", runs[1].scheduled)
-      j = s:get_job("i")
-      local nxt = H.t(j.next_run_time)
-      assert.is_true(nxt > clock.now, j.next_run_time)
-      assert.is_true(nxt <= clock.now + 600 * S, j.next_run_time)
-      assert.are.equal("2025-01-15T10:10:00Z", j.last_scheduled_time)
-    end)
-
-    it("run_once: runs a missed one-shot once and deletes it (default)", function()
-      local j = s:once(T0 + 60 * S):config { job_id = "o" }:run("h")
-      assert.are.equal("run_once", j.if_missed)
-      clock.now = T0 + 3 * 3600 * S
-      ticks(3)
-      assert.are.same({ "o" }, H.ids(runs))
-      assert.is_nil(s:get_job("o"))
-    end)
-
-    it("run_once: a missed cron job runs once and its next time is the first slot after now", function()
-      s:on { cron = "*/5 * * * *" }:config { job_id = "c", if_missed = "run_once" }:run("h")
-      clock.now = H.t("2025-01-15T10:17:30Z")
-      ticks(3)
-      assert.are.equal(1, #runs)
-      assert.are.equal(H.t("2025-01-15T10:20:00Z"), H.t(s:get_job("c").next_run_time))
-    end)
-
-    it("run_all: cron catches up each missed slot once, then stops", function()
-      s:on { minute = "*" }:config { job_id = "c", if_missed = "run_all" }:run("h")
-      clock.now = H.t("2025-01-15T10:05:30Z")
-      ticks(12)
-      local scheduled = {}
-      for i, r in ipairs(runs) do scheduled[i] = r.scheduled end
-      assert.are.same({ "2025-01-15T10:01:00Z", "2025-01-15T10:02:00Z", "2025-01-15T10:03:00Z",
-                        "2025-01-15T10:04:00Z", "2025-01-15T10:05:00Z" }, scheduled)
-      local j = s:get_job("c")
-      assert.are.equal("2025-01-15T10:06:00Z", j.next_run_time)
-      assert.are.equal("scheduled", j.status)
-      -- The loop's own ticks must not find anything either.
-      chronis.run_until(0.1)
-      assert.are.equal(5, #runs)
-    end)
-
-    it("run_all: an interval job runs each missed slot once", function()
-      s:every { minutes = 10 }:config { job_id = "i", if_missed = "run_all" }:run("h")
-      clock.now = H.t("2025-01-15T10:35:00Z")
-      ticks(8)
-      local scheduled = {}
-      for i, r in ipairs(runs) do scheduled[i] = r.scheduled end
-      assert.are.same({ "2025-01-15T10:10:00Z", "2025-01-15T10:20:00Z", "2025-01-15T10:30:00Z" },
-        scheduled)
-      assert.are.equal("2025-01-15T10:40:00Z", s:get_job("i").next_run_time)
-    end)
-
     it("defaults: cron skip, interval and date run_once, threshold 60 s", function()
+      local s = H.scheduler { clock = H.fake_clock().fn }
       local c = s:on { minute = 0 }:run("h")
       local i = s:every { seconds = 30 }:run("h")
       local d = s:once(T0 + S):run("h")
@@ -419,98 +138,6 @@ describe("engine", function()
       assert.are.equal("run_once", i.if_missed)
       assert.are.equal("run_once", d.if_missed)
       assert.are.equal(60, c.misfire_threshold_seconds)
-    end)
-
-    it("ends (deletes) a job whose trigger has no further time, after one run", function()
-      s:on { year = 2025, month = 1, day = 15, hour = 10, minute = 1 }:config { job_id = "last" }
-        :run("h")
-      clock.now = T0 + 60 * S
-      ticks(3)
-      assert.are.equal(1, #runs)
-      assert.is_nil(s:get_job("last"))
-      clock.now = T0 + 3600 * S
-      ticks(2)
-      assert.are.equal(1, #runs)
-    end)
-
-    it("ends a job whose only remaining slot was skipped", function()
-      s:on { year = 2025, month = 1, day = 15, hour = 10, minute = 1 }:config { job_id = "last" }
-        :run("h")
-      clock.now = T0 + 3600 * S
-      ticks(3)
-      assert.are.same({}, runs)
-      assert.is_nil(s:get_job("last"))
-    end)
-  end)
-
-  describe("retries", function()
-    it("backs off 60, 120, 240, ... capped at 3600 s, then fails and calls on_failure once", function()
-      local clock = H.fake_clock()
-      local failures = {}
-      local s = H.scheduler { clock = clock.fn,
-        on_failure = function(id, err) failures[#failures + 1] = { id = id, err = err } end }
-      local seen = {}
-      s:handler("boom", function(job)
-        seen[#seen + 1] = { attempt = job.attempt, retry_count = job.retry_count }
-        error("boom!")
-      end)
-      due_job(s, "r", T0, "boom", { max_retries = 8, retry_delay_seconds = 60 })
-      s:start()
-      s:tick()
-      for n, delay in ipairs({ 60, 120, 240, 480, 960, 1920, 3600, 3600 }) do
-        local j = s:get_job("r")
-        assert.are.equal("scheduled", j.status)
-        assert.are.equal(n, j.retry_count)
-        assert.are.equal(clock.now + delay * S, H.t(j.next_run_time),
-          ("retry %d: expected a delay of %d s"):format(n, delay))
-        assert.is_nil(j.claimed_by)
-        assert.are.same({}, failures)
-        clock.now = H.t(j.next_run_time)
-        s:tick()
-      end
-      local j = s:get_job("r")
-      assert.are.equal("failed", j.status)
-      assert.is_nil(j.next_run_time)
-      assert.are.equal(9, #seen)
-      for i, x in ipairs(seen) do
-        assert.are.same({ attempt = i, retry_count = i - 1 }, x)
-      end
-      assert.are.equal(1, #failures)
-      assert.are.equal("r", failures[1].id)
-      assert.truthy(tostring(failures[1].err.message):find("boom!", 1, true))
-      -- A failed job is never polled again.
-      clock.now = clock.now + 86400 * S
-      s:tick()
-      assert.are.equal(9, #seen)
-    end)
-
-    it("a success resets retry_count and sets last_run_time and last_scheduled_time", function()
-      local clock = H.fake_clock()
-      local s = H.scheduler { clock = clock.fn }
-      local calls = 0
-      s:handler("flaky", function()
-        calls = calls + 1
-        if calls == 1 then error("transient") end
-      end)
-      s:every { hours = 1 }:config { job_id = "f", retry = 3, retry_delay = 60 }:run("flaky")
-      s:start()
-      clock.now = T0 + 3600 * S
-      s:tick()
-      local j = s:get_job("f")
-      assert.are.equal(1, j.retry_count)
-      assert.is_nil(j.last_run_time)
-      local retry_at = H.t(j.next_run_time)
-      assert.are.equal(clock.now + 60 * S, retry_at)
-      clock.now = retry_at + 5 * S
-      s:tick()
-      assert.are.equal(2, calls)
-      j = s:get_job("f")
-      assert.are.equal("scheduled", j.status)
-      assert.are.equal(0, j.retry_count)
-      assert.are.equal(retry_at + 5 * S, H.t(j.last_run_time))
-      assert.are.equal(retry_at, H.t(j.last_scheduled_time))
-      assert.is_true(H.t(j.next_run_time) > clock.now)
-      assert.are.equal(2, j.attempt)
     end)
   end)
 
@@ -525,27 +152,6 @@ describe("engine", function()
       return s, clock, failures, function() return ok_runs end
     end
 
-    it("cancels a handler waiting in chronis.sleep at its deadline", function()
-      finally(H.drain) -- a leaked sleep timer is the next test's subject
-      local s, _, failures, ok_runs = timeout_sched()
-      local resumed = false
-      s:handler("sleepy", function()
-        chronis.sleep(10)
-        resumed = true
-      end)
-      due_job(s, "y", T0, "sleepy", { timeout_seconds = 1 })
-      s:start()
-      H.wait(function() return #failures == 1 end, 4)
-      assert.are.equal("y", failures[1].id)
-      assert.are.equal("timeout", failures[1].err.code)
-      assert.are.equal("failed", s:get_job("y").status)
-      assert.is_false(resumed)
-      assert.are.same({}, s:get_queue_status().in_flight_job_ids)
-      -- The host keeps running jobs.
-      due_job(s, "after", T0, "ok")
-      H.wait(function() return ok_runs() == 1 end)
-    end)
-
     it("leaves no timer of the cancelled chronis.sleep behind", function()
       finally(H.drain)
       local s, _, failures = timeout_sched()
@@ -557,30 +163,6 @@ describe("engine", function()
       s:stop(0)
       assert.are.equal(0, require("chronis.core").active_handles(),
         "the cancelled chronis.sleep left its timer running")
-    end)
-
-    it("stops a CPU-bound handler, and retries apply to the timeout", function()
-      local s, clock, failures, ok_runs = timeout_sched()
-      local runs = 0
-      s:handler("spin", function()
-        runs = runs + 1
-        while true do end
-      end)
-      due_job(s, "cpu", T0, "spin", { timeout_seconds = 1, max_retries = 1, retry_delay_seconds = 60 })
-      s:start()
-      H.wait(function() return runs == 1 and s:get_job("cpu").status == "scheduled" end, 4)
-      local j = s:get_job("cpu")
-      assert.are.equal(1, j.retry_count)
-      assert.are.equal(clock.now + 60 * S, H.t(j.next_run_time))
-      assert.are.same({}, failures)
-      clock.now = H.t(j.next_run_time)
-      s:tick()
-      H.wait(function() return #failures == 1 end, 4)
-      assert.are.equal(2, runs)
-      assert.are.equal("timeout", failures[1].err.code)
-      assert.are.equal("failed", s:get_job("cpu").status)
-      due_job(s, "after", clock.now, "ok")
-      H.wait(function() return ok_runs() == 1 end)
     end)
 
     it("stops a CPU-bound handler that wraps its loop in pcall", function()
@@ -800,25 +382,6 @@ describe("engine", function()
       assert.are.same({ "a:start", "b:start", "a:end", "b:end" }, events)
     end)
 
-    it("may call the store and schedule a follow-up job", function()
-      local seen_status, followed
-      s:handler("first", function(job)
-        seen_status = s:get_job(job.job_id).status
-        chronis.sleep(0.01) -- resumed from the loop, then more store calls
-        s:once(clock.now + 10 * S):config { job_id = "follow" }:run("second", { from = job.job_id })
-        assert(s:count_jobs({ status = "scheduled" }) >= 1)
-      end)
-      s:handler("second", function(job) followed = job.kwargs.from end)
-      s:once(T0):config { job_id = "lead" }:run("first")
-      s:tick()
-      H.wait(function() return s:get_job("lead") == nil end)
-      assert.are.equal("running", seen_status)
-      assert.are.equal("scheduled", s:get_job("follow").status)
-      clock.now = T0 + 10 * S
-      s:tick()
-      assert.are.equal("lead", followed)
-      assert.are.equal(0, s:stats().failed)
-    end)
   end)
 
   describe("store calls from handlers", function()
@@ -885,62 +448,6 @@ describe("engine", function()
   end)
 
   describe("graceful stop", function()
-    it("finishes running handlers, returns unstarted claims and can start again", function()
-      local clock = H.fake_clock()
-      local s = H.scheduler { clock = clock.fn, max_workers = 1 }
-      local started, finished = {}, {}
-      s:handler("h", function(job)
-        started[#started + 1] = job.job_id
-        chronis.sleep(0.2)
-        finished[#finished + 1] = job.job_id
-      end)
-      due_job(s, "a", T0, "h", { priority = 9 })
-      due_job(s, "b", T0, "h", { priority = 5 })
-      due_job(s, "c", T0, "h", { priority = 1 })
-      s:start()
-      H.wait(function() return #started == 1 end)
-      assert.are.equal(2, s:get_queue_status().pending)
-      local summary = s:stop()
-      assert.are.same({ returned = 2, killed = 0, finished = 1 }, summary)
-      assert.are.equal("stopped", s:state())
-      assert.are.same({ "a" }, finished)
-      assert.is_nil(s:get_job("a"))
-      for _, id in ipairs({ "b", "c" }) do
-        local j = s:get_job(id)
-        assert.are.equal("scheduled", j.status)
-        assert.is_nil(j.claimed_by)
-        assert.is_nil(j.lease_until)
-      end
-      -- Stopped: nothing is claimed any more.
-      chronis.run_until(0.1)
-      assert.are.same({ "a" }, started)
-      s:start()
-      H.wait(function() return s:count_jobs() == 0 end)
-      assert.are.same({ "a", "b", "c" }, finished)
-    end)
-
-    it("stops handlers still running after shutdown_grace and gives their jobs back", function()
-      finally(H.drain)
-      local clock = H.fake_clock()
-      local s = H.scheduler { clock = clock.fn, shutdown_grace = 0.1 }
-      local resumed = false
-      s:handler("h", function()
-        chronis.sleep(1.5)
-        resumed = true
-      end)
-      due_job(s, "k", T0)
-      s:start()
-      H.wait(function() return #s:get_queue_status().in_flight_job_ids == 1 end)
-      local summary = s:stop()
-      assert.is_false(resumed)
-      local j = s:get_job("k")
-      assert.are.equal("scheduled", j.status)
-      assert.is_nil(j.claimed_by)
-      assert.is_nil(j.lease_until)
-      -- killed, returned (never started) and finished do not overlap.
-      assert.are.same({ returned = 0, killed = 1, finished = 0 }, summary)
-    end)
-
     it("leaves no timer of a killed handler's chronis.sleep behind", function()
       finally(H.drain)
       local s = H.scheduler { clock = H.fake_clock().fn }
@@ -959,55 +466,6 @@ describe("engine", function()
       assert.are.same({ returned = 0, killed = 0, finished = 0 }, s:stop())
       assert.are.same({ returned = 0, killed = 0, finished = 0 }, s:stop())
       assert.are.equal("stopped", s:state())
-    end)
-
-    it("runs new jobs after a restart", function()
-      local clock = H.fake_clock()
-      local s = H.scheduler { clock = clock.fn }
-      local ran = {}
-      s:handler("h", function(job) ran[#ran + 1] = job.job_id end)
-      s:start()
-      s:stop()
-      due_job(s, "x", T0)
-      chronis.run_until(0.05)
-      assert.are.same({}, ran)
-      s:start()
-      H.wait(function() return #ran == 1 end)
-      s:stop()
-      s:start()
-      due_job(s, "y", T0)
-      H.wait(function() return #ran == 2 end)
-      assert.are.same({ "x", "y" }, ran)
-    end)
-  end)
-
-  describe("two schedulers on one store", function()
-    it("never run one occurrence twice (500 one-shot jobs due now)", function()
-      local store = chronis.storage.memory()
-      local counts, total = {}, 0
-      local function h(job)
-        counts[job.job_id] = (counts[job.job_id] or 0) + 1
-        total = total + 1
-        if total % 3 == 0 then chronis.sleep(0) end
-      end
-      local s1 = H.scheduler { storage = store, polling_interval = 0.1 }
-      local s2 = H.scheduler { storage = store, polling_interval = 0.1 }
-      s1:handler("h", h)
-      s2:handler("h", h)
-      local now = chronis.time.now()
-      for i = 1, 500 do
-        s1:once(now):config { job_id = ("j%03d"):format(i) }:run("h")
-      end
-      s1:start()
-      s2:start()
-      H.wait(function() return store:count_jobs() == 0 end, 10)
-      chronis.run_until(0.2)
-      assert.are.equal(500, total)
-      for i = 1, 500 do
-        local id = ("j%03d"):format(i)
-        assert.are.equal(1, counts[id], id)
-      end
-      assert.are.equal(500, s1:stats().claimed + s2:stats().claimed)
     end)
   end)
 end)

@@ -2,6 +2,8 @@
 -- chronis.fs and with the pure-Lua fallback, then what is the file store's
 -- own: the file it writes, reopening, refusing bad files, crashes mid-write.
 local chronis = require "chronis"
+local U = require "support.util"
+local J = require "support.jobs"
 
 local function require_adapter(path)
   return assert(loadfile(path, "t"))()
@@ -9,38 +11,11 @@ end
 
 local new_store = require_adapter("adapters/file.lua")
 
-local function sh_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local sh_quote, read_bytes, write_bytes, exists = U.sh_quote, U.read, U.write, U.exists
 
-local function read_bytes(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write_bytes(path, s)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(s))
-  assert(f:close())
-end
-
-local function exists(path)
-  return read_bytes(path) ~= nil
-end
-
-local tmpdir = os.tmpname()
-os.remove(tmpdir)
-chronis.fs.mkdir_p(tmpdir)
-
-local n_paths = 0
+local tmpdir, new_path = U.scratch("chronis-file")
 -- A path in a folder of its own that does not exist yet.
-local function fresh_path(name)
-  n_paths = n_paths + 1
-  return ("%s/%d/%s"):format(tmpdir, n_paths, name or "jobs.json")
-end
+local function fresh_path(name) return new_path("d") .. "/" .. (name or "jobs.json") end
 
 -- Opens a store as a bare Lua host would, without chronis.fs.
 local function open_without_fs(opts)
@@ -53,16 +28,13 @@ local function open_without_fs(opts)
 end
 
 local function open_error(opts)
-  local ok, err = pcall(new_store, opts)
-  assert(not ok, "the store opened")
-  assert(type(err) == "table", "expected a structured error, got " .. tostring(err))
-  return err
+  return U.error_of(new_store, opts)
 end
 
 local T0 = "2025-01-15T10:00:00Z"
 
 describe("file store", function()
-  teardown(function() os.execute("rm -rf " .. sh_quote(tmpdir)) end)
+  teardown(function() U.remove_tree(tmpdir) end)
 
   local function remove_store_file(store)
     os.remove(store.path)
@@ -75,6 +47,14 @@ describe("file store", function()
   require("support.storage_contract")("file (without chronis.fs)", function()
     return open_without_fs({ path = fresh_path() })
   end, { teardown = remove_store_file })
+
+  do
+    local path
+    require("support.engine_contract")("file", function()
+      path = fresh_path()
+      return chronis.storage.lua(new_store({ path = path }), { name = "file" })
+    end, { teardown = function() os.remove(path) end })
+  end
 
   describe("opening", function()
     it("creates the file and its folders, holding an empty object", function()
@@ -193,28 +173,8 @@ describe("file store", function()
   end)
 
   describe("the file", function()
-    local full = {
-      job_id = "daily_report_20250115_093000_0a1b2c3d",
-      name = "Daily Report",
-      trigger_type = "cron",
-      trigger_args = { hour = 9, minute = 30, day_of_week = "mon-fri" },
-      timezone = "Asia/Seoul",
-      func_name = "daily_report",
-      args = { 1, "two", 3.5, true, { nested = "t" } },
-      kwargs = { to = "a@b.c", count = 3, opts = { dry = false } },
-      status = "running",
-      next_run_time = "2025-01-15T00:30:00Z",
-      next_run_time_local = "2025-01-15T09:30:00+09:00",
-      metadata = { tenant_id = "acme", tags = { "x", "y" }, level = { deep = { n = 1 } } },
-      created_at = "2025-01-01T00:00:00Z",
-      max_retries = 3, retry_delay_seconds = 60, retry_count = 1, timeout_seconds = 300,
-      priority = 7, if_missed = "run_all", misfire_threshold_seconds = 120,
-      last_run_time = "2025-01-14T00:30:00.123456Z",
-      last_scheduled_time = "2025-01-14T00:30:00Z",
-      claimed_by = "node-1", lease_until = "2025-01-15T00:31:00Z", attempt = 2,
-      custom = { deep = { 1, 2, "x" } }, enabled = false, ratio = 0.25, big = 1 << 40, empty = {},
-      note = 'quote " backslash \\ tab \t newline \n ünïcode 日本 \1 control',
-    }
+    local full = J.full({ empty = {},
+      note = 'quote " backslash \\ tab \t newline \n ünïcode 日本 \1 control' })
 
     it("survives a reopen with every field, unknown ones included, and their number types", function()
       local path = fresh_path()

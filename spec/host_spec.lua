@@ -3,54 +3,20 @@
 -- from a temporary working folder, so it must find its Lua library from
 -- its own location.
 local chronis = require "chronis"
+local U = require "support.util"
 
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function capture(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local here = debug.getinfo(1, "S").source:match("^@(.*)spec/host_spec%.lua$") or "./"
-if here == "" then here = "./" end
-local ROOT = capture("cd " .. shell_quote(here) .. " && pwd"):gsub("%s+$", "")
--- CHRONIS_BUILD selects another build folder, as in spec/support/helper.lua.
-local BUILD = os.getenv("CHRONIS_BUILD")
-if BUILD then
-  BUILD = capture("cd " .. shell_quote(BUILD) .. " && pwd"):gsub("%s+$", "")
-else
-  BUILD = ROOT .. "/build"
-end
-local BIN = BUILD .. "/chronis"
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local shell_quote, write, BIN = U.sh_quote, U.write, U.BIN
+local function read(path) return U.read(path, "") end
 
 describe("host executable", function()
   local dir
 
   before_each(function()
-    dir = capture("mktemp -d"):gsub("%s+$", "")
-    assert.truthy(dir:match("^/"), "mktemp -d failed")
+    dir = U.tmpdir("chronis-host")
   end)
 
   after_each(function()
-    os.execute("rm -rf " .. shell_quote(dir))
+    U.remove_tree(dir)
   end)
 
   -- Runs `chronis args` in the temporary folder; with `term_after`, sends
@@ -115,7 +81,7 @@ sched:start()
 
   it("runs an app's jobs until SIGTERM and exits 0", function()
     write(dir .. "/app.lua", APP)
-    local code, out, err = chronis_run("run app.lua", 1.5)
+    local code, out, err = chronis_run("run app.lua", 4)
     assert.are.equal(0, code, err)
     assert.truthy(out:find("HELLO from greeting world", 1, true), "stdout: " .. out .. "\nstderr: " .. err)
     assert.truthy(err:find("SIGTERM", 1, true), err)

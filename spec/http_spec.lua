@@ -3,8 +3,8 @@
 -- connection refused, bad URLs, TLS), connection reuse, waiting inside
 -- tasks, and a handler killed while its request is in flight.
 local chronis = require "chronis"
-local core = require "chronis.core"
 local http = chronis.http
+local U = require "support.util"
 
 local server
 
@@ -12,21 +12,14 @@ local function elapsed(t0)
   return (chronis.time.now() - t0) / 1e6
 end
 
-local function assert_error(code, f)
-  local ok, err = pcall(f)
-  assert(not ok, "expected an error " .. code .. ", the call succeeded")
-  assert(type(err) == "table", "expected a structured error, got " .. tostring(err))
-  assert.are.equal(code, err.code, tostring(err.message))
-  return err
-end
+local assert_error = U.assert_error
 
 -- docs/design.md: no stray handles or tasks after an async spec. Requests end
 -- before their callers resume; idle cached connections are not watched.
 local function assert_loop_clean()
   collectgarbage()
   assert.are.equal(0, http.inflight(), "requests left in flight")
-  assert.are.equal(0, core.live_tasks(), "tasks left alive")
-  assert.are.equal(0, core.active_handles(), "libuv handles left active")
+  U.assert_loop_clean()
 end
 
 setup(function()

@@ -2,6 +2,7 @@
 -- name generation, round trips of unknown fields, and trigger next times.
 local chronis = require "chronis"
 local engine = require("chronis.core").engine
+local error_of = require("support.util").error_of
 
 local T = chronis.time.parse
 local F = chronis.time.format
@@ -18,14 +19,8 @@ local function interval(args, extra)
   return f
 end
 
-local function err_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return err
-end
-
 local function assert_invalid(fields, pattern)
-  local err = err_of(prepare, fields)
+  local err = error_of(prepare, fields)
   assert.are.equal("invalid", err.code)
   assert.matches(pattern, tostring(err.message), 1, true)
 end

@@ -118,3 +118,37 @@ describe("lifecycles", function()
     assert.are.same({ seconds = 7 }, job.trigger_args)
   end)
 end)
+
+describe("stores written in Lua", function()
+  after_each(H.cleanup)
+
+  it("keep their atomicity: only handlers are preempted, not other tasks", function()
+    -- The file store rewrites its whole file in one piece of code between
+    -- two waits; preempting it there would let another call see a file it
+    -- did not write and refuse it. 3,000 jobs make each write take a while.
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir)
+    -- The adapter table itself, called from tasks of our own.
+    local store = assert(loadfile("adapters/file.lua", "t"))()({ path = dir .. "/jobs.json" })
+    local pad = string.rep("x", 200)
+    for i = 1, 3000 do
+      store:create_job { job_id = "j" .. i, status = "scheduled", next_run_time = "2025-01-01T00:00:00Z",
+        kwargs = { pad = pad } }
+    end
+    local failures, done = {}, 0
+    for w = 1, 2 do
+      chronis.spawn(function()
+        for i = 1, 20 do
+          local ok, err = pcall(store.update_job, store, "j" .. (w * 100 + i), { priority = 7 })
+          if not ok then failures[#failures + 1] = tostring(err) end
+        end
+        done = done + 1
+      end)
+    end
+    H.wait(function() return done == 2 end, 60)
+    store:close()
+    os.execute("rm -rf " .. dir)
+    assert.are.same({}, failures)
+  end)
+end)

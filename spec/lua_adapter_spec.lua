@@ -5,8 +5,12 @@
 -- are contained.
 local chronis = require "chronis"
 
-local REQUIRED = { "create_job", "get_job", "update_job", "compare_and_swap_job", "delete_job", "query_jobs" }
-local OPTIONAL = { "get_jobs_batch", "count_jobs", "claim_due_jobs", "complete_jobs", "recover_expired_leases" }
+-- The contract's methods, from its one table (close aside: the adapter's own).
+local REQUIRED, OPTIONAL = {}, {}
+for _, op in ipairs(chronis.storage.operations) do
+  if op.required then REQUIRED[#REQUIRED + 1] = op.name
+  elseif op.name ~= "close" then OPTIONAL[#OPTIONAL + 1] = op.name end
+end
 
 -- An adapter that keeps its jobs in a memory store, written the way a user
 -- would write one over any backend. `calls` counts method calls.
@@ -35,6 +39,17 @@ require("support.storage_contract")("lua adapter, required methods only (fallbac
   return chronis.storage.lua(delegating(false), { name = "minimal" })
 end)
 
+-- What the engine does with them: with every optional method, and with
+-- the required ones only (claims, completions, recovery and heartbeats by
+-- the fallback; no due time to wait for, so only hints and polls wake it).
+require("support.engine_contract")("lua adapter with optional methods", function()
+  return chronis.storage.lua(delegating(true), { name = "delegating" })
+end)
+
+require("support.engine_contract")("lua adapter, required methods only (fallback path)", function()
+  return chronis.storage.lua(delegating(false), { name = "minimal" })
+end, { next_due_time = false })
+
 -- The shipped Lua adapters through the bridge and their URLs.
 require("support.storage_contract")("lua:scripts/adapters/example_kv.lua", function()
   return chronis.storage.open("lua:scripts/adapters/example_kv.lua")
@@ -54,6 +69,64 @@ require("support.lock_contract")("lua lock", function()
     a[m] = function(self, ...) return inner[m](inner, ...) end
   end
   return chronis.lock.lua(a, { name = "delegating" })
+end)
+
+local function delegating_lock()
+  local inner = chronis.lock.memory()
+  local a = {}
+  for _, m in ipairs({ "acquire", "release", "extend", "reset" }) do
+    a[m] = function(self, ...) return inner[m](inner, ...) end
+  end
+  return a, inner
+end
+
+describe("a Lua lock", function()
+
+  it("keeps the code and words of an error raised as {code, message}, as a store does", function()
+    local a = delegating_lock()
+    a.acquire = function() error(chronis.error("unavailable", "backend down")) end
+    local l = chronis.lock.lua(a, { name = "down" })
+    local ok, err = pcall(l.acquire, l, "k", 10, { owner = "o" })
+    assert.is_false(ok)
+    assert.are.equal("unavailable", err.code)
+    assert.are.equal("backend down", err.message)
+    l:close()
+  end)
+
+  it("attributes any other error to the adapter and the method", function()
+    local a = delegating_lock()
+    a.release = function() error("backend exploded") end
+    local l = chronis.lock.lua(a, { name = "exploding" })
+    local ok, err = pcall(l.release, l, "k", "o")
+    assert.is_false(ok)
+    assert.are.equal("invalid", err.code)
+    assert.matches("lua lock 'exploding': release failed: .*backend exploded", err.message)
+    l:close()
+  end)
+
+  it("answers its pending calls 'unavailable', once, when it is closed", function()
+    local a = delegating_lock()
+    local started, finished = 0, 0
+    a.acquire = function()
+      started = started + 1
+      chronis.sleep(3600)
+      finished = finished + 1
+    end
+    local l = chronis.lock.lua(a, { name = "slow", adapter_timeout = 5 })
+    local callers = {}
+    for i = 1, 3 do
+      callers[i] = chronis.spawn(function() return { pcall(l.acquire, l, "k" .. i, 10, { owner = "o" }) } end)
+    end
+    assert.is_true(chronis.run_until(function() return started == 3 end, 5))
+    l:close()
+    for i = 1, 3 do
+      local r = callers[i]:join()
+      assert.is_false(r[1])
+      assert.are.equal("unavailable", r[2].code)
+      assert.are.equal("lua lock 'slow': acquire: the lock was closed", r[2].message)
+    end
+    assert.are.equal(0, finished, "the calls ran on after close")
+  end)
 end)
 
 local function run_burst(adapter, n)
@@ -175,6 +248,56 @@ describe("a misbehaving Lua adapter", function()
     assert.matches("lua adapter 'stuck': get_job did not return within 0.2s", err.message)
     assert.is_true(chronis.time.now() - t0 >= 150000)
     s:close()
+  end)
+
+  it("answers its pending calls 'unavailable', once, when it is closed", function()
+    local a = delegating(true)
+    local started, finished = 0, 0
+    a.get_job = function()
+      started = started + 1
+      chronis.sleep(3600)
+      finished = finished + 1
+    end
+    local s = chronis.storage.lua(a, { name = "slow", adapter_timeout = 5 })
+    local callers = {}
+    for i = 1, 3 do
+      callers[i] = chronis.spawn(function()
+        local results = { pcall(s.get_job, s, "x") }
+        return results
+      end)
+    end
+    assert.is_true(chronis.run_until(function() return started == 3 end, 5))
+    s:close()
+    for i = 1, 3 do
+      local r = callers[i]:join()
+      assert.is_false(r[1])
+      assert.are.equal("unavailable", r[2].code)
+      assert.are.equal("lua adapter 'slow': get_job: the store was closed", r[2].message)
+    end
+    assert.are.equal(0, finished, "the calls ran on after close")
+  end)
+
+  it("counts the timeout from the call, even after a long time without the loop running", function()
+    local a = delegating(true)
+    a.get_job = function() chronis.sleep(3600) end
+    local s = chronis.storage.lua(a, { name = "stuck", adapter_timeout = 0.3 })
+    local la = delegating_lock()
+    la.acquire = function() chronis.sleep(3600) end
+    local l = chronis.lock.lua(la, { name = "stuck", adapter_timeout = 0.3 })
+    for _, call in ipairs({ function() return s:get_job("x") end,
+                            function() return l:acquire("k", 10, { owner = "o" }) end }) do
+      -- Busy for 0.5 s: the loop's idea of the time is that old when the
+      -- call starts.
+      local busy = chronis.time.now() + 500000
+      while chronis.time.now() < busy do end
+      local t0 = chronis.time.now()
+      local ok, err = pcall(call)
+      assert.is_false(ok)
+      assert.are.equal("timeout", err.code)
+      assert.is_true(chronis.time.now() - t0 >= 300000, "timed out before its 0.3 s")
+    end
+    s:close()
+    l:close()
   end)
 
   it("does not stop the scheduler, which retries on the next tick", function()

@@ -1,6 +1,7 @@
 local chronis = require "chronis"
 
 require("support.storage_contract")("memory", function() return chronis.storage.memory() end)
+require("support.engine_contract")("memory", function() return chronis.storage.memory() end)
 require("support.lock_contract")("memory", function() return chronis.lock.memory() end)
 
 describe("memory store", function()

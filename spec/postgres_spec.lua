@@ -4,8 +4,8 @@
 -- hints, failures (refused, restarted, unresponsive server) and several
 -- scheduler processes sharing one table.
 local chronis = require "chronis"
-local core = require "chronis.core"
 local PG = require "support.postgres"
+local U = require "support.util"
 
 local server, start_err
 do
@@ -17,9 +17,6 @@ local function need()
   if not server then error("no PostgreSQL test server: " .. tostring(start_err), 2) end
   return server
 end
-
-local ROOT = debug.getinfo(1, "S").source:match("^@(.*)spec/postgres_spec%.lua$") or "./"
-if ROOT == "" then ROOT = "./" end
 
 local counter = 0
 local function fresh_table()
@@ -36,45 +33,21 @@ end
 
 local function psql(sql) return need():psql(sql) end
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true
-end
-
-local function read_file(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
 local function tmpname(tag)
   return need().dir .. "/" .. tag .. "_" .. counter .. "_" .. math.random(1, 1e9)
 end
 
-local function assert_error_code(code, f, ...)
-  local ok, err = pcall(f, ...)
-  assert(not ok, ("expected an error %q, the call succeeded"):format(code))
-  assert(type(err) == "table", "expected a structured error, got: " .. tostring(err))
-  assert.are.equal(code, err.code, "wrong code; message: " .. tostring(err.message))
-  return err
-end
+local assert_error_code = U.assert_error
 
-local function assert_loop_clean()
-  collectgarbage()
-  collectgarbage()
-  chronis.run_until(function() return core.active_handles() <= 1 end, 1)
-  assert.are.equal(0, core.live_tasks(), "tasks left alive")
-  assert.are.equal(0, core.active_handles(), "libuv handles left active")
-end
+-- A closing connection may need a turn of the loop or two.
+local function assert_loop_clean() U.assert_loop_clean(1) end
 
 -- `chronis migrate --storage URL [--status]`, the host's command.
 local function migrate(u, status)
   local out = os.tmpname()
-  local ok = sh(("%sbuild/chronis migrate --storage '%s' %s >%s 2>&1"):format(ROOT, u,
+  local ok = U.sh(("%s migrate --storage %s %s >%s 2>&1"):format(U.sh_quote(U.BIN), U.sh_quote(u),
     status and "--status" or "", out))
-  local text = read_file(out)
+  local text = U.read(out)
   os.remove(out)
   return ok, text
 end
@@ -91,6 +64,19 @@ describe("postgres store", function()
   require("support.storage_contract")("postgres", function()
     return chronis.storage.open(url())
   end)
+
+  do
+    local urls = setmetatable({}, { __mode = "k" })
+    require("support.engine_contract")("postgres", function()
+      local u = url()
+      local store = chronis.storage.open(u)
+      urls[store] = u
+      return store
+    end, {
+      reopen = function(store) return chronis.storage.open(urls[store]) end,
+      hints_across_handles = true,
+    })
+  end
 
   -- Times are TIMESTAMPTZ, written as UTC text and read as binary: the
   -- session's TimeZone must change nothing.
@@ -170,11 +156,9 @@ describe("postgres store", function()
       local role, pw = "chronis_pw", "p&w=d%25 #?é&x=1"
       psql(("DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN SUPERUSER PASSWORD '%s'"):format(role, role, pw))
       local hba = need().data .. "/pg_hba.conf"
-      local rules = read_file(hba)
+      local rules = U.read(hba)
       if not rules:find(role, 1, true) then
-        local f = assert(io.open(hba, "w"))
-        f:write(("host all %s 127.0.0.1/32 scram-sha-256\n"):format(role), rules)
-        f:close()
+        U.write(hba, ("host all %s 127.0.0.1/32 scram-sha-256\n"):format(role) .. rules)
         psql("SELECT pg_reload_conf()")
       end
       local t = fresh_table()
@@ -488,10 +472,10 @@ describe("postgres store", function()
       local outs, cmds = {}, {}
       for i = 1, 4 do
         outs[i] = tmpname("open" .. i)
-        cmds[i] = ("lua5.4 %sspec/support/postgres_worker.lua open '%s' '%s' &"):format(ROOT, url(nil, t), outs[i])
+        cmds[i] = ("lua5.4 %s/spec/support/postgres_worker.lua open '%s' '%s' &"):format(U.ROOT, url(nil, t), outs[i])
       end
-      assert(sh(table.concat(cmds, " ") .. " wait"))
-      for i = 1, 4 do assert.are.equal("ok\n", read_file(outs[i]), "process " .. i) end
+      assert(U.sh(table.concat(cmds, " ") .. " wait"))
+      for i = 1, 4 do assert.are.equal("ok\n", U.read(outs[i]), "process " .. i) end
       assert.are.equal("1|1\n2|1", psql(("SELECT version, count(*) FROM %s_migrations GROUP BY version ORDER BY version")
         :format(t)))
     end)
@@ -575,8 +559,7 @@ describe("postgres store", function()
     after_each(assert_loop_clean)
 
     it("fails calls with 'unavailable' when the server refuses connections", function()
-      local port = need().port + 1
-      while not sh(("env -u LD_PRELOAD ss -Htln 'sport = :%d' | grep -q . && exit 1 || exit 0"):format(port)) do port = port + 1 end
+      local port = U.free_port()
       local s = chronis.storage.open(("postgres://postgres@127.0.0.1:%d/x"):format(port))
       local t0 = chronis.time.now()
       local err = assert_error_code("unavailable", s.get_job, s, "x")
@@ -740,15 +723,15 @@ describe("postgres store", function()
       local outs, cmds = {}, {}
       for i = 1, 4 do
         outs[i] = tmpname("run" .. i)
-        cmds[i] = ("lua5.4 %sspec/support/postgres_worker.lua run '%s' '%s' 20 200 2>>%s.err &")
-          :format(ROOT, url(nil, t), outs[i], outs[i])
+        cmds[i] = ("lua5.4 %s/spec/support/postgres_worker.lua run '%s' '%s' 20 200 2>>%s.err &")
+          :format(U.ROOT, url(nil, t), outs[i], outs[i])
       end
-      assert(sh(table.concat(cmds, " ") .. " wait"), "a worker failed")
+      assert(U.sh(table.concat(cmds, " ") .. " wait"), "a worker failed")
       local seen, total, per = {}, 0, {}
       for i = 1, 4 do
-        local text = read_file(outs[i]) or ""
+        local text = U.read(outs[i]) or ""
         local runs = tonumber(text:match("done (%d+)"))
-        assert(runs, "worker " .. i .. " did not finish: " .. tostring(read_file(outs[i] .. ".err")))
+        assert(runs, "worker " .. i .. " did not finish: " .. tostring(U.read(outs[i] .. ".err")))
         per[i] = runs
         for id in text:gmatch("(m%d+)\n") do
           assert(not seen[id], id .. " ran twice")

@@ -8,14 +8,49 @@ LUA=${LUA:-lua5.4}
 BUSTED=$(command -v busted)
 [ -n "$BUSTED" ] || { echo "busted not found: run 'make deps'"; exit 1; }
 # Under SANITIZER=address the module is instrumented but lua5.4 is not:
-# the ASan runtime must be loaded first. Leak checking is off because the
-# interpreter itself does not free everything at exit.
+# the ASan runtime must be loaded first, into the spec process only (not
+# into this script's own tools). Leaks are checked at the exit of every
+# process a spec starts, but only those of chronis processes (the Lua
+# interpreter and the host) count: compilers, shells and servers that the
+# specs run inherit the runtime and may leak on their own. So no process
+# changes its exit status for a leak (exitcode=0); each one writes its
+# report to a file named after its executable, and this script reads
+# them. spec/lsan.supp names the interpreter's own allocations.
+sanlog=
 if [ "$SANITIZER" = address ]; then
-  LD_PRELOAD=$(${CC:-cc} -print-file-name=libasan.so)
-  export LD_PRELOAD
-  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}
-  export ASAN_OPTIONS
+  asan_lib=$(${CC:-cc} -print-file-name=libasan.so)
+  sanlog=$(mktemp -d)
+  trap 'rm -rf "$sanlog"' EXIT
+  asan_opts="abort_on_error=1:detect_leaks=1:exitcode=0:log_exe_name=1:log_path=$sanlog/report${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+  lsan_opts="suppressions=$PWD/spec/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 fi
+# The reports that chronis processes left for spec file $1: prints them with
+# one line per leak naming where it was allocated, and returns how many
+# processes reported (0: none).
+sanitizer_reports() {
+  n=0
+  for r in "$sanlog"/report.*; do
+    [ -e "$r" ] || continue
+    exe=${r#"$sanlog"/report.}
+    exe=${exe%.*}
+    case $exe in
+    "$(basename "$LUA")" | chronis | core_test) ;;
+    *) continue ;;
+    esac
+    n=$((n + 1))
+    echo "!! $1: a $exe process (pid ${r##*.}) reported: $(grep -m 1 '^SUMMARY' "$r" || grep -m 1 'ERROR:' "$r")"
+    # One line per direct leak: its size and the first frames in chronis
+    # code below the allocation wrappers.
+    awk '/^Direct leak/ { if (l) print l; l = "   leaked " $4 " bytes in " $7 " object(s), allocated by"; k = 0; next }
+         /^Indirect leak/ { if (l) print l; l = ""; next }
+         l && $5 ~ /^(runtime|adapters)\// && $5 !~ /common\.c/ && k < 3 {
+           l = l (k ? " <- " : " ") $4 " (" $5 ")"; k++ }
+         END { if (l) print l }' "$r"
+    cat "$r"
+  done
+  rm -f "$sanlog"/report.*
+  return $n
+}
 files="$*"
 # The C core's own tests (spec/core_test.c, built by make) come first in a
 # full run.
@@ -28,13 +63,18 @@ for f in $files; do
   # A hung spec file must not hold the whole run: it is stopped after
   # SPEC_TIMEOUT seconds and counted as a failure.
   if [ "$f" = spec/core_test.c ]; then
+    # Built with the sanitizer itself: no preload, but the same reports.
     if [ -x "${CHRONIS_BUILD:-build}/core_test" ]; then
-      LD_PRELOAD= timeout -k 10 "${SPEC_TIMEOUT:-900}" "${CHRONIS_BUILD:-build}/core_test" 2>&1 |
-        tee "$out"
+      LD_PRELOAD= ASAN_OPTIONS=${sanlog:+$asan_opts} LSAN_OPTIONS=${sanlog:+$lsan_opts} \
+        timeout -k 10 "${SPEC_TIMEOUT:-900}" "${CHRONIS_BUILD:-build}/core_test" 2>&1 | tee "$out"
     else
       echo "${CHRONIS_BUILD:-build}/core_test is missing: build it with 'make' (make test does)" |
         tee "$out"
     fi
+  elif [ -n "$sanlog" ]; then
+    LD_PRELOAD=$asan_lib ASAN_OPTIONS=$asan_opts LSAN_OPTIONS=$lsan_opts \
+      timeout -k 10 "${SPEC_TIMEOUT:-900}" "$LUA" "$BUSTED" --helper=spec/support/helper.lua "$f" 2>&1 |
+      tee "$out"
   else
     timeout -k 10 "${SPEC_TIMEOUT:-900}" "$LUA" "$BUSTED" --helper=spec/support/helper.lua "$f" 2>&1 |
       tee "$out"
@@ -50,6 +90,10 @@ for f in $files; do
     failed=$((failed + ${rest%% failed*}))
   fi
   rm -f "$out"
+  if [ -n "$sanlog" ] && ! sanitizer_reports "$f"; then
+    echo "!! $f: AddressSanitizer or LeakSanitizer reports from chronis code (above): counted as 1 failure"
+    failed=$((failed + 1))
+  fi
 done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -4,16 +4,18 @@
 local chronis = require "chronis"
 local scripts = require "chronis.scripts"
 
-local ROOT = debug.getinfo(1, "S").source:match("^@(.*)spec/scripts_spec%.lua$") or "./"
-if ROOT == "" then ROOT = "./" end
-local BIN = ROOT .. "build/chronis"
+local U = require "support.util"
+local BIN = U.BIN
 
+-- Folders of handler scripts, removed once the file's tests are done.
+local dirs = {}
 local function tmpdir()
-  local p = os.tmpname()
-  os.remove(p)
-  chronis.fs.mkdir_p(p)
-  return p
+  dirs[#dirs + 1] = U.tmpdir("chronis-scripts")
+  return dirs[#dirs]
 end
+teardown(function()
+  for _, d in ipairs(dirs) do U.remove_tree(d) end
+end)
 
 local function write(path, text)
   local dir = path:match("^(.*)/[^/]+$")

@@ -3,58 +3,20 @@
 -- its migrations, refusing bad paths and files that are not ours without
 -- touching them, the URL forms, and several processes sharing one file.
 local chronis = require "chronis"
+local U = require "support.util"
+local J = require "support.jobs"
 
-local function sh_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function read_bytes(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write_bytes(path, s)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(s))
-  assert(f:close())
-end
-
-local function exists(path)
-  return read_bytes(path) ~= nil
-end
+local sh_quote, read_bytes, write_bytes, exists = U.sh_quote, U.read, U.write, U.exists
+local copy, ids_of = J.copy, J.ids_of
 
 -- Runs a shell command; returns its output and whether it exited 0.
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("a")
-  local ok = p:close()
-  return out, ok
-end
+local function sh(cmd) return U.capture(cmd .. " 2>&1") end
 
-local function has_command(cmd)
-  local _, ok = sh("command -v " .. cmd)
-  return ok
-end
+-- The repo root with a trailing slash, for child processes started elsewhere.
+local ROOT = U.ROOT .. "/"
 
--- The repo root as an absolute path, for child processes started elsewhere.
-local ROOT = (function()
-  local src = debug.getinfo(1, "S").source:match("^@(.*)spec/sqlite_spec%.lua$") or ""
-  if src:sub(1, 1) ~= "/" then src = sh("pwd"):gsub("\n$", "") .. "/" .. src end
-  return src
-end)()
-
-local tmpdir = os.tmpname()
-os.remove(tmpdir)
-chronis.fs.mkdir_p(tmpdir)
-
-local n_paths = 0
-local function fresh_path(name)
-  n_paths = n_paths + 1
-  return ("%s/%d-%s"):format(tmpdir, n_paths, name or "jobs.db")
-end
+local tmpdir, new_path = U.scratch("chronis-sqlite")
+local function fresh_path(name) return new_path(name or "jobs.db") end
 
 local function remove_db(path)
   for _, suffix in ipairs({ "", "-wal", "-shm", "-journal" }) do os.remove(path .. suffix) end
@@ -62,7 +24,7 @@ end
 
 -- The sqlite3 command-line shell, for files written by hand.
 local function sqlite3(path, sql)
-  assert(has_command("sqlite3"),
+  assert(U.has_command("sqlite3"),
     "the sqlite3 command-line shell is missing: install it with 'apt-get install sqlite3'")
   local out, ok = sh("sqlite3 " .. sh_quote(path) .. " " .. sh_quote(sql))
   assert(ok, "sqlite3 failed: " .. out)
@@ -85,7 +47,7 @@ local function assert_names(msg, ...)
 end
 
 teardown(function()
-  os.execute("rm -rf " .. sh_quote(tmpdir))
+  U.remove_tree(tmpdir)
 end)
 
 do
@@ -94,57 +56,19 @@ do
     current = fresh_path("contract.db")
     return chronis.storage.sqlite(current)
   end, { teardown = function() remove_db(current) end })
+  require("support.engine_contract")("sqlite", function()
+    current = fresh_path("engine.db")
+    return chronis.storage.sqlite(current)
+  end, {
+    reopen = function() return chronis.storage.sqlite(current) end,
+    teardown = function() remove_db(current) end,
+  })
 end
 
 local T0 = "2025-01-15T10:00:00Z"
 
 -- Every DESIGN §3 field, the runtime fields and unknown ones.
-local FULL = {
-  job_id = "daily_report_20250115_093000_0a1b2c3d",
-  name = "Daily Report",
-  trigger_type = "cron",
-  trigger_args = { hour = 9, minute = 30, day_of_week = "mon-fri" },
-  timezone = "Asia/Seoul",
-  func_name = "daily_report",
-  args = { 1, "two", 3.5, true, { nested = "t" } },
-  kwargs = { to = "a@b.c", count = 3, opts = { dry = false } },
-  status = "scheduled",
-  next_run_time = "2025-01-15T00:30:00Z",
-  next_run_time_local = "2025-01-15T09:30:00+09:00",
-  metadata = { tenant_id = "acme", tags = { "x", "y" }, level = { deep = { n = 1 } } },
-  created_at = "2025-01-01T00:00:00Z",
-  max_retries = 3,
-  retry_delay_seconds = 60,
-  retry_count = 1,
-  timeout_seconds = 300,
-  priority = 7,
-  if_missed = "run_all",
-  misfire_threshold_seconds = 120,
-  last_run_time = "2025-01-14T00:30:00.123456Z",
-  last_scheduled_time = "2025-01-14T00:30:00Z",
-  claimed_by = "node-1",
-  lease_until = "2025-01-15T00:31:00Z",
-  attempt = 2,
-  custom = { deep = { 1, 2, "x" } },
-  enabled = false,
-  ratio = 0.25,
-  big = 1 << 40,
-  huge_priority_like = 1 << 40,
-  note = 'quote " backslash \\ tab \t newline \n ünïcode 日本',
-}
-
-local function copy(v)
-  if type(v) ~= "table" then return v end
-  local t = {}
-  for k, x in pairs(v) do t[k] = copy(x) end
-  return t
-end
-
-local function ids_of(list)
-  local out = {}
-  for i, j in ipairs(list) do out[i] = j.job_id end
-  return out
-end
+local FULL = J.full({ status = "scheduled", huge_priority_like = 1 << 40 })
 
 describe("sqlite store", function()
   describe("opening", function()
@@ -856,7 +780,7 @@ describe("sqlite store", function()
       local db = dir .. "/jobs.db"
       local s = chronis.storage.sqlite(db)
       s:create_job({ job_id = "old", status = "pending" })
-      os.execute("rm -rf " .. sh_quote(dir))
+      U.remove_tree(dir)
       -- The file is looked at again once a second at most.
       chronis.sleep(1.1)
       local ok, err = pcall(s.get_job, s, "old")

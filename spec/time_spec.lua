@@ -1,16 +1,9 @@
 -- chronis.time: ISO-8601 <-> integer microseconds since the epoch (UTC).
 local chronis = require "chronis"
 local time = chronis.time
+local error_of = require("support.util").error_of
 
 local S = 1000000 -- µs per second
-
--- Calls f and returns the structured error it raised (fails if none).
-local function error_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  assert.equal("table", type(err))
-  return err
-end
 
 local function assert_invalid(input, problem)
   local err = error_of(time.parse, input)

@@ -4,16 +4,10 @@
 local chronis = require "chronis"
 local time = chronis.time
 local tz = chronis.tz
+local error_of = require("support.util").error_of
 
 local S = 1000000 -- µs per second
 local Z = time.parse -- a UTC string to µs, for readability
-
-local function error_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  assert.equal("table", type(err))
-  return err
-end
 
 -- info(zone, at) must be {offset = offset, abbr = abbr, dst = dst}.
 local function assert_info(zone, at, offset, abbr, dst)

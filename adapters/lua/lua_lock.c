@@ -1,6 +1,7 @@
 /* lua_lock.c - a lock implemented by a Lua table (chronis.lock.lua): its
  * acquire / release / extend / reset methods run in tasks, may wait, and
- * are bounded by the adapter timeout, like lua_store.c's store methods. */
+ * are bounded by the adapter timeout; their errors and closing follow
+ * lua_store.c's store methods. */
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,9 @@ typedef struct lua_lock {
   int adapter_ref;
   char *name;
   uint64_t timeout_ms;
-  int pending, closing;
+  struct lcall *calls; /* the pending ones */
+  int pending;
+  int closing; /* 1 from close on; 2 while close answers the calls */
 } lua_lock_t;
 
 typedef struct lcall {
@@ -26,6 +29,8 @@ typedef struct lcall {
   chr_task_t *task;
   uv_timer_t *timer;
   const char *method;
+  int cancelled; /* killed by close: answered `unavailable` */
+  struct lcall *prev, *next;
 } lcall_t;
 
 static const char *const methods[] = {"acquire", "release", "extend", "reset"};
@@ -60,19 +65,32 @@ static void call_done(chr_task_t *t, int status) {
                c->method, luaL_typename(co, 1));
       fail(req, CHR_EINVAL, msg);
     }
+  } else if (status == CHR_TASK_KILLED && c->cancelled) {
+    snprintf(msg, sizeof msg, "lua lock '%s': %s: the lock was closed", ll->name, c->method);
+    fail(req, CHR_EUNAVAIL, msg);
   } else if (status == CHR_TASK_KILLED) {
     snprintf(msg, sizeof msg, "lua lock '%s': %s did not return within %gs", ll->name, c->method,
              (double)ll->timeout_ms / 1000);
     fail(req, CHR_ETIMEOUT, msg);
   } else {
-    snprintf(msg, sizeof msg, "lua lock '%s': %s failed: %s", ll->name, c->method,
-             luaL_tolstring(co, -1, NULL));
-    fail(req, CHR_EINVAL, msg);
+    const char *m;
+    int code = chr_lua_errvalue(co, -1, &m);
+    /* As lua_store.c: an error raised as {code, message} keeps its code
+     * and words; anything else is attributed to the adapter and method. */
+    if (lua_istable(co, -2)) {
+      fail(req, code ? code : CHR_EINVAL, m);
+    } else {
+      snprintf(msg, sizeof msg, "lua lock '%s': %s failed: %s", ll->name, c->method, m);
+      fail(req, CHR_EINVAL, msg);
+    }
   }
   chr_task_release(t);
   if (c->timer) uv_close((uv_handle_t *)c->timer, timer_close_cb);
+  if (c->prev) c->prev->next = c->next;
+  else ll->calls = c->next;
+  if (c->next) c->next->prev = c->prev;
   free(c);
-  if (--ll->pending == 0 && ll->closing) free_lock(ll);
+  if (--ll->pending == 0 && ll->closing == 1) free_lock(ll);
   req->cb(req);
 }
 
@@ -85,6 +103,7 @@ static int ll_submit(chr_lock_t *l, chr_lock_req_t *req) {
   lua_lock_t *ll = (lua_lock_t *)l;
   lua_State *L = ll->L;
   const char *method = methods[req->op];
+  if (ll->closing) return CHR_EUNAVAIL;
   lua_rawgeti(L, LUA_REGISTRYINDEX, ll->adapter_ref);
   lua_getfield(L, -1, method);
   if (!lua_isfunction(L, -1)) {
@@ -123,6 +142,9 @@ static int ll_submit(chr_lock_t *l, chr_lock_req_t *req) {
   c->ll = ll;
   c->req = req;
   c->method = method;
+  c->next = ll->calls;
+  if (ll->calls) ll->calls->prev = c;
+  ll->calls = c;
   ll->pending++;
   chr_task_t *t = chr_task_new(L, call_done, c);
   c->task = t;
@@ -134,14 +156,28 @@ static int ll_submit(chr_lock_t *l, chr_lock_req_t *req) {
     c->timer = chr_malloc(sizeof *c->timer);
     uv_timer_init(chr_loop(), c->timer);
     c->timer->data = c;
+    /* From now, not from the loop's cached time, which is old when the
+     * caller ran a while without returning to the loop. */
+    uv_update_time(chr_loop());
     uv_timer_start(c->timer, timeout_cb, ms, 0);
   }
   chr_task_start(t, nargs);
   return 0;
 }
 
+/* Pending calls are stopped and answered `unavailable`, each once, as a
+ * store's are (lua_store.c). */
 static void ll_close(chr_lock_t *l) {
   lua_lock_t *ll = (lua_lock_t *)l;
+  ll->closing = 2;
+  for (;;) {
+    /* From the head each time: an answer runs its caller's code. */
+    lcall_t *c = ll->calls;
+    while (c && c->cancelled) c = c->next;
+    if (c == NULL) break;
+    c->cancelled = 1;
+    chr_task_kill(c->task, "lock closed");
+  }
   ll->closing = 1;
   if (ll->pending == 0) free_lock(ll);
 }
@@ -150,7 +186,7 @@ static const chr_lock_vtable_t lua_lock_vt = {"lua", ll_submit, ll_close};
 
 /* from_table(adapter, {name=, timeout=}) -> lock */
 static int l_from_table(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  chr_lua_checktype(L, 1, LUA_TTABLE);
   const char *name = "lua";
   double timeout = 30;
   if (lua_istable(L, 2)) {

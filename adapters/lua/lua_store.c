@@ -3,9 +3,10 @@
  * own, so the method may wait (HTTP, sleep, other stores); its results are
  * checked and converted, its errors attributed to the adapter and method,
  * and a call that does not return within adapter_timeout fails with
- * `timeout`. Optional methods the table lacks are emulated by the generic
- * store layer (store_fallback.c). Script adapters are hot-reloaded: calls
- * that start after a reload use the new instance. */
+ * `timeout`. Closing the store stops the calls still pending and answers
+ * each `unavailable`. Optional methods the table lacks are emulated by the
+ * generic store layer (store_fallback.c). Script adapters are hot-reloaded:
+ * calls that start after a reload use the new instance. */
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +30,9 @@ typedef struct lua_store {
   int handle_ref;  /* the reload handle, when loaded from a script */
   char *name;
   uint64_t timeout_ms;
+  struct lcall *calls; /* the pending ones */
   int pending;
-  int closing;
+  int closing; /* 1 from close on; 2 while close answers the calls */
 } lua_store_t;
 
 typedef struct handle {
@@ -43,28 +45,9 @@ typedef struct lcall {
   chr_task_t *task;
   uv_timer_t *timer;
   const char *method;
+  int cancelled; /* killed by close: answered `unavailable` */
+  struct lcall *prev, *next;
 } lcall_t;
-
-static const char *const method_names[CHR_OP__COUNT] = {
-    "create_job", "get_job",      "get_jobs_batch", "update_job",
-    "compare_and_swap_job", "delete_job", "query_jobs", "count_jobs",
-    "claim_due_jobs", "complete_jobs", "recover_expired_leases", "extend_leases",
-    "next_due_time"};
-
-static const char *const required[] = {"create_job",          "get_job",    "update_job",
-                                       "compare_and_swap_job", "delete_job", "query_jobs",
-                                       NULL};
-
-static const struct {
-  const char *method;
-  unsigned cap;
-} optional[] = {{"claim_due_jobs", CHR_STORE_CAP_CLAIM},
-                {"complete_jobs", CHR_STORE_CAP_COMPLETE},
-                {"recover_expired_leases", CHR_STORE_CAP_RECOVER},
-                {"extend_leases", CHR_STORE_CAP_EXTEND},
-                {"get_jobs_batch", CHR_STORE_CAP_BATCH},
-                {"count_jobs", CHR_STORE_CAP_COUNT},
-                {"next_due_time", CHR_STORE_CAP_NEXT_DUE}};
 
 static void free_store(lua_store_t *ls) {
   luaL_unref(ls->L, LUA_REGISTRYINDEX, ls->adapter_ref);
@@ -73,8 +56,9 @@ static void free_store(lua_store_t *ls) {
   free(ls);
 }
 
-/* Checks an adapter table (stack: idx) and returns its capabilities, or
- * raises naming the missing methods. */
+/* Checks an adapter table (stack: idx) against the contract's table of
+ * operations (chr_store_ops) and returns its capabilities: those of the
+ * optional methods it has. Raises naming the required methods it lacks. */
 static unsigned adapter_caps(lua_State *L, int idx, const char *name) {
   unsigned caps = 0;
   chr_buf_t missing;
@@ -82,9 +66,11 @@ static unsigned adapter_caps(lua_State *L, int idx, const char *name) {
   if (!lua_istable(L, idx))
     chr_lua_error(L, CHR_EINVAL, "lua adapter '%s': expected a table of methods, got %s", name,
                   luaL_typename(L, idx));
-  for (int i = 0; required[i]; i++) {
-    lua_getfield(L, idx, required[i]);
-    if (!lua_isfunction(L, -1)) chr_buf_printf(&missing, "%s%s", missing.len ? ", " : "", required[i]);
+  for (int op = 0; op < CHR_OP__COUNT; op++) {
+    const chr_store_op_desc_t *d = &chr_store_ops[op];
+    lua_getfield(L, idx, d->name);
+    if (lua_isfunction(L, -1)) caps |= d->cap;
+    else if (d->required) chr_buf_printf(&missing, "%s%s", missing.len ? ", " : "", d->name);
     lua_pop(L, 1);
   }
   if (missing.len) {
@@ -92,11 +78,6 @@ static unsigned adapter_caps(lua_State *L, int idx, const char *name) {
     chr_buf_free(&missing);
     chr_lua_error(L, CHR_EINVAL, "lua adapter '%s' lacks required method(s): %s", name,
                   lua_tostring(L, -1));
-  }
-  for (size_t i = 0; i < sizeof optional / sizeof *optional; i++) {
-    lua_getfield(L, idx, optional[i].method);
-    if (lua_isfunction(L, -1)) caps |= optional[i].cap;
-    lua_pop(L, 1);
   }
   lua_getfield(L, idx, "is_local");
   if (lua_toboolean(L, -1)) caps |= CHR_STORE_CAP_LOCAL;
@@ -235,13 +216,47 @@ static void timer_close_cb(uv_handle_t *h) {
   free(h);
 }
 
+static int64_t earlier(int64_t a, const chr_job_t *j) {
+  if (j == NULL || j->status != CHR_ST_SCHEDULED || !chr_job_has(j, CHR_F_NEXT_RUN_TIME)) return a;
+  return a == CHR_TIME_NONE || j->next_run_time < a ? j->next_run_time : a;
+}
+
+/* A script cannot tell the engines that a write made a job due sooner than
+ * they expect; the binding does it for every script from the answer, as the
+ * C adapters do in their write paths. */
+static void wake_after(lua_store_t *ls, chr_store_req_t *req) {
+  int64_t when = CHR_TIME_NONE;
+  if (req->status != 0 || ls->base.closed) return;
+  switch (req->op) {
+  case CHR_OP_CREATE:
+  case CHR_OP_UPDATE:
+  case CHR_OP_CAS:
+    for (size_t i = 0; i < req->njobs; i++) when = earlier(when, req->jobs[i]);
+    break;
+  case CHR_OP_COMPLETE:
+    for (size_t i = 0; i < req->nitems; i++)
+      if (req->items[i].result == 0 && !req->items[i].remove)
+        when = earlier(when, req->items[i].updates);
+    break;
+  case CHR_OP_RECOVER:
+    if (req->count > 0) when = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
+    break;
+  default: break;
+  }
+  if (when != CHR_TIME_NONE) chr_store_wake(&ls->base, when);
+}
+
 static void call_end(lcall_t *c) {
   lua_store_t *ls = c->ls;
   chr_store_req_t *req = c->req;
+  wake_after(ls, req);
   if (c->timer) uv_close((uv_handle_t *)c->timer, timer_close_cb);
+  if (c->prev) c->prev->next = c->next;
+  else ls->calls = c->next;
+  if (c->next) c->next->prev = c->prev;
   free(c);
   ls->pending--;
-  if (ls->closing && ls->pending == 0) free_store(ls);
+  if (ls->closing == 1 && ls->pending == 0) free_store(ls);
   req->cb(req);
 }
 
@@ -251,26 +266,20 @@ static void call_done(chr_task_t *t, int status) {
   c->task = NULL;
   if (status == LUA_OK) {
     take_results(c, co);
+  } else if (status == CHR_TASK_KILLED && c->cancelled) {
+    chr_store_req_fail(c->req, CHR_EUNAVAIL, "lua adapter '%s': %s: the store was closed",
+                       c->ls->name, c->method);
   } else if (status == CHR_TASK_KILLED) {
     chr_store_req_fail(c->req, CHR_ETIMEOUT, "lua adapter '%s': %s did not return within %gs",
                        c->ls->name, c->method, (double)c->ls->timeout_ms / 1000);
   } else {
-    int code = CHR_EINVAL;
     const char *msg;
-    if (lua_istable(co, -1)) {
-      lua_getfield(co, -1, "code");
-      if (lua_type(co, -1) == LUA_TSTRING && chr_errcode(lua_tostring(co, -1)))
-        code = chr_errcode(lua_tostring(co, -1));
-      lua_pop(co, 1);
-      lua_getfield(co, -1, "message");
-      msg = lua_tostring(co, -1) ? lua_tostring(co, -1) : luaL_tolstring(co, -2, NULL);
-    } else {
-      msg = luaL_tolstring(co, -1, NULL);
-    }
-    /* Contract errors (duplicate, not_found, ...) keep their own words;
-     * anything else is attributed to the adapter and method. */
-    if (code != CHR_EINVAL || lua_istable(co, -2)) chr_store_req_fail(c->req, code, "%s", msg);
-    else chr_store_req_fail(c->req, code, "lua adapter '%s': %s failed: %s", c->ls->name,
+    int code = chr_lua_errvalue(co, -1, &msg);
+    /* Errors raised as {code, message} (duplicate, not_found, ...) keep
+     * their code and words; anything else is attributed to the adapter
+     * and method. */
+    if (lua_istable(co, -2)) chr_store_req_fail(c->req, code ? code : CHR_EINVAL, "%s", msg);
+    else chr_store_req_fail(c->req, CHR_EINVAL, "lua adapter '%s': %s failed: %s", c->ls->name,
                             c->method, msg);
   }
   chr_task_release(t);
@@ -288,6 +297,26 @@ static void push_time(lua_State *L, int64_t us) {
   lua_pushstring(L, buf);
 }
 
+static void push_ids(lua_State *L, const chr_store_req_t *req) {
+  lua_createtable(L, (int)req->nids, 0);
+  for (size_t i = 0; i < req->nids; i++) {
+    lua_pushstring(L, req->ids[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+}
+
+/* stack: +1 the options of claim_due_jobs and extend_leases: owner, now,
+ * lease_seconds. */
+static void push_lease_options(lua_State *L, const chr_store_req_t *req) {
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, req->owner);
+  lua_setfield(L, -2, "owner");
+  push_time(L, req->now);
+  lua_setfield(L, -2, "now");
+  lua_pushnumber(L, (double)req->lease_us / 1e6);
+  lua_setfield(L, -2, "lease_seconds");
+}
+
 /* Pushes the method's arguments; returns their count. */
 static int push_args(lua_State *L, chr_store_req_t *req) {
   switch (req->op) {
@@ -303,13 +332,7 @@ static int push_args(lua_State *L, chr_store_req_t *req) {
     chr_job_push(L, req->expected);
     chr_job_push(L, req->job);
     return 3;
-  case CHR_OP_GET_BATCH:
-    lua_createtable(L, (int)req->nids, 0);
-    for (size_t i = 0; i < req->nids; i++) {
-      lua_pushstring(L, req->ids[i]);
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    return 1;
+  case CHR_OP_GET_BATCH: push_ids(L, req); return 1;
   case CHR_OP_QUERY:
     chr_filter_push(L, req->filter);
     if (req->limit >= 0) lua_pushinteger(L, req->limit);
@@ -318,15 +341,9 @@ static int push_args(lua_State *L, chr_store_req_t *req) {
     return 3;
   case CHR_OP_COUNT: chr_filter_push(L, req->filter); return 1;
   case CHR_OP_CLAIM:
-    lua_createtable(L, 0, 4);
-    push_time(L, req->now);
-    lua_setfield(L, -2, "now");
-    lua_pushinteger(L, req->limit);
+    push_lease_options(L, req);
+    lua_pushinteger(L, req->limit >= 0 ? req->limit : LUA_MAXINTEGER); /* < 0: none */
     lua_setfield(L, -2, "limit");
-    lua_pushstring(L, req->owner);
-    lua_setfield(L, -2, "owner");
-    lua_pushnumber(L, (double)req->lease_us / 1e6);
-    lua_setfield(L, -2, "lease_seconds");
     return 1;
   case CHR_OP_COMPLETE:
     lua_createtable(L, (int)req->nitems, 0);
@@ -349,19 +366,9 @@ static int push_args(lua_State *L, chr_store_req_t *req) {
     return 1;
   case CHR_OP_RECOVER: push_time(L, req->now); return 1;
   case CHR_OP_EXTEND:
-    lua_createtable(L, 0, 4);
-    lua_pushstring(L, req->owner);
-    lua_setfield(L, -2, "owner");
-    lua_createtable(L, (int)req->nids, 0);
-    for (size_t i = 0; i < req->nids; i++) {
-      lua_pushstring(L, req->ids[i]);
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
+    push_lease_options(L, req);
+    push_ids(L, req);
     lua_setfield(L, -2, "ids");
-    push_time(L, req->now);
-    lua_setfield(L, -2, "now");
-    lua_pushnumber(L, (double)req->lease_us / 1e6);
-    lua_setfield(L, -2, "lease_seconds");
     return 1;
   default: return 0;
   }
@@ -370,7 +377,8 @@ static int push_args(lua_State *L, chr_store_req_t *req) {
 static int ls_submit(chr_store_t *s, chr_store_req_t *req) {
   lua_store_t *ls = (lua_store_t *)s;
   lua_State *L = ls->L;
-  const char *method = method_names[req->op];
+  const char *method = chr_store_ops[req->op].name;
+  if (ls->closing) return CHR_EUNAVAIL; /* a sub-request of an emulation */
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->adapter_ref);
   lua_getfield(L, -1, method);
   if (!lua_isfunction(L, -1)) {
@@ -381,6 +389,9 @@ static int ls_submit(chr_store_t *s, chr_store_req_t *req) {
   c->ls = ls;
   c->req = req;
   c->method = method;
+  c->next = ls->calls;
+  if (ls->calls) ls->calls->prev = c;
+  ls->calls = c;
   ls->pending++;
   lua_insert(L, -2); /* stack: fn self */
   int nargs = 1 + push_args(L, req);
@@ -391,6 +402,9 @@ static int ls_submit(chr_store_t *s, chr_store_req_t *req) {
     c->timer = chr_malloc(sizeof *c->timer);
     uv_timer_init(chr_loop(), c->timer);
     c->timer->data = c;
+    /* From now, not from the loop's cached time, which is old when the
+     * caller ran a while without returning to the loop. */
+    uv_update_time(chr_loop());
     uv_timer_start(c->timer, timeout_cb, ls->timeout_ms, 0);
   }
   chr_task_start(t, nargs);
@@ -400,6 +414,19 @@ static int ls_submit(chr_store_t *s, chr_store_req_t *req) {
 static void ls_close(chr_store_t *s) {
   lua_store_t *ls = (lua_store_t *)s;
   lua_State *L = ls->L;
+  /* Pending calls are stopped first and answered `unavailable`, each once
+   * (store.h). One that is executing right now (it closed its own store)
+   * ends at its next instruction; the store is freed after its answer. */
+  ls->closing = 2;
+  for (;;) {
+    /* From the head each time: an answer runs its caller's code. */
+    lcall_t *c = ls->calls;
+    while (c && c->cancelled) c = c->next;
+    if (c == NULL) break;
+    c->cancelled = 1;
+    chr_task_kill(c->task, "store closed");
+  }
+  ls->closing = 1;
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->handle_ref);
   if (lua_isuserdata(L, -1)) {
     ((handle_t *)lua_touserdata(L, -1))->ls = NULL;
@@ -414,13 +441,12 @@ static void ls_close(chr_store_t *s) {
   lua_pop(L, 1);
   /* The adapter's own close(), when it has one, runs once, unwaited. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->adapter_ref);
-  if (lua_getfield(L, -1, "close") == LUA_TFUNCTION) {
+  if (lua_getfield(L, -1, chr_store_ops[CHR_STORE_CLOSE].name) == LUA_TFUNCTION) {
     lua_insert(L, -2);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
   } else {
     lua_pop(L, 2);
   }
-  ls->closing = 1;
   if (ls->pending == 0) free_store(ls);
 }
 
@@ -461,7 +487,7 @@ static int l_from_table(lua_State *L) {
 
 /* swap(handle, new_adapter): calls that start from now on use it. */
 static int l_swap(lua_State *L) {
-  handle_t *h = luaL_checkudata(L, 1, HANDLE_MT);
+  handle_t *h = chr_lua_checkudata(L, 1, HANDLE_MT);
   if (h->ls == NULL) {
     lua_pushboolean(L, 0);
     return 1;
@@ -539,7 +565,7 @@ int chr_file_store_open(const chr_opts_t *o, chr_store_t **out, char *err, size_
 
 /* set_watcher(handle, watcher): closed together with the store. */
 static int l_set_watcher(lua_State *L) {
-  luaL_checkudata(L, 1, HANDLE_MT);
+  chr_lua_checkudata(L, 1, HANDLE_MT);
   lua_settop(L, 2);
   lua_setiuservalue(L, 1, 1);
   return 0;

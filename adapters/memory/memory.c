@@ -73,10 +73,6 @@ static int64_t rec_lease(const mrec_t *r) {
   return chr_job_has(&r->job, CHR_F_LEASE_UNTIL) ? r->job.lease_until : CHR_TIME_NONE;
 }
 
-static int status_valid(int st) {
-  return st > CHR_ST_NONE && st < CHR_ST__COUNT;
-}
-
 /* next_run_time order: nil (CHR_TIME_NONE) after every time. */
 static int cmp_nrt(int64_t a, int64_t b) {
   if (a == b) return 0;
@@ -330,13 +326,6 @@ static void clear_claim(chr_job_t *j) {
   j->mask &= ~(CHR_BIT(CHR_F_CLAIMED_BY) | CHR_BIT(CHR_F_LEASE_UNTIL));
 }
 
-static int check_updates(chr_store_req_t *req, const char *id, const chr_job_t *u) {
-  const char *why = chr_store_updates_error(id, u);
-  if (why == NULL) return 0;
-  chr_store_req_fail(req, CHR_EINVAL, "job '%s': %s", id, why);
-  return -1;
-}
-
 static void rec_update(mem_store_t *ms, mrec_t *r, const chr_job_t *u) {
   rec_unindex(ms, r);
   if (u != NULL) {
@@ -446,8 +435,7 @@ static mrec_t **ids_collect(const mem_store_t *ms, const chr_filter_t *f, size_t
 
 static void op_query(mem_store_t *ms, chr_store_req_t *req) {
   const chr_filter_t *f = req->filter;
-  int64_t skip = req->offset > 0 ? req->offset : 0, limit = req->limit;
-  if (limit == 0) return;
+  int64_t skip = req->offset, limit = req->limit;
   if (f != NULL && f->has_ids) {
     size_t i, n;
     mrec_t **recs = ids_collect(ms, f, &n);
@@ -499,8 +487,7 @@ static void op_count(mem_store_t *ms, chr_store_req_t *req) {
 /* ---- the engine's operations */
 
 static void op_claim(mem_store_t *ms, chr_store_req_t *req) {
-  int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
-  int64_t limit = req->limit, stamp = next_stamp(ms);
+  int64_t now = req->now, limit = req->limit, stamp = next_stamp(ms);
   chr_rb_node_t *n = chr_rb_first(&ms->due);
   while (n != NULL && (limit < 0 || (int64_t)req->njobs < limit)) {
     mrec_t *r = REC_OF(n, aux);
@@ -523,35 +510,20 @@ static void op_claim(mem_store_t *ms, chr_store_req_t *req) {
   }
 }
 
-static int owned_by(const mrec_t *r, const char *owner) {
-  return owner != NULL && chr_job_has(&r->job, CHR_F_CLAIMED_BY) &&
-         r->job.claimed_by != NULL && strcmp(r->job.claimed_by, owner) == 0;
-}
-
 static void op_complete(mem_store_t *ms, chr_store_req_t *req) {
   size_t i;
   for (i = 0; i < req->nitems; i++) {
     chr_completion_t *it = &req->items[i];
     mrec_t **slot = map_slot(ms, it->job_id);
-    if (slot == NULL) {
-      it->result = CHR_ENOTFOUND;
-    } else if (!owned_by(*slot, it->owner)) {
-      it->result = CHR_ECONFLICT;
-    } else if (it->remove) {
-      rec_delete(ms, slot);
-      it->result = 0;
-    } else if (chr_store_updates_error(it->job_id, it->updates) != NULL) {
-      it->result = CHR_EINVAL;
-    } else {
-      rec_update(ms, *slot, it->updates);
-      it->result = 0;
-    }
+    it->result = chr_store_completion_result(it, slot ? &(*slot)->job : NULL);
+    if (it->result != 0) continue;
+    if (it->remove) rec_delete(ms, slot);
+    else rec_update(ms, *slot, it->updates);
   }
 }
 
 static void op_recover(mem_store_t *ms, chr_store_req_t *req) {
-  int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
-  int64_t stamp = next_stamp(ms), earliest = CHR_TIME_NONE;
+  int64_t now = req->now, stamp = next_stamp(ms), earliest = CHR_TIME_NONE;
   chr_rb_node_t *n;
   req->count = 0;
   while ((n = chr_rb_first(&ms->lease)) != NULL) {
@@ -571,8 +543,12 @@ static void op_recover(mem_store_t *ms, chr_store_req_t *req) {
   if (earliest != CHR_TIME_NONE) chr_store_wake(&ms->base, earliest);
 }
 
+static int owned_by(const mrec_t *r, const char *owner) {
+  return chr_job_has(&r->job, CHR_F_CLAIMED_BY) && r->job.claimed_by != NULL &&
+         strcmp(r->job.claimed_by, owner) == 0;
+}
+
 static void op_extend(mem_store_t *ms, chr_store_req_t *req) {
-  int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
   int64_t stamp = next_stamp(ms);
   size_t i;
   req->count = 0;
@@ -580,7 +556,7 @@ static void op_extend(mem_store_t *ms, chr_store_req_t *req) {
     mrec_t *r = map_get(ms, req->ids[i]);
     if (r == NULL || r->job.status != CHR_ST_RUNNING || !owned_by(r, req->owner)) continue;
     rec_unindex(ms, r);
-    chr_job_set_time(&r->job, CHR_F_LEASE_UNTIL, now + req->lease_us);
+    chr_job_set_time(&r->job, CHR_F_LEASE_UNTIL, req->now + req->lease_us);
     chr_job_set_time(&r->job, CHR_F_UPDATED_AT, stamp);
     rec_index(ms, r);
     req->count++;
@@ -592,16 +568,6 @@ static void op_extend(mem_store_t *ms, chr_store_req_t *req) {
 static void op_create(mem_store_t *ms, chr_store_req_t *req) {
   const chr_job_t *j = req->job;
   mrec_t *r;
-  if (j == NULL || !chr_job_has(j, CHR_F_JOB_ID) || j->job_id == NULL ||
-      (j->nullmask & CHR_BIT(CHR_F_JOB_ID))) {
-    chr_store_req_fail(req, CHR_EINVAL, "job_id is required");
-    return;
-  }
-  if (!chr_job_has(j, CHR_F_STATUS) || (j->nullmask & CHR_BIT(CHR_F_STATUS)) ||
-      !status_valid(j->status)) {
-    chr_store_req_fail(req, CHR_EINVAL, "job '%s': status is required", j->job_id);
-    return;
-  }
   if (map_get(ms, j->job_id) != NULL) {
     chr_store_req_fail(req, CHR_EDUP, "job '%s' already exists", j->job_id);
     return;
@@ -620,7 +586,6 @@ static void op_update(mem_store_t *ms, chr_store_req_t *req) {
     chr_store_req_fail(req, CHR_ENOTFOUND, "job '%s' not found", req->id);
     return;
   }
-  if (check_updates(req, req->id, req->job) != 0) return;
   rec_update(ms, r, req->job);
   push_copy(req, r);
 }
@@ -633,78 +598,49 @@ static void op_cas(mem_store_t *ms, chr_store_req_t *req) {
     return;
   }
   if (req->expected != NULL && !chr_job_matches(&r->job, req->expected)) return;
-  if (check_updates(req, req->id, req->job) != 0) return;
   rec_update(ms, r, req->job);
   req->ok = 1;
   push_copy(req, r);
 }
 
-static int mem_submit(chr_store_t *s, chr_store_req_t *req) {
-  mem_store_t *ms = (mem_store_t *)s;
+static void op_get(mem_store_t *ms, chr_store_req_t *req) {
+  mrec_t *r = map_get(ms, req->id);
+  if (r != NULL) push_copy(req, r);
+}
+
+static void op_get_batch(mem_store_t *ms, chr_store_req_t *req) {
   size_t i;
-  req->store = s;
-  switch (req->op) {
-  case CHR_OP_GET:
-  case CHR_OP_UPDATE:
-  case CHR_OP_CAS:
-  case CHR_OP_DELETE:
-    if (req->id == NULL) {
-      chr_store_req_fail(req, CHR_EINVAL, "%s: job id is required",
-                         chr_store_op_names[req->op]);
-      goto done;
+  for (i = 0; i < req->nids; i++) {
+    mrec_t *r = map_get(ms, req->ids[i]);
+    if (r != NULL && !r->mark) {
+      r->mark = 1;
+      push_copy(req, r);
     }
-    break;
-  case CHR_OP_CLAIM:
-  case CHR_OP_EXTEND:
-    if (req->owner == NULL) {
-      chr_store_req_fail(req, CHR_EINVAL, "%s: owner is required",
-                         chr_store_op_names[req->op]);
-      goto done;
-    }
-    break;
-  default:
-    break;
   }
-  switch (req->op) {
-  case CHR_OP_CREATE: op_create(ms, req); break;
-  case CHR_OP_GET: {
-    mrec_t *r = map_get(ms, req->id);
-    if (r != NULL) push_copy(req, r);
-    break;
-  }
-  case CHR_OP_GET_BATCH:
-    for (i = 0; i < req->nids; i++) {
-      mrec_t *r = map_get(ms, req->ids[i]);
-      if (r != NULL && !r->mark) {
-        r->mark = 1;
-        push_copy(req, r);
-      }
-    }
-    for (i = 0; i < req->njobs; i++) map_get(ms, req->jobs[i]->job_id)->mark = 0;
-    break;
-  case CHR_OP_UPDATE: op_update(ms, req); break;
-  case CHR_OP_CAS: op_cas(ms, req); break;
-  case CHR_OP_DELETE: {
-    mrec_t **slot = map_slot(ms, req->id);
-    req->ok = slot != NULL;
-    if (slot != NULL) rec_delete(ms, slot);
-    break;
-  }
-  case CHR_OP_QUERY: op_query(ms, req); break;
-  case CHR_OP_COUNT: op_count(ms, req); break;
-  case CHR_OP_CLAIM: op_claim(ms, req); break;
-  case CHR_OP_COMPLETE: op_complete(ms, req); break;
-  case CHR_OP_RECOVER: op_recover(ms, req); break;
-  case CHR_OP_EXTEND: op_extend(ms, req); break;
-  case CHR_OP_NEXT_DUE: {
-    chr_rb_node_t *n = chr_rb_first(&ms->by_status[CHR_ST_SCHEDULED]);
-    req->count = n ? rec_nrt(REC_OF(n, by_status)) : CHR_TIME_NONE;
-    break;
-  }
-  default:
-    return CHR_EINVAL;
-  }
-done:
+  for (i = 0; i < req->njobs; i++) map_get(ms, req->jobs[i]->job_id)->mark = 0;
+}
+
+static void op_delete(mem_store_t *ms, chr_store_req_t *req) {
+  mrec_t **slot = map_slot(ms, req->id);
+  req->ok = slot != NULL;
+  if (slot != NULL) rec_delete(ms, slot);
+}
+
+static void op_next_due(mem_store_t *ms, chr_store_req_t *req) {
+  chr_rb_node_t *n = chr_rb_first(&ms->by_status[CHR_ST_SCHEDULED]);
+  req->count = n ? rec_nrt(REC_OF(n, by_status)) : CHR_TIME_NONE;
+}
+
+static void (*const mem_ops[CHR_OP__COUNT])(mem_store_t *, chr_store_req_t *) = {
+    [CHR_OP_CREATE] = op_create, [CHR_OP_GET] = op_get,       [CHR_OP_GET_BATCH] = op_get_batch,
+    [CHR_OP_UPDATE] = op_update, [CHR_OP_CAS] = op_cas,       [CHR_OP_DELETE] = op_delete,
+    [CHR_OP_QUERY] = op_query,   [CHR_OP_COUNT] = op_count,   [CHR_OP_CLAIM] = op_claim,
+    [CHR_OP_COMPLETE] = op_complete, [CHR_OP_RECOVER] = op_recover,
+    [CHR_OP_EXTEND] = op_extend, [CHR_OP_NEXT_DUE] = op_next_due};
+
+/* Requests come checked (chr_store_submit) and are answered here, at once. */
+static int mem_submit(chr_store_t *s, chr_store_req_t *req) {
+  mem_ops[req->op]((mem_store_t *)s, req);
   if (req->cb != NULL) req->cb(req);
   return 0;
 }

@@ -165,9 +165,9 @@ void chr_pg_param_take(pg_op_t *op, char *s);    /* takes a malloc'ed string */
 void chr_pg_param_time(pg_op_t *op, int64_t us); /* CHR_TIME_NONE = NULL */
 void chr_pg_param_int(pg_op_t *op, int64_t v);
 
-/* Fills op from its request (statement, parameters). Returns 0, or a
- * CHR_E* code with the request failed (req->errmsg set). */
-int chr_pg_build(const pg_opts_t *o, pg_op_t *op);
+/* Fills op from its request (statement, parameters); the request has
+ * passed chr_store_submit's checks. */
+void chr_pg_build(const pg_opts_t *o, pg_op_t *op);
 /* Turns a successful result into the request's outputs; returns 0 or a
  * CHR_E* code with the request failed. Sets op->wake. */
 int chr_pg_decode(pg_op_t *op, const PGresult *res);

@@ -475,30 +475,13 @@ static void where_filter(chr_buf_t *sql, pg_op_t *op, const chr_filter_t *f) {
     free_list(path, npath);
   }
   if (f->has_ids) {
-    if (f->nids == 0) {
-      chr_buf_adds(sql, " AND false");
-    } else {
-      chr_buf_printf(sql, " AND t.job_id = ANY($%d::text[])", next_param(op));
-      chr_pg_param_take(op, array_literal(f->ids, f->nids));
-    }
+    chr_buf_printf(sql, " AND t.job_id = ANY($%d::text[])", next_param(op));
+    chr_pg_param_take(op, array_literal(f->ids, f->nids));
   }
 }
 
-static int status_ok(int st) {
-  return st > CHR_ST_NONE && st < CHR_ST__COUNT;
-}
-
-static int build_create(pg_op_t *op) {
-  chr_store_req_t *req = op->req;
-  const chr_job_t *j = req->job;
-  if (j == NULL || !has_value(j, CHR_F_JOB_ID)) {
-    chr_store_req_fail(req, CHR_EINVAL, "job_id is required");
-    return CHR_EINVAL;
-  }
-  if (!has_value(j, CHR_F_STATUS) || !status_ok(j->status)) {
-    chr_store_req_fail(req, CHR_EINVAL, "job '%s': status is required", j->job_id);
-    return CHR_EINVAL;
-  }
+static void build_create(pg_op_t *op) {
+  const chr_job_t *j = op->req->job;
   op->stmt = PG_S_CREATE;
   static const int cols[] = {CHR_F_JOB_ID,  CHR_F_STATUS,     CHR_F_TRIGGER_TYPE,
                              CHR_F_NEXT_RUN_TIME, CHR_F_PRIORITY, CHR_F_CLAIMED_BY,
@@ -512,30 +495,22 @@ static int build_create(pg_op_t *op) {
   record_parts(j, &rec, NULL, NULL);
   chr_pg_param(op, rec.len ? rec.p : "{}");
   chr_buf_free(&rec);
-  return 0;
 }
 
-static int build_complete(pg_op_t *op) {
+static void build_complete(pg_op_t *op) {
   chr_store_req_t *req = op->req;
   chr_buf_t b, set;
-  int n = 0;
   chr_buf_init(&b);
   chr_buf_init(&set);
   chr_buf_addc(&b, '[');
   for (size_t i = 0; i < req->nitems; i++) {
     chr_completion_t *it = &req->items[i];
     it->result = CHR_ENOTFOUND;
-    if (it->job_id == NULL) continue;
-    if (!it->remove && chr_store_updates_error(it->job_id, it->updates) != NULL) {
-      it->result = CHR_EINVAL;
-      continue;
-    }
-    if (n++) chr_buf_addc(&b, ',');
+    if (i) chr_buf_addc(&b, ',');
     chr_buf_printf(&b, "{\"i\":%zu,\"id\":", i);
     chr_json_add_string(&b, it->job_id, strlen(it->job_id));
     chr_buf_adds(&b, ",\"owner\":");
-    if (it->owner) chr_json_add_string(&b, it->owner, strlen(it->owner));
-    else chr_buf_adds(&b, "null");
+    chr_json_add_string(&b, it->owner, strlen(it->owner));
     chr_buf_printf(&b, ",\"del\":%s", it->remove ? "true" : "false");
     const chr_job_t *u = it->updates;
     if (!it->remove && u != NULL) {
@@ -580,41 +555,36 @@ static int build_complete(pg_op_t *op) {
   }
   chr_buf_addc(&b, ']');
   chr_buf_free(&set);
-  if (n == 0) {
-    chr_buf_free(&b);
-    return 1; /* nothing to send */
-  }
   op->stmt = PG_S_COMPLETE;
   chr_pg_param_take(op, chr_buf_steal(&b));
-  return 0;
 }
 
-int chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
+/* The lease a claim or an extension grants: until now + lease_us, and when
+ * the request was issued (see LEASE). */
+static void lease_params(pg_op_t *op, const chr_store_req_t *req) {
+  chr_pg_param_time(op, req->now + req->lease_us);
+  chr_pg_param_time(op, req->issued);
+}
+
+void chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
   chr_store_req_t *req = op->req;
-  const char *why;
   chr_buf_t sql;
-  int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
   switch (req->op) {
-  case CHR_OP_CREATE: return build_create(op);
+  case CHR_OP_CREATE: build_create(op); break;
   case CHR_OP_GET:
     op->stmt = PG_S_GET;
     chr_pg_param(op, req->id);
-    return 0;
+    break;
   case CHR_OP_GET_BATCH:
-    if (req->nids == 0) return 1;
     op->stmt = PG_S_BATCH;
     chr_pg_param_take(op, array_literal(req->ids, req->nids));
-    return 0;
+    break;
   case CHR_OP_DELETE:
     op->stmt = PG_S_DELETE;
     chr_pg_param(op, req->id);
-    return 0;
+    break;
   case CHR_OP_UPDATE:
   case CHR_OP_CAS:
-    if ((why = chr_store_updates_error(req->id, req->job)) != NULL) {
-      chr_store_req_fail(req, CHR_EINVAL, "job '%s': %s", req->id, why);
-      return CHR_EINVAL;
-    }
     chr_buf_init(&sql);
     chr_pg_param(op, req->id);
     chr_buf_printf(&sql, "%sUPDATE %s t", req->op == CHR_OP_CAS ? "WITH u AS (" : "", o->qtable);
@@ -628,7 +598,7 @@ int chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
       chr_buf_adds(&sql, " RETURNING " COLS);
     }
     op->sql = chr_buf_steal(&sql);
-    return 0;
+    break;
   case CHR_OP_QUERY:
   case CHR_OP_COUNT:
     chr_buf_init(&sql);
@@ -640,35 +610,30 @@ int chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
                      next_param(op), next_param(op) + 1);
       if (req->limit >= 0) chr_pg_param_int(op, req->limit);
       else chr_pg_param(op, NULL);
-      chr_pg_param_int(op, req->offset > 0 ? req->offset : 0);
+      chr_pg_param_int(op, req->offset);
     }
     op->sql = chr_buf_steal(&sql);
-    return 0;
+    break;
   case CHR_OP_CLAIM:
     op->stmt = PG_S_CLAIM;
-    chr_pg_param_time(op, now);
+    chr_pg_param_time(op, req->now);
     if (req->limit >= 0) chr_pg_param_int(op, req->limit);
     else chr_pg_param(op, NULL);
     chr_pg_param(op, req->owner);
-    chr_pg_param_time(op, now + req->lease_us);
-    chr_pg_param_time(op, req->issued);
-    return 0;
-  case CHR_OP_COMPLETE: return build_complete(op);
+    lease_params(op, req);
+    break;
+  case CHR_OP_COMPLETE: build_complete(op); break;
   case CHR_OP_RECOVER:
     op->stmt = PG_S_RECOVER;
-    chr_pg_param_time(op, now);
-    return 0;
+    chr_pg_param_time(op, req->now);
+    break;
   case CHR_OP_EXTEND:
-    if (req->nids == 0) return 1;
     op->stmt = PG_S_EXTEND;
     chr_pg_param_take(op, array_literal(req->ids, req->nids));
     chr_pg_param(op, req->owner);
-    chr_pg_param_time(op, now + req->lease_us);
-    chr_pg_param_time(op, req->issued);
-    return 0;
-  case CHR_OP_NEXT_DUE: op->stmt = PG_S_NEXT_DUE; return 0;
-  default:
-    chr_store_req_fail(req, CHR_EINVAL, "postgres: unsupported operation");
-    return CHR_EINVAL;
+    lease_params(op, req);
+    break;
+  case CHR_OP_NEXT_DUE: op->stmt = PG_S_NEXT_DUE; break;
+  default: break;
   }
 }

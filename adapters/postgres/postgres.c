@@ -427,30 +427,8 @@ static void dispatch(pg_store_t *st) {
 
 static int pg_submit(chr_store_t *s, chr_store_req_t *req) {
   pg_store_t *st = (pg_store_t *)s;
-  switch (req->op) {
-  case CHR_OP_GET:
-  case CHR_OP_UPDATE:
-  case CHR_OP_CAS:
-  case CHR_OP_DELETE:
-    if (req->id == NULL) {
-      chr_store_req_fail(req, CHR_EINVAL, "%s: job id is required", chr_store_op_names[req->op]);
-      goto now;
-    }
-    break;
-  case CHR_OP_CLAIM:
-  case CHR_OP_EXTEND:
-    if (req->owner == NULL) {
-      chr_store_req_fail(req, CHR_EINVAL, "%s: owner is required", chr_store_op_names[req->op]);
-      goto now;
-    }
-    break;
-  default: break;
-  }
   pg_op_t *op = chr_pg_op_new(req);
-  if (chr_pg_build(&st->o, op) != 0) { /* answered without a statement */
-    chr_pg_op_free(op);
-    goto now;
-  }
+  chr_pg_build(&st->o, op);
   op->hold = req->op == CHR_OP_COMPLETE;
   /* Engines claim; other users of a store need no wake-up hints. */
   if (req->op == CHR_OP_CLAIM && st->listener == NULL &&
@@ -464,9 +442,6 @@ static int pg_submit(chr_store_t *s, chr_store_req_t *req) {
   }
   enqueue(st, op, 0);
   dispatch(st);
-  return 0;
-now:
-  if (req->cb) req->cb(req);
   return 0;
 }
 

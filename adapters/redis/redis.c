@@ -253,10 +253,6 @@ static int64_t reply_time(const redisReply *r) {
 
 /* ---- requests */
 
-static const char *status_name_ok(int st) {
-  return st > CHR_ST_NONE && st < CHR_ST__COUNT ? chr_status_names[st] : NULL;
-}
-
 static void answer(chr_store_req_t *req) {
   if (req->cb) req->cb(req);
 }
@@ -384,8 +380,6 @@ static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
     int64_t rc = reply_int(elem(r, 0));
     if (rc == -1) {
       chr_store_req_fail(req, CHR_ENOTFOUND, "job '%s' not found", req->id);
-    } else if (rc == -2) {
-      chr_store_req_fail(req, CHR_EINVAL, "job '%s': %s", req->id, chr_store_updates_error(req->id, req->job));
     } else if (rc == 1) {
       chr_job_t *j = job_from_hash(elem(r, 1));
       req->ok = 1;
@@ -407,8 +401,7 @@ static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
       const char *s = e && e->type == REDIS_REPLY_STRING ? e->str : "";
       req->items[i].result = strcmp(s, "ok") == 0          ? 0
                              : strcmp(s, "not_found") == 0 ? CHR_ENOTFOUND
-                             : strcmp(s, "conflict") == 0  ? CHR_ECONFLICT
-                                                           : CHR_EINVAL;
+                                                           : CHR_ECONFLICT;
     }
     break;
   case CHR_OP_RECOVER:
@@ -463,7 +456,7 @@ static void query_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) 
     for (size_t i = 0; i < req->njobs; i++) chr_job_free(req->jobs[i]);
     req->njobs = 0;
   } else if (!paged) {
-    int64_t off = req->offset > 0 ? req->offset : 0, lim = req->limit;
+    int64_t off = req->offset, lim = req->limit;
     jobs_by_order(req);
     size_t from = (size_t)(off < (int64_t)req->njobs ? off : (int64_t)req->njobs), to = req->njobs;
     if (lim >= 0 && from + (size_t)lim < to) to = from + (size_t)lim;
@@ -497,7 +490,7 @@ static void submit_query(rstore_t *rs, chr_store_req_t *req) {
   chr_rcmd_args(c, incount ? "c" : "q");
   /* The script's numbers are doubles, printed back to Redis with 14
    * digits: a page past NO_LIMIT is as good as no limit (or as empty). */
-  int64_t off = req->offset > 0 ? req->offset : 0, lim = req->limit;
+  int64_t off = req->offset, lim = req->limit;
   chr_rcmd_argi(c, !count ? (off < NO_LIMIT ? off : NO_LIMIT) : 0);
   chr_rcmd_argi(c, !count && lim >= 0 && lim < NO_LIMIT ? lim : -1);
   chr_rcmd_args(c, !count && filter_paged(req) ? "1" : "0");
@@ -521,62 +514,35 @@ static void submit_query(rstore_t *rs, chr_store_req_t *req) {
   chr_rconn_send(c);
 }
 
-/* CAS expectations: "n, field, text..." of the fields expected present,
- * then "n, field..." of those expected absent (null). */
-static void add_expected(chr_rcmd_t *c, const chr_job_t *e) {
-  if (e == NULL) {
-    chr_rcmd_args(c, "0");
-    chr_rcmd_args(c, "0");
+/* A partial record: "n, field, text..." of the fields it gives, then "n,
+ * field..." of those it gives as null (updates clear them, a CAS expects
+ * them absent); "0", "0" for none. updated_at goes in only with `stamp`
+ * (a CAS may expect it; the store sets it on writes). */
+static void add_partial(chr_rcmd_t *c, const chr_job_t *j, int stamp) {
+  if (j != NULL) {
+    add_fields(c, j, 1, stamp);
     return;
   }
-  add_fields(c, e, 1, 1);
+  chr_rcmd_args(c, "0");
+  chr_rcmd_args(c, "0");
+}
+
+/* The lease a claim or an extension grants: until now + lease_us, and when
+ * the request was issued (a request that waited gets its wait added). */
+static void add_lease(chr_rcmd_t *c, const chr_store_req_t *req) {
+  chr_rcmd_argi(c, req->now + req->lease_us);
+  chr_rcmd_argi(c, req->issued);
 }
 
 static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
   rstore_t *rs = (rstore_t *)s;
   chr_rcmd_t *c;
-  req->store = s;
   switch (req->op) {
-  case CHR_OP_GET:
-  case CHR_OP_UPDATE:
-  case CHR_OP_CAS:
-  case CHR_OP_DELETE:
-    if (req->id == NULL) {
-      chr_store_req_fail(req, CHR_EINVAL, "%s: job id is required", chr_store_op_names[req->op]);
-      answer(req);
-      return 0;
-    }
-    break;
-  case CHR_OP_CLAIM:
-  case CHR_OP_EXTEND:
-    if (req->owner == NULL) {
-      chr_store_req_fail(req, CHR_EINVAL, "%s: owner is required", chr_store_op_names[req->op]);
-      answer(req);
-      return 0;
-    }
-    break;
-  default: break;
-  }
-  switch (req->op) {
-  case CHR_OP_CREATE: {
-    const chr_job_t *j = req->job;
-    if (j == NULL || !chr_job_has(j, CHR_F_JOB_ID) || j->job_id == NULL ||
-        (j->nullmask & CHR_BIT(CHR_F_JOB_ID))) {
-      chr_store_req_fail(req, CHR_EINVAL, "job_id is required");
-      answer(req);
-      return 0;
-    }
-    if (!chr_job_has(j, CHR_F_STATUS) || (j->nullmask & CHR_BIT(CHR_F_STATUS)) ||
-        !status_name_ok(j->status)) {
-      chr_store_req_fail(req, CHR_EINVAL, "job '%s': status is required", j->job_id);
-      answer(req);
-      return 0;
-    }
+  case CHR_OP_CREATE:
     c = script(rs, CHR_RS_CREATE, req, 0);
-    chr_rcmd_args(c, j->job_id);
-    add_fields(c, j, 0, 0);
+    chr_rcmd_args(c, req->job->job_id);
+    add_fields(c, req->job, 0, 0);
     break;
-  }
   case CHR_OP_GET:
     c = chr_rcmd_new(rs->rc, -1, done_cb, req, CHR_RCMD_IDEMPOTENT);
     chr_rcmd_args(c, "HGETALL");
@@ -587,10 +553,6 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
     }
     break;
   case CHR_OP_GET_BATCH:
-    if (req->nids == 0) {
-      answer(req);
-      return 0;
-    }
     c = script(rs, CHR_RS_GETS, req, CHR_RCMD_IDEMPOTENT);
     for (size_t i = 0; i < req->nids; i++) chr_rcmd_args(c, req->ids[i]);
     break;
@@ -598,14 +560,8 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
   case CHR_OP_CAS:
     c = script(rs, CHR_RS_WRITE, req, 0);
     chr_rcmd_args(c, req->id);
-    chr_rcmd_args(c, chr_store_updates_error(req->id, req->job) ? "1" : "0");
-    add_expected(c, req->op == CHR_OP_CAS ? req->expected : NULL);
-    if (req->job) {
-      add_fields(c, req->job, 1, 0);
-    } else {
-      chr_rcmd_args(c, "0");
-      chr_rcmd_args(c, "0");
-    }
+    add_partial(c, req->op == CHR_OP_CAS ? req->expected : NULL, 1);
+    add_partial(c, req->job, 0);
     break;
   case CHR_OP_DELETE:
     c = script(rs, CHR_RS_DELETE, req, 0);
@@ -613,65 +569,38 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
     break;
   case CHR_OP_QUERY:
   case CHR_OP_COUNT:
-    if ((req->filter && req->filter->has_ids && req->filter->nids == 0) ||
-        (req->op == CHR_OP_QUERY && req->limit == 0)) {
-      req->count = 0;
-      answer(req);
-      return 0;
-    }
     submit_query(rs, req);
     return 0;
-  case CHR_OP_CLAIM: {
-    int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
+  case CHR_OP_CLAIM:
     want_wakeups(rs);
     c = script(rs, CHR_RS_CLAIM, req, 0);
-    chr_rcmd_argi(c, now);
+    chr_rcmd_argi(c, req->now);
     chr_rcmd_argi(c, req->limit >= 0 && req->limit < NO_LIMIT ? req->limit : NO_LIMIT);
     chr_rcmd_args(c, req->owner);
-    chr_rcmd_argi(c, now + req->lease_us);
-    chr_rcmd_argi(c, req->issued);
+    add_lease(c, req);
     break;
-  }
   case CHR_OP_COMPLETE:
-    if (req->nitems == 0) {
-      answer(req);
-      return 0;
-    }
     c = script(rs, CHR_RS_COMPLETE, req, CHR_RCMD_IDEMPOTENT);
     chr_rcmd_argi(c, (long long)req->nitems);
     for (size_t i = 0; i < req->nitems; i++) {
       const chr_completion_t *it = &req->items[i];
-      const char *mode = it->remove ? "d" : chr_store_updates_error(it->job_id, it->updates) ? "x" : "u";
       chr_rcmd_args(c, it->job_id);
-      chr_rcmd_args(c, it->owner ? it->owner : "");
-      chr_rcmd_args(c, mode);
-      if (mode[0] == 'u' && it->updates) {
-        add_fields(c, it->updates, 1, 0);
-      } else {
-        chr_rcmd_args(c, "0");
-        chr_rcmd_args(c, "0");
-      }
+      chr_rcmd_args(c, it->owner);
+      chr_rcmd_args(c, it->remove ? "d" : "u");
+      add_partial(c, it->remove ? NULL : it->updates, 0);
     }
     break;
   case CHR_OP_RECOVER:
     want_wakeups(rs);
     c = script(rs, CHR_RS_RECOVER, req, CHR_RCMD_IDEMPOTENT);
-    chr_rcmd_argi(c, req->now != CHR_TIME_NONE ? req->now : chr_time_now());
+    chr_rcmd_argi(c, req->now);
     break;
-  case CHR_OP_EXTEND: {
-    int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
-    if (req->nids == 0) {
-      req->count = 0;
-      answer(req);
-      return 0;
-    }
+  case CHR_OP_EXTEND:
     c = script(rs, CHR_RS_EXTEND, req, CHR_RCMD_IDEMPOTENT);
     chr_rcmd_args(c, req->owner);
-    chr_rcmd_argi(c, now + req->lease_us);
-    chr_rcmd_argi(c, req->issued);
+    add_lease(c, req);
     for (size_t i = 0; i < req->nids; i++) chr_rcmd_args(c, req->ids[i]);
     break;
-  }
   case CHR_OP_NEXT_DUE:
     want_wakeups(rs);
     c = script(rs, CHR_RS_NEXT, req, CHR_RCMD_IDEMPOTENT);

@@ -248,11 +248,10 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "return { 1, now }\n",
     /* CHR_RS_WRITE */
     CHR_REDIS_PRELUDE
-    "-- update / compare-and-swap: id, invalid (0/1), nexp, expected pairs,\n"
-    "-- nabsent, fields expected absent, nset, pairs, ndel, fields\n"
-    "-- -> {1, record} | {0} (mismatch) | {-1} (not found) | {-2} (invalid)\n"
+    "-- update / compare-and-swap: id, nexp, expected pairs, nabsent, fields\n"
+    "-- expected absent, nset, pairs, ndel, fields\n"
+    "-- -> {1, record} | {0} (mismatch) | {-1} (not found)\n"
     "local id = arg()\n"
-    "local bad = arg() == '1'\n"
     "local exp = args(tonumber(arg()) * 2)\n"
     "local absent = args(tonumber(arg()))\n"
     "local sets = args(tonumber(arg()) * 2)\n"
@@ -274,7 +273,6 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "    if have[i] then return { 0 } end\n"
     "  end\n"
     "end\n"
-    "if bad then return { -2 } end\n"
     "sets[#sets + 1] = 'updated_at'\n"
     "sets[#sets + 1] = fmt(stamps(1))\n"
     "redis.call('HSET', k, unpack(sets))\n"
@@ -366,9 +364,9 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "return out\n",
     /* CHR_RS_COMPLETE */
     CHR_REDIS_PRELUDE
-    "-- complete_jobs: n, then per item: id, owner, mode (d delete, u update,\n"
-    "-- x invalid updates), nset, pairs, ndel, fields\n"
-    "-- -> per item 'ok' | 'not_found' | 'conflict' | 'invalid'\n"
+    "-- complete_jobs: n, then per item: id, owner, mode (d delete, u update),\n"
+    "-- nset, pairs, ndel, fields\n"
+    "-- -> per item 'ok' | 'not_found' | 'conflict'\n"
     "local n = tonumber(arg())\n"
     "local res, seen, base, wake = {}, {}, nil, false\n"
     "for j = 1, n do\n"
@@ -383,8 +381,6 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "    res[j] = 'not_found'\n"
     "  elseif o.c ~= owner then\n"
     "    res[j] = 'conflict'\n"
-    "  elseif mode == 'x' then\n"
-    "    res[j] = 'invalid'\n"
     "  else\n"
     "    if not base then base = stamps(n) end\n"
     "    if mode == 'd' then\n"

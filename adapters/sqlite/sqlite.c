@@ -49,7 +49,6 @@ static const char *const sql_text[SQ__COUNT] = {
                    "record = ?9 WHERE job_id = ?1",
     [SQ_DELETE] = "DELETE FROM jobs WHERE job_id = ?1",
     [SQ_DELETE_OWNED] = "DELETE FROM jobs WHERE job_id = ?1 AND claimed_by = ?2",
-    [SQ_OWNER] = "SELECT claimed_by, record FROM jobs WHERE job_id = ?1",
     /* The next lower priority that has scheduled jobs: claim walks the
      * levels from the top, so each level is one bounded range of jobs_due
      * and a level whose earliest job is not due costs one seek. */
@@ -208,10 +207,6 @@ static int64_t earlier(int64_t a, int64_t b) {
   return a < b ? a : b;
 }
 
-static int status_valid(int st) {
-  return st > CHR_ST_NONE && st < CHR_ST__COUNT;
-}
-
 /* Reads job id inside the current transaction: 1 and *out, 0 when
  * missing, -1 on error (req failed). */
 static int load(sq_store_t *s, chr_store_req_t *req, const char *id, chr_job_t **out) {
@@ -265,16 +260,6 @@ static void op_create(sq_store_t *s, chr_store_req_t *req) {
   chr_job_t *j;
   chr_buf_t rec;
   int rc;
-  if (src == NULL || !chr_job_has(src, CHR_F_JOB_ID) || src->job_id == NULL ||
-      (src->nullmask & CHR_BIT(CHR_F_JOB_ID))) {
-    chr_store_req_fail(req, CHR_EINVAL, "job_id is required");
-    return;
-  }
-  if (!chr_job_has(src, CHR_F_STATUS) || (src->nullmask & CHR_BIT(CHR_F_STATUS)) ||
-      !status_valid(src->status)) {
-    chr_store_req_fail(req, CHR_EINVAL, "job '%s': status is required", src->job_id);
-    return;
-  }
   if ((st = stmt(s, SQ_INSERT)) == NULL) {
     chr__sqlite_fail(s, req, "creating a job");
     return;
@@ -323,7 +308,6 @@ static void op_get_batch(sq_store_t *s, chr_store_req_t *req) {
   sqlite3_stmt *st = stmt(s, SQ_GET_BATCH);
   char *ids;
   int rc;
-  if (req->nids == 0) return;
   if (st == NULL) {
     chr__sqlite_fail(s, req, "reading jobs");
     return;
@@ -348,7 +332,6 @@ static void op_get_batch(sq_store_t *s, chr_store_req_t *req) {
  * comparison (in C: chr_job_matches, every expected field, the memory
  * store's rules) and the write. */
 static void op_write(sq_store_t *s, chr_store_req_t *req, const chr_job_t *expected) {
-  const char *why = chr_store_updates_error(req->id, req->job);
   chr_job_t *j;
   int64_t wake;
   req->ok = 0;
@@ -365,12 +348,6 @@ static void op_write(sq_store_t *s, chr_store_req_t *req, const chr_job_t *expec
     chr_job_free(j);
     return;
   }
-  if (why != NULL) {
-    rollback(s);
-    chr_store_req_fail(req, CHR_EINVAL, "job '%s': %s", req->id, why);
-    chr_job_free(j);
-    return;
-  }
   if (rewrite(s, req, j, req->job) != 0 || commit(s, req) != 0) {
     rollback(s);
     chr_job_free(j);
@@ -380,6 +357,14 @@ static void op_write(sq_store_t *s, chr_store_req_t *req, const chr_job_t *expec
   wake = wake_time(j);
   chr_store_req_push_job(req, j);
   if (wake != CHR_TIME_NONE) chr_store_wake(&s->base, wake);
+}
+
+static void op_update(sq_store_t *s, chr_store_req_t *req) {
+  op_write(s, req, NULL);
+}
+
+static void op_cas(sq_store_t *s, chr_store_req_t *req) {
+  op_write(s, req, req->expected);
 }
 
 static void op_delete(sq_store_t *s, chr_store_req_t *req) {
@@ -500,22 +485,14 @@ static int check_file(sq_store_t *s, chr_store_req_t *req) {
 
 /* ---- the engine's operations */
 
-static int cmp_due(const void *a, const void *b) {
-  const chr_job_t *x = *(const chr_job_t *const *)a, *y = *(const chr_job_t *const *)b;
-  if (x->next_run_time != y->next_run_time) return x->next_run_time < y->next_run_time ? -1 : 1;
-  return strcmp(x->job_id, y->job_id);
-}
-
 /* One transaction: for each priority level from the highest, one UPDATE
  * ... RETURNING takes that level's due jobs in time order, up to what the
  * limit leaves. */
 static void op_claim(sq_store_t *s, chr_store_req_t *req) {
-  int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
-  int64_t lease = now + req->lease_us, stamp, level = INT64_MAX;
+  int64_t now = req->now, lease = now + req->lease_us, stamp, level = INT64_MAX;
   sqlite3_stmt *lv = stmt(s, SQ_LEVEL), *up = stmt(s, SQ_CLAIM);
   char lease_iso[CHR_TIME_BUFSZ], stamp_iso[CHR_TIME_BUFSZ];
   int rc;
-  if (req->limit == 0) return;
   if (lv == NULL || up == NULL) {
     chr__sqlite_fail(s, req, "claiming jobs");
     return;
@@ -557,7 +534,7 @@ static void op_claim(sq_store_t *s, chr_store_req_t *req) {
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) chr__sqlite_fail(s, req, "claiming jobs");
     sqlite3_reset(up);
     if (req->status != 0) break;
-    qsort(req->jobs + first, req->njobs - first, sizeof *req->jobs, cmp_due);
+    qsort(req->jobs + first, req->njobs - first, sizeof *req->jobs, chr_job_cmp_claim);
     if (req->limit >= 0 && (int64_t)req->njobs >= req->limit) break;
   }
   if (req->status != 0 || commit(s, req) != 0) {
@@ -566,61 +543,28 @@ static void op_claim(sq_store_t *s, chr_store_req_t *req) {
   }
 }
 
-/* The owner check of a completion that found nothing to delete. */
+/* The result of a completion that found nothing to delete: another
+ * owner's job, or none. -1 with req failed. */
 static int completion_miss(sq_store_t *s, chr_store_req_t *req, const char *id) {
-  sqlite3_stmt *st = stmt(s, SQ_OWNER);
-  int rc;
-  if (st == NULL) {
-    chr__sqlite_fail(s, req, "completing jobs");
-    return -1;
-  }
-  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-  rc = sqlite3_step(st);
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-    chr__sqlite_fail(s, req, "completing jobs");
-    sqlite3_reset(st);
-    return -1;
-  }
-  sqlite3_reset(st);
-  return rc == SQLITE_ROW ? CHR_ECONFLICT : CHR_ENOTFOUND;
+  chr_job_t *j;
+  int rc = load(s, req, id, &j);
+  chr_job_free(j);
+  return rc < 0 ? -1 : rc == 1 ? CHR_ECONFLICT : CHR_ENOTFOUND;
 }
 
-/* A completion with updates: a CAS on claimed_by, then the partial record
- * applied as update_job does. Returns the item's result, or -1 with req
- * failed. */
+/* A completion with updates: the job read in this transaction, decided by
+ * chr_store_completion_result, then the partial record applied as
+ * update_job does. Returns the item's result, or -1 with req failed. */
 static int complete_update(sq_store_t *s, chr_store_req_t *req, chr_completion_t *it,
                            int64_t *wake) {
-  sqlite3_stmt *st = stmt(s, SQ_OWNER);
-  const char *owner;
   chr_job_t *j;
-  int rc, result;
-  if (st == NULL) {
-    chr__sqlite_fail(s, req, "completing jobs");
-    return -1;
+  int result;
+  if (load(s, req, it->job_id, &j) < 0) return -1;
+  result = chr_store_completion_result(it, j);
+  if (result != 0) {
+    chr_job_free(j);
+    return result;
   }
-  sqlite3_bind_text(st, 1, it->job_id, -1, SQLITE_STATIC);
-  rc = sqlite3_step(st);
-  if (rc == SQLITE_DONE) {
-    sqlite3_reset(st);
-    return CHR_ENOTFOUND;
-  }
-  if (rc != SQLITE_ROW) {
-    chr__sqlite_fail(s, req, "completing jobs");
-    sqlite3_reset(st);
-    return -1;
-  }
-  owner = (const char *)sqlite3_column_text(st, 0);
-  if (it->owner == NULL || owner == NULL || strcmp(owner, it->owner) != 0) {
-    sqlite3_reset(st);
-    return CHR_ECONFLICT;
-  }
-  if (chr_store_updates_error(it->job_id, it->updates) != NULL) {
-    sqlite3_reset(st);
-    return CHR_EINVAL;
-  }
-  j = chr__sqlite_row_job(s, req, st, 1);
-  sqlite3_reset(st);
-  if (j == NULL) return -1;
   result = rewrite(s, req, j, it->updates);
   if (result == 0) *wake = earlier(*wake, wake_time(j));
   chr_job_free(j);
@@ -631,7 +575,6 @@ static int complete_update(sq_store_t *s, chr_store_req_t *req, chr_completion_t
 static void op_complete(sq_store_t *s, chr_store_req_t *req) {
   sqlite3_stmt *del = stmt(s, SQ_DELETE_OWNED);
   int64_t wake = CHR_TIME_NONE;
-  if (req->nitems == 0) return;
   if (del == NULL) {
     chr__sqlite_fail(s, req, "completing jobs");
     return;
@@ -641,8 +584,7 @@ static void op_complete(sq_store_t *s, chr_store_req_t *req) {
     chr_completion_t *it = &req->items[i];
     if (it->remove) {
       sqlite3_bind_text(del, 1, it->job_id, -1, SQLITE_STATIC);
-      if (it->owner != NULL) sqlite3_bind_text(del, 2, it->owner, -1, SQLITE_STATIC);
-      else sqlite3_bind_null(del, 2);
+      sqlite3_bind_text(del, 2, it->owner, -1, SQLITE_STATIC);
       if (run(s, req, del, "completing jobs") != 0) break;
       it->result = sqlite3_changes(s->db) > 0 ? 0 : completion_miss(s, req, it->job_id);
     } else {
@@ -658,8 +600,7 @@ static void op_complete(sq_store_t *s, chr_store_req_t *req) {
 }
 
 static void op_recover(sq_store_t *s, chr_store_req_t *req) {
-  int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
-  int64_t stamp = next_stamp(s, NULL), wake = CHR_TIME_NONE;
+  int64_t now = req->now, stamp = next_stamp(s, NULL), wake = CHR_TIME_NONE;
   sqlite3_stmt *st = stmt(s, SQ_RECOVER);
   char stamp_iso[CHR_TIME_BUFSZ];
   int rc;
@@ -686,13 +627,11 @@ static void op_recover(sq_store_t *s, chr_store_req_t *req) {
 }
 
 static void op_extend(sq_store_t *s, chr_store_req_t *req) {
-  int64_t now = req->now != CHR_TIME_NONE ? req->now : chr_time_now();
-  int64_t lease = now + req->lease_us, stamp = next_stamp(s, NULL);
+  int64_t lease = req->now + req->lease_us, stamp = next_stamp(s, NULL);
   sqlite3_stmt *st = stmt(s, SQ_EXTEND);
   char lease_iso[CHR_TIME_BUFSZ], stamp_iso[CHR_TIME_BUFSZ];
   char *ids;
   req->count = 0;
-  if (req->nids == 0) return;
   if (st == NULL) {
     chr__sqlite_fail(s, req, "extending leases");
     return;
@@ -724,49 +663,18 @@ static void op_next_due(sq_store_t *s, chr_store_req_t *req) {
 
 /* ---- the store */
 
+static void (*const sq_ops[CHR_OP__COUNT])(sq_store_t *, chr_store_req_t *) = {
+    [CHR_OP_CREATE] = op_create,  [CHR_OP_GET] = op_get,     [CHR_OP_GET_BATCH] = op_get_batch,
+    [CHR_OP_UPDATE] = op_update,  [CHR_OP_CAS] = op_cas,     [CHR_OP_DELETE] = op_delete,
+    [CHR_OP_QUERY] = chr__sqlite_query, [CHR_OP_COUNT] = chr__sqlite_count,
+    [CHR_OP_CLAIM] = op_claim,    [CHR_OP_COMPLETE] = op_complete,
+    [CHR_OP_RECOVER] = op_recover, [CHR_OP_EXTEND] = op_extend, [CHR_OP_NEXT_DUE] = op_next_due};
+
+/* Requests come checked (chr_store_submit) and are answered here, at once,
+ * on a connection to the file now at the path. */
 static int sq_submit(chr_store_t *base, chr_store_req_t *req) {
   sq_store_t *s = (sq_store_t *)base;
-  if ((unsigned)req->op >= CHR_OP__COUNT) return CHR_EINVAL;
-  req->store = base;
-  switch (req->op) {
-  case CHR_OP_GET:
-  case CHR_OP_UPDATE:
-  case CHR_OP_CAS:
-  case CHR_OP_DELETE:
-    if (req->id == NULL) {
-      chr_store_req_fail(req, CHR_EINVAL, "%s: job id is required", chr_store_op_names[req->op]);
-      goto done;
-    }
-    break;
-  case CHR_OP_CLAIM:
-  case CHR_OP_EXTEND:
-    if (req->owner == NULL) {
-      chr_store_req_fail(req, CHR_EINVAL, "%s: owner is required", chr_store_op_names[req->op]);
-      goto done;
-    }
-    break;
-  default:
-    break;
-  }
-  if (!s->memory && check_file(s, req) != 0) goto done;
-  switch (req->op) {
-  case CHR_OP_CREATE: op_create(s, req); break;
-  case CHR_OP_GET: op_get(s, req); break;
-  case CHR_OP_GET_BATCH: op_get_batch(s, req); break;
-  case CHR_OP_UPDATE: op_write(s, req, NULL); break;
-  case CHR_OP_CAS: op_write(s, req, req->expected); break;
-  case CHR_OP_DELETE: op_delete(s, req); break;
-  case CHR_OP_QUERY: chr__sqlite_query(s, req); break;
-  case CHR_OP_COUNT: chr__sqlite_count(s, req); break;
-  case CHR_OP_CLAIM: op_claim(s, req); break;
-  case CHR_OP_COMPLETE: op_complete(s, req); break;
-  case CHR_OP_RECOVER: op_recover(s, req); break;
-  case CHR_OP_EXTEND: op_extend(s, req); break;
-  case CHR_OP_NEXT_DUE: op_next_due(s, req); break;
-  default:
-    return CHR_EINVAL;
-  }
-done:
+  if (s->memory || check_file(s, req) == 0) sq_ops[req->op](s, req);
   if (req->cb != NULL) req->cb(req);
   return 0;
 }

@@ -159,11 +159,10 @@ static sqlite3_stmt *q_prepare(sq_store_t *s, chr_store_req_t *req, qbuild_t *q)
 
 void chr__sqlite_query(sq_store_t *s, chr_store_req_t *req) {
   const chr_filter_t *f = req->filter;
-  int64_t skip = req->offset > 0 ? req->offset : 0, limit = req->limit;
+  int64_t skip = req->offset, limit = req->limit;
   qbuild_t q = {0};
   sqlite3_stmt *st;
   int rc;
-  if (limit == 0) return;
   chr_buf_init(&q.sql);
   chr_buf_adds(&q.sql, "SELECT record FROM jobs");
   q_where(&q, f);

@@ -27,7 +27,6 @@ typedef enum {
   SQ_REWRITE,
   SQ_DELETE,
   SQ_DELETE_OWNED,
-  SQ_OWNER,
   SQ_LEVEL,
   SQ_CLAIM,
   SQ_RECOVER,

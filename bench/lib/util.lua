@@ -1,5 +1,7 @@
 -- Small helpers of the harness: shell commands, files, JSON and statistics.
+-- Files and plain shell commands are spec/support/util.lua's.
 local cjson = require "cjson"
+local SU = require "support.util"
 
 local M = {}
 
@@ -18,41 +20,14 @@ function M.join(argv)
   return table.concat(t, " ")
 end
 
--- Runs a shell command; true when it exited 0.
-function M.sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
+-- sh(cmd): true when it exited 0; read(path), write(path, s), exists(path).
+M.sh, M.read, M.write, M.exists, M.sleep = SU.sh, SU.read, SU.write, SU.exists, SU.sleep
 
--- Output of a command, trailing newlines removed (nil when it failed).
+-- Output of a command, trailing whitespace removed (nil when it failed).
 function M.capture(cmd)
-  local p = io.popen(cmd .. " 2>/dev/null")
-  if not p then return nil end
-  local out = p:read("a")
-  local ok = p:close()
-  out = out:gsub("%s+$", "")
+  local out, ok = SU.capture(cmd .. " 2>/dev/null")
   if not ok then return nil end
-  return out
-end
-
-function M.read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-function M.write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-function M.exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
+  return (out:gsub("%s+$", ""))
 end
 
 -- Monotonic seconds, from the bench helper module.
@@ -60,10 +35,6 @@ local util_ok, bu = pcall(require, "benchutil")
 function M.mono()
   if util_ok then return bu.mono() / 1e9 end
   return os.time()
-end
-
-function M.sleep(s)
-  os.execute("sleep " .. s)
 end
 
 -- The "BENCH {json}" line a scenario script printed, decoded.

@@ -2,6 +2,12 @@
 -- Lua (docs/adapters.md), so that each adapter holds only what is its own:
 -- where records live and how every operation reads and writes them.
 --
+-- The rules of the contract (what create_job stores, which updates may be
+-- applied), the filters, the query and claim orders, the compare-and-swap
+-- test and the completion results are the C stores' own, called through
+-- chronis.core.storage: one definition of each for every store. The kit
+-- adds what is Lua's: copies, canonical times, paging, options.
+--
 -- The kit works on records: plain job tables as a store keeps them, with
 -- times in canonical form. Its functions raise the structured errors of
 -- docs/adapters.md, never yield, and keep no state of their own (stamp keeps
@@ -9,8 +15,8 @@
 -- nothing.
 local core = require "chronis.core"
 
--- The C stores' own checks, for the same rule and errors on every store.
-local store_checks = core.storage
+-- The contract as the C stores apply it (runtime/lua/store.c).
+local contract = core.storage
 
 local null = core.json.null
 local parse_time, format_time = core.time.parse, core.time.format
@@ -34,7 +40,6 @@ M.message_of = message_of
 M.STATUSES = { pending = true, scheduled = true, running = true, paused = true, failed = true }
 local STATUSES = M.STATUSES
 local STATUS_LIST = "pending, scheduled, running, paused or failed"
-local TRIGGER_TYPES = { interval = true, cron = true, date = true }
 
 --- The fields that hold instants. Other fields are data, never rewritten,
 --- even when they look like times (next_run_time_local).
@@ -115,54 +120,49 @@ M.check_fields = check_fields
 --- ("<where>: invalid field 'kwargs.amount': ..."). check_record,
 --- check_updates and check_expected apply it.
 local function check_values(t, where)
-  store_checks.check_job(t, where)
+  contract.check_job(t, where)
 end
 M.check_values = check_values
 
 --- check_record(job, where): the record to store for a whole job (create_job,
 --- or a job read back from a backend): a copy, with null fields dropped
---- (null in a whole record means absent), job_id and status required, the
---- rest checked by check_fields. `where` opens the errors about the job as
---- a whole ("create_job").
+--- (null in a whole record means absent) and times canonical. The job
+--- passes create_job's checks on every store: the rule of check_values,
+--- fields of their types, job_id (a non-empty string) and status required.
+--- `where` opens the errors about the job as a whole ("create_job").
 function M.check_record(job, where)
   if type(job) ~= "table" then fail("invalid", "%s: a job must be a table, got %s", where, type(job)) end
-  check_values(job, where)
-  if type(job.job_id) ~= "string" or job.job_id == "" then
-    fail("invalid", "%s: field 'job_id' is required (a non-empty string)", where)
-  end
+  contract.check_record(job, where)
   local rec = {}
   for k, v in pairs(job) do
     if v ~= null then rec[k] = copy(v) end
   end
-  where = ("job '%s'"):format(rec.job_id)
-  if rec.status == nil then fail("invalid", "%s: field 'status' is required", where) end
-  check_fields(rec, where, false)
+  check_fields(rec, ("job '%s'"):format(rec.job_id), false)
   return rec
 end
 
 -- A copy of a table argument of a call on job `id`, or `invalid`.
 local function table_arg(id, t, what)
   if type(t) ~= "table" then fail("invalid", "job '%s': %s must be a table, got %s", id, what, type(t)) end
-  check_values(t, ("job '%s': %s"):format(id, what))
   return copy(t)
 end
 
 --- check_updates(id, updates): a checked copy of the updates for job `id`
---- (update, CAS, completions): job_id cannot change, status cannot be
---- removed.
+--- (update, CAS, completions), times canonical: they pass the checks of
+--- update_job on every store (job_id cannot change, status cannot be
+--- removed, fields of their types, the rule of check_values).
 function M.check_updates(id, updates)
   local u = table_arg(id, updates, "updates")
-  local where = ("job '%s'"):format(id)
-  if u.job_id ~= nil and u.job_id ~= id then fail("invalid", "%s: job_id cannot be changed", where) end
-  if u.status == null then fail("invalid", "%s: status cannot be removed", where) end
-  check_fields(u, where, true)
+  contract.check_updates(id, u)
+  check_fields(u, ("job '%s'"):format(id), true)
   return u
 end
 
 --- check_expected(id, expected): a checked copy of a CAS expectation, times
---- canonical, so that matches() compares instants.
+--- canonical.
 function M.check_expected(id, expected)
   local want = table_arg(id, expected, "expected")
+  check_values(want, ("job '%s': expected"):format(id))
   check_fields(want, ("job '%s': expected"):format(id), true)
   return want
 end
@@ -177,118 +177,24 @@ function M.apply(rec, u)
   return rec
 end
 
---- matches(rec, expected): the CAS test: every expected field equals the
---- record's (by same); an expected null means "absent"; an absent field
---- never equals an expected value. Both sides must have canonical times.
+--- matches(rec, expected): the CAS test, the C stores' own
+--- (chr_job_matches): every expected field equals the record's, times as
+--- instants, other values by content (1 and "1" differ); an expected null
+--- means "absent"; an absent field never equals an expected value.
 function M.matches(rec, expected)
-  for k, want in pairs(expected) do
-    local have = rec[k]
-    if want == null then
-      if have ~= nil then return false end
-    elseif have == nil or not same(have, want) then
-      return false
-    end
-  end
-  return true
+  return contract.matches(rec, expected)
 end
 
--- The value at a dotted path below metadata ("region.zone"), or nil.
-local function metadata_at(rec, path)
-  local v = rec.metadata
-  for part in path:gmatch("[^.]+") do
-    if type(v) ~= "table" then return nil end
-    v = v[part]
-  end
-  return v
-end
-
-local FILTER_KEYS = "status, trigger_type, next_run_time_lte/gte, updated_at_lte/gte, "
-  .. "metadata.<key>, job_id_in"
-
---- compile_filters(filters): checks every key, then returns match(rec),
---- true when rec passes all filters (AND), and the ids of job_id_in, without
---- repeats (nil when absent), for a store that can look ids up rather than
---- scan. An unknown key is `invalid`, never ignored: a typo would otherwise
---- widen the query silently.
+--- compile_filters(filters): checks every key, as query_jobs does on every
+--- store, then returns match(rec), true when rec passes all filters (AND),
+--- and the ids of job_id_in, without repeats (nil when absent), for a store
+--- that can look ids up rather than scan. An unknown key is `invalid`,
+--- never ignored: a typo would otherwise widen the query silently. The
+--- matching is the C stores' own (chr_filter_match).
 function M.compile_filters(filters)
   if filters == nil then return function() return true end end
-  if type(filters) ~= "table" then fail("invalid", "filters must be a table, got %s", type(filters)) end
-  store_checks.check_filters(filters)
-  local tests, ids = {}, nil
-  for key, want in pairs(filters) do
-    local time_field, op = nil, nil
-    if type(key) == "string" then time_field, op = key:match("^(.+)_([lg]te)$") end
-    if key == "status" then
-      local set = {}
-      for _, s in ipairs(type(want) == "table" and want or { want }) do
-        if not STATUSES[s] then fail("invalid", "invalid filter 'status': expected %s", STATUS_LIST) end
-        set[s] = true
-      end
-      tests[#tests + 1] = function(rec) return set[rec.status] == true end
-    elseif key == "trigger_type" then
-      if not TRIGGER_TYPES[want] then
-        fail("invalid", "invalid filter 'trigger_type': expected interval, cron or date")
-      end
-      tests[#tests + 1] = function(rec) return rec.trigger_type == want end
-    elseif time_field == "next_run_time" or time_field == "updated_at" then
-      local bound = to_us(want, ("invalid filter '%s'"):format(key))
-      tests[#tests + 1] = function(rec)
-        local t = time_of(rec, time_field)
-        if t == nil then return false end -- a missing time satisfies no bound
-        if op == "lte" then return t <= bound end
-        return t >= bound
-      end
-    elseif key == "job_id_in" then
-      if type(want) ~= "table" then
-        fail("invalid", "invalid filter 'job_id_in': expected an array of ids")
-      end
-      local set = {}
-      ids = {}
-      for _, id in ipairs(want) do
-        if type(id) ~= "string" then fail("invalid", "invalid filter 'job_id_in': ids must be strings") end
-        if not set[id] then ids[#ids + 1] = id end
-        set[id] = true
-      end
-      tests[#tests + 1] = function(rec) return set[rec.job_id] == true end
-    elseif type(key) == "string" and key:match("^metadata%.[^.]") then
-      local path = key:sub(#"metadata." + 1)
-      tests[#tests + 1] = function(rec) return same(metadata_at(rec, path), want) end
-    else
-      fail("invalid", "invalid filter '%s': unknown key (expected %s)", tostring(key), FILTER_KEYS)
-    end
-  end
-  return function(rec)
-    for _, test in ipairs(tests) do
-      if not test(rec) then return false end
-    end
-    return true
-  end, ids
-end
-
-local function query_before(a, b)
-  if a.t ~= b.t then
-    if a.t == nil then return false end
-    if b.t == nil then return true end
-    return a.t < b.t
-  end
-  return a.id < b.id
-end
-
-local function claim_before(a, b)
-  if a.p ~= b.p then return a.p > b.p end
-  return query_before(a, b)
-end
-
--- Sorts list in place by keys computed once per element (rather than once
--- per comparison). Elements must be distinct tables.
-local function sort_by(list, rec_of, before)
-  local keys = {}
-  for _, x in ipairs(list) do
-    local rec = rec_of and rec_of(x) or x
-    keys[x] = { t = time_of(rec, "next_run_time"), id = rec.job_id, p = rec.priority or 5 }
-  end
-  table.sort(list, function(a, b) return before(keys[a], keys[b]) end)
-  return list
+  local f = contract.filter(filters)
+  return function(rec) return f:match(rec) end, f:ids()
 end
 
 --- sort_query(list [, rec_of]): sorts in place in query order:
@@ -296,13 +202,13 @@ end
 --- job_id. rec_of(x) gives the record of an element when the list holds
 --- something else (a store's index entries). Returns list.
 function M.sort_query(list, rec_of)
-  return sort_by(list, rec_of, query_before)
+  return contract.sort(list, "query", rec_of)
 end
 
 --- sort_claim(list [, rec_of]): sorts in place in claim order: highest
 --- priority first (missing = 5), then query order. Returns list.
 function M.sort_claim(list, rec_of)
-  return sort_by(list, rec_of, claim_before)
+  return contract.sort(list, "claim", rec_of)
 end
 
 --- page(list, limit, offset): a new array of list's elements after
@@ -333,7 +239,7 @@ function M.check_id(id, what, field)
   if type(id) ~= "string" then
     fail("invalid", "%s: %s must be a string, got %s", what, field or "job id", type(id))
   end
-  store_checks.check_id(id, what, field)
+  contract.check_id(id, what, field)
 end
 local check_id = M.check_id
 
@@ -359,6 +265,18 @@ end
 function M.is_due(rec, now)
   local t = time_of(rec, "next_run_time")
   return rec.status == "scheduled" and t ~= nil and t <= now
+end
+
+--- due_jobs(t, now, limit [, rec_of]): what claim_due_jobs takes of the
+--- values of table t (records, or elements whose record rec_of gives): the
+--- due ones (is_due), in claim order (sort_claim), at most limit. A new
+--- array.
+function M.due_jobs(t, now, limit, rec_of)
+  local due = {}
+  for _, x in pairs(t) do
+    if M.is_due(rec_of and rec_of(x) or x, now) then due[#due + 1] = x end
+  end
+  return M.page(M.sort_claim(due, rec_of), limit)
 end
 
 --- lease_expired(rec, now): rec is running with lease_until before now
@@ -399,19 +317,85 @@ function M.check_completions(list)
 end
 
 --- completion_result(item, rec): the result of one completion item given
---- the stored record (nil when absent): not_found, conflict when the job is
---- not claimed by the item's owner (its lease was recovered and it may have
---- another owner now), else ok, and the caller applies the item.
+--- the stored record (nil when absent), as every store decides it: not_found,
+--- conflict when the job is not claimed by the item's owner (its lease was
+--- recovered and it may have another owner now), else ok, and the caller
+--- applies the item.
 function M.completion_result(item, rec)
-  if rec == nil then return { job_id = item.job_id, ok = false, code = "not_found" } end
-  if rec.claimed_by ~= item.owner then return { job_id = item.job_id, ok = false, code = "conflict" } end
-  return { job_id = item.job_id, ok = true }
+  return contract.completion_result(item, rec)
 end
 
---- check_open(store): a closed store (store.closed) raises a plain error,
---- at the caller of the method that called check_open.
+--- check_open(store): a closed store (store.closed) raises `unavailable`,
+--- as a C store does, at the caller of the method that called check_open.
 function M.check_open(store)
-  if store.closed then error("attempt to use a closed store", 3) end
+  if store.closed then error(core.error("unavailable", "the store is closed"), 3) end
+end
+
+-- The checks of each method's arguments (check_call), by method name.
+local CALLS = {
+  create_job = function(job) return M.check_record(job, "create_job") end,
+  get_job = function(id)
+    check_id(id, "get_job")
+    return id
+  end,
+  get_jobs_batch = function(ids)
+    if type(ids) ~= "table" then fail("invalid", "get_jobs_batch: expected an array of ids") end
+    for _, id in ipairs(ids) do check_id(id, "get_jobs_batch") end
+    return ids
+  end,
+  update_job = function(id, updates)
+    check_id(id, "update_job")
+    return id, M.check_updates(id, updates)
+  end,
+  compare_and_swap_job = function(id, expected, updates)
+    check_id(id, "compare_and_swap_job")
+    return id, M.check_expected(id, expected), M.check_updates(id, updates)
+  end,
+  delete_job = function(id)
+    check_id(id, "delete_job")
+    return id
+  end,
+  query_jobs = function(filters, limit, offset)
+    check_count(limit, "limit")
+    check_count(offset, "offset")
+    local match, ids = M.compile_filters(filters)
+    return match, ids, limit, offset
+  end,
+  count_jobs = function(filters) return M.compile_filters(filters) end,
+  claim_due_jobs = function(opts) return M.lease_options(opts, "claim_due_jobs") end,
+  complete_jobs = function(list) return M.check_completions(list) end,
+  recover_expired_leases = function(now)
+    if now == nil then return core.time.now() end
+    return to_us(now, "recover_expired_leases: invalid 'now'")
+  end,
+  extend_leases = function(opts)
+    local now, owner, lease_until = M.lease_options(opts, "extend_leases")
+    if type(opts.ids) ~= "table" then fail("invalid", "extend_leases: 'ids' must be an array of ids") end
+    return now, owner, lease_until, opts.ids
+  end,
+  next_due_time = function() end,
+}
+
+--- check_call(store, method, ...): what opens every method of a store: a
+--- closed store raises (as check_open), then the arguments of `method` are
+--- checked, all before anything changes, and returned ready to use:
+---   create_job(job)                  -> the record (check_record)
+---   get_job(id), delete_job(id)      -> id
+---   get_jobs_batch(ids)              -> ids
+---   update_job(id, updates)          -> id, updates (check_updates)
+---   compare_and_swap_job(id, e, u)   -> id, expected, updates
+---   query_jobs(filters, limit, off)  -> match, ids (compile_filters), limit, offset
+---   count_jobs(filters)              -> match, ids
+---   claim_due_jobs(opts)             -> now, owner, lease_until, limit (lease_options)
+---   complete_jobs(list)              -> items (check_completions)
+---   recover_expired_leases(now)      -> now (µs, default the clock)
+---   extend_leases(opts)              -> now, owner, lease_until, ids
+---   next_due_time()                  -> nothing
+function M.check_call(store, method, ...)
+  if store.closed then error(core.error("unavailable", "the store is closed"), 3) end
+  local check = CALLS[method]
+  if check == nil then error(("check_call: no operation '%s'"):format(tostring(method)), 2) end
+  return check(...)
 end
 
 --- stamp(store): the updated_at of a write, canonical: the clock, but

@@ -76,7 +76,7 @@ local function hmac(key, s) return crypto.hmac_sha256(key, s) end
 --- to the clock.
 function M.sigv4.sign(r)
   local _, host, path, query = split_url(r.url)
-  if not host then error("sign: invalid url " .. tostring(r.url), 2) end
+  if not host then fail("invalid", "sign: invalid url '%s'", tostring(r.url)) end
   local amz_date = r.time or os.date("!%Y%m%dT%H%M%SZ")
   local date = amz_date:sub(1, 8)
   local headers = {}

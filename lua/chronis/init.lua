@@ -193,10 +193,10 @@ end
 
 function Scheduler:handler(name, fn)
   if type(name) ~= "string" or name == "" then
-    error("handler name must be a non-empty string", 2)
+    fail("invalid", "handler: the name must be a non-empty string, got %s", type(name) == "string" and "''" or type(name))
   end
   if type(fn) ~= "function" and type(fn) ~= "table" then
-    error("handler '" .. name .. "' must be a function", 2)
+    fail("invalid", "handler '%s': the handler must be a function or a table with run, got %s", name, type(fn))
   end
   self._e:handler(name, fn)
   return self
@@ -268,23 +268,28 @@ function Scheduler:create_job(fields)
       if h[k] ~= nil and f[field] == nil then f[field] = h[k] end
     end
   end
-  local job = engine.prepare_job(f, self._e:now())
-  if if_exists == "skip" then
-    local existing = self._store:get_job(job.job_id)
-    if existing then
-      if on_success or on_failure then set_callbacks(self, job.job_id, on_success, on_failure) end
-      return existing
-    end
+  if if_exists == "error" then
+    -- Prepared and stored in one step: the job crosses from Lua to C once,
+    -- and the stored record comes back once.
+    local ok, stored = pcall(engine.create, self._store, f, self._e:now())
+    if not ok then error(stored, 2) end
+    if on_success or on_failure then set_callbacks(self, stored.job_id, on_success, on_failure) end
+    return stored
   end
-  local ok, stored = pcall(self._store.create_job, self._store, job)
-  if not ok then
-    if if_exists == "skip" and type(stored) == "table" and stored.code == "duplicate" then
-      return self._store:get_job(job.job_id)
+  local job = engine.prepare_job(f, self._e:now()) -- validated before the lookup
+  local existing = self._store:get_job(job.job_id)
+  if not existing then
+    local ok, stored = pcall(self._store.create_job, self._store, job)
+    if ok then
+      existing = stored
+    elseif type(stored) == "table" and stored.code == "duplicate" then
+      existing = self._store:get_job(job.job_id)
+    else
+      error(stored, 2)
     end
-    error(stored, 2)
   end
   if on_success or on_failure then set_callbacks(self, job.job_id, on_success, on_failure) end
-  return stored
+  return existing
 end
 
 function Scheduler:create_interval_job(fields)
@@ -323,20 +328,24 @@ end
 
 local function set_trigger(b, ttype, args)
   if b._f.trigger_type then
-    error("a trigger is already configured (" .. b._f.trigger_type .. ")", 3)
+    error(core.error("invalid", ("a trigger is already configured (%s)"):format(b._f.trigger_type)), 3)
   end
   b._f.trigger_type, b._f.trigger_args = ttype, args
   return b
 end
 
 function Builder:every(spec)
-  if type(spec) ~= "table" then error("every() takes a table such as {minutes = 5}", 2) end
+  if type(spec) ~= "table" then
+    fail("invalid", "every: the interval must be a table such as {minutes = 5}, got %s", type(spec))
+  end
   return set_trigger(self, "interval", copy(spec))
 end
 
 function Builder:on(spec)
   if type(spec) == "string" then spec = { cron = spec } end
-  if type(spec) ~= "table" then error("on() takes a table of cron fields or a crontab string", 2) end
+  if type(spec) ~= "table" then
+    fail("invalid", "on: the schedule must be a table of cron fields or a crontab string, got %s", type(spec))
+  end
   local args = copy(spec)
   if args.timezone then self._f.timezone, args.timezone = args.timezone, nil end
   return set_trigger(self, "cron", args)
@@ -344,7 +353,8 @@ end
 
 function Builder:once(when)
   if type(when) ~= "string" and math.type(when) ~= "integer" then
-    error("once() takes an ISO-8601 time or integer microseconds", 2)
+    fail("invalid", "once: the time must be an ISO-8601 string or integer microseconds, got %s",
+      math.type(when) or type(when))
   end
   if math.type(when) == "integer" then when = M.time.format(when) end
   return set_trigger(self, "date", { run_date = when })
@@ -390,7 +400,9 @@ function Scheduler:query_jobs(filters, limit, offset) return self._store:query_j
 function Scheduler:count_jobs(filters) return self._store:count_jobs(filters) end
 
 local function must_get(self, id, level)
-  if type(id) ~= "string" then error("job id must be a string", level + 1) end
+  if type(id) ~= "string" then
+    error(core.error("invalid", ("job_id must be a string, got %s"):format(type(id))), level + 1)
+  end
   local job = self._store:get_job(id)
   if not job then error(core.error("not_found", ("job '%s' not found"):format(id)), level + 1) end
   return job

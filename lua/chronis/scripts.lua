@@ -286,14 +286,17 @@ end
 
 -- ---- chronis check ----
 
-local contract = {
-  required = { "create_job", "get_job", "update_job", "compare_and_swap_job", "delete_job", "query_jobs" },
-  optional = { "get_jobs_batch", "count_jobs", "claim_due_jobs", "complete_jobs",
-               "recover_expired_leases", "extend_leases", "next_due_time", "close" },
-  arity = { create_job = 2, get_job = 2, get_jobs_batch = 2, update_job = 3, compare_and_swap_job = 4,
-            delete_job = 2, query_jobs = 4, count_jobs = 2, claim_due_jobs = 2, complete_jobs = 2,
-            recover_expired_leases = 2, extend_leases = 2, next_due_time = 1, close = 1 },
-}
+-- The contract's methods (chronis.storage.operations: name, required,
+-- params), required ones first, each group in the table's order.
+local function contract_methods()
+  local out = {}
+  for _, required in ipairs({ true, false }) do
+    for _, op in ipairs(core.storage.operations) do
+      if op.required == required then out[#out + 1] = op end
+    end
+  end
+  return out
+end
 
 local function nparams(fn)
   local info = debug.getinfo(fn, "u")
@@ -345,24 +348,23 @@ function M.check(path, as, opts)
   end
   say("%s: storage adapter", path)
   local ok = true
-  for _, group in ipairs({ "required", "optional" }) do
-    for _, m in ipairs(contract[group]) do
-      local fn = inst[m]
-      if type(fn) == "function" then
-        local n, va = nparams(fn)
-        local want = contract.arity[m]
-        if not va and n < want then
-          say("  %-24s present, but takes %d parameter(s) (self included); %d expected", m, n, want)
-          if group == "required" then ok = false end
-        else
-          say("  %-24s present", m)
-        end
-      elseif group == "required" then
-        say("  %-24s MISSING (required)", m)
-        ok = false
+  for _, op in ipairs(contract_methods()) do
+    local m, fn = op.name, inst[op.name]
+    if type(fn) == "function" then
+      local n, va = nparams(fn)
+      if not va and n < op.params then
+        say("  %-24s present, but takes %d parameter(s) (self included); %d expected", m, n, op.params)
+        if op.required then ok = false end
       else
-        say("  %-24s absent (optional: the engine falls back to per-job calls)", m)
+        say("  %-24s present", m)
       end
+    elseif op.required then
+      say("  %-24s MISSING (required)", m)
+      ok = false
+    elseif m == "close" then
+      say("  %-24s absent (optional: nothing to release when the store ends)", m)
+    else
+      say("  %-24s absent (optional: the engine falls back to per-job calls)", m)
     end
   end
   return ok, out

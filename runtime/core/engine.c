@@ -77,7 +77,7 @@ struct chr_sched {
   chr_completion_t *pend; /* completions waiting for the next flush */
   size_t npend, pendcap;
   unsigned claim_busy : 1, flush_busy : 1, due_busy : 1, recover_busy : 1, extend_busy : 1,
-      dispatching : 1, starved : 1, closed : 1, grace_over : 1;
+      dispatching : 1, starved : 1, closed : 1, grace_over : 1, reclaim : 1;
   int64_t last_recover;
   int refs; /* the owner's, pending requests, timers and runs */
   /* Next run times this node wrote (a min-heap): for stores that cannot
@@ -659,12 +659,17 @@ static void claim_cb(chr_store_req_t *req) {
     check_stopped(s);
     return;
   }
-  if (full) schedule_tick(s, 0); /* drain: there may be more due now */
+  if (full || s->reclaim) schedule_tick(s, 0); /* drain, or a tick came meanwhile */
   else arm_timer(s);
+  s->reclaim = 0;
 }
 
 static void claim(chr_sched_t *s) {
-  if (s->claim_busy || s->state != CHR_SCHED_RUNNING) return;
+  if (s->state != CHR_SCHED_RUNNING) return;
+  if (s->claim_busy) { /* claim again when it answers: it may predate a new job */
+    s->reclaim = 1;
+    return;
+  }
   int64_t wait = s->claim_after - chr_time_mono();
   if (s->claim_after && wait > 0) { /* backing off a failing store */
     schedule_tick(s, wait);
@@ -941,8 +946,15 @@ static void arm_timer(chr_sched_t *s) {
 static void wake_cb(void *data, int64_t when) {
   chr_sched_t *s = data;
   if (s->state != CHR_SCHED_RUNNING || when == CHR_TIME_NONE) return;
-  if (s->armed_at != CHR_TIME_NONE && when >= s->armed_at) return;
-  schedule_tick(s, when - chr_sched_now(s));
+  /* Kept as a hint too where the store cannot say its next due time: a
+   * timer that fires a little early then re-arms for it, not for a poll. */
+  if (!(s->store->caps & (CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_NEXT_DUE))) hint_push(s, when);
+  /* `when` is on the scheduler's clock (which a test may set), armed_at
+   * on the wall clock: compare delays, or a hint could push the timer
+   * back past a sooner tick. */
+  int64_t delay = when - chr_sched_now(s);
+  if (s->armed_at != CHR_TIME_NONE && chr_time_now() + delay >= s->armed_at) return;
+  schedule_tick(s, delay);
 }
 
 static void extend_cb(chr_store_req_t *req) {

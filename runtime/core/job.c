@@ -640,3 +640,22 @@ char *chr_job_make_name(const char *func_name) {
   }
   return n;
 }
+
+int chr_job_prepare(chr_job_t *j, int64_t now, char *err, size_t errlen) {
+  if (!chr_job_has(j, CHR_F_JOB_ID) && chr_job_has(j, CHR_F_FUNC_NAME) && j->func_name[0]) {
+    char *id = chr_job_make_id(j->func_name, now);
+    chr_job_set_str(j, CHR_F_JOB_ID, id);
+    free(id);
+  }
+  chr_trigger_t t;
+  if (chr_job_validate(j, err, errlen) != 0 || chr_trigger_compile(j, &t, err, errlen) != 0)
+    return CHR_EINVAL;
+  if (!chr_job_has(j, CHR_F_NEXT_RUN_TIME))
+    chr_job_set_time(j, CHR_F_NEXT_RUN_TIME, chr_trigger_first(&t, now));
+  if (!chr_job_has(j, CHR_F_STATUS))
+    chr_job_set_int(j, CHR_F_STATUS,
+                    chr_job_has(j, CHR_F_NEXT_RUN_TIME) ? CHR_ST_SCHEDULED : CHR_ST_PENDING);
+  if (!chr_job_has(j, CHR_F_CREATED_AT)) chr_job_set_time(j, CHR_F_CREATED_AT, now);
+  chr_trigger_free(&t);
+  return 0;
+}

@@ -159,6 +159,12 @@ int chr_job_from_json(chr_job_t *j, const char *s, size_t len, char *err, size_t
  * checks every field, names the field in err. Does not compute
  * next_run_time (see trigger.h). */
 int chr_job_validate(chr_job_t *j, char *err, size_t errlen);
+/* A new job as the scheduler creates it: an id made from its handler when
+ * it has none, validation and defaults (chr_job_validate), its first
+ * next_run_time from its trigger (when not given), its status (scheduled,
+ * or pending without a next time) and created_at. Returns 0, or
+ * CHR_EINVAL with a message naming the field. */
+int chr_job_prepare(chr_job_t *j, int64_t now, char *err, size_t errlen);
 /* "<func>_<YYYYmmdd_HHMMSS>_<8 hex>" */
 char *chr_job_make_id(const char *func_name, int64_t now);
 /* "send_email" -> "Send Email" */

@@ -1,6 +1,7 @@
-/* store.c - the generic side of the storage contract: request lifecycle,
- * filter matching and query order shared by every adapter, and opening an
- * adapter from a URL. */
+/* store.c - the generic side of the storage contract: the table of its
+ * operations, the checks and normalisation of every request before an
+ * adapter sees it, the request lifecycle, the rules, filter matching and
+ * orders shared by every adapter, and opening an adapter from a URL. */
 #include "store.h"
 
 #include <stdarg.h>
@@ -12,11 +13,18 @@
 #include "time.h"
 
 
+const chr_store_op_desc_t chr_store_ops[CHR_OP__COUNT + 1] = {
+#define DESC(id, name, cap, in, nparams) [CHR_OP_##id] = {name, (cap) == 0, cap, in, nparams},
+    CHR_STORE_OPS(DESC)
+#undef DESC
+    [CHR_STORE_CLOSE] = {"close", 0, 0, 0, 1},
+};
+
 const char *const chr_store_op_names[CHR_OP__COUNT] = {
-    "create_job", "get_job",      "get_jobs_batch",         "update_job",
-    "compare_and_swap_job", "delete_job", "query_jobs",     "count_jobs",
-    "claim_due_jobs",       "complete_jobs", "recover_expired_leases", "extend_leases",
-    "next_due_time"};
+#define NAME(id, name, cap, in, nparams) [CHR_OP_##id] = name,
+    CHR_STORE_OPS(NAME)
+#undef NAME
+};
 
 void chr_store_req_init(chr_store_req_t *req, chr_store_op_t op) {
   memset(req, 0, sizeof *req);
@@ -103,17 +111,38 @@ int chr_filter_match(const chr_filter_t *f, const chr_job_t *j) {
 }
 
 
-const char *chr_store_updates_error(const char *id, const chr_job_t *u) {
-  if (u == NULL) return NULL;
+int chr_store_record_check(const chr_job_t *j, const char *where, char *err, size_t errlen) {
+  if (j == NULL || !chr_job_has(j, CHR_F_JOB_ID) || (j->nullmask & CHR_BIT(CHR_F_JOB_ID)) ||
+      j->job_id == NULL || j->job_id[0] == '\0')
+    return chr_errf(err, errlen, "%s: field 'job_id' is required (a non-empty string)", where);
+  if (!chr_job_has(j, CHR_F_STATUS) || (j->nullmask & CHR_BIT(CHR_F_STATUS)))
+    return chr_errf(err, errlen, "job '%s': field 'status' is required", j->job_id);
+  if (j->status <= CHR_ST_NONE || j->status >= CHR_ST__COUNT)
+    return chr_errf(err, errlen, "job '%s': invalid field 'status': expected pending, "
+                    "scheduled, running, paused or failed", j->job_id);
+  return 0;
+}
+
+int chr_store_updates_check(const char *id, const chr_job_t *u, char *err, size_t errlen) {
+  if (u == NULL) return 0;
   uint32_t given = u->mask | u->nullmask;
   if ((given & CHR_BIT(CHR_F_JOB_ID)) &&
       ((u->nullmask & CHR_BIT(CHR_F_JOB_ID)) || u->job_id == NULL || strcmp(u->job_id, id) != 0))
-    return "job_id cannot be changed";
-  if ((given & CHR_BIT(CHR_F_STATUS)) &&
-      ((u->nullmask & CHR_BIT(CHR_F_STATUS)) || u->status <= CHR_ST_NONE ||
-       u->status >= CHR_ST__COUNT))
-    return "status must be pending, scheduled, running, paused or failed";
-  return NULL;
+    return chr_errf(err, errlen, "job '%s': job_id cannot be changed", id);
+  if (u->nullmask & CHR_BIT(CHR_F_STATUS))
+    return chr_errf(err, errlen, "job '%s': status cannot be removed", id);
+  if ((given & CHR_BIT(CHR_F_STATUS)) && (u->status <= CHR_ST_NONE || u->status >= CHR_ST__COUNT))
+    return chr_errf(err, errlen, "job '%s': invalid field 'status': expected pending, "
+                    "scheduled, running, paused or failed", id);
+  return 0;
+}
+
+int chr_store_completion_result(const chr_completion_t *c, const chr_job_t *j) {
+  if (j == NULL) return CHR_ENOTFOUND;
+  if (!chr_job_has(j, CHR_F_CLAIMED_BY) || j->claimed_by == NULL ||
+      strcmp(j->claimed_by, c->owner) != 0)
+    return CHR_ECONFLICT;
+  return 0;
 }
 
 int chr_job_cmp_query(const void *a, const void *b) {
@@ -128,6 +157,13 @@ int chr_job_cmp_query(const void *a, const void *b) {
   return strcmp(x->job_id, y->job_id);
 }
 
+int chr_job_cmp_claim(const void *a, const void *b) {
+  const chr_job_t *x = *(const chr_job_t *const *)a, *y = *(const chr_job_t *const *)b;
+  int px = chr_job_priority(x), py = chr_job_priority(y);
+  if (px != py) return px > py ? -1 : 1;
+  return chr_job_cmp_query(a, b);
+}
+
 void chr_store_init(chr_store_t *s, const chr_store_vtable_t *vt, unsigned caps) {
   memset(s, 0, sizeof *s);
   s->vt = vt;
@@ -135,11 +171,65 @@ void chr_store_init(chr_store_t *s, const chr_store_vtable_t *vt, unsigned caps)
   s->refs = 1;
 }
 
+/* The checks of CHR_IN_*, in order. Returns 0 to go on, or 1 when req is
+ * answered already: failed (status set), or with nothing to do. */
+static int check_request(chr_store_req_t *req) {
+  const char *name = chr_store_ops[req->op].name;
+  unsigned in = chr_store_ops[req->op].in;
+  char err[512];
+  if ((in & CHR_IN_ID) && req->id == NULL) {
+    chr_store_req_fail(req, CHR_EINVAL, "%s: job id is required", name);
+    return 1;
+  }
+  if ((in & CHR_IN_OWNER) && req->owner == NULL) {
+    chr_store_req_fail(req, CHR_EINVAL, "%s: owner is required", name);
+    return 1;
+  }
+  if (((in & CHR_IN_RECORD) && chr_store_record_check(req->job, name, err, sizeof err) != 0) ||
+      ((in & CHR_IN_UPDATES) && chr_store_updates_check(req->id, req->job, err, sizeof err) != 0)) {
+    chr_store_req_fail(req, CHR_EINVAL, "%s", err);
+    return 1;
+  }
+  if (in & CHR_IN_ITEMS) {
+    for (size_t i = 0; i < req->nitems; i++) {
+      const chr_completion_t *c = &req->items[i];
+      if (c->job_id == NULL || c->owner == NULL) {
+        chr_store_req_fail(req, CHR_EINVAL, "%s: item %zu needs job_id and owner", name, i + 1);
+        return 1;
+      }
+      /* All items are checked before any is applied: one that is wrong
+       * fails the whole call, as a bad argument does. */
+      if (!c->remove && chr_store_updates_check(c->job_id, c->updates, err, sizeof err) != 0) {
+        chr_store_req_fail(req, CHR_EINVAL, "%s: item %zu: %s", name, i + 1, err);
+        return 1;
+      }
+    }
+    if (req->nitems == 0) return 1;
+  }
+  if ((in & CHR_IN_NOW) && req->now == CHR_TIME_NONE) req->now = req->issued;
+  if ((in & CHR_IN_LEASE) && req->lease_us < 0) req->lease_us = 0;
+  if ((in & CHR_IN_OFFSET) && req->offset < 0) req->offset = 0;
+  if (in & CHR_IN_LIMIT) {
+    if (req->limit < 0) req->limit = -1;
+    if (req->limit == 0) return 1;
+  }
+  if ((in & CHR_IN_IDS) && req->nids == 0) return 1;
+  if ((in & CHR_IN_FILTER) && req->filter != NULL && req->filter->has_ids &&
+      req->filter->nids == 0)
+    return 1; /* an empty job_id_in matches nothing */
+  return 0;
+}
+
 int chr_store_submit(chr_store_t *s, chr_store_req_t *req) {
   if (s->closed) return CHR_EUNAVAIL;
+  if ((unsigned)req->op >= CHR_OP__COUNT) return CHR_EINVAL;
   req->store = s;
   req->issued = chr_time_now();
-  unsigned need = chr__store_op_cap(req->op);
+  if (check_request(req)) {
+    if (req->cb) req->cb(req);
+    return 0;
+  }
+  unsigned need = chr_store_ops[req->op].cap;
   if (need && !(s->caps & need)) return chr__store_emulate(s, req);
   return s->vt->submit(s, req);
 }

@@ -1,8 +1,10 @@
-/* store.h - the storage adapter contract (docs/design.md) in C: one request
- * type for every operation, submitted to an adapter's vtable and answered
- * through its callback exactly once (or refused by a non-zero return, and
- * then never called back). Filters and their matching live here too, so
- * scanning adapters share one definition of each filter's meaning. */
+/* store.h - the storage adapter contract (docs/design.md) in C: the table
+ * of its operations (CHR_STORE_OPS), one request type for every operation,
+ * checked by chr_store_submit and then submitted to an adapter's vtable and
+ * answered through its callback exactly once (or refused by a non-zero
+ * return, and then never called back). The rules a request follows, filters
+ * and their matching, and the orders of results live here too, so every
+ * adapter shares one definition of each. */
 #ifndef CHR_STORE_H
 #define CHR_STORE_H
 
@@ -18,25 +20,104 @@ typedef struct chr_store chr_store_t;
 typedef struct chr_store_req chr_store_req_t;
 typedef void (*chr_store_cb)(chr_store_req_t *req);
 
+/* What a request carries (chr_store_op_desc_t.in): chr_store_submit checks
+ * and normalises it, once, before any adapter sees the request, so that an
+ * adapter implements storage, not rules. A request refused here is
+ * answered `invalid` through its callback; one with nothing to do (an
+ * empty list, a limit of 0) is answered at once with an empty result. */
+enum {
+  CHR_IN_ID = 1,         /* id: required */
+  CHR_IN_RECORD = 2,     /* job: a whole record, with job_id and a status
+                            (chr_store_record_check) */
+  CHR_IN_UPDATES = 4,    /* job: a partial record (NULL: none) that keeps
+                            job_id and status (chr_store_updates_check) */
+  CHR_IN_EXPECTED = 8,   /* expected: a partial record (NULL: any job) */
+  CHR_IN_IDS = 16,       /* ids, nids: none answers at once */
+  CHR_IN_FILTER = 32,    /* filter (NULL: all); an empty job_id_in answers
+                            at once */
+  CHR_IN_LIMIT = 64,     /* limit: < 0 is none; 0 answers at once */
+  CHR_IN_OFFSET = 128,   /* offset: < 0 is 0 */
+  CHR_IN_OWNER = 256,    /* owner: required */
+  CHR_IN_NOW = 512,      /* now: CHR_TIME_NONE is the time of submission */
+  CHR_IN_LEASE = 1024,   /* lease_us: < 0 is 0 */
+  CHR_IN_ITEMS = 2048    /* items: each with job_id, owner and updates that
+                            pass chr_store_updates_check; none answers at
+                            once */
+};
+
+enum {
+  CHR_STORE_CAP_CLAIM = 1,    /* claim_due_jobs in one round trip */
+  CHR_STORE_CAP_COMPLETE = 2, /* complete_jobs in one round trip */
+  CHR_STORE_CAP_RECOVER = 4,  /* recover_expired_leases */
+  CHR_STORE_CAP_EXTEND = 8,   /* extend_leases */
+  CHR_STORE_CAP_BATCH = 16,   /* get_jobs_batch */
+  CHR_STORE_CAP_COUNT = 32,   /* count_jobs (else query + #) */
+  CHR_STORE_CAP_NEXT_DUE = 64,/* next_due_time */
+  CHR_STORE_CAP_LOCAL = 128   /* in-process store: the engine arms a timer
+                                 at the earliest next_run_time */
+};
+
+/* The storage contract, once (docs/adapters.md): every operation with its
+ * constant (CHR_OP_<ID>), its method name (in Lua, for stores written in
+ * Lua, and in docs/adapters.md), the capability with which an adapter says
+ * it does an optional operation itself (0: required of every adapter;
+ * without the capability chr_store_submit emulates the operation over the
+ * required ones, store_fallback.c), what its request carries (CHR_IN_*),
+ * and the parameters of its Lua method, self included. Results are in
+ * struct chr_store_req. */
+#define CHR_STORE_OPS(X)                                                                  \
+  /* job -> jobs[0]; CHR_EDUP */                                                         \
+  X(CREATE, "create_job", 0, CHR_IN_RECORD, 2)                                           \
+  /* id -> jobs[0] or njobs 0 */                                                         \
+  X(GET, "get_job", 0, CHR_IN_ID, 2)                                                     \
+  /* ids -> jobs found */                                                                \
+  X(GET_BATCH, "get_jobs_batch", CHR_STORE_CAP_BATCH, CHR_IN_IDS, 2)                     \
+  /* id, job (partial) -> jobs[0]; CHR_ENOTFOUND */                                      \
+  X(UPDATE, "update_job", 0, CHR_IN_ID | CHR_IN_UPDATES, 3)                              \
+  /* id, expected, job (partial) -> ok, jobs[0]; CHR_ENOTFOUND */                        \
+  X(CAS, "compare_and_swap_job", 0, CHR_IN_ID | CHR_IN_EXPECTED | CHR_IN_UPDATES, 4)     \
+  /* id -> ok */                                                                         \
+  X(DELETE, "delete_job", 0, CHR_IN_ID, 2)                                               \
+  /* filter, limit, offset -> jobs, in query order (chr_job_cmp_query) */                \
+  X(QUERY, "query_jobs", 0, CHR_IN_FILTER | CHR_IN_LIMIT | CHR_IN_OFFSET, 4)             \
+  /* filter -> count */                                                                  \
+  X(COUNT, "count_jobs", CHR_STORE_CAP_COUNT, CHR_IN_FILTER, 2)                          \
+  /* now, limit, owner, lease_us -> jobs (running), in claim order */                    \
+  X(CLAIM, "claim_due_jobs", CHR_STORE_CAP_CLAIM,                                        \
+    CHR_IN_NOW | CHR_IN_LIMIT | CHR_IN_OWNER | CHR_IN_LEASE, 2)                          \
+  /* items -> items[i].result (chr_store_completion_result) */                           \
+  X(COMPLETE, "complete_jobs", CHR_STORE_CAP_COMPLETE, CHR_IN_ITEMS, 2)                  \
+  /* now -> count of running jobs with lease_until < now moved back to                   \
+   * scheduled (lease cleared, retry_count and attempt + 1) */                           \
+  X(RECOVER, "recover_expired_leases", CHR_STORE_CAP_RECOVER, CHR_IN_NOW, 2)             \
+  /* owner, ids, now + lease_us -> count extended */                                     \
+  X(EXTEND, "extend_leases", CHR_STORE_CAP_EXTEND,                                       \
+    CHR_IN_NOW | CHR_IN_OWNER | CHR_IN_IDS | CHR_IN_LEASE, 2)                            \
+  /* -> count = earliest next_run_time of a scheduled job, CHR_TIME_NONE                 \
+   * when none */                                                                        \
+  X(NEXT_DUE, "next_due_time", CHR_STORE_CAP_NEXT_DUE, 0, 1)
+
 typedef enum {
-  CHR_OP_CREATE,     /* job -> jobs[0] */
-  CHR_OP_GET,        /* id -> jobs[0] or njobs 0 */
-  CHR_OP_GET_BATCH,  /* ids -> jobs found */
-  CHR_OP_UPDATE,     /* id, job (partial) -> jobs[0]; CHR_ENOTFOUND */
-  CHR_OP_CAS,        /* id, expected, job (partial) -> ok, jobs[0] */
-  CHR_OP_DELETE,     /* id -> ok */
-  CHR_OP_QUERY,      /* filter, limit (-1 = none), offset -> jobs */
-  CHR_OP_COUNT,      /* filter -> count */
-  CHR_OP_CLAIM,      /* now, limit, owner, lease_us -> jobs (running) */
-  CHR_OP_COMPLETE,   /* items -> items[i].result */
-  CHR_OP_RECOVER,    /* now -> count of running jobs with lease_until < now
-                        moved back to scheduled (lease cleared) */
-  CHR_OP_EXTEND,     /* owner, ids, now + lease_us -> count extended */
-  CHR_OP_NEXT_DUE,   /* -> count = earliest next_run_time of a scheduled
-                        job, CHR_TIME_NONE when none */
+#define CHR__OP_ENUM(id, name, cap, in, nparams) CHR_OP_##id,
+  CHR_STORE_OPS(CHR__OP_ENUM)
+#undef CHR__OP_ENUM
   CHR_OP__COUNT
 } chr_store_op_t;
 
+typedef struct chr_store_op_desc {
+  const char *name;
+  int required; /* every adapter has it; else optional */
+  unsigned cap; /* CHR_STORE_CAP_*: the adapter does it itself */
+  unsigned in;  /* CHR_IN_* */
+  int nparams;  /* of the Lua method, self included */
+} chr_store_op_desc_t;
+
+/* The operations by chr_store_op_t, then, at CHR_STORE_CLOSE, the one
+ * method that is no request: close (optional for a store written in Lua:
+ * called once, when present, as the store ends). */
+#define CHR_STORE_CLOSE CHR_OP__COUNT
+extern const chr_store_op_desc_t chr_store_ops[CHR_OP__COUNT + 1];
+/* chr_store_ops[op].name, by operation. */
 extern const char *const chr_store_op_names[CHR_OP__COUNT];
 
 typedef struct chr_meta_filter {
@@ -59,14 +140,24 @@ void chr_filter_init(chr_filter_t *f);
 void chr_filter_free(chr_filter_t *f);
 int chr_filter_match(const chr_filter_t *f, const chr_job_t *j);
 
-/* Why the partial record u may not be applied to the job `id`: it would
- * rename the job or leave it without a valid status. NULL when it may.
- * The one rule every adapter applies to updates, CAS and completions. */
-const char *chr_store_updates_error(const char *id, const chr_job_t *u);
+/* The rules of the contract, checked by chr_store_submit before any
+ * adapter sees a request, and by the Lua adapter kit for stores called
+ * directly. Each returns 0, or CHR_EINVAL with the reason in err.
+ * chr_store_record_check: what create_job stores, a whole record with a
+ * non-empty job_id and a status ("<where>: field 'job_id' is required ...",
+ * "job '<id>': field 'status' is required").
+ * chr_store_updates_check: a partial record (updates of update_job, CAS and
+ * completions; NULL is none) that would neither rename job `id` nor leave
+ * it without a valid status ("job '<id>': job_id cannot be changed"). */
+int chr_store_record_check(const chr_job_t *j, const char *where, char *err, size_t errlen);
+int chr_store_updates_check(const char *id, const chr_job_t *u, char *err, size_t errlen);
 
 /* Orders jobs as query results: next_run_time ascending, nil last, then
  * job_id. qsort comparator over chr_job_t pointers. */
 int chr_job_cmp_query(const void *a, const void *b);
+/* Orders jobs as claim_due_jobs takes them: priority descending (missing
+ * = 5), then in query order. */
+int chr_job_cmp_claim(const void *a, const void *b);
 
 typedef struct chr_completion {
   char *job_id;
@@ -75,6 +166,12 @@ typedef struct chr_completion {
   chr_job_t *updates;
   int result;       /* out: 0, CHR_ECONFLICT or CHR_ENOTFOUND */
 } chr_completion_t;
+
+/* The result of completion c given the stored job j (NULL when there is
+ * none): CHR_ENOTFOUND, CHR_ECONFLICT when j is not claimed by c's owner
+ * (its lease was recovered, it may have another owner now), else 0 and
+ * the caller applies c. */
+int chr_store_completion_result(const chr_completion_t *c, const chr_job_t *j);
 
 struct chr_store_req {
   chr_store_op_t op;
@@ -118,23 +215,12 @@ void chr_store_req_fail(chr_store_req_t *req, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void chr_store_req_push_job(chr_store_req_t *req, chr_job_t *job);
 
-enum {
-  CHR_STORE_CAP_CLAIM = 1,    /* claim_due_jobs in one round trip */
-  CHR_STORE_CAP_COMPLETE = 2, /* complete_jobs in one round trip */
-  CHR_STORE_CAP_RECOVER = 4,  /* CHR_OP_RECOVER */
-  CHR_STORE_CAP_EXTEND = 8,   /* CHR_OP_EXTEND */
-  CHR_STORE_CAP_BATCH = 16,   /* get_jobs_batch */
-  CHR_STORE_CAP_COUNT = 32,   /* count_jobs (else query + #) */
-  CHR_STORE_CAP_NEXT_DUE = 64,/* CHR_OP_NEXT_DUE */
-  CHR_STORE_CAP_LOCAL = 128   /* in-process store: the engine arms a timer
-                                 at the earliest next_run_time */
-};
 
 typedef struct chr_store_vtable {
   const char *kind; /* "memory", "sqlite", ... */
   /* Answers req through req->cb exactly once and returns 0, or returns a
    * CHR_E* code without calling back. An adapter may call back before
-   * submit returns. */
+   * submit returns. req has passed chr_store_submit's checks. */
   int (*submit)(chr_store_t *s, chr_store_req_t *req);
   /* Ends the store: pending requests are answered (CHR_EUNAVAIL), then the
    * adapter frees s (possibly later, once its handles have closed). */
@@ -164,8 +250,12 @@ typedef struct chr_store_watch {
 void chr_store_init(chr_store_t *s, const chr_store_vtable_t *vt, unsigned caps);
 /* Internal: the optional operations emulated over the required ones
  * (store_fallback.c), used by chr_store_submit when caps lack them. */
-unsigned chr__store_op_cap(chr_store_op_t op);
 int chr__store_emulate(chr_store_t *s, chr_store_req_t *req);
+/* Checks and normalises req (CHR_IN_*), then hands it to the adapter, or
+ * to the emulation of an optional operation the adapter lacks. Returns 0
+ * and answers through req->cb exactly once (a bad request is answered
+ * CHR_EINVAL, before submit returns), or returns CHR_EUNAVAIL (closed) or
+ * CHR_EINVAL (no such operation) without calling back. */
 int chr_store_submit(chr_store_t *s, chr_store_req_t *req);
 /* Closing refuses new requests at once (CHR_EUNAVAIL); the adapter is
  * closed when the last holder (e.g. a scheduler) releases it too. */

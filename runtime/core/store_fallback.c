@@ -4,7 +4,8 @@
  * CAS per job, batch get and count over get and query. Each emulation is a
  * chain of sub-requests run one after another; the original request is
  * answered once, at the end. Slower than the adapter doing it in one round
- * trip, but just as safe: every state change is a CAS. */
+ * trip, but just as safe: every state change is a CAS. Requests reach
+ * here checked and normalised (chr_store_submit). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,13 +24,18 @@ struct emu {
   chr_job_t *expected, *updates;
   chr_filter_t filter;
   chr_lock_req_t lreq;
+  char *lock_key; /* "chronis:claim:<id>" while its lock is asked or held
+                     (not lreq.priv, which the lock adapter owns) */
   int locked;
 };
 
 static void emu_finish(emu_t *e) {
   chr_store_req_t *req = e->req;
-  for (size_t i = e->i; i < e->ncands; i++) chr_job_free(e->cands[i]);
+  /* Every candidate: the ones examined were kept for their job_id, which
+   * the sub-request borrowed (recover moves its own out and leaves NULL). */
+  for (size_t i = 0; i < e->ncands; i++) chr_job_free(e->cands[i]);
   free(e->cands);
+  free(e->lock_key);
   chr_job_free(e->expected);
   chr_job_free(e->updates);
   chr_filter_free(&e->filter);
@@ -51,7 +57,7 @@ static void emu_send(emu_t *e, emu_step next) {
   e->sub.store = e->s;
   int rc = e->s->vt->submit(e->s, &e->sub);
   if (rc != 0) {
-    chr_store_req_fail(&e->sub, rc, "%s refused", chr_store_op_names[e->sub.op]);
+    chr_store_req_fail(&e->sub, rc, "%s refused", chr_store_ops[e->sub.op].name);
     next(e);
   }
 }
@@ -70,6 +76,20 @@ static int emu_failed(emu_t *e) {
 
 static chr_job_t *partial(void) {
   return chr_job_new();
+}
+
+/* Takes the jobs of the answered query as the candidates (claim, recover).
+ * 0, or -1 when the query failed and the request is finished. */
+static int take_candidates(emu_t *e) {
+  if (emu_failed(e)) {
+    emu_finish(e);
+    return -1;
+  }
+  e->cands = e->sub.jobs;
+  e->ncands = e->sub.njobs;
+  e->sub.jobs = NULL;
+  e->sub.njobs = 0;
+  return 0;
 }
 
 /* ---- get_jobs_batch: one get per id ---- */
@@ -111,18 +131,13 @@ static void next_due_done(emu_t *e) {
 
 /* ---- claim: query due jobs, then lock + CAS each ---- */
 
-static int claim_order(const void *a, const void *b) {
-  const chr_job_t *x = *(const chr_job_t *const *)a, *y = *(const chr_job_t *const *)b;
-  int px = chr_job_priority(x), py = chr_job_priority(y);
-  if (px != py) return px > py ? -1 : 1;
-  return chr_job_cmp_query(a, b);
-}
-
 static void claim_next(emu_t *e);
 
 static void claim_unlocked(chr_lock_req_t *l) {
   emu_t *e = l->data;
   chr_lock_req_reset(l);
+  free(e->lock_key);
+  e->lock_key = NULL;
   claim_next(e);
 }
 
@@ -134,11 +149,15 @@ static void claim_release(emu_t *e) {
   }
   e->locked = 0;
   chr_lock_req_init(&e->lreq, CHR_LOCK_RELEASE);
-  e->lreq.key = e->lreq.priv; /* kept from the acquire */
+  e->lreq.key = e->lock_key; /* kept from the acquire */
   e->lreq.owner = e->req->owner;
   e->lreq.cb = claim_unlocked;
   e->lreq.data = e;
-  if (chr_lock_submit(e->req->lock, &e->lreq) != 0) claim_next(e);
+  if (chr_lock_submit(e->req->lock, &e->lreq) != 0) {
+    free(e->lock_key);
+    e->lock_key = NULL;
+    claim_next(e);
+  }
 }
 
 static void claim_cas_done(emu_t *e) {
@@ -146,8 +165,6 @@ static void claim_cas_done(emu_t *e) {
     chr_store_req_push_job(e->req, e->sub.jobs[0]);
     e->sub.njobs = 0;
   }
-  free(e->lreq.priv);
-  e->lreq.priv = NULL;
   claim_release(e);
 }
 
@@ -174,8 +191,8 @@ static void claim_locked(chr_lock_req_t *l) {
   int ok = l->status == 0 && l->ok;
   chr_lock_req_reset(l);
   if (!ok) { /* another node is claiming this one */
-    free(e->lreq.priv);
-    e->lreq.priv = NULL;
+    free(e->lock_key);
+    e->lock_key = NULL;
     claim_next(e);
     return;
   }
@@ -184,7 +201,7 @@ static void claim_locked(chr_lock_req_t *l) {
 }
 
 static void claim_next(emu_t *e) {
-  if ((int64_t)e->req->njobs >= e->req->limit || e->i >= e->ncands) {
+  if ((e->req->limit >= 0 && (int64_t)e->req->njobs >= e->req->limit) || e->i >= e->ncands) {
     emu_finish(e);
     return;
   }
@@ -194,29 +211,22 @@ static void claim_next(emu_t *e) {
     return;
   }
   chr_lock_req_init(&e->lreq, CHR_LOCK_ACQUIRE);
-  e->lreq.priv = chr_sprintf("chronis:claim:%s", j->job_id);
-  e->lreq.key = e->lreq.priv;
+  e->lock_key = chr_sprintf("chronis:claim:%s", j->job_id);
+  e->lreq.key = e->lock_key;
   e->lreq.owner = e->req->owner;
   e->lreq.ttl_us = 30 * CHR_USEC;
   e->lreq.cb = claim_locked;
   e->lreq.data = e;
   if (chr_lock_submit(e->req->lock, &e->lreq) != 0) {
-    free(e->lreq.priv);
-    e->lreq.priv = NULL;
+    free(e->lock_key);
+    e->lock_key = NULL;
     claim_cas(e);
   }
 }
 
 static void claim_queried(emu_t *e) {
-  if (emu_failed(e)) {
-    emu_finish(e);
-    return;
-  }
-  e->cands = e->sub.jobs;
-  e->ncands = e->sub.njobs;
-  e->sub.jobs = NULL;
-  e->sub.njobs = 0;
-  qsort(e->cands, e->ncands, sizeof *e->cands, claim_order);
+  if (take_candidates(e) != 0) return;
+  qsort(e->cands, e->ncands, sizeof *e->cands, chr_job_cmp_claim);
   claim_next(e);
 }
 
@@ -307,15 +317,7 @@ static void recover_next(emu_t *e) {
 }
 
 static void recover_queried(emu_t *e) {
-  if (emu_failed(e)) {
-    emu_finish(e);
-    return;
-  }
-  e->cands = e->sub.jobs;
-  e->ncands = e->sub.njobs;
-  e->sub.jobs = NULL;
-  e->sub.njobs = 0;
-  recover_next(e);
+  if (take_candidates(e) == 0) recover_next(e);
 }
 
 static void extend_next(emu_t *e);
@@ -344,19 +346,6 @@ static void extend_next(emu_t *e) {
   emu_send(e, extend_cas_done);
 }
 
-unsigned chr__store_op_cap(chr_store_op_t op) {
-  switch (op) {
-  case CHR_OP_CLAIM: return CHR_STORE_CAP_CLAIM;
-  case CHR_OP_COMPLETE: return CHR_STORE_CAP_COMPLETE;
-  case CHR_OP_RECOVER: return CHR_STORE_CAP_RECOVER;
-  case CHR_OP_EXTEND: return CHR_STORE_CAP_EXTEND;
-  case CHR_OP_GET_BATCH: return CHR_STORE_CAP_BATCH;
-  case CHR_OP_COUNT: return CHR_STORE_CAP_COUNT;
-  case CHR_OP_NEXT_DUE: return CHR_STORE_CAP_NEXT_DUE;
-  default: return 0;
-  }
-}
-
 int chr__store_emulate(chr_store_t *s, chr_store_req_t *req) {
   emu_t *e = chr_calloc(1, sizeof *e);
   e->s = s;
@@ -378,17 +367,13 @@ int chr__store_emulate(chr_store_t *s, chr_store_req_t *req) {
     emu_send(e, next_due_done);
     break;
   case CHR_OP_CLAIM:
-    if (req->limit <= 0) {
-      emu_finish(e);
-      break;
-    }
     /* Fetch more than needed: candidates are re-ordered by priority, and
      * some will be lost to other nodes. */
     e->filter.status_mask = 1u << CHR_ST_SCHEDULED;
     e->filter.nrt_lte = req->now;
     emu_sub(e, CHR_OP_QUERY);
     e->sub.filter = &e->filter;
-    e->sub.limit = req->limit * 4;
+    e->sub.limit = req->limit >= 0 && req->limit < INT64_MAX / 4 ? req->limit * 4 : -1;
     emu_send(e, claim_queried);
     break;
   case CHR_OP_COMPLETE: complete_next(e); break;

@@ -95,7 +95,7 @@ static chr_cron_t *check_spec(lua_State *L, int idx) {
     read_table(L, idx, &a);
     break;
   default:
-    luaL_typeerror(L, idx, "table or string");
+    chr_lua_typeerror(L, idx, "table or string");
   }
   c = a.crontab ? chr_cron_parse_crontab(a.crontab, err, sizeof err)
                 : chr_cron_parse_fields(a.fields, err, sizeof err);
@@ -119,7 +119,7 @@ static int cron_next(lua_State *L) {
   chr_cron_t *c;
   if (!lua_isnoneornil(L, 3)) {
     size_t len;
-    const char *name = luaL_checklstring(L, 3, &len);
+    const char *name = chr_lua_checklstring(L, 3, &len);
     if (strlen(name) != len)
       return chr_lua_error(L, CHR_EINVAL, "invalid timezone '%.64s'", name);
     if ((z = chr_tz_get(name, err, sizeof err)) == NULL)

@@ -37,9 +37,9 @@ static int write_all(int fd, const char *p, size_t n) {
 /* write_atomic(path, data): readers see the old file or the new one, never
  * a part, even if the process dies mid-write. */
 static int l_write_atomic(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = chr_lua_checkstring(L, 1);
   size_t n;
-  const char *data = luaL_checklstring(L, 2, &n);
+  const char *data = chr_lua_checklstring(L, 2, &n);
   char *tmp = chr_sprintf("%s.tmp.%d", path, (int)getpid());
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
@@ -80,7 +80,7 @@ static int l_write_atomic(lua_State *L) {
 }
 
 static int l_mkdir_p(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = chr_lua_checkstring(L, 1);
   char *p = chr_strdup(path);
   for (char *s = p + 1; *s; s++) {
     if (*s != '/') continue;
@@ -102,7 +102,7 @@ static int l_mkdir_p(lua_State *L) {
 
 /* list(dir) -> array of {name=, type="file"|"dir"|"other"}, sorted by name */
 static int l_list(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = chr_lua_checkstring(L, 1);
   DIR *d = opendir(path);
   if (d == NULL) return fail_errno(L, "cannot open folder", path);
   lua_newtable(L);
@@ -129,7 +129,7 @@ static int l_list(lua_State *L) {
 /* stat(path) -> {type=, size=, mtime=} or nil */
 static int l_stat(lua_State *L) {
   struct stat st;
-  if (stat(luaL_checkstring(L, 1), &st) != 0) {
+  if (stat(chr_lua_checkstring(L, 1), &st) != 0) {
     lua_pushnil(L);
     return 1;
   }
@@ -177,7 +177,7 @@ static void watch_cb(uv_fs_event_t *h, const char *filename, int events, int sta
 }
 
 static int l_watch_close(lua_State *L) {
-  watch_t *w = luaL_checkudata(L, 1, WATCH_MT);
+  watch_t *w = chr_lua_checkudata(L, 1, WATCH_MT);
   if (w->ev) {
     w->ev->data = NULL;
     uv_fs_event_stop(w->ev);
@@ -192,8 +192,8 @@ static int l_watch_close(lua_State *L) {
 /* watch(path, fn(filename, event)) -> watcher with :close(). The watcher
  * does not keep the loop alive by itself. */
 static int l_watch(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  const char *path = chr_lua_checkstring(L, 1);
+  chr_lua_checktype(L, 2, LUA_TFUNCTION);
   watch_t *w = lua_newuserdatauv(L, sizeof *w, 0);
   w->ev = NULL;
   w->cb_ref = LUA_NOREF;

@@ -37,42 +37,60 @@ static int is_null(lua_State *L, int idx) {
   return lua_islightuserdata(L, idx) && lua_touserdata(L, idx) == NULL;
 }
 
+/* The path of the culprit ("kwargs.amount", "args[2]") is only written
+ * when a check fails: the keys down to the value being checked are on the
+ * Lua stack, and keys[] remembers where. */
 typedef struct vcheck {
   lua_State *L;
   chr_buf_t *path;
   char *err;
   size_t errlen;
-  int depth;
+  int depth, nkeys;
+  int keys[128];
 } vcheck_t;
 
-static int vfail(vcheck_t *c, const char *what) {
-  snprintf(c->err, c->errlen, "%s", what);
-  return CHR_EINVAL;
-}
-
-static int check_value(vcheck_t *c, int idx);
-
-/* Checks the key at k and the value at v; the path grows by the key (and
- * keeps it when the check fails, to name the culprit). */
-static int check_member(vcheck_t *c, int k, int v) {
+static void add_key(vcheck_t *c, int k) {
   lua_State *L = c->L;
-  char msg[80];
   if (lua_type(L, k) == LUA_TSTRING) {
     size_t n;
     const char *s = lua_tolstring(L, k, &n);
     if (c->path->len > 0) chr_buf_addc(c->path, '.');
     chr_job_add_shown(c->path, s, n);
-    const char *bad = chr_job_string_problem(s, n, msg, sizeof msg);
-    if (bad) return vfail(c, bad);
   } else if (lua_isinteger(L, k)) {
     chr_buf_printf(c->path, "[%lld]", (long long)lua_tointeger(L, k));
   } else if (lua_type(L, k) == LUA_TNUMBER) {
     chr_buf_printf(c->path, "[%.17g]", lua_tonumber(L, k));
+  }
+}
+
+static int vfail(vcheck_t *c, const char *what) {
+  snprintf(c->err, c->errlen, "%s", what);
+  for (int i = 0; i < c->nkeys; i++) add_key(c, c->keys[i]);
+  return CHR_EINVAL;
+}
+
+static int check_value(vcheck_t *c, int idx);
+
+/* Checks the key at k and the value at v. */
+static int check_member(vcheck_t *c, int k, int v) {
+  lua_State *L = c->L;
+  char msg[80];
+  int rc;
+  c->keys[c->nkeys++] = k; /* depth is bounded by 100 below */
+  if (lua_type(L, k) == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, k, &n);
+    const char *bad = chr_job_string_problem(s, n, msg, sizeof msg);
+    rc = bad ? vfail(c, bad) : check_value(c, v);
+  } else if (lua_type(L, k) == LUA_TNUMBER) {
+    rc = check_value(c, v);
   } else {
+    c->nkeys--; /* the key cannot be shown in the path */
     snprintf(msg, sizeof msg, "a key of type %s cannot be stored", luaL_typename(L, k));
     return vfail(c, msg);
   }
-  return check_value(c, v);
+  c->nkeys--;
+  return rc;
 }
 
 static int check_value(vcheck_t *c, int idx) {
@@ -101,7 +119,6 @@ static int check_value(vcheck_t *c, int idx) {
     if (++c->depth > 100)
       return vfail(c, "nested deeper than 100 levels (a cycle?) cannot be stored");
     luaL_checkstack(L, 4, "job");
-    size_t at = c->path->len;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
       int rc = check_member(c, lua_gettop(L) - 1, lua_gettop(L));
@@ -110,8 +127,6 @@ static int check_value(vcheck_t *c, int idx) {
         return rc;
       }
       lua_pop(L, 1);
-      c->path->len = at;
-      c->path->p[at] = '\0';
     }
     c->depth--;
     return 0;
@@ -123,7 +138,7 @@ static int check_value(vcheck_t *c, int idx) {
 }
 
 int chr_job_check_value(lua_State *L, int idx, chr_buf_t *path, char *err, size_t errlen) {
-  vcheck_t c = {L, path, err, errlen, 0};
+  vcheck_t c = {L, path, err, errlen, 0, 0, {0}};
   if (path->p == NULL) chr_buf_adds(path, ""); /* p is never NULL below */
   return check_value(&c, lua_absindex(L, idx));
 }
@@ -135,7 +150,7 @@ int chr_job_check_fields(lua_State *L, int idx, char *err, size_t errlen) {
   luaL_checkstack(L, 4, "job");
   chr_buf_t path;
   char msg[80];
-  vcheck_t c = {L, &path, msg, sizeof msg, 1}; /* the job is the first level */
+  vcheck_t c = {L, &path, msg, sizeof msg, 1, 0, {0}}; /* the job is the first level */
   int rc = 0;
   chr_buf_init(&path);
   chr_buf_adds(&path, "");
@@ -150,8 +165,6 @@ int chr_job_check_fields(lua_State *L, int idx, char *err, size_t errlen) {
       break;
     }
     lua_pop(L, 1);
-    path.len = 0;
-    path.p[0] = '\0';
   }
   chr_buf_free(&path);
   return rc;
@@ -329,6 +342,39 @@ int chr_job_from_lua(lua_State *L, int idx, chr_job_t *j, int partial, char *err
       return chr_errf(err, errlen, "invalid job: field 'status' is required");
   }
   return 0;
+}
+
+int chr_job_from_lua_fields(lua_State *L, int idx, chr_job_t *j, uint32_t fields,
+                            const char *member, char *err, size_t errlen) {
+  int rc = 0;
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx)) return chr_errf(err, errlen, "a job must be a table, got %s",
+                                        luaL_typename(L, idx));
+  for (int f = 0; rc == 0 && f < CHR_F__COUNT; f++) {
+    if (!(fields & CHR_BIT(f))) continue;
+    if (lua_getfield(L, idx, chr_job_fields[f].name) != LUA_TNIL)
+      field_from_lua(L, lua_gettop(L), j, f, 1, err, errlen, &rc);
+    lua_pop(L, 1);
+  }
+  if (rc != 0 || member == NULL) return rc;
+  if (lua_getfield(L, idx, member) != LUA_TNIL) {
+    chr_buf_t b;
+    char msg[200];
+    chr_buf_init(&b);
+    chr_buf_addc(&b, '{');
+    chr_json_add_string(&b, member, strlen(member));
+    chr_buf_addc(&b, ':');
+    if (chr_json_encode(L, lua_gettop(L), &b, msg, sizeof msg) != 0) {
+      rc = chr_errf(err, errlen, "invalid field '%s': %s", member, msg);
+      chr_buf_free(&b);
+    } else {
+      chr_buf_addc(&b, '}');
+      free(j->extra);
+      j->extra = chr_buf_steal(&b);
+    }
+  }
+  lua_pop(L, 1);
+  return rc;
 }
 
 static void push_time(lua_State *L, int64_t us) {

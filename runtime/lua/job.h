@@ -14,6 +14,13 @@
  * status (updates, CAS expectations). Returns 0 or CHR_EINVAL + err. */
 int chr_job_from_lua(lua_State *L, int idx, chr_job_t *j, int partial, char *err,
                      size_t errlen);
+/* Reads only the typed fields in `fields` (CHR_BIT mask) of the record at
+ * idx, and, with `member`, that member of its free-form part into extra:
+ * what a filter, an order or an ownership test reads of a record, without
+ * converting the whole of it. Types and errors as chr_job_from_lua; the
+ * value rule is not checked (the record was, when it was stored). */
+int chr_job_from_lua_fields(lua_State *L, int idx, chr_job_t *j, uint32_t fields,
+                            const char *member, char *err, size_t errlen);
 /* The rule for every value a job holds, the same on every store: numbers
  * finite, strings and table keys valid UTF-8 without NUL bytes (and only
  * the types JSON has). chr_job_check_fields checks every field of the job

@@ -49,8 +49,8 @@ static void op_cb(chr_lock_req_t *req) {
 }
 
 chr_lock_t *chr_lua_checklock(lua_State *L, int idx) {
-  llock_t *l = luaL_checkudata(L, idx, LOCK_MT);
-  if (l->lock == NULL) luaL_error(L, "attempt to use a closed lock");
+  llock_t *l = chr_lua_checkudata(L, idx, LOCK_MT);
+  if (l->lock == NULL) chr_lua_error(L, CHR_EUNAVAIL, "the lock is closed");
   return l->lock;
 }
 
@@ -61,7 +61,7 @@ static lock_op_t *op_new(lua_State *L, chr_lock_op_t kind) {
   op->req.data = op;
   op->w.finish = op_finish;
   op->w.release = op_release;
-  op->key = chr_strdup(luaL_checkstring(L, 2));
+  op->key = chr_strdup(chr_lua_checkstring(L, 2));
   op->req.key = op->key;
   return op;
 }
@@ -76,7 +76,7 @@ static int op_run(lua_State *L, chr_lock_t *l, lock_op_t *op) {
 }
 
 static int64_t check_ttl(lua_State *L, int idx) {
-  lua_Number n = luaL_checknumber(L, idx);
+  lua_Number n = chr_lua_checknumber(L, idx);
   if (!(n > 0)) chr_lua_error(L, CHR_EINVAL, "lock ttl must be a positive number of seconds");
   return (int64_t)(n * 1e6);
 }
@@ -84,7 +84,7 @@ static int64_t check_ttl(lua_State *L, int idx) {
 /* acquire(key, ttl, {owner=, blocking=, timeout=}) */
 static int l_acquire(lua_State *L) {
   chr_lock_t *l = chr_lua_checklock(L, 1);
-  luaL_checkstring(L, 2);
+  chr_lua_checkstring(L, 2);
   int64_t ttl = check_ttl(L, 3);
   const char *owner = NULL;
   int blocking = 0;
@@ -95,7 +95,9 @@ static int l_acquire(lua_State *L) {
     lua_getfield(L, 4, "timeout");
     owner = lua_tostring(L, -3);
     blocking = lua_toboolean(L, -2);
-    timeout = lua_isnil(L, -1) ? 0 : luaL_checknumber(L, -1);
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TNUMBER)
+      return chr_lua_error(L, CHR_EINVAL, "lock acquire: option 'timeout' must be a number");
+    timeout = lua_isnil(L, -1) ? 0 : lua_tonumber(L, -1);
   } else if (lua_type(L, 4) == LUA_TSTRING) {
     owner = lua_tostring(L, 4);
   }
@@ -111,8 +113,8 @@ static int l_acquire(lua_State *L) {
 
 static int l_release(lua_State *L) {
   chr_lock_t *l = chr_lua_checklock(L, 1);
-  luaL_checkstring(L, 2);
-  const char *owner = luaL_checkstring(L, 3);
+  chr_lua_checkstring(L, 2);
+  const char *owner = chr_lua_checkstring(L, 3);
   lock_op_t *op = op_new(L, CHR_LOCK_RELEASE);
   op->req.owner = op->owner = chr_strdup(owner);
   return op_run(L, l, op);
@@ -120,9 +122,9 @@ static int l_release(lua_State *L) {
 
 static int l_extend(lua_State *L) {
   chr_lock_t *l = chr_lua_checklock(L, 1);
-  luaL_checkstring(L, 2);
+  chr_lua_checkstring(L, 2);
   int64_t ttl = check_ttl(L, 3);
-  const char *owner = luaL_checkstring(L, 4);
+  const char *owner = chr_lua_checkstring(L, 4);
   lock_op_t *op = op_new(L, CHR_LOCK_EXTEND);
   op->req.owner = op->owner = chr_strdup(owner);
   op->req.ttl_us = ttl;
@@ -131,12 +133,12 @@ static int l_extend(lua_State *L) {
 
 static int l_reset(lua_State *L) {
   chr_lock_t *l = chr_lua_checklock(L, 1);
-  luaL_checkstring(L, 2);
+  chr_lua_checkstring(L, 2);
   return op_run(L, l, op_new(L, CHR_LOCK_RESET));
 }
 
 static int l_close(lua_State *L) {
-  llock_t *l = luaL_checkudata(L, 1, LOCK_MT);
+  llock_t *l = chr_lua_checkudata(L, 1, LOCK_MT);
   if (l->lock) {
     chr_lock_close(l->lock);
     l->lock = NULL;
@@ -145,7 +147,7 @@ static int l_close(lua_State *L) {
 }
 
 static int l_tostring(lua_State *L) {
-  llock_t *l = luaL_checkudata(L, 1, LOCK_MT);
+  llock_t *l = chr_lua_checkudata(L, 1, LOCK_MT);
   lua_pushfstring(L, "chronis.lock(%s)", l->lock ? l->lock->vt->kind : "closed");
   return 1;
 }

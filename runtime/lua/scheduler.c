@@ -265,6 +265,7 @@ static int hook_start_run(void *host, chr_run_t *r, char *err, size_t errlen) {
     return CHR_ENOHANDLER;
   }
   chr_run_set_data(r, c.task);
+  c.task->preemptible = 1; /* handlers only: see task.h */
   if (chr_run_timeout(r) > 0)
     chr_task_set_deadline(c.task, chr_time_mono() + (int64_t)(chr_run_timeout(r) * 1e6));
   chr_task_start(c.task, 1); /* may end the run (and free r) before it returns */
@@ -652,35 +653,34 @@ static int l_tostring(lua_State *L) {
 /* prepare_job(fields [, now]) -> a validated job table with defaults, a
  * job_id, created_at, status and its first next_run_time. A given
  * next_run_time is kept. Raises `invalid` naming the field. */
-static int l_prepare_job(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  int64_t now = lua_isnoneornil(L, 2) ? chr_time_now() : chr_lua_checktime(L, 2, NULL, "now");
+/* The job the table at idx describes, prepared for creation (see
+ * chr_job_prepare); raises `invalid` naming the field. */
+static chr_job_t *check_prepared(lua_State *L, int idx, int64_t now) {
+  luaL_checktype(L, idx, LUA_TTABLE);
   char err[400];
   chr_job_t *j = chr_job_new();
-  if (chr_job_from_lua(L, 1, j, 1, err, sizeof err) != 0) {
+  if (chr_job_from_lua(L, idx, j, 1, err, sizeof err) != 0 ||
+      chr_job_prepare(j, now, err, sizeof err) != 0) {
     chr_job_free(j);
-    return chr_lua_error(L, CHR_EINVAL, "%s", err);
+    chr_lua_error(L, CHR_EINVAL, "%s", err);
   }
-  if (!chr_job_has(j, CHR_F_JOB_ID) && chr_job_has(j, CHR_F_FUNC_NAME) && j->func_name[0]) {
-    char *id = chr_job_make_id(j->func_name, now);
-    chr_job_set_str(j, CHR_F_JOB_ID, id);
-    free(id);
-  }
-  chr_trigger_t t;
-  if (chr_job_validate(j, err, sizeof err) != 0 || chr_trigger_compile(j, &t, err, sizeof err) != 0) {
-    chr_job_free(j);
-    return chr_lua_error(L, CHR_EINVAL, "%s", err);
-  }
-  if (!chr_job_has(j, CHR_F_NEXT_RUN_TIME))
-    chr_job_set_time(j, CHR_F_NEXT_RUN_TIME, chr_trigger_first(&t, now));
-  if (!chr_job_has(j, CHR_F_STATUS))
-    chr_job_set_int(j, CHR_F_STATUS,
-                    chr_job_has(j, CHR_F_NEXT_RUN_TIME) ? CHR_ST_SCHEDULED : CHR_ST_PENDING);
-  if (!chr_job_has(j, CHR_F_CREATED_AT)) chr_job_set_time(j, CHR_F_CREATED_AT, now);
+  return j;
+}
+
+static int l_prepare_job(lua_State *L) {
+  int64_t now = lua_isnoneornil(L, 2) ? chr_time_now() : chr_lua_checktime(L, 2, NULL, "now");
+  chr_job_t *j = check_prepared(L, 1, now);
   chr_job_push(L, j); /* with next_run_time_local, derived */
-  chr_trigger_free(&t);
   chr_job_free(j);
   return 1;
+}
+
+/* create(store, fields, now) -> the stored job: prepared and created
+ * without a round trip through a Lua table in between. */
+static int l_create(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  int64_t now = chr_lua_checktime(L, 3, NULL, "now");
+  return chr_lua_store_create(L, s, check_prepared(L, 2, now));
 }
 
 /* next_run_time(job, after) -> the trigger's first time strictly after
@@ -772,6 +772,7 @@ int luaopen_chronis_engine(lua_State *L) {
       {"__gc", l_close}, {"__close", l_close}, {"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg fns[] = {{"new", l_new},
                                  {"prepare_job", l_prepare_job},
+                                 {"create", l_create},
                                  {"next_run_time", l_next_run_time},
                                  {"global_handlers", l_global_handlers},
                                  {"set_log", l_set_log},

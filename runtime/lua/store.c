@@ -1,4 +1,6 @@
-/* store.c - the Lua face of storage adapters (see store.h). */
+/* store.c - the Lua face of storage adapters (see store.h), and the
+ * contract's table, rules, filters and orders for stores written in Lua
+ * (chronis.adapter_kit). */
 #include "store.h"
 
 #include <lauxlib.h>
@@ -128,8 +130,8 @@ static store_op_t *op_new(chr_store_op_t kind) {
 }
 
 static lstore_t *check_lstore(lua_State *L, int idx) {
-  lstore_t *s = luaL_checkudata(L, idx, STORE_MT);
-  if (s->store == NULL) luaL_error(L, "attempt to use a closed store");
+  lstore_t *s = chr_lua_checkudata(L, idx, STORE_MT);
+  if (s->store == NULL) chr_lua_error(L, CHR_EUNAVAIL, "the store is closed");
   return s;
 }
 
@@ -148,7 +150,7 @@ static int op_run(lua_State *L, chr_store_t *s, store_op_t *op) {
   int rc = chr_store_submit(s, &op->req);
   if (rc != 0) {
     op_free(op);
-    return chr_lua_error(L, rc, "%s refused by the %s store", chr_store_op_names[op->req.op],
+    return chr_lua_error(L, rc, "%s refused by the %s store", chr_store_ops[op->req.op].name,
                          s->vt->kind);
   }
   return chr_wait(L, &op->w);
@@ -224,7 +226,7 @@ static int op_finish(lua_State *L, chr_waiter_t *w) {
 
 static chr_job_t *check_job(lua_State *L, int idx, int partial, const char *what) {
   char err[300];
-  luaL_checktype(L, idx, LUA_TTABLE);
+  chr_lua_checktype(L, idx, LUA_TTABLE);
   chr_job_t *j = chr_job_new();
   if (chr_job_from_lua(L, idx, j, partial, err, sizeof err) != 0) {
     chr_job_free(j);
@@ -246,17 +248,21 @@ static void check_string(lua_State *L, int idx, const char *what, const char *fi
 
 static char *check_id(lua_State *L, int idx, const char *what) {
   size_t n;
-  const char *s = luaL_checklstring(L, idx, &n);
+  const char *s = chr_lua_checklstring(L, idx, &n);
   check_string(L, idx, what, "job_id");
   return chr_strndup(s, n);
+}
+
+int chr_lua_store_create(lua_State *L, chr_store_t *s, chr_job_t *job) {
+  store_op_t *op = op_new(CHR_OP_CREATE);
+  op->req.job = op->job = job;
+  return op_run(L, s, op);
 }
 
 static int l_create_job(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   chr_job_t *job = check_job(L, 2, 0, "create_job"); /* may raise: before op_new */
-  store_op_t *op = op_new(CHR_OP_CREATE);
-  op->req.job = op->job = job;
-  return op_run(L, s, op);
+  return chr_lua_store_create(L, s, job);
 }
 
 static int l_get_job(lua_State *L) {
@@ -276,7 +282,8 @@ static char **check_strings(lua_State *L, int idx, size_t *n, const char *what,
   for (size_t i = 0; i < len; i++) {
     lua_rawgeti(L, idx, (lua_Integer)i + 1);
     if (lua_type(L, -1) != LUA_TSTRING)
-      chr_lua_error(L, CHR_EINVAL, "%s: item %zu is not a string", what, i + 1);
+      chr_lua_error(L, CHR_EINVAL, "%s: ids must be strings (item %zu is a %s)", what, i + 1,
+                    luaL_typename(L, -1));
     char name[64];
     snprintf(name, sizeof name, "%s[%zu]", field, i + 1);
     check_string(L, -1, what, name);
@@ -315,8 +322,8 @@ static int l_update_job(lua_State *L) {
 static int l_cas(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   free(check_id(L, 2, "compare_and_swap_job"));
-  luaL_checktype(L, 3, LUA_TTABLE);
-  luaL_checktype(L, 4, LUA_TTABLE);
+  chr_lua_checktype(L, 3, LUA_TTABLE);
+  chr_lua_checktype(L, 4, LUA_TTABLE);
   chr_job_t *e = check_job(L, 3, 1, "compare_and_swap_job expected");
   char err[300];
   chr_job_t *u = chr_job_new();
@@ -341,7 +348,9 @@ static int l_delete_job(lua_State *L) {
 }
 
 static int64_t filter_time(lua_State *L, int idx, const char *key) {
-  return chr_lua_checktime(L, idx, NULL, key);
+  char what[64];
+  snprintf(what, sizeof what, "invalid filter '%s'", key);
+  return chr_lua_checktime(L, idx, NULL, what);
 }
 
 /* Filter keys and values follow the rule of the values they are compared
@@ -374,21 +383,22 @@ static void check_filter_values(lua_State *L, int idx) {
   chr_buf_free(&path);
 }
 
-/* stack: unchanged; raises on a bad filter (f is left clean to free). */
-void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
-  chr_filter_init(f);
-  if (lua_isnoneornil(L, idx)) return;
-  idx = lua_absindex(L, idx);
-  if (!lua_istable(L, idx)) chr_lua_error(L, CHR_EINVAL, "filters must be a table, got %s",
-                                          luaL_typename(L, idx));
-  check_filter_values(L, idx);
+#define FILTER_KEYS                                                                      \
+  "status, trigger_type, next_run_time_lte/gte, updated_at_lte/gte, metadata.<key>, "   \
+  "job_id_in"
+
+/* Reads the filter table (argument 2) into f (argument 1, a light
+ * userdata); raises on a bad key, leaving in f what it had converted. */
+static int parse_filter(lua_State *L) {
+  chr_filter_t *f = lua_touserdata(L, 1);
+  int idx = 2;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    if (lua_type(L, -2) != LUA_TSTRING) {
-      lua_pop(L, 2);
-      chr_filter_free(f);
+    if (lua_type(L, -2) == LUA_TNUMBER) /* a list where a table of keys belongs */
+      chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': unknown key (expected %s)",
+                    lua_tostring(L, -2), FILTER_KEYS);
+    if (lua_type(L, -2) != LUA_TSTRING)
       chr_lua_error(L, CHR_EINVAL, "invalid filter key of type %s", luaL_typename(L, -2));
-    }
     const char *k = lua_tostring(L, -2);
     int v = lua_gettop(L);
     if (strcmp(k, "status") == 0) {
@@ -410,19 +420,15 @@ void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
       } else {
         bad = 1;
       }
-      if (bad) {
-        chr_filter_free(f);
+      if (bad)
         chr_lua_error(L, CHR_EINVAL, "invalid filter 'status': expected pending, scheduled, "
                                      "running, paused or failed");
-      }
     } else if (strcmp(k, "trigger_type") == 0) {
       const char *s = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : "";
       f->trigger_type = chr_enum_parse(chr_trigger_type_names, CHR_TT__COUNT, s);
-      if (!f->trigger_type) {
-        chr_filter_free(f);
+      if (!f->trigger_type)
         chr_lua_error(L, CHR_EINVAL, "invalid filter 'trigger_type': expected interval, cron "
                                      "or date");
-      }
     } else if (strcmp(k, "next_run_time_lte") == 0) {
       f->nrt_lte = filter_time(L, v, k);
     } else if (strcmp(k, "next_run_time_gte") == 0) {
@@ -440,7 +446,6 @@ void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
       chr_buf_init(&b);
       if (chr_json_encode(L, v, &b, err, sizeof err) != 0) {
         chr_buf_free(&b);
-        chr_filter_free(f);
         chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': %s", k, err);
       }
       f->meta = chr_realloc(f->meta, (f->nmeta + 1) * sizeof *f->meta);
@@ -448,13 +453,30 @@ void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
       f->meta[f->nmeta].value = chr_buf_steal(&b);
       f->nmeta++;
     } else {
-      chr_filter_free(f);
-      chr_lua_error(L, CHR_EINVAL,
-                    "invalid filter '%s': unknown key (expected status, trigger_type, "
-                    "next_run_time_lte/gte, updated_at_lte/gte, metadata.<key>, job_id_in)",
-                    k);
+      chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': unknown key (expected %s)", k,
+                    FILTER_KEYS);
     }
     lua_settop(L, v - 1);
+  }
+  return 0;
+}
+
+/* stack: unchanged; raises on a bad filter, with f freed. The keys are
+ * read in a protected call: whichever key raises, the ones read before it
+ * may hold allocations. */
+void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
+  chr_filter_init(f);
+  if (lua_isnoneornil(L, idx)) return;
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx)) chr_lua_error(L, CHR_EINVAL, "filters must be a table, got %s",
+                                          luaL_typename(L, idx));
+  check_filter_values(L, idx);
+  lua_pushcfunction(L, parse_filter);
+  lua_pushlightuserdata(L, f);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    chr_filter_free(f);
+    lua_error(L);
   }
 }
 
@@ -522,7 +544,7 @@ static char *field_string(lua_State *L, int t, const char *k, int required, cons
 
 static int l_claim_due_jobs(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
+  chr_lua_checktype(L, 2, LUA_TTABLE);
   int64_t now = field_time(L, 2, "now", chr_time_now());
   double limit = field_number(L, 2, "limit", 100);
   double lease = field_number(L, 2, "lease_seconds", 30);
@@ -537,7 +559,7 @@ static int l_claim_due_jobs(lua_State *L) {
 
 static int l_complete_jobs(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
+  chr_lua_checktype(L, 2, LUA_TTABLE);
   size_t n = lua_rawlen(L, 2);
   store_op_t *op = op_new(CHR_OP_COMPLETE);
   op->items = chr_calloc(n ? n : 1, sizeof *op->items);
@@ -598,7 +620,7 @@ static int l_recover(lua_State *L) {
 
 static int l_extend(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
+  chr_lua_checktype(L, 2, LUA_TTABLE);
   int64_t now = field_time(L, 2, "now", chr_time_now());
   double lease = field_number(L, 2, "lease_seconds", 30);
   lua_getfield(L, 2, "owner"); /* checked first: the checks of ids raise */
@@ -624,7 +646,7 @@ static int l_next_due(lua_State *L) {
 }
 
 static int l_close(lua_State *L) {
-  lstore_t *s = luaL_checkudata(L, 1, STORE_MT);
+  lstore_t *s = chr_lua_checkudata(L, 1, STORE_MT);
   if (s->store) {
     chr_store_close(s->store);
     s->store = NULL;
@@ -633,7 +655,7 @@ static int l_close(lua_State *L) {
 }
 
 static int l_tostring(lua_State *L) {
-  lstore_t *s = luaL_checkudata(L, 1, STORE_MT);
+  lstore_t *s = chr_lua_checkudata(L, 1, STORE_MT);
   if (s->store) lua_pushfstring(L, "chronis.store(%s)", s->store->vt->kind);
   else lua_pushliteral(L, "chronis.store(closed)");
   return 1;
@@ -644,23 +666,16 @@ static int l_kind(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg store_methods[] = {
-    {"create_job", l_create_job},
-    {"get_job", l_get_job},
-    {"get_jobs_batch", l_get_jobs_batch},
-    {"update_job", l_update_job},
-    {"compare_and_swap_job", l_cas},
-    {"delete_job", l_delete_job},
-    {"query_jobs", l_query_jobs},
-    {"count_jobs", l_count_jobs},
-    {"claim_due_jobs", l_claim_due_jobs},
-    {"complete_jobs", l_complete_jobs},
-    {"recover_expired_leases", l_recover},
-    {"extend_leases", l_extend},
-    {"next_due_time", l_next_due},
-    {"kind", l_kind},
-    {"close", l_close},
-    {NULL, NULL}};
+/* The contract's methods, by chr_store_ops (names there). */
+static const lua_CFunction op_methods[CHR_OP__COUNT + 1] = {
+    [CHR_OP_CREATE] = l_create_job,       [CHR_OP_GET] = l_get_job,
+    [CHR_OP_GET_BATCH] = l_get_jobs_batch, [CHR_OP_UPDATE] = l_update_job,
+    [CHR_OP_CAS] = l_cas,                 [CHR_OP_DELETE] = l_delete_job,
+    [CHR_OP_QUERY] = l_query_jobs,        [CHR_OP_COUNT] = l_count_jobs,
+    [CHR_OP_CLAIM] = l_claim_due_jobs,    [CHR_OP_COMPLETE] = l_complete_jobs,
+    [CHR_OP_RECOVER] = l_recover,         [CHR_OP_EXTEND] = l_extend,
+    [CHR_OP_NEXT_DUE] = l_next_due,       [CHR_STORE_CLOSE] = l_close,
+};
 
 static const luaL_Reg store_meta[] = {
     {"__gc", l_close}, {"__close", l_close}, {"__tostring", l_tostring}, {NULL, NULL}};
@@ -670,7 +685,13 @@ void chr_lua_pushstore(lua_State *L, chr_store_t *st) {
   s->store = st;
   if (luaL_newmetatable(L, STORE_MT)) {
     luaL_setfuncs(L, store_meta, 0);
-    luaL_newlib(L, store_methods);
+    lua_createtable(L, 0, CHR_OP__COUNT + 2);
+    for (int i = 0; i <= CHR_STORE_CLOSE; i++) {
+      lua_pushcfunction(L, op_methods[i]);
+      lua_setfield(L, -2, chr_store_ops[i].name);
+    }
+    lua_pushcfunction(L, l_kind);
+    lua_setfield(L, -2, "kind");
     lua_setfield(L, -2, "__index");
   }
   lua_setmetatable(L, -2);
@@ -743,6 +764,9 @@ void chr_lua_checkopts(lua_State *L, const char *const *schemes, int lock, chr_o
   const char *what = lock ? "lock" : "storage";
   char err[400];
   int rc = 0;
+  int t1 = lua_type(L, 1);
+  if (t1 != LUA_TSTRING && t1 != LUA_TTABLE && (t1 > LUA_TNIL || schemes == NULL))
+    chr_lua_typeerror(L, 1, schemes ? "string, table or nil" : "string or table");
   chr_opts_init(o);
   lua_settop(L, 2); /* what is pushed below stays above the arguments */
   if (lua_type(L, 1) == LUA_TSTRING) {
@@ -767,12 +791,9 @@ void chr_lua_checkopts(lua_State *L, const char *const *schemes, int lock, chr_o
     o->desc = chr_sprintf("%s %s options", o->scheme, what);
     lua_pop(L, 1);
     rc = add_table_opts(L, 1, o, err, sizeof err);
-  } else if (lua_isnoneornil(L, 1) && schemes != NULL) {
+  } else { /* nil, for kind(): its defaults */
     o->scheme = chr_strdup(schemes[0]);
     o->desc = chr_sprintf("%s %s options", o->scheme, what);
-  } else {
-    chr_lua_error(L, CHR_EINVAL, "expected a %s URL or a table of options, got %s", what,
-                  luaL_typename(L, 1));
   }
   /* Anything else at 2 is ignored, as it always was: open(url:gsub(...))
    * passes gsub's count along. */
@@ -820,7 +841,7 @@ static int l_redis(lua_State *L) {
  * check_job(job, where): raises "<where>: invalid field '...': ..." for a
  * value no store may keep (chr_job_check_fields). */
 static int l_check_job(lua_State *L) {
-  const char *where = luaL_checkstring(L, 2);
+  const char *where = chr_lua_checkstring(L, 2);
   char err[300];
   if (chr_job_check_fields(L, 1, err, sizeof err) != 0)
     return chr_lua_error(L, CHR_EINVAL, "%s: %s", where, err);
@@ -830,9 +851,9 @@ static int l_check_job(lua_State *L) {
 /* check_id(id, where [, field]): raises for an id (or the string the
  * field names) with a NUL byte or invalid UTF-8. */
 static int l_check_id(lua_State *L) {
-  const char *where = luaL_checkstring(L, 2);
-  const char *field = luaL_optstring(L, 3, "job_id");
-  luaL_checktype(L, 1, LUA_TSTRING);
+  const char *where = chr_lua_checkstring(L, 2);
+  const char *field = chr_lua_optstring(L, 3, "job_id");
+  chr_lua_checktype(L, 1, LUA_TSTRING);
   check_string(L, 1, where, field);
   return 0;
 }
@@ -845,6 +866,263 @@ static int l_check_filters(lua_State *L) {
   return 0;
 }
 
+/* ---- the contract for stores written in Lua ----
+ *
+ * chronis.adapter_kit gives stores written in Lua the rules, filters and
+ * orders of the C stores by calling these: the same code decides in every
+ * store. They read records (plain job tables as a store keeps them). */
+
+#define FILTER_MT "chronis.filter"
+
+/* A compiled filter: filters checked once, then :match(record). */
+typedef struct lfilter {
+  chr_filter_t f;
+  uint32_t fields; /* the typed fields the filter reads (CHR_BIT) */
+} lfilter_t;
+
+static void job_init(chr_job_t *j) {
+  memset(j, 0, sizeof *j);
+  chr_job_clear(j);
+}
+
+/* Reads what the fields mask (and member) name of the record at idx into
+ * j, a job_init'ed record; raises `invalid`, with j cleared, when one has
+ * the wrong type. */
+static void read_record(lua_State *L, int idx, chr_job_t *j, uint32_t fields, const char *member,
+                        const char *where) {
+  char err[300];
+  if (chr_job_from_lua_fields(L, idx, j, fields, member, err, sizeof err) == 0) return;
+  chr_job_clear(j);
+  chr_lua_error(L, CHR_EINVAL, "%s: %s", where, err);
+}
+
+/* filter(filters) -> a compiled filter; raises as query_jobs does. */
+static int l_filter(lua_State *L) {
+  lua_settop(L, 1);
+  lfilter_t *u = lua_newuserdatauv(L, sizeof *u, 0);
+  chr_filter_init(&u->f);
+  u->fields = 0;
+  luaL_setmetatable(L, FILTER_MT); /* collected, and freed, if a check raises */
+  chr_lua_checkfilter(L, 1, &u->f);
+  const chr_filter_t *f = &u->f;
+  if (f->status_mask) u->fields |= CHR_BIT(CHR_F_STATUS);
+  if (f->trigger_type) u->fields |= CHR_BIT(CHR_F_TRIGGER_TYPE);
+  if (f->nrt_lte != CHR_TIME_NONE || f->nrt_gte != CHR_TIME_NONE)
+    u->fields |= CHR_BIT(CHR_F_NEXT_RUN_TIME);
+  if (f->upd_lte != CHR_TIME_NONE || f->upd_gte != CHR_TIME_NONE)
+    u->fields |= CHR_BIT(CHR_F_UPDATED_AT);
+  if (f->has_ids) u->fields |= CHR_BIT(CHR_F_JOB_ID);
+  return 1;
+}
+
+/* filter:match(record) -> whether the record passes every filter
+ * (chr_filter_match). */
+static int l_filter_match(lua_State *L) {
+  lfilter_t *u = luaL_checkudata(L, 1, FILTER_MT);
+  chr_job_t j;
+  job_init(&j);
+  read_record(L, 2, &j, u->fields, u->f.nmeta ? "metadata" : NULL, "filter");
+  int ok = (!u->f.has_ids || chr_job_has(&j, CHR_F_JOB_ID)) && chr_filter_match(&u->f, &j);
+  chr_job_clear(&j);
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
+/* filter:ids() -> the ids of job_id_in, first occurrences in order, or nil
+ * without job_id_in: a store can look them up rather than scan. */
+static int l_filter_ids(lua_State *L) {
+  lfilter_t *u = luaL_checkudata(L, 1, FILTER_MT);
+  if (!u->f.has_ids) return 0;
+  lua_createtable(L, (int)u->f.nids, 0);
+  lua_createtable(L, 0, (int)u->f.nids); /* seen */
+  lua_Integer n = 0;
+  for (size_t i = 0; i < u->f.nids; i++) {
+    if (lua_getfield(L, -1, u->f.ids[i]) != LUA_TNIL) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, u->f.ids[i]);
+    lua_pushstring(L, u->f.ids[i]);
+    lua_rawseti(L, -3, ++n);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+static int l_filter_gc(lua_State *L) {
+  chr_filter_free(&((lfilter_t *)luaL_checkudata(L, 1, FILTER_MT))->f);
+  return 0;
+}
+
+/* A sort key: the fields the orders read, and where the element was. */
+typedef struct skey {
+  chr_job_t job; /* first: a pointer to a key is one to its job */
+  lua_Integer pos;
+} skey_t;
+
+static void free_keys(skey_t *keys, lua_Integer n, skey_t **order) {
+  for (lua_Integer i = 0; i < n; i++) chr_job_clear(&keys[i].job);
+  free(keys);
+  free(order);
+}
+
+/* sort(list, "query" | "claim" [, rec_of]) -> list, sorted in place by
+ * chr_job_cmp_query or chr_job_cmp_claim; rec_of(element) gives the record
+ * of an element when the list holds something else. */
+static int l_sort(lua_State *L) {
+  static const char *const orders[] = {"query", "claim", NULL};
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int claim = luaL_checkoption(L, 2, NULL, orders);
+  int rec_of = !lua_isnoneornil(L, 3);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+  lua_settop(L, 3);
+  /* Elements and their records first: rec_of may raise, and nothing is
+   * held in C yet. */
+  lua_createtable(L, (int)n, 0); /* 4: elements */
+  lua_createtable(L, (int)n, 0); /* 5: records */
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, 4, i);
+    if (rec_of) {
+      lua_pushvalue(L, 3);
+      lua_insert(L, -2);
+      lua_call(L, 1, 1);
+    }
+    lua_rawseti(L, 5, i);
+  }
+  skey_t *keys = chr_calloc(n ? (size_t)n : 1, sizeof *keys);
+  skey_t **order = chr_malloc((n ? (size_t)n : 1) * sizeof *order);
+  for (lua_Integer i = 0; i < n; i++) job_init(&keys[i].job);
+  for (lua_Integer i = 0; i < n; i++) {
+    char err[300];
+    int rc;
+    keys[i].pos = i + 1;
+    order[i] = &keys[i];
+    lua_rawgeti(L, 5, i + 1);
+    rc = chr_job_from_lua_fields(L, -1, &keys[i].job,
+                                 CHR_BIT(CHR_F_JOB_ID) | CHR_BIT(CHR_F_NEXT_RUN_TIME) |
+                                     CHR_BIT(CHR_F_PRIORITY),
+                                 NULL, err, sizeof err);
+    lua_pop(L, 1);
+    if (rc == 0 && !chr_job_has(&keys[i].job, CHR_F_JOB_ID))
+      rc = chr_errf(err, sizeof err, "a record without job_id");
+    if (rc != 0) {
+      free_keys(keys, n, order);
+      return chr_lua_error(L, CHR_EINVAL, "sort: item %lld: %s", (long long)i + 1, err);
+    }
+  }
+  qsort(order, (size_t)n, sizeof *order, claim ? chr_job_cmp_claim : chr_job_cmp_query);
+  for (lua_Integer i = 0; i < n; i++) {
+    lua_rawgeti(L, 4, order[i]->pos);
+    lua_rawseti(L, 1, i + 1);
+  }
+  free_keys(keys, n, order);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* matches(record, expected) -> the compare-and-swap test (chr_job_matches):
+ * every expected field equal, times as instants, null as absent. */
+static int l_matches(lua_State *L) {
+  chr_job_t *j = chr_job_new(), *e = chr_job_new();
+  char err[300];
+  int rc = chr_job_from_lua(L, 1, j, 1, err, sizeof err);
+  if (rc == 0) rc = chr_job_from_lua(L, 2, e, 1, err, sizeof err);
+  int ok = rc == 0 && chr_job_matches(j, e);
+  chr_job_free(j);
+  chr_job_free(e);
+  if (rc != 0) return chr_lua_error(L, CHR_EINVAL, "compare_and_swap_job: %s", err);
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
+/* completion_result(item, record | nil) -> {job_id =, ok =, code =}, by
+ * chr_store_completion_result. */
+static int l_completion_result(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_getfield(L, 1, "job_id"); /* 3 */
+  lua_getfield(L, 1, "owner");  /* 4 */
+  if (lua_type(L, 3) != LUA_TSTRING || lua_type(L, 4) != LUA_TSTRING)
+    return chr_lua_error(L, CHR_EINVAL, "complete_jobs: an item needs job_id and owner (strings)");
+  chr_completion_t c = {0};
+  c.job_id = (char *)lua_tostring(L, 3);
+  c.owner = (char *)lua_tostring(L, 4);
+  chr_job_t j;
+  job_init(&j);
+  if (!lua_isnil(L, 2)) read_record(L, 2, &j, CHR_BIT(CHR_F_CLAIMED_BY), NULL, "complete_jobs");
+  int result = chr_store_completion_result(&c, lua_isnil(L, 2) ? NULL : &j);
+  chr_job_clear(&j);
+  lua_createtable(L, 0, 3);
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, "job_id");
+  lua_pushboolean(L, result == 0);
+  lua_setfield(L, -2, "ok");
+  if (result != 0) {
+    lua_pushstring(L, chr_strerror(result));
+    lua_setfield(L, -2, "code");
+  }
+  return 1;
+}
+
+/* Reads the partial record at idx, for the rule checks below; raises
+ * "<where>: ..." for a value no store may keep or a typed field of the
+ * wrong type. */
+static chr_job_t *check_partial(lua_State *L, int idx, const char *where) {
+  char err[300];
+  chr_job_t *j = chr_job_new();
+  if (chr_job_from_lua(L, idx, j, 1, err, sizeof err) != 0) {
+    chr_job_free(j);
+    chr_lua_error(L, CHR_EINVAL, "%s: %s", where, err);
+  }
+  return j;
+}
+
+/* check_record(job, where): raises `invalid` unless job may be created
+ * (chr_store_record_check), as create_job does on every store. */
+static int l_check_record(lua_State *L) {
+  const char *where = luaL_checkstring(L, 2);
+  char err[400];
+  chr_job_t *j = check_partial(L, 1, where);
+  int rc = chr_store_record_check(j, where, err, sizeof err);
+  chr_job_free(j);
+  if (rc != 0) return chr_lua_error(L, rc, "%s", err);
+  return 0;
+}
+
+/* check_updates(id, updates): raises `invalid` unless updates may be
+ * applied to job id (chr_store_updates_check). */
+static int l_check_updates(lua_State *L) {
+  const char *id = luaL_checkstring(L, 1);
+  char err[400];
+  lua_pushfstring(L, "job '%s'", id);
+  chr_job_t *u = check_partial(L, 2, lua_tostring(L, -1));
+  int rc = chr_store_updates_check(id, u, err, sizeof err);
+  chr_job_free(u);
+  if (rc != 0) return chr_lua_error(L, rc, "%s", err);
+  return 0;
+}
+
+/* stack: +1 the contract's table (chr_store_ops) as an array of {name =,
+ * required =, params =}: what stores written in Lua implement, what
+ * `chronis check` and the specs read. */
+static void push_operations(lua_State *L) {
+  lua_createtable(L, CHR_STORE_CLOSE + 1, 0);
+  for (int i = 0; i <= CHR_STORE_CLOSE; i++) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, chr_store_ops[i].name);
+    lua_setfield(L, -2, "name");
+    lua_pushboolean(L, chr_store_ops[i].required);
+    lua_setfield(L, -2, "required");
+    lua_pushinteger(L, chr_store_ops[i].nparams);
+    lua_setfield(L, -2, "params");
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
 int luaopen_chronis_storage(lua_State *L) {
   static const luaL_Reg fns[] = {{"memory", l_memory},
                                  {"open", l_open},
@@ -854,7 +1132,24 @@ int luaopen_chronis_storage(lua_State *L) {
                                  {"check_job", l_check_job},
                                  {"check_id", l_check_id},
                                  {"check_filters", l_check_filters},
+                                 {"check_record", l_check_record},
+                                 {"check_updates", l_check_updates},
+                                 {"filter", l_filter},
+                                 {"sort", l_sort},
+                                 {"matches", l_matches},
+                                 {"completion_result", l_completion_result},
                                  {NULL, NULL}};
+  static const luaL_Reg filter_methods[] = {
+      {"match", l_filter_match}, {"ids", l_filter_ids}, {NULL, NULL}};
+  if (luaL_newmetatable(L, FILTER_MT)) {
+    lua_pushcfunction(L, l_filter_gc);
+    lua_setfield(L, -2, "__gc");
+    luaL_newlib(L, filter_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
   luaL_newlib(L, fns);
+  push_operations(L);
+  lua_setfield(L, -2, "operations");
   return 1;
 }

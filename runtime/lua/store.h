@@ -22,6 +22,9 @@ chr_lock_t *chr_lua_checklock(lua_State *L, int idx);
 /* Reads a filter table (nil = none); raises an `invalid` error naming an
  * unknown key or a bad value. */
 void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f);
+/* Creates job (taken over) in s and returns the stored job to Lua, waiting
+ * by the rule of task.h: a lua_CFunction's tail. */
+int chr_lua_store_create(lua_State *L, chr_store_t *s, chr_job_t *job);
 /* stack: +1 the filter as the table a Lua adapter receives (nil for NULL) */
 void chr_filter_push(lua_State *L, const chr_filter_t *f);
 

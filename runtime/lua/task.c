@@ -53,6 +53,7 @@ static int rq_ready;
 static lua_State *volatile exec_co;
 static _Atomic int64_t wd_since;    /* mono µs of the current resume, 0 = none */
 static _Atomic int64_t wd_deadline; /* its deadline, 0 = none */
+static _Atomic int wd_preempt;      /* it may be preempted */
 static pthread_t loop_thread;
 static int wd_started;
 
@@ -96,7 +97,7 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
     luaL_error(L, "%s", t->kill_reason ? t->kill_reason : "timeout");
     return;
   }
-  if (now - t->slice_start >= CHR_TASK_SLICE_US) {
+  if (t->preemptible && now - t->slice_start >= CHR_TASK_SLICE_US) {
     if (lua_isyieldable(L)) {
       lua_sethook(L, NULL, 0, 0);
       t->preempted = 1;
@@ -126,7 +127,8 @@ static void *watchdog(void *arg) {
     if (since == 0) continue;
     int64_t now = chr_time_mono();
     int64_t dl = atomic_load_explicit(&wd_deadline, memory_order_relaxed);
-    if (now - since >= CHR_TASK_SLICE_US || (dl && now >= dl))
+    int preempt = atomic_load_explicit(&wd_preempt, memory_order_relaxed);
+    if ((preempt && now - since >= CHR_TASK_SLICE_US) || (dl && now >= dl))
       pthread_kill(loop_thread, PREEMPT_SIGNAL);
   }
   return NULL;
@@ -264,6 +266,7 @@ chr_task_t *chr_task_new(lua_State *L, chr_task_done_cb cb, void *data) {
   t->waiting = NULL;
   t->deadline = 0;
   t->running = t->finished = t->killed = t->preempted = t->queued = t->exited = 0;
+  t->preemptible = 0;
   t->exit_code = 0;
   t->reusable = 1;
   t->kill_reason = NULL;
@@ -278,16 +281,19 @@ static void resume(chr_task_t *t, int nargs) {
   lua_State *saved_co = exec_co;
   int64_t saved_since = atomic_load_explicit(&wd_since, memory_order_relaxed);
   int64_t saved_dl = atomic_load_explicit(&wd_deadline, memory_order_relaxed);
+  int saved_preempt = atomic_load_explicit(&wd_preempt, memory_order_relaxed);
   int nres = 0;
   current = t;
   t->running = 1;
   t->slice_start = chr_time_mono();
   exec_co = t->co;
   atomic_store_explicit(&wd_deadline, t->deadline, memory_order_relaxed);
+  atomic_store_explicit(&wd_preempt, t->preemptible, memory_order_relaxed);
   atomic_store_explicit(&wd_since, t->slice_start, memory_order_relaxed);
   int status = lua_resume(t->co, NULL, nargs, &nres);
   atomic_store_explicit(&wd_since, saved_since, memory_order_relaxed);
   atomic_store_explicit(&wd_deadline, saved_dl, memory_order_relaxed);
+  atomic_store_explicit(&wd_preempt, saved_preempt, memory_order_relaxed);
   exec_co = saved_co;
   t->running = 0;
   current = saved;

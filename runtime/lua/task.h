@@ -5,10 +5,13 @@
  * drives the loop until its own result is ready (docs/design.md, "Process
  * model").
  *
- * Tasks are preempted: a task that runs Lua code for longer than a time
- * slice without waiting is suspended at the next instruction and resumed
- * on a later loop iteration, so timers (lease heartbeats, timeouts), I/O
- * and other tasks are served while a handler computes. */
+ * Handler tasks are preempted: one that runs Lua code for longer than a
+ * time slice without waiting is suspended at the next instruction and
+ * resumed on a later loop iteration, so timers (lease heartbeats,
+ * timeouts), I/O and other tasks are served while a handler computes.
+ * Other tasks (Lua adapter calls, callbacks, spawned functions) keep
+ * plain coroutine semantics: code between two waits runs as one piece,
+ * which Lua-written stores rely on for their atomicity. */
 #ifndef CHR_TASK_H
 #define CHR_TASK_H
 
@@ -40,7 +43,7 @@ struct chr_task {
   int64_t deadline;      /* chr_time_mono() deadline for CPU-bound code, 0 = none */
   int64_t slice_start;   /* chr_time_mono() of the current resume */
   unsigned running : 1, finished : 1, killed : 1, reusable : 1, preempted : 1, queued : 1,
-      exited : 1;
+      exited : 1, preemptible : 1;
   int exit_code;         /* with exited: the code given to os.exit */
   const char *kill_reason;
   chr_task_t *next_free;

@@ -11,7 +11,7 @@
 static const chr_tz_t *check_zone(lua_State *L, int idx) {
   char err[128];
   size_t len;
-  const char *name = luaL_checklstring(L, idx, &len);
+  const char *name = chr_lua_checklstring(L, idx, &len);
   const chr_tz_t *z = NULL;
   if (strlen(name) == len) z = chr_tz_get(name, err, sizeof err);
   else snprintf(err, sizeof err, "invalid timezone '%.64s'", name);
@@ -28,8 +28,8 @@ static int64_t check_local(lua_State *L, int idx) {
   int32_t offset;
   size_t len;
   const char *s;
-  if (lua_type(L, idx) == LUA_TNUMBER) return luaL_checkinteger(L, idx);
-  s = luaL_checklstring(L, idx, &len);
+  if (lua_type(L, idx) == LUA_TNUMBER) return chr_lua_checkinteger(L, idx);
+  s = chr_lua_checklstring(L, idx, &len);
   if (chr_time_parse_wall(s, len, &wall, &offset, err, sizeof err) != 0)
     chr_lua_error(L, CHR_EINVAL, "%s", err);
   if (offset != CHR_TIME_NOOFFSET)
@@ -44,7 +44,7 @@ static int64_t check_local(lua_State *L, int idx) {
 static int time_parse(lua_State *L) {
   char err[256];
   size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
+  const char *s = chr_lua_checklstring(L, 1, &len);
   const chr_tz_t *z = lua_isnoneornil(L, 2) ? NULL : check_zone(L, 2);
   int64_t us;
   if (chr_time_parse(s, len, z, &us, err, sizeof err) != 0)
@@ -55,7 +55,7 @@ static int time_parse(lua_State *L) {
 
 static int time_format(lua_State *L) {
   char buf[CHR_TIME_BUFSZ];
-  int64_t us = luaL_checkinteger(L, 1);
+  int64_t us = chr_lua_checkinteger(L, 1);
   lua_pushlstring(L, buf, (size_t)chr_time_format(us, buf));
   return 1;
 }

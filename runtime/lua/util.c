@@ -69,6 +69,141 @@ int chr_lua_error(lua_State *L, int code, const char *fmt, ...) {
   return lua_error(L);
 }
 
+/* Pushes the key under which table t (an absolute index) holds the value
+ * on top, "prefix" + key; returns 0 (nothing pushed) when it does not. */
+static int key_of(lua_State *L, int t, const char *prefix) {
+  int f = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    if (lua_rawequal(L, -1, f) && lua_type(L, -2) == LUA_TSTRING) {
+      lua_pushfstring(L, "%s%s", prefix, lua_tostring(L, -2));
+      lua_replace(L, f + 1);
+      lua_settop(L, f + 1);
+      return 1;
+    }
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+/* The name of the running C function, for an argument error: the call's
+ * own when Lua knows it, else the method of argument 1's type or the
+ * field of a chronis.core table that holds it (called through pcall, a
+ * function has no name). *method: argument 1 is self. stack: +1 */
+static const char *func_name(lua_State *L, int *method) {
+  lua_Debug ar;
+  *method = 0;
+  if (!lua_getstack(L, 0, &ar)) {
+    lua_pushliteral(L, "?");
+    return lua_tostring(L, -1);
+  }
+  lua_getinfo(L, "nf", &ar); /* +1: the function */
+  int f = lua_gettop(L);
+  if (ar.name != NULL) {
+    *method = ar.namewhat != NULL && strcmp(ar.namewhat, "method") == 0;
+    lua_pushstring(L, ar.name);
+  } else if (lua_type(L, 1) == LUA_TUSERDATA &&
+             luaL_getmetafield(L, 1, "__index") != LUA_TNIL) { /* self, a chronis object */
+    lua_pushvalue(L, f);
+    if (lua_istable(L, -2) && key_of(L, lua_gettop(L) - 1, "")) *method = 1;
+    else lua_pushliteral(L, "?");
+  } else {
+    lua_pushliteral(L, "?");
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, "chronis.core") == LUA_TTABLE) {
+      int core = lua_gettop(L);
+      lua_pushnil(L);
+      while (lua_next(L, core)) {
+        if (lua_istable(L, -1) && lua_type(L, -2) == LUA_TSTRING) {
+          lua_pushfstring(L, "chronis.%s.", lua_tostring(L, -2));
+          lua_pushvalue(L, f);
+          if (key_of(L, lua_gettop(L) - 2, lua_tostring(L, -2))) {
+            lua_replace(L, f + 1);
+            break;
+          }
+          lua_pop(L, 2);
+        }
+        lua_pop(L, 1);
+      }
+    }
+    lua_settop(L, f + 1); /* the name found, or "?" */
+  }
+  lua_replace(L, f);
+  lua_settop(L, f);
+  return lua_tostring(L, -1);
+}
+
+int chr_lua_argerror(lua_State *L, int arg, const char *extramsg) {
+  int method;
+  const char *name = func_name(L, &method);
+  if (method && --arg == 0) /* self does not count */
+    return chr_lua_error(L, CHR_EINVAL, "calling '%s' on bad self (%s)", name, extramsg);
+  return chr_lua_error(L, CHR_EINVAL, "bad argument #%d to '%s' (%s)", arg, name, extramsg);
+}
+
+int chr_lua_typeerror(lua_State *L, int arg, const char *tname) {
+  const char *got;
+  if (luaL_getmetafield(L, arg, "__name") == LUA_TSTRING) got = lua_tostring(L, -1);
+  else if (lua_type(L, arg) == LUA_TLIGHTUSERDATA) got = "light userdata";
+  else got = luaL_typename(L, arg);
+  return chr_lua_argerror(L, arg, lua_pushfstring(L, "%s expected, got %s", tname, got));
+}
+
+void chr_lua_checktype(lua_State *L, int arg, int t) {
+  if (lua_type(L, arg) != t) chr_lua_typeerror(L, arg, lua_typename(L, t));
+}
+
+const char *chr_lua_checklstring(lua_State *L, int arg, size_t *len) {
+  const char *s = lua_tolstring(L, arg, len);
+  if (s == NULL) chr_lua_typeerror(L, arg, "string");
+  return s;
+}
+
+const char *chr_lua_optstring(lua_State *L, int arg, const char *def) {
+  return lua_isnoneornil(L, arg) ? def : chr_lua_checkstring(L, arg);
+}
+
+lua_Number chr_lua_checknumber(lua_State *L, int arg) {
+  int isnum;
+  lua_Number n = lua_tonumberx(L, arg, &isnum);
+  if (!isnum) chr_lua_typeerror(L, arg, "number");
+  return n;
+}
+
+lua_Integer chr_lua_checkinteger(lua_State *L, int arg) {
+  int isnum;
+  lua_Integer n = lua_tointegerx(L, arg, &isnum);
+  if (!isnum) {
+    if (lua_isnumber(L, arg)) chr_lua_argerror(L, arg, "number has no integer representation");
+    else chr_lua_typeerror(L, arg, "number");
+  }
+  return n;
+}
+
+void *chr_lua_checkudata(lua_State *L, int arg, const char *tname) {
+  void *p = luaL_testudata(L, arg, tname);
+  if (p == NULL) chr_lua_typeerror(L, arg, tname);
+  return p;
+}
+
+int chr_lua_errvalue(lua_State *L, int idx, const char **msg) {
+  int code = 0;
+  idx = lua_absindex(L, idx);
+  if (lua_istable(L, idx)) {
+    lua_getfield(L, idx, "code");
+    if (lua_type(L, -1) == LUA_TSTRING) code = chr_errcode(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    lua_getfield(L, idx, "message");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      *msg = lua_tostring(L, -1);
+      return code;
+    }
+    lua_pop(L, 1);
+  }
+  *msg = luaL_tolstring(L, idx, NULL);
+  return code;
+}
+
 int chr_lua_cpcall(lua_State *L, lua_CFunction f, void *ud, char *err, size_t errlen) {
   if (!lua_checkstack(L, 2)) {
     snprintf(err, errlen, "Lua stack overflow");

@@ -16,6 +16,27 @@ void chr_lua_pusherror(lua_State *L, int code, const char *msg);
 /* Raises a structured error; never returns. */
 int chr_lua_error(lua_State *L, int code, const char *fmt, ...);
 
+/* Argument checks for the functions chronis gives Lua. They work as the
+ * luaL_check* functions of lauxlib and word their messages the same way
+ * ("bad argument #2 to 'get_job' (string expected, got nil)"), but raise
+ * `invalid` errors: every error a chronis function raises is a
+ * {code, message} table (docs/api.md, "Errors"). */
+int chr_lua_argerror(lua_State *L, int arg, const char *extramsg);
+int chr_lua_typeerror(lua_State *L, int arg, const char *tname);
+void chr_lua_checktype(lua_State *L, int arg, int t);
+const char *chr_lua_checklstring(lua_State *L, int arg, size_t *len);
+#define chr_lua_checkstring(L, arg) chr_lua_checklstring(L, (arg), NULL)
+const char *chr_lua_optstring(lua_State *L, int arg, const char *def);
+lua_Number chr_lua_checknumber(lua_State *L, int arg);
+lua_Integer chr_lua_checkinteger(lua_State *L, int arg);
+void *chr_lua_checkudata(lua_State *L, int arg, const char *tname);
+
+/* Reads the error value at idx that Lua code raised: its code when it is
+ * a {code=, message=} table with a known code, else 0 (a string, another
+ * value); *msg is its message, or the value as text (owned by L until the
+ * value it pushes is popped). stack: +1 */
+int chr_lua_errvalue(lua_State *L, int idx, const char **msg);
+
 /* Calls f with ud as its only argument (a light userdata) in protected
  * mode: for C code that runs from loop callbacks and touches Lua, where an
  * error (a failing metamethod, memory exhausted under the cap) must end

@@ -26,10 +26,10 @@ static void push_hex(lua_State *L, const unsigned char *p, size_t n) {
 
 static int digest(lua_State *L, const EVP_MD *md, int hex) {
   size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
+  const char *s = chr_lua_checklstring(L, 1, &n);
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  if (EVP_Digest(s, n, out, &len, md, NULL) != 1) return luaL_error(L, "digest failed");
+  if (EVP_Digest(s, n, out, &len, md, NULL) != 1) return chr_lua_error(L, CHR_EUNAVAIL, "digest failed (OpenSSL)");
   if (hex) push_hex(L, out, len);
   else lua_pushlstring(L, (const char *)out, len);
   return 1;
@@ -37,13 +37,13 @@ static int digest(lua_State *L, const EVP_MD *md, int hex) {
 
 static int hmac(lua_State *L, const EVP_MD *md, int hex) {
   size_t klen, n;
-  const char *key = luaL_checklstring(L, 1, &klen);
-  const char *s = luaL_checklstring(L, 2, &n);
+  const char *key = chr_lua_checklstring(L, 1, &klen);
+  const char *s = chr_lua_checklstring(L, 2, &n);
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   /* HMAC() with a NULL key pointer means "no key": give it a valid one. */
   if (HMAC(md, klen ? key : "", (int)klen, (const unsigned char *)s, n, out, &len) == NULL)
-    return luaL_error(L, "hmac failed");
+    return chr_lua_error(L, CHR_EUNAVAIL, "hmac failed (OpenSSL)");
   if (hex) push_hex(L, out, len);
   else lua_pushlstring(L, (const char *)out, len);
   return 1;
@@ -67,17 +67,17 @@ static int l_hmac_sha256_hex(lua_State *L) {
 
 static int l_hex(lua_State *L) {
   size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
+  const char *s = chr_lua_checklstring(L, 1, &n);
   push_hex(L, (const unsigned char *)s, n);
   return 1;
 }
 
 static int l_random_bytes(lua_State *L) {
-  lua_Integer n = luaL_checkinteger(L, 1);
-  luaL_argcheck(L, n >= 0 && n <= 65536, 1, "expected 0..65536 bytes");
+  lua_Integer n = chr_lua_checkinteger(L, 1);
+  if (n < 0 || n > 65536) chr_lua_argerror(L, 1, "expected 0..65536 bytes");
   luaL_Buffer b;
   unsigned char *out = (unsigned char *)luaL_buffinitsize(L, &b, (size_t)n);
-  if (n > 0 && RAND_bytes(out, (int)n) != 1) return luaL_error(L, "random_bytes: no entropy");
+  if (n > 0 && RAND_bytes(out, (int)n) != 1) return chr_lua_error(L, CHR_EUNAVAIL, "random_bytes: no entropy");
   luaL_pushresultsize(&b, (size_t)n);
   return 1;
 }
@@ -86,8 +86,8 @@ static int l_random_bytes(lua_State *L) {
  * checking signatures a peer sent. */
 static int l_equal(lua_State *L) {
   size_t na, nb;
-  const unsigned char *a = (const unsigned char *)luaL_checklstring(L, 1, &na);
-  const unsigned char *b = (const unsigned char *)luaL_checklstring(L, 2, &nb);
+  const unsigned char *a = (const unsigned char *)chr_lua_checklstring(L, 1, &na);
+  const unsigned char *b = (const unsigned char *)chr_lua_checklstring(L, 2, &nb);
   unsigned char diff = na != nb;
   size_t n = na < nb ? na : nb;
   for (size_t i = 0; i < n; i++) diff |= a[i] ^ b[i];

@@ -390,7 +390,7 @@ static double opt_number(lua_State *L, const char *k, double def) {
   double v = def;
   int t = lua_getfield(L, 1, k);
   if (t != LUA_TNIL) {
-    if (!lua_isnumber(L, -1)) luaL_error(L, "http.request: '%s' must be a number", k);
+    if (!lua_isnumber(L, -1)) chr_lua_error(L, CHR_EINVAL, "http.request: option '%s' must be a number", k);
     v = lua_tonumber(L, -1);
   }
   lua_pop(L, 1);
@@ -400,7 +400,7 @@ static double opt_number(lua_State *L, const char *k, double def) {
 static int opt_bool(lua_State *L, const char *k, int def) {
   int t = lua_getfield(L, 1, k);
   int v = t == LUA_TNIL ? def : lua_toboolean(L, -1);
-  if (t != LUA_TNIL && t != LUA_TBOOLEAN) luaL_error(L, "http.request: '%s' must be a boolean", k);
+  if (t != LUA_TNIL && t != LUA_TBOOLEAN) chr_lua_error(L, CHR_EINVAL, "http.request: option '%s' must be a boolean", k);
   lua_pop(L, 1);
   return v;
 }
@@ -417,12 +417,12 @@ static int check_headers(lua_State *L, int idx, const char *k, int *has_k2, cons
   while (lua_next(L, idx)) {
     size_t vn;
     if (lua_type(L, -2) != LUA_TSTRING || !is_token(lua_tostring(L, -2)))
-      luaL_error(L, "http.request: header names must be strings of token characters");
+      chr_lua_error(L, CHR_EINVAL, "http.request: option 'headers': header names must be strings of token characters");
     if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-      luaL_error(L, "http.request: header '%s' must be a string or a number", lua_tostring(L, -2));
+      chr_lua_error(L, CHR_EINVAL, "http.request: option 'headers': header '%s' must be a string or a number", lua_tostring(L, -2));
     const char *v = lua_tolstring(L, -1, &vn); /* converts a number in place: fine for next */
     if (has_crlf(v, vn))
-      luaL_error(L, "http.request: header '%s' contains CR, LF or NUL", lua_tostring(L, -2));
+      chr_lua_error(L, CHR_EINVAL, "http.request: option 'headers': header '%s' contains CR, LF or NUL", lua_tostring(L, -2));
     if (strcasecmp(lua_tostring(L, -2), k) == 0) found = 1;
     if (strcasecmp(lua_tostring(L, -2), k2) == 0) *has_k2 = 1;
     lua_pop(L, 1);
@@ -439,7 +439,7 @@ static int l_request(lua_State *L) {
     lua_setfield(L, -2, "url");
     lua_replace(L, 1);
   }
-  luaL_checktype(L, 1, LUA_TTABLE);
+  chr_lua_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   lua_pushnil(L);
   while (lua_next(L, 1)) {
@@ -447,51 +447,51 @@ static int l_request(lua_State *L) {
     if (lua_type(L, -2) == LUA_TSTRING)
       for (int i = 0; known_opts[i]; i++) ok |= strcmp(lua_tostring(L, -2), known_opts[i]) == 0;
     if (!ok)
-      return luaL_error(L, "http.request: unknown option '%s'", luaL_tolstring(L, -2, NULL));
+      return chr_lua_error(L, CHR_EINVAL, "http.request: unknown option '%s'", luaL_tolstring(L, -2, NULL));
     lua_pop(L, 1);
   }
   /* Every check comes before anything is allocated: an error leaks nothing. */
   lua_getfield(L, 1, "url"); /* 2 */
   size_t url_len;
   const char *url = lua_tolstring(L, 2, &url_len);
-  if (url == NULL || url_len == 0) return luaL_error(L, "http.request: 'url' is required (a string)");
-  if (has_crlf(url, url_len)) return luaL_error(L, "http.request: 'url' contains CR, LF or NUL");
+  if (url == NULL || url_len == 0) return chr_lua_error(L, CHR_EINVAL, "http.request: option 'url' is required (a string)");
+  if (has_crlf(url, url_len)) return chr_lua_error(L, CHR_EINVAL, "http.request: option 'url' contains CR, LF or NUL");
   lua_getfield(L, 1, "method"); /* 3 */
   if (lua_isnil(L, 3)) {
     lua_pushliteral(L, "GET");
     lua_replace(L, 3);
   }
-  if (lua_type(L, 3) != LUA_TSTRING) return luaL_error(L, "http.request: 'method' must be a string");
+  if (lua_type(L, 3) != LUA_TSTRING) return chr_lua_error(L, CHR_EINVAL, "http.request: option 'method' must be a string");
   char method[32];
   {
     size_t mn;
     const char *m = lua_tolstring(L, 3, &mn);
     if (mn == 0 || mn >= sizeof method || !is_token(m))
-      return luaL_error(L, "http.request: invalid method '%s'", m);
+      return chr_lua_error(L, CHR_EINVAL, "http.request: option 'method': invalid method '%s'", m);
     for (size_t i = 0; i <= mn; i++) method[i] = (char)toupper((unsigned char)m[i]);
   }
   lua_getfield(L, 1, "body"); /* 4 */
   size_t body_len = 0;
   const char *body = NULL;
   if (!lua_isnil(L, 4)) {
-    if (lua_type(L, 4) != LUA_TSTRING) return luaL_error(L, "http.request: 'body' must be a string");
+    if (lua_type(L, 4) != LUA_TSTRING) return chr_lua_error(L, CHR_EINVAL, "http.request: option 'body' must be a string");
     body = lua_tolstring(L, 4, &body_len);
   }
   lua_getfield(L, 1, "headers"); /* 5 */
   int has_ct = 0, has_ua = 0;
   if (!lua_isnil(L, 5)) {
-    if (!lua_istable(L, 5)) return luaL_error(L, "http.request: 'headers' must be a table");
+    if (!lua_istable(L, 5)) return chr_lua_error(L, CHR_EINVAL, "http.request: option 'headers' must be a table");
     has_ct = check_headers(L, 5, "content-type", &has_ua, "user-agent");
   }
   double timeout = opt_number(L, "timeout", DEFAULT_TIMEOUT);
-  if (!(timeout >= 0)) return luaL_error(L, "http.request: 'timeout' must be >= 0 (0 = none)");
+  if (!(timeout >= 0)) return chr_lua_error(L, CHR_EINVAL, "http.request: option 'timeout' must be >= 0 (0 = none)");
   lua_Integer max_body = (lua_Integer)opt_number(L, "max_body", (double)DEFAULT_MAX_BODY);
-  if (max_body < 0) return luaL_error(L, "http.request: 'max_body' must be >= 0");
+  if (max_body < 0) return chr_lua_error(L, CHR_EINVAL, "http.request: option 'max_body' must be >= 0");
   int follow = opt_bool(L, "follow_redirects", 0);
   int verify = opt_bool(L, "verify", 1);
   lua_getfield(L, 1, "ca_file"); /* 6 */
   if (!lua_isnil(L, 6) && lua_type(L, 6) != LUA_TSTRING)
-    return luaL_error(L, "http.request: 'ca_file' must be a string");
+    return chr_lua_error(L, CHR_EINVAL, "http.request: option 'ca_file' must be a string");
   const char *ca_file = lua_tostring(L, 6);
 
   ensure_multi();

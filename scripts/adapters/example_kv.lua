@@ -33,18 +33,19 @@ local copy = kit.copy
 local Store = {}
 Store.__index = Store
 
--- kit.check_open(self) raises when self.closed is set; kit.stamp(self) is
--- updated_at for a write: the clock, but strictly increasing in this store
--- (self.last_stamp), so that two writes within one microsecond never carry
--- the same updated_at (a CAS on updated_at would take the second for
--- "unchanged").
-local check_open, stamp = kit.check_open, kit.stamp
+-- kit.check_call(self, method, ...) opens every method: it raises when
+-- self.closed is set, checks all of the method's arguments before anything
+-- changes, as every store does (the C stores' own rules), and returns them
+-- ready to use. kit.stamp(self) is updated_at for a write: the clock, but
+-- strictly increasing in this store (self.last_stamp), so that two writes
+-- within one microsecond never carry the same updated_at (a CAS on
+-- updated_at would take the second for "unchanged").
+local check_call, stamp = kit.check_call, kit.stamp
 
 -- Required operations.
 --
--- Each one refuses a closed store, checks all of its arguments before
--- changing anything, reads, decides, writes with a new updated_at and
--- returns a copy.
+-- Each one checks its call, reads, decides, writes with a new updated_at
+-- and returns a copy.
 --
 -- None of these methods yields, so within this process no other call can
 -- run between a read and the write that follows it: that is what makes
@@ -53,12 +54,12 @@ local check_open, stamp = kit.check_open, kit.stamp
 -- from the backend (a transaction, a conditional write, a server script).
 
 -- create_job(job) -> the stored job; 'duplicate' when the id exists.
--- kit.check_record returns the store's own copy of the job: job_id and
--- status required, null fields dropped, times canonical ("2025-01-15T10:00:00Z"),
--- so that every later comparison of times is a comparison of instants.
+-- The checked job is the store's own copy (kit.check_record): job_id and
+-- status required, null fields dropped, times canonical
+-- ("2025-01-15T10:00:00Z"), so that every later comparison of times is a
+-- comparison of instants.
 function Store:create_job(job)
-  check_open(self)
-  local rec = kit.check_record(job, "create_job")
+  local rec = check_call(self, "create_job", job)
   if self.jobs[rec.job_id] ~= nil then
     fail("duplicate", "job '%s' already exists", rec.job_id)
   end
@@ -69,19 +70,16 @@ end
 
 -- get_job(id) -> job or nil.
 function Store:get_job(id)
-  check_open(self)
-  kit.check_id(id, "get_job")
+  check_call(self, "get_job", id)
   return copy(self.jobs[id])
 end
 
 -- update_job(id, updates) -> the updated job; 'not_found' when missing.
--- kit.check_updates copies and checks the updates (job_id cannot change,
+-- The checked updates are a copy (kit.check_updates: job_id cannot change,
 -- status cannot be removed, times canonical); kit.apply merges them one
 -- level deep, null removing a field.
 function Store:update_job(id, updates)
-  check_open(self)
-  kit.check_id(id, "update_job")
-  local u = kit.check_updates(id, updates)
+  local _, u = check_call(self, "update_job", id, updates)
   local rec = self.jobs[id]
   if rec == nil then fail("not_found", "job '%s' not found", id) end
   kit.apply(rec, u)
@@ -95,10 +93,7 @@ end
 -- kit.matches is the CAS comparison: values by content (1 is not "1"),
 -- times as instants, an expected null meaning "absent".
 function Store:compare_and_swap_job(id, expected, updates)
-  check_open(self)
-  kit.check_id(id, "compare_and_swap_job")
-  local want = kit.check_expected(id, expected)
-  local u = kit.check_updates(id, updates)
+  local _, want, u = check_call(self, "compare_and_swap_job", id, expected, updates)
   local rec = self.jobs[id]
   if rec == nil then fail("not_found", "job '%s' not found", id) end
   if not kit.matches(rec, want) then return false, nil end
@@ -109,25 +104,21 @@ end
 
 -- delete_job(id) -> true when the job existed.
 function Store:delete_job(id)
-  check_open(self)
-  kit.check_id(id, "delete_job")
+  check_call(self, "delete_job", id)
   local existed = self.jobs[id] ~= nil
   self.jobs[id] = nil
   return existed
 end
 
 -- query_jobs(filters, limit, offset) -> array in query order; limit and
--- offset apply after filtering and ordering. kit.compile_filters checks
--- every filter key first (an unknown one is 'invalid') and returns one
--- predicate over records. kit.sort_query orders by next_run_time as an
--- instant (jobs without one last), then job_id; kit.page skips `offset`
--- and keeps at most `limit`. A backend that can filter and sort itself (an
--- SQL WHERE and ORDER BY) would send the query there instead.
+-- offset apply after filtering and ordering. The checked filters are one
+-- predicate over records (kit.compile_filters: an unknown key is
+-- 'invalid'). kit.sort_query orders by next_run_time as an instant (jobs
+-- without one last), then job_id; kit.page skips `offset` and keeps at
+-- most `limit`. A backend that can filter and sort itself (an SQL WHERE
+-- and ORDER BY) would send the query there instead.
 function Store:query_jobs(filters, limit, offset)
-  check_open(self)
-  local match = kit.compile_filters(filters)
-  kit.check_count(limit, "limit")
-  kit.check_count(offset, "offset")
+  local match = check_call(self, "query_jobs", filters, limit, offset)
   local found = {}
   for _, rec in pairs(self.jobs) do
     if match(rec) then found[#found + 1] = rec end
@@ -144,20 +135,15 @@ end
 
 -- get_jobs_batch(ids) -> { [id] = job } for the ids found.
 function Store:get_jobs_batch(ids)
-  check_open(self)
-  if type(ids) ~= "table" then fail("invalid", "get_jobs_batch: expected an array of ids") end
+  check_call(self, "get_jobs_batch", ids)
   local out = {}
-  for _, id in ipairs(ids) do
-    kit.check_id(id, "get_jobs_batch")
-    out[id] = copy(self.jobs[id])
-  end
+  for _, id in ipairs(ids) do out[id] = copy(self.jobs[id]) end
   return out
 end
 
 -- count_jobs(filters) -> integer, the number query_jobs would return.
 function Store:count_jobs(filters)
-  check_open(self)
-  local match = kit.compile_filters(filters)
+  local match = check_call(self, "count_jobs", filters)
   local n = 0
   for _, rec in pairs(self.jobs) do
     if match(rec) then n = n + 1 end
@@ -167,22 +153,15 @@ end
 
 -- claim_due_jobs{now, limit, owner, lease_seconds} -> the jobs claimed.
 -- Atomically moves up to `limit` due scheduled jobs to running, owned by
--- `owner` until now + lease_seconds. kit.lease_options checks the options
--- and applies the C stores' defaults (now = the clock, limit 100, lease
--- 30 s); kit.is_due selects scheduled jobs whose next_run_time has come;
--- kit.sort_claim puts the highest priority first (missing = 5), then the
--- earliest.
+-- `owner` until now + lease_seconds. The checked options come with the C
+-- stores' defaults (kit.lease_options: now = the clock, limit 100, lease
+-- 30 s). kit.due_jobs picks the scheduled jobs whose next_run_time has come
+-- (kit.is_due), highest priority first (missing = 5), then the earliest
+-- (kit.sort_claim), at most `limit` of them.
 function Store:claim_due_jobs(opts)
-  check_open(self)
-  local now, owner, lease_until, limit = kit.lease_options(opts, "claim_due_jobs")
-  local due = {}
-  for _, rec in pairs(self.jobs) do
-    if kit.is_due(rec, now) then due[#due + 1] = rec end
-  end
-  kit.sort_claim(due)
+  local now, owner, lease_until, limit = check_call(self, "claim_due_jobs", opts)
   local updated_at, out = stamp(self), {}
-  for i = 1, math.min(limit, #due) do
-    local rec = due[i]
+  for i, rec in ipairs(kit.due_jobs(self.jobs, now, limit)) do
     rec.status, rec.claimed_by, rec.lease_until, rec.updated_at = "running", owner, lease_until, updated_at
     out[i] = copy(rec)
   end
@@ -193,12 +172,11 @@ end
 -- -> one result per item, in order: {job_id=, ok=true} or {job_id=, ok=false,
 -- code="not_found"|"conflict"}. Each item is a CAS on claimed_by == owner,
 -- so an owner whose lease was recovered cannot overwrite the new owner.
--- kit.check_completions checks every item before anything changes (a
+-- Every item is checked before anything changes (kit.check_completions: a
 -- malformed item fails the whole call); kit.completion_result decides one
 -- item against the stored record, and an ok item is then applied here.
 function Store:complete_jobs(list)
-  check_open(self)
-  local items = kit.check_completions(list)
+  local items = check_call(self, "complete_jobs", list)
   local results, updated_at = {}, stamp(self)
   for i, item in ipairs(items) do
     local rec = self.jobs[item.job_id]
@@ -215,11 +193,10 @@ end
 
 -- recover_expired_leases(now) -> integer: running jobs whose lease_until is
 -- before now (kit.lease_expired) go back to scheduled, without owner or
--- lease, with the run that was cut short counted (kit.recovered). kit.to_us
--- reads `now` in any time form, or raises 'invalid'.
+-- lease, with the run that was cut short counted (kit.recovered). The
+-- checked `now` is µs, read from any time form (the clock by default).
 function Store:recover_expired_leases(now)
-  check_open(self)
-  now = now == nil and chronis.time.now() or kit.to_us(now, "recover_expired_leases: invalid 'now'")
+  now = check_call(self, "recover_expired_leases", now)
   local n, updated_at = 0, nil
   for _, rec in pairs(self.jobs) do
     if kit.lease_expired(rec, now) then
@@ -238,11 +215,9 @@ end
 -- heartbeat; moves lease_until to now + lease_seconds for each listed job
 -- that is running and owned by `owner`.
 function Store:extend_leases(opts)
-  check_open(self)
-  local _, owner, lease_until = kit.lease_options(opts, "extend_leases")
-  if type(opts.ids) ~= "table" then fail("invalid", "extend_leases: 'ids' must be an array of ids") end
+  local _, owner, lease_until, ids = check_call(self, "extend_leases", opts)
   local n, updated_at = 0, nil
-  for _, id in ipairs(opts.ids) do
+  for _, id in ipairs(ids) do
     local rec = self.jobs[id]
     if rec ~= nil and rec.status == "running" and rec.claimed_by == owner then
       updated_at = updated_at or stamp(self)
@@ -258,7 +233,7 @@ end
 -- Times are compared as numbers (kit.time_of): canonical strings do not
 -- sort in time order ("10:00:00.5Z" sorts before "10:00:00Z").
 function Store:next_due_time()
-  check_open(self)
+  check_call(self, "next_due_time")
   local best
   for _, rec in pairs(self.jobs) do
     local t = kit.time_of(rec, "next_run_time")

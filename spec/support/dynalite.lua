@@ -11,40 +11,13 @@
 -- never outlives the specs. A missing dynalite raises an error that says
 -- to run `make deps` (a failing test, never a skip).
 local chronis = require "chronis"
+local U = require "support.util"
 
 local M = {}
 
-local ROOT = debug.getinfo(1, "S").source:match("^@(.*)spec/support/dynalite%.lua$") or "./"
-if ROOT == "" then ROOT = "./" end
-M.CLI = ROOT .. "spec/node_modules/dynalite/cli.js"
+M.CLI = U.ROOT .. "/spec/node_modules/dynalite/cli.js"
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
--- A loopback port nobody listens on now (the kernel's pick).
-local function free_port()
-  local p = assert(io.popen("node -e \"const s=require('net').createServer();"
-    .. "s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})\""))
-  local port = tonumber(p:read("l") or "")
-  p:close()
-  assert(port, "could not find a free port (is node installed? run 'make deps')")
-  return port
-end
+local sh_quote, read = U.sh_quote, U.read
 
 local function answers(endpoint)
   local ok = pcall(chronis.http.request, { method = "POST", url = endpoint, body = "{}", timeout = 1,
@@ -54,7 +27,7 @@ local function answers(endpoint)
 end
 
 local function start_once()
-  local port = free_port()
+  local port = U.free_port()
   local log = os.tmpname()
   local cmd = ("node %s --port %d --host 127.0.0.1 --createTableMs 0 --deleteTableMs 0 --updateTableMs 0"
     .. " >%s 2>&1 & c=$!; cat >/dev/null; kill $c 2>/dev/null; wait $c 2>/dev/null"):format(
@@ -70,14 +43,14 @@ local function start_once()
   end
   local up = false
   for _ = 1, 300 do
-    if read(log):find("listening", 1, true) and answers(d.endpoint) then
+    if read(log, ""):find("listening", 1, true) and answers(d.endpoint) then
       up = true
       break
     end
     chronis.sleep(0.05)
   end
   if not up then
-    local text = read(log)
+    local text = read(log, "")
     d:stop()
     return nil, text
   end
@@ -85,7 +58,7 @@ local function start_once()
 end
 
 function M.start()
-  if not exists(M.CLI) then
+  if not U.exists(M.CLI) then
     error("dynalite is not installed (" .. M.CLI .. " is missing): run 'make deps', which runs "
       .. "'npm ci --prefix spec'", 2)
   end

@@ -60,6 +60,18 @@ function H.gate()
   return g
 end
 
+-- Gives s a handler "h" that holds every run in a gate, creates n date jobs
+-- j01, j02, ... due one second apart before T0, starts s and waits until
+-- `started` runs are held. Returns the gate (g.open = true lets them end).
+function H.hold_runs(s, n, started)
+  local g = H.gate()
+  s:handler("h", function(job) g:pass(job) end)
+  for i = 1, n do H.due_job(s, ("j%02d"):format(i), H.T0 - i * H.S) end
+  s:start()
+  H.wait(function() return #g.entered == started end, 10, "the runs did not start")
+  return g
+end
+
 -- A store written in Lua (chronis.storage.lua) over a memory store, whose
 -- methods first wait delays[method] seconds: a store call that really
 -- waits, as a networked store's does.
@@ -79,6 +91,14 @@ function H.slow_store(delays)
   return chronis.storage.lua(adapter), inner
 end
 
+-- A date job of scheduler s due at `at` (µs) running handler `func`
+-- ("h" by default); fields are added to the job.
+function H.due_job(s, id, at, func, fields)
+  local f = { job_id = id, func_name = func or "h", run_date = chronis.time.format(at) }
+  for k, v in pairs(fields or {}) do f[k] = v end
+  return s:create_date_job(f)
+end
+
 function H.ids(jobs)
   local out = {}
   for i, j in ipairs(jobs) do out[i] = j.job_id end
@@ -90,8 +110,8 @@ local function leaks()
   return core.live_tasks(), core.active_handles()
 end
 
--- Stops and closes every scheduler made by H.scheduler.
-local function stop_all()
+-- Stops and closes every scheduler made by H.scheduler (not their stores).
+function H.stop_all()
   for _, s in ipairs(made) do
     pcall(function()
       if s:state() == "running" then s:stop(0) end
@@ -113,7 +133,7 @@ end
 -- own timer is active (up to 12 s): timers a faulty engine left behind
 -- fire, so one test's leak is not blamed on the next.
 function H.drain()
-  stop_all()
+  H.stop_all()
   chronis.run_until(quiet, 12)
 end
 
@@ -121,8 +141,15 @@ end
 -- no task and no active libuv handle is left. A leak fails the test, after
 -- the loop has been drained so the next test starts clean.
 function H.cleanup()
-  stop_all()
+  H.stop_all()
   H.logs = {}
+  H.assert_quiet()
+end
+
+-- Fails when a task is alive or a libuv handle is active after 0.2 s of
+-- loop; before failing it drains the loop (up to 12 s), so that the next
+-- test starts clean.
+function H.assert_quiet()
   chronis.run_until(quiet, 0.2)
   local tasks, handles = leaks()
   if tasks ~= 0 or handles ~= 0 then chronis.run_until(quiet, 12) end

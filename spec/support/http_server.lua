@@ -5,22 +5,16 @@
 --   local server = require("support.http_server").start{ tls = true }
 --   server.url("/hello"), server.https_url("/hello"), server.cert
 --   server:stop()
+local U = require "support.util"
+
 local M = {}
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function have(cmd)
-  return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") == true
-end
+local sh_quote, have = U.sh_quote, U.has_command
 
 -- A self-signed certificate for 127.0.0.1 in a fresh folder: key, cert.
 local function make_cert()
   assert(have("openssl"), "openssl (the command) is missing: run 'make deps'")
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. sh_quote(dir)))
+  local dir = U.tmpdir("chronis-cert")
   local key, cert = dir .. "/key.pem", dir .. "/cert.pem"
   local ok = os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s -out %s -days 2 "
     .. "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1"):format(
@@ -32,15 +26,13 @@ end
 function M.start(opts)
   opts = opts or {}
   assert(have("node"), "node is missing: run 'make deps' (Node.js runs the spec servers)")
-  local root = debug.getinfo(1, "S").source:match("^@(.*)spec/support/http_server%.lua$") or "./"
-  if root == "" then root = "./" end
   local dir, key, cert
   local args = ""
   if opts.tls then
     dir, key, cert = make_cert()
     args = " " .. sh_quote(key) .. " " .. sh_quote(cert)
   end
-  local p = assert(io.popen("exec node " .. sh_quote(root .. "spec/support/http_server.js") .. args, "r"))
+  local p = assert(io.popen("exec node " .. sh_quote(U.ROOT .. "/spec/support/http_server.js") .. args, "r"))
   local line = p:read("l")
   assert(line, "the test HTTP server did not start")
   local info = require("chronis").json.decode(line)
@@ -52,7 +44,7 @@ function M.start(opts)
     os.execute("kill " .. math.tointeger(self.pid) .. " 2>/dev/null")
     self.pipe:close()
     self.pipe = nil
-    if self.dir then os.execute("rm -rf " .. sh_quote(self.dir)) end
+    if self.dir then U.remove_tree(self.dir) end
   end
   return s
 end

@@ -12,14 +12,9 @@
 -- on waits have a little slack for timer granularity, and the only upper
 -- bound is a generous one that catches a wait that ignored its timeout.
 local chronis = require "chronis"
-local core = require "chronis.core"
-local busted = require "busted"
-local assert = require "luassert"
+local U = require "support.util"
 
--- A module required from a spec runs outside the spec's environment, so it
--- takes busted's functions from busted itself.
-local describe, it = busted.describe, busted.it
-local before_each, after_each = busted.before_each, busted.after_each
+local describe, it, before_each, after_each, assert = U.busted()
 
 local function now_s()
   local t = chronis.time.now()
@@ -29,15 +24,6 @@ end
 
 local run_id = ("%x%x"):format(os.time(), math.random(0, 0xffffff))
 local serial = 0
-
--- docs/design.md: after each async spec the loop has no stray handles and no
--- task is left alive (closed adapters' handles are closing, not active).
-local function assert_loop_clean()
-  collectgarbage()
-  collectgarbage()
-  assert.are.equal(0, core.live_tasks(), "tasks left alive after the test")
-  assert.are.equal(0, core.active_handles(), "libuv handles left active after close")
-end
 
 return function(name, factory, opts)
   opts = opts or {}
@@ -54,13 +40,10 @@ return function(name, factory, opts)
     end)
 
     after_each(function()
-      if lock then
-        local l = lock
-        lock = nil
-        l:close()
-        if opts.teardown then opts.teardown(l) end
-      end
-      assert_loop_clean()
+      local l = lock
+      lock = nil
+      -- The loop is clean: closed adapters' handles are closing, not active.
+      U.close_and_check(l, opts.teardown)
     end)
 
     local function acquire(key, ttl, owner, extra)

@@ -1,9 +1,11 @@
--- A throwaway PostgreSQL server for the specs: initdb in a temporary folder
--- owned by the postgres OS user (the specs run as root), trust auth on
--- 127.0.0.1, a free port, a database created for the tests; stopped and
--- removed by stop(), and by a watchdog process if this process dies first.
+-- A throwaway PostgreSQL server for the specs (and the benchmarks): initdb
+-- in a temporary folder owned by the postgres OS user when this process is
+-- root (as the specs run), trust auth on 127.0.0.1, a free port, a
+-- database created for the tests; stopped and removed by stop(), and by a
+-- watchdog process if this process dies first.
 --
 --   local server = require("support.postgres").start()
+--   -- or start{ dir = ..., db = ..., settings = { synchronous_commit = "off" } }
 --   server:url("table=jobs")   -- postgres://postgres@127.0.0.1:PORT/chronis_test?table=jobs
 --   server:psql("SELECT 1")    -- output, rows as lines, columns split by |
 --   server:restart("fast")     -- or "immediate" (a crash)
@@ -11,15 +13,15 @@
 --
 -- Usable from a shell too: `lua5.4 spec/support/postgres.lua` starts a
 -- server, prints its URL and keeps it until Enter is pressed.
+local U = require "support.util"
+
 local M = {}
 
 local INSTALL = "install the server with `apt-get install postgresql` (or `make deps`)"
 -- Server tools run without a sanitizer runtime preloaded for this process.
 local ENV = "env -u LD_PRELOAD "
 
-local function q(s) -- a shell word
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local q = U.sh_quote -- a shell word
 
 local function sh(cmd)
   local ok, how, code = os.execute(ENV .. "sh -c " .. q(cmd))
@@ -33,17 +35,11 @@ local function read(cmd)
   return out, ok
 end
 
---- This process's id (the shell io.popen starts is its child).
-function M.pid()
-  if not M._pid then
-    local p = assert(io.popen("echo $PPID"))
-    M._pid = tonumber(p:read("a"))
-    p:close()
-  end
-  return M._pid
-end
+-- Root runs the server tools as the postgres OS user (initdb refuses root).
+local AS_ROOT = U.capture("id -u"):match("^0%s*$") ~= nil
 
-local function bindir()
+--- The newest installed server's bin folder, or nil.
+function M.bindir()
   local out = read("ls -1d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V")
   local best
   for line in out:gmatch("[^\n]+") do
@@ -63,16 +59,11 @@ local function tail(path, n)
   return table.concat(lines, "\n", math.max(1, #lines - (n or 15) + 1))
 end
 
-local function port_free(port)
-  local out = read("ss -Htln " .. q("sport = :" .. port) .. " 2>/dev/null")
-  return out == ""
-end
-
 local Server = {}
 Server.__index = Server
 
 function Server:pg(tool, args)
-  return ("%srunuser -u postgres -- %s/%s %s"):format(ENV, self.bin, tool, args)
+  return ("%s%s%s/%s %s"):format(ENV, AS_ROOT and "runuser -u postgres -- " or "", self.bin, tool, args)
 end
 
 function Server:ctl(args)
@@ -82,10 +73,15 @@ end
 
 -- fsync=off is safe for the specs (only an OS crash loses data); commits
 -- stay synchronous, since the crash spec needs every acknowledged commit to
--- survive a server crash.
+-- survive a server crash. start{settings = ...} changes or adds to these.
+local SETTINGS = { fsync = "off", full_page_writes = "off", max_connections = 300, shared_buffers = "256MB" }
+
 function Server:options()
-  return ("-k %s -h 127.0.0.1 -p %d -c fsync=off -c full_page_writes=off -c max_connections=300 " ..
-    "-c shared_buffers=256MB"):format(self.dir, self.port)
+  local names, opts = {}, { ("-k %s -h 127.0.0.1 -p %d"):format(self.dir, self.port) }
+  for k in pairs(self.settings) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do opts[#opts + 1] = ("-c %s=%s"):format(k, self.settings[k]) end
+  return table.concat(opts, " ")
 end
 
 function Server:start_server()
@@ -178,24 +174,33 @@ function Server:stop()
 end
 
 --- Starts a server or raises an error that says why and how to fix it.
+--- opts: db (the database created, "chronis_test"), dir (the server's
+--- folder, created; a new one under /tmp by default), settings (server
+--- settings, name = value, over the defaults above), bin (the server's bin
+--- folder, instead of the newest installed).
 function M.start(opts)
   opts = opts or {}
-  local bin = bindir()
+  local bin = opts.bin or M.bindir()
   if not bin then
     error("cannot start PostgreSQL for the tests: no /usr/lib/postgresql/*/bin/initdb; " .. INSTALL, 2)
   end
-  if not sh("id postgres >/dev/null 2>&1") then
+  if AS_ROOT and not sh("id postgres >/dev/null 2>&1") then
     error("cannot start PostgreSQL for the tests: no 'postgres' OS user; " .. INSTALL, 2)
   end
-  local dir = read("mktemp -d /tmp/chronis-pg.XXXXXX"):gsub("%s+$", "")
-  assert(dir ~= "", "mktemp failed")
-  local self = setmetatable({ bin = bin, dir = dir, data = dir .. "/data", db = opts.db or "chronis_test" }, Server)
-  sh("chown postgres " .. q(dir) .. " && chmod 700 " .. q(dir))
+  local dir = opts.dir
+  if dir then assert(sh("mkdir -p " .. q(dir)), "cannot create " .. dir) else dir = U.tmpdir("chronis-pg") end
+  local settings = {}
+  for k, v in pairs(SETTINGS) do settings[k] = v end
+  for k, v in pairs(opts.settings or {}) do settings[k] = v end
+  local self = setmetatable({ bin = bin, dir = dir, data = dir .. "/data", db = opts.db or "chronis_test",
+    settings = settings }, Server)
+  if AS_ROOT then sh("chown postgres " .. q(dir)) end
+  sh("chmod 700 " .. q(dir))
   -- Whatever happens to this process, the server goes with it: a watchdog
   -- in a session of its own (a kill of our process group, as `timeout`
   -- sends, must not take it too) stops the server once we are gone.
   local watchdog = ("while kill -0 %d 2>/dev/null; do sleep 1; done; sleep 2; %s -D %s -m immediate stop; rm -rf %s")
-    :format(M.pid(), self:pg("pg_ctl", ""), q(self.data), q(dir))
+    :format(U.PID, self:pg("pg_ctl", ""), q(self.data), q(dir))
   sh("setsid -f sh -c " .. q(watchdog) .. " >/dev/null 2>&1 </dev/null")
   if not sh(self:pg("initdb", ("-D %s -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8"):format(q(self.data)))
       .. " >" .. q(dir .. "/initdb.log") .. " 2>&1") then
@@ -204,10 +209,9 @@ function M.start(opts)
     error("cannot start PostgreSQL for the tests: initdb failed:\n" .. why, 2)
   end
   local started = false
-  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)"), 16) % 100000)
   for _ = 1, 8 do
-    self.port = math.random(20000, 60000)
-    if port_free(self.port) and self:start_server() then
+    self.port = U.free_port()
+    if self:start_server() then
       started = true
       break
     end

@@ -12,35 +12,22 @@
 --
 -- A missing redis-server is an error that says how to install it, so the
 -- specs that need it fail instead of being skipped.
+local U = require "support.util"
+
 local M = {}
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local sh_quote, sleep = U.sh_quote, U.sleep
 
+-- Output (stdout and stderr) of a shell command.
 local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  p:close()
-  return out
+  return (U.capture(cmd .. " 2>&1"))
 end
 
-local function exists(path)
-  local f = io.open(path)
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function sleep(s)
-  os.execute("sleep " .. s)
-end
-
-local lua_pid = tonumber(run("echo $PPID"):match("%d+"))
-math.randomseed(os.time() + (lua_pid or 0) * 7919)
+local lua_pid = U.PID
 
 local function require_binaries()
   for _, bin in ipairs({ "redis-server", "redis-cli" }) do
-    if run("command -v " .. bin):match("^%s*$") then
+    if not U.has_command(bin) then
       error(("%s not found: the Redis specs need a real server. Install it with `make deps` "
         .. "(Debian package redis-server)."):format(bin), 3)
     end
@@ -64,8 +51,18 @@ function Server:pid()
   return pid
 end
 
+-- A killed server may linger as a zombie when nothing reaps it (a
+-- container whose first process is not an init): kill -0 still succeeds
+-- then, so its state is read from /proc when there is one.
 local function alive(pid)
-  return pid and os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+  if not pid then return false end
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if f then
+    local state = f:read("a"):match("^%d+ %b() (%a)")
+    f:close()
+    return state ~= nil and state ~= "Z" and state ~= "X"
+  end
+  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
 end
 
 -- Starts redis-server on self.port with self.dir; true once it answers.
@@ -105,16 +102,21 @@ end
 
 -- Starts a server. opts: appendonly (true: AOF with fsync always, to
 -- survive kill -9), port (instead of a free one), args (more redis-server
--- arguments).
+-- arguments), dir (the server's folder, created; a new one under /tmp by
+-- default). stop() removes the folder.
 function M.start(opts)
   require_binaries()
   local self = setmetatable({ opts = opts or {} }, Server)
-  self.dir = run("mktemp -d /tmp/chronis-redis.XXXXXX"):match("%S+")
-  assert(self.dir and self.dir ~= "", "mktemp failed")
+  if self.opts.dir then
+    self.dir = self.opts.dir
+    assert(U.sh("mkdir -p " .. sh_quote(self.dir)), "cannot create " .. self.dir)
+  else
+    self.dir = U.tmpdir("chronis-redis")
+  end
   local f = assert(io.open(self.dir .. "/running", "w"))
   f:close()
   for _ = 1, self.opts.port and 1 or 20 do
-    self.port = self.opts.port or math.random(20000, 59999)
+    self.port = self.opts.port or U.free_port()
     if self:launch() then
       self.url = ("redis://127.0.0.1:%d/0"):format(self.port)
       -- Stops the server when the Lua state closes.
@@ -155,16 +157,9 @@ end
 function Server:stop()
   if self.stopped then return end
   self.stopped = true
-  local pid = self:pid()
-  if alive(pid) then
-    os.execute("kill -9 " .. pid)
-    for _ = 1, 100 do
-      if not alive(pid) then break end
-      sleep(0.02)
-    end
-  end
+  self:kill()
   os.remove(self.dir .. "/running")
-  os.execute("rm -rf " .. sh_quote(self.dir))
+  U.remove_tree(self.dir)
 end
 
 -- Whether anything answers PING on a loopback port.

@@ -8,61 +8,38 @@
 -- factory() returns a fresh, empty store. opts (optional):
 --   teardown(store)  runs after each test, once store:close() has run (drop
 --                    a database, remove a file); the store is closed there.
---   supports         { claim =, complete =, batch =, count =, recover = },
---                    all true by default. false declares that the adapter
---                    lacks the optional method (claim_due_jobs,
---                    complete_jobs, get_jobs_batch, count_jobs,
---                    recover_expired_leases): its tests are replaced by one
+--   supports         { <optional method> = false, ... }: every optional
+--                    method of the contract (chronis.storage.operations:
+--                    get_jobs_batch, count_jobs, claim_due_jobs,
+--                    complete_jobs, recover_expired_leases, extend_leases,
+--                    next_due_time) is expected unless declared false here;
+--                    the tests of one declared false are replaced by one
 --                    that asserts the method is indeed nil, so nothing is
 --                    skipped silently.
+--
+-- Every operation of the contract has its tests here: the suite checks
+-- that each one in chronis.storage.operations does.
 local chronis = require "chronis"
-local core = require "chronis.core"
-local busted = require "busted"
-local assert = require "luassert"
+local J = require "support.jobs"
+local U = require "support.util"
 
--- A module required from a spec runs outside the spec's environment, so it
--- takes busted's functions from busted itself.
-local describe, it = busted.describe, busted.it
-local before_each, after_each = busted.before_each, busted.after_each
+local describe, it, before_each, after_each, assert = U.busted()
 
 local null = chronis.json.null
 local parse, format = chronis.time.parse, chronis.time.format
 
-local OPTIONAL = {
-  claim = "claim_due_jobs",
-  complete = "complete_jobs",
-  batch = "get_jobs_batch",
-  count = "count_jobs",
-  recover = "recover_expired_leases",
-}
+-- The optional methods, from the contract's one table (close is no
+-- operation: its test is the last one here).
+local OPTIONAL = {}
+for _, op in ipairs(chronis.storage.operations) do
+  if not op.required and op.name ~= "close" then OPTIONAL[op.name] = true end
+end
 
 -- Jobs live at fixed instants so that only updated_at depends on the clock.
-local T0 = "2025-01-15T10:00:00Z"
+-- job(id, fields): a minimal scheduled job due at T0; fields override (NONE
+-- removes).
+local T0, NONE, copy, job, ids_of = J.T0, J.NONE, J.copy, J.job, J.ids_of
 local function at(seconds) return format(parse(T0) + seconds * 1000000) end
-
-local NONE = setmetatable({}, { __name = "NONE" }) -- "leave this field out"
-
-local function copy(v)
-  if type(v) ~= "table" then return v end
-  local t = {}
-  for k, x in pairs(v) do t[k] = copy(x) end
-  return t
-end
-
--- A minimal scheduled job due at T0; fields override (NONE removes).
-local function job(id, fields)
-  local j = { job_id = id, status = "scheduled", next_run_time = T0 }
-  for k, v in pairs(fields or {}) do
-    if v == NONE then j[k] = nil else j[k] = copy(v) end
-  end
-  return j
-end
-
-local function ids_of(list)
-  local out = {}
-  for i, j in ipairs(list) do out[i] = j.job_id end
-  return out
-end
 
 local function sorted(t)
   local out = copy(t)
@@ -90,15 +67,7 @@ local function wall_us()
 end
 
 -- Runs f, which must raise a structured error (docs/adapters.md) with `code`.
-local function assert_error_code(code, f)
-  local ok, err = pcall(f)
-  assert(not ok, ("expected an error %q, the call succeeded"):format(code))
-  assert(type(err) == "table",
-    ("expected a {code=, message=} error table, got %s: %s"):format(type(err), tostring(err)))
-  assert.are.equal(code, err.code, "wrong error code; message: " .. tostring(err.message))
-  assert.is_string(err.message)
-  return err
-end
+local assert_error_code = U.assert_error
 
 local function assert_canonical(s, what)
   what = what or "time"
@@ -116,15 +85,6 @@ local function assert_written_between(j, before, after)
   assert(u >= before - 1000000 and u <= after + 1000000,
     ("updated_at %s is not the time of the write (%s .. %s)"):format(
       j.updated_at, format(before), format(after)))
-end
-
--- docs/design.md: after each async spec the loop has no stray handles and no
--- task is left alive (closed adapters' handles are closing, not active).
-local function assert_loop_clean()
-  collectgarbage()
-  collectgarbage()
-  assert.are.equal(0, core.live_tasks(), "tasks left alive after the test")
-  assert.are.equal(0, core.active_handles(), "libuv handles left active after close")
 end
 
 return function(name, factory, opts)
@@ -145,13 +105,11 @@ return function(name, factory, opts)
     end)
 
     after_each(function()
-      if store then
-        local s = store
-        store = nil
-        s:close()
-        if opts.teardown then opts.teardown(s) end
-      end
-      assert_loop_clean()
+      local s = store
+      store = nil
+      -- docs/design.md: the loop has no stray handles and no task is left
+      -- alive (closed adapters' handles are closing, not active).
+      U.close_and_check(s, opts.teardown)
     end)
 
     local function create(id, fields) return store:create_job(job(id, fields)) end
@@ -162,20 +120,28 @@ return function(name, factory, opts)
 
     -- An optional operation: its tests when the adapter has it, else one
     -- test that it is really absent.
-    local function optional(key, body)
-      local method = OPTIONAL[key]
-      if supports[key] then
+    -- The tests of one operation of the contract.
+    local covered = {}
+    local function operation(method, body)
+      covered[method] = true
+      describe(method, body)
+    end
+
+    local function optional(method, body)
+      assert(OPTIONAL[method], "storage contract: not an optional operation: " .. method)
+      covered[method] = true
+      if supports[method] then
         describe(method, body)
       else
         describe(method, function()
-          it("is absent, as opts.supports." .. key .. " = false declares", function()
+          it("is absent, as opts.supports." .. method .. " = false declares", function()
             assert.is_nil(store[method])
           end)
         end)
       end
     end
 
-    describe("create_job", function()
+    operation("create_job", function()
       it("returns the stored job", function()
         local r = create("a", { name = "A", metadata = { tenant_id = "acme" } })
         assert.are.equal("a", r.job_id)
@@ -260,7 +226,7 @@ return function(name, factory, opts)
       end)
     end)
 
-    describe("get_job", function()
+    operation("get_job", function()
       it("returns nil for a missing id", function()
         assert.is_nil(store:get_job("missing"))
         create("present")
@@ -277,38 +243,7 @@ return function(name, factory, opts)
     end)
 
     describe("round trip", function()
-      local full = {
-        job_id = "daily_report_20250115_093000_0a1b2c3d",
-        name = "Daily Report",
-        trigger_type = "cron",
-        trigger_args = { hour = 9, minute = 30, day_of_week = "mon-fri" },
-        timezone = "Asia/Seoul",
-        func_name = "daily_report",
-        args = { 1, "two", 3.5, true, { nested = "t" } },
-        kwargs = { to = "a@b.c", count = 3, opts = { dry = false } },
-        status = "running",
-        next_run_time = "2025-01-15T00:30:00Z",
-        next_run_time_local = "2025-01-15T09:30:00+09:00",
-        metadata = { tenant_id = "acme", tags = { "x", "y" }, level = { deep = { n = 1 } } },
-        created_at = "2025-01-01T00:00:00Z",
-        max_retries = 3,
-        retry_delay_seconds = 60,
-        retry_count = 1,
-        timeout_seconds = 300,
-        priority = 7,
-        if_missed = "run_all",
-        misfire_threshold_seconds = 120,
-        last_run_time = "2025-01-14T00:30:00.123456Z",
-        last_scheduled_time = "2025-01-14T00:30:00Z",
-        claimed_by = "node-1",
-        lease_until = "2025-01-15T00:31:00Z",
-        attempt = 2,
-        custom = { deep = { 1, 2, "x" } },
-        enabled = false,
-        ratio = 0.25,
-        big = 1 << 40,
-        note = 'quote " backslash \\ tab \t newline \n ünïcode 日本',
-      }
+      local full = J.full()
 
       it("keeps every DESIGN §3 field, runtime field and unknown field", function()
         local r = store:create_job(copy(full))
@@ -390,7 +325,7 @@ return function(name, factory, opts)
           store:update_job("c", { name = "n" }),
           select(2, store:compare_and_swap_job("c", { name = "n" }, { name = "m" })),
         }
-        if supports.batch then returned[#returned + 1] = store:get_jobs_batch({ "c" }).c end
+        if supports.get_jobs_batch then returned[#returned + 1] = store:get_jobs_batch({ "c" }).c end
         for i, r in ipairs(returned) do
           assert.is_table(r, "result " .. i)
           r.status = "failed"
@@ -416,7 +351,7 @@ return function(name, factory, opts)
       end)
     end)
 
-    optional("batch", function()
+    optional("get_jobs_batch", function()
       it("returns found jobs keyed by id and leaves out missing ids", function()
         create("a", { name = "A" })
         create("b", { name = "B" })
@@ -434,7 +369,7 @@ return function(name, factory, opts)
       end)
     end)
 
-    describe("update_job", function()
+    operation("update_job", function()
       it("merges the given fields and keeps the others", function()
         create("u", { name = "old", priority = 3, metadata = { tenant_id = "acme" }, custom = { 1 } })
         local r = store:update_job("u", { name = "new", retry_count = 2 })
@@ -515,7 +450,7 @@ return function(name, factory, opts)
       end)
     end)
 
-    describe("compare_and_swap_job", function()
+    operation("compare_and_swap_job", function()
       it("applies the updates when every expected field matches", function()
         create("c", { priority = 3, name = "n" })
         local ok, r = store:compare_and_swap_job("c", { status = "scheduled", priority = 3 },
@@ -630,7 +565,7 @@ return function(name, factory, opts)
       end)
     end)
 
-    describe("delete_job", function()
+    operation("delete_job", function()
       it("returns true when the job existed, then false", function()
         create("d")
         create("keep")
@@ -646,7 +581,7 @@ return function(name, factory, opts)
       end)
     end)
 
-    describe("query_jobs", function()
+    operation("query_jobs", function()
       -- Inserted out of order; the times are chosen so that comparing them
       -- as strings (or ignoring offsets and fractions) gives a wrong order.
       local function ordering_fixture()
@@ -802,7 +737,7 @@ return function(name, factory, opts)
       end)
     end)
 
-    optional("count", function()
+    optional("count_jobs", function()
       it("counts all jobs and each filter's matches, as many as query_jobs returns", function()
         assert.are.equal(0, store:count_jobs())
         create("a", { metadata = { tenant_id = "acme" }, trigger_type = "cron" })
@@ -838,7 +773,7 @@ return function(name, factory, opts)
       end)
     end)
 
-    optional("claim", function()
+    optional("claim_due_jobs", function()
       local NOW = T0
 
       local function claim(owner, limit, now, lease)
@@ -1010,7 +945,7 @@ return function(name, factory, opts)
       end)
     end)
 
-    optional("complete", function()
+    optional("complete_jobs", function()
       -- A job as claim_due_jobs leaves it.
       local function running(id, owner, fields)
         local f = { status = "running", claimed_by = owner, lease_until = at(30), next_run_time = at(-1) }
@@ -1112,7 +1047,7 @@ return function(name, factory, opts)
         assert.is_true(parse(store:get_job("a").updated_at) > parse(c.updated_at))
       end)
 
-      if supports.claim then
+      if supports.claim_due_jobs then
         it("makes a rescheduled job claimable again at its new time only", function()
           create("a", { next_run_time = at(-1) })
           local claimed = store:claim_due_jobs({ now = T0, limit = 5, owner = "node-a", lease_seconds = 30 })
@@ -1127,7 +1062,7 @@ return function(name, factory, opts)
       end
     end)
 
-    optional("recover", function()
+    optional("recover_expired_leases", function()
       it("returns running jobs whose lease ended before now to scheduled", function()
         create("r1", { status = "running", claimed_by = "a", lease_until = at(10), metadata = { k = 1 } })
         create("r2", { status = "running", claimed_by = "b", lease_until = at(100) })
@@ -1172,7 +1107,7 @@ return function(name, factory, opts)
         assert.are.equal("scheduled", tried.status)
       end)
 
-      if supports.claim and supports.complete then
+      if supports.claim_due_jobs and supports.complete_jobs then
         it("lets a new owner claim the job and shuts out the old one", function()
           create("a", { next_run_time = at(-1) })
           assert.are.equal(1, #store:claim_due_jobs({ now = T0, limit = 1, owner = "old", lease_seconds = 30 }))
@@ -1186,6 +1121,193 @@ return function(name, factory, opts)
           res = store:complete_jobs({ { job_id = "a", owner = "new", delete = true } })
           assert.is_true(res[1].ok)
           assert.is_nil(store:get_job("a"))
+        end)
+      end
+    end)
+
+    optional("extend_leases", function()
+      -- A job as claim_due_jobs leaves it.
+      local function running(id, owner, fields)
+        local f = { status = "running", claimed_by = owner, lease_until = at(30), next_run_time = at(-1) }
+        for k, v in pairs(fields or {}) do f[k] = v end
+        return create(id, f)
+      end
+
+      local function extend(owner, ids, now, lease)
+        return store:extend_leases({ owner = owner, ids = ids, now = now or T0, lease_seconds = lease or 60 })
+      end
+
+      it("moves lease_until to now + lease_seconds for the owner's running jobs", function()
+        running("a", "node-a", { metadata = { k = 1 } })
+        running("b", "node-a")
+        local n = extend("node-a", { "a", "b" }, at(20), 45)
+        assert.are.equal("integer", math.type(n))
+        assert.are.equal(2, n)
+        for _, id in ipairs({ "a", "b" }) do
+          local got = store:get_job(id)
+          assert.are.equal(at(65), got.lease_until)
+          assert.are.equal("running", got.status)
+          assert.are.equal("node-a", got.claimed_by)
+        end
+        assert.are.same({ k = 1 }, store:get_job("a").metadata)
+      end)
+
+      it("leaves jobs of another owner, jobs not running and missing ids alone", function()
+        running("mine", "node-a")
+        running("theirs", "node-b")
+        create("waiting", { claimed_by = "node-a", lease_until = at(30) })
+        local before = store:query_jobs({ job_id_in = { "theirs", "waiting" } })
+        assert.are.equal(1, extend("node-a", { "theirs", "waiting", "ghost", "mine" }, at(10), 100))
+        assert.are.equal(at(110), store:get_job("mine").lease_until)
+        assert.are.same(before, store:query_jobs({ job_id_in = { "theirs", "waiting" } }))
+        assert.is_nil(store:get_job("ghost"))
+      end)
+
+      it("returns 0 for no ids", function()
+        running("a", "node-a")
+        assert.are.equal(0, extend("node-a", {}))
+        assert.are.equal(at(30), store:get_job("a").lease_until)
+      end)
+
+      it("accepts now as integer µs and in any ISO form", function()
+        running("a", "node-a")
+        assert.are.equal(1, extend("node-a", { "a" }, parse(at(5)), 10))
+        assert.are.equal(at(15), store:get_job("a").lease_until)
+        assert.are.equal(1, extend("node-a", { "a" }, "2025-01-15T11:00:10+01:00", 10))
+        assert.are.equal(at(20), store:get_job("a").lease_until)
+      end)
+
+      it("sets updated_at", function()
+        local c = running("a", "node-a")
+        chronis.sleep(0.02)
+        local before = wall_us()
+        extend("node-a", { "a" })
+        local after = wall_us()
+        local got = store:get_job("a")
+        assert_written_between(got, before, after)
+        assert.is_true(parse(got.updated_at) > parse(c.updated_at))
+      end)
+
+      it("refuses a call without an owner with 'invalid'", function()
+        running("a", "node-a")
+        assert_error_code("invalid", function() store:extend_leases({ ids = { "a" }, now = T0 }) end)
+        assert.are.equal(at(30), store:get_job("a").lease_until)
+      end)
+
+      if supports.recover_expired_leases then
+        it("keeps an extended lease from being recovered until it ends", function()
+          running("a", "node-a")
+          assert.are.equal(1, extend("node-a", { "a" }, at(20), 60))
+          assert.are.equal(0, store:recover_expired_leases(at(31)))
+          assert.are.equal("running", store:get_job("a").status)
+          assert.are.equal(1, store:recover_expired_leases(at(81)))
+          assert.are.equal("scheduled", store:get_job("a").status)
+        end)
+      end
+    end)
+
+    optional("next_due_time", function()
+      it("is nil on an empty store", function()
+        assert.is_nil(store:next_due_time())
+      end)
+
+      it("is the earliest next_run_time of a scheduled job, canonical", function()
+        create("later", { next_run_time = at(60) })
+        create("first", { next_run_time = "2025-01-15T11:00:30.5+01:00" })
+        create("half", { next_run_time = at(31) })
+        local t = store:next_due_time()
+        assert_canonical(t, "next_due_time")
+        assert.are.equal("2025-01-15T10:00:30.500000Z", t)
+      end)
+
+      it("passes over jobs that are not scheduled or have no next_run_time", function()
+        for _, st in ipairs({ "pending", "paused", "failed", "running" }) do
+          create(st, { status = st, next_run_time = at(-100) })
+        end
+        create("undated", { next_run_time = NONE })
+        assert.is_nil(store:next_due_time())
+        create("due", { next_run_time = at(100) })
+        assert.are.equal(at(100), store:next_due_time())
+      end)
+
+      it("follows updates and deletes", function()
+        create("a", { next_run_time = at(10) })
+        create("b", { next_run_time = at(20) })
+        assert.are.equal(at(10), store:next_due_time())
+        store:update_job("a", { status = "paused" })
+        assert.are.equal(at(20), store:next_due_time())
+        store:update_job("b", { next_run_time = at(5) })
+        assert.are.equal(at(5), store:next_due_time())
+        store:delete_job("b")
+        assert.is_nil(store:next_due_time())
+        store:update_job("a", { status = "scheduled" })
+        assert.are.equal(at(10), store:next_due_time())
+      end)
+    end)
+
+    -- The rules every request follows are one on every store: a request
+    -- that breaks one is refused, whatever the store holds.
+    describe("rules", function()
+      it("refuse an empty job_id at creation", function()
+        assert_error_code("invalid", function() store:create_job(job("")) end)
+        assert.are.same({}, store:query_jobs())
+      end)
+
+      it("refuse a known field of the wrong type, at creation and in updates", function()
+        assert_error_code("invalid", function() store:create_job(job("w", { name = 5 })) end)
+        assert.is_nil(store:get_job("w"))
+        create("u")
+        assert_error_code("invalid", function() store:update_job("u", { trigger_args = "x" }) end)
+        assert.is_nil(store:get_job("u").trigger_args)
+      end)
+
+      it("refuse a change of job_id or the removal of status, found or not", function()
+        create("u")
+        for _, id in ipairs({ "u", "missing" }) do
+          local err = assert_error_code("invalid", function() store:update_job(id, { job_id = "v" }) end)
+          assert.truthy(err.message:find("job_id cannot be changed", 1, true), err.message)
+          err = assert_error_code("invalid", function() store:update_job(id, { status = null }) end)
+          assert.truthy(err.message:find("status cannot be removed", 1, true), err.message)
+        end
+        assert.are.same({ "u" }, query_ids())
+        assert.are.equal("scheduled", store:get_job("u").status)
+        assert.is_nil(store:get_job("v"))
+      end)
+
+      it("refuse bad updates in a compare-and-swap whether or not it would match", function()
+        create("c", { name = "n" })
+        for _, expected in ipairs({ { name = "n" }, { name = "other" } }) do
+          assert_error_code("invalid", function()
+            store:compare_and_swap_job("c", expected, { job_id = "d" })
+          end)
+        end
+        assert_error_code("invalid", function()
+          store:compare_and_swap_job("missing", { name = "n" }, { job_id = "d" })
+        end)
+        assert.are.same({ "c" }, query_ids())
+      end)
+
+      if supports.complete_jobs then
+        it("refuse a whole completion batch with one bad item, changing nothing", function()
+          create("a", { status = "running", claimed_by = "node-a", lease_until = at(30) })
+          create("b", { status = "running", claimed_by = "node-a", lease_until = at(30) })
+          local before = store:query_jobs()
+          local err = assert_error_code("invalid", function()
+            store:complete_jobs({
+              { job_id = "a", owner = "node-a", delete = true },
+              { job_id = "b", owner = "node-a", updates = { job_id = "z" } },
+            })
+          end)
+          assert.truthy(err.message:find("job_id cannot be changed", 1, true), err.message)
+          assert.are.same(before, store:query_jobs())
+        end)
+      end
+
+      if supports.claim_due_jobs then
+        it("take a limit of 0 as nothing to claim", function()
+          create("a", { next_run_time = at(-1) })
+          assert.are.same({}, store:claim_due_jobs({ now = T0, owner = "o", limit = 0 }))
+          assert.are.equal("scheduled", store:get_job("a").status)
         end)
       end
     end)
@@ -1245,8 +1367,8 @@ return function(name, factory, opts)
         local again = numbers_job("n")
         store:update_job("n", { args = again.args, kwargs = again.kwargs, metadata = again.metadata })
         assert_numbers(store:get_job("n"), "get_job after update_job")
-        if supports.batch then assert_numbers(store:get_jobs_batch({ "n" }).n, "get_jobs_batch") end
-        if supports.claim then
+        if supports.get_jobs_batch then assert_numbers(store:get_jobs_batch({ "n" }).n, "get_jobs_batch") end
+        if supports.claim_due_jobs then
           assert_numbers(store:claim_due_jobs({ now = T0, owner = "o", limit = 10 })[1], "claim_due_jobs")
         end
       end)
@@ -1379,10 +1501,10 @@ return function(name, factory, opts)
           assert_invalid("job_id", function()
             store:compare_and_swap_job(id, { status = "scheduled" }, { name = "n" })
           end)
-          if supports.batch then
+          if supports.get_jobs_batch then
             assert_invalid("job_id", function() store:get_jobs_batch({ "nul", id }) end)
           end
-          if supports.complete then
+          if supports.complete_jobs then
             assert_invalid("job_id", function()
               store:complete_jobs({ { job_id = id, owner = "o", delete = true } })
             end)
@@ -1408,7 +1530,7 @@ return function(name, factory, opts)
           }
           for _, c in ipairs(cases) do
             assert_invalid(c[2], function() store:query_jobs(c[1]) end)
-            if supports.count then assert_invalid(c[2], function() store:count_jobs(c[1]) end) end
+            if supports.count_jobs then assert_invalid(c[2], function() store:count_jobs(c[1]) end) end
           end
         end
       end)
@@ -1421,20 +1543,28 @@ return function(name, factory, opts)
         assert.are.same({}, query_ids(nil, math.maxinteger, math.maxinteger))
         assert.are.same({}, query_ids({ status = "scheduled" }, 1, math.maxinteger))
         assert.are.same({ "j3" }, query_ids({ status = "scheduled" }, math.maxinteger, 2))
-        if supports.claim then
+        if supports.claim_due_jobs then
           local got = store:claim_due_jobs({ now = at(10), owner = "o", limit = math.maxinteger })
           assert.are.same({ "j1", "j2", "j3" }, sorted(ids_of(got)))
         end
       end)
     end)
 
-    describe("close", function()
-      it("is idempotent, and a closed store refuses calls", function()
+    operation("close", function()
+      it("is idempotent, and a closed store refuses calls with 'unavailable'", function()
         create("a")
         store:close()
         store:close()
-        assert.has_error(function() store:get_job("a") end)
+        local ok, err = pcall(store.get_job, store, "a")
+        assert.is_false(ok)
+        assert.are.equal("unavailable", err.code)
       end)
+    end)
+
+    it("has tests for every operation of the contract", function()
+      for _, op in ipairs(chronis.storage.operations) do
+        assert(covered[op.name], "storage contract: no tests for " .. op.name)
+      end
     end)
   end)
 end

@@ -1,0 +1,740 @@
+-- The engine contract (docs/engine.md) as one busted suite: what the
+-- scheduler does with a store — claims, retries, misfires, leases,
+-- timeouts, wake-ups, pause and resume, graceful stop — checked on every
+-- store the way storage_contract.lua checks the stores themselves:
+--
+--   require("support.engine_contract")("sqlite", function()
+--     return chronis.storage.sqlite(tmpfile())
+--   end, { teardown = function(store) os.remove(tmpfile()) end })
+--
+-- factory() returns a fresh, empty store. opts (optional):
+--   teardown(store)  runs after each test, once the store is closed.
+--   reopen(store)    another handle on the same jobs (its own connections,
+--                    as another process has); the claim and lease tests then
+--                    also run with one scheduler on each handle. The
+--                    handles it returns are closed after each test.
+--   hints_across_handles  true when a job written through one handle wakes
+--                    the schedulers of another (PostgreSQL NOTIFY, Redis
+--                    pub/sub); needs reopen.
+--   next_due_time    false declares that the store cannot say when its next
+--                    job is due (a Lua adapter without next_due_time): then
+--                    a job created before its scheduler started waits for
+--                    the poll, by design, and that test is left out.
+--   scheduler        options added to every scheduler (e.g. a lock).
+--
+-- Schedules run on a fake clock (the `clock` option): every claim, recovery
+-- and heartbeat gives the store the engine's `now`, so misfires, retries
+-- and expired leases need no waiting, also on servers that keep their own
+-- time for updated_at. What only real time shows (wake-ups, the heartbeat of
+-- a live process, handler timeouts) runs on the real clock with short
+-- intervals and waits bounded far below the polling interval: a test fails
+-- when the behaviour is missing, never because a machine is slow. Store
+-- calls may answer later than the tick that made them (networked stores),
+-- so every check of what a tick did waits for its effect.
+local chronis = require "chronis"
+local H = require "support.engine_helper"
+local U = require "support.util"
+
+local describe, it, before_each, after_each, assert = U.busted()
+
+local S, T0 = H.S, H.T0
+local fmt, due_job = chronis.time.format, H.due_job
+
+local KNOWN = { teardown = true, reopen = true, hints_across_handles = true, next_due_time = true,
+  scheduler = true }
+
+return function(name, factory, opts)
+  opts = opts or {}
+  for k in pairs(opts) do
+    assert(KNOWN[k], ("engine contract: unknown option %q"):format(tostring(k)))
+  end
+  assert(not opts.hints_across_handles or opts.reopen,
+    "engine contract: hints_across_handles needs reopen")
+
+  describe(name .. " engine contract", function()
+    local store, clock, handles, drain
+
+    before_each(function()
+      store = factory()
+      assert(store, "factory() returned no store")
+      clock = H.fake_clock()
+      handles = {}
+      drain = false
+    end)
+
+    after_each(function()
+      H.stop_all()
+      for _, h in ipairs(handles) do h:close() end
+      local s = store
+      store = nil
+      s:close()
+      if opts.teardown then opts.teardown(s) end
+      if drain then H.drain() end
+      H.assert_quiet()
+    end)
+
+    -- A scheduler on the store, on the fake clock unless o.clock == false.
+    -- Each runs the probe jobs of settle() below, whoever created them.
+    local function sched(o)
+      local all = { storage = store, clock = clock.fn }
+      for k, v in pairs(opts.scheduler or {}) do all[k] = v end
+      for k, v in pairs(o or {}) do all[k] = v end
+      if all.clock == false then all.clock = nil end
+      local s = H.scheduler(all)
+      s:handler("probe", function() end)
+      return s
+    end
+
+    local function wait(pred, msg, seconds)
+      H.wait(pred, seconds or 10, msg)
+    end
+
+    local function second_handle()
+      local h = opts.reopen(store)
+      handles[#handles + 1] = h
+      return h
+    end
+
+    -- The job's field, or nil when the job is gone.
+    local function field(id, key)
+      local j = store:get_job(id)
+      return j and j[key]
+    end
+
+    -- Waits until one poll has finished: a job due now at the lowest
+    -- priority is claimed together with every job that is due, and started
+    -- after them; once it has run and is gone, any job that was wrongly
+    -- due has started too.
+    local probes = 0
+    local function settle(s)
+      probes = probes + 1
+      local id = "probe" .. probes
+      due_job(s, id, s:now(), "probe", { priority = 0 })
+      s:tick()
+      wait(function() return store:get_job(id) == nil end, "the probe job " .. id .. " did not run")
+    end
+
+    describe("claims", function()
+      local function exactly_once(store1, store2, n)
+        local counts, total = {}, 0
+        local function h(job)
+          counts[job.job_id] = (counts[job.job_id] or 0) + 1
+          total = total + 1
+          if total % 3 == 0 then chronis.sleep(0) end
+        end
+        local s1 = sched { storage = store1, polling_interval = 0.1 }
+        local s2 = sched { storage = store2, polling_interval = 0.1 }
+        s1:handler("h", h)
+        s2:handler("h", h)
+        for i = 1, n do due_job(s1, ("j%03d"):format(i), T0) end
+        s1:start()
+        s2:start()
+        wait(function() return store:count_jobs() == 0 end, "jobs left in the store", 60)
+        chronis.run_until(0.2) -- room for a second run of any job
+        assert.are.equal(n, total)
+        for i = 1, n do
+          local id = ("j%03d"):format(i)
+          assert.are.equal(1, counts[id], id)
+        end
+        assert.are.equal(n, s1:stats().claimed + s2:stats().claimed)
+      end
+
+      it("gives each of 200 due jobs to exactly one of two schedulers on the store", function()
+        exactly_once(store, store, 200)
+      end)
+
+      if opts.reopen then
+        it("gives each of 200 due jobs to exactly one of two schedulers on two handles", function()
+          exactly_once(store, second_handle(), 200)
+        end)
+      end
+
+      it("claims a job with claimed_by = node id and lease_until = now + lease_seconds", function()
+        local s = sched { lease_seconds = 45 }
+        local g = H.hold_runs(s, 1, 1)
+        local j = store:get_job("j01")
+        assert.are.equal("running", j.status)
+        assert.are.equal(s:node_id(), j.claimed_by)
+        assert.are.equal(T0 + 45 * S, H.t(j.lease_until))
+        g.open = true
+        wait(function() return store:get_job("j01") == nil end)
+      end)
+    end)
+
+    describe("retries", function()
+      it("back off 60, 120, 240, ... capped at 3600 s, then fail and call on_failure once", function()
+        local failures = {}
+        local s = sched { on_failure = function(id, err) failures[#failures + 1] = { id = id, err = err } end }
+        local seen = {}
+        s:handler("boom", function(job)
+          seen[#seen + 1] = { attempt = job.attempt, retry_count = job.retry_count }
+          error("boom!")
+        end)
+        due_job(s, "r", T0, "boom", { max_retries = 8, retry_delay_seconds = 60 })
+        s:start()
+        for n, delay in ipairs({ 60, 120, 240, 480, 960, 1920, 3600, 3600 }) do
+          wait(function() return field("r", "retry_count") == n end, ("retry %d not written"):format(n))
+          local j = store:get_job("r")
+          assert.are.equal("scheduled", j.status)
+          assert.are.equal(clock.now + delay * S, H.t(j.next_run_time),
+            ("retry %d: expected a delay of %d s"):format(n, delay))
+          assert.is_nil(j.claimed_by)
+          assert.are.same({}, failures)
+          clock.now = H.t(j.next_run_time)
+          s:tick()
+        end
+        wait(function() return field("r", "status") == "failed" and #failures == 1 end,
+          "the job did not fail once retries were spent")
+        local j = store:get_job("r")
+        assert.is_nil(j.next_run_time)
+        assert.are.equal(9, #seen)
+        for i, x in ipairs(seen) do
+          assert.are.same({ attempt = i, retry_count = i - 1 }, x)
+        end
+        assert.are.equal("r", failures[1].id)
+        assert.truthy(tostring(failures[1].err.message):find("boom!", 1, true))
+        -- A failed job is never polled again.
+        clock.now = clock.now + 86400 * S
+        settle(s)
+        assert.are.equal(9, #seen)
+        assert.are.equal(1, #failures)
+      end)
+
+      it("a success resets retry_count and sets last_run_time and last_scheduled_time", function()
+        local s = sched()
+        local calls = 0
+        s:handler("flaky", function()
+          calls = calls + 1
+          if calls == 1 then error("transient") end
+        end)
+        s:every { hours = 1 }:config { job_id = "f", retry = 3, retry_delay = 60 }:run("flaky")
+        s:start()
+        clock.now = T0 + 3600 * S
+        s:tick()
+        wait(function() return field("f", "retry_count") == 1 end, "the retry was not written")
+        local j = store:get_job("f")
+        assert.is_nil(j.last_run_time)
+        local retry_at = H.t(j.next_run_time)
+        assert.are.equal(clock.now + 60 * S, retry_at)
+        clock.now = retry_at + 5 * S
+        s:tick()
+        wait(function() return field("f", "retry_count") == 0 end, "the success was not written")
+        assert.are.equal(2, calls)
+        j = store:get_job("f")
+        assert.are.equal("scheduled", j.status)
+        assert.are.equal(retry_at + 5 * S, H.t(j.last_run_time))
+        assert.are.equal(retry_at, H.t(j.last_scheduled_time))
+        assert.is_true(H.t(j.next_run_time) > clock.now)
+        assert.are.equal(2, j.attempt)
+      end)
+    end)
+
+    describe("misfires", function()
+      local s, runs
+
+      before_each(function()
+        s = sched()
+        runs = {}
+        s:handler("h", function(job)
+          runs[#runs + 1] = { job_id = job.job_id, scheduled = job.scheduled_time, at = s:now() }
+        end)
+        s:start()
+      end)
+
+      local function scheduled_times()
+        local out = {}
+        for i, r in ipairs(runs) do out[i] = r.scheduled end
+        return out
+      end
+
+      it("count a run as missed only when next_run_time + threshold < now (strict)", function()
+        due_job(s, "at_limit", T0 - 60 * S, "h", { if_missed = "skip" })
+        due_job(s, "past_limit", T0 - 60 * S - 1, "h", { if_missed = "skip" })
+        due_job(s, "small_threshold", T0 - 31 * S, "h",
+          { if_missed = "skip", misfire_threshold_seconds = 30 })
+        s:tick()
+        -- The skipped one-shots are gone too.
+        wait(function() return store:count_jobs() == 0 end, "jobs left in the store")
+        assert.are.same({ "at_limit" }, H.ids(runs))
+        assert.are.equal(2, s:stats().skipped)
+      end)
+
+      it("skip: completes without running and advances past now (cron default)", function()
+        local j = s:on { cron = "*/5 * * * *" }:config { job_id = "c" }:run("h")
+        assert.are.equal("skip", j.if_missed)
+        assert.are.equal(T0 + 300 * S, H.t(j.next_run_time))
+        clock.now = H.t("2025-01-15T10:17:30Z")
+        s:tick()
+        wait(function() return field("c", "next_run_time") == "2025-01-15T10:20:00Z" end,
+          "the job did not move to 10:20")
+        settle(s)
+        assert.are.same({}, runs)
+        j = store:get_job("c")
+        assert.are.equal("scheduled", j.status)
+        assert.is_nil(j.last_run_time)
+        assert.is_nil(j.claimed_by)
+      end)
+
+      it("skip: deletes a missed one-shot without running it", function()
+        due_job(s, "d", T0 - 3600 * S, "h", { if_missed = "skip" })
+        s:tick()
+        wait(function() return store:get_job("d") == nil end, "the job was not deleted")
+        assert.are.same({}, runs)
+      end)
+
+      it("run_once: runs an interval job once and takes the next time from now (default)", function()
+        local j = s:every { minutes = 10 }:config { job_id = "i" }:run("h")
+        assert.are.equal("run_once", j.if_missed)
+        clock.now = H.t("2025-01-15T11:05:00Z")
+        s:tick()
+        wait(function() return field("i", "last_scheduled_time") ~= nil end, "the run was not written")
+        settle(s)
+        assert.are.equal(1, #runs)
+        assert.are.equal("2025-01-15T10:10:00Z", runs[1].scheduled)
+        j = store:get_job("i")
+        local nxt = H.t(j.next_run_time)
+        assert.is_true(nxt > clock.now, j.next_run_time)
+        assert.is_true(nxt <= clock.now + 600 * S, j.next_run_time)
+        assert.are.equal("2025-01-15T10:10:00Z", j.last_scheduled_time)
+      end)
+
+      it("run_once: runs a missed one-shot once and deletes it (default)", function()
+        local j = s:once(T0 + 60 * S):config { job_id = "o" }:run("h")
+        assert.are.equal("run_once", j.if_missed)
+        clock.now = T0 + 3 * 3600 * S
+        s:tick()
+        wait(function() return store:get_job("o") == nil end, "the job was not deleted")
+        assert.are.same({ "o" }, H.ids(runs))
+      end)
+
+      it("run_once: a missed cron job runs once and its next time is the first slot after now", function()
+        s:on { cron = "*/5 * * * *" }:config { job_id = "c", if_missed = "run_once" }:run("h")
+        clock.now = H.t("2025-01-15T10:17:30Z")
+        s:tick()
+        wait(function() return field("c", "next_run_time") == "2025-01-15T10:20:00Z" end,
+          "the job did not move to 10:20")
+        settle(s)
+        assert.are.equal(1, #runs)
+      end)
+
+      it("run_all: cron catches up each missed slot once, then stops", function()
+        s:on { minute = "*" }:config { job_id = "c", if_missed = "run_all" }:run("h")
+        clock.now = H.t("2025-01-15T10:05:30Z")
+        s:tick()
+        wait(function() return field("c", "next_run_time") == "2025-01-15T10:06:00Z" end,
+          "the job did not catch up to 10:06", 30)
+        settle(s)
+        assert.are.same({ "2025-01-15T10:01:00Z", "2025-01-15T10:02:00Z", "2025-01-15T10:03:00Z",
+                          "2025-01-15T10:04:00Z", "2025-01-15T10:05:00Z" }, scheduled_times())
+        assert.are.equal("scheduled", store:get_job("c").status)
+      end)
+
+      it("run_all: an interval job runs each missed slot once", function()
+        s:every { minutes = 10 }:config { job_id = "i", if_missed = "run_all" }:run("h")
+        clock.now = H.t("2025-01-15T10:35:00Z")
+        s:tick()
+        wait(function() return field("i", "next_run_time") == "2025-01-15T10:40:00Z" end,
+          "the job did not catch up to 10:40", 30)
+        settle(s)
+        assert.are.same({ "2025-01-15T10:10:00Z", "2025-01-15T10:20:00Z", "2025-01-15T10:30:00Z" },
+          scheduled_times())
+      end)
+
+      it("end (delete) a job whose trigger has no further time, after one run", function()
+        s:on { year = 2025, month = 1, day = 15, hour = 10, minute = 1 }:config { job_id = "last" }
+          :run("h")
+        clock.now = T0 + 60 * S
+        s:tick()
+        wait(function() return store:get_job("last") == nil end, "the job was not deleted")
+        assert.are.equal(1, #runs)
+        clock.now = T0 + 3600 * S
+        settle(s)
+        assert.are.equal(1, #runs)
+      end)
+
+      it("end a job whose only remaining slot was skipped", function()
+        s:on { year = 2025, month = 1, day = 15, hour = 10, minute = 1 }:config { job_id = "last" }
+          :run("h")
+        clock.now = T0 + 3600 * S
+        s:tick()
+        wait(function() return store:get_job("last") == nil end, "the job was not deleted")
+        assert.are.same({}, runs)
+      end)
+    end)
+
+    describe("leases", function()
+      -- A job left running by a node that is gone (or, with a lease still
+      -- valid, by one that lives).
+      local function orphan(id, lease_until, owner)
+        return store:create_job {
+          job_id = id, status = "running", claimed_by = owner or "dead-node",
+          lease_until = fmt(lease_until), next_run_time = fmt(T0 - 5 * S),
+          trigger_type = "date", trigger_args = { run_date = fmt(T0 - 5 * S) },
+          func_name = "h",
+        }
+      end
+
+      it("are extended by the heartbeat while the job runs", function()
+        local s = sched { lease_seconds = 0.6 }
+        local g = H.hold_runs(s, 1, 1)
+        assert.are.equal(T0 + 600000, H.t(field("j01", "lease_until")))
+        -- Each step of the clock stays within the lease last granted, as a
+        -- live process's would.
+        for _, at in ipairs({ 400000, 800000 }) do
+          clock.now = T0 + at
+          wait(function() return H.t(field("j01", "lease_until")) == T0 + at + 600000 end,
+            "lease not extended")
+          local j = store:get_job("j01")
+          assert.are.equal("running", j.status)
+          assert.are.equal(s:node_id(), j.claimed_by)
+          assert.are.equal(1, #g.entered, "the job was recovered and started again")
+        end
+        g.open = true
+        wait(function() return store:get_job("j01") == nil end)
+      end)
+
+      it("that expired are recovered and their jobs run; valid ones are left alone", function()
+        local s = sched()
+        local ran = {}
+        s:handler("h", function(job) ran[#ran + 1] = job.job_id end)
+        orphan("orphan", T0 - 10 * S)
+        orphan("alive", T0 + 600 * S, "other-node")
+        s:start()
+        wait(function() return store:get_job("orphan") == nil end, "the orphan was not run")
+        settle(s)
+        assert.are.same({ "orphan" }, ran)
+        local alive = store:get_job("alive")
+        assert.are.equal("running", alive.status)
+        assert.are.equal("other-node", alive.claimed_by)
+      end)
+
+      it("that expire while the scheduler runs are recovered", function()
+        local s = sched()
+        local ran = {}
+        s:handler("h", function(job) ran[#ran + 1] = job.job_id end)
+        s:start()
+        orphan("orphan", T0 + 20 * S)
+        settle(s)
+        assert.are.same({}, ran)
+        assert.are.equal("running", store:get_job("orphan").status)
+        clock.now = T0 + 21 * S
+        s:tick()
+        wait(function() return #ran == 1 end, "the expired job was not recovered and run")
+        assert.are.same({ "orphan" }, ran)
+      end)
+
+      it("of a live process are never recovered, however long its run", function()
+        local runs = {}
+        local function h(job)
+          runs[job.job_id] = (runs[job.job_id] or 0) + 1
+          if job.job_id == "long" then chronis.sleep(3) end
+        end
+        -- s1 can hold one job only, so the probe below is s2's to run; s2
+        -- polls (and recovers) all along, on a handle of its own if the
+        -- store has more than one.
+        local s1 = sched { clock = false, lease_seconds = 1, polling_interval = 0.1,
+                           max_workers = 1, max_queue_size = 1 }
+        local s2 = sched { clock = false, lease_seconds = 1, polling_interval = 0.1,
+                           storage = opts.reopen and second_handle() or store }
+        s1:handler("h", h)
+        s2:handler("h", h)
+        s1:once(chronis.time.now()):config { job_id = "long" }:run("h")
+        s1:start()
+        wait(function() return runs.long == 1 end)
+        s2:start()
+        s2:once(chronis.time.now() + 500000):config { job_id = "probe" }:run("h")
+        wait(function() return store:get_job("long") == nil end, "the long job did not finish")
+        chronis.run_until(1.5) -- a wrongly recovered second run would start here
+        assert.are.equal(1, runs.long)
+        assert.are.equal(1, runs.probe)
+        assert.are.equal(1, s2:stats().claimed) -- the probe only
+      end)
+    end)
+
+    describe("timeouts", function()
+      local function timeout_sched()
+        local failures = {}
+        local s = sched { on_failure = function(id, err) failures[#failures + 1] = { id = id, err = err } end }
+        local ok_runs = 0
+        s:handler("ok", function() ok_runs = ok_runs + 1 end)
+        return s, failures, function() return ok_runs end
+      end
+
+      it("cancel a handler waiting in chronis.sleep at its deadline", function()
+        drain = true -- a leaked sleep timer is engine_spec's subject, not this test's
+        local s, failures, ok_runs = timeout_sched()
+        local resumed = false
+        s:handler("sleepy", function()
+          chronis.sleep(10)
+          resumed = true
+        end)
+        due_job(s, "y", T0, "sleepy", { timeout_seconds = 1 })
+        s:start()
+        wait(function() return #failures == 1 and field("y", "status") == "failed" end,
+          "the run did not fail")
+        assert.are.equal("y", failures[1].id)
+        assert.are.equal("timeout", failures[1].err.code)
+        assert.is_false(resumed)
+        assert.are.same({}, s:get_queue_status().in_flight_job_ids)
+        -- The host keeps running jobs.
+        due_job(s, "after", T0, "ok")
+        wait(function() return ok_runs() == 1 end)
+      end)
+
+      it("stop a CPU-bound handler, and retries apply to the timeout", function()
+        local s, failures, ok_runs = timeout_sched()
+        local runs = 0
+        s:handler("spin", function()
+          runs = runs + 1
+          while true do end
+        end)
+        due_job(s, "cpu", T0, "spin", { timeout_seconds = 1, max_retries = 1, retry_delay_seconds = 60 })
+        s:start()
+        wait(function() return field("cpu", "retry_count") == 1 end, "the retry was not written")
+        local j = store:get_job("cpu")
+        assert.are.equal(1, runs)
+        assert.are.equal("scheduled", j.status)
+        assert.are.equal(clock.now + 60 * S, H.t(j.next_run_time))
+        assert.are.same({}, failures)
+        clock.now = H.t(j.next_run_time)
+        s:tick()
+        wait(function() return #failures == 1 and field("cpu", "status") == "failed" end,
+          "the second run did not fail")
+        assert.are.equal(2, runs)
+        assert.are.equal("timeout", failures[1].err.code)
+        due_job(s, "after", clock.now, "ok")
+        wait(function() return ok_runs() == 1 end)
+      end)
+    end)
+
+    describe("wake-ups", function()
+      -- On the real clock, with a polling interval far longer than any
+      -- wait below: a job that starts within the wait was woken up.
+      local POLL = 120
+
+      local function record(s)
+        local started = {}
+        s:handler("h", function(job)
+          started[job.job_id] = started[job.job_id] or {}
+          table.insert(started[job.job_id], { at = chronis.time.now(), scheduled = job.scheduled_time })
+        end)
+        return started
+      end
+
+      local function assert_not_early(run)
+        local early = H.t(run.scheduled) - run.at
+        assert.is_true(early <= 0, ("started %d µs before its time"):format(early))
+      end
+
+      if opts.next_due_time ~= false then
+        it("start a job created before the scheduler, due in 200 ms, long before the poll", function()
+          local s = sched { clock = false, polling_interval = POLL }
+          local started = record(s)
+          s:once(chronis.time.now() + 200000):config { job_id = "soon" }:run("h")
+          s:start()
+          wait(function() return started.soon ~= nil end, "the job was not started before the poll")
+          assert_not_early(started.soon[1])
+        end)
+      else
+        it("start a job created before the scheduler at the next poll (no due time to ask for)", function()
+          local s = sched { clock = false, polling_interval = 1 }
+          local started = record(s)
+          s:once(chronis.time.now() + 200000):config { job_id = "soon" }:run("h")
+          s:start()
+          wait(function() return started.soon ~= nil end, "the job was not started by the next poll")
+          assert_not_early(started.soon[1])
+        end)
+      end
+
+      it("start a job created while the scheduler sleeps, due in 200 ms, long before the poll", function()
+        local s = sched { clock = false, polling_interval = POLL }
+        local started = record(s)
+        s:start()
+        settle(s) -- the scheduler has polled, and sleeps until the next poll
+        s:once(chronis.time.now() + 200000):config { job_id = "soon" }:run("h")
+        wait(function() return started.soon ~= nil end, "the job was not started before the poll")
+        assert_not_early(started.soon[1])
+      end)
+
+      if opts.hints_across_handles then
+        it("start a job created through another handle long before the poll", function()
+          local s = sched { clock = false, polling_interval = POLL }
+          local started = record(s)
+          s:start()
+          settle(s)
+          local other = sched { clock = false, storage = second_handle() } -- not started: creates only
+          other:once(chronis.time.now() + 200000):config { job_id = "elsewhere" }:run("h")
+          wait(function() return started.elsewhere ~= nil end, "the job was not started before the poll")
+          assert_not_early(started.elsewhere[1])
+        end)
+      end
+
+      it("run again at the next time a completion wrote, long before the poll", function()
+        local s = sched { clock = false, polling_interval = POLL }
+        local started = record(s)
+        -- Due at once: start() claims it, whatever the store can say.
+        s:every { seconds = 1, start_date = fmt(chronis.time.now()) }:config { job_id = "tick" }:run("h")
+        s:start()
+        wait(function() return started.tick and #started.tick >= 2 end,
+          "the second run did not start before the poll")
+        assert.are.equal(S, H.t(started.tick[2].scheduled) - H.t(started.tick[1].scheduled),
+          "the runs are not one interval apart")
+        assert_not_early(started.tick[1])
+        assert_not_early(started.tick[2])
+      end)
+
+      it("poll every polling_interval (default 1 s) when nothing wakes them", function()
+        -- The fake clock moves without a store write: only the poll timer
+        -- can notice that the job became due.
+        local s = sched()
+        local ran = false
+        s:handler("h", function() ran = true end)
+        due_job(s, "a", T0 + 3600 * S)
+        s:start()
+        settle(s)
+        assert.is_false(ran)
+        clock.now = T0 + 3600 * S
+        wait(function() return ran end, "not polled within 10 s")
+      end)
+    end)
+
+    describe("pause and resume", function()
+      it("leave a paused job unclaimed, and run it once resumed, at its time", function()
+        local s = sched()
+        local ran = 0
+        s:handler("h", function() ran = ran + 1 end)
+        s:every { minutes = 10 }:config { job_id = "p" }:run("h")
+        local nrt = store:get_job("p").next_run_time
+        assert.are.equal("paused", s:pause_job("p").status)
+        s:start()
+        clock.now = T0 + 10 * 60 * S
+        settle(s)
+        assert.are.equal(0, ran)
+        assert.are.equal("paused", store:get_job("p").status)
+        local j = s:resume_job("p")
+        assert.are.equal("scheduled", j.status)
+        assert.are.equal(nrt, j.next_run_time)
+        s:tick()
+        wait(function() return ran == 1 end, "the resumed job did not run")
+      end)
+
+      it("keep paused jobs out of the claims of every scheduler", function()
+        local s1 = sched { polling_interval = 0.1 }
+        local s2 = sched { polling_interval = 0.1, storage = opts.reopen and second_handle() or store }
+        local ran = {}
+        for _, s in ipairs({ s1, s2 }) do
+          s:handler("h", function(job) ran[#ran + 1] = job.job_id end)
+        end
+        for i = 1, 10 do due_job(s1, "j" .. i, T0 + 60 * S) end
+        for i = 1, 10, 2 do s1:pause_job("j" .. i) end
+        s1:start()
+        s2:start()
+        clock.now = T0 + 60 * S
+        wait(function() return #ran == 5 end, "the jobs left scheduled did not run")
+        settle(s1)
+        settle(s2)
+        table.sort(ran)
+        assert.are.same({ "j10", "j2", "j4", "j6", "j8" }, ran)
+        assert.are.equal(5, store:count_jobs({ status = "paused" }))
+      end)
+    end)
+
+    describe("graceful stop", function()
+      it("finishes running handlers, returns unstarted claims and can start again", function()
+        local s = sched { max_workers = 1 }
+        local started, finished = {}, {}
+        s:handler("h", function(job)
+          started[#started + 1] = job.job_id
+          chronis.sleep(0.2)
+          finished[#finished + 1] = job.job_id
+        end)
+        due_job(s, "a", T0, "h", { priority = 9 })
+        due_job(s, "b", T0, "h", { priority = 5 })
+        due_job(s, "c", T0, "h", { priority = 1 })
+        s:start()
+        wait(function() return #started == 1 end)
+        assert.are.equal(2, s:get_queue_status().pending)
+        local summary = s:stop()
+        assert.are.same({ returned = 2, killed = 0, finished = 1 }, summary)
+        assert.are.equal("stopped", s:state())
+        assert.are.same({ "a" }, finished)
+        assert.is_nil(store:get_job("a"))
+        for _, id in ipairs({ "b", "c" }) do
+          local j = store:get_job(id)
+          assert.are.equal("scheduled", j.status)
+          assert.is_nil(j.claimed_by)
+          assert.is_nil(j.lease_until)
+        end
+        -- Stopped: nothing is claimed any more.
+        chronis.run_until(0.1)
+        assert.are.same({ "a" }, started)
+        s:start()
+        wait(function() return store:count_jobs() == 0 end)
+        assert.are.same({ "a", "b", "c" }, finished)
+      end)
+
+      it("stops handlers still running after shutdown_grace and gives their jobs back", function()
+        drain = true
+        local s = sched { shutdown_grace = 0.1 }
+        local resumed = false
+        s:handler("h", function()
+          chronis.sleep(1.5)
+          resumed = true
+        end)
+        due_job(s, "k", T0)
+        s:start()
+        wait(function() return #s:get_queue_status().in_flight_job_ids == 1 end)
+        local summary = s:stop()
+        assert.is_false(resumed)
+        local j = store:get_job("k")
+        assert.are.equal("scheduled", j.status)
+        assert.is_nil(j.claimed_by)
+        assert.is_nil(j.lease_until)
+        -- killed, returned (never started) and finished do not overlap.
+        assert.are.same({ returned = 0, killed = 1, finished = 0 }, summary)
+      end)
+
+      it("runs new jobs after a restart", function()
+        local s = sched()
+        local ran = {}
+        s:handler("h", function(job) ran[#ran + 1] = job.job_id end)
+        s:start()
+        s:stop()
+        due_job(s, "x", T0)
+        chronis.run_until(0.05)
+        assert.are.same({}, ran)
+        s:start()
+        wait(function() return #ran == 1 end)
+        s:stop()
+        s:start()
+        due_job(s, "y", T0)
+        wait(function() return #ran == 2 end)
+        assert.are.same({ "x", "y" }, ran)
+      end)
+    end)
+
+    describe("handlers", function()
+      it("may call the store and schedule a follow-up job", function()
+        local s = sched()
+        local seen_status, followed
+        s:handler("first", function(job)
+          seen_status = s:get_job(job.job_id).status
+          chronis.sleep(0.01) -- resumed from the loop, then more store calls
+          s:once(clock.now + 10 * S):config { job_id = "follow" }:run("second", { from = job.job_id })
+          assert(s:count_jobs({ status = "scheduled" }) >= 1)
+        end)
+        s:handler("second", function(job) followed = job.kwargs.from end)
+        s:once(T0):config { job_id = "lead" }:run("first")
+        s:start()
+        wait(function() return store:get_job("lead") == nil end, "the lead job did not finish")
+        assert.are.equal("running", seen_status)
+        assert.are.equal("scheduled", store:get_job("follow").status)
+        clock.now = T0 + 10 * S
+        s:tick()
+        wait(function() return followed ~= nil end, "the follow-up did not run")
+        assert.are.equal("lead", followed)
+        assert.are.equal(0, s:stats().failed)
+      end)
+    end)
+  end)
+end
