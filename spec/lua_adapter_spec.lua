@@ -189,6 +189,32 @@ describe("the engine on Lua adapters", function()
     for i = 1, n do assert.are.equal(1, runs["k" .. i]) end
     store:close()
   end)
+
+  it("starts a job created while its next due time is asked, at the job's time", function()
+    -- The answer to next_due_time predates the job: it must not push the
+    -- wake-up the job's creation armed back to the next poll (30 s).
+    local a = delegating(true)
+    local asking = false
+    a.next_due_time = function()
+      asking = true
+      chronis.sleep(0.3)
+      asking = false
+      return nil
+    end
+    local store = chronis.storage.lua(a)
+    local s = chronis.scheduler{ storage = store, polling_interval = 30 }
+    local started
+    s:handler("h", function() started = chronis.time.now() end)
+    s:start()
+    assert.is_true(chronis.run_until(function() return asking end, 5), "next_due_time was not asked")
+    local due = chronis.time.now() + 700000
+    s:once(due):config { job_id = "soon" }:run("h")
+    local ok = chronis.run_until(function() return started ~= nil end, 10)
+    s:stop(1)
+    store:close()
+    assert.is_true(ok, "the job waited for the poll")
+    assert.is_true(started >= due, "the job started before its time")
+  end)
 end)
 
 describe("a misbehaving Lua adapter", function()

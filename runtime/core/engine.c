@@ -79,6 +79,7 @@ struct chr_sched {
   unsigned claim_busy : 1, flush_busy : 1, due_busy : 1, recover_busy : 1, extend_busy : 1,
       dispatching : 1, starved : 1, closed : 1, grace_over : 1, reclaim : 1;
   int64_t last_recover;
+  int64_t claimed_at; /* the time the last answered claim looked at */
   int refs; /* the owner's, pending requests, timers and runs */
   /* Next run times this node wrote (a min-heap): for stores that cannot
    * say when the next job is due, the timer is armed at the earliest. */
@@ -617,6 +618,7 @@ static void claim_cb(chr_store_req_t *req) {
   }
   op_ok(s, CHR_SOP_CLAIM);
   s->claim_after = 0;
+  s->claimed_at = req->now;
   int full = req->limit > 0 && (int64_t)req->njobs >= req->limit;
   s->empty_claims = req->njobs == 0 ? s->empty_claims + 1 : 0;
   int64_t now = req->now;
@@ -856,9 +858,12 @@ static void hint_pop(chr_sched_t *s) {
   if (n) s->hints[i] = last;
 }
 
-/* The earliest hinted time still ahead of now, dropping the past ones. */
-static int64_t hint_next(chr_sched_t *s, int64_t now) {
-  while (s->nhints && s->hints[0] <= now) hint_pop(s);
+/* The earliest hint a claim has not covered yet, dropping the others. A
+ * hint is covered once a claim looked at a time at or after it: one that
+ * fell due while a claim was in flight (or a timer fired a little early)
+ * stays, and the next tick comes at once. */
+static int64_t hint_next(chr_sched_t *s) {
+  while (s->nhints && s->claimed_at != CHR_TIME_NONE && s->hints[0] <= s->claimed_at) hint_pop(s);
   return s->nhints ? s->hints[0] : CHR_TIME_NONE;
 }
 
@@ -884,12 +889,22 @@ static void schedule_tick(chr_sched_t *s, int64_t delay_us) {
   uv_timer_start(s->poll_timer, poll_cb, ms, 0);
 }
 
+/* Arms the poll timer delay_us from now unless a sooner tick is armed
+ * already. An answer or hint may predate what armed that tick (a job
+ * created meanwhile): it may bring the tick forward, never push it back. */
+static void tick_within(chr_sched_t *s, int64_t delay_us) {
+  if (s->armed_at != CHR_TIME_NONE && uv_is_active((uv_handle_t *)s->poll_timer) &&
+      s->armed_at <= chr_time_now() + delay_us)
+    return;
+  schedule_tick(s, delay_us);
+}
+
 static void due_cb(chr_store_req_t *req) {
   sreq_t *q = req->data;
   chr_sched_t *s = q->s;
   s->due_busy = 0;
   int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
-  int64_t delay = poll, now = chr_sched_now(s), hint = hint_next(s, now);
+  int64_t delay = poll, now = chr_sched_now(s), hint = hint_next(s);
   if (req->status != 0) {
     op_failed(s, CHR_SOP_NEXT_DUE, req);
   } else {
@@ -909,7 +924,7 @@ static void due_cb(chr_store_req_t *req) {
     delay = d < poll ? d : poll;
   }
   sreq_free(q);
-  if (s->state == CHR_SCHED_RUNNING && !s->claim_busy) schedule_tick(s, delay);
+  if (s->state == CHR_SCHED_RUNNING && !s->claim_busy) tick_within(s, delay);
 }
 
 /* Arms the poll timer: the poll interval, or sooner for local stores when
@@ -921,21 +936,14 @@ static void arm_timer(chr_sched_t *s) {
    * rely on the hints of this node's own completions. */
   if (!(s->store->caps & (CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_NEXT_DUE))) {
     int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
-    int64_t now = chr_sched_now(s), next = hint_next(s, now);
+    int64_t now = chr_sched_now(s), next = hint_next(s);
     if (next != CHR_TIME_NONE && next - now < poll) poll = next - now;
-    /* Keep a sooner wake-up a store hint already armed. */
-    if (s->armed_at != CHR_TIME_NONE && s->armed_at <= chr_time_now() + poll &&
-        uv_is_active((uv_handle_t *)s->poll_timer))
-      return;
-    schedule_tick(s, poll);
+    tick_within(s, poll);
     return;
   }
   /* The poll interval first: a store that is slow to answer (or down)
    * must not leave the engine without a timer. */
-  int64_t poll = (int64_t)(s->opts.polling_interval * 1e6);
-  if (s->armed_at == CHR_TIME_NONE || s->armed_at > chr_time_now() + poll ||
-      !uv_is_active((uv_handle_t *)s->poll_timer))
-    schedule_tick(s, poll);
+  tick_within(s, (int64_t)(s->opts.polling_interval * 1e6));
   if (s->due_busy) return;
   sreq_t *q = sreq_new(s, CHR_OP_NEXT_DUE, due_cb);
   s->due_busy = 1;
@@ -950,11 +958,8 @@ static void wake_cb(void *data, int64_t when) {
    * timer that fires a little early then re-arms for it, not for a poll. */
   if (!(s->store->caps & (CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_NEXT_DUE))) hint_push(s, when);
   /* `when` is on the scheduler's clock (which a test may set), armed_at
-   * on the wall clock: compare delays, or a hint could push the timer
-   * back past a sooner tick. */
-  int64_t delay = when - chr_sched_now(s);
-  if (s->armed_at != CHR_TIME_NONE && chr_time_now() + delay >= s->armed_at) return;
-  schedule_tick(s, delay);
+   * on the wall clock: tick_within compares delays. */
+  tick_within(s, when - chr_sched_now(s));
 }
 
 static void extend_cb(chr_store_req_t *req) {
@@ -1015,7 +1020,7 @@ chr_sched_t *chr_sched_new(chr_store_t *store, chr_lock_t *lock, const chr_sched
   s->opts = *opts;
   s->hooks = hooks;
   s->host = host;
-  s->armed_at = s->last_recover = CHR_TIME_NONE;
+  s->armed_at = s->last_recover = s->claimed_at = CHR_TIME_NONE;
   make_node_id(s->node_id, sizeof s->node_id);
   s->refs = 1; /* the owner's, dropped by chr_sched_close */
   s->watch.cb = wake_cb;
