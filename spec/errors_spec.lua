@@ -83,6 +83,7 @@ local CASES = {
   { "lock.lua with a table lacking methods", function() return chronis.lock.lua, {} end, "invalid", "acquire" },
   { "lock.lua with a string", function() return chronis.lock.lua, "x" end, "invalid", "#1 to 'from_table' (table expected, got string)" },
   { "lock.open with an unknown scheme", function() return chronis.lock.open, "nosuch:" end, "invalid", "nosuch" },
+  { "lock.open with options without a scheme", function() return chronis.lock.open, { host = "h" } end, "invalid", "'scheme' is required (memory, redis)" },
   -- time, zones, cron
   { "time.parse of a bad time", function() return chronis.time.parse, "yesterday" end, "invalid", "yesterday" },
   { "time.parse without a string", function() return chronis.time.parse, {} end, "invalid", "#1 to 'chronis.time.parse' (string expected, got table)" },

@@ -152,8 +152,8 @@ describe("postgres store", function()
     -- was given: from an option table as is, from a URL %-encoded. The role
     -- below must give its password (the others stay trusted), so a password
     -- that arrived cut or changed is refused.
-    it("connects with a password holding & = % # ? spaces and unicode, from options and a %-encoded URL", function()
-      local role, pw = "chronis_pw", "p&w=d%25 #?é&x=1"
+    it("connects with a password holding & = % # ? @ : / spaces and unicode, from options and a %-encoded URL", function()
+      local role, pw = "chronis_pw", "p&w=d%25 #?é&x=1@h:2/"
       psql(("DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN SUPERUSER PASSWORD '%s'"):format(role, role, pw))
       local hba = need().data .. "/pg_hba.conf"
       local rules = U.read(hba)

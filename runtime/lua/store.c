@@ -782,8 +782,8 @@ void chr_lua_checkopts(lua_State *L, const char *const *schemes, int lock, chr_o
     if (t != LUA_TNIL && t != LUA_TSTRING)
       chr_lua_error(L, CHR_EINVAL, "invalid %s options: 'scheme' must be a string", what);
     if (scheme == NULL && schemes == NULL)
-      chr_lua_error(L, CHR_EINVAL, "invalid %s options: 'scheme' is required (sqlite, postgres, "
-                    "redis, ...)", what);
+      chr_lua_error(L, CHR_EINVAL, "invalid %s options: 'scheme' is required (%s)", what,
+                    lock ? "memory, redis" : "memory, sqlite, postgres, redis, file, lua");
     if (scheme != NULL && schemes != NULL && !is_one_of(scheme, schemes))
       chr_lua_error(L, CHR_EINVAL, "invalid %s options: scheme '%s' is not %s", what, scheme,
                     schemes[0]);
