@@ -69,7 +69,7 @@ describe("file store", function()
     -- reaches the store as given, from options as is, from a URL %-encoded.
     it("opens a path with & = % # ? spaces and unicode from options and a %-encoded URL", function()
       local path = fresh_path("a&b=c%d #e?f é.json")
-      local enc = path:gsub("[^%w/._-]", function(c) return ("%%%02X"):format(c:byte()) end)
+      local enc = U.url_encode(path, "/._-")
       local s = chronis.storage.open({ scheme = "file", path = path, auto_create = true })
       s:create_job({ job_id = "a", status = "scheduled", next_run_time = T0 })
       s:close()

@@ -169,8 +169,8 @@ describe("postgres store", function()
       local a = chronis.storage.postgres(opts(pw))
       a:create_job({ job_id = "x", status = "pending" })
       a:close()
-      local enc = pw:gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end)
-      for _, open in ipairs({
+      local enc = U.url_encode(pw)
+      U.check_each_open({
         function() return chronis.storage.open(("postgres://%s:%s@127.0.0.1:%d/%s?table=%s")
           :format(role, enc, need().port, need().db, t)) end,
         function() return chronis.storage.postgres(("postgresql://%s:%s@127.0.0.1:%d/%s")
@@ -186,12 +186,7 @@ describe("postgres store", function()
           local sched = chronis.scheduler({ storage = o })
           return sched:store(), sched
         end,
-      }) do
-        local s, owner = open()
-        assert.are.equal("pending", s:get_job("x").status)
-        s:close()
-        if owner then owner:close() end
-      end
+      }, function(s) assert.are.equal("pending", s:get_job("x").status) end)
       -- The server checks it: a password cut at '&' is refused, and not shown.
       local cut = chronis.storage.postgres(opts("p"))
       local err = assert_error_code("unavailable", cut.get_job, cut, "x")
@@ -237,7 +232,7 @@ describe("postgres store", function()
         "tab le", "é" }
       for _, name in ipairs(bad) do
         for _, key in ipairs({ "table", "schema" }) do
-          local enc = name:gsub("[^%w_%%]", function(ch) return ("%%%02X"):format(ch:byte()) end)
+          local enc = U.url_encode(name, "_%%")
           local err = assert_error_code("invalid", chronis.storage.open, need():url(key .. "=" .. enc))
           assert.truthy(err.message:find(key, 1, true), err.message)
           if not name:find("%", 1, true) then

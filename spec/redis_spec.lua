@@ -108,9 +108,9 @@ describe("redis", function()
       local a = chronis.storage.redis(opts(pw))
       a:create_job({ job_id = "x", status = "pending" })
       a:close()
-      local enc = pw:gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end)
+      local enc = U.url_encode(pw)
       local url = ("redis://%s:%s@127.0.0.1:%d/0"):format(user, enc, srv.port)
-      for _, open in ipairs({
+      U.check_each_open({
         function() return chronis.storage.open(url .. "?prefix=" .. p) end,
         function() return chronis.storage.redis(url, { prefix = p }) end,
         function()
@@ -118,11 +118,7 @@ describe("redis", function()
           o.scheme = "redis"
           return chronis.storage.open(o)
         end,
-      }) do
-        local s = open()
-        assert.are.equal("pending", s:get_job("x").status)
-        s:close()
-      end
+      }, function(s) assert.are.equal("pending", s:get_job("x").status) end)
       local lock_opts = opts(pw)
       lock_opts.scheme = "redis"
       for _, lock in ipairs({ chronis.lock.redis(url .. "?prefix=" .. p),

@@ -148,9 +148,9 @@ describe("sqlite store", function()
       s:create_job({ job_id = "a", status = "pending" })
       s:close()
       assert.is_true(exists(path), path)
-      local enc = path:gsub("[^%w/._-]", function(c) return ("%%%02X"):format(c:byte()) end)
+      local enc = U.url_encode(path, "/._-")
       assert.is_nil(enc:find("[&=#? ]"))
-      for _, open in ipairs({
+      U.check_each_open({
         function() return chronis.storage.open("sqlite:" .. enc .. "?busy_timeout=100") end,
         function() return chronis.storage.sqlite(enc, { busy_timeout = 100 }) end,
         function() return chronis.storage.open({ scheme = "sqlite", path = path }) end,
@@ -158,12 +158,7 @@ describe("sqlite store", function()
           local sched = chronis.scheduler({ storage = { scheme = "sqlite", path = path } })
           return sched:store(), sched
         end,
-      }) do
-        local again, owner = open()
-        assert.are.equal("pending", again:get_job("a").status)
-        again:close()
-        if owner then owner:close() end
-      end
+      }, function(again) assert.are.equal("pending", again:get_job("a").status) end)
       -- Nothing was created under a name cut at '&', '?' or '#', nor left encoded.
       local listing = sh("ls " .. sh_quote(tmpdir))
       for _, bad in ipairs({ "a&b=c%d #e\n", "%26", "-a\n" }) do
