@@ -1,5 +1,6 @@
 /* core_test.c - the C core exercised without Lua: red-black tree
- * invariants, time and zones, cron, JSON scanning, the storage contract on
+ * invariants, time and zones, cron, JSON scanning, the URL parser of store
+ * and lock options, the storage contract on
  * the memory store, and the engine driving runs through hooks written in
  * C. Linked against the core and the memory store only (no Lua library),
  * which is itself the check that the core does not need Lua. Prints one
@@ -19,6 +20,7 @@
 #include "core/store.h"
 #include "core/time.h"
 #include "core/tz.h"
+#include "core/url.h"
 #include "memory/rbtree.h"
 
 /* Cases pass when every CHECK in them holds; the counts are of cases. */
@@ -399,10 +401,91 @@ static void test_engine(void) {
   chr_store_close(s);
 }
 
+/* ---- URLs ---- */
+
+static int has(const char *s, const char *part) {
+  return s != NULL && strstr(s, part) != NULL;
+}
+
+static void test_url(void) {
+  chr_url_t u;
+  char err[300];
+  test_case("URL: every part is %-decoded; the authority, the path and the options");
+  CHECK(chr_url_parse("postgres://a%40b:p%26w%3Dd%25%20%C3%A9@db.local:6543/my%20db?"
+                      "table=t&options=-c%20x%3D1&&e=%3F%23",
+                      CHR_URL_AUTHORITY, "storage", &u, err, sizeof err) == 0);
+  CHECK(strcmp(u.scheme, "postgres") == 0 && u.has_authority);
+  CHECK(u.user && strcmp(u.user, "a@b") == 0);
+  CHECK(u.password && strcmp(u.password, "p&w=d% \xc3\xa9") == 0);
+  CHECK(u.host && strcmp(u.host, "db.local") == 0 && u.port && strcmp(u.port, "6543") == 0);
+  CHECK(strcmp(u.path, "/my db") == 0);
+  CHECK(u.query.n == 3 && strcmp(chr_opts_get(&u.query, "options"), "-c x=1") == 0);
+  CHECK(strcmp(chr_opts_get(&u.query, "e"), "?#") == 0);
+  chr_url_free(&u);
+  CHECK(chr_url_parse("redis:[::1]:7000,h2/3", CHR_URL_AUTHORITY_ALWAYS, "lock", &u, err,
+                      sizeof err) == 0);
+  CHECK(u.host && strcmp(u.host, "::1,h2") == 0 && u.port && strcmp(u.port, "7000,") == 0);
+  CHECK(strcmp(u.path, "/3") == 0 && u.user == NULL && u.password == NULL);
+  chr_url_free(&u);
+  CHECK(chr_url_parse("sqlite:///tmp/a%3Fb.db", CHR_URL_NO_AUTHORITY, "storage", &u, err,
+                      sizeof err) == 0);
+  CHECK(!u.has_authority && strcmp(u.path, "/tmp/a?b.db") == 0 && u.host == NULL);
+  chr_url_free(&u);
+  CHECK(chr_url_parse("sqlite::memory:", CHR_URL_NO_AUTHORITY, "storage", &u, err, sizeof err) == 0);
+  CHECK(strcmp(u.path, ":memory:") == 0);
+  chr_url_free(&u);
+
+  test_case("URL: malformed escapes, %00, bad ports and repeated options refused, naming the part");
+  static const struct {
+    const char *url, *part;
+  } bad[] = {
+      {"redis://:se%zzcret@h/0", "in the password"},
+      {"redis://u%4@h/0", "'%4' in the user"},
+      {"redis://h%G0/0", "in the host"},
+      {"redis://h:99999/0", "the port '99999'"},
+      {"redis://h:6379/%00", "%00 (a NUL byte) is not allowed in the path"},
+      {"redis://h/0?prefix=%2", "in option 'prefix'"},
+      {"redis://h/0?pre%zfix=1", "in an option name"},
+      {"redis://h/0?prefix", "option 'prefix' has no value"},
+      {"redis://h/0?prefix=a&prefix=b", "option 'prefix' is given more than once"},
+      {"redis://[::1/0", "unclosed '['"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    int rc = chr_url_parse(bad[i].url, CHR_URL_AUTHORITY_ALWAYS, "storage", &u, err, sizeof err);
+    CHECK(rc == CHR_EINVAL);
+    if (rc == CHR_EINVAL && !has(err, bad[i].part)) printf("  %s -> %s\n", bad[i].url, err);
+    CHECK(rc != CHR_EINVAL || has(err, bad[i].part));
+    CHECK(rc != CHR_EINVAL || has(err, "invalid storage URL"));
+    CHECK(!has(err, "cret"));
+  }
+
+  test_case("URL: messages hide the password");
+  char *shown = chr_url_shown("redis://u:s3cret@h:1/0?x=1", CHR_URL_AUTHORITY_ALWAYS);
+  CHECK(strcmp(shown, "redis://u:***@h:1/0?x=1") == 0);
+  free(shown);
+  shown = chr_url_shown("redis://s3c?ret@h:1/0", CHR_URL_AUTHORITY_ALWAYS);
+  CHECK(!has(shown, "s3c"));
+  free(shown);
+  shown = chr_url_shown("sqlite:/tmp/a@b:c.db", CHR_URL_NO_AUTHORITY);
+  CHECK(strcmp(shown, "sqlite:/tmp/a@b:c.db") == 0);
+  free(shown);
+
+  test_case("options: a key given twice is refused, naming it");
+  chr_opts_t o;
+  chr_opts_init(&o);
+  o.desc = chr_strdup("sqlite storage options");
+  CHECK(chr_opts_add(&o, "path", "a&b=c", err, sizeof err) == 0);
+  CHECK(chr_opts_add(&o, "path", "x", err, sizeof err) == CHR_EINVAL);
+  CHECK(has(err, "invalid sqlite storage options: option 'path' is given more than once"));
+  CHECK(strcmp(chr_opts_get(&o, "path"), "a&b=c") == 0 && chr_opts_get(&o, "x") == NULL);
+  chr_opts_free(&o);
+}
+
 int main(void) {
   test_rbtree();
   test_time_tz_cron();
   test_json();
+  test_url();
   test_store();
   test_engine();
   chr_tz_cache_clear();

@@ -68,8 +68,8 @@ local CASES = {
   { "a method of a closed store", function() local c = closed_store() return c.get_job, c, "a" end, "unavailable", "closed" },
   -- opening stores
   { "storage.open with an unknown scheme", function() return chronis.storage.open, "nosuch:x" end, "invalid", "nosuch" },
-  { "storage.open without a URL", function() return chronis.storage.open end, "invalid", "#1 to 'chronis.storage.open' (string expected, got no value)" },
-  { "storage.sqlite with an option not a string", function() return chronis.storage.sqlite, ":memory:", { mode = {} } end, "invalid", "options" },
+  { "storage.open without a URL", function() return chronis.storage.open end, "invalid", "#1 to 'chronis.storage.open' (string or table expected, got no value)" },
+  { "storage.sqlite with an option not a string", function() return chronis.storage.sqlite, ":memory:", { mode = {} } end, "invalid", "option 'mode' must be a string, number or boolean, got a table" },
   { "storage.lua with no methods", function() return chronis.storage.lua, {} end, "invalid", "create_job" },
   { "storage.lua with a number", function() return chronis.storage.lua, 42 end, "invalid", "expected a table of methods, got number" },
   -- locks
@@ -83,6 +83,7 @@ local CASES = {
   { "lock.lua with a table lacking methods", function() return chronis.lock.lua, {} end, "invalid", "acquire" },
   { "lock.lua with a string", function() return chronis.lock.lua, "x" end, "invalid", "#1 to 'from_table' (table expected, got string)" },
   { "lock.open with an unknown scheme", function() return chronis.lock.open, "nosuch:" end, "invalid", "nosuch" },
+  { "lock.open with options without a scheme", function() return chronis.lock.open, { host = "h" } end, "invalid", "'scheme' is required (memory, redis)" },
   -- time, zones, cron
   { "time.parse of a bad time", function() return chronis.time.parse, "yesterday" end, "invalid", "yesterday" },
   { "time.parse without a string", function() return chronis.time.parse, {} end, "invalid", "#1 to 'chronis.time.parse' (string expected, got table)" },

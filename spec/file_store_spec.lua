@@ -65,6 +65,23 @@ describe("file store", function()
       s:close()
     end)
 
+    -- chronis.storage.open: a path with & = % # ? spaces and unicode
+    -- reaches the store as given, from options as is, from a URL %-encoded.
+    it("opens a path with & = % # ? spaces and unicode from options and a %-encoded URL", function()
+      local path = fresh_path("a&b=c%d #e?f é.json")
+      local enc = U.url_encode(path, "/._-")
+      local s = chronis.storage.open({ scheme = "file", path = path, auto_create = true })
+      s:create_job({ job_id = "a", status = "scheduled", next_run_time = T0 })
+      s:close()
+      assert.are.equal("a", chronis.json.decode(read_bytes(path)).a.job_id)
+      s = chronis.storage.open("file:" .. enc .. "?auto_create=false")
+      assert.are.equal("a", s:get_job("a").job_id)
+      s:close()
+      local err = U.error_of(chronis.storage.open, "file:" .. path)
+      assert.are.equal("invalid", err.code, err.message)
+      assert.truthy(err.message:find("'%d ' in the path", 1, true), err.message)
+    end)
+
     it("creates the file and its folders without chronis.fs too", function()
       local path = fresh_path("a b/it's/jobs.json")
       local s = open_without_fs({ path = path })

@@ -148,6 +148,71 @@ describe("postgres store", function()
       assert.truthy(err.message:find("option 'table' is given more than once", 1, true), err.message)
     end)
 
+    -- A value with &, =, %, #, ?, spaces or unicode reaches the server as it
+    -- was given: from an option table as is, from a URL %-encoded. The role
+    -- below must give its password (the others stay trusted), so a password
+    -- that arrived cut or changed is refused.
+    it("connects with a password holding & = % # ? @ : / spaces and unicode, from options and a %-encoded URL", function()
+      local role, pw = "chronis_pw", "p&w=d%25 #?é&x=1@h:2/"
+      psql(("DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN SUPERUSER PASSWORD '%s'"):format(role, role, pw))
+      local hba = need().data .. "/pg_hba.conf"
+      local rules = U.read(hba)
+      if not rules:find(role, 1, true) then
+        U.write(hba, ("host all %s 127.0.0.1/32 scram-sha-256\n"):format(role) .. rules)
+        psql("SELECT pg_reload_conf()")
+      end
+      local t = fresh_table()
+      local function opts(password)
+        return { host = "127.0.0.1", port = need().port, user = role, password = password,
+          dbname = need().db, table = t }
+      end
+      local a = chronis.storage.postgres(opts(pw))
+      a:create_job({ job_id = "x", status = "pending" })
+      a:close()
+      local enc = U.url_encode(pw)
+      U.check_each_open({
+        function() return chronis.storage.open(("postgres://%s:%s@127.0.0.1:%d/%s?table=%s")
+          :format(role, enc, need().port, need().db, t)) end,
+        function() return chronis.storage.postgres(("postgresql://%s:%s@127.0.0.1:%d/%s")
+          :format(role, enc, need().port, need().db), { table = t }) end,
+        function()
+          local o = opts(pw)
+          o.scheme = "postgres"
+          return chronis.storage.open(o)
+        end,
+        function()
+          local o = opts(pw)
+          o.scheme = "postgresql"
+          local sched = chronis.scheduler({ storage = o })
+          return sched:store(), sched
+        end,
+      }, function(s) assert.are.equal("pending", s:get_job("x").status) end)
+      -- The server checks it: a password cut at '&' is refused, and not shown.
+      local cut = chronis.storage.postgres(opts("p"))
+      local err = assert_error_code("unavailable", cut.get_job, cut, "x")
+      assert.truthy(err.message:find("password authentication failed", 1, true), err.message)
+      assert.is_nil(err.message:find("p&w", 1, true), err.message)
+      cut:close()
+    end)
+
+    it("refuses a table name with & or = whole, naming it, and malformed %-escapes naming the part", function()
+      local err = assert_error_code("invalid", chronis.storage.postgres, need():url(),
+        { table = "jobs&pool=2" })
+      assert.truthy(err.message:find("table 'jobs&pool=2' is not a valid identifier", 1, true), err.message)
+      err = assert_error_code("invalid", chronis.storage.open, need():url("table=jobs%26pool%3D2"))
+      assert.truthy(err.message:find("table 'jobs&pool=2' is not a valid identifier", 1, true), err.message)
+      for _, c in ipairs({
+        { "postgres://u:se%zzcret@127.0.0.1:1/db", "in the password" },
+        { "postgres://u@127.0.0.1:1/d%4", "'%4' in the path" },
+        { "postgres://u@127.0.0.1:1/db?application_name=a%zz", "'%zz' in option 'application_name'" },
+        { "postgres://u@127.0.0.1:1/db?table=a%00", "%00 (a NUL byte) is not allowed in option 'table'" },
+      }) do
+        err = assert_error_code("invalid", chronis.storage.open, c[1])
+        assert.truthy(err.message:find(c[2], 1, true), err.message)
+        assert.is_nil(err.message:find("cret", 1, true), err.message)
+      end
+    end)
+
     it("never shows the password in errors", function()
       local err = assert_error_code("invalid", chronis.storage.open,
         "postgres://u:s3cret@127.0.0.1:1/db?pool=0")
@@ -167,7 +232,7 @@ describe("postgres store", function()
         "tab le", "é" }
       for _, name in ipairs(bad) do
         for _, key in ipairs({ "table", "schema" }) do
-          local enc = name:gsub("[^%w_%%]", function(ch) return ("%%%02X"):format(ch:byte()) end)
+          local enc = U.url_encode(name, "_%%")
           local err = assert_error_code("invalid", chronis.storage.open, need():url(key .. "=" .. enc))
           assert.truthy(err.message:find(key, 1, true), err.message)
           if not name:find("%", 1, true) then

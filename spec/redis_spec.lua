@@ -102,6 +102,58 @@ describe("redis", function()
       assert.truthy(err.message:find("option 'prefix' is given more than once", 1, true), err.message)
     end)
 
+    -- A value with %, &, =, @, :, /, spaces or unicode reaches the server as
+    -- it was given: from an option table as is, from a URL %-encoded. The
+    -- user below must give its password, so one that arrived cut or
+    -- changed is refused by the server.
+    it("authenticates with a password holding % & = @ : / spaces and unicode, from options and a %-encoded URL", function()
+      local user, pw = "chronis_pw", "p%w&x=1@h:2/ é"
+      srv:cli("ACL", "SETUSER", user, "reset", "on", ">" .. pw, "~*", "&*", "+@all")
+      local p = prefix()
+      local function opts(password)
+        return { host = "127.0.0.1", port = srv.port, db = 0, user = user, password = password,
+          prefix = p }
+      end
+      local a = chronis.storage.redis(opts(pw))
+      a:create_job({ job_id = "x", status = "pending" })
+      a:close()
+      local enc = U.url_encode(pw)
+      local url = ("redis://%s:%s@127.0.0.1:%d/0"):format(user, enc, srv.port)
+      U.check_each_open({
+        function() return chronis.storage.open(url .. "?prefix=" .. p) end,
+        function() return chronis.storage.redis(url, { prefix = p }) end,
+        function()
+          local o = opts(pw)
+          o.scheme = "redis"
+          return chronis.storage.open(o)
+        end,
+      }, function(s) assert.are.equal("pending", s:get_job("x").status) end)
+      local lock_opts = opts(pw)
+      lock_opts.scheme = "redis"
+      for _, lock in ipairs({ chronis.lock.redis(url .. "?prefix=" .. p),
+        chronis.lock.open(lock_opts) }) do
+        assert.is_true(lock:acquire("k", 10, { owner = "o" }))
+        assert.is_true(lock:release("k", "o"))
+        lock:close()
+      end
+      -- The server checks it: a password cut at '&' is refused, and not shown.
+      local cut_opts = opts("p%w")
+      cut_opts.queue_timeout = 1
+      local cut = chronis.storage.redis(cut_opts)
+      local ok, err = pcall(cut.get_job, cut, "x")
+      assert.is_false(ok)
+      assert.are.equal("unavailable", err.code, err.message)
+      assert.truthy(err.message:find("WRONGPASS", 1, true), err.message)
+      assert.is_nil(err.message:find("p%w", 1, true), err.message)
+      cut:close()
+      -- Not %-encoded, the '%' of the password is a malformed escape: refused
+      -- naming the part, without showing it.
+      local msg = open_error(("redis://%s:p%%w@127.0.0.1:%d/0"):format(user, srv.port))
+      assert.truthy(msg:find("malformed %-escape in the password", 1, true), msg)
+      assert.is_nil(msg:find("p%w", 1, true), msg)
+      assert_loop_clean()
+    end)
+
     it("builds the URL from chronis.storage.redis(url, opts)", function()
       local p = prefix()
       local s = chronis.storage.redis(srv.url, { prefix = p })

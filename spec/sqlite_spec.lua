@@ -139,6 +139,66 @@ describe("sqlite store", function()
       assert.is_false(exists(path))
     end)
 
+    -- A value with &, =, %, #, ?, spaces or unicode reaches the store as it
+    -- was given: from an option table as is, from a URL %-encoded.
+    it("opens a path with & = % # ? spaces and unicode from options and from a %-encoded URL", function()
+      local name = "a&b=c%d #e?f é.db"
+      local path = fresh_path(name)
+      local s = chronis.storage.sqlite({ path = path, synchronous = "full" })
+      s:create_job({ job_id = "a", status = "pending" })
+      s:close()
+      assert.is_true(exists(path), path)
+      local enc = U.url_encode(path, "/._-")
+      assert.is_nil(enc:find("[&=#? ]"))
+      U.check_each_open({
+        function() return chronis.storage.open("sqlite:" .. enc .. "?busy_timeout=100") end,
+        function() return chronis.storage.sqlite(enc, { busy_timeout = 100 }) end,
+        function() return chronis.storage.open({ scheme = "sqlite", path = path }) end,
+        function()
+          local sched = chronis.scheduler({ storage = { scheme = "sqlite", path = path } })
+          return sched:store(), sched
+        end,
+      }, function(again) assert.are.equal("pending", again:get_job("a").status) end)
+      -- Nothing was created under a name cut at '&', '?' or '#', nor left encoded.
+      local listing = sh("ls " .. sh_quote(tmpdir))
+      for _, bad in ipairs({ "a&b=c%d #e\n", "%26", "-a\n" }) do
+        assert.is_nil(listing:find(bad, 1, true), listing)
+      end
+    end)
+
+    it("refuses a malformed %-escape in a URL, naming the part, and creates nothing", function()
+      local path = fresh_path("esc.db")
+      assert_names(open_error("sqlite:" .. path .. "%zz").message, "'%zz' in the path")
+      assert_names(open_error("sqlite:" .. path .. "%4").message, "'%4' in the path")
+      assert_names(open_error("sqlite:" .. path .. "%00").message, "%00", "in the path")
+      assert_names(open_error("sqlite:" .. path .. "?synchronous=f%ull").message,
+        "'%ul' in option 'synchronous'")
+      assert_names(open_error("sqlite:" .. path .. "?sync%G0=full").message, "in an option name")
+      assert.is_false(exists(path))
+      assert.is_false(exists(path .. "%zz"))
+      assert.is_false(exists(path .. "%4"))
+    end)
+
+    it("refuses bad option tables, naming the option", function()
+      local path = fresh_path()
+      local function table_error(...)
+        local ok, err = pcall(chronis.storage.sqlite, ...)
+        assert.is_false(ok)
+        assert.are.equal("invalid", err.code, err.message)
+        return err.message
+      end
+      assert_names(table_error({ path = path, busy_timeout = "soon" }), "busy_timeout", "soon")
+      assert_names(table_error({ path = path, bogus = 1 }), "unknown option 'bogus'")
+      assert_names(table_error({ path = path, synchronous = {} }), "option 'synchronous' must be")
+      assert_names(table_error({ path = path }, { path = path }), "option 'path' is given more than once")
+      assert_names(table_error({ scheme = "redis", path = path }), "scheme 'redis' is not sqlite")
+      assert_names(table_error({}), "path is required")
+      local ok, err = pcall(chronis.storage.open, { path = path })
+      assert.is_false(ok)
+      assert_names(err.message, "'scheme' is required")
+      assert.is_false(exists(path))
+    end)
+
     it("puts the file in WAL mode with the current schema version", function()
       local path = fresh_path()
       chronis.storage.sqlite(path):close()

@@ -500,9 +500,11 @@ static int l_swap(lua_State *L) {
   return 1;
 }
 
-/* Opens lua:path?opt=v by asking the Lua side to load the script. */
-static int open_lua_url(const char *url, chr_store_t **out, char *err, size_t errlen,
-                        const char *fixed_path) {
+/* Opens a store written in Lua from its options (lua:SCRIPT?k=v or
+ * file:PATH): the Lua side loads the script (fixed_path, or the option
+ * `script`) and calls its constructor with the other options. */
+static int open_lua_opts(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen,
+                         const char *fixed_path) {
   lua_State *L = chr_task_main();
   if (L == NULL) {
     snprintf(err, errlen, "lua adapters need the chronis Lua module loaded");
@@ -516,10 +518,25 @@ static int open_lua_url(const char *url, chr_store_t **out, char *err, size_t er
     lua_settop(L, top);
     return CHR_EINVAL;
   }
-  lua_getfield(L, -1, "open_adapter_url");
-  lua_pushstring(L, url);
-  if (fixed_path) lua_pushstring(L, fixed_path);
-  else lua_pushnil(L);
+  lua_getfield(L, -1, "open_adapter_options");
+  const char *script = fixed_path;
+  lua_createtable(L, 0, (int)o->n);
+  for (size_t i = 0; i < o->n; i++) {
+    if (fixed_path == NULL && strcmp(o->v[i].key, "script") == 0) {
+      script = o->v[i].val;
+      continue;
+    }
+    lua_pushstring(L, o->v[i].val);
+    lua_setfield(L, -2, o->v[i].key);
+  }
+  if (script == NULL || *script == '\0') {
+    chr_opts_fail(o, err, errlen, "no script path (lua:SCRIPT?option=value, or script= in "
+                  "options)");
+    lua_settop(L, top);
+    return CHR_EINVAL;
+  }
+  lua_pushstring(L, script);
+  lua_insert(L, -2);
   if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
     const char *m = lua_tostring(L, -1);
     if (m == NULL && lua_istable(L, -1)) {
@@ -536,13 +553,14 @@ static int open_lua_url(const char *url, chr_store_t **out, char *err, size_t er
   return 0;
 }
 
-int chr_lua_store_open(const char *url, chr_store_t **out, char *err, size_t errlen) {
-  return open_lua_url(url, out, err, errlen, NULL);
+int chr_lua_store_open(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen) {
+  return open_lua_opts(o, out, err, errlen, NULL);
 }
 
-/* file:PATH is the JSON file store, adapters/file.lua. */
-int chr_file_store_open(const char *url, chr_store_t **out, char *err, size_t errlen) {
-  return open_lua_url(url, out, err, errlen, "adapters/file.lua");
+/* file:PATH is the JSON file store, adapters/file.lua (PATH: its option
+ * `path`). */
+int chr_file_store_open(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen) {
+  return open_lua_opts(o, out, err, errlen, "adapters/file.lua");
 }
 
 /* set_watcher(handle, watcher): closed together with the store. */

@@ -1,4 +1,4 @@
-/* pg.h - internals of the PostgreSQL store, shared by its units: the URL
+/* pg.h - internals of the PostgreSQL store, shared by its units: its
  * options (pg_url.c), one non-blocking libpq connection on the loop
  * (pg_conn.c), the SQL of every operation and the decoding of its rows
  * (pg_sql.c), versioned migrations (pg_migrate.c) and the store itself:
@@ -27,9 +27,9 @@ typedef struct pg_opts {
   int pool, auto_migrate, notify;
   double timeout, connect_timeout;     /* seconds; timeout 0 = none */
   /* libpq keywords and values, NULL-terminated, for PQconnectStartParams
-   * with expand_dbname (the URI without chronis' options is the dbname). */
+   * (values taken as they are: no dbname expansion). */
   const char **keys, **vals;
-  char *desc; /* the URL without password or options, for messages */
+  char *desc; /* postgres://user@host:port/dbname, for messages */
   /* libpq looks host names up with a blocking getaddrinfo unless hostaddr
    * is given: when `resolve` is set, the connection looks the names in
    * `host` (comma-separated, as libpq takes it) up with uv_getaddrinfo
@@ -38,9 +38,10 @@ typedef struct pg_opts {
   int resolve;
 } pg_opts_t;
 
-/* Parses a postgres:// URL (or postgres:?key=value...). Returns 0, or
- * CHR_EINVAL with a message naming the bad part. */
-int chr_pg_opts_parse(const char *url, pg_opts_t *o, char *err, size_t errlen);
+/* Reads the store's options (from a postgres:// URL or a table: host,
+ * port, user, password, dbname, table, ...). Returns 0, or CHR_EINVAL with
+ * a message naming the bad option. */
+int chr_pg_opts_parse(const chr_opts_t *opts, pg_opts_t *o, char *err, size_t errlen);
 void chr_pg_opts_free(pg_opts_t *o);
 /* 1 when s is an identifier we accept unquoted-safe: [A-Za-z_][A-Za-z0-9_]*,
  * 1..63 characters. */

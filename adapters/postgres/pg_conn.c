@@ -179,7 +179,7 @@ static void begin_connect(pg_conn_t *c) {
   const char **keys = chr_malloc((n + 4) * sizeof *keys), **vals = chr_malloc((n + 4) * sizeof *vals);
   memcpy(keys, o->keys, n * sizeof *keys);
   memcpy(vals, o->vals, n * sizeof *vals);
-  if (o->resolve) { /* last: they override what the URL said */
+  if (o->resolve) { /* last: they override what the options said */
     keys[n] = "host";
     vals[n++] = c->hosts.p ? c->hosts.p : "";
     keys[n] = "hostaddr";
@@ -190,7 +190,8 @@ static void begin_connect(pg_conn_t *c) {
     }
   }
   keys[n] = vals[n] = NULL;
-  c->pg = PQconnectStartParams(keys, vals, 1);
+  /* No dbname expansion: a database name with '=' stays a name. */
+  c->pg = PQconnectStartParams(keys, vals, 0);
   free(keys);
   free(vals);
   if (c->pg == NULL) {

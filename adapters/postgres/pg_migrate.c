@@ -415,8 +415,12 @@ static void cli_event(pg_conn_t *c, int ev, const char *relname, const char *pay
 
 int chr_postgres_migrate(const char *url, int status_only, FILE *out) {
   pg_opts_t o;
+  chr_opts_t opts;
   char err[400];
-  if (chr_pg_opts_parse(url, &o, err, sizeof err) != 0) {
+  int rc = chr_store_url_opts(url, &opts, err, sizeof err);
+  if (rc == 0) rc = chr_pg_opts_parse(&opts, &o, err, sizeof err);
+  chr_opts_free(&opts);
+  if (rc != 0) {
     fprintf(stderr, "chronis migrate: %s\n", err);
     return 2;
   }

@@ -1,6 +1,7 @@
-/* pg_url.c - the PostgreSQL store's URL: chronis' own options (table,
- * schema, pool, ...) are taken out, everything else goes to libpq as
- * keywords, with the URI itself as an expanded dbname. */
+/* pg_url.c - the PostgreSQL store's options: chronis' own (table,
+ * schema, pool, ...) are taken out, everything else (host, port, user,
+ * password, dbname from the URL, sslmode, ...) goes to libpq as keywords,
+ * each value as it was given. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -37,34 +38,6 @@ void chr_pg_derived_name(const char *base, const char *suffix, char *out, size_t
   uint32_t h = (uint32_t)chr_pg_fnv1a(base, bn, PG_FNV_SEED);
   int keep = (int)(PG_IDENT_MAX - sn - 9);
   snprintf(out, outlen, "\"%.*s_%08x%s\"", keep, base, (unsigned)h, suffix);
-}
-
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* Percent-decodes s[0..n) into a new string; NULL on a bad escape. */
-static char *pct_decode(const char *s, size_t n) {
-  char *out = chr_malloc(n + 1), *o = out;
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] != '%') {
-      *o++ = s[i];
-      continue;
-    }
-    int a = i + 1 < n ? hexval((unsigned char)s[i + 1]) : -1;
-    int b = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
-    if (a < 0 || b < 0 || a * 16 + b == 0) { /* no NUL: it would cut the value */
-      free(out);
-      return NULL;
-    }
-    *o++ = (char)(a * 16 + b);
-    i += 2;
-  }
-  *o = '\0';
-  return out;
 }
 
 static int parse_bool(const char *v, int *out) {
@@ -122,36 +95,21 @@ static void kv_add(kv_t *kv, const char *k, const char *v) {
   kv->keys[kv->n] = kv->vals[kv->n] = NULL;
 }
 
-/* The URL as shown in messages: no password, no query. */
-static char *describe(const char *uri, size_t n, const kv_t *pass) {
-  chr_buf_t b;
-  chr_buf_init(&b);
-  if (uri != NULL) {
-    const char *auth = strstr(uri, "//") + 2, *end = uri + n;
-    const char *slash = memchr(auth, '/', (size_t)(end - auth));
-    const char *hostpart_end = slash ? slash : end;
-    const char *at = NULL;
-    for (const char *p = auth; p < hostpart_end; p++)
-      if (*p == '@') at = p;
-    chr_buf_add(&b, uri, (size_t)(auth - uri));
-    if (at != NULL) {
-      const char *colon = memchr(auth, ':', (size_t)(at - auth));
-      chr_buf_add(&b, auth, (size_t)((colon ? colon : at) - auth));
-      chr_buf_addc(&b, '@');
-      chr_buf_add(&b, at + 1, (size_t)(end - at - 1));
-    } else {
-      chr_buf_add(&b, auth, (size_t)(end - auth));
-    }
-  } else {
-    chr_buf_adds(&b, "postgres:");
-    for (size_t i = 0; i < pass->n; i++) {
-      const char *k = pass->keys[i];
-      if (strcmp(k, "host") == 0 || strcmp(k, "port") == 0 || strcmp(k, "dbname") == 0 ||
-          strcmp(k, "user") == 0 || strcmp(k, "hostaddr") == 0)
-        chr_buf_printf(&b, "%s%s=%s", b.len > 9 ? "&" : "?", k, pass->vals[i]);
-    }
-  }
-  return chr_buf_steal(&b);
+/* The value of option k, NULL when absent or empty. */
+static const char *pass_option(const kv_t *pass, const char *k) {
+  const char *v = NULL;
+  for (size_t i = 0; i < pass->n; i++)
+    if (strcmp(pass->keys[i], k) == 0) v = pass->vals[i];
+  return v && *v ? v : NULL;
+}
+
+/* The server as messages name it: postgres://user@host:port/dbname, no
+ * password, no options. */
+static char *describe(const kv_t *pass) {
+  const char *user = pass_option(pass, "user"), *host = pass_option(pass, "host");
+  const char *port = pass_option(pass, "port"), *db = pass_option(pass, "dbname");
+  return chr_sprintf("postgres://%s%s%s%s%s/%s", user ? user : "", user ? "@" : "",
+                     host ? host : "", port ? ":" : "", port ? port : "", db ? db : "");
 }
 
 static void kv_free(kv_t *kv) {
@@ -162,26 +120,6 @@ static void kv_free(kv_t *kv) {
   free(kv->keys);
   free(kv->vals);
   memset(kv, 0, sizeof *kv);
-}
-
-/* The value of key k, NULL when absent. */
-static const char *kv_find(const kv_t *kv, const char *k) {
-  for (size_t i = 0; i < kv->n; i++)
-    if (strcmp(kv->keys[i], k) == 0) return kv->vals[i];
-  return NULL;
-}
-
-static const char *pass_option(const kv_t *pass, const char *k) {
-  const char *v = NULL;
-  for (size_t i = 0; i < pass->n; i++)
-    if (strcmp(pass->keys[i], k) == 0) v = pass->vals[i];
-  return v && *v ? v : NULL;
-}
-
-static const char *uri_option(const PQconninfoOption *parsed, const char *k) {
-  for (const PQconninfoOption *p = parsed; p && p->keyword; p++)
-    if (strcmp(p->keyword, k) == 0) return p->val && *p->val ? p->val : NULL;
-  return NULL;
 }
 
 static const char *env_option(const char *name) {
@@ -202,16 +140,12 @@ static int needs_lookup(const char *h, size_t n) {
 
 /* The host and port libpq will use, and whether a name must be looked up
  * before it can connect without blocking. */
-static void effective_host(pg_opts_t *o, const kv_t *pass, const PQconninfoOption *parsed) {
+static void effective_host(pg_opts_t *o, const kv_t *pass) {
   const char *host = pass_option(pass, "host"), *port = pass_option(pass, "port");
   const char *hostaddr = pass_option(pass, "hostaddr"), *service = pass_option(pass, "service");
-  if (!host) host = uri_option(parsed, "host");
   if (!host) host = env_option("PGHOST");
-  if (!port) port = uri_option(parsed, "port");
   if (!port) port = env_option("PGPORT");
-  if (!hostaddr) hostaddr = uri_option(parsed, "hostaddr");
   if (!hostaddr) hostaddr = env_option("PGHOSTADDR");
-  if (!service) service = uri_option(parsed, "service");
   if (!service) service = env_option("PGSERVICE");
   o->host = host ? chr_strdup(host) : NULL;
   o->port = port ? chr_strdup(port) : NULL;
@@ -236,7 +170,7 @@ void chr_pg_opts_free(pg_opts_t *o) {
   memset(o, 0, sizeof *o);
 }
 
-int chr_pg_opts_parse(const char *url, pg_opts_t *o, char *err, size_t errlen) {
+int chr_pg_opts_parse(const chr_opts_t *opts, pg_opts_t *o, char *err, size_t errlen) {
   memset(o, 0, sizeof *o);
   strcpy(o->table, "chronis_jobs");
   strcpy(o->schema, "public");
@@ -246,110 +180,52 @@ int chr_pg_opts_parse(const char *url, pg_opts_t *o, char *err, size_t errlen) {
   o->timeout = 30;
   o->connect_timeout = 10;
 
-  const char *rest = strchr(url, ':');
-  if (rest == NULL) return chr_errf(err, errlen, "invalid storage URL: expected postgres://...");
-  rest++;
-  /* chronis.storage.postgres("postgresql://...") arrives as
-   * "postgres:postgresql://...". */
-  if (strncmp(rest, "postgresql://", 13) == 0 || strncmp(rest, "postgres://", 11) == 0)
-    rest = strchr(rest, ':') + 1;
-  const char *query = strchr(rest, '?');
-  size_t uri_n = query ? (size_t)(query - rest) : strlen(rest);
-  char *uri = NULL;
-  if (strncmp(rest, "//", 2) == 0) {
-    uri = chr_sprintf("postgresql:%.*s", (int)uri_n, rest);
-  } else if (uri_n != 0) {
-    return chr_errf(err, errlen, "invalid storage URL: expected postgres://user:password@host:port/"
-                             "database?options or postgres:?key=value&...");
-  }
-
-  kv_t pass = {0}, kv = {0}, seen = {0};
+  kv_t pass = {0}, kv = {0};
   chr_buf_t options;
   chr_buf_init(&options);
   chr_buf_adds(&options, "-c jit=off"); /* JIT costs more than it saves on short queries */
-  char *user_options = NULL, *timezone = NULL;
+  const char *user_options = NULL, *timezone = NULL;
   int rc = 0;
-  const char *p = query ? query + 1 : NULL;
-  while (rc == 0 && p != NULL && *p) {
-    const char *amp = strchr(p, '&'), *end = amp ? amp : p + strlen(p);
-    const char *eq = memchr(p, '=', (size_t)(end - p));
-    if (end == p) {
-      p = amp ? amp + 1 : NULL;
-      continue;
-    }
-    if (eq == NULL) {
-      rc = chr_errf(err, errlen, "invalid storage URL: option '%.*s' has no value (key=value)",
-                (int)(end - p), p);
-      break;
-    }
-    char *k = pct_decode(p, (size_t)(eq - p)), *v = pct_decode(eq + 1, (size_t)(end - eq - 1));
+  for (size_t i = 0; i < opts->n && rc == 0; i++) {
+    const char *k = opts->v[i].key, *v = opts->v[i].val;
     double d;
-    if (k == NULL || v == NULL) {
-      rc = chr_errf(err, errlen, "invalid storage URL: bad %%-escape in option '%.*s'",
-                (int)(end - p), p);
-    } else if (kv_find(&seen, k) != NULL) {
-      /* A second value would silently win over the first. */
-      rc = chr_errf(err, errlen, "invalid storage URL: option '%s' is given more than once", k);
-    } else if (strcmp(k, "table") == 0 || strcmp(k, "schema") == 0) {
+    if (strcmp(k, "table") == 0 || strcmp(k, "schema") == 0) {
       if (!chr_pg_ident_ok(v))
-        rc = chr_errf(err, errlen, "invalid storage URL: %s '%s' is not a valid identifier (1-63 "
-                  "characters: a letter or _, then letters, digits or _)", k, v);
+        rc = chr_opts_fail(opts, err, errlen, "%s '%s' is not a valid identifier (1-63 "
+                           "characters: a letter or _, then letters, digits or _)", k, v);
       else strcpy(k[0] == 't' ? o->table : o->schema, v);
     } else if (strcmp(k, "pool") == 0) {
       if (parse_num(v, 1, PG_MAX_POOL, &d) != 0 || d != (int)d)
-        rc = chr_errf(err, errlen, "invalid storage URL: pool '%s' must be an integer 1-%d", v,
-                  PG_MAX_POOL);
+        rc = chr_opts_fail(opts, err, errlen, "pool '%s' must be an integer 1-%d", v, PG_MAX_POOL);
       else o->pool = (int)d;
     } else if (strcmp(k, "auto_migrate") == 0 || strcmp(k, "notify") == 0) {
       if (parse_bool(v, k[0] == 'a' ? &o->auto_migrate : &o->notify) != 0)
-        rc = chr_errf(err, errlen, "invalid storage URL: %s '%s' must be true or false", k, v);
+        rc = chr_opts_fail(opts, err, errlen, "%s '%s' must be true or false", k, v);
     } else if (strcmp(k, "timeout") == 0 || strcmp(k, "connect_timeout") == 0) {
       if (parse_num(v, 0, 86400, &d) != 0)
-        rc = chr_errf(err, errlen, "invalid storage URL: %s '%s' must be a number of seconds", k, v);
+        rc = chr_opts_fail(opts, err, errlen, "%s '%s' must be a number of seconds", k, v);
       else if (k[0] == 't') o->timeout = d;
       else o->connect_timeout = d;
     } else if (strcmp(k, "timezone") == 0) {
-      free(timezone);
-      timezone = chr_strdup(v);
+      timezone = v;
     } else if (strcmp(k, "options") == 0) {
-      free(user_options);
-      user_options = chr_strdup(v);
-    } else if (strcmp(k, "dbname") == 0 && uri != NULL) {
-      rc = chr_errf(err, errlen, "invalid storage URL: give the database as the URL's path "
-                "(postgres://host/database), not as dbname=");
+      user_options = v;
     } else if (!libpq_keyword(k)) {
-      rc = chr_errf(err, errlen, "invalid storage URL: unknown option '%s' (chronis: table, schema, "
-                "pool, auto_migrate, notify, timeout, connect_timeout, timezone; or a libpq "
-                "connection keyword)", k);
+      rc = chr_opts_fail(opts, err, errlen, "unknown option '%s' (chronis: table, schema, pool, "
+                         "auto_migrate, notify, timeout, connect_timeout, timezone; or a libpq "
+                         "connection keyword)", k);
     } else {
       kv_add(&pass, k, v);
     }
-    if (rc == 0) kv_add(&seen, k, "");
-    free(k);
-    free(v);
-    p = amp ? amp + 1 : NULL;
   }
-  PQconninfoOption *parsed = NULL;
-  if (rc == 0 && uri != NULL) {
-    char *msg = NULL;
-    parsed = PQconninfoParse(uri, &msg);
-    if (parsed == NULL) {
-      size_t ml = msg ? strlen(msg) : 0;
-      while (ml > 0 && msg[ml - 1] == '\n') msg[--ml] = '\0';
-      rc = chr_errf(err, errlen, "invalid storage URL: %s", msg ? msg : "cannot parse the URI");
-    }
-    PQfreemem(msg);
-  }
-  if (rc == 0) effective_host(o, &pass, parsed);
-  PQconninfoFree(parsed);
   if (rc == 0) {
-    /* Defaults first so the URL overrides them; keepalives notice a peer
-     * that vanished without closing (a network cut) in about 20 s. */
+    effective_host(o, &pass);
+    /* Defaults first so the options override them; keepalives notice a
+     * peer that vanished without closing (a network cut) in about 20 s. */
     kv_add(&kv, "keepalives_idle", "10");
     kv_add(&kv, "keepalives_interval", "5");
     kv_add(&kv, "keepalives_count", "3");
     kv_add(&kv, "fallback_application_name", "chronis");
-    if (uri != NULL) kv_add(&kv, "dbname", uri);
     for (size_t i = 0; i < pass.n; i++) kv_add(&kv, pass.keys[i], pass.vals[i]);
     kv_add(&kv, "client_encoding", "UTF8");
     if (user_options) chr_buf_printf(&options, " %s", user_options);
@@ -360,18 +236,12 @@ int chr_pg_opts_parse(const char *url, pg_opts_t *o, char *err, size_t errlen) {
     kv_add(&kv, "options", options.p);
     o->keys = kv.keys;
     o->vals = kv.vals;
-    o->desc = describe(uri, uri ? strlen(uri) : 0, &pass);
+    o->desc = describe(&pass);
     snprintf(o->qtable, sizeof o->qtable, "\"%s\".\"%s\"", o->schema, o->table);
     /* A channel per table; identifiers are ASCII, so cutting is safe. */
     snprintf(o->channel, sizeof o->channel, "chronis:%s.%s", o->schema, o->table);
-  } else {
-    kv_free(&kv);
   }
   kv_free(&pass);
-  kv_free(&seen);
   chr_buf_free(&options);
-  free(user_options);
-  free(timezone);
-  free(uri);
   return rc;
 }

@@ -491,9 +491,9 @@ static void pg_close(chr_store_t *s) {
 
 static const chr_store_vtable_t pg_vtable = {"postgres", pg_submit, pg_close};
 
-int chr_postgres_open(const char *url, chr_store_t **out, char *err, size_t errlen) {
+int chr_postgres_open(const chr_opts_t *opts, chr_store_t **out, char *err, size_t errlen) {
   pg_store_t *st = chr_calloc(1, sizeof *st);
-  if (chr_pg_opts_parse(url, &st->o, err, errlen) != 0) {
+  if (chr_pg_opts_parse(opts, &st->o, err, errlen) != 0) {
     free(st);
     return CHR_EINVAL;
   }

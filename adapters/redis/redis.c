@@ -37,7 +37,7 @@ typedef struct rstore {
   chr_rconn_t *rc;
   char *tag; /* "{prefix}" */
   char *channel;
-  char **reindex; /* index paths named in the URL (NULL-terminated) */
+  char **reindex; /* index paths named in the options (NULL-terminated) */
   size_t nreindexed; /* of which built */
   int subscribed;
 } rstore_t;
@@ -611,7 +611,7 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
   return 0;
 }
 
-/* ---- metadata indexes named in the URL: built over existing jobs */
+/* ---- metadata indexes named in the options: built over existing jobs */
 
 static void reindex_next(rstore_t *rs, const char *cursor);
 
@@ -660,9 +660,9 @@ static void rs_close(chr_store_t *s) {
 
 static const chr_store_vtable_t rs_vtable = {"redis", rs_submit, rs_close};
 
-int chr_redis_store_open(const char *url, chr_store_t **out, char *err, size_t errlen) {
+int chr_redis_store_open(const chr_opts_t *opts, chr_store_t **out, char *err, size_t errlen) {
   chr_redis_url_t u;
-  int rc = chr_redis_url_parse(url, &u, "storage", err, errlen);
+  int rc = chr_redis_opts_parse(opts, &u, 0, err, errlen);
   if (rc != 0) return rc;
   rstore_t *rs = chr_calloc(1, sizeof *rs);
   chr_store_init(&rs->base, &rs_vtable,

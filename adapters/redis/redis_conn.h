@@ -1,5 +1,5 @@
 /* redis_conn.h - one Redis server as the Redis store and lock adapters see
- * it: the URL (redis_url.c), a command connection and a pub/sub connection
+ * it: its options (redis_url.c), a command connection and a pub/sub connection
  * (hiredis async on the process's libuv loop), reconnection with capped
  * exponential backoff, a wait queue for commands made while disconnected,
  * and server-side scripts sent with EVALSHA and reloaded on NOSCRIPT
@@ -13,11 +13,12 @@
 #include <hiredis/hiredis.h>
 
 #include "core/common.h"
+#include "core/url.h"
 
 typedef struct chr_rconn chr_rconn_t;
 typedef struct chr_rcmd chr_rcmd_t;
 
-/* Settings from a redis:// URL. */
+/* Settings from a redis:// URL or an option table. */
 typedef struct chr_redis_url {
   char *host, *user, *password, *prefix;
   int port, db;
@@ -29,10 +30,11 @@ typedef struct chr_redis_url {
   int64_t backoff_max_us; /* reconnect_max: cap of the reconnect backoff */
 } chr_redis_url_t;
 
-/* Parses redis://[[user]:password@]host[:port][/db][?k=v&...]; `what` names
- * the adapter in messages. Returns 0 or CHR_EINVAL with a message. */
-int chr_redis_url_parse(const char *url, chr_redis_url_t *u, const char *what, char *err,
-                        size_t errlen);
+/* Reads the options (host, port, db, user, password, prefix, ...; lock:
+ * those of the lock adapter, without index_metadata). Returns 0 or
+ * CHR_EINVAL with a message naming the bad option. */
+int chr_redis_opts_parse(const chr_opts_t *opts, chr_redis_url_t *u, int lock, char *err,
+                         size_t errlen);
 void chr_redis_url_free(chr_redis_url_t *u);
 
 /* A command's answer: status 0 with the reply (valid only during the

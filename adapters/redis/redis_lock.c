@@ -330,15 +330,10 @@ static void rl_close(chr_lock_t *l) {
 
 static const chr_lock_vtable_t rl_vtable = {"redis", rl_submit, rl_close};
 
-int chr_redis_lock_open(const char *url, chr_lock_t **out, char *err, size_t errlen) {
+int chr_redis_lock_open(const chr_opts_t *opts, chr_lock_t **out, char *err, size_t errlen) {
   chr_redis_url_t u;
-  int rc = chr_redis_url_parse(url, &u, "lock", err, errlen);
+  int rc = chr_redis_opts_parse(opts, &u, 1, err, errlen);
   if (rc != 0) return rc;
-  if (u.nindex > 0) {
-    chr_redis_url_free(&u);
-    snprintf(err, errlen, "invalid lock URL '%s': index_metadata is a storage option", url);
-    return CHR_EINVAL;
-  }
   rlock_t *lk = chr_calloc(1, sizeof *lk);
   chr_lock_init(&lk->base, &rl_vtable);
   lk->keyprefix = chr_sprintf("%s:lock:", u.prefix);

@@ -691,9 +691,14 @@ static void sq_close(chr_store_t *base) {
 
 static const chr_store_vtable_t sq_vtable = {"sqlite", sq_submit, sq_close};
 
-int chr_sqlite_store_open(const char *url, chr_store_t **out, char *err, size_t errlen) {
+int chr_sqlite_store_open(const chr_opts_t *opts, chr_store_t **out, char *err, size_t errlen) {
+  sq_opts_t o;
+  char *path;
+  int rc = chr__sqlite_opts(opts, &path, &o, err, errlen);
+  if (rc != 0) return rc;
   sq_store_t *s = chr_calloc(1, sizeof *s);
-  int rc = chr__sqlite_open(s, url, err, errlen);
+  rc = chr__sqlite_open(s, path, &o, err, errlen);
+  free(path);
   if (rc != 0) {
     free(s);
     return rc;

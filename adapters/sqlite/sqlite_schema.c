@@ -1,6 +1,6 @@
-/* sqlite_schema.c - opening the SQLite store's file: the URL and its
- * options, checks that refuse a bad path or a file that is not ours before
- * anything is written, the connection's pragmas and SQL function
+/* sqlite_schema.c - opening the SQLite store's file: its options, checks
+ * that refuse a bad path or a file that is not ours before anything is
+ * written, the connection's pragmas and SQL function
  * (chronis_patch), and the versioned schema (PRAGMA user_version) with its
  * forward migrations. */
 #include <errno.h>
@@ -44,14 +44,6 @@ static const char *const migrations[SQ_SCHEMA_VERSION] = {
     "CREATE INDEX jobs_next ON jobs(status, next_run_time, job_id);",
 };
 
-typedef struct sq_opts {
-  int busy_ms;
-  const char *sync; /* PRAGMA synchronous value */
-  long cache_kib;
-  long wal_pages;
-  int quick_check;
-} sq_opts_t;
-
 static int parse_long(const char *v, long lo, long hi, long *out) {
   char *end;
   long x;
@@ -62,84 +54,54 @@ static int parse_long(const char *v, long lo, long hi, long *out) {
   return 0;
 }
 
-/* Splits "sqlite:PATH?k=v&k=v" into the path (malloc'ed) and options. A
- * leading "//" is dropped so that "sqlite:///abs/path" reads as usual. */
-static int parse_url(const char *url, char **path, sq_opts_t *o, char *err, size_t errlen) {
-  const char *rest = strchr(url, ':') + 1, *q;
-  char *opts, *tok, *save = NULL;
-  unsigned seen = 0;
+int chr__sqlite_opts(const chr_opts_t *opts, char **path, sq_opts_t *o, char *err,
+                     size_t errlen) {
   int rc = 0;
   o->busy_ms = 5000;
   o->sync = "NORMAL";
   o->cache_kib = 65536;
   o->wal_pages = 4000;
   o->quick_check = 0;
-  if (strncmp(rest, "//", 2) == 0) rest += 2;
-  q = strchr(rest, '?');
-  *path = chr_strndup(rest, q ? (size_t)(q - rest) : strlen(rest));
-  if ((*path)[0] == '\0') {
-    free(*path);
-    *path = NULL;
-    return chr_errf(err, errlen,
-                 "invalid storage URL '%s': a file path is required (sqlite:PATH, e.g. "
-                 "sqlite:chronis.db, or sqlite::memory:)", url);
-  }
-  if (q == NULL) return 0;
-  opts = chr_strdup(q + 1);
-  for (tok = strtok_r(opts, "&", &save); tok && rc == 0; tok = strtok_r(NULL, "&", &save)) {
-    static const char *const known[] = {"busy_timeout", "cache_size", "wal_autocheckpoint",
-                                        "synchronous", "check"};
-    char *v = strchr(tok, '=');
+  *path = NULL;
+  for (size_t i = 0; i < opts->n && rc == 0; i++) {
+    const char *k = opts->v[i].key, *v = opts->v[i].val;
     long x;
-    if (v == NULL) {
-      rc = chr_errf(err, errlen, "invalid storage URL '%s': option '%s' needs a value (k=v)", url,
-                 tok);
-      break;
-    }
-    *v++ = '\0';
-    /* A second value would silently win over the first. */
-    for (unsigned i = 0; i < sizeof known / sizeof *known; i++)
-      if (strcmp(tok, known[i]) == 0 && (seen & 1u << i))
-        rc = chr_errf(err, errlen, "invalid storage URL '%s': option '%s' is given more than once",
-                   url, tok);
-      else if (strcmp(tok, known[i]) == 0)
-        seen |= 1u << i;
-    if (rc != 0) break;
-    if (strcmp(tok, "busy_timeout") == 0) {
+    if (strcmp(k, "path") == 0) {
+      if (*v != '\0') *path = chr_strdup(v);
+    } else if (strcmp(k, "busy_timeout") == 0) {
       if (parse_long(v, 0, 3600000, &x) != 0)
-        rc = chr_errf(err, errlen, "invalid storage URL '%s': busy_timeout must be 0..3600000 ms, "
-                   "got '%s'", url, v);
+        rc = chr_opts_fail(opts, err, errlen, "busy_timeout must be 0..3600000 ms, got '%s'", v);
       else o->busy_ms = (int)x;
-    } else if (strcmp(tok, "cache_size") == 0) {
+    } else if (strcmp(k, "cache_size") == 0) {
       if (parse_long(v, 64, 1L << 30, &x) != 0)
-        rc = chr_errf(err, errlen, "invalid storage URL '%s': cache_size must be 64.. KiB, got '%s'",
-                   url, v);
+        rc = chr_opts_fail(opts, err, errlen, "cache_size must be 64.. KiB, got '%s'", v);
       else o->cache_kib = x;
-    } else if (strcmp(tok, "wal_autocheckpoint") == 0) {
+    } else if (strcmp(k, "wal_autocheckpoint") == 0) {
       if (parse_long(v, 0, 1L << 30, &x) != 0)
-        rc = chr_errf(err, errlen, "invalid storage URL '%s': wal_autocheckpoint must be a number of "
-                   "pages >= 0, got '%s'", url, v);
+        rc = chr_opts_fail(opts, err, errlen, "wal_autocheckpoint must be a number of pages >= 0, "
+                           "got '%s'", v);
       else o->wal_pages = x;
-    } else if (strcmp(tok, "synchronous") == 0) {
+    } else if (strcmp(k, "synchronous") == 0) {
       static const char *const modes[] = {"off", "normal", "full", "extra"};
       static const char *const upper[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
-      size_t i;
-      for (i = 0; i < 4 && strcasecmp(v, modes[i]) != 0; i++) {}
-      if (i == 4)
-        rc = chr_errf(err, errlen, "invalid storage URL '%s': synchronous must be off, normal, full "
-                   "or extra, got '%s'", url, v);
-      else o->sync = upper[i];
-    } else if (strcmp(tok, "check") == 0) {
+      size_t m;
+      for (m = 0; m < 4 && strcasecmp(v, modes[m]) != 0; m++) {}
+      if (m == 4)
+        rc = chr_opts_fail(opts, err, errlen, "synchronous must be off, normal, full or extra, got "
+                           "'%s'", v);
+      else o->sync = upper[m];
+    } else if (strcmp(k, "check") == 0) {
       if (strcmp(v, "quick") == 0) o->quick_check = 1;
       else if (strcmp(v, "none") == 0) o->quick_check = 0;
-      else rc = chr_errf(err, errlen, "invalid storage URL '%s': check must be quick or none, got "
-                      "'%s'", url, v);
+      else rc = chr_opts_fail(opts, err, errlen, "check must be quick or none, got '%s'", v);
     } else {
-      rc = chr_errf(err, errlen, "invalid storage URL '%s': unknown option '%s' (expected "
-                 "busy_timeout, cache_size, synchronous, wal_autocheckpoint, check)", url, tok);
+      rc = chr_opts_fail(opts, err, errlen, "unknown option '%s' (expected path, busy_timeout, "
+                         "cache_size, synchronous, wal_autocheckpoint, check)", k);
     }
   }
-  free(opts);
+  if (rc == 0 && *path == NULL)
+    rc = chr_opts_fail(opts, err, errlen, "a file path is required (sqlite:PATH, e.g. "
+                       "sqlite:chronis.db, or sqlite::memory:; path= in options)");
   if (rc != 0) {
     free(*path);
     *path = NULL;
@@ -481,16 +443,17 @@ static void remove_created(const char *path) {
   free(wal);
 }
 
-int chr__sqlite_open(sq_store_t *s, const char *url, char *err, size_t errlen) {
-  sq_opts_t o;
-  char *path;
+int chr__sqlite_open(sq_store_t *s, const char *path_in, const sq_opts_t *o, char *err,
+                     size_t errlen) {
+  char *path = chr_strdup(path_in);
   sqlite3 *db = NULL;
   int existed = 1, memory, rc;
   int64_t version;
-  if (sqlite3_libversion_number() < 3038000)
+  if (sqlite3_libversion_number() < 3038000) {
+    free(path);
     return chr_errf(err, errlen, "sqlite: the SQLite library is %s; chronis needs 3.38 or newer "
                  "(RETURNING, the -> operator)", sqlite3_libversion());
-  if ((rc = parse_url(url, &path, &o, err, errlen)) != 0) return rc;
+  }
   memory = strcmp(path, ":memory:") == 0;
   if (!memory && (rc = check_path(path, &existed, err, errlen)) != 0) goto fail;
   if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
@@ -507,14 +470,14 @@ int chr__sqlite_open(sq_store_t *s, const char *url, char *err, size_t errlen) {
                  path, e ? strerror(e) : sqlite3_errmsg(db));
     goto fail;
   }
-  sqlite3_busy_timeout(db, o.busy_ms);
+  sqlite3_busy_timeout(db, o->busy_ms);
   if ((rc = check_schema(db, path, &version, err, errlen)) != 0) goto fail;
   if (sqlite3_db_readonly(db, "main") == 1) {
     rc = chr_errf(err, errlen, "sqlite: cannot open '%s' for writing: the file is read-only", path);
     goto fail;
   }
-  if (version > 0 && (rc = check_pages(db, path, version, o.quick_check, err, errlen)) != 0) goto fail;
-  if ((rc = setup(db, path, memory, &o, err, errlen)) != 0) goto fail;
+  if (version > 0 && (rc = check_pages(db, path, version, o->quick_check, err, errlen)) != 0) goto fail;
+  if ((rc = setup(db, path, memory, o, err, errlen)) != 0) goto fail;
   if (version < SQ_SCHEMA_VERSION && (rc = migrate(db, path, err, errlen)) != 0) goto fail;
   if (sqlite3_create_function_v2(db, "chronis_patch", -1,
                                  SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
@@ -523,10 +486,10 @@ int chr__sqlite_open(sq_store_t *s, const char *url, char *err, size_t errlen) {
     goto fail;
   }
   s->db = db;
-  s->url = chr_strdup(url);
+  s->opts = *o;
   s->path = path;
   s->memory = memory;
-  s->busy_ms = o.busy_ms;
+  s->busy_ms = o->busy_ms;
   return 0;
 fail:
   sqlite3_close_v2(db);
@@ -539,7 +502,7 @@ int chr__sqlite_reopen(sq_store_t *s, char *err, size_t errlen) {
   sq_store_t fresh;
   int rc;
   memset(&fresh, 0, sizeof fresh);
-  if ((rc = chr__sqlite_open(&fresh, s->url, err, errlen)) != 0) return rc;
+  if ((rc = chr__sqlite_open(&fresh, s->path, &s->opts, err, errlen)) != 0) return rc;
   s->db = fresh.db;
   fresh.db = NULL;
   chr__sqlite_close(&fresh);
@@ -573,8 +536,6 @@ void chr__sqlite_disconnect(sq_store_t *s, int optimize) {
 
 void chr__sqlite_close(sq_store_t *s) {
   chr__sqlite_disconnect(s, 1);
-  free(s->url);
-  s->url = NULL;
   free(s->path);
   s->path = NULL;
 }

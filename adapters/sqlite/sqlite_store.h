@@ -1,5 +1,5 @@
 /* sqlite_store.h - internals shared by the parts of the SQLite store
- * ("sqlite:PATH"): sqlite_schema.c opens the file (URL options, checks,
+ * ("sqlite:PATH"): sqlite_schema.c opens the file (options, checks,
  * pragmas, versioned schema), sqlite.c answers requests, sqlite_query.c
  * turns filters into SQL. Not a public header: the store is reached
  * through chr_sqlite_store_open (store.h). */
@@ -48,11 +48,20 @@ typedef struct sq_dyn {
  * when its file is removed (sqlite.c); the oldest is dropped past this. */
 #define SQ_OWNERS_MAX 32
 
+/* The options of the store (docs/sqlite.md), kept to reopen the file. */
+typedef struct sq_opts {
+  int busy_ms;
+  const char *sync; /* PRAGMA synchronous value */
+  long cache_kib;
+  long wal_pages;
+  int quick_check;
+} sq_opts_t;
+
 typedef struct sq_store {
   chr_store_t base;
   sqlite3 *db; /* NULL while the file is gone and reopening it fails */
-  char *url;   /* to reopen the path with the same options */
-  char *path;  /* as given in the URL, for messages */
+  sq_opts_t opts; /* to reopen the path with the same options */
+  char *path;  /* as given, for messages */
   int memory;  /* sqlite::memory:, no file to watch */
   sqlite3_stmt *stmt[SQ__COUNT];
   sq_dyn_t dyn[SQ_DYN_MAX];
@@ -70,19 +79,24 @@ typedef struct sq_store {
   size_t nlost;
 } sq_store_t;
 
-/* sqlite_schema.c: opens and checks the database, brings its schema to
+/* sqlite_schema.c: reads the store's options (path, busy_timeout, ...)
+ * into *path (malloc'ed) and *o, or returns CHR_EINVAL naming the bad one. */
+int chr__sqlite_opts(const chr_opts_t *opts, char **path, sq_opts_t *o, char *err,
+                     size_t errlen);
+/* Opens and checks the database at path, brings its schema to
  * SQ_SCHEMA_VERSION and registers chronis_patch. Returns 0 and fills
- * s->db, s->url, s->path and s->memory, or CHR_EINVAL with a message
+ * s->db, s->opts, s->path and s->memory, or CHR_EINVAL with a message
  * naming the path (and then nothing has been written). */
-int chr__sqlite_open(sq_store_t *s, const char *url, char *err, size_t errlen);
-/* Opens s->url again after chr__sqlite_disconnect, as chr__sqlite_open
- * does (a missing file is created with the schema). Returns 0 and sets
- * s->db, or CHR_EINVAL with a message. */
+int chr__sqlite_open(sq_store_t *s, const char *path, const sq_opts_t *o, char *err,
+                     size_t errlen);
+/* Opens s->path again after chr__sqlite_disconnect, with s->opts, as
+ * chr__sqlite_open does (a missing file is created with the schema).
+ * Returns 0 and sets s->db, or CHR_EINVAL with a message. */
 int chr__sqlite_reopen(sq_store_t *s, char *err, size_t errlen);
 /* Finalizes every statement and closes the connection (s->db NULL);
  * optimize runs PRAGMA optimize first, for a file that is still ours. */
 void chr__sqlite_disconnect(sq_store_t *s, int optimize);
-/* chr__sqlite_disconnect, then frees the URL and path. */
+/* chr__sqlite_disconnect, then frees the path. */
 void chr__sqlite_close(sq_store_t *s);
 
 /* sqlite.c, for the queries: fails req with the connection's last error

@@ -175,8 +175,12 @@ function M.scheduler(opts)
     o.storage = host.store
   elseif o.storage == nil then
     o.storage = M.storage.memory()
-  elseif type(o.storage) == "string" then
+  elseif type(o.storage) == "string" or type(o.storage) == "table" then
+    -- A URL, or options with their scheme: { scheme = "sqlite", path = ... }
     o.storage = M.storage.open(o.storage)
+  end
+  if type(o.lock) == "string" or type(o.lock) == "table" then
+    o.lock = M.lock.open(o.lock)
   end
   local s = setmetatable({ _store = o.storage, _callbacks = {}, _on_success = on_success,
     _on_failure = on_failure }, Scheduler)

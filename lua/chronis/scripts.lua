@@ -208,20 +208,13 @@ local function resolve(path)
   return path
 end
 
-local function parse_query(q, url)
-  local opts = {}
-  for k, v in (q or ""):gmatch("([^&=]+)=([^&]*)") do
-    -- A second value would silently win over the first.
-    if opts[k] ~= nil then
-      error(core.error("invalid", ("invalid storage URL '%s': option '%s' is given more than once")
-        :format(url, k)), 0)
-    end
-    v = v:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
-    if v == "true" then v = true elseif v == "false" then v = false
-    elseif tonumber(v) and v:match("^%-?%d+%.?%d*$") then v = tonumber(v) end
-    opts[k] = v
-  end
-  return opts
+-- Option values from a URL or a storage option table arrive as strings:
+-- "true"/"false" and numbers are given their type, as a constructor
+-- called from Lua would get them.
+local function typed(v)
+  if v == "true" then return true elseif v == "false" then return false end
+  if tonumber(v) and v:match("^%-?%d+%.?%d*$") then return tonumber(v) end
+  return v
 end
 
 local function instantiate(path, opts)
@@ -283,20 +276,12 @@ function M.open_adapter(path, opts)
   return store
 end
 
---- lua:path?k=v or file:path?k=v (fixed_path = adapters/file.lua).
-function M.open_adapter_url(url, fixed_path)
-  local scheme, rest = url:match("^(%a+):(.*)$")
-  local path, query = rest:match("^([^?]*)%??(.*)$")
-  local opts = parse_query(query, url)
-  if fixed_path then
-    if path ~= "" then opts.path = path end
-    path = fixed_path
-  end
-  if path == "" then
-    error(core.error("invalid", ("invalid storage URL '%s': no script path"):format(url)), 0)
-  end
-  local _ = scheme
-  return M.open_adapter(path, opts)
+--- Opens the script adapter at path with the options of a lua: or file:
+--- URL (or option table), all strings: see typed().
+function M.open_adapter_options(path, opts)
+  local o = {}
+  for k, v in pairs(opts) do o[k] = typed(v) end
+  return M.open_adapter(path, o)
 end
 
 -- ---- chronis check ----

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "url.h"
 
 typedef struct chr_lock chr_lock_t;
 typedef struct chr_lock_req chr_lock_req_t;
@@ -62,10 +63,13 @@ void chr_lock_close(chr_lock_t *l);
 void chr_lock_retain(chr_lock_t *l);
 void chr_lock_release(chr_lock_t *l);
 
-/* Lock adapters by URL scheme ("memory:", ...). */
+/* Opening a lock from a URL ("memory:", "redis://...") or from options,
+ * as chr_store_open and chr_store_open_opts do (store.h). */
 int chr_lock_open(const char *url, chr_lock_t **out, char *err, size_t errlen);
+int chr_lock_url_opts(const char *url, chr_opts_t *o, char *err, size_t errlen);
+int chr_lock_open_opts(const chr_opts_t *o, chr_lock_t **out, char *err, size_t errlen);
 
 chr_lock_t *chr_memory_lock_new(void);
-int chr_redis_lock_open(const char *url, chr_lock_t **out, char *err, size_t errlen);
+int chr_redis_lock_open(const chr_opts_t *o, chr_lock_t **out, char *err, size_t errlen);
 
 #endif

@@ -1,81 +1,165 @@
-/* open.c - opening stores and locks by URL: the tables of schemes and
- * their adapters. Apart from store.c and lock.c so that a program that
+/* open.c - opening stores and locks from options or a URL: the tables of
+ * schemes, their adapters, and where each part of a scheme's URL goes in
+ * its options. Apart from store.c and lock.c so that a program that
  * creates its stores directly (the core's C tests) links no adapter it
  * does not use. */
 #include "lock.h"
 #include "store.h"
+#include "url.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-static int open_memory(const char *url, chr_store_t **out, char *err, size_t errlen) {
-  (void)url;
-  (void)err;
-  (void)errlen;
+/* A scheme's URL form: where its authority may stand, which option the
+ * path fills (after an authority, without its leading '/'), and the form
+ * as messages describe it. */
+typedef struct url_form {
+  int authority;
+  const char *path_key; /* NULL: the URL has no path */
+  const char *usage;
+} url_form_t;
+
+static const url_form_t memory_form = {CHR_URL_NO_AUTHORITY, NULL, "memory:"};
+static const url_form_t sqlite_form = {CHR_URL_NO_AUTHORITY, "path",
+                                       "sqlite:PATH?option=value&..."};
+static const url_form_t lua_form = {CHR_URL_NO_AUTHORITY, "script",
+                                    "lua:SCRIPT?option=value&..."};
+static const url_form_t file_form = {CHR_URL_NO_AUTHORITY, "path", "file:PATH?option=value&..."};
+static const url_form_t pg_form = {CHR_URL_AUTHORITY, "dbname",
+                                   "postgres://user:password@host:port/database?option=value&... "
+                                   "or postgres:?key=value&..."};
+static const url_form_t redis_form = {CHR_URL_AUTHORITY_ALWAYS, "db",
+                                      "redis://user:password@host:port/db?option=value&..."};
+
+/* Fills o from url, parsed with form: the query's options, then the
+ * authority's parts (user, password, host, port) and the path as options
+ * of their own, so that one given twice is refused like any option. */
+static int url_opts(const char *url, const url_form_t *form, const char *what, chr_opts_t *o,
+                    char *err, size_t errlen) {
+  chr_url_t u;
+  int rc = chr_url_parse(url, form->authority, what, &u, err, errlen);
+  if (rc != 0) return rc;
+  *o = u.query;
+  chr_opts_init(&u.query);
+  const char *path = u.path;
+  if (u.has_authority && *path == '/') path++;
+  if (*path != '\0' && (form->path_key == NULL ||
+                        (form->authority == CHR_URL_AUTHORITY && !u.has_authority)))
+    rc = chr_opts_fail(o, err, errlen, "expected %s", form->usage);
+  const char *keys[] = {"user", "password", "host", "port", form->path_key};
+  const char *vals[] = {u.user, u.password, u.host, u.port, *path ? path : NULL};
+  for (size_t i = 0; rc == 0 && i < sizeof keys / sizeof *keys; i++)
+    if (vals[i] != NULL) rc = chr_opts_add(o, keys[i], vals[i], err, errlen);
+  chr_url_free(&u);
+  if (rc != 0) chr_opts_free(o);
+  return rc;
+}
+
+static int open_memory(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen) {
+  if (o->n > 0)
+    return chr_opts_fail(o, err, errlen, "unknown option '%s' (memory: has none)", o->v[0].key);
   *out = chr_memory_store_new();
   return 0;
 }
 
-/* URL schemes and their adapters. An adapter's open function parses the
- * rest of the URL and reports bad input naming the URL part. */
-static const struct {
-  const char *scheme; /* without the colon */
-  int (*open)(const char *url, chr_store_t **out, char *err, size_t errlen);
-} schemes[] = {
-    {"memory", open_memory},
-    {"sqlite", chr_sqlite_store_open},
-    {"lua", chr_lua_store_open},
-    {"file", chr_file_store_open},
-    {"postgres", chr_postgres_open},
-    {"postgresql", chr_postgres_open},
-    {"redis", chr_redis_store_open},
-};
-
-int chr_store_open(const char *url, chr_store_t **out, char *err, size_t errlen) {
-  const char *colon = strchr(url, ':');
-  size_t n = colon ? (size_t)(colon - url) : strlen(url);
-  chr_buf_t known;
-  chr_buf_init(&known);
-  for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++) {
-    if (strlen(schemes[i].scheme) == n && strncmp(url, schemes[i].scheme, n) == 0) {
-      chr_buf_free(&known);
-      chr_store_t *s = NULL;
-      int rc = schemes[i].open(url, &s, err, errlen);
-      if (rc != 0) return rc;
-      s->url = chr_strdup(url);
-      *out = s;
-      return 0;
-    }
-    chr_buf_printf(&known, "%s%s:", i ? ", " : "", schemes[i].scheme);
-  }
-  snprintf(err, errlen, "invalid storage URL '%s': unknown scheme '%.*s' (expected %s)", url,
-           (int)n, url, known.p);
-  chr_buf_free(&known);
-  return CHR_EINVAL;
-}
-
-static int open_memory_lock(const char *url, chr_lock_t **out, char *err, size_t errlen) {
-  (void)url;
-  (void)err;
-  (void)errlen;
+static int open_memory_lock(const chr_opts_t *o, chr_lock_t **out, char *err, size_t errlen) {
+  if (o->n > 0)
+    return chr_opts_fail(o, err, errlen, "unknown option '%s' (memory: has none)", o->v[0].key);
   *out = chr_memory_lock_new();
   return 0;
 }
 
-static const struct {
-  const char *scheme;
-  int (*open)(const char *url, chr_lock_t **out, char *err, size_t errlen);
-} lock_schemes[] = {
-    {"memory", open_memory_lock},
-    {"redis", chr_redis_lock_open},
+/* Schemes and their adapters (NULL: no such adapter). An adapter's open
+ * function reads its options and reports bad input naming the option
+ * (chr_opts_fail). */
+static const struct scheme {
+  const char *name; /* without the colon */
+  const url_form_t *form;
+  int (*store)(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen);
+  int (*lock)(const chr_opts_t *o, chr_lock_t **out, char *err, size_t errlen);
+} schemes[] = {
+    {"memory", &memory_form, open_memory, open_memory_lock},
+    {"sqlite", &sqlite_form, chr_sqlite_store_open, NULL},
+    {"lua", &lua_form, chr_lua_store_open, NULL},
+    {"file", &file_form, chr_file_store_open, NULL},
+    {"postgres", &pg_form, chr_postgres_open, NULL},
+    {"postgresql", &pg_form, chr_postgres_open, NULL},
+    {"redis", &redis_form, chr_redis_store_open, chr_redis_lock_open},
 };
 
-int chr_lock_open(const char *url, chr_lock_t **out, char *err, size_t errlen) {
+#define NSCHEMES (sizeof schemes / sizeof *schemes)
+
+/* The scheme name[0..n) with a store (or lock) adapter; NULL, and an
+ * error listing the known ones, when there is none. */
+static const struct scheme *find_scheme(const char *name, size_t n, int lock, const char *desc,
+                                        char *err, size_t errlen) {
+  for (size_t i = 0; i < NSCHEMES; i++)
+    if ((lock ? schemes[i].lock != NULL : schemes[i].store != NULL) &&
+        strlen(schemes[i].name) == n && strncmp(name, schemes[i].name, n) == 0)
+      return &schemes[i];
+  chr_buf_t known;
+  chr_buf_init(&known);
+  for (size_t i = 0; i < NSCHEMES; i++)
+    if (lock ? schemes[i].lock != NULL : schemes[i].store != NULL)
+      chr_buf_printf(&known, "%s%s:", known.len ? ", " : "", schemes[i].name);
+  chr_errf(err, errlen, "invalid %s: unknown scheme '%.*s' (expected %s)", desc, (int)n, name,
+           known.p);
+  chr_buf_free(&known);
+  return NULL;
+}
+
+static int opts_of_url(const char *url, int lock, chr_opts_t *o, char *err, size_t errlen) {
+  chr_opts_init(o); /* left empty on failure */
+  const char *what = lock ? "lock" : "storage";
   const char *colon = strchr(url, ':');
   size_t n = colon ? (size_t)(colon - url) : strlen(url);
-  for (size_t i = 0; i < sizeof lock_schemes / sizeof *lock_schemes; i++)
-    if (strlen(lock_schemes[i].scheme) == n && strncmp(url, lock_schemes[i].scheme, n) == 0)
-      return lock_schemes[i].open(url, out, err, errlen);
-  snprintf(err, errlen, "invalid lock URL '%s': unknown scheme '%.*s'", url, (int)n, url);
-  return CHR_EINVAL;
+  char *shown = chr_url_shown(url, CHR_URL_AUTHORITY);
+  char *desc = chr_sprintf("%s URL '%s'", what, shown);
+  const struct scheme *s = find_scheme(url, n, lock, desc, err, errlen);
+  free(shown);
+  free(desc);
+  if (s == NULL) return CHR_EINVAL;
+  return url_opts(url, s->form, what, o, err, errlen);
+}
+
+int chr_store_url_opts(const char *url, chr_opts_t *o, char *err, size_t errlen) {
+  return opts_of_url(url, 0, o, err, errlen);
+}
+
+int chr_lock_url_opts(const char *url, chr_opts_t *o, char *err, size_t errlen) {
+  return opts_of_url(url, 1, o, err, errlen);
+}
+
+int chr_store_open_opts(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen) {
+  const char *name = o->scheme ? o->scheme : "";
+  const struct scheme *s = find_scheme(name, strlen(name), 0,
+                                       o->desc ? o->desc : "storage options", err, errlen);
+  return s ? s->store(o, out, err, errlen) : CHR_EINVAL;
+}
+
+int chr_lock_open_opts(const chr_opts_t *o, chr_lock_t **out, char *err, size_t errlen) {
+  const char *name = o->scheme ? o->scheme : "";
+  const struct scheme *s = find_scheme(name, strlen(name), 1,
+                                       o->desc ? o->desc : "lock options", err, errlen);
+  return s ? s->lock(o, out, err, errlen) : CHR_EINVAL;
+}
+
+int chr_store_open(const char *url, chr_store_t **out, char *err, size_t errlen) {
+  chr_opts_t o;
+  int rc = chr_store_url_opts(url, &o, err, errlen);
+  if (rc != 0) return rc;
+  rc = chr_store_open_opts(&o, out, err, errlen);
+  chr_opts_free(&o);
+  if (rc == 0) (*out)->url = chr_strdup(url);
+  return rc;
+}
+
+int chr_lock_open(const char *url, chr_lock_t **out, char *err, size_t errlen) {
+  chr_opts_t o;
+  int rc = chr_lock_url_opts(url, &o, err, errlen);
+  if (rc != 0) return rc;
+  rc = chr_lock_open_opts(&o, out, err, errlen);
+  chr_opts_free(&o);
+  return rc;
 }

@@ -14,6 +14,7 @@
 
 #include "job.h"
 #include "lock.h"
+#include "url.h"
 
 typedef struct chr_store chr_store_t;
 typedef struct chr_store_req chr_store_req_t;
@@ -267,23 +268,28 @@ void chr_store_wake(chr_store_t *s, int64_t when);
 void chr_store_watch(chr_store_t *s, chr_store_watch_t *w);
 void chr_store_unwatch(chr_store_t *s, chr_store_watch_t *w);
 
-/* Adapter constructors by URL scheme ("memory:", ...). Returns 0 and the
- * store, or CHR_EINVAL with a message. */
+/* Opening a store from a URL ("sqlite:jobs.db", "postgres://...") or from
+ * options (url.h: the scheme and key/value pairs, e.g. from a Lua table).
+ * chr_store_url_opts turns a URL into the options it stands for (one
+ * parser, every part %-decoded). Each returns 0 and fills its output, or
+ * CHR_EINVAL with a message naming the bad part or option. */
 int chr_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
+int chr_store_url_opts(const char *url, chr_opts_t *o, char *err, size_t errlen);
+int chr_store_open_opts(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen);
 
-/* Adapters. */
+/* Adapters, opened from their options (docs/<store>.md lists them). */
 chr_store_t *chr_memory_store_new(void);
-int chr_sqlite_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
-int chr_lua_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
-int chr_file_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
-/* postgres://user:pass@host:port/db?table=&schema=&pool=... (adapters/
- * postgres.c; "postgresql://" too). */
-int chr_postgres_open(const char *url, chr_store_t **out, char *err, size_t errlen);
+int chr_sqlite_store_open(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen);
+int chr_lua_store_open(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen);
+int chr_file_store_open(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen);
+/* host, port, user, password, dbname, table, schema, pool, ... and libpq
+ * keywords (adapters/postgres; schemes postgres: and postgresql:). */
+int chr_postgres_open(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen);
 /* `chronis migrate --storage URL [--status]`: applies pending migrations to
  * the PostgreSQL store at url (or, with status_only, prints its history) and
  * reports to out; runs the loop itself until done. Returns 0, 1 on failure
  * (message on stderr), 2 for a bad URL. */
 int chr_postgres_migrate(const char *url, int status_only, FILE *out);
-int chr_redis_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
+int chr_redis_store_open(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen);
 
 #endif

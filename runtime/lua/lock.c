@@ -173,27 +173,27 @@ static int l_memory(lua_State *L) {
   return 1;
 }
 
-/* open(url) / redis(url): a lock adapter by URL. */
-static int open_url(lua_State *L, const char *scheme) {
-  const char *arg = chr_lua_optstring(L, 1, "");
-  size_t n = scheme ? strlen(scheme) : 0;
-  const char *url = arg;
-  if (scheme && (strncmp(arg, scheme, n) != 0 || arg[n] != ':'))
-    url = lua_pushfstring(L, "%s:%s", scheme, arg);
-  char err[300];
+/* open(url_or_options [, options]), redis(url_or_options [, options]):
+ * as chronis.storage.open and .redis (chr_lua_checkopts). */
+static int open_lock(lua_State *L, const char *const *schemes) {
+  chr_opts_t o;
+  char err[400];
   chr_lock_t *l;
-  int rc = chr_lock_open(url, &l, err, sizeof err);
+  chr_lua_checkopts(L, schemes, 1, &o);
+  int rc = chr_lock_open_opts(&o, &l, err, sizeof err);
+  chr_opts_free(&o);
   if (rc != 0) return chr_lua_error(L, rc, "%s", err);
   chr_lua_pushlock(L, l);
   return 1;
 }
 
 static int l_open(lua_State *L) {
-  return open_url(L, NULL);
+  return open_lock(L, NULL);
 }
 
 static int l_redis(lua_State *L) {
-  return open_url(L, "redis");
+  static const char *const names[] = {"redis", NULL};
+  return open_lock(L, names);
 }
 
 int luaopen_chronis_lock(lua_State *L) {

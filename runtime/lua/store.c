@@ -702,62 +702,138 @@ static int l_memory(lua_State *L) {
   return 1;
 }
 
-static int l_open(lua_State *L) {
-  const char *url = chr_lua_checkstring(L, 1);
-  char err[300];
+/* ---- opening: a URL, an option table, or both ---- */
+
+/* Adds the entries of the table at idx to o, except `scheme`. Returns 0,
+ * or CHR_EINVAL with a message naming the entry. */
+static int add_table_opts(lua_State *L, int idx, chr_opts_t *o, char *err, size_t errlen) {
+  int rc = 0;
+  lua_pushnil(L);
+  while (rc == 0 && lua_next(L, idx)) {
+    char num[64];
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL, *v = NULL;
+    size_t vn = 0;
+    int t = lua_type(L, -1);
+    if (t == LUA_TSTRING) {
+      v = lua_tolstring(L, -1, &vn);
+    } else if (t == LUA_TBOOLEAN) {
+      v = lua_toboolean(L, -1) ? "true" : "false";
+      vn = strlen(v);
+    } else if (t == LUA_TNUMBER) {
+      lua_Number d = lua_tonumber(L, -1);
+      /* 5.0 reads as 5: options that take integers would refuse "5.0" */
+      if (lua_isinteger(L, -1)) snprintf(num, sizeof num, LUA_INTEGER_FMT, lua_tointeger(L, -1));
+      else if (d == (lua_Number)(long long)d && d > -1e15 && d < 1e15)
+        snprintf(num, sizeof num, "%lld", (long long)d);
+      else snprintf(num, sizeof num, "%.17g", (double)d);
+      v = num;
+      vn = strlen(v);
+    }
+    if (k == NULL)
+      rc = chr_opts_fail(o, err, errlen, "option names must be strings, got a %s",
+                         luaL_typename(L, -2));
+    else if (v == NULL)
+      rc = chr_opts_fail(o, err, errlen, "option '%s' must be a string, number or boolean, got "
+                         "a %s", k, luaL_typename(L, -1));
+    else if (strlen(v) != vn || strlen(k) != lua_rawlen(L, -2))
+      rc = chr_opts_fail(o, err, errlen, "option '%s' holds a NUL byte", k);
+    else if (strcmp(k, "scheme") != 0)
+      rc = chr_opts_add(o, k, v, err, errlen);
+    lua_pop(L, 1);
+  }
+  if (rc != 0) lua_pop(L, 1); /* the key lua_next left */
+  return rc;
+}
+
+static int is_one_of(const char *name, const char *const *names) {
+  for (; *names; names++)
+    if (strcmp(name, *names) == 0) return 1;
+  return 0;
+}
+
+/* Whether url starts with one of the schemes and a ':'. */
+static int has_scheme(const char *url, const char *const *schemes) {
+  for (; *schemes; schemes++) {
+    size_t n = strlen(*schemes);
+    if (strncmp(url, *schemes, n) == 0 && url[n] == ':') return 1;
+  }
+  return 0;
+}
+
+void chr_lua_checkopts(lua_State *L, const char *const *schemes, int lock, chr_opts_t *o) {
+  const char *what = lock ? "lock" : "storage";
+  char err[400];
+  int rc = 0;
+  int t1 = lua_type(L, 1);
+  if (t1 != LUA_TSTRING && t1 != LUA_TTABLE && (t1 > LUA_TNIL || schemes == NULL))
+    chr_lua_typeerror(L, 1, schemes ? "string, table or nil" : "string or table");
+  chr_opts_init(o);
+  lua_settop(L, 2); /* what is pushed below stays above the arguments */
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    /* A URL; kind(arg) also takes it without its scheme: "sqlite:" + arg. */
+    const char *url = lua_tostring(L, 1);
+    if (schemes != NULL && !has_scheme(url, schemes))
+      url = lua_pushfstring(L, "%s:%s", schemes[0], url);
+    rc = lock ? chr_lock_url_opts(url, o, err, sizeof err)
+              : chr_store_url_opts(url, o, err, sizeof err);
+  } else if (lua_istable(L, 1)) {
+    int t = lua_getfield(L, 1, "scheme");
+    const char *scheme = t == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (t != LUA_TNIL && t != LUA_TSTRING)
+      chr_lua_error(L, CHR_EINVAL, "invalid %s options: 'scheme' must be a string", what);
+    if (scheme == NULL && schemes == NULL)
+      chr_lua_error(L, CHR_EINVAL, "invalid %s options: 'scheme' is required (%s)", what,
+                    lock ? "memory, redis" : "memory, sqlite, postgres, redis, file, lua");
+    if (scheme != NULL && schemes != NULL && !is_one_of(scheme, schemes))
+      chr_lua_error(L, CHR_EINVAL, "invalid %s options: scheme '%s' is not %s", what, scheme,
+                    schemes[0]);
+    o->scheme = chr_strdup(scheme ? scheme : schemes[0]);
+    o->desc = chr_sprintf("%s %s options", o->scheme, what);
+    lua_pop(L, 1);
+    rc = add_table_opts(L, 1, o, err, sizeof err);
+  } else { /* nil, for kind(): its defaults */
+    o->scheme = chr_strdup(schemes[0]);
+    o->desc = chr_sprintf("%s %s options", o->scheme, what);
+  }
+  /* Anything else at 2 is ignored, as it always was: open(url:gsub(...))
+   * passes gsub's count along. */
+  if (rc == 0 && lua_istable(L, 2)) rc = add_table_opts(L, 2, o, err, sizeof err);
+  if (rc != 0) {
+    chr_opts_free(o);
+    chr_lua_error(L, rc, "%s", err);
+  }
+}
+
+/* open(url_or_options [, options]), kind(url_or_options [, options]) */
+static int open_store(lua_State *L, const char *const *schemes) {
+  chr_opts_t o;
+  char err[400];
   chr_store_t *s;
-  int rc = chr_store_open(url, &s, err, sizeof err);
+  chr_lua_checkopts(L, schemes, 0, &o);
+  int rc = chr_store_open_opts(&o, &s, err, sizeof err);
+  chr_opts_free(&o);
   if (rc != 0) return chr_lua_error(L, rc, "%s", err);
   chr_lua_pushstore(L, s);
   return 1;
 }
 
-/* kind(url_or_path [, opts]): "kind:" + the argument (unless it already
- * has the scheme) + "?k=v&..." from opts, then open(). */
-static int open_kind(lua_State *L, const char *scheme) {
-  const char *arg = chr_lua_optstring(L, 1, "");
-  size_t n = strlen(scheme);
-  chr_buf_t b;
-  chr_buf_init(&b);
-  if (strncmp(arg, scheme, n) != 0 || arg[n] != ':') chr_buf_printf(&b, "%s:", scheme);
-  chr_buf_adds(&b, arg);
-  if (lua_istable(L, 2)) {
-    int first = strchr(arg, '?') == NULL;
-    lua_pushnil(L);
-    while (lua_next(L, 2)) {
-      if (lua_type(L, -2) != LUA_TSTRING ||
-          (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER &&
-           lua_type(L, -1) != LUA_TBOOLEAN)) {
-        chr_buf_free(&b);
-        return chr_lua_error(L, CHR_EINVAL, "%s options: keys must be strings and values "
-                             "strings, numbers or booleans", scheme);
-      }
-      const char *v = lua_type(L, -1) == LUA_TBOOLEAN ? (lua_toboolean(L, -1) ? "true" : "false")
-                                                      : lua_tostring(L, -1);
-      chr_buf_printf(&b, "%c%s=%s", first ? '?' : '&', lua_tostring(L, -2), v);
-      first = 0;
-      lua_pop(L, 1);
-    }
-  }
-  char err[300];
-  chr_store_t *s;
-  int rc = chr_store_open(b.p, &s, err, sizeof err);
-  chr_buf_free(&b);
-  if (rc != 0) return chr_lua_error(L, rc, "%s", err);
-  chr_lua_pushstore(L, s);
-  return 1;
+static int l_open(lua_State *L) {
+  return open_store(L, NULL);
 }
 
 static int l_sqlite(lua_State *L) {
-  return open_kind(L, "sqlite");
+  static const char *const names[] = {"sqlite", NULL};
+  return open_store(L, names);
 }
 
 static int l_postgres(lua_State *L) {
-  return open_kind(L, "postgres");
+  static const char *const names[] = {"postgres", "postgresql", NULL};
+  return open_store(L, names);
 }
 
 static int l_redis(lua_State *L) {
-  return open_kind(L, "redis");
+  static const char *const names[] = {"redis", NULL};
+  return open_store(L, names);
 }
 
 /* The checks of the C stores' Lua face, for stores written in Lua

@@ -28,6 +28,15 @@ int chr_lua_store_create(lua_State *L, chr_store_t *s, chr_job_t *job);
 /* stack: +1 the filter as the table a Lua adapter receives (nil for NULL) */
 void chr_filter_push(lua_State *L, const chr_filter_t *f);
 
+/* The options of open(url_or_options [, options]) and of kind(...) (the
+ * arguments at 1 and 2) into o, which the caller frees: a URL (for kind,
+ * also without its scheme: schemes[0] is put first), a table of options
+ * (its `scheme` one of schemes; required for open, schemes NULL), or nil
+ * for kind; then a table at 2 adds options. Every value a string, a
+ * number or a boolean; an option given twice, in the URL or the tables,
+ * raises `invalid` naming it. lock: a lock's options. */
+void chr_lua_checkopts(lua_State *L, const char *const *schemes, int lock, chr_opts_t *o);
+
 /* stack: +1 module tables */
 int luaopen_chronis_storage(lua_State *L);
 int luaopen_chronis_lock(lua_State *L);

@@ -125,6 +125,26 @@ function U.busted()
   return busted.describe, busted.it, busted.before_each, busted.after_each, require "luassert"
 end
 
+-- ---- store URLs ----
+
+-- s with every byte %-encoded except letters, digits and the characters
+-- of `keep` (a pattern class body, "/._-" for a path): what a URL holds.
+function U.url_encode(s, keep)
+  return (s:gsub("[^%w" .. (keep or "") .. "]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+-- Opens a store with each function of `opens`, which returns the store and
+-- optionally what owns it (a scheduler); calls check(store), then closes
+-- both.
+function U.check_each_open(opens, check)
+  for _, open in ipairs(opens) do
+    local store, owner = open()
+    check(store)
+    store:close()
+    if owner then owner:close() end
+  end
+end
+
 -- ---- assertions ----
 
 -- Calls f(...), which must raise a chronis error (a {code=, message=}
