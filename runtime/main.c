@@ -196,6 +196,11 @@ static int run_app(lua_State *L, const char *app, const char *storage, const cha
   call_chronis(L, chronis, "close_all", "close: ");
   uv_close((uv_handle_t *)&sigint, NULL);
   uv_close((uv_handle_t *)&sigterm, NULL);
+  /* Stopped: what is left is bounded cleanup. A late copy of the stop
+   * signal (`timeout` and process managers also signal the process group)
+   * must not kill the process now that libuv restored the default. */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGTERM, SIG_IGN);
   /* Let every closing handle finish, so schedulers free themselves and
    * release their stores while the Lua state still exists. */
   uv_run(chr_loop(), UV_RUN_NOWAIT);

@@ -8,10 +8,12 @@
  * generic store layer (store_fallback.c). Script adapters are hot-reloaded:
  * calls that start after a reload use the new instance. */
 #include <lauxlib.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge.h"
 #include "core/json.h"
 #include "core/loop.h"
 #include "lua/store.h"
@@ -25,34 +27,23 @@
 
 typedef struct lua_store {
   chr_store_t base;
-  lua_State *L;
-  int adapter_ref; /* the adapter instance */
+  chr_bridge_t br; /* the adapter instance, its calls */
   int handle_ref;  /* the reload handle, when loaded from a script */
-  char *name;
-  uint64_t timeout_ms;
-  struct lcall *calls; /* the pending ones */
-  int pending;
-  int closing; /* 1 from close on; 2 while close answers the calls */
 } lua_store_t;
 
 typedef struct handle {
   lua_store_t *ls;
 } handle_t;
 
-typedef struct lcall {
-  lua_store_t *ls;
-  chr_store_req_t *req;
-  chr_task_t *task;
-  uv_timer_t *timer;
-  const char *method;
-  int cancelled; /* killed by close: answered `unavailable` */
-  struct lcall *prev, *next;
-} lcall_t;
+typedef chr_bridge_call_t lcall_t;
+
+static lua_store_t *store_of(chr_bridge_t *b) {
+  return (lua_store_t *)((char *)b - offsetof(lua_store_t, br));
+}
 
 static void free_store(lua_store_t *ls) {
-  luaL_unref(ls->L, LUA_REGISTRYINDEX, ls->adapter_ref);
-  luaL_unref(ls->L, LUA_REGISTRYINDEX, ls->handle_ref);
-  free(ls->name);
+  luaL_unref(ls->br.L, LUA_REGISTRYINDEX, ls->handle_ref);
+  chr_bridge_free(&ls->br);
   free(ls);
 }
 
@@ -89,7 +80,7 @@ static unsigned adapter_caps(lua_State *L, int idx, const char *name) {
 
 static int bad_type(lcall_t *c, const char *want, lua_State *co, int idx) {
   chr_store_req_fail(c->req, CHR_EINVAL, "lua adapter '%s': %s returned %s, expected %s",
-                     c->ls->name, c->method, luaL_typename(co, idx), want);
+                     c->b->name, c->method, luaL_typename(co, idx), want);
   return -1;
 }
 
@@ -99,7 +90,7 @@ static int take_job(lcall_t *c, lua_State *co, int idx) {
   if (chr_job_from_lua(co, idx, j, 0, err, sizeof err) != 0) {
     chr_job_free(j);
     chr_store_req_fail(c->req, CHR_EINVAL, "lua adapter '%s': %s returned a bad job: %s",
-                       c->ls->name, c->method, err);
+                       c->b->name, c->method, err);
     return -1;
   }
   chr_store_req_push_job(c->req, j);
@@ -178,7 +169,7 @@ static void take_results(lcall_t *c, lua_State *co) {
       size_t n;
       const char *s = lua_tolstring(co, 1, &n);
       if (chr_time_parse(s, n, NULL, &req->count, err, sizeof err) != 0)
-        chr_store_req_fail(req, CHR_EINVAL, "lua adapter '%s': next_due_time: %s", c->ls->name, err);
+        chr_store_req_fail(req, CHR_EINVAL, "lua adapter '%s': next_due_time: %s", c->b->name, err);
     } else if (!lua_isnil(co, 1)) {
       bad_type(c, "a time or nil", co, 1);
     }
@@ -212,10 +203,6 @@ static void take_results(lcall_t *c, lua_State *co) {
 
 /* ---- calls ---- */
 
-static void timer_close_cb(uv_handle_t *h) {
-  free(h);
-}
-
 static int64_t earlier(int64_t a, const chr_job_t *j) {
   if (j == NULL || j->status != CHR_ST_SCHEDULED || !chr_job_has(j, CHR_F_NEXT_RUN_TIME)) return a;
   return a == CHR_TIME_NONE || j->next_run_time < a ? j->next_run_time : a;
@@ -246,49 +233,20 @@ static void wake_after(lua_store_t *ls, chr_store_req_t *req) {
   if (when != CHR_TIME_NONE) chr_store_wake(&ls->base, when);
 }
 
-static void call_end(lcall_t *c) {
-  lua_store_t *ls = c->ls;
-  chr_store_req_t *req = c->req;
-  wake_after(ls, req);
-  if (c->timer) uv_close((uv_handle_t *)c->timer, timer_close_cb);
-  if (c->prev) c->prev->next = c->next;
-  else ls->calls = c->next;
-  if (c->next) c->next->prev = c->prev;
-  free(c);
-  ls->pending--;
-  if (ls->closing == 1 && ls->pending == 0) free_store(ls);
-  req->cb(req);
-}
 
-static void call_done(chr_task_t *t, int status) {
-  lcall_t *c = t->data;
-  lua_State *co = t->co;
-  c->task = NULL;
+static void call_done(lcall_t *c, lua_State *co, int status) {
+  lua_store_t *ls = store_of(c->b);
+  chr_store_req_t *req = c->req;
   if (status == LUA_OK) {
     take_results(c, co);
-  } else if (status == CHR_TASK_KILLED && c->cancelled) {
-    chr_store_req_fail(c->req, CHR_EUNAVAIL, "lua adapter '%s': %s: the store was closed",
-                       c->ls->name, c->method);
-  } else if (status == CHR_TASK_KILLED) {
-    chr_store_req_fail(c->req, CHR_ETIMEOUT, "lua adapter '%s': %s did not return within %gs",
-                       c->ls->name, c->method, (double)c->ls->timeout_ms / 1000);
   } else {
-    const char *msg;
-    int code = chr_lua_errvalue(co, -1, &msg);
-    /* Errors raised as {code, message} (duplicate, not_found, ...) keep
-     * their code and words; anything else is attributed to the adapter
-     * and method. */
-    if (lua_istable(co, -2)) chr_store_req_fail(c->req, code ? code : CHR_EINVAL, "%s", msg);
-    else chr_store_req_fail(c->req, CHR_EINVAL, "lua adapter '%s': %s failed: %s", c->ls->name,
-                            c->method, msg);
+    char msg[1024];
+    int code = chr_bridge_failure(c, co, status, msg, sizeof msg);
+    chr_store_req_fail(req, code, "%s", msg);
   }
-  chr_task_release(t);
-  call_end(c);
-}
-
-static void timeout_cb(uv_timer_t *h) {
-  lcall_t *c = h->data;
-  if (c->task) chr_task_kill(c->task, "adapter timeout");
+  wake_after(ls, req);
+  if (chr_bridge_end(c)) free_store(ls);
+  req->cb(req);
 }
 
 static void push_time(lua_State *L, int64_t us) {
@@ -376,57 +334,21 @@ static int push_args(lua_State *L, chr_store_req_t *req) {
 
 static int ls_submit(chr_store_t *s, chr_store_req_t *req) {
   lua_store_t *ls = (lua_store_t *)s;
-  lua_State *L = ls->L;
   const char *method = chr_store_ops[req->op].name;
-  if (ls->closing) return CHR_EUNAVAIL; /* a sub-request of an emulation */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->adapter_ref);
-  lua_getfield(L, -1, method);
-  if (!lua_isfunction(L, -1)) {
-    lua_pop(L, 2);
-    return CHR_EINVAL;
-  }
-  lcall_t *c = chr_calloc(1, sizeof *c);
-  c->ls = ls;
-  c->req = req;
-  c->method = method;
-  c->next = ls->calls;
-  if (ls->calls) ls->calls->prev = c;
-  ls->calls = c;
-  ls->pending++;
-  lua_insert(L, -2); /* stack: fn self */
-  int nargs = 1 + push_args(L, req);
-  chr_task_t *t = chr_task_new(L, call_done, c);
-  c->task = t;
-  lua_xmove(L, t->co, nargs + 1);
-  if (ls->timeout_ms) {
-    c->timer = chr_malloc(sizeof *c->timer);
-    uv_timer_init(chr_loop(), c->timer);
-    c->timer->data = c;
-    /* From now, not from the loop's cached time, which is old when the
-     * caller ran a while without returning to the loop. */
-    uv_update_time(chr_loop());
-    uv_timer_start(c->timer, timeout_cb, ls->timeout_ms, 0);
-  }
-  chr_task_start(t, nargs);
+  int rc = chr_bridge_method(&ls->br, method);
+  if (rc != 0) return rc;
+  int nargs = 1 + push_args(ls->br.L, req);
+  chr_bridge_call(&ls->br, method, req, nargs, 0, call_done);
   return 0;
 }
 
 static void ls_close(chr_store_t *s) {
   lua_store_t *ls = (lua_store_t *)s;
-  lua_State *L = ls->L;
+  lua_State *L = ls->br.L;
   /* Pending calls are stopped first and answered `unavailable`, each once
    * (store.h). One that is executing right now (it closed its own store)
    * ends at its next instruction; the store is freed after its answer. */
-  ls->closing = 2;
-  for (;;) {
-    /* From the head each time: an answer runs its caller's code. */
-    lcall_t *c = ls->calls;
-    while (c && c->cancelled) c = c->next;
-    if (c == NULL) break;
-    c->cancelled = 1;
-    chr_task_kill(c->task, "store closed");
-  }
-  ls->closing = 1;
+  chr_bridge_cancel(&ls->br);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->handle_ref);
   if (lua_isuserdata(L, -1)) {
     ((handle_t *)lua_touserdata(L, -1))->ls = NULL;
@@ -440,14 +362,14 @@ static void ls_close(chr_store_t *s) {
   }
   lua_pop(L, 1);
   /* The adapter's own close(), when it has one, runs once, unwaited. */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->adapter_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->br.adapter_ref);
   if (lua_getfield(L, -1, chr_store_ops[CHR_STORE_CLOSE].name) == LUA_TFUNCTION) {
     lua_insert(L, -2);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
   } else {
     lua_pop(L, 2);
   }
-  if (ls->pending == 0) free_store(ls);
+  if (ls->br.pending == 0) free_store(ls);
 }
 
 static const chr_store_vtable_t lua_store_vt = {"lua", ls_submit, ls_close};
@@ -469,11 +391,7 @@ static int l_from_table(lua_State *L) {
   unsigned caps = adapter_caps(L, 1, name);
   lua_store_t *ls = chr_calloc(1, sizeof *ls);
   chr_store_init(&ls->base, &lua_store_vt, caps);
-  ls->L = chr_task_main();
-  ls->name = chr_strdup(name);
-  ls->timeout_ms = timeout > 0 ? (uint64_t)(timeout * 1000) : 0;
-  lua_pushvalue(L, 1);
-  ls->adapter_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  chr_bridge_init(&ls->br, L, 1, name, "lua adapter", "store", timeout);
   ls->handle_ref = LUA_NOREF;
   chr_lua_pushstore(L, &ls->base);
   if (!reloadable) return 1;
@@ -492,10 +410,10 @@ static int l_swap(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  unsigned caps = adapter_caps(L, 2, h->ls->name);
+  unsigned caps = adapter_caps(L, 2, h->ls->br.name);
   h->ls->base.caps = caps;
   lua_pushvalue(L, 2);
-  lua_rawseti(L, LUA_REGISTRYINDEX, h->ls->adapter_ref);
+  lua_rawseti(L, LUA_REGISTRYINDEX, h->ls->br.adapter_ref);
   lua_pushboolean(L, 1);
   return 1;
 }

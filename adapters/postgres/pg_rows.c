@@ -161,18 +161,11 @@ int chr_pg_decode(pg_op_t *op, const PGresult *r) {
  * A key or string without a backslash needs no unescaping (PostgreSQL
  * escapes every character that chronis' encoder escapes), the common case. */
 typedef struct member {
-  const char *key; /* unescaped bytes: into the source, or `owned` */
-  size_t klen;
+  chr_json_span_t key; /* unescaped bytes, into the source or `owned`;
+                          first: chr_json_key_cmp */
   char *owned;
   const char *val, *vend;
 } member_t;
-
-static int member_cmp(const void *a, const void *b) {
-  const member_t *x = a, *y = b;
-  size_t n = x->klen < y->klen ? x->klen : y->klen;
-  int c = memcmp(x->key, y->key, n);
-  return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
-}
 
 static const char *skip_ws(const char *p, const char *e) {
   while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
@@ -226,11 +219,11 @@ static const char *canon_object(const char *p, const char *e, chr_buf_t *out, in
           ok = 0;
           break;
         }
-        m->key = m->owned;
-        m->klen = strlen(m->owned);
+        m->key.p = m->owned;
+        m->key.n = strlen(m->owned);
       } else {
-        m->key = p + 1;
-        m->klen = (size_t)(q - p - 2);
+        m->key.p = p + 1;
+        m->key.n = (size_t)(q - p - 2);
       }
       p = skip_ws(q, e);
       if (p >= e || *p != ':') {
@@ -257,11 +250,11 @@ static const char *canon_object(const char *p, const char *e, chr_buf_t *out, in
     }
   }
   if (ok) {
-    qsort(ms, n, sizeof *ms, member_cmp);
+    qsort(ms, n, sizeof *ms, chr_json_key_cmp);
     chr_buf_addc(out, '{');
     for (size_t i = 0; ok && i < n; i++) {
       if (i) chr_buf_addc(out, ',');
-      chr_json_add_string(out, ms[i].key, ms[i].klen);
+      chr_json_add_string(out, ms[i].key.p, ms[i].key.n);
       chr_buf_addc(out, ':');
       ok = canon(ms[i].val, ms[i].vend, out, depth + 1) != NULL;
     }

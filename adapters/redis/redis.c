@@ -143,16 +143,8 @@ static void add_fields(chr_rcmd_t *c, const chr_job_t *j, int dels, int stamp) {
 /* ---- records: hash fields -> C */
 
 typedef struct member {
-  const char *k, *v;
-  size_t kn, vn;
+  chr_json_span_t k, v; /* the key first: chr_json_key_cmp */
 } member_t;
-
-static int member_cmp(const void *a, const void *b) {
-  const member_t *x = a, *y = b;
-  size_t n = x->kn < y->kn ? x->kn : y->kn;
-  int c = memcmp(x->k, y->k, n);
-  return c ? c : (x->kn > y->kn) - (x->kn < y->kn);
-}
 
 /* Typed field by name: chr_job_field_index without a strlen per name. */
 static int field_index(const char *s, size_t n) {
@@ -183,7 +175,7 @@ static chr_job_t *job_from_hash(const redisReply *r) {
         m = bigger;
         cap *= 2;
       }
-      m[nm++] = (member_t){f + 2, v, fr->len - 2, vr->len};
+      m[nm++] = (member_t){{f + 2, fr->len - 2}, {v, vr->len}};
       continue;
     }
     int fi = field_index(f, fr->len);
@@ -203,17 +195,17 @@ static chr_job_t *job_from_hash(const redisReply *r) {
   if (nm > 0) {
     chr_buf_t b;
     size_t total = 2;
-    for (size_t i = 0; i < nm; i++) total += m[i].kn + m[i].vn + 4;
-    qsort(m, nm, sizeof *m, member_cmp);
+    for (size_t i = 0; i < nm; i++) total += m[i].k.n + m[i].v.n + 4;
+    qsort(m, nm, sizeof *m, chr_json_key_cmp);
     chr_buf_init(&b);
     chr_buf_reserve(&b, total);
     chr_buf_addc(&b, '{');
     for (size_t i = 0; i < nm; i++) {
       if (i) chr_buf_addc(&b, ',');
       chr_buf_addc(&b, '"');
-      chr_buf_add(&b, m[i].k, m[i].kn);
+      chr_buf_add(&b, m[i].k.p, m[i].k.n);
       chr_buf_add(&b, "\":", 2);
-      chr_buf_add(&b, m[i].v, m[i].vn);
+      chr_buf_add(&b, m[i].v.p, m[i].v.n);
     }
     chr_buf_addc(&b, '}');
     j->extra = chr_buf_steal(&b);

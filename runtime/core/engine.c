@@ -883,7 +883,10 @@ static void schedule_tick(chr_sched_t *s, int64_t delay_us) {
     int64_t wait = s->claim_after - chr_time_mono();
     if (wait > delay_us) delay_us = wait;
   }
-  uint64_t ms = delay_us <= 0 ? 0 : (uint64_t)((delay_us + 999) / 1000);
+  /* libuv counts whole milliseconds from a truncated loop time, so a
+   * timer may fire up to 1 ms before the exact delay: one more keeps a
+   * tick aimed at a due time from claiming a moment too soon. */
+  uint64_t ms = delay_us <= 0 ? 0 : (uint64_t)((delay_us + 999) / 1000) + 1;
   s->armed_at = chr_time_now() + (int64_t)ms * 1000;
   uv_update_time(chr_loop());
   uv_timer_start(s->poll_timer, poll_cb, ms, 0);

@@ -202,6 +202,13 @@ int chr_json_next_member(const char **it, const char *end, chr_json_span_t *key,
   return 1;
 }
 
+int chr_json_key_cmp(const void *a, const void *b) {
+  const chr_json_span_t *x = a, *y = b;
+  size_t n = x->n < y->n ? x->n : y->n;
+  int c = memcmp(x->p, y->p, n);
+  return c ? c : (x->n > y->n) - (x->n < y->n);
+}
+
 int chr_json_lookup(const char *s, size_t len, const char *path, chr_json_span_t *val) {
   const char *end = s + len;
   chr_json_span_t cur = {s, len};

@@ -27,6 +27,10 @@ typedef struct chr_json_span {
 int chr_json_next_member(const char **it, const char *end, chr_json_span_t *key,
                          chr_json_span_t *val);
 
+/* Orders object keys as canonical text does (bytes, then length): a qsort
+ * comparator over structs whose first member is the key's span. */
+int chr_json_key_cmp(const void *a, const void *b);
+
 /* Finds the member at a dotted path ("a.b.c") inside an object text.
  * Returns 1 and the value's span, or 0. */
 int chr_json_lookup(const char *s, size_t len, const char *path, chr_json_span_t *val);

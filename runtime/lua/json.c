@@ -46,17 +46,9 @@ static lua_Integer array_length(lua_State *L, int idx) {
 }
 
 typedef struct key_ent {
-  const char *s;
-  size_t n;
+  chr_json_span_t key;  /* first: chr_json_key_cmp */
   lua_Integer slot; /* the original key is keys[slot] */
 } key_ent_t;
-
-static int key_cmp(const void *a, const void *b) {
-  const key_ent_t *x = a, *y = b;
-  size_t n = x->n < y->n ? x->n : y->n;
-  int c = memcmp(x->s, y->s, n);
-  return c ? c : (x->n > y->n) - (x->n < y->n);
-}
 
 /* Objects are written with sorted keys: the text is canonical. */
 static int enc_object(enc_t *e, int idx) {
@@ -85,16 +77,16 @@ static int enc_object(enc_t *e, int idx) {
   key_ent_t *ents = count <= 16 ? stackents : chr_malloc(count * sizeof *ents);
   for (size_t i = 0; i < count; i++) {
     lua_rawgeti(L, keys, (lua_Integer)(2 * i + 1));
-    ents[i].s = lua_tolstring(L, -1, &ents[i].n);
+    ents[i].key.p = lua_tolstring(L, -1, &ents[i].key.n);
     ents[i].slot = (lua_Integer)(2 * i + 2);
     lua_pop(L, 1); /* still anchored in keys */
   }
-  qsort(ents, count, sizeof *ents, key_cmp);
+  qsort(ents, count, sizeof *ents, chr_json_key_cmp);
   int rc = 0;
   chr_buf_addc(e->out, '{');
   for (size_t i = 0; i < count && rc == 0; i++) {
     if (i) chr_buf_addc(e->out, ',');
-    chr_json_add_string(e->out, ents[i].s, ents[i].n);
+    chr_json_add_string(e->out, ents[i].key.p, ents[i].key.n);
     chr_buf_addc(e->out, ':');
     lua_rawgeti(L, keys, ents[i].slot);
     lua_rawget(L, idx);
