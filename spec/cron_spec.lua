@@ -908,3 +908,94 @@ describe("chronis.cron hashed H (Jenkins)", function()
     sched:close()
   end)
 end)
+
+describe("chronis.cron @reboot (Vixie cron)", function()
+  local H = require "support.engine_helper"
+  after_each(H.cleanup)
+
+  it("has no fire time of its own", function()
+    assert.is_true(cron.parse("@reboot"))
+    assert.is_nil(nxt("@reboot", "2025-06-01T00:00:00Z"))
+  end)
+
+  it("runs once each time a scheduler starts, and stays for the next start", function()
+    local runs = 0
+    local s = H.scheduler({storage = chronis.storage.memory()})
+    s:handler("warm", function() runs = runs + 1 end)
+    local job = s:on("@reboot"):config{job_id = "warm-cache"}:run("warm")
+    -- Created before any start: waiting, with no next run.
+    assert.are.equal("pending", job.status)
+    assert.is_nil(job.next_run_time)
+    s:start()
+    H.wait(function() return runs == 1 end, 5, "@reboot did not run at start")
+    H.wait(function() return s:get_job("warm-cache").status == "pending" end, 5)
+    assert.is_nil(s:get_job("warm-cache").next_run_time)
+    chronis.run_until(function() return false end, 0.3)
+    assert.are.equal(1, runs)
+    s:stop()
+    H.wait(function() return s:state() == "stopped" end, 5)
+    s:start()
+    H.wait(function() return runs == 2 end, 5, "@reboot did not run at the second start")
+    H.wait(function() return s:get_job("warm-cache").status == "pending" end, 5)
+    assert.are.equal(2, runs)
+  end)
+
+  it("leaves other pending cron jobs alone", function()
+    local runs = 0
+    local s = H.scheduler({storage = chronis.storage.memory()})
+    s:handler("h", function() runs = runs + 1 end)
+    s:on({year = 2020}):config{job_id = "past"}:run("h")
+    assert.are.equal("pending", s:get_job("past").status)
+    s:start()
+    chronis.run_until(function() return false end, 0.3)
+    assert.are.equal(0, runs)
+    assert.are.equal("pending", s:get_job("past").status)
+  end)
+end)
+
+describe("chronis.cron.describe", function()
+  local function text(spec) return cron.describe(spec, "2025-06-01T00:00:00Z", nil, 0).text end
+
+  it("reads every form in English", function()
+    local cases = {
+      {"0 9 * * mon-fri", "at 09:00 on Monday through Friday"},
+      {"*/15 9-17 * * *", "every 15 minutes, during hours 9 through 17"},
+      {"30 2 1,15 * *", "at 02:30 on days 1 and 15 of the month"},
+      {"0 0 L * *", "at 00:00 on the last day of the month"},
+      {"0 0 L-2 * *", "at 00:00 on the last day of the month minus 2 days"},
+      {"0 0 15W * *", "at 00:00 on the weekday nearest day 15"},
+      {"0 18 LW * *", "at 18:00 on the last weekday of the month"},
+      {"0 0 * * FRI#L", "at 00:00 on the last Friday"},
+      {"0 0 * * 6#3", "at 00:00 on the 3rd Saturday"},
+      {"0 0 1 * 5", "at 00:00 on day 1 of the month or on Friday"},
+      {"0 0 1 Nov-Feb *", "at 00:00 on day 1 of the month in January, February, November and December"},
+      {"0 22-2 * * *", "at minute 0, during hours 0 through 2, 22 and 23"},
+      {"*/10 * * * * *", "every 10 seconds"},
+      {"0 15 10 * * ? 2026", "at 10:15 in 2026"},
+      {"TZ=Europe/Paris 0 9 * * *", "at 09:00 (Europe/Paris)"},
+      {"@every 1h30m", "every 1h30m (elapsed time)"},
+      {"@reboot", "once each time a scheduler starts"},
+      {{day = 13, day_of_week = "fri"}, "at 00:00 on day 13 of the month when it is Friday"},
+      {{cron = "H H(0-5) * * *", job_id = "abc"}, "at 03:10"},
+    }
+    for _, c in ipairs(cases) do assert.are.equal(c[2], text(c[1])) end
+  end)
+
+  it("lists the next fire times, in the spec's zone when it has one", function()
+    local d = cron.describe("TZ=Europe/Paris 0 9 * * *", "2025-06-01T00:00:00Z", nil, 2)
+    assert.are.same({text = "at 09:00 (Europe/Paris)", zone = "Europe/Paris",
+      next = {"2025-06-01T07:00:00Z", "2025-06-02T07:00:00Z"}}, d)
+    d = cron.describe({hour = 2, minute = 30}, "2025-03-08T12:00:00Z", "America/New_York", 2)
+    assert.are.same({"2025-03-09T07:30:00Z", "2025-03-10T06:30:00Z"}, d.next)
+    assert.are.equal("America/New_York", d.zone)
+    assert.are.equal(5, #cron.describe("@hourly").next)
+    assert.are.same({}, cron.describe({year = 2020}, "2025-01-01T00:00:00Z").next)
+  end)
+
+  it("raises the parse errors", function()
+    local err = error_of(cron.describe, "* * * *")
+    assert.are.equal("invalid cron expression '* * * *': expected 5, 6 or 7 fields, got 4", err.message)
+    assert.are.equal("after: invalid time 'soon'",
+      error_of(cron.describe, "@hourly", "soon").message:sub(1, 26))
+  end)
+end)

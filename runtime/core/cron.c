@@ -1400,7 +1400,7 @@ static void put_days(out_t *o, const chr_cron_t *c) {
     if (!(c->last_off >> i & 1)) continue;
     put(o, "%s", k++ ? " or " : "");
     if (i == 0) put(o, "the last day of the month");
-    else put(o, "%d day%s before the last day of the month", i, i > 1 ? "s" : "");
+    else put(o, "the last day of the month minus %d day%s", i, i > 1 ? "s" : "");
   }
   for (int i = 1; i <= 31; i++)
     if (c->near_wd >> i & 1) put(o, "%sthe weekday nearest day %d", k++ ? " or " : "", i);
