@@ -999,3 +999,32 @@ describe("chronis.cron.describe", function()
       error_of(cron.describe, "@hourly", "soon").message:sub(1, 26))
   end)
 end)
+
+describe("chronis.cron H in a running scheduler", function()
+  local H = require "support.engine_helper"
+  after_each(H.cleanup)
+
+  it("keeps each job's own hashed minute after its runs", function()
+    local clock = H.fake_clock(H.t("2025-06-01T00:00:00Z"))
+    local s = H.scheduler({clock = clock.fn})
+    local ran = {}
+    s:handler("h", function(job) ran[job.job_id] = true end)
+    -- Two ids whose H minutes differ: 10 and another.
+    local ids = {"abc", "nightly"}
+    local minutes = {}
+    for _, id in ipairs(ids) do
+      s:on("H * * * *"):config{job_id = id, if_missed = "run_once"}:run("h")
+      minutes[id] = nxt({cron = "H * * * *", job_id = id}, "2025-06-01T00:00:00Z"):sub(15, 16)
+    end
+    assert.are_not.equal(minutes.abc, minutes.nightly)
+    clock:advance(3600)
+    s:start()
+    H.wait(function() return ran.abc and ran.nightly end, 5, "the jobs did not run")
+    H.wait(function()
+      return s:get_job("abc").status == "scheduled" and s:get_job("nightly").status == "scheduled"
+    end, 5)
+    for _, id in ipairs(ids) do
+      assert.are.equal(minutes[id], s:get_job(id).next_run_time:sub(15, 16), id)
+    end
+  end)
+end)

@@ -58,6 +58,7 @@ struct chr_cron {
   unsigned dom_extra : 1;  /* any of nth, last_off, near_wd, last_wd */
   unsigned dnth_any : 1;
   unsigned reboot : 1;
+  unsigned hashed : 1;     /* uses H: depends on the job id */
   unsigned day_any : 1;    /* the day field matches every day */
   unsigned dow_any : 1;
   unsigned week_any : 1;
@@ -394,6 +395,7 @@ static int parse_hash(field_parse_t *p, const char *s, size_t n) {
     return fail(p, "'%.*s' needs a job id to hash (create the job with a job_id, or give "
                    "job_id to chronis.cron)", (int)n, s);
   h = hash_of(p->hash_key, p->field);
+  p->c->hashed = 1;
   span = hi - lo + 1;
   if (step) {
     set_range(p, lo + (int)(h % (uint64_t)(step < span ? step : span)), hi, step);
@@ -1040,6 +1042,8 @@ int chr_cron_hour_star(const chr_cron_t *c) { return c->hour_star; }
 const chr_tz_t *chr_cron_zone(const chr_cron_t *c) { return c->tz; }
 
 int chr_cron_reboot(const chr_cron_t *c) { return c->reboot; }
+
+int chr_cron_hashed(const chr_cron_t *c) { return c->hashed; }
 
 
 /* Search on walls. */

@@ -56,6 +56,7 @@ struct chr_run {
 typedef struct chr_trigger_slot {
   int type;
   char *zone, *args; /* NULL: empty */
+  char *job_id;      /* the job a cron spec with H was hashed for, else NULL */
   chr_trigger_t t;
 } chr_trigger_slot_t;
 
@@ -124,6 +125,7 @@ static void sched_free(chr_sched_t *s) {
     chr_trigger_free(&s->triggers[i].t);
     free(s->triggers[i].zone);
     free(s->triggers[i].args);
+    free(s->triggers[i].job_id);
   }
   chr_store_release(s->store);
   if (s->lock) chr_lock_release(s->lock);
@@ -295,7 +297,8 @@ static const chr_trigger_t *trigger_of(chr_sched_t *s, const chr_job_t *j, char 
   for (const char *p = args; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
   chr_trigger_slot_t *slot = &s->triggers[h % CHR_TRIGGER_SLOTS];
   if (slot->args && slot->type == j->trigger_type && strcmp(slot->zone, zone) == 0 &&
-      strcmp(slot->args, args) == 0)
+      strcmp(slot->args, args) == 0 &&
+      (!slot->job_id || (j->job_id && strcmp(slot->job_id, j->job_id) == 0)))
     return &slot->t;
   chr_trigger_t t;
   if (chr_trigger_compile(j, &t, err, errlen) != 0) return NULL;
@@ -303,10 +306,13 @@ static const chr_trigger_t *trigger_of(chr_sched_t *s, const chr_job_t *j, char 
     chr_trigger_free(&slot->t);
     free(slot->zone);
     free(slot->args);
+    free(slot->job_id);
   }
   slot->type = j->trigger_type;
   slot->zone = chr_strdup(zone);
   slot->args = chr_strdup(args);
+  /* H makes the schedule the job's own: the text alone does not name it. */
+  slot->job_id = t.cron && chr_cron_hashed(t.cron) ? chr_strdup(j->job_id) : NULL;
   slot->t = t;
   return &slot->t;
 }
