@@ -59,6 +59,7 @@ struct chr_cron {
   unsigned dnth_any : 1;
   unsigned reboot : 1;
   unsigned hashed : 1;     /* uses H: depends on the job id */
+  unsigned special : 1;    /* any of reboot, every, tz */
   unsigned day_any : 1;    /* the day field matches every day */
   unsigned dow_any : 1;
   unsigned week_any : 1;
@@ -193,7 +194,8 @@ static int parse_value(field_parse_t *p, const char **sp, const char *e,
 
 /* Sets values lo, lo+step, ... hi. Plain ranges fill whole words: the year
  * field's '*' alone is 8030 values. */
-static void set_range(field_parse_t *p, int lo, int hi, int step) {
+static inline __attribute__((always_inline)) void set_range(field_parse_t *p, int lo, int hi,
+                                                             int step) {
   int b = lo - p->base, e = hi - p->base;
   if (step > 1) {
     for (; b <= e; b += step) p->bits[b / 64] |= (uint64_t)1 << (b % 64);
@@ -213,8 +215,8 @@ static void set_range(field_parse_t *p, int lo, int hi, int step) {
 static void set_wrap(field_parse_t *p, int lo, int hi, int step) {
   int span = p->cycle_max - p->min + 1, count = hi - lo + span + 1;
   for (int k = 0; k < count; k += step) {
-    int v = p->min + (lo - p->min + k) % span;
-    set_range(p, v, v, 1);
+    int b = p->min + (lo - p->min + k) % span - p->base;
+    p->bits[b / 64] |= (uint64_t)1 << (b % 64);
   }
 }
 
@@ -558,8 +560,11 @@ static uint32_t week_mask(const chr_cron_t *c, int y, int64_t d1, int wd1,
 static uint32_t dom_dow_mask(const chr_cron_t *c, int wd1, int dim) {
   uint32_t all = month_days_all(dim);
   uint32_t dom = dom_mask(c, wd1, dim);
-  uint32_t dow = c->dow_any ? all : (uint32_t)((c->dow_pattern >> wd1) << 1) & all;
-  if (c->dnth_any) dow |= nth_days(c->dnth, wd1, dim);
+  uint32_t dow = all;
+  if (!c->dow_any) {
+    dow &= (uint32_t)((c->dow_pattern >> wd1) << 1);
+    if (c->dnth_any) dow |= nth_days(c->dnth, wd1, dim);
+  }
   return c->dom_or_dow ? dom | dow : dom & dow;
 }
 
@@ -610,9 +615,13 @@ static void compile_month_ok(chr_cron_t *c) {
   }
   if (c->week_any) {
     /* has[wd1][len - 28]: a month whose 1st is weekday wd1 holds a match */
-    uint8_t has[7][4];
+    uint8_t has[7][4], every = 1;
     for (int w = 0; w < 7; w++)
-      for (int n = 28; n <= 31; n++) has[w][n - 28] = dom_dow_mask(c, w, n) != 0;
+      for (int n = 28; n <= 31; n++) every &= has[w][n - 28] = dom_dow_mask(c, w, n) != 0;
+    if (every) { /* "mon-fri", "1,15", "L": every month holds a match */
+      for (int t = 0; t < 14; t++) c->month_ok[t] = c->month;
+      return;
+    }
     for (int t = 0; t < 14; t++) {
       int jan1 = t % 7, leap = t / 7;
       c->month_ok[t] = 0;
@@ -999,6 +1008,7 @@ chr_cron_t *chr_cron_parse_crontab_opts(const char *s, const chr_cron_opts_t *o,
       return NULL;
     }
     c->tz = tz;
+    c->special = c->reboot || c->every || tz;
     return c;
   }
   if (len >= MAXLEN) {
@@ -1027,7 +1037,10 @@ chr_cron_t *chr_cron_parse_crontab_opts(const char *s, const chr_cron_opts_t *o,
   c = compile_parts(part, n, dialect, hash_key, s, err, errlen);
   if (c == NULL && err && errlen)
     dialect_hint(part, n, dialect, hash_key, err, errlen);
-  if (c) c->tz = tz;
+  if (c && tz) {
+    c->tz = tz;
+    c->special = 1;
+  }
   return c;
 }
 
@@ -1238,13 +1251,16 @@ int64_t chr_cron_next(const chr_cron_t *c, int64_t after, const chr_tz_t *z) {
    * UTC would fall in the year 10000, which ISO strings cannot carry. */
   static const int64_t last = 253402300799LL;
   int64_t a, r;
-  if (c->never || c->reboot || after == NONE) return NONE;
+  if (c->never || after == NONE) return NONE;
   a = floordiv(after, CHR_USEC);
   if (a >= last) return NONE;
   if (a < a_min) a = a_min;
-  if (c->every) /* elapsed time, whole seconds as robfig/cron */
-    return a + c->every > last ? NONE : (a + c->every) * CHR_USEC;
-  if (c->tz) z = c->tz;
+  if (c->special) {
+    if (c->reboot) return NONE;
+    if (c->every) /* elapsed time, whole seconds as robfig/cron */
+      return a + c->every > last ? NONE : (a + c->every) * CHR_USEC;
+    if (c->tz) z = c->tz;
+  }
   if (z == NULL || z == chr_tz_utc())
     r = next_wall(c, a + 1);
   else
