@@ -40,6 +40,7 @@ static const int field_max[CHR_CRON_NFIELDS] = {9999, 12, 31, 53, 6, 23, 59, 59}
 #define LOOKBACK (2 * MAXOFF)
 
 struct chr_cron {
+  /* What the search reads, first and together. */
   uint64_t second, minute; /* bit n: value n */
   uint32_t hour;
   uint32_t dom;            /* bits 1..31: plain day numbers */
@@ -47,18 +48,10 @@ struct chr_cron {
   uint16_t month;          /* bits 1..12 */
   uint8_t dow;             /* bits 0..6, 0 = Monday */
   uint8_t nth[7];          /* per weekday: bit n = "nth", NTH_LAST = "last" */
-  uint8_t dnth[7];         /* the same, written in day_of_week ("fri#3") */
   uint64_t dow_pattern;    /* bit k set when weekday k % 7 is in dow */
-  uint32_t last_off;       /* bit k: "L-k" in the day field, "L" = bit 0 */
-  uint32_t near_wd;        /* bit n: "nW", the weekday nearest day n */
-  int64_t every;           /* @every: seconds; 0 otherwise */
-  const chr_tz_t *tz;      /* TZ= prefix, or NULL */
-  unsigned last_wd : 1;    /* "LW": the last weekday of the month */
   unsigned nth_any : 1;
   unsigned dom_extra : 1;  /* any of nth, last_off, near_wd, last_wd */
   unsigned dnth_any : 1;
-  unsigned reboot : 1;
-  unsigned hashed : 1;     /* uses H: depends on the job id */
   unsigned special : 1;    /* any of reboot, every, tz */
   unsigned day_any : 1;    /* the day field matches every day */
   unsigned dow_any : 1;
@@ -67,7 +60,16 @@ struct chr_cron {
   unsigned dom_or_dow : 1; /* crontab: both restricted, either may match */
   unsigned hour_star : 1;  /* hour starts with '*': fires in both passes */
   unsigned never : 1;      /* no date can ever match */
+  unsigned last_wd : 1;    /* "LW": the last weekday of the month */
+  unsigned reboot : 1;
+  unsigned hashed : 1;     /* uses H: depends on the job id */
   uint16_t month_ok[YEAR_TYPES]; /* months holding a matching day */
+  /* The rarer forms. */
+  uint8_t dnth[7];         /* as nth, written in day_of_week ("fri#3") */
+  uint32_t last_off;       /* bit k: "L-k" in the day field, "L" = bit 0 */
+  uint32_t near_wd;        /* bit n: "nW", the weekday nearest day n */
+  int64_t every;           /* @every: seconds; 0 otherwise */
+  const chr_tz_t *tz;      /* TZ= prefix, or NULL */
   uint64_t year[YEAR_WORDS];     /* bit y - YEAR_MIN */
 };
 
