@@ -1028,3 +1028,24 @@ describe("chronis.cron H in a running scheduler", function()
     end
   end)
 end)
+
+describe("chronis.cron @every in a running scheduler", function()
+  local H = require "support.engine_helper"
+  after_each(H.cleanup)
+
+  it("skips the missed periods of a long pause in one step", function()
+    local clock = H.fake_clock(H.t("2025-06-01T00:00:00Z"))
+    local s = H.scheduler({clock = clock.fn})
+    local runs = 0
+    s:handler("h", function() runs = runs + 1 end)
+    s:on("@every 1s"):config{job_id = "tick", if_missed = "run_once"}:run("h")
+    -- Three days (259,200 periods) without a scheduler.
+    clock:advance(3 * 86400)
+    s:start()
+    H.wait(function() return runs >= 1 end, 5, "the job did not run")
+    H.wait(function() return s:get_job("tick").status == "scheduled" end, 5)
+    -- One run for the pause, then the next period after now.
+    assert.are.equal(1, runs)
+    assert.are.equal(chronis.time.format(clock.now + H.S), s:get_job("tick").next_run_time)
+  end)
+end)

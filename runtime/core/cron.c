@@ -1060,6 +1060,8 @@ int chr_cron_reboot(const chr_cron_t *c) { return c->reboot; }
 
 int chr_cron_hashed(const chr_cron_t *c) { return c->hashed; }
 
+int64_t chr_cron_every(const chr_cron_t *c) { return c->every; }
+
 
 /* Search on walls. */
 

@@ -75,6 +75,8 @@ const chr_tz_t *chr_cron_zone(const chr_cron_t *c);
 /* 1 for @reboot: no fire time of its own; a scheduler runs it when it
  * starts (engine.c). */
 int chr_cron_reboot(const chr_cron_t *c);
+/* @every's period in seconds, else 0. */
+int64_t chr_cron_every(const chr_cron_t *c);
 /* 1 when the spec uses H, so that it depends on the job id. */
 int chr_cron_hashed(const chr_cron_t *c);
 /* An English description: "at 09:00 on Monday through Friday". Returns

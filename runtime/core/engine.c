@@ -280,6 +280,11 @@ static int64_t next_after(const chr_trigger_t *t, int64_t after, int64_t now) {
     int64_t k = (now - next) / t->elapsed_us + 1;
     return next + k * t->elapsed_us;
   }
+  if (t->type == CHR_TT_CRON && chr_cron_every(t->cron) && next != CHR_TIME_NONE && next <= now) {
+    /* @every: elapsed periods, like an interval. */
+    int64_t step = chr_cron_every(t->cron) * CHR_USEC, k = (now - next) / step + 1;
+    return next + k * step;
+  }
   for (int guard = 0; next != CHR_TIME_NONE && next <= now && guard < 100000; guard++)
     next = chr_trigger_next(t, next);
   return next;
