@@ -1049,3 +1049,25 @@ describe("chronis.cron @every in a running scheduler", function()
     assert.are.equal(chronis.time.format(clock.now + H.S), s:get_job("tick").next_run_time)
   end)
 end)
+
+describe("chronis.cron new day forms across DST", function()
+  it("L-n on a spring-forward day fires shifted by the gap", function()
+    -- March 30 (L-1) is Berlin's spring-forward day in 2025, not in 2026.
+    assert.are.same({"2025-03-30T01:30:00Z", "2026-03-30T00:30:00Z"},
+      series("TZ=Europe/Berlin 30 2 L-1 3 *", "2025-01-01T00:00:00Z", 2))
+  end)
+
+  it("SUN#1 on a fall-back day: a fixed hour once, a '*' hour in both passes", function()
+    local NY = "America/New_York"
+    assert.are.same({"2025-11-02T05:30:00Z", "2026-11-01T05:30:00Z"},
+      series("30 1 * 11 SUN#1", "2025-10-01T00:00:00Z", 2, NY))
+    assert.are.same({"2025-11-02T05:30:00Z", "2025-11-02T06:30:00Z", "2025-11-02T07:30:00Z"},
+      series("30 * * 11 SUN#1", "2025-11-02T05:00:00Z", 3, NY))
+  end)
+
+  it("a hashed hour is a fixed hour: once in a fold", function()
+    local spec = {cron = "30 H(1-1) * * *", job_id = "any"}
+    assert.are.same({"2025-11-02T05:30:00Z", "2025-11-03T06:30:00Z"},
+      series(spec, "2025-11-01T12:00:00Z", 2, "America/New_York"))
+  end)
+end)
