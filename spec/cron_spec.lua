@@ -979,6 +979,10 @@ describe("chronis.cron.describe", function()
       {{cron = "H H(0-5) * * *", job_id = "abc"}, "at 03:10"},
     }
     for _, c in ipairs(cases) do assert.are.equal(c[2], text(c[1])) end
+    -- Long lists end with "and more" rather than running on.
+    local years = text({year = "2026-9999/2", month = 1})
+    assert.are.equal("at 00:00 on day 1 of the month in January in 2026, 2028, ", years:sub(1, 57))
+    assert.are.equal(", 2088 and more", years:sub(-15))
   end)
 
   it("lists the next fire times, in the spec's zone when it has one", function()

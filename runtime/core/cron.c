@@ -1335,25 +1335,30 @@ static void put_value(out_t *o, int v, const char *const *names, int name_base) 
 /* "9", "9 and 17", "1, 15 and 20 through 25", "Monday through Friday". */
 static void put_set(out_t *o, const set_t *s, int lo, int hi, const char *const *names,
                     int name_base) {
-  int items[64][2], n = 0;
-  for (int v = lo; v <= hi && n < 64; v++) {
+  int items[32][2], n = 0, more = 0;
+  for (int v = lo; v <= hi; v++) {
     if (!set_has(s, v)) continue;
     if (n && items[n - 1][1] == v - 1 && (items[n - 1][1] > items[n - 1][0] ||
                                           (v + 1 <= hi && set_has(s, v + 1)))) {
       items[n - 1][1] = v;
       continue;
     }
+    if (n == 32) { /* "2026-9999/2": the first ones, then "and more" */
+      more = 1;
+      break;
+    }
     items[n][0] = items[n][1] = v;
     n++;
   }
   for (int i = 0; i < n; i++) {
-    put(o, "%s", i == 0 ? "" : i == n - 1 ? " and " : ", ");
+    put(o, "%s", i == 0 ? "" : i == n - 1 && !more ? " and " : ", ");
     put_value(o, items[i][0], names, name_base);
     if (items[i][1] > items[i][0]) {
       put(o, " through ");
       put_value(o, items[i][1], names, name_base);
     }
   }
+  if (more) put(o, " and more");
 }
 
 static const char *ordinal_suffix(int n) {
