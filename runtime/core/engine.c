@@ -80,7 +80,6 @@ struct chr_sched {
   unsigned claim_busy : 1, flush_busy : 1, due_busy : 1, recover_busy : 1, extend_busy : 1,
       dispatching : 1, starved : 1, closed : 1, grace_over : 1, reclaim : 1;
   int64_t last_recover;
-  int reboot_due; /* a start's @reboot scan is still to be made */
   int refs; /* the owner's, pending requests, timers and runs */
   /* Next run times this node wrote (a min-heap): for stores that cannot
    * say when the next job is due, the timer is armed at the earliest. */
@@ -751,11 +750,6 @@ void chr_sched_tick(chr_sched_t *s) {
   if (s->state != CHR_SCHED_RUNNING) return;
   recover(s, chr_sched_now(s));
   claim(s);
-  /* After the first claim, which it must not hold up. */
-  if (s->reboot_due) {
-    s->reboot_due = 0;
-    reboot_scan(s);
-  }
 }
 
 /* ---- completions ---- */
@@ -1071,8 +1065,10 @@ int chr_sched_start(chr_sched_t *s) {
   live_list = s;
   chr_sched_log(s, CHR_LOG_DEBUG, NULL, "scheduler %s started on the %s store", s->node_id,
                 s->store->vt->kind);
-  s->reboot_due = 1;
   schedule_tick(s, 0);
+  /* Submitted now, it is answered before the first claim's completions
+   * are written, which it would otherwise hold up on a serial store. */
+  reboot_scan(s);
   return 0;
 }
 
@@ -1131,9 +1127,8 @@ static void reboot_query_cb(chr_store_req_t *req) {
   sreq_free(q);
 }
 
-/* @reboot jobs wait pending, with no next run; each start makes them due
- * (from its first tick). Only pending cron jobs are read: with few of
- * them, the scan is cheap. */
+/* @reboot jobs wait pending, with no next run; each start makes them due.
+ * Only pending cron jobs are read: with few of them, the scan is cheap. */
 static void reboot_scan(chr_sched_t *s) {
   sreq_t *q = sreq_new(s, CHR_OP_QUERY, reboot_query_cb);
   q->filter = chr_calloc(1, sizeof *q->filter);
