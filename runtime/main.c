@@ -32,6 +32,7 @@ static const char usage[] =
     "  check FILE.lua       load a handler or adapter script and report what it\n"
     "                       provides and what is missing (exit 0 when usable);\n"
     "                       --as adapter|handler when the folder does not tell\n"
+    "  check 'CRON'         describe a crontab string and its next fire times\n"
     "\n"
     "options:\n"
     "  --scripts DIR        handler scripts folder (default: handlers/ beside the\n"

@@ -139,6 +139,33 @@ static void test_time_tz_cron(void) {
   CHECK(chr_cron_parse_crontab("0 0 30 2 *", err, sizeof err) == NULL);
   CHECK(strstr(err, "never") != NULL);
   CHECK(chr_cron_parse_crontab("61 * * * *", err, sizeof err) == NULL);
+
+  test_case("cron: dialects, H, TZ= and describe, without Lua");
+  char msg[512], text[128];
+  chr_cron_opts_t quartz = {CHR_CRON_QUARTZ, NULL}, hashed = {CHR_CRON_STANDARD, "report"};
+  c = chr_cron_parse_crontab_opts("0 15 10 ? * 6L", &quartz, msg, sizeof msg);
+  CHECK(c != NULL); /* the last Friday */
+  if (c) CHECK(chr_cron_next(c, iso("2025-06-01T00:00:00Z"), NULL) == iso("2025-06-27T10:15:00Z"));
+  chr_cron_free(c);
+  CHECK(chr_cron_parse_crontab("0 9 * * MON-FRI 2025", msg, sizeof msg) == NULL);
+  CHECK(strstr(msg, "with dialect = 'year_last'") != NULL);
+  CHECK(chr_cron_parse_crontab("H * * * *", msg, sizeof msg) == NULL);
+  c = chr_cron_parse_crontab_opts("H * * * *", &hashed, msg, sizeof msg);
+  CHECK(c != NULL && chr_cron_hashed(c));
+  chr_cron_free(c);
+  c = chr_cron_parse_crontab("TZ=Europe/Paris 0 9 * * mon-fri", msg, sizeof msg);
+  CHECK(c != NULL && chr_cron_zone(c) == paris);
+  if (c) {
+    /* The prefix wins over the zone given. */
+    CHECK(chr_cron_next(c, iso("2025-06-01T00:00:00Z"), chr_tz_utc()) ==
+          iso("2025-06-02T09:00:00+02:00"));
+    chr_cron_describe(c, text, sizeof text);
+    CHECK(strcmp(text, "at 09:00 on Monday through Friday (Europe/Paris)") == 0);
+    /* A short buffer is cut, and the length needed returned. */
+    CHECK(chr_cron_describe(c, text, 8) == strlen("at 09:00 on Monday through Friday (Europe/Paris)"));
+    CHECK(strcmp(text, "at 09:0") == 0);
+  }
+  chr_cron_free(c);
 }
 
 /* ---- JSON ---- */

@@ -470,8 +470,8 @@ describe("chronis.cron errors name the field", function()
   it("bad steps, reversed ranges and unknown values", function()
     assert_invalid({minute = "*/0"}, "invalid cron field 'minute': step must be a positive integer in '*/0'")
     assert_invalid({minute = "5/x"}, "invalid cron field 'minute': step must be a positive integer in '5/x'")
-    assert_invalid({hour = "5-3"}, "invalid cron field 'hour': range 5-3 is reversed")
-    assert_invalid({day_of_week = "sun-mon"}, "invalid cron field 'day_of_week': range sun-mon is reversed")
+    -- Ranges wrap around (see "wrap-around ranges"), except years.
+    assert_invalid({year = "2030-2025"}, "invalid cron field 'year': range 2030-2025 is reversed")
     assert_invalid({day = "lastx"}, "invalid cron field 'day': unknown value 'lastx'")
     assert_invalid({month = "foo"}, "invalid cron field 'month': unknown value 'foo'")
     assert_invalid({hour = "mon"}, "invalid cron field 'hour': unknown value 'mon'")
@@ -503,20 +503,570 @@ describe("chronis.cron errors name the field", function()
   end)
 
   it("crontab strings", function()
-    assert_invalid("* * * *", "invalid cron expression '* * * *': expected 5 or 6 fields, got 4")
-    assert_invalid("* * * * * * *", "invalid cron expression '* * * * * * *': expected 5 or 6 fields, got 7")
-    assert_invalid("", "invalid cron expression '': expected 5 or 6 fields, got 0")
+    assert_invalid("* * * *", "invalid cron expression '* * * *': expected 5, 6 or 7 fields, got 4")
+    assert_invalid("* * * * * * * *",
+      "invalid cron expression '* * * * * * * *': expected 5, 6 or 7 fields, got 8")
+    assert_invalid("", "invalid cron expression '': expected 5, 6 or 7 fields, got 0")
     assert_invalid("@fortnightly", "invalid cron expression '@fortnightly': unknown macro")
-    assert_invalid("@reboot", "invalid cron expression '@reboot': unknown macro")
     assert_invalid("* 24 * * *", "invalid cron field 'hour': 24 is out of range 0-23")
     assert_invalid("* * * * 8", "invalid cron field 'day_of_week': 8 is out of range 0-7")
     assert_invalid("* * * 13 *", "invalid cron field 'month': 13 is out of range 1-12")
     assert_invalid("61 * * * * *", "invalid cron field 'second': 61 is out of range 0-59")
-    assert_invalid({cron = "* * *"}, "invalid cron expression '* * *': expected 5 or 6 fields, got 3")
+    assert_invalid({cron = "* * *"}, "invalid cron expression '* * *': expected 5, 6 or 7 fields, got 3")
   end)
 
   it("rejects specs of the wrong type", function()
     assert.has_error(function() cron.parse(42) end)
     assert.has_error(function() cron.parse(nil) end)
+  end)
+end)
+
+-- The forms other cron dialects accept. Cases follow the peers' documented
+-- behaviour (Quartz, croner, robfig/cron, Jenkins, Vixie cron).
+describe("chronis.cron day letters L, L-n, LW and nW (Quartz)", function()
+  it("L is the last day of the month, leap years included", function()
+    -- Quartz: "0 15 10 L * ?" fires at 10:15 on the last day of every month.
+    assert.are.same({"2024-01-31T10:15:00Z", "2024-02-29T10:15:00Z", "2024-03-31T10:15:00Z"},
+      series("0 15 10 L * ?", "2024-01-15T00:00:00Z", 3))
+    assert.are.same({"2024-01-31T00:00:00Z", "2024-02-29T00:00:00Z"},
+      series({day = "L"}, "2024-01-15T00:00:00Z", 2))
+  end)
+
+  it("L-n is n days before the last day", function()
+    assert.are.same({"2024-01-29T10:15:00Z", "2024-02-27T10:15:00Z", "2024-03-29T10:15:00Z"},
+      series("0 15 10 L-2 * ?", "2024-01-15T00:00:00Z", 3))
+    assert.are.equal("2025-06-27T00:00:00Z", nxt({day = "L-3"}, "2025-06-01T00:00:00Z"))
+  end)
+
+  it("LW is the last weekday of the month", function()
+    -- May 31 2025 is a Saturday, August 31 a Sunday: Friday before.
+    assert.are.same({"2025-05-30T12:00:00Z", "2025-06-30T12:00:00Z", "2025-07-31T12:00:00Z",
+                     "2025-08-29T12:00:00Z"},
+      series("0 0 12 LW * ?", "2025-05-01T00:00:00Z", 4))
+  end)
+
+  it("nW is the weekday nearest day n, never leaving the month", function()
+    -- June 15 2025 is a Sunday (Monday 16th), November 15 a Saturday (Friday 14th).
+    assert.are.same({"2025-06-16T12:00:00Z", "2025-07-15T12:00:00Z"},
+      series("0 0 12 15W * ?", "2025-06-01T00:00:00Z", 2))
+    assert.are.equal("2025-11-14T12:00:00Z", nxt("0 12 15W * *", "2025-11-01T00:00:00Z"))
+    -- 1W on Saturday November 1st is Monday the 3rd, not October 31st.
+    assert.are.same({"2025-11-03T00:00:00Z", "2025-12-01T00:00:00Z", "2026-01-01T00:00:00Z",
+                     "2026-02-02T00:00:00Z"},
+      series("0 0 1W * *", "2025-10-15T00:00:00Z", 4))
+    -- 31W: Sunday August 31st is Friday the 29th; months without a 31st never fire.
+    assert.are.same({"2025-08-29T00:00:00Z", "2025-10-31T00:00:00Z", "2025-12-31T00:00:00Z"},
+      series({day = "31W"}, "2025-08-01T00:00:00Z", 3))
+  end)
+
+  it("combines with lists and Vixie's day rule", function()
+    assert.are.same({"2025-06-15T00:00:00Z", "2025-06-30T00:00:00Z", "2025-07-15T00:00:00Z"},
+      series("0 0 15,L * *", "2025-06-01T00:00:00Z", 3))
+  end)
+
+  it("refuses malformed letters, naming the field", function()
+    assert_invalid({day = "L-31"}, "invalid cron field 'day': 'L-31': expected L-0 .. L-30 (days before the last)")
+    assert_invalid({day = "32W"}, "invalid cron field 'day': 32 is out of range 1-31")
+    assert_invalid({day = "LX"}, "invalid cron field 'day': unknown value 'LX'")
+    assert_invalid("0 0 30W 2 *", "invalid cron expression '0 0 30W 2 *': day '30W' and month '2' never match a date")
+  end)
+end)
+
+describe("chronis.cron nth and last weekdays: 5L, FRIL, 6#3, MON#1, FRI#L", function()
+  it("xL is the last weekday x of the month", function()
+    -- crontab numbering: 5 = Friday, 6 = Saturday. June 27/28 2025.
+    assert.are.same({"2025-06-27T10:15:00Z", "2025-07-25T10:15:00Z"},
+      series("15 10 * * 5L", "2025-06-01T00:00:00Z", 2))
+    assert.are.equal("2025-06-28T10:15:00Z", nxt("15 10 * * 6L", "2025-06-01T00:00:00Z"))
+    assert.are.equal("2025-06-27T10:15:00Z", nxt("15 10 * * FRIL", "2025-06-01T00:00:00Z"))
+    -- Quartz numbering: "0 15 10 ? * 6L" is the last Friday.
+    assert.are.equal("2025-06-27T10:15:00Z",
+      nxt({cron = "0 15 10 ? * 6L", dialect = "quartz"}, "2025-06-01T00:00:00Z"))
+    -- Field tables count from Monday = 0: 4L is the last Friday.
+    assert.are.equal("2025-06-27T00:00:00Z", nxt({day_of_week = "4L"}, "2025-06-01T00:00:00Z"))
+  end)
+
+  it("x#n is the nth weekday x of the month, x#L the last (croner)", function()
+    assert.are.same({"2025-06-20T10:15:00Z", "2025-07-18T10:15:00Z"},
+      series("15 10 * * 5#3", "2025-06-01T00:00:00Z", 2))
+    assert.are.same({"2025-06-20T10:15:00Z", "2025-07-18T10:15:00Z"},
+      series({cron = "0 15 10 ? * 6#3", dialect = "quartz"}, "2025-06-01T00:00:00Z", 2))
+    assert.are.same({"2025-06-02T00:00:00Z", "2025-07-07T00:00:00Z"},
+      series("0 0 * * MON#1", "2025-06-01T00:00:00Z", 2))
+    assert.are.equal("2025-06-27T00:00:00Z", nxt("0 0 * * FRI#L", "2025-06-01T00:00:00Z"))
+    -- The second Sunday, in one crontab word.
+    assert.are.same({"2025-06-08T00:00:00Z", "2025-07-13T00:00:00Z"},
+      series("0 0 * * SUN#2", "2025-06-01T00:00:00Z", 2))
+    assert.are.equal("2025-06-13T00:00:00Z", nxt({day_of_week = "fri#2"}, "2025-06-01T00:00:00Z"))
+    -- A fifth Wednesday exists in some months only.
+    assert.are.same({"2025-04-30T00:00:00Z", "2025-07-30T00:00:00Z"},
+      series("0 0 * * WED#5", "2025-04-01T00:00:00Z", 2))
+  end)
+
+  it("mixes with plain weekdays and, in crontab, ORs with a restricted day", function()
+    assert.are.same({"2025-06-07T00:00:00Z", "2025-06-14T00:00:00Z", "2025-06-20T00:00:00Z"},
+      series("0 0 * * sat,5#3", "2025-06-01T00:00:00Z", 3))
+    -- Vixie: the 1st of the month or the third Friday.
+    assert.are.same({"2025-06-20T00:00:00Z", "2025-07-01T00:00:00Z", "2025-07-18T00:00:00Z"},
+      series("0 0 1 * 5#3", "2025-06-01T00:00:00Z", 3))
+  end)
+
+  it("refuses malformed terms", function()
+    assert_invalid("0 0 * * 5#6", "invalid cron field 'day_of_week': '5#6': expected 1..5 or L after '#'")
+    assert_invalid("0 0 * * L",
+      "invalid cron field 'day_of_week': 'L' needs a weekday before it, as in '5L' or 'FRIL' (the last Friday)")
+    assert_invalid("0 0 * * 8L", "invalid cron field 'day_of_week': 8 is out of range 0-7")
+    assert_invalid("0 0 * * XYZ#1", "invalid cron field 'day_of_week': unknown value 'XYZ#1'")
+    assert_invalid("0 0 * * #1", "invalid cron field 'day_of_week': '#1' needs a weekday before '#'")
+  end)
+end)
+
+describe("chronis.cron '?' (Quartz, croner)", function()
+  it("means any day in day and day_of_week, and does not restrict (Vixie rule)", function()
+    assert.are.same({"2025-06-02T12:00:00Z", "2025-06-09T12:00:00Z"},
+      series("0 0 12 ? * MON", "2025-06-01T00:00:00Z", 2))
+    assert.are.same({"2025-06-15T12:00:00Z", "2025-07-15T12:00:00Z"},
+      series("0 0 12 15 * ?", "2025-06-01T00:00:00Z", 2))
+    assert.are.equal("2025-06-02T00:00:00Z", nxt({day = "?", day_of_week = "mon"}, "2025-06-01T00:00:00Z"))
+  end)
+
+  it("is refused in other fields", function()
+    assert_invalid("0 ? * * *", "invalid cron field 'hour': '?' is only allowed in day and day_of_week")
+    assert_invalid({day = "?5"}, "invalid cron field 'day': unknown value '?5'")
+  end)
+end)
+
+describe("chronis.cron wrap-around ranges", function()
+  it("months: Nov-Feb runs through the new year", function()
+    assert.are.same({"2025-11-01T00:00:00Z", "2025-12-01T00:00:00Z", "2026-01-01T00:00:00Z",
+                     "2026-02-01T00:00:00Z", "2026-11-01T00:00:00Z"},
+      series("0 0 1 Nov-Feb *", "2025-03-01T00:00:00Z", 5))
+    assert.are.equal("2025-11-01T00:00:00Z", nxt({month = "nov-mar"}, "2025-04-01T00:00:00Z"))
+  end)
+
+  it("weekdays: Fri-Mon, Thu-Tue/2, 7-mon, tue-0", function()
+    -- 2025-06-02 is a Monday.
+    assert.are.same({"2025-06-06T00:00:00Z", "2025-06-07T00:00:00Z", "2025-06-08T00:00:00Z",
+                     "2025-06-09T00:00:00Z", "2025-06-13T00:00:00Z"},
+      series("0 0 * * Fri-Mon", "2025-06-02T00:00:00Z", 5))
+    -- The step counts across the turn: Thursday, Saturday, Monday.
+    assert.are.same({"2025-06-05T00:00:00Z", "2025-06-07T00:00:00Z", "2025-06-09T00:00:00Z",
+                     "2025-06-12T00:00:00Z"},
+      series("0 0 * * Thu-Tue/2", "2025-06-02T00:00:00Z", 4))
+    assert.are.same({"2025-06-08T00:00:00Z", "2025-06-09T00:00:00Z", "2025-06-15T00:00:00Z"},
+      series("0 0 * * 7-mon", "2025-06-02T00:00:00Z", 3))
+    assert.are.same({"2025-06-03T00:00:00Z", "2025-06-04T00:00:00Z", "2025-06-05T00:00:00Z",
+                     "2025-06-06T00:00:00Z", "2025-06-07T00:00:00Z", "2025-06-08T00:00:00Z",
+                     "2025-06-10T00:00:00Z"},
+      series("0 0 * * tue-0", "2025-06-02T00:00:00Z", 7))
+    -- Field tables count from Monday = 0: sat-mon is 5, 6, 0.
+    assert.are.same({"2025-06-07T00:00:00Z", "2025-06-08T00:00:00Z", "2025-06-09T00:00:00Z",
+                     "2025-06-14T00:00:00Z"},
+      series({day_of_week = "sat-mon"}, "2025-06-02T00:00:00Z", 4))
+  end)
+
+  it("hours: 22-2 spans midnight, 22-2/2 steps across it", function()
+    assert.are.same({"2025-06-01T22:00:00Z", "2025-06-01T23:00:00Z", "2025-06-02T00:00:00Z",
+                     "2025-06-02T01:00:00Z", "2025-06-02T02:00:00Z", "2025-06-02T22:00:00Z"},
+      series("0 22-2 * * *", "2025-06-01T03:00:00Z", 6))
+    assert.are.same({"2025-06-01T22:00:00Z", "2025-06-02T00:00:00Z", "2025-06-02T02:00:00Z",
+                     "2025-06-02T22:00:00Z"},
+      series("0 22-2/2 * * *", "2025-06-01T03:00:00Z", 4))
+    -- All hours but 4.
+    assert.are.same({"2025-06-01T03:00:00Z", "2025-06-01T05:00:00Z"},
+      series({hour = "5-3"}, "2025-06-01T02:30:00Z", 2))
+  end)
+
+  it("days of the month: 28-3 skips the days a month lacks", function()
+    assert.are.same({"2025-02-28T00:00:00Z", "2025-03-01T00:00:00Z", "2025-03-02T00:00:00Z",
+                     "2025-03-03T00:00:00Z", "2025-03-28T00:00:00Z"},
+      series("0 0 28-3 * *", "2025-02-20T00:00:00Z", 5))
+  end)
+
+  it("keep their wall times across DST", function()
+    -- New York springs forward at 02:00 on 2025-03-09: 02:30 fires at 03:30 EDT.
+    -- From 22:00 EST: 23:30 and 00:30, 01:30 EST, 02:30 as 03:30 EDT, then 23:30 EDT.
+    assert.are.same({"2025-03-09T04:30:00Z", "2025-03-09T05:30:00Z", "2025-03-09T06:30:00Z",
+                     "2025-03-09T07:30:00Z", "2025-03-10T03:30:00Z"},
+      series("30 23-2 * * *", "2025-03-09T03:00:00Z", 5, "America/New_York"))
+  end)
+end)
+
+describe("chronis.cron '/n' without a start (croner)", function()
+  it("reads as '*/n'", function()
+    assert.are.same({"2025-06-01T00:20:00Z", "2025-06-01T00:40:00Z", "2025-06-01T01:00:00Z"},
+      series("/20 * * * *", "2025-06-01T00:00:00Z", 3))
+    assert.are.equal(nxt("*/3 * * * * *", "2025-06-01T00:00:01Z"),
+      nxt("/3 * * * * *", "2025-06-01T00:00:01Z"))
+  end)
+end)
+
+describe("chronis.cron TZ= and CRON_TZ= prefixes (robfig/cron, Kubernetes)", function()
+  it("give the expression its zone", function()
+    assert.are.equal("2025-06-01T07:00:00Z", nxt("TZ=Europe/Paris 0 9 * * *", "2025-06-01T00:00:00Z"))
+    -- 06:00 in Tokyo is 21:00 UTC the day before.
+    assert.are.equal("2025-06-01T21:00:00Z", nxt("CRON_TZ=Asia/Tokyo 0 6 * * ?", "2025-06-01T00:00:00Z"))
+    assert.are.equal("2025-06-02T07:00:00Z", nxt("TZ=Europe/Paris @daily", "2025-06-01T00:00:00Z") and
+      nxt("TZ=Europe/Paris 0 9 * * *", "2025-06-01T07:00:00Z"))
+    assert.are.equal("2025-06-01T22:00:00Z", nxt("TZ=Europe/Paris @daily", "2025-06-01T00:00:00Z"))
+  end)
+
+  it("win over the zone argument, and read naive times in their zone", function()
+    assert.are.equal("2025-06-01T21:00:00Z",
+      nxt("CRON_TZ=Asia/Tokyo 0 6 * * *", "2025-06-01T00:00:00Z", "America/New_York"))
+    -- 08:00 in Paris is 06:00Z; the next 09:00 in Paris is 07:00Z.
+    assert.are.equal("2025-06-01T07:00:00Z", nxt("TZ=Europe/Paris 0 9 * * *", "2025-06-01T08:00:00"))
+  end)
+
+  it("follow the DST rules of the zone: gap shifted, fold once for a fixed hour", function()
+    local gap = "CRON_TZ=America/New_York 30 2 * * *"
+    assert.are.same({"2025-03-09T07:30:00Z", "2025-03-10T06:30:00Z"},
+      series(gap, "2025-03-08T12:00:00Z", 2))
+    assert.are.same({"2025-11-02T05:30:00Z", "2025-11-03T06:30:00Z"},
+      series("TZ=America/New_York 30 1 * * *", "2025-11-01T12:00:00Z", 2))
+    assert.are.same({"2025-11-02T05:30:00Z", "2025-11-02T06:30:00Z", "2025-11-02T07:30:00Z"},
+      series("TZ=America/New_York 30 * 2 11 *", "2025-11-02T05:00:00Z", 3))
+    -- The last Sunday of March in Berlin is the spring-forward day: 02:30 -> 03:30 CEST.
+    assert.are.same({"2025-03-30T01:30:00Z", "2026-03-29T01:30:00Z"},
+      series("TZ=Europe/Berlin 30 2 * 3 SUN#L", "2025-01-01T00:00:00Z", 2))
+    -- Its last Sunday of October has the fold; '*' hours fire in both passes.
+    assert.are.same({"2025-10-26T00:30:00Z", "2025-10-26T01:30:00Z", "2025-10-26T02:30:00Z"},
+      series("TZ=Europe/Berlin 30 * * 10 0L", "2025-10-26T00:00:00Z", 3))
+  end)
+
+  it("refuse unknown or missing zones", function()
+    assert_invalid("TZ=Mars/Olympus * * * * *",
+      "invalid cron expression 'TZ=Mars/Olympus * * * * *': invalid timezone 'Mars/Olympus'")
+    assert_invalid("TZ= * * * * *",
+      "invalid cron expression 'TZ= * * * * *': expected a zone name after TZ=, as in 'TZ=Europe/Paris 0 9 * * *'")
+  end)
+
+  it("set a job's fire times in that zone", function()
+    local sched = chronis.scheduler({storage = chronis.storage.memory()})
+    local job = sched:create_cron_job({job_id = "paris", func_name = "f",
+      trigger_args = {cron = "TZ=Europe/Paris 0 9 * * *"}})
+    assert.are.equal(nxt("TZ=Europe/Paris 0 9 * * *", job.created_at), job.next_run_time)
+    assert.are_not.equal(nxt("0 9 * * *", job.created_at), job.next_run_time)
+    assert.are.equal("09:00:00+0", chronis.tz.format_local(job.next_run_time, "Europe/Paris"):sub(12, 21))
+    sched:close()
+  end)
+end)
+
+describe("chronis.cron dialects: 6 and 7 fields, weekday numbering", function()
+  it("standard reads 6 fields seconds first and 7 with the year last", function()
+    assert.are.equal("2026-01-01T10:15:00Z", nxt("0 15 10 * * ? 2026", "2025-06-01T00:00:00Z"))
+    assert.are.same({"2026-06-01T00:00:00Z", "2028-06-01T00:00:00Z"},
+      series("0 0 0 1 6 * 2026-2030/2", "2025-06-01T00:00:00Z", 2))
+  end)
+
+  it("a year-last expression misread as seconds-first says how it was read", function()
+    assert_invalid("0 9 * * MON-FRI 2025",
+      "invalid cron field 'month': unknown value 'MON-FRI' (6 fields read as second minute hour " ..
+      "day month day_of_week, dialect 'standard'; with dialect = 'year_last' (minute hour day " ..
+      "month day_of_week year) it means: at 09:00 on Monday through Friday in 2025)")
+  end)
+
+  it("year_last reads 6 fields as minute hour day month day_of_week year", function()
+    local spec = {cron = "0 9 * * MON-FRI 2025", dialect = "year_last"}
+    assert.are.same({"2025-06-02T09:00:00Z", "2025-06-03T09:00:00Z"},
+      series(spec, "2025-06-01T00:00:00Z", 2))
+    assert.is_nil(nxt(spec, "2025-12-31T10:00:00Z"))
+    assert.are.equal("2025-06-02T09:00:00Z",
+      nxt({cron = "0 9 * * mon", dialect = "year_last"}, "2025-06-01T00:00:00Z"))
+  end)
+
+  it("quartz counts weekdays 1-7 from Sunday and ANDs day and weekday", function()
+    local function q(cron) return {cron = cron, dialect = "quartz"} end
+    assert.are.equal("2025-06-02T12:00:00Z", nxt(q("0 0 12 ? * 2"), "2025-06-01T00:00:00Z"))
+    assert.are.equal("2025-06-08T12:00:00Z", nxt(q("0 0 12 ? * 1"), "2025-06-01T12:00:00Z"))
+    assert.are.equal("2025-06-07T12:00:00Z", nxt(q("0 0 12 ? * 7"), "2025-06-01T00:00:00Z"))
+    assert.are.same({"2025-06-02T12:00:00Z", "2025-06-06T12:00:00Z"},
+      series(q("0 0 12 ? * MON-FRI/4"), "2025-06-01T00:00:00Z", 2))
+    assert.are.same({"2025-06-13T00:00:00Z", "2026-02-13T00:00:00Z"},
+      series(q("0 0 0 13 * 6"), "2025-01-01T00:00:00Z", 2))
+    assert.are.equal("2025-06-03T12:00:00Z", nxt("0 0 12 ? * 2", "2025-06-01T00:00:00Z"))
+    local err = error_of(cron.parse, q("0 0 12 ? * 0"))
+    assert.are.equal("invalid", err.code)
+    assert.are.equal("invalid cron field 'day_of_week': 0 is out of range 1-7 (6 fields read as " ..
+      "second minute hour day month day_of_week, dialect 'quartz'; with dialect = 'standard' " ..
+      "(second minute hour day month day_of_week) it means: at 12:00 on Sunday)", err.message)
+  end)
+
+  it("each dialect names the field counts it takes", function()
+    assert_invalid({cron = "0 0 12 * * *", dialect = "vixie"},
+      "invalid cron expression '0 0 12 * * *': expected 5 fields in dialect 'vixie', got 6")
+    assert_invalid({cron = "0 12 * * *", dialect = "quartz"},
+      "invalid cron expression '0 12 * * *': expected 6 or 7 fields in dialect 'quartz', got 5")
+    assert_invalid({cron = "0 0 12 * * * 2025", dialect = "year_last"},
+      "invalid cron expression '0 0 12 * * * 2025': expected 5 or 6 fields in dialect 'year_last', got 7")
+    assert.are.equal("2025-06-01T12:00:00Z", nxt({cron = "0 12 * * *", dialect = "vixie"}, "2025-06-01T00:00:00Z"))
+  end)
+
+  it("refuses unknown dialects and a dialect without a crontab string", function()
+    assert_invalid({cron = "* * * * *", dialect = "spring"},
+      "invalid cron spec: unknown dialect 'spring' (expected standard, vixie, quartz or year_last)")
+    assert_invalid({hour = 1, dialect = "quartz"}, "invalid cron spec: 'dialect' applies to a 'cron' string")
+  end)
+
+  it("is a trigger argument of jobs", function()
+    local sched = chronis.scheduler({storage = chronis.storage.memory()})
+    local job = sched:on({cron = "0 9 * * MON-FRI 2030", dialect = "year_last"})
+      :config{job_id = "ylast"}:run("f")
+    assert.are.equal("2030-01-01T09:00:00Z", job.next_run_time)
+    local err = error_of(sched.create_cron_job, sched, {job_id = "bad", func_name = "f",
+      trigger_args = {cron = "0 9 * * *", dialect = "cronie"}})
+    assert.are.equal("invalid trigger_args 'dialect': unknown dialect 'cronie' (expected " ..
+      "standard, vixie, quartz or year_last)", err.message)
+    sched:close()
+  end)
+end)
+
+describe("chronis.cron @every <duration> (robfig/cron)", function()
+  it("adds elapsed time to the previous fire, in whole seconds", function()
+    assert.are.same({"2025-06-01T01:30:00Z", "2025-06-01T03:00:00Z"},
+      series("@every 1h30m", "2025-06-01T00:00:00Z", 2))
+    assert.are.equal("2025-06-01T01:30:00Z", nxt("@every 1.5h", "2025-06-01T00:00:00Z"))
+    assert.are.equal("2025-06-01T00:01:30Z", nxt("@every 90s", "2025-06-01T00:00:00Z"))
+    assert.are.equal("2025-06-01T00:00:10Z", nxt("@every 10s", "2025-06-01T00:00:00.5Z"))
+    -- Elapsed time, not wall time: an hour across New York's spring-forward.
+    assert.are.equal("2025-03-09T07:30:00Z", nxt("@every 1h", "2025-03-09T06:30:00Z", "America/New_York"))
+  end)
+
+  it("refuses durations that are not whole seconds of at least 1s", function()
+    local msg = "@every takes a duration of whole seconds, at least 1s, as in '@every 1h30m' or " ..
+      "'@every 90s' (units h, m, s)"
+    for _, e in ipairs({"@every", "@every 500ms", "@every 0s", "@every 1d", "@every 1.5s", "@every h"}) do
+      assert_invalid(e, ("invalid cron expression '%s': %s"):format(e, msg))
+    end
+  end)
+end)
+
+describe("chronis.cron hashed H (Jenkins)", function()
+  local function minutes_of(spec, n)
+    local out = {}
+    for i, t in ipairs(series(spec, "2025-05-31T23:59:30Z", n)) do out[i] = tonumber(t:sub(15, 16)) end
+    return out
+  end
+
+  it("needs a job id, and says so", function()
+    assert_invalid("H * * * *", "invalid cron field 'minute': 'H' needs a job id to hash (create " ..
+      "the job with a job_id, or give job_id to chronis.cron)")
+    assert_invalid({cron = "H * * * *", job_id = 7}, "invalid cron spec: 'job_id' must be a string, got number")
+  end)
+
+  it("picks one stable value per job id and field", function()
+    -- Fixed by the job id alone (docs/time.md): the same in every process.
+    assert.are.equal("2025-06-01T03:10:00Z", nxt({cron = "H H(0-5) * * *", job_id = "abc"}, "2025-06-01T00:00:00Z"))
+    assert.are.equal(nxt({cron = "H * * * *", job_id = "nightly"}, "2025-06-01T00:00:00Z"),
+      nxt({minute = "H", job_id = "nightly"}, "2025-06-01T00:00:00Z"))
+  end)
+
+  it("spreads a thousand jobs over the hour", function()
+    local per = {}
+    for i = 1, 1000 do
+      local m = tonumber(nxt({cron = "H * * * *", job_id = "job-" .. i}, "2025-06-01T00:00:00Z"):sub(15, 16))
+      per[m] = (per[m] or 0) + 1
+    end
+    local used, most = 0, 0
+    for _, k in pairs(per) do used, most = used + 1, math.max(most, k) end
+    assert.are.equal(60, used)
+    assert.is_true(most < 40, "most jobs in one minute: " .. most)
+  end)
+
+  it("H/n steps from a hashed start below n; H(a-b)/n stays in a-b", function()
+    for _, id in ipairs({"a", "b", "c", "report-42"}) do
+      local m = minutes_of({cron = "H/15 * * * *", job_id = id}, 4)
+      assert.is_true(m[1] < 15)
+      assert.are.same({m[1], m[1] + 15, m[1] + 30, m[1] + 45}, m)
+      local h = minutes_of({cron = "H(0-29)/10 * * * *", job_id = id}, 4)
+      assert.is_true(h[1] < 10)
+      assert.are.same({h[1], h[1] + 10, h[1] + 20, h[1]}, h)
+      local d = tonumber(nxt({cron = "0 0 H * *", job_id = id}, "2025-01-31T00:00:00Z"):sub(9, 10))
+      assert.is_true(d >= 1 and d <= 28)
+    end
+  end)
+
+  it("refuses H in the year field and malformed H terms", function()
+    assert_invalid({cron = "0 0 0 1 1 * H", job_id = "x"}, "invalid cron field 'year': 'H' is not allowed in this field")
+    assert_invalid({cron = "H(5) * * * *", job_id = "x"}, "invalid cron field 'minute': expected H(a-b) in 'H(5)'")
+    assert_invalid({cron = "H(30-10) * * * *", job_id = "x"},
+      "invalid cron field 'minute': range in 'H(30-10)' is reversed")
+  end)
+
+  it("hashes the job's id when a job is created", function()
+    local sched = chronis.scheduler({storage = chronis.storage.memory()})
+    local job = sched:on("H H * * *"):config{job_id = "nightly-report"}:run("f")
+    assert.are.equal(nxt({cron = "H H * * *", job_id = "nightly-report"}, job.created_at), job.next_run_time)
+    -- A generated id is hashed the same way.
+    local auto = sched:create_cron_job({func_name = "f", trigger_args = {cron = "H * * * *"}})
+    assert.are.equal(nxt({cron = "H * * * *", job_id = auto.job_id}, auto.created_at), auto.next_run_time)
+    sched:close()
+  end)
+end)
+
+describe("chronis.cron @reboot (Vixie cron)", function()
+  local H = require "support.engine_helper"
+  after_each(H.cleanup)
+
+  it("has no fire time of its own", function()
+    assert.is_true(cron.parse("@reboot"))
+    assert.is_nil(nxt("@reboot", "2025-06-01T00:00:00Z"))
+  end)
+
+  it("runs once each time a scheduler starts, and stays for the next start", function()
+    local runs = 0
+    local s = H.scheduler({storage = chronis.storage.memory()})
+    s:handler("warm", function() runs = runs + 1 end)
+    local job = s:on("@reboot"):config{job_id = "warm-cache"}:run("warm")
+    -- Created before any start: waiting, with no next run.
+    assert.are.equal("pending", job.status)
+    assert.is_nil(job.next_run_time)
+    s:start()
+    H.wait(function() return runs == 1 end, 5, "@reboot did not run at start")
+    H.wait(function() return s:get_job("warm-cache").status == "pending" end, 5)
+    assert.is_nil(s:get_job("warm-cache").next_run_time)
+    chronis.run_until(function() return false end, 0.3)
+    assert.are.equal(1, runs)
+    s:stop()
+    H.wait(function() return s:state() == "stopped" end, 5)
+    s:start()
+    H.wait(function() return runs == 2 end, 5, "@reboot did not run at the second start")
+    H.wait(function() return s:get_job("warm-cache").status == "pending" end, 5)
+    assert.are.equal(2, runs)
+  end)
+
+  it("leaves other pending cron jobs alone", function()
+    local runs = 0
+    local s = H.scheduler({storage = chronis.storage.memory()})
+    s:handler("h", function() runs = runs + 1 end)
+    s:on({year = 2020}):config{job_id = "past"}:run("h")
+    assert.are.equal("pending", s:get_job("past").status)
+    s:start()
+    chronis.run_until(function() return false end, 0.3)
+    assert.are.equal(0, runs)
+    assert.are.equal("pending", s:get_job("past").status)
+  end)
+end)
+
+describe("chronis.cron.describe", function()
+  local function text(spec) return cron.describe(spec, "2025-06-01T00:00:00Z", nil, 0).text end
+
+  it("reads every form in English", function()
+    local cases = {
+      {"0 9 * * mon-fri", "at 09:00 on Monday through Friday"},
+      {"*/15 9-17 * * *", "every 15 minutes, during hours 9 through 17"},
+      {"30 2 1,15 * *", "at 02:30 on days 1 and 15 of the month"},
+      {"0 0 L * *", "at 00:00 on the last day of the month"},
+      {"0 0 L-2 * *", "at 00:00 on the last day of the month minus 2 days"},
+      {"0 0 15W * *", "at 00:00 on the weekday nearest day 15"},
+      {"0 18 LW * *", "at 18:00 on the last weekday of the month"},
+      {"0 0 * * FRI#L", "at 00:00 on the last Friday"},
+      {"0 0 * * 6#3", "at 00:00 on the 3rd Saturday"},
+      {"0 0 1 * 5", "at 00:00 on day 1 of the month or on Friday"},
+      {"0 0 1 Nov-Feb *", "at 00:00 on day 1 of the month in January, February, November and December"},
+      {"0 22-2 * * *", "at minute 0, during hours 0 through 2, 22 and 23"},
+      {"*/10 * * * * *", "every 10 seconds"},
+      {"0 15 10 * * ? 2026", "at 10:15 in 2026"},
+      {"TZ=Europe/Paris 0 9 * * *", "at 09:00 (Europe/Paris)"},
+      {"@every 1h30m", "every 1h30m (elapsed time)"},
+      {"@reboot", "once each time a scheduler starts"},
+      {{day = 13, day_of_week = "fri"}, "at 00:00 on day 13 of the month when it is Friday"},
+      {{cron = "H H(0-5) * * *", job_id = "abc"}, "at 03:10"},
+    }
+    for _, c in ipairs(cases) do assert.are.equal(c[2], text(c[1])) end
+    -- Long lists end with "and more" rather than running on.
+    local years = text({year = "2026-9999/2", month = 1})
+    assert.are.equal("at 00:00 on day 1 of the month in January in 2026, 2028, ", years:sub(1, 57))
+    assert.are.equal(", 2088 and more", years:sub(-15))
+  end)
+
+  it("lists the next fire times, in the spec's zone when it has one", function()
+    local d = cron.describe("TZ=Europe/Paris 0 9 * * *", "2025-06-01T00:00:00Z", nil, 2)
+    assert.are.same({text = "at 09:00 (Europe/Paris)", zone = "Europe/Paris",
+      next = {"2025-06-01T07:00:00Z", "2025-06-02T07:00:00Z"}}, d)
+    d = cron.describe({hour = 2, minute = 30}, "2025-03-08T12:00:00Z", "America/New_York", 2)
+    assert.are.same({"2025-03-09T07:30:00Z", "2025-03-10T06:30:00Z"}, d.next)
+    assert.are.equal("America/New_York", d.zone)
+    assert.are.equal(5, #cron.describe("@hourly").next)
+    assert.are.same({}, cron.describe({year = 2020}, "2025-01-01T00:00:00Z").next)
+  end)
+
+  it("raises the parse errors", function()
+    local err = error_of(cron.describe, "* * * *")
+    assert.are.equal("invalid cron expression '* * * *': expected 5, 6 or 7 fields, got 4", err.message)
+    assert.are.equal("after: invalid time 'soon'",
+      error_of(cron.describe, "@hourly", "soon").message:sub(1, 26))
+  end)
+end)
+
+describe("chronis.cron H in a running scheduler", function()
+  local H = require "support.engine_helper"
+  after_each(H.cleanup)
+
+  it("keeps each job's own hashed minute after its runs", function()
+    local clock = H.fake_clock(H.t("2025-06-01T00:00:00Z"))
+    local s = H.scheduler({clock = clock.fn})
+    local ran = {}
+    s:handler("h", function(job) ran[job.job_id] = true end)
+    -- Two ids whose H minutes differ: 10 and another.
+    local ids = {"abc", "nightly"}
+    local minutes = {}
+    for _, id in ipairs(ids) do
+      s:on("H * * * *"):config{job_id = id, if_missed = "run_once"}:run("h")
+      minutes[id] = nxt({cron = "H * * * *", job_id = id}, "2025-06-01T00:00:00Z"):sub(15, 16)
+    end
+    assert.are_not.equal(minutes.abc, minutes.nightly)
+    clock:advance(3600)
+    s:start()
+    H.wait(function() return ran.abc and ran.nightly end, 5, "the jobs did not run")
+    H.wait(function()
+      return s:get_job("abc").status == "scheduled" and s:get_job("nightly").status == "scheduled"
+    end, 5)
+    for _, id in ipairs(ids) do
+      assert.are.equal(minutes[id], s:get_job(id).next_run_time:sub(15, 16), id)
+    end
+  end)
+end)
+
+describe("chronis.cron @every in a running scheduler", function()
+  local H = require "support.engine_helper"
+  after_each(H.cleanup)
+
+  it("skips the missed periods of a long pause in one step", function()
+    local clock = H.fake_clock(H.t("2025-06-01T00:00:00Z"))
+    local s = H.scheduler({clock = clock.fn})
+    local runs = 0
+    s:handler("h", function() runs = runs + 1 end)
+    s:on("@every 1s"):config{job_id = "tick", if_missed = "run_once"}:run("h")
+    -- Three days (259,200 periods) without a scheduler.
+    clock:advance(3 * 86400)
+    s:start()
+    H.wait(function() return runs >= 1 end, 5, "the job did not run")
+    H.wait(function() return s:get_job("tick").status == "scheduled" end, 5)
+    -- One run for the pause, then the next period after now.
+    assert.are.equal(1, runs)
+    assert.are.equal(chronis.time.format(clock.now + H.S), s:get_job("tick").next_run_time)
+  end)
+end)
+
+describe("chronis.cron new day forms across DST", function()
+  it("L-n on a spring-forward day fires shifted by the gap", function()
+    -- March 30 (L-1) is Berlin's spring-forward day in 2025, not in 2026.
+    assert.are.same({"2025-03-30T01:30:00Z", "2026-03-30T00:30:00Z"},
+      series("TZ=Europe/Berlin 30 2 L-1 3 *", "2025-01-01T00:00:00Z", 2))
+  end)
+
+  it("SUN#1 on a fall-back day: a fixed hour once, a '*' hour in both passes", function()
+    local NY = "America/New_York"
+    assert.are.same({"2025-11-02T05:30:00Z", "2026-11-01T05:30:00Z"},
+      series("30 1 * 11 SUN#1", "2025-10-01T00:00:00Z", 2, NY))
+    assert.are.same({"2025-11-02T05:30:00Z", "2025-11-02T06:30:00Z", "2025-11-02T07:30:00Z"},
+      series("30 * * 11 SUN#1", "2025-11-02T05:00:00Z", 3, NY))
+  end)
+
+  it("a hashed hour is a fixed hour: once in a fold", function()
+    local spec = {cron = "30 H(1-1) * * *", job_id = "any"}
+    assert.are.same({"2025-11-02T05:30:00Z", "2025-11-03T06:30:00Z"},
+      series(spec, "2025-11-01T12:00:00Z", 2, "America/New_York"))
   end)
 end)

@@ -222,7 +222,7 @@ local trigger_keys = {
   interval = { seconds = true, minutes = true, hours = true, days = true, weeks = true,
                start_date = true },
   cron = { year = true, month = true, day = true, week = true, day_of_week = true,
-           hour = true, minute = true, second = true, cron = true },
+           hour = true, minute = true, second = true, cron = true, dialect = true },
   date = { run_date = true },
 }
 

@@ -311,6 +311,17 @@ end
 function M.check(path, as, opts)
   local out = {}
   local function say(fmt, ...) out[#out + 1] = fmt:format(...) end
+  -- A crontab string instead of a file: its reading and next fire times.
+  if not core.fs.stat(path) and (path:find("%s") or path:match("^@")) then
+    local ok, d = pcall(core.cron.describe, path)
+    if not ok then
+      say("error: %s", type(d) == "table" and d.message or tostring(d))
+      return false, out
+    end
+    say("%s: cron, %s", path, d.text)
+    for _, t in ipairs(d.next) do say("  next %s (%s)", t, core.tz.format_local(t, d.zone)) end
+    return true, out
+  end
   local v, err = M.load(path)
   if err then
     say("error: %s", err)

@@ -40,6 +40,7 @@ static const int field_max[CHR_CRON_NFIELDS] = {9999, 12, 31, 53, 6, 23, 59, 59}
 #define LOOKBACK (2 * MAXOFF)
 
 struct chr_cron {
+  /* What the search reads, first and together. */
   uint64_t second, minute; /* bit n: value n */
   uint32_t hour;
   uint32_t dom;            /* bits 1..31: plain day numbers */
@@ -48,8 +49,10 @@ struct chr_cron {
   uint8_t dow;             /* bits 0..6, 0 = Monday */
   uint8_t nth[7];          /* per weekday: bit n = "nth", NTH_LAST = "last" */
   uint64_t dow_pattern;    /* bit k set when weekday k % 7 is in dow */
-  unsigned last_day : 1;   /* "last" in the day field */
   unsigned nth_any : 1;
+  unsigned dom_extra : 1;  /* any of nth, last_off, near_wd, last_wd */
+  unsigned dnth_any : 1;
+  unsigned special : 1;    /* any of reboot, every, tz */
   unsigned day_any : 1;    /* the day field matches every day */
   unsigned dow_any : 1;
   unsigned week_any : 1;
@@ -57,19 +60,37 @@ struct chr_cron {
   unsigned dom_or_dow : 1; /* crontab: both restricted, either may match */
   unsigned hour_star : 1;  /* hour starts with '*': fires in both passes */
   unsigned never : 1;      /* no date can ever match */
+  unsigned last_wd : 1;    /* "LW": the last weekday of the month */
+  unsigned reboot : 1;
+  unsigned hashed : 1;     /* uses H: depends on the job id */
   uint16_t month_ok[YEAR_TYPES]; /* months holding a matching day */
+  /* The rarer forms. */
+  uint8_t dnth[7];         /* as nth, written in day_of_week ("fri#3") */
+  uint32_t last_off;       /* bit k: "L-k" in the day field, "L" = bit 0 */
+  uint32_t near_wd;        /* bit n: "nW", the weekday nearest day n */
+  int64_t every;           /* @every: seconds; 0 otherwise */
+  const chr_tz_t *tz;      /* TZ= prefix, or NULL */
   uint64_t year[YEAR_WORDS];     /* bit y - YEAR_MIN */
 };
 
 /* Parsing. */
 
+/* How numbers and names read: field tables count weekdays 0-6 from Monday,
+ * crontab strings 0-7 from Sunday (7 = Sunday again), Quartz 1-7 from
+ * Sunday. */
+enum { MODE_FIELDS, MODE_CRONTAB, MODE_QUARTZ };
+
 typedef struct {
   const char *field; /* name for messages */
+  int index;         /* CHR_CRON_* */
   int min, max;
-  int names;         /* 0 none, 1 months, 2 weekdays from mon, 3 from sun */
-  int day_terms;     /* "last", "2nd fri", "last sun" */
+  int cycle_max;     /* where a wrap-around range ("fri-mon") turns back to min */
+  int names;         /* 0 none, 1 months, 2 weekdays from mon, 3 from sun = 0,
+                        4 from sun = 1 */
+  int mode;
   uint64_t *bits;    /* bit (v - base) */
   int base;
+  const char *hash_key;
   chr_cron_t *c;
   char *err;
   size_t errlen;
@@ -117,6 +138,15 @@ static int weekday_name(const char *s, size_t n) {
   return name_index(wday_names, 7, s, n);
 }
 
+/* A weekday number as written in this field's mode, 0 = Monday. */
+static int dow_mon0(const field_parse_t *p, int v) {
+  switch (p->mode) {
+  case MODE_CRONTAB: return (v + 6) % 7;
+  case MODE_QUARTZ: return (v + 5) % 7;
+  default: return v;
+  }
+}
+
 /* One value: a number (a leading sign is read so that "-1" is reported as
  * out of range, not as gibberish) or a name of this field. `end_of_range`
  * lets "sun" close a crontab range as 7, so "fri-sun" means 5-7. */
@@ -152,7 +182,8 @@ static int parse_value(field_parse_t *p, const char **sp, const char *e,
       i = name_index(wday_names, 7, start, (size_t)(s - start));
     } else {
       i = name_index(cron_wday_names, 7, start, (size_t)(s - start));
-      if (i == 0 && end_of_range) i = 7;
+      if (i >= 0 && p->names == 4) i += 1;
+      else if (i == 0 && end_of_range) i = 7;
     }
     if (i >= 0) {
       *out = i;
@@ -165,7 +196,8 @@ static int parse_value(field_parse_t *p, const char **sp, const char *e,
 
 /* Sets values lo, lo+step, ... hi. Plain ranges fill whole words: the year
  * field's '*' alone is 8030 values. */
-static void set_range(field_parse_t *p, int lo, int hi, int step) {
+static inline __attribute__((always_inline)) void set_range(field_parse_t *p, int lo, int hi,
+                                                             int step) {
   int b = lo - p->base, e = hi - p->base;
   if (step > 1) {
     for (; b <= e; b += step) p->bits[b / 64] |= (uint64_t)1 << (b % 64);
@@ -176,6 +208,17 @@ static void set_range(field_parse_t *p, int lo, int hi, int step) {
     uint64_t run = n == 64 ? ~(uint64_t)0 : ((uint64_t)1 << n) - 1;
     p->bits[b / 64] |= run << (b % 64);
     b += n;
+  }
+}
+
+/* A wrap-around range, lo > hi: lo to the end of the cycle, then on from
+ * its start to hi, the step counting across the turn ("thu-tue/2" is
+ * thu, sat, mon). */
+static void set_wrap(field_parse_t *p, int lo, int hi, int step) {
+  int span = p->cycle_max - p->min + 1, count = hi - lo + span + 1;
+  for (int k = 0; k < count; k += step) {
+    int b = p->min + (lo - p->min + k) % span - p->base;
+    p->bits[b / 64] |= (uint64_t)1 << (b % 64);
   }
 }
 
@@ -193,15 +236,55 @@ static int ordinal(const char *s, size_t n) {
              : 0;
 }
 
+static int is_letter(char ch, char upper) { return ch == upper || ch == upper + 32; }
+
+/* The digits of s[0..n) as a number, or -1 when there are none or
+ * anything else. */
+static int digits_only(const char *s, size_t n) {
+  int v = 0;
+  if (n == 0 || n > 4) return -1;
+  for (size_t i = 0; i < n; i++) {
+    if (!isdigit((unsigned char)s[i])) return -1;
+    v = v * 10 + (s[i] - '0');
+  }
+  return v;
+}
+
+/* The Quartz letters of the day field: L, L-n, LW, nW. */
+static int parse_day_letters(field_parse_t *p, const char *s, size_t n) {
+  int v;
+  if (is_letter(s[0], 'L') && n == 1) {
+    p->c->last_off |= 1;
+    return 0;
+  }
+  if (is_letter(s[0], 'L') && n == 2 && is_letter(s[1], 'W')) {
+    p->c->last_wd = 1;
+    return 0;
+  }
+  if (is_letter(s[0], 'L') && n >= 2 && s[1] == '-') {
+    if ((v = digits_only(s + 2, n - 2)) < 0 || v > 30)
+      return fail(p, "'%.*s': expected L-0 .. L-30 (days before the last)", (int)n, s);
+    p->c->last_off |= 1u << v;
+    return 0;
+  }
+  if (n >= 2 && is_letter(s[n - 1], 'W') && (v = digits_only(s, n - 1)) >= 0) {
+    if (v < 1 || v > 31) return fail(p, "%.*s is out of range 1-31", (int)(n - 1), s);
+    p->c->near_wd |= 1u << v;
+    return 0;
+  }
+  return NOT_DAY_TERM;
+}
+
 /* The day field's own terms. Returns NOT_DAY_TERM for anything else, which
  * the generic term parser then reads (and rejects, if it is gibberish). */
 static int parse_day_term(field_parse_t *p, const char *s, size_t n) {
   size_t w1 = 0, rest;
-  int nth, wd;
+  int nth, wd, r;
+  if ((r = parse_day_letters(p, s, n)) != NOT_DAY_TERM) return r;
   while (w1 < n && !is_space((unsigned char)s[w1])) w1++;
   if (w1 == n) {
     if (word_is(s, n, "last")) {
-      p->c->last_day = 1;
+      p->c->last_off |= 1;
       return 0;
     }
     if (ordinal(s, n))
@@ -228,6 +311,35 @@ static int parse_day_term(field_parse_t *p, const char *s, size_t n) {
   return 0;
 }
 
+/* The day_of_week field's own terms: "5L" or "FRIL" (the last Friday),
+ * "6#3", "MON#1", "FRI#L". NOT_DAY_TERM for anything else. */
+static int parse_dow_term(field_parse_t *p, const char *s, size_t n) {
+  const char *hash = memchr(s, '#', n), *q = s;
+  size_t vlen;
+  int nth, v;
+  if (hash) {
+    const char *a = hash + 1;
+    size_t alen = n - (size_t)(a - s);
+    if (alen == 1 && is_letter(*a, 'L')) nth = NTH_LAST;
+    else if (alen == 1 && *a >= '1' && *a <= '5') nth = *a - '0';
+    else return fail(p, "'%.*s': expected 1..5 or L after '#'", (int)n, s);
+    vlen = (size_t)(hash - s);
+  } else if (n >= 2 && is_letter(s[n - 1], 'L')) {
+    nth = NTH_LAST;
+    vlen = n - 1;
+  } else if (n == 1 && is_letter(*s, 'L')) {
+    return fail(p, "'L' needs a weekday before it, as in '5L' or 'FRIL' (the last Friday)");
+  } else {
+    return NOT_DAY_TERM;
+  }
+  if (vlen == 0) return fail(p, "'%.*s' needs a weekday before '%c'", (int)n, s, s[vlen]);
+  if (parse_value(p, &q, s + vlen, s, n, 0, &v)) return ERR_PARSE;
+  if (q != s + vlen) return fail(p, "unknown value '%.*s'", (int)n, s);
+  p->c->dnth[dow_mon0(p, v)] |= (uint8_t)(1u << nth);
+  p->c->dnth_any = 1;
+  return 0;
+}
+
 /* step after '/': a positive integer. */
 static int parse_step(field_parse_t *p, const char **sp, const char *e,
                       const char *term, size_t tlen, int *step) {
@@ -248,14 +360,73 @@ static int parse_step(field_parse_t *p, const char **sp, const char *e,
   return 0;
 }
 
-/* `*`, `*\/n`, `a`, `a-b`, `a-b/n`, `a/n` (a, a+n, ... up to the field's
- * maximum), or a day term. */
+/* The seed of 'H' for one field: FNV-1a (64 bit) over "<job id>/<field>",
+ * then a finalizer, since FNV's low bits are weak and the value is used
+ * modulo small numbers. It depends on nothing but those two strings, so a
+ * job keeps its minute across processes, hosts and restarts. */
+static uint64_t hash_of(const char *key, const char *field) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (const char *k = key; *k; k++) h = (h ^ (unsigned char)*k) * 0x100000001b3ULL;
+  h = (h ^ '/') * 0x100000001b3ULL;
+  for (const char *k = field; *k; k++) h = (h ^ (unsigned char)*k) * 0x100000001b3ULL;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  return h;
+}
+
+/* Jenkins' hashed values: H (one value of the field), H/n (every n from a
+ * hashed start below n), H(a-b) and H(a-b)/n. In the day field H stays in
+ * 1-28, which every month has. */
+static int parse_hash(field_parse_t *p, const char *s, size_t n) {
+  const char *q = s + 1, *e = s + n;
+  int lo = p->min, hi = p->index == CHR_CRON_DAY ? 28 : p->cycle_max, step = 0, span;
+  uint64_t h;
+  if (p->index == CHR_CRON_YEAR) return fail(p, "'H' is not allowed in this field");
+  if (q < e && *q == '(') {
+    q++;
+    if (parse_value(p, &q, e, s, n, 0, &lo)) return ERR_PARSE;
+    if (q == e || *q != '-') return fail(p, "expected H(a-b) in '%.*s'", (int)n, s);
+    q++;
+    if (parse_value(p, &q, e, s, n, 1, &hi)) return ERR_PARSE;
+    if (q == e || *q != ')') return fail(p, "expected H(a-b) in '%.*s'", (int)n, s);
+    q++;
+    if (lo > hi) return fail(p, "range in '%.*s' is reversed", (int)n, s);
+  }
+  if (q < e && *q == '/' && (++q, parse_step(p, &q, e, s, n, &step))) return ERR_PARSE;
+  if (q != e) return fail(p, "unknown value '%.*s'", (int)n, s);
+  if (p->hash_key == NULL)
+    return fail(p, "'%.*s' needs a job id to hash (create the job with a job_id, or give "
+                   "job_id to chronis.cron)", (int)n, s);
+  h = hash_of(p->hash_key, p->field);
+  p->c->hashed = 1;
+  span = hi - lo + 1;
+  if (step) {
+    set_range(p, lo + (int)(h % (uint64_t)(step < span ? step : span)), hi, step);
+  } else {
+    int v = lo + (int)(h % (uint64_t)span);
+    set_range(p, v, v, 1);
+  }
+  return 0;
+}
+
+/* `*`, `*\/n`, `/n`, `?` (day fields), `a`, `a-b` (wrapping around when
+ * a > b), `a-b/n`, `a/n` (a, a+n, ... up to the field's maximum), H forms,
+ * or a day term. */
 static int parse_term(field_parse_t *p, const char *s, size_t n) {
   const char *q = s, *e = s + n;
   int lo, hi, step = 1, r;
-  if (p->day_terms && (r = parse_day_term(p, s, n)) != NOT_DAY_TERM) return r;
-  if (*q == '*') {
-    q++;
+  if (p->index == CHR_CRON_DAY && (r = parse_day_term(p, s, n)) != NOT_DAY_TERM) return r;
+  if (p->index == CHR_CRON_DAY_OF_WEEK && (r = parse_dow_term(p, s, n)) != NOT_DAY_TERM)
+    return r;
+  if (is_letter(*q, 'H') && (n == 1 || q[1] == '(' || q[1] == '/')) return parse_hash(p, s, n);
+  if (*q == '?') {
+    if (p->index != CHR_CRON_DAY && p->index != CHR_CRON_DAY_OF_WEEK)
+      return fail(p, "'?' is only allowed in day and day_of_week");
+    if (n != 1) return fail(p, "unknown value '%.*s'", (int)n, s);
+  }
+  if (*q == '*' || *q == '?' || *q == '/') {
+    if (*q != '/') q++; /* "/n" is "*\/n" (croner) */
     lo = p->min;
     hi = p->max;
     if (q < e && *q == '/' && (++q, parse_step(p, &q, e, s, n, &step)))
@@ -267,10 +438,16 @@ static int parse_term(field_parse_t *p, const char *s, size_t n) {
       int named = ++q < e && isalpha((unsigned char)*q);
       if (parse_value(p, &q, e, s, n, 1, &hi)) return ERR_PARSE;
       if (named && lo == 0 && hi == 7) hi = 0; /* "sun-sun" */
-      if (lo > hi)
+      if (lo > hi && lo > p->cycle_max) lo = p->min; /* crontab "7-mon": 7 is 0 */
+      if (lo > hi && p->index == CHR_CRON_YEAR)
         return fail(p, "range %.*s is reversed", (int)(q - s), s);
       if (q < e && *q == '/' && (++q, parse_step(p, &q, e, s, n, &step)))
         return ERR_PARSE;
+      if (lo > hi) {
+        if (q != e) return fail(p, "unknown value '%.*s'", (int)n, s);
+        set_wrap(p, lo, hi, step);
+        return 0;
+      }
     } else if (q < e && *q == '/') {
       q++;
       if (parse_step(p, &q, e, s, n, &step)) return ERR_PARSE;
@@ -308,23 +485,46 @@ static uint32_t month_days_all(int dim) {
   return (uint32_t)((((uint64_t)1 << dim) - 1) << 1);
 }
 
+/* Days of a month holding the nth (bit n) or last (NTH_LAST) weekday w
+ * of nth[w], given the weekday of its 1st and its length. */
+static uint32_t nth_days(const uint8_t nth[7], int wd1, int dim) {
+  uint32_t r = 0;
+  for (int w = 0; w < 7; w++) {
+    int first;
+    if (!nth[w]) continue;
+    first = 1 + (w - wd1 + 7) % 7;
+    for (int k = 1; k <= 5; k++)
+      if ((nth[w] >> k & 1) && first + 7 * (k - 1) <= dim)
+        r |= 1u << (first + 7 * (k - 1));
+    if (nth[w] >> NTH_LAST & 1) r |= 1u << (first + 7 * ((dim - first) / 7));
+  }
+  return r;
+}
+
+/* The weekday nearest day d, within its month (Quartz's "W"): a Saturday
+ * moves to the Friday before, a Sunday to the Monday after, unless that
+ * leaves the month. */
+static int near_weekday(int d, int wd1, int dim) {
+  int wd = (wd1 + d - 1) % 7;
+  if (wd == 5) return d > 1 ? d - 1 : d + 2;
+  if (wd == 6) return d < dim ? d + 1 : d - 2;
+  return d;
+}
+
 /* Days of a month matched by the day field alone, given the weekday of
  * its 1st (0 = Monday) and its length. */
 static uint32_t dom_mask(const chr_cron_t *c, int wd1, int dim) {
   uint32_t all = month_days_all(dim), r;
   if (c->day_any) return all;
   r = c->dom & all;
-  if (c->last_day) r |= 1u << dim;
-  if (c->nth_any)
-    for (int w = 0; w < 7; w++) {
-      int first;
-      if (!c->nth[w]) continue;
-      first = 1 + (w - wd1 + 7) % 7;
-      for (int k = 1; k <= 5; k++)
-        if ((c->nth[w] >> k & 1) && first + 7 * (k - 1) <= dim)
-          r |= 1u << (first + 7 * (k - 1));
-      if (c->nth[w] >> NTH_LAST & 1) r |= 1u << (first + 7 * ((dim - first) / 7));
-    }
+  if (c->dom_extra) {
+    if (c->nth_any) r |= nth_days(c->nth, wd1, dim);
+    for (uint32_t b = c->last_off; b; b &= b - 1)
+      if (dim - __builtin_ctz(b) >= 1) r |= 1u << (dim - __builtin_ctz(b));
+    for (uint32_t b = c->near_wd & all; b; b &= b - 1)
+      r |= 1u << near_weekday(__builtin_ctz(b), wd1, dim);
+    if (c->last_wd) r |= 1u << near_weekday(dim, wd1, dim);
+  }
   return r;
 }
 
@@ -362,7 +562,11 @@ static uint32_t week_mask(const chr_cron_t *c, int y, int64_t d1, int wd1,
 static uint32_t dom_dow_mask(const chr_cron_t *c, int wd1, int dim) {
   uint32_t all = month_days_all(dim);
   uint32_t dom = dom_mask(c, wd1, dim);
-  uint32_t dow = c->dow_any ? all : (uint32_t)((c->dow_pattern >> wd1) << 1) & all;
+  uint32_t dow = all;
+  if (!c->dow_any) {
+    dow &= (uint32_t)((c->dow_pattern >> wd1) << 1);
+    if (c->dnth_any) dow |= nth_days(c->dnth, wd1, dim);
+  }
   return c->dom_or_dow ? dom | dow : dom & dow;
 }
 
@@ -413,9 +617,13 @@ static void compile_month_ok(chr_cron_t *c) {
   }
   if (c->week_any) {
     /* has[wd1][len - 28]: a month whose 1st is weekday wd1 holds a match */
-    uint8_t has[7][4];
+    uint8_t has[7][4], every = 1;
     for (int w = 0; w < 7; w++)
-      for (int n = 28; n <= 31; n++) has[w][n - 28] = dom_dow_mask(c, w, n) != 0;
+      for (int n = 28; n <= 31; n++) every &= has[w][n - 28] = dom_dow_mask(c, w, n) != 0;
+    if (every) { /* "mon-fri", "1,15", "L": every month holds a match */
+      for (int t = 0; t < 14; t++) c->month_ok[t] = c->month;
+      return;
+    }
     for (int t = 0; t < 14; t++) {
       int jan1 = t % 7, leap = t / 7;
       c->month_ok[t] = 0;
@@ -444,8 +652,6 @@ static void compile_month_ok(chr_cron_t *c) {
   }
   c->never = any == 0;
 }
-
-enum { MODE_FIELDS, MODE_CRONTAB };
 
 /* Whether some year of the year field has a type with a matching month:
  * {year = "2033-2040", month = 2, day = 29, day_of_week = "sun"} has
@@ -493,21 +699,23 @@ static void never_error(const chr_cron_t *c, const char *const expr[CHR_CRON_NFI
     snprintf(err, errlen, "invalid cron spec: %s never match a date", list);
 }
 
+/* '*' or '?': the field is unrestricted, for Vixie's day rule. */
 static int starts_with_star(const char *s) {
   while (is_space((unsigned char)*s)) s++;
-  return *s == '*';
+  return *s == '*' || *s == '?';
 }
 
 /* Builds a spec from one expression per field (all present); crontab is
  * the string they came from, for messages. A spec that no date can ever
  * match is refused, naming its date fields. */
 static chr_cron_t *compile(const char *const expr[CHR_CRON_NFIELDS], int mode,
-                           const char *crontab, char *err, size_t errlen) {
+                           const char *hash_key, const char *crontab, char *err,
+                           size_t errlen) {
   chr_cron_t *c = chr_calloc(1, sizeof *c);
   for (int i = 0; i < CHR_CRON_NFIELDS; i++) {
     uint64_t one = 0;
-    field_parse_t p = {chr_cron_field_names[i], field_min[i], field_max[i], 0,
-                       i == CHR_CRON_DAY, &one, 0, c, err, errlen};
+    field_parse_t p = {chr_cron_field_names[i], i, field_min[i], field_max[i], field_max[i],
+                       0, mode, &one, 0, hash_key, c, err, errlen};
     if (i == CHR_CRON_YEAR) {
       /* The common case, without filling 8030 bits. */
       if (strcmp(expr[i], "*") == 0) {
@@ -519,8 +727,16 @@ static chr_cron_t *compile(const char *const expr[CHR_CRON_NFIELDS], int mode,
     }
     if (i == CHR_CRON_MONTH) p.names = 1;
     if (i == CHR_CRON_DAY_OF_WEEK) {
-      p.names = mode == MODE_CRONTAB ? 3 : 2;
-      if (mode == MODE_CRONTAB) p.max = 7;
+      p.names = 2;
+      if (mode == MODE_CRONTAB) {
+        p.names = 3;
+        p.max = 7;
+        p.cycle_max = 6;
+      } else if (mode == MODE_QUARTZ) {
+        p.names = 4;
+        p.min = 1;
+        p.max = p.cycle_max = 7;
+      }
     }
     if (parse_expr(&p, expr[i])) {
       free(c);
@@ -533,6 +749,8 @@ static chr_cron_t *compile(const char *const expr[CHR_CRON_NFIELDS], int mode,
     case CHR_CRON_DAY_OF_WEEK:
       if (mode == MODE_CRONTAB) /* 0 and 7 = Sunday, 1 = Monday */
         one = (one >> 1 & 0x3f) | ((one & 1) | (one >> 7 & 1)) << 6;
+      else if (mode == MODE_QUARTZ) /* 1 = Sunday, 2 = Monday */
+        one = (one >> 2 & 0x3f) | (one >> 1 & 1) << 6;
       c->dow = (uint8_t)one;
       break;
     case CHR_CRON_HOUR: c->hour = (uint32_t)one; break;
@@ -541,7 +759,8 @@ static chr_cron_t *compile(const char *const expr[CHR_CRON_NFIELDS], int mode,
     }
   }
   c->hour_star = starts_with_star(expr[CHR_CRON_HOUR]) != 0;
-  c->day_any = c->dom == 0xfffffffeu && !c->last_day && !c->nth_any;
+  c->dom_extra = c->nth_any || c->last_off || c->near_wd || c->last_wd;
+  c->day_any = c->dom == 0xfffffffeu && !c->dom_extra;
   c->dow_any = c->dow == 0x7f;
   c->week_any = c->week == (((uint64_t)1 << 54) - 2);
   if (!c->year_any) {
@@ -554,7 +773,8 @@ static chr_cron_t *compile(const char *const expr[CHR_CRON_NFIELDS], int mode,
   }
   for (int k = 0; k < 64; k += 7) c->dow_pattern |= (uint64_t)c->dow << k;
   /* Vixie cron: a day field starting with '*' counts as unrestricted, and
-   * only when both are restricted does either one match. */
+   * only when both are restricted does either one match. Quartz has no
+   * such rule (one of them is meant to be '?'). */
   c->dom_or_dow = mode == MODE_CRONTAB && !starts_with_star(expr[CHR_CRON_DAY]) &&
                   !starts_with_star(expr[CHR_CRON_DAY_OF_WEEK]);
   compile_month_ok(c);
@@ -573,8 +793,8 @@ static chr_cron_t *compile(const char *const expr[CHR_CRON_NFIELDS], int mode,
  * '*' themselves. So {hour = 9} is 09:00:00 daily, {minute = 30} is :30:00
  * every hour, {day_of_week = "mon"} is Mondays at midnight. An empty spec is
  * refused rather than read as "every second". */
-chr_cron_t *chr_cron_parse_fields(const char *const fields[CHR_CRON_NFIELDS],
-                                  char *err, size_t errlen) {
+chr_cron_t *chr_cron_parse_fields_opts(const char *const fields[CHR_CRON_NFIELDS],
+                                       const chr_cron_opts_t *o, char *err, size_t errlen) {
   static const char *const minimum[CHR_CRON_NFIELDS] = {"*", "1", "1", "*",
                                                         "*", "0", "0", "0"};
   const char *expr[CHR_CRON_NFIELDS];
@@ -587,7 +807,21 @@ chr_cron_t *chr_cron_parse_fields(const char *const fields[CHR_CRON_NFIELDS],
   }
   for (int i = 0; i < CHR_CRON_NFIELDS; i++)
     expr[i] = fields[i] ? fields[i] : i > least ? minimum[i] : "*";
-  return compile(expr, MODE_FIELDS, NULL, err, errlen);
+  return compile(expr, MODE_FIELDS, o ? o->hash_key : NULL, NULL, err, errlen);
+}
+
+chr_cron_t *chr_cron_parse_fields(const char *const fields[CHR_CRON_NFIELDS],
+                                  char *err, size_t errlen) {
+  return chr_cron_parse_fields_opts(fields, NULL, err, errlen);
+}
+
+const char *const chr_cron_dialect_names[CHR_CRON_NDIALECTS] = {"standard", "vixie", "quartz",
+                                                                "year_last"};
+
+int chr_cron_dialect_of(const char *name) {
+  for (int i = 0; i < CHR_CRON_NDIALECTS; i++)
+    if (strcmp(name, chr_cron_dialect_names[i]) == 0) return i;
+  return -1;
 }
 
 static const struct {
@@ -603,22 +837,181 @@ static void expr_error(const char *s, const char *what, char *err, size_t errlen
   if (err && errlen) snprintf(err, errlen, "invalid cron expression '%.64s': %s", s, what);
 }
 
-chr_cron_t *chr_cron_parse_crontab(const char *s, char *err, size_t errlen) {
+/* The fields of an n-field crontab string in a dialect, or NULL when the
+ * dialect takes no n fields. */
+static const int *layout(int dialect, int n) {
+  static const int f5[] = {CHR_CRON_MINUTE, CHR_CRON_HOUR, CHR_CRON_DAY, CHR_CRON_MONTH,
+                           CHR_CRON_DAY_OF_WEEK};
+  static const int f6[] = {CHR_CRON_SECOND, CHR_CRON_MINUTE, CHR_CRON_HOUR, CHR_CRON_DAY,
+                           CHR_CRON_MONTH, CHR_CRON_DAY_OF_WEEK};
+  static const int f7[] = {CHR_CRON_SECOND, CHR_CRON_MINUTE, CHR_CRON_HOUR, CHR_CRON_DAY,
+                           CHR_CRON_MONTH, CHR_CRON_DAY_OF_WEEK, CHR_CRON_YEAR};
+  static const int f6y[] = {CHR_CRON_MINUTE, CHR_CRON_HOUR, CHR_CRON_DAY, CHR_CRON_MONTH,
+                            CHR_CRON_DAY_OF_WEEK, CHR_CRON_YEAR};
+  switch (dialect) {
+  case CHR_CRON_STANDARD: return n == 5 ? f5 : n == 6 ? f6 : n == 7 ? f7 : NULL;
+  case CHR_CRON_VIXIE: return n == 5 ? f5 : NULL;
+  case CHR_CRON_QUARTZ: return n == 6 ? f6 : n == 7 ? f7 : NULL;
+  case CHR_CRON_YEAR_LAST: return n == 5 ? f5 : n == 6 ? f6y : NULL;
+  }
+  return NULL;
+}
+
+/* "second minute hour day month day_of_week" */
+static void layout_names(const int *f, int n, char *out, size_t len) {
+  size_t k = 0;
+  out[0] = '\0';
+  for (int i = 0; i < n && k < len; i++)
+    k += (size_t)snprintf(out + k, len - k, "%s%s", i ? " " : "", chr_cron_field_names[f[i]]);
+}
+
+/* Compiles n split fields in a dialect (layout(dialect, n) is not NULL). */
+static chr_cron_t *compile_parts(const char *const *part, int n, int dialect,
+                                 const char *hash_key, const char *shown, char *err,
+                                 size_t errlen) {
+  const char *expr[CHR_CRON_NFIELDS];
+  const int *f = layout(dialect, n);
+  expr[CHR_CRON_YEAR] = "*";
+  expr[CHR_CRON_WEEK] = "*";
+  expr[CHR_CRON_SECOND] = "0";
+  for (int i = 0; i < n; i++) expr[f[i]] = part[i];
+  return compile(expr, dialect == CHR_CRON_QUARTZ ? MODE_QUARTZ : MODE_CRONTAB, hash_key, shown,
+                 err, errlen);
+}
+
+/* After an error in an expression that another dialect reads: how the
+ * fields were read, and the first dialect that reads the expression, with
+ * what it would mean. Nothing when no dialect reads it. */
+static void dialect_hint(const char *const *part, int n, int dialect, const char *hash_key,
+                         char *err, size_t errlen) {
+  char names[96], alt[96], desc[200];
+  size_t len = strlen(err);
+  for (int d = 0; d < CHR_CRON_NDIALECTS; d++) {
+    chr_cron_t *c;
+    if (d == dialect || layout(d, n) == NULL) continue;
+    if ((c = compile_parts(part, n, d, hash_key, NULL, NULL, 0)) == NULL) continue;
+    chr_cron_describe(c, desc, sizeof desc);
+    chr_cron_free(c);
+    layout_names(layout(dialect, n), n, names, sizeof names);
+    layout_names(layout(d, n), n, alt, sizeof alt);
+    if (len < errlen)
+      snprintf(err + len, errlen - len,
+               " (%d fields read as %s, dialect '%s'; with dialect = '%s' (%s) it means: %s)",
+               n, names, chr_cron_dialect_names[dialect], chr_cron_dialect_names[d], alt, desc);
+    return;
+  }
+}
+
+/* "@every 1h30m": Go's duration syntax, units h, m and s, decimals allowed;
+ * whole seconds, at least one. Returns seconds, or -1. */
+static int64_t parse_every(const char *s, size_t n) {
+  int64_t total = 0; /* µs */
+  size_t i = 0;
+  if (n == 0) return -1;
+  while (i < n) {
+    int64_t whole = 0, frac = 0, scale = 1000000, unit;
+    int digits = 0;
+    while (i < n && isdigit((unsigned char)s[i]) && whole < 10000000) {
+      whole = whole * 10 + (s[i++] - '0');
+      digits++;
+    }
+    if (i < n && s[i] == '.') {
+      i++;
+      while (i < n && isdigit((unsigned char)s[i])) {
+        if (scale > 1) frac = frac * 10 + (s[i] - '0'), scale /= 10;
+        i++;
+        digits++;
+      }
+    }
+    if (digits == 0 || i == n) return -1;
+    switch (s[i++]) {
+    case 'h': unit = 3600; break;
+    case 'm': unit = 60; break;
+    case 's': unit = 1; break;
+    default: return -1;
+    }
+    if (i < n && isalpha((unsigned char)s[i])) return -1; /* "ms", "us" */
+    total += whole * unit * 1000000 + frac * scale * unit;
+    if (total > 100LL * 366 * 86400 * 1000000) return -1;
+  }
+  if (total < 1000000 || total % 1000000) return -1;
+  return total / 1000000;
+}
+
+/* The text after a TZ= or CRON_TZ= prefix and its zone; 0 when there is
+ * no prefix, -1 on a bad zone (with the message in err). */
+static int zone_prefix(const char *shown, const char **src, const chr_tz_t **tz, char *err,
+                       size_t errlen) {
+  const char *s = *src, *z, *ze;
+  char name[128], msg[200];
+  if (strncmp(s, "TZ=", 3) == 0) z = s + 3;
+  else if (strncmp(s, "CRON_TZ=", 8) == 0) z = s + 8;
+  else return 0;
+  for (ze = z; *ze && !is_space((unsigned char)*ze); ze++) {}
+  if (ze == z || (size_t)(ze - z) >= sizeof name) {
+    expr_error(shown, "expected a zone name after TZ=, as in 'TZ=Europe/Paris 0 9 * * *'", err,
+               errlen);
+    return -1;
+  }
+  memcpy(name, z, (size_t)(ze - z));
+  name[ze - z] = '\0';
+  if ((*tz = chr_tz_get(name, msg, sizeof msg)) == NULL) {
+    expr_error(shown, msg, err, errlen);
+    return -1;
+  }
+  while (is_space((unsigned char)*ze)) ze++;
+  *src = ze;
+  return 1;
+}
+
+chr_cron_t *chr_cron_parse_crontab_opts(const char *s, const chr_cron_opts_t *o, char *err,
+                                        size_t errlen) {
   enum { MAXF = 8, MAXLEN = 256 };
+  static const char *const counts[CHR_CRON_NDIALECTS] = {"5, 6 or 7", "5", "6 or 7",
+                                                         "5 or 6"};
   char buf[MAXLEN];
-  const char *expr[CHR_CRON_NFIELDS], *part[MAXF];
-  const char *src = s;
+  const char *part[MAXF];
+  const char *src = s, *hash_key = o ? o->hash_key : NULL;
+  const chr_tz_t *tz = NULL;
+  int dialect = o ? (int)o->dialect : CHR_CRON_STANDARD;
+  chr_cron_t *c;
   size_t len;
   int n = 0;
+  if (dialect < 0 || dialect >= CHR_CRON_NDIALECTS) dialect = CHR_CRON_STANDARD;
   while (is_space((unsigned char)*src)) src++;
+  if (zone_prefix(s, &src, &tz, err, errlen) < 0) return NULL;
   len = strlen(src);
   while (len && is_space((unsigned char)src[len - 1])) len--;
   if (len && src[0] == '@') {
-    for (size_t i = 0; i < sizeof macros / sizeof macros[0]; i++)
+    size_t w = 0;
+    while (w < len && !is_space((unsigned char)src[w])) w++;
+    c = NULL;
+    for (size_t i = 0; i < sizeof macros / sizeof macros[0] && !c; i++)
       if (word_is(src, len, macros[i].name))
-        return chr_cron_parse_crontab(macros[i].expr, err, errlen);
-    expr_error(s, "unknown macro", err, errlen);
-    return NULL;
+        c = chr_cron_parse_crontab_opts(macros[i].expr, NULL, err, errlen);
+    if (!c && word_is(src, len, "@reboot")) {
+      c = chr_calloc(1, sizeof *c);
+      c->reboot = 1;
+    }
+    if (!c && word_is(src, w, "@every")) {
+      size_t a = w;
+      int64_t every;
+      while (a < len && is_space((unsigned char)src[a])) a++;
+      if ((every = parse_every(src + a, len - a)) < 0) {
+        expr_error(s, "@every takes a duration of whole seconds, at least 1s, as in "
+                      "'@every 1h30m' or '@every 90s' (units h, m, s)", err, errlen);
+        return NULL;
+      }
+      c = chr_calloc(1, sizeof *c);
+      c->every = every;
+    }
+    if (!c) {
+      expr_error(s, "unknown macro", err, errlen);
+      return NULL;
+    }
+    c->tz = tz;
+    c->special = c->reboot || c->every || tz;
+    return c;
   }
   if (len >= MAXLEN) {
     expr_error(s, "too long", err, errlen);
@@ -633,26 +1026,42 @@ chr_cron_t *chr_cron_parse_crontab(const char *s, char *err, size_t errlen) {
     n++;
     while (*q && !is_space((unsigned char)*q)) q++;
   }
-  if (n != 5 && n != 6) {
-    char what[64];
-    snprintf(what, sizeof what, "expected 5 or 6 fields, got %d", n);
+  if (n > MAXF || layout(dialect, n) == NULL) {
+    char what[96];
+    if (dialect == CHR_CRON_STANDARD)
+      snprintf(what, sizeof what, "expected %s fields, got %d", counts[dialect], n);
+    else
+      snprintf(what, sizeof what, "expected %s fields in dialect '%s', got %d", counts[dialect],
+               chr_cron_dialect_names[dialect], n);
     expr_error(s, what, err, errlen);
     return NULL;
   }
-  expr[CHR_CRON_YEAR] = "*";
-  expr[CHR_CRON_WEEK] = "*";
-  expr[CHR_CRON_SECOND] = n == 6 ? part[0] : "0";
-  expr[CHR_CRON_MINUTE] = part[n - 5];
-  expr[CHR_CRON_HOUR] = part[n - 4];
-  expr[CHR_CRON_DAY] = part[n - 3];
-  expr[CHR_CRON_MONTH] = part[n - 2];
-  expr[CHR_CRON_DAY_OF_WEEK] = part[n - 1];
-  return compile(expr, MODE_CRONTAB, s, err, errlen);
+  c = compile_parts(part, n, dialect, hash_key, s, err, errlen);
+  if (c == NULL && err && errlen)
+    dialect_hint(part, n, dialect, hash_key, err, errlen);
+  if (c && tz) {
+    c->tz = tz;
+    c->special = 1;
+  }
+  return c;
+}
+
+chr_cron_t *chr_cron_parse_crontab(const char *s, char *err, size_t errlen) {
+  return chr_cron_parse_crontab_opts(s, NULL, err, errlen);
 }
 
 void chr_cron_free(chr_cron_t *c) { free(c); }
 
 int chr_cron_hour_star(const chr_cron_t *c) { return c->hour_star; }
+
+const chr_tz_t *chr_cron_zone(const chr_cron_t *c) { return c->tz; }
+
+int chr_cron_reboot(const chr_cron_t *c) { return c->reboot; }
+
+int chr_cron_hashed(const chr_cron_t *c) { return c->hashed; }
+
+int64_t chr_cron_every(const chr_cron_t *c) { return c->every; }
+
 
 /* Search on walls. */
 
@@ -850,9 +1259,235 @@ int64_t chr_cron_next(const chr_cron_t *c, int64_t after, const chr_tz_t *z) {
   a = floordiv(after, CHR_USEC);
   if (a >= last) return NONE;
   if (a < a_min) a = a_min;
+  if (c->special) {
+    if (c->reboot) return NONE;
+    if (c->every) /* elapsed time, whole seconds as robfig/cron */
+      return a + c->every > last ? NONE : (a + c->every) * CHR_USEC;
+    if (c->tz) z = c->tz;
+  }
   if (z == NULL || z == chr_tz_utc())
     r = next_wall(c, a + 1);
   else
     r = next_instant(c, z, a);
   return r == NONE || r > last ? NONE : r * CHR_USEC;
+}
+
+/* Description. */
+
+typedef struct {
+  char *buf;
+  size_t len, n; /* n: length written, or needed */
+} out_t;
+
+static void put(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put(out_t *o, const char *fmt, ...) {
+  va_list ap;
+  int k;
+  va_start(ap, fmt);
+  k = vsnprintf(o->n < o->len ? o->buf + o->n : NULL, o->n < o->len ? o->len - o->n : 0, fmt, ap);
+  va_end(ap);
+  if (k > 0) o->n += (size_t)k;
+}
+
+typedef struct {
+  const uint64_t *w;
+  int base;
+} set_t;
+
+static int set_has(const set_t *s, int v) {
+  int b = v - s->base;
+  return (int)(s->w[b / 64] >> (b % 64) & 1);
+}
+
+static int set_count(const set_t *s, int lo, int hi) {
+  int n = 0;
+  for (int v = lo; v <= hi; v++) n += set_has(s, v);
+  return n;
+}
+
+/* The step of a set {lo, lo+d, lo+2d, ...} that runs to the end of
+ * [lo, hi], with d > 1; 0 for any other set. */
+static int set_step(const set_t *s, int lo, int hi) {
+  int d = 0, prev = -1, n = 0;
+  for (int v = lo; v <= hi; v++) {
+    if (!set_has(s, v)) continue;
+    if (n == 0 && v != lo) return 0;
+    if (n == 1) d = v - prev;
+    else if (n > 1 && v - prev != d) return 0;
+    prev = v;
+    n++;
+  }
+  return n >= 2 && d > 1 && prev + d > hi ? d : 0;
+}
+
+static const char *const month_long[12] = {
+    "January", "February", "March",     "April",   "May",      "June",
+    "July",    "August",   "September", "October", "November", "December"};
+static const char *const wday_long[7] = {"Monday", "Tuesday",  "Wednesday", "Thursday",
+                                         "Friday", "Saturday", "Sunday"};
+
+static void put_value(out_t *o, int v, const char *const *names, int name_base) {
+  if (names) put(o, "%s", names[v - name_base]);
+  else put(o, "%d", v);
+}
+
+/* "9", "9 and 17", "1, 15 and 20 through 25", "Monday through Friday". */
+static void put_set(out_t *o, const set_t *s, int lo, int hi, const char *const *names,
+                    int name_base) {
+  int items[32][2], n = 0, more = 0;
+  for (int v = lo; v <= hi; v++) {
+    if (!set_has(s, v)) continue;
+    if (n && items[n - 1][1] == v - 1 && (items[n - 1][1] > items[n - 1][0] ||
+                                          (v + 1 <= hi && set_has(s, v + 1)))) {
+      items[n - 1][1] = v;
+      continue;
+    }
+    if (n == 32) { /* "2026-9999/2": the first ones, then "and more" */
+      more = 1;
+      break;
+    }
+    items[n][0] = items[n][1] = v;
+    n++;
+  }
+  for (int i = 0; i < n; i++) {
+    put(o, "%s", i == 0 ? "" : i == n - 1 && !more ? " and " : ", ");
+    put_value(o, items[i][0], names, name_base);
+    if (items[i][1] > items[i][0]) {
+      put(o, " through ");
+      put_value(o, items[i][1], names, name_base);
+    }
+  }
+  if (more) put(o, " and more");
+}
+
+static const char *ordinal_suffix(int n) {
+  return n == 1 ? "st" : n == 2 ? "nd" : n == 3 ? "rd" : "th";
+}
+
+/* "the 2nd Sunday", "the last Friday", joined by sep; returns items put. */
+static int put_nth(out_t *o, const uint8_t nth[7], int count) {
+  for (int w = 0; w < 7; w++)
+    for (int k = 1; k <= NTH_LAST; k++) {
+      if (!(nth[w] >> k & 1)) continue;
+      put(o, "%s", count++ ? " or " : "");
+      if (k == NTH_LAST) put(o, "the last %s", wday_long[w]);
+      else put(o, "the %d%s %s", k, ordinal_suffix(k), wday_long[w]);
+    }
+  return count;
+}
+
+static void put_time(out_t *o, const chr_cron_t *c) {
+  set_t sec = {&c->second, 0}, min = {&c->minute, 0};
+  uint64_t hour64 = c->hour;
+  set_t hour = {&hour64, 0};
+  int ns = set_count(&sec, 0, 59), nm = set_count(&min, 0, 59), nh = set_count(&hour, 0, 23);
+  int step, any = 0;
+  if (ns == 1 && nm == 1 && nh <= 4) {
+    int s = __builtin_ctzll(c->second), m = __builtin_ctzll(c->minute), k = 0;
+    put(o, "at ");
+    for (int h = 0; h < 24; h++) {
+      if (!(c->hour >> h & 1)) continue;
+      put(o, "%s%02d:%02d", k == 0 ? "" : k == nh - 1 ? " and " : ", ", h, m);
+      if (s) put(o, ":%02d", s);
+      k++;
+    }
+    return;
+  }
+  if (ns == 60) put(o, "every second"), any = 1;
+  else if ((step = set_step(&sec, 0, 59))) put(o, "every %d seconds", step), any = 1;
+  else if (!(ns == 1 && c->second == 1))
+    put(o, "at second%s ", ns > 1 ? "s" : ""), put_set(o, &sec, 0, 59, NULL, 0), any = 1;
+  if (nm == 60) {
+    if (!any) put(o, "every minute"), any = 1;
+  } else {
+    put(o, "%s", any ? ", " : "");
+    if ((step = set_step(&min, 0, 59))) put(o, "every %d minutes", step);
+    else put(o, "at minute%s ", nm > 1 ? "s" : ""), put_set(o, &min, 0, 59, NULL, 0);
+    any = 1;
+  }
+  if (nh < 24) {
+    put(o, ", ");
+    if ((step = set_step(&hour, 0, 23))) put(o, "every %d hours", step);
+    else put(o, "during hour%s ", nh > 1 ? "s" : ""), put_set(o, &hour, 0, 23, NULL, 0);
+  }
+}
+
+/* The day field alone: "day 1 and 15 of the month or the last day of the
+ * month". */
+static void put_days(out_t *o, const chr_cron_t *c) {
+  uint64_t dom64 = c->dom;
+  set_t dom = {&dom64, 0};
+  int k = 0;
+  if (c->dom) {
+    put(o, "day%s ", set_count(&dom, 1, 31) > 1 ? "s" : "");
+    put_set(o, &dom, 1, 31, NULL, 0);
+    put(o, " of the month");
+    k++;
+  }
+  for (int i = 0; i <= 30; i++) {
+    if (!(c->last_off >> i & 1)) continue;
+    put(o, "%s", k++ ? " or " : "");
+    if (i == 0) put(o, "the last day of the month");
+    else put(o, "the last day of the month minus %d day%s", i, i > 1 ? "s" : "");
+  }
+  for (int i = 1; i <= 31; i++)
+    if (c->near_wd >> i & 1) put(o, "%sthe weekday nearest day %d", k++ ? " or " : "", i);
+  if (c->last_wd) put(o, "%sthe last weekday of the month", k++ ? " or " : "");
+  put_nth(o, c->nth, k);
+}
+
+static void put_weekdays(out_t *o, const chr_cron_t *c) {
+  uint64_t dow64 = c->dow;
+  set_t dow = {&dow64, 0};
+  int k = 0;
+  if (c->dow) put_set(o, &dow, 0, 6, wday_long, 0), k++;
+  put_nth(o, c->dnth, k);
+}
+
+size_t chr_cron_describe(const chr_cron_t *c, char *buf, size_t len) {
+  out_t o = {buf, len, 0};
+  if (len) buf[0] = '\0';
+  if (c->reboot) {
+    put(&o, "once each time a scheduler starts");
+  } else if (c->every) {
+    int64_t h = c->every / 3600, m = c->every / 60 % 60, s = c->every % 60;
+    put(&o, "every ");
+    if (h) put(&o, "%lldh", (long long)h);
+    if (m) put(&o, "%lldm", (long long)m);
+    if (s) put(&o, "%llds", (long long)s);
+    put(&o, " (elapsed time)");
+  } else {
+    put_time(&o, c);
+    if (!c->day_any && !c->dow_any) {
+      put(&o, " on ");
+      put_days(&o, c);
+      put(&o, c->dom_or_dow ? " or on " : " when it is ");
+      put_weekdays(&o, c);
+    } else if (!c->day_any) {
+      put(&o, " on ");
+      put_days(&o, c);
+    } else if (!c->dow_any) {
+      put(&o, " on ");
+      put_weekdays(&o, c);
+    }
+    if (!c->week_any) {
+      set_t week = {&c->week, 0};
+      put(&o, " in ISO week%s ", set_count(&week, 1, 53) > 1 ? "s" : "");
+      put_set(&o, &week, 1, 53, NULL, 0);
+    }
+    if (c->month != 0x1ffe) {
+      uint64_t m64 = c->month;
+      set_t month = {&m64, 0};
+      put(&o, " in ");
+      put_set(&o, &month, 1, 12, month_long, 1);
+    }
+    if (!c->year_any) {
+      set_t year = {c->year, YEAR_MIN};
+      put(&o, " in ");
+      put_set(&o, &year, YEAR_MIN, YEAR_MAX, NULL, 0);
+    }
+  }
+  if (c->tz) put(&o, " (%s)", chr_tz_name(c->tz));
+  return o.n;
 }

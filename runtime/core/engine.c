@@ -56,6 +56,7 @@ struct chr_run {
 typedef struct chr_trigger_slot {
   int type;
   char *zone, *args; /* NULL: empty */
+  char *job_id;      /* the job a cron spec with H was hashed for, else NULL */
   chr_trigger_t t;
 } chr_trigger_slot_t;
 
@@ -110,6 +111,7 @@ static void check_stopped(chr_sched_t *s);
 static void wake_cb(void *data, int64_t when);
 static void hint_push(chr_sched_t *s, int64_t t);
 static void flush_timer_cb(uv_timer_t *t);
+static void reboot_scan(chr_sched_t *s);
 
 /* ---- small helpers ---- */
 
@@ -124,6 +126,7 @@ static void sched_free(chr_sched_t *s) {
     chr_trigger_free(&s->triggers[i].t);
     free(s->triggers[i].zone);
     free(s->triggers[i].args);
+    free(s->triggers[i].job_id);
   }
   chr_store_release(s->store);
   if (s->lock) chr_lock_release(s->lock);
@@ -278,6 +281,11 @@ static int64_t next_after(const chr_trigger_t *t, int64_t after, int64_t now) {
     int64_t k = (now - next) / t->elapsed_us + 1;
     return next + k * t->elapsed_us;
   }
+  if (t->type == CHR_TT_CRON && chr_cron_every(t->cron) && next != CHR_TIME_NONE && next <= now) {
+    /* @every: elapsed periods, like an interval. */
+    int64_t step = chr_cron_every(t->cron) * CHR_USEC, k = (now - next) / step + 1;
+    return next + k * step;
+  }
   for (int guard = 0; next != CHR_TIME_NONE && next <= now && guard < 100000; guard++)
     next = chr_trigger_next(t, next);
   return next;
@@ -295,7 +303,8 @@ static const chr_trigger_t *trigger_of(chr_sched_t *s, const chr_job_t *j, char 
   for (const char *p = args; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
   chr_trigger_slot_t *slot = &s->triggers[h % CHR_TRIGGER_SLOTS];
   if (slot->args && slot->type == j->trigger_type && strcmp(slot->zone, zone) == 0 &&
-      strcmp(slot->args, args) == 0)
+      strcmp(slot->args, args) == 0 &&
+      (!slot->job_id || (j->job_id && strcmp(slot->job_id, j->job_id) == 0)))
     return &slot->t;
   chr_trigger_t t;
   if (chr_trigger_compile(j, &t, err, errlen) != 0) return NULL;
@@ -303,10 +312,13 @@ static const chr_trigger_t *trigger_of(chr_sched_t *s, const chr_job_t *j, char 
     chr_trigger_free(&slot->t);
     free(slot->zone);
     free(slot->args);
+    free(slot->job_id);
   }
   slot->type = j->trigger_type;
   slot->zone = chr_strdup(zone);
   slot->args = chr_strdup(args);
+  /* H makes the schedule the job's own: the text alone does not name it. */
+  slot->job_id = t.cron && chr_cron_hashed(t.cron) ? chr_strdup(j->job_id) : NULL;
   slot->t = t;
   return &slot->t;
 }
@@ -342,13 +354,19 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
     /* counted in stats.killed by chr_sched_kill_running */
   } else if (end == END_OK || end == END_SKIPPED) {
     int64_t next = CHR_TIME_NONE;
+    int reboot = 0;
     char err[256];
     if (job->trigger_type != CHR_TT_DATE) {
       const chr_trigger_t *t = trigger_of(s, job, err, sizeof err);
       if (t) next = compute_next(r, t, now);
       else chr_sched_log(s, CHR_LOG_ERROR, job->job_id, "cannot compute the next run: %s", err);
+      reboot = t && t->cron && chr_cron_reboot(t->cron);
     }
-    if (next == CHR_TIME_NONE) {
+    if (reboot) {
+      /* @reboot: kept, pending, for the next scheduler start (reboot_scan). */
+      chr_job_set_int(u, CHR_F_STATUS, CHR_ST_PENDING);
+      u->nullmask |= CHR_BIT(CHR_F_NEXT_RUN_TIME);
+    } else if (next == CHR_TIME_NONE) {
       c->remove = 1;
     } else {
       set_next(u, next);
@@ -499,6 +517,8 @@ typedef struct sreq {
   size_t nitems;
   char **ids;
   size_t nids;
+  chr_job_t *expected, *updates; /* CAS inputs, owned */
+  chr_filter_t *filter;          /* query input, owned */
 } sreq_t;
 
 /* Runs a request's callback holding a reference to the scheduler: the
@@ -532,6 +552,12 @@ static void sreq_free(sreq_t *q) {
   free(q->items);
   for (size_t i = 0; i < q->nids; i++) free(q->ids[i]);
   free(q->ids);
+  if (q->expected) chr_job_free(q->expected);
+  if (q->updates) chr_job_free(q->updates);
+  if (q->filter) {
+    chr_filter_free(q->filter);
+    free(q->filter);
+  }
   free(q);
   sched_unref(s);
 }
@@ -1048,7 +1074,78 @@ int chr_sched_start(chr_sched_t *s) {
   chr_sched_log(s, CHR_LOG_DEBUG, NULL, "scheduler %s started on the %s store", s->node_id,
                 s->store->vt->kind);
   schedule_tick(s, 0);
+  /* Submitted now, it is answered before the first claim's completions
+   * are written, which it would otherwise hold up on a serial store. */
+  reboot_scan(s);
   return 0;
+}
+
+/* ---- @reboot ---- */
+
+/* At most this many pending cron jobs are looked at per start. */
+#define REBOOT_SCAN_LIMIT 10000
+
+static void reboot_cas_cb(chr_store_req_t *req) {
+  sreq_t *q = req->data;
+  chr_sched_t *s = q->s;
+  if (req->status != 0)
+    chr_sched_log(s, CHR_LOG_ERROR, q->ids[0], "cannot schedule the @reboot run: %s",
+                  req->errmsg ? req->errmsg : chr_strerror(req->status));
+  else if (req->ok && s->state == CHR_SCHED_RUNNING)
+    schedule_tick(s, 0);
+  sreq_free(q);
+}
+
+/* Makes one @reboot job due now, unless another start did so first: the
+ * CAS expects it pending, so schedulers starting together run it once. */
+static void reboot_arm(chr_sched_t *s, const chr_job_t *j, int64_t now) {
+  sreq_t *q = sreq_new(s, CHR_OP_CAS, reboot_cas_cb);
+  q->ids = chr_calloc(1, sizeof *q->ids);
+  q->ids[0] = chr_strdup(j->job_id);
+  q->nids = 1;
+  q->expected = chr_job_new();
+  chr_job_set_int(q->expected, CHR_F_STATUS, CHR_ST_PENDING);
+  q->updates = chr_job_new();
+  chr_job_set_int(q->updates, CHR_F_STATUS, CHR_ST_SCHEDULED);
+  chr_job_set_time(q->updates, CHR_F_NEXT_RUN_TIME, now);
+  q->req.id = q->ids[0];
+  q->req.expected = q->expected;
+  q->req.job = q->updates;
+  sreq_submit(q);
+}
+
+static void reboot_query_cb(chr_store_req_t *req) {
+  sreq_t *q = req->data;
+  chr_sched_t *s = q->s;
+  char err[256];
+  if (req->status != 0) {
+    chr_sched_log(s, CHR_LOG_ERROR, NULL, "cannot look for @reboot jobs: %s",
+                  req->errmsg ? req->errmsg : chr_strerror(req->status));
+  } else {
+    int64_t now = chr_sched_now(s);
+    for (size_t i = 0; i < req->njobs; i++) {
+      const chr_job_t *j = req->jobs[i];
+      const chr_trigger_t *t = trigger_of(s, j, err, sizeof err);
+      if (t && t->cron && chr_cron_reboot(t->cron)) reboot_arm(s, j, now);
+    }
+    if (req->njobs >= REBOOT_SCAN_LIMIT)
+      chr_sched_log(s, CHR_LOG_WARN, NULL, "more than %d pending cron jobs: @reboot jobs past "
+                    "them do not run at this start", REBOOT_SCAN_LIMIT);
+  }
+  sreq_free(q);
+}
+
+/* @reboot jobs wait pending, with no next run; each start makes them due.
+ * Only pending cron jobs are read: with few of them, the scan is cheap. */
+static void reboot_scan(chr_sched_t *s) {
+  sreq_t *q = sreq_new(s, CHR_OP_QUERY, reboot_query_cb);
+  q->filter = chr_calloc(1, sizeof *q->filter);
+  chr_filter_init(q->filter);
+  q->filter->status_mask = 1u << CHR_ST_PENDING;
+  q->filter->trigger_type = CHR_TT_CRON;
+  q->req.filter = q->filter;
+  q->req.limit = REBOOT_SCAN_LIMIT;
+  sreq_submit(q);
 }
 
 /* Stops claiming and hands back the claimed jobs that have not started. */

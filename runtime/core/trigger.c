@@ -126,10 +126,12 @@ static int compile_interval(chr_trigger_t *t, const char *args, char *err, size_
   return 0;
 }
 
-static int compile_cron(chr_trigger_t *t, const char *args, char *err, size_t errlen) {
+static int compile_cron(const chr_job_t *j, chr_trigger_t *t, const char *args, char *err,
+                        size_t errlen) {
   const char *fields[CHR_CRON_NFIELDS] = {0};
   char *owned[CHR_CRON_NFIELDS + 1] = {0};
-  char *crontab = NULL;
+  char *crontab = NULL, *dialect = NULL;
+  chr_cron_opts_t opts = {CHR_CRON_STANDARD, NULL};
   const char *it = args, *end = args + strlen(args);
   chr_json_span_t k, v;
   int r, rc = 0, nfields = 0;
@@ -139,6 +141,11 @@ static int compile_cron(chr_trigger_t *t, const char *args, char *err, size_t er
     if (key_is(k, "cron")) {
       free(crontab);
       crontab = val;
+      continue;
+    }
+    if (key_is(k, "dialect")) {
+      free(dialect);
+      dialect = val;
       continue;
     }
     int f = -1;
@@ -159,12 +166,21 @@ static int compile_cron(chr_trigger_t *t, const char *args, char *err, size_t er
     rc = chr_errf(err, errlen, "invalid trigger_args: give either 'cron' or cron fields, not both");
   if (rc == 0 && !crontab && !nfields)
     rc = chr_errf(err, errlen, "invalid trigger_args: a cron trigger needs fields or 'cron'");
+  if (rc == 0 && dialect && !crontab)
+    rc = chr_errf(err, errlen, "invalid trigger_args: 'dialect' applies to a 'cron' string");
+  if (rc == 0 && dialect && chr_cron_dialect_of(dialect) < 0)
+    rc = chr_errf(err, errlen, "invalid trigger_args 'dialect': unknown dialect '%.40s' "
+                  "(expected standard, vixie, quartz or year_last)", dialect);
   if (rc == 0) {
-    t->cron = crontab ? chr_cron_parse_crontab(crontab, err, errlen)
-                      : chr_cron_parse_fields(fields, err, errlen);
+    /* 'H' spreads jobs by their id. */
+    if (dialect) opts.dialect = (chr_cron_dialect_t)chr_cron_dialect_of(dialect);
+    opts.hash_key = chr_job_has(j, CHR_F_JOB_ID) ? j->job_id : NULL;
+    t->cron = crontab ? chr_cron_parse_crontab_opts(crontab, &opts, err, errlen)
+                      : chr_cron_parse_fields_opts(fields, &opts, err, errlen);
     if (t->cron == NULL) rc = CHR_EINVAL;
   }
   free(crontab);
+  free(dialect);
   for (int i = 0; i < CHR_CRON_NFIELDS; i++) free(owned[i]);
   return rc;
 }
@@ -199,7 +215,7 @@ int chr_trigger_compile(const chr_job_t *j, chr_trigger_t *t, char *err, size_t 
   int rc;
   switch (t->type) {
   case CHR_TT_INTERVAL: rc = compile_interval(t, args, err, errlen); break;
-  case CHR_TT_CRON: rc = compile_cron(t, args, err, errlen); break;
+  case CHR_TT_CRON: rc = compile_cron(j, t, args, err, errlen); break;
   case CHR_TT_DATE: rc = compile_date(t, args, err, errlen); break;
   default: return chr_errf(err, errlen, "invalid field 'trigger_type': missing");
   }
