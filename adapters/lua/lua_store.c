@@ -203,11 +203,6 @@ static void take_results(lcall_t *c, lua_State *co) {
 
 /* ---- calls ---- */
 
-static int64_t earlier(int64_t a, const chr_job_t *j) {
-  if (j == NULL || j->status != CHR_ST_SCHEDULED || !chr_job_has(j, CHR_F_NEXT_RUN_TIME)) return a;
-  return a == CHR_TIME_NONE || j->next_run_time < a ? j->next_run_time : a;
-}
-
 /* A script cannot tell the engines that a write made a job due sooner than
  * they expect; the binding does it for every script from the answer, as the
  * C adapters do in their write paths. */
@@ -218,12 +213,13 @@ static void wake_after(lua_store_t *ls, chr_store_req_t *req) {
   case CHR_OP_CREATE:
   case CHR_OP_UPDATE:
   case CHR_OP_CAS:
-    for (size_t i = 0; i < req->njobs; i++) when = earlier(when, req->jobs[i]);
+    for (size_t i = 0; i < req->njobs; i++)
+      when = chr_time_earlier(when, chr_job_wake_time(req->jobs[i]));
     break;
   case CHR_OP_COMPLETE:
     for (size_t i = 0; i < req->nitems; i++)
       if (req->items[i].result == 0 && !req->items[i].remove)
-        when = earlier(when, req->items[i].updates);
+        when = chr_time_earlier(when, chr_job_wake_time(req->items[i].updates));
     break;
   case CHR_OP_RECOVER:
     if (req->count > 0) when = req->now != CHR_TIME_NONE ? req->now : chr_time_now();

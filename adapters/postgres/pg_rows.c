@@ -91,13 +91,7 @@ static int push_rows(chr_store_req_t *req, const PGresult *r, int col) {
 }
 
 static void wake_from(pg_op_t *op, const chr_job_t *j) {
-  if (j->status == CHR_ST_SCHEDULED && chr_job_has(j, CHR_F_NEXT_RUN_TIME)) op->wake = j->next_run_time;
-}
-
-static int64_t min_time(int64_t a, int64_t b) {
-  if (a == CHR_TIME_NONE) return b;
-  if (b == CHR_TIME_NONE) return a;
-  return a < b ? a : b;
+  if (chr_job_wake_time(j) != CHR_TIME_NONE) op->wake = j->next_run_time;
 }
 
 int chr_pg_decode(pg_op_t *op, const PGresult *r) {
@@ -147,7 +141,7 @@ int chr_pg_decode(pg_op_t *op, const PGresult *r) {
       int64_t k = get_int(r, i, 0);
       if (k < 0 || (size_t)k >= req->nitems) continue;
       req->items[k].result = get_int(r, i, 1) ? 0 : get_int(r, i, 2) ? CHR_ECONFLICT : CHR_ENOTFOUND;
-      if (get_int(r, i, 1)) op->wake = min_time(op->wake, get_time(r, i, 3));
+      if (get_int(r, i, 1)) op->wake = chr_time_earlier(op->wake, get_time(r, i, 3));
     }
     return 0;
   default: return 0;

@@ -195,18 +195,6 @@ static int64_t next_stamp(sq_store_t *s, const chr_job_t *old) {
   return s->last_stamp;
 }
 
-static int64_t wake_time(const chr_job_t *j) {
-  if (j->status == CHR_ST_SCHEDULED && chr_job_has(j, CHR_F_NEXT_RUN_TIME))
-    return j->next_run_time;
-  return CHR_TIME_NONE;
-}
-
-static int64_t earlier(int64_t a, int64_t b) {
-  if (a == CHR_TIME_NONE) return b;
-  if (b == CHR_TIME_NONE) return a;
-  return a < b ? a : b;
-}
-
 /* Reads job id inside the current transaction: 1 and *out, 0 when
  * missing, -1 on error (req failed). */
 static int load(sq_store_t *s, chr_store_req_t *req, const char *id, chr_job_t **out) {
@@ -283,7 +271,8 @@ static void op_create(sq_store_t *s, chr_store_req_t *req) {
     return;
   }
   chr_store_req_push_job(req, j);
-  if (wake_time(j) != CHR_TIME_NONE) chr_store_wake(&s->base, wake_time(j));
+  int64_t wake = chr_job_wake_time(j);
+  if (wake != CHR_TIME_NONE) chr_store_wake(&s->base, wake);
 }
 
 static void op_get(sq_store_t *s, chr_store_req_t *req) {
@@ -354,7 +343,7 @@ static void op_write(sq_store_t *s, chr_store_req_t *req, const chr_job_t *expec
     return;
   }
   req->ok = 1;
-  wake = wake_time(j);
+  wake = chr_job_wake_time(j);
   chr_store_req_push_job(req, j);
   if (wake != CHR_TIME_NONE) chr_store_wake(&s->base, wake);
 }
@@ -566,7 +555,7 @@ static int complete_update(sq_store_t *s, chr_store_req_t *req, chr_completion_t
     return result;
   }
   result = rewrite(s, req, j, it->updates);
-  if (result == 0) *wake = earlier(*wake, wake_time(j));
+  if (result == 0) *wake = chr_time_earlier(*wake, chr_job_wake_time(j));
   chr_job_free(j);
   return result;
 }
@@ -616,7 +605,7 @@ static void op_recover(sq_store_t *s, chr_store_req_t *req) {
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     req->count++;
     if (sqlite3_column_type(st, 0) != SQLITE_NULL)
-      wake = earlier(wake, sqlite3_column_int64(st, 0));
+      wake = chr_time_earlier(wake, sqlite3_column_int64(st, 0));
   }
   if (rc != SQLITE_DONE) {
     chr__sqlite_fail(s, req, "recovering expired leases");

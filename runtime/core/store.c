@@ -251,6 +251,12 @@ void chr_store_close(chr_store_t *s) {
   chr_store_release(s);
 }
 
+int64_t chr_job_wake_time(const chr_job_t *j) {
+  if (j != NULL && j->status == CHR_ST_SCHEDULED && chr_job_has(j, CHR_F_NEXT_RUN_TIME))
+    return j->next_run_time;
+  return CHR_TIME_NONE;
+}
+
 void chr_store_wake(chr_store_t *s, int64_t when) {
   for (chr_store_watch_t *w = s->watchers, *next; w; w = next) {
     next = w->next; /* a watcher may unlink itself */

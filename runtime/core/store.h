@@ -264,6 +264,15 @@ void chr_store_retain(chr_store_t *s);
 void chr_store_release(chr_store_t *s);
 /* Called by adapters; tells every watcher. */
 void chr_store_wake(chr_store_t *s, int64_t when);
+/* What a write of j tells the engines: its next_run_time while it is
+ * scheduled, else CHR_TIME_NONE. */
+int64_t chr_job_wake_time(const chr_job_t *j);
+/* The earlier of two times, either of which may be CHR_TIME_NONE. */
+static inline int64_t chr_time_earlier(int64_t a, int64_t b) {
+  if (a == CHR_TIME_NONE) return b;
+  if (b == CHR_TIME_NONE) return a;
+  return a < b ? a : b;
+}
 /* w is the caller's, linked in until chr_store_unwatch. */
 void chr_store_watch(chr_store_t *s, chr_store_watch_t *w);
 void chr_store_unwatch(chr_store_t *s, chr_store_watch_t *w);
