@@ -166,7 +166,10 @@
     "    while string.byte(s, i) == 34 do\n" \
     "      local ke = skip(s, i)\n" \
     "      local ve = skip(s, ke + 1)\n" \
-    "      if string.sub(s, i + 1, ke - 2) == seg then\n" \
+    "      local key = string.sub(s, i + 1, ke - 2)\n" \
+    "      -- an escaped key (a quote, backslash or control character in it)\n" \
+    "      if string.find(key, '\\\\', 1, true) then key = cjson.decode(string.sub(s, i, ke - 1)) end\n" \
+    "      if key == seg then\n" \
     "        s = string.sub(s, ke + 1, ve - 1)\n" \
     "        found = true\n" \
     "        break\n" \
