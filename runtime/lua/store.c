@@ -791,7 +791,14 @@ void chr_lua_checkopts(lua_State *L, const char *const *schemes, int lock, chr_o
   lua_settop(L, 2); /* what is pushed below stays above the arguments */
   if (lua_type(L, 1) == LUA_TSTRING) {
     /* A URL; kind(arg) also takes it without its scheme: "sqlite:" + arg. */
-    const char *url = lua_tostring(L, 1);
+    size_t len;
+    const char *url = lua_tolstring(L, 1, &len);
+    /* C reads the URL up to its first NUL: "sqlite:/tmp/a\0b" would open
+     * /tmp/a. Refused as %00 is, without quoting the URL (a password may
+     * follow). */
+    if (strlen(url) != len)
+      chr_lua_error(L, CHR_EINVAL, "invalid %s URL: a NUL byte (byte %d) is not allowed", what,
+                    (int)strlen(url) + 1);
     if (schemes != NULL && !has_scheme(url, schemes))
       url = lua_pushfstring(L, "%s:%s", schemes[0], url);
     rc = lock ? chr_lock_url_opts(url, o, err, sizeof err)
