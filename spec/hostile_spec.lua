@@ -121,11 +121,12 @@ describe("scheduler options", function()
 end)
 
 -- Records written behind chronis' back. `corrupt(store, id)` changes job
--- `id` in the backend so that its trigger can no longer be read; a running
--- scheduler must fail that job alone, with `invalid` naming the job and the
--- field, without running or deleting it, and run the others.
-local function corrupted_trigger_suite(name, open, corrupt, field)
-  it(name .. ": a job whose stored trigger is corrupted fails alone, named, and stays", function()
+-- `id` in the backend (returning the store to use when it had to reopen
+-- it); a running scheduler must fail that job alone, with `invalid` naming
+-- the job and `field` (what was wrong), without running or deleting it, and
+-- run the others; reads still return every job.
+local function corrupted_suite(name, what, open, corrupt, field)
+  it(name .. ": a job whose " .. what .. " fails alone, named, and stays", function()
     local store = open()
     local now = chronis.time.format(chronis.time.now())
     for _, id in ipairs({ "good1", "bad", "good2" }) do
@@ -133,6 +134,19 @@ local function corrupted_trigger_suite(name, open, corrupt, field)
         trigger_type = "interval", trigger_args = { seconds = 3600 }, kwargs = { id = id } })
     end
     store = corrupt(store, "bad") or store
+    -- Reads name the job when asked for it, and lose none of the others.
+    local function ids_and_bad()
+      local ids, bad = {}, nil
+      for _, j in ipairs(store:query_jobs()) do
+        ids[#ids + 1] = j.job_id
+        if j.job_id == "bad" then bad = j end
+      end
+      table.sort(ids)
+      assert.are.same({ "bad", "good1", "good2" }, ids)
+      return bad
+    end
+    ids_and_bad()
+    assert.are.same({ id = "good1" }, store:get_job("good1").kwargs)
     local runs, failures = {}, {}
     local sched = chronis.scheduler{ storage = store, polling_interval = 0.1, logger = function() end,
       on_failure = function(id, err) failures[#failures + 1] = { id = id, err = err } end }
@@ -149,18 +163,19 @@ local function corrupted_trigger_suite(name, open, corrupt, field)
     assert.are.equal("invalid", err.code)
     assert(err.message:find("job 'bad'", 1, true) and err.message:find(field, 1, true), err.message)
     -- Kept, failed, for someone to fix; the others are rescheduled.
-    local bad = store:get_job("bad")
-    assert.is_table(bad, "the corrupted job was deleted")
-    assert.are.equal("failed", bad.status)
+    assert.are.equal("failed", ids_and_bad().status)
+    local ok, got = pcall(store.get_job, store, "bad")
+    if ok then -- read whole again (SQLite rewrote the record from its columns)
+      assert.are.equal("failed", got.status)
+    else -- still unreadable: named
+      assert.are.equal("invalid", got.code)
+      assert(got.message:find("job 'bad'", 1, true), got.message)
+    end
     for _, id in ipairs({ "good1", "good2" }) do
       local j = store:get_job(id)
       assert.are.equal("scheduled", j.status)
       assert.are.same({ id = id }, j.kwargs)
     end
-    local ids = {}
-    for _, j in ipairs(store:query_jobs()) do ids[#ids + 1] = j.job_id end
-    table.sort(ids)
-    assert.are.same({ "bad", "good1", "good2" }, ids)
     store:close()
   end)
 end
@@ -173,7 +188,7 @@ describe("records chronis did not write", function()
 
   do
     local path
-    corrupted_trigger_suite("sqlite", function()
+    corrupted_suite("sqlite", "stored timezone does not exist", function()
       path = new_path("c.db")
       return chronis.storage.open("sqlite:" .. path)
     end, function(_, id)
@@ -181,12 +196,23 @@ describe("records chronis did not write", function()
         ("UPDATE jobs SET record = json_set(record, '$.timezone', 'Mars/Olympus') WHERE job_id = '%s'")
           :format(id))))
     end, "timezone")
+    -- A record that is no JSON failed every read and claim of the store.
+    for _, c in ipairs({ { "'{not json'", "malformed JSON" }, { "x'00ff'", "unreadable" },
+      { "'[1, 2]'", "unreadable" } }) do
+      corrupted_suite("sqlite", "record column is " .. c[1], function()
+        path = new_path("c.db")
+        return chronis.storage.open("sqlite:" .. path)
+      end, function(_, id)
+        sh_ok(("sqlite3 %s %s"):format(U.sh_quote(path), U.sh_quote(
+          ("UPDATE jobs SET record = %s WHERE job_id = '%s'"):format(c[1], id))))
+      end, c[2])
+    end
   end
 
   do
     local path
     local new_file_store = assert(loadfile("adapters/file.lua", "t"))()
-    corrupted_trigger_suite("file", function()
+    corrupted_suite("file", "stored trigger_args are not numbers", function()
       path = new_path("c.json")
       return chronis.storage.lua(new_file_store({ path = path }), { name = "file" })
     end, function(store, id)
@@ -205,12 +231,84 @@ describe("records chronis did not write", function()
     setup(function() srv = require("support.redis").start() end)
     teardown(function() if srv then srv:stop() end end)
     local prefix
-    corrupted_trigger_suite("redis", function()
+    corrupted_suite("redis", "stored trigger_args are not JSON", function()
       prefix = ("h%d_%d"):format(os.time() % 100000, math.random(1e6))
       return chronis.storage.redis(srv.url, { prefix = prefix })
     end, function(_, id)
       srv:cli("HSET", "{" .. prefix .. "}:job:" .. id, "trigger_args", "{not json")
     end, "trigger_args")
+    -- Fields that do not parse were read as 0 or dropped: the job ran
+    -- without its kwargs.
+    for _, c in ipairs({ { "x:kwargs", "{not json" }, { "x:kwargs", string.rep("[", 10000) .. string.rep("]", 10000) },
+      { "priority", "high" }, { "next_run_time", "yesterday" }, { "max_retries", "1e999" } }) do
+      corrupted_suite("redis", ("field %s holds %q"):format(c[1], c[2]:sub(1, 12)), function()
+        prefix = ("h%d_%d"):format(os.time() % 100000, math.random(1e6))
+        return chronis.storage.redis(srv.url, { prefix = prefix })
+      end, function(_, id)
+        srv:cli("HSET", "{" .. prefix .. "}:job:" .. id, c[1], c[2])
+      end, "invalid field '" .. c[1]:gsub("^x:", "") .. "'")
+    end
+
+    -- A claim stopped half way at such a key (Redis does not undo a
+    -- script's writes): the jobs before it left the due set but stayed
+    -- scheduled, never to run, and every later claim failed.
+    it("redis: a job key of another type is passed over by claims and queries, and can be deleted", function()
+      prefix = ("h%d_%d"):format(os.time() % 100000, math.random(1e6))
+      local store = chronis.storage.redis(srv.url, { prefix = prefix })
+      local now = chronis.time.format(chronis.time.now())
+      for _, id in ipairs({ "a", "bad", "c" }) do
+        store:create_job({ job_id = id, status = "scheduled", next_run_time = now, func_name = "rec",
+          trigger_type = "interval", trigger_args = { seconds = 3600 } })
+      end
+      local key = "{" .. prefix .. "}:job:bad"
+      srv:cli("DEL", key)
+      srv:cli("SET", key, "not a hash")
+      assert_error_naming("invalid", "job 'bad'", store.get_job, store, "bad")
+      local function ids()
+        local out = {}
+        for _, j in ipairs(store:query_jobs()) do out[#out + 1] = j.job_id end
+        return out
+      end
+      assert.are.same({ "a", "c" }, ids())
+      local runs = {}
+      local sched = chronis.scheduler{ storage = store, polling_interval = 0.1, logger = function() end }
+      sched:handler("rec", function(job) runs[#runs + 1] = job.job_id end)
+      sched:start()
+      assert.is_true(chronis.run_until(function() return #runs >= 2 end, 10))
+      sched:stop(5)
+      table.sort(runs)
+      assert.are.same({ "a", "c" }, runs)
+      assert.are.equal(0, sched:stats().store_errors)
+      assert.is_true(store:delete_job("bad"))
+      assert.are.equal("0", srv:cli("EXISTS", key):match("%d"))
+      assert.are.same({ "a", "c" }, ids())
+      store:close()
+    end)
+
+    -- Claimed, then read back without a job id: the record was dropped and
+    -- the job stayed claimed until its lease ended, again and again.
+    it("redis: a claimed job hash without job_id fails, named by the id it was claimed under", function()
+      prefix = ("h%d_%d"):format(os.time() % 100000, math.random(1e6))
+      local store = chronis.storage.redis(srv.url, { prefix = prefix })
+      local now = chronis.time.format(chronis.time.now())
+      for _, id in ipairs({ "a", "bad" }) do
+        store:create_job({ job_id = id, status = "scheduled", next_run_time = now, func_name = "rec",
+          trigger_type = "interval", trigger_args = { seconds = 3600 } })
+      end
+      srv:cli("HDEL", "{" .. prefix .. "}:job:bad", "job_id")
+      assert_error_naming("invalid", "invalid field 'job_id'", store.get_job, store, "bad")
+      local runs, failures = {}, {}
+      local sched = chronis.scheduler{ storage = store, polling_interval = 0.1, logger = function() end,
+        on_failure = function(id, err) failures[#failures + 1] = id .. ": " .. err.message end }
+      sched:handler("rec", function(job) runs[#runs + 1] = job.job_id end)
+      sched:start()
+      assert.is_true(chronis.run_until(function() return #runs >= 1 and #failures >= 1 end, 10))
+      sched:stop(5)
+      assert.are.same({ "a" }, runs)
+      assert.are.equal(1, #failures)
+      assert(failures[1]:find("^bad: job 'bad' cannot run as stored: invalid field 'job_id'"), failures[1])
+      store:close()
+    end)
   end)
 
   describe("in PostgreSQL", function()
@@ -218,12 +316,22 @@ describe("records chronis did not write", function()
     setup(function() server = require("support.postgres").start() end)
     teardown(function() if server then server:stop() end end)
     local tbl
-    corrupted_trigger_suite("postgres", function()
+    corrupted_suite("postgres", "stored cron expression is out of range", function()
       tbl = ("h%d_%d"):format(os.time() % 100000, math.random(1e6))
       return chronis.storage.open(server:url("table=" .. tbl))
     end, function(_, id)
       server:psql(("UPDATE %s SET trigger_type = 'cron', record = jsonb_set(record, '{trigger_args}', "
         .. "'{\"cron\": \"61 * * * *\"}') WHERE job_id = '%s'"):format(tbl, id))
     end, "cron")
+    -- jsonb that is no object was read as an empty record: the job ran
+    -- without its func_name, and failed as "no handler named ''".
+    for _, v in ipairs({ "[1, 2]", "null", "\"text\"" }) do
+      corrupted_suite("postgres", "record column is " .. v, function()
+        tbl = ("h%d_%d"):format(os.time() % 100000, math.random(1e6))
+        return chronis.storage.open(server:url("table=" .. tbl))
+      end, function(_, id)
+        server:psql(("UPDATE %s SET record = '%s' WHERE job_id = '%s'"):format(tbl, v, id))
+      end, "not a JSON object")
+    end
   end)
 end)

@@ -176,6 +176,18 @@ static int op_finish(lua_State *L, chr_waiter_t *w) {
     chr_lua_pusherror(L, code, lua_tostring(L, -1));
     return lua_error(L);
   }
+  /* A job read by id whose stored record could not be read in full: the
+   * caller asked for that job, so it hears why rather than getting a job
+   * without the fields (query results carry `unreadable` instead). */
+  if (req->op == CHR_OP_GET || req->op == CHR_OP_GET_BATCH)
+    for (size_t i = 0; i < req->njobs; i++)
+      if (req->jobs[i]->unreadable != NULL) {
+        lua_pushfstring(L, "%s: job '%s': %s", chr_store_op_names[req->op],
+                        req->jobs[i]->job_id, req->jobs[i]->unreadable);
+        op_free(op);
+        chr_lua_pusherror(L, CHR_EINVAL, lua_tostring(L, -1));
+        return lua_error(L);
+      }
   switch (req->op) {
   case CHR_OP_CREATE:
   case CHR_OP_UPDATE:
