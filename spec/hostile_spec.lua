@@ -318,7 +318,7 @@ describe("records chronis did not write", function()
     local tbl
     corrupted_suite("postgres", "stored cron expression is out of range", function()
       tbl = ("h%d_%d"):format(os.time() % 100000, math.random(1e6))
-      return chronis.storage.open(server:url("table=" .. tbl))
+      return chronis.storage.open(server:url("table=" .. tbl .. "&connect_timeout=60"))
     end, function(_, id)
       server:psql(("UPDATE %s SET trigger_type = 'cron', record = jsonb_set(record, '{trigger_args}', "
         .. "'{\"cron\": \"61 * * * *\"}') WHERE job_id = '%s'"):format(tbl, id))
@@ -328,7 +328,7 @@ describe("records chronis did not write", function()
     for _, v in ipairs({ "[1, 2]", "null", "\"text\"" }) do
       corrupted_suite("postgres", "record column is " .. v, function()
         tbl = ("h%d_%d"):format(os.time() % 100000, math.random(1e6))
-        return chronis.storage.open(server:url("table=" .. tbl))
+        return chronis.storage.open(server:url("table=" .. tbl .. "&connect_timeout=60"))
       end, function(_, id)
         server:psql(("UPDATE %s SET record = '%s' WHERE job_id = '%s'"):format(tbl, v, id))
       end, "not a JSON object")
