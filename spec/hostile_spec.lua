@@ -333,5 +333,20 @@ describe("records chronis did not write", function()
         server:psql(("UPDATE %s SET record = '%s' WHERE job_id = '%s'"):format(tbl, v, id))
       end, "not a JSON object")
     end
+
+    -- The server refused it as an index row too large: 'unavailable', and
+    -- no word of job_id.
+    it("postgres: a job_id over 2048 bytes is refused naming it; 2048 bytes round-trip", function()
+      tbl = ("h%d_%d"):format(os.time() % 100000, math.random(1e6))
+      local store = chronis.storage.open(server:url("table=" .. tbl .. "&connect_timeout=60"))
+      local long = string.rep("é", 1024)
+      assert.are.equal(long, store:create_job({ job_id = long, status = "scheduled" }).job_id)
+      for _, id in ipairs({ long .. "x", string.rep("q'\"\\", 1 << 18) }) do
+        assert_error_naming("invalid", "'job_id'", store.create_job, store, { job_id = id, status = "scheduled" })
+      end
+      assert.are.equal(long, store:get_job(long).job_id)
+      assert.are.equal(1, store:count_jobs())
+      store:close()
+    end)
   end)
 end)
