@@ -350,3 +350,26 @@ describe("records chronis did not write", function()
     end)
   end)
 end)
+
+describe("1 MB strings", function()
+  local new_file_store = assert(loadfile("adapters/file.lua", "t"))()
+  for name, open in pairs({
+    memory = function() return chronis.storage.memory() end,
+    sqlite = function() return chronis.storage.open("sqlite:" .. new_path("big.db")) end,
+    file = function() return chronis.storage.lua(new_file_store({ path = new_path("big.json") }), { name = "file" }) end,
+  }) do
+    it(name .. ": round-trip in every string field, key and id, and are found by filter", function()
+      local store = open()
+      local big = string.rep("q'\"\\ é", (1 << 20) // 7)
+      store:create_job({ job_id = big, status = "scheduled", name = big, func_name = big,
+        kwargs = { [big] = big }, metadata = { t = big }, args = { big } })
+      store:create_job({ job_id = "small", status = "scheduled", kwargs = { a = 1 } })
+      local got = store:get_job(big)
+      assert(got.job_id == big and got.name == big and got.func_name == big and got.kwargs[big] == big
+        and got.metadata.t == big and got.args[1] == big, "a 1 MB string did not round-trip")
+      assert.are.equal(1, #store:query_jobs({ ["metadata.t"] = big }))
+      assert.are.same({ a = 1 }, store:get_job("small").kwargs)
+      store:close()
+    end)
+  end
+end)

@@ -1601,6 +1601,29 @@ return function(name, factory, opts)
         end
       end)
 
+      -- 40 KB: six of them fit DynamoDB's 400 KB items (1 MB ones are in
+      -- spec/hostile_spec.lua, for the stores without such a limit).
+      it("keeps large strings and keys, and finds them by filter", function()
+        local big = string.rep("q'\"\\ é", 40 * 1024 // 7)
+        create("big", { name = big, func_name = big, kwargs = { [big] = big }, metadata = { t = big },
+          args = { big } })
+        create("small", { kwargs = { a = 1 } })
+        local got = store:get_job("big")
+        assert(got.name == big and got.func_name == big and got.kwargs[big] == big
+          and got.metadata.t == big and got.args[1] == big, "a large string did not round-trip")
+        assert.are.same({ "big" }, query_ids({ ["metadata.t"] = big }))
+        assert.are.same({ a = 1 }, store:get_job("small").kwargs)
+      end)
+
+      it("refuses a limit or offset that is no count, naming it", function()
+        create("a")
+        for _, v in ipairs({ -1, math.mininteger, 0 / 0, math.huge, 1.5, 2 ^ 53, "5", {} }) do
+          assert_invalid("limit", function() store:query_jobs(nil, v) end)
+          assert_invalid("offset", function() store:query_jobs(nil, 10, v) end)
+        end
+        assert.are.same({ "a" }, query_ids())
+      end)
+
       it("accepts math.maxinteger as a limit (no limit) and as an offset (nothing)", function()
         for i = 1, 3 do create("j" .. i, { next_run_time = at(i) }) end
         assert.are.same({ "j1", "j2", "j3" }, query_ids(nil, math.maxinteger))
