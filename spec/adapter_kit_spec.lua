@@ -376,8 +376,10 @@ describe("chronis.adapter_kit", function()
       assert_invalid("claim_due_jobs: options must be a table", kit.lease_options, nil, "claim_due_jobs")
       assert_invalid("extend_leases: 'owner' must be a string", kit.lease_options, {}, "extend_leases")
       assert_invalid("x: invalid 'now'", kit.lease_options, { owner = "o", now = "soon" }, "x")
-      assert_invalid("x: 'lease_seconds' must be a non-negative number", kit.lease_options,
-        { owner = "o", lease_seconds = -1 }, "x")
+      for _, lease in ipairs({ -1, 0 / 0, math.huge, 1e300 }) do
+        assert_invalid("x: 'lease_seconds' must be a number of seconds from 0 to 31536000",
+          kit.lease_options, { owner = "o", lease_seconds = lease }, "x")
+      end
       assert_invalid("x: 'limit' must be a non-negative integer", kit.lease_options,
         { owner = "o", limit = -1 }, "x")
     end)

@@ -53,13 +53,16 @@ chr_job_t *chr_pg_row_job(const PGresult *r, int row, int col, char *err, size_t
     int rc = n < 1 || v[0] != 1 ? -1 : chr_pg_json_canon(v + 1, (size_t)n - 1, &b);
     if (rc != 0) snprintf(err, errlen, n < 1 || v[0] != 1 ? "unexpected jsonb format"
                                                           : "the record is not JSON chronis reads");
+    else if (b.len == 0 || b.p[0] != '{') rc = -1, snprintf(err, errlen, "not a JSON object");
     else rc = chr_job_from_json(j, b.p, b.len, err, errlen);
-    if (rc != 0) {
-      chr_buf_free(&b);
-      chr_job_free(j);
-      return NULL;
-    }
     chr_buf_free(&b);
+    /* A record edited behind chronis' back: the job is what the columns
+     * say, marked (the engine fails it), rather than an error that would
+     * keep every other job of the request from being read or claimed. */
+    if (rc != 0) {
+      chr_job_clear(j);
+      chr_job_set_unreadable(j, "the stored record is unreadable (%s)", err);
+    }
   }
   chr_job_set_str(j, CHR_F_JOB_ID, get_str(r, row, col));
   const char *s = get_str(r, row, col + 1);

@@ -425,9 +425,23 @@ static void dispatch(pg_store_t *st) {
 
 /* ---- the store ---- */
 
+/* The longest job_id kept (bytes): under the B-tree's entry limit (2704
+ * bytes with the default 8 kB pages) with room for the tuple header. */
+#define PG_MAX_ID 2048
+
 static int pg_submit(chr_store_t *s, chr_store_req_t *req) {
   pg_store_t *st = (pg_store_t *)s;
   pg_op_t *op = chr_pg_op_new(req);
+  /* The primary key's B-tree holds at most about a third of a page per
+   * entry: a longer id would be refused by the server as an index row
+   * size error (SQLSTATE 54000). Said here, naming the field. */
+  if (req->op == CHR_OP_CREATE && strlen(req->job->job_id) > PG_MAX_ID) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "postgres: invalid field 'job_id': %zu bytes is longer than the "
+             "%d this store keeps", strlen(req->job->job_id), PG_MAX_ID);
+    op_fail(st, op, CHR_EINVAL, msg);
+    return 0;
+  }
   chr_pg_build(&st->o, op);
   op->hold = req->op == CHR_OP_COMPLETE;
   /* Engines claim; other users of a store need no wake-up hints. */

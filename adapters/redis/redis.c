@@ -13,6 +13,7 @@
  * writes them). Compare-and-swap compares the same storage texts, so times
  * compare as instants and extra members by canonical text, like
  * chr_job_matches. */
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -156,8 +157,11 @@ static int field_index(const char *s, size_t n) {
   return -1;
 }
 
-/* A record from HGETALL's field/value array; NULL when empty. */
-static chr_job_t *job_from_hash(const redisReply *r) {
+/* A record from HGETALL's field/value array; NULL when empty. `id`, when
+ * the caller knows which job it asked for, stands in for a missing job_id
+ * (the record is then marked unreadable); without it such a hash is no
+ * job (NULL). */
+static chr_job_t *job_from_hash(const redisReply *r, const char *id) {
   member_t stack[32], *m = stack;
   size_t nm = 0, cap = 32;
   if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 2) return NULL;
@@ -168,6 +172,13 @@ static chr_job_t *job_from_hash(const redisReply *r) {
     const char *f = fr->str, *v = vr->str;
     if (fr->len > 2 && f[1] == ':' && (f[0] == 'x' || f[0] == 'i')) {
       if (f[0] == 'i') continue;
+      /* Text that is no JSON value (written by hand) would make the whole
+       * free-form part unreadable: that member is left out, named. */
+      if (chr_json_skip(v, v + vr->len) != v + vr->len) {
+        chr_job_set_unreadable(j, "invalid field '%.*s': not JSON (%s)", (int)(fr->len - 2), f + 2,
+                               vr->len ? "malformed, or nested too deep" : "empty");
+        continue;
+      }
       if (nm == cap) {
         member_t *bigger = chr_malloc(cap * 2 * sizeof *bigger);
         memcpy(bigger, m, nm * sizeof *m);
@@ -180,14 +191,36 @@ static chr_job_t *job_from_hash(const redisReply *r) {
     }
     int fi = field_index(f, fr->len);
     if (fi < 0) continue;
+    /* Fields chronis did not write (a hand edit) are left out, named in
+     * j->unreadable, instead of being read as 0 or dropped silently. */
+    const char *name = chr_job_fields[fi].name;
+    char *end;
     switch (chr_job_fields[fi].type) {
-    case CHR_FT_STR:
-    case CHR_FT_JSON: chr_job_set_str(j, fi, v); break;
-    case CHR_FT_TIME: chr_job_set_time(j, fi, strtoll(v, NULL, 10)); break;
-    case CHR_FT_INT: chr_job_set_int(j, fi, (int32_t)strtol(v, NULL, 10)); break;
+    case CHR_FT_STR: chr_job_set_str(j, fi, v); break;
+    case CHR_FT_JSON:
+      if (v[0] == '{' && chr_json_skip(v, v + vr->len) == v + vr->len) chr_job_set_str(j, fi, v);
+      else chr_job_set_unreadable(j, "invalid field '%s': not a JSON object", name);
+      break;
+    case CHR_FT_TIME: {
+      errno = 0;
+      long long t = strtoll(v, &end, 10);
+      if (vr->len > 0 && *end == '\0' && errno == 0 && t >= CHR_TIME_MIN && t <= CHR_TIME_MAX)
+        chr_job_set_time(j, fi, t);
+      else chr_job_set_unreadable(j, "invalid field '%s': not a time in microseconds", name);
+      break;
+    }
+    case CHR_FT_INT: {
+      errno = 0;
+      long n = strtol(v, &end, 10);
+      if (vr->len > 0 && *end == '\0' && errno == 0 && n >= INT32_MIN && n <= INT32_MAX)
+        chr_job_set_int(j, fi, (int32_t)n);
+      else chr_job_set_unreadable(j, "invalid field '%s': not a 32-bit integer", name);
+      break;
+    }
     case CHR_FT_ENUM: {
       int e = chr_enum_parse(chr_job_fields[fi].enum_names, chr_job_fields[fi].enum_count, v);
       if (e) chr_job_set_int(j, fi, e);
+      else chr_job_set_unreadable(j, "invalid field '%s': unknown value", name);
       break;
     }
     }
@@ -212,15 +245,20 @@ static chr_job_t *job_from_hash(const redisReply *r) {
   }
   if (m != stack) free(m);
   if (!chr_job_has(j, CHR_F_JOB_ID)) {
-    chr_job_free(j);
-    return NULL;
+    if (id == NULL) {
+      chr_job_free(j);
+      return NULL;
+    }
+    chr_job_set_str(j, CHR_F_JOB_ID, id);
+    chr_job_set_unreadable(j, "invalid field 'job_id': missing");
   }
+  if (!chr_job_has(j, CHR_F_STATUS)) chr_job_set_unreadable(j, "invalid field 'status': missing");
   return j;
 }
 
 static void push_records(chr_store_req_t *req, const redisReply *r, size_t from) {
   for (size_t i = from; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-    chr_job_t *j = job_from_hash(r->element[i]);
+    chr_job_t *j = job_from_hash(r->element[i], NULL);
     if (j) chr_store_req_push_job(req, j);
   }
 }
@@ -256,8 +294,15 @@ static int failed(chr_store_req_t *req, redisReply *r, int status, const char *m
     return 1;
   }
   if (r != NULL && r->type == REDIS_REPLY_ERROR) {
-    chr_store_req_fail(req, CHR_EUNAVAIL, "%s: redis: %.*s", chr_store_op_names[req->op],
-                       (int)r->len, r->str);
+    /* A job key of another type than a hash was not written by chronis:
+     * that job's record is unreadable, which is no outage of the store. */
+    if (req->id != NULL && strstr(r->str, "WRONGTYPE") != NULL)
+      chr_store_req_fail(req, CHR_EINVAL, "%s: job '%s': its key holds no job hash (it was not "
+                         "written by chronis; delete_job removes it): redis: %.*s",
+                         chr_store_op_names[req->op], req->id, (int)r->len, r->str);
+    else
+      chr_store_req_fail(req, CHR_EUNAVAIL, "%s: redis: %.*s", chr_store_op_names[req->op],
+                         (int)r->len, r->str);
     return 1;
   }
   return 0;
@@ -294,6 +339,7 @@ typedef struct claimed {
   rstore_t *rs;
   chr_store_req_t *req;
   chr_job_t **jobs;
+  char **ids; /* the claimed ids, for records that lost theirs */
   size_t n, pending;
   int64_t hint;
 } claimed_t;
@@ -304,13 +350,16 @@ static void claimed_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg
   (void)msg;
   /* A job whose record cannot be read stays claimed by us until its lease
    * ends, then lease recovery hands it out again. */
-  if (status == 0 && r->type == REDIS_REPLY_ARRAY) cl->jobs[i] = job_from_hash(r);
+  if (status == 0 && r->type == REDIS_REPLY_ARRAY) cl->jobs[i] = job_from_hash(r, cl->ids[i]);
   if (--cl->pending > 0) return;
   chr_store_req_t *req = cl->req;
-  for (i = 0; i < cl->n; i++)
+  for (i = 0; i < cl->n; i++) {
     if (cl->jobs[i]) chr_store_req_push_job(req, cl->jobs[i]);
+    free(cl->ids[i]);
+  }
   rstore_t *rs = cl->rs;
   int64_t hint = cl->hint;
+  free(cl->ids);
   free(cl->jobs);
   free(cl);
   answer(req);
@@ -324,12 +373,16 @@ static void fetch_claimed(rstore_t *rs, chr_store_req_t *req, const redisReply *
   cl->req = req;
   cl->n = cl->pending = r->elements - 2;
   cl->jobs = chr_calloc(cl->n, sizeof *cl->jobs);
+  cl->ids = chr_calloc(cl->n, sizeof *cl->ids);
   cl->hint = reply_time(elem(r, 1));
   chr_buf_init(&key);
   chr_buf_printf(&key, "%s:job:", rs->tag);
   size_t base = key.len;
   for (size_t i = 0; i < cl->n; i++) {
     const redisReply *id = r->element[i + 2];
+    cl->ids[i] = chr_malloc(id->len + 1);
+    memcpy(cl->ids[i], id->str, id->len);
+    cl->ids[i][id->len] = '\0';
     chr_rcmd_t *c = chr_rcmd_new(rs->rc, -1, claimed_cb, cl, CHR_RCMD_IDEMPOTENT);
     c->ctx_data = (void *)(uintptr_t)i;
     key.len = base;
@@ -362,7 +415,7 @@ static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
     }
     break;
   case CHR_OP_GET: {
-    chr_job_t *j = job_from_hash(r);
+    chr_job_t *j = job_from_hash(r, req->id);
     if (j) chr_store_req_push_job(req, j);
     break;
   }
@@ -373,7 +426,7 @@ static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
     if (rc == -1) {
       chr_store_req_fail(req, CHR_ENOTFOUND, "job '%s' not found", req->id);
     } else if (rc == 1) {
-      chr_job_t *j = job_from_hash(elem(r, 1));
+      chr_job_t *j = job_from_hash(elem(r, 1), req->id);
       req->ok = 1;
       if (j) chr_store_req_push_job(req, j);
     }

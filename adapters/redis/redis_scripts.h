@@ -166,7 +166,10 @@
     "    while string.byte(s, i) == 34 do\n" \
     "      local ke = skip(s, i)\n" \
     "      local ve = skip(s, ke + 1)\n" \
-    "      if string.sub(s, i + 1, ke - 2) == seg then\n" \
+    "      local key = string.sub(s, i + 1, ke - 2)\n" \
+    "      -- an escaped key (a quote, backslash or control character in it)\n" \
+    "      if string.find(key, '\\\\', 1, true) then key = cjson.decode(string.sub(s, i, ke - 1)) end\n" \
+    "      if key == seg then\n" \
     "        s = string.sub(s, ke + 1, ve - 1)\n" \
     "        found = true\n" \
     "        break\n" \
@@ -291,6 +294,14 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "-- delete: id -> 1 | 0\n"
     "local id = arg()\n"
     "local k = jkey(id)\n"
+    "local t = redis.call('TYPE', k).ok\n"
+    "if t ~= 'hash' and t ~= 'none' then\n"
+    "  -- not written by chronis: delete_job is how it is cleared\n"
+    "  redis.call('DEL', k)\n"
+    "  redis.call('ZREM', JOBS, id)\n"
+    "  redis.call('ZREM', LEASE, id)\n"
+    "  return 1\n"
+    "end\n"
     "local o = state(k)\n"
     "if not o then return 0 end\n"
     "meta_index(id, k, false, true)\n"
@@ -306,8 +317,8 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  local id = ARGV[i]\n"
     "  if not seen[id] then\n"
     "    seen[id] = true\n"
-    "    local h = redis.call('HGETALL', jkey(id))\n"
-    "    if #h > 0 then out[#out + 1] = h end\n"
+    "    local h = redis.pcall('HGETALL', jkey(id))\n"
+    "    if not h.err and #h > 0 then out[#out + 1] = h end\n"
     "  end\n"
     "end\n"
     "return out\n",
@@ -341,13 +352,17 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "    redis.call('ZREMRANGEBYRANK', key, 0, #r - 1)\n"
     "    for i = 1, #r do\n"
     "      local id = r[i]\n"
-    "      redis.call('HSET', jkey(id), 'status', 'running', 'claimed_by', owner, 'lease_until', lease,\n"
-    "        'updated_at', st)\n"
-    "      n = n + 1\n"
-    "      out[n + 2] = id\n"
-    "      zadd[#zadd + 1] = lease\n"
-    "      zadd[#zadd + 1] = id\n"
-    "      if #zadd > 2000 then send() end\n"
+    "      -- A key that is not a hash (not written by chronis) is passed over,\n"
+    "      -- out of due: an error here would leave the batch half done.\n"
+    "      local w = redis.pcall('HSET', jkey(id), 'status', 'running', 'claimed_by', owner,\n"
+    "        'lease_until', lease, 'updated_at', st)\n"
+    "      if type(w) ~= 'table' or not w.err then\n"
+    "        n = n + 1\n"
+    "        out[n + 2] = id\n"
+    "        zadd[#zadd + 1] = lease\n"
+    "        zadd[#zadd + 1] = id\n"
+    "        if #zadd > 2000 then send() end\n"
+    "      end\n"
     "    end\n"
     "  elseif tonumber(p) > 10 or tonumber(p) < 0 then\n"
     "    if redis.call('EXISTS', key) == 0 then redis.call('ZREM', P .. ':prios', p) end\n"
@@ -480,8 +495,8 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "-- The key of job id when it passes the filters checked here, else nil.\n"
     "local function pass(id)\n"
     "  local k = jkey(id)\n"
-    "  local v = redis.call('HMGET', k, 'status', 'next_run_time', 'updated_at', 'trigger_type')\n"
-    "  if not v[1] then return nil end\n"
+    "  local v = redis.pcall('HMGET', k, 'status', 'next_run_time', 'updated_at', 'trigger_type')\n"
+    "  if v.err or not v[1] then return nil end -- no job, or a key that is no job hash\n"
     "  if nst > 0 and not sts[v[1]] then return nil end\n"
     "  if tt ~= '' and v[4] ~= tt then return nil end\n"
     "  if bounded then\n"
@@ -584,7 +599,8 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  if page then\n"
     "    for _, id in ipairs(redis.call('ZRANGEBYSCORE', jobs, lo, hi, 'LIMIT', offset, limit)) do\n"
     "      n = n + 1\n"
-    "      out[n + 1] = redis.call('HGETALL', jkey(id))\n"
+    "      local h = redis.pcall('HGETALL', jkey(id))\n"
+    "      out[n + 1] = h.err and {} or h -- {}: no job (a key that is no job hash)\n"
     "    end\n"
     "    return result()\n"
     "  end\n"

@@ -38,9 +38,9 @@ static const char *const sql_text[SQ__COUNT] = {
     [SQ_BEGIN] = "BEGIN IMMEDIATE",
     [SQ_COMMIT] = "COMMIT",
     [SQ_ROLLBACK] = "ROLLBACK",
-    [SQ_GET] = "SELECT record FROM jobs WHERE job_id = ?1",
+    [SQ_GET] = "SELECT " SQ_ROW_COLS " FROM jobs WHERE job_id = ?1",
     [SQ_GET_BATCH] =
-        "SELECT record FROM jobs WHERE job_id IN (SELECT value FROM json_each(?1))",
+        "SELECT " SQ_ROW_COLS " FROM jobs WHERE job_id IN (SELECT value FROM json_each(?1))",
     [SQ_INSERT] = "INSERT INTO jobs (job_id, status, next_run_time, priority, updated_at, "
                   "claimed_by, lease_until, trigger_type, record) "
                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (job_id) DO NOTHING",
@@ -62,7 +62,7 @@ static const char *const sql_text[SQ__COUNT] = {
                  "'updated_at', ?5, 'claimed_by', ?1, 'lease_until', ?4) "
                  "WHERE rowid IN (SELECT rowid FROM jobs INDEXED BY jobs_due "
                  "WHERE status = 'scheduled' AND priority = ?6 AND next_run_time <= ?7 "
-                 "ORDER BY next_run_time, job_id LIMIT ?8) RETURNING record",
+                 "ORDER BY next_run_time, job_id LIMIT ?8) RETURNING " SQ_ROW_COLS,
     [SQ_RECOVER] = "UPDATE jobs INDEXED BY jobs_lease SET status = 'scheduled', "
                    "claimed_by = NULL, lease_until = NULL, updated_at = ?1, "
                    "record = chronis_patch(record, 'status', 'scheduled', 'updated_at', ?2, "
@@ -159,21 +159,45 @@ static void bind_row(sqlite3_stmt *st, const chr_job_t *j, const chr_buf_t *rec)
   sqlite3_bind_text(st, 9, rec->p, (int)rec->len, SQLITE_STATIC);
 }
 
-/* Decodes the record in column col of the current row; NULL (and req
- * failed) when it is not a job record. */
+/* Decodes the record in column col of the current row (the columns of
+ * SQ_ROW_COLS from col on). A record that cannot be read (edited or
+ * corrupted behind chronis' back) does not fail the request, which would
+ * keep every other job from being read or claimed: its job comes back as
+ * a stand-in made of the row's columns, with j->unreadable naming what is
+ * wrong (the engine fails such a job). NULL (and req failed) only when the
+ * row has no job id. */
 chr_job_t *chr__sqlite_row_job(sq_store_t *s, chr_store_req_t *req, sqlite3_stmt *st,
                                int col) {
   const char *text = (const char *)sqlite3_column_text(st, col);
   size_t n = (size_t)sqlite3_column_bytes(st, col);
   chr_job_t *j = chr_job_new();
-  char err[200];
-  if (text == NULL || chr_job_from_json(j, text, n, err, sizeof err) != 0 ||
-      !chr_job_has(j, CHR_F_JOB_ID)) {
-    chr_store_req_fail(req, CHR_EUNAVAIL, "sqlite '%s': a stored job record is unreadable: %s",
-                       s->path, text == NULL ? "no record" : err);
+  char err[200] = "it holds no job_id";
+  if (text != NULL && chr_job_from_json(j, text, n, err, sizeof err) == 0 &&
+      chr_job_has(j, CHR_F_JOB_ID))
+    return j;
+  chr_job_clear(j);
+  const char *id = (const char *)sqlite3_column_text(st, col + 1);
+  if (id == NULL) {
+    chr_store_req_fail(req, CHR_EUNAVAIL, "sqlite '%s': a stored job has no job_id", s->path);
     chr_job_free(j);
     return NULL;
   }
+  chr_job_set_str(j, CHR_F_JOB_ID, id);
+  const char *st_name = (const char *)sqlite3_column_text(st, col + 2);
+  int status = st_name ? chr_enum_parse(chr_status_names, CHR_ST__COUNT, st_name) : 0;
+  if (status) chr_job_set_int(j, CHR_F_STATUS, status);
+  if (sqlite3_column_type(st, col + 3) == SQLITE_TEXT)
+    chr_job_set_str(j, CHR_F_CLAIMED_BY, (const char *)sqlite3_column_text(st, col + 3));
+  static const chr_field_t times[] = {CHR_F_LEASE_UNTIL, CHR_F_NEXT_RUN_TIME};
+  for (int i = 0; i < 2; i++)
+    if (sqlite3_column_type(st, col + 4 + i) == SQLITE_INTEGER)
+      chr_job_set_time(j, times[i], sqlite3_column_int64(st, col + 4 + i));
+  if (sqlite3_column_type(st, col + 6) == SQLITE_INTEGER)
+    chr_job_set_int(j, CHR_F_PRIORITY, (int32_t)sqlite3_column_int64(st, col + 6));
+  if (sqlite3_column_type(st, col + 7) == SQLITE_INTEGER)
+    chr_job_set_time(j, CHR_F_UPDATED_AT, sqlite3_column_int64(st, col + 7));
+  chr_job_set_unreadable(j, "the stored record is unreadable (%s)",
+                         text == NULL ? "no record" : err);
   return j;
 }
 
@@ -330,6 +354,13 @@ static void op_write(sq_store_t *s, chr_store_req_t *req, const chr_job_t *expec
   case 0:
     rollback(s);
     chr_store_req_fail(req, CHR_ENOTFOUND, "job '%s' not found", req->id);
+    return;
+  }
+  if (j->unreadable != NULL) { /* rewriting it would drop what could not be read */
+    rollback(s);
+    chr_store_req_fail(req, CHR_EINVAL, "sqlite '%s': job '%s': %s (fix the row, or delete the "
+                       "job)", s->path, req->id, j->unreadable);
+    chr_job_free(j);
     return;
   }
   if (expected != NULL && !chr_job_matches(j, expected)) {

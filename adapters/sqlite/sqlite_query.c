@@ -164,7 +164,7 @@ void chr__sqlite_query(sq_store_t *s, chr_store_req_t *req) {
   sqlite3_stmt *st;
   int rc;
   chr_buf_init(&q.sql);
-  chr_buf_adds(&q.sql, "SELECT record FROM jobs");
+  chr_buf_adds(&q.sql, "SELECT " SQ_ROW_COLS " FROM jobs");
   q_where(&q, f);
   /* NULLS LAST: nil next_run_time after every time, as in every store. */
   chr_buf_adds(&q.sql, " ORDER BY next_run_time NULLS LAST, job_id LIMIT ");
@@ -206,7 +206,7 @@ void chr__sqlite_count(sq_store_t *s, chr_store_req_t *req) {
     q_free(&q);
     memset(&q, 0, sizeof q);
     chr_buf_init(&q.sql);
-    chr_buf_adds(&q.sql, "SELECT record FROM jobs");
+    chr_buf_adds(&q.sql, "SELECT " SQ_ROW_COLS " FROM jobs");
     q_where(&q, req->filter);
   }
   if ((st = q_prepare(s, req, &q)) == NULL) {

@@ -397,8 +397,11 @@ static void fn_patch(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     add_member(&b, k.p, k.n, v.p, v.n, 0);
   }
   if (r < 0) {
+    /* Not written by chronis: left as it is (the columns carry the claim
+     * or lease), for the reader to report (chr__sqlite_row_job). Failing
+     * here would fail the whole claim, for every job. */
     chr_buf_free(&b);
-    sqlite3_result_error(ctx, "chronis_patch: the record is not a JSON object", -1);
+    sqlite3_result_value(ctx, argv[0]);
     return;
   }
   for (; next < n; next++)

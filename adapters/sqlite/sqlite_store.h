@@ -105,6 +105,9 @@ void chr__sqlite_close(sq_store_t *s);
  * gathered by a request that then failed; a JSON array of strings, for
  * json_each() (malloc'ed). */
 void chr__sqlite_fail(sq_store_t *s, chr_store_req_t *req, const char *doing);
+/* What every read selects: the record, then the columns a stand-in is made
+ * of when the record cannot be read (chr__sqlite_row_job). */
+#define SQ_ROW_COLS "record, job_id, status, claimed_by, lease_until, next_run_time, priority, updated_at"
 chr_job_t *chr__sqlite_row_job(sq_store_t *s, chr_store_req_t *req, sqlite3_stmt *st, int col);
 void chr__sqlite_drop_jobs(chr_store_req_t *req);
 char *chr__sqlite_ids_json(char **ids, size_t n);

@@ -141,10 +141,10 @@ function M.check_record(job, where)
   return rec
 end
 
--- A copy of a table argument of a call on job `id`, or `invalid`.
+-- A table argument of a call on job `id`, or `invalid`.
 local function table_arg(id, t, what)
   if type(t) ~= "table" then fail("invalid", "job '%s': %s must be a table, got %s", id, what, type(t)) end
-  return copy(t)
+  return t
 end
 
 --- check_updates(id, updates): a checked copy of the updates for job `id`
@@ -152,8 +152,10 @@ end
 --- update_job on every store (job_id cannot change, status cannot be
 --- removed, fields of their types, the rule of check_values).
 function M.check_updates(id, updates)
-  local u = table_arg(id, updates, "updates")
-  contract.check_updates(id, u)
+  -- Checked before the copy: a table nested too deep, or a cycle, is
+  -- refused by name there, not copied until the Lua stack overflows.
+  contract.check_updates(id, table_arg(id, updates, "updates"))
+  local u = copy(updates)
   check_fields(u, ("job '%s'"):format(id), true)
   return u
 end
@@ -161,8 +163,8 @@ end
 --- check_expected(id, expected): a checked copy of a CAS expectation, times
 --- canonical.
 function M.check_expected(id, expected)
-  local want = table_arg(id, expected, "expected")
-  check_values(want, ("job '%s': expected"):format(id))
+  check_values(table_arg(id, expected, "expected"), ("job '%s': expected"):format(id))
+  local want = copy(expected)
   check_fields(want, ("job '%s': expected"):format(id), true)
   return want
 end
@@ -253,8 +255,9 @@ function M.lease_options(opts, what)
   check_id(opts.owner, what, "owner")
   local now = opts.now == nil and core.time.now() or to_us(opts.now, what .. ": invalid 'now'")
   local lease = opts.lease_seconds or 30
-  if type(lease) ~= "number" or lease < 0 then
-    fail("invalid", "%s: 'lease_seconds' must be a non-negative number", what)
+  -- The C stores' bound (a year); NaN fails every comparison.
+  if type(lease) ~= "number" or not (lease >= 0 and lease <= 31536000) then
+    fail("invalid", "%s: 'lease_seconds' must be a number of seconds from 0 to 31536000", what)
   end
   check_count(opts.limit, what .. ": 'limit'")
   return now, opts.owner, format_time(now + math.floor(lease * 1000000)), opts.limit or 100

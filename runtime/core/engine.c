@@ -26,7 +26,7 @@
 enum { MF_NONE, MF_SKIP, MF_RUN_ONCE, MF_RUN_ALL };
 /* How a run ended, inside the engine. */
 enum { END_OK, END_ERROR, END_TIMEOUT, END_NO_HANDLER, END_SHUTDOWN, END_SKIPPED, END_EXIT,
-       END_LEASE };
+       END_LEASE, END_BAD_RECORD };
 
 #define MAX_RETRY_DELAY_S 3600
 /* Backoff of failing store requests: from the poll interval, doubling,
@@ -383,7 +383,9 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
     }
   } else {
     int32_t n = chr_job_int(job, CHR_F_RETRY_COUNT, 0) + 1;
-    int32_t max = chr_job_int(job, CHR_F_MAX_RETRIES, 0);
+    /* A record that cannot be run as stored fails at once: retrying it
+     * gives the same answer until someone fixes it. */
+    int32_t max = end == END_BAD_RECORD ? 0 : chr_job_int(job, CHR_F_MAX_RETRIES, 0);
     if (n <= max) {
       double delay = chr_job_int(job, CHR_F_RETRY_DELAY, 60) * ldexp(1.0, n - 1);
       if (delay > MAX_RETRY_DELAY_S) delay = MAX_RETRY_DELAY_S;
@@ -471,6 +473,25 @@ static void start_run(chr_sched_t *s, chr_run_t *r) {
   if (s->running) s->running->prev = r;
   s->running = r;
   s->nrunning++;
+  /* A recurring job whose stored trigger cannot be read (a record edited
+   * by hand or corrupted) would run once, then have no next time and be
+   * deleted: it fails instead, without running, naming what is wrong. */
+  char err[300];
+  const chr_job_t *j = r->job;
+  if (j->unreadable != NULL) { /* see chr_job_t: it would run without a field */
+    char msg[400];
+    snprintf(msg, sizeof msg, "job '%s' cannot run as stored: %s", j->job_id, j->unreadable);
+    run_end(s, r, END_BAD_RECORD, CHR_EINVAL, msg);
+    return;
+  }
+  if ((j->trigger_type == CHR_TT_INTERVAL || j->trigger_type == CHR_TT_CRON ||
+       (j->trigger_type == CHR_TT_NONE && chr_job_has(j, CHR_F_TRIGGER_ARGS))) &&
+      trigger_of(s, j, err, sizeof err) == NULL) {
+    char msg[400];
+    snprintf(msg, sizeof msg, "job '%s' cannot run as stored: %s", j->job_id, err);
+    run_end(s, r, END_BAD_RECORD, CHR_EINVAL, msg);
+    return;
+  }
   if (r->misfire == MF_SKIP) {
     run_end(s, r, END_SKIPPED, 0, NULL);
     return;
@@ -484,7 +505,6 @@ static void start_run(chr_sched_t *s, chr_run_t *r) {
     r->timer->data = r;
     uv_timer_start(r->timer, timeout_cb, ms ? ms : 1, 0);
   }
-  char err[300];
   r->active = 1;
   int rc = s->hooks->start_run(s->host, r, err, sizeof err);
   if (rc != 0) {

@@ -88,6 +88,7 @@ void chr_job_clear(chr_job_t *j) {
     }
   }
   free(j->extra);
+  free(j->unreadable);
   memset(j, 0, sizeof *j);
   j->next_run_time = j->created_at = j->updated_at = CHR_TIME_NONE;
   j->last_run_time = j->last_scheduled_time = j->lease_until = CHR_TIME_NONE;
@@ -107,7 +108,19 @@ chr_job_t *chr_job_dup(const chr_job_t *src) {
     if (d->type == CHR_FT_STR || d->type == CHR_FT_JSON) *STRP(j, d) = chr_strdup(*STRP(src, d));
   }
   j->extra = chr_strdup(src->extra);
+  j->unreadable = chr_strdup(src->unreadable);
   return j;
+}
+
+void chr_job_set_unreadable(chr_job_t *j, const char *fmt, ...) {
+  if (j->unreadable != NULL) return;
+  va_list ap;
+  va_start(ap, fmt);
+  chr_buf_t b;
+  chr_buf_init(&b);
+  chr_buf_vprintf(&b, fmt, ap);
+  va_end(ap);
+  j->unreadable = chr_buf_steal(&b);
 }
 
 void chr_job_set_str(chr_job_t *j, chr_field_t f, const char *s) {

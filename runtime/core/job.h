@@ -79,6 +79,11 @@ typedef struct chr_job {
    * partial record (updates) may hold members whose value is null: they
    * remove the member when applied. */
   char *extra;
+  /* Set by a store that read this record but could not read all of it
+   * (a record edited or corrupted in the backend): what was wrong, naming
+   * the field; the field is left out. The engine fails such a job rather
+   * than run it without the field. NULL normally. */
+  char *unreadable;
   int64_t next_run_time, created_at, updated_at, last_run_time,
       last_scheduled_time, lease_until; /* µs, CHR_TIME_NONE when nil */
   int32_t max_retries, retry_delay, retry_count, timeout, priority,
@@ -112,6 +117,10 @@ void chr_job_clear(chr_job_t *j);
 
 /* Sets a string field (copies s; NULL clears it). */
 void chr_job_set_str(chr_job_t *j, chr_field_t f, const char *s);
+/* Records the first reason why a stored record could not be read in full
+ * (j->unreadable). */
+void chr_job_set_unreadable(chr_job_t *j, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void chr_job_set_time(chr_job_t *j, chr_field_t f, int64_t us);
 void chr_job_set_int(chr_job_t *j, chr_field_t f, int32_t v);
 /* Value of an int field, or def when absent. */

@@ -209,6 +209,19 @@ int chr_json_key_cmp(const void *a, const void *b) {
   return c ? c : (x->n > y->n) - (x->n < y->n);
 }
 
+/* Whether the key span k (still escaped, as chr_json_next_member gives it)
+ * is the raw name[0..n): a key holding a quote, a backslash or a control
+ * character is escaped in the text, so it is compared unescaped. */
+static int key_equals(chr_json_span_t k, const char *name, size_t n) {
+  if (memchr(k.p, '\\', k.n) == NULL) return k.n == n && memcmp(k.p, name, n) == 0;
+  chr_buf_t raw = {0};
+  const char *next;
+  int eq = chr__json_string(k.p - 1, k.p + k.n + 1, &raw, &next) == 0 && raw.len == n &&
+           (n == 0 || memcmp(raw.p, name, n) == 0);
+  chr_buf_free(&raw);
+  return eq;
+}
+
 int chr_json_lookup(const char *s, size_t len, const char *path, chr_json_span_t *val) {
   const char *end = s + len;
   chr_json_span_t cur = {s, len};
@@ -221,8 +234,7 @@ int chr_json_lookup(const char *s, size_t len, const char *path, chr_json_span_t
     chr_json_span_t k, v;
     int found = 0, r;
     while ((r = chr_json_next_member(&it, cur.p + cur.n, &k, &v)) == 1) {
-      /* keys written by our encoder only escape what JSON requires */
-      if (k.n == plen && memcmp(k.p, path, plen) == 0) {
+      if (key_equals(k, path, plen)) {
         found = 1;
         break;
       }

@@ -95,7 +95,23 @@ static const char *authority_start(const char *url, int authority) {
   return authority == CHR_URL_AUTHORITY_ALWAYS ? colon + 1 : NULL;
 }
 
+/* URLs longer than this are shown cut, with "...": the message must still
+ * say what is wrong after the URL (messages go through fixed buffers). */
+#define SHOWN_MAX 200
+
+static char *shown_whole(const char *url, int authority);
+
 char *chr_url_shown(const char *url, int authority) {
+  char *s = shown_whole(url, authority);
+  size_t n = strlen(s);
+  if (n <= SHOWN_MAX) return s;
+  n = SHOWN_MAX;
+  while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--; /* not inside a UTF-8 sequence */
+  memcpy(s + n, "...", 4);
+  return s;
+}
+
+static char *shown_whole(const char *url, int authority) {
   const char *auth = authority_start(url, authority);
   if (auth == NULL) return chr_strdup(url);
   /* Up to the path: a raw '?' or '@' in a password must not end it early.

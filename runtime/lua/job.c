@@ -401,6 +401,10 @@ void chr_job_push(lua_State *L, const chr_job_t *j) {
       }
     }
   }
+  if (j->unreadable != NULL) { /* see chr_job_t */
+    lua_pushstring(L, j->unreadable);
+    lua_setfield(L, -2, "unreadable");
+  }
   for (int f = 0; f < CHR_F__COUNT; f++) {
     if (j->nullmask & CHR_BIT(f)) {
       lua_pushlightuserdata(L, NULL);

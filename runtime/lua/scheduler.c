@@ -410,10 +410,19 @@ static int l_new(lua_State *L) {
   o.default_timeout = opt_number(L, 1, "default_timeout", 0, 0, 86400 * 365);
   lua_getfield(L, 1, "node_id");
   const char *node_id = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-  if (node_id && (strlen(node_id) == 0 || strlen(node_id) > 47))
+  if (node_id && (strlen(node_id) == 0 || lua_rawlen(L, -1) > 47))
     return chr_lua_error(L, CHR_EINVAL, "invalid option 'node_id': 1 to 47 bytes");
+  if (node_id) {
+    /* The node id is the owner of every claim: one a store refuses would
+     * make every claim fail while the scheduler looks alive. */
+    char buf[80];
+    const char *bad = chr_job_string_problem(node_id, lua_rawlen(L, -1), buf, sizeof buf);
+    if (bad) return chr_lua_error(L, CHR_EINVAL, "invalid option 'node_id': %s", bad);
+  }
   lua_pop(L, 1);
-  lua_getfield(L, 1, "storage");
+  if (lua_getfield(L, 1, "storage") != LUA_TUSERDATA)
+    return chr_lua_error(L, CHR_EINVAL, "invalid option 'storage': expected a store, a URL or a "
+                         "table of options, got %s", luaL_typename(L, -1));
   chr_store_t *store = chr_lua_checkstore(L, -1);
   lua_pop(L, 1);
   chr_lock_t *lock = NULL;

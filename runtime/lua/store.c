@@ -176,6 +176,18 @@ static int op_finish(lua_State *L, chr_waiter_t *w) {
     chr_lua_pusherror(L, code, lua_tostring(L, -1));
     return lua_error(L);
   }
+  /* A job read by id whose stored record could not be read in full: the
+   * caller asked for that job, so it hears why rather than getting a job
+   * without the fields (query results carry `unreadable` instead). */
+  if (req->op == CHR_OP_GET || req->op == CHR_OP_GET_BATCH)
+    for (size_t i = 0; i < req->njobs; i++)
+      if (req->jobs[i]->unreadable != NULL) {
+        lua_pushfstring(L, "%s: job '%s': %s", chr_store_op_names[req->op],
+                        req->jobs[i]->job_id, req->jobs[i]->unreadable);
+        op_free(op);
+        chr_lua_pusherror(L, CHR_EINVAL, lua_tostring(L, -1));
+        return lua_error(L);
+      }
   switch (req->op) {
   case CHR_OP_CREATE:
   case CHR_OP_UPDATE:
@@ -517,13 +529,33 @@ static int64_t field_time(lua_State *L, int t, const char *k, int64_t def) {
   return v;
 }
 
-static double field_number(lua_State *L, int t, const char *k, double def) {
-  lua_getfield(L, t, k);
-  double v = def;
+/* The longest lease a store call takes, in seconds (a year): past it,
+ * now + lease would soon leave the range of times. */
+#define MAX_LEASE_S 31536000.0
+
+/* The lease_seconds option: a finite number of seconds, 0..MAX_LEASE_S (NaN
+ * and infinities have no µs value: converting them is undefined). */
+static int64_t field_lease(lua_State *L, int t, const char *what) {
+  lua_getfield(L, t, "lease_seconds");
+  double v = 30;
   if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) < 0)
-      chr_lua_error(L, CHR_EINVAL, "'%s' must be a non-negative number", k);
     v = lua_tonumber(L, -1);
+    if (lua_type(L, -1) != LUA_TNUMBER || !(v >= 0 && v <= MAX_LEASE_S))
+      chr_lua_error(L, CHR_EINVAL, "%s: 'lease_seconds' must be a number of seconds from 0 to %.0f",
+                    what, MAX_LEASE_S);
+  }
+  lua_pop(L, 1);
+  return (int64_t)(v * 1e6);
+}
+
+/* The limit option: a non-negative integer, as query_jobs takes it. */
+static int64_t field_limit(lua_State *L, int t, const char *what, int64_t def) {
+  lua_getfield(L, t, "limit");
+  int64_t v = def;
+  if (!lua_isnil(L, -1)) {
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+      chr_lua_error(L, CHR_EINVAL, "%s: 'limit' must be a non-negative integer", what);
+    v = lua_tointeger(L, -1);
   }
   lua_pop(L, 1);
   return v;
@@ -546,14 +578,14 @@ static int l_claim_due_jobs(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   chr_lua_checktype(L, 2, LUA_TTABLE);
   int64_t now = field_time(L, 2, "now", chr_time_now());
-  double limit = field_number(L, 2, "limit", 100);
-  double lease = field_number(L, 2, "lease_seconds", 30);
+  int64_t limit = field_limit(L, 2, "claim_due_jobs", 100);
+  int64_t lease_us = field_lease(L, 2, "claim_due_jobs");
   char *owner = field_string(L, 2, "owner", 1, "claim_due_jobs");
   store_op_t *op = op_new(CHR_OP_CLAIM);
   op->req.owner = op->owner = owner;
   op->req.now = now;
-  op->req.limit = limit < 0x1p62 ? (int64_t)limit : INT64_MAX; /* past that: no limit */
-  op->req.lease_us = (int64_t)(lease * 1e6);
+  op->req.limit = limit;
+  op->req.lease_us = lease_us;
   return op_run(L, s, op);
 }
 
@@ -622,7 +654,7 @@ static int l_extend(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   chr_lua_checktype(L, 2, LUA_TTABLE);
   int64_t now = field_time(L, 2, "now", chr_time_now());
-  double lease = field_number(L, 2, "lease_seconds", 30);
+  int64_t lease_us = field_lease(L, 2, "extend_leases");
   lua_getfield(L, 2, "owner"); /* checked first: the checks of ids raise */
   if (lua_type(L, -1) != LUA_TSTRING) return chr_lua_error(L, CHR_EINVAL, "'owner' must be a string");
   check_string(L, -1, "extend_leases", "owner");
@@ -636,7 +668,7 @@ static int l_extend(lua_State *L) {
   op->ids = op->req.ids = ids;
   op->req.nids = op->nids = nids;
   op->req.now = now;
-  op->req.lease_us = (int64_t)(lease * 1e6);
+  op->req.lease_us = lease_us;
   return op_run(L, s, op);
 }
 
@@ -771,7 +803,14 @@ void chr_lua_checkopts(lua_State *L, const char *const *schemes, int lock, chr_o
   lua_settop(L, 2); /* what is pushed below stays above the arguments */
   if (lua_type(L, 1) == LUA_TSTRING) {
     /* A URL; kind(arg) also takes it without its scheme: "sqlite:" + arg. */
-    const char *url = lua_tostring(L, 1);
+    size_t len;
+    const char *url = lua_tolstring(L, 1, &len);
+    /* C reads the URL up to its first NUL: "sqlite:/tmp/a\0b" would open
+     * /tmp/a. Refused as %00 is, without quoting the URL (a password may
+     * follow). */
+    if (strlen(url) != len)
+      chr_lua_error(L, CHR_EINVAL, "invalid %s URL: a NUL byte (byte %d) is not allowed", what,
+                    (int)strlen(url) + 1);
     if (schemes != NULL && !has_scheme(url, schemes))
       url = lua_pushfstring(L, "%s:%s", schemes[0], url);
     rc = lock ? chr_lock_url_opts(url, o, err, sizeof err)

@@ -779,6 +779,29 @@ return function(name, factory, opts)
           lease_seconds = lease or 30 })
       end
 
+      -- NaN and infinities have no microsecond value (converting them was
+      -- undefined behaviour in C), fractions no count.
+      it("refuses a limit or lease_seconds that is no count or no span of seconds, naming it", function()
+        create("a", { next_run_time = at(-1) })
+        for _, v in ipairs({ 0 / 0, math.huge, -math.huge, -1, 1.5, 2 ^ 53, "5" }) do
+          local err = assert_error_code("invalid", function()
+            store:claim_due_jobs({ now = T0, owner = "o", limit = v })
+          end)
+          assert(err.message:find("'limit'", 1, true), err.message)
+        end
+        for _, v in ipairs({ 0 / 0, math.huge, -math.huge, -1, 1e300, 31536001, "5" }) do
+          local err = assert_error_code("invalid", function()
+            store:claim_due_jobs({ now = T0, owner = "o", limit = 1, lease_seconds = v })
+          end)
+          assert(err.message:find("'lease_seconds'", 1, true), err.message)
+        end
+        assert.are.equal("scheduled", store:get_job("a").status)
+        local got = store:claim_due_jobs({ now = T0, owner = "o", limit = math.maxinteger,
+          lease_seconds = 31536000 })
+        assert.are.same({ "a" }, ids_of(got))
+        assert.are.equal(format(parse(T0) + 31536000 * 1000000), got[1].lease_until)
+      end)
+
       it("moves due scheduled jobs to running, owned and leased", function()
         create("past", { next_run_time = at(-10), metadata = { tenant_id = "acme" }, kwargs = { x = 1 } })
         create("now", { next_run_time = NOW })
@@ -1172,6 +1195,17 @@ return function(name, factory, opts)
         assert.is_true(parse(got.updated_at) > parse(c.updated_at))
       end)
 
+      it("refuses a lease_seconds that is no span of seconds, naming it", function()
+        running("a", "node-a")
+        for _, v in ipairs({ 0 / 0, math.huge, -1, 1e300 }) do
+          local err = assert_error_code("invalid", function()
+            store:extend_leases({ ids = { "a" }, owner = "node-a", now = T0, lease_seconds = v })
+          end)
+          assert(err.message:find("'lease_seconds'", 1, true), err.message)
+        end
+        assert.are.equal(at(30), store:get_job("a").lease_until)
+      end)
+
       it("refuses a call without an owner with 'invalid'", function()
         running("a", "node-a")
         assert_error_code("invalid", function() store:extend_leases({ ids = { "a" }, now = T0 }) end)
@@ -1450,6 +1484,54 @@ return function(name, factory, opts)
         assert.is_nil(store:get_job("x"))
       end)
 
+      -- JSON escapes these in a key: a filter must compare the key itself.
+      it("finds jobs by metadata keys holding quotes, backslashes and control characters", function()
+        local keys = { 'q"k', "b\\k", "a'b\"c\\d", "nl\nk", "c\u{1}k", "\"", "\\" }
+        for i, k in ipairs(keys) do
+          create("k" .. i, { metadata = { [k] = "v" .. i, nested = { [k] = i } } })
+        end
+        for i, k in ipairs(keys) do
+          assert.are.same({ "k" .. i }, query_ids({ ["metadata." .. k] = "v" .. i }), k)
+          assert.are.same({ "k" .. i }, query_ids({ ["metadata.nested." .. k] = i }), k)
+          if supports.count_jobs then
+            assert.are.equal(1, store:count_jobs({ ["metadata." .. k] = "v" .. i }), k)
+          end
+        end
+      end)
+
+      -- Nesting is bounded (100 levels): a deeper table, or a cycle, is
+      -- refused by name before it reaches the C stack or the store.
+      it("refuses 10,000-deep tables in a job, its updates and filters, keeping the others", function()
+        local function deep(n)
+          local t = {}
+          local c = t
+          for _ = 1, n do
+            c.x = {}
+            c = c.x
+          end
+          return t
+        end
+        local cycle = {}
+        cycle.self = cycle
+        create("keep", { kwargs = { a = 1 } })
+        for _, bad in ipairs({ deep(10000), cycle }) do
+          assert_invalid("kwargs.x", function() store:create_job({ job_id = "d", status = "scheduled",
+            kwargs = { x = bad } }) end)
+          assert_invalid("metadata.x", function() store:create_job({ job_id = "d", status = "scheduled",
+            metadata = { x = bad } }) end)
+          assert_invalid("args[1]", function() store:create_job({ job_id = "d", status = "scheduled",
+            args = { bad } }) end)
+          assert_invalid("kwargs.x", function() store:update_job("keep", { kwargs = { x = bad } }) end)
+          assert_invalid("kwargs.x", function()
+            store:compare_and_swap_job("keep", { kwargs = { x = bad } }, { name = "n" })
+          end)
+          assert_invalid("metadata.t", function() store:query_jobs({ ["metadata.t"] = bad }) end)
+        end
+        assert.is_nil(store:get_job("d"))
+        assert.are.same({ a = 1 }, store:get_job("keep").kwargs)
+        assert.are.same({ "keep" }, query_ids())
+      end)
+
       it("keeps any valid UTF-8, control characters included", function()
         local s = "tab\t nl\n \u{1}\u{7f} é 日本 \u{10ffff} 😀"
         create("u\u{e9}", { name = s, kwargs = { [s] = s }, metadata = { k = s } })
@@ -1517,6 +1599,29 @@ return function(name, factory, opts)
             if supports.count_jobs then assert_invalid(c[2], function() store:count_jobs(c[1]) end) end
           end
         end
+      end)
+
+      -- 40 KB: six of them fit DynamoDB's 400 KB items (1 MB ones are in
+      -- spec/hostile_spec.lua, for the stores without such a limit).
+      it("keeps large strings and keys, and finds them by filter", function()
+        local big = string.rep("q'\"\\ é", 40 * 1024 // 7)
+        create("big", { name = big, func_name = big, kwargs = { [big] = big }, metadata = { t = big },
+          args = { big } })
+        create("small", { kwargs = { a = 1 } })
+        local got = store:get_job("big")
+        assert(got.name == big and got.func_name == big and got.kwargs[big] == big
+          and got.metadata.t == big and got.args[1] == big, "a large string did not round-trip")
+        assert.are.same({ "big" }, query_ids({ ["metadata.t"] = big }))
+        assert.are.same({ a = 1 }, store:get_job("small").kwargs)
+      end)
+
+      it("refuses a limit or offset that is no count, naming it", function()
+        create("a")
+        for _, v in ipairs({ -1, math.mininteger, 0 / 0, math.huge, 1.5, 2 ^ 53, "5", {} }) do
+          assert_invalid("limit", function() store:query_jobs(nil, v) end)
+          assert_invalid("offset", function() store:query_jobs(nil, 10, v) end)
+        end
+        assert.are.same({ "a" }, query_ids())
       end)
 
       it("accepts math.maxinteger as a limit (no limit) and as an offset (nothing)", function()
