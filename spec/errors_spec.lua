@@ -96,6 +96,7 @@ local CASES = {
   -- json
   { "json.encode of a function", function() return chronis.json.encode, { f = print } end, "invalid", "function" },
   { "json.decode of bad text", function() return chronis.json.decode, "{" end, "invalid", "json decode" },
+  { "json.decode of a number beyond a double", function() return chronis.json.decode, "[1, -1.5e400]" end, "invalid", "beyond the range of a double" },
   -- http: options are checked before anything is sent
   { "http.request with an unknown option", function() return chronis.http.request, { url = "http://127.0.0.1:9/", retries = 3 } end, "invalid", "option 'retries'" },
   { "http.request without a url", function() return chronis.http.request, {} end, "invalid", "option 'url'" },

@@ -104,6 +104,8 @@ static const char *skip_digits(const char *p, const char *end) {
 /* The end of the number at p (JSON's grammar: -?(0|[1-9]d*)(.d+)?([eE][+-]?d+)?),
  * or NULL; *isfloat when it has a fraction or an exponent. */
 const char *chr__json_skip_number(const char *p, const char *end, int *isfloat) {
+  const char *start = p;
+  int exp = 0;
   *isfloat = 0;
   if (p < end && *p == '-') p++;
   if (p >= end || *p < '0' || *p > '9') return NULL;
@@ -121,6 +123,15 @@ const char *chr__json_skip_number(const char *p, const char *end, int *isfloat) 
     if (q == p) return NULL;
     p = q;
     *isfloat = 1;
+    exp = 1;
+  }
+  /* A number beyond a double's range (1e400) would read as an infinity,
+   * which no JSON text can hold: refused, by the scanner and the decoder
+   * alike. Only an exponent or more than 308 digits can get there. */
+  if (exp || p - start > 308) {
+    long long i;
+    double f;
+    if (!chr__json_number(start, (size_t)(p - start), *isfloat, &i, &f) && isinf(f)) return NULL;
   }
   return p;
 }

@@ -284,7 +284,11 @@ static int dec_value(dec_t *d) {
   default: {
     int isfloat;
     const char *s = d->p, *e = chr__json_skip_number(s, d->end, &isfloat);
-    if (e == NULL) break;
+    if (e == NULL) {
+      if (*s == '-' || (*s >= '0' && *s <= '9'))
+        return dec_fail(d, "bad number (malformed, or beyond the range of a double)");
+      break;
+    }
     long long i;
     double f;
     if (chr__json_number(s, (size_t)(e - s), isfloat, &i, &f)) lua_pushinteger(L, (lua_Integer)i);
