@@ -325,6 +325,25 @@ describe("sqlite store", function()
       s:close()
     end)
 
+    it("reads empty strings back as empty strings", function()
+      -- Each record is decoded from its JSON text; an empty string was
+      -- once read back as whatever bytes were left in the heap.
+      local s = chronis.storage.sqlite(fresh_path())
+      local bad = {}
+      for i = 1, 100 do
+        local id = "e" .. i
+        s:create_job({ job_id = id, status = "scheduled", name = "", claimed_by = "",
+                       kwargs = { note = "", [("k"):rep(i)] = ("v"):rep(i) } })
+        local j = s:get_job(id)
+        if j.name ~= "" or j.claimed_by ~= "" or j.kwargs.note ~= "" then
+          bad[#bad + 1] = ("%s: name %q, claimed_by %q, kwargs.note %q"):format(id, j.name,
+            tostring(j.claimed_by), tostring(j.kwargs.note))
+        end
+      end
+      s:close()
+      assert.are.same({}, bad)
+    end)
+
     it("keeps claims, leases and completions across reopen", function()
       local path = fresh_path()
       local s = chronis.storage.sqlite(path)
