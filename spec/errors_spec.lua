@@ -55,6 +55,8 @@ local CASES = {
   { "get_jobs_batch with an id not a string", function(s) return s.get_jobs_batch, s, { "a", 2 } end, "invalid", "item 2" },
   { "query_jobs with an unknown filter", function(s) return s.query_jobs, s, { statuss = "running" } end, "invalid", "'statuss'" },
   { "query_jobs with a bad time filter", function(s) return s.query_jobs, s, { next_run_time_lte = "soon" } end, "invalid", "next_run_time_lte" },
+  { "query_jobs with a time filter past year 9999", function(s) return s.query_jobs, s, { updated_at_gte = 1736931600600000000 } end, "invalid", "'updated_at_gte': 1736931600600000000 is out of range" },
+  { "count_jobs with the smallest integer as a time filter", function(s) return s.count_jobs, s, { next_run_time_lte = math.mininteger } end, "invalid", "'next_run_time_lte'" },
   { "query_jobs with a negative limit", function(s) return s.query_jobs, s, {}, -1 end, "invalid", "limit" },
   { "query_jobs with a negative offset", function(s) return s.query_jobs, s, {}, 10, -1 end, "invalid", "offset" },
   { "count_jobs with a bad status", function(s) return s.count_jobs, s, { status = "nope" } end, "invalid", "'status'" },
