@@ -92,6 +92,7 @@ static const char *skip_string(const char *p, const char *end) {
       continue;
     }
     if (*p == '"') return p + 1;
+    if (*p == '\0') return NULL; /* see chr__json_string */
   }
   return NULL;
 }
@@ -319,9 +320,13 @@ int chr_json_canon_number(const char *p, size_t n, chr_buf_t *out) {
 int chr__json_string(const char *p, const char *end, chr_buf_t *out, const char **next) {
   const char *q = p + 1;
   while (q < end && *q != '"') {
+    /* JSON texts are C strings everywhere in chronis (trigger_args, the
+     * extra members): a raw NUL byte, which RFC 8259 does not allow in a
+     * string anyway, would cut one short. \u0000 is the escaped form. */
+    if (*q == '\0') return -1;
     if (*q != '\\') { /* copy the run up to the next escape or quote at once */
       const char *r = q;
-      while (r < end && *r != '\\' && *r != '"') r++;
+      while (r < end && *r != '\\' && *r != '"' && *r != '\0') r++;
       chr_buf_add(out, q, (size_t)(r - q));
       q = r;
       continue;

@@ -185,7 +185,7 @@ static int dec_fail(dec_t *d, const char *what) {
 /* Pushes the string at d->p (opening quote). Fast path without escapes. */
 static int dec_string(dec_t *d) {
   const char *s = d->p + 1, *p = s;
-  while (p < d->end && *p != '"' && *p != '\\') p++;
+  while (p < d->end && *p != '"' && *p != '\\' && *p != '\0') p++;
   if (p < d->end && *p == '"') {
     lua_pushlstring(d->L, s, (size_t)(p - s));
     d->p = p + 1;
