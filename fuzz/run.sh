@@ -21,7 +21,7 @@ failed=0
 for t in "$@"; do
   mkdir -p "$work/$t" "$work/crashes"
   log="$work/$t.log"
-  if "$bin/$t" -max_total_time="$secs" ${FUZZ_RUNS:+-runs=$FUZZ_RUNS} -print_final_stats=1 \
+  if "$bin/$t" -max_total_time="$secs" ${FUZZ_RUNS:+-runs=$FUZZ_RUNS} -timeout=10 -print_final_stats=1 \
     -artifact_prefix="$work/crashes/$t-" "$work/$t" "fuzz/corpus/$t" >"$log" 2>&1; then
     echo "$t: $(grep -E '^#[0-9]+' "$log" | tail -n 1)"
     grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log" |
@@ -30,7 +30,7 @@ for t in "$@"; do
     failed=1
     crash=$(sed -n 's/.*Test unit written to \(.*\)/\1/p' "$log" | tail -n 1)
     echo "$t: FAILED, input: ${crash:-none saved}; log: $log"
-    grep -m 1 -E 'ERROR: |runtime error|invariant broken' "$log" | sed 's/^/  /'
+    grep -a -m 1 -E 'ERROR: |runtime error|invariant broken' "$log" | sed 's/^/  /'
   fi
 done
 exit $failed
