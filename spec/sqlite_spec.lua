@@ -344,6 +344,27 @@ describe("sqlite store", function()
       assert.are.same({}, bad)
     end)
 
+    it("refuses a stored record whose time is not a time, naming the field", function()
+      -- Records edited by hand: a time as true, as a fraction, or past year
+      -- 9999 was read as the epoch, a truncated number or an instant no
+      -- ISO string carries.
+      for _, bad in ipairs { "true", "1.5", "[1]", "999999999999999999", "-99999999999999999999" } do
+        local path = fresh_path()
+        local s = chronis.storage.sqlite(path)
+        s:create_job({ job_id = "x", status = "scheduled", next_run_time = T0 })
+        s:close()
+        sqlite3(path, ([[UPDATE jobs SET record = '{"job_id":"x","status":"scheduled","next_run_time":%s}']])
+          :format(bad))
+        s = chronis.storage.sqlite(path)
+        local ok, err = pcall(s.get_job, s, "x")
+        s:close()
+        assert.is_false(ok, bad .. " was read as " .. tostring(ok and err and err.next_run_time))
+        assert.are.equal("unavailable", err.code)
+        assert.matches("invalid field 'next_run_time': " .. bad:gsub("[%[%]%-%.]", "%%%0") .. " is not a time",
+          err.message)
+      end
+    end)
+
     it("keeps claims, leases and completions across reopen", function()
       local path = fresh_path()
       local s = chronis.storage.sqlite(path)
