@@ -24,15 +24,16 @@ B = build
 # compile, and a configured tree costs nothing (config.mk lists the .pc
 # files it came from, so removing or upgrading a package remakes it). Goals
 # that build nothing never read it: `make clean` installs nothing.
-NO_BUILD_GOALS = clean deps deps-run test-only bench-smoke
+NO_BUILD_GOALS = clean deps deps-run deps-fuzz test-only bench-smoke
 ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
 include $(B)/config.mk
 endif
 # The package check the goals need: deps (everything) for the tests and the
 # benchmarks, deps-run (what building and running need) for run. The
 # configuration installs that much, and never less than deps-run.
-GOAL_DEPS = $(if $(filter test bench,$(MAKECMDGOALS)),deps,$(if $(filter run,$(MAKECMDGOALS)),deps-run))
-DEPS_LEVEL = $(if $(filter deps,$(GOAL_DEPS)),test,run)
+# The fuzzers (make fuzz) need clang on top of deps-run: deps-fuzz.
+GOAL_DEPS = $(if $(filter test bench,$(MAKECMDGOALS)),deps,$(if $(filter fuzz fuzz-build,$(MAKECMDGOALS)),deps-fuzz,$(if $(filter run,$(MAKECMDGOALS)),deps-run)))
+DEPS_LEVEL = $(if $(filter deps,$(GOAL_DEPS)),test,$(if $(filter deps-fuzz,$(GOAL_DEPS)),fuzz,run))
 
 $(B)/config.mk: Makefile tools/config.sh tools/deps.sh
 	@mkdir -p $(B)
@@ -56,7 +57,7 @@ HEADERS := $(wildcard runtime/*/*.h adapters/*/*.h)
 CORE_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(filter-out runtime/core/open.c,\
               $(wildcard runtime/core/*.c adapters/memory/*.c)))
 
-.PHONY: all deps deps-run run test test-only bench bench-smoke clean install FORCE
+.PHONY: all deps deps-run deps-fuzz run test test-only bench bench-smoke fuzz fuzz-build clean install FORCE
 
 all: $(B)/libchronis.a $(B)/chronis $(B)/lua/chronis/core.so $(B)/core_test
 
@@ -97,6 +98,9 @@ deps:
 deps-run:
 	@sh tools/deps.sh --quiet run
 
+deps-fuzz:
+	@sh tools/deps.sh --quiet fuzz
+
 # The example app on the embedded default store.
 run: deps-run all
 	$(B)/chronis run scripts/app.lua
@@ -122,6 +126,38 @@ bench: deps all
 # Every scenario at about 1 % of its size: one line, or the failures.
 bench-smoke:
 	@SANITIZER=$(SANITIZER) sh bench/run.sh --smoke
+
+# Fuzzing (fuzz/, docs/reliability.md): one libFuzzer target per fuzz/*.c,
+# each linked against the whole library compiled again by clang with the
+# fuzzer's coverage and AddressSanitizer + UndefinedBehaviorSanitizer, in
+# a folder of its own ($(FB)), so that neither SANITIZER nor the main
+# objects change them. The archive lets a target that needs no Lua link
+# no Lua object. make fuzz runs each target FUZZ_SECONDS (fuzz/run.sh).
+FUZZ_CC ?= clang-14
+FUZZ_SECONDS ?= 60
+FB = $(B)/fuzz
+FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS = $(WARN) -O1 -g $(FUZZ_SAN) -D_GNU_SOURCE -iquote runtime -iquote adapters \
+              $(PKG_CFLAGS)
+FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/*.c))
+FUZZ_OBJ := $(patsubst %.c,$(FB)/obj/%.o,$(LIB_SRC))
+
+$(FB)/obj/%.o: %.c $(HEADERS) Makefile | $(GOAL_DEPS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FB)/libchronis.a: $(FUZZ_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(FB)/bin/%: fuzz/%.c fuzz/fuzz.h $(FB)/libchronis.a
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FB)/libchronis.a $(LUA_LIBS) \
+	  $(PKG_LIBS) -lm
+
+fuzz-build: $(addprefix $(FB)/bin/,$(FUZZ_TARGETS))
+
+fuzz: fuzz-build
+	@sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # The host looks for its Lua library in ../share/chronis beside bin/, and
 # Lua adapters (file:, lua:adapters/...) in share/chronis/adapters.

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <uv.h>
 
@@ -98,6 +99,48 @@ static void test_rbtree(void) {
 }
 
 /* ---- time, zones, cron ---- */
+
+/* Writes bytes to dir/name (dir/<first part> made first). */
+static int write_file(const char *dir, const char *name, const char *p, size_t n) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%.*s", dir, (int)strcspn(name, "/"), name);
+  mkdir(path, 0700);
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "wb");
+  if (f == NULL) return -1;
+  size_t w = fwrite(p, 1, n, f);
+  return fclose(f) == 0 && w == n ? 0 : -1;
+}
+
+/* Zone files that break the rules of RFC 8536 are refused; read from a
+ * folder of this test's own through $TZDIR. */
+static void test_zone_files(void) {
+  test_case("a TZif file whose footer disagrees with its last transition is refused");
+  char dir[] = "/tmp/chronis-core-test.XXXXXX", err[128];
+  FILE *f = fopen("/usr/share/zoneinfo/Asia/Kolkata", "rb");
+  static char buf[1 << 16];
+  size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+  if (f) fclose(f);
+  char *footer = n > 10 ? memmem(buf, n, "\nIST-5:30\n", 10) : NULL;
+  CHECK(footer != NULL && mkdtemp(dir) != NULL);
+  if (footer == NULL) return;
+  const char *old = getenv("TZDIR");
+  char *saved = old ? strdup(old) : NULL;
+  setenv("TZDIR", dir, 1);
+  CHECK(write_file(dir, "Test/Kolkata", buf, n) == 0);
+  footer[5] = '4'; /* IST-4:30: an hour off the table's last type, +05:30 */
+  CHECK(write_file(dir, "Test/Footer", buf, n) == 0);
+  const chr_tz_t *good = chr_tz_get("Test/Kolkata", err, sizeof err);
+  CHECK(good != NULL && chr_tz_offset(good, iso("2100-01-01T00:00:00Z")) == 19800);
+  CHECK(chr_tz_get("Test/Footer", err, sizeof err) == NULL);
+  CHECK(strcmp(err, "invalid timezone 'Test/Footer'") == 0);
+  if (saved) setenv("TZDIR", saved, 1);
+  else unsetenv("TZDIR");
+  free(saved);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  CHECK(system(cmd) == 0);
+}
 
 static void test_time_tz_cron(void) {
   test_case("ISO times round-trip");
@@ -511,6 +554,7 @@ static void test_url(void) {
 int main(void) {
   test_rbtree();
   test_time_tz_cron();
+  test_zone_files();
   test_json();
   test_url();
   test_store();

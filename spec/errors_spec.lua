@@ -55,8 +55,19 @@ local CASES = {
   { "get_jobs_batch with an id not a string", function(s) return s.get_jobs_batch, s, { "a", 2 } end, "invalid", "item 2" },
   { "query_jobs with an unknown filter", function(s) return s.query_jobs, s, { statuss = "running" } end, "invalid", "'statuss'" },
   { "query_jobs with a bad time filter", function(s) return s.query_jobs, s, { next_run_time_lte = "soon" } end, "invalid", "next_run_time_lte" },
+  { "query_jobs with a time filter past year 9999", function(s) return s.query_jobs, s, { updated_at_gte = 1736931600600000000 } end, "invalid", "'updated_at_gte': 1736931600600000000 is out of range" },
+  { "count_jobs with the smallest integer as a time filter", function(s) return s.count_jobs, s, { next_run_time_lte = math.mininteger } end, "invalid", "'next_run_time_lte'" },
   { "query_jobs with a negative limit", function(s) return s.query_jobs, s, {}, -1 end, "invalid", "limit" },
   { "query_jobs with a negative offset", function(s) return s.query_jobs, s, {}, 10, -1 end, "invalid", "offset" },
+  { "claim_due_jobs with 'now' past year 9999", function(s)
+    s:create_job(job("a"))
+    return s.claim_due_jobs, s, { now = math.maxinteger - 10, owner = "o" }
+  end, "invalid", "'now' 9223372036854775797 is out of range" },
+  { "claim_due_jobs with a lease ending past year 9999", function(s)
+    s:create_job(job("a"))
+    return s.claim_due_jobs, s, { now = NOW, owner = "o", lease_seconds = 9e12 }
+  end, "invalid", "a lease of 9000000000000000000 µs from 'now' ends past 9999-12-31" },
+  { "extend_leases with 'now' before year 1", function(s) return s.extend_leases, s, { owner = "o", ids = { "a" }, now = math.mininteger + 1 } end, "invalid", "'now'" },
   { "count_jobs with a bad status", function(s) return s.count_jobs, s, { status = "nope" } end, "invalid", "'status'" },
   { "claim_due_jobs without an owner", function(s) return s.claim_due_jobs, s, { limit = 1 } end, "invalid", "owner" },
   { "claim_due_jobs with a negative limit", function(s) return s.claim_due_jobs, s, { owner = "o", limit = -1 } end, "invalid", "limit" },
@@ -96,6 +107,8 @@ local CASES = {
   -- json
   { "json.encode of a function", function() return chronis.json.encode, { f = print } end, "invalid", "function" },
   { "json.decode of bad text", function() return chronis.json.decode, "{" end, "invalid", "json decode" },
+  { "json.decode of a raw NUL byte in a string", function() return chronis.json.decode, '{"a":"x\0y"}' end, "invalid", "bad string" },
+  { "json.decode of a number beyond a double", function() return chronis.json.decode, "[1, -1.5e400]" end, "invalid", "beyond the range of a double" },
   -- http: options are checked before anything is sent
   { "http.request with an unknown option", function() return chronis.http.request, { url = "http://127.0.0.1:9/", retries = 3 } end, "invalid", "option 'retries'" },
   { "http.request without a url", function() return chronis.http.request, {} end, "invalid", "option 'url'" },

@@ -325,6 +325,46 @@ describe("sqlite store", function()
       s:close()
     end)
 
+    it("reads empty strings back as empty strings", function()
+      -- Each record is decoded from its JSON text; an empty string was
+      -- once read back as whatever bytes were left in the heap.
+      local s = chronis.storage.sqlite(fresh_path())
+      local bad = {}
+      for i = 1, 100 do
+        local id = "e" .. i
+        s:create_job({ job_id = id, status = "scheduled", name = "", claimed_by = "",
+                       kwargs = { note = "", [("k"):rep(i)] = ("v"):rep(i) } })
+        local j = s:get_job(id)
+        if j.name ~= "" or j.claimed_by ~= "" or j.kwargs.note ~= "" then
+          bad[#bad + 1] = ("%s: name %q, claimed_by %q, kwargs.note %q"):format(id, j.name,
+            tostring(j.claimed_by), tostring(j.kwargs.note))
+        end
+      end
+      s:close()
+      assert.are.same({}, bad)
+    end)
+
+    it("refuses a stored record whose time is not a time, naming the field", function()
+      -- Records edited by hand: a time as true, as a fraction, or past year
+      -- 9999 was read as the epoch, a truncated number or an instant no
+      -- ISO string carries.
+      for _, bad in ipairs { "true", "1.5", "[1]", "999999999999999999", "-99999999999999999999" } do
+        local path = fresh_path()
+        local s = chronis.storage.sqlite(path)
+        s:create_job({ job_id = "x", status = "scheduled", next_run_time = T0 })
+        s:close()
+        sqlite3(path, ([[UPDATE jobs SET record = '{"job_id":"x","status":"scheduled","next_run_time":%s}']])
+          :format(bad))
+        s = chronis.storage.sqlite(path)
+        local ok, err = pcall(s.get_job, s, "x")
+        s:close()
+        assert.is_false(ok, bad .. " was read as " .. tostring(ok and err and err.next_run_time))
+        assert.are.equal("unavailable", err.code)
+        assert.matches("invalid field 'next_run_time': " .. bad:gsub("[%[%]%-%.]", "%%%0") .. " is not a time",
+          err.message)
+      end
+    end)
+
     it("keeps claims, leases and completions across reopen", function()
       local path = fresh_path()
       local s = chronis.storage.sqlite(path)

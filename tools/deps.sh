@@ -3,8 +3,9 @@
 # servers pinned by spec/package-lock.json. Idempotent.
 #   sh tools/deps.sh [--quiet] [run|test]
 #     run    what building and running need (make all, make run)
-#     test   that, plus the test tools and servers (make deps, make test);
-#            the default
+#     fuzz   that, plus clang and its fuzzer runtime (make fuzz)
+#     test   all of that, plus the test tools and servers (make deps, make
+#            test, whose specs run the fuzzers briefly); the default
 #     --quiet  print nothing when everything is present (the Makefile's own
 #            calls); without it, one line
 # Something missing that cannot be installed here (no apt-get, not root and
@@ -16,9 +17,9 @@ quiet=0
 for a in "$@"; do
   case $a in
     --quiet) quiet=1 ;;
-    run | test) level=$a ;;
+    run | fuzz | test) level=$a ;;
     *)
-      echo "deps: unknown argument '$a' (usage: tools/deps.sh [--quiet] [run|test])" >&2
+      echo "deps: unknown argument '$a' (usage: tools/deps.sh [--quiet] [run|fuzz|test])" >&2
       exit 2
       ;;
   esac
@@ -30,8 +31,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # servers the specs start.
 RUN_PKGS="build-essential pkg-config liblua5.4-dev lua5.4 libuv1-dev libhiredis-dev
 libpq-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev tzdata"
+# libFuzzer and the sanitizers' runtimes come with clang-rt.
+FUZZ_PKGS="clang-14 libclang-rt-14-dev"
 TEST_PKGS="lua-cjson lua-busted redis-server postgresql"
 pkgs=$RUN_PKGS
+[ "$level" = run ] || pkgs="$pkgs $FUZZ_PKGS"
 [ "$level" = test ] && pkgs="$pkgs $TEST_PKGS"
 
 missing=""

@@ -91,6 +91,9 @@ void chr_buf_reserve(chr_buf_t *b, size_t extra) {
   while (cap < need) cap *= 2;
   b->p = chr_realloc(b->p, cap);
   b->cap = cap;
+  /* Always NUL-terminated, from the first allocation on: a buffer that
+   * only reserved room (an empty string unescaped) is an empty string. */
+  b->p[b->len] = '\0';
 }
 
 void chr_buf_add(chr_buf_t *b, const char *s, size_t n) {

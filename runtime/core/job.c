@@ -446,7 +446,22 @@ static int field_from_json(chr_job_t *j, int f, chr_json_span_t v, char *err, si
     char *s = chr_json_unescape(v.p, v.n);
     if (s == NULL) {
       if (d->type == CHR_FT_TIME && v.p[0] != '"') { /* integer µs */
-        *TIMEP(j, d) = strtoll(v.p, NULL, 10);
+        /* Only an integer within the years an ISO string carries: one
+         * past them could not be written back, and anything else (true,
+         * 1.5, [1]) is not a time. */
+        int isfloat;
+        long long x = 0;
+        double fl;
+        if (chr__json_skip_number(v.p, v.p + v.n, &isfloat) != v.p + v.n || isfloat ||
+            !chr__json_number(v.p, v.n, 0, &x, &fl) || x < CHR_TIME_MIN || x > CHR_TIME_MAX) {
+          *rc = chr_errf(err, errlen,
+                         "invalid field '%s': %.*s%s is not a time (an ISO string, or integer "
+                         "microseconds from %s)",
+                         d->name, (int)(v.n < 40 ? v.n : 40), v.p, v.n < 40 ? "" : "...",
+                         CHR_TIME_RANGE);
+          return 0;
+        }
+        *TIMEP(j, d) = x;
         break;
       }
       *rc = chr_errf(err, errlen, "invalid field '%s': expected a string", d->name);

@@ -92,6 +92,7 @@ static const char *skip_string(const char *p, const char *end) {
       continue;
     }
     if (*p == '"') return p + 1;
+    if (*p == '\0') return NULL; /* see chr__json_string */
   }
   return NULL;
 }
@@ -104,6 +105,8 @@ static const char *skip_digits(const char *p, const char *end) {
 /* The end of the number at p (JSON's grammar: -?(0|[1-9]d*)(.d+)?([eE][+-]?d+)?),
  * or NULL; *isfloat when it has a fraction or an exponent. */
 const char *chr__json_skip_number(const char *p, const char *end, int *isfloat) {
+  const char *start = p;
+  int exp = 0;
   *isfloat = 0;
   if (p < end && *p == '-') p++;
   if (p >= end || *p < '0' || *p > '9') return NULL;
@@ -121,6 +124,15 @@ const char *chr__json_skip_number(const char *p, const char *end, int *isfloat) 
     if (q == p) return NULL;
     p = q;
     *isfloat = 1;
+    exp = 1;
+  }
+  /* A number beyond a double's range (1e400) would read as an infinity,
+   * which no JSON text can hold: refused, by the scanner and the decoder
+   * alike. Only an exponent or more than 308 digits can get there. */
+  if (exp || p - start > 308) {
+    long long i;
+    double f;
+    if (!chr__json_number(start, (size_t)(p - start), *isfloat, &i, &f) && isinf(f)) return NULL;
   }
   return p;
 }
@@ -320,9 +332,13 @@ int chr_json_canon_number(const char *p, size_t n, chr_buf_t *out) {
 int chr__json_string(const char *p, const char *end, chr_buf_t *out, const char **next) {
   const char *q = p + 1;
   while (q < end && *q != '"') {
+    /* JSON texts are C strings everywhere in chronis (trigger_args, the
+     * extra members): a raw NUL byte, which RFC 8259 does not allow in a
+     * string anyway, would cut one short. \u0000 is the escaped form. */
+    if (*q == '\0') return -1;
     if (*q != '\\') { /* copy the run up to the next escape or quote at once */
       const char *r = q;
-      while (r < end && *r != '\\' && *r != '"') r++;
+      while (r < end && *r != '\\' && *r != '"' && *r != '\0') r++;
       chr_buf_add(out, q, (size_t)(r - q));
       q = r;
       continue;

@@ -54,8 +54,8 @@ static inline int chr_json_is_null(chr_json_span_t v) {
 /* Internal, shared with runtime/lua/json.c: the scanner's pieces. */
 #define CHR_JSON_MAX_DEPTH 100
 const char *chr__json_ws(const char *p, const char *end);
-/* The end of the number at p, or NULL; *isfloat when it has a fraction or
- * an exponent. */
+/* The end of the number at p, or NULL (not a number, or one beyond the
+ * range of a double); *isfloat when it has a fraction or an exponent. */
 const char *chr__json_skip_number(const char *p, const char *end, int *isfloat);
 /* The value of a number's text: 1 and *i when it is an integer that fits
  * 64 bits, else 0 and *f. */

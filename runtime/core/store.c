@@ -208,6 +208,18 @@ static int check_request(chr_store_req_t *req) {
   }
   if ((in & CHR_IN_NOW) && req->now == CHR_TIME_NONE) req->now = req->issued;
   if ((in & CHR_IN_LEASE) && req->lease_us < 0) req->lease_us = 0;
+  /* Adapters compute now + lease: both bounded, it cannot overflow, and a
+   * lease ends at a time an ISO string carries. */
+  if ((in & CHR_IN_NOW) && (req->now < CHR_TIME_MIN || req->now > CHR_TIME_MAX)) {
+    chr_store_req_fail(req, CHR_EINVAL, "%s: 'now' %lld is out of range (times are %s)", name,
+                       (long long)req->now, CHR_TIME_RANGE);
+    return 1;
+  }
+  if ((in & CHR_IN_LEASE) && req->lease_us > CHR_TIME_MAX - req->now) {
+    chr_store_req_fail(req, CHR_EINVAL, "%s: a lease of %lld µs from 'now' ends past %s", name,
+                       (long long)req->lease_us, "9999-12-31T23:59:59.999999Z");
+    return 1;
+  }
   if ((in & CHR_IN_OFFSET) && req->offset < 0) req->offset = 0;
   if (in & CHR_IN_LIMIT) {
     if (req->limit < 0) req->limit = -1;

@@ -495,7 +495,15 @@ static int tzif_parse(chr_tz_t *z, const unsigned char *buf, size_t len) {
   size_t flen = (size_t)(nl - p - 1);
   if (flen == 0) return 0; /* an empty footer: the last type stays */
   z->has_footer = 1;
-  return posix_tz_parse((const char *)p + 1, flen, &z->footer);
+  if (posix_tz_parse((const char *)p + 1, flen, &z->footer)) return -1;
+  /* RFC 8536 §3.3: the footer agrees with the last transition's type. A
+   * file where they differ would change its offset right after its last
+   * transition, where no transition is listed: lookups and resolve, which
+   * trust the table to list every change, would disagree. */
+  if (z->ntrans > 0 && footer_type(&z->footer, z->trans[z->ntrans - 1])->offset !=
+                           z->types[z->idx[z->ntrans - 1]].offset)
+    return -1;
+  return 0;
 }
 
 /* Names and files. */

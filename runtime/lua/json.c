@@ -185,7 +185,7 @@ static int dec_fail(dec_t *d, const char *what) {
 /* Pushes the string at d->p (opening quote). Fast path without escapes. */
 static int dec_string(dec_t *d) {
   const char *s = d->p + 1, *p = s;
-  while (p < d->end && *p != '"' && *p != '\\') p++;
+  while (p < d->end && *p != '"' && *p != '\\' && *p != '\0') p++;
   if (p < d->end && *p == '"') {
     lua_pushlstring(d->L, s, (size_t)(p - s));
     d->p = p + 1;
@@ -284,7 +284,11 @@ static int dec_value(dec_t *d) {
   default: {
     int isfloat;
     const char *s = d->p, *e = chr__json_skip_number(s, d->end, &isfloat);
-    if (e == NULL) break;
+    if (e == NULL) {
+      if (*s == '-' || (*s >= '0' && *s <= '9'))
+        return dec_fail(d, "bad number (malformed, or beyond the range of a double)");
+      break;
+    }
     long long i;
     double f;
     if (chr__json_number(s, (size_t)(e - s), isfloat, &i, &f)) lua_pushinteger(L, (lua_Integer)i);

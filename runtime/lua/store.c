@@ -359,10 +359,17 @@ static int l_delete_job(lua_State *L) {
   return op_run(L, s, op);
 }
 
+/* A bound within the years an ISO string carries: stores written in Lua
+ * get it as one (chr_filter_push), and the smallest integer would read as
+ * no bound at all (CHR_TIME_NONE). */
 static int64_t filter_time(lua_State *L, int idx, const char *key) {
   char what[64];
   snprintf(what, sizeof what, "invalid filter '%s'", key);
-  return chr_lua_checktime(L, idx, NULL, what);
+  int64_t t = chr_lua_checktime(L, idx, NULL, what);
+  if (t < CHR_TIME_MIN || t > CHR_TIME_MAX)
+    chr_lua_error(L, CHR_EINVAL, "%s: %lld is out of range (times are " CHR_TIME_RANGE ")", what,
+                  (long long)t);
+  return t;
 }
 
 /* Filter keys and values follow the rule of the values they are compared
