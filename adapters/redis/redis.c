@@ -411,7 +411,8 @@ static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
 }
 
 static int jobs_by_order(chr_store_req_t *req) {
-  qsort(req->jobs, req->njobs, sizeof *req->jobs, chr_job_cmp_query);
+  /* No jobs may mean no array at all, which qsort must not be given. */
+  if (req->njobs > 1) qsort(req->jobs, req->njobs, sizeof *req->jobs, chr_job_cmp_query);
   return 0;
 }
 
@@ -454,7 +455,7 @@ static void query_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) 
     if (lim >= 0 && from + (size_t)lim < to) to = from + (size_t)lim;
     for (size_t i = 0; i < from; i++) chr_job_free(req->jobs[i]);
     for (size_t i = to; i < req->njobs; i++) chr_job_free(req->jobs[i]);
-    memmove(req->jobs, req->jobs + from, (to - from) * sizeof *req->jobs);
+    if (to > from) memmove(req->jobs, req->jobs + from, (to - from) * sizeof *req->jobs);
     req->njobs = to - from;
   }
   answer(req);
