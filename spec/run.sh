@@ -7,38 +7,60 @@ cd "$(dirname "$0")/.." || exit 1
 LUA=${LUA:-lua5.4}
 BUSTED=$(command -v busted)
 [ -n "$BUSTED" ] || { echo "busted not found: run 'make deps'"; exit 1; }
-# Under SANITIZER=address the module is instrumented but lua5.4 is not:
-# the ASan runtime must be loaded first, into the spec process only (not
-# into this script's own tools). Leaks are checked at the exit of every
-# process a spec starts, but only those of chronis processes (the Lua
-# interpreter and the host) count: compilers, shells and servers that the
-# specs run inherit the runtime and may leak on their own. So no process
-# changes its exit status for a leak (exitcode=0); each one writes its
-# report to a file named after its executable, and this script reads
-# them. spec/lsan.supp names the interpreter's own allocations.
+# Under SANITIZER=address and/or undefined (comma-separated, as make takes
+# it) the module is instrumented but lua5.4 is not: the sanitizer runtimes
+# must be loaded first, into the spec process only (not into this script's
+# own tools). ASan checks for leaks at the exit of every process a spec
+# starts, but only chronis processes (the Lua interpreter, the host and
+# core_test) count: compilers, shells and servers that the specs run
+# inherit the runtime and may leak on their own. So no process changes its
+# exit status for a report (exitcode=0, and UBSan goes on after one); each
+# runtime writes its reports to a file named after the executable (report.*
+# for ASan and LSan, ubsan.* for UBSan), and this script reads them.
+# spec/lsan.supp names the interpreter's own allocations.
 sanlog=
-if [ "$SANITIZER" = address ]; then
-  asan_lib=$(${CC:-cc} -print-file-name=libasan.so)
+san_preload=
+case ",$SANITIZER," in
+*,address,*) san_preload=$(${CC:-cc} -print-file-name=libasan.so) ;;
+esac
+case ",$SANITIZER," in
+*,undefined,*) san_preload="$san_preload${san_preload:+ }$(${CC:-cc} -print-file-name=libubsan.so)" ;;
+esac
+if [ -n "$SANITIZER" ]; then
+  [ -n "$san_preload" ] || { echo "SANITIZER=$SANITIZER: spec/run.sh knows address and undefined"; exit 1; }
   sanlog=$(mktemp -d)
   trap 'rm -rf "$sanlog"' EXIT
   asan_opts="abort_on_error=1:detect_leaks=1:exitcode=0:log_exe_name=1:log_path=$sanlog/report${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
   lsan_opts="suppressions=$PWD/spec/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+  # UBSan's log_path goes to ASan's runtime when both are loaded: it names
+  # ASan's file here, and spec/support/ubsan_log.c points UBSan's own
+  # reports at ubsan.*.
+  ubsan_opts="print_stacktrace=1:halt_on_error=0:log_exe_name=1:log_path=$sanlog/report${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+  case ",$SANITIZER," in
+  *,undefined,*)
+    ${CC:-cc} -std=c11 -Wall -Wextra -Werror -shared -fPIC -o "$sanlog/ubsan_log.so" \
+      spec/support/ubsan_log.c -ldl || { echo "cannot build spec/support/ubsan_log.c"; exit 1; }
+    san_preload="$san_preload $sanlog/ubsan_log.so"
+    ;;
+  esac
+  export CHRONIS_UBSAN_LOG="$sanlog/ubsan"
 fi
 # The reports that chronis processes left for spec file $1: prints them with
-# one line per leak naming where it was allocated, and returns how many
-# processes reported (0: none).
+# one line per leak naming where it was allocated, or per undefined
+# behaviour naming where it happened, and returns how many processes
+# reported (0: none).
 sanitizer_reports() {
   n=0
-  for r in "$sanlog"/report.*; do
+  for r in "$sanlog"/report.* "$sanlog"/ubsan.*; do
     [ -e "$r" ] || continue
-    exe=${r#"$sanlog"/report.}
+    exe=${r#"$sanlog"/*.}
     exe=${exe%.*}
     case $exe in
     "$(basename "$LUA")" | chronis | core_test) ;;
     *) continue ;;
     esac
     n=$((n + 1))
-    echo "!! $1: a $exe process (pid ${r##*.}) reported: $(grep -m 1 '^SUMMARY' "$r" || grep -m 1 'ERROR:' "$r")"
+    echo "!! $1: a $exe process (pid ${r##*.}) reported: $(grep -m 1 '^SUMMARY' "$r" || grep -m 1 -E 'ERROR:|runtime error:' "$r")"
     # One line per direct leak: its size and the first frames in chronis
     # code below the allocation wrappers.
     awk '/^Direct leak/ { if (l) print l; l = "   leaked " $4 " bytes in " $7 " object(s), allocated by"; k = 0; next }
@@ -46,9 +68,11 @@ sanitizer_reports() {
          l && $5 ~ /^(runtime|adapters)\// && $5 !~ /common\.c/ && k < 3 {
            l = l (k ? " <- " : " ") $4 " (" $5 ")"; k++ }
          END { if (l) print l }' "$r"
+    # One line per undefined behaviour: where, and what.
+    grep -E 'runtime error:' "$r" | sort -u | sed 's/^/   /'
     cat "$r"
   done
-  rm -f "$sanlog"/report.*
+  rm -f "$sanlog"/report.* "$sanlog"/ubsan.*
   return $n
 }
 files="$*"
@@ -63,16 +87,18 @@ for f in $files; do
   # A hung spec file must not hold the whole run: it is stopped after
   # SPEC_TIMEOUT seconds and counted as a failure.
   if [ "$f" = spec/core_test.c ]; then
-    # Built with the sanitizer itself: no preload, but the same reports.
+    # Built with the sanitizers itself: their runtimes are loaded anyway,
+    # the preload only adds UBSan's report files.
     if [ -x "${CHRONIS_BUILD:-build}/core_test" ]; then
-      LD_PRELOAD= ASAN_OPTIONS=${sanlog:+$asan_opts} LSAN_OPTIONS=${sanlog:+$lsan_opts} \
+      LD_PRELOAD=$san_preload ASAN_OPTIONS=${sanlog:+$asan_opts} LSAN_OPTIONS=${sanlog:+$lsan_opts} \
+        UBSAN_OPTIONS=${sanlog:+$ubsan_opts} \
         timeout -k 10 "${SPEC_TIMEOUT:-900}" "${CHRONIS_BUILD:-build}/core_test" 2>&1 | tee "$out"
     else
       echo "${CHRONIS_BUILD:-build}/core_test is missing: build it with 'make' (make test does)" |
         tee "$out"
     fi
   elif [ -n "$sanlog" ]; then
-    LD_PRELOAD=$asan_lib ASAN_OPTIONS=$asan_opts LSAN_OPTIONS=$lsan_opts \
+    LD_PRELOAD=$san_preload ASAN_OPTIONS=$asan_opts LSAN_OPTIONS=$lsan_opts UBSAN_OPTIONS=$ubsan_opts \
       timeout -k 10 "${SPEC_TIMEOUT:-900}" "$LUA" "$BUSTED" --helper=spec/support/helper.lua "$f" 2>&1 |
       tee "$out"
   else
@@ -91,7 +117,7 @@ for f in $files; do
   fi
   rm -f "$out"
   if [ -n "$sanlog" ] && ! sanitizer_reports "$f"; then
-    echo "!! $f: AddressSanitizer or LeakSanitizer reports from chronis code (above): counted as 1 failure"
+    echo "!! $f: sanitizer reports from chronis code (above): counted as 1 failure"
     failed=$((failed + 1))
   fi
 done

@@ -554,7 +554,10 @@ static void op_claim(sq_store_t *s, chr_store_req_t *req) {
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) chr__sqlite_fail(s, req, "claiming jobs");
     sqlite3_reset(up);
     if (req->status != 0) break;
-    qsort(req->jobs + first, req->njobs - first, sizeof *req->jobs, chr_job_cmp_claim);
+    /* Nothing claimed yet may mean no array at all, which qsort must not
+     * be given. */
+    if (req->njobs - first > 1)
+      qsort(req->jobs + first, req->njobs - first, sizeof *req->jobs, chr_job_cmp_claim);
     if (req->limit >= 0 && (int64_t)req->njobs >= req->limit) break;
   }
   if (req->status != 0 || commit(s, req) != 0) {

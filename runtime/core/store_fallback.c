@@ -229,7 +229,9 @@ static void claim_next(emu_t *e) {
 
 static void claim_queried(emu_t *e) {
   if (take_candidates(e) != 0) return;
-  qsort(e->cands, e->ncands, sizeof *e->cands, chr_job_cmp_claim);
+  /* No candidates may mean no array at all, which qsort must not be
+   * given. */
+  if (e->ncands > 1) qsort(e->cands, e->ncands, sizeof *e->cands, chr_job_cmp_claim);
   claim_next(e);
 }
 

@@ -323,8 +323,10 @@ static int format_civil(int64_t secs, int usec, char *buf, size_t cap) {
 }
 
 int chr_time_format(int64_t us, char *buf) {
-  int64_t secs = floordiv(us, CHR_USEC);
-  int n = format_civil(secs, (int)(us - secs * CHR_USEC), buf, CHR_TIME_BUFSZ);
+  /* floormod, not us - secs * CHR_USEC: that product overflows for the
+   * earliest instants (INT64_MIN). */
+  int n = format_civil(floordiv(us, CHR_USEC), (int)floormod(us, CHR_USEC), buf,
+                       CHR_TIME_BUFSZ);
   buf[n++] = 'Z';
   buf[n] = '\0';
   return n;
