@@ -32,6 +32,10 @@ endif
 # benchmarks, deps-run (what building and running need) for run. The
 # configuration installs that much, and never less than deps-run.
 GOAL_DEPS = $(if $(filter test bench,$(MAKECMDGOALS)),deps,$(if $(filter run,$(MAKECMDGOALS)),deps-run))
+# make soak starts the same servers as the tests, so it needs what they need.
+ifneq ($(filter soak,$(MAKECMDGOALS)),)
+GOAL_DEPS = deps
+endif
 DEPS_LEVEL = $(if $(filter deps,$(GOAL_DEPS)),test,run)
 
 $(B)/config.mk: Makefile tools/config.sh tools/deps.sh
@@ -122,6 +126,14 @@ bench: deps all
 # Every scenario at about 1 % of its size: one line, or the failures.
 bench-smoke:
 	@SANITIZER=$(SANITIZER) sh bench/run.sh --smoke
+
+# The soak test (soak/run.sh): SOAK_MINUTES (default 10) of steady load on
+# each of SOAK_STORES at SOAK_RATE runs/s, with handler reloads, store
+# reconnects and scheduler restarts; fails on memory growth, a missed or
+# doubled slot, or p99 lateness over 50 ms. Minutes long: not in test.
+.PHONY: soak
+soak: deps all
+	@sh soak/run.sh
 
 # The host looks for its Lua library in ../share/chronis beside bin/, and
 # Lua adapters (file:, lua:adapters/...) in share/chronis/adapters.
