@@ -28,7 +28,10 @@
 --   slots: job i of J has its slots at T0 + i/J s + k s; every slot before
 --     the end must run exactly once. A slot near a disturbance (scheduled
 --     from 1 s before one began until 2 s after it ended) may be late, but
---     is counted in missed and doubled like any other;
+--     is counted in missed and doubled like any other. A reload ends at
+--     once, a restart or SQLite reopen when start() returns, a cut
+--     connection or server restart when the server is back and the
+--     scheduler has no store request failing any more;
 --   lateness: start of the handler - slot; p99 of the slots away from
 --     disturbances must be at most SOAK_P99_MS;
 --   memory: after the warm-up, the median of the last quarter of the
@@ -93,7 +96,8 @@ if STORE == "memory" then
 elseif STORE == "sqlite" then
   url = "sqlite:" .. dir .. "/soak.db"
 elseif STORE == "redis" then
-  server = require("support.redis").start()
+  -- append-only, so that the server restarts keep the jobs
+  server = require("support.redis").start{ appendonly = true }
   url = server.url
 elseif STORE == "postgres" then
   server = require("support.postgres").start()
@@ -145,6 +149,8 @@ for i = 0, J - 1 do
   last[i] = -1
   index["soak" .. i] = i
 end
+-- The last slot of each job before the end, and how many jobs ran theirs.
+local final, finished = {}, 0
 local tally = { runs = 0, missed = 0, doubled = 0, off_grid = 0, early = 0 }
 local windows = {} -- disturbances: { t0 = µs, t1 = µs or nil while under way }
 local versions = { seen = 0 }
@@ -183,6 +189,7 @@ function SOAK.run(job, version)
     log("slots missed: %s, %d slot(s) before %s", job.job_id, k - prev - 1, job.scheduled_time)
   end
   last[i] = k
+  if k == final[i] then finished = finished + 1 end
   local late = t - s
   if late < 0 then
     tally.early = tally.early + 1
@@ -227,7 +234,8 @@ assert(names[1] == "soak", "the handler script did not load")
 
 -- ---- scheduler ----
 
-local SCHED_OPTS = { max_workers = 100, max_queue_size = 1000, polling_interval = 1, shutdown_grace = 10 }
+local SCHED_OPTS = { max_workers = 100, max_queue_size = 1000, polling_interval = 1, shutdown_grace = 10,
+                     lease_seconds = 30 }
 local function open_store()
   local st = chronis.storage.open(url)
   opened[#opened + 1] = st
@@ -245,6 +253,7 @@ local store_errors = 0
 local lead = 3
 T0 = (now() // 1000 + lead * 1000) * 1000
 T_end = T0 + D * SEC
+for i = 0, J - 1 do final[i] = (T_end - T0 - i * step + SEC - 1) // SEC - 1 end
 for i = 0, J - 1 do
   sched:create_interval_job{ job_id = "soak" .. i, func_name = "soak", seconds = 1,
                              start_date = fmt(T0 + i * step) }
@@ -282,8 +291,8 @@ end)
 local counts = { reloads = 0, reconnects = 0, restarts = 0 }
 local kill_files = {}
 
-local function begin_window()
-  local w = { t0 = now() }
+local function begin_window(kind)
+  local w = { t0 = now(), kind = kind }
   windows[#windows + 1] = w
   return w
 end
@@ -294,22 +303,51 @@ local function reload()
   log("reload: handler version %d written", version)
 end
 
--- Ends every connection the store holds, from outside, in the background
--- (the loop must keep running meanwhile). The count of ended connections
--- lands in a file that is checked at the end.
-local function cut_connections()
-  local file = ("%s/kill%d.out"):format(dir, #kill_files + 1)
-  kill_files[#kill_files + 1] = file
+-- The store's server loses the clients in the background (the loop must
+-- keep running meanwhile), in turn in one of two ways: every connection of
+-- the store is ended (CLIENT KILL, pg_terminate_backend), or the server is
+-- shut down and started again a second later (Redis: SHUTDOWN, which
+-- writes its append-only file; PostgreSQL: pg_ctl stop -m fast). What the
+-- commands print lands in a file that says at the end whether they did it.
+local outputs = {} -- { file =, kind = "cut" | "server restart" }
+local function disconnect()
+  local kind = #outputs % 2 == 0 and "cut" or "server restart"
+  local file = ("%s/disconnect%d.out"):format(dir, #outputs + 1)
+  outputs[#outputs + 1] = { file = file, kind = kind }
   local cmd
-  if STORE == "redis" then
+  if STORE == "redis" and kind == "cut" then
     local cli = ("redis-cli -h 127.0.0.1 -p %d --raw CLIENT KILL TYPE "):format(server.port)
     cmd = cli .. "normal SKIPME yes; " .. cli .. "pubsub SKIPME yes"
-  else
+  elseif STORE == "redis" then
+    -- the arguments of support.redis's launch, with the append-only file
+    local q, d = U.sh_quote, server.dir
+    cmd = ("redis-cli -h 127.0.0.1 -p %d SHUTDOWN; sleep 1; redis-server --port %d --bind 127.0.0.1 "
+      .. "--dir %s --daemonize yes --pidfile %s --logfile %s --save '' --protected-mode no "
+      .. "--appendonly yes --appendfsync always; for i in $(seq 50); do "
+      .. "redis-cli -h 127.0.0.1 -p %d PING | grep -q PONG && echo restarted && break; sleep 0.1; done")
+      :format(server.port, server.port, q(d), q(d .. "/redis.pid"), q(d .. "/redis.log"), server.port)
+  elseif kind == "cut" then
     cmd = ("psql -X -h 127.0.0.1 -p %d -U postgres -d %s -qAtc %s"):format(server.port, server.db,
       U.sh_quote("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity " ..
         "WHERE application_name = 'chronis' AND pid <> pg_backend_pid()"))
+  else
+    cmd = server:restart_command(0, "fast", 1) .. " && echo restarted"
   end
-  os.execute(("(%s) >%s 2>&1 </dev/null &"):format(cmd, U.sh_quote(file)))
+  os.execute(("(%s; echo finished) >%s 2>&1 </dev/null &"):format(cmd, U.sh_quote(file)))
+  return kind, file
+end
+
+-- A disconnection ends when the command is done and, a second later or
+-- more, the scheduler has no store request failing any more (it may still
+-- be waiting out its backoff until then): the window then closes.
+local function close_when_back(w, file)
+  chronis.spawn(function()
+    while not U.read(file, ""):find("finished", 1, true) do chronis.sleep(0.05) end
+    chronis.sleep(1)
+    while #(sched:stats().failing or {}) > 0 do chronis.sleep(0.05) end
+    w.t1 = now()
+    log("back after %.1f s", (w.t1 - w.t0) / SEC)
+  end)
 end
 
 -- Stops the scheduler and starts one again: every other time the same
@@ -329,22 +367,25 @@ end
 
 local function reconnect()
   if STORE == "memory" then return end -- no connection to cut
-  local w = begin_window()
+  local w = begin_window("reconnect")
+  local kind
   if STORE == "sqlite" then
     -- The file is closed and opened again: a new store object, and so a
     -- new scheduler on it.
     restart(true)
+    kind = "reopen"
+    w.t1 = now()
   else
-    cut_connections()
+    local file
+    kind, file = disconnect()
+    close_when_back(w, file)
   end
-  w.t1 = STORE == "sqlite" and now() or nil
-  if w.t1 == nil then w.t1 = now() + SEC end -- the clients reconnect in their own time
   counts.reconnects = counts.reconnects + 1
-  log("reconnect %d", counts.reconnects)
+  log("reconnect %d (%s)", counts.reconnects, kind)
 end
 
 local function restart_scheduler()
-  local w = begin_window()
+  local w = begin_window("restart")
   restart(false)
   w.t1 = now()
   counts.restarts = counts.restarts + 1
@@ -365,7 +406,13 @@ for _, p in ipairs(plan) do
     p.run()
   end
 end
-chronis.run_until(function() return now() >= T_end + 5 * SEC end, D + 120)
+-- Past the end, until every job ran its last slot: jobs of a claim whose
+-- reply was lost stay leased to this process until their lease ends
+-- (docs/redis.md), so this waits up to a lease and a margin.
+local LEASE = SCHED_OPTS.lease_seconds
+chronis.run_until(function()
+  return (finished == J and now() >= T_end + 2 * SEC) or now() >= T_end + (LEASE + 15) * SEC
+end, D + LEASE + 120)
 sampling = false
 sched:stop()
 store_errors = store_errors + (sched:stats().store_errors or 0)
@@ -374,20 +421,27 @@ sampler:join()
 
 -- ---- the verdict ----
 
-for i = 0, J - 1 do
-  -- the slots of job i before the end: k with T0 + i*step + k s < T_end
-  local slots = (T_end - T0 - i * step + SEC - 1) // SEC
-  if last[i] < slots - 1 then tally.missed = tally.missed + (slots - 1 - last[i]) end
-end
 local expected = 0
-for i = 0, J - 1 do expected = expected + (T_end - T0 - i * step + SEC - 1) // SEC end
+for i = 0, J - 1 do
+  if last[i] < final[i] then tally.missed = tally.missed + (final[i] - last[i]) end
+  expected = expected + final[i] + 1
+end
 
-local confirmed_reconnects = 0
-for _, f in ipairs(kill_files) do
-  local text = U.read(f, "")
-  local n = 0
-  for d in text:gmatch("%d+") do n = n + tonumber(d) end
-  if n > 0 then confirmed_reconnects = confirmed_reconnects + 1 end
+local confirmed_reconnects, cuts, server_restarts = 0, 0, 0
+for _, o in ipairs(outputs) do
+  local text = U.read(o.file, "")
+  local done
+  if o.kind == "cut" then
+    local n = 0
+    for d in text:gmatch("%d+") do n = n + tonumber(d) end
+    done = n > 0
+    if done then cuts = cuts + 1 end
+  else
+    done = text:find("restarted", 1, true) ~= nil
+    if done then server_restarts = server_restarts + 1 end
+  end
+  if done then confirmed_reconnects = confirmed_reconnects + 1
+  else log("%s did nothing: %s", o.kind, text) end
 end
 if STORE == "sqlite" then confirmed_reconnects = counts.reconnects end
 
@@ -397,20 +451,22 @@ local function median(list, a, b)
   table.sort(t)
   return t[(#t + 1) // 2]
 end
-local first, n = nil, #samples.t
+-- The samples judged: from the end of the warm-up to the end of the load.
+local first, n, upto = nil, #samples.t, 0
 for i = 1, n do
-  if samples.t[i] >= T0 + WARMUP * SEC then first = i break end
+  if not first and samples.t[i] >= T0 + WARMUP * SEC then first = i end
+  if samples.t[i] <= T_end then upto = i end
 end
 local mem = {}
 local failures = {}
-if not first or n - first + 1 < 4 then
+if not first or upto - first + 1 < 4 then
   failures[#failures + 1] = ("too few memory samples after the warm-up (%d s)"):format(WARMUP)
 else
-  local m = n - first + 1
+  local m = upto - first + 1
   local q = math.max(1, m // 4)
   for _, key in ipairs({ "rss", "lua" }) do
     local a = median(samples[key], first, first + q - 1)
-    local b = median(samples[key], n - q + 1, n)
+    local b = median(samples[key], upto - q + 1, upto)
     local slack = key == "rss" and RSS_SLACK or LUA_SLACK
     local bound = a * (1 + GROWTH) + slack
     mem[key] = { start = samples[key][1], finish = samples[key][n], first_q = a, last_q = b, bound = bound }
@@ -419,6 +475,16 @@ else
         .. "(last quarter), over the bound of %.0f KiB"):format(key == "rss" and "RSS" or "Lua memory",
         a, b, bound)
     end
+  end
+end
+
+-- The longest disturbance of each kind, in seconds.
+local longest = { reconnect = 0, restart = 0 }
+for _, w in ipairs(windows) do
+  if not w.t1 then
+    failures[#failures + 1] = ("the %s at %s never ended: the store did not come back"):format(w.kind, fmt(w.t0))
+  elseif (w.t1 - w.t0) / SEC > longest[w.kind] then
+    longest[w.kind] = (w.t1 - w.t0) / SEC
   end
 end
 
@@ -434,7 +500,7 @@ if versions.seen ~= version then
   failures[#failures + 1] = ("the last handler version that ran is %d, the last written %d"):format(versions.seen, version)
 end
 if confirmed_reconnects < counts.reconnects then
-  failures[#failures + 1] = ("%d of %d connection cuts ended no connection"):format(
+  failures[#failures + 1] = ("%d of %d disconnections did not happen (see the log)"):format(
     counts.reconnects - confirmed_reconnects, counts.reconnects)
 end
 
@@ -448,7 +514,8 @@ local result = {
   rss_start_kb = samples.rss[1], rss_end_kb = samples.rss[n],
   lua_start_kb = samples.lua[1], lua_end_kb = samples.lua[n], memory = mem, samples = n,
   reloads = counts.reloads, reloads_seen = versions.seen - 1, reconnects = counts.reconnects,
-  reconnects_confirmed = confirmed_reconnects, restarts = counts.restarts, store_errors = store_errors,
+  reconnects_confirmed = confirmed_reconnects, cuts = cuts, server_restarts = server_restarts, restarts = counts.restarts, store_errors = store_errors,
+  longest_reconnect_s = longest.reconnect, longest_restart_s = longest.restart,
   leak_bytes = LEAK, fault = FAULT, every_s = EVERY, warmup_s = WARMUP, p99_bound_ms = P99_MS,
   failures = failures, ok = #failures == 0,
 }

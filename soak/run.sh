@@ -4,10 +4,10 @@
 # the table of soak/report.lua. Exits non-zero when a store fails a bound.
 #   SOAK_MINUTES=10 SOAK_STORES=memory,sqlite,redis,postgres SOAK_RATE=200 sh soak/run.sh
 # The other SOAK_* settings are listed at the top of soak/driver.lua.
-# Logs and results: build/soak/<store>.log, build/soak/<store>.json.
+# Logs and results: build/soak/<store>.log and .json (or SOAK_OUT/).
 cd "$(dirname "$0")/.." || exit 1
 LUA=${LUA:-lua5.4}
-OUT=build/soak
+OUT=${SOAK_OUT:-build/soak}
 STORES=$(echo "${SOAK_STORES:-memory,sqlite,redis,postgres}" | tr ',' ' ')
 export SOAK_MINUTES=${SOAK_MINUTES:-10} SOAK_RATE=${SOAK_RATE:-200}
 
