@@ -20,6 +20,8 @@
 --                 to check that the memory bound fails
 --   SOAK_FAULT    skip, twice or block: a handler that skips a run, runs
 --                 twice, or blocks the loop now and then (see FAULTS)
+--   SOAK_REDIS_FSYNC  appendfsync of the Redis server (everysec; always
+--                 makes every write wait for the disk)
 --   SOAK_P99_MS   the lateness bound (50)
 --   SOAK_GROWTH   allowed memory growth, percent (10), plus a slack of
 --   SOAK_RSS_SLACK_MB (4) for RSS and SOAK_LUA_SLACK_MB (1) for Lua memory
@@ -67,6 +69,7 @@ local D = math.floor(MINUTES * 60)
 local WARMUP = env_num("SOAK_WARMUP", math.max(30, D / 6))
 local SAMPLE = env_num("SOAK_SAMPLE", 5)
 local LEAK = math.floor(env_num("SOAK_LEAK", 0))
+local FSYNC = os.getenv("SOAK_REDIS_FSYNC") or "everysec"
 local FAULT = os.getenv("SOAK_FAULT") or ""
 local FAULT_EVERY = 997
 local P99_MS = env_num("SOAK_P99_MS", 50)
@@ -97,7 +100,7 @@ elseif STORE == "sqlite" then
   url = "sqlite:" .. dir .. "/soak.db"
 elseif STORE == "redis" then
   -- append-only, so that the server restarts keep the jobs
-  server = require("support.redis").start{ appendonly = true }
+  server = require("support.redis").start{ args = { "--appendonly", "yes", "--appendfsync", FSYNC } }
   url = server.url
 elseif STORE == "postgres" then
   server = require("support.postgres").start()
@@ -323,7 +326,7 @@ local function disconnect()
     local q, d = U.sh_quote, server.dir
     cmd = ("redis-cli -h 127.0.0.1 -p %d SHUTDOWN; sleep 1; redis-server --port %d --bind 127.0.0.1 "
       .. "--dir %s --daemonize yes --pidfile %s --logfile %s --save '' --protected-mode no "
-      .. "--appendonly yes --appendfsync always; for i in $(seq 50); do "
+      .. "--appendonly yes --appendfsync " .. FSYNC .. "; for i in $(seq 50); do "
       .. "redis-cli -h 127.0.0.1 -p %d PING | grep -q PONG && echo restarted && break; sleep 0.1; done")
       :format(server.port, server.port, q(d), q(d .. "/redis.pid"), q(d .. "/redis.log"), server.port)
   elseif kind == "cut" then
