@@ -31,8 +31,9 @@ endif
 # The package check the goals need: deps (everything) for the tests and the
 # benchmarks, deps-run (what building and running need) for run. The
 # configuration installs that much, and never less than deps-run.
-# The fuzzers (make fuzz) need clang on top of deps-run: deps-fuzz.
-GOAL_DEPS = $(if $(filter test bench,$(MAKECMDGOALS)),deps,$(if $(filter fuzz fuzz-build,$(MAKECMDGOALS)),deps-fuzz,$(if $(filter run,$(MAKECMDGOALS)),deps-run)))
+# The fuzzers (make fuzz) need clang on top of deps-run: deps-fuzz. make
+# soak and make chaos start the same servers as the tests: deps.
+GOAL_DEPS = $(if $(filter test bench soak chaos,$(MAKECMDGOALS)),deps,$(if $(filter fuzz fuzz-build,$(MAKECMDGOALS)),deps-fuzz,$(if $(filter run,$(MAKECMDGOALS)),deps-run)))
 DEPS_LEVEL = $(if $(filter deps,$(GOAL_DEPS)),test,$(if $(filter deps-fuzz,$(GOAL_DEPS)),fuzz,run))
 
 $(B)/config.mk: Makefile tools/config.sh tools/deps.sh
@@ -167,6 +168,14 @@ fuzz-build: $(addprefix $(FB)/bin/,$(FUZZ_TARGETS))
 
 fuzz: fuzz-build
 	@sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The soak test (soak/run.sh): SOAK_MINUTES (default 10) of steady load on
+# each of SOAK_STORES at SOAK_RATE runs/s, with handler reloads, store
+# reconnects and scheduler restarts; fails on memory growth, a missed or
+# doubled slot, or p99 lateness over 50 ms. Minutes long: not in test.
+.PHONY: soak
+soak: deps all
+	@sh soak/run.sh
 
 # The host looks for its Lua library in ../share/chronis beside bin/, and
 # Lua adapters (file:, lua:adapters/...) in share/chronis/adapters.

@@ -117,6 +117,31 @@ describe("lifecycles", function()
     assert.are.equal("other", job.claimed_by)
     assert.are.same({ seconds = 7 }, job.trigger_args)
   end)
+
+  -- A process that stops schedulers and makes new ones (a restart, a store
+  -- reopened) must not keep every old one, with its store, for ever.
+  it("a stopped scheduler that nothing references is freed, and its store with it", function()
+    local gone = setmetatable({}, { __mode = "k" })
+    local function run_one()
+      local store = chronis.storage.memory()
+      local s = chronis.scheduler { storage = store, polling_interval = 0.1,
+                                    on_success = function() end }
+      local ran = false
+      s:handler("h", function() ran = true end)
+      due(s, "once")
+      s:start()
+      assert.is_true(chronis.run_until(function() return ran end, 5))
+      s:stop()
+      gone[s], gone[store] = "scheduler", "store"
+    end
+    run_one()
+    -- The engine closes its timers on the loop before it lets go of the store.
+    collectgarbage()
+    chronis.run_until(0.2)
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(next(gone))
+  end)
 end)
 
 describe("stores written in Lua", function()

@@ -81,10 +81,22 @@ Scheduler.__index = Scheduler
 
 -- Set by the host executable: { storage = url, app = path }.
 local host = package.loaded["chronis.host"]
--- Every scheduler not yet closed. Strong references: an app's main chunk
--- may drop its own once it has started the scheduler, and the host must
--- still stop it gracefully on SIGTERM.
-local live = {}
+-- Every scheduler not yet closed, by weak keys: a stopped scheduler that
+-- nothing else references is freed, with its engine and, unless shared,
+-- its store (a process that restarts schedulers must not keep the old
+-- ones). A started one is also held in `started` until it is seen stopped:
+-- an app's main chunk may drop its own once it has started the scheduler,
+-- and the host must still stop it gracefully on SIGTERM.
+local live = setmetatable({}, { __mode = "k" })
+local started = {}
+
+-- Lets go of the started schedulers that have stopped since (by a signal,
+-- chronis.stop(), or a stop() from one of their handlers).
+local function release_stopped()
+  for s in pairs(started) do
+    if s._e:state() == "stopped" then started[s] = nil end
+  end
+end
 
 --- Stops every scheduler of the process gracefully, waiting for those
 --- already stopping (the host calls this after SIGINT/SIGTERM). Returns
@@ -126,11 +138,16 @@ end
 -- Runs the callbacks of a run's final outcome: the job's own first, then
 -- the scheduler's. A failing callback is logged with the job id and stops
 -- nothing. Called by the engine in a task of its own (callbacks may wait).
-local function finisher(self, log)
+-- It holds the callbacks, not the scheduler: the engine keeps it in the
+-- Lua registry, and a reference to the scheduler from there would keep
+-- the scheduler from ever being freed.
+local function finisher(callbacks, on_success, on_failure, log)
   return function(ok, job_id, err, job)
-    local own = self._callbacks[job_id]
+    local own = callbacks[job_id]
     local key = ok and "on_success" or "on_failure"
-    local cbs = { own and own[key] or false, self["_" .. key] or false }
+    local mine
+    if ok then mine = on_success else mine = on_failure end
+    local cbs = { own and own[key] or false, mine or false }
     for i = 1, 2 do
       local cb = cbs[i]
       if cb then
@@ -184,9 +201,10 @@ function M.scheduler(opts)
   end
   local s = setmetatable({ _store = o.storage, _callbacks = {}, _on_success = on_success,
     _on_failure = on_failure }, Scheduler)
-  o.on_finish = finisher(s, o.logger or M.log)
+  o.on_finish = finisher(s._callbacks, on_success, on_failure, o.logger or M.log)
   s._e = engine.new(o)
   s._e:want_finish(on_success ~= nil or on_failure ~= nil)
+  release_stopped()
   live[s] = true
   return s
 end
@@ -202,8 +220,17 @@ function Scheduler:handler(name, fn)
   return self
 end
 
-function Scheduler:start() self._e:start() return self end
-function Scheduler:stop(grace) return self._e:stop(grace) end
+function Scheduler:start()
+  self._e:start()
+  release_stopped()
+  started[self] = true
+  return self
+end
+function Scheduler:stop(grace)
+  local r = self._e:stop(grace)
+  if self._e:state() == "stopped" then started[self] = nil end
+  return r
+end
 function Scheduler:tick() self._e:tick() end
 function Scheduler:get_queue_status() return self._e:get_queue_status() end
 function Scheduler:node_id() return self._e:node_id() end
@@ -213,6 +240,7 @@ function Scheduler:store() return self._store end
 function Scheduler:now() return self._e:now() end
 function Scheduler:close()
   live[self] = nil
+  started[self] = nil
   self._e:close()
 end
 
