@@ -659,9 +659,14 @@ describe("postgres store", function()
       local now = chronis.time.format(chronis.time.now())
       for i = 1, N do sched:create_date_job{ job_id = ("r%04d"):format(i), func_name = "work", run_date = now } end
       local stop = tmpname("stop")
-      local wait_disruption = need():background(disrupt(stop), stop)
+      -- The disruption starts once a sixth of the jobs ran, so that it
+      -- falls in the middle of the run however slow the machine is.
+      local wait_disruption
       sched:start()
       local done = chronis.run_until(function()
+        if not wait_disruption and nruns >= N // 6 then
+          wait_disruption = need():background(disrupt(stop), stop)
+        end
         if nruns < N then return false end
         local ok, n = pcall(store.count_jobs, store)
         return ok and n == 0
@@ -669,6 +674,7 @@ describe("postgres store", function()
       sched:stop()
       sched:close()
       store:close()
+      assert(wait_disruption, "the run never reached the disruption")
       assert(wait_disruption(90), "the disruption did not end")
       assert(done, ("not done: %d runs of %d jobs; log:\n%s"):format(nruns, N, table.concat(logs, "\n", math.max(1, #logs - 20))))
       local twice = {}

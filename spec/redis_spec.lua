@@ -483,7 +483,10 @@ describe("redis", function()
 
     it("recovers from a server restart (kill -9, AOF) and runs every job exactly once", function()
       local aof = redis.start({ appendonly = true })
-      local store, sched, runs, total = run_burst(aof.url, 800, { pause = 0.005 })
+      -- A 30 s lease: a restart slower than the lease (a loaded machine)
+      -- would let claimed jobs expire and run again, as the lease rules
+      -- allow; here each must run once.
+      local store, sched, runs, total = run_burst(aof.url, 800, { pause = 0.005, lease = 30 })
       wait_for(function() return total() >= 200 end, 20)
       aof:kill()
       chronis.sleep(0.5) -- the scheduler runs on, its calls wait or fail
