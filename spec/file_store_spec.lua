@@ -318,6 +318,7 @@ describe("file store", function()
       if arg[2] == "fallback" then chronis.fs = nil end
       local store = assert(loadfile("adapters/file.lua", "t"))()({ path = arg[1] })
       local n = store:count_jobs()
+      io.open(arg[3], "w"):close() -- ready: the kill may come now
       local pad = string.rep("x", 300)
       while true do
         n = n + 1
@@ -356,10 +357,17 @@ describe("file store", function()
       -- rename; the others between writes.
       for round = 1, ROUNDS do
         local mode = round % 2 == 0 and "fallback" or "fs"
-        local delay = 0.1 + math.random() * 0.3
+        -- The delay counts from when the child opened the store, however
+        -- long its start took on a busy machine.
+        local delay = 0.05 + math.random() * 0.3
+        local ready = dir .. "/child.ready"
+        os.remove(ready)
         -- The group's stderr hides the shell's "Killed" notice.
-        local cmd = ("{ lua5.4 %s %s %s 2>%s & pid=$!; sleep %.3f; kill -9 $pid; wait $pid; echo $?; } "
-          .. "2>/dev/null"):format(sh_quote(child), sh_quote(path), mode, sh_quote(errlog), delay)
+        local cmd = ("{ lua5.4 %s %s %s %s 2>%s & pid=$!; "
+          .. "while [ ! -e %s ] && kill -0 $pid 2>/dev/null; do sleep 0.01; done; "
+          .. "sleep %.3f; kill -9 $pid; wait $pid; echo $?; } 2>/dev/null")
+          :format(sh_quote(child), sh_quote(path), mode, sh_quote(ready), sh_quote(errlog),
+                  sh_quote(ready), delay)
         local p = assert(io.popen(cmd))
         local status = tonumber(p:read("a"))
         p:close()
