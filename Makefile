@@ -31,7 +31,7 @@ endif
 # The package check the goals need: deps (everything) for the tests and the
 # benchmarks, deps-run (what building and running need) for run. The
 # configuration installs that much, and never less than deps-run.
-GOAL_DEPS = $(if $(filter test bench,$(MAKECMDGOALS)),deps,$(if $(filter run,$(MAKECMDGOALS)),deps-run))
+GOAL_DEPS = $(if $(filter test bench chaos,$(MAKECMDGOALS)),deps,$(if $(filter run,$(MAKECMDGOALS)),deps-run))
 DEPS_LEVEL = $(if $(filter deps,$(GOAL_DEPS)),test,run)
 
 $(B)/config.mk: Makefile tools/config.sh tools/deps.sh
@@ -56,7 +56,7 @@ HEADERS := $(wildcard runtime/*/*.h adapters/*/*.h)
 CORE_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(filter-out runtime/core/open.c,\
               $(wildcard runtime/core/*.c adapters/memory/*.c)))
 
-.PHONY: all deps deps-run run test test-only bench bench-smoke clean install FORCE
+.PHONY: all deps deps-run run test test-only bench bench-smoke chaos clean install FORCE
 
 all: $(B)/libchronis.a $(B)/chronis $(B)/lua/chronis/core.so $(B)/core_test
 
@@ -122,6 +122,14 @@ bench: deps all
 # Every scenario at about 1 % of its size: one line, or the failures.
 bench-smoke:
 	@SANITIZER=$(SANITIZER) sh bench/run.sh --smoke
+
+# The fault-injection suite, long version (spec/support/chaos.lua): per
+# store, CHAOS_SECONDS (180) of faults from CHAOS_SEED (drawn and printed
+# when unset) on CHAOS_STORES (sqlite postgres redis file). Minutes per
+# store, so not in test: spec/chaos_spec.lua runs a short one there.
+chaos: deps all
+	@CHAOS_SECONDS='$(CHAOS_SECONDS)' CHAOS_SEED='$(CHAOS_SEED)' CHAOS_STORES='$(CHAOS_STORES)' \
+	  lua5.4 spec/support/chaos.lua
 
 # The host looks for its Lua library in ../share/chronis beside bin/, and
 # Lua adapters (file:, lua:adapters/...) in share/chronis/adapters.

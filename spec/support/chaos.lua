@@ -171,7 +171,7 @@ end
 function Run:start_proxy(target_port)
   self.proxy_port = U.free_port()
   local out = self.dir .. "/proxy.out"
-  self.proxy = assert(io.popen(("exec node %s %d %d >%s 2>&1"):format(q(PROXY), self.proxy_port, target_port,
+  self.proxy = assert(io.popen(("exec env -u LD_PRELOAD node %s %d %d >%s 2>&1"):format(q(PROXY), self.proxy_port, target_port,
     q(out)), "w"))
   for _ = 1, 500 do
     local pid = U.read(out, ""):match("listening %d+ pid (%d+)")
@@ -383,13 +383,24 @@ function Run:heal()
   while #self:live_workers() < self.nworkers_wanted do self:start_worker() end
 end
 
-function Run:oneshots_done()
-  local done = {}
+-- Whether the workers caught up after the faults: every one-shot
+-- completed, and every interval job completed a slot due after the
+-- faults ended (claims that failed back off, up to 30 s: docs/engine.md,
+-- "A store that fails").
+function Run:caught_up()
+  local done, latest = {}, {}
   for _, w in ipairs(self.workers) do
-    for id in U.read(w.log, ""):gmatch("\nend (once%-%d+) ") do done[id] = true end
+    for id, slot in U.read(w.log, ""):gmatch("\nend (%S+) (%S+) ") do
+      done[id] = true
+      if slot ~= "-" then
+        local us = chronis.time.parse(slot)
+        if us > (latest[id] or 0) then latest[id] = us end
+      end
+    end
   end
   for id, j in pairs(self.workload) do
     if j.kind == "once" and not done[id] then return false end
+    if j.kind == "interval" and (latest[id] or 0) < self.healed_us then return false end
   end
   return true
 end
@@ -416,7 +427,11 @@ function Run:stop_workers()
       if U.exists(w.log .. ".rc") then break end
       sleep(0.05)
     end
-    w.rc = tonumber((U.read(w.log .. ".rc", ""):match("%d+")))
+    for _ = 1, 50 do
+      w.rc = tonumber((U.read(w.log .. ".rc", ""):match("%d+")))
+      if w.rc then break end
+      sleep(0.05)
+    end
     w.stderr = U.read(w.log .. ".err", "")
     w.gone = true
   end
@@ -496,11 +511,13 @@ function M.run(opts)
 
     self:log("injection over: healing and settling")
     self:heal()
-    local settle_until = now() + (2 * LEASE + 4) * 1000000
+    self.healed_us = now()
+    -- Leases of killed workers expire, then the slots they held run.
+    local settle_until = now() + (2 * LEASE + 1) * 1000000
     local give_up = now() + 90 * 1000000
     while now() < give_up do
       self:sample_rss()
-      if now() >= settle_until and self:oneshots_done() then break end
+      if now() >= settle_until and self:caught_up() then break end
       sleep(0.5)
     end
     self.stop_us = now()
@@ -521,7 +538,7 @@ function M.run(opts)
   end
   local report = check.check{
     lease = LEASE, workload = self.workload, workers = self.workers, faults = self.faults,
-    final_jobs = self.final_jobs, final_error = self.final_error, stop_us = self.stop_us,
+    final_jobs = self.final_jobs, final_error = self.final_error, healed_us = self.healed_us,
     stop_wait = self.stop_wait,
   }
   report.dir = self.dir
@@ -611,15 +628,20 @@ function M.summary(self, report)
 end
 
 if arg and arg[0] and arg[0]:match("support/chaos%.lua$") then
-  local stores = os.getenv("CHAOS_STORES") or "sqlite postgres redis file"
-  local seconds = tonumber(os.getenv("CHAOS_SECONDS") or "") or 180
-  local seed = tonumber(os.getenv("CHAOS_SEED") or "") or (os.time() % 100000)
+  local function env(name)
+    local v = os.getenv(name)
+    return v ~= "" and v or nil
+  end
+  local stores = env("CHAOS_STORES") or "sqlite postgres redis file"
+  local seconds = tonumber(env("CHAOS_SECONDS") or "") or 180
+  local seed = tonumber(env("CHAOS_SEED") or "") or (os.time() % 100000)
+  print(("chaos: seed %d, %d s per store, stores %s"):format(seed, seconds, stores))
   local failed = 0
   for store in stores:gmatch("[%w]+") do
     local report = M.run{ store = store, seed = seed, seconds = seconds, verbose = os.getenv("CHAOS_VERBOSE") }
     print(report.summary)
     for _, f in ipairs(report.findings) do print("  " .. f) end
-    print("  logs: " .. report.dir)
+    if not report.ok then print("  logs: " .. report.dir) end
     if not report.ok then failed = failed + 1 end
   end
   print(("chaos: %d store(s) with findings (CHAOS_SEED=%d CHAOS_SECONDS=%d CHAOS_STORES='%s')"):format(failed, seed,

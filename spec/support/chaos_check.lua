@@ -136,7 +136,9 @@ function M.check(data)
   end
 
   -- Losses.
-  local must_until = data.stop_us - 3000000
+  -- Every slot due before the faults ended must have run, and a later
+  -- one too (the driver waited for that, up to its limit).
+  local must_until = data.healed_us
   local ids = {}
   for id in pairs(data.workload) do ids[#ids + 1] = id end
   table.sort(ids)
@@ -176,6 +178,11 @@ function M.check(data)
           stats.lost = stats.lost + 1
           finding("lost", "%s slot %s started but never completed", id, fmt_time(s))
         end
+      end
+      if (slots[#slots] or 0) < must_until then
+        stats.lost = stats.lost + 1
+        finding("lost", "%s ran no slot due after the faults ended (%s); its last: %s", id, fmt_time(must_until),
+          fmt_time(slots[#slots]))
       end
       local expect = job.start
       local i = 1
