@@ -85,13 +85,14 @@ describe("the chaos checker", function()
     r = check(data({ worker("w1", runs), worker("w2", again) },
       { { kind = "worker_kill", target = "w1", b = t0 + 2 * S, e = t0 + 2 * S } }))
     assert.are.same({}, r.findings)
-    assert.are.equal(1, r.stats.repeats_explained)
+    assert.are.same({ ["worker fault"] = 1 }, r.stats.explained_by)
     -- A stop shorter than the lease explains nothing.
     r = check(data({ worker("w1", runs), worker("w2", again) },
       { { kind = "worker_stop_short", target = "w1", b = t0, e = t0 + S // 2, explains = false } }))
     assert.are.equal(1, r.stats.repeats_unexplained)
     r = check(data({ worker("w1", { runs[1] }), worker("w2", again) }))
     assert.are.same({}, r.findings)
+    assert.are.same({ ["no end"] = 1 }, r.stats.explained_by)
   end)
 
   it("finds a missed interval slot, and allows the gap after a misfired run_once", function()

@@ -622,11 +622,15 @@ function M.summary(self, report)
   local skipped = {}
   for k, why in pairs(self.skipped) do skipped[#skipped + 1] = k .. " (" .. why .. ")" end
   table.sort(skipped)
+  local by = {}
+  for _, why in ipairs({ "no end", "worker fault", "store error logged", "store fault" }) do
+    if (s.explained_by or {})[why] then by[#by + 1] = why .. " " .. s.explained_by[why] end
+  end
   return ("chaos %s seed %d, %d s: %d faults [%s]; workers started %d; runs %d (completed %d); repeats %d "
-    .. "(explained %d, unexplained %d); lost %d; stuck %d; crashes %d; hangs %d; max RSS growth %d kB; "
+    .. "(explained %d [%s], unexplained %d); lost %d; stuck %d; crashes %d; hangs %d; max RSS growth %d kB; "
     .. "faults seen by workers %d%s; %s"):format(
     self.store, self.seed, self.seconds, total, table.concat(parts, " "), self.nworkers, s.runs or 0,
-    s.completed or 0, s.repeats or 0, s.repeats_explained or 0, s.repeats_unexplained or 0, s.lost or 0,
+    s.completed or 0, s.repeats or 0, s.repeats_explained or 0, table.concat(by, ", "), s.repeats_unexplained or 0, s.lost or 0,
     s.stuck or 0, s.crashes or 0, s.hangs or 0, s.rss_growth_kb or 0, s.store_errors_logged or 0,
     #skipped > 0 and ("; SKIPPED: " .. table.concat(skipped, ", ")) or "",
     #report.findings == 0 and "OK" or (#report.findings .. " finding(s)"))

@@ -96,16 +96,20 @@ function M.check(data)
   end
 
   -- Repeats and what explains them.
+  -- What explains a repeat, most direct first: the worker's own fault,
+  -- a store error it logged, a fault of the store.
   local function fault_during(worker, a, b)
     for _, f in ipairs(data.faults) do
-      if (f.target == worker or f.target == "store") and f.explains ~= false and f.b <= b and f.e >= a then
-        return f.kind
-      end
+      if f.target == worker and f.explains ~= false and f.b <= b and f.e >= a then return "worker fault" end
     end
     for _, t in ipairs(errors_of[worker] or {}) do
       if t >= a and t <= b then return "store error logged" end
     end
+    for _, f in ipairs(data.faults) do
+      if f.target == "store" and f.b <= b and f.e >= a then return "store fault" end
+    end
   end
+  stats.explained_by = {}
   local occs = {}
   for key in pairs(by_occ) do occs[#occs + 1] = key end
   table.sort(occs)
@@ -117,7 +121,7 @@ function M.check(data)
       for j = 1, k - 1 do
         local p = runs[j]
         if not p.finish then
-          why = "an earlier run logged no end"
+          why = "no end"
         else
           why = fault_during(p.worker, p.start, p.finish + lease_us + 1000000)
         end
@@ -125,6 +129,7 @@ function M.check(data)
       end
       if why then
         stats.repeats_explained = stats.repeats_explained + 1
+        stats.explained_by[why] = (stats.explained_by[why] or 0) + 1
       else
         stats.repeats_unexplained = stats.repeats_unexplained + 1
         local first = runs[1]
