@@ -148,7 +148,11 @@ local function file_setup(self, name)
       self:skip("readonly", "running as root without setpriv: a read-only file would not stop root's writes")
     end
   end
-  self.path = self.fsdir .. "/" .. name
+  -- The file sits in a folder of its own, which the removed fault renames
+  -- (one atomic step for the database and its -wal and -shm).
+  self.dbdir = self.fsdir .. "/db"
+  assert(sh("mkdir -p " .. q(self.dbdir)))
+  self.path = self.dbdir .. "/" .. name
 end
 
 setups.sqlite = function(self)
@@ -285,26 +289,22 @@ apply.proxy_blackhole = function(self, rng)
 end
 
 apply.readonly = function(self, rng)
-  local dir = self.fsdir
+  local dir = self.dbdir
   sh(("chmod a-w %s %s*"):format(q(dir), q(self.path)))
   return function() sh(("chmod u+w %s %s*"):format(q(dir), q(self.path))) end, rng(10, 60) / 10
 end
 
--- The database file removed with its -wal and -shm, then restored (the
--- same files moved back, as from a backup). chronis reopens the path when
--- its file is removed or replaced (docs/sqlite.md): meanwhile on a new,
--- empty database, then on the restored one. What it made meanwhile is
--- deleted just before the restore. No worker starts meanwhile, so the
--- workers holding the jobs are the ones that saw them go.
+-- The database removed with its -wal and -shm, then restored: their
+-- folder is renamed away and back, each an atomic step. Moving the three
+-- files one by one would not do: a process reopening the path between two
+-- moves would make a new database beside the old -wal file, which SQLite
+-- then reads as its own (docs/sqlite.md warns against it). Meanwhile the
+-- path cannot be opened and every request fails (docs/sqlite.md, "When
+-- the file is removed or replaced").
 apply.removed = function(self, rng)
-  local away = self.dir .. "/away"
-  sh("mkdir -p " .. q(away))
-  sh(("mv %s %s* %s"):format(q(self.path), q(self.path .. "-"), q(away)))
-  self.no_starts = true
-  return function()
-    sh(("rm -f %s %s* && mv %s/* %s"):format(q(self.path), q(self.path .. "-"), q(away), q(self.fsdir)))
-    self.no_starts = false
-  end, rng(10, 60) / 10
+  local away = self.fsdir .. "/away"
+  sh(("mv %s %s"):format(q(self.dbdir), q(away)))
+  return function() sh(("mv %s %s"):format(q(away), q(self.dbdir))) end, rng(10, 60) / 10
 end
 
 apply.disk_full = function(self, rng)
