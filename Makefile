@@ -67,7 +67,7 @@ HEADERS := $(wildcard runtime/*/*.h adapters/*/*.h)
 CORE_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(filter-out runtime/core/open.c,\
               $(wildcard runtime/core/*.c adapters/memory/*.c)))
 
-.PHONY: all deps deps-run deps-fuzz run test test-only bench bench-smoke fuzz fuzz-build clean install FORCE
+.PHONY: all deps deps-run deps-fuzz run test test-only bench bench-smoke fuzz fuzz-build chaos clean install FORCE
 
 all: $(B)/libchronis.a $(B)/chronis $(B)/lua/chronis/core.so $(B)/core_test
 
@@ -176,6 +176,14 @@ fuzz: fuzz-build
 .PHONY: soak
 soak: deps all
 	@sh soak/run.sh
+
+# The fault-injection suite, long version (spec/support/chaos.lua): per
+# store, CHAOS_SECONDS (180) of faults from CHAOS_SEED (drawn and printed
+# when unset) on CHAOS_STORES (sqlite postgres redis file). Minutes per
+# store, so not in test: spec/chaos_spec.lua runs a short one there.
+chaos: deps all
+	@CHAOS_SECONDS='$(CHAOS_SECONDS)' CHAOS_SEED='$(CHAOS_SEED)' CHAOS_STORES='$(CHAOS_STORES)' \
+	  lua5.4 spec/support/chaos.lua
 
 # The host looks for its Lua library in ../share/chronis beside bin/, and
 # Lua adapters (file:, lua:adapters/...) in share/chronis/adapters.

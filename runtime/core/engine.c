@@ -106,6 +106,7 @@ static void schedule_tick(chr_sched_t *s, int64_t delay_us);
 static void arm_timer(chr_sched_t *s);
 static void dispatch(chr_sched_t *s);
 static void flush(chr_sched_t *s);
+static void drop_stale_completions(chr_sched_t *s, const char *id);
 static void flush_soon(chr_sched_t *s);
 static void check_stopped(chr_sched_t *s);
 static void wake_cb(void *data, int64_t when);
@@ -671,6 +672,7 @@ static void claim_cb(chr_store_req_t *req) {
   for (size_t i = 0; i < req->njobs; i++) {
     chr_job_t *j = req->jobs[i];
     req->jobs[i] = NULL;
+    if (s->npend) drop_stale_completions(s, j->job_id);
     chr_run_t *r = run_new(s, j);
     r->scheduled = chr_job_has(j, CHR_F_NEXT_RUN_TIME) ? j->next_run_time : now;
     int64_t threshold = (int64_t)chr_job_int(j, CHR_F_MISFIRE_THRESHOLD, 60) * CHR_USEC;
@@ -802,6 +804,29 @@ static void flush_failed(chr_sched_t *s, sreq_t *q) {
   int64_t d = backoff_us(s, n);
   s->flush_after = chr_time_mono() + d;
   if (s->flush_timer) uv_timer_start(s->flush_timer, flush_timer_cb, (uint64_t)(d / 1000) + 1, 0);
+}
+
+/* A claim just gave this node job `id` again: any completion of it still
+ * waiting here (one that failed to write and waits for its retry) belongs
+ * to an earlier claim whose lease expired and was recovered. Written now,
+ * it would pass the owner check of the new claim (the owner is the same
+ * node) and end that claim's run while it runs: the job would be claimed
+ * again at the next slot with this run still going, and every later slot
+ * would run twice. It is dropped, as the store would refuse it. */
+static void drop_stale_completions(chr_sched_t *s, const char *id) {
+  size_t kept = 0;
+  for (size_t i = 0; i < s->npend; i++) {
+    chr_completion_t *c = &s->pend[i];
+    if (strcmp(c->job_id, id) == 0) {
+      chr_sched_log(s, CHR_LOG_WARN, c->job_id, "completion not applied (%s): its lease expired and the "
+                    "job was recovered (it may run again, or already has)", chr_strerror(CHR_ECONFLICT));
+      free(c->job_id);
+      chr_job_free(c->updates);
+      continue;
+    }
+    s->pend[kept++] = *c;
+  }
+  s->npend = kept;
 }
 
 static void flush_cb(chr_store_req_t *req) {
