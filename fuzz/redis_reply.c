@@ -136,7 +136,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     redisReply *r = reply;
     run(o, r);
     /* The record reader on its own, on every element too. */
-    chr_job_t *j = job_from_hash(r);
+    chr_job_t *j = job_from_hash(r, NULL);
+    if (j) check_job(j), chr_job_free(j);
+    /* As get_job reads it: the id asked for stands in for a missing one. */
+    j = job_from_hash(r, "asked-for");
     if (j) check_job(j), chr_job_free(j);
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
       reply_time(r->element[i]);

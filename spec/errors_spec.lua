@@ -65,8 +65,9 @@ local CASES = {
   end, "invalid", "'now' 9223372036854775797 is out of range" },
   { "claim_due_jobs with a lease ending past year 9999", function(s)
     s:create_job(job("a"))
-    return s.claim_due_jobs, s, { now = NOW, owner = "o", lease_seconds = 9e12 }
-  end, "invalid", "a lease of 9000000000000000000 µs from 'now' ends past 9999-12-31" },
+    -- A lease in range (a year at most) from a 'now' an hour before the end.
+    return s.claim_due_jobs, s, { now = "9999-12-31T23:00:00Z", owner = "o", lease_seconds = 7200 }
+  end, "invalid", "a lease of 7200000000 µs from 'now' ends past 9999-12-31" },
   { "extend_leases with 'now' before year 1", function(s) return s.extend_leases, s, { owner = "o", ids = { "a" }, now = math.mininteger + 1 } end, "invalid", "'now'" },
   { "count_jobs with a bad status", function(s) return s.count_jobs, s, { status = "nope" } end, "invalid", "'status'" },
   { "claim_due_jobs without an owner", function(s) return s.claim_due_jobs, s, { limit = 1 } end, "invalid", "owner" },

@@ -359,7 +359,7 @@ describe("sqlite store", function()
         local ok, err = pcall(s.get_job, s, "x")
         s:close()
         assert.is_false(ok, bad .. " was read as " .. tostring(ok and err and err.next_run_time))
-        assert.are.equal("unavailable", err.code)
+        assert.are.equal("invalid", err.code)
         assert.matches("invalid field 'next_run_time': " .. bad:gsub("[%[%]%-%.]", "%%%0") .. " is not a time",
           err.message)
       end
