@@ -62,6 +62,24 @@ describe("store URLs", function()
     -- A path of 1 MB is the file system's to refuse, by name.
     assert_error_naming("invalid", "cannot open", chronis.storage.open, "sqlite:/tmp/" .. string.rep("a", 1 << 20))
   end)
+
+  it("are shown whole up to 203 bytes, then cut with '...' (each length around the cut)", function()
+    -- A URL is shown cut after 200 bytes with "..." added: one of 201 to
+    -- 203 bytes once had the "..." written past its end (found by the url
+    -- fuzzer; the sanitizer pass of the suite sees the overflow).
+    for n = 195, 210 do
+      local url = "nosuch:" .. string.rep("a", n - 7)
+      local ok, err = pcall(chronis.storage.open, url)
+      assert.is_false(ok)
+      assert.are.equal("invalid", err.code)
+      if n <= 203 then
+        assert.truthy(err.message:find(url, 1, true), n .. " bytes: " .. err.message)
+      else
+        assert.truthy(err.message:find(url:sub(1, 200) .. "...", 1, true), n .. " bytes: " .. err.message)
+        assert.falsy(err.message:find(url, 1, true), n .. " bytes shown whole: " .. err.message)
+      end
+    end
+  end)
 end)
 
 describe("scheduler options", function()

@@ -104,7 +104,9 @@ static char *shown_whole(const char *url, int authority);
 char *chr_url_shown(const char *url, int authority) {
   char *s = shown_whole(url, authority);
   size_t n = strlen(s);
-  if (n <= SHOWN_MAX) return s;
+  /* Cut only what is longer than the cut form ("..." after SHOWN_MAX
+   * bytes at most): then the buffer holds the 4 bytes written below. */
+  if (n <= SHOWN_MAX + 3) return s;
   n = SHOWN_MAX;
   while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--; /* not inside a UTF-8 sequence */
   memcpy(s + n, "...", 4);
