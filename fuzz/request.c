@@ -45,23 +45,6 @@ static int submit(chr_store_t *s, chr_store_req_t *req) {
   return req->status;
 }
 
-static void check_json(const chr_job_t *j) {
-  chr_buf_t a, b;
-  char err[256];
-  chr_buf_init(&a);
-  chr_buf_init(&b);
-  chr_job_to_json(j, &a);
-  chr_job_t *k = chr_job_new();
-  FUZZ_CHECK(chr_job_from_json(k, a.p, a.len, err, sizeof err) == 0, "'%s' does not read: %s",
-             a.p, err);
-  chr_job_to_json(k, &b);
-  FUZZ_CHECK(a.len == b.len && memcmp(a.p, b.p, a.len) == 0, "'%s' reads back as '%s'", a.p,
-             b.p);
-  chr_job_free(k);
-  chr_buf_free(&a);
-  chr_buf_free(&b);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint8_t o = fuzz_byte(&data, &size);
   int64_t limit = take64(&data, &size), offset = take64(&data, &size);
@@ -74,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(text);
     return 0;
   }
-  check_json(j);
+  fuzz_check_job_roundtrip(j);
 
   /* Scheduler-level validation: what it accepts, create_job takes. */
   chr_job_t *v = chr_job_dup(j);
@@ -83,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int prepared = chr_job_prepare(v, clock, err, sizeof err) == 0;
   if (prepared) {
     FUZZ_CHECK(chr_store_record_check(v, "create_job", err, sizeof err) == 0, "%s", err);
-    check_json(v);
+    fuzz_check_job_roundtrip(v);
   } else {
     FUZZ_CHECK(err[0] != '\0', "refused without a message");
   }
