@@ -760,9 +760,11 @@ static int add_table_opts(lua_State *L, int idx, chr_opts_t *o, char *err, size_
       vn = strlen(v);
     } else if (t == LUA_TNUMBER) {
       lua_Number d = lua_tonumber(L, -1);
-      /* 5.0 reads as 5: options that take integers would refuse "5.0" */
+      /* 5.0 reads as 5: options that take integers would refuse "5.0".
+       * The range first: NaN, infinities and huge values must not reach
+       * the cast (undefined behaviour), they are written as they are. */
       if (lua_isinteger(L, -1)) snprintf(num, sizeof num, LUA_INTEGER_FMT, lua_tointeger(L, -1));
-      else if (d == (lua_Number)(long long)d && d > -1e15 && d < 1e15)
+      else if (d > -1e15 && d < 1e15 && d == (lua_Number)(long long)d)
         snprintf(num, sizeof num, "%lld", (long long)d);
       else snprintf(num, sizeof num, "%.17g", (double)d);
       v = num;
