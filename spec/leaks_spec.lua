@@ -5,20 +5,12 @@
 local chronis = require "chronis"
 local core = require "chronis.core"
 
-local REQUIRED = { "create_job", "get_job", "update_job", "compare_and_swap_job", "delete_job", "query_jobs" }
-local NOW = chronis.time.format(chronis.time.now())
+local U = require "support.util"
 
--- A Lua adapter with only the required methods, over a memory store: the
--- optional operations (claim, completion, recovery...) are emulated.
-local function minimal_store()
-  local inner = chronis.storage.memory()
-  local a = {}
-  for _, m in ipairs(REQUIRED) do
-    a[m] = function(_, ...) return inner[m](inner, ...) end
-  end
-  function a.close() inner:close() end
-  return chronis.storage.lua(a, { name = "minimal" })
-end
+local NOW = chronis.time.format(chronis.time.now())
+-- A Lua adapter with only the required methods: the optional operations
+-- (claim, completion, recovery...) are emulated.
+local minimal_store = U.minimal_store
 
 local function due(store, n)
   for i = 1, n do

@@ -6,7 +6,6 @@ local chronis = require "chronis"
 local U = require "support.util"
 
 local NOW = chronis.time.format(chronis.time.now())
-local REQUIRED = { "create_job", "get_job", "update_job", "compare_and_swap_job", "delete_job", "query_jobs" }
 
 after_each(function() U.assert_loop_clean(2) end)
 
@@ -36,13 +35,7 @@ describe("an answer with no jobs is not sorted", function()
   end)
 
   it("the emulated claim of a Lua adapter without claim_due_jobs, with nothing due", function()
-    local inner = chronis.storage.memory()
-    local a = {}
-    for _, m in ipairs(REQUIRED) do
-      a[m] = function(_, ...) return inner[m](inner, ...) end
-    end
-    function a.close() inner:close() end
-    local store = chronis.storage.lua(a, { name = "minimal" })
+    local store = U.minimal_store()
     assert.are.same({}, store:claim_due_jobs({ now = NOW, limit = 10, owner = "n1", lease_seconds = 30 }))
     store:close()
   end)

@@ -235,4 +235,22 @@ function U.assert_loop_clean(seconds)
   assert.are.equal(0, core.active_handles(), "libuv handles left active after the test")
 end
 
+-- ---- stores ----
+
+-- A store written in Lua with only the required methods, over a memory
+-- store: the optional operations (claim, completion, recovery...) are the
+-- core's emulation of them.
+local REQUIRED = { "create_job", "get_job", "update_job", "compare_and_swap_job", "delete_job",
+  "query_jobs" }
+function U.minimal_store()
+  local chronis = require "chronis"
+  local inner = chronis.storage.memory()
+  local a = {}
+  for _, m in ipairs(REQUIRED) do
+    a[m] = function(_, ...) return inner[m](inner, ...) end
+  end
+  function a.close() inner:close() end
+  return chronis.storage.lua(a, { name = "minimal" })
+end
+
 return U
