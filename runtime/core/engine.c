@@ -479,17 +479,15 @@ static void start_run(chr_sched_t *s, chr_run_t *r) {
    * deleted: it fails instead, without running, naming what is wrong. */
   char err[300];
   const chr_job_t *j = r->job;
-  if (j->unreadable != NULL) { /* see chr_job_t: it would run without a field */
-    char msg[400];
-    snprintf(msg, sizeof msg, "job '%s' cannot run as stored: %s", j->job_id, j->unreadable);
-    run_end(s, r, END_BAD_RECORD, CHR_EINVAL, msg);
-    return;
-  }
-  if ((j->trigger_type == CHR_TT_INTERVAL || j->trigger_type == CHR_TT_CRON ||
+  const char *bad = j->unreadable; /* see chr_job_t: it would run without a field */
+  if (bad == NULL &&
+      (j->trigger_type == CHR_TT_INTERVAL || j->trigger_type == CHR_TT_CRON ||
        (j->trigger_type == CHR_TT_NONE && chr_job_has(j, CHR_F_TRIGGER_ARGS))) &&
-      trigger_of(s, j, err, sizeof err) == NULL) {
+      trigger_of(s, j, err, sizeof err) == NULL)
+    bad = err;
+  if (bad != NULL) {
     char msg[400];
-    snprintf(msg, sizeof msg, "job '%s' cannot run as stored: %s", j->job_id, err);
+    snprintf(msg, sizeof msg, "job '%s' cannot run as stored: %s", j->job_id, bad);
     run_end(s, r, END_BAD_RECORD, CHR_EINVAL, msg);
     return;
   }
