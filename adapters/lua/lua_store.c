@@ -110,6 +110,32 @@ static int take_jobs(lcall_t *c, lua_State *co, int idx) {
   return 0;
 }
 
+static int check_run(lua_State *L) {
+  lua_pushlightuserdata(L, chr_lua_checkrun(L, 1, "run"));
+  return 1;
+}
+
+/* The runs of query_runs, in the order given (the method sorts them). */
+static int take_runs(lcall_t *c, lua_State *co, int idx) {
+  if (!lua_istable(co, idx)) return bad_type(c, "an array of runs", co, idx);
+  lua_Integer n = (lua_Integer)lua_rawlen(co, idx);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_pushcfunction(co, check_run);
+    lua_rawgeti(co, idx, i);
+    if (lua_pcall(co, 1, 1, 0) != LUA_OK) {
+      const char *msg = "?";
+      chr_lua_errvalue(co, -1, &msg);
+      chr_store_req_fail(c->req, CHR_EINVAL, "lua adapter '%s': %s returned a bad run: %s",
+                         c->b->name, c->method, msg);
+      lua_pop(co, 2);
+      return -1;
+    }
+    chr_store_req_push_run(c->req, lua_touserdata(co, -1));
+    lua_pop(co, 1);
+  }
+  return 0;
+}
+
 /* Converts the method's results (stack of co, from 1). */
 static void take_results(lcall_t *c, lua_State *co) {
   chr_store_req_t *req = c->req;
@@ -154,8 +180,10 @@ static void take_results(lcall_t *c, lua_State *co) {
     break;
   case CHR_OP_QUERY:
   case CHR_OP_CLAIM: take_jobs(c, co, 1); break;
+  case CHR_OP_QUERY_RUNS: take_runs(c, co, 1); break;
   case CHR_OP_COUNT:
   case CHR_OP_RECOVER:
+  case CHR_OP_RECORD_RUNS:
   case CHR_OP_EXTEND:
     if (!lua_isinteger(co, 1)) bad_type(c, "an integer", co, 1);
     else req->count = lua_tointeger(co, 1);
@@ -271,6 +299,16 @@ static void push_lease_options(lua_State *L, const chr_store_req_t *req) {
   lua_setfield(L, -2, "lease_seconds");
 }
 
+/* stack: +1 the run as a store written in Lua receives it: with `keep`
+ * when the job says how many of its runs to keep. */
+static void push_run(lua_State *L, const chr_runrec_t *r) {
+  chr_runrec_push(L, r);
+  if (r->keep >= 0) {
+    lua_pushinteger(L, r->keep);
+    lua_setfield(L, -2, "keep");
+  }
+}
+
 /* Pushes the method's arguments; returns their count. */
 static int push_args(lua_State *L, chr_store_req_t *req) {
   switch (req->op) {
@@ -315,10 +353,27 @@ static int push_args(lua_State *L, chr_store_req_t *req) {
         chr_job_push(L, c->updates);
         lua_setfield(L, -2, "updates");
       }
+      if (c->run) {
+        push_run(L, c->run);
+        lua_setfield(L, -2, "run");
+      }
       lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     return 1;
   case CHR_OP_RECOVER: push_time(L, req->now); return 1;
+  case CHR_OP_RECORD_RUNS:
+    lua_createtable(L, (int)req->nruns, 0);
+    for (size_t i = 0; i < req->nruns; i++) {
+      push_run(L, req->runs[i]);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+  case CHR_OP_QUERY_RUNS:
+    chr_run_filter_push(L, req->run_filter);
+    if (req->limit >= 0) lua_pushinteger(L, req->limit);
+    else lua_pushnil(L);
+    lua_pushinteger(L, req->offset);
+    return 3;
   case CHR_OP_EXTEND:
     push_lease_options(L, req);
     push_ids(L, req);

@@ -27,7 +27,8 @@ enum {
   CHR_ESTATE = -8,    /* "invalid_state" */
   CHR_ENOHANDLER = -9, /* "handler_not_found" */
   CHR_EHANDLER = -10,  /* "error": a handler raised */
-  CHR_ELEASE = -11     /* "lease_expired": runs kept being cut short */
+  CHR_ELEASE = -11,    /* "lease_expired": runs kept being cut short */
+  CHR_ENOTSUP = -12    /* "unsupported": the store lacks the operation */
 };
 
 const char *chr_strerror(int code);

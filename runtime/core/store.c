@@ -36,9 +36,13 @@ void chr_store_req_init(chr_store_req_t *req, chr_store_op_t op) {
 void chr_store_req_reset(chr_store_req_t *req) {
   for (size_t i = 0; i < req->njobs; i++) chr_job_free(req->jobs[i]);
   free(req->jobs);
+  for (size_t i = 0; i < req->nhistory; i++) chr_runrec_free(req->history[i]);
+  free(req->history);
   free(req->errmsg);
   req->jobs = NULL;
   req->njobs = 0;
+  req->history = NULL;
+  req->nhistory = 0;
   req->errmsg = NULL;
   req->status = 0;
   req->count = 0;
@@ -61,6 +65,13 @@ void chr_store_req_push_job(chr_store_req_t *req, chr_job_t *job) {
   size_t n = req->njobs;
   if ((n & (n - 1)) == 0) req->jobs = chr_realloc(req->jobs, (n ? n * 2 : 1) * sizeof *req->jobs);
   req->jobs[req->njobs++] = job;
+}
+
+void chr_store_req_push_run(chr_store_req_t *req, chr_runrec_t *run) {
+  size_t n = req->nhistory;
+  if ((n & (n - 1)) == 0)
+    req->history = chr_realloc(req->history, (n ? n * 2 : 1) * sizeof *req->history);
+  req->history[req->nhistory++] = run;
 }
 
 void chr_filter_init(chr_filter_t *f) {
@@ -226,6 +237,21 @@ static int check_request(chr_store_req_t *req) {
     if (req->limit == 0) return 1;
   }
   if ((in & CHR_IN_IDS) && req->nids == 0) return 1;
+  if (in & CHR_IN_RUNS) {
+    for (size_t i = 0; i < req->nruns; i++) {
+      const chr_runrec_t *r = req->runs[i];
+      if (r == NULL || r->run_id == NULL || r->job_id == NULL ||
+          r->outcome <= CHR_OUT_NONE || r->outcome >= CHR_OUT__COUNT) {
+        chr_store_req_fail(req, CHR_EINVAL, "%s: run %zu needs run_id, job_id and an outcome",
+                           name, i + 1);
+        return 1;
+      }
+    }
+    if (req->nruns == 0) return 1;
+  }
+  if ((in & CHR_IN_RUN_FILTER) && req->run_filter != NULL && req->run_filter->has_ids &&
+      req->run_filter->nids == 0)
+    return 1;
   if ((in & CHR_IN_FILTER) && req->filter != NULL && req->filter->has_ids &&
       req->filter->nids == 0)
     return 1; /* an empty job_id_in matches nothing */

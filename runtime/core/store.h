@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "history.h"
 #include "job.h"
 #include "lock.h"
 #include "url.h"
@@ -40,9 +41,12 @@ enum {
   CHR_IN_OWNER = 256,    /* owner: required */
   CHR_IN_NOW = 512,      /* now: CHR_TIME_NONE is the time of submission */
   CHR_IN_LEASE = 1024,   /* lease_us: < 0 is 0 */
-  CHR_IN_ITEMS = 2048    /* items: each with job_id, owner and updates that
+  CHR_IN_ITEMS = 2048,   /* items: each with job_id, owner and updates that
                             pass chr_store_updates_check; none answers at
                             once */
+  CHR_IN_RUNS = 4096,    /* runs, nruns: run records; none answers at once */
+  CHR_IN_RUN_FILTER = 8192 /* run_filter (NULL: all); an empty job_id_in
+                              answers at once */
 };
 
 enum {
@@ -53,8 +57,13 @@ enum {
   CHR_STORE_CAP_BATCH = 16,   /* get_jobs_batch */
   CHR_STORE_CAP_COUNT = 32,   /* count_jobs (else query + #) */
   CHR_STORE_CAP_NEXT_DUE = 64,/* next_due_time */
-  CHR_STORE_CAP_LOCAL = 128   /* in-process store: the engine arms a timer
+  CHR_STORE_CAP_LOCAL = 128,  /* in-process store: the engine arms a timer
                                  at the earliest next_run_time */
+  /* Run history (history.h): record_runs and query_runs, and the run
+   * attached to a completion item is written with it, in the same step.
+   * Without it runs are not kept (record_runs keeps none) and query_runs
+   * is `unsupported`: history is data, it cannot be emulated. */
+  CHR_STORE_CAP_HISTORY = 256
 };
 
 /* The storage contract, once (docs/adapters.md): every operation with its
@@ -95,7 +104,13 @@ enum {
     CHR_IN_NOW | CHR_IN_OWNER | CHR_IN_IDS | CHR_IN_LEASE, 2)                            \
   /* -> count = earliest next_run_time of a scheduled job, CHR_TIME_NONE                 \
    * when none */                                                                        \
-  X(NEXT_DUE, "next_due_time", CHR_STORE_CAP_NEXT_DUE, 0, 1)
+  X(NEXT_DUE, "next_due_time", CHR_STORE_CAP_NEXT_DUE, 0, 1)                           \
+  /* runs -> count written; each job's runs pruned to its keep count and                 \
+   * the store's age limit (docs/history.md) */                                          \
+  X(RECORD_RUNS, "record_runs", CHR_STORE_CAP_HISTORY, CHR_IN_RUNS, 2)                   \
+  /* run_filter, limit, offset -> history, newest first (chr_runrec_cmp) */              \
+  X(QUERY_RUNS, "query_runs", CHR_STORE_CAP_HISTORY,                                     \
+    CHR_IN_RUN_FILTER | CHR_IN_LIMIT | CHR_IN_OFFSET, 4)
 
 typedef enum {
 #define CHR__OP_ENUM(id, name, cap, in, nparams) CHR_OP_##id,
@@ -164,6 +179,9 @@ typedef struct chr_completion {
   char *owner;      /* applied only while claimed_by == owner */
   int remove;       /* delete the job, else apply updates */
   chr_job_t *updates;
+  /* The run this completion ends, or NULL: a store with the history
+   * capability writes it with the completion when the item applies. */
+  chr_runrec_t *run;
   int result;       /* out: 0, CHR_ECONFLICT or CHR_ENOTFOUND */
 } chr_completion_t;
 
@@ -190,6 +208,9 @@ struct chr_store_req {
   const char *owner;
   chr_completion_t *items;
   size_t nitems;
+  chr_runrec_t **runs;
+  size_t nruns;
+  chr_run_filter_t *run_filter;
   /* Wall time of submission (set by chr_store_submit). A store whose
    * requests can wait (in a queue, on a paused server) adds the wait to
    * the leases it grants, measured on its own clock when the request
@@ -203,6 +224,8 @@ struct chr_store_req {
   char *errmsg; /* malloc'ed, with status != 0 */
   chr_job_t **jobs;
   size_t njobs;
+  chr_runrec_t **history; /* query_runs */
+  size_t nhistory;
   int64_t count;
   int ok;
 };
@@ -214,6 +237,7 @@ void chr_store_req_reset(chr_store_req_t *req);
 void chr_store_req_fail(chr_store_req_t *req, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void chr_store_req_push_job(chr_store_req_t *req, chr_job_t *job);
+void chr_store_req_push_run(chr_store_req_t *req, chr_runrec_t *run);
 
 
 typedef struct chr_store_vtable {

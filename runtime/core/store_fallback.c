@@ -27,6 +27,7 @@ struct emu {
   char *lock_key; /* "chronis:claim:<id>" while its lock is asked or held
                      (not lreq.priv, which the lock adapter owns) */
   int locked;
+  chr_runrec_t **runs; /* complete: the runs of applied items (borrowed) */
 };
 
 static void emu_finish(emu_t *e) {
@@ -39,6 +40,7 @@ static void emu_finish(emu_t *e) {
   chr_job_free(e->expected);
   chr_job_free(e->updates);
   chr_filter_free(&e->filter);
+  free(e->runs);
   chr_store_req_reset(&e->sub);
   free(e);
   req->cb(req);
@@ -259,9 +261,37 @@ static void complete_cas_done(emu_t *e) {
   complete_next(e);
 }
 
+/* The completions are written; their runs were kept or not. A failure to
+ * keep them does not undo the completions, which stand. */
+static void complete_runs_done(emu_t *e) {
+  emu_finish(e);
+}
+
+/* A store with history but no complete_jobs: the runs of the items that
+ * applied, in one record_runs after the CASes. */
+static void complete_record_runs(emu_t *e) {
+  size_t n = 0;
+  if (e->s->caps & CHR_STORE_CAP_HISTORY) {
+    for (size_t i = 0; i < e->req->nitems; i++) {
+      chr_completion_t *c = &e->req->items[i];
+      if (c->result != 0 || c->run == NULL) continue;
+      if (e->runs == NULL) e->runs = chr_malloc(e->req->nitems * sizeof *e->runs);
+      e->runs[n++] = c->run;
+    }
+  }
+  if (n == 0) {
+    emu_finish(e);
+    return;
+  }
+  emu_sub(e, CHR_OP_RECORD_RUNS);
+  e->sub.runs = e->runs;
+  e->sub.nruns = n;
+  emu_send(e, complete_runs_done);
+}
+
 static void complete_next(emu_t *e) {
   if (e->i >= e->req->nitems) {
-    emu_finish(e);
+    complete_record_runs(e);
     return;
   }
   chr_completion_t *c = &e->req->items[e->i++];
@@ -389,6 +419,15 @@ int chr__store_emulate(chr_store_t *s, chr_store_req_t *req) {
     emu_send(e, recover_queried);
     break;
   case CHR_OP_EXTEND: extend_next(e); break;
+  case CHR_OP_RECORD_RUNS: /* a store without history keeps none */
+    req->count = 0;
+    emu_finish(e);
+    break;
+  case CHR_OP_QUERY_RUNS:
+    chr_store_req_fail(req, CHR_ENOTSUP, "store '%s' keeps no run history (it has no query_runs)",
+                       s->vt->kind);
+    emu_finish(e);
+    break;
   default:
     free(e);
     return CHR_EINVAL;

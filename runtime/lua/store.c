@@ -88,6 +88,9 @@ typedef struct store_op {
   size_t nids;
   chr_completion_t *items;
   size_t nitems;
+  chr_runrec_t **runs;
+  size_t nruns;
+  chr_run_filter_t run_filter;
 } store_op_t;
 
 static void op_free(store_op_t *op) {
@@ -103,8 +106,12 @@ static void op_free(store_op_t *op) {
     free(op->items[i].job_id);
     free(op->items[i].owner);
     chr_job_free(op->items[i].updates);
+    chr_runrec_free(op->items[i].run);
   }
   free(op->items);
+  for (size_t i = 0; i < op->nruns; i++) chr_runrec_free(op->runs[i]);
+  free(op->runs);
+  chr_run_filter_free(&op->run_filter);
   free(op);
 }
 
@@ -122,6 +129,7 @@ static store_op_t *op_new(chr_store_op_t kind) {
   store_op_t *op = chr_calloc(1, sizeof *op);
   chr_store_req_init(&op->req, kind);
   chr_filter_init(&op->filter);
+  chr_run_filter_init(&op->run_filter);
   op->req.cb = op_cb;
   op->req.data = op;
   op->w.finish = op_finish;
@@ -213,8 +221,16 @@ static int op_finish(lua_State *L, chr_waiter_t *w) {
   case CHR_OP_CLAIM: push_jobs_array(L, req); break;
   case CHR_OP_COUNT:
   case CHR_OP_RECOVER:
+  case CHR_OP_RECORD_RUNS:
   case CHR_OP_EXTEND: lua_pushinteger(L, req->count); break;
   case CHR_OP_NEXT_DUE: chr_lua_pushtime(L, req->count); break;
+  case CHR_OP_QUERY_RUNS:
+    lua_createtable(L, (int)req->nhistory, 0);
+    for (size_t i = 0; i < req->nhistory; i++) {
+      chr_runrec_push(L, req->history[i]);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    break;
   case CHR_OP_COMPLETE:
     lua_createtable(L, (int)op->nitems, 0);
     for (size_t i = 0; i < op->nitems; i++) {
@@ -596,6 +612,14 @@ static int l_claim_due_jobs(lua_State *L) {
   return op_run(L, s, op);
 }
 
+/* (run table, item number) -> light userdata: the run. */
+static int l_check_item_run(lua_State *L) {
+  char what[64];
+  snprintf(what, sizeof what, "complete_jobs: item %d", (int)lua_tointeger(L, 2));
+  lua_pushlightuserdata(L, chr_lua_checkrun(L, 1, what));
+  return 1;
+}
+
 static int l_complete_jobs(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   chr_lua_checktype(L, 2, LUA_TTABLE);
@@ -629,6 +653,19 @@ static int l_complete_jobs(lua_State *L) {
     }
     c->job_id = chr_strdup(lua_tostring(L, -2));
     c->owner = chr_strdup(lua_tostring(L, -1));
+    if (lua_getfield(L, t, "run") != LUA_TNIL) {
+      /* Raises through a protected call so the items read so far are
+       * freed. */
+      lua_pushcfunction(L, l_check_item_run);
+      lua_pushvalue(L, -2);
+      lua_pushinteger(L, (lua_Integer)i + 1);
+      if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+        op->nitems++;
+        op_free(op);
+        lua_error(L);
+      }
+      c->run = lua_touserdata(L, -1);
+    }
     lua_getfield(L, t, "delete");
     c->remove = lua_toboolean(L, -1);
     lua_getfield(L, t, "updates");
@@ -646,6 +683,52 @@ static int l_complete_jobs(lua_State *L) {
   }
   op->req.items = op->items;
   op->req.nitems = op->nitems;
+  return op_run(L, s, op);
+}
+
+/* Reads runs[i] into op (argument 1, a light userdata) one by one, so a
+ * raise leaves op with what it read, for the caller to free. */
+static int read_runs(lua_State *L) {
+  store_op_t *op = lua_touserdata(L, 1);
+  size_t n = lua_rawlen(L, 2);
+  op->runs = chr_calloc(n ? n : 1, sizeof *op->runs);
+  for (size_t i = 0; i < n; i++) {
+    char what[48];
+    snprintf(what, sizeof what, "record_runs: run %zu", i + 1);
+    lua_rawgeti(L, 2, (lua_Integer)i + 1);
+    op->runs[op->nruns] = chr_lua_checkrun(L, -1, what);
+    op->nruns++;
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+static int l_record_runs(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  chr_lua_checktype(L, 2, LUA_TTABLE);
+  store_op_t *op = op_new(CHR_OP_RECORD_RUNS);
+  lua_pushcfunction(L, read_runs);
+  lua_pushlightuserdata(L, op);
+  lua_pushvalue(L, 2);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    op_free(op);
+    lua_error(L);
+  }
+  op->req.runs = op->runs;
+  op->req.nruns = op->nruns;
+  return op_run(L, s, op);
+}
+
+static int l_query_runs(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  int64_t limit = opt_int(L, 3, -1, "limit"), offset = opt_int(L, 4, 0, "offset");
+  chr_run_filter_t f;
+  chr_lua_check_run_filter(L, 2, &f);
+  store_op_t *op = op_new(CHR_OP_QUERY_RUNS);
+  op->run_filter = f;
+  op->req.run_filter = &op->run_filter;
+  op->req.limit = limit;
+  op->req.offset = offset;
   return op_run(L, s, op);
 }
 
@@ -713,7 +796,8 @@ static const lua_CFunction op_methods[CHR_OP__COUNT + 1] = {
     [CHR_OP_QUERY] = l_query_jobs,        [CHR_OP_COUNT] = l_count_jobs,
     [CHR_OP_CLAIM] = l_claim_due_jobs,    [CHR_OP_COMPLETE] = l_complete_jobs,
     [CHR_OP_RECOVER] = l_recover,         [CHR_OP_EXTEND] = l_extend,
-    [CHR_OP_NEXT_DUE] = l_next_due,       [CHR_STORE_CLOSE] = l_close,
+    [CHR_OP_NEXT_DUE] = l_next_due,       [CHR_OP_RECORD_RUNS] = l_record_runs,
+    [CHR_OP_QUERY_RUNS] = l_query_runs,   [CHR_STORE_CLOSE] = l_close,
 };
 
 static const luaL_Reg store_meta[] = {

@@ -28,6 +28,18 @@ int chr_lua_store_create(lua_State *L, chr_store_t *s, chr_job_t *job);
 /* stack: +1 the filter as the table a Lua adapter receives (nil for NULL) */
 void chr_filter_push(lua_State *L, const chr_filter_t *f);
 
+/* Run records and run filters (runtime/lua/history.c). */
+/* stack: +1 the run as a table (times ISO, duration in seconds) */
+void chr_runrec_push(lua_State *L, const chr_runrec_t *r);
+/* A run from the table at idx (chr_runrec_free); raises `invalid`
+ * naming the field, prefixed by what. */
+chr_runrec_t *chr_lua_checkrun(lua_State *L, int idx, const char *what);
+/* A run filter from a table or a job id (nil = none); raises `invalid`
+ * naming the key, with f freed. */
+void chr_lua_check_run_filter(lua_State *L, int idx, chr_run_filter_t *f);
+/* stack: +1 the filter as a store written in Lua receives it */
+void chr_run_filter_push(lua_State *L, const chr_run_filter_t *f);
+
 /* The options of open(url_or_options [, options]) and of kind(...) (the
  * arguments at 1 and 2) into o, which the caller frees: a URL (for kind,
  * also without its scheme: schemes[0] is put first), a table of options
