@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "intern.h"
+#include "memhist.h"
 #include "core/job.h"
 #include "rbtree.h"
 #include "core/store.h"
@@ -55,6 +56,7 @@ typedef struct mem_store {
   chr_rb_tree_t by_status[CHR_ST__COUNT];
   chr_rb_tree_t due, lease;
   chr_intern_t strings; /* shared copies of the fields in interned[] */
+  chr_memhist_t hist;
 } mem_store_t;
 
 /* A search key for the trees; id NULL sorts before every id. */
@@ -519,7 +521,21 @@ static void op_complete(mem_store_t *ms, chr_store_req_t *req) {
     if (it->result != 0) continue;
     if (it->remove) rec_delete(ms, slot);
     else rec_update(ms, *slot, it->updates);
+    if (it->run) chr_memhist_add(&ms->hist, &it->run, req->issued);
   }
+}
+
+static void op_record_runs(mem_store_t *ms, chr_store_req_t *req) {
+  req->count = 0;
+  for (size_t i = 0; i < req->nruns; i++) {
+    chr_runrec_t *r = chr_runrec_copy(req->runs[i]);
+    if (chr_runrec_keep(r, ms->hist.keep) > 0) req->count++;
+    chr_memhist_add(&ms->hist, &r, req->issued);
+  }
+}
+
+static void op_query_runs(mem_store_t *ms, chr_store_req_t *req) {
+  chr_memhist_query(&ms->hist, req);
 }
 
 static void op_recover(mem_store_t *ms, chr_store_req_t *req) {
@@ -636,7 +652,8 @@ static void (*const mem_ops[CHR_OP__COUNT])(mem_store_t *, chr_store_req_t *) = 
     [CHR_OP_UPDATE] = op_update, [CHR_OP_CAS] = op_cas,       [CHR_OP_DELETE] = op_delete,
     [CHR_OP_QUERY] = op_query,   [CHR_OP_COUNT] = op_count,   [CHR_OP_CLAIM] = op_claim,
     [CHR_OP_COMPLETE] = op_complete, [CHR_OP_RECOVER] = op_recover,
-    [CHR_OP_EXTEND] = op_extend, [CHR_OP_NEXT_DUE] = op_next_due};
+    [CHR_OP_EXTEND] = op_extend, [CHR_OP_NEXT_DUE] = op_next_due,
+    [CHR_OP_RECORD_RUNS] = op_record_runs, [CHR_OP_QUERY_RUNS] = op_query_runs};
 
 /* Requests come checked (chr_store_submit) and are answered here, at once. */
 static int mem_submit(chr_store_t *s, chr_store_req_t *req) {
@@ -651,6 +668,7 @@ static void mem_close(chr_store_t *s) {
   for (i = 0; i < ms->cap; i++)
     if (ms->slots[i] != NULL) rec_free(ms, ms->slots[i]);
   chr_intern_free(&ms->strings);
+  chr_memhist_free(&ms->hist);
   free(ms->slots);
   free(ms->hashes);
   free(ms);
@@ -659,12 +677,18 @@ static void mem_close(chr_store_t *s) {
 static const chr_store_vtable_t mem_vtable = {"memory", mem_submit, mem_close};
 
 chr_store_t *chr_memory_store_new(void) {
+  chr_history_opts_t h = {CHR_HISTORY_DEFAULT, CHR_HISTORY_DAYS_DEFAULT};
+  return chr_memory_store_new_opts(&h);
+}
+
+chr_store_t *chr_memory_store_new_opts(const chr_history_opts_t *hist) {
   mem_store_t *ms = chr_calloc(1, sizeof *ms);
   int s;
   chr_store_init(&ms->base, &mem_vtable,
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
-                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_LOCAL);
+                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_HISTORY);
+  chr_memhist_init(&ms->hist, hist->keep, hist->days);
   /* A per-store seed keeps ids chosen against one run's hash from
    * clustering in another's. */
   ms->seed = (uint64_t)(uintptr_t)ms ^ (uint64_t)chr_time_mono() * 0x9e3779b97f4a7c15ULL;

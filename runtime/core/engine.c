@@ -98,6 +98,7 @@ struct chr_sched {
   chr_trigger_slot_t triggers[CHR_TRIGGER_SLOTS];
   chr_sched_stats_t stats, stop_base;
   chr_sched_t *next_live; /* list of schedulers (host signals) */
+  uint64_t run_seq; /* runs recorded: the tail of their run_id */
 };
 
 static chr_sched_t *live_list;
@@ -336,6 +337,111 @@ static int64_t compute_next(const chr_run_t *r, const chr_trigger_t *t, int64_t 
   return chr_trigger_next(t, r->scheduled);
 }
 
+/* ---- run history ---- */
+
+static int outcome_of(int end) {
+  switch (end) {
+  case END_OK: return CHR_OUT_OK;
+  case END_SKIPPED: return CHR_OUT_SKIPPED;
+  case END_SHUTDOWN: return CHR_OUT_INTERRUPTED;
+  case END_TIMEOUT: return CHR_OUT_TIMEOUT;
+  default: return CHR_OUT_ERROR;
+  }
+}
+
+/* An integer member of the job's extra, or def. */
+static int64_t extra_int(const chr_job_t *j, const char *key, int64_t def) {
+  const char *v;
+  size_t n;
+  long long i;
+  double d;
+  int isf = 1;
+  if (j->extra == NULL || !chr_job_extra_lookup(j, key, &v, &n)) return def;
+  if (chr__json_skip_number(v, v + n, &isf) != v + n || isf || !chr__json_number(v, n, 0, &i, &d))
+    return def;
+  return i;
+}
+
+/* The run record of r, attached to its completion: "<node>/<sequence>"
+ * names it, unique as long as node ids are. */
+static void attach_run(chr_sched_t *s, chr_run_t *r, chr_completion_t *c, int outcome,
+                       int code, const char *msg, int64_t now) {
+  const chr_job_t *job = r->job;
+  char id[sizeof s->node_id + 20], *p;
+  size_t nlen = strlen(s->node_id);
+  memcpy(id, s->node_id, nlen);
+  p = id + nlen;
+  *p++ = '/';
+  uint64_t seq = ++s->run_seq;
+  char digits[17];
+  int nd = 0;
+  do digits[nd++] = "0123456789abcdef"[seq & 15]; while ((seq >>= 4) != 0);
+  while (nd) *p++ = digits[--nd];
+  *p = '\0';
+
+  chr_runrec_t rec;
+  chr_runrec_init(&rec);
+  rec.run_id = id;
+  rec.job_id = job->job_id;
+  rec.name = chr_job_has(job, CHR_F_NAME) ? job->name : NULL;
+  rec.func_name = chr_job_has(job, CHR_F_FUNC_NAME) ? job->func_name : NULL;
+  rec.node = s->node_id;
+  rec.scheduled_at = r->scheduled;
+  rec.started_at = r->started ? r->started : now;
+  rec.ended_at = now;
+  rec.outcome = outcome;
+  rec.attempt = chr_job_int(job, CHR_F_ATTEMPT, 0) + 1;
+  if (outcome == CHR_OUT_ERROR || outcome == CHR_OUT_TIMEOUT) {
+    rec.error_code = chr_strerror(code);
+    rec.error_message = msg;
+  }
+  char *meta = NULL;
+  if (job->extra != NULL) {
+    const char *v;
+    size_t n;
+    if (chr_job_extra_lookup(job, "metadata", &v, &n) && n > 2 && v[0] == '{') {
+      meta = chr_malloc(n + 1);
+      memcpy(meta, v, n);
+      meta[n] = '\0';
+      rec.metadata = meta;
+    }
+    int64_t keep = extra_int(job, "history_limit", -1);
+    if (keep >= 0 && keep <= INT32_MAX) rec.keep = (int32_t)keep;
+  }
+  c->run = chr_runrec_copy(&rec);
+  free(meta);
+}
+
+/* The job's record of its last run (docs/history.md): last_run_at,
+ * last_outcome, the failure counters and last_error, as members of extra
+ * in the updates u, in canonical order. */
+static void set_last_run(const chr_job_t *job, chr_job_t *u, const chr_runrec_t *rec) {
+  char iso[CHR_TIME_BUFSZ];
+  int failed = rec->outcome == CHR_OUT_ERROR || rec->outcome == CHR_OUT_TIMEOUT;
+  int64_t fails = extra_int(job, "failure_count", 0), streak = extra_int(job, "consecutive_failures", 0);
+  chr_buf_t b;
+  chr_buf_init(&b);
+  if (failed) fails++, streak++;
+  else if (rec->outcome == CHR_OUT_OK) streak = 0;
+  chr_buf_printf(&b, "{\"consecutive_failures\":%lld,\"failure_count\":%lld", (long long)streak,
+                 (long long)fails);
+  if (failed) {
+    chr_time_format(rec->ended_at, iso);
+    chr_buf_printf(&b, ",\"last_error\":{\"at\":\"%s\",\"attempt\":%d,\"code\":", iso,
+                   (int)rec->attempt);
+    chr_json_add_string(&b, rec->error_code, strlen(rec->error_code));
+    chr_buf_adds(&b, ",\"message\":");
+    const char *m = rec->error_message ? rec->error_message : "";
+    chr_json_add_string(&b, m, strlen(m));
+    chr_buf_addc(&b, '}');
+  }
+  chr_time_format(rec->started_at, iso);
+  chr_buf_printf(&b, ",\"last_outcome\":\"%s\",\"last_run_at\":\"%s\"}",
+                 chr_outcome_names[rec->outcome], iso);
+  free(u->extra);
+  u->extra = chr_buf_steal(&b);
+}
+
 static void fire_finished(chr_sched_t *s, chr_run_t *r, int code, const char *msg) {
   if (s->hooks->finished) s->hooks->finished(s->host, r->job, code, msg);
 }
@@ -404,6 +510,8 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
       fire_finished(s, r, code, msg);
     }
   }
+  attach_run(s, r, c, outcome_of(end), code, msg, now);
+  if (!c->remove) set_last_run(job, u, c->run);
 }
 
 /* ---- runs ---- */
@@ -567,6 +675,7 @@ static void sreq_free(sreq_t *q) {
   for (size_t i = 0; i < q->nitems; i++) {
     free(q->items[i].job_id);
     chr_job_free(q->items[i].updates);
+    chr_runrec_free(q->items[i].run);
   }
   free(q->items);
   for (size_t i = 0; i < q->nids; i++) free(q->ids[i]);
@@ -820,6 +929,7 @@ static void drop_stale_completions(chr_sched_t *s, const char *id) {
                     "job was recovered (it may run again, or already has)", chr_strerror(CHR_ECONFLICT));
       free(c->job_id);
       chr_job_free(c->updates);
+      chr_runrec_free(c->run);
       continue;
     }
     s->pend[kept++] = *c;

@@ -11,12 +11,28 @@
 #include "json.h"
 #include "store.h"
 #include "time.h"
+#include "url.h"
 
 const char *const chr_outcome_names[CHR_OUT__COUNT] = {
     [CHR_OUT_NONE] = NULL,         [CHR_OUT_OK] = "ok",
     [CHR_OUT_ERROR] = "error",     [CHR_OUT_TIMEOUT] = "timeout",
     [CHR_OUT_SKIPPED] = "skipped", [CHR_OUT_INTERRUPTED] = "interrupted",
 };
+
+int chr_history_opt(const chr_opts_t *o, const char *key, const char *val,
+                    chr_history_opts_t *h, char *err, size_t errlen) {
+  int is_keep = strcmp(key, "history") == 0;
+  if (!is_keep && strcmp(key, "history_days") != 0) return 0;
+  char *end;
+  long v = strtol(val, &end, 10);
+  long max = is_keep ? 100000 : 36500;
+  if (*val == '\0' || *end != '\0' || v < (is_keep ? 0 : 1) || v > max)
+    return chr_opts_fail(o, err, errlen, "option '%s' must be an integer %d..%ld, got '%s'", key,
+                         is_keep ? 0 : 1, max, val);
+  if (is_keep) h->keep = (int32_t)v;
+  else h->days = (int32_t)v;
+  return 1;
+}
 
 void chr_runrec_init(chr_runrec_t *r) {
   memset(r, 0, sizeof *r);

@@ -29,6 +29,23 @@ extern const char *const chr_outcome_names[CHR_OUT__COUNT];
 /* Runs older than this many days are pruned as stores write (the store's
  * `history_days` option). */
 #define CHR_HISTORY_DAYS_DEFAULT 7
+/* The names of the history options, for the messages that list a store's
+ * options. */
+#define CHR_HISTORY_OPTION_NAMES "history, history_days"
+
+/* How much history a store keeps: its options `history` (runs kept per
+ * job, 0 keeps none) and `history_days` (runs that started longer ago are
+ * pruned as the store writes). */
+typedef struct chr_history_opts {
+  int32_t keep, days;
+} chr_history_opts_t;
+
+struct chr_opts;
+/* Reads option key=val into h when it is one of the history options:
+ * returns 1 when it was, 0 when the key is another option, or CHR_EINVAL
+ * with err naming the option and the range. */
+int chr_history_opt(const struct chr_opts *o, const char *key, const char *val,
+                    chr_history_opts_t *h, char *err, size_t errlen);
 
 /* A run record: typed fields, kept in one allocation (chr_runrec_copy
  * packs the strings after the struct), so a store keeps a run for the

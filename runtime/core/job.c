@@ -600,6 +600,20 @@ static int check_extra_ints(const chr_job_t *j, char *err, size_t errlen) {
   return 0;
 }
 
+/* history_limit: how many of its runs the store keeps (docs/history.md). */
+static int check_history_limit(const chr_job_t *j, char *err, size_t errlen) {
+  chr_json_span_t v;
+  if (!find_member(j->extra, "history_limit", 13, &v)) return 0;
+  long long n = -1;
+  double d;
+  int isf = 1;
+  const char *end = chr__json_skip_number(v.p, v.p + v.n, &isf);
+  if (end != v.p + v.n || isf || !chr__json_number(v.p, v.n, 0, &n, &d) || n < 0 || n > 100000)
+    return chr_errf(err, errlen, "invalid field 'history_limit': expected an integer 0..100000 "
+                    "(runs kept), got %.*s", (int)(v.n > 40 ? 40 : v.n), v.p);
+  return 0;
+}
+
 int chr_job_validate(chr_job_t *j, char *err, size_t errlen) {
   int rc;
   if (!chr_job_has(j, CHR_F_FUNC_NAME) || j->func_name[0] == '\0')
@@ -608,6 +622,7 @@ int chr_job_validate(chr_job_t *j, char *err, size_t errlen) {
     return chr_errf(err, errlen, "invalid field 'job_id': missing");
   if ((rc = check_id(j->job_id, err, errlen))) return rc;
   if ((rc = check_extra_ints(j, err, errlen))) return rc;
+  if ((rc = check_history_limit(j, err, errlen))) return rc;
   if (!chr_job_has(j, CHR_F_NAME)) {
     char *n = chr_job_make_name(j->func_name);
     chr_job_set_str(j, CHR_F_NAME, n);

@@ -57,9 +57,15 @@ static int url_opts(const char *url, const url_form_t *form, const char *what, c
 }
 
 static int open_memory(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen) {
-  if (o->n > 0)
-    return chr_opts_fail(o, err, errlen, "unknown option '%s' (memory: has none)", o->v[0].key);
-  *out = chr_memory_store_new();
+  chr_history_opts_t h = {CHR_HISTORY_DEFAULT, CHR_HISTORY_DAYS_DEFAULT};
+  for (size_t i = 0; i < o->n; i++) {
+    int rc = chr_history_opt(o, o->v[i].key, o->v[i].val, &h, err, errlen);
+    if (rc < 0) return rc;
+    if (rc == 0)
+      return chr_opts_fail(o, err, errlen, "unknown option '%s' (expected " CHR_HISTORY_OPTION_NAMES
+                           ")", o->v[i].key);
+  }
+  *out = chr_memory_store_new_opts(&h);
   return 0;
 }
 

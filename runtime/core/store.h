@@ -180,7 +180,8 @@ typedef struct chr_completion {
   int remove;       /* delete the job, else apply updates */
   chr_job_t *updates;
   /* The run this completion ends, or NULL: a store with the history
-   * capability writes it with the completion when the item applies. */
+   * capability writes it with the completion when the item applies. It
+   * may take it over (and set run to NULL) rather than copy it. */
   chr_runrec_t *run;
   int result;       /* out: 0, CHR_ECONFLICT or CHR_ENOTFOUND */
 } chr_completion_t;
@@ -312,6 +313,7 @@ int chr_store_open_opts(const chr_opts_t *o, chr_store_t **out, char *err, size_
 
 /* Adapters, opened from their options (docs/<store>.md lists them). */
 chr_store_t *chr_memory_store_new(void);
+chr_store_t *chr_memory_store_new_opts(const chr_history_opts_t *hist);
 int chr_sqlite_store_open(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen);
 int chr_lua_store_open(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen);
 int chr_file_store_open(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen);

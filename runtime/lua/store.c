@@ -820,9 +820,16 @@ void chr_lua_pushstore(lua_State *L, chr_store_t *st) {
   lua_setmetatable(L, -2);
 }
 
+static int open_store(lua_State *L, const char *const *schemes);
+
+/* memory([options]): history and history_days are its options. */
 static int l_memory(lua_State *L) {
-  chr_lua_pushstore(L, chr_memory_store_new());
-  return 1;
+  static const char *const names[] = {"memory", NULL};
+  if (lua_isnoneornil(L, 1)) {
+    chr_lua_pushstore(L, chr_memory_store_new());
+    return 1;
+  }
+  return open_store(L, names);
 }
 
 /* ---- opening: a URL, an option table, or both ---- */
