@@ -205,7 +205,7 @@ static int parse_run_filter(lua_State *L) {
       char what[64];
       snprintf(what, sizeof what, "invalid filter '%s'", k);
       int64_t t = chr_lua_checktime(L, v, NULL, what);
-      if (k[12] == 'g') f->started_gte = t;
+      if (k[11] == 'g') f->started_gte = t;
       else f->started_lte = t;
     } else if (strcmp(k, "func_name") == 0) {
       if (lua_type(L, v) != LUA_TSTRING)

@@ -12,7 +12,8 @@
 --                    method of the contract (chronis.storage.operations:
 --                    get_jobs_batch, count_jobs, claim_due_jobs,
 --                    complete_jobs, recover_expired_leases, extend_leases,
---                    next_due_time) is expected unless declared false here;
+--                    next_due_time, record_runs, query_runs) is expected
+--                    unless declared false here;
 --                    the tests of one declared false are replaced by one
 --                    that asserts the method is indeed nil, so nothing is
 --                    skipped silently.
@@ -23,7 +24,7 @@ local chronis = require "chronis"
 local J = require "support.jobs"
 local U = require "support.util"
 
-local describe, it, _, _, assert = U.busted()
+local describe, it, before_each, _, assert = U.busted()
 
 local null = chronis.json.null
 local parse, format = chronis.time.parse, chronis.time.format
@@ -1637,6 +1638,162 @@ return function(name, factory, opts)
           assert.are.same({ "j1", "j2", "j3" }, sorted(ids_of(got)))
         end
       end)
+    end)
+
+    -- ---- run history (docs/history.md) ----
+    -- Runs start a few minutes ago: older ones fall to the age limit.
+    local now0
+    local function ago(seconds)
+      now0 = now0 or wall_us()
+      return format(now0 - math.floor(seconds * 1000000))
+    end
+    local function run(id, job_id, fields)
+      local r = { run_id = id, job_id = job_id, outcome = "ok", started_at = ago(300),
+        ended_at = ago(299), scheduled_at = ago(301), attempt = 1, node = "n1",
+        name = "Job " .. job_id, func_name = "work" }
+      for k, v in pairs(fields or {}) do
+        if v == NONE then r[k] = nil else r[k] = v end
+      end
+      return r
+    end
+    local function run_ids(filters, limit, offset)
+      local out = {}
+      for i, r in ipairs(store:query_runs(filters, limit, offset)) do out[i] = r.run_id end
+      return out
+    end
+
+    optional("record_runs", function()
+      before_each(function() now0 = nil end)
+
+      it("keeps every field of a run and returns how many it wrote", function()
+        local r = run("r1", "j1", { outcome = "error", error_code = "error",
+          error_message = "boom: \"quoted\" \\ back\nslash ünï 日本", attempt = 3,
+          metadata = { tenant = "acme", deep = { k = { 1, 2 } } } })
+        assert.are.equal(1, store:record_runs({ r }))
+        local got = store:query_runs({ job_id = "j1" })
+        assert.are.equal(1, #got)
+        local g = got[1]
+        for _, k in ipairs({ "run_id", "job_id", "outcome", "error_code", "error_message", "node",
+          "name", "func_name", "started_at", "ended_at", "scheduled_at" }) do
+          assert.are.equal(r[k], g[k], k)
+        end
+        assert.are.equal(3, g.attempt)
+        assert.are.same(r.metadata, g.metadata)
+        assert.is_true(math.abs(g.duration - 1) < 1e-6, "duration " .. tostring(g.duration))
+        assert.is_nil(g.keep)
+      end)
+
+      it("keeps a job's last runs and prunes the older ones as it writes", function()
+        local runs = {}
+        for i = 1, 25 do runs[i] = run(("a%02d"):format(i), "a", { started_at = ago(600 - i) }) end
+        for i = 1, 3 do runs[#runs + 1] = run("b" .. i, "b", { started_at = ago(600 - i) }) end
+        store:record_runs(runs)
+        local a = run_ids({ job_id = "a" })
+        assert.are.equal(20, #a, "a store keeps 20 runs per job by default")
+        assert.are.equal("a25", a[1])
+        assert.are.equal("a06", a[20])
+        assert.are.same({ "b3", "b2", "b1" }, run_ids({ job_id = "b" }))
+      end)
+
+      it("keeps as many runs of a job as its run says (keep), none for 0", function()
+        local runs = {}
+        for i = 1, 5 do runs[i] = run("k" .. i, "k", { started_at = ago(100 - i), keep = 2 }) end
+        runs[#runs + 1] = run("z1", "z", { keep = 0 })
+        store:record_runs(runs)
+        assert.are.same({ "k5", "k4" }, run_ids({ job_id = "k" }))
+        assert.are.same({}, run_ids({ job_id = "z" }))
+      end)
+
+      it("prunes runs older than its age limit as it writes", function()
+        store:record_runs({ run("old", "o", { started_at = ago(30 * 86400), ended_at = ago(30 * 86400 - 1) }) })
+        store:record_runs({ run("new", "o") })
+        assert.are.same({ "new" }, run_ids({ job_id = "o" }))
+      end)
+
+      it("keeps the runs of a job that is deleted", function()
+        create("gone")
+        store:record_runs({ run("g1", "gone") })
+        assert.is_true(store:delete_job("gone"))
+        assert.are.same({ "g1" }, run_ids({ job_id = "gone" }))
+      end)
+
+      it("refuses a run without run_id, job_id, started_at or a known outcome, writing none", function()
+        for _, bad in ipairs({ { run_id = NONE }, { job_id = NONE }, { started_at = NONE },
+          { outcome = "fine" }, { started_at = "yesterday" }, { attempt = -1 } }) do
+          assert_error_code("invalid", function()
+            store:record_runs({ run("ok1", "v"), run("bad", "v", bad) })
+          end)
+        end
+        assert.are.same({}, store:query_runs({ job_id = "v" }))
+      end)
+    end)
+
+    optional("query_runs", function()
+      before_each(function() now0 = nil end)
+
+      local function seed()
+        store:record_runs({
+          run("r1", "j1", { started_at = ago(50), func_name = "mail", metadata = { tenant = "a" } }),
+          run("r2", "j1", { started_at = ago(40), outcome = "error", error_code = "error",
+            error_message = "x", func_name = "mail", metadata = { tenant = "a" } }),
+          run("r3", "j2", { started_at = ago(30), outcome = "timeout", error_code = "timeout",
+            error_message = "y", metadata = { tenant = "b", region = { zone = "eu" } } }),
+          run("r4", "j3", { started_at = ago(20), outcome = "skipped" }),
+          run("r5", "j3", { started_at = ago(20), outcome = "interrupted" }),
+        })
+      end
+
+      it("returns runs newest first, then by run_id descending, with paging", function()
+        seed()
+        assert.are.same({ "r5", "r4", "r3", "r2", "r1" }, run_ids())
+        assert.are.same({ "r4", "r3" }, run_ids(nil, 2, 1))
+        assert.are.same({}, run_ids(nil, 2, 10))
+        assert.are.same({ "r5" }, run_ids({}, 1))
+      end)
+
+      it("filters by job, outcome, time range, handler and metadata, ANDed", function()
+        seed()
+        assert.are.same({ "r2", "r1" }, run_ids("j1"))
+        assert.are.same({ "r5", "r4", "r2", "r1" }, run_ids({ job_id_in = { "j1", "j3", "nope" } }))
+        assert.are.same({}, run_ids({ job_id_in = {} }))
+        assert.are.same({ "r2" }, run_ids({ outcome = "error" }))
+        assert.are.same({ "r3", "r2" }, run_ids({ outcome = { "error", "timeout" } }))
+        assert.are.same({ "r3", "r2" }, run_ids({ started_at_gte = ago(45), started_at_lte = ago(25) }))
+        assert.are.same({ "r2", "r1" }, run_ids({ func_name = "mail" }))
+        assert.are.same({ "r2", "r1" }, run_ids({ ["metadata.tenant"] = "a" }))
+        assert.are.same({ "r3" }, run_ids({ ["metadata.region.zone"] = "eu" }))
+        assert.are.same({ "r2" }, run_ids({ ["metadata.tenant"] = "a", outcome = "error" }))
+        assert.are.same({}, run_ids({ ["metadata.tenant"] = "a", outcome = "timeout" }))
+      end)
+
+      it("refuses an unknown filter or outcome with 'invalid', naming it", function()
+        local err = assert_error_code("invalid", function() store:query_runs({ outcom = "ok" }) end)
+        assert.truthy(err.message:find("outcom", 1, true))
+        assert_error_code("invalid", function() store:query_runs({ outcome = "fine" }) end)
+      end)
+
+      if supports.complete_jobs then
+        it("gets the run of each completion that applies, written with it", function()
+          running("c1", "me")
+          running("c2", "other")
+          local res = store:complete_jobs({
+            { job_id = "c1", owner = "me", updates = { status = "scheduled", claimed_by = null,
+              lease_until = null, last_outcome = "ok" }, run = run("cr1", "c1") },
+            { job_id = "c2", owner = "me", delete = true, run = run("cr2", "c2") },
+          })
+          assert.is_true(res[1].ok)
+          assert.is_false(res[2].ok)
+          assert.are.same({ "cr1" }, run_ids({ job_id_in = { "c1", "c2" } }))
+          assert.are.equal("ok", store:get_job("c1").last_outcome)
+        end)
+
+        it("keeps the run of a completion that deletes its job", function()
+          running("d1", "me")
+          store:complete_jobs({ { job_id = "d1", owner = "me", delete = true, run = run("dr1", "d1") } })
+          assert.is_nil(store:get_job("d1"))
+          assert.are.same({ "dr1" }, run_ids("d1"))
+        end)
+      end
     end)
 
     operation("close", function()
