@@ -70,6 +70,31 @@ local function fail(code, fmt, ...)
 end
 M.error = core.error
 
+--- chronis.progress(value [, message]): from a handler, records where its
+--- run is (a number or a string, and a short message) in the job's
+--- `progress` field, for `chronis jobs show` and anyone reading the job.
+--- One store write per call. Returns false when the job is no longer this
+--- run's (its lease was lost); raises outside a handler.
+function M.progress(value, message)
+  local vt = type(value)
+  if vt ~= "number" and vt ~= "string" then
+    fail("invalid", "progress: value must be a number or a string, got %s", vt)
+  end
+  if message ~= nil and type(message) ~= "string" then
+    fail("invalid", "progress: message must be a string, got %s", type(message))
+  end
+  local run = engine.current_run()
+  if not run then
+    fail("invalid_state", "progress: called outside a running handler (a task it spawned "
+      .. "cannot report for it)")
+  end
+  local ok = run.store:compare_and_swap_job(run.job_id, { claimed_by = run.node }, {
+    progress = { value = value, message = message, at = core.time.format(core.time.now()) },
+  })
+  return ok
+end
+
+
 -- Stops every running scheduler and then the loop (SIGINT/SIGTERM path).
 function M.stop()
   engine.stop_all()
@@ -426,6 +451,11 @@ function Scheduler:config(opts) return builder(self):config(opts) end
 function Scheduler:get_job(id) return self._store:get_job(id) end
 function Scheduler:query_jobs(filters, limit, offset) return self._store:query_jobs(filters, limit, offset) end
 function Scheduler:count_jobs(filters) return self._store:count_jobs(filters) end
+--- history(job_id_or_filters [, limit [, offset]]): the runs of the store,
+--- newest first (docs/history.md); a string is a job id.
+function Scheduler:history(filters, limit, offset)
+  return self._store:query_runs(filters, limit, offset)
+end
 
 local function must_get(self, id, level)
   if type(id) ~= "string" then

@@ -761,6 +761,28 @@ static int l_stop_all(lua_State *L) {
   return 1;
 }
 
+/* current_run() -> {job_id=, node=, store=} of the run whose handler is
+ * the calling task, or nil (outside a handler; in a task it spawned). */
+static int l_current_run(lua_State *L) {
+  chr_task_t *t = chr_task_current(L);
+  /* A handler's task: started by hook_start_run, its data is the run,
+   * which lives while the task does (also while its scheduler stops). */
+  if (t == NULL || t->done_cb != task_done || t->finished || t->data == NULL) return 0;
+  {
+    chr_run_t *r = t->data;
+    chr_sched_t *s = chr_run_sched(r);
+    lhost_t *h = chr_sched_host(s);
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, chr_run_job(r)->job_id);
+    lua_setfield(L, -2, "job_id");
+    lua_pushstring(L, chr_sched_node_id(s));
+    lua_setfield(L, -2, "node");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->store_ref);
+    lua_setfield(L, -2, "store");
+    return 1;
+  }
+}
+
 int luaopen_chronis_engine(lua_State *L) {
   static const luaL_Reg methods[] = {{"start", l_start},
                                      {"stop", l_stop},
@@ -786,6 +808,7 @@ int luaopen_chronis_engine(lua_State *L) {
                                  {"global_handlers", l_global_handlers},
                                  {"set_log", l_set_log},
                                  {"log", l_log},
+                                 {"current_run", l_current_run},
                                  {"stop_all", l_stop_all},
                                  {NULL, NULL}};
   chr_lua_classmeta(L, SCHED_MT, meta, methods);
