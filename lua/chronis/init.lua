@@ -373,6 +373,7 @@ local config_keys = {
   retry_delay = "retry_delay_seconds", timeout = "timeout_seconds", priority = "priority",
   metadata = "metadata", if_missed = "if_missed", misfire_threshold = "misfire_threshold_seconds",
   on_success = "on_success", on_failure = "on_failure", if_exists = "if_exists",
+  history_limit = "history_limit",
 }
 
 local function builder(sched)

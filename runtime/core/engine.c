@@ -438,12 +438,9 @@ static void set_last_run(const chr_job_t *job, chr_job_t *u, const chr_runrec_t 
   chr_time_format(rec->started_at, iso);
   chr_buf_printf(&b, ",\"last_outcome\":\"%s\",\"last_run_at\":\"%s\"",
                  chr_outcome_names[rec->outcome], iso);
-  /* Progress tells where a run is: once it ended, it tells nothing. */
-  const char *v;
-  size_t n;
-  if (job->extra != NULL && chr_job_extra_lookup(job, "progress", &v, &n))
-    chr_buf_adds(&b, ",\"progress\":null");
-  chr_buf_addc(&b, '}');
+  /* Progress tells where a run is: once it ended, it tells nothing. The
+   * handler may have written it after the claim, so it is always cleared. */
+  chr_buf_adds(&b, ",\"progress\":null}");
   free(u->extra);
   u->extra = chr_buf_steal(&b);
 }

@@ -236,6 +236,73 @@ return function(name, factory, opts)
       end)
     end)
 
+    describe("run history", function()
+      -- On the real clock: stores prune runs older than their age limit,
+      -- measured on the wall clock.
+      it("records every run, newest first, and the job's last run, error and failures", function()
+        local s = sched { clock = false, polling_interval = 0.1 }
+        local calls = 0
+        s:handler("flaky", function(job)
+          calls = calls + 1
+          if calls == 1 then error("boom\nsecond line") end
+          if calls == 2 then error({ code = 42, reason = "table error" }) end
+          chronis.progress(calls, "working")
+        end)
+        local j = s:every { hours = 1 }:config { job_id = "fl", retry = 3, retry_delay = 0,
+          metadata = { tenant = "acme" } }:run("flaky")
+        s:update_job("fl", { next_run_time = s:now() })
+        s:start()
+        wait(function() return #s:history("fl") == 3 end, "three runs were not recorded")
+        wait(function() return field("fl", "last_outcome") == "ok" end, "the success was not written")
+        local runs = s:history("fl")
+        local outcomes, attempts = {}, {}
+        for i, r in ipairs(runs) do outcomes[i], attempts[i] = r.outcome, r.attempt end
+        assert.are.same({ "ok", "error", "error" }, outcomes)
+        assert.are.same({ 3, 2, 1 }, attempts)
+        assert.are.equal("error", runs[3].error_code)
+        assert.truthy(runs[3].error_message:find("boom\nsecond line", 1, true))
+        assert.is_nil(runs[1].error_code)
+        for _, r in ipairs(runs) do
+          assert.are.equal("fl", r.job_id)
+          assert.are.equal("flaky", r.func_name)
+          assert.are.equal(j.name, r.name)
+          assert.are.equal(s:node_id(), r.node)
+          assert.are.same({ tenant = "acme" }, r.metadata)
+          assert.is_true(r.duration >= 0)
+          assert.is_true(H.t(r.ended_at) >= H.t(r.started_at))
+        end
+        assert.are.same({ "fl" }, (function()
+          local out = {}
+          for i, r in ipairs(s:history({ ["metadata.tenant"] = "acme", outcome = "ok" })) do
+            out[i] = r.job_id
+          end
+          return out
+        end)())
+        local job = store:get_job("fl")
+        assert.are.equal("ok", job.last_outcome)
+        assert.are.equal(runs[1].started_at, job.last_run_at)
+        assert.are.equal(2, job.failure_count)
+        assert.are.equal(0, job.consecutive_failures)
+        assert.are.equal("error", job.last_error.code)
+        assert.are.equal(2, job.last_error.attempt)
+        assert.is_nil(job.progress, "progress is cleared when the run ends")
+      end)
+
+      it("keeps history_limit runs of a job, and a skipped misfire leaves a 'skipped' run", function()
+        local s = sched { clock = false, polling_interval = 0.1 }
+        local n = 0
+        s:handler("count", function() n = n + 1 end)
+        s:every { seconds = 0.2 }:config { job_id = "lim", history_limit = 2 }:run("count")
+        due_job(s, "missed", s:now() - 3600 * S, "count", { if_missed = "skip" })
+        s:start()
+        wait(function() return n >= 4 end, "the interval job did not run 4 times")
+        wait(function() return #s:history("missed") == 1 end, "the skipped run was not recorded")
+        assert.are.equal("skipped", s:history("missed")[1].outcome)
+        s:stop()
+        assert.are.equal(2, #s:history("lim"))
+      end)
+    end)
+
     describe("misfires", function()
       local s, runs
 
