@@ -211,6 +211,8 @@ local B1 = scenario{
     { "chronis-sqlite", "aps-sqlite", "jobs_s", "chronis SQLite / APScheduler SQLite" },
     { "chronis-redis", "bullmq", "jobs_s", "chronis Redis / BullMQ" },
     { "chronis-postgres", "graphile", "jobs_s", "chronis PostgreSQL / graphile-worker" },
+    { "chronis-memory", "chronis-memory-nohist", "jobs_s", "chronis memory, history on / off" },
+    { "chronis-redis", "chronis-redis-nohist", "jobs_s", "chronis Redis, history on / off" },
   },
 }
 local function b1_validate(n)
@@ -228,6 +230,18 @@ for _, st in ipairs{ "memory", "sqlite", "redis", "postgres", "file", "lua" } do
       return { LUA, "bench/chronis/b1_burst.lua", n, STORES[st].url(ctx, "b1_" .. st .. "_" .. run), 100, 1000 }
     end,
     validate = b1_validate(n),
+  })
+end
+-- Run history off (`history=0`): what keeping a record of every run costs,
+-- measured beside the default rows above.
+for _, st in ipairs{ "memory", "redis" } do
+  B1.rows[#B1.rows + 1] = chronis_row("chronis-" .. st .. "-nohist", st, {
+    n = SIZE.b1, extra = "run history off (history=0)", timeout = 900,
+    argv = function(ctx, run)
+      local url = STORES[st].url(ctx, "b1_" .. st .. "_nohist_" .. run)
+      return { LUA, "bench/chronis/b1_burst.lua", SIZE.b1, url .. (url:find("?", 1, true) and "&" or "?") .. "history=0", 100, 1000 }
+    end,
+    validate = b1_validate(SIZE.b1),
   })
 end
 B1.rows[#B1.rows + 1] = peer_row("aps-memory", "APScheduler", "memory", "apscheduler", {

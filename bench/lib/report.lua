@@ -54,6 +54,11 @@ local function goals(results)
     function(x) return x >= 10 end)
   add("B1 Redis ≥ 3× BullMQ", ratio(results, "B1", "chronis-redis", "bullmq", "jobs_s"), "×",
     function(x) return x >= 3 end, select(2, fig(results, "B1", "chronis-redis", "jobs_s")))
+  for _, st in ipairs{ { "memory", "memory" }, { "redis", "Redis" } } do
+    add(("B1 %s with run history ≥ 90 %% of without"):format(st[2]),
+      ratio(results, "B1", "chronis-" .. st[1], "chronis-" .. st[1] .. "-nohist", "jobs_s"), "×",
+      function(x) return x >= 0.9 end, select(2, fig(results, "B1", "chronis-" .. st[1], "jobs_s")))
+  end
   add("B1 PostgreSQL ≥ 2× graphile-worker", ratio(results, "B1", "chronis-postgres", "graphile", "jobs_s"), "×",
     function(x) return x >= 2 end, select(2, fig(results, "B1", "chronis-postgres", "jobs_s")))
   for _, st in ipairs{ { "memory", 5 }, { "sqlite", 5 }, { "redis", 20 }, { "postgres", 20 } } do
