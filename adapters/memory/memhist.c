@@ -1,7 +1,8 @@
-/* memhist.c - the memory store's run history (memhist.h). A job's entry
- * keeps its runs as a list, newest first, and its count: the runs past
- * its keep count are the tail. A run is in its job's list and in the
- * store-wide list of writes; pruning unlinks it from both. */
+/* memhist.c - the memory store's run history (memhist.h). A run is one
+ * allocation: its links, then its record (chr_runrec_copy_after). It is in
+ * its job's list, newest first, and in the store-wide list of writes;
+ * pruning unlinks it from both. Job entries live in the table itself, so
+ * a run of a new job costs one allocation. */
 #include "memhist.h"
 
 #include <stdlib.h>
@@ -10,22 +11,18 @@
 #include "core/time.h"
 
 struct mhrun {
-  chr_runrec_t *r;
-  mhjob_t *job;
   mhrun_t *older_in_job; /* its job's list, newest first */
   mhrun_t *prev, *next;  /* the list of writes: prev is older */
+  uint32_t hash;         /* of its job id */
 };
 
-struct mhjob {
-  const char *id; /* the newest run's job_id */
-  uint32_t hash;
-  int32_t count;
-  mhrun_t *newest;
-};
+#define REC(m) ((chr_runrec_t *)((m) + 1))
 
 static uint32_t hash_id(const chr_memhist_t *h, const char *s) {
   uint64_t x = 1469598103934665603ULL ^ h->seed;
   for (; *s; s++) x = (x ^ (unsigned char)*s) * 1099511628211ULL;
+  x ^= x >> 29;
+  x *= 0xbf58476d1ce4e5b9ULL;
   return (uint32_t)(x ^ (x >> 32));
 }
 
@@ -36,43 +33,42 @@ void chr_memhist_init(chr_memhist_t *h, int32_t keep, int32_t days) {
   h->seed = (uint64_t)(uintptr_t)h * 0x9e3779b97f4a7c15ULL;
 }
 
-static mhjob_t **find_slot(const chr_memhist_t *h, const char *id, uint32_t hash) {
+static mhjob_t *find_slot(const chr_memhist_t *h, const char *id, uint32_t hash) {
   if (h->cap == 0) return NULL;
   for (size_t i = hash & (h->cap - 1);; i = (i + 1) & (h->cap - 1)) {
-    mhjob_t *j = h->slots[i];
-    if (j == NULL) return NULL;
-    if (j->hash == hash && strcmp(j->id, id) == 0) return &h->slots[i];
+    mhjob_t *j = &h->slots[i];
+    if (j->id == NULL) return NULL;
+    if (j->hash == hash && strcmp(j->id, id) == 0) return j;
   }
 }
 
-static void put(chr_memhist_t *h, mhjob_t *j) {
-  size_t i = j->hash & (h->cap - 1);
-  while (h->slots[i] != NULL) i = (i + 1) & (h->cap - 1);
-  h->slots[i] = j;
+static mhjob_t *empty_slot(chr_memhist_t *h, uint32_t hash) {
+  size_t i = hash & (h->cap - 1);
+  while (h->slots[i].id != NULL) i = (i + 1) & (h->cap - 1);
+  return &h->slots[i];
 }
 
 static void grow(chr_memhist_t *h) {
-  mhjob_t **old = h->slots;
+  mhjob_t *old = h->slots;
   size_t oldcap = h->cap;
   h->cap = oldcap ? oldcap * 2 : 64;
   h->slots = chr_calloc(h->cap, sizeof *h->slots);
   for (size_t i = 0; i < oldcap; i++)
-    if (old[i] != NULL) put(h, old[i]);
+    if (old[i].id != NULL) *empty_slot(h, old[i].hash) = old[i];
   free(old);
 }
 
 /* Backward-shift deletion keeps probe chains whole without tombstones. */
-static void remove_slot(chr_memhist_t *h, mhjob_t **slot) {
+static void remove_slot(chr_memhist_t *h, mhjob_t *slot) {
   size_t i = (size_t)(slot - h->slots), mask = h->cap - 1;
-  free(h->slots[i]);
-  h->slots[i] = NULL;
+  h->slots[i].id = NULL;
   h->njobs--;
-  for (size_t j = (i + 1) & mask; h->slots[j] != NULL; j = (j + 1) & mask) {
-    size_t home = h->slots[j]->hash & mask;
+  for (size_t j = (i + 1) & mask; h->slots[j].id != NULL; j = (j + 1) & mask) {
+    size_t home = h->slots[j].hash & mask;
     /* Move j back into the hole when its home is not in (i, j]. */
     if (((j - home) & mask) >= ((j - i) & mask)) {
       h->slots[i] = h->slots[j];
-      h->slots[j] = NULL;
+      h->slots[j].id = NULL;
       i = j;
     }
   }
@@ -86,42 +82,34 @@ static void unlink_write(chr_memhist_t *h, mhrun_t *m) {
   h->nruns--;
 }
 
-/* Drops the oldest run of job j (the tail of its list). */
+/* Drops the oldest run of job j (the tail of its list); the job's entry
+ * goes with its last run. */
 static void drop_oldest(chr_memhist_t *h, mhjob_t *j) {
   mhrun_t **pp = &j->newest;
   while ((*pp)->older_in_job != NULL) pp = &(*pp)->older_in_job;
   mhrun_t *m = *pp;
   *pp = NULL;
-  j->count--;
   unlink_write(h, m);
-  chr_runrec_free(m->r);
   free(m);
-  if (j->count == 0) remove_slot(h, find_slot(h, j->id, j->hash));
+  if (--j->count == 0) remove_slot(h, j);
 }
 
-void chr_memhist_add(chr_memhist_t *h, chr_runrec_t **run, int64_t now) {
-  chr_runrec_t *r = *run;
-  int32_t keep = chr_runrec_keep(r, h->keep);
-  *run = NULL;
-  if (keep <= 0) {
-    chr_runrec_free(r);
-    return;
-  }
-  uint32_t hash = hash_id(h, r->job_id);
-  mhjob_t **slot = find_slot(h, r->job_id, hash), *j;
-  if (slot != NULL) {
-    j = *slot;
-  } else {
-    if ((h->njobs + 1) * 4 > h->cap * 3) grow(h);
-    j = chr_calloc(1, sizeof *j);
+int chr_memhist_add(chr_memhist_t *h, const chr_runrec_t *run, int64_t now) {
+  int32_t keep = chr_runrec_keep(run, h->keep);
+  if (keep <= 0) return 0;
+  uint32_t hash = hash_id(h, run->job_id);
+  mhjob_t *j = find_slot(h, run->job_id, hash);
+  if (j == NULL) {
+    if ((h->njobs + 1) * 2 > h->cap) grow(h);
+    j = empty_slot(h, hash);
     j->hash = hash;
-    j->id = r->job_id;
-    put(h, j);
+    j->count = 0;
+    j->newest = NULL;
     h->njobs++;
   }
-  mhrun_t *m = chr_malloc(sizeof *m);
-  m->r = r;
-  m->job = j;
+  chr_runrec_t *r = chr_runrec_copy_after(run, sizeof(mhrun_t));
+  mhrun_t *m = (mhrun_t *)r - 1;
+  m->hash = hash;
   m->older_in_job = j->newest;
   j->newest = m;
   j->id = r->job_id; /* the key lives as long as the newest run */
@@ -134,24 +122,23 @@ void chr_memhist_add(chr_memhist_t *h, chr_runrec_t **run, int64_t now) {
   h->nruns++;
   while (j->count > keep) drop_oldest(h, j); /* keep >= 1: j stays */
   /* Age: the list of writes is in the order runs ended, close enough to
-   * the order they started for pruning, which only bounds the size. */
+   * the order they started for pruning, which only bounds the size. The
+   * oldest write of its job is its job's oldest run as a rule; should a
+   * job's runs have been written out of order, the job's tail goes, which
+   * is older still. */
   int64_t cutoff = now - h->max_age;
-  while (h->oldest != NULL && h->oldest != m && h->oldest->r->started_at < cutoff) {
-    mhjob_t *oj = h->oldest->job;
-    /* The oldest write of its job is its job's oldest run as a rule;
-     * should a job's runs have been written out of order, the job's tail
-     * goes, which is older still. */
-    drop_oldest(h, oj);
+  while (h->oldest != NULL && h->oldest != m && REC(h->oldest)->started_at < cutoff) {
+    mhrun_t *o = h->oldest;
+    drop_oldest(h, find_slot(h, REC(o)->job_id, o->hash));
   }
+  return 1;
 }
 
 void chr_memhist_free(chr_memhist_t *h) {
   for (mhrun_t *m = h->oldest, *next; m; m = next) {
     next = m->next;
-    chr_runrec_free(m->r);
     free(m);
   }
-  for (size_t i = 0; i < h->cap; i++) free(h->slots[i]);
   free(h->slots);
   memset(h, 0, sizeof *h);
 }
@@ -177,13 +164,12 @@ void chr_memhist_query(chr_memhist_t *h, chr_store_req_t *req) {
       for (k = 0; k < i; k++)
         if (strcmp(f->ids[k], f->ids[i]) == 0) break;
       if (k < i) continue;
-      mhjob_t **slot = find_slot(h, f->ids[i], hash_id(h, f->ids[i]));
-      if (slot == NULL) continue;
-      for (mhrun_t *m = (*slot)->newest; m; m = m->older_in_job)
-        consider(&found, &n, &cap, f, m->r);
+      mhjob_t *j = find_slot(h, f->ids[i], hash_id(h, f->ids[i]));
+      if (j == NULL) continue;
+      for (mhrun_t *m = j->newest; m; m = m->older_in_job) consider(&found, &n, &cap, f, REC(m));
     }
   } else {
-    for (mhrun_t *m = h->newest; m; m = m->prev) consider(&found, &n, &cap, f, m->r);
+    for (mhrun_t *m = h->newest; m; m = m->prev) consider(&found, &n, &cap, f, REC(m));
   }
   if (n > 1) qsort(found, n, sizeof *found, chr_runrec_cmp);
   size_t from = (size_t)req->offset < n ? (size_t)req->offset : n;

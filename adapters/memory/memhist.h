@@ -12,12 +12,19 @@
 #include "core/store.h"
 
 typedef struct mhrun mhrun_t;
-typedef struct mhjob mhjob_t;
+
+/* A job's entry, in the table itself (no allocation of its own). */
+typedef struct mhjob {
+  const char *id; /* the newest run's job_id; NULL: an empty slot */
+  uint32_t hash;
+  int32_t count;
+  mhrun_t *newest;
+} mhjob_t;
 
 typedef struct chr_memhist {
-  int32_t keep;   /* runs kept per job by default (store option `history`) */
+  int32_t keep;    /* runs kept per job by default (store option `history`) */
   int64_t max_age; /* µs; runs that started longer ago are pruned */
-  mhjob_t **slots; /* open addressing by job id */
+  mhjob_t *slots;  /* open addressing by job id, at most half full */
   size_t cap, njobs;
   mhrun_t *oldest, *newest; /* every run, in the order written */
   size_t nruns;
@@ -26,9 +33,10 @@ typedef struct chr_memhist {
 
 void chr_memhist_init(chr_memhist_t *h, int32_t keep, int32_t days);
 void chr_memhist_free(chr_memhist_t *h);
-/* Adds *run, taking it over (*run becomes NULL), then prunes its job to
- * its keep count and the history to its age limit as of now. */
-void chr_memhist_add(chr_memhist_t *h, chr_runrec_t **run, int64_t now);
+/* Adds a copy of run (unless its job keeps none), then prunes its job to
+ * its keep count and the history to its age limit as of now. Returns 1
+ * when the run was kept. */
+int chr_memhist_add(chr_memhist_t *h, const chr_runrec_t *run, int64_t now);
 /* Answers query_runs: copies of the matching runs, newest first. */
 void chr_memhist_query(chr_memhist_t *h, chr_store_req_t *req);
 

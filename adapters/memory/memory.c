@@ -521,17 +521,14 @@ static void op_complete(mem_store_t *ms, chr_store_req_t *req) {
     if (it->result != 0) continue;
     if (it->remove) rec_delete(ms, slot);
     else rec_update(ms, *slot, it->updates);
-    if (it->run) chr_memhist_add(&ms->hist, &it->run, req->issued);
+    if (it->run) chr_memhist_add(&ms->hist, it->run, req->issued);
   }
 }
 
 static void op_record_runs(mem_store_t *ms, chr_store_req_t *req) {
   req->count = 0;
-  for (size_t i = 0; i < req->nruns; i++) {
-    chr_runrec_t *r = chr_runrec_copy(req->runs[i]);
-    if (chr_runrec_keep(r, ms->hist.keep) > 0) req->count++;
-    chr_memhist_add(&ms->hist, &r, req->issued);
-  }
+  for (size_t i = 0; i < req->nruns; i++)
+    req->count += chr_memhist_add(&ms->hist, req->runs[i], req->issued);
 }
 
 static void op_query_runs(mem_store_t *ms, chr_store_req_t *req) {

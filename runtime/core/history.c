@@ -44,11 +44,15 @@ void chr_runrec_init(chr_runrec_t *r) {
   X(run_id) X(job_id) X(name) X(func_name) X(node) X(metadata) X(error_code) X(error_message)
 
 chr_runrec_t *chr_runrec_copy(const chr_runrec_t *src) {
-  size_t len = sizeof *src;
+  return chr_runrec_copy_after(src, 0);
+}
+
+chr_runrec_t *chr_runrec_copy_after(const chr_runrec_t *src, size_t prefix) {
+  size_t len = prefix + sizeof *src;
 #define LEN(f) if (src->f) len += strlen(src->f) + 1;
   RUNREC_STRINGS(LEN)
 #undef LEN
-  chr_runrec_t *r = chr_malloc(len);
+  chr_runrec_t *r = (chr_runrec_t *)((char *)chr_malloc(len) + prefix);
   *r = *src;
   char *p = (char *)(r + 1);
 #define COPY(f)                        \

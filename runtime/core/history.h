@@ -67,6 +67,10 @@ typedef struct chr_runrec {
 
 /* A copy of src in one allocation (free with chr_runrec_free). */
 chr_runrec_t *chr_runrec_copy(const chr_runrec_t *src);
+/* The same after `prefix` bytes that are the caller's (a multiple of 8: a
+ * store's links), in the same allocation: free() the returned pointer
+ * minus prefix, not the record. */
+chr_runrec_t *chr_runrec_copy_after(const chr_runrec_t *src, size_t prefix);
 void chr_runrec_free(chr_runrec_t *r);
 /* An empty record: times CHR_TIME_NONE, keep -1. */
 void chr_runrec_init(chr_runrec_t *r);

@@ -180,8 +180,7 @@ typedef struct chr_completion {
   int remove;       /* delete the job, else apply updates */
   chr_job_t *updates;
   /* The run this completion ends, or NULL: a store with the history
-   * capability writes it with the completion when the item applies. It
-   * may take it over (and set run to NULL) rather than copy it. */
+   * capability writes it with the completion when the item applies. */
   chr_runrec_t *run;
   int result;       /* out: 0, CHR_ECONFLICT or CHR_ENOTFOUND */
 } chr_completion_t;
