@@ -122,6 +122,13 @@ describe("sqlite store", function()
       assert_names(open_error("sqlite:" .. path .. "?bogus=1").message, "bogus")
       assert_names(open_error("sqlite:" .. path .. "?busy_timeout=soon").message, "busy_timeout")
       assert_names(open_error("sqlite:" .. path .. "?synchronous=maybe").message, "synchronous")
+      assert_names(open_error("sqlite:" .. path .. "?history=-1").message, "option 'history'",
+        "0..100000", "'-1'")
+      assert_names(open_error("sqlite:" .. path .. "?history=lots").message, "option 'history'")
+      assert_names(open_error("sqlite:" .. path .. "?history_days=0").message,
+        "option 'history_days'", "1..36500")
+      assert_names(open_error("sqlite:" .. path .. "?histroy=5").message, "unknown option 'histroy'",
+        "history, history_days")
       assert.is_false(exists(path))
     end)
 
@@ -203,10 +210,11 @@ describe("sqlite store", function()
       local path = fresh_path()
       chronis.storage.sqlite(path):close()
       assert.are.equal("wal", sqlite3(path, "PRAGMA journal_mode"))
-      assert.are.equal("2", sqlite3(path, "PRAGMA user_version"))
+      assert.are.equal("3", sqlite3(path, "PRAGMA user_version"))
       local indexes = sqlite3(path, "SELECT group_concat(name, ' ') FROM (SELECT name FROM " ..
-        "sqlite_schema WHERE type = 'index' AND name LIKE 'jobs_%' ORDER BY name)")
-      assert.are.equal("jobs_due jobs_lease jobs_next", indexes)
+        "sqlite_schema WHERE type = 'index' AND (name LIKE 'jobs_%' OR name LIKE 'runs_%') " ..
+        "ORDER BY name)")
+      assert.are.equal("jobs_due jobs_lease jobs_next runs_job runs_started", indexes)
     end)
   end)
 
@@ -286,7 +294,7 @@ describe("sqlite store", function()
       sqlite3(path, "PRAGMA user_version = 999")
       local before = read_bytes(path)
       local err = open_error("sqlite:" .. path)
-      assert_names(err.message, path, "999", "version 2", "newer")
+      assert_names(err.message, path, "999", "version 3", "newer")
       assert.are.equal(before, read_bytes(path))
       assert.are.equal("999", sqlite3(path, "PRAGMA user_version"))
     end)
@@ -306,7 +314,7 @@ describe("sqlite store", function()
       local s = chronis.storage.sqlite(path)
       s:create_job({ job_id = "a", status = "pending" })
       s:close()
-      assert.are.equal("2", sqlite3(path, "PRAGMA user_version"))
+      assert.are.equal("3", sqlite3(path, "PRAGMA user_version"))
     end)
   end)
 
@@ -550,25 +558,80 @@ describe("sqlite store", function()
       assert.are.same({ "old" }, ids_of(s:query_jobs({ status = "scheduled", ["metadata.tenant_id"] = "acme" })))
       assert.are.same({ "old" }, ids_of(s:claim_due_jobs({ now = T0, owner = "n" })))
       s:close()
-      assert.are.equal("2", sqlite3(path, "PRAGMA user_version"))
+      assert.are.equal("3", sqlite3(path, "PRAGMA user_version"))
       assert.are.equal("jobs_next", sqlite3(path,
         "SELECT name FROM sqlite_schema WHERE name = 'jobs_next'"))
       -- Reopening a migrated file changes nothing more.
       chronis.storage.sqlite(path):close()
-      assert.are.equal("2", sqlite3(path, "PRAGMA user_version"))
+      assert.are.equal("3", sqlite3(path, "PRAGMA user_version"))
     end)
 
-    it("creates version 2 from nothing through every step", function()
+    -- A file version 2 wrote, before run history: `sqlite3 jobs.db .dump`
+    -- of one with a job due, a paused one and one claimed by a node that is
+    -- still running it (and the statistics PRAGMA optimize left at close).
+    -- A dump leaves out user_version.
+    local V2 = [[
+      CREATE TABLE jobs ( job_id TEXT PRIMARY KEY NOT NULL, status TEXT NOT NULL, next_run_time INTEGER, priority INTEGER NOT NULL, updated_at INTEGER NOT NULL, claimed_by TEXT, lease_until INTEGER, trigger_type TEXT, record TEXT NOT NULL);
+      INSERT INTO jobs VALUES('old','scheduled',1736935200000000,5,1796525660539490,NULL,NULL,'date','{"job_id":"old","trigger_type":"date","func_name":"work","status":"scheduled","next_run_time":"2025-01-15T10:00:00Z","updated_at":"2026-12-06T02:54:20.539490Z","metadata":{"tenant_id":"acme"}}');
+      INSERT INTO jobs VALUES('paused','paused',NULL,5,1796525660539601,NULL,NULL,NULL,'{"job_id":"paused","func_name":"work","status":"paused","updated_at":"2026-12-06T02:54:20.539601Z"}');
+      INSERT INTO jobs VALUES('held','running',1736931600000000,9,1796525660540159,'node-1',1768469400000000,'interval','{"job_id":"held","trigger_type":"interval","trigger_args":{"seconds":60},"func_name":"work","status":"running","next_run_time":"2025-01-15T09:00:00Z","updated_at":"2026-12-06T02:54:20.540159Z","priority":9,"claimed_by":"node-1","lease_until":"2026-01-15T09:30:00Z"}');
+      ANALYZE sqlite_schema;
+      INSERT INTO sqlite_stat1 VALUES('jobs','jobs_next','3 1 1 1');
+      INSERT INTO sqlite_stat1 VALUES('jobs','jobs_lease','1 1 1');
+      INSERT INTO sqlite_stat1 VALUES('jobs','jobs_due','1 1 1 1 1');
+      INSERT INTO sqlite_stat1 VALUES('jobs','sqlite_autoindex_jobs_1','3 1');
+      CREATE INDEX jobs_due ON jobs(status, priority, next_run_time, job_id) WHERE status = 'scheduled';
+      CREATE INDEX jobs_lease ON jobs(status, lease_until) WHERE status = 'running';
+      CREATE INDEX jobs_next ON jobs(status, next_run_time, job_id);
+      PRAGMA user_version = 2;
+    ]]
+
+    it("migrates a version 2 file in place at open: its jobs stay, runs are kept from then on", function()
+      local path = fresh_path()
+      sqlite3(path, V2)
+      local before = sqlite3(path, "SELECT group_concat(job_id || ' ' || record, char(10)) FROM " ..
+        "(SELECT * FROM jobs ORDER BY job_id)")
+      local s = chronis.storage.sqlite(path)
+      assert.are.equal("3", sqlite3(path, "PRAGMA user_version"))
+      assert.are.equal(before, sqlite3(path, "SELECT group_concat(job_id || ' ' || record, " ..
+        "char(10)) FROM (SELECT * FROM jobs ORDER BY job_id)"))
+      assert.are.same({ "held", "old", "paused" }, ids_of(s:query_jobs()))
+      assert.are.equal("acme", s:get_job("old").metadata.tenant_id)
+      assert.are.same({ "old" }, ids_of(s:query_jobs({ ["metadata.tenant_id"] = "acme" })))
+      assert.are.same({}, s:query_runs())
+      -- The job that was running completes, its run written with it.
+      local now = chronis.time.now()
+      local res = s:complete_jobs({ { job_id = "held", owner = "node-1",
+        updates = { status = "scheduled", claimed_by = chronis.json.null,
+          lease_until = chronis.json.null, next_run_time = "2100-01-01T00:00:00Z" },
+        run = { run_id = "node-1/1", job_id = "held", outcome = "ok", started_at = now,
+          ended_at = now, func_name = "work" } } })
+      assert.is_true(res[1].ok)
+      assert.are.same({ "old" }, ids_of(s:claim_due_jobs({ now = T0, owner = "n" })))
+      s:close()
+      local again = chronis.storage.sqlite(path)
+      local runs = again:query_runs({ job_id = "held" })
+      assert.are.equal(1, #runs)
+      assert.are.equal("node-1/1", runs[1].run_id)
+      assert.are.equal("scheduled", again:get_job("held").status)
+      assert.are.equal(3, again:count_jobs())
+      again:close()
+      assert.are.equal("3", sqlite3(path, "PRAGMA user_version"))
+    end)
+
+    it("creates version 3 from nothing through every step", function()
+      local schema = "SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_schema " ..
+        "WHERE name LIKE 'jobs%' OR name LIKE 'runs%' ORDER BY name)"
       local path = fresh_path()
       chronis.storage.sqlite(path):close()
-      local fresh = sqlite3(path, "SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_schema " ..
-        "WHERE name LIKE 'jobs%' ORDER BY name)")
-      local other = fresh_path()
-      sqlite3(other, V1 .. "DELETE FROM jobs;")
-      chronis.storage.sqlite(other):close()
-      local migrated = sqlite3(other, "SELECT group_concat(sql, ';') FROM (SELECT sql " ..
-        "FROM sqlite_schema WHERE name LIKE 'jobs%' ORDER BY name)")
-      assert.are.equal(fresh:gsub("%s+", ""), (migrated:gsub("%s+", "")))
+      local fresh = sqlite3(path, schema)
+      assert.truthy(fresh:find("CREATE TABLE runs", 1, true), fresh)
+      for _, old in ipairs({ V1, V2 }) do
+        local other = fresh_path()
+        sqlite3(other, old .. "DELETE FROM jobs;")
+        chronis.storage.sqlite(other):close()
+        assert.are.equal(fresh:gsub("%s+", ""), (sqlite3(other, schema):gsub("%s+", "")))
+      end
     end)
   end)
 
@@ -621,6 +684,180 @@ describe("sqlite store", function()
       assert.are.equal(T0, s:next_due_time())
       assert.are.same({ "mid", "neg" }, ids_of(s:claim_due_jobs({ now = T0, owner = "n" })))
       assert.are.equal("2025-01-15T10:00:01Z", s:next_due_time())
+    end)
+  end)
+
+  describe("run history", function()
+    local S = 1000000
+    local function now_us() return chronis.time.now() end
+    local function iso(us) return chronis.time.format(us) end
+    local function run(id, job_id, fields)
+      local t = now_us()
+      local r = { run_id = id, job_id = job_id, outcome = "ok", started_at = iso(t - 60 * S),
+        ended_at = iso(t - 59 * S), func_name = "work" }
+      for k, v in pairs(fields or {}) do r[k] = v end
+      return r
+    end
+    local function run_ids(store, filters, limit, offset)
+      local out = {}
+      for i, r in ipairs(store:query_runs(filters, limit, offset)) do out[i] = r.run_id end
+      return out
+    end
+
+    it("keeps `history` runs per job and prunes runs older than `history_days`", function()
+      local path = fresh_path()
+      local s = chronis.storage.open("sqlite:" .. path .. "?history=2&history_days=1")
+      local t = now_us()
+      local runs = {}
+      for i = 1, 5 do runs[i] = run("a" .. i, "a", { started_at = iso(t - (100 - i) * S) }) end
+      runs[6] = run("b1", "b", { keep = 4 })
+      assert.are.equal(6, s:record_runs(runs))
+      assert.are.same({ "a5", "a4" }, run_ids(s, "a"))
+      assert.are.same({ "b1" }, run_ids(s, "b"))
+      -- Runs that started at the same time go in query order: run_id last.
+      local same = iso(t - 10 * S)
+      s:record_runs({ run("t2", "t", { started_at = same }), run("t3", "t", { started_at = same }),
+        run("t1", "t", { started_at = same }) })
+      assert.are.same({ "t3", "t2" }, run_ids(s, "t"))
+      -- Older than a day: gone at the next write, whichever job it is for.
+      s:record_runs({ run("old", "c", { started_at = iso(t - 25 * 3600 * S) }) })
+      s:record_runs({ run("b2", "b") })
+      assert.are.same({}, run_ids(s, "c"))
+      assert.are.same({ "b2", "b1" }, run_ids(s, "b"))
+      s:close()
+      local none = chronis.storage.sqlite(path, { history = 0 })
+      assert.are.equal(0, none:record_runs({ run("z1", "z") }))
+      assert.are.equal(1, none:record_runs({ run("z2", "z", { keep = 1 }) }))
+      assert.are.same({ "z2" }, run_ids(none, "z"))
+      none:close()
+      assert.are.equal("7", sqlite3(path, "SELECT count(*) FROM runs"))
+    end)
+
+    it("keeps a completed run's history across closing and reopening the file", function()
+      local path = fresh_path()
+      local s = chronis.storage.sqlite(path)
+      s:create_job({ job_id = "once", status = "running", claimed_by = "me", func_name = "work",
+        metadata = { tenant = "acme" } })
+      local r = run("me/1", "once", { outcome = "error", error_code = "handler",
+        error_message = "boom", attempt = 2, node = "me", name = "Once",
+        scheduled_at = iso(now_us() - 61 * S), metadata = { tenant = "acme" } })
+      local res = s:complete_jobs({ { job_id = "once", owner = "me", delete = true, run = r } })
+      assert.is_true(res[1].ok)
+      s:close()
+      local again = chronis.storage.sqlite(path)
+      assert.is_nil(again:get_job("once"))
+      local got = again:query_runs({ ["metadata.tenant"] = "acme" })
+      assert.are.equal(1, #got)
+      for _, k in ipairs({ "run_id", "job_id", "outcome", "error_code", "error_message", "attempt",
+        "node", "name", "func_name", "scheduled_at", "started_at", "ended_at" }) do
+        assert.are.equal(r[k], got[1][k], k)
+      end
+      assert.are.same({ tenant = "acme" }, got[1].metadata)
+      again:close()
+      -- One row, readable with SQL.
+      assert.are.equal("me/1|once|error|boom", sqlite3(path,
+        "SELECT run_id, job_id, outcome, error_message FROM runs"))
+    end)
+
+    it("matches run filters the same way as the memory store", function()
+      local s, m = chronis.storage.sqlite(fresh_path()), chronis.storage.memory()
+      local t = now_us()
+      local metas = {
+        { tenant = "acme", n = 1, deep = { zone = "eu", list = { 1, 2 } } },
+        { tenant = "globex", n = "1", ["tenant id"] = "acme", ["x'y"] = true },
+        { tenant = "ünï 日本 \"q\"", n = 1.5, none = false },
+        { ["a.b"] = 1, a = { b = 2 } },
+        {},
+      }
+      local outcomes = { "ok", "error", "timeout", "skipped", "interrupted" }
+      local runs = {}
+      for i = 1, 40 do
+        local meta = metas[i % #metas + 1]
+        runs[i] = run(("r%02d"):format(i), "j" .. (i % 4), {
+          started_at = iso(t - (1000 - (i // 3)) * S),
+          outcome = outcomes[(i // 2) % 5 + 1],
+          func_name = i % 3 == 0 and "mail" or "work",
+          metadata = next(meta) and meta or nil,
+        })
+      end
+      s:record_runs(copy(runs))
+      m:record_runs(copy(runs))
+      local sets = {
+        {}, "j1", { job_id_in = { "j0", "j2", "nope", "j2" } }, { outcome = "error" },
+        { outcome = { "timeout", "skipped" }, job_id = "j3" },
+        { started_at_gte = iso(t - 995 * S), started_at_lte = iso(t - 990 * S) },
+        { func_name = "mail" }, { func_name = "nope" },
+        { ["metadata.tenant"] = "acme" }, { ["metadata.n"] = 1 }, { ["metadata.n"] = "1" },
+        { ["metadata.n"] = 1.5 }, { ["metadata.deep.zone"] = "eu" },
+        { ["metadata.deep"] = { zone = "eu", list = { 1, 2 } } },
+        { ["metadata.deep.list"] = { 1, 2 } }, { ["metadata.tenant"] = "ünï 日本 \"q\"" },
+        { ["metadata.none"] = false }, { ["metadata.a.b"] = 2 }, { ["metadata.a.b"] = 1 },
+        { ["metadata.tenant id"] = "acme" }, { ["metadata.x'y"] = true },
+        { ["metadata.tenant') OR ('1'='1"] = "acme" },
+        { ["metadata.tenant id"] = "acme", outcome = { "ok", "error", "timeout" } },
+      }
+      for i, f in ipairs(sets) do
+        local want = run_ids(m, copy(f))
+        assert.are.same(want, run_ids(s, copy(f)), "set " .. i)
+        assert.are.same(run_ids(m, copy(f), 3, 2), run_ids(s, copy(f), 3, 2), "set " .. i)
+        if i > 1 then assert(#want < 40, "set " .. i .. " filters nothing") end
+      end
+      s:close()
+      m:close()
+    end)
+
+    it("writes a scheduler's runs: a job that fails, then succeeds", function()
+      local H = require "support.engine_helper"
+      local path = fresh_path()
+      local store = chronis.storage.sqlite(path)
+      -- The fake clock starts at the wall clock's time: runs from long ago
+      -- would be pruned by age.
+      local clock = H.fake_clock(now_us())
+      local start = clock.now
+      local s = H.scheduler({ storage = store, clock = clock.fn })
+      local calls = 0
+      s:handler("flaky", function()
+        calls = calls + 1
+        if calls == 1 then error("transient trouble") end
+      end)
+      s:every { hours = 1 }:config { job_id = "f", retry = 3, retry_delay = 60 }:run("flaky")
+      s:start()
+      clock.now = start + 3600 * S
+      s:tick()
+      H.wait(function() return (store:get_job("f").failure_count or 0) == 1 end, 10,
+        "the failed run was not written")
+      local retry_at = chronis.time.parse(store:get_job("f").next_run_time)
+      assert.are.equal(start + 3660 * S, retry_at)
+      clock.now = retry_at + 5 * S
+      s:tick()
+      H.wait(function() return #store:query_runs("f") == 2 end, 10, "the second run was not written")
+      local node = s:node_id()
+      H.stop_all()
+      local runs = store:query_runs({ job_id = "f" })
+      assert.are.same({ "ok", "error" }, { runs[1].outcome, runs[2].outcome })
+      assert.are.equal(iso(retry_at + 5 * S), runs[1].started_at)
+      assert.are.equal(iso(start + 3600 * S), runs[2].started_at)
+      assert.truthy(runs[2].error_message:find("transient trouble", 1, true), runs[2].error_message)
+      assert.is_nil(runs[1].error_message)
+      for _, r in ipairs(runs) do
+        assert.are.equal("f", r.job_id)
+        assert.are.equal("flaky", r.func_name)
+        assert.are.equal(node, r.node)
+      end
+      assert.are.same({ 2, 1 }, { runs[1].attempt, runs[2].attempt })
+      assert.are.same({ runs[2].run_id }, run_ids(store, { job_id = "f", outcome = "error" }))
+      local j = store:get_job("f")
+      assert.are.equal("ok", j.last_outcome)
+      assert.are.equal(1, j.failure_count)
+      assert.are.equal(0, j.consecutive_failures)
+      assert.truthy(j.last_error.message:find("transient trouble", 1, true))
+      assert.are.equal(iso(retry_at + 5 * S), j.last_run_at)
+      store:close()
+      H.assert_quiet()
+      -- The history is in the file, for the next process.
+      local again = chronis.storage.sqlite(path)
+      assert.are.same({ runs[1].run_id, runs[2].run_id }, run_ids(again, "f"))
+      again:close()
     end)
   end)
 

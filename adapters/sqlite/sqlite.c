@@ -9,7 +9,8 @@
  * in C (chr_job_apply, the memory store's semantics), and rewrites every
  * column; the engine's bulk writes (claim, recovery, lease extension)
  * change columns and record together in one UPDATE, the record through
- * chronis_patch (below).
+ * chronis_patch (below). Runs (history.h) are rows of their own table,
+ * written in the transaction of the completion they end.
  *
  * Several processes may share the file. SQLite serializes writers, and
  * every read-modify-write runs in one BEGIN IMMEDIATE transaction (the
@@ -76,6 +77,17 @@ static const char *const sql_text[SQ__COUNT] = {
                   "AND claimed_by = ?6",
     [SQ_NEXT_DUE] = "SELECT min(next_run_time) FROM jobs INDEXED BY jobs_next "
                     "WHERE status = 'scheduled'",
+    [SQ_RUN_INSERT] = "INSERT INTO runs (" SQ_RUN_COLS ") "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    /* The newest of a job's runs past its keep count: a walk down
+     * runs_job from the job's newest run, reading the index only, that
+     * ends at once when the job has fewer (then nothing is deleted). */
+    [SQ_RUN_KEEP] = "SELECT started_at, run_id FROM runs INDEXED BY runs_job WHERE job_id = ?1 "
+                    "ORDER BY started_at DESC, run_id DESC LIMIT 1 OFFSET ?2",
+    /* That run and the job's older ones, one range of runs_job. */
+    [SQ_RUN_TRIM] = "DELETE FROM runs INDEXED BY runs_job WHERE job_id = ?1 "
+                    "AND (started_at, run_id) <= (?2, ?3)",
+    [SQ_RUN_EXPIRE] = "DELETE FROM runs INDEXED BY runs_started WHERE started_at < ?1",
 };
 
 /* ---- statements and errors */
@@ -503,6 +515,116 @@ static int check_file(sq_store_t *s, chr_store_req_t *req) {
   return -1;
 }
 
+/* ---- run history
+ *
+ * A run is one row of `runs`, written in the transaction of the
+ * completion it ends (or of record_runs), and followed in the same
+ * transaction by the pruning of its job to its keep count. Runs that
+ * started more than history_days ago are pruned on every record_runs, and
+ * by completions at most once a second: one range delete on runs_started,
+ * usually of nothing, that need not follow every batch. */
+
+#define SQ_EXPIRE_EVERY_US 1000000
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v) {
+  if (v != NULL) sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+  else sqlite3_bind_null(st, i);
+}
+
+static void bind_time_or_null(sqlite3_stmt *st, int i, int64_t us) {
+  if (us != CHR_TIME_NONE) sqlite3_bind_int64(st, i, us);
+  else sqlite3_bind_null(st, i);
+}
+
+/* Prunes job id to its keep newest runs, in the open transaction: 0, or
+ * -1 with req failed. A DELETE ... WHERE rowid IN (SELECT ... OFFSET)
+ * would do it in one statement, but builds a temporary table on every
+ * call, which cost as much as writing the run; this reads one index
+ * entry past the keep count, and deletes only when there is one. */
+static int trim_runs(sq_store_t *s, chr_store_req_t *req, const char *id, int32_t keep) {
+  sqlite3_stmt *edge = stmt(s, SQ_RUN_KEEP), *del = stmt(s, SQ_RUN_TRIM);
+  int rc;
+  if (edge == NULL || del == NULL) {
+    chr__sqlite_fail(s, req, "pruning a job's runs");
+    return -1;
+  }
+  sqlite3_bind_text(edge, 1, id, -1, SQLITE_STATIC);
+  sqlite3_bind_int(edge, 2, keep);
+  rc = sqlite3_step(edge);
+  if (rc == SQLITE_DONE) {
+    sqlite3_reset(edge);
+    return 0;
+  }
+  if (rc != SQLITE_ROW) {
+    chr__sqlite_fail(s, req, "pruning a job's runs");
+    sqlite3_reset(edge);
+    return -1;
+  }
+  sqlite3_bind_text(del, 1, id, -1, SQLITE_STATIC);
+  sqlite3_bind_value(del, 2, sqlite3_column_value(edge, 0));
+  sqlite3_bind_value(del, 3, sqlite3_column_value(edge, 1));
+  rc = run(s, req, del, "pruning a job's runs");
+  sqlite3_reset(edge);
+  return rc;
+}
+
+/* Writes run r, then prunes its job to its keep count, in the open
+ * transaction. 1 when written, 0 when its keep count is 0 (not written),
+ * -1 with req failed. */
+static int put_run(sq_store_t *s, chr_store_req_t *req, const chr_runrec_t *r) {
+  int32_t keep = chr_runrec_keep(r, s->opts.hist.keep);
+  sqlite3_stmt *ins;
+  if (keep <= 0) return 0;
+  if ((ins = stmt(s, SQ_RUN_INSERT)) == NULL) {
+    chr__sqlite_fail(s, req, "writing a run");
+    return -1;
+  }
+  sqlite3_bind_text(ins, 1, r->run_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(ins, 2, r->job_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(ins, 3, r->started_at);
+  sqlite3_bind_text(ins, 4, chr_outcome_names[r->outcome], -1, SQLITE_STATIC);
+  bind_text_or_null(ins, 5, r->name);
+  bind_text_or_null(ins, 6, r->func_name);
+  bind_text_or_null(ins, 7, r->node);
+  bind_time_or_null(ins, 8, r->scheduled_at);
+  bind_time_or_null(ins, 9, r->ended_at);
+  if (r->attempt > 0) sqlite3_bind_int(ins, 10, r->attempt);
+  else sqlite3_bind_null(ins, 10);
+  bind_text_or_null(ins, 11, r->error_code);
+  bind_text_or_null(ins, 12, r->error_message);
+  bind_text_or_null(ins, 13, r->metadata);
+  if (run(s, req, ins, "writing a run") != 0 || trim_runs(s, req, r->job_id, keep) != 0)
+    return -1;
+  return 1;
+}
+
+/* Deletes the runs that started more than history_days before now, in
+ * the open transaction. 0, or -1 with req failed. */
+static int expire_runs(sq_store_t *s, chr_store_req_t *req, int64_t now) {
+  sqlite3_stmt *st = stmt(s, SQ_RUN_EXPIRE);
+  if (st != NULL)
+    sqlite3_bind_int64(st, 1, now - (int64_t)s->opts.hist.days * 86400 * CHR_USEC);
+  if (run(s, req, st, "pruning old runs") != 0) return -1;
+  s->runs_expired = chr_time_mono();
+  return 0;
+}
+
+/* One transaction: the runs, each job pruned after its run, then by age. */
+static void op_record_runs(sq_store_t *s, chr_store_req_t *req) {
+  int64_t written = 0;
+  int rc = 0;
+  req->count = 0;
+  if (begin(s, req) != 0) return;
+  for (size_t i = 0; i < req->nruns && rc >= 0; i++)
+    if ((rc = put_run(s, req, req->runs[i])) > 0) written++;
+  if (req->status == 0) expire_runs(s, req, req->issued);
+  if (req->status != 0 || commit(s, req) != 0) {
+    rollback(s);
+    return;
+  }
+  req->count = written;
+}
+
 /* ---- the engine's operations */
 
 /* One transaction: for each priority level from the highest, one UPDATE
@@ -594,10 +716,13 @@ static int complete_update(sq_store_t *s, chr_store_req_t *req, chr_completion_t
   return result;
 }
 
-/* The whole batch in one transaction; one DELETE per one-shot job. */
+/* The whole batch in one transaction; one DELETE per one-shot job. The
+ * run of each item that applies is written with it (history outlives a
+ * deleted job). */
 static void op_complete(sq_store_t *s, chr_store_req_t *req) {
   sqlite3_stmt *del = stmt(s, SQ_DELETE_OWNED);
   int64_t wake = CHR_TIME_NONE;
+  int wrote_runs = 0;
   if (del == NULL) {
     chr__sqlite_fail(s, req, "completing jobs");
     return;
@@ -613,7 +738,13 @@ static void op_complete(sq_store_t *s, chr_store_req_t *req) {
     } else {
       it->result = complete_update(s, req, it, &wake);
     }
+    if (req->status == 0 && it->result == 0 && it->run != NULL &&
+        put_run(s, req, it->run) > 0)
+      wrote_runs = 1;
   }
+  if (req->status == 0 && wrote_runs &&
+      chr_time_mono() - s->runs_expired >= SQ_EXPIRE_EVERY_US)
+    expire_runs(s, req, req->issued);
   if (req->status != 0 || commit(s, req) != 0) {
     rollback(s);
     return;
@@ -691,7 +822,8 @@ static void (*const sq_ops[CHR_OP__COUNT])(sq_store_t *, chr_store_req_t *) = {
     [CHR_OP_UPDATE] = op_update,  [CHR_OP_CAS] = op_cas,     [CHR_OP_DELETE] = op_delete,
     [CHR_OP_QUERY] = chr__sqlite_query, [CHR_OP_COUNT] = chr__sqlite_count,
     [CHR_OP_CLAIM] = op_claim,    [CHR_OP_COMPLETE] = op_complete,
-    [CHR_OP_RECOVER] = op_recover, [CHR_OP_EXTEND] = op_extend, [CHR_OP_NEXT_DUE] = op_next_due};
+    [CHR_OP_RECOVER] = op_recover, [CHR_OP_EXTEND] = op_extend, [CHR_OP_NEXT_DUE] = op_next_due,
+    [CHR_OP_RECORD_RUNS] = op_record_runs, [CHR_OP_QUERY_RUNS] = chr__sqlite_query_runs};
 
 /* Requests come checked (chr_store_submit) and are answered here, at once,
  * on a connection to the file now at the path. */
@@ -730,7 +862,7 @@ int chr_sqlite_store_open(const chr_opts_t *opts, chr_store_t **out, char *err, 
   chr_store_init(&s->base, &sq_vtable,
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
-                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_LOCAL);
+                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_HISTORY);
   *out = &s->base;
   return 0;
 }

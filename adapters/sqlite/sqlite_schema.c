@@ -42,6 +42,31 @@ static const char *const migrations[SQ_SCHEMA_VERSION] = {
      * engine asks after every claim), and status queries in result order
      * without a sort. */
     "CREATE INDEX jobs_next ON jobs(status, next_run_time, job_id);",
+    /* 2 -> 3: run history (core/history.h), one row per run, kept apart
+     * from its job, which it outlives. Every field has its column (no
+     * JSON to encode or decode on the completion path); metadata is the
+     * job's metadata as JSON text, filtered with `->`. Times are µs. No
+     * foreign key, no uniqueness: the engine's run ids are unique, and a
+     * write is one insert. runs_job serves a job's history and its
+     * pruning to the keep count, runs_started the history of every job
+     * and pruning by age; both hold their runs in the order of results
+     * (run_id breaks ties), so neither needs a sort. */
+    "CREATE TABLE runs ("
+    " run_id TEXT NOT NULL,"
+    " job_id TEXT NOT NULL,"
+    " started_at INTEGER NOT NULL,"
+    " outcome TEXT NOT NULL,"
+    " name TEXT,"
+    " func_name TEXT,"
+    " node TEXT,"
+    " scheduled_at INTEGER,"
+    " ended_at INTEGER,"
+    " attempt INTEGER,"
+    " error_code TEXT,"
+    " error_message TEXT,"
+    " metadata TEXT);"
+    "CREATE INDEX runs_job ON runs(job_id, started_at, run_id);"
+    "CREATE INDEX runs_started ON runs(started_at, run_id);",
 };
 
 static int parse_long(const char *v, long lo, long hi, long *out) {
@@ -62,10 +87,13 @@ int chr__sqlite_opts(const chr_opts_t *opts, char **path, sq_opts_t *o, char *er
   o->cache_kib = 65536;
   o->wal_pages = 4000;
   o->quick_check = 0;
+  o->hist.keep = CHR_HISTORY_DEFAULT;
+  o->hist.days = CHR_HISTORY_DAYS_DEFAULT;
   *path = NULL;
   for (size_t i = 0; i < opts->n && rc == 0; i++) {
     const char *k = opts->v[i].key, *v = opts->v[i].val;
     long x;
+    int h;
     if (strcmp(k, "path") == 0) {
       if (*v != '\0') *path = chr_strdup(v);
     } else if (strcmp(k, "busy_timeout") == 0) {
@@ -94,9 +122,12 @@ int chr__sqlite_opts(const chr_opts_t *opts, char **path, sq_opts_t *o, char *er
       if (strcmp(v, "quick") == 0) o->quick_check = 1;
       else if (strcmp(v, "none") == 0) o->quick_check = 0;
       else rc = chr_opts_fail(opts, err, errlen, "check must be quick or none, got '%s'", v);
+    } else if ((h = chr_history_opt(opts, k, v, &o->hist, err, errlen)) != 0) {
+      if (h < 0) rc = h;
     } else {
       rc = chr_opts_fail(opts, err, errlen, "unknown option '%s' (expected path, busy_timeout, "
-                         "cache_size, synchronous, wal_autocheckpoint, check)", k);
+                         "cache_size, synchronous, wal_autocheckpoint, check, "
+                         CHR_HISTORY_OPTION_NAMES ")", k);
     }
   }
   if (rc == 0 && *path == NULL)
@@ -233,11 +264,15 @@ static int check_pages(sqlite3 *db, const char *path, int64_t version, int quick
       {1, "SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_lease "
           "WHERE status = 'running' LIMIT 1)"},
       {2, "SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_next LIMIT 1)"},
+      {3, "SELECT count(*) FROM (SELECT run_id FROM runs LIMIT 1)"},
+      {3, "SELECT count(*) FROM (SELECT 1 FROM runs INDEXED BY runs_job LIMIT 1)"},
+      {3, "SELECT count(*) FROM (SELECT 1 FROM runs INDEXED BY runs_started LIMIT 1)"},
   };
   int64_t n;
   for (size_t i = 0; i < sizeof probes / sizeof *probes; i++)
     if (version >= probes[i].since && query_int(db, probes[i].sql, &n) != SQLITE_OK)
-      return db_fail(db, path, "reading the jobs table", err, errlen);
+      return db_fail(db, path, probes[i].since < 3 ? "reading the jobs table"
+                                                   : "reading the runs table", err, errlen);
   if (quick) {
     sqlite3_stmt *st;
     const unsigned char *r = NULL;

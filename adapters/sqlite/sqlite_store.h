@@ -14,7 +14,7 @@
 
 /* The schema version this build writes; see the migrations in
  * sqlite_schema.c and docs/sqlite.md. */
-#define SQ_SCHEMA_VERSION 2
+#define SQ_SCHEMA_VERSION 3
 
 /* Fixed statements, prepared on first use and kept for the connection. */
 typedef enum {
@@ -32,6 +32,10 @@ typedef enum {
   SQ_RECOVER,
   SQ_EXTEND,
   SQ_NEXT_DUE,
+  SQ_RUN_INSERT,
+  SQ_RUN_KEEP,
+  SQ_RUN_TRIM,
+  SQ_RUN_EXPIRE,
   SQ__COUNT
 } sq_stmt_id_t;
 
@@ -55,6 +59,7 @@ typedef struct sq_opts {
   long cache_kib;
   long wal_pages;
   int quick_check;
+  chr_history_opts_t hist; /* history, history_days */
 } sq_opts_t;
 
 typedef struct sq_store {
@@ -77,6 +82,8 @@ typedef struct sq_store {
   size_t nowners;
   char **lost;
   size_t nlost;
+  /* When runs past history_days were last pruned (monotonic µs). */
+  int64_t runs_expired;
 } sq_store_t;
 
 /* sqlite_schema.c: reads the store's options (path, busy_timeout, ...)
@@ -112,8 +119,14 @@ chr_job_t *chr__sqlite_row_job(sq_store_t *s, chr_store_req_t *req, sqlite3_stmt
 void chr__sqlite_drop_jobs(chr_store_req_t *req);
 char *chr__sqlite_ids_json(char **ids, size_t n);
 
-/* sqlite_query.c: CHR_OP_QUERY and CHR_OP_COUNT. */
+/* The columns of a run (table runs), in the order SQ_RUN_INSERT binds
+ * them and query_runs reads them. */
+#define SQ_RUN_COLS "run_id, job_id, started_at, outcome, name, func_name, node, scheduled_at, " \
+                    "ended_at, attempt, error_code, error_message, metadata"
+
+/* sqlite_query.c: CHR_OP_QUERY, CHR_OP_COUNT and CHR_OP_QUERY_RUNS. */
 void chr__sqlite_query(sq_store_t *s, chr_store_req_t *req);
 void chr__sqlite_count(sq_store_t *s, chr_store_req_t *req);
+void chr__sqlite_query_runs(sq_store_t *s, chr_store_req_t *req);
 
 #endif
