@@ -94,9 +94,11 @@ static void drop_oldest(chr_memhist_t *h, mhjob_t *j) {
   *pp = NULL;
   j->count--;
   unlink_write(h, m);
+  /* The job's last run: its key, j->id, is that run's job_id, so the
+   * slot goes before the run is freed. */
+  if (j->count == 0) remove_slot(h, find_slot(h, j->id, j->hash));
   chr_runrec_free(m->r);
   free(m);
-  if (j->count == 0) remove_slot(h, find_slot(h, j->id, j->hash));
 }
 
 void chr_memhist_add(chr_memhist_t *h, chr_runrec_t **run, int64_t now) {
