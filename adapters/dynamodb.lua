@@ -18,6 +18,15 @@
 --   GSI by_status: partition st, sort due (µs; a job without a next run
 --            time sorts last with NO_DUE), projection ALL.
 --
+--   run      PK = RUN#<job_id>, SK = <started_at, ISO with 6 fraction
+--            digits>#<run_id>, so a job's runs sort newest first, and in
+--            run order, by SK descending
+--            doc = the run as canonical JSON; st = RUN and due = started_at
+--            (µs) put every run in by_status too, in time order; oc, fn =
+--            outcome and func_name, for server-side filters; expire_at =
+--            when the run passes history_days (epoch seconds: the TTL
+--            attribute)
+--
 -- The pointer makes an id unique across tenants (a conditional put on it
 -- is the duplicate check) and finds a job by id alone. DynamoDB could
 -- write pointer and job in one TransactWriteItems; this adapter uses only
@@ -32,6 +41,16 @@
 -- (conditional on upd: the moment the write happens), (2) put the new
 -- item, (3) point the pointer at it, (4) delete the old item. Anyone who
 -- meets a frozen item finishes steps 2-4 (they are idempotent) and retries.
+--
+-- The runs of the completions of one complete_jobs call that applied are
+-- written right after them, in batches: not in one transaction with them,
+-- so a crash in between loses those runs (never a completion). A job keeps its newest `keep` runs: the
+-- store counts each job's runs it has seen (run_counts) and reads a job's
+-- run keys to prune only when the job may hold more than its keep (on the
+-- completion path, from the second run it writes for the job on); runs
+-- older than history_days expire by TTL where it is enabled, are deleted
+-- as the store writes (a query of by_status, at most once a minute on
+-- the completion path), and are never returned.
 local chronis = require "chronis"
 
 local aws = require "chronis.aws"
@@ -52,6 +71,11 @@ M.client = aws.dynamodb.client
 local NO_DUE = 9000000000000000000 -- sorts after every real time
 local STALE_POINTER_US = 60 * 1000000
 local MAX_RETRIES = 50
+local LAST_TIME = parse_time("9999-12-31T23:59:59.999999Z")
+local RUN_ST = "RUN"                    -- the by_status partition of runs
+local TTL_ATTRIBUTE = "expire_at"
+local SWEEP_EVERY_US = 60 * 1000000     -- age pruning on the completion path
+local MAX_CACHED = 100000               -- entries of where and run_counts
 
 -- Stricter than the kit's check_id: this store has always refused an empty
 -- id as well.
@@ -171,6 +195,7 @@ function M.create_table(client, name)
     if not cok and cres.type ~= "ResourceInUseException" then
       client:call("CreateTable", { TableName = name }) -- raises a useful error
     end
+    if cok then M.enable_ttl(client, name) end
   end
   for _ = 1, 600 do
     local d = client:call("DescribeTable", { TableName = name }).Table
@@ -184,6 +209,14 @@ function M.create_table(client, name)
   fail("unavailable", "dynamodb table '%s' did not become ACTIVE", name)
 end
 
+--- enable_ttl(client, name): asks DynamoDB to delete runs once their
+--- expire_at has passed. A server without TTL (dynalite) or a refusal
+--- changes nothing: the store prunes old runs as it writes anyway.
+function M.enable_ttl(client, name)
+  pcall(client.attempt, client, "UpdateTimeToLive", { TableName = name,
+    TimeToLiveSpecification = { Enabled = true, AttributeName = TTL_ATTRIBUTE } })
+end
+
 function Store:stamp(prev_us)
   local now = chronis.time.now()
   if prev_us and now <= prev_us then now = prev_us + 1 end
@@ -191,7 +224,7 @@ function Store:stamp(prev_us)
 end
 
 function Store:remember(id, pk)
-  if self.ncached >= 100000 then self.where, self.ncached = {}, 0 end
+  if self.ncached >= MAX_CACHED then self.where, self.ncached = {}, 0 end
   if self.where[id] == nil then self.ncached = self.ncached + 1 end
   self.where[id] = pk
 end
@@ -284,6 +317,23 @@ function Store:batch_get(keys)
     end
   end
   return out
+end
+
+-- BatchWriteItem for many requests ({PutRequest =} / {DeleteRequest =}),
+-- in chunks of 25, unprocessed items retried.
+function Store:batch_write(requests)
+  for first = 1, #requests, 25 do
+    local pending, tries = table.move(requests, first, math.min(first + 24, #requests), 1, {}), 0
+    while #pending > 0 do
+      local res = self:call("BatchWriteItem", { RequestItems = { [self.table] = pending } })
+      pending = res.UnprocessedItems and res.UnprocessedItems[self.table] or {}
+      if #pending > 0 then
+        tries = tries + 1
+        if tries > 10 then fail("unavailable", "dynamodb BatchWriteItem: items left unprocessed 10 times") end
+        chronis.sleep(math.min(1, 0.02 * 2 ^ tries))
+      end
+    end
+  end
 end
 
 -- id -> entry for the ids found (ids deduplicated).
@@ -696,7 +746,244 @@ function Store:complete_jobs(list)
   local items = kit.check_completions(list)
   local results = {}
   each_parallel(items, function(item, i) results[i] = self:complete_one(item) end)
+  self:completion_runs(items, results)
   return results
+end
+
+-- ---- run history ----
+
+-- A time as text that sorts in time order: canonical ISO with all six
+-- fraction digits (years 0001-9999 have four digits).
+local function sortable_time(us)
+  local t = format_time(us)
+  if not t:find(".", 1, true) then t = t:sub(1, -2) .. ".000000Z" end
+  return t
+end
+
+local function runs_pk(job_id) return "RUN#" .. job_id end
+
+-- The item of a checked run (kit.check_run).
+local function run_item(run, started, days)
+  local item = {
+    PK = S(runs_pk(run.job_id)), SK = S(sortable_time(started) .. "#" .. run.run_id),
+    job_id = S(run.job_id), doc = S(json.encode(run)), st = S(RUN_ST), due = N(started),
+    oc = S(run.outcome), [TTL_ATTRIBUTE] = N(started // 1000000 + days * 86400),
+  }
+  if run.func_name then item.fn = S(run.func_name) end
+  return item
+end
+
+function Store:cutoff()
+  return kit.history_cutoff(self.history_days)
+end
+
+-- What the store knows of the number of job_id's runs (nil: unknown).
+function Store:count_runs(job_id, n)
+  if n ~= nil and self.nrun_counts >= MAX_CACHED then self.run_counts, self.nrun_counts = {}, 0 end
+  if n ~= nil and self.run_counts[job_id] == nil then self.nrun_counts = self.nrun_counts + 1 end
+  if n == nil and self.run_counts[job_id] ~= nil then self.nrun_counts = self.nrun_counts - 1 end
+  self.run_counts[job_id] = n
+end
+
+-- Deletes items by key (PK, SK), in batches.
+function Store:delete_keys(items)
+  local requests = {}
+  for i, it in ipairs(items) do requests[i] = { DeleteRequest = { Key = { PK = it.PK, SK = it.SK } } } end
+  self:batch_write(requests)
+end
+
+-- Keeps job_id's newest `keep` runs and none older than cutoff, once
+-- `added` runs were written. The job's run keys are read (newest first)
+-- only when the job may hold more than keep: its count is known and past
+-- keep, or unknown. On the completion path (exact false) the first run
+-- this store writes for a job is not followed by a read: most jobs that
+-- end with one run (one-shot jobs) never cost one, and a job that runs
+-- again is read and pruned at its next run.
+function Store:prune_job_runs(job_id, keep, cutoff, added, exact)
+  local known = self.run_counts[job_id]
+  if known ~= nil and known >= 0 and known + added <= keep then
+    self:count_runs(job_id, known + added)
+    return
+  end
+  if known == nil and not exact and added <= keep then
+    self:count_runs(job_id, -1) -- seen, count unknown
+    return
+  end
+  local n, extra = 0, {}
+  self:each_page("Query", {
+    KeyConditionExpression = "PK = :pk", ScanIndexForward = false, ConsistentRead = true,
+    ProjectionExpression = "PK, SK, due", ExpressionAttributeValues = { [":pk"] = S(runs_pk(job_id)) },
+  }, function(item)
+    n = n + 1
+    if n > keep or tonumber(item.due.N) < cutoff then extra[#extra + 1] = item end
+  end)
+  self:delete_keys(extra)
+  self:count_runs(job_id, n - #extra)
+end
+
+-- Writes checked runs ({run =, keep =}, keep > 0): those that started
+-- before cutoff are not written; then prunes each job once, by the keep of
+-- its last run (prune_job_runs).
+function Store:write_runs(list, cutoff, exact)
+  local puts, jobs, seen = {}, {}, {}
+  for _, c in ipairs(list) do
+    local started = parse_time(c.run.started_at)
+    if started >= cutoff then
+      local item = run_item(c.run, started, self.history_days)
+      local key = item.PK.S .. "\0" .. item.SK.S
+      if seen[key] then
+        puts[seen[key]].PutRequest.Item = item -- one request per key: the last run wins
+      else
+        puts[#puts + 1] = { PutRequest = { Item = item } }
+        seen[key] = #puts
+        local j = jobs[c.run.job_id] or { added = 0 }
+        j.added, j.keep = j.added + 1, c.keep
+        jobs[c.run.job_id] = j
+      end
+    end
+  end
+  if #puts == 1 then
+    self:call("PutItem", { Item = puts[1].PutRequest.Item })
+  else
+    self:batch_write(puts)
+  end
+  local order = {}
+  for id, j in pairs(jobs) do order[#order + 1] = { id = id, job = j } end
+  each_parallel(order, function(x) self:prune_job_runs(x.id, x.job.keep, cutoff, x.job.added, exact) end)
+end
+
+-- Deletes every run older than cutoff (the runs of jobs that stopped
+-- running too), found on by_status.
+function Store:sweep_runs(cutoff)
+  self.swept_at = chronis.time.now()
+  local old = {}
+  self:each_page("Query", {
+    IndexName = "by_status", KeyConditionExpression = "st = :run AND due < :cut",
+    ProjectionExpression = "PK, SK, job_id",
+    ExpressionAttributeValues = { [":run"] = S(RUN_ST), [":cut"] = N(cutoff) },
+  }, function(item) old[#old + 1] = item end)
+  self:delete_keys(old)
+  for _, item in ipairs(old) do self:count_runs(item.job_id.S, nil) end
+end
+
+-- Writes the runs of the completions that applied, all at once (25 a
+-- request), and prunes by age at most once a minute. These writes do not
+-- fail the completions, which have happened: runs that cannot be written
+-- are lost, and logged.
+function Store:completion_runs(items, results)
+  local list = {}
+  for i, item in ipairs(items) do
+    local keep = item.run and results[i].ok and kit.run_keep(item.keep, self.history) or 0
+    if keep > 0 then list[#list + 1] = { run = item.run, keep = keep } end
+  end
+  if #list == 0 then return end
+  local cutoff = self:cutoff()
+  local ok, err = pcall(self.write_runs, self, list, cutoff, false)
+  if ok and chronis.time.now() - self.swept_at >= SWEEP_EVERY_US then
+    ok, err = pcall(self.sweep_runs, self, cutoff)
+  end
+  if not ok then
+    chronis.log("warn", ("dynamodb store: the runs of %d completion(s) may not have been written: %s")
+      :format(#list, message_of(err)))
+  end
+end
+
+function Store:record_runs(runs)
+  kit.check_open(self)
+  local checked = kit.check_runs(runs)
+  local list = {}
+  for _, c in ipairs(checked) do
+    local keep = kit.run_keep(c.keep, self.history)
+    if keep > 0 then list[#list + 1] = { run = c.run, keep = keep } end
+  end
+  local cutoff = self:cutoff()
+  self:write_runs(list, cutoff, true)
+  self:sweep_runs(cutoff)
+  return #list
+end
+
+-- Reads runs from a Query (newest first, by SK or by due) into found while
+-- they match, until `need` of them are found and the next one started
+-- earlier than the need-th (runs that started at the same instant are
+-- ordered by run_id afterwards). need nil: every run.
+function Store:collect_runs(req, match, need, found)
+  if need == 0 then return end
+  local n, last_due = 0, nil
+  req.ExpressionAttributeValues = req.ExpressionAttributeValues or {}
+  if next(req.ExpressionAttributeValues) == nil then req.ExpressionAttributeValues = nil end
+  if need then req.Limit = math.max(need + 1, 100) end
+  repeat
+    local res = self:call("Query", req)
+    for _, item in ipairs(res.Items or {}) do
+      local due = tonumber(item.due.N)
+      if need and n >= need and due < last_due then return end
+      local run = json.decode(item.doc.S)
+      if match(run) then
+        found[#found + 1] = run
+        n = n + 1
+        if n == need then last_due = due end
+      end
+    end
+    req.ExclusiveStartKey = res.LastEvaluatedKey
+  until req.ExclusiveStartKey == nil
+end
+
+-- A job's runs come from its partition (strongly consistent), newest
+-- first; runs of any job from by_status (st = RUN, due = started_at).
+-- Either read starts at the age limit, so expired runs that TTL has not
+-- deleted yet are never returned. outcome and func_name are also sent as
+-- a FilterExpression; every filter is checked again on the runs (the
+-- kit's match).
+function Store:query_runs(filters, limit, offset)
+  kit.check_open(self)
+  kit.check_count(limit, "limit")
+  kit.check_count(offset, "offset")
+  local match, ids, narrow = kit.compile_run_filters(filters)
+  local lo = math.max(narrow.started_at_gte or self:cutoff(), self:cutoff())
+  local hi = narrow.started_at_lte
+  if hi and hi < lo then return {} end
+  offset = offset or 0
+  local need = limit and limit <= math.maxinteger - offset and offset + limit or nil
+  local where, values = {}, {}
+  if narrow.outcomes then
+    local names = {}
+    for i, o in ipairs(narrow.outcomes) do
+      names[i] = ":o" .. i
+      values[names[i]] = S(o)
+    end
+    where[#where + 1] = "oc IN (" .. table.concat(names, ", ") .. ")"
+  end
+  if narrow.func_name then
+    where[#where + 1] = "fn = :fn"
+    values[":fn"] = S(narrow.func_name)
+  end
+  local function request(key, extra)
+    local v = copy(values)
+    for k, x in pairs(extra) do v[k] = x end
+    return { KeyConditionExpression = key, ScanIndexForward = false, ExpressionAttributeValues = v,
+      FilterExpression = #where > 0 and table.concat(where, " AND ") or nil }
+  end
+  local found = {}
+  if ids then
+    -- Every SK of a run that started at hi sorts before the bare time of
+    -- hi + 1 µs (none when that is past the last time there is).
+    local upper = hi ~= nil and hi < LAST_TIME
+    local range = upper and "SK BETWEEN :lo AND :hi" or "SK >= :lo"
+    local bounds = { [":lo"] = S(sortable_time(lo)), [":hi"] = upper and S(sortable_time(hi + 1)) or nil }
+    each_parallel(ids, function(id)
+      local req = request("PK = :pk AND " .. range, bounds)
+      req.ExpressionAttributeValues[":pk"] = S(runs_pk(id))
+      req.ConsistentRead = true
+      self:collect_runs(req, match, need, found)
+    end)
+  else
+    local range = hi and "due BETWEEN :lo AND :hi" or "due >= :lo"
+    local req = request("st = :run AND " .. range, { [":run"] = S(RUN_ST), [":lo"] = N(lo),
+      [":hi"] = hi and N(hi) or nil })
+    req.IndexName = "by_status"
+    self:collect_runs(req, match, need, found)
+  end
+  return kit.page(kit.sort_runs(found), limit, offset)
 end
 
 function Store:recover_expired_leases(now)
@@ -746,7 +1033,7 @@ end
 
 local OPTIONS = { table = true, region = true, endpoint = true, create_table = true,
   access_key_id = true, secret_access_key = true, session_token = true, timeout = true,
-  max_retries = true, adapter_timeout = true }
+  max_retries = true, history = true, history_days = true, adapter_timeout = true }
 
 local function bool_opt(v, name)
   if v == nil then return false end
@@ -764,7 +1051,8 @@ function M.options(opts)
   for k in pairs(opts) do
     if not OPTIONS[k] then
       fail("invalid", "dynamodb store: unknown option '%s' (expected table, region, endpoint, "
-        .. "create_table, access_key_id, secret_access_key, session_token, timeout, max_retries)", tostring(k))
+        .. "create_table, access_key_id, secret_access_key, session_token, timeout, max_retries, %s)",
+        tostring(k), kit.HISTORY_OPTIONS)
     end
   end
   local o = {}
@@ -783,6 +1071,7 @@ function M.options(opts)
   o.create_table = bool_opt(opts.create_table, "create_table")
   o.timeout = tonumber(opts.timeout) or 10
   o.max_retries = math.tointeger(tonumber(opts.max_retries)) or 8
+  o.history, o.history_days = kit.history_options(opts, "dynamodb store options")
   return o
 end
 
@@ -793,6 +1082,9 @@ function M.new(opts)
   return setmetatable({
     table = o.table, create_table = o.create_table, client = M.client(o),
     where = {}, ncached = 0, -- job id -> partition, a hint checked on use
+    history = o.history, history_days = o.history_days,
+    run_counts = {}, nrun_counts = 0, -- job id -> its runs in the table, as last seen
+    swept_at = 0, -- when runs past history_days were last deleted (µs)
     ready = false, ensuring = false, closed = false,
   }, Store)
 end

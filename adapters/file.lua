@@ -18,6 +18,13 @@
 --
 -- Every write costs a rewrite of the whole file: this store suits up to a
 -- few thousand jobs.
+--
+-- Run history lives in the same file, under the key "" (no job can have an
+-- empty id): an array of runs, grouped by job, newest first. A completion
+-- and the run it ends are written by one rewrite, so a crash leaves both
+-- or neither. Each job keeps its newest `history` runs (the option, or its
+-- history_limit), and runs older than `history_days` are dropped at every
+-- write that records runs.
 local chronis = require "chronis"
 
 local kit = require "chronis.adapter_kit"
@@ -54,6 +61,17 @@ local function updated(entry, u, updated_at)
 end
 
 local function entry_job(e) return e.job end
+
+-- A run's entry: the run as the kit checked it (read by filters and
+-- orders, never handed out) and its JSON text (the file's line for it, and
+-- the source of every copy handed out).
+local function make_run_entry(run)
+  return { run = run, text = json.encode(run) }
+end
+
+local function entry_run(e) return e.run end
+
+local NO_CHANGES = {}
 
 -- ---- the file
 
@@ -113,19 +131,49 @@ local function check_unchanged(self)
   end
 end
 
+local function sorted_keys(t)
+  local ids = {}
+  for id in pairs(t) do ids[#ids + 1] = id end
+  table.sort(ids)
+  return ids
+end
+
+-- The lines of a job's runs, joined; kept per list (a list is never
+-- changed, add_run makes a new one), so a write renders only the runs
+-- that changed.
+local function runs_text(self, list)
+  local text = self.runs_texts[list]
+  if text == nil then
+    local lines = {}
+    for i, e in ipairs(list) do lines[i] = e.text end
+    text = table.concat(lines, ",\n")
+    self.runs_texts[list] = text
+  end
+  return text
+end
+
 -- The file's text: one job per line, ordered by job_id, so that the file is
--- the same for the same jobs and diffs well.
+-- the same for the same jobs and diffs well; then, under "", the runs, one
+-- per line, by job_id and newest first.
 local function render(self)
   local ids = self.sorted_ids
   if ids == nil then
-    ids = {}
-    for id in pairs(self.entries) do ids[#ids + 1] = id end
-    table.sort(ids)
+    ids = sorted_keys(self.entries)
     self.sorted_ids = ids
   end
-  if #ids == 0 then return "{}\n" end
+  local run_ids = self.sorted_run_ids
+  if run_ids == nil then
+    run_ids = sorted_keys(self.runs)
+    self.sorted_run_ids = run_ids
+  end
+  if #ids == 0 and #run_ids == 0 then return "{}\n" end
   local lines = {}
   for i, id in ipairs(ids) do lines[i] = self.entries[id].line end
+  if #run_ids > 0 then
+    local chunks = {}
+    for i, id in ipairs(run_ids) do chunks[i] = runs_text(self, self.runs[id]) end
+    lines[#lines + 1] = '"":[\n' .. table.concat(chunks, ",\n") .. "\n]"
+  end
   return "{\n" .. table.concat(lines, ",\n") .. "\n}\n"
 end
 
@@ -151,24 +199,42 @@ local function write_file(self, data)
   self.signature = file_signature(self)
 end
 
--- Makes `changes` (id -> new entry, or false to delete) the store's state,
--- in memory and in the file, in one write. When the write fails, memory is
--- put back as it was: the index never holds what the file does not.
-local function commit(self, changes)
-  if next(changes) == nil then return end
+-- Sets t[id] = v (false: removes it); returns the old value (false for
+-- none) and whether an id came or went.
+local function swap(t, id, v)
+  local old = t[id]
+  t[id] = v or nil
+  return old or false, (old == nil) ~= (v == false)
+end
+
+-- Makes `changes` (id -> new entry, or false to delete) and `run_changes`
+-- (job id -> the job's new list of runs, or false for none) the store's
+-- state, in memory and in the file, in one write. When the write fails,
+-- memory is put back as it was: the index never holds what the file does
+-- not.
+local function commit(self, changes, run_changes)
+  run_changes = run_changes or NO_CHANGES
+  if next(changes) == nil and next(run_changes) == nil then return end
   check_unchanged(self)
-  local before, reshaped = {}, false
+  local before, runs_before, reshaped, runs_reshaped = {}, {}, false, false
   for id, entry in pairs(changes) do
-    local old = self.entries[id]
-    before[id] = old or false
-    if (old == nil) ~= (entry == false) then reshaped = true end
-    self.entries[id] = entry or nil
+    local old, moved = swap(self.entries, id, entry)
+    before[id] = old
+    reshaped = reshaped or moved
+  end
+  for id, list in pairs(run_changes) do
+    local old, moved = swap(self.runs, id, list)
+    runs_before[id] = old
+    runs_reshaped = runs_reshaped or moved
   end
   if reshaped then self.sorted_ids = nil end
+  if runs_reshaped then self.sorted_run_ids = nil end
   local ok, err = pcall(function() write_file(self, render(self)) end)
   if not ok then
     for id, old in pairs(before) do self.entries[id] = old or nil end
+    for id, old in pairs(runs_before) do self.runs[id] = old or nil end
     if reshaped then self.sorted_ids = nil end
+    if runs_reshaped then self.sorted_run_ids = nil end
     error(err, 0)
   end
 end
@@ -178,6 +244,59 @@ local function current(self, changes, id)
   local c = changes[id]
   if c ~= nil then return c or nil end
   return self.entries[id]
+end
+
+-- A job's runs as `run_changes` leaves them, or nil.
+local function current_runs(self, run_changes, id)
+  local c = run_changes[id]
+  if c ~= nil then return c or nil end
+  return self.runs[id]
+end
+
+-- Adds a checked run to run_changes (kit.add_run: the job's newest `keep`
+-- runs, none older than cutoff). Returns whether it was written: a keep
+-- of 0 (the run's, else the store's) writes none.
+local function add_run(self, run_changes, run, keep, cutoff)
+  keep = kit.run_keep(keep, self.history)
+  if keep == 0 then return false end
+  local id = run.job_id
+  local list = kit.add_run(current_runs(self, run_changes, id), make_run_entry(run), keep, cutoff,
+    entry_run)
+  run_changes[id] = #list > 0 and list
+  return true
+end
+
+-- Drops, into run_changes, the runs of every job that started before
+-- cutoff (a look at each job's oldest run): the runs of jobs that stopped
+-- running age out too.
+local function prune_runs(self, run_changes, cutoff)
+  for id in pairs(self.runs) do
+    local list = current_runs(self, run_changes, id)
+    local kept = list and kit.prune_runs(list, cutoff, entry_run)
+    if kept ~= list then run_changes[id] = #kept > 0 and kept end
+  end
+end
+
+-- The runs under "" (an array of runs), checked as record_runs checks
+-- them, grouped by job, newest first, without those past the age limit.
+-- Counts per job are left as they are: a job's history_limit is not known
+-- here.
+local function load_runs(self, runs, bad)
+  if type(runs) ~= "table" or (next(runs) ~= nil and runs[1] == nil) then
+    bad('the runs under the key "" must be an array')
+  end
+  local cutoff = kit.history_cutoff(self.history_days)
+  for i, r in ipairs(runs) do
+    local rok, run = pcall(kit.check_run, r, ("run %d"):format(i))
+    if not rok then bad("%s", message_of(run)) end
+    local list = self.runs[run.job_id] or {}
+    list[#list + 1] = make_run_entry(run)
+    self.runs[run.job_id] = list
+  end
+  for id, list in pairs(self.runs) do
+    list = kit.prune_runs(kit.sort_runs(list, entry_run), cutoff, entry_run)
+    self.runs[id] = #list > 0 and list or nil
+  end
 end
 
 local function load(self, text)
@@ -191,6 +310,9 @@ local function load(self, text)
   end
   local ok, data = pcall(json.decode, text)
   if not ok then bad("%s", message_of(data)) end
+  local runs = data[""]
+  data[""] = nil
+  if runs ~= nil then load_runs(self, runs, bad) end
   for id, job in pairs(data) do
     if type(job) ~= "table" then bad("job '%s' is not a JSON object", tostring(id)) end
     -- A hand-written record may leave job_id to its key.
@@ -334,19 +456,23 @@ function Store:claim_due_jobs(opts)
 end
 
 -- Items are decided against the changes of the items before them, so that
--- a job completed twice in one call is found deleted the second time.
+-- a job completed twice in one call is found deleted the second time. The
+-- run of an item that applies is written in the same rewrite of the file.
 function Store:complete_jobs(list)
   local items = check_call(self, "complete_jobs", list)
-  local changes, results = {}, {}
+  local changes, run_changes, results = {}, {}, {}
   local updated_at = #items > 0 and stamp(self)
+  local cutoff, runs = kit.history_cutoff(self.history_days), false
   for i, item in ipairs(items) do
     local e = current(self, changes, item.job_id)
     results[i] = kit.completion_result(item, e and e.job)
     if results[i].ok then
       changes[item.job_id] = not item.delete and updated(e, item.updates, updated_at)
+      if item.run and add_run(self, run_changes, item.run, item.keep, cutoff) then runs = true end
     end
   end
-  commit(self, changes)
+  if runs then prune_runs(self, run_changes, cutoff) end
+  commit(self, changes, run_changes)
   return results
 end
 
@@ -387,14 +513,39 @@ function Store:next_due_time()
   return best and chronis.time.format(best)
 end
 
+-- Every run is checked before any is written (kit.check_runs); all are
+-- written in one rewrite of the file.
+function Store:record_runs(runs)
+  local checked = check_call(self, "record_runs", runs)
+  local run_changes, n = {}, 0
+  local cutoff = kit.history_cutoff(self.history_days)
+  for _, c in ipairs(checked) do
+    if add_run(self, run_changes, c.run, c.keep, cutoff) then n = n + 1 end
+  end
+  prune_runs(self, run_changes, cutoff)
+  commit(self, NO_CHANGES, run_changes)
+  return n
+end
+
+-- With job ids, only their jobs' runs are looked at.
+function Store:query_runs(filters, limit, offset)
+  local match, ids = check_call(self, "query_runs", filters, limit, offset)
+  local found = kit.sort_runs(kit.select_runs(self.runs, match, ids, entry_run), entry_run)
+  local out = kit.page(found, limit, offset)
+  for i, e in ipairs(out) do out[i] = json.decode(e.text) end
+  return out
+end
+
 function Store:close()
   self.closed = true
   self.entries, self.sorted_ids = {}, nil
+  self.runs, self.sorted_run_ids = {}, nil
 end
 
 -- adapter_timeout belongs to the bridge (chronis.storage.lua), which may
 -- pass it along with the adapter's own options.
-local OPTIONS = { path = true, auto_create = true, adapter_timeout = true }
+local OPTIONS = { path = true, auto_create = true, history = true, history_days = true,
+  adapter_timeout = true }
 
 local function bool_opt(v, default, name)
   if v == nil then return default end
@@ -405,24 +556,31 @@ local function bool_opt(v, default, name)
 end
 
 -- opts: path (required; relative to the working folder), auto_create
--- (default true: create the file and its folders when absent). Option
--- values may be strings, as they come from a URL query.
+-- (default true: create the file and its folders when absent), history
+-- (runs kept per job, default 20, 0 = none) and history_days (default 7).
+-- Option values may be strings, as they come from a URL query.
 return function(opts)
   opts = opts or {}
   if type(opts) ~= "table" then fail("invalid", "file store: options must be a table") end
   for k in pairs(opts) do
     if not OPTIONS[k] then
-      fail("invalid", "file store: unknown option '%s' (expected path, auto_create)", tostring(k))
+      fail("invalid", "file store: unknown option '%s' (expected path, auto_create, %s)", tostring(k),
+        kit.HISTORY_OPTIONS)
     end
   end
   local path = opts.path
   if type(path) ~= "string" or path == "" then fail("invalid", "file store: option 'path' is required") end
   local auto_create = bool_opt(opts.auto_create, true, "auto_create")
+  local keep, days = kit.history_options(opts, "file store options")
   local self = setmetatable({
     path = path,
     fs = chronis.fs, -- taken once: a store writes one way for its whole life
     entries = {},     -- job_id -> entry (make_entry)
     sorted_ids = nil, -- cache for render(), dropped when ids come or go
+    runs = {},            -- job_id -> the job's runs, newest first (make_run_entry)
+    sorted_run_ids = nil, -- cache for render(), dropped when jobs' runs come or go
+    runs_texts = setmetatable({}, { __mode = "k" }), -- a list of runs -> its lines
+    history = keep, history_days = days,
     last_stamp = 0,
     signature = nil,
     closed = false,

@@ -438,6 +438,140 @@ describe("chronis.adapter_kit", function()
     end)
   end)
 
+  describe("check_completions and runs", function()
+    it("checks the run an item carries, as record_runs does, and keeps its keep apart", function()
+      local items = kit.check_completions({
+        { job_id = "a", owner = "n1", delete = true,
+          run = { run_id = "r1", job_id = "a", outcome = "ok", started_at = T0_US, keep = 3, extra = 1 } },
+        { job_id = "b", owner = "n1" },
+      })
+      assert.are.same({ run_id = "r1", job_id = "a", outcome = "ok", started_at = T0 }, items[1].run)
+      assert.are.equal(3, items[1].keep)
+      assert.is_nil(items[2].run)
+      assert_invalid("complete_jobs: item 2: run 'r2': invalid field 'outcome'", kit.check_completions, {
+        { job_id = "a", owner = "n1" },
+        { job_id = "b", owner = "n1", run = { run_id = "r2", job_id = "b", outcome = "fine", started_at = T0 } },
+      })
+    end)
+  end)
+
+  describe("run history", function()
+    local function run(id, job_id, started_us, fields)
+      local r = { run_id = id, job_id = job_id or "j", outcome = "ok", started_at = format(started_us or T0_US) }
+      for k, v in pairs(fields or {}) do r[k] = v end
+      return r
+    end
+    local function run_ids(list, rec_of)
+      local out = {}
+      for i, x in ipairs(list) do out[i] = (rec_of and rec_of(x) or x).run_id end
+      return out
+    end
+
+    it("check_run: the run as stored, times canonical, its keep apart; invalid naming the field", function()
+      local r, keep = kit.check_run({ run_id = "r", job_id = "j", outcome = "error", error_code = "handler",
+        started_at = "2025-01-15T11:00:00+01:00", ended_at = T0_US + 2 * S, attempt = 2,
+        metadata = { t = { 1, 2 } }, duration = 99, bogus = true }, "here")
+      assert.are.same({ run_id = "r", job_id = "j", outcome = "error", error_code = "handler", started_at = T0,
+        ended_at = format(T0_US + 2 * S), attempt = 2, duration = 2, metadata = { t = { 1, 2 } } }, r)
+      assert.is_nil(keep)
+      assert.are.equal(0, select(2, kit.check_run(run("r", "j", nil, { keep = 0 }), "here")))
+      assert_invalid("here: run 'r': field 'started_at' is required", kit.check_run,
+        { run_id = "r", job_id = "j", outcome = "ok" }, "here")
+      assert_invalid("here: run 'r': invalid field 'attempt'", kit.check_run, run("r", "j", nil, { attempt = 1.5 }), "here")
+      assert_invalid("here: run 'r': invalid field 'keep'", kit.check_run, run("r", "j", nil, { keep = -1 }), "here")
+      assert_invalid("here: invalid field 'node'", kit.check_run, run("r", "j", nil, { node = "a\0b" }), "here")
+    end)
+
+    it("check_runs: every run checked before any is used, named by its place", function()
+      local list = kit.check_runs({ run("a"), run("b", "j", nil, { keep = 1 }) })
+      assert.are.same({ "a", "b" }, { list[1].run.run_id, list[2].run.run_id })
+      assert.are.same({ nil, 1 }, { list[1].keep, list[2].keep })
+      assert_invalid("record_runs: run 2: field 'run_id' is required", kit.check_runs,
+        { run("a"), { job_id = "j", outcome = "ok", started_at = T0 } })
+      assert_invalid("record_runs: expected an array of runs", kit.check_runs, "runs")
+    end)
+
+    it("compile_run_filters: the C stores' matching, the ids, and what narrows a read", function()
+      local r = kit.check_run(run("r", "j", T0_US, { outcome = "timeout", func_name = "mail",
+        metadata = { region = { zone = "eu" } } }), "t")
+      local match, ids, narrow = kit.compile_run_filters({ job_id_in = { "j", "k", "j" },
+        outcome = { "error", "timeout" }, started_at_gte = T0, started_at_lte = T0_US + S,
+        func_name = "mail", ["metadata.region.zone"] = "eu" })
+      assert.is_true(match(r))
+      assert.are.same({ "j", "k" }, ids)
+      assert.are.same({ started_at_gte = T0_US, started_at_lte = T0_US + S, outcomes = { "error", "timeout" },
+        func_name = "mail" }, narrow)
+      assert.is_false((kit.compile_run_filters({ ["metadata.region.zone"] = "us" })(r)))
+      assert.is_false((kit.compile_run_filters({ started_at_gte = T0_US + 1 })(r)))
+      assert.is_false((kit.compile_run_filters({ job_id_in = {} })(r)))
+      match, ids = kit.compile_run_filters("j")
+      assert.is_true(match(r))
+      assert.are.same({ "j" }, ids)
+      match, ids, narrow = kit.compile_run_filters(nil)
+      assert.is_true(match(r))
+      assert.is_nil(ids)
+      assert.are.same({}, narrow)
+      assert_invalid("outcom", kit.compile_run_filters, { outcom = "ok" })
+      assert_invalid("invalid filter 'outcome'", kit.compile_run_filters, { outcome = "fine" })
+    end)
+
+    it("sort_runs: newest first as instants, then run_id descending", function()
+      local list = { run("a", "j", T0_US), run("c", "j", T0_US + S // 2), run("b", "j", T0_US),
+        run("z", "j", T0_US - 1) }
+      list[2].started_at = "2025-01-15T10:00:00.5Z" -- sorts before "...10:00:00Z" as text
+      assert.are.same({ "c", "b", "a", "z" }, run_ids(kit.sort_runs(list)))
+      local wrapped = { { r = run("x", "j", T0_US) }, { r = run("y", "j", T0_US + 1) } }
+      local function r_of(e) return e.r end
+      assert.are.same({ "y", "x" }, run_ids(kit.sort_runs(wrapped, r_of), r_of))
+      assert_invalid("sort_runs: item 1: a run without run_id", kit.sort_runs, { { started_at = T0 } })
+    end)
+
+    it("add_run: a new list, newest first, at most keep, none before the cutoff, one per run_id", function()
+      local list = kit.add_run(nil, run("a", "j", T0_US), 3, T0_US - 10 * S)
+      list = kit.add_run(list, run("c", "j", T0_US + 2 * S), 3, T0_US - 10 * S)
+      local before = kit.add_run(list, run("b", "j", T0_US + S), 3, T0_US - 10 * S)
+      assert.are.same({ "c", "b", "a" }, run_ids(before))
+      local after = kit.add_run(before, run("d", "j", T0_US + 3 * S), 3, T0_US - 10 * S)
+      assert.are.same({ "d", "c", "b" }, run_ids(after))
+      assert.are.same({ "c", "b", "a" }, run_ids(before), "the list given was changed")
+      local again = kit.add_run(after, run("c", "j", T0_US + 4 * S, { outcome = "error" }), 3, 0)
+      assert.are.same({ "c", "d", "b" }, run_ids(again))
+      assert.are.equal("error", again[1].outcome)
+      assert.are.same({ "d" }, run_ids(kit.add_run(after, run("old", "j", T0_US - 20 * S), 5, T0_US + 3 * S)))
+    end)
+
+    it("prune_runs: the list itself when nothing is old, else a new one without the old", function()
+      local list = { run("c", "j", T0_US + 2 * S), run("b", "j", T0_US + S), run("a", "j", T0_US) }
+      assert.are.equal(list, kit.prune_runs(list, T0_US))
+      local pruned = kit.prune_runs(list, T0_US + S)
+      assert.are.same({ "c", "b" }, run_ids(pruned))
+      assert.are.equal(3, #list)
+      assert.are.same({}, kit.prune_runs(list, T0_US + 3 * S))
+    end)
+
+    it("select_runs: the matching runs, of the listed jobs only when ids are given", function()
+      local by_job = { a = { run("a2", "a"), run("a1", "a", nil, { outcome = "error" }) }, b = { run("b1", "b") } }
+      local match, ids = kit.compile_run_filters({ outcome = "ok" })
+      local got = run_ids(kit.select_runs(by_job, match, ids))
+      table.sort(got)
+      assert.are.same({ "a2", "b1" }, got)
+      match, ids = kit.compile_run_filters({ job_id_in = { "b", "nope" } })
+      assert.are.same({ "b1" }, run_ids(kit.select_runs(by_job, match, ids)))
+    end)
+
+    it("history_options and history_cutoff: the store options, as every store reads them", function()
+      assert.are.same({ 20, 7 }, { kit.history_options(nil, "x options") })
+      assert.are.same({ 0, 30 }, { kit.history_options({ history = "0", history_days = 30, other = 1 }, "x") })
+      assert_invalid("invalid x options: option 'history' must be an integer 0..100000, got '-1'",
+        kit.history_options, { history = -1 }, "x options")
+      assert_invalid("option 'history_days'", kit.history_options, { history_days = "week" }, "x")
+      assert.are.equal("history, history_days", kit.HISTORY_OPTIONS)
+      assert.are.equal(T0_US - 2 * 86400 * S, kit.history_cutoff(2, T0_US))
+      assert.are.equal(3, kit.run_keep(3, 20))
+      assert.are.equal(20, kit.run_keep(nil, 20))
+    end)
+  end)
+
   describe("completion_result", function()
     it("is not_found, conflict for another owner, else ok", function()
       local item = { job_id = "a", owner = "n1" }

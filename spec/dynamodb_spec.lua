@@ -267,6 +267,159 @@ describe("dynamodb store", function()
     end)
   end)
 
+  describe("run history", function()
+    local now = chronis.time.now() // 1000000 * 1000000 -- whole seconds
+    local function ago(seconds) return chronis.time.format(now - math.floor(seconds * 1000000)) end
+    local function run(id, job_id, seconds_ago, fields)
+      local r = { run_id = id, job_id = job_id, outcome = "ok", started_at = ago(seconds_ago or 60) }
+      for k, v in pairs(fields or {}) do r[k] = v end
+      return r
+    end
+    local function run_ids(store, filters, limit, offset)
+      local out = {}
+      for i, r in ipairs(store:query_runs(filters, limit, offset)) do out[i] = r.run_id end
+      return out
+    end
+    local function run_items(name)
+      local out = {}
+      for _, it in ipairs(raw_items(name)) do
+        if it.PK.S:match("^RUN#") then out[#out + 1] = it end
+      end
+      table.sort(out, function(a, b) return a.PK.S .. a.SK.S < b.PK.S .. b.SK.S end)
+      return out
+    end
+    -- A running job of owner "me", as a claim leaves it.
+    local function running(store, id)
+      store:create_job({ job_id = id, status = "running", claimed_by = "me", lease_until = ago(-600),
+        trigger_type = "interval", next_run_time = ago(60) })
+    end
+    local function complete(store, id, r)
+      return store:complete_jobs({ { job_id = id, owner = "me", run = r,
+        updates = { status = "running", claimed_by = "me" } } })[1]
+    end
+
+    it("keeps a job's runs in its partition, in run order by SK, with TTL and index attributes", function()
+      with_table("runs", function(name, store)
+        store:record_runs({ run("r1", "j", 30), run("r2", "j", 20.5, { func_name = "mail" }),
+          run("r3", "k", 10) })
+        local items = run_items(name)
+        assert.are.equal(3, #items)
+        local r1, r2 = items[1], items[2]
+        assert.are.equal("RUN#j", r1.PK.S)
+        assert.are.equal(ago(30):gsub("Z$", ".000000Z") .. "#r1", r1.SK.S)
+        assert.are.equal(ago(20.5) .. "#r2", r2.SK.S)
+        assert.are.same({ "RUN", "RUN" }, { r1.st.S, r2.st.S })
+        assert.are.equal(chronis.time.parse(ago(30)), tonumber(r1.due.N))
+        assert.are.equal(chronis.time.parse(ago(30)) // 1000000 + 7 * 86400, tonumber(r1.expire_at.N))
+        assert.are.equal("mail", r2.fn.S)
+        assert.are.equal("ok", r2.oc.S)
+        assert.are.same({ "r2", "r1" }, run_ids(store, "j"))
+        assert.are.same({ "r3", "r2", "r1" }, run_ids(store))
+        -- Runs are never jobs.
+        assert.are.same({}, store:query_jobs())
+        assert.are.equal(0, store:count_jobs())
+      end)
+    end)
+
+    it("takes history and history_days from its options and refuses bad ones by name", function()
+      with_table("runopts", function(name, store)
+        store:close()
+        store = open(name, { history = "2", history_days = "1" })
+        store:record_runs({ run("a1", "a", 30), run("a2", "a", 20), run("a3", "a", 10),
+          run("old", "b", 2 * 86400), run("new", "b") })
+        assert.are.same({ "a3", "a2" }, run_ids(store, "a"))
+        assert.are.same({ "new" }, run_ids(store, "b"))
+        assert.are.equal(3, #run_items(name))
+        store:close()
+      end)
+      for _, bad in ipairs({ { "history", "many" }, { "history_days", "0" } }) do
+        local err = assert_error("invalid", function() ddb.options({ table = "t_opts", [bad[1]] = bad[2],
+          access_key_id = "a", secret_access_key = "b" }) end)
+        assert.truthy(err.message:find("option '" .. bad[1] .. "'", 1, true), err.message)
+      end
+      local err = assert_error("invalid", function() ddb.options({ table = "t_opts", histroy = 1,
+        access_key_id = "a", secret_access_key = "b" }) end)
+      assert.truthy(err.message:find("history, history_days", 1, true), err.message)
+    end)
+
+    it("never returns a run past history_days that TTL has not deleted yet, and deletes it", function()
+      with_table("expired", function(name, store)
+        store:record_runs({ run("fresh", "a") })
+        local old = chronis.time.now() - 8 * 86400 * 1000000
+        local doc = chronis.json.encode(run("stale", "b", 8 * 86400))
+        client_for(name):call("PutItem", { TableName = name, Item = { PK = { S = "RUN#b" },
+          SK = { S = chronis.time.format(old) .. "#stale" }, job_id = { S = "b" }, doc = { S = doc },
+          st = { S = "RUN" }, due = { N = ("%d"):format(old) }, oc = { S = "ok" } } })
+        assert.are.same({ "fresh" }, run_ids(store))
+        assert.are.same({}, run_ids(store, "b"))
+        assert.are.same({}, run_ids(store, { started_at_lte = ago(86400) }))
+        store:record_runs({ run("next", "a") })
+        local left = {}
+        for i, it in ipairs(run_items(name)) do left[i] = it.SK.S:match("#(.*)$") end
+        assert.are.same({ "fresh", "next" }, left)
+      end)
+    end)
+
+    it("keeps a job's newest runs as completions write them, one more at most until its next run", function()
+      with_table("keep", function(name, store)
+        store:close()
+        store = open(name, { history = "2" })
+        running(store, "c")
+        for i = 1, 4 do
+          assert.is_true(complete(store, "c", run("c" .. i, "c", 100 - i)).ok)
+        end
+        assert.are.same({ "c4", "c3" }, run_ids(store, "c"))
+        -- Another process knows nothing of c's runs: its first run of c is
+        -- written without a read, its second prunes.
+        local other = open(name, { history = "2" })
+        assert.is_true(complete(other, "c", run("c5", "c", 50)).ok)
+        assert.are.same({ "c5", "c4", "c3" }, run_ids(other, "c"))
+        assert.is_true(complete(other, "c", run("c6", "c", 40)).ok)
+        assert.are.same({ "c6", "c5" }, run_ids(other, "c"))
+        other:close()
+        store:close()
+      end)
+    end)
+
+    it("pages by started_at across jobs and filters on the server and in Lua", function()
+      with_table("runq", function(name, store)
+        local runs = {}
+        for i = 1, 30 do
+          runs[i] = run(("r%02d"):format(i), "j" .. (i % 3), 1000 - i * 10, {
+            outcome = i % 5 == 0 and "error" or "ok", func_name = i % 2 == 0 and "even" or "odd",
+            metadata = { n = i % 4 } })
+        end
+        store:record_runs(runs)
+        assert.are.same({ "r30", "r29", "r28" }, run_ids(store, nil, 3))
+        assert.are.same({ "r27", "r26" }, run_ids(store, {}, 2, 3))
+        assert.are.same({ "r30", "r20", "r10" }, run_ids(store, { outcome = "error", func_name = "even" }))
+        -- j0 and j2 with n = 0: r08, r12, r20, r24; of those, r12 to r24 by time.
+        assert.are.same({ "r24", "r20" }, run_ids(store, { job_id_in = { "j0", "j2" }, ["metadata.n"] = 0,
+          started_at_gte = ago(1000 - 12 * 10), started_at_lte = ago(1000 - 24 * 10) }, 2))
+        assert.are.same({ "r20", "r12" }, run_ids(store, { job_id_in = { "j0", "j2" }, ["metadata.n"] = 0,
+          started_at_gte = ago(1000 - 12 * 10), started_at_lte = ago(1000 - 24 * 10) }, 2, 1))
+        assert.are.same({ "r29", "r26" }, run_ids(store, "j2", 2))
+        assert.are.same({ "r29", "r26" }, run_ids(store, { job_id = "j2",
+          started_at_lte = "9999-12-31T23:59:59.999999Z" }, 2))
+      end)
+    end)
+
+    it("does not fail a completion whose run cannot be written", function()
+      with_table("runfail", function(name, store)
+        running(store, "c")
+        local huge = run("big", "c", 10, { outcome = "error", error_code = "handler",
+          error_message = ("x"):rep(500 * 1024) })
+        chronis.set_log({ level = "error" }) -- the store logs the lost run as a warning
+        local ok, res = pcall(complete, store, "c", huge)
+        chronis.set_log({ level = "info" })
+        assert(ok, res)
+        assert.is_true(res.ok)
+        assert.are.equal("running", store:get_job("c").status)
+        assert.are.same({}, run_ids(store, "c"))
+      end)
+    end)
+  end)
+
   it("returns complete results beyond 1 MB pages (1,500 jobs of 1 KB kwargs)", function()
     with_table("pages", function(name, store, inst)
       local pad = ("x"):rep(1024)
@@ -352,7 +505,15 @@ describe("dynamodb store", function()
       assert(runs[id] == 1, ("job %s ran %s times"):format(id, tostring(runs[id])))
     end
     assert.is_true((by.s1 or 0) > 0 and (by.s2 or 0) > 0, "one scheduler did all the work")
-    assert.are.equal(0, #raw_items(name), "items left behind")
+    -- What is left is history: one run per job, which outlives its job.
+    local left = {}
+    for _, item in ipairs(raw_items(name)) do
+      local kind = item.PK.S:match("^RUN#") and "run" or "other"
+      left[kind] = (left[kind] or 0) + 1
+    end
+    assert.are.same({ run = 2000 }, left, "items left behind")
+    local recorded = store1:query_runs({ outcome = "ok" })
+    assert.are.equal(2000, #recorded)
     store1:close()
     store2:close()
     drop(name)

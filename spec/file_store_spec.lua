@@ -306,6 +306,202 @@ describe("file store", function()
     end)
   end)
 
+  describe("run history", function()
+    local now = chronis.time.now()
+    local function ago(seconds) return chronis.time.format(now - seconds * 1000000) end
+    local function run(id, job_id, started, fields)
+      local r = { run_id = id, job_id = job_id, outcome = "ok", started_at = started or ago(60) }
+      for k, v in pairs(fields or {}) do r[k] = v end
+      return r
+    end
+    local function run_ids(store, filters)
+      local out = {}
+      for i, r in ipairs(store:query_runs(filters)) do out[i] = r.run_id end
+      return out
+    end
+
+    -- A store whose file writes can be made to fail; writes counts them.
+    local function failing_store(opts)
+      local real = chronis.fs
+      local ctl = { failing = false, writes = 0 }
+      chronis.fs = setmetatable({
+        write_atomic = function(p, data)
+          if ctl.failing then error(chronis.error("invalid", "cannot write: disk full")) end
+          ctl.writes = ctl.writes + 1
+          return real.write_atomic(p, data)
+        end,
+      }, { __index = real })
+      local ok, s = pcall(new_store, opts)
+      chronis.fs = real
+      assert(ok, s)
+      return s, ctl
+    end
+
+    it("keeps runs in the store file under \"\", by job and newest first, across a reopen", function()
+      local path = fresh_path()
+      local s = new_store({ path = path })
+      s:create_job({ job_id = "a", status = "scheduled", next_run_time = T0 })
+      s:record_runs({ run("b1", "b", ago(50)), run("a1", "a", ago(40)), run("a2", "a", ago(30),
+        { outcome = "error", error_code = "handler", error_message = "boom", metadata = { t = "x" } }) })
+      local before = s:query_runs()
+      s:close()
+      local text = read_bytes(path)
+      local data = chronis.json.decode(text)
+      assert.are.equal("a", data.a.job_id)
+      local in_file = {}
+      for i, r in ipairs(data[""]) do in_file[i] = r.run_id end
+      assert.are.same({ "a2", "a1", "b1" }, in_file)
+      assert.truthy(text:find('\n"":%[\n{[^\n]*"a2"[^\n]*},\n{[^\n]*"a1"'), text)
+      local r = new_store({ path = path })
+      assert.are.same(before, r:query_runs())
+      assert.are.same({ "a2", "a1", "b1" }, run_ids(r))
+      assert.are.equal(1, r:count_jobs())
+      r:close()
+    end)
+
+    it("writes a completion and its run in one write; when it fails, neither is kept", function()
+      local path = fresh_path()
+      local s, ctl = failing_store({ path = path })
+      s:create_job({ job_id = "c", status = "running", claimed_by = "me", lease_until = T0 })
+      local text = read_bytes(path)
+      local item = { job_id = "c", owner = "me", run = run("r1", "c"),
+        updates = { status = "scheduled", claimed_by = chronis.json.null, last_outcome = "ok" } }
+      ctl.failing = true
+      local ok, err = pcall(s.complete_jobs, s, { item })
+      assert.is_false(ok)
+      assert.are.equal("unavailable", err.code)
+      assert.are.equal("running", s:get_job("c").status)
+      assert.are.same({}, s:query_runs())
+      assert.are.equal(text, read_bytes(path))
+      ctl.failing, ctl.writes = false, 0
+      assert.is_true(s:complete_jobs({ item })[1].ok)
+      assert.are.equal(1, ctl.writes)
+      local data = chronis.json.decode(read_bytes(path))
+      assert.are.equal("ok", data.c.last_outcome)
+      assert.are.equal("r1", data[""][1].run_id)
+      s:close()
+    end)
+
+    it("keeps memory as the file when a write of runs fails", function()
+      local s, ctl = failing_store({ path = fresh_path() })
+      s:record_runs({ run("r1", "a") })
+      ctl.failing = true
+      local ok, err = pcall(s.record_runs, s, { run("r2", "a"), run("r3", "b") })
+      assert.is_false(ok)
+      assert.are.equal("unavailable", err.code)
+      assert.are.same({ "r1" }, run_ids(s))
+      s:close()
+    end)
+
+    it("takes history and history_days from its options, URL strings too", function()
+      local s = new_store({ path = fresh_path(), history = 2, history_days = "1" })
+      s:record_runs({ run("r1", "a", ago(30)), run("r2", "a", ago(20)), run("r3", "a", ago(10)),
+        run("old", "b", ago(2 * 86400)), run("fresh", "b", ago(3600)) })
+      assert.are.same({ "r3", "r2" }, run_ids(s, "a"))
+      assert.are.same({ "fresh" }, run_ids(s, "b"))
+      s:close()
+      local path = fresh_path()
+      s = chronis.storage.open("file:" .. path .. "?history=1")
+      s:record_runs({ run("u1", "a", ago(20)), run("u2", "a", ago(10)) })
+      assert.are.same({ "u2" }, run_ids(s, "a"))
+      s:close()
+      s = new_store({ path = fresh_path(), history = "0" })
+      assert.are.equal(1, s:record_runs({ run("k1", "a", nil, { keep = 1 }), run("n1", "b") }))
+      assert.are.same({ "k1" }, run_ids(s))
+      s:close()
+    end)
+
+    it("refuses bad history options and names them among its options", function()
+      for _, bad in ipairs({ { "history", "-1" }, { "history", "lots" }, { "history_days", 0 },
+        { "history_days", "1.5" } }) do
+        local err = open_error({ path = fresh_path(), [bad[1]] = bad[2] })
+        assert.are.equal("invalid", err.code)
+        assert.truthy(err.message:find("option '" .. bad[1] .. "'", 1, true), err.message)
+      end
+      local err = open_error({ path = fresh_path(), histroy = 5 })
+      assert.truthy(err.message:find("history, history_days", 1, true), err.message)
+    end)
+
+    it("drops runs past history_days at open, and from the file at the next write", function()
+      local path = fresh_path()
+      chronis.fs.mkdir_p(path:match("^(.*)/"))
+      local text = chronis.json.encode({ [""] = { run("old", "a", ago(30 * 86400)), run("new", "b") } })
+      write_bytes(path, text)
+      local s = new_store({ path = path })
+      assert.are.same({ "new" }, run_ids(s))
+      assert.are.equal(text, read_bytes(path), "the file changed before any write")
+      s:create_job({ job_id = "x", status = "pending" })
+      local runs = chronis.json.decode(read_bytes(path))[""]
+      assert.are.equal(1, #runs)
+      assert.are.equal("new", runs[1].run_id)
+      s:close()
+    end)
+
+    describe("refuses a file whose runs are not an array of runs, naming them:", function()
+      for _, case in ipairs({
+        { "an object", '{"": {"a": 1}}', "must be an array" },
+        { "a run without job_id", '{"": [{"run_id": "r", "outcome": "ok", "started_at": "2025-01-15T10:00:00Z"}]}',
+          "run 1: run 'r': field 'job_id'" },
+        { "a run with an unknown outcome", '{"": [{"run_id": "r", "job_id": "a", "outcome": "fine", '
+          .. '"started_at": "2025-01-15T10:00:00Z"}]}', "run 1: run 'r': invalid field 'outcome'" },
+      }) do
+        it(case[1], function()
+          local path = fresh_path()
+          chronis.fs.mkdir_p(path:match("^(.*)/"))
+          write_bytes(path, case[2])
+          local err = open_error({ path = path })
+          assert.are.equal("invalid", err.code, err.message)
+          assert.truthy(err.message:find("invalid store file '" .. path .. "'", 1, true), err.message)
+          assert.truthy(err.message:find(case[3], 1, true), err.message)
+          assert.are.equal(case[2], read_bytes(path))
+        end)
+      end
+    end)
+
+    it("gets a run from the engine for each run: a job that fails, then succeeds", function()
+      local H = require "support.engine_helper"
+      local path = fresh_path()
+      local store = chronis.storage.lua(new_store({ path = path }), { name = "file" })
+      -- The store prunes runs by the wall clock: the fake one starts there.
+      local clock = H.fake_clock(chronis.time.now())
+      local s = H.scheduler({ storage = store, clock = clock.fn })
+      local calls = 0
+      s:handler("flaky", function()
+        calls = calls + 1
+        if calls == 1 then error("transient trouble") end
+      end)
+      s:every { hours = 1 }:config { job_id = "f", retry = 3, retry_delay = 60, metadata = { team = "ops" } }
+        :run("flaky")
+      s:start()
+      clock:advance(3600)
+      s:tick()
+      H.wait(function() return #store:query_runs("f") == 1 end, 10, "the failed run was not recorded")
+      clock.now = chronis.time.parse(store:get_job("f").next_run_time) + 5 * H.S
+      s:tick()
+      H.wait(function() return #store:query_runs("f") == 2 end, 10, "the successful run was not recorded")
+      H.stop_all()
+      local runs = store:query_runs("f")
+      assert.are.same({ "ok", "error" }, { runs[1].outcome, runs[2].outcome })
+      assert.truthy(runs[2].error_message:find("transient trouble", 1, true), runs[2].error_message)
+      assert.are.equal("flaky", runs[1].func_name)
+      assert.are.same({ team = "ops" }, runs[1].metadata)
+      assert.are.same({ "f" }, { runs[1].job_id })
+      local j = store:get_job("f")
+      assert.are.equal("ok", j.last_outcome)
+      assert.are.equal(1, j.failure_count)
+      assert.are.equal(0, j.consecutive_failures)
+      assert.truthy(j.last_error.message:find("transient trouble", 1, true))
+      assert.are.equal(runs[1].run_id, store:query_runs({ job_id = "f", outcome = "ok" })[1].run_id)
+      store:close()
+      -- The runs are in the file with the job.
+      local r = new_store({ path = path })
+      assert.are.same({ runs[1].run_id, runs[2].run_id }, run_ids(r, "f"))
+      assert.are.equal(1, r:get_job("f").failure_count)
+      r:close()
+      H.assert_quiet()
+    end)
+  end)
+
   describe("killed with SIGKILL while writing", function()
     -- A child process creates jobs j000001, j000002, ... in a loop (each
     -- create rewrites the whole file) until it is killed after a random

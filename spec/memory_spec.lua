@@ -24,6 +24,28 @@ describe("memory store", function()
     assert.truthy(tostring(err.message):find("bogus", 1, true), err.message)
   end)
 
+  -- A job whose every run aged out is forgotten: its entry went with its
+  -- last run, and the id it was found by is that run's.
+  it("forgets a job whose runs all aged out, keeping the others' runs", function()
+    local s = chronis.storage.memory()
+    local now = chronis.time.now()
+    local function run(id, job_id, started)
+      return { run_id = id, job_id = job_id, outcome = "ok", started_at = started }
+    end
+    local old, new = {}, {}
+    for i = 1, 50 do
+      old[i] = run("old" .. i, "gone" .. i, now - 30 * 86400 * S)
+      new[i] = run("new" .. i, "kept" .. i, now - i * S)
+    end
+    s:record_runs(old)
+    s:record_runs(new)
+    assert.are.same({}, s:query_runs({ job_id = "gone1" }))
+    assert.are.equal(50, #s:query_runs())
+    s:record_runs({ run("again", "gone1", now) })
+    assert.are.equal("again", s:query_runs("gone1")[1].run_id)
+    s:close()
+  end)
+
   it("gives each instance its own jobs", function()
     local a, b = chronis.storage.memory(), chronis.storage.open("memory:")
     a:create_job({ job_id = "x", status = "scheduled", next_run_time = T0 })

@@ -5,8 +5,10 @@
 -- The rules of the contract (what create_job stores, which updates may be
 -- applied), the filters, the query and claim orders, the compare-and-swap
 -- test and the completion results are the C stores' own, called through
--- chronis.core.storage: one definition of each for every store. The kit
--- adds what is Lua's: copies, canonical times, paging, options.
+-- chronis.core.storage: one definition of each for every store. So are the
+-- checks of run records, the run filters and the run order of the run
+-- history. The kit adds what is Lua's: copies, canonical times, paging,
+-- options, pruning a job's runs.
 --
 -- The kit works on records: plain job tables as a store keeps them, with
 -- times in canonical form. Its functions raise the structured errors of
@@ -303,7 +305,10 @@ end
 
 --- check_completions(list): the items of complete_jobs, all checked before
 --- anything changes: { job_id =, owner =, delete = boolean, updates = the
---- checked updates, or nil for a deletion }.
+--- checked updates, or nil for a deletion, run = the run the completion
+--- ends as check_run returns it, or nil, keep = the run's keep or nil }.
+--- A store that keeps history writes `run` with the item when the item
+--- applies (add_run), in the same write as the completion if it can.
 function M.check_completions(list)
   if type(list) ~= "table" then fail("invalid", "complete_jobs: expected an array of completions") end
   local items = {}
@@ -311,10 +316,14 @@ function M.check_completions(list)
     if type(item) ~= "table" or type(item.job_id) ~= "string" or type(item.owner) ~= "string" then
       fail("invalid", "complete_jobs: item %d needs job_id and owner (strings)", i)
     end
-    check_id(item.job_id, ("complete_jobs: item %d"):format(i))
-    check_id(item.owner, ("complete_jobs: item %d"):format(i), "owner")
+    local where = ("complete_jobs: item %d"):format(i)
+    check_id(item.job_id, where)
+    check_id(item.owner, where, "owner")
+    local run, keep
+    if item.run ~= nil then run, keep = contract.check_run(item.run, where) end
     items[i] = { job_id = item.job_id, owner = item.owner, delete = item.delete and true or false,
-      updates = not item.delete and M.check_updates(item.job_id, item.updates or {}) or nil }
+      updates = not item.delete and M.check_updates(item.job_id, item.updates or {}) or nil,
+      run = run, keep = keep }
   end
   return items
 end
@@ -326,6 +335,136 @@ end
 --- applies the item.
 function M.completion_result(item, rec)
   return contract.completion_result(item, rec)
+end
+
+-- ---- run history (docs/adapters.md, "Run history") ----
+--
+-- A run is a table (run_id, job_id, started_at, outcome, ... as
+-- docs/adapters.md lists them). A store keeps, per job, its newest runs up
+-- to the run's keep count (the job's history_limit, else the store's
+-- option `history`), and drops runs that started more than `history_days`
+-- ago as it writes.
+
+--- HISTORY_OPTIONS: the names of the history options, for the message
+--- that lists a store's options ("history, history_days").
+M.HISTORY_OPTIONS = contract.history_option_names
+
+--- history_options(opts, what): the store options `history` (runs kept
+--- per job, default 20, 0 keeps none) and `history_days` (default 7) in
+--- the options table, integers or strings (from a URL), as every store
+--- reads them. Returns keep, days; an `invalid` error naming the option
+--- otherwise ("invalid <what>: option 'history' must be ...").
+function M.history_options(opts, what)
+  return contract.history_options(opts, what)
+end
+
+--- check_run(run, where): the run as a store keeps it, and its keep (nil
+--- for the store's default): a new table with the fields of a run only
+--- (not keep), times canonical, duration derived; run_id, job_id,
+--- started_at and a known outcome required. Raises `invalid` naming the
+--- field, after `where`.
+function M.check_run(run, where)
+  return contract.check_run(run, where)
+end
+
+--- check_runs(list): the runs of record_runs, all checked before anything
+--- is written (check_run): an array of { run =, keep = }.
+function M.check_runs(list)
+  if type(list) ~= "table" then fail("invalid", "record_runs: expected an array of runs") end
+  local out = {}
+  for i, r in ipairs(list) do
+    local run, keep = contract.check_run(r, ("record_runs: run %d"):format(i))
+    out[i] = { run = run, keep = keep }
+  end
+  return out
+end
+
+--- run_keep(keep, store_keep): how many runs of its job a run keeps: its
+--- own keep, else the store's. 0 means the run is not written.
+function M.run_keep(keep, store_keep)
+  if keep ~= nil then return keep end
+  return store_keep
+end
+
+--- compile_run_filters(filters): checks the filters of query_runs (a
+--- table, or a job id), as every store does, then returns match(run), the
+--- job ids of job_id / job_id_in without repeats (nil when absent; an
+--- empty array matches nothing), and what a backend may narrow its reads
+--- by: { started_at_gte =, started_at_lte = (µs), outcomes = {...},
+--- func_name = }. The matching is the C stores' own
+--- (chr_run_filter_match); match stays the reference after narrowing.
+function M.compile_run_filters(filters)
+  if filters == nil then return function() return true end, nil, {} end
+  local f = contract.run_filter(filters)
+  return function(run) return f:match(run) end, f:ids(), f:narrow()
+end
+
+--- sort_runs(list [, rec_of]): sorts in place in the order of query_runs:
+--- newest first (started_at descending, as an instant), then run_id
+--- descending. rec_of(x) gives the run of an element when the list holds
+--- something else. Returns list.
+function M.sort_runs(list, rec_of)
+  return contract.sort_runs(list, rec_of)
+end
+
+--- history_cutoff(days [, now]): the instant (µs) before which runs are
+--- pruned: now (default the clock) less `days` days.
+function M.history_cutoff(days, now)
+  return (now or core.time.now()) - days * 86400 * 1000000
+end
+
+local function started_us(x, rec_of)
+  return parse_time((rec_of and rec_of(x) or x).started_at)
+end
+
+--- add_run(list, x, keep, cutoff [, rec_of]): a job's runs with one more:
+--- a new array of the runs of `list` (newest first, as add_run leaves
+--- them; nil for none) and x, which replaces a run with its run_id, in the
+--- order of sort_runs, at most `keep` of them, without those that started
+--- before `cutoff` (µs). `list` is left as it was, so that a store can
+--- keep it until its write has succeeded. keep >= 1 (a run whose keep is
+--- 0 is not written).
+function M.add_run(list, x, keep, cutoff, rec_of)
+  local id = (rec_of and rec_of(x) or x).run_id
+  local out = {}
+  for _, y in ipairs(list or {}) do
+    if (rec_of and rec_of(y) or y).run_id ~= id then out[#out + 1] = y end
+  end
+  out[#out + 1] = x
+  contract.sort_runs(out, rec_of)
+  local n = math.min(#out, keep)
+  while n > 0 and started_us(out[n], rec_of) < cutoff do n = n - 1 end
+  for i = #out, n + 1, -1 do out[i] = nil end
+  return out
+end
+
+--- prune_runs(list, cutoff [, rec_of]): a job's runs (newest first)
+--- without those that started before `cutoff` (µs): `list` itself when
+--- none did (a look at its last run), else a new, shorter array.
+function M.prune_runs(list, cutoff, rec_of)
+  local n = #list
+  while n > 0 and started_us(list[n], rec_of) < cutoff do n = n - 1 end
+  if n == #list then return list end
+  return table.move(list, 1, n, 1, {})
+end
+
+--- select_runs(by_job, match, ids [, rec_of]): the elements of the lists
+--- of by_job (job_id -> a job's runs) that match, from the lists of `ids`
+--- only when ids is given (compile_run_filters), in no particular order: a
+--- new array, for sort_runs and page.
+function M.select_runs(by_job, match, ids, rec_of)
+  local found = {}
+  local function scan(list)
+    for _, x in ipairs(list) do
+      if match(rec_of and rec_of(x) or x) then found[#found + 1] = x end
+    end
+  end
+  if ids then
+    for _, id in ipairs(ids) do scan(by_job[id] or {}) end
+  else
+    for _, list in pairs(by_job) do scan(list) end
+  end
+  return found
 end
 
 --- check_open(store): a closed store (store.closed) raises `unavailable`,
@@ -377,6 +516,13 @@ local CALLS = {
     return now, owner, lease_until, opts.ids
   end,
   next_due_time = function() end,
+  record_runs = function(list) return M.check_runs(list) end,
+  query_runs = function(filters, limit, offset)
+    check_count(limit, "limit")
+    check_count(offset, "offset")
+    local match, ids, narrow = M.compile_run_filters(filters)
+    return match, ids, limit, offset, narrow
+  end,
 }
 
 --- check_call(store, method, ...): what opens every method of a store: a
@@ -394,6 +540,8 @@ local CALLS = {
 ---   recover_expired_leases(now)      -> now (µs, default the clock)
 ---   extend_leases(opts)              -> now, owner, lease_until, ids
 ---   next_due_time()                  -> nothing
+---   record_runs(runs)                -> runs (check_runs)
+---   query_runs(filters, limit, off)  -> match, ids, limit, offset, narrow (compile_run_filters)
 function M.check_call(store, method, ...)
   if store.closed then error(core.error("unavailable", "the store is closed"), 3) end
   local check = CALLS[method]

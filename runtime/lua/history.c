@@ -1,6 +1,7 @@
 /* history.c - run records and run filters (core/history.h) to and from
  * Lua tables: what query_runs returns, what record_runs and stores written
- * in Lua take. */
+ * in Lua take; and the run checks, filter, order and options that stores
+ * written in Lua share with the C stores (chronis.adapter_kit). */
 #include <lauxlib.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include "core/json.h"
 #include "core/store.h"
 #include "core/time.h"
+#include "core/url.h"
 #include "json.h"
 #include "store.h"
 #include "util.h"
@@ -286,4 +288,258 @@ void chr_run_filter_push(lua_State *L, const chr_run_filter_t *f) {
       lua_pushnil(L);
     lua_rawset(L, -3);
   }
+}
+
+/* ---- run history for stores written in Lua ----
+ *
+ * chronis.adapter_kit gives stores written in Lua the run checks, the
+ * run filter and the run order of the C stores by calling these (through
+ * chronis.core.storage): one definition of each for every store. */
+
+#define RUN_FILTER_MT "chronis.run_filter"
+
+/* Pushes the table of r, which it frees, also when the push raises
+ * (memory exhausted under the cap). */
+static int push_run_protected(lua_State *L) {
+  chr_runrec_push(L, lua_touserdata(L, 1));
+  return 1;
+}
+
+static void push_owned_run(lua_State *L, chr_runrec_t *r) {
+  lua_pushcfunction(L, push_run_protected);
+  lua_pushlightuserdata(L, r);
+  int rc = lua_pcall(L, 1, 1, 0);
+  chr_runrec_free(r);
+  if (rc != LUA_OK) lua_error(L);
+}
+
+/* check_run(run, where) -> the run as a store keeps it (its known fields
+ * only, times canonical, duration derived), and its keep or nil; raises
+ * `invalid` "<where>: ..." naming the field. */
+static int l_check_run(lua_State *L) {
+  const char *where = luaL_checkstring(L, 2);
+  chr_runrec_t *r = chr_lua_checkrun(L, 1, where);
+  int32_t keep = r->keep;
+  push_owned_run(L, r);
+  if (keep >= 0) lua_pushinteger(L, keep);
+  else lua_pushnil(L);
+  return 2;
+}
+
+typedef struct lrun_filter {
+  chr_run_filter_t f;
+} lrun_filter_t;
+
+/* run_filter(filters) -> a compiled run filter (a table or a job id; nil
+ * matches every run); raises as query_runs does. */
+static int l_run_filter(lua_State *L) {
+  lua_settop(L, 1);
+  lrun_filter_t *u = lua_newuserdatauv(L, sizeof *u, 0);
+  chr_run_filter_init(&u->f);
+  luaL_setmetatable(L, RUN_FILTER_MT); /* collected, and freed, if a check raises */
+  chr_lua_check_run_filter(L, 1, &u->f);
+  return 1;
+}
+
+/* filter:match(run) -> whether the run passes every filter
+ * (chr_run_filter_match). */
+static int l_run_filter_match(lua_State *L) {
+  lrun_filter_t *u = luaL_checkudata(L, 1, RUN_FILTER_MT);
+  chr_runrec_t *r = chr_lua_checkrun(L, 2, "run filter");
+  int ok = chr_run_filter_match(&u->f, r);
+  chr_runrec_free(r);
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
+/* filter:ids() -> the job ids of job_id / job_id_in, first occurrences in
+ * order, or nil when the filter names no job: a store can look them up
+ * rather than scan. */
+static int l_run_filter_ids(lua_State *L) {
+  lrun_filter_t *u = luaL_checkudata(L, 1, RUN_FILTER_MT);
+  if (!u->f.has_ids) return 0;
+  lua_createtable(L, (int)u->f.nids, 0);
+  lua_createtable(L, 0, (int)u->f.nids); /* seen */
+  lua_Integer n = 0;
+  for (size_t i = 0; i < u->f.nids; i++) {
+    if (lua_getfield(L, -1, u->f.ids[i]) != LUA_TNIL) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, u->f.ids[i]);
+    lua_pushstring(L, u->f.ids[i]);
+    lua_rawseti(L, -3, ++n);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* filter:narrow() -> what a backend may narrow its reads by before
+ * matching: {started_at_gte =, started_at_lte = (µs), outcomes = {...},
+ * func_name =}, each absent when the filter has none. */
+static int l_run_filter_narrow(lua_State *L) {
+  lrun_filter_t *u = luaL_checkudata(L, 1, RUN_FILTER_MT);
+  const chr_run_filter_t *f = &u->f;
+  lua_createtable(L, 0, 4);
+  if (f->started_gte != CHR_TIME_NONE) {
+    lua_pushinteger(L, f->started_gte);
+    lua_setfield(L, -2, "started_at_gte");
+  }
+  if (f->started_lte != CHR_TIME_NONE) {
+    lua_pushinteger(L, f->started_lte);
+    lua_setfield(L, -2, "started_at_lte");
+  }
+  if (f->outcome_mask) {
+    lua_createtable(L, CHR_OUT__COUNT, 0);
+    for (int o = 1, i = 0; o < CHR_OUT__COUNT; o++) {
+      if (!(f->outcome_mask & (1u << o))) continue;
+      lua_pushstring(L, chr_outcome_names[o]);
+      lua_rawseti(L, -2, ++i);
+    }
+    lua_setfield(L, -2, "outcomes");
+  }
+  set_str(L, "func_name", f->func_name);
+  return 1;
+}
+
+static int l_run_filter_gc(lua_State *L) {
+  chr_run_filter_free(&((lrun_filter_t *)luaL_checkudata(L, 1, RUN_FILTER_MT))->f);
+  return 0;
+}
+
+/* A sort key: the fields of the run order, and where the element was. */
+typedef struct rkey {
+  chr_runrec_t run;
+  lua_Integer pos;
+} rkey_t;
+
+/* Reads the run_id and started_at of the run at idx into k (run_id is
+ * the Lua string's, anchored by the caller). Returns 0, or CHR_EINVAL. */
+static int read_run_key(lua_State *L, int idx, rkey_t *k, char *err, size_t errlen) {
+  chr_runrec_init(&k->run);
+  if (!lua_istable(L, idx)) return chr_errf(err, errlen, "a run must be a table");
+  int t = lua_getfield(L, idx, "run_id");
+  k->run.run_id = t == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  lua_pop(L, 1); /* the string stays: it is a field of the record */
+  if (k->run.run_id == NULL) return chr_errf(err, errlen, "a run without run_id");
+  t = lua_getfield(L, idx, "started_at");
+  int rc = 0;
+  if (t == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    rc = chr_time_parse(s, n, NULL, &k->run.started_at, err, errlen);
+  } else if (lua_isinteger(L, -1)) {
+    k->run.started_at = lua_tointeger(L, -1);
+  } else {
+    rc = chr_errf(err, errlen, "run '%s': started_at must be a time", k->run.run_id);
+  }
+  lua_pop(L, 1);
+  return rc;
+}
+
+static int cmp_rkey(const void *a, const void *b) {
+  const chr_runrec_t *x = &(*(const rkey_t *const *)a)->run;
+  const chr_runrec_t *y = &(*(const rkey_t *const *)b)->run;
+  return chr_runrec_cmp(&x, &y);
+}
+
+/* sort_runs(list [, rec_of]) -> list, sorted in place by chr_runrec_cmp
+ * (newest first: started_at descending, then run_id descending); rec_of
+ * (element) gives the run of an element when the list holds something
+ * else. */
+static int l_sort_runs(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int rec_of = !lua_isnoneornil(L, 2);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+  lua_settop(L, 2);
+  /* Elements and their runs first: rec_of may raise, and nothing is held
+   * in C yet. */
+  lua_createtable(L, (int)n, 0); /* 3: elements */
+  lua_createtable(L, (int)n, 0); /* 4: runs */
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, 3, i);
+    if (rec_of) {
+      lua_pushvalue(L, 2);
+      lua_insert(L, -2);
+      lua_call(L, 1, 1);
+    }
+    lua_rawseti(L, 4, i);
+  }
+  rkey_t *keys = chr_calloc(n ? (size_t)n : 1, sizeof *keys);
+  rkey_t **order = chr_malloc((n ? (size_t)n : 1) * sizeof *order);
+  for (lua_Integer i = 0; i < n; i++) {
+    char err[200];
+    keys[i].pos = i + 1;
+    order[i] = &keys[i];
+    lua_rawgeti(L, 4, i + 1);
+    int rc = read_run_key(L, -1, &keys[i], err, sizeof err);
+    lua_pop(L, 1);
+    if (rc != 0) {
+      free(keys);
+      free(order);
+      return chr_lua_error(L, CHR_EINVAL, "sort_runs: item %lld: %s", (long long)i + 1, err);
+    }
+  }
+  qsort(order, (size_t)n, sizeof *order, cmp_rkey);
+  for (lua_Integer i = 0; i < n; i++) {
+    lua_rawgeti(L, 3, order[i]->pos);
+    lua_rawseti(L, 1, i + 1);
+  }
+  free(keys);
+  free(order);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* history_options(opts, what) -> keep, days: the store options `history`
+ * and `history_days` of the table opts (strings, as from a URL, or
+ * integers), with their defaults, read by chr_history_opt; raises
+ * `invalid` naming the option ("invalid <what>: option 'history' ..."). */
+static int l_history_options(lua_State *L) {
+  static const char *const keys[] = {"history", "history_days"};
+  const char *what = luaL_checkstring(L, 2);
+  chr_history_opts_t h = {CHR_HISTORY_DEFAULT, CHR_HISTORY_DAYS_DEFAULT};
+  if (!lua_isnil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
+  for (int i = 0; i < 2 && !lua_isnil(L, 1); i++) {
+    char err[300];
+    lua_getfield(L, 1, keys[i]);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      continue;
+    }
+    const char *val = luaL_tolstring(L, -1, NULL);
+    chr_opts_t o = {.desc = (char *)what};
+    if (chr_history_opt(&o, keys[i], val, &h, err, sizeof err) < 0)
+      return chr_lua_error(L, CHR_EINVAL, "%s", err);
+    lua_pop(L, 2);
+  }
+  lua_pushinteger(L, h.keep);
+  lua_pushinteger(L, h.days);
+  return 2;
+}
+
+void chr_lua_run_kit(lua_State *L) {
+  static const luaL_Reg fns[] = {{"check_run", l_check_run},
+                                 {"run_filter", l_run_filter},
+                                 {"sort_runs", l_sort_runs},
+                                 {"history_options", l_history_options},
+                                 {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"match", l_run_filter_match},
+                                     {"ids", l_run_filter_ids},
+                                     {"narrow", l_run_filter_narrow},
+                                     {NULL, NULL}};
+  if (luaL_newmetatable(L, RUN_FILTER_MT)) {
+    lua_pushcfunction(L, l_run_filter_gc);
+    lua_setfield(L, -2, "__gc");
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  luaL_setfuncs(L, fns, 0);
+  lua_pushliteral(L, CHR_HISTORY_OPTION_NAMES);
+  lua_setfield(L, -2, "history_option_names");
 }

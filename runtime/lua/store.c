@@ -1288,6 +1288,7 @@ int luaopen_chronis_storage(lua_State *L) {
   }
   lua_pop(L, 1);
   luaL_newlib(L, fns);
+  chr_lua_run_kit(L);
   push_operations(L);
   lua_setfield(L, -2, "operations");
   return 1;

@@ -39,6 +39,10 @@ chr_runrec_t *chr_lua_checkrun(lua_State *L, int idx, const char *what);
 void chr_lua_check_run_filter(lua_State *L, int idx, chr_run_filter_t *f);
 /* stack: +1 the filter as a store written in Lua receives it */
 void chr_run_filter_push(lua_State *L, const chr_run_filter_t *f);
+/* Adds to the module table at -1 the history functions of stores written
+ * in Lua: check_run, run_filter, sort_runs, history_options and
+ * history_option_names (chronis.adapter_kit calls them). */
+void chr_lua_run_kit(lua_State *L);
 
 /* The options of open(url_or_options [, options]) and of kind(...) (the
  * arguments at 1 and 2) into o, which the caller frees: a URL (for kind,

@@ -175,9 +175,13 @@ end
 -- Every item is checked before anything changes (kit.check_completions: a
 -- malformed item fails the whole call); kit.completion_result decides one
 -- item against the stored record, and an ok item is then applied here.
+-- An item may carry the run it ends (item.run, checked by the kit): it is
+-- written with the item when the item applies, deletion included, as
+-- record_runs writes runs (below).
 function Store:complete_jobs(list)
   local items = check_call(self, "complete_jobs", list)
   local results, updated_at = {}, stamp(self)
+  local cutoff = kit.history_cutoff(self.history_days)
   for i, item in ipairs(items) do
     local rec = self.jobs[item.job_id]
     results[i] = kit.completion_result(item, rec)
@@ -187,6 +191,7 @@ function Store:complete_jobs(list)
       kit.apply(rec, item.updates)
       rec.updated_at = updated_at
     end
+    if results[i].ok and item.run then self:add_run(item.run, item.keep, cutoff) end
   end
   return results
 end
@@ -242,19 +247,75 @@ function Store:next_due_time()
   return best and format_time(best)
 end
 
+-- Run history: the runs of each job, newest first (self.runs, job_id ->
+-- array of runs). Optional too, but nothing can stand in for it: a store
+-- without record_runs and query_runs keeps no runs (the engine's runs are
+-- dropped) and query_runs is 'unsupported'. History outlives its job:
+-- delete_job leaves the job's runs.
+
+-- Adds a checked run to its job's runs. kit.add_run keeps the newest
+-- `keep` of them (the run's keep, from the job's history_limit, else the
+-- store's option `history`) and none that started before cutoff (the
+-- option `history_days`). Returns whether the run was written (keep 0: no).
+function Store:add_run(run, keep, cutoff)
+  keep = kit.run_keep(keep, self.history)
+  if keep == 0 then return false end
+  local list = kit.add_run(self.runs[run.job_id], run, keep, cutoff)
+  self.runs[run.job_id] = #list > 0 and list or nil
+  return true
+end
+
+-- record_runs(runs) -> integer: how many runs were written. Every run is
+-- checked before any is written (kit.check_runs: run_id, job_id,
+-- started_at and outcome required, times canonical, fields of their
+-- types). The runs of jobs that stopped running age out here too
+-- (kit.prune_runs looks at each job's oldest run).
+function Store:record_runs(runs)
+  local checked = check_call(self, "record_runs", runs)
+  local n, cutoff = 0, kit.history_cutoff(self.history_days)
+  for _, c in ipairs(checked) do
+    if self:add_run(c.run, c.keep, cutoff) then n = n + 1 end
+  end
+  for id, list in pairs(self.runs) do
+    list = kit.prune_runs(list, cutoff)
+    self.runs[id] = #list > 0 and list or nil
+  end
+  return n
+end
+
+-- query_runs(filters, limit, offset) -> array of runs, newest first
+-- (kit.sort_runs: started_at descending, then run_id descending). The
+-- filters are checked and compiled by the kit (job_id, job_id_in,
+-- outcome, started_at_gte/lte, func_name, metadata.<path>: an unknown key
+-- is 'invalid'); with job ids, only their jobs' runs are looked at.
+function Store:query_runs(filters, limit, offset)
+  local match, ids = check_call(self, "query_runs", filters, limit, offset)
+  local out = kit.page(kit.sort_runs(kit.select_runs(self.runs, match, ids)), limit, offset)
+  for i, run in ipairs(out) do out[i] = copy(run) end
+  return out
+end
+
 -- close(): idempotent; every later call raises.
 function Store:close()
   self.closed = true
 end
 
--- The constructor. This adapter has no options of its own; refusing
+-- The constructor. This adapter's options are those of the run history,
+-- `history` (runs kept per job, default 20) and `history_days` (default
+-- 7), read by kit.history_options as every store reads them; refusing
 -- unknown ones turns a typo into an error instead of a silently different
 -- store. adapter_timeout belongs to the bridge (chronis.storage.lua), which
 -- may pass it along. All state is in the returned table (the methods are
 -- shared through the metatable), so that it survives a hot reload.
+local OPTIONS = { history = true, history_days = true, adapter_timeout = true }
+
 return function(opts)
   for k in pairs(opts or {}) do
-    if k ~= "adapter_timeout" then fail("invalid", "example_kv: unknown option '%s'", tostring(k)) end
+    if not OPTIONS[k] then
+      fail("invalid", "example_kv: unknown option '%s' (expected %s)", tostring(k), kit.HISTORY_OPTIONS)
+    end
   end
-  return setmetatable({ jobs = {}, last_stamp = 0, closed = false }, Store)
+  local keep, days = kit.history_options(opts, "example_kv options")
+  return setmetatable({ jobs = {}, runs = {}, history = keep, history_days = days, last_stamp = 0,
+    closed = false }, Store)
 end
