@@ -432,7 +432,7 @@ describe("postgres store", function()
       assert.are.equal(("%s_due,%s_lease,%s_metadata,%s_pkey"):format(t, t, t, t), idx)
       idx = psql(("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = '%s_runs'")
         :format(t))
-      assert.are.equal(("%s_runs_job,%s_runs_pkey,%s_runs_started"):format(t, t, t), idx)
+      assert.are.equal(("%s_runs_pkey,%s_runs_started"):format(t, t), idx)
     end)
 
     it("runs from `chronis migrate` and reports with --status", function()

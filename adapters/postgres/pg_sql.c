@@ -36,42 +36,46 @@
   "(" L "::timestamptz + CASE WHEN statement_timestamp() - " I "::timestamptz > interval " \
   "'1 second' THEN statement_timestamp() - " I "::timestamptz ELSE interval '0' END)"
 
-/* The members of a run as jsonb_to_recordset reads them (run_members). */
+/* The members of a run as json_to_recordset reads them (run_members). */
 #define RUN_FIELDS                                                                          \
   "rid text, rjob text, rname text, rfunc text, rnode text, rmeta jsonb, rcode text, "      \
   "rmsg text, rsch timestamptz, rsta timestamptz, rend timestamptz, ratt integer, "         \
   "rout text, rkeep integer"
 /* Writes the runs of CTE `rw` (RUN_FIELDS, rkeep >= 1). A job keeps its
  * rkeep newest runs (the smallest rkeep of its runs in this write): `cand`
- * ranks its stored newest (an index probe that finds nothing for a new
- * job) together with the runs written, so that a run written here but
- * already outranked is not inserted, and the stored runs ranked below the
- * keep-th are deleted. A statement does not see its own inserts, hence the
- * ranking over both. $2, when not NULL, prunes by age: up to 10,000 runs
- * that started before it, skipping rows another transaction holds. */
+ * ranks its k newest stored runs (an index probe, which finds nothing for
+ * a new job) together with the runs written, so that a run written here
+ * but already outranked is not inserted, and the stored runs ranked below
+ * the k-th are deleted. A statement does not see its own inserts, hence
+ * the ranking over both. The same run written twice (same primary key) is
+ * kept once. $2, when not NULL, prunes by age: the oldest 1,000 runs that
+ * started before it, found on the started_at index and deleted by their
+ * row addresses (no scan of the table however many are due), skipping
+ * rows another transaction holds. */
 #define RUNS_WRITE                                                                          \
   ", jk AS (SELECT rw.rjob, min(rw.rkeep) AS k FROM rw GROUP BY rw.rjob"                    \
   "), cand AS ("                                                                            \
-  " SELECT c.rjob, c.sa, c.id, c.b, jk.k, row_number() OVER (PARTITION BY c.rjob"           \
-  "  ORDER BY c.sa DESC, c.id COLLATE \"C\" DESC) AS n"                                     \
-  " FROM jk CROSS JOIN LATERAL ("                                                           \
-  "  (SELECT h.job_id AS rjob, h.started_at AS sa, h.run_id AS id, false AS b FROM {R} h"   \
-  "   WHERE h.job_id = jk.rjob ORDER BY h.started_at DESC, h.run_id DESC LIMIT jk.k)"       \
-  "  UNION ALL SELECT rw.rjob, rw.rsta, rw.rid, true FROM rw WHERE rw.rjob = jk.rjob) c"    \
+  " SELECT c.rjob, c.sa, c.id, c.b, min(c.k) OVER (PARTITION BY c.rjob) AS k,"              \
+  "  row_number() OVER (PARTITION BY c.rjob"                                                \
+  "   ORDER BY c.sa DESC, c.id COLLATE \"C\" DESC) AS n"                                    \
+  " FROM (SELECT s.*, jk.k FROM jk CROSS JOIN LATERAL ("                                    \
+  "   SELECT h.job_id AS rjob, h.started_at AS sa, h.run_id AS id, false AS b FROM {R} h"   \
+  "   WHERE h.job_id = jk.rjob ORDER BY h.started_at DESC, h.run_id DESC LIMIT jk.k) s"     \
+  "  UNION ALL SELECT rw.rjob, rw.rsta, rw.rid, true, rw.rkeep FROM rw) c"                  \
   "), ins AS ("                                                                             \
   " INSERT INTO {R} (run_id, job_id, started_at, ended_at, scheduled_at, attempt, outcome," \
   "  name, func_name, node, error_code, error_message, metadata)"                           \
   " SELECT rw.rid, rw.rjob, rw.rsta, rw.rend, rw.rsch, rw.ratt, rw.rout, rw.rname,"         \
   "  rw.rfunc, rw.rnode, rw.rcode, rw.rmsg, rw.rmeta"                                       \
   " FROM rw JOIN cand ON cand.b AND cand.rjob = rw.rjob AND cand.id = rw.rid"               \
-  " WHERE cand.n <= cand.k ON CONFLICT (run_id) DO NOTHING"                                 \
+  " WHERE cand.n <= cand.k ON CONFLICT DO NOTHING"                                         \
   "), pj AS ("                                                                              \
   " DELETE FROM {R} h USING cand WHERE cand.n = cand.k AND h.job_id = cand.rjob"            \
   "  AND (h.started_at, h.run_id) < (cand.sa, cand.id COLLATE \"C\")"                       \
   "), pa AS ("                                                                              \
-  " DELETE FROM {R} h WHERE h.run_id IN (SELECT a.run_id FROM {R} a"                        \
-  "  WHERE a.started_at < $2::timestamptz ORDER BY a.started_at LIMIT 10000"                \
-  "  FOR UPDATE SKIP LOCKED))"
+  " DELETE FROM {R} h WHERE h.ctid = ANY (ARRAY(SELECT a.ctid FROM {R} a"                  \
+  "  WHERE a.started_at < $2::timestamptz ORDER BY a.started_at LIMIT 1000"                 \
+  "  FOR UPDATE SKIP LOCKED)))"
 #define RUN_COLS                                                                            \
   "h.run_id, h.job_id, h.name, h.func_name, h.node, h.metadata, h.error_code, "             \
   "h.error_message, h.scheduled_at, h.started_at, h.ended_at, h.attempt, h.outcome"
@@ -121,8 +125,11 @@ static const struct {
      * row is still claimed by the item's owner, and the run of each item
      * that applied is written with it. The final SELECT sees the table as
      * it was before the statement, which tells a missing job from one
-     * claimed by someone else. */
-    [PG_S_COMPLETE] = {2, "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(i "
+     * claimed by someone else. The items are read as json, not jsonb:
+     * json_to_recordset reads each object as it goes, where a jsonb value
+     * of thousands of items is first built whole, which costs several
+     * times as much on the server. */
+    [PG_S_COMPLETE] = {2, "WITH x AS (SELECT * FROM json_to_recordset($1::json) AS x(i "
                           "integer, id text, owner text, del boolean, m integer, st text, tt "
                           "text, nrt timestamptz, pr integer, cb text, lu timestamptz, rs "
                           "jsonb, rd text[], " RUN_FIELDS ")"
@@ -179,7 +186,7 @@ static const struct {
                           "  AND d.next_run_time IS NOT NULL"
                           " ORDER BY d.next_run_time LIMIT 1) f"},
     [PG_S_NOTIFY] = {2, "SELECT pg_notify($1, $2)"},
-    [PG_S_RECORD_RUNS] = {2, "WITH rw AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS r("
+    [PG_S_RECORD_RUNS] = {2, "WITH rw AS (SELECT * FROM json_to_recordset($1::json) AS r("
                              RUN_FIELDS "))" RUNS_WRITE " SELECT count(*) FROM rw"},
 };
 
