@@ -120,12 +120,16 @@ describe("postgres store", function()
       local cases = {
         { "pool=0", "pool" }, { "pool=two", "pool" }, { "auto_migrate=maybe", "auto_migrate" },
         { "tabel=x", "tabel" }, { "timeout=-1", "timeout" }, { "notify=sometimes", "notify" },
+        { "history=-1", "option 'history' must be an integer 0..100000" },
+        { "history=many", "'history'" }, { "history_days=0", "option 'history_days'" },
       }
       for _, c in ipairs(cases) do
         local err = assert_error_code("invalid", chronis.storage.open, need():url(c[1]))
         assert.truthy(err.message:find(c[2], 1, true), err.message)
       end
-      local err = assert_error_code("invalid", chronis.storage.open, "postgres:nonsense")
+      local err = assert_error_code("invalid", chronis.storage.open, need():url("histroy=3"))
+      assert.truthy(err.message:find("history, history_days", 1, true), err.message)
+      err = assert_error_code("invalid", chronis.storage.open, "postgres:nonsense")
       assert.truthy(err.message:find("postgres://", 1, true), err.message)
     end)
 
@@ -248,8 +252,15 @@ describe("postgres store", function()
       local s = chronis.storage.open(need():url("table=" .. long .. "&schema=Other_Schema"))
       s:create_job({ job_id = "a", status = "scheduled" })
       assert.are.equal("a", s:get_job("a").job_id)
+      -- Its runs table's name would pass 63 characters: shortened, with a hash.
+      local now = chronis.time.format(chronis.time.now())
+      assert.are.equal(1, s:record_runs({ { run_id = "r1", job_id = "a", outcome = "ok", started_at = now } }))
+      assert.are.equal("r1", s:query_runs({ job_id = "a" })[1].run_id)
       s:close()
       assert.are.equal("1", psql(('SELECT count(*) FROM "Other_Schema"."%s"'):format(long)))
+      local runs = psql("SELECT tablename FROM pg_tables WHERE schemaname = 'Other_Schema' AND tablename LIKE '%_runs'")
+      assert.are.equal(63, #runs, runs)
+      assert.truthy(runs:match("^L+_%x%x%x%x%x%x%x%x_runs$"), runs)
     end)
 
     it("treats quotes, backslashes and SQL in ids, keys and values as data", function()
@@ -412,7 +423,8 @@ describe("postgres store", function()
       assert.is_nil(s:get_job("x"))
       s:close()
       local h = history(t)
-      assert.are.equal("1|create the jobs table|16\n2|indexes for claims, lease recovery and metadata filters|16", h)
+      assert.are.equal("1|create the jobs table|16\n2|indexes for claims, lease recovery and metadata filters|16\n"
+        .. "3|the run history table|16", h)
       local before = psql(("SELECT string_agg(applied_at::text, ',') FROM %s_migrations"):format(t))
       local s2 = chronis.storage.open(url(nil, t))
       assert.is_nil(s2:get_job("x"))
@@ -425,21 +437,25 @@ describe("postgres store", function()
       local idx = psql(("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = '%s'")
         :format(t))
       assert.are.equal(("%s_due,%s_lease,%s_metadata,%s_pkey"):format(t, t, t, t), idx)
+      idx = psql(("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = '%s_runs'")
+        :format(t))
+      assert.are.equal(("%s_runs_pkey,%s_runs_started"):format(t, t), idx)
     end)
 
     it("runs from `chronis migrate` and reports with --status", function()
       local t = fresh_table()
       local ok, out = migrate(url(nil, t), true)
       assert(ok, out)
-      assert.truthy(out:find("0 of 2", 1, true), out)
+      assert.truthy(out:find("0 of 3", 1, true), out)
       assert.truthy(out:find("pending", 1, true), out)
       ok, out = migrate(url(nil, t))
       assert(ok, out)
       assert.truthy(out:find("applied migration 1", 1, true), out)
       assert.truthy(out:find("applied migration 2", 1, true), out)
+      assert.truthy(out:find("applied migration 3", 1, true), out)
       ok, out = migrate(url(nil, t), true)
       assert(ok, out)
-      assert.truthy(out:find("2 of 2 migration(s) applied, up to date", 1, true), out)
+      assert.truthy(out:find("3 of 3 migration(s) applied, up to date", 1, true), out)
       assert.is_nil(out:find("pending", 1, true), out)
       ok, out = migrate(need():url("table=bad;name"))
       assert.is_false(ok)
@@ -471,8 +487,69 @@ describe("postgres store", function()
       end
       assert(U.sh(table.concat(cmds, " ") .. " wait"))
       for i = 1, 4 do assert.are.equal("ok\n", U.read(outs[i]), "process " .. i) end
-      assert.are.equal("1|1\n2|1", psql(("SELECT version, count(*) FROM %s_migrations GROUP BY version ORDER BY version")
+      assert.are.equal("1|1\n2|1\n3|1", psql(("SELECT version, count(*) FROM %s_migrations GROUP BY version ORDER BY version")
         :format(t)))
+    end)
+
+    -- A table as the previous version left it: migrations 1 and 2 (their
+    -- text is unchanged), no runs table, with jobs in it.
+    local function version2_table(t)
+      local s = chronis.storage.open(url(nil, t))
+      s:create_job({ job_id = "kept", status = "scheduled", next_run_time = "2025-01-15T10:00:00Z",
+        name = "Kept", metadata = { tenant = "acme" } })
+      s:create_job({ job_id = "busy", status = "running", claimed_by = "n1",
+        lease_until = "2025-01-15T10:05:00Z", next_run_time = "2025-01-15T10:00:00Z" })
+      s:close()
+      psql(("DROP TABLE %s_runs; DELETE FROM %s_migrations WHERE version = 3"):format(t, t))
+      assert.are.equal("1\n2", psql(("SELECT version FROM %s_migrations ORDER BY version"):format(t)))
+    end
+
+    -- The table after migration 3: its jobs as they were, and history works.
+    local function assert_migrated(t)
+      assert.are.equal("1\n2\n3", psql(("SELECT version FROM %s_migrations ORDER BY version"):format(t)))
+      local s = chronis.storage.open(url("auto_migrate=false", t))
+      local kept = s:get_job("kept")
+      assert.are.equal("Kept", kept.name)
+      assert.are.same({ tenant = "acme" }, kept.metadata)
+      assert.are.equal("2025-01-15T10:00:00Z", kept.next_run_time)
+      assert.are.equal("n1", s:get_job("busy").claimed_by)
+      assert.are.equal(2, s:count_jobs())
+      local now = chronis.time.format(chronis.time.now())
+      local res = s:complete_jobs({ { job_id = "busy", owner = "n1", delete = true,
+        run = { run_id = "n1/1", job_id = "busy", outcome = "ok", started_at = now, ended_at = now } } })
+      assert.is_true(res[1].ok)
+      local runs = s:query_runs({ job_id = "busy" })
+      assert.are.equal(1, #runs)
+      assert.are.equal("n1/1", runs[1].run_id)
+      s:close()
+    end
+
+    it("migrates a table of the previous version with `chronis migrate`, keeping its jobs", function()
+      local t = fresh_table()
+      version2_table(t)
+      -- Until then a store that may not migrate names what is missing.
+      local s = chronis.storage.open(url("auto_migrate=false", t))
+      local err = assert_error_code("invalid", s.get_job, s, "kept")
+      assert.truthy(err.message:find("needs migration 3 (the run history table)", 1, true), err.message)
+      s:close()
+      local ok, out = migrate(url(nil, t), true)
+      assert(ok, out)
+      assert.truthy(out:find("2 of 3 migration(s) applied", 1, true), out)
+      assert.truthy(out:find("3%s+pending%s+%x+%s+the run history table"), out)
+      ok, out = migrate(url(nil, t))
+      assert(ok, out)
+      assert.truthy(out:find("applied migration 3 to public." .. t .. ": the run history table", 1, true), out)
+      assert.is_nil(out:find("applied migration 1", 1, true), out)
+      assert_migrated(t)
+    end)
+
+    it("migrates a table of the previous version when a store opens it, keeping its jobs", function()
+      local t = fresh_table()
+      version2_table(t)
+      local s = chronis.storage.open(url(nil, t))
+      assert.are.equal("Kept", s:get_job("kept").name)
+      s:close()
+      assert_migrated(t)
     end)
 
     it("refuses a table whose applied migration has another checksum", function()
@@ -491,6 +568,156 @@ describe("postgres store", function()
       local ok, out = migrate(url(nil, t))
       assert.is_false(ok)
       assert.truthy(out:find("checksum", 1, true), out)
+    end)
+  end)
+
+  describe("run history", function()
+    after_each(assert_loop_clean)
+
+    local function iso_ago(seconds)
+      return chronis.time.format(chronis.time.now() - math.floor(seconds * 1000000))
+    end
+    local function run(id, job_id, started_ago, fields)
+      local r = { run_id = id, job_id = job_id, outcome = "ok", started_at = iso_ago(started_ago),
+        ended_at = iso_ago(started_ago - 1) }
+      for k, v in pairs(fields or {}) do r[k] = v end
+      return r
+    end
+    local function run_ids(s, filters)
+      local out = {}
+      for i, r in ipairs(s:query_runs(filters)) do out[i] = r.run_id end
+      return out
+    end
+
+    it("keeps `history` runs per job in <table>_runs, and none with history=0", function()
+      local t = fresh_table()
+      local s = chronis.storage.open(url("history=2", t))
+      assert.are.equal(4, s:record_runs({ run("a1", "a", 40), run("a2", "a", 30), run("a3", "a", 20),
+        run("b1", "b", 10) }))
+      s:record_runs({ run("a4", "a", 5) })
+      assert.are.same({ "a4", "a3" }, run_ids(s, { job_id = "a" }))
+      assert.are.same({ "a4", "b1", "a3" }, run_ids(s))
+      -- A run's own keep (a job's history_limit) overrides the option.
+      s:record_runs({ run("c1", "c", 30, { keep = 3 }), run("c2", "c", 20, { keep = 3 }),
+        run("c3", "c", 10, { keep = 3 }) })
+      assert.are.same({ "c3", "c2", "c1" }, run_ids(s, { job_id = "c" }))
+      s:close()
+      assert.are.equal("a|2\nb|1\nc|3", psql(("SELECT job_id, count(*) FROM %s_runs GROUP BY job_id ORDER BY job_id")
+        :format(t)))
+
+      local off = chronis.storage.open(url("history=0", t))
+      assert.are.equal(0, off:record_runs({ run("z1", "z", 10) }))
+      local now = iso_ago(0)
+      off:create_job({ job_id = "y", status = "running", claimed_by = "me", lease_until = now })
+      local res = off:complete_jobs({ { job_id = "y", owner = "me", delete = true,
+        run = run("y1", "y", 1) } })
+      assert.is_true(res[1].ok)
+      assert.are.same({}, run_ids(off, { job_id_in = { "y", "z" } }))
+      off:close()
+    end)
+
+    it("prunes runs older than `history_days` as it writes", function()
+      local t = fresh_table()
+      local s = chronis.storage.open(url("history_days=1", t))
+      s:record_runs({ run("old", "o", 2 * 86400), run("day", "o", 86400 - 60) })
+      s:record_runs({ run("new", "o", 1) })
+      assert.are.same({ "new", "day" }, run_ids(s, { job_id = "o" }))
+      s:close()
+    end)
+
+    it("writes a completion's run in the completion's transaction: a run that cannot be written fails it", function()
+      local t = fresh_table()
+      local s = chronis.storage.open(url(nil, t))
+      s:create_job({ job_id = "j", status = "running", claimed_by = "me", lease_until = iso_ago(-30),
+        next_run_time = iso_ago(5) })
+      psql(([[CREATE FUNCTION %s_refuse() RETURNS trigger LANGUAGE plpgsql AS
+        $$BEGIN RAISE EXCEPTION 'no runs today'; END$$;
+        CREATE TRIGGER refuse BEFORE INSERT ON %s_runs FOR EACH ROW EXECUTE FUNCTION %s_refuse()]])
+        :format(t, t, t))
+      local items = { { job_id = "j", owner = "me", updates = { status = "scheduled", claimed_by = chronis.null,
+        lease_until = chronis.null, next_run_time = iso_ago(-3600), last_outcome = "ok" }, run = run("j1", "j", 2) } }
+      local err = assert_error_code("unavailable", s.complete_jobs, s, items)
+      assert.truthy(err.message:find("no runs today", 1, true), err.message)
+      local j = s:get_job("j")
+      assert.are.equal("running", j.status)
+      assert.are.equal("me", j.claimed_by)
+      assert.is_nil(j.last_outcome)
+      psql(("DROP TRIGGER refuse ON %s_runs"):format(t))
+      assert.is_true(s:complete_jobs(items)[1].ok)
+      assert.are.equal("scheduled", s:get_job("j").status)
+      assert.are.same({ "j1" }, run_ids(s, "j"))
+      s:close()
+    end)
+
+    it("filters runs in SQL as the contract defines them, metadata paths through objects only", function()
+      local s = chronis.storage.open(url())
+      s:record_runs({
+        run("m1", "m", 30, { metadata = { a = { b = "x" } } }),
+        run("m2", "m", 20, { metadata = { a = { "x" } } }),
+        run("m3", "m", 10, { metadata = { a = { b = "x", c = 1 } } }),
+        run("m4", "m", 5, { metadata = { ["it's"] = { ['"q"'] = "v" } }, func_name = "O'Brien" }),
+      })
+      assert.are.same({ "m3", "m1" }, run_ids(s, { ["metadata.a.b"] = "x" }))
+      -- "a.1" is no member of an array (jsonb's #> would take it as a position).
+      assert.are.same({}, run_ids(s, { ["metadata.a.1"] = "x" }))
+      -- A whole object matches equal objects only, not those holding more.
+      assert.are.same({ "m1" }, run_ids(s, { ["metadata.a"] = { b = "x" } }))
+      assert.are.same({}, run_ids(s, { ["metadata.a"] = { b = "x" }, started_at_gte = iso_ago(25) }))
+      assert.are.same({ "m4" }, run_ids(s, { ["metadata.it's.\"q\""] = "v", func_name = "O'Brien" }))
+      assert.are.same({}, run_ids(s, { func_name = "x' OR '1'='1" }))
+      s:close()
+    end)
+
+    -- The engine on PostgreSQL, end to end: the run of each completion is
+    -- in the history, the job carries the outcome of its last run.
+    it("records a run that fails and its retry that succeeds, and the job's last outcome", function()
+      local H = require "support.engine_helper"
+      local store = chronis.storage.open(url())
+      local clock = H.fake_clock(chronis.time.now() - 7200 * H.S)
+      local s = H.scheduler { storage = store, clock = clock.fn }
+      local calls = 0
+      s:handler("flaky", function()
+        calls = calls + 1
+        if calls == 1 then error("transient trouble") end
+      end)
+      s:every { hours = 1 }:config { job_id = "f", retry = 3, retry_delay = 60, metadata = { team = "ops" } }
+        :run("flaky")
+      s:start()
+      clock:advance(3600)
+      local first = clock.now
+      s:tick()
+      H.wait(function() return (store:get_job("f").retry_count or 0) == 1 end, 10, "the failure was not written")
+      clock.now = H.t(store:get_job("f").next_run_time) + 5 * H.S
+      local second = clock.now
+      s:tick()
+      H.wait(function() return store:get_job("f").retry_count == 0 end, 10, "the success was not written")
+      H.stop_all()
+
+      local runs = store:query_runs({ job_id = "f" })
+      assert.are.equal(2, #runs)
+      local ok, failed = runs[1], runs[2]
+      assert.are.equal("ok", ok.outcome)
+      assert.are.equal(chronis.time.format(second), ok.started_at)
+      assert.is_nil(ok.error_message)
+      assert.are.equal("error", failed.outcome)
+      assert.are.equal(chronis.time.format(first), failed.started_at)
+      assert.truthy(failed.error_message:find("transient trouble", 1, true), failed.error_message)
+      assert.are.equal("flaky", failed.func_name)
+      assert.are.same({ team = "ops" }, failed.metadata)
+      assert.are.same({ 1, 2 }, { failed.attempt, ok.attempt })
+      assert.are.same({ "ok" }, (function()
+        local out = {}
+        for i, r in ipairs(store:query_runs({ job_id = "f", outcome = "ok" })) do out[i] = r.outcome end
+        return out
+      end)())
+
+      local j = store:get_job("f")
+      assert.are.equal("ok", j.last_outcome)
+      assert.are.equal(1, j.failure_count)
+      assert.are.equal(0, j.consecutive_failures)
+      assert.truthy(j.last_error.message:find("transient trouble", 1, true))
+      assert.are.equal(chronis.time.format(second), j.last_run_at)
+      store:close()
     end)
   end)
 

@@ -23,9 +23,11 @@
 typedef struct pg_opts {
   char table[PG_IDENT_MAX + 1], schema[PG_IDENT_MAX + 1];
   char qtable[2 * PG_IDENT_MAX + 8];   /* "schema"."table", quoted */
+  char qruns[2 * PG_IDENT_MAX + 8];    /* "schema"."table_runs": run history */
   char channel[PG_IDENT_MAX + 1];      /* LISTEN/NOTIFY channel */
   int pool, auto_migrate, notify;
   double timeout, connect_timeout;     /* seconds; timeout 0 = none */
+  chr_history_opts_t hist;             /* history, history_days */
   /* libpq keywords and values, NULL-terminated, for PQconnectStartParams
    * (values taken as they are: no dbname expansion). */
   const char **keys, **vals;
@@ -127,6 +129,7 @@ enum {
   PG_S_EXTEND,
   PG_S_NEXT_DUE,
   PG_S_NOTIFY,
+  PG_S_RECORD_RUNS,
   PG_S__COUNT
 };
 
@@ -156,6 +159,10 @@ struct pg_op {
                          harmless, losing one runs a job again) */
   unsigned retry : 1; /* sent once on a connection that broke */
   int64_t wake;       /* earliest next_run_time written, for hints */
+  /* Runs that started before this are pruned by the statement (record_runs,
+   * completions): CHR_TIME_NONE for no age pruning this time. Set before
+   * chr_pg_build. */
+  int64_t prune_before;
 };
 
 pg_op_t *chr_pg_op_new(chr_store_req_t *req);

@@ -44,6 +44,30 @@ static const struct {
      "  ((COALESCE(priority, 5)) DESC, next_run_time, job_id) WHERE status = 'scheduled';\n"
      "CREATE INDEX {N:_lease} ON {T} (lease_until) WHERE status = 'running';\n"
      "CREATE INDEX {N:_metadata} ON {T} USING gin ((record -> 'metadata') jsonb_path_ops)"},
+    /* Run history, written with every completion, so with two indexes
+     * only: the primary key gives a job's runs newest first (queries and
+     * pruning per job), the second runs by age (age pruning and queries
+     * across jobs). run_id is unique by construction ("<node>/<sequence>");
+     * a key of its own would cost a third index on every write. */
+    {3, "the run history table",
+     "CREATE TABLE {R} (\n"
+     "  job_id text COLLATE \"C\" NOT NULL,\n"
+     "  started_at timestamptz NOT NULL,\n"
+     "  run_id text COLLATE \"C\" NOT NULL,\n"
+     "  ended_at timestamptz,\n"
+     "  scheduled_at timestamptz,\n"
+     "  attempt integer,\n"
+     "  outcome text NOT NULL\n"
+     "    CHECK (outcome IN ('ok', 'error', 'timeout', 'skipped', 'interrupted')),\n"
+     "  name text,\n"
+     "  func_name text,\n"
+     "  node text,\n"
+     "  error_code text,\n"
+     "  error_message text,\n"
+     "  metadata jsonb,\n"
+     "  PRIMARY KEY (job_id, started_at, run_id)\n"
+     ");\n"
+     "CREATE INDEX {N:_runs_started} ON {R} (started_at, run_id)"},
 };
 #define NMIG ((int)(sizeof migrations / sizeof *migrations))
 #define MAX_APPLIED 64
@@ -94,13 +118,14 @@ static void checksum(int i, char *out) {
            (unsigned long long)chr_pg_fnv1a(s, strlen(s), PG_FNV_SEED));
 }
 
-/* {T} -> the quoted table; {N:suffix} -> a quoted name derived from it. */
+/* {T} -> the quoted table; {R} -> its run history table; {N:suffix} -> a
+ * quoted name derived from the table's. */
 static char *expand(const pg_migrator_t *m, const char *tmpl) {
   chr_buf_t b;
   chr_buf_init(&b);
   for (const char *p = tmpl; *p; p++) {
-    if (strncmp(p, "{T}", 3) == 0) {
-      chr_buf_adds(&b, m->o->qtable);
+    if (strncmp(p, "{T}", 3) == 0 || strncmp(p, "{R}", 3) == 0) {
+      chr_buf_adds(&b, p[1] == 'T' ? m->o->qtable : m->o->qruns);
       p += 2;
     } else if (strncmp(p, "{N:", 3) == 0 && strchr(p, '}')) {
       const char *end = strchr(p, '}');

@@ -79,6 +79,42 @@ chr_job_t *chr_pg_row_job(const PGresult *r, int row, int col, char *err, size_t
   return j;
 }
 
+/* A run from a row of RUN_COLS (pg_sql.c), or NULL with err (an outcome
+ * chronis does not know). */
+static chr_runrec_t *row_run(const PGresult *r, int row, char *err, size_t errlen) {
+  chr_runrec_t rec;
+  chr_buf_t meta;
+  chr_runrec_init(&rec);
+  chr_buf_init(&meta);
+  rec.run_id = get_str(r, row, 0);
+  rec.job_id = get_str(r, row, 1);
+  rec.name = get_str(r, row, 2);
+  rec.func_name = get_str(r, row, 3);
+  rec.node = get_str(r, row, 4);
+  if (!PQgetisnull(r, row, 5)) {
+    const char *v = PQgetvalue(r, row, 5);
+    int n = PQgetlength(r, row, 5);
+    /* Metadata that is no object (written by hand) is left out: the run
+     * is still worth reading. */
+    if (n >= 1 && v[0] == 1 && chr_pg_json_canon(v + 1, (size_t)n - 1, &meta) == 0 &&
+        meta.len > 0 && meta.p[0] == '{')
+      rec.metadata = meta.p;
+  }
+  rec.error_code = get_str(r, row, 6);
+  rec.error_message = get_str(r, row, 7);
+  rec.scheduled_at = get_time(r, row, 8);
+  rec.started_at = get_time(r, row, 9);
+  rec.ended_at = get_time(r, row, 10);
+  rec.attempt = (int32_t)get_int(r, row, 11);
+  const char *out = get_str(r, row, 12);
+  rec.outcome = out ? chr_enum_parse(chr_outcome_names, CHR_OUT__COUNT, out) : 0;
+  chr_runrec_t *run = NULL;
+  if (rec.outcome <= 0) snprintf(err, errlen, "unknown outcome '%s'", out ? out : "");
+  else run = chr_runrec_copy(&rec);
+  chr_buf_free(&meta);
+  return run;
+}
+
 static int push_rows(chr_store_req_t *req, const PGresult *r, int col) {
   char err[200];
   for (int i = 0; i < PQntuples(r); i++) {
@@ -138,6 +174,19 @@ int chr_pg_decode(pg_op_t *op, const PGresult *r) {
   case CHR_OP_RECOVER:
     req->count = get_int(r, 0, 0);
     op->wake = get_time(r, 0, 1);
+    return 0;
+  case CHR_OP_RECORD_RUNS: req->count = get_int(r, 0, 0); return 0;
+  case CHR_OP_QUERY_RUNS:
+    for (int i = 0; i < PQntuples(r); i++) {
+      char err[120];
+      chr_runrec_t *run = row_run(r, i, err, sizeof err);
+      if (run == NULL) {
+        chr_store_req_fail(req, CHR_EINVAL, "postgres: cannot read run '%s': %s",
+                           PQgetvalue(r, i, 0), err);
+        return CHR_EINVAL;
+      }
+      chr_store_req_push_run(req, run);
+    }
     return 0;
   case CHR_OP_COMPLETE:
     for (int i = 0; r && i < PQntuples(r); i++) {

@@ -9,7 +9,13 @@
  * A row keeps the fields the scheduler searches on in real columns
  * (status, trigger_type, next_run_time, priority, claimed_by, lease_until,
  * updated_at) and every other field in `record` (JSONB), so claims, lease
- * heartbeats and recovery rewrite columns only, never the document. */
+ * heartbeats and recovery rewrite columns only, never the document.
+ *
+ * Runs (history.h) live in a table of their own beside the jobs ({R}). A
+ * completion writes the runs of the items that applied in its own
+ * statement, and record_runs in one statement too: both end in RUNS_WRITE,
+ * which inserts, prunes each job to its keep count and, when asked, prunes
+ * by age. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,10 +36,54 @@
   "(" L "::timestamptz + CASE WHEN statement_timestamp() - " I "::timestamptz > interval " \
   "'1 second' THEN statement_timestamp() - " I "::timestamptz ELSE interval '0' END)"
 
+/* The members of a run as json_to_recordset reads them (run_members). */
+#define RUN_FIELDS                                                                          \
+  "rid text, rjob text, rname text, rfunc text, rnode text, rmeta jsonb, rcode text, "      \
+  "rmsg text, rsch timestamptz, rsta timestamptz, rend timestamptz, ratt integer, "         \
+  "rout text, rkeep integer"
+/* Writes the runs of CTE `rw` (RUN_FIELDS, rkeep >= 1). A job keeps its
+ * rkeep newest runs (the smallest rkeep of its runs in this write): `cand`
+ * ranks its k newest stored runs (an index probe, which finds nothing for
+ * a new job) together with the runs written, so that a run written here
+ * but already outranked is not inserted, and the stored runs ranked below
+ * the k-th are deleted. A statement does not see its own inserts, hence
+ * the ranking over both. The same run written twice (same primary key) is
+ * kept once. $2, when not NULL, prunes by age: the oldest 1,000 runs that
+ * started before it, found on the started_at index and deleted by their
+ * row addresses (no scan of the table however many are due), skipping
+ * rows another transaction holds. */
+#define RUNS_WRITE                                                                          \
+  ", jk AS (SELECT rw.rjob, min(rw.rkeep) AS k FROM rw GROUP BY rw.rjob"                    \
+  "), cand AS ("                                                                            \
+  " SELECT c.rjob, c.sa, c.id, c.b, min(c.k) OVER (PARTITION BY c.rjob) AS k,"              \
+  "  row_number() OVER (PARTITION BY c.rjob"                                                \
+  "   ORDER BY c.sa DESC, c.id COLLATE \"C\" DESC) AS n"                                    \
+  " FROM (SELECT s.*, jk.k FROM jk CROSS JOIN LATERAL ("                                    \
+  "   SELECT h.job_id AS rjob, h.started_at AS sa, h.run_id AS id, false AS b FROM {R} h"   \
+  "   WHERE h.job_id = jk.rjob ORDER BY h.started_at DESC, h.run_id DESC LIMIT jk.k) s"     \
+  "  UNION ALL SELECT rw.rjob, rw.rsta, rw.rid, true, rw.rkeep FROM rw) c"                  \
+  "), ins AS ("                                                                             \
+  " INSERT INTO {R} (run_id, job_id, started_at, ended_at, scheduled_at, attempt, outcome," \
+  "  name, func_name, node, error_code, error_message, metadata)"                           \
+  " SELECT rw.rid, rw.rjob, rw.rsta, rw.rend, rw.rsch, rw.ratt, rw.rout, rw.rname,"         \
+  "  rw.rfunc, rw.rnode, rw.rcode, rw.rmsg, rw.rmeta"                                       \
+  " FROM rw JOIN cand ON cand.b AND cand.rjob = rw.rjob AND cand.id = rw.rid"               \
+  " WHERE cand.n <= cand.k ON CONFLICT DO NOTHING"                                         \
+  "), pj AS ("                                                                              \
+  " DELETE FROM {R} h USING cand WHERE cand.n = cand.k AND h.job_id = cand.rjob"            \
+  "  AND (h.started_at, h.run_id) < (cand.sa, cand.id COLLATE \"C\")"                       \
+  "), pa AS ("                                                                              \
+  " DELETE FROM {R} h WHERE h.ctid = ANY (ARRAY(SELECT a.ctid FROM {R} a"                  \
+  "  WHERE a.started_at < $2::timestamptz ORDER BY a.started_at LIMIT 1000"                 \
+  "  FOR UPDATE SKIP LOCKED)))"
+#define RUN_COLS                                                                            \
+  "h.run_id, h.job_id, h.name, h.func_name, h.node, h.metadata, h.error_code, "             \
+  "h.error_message, h.scheduled_at, h.started_at, h.ended_at, h.attempt, h.outcome"
+
 const char *const chr_pg_stmt_names[PG_S__COUNT] = {
-    "chronis_get",      "chronis_batch",   "chronis_create",  "chronis_delete",
+    "chronis_get",      "chronis_batch",    "chronis_create",  "chronis_delete",
     "chronis_claim",    "chronis_complete", "chronis_recover", "chronis_extend",
-    "chronis_next_due", "chronis_notify"};
+    "chronis_next_due", "chronis_notify",   "chronis_record_runs"};
 
 static const struct {
   int nparams;
@@ -72,13 +122,17 @@ static const struct {
                        ") SELECT * FROM upd t"
                        " ORDER BY COALESCE(t.priority, 5) DESC, t.next_run_time, t.job_id"},
     /* One statement for the whole batch: each item applies only while the
-     * row is still claimed by the item's owner. The final SELECT sees the
-     * table as it was before the statement, which tells a missing job from
-     * one claimed by someone else. */
-    [PG_S_COMPLETE] = {1, "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(i "
+     * row is still claimed by the item's owner, and the run of each item
+     * that applied is written with it. The final SELECT sees the table as
+     * it was before the statement, which tells a missing job from one
+     * claimed by someone else. The items are read as json, not jsonb:
+     * json_to_recordset reads each object as it goes, where a jsonb value
+     * of thousands of items is first built whole, which costs several
+     * times as much on the server. */
+    [PG_S_COMPLETE] = {2, "WITH x AS (SELECT * FROM json_to_recordset($1::json) AS x(i "
                           "integer, id text, owner text, del boolean, m integer, st text, tt "
                           "text, nrt timestamptz, pr integer, cb text, lu timestamptz, rs "
-                          "jsonb, rd text[])"
+                          "jsonb, rd text[], " RUN_FIELDS ")"
                           "), d AS ("
                           " DELETE FROM {T} t USING x"
                           " WHERE x.del AND t.job_id = x.id AND t.claimed_by = x.owner"
@@ -100,7 +154,10 @@ static const struct {
                           "  updated_at = " STAMP " FROM x"
                           " WHERE NOT x.del AND t.job_id = x.id AND t.claimed_by = x.owner"
                           " RETURNING x.i, t.status, t.next_run_time"
-                          ") SELECT x.i, d.i IS NOT NULL OR u.i IS NOT NULL,"
+                          "), rw AS (SELECT x.* FROM x WHERE x.rid IS NOT NULL"
+                          " AND (x.i IN (SELECT d.i FROM d) OR x.i IN (SELECT u.i FROM u))"
+                          ")" RUNS_WRITE
+                          " SELECT x.i, d.i IS NOT NULL OR u.i IS NOT NULL,"
                           " EXISTS (SELECT 1 FROM {T} e WHERE e.job_id = x.id),"
                           " CASE WHEN u.status = 'scheduled' THEN u.next_run_time END"
                           " FROM x LEFT JOIN d ON d.i = x.i LEFT JOIN u ON u.i = x.i"},
@@ -129,15 +186,17 @@ static const struct {
                           "  AND d.next_run_time IS NOT NULL"
                           " ORDER BY d.next_run_time LIMIT 1) f"},
     [PG_S_NOTIFY] = {2, "SELECT pg_notify($1, $2)"},
+    [PG_S_RECORD_RUNS] = {2, "WITH rw AS (SELECT * FROM json_to_recordset($1::json) AS r("
+                             RUN_FIELDS "))" RUNS_WRITE " SELECT count(*) FROM rw"},
 };
 
-/* Replaces {T} with the quoted table name. */
+/* Replaces {T} with the quoted table name, {R} with its runs table's. */
 static char *expand(const char *tmpl, const pg_opts_t *o) {
   chr_buf_t b;
   chr_buf_init(&b);
   for (const char *p = tmpl; *p; p++) {
-    if (strncmp(p, "{T}", 3) == 0) {
-      chr_buf_adds(&b, o->qtable);
+    if (strncmp(p, "{T}", 3) == 0 || strncmp(p, "{R}", 3) == 0) {
+      chr_buf_adds(&b, p[1] == 'T' ? o->qtable : o->qruns);
       p += 2;
     } else {
       chr_buf_addc(&b, *p);
@@ -165,6 +224,7 @@ pg_op_t *chr_pg_op_new(chr_store_req_t *req) {
   op->req = req;
   op->stmt = -1;
   op->wake = CHR_TIME_NONE;
+  op->prune_before = CHR_TIME_NONE;
   return op;
 }
 
@@ -419,6 +479,42 @@ static void cas_conds(chr_buf_t *sql, pg_op_t *op, const chr_job_t *e) {
   }
 }
 
+/* " AND ..." for each metadata.<path> = value of a filter, on the metadata
+ * object `doc`. Containment lets a GIN index find candidates and says that
+ * each step of the path is an object member (#> would also step into an
+ * array by position, chr_json_lookup does not); the path equality makes the
+ * match exact ({"a":[1]} contains {"a":[]}). */
+static void meta_conds(chr_buf_t *sql, pg_op_t *op, const char *doc_expr,
+                       const chr_meta_filter_t *meta, size_t nmeta) {
+  for (size_t i = 0; i < nmeta; i++) {
+    chr_buf_t doc;
+    char **path = NULL;
+    size_t npath = 0, closing = 0;
+    chr_buf_init(&doc);
+    for (const char *s = meta[i].path;;) {
+      const char *dot = strchr(s, '.');
+      size_t n = dot ? (size_t)(dot - s) : strlen(s);
+      path = chr_realloc(path, (npath + 1) * sizeof *path);
+      path[npath++] = chr_strndup(s, n);
+      chr_buf_addc(&doc, '{');
+      chr_json_add_string(&doc, s, n);
+      chr_buf_addc(&doc, ':');
+      closing++;
+      if (!dot) break;
+      s = dot + 1;
+    }
+    chr_buf_adds(&doc, meta[i].value);
+    while (closing--) chr_buf_addc(&doc, '}');
+    int p = next_param(op);
+    chr_buf_printf(sql, " AND %s @> $%d::jsonb AND %s #> $%d::text[] = $%d::jsonb", doc_expr, p,
+                   doc_expr, p + 1, p + 2);
+    chr_pg_param_take(op, chr_buf_steal(&doc));
+    chr_pg_param_take(op, array_literal(path, npath));
+    chr_pg_param(op, meta[i].value);
+    free_list(path, npath);
+  }
+}
+
 /* " WHERE ..." for a filter (docs/adapters.md, Filters). */
 static void where_filter(chr_buf_t *sql, pg_op_t *op, const chr_filter_t *f) {
   chr_buf_adds(sql, " WHERE true");
@@ -443,37 +539,7 @@ static void where_filter(chr_buf_t *sql, pg_op_t *op, const chr_filter_t *f) {
     chr_buf_printf(sql, " AND t.%s $%d::timestamptz", bounds[i], next_param(op));
     chr_pg_param_time(op, vals[i]);
   }
-  for (size_t i = 0; i < f->nmeta; i++) {
-    /* Containment lets the GIN index on metadata find candidates; the
-     * path equality makes the match exact ({"a":[1]} contains {"a":[]}). */
-    chr_buf_t doc;
-    char **path = NULL;
-    size_t npath = 0, closing = 0;
-    chr_buf_init(&doc);
-    path = chr_malloc(sizeof *path);
-    path[npath++] = chr_strdup("metadata");
-    for (const char *s = f->meta[i].path;;) {
-      const char *dot = strchr(s, '.');
-      size_t n = dot ? (size_t)(dot - s) : strlen(s);
-      path = chr_realloc(path, (npath + 1) * sizeof *path);
-      path[npath++] = chr_strndup(s, n);
-      chr_buf_addc(&doc, '{');
-      chr_json_add_string(&doc, s, n);
-      chr_buf_addc(&doc, ':');
-      closing++;
-      if (!dot) break;
-      s = dot + 1;
-    }
-    chr_buf_adds(&doc, f->meta[i].value);
-    while (closing--) chr_buf_addc(&doc, '}');
-    int p = next_param(op);
-    chr_buf_printf(sql, " AND (t.record -> 'metadata') @> $%d::jsonb AND t.record #> $%d::text[] "
-                   "= $%d::jsonb", p, p + 1, p + 2);
-    chr_pg_param_take(op, chr_buf_steal(&doc));
-    chr_pg_param_take(op, array_literal(path, npath));
-    chr_pg_param(op, f->meta[i].value);
-    free_list(path, npath);
-  }
+  meta_conds(sql, op, "(t.record -> 'metadata')", f->meta, f->nmeta);
   if (f->has_ids) {
     chr_buf_printf(sql, " AND t.job_id = ANY($%d::text[])", next_param(op));
     chr_pg_param_take(op, array_literal(f->ids, f->nids));
@@ -497,7 +563,64 @@ static void build_create(pg_op_t *op) {
   chr_buf_free(&rec);
 }
 
-static void build_complete(pg_op_t *op) {
+/* The keep count of run r in this store, 0 when it is not written. A run
+ * without a start cannot be placed in history: it is not written either. */
+static int32_t run_keep(const pg_opts_t *o, const chr_runrec_t *r) {
+  if (r == NULL || r->started_at == CHR_TIME_NONE) return 0;
+  return chr_runrec_keep(r, o->hist.keep);
+}
+
+static void run_str(chr_buf_t *b, const char *key, const char *v) {
+  if (v == NULL) return;
+  chr_buf_printf(b, ",\"%s\":", key);
+  chr_json_add_string(b, v, strlen(v));
+}
+
+static void run_time(chr_buf_t *b, const char *key, int64_t us) {
+  char iso[CHR_TIME_BUFSZ];
+  if (us == CHR_TIME_NONE) return;
+  chr_time_format(us, iso);
+  chr_buf_printf(b, ",\"%s\":\"%s\"", key, iso);
+}
+
+/* The members of run r (RUN_FIELDS), rkeep first, the others each after a
+ * comma. */
+static void run_members(chr_buf_t *b, const chr_runrec_t *r, int32_t keep) {
+  chr_buf_printf(b, "\"rkeep\":%d", (int)keep);
+  run_str(b, "rid", r->run_id);
+  run_str(b, "rjob", r->job_id);
+  run_str(b, "rname", r->name);
+  run_str(b, "rfunc", r->func_name);
+  run_str(b, "rnode", r->node);
+  if (r->metadata) chr_buf_printf(b, ",\"rmeta\":%s", r->metadata);
+  run_str(b, "rcode", r->error_code);
+  run_str(b, "rmsg", r->error_message);
+  run_time(b, "rsch", r->scheduled_at);
+  run_time(b, "rsta", r->started_at);
+  run_time(b, "rend", r->ended_at);
+  if (r->attempt > 0) chr_buf_printf(b, ",\"ratt\":%d", (int)r->attempt);
+  run_str(b, "rout", chr_outcome_names[r->outcome]);
+}
+
+static void build_record_runs(const pg_opts_t *o, pg_op_t *op) {
+  chr_store_req_t *req = op->req;
+  chr_buf_t b;
+  chr_buf_init(&b);
+  chr_buf_addc(&b, '[');
+  for (size_t i = 0; i < req->nruns; i++) {
+    int32_t keep = run_keep(o, req->runs[i]);
+    if (keep <= 0) continue;
+    chr_buf_adds(&b, b.len > 1 ? ",{" : "{");
+    run_members(&b, req->runs[i], keep);
+    chr_buf_addc(&b, '}');
+  }
+  chr_buf_addc(&b, ']');
+  op->stmt = PG_S_RECORD_RUNS;
+  chr_pg_param_take(op, chr_buf_steal(&b));
+  chr_pg_param_time(op, op->prune_before);
+}
+
+static void build_complete(const pg_opts_t *o, pg_op_t *op) {
   chr_store_req_t *req = op->req;
   chr_buf_t b, set;
   chr_buf_init(&b);
@@ -551,12 +674,59 @@ static void build_complete(pg_op_t *op) {
     } else {
       chr_buf_adds(&b, ",\"m\":0");
     }
+    int32_t keep = run_keep(o, it->run);
+    if (keep > 0) {
+      chr_buf_addc(&b, ',');
+      run_members(&b, it->run, keep);
+    }
     chr_buf_addc(&b, '}');
   }
   chr_buf_addc(&b, ']');
   chr_buf_free(&set);
   op->stmt = PG_S_COMPLETE;
   chr_pg_param_take(op, chr_buf_steal(&b));
+  chr_pg_param_time(op, op->prune_before);
+}
+
+/* query_runs: the filter as WHERE clauses that mean what
+ * chr_run_filter_match means, newest first (chr_runrec_cmp). */
+static char *build_query_runs(const pg_opts_t *o, pg_op_t *op) {
+  const chr_store_req_t *req = op->req;
+  const chr_run_filter_t *f = req->run_filter;
+  chr_buf_t sql;
+  chr_buf_init(&sql);
+  chr_buf_printf(&sql, "SELECT " RUN_COLS " FROM %s h WHERE true", o->qruns);
+  if (f && f->has_ids) {
+    chr_buf_printf(&sql, " AND h.job_id = ANY($%d::text[])", next_param(op));
+    chr_pg_param_take(op, array_literal(f->ids, f->nids));
+  }
+  if (f && f->outcome_mask) {
+    char *names[CHR_OUT__COUNT];
+    size_t n = 0;
+    for (int k = 1; k < CHR_OUT__COUNT; k++)
+      if (f->outcome_mask & (1u << k)) names[n++] = (char *)chr_outcome_names[k];
+    chr_buf_printf(&sql, " AND h.outcome = ANY($%d::text[])", next_param(op));
+    chr_pg_param_take(op, array_literal(names, n));
+  }
+  if (f && f->started_gte != CHR_TIME_NONE) {
+    chr_buf_printf(&sql, " AND h.started_at >= $%d::timestamptz", next_param(op));
+    chr_pg_param_time(op, f->started_gte);
+  }
+  if (f && f->started_lte != CHR_TIME_NONE) {
+    chr_buf_printf(&sql, " AND h.started_at <= $%d::timestamptz", next_param(op));
+    chr_pg_param_time(op, f->started_lte);
+  }
+  if (f && f->func_name) {
+    chr_buf_printf(&sql, " AND h.func_name = $%d", next_param(op));
+    chr_pg_param(op, f->func_name);
+  }
+  if (f) meta_conds(&sql, op, "h.metadata", f->meta, f->nmeta);
+  chr_buf_printf(&sql, " ORDER BY h.started_at DESC, h.run_id DESC LIMIT $%d::bigint OFFSET "
+                 "$%d::bigint", next_param(op), next_param(op) + 1);
+  if (req->limit >= 0) chr_pg_param_int(op, req->limit);
+  else chr_pg_param(op, NULL);
+  chr_pg_param_int(op, req->offset);
+  return chr_buf_steal(&sql);
 }
 
 /* The lease a claim or an extension grants: until now + lease_us, and when
@@ -622,7 +792,9 @@ void chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
     chr_pg_param(op, req->owner);
     lease_params(op, req);
     break;
-  case CHR_OP_COMPLETE: build_complete(op); break;
+  case CHR_OP_COMPLETE: build_complete(o, op); break;
+  case CHR_OP_RECORD_RUNS: build_record_runs(o, op); break;
+  case CHR_OP_QUERY_RUNS: op->sql = build_query_runs(o, op); break;
   case CHR_OP_RECOVER:
     op->stmt = PG_S_RECOVER;
     chr_pg_param_time(op, req->now);

@@ -179,6 +179,8 @@ int chr_pg_opts_parse(const chr_opts_t *opts, pg_opts_t *o, char *err, size_t er
   o->notify = 1;
   o->timeout = 30;
   o->connect_timeout = 10;
+  o->hist.keep = CHR_HISTORY_DEFAULT;
+  o->hist.days = CHR_HISTORY_DAYS_DEFAULT;
 
   kv_t pass = {0}, kv = {0};
   chr_buf_t options;
@@ -189,7 +191,10 @@ int chr_pg_opts_parse(const chr_opts_t *opts, pg_opts_t *o, char *err, size_t er
   for (size_t i = 0; i < opts->n && rc == 0; i++) {
     const char *k = opts->v[i].key, *v = opts->v[i].val;
     double d;
-    if (strcmp(k, "table") == 0 || strcmp(k, "schema") == 0) {
+    int h = chr_history_opt(opts, k, v, &o->hist, err, errlen);
+    if (h != 0) {
+      if (h < 0) rc = h;
+    } else if (strcmp(k, "table") == 0 || strcmp(k, "schema") == 0) {
       if (!chr_pg_ident_ok(v))
         rc = chr_opts_fail(opts, err, errlen, "%s '%s' is not a valid identifier (1-63 "
                            "characters: a letter or _, then letters, digits or _)", k, v);
@@ -212,8 +217,8 @@ int chr_pg_opts_parse(const chr_opts_t *opts, pg_opts_t *o, char *err, size_t er
       user_options = v;
     } else if (!libpq_keyword(k)) {
       rc = chr_opts_fail(opts, err, errlen, "unknown option '%s' (chronis: table, schema, pool, "
-                         "auto_migrate, notify, timeout, connect_timeout, timezone; or a libpq "
-                         "connection keyword)", k);
+                         "auto_migrate, notify, timeout, connect_timeout, timezone, "
+                         CHR_HISTORY_OPTION_NAMES "; or a libpq connection keyword)", k);
     } else {
       kv_add(&pass, k, v);
     }
@@ -238,6 +243,9 @@ int chr_pg_opts_parse(const chr_opts_t *opts, pg_opts_t *o, char *err, size_t er
     o->vals = kv.vals;
     o->desc = describe(&pass);
     snprintf(o->qtable, sizeof o->qtable, "\"%s\".\"%s\"", o->schema, o->table);
+    char runs[PG_IDENT_MAX + 3];
+    chr_pg_derived_name(o->table, "_runs", runs, sizeof runs);
+    snprintf(o->qruns, sizeof o->qruns, "\"%s\".%s", o->schema, runs);
     /* A channel per table; identifiers are ASCII, so cutting is safe. */
     snprintf(o->channel, sizeof o->channel, "chronis:%s.%s", o->schema, o->table);
   }

@@ -45,6 +45,7 @@ typedef struct pg_store {
   uv_timer_t *retry_timer, *notify_timer, *listen_timer;
   int64_t notify_min;
   char token[24]; /* tells our own NOTIFYs from other processes' */
+  int64_t age_pruned; /* chr_time_mono() of the last completion that pruned runs by age */
   int handles;
   int dispatching, closing;
 } pg_store_t;
@@ -442,6 +443,15 @@ static int pg_submit(chr_store_t *s, chr_store_req_t *req) {
     op_fail(st, op, CHR_EINVAL, msg);
     return 0;
   }
+  /* Runs older than history_days go as runs are written: on every
+   * record_runs, and with at most one completion a second, so that the
+   * hot path does not search for them each time. */
+  int64_t mono = chr_time_mono();
+  if (req->op == CHR_OP_RECORD_RUNS ||
+      (req->op == CHR_OP_COMPLETE && mono - st->age_pruned >= CHR_USEC)) {
+    op->prune_before = req->issued - (int64_t)st->o.hist.days * 86400 * CHR_USEC;
+    if (req->op == CHR_OP_COMPLETE) st->age_pruned = mono;
+  }
   chr_pg_build(&st->o, op);
   op->hold = req->op == CHR_OP_COMPLETE;
   /* Engines claim; other users of a store need no wake-up hints. */
@@ -514,7 +524,7 @@ int chr_postgres_open(const chr_opts_t *opts, chr_store_t **out, char *err, size
   chr_store_init(&st->base, &pg_vtable,
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
-                     CHR_STORE_CAP_NEXT_DUE);
+                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY);
   chr_pg_sql_init(&st->sql, &st->o);
   st->notify_min = CHR_TIME_NONE;
   uv_timer_t **timers[] = {&st->retry_timer, &st->notify_timer, &st->listen_timer};
