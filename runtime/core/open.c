@@ -10,6 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "suggest.h"
 
 /* A scheme's URL form: where its authority may stand, which option the
  * path fills (after an authority, without its leading '/'), and the form
@@ -56,16 +60,27 @@ static int url_opts(const char *url, const url_form_t *form, const char *what, c
   return rc;
 }
 
+/* memory: takes no option: every one given is named. */
+static int no_options(const chr_opts_t *o, char *err, size_t errlen) {
+  if (o->n == 0) return 0;
+  chr_buf_t b;
+  chr_buf_init(&b);
+  for (size_t i = 0; i < o->n; i++)
+    chr_buf_printf(&b, "%s'%s'", i == 0 ? "" : i + 1 == o->n ? " and " : ", ", o->v[i].key);
+  int rc = chr_opts_fail(o, err, errlen, "unknown option%s %s (memory: has none)",
+                         o->n > 1 ? "s" : "", b.p);
+  chr_buf_free(&b);
+  return rc;
+}
+
 static int open_memory(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen) {
-  if (o->n > 0)
-    return chr_opts_fail(o, err, errlen, "unknown option '%s' (memory: has none)", o->v[0].key);
+  if (no_options(o, err, errlen) != 0) return CHR_EINVAL;
   *out = chr_memory_store_new();
   return 0;
 }
 
 static int open_memory_lock(const chr_opts_t *o, chr_lock_t **out, char *err, size_t errlen) {
-  if (o->n > 0)
-    return chr_opts_fail(o, err, errlen, "unknown option '%s' (memory: has none)", o->v[0].key);
+  if (no_options(o, err, errlen) != 0) return CHR_EINVAL;
   *out = chr_memory_lock_new();
   return 0;
 }
@@ -90,21 +105,59 @@ static const struct scheme {
 
 #define NSCHEMES (sizeof schemes / sizeof *schemes)
 
+static int ends_with(const char *s, size_t n, const char *tail) {
+  size_t t = strlen(tail);
+  return n >= t && strncasecmp(s + n - t, tail, t) == 0;
+}
+
+/* The URL a store URL without a scheme most likely meant, for a path
+ * given alone (--storage /tmp/jobs.db): a SQLite file for a .db, .sqlite
+ * or .sqlite3 name or a file that exists, a JSON file store for .json;
+ * NULL otherwise. malloc'ed. */
+static char *url_of_path(const char *url) {
+  size_t n = strlen(url);
+  struct stat st;
+  if (ends_with(url, n, ".json")) return chr_sprintf("file:%s", url);
+  if (ends_with(url, n, ".db") || ends_with(url, n, ".sqlite") || ends_with(url, n, ".sqlite3") ||
+      (stat(url, &st) == 0 && S_ISREG(st.st_mode)))
+    return chr_sprintf("sqlite:%s", url);
+  return NULL;
+}
+
 /* The scheme name[0..n) with a store (or lock) adapter; NULL, and an
- * error listing the known ones, when there is none. */
+ * error listing the known ones, when there is none: with the URL meant
+ * when the name is a file path (no ':' at all), or the closest scheme. */
 static const struct scheme *find_scheme(const char *name, size_t n, int lock, const char *desc,
                                         char *err, size_t errlen) {
   for (size_t i = 0; i < NSCHEMES; i++)
     if ((lock ? schemes[i].lock != NULL : schemes[i].store != NULL) &&
         strlen(schemes[i].name) == n && strncmp(name, schemes[i].name, n) == 0)
       return &schemes[i];
+  char *path_url = !lock && name[n] == '\0' ? url_of_path(name) : NULL;
+  if (path_url != NULL) {
+    chr_errf(err, errlen, "invalid %s: no scheme; did you mean '%s'?", desc, path_url);
+    free(path_url);
+    return NULL;
+  }
   chr_buf_t known;
   chr_buf_init(&known);
+  const char *names[NSCHEMES + 1];
+  size_t k = 0;
   for (size_t i = 0; i < NSCHEMES; i++)
-    if (lock ? schemes[i].lock != NULL : schemes[i].store != NULL)
+    if (lock ? schemes[i].lock != NULL : schemes[i].store != NULL) {
       chr_buf_printf(&known, "%s%s:", known.len ? ", " : "", schemes[i].name);
-  chr_errf(err, errlen, "invalid %s: unknown scheme '%.*s' (expected %s)", desc, (int)n, name,
-           known.p);
+      names[k++] = schemes[i].name;
+    }
+  names[k] = NULL;
+  char *word = chr_strndup(name, n);
+  const char *close = chr_suggest(word, names);
+  free(word);
+  if (close)
+    chr_errf(err, errlen, "invalid %s: unknown scheme '%.*s'; did you mean '%s:'?", desc, (int)n,
+             name, close);
+  else
+    chr_errf(err, errlen, "invalid %s: unknown scheme '%.*s' (expected %s)", desc, (int)n, name,
+             known.p);
   chr_buf_free(&known);
   return NULL;
 }
