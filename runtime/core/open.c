@@ -176,6 +176,89 @@ static int opts_of_url(const char *url, int lock, chr_opts_t *o, char *err, size
   return url_opts(url, s->form, what, o, err, errlen);
 }
 
+/* ---- how logs name a store ---- */
+
+/* Appends s %-encoding what would not read back the same in a URL part
+ * (keep: the punctuation the part may hold as it is). */
+static void add_encoded(chr_buf_t *b, const char *s, size_t n, const char *keep) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+        strchr("-._~", c) || (c != '\0' && strchr(keep, c)))
+      chr_buf_addc(b, (char)c);
+    else
+      chr_buf_printf(b, "%%%02X", c);
+  }
+}
+
+/* host[:port] entries of comma lists hosts and ports, zipped. */
+static void add_hosts(chr_buf_t *b, const char *hosts, const char *ports) {
+  const char *h = hosts ? hosts : "", *p = ports;
+  for (int first = 1;; first = 0) {
+    size_t hn = strcspn(h, ","), pn = p ? strcspn(p, ",") : 0;
+    if (!first) chr_buf_addc(b, ',');
+    int v6 = memchr(h, ':', hn) != NULL;
+    if (v6) chr_buf_addc(b, '[');
+    add_encoded(b, h, hn, v6 ? ":" : "");
+    if (v6) chr_buf_addc(b, ']');
+    if (pn) {
+      chr_buf_addc(b, ':');
+      chr_buf_add(b, p, pn);
+    }
+    if (h[hn] != ',') break;
+    h += hn + 1;
+    if (p) p = p[pn] == ',' ? p + pn + 1 : NULL;
+  }
+}
+
+/* A store's options in the URL form of its scheme, the password hidden:
+ * "postgres://app:***@db:5432/jobs?table=t", "sqlite:jobs.db". */
+static char *opts_shown(const chr_opts_t *o, const url_form_t *form) {
+  const char *user = chr_opts_get(o, "user"), *password = chr_opts_get(o, "password");
+  const char *host = chr_opts_get(o, "host"), *port = chr_opts_get(o, "port");
+  const char *path = form->path_key ? chr_opts_get(o, form->path_key) : NULL;
+  int authority = form->authority != CHR_URL_NO_AUTHORITY && (host || user || port);
+  chr_buf_t b;
+  chr_buf_init(&b);
+  chr_buf_printf(&b, "%s:", o->scheme ? o->scheme : "");
+  if (authority) {
+    chr_buf_adds(&b, "//");
+    if (user || password) {
+      if (user) add_encoded(&b, user, strlen(user), "");
+      if (password) chr_buf_adds(&b, ":***");
+      chr_buf_addc(&b, '@');
+    }
+    add_hosts(&b, host, port);
+  }
+  if (path) {
+    if (authority) chr_buf_addc(&b, '/');
+    add_encoded(&b, path, strlen(path), "/:");
+  }
+  int first = 1;
+  for (size_t i = 0; i < o->n; i++) {
+    const char *k = o->v[i].key, *v = o->v[i].val;
+    int in_authority = authority && (strcmp(k, "user") == 0 || strcmp(k, "password") == 0 ||
+                                     strcmp(k, "host") == 0 || strcmp(k, "port") == 0);
+    if (in_authority || (path && strcmp(k, form->path_key) == 0)) continue;
+    chr_buf_addc(&b, first ? '?' : '&');
+    first = 0;
+    add_encoded(&b, k, strlen(k), "");
+    chr_buf_addc(&b, '=');
+    if (strcmp(k, "password") == 0) chr_buf_adds(&b, "***");
+    else add_encoded(&b, v, strlen(v), "/:,");
+  }
+  return chr_buf_steal(&b);
+}
+
+char *chr_store_url_shown(const char *url) {
+  const char *colon = strchr(url, ':');
+  size_t n = colon ? (size_t)(colon - url) : 0;
+  for (size_t i = 0; i < NSCHEMES; i++)
+    if (colon && strlen(schemes[i].name) == n && strncmp(url, schemes[i].name, n) == 0)
+      return chr_url_shown(url, schemes[i].form->authority);
+  return chr_url_shown(url, CHR_URL_AUTHORITY);
+}
+
 int chr_store_url_opts(const char *url, chr_opts_t *o, char *err, size_t errlen) {
   return opts_of_url(url, 0, o, err, errlen);
 }
@@ -188,7 +271,9 @@ int chr_store_open_opts(const chr_opts_t *o, chr_store_t **out, char *err, size_
   const char *name = o->scheme ? o->scheme : "";
   const struct scheme *s = find_scheme(name, strlen(name), 0,
                                        o->desc ? o->desc : "storage options", err, errlen);
-  return s ? s->store(o, out, err, errlen) : CHR_EINVAL;
+  int rc = s ? s->store(o, out, err, errlen) : CHR_EINVAL;
+  if (rc == 0 && (*out)->url == NULL) (*out)->url = opts_shown(o, s->form);
+  return rc;
 }
 
 int chr_lock_open_opts(const chr_opts_t *o, chr_lock_t **out, char *err, size_t errlen) {
@@ -204,7 +289,6 @@ int chr_store_open(const char *url, chr_store_t **out, char *err, size_t errlen)
   if (rc != 0) return rc;
   rc = chr_store_open_opts(&o, out, err, errlen);
   chr_opts_free(&o);
-  if (rc == 0) (*out)->url = chr_strdup(url);
   return rc;
 }
 
