@@ -1173,6 +1173,25 @@ static void push_operations(lua_State *L) {
   }
 }
 
+/* url_options(url) -> scheme, { option = value, ... }: what a store URL
+ * stands for (the one parser of chronis.storage.open; every value a
+ * string), without opening anything. Raises as open() does on a URL that
+ * cannot be read. */
+static int l_url_options(lua_State *L) {
+  const char *url = chr_lua_checkstring(L, 1);
+  chr_opts_t o;
+  char err[400];
+  if (chr_store_url_opts(url, &o, err, sizeof err) != 0) return chr_lua_error(L, CHR_EINVAL, "%s", err);
+  lua_pushstring(L, o.scheme);
+  lua_createtable(L, 0, (int)o.n);
+  for (size_t i = 0; i < o.n; i++) {
+    lua_pushstring(L, o.v[i].val);
+    lua_setfield(L, -2, o.v[i].key);
+  }
+  chr_opts_free(&o);
+  return 2;
+}
+
 int luaopen_chronis_storage(lua_State *L) {
   static const luaL_Reg fns[] = {{"memory", l_memory},
                                  {"open", l_open},
@@ -1188,6 +1207,7 @@ int luaopen_chronis_storage(lua_State *L) {
                                  {"sort", l_sort},
                                  {"matches", l_matches},
                                  {"completion_result", l_completion_result},
+                                 {"url_options", l_url_options},
                                  {NULL, NULL}};
   static const luaL_Reg filter_methods[] = {
       {"match", l_filter_match}, {"ids", l_filter_ids}, {NULL, NULL}};
