@@ -188,7 +188,16 @@ function M.scheduler(opts)
   o.on_success, o.on_failure = nil, nil
   if o.storage == nil and host and host.storage then
     -- Under the host every scheduler without a store shares one default.
-    host.store = host.store or M.storage.open(host.storage)
+    if not host.store then
+      local ok, store = pcall(M.storage.open, host.storage)
+      if not ok then
+        -- Said to come from the command line, not from the app's line.
+        error(core.error(type(store) == "table" and store.code or "invalid",
+          "the default storage (--storage or CHRONIS_STORAGE): "
+          .. (type(store) == "table" and tostring(store.message) or tostring(store))), 2)
+      end
+      host.store = store
+    end
     o.storage = host.store
   elseif o.storage == nil then
     o.storage = M.storage.memory()
