@@ -146,6 +146,11 @@ describe("misspelt names", function()
     end)
   end)
 
+  it("log options", function()
+    local err = assert_error("invalid", nil, chronis.set_log, { levl = "debug" })
+    assert.are.equal("unknown log option 'levl'; did you mean 'level'?", err.message)
+  end)
+
   it("http.request options", function()
     local err = assert_error("invalid", nil, chronis.http.request, { url = "http://127.0.0.1:9/", timout = 1,
       folow_redirects = true })

@@ -719,7 +719,9 @@ static int l_global_handlers(lua_State *L) {
 }
 
 static int l_set_log(lua_State *L) {
+  static const char *const keys[] = {"level", "format", NULL};
   luaL_checktype(L, 1, LUA_TTABLE);
+  chr_lua_checkkeys(L, 1, "log option", keys, NULL, NULL);
   if (lua_getfield(L, 1, "level") == LUA_TSTRING) {
     int lvl = chr_log_parse_level(lua_tostring(L, -1));
     if (lvl < 0)
