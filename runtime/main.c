@@ -1,8 +1,10 @@
 /* main.c - the chronis host executable: loads an app script that
  * configures schedulers, runs the loop until SIGINT/SIGTERM, then stops
- * every scheduler gracefully and exits 0. */
+ * every scheduler gracefully and exits 0 (1 when something failed: the
+ * app, the stop, a completion that could not be written). */
 #include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +20,10 @@
 #include "core/store.h"
 
 int luaopen_chronis_core(lua_State *L);
-void chr_core_request_stop(void);
 int chr_core_exit_code(void);
+void chr_core_catch_signals(int on);
+int chr_core_signalled(void);
+uint64_t chr_lua_sched_unwritten(void);
 
 static const char usage[] =
     "usage: chronis <command> [options]\n"
@@ -44,21 +48,33 @@ static const char usage[] =
     "  --help               show this help\n"
     "  --version            show the version\n";
 
-static int signals_seen;
+/* The chunk name of the app file while it runs ("@app.lua"), or NULL. */
+static const char *app_chunk;
 
-static void signal_cb(uv_signal_t *h, int signum) {
-  (void)h;
-  signals_seen++;
-  chr_log(CHR_LOG_INFO, NULL, "received %s: stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
-  if (signals_seen > 1) {
-    chr_log(CHR_LOG_WARN, NULL, "second signal: exiting at once");
-    exit(1);
+/* A chronis error ({code=, message=}) raised in the app file says what
+ * was wrong itself: shown with the app's line that raised it, not with a
+ * traceback into the library. stack: +1 the text, or nothing (returns 0). */
+static int app_error(lua_State *L) {
+  if (app_chunk == NULL || lua_type(L, 1) != LUA_TTABLE ||
+      luaL_getmetafield(L, 1, "__name") != LUA_TSTRING)
+    return 0;
+  int ours = strcmp(lua_tostring(L, -1), "chronis.error") == 0;
+  lua_pop(L, 1);
+  if (!ours) return 0;
+  const char *text = luaL_tolstring(L, 1, NULL);
+  lua_Debug ar;
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0 && strcmp(ar.source, app_chunk) == 0) {
+      lua_pushfstring(L, "%s:%d: %s", ar.short_src, ar.currentline, text);
+      return 1;
+    }
   }
-  chr_core_request_stop();
+  return 1;
 }
 
 /* Message handler: adds a traceback to string errors. */
 static int traceback(lua_State *L) {
+  if (app_error(L)) return 1;
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) msg = luaL_tolstring(L, 1, NULL);
   luaL_traceback(L, L, msg, 1);
@@ -174,32 +190,44 @@ static int run_app(lua_State *L, const char *app, const char *storage, const cha
   if (require_chronis(L) != 0) return 1;
   int chronis = lua_gettop(L);
 
-  uv_signal_t sigint, sigterm;
-  uv_signal_init(chr_loop(), &sigint);
-  uv_signal_init(chr_loop(), &sigterm);
-  uv_signal_start(&sigint, signal_cb, SIGINT);
-  uv_signal_start(&sigterm, signal_cb, SIGTERM);
-  /* Signal watchers alone must not keep the loop alive. */
-  uv_unref((uv_handle_t *)&sigint);
-  uv_unref((uv_handle_t *)&sigterm);
-
+  /* From here on SIGINT and SIGTERM stop the app gracefully, whether it
+   * is still loading (waiting for its store, say), running, or stopping
+   * (chronis.core: a second signal ends the grace period). */
+  chr_core_catch_signals(1);
   chr_log(CHR_LOG_INFO, NULL, "chronis %s running %s; default storage %s%s", CHR_VERSION, app,
           storage, storage_is_default ? " (embedded default; --storage URL or CHRONIS_STORAGE "
                                         "to change)" : "");
   if (call_scripts(L, "host_setup", app, scripts, 0) != 0) return 1;
   lua_pop(L, 1);
-  if (luaL_loadfilex(L, app, "t") != LUA_OK || pcall_tb(L, 0, 0) != LUA_OK) {
+  int rc = 0;
+  if (luaL_loadfilex(L, app, "t") != LUA_OK) {
     fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
     return 1;
   }
-  int rc = call_chronis(L, chronis, "run", "");
+  char *chunk = chr_sprintf("@%s", app);
+  app_chunk = chunk;
+  if (pcall_tb(L, 0, 0) != LUA_OK) {
+    /* Schedulers it started before failing still stop gracefully. */
+    if (chr_core_signalled())
+      fprintf(stderr, "chronis: %s did not finish loading: %s\n", app, lua_tostring(L, -1));
+    else
+      fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    rc = 1;
+  } else {
+    rc = call_chronis(L, chronis, "run", "");
+  }
+  app_chunk = NULL;
+  free(chunk);
   if (call_chronis(L, chronis, "shutdown", "shutdown: ") != 0) rc = 1;
   call_chronis(L, chronis, "close_all", "close: ");
-  uv_close((uv_handle_t *)&sigint, NULL);
-  uv_close((uv_handle_t *)&sigterm, NULL);
+  /* A completion given up at a stop (the store kept failing) leaves its
+   * job to run again once its lease expires: worth a non-zero status. */
+  if (chr_lua_sched_unwritten() > 0) rc = 1;
+  chr_core_catch_signals(0);
   /* Stopped: what is left is bounded cleanup. A late copy of the stop
    * signal (`timeout` and process managers also signal the process group)
-   * must not kill the process now that libuv restored the default. */
+   * must not kill the process now that its watchers are gone. */
   signal(SIGINT, SIG_IGN);
   signal(SIGTERM, SIG_IGN);
   /* Let every closing handle finish, so schedulers free themselves and

@@ -109,11 +109,18 @@ function M.shutdown()
   return summaries
 end
 
---- chronis.run(): drives the loop until chronis.stop() (or a signal under
---- the host). When a handler called os.exit(code), the schedulers are
---- stopped gracefully and, outside the host, the process exits with code.
+--- chronis.run(): drives the loop until chronis.stop(), SIGINT or SIGTERM,
+--- or until nothing is left to do. After a signal it returns once every
+--- scheduler has stopped gracefully (a second signal ends their grace
+--- periods at once). When a handler called os.exit(code), the schedulers
+--- are stopped gracefully and, outside the host, the process exits with
+--- code.
 function M.run()
-  core.run()
+  core.catch_signals(true)
+  local ok, err = pcall(core.run)
+  if ok and core.interrupted() then ok, err = pcall(M.shutdown) end
+  core.catch_signals(false)
+  if not ok then error(err, 0) end
   local code = core.exit_code()
   if code and not host then
     M.shutdown()

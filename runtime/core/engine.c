@@ -838,6 +838,7 @@ static void flush_failed(chr_sched_t *s, sreq_t *q) {
       (s->state == CHR_SCHED_STOPPING && s->grace_over)) {
     chr_sched_log(s, CHR_LOG_ERROR, NULL, "stopping: %zu completion(s) could not be written; "
                   "those jobs run again once their leases expire", q->nitems);
+    s->stats.unwritten += q->nitems;
     return;
   }
   size_t need = s->npend + q->nitems;
@@ -1261,6 +1262,20 @@ static void begin_stop(chr_sched_t *s) {
   flush(s);
 }
 
+/* The running handlers as "job (handler), ...", for the stop's log lines:
+ * which runs a stop waits for, and which it stopped. */
+static void running_list(const chr_sched_t *s, chr_buf_t *b) {
+  int n = 0;
+  for (const chr_run_t *r = s->running; r; r = r->next) {
+    if (++n > 20) {
+      chr_buf_printf(b, ", and %d more", s->nrunning - 20);
+      break;
+    }
+    chr_buf_printf(b, "%s%s (%s)", n > 1 ? ", " : "", r->job->job_id,
+                   r->job->func_name ? r->job->func_name : "?");
+  }
+}
+
 /* Ends handlers still running; their jobs go back to the pool (the run
  * did not complete, so it will run again). */
 static void kill_running(chr_sched_t *s) {
@@ -1277,9 +1292,14 @@ static void kill_running(chr_sched_t *s) {
 static void grace_cb(uv_timer_t *t) {
   chr_sched_t *s = t->data;
   s->grace_over = 1;
-  if (s->nrunning)
-    chr_sched_log(s, CHR_LOG_WARN, NULL,
-                  "shutdown grace period over: stopping %d running handler(s)", s->nrunning);
+  if (s->nrunning) {
+    chr_buf_t b;
+    chr_buf_init(&b);
+    running_list(s, &b);
+    chr_sched_log(s, CHR_LOG_WARN, NULL, "shutdown grace period over: stopping %d running "
+                  "handler(s): %s; their jobs go back to scheduled", s->nrunning, b.p);
+    chr_buf_free(&b);
+  }
   sched_ref(s);
   kill_running(s);
   check_stopped(s);
@@ -1296,7 +1316,15 @@ static void finish_stop(chr_sched_t *s) {
   timer_close(&s->flush_timer);
   timer_close(&s->grace_timer);
   s->state = CHR_SCHED_STOPPED;
-  chr_sched_log(s, CHR_LOG_DEBUG, NULL, "scheduler %s stopped", s->node_id);
+  chr_sched_stats_t d = chr_sched_stop_stats(s);
+  if (d.killed || d.returned || d.unwritten || d.succeeded + d.failed + d.retried)
+    chr_sched_log(s, CHR_LOG_INFO, NULL, "scheduler %s stopped: %llu run(s) finished while "
+                  "stopping, %llu stopped, %llu claimed job(s) handed back%s", s->node_id,
+                  (unsigned long long)(d.succeeded + d.failed + d.retried),
+                  (unsigned long long)d.killed, (unsigned long long)d.returned,
+                  d.unwritten ? "; some completions could not be written" : "");
+  else
+    chr_sched_log(s, CHR_LOG_DEBUG, NULL, "scheduler %s stopped", s->node_id);
   if (s->hooks->stopped) s->hooks->stopped(s->host);
 }
 
@@ -1313,6 +1341,14 @@ void chr_sched_stop(chr_sched_t *s, double grace) {
   if (s->state == CHR_SCHED_RUNNING) {
     begin_stop(s);
     s->grace_timer = timer_new(s);
+    if (s->nrunning) {
+      chr_buf_t b;
+      chr_buf_init(&b);
+      running_list(s, &b);
+      chr_sched_log(s, CHR_LOG_INFO, NULL, "stopping: waiting up to %gs for %d running "
+                    "handler(s): %s", grace, s->nrunning, b.p);
+      chr_buf_free(&b);
+    }
   } else if (s->grace_over || (s->grace_timer && uv_timer_get_due_in(s->grace_timer) <= ms)) {
     return; /* already stopping, at least as soon */
   }
@@ -1382,6 +1418,7 @@ chr_sched_stats_t chr_sched_stop_stats(const chr_sched_t *s) {
   d.returned -= b->returned;
   d.killed -= b->killed;
   d.store_errors -= b->store_errors;
+  d.unwritten -= b->unwritten;
   return d;
 }
 

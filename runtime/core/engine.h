@@ -34,6 +34,7 @@ typedef struct chr_sched_opts {
 typedef struct chr_sched_stats {
   uint64_t claimed, succeeded, failed, retried, skipped, returned, killed;
   uint64_t store_errors; /* failed store requests of the engine */
+  uint64_t unwritten;    /* completions given up at a stop: the store kept failing */
 } chr_sched_stats_t;
 
 /* The engine's store requests, each with its own failure streak: a failing

@@ -36,7 +36,11 @@ typedef struct lhost {
   int self_ref;        /* anchors the Lua object while the scheduler runs */
   int finish_wanted;   /* call finish_ref after final outcomes */
   stopper_t *stoppers; /* stop() calls waiting for the stop to end */
+  struct lhost *next_host; /* every scheduler not yet freed (stop signals) */
+  unsigned interrupt_seen;  /* the last stop signal that looked at it */
 } lhost_t;
+
+static lhost_t *hosts;
 
 typedef struct lsched {
   chr_sched_t *s; /* NULL once closed */
@@ -334,9 +338,18 @@ static void unanchor(lhost_t *h) {
   }
 }
 
+/* Completions given up by the stops of every scheduler of the process. */
+static uint64_t unwritten;
+
+uint64_t chr_lua_sched_unwritten(void);
+uint64_t chr_lua_sched_unwritten(void) {
+  return unwritten;
+}
+
 /* The engine has stopped: every stop() waiting returns. */
 static void hook_stopped(void *host) {
   lhost_t *h = host;
+  unwritten += chr_sched_stop_stats(h->s).unwritten;
   unanchor(h);
   while (h->stoppers) {
     stopper_t *st = h->stoppers;
@@ -347,6 +360,12 @@ static void hook_stopped(void *host) {
 
 static void hook_freed(void *host) {
   lhost_t *h = host;
+  for (lhost_t **p = &hosts; *p; p = &(*p)->next_host) {
+    if (*p == h) {
+      *p = h->next_host;
+      break;
+    }
+  }
   int refs[] = {h->store_ref, h->lock_ref,  h->handlers_ref, h->clock_ref,
                 h->logger_ref, h->finish_ref, h->self_ref};
   for (size_t i = 0; i < sizeof refs / sizeof *refs; i++) luaL_unref(h->L, LUA_REGISTRYINDEX, refs[i]);
@@ -453,6 +472,8 @@ static int l_new(lua_State *L) {
   lua_newtable(L);
   h->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   h->s = chr_sched_new(store, lock, &o, &hooks, h);
+  h->next_host = hosts;
+  hosts = h;
   if (node_id) chr_sched_set_node_id(h->s, node_id);
   ls->s = h->s;
   ls->h = h;
@@ -479,6 +500,10 @@ static void push_summary(lua_State *L, chr_sched_t *s) {
   lua_setfield(L, -2, "killed");
   lua_pushinteger(L, (lua_Integer)(d.succeeded + d.failed));
   lua_setfield(L, -2, "finished");
+  if (d.unwritten) { /* completions given up: their jobs run again once their leases expire */
+    lua_pushinteger(L, (lua_Integer)d.unwritten);
+    lua_setfield(L, -2, "unwritten");
+  }
   if (chr_sched_state(s) != CHR_SCHED_STOPPED) {
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, "stopping");
@@ -518,6 +543,7 @@ static int l_stop(lua_State *L) {
   }
   stopper_t *st = chr_calloc(1, sizeof *st);
   st->h = ls->h;
+  st->w.uninterruptible = 1; /* what a stop signal asks for is this very stop */
   st->w.finish = stopper_finish;
   st->w.release = stopper_release;
   st->next = ls->h->stoppers;
@@ -852,6 +878,27 @@ static int l_log(lua_State *L) {
   chr_buf_free(&lf.text);
   chr_buf_free(&lf.index);
   return 0;
+}
+
+/* A stop signal: every running scheduler begins its graceful stop, with
+ * its own shutdown_grace; with `now` (a second signal), every scheduler
+ * still stopping ends its grace period at once. */
+void chr_lua_sched_interrupt(int now);
+void chr_lua_sched_interrupt(int now) {
+  static unsigned signals;
+  unsigned seen = ++signals;
+  /* A stop can end at once and wake code that closes (and so frees) other
+   * schedulers: the list is read again from its head after each one. */
+again:
+  for (lhost_t *h = hosts; h; h = h->next_host) {
+    if (h->interrupt_seen == seen) continue;
+    h->interrupt_seen = seen;
+    int st = chr_sched_state(h->s);
+    if (st == CHR_SCHED_RUNNING || (now && st == CHR_SCHED_STOPPING)) {
+      chr_sched_stop(h->s, now ? 0 : chr_sched_opts(h->s)->shutdown_grace);
+      goto again;
+    }
+  }
 }
 
 static int l_stop_all(lua_State *L) {
