@@ -87,6 +87,7 @@ static int l_sleep(lua_State *L) {
   s->w.finish = sleeper_finish;
   s->w.release = sleeper_release;
   s->w.cancel = sleeper_cancel;
+  s->w.what = "chronis.sleep";
   uv_timer_init(chr_loop(), &s->timer);
   s->timer.data = s;
   /* The loop's clock stands still between its iterations: after Lua has

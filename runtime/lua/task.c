@@ -408,10 +408,12 @@ void chr_task_interrupt_waits(int signum) {
  * left to finish on its own (orphaned). */
 static int interrupted(lua_State *L, chr_waiter_t *w) {
   int signum = interrupt_signum;
+  char what[128] = "";
+  if (w->what) snprintf(what, sizeof what, " for %s", w->what);
   if (w->cancel) w->cancel(w);
   else w->orphaned = 1;
-  return chr_lua_error(L, CHR_EINTR, "%s received while waiting: stopping",
-                       signum == SIGINT ? "SIGINT" : signum == SIGTERM ? "SIGTERM" : "a signal");
+  return chr_lua_error(L, CHR_EINTR, "%s received while waiting%s",
+                       signum == SIGINT ? "SIGINT" : signum == SIGTERM ? "SIGTERM" : "a signal", what);
 }
 
 int chr_wait(lua_State *L, chr_waiter_t *w) {

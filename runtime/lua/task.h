@@ -64,6 +64,8 @@ struct chr_waiter {
   void (*cancel)(chr_waiter_t *w);
   /* Set by waits that a stop signal must not end (a scheduler's stop). */
   int uninterruptible;
+  /* What it waits for, in messages ("get_job on the redis store"), or NULL. */
+  const char *what;
 };
 
 /* Creates a task whose coroutine is ready for a function and its
