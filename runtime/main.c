@@ -2,10 +2,11 @@
  * migrate, env, help), one table entry each with its own usage text, and
  * the argument parsing they share. `run` loads an app script that
  * configures schedulers, runs the loop until SIGINT/SIGTERM, then stops
- * every scheduler gracefully. Exit status: 0 success, 1 failure, 2 usage
- * error. */
+ * every scheduler gracefully. Exit status: 0 success, 1 failure (the app,
+ * the stop, a completion that could not be written), 2 usage error. */
 #include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,24 +23,13 @@
 #include "core/suggest.h"
 
 int luaopen_chronis_core(lua_State *L);
-void chr_core_request_stop(void);
 int chr_core_exit_code(void);
+void chr_core_catch_signals(int on);
+int chr_core_signalled(void);
+uint64_t chr_lua_sched_unwritten(void);
 
 /* Exit statuses, as every usage text says. */
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
-
-static int signals_seen;
-
-static void signal_cb(uv_signal_t *h, int signum) {
-  (void)h;
-  signals_seen++;
-  chr_log(CHR_LOG_INFO, NULL, "received %s: stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
-  if (signals_seen > 1) {
-    chr_log(CHR_LOG_WARN, NULL, "second signal: exiting at once");
-    exit(1);
-  }
-  chr_core_request_stop();
-}
 
 /* ---- where the Lua library is ---- */
 
@@ -248,14 +238,10 @@ static int run_app(lua_State *L, const char *app, const char *storage, const cha
   if (require_chronis(L) != 0) return 1;
   int chronis = lua_gettop(L);
 
-  uv_signal_t sigint, sigterm;
-  uv_signal_init(chr_loop(), &sigint);
-  uv_signal_init(chr_loop(), &sigterm);
-  uv_signal_start(&sigint, signal_cb, SIGINT);
-  uv_signal_start(&sigterm, signal_cb, SIGTERM);
-  /* Signal watchers alone must not keep the loop alive. */
-  uv_unref((uv_handle_t *)&sigint);
-  uv_unref((uv_handle_t *)&sigterm);
+  /* From here on SIGINT and SIGTERM stop the app gracefully, whether it
+   * is still loading (waiting for its store, say), running, or stopping
+   * (chronis.core: a second signal ends the grace period). */
+  chr_core_catch_signals(1);
 
   /* Only the default: each scheduler logs the store it runs on when it
    * starts (an app may give each its own). */
@@ -266,18 +252,31 @@ static int run_app(lua_State *L, const char *app, const char *storage, const cha
   free(shown);
   if (call_scripts(L, "host_setup", app, scripts, 0) != 0) return 1;
   lua_pop(L, 1);
-  if (luaL_loadfilex(L, app, "t") != LUA_OK || pcall_tb(L, 0, 0) != LUA_OK) {
+  int rc = 0;
+  if (luaL_loadfilex(L, app, "t") != LUA_OK) {
     fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
     return 1;
   }
-  int rc = call_chronis(L, chronis, "run", "");
+  if (pcall_tb(L, 0, 0) != LUA_OK) {
+    /* Schedulers it started before failing still stop gracefully. */
+    if (chr_core_signalled())
+      fprintf(stderr, "chronis: %s did not finish loading: %s\n", app, lua_tostring(L, -1));
+    else
+      fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    rc = 1;
+  } else {
+    rc = call_chronis(L, chronis, "run", "");
+  }
   if (call_chronis(L, chronis, "shutdown", "shutdown: ") != 0) rc = 1;
   call_chronis(L, chronis, "close_all", "close: ");
-  uv_close((uv_handle_t *)&sigint, NULL);
-  uv_close((uv_handle_t *)&sigterm, NULL);
+  /* A completion given up at a stop (the store kept failing) leaves its
+   * job to run again once its lease expires: worth a non-zero status. */
+  if (chr_lua_sched_unwritten() > 0) rc = 1;
+  chr_core_catch_signals(0);
   /* Stopped: what is left is bounded cleanup. A late copy of the stop
    * signal (`timeout` and process managers also signal the process group)
-   * must not kill the process now that libuv restored the default. */
+   * must not kill the process now that its watchers are gone. */
   signal(SIGINT, SIG_IGN);
   signal(SIGTERM, SIG_IGN);
   /* Let every closing handle finish, so schedulers free themselves and

@@ -109,11 +109,18 @@ function M.shutdown()
   return summaries
 end
 
---- chronis.run(): drives the loop until chronis.stop() (or a signal under
---- the host). When a handler called os.exit(code), the schedulers are
---- stopped gracefully and, outside the host, the process exits with code.
+--- chronis.run(): drives the loop until chronis.stop(), SIGINT or SIGTERM,
+--- or until nothing is left to do. After a signal it returns once every
+--- scheduler has stopped gracefully (a second signal ends their grace
+--- periods at once). When a handler called os.exit(code), the schedulers
+--- are stopped gracefully and, outside the host, the process exits with
+--- code.
 function M.run()
-  core.run()
+  core.catch_signals(true)
+  local ok, err = pcall(core.run)
+  if ok and core.interrupted() then ok, err = pcall(M.shutdown) end
+  core.catch_signals(false)
+  if not ok then error(err, 0) end
   local code = core.exit_code()
   if code and not host then
     M.shutdown()
@@ -176,7 +183,7 @@ end
 
 --- chronis.scheduler{storage, lock, polling_interval, max_workers,
 --- max_queue_size, lease_seconds, clock, on_success, on_failure, logger,
---- shutdown_grace, node_id, default_timeout}
+--- shutdown_grace, node_id, default_timeout, strict_handlers}
 function M.scheduler(opts)
   local o = copy(opts)
   for _, k in ipairs({ "on_success", "on_failure" }) do
@@ -184,8 +191,11 @@ function M.scheduler(opts)
       fail("invalid", "invalid option '%s': expected a function, got %s", k, type(o[k]))
     end
   end
-  local on_success, on_failure = o.on_success, o.on_failure
-  o.on_success, o.on_failure = nil, nil
+  if o.strict_handlers ~= nil and type(o.strict_handlers) ~= "boolean" then
+    fail("invalid", "invalid option 'strict_handlers': expected a boolean, got %s", type(o.strict_handlers))
+  end
+  local on_success, on_failure, strict = o.on_success, o.on_failure, o.strict_handlers
+  o.on_success, o.on_failure, o.strict_handlers = nil, nil, nil
   if o.storage == nil and host and host.storage then
     -- Under the host every scheduler without a store shares one default.
     if not host.store then
@@ -209,7 +219,7 @@ function M.scheduler(opts)
     o.lock = M.lock.open(o.lock)
   end
   local s = setmetatable({ _store = o.storage, _callbacks = {}, _on_success = on_success,
-    _on_failure = on_failure }, Scheduler)
+    _on_failure = on_failure, _strict = strict, _log = o.logger or M.log }, Scheduler)
   o.on_finish = finisher(s._callbacks, on_success, on_failure, o.logger or M.log)
   s._e = engine.new(o)
   s._e:want_finish(on_success ~= nil or on_failure ~= nil)
@@ -301,6 +311,37 @@ end
 
 local create_options = { "on_success", "on_failure", "if_exists" }
 
+-- The handler names a job of this scheduler can use now, sorted, as text.
+local function known_handlers(self)
+  local names, own = {}, self._e:handlers()
+  for k in pairs(own) do names[#names + 1] = k end
+  for k in pairs(M.handlers) do
+    if own[k] == nil then names[#names + 1] = k end
+  end
+  table.sort(names)
+  return #names > 0 and table.concat(names, ", ") or "none"
+end
+
+-- A job whose handler nobody has registered: with strict_handlers an
+-- `invalid` error before anything is stored; otherwise the job is created
+-- and a warning names the handlers known, since one may still come (a
+-- sched:handler() call after the job, a handler script added later).
+local function unknown_handler(self, name)
+  if type(name) ~= "string" or has_handler(self, name) then return nil end
+  if self._strict then
+    error(core.error("invalid", ("invalid field 'func_name': no handler named '%s' (known handlers: "
+      .. "%s); register it before creating the job (strict_handlers is on)"):format(name,
+      known_handlers(self))), 3)
+  end
+  return name
+end
+
+local function warn_unknown_handler(self, name, job_id)
+  self._log("warn", ("job '%s': no handler named '%s' yet (known handlers: %s); its runs fail with "
+    .. "handler_not_found unless one is registered before they start"):format(job_id, name,
+    known_handlers(self)), { job_id = job_id, handler = name })
+end
+
 -- Handler scripts may carry defaults for their jobs ({run=fn, timeout=..}).
 local handler_defaults = {
   timeout = "timeout_seconds", retry = "max_retries", retry_delay = "retry_delay_seconds",
@@ -340,6 +381,7 @@ function Scheduler:create_job(fields)
       end
     end
   end
+  local missing = unknown_handler(self, f.func_name)
   local h = type(f.func_name) == "string" and (self._e:handlers()[f.func_name] or M.handlers[f.func_name])
   if type(h) == "table" then
     for k, field in pairs(handler_defaults) do
@@ -352,6 +394,7 @@ function Scheduler:create_job(fields)
     local ok, stored = pcall(engine.create, self._store, f, self._e:now())
     if not ok then error(stored, 2) end
     if on_success or on_failure then set_callbacks(self, stored.job_id, on_success, on_failure) end
+    if missing then warn_unknown_handler(self, missing, stored.job_id) end
     return stored
   end
   local job = engine.prepare_job(f, self._e:now()) -- validated before the lookup
@@ -367,6 +410,7 @@ function Scheduler:create_job(fields)
     end
   end
   if on_success or on_failure then set_callbacks(self, job.job_id, on_success, on_failure) end
+  if missing then warn_unknown_handler(self, missing, job.job_id) end
   return existing
 end
 

@@ -20,12 +20,13 @@ const char *chr_strerror(int code) {
   case CHR_ENOHANDLER: return "handler_not_found";
   case CHR_EHANDLER: return "error";
   case CHR_ELEASE: return "lease_expired";
+  case CHR_EINTR: return "interrupted";
   }
   return "error";
 }
 
 int chr_errcode(const char *name) {
-  for (int code = CHR_EINVAL; code >= CHR_ELEASE; code--)
+  for (int code = CHR_EINVAL; code >= CHR_EINTR; code--)
     if (strcmp(chr_strerror(code), name) == 0) return code;
   return 0;
 }

@@ -27,7 +27,8 @@ enum {
   CHR_ESTATE = -8,    /* "invalid_state" */
   CHR_ENOHANDLER = -9, /* "handler_not_found" */
   CHR_EHANDLER = -10,  /* "error": a handler raised */
-  CHR_ELEASE = -11     /* "lease_expired": runs kept being cut short */
+  CHR_ELEASE = -11,    /* "lease_expired": runs kept being cut short */
+  CHR_EINTR = -12      /* "interrupted": a wait ended by SIGINT/SIGTERM */
 };
 
 const char *chr_strerror(int code);

@@ -88,6 +88,7 @@ typedef struct store_op {
   size_t nids;
   chr_completion_t *items;
   size_t nitems;
+  char what[96]; /* "get_job on the redis store", for an interrupted wait */
 } store_op_t;
 
 static void op_free(store_op_t *op) {
@@ -153,6 +154,9 @@ static int op_run(lua_State *L, chr_store_t *s, store_op_t *op) {
     return chr_lua_error(L, rc, "%s refused by the %s store", chr_store_ops[op->req.op].name,
                          s->vt->kind);
   }
+  snprintf(op->what, sizeof op->what, "%s on the %s store", chr_store_ops[op->req.op].name,
+           s->vt->kind);
+  op->w.what = op->what;
   return chr_wait(L, &op->w);
 }
 

@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/suggest.h"
@@ -197,6 +198,220 @@ void chr_lua_classmeta(lua_State *L, const char *tname, const luaL_Reg *meta,
     luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
   }
+}
+
+/* ---- values as text ---- */
+
+#define DESCRIBE_DEPTH 3    /* nested tables shown; deeper ones are {...} */
+#define DESCRIBE_ITEMS 32   /* fields shown per table */
+#define DESCRIBE_KEYS 1024  /* keys looked at per table */
+#define DESCRIBE_MAX 2000   /* bytes, roughly: the rest is ... */
+
+typedef struct dkey {
+  int kind; /* 0 integer, 1 float, 2 string, 3 boolean */
+  lua_Integer i;
+  lua_Number n;
+  const char *s; /* anchored by the table */
+  size_t len;
+} dkey_t;
+
+static int dkey_cmp(const void *pa, const void *pb) {
+  const dkey_t *a = pa, *b = pb;
+  if (a->kind != b->kind) return a->kind - b->kind;
+  switch (a->kind) {
+  case 0: return a->i < b->i ? -1 : a->i > b->i;
+  case 1: return a->n < b->n ? -1 : a->n > b->n;
+  case 2: {
+    size_t n = a->len < b->len ? a->len : b->len;
+    int c = memcmp(a->s, b->s, n);
+    return c ? c : (a->len < b->len ? -1 : a->len > b->len);
+  }
+  default: return a->i - b->i;
+  }
+}
+
+/* A string as a word of "k=v k=v": bare when it reads back as one. */
+static void describe_word(chr_buf_t *out, const char *s, size_t n) {
+  int bare = n > 0;
+  for (size_t i = 0; i < n && bare; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c <= ' ' || c == 0x7f || strchr("\"=,{}\\", c)) bare = 0;
+  }
+  if (bare) {
+    chr_buf_add(out, s, n);
+    return;
+  }
+  chr_buf_addc(out, '"');
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (c == '"' || c == '\\') chr_buf_addc(out, '\\');
+    chr_buf_addc(out, c);
+  }
+  chr_buf_addc(out, '"');
+}
+
+static void describe_value(lua_State *L, int idx, chr_buf_t *out, int depth, int top);
+
+/* The table at idx as "k=v k=v" (top) or "{1,2,k=v}" (nested). skip:
+ * a string key left out (the message, shown already), or NULL. */
+static void describe_fields(lua_State *L, int idx, chr_buf_t *out, int depth, int top,
+                            const char *skip) {
+  if (depth >= DESCRIBE_DEPTH) {
+    chr_buf_adds(out, top ? "..." : "{...}");
+    return;
+  }
+  luaL_checkstack(L, 6, "describing a value");
+  lua_Integer seq = 0; /* nested: the items 1..seq are shown bare, in order */
+  while (!top && seq < DESCRIBE_ITEMS) {
+    int nil = lua_rawgeti(L, idx, seq + 1) == LUA_TNIL;
+    lua_pop(L, 1);
+    if (nil) break;
+    seq++;
+  }
+  /* The other keys, sorted, in a userdata: Lua frees it whatever a
+   * __tostring below does. */
+  size_t nkeys = 0, cap = 16, shown = 0;
+  int more = 0;
+  dkey_t *keys = lua_newuserdatauv(L, cap * sizeof *keys, 0);
+  int ud = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    dkey_t k = {0, 0, 0, NULL, 0};
+    int t = lua_type(L, -1);
+    if (lua_isinteger(L, -1)) {
+      k.i = lua_tointeger(L, -1);
+      if (k.i >= 1 && k.i <= seq) continue;
+    } else if (t == LUA_TNUMBER) {
+      k.kind = 1;
+      k.n = lua_tonumber(L, -1);
+    } else if (t == LUA_TSTRING) {
+      k.kind = 2;
+      k.s = lua_tolstring(L, -1, &k.len);
+      if (skip && strcmp(k.s, skip) == 0) continue;
+    } else if (t == LUA_TBOOLEAN) {
+      k.kind = 3;
+      k.i = lua_toboolean(L, -1);
+    } else {
+      more = 1; /* a table or a function as a key: not shown */
+      continue;
+    }
+    if (nkeys == DESCRIBE_KEYS) {
+      more = 1;
+      lua_pop(L, 1);
+      break;
+    }
+    if (nkeys == cap) {
+      dkey_t *bigger = lua_newuserdatauv(L, 2 * cap * sizeof *keys, 0);
+      memcpy(bigger, keys, cap * sizeof *keys);
+      lua_replace(L, ud); /* the key stays on top */
+      keys = bigger;
+      cap *= 2;
+    }
+    keys[nkeys++] = k;
+  }
+  qsort(keys, nkeys, sizeof *keys, dkey_cmp);
+  if (!top) chr_buf_addc(out, '{');
+  for (lua_Integer i = 1; i <= seq; i++) {
+    if (shown++) chr_buf_addc(out, ',');
+    lua_rawgeti(L, idx, i);
+    describe_value(L, lua_gettop(L), out, depth + 1, 0);
+    lua_pop(L, 1);
+  }
+  for (size_t i = 0; i < nkeys; i++) {
+    if (shown >= DESCRIBE_ITEMS || out->len > DESCRIBE_MAX) {
+      more = 1;
+      break;
+    }
+    if (shown++) chr_buf_addc(out, top ? ' ' : ',');
+    const dkey_t *k = &keys[i];
+    switch (k->kind) {
+    case 0:
+      chr_buf_printf(out, "%lld", (long long)k->i);
+      lua_pushinteger(L, k->i);
+      break;
+    case 1:
+      chr_buf_printf(out, "%.14g", (double)k->n);
+      lua_pushnumber(L, k->n);
+      break;
+    case 2:
+      describe_word(out, k->s, k->len);
+      lua_pushlstring(L, k->s, k->len);
+      break;
+    default:
+      chr_buf_adds(out, k->i ? "true" : "false");
+      lua_pushboolean(L, (int)k->i);
+      break;
+    }
+    chr_buf_addc(out, '=');
+    lua_rawget(L, idx);
+    describe_value(L, lua_gettop(L), out, depth + 1, 0);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, ud - 1);
+  if (more) chr_buf_adds(out, shown ? (top ? " ..." : ",...") : "...");
+  if (!top) chr_buf_addc(out, '}');
+}
+
+static void describe_value(lua_State *L, int idx, chr_buf_t *out, int depth, int top) {
+  int t = lua_type(L, idx);
+  size_t n;
+  const char *s;
+  if (t == LUA_TSTRING) {
+    s = lua_tolstring(L, idx, &n);
+    if (top) chr_buf_add(out, s, n);
+    else describe_word(out, s, n);
+    return;
+  }
+  if (luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL) {
+    lua_pop(L, 1);
+    s = luaL_tolstring(L, idx, &n);
+    if (top) chr_buf_add(out, s, n);
+    else describe_word(out, s, n);
+    lua_pop(L, 1);
+    return;
+  }
+  if (t == LUA_TTABLE) {
+    if (top) {
+      lua_pushliteral(L, "message");
+      if (lua_rawget(L, idx) == LUA_TSTRING) { /* the message, then what else it holds */
+        s = lua_tolstring(L, -1, &n);
+        chr_buf_add(out, s, n);
+        size_t before = out->len;
+        chr_buf_adds(out, " (");
+        describe_fields(L, idx, out, depth, 1, "message");
+        if (out->len == before + 2) out->p[out->len = before] = '\0';
+        else chr_buf_addc(out, ')');
+        lua_pop(L, 1);
+        return;
+      }
+      lua_pop(L, 1);
+      lua_pushnil(L);
+      if (lua_next(L, idx) == 0) {
+        chr_buf_adds(out, "{}");
+        return;
+      }
+      lua_pop(L, 2);
+    }
+    describe_fields(L, idx, out, depth, top, NULL);
+    return;
+  }
+  if (t == LUA_TUSERDATA || t == LUA_TLIGHTUSERDATA || t == LUA_TFUNCTION || t == LUA_TTHREAD) {
+    if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) {
+      chr_buf_adds(out, lua_tostring(L, -1));
+      lua_pop(L, 1);
+    } else {
+      chr_buf_adds(out, lua_typename(L, t));
+    }
+    return;
+  }
+  s = luaL_tolstring(L, idx, &n); /* a number, boolean or nil */
+  chr_buf_add(out, s, n);
+  lua_pop(L, 1);
+}
+
+void chr_lua_describe(lua_State *L, int idx, chr_buf_t *out) {
+  describe_value(L, lua_absindex(L, idx), out, 0, 1);
 }
 
 int chr_lua_errvalue(lua_State *L, int idx, const char **msg) {

@@ -43,6 +43,17 @@ void chr_lua_classmeta(lua_State *L, const char *tname, const luaL_Reg *meta,
  * value it pushes is popped). stack: +1 */
 int chr_lua_errvalue(lua_State *L, int idx, const char **msg);
 
+/* Appends the value at idx as one piece of text, for a log line or the
+ * message of a handler's error: a string as it is; a number, boolean or
+ * nil as tostring writes it; a value with __tostring as that gives; a
+ * table by its fields, "code=42 reason=boom" (keys sorted, strings quoted
+ * when they hold spaces or separators, nested tables compact:
+ * "{1,2,k=v}"), its string `message` first when it has one ("bad input
+ * (code=E_INPUT)"); other userdata, functions and threads by their type
+ * (or __name). Bounded in depth and length. A __tostring may raise: call
+ * it in protected mode, with `out` owned by the caller. stack: unchanged */
+void chr_lua_describe(lua_State *L, int idx, chr_buf_t *out);
+
 /* Calls f with ud as its only argument (a light userdata) in protected
  * mode: for C code that runs from loop callbacks and touches Lua, where an
  * error (a failing metamethod, memory exhausted under the cap) must end
