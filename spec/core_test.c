@@ -391,11 +391,13 @@ static void c_stop_run(void *host, chr_run_t *r, int why) {
   (void)why;
 }
 
-static void c_log(void *host, int level, const char *job_id, const char *msg) {
+static void c_log(void *host, int level, const char *msg, const chr_log_field_t *fields,
+                  size_t n) {
   (void)host;
   (void)level;
-  (void)job_id;
   (void)msg;
+  (void)fields;
+  (void)n;
 }
 
 static void c_finished(void *host, const chr_job_t *job, int code, const char *msg) {

@@ -197,6 +197,60 @@ describe("scheduler API", function()
     end)
   end)
 
+  describe("a handler name no handler answers to", function()
+    local warnings, sched
+    before_each(function()
+      warnings = {}
+      sched = H.scheduler { clock = clock.fn, logger = function(level, msg, fields)
+        if level == "warn" then warnings[#warnings + 1] = { msg = msg, fields = fields } end
+      end }
+      sched:handler("send_email", function() end)
+      chronis.handlers.report = function() end
+    end)
+    after_each(function() chronis.handlers.report = nil end)
+
+    it("is a warning naming the known handlers, once per create", function()
+      sched:once(T0):config { job_id = "typo" }:run("sendmail")
+      sched:create_date_job { job_id = "typo2", func_name = "sendmail", run_date = T0 }
+      assert.are.equal(2, #warnings)
+      assert.truthy(warnings[1].msg:find("no handler named 'sendmail'", 1, true), warnings[1].msg)
+      assert.truthy(warnings[1].msg:find("known handlers: report, send_email", 1, true), warnings[1].msg)
+      assert.are.same({ job_id = "typo", handler = "sendmail" }, warnings[1].fields)
+      assert.are.equal("typo2", warnings[2].fields.job_id)
+      assert.are.equal("scheduled", sched:get_job("typo").status)
+    end)
+
+    it("is no warning for the scheduler's own handlers or the process-wide ones", function()
+      sched:once(T0):config { job_id = "a" }:run("send_email")
+      sched:once(T0):config { job_id = "b" }:run("report")
+      assert.are.same({}, warnings)
+    end)
+
+    it("still runs when its handler is registered after the job", function()
+      local ran = false
+      sched:once(T0):config { job_id = "later" }:run("late")
+      sched:handler("late", function() ran = true end)
+      sched:start()
+      sched:tick()
+      H.wait(function() return ran end)
+    end)
+
+    it("is an invalid error with strict_handlers = true, and the job is not created", function()
+      local strict = H.scheduler { clock = clock.fn, strict_handlers = true }
+      strict:handler("send_email", function() end)
+      local err = assert_error("invalid", "no handler named 'sendmail'", function()
+        strict:once(T0):config { job_id = "typo" }:run("sendmail")
+      end)
+      assert.truthy(err.message:find("known handlers: report, send_email", 1, true), err.message)
+      assert.is_nil(strict:get_job("typo"))
+      assert.are.equal("send_email", strict:once(T0):config { job_id = "ok" }:run("send_email").func_name)
+    end)
+
+    it("refuses a strict_handlers option that is not a boolean", function()
+      assert_error("invalid", "strict_handlers", H.scheduler, { strict_handlers = "yes" })
+    end)
+  end)
+
   describe("management", function()
     local function seed()
       s:every { minutes = 10 }:config { job_id = "a", metadata = { tenant = "acme" } }:run("h")

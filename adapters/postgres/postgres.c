@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/log.h"
 #include "core/loop.h"
 #include "pg.h"
 #include "core/time.h"
@@ -25,6 +26,10 @@ enum { ROLE_POOL, ROLE_MIGRATE, ROLE_LISTEN };
 #define BACKOFF_MAX_MS 5000
 #define NOTIFY_DELAY_MS 5 /* hints written in one burst go out as one NOTIFY */
 #define MAX_RETRIES 5
+/* A first contact that takes longer than this is logged, and then again
+ * every PROGRESS_EVERY_US while requests wait for it. */
+#define PROGRESS_AFTER_MS 1000
+#define PROGRESS_EVERY_US 5000000
 
 typedef struct pg_store {
   chr_store_t base;
@@ -42,7 +47,12 @@ typedef struct pg_store {
   int failures;  /* consecutive failed connection attempts */
   int listen_failures;
   char lasterr[400];
-  uv_timer_t *retry_timer, *notify_timer, *listen_timer;
+  uv_timer_t *retry_timer, *notify_timer, *listen_timer, *progress_timer;
+  /* The first contact: when requests started waiting for it, when its
+   * progress is logged next (0: not yet), and whether a connection was
+   * ever made. */
+  int64_t contact_since, contact_next;
+  int ever_up;
   int64_t notify_min;
   char token[24]; /* tells our own NOTIFYs from other processes' */
   int64_t age_pruned; /* chr_time_mono() of the last completion that pruned runs by age */
@@ -153,6 +163,42 @@ static void fail_queue(pg_store_t *st, int code, const char *msg, int keep_held)
     next = op->next;
     op_fail(st, op, code, msg);
   }
+}
+
+/* ---- first contact ---- */
+
+/* Requests wait for the first connection (and the schema check): after a
+ * second, say so, then every few seconds where it is, so that an app
+ * waiting for a server that does not answer is not silent until the
+ * connect timeout. */
+static void progress_cb(uv_timer_t *t) {
+  pg_store_t *st = t->data;
+  if (st->closing || st->ever_up || st->queued == 0) {
+    uv_timer_stop(t);
+    return;
+  }
+  int64_t now = chr_time_mono();
+  if (st->contact_next && now < st->contact_next) return;
+  if (st->contact_next == 0) {
+    chr_log(CHR_LOG_INFO, NULL, "connecting to %s ...", st->o.desc);
+  } else {
+    int connecting = 0;
+    for (int i = 0; i < st->nconns; i++) connecting += st->conns[i]->state == PG_C_CONNECTING;
+    const char *state = st->mig           ? "checking the schema"
+                        : connecting      ? "connecting"
+                        : st->nconns == 0 ? "waiting to try again"
+                                          : "waiting for a connection";
+    chr_log(CHR_LOG_WARN, NULL, "still connecting to %s after %.0fs: attempt %d, %s; last error: %s",
+            st->o.desc, (double)(now - st->contact_since) / 1e6, st->failures + 1, state,
+            st->lasterr[0] ? st->lasterr : "none yet");
+  }
+  st->contact_next = now + PROGRESS_EVERY_US;
+}
+
+static void progress_watch(pg_store_t *st) {
+  if (st->ever_up || st->closing || uv_is_active((uv_handle_t *)st->progress_timer)) return;
+  if (st->contact_since == 0) st->contact_since = chr_time_mono();
+  uv_timer_start(st->progress_timer, progress_cb, PROGRESS_AFTER_MS, PROGRESS_AFTER_MS);
 }
 
 /* ---- connections ---- */
@@ -337,6 +383,10 @@ static void on_event(pg_conn_t *c, int ev, const char *relname, const char *payl
     return;
   }
   if (ev == PG_EV_READY) {
+    if (!st->ever_up && st->contact_next)
+      chr_log(CHR_LOG_INFO, NULL, "connected to %s after %.1fs (attempt %d)", st->o.desc,
+              (double)(chr_time_mono() - st->contact_since) / 1e6, st->failures + 1);
+    st->ever_up = 1;
     c->up = 1;
     st->failures = 0;
     st->down = 0;
@@ -465,6 +515,7 @@ static int pg_submit(chr_store_t *s, chr_store_req_t *req) {
     return 0;
   }
   enqueue(st, op, 0);
+  if (!st->ever_up) progress_watch(st);
   dispatch(st);
   return 0;
 }
@@ -505,8 +556,8 @@ static void pg_close(chr_store_t *s) {
   st->nconns = 0;
   chr_pg_conn_close(st->listener);
   st->listener = NULL;
-  uv_timer_t *timers[] = {st->retry_timer, st->notify_timer, st->listen_timer};
-  for (int i = 0; i < 3; i++) uv_close((uv_handle_t *)timers[i], store_handle_close_cb);
+  uv_timer_t *timers[] = {st->retry_timer, st->notify_timer, st->listen_timer, st->progress_timer};
+  for (int i = 0; i < 4; i++) uv_close((uv_handle_t *)timers[i], store_handle_close_cb);
   for (pg_op_t *op = list, *next; op; op = next) {
     next = op->next;
     op_fail(st, op, CHR_EUNAVAIL, "postgres store closed");
@@ -527,8 +578,9 @@ int chr_postgres_open(const chr_opts_t *opts, chr_store_t **out, char *err, size
                      CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY);
   chr_pg_sql_init(&st->sql, &st->o);
   st->notify_min = CHR_TIME_NONE;
-  uv_timer_t **timers[] = {&st->retry_timer, &st->notify_timer, &st->listen_timer};
-  for (int i = 0; i < 3; i++) {
+  uv_timer_t **timers[] = {&st->retry_timer, &st->notify_timer, &st->listen_timer,
+                           &st->progress_timer};
+  for (int i = 0; i < 4; i++) {
     *timers[i] = chr_malloc(sizeof **timers[i]);
     uv_timer_init(chr_loop(), *timers[i]);
     (*timers[i])->data = st;

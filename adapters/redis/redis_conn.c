@@ -40,6 +40,10 @@ enum { LINK_CMD, LINK_SUB, NLINKS };
 #define HEADROOM 128
 #define CHECK_MS 100
 #define BACKOFF_MIN_US 50000
+/* A first contact that takes longer than this is logged, and then again
+ * every PROGRESS_EVERY_US while commands wait for it. */
+#define PROGRESS_AFTER_US 1000000
+#define PROGRESS_EVERY_US 5000000
 
 typedef struct rctx {
   chr_rconn_t *rc;
@@ -81,6 +85,11 @@ struct chr_rconn {
   int nctx;    /* rctx alive */
   int depth;   /* our callbacks on the stack */
   int closing;
+  /* The first contact: when commands started waiting for it (0: not
+   * yet), when progress is logged next (0: not logged yet), and whether
+   * the command link has ever been ready. */
+  int64_t contact_since, contact_next;
+  int ever_up;
 };
 
 static void link_open(chr_rconn_t *rc, int kind);
@@ -414,13 +423,51 @@ static void link_kill(rctx_t *x, const char *why) {
   }
 }
 
+/* The server as a URL without credentials, for log lines. */
+static void server_url(const chr_rconn_t *rc, char *buf, size_t n) {
+  int v6 = strchr(rc->url.host, ':') != NULL;
+  snprintf(buf, n, "redis://%s%s%s:%d", v6 ? "[" : "", rc->url.host, v6 ? "]" : "", rc->url.port);
+}
+
+/* Commands wait for the first contact with the server: after a second,
+ * say so, then every few seconds where it is (an app waiting on a server
+ * that is down or does not answer is otherwise silent until its commands
+ * time out). Called from check_cb while commands wait. */
+static void contact_progress(chr_rconn_t *rc, int64_t now) {
+  if (rc->ever_up || rc->wait_head == NULL) return;
+  if (rc->contact_since == 0) rc->contact_since = now;
+  int64_t waited = now - rc->contact_since;
+  if (waited < PROGRESS_AFTER_US || (rc->contact_next && now < rc->contact_next)) return;
+  char url[300];
+  server_url(rc, url, sizeof url);
+  const rlink_t *l = &rc->link[LINK_CMD];
+  if (rc->contact_next == 0) {
+    chr_log(CHR_LOG_INFO, NULL, "connecting to %s ...", url);
+  } else {
+    const char *state = l->x == NULL          ? "waiting to try again"
+                        : !l->x->connected   ? "connecting"
+                                             : "connected, waiting for the server to answer";
+    chr_log(CHR_LOG_WARN, NULL, "still connecting to %s after %.0fs: attempt %d, %s; last error: %s",
+            url, (double)waited / 1e6, l->attempts + 1, state,
+            rc->lasterr[0] ? rc->lasterr : "none yet");
+  }
+  rc->contact_next = now + PROGRESS_EVERY_US;
+}
+
 static void became_ready(rctx_t *x) {
   chr_rconn_t *rc = x->rc;
   rlink_t *l = &rc->link[x->kind];
   x->ready = 1;
   uv_timer_stop(&l->guard);
-  if (l->attempts > 0 && x->kind == LINK_CMD)
+  if (x->kind == LINK_CMD && !rc->ever_up && rc->contact_next) {
+    char url[300];
+    server_url(rc, url, sizeof url);
+    chr_log(CHR_LOG_INFO, NULL, "connected to %s after %.1fs (attempt %d)", url,
+            (double)(chr_time_mono() - rc->contact_since) / 1e6, l->attempts + 1);
+  } else if (l->attempts > 0 && x->kind == LINK_CMD) {
     chr_log(CHR_LOG_INFO, NULL, "redis %s:%d: connected", rc->url.host, rc->url.port);
+  }
+  if (x->kind == LINK_CMD) rc->ever_up = 1;
   l->attempts = 0;
   l->was_up = 1;
   rc->lasterr[0] = '\0';
@@ -641,6 +688,7 @@ static void check_cb(uv_timer_t *t) {
   char buf[300];
   chr_rcmd_t *expired = NULL, *c, *next;
   rc->depth++;
+  contact_progress(rc, now);
   /* Unlink first: the callbacks may send (or close). */
   for (c = rc->wait_head; c != NULL; c = next) {
     next = c->next;

@@ -90,6 +90,10 @@ int chr__sqlite_opts(const chr_opts_t *opts, char **path, sq_opts_t *o, char *er
   o->hist.keep = CHR_HISTORY_DEFAULT;
   o->hist.days = CHR_HISTORY_DAYS_DEFAULT;
   *path = NULL;
+  static const char *const known[] = {"path",        "busy_timeout",       "cache_size",
+                                      "synchronous", "wal_autocheckpoint", "check",
+                                      "history",     "history_days",       NULL};
+  if (chr_opts_check_keys(opts, known, NULL, NULL, err, errlen) != 0) return CHR_EINVAL;
   for (size_t i = 0; i < opts->n && rc == 0; i++) {
     const char *k = opts->v[i].key, *v = opts->v[i].val;
     long x;
@@ -124,10 +128,6 @@ int chr__sqlite_opts(const chr_opts_t *opts, char **path, sq_opts_t *o, char *er
       else rc = chr_opts_fail(opts, err, errlen, "check must be quick or none, got '%s'", v);
     } else if ((h = chr_history_opt(opts, k, v, &o->hist, err, errlen)) != 0) {
       if (h < 0) rc = h;
-    } else {
-      rc = chr_opts_fail(opts, err, errlen, "unknown option '%s' (expected path, busy_timeout, "
-                         "cache_size, synchronous, wal_autocheckpoint, check, "
-                         CHR_HISTORY_OPTION_NAMES ")", k);
     }
   }
   if (rc == 0 && *path == NULL)

@@ -134,11 +134,18 @@ function M.shutdown()
   return summaries
 end
 
---- chronis.run(): drives the loop until chronis.stop() (or a signal under
---- the host). When a handler called os.exit(code), the schedulers are
---- stopped gracefully and, outside the host, the process exits with code.
+--- chronis.run(): drives the loop until chronis.stop(), SIGINT or SIGTERM,
+--- or until nothing is left to do. After a signal it returns once every
+--- scheduler has stopped gracefully (a second signal ends their grace
+--- periods at once). When a handler called os.exit(code), the schedulers
+--- are stopped gracefully and, outside the host, the process exits with
+--- code.
 function M.run()
-  core.run()
+  core.catch_signals(true)
+  local ok, err = pcall(core.run)
+  if ok and core.interrupted() then ok, err = pcall(M.shutdown) end
+  core.catch_signals(false)
+  if not ok then error(err, 0) end
   local code = core.exit_code()
   if code and not host then
     M.shutdown()
@@ -201,7 +208,7 @@ end
 
 --- chronis.scheduler{storage, lock, polling_interval, max_workers,
 --- max_queue_size, lease_seconds, clock, on_success, on_failure, logger,
---- shutdown_grace, node_id, default_timeout}
+--- shutdown_grace, node_id, default_timeout, strict_handlers}
 function M.scheduler(opts)
   local o = copy(opts)
   for _, k in ipairs({ "on_success", "on_failure" }) do
@@ -209,11 +216,23 @@ function M.scheduler(opts)
       fail("invalid", "invalid option '%s': expected a function, got %s", k, type(o[k]))
     end
   end
-  local on_success, on_failure = o.on_success, o.on_failure
-  o.on_success, o.on_failure = nil, nil
+  if o.strict_handlers ~= nil and type(o.strict_handlers) ~= "boolean" then
+    fail("invalid", "invalid option 'strict_handlers': expected a boolean, got %s", type(o.strict_handlers))
+  end
+  local on_success, on_failure, strict = o.on_success, o.on_failure, o.strict_handlers
+  o.on_success, o.on_failure, o.strict_handlers = nil, nil, nil
   if o.storage == nil and host and host.storage then
     -- Under the host every scheduler without a store shares one default.
-    host.store = host.store or M.storage.open(host.storage)
+    if not host.store then
+      local ok, store = pcall(M.storage.open, host.storage)
+      if not ok then
+        -- Said to come from the command line, not from the app's line.
+        error(core.error(type(store) == "table" and store.code or "invalid",
+          "the default storage (--storage or CHRONIS_STORAGE): "
+          .. (type(store) == "table" and tostring(store.message) or tostring(store))), 2)
+      end
+      host.store = store
+    end
     o.storage = host.store
   elseif o.storage == nil then
     o.storage = M.storage.memory()
@@ -225,7 +244,7 @@ function M.scheduler(opts)
     o.lock = M.lock.open(o.lock)
   end
   local s = setmetatable({ _store = o.storage, _callbacks = {}, _on_success = on_success,
-    _on_failure = on_failure }, Scheduler)
+    _on_failure = on_failure, _strict = strict, _log = o.logger or M.log }, Scheduler)
   o.on_finish = finisher(s._callbacks, on_success, on_failure, o.logger or M.log)
   s._e = engine.new(o)
   s._e:want_finish(on_success ~= nil or on_failure ~= nil)
@@ -283,6 +302,71 @@ local function has_handler(self, name)
   return self._e:handlers()[name] ~= nil or M.handlers[name] ~= nil
 end
 
+-- The names a job table may use besides the typed fields (core.job_fields).
+local free_fields = { "args", "kwargs", "metadata", "next_run_time_local" }
+
+-- Refuses the keys of `fields` that look like misspellings of a name in
+-- `names` (arrays of strings), all in one `invalid` error. Other unknown
+-- keys are a job's own data, stored as they are (docs/design.md).
+local function refuse_typos(fields, what, names, level)
+  local known, candidates = {}, {}
+  for _, list in ipairs(names) do
+    for _, n in ipairs(list) do
+      if not known[n] then known[n], candidates[#candidates + 1] = true, n end
+    end
+  end
+  local typos = {}
+  for k in pairs(fields) do
+    if type(k) == "string" and not known[k] and core.suggest(k, candidates) then
+      typos[#typos + 1] = k
+    end
+  end
+  if #typos > 0 then
+    error(core.error("invalid", core.unknown_keys(what, typos, candidates, "")
+      .. " (fields of your own belong in metadata, kwargs or args)"), level + 1)
+  end
+end
+
+local function keys_of(set)
+  local out = {}
+  for k in pairs(set) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+local create_options = { "on_success", "on_failure", "if_exists" }
+
+-- The handler names a job of this scheduler can use now, sorted, as text.
+local function known_handlers(self)
+  local names, own = {}, self._e:handlers()
+  for k in pairs(own) do names[#names + 1] = k end
+  for k in pairs(M.handlers) do
+    if own[k] == nil then names[#names + 1] = k end
+  end
+  table.sort(names)
+  return #names > 0 and table.concat(names, ", ") or "none"
+end
+
+-- A job whose handler nobody has registered: with strict_handlers an
+-- `invalid` error before anything is stored; otherwise the job is created
+-- and a warning names the handlers known, since one may still come (a
+-- sched:handler() call after the job, a handler script added later).
+local function unknown_handler(self, name)
+  if type(name) ~= "string" or has_handler(self, name) then return nil end
+  if self._strict then
+    error(core.error("invalid", ("invalid field 'func_name': no handler named '%s' (known handlers: "
+      .. "%s); register it before creating the job (strict_handlers is on)"):format(name,
+      known_handlers(self))), 3)
+  end
+  return name
+end
+
+local function warn_unknown_handler(self, name, job_id)
+  self._log("warn", ("job '%s': no handler named '%s' yet (known handlers: %s); its runs fail with "
+    .. "handler_not_found unless one is registered before they start"):format(job_id, name,
+    known_handlers(self)), { job_id = job_id, handler = name })
+end
+
 -- Handler scripts may carry defaults for their jobs ({run=fn, timeout=..}).
 local handler_defaults = {
   timeout = "timeout_seconds", retry = "max_retries", retry_delay = "retry_delay_seconds",
@@ -300,6 +384,13 @@ function Scheduler:create_job(fields)
   end
   -- Trigger keys given at the top level move into trigger_args.
   local keys = trigger_keys[f.trigger_type]
+  local all_trigger_keys = {}
+  for _, set in pairs(trigger_keys) do
+    for k in pairs(set) do all_trigger_keys[#all_trigger_keys + 1] = k end
+  end
+  table.sort(all_trigger_keys)
+  refuse_typos(f, "job field", { core.job_fields, free_fields, create_options,
+    keys and keys_of(keys) or all_trigger_keys }, 2)
   if keys then
     local args = copy(f.trigger_args)
     for k in pairs(keys) do
@@ -315,6 +406,7 @@ function Scheduler:create_job(fields)
       end
     end
   end
+  local missing = unknown_handler(self, f.func_name)
   local h = type(f.func_name) == "string" and (self._e:handlers()[f.func_name] or M.handlers[f.func_name])
   if type(h) == "table" then
     for k, field in pairs(handler_defaults) do
@@ -327,6 +419,7 @@ function Scheduler:create_job(fields)
     local ok, stored = pcall(engine.create, self._store, f, self._e:now())
     if not ok then error(stored, 2) end
     if on_success or on_failure then set_callbacks(self, stored.job_id, on_success, on_failure) end
+    if missing then warn_unknown_handler(self, missing, stored.job_id) end
     return stored
   end
   local job = engine.prepare_job(f, self._e:now()) -- validated before the lookup
@@ -342,6 +435,7 @@ function Scheduler:create_job(fields)
     end
   end
   if on_success or on_failure then set_callbacks(self, job.job_id, on_success, on_failure) end
+  if missing then warn_unknown_handler(self, missing, job.job_id) end
   return existing
 end
 
@@ -414,10 +508,18 @@ function Builder:once(when)
   return set_trigger(self, "date", { run_date = when })
 end
 
+local config_names = keys_of(config_keys)
+
 function Builder:config(opts)
+  local unknown = {}
+  for k in pairs(opts or {}) do
+    if not config_keys[k] then unknown[#unknown + 1] = tostring(k) end
+  end
+  if #unknown > 0 then
+    error(core.error("invalid", core.unknown_keys("config option", unknown, config_names)), 2)
+  end
   for k, v in pairs(opts or {}) do
     local field = config_keys[k]
-    if not field then fail("invalid", "unknown config option '%s'", tostring(k)) end
     if k == "metadata" then
       if type(v) ~= "table" then fail("invalid", "config 'metadata' must be a table") end
       for mk, mv in pairs(v) do self._f.metadata[mk] = mv end
@@ -475,6 +577,7 @@ local trigger_fields = { trigger_type = true, trigger_args = true, timezone = tr
 --- change is never overwritten.
 function Scheduler:update_job(id, fields)
   if type(fields) ~= "table" then fail("invalid", "update_job: fields must be a table") end
+  refuse_typos(fields, "job field", { core.job_fields, free_fields }, 2)
   if fields.job_id ~= nil and fields.job_id ~= id then fail("invalid", "update_job: job_id cannot change") end
   for _ = 1, 5 do
     local cur = must_get(self, id, 2)

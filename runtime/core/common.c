@@ -20,6 +20,7 @@ const char *chr_strerror(int code) {
   case CHR_ENOHANDLER: return "handler_not_found";
   case CHR_EHANDLER: return "error";
   case CHR_ELEASE: return "lease_expired";
+  case CHR_EINTR: return "interrupted";
   case CHR_ENOTSUP: return "unsupported";
   }
   return "error";

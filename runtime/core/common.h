@@ -28,7 +28,8 @@ enum {
   CHR_ENOHANDLER = -9, /* "handler_not_found" */
   CHR_EHANDLER = -10,  /* "error": a handler raised */
   CHR_ELEASE = -11,    /* "lease_expired": runs kept being cut short */
-  CHR_ENOTSUP = -12    /* "unsupported": the store lacks the operation */
+  CHR_EINTR = -12,     /* "interrupted": a wait ended by SIGINT/SIGTERM */
+  CHR_ENOTSUP = -13    /* "unsupported": the store lacks the operation */
 };
 
 const char *chr_strerror(int code);

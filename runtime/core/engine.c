@@ -43,6 +43,7 @@ struct chr_run {
   int64_t scheduled; /* its next_run_time when claimed */
   int misfire;
   int64_t started;
+  int64_t started_mono; /* for its duration in the log, 0 = not started */
   void *data;        /* the host's, while the handler runs */
   uv_timer_t *timer; /* the run's timeout */
   int stop_why;      /* CHR_STOP_* once the engine asked the host to stop it */
@@ -163,14 +164,51 @@ static void timer_close(uv_timer_t **t) {
   }
 }
 
+static void sched_emit(chr_sched_t *s, int level, const char *msg, const chr_log_field_t *f,
+                       size_t n) {
+  if (s->hooks->log) s->hooks->log(s->host, level, msg, f, n);
+  else chr_log_fields(level, msg, f, n);
+}
+
+/* Every line a scheduler logs names its node: several schedulers may
+ * share a process, and several processes a store. */
 void chr_sched_log(chr_sched_t *s, int level, const char *job_id, const char *fmt, ...) {
   char msg[1024];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  if (s->hooks->log) s->hooks->log(s->host, level, job_id, msg);
-  else chr_log_write(level, job_id, msg);
+  chr_log_field_t f[2] = {{"job_id", job_id, 0}, {"node", s->node_id, 0}};
+  sched_emit(s, level, msg, job_id ? f : f + 1, job_id ? 2 : 1);
+}
+
+/* A line about run r, with the fields that say which run it is: the job,
+ * its handler, this run's attempt, the outcome, the error code (when
+ * code != 0) and the duration (once started), and the node. */
+static void run_log(chr_sched_t *s, const chr_run_t *r, int level, const char *outcome, int code,
+                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void run_log(chr_sched_t *s, const chr_run_t *r, int level, const char *outcome, int code,
+                    const char *fmt, ...) {
+  char msg[1024], attempt[16], duration[32];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  const chr_job_t *j = r->job;
+  snprintf(attempt, sizeof attempt, "%d", (int)chr_job_int(j, CHR_F_ATTEMPT, 0) + 1);
+  chr_log_field_t f[7];
+  size_t n = 0;
+  f[n++] = (chr_log_field_t){"job_id", j->job_id, 0};
+  if (j->func_name) f[n++] = (chr_log_field_t){"handler", j->func_name, 0};
+  f[n++] = (chr_log_field_t){"attempt", attempt, 1};
+  if (outcome) f[n++] = (chr_log_field_t){"outcome", outcome, 0};
+  if (code) f[n++] = (chr_log_field_t){"code", chr_strerror(code), 0};
+  if (r->started_mono) {
+    snprintf(duration, sizeof duration, "%.3f", (double)(chr_time_mono() - r->started_mono) / 1e6);
+    f[n++] = (chr_log_field_t){"duration", duration, 1};
+  }
+  f[n++] = (chr_log_field_t){"node", s->node_id, 0};
+  sched_emit(s, level, msg, f, n);
 }
 
 int64_t chr_sched_now(chr_sched_t *s) {
@@ -489,7 +527,7 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
       fire_finished(s, r, 0, NULL);
     } else {
       s->stats.skipped++;
-      chr_sched_log(s, CHR_LOG_INFO, job->job_id, "skipped a missed run (if_missed=skip)");
+      run_log(s, r, CHR_LOG_INFO, NULL, 0, "skipped a missed run (if_missed=skip)");
     }
   } else {
     int32_t n = chr_job_int(job, CHR_F_RETRY_COUNT, 0) + 1;
@@ -502,14 +540,14 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
       set_next(u, now + (int64_t)(delay * 1e6));
       chr_job_set_int(u, CHR_F_RETRY_COUNT, n);
       s->stats.retried++;
-      chr_sched_log(s, CHR_LOG_WARN, job->job_id, "run failed (%s: %s); retry %d of %d in %gs",
-                    chr_strerror(code), msg, (int)n, (int)max, delay);
+      run_log(s, r, CHR_LOG_WARN, NULL, code, "run failed (%s: %s); retry %d of %d in %gs",
+              chr_strerror(code), msg, (int)n, (int)max, delay);
     } else {
       chr_job_set_int(u, CHR_F_STATUS, CHR_ST_FAILED);
       u->nullmask |= CHR_BIT(CHR_F_NEXT_RUN_TIME);
       s->stats.failed++;
-      chr_sched_log(s, CHR_LOG_ERROR, job->job_id, "run failed (%s: %s)%s", chr_strerror(code),
-                    msg, max ? "; retries exhausted" : "");
+      run_log(s, r, CHR_LOG_ERROR, NULL, code, "run failed (%s: %s)%s", chr_strerror(code), msg,
+              max ? "; retries exhausted" : "");
       fire_finished(s, r, code, msg);
     }
   }
@@ -530,8 +568,20 @@ static void run_timer_close_cb(uv_handle_t *h) {
   free(h);
 }
 
+/* How a run ended, as its end line says it (END_*). */
+static const char *const end_names[] = {"ok",      "error",   "timeout", "handler_not_found",
+                                        "killed",  "skipped", "exit",    "lease_expired",
+                                        "invalid"};
+
 static void run_end(chr_sched_t *s, chr_run_t *r, int end, int code, const char *msg) {
   sched_ref(s);
+  if (end == END_OK) run_log(s, r, CHR_LOG_DEBUG, end_names[end], 0, "run ended: ok");
+  else if (end == END_SHUTDOWN)
+    run_log(s, r, CHR_LOG_DEBUG, end_names[end], 0, "run ended: stopped by the shutdown (the job "
+            "goes back to scheduled)");
+  else if (end == END_SKIPPED) run_log(s, r, CHR_LOG_DEBUG, end_names[end], 0, "run ended: skipped");
+  else run_log(s, r, CHR_LOG_DEBUG, end_names[end], code, "run ended: %s: %s", end_names[end],
+               msg ? msg : "");
   if (r->timer) {
     uv_close((uv_handle_t *)r->timer, run_timer_close_cb);
     r->timer = NULL;
@@ -616,6 +666,8 @@ static void start_run(chr_sched_t *s, chr_run_t *r) {
     uv_timer_start(r->timer, timeout_cb, ms ? ms : 1, 0);
   }
   r->active = 1;
+  run_log(s, r, CHR_LOG_DEBUG, NULL, 0, "run started");
+  r->started_mono = chr_time_mono();
   int rc = s->hooks->start_run(s->host, r, err, sizeof err);
   if (rc != 0) {
     r->active = 0;
@@ -898,6 +950,7 @@ static void flush_failed(chr_sched_t *s, sreq_t *q) {
       (s->state == CHR_SCHED_STOPPING && s->grace_over)) {
     chr_sched_log(s, CHR_LOG_ERROR, NULL, "stopping: %zu completion(s) could not be written; "
                   "those jobs run again once their leases expire", q->nitems);
+    s->stats.unwritten += q->nitems;
     return;
   }
   size_t need = s->npend + q->nitems;
@@ -1227,8 +1280,13 @@ int chr_sched_start(chr_sched_t *s) {
   chr_store_watch(s->store, &s->watch);
   s->next_live = live_list;
   live_list = s;
-  chr_sched_log(s, CHR_LOG_DEBUG, NULL, "scheduler %s started on the %s store", s->node_id,
-                s->store->vt->kind);
+  /* Names the store actually used: an app may give each scheduler its own. */
+  if (s->store->url)
+    chr_sched_log(s, CHR_LOG_INFO, NULL, "scheduler %s on %s (%d workers)", s->node_id,
+                  s->store->url, s->opts.max_workers);
+  else
+    chr_sched_log(s, CHR_LOG_INFO, NULL, "scheduler %s on a %s store (%d workers)", s->node_id,
+                  s->store->vt->kind, s->opts.max_workers);
   schedule_tick(s, 0);
   /* Submitted now, it is answered before the first claim's completions
    * are written, which it would otherwise hold up on a serial store. */
@@ -1322,6 +1380,20 @@ static void begin_stop(chr_sched_t *s) {
   flush(s);
 }
 
+/* The running handlers as "job (handler), ...", for the stop's log lines:
+ * which runs a stop waits for, and which it stopped. */
+static void running_list(const chr_sched_t *s, chr_buf_t *b) {
+  int n = 0;
+  for (const chr_run_t *r = s->running; r; r = r->next) {
+    if (++n > 20) {
+      chr_buf_printf(b, ", and %d more", s->nrunning - 20);
+      break;
+    }
+    chr_buf_printf(b, "%s%s (%s)", n > 1 ? ", " : "", r->job->job_id,
+                   r->job->func_name ? r->job->func_name : "?");
+  }
+}
+
 /* Ends handlers still running; their jobs go back to the pool (the run
  * did not complete, so it will run again). */
 static void kill_running(chr_sched_t *s) {
@@ -1338,9 +1410,14 @@ static void kill_running(chr_sched_t *s) {
 static void grace_cb(uv_timer_t *t) {
   chr_sched_t *s = t->data;
   s->grace_over = 1;
-  if (s->nrunning)
-    chr_sched_log(s, CHR_LOG_WARN, NULL,
-                  "shutdown grace period over: stopping %d running handler(s)", s->nrunning);
+  if (s->nrunning) {
+    chr_buf_t b;
+    chr_buf_init(&b);
+    running_list(s, &b);
+    chr_sched_log(s, CHR_LOG_WARN, NULL, "shutdown grace period over: stopping %d running "
+                  "handler(s): %s; their jobs go back to scheduled", s->nrunning, b.p);
+    chr_buf_free(&b);
+  }
   sched_ref(s);
   kill_running(s);
   check_stopped(s);
@@ -1357,7 +1434,15 @@ static void finish_stop(chr_sched_t *s) {
   timer_close(&s->flush_timer);
   timer_close(&s->grace_timer);
   s->state = CHR_SCHED_STOPPED;
-  chr_sched_log(s, CHR_LOG_DEBUG, NULL, "scheduler %s stopped", s->node_id);
+  chr_sched_stats_t d = chr_sched_stop_stats(s);
+  if (d.killed || d.returned || d.unwritten || d.succeeded + d.failed + d.retried)
+    chr_sched_log(s, CHR_LOG_INFO, NULL, "scheduler %s stopped: %llu run(s) finished while "
+                  "stopping, %llu stopped, %llu claimed job(s) handed back%s", s->node_id,
+                  (unsigned long long)(d.succeeded + d.failed + d.retried),
+                  (unsigned long long)d.killed, (unsigned long long)d.returned,
+                  d.unwritten ? "; some completions could not be written" : "");
+  else
+    chr_sched_log(s, CHR_LOG_DEBUG, NULL, "scheduler %s stopped", s->node_id);
   if (s->hooks->stopped) s->hooks->stopped(s->host);
 }
 
@@ -1374,6 +1459,14 @@ void chr_sched_stop(chr_sched_t *s, double grace) {
   if (s->state == CHR_SCHED_RUNNING) {
     begin_stop(s);
     s->grace_timer = timer_new(s);
+    if (s->nrunning) {
+      chr_buf_t b;
+      chr_buf_init(&b);
+      running_list(s, &b);
+      chr_sched_log(s, CHR_LOG_INFO, NULL, "stopping: waiting up to %gs for %d running "
+                    "handler(s): %s", grace, s->nrunning, b.p);
+      chr_buf_free(&b);
+    }
   } else if (s->grace_over || (s->grace_timer && uv_timer_get_due_in(s->grace_timer) <= ms)) {
     return; /* already stopping, at least as soon */
   }
@@ -1443,6 +1536,7 @@ chr_sched_stats_t chr_sched_stop_stats(const chr_sched_t *s) {
   d.returned -= b->returned;
   d.killed -= b->killed;
   d.store_errors -= b->store_errors;
+  d.unwritten -= b->unwritten;
   return d;
 }
 

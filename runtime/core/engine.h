@@ -14,6 +14,7 @@
 
 #include "job.h"
 #include "lock.h"
+#include "log.h"
 #include "store.h"
 
 typedef struct chr_sched chr_sched_t;
@@ -33,6 +34,7 @@ typedef struct chr_sched_opts {
 typedef struct chr_sched_stats {
   uint64_t claimed, succeeded, failed, retried, skipped, returned, killed;
   uint64_t store_errors; /* failed store requests of the engine */
+  uint64_t unwritten;    /* completions given up at a stop: the store kept failing */
 } chr_sched_stats_t;
 
 /* The engine's store requests, each with its own failure streak: a failing
@@ -63,10 +65,11 @@ typedef struct chr_sched_hooks {
    * scheduler stops (CHR_STOP_SHUTDOWN). chr_run_done follows with
    * CHR_RUN_KILLED, now or once the handler reaches its next instruction. */
   void (*stop_run)(void *host, chr_run_t *r, int why);
-  /* Optional: a log line (NULL: the process log), the clock (NULL:
+  /* Optional: a log line with its fields (job_id, handler, attempt, code,
+   * duration, node; NULL: the process log), the clock (NULL:
    * chr_time_now), a run's final outcome (success with code 0, or a
    * failure that will not be retried), and the end of a stop. */
-  void (*log)(void *host, int level, const char *job_id, const char *msg);
+  void (*log)(void *host, int level, const char *msg, const chr_log_field_t *fields, size_t n);
   int64_t (*now)(void *host);
   void (*finished)(void *host, const chr_job_t *job, int code, const char *msg);
   void (*stopped)(void *host);

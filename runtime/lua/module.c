@@ -2,6 +2,7 @@
  * (time, tz, cron, json, storage, lock, scheduler) and the loop-level
  * functions (spawn, sleep, run, run_until, stop). Sets no globals. */
 #include <lauxlib.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,7 @@ static int l_sleep(lua_State *L) {
   s->w.finish = sleeper_finish;
   s->w.release = sleeper_release;
   s->w.cancel = sleeper_cancel;
+  s->w.what = "chronis.sleep";
   uv_timer_init(chr_loop(), &s->timer);
   s->timer.data = s;
   /* The loop's clock stands still between its iterations: after Lua has
@@ -291,14 +293,102 @@ static int l_stop_loop(lua_State *L) {
   return 0;
 }
 
-/* run() drives the loop until stop() or nothing is left to do. */
+/* ---- stop signals ----
+ * SIGINT and SIGTERM stop the process gracefully, in every form an app
+ * takes: under the host (which watches them while it runs), and in
+ * chronis.run() under plain lua5.4 (which watches them while it runs).
+ * The first signal begins the stop of every scheduler, each with its own
+ * shutdown_grace, makes run() return, and ends any wait in the main chunk
+ * (an app still waiting for its store); a second one ends the grace
+ * periods at once (the running handlers are stopped, their completions
+ * written); a third exits at once. */
+
+static uv_signal_t sig_handles[2];
+static const int sig_nums[2] = {SIGINT, SIGTERM};
+static struct sigaction sig_saved[2];
+static int sig_users, sig_ready, signals_seen, signal_first;
+
+void chr_lua_sched_interrupt(int now);
+
+static const char *signal_name(int signum) {
+  return signum == SIGINT ? "SIGINT" : signum == SIGTERM ? "SIGTERM" : "a signal";
+}
+
+static void signal_cb(uv_signal_t *h, int signum) {
+  (void)h;
+  const char *name = signal_name(signum);
+  if (++signals_seen == 1) {
+    signal_first = signum;
+    chr_log(CHR_LOG_INFO, NULL, "received %s: stopping every scheduler gracefully (send it again "
+                                "to stop the running handlers at once)", name);
+    chr_task_interrupt_waits(signum);
+    chr_lua_sched_interrupt(0);
+    chr_core_request_stop();
+  } else if (signals_seen == 2) {
+    chr_log(CHR_LOG_WARN, NULL, "received %s, a second stop signal: ending the shutdown grace "
+                                "period now (a third exits at once)", name);
+    chr_lua_sched_interrupt(1);
+  } else {
+    chr_log(CHR_LOG_ERROR, NULL, "received %s a third time: exiting at once, without waiting for "
+                                 "what is still running or unwritten", name);
+    exit(1);
+  }
+}
+
+/* Watches SIGINT and SIGTERM (on: 1) until as many calls with 0; the
+ * handlers found before are put back afterwards. The watchers alone do
+ * not keep the loop alive. */
+void chr_core_catch_signals(int on);
+void chr_core_catch_signals(int on) {
+  if (on) {
+    if (sig_users++ > 0) return;
+    for (int i = 0; i < 2; i++) {
+      if (!sig_ready) uv_signal_init(chr_loop(), &sig_handles[i]);
+      sigaction(sig_nums[i], NULL, &sig_saved[i]);
+      uv_signal_start(&sig_handles[i], signal_cb, sig_nums[i]);
+      uv_unref((uv_handle_t *)&sig_handles[i]);
+    }
+    sig_ready = 1;
+    return;
+  }
+  if (sig_users == 0 || --sig_users > 0) return;
+  for (int i = 0; i < 2; i++) {
+    uv_signal_stop(&sig_handles[i]);
+    sigaction(sig_nums[i], &sig_saved[i], NULL);
+  }
+}
+
+/* The first stop signal received (SIGINT, SIGTERM), or 0. */
+int chr_core_signalled(void);
+int chr_core_signalled(void) {
+  return signal_first;
+}
+
+static int l_catch_signals(lua_State *L) {
+  chr_core_catch_signals(lua_toboolean(L, 1));
+  return 0;
+}
+
+/* interrupted() -> "SIGINT" / "SIGTERM" once a stop signal came, or nil. */
+static int l_interrupted(lua_State *L) {
+  if (!signal_first) return 0;
+  lua_pushstring(L, signal_name(signal_first));
+  return 1;
+}
+
+/* run() drives the loop until stop() or nothing is left to do. After a
+ * stop signal it returns at once: the host calls it again after an app
+ * that called it itself, and must not start the loop anew. */
 static int l_run(lua_State *L) {
   if (chr_loop_running()) return luaL_error(L, "chronis.run: the loop is already running");
   stop_requested = 0;
-  while (!stop_requested) {
+  while (!stop_requested && !signal_first) {
     chr_loop_step(L);
     if (!uv_loop_alive(chr_loop())) break;
   }
+  /* The signal has reached the code that acts on it: waits in the main
+   * chunk (the app's code after run(), the stops that follow) go on. */
+  if (signal_first) chr_task_interrupt_waits(0);
   return 0;
 }
 
@@ -421,6 +511,8 @@ int luaopen_chronis_core(lua_State *L) {
                                  {"memory_used", l_memory_used},
                                  {"active_handles", l_active_handles},
                                  {"exit_code", l_exit_code},
+                                 {"catch_signals", l_catch_signals},
+                                 {"interrupted", l_interrupted},
                                  {"real_exit", l_real_exit},
                                  {NULL, NULL}};
   /* Tasks hang off the main thread, whichever coroutine required us. */
@@ -440,6 +532,15 @@ int luaopen_chronis_core(lua_State *L) {
       {"crypto", luaopen_chronis_crypto},     {NULL, NULL}};
   static const luaL_Reg json[] = {{"encode", l_json_encode}, {"decode", l_json_decode}, {NULL, NULL}};
   luaL_newlib(L, fns);
+  chr_lua_suggest_fns(L);
+  /* The typed fields of a job (docs/design.md), for the checks of the
+   * Lua API: a misspelt field is told from a field of one's own. */
+  lua_createtable(L, CHR_F__COUNT, 0);
+  for (int f = 0; f < CHR_F__COUNT; f++) {
+    lua_pushstring(L, chr_job_fields[f].name);
+    lua_rawseti(L, -2, f + 1);
+  }
+  lua_setfield(L, -2, "job_fields");
   for (const luaL_Reg *m = submodules; m->name != NULL; m++) {
     m->func(L);
     lua_setfield(L, -2, m->name);

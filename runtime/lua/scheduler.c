@@ -36,7 +36,11 @@ typedef struct lhost {
   int self_ref;        /* anchors the Lua object while the scheduler runs */
   int finish_wanted;   /* call finish_ref after final outcomes */
   stopper_t *stoppers; /* stop() calls waiting for the stop to end */
+  struct lhost *next_host; /* every scheduler not yet freed (stop signals) */
+  unsigned interrupt_seen;  /* the last stop signal that looked at it */
 } lhost_t;
+
+static lhost_t *hosts;
 
 typedef struct lsched {
   chr_sched_t *s; /* NULL once closed */
@@ -54,34 +58,42 @@ static lsched_t *check_lsched(lua_State *L, int idx) {
 typedef struct logcall {
   lhost_t *h;
   int level;
-  const char *job_id, *msg;
+  const char *msg;
+  const chr_log_field_t *f;
+  size_t n;
 } logcall_t;
 
-/* Runs under chr_lua_cpcall. stack: unchanged */
+/* logger(level, msg, fields): every field of the line, numbers as
+ * numbers. Runs under chr_lua_cpcall. stack: unchanged */
 static int call_logger(lua_State *L) {
   logcall_t *c = lua_touserdata(L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->h->logger_ref);
   lua_pushstring(L, chr_log_level_names[c->level]);
   lua_pushstring(L, c->msg);
-  lua_createtable(L, 0, 1);
-  if (c->job_id) {
-    lua_pushstring(L, c->job_id);
-    lua_setfield(L, -2, "job_id");
+  lua_createtable(L, 0, (int)c->n);
+  for (size_t i = 0; i < c->n; i++) {
+    if (!c->f[i].raw || lua_stringtonumber(L, c->f[i].value) == 0)
+      lua_pushstring(L, c->f[i].value);
+    lua_setfield(L, -2, c->f[i].key);
   }
   lua_call(L, 3, 0);
   return 0;
 }
 
-static void hook_log(void *host, int level, const char *job_id, const char *msg) {
+static void hook_log(void *host, int level, const char *msg, const chr_log_field_t *f, size_t n) {
   lhost_t *h = host;
   if (h->logger_ref == LUA_NOREF) {
-    chr_log_write(level, job_id, msg);
+    chr_log_fields(level, msg, f, n);
     return;
   }
-  logcall_t c = {h, level, job_id, msg};
+  logcall_t c = {h, level, msg, f, n};
   char err[512];
-  if (chr_lua_cpcall(h->L, call_logger, &c, err, sizeof err) != LUA_OK)
+  if (chr_lua_cpcall(h->L, call_logger, &c, err, sizeof err) != LUA_OK) {
+    const char *job_id = NULL;
+    for (size_t i = 0; i < n; i++)
+      if (strcmp(f[i].key, "job_id") == 0) job_id = f[i].value;
     chr_log(CHR_LOG_ERROR, job_id, "logger failed: %s (message was: %s)", err, msg);
+  }
 }
 
 static int64_t hook_now(void *host) {
@@ -169,43 +181,37 @@ static void push_job_arg(lua_State *L, const chr_run_t *r) {
 typedef struct errdesc {
   lua_State *co; /* the failed coroutine, its error value on top */
   int code;
-  char *msg;
+  chr_buf_t msg;
 } errdesc_t;
 
 /* Runs under chr_lua_cpcall. stack: unchanged */
 static int describe_error(lua_State *L) {
   errdesc_t *d = lua_touserdata(L, 1);
   lua_xmove(d->co, L, 1); /* stack: ud err */
-  const char *m = NULL;
-  size_t n = 0;
   if (lua_istable(L, 2)) {
     if (lua_getfield(L, 2, "code") == LUA_TSTRING && strcmp(lua_tostring(L, -1), "memory") == 0)
       d->code = CHR_ENOMEM;
     lua_pop(L, 1);
-    /* An error table with a message, unless it prints itself. */
-    if (luaL_getmetafield(L, 2, "__tostring") == LUA_TNIL &&
-        lua_getfield(L, 2, "message") == LUA_TSTRING)
-      m = lua_tolstring(L, -1, &n);
   }
-  if (m == NULL) m = luaL_tolstring(L, 2, &n);
-  d->msg = chr_strndup(m, n);
+  chr_lua_describe(L, 2, &d->msg);
   return 0;
 }
 
 /* The error value of a failed handler (on top of co) as a message: a
- * string, an error table's message, or what tostring gives. Runs on the
- * main thread in protected mode, since a __tostring may raise, return a
- * non-string or wait. Returns a malloc'ed message. stack: co -1 */
+ * string, a value's __tostring, or a table by its fields
+ * (chr_lua_describe), so error({code = 42}) says "code=42" rather than an
+ * address. Runs on the main thread in protected mode, since a __tostring
+ * may raise, return a non-string or wait. Returns a malloc'ed message.
+ * stack: co -1 */
 static char *error_message(lhost_t *h, lua_State *co, int *code) {
-  errdesc_t d = {co, CHR_EHANDLER, NULL};
+  errdesc_t d = {co, CHR_EHANDLER, {0}};
   const char *type = luaL_typename(co, -1);
   char err[256];
-  if (chr_lua_cpcall(h->L, describe_error, &d, err, sizeof err) == LUA_OK) {
-    *code = d.code;
-    return d.msg;
-  }
-  free(d.msg);
+  chr_buf_init(&d.msg);
+  int rc = chr_lua_cpcall(h->L, describe_error, &d, err, sizeof err);
   *code = d.code;
+  if (rc == LUA_OK) return chr_buf_steal(&d.msg);
+  chr_buf_free(&d.msg);
   return chr_sprintf("(a %s error value that cannot be shown: its __tostring failed: %s)", type,
                      err);
 }
@@ -332,9 +338,18 @@ static void unanchor(lhost_t *h) {
   }
 }
 
+/* Completions given up by the stops of every scheduler of the process. */
+static uint64_t unwritten;
+
+uint64_t chr_lua_sched_unwritten(void);
+uint64_t chr_lua_sched_unwritten(void) {
+  return unwritten;
+}
+
 /* The engine has stopped: every stop() waiting returns. */
 static void hook_stopped(void *host) {
   lhost_t *h = host;
+  unwritten += chr_sched_stop_stats(h->s).unwritten;
   unanchor(h);
   while (h->stoppers) {
     stopper_t *st = h->stoppers;
@@ -345,6 +360,12 @@ static void hook_stopped(void *host) {
 
 static void hook_freed(void *host) {
   lhost_t *h = host;
+  for (lhost_t **p = &hosts; *p; p = &(*p)->next_host) {
+    if (*p == h) {
+      *p = h->next_host;
+      break;
+    }
+  }
   int refs[] = {h->store_ref, h->lock_ref,  h->handlers_ref, h->clock_ref,
                 h->logger_ref, h->finish_ref, h->self_ref};
   for (size_t i = 0; i < sizeof refs / sizeof *refs; i++) luaL_unref(h->L, LUA_REGISTRYINDEX, refs[i]);
@@ -383,24 +404,21 @@ static int opt_ref(lua_State *L, int t, const char *k, int type) {
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/* on_finish is the Lua API's own (lua/chronis/init.lua runs the
- * callbacks with it). */
+/* The options of chronis.scheduler{}: on_success and on_failure are
+ * taken out by lua/chronis/init.lua, which passes its own on_finish. */
 static const char *const known_opts[] = {
     "storage",        "lock",    "polling_interval", "max_workers",     "max_queue_size",
     "lease_seconds",  "clock",   "logger",           "shutdown_grace",  "node_id",
-    "default_timeout", "on_finish", NULL};
+    "default_timeout", "on_success", "on_failure", "strict_handlers", NULL};
+
+static int is_on_finish(const char *k) {
+  return strcmp(k, "on_finish") == 0;
+}
 
 /* engine.new{storage=, lock=, polling_interval=, max_workers=, ...} */
 static int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, 1)) {
-    lua_pop(L, 1);
-    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
-    int i = 0;
-    while (known_opts[i] && strcmp(known_opts[i], k) != 0) i++;
-    if (!known_opts[i]) return chr_lua_error(L, CHR_EINVAL, "unknown scheduler option '%s'", k);
-  }
+  chr_lua_checkkeys(L, 1, "scheduler option", known_opts, is_on_finish, NULL);
   chr_sched_opts_t o;
   o.polling_interval = opt_number(L, 1, "polling_interval", 1, 0.1, 3600);
   o.max_workers = (int)opt_number(L, 1, "max_workers", 20, 1, 1e6);
@@ -451,6 +469,8 @@ static int l_new(lua_State *L) {
   lua_newtable(L);
   h->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   h->s = chr_sched_new(store, lock, &o, &hooks, h);
+  h->next_host = hosts;
+  hosts = h;
   if (node_id) chr_sched_set_node_id(h->s, node_id);
   ls->s = h->s;
   ls->h = h;
@@ -477,6 +497,10 @@ static void push_summary(lua_State *L, chr_sched_t *s) {
   lua_setfield(L, -2, "killed");
   lua_pushinteger(L, (lua_Integer)(d.succeeded + d.failed));
   lua_setfield(L, -2, "finished");
+  if (d.unwritten) { /* completions given up: their jobs run again once their leases expire */
+    lua_pushinteger(L, (lua_Integer)d.unwritten);
+    lua_setfield(L, -2, "unwritten");
+  }
   if (chr_sched_state(s) != CHR_SCHED_STOPPED) {
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, "stopping");
@@ -516,6 +540,7 @@ static int l_stop(lua_State *L) {
   }
   stopper_t *st = chr_calloc(1, sizeof *st);
   st->h = ls->h;
+  st->w.uninterruptible = 1; /* what a stop signal asks for is this very stop */
   st->w.finish = stopper_finish;
   st->w.release = stopper_release;
   st->next = ls->h->stoppers;
@@ -722,7 +747,9 @@ static int l_global_handlers(lua_State *L) {
 }
 
 static int l_set_log(lua_State *L) {
+  static const char *const keys[] = {"level", "format", NULL};
   luaL_checktype(L, 1, LUA_TTABLE);
+  chr_lua_checkkeys(L, 1, "log option", keys, NULL, NULL);
   if (lua_getfield(L, 1, "level") == LUA_TSTRING) {
     int lvl = chr_log_parse_level(lua_tostring(L, -1));
     if (lvl < 0)
@@ -739,13 +766,138 @@ static int l_set_log(lua_State *L) {
   return 0;
 }
 
+/* The fields of a chronis.log call, rendered: keys and values one after
+ * the other in `text` (each NUL-terminated), and in `index` per field the
+ * offsets of its key and value and whether the value is a JSON literal.
+ * Everything is written straight into them, so that nothing is lost when
+ * a value's __tostring raises: the caller frees both. */
+typedef struct logfield {
+  size_t key, value;
+  int raw;
+} logfield_t;
+
+typedef struct logfields {
+  chr_buf_t text, index;
+} logfields_t;
+
+/* render(fields, lf): each field as a string, or as a JSON literal when it
+ * is a number, a boolean, chronis.json.null or a table JSON can hold
+ * (another table as chr_lua_describe writes it). Runs under lua_pcall. */
+static int render_fields(lua_State *L) {
+  logfields_t *lf = lua_touserdata(L, 2);
+  chr_buf_t *out = &lf->text;
+  char err[128];
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    int kt = lua_type(L, -2);
+    if (kt != LUA_TSTRING && kt != LUA_TNUMBER) { /* a key no log line can name */
+      lua_pop(L, 1);
+      continue;
+    }
+    logfield_t f = {out->len, 0, 0};
+    if (kt == LUA_TSTRING) {
+      size_t klen;
+      const char *k = lua_tolstring(L, -2, &klen);
+      chr_buf_add(out, k, klen);
+    } else if (lua_isinteger(L, -2)) {
+      chr_buf_printf(out, "%lld", (long long)lua_tointeger(L, -2));
+    } else {
+      chr_buf_printf(out, "%.14g", (double)lua_tonumber(L, -2));
+    }
+    chr_buf_addc(out, '\0');
+    f.value = out->len;
+    int t = lua_type(L, -1);
+    if (t == LUA_TSTRING) {
+      size_t vlen;
+      const char *v = lua_tolstring(L, -1, &vlen);
+      chr_buf_add(out, v, vlen);
+    } else if (lua_isinteger(L, -1)) {
+      chr_buf_printf(out, "%lld", (long long)lua_tointeger(L, -1));
+      f.raw = 1;
+    } else if (t == LUA_TNUMBER) {
+      double d = lua_tonumber(L, -1);
+      chr_buf_printf(out, "%.14g", d);
+      f.raw = isfinite(d); /* JSON has no inf or nan: those stay text */
+    } else if (t == LUA_TBOOLEAN) {
+      chr_buf_adds(out, lua_toboolean(L, -1) ? "true" : "false");
+      f.raw = 1;
+    } else if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) {
+      chr_buf_adds(out, "null"); /* chronis.json.null */
+      f.raw = 1;
+    } else if (t == LUA_TTABLE && chr_json_encode(L, lua_gettop(L), out, err, sizeof err) == 0) {
+      f.raw = 1;
+    } else {
+      out->p[out->len = f.value] = '\0'; /* what a failed encoding left */
+      chr_lua_describe(L, -1, out);
+    }
+    chr_buf_addc(out, '\0');
+    chr_buf_add(&lf->index, (const char *)&f, sizeof f);
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+static int field_cmp(const void *a, const void *b) {
+  return strcmp(((const chr_log_field_t *)a)->key, ((const chr_log_field_t *)b)->key);
+}
+
+/* chronis.log(level, msg [, fields]): a line of the process log with every
+ * field given, sorted by name (docs/api.md, "Logging"). */
 static int l_log(lua_State *L) {
   int lvl = chr_log_parse_level(luaL_checkstring(L, 1));
   if (lvl < 0) return luaL_argerror(L, 1, "debug, info, warn or error");
-  const char *job_id = NULL;
-  if (lua_istable(L, 3) && lua_getfield(L, 3, "job_id") == LUA_TSTRING) job_id = lua_tostring(L, -1);
-  chr_log_write(lvl, job_id, luaL_checkstring(L, 2));
+  const char *msg = luaL_checkstring(L, 2);
+  if (lvl < chr_log_get_level()) return 0;
+  if (!lua_istable(L, 3)) {
+    chr_log_fields(lvl, msg, NULL, 0);
+    return 0;
+  }
+  logfields_t lf;
+  chr_buf_init(&lf.text);
+  chr_buf_init(&lf.index);
+  chr_buf_reserve(&lf.text, 64);
+  lua_pushcfunction(L, render_fields);
+  lua_pushvalue(L, 3);
+  lua_pushlightuserdata(L, &lf);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    chr_buf_free(&lf.text);
+    chr_buf_free(&lf.index);
+    return lua_error(L);
+  }
+  size_t n = lf.index.len / sizeof(logfield_t);
+  chr_log_field_t *f = chr_malloc((n ? n : 1) * sizeof *f);
+  for (size_t i = 0; i < n; i++) {
+    logfield_t item;
+    memcpy(&item, lf.index.p + i * sizeof item, sizeof item);
+    f[i] = (chr_log_field_t){lf.text.p + item.key, lf.text.p + item.value, item.raw};
+  }
+  qsort(f, n, sizeof *f, field_cmp);
+  chr_log_fields(lvl, msg, f, n);
+  free(f);
+  chr_buf_free(&lf.text);
+  chr_buf_free(&lf.index);
   return 0;
+}
+
+/* A stop signal: every running scheduler begins its graceful stop, with
+ * its own shutdown_grace; with `now` (a second signal), every scheduler
+ * still stopping ends its grace period at once. */
+void chr_lua_sched_interrupt(int now);
+void chr_lua_sched_interrupt(int now) {
+  static unsigned signals;
+  unsigned seen = ++signals;
+  /* A stop can end at once and wake code that closes (and so frees) other
+   * schedulers: the list is read again from its head after each one. */
+again:
+  for (lhost_t *h = hosts; h; h = h->next_host) {
+    if (h->interrupt_seen == seen) continue;
+    h->interrupt_seen = seen;
+    int st = chr_sched_state(h->s);
+    if (st == CHR_SCHED_RUNNING || (now && st == CHR_SCHED_STOPPING)) {
+      chr_sched_stop(h->s, now ? 0 : chr_sched_opts(h->s)->shutdown_grace);
+      goto again;
+    }
+  }
 }
 
 static int l_stop_all(lua_State *L) {

@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/time.h"
+#include "util.h"
 
 #define POOL_MAX 512
 /* While a hook cannot yield (inside a C call that is not yieldable), it
@@ -397,6 +398,24 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   return w->finish(L, w);
 }
 
+static int interrupt_signum;
+
+void chr_task_interrupt_waits(int signum) {
+  interrupt_signum = signum;
+}
+
+/* Gives up waiting for w: the operation is cancelled when it can be, else
+ * left to finish on its own (orphaned). */
+static int interrupted(lua_State *L, chr_waiter_t *w) {
+  int signum = interrupt_signum;
+  char what[128] = "";
+  if (w->what) snprintf(what, sizeof what, " for %s", w->what);
+  if (w->cancel) w->cancel(w);
+  else w->orphaned = 1;
+  return chr_lua_error(L, CHR_EINTR, "%s received while waiting%s",
+                       signum == SIGINT ? "SIGINT" : signum == SIGTERM ? "SIGTERM" : "a signal", what);
+}
+
 int chr_wait(lua_State *L, chr_waiter_t *w) {
   if (w->done) return w->finish(L, w);
   chr_task_t *t = chr_task_current(L);
@@ -411,6 +430,7 @@ int chr_wait(lua_State *L, chr_waiter_t *w) {
                          "inside a running loop (wait from the handler's own coroutine)");
   }
   while (!w->done) {
+    if (interrupt_signum && !w->uninterruptible) return interrupted(L, w);
     if (!loop_once(L) && !w->done) {
       w->orphaned = 1;
       return luaL_error(L, "wait cannot complete: nothing left on the event loop");

@@ -62,6 +62,10 @@ struct chr_waiter {
    * frees the waiter; chr_waiter_done is then never called. Without it
    * the waiter is orphaned until the operation completes. */
   void (*cancel)(chr_waiter_t *w);
+  /* Set by waits that a stop signal must not end (a scheduler's stop). */
+  int uninterruptible;
+  /* What it waits for, in messages ("get_job on the redis store"), or NULL. */
+  const char *what;
 };
 
 /* Creates a task whose coroutine is ready for a function and its
@@ -93,6 +97,13 @@ int chr_task_exit(lua_State *L, int code);
 int chr_wait(lua_State *L, chr_waiter_t *w);
 /* Called by the operation when its result is ready. */
 void chr_waiter_done(chr_waiter_t *w);
+
+/* A stop signal (SIGINT, SIGTERM) arrived, or with 0 has been dealt with:
+ * until then, every wait outside a task (the main chunk driving the loop)
+ * raises an `interrupted` error at once instead of waiting on, so that an
+ * app waiting for a store that does not answer can be stopped. Waits
+ * inside tasks go on: their scheduler's stop decides. */
+void chr_task_interrupt_waits(int signum);
 
 /* Drives the loop once (blocking for events); refuses re-entry from a
  * callback with a Lua error. A Lua error that escapes a loop callback is

@@ -1,10 +1,13 @@
-/* util.c - structured errors and time values at the Lua boundary. */
+/* util.c - structured errors, unknown keys and time values at the Lua
+ * boundary. */
 #include "util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/suggest.h"
 #include "core/time.h"
 
 /* Registry key of the metatable shared by every structured error. */
@@ -197,6 +200,220 @@ void chr_lua_classmeta(lua_State *L, const char *tname, const luaL_Reg *meta,
   }
 }
 
+/* ---- values as text ---- */
+
+#define DESCRIBE_DEPTH 3    /* nested tables shown; deeper ones are {...} */
+#define DESCRIBE_ITEMS 32   /* fields shown per table */
+#define DESCRIBE_KEYS 1024  /* keys looked at per table */
+#define DESCRIBE_MAX 2000   /* bytes, roughly: the rest is ... */
+
+typedef struct dkey {
+  int kind; /* 0 integer, 1 float, 2 string, 3 boolean */
+  lua_Integer i;
+  lua_Number n;
+  const char *s; /* anchored by the table */
+  size_t len;
+} dkey_t;
+
+static int dkey_cmp(const void *pa, const void *pb) {
+  const dkey_t *a = pa, *b = pb;
+  if (a->kind != b->kind) return a->kind - b->kind;
+  switch (a->kind) {
+  case 0: return a->i < b->i ? -1 : a->i > b->i;
+  case 1: return a->n < b->n ? -1 : a->n > b->n;
+  case 2: {
+    size_t n = a->len < b->len ? a->len : b->len;
+    int c = memcmp(a->s, b->s, n);
+    return c ? c : (a->len < b->len ? -1 : a->len > b->len);
+  }
+  default: return a->i - b->i;
+  }
+}
+
+/* A string as a word of "k=v k=v": bare when it reads back as one. */
+static void describe_word(chr_buf_t *out, const char *s, size_t n) {
+  int bare = n > 0;
+  for (size_t i = 0; i < n && bare; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c <= ' ' || c == 0x7f || strchr("\"=,{}\\", c)) bare = 0;
+  }
+  if (bare) {
+    chr_buf_add(out, s, n);
+    return;
+  }
+  chr_buf_addc(out, '"');
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (c == '"' || c == '\\') chr_buf_addc(out, '\\');
+    chr_buf_addc(out, c);
+  }
+  chr_buf_addc(out, '"');
+}
+
+static void describe_value(lua_State *L, int idx, chr_buf_t *out, int depth, int top);
+
+/* The table at idx as "k=v k=v" (top) or "{1,2,k=v}" (nested). skip:
+ * a string key left out (the message, shown already), or NULL. */
+static void describe_fields(lua_State *L, int idx, chr_buf_t *out, int depth, int top,
+                            const char *skip) {
+  if (depth >= DESCRIBE_DEPTH) {
+    chr_buf_adds(out, top ? "..." : "{...}");
+    return;
+  }
+  luaL_checkstack(L, 6, "describing a value");
+  lua_Integer seq = 0; /* nested: the items 1..seq are shown bare, in order */
+  while (!top && seq < DESCRIBE_ITEMS) {
+    int nil = lua_rawgeti(L, idx, seq + 1) == LUA_TNIL;
+    lua_pop(L, 1);
+    if (nil) break;
+    seq++;
+  }
+  /* The other keys, sorted, in a userdata: Lua frees it whatever a
+   * __tostring below does. */
+  size_t nkeys = 0, cap = 16, shown = 0;
+  int more = 0;
+  dkey_t *keys = lua_newuserdatauv(L, cap * sizeof *keys, 0);
+  int ud = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    dkey_t k = {0, 0, 0, NULL, 0};
+    int t = lua_type(L, -1);
+    if (lua_isinteger(L, -1)) {
+      k.i = lua_tointeger(L, -1);
+      if (k.i >= 1 && k.i <= seq) continue;
+    } else if (t == LUA_TNUMBER) {
+      k.kind = 1;
+      k.n = lua_tonumber(L, -1);
+    } else if (t == LUA_TSTRING) {
+      k.kind = 2;
+      k.s = lua_tolstring(L, -1, &k.len);
+      if (skip && strcmp(k.s, skip) == 0) continue;
+    } else if (t == LUA_TBOOLEAN) {
+      k.kind = 3;
+      k.i = lua_toboolean(L, -1);
+    } else {
+      more = 1; /* a table or a function as a key: not shown */
+      continue;
+    }
+    if (nkeys == DESCRIBE_KEYS) {
+      more = 1;
+      lua_pop(L, 1);
+      break;
+    }
+    if (nkeys == cap) {
+      dkey_t *bigger = lua_newuserdatauv(L, 2 * cap * sizeof *keys, 0);
+      memcpy(bigger, keys, cap * sizeof *keys);
+      lua_replace(L, ud); /* the key stays on top */
+      keys = bigger;
+      cap *= 2;
+    }
+    keys[nkeys++] = k;
+  }
+  qsort(keys, nkeys, sizeof *keys, dkey_cmp);
+  if (!top) chr_buf_addc(out, '{');
+  for (lua_Integer i = 1; i <= seq; i++) {
+    if (shown++) chr_buf_addc(out, ',');
+    lua_rawgeti(L, idx, i);
+    describe_value(L, lua_gettop(L), out, depth + 1, 0);
+    lua_pop(L, 1);
+  }
+  for (size_t i = 0; i < nkeys; i++) {
+    if (shown >= DESCRIBE_ITEMS || out->len > DESCRIBE_MAX) {
+      more = 1;
+      break;
+    }
+    if (shown++) chr_buf_addc(out, top ? ' ' : ',');
+    const dkey_t *k = &keys[i];
+    switch (k->kind) {
+    case 0:
+      chr_buf_printf(out, "%lld", (long long)k->i);
+      lua_pushinteger(L, k->i);
+      break;
+    case 1:
+      chr_buf_printf(out, "%.14g", (double)k->n);
+      lua_pushnumber(L, k->n);
+      break;
+    case 2:
+      describe_word(out, k->s, k->len);
+      lua_pushlstring(L, k->s, k->len);
+      break;
+    default:
+      chr_buf_adds(out, k->i ? "true" : "false");
+      lua_pushboolean(L, (int)k->i);
+      break;
+    }
+    chr_buf_addc(out, '=');
+    lua_rawget(L, idx);
+    describe_value(L, lua_gettop(L), out, depth + 1, 0);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, ud - 1);
+  if (more) chr_buf_adds(out, shown ? (top ? " ..." : ",...") : "...");
+  if (!top) chr_buf_addc(out, '}');
+}
+
+static void describe_value(lua_State *L, int idx, chr_buf_t *out, int depth, int top) {
+  int t = lua_type(L, idx);
+  size_t n;
+  const char *s;
+  if (t == LUA_TSTRING) {
+    s = lua_tolstring(L, idx, &n);
+    if (top) chr_buf_add(out, s, n);
+    else describe_word(out, s, n);
+    return;
+  }
+  if (luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL) {
+    lua_pop(L, 1);
+    s = luaL_tolstring(L, idx, &n);
+    if (top) chr_buf_add(out, s, n);
+    else describe_word(out, s, n);
+    lua_pop(L, 1);
+    return;
+  }
+  if (t == LUA_TTABLE) {
+    if (top) {
+      lua_pushliteral(L, "message");
+      if (lua_rawget(L, idx) == LUA_TSTRING) { /* the message, then what else it holds */
+        s = lua_tolstring(L, -1, &n);
+        chr_buf_add(out, s, n);
+        size_t before = out->len;
+        chr_buf_adds(out, " (");
+        describe_fields(L, idx, out, depth, 1, "message");
+        if (out->len == before + 2) out->p[out->len = before] = '\0';
+        else chr_buf_addc(out, ')');
+        lua_pop(L, 1);
+        return;
+      }
+      lua_pop(L, 1);
+      lua_pushnil(L);
+      if (lua_next(L, idx) == 0) {
+        chr_buf_adds(out, "{}");
+        return;
+      }
+      lua_pop(L, 2);
+    }
+    describe_fields(L, idx, out, depth, top, NULL);
+    return;
+  }
+  if (t == LUA_TUSERDATA || t == LUA_TLIGHTUSERDATA || t == LUA_TFUNCTION || t == LUA_TTHREAD) {
+    if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) {
+      chr_buf_adds(out, lua_tostring(L, -1));
+      lua_pop(L, 1);
+    } else {
+      chr_buf_adds(out, lua_typename(L, t));
+    }
+    return;
+  }
+  s = luaL_tolstring(L, idx, &n); /* a number, boolean or nil */
+  chr_buf_add(out, s, n);
+  lua_pop(L, 1);
+}
+
+void chr_lua_describe(lua_State *L, int idx, chr_buf_t *out) {
+  describe_value(L, lua_absindex(L, idx), out, 0, 1);
+}
+
 int chr_lua_errvalue(lua_State *L, int idx, const char **msg) {
   int code = 0;
   idx = lua_absindex(L, idx);
@@ -232,6 +449,110 @@ int chr_lua_cpcall(lua_State *L, lua_CFunction f, void *ud, char *err, size_t er
     lua_pop(L, 1);
   }
   return rc;
+}
+
+static int is_known(const char *k, const char *const *known) {
+  for (; known && *known; known++)
+    if (strcmp(k, *known) == 0) return 1;
+  return 0;
+}
+
+void chr_lua_checkkeys(lua_State *L, int idx, const char *what, const char *const *known,
+                       int (*accept)(const char *key), const char *expected) {
+  chr_unknown_t u;
+  chr_unknown_init(&u);
+  idx = lua_absindex(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      size_t n;
+      const char *k = lua_tolstring(L, -1, &n);
+      if (strlen(k) == n && (is_known(k, known) || (accept && accept(k)))) continue;
+      chr_unknown_add(&u, k, n);
+    } else {
+      /* luaL_tolstring cannot raise for a key (no __tostring on numbers,
+       * booleans); it pushes one value, removed at once. */
+      lua_pushvalue(L, -1);
+      size_t n;
+      const char *k = luaL_tolstring(L, -1, &n);
+      chr_unknown_add(&u, k, n);
+      lua_pop(L, 2);
+    }
+  }
+  if (u.n == 0) return;
+  chr_buf_t b;
+  chr_buf_init(&b);
+  chr_unknown_format(&u, what, known, expected, &b);
+  chr_unknown_free(&u);
+  lua_pushlstring(L, b.p, b.len);
+  chr_buf_free(&b);
+  chr_lua_error(L, CHR_EINVAL, "%s", lua_tostring(L, -1));
+}
+
+/* An array of strings at idx as a NULL-terminated list in a userdata
+ * (pushed: its strings are those of the array, which the caller keeps on
+ * the stack). Raises on a value that is not a string. stack: +1 */
+static const char **string_list(lua_State *L, int idx, const char *what) {
+  chr_lua_checktype(L, idx, LUA_TTABLE);
+  size_t n = lua_rawlen(L, idx);
+  const char **list = lua_newuserdatauv(L, (n + 1) * sizeof *list, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_rawgeti(L, idx, (lua_Integer)i + 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+      chr_lua_error(L, CHR_EINVAL, "%s: item %d must be a string, got %s", what, (int)i + 1,
+                    luaL_typename(L, -1));
+    list[i] = lua_tostring(L, -1); /* held by the array at idx */
+    lua_pop(L, 1);
+  }
+  list[n] = NULL;
+  return list;
+}
+
+/* suggest(word, candidates) -> the closest candidate, or nil when none is
+ * close (core/suggest.h). */
+static int l_suggest(lua_State *L) {
+  lua_settop(L, 2); /* string_list pushes above the arguments */
+  const char *word = chr_lua_checkstring(L, 1);
+  const char **list = string_list(L, 2, "suggest");
+  const char *s = chr_suggest(word, list);
+  if (s) lua_pushstring(L, s);
+  else lua_pushnil(L);
+  return 1;
+}
+
+/* unknown_keys(what, keys, candidates [, expected]) -> the message that
+ * names every key of the array keys (core/suggest.h), or nil when it is
+ * empty. */
+static int l_unknown_keys(lua_State *L) {
+  lua_settop(L, 4);
+  const char *what = chr_lua_checkstring(L, 1);
+  chr_lua_checktype(L, 2, LUA_TTABLE);
+  const char **list = string_list(L, 3, "unknown_keys");
+  const char *expected = lua_isnoneornil(L, 4) ? NULL : chr_lua_checkstring(L, 4);
+  chr_unknown_t u;
+  chr_unknown_init(&u);
+  for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, 2); i++) {
+    lua_rawgeti(L, 2, i);
+    size_t n;
+    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    if (k) chr_unknown_add(&u, k, n);
+    lua_pop(L, 1);
+  }
+  chr_buf_t b;
+  chr_buf_init(&b);
+  if (chr_unknown_format(&u, what, list, expected, &b)) lua_pushlstring(L, b.p, b.len);
+  else lua_pushnil(L);
+  chr_unknown_free(&u);
+  chr_buf_free(&b);
+  return 1;
+}
+
+void chr_lua_suggest_fns(lua_State *L) {
+  lua_pushcfunction(L, l_suggest);
+  lua_setfield(L, -2, "suggest");
+  lua_pushcfunction(L, l_unknown_keys);
+  lua_setfield(L, -2, "unknown_keys");
 }
 
 int64_t chr_lua_checktime(lua_State *L, int idx, const chr_tz_t *naive,

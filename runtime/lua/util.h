@@ -43,6 +43,17 @@ void chr_lua_classmeta(lua_State *L, const char *tname, const luaL_Reg *meta,
  * value it pushes is popped). stack: +1 */
 int chr_lua_errvalue(lua_State *L, int idx, const char **msg);
 
+/* Appends the value at idx as one piece of text, for a log line or the
+ * message of a handler's error: a string as it is; a number, boolean or
+ * nil as tostring writes it; a value with __tostring as that gives; a
+ * table by its fields, "code=42 reason=boom" (keys sorted, strings quoted
+ * when they hold spaces or separators, nested tables compact:
+ * "{1,2,k=v}"), its string `message` first when it has one ("bad input
+ * (code=E_INPUT)"); other userdata, functions and threads by their type
+ * (or __name). Bounded in depth and length. A __tostring may raise: call
+ * it in protected mode, with `out` owned by the caller. stack: unchanged */
+void chr_lua_describe(lua_State *L, int idx, chr_buf_t *out);
+
 /* Calls f with ud as its only argument (a light userdata) in protected
  * mode: for C code that runs from loop callbacks and touches Lua, where an
  * error (a failing metamethod, memory exhausted under the cap) must end
@@ -50,6 +61,18 @@ int chr_lua_errvalue(lua_State *L, int idx, const char **msg);
  * status with its message (or the error value's type) copied to err.
  * stack: unchanged */
 int chr_lua_cpcall(lua_State *L, lua_CFunction f, void *ud, char *err, size_t errlen);
+
+/* Raises `invalid` naming every key of the table at idx that is neither in
+ * known (NULL-terminated) nor accepted by accept (may be NULL), each with
+ * the closest known name when one is close (core/suggest.h); `what` names
+ * one key ("scheduler option"). Keys that are not strings are shown as
+ * text. stack: unchanged */
+void chr_lua_checkkeys(lua_State *L, int idx, const char *what, const char *const *known,
+                       int (*accept)(const char *key), const char *expected);
+
+/* Sets suggest and unknown_keys (the Lua face of core/suggest.h) in the
+ * table on top. stack: unchanged */
+void chr_lua_suggest_fns(lua_State *L);
 
 /* Reads a time argument: an integer (µs since the epoch) or an ISO string
  * (naive strings read in zone `naive`, NULL = UTC). Raises an `invalid`
