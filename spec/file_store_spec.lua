@@ -419,7 +419,7 @@ describe("file store", function()
         assert.truthy(err.message:find("option '" .. bad[1] .. "'", 1, true), err.message)
       end
       local err = open_error({ path = fresh_path(), histroy = 5 })
-      assert.truthy(err.message:find("history, history_days", 1, true), err.message)
+      assert.truthy(err.message:find("unknown option 'histroy'; did you mean 'history'?", 1, true), err.message)
     end)
 
     it("drops runs past history_days at open, and from the file at the next write", function()

@@ -128,7 +128,7 @@ describe("sqlite store", function()
       assert_names(open_error("sqlite:" .. path .. "?history_days=0").message,
         "option 'history_days'", "1..36500")
       assert_names(open_error("sqlite:" .. path .. "?histroy=5").message, "unknown option 'histroy'",
-        "history, history_days")
+        "did you mean 'history'?")
       assert.is_false(exists(path))
     end)
 

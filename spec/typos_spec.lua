@@ -130,7 +130,10 @@ describe("misspelt names", function()
       assert.truthy(err.message:find("file store: unknown options 'auto_creat' (did you mean 'auto_create'?) and "
         .. "'pth' (did you mean 'path'?)", 1, true), err.message)
       err = assert_error("invalid", nil, chronis.storage.open, "memory:?a=1&b=2")
-      assert.truthy(err.message:find("unknown options 'a' and 'b' (memory: has none)", 1, true), err.message)
+      assert.truthy(err.message:find("unknown options 'a' and 'b'; expected history, history_days", 1, true),
+        err.message)
+      err = assert_error("invalid", nil, chronis.storage.open, "memory:?histroy=1")
+      assert.truthy(err.message:find("unknown option 'histroy'; did you mean 'history'?", 1, true), err.message)
     end)
 
     it("suggests the scheme a file path needs", function()
