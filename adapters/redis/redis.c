@@ -32,6 +32,9 @@
 #define NO_LIMIT (1LL << 40)
 /* Jobs per slice when a metadata index is built over existing jobs. */
 #define REINDEX_SLICE 500
+/* Runs pruned by age in one script call at most: pruning stays a bounded
+ * cost of the write that does it. */
+#define AGE_PRUNE_MAX 1000
 
 typedef struct rstore {
   chr_store_t base;
@@ -41,6 +44,8 @@ typedef struct rstore {
   char **reindex; /* index paths named in the options (NULL-terminated) */
   size_t nreindexed; /* of which built */
   int subscribed;
+  chr_history_opts_t hist;
+  int64_t age_pruned; /* wall µs of the last completion that pruned by age */
 } rstore_t;
 
 /* ---- records: C -> hash fields */
@@ -455,6 +460,7 @@ static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
     break;
   case CHR_OP_EXTEND: req->count = reply_int(r); break;
   case CHR_OP_NEXT_DUE: req->count = reply_time(r); break;
+  case CHR_OP_RECORD_RUNS: req->count = reply_int(r); break;
   default: break;
   }
   answer(req);
@@ -560,6 +566,156 @@ static void submit_query(rstore_t *rs, chr_store_req_t *req) {
   chr_rconn_send(c);
 }
 
+/* ---- run history */
+
+/* The runs section of a complete or record_runs call (write_runs in
+ * redis_scripts.h): per run its item (1-based; 0 for record_runs), job
+ * id, keep count, run id, started_at and JSON text, then the age cutoff
+ * ('' for none) and how many runs it may prune. runs[i] of item items[i]
+ * (NULL: none); keep[i] the run's keep count. */
+static void add_runs(rstore_t *rs, chr_rcmd_t *c, chr_runrec_t *const *runs, const size_t *items,
+                     const int32_t *keep, size_t n, int64_t now, int prune_age) {
+  chr_buf_t text;
+  chr_rcmd_argi(c, (long long)n);
+  chr_buf_init(&text);
+  for (size_t i = 0; i < n; i++) {
+    const chr_runrec_t *r = runs[i];
+    chr_rcmd_argi(c, items ? (long long)items[i] + 1 : 0);
+    chr_rcmd_args(c, r->job_id);
+    chr_rcmd_argi(c, keep[i]);
+    chr_rcmd_args(c, r->run_id);
+    /* A run without a start sorts first and goes with the age limit. */
+    if (r->started_at == CHR_TIME_NONE) chr_rcmd_args(c, "-inf");
+    else chr_rcmd_argi(c, r->started_at);
+    text.len = 0;
+    chr_runrec_to_json(r, &text);
+    chr_rcmd_arg(c, text.p, text.len);
+  }
+  chr_buf_free(&text);
+  if (prune_age) arg_time(c, now - (int64_t)rs->hist.days * 86400 * CHR_USEC);
+  else chr_rcmd_arg(c, "", 0);
+  chr_rcmd_argi(c, AGE_PRUNE_MAX);
+}
+
+/* complete_jobs: the runs of the items, those that a store keeping none
+ * (history=0, and no keep of their own) leaves out; nothing at all when
+ * no item has one. Pruning by age rides on at most one completion a
+ * second per store. */
+static void complete_runs(rstore_t *rs, chr_rcmd_t *c, chr_store_req_t *req) {
+  size_t n = 0;
+  for (size_t i = 0; i < req->nitems; i++) {
+    const chr_runrec_t *r = req->items[i].run;
+    if (r != NULL && chr_runrec_keep(r, rs->hist.keep) > 0) n++;
+  }
+  if (n == 0) return;
+  chr_runrec_t **runs = chr_malloc(n * sizeof *runs);
+  size_t *items = chr_malloc(n * sizeof *items);
+  int32_t *keep = chr_malloc(n * sizeof *keep);
+  n = 0;
+  for (size_t i = 0; i < req->nitems; i++) {
+    chr_runrec_t *r = req->items[i].run;
+    int32_t k = r != NULL ? chr_runrec_keep(r, rs->hist.keep) : 0;
+    if (k <= 0) continue;
+    runs[n] = r;
+    items[n] = i;
+    keep[n++] = k;
+  }
+  int prune = req->issued - rs->age_pruned >= CHR_USEC || req->issued < rs->age_pruned;
+  if (prune) rs->age_pruned = req->issued;
+  add_runs(rs, c, runs, items, keep, n, req->issued, prune);
+  free(runs);
+  free(items);
+  free(keep);
+}
+
+/* record_runs: every run its keep count allows; pruning by age on every
+ * call (it is not the hot path). */
+static chr_rcmd_t *record_runs(rstore_t *rs, chr_store_req_t *req) {
+  chr_runrec_t **runs = chr_malloc(req->nruns * sizeof *runs);
+  int32_t *keep = chr_malloc(req->nruns * sizeof *keep);
+  size_t n = 0;
+  for (size_t i = 0; i < req->nruns; i++) {
+    int32_t k = chr_runrec_keep(req->runs[i], rs->hist.keep);
+    if (k <= 0) continue;
+    runs[n] = req->runs[i];
+    keep[n++] = k;
+  }
+  chr_rcmd_t *c = script(rs, CHR_RS_RUNS, req, CHR_RCMD_IDEMPOTENT);
+  add_runs(rs, c, runs, NULL, keep, n, req->issued, 1);
+  free(runs);
+  free(keep);
+  return c;
+}
+
+/* query_runs: the script narrows and pages when the runs come in order
+ * (one job, or all); C checks every filter again and orders and pages
+ * the runs of several jobs. */
+static void query_runs_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
+  chr_store_req_t *req = c->data;
+  if (failed(req, r, status, msg)) {
+    answer(req);
+    return;
+  }
+  int paged = reply_int(elem(r, 0)) == 1;
+  for (size_t i = 1; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+    const redisReply *e = r->element[i];
+    chr_runrec_t *run;
+    char err[256];
+    if (e->type != REDIS_REPLY_STRING) continue;
+    /* A run text chronis did not write is left out, as a hand-made job
+     * key is by job queries. */
+    if (chr_runrec_from_json(e->str, e->len, &run, err, sizeof err) != 0) continue;
+    if (chr_run_filter_match(req->run_filter, run)) chr_store_req_push_run(req, run);
+    else chr_runrec_free(run);
+  }
+  if (!paged) {
+    size_t n = req->nhistory;
+    if (n > 1) qsort(req->history, n, sizeof *req->history, chr_runrec_cmp);
+    size_t from = (uint64_t)req->offset < n ? (size_t)req->offset : n;
+    size_t to = req->limit >= 0 && (uint64_t)req->limit < n - from ? from + (size_t)req->limit : n;
+    for (size_t i = 0; i < from; i++) chr_runrec_free(req->history[i]);
+    for (size_t i = to; i < n; i++) chr_runrec_free(req->history[i]);
+    if (to > from) memmove(req->history, req->history + from, (to - from) * sizeof *req->history);
+    req->nhistory = to - from;
+  }
+  answer(req);
+}
+
+static void submit_query_runs(rstore_t *rs, chr_store_req_t *req) {
+  const chr_run_filter_t *f = req->run_filter;
+  chr_rcmd_t *c = script(rs, CHR_RS_QRUNS, req, CHR_RCMD_IDEMPOTENT);
+  chr_buf_t b;
+  c->cb = query_runs_cb;
+  int64_t off = req->offset, lim = req->limit;
+  chr_rcmd_argi(c, off < NO_LIMIT ? off : NO_LIMIT);
+  chr_rcmd_argi(c, lim >= 0 && lim < NO_LIMIT ? lim : -1);
+  arg_time(c, f ? f->started_gte : CHR_TIME_NONE);
+  arg_time(c, f ? f->started_lte : CHR_TIME_NONE);
+  chr_rcmd_argi(c, f && f->has_ids ? (long long)f->nids : 0);
+  for (size_t i = 0; f && f->has_ids && i < f->nids; i++) chr_rcmd_args(c, f->ids[i]);
+  chr_buf_init(&b);
+  int nout = 0;
+  for (int o = 1; f && o < CHR_OUT__COUNT; o++)
+    if (f->outcome_mask & (1u << o)) nout++;
+  chr_rcmd_argi(c, nout);
+  for (int o = 1; f && o < CHR_OUT__COUNT; o++) {
+    if (!(f->outcome_mask & (1u << o))) continue;
+    b.len = 0;
+    chr_json_add_string(&b, chr_outcome_names[o], strlen(chr_outcome_names[o]));
+    chr_rcmd_arg(c, b.p, b.len);
+  }
+  b.len = 0;
+  if (f && f->func_name) chr_json_add_string(&b, f->func_name, strlen(f->func_name));
+  chr_rcmd_arg(c, b.p ? b.p : "", b.len);
+  chr_buf_free(&b);
+  chr_rcmd_argi(c, f ? (long long)f->nmeta : 0);
+  for (size_t i = 0; f && i < f->nmeta; i++) {
+    chr_rcmd_args(c, f->meta[i].path);
+    chr_rcmd_args(c, f->meta[i].value);
+  }
+  chr_rconn_send(c);
+}
+
 /* A partial record: "n, field, text..." of the fields it gives, then "n,
  * field..." of those it gives as null (updates clear them, a CAS expects
  * them absent); "0", "0" for none. updated_at goes in only with `stamp`
@@ -635,6 +791,7 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
       chr_rcmd_args(c, it->remove ? "d" : "u");
       add_partial(c, it->remove ? NULL : it->updates, 0);
     }
+    complete_runs(rs, c, req);
     break;
   case CHR_OP_RECOVER:
     want_wakeups(rs);
@@ -651,6 +808,10 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
     want_wakeups(rs);
     c = script(rs, CHR_RS_NEXT, req, CHR_RCMD_IDEMPOTENT);
     break;
+  case CHR_OP_RECORD_RUNS: c = record_runs(rs, req); break;
+  case CHR_OP_QUERY_RUNS:
+    submit_query_runs(rs, req);
+    return 0;
   default: return CHR_EINVAL;
   }
   chr_rconn_send(c);
@@ -714,7 +875,8 @@ int chr_redis_store_open(const chr_opts_t *opts, chr_store_t **out, char *err, s
   chr_store_init(&rs->base, &rs_vtable,
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
-                     CHR_STORE_CAP_NEXT_DUE);
+                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY);
+  rs->hist = u.hist;
   rs->tag = chr_sprintf("{%s}", u.prefix);
   rs->channel = chr_sprintf("%s:wake", rs->tag);
   rs->reindex = chr_calloc(u.nindex + 1, sizeof *rs->reindex);

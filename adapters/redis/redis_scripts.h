@@ -215,6 +215,73 @@
     "  return false, false\n" \
     "end\n"
 
+/* Run history, for the scripts that write runs: P:runs:<job id> holds the
+ * run ids of a job and P:runs every run id, both scored by started_at
+ * (µs); the hash P:run maps a run id to its JSON text. Additions are
+ * batched (q); removals are collected in RDEL and sent by rflush after
+ * the additions, so a run added and pruned by one call ends removed. */
+#define CHR_REDIS_RUNS \
+    "local RUNS, RUNTEXT = P .. ':runs', P .. ':run'\n" \
+    "local RDEL = {}\n" \
+    "local function runs_key(job) return RUNS .. ':' .. job end\n" \
+    "-- Writes run id of job (keep >= 1), then prunes the job to its keep\n" \
+    "-- newest runs.\n" \
+    "local function add_run(job, keep, id, started, text)\n" \
+    "  local jk = runs_key(job)\n" \
+    "  redis.call('ZADD', jk, started, id)\n" \
+    "  q('ZADD', RUNS, started, id)\n" \
+    "  q('HSET', RUNTEXT, id, text)\n" \
+    "  local over = redis.call('ZCARD', jk) - keep\n" \
+    "  if over > 0 then\n" \
+    "    local old = redis.call('ZRANGE', jk, 0, over - 1)\n" \
+    "    redis.call('ZREMRANGEBYRANK', jk, 0, over - 1)\n" \
+    "    for i = 1, #old do RDEL[#RDEL + 1] = old[i] end\n" \
+    "  end\n" \
+    "end\n" \
+    "-- Drops up to max runs that started before cutoff (µs), oldest first.\n" \
+    "local function prune_age(cutoff, max)\n" \
+    "  qflush()\n" \
+    "  local ids = redis.call('ZRANGEBYSCORE', RUNS, '-inf', '(' .. cutoff, 'LIMIT', 0, max)\n" \
+    "  if #ids == 0 then return end\n" \
+    "  local texts = redis.call('HMGET', RUNTEXT, unpack(ids))\n" \
+    "  for i = 1, #ids do\n" \
+    "    local ok, job = pcall(json_at, texts[i] or '', 'job_id')\n" \
+    "    if ok and job then\n" \
+    "      ok, job = pcall(cjson.decode, job)\n" \
+    "      if ok and type(job) == 'string' then q('ZREM', runs_key(job), ids[i]) end\n" \
+    "    end\n" \
+    "    RDEL[#RDEL + 1] = ids[i]\n" \
+    "  end\n" \
+    "end\n" \
+    "local function rflush()\n" \
+    "  qflush()\n" \
+    "  for i = 1, #RDEL, 1000 do\n" \
+    "    local j = math.min(i + 999, #RDEL)\n" \
+    "    redis.call('ZREM', RUNS, unpack(RDEL, i, j))\n" \
+    "    redis.call('HDEL', RUNTEXT, unpack(RDEL, i, j))\n" \
+    "  end\n" \
+    "  RDEL = {}\n" \
+    "end\n" \
+    "-- Reads the runs section of a call: nruns, then per run: item (0: none),\n" \
+    "-- job id, keep, run id, started_at, text; then the age cutoff ('':\n" \
+    "-- none) and the most runs it may prune. Writes the runs whose item is\n" \
+    "-- 0 or applied (res[item] == 'ok'); returns how many it wrote.\n" \
+    "local function write_runs(res)\n" \
+    "  local n, written = tonumber(arg() or '0'), 0\n" \
+    "  if n == 0 then return 0 end\n" \
+    "  for r = 1, n do\n" \
+    "    local item, job, keep, id, started, text = tonumber(arg()), arg(), tonumber(arg()), arg(), arg(), arg()\n" \
+    "    if item == 0 or res[item] == 'ok' then\n" \
+    "      add_run(job, keep, id, started, text)\n" \
+    "      written = written + 1\n" \
+    "    end\n" \
+    "  end\n" \
+    "  local cutoff, max = arg(), arg()\n" \
+    "  if cutoff ~= '' then prune_age(cutoff, max) end\n" \
+    "  rflush()\n" \
+    "  return written\n" \
+    "end\n"
+
 enum {
   CHR_RS_CREATE,
   CHR_RS_WRITE,
@@ -227,6 +294,8 @@ enum {
   CHR_RS_QUERY,
   CHR_RS_REINDEX,
   CHR_RS_NEXT,
+  CHR_RS_RUNS,
+  CHR_RS_QRUNS,
   CHR_RS__COUNT
 };
 
@@ -379,8 +448,10 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "return out\n",
     /* CHR_RS_COMPLETE */
     CHR_REDIS_PRELUDE
+    CHR_REDIS_RUNS
     "-- complete_jobs: n, then per item: id, owner, mode (d delete, u update),\n"
-    "-- nset, pairs, ndel, fields\n"
+    "-- nset, pairs, ndel, fields; then, when there are runs, the runs section\n"
+    "-- (write_runs), whose items are those of this call\n"
     "-- -> per item 'ok' | 'not_found' | 'conflict'\n"
     "local n = tonumber(arg())\n"
     "local res, seen, base, wake = {}, {}, nil, false\n"
@@ -420,6 +491,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  end\n"
     "end\n"
     "qflush()\n"
+    "write_runs(res)\n"
     "if wake then redis.call('PUBLISH', P .. ':wake', wake) end\n"
     "return res\n",
     /* CHR_RS_RECOVER */
@@ -654,6 +726,94 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  if f[2] and (best == '' or tonumber(f[2]) < tonumber(best)) then best = f[2] end\n"
     "end\n"
     "return best\n",
+    /* CHR_RS_RUNS */
+    CHR_REDIS_PRELUDE
+    CHR_REDIS_RUNS
+    "-- record_runs: the runs section (write_runs), every item 0 -> count written\n"
+    "return write_runs({})\n",
+    /* CHR_RS_QRUNS */
+    CHR_REDIS_PRELUDE
+    "-- query_runs: offset, limit (-1: none), started_at gte, lte (µs, ''\n"
+    "-- unbounded), nids, job ids..., noutcomes, outcomes (JSON text)...,\n"
+    "-- func_name (JSON text, '' any), nmeta, (path, value)...\n"
+    "-- -> {paged (1: in order, offset and limit applied), run text...}\n"
+    "-- Newest first: sorted sets list equal scores by member, so reversed\n"
+    "-- ranks give started_at, then run id, descending. The C side checks\n"
+    "-- every filter again (chr_run_filter_match).\n"
+    "local RUNS, RUNTEXT = P .. ':runs', P .. ':run'\n"
+    "local offset, limit = tonumber(arg()), tonumber(arg())\n"
+    "local gte, lte = arg(), arg()\n"
+    "local ids = args(tonumber(arg()))\n"
+    "local outs, anyout = {}, false\n"
+    "for _, o in ipairs(args(tonumber(arg()))) do outs[o], anyout = true, true end\n"
+    "local func = arg()\n"
+    "local meta = args(tonumber(arg()) * 2)\n"
+    "local lo = tonumber(gte)\n"
+    "local function at(t, path)\n"
+    "  local ok, v = pcall(json_at, t, path)\n"
+    "  return ok and v\n"
+    "end\n"
+    "local function pass(t)\n"
+    "  if anyout and not outs[at(t, 'outcome') or ''] then return false end\n"
+    "  if func ~= '' and at(t, 'func_name') ~= func then return false end\n"
+    "  for i = 1, #meta, 2 do\n"
+    "    if at(t, 'metadata.' .. meta[i]) ~= meta[i + 1] then return false end\n"
+    "  end\n"
+    "  return true\n"
+    "end\n"
+    "local out, n, skipped = { 1 }, 0, 0\n"
+    "-- Keeps the texts of run ids that pass; false once the page is full.\n"
+    "local function take(list)\n"
+    "  if #list == 0 then return true end\n"
+    "  local texts = redis.call('HMGET', RUNTEXT, unpack(list))\n"
+    "  for i = 1, #list do\n"
+    "    local t = texts[i]\n"
+    "    if t and pass(t) then\n"
+    "      if skipped < offset then\n"
+    "        skipped = skipped + 1\n"
+    "      else\n"
+    "        n = n + 1\n"
+    "        out[n + 1] = t\n"
+    "        if limit >= 0 and n >= limit then return false end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  return true\n"
+    "end\n"
+    "-- The runs of sorted set key, newest first, from the lte bound down to\n"
+    "-- the gte bound, by rank in slices, so that a page can stop early.\n"
+    "local function walk(key)\n"
+    "  local rank = 0\n"
+    "  if lte ~= '' then rank = redis.call('ZCOUNT', key, '(' .. lte, '+inf') end\n"
+    "  while true do\n"
+    "    local r = redis.call('ZREVRANGE', key, rank, rank + 499, 'WITHSCORES')\n"
+    "    local list, stop = {}, #r < 1000\n"
+    "    for i = 1, #r, 2 do\n"
+    "      if lo and tonumber(r[i + 1]) < lo then\n"
+    "        stop = true\n"
+    "        break\n"
+    "      end\n"
+    "      list[#list + 1] = r[i]\n"
+    "    end\n"
+    "    if not take(list) or stop then return end\n"
+    "    rank = rank + 500\n"
+    "  end\n"
+    "end\n"
+    "if #ids > 0 then\n"
+    "  local seen, uniq = {}, {}\n"
+    "  for _, id in ipairs(ids) do\n"
+    "    if not seen[id] then\n"
+    "      seen[id] = true\n"
+    "      uniq[#uniq + 1] = id\n"
+    "    end\n"
+    "  end\n"
+    "  -- Several jobs: their runs, unpaged; the C side merges and pages.\n"
+    "  if #uniq > 1 then out[1], offset, limit = 0, 0, -1 end\n"
+    "  for _, id in ipairs(uniq) do walk(RUNS .. ':' .. id) end\n"
+    "  return out\n"
+    "end\n"
+    "walk(RUNS)\n"
+    "return out\n",
     0};
 
 #endif
