@@ -32,8 +32,8 @@
 #define NO_LIMIT (1LL << 40)
 /* Jobs per slice when a metadata index is built over existing jobs. */
 #define REINDEX_SLICE 500
-/* Runs pruned by age in one script call at most: pruning stays a bounded
- * cost of the write that does it. */
+/* Jobs whose runs are pruned by age in one script call at most: pruning
+ * stays a bounded cost of the write that does it. */
 #define AGE_PRUNE_MAX 1000
 
 typedef struct rstore {
@@ -566,84 +566,170 @@ static void submit_query(rstore_t *rs, chr_store_req_t *req) {
   chr_rconn_send(c);
 }
 
-/* ---- run history */
-
-/* The runs section of a complete or record_runs call (write_runs in
- * redis_scripts.h): per run its item (1-based; 0 for record_runs), job
- * id, keep count, run id, started_at and JSON text, then the age cutoff
- * ('' for none) and how many runs it may prune. runs[i] of item items[i]
- * (NULL: none); keep[i] the run's keep count. */
-static void add_runs(rstore_t *rs, chr_rcmd_t *c, chr_runrec_t *const *runs, const size_t *items,
-                     const int32_t *keep, size_t n, int64_t now, int prune_age) {
-  chr_buf_t text;
-  chr_rcmd_argi(c, (long long)n);
-  chr_buf_init(&text);
-  for (size_t i = 0; i < n; i++) {
-    const chr_runrec_t *r = runs[i];
-    chr_rcmd_argi(c, items ? (long long)items[i] + 1 : 0);
-    chr_rcmd_args(c, r->job_id);
-    chr_rcmd_argi(c, keep[i]);
-    chr_rcmd_args(c, r->run_id);
-    /* A run without a start sorts first and goes with the age limit. */
-    if (r->started_at == CHR_TIME_NONE) chr_rcmd_args(c, "-inf");
-    else chr_rcmd_argi(c, r->started_at);
-    text.len = 0;
-    chr_runrec_to_json(r, &text);
-    chr_rcmd_arg(c, text.p, text.len);
+/* A partial record: "n, field, text..." of the fields it gives, then "n,
+ * field..." of those it gives as null (updates clear them, a CAS expects
+ * them absent); "0", "0" for none. updated_at goes in only with `stamp`
+ * (a CAS may expect it; the store sets it on writes). */
+static void add_partial(chr_rcmd_t *c, const chr_job_t *j, int stamp) {
+  if (j != NULL) {
+    add_fields(c, j, 1, stamp);
+    return;
   }
-  chr_buf_free(&text);
-  if (prune_age) arg_time(c, now - (int64_t)rs->hist.days * 86400 * CHR_USEC);
-  else chr_rcmd_arg(c, "", 0);
-  chr_rcmd_argi(c, AGE_PRUNE_MAX);
+  chr_rcmd_args(c, "0");
+  chr_rcmd_args(c, "0");
 }
 
-/* complete_jobs: the runs of the items, those that a store keeping none
- * (history=0, and no keep of their own) leaves out; nothing at all when
- * no item has one. Pruning by age rides on at most one completion a
+/* The lease a claim or an extension grants: until now + lease_us, and when
+ * the request was issued (a request that waited gets its wait added). */
+static void add_lease(chr_rcmd_t *c, const chr_store_req_t *req) {
+  chr_rcmd_argi(c, req->now + req->lease_us);
+  chr_rcmd_argi(c, req->issued);
+}
+
+/* ---- run history */
+
+/* The start of a run as the script's keys begin (redis_scripts.h): 18
+ * digits, seconds + 10^11 then microseconds, so that they sort as times
+ * do; a run without a start sorts first. */
+static void add_time_key(chr_buf_t *b, int64_t t) {
+  long long secs = 0, us = 0;
+  if (t != CHR_TIME_NONE) {
+    secs = t / CHR_USEC, us = t % CHR_USEC;
+    if (us < 0) secs--, us += CHR_USEC;
+    secs += 100000000000LL;
+    if (secs < 0) secs = 0, us = 0;
+    if (secs > 999999999999LL) secs = 999999999999LL, us = 999999;
+  }
+  chr_buf_printf(b, "%012lld%06lld", secs, us);
+}
+
+static void arg_time_key(chr_rcmd_t *c, int64_t t) {
+  chr_buf_t b;
+  if (t == CHR_TIME_NONE) {
+    chr_rcmd_arg(c, "", 0);
+    return;
+  }
+  chr_buf_init(&b);
+  add_time_key(&b, t);
+  chr_rcmd_arg(c, b.p, b.len);
+  chr_buf_free(&b);
+}
+
+/* A run as the scripts take it: "<key>\0<JSON text>", its key being its
+ * start as add_time_key writes it, then its run id. The text leaves out
+ * what the key and the job's index hold (run_id, started_at, job_id, and
+ * duration with them): every byte that enters a script costs Redis a
+ * dozen instructions, and runs are on the hot path. */
+static void add_run_arg(chr_rcmd_t *c, const chr_runrec_t *r, chr_buf_t *tmp) {
+  chr_runrec_t rest = *r;
+  rest.run_id = rest.job_id = NULL;
+  rest.started_at = CHR_TIME_NONE;
+  tmp->len = 0;
+  add_time_key(tmp, r->started_at);
+  chr_buf_adds(tmp, r->run_id);
+  chr_buf_addc(tmp, '\0');
+  chr_runrec_to_json(&rest, tmp);
+  chr_rcmd_arg(c, tmp->p, tmp->len);
+}
+
+/* A run from what the store keeps (add_run_arg): its job id, its key and
+ * the rest of its JSON text. NULL when they are not what chronis writes
+ * (a hand edit). */
+static chr_runrec_t *run_from_stored(const redisReply *job, const redisReply *key,
+                                     const redisReply *text) {
+  if (job->type != REDIS_REPLY_STRING || key->type != REDIS_REPLY_STRING ||
+      text->type != REDIS_REPLY_STRING || key->len <= 18 || text->len < 2 || text->str[0] != '{')
+    return NULL;
+  long long secs = 0, us = 0;
+  for (int i = 0; i < 18; i++) {
+    if (key->str[i] < '0' || key->str[i] > '9') return NULL;
+    if (i < 12) secs = secs * 10 + (key->str[i] - '0');
+    else us = us * 10 + (key->str[i] - '0');
+  }
+  int64_t started = (secs - 100000000000LL) * CHR_USEC + us;
+  char iso[CHR_TIME_BUFSZ], err[256];
+  chr_buf_t b;
+  chr_runrec_t *run;
+  chr_time_format(started < CHR_TIME_MIN ? CHR_TIME_MIN : started, iso);
+  chr_buf_init(&b);
+  chr_buf_adds(&b, "{\"job_id\":");
+  chr_json_add_string(&b, job->str, job->len);
+  chr_buf_adds(&b, ",\"run_id\":");
+  chr_json_add_string(&b, key->str + 18, key->len - 18);
+  chr_buf_printf(&b, ",\"started_at\":\"%s\"", iso);
+  if (text->len > 2) chr_buf_addc(&b, ',');
+  chr_buf_add(&b, text->str + 1, text->len - 1);
+  if (chr_runrec_from_json(b.p, b.len, &run, err, sizeof err) != 0) run = NULL;
+  chr_buf_free(&b);
+  return run;
+}
+
+/* The age limit of runs written now, and how many jobs pruning by age
+ * may visit in this call (0: none). */
+static void add_age_limit(rstore_t *rs, chr_rcmd_t *c, int64_t now, int prune) {
+  arg_time_key(c, now - (int64_t)rs->hist.days * 86400 * CHR_USEC);
+  chr_rcmd_argi(c, prune ? AGE_PRUNE_MAX : 0);
+}
+
+/* complete_jobs: each item with its run, if it has one that the store
+ * keeps (history=0 keeps none, unless the run's own keep count says
+ * otherwise): mode D or U and the run (add_run_arg) when it is a run of
+ * the item's job kept as the store's default says, else E or V and its
+ * job id, keep count and run. Without runs the call is what it is
+ * without history. Pruning by age rides on at most one completion a
  * second per store. */
-static void complete_runs(rstore_t *rs, chr_rcmd_t *c, chr_store_req_t *req) {
-  size_t n = 0;
+static void add_items(rstore_t *rs, chr_rcmd_t *c, chr_store_req_t *req) {
+  chr_buf_t tmp;
+  int any = 0;
+  chr_buf_init(&tmp);
+  chr_rcmd_argi(c, (long long)req->nitems);
   for (size_t i = 0; i < req->nitems; i++) {
-    const chr_runrec_t *r = req->items[i].run;
-    if (r != NULL && chr_runrec_keep(r, rs->hist.keep) > 0) n++;
+    const chr_completion_t *it = &req->items[i];
+    const chr_runrec_t *r = it->run;
+    int32_t keep = r != NULL ? chr_runrec_keep(r, rs->hist.keep) : 0;
+    int own = keep > 0 && keep == rs->hist.keep && strcmp(r->job_id, it->job_id) == 0;
+    chr_rcmd_args(c, it->job_id);
+    chr_rcmd_args(c, it->owner);
+    chr_rcmd_args(c, keep <= 0 ? (it->remove ? "d" : "u")
+                     : own  ? (it->remove ? "D" : "U")
+                            : (it->remove ? "E" : "V"));
+    add_partial(c, it->remove ? NULL : it->updates, 0);
+    if (keep <= 0) continue;
+    any = 1;
+    if (!own) {
+      chr_rcmd_args(c, r->job_id);
+      chr_rcmd_argi(c, keep);
+    }
+    add_run_arg(c, r, &tmp);
   }
-  if (n == 0) return;
-  chr_runrec_t **runs = chr_malloc(n * sizeof *runs);
-  size_t *items = chr_malloc(n * sizeof *items);
-  int32_t *keep = chr_malloc(n * sizeof *keep);
-  n = 0;
-  for (size_t i = 0; i < req->nitems; i++) {
-    chr_runrec_t *r = req->items[i].run;
-    int32_t k = r != NULL ? chr_runrec_keep(r, rs->hist.keep) : 0;
-    if (k <= 0) continue;
-    runs[n] = r;
-    items[n] = i;
-    keep[n++] = k;
-  }
+  chr_buf_free(&tmp);
+  if (!any) return;
   int prune = req->issued - rs->age_pruned >= CHR_USEC || req->issued < rs->age_pruned;
   if (prune) rs->age_pruned = req->issued;
-  add_runs(rs, c, runs, items, keep, n, req->issued, prune);
-  free(runs);
-  free(items);
-  free(keep);
+  chr_rcmd_argi(c, rs->hist.keep);
+  add_age_limit(rs, c, req->issued, prune);
 }
 
 /* record_runs: every run its keep count allows; pruning by age on every
  * call (it is not the hot path). */
 static chr_rcmd_t *record_runs(rstore_t *rs, chr_store_req_t *req) {
-  chr_runrec_t **runs = chr_malloc(req->nruns * sizeof *runs);
-  int32_t *keep = chr_malloc(req->nruns * sizeof *keep);
-  size_t n = 0;
-  for (size_t i = 0; i < req->nruns; i++) {
-    int32_t k = chr_runrec_keep(req->runs[i], rs->hist.keep);
-    if (k <= 0) continue;
-    runs[n] = req->runs[i];
-    keep[n++] = k;
-  }
   chr_rcmd_t *c = script(rs, CHR_RS_RUNS, req, CHR_RCMD_IDEMPOTENT);
-  add_runs(rs, c, runs, NULL, keep, n, req->issued, 1);
-  free(runs);
-  free(keep);
+  chr_buf_t tmp;
+  size_t n = 0;
+  for (size_t i = 0; i < req->nruns; i++)
+    if (chr_runrec_keep(req->runs[i], rs->hist.keep) > 0) n++;
+  chr_rcmd_argi(c, (long long)n);
+  chr_buf_init(&tmp);
+  for (size_t i = 0; i < req->nruns; i++) {
+    const chr_runrec_t *r = req->runs[i];
+    int32_t keep = chr_runrec_keep(r, rs->hist.keep);
+    if (keep <= 0) continue;
+    chr_rcmd_args(c, r->job_id);
+    chr_rcmd_argi(c, keep);
+    add_run_arg(c, r, &tmp);
+  }
+  chr_buf_free(&tmp);
+  add_age_limit(rs, c, req->issued, 1);
   return c;
 }
 
@@ -657,14 +743,11 @@ static void query_runs_cb(chr_rcmd_t *c, redisReply *r, int status, const char *
     return;
   }
   int paged = reply_int(elem(r, 0)) == 1;
-  for (size_t i = 1; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-    const redisReply *e = r->element[i];
-    chr_runrec_t *run;
-    char err[256];
-    if (e->type != REDIS_REPLY_STRING) continue;
-    /* A run text chronis did not write is left out, as a hand-made job
-     * key is by job queries. */
-    if (chr_runrec_from_json(e->str, e->len, &run, err, sizeof err) != 0) continue;
+  for (size_t i = 1; r->type == REDIS_REPLY_ARRAY && i + 2 < r->elements; i += 3) {
+    /* A run chronis did not write is left out, as a hand-made job key is
+     * by job queries. */
+    chr_runrec_t *run = run_from_stored(r->element[i], r->element[i + 1], r->element[i + 2]);
+    if (run == NULL) continue;
     if (chr_run_filter_match(req->run_filter, run)) chr_store_req_push_run(req, run);
     else chr_runrec_free(run);
   }
@@ -689,8 +772,8 @@ static void submit_query_runs(rstore_t *rs, chr_store_req_t *req) {
   int64_t off = req->offset, lim = req->limit;
   chr_rcmd_argi(c, off < NO_LIMIT ? off : NO_LIMIT);
   chr_rcmd_argi(c, lim >= 0 && lim < NO_LIMIT ? lim : -1);
-  arg_time(c, f ? f->started_gte : CHR_TIME_NONE);
-  arg_time(c, f ? f->started_lte : CHR_TIME_NONE);
+  arg_time_key(c, f ? f->started_gte : CHR_TIME_NONE);
+  arg_time_key(c, f ? f->started_lte : CHR_TIME_NONE);
   chr_rcmd_argi(c, f && f->has_ids ? (long long)f->nids : 0);
   for (size_t i = 0; f && f->has_ids && i < f->nids; i++) chr_rcmd_args(c, f->ids[i]);
   chr_buf_init(&b);
@@ -714,26 +797,6 @@ static void submit_query_runs(rstore_t *rs, chr_store_req_t *req) {
     chr_rcmd_args(c, f->meta[i].value);
   }
   chr_rconn_send(c);
-}
-
-/* A partial record: "n, field, text..." of the fields it gives, then "n,
- * field..." of those it gives as null (updates clear them, a CAS expects
- * them absent); "0", "0" for none. updated_at goes in only with `stamp`
- * (a CAS may expect it; the store sets it on writes). */
-static void add_partial(chr_rcmd_t *c, const chr_job_t *j, int stamp) {
-  if (j != NULL) {
-    add_fields(c, j, 1, stamp);
-    return;
-  }
-  chr_rcmd_args(c, "0");
-  chr_rcmd_args(c, "0");
-}
-
-/* The lease a claim or an extension grants: until now + lease_us, and when
- * the request was issued (a request that waited gets its wait added). */
-static void add_lease(chr_rcmd_t *c, const chr_store_req_t *req) {
-  chr_rcmd_argi(c, req->now + req->lease_us);
-  chr_rcmd_argi(c, req->issued);
 }
 
 static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
@@ -783,15 +846,7 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
     break;
   case CHR_OP_COMPLETE:
     c = script(rs, CHR_RS_COMPLETE, req, CHR_RCMD_IDEMPOTENT);
-    chr_rcmd_argi(c, (long long)req->nitems);
-    for (size_t i = 0; i < req->nitems; i++) {
-      const chr_completion_t *it = &req->items[i];
-      chr_rcmd_args(c, it->job_id);
-      chr_rcmd_args(c, it->owner);
-      chr_rcmd_args(c, it->remove ? "d" : "u");
-      add_partial(c, it->remove ? NULL : it->updates, 0);
-    }
-    complete_runs(rs, c, req);
+    add_items(rs, c, req);
     break;
   case CHR_OP_RECOVER:
     want_wakeups(rs);
