@@ -588,19 +588,46 @@ static void add_lease(chr_rcmd_t *c, const chr_store_req_t *req) {
 
 /* ---- run history */
 
-/* The start of a run as the script's keys begin (redis_scripts.h): 18
- * digits, seconds + 10^11 then microseconds, so that they sort as times
- * do; a run without a start sorts first. */
+/* Run keys (redis_scripts.h) begin with the start of the run as 18
+ * digits: seconds + 10^11, then microseconds, so that they sort as times
+ * do. key_secs splits a time so (clamped to what 12 digits hold; a run
+ * without a start sorts first); key_time is the time digits stand for. */
+#define KEY_SECS_BIAS 100000000000LL
+static void key_secs(int64_t t, long long *secs, long long *us) {
+  *secs = 0, *us = 0;
+  if (t == CHR_TIME_NONE) return;
+  *secs = t / CHR_USEC, *us = t % CHR_USEC;
+  if (*us < 0) --*secs, *us += CHR_USEC;
+  *secs += KEY_SECS_BIAS;
+  if (*secs < 0) *secs = 0, *us = 0;
+  if (*secs > 999999999999LL) *secs = 999999999999LL, *us = 999999;
+}
+
+static int64_t key_time(long long secs, long long us) {
+  return (secs - KEY_SECS_BIAS) * CHR_USEC + us;
+}
+
+/* Writes v in decimal, zero-padded to width digits. */
+static void add_digits(chr_buf_t *b, unsigned long long v, int width) {
+  char d[24];
+  int n = 0;
+  do d[n++] = (char)('0' + v % 10); while ((v /= 10) != 0);
+  while (n < width) d[n++] = '0';
+  chr_buf_reserve(b, (size_t)n);
+  while (n) b->p[b->len++] = d[--n];
+  b->p[b->len] = '\0';
+}
+
+static void add_int(chr_buf_t *b, long long v) {
+  if (v < 0) chr_buf_addc(b, '-');
+  add_digits(b, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v, 1);
+}
+
 static void add_time_key(chr_buf_t *b, int64_t t) {
-  long long secs = 0, us = 0;
-  if (t != CHR_TIME_NONE) {
-    secs = t / CHR_USEC, us = t % CHR_USEC;
-    if (us < 0) secs--, us += CHR_USEC;
-    secs += 100000000000LL;
-    if (secs < 0) secs = 0, us = 0;
-    if (secs > 999999999999LL) secs = 999999999999LL, us = 999999;
-  }
-  chr_buf_printf(b, "%012lld%06lld", secs, us);
+  long long secs, us;
+  key_secs(t, &secs, &us);
+  add_digits(b, (unsigned long long)secs, 12);
+  add_digits(b, (unsigned long long)us, 6);
 }
 
 static void arg_time_key(chr_rcmd_t *c, int64_t t) {
@@ -615,30 +642,66 @@ static void arg_time_key(chr_rcmd_t *c, int64_t t) {
   chr_buf_free(&b);
 }
 
-/* A run as the scripts take it: "<key>\0<JSON text>", its key being its
- * start as add_time_key writes it, then its run id. The text leaves out
- * what the key and the job's index hold (run_id, started_at, job_id, and
- * duration with them): every byte that enters a script costs Redis a
- * dozen instructions, and runs are on the hot path. */
+/* The stored text of a run: a JSON object with the members of its JSON
+ * form (chr_runrec_to_json) but those its key and its job's index hold
+ * (run_id, started_at, job_id, and duration with them), and ended_at and
+ * scheduled_at as microseconds after the time of its key. Every byte that
+ * enters a script costs Redis a dozen instructions, and runs are on the
+ * hot path; the scripts read outcome, func_name and metadata from it. */
+static void add_stored_text(chr_buf_t *b, const chr_runrec_t *r, int64_t base) {
+  int first = 1;
+#define STORED_KEY(k) \
+  (chr_buf_add(b, first ? "{\"" k "\":" : ",\"" k "\":", sizeof(k) + 3), first = 0)
+#define STORED_STR(k, v) \
+  if ((v) != NULL) (STORED_KEY(k), chr_json_add_string(b, (v), strlen(v)))
+  if (r->attempt > 0) (STORED_KEY("attempt"), add_int(b, r->attempt));
+  if (r->ended_at != CHR_TIME_NONE) (STORED_KEY("ended_at"), add_int(b, r->ended_at - base));
+  STORED_STR("error_code", r->error_code);
+  STORED_STR("error_message", r->error_message);
+  STORED_STR("func_name", r->func_name);
+  if (r->metadata != NULL) (STORED_KEY("metadata"), chr_buf_adds(b, r->metadata));
+  STORED_STR("name", r->name);
+  STORED_STR("node", r->node);
+  if (r->outcome > 0 && r->outcome < CHR_OUT__COUNT)
+    STORED_STR("outcome", chr_outcome_names[r->outcome]);
+  if (r->scheduled_at != CHR_TIME_NONE)
+    (STORED_KEY("scheduled_at"), add_int(b, r->scheduled_at - base));
+#undef STORED_STR
+#undef STORED_KEY
+  chr_buf_add(b, first ? "{}" : "}", first ? 2 : 1);
+}
+
+/* A run as the scripts take it: "<key>\0<stored text>", its key being its
+ * start (add_time_key) then its run id. */
 static void add_run_arg(chr_rcmd_t *c, const chr_runrec_t *r, chr_buf_t *tmp) {
-  chr_runrec_t rest = *r;
-  rest.run_id = rest.job_id = NULL;
-  rest.started_at = CHR_TIME_NONE;
+  long long secs, us;
+  key_secs(r->started_at, &secs, &us);
   tmp->len = 0;
-  add_time_key(tmp, r->started_at);
+  add_digits(tmp, (unsigned long long)secs, 12);
+  add_digits(tmp, (unsigned long long)us, 6);
   chr_buf_adds(tmp, r->run_id);
   chr_buf_addc(tmp, '\0');
-  chr_runrec_to_json(&rest, tmp);
+  add_stored_text(tmp, r, key_time(secs, us));
   chr_rcmd_arg(c, tmp->p, tmp->len);
 }
 
+static void add_iso(chr_buf_t *b, int64_t t) {
+  char iso[CHR_TIME_BUFSZ];
+  if (t < CHR_TIME_MIN) t = CHR_TIME_MIN;
+  if (t > CHR_TIME_MAX) t = CHR_TIME_MAX;
+  chr_time_format(t, iso);
+  chr_buf_addc(b, '"');
+  chr_buf_adds(b, iso);
+  chr_buf_addc(b, '"');
+}
+
 /* A run from what the store keeps (add_run_arg): its job id, its key and
- * the rest of its JSON text. NULL when they are not what chronis writes
- * (a hand edit). */
+ * its stored text, turned back into its JSON form. NULL when they are
+ * not what chronis writes (a hand edit). */
 static chr_runrec_t *run_from_stored(const redisReply *job, const redisReply *key,
                                      const redisReply *text) {
   if (job->type != REDIS_REPLY_STRING || key->type != REDIS_REPLY_STRING ||
-      text->type != REDIS_REPLY_STRING || key->len <= 18 || text->len < 2 || text->str[0] != '{')
+      text->type != REDIS_REPLY_STRING || key->len <= 18)
     return NULL;
   long long secs = 0, us = 0;
   for (int i = 0; i < 18; i++) {
@@ -646,20 +709,38 @@ static chr_runrec_t *run_from_stored(const redisReply *job, const redisReply *ke
     if (i < 12) secs = secs * 10 + (key->str[i] - '0');
     else us = us * 10 + (key->str[i] - '0');
   }
-  int64_t started = (secs - 100000000000LL) * CHR_USEC + us;
-  char iso[CHR_TIME_BUFSZ], err[256];
+  int64_t base = key_time(secs, us);
+  const char *it = text->str, *end = text->str + text->len;
+  chr_json_span_t k, v;
+  char err[256];
   chr_buf_t b;
-  chr_runrec_t *run;
-  chr_time_format(started < CHR_TIME_MIN ? CHR_TIME_MIN : started, iso);
+  chr_runrec_t *run = NULL;
+  int m;
+  if (text->len < 2 || text->str[0] != '{' || chr_json_skip(it, end) != end) return NULL;
   chr_buf_init(&b);
   chr_buf_adds(&b, "{\"job_id\":");
   chr_json_add_string(&b, job->str, job->len);
   chr_buf_adds(&b, ",\"run_id\":");
   chr_json_add_string(&b, key->str + 18, key->len - 18);
-  chr_buf_printf(&b, ",\"started_at\":\"%s\"", iso);
-  if (text->len > 2) chr_buf_addc(&b, ',');
-  chr_buf_add(&b, text->str + 1, text->len - 1);
-  if (chr_runrec_from_json(b.p, b.len, &run, err, sizeof err) != 0) run = NULL;
+  chr_buf_adds(&b, ",\"started_at\":");
+  add_iso(&b, base);
+  while ((m = chr_json_next_member(&it, end, &k, &v)) == 1) {
+    chr_buf_add(&b, ",\"", 2);
+    chr_buf_add(&b, k.p, k.n);
+    chr_buf_add(&b, "\":", 2);
+    int when = (k.n == 8 && memcmp(k.p, "ended_at", 8) == 0) ||
+               (k.n == 12 && memcmp(k.p, "scheduled_at", 12) == 0);
+    char num[24];
+    if (when && v.n > 0 && v.n < sizeof num) {
+      memcpy(num, v.p, v.n);
+      num[v.n] = '\0';
+      add_iso(&b, base + strtoll(num, NULL, 10));
+    } else {
+      chr_buf_add(&b, v.p, v.n);
+    }
+  }
+  chr_buf_addc(&b, '}');
+  if (m == 0 && chr_runrec_from_json(b.p, b.len, &run, err, sizeof err) != 0) run = NULL;
   chr_buf_free(&b);
   return run;
 }

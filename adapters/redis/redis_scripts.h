@@ -391,24 +391,21 @@
     "  end\n" \
     "  flush_runs()\n" \
     "end\n" \
-    "-- Writes runs (job ids, keep counts and entries), after pruning by age\n" \
-    "-- when max (how many jobs it may visit) is not 0. A job without runs\n" \
-    "-- gets its first one whole: one field, and one bucket entry. unique:\n" \
-    "-- the caller knows that no job comes twice.\n" \
-    "local function write_runs(jobs, keeps, entries, cut, max, unique)\n" \
+    "-- Writes runs (job ids and entries; keeps: their keep counts where not\n" \
+    "-- keep), after pruning by age when max (how many jobs it may visit) is\n" \
+    "-- not 0. A job without runs gets its first one whole: one field, and one\n" \
+    "-- bucket entry. unique: the caller knows that no job comes twice.\n" \
+    "local function write_runs(jobs, entries, keeps, keep, cut, max, unique)\n" \
     "  if max > 0 then prune_age(cut, max) end\n" \
     "  if #jobs == 0 then return end\n" \
     "  local got, first, ns, pb, pl = indexes(jobs), {}, #SET, nil, nil\n" \
     "  for r = 1, #jobs do\n" \
-    "    local job, entry = jobs[r], entries[r]\n" \
-    "    local ix = got[r]\n" \
-    "    if not unique and IX[job] ~= nil then\n" \
-    "      ix = IX[job]\n" \
-    "    elseif not unique and first[job] then\n" \
-    "      ix = first[job]\n" \
+    "    local job, entry, ix = jobs[r], entries[r], got[r]\n" \
+    "    if not unique then\n" \
+    "      if IX[job] ~= nil then ix = IX[job] elseif first[job] then ix = first[job] end\n" \
     "    end\n" \
     "    if ix or (not unique and IX[job] == false) then\n" \
-    "      add_run(job, ix, keeps[r], entry, cut)\n" \
+    "      add_run(job, ix, keeps[r] or keep, entry, cut)\n" \
     "    else\n" \
     "      SET[ns + 1], SET[ns + 2], ns = job, entry, ns + 2\n" \
     "      if not unique then first[job] = entry end\n" \
@@ -606,18 +603,17 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "-- -> per item 'ok' | 'not_found' | 'conflict'\n"
     "local n = tonumber(arg())\n"
     "local res, seen, base, wake = {}, {}, nil, false\n"
-    "local rjobs, rkeeps, rents, any, uniq = {}, {}, {}, false, true\n"
+    "local rjobs, rents, rkeeps, nr, any, uniq = {}, {}, {}, 0, false, true\n"
     "for j = 1, n do\n"
     "  local id, owner, mode = arg(), arg(), arg()\n"
     "  local sets = args(tonumber(arg()) * 2)\n"
     "  local dels = args(tonumber(arg()))\n"
     "  local rjob, rkeep, rent\n"
     "  if mode == 'D' or mode == 'U' then\n"
-    "    rjob, rkeep, rent = id, 0, arg()\n"
+    "    rjob, rent, any = id, arg(), true\n"
     "  elseif mode == 'E' or mode == 'V' then\n"
-    "    rjob, rkeep, rent, uniq = arg(), tonumber(arg()), arg(), false\n"
+    "    rjob, rkeep, rent, any, uniq = arg(), tonumber(arg()), arg(), true, false\n"
     "  end\n"
-    "  any = any or rjob ~= nil\n"
     "  if seen[id] then\n"
     "    qflush()\n"
     "    uniq = false\n"
@@ -651,18 +647,16 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "    end\n"
     "    res[j] = 'ok'\n"
     "    if rjob then\n"
-    "      local r = #rjobs + 1\n"
-    "      rjobs[r], rkeeps[r], rents[r] = rjob, rkeep, rent\n"
+    "      nr = nr + 1\n"
+    "      rjobs[nr], rents[nr] = rjob, rent\n"
+    "      if rkeep then rkeeps[nr] = rkeep end\n"
     "    end\n"
     "  end\n"
     "end\n"
     "qflush()\n"
     "if any then\n"
     "  local keep, cut, max = tonumber(arg()), arg(), tonumber(arg())\n"
-    "  for r = 1, #rjobs do\n"
-    "    if rkeeps[r] == 0 then rkeeps[r] = keep end\n"
-    "  end\n"
-    "  write_runs(rjobs, rkeeps, rents, cut, max, uniq)\n"
+    "  write_runs(rjobs, rents, rkeeps, keep, cut, max, uniq)\n"
     "end\n"
     "if wake then redis.call('PUBLISH', P .. ':wake', wake) end\n"
     "return res\n",
@@ -910,7 +904,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  jobs[r], keeps[r], entries[r] = arg(), tonumber(arg()), arg()\n"
     "end\n"
     "local cut, max = arg(), tonumber(arg())\n"
-    "write_runs(jobs, keeps, entries, cut, max, false)\n"
+    "write_runs(jobs, entries, keeps, 0, cut, max, false)\n"
     "return n\n",
     /* CHR_RS_QRUNS */
     CHR_REDIS_PRELUDE
