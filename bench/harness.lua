@@ -6,11 +6,15 @@
 --
 --   lua5.4 bench/harness.lua [--smoke] [--only B1,B4] [--runs N]
 --                            [--no-profile] [--out FILE]
+--                            [--stores redis,sqlite] [--history-off]
 --
 -- --smoke: every scenario at about 1 % of its size, one run, no profiles,
 -- the report in build/bench/smoke.md; the last line printed is the one-line
 -- verdict. Exits non-zero when a run failed: a chronis store that exists in
 -- runtime/core/open.c's scheme table, or an installed peer.
+-- --stores: only the chronis rows of these stores (no peers).
+-- --history-off: B1 also runs each chronis store with history=0 in its URL,
+-- alternating with the default, and gives the ratio (history on / off).
 -- spec/?.lua: bench/lib shares spec/support's server launchers and shell
 -- and file helpers (see bench/lib/servers.lua).
 package.path = "bench/lib/?.lua;spec/?.lua;" .. package.path
@@ -20,7 +24,8 @@ local S = require "servers"
 local cronmix = require "cronmix"
 local report = require "report"
 
-local opts = { smoke = false, runs = nil, profile = true, only = nil, out = nil }
+local opts = { smoke = false, runs = nil, profile = true, only = nil, out = nil, stores = nil,
+               history_off = false }
 do
   local i = 1
   while i <= #arg do
@@ -33,6 +38,11 @@ do
       opts.only = {}
       for s in arg[i]:gmatch("[^,]+") do opts.only[s:upper()] = true end
     elseif a == "--out" then i = i + 1; opts.out = arg[i]
+    elseif a == "--stores" then
+      i = i + 1
+      opts.stores = {}
+      for s in arg[i]:gmatch("[^,]+") do opts.stores[s:lower()] = true end
+    elseif a == "--history-off" then opts.history_off = true
     else io.stderr:write("harness: unknown option ", a, "\n"); os.exit(2) end
     i = i + 1
   end
@@ -243,6 +253,31 @@ for _, st in ipairs{ "memory", "redis" } do
     end,
     validate = b1_validate(SIZE.b1),
   })
+end
+-- --history-off: the other chronis rows with history=0 too, row after row
+-- with the default, so that both see the same load.
+if opts.history_off then
+  local rows = B1.rows
+  B1.rows = {}
+  for _, row in ipairs(rows) do
+    B1.rows[#B1.rows + 1] = row
+    local st = row.store
+    if not row.key:find("-nohist", 1, true) and st ~= "memory" and st ~= "redis" then
+      B1.rows[#B1.rows + 1] = chronis_row(row.key .. "-nohist", st, {
+        n = row.n, extra = (row.extra and row.extra .. ", " or "") .. "history=0", timeout = row.timeout,
+        argv = function(ctx, run)
+          local url = STORES[st].url(ctx, "b1_" .. st .. "_nohist_" .. run)
+          url = url .. (url:find("?", 1, true) and "&" or "?") .. "history=0"
+          return { LUA, "bench/chronis/b1_burst.lua", row.n, url, 100, 1000 }
+        end,
+        validate = row.validate,
+      })
+      if not opts.stores or opts.stores[st] then
+        B1.ratios[#B1.ratios + 1] = { row.key, row.key .. "-nohist", "jobs_s",
+          ("chronis %s: history on / off (history=0)"):format(st) }
+      end
+    end
+  end
 end
 B1.rows[#B1.rows + 1] = peer_row("aps-memory", "APScheduler", "memory", "apscheduler", {
   n = SIZE.b1, timeout = 900,
@@ -770,6 +805,17 @@ results.meta = meta
 log("chronis benchmarks (%s): %s, %s cores, load %s; stores in runtime/core/open.c: %s; tmp %s",
   opts.smoke and "smoke, ~1 % size, 1 run" or ("full, " .. SIZE.runs .. " runs"),
   meta.cpu, meta.cores, meta.load, table.concat(scheme_names, ", "), TMP)
+
+-- --stores: the chronis rows of those stores only.
+if opts.stores then
+  for _, sc in ipairs(scenarios) do
+    local rows = {}
+    for _, row in ipairs(sc.rows) do
+      if row.kind == "chronis" and opts.stores[row.store] then rows[#rows + 1] = row end
+    end
+    sc.rows = rows
+  end
+end
 
 local ok, err = xpcall(function()
   for _, sc in ipairs(scenarios) do

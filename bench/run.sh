@@ -1,6 +1,7 @@
 #!/bin/sh
 # The entry point of the benchmarks (make bench, make bench-smoke).
 #   sh bench/run.sh [--smoke] [--only B1,B3] [--runs N] [--no-profile] [--out FILE]
+#                   [--stores redis,sqlite] [--history-off]
 # Builds bench's helpers into build/bench, installs the pinned peers
 # (bench/peers/install.sh) and runs bench/harness.lua. Full runs print the
 # table and rewrite the generated part of docs/benchmarks.md. --smoke runs
@@ -8,7 +9,11 @@
 # the end of the log (build/bench/smoke.log holds all of it).
 cd "$(dirname "$0")/.." || exit 1
 smoke=0
-for a in "$@"; do [ "$a" = --smoke ] && smoke=1; done
+peers=1
+for a in "$@"; do
+  [ "$a" = --smoke ] && smoke=1
+  [ "$a" = --stores ] && peers=0 # chronis rows only: no peer to install
+done
 LUA=${LUA:-lua5.4}
 B=build/bench
 mkdir -p $B
@@ -96,7 +101,9 @@ if [ $smoke = 1 ]; then
   tail -n 40 $B/smoke.log >&2
   exit 1
 fi
-sh bench/peers/install.sh || fail "a pinned peer could not be installed (see above)"
+if [ $peers = 1 ]; then
+  sh bench/peers/install.sh || fail "a pinned peer could not be installed (see above)"
+fi
 $SETSID "$LUA" bench/harness.lua "$@" &
 hpid=$!
 wait $hpid

@@ -324,6 +324,228 @@ describe("redis", function()
     end)
   end)
 
+  describe("run history", function()
+    after_each(assert_loop_clean)
+
+    local T = 0
+    -- A start n seconds (and us microseconds) after T, T being a few
+    -- hours ago: within the age limit.
+    local function at(n, us)
+      if T == 0 then T = (math.floor(now_us() / S) - 4 * 3600) * S end
+      return iso(T + n * S + (us or 0))
+    end
+    local function run(id, job, start, fields)
+      local r = { run_id = id, job_id = job, outcome = "ok", started_at = start, ended_at = start,
+        func_name = "work", node = "n1" }
+      for k, v in pairs(fields or {}) do r[k] = v end
+      return r
+    end
+    local function run_ids(store, filters, limit, offset)
+      local out = {}
+      for i, r in ipairs(store:query_runs(filters, limit, offset)) do out[i] = r.run_id end
+      return out
+    end
+    local function keys_of(p)
+      local keys = {}
+      for k in srv:cli("KEYS", "{" .. p .. "}:*"):gmatch("[^\n]+") do keys[#keys + 1] = k end
+      table.sort(keys)
+      return keys
+    end
+    local function count(p, what, key)
+      return tonumber(srv:cli(what, "{" .. p .. "}:" .. key):match("%d+"))
+    end
+
+    it("keeps a job's only run whole, then its runs by key with their texts apart, all in the prefix's slot", function()
+      local p = prefix()
+      local store = chronis.storage.redis(srv.url, { prefix = p })
+      store:record_runs({ run("r1", "a", at(10)) })
+      local ix = srv:cli("HGET", "{" .. p .. "}:rj", "a")
+      assert.truthy(ix:find("r1", 1, true) and ix:find('"outcome":"ok"', 1, true), ix)
+      assert.are.equal(0, count(p, "HLEN", "run"))
+      store:record_runs({ run("r2", "a", at(20), { outcome = "error", error_code = "error",
+        error_message = "boom" }) })
+      ix = srv:cli("HGET", "{" .. p .. "}:rj", "a")
+      assert.is_nil(ix:find("{", 1, true), "an index of keys: " .. ix)
+      assert.are.equal(2, count(p, "HLEN", "run"))
+      assert.are.equal(2, count(p, "ZCARD", "rtb"))
+      local slot = redis.keyslot("{" .. p .. "}")
+      for _, k in ipairs(keys_of(p)) do assert.are.equal(slot, redis.keyslot(k), k) end
+      local got = store:query_runs({ job_id = "a" })
+      assert.are.same({ "r2", "r1" }, { got[1].run_id, got[2].run_id })
+      assert.are.equal("boom", got[1].error_message)
+      assert.are.equal(at(20), got[1].started_at)
+      assert.are.equal(at(10), got[2].ended_at)
+      store:close()
+    end)
+
+    it("removes the texts and time buckets of the runs it prunes", function()
+      local p = prefix()
+      local store = chronis.storage.redis(srv.url, { prefix = p, history = 2 })
+      for i = 1, 5 do store:record_runs({ run("k" .. i, "k", at(i)) }) end
+      store:record_runs({ run("o1", "other", at(3)) })
+      assert.are.same({ "k5", "k4" }, run_ids(store, { job_id = "k" }))
+      assert.are.same({ "k5", "k4", "o1" }, run_ids(store))
+      assert.are.equal(2, count(p, "HLEN", "run"))
+      -- The buckets of k4, k5 and o1; none of those pruned.
+      assert.are.equal(3, count(p, "ZCARD", "rtb"))
+      store:close()
+    end)
+
+    it("prunes old runs of every job as it writes, and forgets their buckets", function()
+      local p = prefix()
+      local store = chronis.storage.redis(srv.url, { prefix = p, history_days = 1 })
+      local old = chronis.time.parse(at(0)) - 2 * 86400 * S
+      store:record_runs({ run("x1", "x", iso(old)), run("y1", "y", iso(old)), run("y2", "y", iso(old + S)) })
+      store:record_runs({ run("z1", "z", at(5)) })
+      assert.are.same({ "z1" }, run_ids(store))
+      assert.are.same({}, run_ids(store, { job_id_in = { "x", "y" } }))
+      assert.are.same({ "{" .. p .. "}:rj", "{" .. p .. "}:rt:" .. srv:cli("ZRANGE", "{" .. p .. "}:rtb", 0, -1):match("%d+"),
+        "{" .. p .. "}:rtb" }, keys_of(p))
+      store:close()
+    end)
+
+    it("keeps a job's runs in start order whatever order they come in, each run once", function()
+      local p = prefix()
+      local store = chronis.storage.redis(srv.url, { prefix = p })
+      store:record_runs({ run("c", "j", at(30)) })
+      store:record_runs({ run("a", "j", at(10)), run("b", "j", at(20)), run("a", "j", at(10)) })
+      store:record_runs({ run("b", "j", at(20)), run("d", "j", at(20)) })
+      -- Equal starts: run_id descending.
+      assert.are.same({ "c", "d", "b", "a" }, run_ids(store, { job_id = "j" }))
+      assert.are.same({ "d", "b" }, run_ids(store, { job_id = "j" }, 2, 1))
+      -- An old run that its keep count prunes at once.
+      store:record_runs({ run("e", "j", at(5), { keep = 2 }) })
+      assert.are.same({ "c", "d" }, run_ids(store, { job_id = "j" }))
+      assert.are.equal(2, count(p, "HLEN", "run"))
+      store:close()
+    end)
+
+    it("writes a completion's run under its own job and keep count", function()
+      local p = prefix()
+      local store = chronis.storage.redis(srv.url, { prefix = p })
+      store:create_job({ job_id = "c", status = "running", claimed_by = "me", lease_until = now_us() + 60 * S })
+      store:record_runs({ run("c1", "c", at(1)), run("c2", "c", at(2)) })
+      local res = store:complete_jobs({
+        { job_id = "c", owner = "me", updates = { status = "paused", claimed_by = null, lease_until = null },
+          run = run("c3", "c", at(3), { keep = 1 }) },
+        { job_id = "nope", owner = "me", delete = true, run = run("n1", "nope", at(3)) },
+      })
+      assert.is_true(res[1].ok)
+      assert.is_false(res[2].ok)
+      assert.are.same({ "c3" }, run_ids(store, { job_id = "c" }))
+      assert.are.same({ "c3" }, run_ids(store))
+      assert.are.equal(1, count(p, "HLEN", "run"))
+      store:close()
+    end)
+
+    it("answers query_runs like the memory store over many jobs, runs and time buckets", function()
+      local mem = chronis.storage.memory()
+      local red = chronis.storage.redis(srv.url, { prefix = prefix() })
+      local seed = 7
+      local function rnd(n)
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        return seed % n
+      end
+      local last, batch = {}, {}
+      for i = 1, 1500 do
+        local job = "j" .. rnd(40)
+        -- Each job's runs in start order; jobs share starts now and then.
+        local t = math.max((last[job] or -1) + 1 + rnd(20), rnd(9000))
+        last[job] = t
+        local r = run(("r%04d"):format(i), job, at(t, rnd(4) * 2500), {
+          outcome = ({ "ok", "ok", "error", "timeout", "skipped" })[rnd(5) + 1],
+          func_name = ({ "mail", "bill", "sync" })[rnd(3) + 1],
+          metadata = { tenant = "t" .. rnd(3), region = { zone = rnd(2) == 0 and "eu" or "us" } },
+          keep = job == "j7" and 3 or nil })
+        batch[#batch + 1] = r
+        if #batch == 37 or i == 1500 then
+          mem:record_runs(batch)
+          red:record_runs(batch)
+          batch = {}
+        end
+      end
+      local filters = {
+        {}, { job_id = "j3" }, { job_id = "j7" }, { job_id_in = { "j1", "j2", "j3", "nope", "j1" } },
+        { outcome = "error" }, { outcome = { "timeout", "skipped" } },
+        { started_at_gte = at(2000), started_at_lte = at(6000) }, { started_at_lte = at(100, 5000) },
+        { func_name = "mail" }, { ["metadata.tenant"] = "t1" }, { ["metadata.region.zone"] = "eu", outcome = "ok" },
+        { job_id = "j5", started_at_gte = at(4000), func_name = "sync" },
+      }
+      local pages = { { nil, nil }, { 10, 0 }, { 7, 13 }, { 50, 300 }, { 25, 1490 } }
+      for i, f in ipairs(filters) do
+        for _, pg in ipairs(pages) do
+          assert.are.same(run_ids(mem, f, pg[1], pg[2]), run_ids(red, f, pg[1], pg[2]),
+            ("filter %d, limit %s, offset %s"):format(i, tostring(pg[1]), tostring(pg[2])))
+        end
+      end
+      mem:close()
+      red:close()
+    end)
+
+    it("records the runs of a job that fails then succeeds, and the job's last outcome", function()
+      local store = chronis.storage.redis(srv.url, { prefix = prefix() })
+      store:create_job({ job_id = "flaky", status = "scheduled", next_run_time = now_us(), func_name = "flaky",
+        trigger_type = "interval", trigger_args = { seconds = 3600 }, max_retries = 1, retry_delay_seconds = 0 })
+      local calls = 0
+      local sched = chronis.scheduler({ storage = store, polling_interval = 0.2, logger = quiet })
+      sched:handler("flaky", function()
+        calls = calls + 1
+        if calls == 1 then error("first time fails") end
+      end)
+      sched:start()
+      assert.truthy(wait_for(function() return #store:query_runs({ job_id = "flaky" }) == 2 end, 10))
+      sched:stop()
+      sched:close()
+      local runs = store:query_runs({ job_id = "flaky" })
+      assert.are.same({ "ok", "error" }, { runs[1].outcome, runs[2].outcome })
+      assert.truthy(runs[2].error_message:find("first time fails", 1, true), runs[2].error_message)
+      assert.are.same({ 2, 1 }, { runs[1].attempt, runs[2].attempt })
+      assert.are.equal("flaky", runs[1].func_name)
+      local job = store:get_job("flaky")
+      assert.are.equal("ok", job.last_outcome)
+      assert.are.equal(1, job.failure_count)
+      assert.are.equal(0, job.consecutive_failures)
+      assert.are.equal(runs[1].started_at, job.last_run_at)
+      store:close()
+    end)
+
+    it("keeps no runs with history=0, unless a run's own keep count says so", function()
+      local p = prefix()
+      local store = chronis.storage.open(srv.url .. "?prefix=" .. p .. "&history=0")
+      store:create_job({ job_id = "once", status = "scheduled", next_run_time = now_us(), func_name = "h",
+        trigger_type = "interval", trigger_args = { seconds = 3600 } })
+      local ran = false
+      local sched = chronis.scheduler({ storage = store, polling_interval = 0.2, logger = quiet })
+      sched:handler("h", function() ran = true end)
+      sched:start()
+      assert.truthy(wait_for(function() return ran and store:get_job("once").last_outcome == "ok" end, 10))
+      sched:stop()
+      sched:close()
+      assert.are.same({}, store:query_runs({ job_id = "once" }))
+      assert.are.equal(0, store:record_runs({ run("n1", "once", at(1)) }))
+      assert.is_nil(srv:cli("EXISTS", "{" .. p .. "}:rj"):match("1"))
+      assert.are.equal(1, store:record_runs({ run("n2", "once", at(2), { keep = 1 }) }))
+      assert.are.same({ "n2" }, run_ids(store, { job_id = "once" }))
+      store:close()
+    end)
+
+    it("refuses bad history options naming them; the lock has none", function()
+      for _, q in ipairs({ "history=-1", "history=lots", "history_days=0" }) do
+        local ok, err = pcall(chronis.storage.open, "redis://127.0.0.1:1/0?" .. q)
+        assert.is_false(ok, q)
+        assert.are.equal("invalid", err.code)
+        assert.truthy(err.message:find(q:match("^[%w_]+"), 1, true), err.message)
+      end
+      local ok, err = pcall(chronis.storage.open, "redis://127.0.0.1:1/0?histroy=3")
+      assert.is_false(ok)
+      assert.truthy(err.message:find("history, history_days", 1, true), err.message)
+      ok, err = pcall(chronis.lock.redis, "redis://127.0.0.1:1/0?history=3")
+      assert.is_false(ok)
+      assert.are.equal("invalid", err.code)
+      assert.truthy(err.message:find("history is a storage option", 1, true), err.message)
+    end)
+  end)
+
   describe("wake-ups", function()
     local made = {}
     after_each(function()
@@ -450,6 +672,19 @@ describe("redis", function()
       assert.are.same({}, twice, "jobs run more than once")
       assert.are.same({}, missing, "jobs never run")
       assert.truthy(ok)
+      -- One run recorded per job: a completion sent again after a lost
+      -- connection, or with EVAL after NOSCRIPT, writes no second one.
+      local per_job = {}
+      for _, r in ipairs(store:query_runs()) do
+        per_job[r.job_id] = (per_job[r.job_id] or 0) + 1
+      end
+      local recorded, again = 0, {}
+      for id, c in pairs(per_job) do
+        recorded = recorded + 1
+        if c > 1 then again[#again + 1] = id .. " x" .. c end
+      end
+      assert.are.same({}, again, "runs recorded twice")
+      assert.are.equal(n, recorded, "jobs without a recorded run")
       store:close()
     end
 

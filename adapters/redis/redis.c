@@ -32,6 +32,9 @@
 #define NO_LIMIT (1LL << 40)
 /* Jobs per slice when a metadata index is built over existing jobs. */
 #define REINDEX_SLICE 500
+/* Jobs whose runs are pruned by age in one script call at most: pruning
+ * stays a bounded cost of the write that does it. */
+#define AGE_PRUNE_MAX 1000
 
 typedef struct rstore {
   chr_store_t base;
@@ -41,6 +44,8 @@ typedef struct rstore {
   char **reindex; /* index paths named in the options (NULL-terminated) */
   size_t nreindexed; /* of which built */
   int subscribed;
+  chr_history_opts_t hist;
+  int64_t age_pruned; /* wall µs of the last completion that pruned by age */
 } rstore_t;
 
 /* ---- records: C -> hash fields */
@@ -455,6 +460,7 @@ static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
     break;
   case CHR_OP_EXTEND: req->count = reply_int(r); break;
   case CHR_OP_NEXT_DUE: req->count = reply_time(r); break;
+  case CHR_OP_RECORD_RUNS: req->count = reply_int(r); break;
   default: break;
   }
   answer(req);
@@ -580,6 +586,300 @@ static void add_lease(chr_rcmd_t *c, const chr_store_req_t *req) {
   chr_rcmd_argi(c, req->issued);
 }
 
+/* ---- run history */
+
+/* Run keys (redis_scripts.h) begin with the start of the run as 18
+ * digits: seconds + 10^11, then microseconds, so that they sort as times
+ * do. key_secs splits a time so (clamped to what 12 digits hold; a run
+ * without a start sorts first); key_time is the time digits stand for. */
+#define KEY_SECS_BIAS 100000000000LL
+static void key_secs(int64_t t, long long *secs, long long *us) {
+  *secs = 0, *us = 0;
+  if (t == CHR_TIME_NONE) return;
+  *secs = t / CHR_USEC, *us = t % CHR_USEC;
+  if (*us < 0) --*secs, *us += CHR_USEC;
+  *secs += KEY_SECS_BIAS;
+  if (*secs < 0) *secs = 0, *us = 0;
+  if (*secs > 999999999999LL) *secs = 999999999999LL, *us = 999999;
+}
+
+static int64_t key_time(long long secs, long long us) {
+  return (secs - KEY_SECS_BIAS) * CHR_USEC + us;
+}
+
+/* Writes v in decimal, zero-padded to width digits. */
+static void add_digits(chr_buf_t *b, unsigned long long v, int width) {
+  char d[24];
+  int n = 0;
+  do d[n++] = (char)('0' + v % 10); while ((v /= 10) != 0);
+  while (n < width) d[n++] = '0';
+  chr_buf_reserve(b, (size_t)n);
+  while (n) b->p[b->len++] = d[--n];
+  b->p[b->len] = '\0';
+}
+
+static void add_int(chr_buf_t *b, long long v) {
+  if (v < 0) chr_buf_addc(b, '-');
+  add_digits(b, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v, 1);
+}
+
+static void add_time_key(chr_buf_t *b, int64_t t) {
+  long long secs, us;
+  key_secs(t, &secs, &us);
+  add_digits(b, (unsigned long long)secs, 12);
+  add_digits(b, (unsigned long long)us, 6);
+}
+
+static void arg_time_key(chr_rcmd_t *c, int64_t t) {
+  chr_buf_t b;
+  if (t == CHR_TIME_NONE) {
+    chr_rcmd_arg(c, "", 0);
+    return;
+  }
+  chr_buf_init(&b);
+  add_time_key(&b, t);
+  chr_rcmd_arg(c, b.p, b.len);
+  chr_buf_free(&b);
+}
+
+/* The stored text of a run: a JSON object with the members of its JSON
+ * form (chr_runrec_to_json) but those its key and its job's index hold
+ * (run_id, started_at, job_id, and duration with them), and ended_at and
+ * scheduled_at as microseconds after the time of its key. Every byte that
+ * enters a script costs Redis a dozen instructions, and runs are on the
+ * hot path; the scripts read outcome, func_name and metadata from it. */
+static void add_stored_text(chr_buf_t *b, const chr_runrec_t *r, int64_t base) {
+  int first = 1;
+#define STORED_KEY(k) \
+  (chr_buf_add(b, first ? "{\"" k "\":" : ",\"" k "\":", sizeof(k) + 3), first = 0)
+#define STORED_STR(k, v) \
+  if ((v) != NULL) (STORED_KEY(k), chr_json_add_string(b, (v), strlen(v)))
+  if (r->attempt > 0) (STORED_KEY("attempt"), add_int(b, r->attempt));
+  if (r->ended_at != CHR_TIME_NONE) (STORED_KEY("ended_at"), add_int(b, r->ended_at - base));
+  STORED_STR("error_code", r->error_code);
+  STORED_STR("error_message", r->error_message);
+  STORED_STR("func_name", r->func_name);
+  if (r->metadata != NULL) (STORED_KEY("metadata"), chr_buf_adds(b, r->metadata));
+  STORED_STR("name", r->name);
+  STORED_STR("node", r->node);
+  if (r->outcome > 0 && r->outcome < CHR_OUT__COUNT)
+    STORED_STR("outcome", chr_outcome_names[r->outcome]);
+  if (r->scheduled_at != CHR_TIME_NONE)
+    (STORED_KEY("scheduled_at"), add_int(b, r->scheduled_at - base));
+#undef STORED_STR
+#undef STORED_KEY
+  chr_buf_add(b, first ? "{}" : "}", first ? 2 : 1);
+}
+
+/* A run as the scripts take it: "<key>\0<stored text>", its key being its
+ * start (add_time_key) then its run id. */
+static void add_run_arg(chr_rcmd_t *c, const chr_runrec_t *r, chr_buf_t *tmp) {
+  long long secs, us;
+  key_secs(r->started_at, &secs, &us);
+  tmp->len = 0;
+  add_digits(tmp, (unsigned long long)secs, 12);
+  add_digits(tmp, (unsigned long long)us, 6);
+  chr_buf_adds(tmp, r->run_id);
+  chr_buf_addc(tmp, '\0');
+  add_stored_text(tmp, r, key_time(secs, us));
+  chr_rcmd_arg(c, tmp->p, tmp->len);
+}
+
+static void add_iso(chr_buf_t *b, int64_t t) {
+  char iso[CHR_TIME_BUFSZ];
+  if (t < CHR_TIME_MIN) t = CHR_TIME_MIN;
+  if (t > CHR_TIME_MAX) t = CHR_TIME_MAX;
+  chr_time_format(t, iso);
+  chr_buf_addc(b, '"');
+  chr_buf_adds(b, iso);
+  chr_buf_addc(b, '"');
+}
+
+/* A run from what the store keeps (add_run_arg): its job id, its key and
+ * its stored text, turned back into its JSON form. NULL when they are
+ * not what chronis writes (a hand edit). */
+static chr_runrec_t *run_from_stored(const redisReply *job, const redisReply *key,
+                                     const redisReply *text) {
+  if (job->type != REDIS_REPLY_STRING || key->type != REDIS_REPLY_STRING ||
+      text->type != REDIS_REPLY_STRING || key->len <= 18)
+    return NULL;
+  long long secs = 0, us = 0;
+  for (int i = 0; i < 18; i++) {
+    if (key->str[i] < '0' || key->str[i] > '9') return NULL;
+    if (i < 12) secs = secs * 10 + (key->str[i] - '0');
+    else us = us * 10 + (key->str[i] - '0');
+  }
+  int64_t base = key_time(secs, us);
+  const char *it = text->str, *end = text->str + text->len;
+  chr_json_span_t k, v;
+  char err[256];
+  chr_buf_t b;
+  chr_runrec_t *run = NULL;
+  int m;
+  if (text->len < 2 || text->str[0] != '{' || chr_json_skip(it, end) != end) return NULL;
+  chr_buf_init(&b);
+  chr_buf_adds(&b, "{\"job_id\":");
+  chr_json_add_string(&b, job->str, job->len);
+  chr_buf_adds(&b, ",\"run_id\":");
+  chr_json_add_string(&b, key->str + 18, key->len - 18);
+  chr_buf_adds(&b, ",\"started_at\":");
+  add_iso(&b, base);
+  while ((m = chr_json_next_member(&it, end, &k, &v)) == 1) {
+    chr_buf_add(&b, ",\"", 2);
+    chr_buf_add(&b, k.p, k.n);
+    chr_buf_add(&b, "\":", 2);
+    int when = (k.n == 8 && memcmp(k.p, "ended_at", 8) == 0) ||
+               (k.n == 12 && memcmp(k.p, "scheduled_at", 12) == 0);
+    char num[24];
+    if (when && v.n > 0 && v.n < sizeof num) {
+      memcpy(num, v.p, v.n);
+      num[v.n] = '\0';
+      add_iso(&b, base + strtoll(num, NULL, 10));
+    } else {
+      chr_buf_add(&b, v.p, v.n);
+    }
+  }
+  chr_buf_addc(&b, '}');
+  if (m == 0 && chr_runrec_from_json(b.p, b.len, &run, err, sizeof err) != 0) run = NULL;
+  chr_buf_free(&b);
+  return run;
+}
+
+/* The age limit of runs written now, and how many jobs pruning by age
+ * may visit in this call (0: none). */
+static void add_age_limit(rstore_t *rs, chr_rcmd_t *c, int64_t now, int prune) {
+  arg_time_key(c, now - (int64_t)rs->hist.days * 86400 * CHR_USEC);
+  chr_rcmd_argi(c, prune ? AGE_PRUNE_MAX : 0);
+}
+
+/* complete_jobs: each item with its run, if it has one that the store
+ * keeps (history=0 keeps none, unless the run's own keep count says
+ * otherwise): mode D or U and the run (add_run_arg) when it is a run of
+ * the item's job kept as the store's default says, else E or V and its
+ * job id, keep count and run. Without runs the call is what it is
+ * without history. Pruning by age rides on at most one completion a
+ * second per store. */
+static void add_items(rstore_t *rs, chr_rcmd_t *c, chr_store_req_t *req) {
+  chr_buf_t tmp;
+  int any = 0;
+  chr_buf_init(&tmp);
+  chr_rcmd_argi(c, (long long)req->nitems);
+  for (size_t i = 0; i < req->nitems; i++) {
+    const chr_completion_t *it = &req->items[i];
+    const chr_runrec_t *r = it->run;
+    int32_t keep = r != NULL ? chr_runrec_keep(r, rs->hist.keep) : 0;
+    int own = keep > 0 && keep == rs->hist.keep && strcmp(r->job_id, it->job_id) == 0;
+    chr_rcmd_args(c, it->job_id);
+    chr_rcmd_args(c, it->owner);
+    chr_rcmd_args(c, keep <= 0 ? (it->remove ? "d" : "u")
+                     : own  ? (it->remove ? "D" : "U")
+                            : (it->remove ? "E" : "V"));
+    add_partial(c, it->remove ? NULL : it->updates, 0);
+    if (keep <= 0) continue;
+    any = 1;
+    if (!own) {
+      chr_rcmd_args(c, r->job_id);
+      chr_rcmd_argi(c, keep);
+    }
+    add_run_arg(c, r, &tmp);
+  }
+  chr_buf_free(&tmp);
+  if (!any) return;
+  int prune = req->issued - rs->age_pruned >= CHR_USEC || req->issued < rs->age_pruned;
+  if (prune) rs->age_pruned = req->issued;
+  chr_rcmd_argi(c, rs->hist.keep);
+  add_age_limit(rs, c, req->issued, prune);
+}
+
+/* record_runs: every run its keep count allows; pruning by age on every
+ * call (it is not the hot path). */
+static chr_rcmd_t *record_runs(rstore_t *rs, chr_store_req_t *req) {
+  chr_rcmd_t *c = script(rs, CHR_RS_RUNS, req, CHR_RCMD_IDEMPOTENT);
+  chr_buf_t tmp;
+  size_t n = 0;
+  for (size_t i = 0; i < req->nruns; i++)
+    if (chr_runrec_keep(req->runs[i], rs->hist.keep) > 0) n++;
+  chr_rcmd_argi(c, (long long)n);
+  chr_buf_init(&tmp);
+  for (size_t i = 0; i < req->nruns; i++) {
+    const chr_runrec_t *r = req->runs[i];
+    int32_t keep = chr_runrec_keep(r, rs->hist.keep);
+    if (keep <= 0) continue;
+    chr_rcmd_args(c, r->job_id);
+    chr_rcmd_argi(c, keep);
+    add_run_arg(c, r, &tmp);
+  }
+  chr_buf_free(&tmp);
+  add_age_limit(rs, c, req->issued, 1);
+  return c;
+}
+
+/* query_runs: the script narrows and pages when the runs come in order
+ * (one job, or all); C checks every filter again and orders and pages
+ * the runs of several jobs. */
+static void query_runs_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
+  chr_store_req_t *req = c->data;
+  if (failed(req, r, status, msg)) {
+    answer(req);
+    return;
+  }
+  int paged = reply_int(elem(r, 0)) == 1;
+  for (size_t i = 1; r->type == REDIS_REPLY_ARRAY && i + 2 < r->elements; i += 3) {
+    /* A run chronis did not write is left out, as a hand-made job key is
+     * by job queries. */
+    chr_runrec_t *run = run_from_stored(r->element[i], r->element[i + 1], r->element[i + 2]);
+    if (run == NULL) continue;
+    if (chr_run_filter_match(req->run_filter, run)) chr_store_req_push_run(req, run);
+    else chr_runrec_free(run);
+  }
+  if (!paged) {
+    size_t n = req->nhistory;
+    if (n > 1) qsort(req->history, n, sizeof *req->history, chr_runrec_cmp);
+    size_t from = (uint64_t)req->offset < n ? (size_t)req->offset : n;
+    size_t to = req->limit >= 0 && (uint64_t)req->limit < n - from ? from + (size_t)req->limit : n;
+    for (size_t i = 0; i < from; i++) chr_runrec_free(req->history[i]);
+    for (size_t i = to; i < n; i++) chr_runrec_free(req->history[i]);
+    if (to > from) memmove(req->history, req->history + from, (to - from) * sizeof *req->history);
+    req->nhistory = to - from;
+  }
+  answer(req);
+}
+
+static void submit_query_runs(rstore_t *rs, chr_store_req_t *req) {
+  const chr_run_filter_t *f = req->run_filter;
+  chr_rcmd_t *c = script(rs, CHR_RS_QRUNS, req, CHR_RCMD_IDEMPOTENT);
+  chr_buf_t b;
+  c->cb = query_runs_cb;
+  int64_t off = req->offset, lim = req->limit;
+  chr_rcmd_argi(c, off < NO_LIMIT ? off : NO_LIMIT);
+  chr_rcmd_argi(c, lim >= 0 && lim < NO_LIMIT ? lim : -1);
+  arg_time_key(c, f ? f->started_gte : CHR_TIME_NONE);
+  arg_time_key(c, f ? f->started_lte : CHR_TIME_NONE);
+  chr_rcmd_argi(c, f && f->has_ids ? (long long)f->nids : 0);
+  for (size_t i = 0; f && f->has_ids && i < f->nids; i++) chr_rcmd_args(c, f->ids[i]);
+  chr_buf_init(&b);
+  int nout = 0;
+  for (int o = 1; f && o < CHR_OUT__COUNT; o++)
+    if (f->outcome_mask & (1u << o)) nout++;
+  chr_rcmd_argi(c, nout);
+  for (int o = 1; f && o < CHR_OUT__COUNT; o++) {
+    if (!(f->outcome_mask & (1u << o))) continue;
+    b.len = 0;
+    chr_json_add_string(&b, chr_outcome_names[o], strlen(chr_outcome_names[o]));
+    chr_rcmd_arg(c, b.p, b.len);
+  }
+  b.len = 0;
+  if (f && f->func_name) chr_json_add_string(&b, f->func_name, strlen(f->func_name));
+  chr_rcmd_arg(c, b.p ? b.p : "", b.len);
+  chr_buf_free(&b);
+  chr_rcmd_argi(c, f ? (long long)f->nmeta : 0);
+  for (size_t i = 0; f && i < f->nmeta; i++) {
+    chr_rcmd_args(c, f->meta[i].path);
+    chr_rcmd_args(c, f->meta[i].value);
+  }
+  chr_rconn_send(c);
+}
+
 static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
   rstore_t *rs = (rstore_t *)s;
   chr_rcmd_t *c;
@@ -627,14 +927,7 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
     break;
   case CHR_OP_COMPLETE:
     c = script(rs, CHR_RS_COMPLETE, req, CHR_RCMD_IDEMPOTENT);
-    chr_rcmd_argi(c, (long long)req->nitems);
-    for (size_t i = 0; i < req->nitems; i++) {
-      const chr_completion_t *it = &req->items[i];
-      chr_rcmd_args(c, it->job_id);
-      chr_rcmd_args(c, it->owner);
-      chr_rcmd_args(c, it->remove ? "d" : "u");
-      add_partial(c, it->remove ? NULL : it->updates, 0);
-    }
+    add_items(rs, c, req);
     break;
   case CHR_OP_RECOVER:
     want_wakeups(rs);
@@ -651,6 +944,10 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
     want_wakeups(rs);
     c = script(rs, CHR_RS_NEXT, req, CHR_RCMD_IDEMPOTENT);
     break;
+  case CHR_OP_RECORD_RUNS: c = record_runs(rs, req); break;
+  case CHR_OP_QUERY_RUNS:
+    submit_query_runs(rs, req);
+    return 0;
   default: return CHR_EINVAL;
   }
   chr_rconn_send(c);
@@ -714,7 +1011,8 @@ int chr_redis_store_open(const chr_opts_t *opts, chr_store_t **out, char *err, s
   chr_store_init(&rs->base, &rs_vtable,
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
-                     CHR_STORE_CAP_NEXT_DUE);
+                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY);
+  rs->hist = u.hist;
   rs->tag = chr_sprintf("{%s}", u.prefix);
   rs->channel = chr_sprintf("%s:wake", rs->tag);
   rs->reindex = chr_calloc(u.nindex + 1, sizeof *rs->reindex);

@@ -13,6 +13,7 @@
 #include <hiredis/hiredis.h>
 
 #include "core/common.h"
+#include "core/history.h"
 #include "core/url.h"
 
 typedef struct chr_rconn chr_rconn_t;
@@ -28,10 +29,12 @@ typedef struct chr_redis_url {
   int64_t timeout_us;   /* timeout: no reply for this long drops the connection */
   int64_t connect_us;   /* connect_timeout */
   int64_t backoff_max_us; /* reconnect_max: cap of the reconnect backoff */
+  chr_history_opts_t hist; /* history, history_days (store only) */
 } chr_redis_url_t;
 
 /* Reads the options (host, port, db, user, password, prefix, ...; lock:
- * those of the lock adapter, without index_metadata). Returns 0 or
+ * those of the lock adapter, without index_metadata and the history
+ * options). Returns 0 or
  * CHR_EINVAL with a message naming the bad option. */
 int chr_redis_opts_parse(const chr_opts_t *opts, chr_redis_url_t *u, int lock, char *err,
                          size_t errlen);

@@ -215,6 +215,216 @@
     "  return false, false\n" \
     "end\n"
 
+/* Run history: its keys and the order of runs, for the scripts that
+ * write or read runs (the key layout is described in the first lines). */
+#define CHR_REDIS_RUNKEYS \
+    "-- Run history (docs/redis.md). A run's key is its start as 18 digits\n" \
+    "-- (seconds + 10^11, then microseconds) followed by its run id: keys sort\n" \
+    "-- as runs do. The hash P:rj maps a job id to its index: \"<key>\\0<JSON\n" \
+    "-- text>\" while the job has one run (kept whole: the first run of a job\n" \
+    "-- costs one field), else the keys of its runs, oldest first, joined by\n" \
+    "-- \"\\0\", their texts in the hash P:run (key -> text). The set P:rt:<bucket>\n" \
+    "-- holds the jobs with a run that started in that 10 ms bucket (the first\n" \
+    "-- 14 digits of a key), and the sorted set P:rtb every bucket that has a\n" \
+    "-- set, scored by its number: newest first for queries across jobs,\n" \
+    "-- oldest first for pruning by age.\n" \
+    "local RUN, RJ, RTB = P .. ':run', P .. ':rj', P .. ':rtb'\n" \
+    "local find, sub, byte = string.find, string.sub, string.byte\n" \
+    "local function rt_key(b) return P .. ':rt:' .. b end\n" \
+    "-- The starts of two keys compared: -1, 0 or 1. As two numbers: a double\n" \
+    "-- holds 12 digits exactly but not 18, and Lua compares strings with\n" \
+    "-- strcoll.\n" \
+    "local function tcmp(a, b)\n" \
+    "  local ta, tb = sub(a, 1, 18), sub(b, 1, 18)\n" \
+    "  if ta == tb then return 0 end\n" \
+    "  local x, y = tonumber(sub(ta, 1, 12)), tonumber(sub(tb, 1, 12))\n" \
+    "  if x == y then x, y = tonumber(sub(ta, 13)), tonumber(sub(tb, 13)) end\n" \
+    "  return x < y and -1 or 1\n" \
+    "end\n" \
+    "-- Keys in run order: start, then run id byte by byte.\n" \
+    "local function kcmp(a, b)\n" \
+    "  local c = tcmp(a, b)\n" \
+    "  if c ~= 0 or a == b then return c end\n" \
+    "  for i = 19, math.min(#a, #b) do\n" \
+    "    local x, y = byte(a, i), byte(b, i)\n" \
+    "    if x ~= y then return x < y and -1 or 1 end\n" \
+    "  end\n" \
+    "  return #a < #b and -1 or 1\n" \
+    "end\n" \
+    "-- A job's index (false: none) -> the keys of its runs, oldest first, and\n" \
+    "-- the text of its run when it is kept whole (a key never starts with {).\n" \
+    "local function index_of(ix)\n" \
+    "  if not ix then return {}, nil end\n" \
+    "  local z = find(ix, '\\0', 1, true)\n" \
+    "  if z and byte(ix, z + 1) == 123 then return { sub(ix, 1, z - 1) }, sub(ix, z + 1) end\n" \
+    "  local keys, pos = {}, 1\n" \
+    "  while true do\n" \
+    "    keys[#keys + 1] = sub(ix, pos, (z or 0) - 1)\n" \
+    "    if not z then return keys, nil end\n" \
+    "    pos = z + 1\n" \
+    "    z = find(ix, '\\0', pos, true)\n" \
+    "  end\n" \
+    "end\n"
+
+/* Writing runs (complete_jobs and record_runs): job indexes, texts and
+ * bucket memberships, pruning per job and by age. */
+#define CHR_REDIS_RUNS \
+    "-- A call's writes: SET (job id, index: sent in order, the last wins),\n" \
+    "-- ADD (bucket -> jobs that join it), then IX (job -> index as changed\n" \
+    "-- by the paths below, false for none) and MEM (bucket -> job -> in or\n" \
+    "-- out), whose final state goes after them, then GONE (keys of texts to\n" \
+    "-- remove), after the texts added: a run added and pruned by one call\n" \
+    "-- ends removed.\n" \
+    "local SET, ADD, IX, MEM, GONE = {}, {}, {}, {}, {}\n" \
+    "local function member(b, job, on)\n" \
+    "  local m = MEM[b]\n" \
+    "  if not m then\n" \
+    "    m = {}\n" \
+    "    MEM[b] = m\n" \
+    "  end\n" \
+    "  m[job] = on\n" \
+    "end\n" \
+    "-- Drops keys from the front (the oldest) while there are more than keep,\n" \
+    "-- or the oldest started before cut (a key; '': no limit), sets the index\n" \
+    "-- of the keys left, and takes the job out of the buckets it has no run\n" \
+    "-- in any more. Returns the position of the first key left.\n" \
+    "local function trim(job, keys, keep, cut)\n" \
+    "  local from = 1\n" \
+    "  while from <= #keys and (#keys - from + 1 > keep or (cut ~= '' and tcmp(keys[from], cut) < 0)) do\n" \
+    "    GONE[#GONE + 1] = keys[from]\n" \
+    "    from = from + 1\n" \
+    "  end\n" \
+    "  IX[job] = from <= #keys and table.concat(keys, '\\0', from)\n" \
+    "  local front = from <= #keys and sub(keys[from], 1, 14) or ''\n" \
+    "  for k = 1, from - 1 do\n" \
+    "    local b = sub(keys[k], 1, 14)\n" \
+    "    if b ~= front then member(b, job, false) end\n" \
+    "  end\n" \
+    "  return from\n" \
+    "end\n" \
+    "-- Adds a run (entry: \"<key>\\0<JSON text>\") to job, whose index is ix,\n" \
+    "-- then prunes it to keep runs and to the age limit cut. The job's runs\n" \
+    "-- are then kept by key, their texts in P:run.\n" \
+    "local function add_run(job, ix, keep, entry, cut)\n" \
+    "  local keys, text = index_of(ix)\n" \
+    "  if text then q('HSET', RUN, keys[1], text) end\n" \
+    "  local z = find(entry, '\\0', 1, true)\n" \
+    "  local key = sub(entry, 1, z - 1)\n" \
+    "  q('HSET', RUN, key, sub(entry, z + 1))\n" \
+    "  local at = #keys\n" \
+    "  while at > 0 and kcmp(keys[at], key) > 0 do at = at - 1 end\n" \
+    "  if at == 0 or keys[at] ~= key then table.insert(keys, at + 1, key) end\n" \
+    "  local from = trim(job, keys, keep, cut)\n" \
+    "  -- In its bucket unless pruned (then older than every run kept).\n" \
+    "  if from <= #keys and kcmp(key, keys[from]) >= 0 then member(sub(key, 1, 14), job, true) end\n" \
+    "end\n" \
+    "local function bulk(cmd, key, list)\n" \
+    "  for i = 1, #list, 1000 do redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list))) end\n" \
+    "end\n" \
+    "local function flush_runs()\n" \
+    "  qflush()\n" \
+    "  local del = {}\n" \
+    "  for job, ix in pairs(IX) do\n" \
+    "    if ix then\n" \
+    "      SET[#SET + 1] = job\n" \
+    "      SET[#SET + 1] = ix\n" \
+    "    else\n" \
+    "      del[#del + 1] = job\n" \
+    "    end\n" \
+    "  end\n" \
+    "  bulk('HSET', RJ, SET)\n" \
+    "  bulk('HDEL', RJ, del)\n" \
+    "  bulk('HDEL', RUN, GONE)\n" \
+    "  for b, jobs in pairs(ADD) do\n" \
+    "    bulk('SADD', rt_key(b), jobs)\n" \
+    "    redis.call('ZADD', RTB, b, b)\n" \
+    "  end\n" \
+    "  for b, m in pairs(MEM) do\n" \
+    "    local add, rem = {}, {}\n" \
+    "    for job, on in pairs(m) do\n" \
+    "      if on then add[#add + 1] = job else rem[#rem + 1] = job end\n" \
+    "    end\n" \
+    "    if #add > 0 then\n" \
+    "      bulk('SADD', rt_key(b), add)\n" \
+    "      redis.call('ZADD', RTB, b, b)\n" \
+    "    end\n" \
+    "    if #rem > 0 then\n" \
+    "      bulk('SREM', rt_key(b), rem)\n" \
+    "      if #add == 0 and not ADD[b] and redis.call('EXISTS', rt_key(b)) == 0 then\n" \
+    "        redis.call('ZREM', RTB, b)\n" \
+    "      end\n" \
+    "    end\n" \
+    "  end\n" \
+    "  SET, ADD, IX, MEM, GONE = {}, {}, {}, {}, {}\n" \
+    "end\n" \
+    "-- The indexes of jobs, from P:rj.\n" \
+    "local function indexes(jobs)\n" \
+    "  local got = {}\n" \
+    "  for i = 1, #jobs, 1000 do\n" \
+    "    local part = redis.call('HMGET', RJ, unpack(jobs, i, math.min(i + 999, #jobs)))\n" \
+    "    for k = 1, #part do got[i + k - 1] = part[k] end\n" \
+    "  end\n" \
+    "  return got\n" \
+    "end\n" \
+    "-- Prunes the runs that started before cut (a key) of at most max jobs,\n" \
+    "-- taken from the oldest buckets.\n" \
+    "local function prune_age(cut, max)\n" \
+    "  local cb = sub(cut, 1, 14)\n" \
+    "  while max > 0 do\n" \
+    "    local bs = redis.call('ZRANGEBYSCORE', RTB, '-inf', '(' .. cb, 'LIMIT', 0, 1)\n" \
+    "    if #bs == 0 then break end\n" \
+    "    local jobs = redis.call('SPOP', rt_key(bs[1]), max)\n" \
+    "    if #jobs < max then redis.call('ZREM', RTB, bs[1]) end\n" \
+    "    max = max - #jobs\n" \
+    "    local got = indexes(jobs)\n" \
+    "    for i, job in ipairs(jobs) do\n" \
+    "      local ix = IX[job]\n" \
+    "      if ix == nil then ix = got[i] end\n" \
+    "      local keys, text = index_of(ix)\n" \
+    "      if text then\n" \
+    "        -- A run kept whole: it goes, or stays as it is.\n" \
+    "        if tcmp(keys[1], cut) < 0 then IX[job] = false end\n" \
+    "      elseif #keys > 0 then\n" \
+    "        trim(job, keys, #keys, cut)\n" \
+    "      end\n" \
+    "    end\n" \
+    "  end\n" \
+    "  flush_runs()\n" \
+    "end\n" \
+    "-- Writes runs (job ids and entries; keeps: their keep counts where not\n" \
+    "-- keep), after pruning by age when max (how many jobs it may visit) is\n" \
+    "-- not 0. A job without runs gets its first one whole: one field, and one\n" \
+    "-- bucket entry. unique: the caller knows that no job comes twice.\n" \
+    "local function write_runs(jobs, entries, keeps, keep, cut, max, unique)\n" \
+    "  if max > 0 then prune_age(cut, max) end\n" \
+    "  if #jobs == 0 then return end\n" \
+    "  local got, first, ns, pb, pl = indexes(jobs), {}, #SET, nil, nil\n" \
+    "  for r = 1, #jobs do\n" \
+    "    local job, entry, ix = jobs[r], entries[r], got[r]\n" \
+    "    if not unique then\n" \
+    "      if IX[job] ~= nil then ix = IX[job] elseif first[job] then ix = first[job] end\n" \
+    "    end\n" \
+    "    if ix or (not unique and IX[job] == false) then\n" \
+    "      add_run(job, ix, keeps[r] or keep, entry, cut)\n" \
+    "    else\n" \
+    "      SET[ns + 1], SET[ns + 2], ns = job, entry, ns + 2\n" \
+    "      if not unique then first[job] = entry end\n" \
+    "      -- Runs come in about the order they started: most share the bucket\n" \
+    "      -- of the one before.\n" \
+    "      if not (pb and find(entry, pb, 1, true) == 1) then\n" \
+    "        pb = sub(entry, 1, 14)\n" \
+    "        pl = ADD[pb]\n" \
+    "        if not pl then\n" \
+    "          pl = {}\n" \
+    "          ADD[pb] = pl\n" \
+    "        end\n" \
+    "      end\n" \
+    "      pl[#pl + 1] = job\n" \
+    "    end\n" \
+    "  end\n" \
+    "  flush_runs()\n" \
+    "end\n"
+
 enum {
   CHR_RS_CREATE,
   CHR_RS_WRITE,
@@ -227,6 +437,8 @@ enum {
   CHR_RS_QUERY,
   CHR_RS_REINDEX,
   CHR_RS_NEXT,
+  CHR_RS_RUNS,
+  CHR_RS_QRUNS,
   CHR_RS__COUNT
 };
 
@@ -379,16 +591,33 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "return out\n",
     /* CHR_RS_COMPLETE */
     CHR_REDIS_PRELUDE
-    "-- complete_jobs: n, then per item: id, owner, mode (d delete, u update),\n"
-    "-- nset, pairs, ndel, fields\n"
+    CHR_REDIS_RUNKEYS
+    CHR_REDIS_RUNS
+    "-- complete_jobs: n, then per item: id, owner, mode (d delete, u update;\n"
+    "-- D, U: with a run of the item's job kept as the store's default says,\n"
+    "-- E, V: with a run of its own job and keep count), nset, pairs, ndel,\n"
+    "-- fields, then its run: (job id, keep count,) entry. After the\n"
+    "-- items, when any has a run: the store's keep count, the age limit (a\n"
+    "-- key) and how many jobs pruning by age may visit (0: not now). The\n"
+    "-- runs of the items that apply are written with them.\n"
     "-- -> per item 'ok' | 'not_found' | 'conflict'\n"
     "local n = tonumber(arg())\n"
     "local res, seen, base, wake = {}, {}, nil, false\n"
+    "local rjobs, rents, rkeeps, nr, any, uniq = {}, {}, {}, 0, false, true\n"
     "for j = 1, n do\n"
     "  local id, owner, mode = arg(), arg(), arg()\n"
     "  local sets = args(tonumber(arg()) * 2)\n"
     "  local dels = args(tonumber(arg()))\n"
-    "  if seen[id] then qflush() end\n"
+    "  local rjob, rkeep, rent\n"
+    "  if mode == 'D' or mode == 'U' then\n"
+    "    rjob, rent, any = id, arg(), true\n"
+    "  elseif mode == 'E' or mode == 'V' then\n"
+    "    rjob, rkeep, rent, any, uniq = arg(), tonumber(arg()), arg(), true, false\n"
+    "  end\n"
+    "  if seen[id] then\n"
+    "    qflush()\n"
+    "    uniq = false\n"
+    "  end\n"
     "  seen[id] = true\n"
     "  local k = jkey(id)\n"
     "  local o = state(k)\n"
@@ -398,7 +627,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "    res[j] = 'conflict'\n"
     "  else\n"
     "    if not base then base = stamps(n) end\n"
-    "    if mode == 'd' then\n"
+    "    if mode == 'd' or mode == 'D' or mode == 'E' then\n"
     "      meta_index(id, k, false, true)\n"
     "      redis.call('DEL', k)\n"
     "      reindex(id, o, nil)\n"
@@ -417,9 +646,18 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "      end\n"
     "    end\n"
     "    res[j] = 'ok'\n"
+    "    if rjob then\n"
+    "      nr = nr + 1\n"
+    "      rjobs[nr], rents[nr] = rjob, rent\n"
+    "      if rkeep then rkeeps[nr] = rkeep end\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "qflush()\n"
+    "if any then\n"
+    "  local keep, cut, max = tonumber(arg()), arg(), tonumber(arg())\n"
+    "  write_runs(rjobs, rents, rkeeps, keep, cut, max, uniq)\n"
+    "end\n"
     "if wake then redis.call('PUBLISH', P .. ':wake', wake) end\n"
     "return res\n",
     /* CHR_RS_RECOVER */
@@ -654,6 +892,127 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  if f[2] and (best == '' or tonumber(f[2]) < tonumber(best)) then best = f[2] end\n"
     "end\n"
     "return best\n",
+    /* CHR_RS_RUNS */
+    CHR_REDIS_PRELUDE
+    CHR_REDIS_RUNKEYS
+    CHR_REDIS_RUNS
+    "-- record_runs: n, then per run: job id, keep count, entry; then the age\n"
+    "-- limit (a key) and how many jobs pruning by age may visit -> n\n"
+    "local n = tonumber(arg())\n"
+    "local jobs, keeps, entries = {}, {}, {}\n"
+    "for r = 1, n do\n"
+    "  jobs[r], keeps[r], entries[r] = arg(), tonumber(arg()), arg()\n"
+    "end\n"
+    "local cut, max = arg(), tonumber(arg())\n"
+    "write_runs(jobs, entries, keeps, 0, cut, max, false)\n"
+    "return n\n",
+    /* CHR_RS_QRUNS */
+    CHR_REDIS_PRELUDE
+    CHR_REDIS_RUNKEYS
+    "-- query_runs: offset, limit (-1: none), started_at gte, lte (keys of 18\n"
+    "-- digits, '' unbounded), nids, job ids..., noutcomes, outcomes (JSON\n"
+    "-- text)..., func_name (JSON text, '' any), nmeta, (path, value)...\n"
+    "-- -> {paged (1: in order, offset and limit applied), then per run: job\n"
+    "-- id, key, stored text}\n"
+    "-- The C side checks every filter again (chr_run_filter_match).\n"
+    "local offset, limit = tonumber(arg()), tonumber(arg())\n"
+    "local gte, lte = arg(), arg()\n"
+    "local ids = args(tonumber(arg()))\n"
+    "local outs, anyout = {}, false\n"
+    "for _, o in ipairs(args(tonumber(arg()))) do outs[o], anyout = true, true end\n"
+    "local func = arg()\n"
+    "local meta = args(tonumber(arg()) * 2)\n"
+    "local function at(t, path)\n"
+    "  local ok, v = pcall(json_at, t, path)\n"
+    "  return ok and v\n"
+    "end\n"
+    "local function pass(t)\n"
+    "  if anyout and not outs[at(t, 'outcome') or ''] then return false end\n"
+    "  if func ~= '' and at(t, 'func_name') ~= func then return false end\n"
+    "  for i = 1, #meta, 2 do\n"
+    "    if at(t, 'metadata.' .. meta[i]) ~= meta[i + 1] then return false end\n"
+    "  end\n"
+    "  return true\n"
+    "end\n"
+    "local function within(k)\n"
+    "  return (gte == '' or tcmp(k, gte) >= 0) and (lte == '' or tcmp(k, lte) <= 0)\n"
+    "end\n"
+    "local out, n, skipped = { 1 }, 0, 0\n"
+    "-- Takes runs ({job, key, text or nil: in P:run}, in order) that pass;\n"
+    "-- false once the page is full.\n"
+    "local function take(list)\n"
+    "  for i = 1, #list, 500 do\n"
+    "    local need = {}\n"
+    "    for k = i, math.min(i + 499, #list) do\n"
+    "      if not list[k][3] then need[#need + 1] = list[k][2] end\n"
+    "    end\n"
+    "    local got = #need > 0 and redis.call('HMGET', RUN, unpack(need)) or {}\n"
+    "    local g = 0\n"
+    "    for k = i, math.min(i + 499, #list) do\n"
+    "      local t = list[k][3]\n"
+    "      if not t then\n"
+    "        g = g + 1\n"
+    "        t = got[g]\n"
+    "      end\n"
+    "      if t and pass(t) then\n"
+    "        if skipped < offset then\n"
+    "          skipped = skipped + 1\n"
+    "        else\n"
+    "          n = n + 1\n"
+    "          local o = #out\n"
+    "          out[o + 1], out[o + 2], out[o + 3] = list[k][1], list[k][2], t\n"
+    "          if limit >= 0 and n >= limit then return false end\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  return true\n"
+    "end\n"
+    "if #ids > 0 then\n"
+    "  local seen, uniq = {}, {}\n"
+    "  for _, id in ipairs(ids) do\n"
+    "    if not seen[id] then\n"
+    "      seen[id] = true\n"
+    "      uniq[#uniq + 1] = id\n"
+    "    end\n"
+    "  end\n"
+    "  -- Several jobs: their runs, unpaged; the C side merges and pages.\n"
+    "  if #uniq > 1 then out[1], offset, limit = 0, 0, -1 end\n"
+    "  for _, id in ipairs(uniq) do\n"
+    "    local keys, text = index_of(redis.call('HGET', RJ, id))\n"
+    "    local list = {}\n"
+    "    for k = #keys, 1, -1 do\n"
+    "      if within(keys[k]) then list[#list + 1] = { id, keys[k], text } end\n"
+    "    end\n"
+    "    if not take(list) then return out end\n"
+    "  end\n"
+    "  return out\n"
+    "end\n"
+    "-- Every job: the buckets newest first, the runs of each in order.\n"
+    "local hi = lte ~= '' and sub(lte, 1, 14) or '+inf'\n"
+    "local lo = gte ~= '' and sub(gte, 1, 14) or '-inf'\n"
+    "while true do\n"
+    "  local bs = redis.call('ZREVRANGEBYSCORE', RTB, hi, lo, 'LIMIT', 0, 100)\n"
+    "  for _, b in ipairs(bs) do\n"
+    "    local jobs = redis.call('SMEMBERS', rt_key(b))\n"
+    "    local list = {}\n"
+    "    for i = 1, #jobs, 1000 do\n"
+    "      local ixs = redis.call('HMGET', RJ, unpack(jobs, i, math.min(i + 999, #jobs)))\n"
+    "      for j = 1, #ixs do\n"
+    "        local keys, text = index_of(ixs[j])\n"
+    "        for k = #keys, 1, -1 do\n"
+    "          if sub(keys[k], 1, 14) == b and within(keys[k]) then\n"
+    "            list[#list + 1] = { jobs[i + j - 1], keys[k], text }\n"
+    "          end\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
+    "    table.sort(list, function(x, y) return kcmp(x[2], y[2]) > 0 end)\n"
+    "    if not take(list) then return out end\n"
+    "  end\n"
+    "  if #bs < 100 then return out end\n"
+    "  hi = '(' .. bs[#bs]\n"
+    "end\n",
     0};
 
 #endif

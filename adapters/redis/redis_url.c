@@ -25,6 +25,10 @@ static long parse_int(const char *v, long lo, long hi) {
 static int parse_option(chr_redis_url_t *u, const chr_opts_t *opts, const char *k, const char *v,
                         int lock, char *err, size_t errlen) {
   long x;
+  int h = chr_history_opt(opts, k, v, &u->hist, err, errlen);
+  if (h < 0) return h;
+  if (h > 0 && lock) return chr_opts_fail(opts, err, errlen, "%s is a storage option", k);
+  if (h > 0) return 0;
   if (strcmp(k, "host") == 0) {
     free(u->host);
     u->host = chr_strdup(v);
@@ -79,10 +83,14 @@ int chr_redis_opts_parse(const chr_opts_t *opts, chr_redis_url_t *u, int lock, c
   u->timeout_us = 30 * CHR_USEC;
   u->connect_us = 5 * CHR_USEC;
   u->backoff_max_us = 2 * CHR_USEC;
-  /* index_metadata included: a lock refuses it below, saying why. */
+  u->hist.keep = CHR_HISTORY_DEFAULT;
+  u->hist.days = CHR_HISTORY_DAYS_DEFAULT;
+  /* index_metadata and the history options included: a lock refuses them
+   * below, saying why. */
   static const char *const keys[] = {
       "host",          "port",         "db",      "user",          "password",      "prefix",
-      "index_metadata", "queue_timeout", "timeout", "connect_timeout", "reconnect_max", NULL};
+      "index_metadata", "queue_timeout", "timeout", "connect_timeout", "reconnect_max",
+      "history",       "history_days", NULL};
   if (chr_opts_check_keys(opts, keys, NULL, NULL, err, errlen) != 0) return CHR_EINVAL;
   for (size_t i = 0; i < opts->n; i++) {
     int rc = parse_option(u, opts, opts->v[i].key, opts->v[i].val, lock, err, errlen);
