@@ -538,7 +538,7 @@ describe("redis", function()
       end
       local ok, err = pcall(chronis.storage.open, "redis://127.0.0.1:1/0?histroy=3")
       assert.is_false(ok)
-      assert.truthy(err.message:find("history, history_days", 1, true), err.message)
+      assert.truthy(err.message:find("did you mean 'history'?", 1, true), err.message)
       ok, err = pcall(chronis.lock.redis, "redis://127.0.0.1:1/0?history=3")
       assert.is_false(ok)
       assert.are.equal("invalid", err.code)
