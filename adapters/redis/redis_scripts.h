@@ -359,6 +359,7 @@
     "end\n" \
     "-- The indexes of jobs, from P:rj.\n" \
     "local function indexes(jobs)\n" \
+    "  if #jobs <= 1000 then return redis.call('HMGET', RJ, unpack(jobs)) end\n" \
     "  local got = {}\n" \
     "  for i = 1, #jobs, 1000 do\n" \
     "    local part = redis.call('HMGET', RJ, unpack(jobs, i, math.min(i + 999, #jobs)))\n" \
@@ -398,7 +399,7 @@
     "local function write_runs(jobs, entries, keeps, keep, cut, max, unique)\n" \
     "  if max > 0 then prune_age(cut, max) end\n" \
     "  if #jobs == 0 then return end\n" \
-    "  local got, first, ns, pb, pl = indexes(jobs), {}, #SET, nil, nil\n" \
+    "  local got, first, ns, pb, pl, np = indexes(jobs), {}, #SET, nil, nil, 0\n" \
     "  for r = 1, #jobs do\n" \
     "    local job, entry, ix = jobs[r], entries[r], got[r]\n" \
     "    if not unique then\n" \
@@ -418,8 +419,10 @@
     "          pl = {}\n" \
     "          ADD[pb] = pl\n" \
     "        end\n" \
+    "        np = #pl\n" \
     "      end\n" \
-    "      pl[#pl + 1] = job\n" \
+    "      np = np + 1\n" \
+    "      pl[np] = job\n" \
     "    end\n" \
     "  end\n" \
     "  flush_runs()\n" \
