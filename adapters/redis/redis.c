@@ -445,7 +445,7 @@ static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
     }
     hint = reply_time(elem(r, 1));
     break;
-  case CHR_OP_COMPLETE:
+  case CHR_OP_COMPLETE: {
     for (size_t i = 0; i < req->nitems; i++) {
       const redisReply *e = elem(r, i);
       const char *s = e && e->type == REDIS_REPLY_STRING ? e->str : "";
@@ -453,7 +453,12 @@ static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
                              : strcmp(s, "not_found") == 0 ? CHR_ENOTFOUND
                                                            : CHR_ECONFLICT;
     }
+    /* The completions stand; their runs could not be written. */
+    const redisReply *why = elem(r, req->nitems);
+    if (why && why->type == REDIS_REPLY_STRING)
+      chr_log(CHR_LOG_WARN, NULL, "redis: complete_jobs: %.*s", (int)why->len, why->str);
     break;
+  }
   case CHR_OP_RECOVER:
     req->count = reply_int(elem(r, 0));
     hint = reply_time(elem(r, 1));
