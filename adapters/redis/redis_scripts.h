@@ -661,7 +661,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "if any then\n"
     "  local keep, cut, max = tonumber(arg()), arg(), tonumber(arg())\n"
     "  -- The completions stand whatever becomes of their runs (a history key\n"
-    "  -- edited by hand, no memory left): the reason follows the results.\n"
+    "  -- edited by hand): the reason follows the results.\n"
     "  local ok, err = pcall(write_runs, rjobs, rents, rkeeps, keep, cut, max, uniq)\n"
     "  if not ok then res[n + 1] = 'runs not written: ' .. tostring(err) end\n"
     "end\n"
