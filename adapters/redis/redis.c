@@ -12,7 +12,12 @@
  * put together again here (extra members in key order, as chr_json
  * writes them). Compare-and-swap compares the same storage texts, so times
  * compare as instants and extra members by canonical text, like
- * chr_job_matches. */
+ * chr_job_matches.
+ *
+ * Run history (the history capability) lives beside the jobs: a hash of
+ * job indexes, a hash of run texts and sets of runs by 10 ms of start
+ * (redis_scripts.h, docs/redis.md); completions write their runs in the
+ * same script call. */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
