@@ -438,6 +438,20 @@ describe("redis", function()
       store:close()
     end)
 
+    it("applies completions whose runs it cannot write (a history key edited by hand)", function()
+      local p = prefix()
+      local store = chronis.storage.redis(srv.url, { prefix = p })
+      store:create_job({ job_id = "w", status = "running", claimed_by = "me", lease_until = now_us() + 60 * S })
+      srv:cli("SET", "{" .. p .. "}:rj", "not a hash")
+      local res = store:complete_jobs({
+        { job_id = "w", owner = "me", updates = { status = "paused", claimed_by = null, lease_until = null },
+          run = run("w1", "w", at(1)) },
+      })
+      assert.is_true(res[1].ok)
+      assert.are.equal("paused", store:get_job("w").status)
+      store:close()
+    end)
+
     it("answers query_runs like the memory store over many jobs, runs and time buckets", function()
       local mem = chronis.storage.memory()
       local red = chronis.storage.redis(srv.url, { prefix = prefix() })

@@ -12,7 +12,12 @@
  * put together again here (extra members in key order, as chr_json
  * writes them). Compare-and-swap compares the same storage texts, so times
  * compare as instants and extra members by canonical text, like
- * chr_job_matches. */
+ * chr_job_matches.
+ *
+ * Run history (the history capability) lives beside the jobs: a hash of
+ * job indexes, a hash of run texts and sets of runs by 10 ms of start
+ * (redis_scripts.h, docs/redis.md); completions write their runs in the
+ * same script call. */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -445,7 +450,7 @@ static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
     }
     hint = reply_time(elem(r, 1));
     break;
-  case CHR_OP_COMPLETE:
+  case CHR_OP_COMPLETE: {
     for (size_t i = 0; i < req->nitems; i++) {
       const redisReply *e = elem(r, i);
       const char *s = e && e->type == REDIS_REPLY_STRING ? e->str : "";
@@ -453,7 +458,12 @@ static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
                              : strcmp(s, "not_found") == 0 ? CHR_ENOTFOUND
                                                            : CHR_ECONFLICT;
     }
+    /* The completions stand; their runs could not be written. */
+    const redisReply *why = elem(r, req->nitems);
+    if (why && why->type == REDIS_REPLY_STRING)
+      chr_log(CHR_LOG_WARN, NULL, "redis: complete_jobs: %.*s", (int)why->len, why->str);
     break;
+  }
   case CHR_OP_RECOVER:
     req->count = reply_int(elem(r, 0));
     hint = reply_time(elem(r, 1));

@@ -359,6 +359,7 @@
     "end\n" \
     "-- The indexes of jobs, from P:rj.\n" \
     "local function indexes(jobs)\n" \
+    "  if #jobs <= 1000 then return redis.call('HMGET', RJ, unpack(jobs)) end\n" \
     "  local got = {}\n" \
     "  for i = 1, #jobs, 1000 do\n" \
     "    local part = redis.call('HMGET', RJ, unpack(jobs, i, math.min(i + 999, #jobs)))\n" \
@@ -398,7 +399,7 @@
     "local function write_runs(jobs, entries, keeps, keep, cut, max, unique)\n" \
     "  if max > 0 then prune_age(cut, max) end\n" \
     "  if #jobs == 0 then return end\n" \
-    "  local got, first, ns, pb, pl = indexes(jobs), {}, #SET, nil, nil\n" \
+    "  local got, first, ns, pb, pl, np = indexes(jobs), {}, #SET, nil, nil, 0\n" \
     "  for r = 1, #jobs do\n" \
     "    local job, entry, ix = jobs[r], entries[r], got[r]\n" \
     "    if not unique then\n" \
@@ -418,8 +419,10 @@
     "          pl = {}\n" \
     "          ADD[pb] = pl\n" \
     "        end\n" \
+    "        np = #pl\n" \
     "      end\n" \
-    "      pl[#pl + 1] = job\n" \
+    "      np = np + 1\n" \
+    "      pl[np] = job\n" \
     "    end\n" \
     "  end\n" \
     "  flush_runs()\n" \
@@ -600,7 +603,8 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "-- items, when any has a run: the store's keep count, the age limit (a\n"
     "-- key) and how many jobs pruning by age may visit (0: not now). The\n"
     "-- runs of the items that apply are written with them.\n"
-    "-- -> per item 'ok' | 'not_found' | 'conflict'\n"
+    "-- -> per item 'ok' | 'not_found' | 'conflict' (then why runs were not\n"
+    "-- written, if they were not)\n"
     "local n = tonumber(arg())\n"
     "local res, seen, base, wake = {}, {}, nil, false\n"
     "local rjobs, rents, rkeeps, nr, any, uniq = {}, {}, {}, 0, false, true\n"
@@ -656,7 +660,10 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "qflush()\n"
     "if any then\n"
     "  local keep, cut, max = tonumber(arg()), arg(), tonumber(arg())\n"
-    "  write_runs(rjobs, rents, rkeeps, keep, cut, max, uniq)\n"
+    "  -- The completions stand whatever becomes of their runs (a history key\n"
+    "  -- edited by hand): the reason follows the results.\n"
+    "  local ok, err = pcall(write_runs, rjobs, rents, rkeeps, keep, cut, max, uniq)\n"
+    "  if not ok then res[n + 1] = 'runs not written: ' .. tostring(err) end\n"
     "end\n"
     "if wake then redis.call('PUBLISH', P .. ':wake', wake) end\n"
     "return res\n",
