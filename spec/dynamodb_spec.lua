@@ -339,7 +339,7 @@ describe("dynamodb store", function()
       end
       local err = assert_error("invalid", function() ddb.options({ table = "t_opts", histroy = 1,
         access_key_id = "a", secret_access_key = "b" }) end)
-      assert.truthy(err.message:find("history, history_days", 1, true), err.message)
+      assert.truthy(err.message:find("unknown option 'histroy'; did you mean 'history'?", 1, true), err.message)
     end)
 
     it("never returns a run past history_days that TTL has not deleted yet, and deletes it", function()
