@@ -212,7 +212,38 @@ static int run_app(lua_State *L, const char *app, const char *storage, const cha
   return rc;
 }
 
+/* `chronis jobs ...` and `chronis stats`: lua/chronis/cli.lua parses its
+ * own arguments (argv[1..]) and returns the exit code. */
+static int run_cli(int argc, char **argv) {
+  lua_State *L = luaL_newstate();
+  if (L == NULL) {
+    fputs("chronis: cannot create a Lua state\n", stderr);
+    return 1;
+  }
+  luaL_openlibs(L);
+  set_paths(L);
+  int rc = 1;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "chronis.cli");
+  if (pcall_tb(L, 1, 1) == LUA_OK) {
+    lua_getfield(L, -1, "main");
+    lua_createtable(L, argc, 0);
+    for (int i = 0; i < argc; i++) {
+      lua_pushstring(L, argv[i]);
+      lua_rawseti(L, -2, i + 1);
+    }
+    if (pcall_tb(L, 1, 1) == LUA_OK) rc = (int)luaL_optinteger(L, -1, 1);
+    else fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
+  } else {
+    fprintf(stderr, "chronis: cannot load the chronis library: %s\n", lua_tostring(L, -1));
+  }
+  lua_close(L);
+  return rc;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && (strcmp(argv[1], "jobs") == 0 || strcmp(argv[1], "stats") == 0))
+    return run_cli(argc - 1, argv + 1);
   const char *cmd = NULL, *app = NULL, *storage = getenv("CHRONIS_STORAGE"), *scripts = NULL,
              *as = NULL;
   int status_only = 0;
