@@ -418,7 +418,8 @@ local function parse_args(spec, args, first)
         if not value then
           i = i + 1
           value = args[i]
-          if value == nil then
+          -- An option where the value belongs: the value is missing.
+          if value == nil or known[value:match("^%-%-([^=]+)") or ""] then
             usage_error(("option --%s needs a value (%s)"):format(name, o[2]), see_help(spec))
           end
         end
