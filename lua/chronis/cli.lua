@@ -1,9 +1,8 @@
 -- chronis.cli: the job management commands of the host, `chronis jobs ...`
 -- and `chronis stats`, on any store URL (docs/cli.md). It opens a
--- scheduler on the store without starting it and goes through the
--- Scheduler methods for every change; it reads the store directly only
--- through those methods too. main(args) returns the exit code, so the
--- commands run in-process as well as from runtime/main.c:
+-- scheduler on the store without starting it, and every read and change
+-- goes through the Scheduler's methods. main(args) returns the exit code,
+-- so the commands run in-process as well as from runtime/main.c:
 --   0 done; 1 failed (the store cannot be reached, no such job, a status
 --   the command does not apply to); 2 usage error (bad option or value).
 local chronis = require "chronis"
@@ -65,6 +64,7 @@ end
 -- ---- durations and times ----
 
 local UNITS = { s = 1, m = 60, h = 3600, d = 86400, w = 604800 }
+local MAX_SECONDS = 10000 * 366 * 86400 -- beyond, no time is in range
 local UNIT_KEYS = { s = "seconds", m = "minutes", h = "hours", d = "days", w = "weeks" }
 
 -- "30s", "5m", "1h30m", "2d" -> seconds, and the parts by unit; nil when
@@ -79,6 +79,7 @@ local function duration_of(s)
     total = total + parts[u] * UNITS[u]
     pos = nxt
   end
+  if total > MAX_SECONDS then return nil end
   return total, parts
 end
 
