@@ -169,6 +169,7 @@ end
 -- `short`; below a minute with fractions, "1.5s" or "120ms".
 local function duration_text(secs, short)
   if secs == nil then return "-" end
+  if secs < 0.0005 and secs > 0 then return "<1ms" end
   if secs < 1 and secs > 0 then return ("%dms"):format(math.floor(secs * 1000 + 0.5)) end
   if secs < 60 and math.type(secs) == "float" and secs ~= math.floor(secs) then
     return (("%.1f"):format(secs):gsub("%.0$", "")) .. "s"
@@ -557,13 +558,13 @@ local function get_job(ctx, id)
   error(job, 0)
 end
 
--- The run history, or nil and why it cannot be read.
+-- The run history, or nil and why there is none: a store written in Lua
+-- without query_runs keeps no runs (docs/history.md).
 local function history(ctx, filters, limit, offset)
-  if not ctx.sched.history then return nil, "this store keeps no run history" end
   local ok, runs = pcall(ctx.sched.history, ctx.sched, filters, limit, offset)
   if ok then return runs end
-  if type(runs) == "table" and runs.code ~= "unavailable" and runs.code ~= "timeout" then
-    return nil, runs.message
+  if type(runs) == "table" and runs.code == "unsupported" then
+    return nil, "this store keeps no run history"
   end
   error(runs, 0)
 end
@@ -698,9 +699,16 @@ local RUN_COLS_JOB = {
   { "ERROR", max = 60 },
 }
 
+-- "message", with the code first when the outcome does not say it
+-- ("lease_expired: ..." for an error).
+local function error_text(code, message, outcome)
+  if message == nil and code == nil then return "" end
+  local prefix = code ~= nil and code ~= outcome and code ~= "error" and tostring(code) .. ": " or ""
+  return prefix .. tostring(message or "")
+end
+
 local function run_error(r)
-  if r.error_message == nil and r.error_code == nil then return "" end
-  return (r.error_code and r.error_code .. ": " or "") .. tostring(r.error_message or "")
+  return error_text(r.error_code, r.error_message, r.outcome)
 end
 
 local function run_rows(ctx, runs, with_job)
@@ -792,8 +800,11 @@ command("show", {
     local le = job.last_error
     if type(le) == "table" then
       lines[#lines + 1] = ""
-      lines[#lines + 1] = "last error" .. (le.at and " (" .. time_line(ctx, le.at) .. ")" or "")
-      lines[#lines + 1] = "  " .. (le.code and tostring(le.code) .. ": " or "") .. tostring(le.message or "")
+      local when = {}
+      if le.at then when[#when + 1] = time_line(ctx, le.at) end
+      if le.attempt then when[#when + 1] = "attempt " .. tostring(le.attempt) end
+      lines[#lines + 1] = "last error" .. (#when > 0 and " (" .. table.concat(when, ", ") .. ")" or "")
+      lines[#lines + 1] = "  " .. cell(error_text(le.code, le.message))
     end
     local pg = job.progress
     if type(pg) == "table" then
@@ -1132,8 +1143,12 @@ command("history", {
     end
     local lines = render_table(pos[1] and RUN_COLS_JOB or RUN_COLS_ALL, run_rows(ctx, runs, not pos[1]))
     local last = offset + #runs
-    lines[#lines + 1] = ("showing runs %d-%d%s"):format(offset + 1, last,
-      more and ("; --offset %d for more"):format(last) or "")
+    if offset == 0 and not more then
+      lines[#lines + 1] = ("%d run%s"):format(#runs, #runs == 1 and "" or "s")
+    else
+      lines[#lines + 1] = ("showing runs %d-%d%s"):format(offset + 1, last,
+        more and ("; --offset %d for more"):format(last) or "")
+    end
     emit_lines(ctx, lines)
     return 0
   end,
