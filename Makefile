@@ -96,6 +96,19 @@ $(B)/lua/chronis/core.so: $(LIB_OBJ)
 $(B)/core_test: $(B)/obj/spec/core_test.o $(CORE_OBJ)
 	$(CC) $(SANFLAGS) -o $@ $^ $(filter -luv -lpthread -ldl -lrt,$(PKG_LIBS)) -lm
 
+# The host looks for its Lua library beside itself, then at PREFIX, then
+# in this source tree: both compiled into main.o, so that a copy of the
+# executable elsewhere on the machine still finds it. $(B)/.paths changes
+# (and main.o is rebuilt) only when one of them does.
+PATHS_ID := $(PREFIX) $(CURDIR) $(abspath $(B))
+$(B)/.paths: FORCE
+	@mkdir -p $(B)
+	@echo '$(PATHS_ID)' | cmp -s - $@ || echo '$(PATHS_ID)' > $@
+
+$(B)/obj/runtime/main.o: $(B)/.paths
+$(B)/obj/runtime/main.o: ALL_CFLAGS += -DCHR_PREFIX='"$(abspath $(PREFIX))"' \
+  -DCHR_SRCDIR='"$(CURDIR)"' -DCHR_BUILDDIR='"$(abspath $(B))"'
+
 # -Wl,-E exports the Lua API to C modules the host loads (cjson.so, ...).
 $(B)/chronis: $(B)/obj/runtime/main.o $(B)/libchronis.a
 	$(CC) $(SANFLAGS) -Wl,-E -o $@ $^ $(LUA_LIBS) $(PKG_LIBS) -lm
@@ -185,8 +198,11 @@ chaos: deps all
 	@CHAOS_SECONDS='$(CHAOS_SECONDS)' CHAOS_SEED='$(CHAOS_SEED)' CHAOS_STORES='$(CHAOS_STORES)' \
 	  lua5.4 spec/support/chaos.lua
 
-# The host looks for its Lua library in ../share/chronis beside bin/, and
-# Lua adapters (file:, lua:adapters/...) in share/chronis/adapters.
+# PREFIX/bin/chronis; the Lua library in PREFIX/share/chronis/lua (the host
+# looks there beside bin/, then at the PREFIX it was built with), the Lua
+# adapters (file:, lua:adapters/...) in PREFIX/share/chronis/adapters, the
+# C module plain lua5.4 loads in PREFIX/lib/lua/5.4/chronis/core.so, the
+# library and headers for C programs in PREFIX/lib and PREFIX/include.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/chronis/lua/chronis \
 	  $(DESTDIR)$(PREFIX)/share/chronis/adapters $(DESTDIR)$(PREFIX)/lib \

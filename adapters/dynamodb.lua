@@ -744,9 +744,9 @@ end
 
 -- Options.
 
-local OPTIONS = { table = true, region = true, endpoint = true, create_table = true,
-  access_key_id = true, secret_access_key = true, session_token = true, timeout = true,
-  max_retries = true, adapter_timeout = true }
+-- and the bridge's adapter_timeout
+local OPTIONS = { "table", "region", "endpoint", "create_table", "access_key_id",
+  "secret_access_key", "session_token", "timeout", "max_retries" }
 
 local function bool_opt(v, name)
   if v == nil then return false end
@@ -761,12 +761,7 @@ end
 function M.options(opts)
   opts = opts or {}
   if type(opts) ~= "table" then fail("invalid", "dynamodb store: options must be a table") end
-  for k in pairs(opts) do
-    if not OPTIONS[k] then
-      fail("invalid", "dynamodb store: unknown option '%s' (expected table, region, endpoint, "
-        .. "create_table, access_key_id, secret_access_key, session_token, timeout, max_retries)", tostring(k))
-    end
-  end
+  kit.check_options(opts, OPTIONS, "dynamodb store")
   local o = {}
   o.table = opts.table
   if type(o.table) ~= "string" or not o.table:match("^[%w_.%-]+$") or #o.table < 3 or #o.table > 255 then

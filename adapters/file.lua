@@ -394,7 +394,7 @@ end
 
 -- adapter_timeout belongs to the bridge (chronis.storage.lua), which may
 -- pass it along with the adapter's own options.
-local OPTIONS = { path = true, auto_create = true, adapter_timeout = true }
+local OPTIONS = { "path", "auto_create" } -- and the bridge's adapter_timeout
 
 local function bool_opt(v, default, name)
   if v == nil then return default end
@@ -410,11 +410,7 @@ end
 return function(opts)
   opts = opts or {}
   if type(opts) ~= "table" then fail("invalid", "file store: options must be a table") end
-  for k in pairs(opts) do
-    if not OPTIONS[k] then
-      fail("invalid", "file store: unknown option '%s' (expected path, auto_create)", tostring(k))
-    end
-  end
+  kit.check_options(opts, OPTIONS, "file store")
   local path = opts.path
   if type(path) ~= "string" or path == "" then fail("invalid", "file store: option 'path' is required") end
   local auto_create = bool_opt(opts.auto_create, true, "auto_create")

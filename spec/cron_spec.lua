@@ -494,8 +494,11 @@ describe("chronis.cron errors name the field", function()
   end)
 
   it("unknown fields and bad values", function()
-    assert_invalid({hours = 1}, "invalid cron field 'hours': unknown field")
-    assert_invalid({hour = 1, timezone = "UTC"}, "invalid cron field 'timezone': unknown field")
+    assert_invalid({hours = 1}, "unknown cron field 'hours'; did you mean 'hour'?")
+    assert_invalid({hour = 1, timezone = "UTC"}, "unknown cron field 'timezone' (expected year, month, "
+      .. "day, week, day_of_week, hour, minute, second, cron, dialect, job_id)")
+    assert_invalid({hours = 1, minutes = 5, hour = 2},
+      "unknown cron fields 'hours' (did you mean 'hour'?) and 'minutes' (did you mean 'minute'?)")
     assert_invalid({hour = true}, "invalid cron field 'hour': expected an integer or a string, got boolean")
     assert_invalid({hour = 1.5}, "invalid cron field 'hour': 1.5 is not an integer")
     assert_invalid({cron = "* * * * *", hour = 1},

@@ -80,7 +80,9 @@ describe("job validation", function()
     assert_invalid(interval({}), "interval must be greater than 0")
     assert_invalid(interval({ seconds = -3 }), "must not be negative")
     assert_invalid(interval({ seconds = "abc" }), "is not a number")
-    assert_invalid(interval({ secs = 5 }), "interval key 'secs' is unknown")
+    assert_invalid(interval({ secs = 5 }), "unknown interval key 'secs' (expected weeks, days, hours")
+    assert_invalid(interval({ secnds = 5, minuts = 1 }), "invalid trigger_args: unknown interval keys "
+      .. "'minuts' (did you mean 'minutes'?) and 'secnds' (did you mean 'seconds'?)")
   end)
 
   it("refuses bad cron specs and run dates", function()

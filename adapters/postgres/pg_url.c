@@ -59,15 +59,20 @@ static int parse_num(const char *v, double lo, double hi, double *out) {
   return 0;
 }
 
-/* Whether libpq knows the keyword (so a typo fails at open, not at the
- * first connection). */
-static int libpq_keyword(const char *k) {
+/* libpq's connection keywords (so a typo fails at open, not at the first
+ * connection), NULL-terminated; NULL when libpq cannot say. Read once. */
+static const char *const *libpq_keywords(void) {
   static PQconninfoOption *defs;
+  static const char **names;
+  if (names != NULL) return names;
   if (defs == NULL) defs = PQconndefaults();
-  if (defs == NULL) return 1;
-  for (PQconninfoOption *d = defs; d->keyword; d++)
-    if (strcmp(d->keyword, k) == 0) return 1;
-  return 0;
+  if (defs == NULL) return NULL;
+  size_t n = 0;
+  while (defs[n].keyword) n++;
+  names = chr_malloc((n + 1) * sizeof *names);
+  for (size_t i = 0; i < n; i++) names[i] = defs[i].keyword;
+  names[n] = NULL;
+  return names;
 }
 
 /* libpq's options string splits on spaces; a backslash escapes. */
@@ -185,7 +190,16 @@ int chr_pg_opts_parse(const chr_opts_t *opts, pg_opts_t *o, char *err, size_t er
   chr_buf_init(&options);
   chr_buf_adds(&options, "-c jit=off"); /* JIT costs more than it saves on short queries */
   const char *user_options = NULL, *timezone = NULL;
-  int rc = 0;
+  static const char *const chronis_keys[] = {"table",   "schema",          "pool",     "auto_migrate",
+                                             "notify",  "timeout",         "connect_timeout",
+                                             "timezone", "options",        NULL};
+  const char *const *libpq = libpq_keywords();
+  int rc = libpq == NULL ? 0
+                         : chr_opts_check_keys(opts, chronis_keys, libpq,
+                                               "chronis: table, schema, pool, auto_migrate, "
+                                               "notify, timeout, connect_timeout, timezone; or a "
+                                               "libpq connection keyword",
+                                               err, errlen);
   for (size_t i = 0; i < opts->n && rc == 0; i++) {
     const char *k = opts->v[i].key, *v = opts->v[i].val;
     double d;
@@ -210,10 +224,6 @@ int chr_pg_opts_parse(const chr_opts_t *opts, pg_opts_t *o, char *err, size_t er
       timezone = v;
     } else if (strcmp(k, "options") == 0) {
       user_options = v;
-    } else if (!libpq_keyword(k)) {
-      rc = chr_opts_fail(opts, err, errlen, "unknown option '%s' (chronis: table, schema, pool, "
-                         "auto_migrate, notify, timeout, connect_timeout, timezone; or a libpq "
-                         "connection keyword)", k);
     } else {
       kv_add(&pass, k, v);
     }

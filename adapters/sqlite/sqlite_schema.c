@@ -63,6 +63,10 @@ int chr__sqlite_opts(const chr_opts_t *opts, char **path, sq_opts_t *o, char *er
   o->wal_pages = 4000;
   o->quick_check = 0;
   *path = NULL;
+  static const char *const known[] = {"path",        "busy_timeout",       "cache_size",
+                                      "synchronous", "wal_autocheckpoint", "check",
+                                      NULL};
+  if (chr_opts_check_keys(opts, known, NULL, NULL, err, errlen) != 0) return CHR_EINVAL;
   for (size_t i = 0; i < opts->n && rc == 0; i++) {
     const char *k = opts->v[i].key, *v = opts->v[i].val;
     long x;
@@ -94,9 +98,6 @@ int chr__sqlite_opts(const chr_opts_t *opts, char **path, sq_opts_t *o, char *er
       if (strcmp(v, "quick") == 0) o->quick_check = 1;
       else if (strcmp(v, "none") == 0) o->quick_check = 0;
       else rc = chr_opts_fail(opts, err, errlen, "check must be quick or none, got '%s'", v);
-    } else {
-      rc = chr_opts_fail(opts, err, errlen, "unknown option '%s' (expected path, busy_timeout, "
-                         "cache_size, synchronous, wal_autocheckpoint, check)", k);
     }
   }
   if (rc == 0 && *path == NULL)

@@ -37,6 +37,22 @@ local function message_of(err)
 end
 M.message_of = message_of
 
+--- check_options(opts, known, who): raises `invalid` naming every key of
+--- opts that the array `known` lacks, all at once, each with the closest
+--- known name when one is close: "file store: unknown option 'pth'; did
+--- you mean 'path'?". The bridge's own option adapter_timeout is always
+--- accepted.
+function M.check_options(opts, known, who)
+  local set, unknown = { adapter_timeout = true }, {}
+  for _, k in ipairs(known) do set[k] = true end
+  for k in pairs(opts) do
+    if not set[k] then unknown[#unknown + 1] = tostring(k) end
+  end
+  if #unknown > 0 then
+    error(core.error("invalid", who .. ": " .. core.unknown_keys("option", unknown, known)), 2)
+  end
+end
+
 M.STATUSES = { pending = true, scheduled = true, running = true, paused = true, failed = true }
 local STATUSES = M.STATUSES
 local STATUS_LIST = "pending, scheduled, running, paused or failed"

@@ -188,7 +188,16 @@ function M.scheduler(opts)
   o.on_success, o.on_failure = nil, nil
   if o.storage == nil and host and host.storage then
     -- Under the host every scheduler without a store shares one default.
-    host.store = host.store or M.storage.open(host.storage)
+    if not host.store then
+      local ok, store = pcall(M.storage.open, host.storage)
+      if not ok then
+        -- Said to come from the command line, not from the app's line.
+        error(core.error(type(store) == "table" and store.code or "invalid",
+          "the default storage (--storage or CHRONIS_STORAGE): "
+          .. (type(store) == "table" and tostring(store.message) or tostring(store))), 2)
+      end
+      host.store = store
+    end
     o.storage = host.store
   elseif o.storage == nil then
     o.storage = M.storage.memory()
@@ -258,6 +267,40 @@ local function has_handler(self, name)
   return self._e:handlers()[name] ~= nil or M.handlers[name] ~= nil
 end
 
+-- The names a job table may use besides the typed fields (core.job_fields).
+local free_fields = { "args", "kwargs", "metadata", "next_run_time_local" }
+
+-- Refuses the keys of `fields` that look like misspellings of a name in
+-- `names` (arrays of strings), all in one `invalid` error. Other unknown
+-- keys are a job's own data, stored as they are (docs/design.md).
+local function refuse_typos(fields, what, names, level)
+  local known, candidates = {}, {}
+  for _, list in ipairs(names) do
+    for _, n in ipairs(list) do
+      if not known[n] then known[n], candidates[#candidates + 1] = true, n end
+    end
+  end
+  local typos = {}
+  for k in pairs(fields) do
+    if type(k) == "string" and not known[k] and core.suggest(k, candidates) then
+      typos[#typos + 1] = k
+    end
+  end
+  if #typos > 0 then
+    error(core.error("invalid", core.unknown_keys(what, typos, candidates, "")
+      .. " (fields of your own belong in metadata, kwargs or args)"), level + 1)
+  end
+end
+
+local function keys_of(set)
+  local out = {}
+  for k in pairs(set) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+local create_options = { "on_success", "on_failure", "if_exists" }
+
 -- Handler scripts may carry defaults for their jobs ({run=fn, timeout=..}).
 local handler_defaults = {
   timeout = "timeout_seconds", retry = "max_retries", retry_delay = "retry_delay_seconds",
@@ -275,6 +318,13 @@ function Scheduler:create_job(fields)
   end
   -- Trigger keys given at the top level move into trigger_args.
   local keys = trigger_keys[f.trigger_type]
+  local all_trigger_keys = {}
+  for _, set in pairs(trigger_keys) do
+    for k in pairs(set) do all_trigger_keys[#all_trigger_keys + 1] = k end
+  end
+  table.sort(all_trigger_keys)
+  refuse_typos(f, "job field", { core.job_fields, free_fields, create_options,
+    keys and keys_of(keys) or all_trigger_keys }, 2)
   if keys then
     local args = copy(f.trigger_args)
     for k in pairs(keys) do
@@ -388,10 +438,18 @@ function Builder:once(when)
   return set_trigger(self, "date", { run_date = when })
 end
 
+local config_names = keys_of(config_keys)
+
 function Builder:config(opts)
+  local unknown = {}
+  for k in pairs(opts or {}) do
+    if not config_keys[k] then unknown[#unknown + 1] = tostring(k) end
+  end
+  if #unknown > 0 then
+    error(core.error("invalid", core.unknown_keys("config option", unknown, config_names)), 2)
+  end
   for k, v in pairs(opts or {}) do
     local field = config_keys[k]
-    if not field then fail("invalid", "unknown config option '%s'", tostring(k)) end
     if k == "metadata" then
       if type(v) ~= "table" then fail("invalid", "config 'metadata' must be a table") end
       for mk, mv in pairs(v) do self._f.metadata[mk] = mv end
@@ -524,6 +582,7 @@ local trigger_fields = { trigger_type = true, trigger_args = true, timezone = tr
 --- change is never overwritten.
 function Scheduler:update_job(id, fields)
   if type(fields) ~= "table" then fail("invalid", "update_job: fields must be a table") end
+  refuse_typos(fields, "job field", { core.job_fields, free_fields }, 2)
   if fields.job_id ~= nil and fields.job_id ~= id then fail("invalid", "update_job: job_id cannot change") end
   for _ = 1, 5 do
     local cur = must_get(self, id, 2)

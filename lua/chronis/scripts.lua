@@ -303,12 +303,99 @@ local function nparams(fn)
   return info.nparams, info.isvararg
 end
 
---- Loads a handler or adapter script and reports what it provides and
---- what is missing. Returns ok, report lines. A script returning a
---- function is a handler, unless `as` is "adapter" or the script sits in
---- an adapters/ folder: then the function is an adapter's constructor
---- (handlers are never called by check, they may have side effects).
-function M.check(path, as, opts)
+-- Whether a loaded chunk's main function returns a value, read from its
+-- bytecode (luac's view, nothing run): handler and adapter scripts end
+-- with `return ...`; an app returns nothing. nil when the bytecode is not
+-- Lua 5.4's.
+local OP_TAILCALL, OP_RETURN, OP_RETURN1 = 69, 70, 72
+
+function M.returns_value(chunk)
+  local d = string.dump(chunk, true)
+  if d:sub(1, 5) ~= "\27Lua\x54" then return nil end
+  -- Header: signature, version, format, 6 check bytes, the sizes of an
+  -- instruction, an integer and a number, then a sample of each.
+  local isize, intsize, numsize = d:byte(13), d:byte(14), d:byte(15)
+  local pos = 16 + intsize + numsize + 1 -- and the main function's upvalue count
+  local function varint()
+    local x = 0
+    repeat
+      local b = d:byte(pos)
+      pos = pos + 1
+      x = (x << 7) | (b & 0x7f)
+    until b & 0x80 ~= 0
+    return x
+  end
+  varint()          -- source (stripped)
+  varint(); varint() -- first and last line
+  pos = pos + 3     -- parameters, vararg, stack size
+  for i = 0, varint() - 1 do
+    local ins = string.unpack("<I" .. isize, d, pos + i * isize)
+    local op, b = ins & 0x7f, (ins >> 16) & 0xff
+    if op == OP_TAILCALL or op == OP_RETURN1 or (op == OP_RETURN and b ~= 1) then return true end
+  end
+  return false
+end
+
+-- Checks an adapter instance against the contract; closes it after.
+local function check_adapter(name, inst, say)
+  say("%s: storage adapter", name)
+  local ok = true
+  for _, op in ipairs(contract_methods()) do
+    local m, fn = op.name, inst[op.name]
+    if type(fn) == "function" then
+      local n, va = nparams(fn)
+      if not va and n < op.params then
+        say("  %-24s present, but takes %d parameter(s) (self included); %d expected", m, n, op.params)
+        if op.required then ok = false end
+      else
+        say("  %-24s present", m)
+      end
+    elseif op.required then
+      say("  %-24s MISSING (required)", m)
+      ok = false
+    elseif m == "close" then
+      say("  %-24s absent (optional: nothing to release when the store ends)", m)
+    else
+      say("  %-24s absent (optional: the engine falls back to per-job calls)", m)
+    end
+  end
+  if type(inst.close) == "function" then pcall(inst.close, inst) end
+  return ok
+end
+
+-- Opens the adapter script at path with opts (strings, from a URL) as
+-- chronis.storage.open would, and checks it.
+local function check_adapter_url(target, scheme, opts, say)
+  local path = scheme == "file" and "adapters/file.lua" or opts.script
+  opts.script = nil
+  if scheme == "file" and opts.path == nil then
+    say("error: %s: no file path (file:PATH)", target)
+    return false
+  end
+  if path == nil or path == "" then
+    say("error: %s: no script path (lua:SCRIPT?option=value&...)", target)
+    return false
+  end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = typed(v) end
+  local ok, inst = pcall(instantiate, resolve(path), o)
+  if not ok then
+    say("error: %s", type(inst) == "table" and inst.message or tostring(inst))
+    return false
+  end
+  return check_adapter(target, inst, say)
+end
+
+--- Checks a handler or adapter script, an app's syntax, a lua: or file:
+--- store URL, or a crontab string, and reports what it provides and what
+--- is missing. Returns ok, report lines. check never runs an app: a
+--- script whose main chunk returns nothing (or `as` "app") is only
+--- parsed. A script that returns a value is loaded in its own
+--- environment, as the host loads handlers: a handler, unless `as` is
+--- "adapter", the script sits in an adapters/ folder or returns a table
+--- of store methods; then its constructor is called (with no options:
+--- give them as a lua: URL). Handlers are never called.
+function M.check(path, as)
   local out = {}
   local function say(fmt, ...) out[#out + 1] = fmt:format(...) end
   -- A crontab string instead of a file: its reading and next fire times.
@@ -321,6 +408,42 @@ function M.check(path, as, opts)
     say("%s: cron, %s", path, d.text)
     for _, t in ipairs(d.next) do say("  next %s (%s)", t, core.tz.format_local(t, d.zone)) end
     return true, out
+  end
+  -- A store URL: its adapter opened with its options.
+  local scheme = not core.fs.stat(path) and path:match("^(%a[%w+.%-]*):")
+  if scheme then
+    local ok, sch, opts = pcall(core.storage.url_options, path)
+    if not ok then
+      say("error: %s", type(sch) == "table" and sch.message or tostring(sch))
+      return false, out
+    end
+    if sch ~= "lua" and sch ~= "file" then
+      say("error: %s: check opens lua: and file: stores (adapters written in Lua); %s: is a store "
+        .. "of chronis itself, opened by chronis run --storage", path, sch)
+      return false, out
+    end
+    return check_adapter_url(path, sch, opts, say), out
+  end
+  local text, rerr = read_file(path)
+  if not text then
+    say("error: cannot read %s", rerr)
+    return false, out
+  end
+  local chunk, perr = load(text, "@" .. path, "t", {})
+  if not chunk then
+    say("error: %s", perr)
+    return false, out
+  end
+  local returns = M.returns_value(chunk)
+  if as == "app" or (returns == false and as == nil) then
+    say("%s: app: syntax ok; not run (check never runs an app; chronis run %s does)", path, path)
+    return true, out
+  end
+  if returns == false then
+    say("error: %s returns nothing: not a %s (a handler script returns a function or a table with "
+      .. "run, an adapter script its constructor or methods); an app: chronis check --as app %s",
+      path, as, path)
+    return false, out
   end
   local v, err = M.load(path)
   if err then
@@ -346,9 +469,10 @@ function M.check(path, as, opts)
   end
   local inst = v
   if type(v) == "function" or (type(v) == "table" and type(v.new) == "function") then
-    local ok, res = pcall(instantiate, path, opts or {})
+    local ok, res = pcall(instantiate, path, {})
     if not ok then
-      say("error: %s", tostring(res))
+      say("error: %s", type(res) == "table" and res.message or tostring(res))
+      say("  (an adapter that needs options: chronis check 'lua:%s?option=value&...')", path)
       return false, out
     end
     inst = res
@@ -357,28 +481,7 @@ function M.check(path, as, opts)
     say("error: %s returned %s: not a handler (function, or table with run) nor an adapter", path, type(v))
     return false, out
   end
-  say("%s: storage adapter", path)
-  local ok = true
-  for _, op in ipairs(contract_methods()) do
-    local m, fn = op.name, inst[op.name]
-    if type(fn) == "function" then
-      local n, va = nparams(fn)
-      if not va and n < op.params then
-        say("  %-24s present, but takes %d parameter(s) (self included); %d expected", m, n, op.params)
-        if op.required then ok = false end
-      else
-        say("  %-24s present", m)
-      end
-    elseif op.required then
-      say("  %-24s MISSING (required)", m)
-      ok = false
-    elseif m == "close" then
-      say("  %-24s absent (optional: nothing to release when the store ends)", m)
-    else
-      say("  %-24s absent (optional: the engine falls back to per-job calls)", m)
-    end
-  end
-  return ok, out
+  return check_adapter(path, inst, say), out
 end
 
 --- The host's start-up: handler folders for an app (--scripts DIR, else

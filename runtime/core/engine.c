@@ -1114,8 +1114,13 @@ int chr_sched_start(chr_sched_t *s) {
   chr_store_watch(s->store, &s->watch);
   s->next_live = live_list;
   live_list = s;
-  chr_sched_log(s, CHR_LOG_DEBUG, NULL, "scheduler %s started on the %s store", s->node_id,
-                s->store->vt->kind);
+  /* Names the store actually used: an app may give each scheduler its own. */
+  if (s->store->url)
+    chr_sched_log(s, CHR_LOG_INFO, NULL, "scheduler %s on %s (%d workers)", s->node_id,
+                  s->store->url, s->opts.max_workers);
+  else
+    chr_sched_log(s, CHR_LOG_INFO, NULL, "scheduler %s on a %s store (%d workers)", s->node_id,
+                  s->store->vt->kind, s->opts.max_workers);
   schedule_tick(s, 0);
   /* Submitted now, it is answered before the first claim's completions
    * are written, which it would otherwise hold up on a serial store. */

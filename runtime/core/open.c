@@ -10,6 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "suggest.h"
 
 /* A scheme's URL form: where its authority may stand, which option the
  * path fills (after an authority, without its leading '/'), and the form
@@ -56,16 +60,27 @@ static int url_opts(const char *url, const url_form_t *form, const char *what, c
   return rc;
 }
 
+/* memory: takes no option: every one given is named. */
+static int no_options(const chr_opts_t *o, char *err, size_t errlen) {
+  if (o->n == 0) return 0;
+  chr_buf_t b;
+  chr_buf_init(&b);
+  for (size_t i = 0; i < o->n; i++)
+    chr_buf_printf(&b, "%s'%s'", i == 0 ? "" : i + 1 == o->n ? " and " : ", ", o->v[i].key);
+  int rc = chr_opts_fail(o, err, errlen, "unknown option%s %s (memory: has none)",
+                         o->n > 1 ? "s" : "", b.p);
+  chr_buf_free(&b);
+  return rc;
+}
+
 static int open_memory(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen) {
-  if (o->n > 0)
-    return chr_opts_fail(o, err, errlen, "unknown option '%s' (memory: has none)", o->v[0].key);
+  if (no_options(o, err, errlen) != 0) return CHR_EINVAL;
   *out = chr_memory_store_new();
   return 0;
 }
 
 static int open_memory_lock(const chr_opts_t *o, chr_lock_t **out, char *err, size_t errlen) {
-  if (o->n > 0)
-    return chr_opts_fail(o, err, errlen, "unknown option '%s' (memory: has none)", o->v[0].key);
+  if (no_options(o, err, errlen) != 0) return CHR_EINVAL;
   *out = chr_memory_lock_new();
   return 0;
 }
@@ -90,21 +105,59 @@ static const struct scheme {
 
 #define NSCHEMES (sizeof schemes / sizeof *schemes)
 
+static int ends_with(const char *s, size_t n, const char *tail) {
+  size_t t = strlen(tail);
+  return n >= t && strncasecmp(s + n - t, tail, t) == 0;
+}
+
+/* The URL a store URL without a scheme most likely meant, for a path
+ * given alone (--storage /tmp/jobs.db): a SQLite file for a .db, .sqlite
+ * or .sqlite3 name or a file that exists, a JSON file store for .json;
+ * NULL otherwise. malloc'ed. */
+static char *url_of_path(const char *url) {
+  size_t n = strlen(url);
+  struct stat st;
+  if (ends_with(url, n, ".json")) return chr_sprintf("file:%s", url);
+  if (ends_with(url, n, ".db") || ends_with(url, n, ".sqlite") || ends_with(url, n, ".sqlite3") ||
+      (stat(url, &st) == 0 && S_ISREG(st.st_mode)))
+    return chr_sprintf("sqlite:%s", url);
+  return NULL;
+}
+
 /* The scheme name[0..n) with a store (or lock) adapter; NULL, and an
- * error listing the known ones, when there is none. */
+ * error listing the known ones, when there is none: with the URL meant
+ * when the name is a file path (no ':' at all), or the closest scheme. */
 static const struct scheme *find_scheme(const char *name, size_t n, int lock, const char *desc,
                                         char *err, size_t errlen) {
   for (size_t i = 0; i < NSCHEMES; i++)
     if ((lock ? schemes[i].lock != NULL : schemes[i].store != NULL) &&
         strlen(schemes[i].name) == n && strncmp(name, schemes[i].name, n) == 0)
       return &schemes[i];
+  char *path_url = !lock && name[n] == '\0' ? url_of_path(name) : NULL;
+  if (path_url != NULL) {
+    chr_errf(err, errlen, "invalid %s: no scheme; did you mean '%s'?", desc, path_url);
+    free(path_url);
+    return NULL;
+  }
   chr_buf_t known;
   chr_buf_init(&known);
+  const char *names[NSCHEMES + 1];
+  size_t k = 0;
   for (size_t i = 0; i < NSCHEMES; i++)
-    if (lock ? schemes[i].lock != NULL : schemes[i].store != NULL)
+    if (lock ? schemes[i].lock != NULL : schemes[i].store != NULL) {
       chr_buf_printf(&known, "%s%s:", known.len ? ", " : "", schemes[i].name);
-  chr_errf(err, errlen, "invalid %s: unknown scheme '%.*s' (expected %s)", desc, (int)n, name,
-           known.p);
+      names[k++] = schemes[i].name;
+    }
+  names[k] = NULL;
+  char *word = chr_strndup(name, n);
+  const char *close = chr_suggest(word, names);
+  free(word);
+  if (close)
+    chr_errf(err, errlen, "invalid %s: unknown scheme '%.*s'; did you mean '%s:'?", desc, (int)n,
+             name, close);
+  else
+    chr_errf(err, errlen, "invalid %s: unknown scheme '%.*s' (expected %s)", desc, (int)n, name,
+             known.p);
   chr_buf_free(&known);
   return NULL;
 }
@@ -123,6 +176,89 @@ static int opts_of_url(const char *url, int lock, chr_opts_t *o, char *err, size
   return url_opts(url, s->form, what, o, err, errlen);
 }
 
+/* ---- how logs name a store ---- */
+
+/* Appends s %-encoding what would not read back the same in a URL part
+ * (keep: the punctuation the part may hold as it is). */
+static void add_encoded(chr_buf_t *b, const char *s, size_t n, const char *keep) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+        strchr("-._~", c) || (c != '\0' && strchr(keep, c)))
+      chr_buf_addc(b, (char)c);
+    else
+      chr_buf_printf(b, "%%%02X", c);
+  }
+}
+
+/* host[:port] entries of comma lists hosts and ports, zipped. */
+static void add_hosts(chr_buf_t *b, const char *hosts, const char *ports) {
+  const char *h = hosts ? hosts : "", *p = ports;
+  for (int first = 1;; first = 0) {
+    size_t hn = strcspn(h, ","), pn = p ? strcspn(p, ",") : 0;
+    if (!first) chr_buf_addc(b, ',');
+    int v6 = memchr(h, ':', hn) != NULL;
+    if (v6) chr_buf_addc(b, '[');
+    add_encoded(b, h, hn, v6 ? ":" : "");
+    if (v6) chr_buf_addc(b, ']');
+    if (pn) {
+      chr_buf_addc(b, ':');
+      chr_buf_add(b, p, pn);
+    }
+    if (h[hn] != ',') break;
+    h += hn + 1;
+    if (p) p = p[pn] == ',' ? p + pn + 1 : NULL;
+  }
+}
+
+/* A store's options in the URL form of its scheme, the password hidden:
+ * "postgres://app:***@db:5432/jobs?table=t", "sqlite:jobs.db". */
+static char *opts_shown(const chr_opts_t *o, const url_form_t *form) {
+  const char *user = chr_opts_get(o, "user"), *password = chr_opts_get(o, "password");
+  const char *host = chr_opts_get(o, "host"), *port = chr_opts_get(o, "port");
+  const char *path = form->path_key ? chr_opts_get(o, form->path_key) : NULL;
+  int authority = form->authority != CHR_URL_NO_AUTHORITY && (host || user || port);
+  chr_buf_t b;
+  chr_buf_init(&b);
+  chr_buf_printf(&b, "%s:", o->scheme ? o->scheme : "");
+  if (authority) {
+    chr_buf_adds(&b, "//");
+    if (user || password) {
+      if (user) add_encoded(&b, user, strlen(user), "");
+      if (password) chr_buf_adds(&b, ":***");
+      chr_buf_addc(&b, '@');
+    }
+    add_hosts(&b, host, port);
+  }
+  if (path) {
+    if (authority) chr_buf_addc(&b, '/');
+    add_encoded(&b, path, strlen(path), "/:");
+  }
+  int first = 1;
+  for (size_t i = 0; i < o->n; i++) {
+    const char *k = o->v[i].key, *v = o->v[i].val;
+    int in_authority = authority && (strcmp(k, "user") == 0 || strcmp(k, "password") == 0 ||
+                                     strcmp(k, "host") == 0 || strcmp(k, "port") == 0);
+    if (in_authority || (path && strcmp(k, form->path_key) == 0)) continue;
+    chr_buf_addc(&b, first ? '?' : '&');
+    first = 0;
+    add_encoded(&b, k, strlen(k), "");
+    chr_buf_addc(&b, '=');
+    if (strcmp(k, "password") == 0) chr_buf_adds(&b, "***");
+    else add_encoded(&b, v, strlen(v), "/:,");
+  }
+  return chr_buf_steal(&b);
+}
+
+char *chr_store_url_shown(const char *url) {
+  const char *colon = strchr(url, ':');
+  size_t n = colon ? (size_t)(colon - url) : 0;
+  for (size_t i = 0; i < NSCHEMES; i++)
+    if (colon && strlen(schemes[i].name) == n && strncmp(url, schemes[i].name, n) == 0)
+      return chr_url_shown(url, schemes[i].form->authority);
+  return chr_url_shown(url, CHR_URL_AUTHORITY);
+}
+
 int chr_store_url_opts(const char *url, chr_opts_t *o, char *err, size_t errlen) {
   return opts_of_url(url, 0, o, err, errlen);
 }
@@ -135,7 +271,9 @@ int chr_store_open_opts(const chr_opts_t *o, chr_store_t **out, char *err, size_
   const char *name = o->scheme ? o->scheme : "";
   const struct scheme *s = find_scheme(name, strlen(name), 0,
                                        o->desc ? o->desc : "storage options", err, errlen);
-  return s ? s->store(o, out, err, errlen) : CHR_EINVAL;
+  int rc = s ? s->store(o, out, err, errlen) : CHR_EINVAL;
+  if (rc == 0 && (*out)->url == NULL) (*out)->url = opts_shown(o, s->form);
+  return rc;
 }
 
 int chr_lock_open_opts(const chr_opts_t *o, chr_lock_t **out, char *err, size_t errlen) {
@@ -151,7 +289,6 @@ int chr_store_open(const char *url, chr_store_t **out, char *err, size_t errlen)
   if (rc != 0) return rc;
   rc = chr_store_open_opts(&o, out, err, errlen);
   chr_opts_free(&o);
-  if (rc == 0) (*out)->url = chr_strdup(url);
   return rc;
 }
 

@@ -231,6 +231,9 @@ typedef struct chr_store_vtable {
 struct chr_store {
   const chr_store_vtable_t *vt;
   unsigned caps;
+  /* How logs name the store: its options in the URL form of its scheme,
+   * the password hidden (set when opened from a URL or options; NULL for
+   * a store made directly). */
   char *url;
   /* Wake-up hints: listeners called when a job may be due earlier than
    * before (creation, reschedule, recovery), with its next_run_time. The
@@ -285,6 +288,9 @@ void chr_store_unwatch(chr_store_t *s, chr_store_watch_t *w);
 int chr_store_open(const char *url, chr_store_t **out, char *err, size_t errlen);
 int chr_store_url_opts(const char *url, chr_opts_t *o, char *err, size_t errlen);
 int chr_store_open_opts(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen);
+/* A store URL as logs and messages show it: the password hidden, the way
+ * the scheme's URL form reads (malloc'ed). */
+char *chr_store_url_shown(const char *url);
 
 /* Adapters, opened from their options (docs/<store>.md lists them). */
 chr_store_t *chr_memory_store_new(void);

@@ -8,11 +8,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cron.h"
 #include "json.h"
+#include "suggest.h"
 #include "time.h"
 
 static int key_is(chr_json_span_t k, const char *s) {
   return strlen(s) == k.n && memcmp(k.p, s, k.n) == 0;
+}
+
+/* Refuses, all in one message, every key of the JSON object args that
+ * known (NULL-terminated) lacks; `what` names one ("interval key"). A
+ * malformed object is left to the caller's own walk. */
+static int check_keys(const char *args, const char *what, const char *const *known, char *err,
+                      size_t errlen) {
+  const char *it = args, *end = args + strlen(args);
+  chr_json_span_t k, v;
+  chr_unknown_t u;
+  chr_unknown_init(&u);
+  while (chr_json_next_member(&it, end, &k, &v) == 1) {
+    int found = 0;
+    for (const char *const *n = known; *n && !found; n++) found = key_is(k, *n);
+    if (!found) chr_unknown_add(&u, k.p, k.n);
+  }
+  int rc = 0;
+  if (u.n > 0) {
+    chr_buf_t b;
+    chr_buf_init(&b);
+    chr_unknown_format(&u, what, known, NULL, &b);
+    rc = chr_errf(err, errlen, "invalid trigger_args: %s", b.p);
+    chr_buf_free(&b);
+  }
+  chr_unknown_free(&u);
+  return rc;
 }
 
 /* A number value (JSON number, or a string holding one). */
@@ -87,6 +115,9 @@ static int compile_interval(chr_trigger_t *t, const char *args, char *err, size_
   double elapsed = 0, days = 0;
   char msg[160];
   int r;
+  static const char *const keys[] = {"weeks", "days", "hours", "minutes", "seconds", "start_date",
+                                     NULL};
+  if (check_keys(args, "interval key", keys, err, errlen) != 0) return CHR_EINVAL;
   while ((r = chr_json_next_member(&it, end, &k, &v)) == 1) {
     double d;
     if (key_is(k, "start_date")) {
@@ -99,11 +130,7 @@ static int compile_interval(chr_trigger_t *t, const char *args, char *err, size_
       if (key_is(k, units[i].name)) unit = i;
     if (key_is(k, "days")) wall = 1;
     if (key_is(k, "weeks")) wall = 7;
-    if (unit < 0 && !wall)
-      return chr_errf(err, errlen,
-                  "invalid trigger_args: interval key '%.*s' is unknown "
-                  "(expected weeks, days, hours, minutes, seconds, start_date)",
-                  (int)k.n, k.p);
+    if (unit < 0 && !wall) continue; /* not reached: check_keys refused it */
     if (span_number(v, &d) != 0)
       return chr_errf(err, errlen, "invalid trigger_args '%.*s': %.*s is not a number", (int)k.n,
                   k.p, (int)v.n, v.p);
@@ -135,6 +162,9 @@ static int compile_cron(const chr_job_t *j, chr_trigger_t *t, const char *args, 
   const char *it = args, *end = args + strlen(args);
   chr_json_span_t k, v;
   int r, rc = 0, nfields = 0;
+  static const char *const keys[] = {"year",   "month",  "day",  "week",    "day_of_week", "hour",
+                                     "minute", "second", "cron", "dialect", NULL};
+  if (check_keys(args, "cron field", keys, err, errlen) != 0) return CHR_EINVAL;
   while (rc == 0 && (r = chr_json_next_member(&it, end, &k, &v)) == 1) {
     char *val = chr_json_unescape(v.p, v.n);
     if (val == NULL) val = chr_strndup(v.p, v.n); /* numbers */
@@ -190,10 +220,9 @@ static int compile_date(chr_trigger_t *t, const char *args, char *err, size_t er
   chr_json_span_t k, v;
   char msg[160];
   int r;
+  static const char *const keys[] = {"run_date", NULL};
+  if (check_keys(args, "date key", keys, err, errlen) != 0) return CHR_EINVAL;
   while ((r = chr_json_next_member(&it, end, &k, &v)) == 1) {
-    if (!key_is(k, "run_date"))
-      return chr_errf(err, errlen, "invalid trigger_args: date key '%.*s' is unknown "
-                  "(expected run_date)", (int)k.n, k.p);
     if (span_time(v, t->tz, &t->run_date, msg, sizeof msg))
       return chr_errf(err, errlen, "invalid trigger_args 'run_date': %s", msg);
   }

@@ -2,6 +2,8 @@
  * of their URL form (see url.h). */
 #include "url.h"
 
+#include "suggest.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +54,43 @@ int chr_opts_add(chr_opts_t *o, const char *key, const char *val, char *err, siz
   o->v[o->n].val = chr_strdup(val);
   o->n++;
   return 0;
+}
+
+static int in_list(const char *k, const char *const *list) {
+  for (; list && *list; list++)
+    if (strcmp(k, *list) == 0) return 1;
+  return 0;
+}
+
+int chr_opts_check_keys(const chr_opts_t *o, const char *const *known, const char *const *more,
+                        const char *expected, char *err, size_t errlen) {
+  chr_unknown_t u;
+  chr_unknown_init(&u);
+  for (size_t i = 0; i < o->n; i++)
+    if (!in_list(o->v[i].key, known) && !in_list(o->v[i].key, more))
+      chr_unknown_add(&u, o->v[i].key, strlen(o->v[i].key));
+  if (u.n == 0) return 0;
+  /* One list of candidates: known, then more. */
+  size_t nk = 0, nm = 0;
+  while (known && known[nk]) nk++;
+  while (more && more[nm]) nm++;
+  const char **all = chr_malloc((nk + nm + 1) * sizeof *all);
+  for (size_t i = 0; i < nk; i++) all[i] = known[i];
+  for (size_t i = 0; i < nm; i++) all[nk + i] = more[i];
+  all[nk + nm] = NULL;
+  chr_buf_t b;
+  chr_buf_init(&b);
+  if (expected == NULL) {
+    for (size_t i = 0; i < nk; i++) chr_buf_printf(&b, "%s%s", i ? ", " : "", known[i]);
+  }
+  char *list = chr_buf_steal(&b);
+  chr_unknown_format(&u, "option", all, expected ? expected : list, &b);
+  int rc = chr_opts_fail(o, err, errlen, "%s", b.p);
+  chr_buf_free(&b);
+  free(list);
+  free(all);
+  chr_unknown_free(&u);
+  return rc;
 }
 
 /* ---- the URL form ---- */

@@ -36,6 +36,14 @@ const char *chr_opts_get(const chr_opts_t *o, const char *key);
 int chr_opts_fail(const chr_opts_t *o, char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Refuses, in one message, every option of o that neither known nor more
+ * (NULL-terminated lists; more may be NULL) holds, each with the closest
+ * of them when one is close (suggest.h): "invalid storage URL '...':
+ * unknown option 'busy_timout'; did you mean 'busy_timeout'?". `expected`
+ * is the list shown for an option without a suggestion (NULL: known). */
+int chr_opts_check_keys(const chr_opts_t *o, const char *const *known, const char *const *more,
+                        const char *expected, char *err, size_t errlen);
+
 /* Where the authority (//user:password@host:port) may stand. */
 enum {
   CHR_URL_NO_AUTHORITY, /* none: a leading "//" is dropped (sqlite:///abs/path) */

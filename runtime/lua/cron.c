@@ -58,6 +58,9 @@ static void read_field(lua_State *L, int vidx, int f, spec_args_t *a) {
 /* Walks a spec table; raises on an unknown key or a bad value. String
  * values stay owned by the table, which is on the stack throughout. */
 static void read_table(lua_State *L, int idx, spec_args_t *a) {
+  static const char *const keys[] = {"year",   "month",  "day",  "week",    "day_of_week", "hour",
+                                     "minute", "second", "cron", "dialect", "job_id",      NULL};
+  chr_lua_checkkeys(L, idx, "cron field", keys, NULL, NULL);
   lua_pushnil(L);
   while (lua_next(L, idx)) { /* stack: key value */
     int f;

@@ -440,6 +440,15 @@ int luaopen_chronis_core(lua_State *L) {
       {"crypto", luaopen_chronis_crypto},     {NULL, NULL}};
   static const luaL_Reg json[] = {{"encode", l_json_encode}, {"decode", l_json_decode}, {NULL, NULL}};
   luaL_newlib(L, fns);
+  chr_lua_suggest_fns(L);
+  /* The typed fields of a job (docs/design.md), for the checks of the
+   * Lua API: a misspelt field is told from a field of one's own. */
+  lua_createtable(L, CHR_F__COUNT, 0);
+  for (int f = 0; f < CHR_F__COUNT; f++) {
+    lua_pushstring(L, chr_job_fields[f].name);
+    lua_rawseti(L, -2, f + 1);
+  }
+  lua_setfield(L, -2, "job_fields");
   for (const luaL_Reg *m = submodules; m->name != NULL; m++) {
     m->func(L);
     lua_setfield(L, -2, m->name);

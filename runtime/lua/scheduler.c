@@ -383,24 +383,21 @@ static int opt_ref(lua_State *L, int t, const char *k, int type) {
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/* on_finish is the Lua API's own (lua/chronis/init.lua runs the
- * callbacks with it). */
+/* The options of chronis.scheduler{}: on_success and on_failure are
+ * taken out by lua/chronis/init.lua, which passes its own on_finish. */
 static const char *const known_opts[] = {
     "storage",        "lock",    "polling_interval", "max_workers",     "max_queue_size",
     "lease_seconds",  "clock",   "logger",           "shutdown_grace",  "node_id",
-    "default_timeout", "on_finish", NULL};
+    "default_timeout", "on_success", "on_failure", NULL};
+
+static int is_on_finish(const char *k) {
+  return strcmp(k, "on_finish") == 0;
+}
 
 /* engine.new{storage=, lock=, polling_interval=, max_workers=, ...} */
 static int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, 1)) {
-    lua_pop(L, 1);
-    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
-    int i = 0;
-    while (known_opts[i] && strcmp(known_opts[i], k) != 0) i++;
-    if (!known_opts[i]) return chr_lua_error(L, CHR_EINVAL, "unknown scheduler option '%s'", k);
-  }
+  chr_lua_checkkeys(L, 1, "scheduler option", known_opts, is_on_finish, NULL);
   chr_sched_opts_t o;
   o.polling_interval = opt_number(L, 1, "polling_interval", 1, 0.1, 3600);
   o.max_workers = (int)opt_number(L, 1, "max_workers", 20, 1, 1e6);
@@ -722,7 +719,9 @@ static int l_global_handlers(lua_State *L) {
 }
 
 static int l_set_log(lua_State *L) {
+  static const char *const keys[] = {"level", "format", NULL};
   luaL_checktype(L, 1, LUA_TTABLE);
+  chr_lua_checkkeys(L, 1, "log option", keys, NULL, NULL);
   if (lua_getfield(L, 1, "level") == LUA_TSTRING) {
     int lvl = chr_log_parse_level(lua_tostring(L, -1));
     if (lvl < 0)

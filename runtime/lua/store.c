@@ -406,18 +406,23 @@ static void check_filter_values(lua_State *L, int idx) {
   "status, trigger_type, next_run_time_lte/gte, updated_at_lte/gte, metadata.<key>, "   \
   "job_id_in"
 
+static const char *const filter_keys[] = {
+    "status",         "trigger_type",   "next_run_time_lte", "next_run_time_gte",
+    "updated_at_lte", "updated_at_gte", "job_id_in",         NULL};
+
+static int is_metadata_filter(const char *k) {
+  return strncmp(k, "metadata.", 9) == 0 && k[9] != '\0';
+}
+
 /* Reads the filter table (argument 2) into f (argument 1, a light
- * userdata); raises on a bad key, leaving in f what it had converted. */
+ * userdata); raises on a bad key, leaving in f what it had converted.
+ * Every unknown key is named at once, before any value is read. */
 static int parse_filter(lua_State *L) {
   chr_filter_t *f = lua_touserdata(L, 1);
   int idx = 2;
+  chr_lua_checkkeys(L, idx, "filter", filter_keys, is_metadata_filter, FILTER_KEYS);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    if (lua_type(L, -2) == LUA_TNUMBER) /* a list where a table of keys belongs */
-      chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': unknown key (expected %s)",
-                    lua_tostring(L, -2), FILTER_KEYS);
-    if (lua_type(L, -2) != LUA_TSTRING)
-      chr_lua_error(L, CHR_EINVAL, "invalid filter key of type %s", luaL_typename(L, -2));
     const char *k = lua_tostring(L, -2);
     int v = lua_gettop(L);
     if (strcmp(k, "status") == 0) {
@@ -459,7 +464,7 @@ static int parse_filter(lua_State *L) {
     } else if (strcmp(k, "job_id_in") == 0) {
       f->ids = check_strings(L, v, &f->nids, "invalid filter 'job_id_in'", "job_id");
       f->has_ids = 1;
-    } else if (strncmp(k, "metadata.", 9) == 0 && k[9] != '\0') {
+    } else if (is_metadata_filter(k)) {
       chr_buf_t b;
       char err[200];
       chr_buf_init(&b);
@@ -471,9 +476,6 @@ static int parse_filter(lua_State *L) {
       f->meta[f->nmeta].path = chr_strdup(k + 9);
       f->meta[f->nmeta].value = chr_buf_steal(&b);
       f->nmeta++;
-    } else {
-      chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': unknown key (expected %s)", k,
-                    FILTER_KEYS);
     }
     lua_settop(L, v - 1);
   }
@@ -1171,6 +1173,25 @@ static void push_operations(lua_State *L) {
   }
 }
 
+/* url_options(url) -> scheme, { option = value, ... }: what a store URL
+ * stands for (the one parser of chronis.storage.open; every value a
+ * string), without opening anything. Raises as open() does on a URL that
+ * cannot be read. */
+static int l_url_options(lua_State *L) {
+  const char *url = chr_lua_checkstring(L, 1);
+  chr_opts_t o;
+  char err[400];
+  if (chr_store_url_opts(url, &o, err, sizeof err) != 0) return chr_lua_error(L, CHR_EINVAL, "%s", err);
+  lua_pushstring(L, o.scheme);
+  lua_createtable(L, 0, (int)o.n);
+  for (size_t i = 0; i < o.n; i++) {
+    lua_pushstring(L, o.v[i].val);
+    lua_setfield(L, -2, o.v[i].key);
+  }
+  chr_opts_free(&o);
+  return 2;
+}
+
 int luaopen_chronis_storage(lua_State *L) {
   static const luaL_Reg fns[] = {{"memory", l_memory},
                                  {"open", l_open},
@@ -1186,6 +1207,7 @@ int luaopen_chronis_storage(lua_State *L) {
                                  {"sort", l_sort},
                                  {"matches", l_matches},
                                  {"completion_result", l_completion_result},
+                                 {"url_options", l_url_options},
                                  {NULL, NULL}};
   static const luaL_Reg filter_methods[] = {
       {"match", l_filter_match}, {"ids", l_filter_ids}, {NULL, NULL}};

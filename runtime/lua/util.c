@@ -1,10 +1,12 @@
-/* util.c - structured errors and time values at the Lua boundary. */
+/* util.c - structured errors, unknown keys and time values at the Lua
+ * boundary. */
 #include "util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "core/suggest.h"
 #include "core/time.h"
 
 /* Registry key of the metatable shared by every structured error. */
@@ -232,6 +234,110 @@ int chr_lua_cpcall(lua_State *L, lua_CFunction f, void *ud, char *err, size_t er
     lua_pop(L, 1);
   }
   return rc;
+}
+
+static int is_known(const char *k, const char *const *known) {
+  for (; known && *known; known++)
+    if (strcmp(k, *known) == 0) return 1;
+  return 0;
+}
+
+void chr_lua_checkkeys(lua_State *L, int idx, const char *what, const char *const *known,
+                       int (*accept)(const char *key), const char *expected) {
+  chr_unknown_t u;
+  chr_unknown_init(&u);
+  idx = lua_absindex(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      size_t n;
+      const char *k = lua_tolstring(L, -1, &n);
+      if (strlen(k) == n && (is_known(k, known) || (accept && accept(k)))) continue;
+      chr_unknown_add(&u, k, n);
+    } else {
+      /* luaL_tolstring cannot raise for a key (no __tostring on numbers,
+       * booleans); it pushes one value, removed at once. */
+      lua_pushvalue(L, -1);
+      size_t n;
+      const char *k = luaL_tolstring(L, -1, &n);
+      chr_unknown_add(&u, k, n);
+      lua_pop(L, 2);
+    }
+  }
+  if (u.n == 0) return;
+  chr_buf_t b;
+  chr_buf_init(&b);
+  chr_unknown_format(&u, what, known, expected, &b);
+  chr_unknown_free(&u);
+  lua_pushlstring(L, b.p, b.len);
+  chr_buf_free(&b);
+  chr_lua_error(L, CHR_EINVAL, "%s", lua_tostring(L, -1));
+}
+
+/* An array of strings at idx as a NULL-terminated list in a userdata
+ * (pushed: its strings are those of the array, which the caller keeps on
+ * the stack). Raises on a value that is not a string. stack: +1 */
+static const char **string_list(lua_State *L, int idx, const char *what) {
+  chr_lua_checktype(L, idx, LUA_TTABLE);
+  size_t n = lua_rawlen(L, idx);
+  const char **list = lua_newuserdatauv(L, (n + 1) * sizeof *list, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_rawgeti(L, idx, (lua_Integer)i + 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+      chr_lua_error(L, CHR_EINVAL, "%s: item %d must be a string, got %s", what, (int)i + 1,
+                    luaL_typename(L, -1));
+    list[i] = lua_tostring(L, -1); /* held by the array at idx */
+    lua_pop(L, 1);
+  }
+  list[n] = NULL;
+  return list;
+}
+
+/* suggest(word, candidates) -> the closest candidate, or nil when none is
+ * close (core/suggest.h). */
+static int l_suggest(lua_State *L) {
+  lua_settop(L, 2); /* string_list pushes above the arguments */
+  const char *word = chr_lua_checkstring(L, 1);
+  const char **list = string_list(L, 2, "suggest");
+  const char *s = chr_suggest(word, list);
+  if (s) lua_pushstring(L, s);
+  else lua_pushnil(L);
+  return 1;
+}
+
+/* unknown_keys(what, keys, candidates [, expected]) -> the message that
+ * names every key of the array keys (core/suggest.h), or nil when it is
+ * empty. */
+static int l_unknown_keys(lua_State *L) {
+  lua_settop(L, 4);
+  const char *what = chr_lua_checkstring(L, 1);
+  chr_lua_checktype(L, 2, LUA_TTABLE);
+  const char **list = string_list(L, 3, "unknown_keys");
+  const char *expected = lua_isnoneornil(L, 4) ? NULL : chr_lua_checkstring(L, 4);
+  chr_unknown_t u;
+  chr_unknown_init(&u);
+  for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, 2); i++) {
+    lua_rawgeti(L, 2, i);
+    size_t n;
+    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    if (k) chr_unknown_add(&u, k, n);
+    lua_pop(L, 1);
+  }
+  chr_buf_t b;
+  chr_buf_init(&b);
+  if (chr_unknown_format(&u, what, list, expected, &b)) lua_pushlstring(L, b.p, b.len);
+  else lua_pushnil(L);
+  chr_unknown_free(&u);
+  chr_buf_free(&b);
+  return 1;
+}
+
+void chr_lua_suggest_fns(lua_State *L) {
+  lua_pushcfunction(L, l_suggest);
+  lua_setfield(L, -2, "suggest");
+  lua_pushcfunction(L, l_unknown_keys);
+  lua_setfield(L, -2, "unknown_keys");
 }
 
 int64_t chr_lua_checktime(lua_State *L, int idx, const chr_tz_t *naive,

@@ -51,6 +51,18 @@ int chr_lua_errvalue(lua_State *L, int idx, const char **msg);
  * stack: unchanged */
 int chr_lua_cpcall(lua_State *L, lua_CFunction f, void *ud, char *err, size_t errlen);
 
+/* Raises `invalid` naming every key of the table at idx that is neither in
+ * known (NULL-terminated) nor accepted by accept (may be NULL), each with
+ * the closest known name when one is close (core/suggest.h); `what` names
+ * one key ("scheduler option"). Keys that are not strings are shown as
+ * text. stack: unchanged */
+void chr_lua_checkkeys(lua_State *L, int idx, const char *what, const char *const *known,
+                       int (*accept)(const char *key), const char *expected);
+
+/* Sets suggest and unknown_keys (the Lua face of core/suggest.h) in the
+ * table on top. stack: unchanged */
+void chr_lua_suggest_fns(lua_State *L);
+
 /* Reads a time argument: an integer (µs since the epoch) or an ISO string
  * (naive strings read in zone `naive`, NULL = UTC). Raises an `invalid`
  * error naming `what` (a field or argument name) on bad input. */

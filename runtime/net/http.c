@@ -21,6 +21,7 @@
 #include <curl/curl.h>
 
 #include "core/loop.h"
+#include "core/suggest.h"
 #include "lua/util.h"
 #include "lua/task.h"
 
@@ -441,14 +442,31 @@ static int l_request(lua_State *L) {
   }
   chr_lua_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
+  /* Every unknown option at once, with the closest known one. */
+  chr_unknown_t unknown;
+  chr_unknown_init(&unknown);
   lua_pushnil(L);
   while (lua_next(L, 1)) {
     int ok = 0;
     if (lua_type(L, -2) == LUA_TSTRING)
       for (int i = 0; known_opts[i]; i++) ok |= strcmp(lua_tostring(L, -2), known_opts[i]) == 0;
-    if (!ok)
-      return chr_lua_error(L, CHR_EINVAL, "http.request: unknown option '%s'", luaL_tolstring(L, -2, NULL));
     lua_pop(L, 1);
+    if (!ok) {
+      size_t n;
+      lua_pushvalue(L, -1);
+      const char *k = luaL_tolstring(L, -1, &n); /* a key: no __tostring can raise */
+      chr_unknown_add(&unknown, k, n);
+      lua_pop(L, 2);
+    }
+  }
+  if (unknown.n > 0) {
+    chr_buf_t b;
+    chr_buf_init(&b);
+    chr_unknown_format(&unknown, "option", known_opts, NULL, &b);
+    chr_unknown_free(&unknown);
+    lua_pushstring(L, b.p);
+    chr_buf_free(&b);
+    return chr_lua_error(L, CHR_EINVAL, "http.request: %s", lua_tostring(L, -1));
   }
   /* Every check comes before anything is allocated: an error leaks nothing. */
   lua_getfield(L, 1, "url"); /* 2 */
