@@ -297,6 +297,10 @@ local function suite(name, url)
       local j = store:get_job("b")
       assert.are.equal("scheduled", j.status)
       assert.is_true(us(j.last_run_time) >= before)
+      local doc = run_json("jobs", "history", "b")
+      assert.are.equal(1, #doc.runs)
+      assert.are.equal("ok", doc.runs[1].outcome)
+      assert.truthy(line_with(select(2, run("jobs", "show", "b")), "last outcome"):match("ok$"))
     end)
 
     it("jobs retry puts a failed job back to scheduled, due now, with retry_count 0", function()
@@ -359,6 +363,86 @@ local function suite(name, url)
       assert.are.equal(0, store:count_jobs())
     end)
 
+    -- Runs planted through the store (docs/history.md): b ran ok 2h ago,
+    -- failed 30m ago and timed out 10m ago; a ran ok 5m ago.
+    local function plant_runs()
+      local now = now_us()
+      local function run_of(n, job, func, ago, outcome, err)
+        local started = now - ago * S
+        return { run_id = "n1/" .. n, job_id = job, name = job:upper(), func_name = func,
+          metadata = { tenant = job == "a" and "acme" or 42 },
+          scheduled_at = chronis.time.format(started), started_at = chronis.time.format(started),
+          ended_at = chronis.time.format(started + 2 * S), duration = 2, outcome = outcome,
+          error_code = err and outcome or nil, error_message = err, attempt = n, node = "n1" }
+      end
+      store:record_runs {
+        run_of(1, "b", "report", 7200, "ok"),
+        run_of(2, "b", "report", 1800, "error", "feed answered 503"),
+        run_of(3, "b", "report", 600, "timeout", "took longer than 300s"),
+        run_of(4, "a", "send_email", 300, "ok"),
+      }
+    end
+
+    local function run_ids(doc)
+      local ids = {}
+      for i, r in ipairs(doc.runs) do ids[i] = r.run_id end
+      return ids
+    end
+
+    it("jobs history lists runs newest first, filtered by job, outcome, time and handler", function()
+      seed()
+      plant_runs()
+      assert.are.same({ "n1/3", "n1/2", "n1/1" }, run_ids(run_json("jobs", "history", "b")))
+      assert.are.same({ "n1/4", "n1/3", "n1/2", "n1/1" }, run_ids(run_json("jobs", "history")))
+      assert.are.same({ "n1/3", "n1/2" }, run_ids(run_json("jobs", "history", "--outcome", "error,timeout")))
+      assert.are.same({ "n1/4", "n1/3", "n1/2" }, run_ids(run_json("jobs", "history", "--since", "1h")))
+      assert.are.same({ "n1/1" }, run_ids(run_json("jobs", "history", "--until", "-1h")))
+      assert.are.same({ "n1/4" }, run_ids(run_json("jobs", "history", "--handler", "send_email")))
+      assert.are.same({ "n1/4" }, run_ids(run_json("jobs", "history", "--meta", "tenant=acme")))
+      local code, out, err = run("jobs", "history", "b")
+      assert.are.equal(0, code, err)
+      assert.truthy(out:match("^STARTED %(UTC%)%s+OUTCOME%s+DURATION%s+ATTEMPT%s+ERROR\n"), out)
+      assert_contains(line_with(out, "timeout"), "took longer than 300s")
+      assert_contains(line_with(out, "error"), "feed answered 503")
+      assert.truthy(out:match("\n[^\n]-%sok%s+2s%s+1\n"), out)
+      assert.truthy(out:match("3 runs\n$"), out)
+      code, out = run("jobs", "history", "--limit", "2")
+      assert.are.equal(0, code)
+      assert_contains(out, "showing runs 1-2; --offset 2 for more")
+      assert.truthy(out:match("^STARTED %(UTC%)%s+JOB%s+OUTCOME"), out)
+      local doc = run_json("jobs", "history", "--limit", "2", "--offset", "2")
+      assert.are.same({ "n1/2", "n1/1" }, run_ids(doc))
+      assert.is_false(doc.more)
+      code, out, err = run("jobs", "history", "nope")
+      assert.are.equal(1, code)
+      assert.are.equal("chronis: job 'nope' not found\n", err)
+    end)
+
+    it("jobs show gives the last error, the progress and the recent runs", function()
+      seed()
+      plant_runs()
+      local at = chronis.time.format(now_us() - 600 * S)
+      store:update_job("b", { last_error = { code = "timeout", message = "took longer than 300s", at = at, attempt = 3 },
+        progress = { value = 40, message = "rendering page 4 of 10", at = at },
+        failure_count = 2, consecutive_failures = 1, last_outcome = "timeout", last_run_at = at })
+      local code, out, err = run("jobs", "show", "b")
+      assert.are.equal(0, code, err)
+      assert_contains(out, "\nlast error (")
+      assert_contains(line_with(out, "last error"), "attempt 3")
+      assert_contains(out, "  timeout: took longer than 300s\n")
+      assert_contains(out, "  40 - rendering page 4 of 10\n")
+      assert_contains(line_with(out, "failures"), "2 in total, 1 in a row")
+      assert_contains(line_with(out, "last outcome"), "timeout")
+      assert_contains(out, "\nrecent runs\n")
+      assert.truthy(out:match("error%s+2s%s+2%s+feed answered 503"), out)
+      code, out = run("jobs", "show", "b", "--runs", "1")
+      assert.are.equal(0, code)
+      assert.is_nil(out:find("feed answered 503", 1, true))
+      local doc = run_json("jobs", "show", "b")
+      assert.are.same({ "n1/3", "n1/2", "n1/1" }, run_ids(doc))
+      assert.are.equal(40, doc.job.progress.value)
+    end)
+
     it("stats counts jobs by status and names the oldest due job", function()
       seed()
       store:update_job("c", { status = "paused" })
@@ -373,6 +457,19 @@ local function suite(name, url)
       assert.are.equal(0, code)
       assert.truthy(line_with(out, "paused"):match("^%s+paused%s+1$"), out)
       assert_contains(line_with(out, "due now"), "1; oldest a, due ")
+      assert.are.equal("last hour    0 runs, 0 failed", line_with(out, "last hour"))
+    end)
+
+    it("stats counts the runs and failures of the last hour", function()
+      seed()
+      plant_runs()
+      local doc = run_json("stats")
+      assert.are.equal(3, doc.last_hour.runs)
+      assert.are.equal(2, doc.last_hour.failures)
+      assert.are.same({ ok = 1, error = 1, timeout = 1 }, doc.last_hour.by_outcome)
+      local code, out = run("stats")
+      assert.are.equal(0, code)
+      assert.are.equal("last hour    3 runs, 2 failed (1 ok, 1 error, 1 timeout)", line_with(out, "last hour"))
     end)
   end)
 end
@@ -443,19 +540,19 @@ describe("chronis jobs", function()
       local code, out, err = cli { "jobs", "lst" }
       assert.are.equal(2, code)
       assert.are.equal("", out)
-      assert.are.equal("chronis: unknown command 'jobs lst' (did you mean jobs list?)\n", err)
+      assert.are.equal("chronis: unknown command 'jobs lst'; did you mean 'jobs list'?\n", err)
       code, _, err = cli { "jobs", "retyr", "x" }
       assert.are.equal(2, code)
-      assert_contains(err, "did you mean jobs retry?")
+      assert_contains(err, "did you mean 'jobs retry'?")
       code, _, err = cli { "jobs", "help", "delet" }
       assert.are.equal(2, code)
-      assert_contains(err, "did you mean delete?")
+      assert_contains(err, "did you mean 'delete'?")
       code, _, err = run("jobs", "list", "--stauts", "failed")
       assert.are.equal(2, code)
-      assert.are.equal("chronis: unknown option '--stauts' for 'chronis jobs list' (did you mean --status?)\n", err)
+      assert.are.equal("chronis: unknown option '--stauts' for 'chronis jobs list'; did you mean '--status'?\n", err)
       code, _, err = run("jobs", "list", "--status", "faild")
       assert.are.equal(2, code)
-      assert_contains(err, "--status: unknown value 'faild' (did you mean failed?)")
+      assert_contains(err, "--status: unknown value 'faild'; did you mean 'failed'?")
     end)
 
     it("names a bad duration or time and what was expected (exit 2)", function()

@@ -30,35 +30,11 @@ end
 
 -- ---- typo suggestions ----
 
-local function distance(a, b)
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = a:byte(i) == b:byte(j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
--- The candidate closest to word, when close enough to be a typo of it.
-local function closest(word, candidates)
-  local best, best_d
-  for _, c in ipairs(candidates) do
-    local d = distance(word, c)
-    if (c:sub(1, #word) == word and #word >= 2) then d = math.min(d, 1) end
-    if not best_d or d < best_d then best, best_d = c, d end
-  end
-  if best and best_d <= math.max(1, math.min(3, #word // 3 + 1)) then return best end
-  return nil
-end
-
+-- "; did you mean '--status'?" when a name is close to a known one
+-- (core.suggest, the rule every misspelt name of chronis follows), else "".
 local function did_you_mean(word, candidates, prefix)
-  local c = closest(word, candidates)
-  return c and (" (did you mean %s%s?)"):format(prefix or "", c) or ""
+  local c = require("chronis.core").suggest(word, candidates)
+  return c and ("; did you mean '%s%s'?"):format(prefix or "", c) or ""
 end
 
 -- ---- durations and times ----
@@ -477,8 +453,9 @@ local function check_choice(opt, v, choices)
   for _, c in ipairs(choices) do
     if v == c then return v end
   end
-  usage_error(("--%s: unknown value '%s'%s (expected %s)"):format(opt, v,
-    did_you_mean(v, choices), table.concat(choices, ", ")))
+  local mean = did_you_mean(v, choices)
+  usage_error(("--%s: unknown value '%s'%s"):format(opt, v,
+    mean ~= "" and mean or " (expected " .. table.concat(choices, ", ") .. ")"))
 end
 
 -- The Scheduler filters of the filter options given.
