@@ -657,6 +657,38 @@ static int cmd_help(cli_t *c) {
   return CLI_OK;
 }
 
+/* `chronis jobs ...` and `chronis stats`: lua/chronis/cli.lua reads its
+ * own arguments (argv[1..]) and returns the exit status. */
+static int run_cli(int argc, char **argv) {
+  char looked[4 * PATH_MAX];
+  looked[0] = '\0';
+  if (find_library(looked, sizeof looked) != 0) {
+    fprintf(stderr, "chronis: cannot find the chronis Lua library (chronis/init.lua); looked in "
+                    "%s. Run chronis from its build tree, or install it with make install.\n",
+            looked);
+    return CLI_FAIL;
+  }
+  lua_State *L = new_state();
+  if (L == NULL) return CLI_FAIL;
+  int rc = CLI_FAIL;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "chronis.cli");
+  if (pcall_tb(L, 1, 1) == LUA_OK) {
+    lua_getfield(L, -1, "main");
+    lua_createtable(L, argc, 0);
+    for (int i = 0; i < argc; i++) {
+      lua_pushstring(L, argv[i]);
+      lua_rawseti(L, -2, i + 1);
+    }
+    if (pcall_tb(L, 1, 1) == LUA_OK) rc = (int)luaL_optinteger(L, -1, CLI_FAIL);
+    else fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
+  } else {
+    fprintf(stderr, "chronis: cannot load the chronis library: %s\n", lua_tostring(L, -1));
+  }
+  lua_close(L);
+  return rc;
+}
+
 /* The option arg names ("--storage" or "--storage=URL"); NULL when none. */
 static const option_t *option_of(const char *arg) {
   const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
@@ -664,6 +696,8 @@ static const option_t *option_of(const char *arg) {
 }
 
 int main(int argc, char **argv) {
+  if (argc > 1 && (strcmp(argv[1], "jobs") == 0 || strcmp(argv[1], "stats") == 0))
+    return run_cli(argc - 1, argv + 1);
   cli_t c;
   memset(&c, 0, sizeof c);
   c.storage = getenv("CHRONIS_STORAGE");

@@ -552,8 +552,89 @@ function Scheduler:config(opts) return builder(self):config(opts) end
 -- ---- management ----
 
 function Scheduler:get_job(id) return self._store:get_job(id) end
-function Scheduler:query_jobs(filters, limit, offset) return self._store:query_jobs(filters, limit, offset) end
-function Scheduler:count_jobs(filters) return self._store:count_jobs(filters) end
+
+-- Filters the scheduler matches itself, on what the store returns: the
+-- storage contract has no filter on these fields. Equal values only.
+local own_filters = { func_name = true, name = true }
+
+-- Splits filters into the store's and the scheduler's own (nil when there
+-- are none of the latter). Raises `invalid` at `level` on a bad own value.
+local function split_filters(filters, level)
+  if type(filters) ~= "table" then return filters, nil end
+  local store_f, own = {}, nil
+  for k, v in pairs(filters) do
+    if own_filters[k] then
+      if type(v) ~= "string" then
+        error(core.error("invalid", ("invalid filter '%s': expected a string, got %s"):format(
+          k, type(v))), level + 1)
+      end
+      own = own or {}
+      own[k] = v
+    else
+      store_f[k] = v
+    end
+  end
+  return store_f, own
+end
+
+local function own_match(own, job)
+  for k, v in pairs(own) do
+    if job[k] ~= v then return false end
+  end
+  return true
+end
+
+local SCAN_PAGE = 500
+
+-- Calls each(job) for every job matching store_f and own, in query order,
+-- reading the store a page at a time, until each returns false.
+local function scan(self, store_f, own, each)
+  local offset = 0
+  while true do
+    local page = self._store:query_jobs(store_f, SCAN_PAGE, offset)
+    for _, job in ipairs(page) do
+      if (not own or own_match(own, job)) and each(job) == false then return end
+    end
+    if #page < SCAN_PAGE then return end
+    offset = offset + #page
+  end
+end
+
+local function check_count(v, what, level)
+  if v ~= nil and (math.type(v) ~= "integer" or v < 0) then
+    error(core.error("invalid", ("%s must be a non-negative integer"):format(what)), level + 1)
+  end
+end
+
+--- query_jobs(filters, limit, offset): the store's filters, plus func_name
+--- and name (equal to the string given), which the scheduler matches
+--- itself by reading the store's matches page by page.
+function Scheduler:query_jobs(filters, limit, offset)
+  local store_f, own = split_filters(filters, 2)
+  if not own then return self._store:query_jobs(filters, limit, offset) end
+  check_count(limit, "limit", 2)
+  check_count(offset, "offset", 2)
+  local out, skip = {}, offset or 0
+  if limit == 0 then return out end
+  scan(self, store_f, own, function(job)
+    if skip > 0 then
+      skip = skip - 1
+    else
+      out[#out + 1] = job
+      if limit and #out >= limit then return false end
+    end
+  end)
+  return out
+end
+
+function Scheduler:count_jobs(filters)
+  local store_f, own = split_filters(filters, 2)
+  if not own then return self._store:count_jobs(filters) end
+  local n = 0
+  scan(self, store_f, own, function() n = n + 1 end)
+  return n
+end
+
 --- history(job_id_or_filters [, limit [, offset]]): the runs of the store,
 --- newest first (docs/history.md); a string is a job id.
 function Scheduler:history(filters, limit, offset)
@@ -653,6 +734,83 @@ function Scheduler:run_job_now(id)
     end)
   self._e:tick()
   return job
+end
+
+--- retry_job(id): a failed job back to scheduled, due now, with its
+--- retry_count at 0.
+function Scheduler:retry_job(id)
+  local job = transition(self, id, { failed = true }, "retry", function()
+    return { status = "scheduled", next_run_time = self._e:now(), retry_count = 0 }
+  end)
+  self._e:tick()
+  return job
+end
+
+-- The ids of the jobs matching filters (any of query_jobs's), read before
+-- any is changed: changing them while paging would move the pages.
+local function matching_ids(self, filters, level)
+  local store_f, own = split_filters(filters, level + 1)
+  local ids = {}
+  scan(self, store_f, own, function(job) ids[#ids + 1] = job.job_id end)
+  return ids
+end
+
+-- Runs a store write that may find the job gone (deleted meanwhile):
+-- false then, the error of any other failure is raised.
+local function unless_gone(fn, ...)
+  local ok, a, b = pcall(fn, ...)
+  if ok then return a, b end
+  if type(a) == "table" and a.code == "not_found" then return false end
+  error(a, 0)
+end
+
+local function lists_failed(status)
+  if status == nil or status == "failed" then return true end
+  if type(status) ~= "table" then return false end
+  for _, v in ipairs(status) do
+    if v == "failed" then return true end
+  end
+  return false
+end
+
+--- retry_jobs(filters) -> count, ids: retry_job for every failed job that
+--- matches (filters as in query_jobs; a status filter without failed
+--- matches nothing). A job that stopped being failed meanwhile is left
+--- alone.
+function Scheduler:retry_jobs(filters)
+  if filters ~= nil and type(filters) ~= "table" then
+    fail("invalid", "retry_jobs: filters must be a table, got %s", type(filters))
+  end
+  local f = copy(filters)
+  if not lists_failed(f.status) then
+    self._store:query_jobs({ status = f.status }, 0) -- a bad status is still an error
+    return 0, {}
+  end
+  f.status = "failed"
+  local done = {}
+  for _, id in ipairs(matching_ids(self, f, 2)) do
+    local ok = unless_gone(self._store.compare_and_swap_job, self._store, id, { status = "failed" },
+      { status = "scheduled", next_run_time = self._e:now(), retry_count = 0 })
+    if ok then done[#done + 1] = id end
+  end
+  if #done > 0 then self._e:tick() end
+  return #done, done
+end
+
+--- delete_jobs(filters) -> count, ids: deletes every job that matches
+--- (filters as in query_jobs; {} is every job), whatever its status, as
+--- delete_job does. Jobs created after the matching jobs were read are
+--- left alone.
+function Scheduler:delete_jobs(filters)
+  if type(filters) ~= "table" then
+    fail("invalid", "delete_jobs: filters must be a table ({} for every job), got %s", type(filters))
+  end
+  local done = {}
+  for _, id in ipairs(matching_ids(self, filters, 2)) do
+    set_callbacks(self, id, nil, nil)
+    if self._store:delete_job(id) then done[#done + 1] = id end
+  end
+  return #done, done
 end
 
 return M
