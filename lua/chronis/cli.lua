@@ -516,6 +516,9 @@ local function open(ctx, opts, creates)
     end
     error(sched, 0)
   end
+  -- Jobs added here run in the processes that have their handlers: no
+  -- warning that this one has none.
+  sched._remote = true
   ctx.sched = sched
   ctx.url = url
   return sched

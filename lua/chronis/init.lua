@@ -352,7 +352,9 @@ end
 -- and a warning names the handlers known, since one may still come (a
 -- sched:handler() call after the job, a handler script added later).
 local function unknown_handler(self, name)
-  if type(name) ~= "string" or has_handler(self, name) then return nil end
+  -- _remote: a scheduler that only manages jobs for other processes (the
+  -- jobs command line) has no handlers to know.
+  if self._remote or type(name) ~= "string" or has_handler(self, name) then return nil end
   if self._strict then
     error(core.error("invalid", ("invalid field 'func_name': no handler named '%s' (known handlers: "
       .. "%s); register it before creating the job (strict_handlers is on)"):format(name,
