@@ -50,7 +50,7 @@ end)
 
 require("support.engine_contract")("lua adapter, required methods only (fallback path)", function()
   return chronis.storage.lua(delegating(false), { name = "minimal" })
-end, { next_due_time = false })
+end, { next_due_time = false, history = false })
 
 -- The shipped Lua adapters through the bridge and their URLs.
 require("support.storage_contract")("lua:scripts/adapters/example_kv.lua", function()

@@ -21,6 +21,10 @@
 --                    a job created before its scheduler started waits for
 --                    the poll, by design, and that test is left out.
 --   scheduler        options added to every scheduler (e.g. a lock).
+--   history          false declares a store that keeps no run history (a Lua
+--                    adapter without record_runs and query_runs): its runs
+--                    still set the job's last-run fields, and asking for
+--                    history is `unsupported`.
 --
 -- Schedules run on a fake clock (the `clock` option): every claim, recovery
 -- and heartbeat gives the store the engine's `now`, so misfires, retries
@@ -41,7 +45,7 @@ local S, T0 = H.S, H.T0
 local fmt, due_job = chronis.time.format, H.due_job
 
 local KNOWN = { teardown = true, reopen = true, hints_across_handles = true, next_due_time = true,
-  scheduler = true }
+  scheduler = true, history = true }
 
 return function(name, factory, opts)
   opts = opts or {}
@@ -237,6 +241,28 @@ return function(name, factory, opts)
     end)
 
     describe("run history", function()
+      if opts.history == false then
+        it("is 'unsupported' on this store, and a run still sets the job's last-run fields", function()
+          local s = sched { clock = false, polling_interval = 0.1 }
+          local calls = 0
+          s:handler("flaky", function()
+            calls = calls + 1
+            if calls == 1 then error("boom") end
+          end)
+          s:every { hours = 1 }:config { job_id = "fl", retry = 3, retry_delay = 0 }:run("flaky")
+          s:update_job("fl", { next_run_time = s:now() })
+          s:start()
+          wait(function() return field("fl", "last_outcome") == "ok" end, "the success was not written")
+          local job = store:get_job("fl")
+          assert.are.equal(1, job.failure_count)
+          assert.are.equal(0, job.consecutive_failures)
+          assert.truthy(job.last_error.message:find("boom", 1, true))
+          local ok, err = pcall(s.history, s, "fl")
+          assert.is_false(ok)
+          assert.are.equal("unsupported", err.code)
+        end)
+        return
+      end
       -- On the real clock: stores prune runs older than their age limit,
       -- measured on the wall clock.
       it("records every run, newest first, and the job's last run, error and failures", function()
