@@ -128,7 +128,7 @@ describe("postgres store", function()
         assert.truthy(err.message:find(c[2], 1, true), err.message)
       end
       local err = assert_error_code("invalid", chronis.storage.open, need():url("histroy=3"))
-      assert.truthy(err.message:find("history, history_days", 1, true), err.message)
+      assert.truthy(err.message:find("did you mean 'history'?", 1, true), err.message)
       err = assert_error_code("invalid", chronis.storage.open, "postgres:nonsense")
       assert.truthy(err.message:find("postgres://", 1, true), err.message)
     end)
