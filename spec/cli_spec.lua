@@ -210,6 +210,13 @@ local function suite(name, url)
       local code, out = run("jobs", "list", "--status", "running")
       assert.are.equal(0, code)
       assert.are.equal("no jobs match\n", out)
+      -- a retry under way shows in the status; a failed job's used retries do not
+      store:update_job("b", { retry_count = 2 })
+      store:update_job("a", { retry_count = 1 })
+      code, out = run("jobs", "list")
+      assert.are.equal(0, code)
+      assert.truthy(line_with(out, "Nightly report"):match("%sscheduled %(retry 2/3%)%s"), out)
+      assert.truthy(out:match("\na%s[^\n]-%sfailed%s+%-"), out)
     end)
 
     it("jobs list pages with --limit and --offset and says how to get the rest", function()

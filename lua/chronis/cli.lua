@@ -284,11 +284,14 @@ local function trigger_text(job)
   return "-"
 end
 
--- "scheduled", or "scheduled (retry 2/3)".
+-- "scheduled", or "scheduled (retry 2/3)" while a retry is under way (a
+-- failed job keeps the count of the retries it used).
 local function status_text(job)
   local s = tostring(job.status or "?")
   local n = math.tointeger(job.retry_count)
-  if n and n > 0 then s = ("%s (retry %d/%s)"):format(s, n, tostring(job.max_retries or "?")) end
+  if n and n > 0 and (s == "scheduled" or s == "running") then
+    s = ("%s (retry %d/%s)"):format(s, n, tostring(job.max_retries or "?"))
+  end
   return s
 end
 
