@@ -423,6 +423,9 @@ local function suite(name, url)
       code, out, err = run("jobs", "history", "nope")
       assert.are.equal(1, code)
       assert.are.equal("chronis: job 'nope' not found\n", err)
+      -- runs outlive their job
+      store:delete_job("b")
+      assert.are.same({ "n1/3", "n1/2", "n1/1" }, run_ids(run_json("jobs", "history", "b")))
     end)
 
     it("jobs show gives the last error, the progress and the recent runs", function()
@@ -676,6 +679,53 @@ describe("chronis jobs", function()
       assert.are.equal(0, code)
       assert_contains(out, ("x"):rep(35) .. "…")
       assert.is_nil(out:find(long, 1, true))
+    end)
+
+    it("says so when the store keeps no run history: show without runs, history exits 1, stats", function()
+      -- A store written in Lua without query_runs, over a SQLite file.
+      local script = dir .. "/nohist.lua"
+      U.write(script, [[
+local chronis = require "chronis"
+return function(opts)
+  local inner = chronis.storage.sqlite(opts.path)
+  local a = {}
+  for _, m in ipairs({ "create_job", "get_job", "update_job", "compare_and_swap_job", "delete_job",
+    "query_jobs", "count_jobs" }) do
+    a[m] = function(_, ...) return inner[m](inner, ...) end
+  end
+  function a.close() inner:close() end
+  return a
+end
+]])
+      local url = ("lua:%s?path=%s/nohist.db"):format(script, dir)
+      local function nh(...)
+        local args = { ... }
+        args[#args + 1] = "--storage"
+        args[#args + 1] = url
+        return cli(args)
+      end
+      assert.are.equal(0, (nh("jobs", "add", "h", "--every", "5m", "--id", "x")))
+      local code, out, err = nh("jobs", "show", "x")
+      assert.are.equal(0, code, err)
+      assert_contains(out, "\nrecent runs: none to show (this store keeps no run history)\n")
+      code, out = nh("jobs", "show", "x", "--json")
+      assert.are.equal(0, code)
+      assert_contains(out, '"runs":null')
+      local doc = json.decode(out)
+      assert.are.equal("x", doc.job.job_id)
+      code, out, err = nh("jobs", "history", "x")
+      assert.are.equal(1, code)
+      assert.are.equal("", out)
+      assert.are.equal("chronis: no run history: this store keeps no run history\n", err)
+      code, out = nh("stats")
+      assert.are.equal(0, code)
+      assert.are.equal("last hour    no run history (this store keeps no run history)", line_with(out, "last hour"))
+      code, out = nh("stats", "--json")
+      assert.are.equal(0, code)
+      assert_contains(out, '"last_hour":null')
+      doc = json.decode(out)
+      assert.are.equal("this store keeps no run history", doc.no_history)
+      assert.are.equal(1, doc.jobs.total)
     end)
 
     it("runs in-process: main(args, io) returns the exit code and writes through io", function()
