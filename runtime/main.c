@@ -435,6 +435,24 @@ static int cmd_check(cli_t *c);
 static int cmd_migrate(cli_t *c);
 static int cmd_env(cli_t *c);
 static int cmd_help(cli_t *c);
+static int cmd_jobs(cli_t *c);
+static int cmd_stats(cli_t *c);
+
+static const char jobs_usage[] =
+    "usage: chronis jobs COMMAND [options]\n"
+    "\n"
+    "Reads and changes the jobs of a store without running them: list, show, add,\n"
+    "pause, resume, run, retry, delete, history. Each command has its own --help\n"
+    "(chronis jobs help COMMAND); --json on every command; --storage URL, else\n"
+    "CHRONIS_STORAGE, else sqlite:chronis.db. docs/cli.md has the details.\n"
+    "\n"
+    "exit status: 0 done; 1 failure; 2 usage error\n";
+
+static const char stats_usage[] =
+    "usage: chronis stats [--storage URL] [--json]\n"
+    "\n"
+    "Counts the store's jobs by status, its runs and failures over the last hour,\n"
+    "and names the oldest due job. chronis stats --help has the details.\n";
 
 /* Adding a command is one entry here (and its handler). */
 static const command_t commands[] = {
@@ -445,6 +463,10 @@ static const command_t commands[] = {
      0, 0, cmd_migrate},
     {"env", "env", "print LUA_PATH and LUA_CPATH for plain lua5.4", env_usage, 0,
      0, cmd_env},
+    {"jobs", "jobs COMMAND", "list, show, add, pause, resume, run, retry, delete jobs", jobs_usage,
+     MAX_ARGS, 1, cmd_jobs},
+    {"stats", "stats", "the store's jobs by status, runs and failures of the last hour", stats_usage,
+     MAX_ARGS, 1, cmd_stats},
     {"help", "help [COMMAND]", "show this help, or a command's", help_usage, 1, 0, cmd_help},
 };
 
@@ -687,6 +709,32 @@ static int run_cli(int argc, char **argv) {
   }
   lua_close(L);
   return rc;
+}
+
+/* `chronis [options] jobs ...` or `... stats`, reached through the
+ * command table (`chronis jobs ...` goes to run_cli straight from main):
+ * the options the host read before the command go along. */
+static int cli_from_table(cli_t *c, const char *name) {
+  char *argv[MAX_ARGS + 4];
+  int argc = 0, i = 0;
+  argv[argc++] = (char *)name;
+  /* `jobs` reads its command first, then the options. */
+  if (strcmp(name, "jobs") == 0 && c->nargs > 0 && c->args[0][0] != '-')
+    argv[argc++] = (char *)c->args[i++];
+  if (c->storage && strcmp(c->storage_from, "--storage") == 0) {
+    argv[argc++] = (char *)"--storage";
+    argv[argc++] = (char *)c->storage;
+  }
+  for (; i < c->nargs; i++) argv[argc++] = (char *)c->args[i];
+  return run_cli(argc, argv);
+}
+
+static int cmd_jobs(cli_t *c) {
+  return cli_from_table(c, "jobs");
+}
+
+static int cmd_stats(cli_t *c) {
+  return cli_from_table(c, "stats");
 }
 
 /* The option arg names ("--storage" or "--storage=URL"); NULL when none. */

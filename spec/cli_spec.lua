@@ -505,6 +505,26 @@ describe("chronis jobs", function()
       return cli(args)
     end
 
+    it("is in chronis help, takes the host's options before it, and a misspelt stats is suggested", function()
+      local code, out = cli { "help" }
+      assert.are.equal(0, code)
+      assert_contains(out, "  jobs COMMAND")
+      assert_contains(out, "  stats ")
+      code, out = cli { "help", "jobs" }
+      assert.are.equal(0, code)
+      assert_contains(out, "usage: chronis jobs COMMAND")
+      local err
+      code, out, err = cli { "--storage", "sqlite:" .. db, "jobs", "list" }
+      assert.are.equal(0, code, err)
+      assert_contains(out, "j1")
+      code, out, err = cli { "--storage", "sqlite:" .. db, "stats" }
+      assert.are.equal(0, code, err)
+      assert_contains(out, "scheduled  1")
+      code, out, err = cli { "stat" }
+      assert.are.equal(2, code)
+      assert_contains(err, "did you mean 'stats'?")
+    end)
+
     it("jobs --help lists the commands and the exit codes; jobs alone is a usage error", function()
       local code, out, err = cli { "jobs", "--help" }
       assert.are.equal(0, code)
