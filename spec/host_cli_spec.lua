@@ -74,7 +74,7 @@ describe("host command line", function()
       for args, want in pairs({
         ["chek app.lua"] = "chronis: unknown command 'chek'; did you mean 'check'?",
         ["help chek"] = "chronis: unknown command 'chek'; did you mean 'check'?",
-        ["fly"] = "chronis: unknown command 'fly' (expected run, check, migrate, env, help)",
+        ["fly"] = "chronis: unknown command 'fly' (expected run, check, migrate, env, jobs, stats, help)",
         ["--storge memory: run app.lua"] = "chronis: unknown option '--storge'; did you mean '--storage'?",
         ["run --scrips dir app.lua"] = "chronis: unknown option '--scrips'; did you mean '--scripts'?",
         ["run --status app.lua"] = "chronis: --status is an option of migrate, not of run",
