@@ -255,6 +255,16 @@ void chr_lua_check_run_filter(lua_State *L, int idx, chr_run_filter_t *f) {
   }
 }
 
+/* stack: +1 the names of the outcomes in mask, in their order */
+static void push_outcomes(lua_State *L, uint32_t mask) {
+  lua_createtable(L, CHR_OUT__COUNT, 0);
+  for (int o = 1, i = 0; o < CHR_OUT__COUNT; o++) {
+    if (!(mask & (1u << o))) continue;
+    lua_pushstring(L, chr_outcome_names[o]);
+    lua_rawseti(L, -2, ++i);
+  }
+}
+
 void chr_run_filter_push(lua_State *L, const chr_run_filter_t *f) {
   char err[64];
   if (f == NULL) {
@@ -271,12 +281,7 @@ void chr_run_filter_push(lua_State *L, const chr_run_filter_t *f) {
     lua_setfield(L, -2, "job_id_in");
   }
   if (f->outcome_mask) {
-    lua_createtable(L, CHR_OUT__COUNT, 0);
-    for (int o = 1, i = 0; o < CHR_OUT__COUNT; o++) {
-      if (!(f->outcome_mask & (1u << o))) continue;
-      lua_pushstring(L, chr_outcome_names[o]);
-      lua_rawseti(L, -2, ++i);
-    }
+    push_outcomes(L, f->outcome_mask);
     lua_setfield(L, -2, "outcome");
   }
   set_time(L, "started_at_gte", f->started_gte);
@@ -358,21 +363,7 @@ static int l_run_filter_match(lua_State *L) {
 static int l_run_filter_ids(lua_State *L) {
   lrun_filter_t *u = luaL_checkudata(L, 1, RUN_FILTER_MT);
   if (!u->f.has_ids) return 0;
-  lua_createtable(L, (int)u->f.nids, 0);
-  lua_createtable(L, 0, (int)u->f.nids); /* seen */
-  lua_Integer n = 0;
-  for (size_t i = 0; i < u->f.nids; i++) {
-    if (lua_getfield(L, -1, u->f.ids[i]) != LUA_TNIL) {
-      lua_pop(L, 1);
-      continue;
-    }
-    lua_pop(L, 1);
-    lua_pushboolean(L, 1);
-    lua_setfield(L, -2, u->f.ids[i]);
-    lua_pushstring(L, u->f.ids[i]);
-    lua_rawseti(L, -3, ++n);
-  }
-  lua_pop(L, 1);
+  chr_lua_push_unique_ids(L, u->f.ids, u->f.nids);
   return 1;
 }
 
@@ -392,12 +383,7 @@ static int l_run_filter_narrow(lua_State *L) {
     lua_setfield(L, -2, "started_at_lte");
   }
   if (f->outcome_mask) {
-    lua_createtable(L, CHR_OUT__COUNT, 0);
-    for (int o = 1, i = 0; o < CHR_OUT__COUNT; o++) {
-      if (!(f->outcome_mask & (1u << o))) continue;
-      lua_pushstring(L, chr_outcome_names[o]);
-      lua_rawseti(L, -2, ++i);
-    }
+    push_outcomes(L, f->outcome_mask);
     lua_setfield(L, -2, "outcomes");
   }
   set_str(L, "func_name", f->func_name);

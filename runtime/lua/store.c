@@ -1073,26 +1073,30 @@ static int l_filter_match(lua_State *L) {
   return 1;
 }
 
-/* filter:ids() -> the ids of job_id_in, first occurrences in order, or nil
- * without job_id_in: a store can look them up rather than scan. */
-static int l_filter_ids(lua_State *L) {
-  lfilter_t *u = luaL_checkudata(L, 1, FILTER_MT);
-  if (!u->f.has_ids) return 0;
-  lua_createtable(L, (int)u->f.nids, 0);
-  lua_createtable(L, 0, (int)u->f.nids); /* seen */
-  lua_Integer n = 0;
-  for (size_t i = 0; i < u->f.nids; i++) {
-    if (lua_getfield(L, -1, u->f.ids[i]) != LUA_TNIL) {
+void chr_lua_push_unique_ids(lua_State *L, char *const *ids, size_t n) {
+  lua_createtable(L, (int)n, 0);
+  lua_createtable(L, 0, (int)n); /* seen */
+  lua_Integer k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (lua_getfield(L, -1, ids[i]) != LUA_TNIL) {
       lua_pop(L, 1);
       continue;
     }
     lua_pop(L, 1);
     lua_pushboolean(L, 1);
-    lua_setfield(L, -2, u->f.ids[i]);
-    lua_pushstring(L, u->f.ids[i]);
-    lua_rawseti(L, -3, ++n);
+    lua_setfield(L, -2, ids[i]);
+    lua_pushstring(L, ids[i]);
+    lua_rawseti(L, -3, ++k);
   }
   lua_pop(L, 1);
+}
+
+/* filter:ids() -> the ids of job_id_in, first occurrences in order, or nil
+ * without job_id_in: a store can look them up rather than scan. */
+static int l_filter_ids(lua_State *L) {
+  lfilter_t *u = luaL_checkudata(L, 1, FILTER_MT);
+  if (!u->f.has_ids) return 0;
+  chr_lua_push_unique_ids(L, u->f.ids, u->f.nids);
   return 1;
 }
 

@@ -28,6 +28,10 @@ int chr_lua_store_create(lua_State *L, chr_store_t *s, chr_job_t *job);
 /* stack: +1 the filter as the table a Lua adapter receives (nil for NULL) */
 void chr_filter_push(lua_State *L, const chr_filter_t *f);
 
+/* stack: +1 an array of ids[0..n), each once, in first-occurrence order
+ * (the ids() of job and run filter objects). */
+void chr_lua_push_unique_ids(lua_State *L, char *const *ids, size_t n);
+
 /* Run records and run filters (runtime/lua/history.c). */
 /* stack: +1 the run as a table (times ISO, duration in seconds) */
 void chr_runrec_push(lua_State *L, const chr_runrec_t *r);
