@@ -479,39 +479,54 @@ static void cas_conds(chr_buf_t *sql, pg_op_t *op, const chr_job_t *e) {
   }
 }
 
-/* " AND ..." for each metadata.<path> = value of a filter, on the metadata
- * object `doc`. Containment lets a GIN index find candidates and says that
- * each step of the path is an object member (#> would also step into an
- * array by position, chr_json_lookup does not); the path equality makes the
- * match exact ({"a":[1]} contains {"a":[]}). */
+/* " AND ..." for each metadata condition of a filter (filter.h), on the
+ * metadata object `doc`. For equality, containment lets a GIN index find
+ * candidates and says that each step of the path is an object member (#>
+ * would also step into an array by position, chr_json_lookup does not);
+ * the path equality makes the match exact ({"a":[1]} contains {"a":[]}).
+ * A JSON null counts as absent, as in chr_meta_filter_match. */
 static void meta_conds(chr_buf_t *sql, pg_op_t *op, const char *doc_expr,
                        const chr_meta_filter_t *meta, size_t nmeta) {
   for (size_t i = 0; i < nmeta; i++) {
-    chr_buf_t doc;
-    char **path = NULL;
-    size_t npath = 0, closing = 0;
-    chr_buf_init(&doc);
-    for (const char *s = meta[i].path;;) {
-      const char *dot = strchr(s, '.');
-      size_t n = dot ? (size_t)(dot - s) : strlen(s);
-      path = chr_realloc(path, (npath + 1) * sizeof *path);
-      path[npath++] = chr_strndup(s, n);
-      chr_buf_addc(&doc, '{');
-      chr_json_add_string(&doc, s, n);
-      chr_buf_addc(&doc, ':');
-      closing++;
-      if (!dot) break;
-      s = dot + 1;
-    }
-    chr_buf_adds(&doc, meta[i].value);
-    while (closing--) chr_buf_addc(&doc, '}');
+    const chr_meta_filter_t *m = &meta[i];
     int p = next_param(op);
-    chr_buf_printf(sql, " AND %s @> $%d::jsonb AND %s #> $%d::text[] = $%d::jsonb", doc_expr, p,
-                   doc_expr, p + 1, p + 2);
-    chr_pg_param_take(op, chr_buf_steal(&doc));
-    chr_pg_param_take(op, array_literal(path, npath));
-    chr_pg_param(op, meta[i].value);
-    free_list(path, npath);
+    if (m->op == CHR_MF_EQ) {
+      chr_buf_t doc;
+      chr_buf_init(&doc);
+      for (size_t k = 0; k < m->nkeys; k++) {
+        chr_buf_addc(&doc, '{');
+        chr_json_add_string(&doc, m->keys[k], strlen(m->keys[k]));
+        chr_buf_addc(&doc, ':');
+      }
+      chr_buf_adds(&doc, m->value);
+      for (size_t k = 0; k < m->nkeys; k++) chr_buf_addc(&doc, '}');
+      chr_buf_printf(sql, " AND %s @> $%d::jsonb AND %s #> $%d::text[] = $%d::jsonb", doc_expr, p,
+                     doc_expr, p + 1, p + 2);
+      chr_pg_param_take(op, chr_buf_steal(&doc));
+      chr_pg_param_take(op, array_literal(m->keys, m->nkeys));
+      chr_pg_param(op, m->value);
+      continue;
+    }
+    if (m->op == CHR_MF_IN && m->nvalues == 0) {
+      chr_buf_adds(sql, " AND false");
+      continue;
+    }
+    chr_pg_param_take(op, array_literal(m->keys, m->nkeys));
+    switch (m->op) {
+    case CHR_MF_NE:
+      chr_buf_printf(sql, " AND NOT coalesce(%s #> $%d::text[] = $%d::jsonb, false)", doc_expr, p,
+                     p + 1);
+      chr_pg_param(op, m->value);
+      break;
+    case CHR_MF_IN:
+      chr_buf_printf(sql, " AND %s #> $%d::text[] = ANY($%d::jsonb[])", doc_expr, p, p + 1);
+      chr_pg_param_take(op, array_literal(m->values, m->nvalues));
+      break;
+    default: /* ABSENT, PRESENT */
+      chr_buf_printf(sql, " AND coalesce(%s #> $%d::text[], 'null') %s 'null'", doc_expr, p,
+                     m->op == CHR_MF_ABSENT ? "=" : "<>");
+      break;
+    }
   }
 }
 

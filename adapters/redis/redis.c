@@ -542,6 +542,19 @@ static chr_rcmd_t *script(rstore_t *rs, int which, chr_store_req_t *req, int fla
   return c;
 }
 
+/* "n, path, value..." of the equalities on plain paths, which the scripts
+ * narrow by (an index, a member test); C applies every condition after. */
+static void add_meta_eqs(chr_rcmd_t *c, const chr_meta_filter_t *meta, size_t nmeta) {
+  long long n = 0;
+  for (size_t i = 0; i < nmeta; i++) n += chr_meta_filter_is_plain_eq(&meta[i]);
+  chr_rcmd_argi(c, n);
+  for (size_t i = 0; i < nmeta; i++) {
+    if (!chr_meta_filter_is_plain_eq(&meta[i])) continue;
+    chr_rcmd_args(c, meta[i].path);
+    chr_rcmd_args(c, meta[i].value);
+  }
+}
+
 static void submit_query(rstore_t *rs, chr_store_req_t *req) {
   const chr_filter_t *f = req->filter;
   int count = req->op == CHR_OP_COUNT;
@@ -568,11 +581,7 @@ static void submit_query(rstore_t *rs, chr_store_req_t *req) {
   arg_time(c, f ? f->upd_lte : CHR_TIME_NONE);
   chr_rcmd_argi(c, f && f->has_ids ? (long long)f->nids : 0);
   for (size_t i = 0; f && f->has_ids && i < f->nids; i++) chr_rcmd_args(c, f->ids[i]);
-  chr_rcmd_argi(c, f ? (long long)f->nmeta : 0);
-  for (size_t i = 0; f && i < f->nmeta; i++) {
-    chr_rcmd_args(c, f->meta[i].path);
-    chr_rcmd_args(c, f->meta[i].value);
-  }
+  add_meta_eqs(c, f ? f->meta : NULL, f ? f->nmeta : 0);
   chr_rconn_send(c);
 }
 
@@ -882,11 +891,7 @@ static void submit_query_runs(rstore_t *rs, chr_store_req_t *req) {
   if (f && f->func_name) chr_json_add_string(&b, f->func_name, strlen(f->func_name));
   chr_rcmd_arg(c, b.p ? b.p : "", b.len);
   chr_buf_free(&b);
-  chr_rcmd_argi(c, f ? (long long)f->nmeta : 0);
-  for (size_t i = 0; f && i < f->nmeta; i++) {
-    chr_rcmd_args(c, f->meta[i].path);
-    chr_rcmd_args(c, f->meta[i].value);
-  }
+  add_meta_eqs(c, f ? f->meta : NULL, f ? f->nmeta : 0);
   chr_rconn_send(c);
 }
 

@@ -69,25 +69,6 @@ static const char *q_own(qbuild_t *q, char *s) {
   return s;
 }
 
-/* A metadata path SQL can name: dot-separated keys of letters, digits,
- * '_' and '-'. Others are matched in C rather than put in a JSON path. */
-static int path_is_plain(const char *path) {
-  int seg = 0;
-  for (const char *p = path;; p++) {
-    unsigned char c = (unsigned char)*p;
-    if (c == '.' || c == '\0') {
-      if (seg == 0) return 0;
-      if (c == '\0') return 1;
-      seg = 0;
-    } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-               c == '_' || c == '-') {
-      seg++;
-    } else {
-      return 0;
-    }
-  }
-}
-
 static void q_cond(qbuild_t *q, const char *col, const char *op, int64_t v) {
   if (v == CHR_TIME_NONE) return;
   chr_buf_printf(&q->sql, " AND %s %s ", col, op);
@@ -123,7 +104,7 @@ static void q_where(qbuild_t *q, const chr_filter_t *f) {
     /* record -> path is the member's JSON text (SQL NULL when missing);
      * records keep the canonical text of chr_json_encode, so text equality
      * is value equality, as in chr_filter_match: 1 and "1" differ. */
-    if (!path_is_plain(f->meta[i].path)) {
+    if (!chr_meta_filter_is_plain_eq(&f->meta[i])) {
       q->residual = 1;
       continue;
     }
@@ -270,7 +251,7 @@ static void q_run_where(qbuild_t *q, const chr_run_filter_t *f) {
   for (size_t i = 0; i < f->nmeta; i++) {
     /* As for jobs: the member's JSON text against the canonical text of
      * the value; a run's metadata is its job's, written canonical. */
-    if (!path_is_plain(f->meta[i].path)) {
+    if (!chr_meta_filter_is_plain_eq(&f->meta[i])) {
       q->residual = 1;
       continue;
     }

@@ -211,10 +211,7 @@ void chr_run_filter_init(chr_run_filter_t *f) {
 void chr_run_filter_free(chr_run_filter_t *f) {
   for (size_t i = 0; i < f->nids; i++) free(f->ids[i]);
   free(f->ids);
-  for (size_t i = 0; i < f->nmeta; i++) {
-    free(f->meta[i].path);
-    free(f->meta[i].value);
-  }
+  for (size_t i = 0; i < f->nmeta; i++) chr_meta_filter_free(&f->meta[i]);
   free(f->meta);
   free(f->func_name);
   chr_run_filter_init(f);
@@ -232,12 +229,9 @@ int chr_run_filter_match(const chr_run_filter_t *f, const chr_runrec_t *r) {
       if (strcmp(f->ids[i], r->job_id) == 0) break;
     if (i == f->nids) return 0;
   }
-  for (size_t i = 0; i < f->nmeta; i++) {
-    chr_json_span_t v;
-    if (r->metadata == NULL || !chr_json_lookup(r->metadata, strlen(r->metadata), f->meta[i].path, &v))
+  for (size_t i = 0; i < f->nmeta; i++)
+    if (!chr_meta_filter_match(&f->meta[i], r->metadata, r->metadata ? strlen(r->metadata) : 0))
       return 0;
-    if (strlen(f->meta[i].value) != v.n || memcmp(f->meta[i].value, v.p, v.n) != 0) return 0;
-  }
   return 1;
 }
 

@@ -234,28 +234,40 @@ static int key_equals(chr_json_span_t k, const char *name, size_t n) {
   return eq;
 }
 
+/* The member named name[0..n) of the object at cur, or 0. */
+static int member(chr_json_span_t cur, const char *name, size_t n, chr_json_span_t *val) {
+  const char *end = cur.p + cur.n;
+  const char *p = chr__json_ws(cur.p, end);
+  if (p >= end || *p != '{') return 0;
+  const char *it = p;
+  chr_json_span_t k, v;
+  while (chr_json_next_member(&it, end, &k, &v) == 1) {
+    if (key_equals(k, name, n)) {
+      *val = v;
+      return 1;
+    }
+  }
+  return 0;
+}
+
 int chr_json_lookup(const char *s, size_t len, const char *path, chr_json_span_t *val) {
-  const char *end = s + len;
   chr_json_span_t cur = {s, len};
   while (*path) {
     const char *dot = strchr(path, '.');
     size_t plen = dot ? (size_t)(dot - path) : strlen(path);
-    const char *p = chr__json_ws(cur.p, cur.p + cur.n);
-    if (p >= end || *p != '{') return 0;
-    const char *it = p;
-    chr_json_span_t k, v;
-    int found = 0, r;
-    while ((r = chr_json_next_member(&it, cur.p + cur.n, &k, &v)) == 1) {
-      if (key_equals(k, path, plen)) {
-        found = 1;
-        break;
-      }
-    }
-    if (!found) return 0;
-    cur = v;
+    if (!member(cur, path, plen, &cur)) return 0;
     path += plen;
     if (*path == '.') path++;
   }
+  *val = cur;
+  return 1;
+}
+
+int chr_json_lookup_keys(const char *s, size_t len, char *const *keys, size_t nkeys,
+                         chr_json_span_t *val) {
+  chr_json_span_t cur = {s, len};
+  for (size_t i = 0; i < nkeys; i++)
+    if (!member(cur, keys[i], strlen(keys[i]), &cur)) return 0;
   *val = cur;
   return 1;
 }

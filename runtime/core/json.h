@@ -34,6 +34,10 @@ int chr_json_key_cmp(const void *a, const void *b);
 /* Finds the member at a dotted path ("a.b.c") inside an object text.
  * Returns 1 and the value's span, or 0. */
 int chr_json_lookup(const char *s, size_t len, const char *path, chr_json_span_t *val);
+/* The same along keys[0..nkeys), each a whole (unescaped) key: for keys
+ * that hold dots. */
+int chr_json_lookup_keys(const char *s, size_t len, char *const *keys, size_t nkeys,
+                         chr_json_span_t *val);
 
 /* The string value of a JSON string literal span (quotes included),
  * unescaped and malloc'ed; NULL when the span is not a string. */

@@ -74,54 +74,6 @@ void chr_store_req_push_run(chr_store_req_t *req, chr_runrec_t *run) {
   req->history[req->nhistory++] = run;
 }
 
-void chr_filter_init(chr_filter_t *f) {
-  memset(f, 0, sizeof *f);
-  f->nrt_lte = f->nrt_gte = f->upd_lte = f->upd_gte = CHR_TIME_NONE;
-}
-
-void chr_filter_free(chr_filter_t *f) {
-  for (size_t i = 0; i < f->nmeta; i++) {
-    free(f->meta[i].path);
-    free(f->meta[i].value);
-  }
-  free(f->meta);
-  for (size_t i = 0; i < f->nids; i++) free(f->ids[i]);
-  free(f->ids);
-  chr_filter_init(f);
-}
-
-static int in_range(int64_t v, int64_t lte, int64_t gte) {
-  if (lte == CHR_TIME_NONE && gte == CHR_TIME_NONE) return 1;
-  if (v == CHR_TIME_NONE) return 0; /* nil never satisfies a bound */
-  return (lte == CHR_TIME_NONE || v <= lte) && (gte == CHR_TIME_NONE || v >= gte);
-}
-
-int chr_filter_match(const chr_filter_t *f, const chr_job_t *j) {
-  if (f == NULL) return 1;
-  if (f->status_mask && !(f->status_mask & (1u << j->status))) return 0;
-  if (f->trigger_type && (!chr_job_has(j, CHR_F_TRIGGER_TYPE) || j->trigger_type != f->trigger_type))
-    return 0;
-  int64_t nrt = chr_job_has(j, CHR_F_NEXT_RUN_TIME) ? j->next_run_time : CHR_TIME_NONE;
-  int64_t upd = chr_job_has(j, CHR_F_UPDATED_AT) ? j->updated_at : CHR_TIME_NONE;
-  if (!in_range(nrt, f->nrt_lte, f->nrt_gte)) return 0;
-  if (!in_range(upd, f->upd_lte, f->upd_gte)) return 0;
-  if (f->has_ids) {
-    size_t i;
-    for (i = 0; i < f->nids; i++)
-      if (strcmp(f->ids[i], j->job_id) == 0) break;
-    if (i == f->nids) return 0;
-  }
-  for (size_t i = 0; i < f->nmeta; i++) {
-    chr_json_span_t meta, v;
-    if (j->extra == NULL || !chr_json_lookup(j->extra, strlen(j->extra), "metadata", &meta))
-      return 0;
-    if (!chr_json_lookup(meta.p, meta.n, f->meta[i].path, &v)) return 0;
-    if (strlen(f->meta[i].value) != v.n || memcmp(f->meta[i].value, v.p, v.n) != 0) return 0;
-  }
-  return 1;
-}
-
-
 int chr_store_record_check(const chr_job_t *j, const char *where, char *err, size_t errlen) {
   if (j == NULL || !chr_job_has(j, CHR_F_JOB_ID) || (j->nullmask & CHR_BIT(CHR_F_JOB_ID)) ||
       j->job_id == NULL || j->job_id[0] == '\0')

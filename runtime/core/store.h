@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "filter.h"
 #include "history.h"
 #include "job.h"
 #include "lock.h"
@@ -135,25 +136,6 @@ extern const chr_store_op_desc_t chr_store_ops[CHR_OP__COUNT + 1];
 /* chr_store_ops[op].name, by operation. */
 extern const char *const chr_store_op_names[CHR_OP__COUNT];
 
-typedef struct chr_meta_filter {
-  char *path;  /* "tenant_id" or "a.b" (below metadata) */
-  char *value; /* canonical JSON text of the wanted value */
-} chr_meta_filter_t;
-
-typedef struct chr_filter {
-  uint32_t status_mask; /* 1 << chr_status_t; 0 = any */
-  int trigger_type;     /* 0 = any */
-  int64_t nrt_lte, nrt_gte, upd_lte, upd_gte; /* CHR_TIME_NONE = unset */
-  chr_meta_filter_t *meta;
-  size_t nmeta;
-  char **ids; /* job_id_in; has_ids with nids 0 matches nothing */
-  size_t nids;
-  int has_ids;
-} chr_filter_t;
-
-void chr_filter_init(chr_filter_t *f);
-void chr_filter_free(chr_filter_t *f);
-int chr_filter_match(const chr_filter_t *f, const chr_job_t *j);
 
 /* The rules of the contract, checked by chr_store_submit before any
  * adapter sees a request, and by the Lua adapter kit for stores called

@@ -215,16 +215,10 @@ static int parse_run_filter(lua_State *L) {
       free(f->func_name);
       f->func_name = chr_strdup(lua_tostring(L, v));
     } else if (strncmp(k, "metadata.", 9) == 0 && k[9] != '\0') {
-      chr_buf_t b;
       char err[200];
-      chr_buf_init(&b);
-      if (chr_json_encode(L, v, &b, err, sizeof err) != 0) {
-        chr_buf_free(&b);
-        chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': %s", k, err);
-      }
       f->meta = chr_realloc(f->meta, (f->nmeta + 1) * sizeof *f->meta);
-      f->meta[f->nmeta].path = chr_strdup(k + 9);
-      f->meta[f->nmeta].value = chr_buf_steal(&b);
+      if (chr_lua_meta_cond(L, v, k + 9, &f->meta[f->nmeta], err, sizeof err) != 0)
+        chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': %s", k, err);
       f->nmeta++;
     } else {
       chr_lua_error(L, CHR_EINVAL, "invalid run filter '%s': unknown key (expected "
@@ -266,7 +260,6 @@ static void push_outcomes(lua_State *L, uint32_t mask) {
 }
 
 void chr_run_filter_push(lua_State *L, const chr_run_filter_t *f) {
-  char err[64];
   if (f == NULL) {
     lua_pushnil(L);
     return;
@@ -288,9 +281,7 @@ void chr_run_filter_push(lua_State *L, const chr_run_filter_t *f) {
   set_time(L, "started_at_lte", f->started_lte);
   set_str(L, "func_name", f->func_name);
   for (size_t i = 0; i < f->nmeta; i++) {
-    lua_pushfstring(L, "metadata.%s", f->meta[i].path);
-    if (chr_json_decode(L, f->meta[i].value, strlen(f->meta[i].value), err, sizeof err) != 0)
-      lua_pushnil(L);
+    chr_lua_push_meta_cond(L, &f->meta[i]);
     lua_rawset(L, -3);
   }
 }

@@ -24,6 +24,134 @@ static void filter_set_time(lua_State *L, const char *k, int64_t us) {
   lua_setfield(L, -2, k);
 }
 
+/* stack: +1 the JSON text as a Lua value (nil when it does not decode,
+ * which canonical text always does). */
+static void push_json(lua_State *L, const char *text) {
+  char err[64];
+  if (chr_json_decode(L, text, strlen(text), err, sizeof err) != 0) lua_pushnil(L);
+}
+
+void chr_lua_push_meta_cond(lua_State *L, const chr_meta_filter_t *m) {
+  lua_pushfstring(L, "metadata.%s", m->path);
+  switch (m->op) {
+  case CHR_MF_ABSENT: lua_pushlightuserdata(L, NULL); return;
+  case CHR_MF_PRESENT:
+    lua_createtable(L, 0, 1);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "$exists");
+    return;
+  case CHR_MF_EQ:
+    /* An object goes in $eq: its keys could read as operators. */
+    if (m->value[0] != '{') {
+      push_json(L, m->value);
+      return;
+    }
+    /* fall through */
+  case CHR_MF_NE:
+    lua_createtable(L, 0, 1);
+    push_json(L, m->value);
+    lua_setfield(L, -2, chr_meta_op_names[m->op]);
+    return;
+  default: /* CHR_MF_IN */
+    lua_createtable(L, 0, 1);
+    lua_createtable(L, (int)m->nvalues, 0);
+    for (size_t i = 0; i < m->nvalues; i++) {
+      push_json(L, m->values[i]);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "$in");
+  }
+}
+
+static int is_json_null(lua_State *L, int idx) {
+  return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
+}
+
+/* Encodes the value at idx into a new string (*out), refusing null. */
+static int encode_value(lua_State *L, int idx, char **out, char *err, size_t errlen) {
+  chr_buf_t b;
+  if (is_json_null(L, idx))
+    return chr_errf(err, errlen, "null cannot be one of $in's values (use $exists)");
+  chr_buf_init(&b);
+  if (chr_json_encode(L, idx, &b, err, errlen) != 0) {
+    chr_buf_free(&b);
+    return CHR_EINVAL;
+  }
+  *out = chr_buf_steal(&b);
+  return 0;
+}
+
+int chr_lua_meta_cond(lua_State *L, int v, const char *path, chr_meta_filter_t *m, char *err,
+                      size_t errlen) {
+  int op = CHR_MF_EQ, nops = 0, nother = 0, rc = 0;
+  char **values = NULL;
+  size_t nvalues = 0;
+  v = lua_absindex(L, v);
+  int top = lua_gettop(L);
+  if (lua_istable(L, v)) {
+    lua_pushnil(L);
+    while (lua_next(L, v)) {
+      lua_pop(L, 1);
+      if (lua_type(L, -1) == LUA_TSTRING && lua_tostring(L, -1)[0] == '$') nops++;
+      else nother++;
+    }
+  }
+  if (nops > 0) {
+    if (nops > 1 || nother > 0) {
+      return chr_errf(err, errlen, "expected a value or one operator ($eq, $ne, $in or "
+                      "$exists), not a table with %s", nother ? "both" : "several operators");
+    }
+    lua_pushnil(L);
+    lua_next(L, v); /* key at -2, its value at -1 */
+    const char *o = lua_tostring(L, -2);
+    if (strcmp(o, "$eq") == 0) {
+      op = CHR_MF_EQ;
+    } else if (strcmp(o, "$ne") == 0) {
+      op = CHR_MF_NE;
+    } else if (strcmp(o, "$in") == 0) {
+      op = CHR_MF_IN;
+    } else if (strcmp(o, "$exists") == 0) {
+      if (!lua_isboolean(L, -1)) {
+        lua_settop(L, top);
+        return chr_errf(err, errlen, "$exists expects true or false");
+      }
+      op = lua_toboolean(L, -1) ? CHR_MF_PRESENT : CHR_MF_ABSENT;
+    } else {
+      char bad[64];
+      snprintf(bad, sizeof bad, "%s", o);
+      lua_settop(L, top);
+      return chr_errf(err, errlen, "unknown operator '%s' (expected $eq, $ne, $in or $exists)",
+                      bad);
+    }
+    v = lua_gettop(L);
+  }
+  if ((op == CHR_MF_EQ || op == CHR_MF_NE) && is_json_null(L, v))
+    op = op == CHR_MF_EQ ? CHR_MF_ABSENT : CHR_MF_PRESENT;
+  if (op == CHR_MF_IN) {
+    lua_Integer n = lua_istable(L, v) ? (lua_Integer)lua_rawlen(L, v) : -1;
+    if (n < 0) {
+      lua_settop(L, top);
+      return chr_errf(err, errlen, "$in expects a list of values");
+    }
+    values = chr_calloc((size_t)n + 1, sizeof *values);
+    for (lua_Integer i = 1; rc == 0 && i <= n; i++) {
+      lua_rawgeti(L, v, i);
+      rc = encode_value(L, -1, &values[nvalues], err, errlen);
+      if (rc == 0) nvalues++;
+      lua_pop(L, 1);
+    }
+  } else if (op == CHR_MF_EQ || op == CHR_MF_NE) {
+    values = chr_calloc(1, sizeof *values);
+    rc = encode_value(L, v, &values[0], err, errlen);
+    if (rc == 0) nvalues = 1;
+  }
+  if (rc == 0) rc = chr_meta_filter_set(m, path, op, values, nvalues, err, errlen);
+  for (size_t i = 0; i < nvalues; i++) free(values[i]);
+  free(values);
+  lua_settop(L, top);
+  return rc;
+}
+
 void chr_filter_push(lua_State *L, const chr_filter_t *f) {
   char err[64];
   if (f == NULL) {
@@ -56,8 +184,12 @@ void chr_filter_push(lua_State *L, const chr_filter_t *f) {
   filter_set_time(L, "updated_at_lte", f->upd_lte);
   filter_set_time(L, "updated_at_gte", f->upd_gte);
   for (size_t i = 0; i < f->nmeta; i++) {
-    lua_pushfstring(L, "metadata.%s", f->meta[i].path);
-    if (chr_json_decode(L, f->meta[i].value, strlen(f->meta[i].value), err, sizeof err) != 0)
+    chr_lua_push_meta_cond(L, &f->meta[i]);
+    lua_rawset(L, -3);
+  }
+  for (size_t i = 0; i < f->nown; i++) {
+    lua_pushstring(L, f->own[i].key);
+    if (chr_json_decode(L, f->own[i].value, strlen(f->own[i].value), err, sizeof err) != 0)
       lua_pushnil(L);
     lua_rawset(L, -3);
   }
@@ -439,8 +571,21 @@ static int is_metadata_filter(const char *k) {
  * Every unknown key is named at once, before any value is read. */
 static int parse_filter(lua_State *L) {
   chr_filter_t *f = lua_touserdata(L, 1);
+  char *const *own = lua_touserdata(L, 3);
   int idx = 2;
-  chr_lua_checkkeys(L, idx, "filter", filter_keys, is_metadata_filter, FILTER_KEYS);
+  if (own == NULL || own[0] == NULL) {
+    chr_lua_checkkeys(L, idx, "filter", filter_keys, is_metadata_filter, FILTER_KEYS);
+  } else { /* the store's own keys are known too */
+    size_t n = 0, k = 0;
+    while (own[n]) n++;
+    const char **known = lua_newuserdatauv(L, (sizeof filter_keys / sizeof *filter_keys + n) *
+                                                  sizeof *known, 0);
+    for (; filter_keys[k]; k++) known[k] = filter_keys[k];
+    for (size_t i = 0; i < n; i++) known[k++] = own[i];
+    known[k] = NULL;
+    chr_lua_checkkeys(L, idx, "filter", known, is_metadata_filter, FILTER_KEYS);
+    lua_pop(L, 1);
+  }
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     const char *k = lua_tostring(L, -2);
@@ -485,6 +630,12 @@ static int parse_filter(lua_State *L) {
       f->ids = check_strings(L, v, &f->nids, "invalid filter 'job_id_in'", "job_id");
       f->has_ids = 1;
     } else if (is_metadata_filter(k)) {
+      char err[200];
+      f->meta = chr_realloc(f->meta, (f->nmeta + 1) * sizeof *f->meta);
+      if (chr_lua_meta_cond(L, v, k + 9, &f->meta[f->nmeta], err, sizeof err) != 0)
+        chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': %s", k, err);
+      f->nmeta++;
+    } else { /* one of the store's own keys (checked above) */
       chr_buf_t b;
       char err[200];
       chr_buf_init(&b);
@@ -492,10 +643,10 @@ static int parse_filter(lua_State *L) {
         chr_buf_free(&b);
         chr_lua_error(L, CHR_EINVAL, "invalid filter '%s': %s", k, err);
       }
-      f->meta = chr_realloc(f->meta, (f->nmeta + 1) * sizeof *f->meta);
-      f->meta[f->nmeta].path = chr_strdup(k + 9);
-      f->meta[f->nmeta].value = chr_buf_steal(&b);
-      f->nmeta++;
+      f->own = chr_realloc(f->own, (f->nown + 1) * sizeof *f->own);
+      f->own[f->nown].key = chr_strdup(k);
+      f->own[f->nown].value = chr_buf_steal(&b);
+      f->nown++;
     }
     lua_settop(L, v - 1);
   }
@@ -506,6 +657,10 @@ static int parse_filter(lua_State *L) {
  * read in a protected call: whichever key raises, the ones read before it
  * may hold allocations. */
 void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
+  chr_lua_checkfilter_own(L, idx, f, NULL);
+}
+
+void chr_lua_checkfilter_own(lua_State *L, int idx, chr_filter_t *f, char *const *own) {
   chr_filter_init(f);
   if (lua_isnoneornil(L, idx)) return;
   idx = lua_absindex(L, idx);
@@ -515,7 +670,8 @@ void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f) {
   lua_pushcfunction(L, parse_filter);
   lua_pushlightuserdata(L, f);
   lua_pushvalue(L, idx);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+  lua_pushlightuserdata(L, (void *)own);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
     chr_filter_free(f);
     lua_error(L);
   }

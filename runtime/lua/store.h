@@ -22,6 +22,18 @@ chr_lock_t *chr_lua_checklock(lua_State *L, int idx);
 /* Reads a filter table (nil = none); raises an `invalid` error naming an
  * unknown key or a bad value. */
 void chr_lua_checkfilter(lua_State *L, int idx, chr_filter_t *f);
+/* The same, also accepting the keys of own (NULL-terminated; NULL for
+ * none): a store's own filter keys. */
+void chr_lua_checkfilter_own(lua_State *L, int idx, chr_filter_t *f, char *const *own);
+/* A metadata condition (docs/api.md, Filters) for path (after
+ * "metadata.") from the value at v: a value (equal), chronis.json.null
+ * (absent), or {["$eq" | "$ne" | "$in" | "$exists"] = ...}. Returns 0, or
+ * CHR_EINVAL with err (m untouched); never raises. */
+int chr_lua_meta_cond(lua_State *L, int v, const char *path, chr_meta_filter_t *m, char *err,
+                      size_t errlen);
+/* stack: +2 a metadata condition's key and value, as chr_lua_meta_cond
+ * reads them. */
+void chr_lua_push_meta_cond(lua_State *L, const chr_meta_filter_t *m);
 /* Creates job (taken over) in s and returns the stored job to Lua, waiting
  * by the rule of task.h: a lua_CFunction's tail. */
 int chr_lua_store_create(lua_State *L, chr_store_t *s, chr_job_t *job);
