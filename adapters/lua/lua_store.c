@@ -41,7 +41,10 @@ static lua_store_t *store_of(chr_bridge_t *b) {
   return (lua_store_t *)((char *)b - offsetof(lua_store_t, br));
 }
 
+static void free_keys(char **keys);
+
 static void free_store(lua_store_t *ls) {
+  free_keys(ls->base.filter_keys);
   luaL_unref(ls->br.L, LUA_REGISTRYINDEX, ls->handle_ref);
   chr_bridge_free(&ls->br);
   free(ls);
@@ -73,7 +76,52 @@ static unsigned adapter_caps(lua_State *L, int idx, const char *name) {
   lua_getfield(L, idx, "is_local");
   if (lua_toboolean(L, -1)) caps |= CHR_STORE_CAP_LOCAL;
   lua_pop(L, 1);
+  /* It applies the `filters` of claim_due_jobs, recover_expired_leases
+   * and next_due_time: else scoped calls are emulated over query_jobs. */
+  lua_getfield(L, idx, "scoped_claims");
+  if (lua_toboolean(L, -1)) caps |= CHR_STORE_CAP_SCOPE;
+  lua_pop(L, 1);
   return caps;
+}
+
+static void free_keys(char **keys) {
+  for (size_t i = 0; keys && keys[i]; i++) free(keys[i]);
+  free(keys);
+}
+
+/* The adapter's `filter_keys`: a list of the filter keys it interprets
+ * itself (NULL-terminated, NULL for none). Raises `invalid` for one that
+ * is not a string or that the contract already defines. */
+static char **adapter_filter_keys(lua_State *L, int idx, const char *name) {
+  static const char *const builtin[] = {"status", "trigger_type", "next_run_time_lte",
+                                        "next_run_time_gte", "updated_at_lte",
+                                        "updated_at_gte", "job_id_in", NULL};
+  if (lua_getfield(L, idx, "filter_keys") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  if (!lua_istable(L, -1))
+    chr_lua_error(L, CHR_EINVAL, "lua adapter '%s': 'filter_keys' must be a list of strings",
+                  name);
+  size_t n = lua_rawlen(L, -1);
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, (lua_Integer)i);
+    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    int taken = k == NULL || *k == '\0' || strncmp(k, "metadata.", 9) == 0;
+    for (int b = 0; k && !taken && builtin[b]; b++) taken = strcmp(k, builtin[b]) == 0;
+    if (taken)
+      chr_lua_error(L, CHR_EINVAL, "lua adapter '%s': filter_keys[%zu] must be a non-empty "
+                    "string that is not a filter key of the contract", name, i);
+    lua_pop(L, 1);
+  }
+  char **keys = chr_calloc(n + 1, sizeof *keys);
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, (lua_Integer)i);
+    keys[i - 1] = chr_strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return keys;
 }
 
 /* ---- results ---- */
@@ -336,6 +384,10 @@ static int push_args(lua_State *L, chr_store_req_t *req) {
     push_lease_options(L, req);
     lua_pushinteger(L, req->limit >= 0 ? req->limit : LUA_MAXINTEGER); /* < 0: none */
     lua_setfield(L, -2, "limit");
+    if (req->filter) {
+      chr_filter_push(L, req->filter);
+      lua_setfield(L, -2, "filters");
+    }
     return 1;
   case CHR_OP_COMPLETE:
     lua_createtable(L, (int)req->nitems, 0);
@@ -360,7 +412,11 @@ static int push_args(lua_State *L, chr_store_req_t *req) {
       lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     return 1;
-  case CHR_OP_RECOVER: push_time(L, req->now); return 1;
+  case CHR_OP_RECOVER:
+    push_time(L, req->now);
+    chr_filter_push(L, req->filter);
+    return 2;
+  case CHR_OP_NEXT_DUE: chr_filter_push(L, req->filter); return 1;
   case CHR_OP_RECORD_RUNS:
     lua_createtable(L, (int)req->nruns, 0);
     for (size_t i = 0; i < req->nruns; i++) {
@@ -440,8 +496,10 @@ static int l_from_table(lua_State *L) {
     lua_pop(L, 3);
   }
   unsigned caps = adapter_caps(L, 1, name);
+  char **keys = adapter_filter_keys(L, 1, name);
   lua_store_t *ls = chr_calloc(1, sizeof *ls);
   chr_store_init(&ls->base, &lua_store_vt, caps);
+  ls->base.filter_keys = keys;
   chr_bridge_init(&ls->br, L, 1, name, "lua adapter", "store", timeout);
   ls->handle_ref = LUA_NOREF;
   chr_lua_pushstore(L, &ls->base);
@@ -462,7 +520,10 @@ static int l_swap(lua_State *L) {
     return 1;
   }
   unsigned caps = adapter_caps(L, 2, h->ls->br.name);
+  char **keys = adapter_filter_keys(L, 2, h->ls->br.name);
   h->ls->base.caps = caps;
+  free_keys(h->ls->base.filter_keys);
+  h->ls->base.filter_keys = keys;
   lua_pushvalue(L, 2);
   lua_rawseti(L, LUA_REGISTRYINDEX, h->ls->br.adapter_ref);
   lua_pushboolean(L, 1);

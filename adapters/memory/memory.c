@@ -317,8 +317,7 @@ static void touch(mem_store_t *ms, mrec_t *r) {
 }
 
 static void wake_if_due(mem_store_t *ms, const mrec_t *r) {
-  if (r->job.status == CHR_ST_SCHEDULED && rec_nrt(r) != CHR_TIME_NONE)
-    chr_store_wake(&ms->base, rec_nrt(r));
+  chr_store_wake_job(&ms->base, &r->job);
 }
 
 static void clear_claim(chr_job_t *j) {

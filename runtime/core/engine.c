@@ -65,6 +65,10 @@ struct chr_sched {
   chr_store_t *store;
   chr_lock_t *lock;
   chr_sched_opts_t opts;
+  /* The jobs this scheduler claims and recovers (opts.scope, copied;
+   * `scoped` when it has a condition): every other job is another's. */
+  chr_filter_t scope;
+  int scoped;
   const chr_sched_hooks_t *hooks;
   void *host;
   char node_id[48];
@@ -111,7 +115,7 @@ static void flush(chr_sched_t *s);
 static void drop_stale_completions(chr_sched_t *s, const char *id);
 static void flush_soon(chr_sched_t *s);
 static void check_stopped(chr_sched_t *s);
-static void wake_cb(void *data, int64_t when);
+static void wake_cb(void *data, int64_t when, const chr_job_t *job);
 static void hint_push(chr_sched_t *s, int64_t t);
 static void flush_timer_cb(uv_timer_t *t);
 static void reboot_scan(chr_sched_t *s);
@@ -120,6 +124,11 @@ static void reboot_scan(chr_sched_t *s);
 
 static void sched_ref(chr_sched_t *s) {
   s->refs++;
+}
+
+/* The scope of the engine's claims, recoveries and next due times. */
+static chr_filter_t *scope_of(chr_sched_t *s) {
+  return s->scoped ? &s->scope : NULL;
 }
 
 static void sched_free(chr_sched_t *s) {
@@ -133,6 +142,7 @@ static void sched_free(chr_sched_t *s) {
   }
   chr_store_release(s->store);
   if (s->lock) chr_lock_release(s->lock);
+  chr_filter_free(&s->scope);
   free(s->hints);
   free(s->heap);
   free(s->pend);
@@ -898,6 +908,7 @@ static void claim(chr_sched_t *s) {
   q->req.owner = s->node_id;
   q->req.lease_us = (int64_t)(s->opts.lease_seconds * 1e6);
   q->req.lock = s->lock;
+  q->req.filter = scope_of(s);
   s->claim_busy = 1;
   sreq_submit(q);
 }
@@ -928,6 +939,7 @@ static void recover(chr_sched_t *s, int64_t now) {
   s->last_recover = now;
   sreq_t *q = sreq_new(s, CHR_OP_RECOVER, recover_cb);
   q->req.now = now;
+  q->req.filter = scope_of(s);
   s->recover_busy = 1;
   sreq_submit(q);
 }
@@ -1025,7 +1037,7 @@ static void flush_cb(chr_store_req_t *req) {
       if (earliest == CHR_TIME_NONE || t < earliest) earliest = t;
     }
   }
-  if (earliest != CHR_TIME_NONE) wake_cb(s, earliest);
+  if (earliest != CHR_TIME_NONE) wake_cb(s, earliest, NULL);
   sreq_free(q);
   if (s->npend) flush(s);
   check_stopped(s);
@@ -1184,14 +1196,16 @@ static void arm_timer(chr_sched_t *s) {
   tick_within(s, (int64_t)(s->opts.polling_interval * 1e6));
   if (s->due_busy) return;
   sreq_t *q = sreq_new(s, CHR_OP_NEXT_DUE, due_cb);
+  q->req.filter = scope_of(s);
   s->due_busy = 1;
   sreq_submit(q);
 }
 
 /* Store hint: a job may be due before the armed timer. */
-static void wake_cb(void *data, int64_t when) {
+static void wake_cb(void *data, int64_t when, const chr_job_t *job) {
   chr_sched_t *s = data;
   if (s->state != CHR_SCHED_RUNNING || when == CHR_TIME_NONE) return;
+  if (job != NULL && s->scoped && !chr_filter_match(&s->scope, job)) return; /* another's */
   /* Kept as a hint too where the store cannot say its next due time: a
    * timer that fires a little early then re-arms for it, not for a poll. */
   if (!(s->store->caps & (CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_NEXT_DUE))) hint_push(s, when);
@@ -1256,6 +1270,9 @@ chr_sched_t *chr_sched_new(chr_store_t *store, chr_lock_t *lock, const chr_sched
     chr_lock_retain(lock);
   }
   s->opts = *opts;
+  chr_filter_copy(&s->scope, opts->scope);
+  s->scoped = !chr_filter_is_empty(&s->scope);
+  s->opts.scope = &s->scope;
   s->hooks = hooks;
   s->host = host;
   s->armed_at = s->last_recover = s->claimed_at = CHR_TIME_NONE;
@@ -1357,6 +1374,7 @@ static void reboot_scan(chr_sched_t *s) {
   chr_filter_init(q->filter);
   q->filter->status_mask = 1u << CHR_ST_PENDING;
   q->filter->trigger_type = CHR_TT_CRON;
+  chr_filter_add_scope(q->filter, scope_of(s));
   q->req.filter = q->filter;
   q->req.limit = REBOOT_SCAN_LIMIT;
   sreq_submit(q);

@@ -29,6 +29,10 @@ typedef struct chr_sched_opts {
   double lease_seconds;
   double shutdown_grace;
   double default_timeout; /* seconds, for jobs without a timeout; 0 = none */
+  /* Claim and recover only the jobs this filter matches (a tenant's):
+   * metadata conditions and the store's own keys (chr_filter_is_scope);
+   * NULL for every job. Copied by chr_sched_new. */
+  const chr_filter_t *scope;
 } chr_sched_opts_t;
 
 typedef struct chr_sched_stats {

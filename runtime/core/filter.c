@@ -206,3 +206,35 @@ int chr_meta_filter_set(chr_meta_filter_t *m, const char *path, int op, char *co
   m->value = nvalues ? m->values[0] : NULL;
   return 0;
 }
+
+void chr_meta_index_free(char **paths) {
+  for (size_t i = 0; paths && paths[i]; i++) free(paths[i]);
+  free(paths);
+}
+
+int chr_meta_index_parse(const char *val, char ***paths, char *err, size_t errlen) {
+  char **out = chr_calloc(1, sizeof *out);
+  size_t n = 0;
+  for (const char *p = val; *p;) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    char *path = chr_strndup(p, len);
+    int dup = 0;
+    for (size_t i = 0; i < n; i++) dup |= strcmp(out[i], path) == 0;
+    if (!chr_meta_path_is_plain(path) || dup) {
+      int rc = chr_errf(err, errlen, "index_metadata: '%s' %s", path,
+                        dup ? "is named twice"
+                            : "is not a metadata path of letters, digits, '_' and '-' keys "
+                              "separated by dots");
+      free(path);
+      chr_meta_index_free(out);
+      return rc;
+    }
+    out = chr_realloc(out, (n + 2) * sizeof *out);
+    out[n++] = path;
+    out[n] = NULL;
+    p += len + (comma != NULL);
+  }
+  *paths = out;
+  return 0;
+}

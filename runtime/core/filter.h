@@ -88,6 +88,13 @@ static inline int chr_meta_filter_is_plain_eq(const chr_meta_filter_t *m) {
 int chr_meta_filter_set(chr_meta_filter_t *m, const char *path, int op, char *const *values,
                         size_t nvalues, char *err, size_t errlen);
 void chr_meta_filter_free(chr_meta_filter_t *m);
+
+/* The store option index_metadata ("tenant_id,region"): the metadata
+ * paths a store indexes, each plain (chr_meta_path_is_plain), once. Sets
+ * *paths (NULL-terminated, chr_meta_index_free) and returns 0, or returns
+ * CHR_EINVAL with err naming the path. */
+int chr_meta_index_parse(const char *val, char ***paths, char *err, size_t errlen);
+void chr_meta_index_free(char **paths);
 /* Whether m matches a metadata object's JSON text (NULL: no metadata). */
 int chr_meta_filter_match(const chr_meta_filter_t *m, const char *meta, size_t len);
 

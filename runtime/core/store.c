@@ -207,6 +207,27 @@ static int check_request(chr_store_req_t *req) {
   if ((in & CHR_IN_FILTER) && req->filter != NULL && req->filter->has_ids &&
       req->filter->nids == 0)
     return 1; /* an empty job_id_in matches nothing */
+  if (in & CHR_IN_SCOPE) {
+    if (!chr_filter_is_scope(req->filter)) {
+      chr_store_req_fail(req, CHR_EINVAL, "%s: a scope holds metadata conditions and the "
+                         "store's own filter keys only", name);
+      return 1;
+    }
+    if (chr_filter_is_empty(req->filter)) req->filter = NULL;
+  }
+  if ((in & (CHR_IN_FILTER | CHR_IN_SCOPE)) && req->filter != NULL && req->filter->nown) {
+    for (size_t i = 0; i < req->filter->nown; i++) {
+      const char *k = req->filter->own[i].key;
+      char **d = req->store->filter_keys;
+      while (d && *d && strcmp(*d, k) != 0) d++;
+      if (d == NULL || *d == NULL) {
+        chr_store_req_fail(req, CHR_EINVAL, "%s: unknown filter key '%s' (the %s store has no "
+                           "filter keys of its own by that name)", name, k,
+                           req->store->vt->kind);
+        return 1;
+      }
+    }
+  }
   return 0;
 }
 
@@ -220,7 +241,9 @@ int chr_store_submit(chr_store_t *s, chr_store_req_t *req) {
     return 0;
   }
   unsigned need = chr_store_ops[req->op].cap;
-  if (need && !(s->caps & need)) return chr__store_emulate(s, req);
+  if ((chr_store_ops[req->op].in & CHR_IN_SCOPE) && req->filter != NULL)
+    need |= CHR_STORE_CAP_SCOPE;
+  if (need && (s->caps & need) != need) return chr__store_emulate(s, req);
   return s->vt->submit(s, req);
 }
 
@@ -247,11 +270,20 @@ int64_t chr_job_wake_time(const chr_job_t *j) {
   return CHR_TIME_NONE;
 }
 
-void chr_store_wake(chr_store_t *s, int64_t when) {
+static void wake(chr_store_t *s, int64_t when, const chr_job_t *j) {
   for (chr_store_watch_t *w = s->watchers, *next; w; w = next) {
     next = w->next; /* a watcher may unlink itself */
-    w->cb(w->data, when);
+    w->cb(w->data, when, j);
   }
+}
+
+void chr_store_wake(chr_store_t *s, int64_t when) {
+  wake(s, when, NULL);
+}
+
+void chr_store_wake_job(chr_store_t *s, const chr_job_t *j) {
+  int64_t when = chr_job_wake_time(j);
+  if (when != CHR_TIME_NONE) wake(s, when, j);
 }
 
 void chr_store_watch(chr_store_t *s, chr_store_watch_t *w) {

@@ -46,8 +46,12 @@ enum {
                             pass chr_store_updates_check; none answers at
                             once */
   CHR_IN_RUNS = 4096,    /* runs, nruns: run records; none answers at once */
-  CHR_IN_RUN_FILTER = 8192 /* run_filter (NULL: all); an empty job_id_in
-                              answers at once */
+  CHR_IN_RUN_FILTER = 8192, /* run_filter (NULL: all); an empty job_id_in
+                               answers at once */
+  /* filter: the scope of a claim, a recovery or a next due time (a
+   * tenant-scoped scheduler's): metadata conditions and the store's own
+   * keys only; one without conditions becomes NULL (every job). */
+  CHR_IN_SCOPE = 16384
 };
 
 enum {
@@ -64,7 +68,11 @@ enum {
    * attached to a completion item is written with it, in the same step.
    * Without it runs are not kept (record_runs keeps none) and query_runs
    * is `unsupported`: history is data, it cannot be emulated. */
-  CHR_STORE_CAP_HISTORY = 256
+  CHR_STORE_CAP_HISTORY = 256,
+  /* claim_due_jobs, recover_expired_leases and next_due_time apply their
+   * scope (req->filter) themselves. Without it, a scoped request is
+   * emulated (store_fallback.c) over query_jobs and CAS, which apply it. */
+  CHR_STORE_CAP_SCOPE = 512
 };
 
 /* The storage contract, once (docs/adapters.md): every operation with its
@@ -92,20 +100,20 @@ enum {
   X(QUERY, "query_jobs", 0, CHR_IN_FILTER | CHR_IN_LIMIT | CHR_IN_OFFSET, 4)             \
   /* filter -> count */                                                                  \
   X(COUNT, "count_jobs", CHR_STORE_CAP_COUNT, CHR_IN_FILTER, 2)                          \
-  /* now, limit, owner, lease_us -> jobs (running), in claim order */                    \
+  /* now, limit, owner, lease_us, scope -> jobs (running), in claim order */             \
   X(CLAIM, "claim_due_jobs", CHR_STORE_CAP_CLAIM,                                        \
-    CHR_IN_NOW | CHR_IN_LIMIT | CHR_IN_OWNER | CHR_IN_LEASE, 2)                          \
+    CHR_IN_NOW | CHR_IN_LIMIT | CHR_IN_OWNER | CHR_IN_LEASE | CHR_IN_SCOPE, 2)           \
   /* items -> items[i].result (chr_store_completion_result) */                           \
   X(COMPLETE, "complete_jobs", CHR_STORE_CAP_COMPLETE, CHR_IN_ITEMS, 2)                  \
-  /* now -> count of running jobs with lease_until < now moved back to                   \
-   * scheduled (lease cleared, retry_count and attempt + 1) */                           \
-  X(RECOVER, "recover_expired_leases", CHR_STORE_CAP_RECOVER, CHR_IN_NOW, 2)             \
+  /* now, scope -> count of running jobs with lease_until < now moved back               \
+   * to scheduled (lease cleared, retry_count and attempt + 1) */                        \
+  X(RECOVER, "recover_expired_leases", CHR_STORE_CAP_RECOVER, CHR_IN_NOW | CHR_IN_SCOPE, 3)\
   /* owner, ids, now + lease_us -> count extended */                                     \
   X(EXTEND, "extend_leases", CHR_STORE_CAP_EXTEND,                                       \
     CHR_IN_NOW | CHR_IN_OWNER | CHR_IN_IDS | CHR_IN_LEASE, 2)                            \
-  /* -> count = earliest next_run_time of a scheduled job, CHR_TIME_NONE                 \
-   * when none */                                                                        \
-  X(NEXT_DUE, "next_due_time", CHR_STORE_CAP_NEXT_DUE, 0, 1)                           \
+  /* scope -> count = earliest next_run_time of a scheduled job,                         \
+   * CHR_TIME_NONE when none */                                                          \
+  X(NEXT_DUE, "next_due_time", CHR_STORE_CAP_NEXT_DUE, CHR_IN_SCOPE, 2)                \
   /* runs -> count written; each job's runs pruned to its keep count and                 \
    * the store's age limit (docs/history.md) */                                          \
   X(RECORD_RUNS, "record_runs", CHR_STORE_CAP_HISTORY, CHR_IN_RUNS, 2)                   \
@@ -245,11 +253,16 @@ struct chr_store {
    * before (creation, reschedule, recovery), with its next_run_time. The
    * engine of every scheduler on this store listens. */
   struct chr_store_watch *watchers;
+  /* Filter keys of its own (a store written in Lua declares them):
+   * NULL-terminated, owned by the adapter; NULL for none. */
+  char **filter_keys;
   int closed;
   int refs; /* the owner's plus chr_store_retain's; freed at zero */
 };
 
-typedef void (*chr_store_wake_cb)(void *data, int64_t when);
+/* job: the job whose write woke (borrowed), NULL when unknown (a hint
+ * from another process). */
+typedef void (*chr_store_wake_cb)(void *data, int64_t when, const chr_job_t *job);
 typedef struct chr_store_watch {
   chr_store_wake_cb cb;
   void *data;
@@ -273,6 +286,9 @@ void chr_store_retain(chr_store_t *s);
 void chr_store_release(chr_store_t *s);
 /* Called by adapters; tells every watcher. */
 void chr_store_wake(chr_store_t *s, int64_t when);
+/* The same for a job just written: at chr_job_wake_time(j), when it has
+ * one, with the job, so that a scoped engine ignores other jobs. */
+void chr_store_wake_job(chr_store_t *s, const chr_job_t *j);
 /* What a write of j tells the engines: its next_run_time while it is
  * scheduled, else CHR_TIME_NONE. */
 int64_t chr_job_wake_time(const chr_job_t *j);

@@ -396,6 +396,7 @@ int chr__store_emulate(chr_store_t *s, chr_store_req_t *req) {
     break;
   case CHR_OP_NEXT_DUE:
     e->filter.status_mask = 1u << CHR_ST_SCHEDULED;
+    chr_filter_add_scope(&e->filter, req->filter);
     emu_sub(e, CHR_OP_QUERY);
     e->sub.filter = &e->filter;
     e->sub.limit = 1;
@@ -406,6 +407,7 @@ int chr__store_emulate(chr_store_t *s, chr_store_req_t *req) {
      * some will be lost to other nodes. */
     e->filter.status_mask = 1u << CHR_ST_SCHEDULED;
     e->filter.nrt_lte = req->now;
+    chr_filter_add_scope(&e->filter, req->filter);
     emu_sub(e, CHR_OP_QUERY);
     e->sub.filter = &e->filter;
     e->sub.limit = req->limit >= 0 && req->limit < INT64_MAX / 4 ? req->limit * 4 : -1;
@@ -414,6 +416,7 @@ int chr__store_emulate(chr_store_t *s, chr_store_req_t *req) {
   case CHR_OP_COMPLETE: complete_next(e); break;
   case CHR_OP_RECOVER:
     e->filter.status_mask = 1u << CHR_ST_RUNNING;
+    chr_filter_add_scope(&e->filter, req->filter);
     emu_sub(e, CHR_OP_QUERY);
     e->sub.filter = &e->filter;
     emu_send(e, recover_queried);

@@ -409,7 +409,7 @@ static int opt_ref(lua_State *L, int t, const char *k, int type) {
 static const char *const known_opts[] = {
     "storage",        "lock",    "polling_interval", "max_workers",     "max_queue_size",
     "lease_seconds",  "clock",   "logger",           "shutdown_grace",  "node_id",
-    "default_timeout", "on_success", "on_failure", "strict_handlers", NULL};
+    "default_timeout", "on_success", "on_failure", "strict_handlers", "filters", NULL};
 
 static int is_on_finish(const char *k) {
   return strcmp(k, "on_finish") == 0;
@@ -450,6 +450,17 @@ static int l_new(lua_State *L) {
   int clock_ref = opt_ref(L, 1, "clock", LUA_TFUNCTION);
   int logger_ref = opt_ref(L, 1, "logger", LUA_TFUNCTION);
   int finish_ref = opt_ref(L, 1, "on_finish", LUA_TFUNCTION);
+  /* The scope: read last of the checks, freed once the engine copied it. */
+  chr_filter_t scope;
+  lua_getfield(L, 1, "filters");
+  chr_lua_checkfilter_own(L, -1, &scope, store->filter_keys);
+  lua_pop(L, 1);
+  if (!chr_filter_is_scope(&scope)) {
+    chr_filter_free(&scope);
+    return chr_lua_error(L, CHR_EINVAL, "invalid option 'filters': a scheduler's scope may hold "
+                         "metadata.<key> conditions (and the store's own filter keys) only");
+  }
+  o.scope = &scope;
   lsched_t *ls = lua_newuserdatauv(L, sizeof *ls, 0);
   ls->s = NULL;
   ls->h = NULL;
@@ -469,6 +480,7 @@ static int l_new(lua_State *L) {
   lua_newtable(L);
   h->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   h->s = chr_sched_new(store, lock, &o, &hooks, h);
+  chr_filter_free(&scope);
   h->next_host = hosts;
   hosts = h;
   if (node_id) chr_sched_set_node_id(h->s, node_id);

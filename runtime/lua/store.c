@@ -759,14 +759,52 @@ static char *field_string(lua_State *L, int t, const char *k, int required, cons
   return s;
 }
 
+/* A scope (the `filters` of claim_due_jobs, recover_expired_leases and
+ * next_due_time) at idx into op's filter: metadata conditions and the
+ * store's own keys only. Raises `invalid` before op is made. */
+static void check_scope(lua_State *L, chr_store_t *s, int idx, const char *what, chr_filter_t *f) {
+  chr_lua_checkfilter_own(L, idx, f, s->filter_keys);
+  if (!chr_filter_is_scope(f)) {
+    chr_filter_free(f);
+    chr_lua_error(L, CHR_EINVAL, "%s: 'filters' may hold metadata.<key> conditions (and the "
+                  "store's own filter keys) only", what);
+  }
+}
+
+/* (store, filters, light userdata filter, what): check_scope in a
+ * protected call, for a caller that holds allocations. */
+static int l_check_scope(lua_State *L) {
+  check_scope(L, chr_lua_checkstore(L, 1), 2, lua_tostring(L, 4), lua_touserdata(L, 3));
+  return 0;
+}
+
+static const char *const claim_keys[] = {"now", "limit", "lease_seconds", "owner", "filters",
+                                         NULL};
+static const char *const extend_keys[] = {"now", "lease_seconds", "owner", "ids", NULL};
+
 static int l_claim_due_jobs(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   chr_lua_checktype(L, 2, LUA_TTABLE);
+  chr_lua_checkkeys(L, 2, "claim_due_jobs option", claim_keys, NULL, NULL);
   int64_t now = field_time(L, 2, "now", chr_time_now());
   int64_t limit = field_limit(L, 2, "claim_due_jobs", 100);
   int64_t lease_us = field_lease(L, 2, "claim_due_jobs");
   char *owner = field_string(L, 2, "owner", 1, "claim_due_jobs");
+  chr_filter_t f;
+  lua_getfield(L, 2, "filters");
+  lua_pushcfunction(L, l_check_scope);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, -3);
+  lua_pushlightuserdata(L, &f);
+  lua_pushliteral(L, "claim_due_jobs");
+  if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
+    free(owner);
+    return lua_error(L);
+  }
+  lua_pop(L, 1);
   store_op_t *op = op_new(CHR_OP_CLAIM);
+  op->filter = f;
+  if (!chr_filter_is_empty(&f)) op->req.filter = &op->filter;
   op->req.owner = op->owner = owner;
   op->req.now = now;
   op->req.limit = limit;
@@ -897,7 +935,11 @@ static int l_query_runs(lua_State *L) {
 static int l_recover(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   int64_t now = lua_isnoneornil(L, 2) ? chr_time_now() : chr_lua_checktime(L, 2, NULL, "now");
+  chr_filter_t f;
+  check_scope(L, s, 3, "recover_expired_leases", &f);
   store_op_t *op = op_new(CHR_OP_RECOVER);
+  op->filter = f;
+  if (!chr_filter_is_empty(&f)) op->req.filter = &op->filter;
   op->req.now = now;
   return op_run(L, s, op);
 }
@@ -905,6 +947,7 @@ static int l_recover(lua_State *L) {
 static int l_extend(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   chr_lua_checktype(L, 2, LUA_TTABLE);
+  chr_lua_checkkeys(L, 2, "extend_leases option", extend_keys, NULL, NULL);
   int64_t now = field_time(L, 2, "now", chr_time_now());
   int64_t lease_us = field_lease(L, 2, "extend_leases");
   lua_getfield(L, 2, "owner"); /* checked first: the checks of ids raise */
@@ -926,7 +969,12 @@ static int l_extend(lua_State *L) {
 
 static int l_next_due(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
-  return op_run(L, s, op_new(CHR_OP_NEXT_DUE));
+  chr_filter_t f;
+  check_scope(L, s, 2, "next_due_time", &f);
+  store_op_t *op = op_new(CHR_OP_NEXT_DUE);
+  op->filter = f;
+  if (!chr_filter_is_empty(&f)) op->req.filter = &op->filter;
+  return op_run(L, s, op);
 }
 
 static int l_close(lua_State *L) {
