@@ -52,9 +52,11 @@ if opts.smoke then opts.profile = false end
 local SIZE = opts.smoke and {
   runs = 1, b1 = 1000, b1_file = 100, b2_jobs = 300, b2_secs = 2, b2_lead = 0.5,
   b3 = 10000, b3_polls = 20, b3_rounds = 3, b4_secs = 0.05, b5 = 200, b5_lead = 3,
+  b7_tenants = 10, b7_jobs = 100, b7_polls = 20,
 } or {
   runs = 3, b1 = 100000, b1_file = 2000, b2_jobs = 2000, b2_secs = 30, b2_lead = 3,
   b3 = 1000000, b3_polls = 200, b3_rounds = 20, b4_secs = 2, b5 = 20000, b5_lead = 10,
+  b7_tenants = 100, b7_jobs = 1000, b7_polls = 100,
 }
 SIZE.runs = opts.runs or SIZE.runs
 -- BENCH_B1=5000 and the like override one size (quick checks of the harness).
@@ -449,6 +451,46 @@ local B5 = scenario{
 for _, st in ipairs{ "redis", "postgres", "sqlite" } do
   B5.rows[#B5.rows + 1] = chronis_row("chronis-" .. st, st, {
     extra = st == "sqlite" and "SQLite: 4 processes on one file" or nil })
+end
+
+-- B7 tenants
+local B7 = scenario{
+  id = "B7", title = "B7 tenants",
+  what = ("%d tenants × %s jobs (metadata.tenant_id) in the far future; the store calls of a multi-tenant deployment, each timed %d times (median of each run), without and with the store's index_metadata=tenant_id"):format(
+    SIZE.b7_tenants, U.num(SIZE.b7_jobs), SIZE.b7_polls),
+  figures = {
+    { key = "tq", label = "tenant query µs", get = function(x) return x.r.tenant_query.median_us end },
+    { key = "sq", label = "status query µs", get = function(x) return x.r.status_query.median_us end },
+    { key = "poll", label = "scoped claim, none due µs", get = function(x) return x.r.scoped_poll.median_us end },
+    { key = "claim", label = "scoped claim, 10 due µs", get = function(x) return x.r.scoped_claim.median_us end },
+    { key = "create", label = "create/s", get = function(x) return x.r.create_per_s end },
+  },
+  rows = {},
+  ratios = {},
+  note = "Tenant query: query_jobs{metadata.tenant_id = t, status = scheduled}, limit 100; status query: query_jobs{status = scheduled}, limit 100, the yardstick a tenant query should match. Scoped claims: claim_due_jobs with filters = {metadata.tenant_id = t}, as a tenant-scoped scheduler makes them, while every other tenant has a job due. Ratios: the time without the index over the time with it (the index's speed-up). The JSON file store has no index: it is the unindexed baseline of a store written in Lua.",
+}
+local function with_opt(url, opt)
+  return url .. (url:find("?", 1, true) and "&" or "?") .. opt
+end
+for _, st in ipairs{ "memory", "sqlite", "redis", "postgres", "file" } do
+  for _, idx in ipairs(st == "file" and { false } or { false, true }) do
+    local key = "chronis-" .. st .. (idx and "-idx" or "")
+    B7.rows[#B7.rows + 1] = chronis_row(key, st, {
+      extra = idx and "index_metadata=tenant_id" or "no index", timeout = 1800,
+      argv = function(ctx, run)
+        local url = STORES[st].url(ctx, "b7_" .. st .. (idx and "_idx_" or "_") .. run)
+        if idx then url = with_opt(url, "index_metadata=tenant_id") end
+        return { LUA, "bench/chronis/b7_tenants.lua", SIZE.b7_tenants, SIZE.b7_jobs, url, SIZE.b7_polls }
+      end,
+      validate = function(r)
+        if r.errors ~= 0 then return ("%d wrong results, first: %s"):format(r.errors, r.first_error) end
+      end,
+    })
+    if idx then
+      B7.ratios[#B7.ratios + 1] = { "chronis-" .. st, key, "tq", st .. ": tenant query, no index / index" }
+      B7.ratios[#B7.ratios + 1] = { "chronis-" .. st, key, "poll", st .. ": scoped claim (none due), no index / index" }
+    end
+  end
 end
 
 -- ---- running a scenario ----
