@@ -74,6 +74,16 @@ local CASES = {
   { "claim_due_jobs with a negative limit", function(s) return s.claim_due_jobs, s, { owner = "o", limit = -1 } end, "invalid", "limit" },
   { "complete_jobs with an item not a table", function(s) return s.complete_jobs, s, { 1 } end, "invalid", "item 1" },
   { "complete_jobs without an owner", function(s) return s.complete_jobs, s, { { job_id = "a" } } end, "invalid", "owner" },
+  { "complete_jobs with an item key it does not have", function(s)
+    return s.complete_jobs, s, { { job_id = "a", owner = "o", updtes = {} } } end, "invalid", "updtes" },
+  { "claim_due_jobs with an option it does not have", function(s)
+    return s.claim_due_jobs, s, { owner = "o", filter = {} } end, "invalid", "'filter'" },
+  { "extend_leases with an option it does not have", function(s)
+    return s.extend_leases, s, { owner = "o", ids = { "a" }, lease = 5 } end, "invalid", "'lease'" },
+  { "claim_due_jobs with a scope naming status", function(s)
+    return s.claim_due_jobs, s, { owner = "o", filters = { status = "scheduled" } } end, "invalid", "filters" },
+  { "query_jobs with an unknown metadata operator", function(s)
+    return s.query_jobs, s, { ["metadata.t"] = { ["$gt"] = 1 } } end, "invalid", "$gt" },
   { "recover_expired_leases with a bad time", function(s) return s.recover_expired_leases, s, "later" end, "invalid", "now" },
   { "extend_leases without ids", function(s) return s.extend_leases, s, { owner = "o" } end, "invalid", "ids" },
   { "extend_leases without an owner", function(s) return s.extend_leases, s, { ids = {} } end, "invalid", "owner" },

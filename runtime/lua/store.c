@@ -820,6 +820,16 @@ static int l_check_item_run(lua_State *L) {
   return 1;
 }
 
+/* (item, item number): raises `invalid` naming a key a completion item
+ * does not have. */
+static int l_check_item_keys(lua_State *L) {
+  static const char *const keys[] = {"job_id", "owner", "delete", "updates", "run", NULL};
+  char what[48];
+  snprintf(what, sizeof what, "complete_jobs item %d key", (int)lua_tointeger(L, 2));
+  chr_lua_checkkeys(L, 1, what, keys, NULL, NULL);
+  return 0;
+}
+
 static int l_complete_jobs(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   chr_lua_checktype(L, 2, LUA_TTABLE);
@@ -833,6 +843,13 @@ static int l_complete_jobs(lua_State *L) {
     if (!lua_istable(L, t)) {
       op_free(op);
       chr_lua_error(L, CHR_EINVAL, "complete_jobs: item %zu is not a table", i + 1);
+    }
+    lua_pushcfunction(L, l_check_item_keys);
+    lua_pushvalue(L, t);
+    lua_pushinteger(L, (lua_Integer)i + 1);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+      op_free(op);
+      lua_error(L);
     }
     lua_getfield(L, t, "job_id");
     lua_getfield(L, t, "owner");
