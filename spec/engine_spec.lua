@@ -507,3 +507,28 @@ describe("progress", function()
     assert.are.equal(1, j.failure_count)
   end)
 end)
+
+describe("a scheduler's filters", function()
+  it("warns when a job it creates is outside them, since it never claims that job", function()
+    local logs = {}
+    local s = chronis.scheduler { filters = { ["metadata.tenant_id"] = "acme" },
+      logger = function(level, msg) logs[#logs + 1] = level .. ": " .. msg end }
+    s:handler("f", function() end)
+    s:once(3600):config { job_id = "theirs", metadata = { tenant_id = "beta" } }:run("f")
+    s:once(3600):config { job_id = "ours", metadata = { tenant_id = "acme" } }:run("f")
+    local warned = {}
+    for _, l in ipairs(logs) do
+      local id = l:match("^warn: job '(%w+)' does not match this scheduler's filters")
+      if id then warned[#warned + 1] = id end
+    end
+    assert.are.same({ "theirs" }, warned)
+    s:close()
+  end)
+
+  it("are refused when they name more than metadata", function()
+    local ok, err = pcall(chronis.scheduler, { filters = { status = "scheduled" } })
+    assert.is_false(ok)
+    assert.are.equal("invalid", err.code)
+    assert.truthy(err.message:find("filters", 1, true))
+  end)
+end)

@@ -208,7 +208,7 @@ end
 
 --- chronis.scheduler{storage, lock, polling_interval, max_workers,
 --- max_queue_size, lease_seconds, clock, on_success, on_failure, logger,
---- shutdown_grace, node_id, default_timeout, strict_handlers}
+--- shutdown_grace, node_id, default_timeout, strict_handlers, filters}
 function M.scheduler(opts)
   local o = copy(opts)
   for _, k in ipairs({ "on_success", "on_failure" }) do
@@ -247,6 +247,12 @@ function M.scheduler(opts)
     _on_failure = on_failure, _strict = strict, _log = o.logger or M.log }, Scheduler)
   o.on_finish = finisher(s._callbacks, on_success, on_failure, o.logger or M.log)
   s._e = engine.new(o)
+  if type(o.filters) == "table" and next(o.filters) ~= nil then
+    -- The scope as a matcher, to warn of a job this scheduler never runs
+    -- (a store's own filter keys cannot be judged here: no warning then).
+    local ok, scope = pcall(core.storage.filter, o.filters)
+    if ok then s._scope = scope end
+  end
   s._e:want_finish(on_success ~= nil or on_failure ~= nil)
   release_stopped()
   live[s] = true
@@ -363,6 +369,15 @@ local function unknown_handler(self, name)
   return name
 end
 
+-- A job created through a scoped scheduler that its scope does not match:
+-- this scheduler never claims it, another one must.
+local function warn_out_of_scope(self, job)
+  if self._scope and type(job) == "table" and not self._scope:match(job) then
+    self._log("warn", ("job '%s' does not match this scheduler's filters: it runs only on a "
+      .. "scheduler whose filters it matches"):format(job.job_id), { job_id = job.job_id })
+  end
+end
+
 local function warn_unknown_handler(self, name, job_id)
   self._log("warn", ("job '%s': no handler named '%s' yet (known handlers: %s); its runs fail with "
     .. "handler_not_found unless one is registered before they start"):format(job_id, name,
@@ -422,6 +437,7 @@ function Scheduler:create_job(fields)
     if not ok then error(stored, 2) end
     if on_success or on_failure then set_callbacks(self, stored.job_id, on_success, on_failure) end
     if missing then warn_unknown_handler(self, missing, stored.job_id) end
+    warn_out_of_scope(self, stored)
     return stored
   end
   local job = engine.prepare_job(f, self._e:now()) -- validated before the lookup
@@ -438,6 +454,7 @@ function Scheduler:create_job(fields)
   end
   if on_success or on_failure then set_callbacks(self, job.job_id, on_success, on_failure) end
   if missing then warn_unknown_handler(self, missing, job.job_id) end
+  warn_out_of_scope(self, existing)
   return existing
 end
 
