@@ -10,11 +10,15 @@
 -- docs/dynamodb.md is the user's page; what follows is the design.
 --
 -- Items (one table):
---   job      PK = tenant partition (metadata.tenant_id, or JOBS), SK = JOB#<id>
+--   job      PK = the job's partition: the value of its metadata path
+--            index_metadata (default tenant_id; JOBS when it has none),
+--            SK = JOB#<id>
 --            doc  = the whole record as canonical JSON (the source of truth)
 --            st, due, upd, pri, claimed, lease, tt = copies of fields that
 --            keys, conditions and server-side filters need
 --   pointer  PK = ID#<id>, SK = ID, tenant = the job's partition, created = µs
+--   meta     PK = META, SK = TABLE, partition_path = the metadata path of the
+--            jobs' partitions, fixed by the first store that used the table
 --   GSI by_status: partition st, sort due (µs; a job without a next run
 --            time sorts last with NO_DUE), projection ALL.
 --
@@ -37,7 +41,7 @@
 -- Every job write is a conditional write on `upd` (updated_at in µs, which
 -- only grows: max(now, previous + 1)), so read-modify-write is atomic: a
 -- writer that lost the race reads again and decides again. A write that
--- changes the tenant moves the job: (1) freeze the old item with moved/mdoc
+-- changes the partition moves the job: (1) freeze the old item with moved/mdoc
 -- (conditional on upd: the moment the write happens), (2) put the new
 -- item, (3) point the pointer at it, (4) delete the old item. Anyone who
 -- meets a frozen item finishes steps 2-4 (they are idempotent) and retries.
@@ -76,6 +80,7 @@ local RUN_ST = "RUN"                    -- the by_status partition of runs
 local TTL_ATTRIBUTE = "expire_at"
 local SWEEP_EVERY_US = 60 * 1000000     -- age pruning on the completion path
 local MAX_CACHED = 100000               -- entries of where and run_counts
+local DEFAULT_PATH = "tenant_id"        -- index_metadata: the partition path
 
 -- Stricter than the kit's check_id: this store has always refused an empty
 -- id as well.
@@ -98,19 +103,27 @@ end
 -- The record of an entry, for the kit's sorts.
 local function job_of(e) return e.job end
 
--- The partition of a tenant value (metadata.tenant_id); JOBS for none.
-local function partition_of(tenant)
-  if type(tenant) == "string" and tenant ~= "" then return tenant end
-  if math.type(tenant) == "integer" then return tostring(tenant) end
+-- The partition of a value at the partition path: a non-empty string is
+-- its own, an integer its decimal text; anything else, and no value, JOBS.
+local function partition_of(v)
+  if type(v) == "string" and v ~= "" then return v end
+  if math.type(v) == "integer" then return tostring(v) end
   return "JOBS"
 end
 
-local function tenant_pk(job)
-  return partition_of(type(job.metadata) == "table" and job.metadata.tenant_id or nil)
+-- The value at a dotted path (an array of keys) below job.metadata, or nil.
+local function metadata_value(job, keys)
+  local v = job.metadata
+  for _, k in ipairs(keys) do
+    if type(v) ~= "table" then return nil end
+    v = v[k]
+  end
+  return v
 end
 
 local function job_key(pk, id) return { PK = S(pk), SK = S("JOB#" .. id) } end
 local function pointer_key(id) return { PK = S("ID#" .. id), SK = S("ID") } end
+local function meta_key() return { PK = S("META"), SK = S("TABLE") } end
 
 -- The item of a record (doc = its JSON text).
 local function job_item(pk, job, doc)
@@ -147,6 +160,11 @@ end
 local Store = {}
 Store.__index = Store
 
+-- The partition of a record: its value at the store's partition path.
+function Store:pk_of(job)
+  return partition_of(metadata_value(job, self.path_keys))
+end
+
 function Store:call(op, payload, ccf_ok)
   kit.check_open(self)
   self:ensure_table()
@@ -163,6 +181,7 @@ function Store:ensure_table()
   self.ensuring = true
   local ok, err = pcall(function()
     if self.create_table then M.create_table(self.client, self.table) end
+    self:check_partition_path()
   end)
   self.ensuring = false
   if not ok then error(err, 0) end
@@ -207,6 +226,48 @@ function M.create_table(client, name)
     chronis.sleep(0.05)
   end
   fail("unavailable", "dynamodb table '%s' did not become ACTIVE", name)
+end
+
+-- Whether the table holds a job: one item of any job status in by_status.
+function Store:holds_jobs()
+  for status in pairs(kit.STATUSES) do
+    local res = self.client:call("Query", { TableName = self.table, IndexName = "by_status",
+      KeyConditionExpression = "st = :st", ExpressionAttributeValues = { [":st"] = S(status) },
+      ProjectionExpression = "PK", Limit = 1 })
+    if res.Items and #res.Items > 0 then return true end
+  end
+  return false
+end
+
+-- The table keeps the metadata path of its partitions (index_metadata) in
+-- its meta item, written by the first store that uses it. A store opened
+-- with another path would look for jobs where they are not: it is refused,
+-- as a job's partition is decided when it is written and jobs are never
+-- moved to the partitions of a new path. A table without the item that
+-- already holds jobs was used before the option existed, partitioned by
+-- tenant_id: it gets the item for tenant_id.
+function Store:check_partition_path()
+  local c = self.client
+  for _ = 1, 3 do
+    local item = c:call("GetItem", { TableName = self.table, Key = meta_key(), ConsistentRead = true }).Item
+    if item then
+      local have = item.partition_path and item.partition_path.S
+      if have == self.path then return end
+      fail("invalid", "dynamodb store: option 'index_metadata' is '%s', but the jobs of table '%s' are "
+        .. "partitioned by metadata path '%s' (fixed when the table was first used): open the store "
+        .. "with index_metadata=%s, or use another table", self.path, self.table, tostring(have), tostring(have))
+    end
+    local path = self.path
+    if path ~= DEFAULT_PATH and self:holds_jobs() then path = DEFAULT_PATH end
+    local put = meta_key()
+    put.partition_path, put.created = S(path), N(chronis.time.now())
+    -- Another store may write it first: read it again then.
+    if c:call("PutItem", { TableName = self.table, Item = put, ConditionExpression = "attribute_not_exists(PK)" }, true)
+        and path == self.path then
+      return
+    end
+  end
+  fail("conflict", "dynamodb store: the meta item of table '%s' keeps changing", self.table)
 end
 
 --- enable_ttl(client, name): asks DynamoDB to delete runs once their
@@ -293,7 +354,7 @@ function Store:locate(id)
     end
     self:help_move(e)
   end
-  fail("conflict", "job '%s' keeps moving between tenants", id)
+  fail("conflict", "job '%s' keeps moving between partitions", id)
 end
 
 -- BatchGetItem for many keys, all answers, in chunks of 100.
@@ -370,7 +431,7 @@ end
 -- Returns true, or false when someone else wrote first.
 function Store:write(e, job)
   local doc = encode_record(job)
-  local pk = tenant_pk(job)
+  local pk = self:pk_of(job)
   local id = job.job_id
   local upd = parse_time(job.updated_at)
   if pk == e.pk then
@@ -407,7 +468,7 @@ function Store:create_job(job)
   local now = self:stamp()
   rec.updated_at = format_time(now)
   local doc = encode_record(rec)
-  local pk = tenant_pk(rec)
+  local pk = self:pk_of(rec)
   local item = job_item(pk, rec, doc)
   local pointer = { PK = S("ID#" .. id), SK = S("ID"), tenant = S(pk), created = N(now) }
   for attempt = 1, 3 do
@@ -512,11 +573,12 @@ end
 
 -- The plan of a query for filters: the kit's match(rec) (which checks
 -- every key first) and the ids of job_id_in, plus what DynamoDB can narrow
--- by: the tenant's partition, a single status (the index), the bounds on
+-- by: the partition (a filter on the partition path with a value that is
+-- not a table: a table names no one partition), a single status (the index), the bounds on
 -- next_run_time (nrt.lte/gte; the index's sort key, `due`), and
 -- FilterExpression parts (where for any source, due_where for the table
 -- only) with their values.
-local function plan(filters)
+function Store:plan(filters)
   local f = { where = {}, due_where = {}, values = {}, n = 0 }
   f.match, f.ids = kit.compile_filters(filters)
   local function value(v)
@@ -542,7 +604,8 @@ local function plan(filters)
       if op == "gte" then f.due_where[#f.due_where + 1] = "due < " .. value(N(NO_DUE)) end
     elseif field == "updated_at" then
       f.where[#f.where + 1] = ("upd %s %s"):format(cmp, value(N(kit.to_us(want, key))))
-    elseif key == "metadata.tenant_id" then
+    elseif key == self.path_filter and (type(want) == "string" or type(want) == "number"
+        or type(want) == "boolean") then
       f.tenant = partition_of(want)
     end
   end
@@ -627,14 +690,14 @@ end
 function Store:query_jobs(filters, limit, offset)
   kit.check_count(limit, "limit")
   kit.check_count(offset, "offset")
-  local found = kit.sort_query(self:select(plan(filters)), job_of)
+  local found = kit.sort_query(self:select(self:plan(filters)), job_of)
   local out = kit.page(found, limit, offset)
   for i, e in ipairs(out) do out[i] = e.job end
   return out
 end
 
 function Store:count_jobs(filters)
-  return #self:select(plan(filters))
+  return #self:select(self:plan(filters))
 end
 
 -- Runs fn(x, i) for every x of list, up to PARALLEL at once (each worker a
@@ -1033,7 +1096,8 @@ end
 
 -- and the bridge's adapter_timeout
 local OPTIONS = { "table", "region", "endpoint", "create_table", "access_key_id",
-  "secret_access_key", "session_token", "timeout", "max_retries", "history", "history_days" }
+  "secret_access_key", "session_token", "timeout", "max_retries", "history", "history_days",
+  "index_metadata" }
 
 local function bool_opt(v, name)
   if v == nil then return false end
@@ -1041,6 +1105,29 @@ local function bool_opt(v, name)
   if v == "true" or v == "1" or v == "yes" then return true end
   if v == "false" or v == "0" or v == "no" then return false end
   fail("invalid", "dynamodb store: option '%s' must be true or false, got %s", name, tostring(v))
+end
+
+-- The option index_metadata: the one metadata path (keys joined by dots)
+-- whose value is a job's partition, and its keys.
+local function partition_path(v)
+  if v == nil then v = DEFAULT_PATH end
+  if type(v) ~= "string" then
+    fail("invalid", "dynamodb store: option 'index_metadata' must be a metadata path such as tenant_id "
+      .. "or org.id, got %s", type(v))
+  end
+  if v:find(",", 1, true) then
+    fail("invalid", "dynamodb store: option 'index_metadata' names the one metadata path whose value "
+      .. "is a job's partition; got several: '%s'", v)
+  end
+  local keys = {}
+  for k in (v .. "."):gmatch("([^.]*)%.") do
+    if k == "" then
+      fail("invalid", "dynamodb store: option 'index_metadata': '%s' is not a metadata path "
+        .. "(keys joined by dots, none empty)", v)
+    end
+    keys[#keys + 1] = k
+  end
+  return v, keys
 end
 
 -- The store's options, with credentials and region from the AWS
@@ -1066,6 +1153,7 @@ function M.options(opts)
   o.timeout = tonumber(opts.timeout) or 10
   o.max_retries = math.tointeger(tonumber(opts.max_retries)) or 8
   o.history, o.history_days = kit.history_options(opts, "dynamodb store options")
+  o.index_metadata, o.path_keys = partition_path(opts.index_metadata)
   return o
 end
 
@@ -1075,6 +1163,8 @@ function M.new(opts)
   local o = M.options(opts)
   return setmetatable({
     table = o.table, create_table = o.create_table, client = M.client(o),
+    -- the metadata path of the partitions, its keys, and its filter's name
+    path = o.index_metadata, path_keys = o.path_keys, path_filter = "metadata." .. o.index_metadata,
     where = {}, ncached = 0, -- job id -> partition, a hint checked on use
     history = o.history, history_days = o.history_days,
     run_counts = {}, nrun_counts = 0, -- job id -> its runs in the table, as last seen
