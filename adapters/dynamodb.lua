@@ -46,6 +46,11 @@
 -- item, (3) point the pointer at it, (4) delete the old item. Anyone who
 -- meets a frozen item finishes steps 2-4 (they are idempotent) and retries.
 --
+-- query_jobs and count_jobs read one partition when the filters name its
+-- value, else by_status once per status, else the whole table (a Scan).
+-- Only by_status reads in query order, so only there do limit and offset
+-- end the reads early. Store:plan and Store:select say more.
+--
 -- The runs of the completions of one complete_jobs call that applied are
 -- written right after them, in batches: not in one transaction with them,
 -- so a crash in between loses those runs (never a completion). A job keeps its newest `keep` runs: the
@@ -81,6 +86,7 @@ local TTL_ATTRIBUTE = "expire_at"
 local SWEEP_EVERY_US = 60 * 1000000     -- age pruning on the completion path
 local MAX_CACHED = 100000               -- entries of where and run_counts
 local DEFAULT_PATH = "tenant_id"        -- index_metadata: the partition path
+local MAX_PK_BYTES = 2048               -- DynamoDB's limit on a partition key
 
 -- Stricter than the kit's check_id: this store has always refused an empty
 -- id as well.
@@ -574,10 +580,10 @@ end
 -- The plan of a query for filters: the kit's match(rec) (which checks
 -- every key first) and the ids of job_id_in, plus what DynamoDB can narrow
 -- by: the partition (a filter on the partition path with a value that is
--- not a table: a table names no one partition), a single status (the index), the bounds on
--- next_run_time (nrt.lte/gte; the index's sort key, `due`), and
--- FilterExpression parts (where for any source, due_where for the table
--- only) with their values.
+-- not a table: a table names no one partition), the statuses (by_status),
+-- the bounds on next_run_time (nrt.lte/gte; the index's sort key, `due`),
+-- and FilterExpression parts (where for any source, due_where for the
+-- table only) with their values. none: nothing can match.
 function Store:plan(filters)
   local f = { where = {}, due_where = {}, values = {}, n = 0 }
   f.match, f.ids = kit.compile_filters(filters)
@@ -591,112 +597,168 @@ function Store:plan(filters)
     local field, op = nil, nil
     if type(key) == "string" then field, op = key:match("^(.+)_([lg]te)$") end
     local cmp = op == "lte" and "<=" or ">="
+    local t = type(want)
+    local scalar = t == "string" or t == "number" or t == "boolean"
     if key == "status" then
-      local list = type(want) == "table" and want or { want }
-      if #list == 1 then f.status = list[1] end
+      local seen = {}
+      f.statuses = {}
+      for _, st in ipairs(t == "table" and want or { want }) do
+        if not seen[st] then
+          seen[st] = true
+          f.statuses[#f.statuses + 1] = st
+        end
+      end
+      table.sort(f.statuses)
+      if #f.statuses == 0 then f.statuses = nil end -- status = {} matches any
     elseif key == "trigger_type" then
       f.where[#f.where + 1] = "tt = " .. value(S(want))
     elseif field == "next_run_time" then
+      -- A job without a next run time (due = NO_DUE) matches no bound.
       local bound = kit.to_us(want, key)
+      if op == "lte" then bound = math.min(bound, NO_DUE - 1) end
       f.nrt = f.nrt or {}
       f.nrt[op] = f.nrt[op] and (op == "lte" and math.min(f.nrt[op], bound) or math.max(f.nrt[op], bound)) or bound
       f.due_where[#f.due_where + 1] = ("due %s %s"):format(cmp, value(N(bound)))
       if op == "gte" then f.due_where[#f.due_where + 1] = "due < " .. value(N(NO_DUE)) end
     elseif field == "updated_at" then
       f.where[#f.where + 1] = ("upd %s %s"):format(cmp, value(N(kit.to_us(want, key))))
-    elseif key == self.path_filter and (type(want) == "string" or type(want) == "number"
-        or type(want) == "boolean") then
-      f.tenant = partition_of(want)
+    elseif key == self.path_filter and scalar then
+      f.partition = partition_of(want)
+      -- No job is stored under a key DynamoDB would refuse.
+      if #f.partition > MAX_PK_BYTES then f.none = true end
     end
   end
+  if f.nrt and (f.nrt.gte or math.mininteger) > (f.nrt.lte or NO_DUE - 1) then f.none = true end
   return f
 end
 
--- Runs a Query or Scan to its last page; calls each(item) for every item.
--- DynamoDB refuses expression values that no expression uses: drop them.
-function Store:each_page(op, req, each)
+-- The requests that read the candidates of plan f, each {op, req,
+-- ordered}: a Query of f's partition (in job_id order), else a Query of
+-- by_status per status (ordered: in due order), else a Scan of the table
+-- (in no order). None when nothing can match.
+function Store:requests(f)
+  if f.none then return {} end
+  local where = { "attribute_not_exists(moved)" }
+  for _, w in ipairs(f.where) do where[#where + 1] = w end
+  local values = copy(f.values)
+  if f.partition or not f.statuses then
+    for _, w in ipairs(f.due_where) do where[#where + 1] = w end
+  end
+  if f.partition then
+    values[":pk"], values[":job"] = S(f.partition), S("JOB#")
+    if f.statuses then
+      local names = {}
+      for i, st in ipairs(f.statuses) do
+        names[i] = ":st" .. i
+        values[names[i]] = S(st)
+      end
+      where[#where + 1] = #names == 1 and "st = :st1" or "st IN (" .. table.concat(names, ", ") .. ")"
+    end
+    return { { op = "Query", req = {
+      KeyConditionExpression = "PK = :pk AND begins_with(SK, :job)",
+      FilterExpression = table.concat(where, " AND "),
+      ExpressionAttributeValues = values, ConsistentRead = true,
+    } } }
+  end
+  if f.statuses then
+    local key = "st = :st"
+    local lo, hi = f.nrt and f.nrt.gte, f.nrt and f.nrt.lte
+    if lo then
+      key = key .. " AND due BETWEEN :lo AND :hi"
+      values[":lo"], values[":hi"] = N(lo), N(hi or NO_DUE - 1)
+    elseif hi then
+      key = key .. " AND due <= :hi"
+      values[":hi"] = N(hi)
+    end
+    local out = {}
+    for i, st in ipairs(f.statuses) do
+      local v = copy(values)
+      v[":st"] = S(st)
+      out[i] = { op = "Query", ordered = true, req = {
+        IndexName = "by_status", KeyConditionExpression = key,
+        FilterExpression = table.concat(where, " AND "), ExpressionAttributeValues = v,
+      } }
+    end
+    return out
+  end
+  where[#where + 1] = "begins_with(SK, :job)"
+  values[":job"] = S("JOB#")
+  return { { op = "Scan", req = {
+    FilterExpression = table.concat(where, " AND "),
+    ExpressionAttributeValues = values, ConsistentRead = true,
+  } } }
+end
+
+-- Runs a Query or Scan page by page, to its last page or until each(item)
+-- returns false; pages hold at most per_page items when it is given.
+-- DynamoDB refuses expression values that no expression uses: they are
+-- dropped.
+function Store:each_page(op, req, each, per_page)
   local text = (req.KeyConditionExpression or "") .. " " .. (req.FilterExpression or "")
   local values = {}
   for name, v in pairs(req.ExpressionAttributeValues or {}) do
     if text:find(name .. "%f[^%w_]") then values[name] = v end
   end
   req.ExpressionAttributeValues = next(values) and values or nil
+  req.Limit = per_page
   repeat
     local res = self:call(op, req)
-    for _, item in ipairs(res.Items or {}) do each(item) end
+    for _, item in ipairs(res.Items or {}) do
+      if each(item) == false then return end
+    end
     req.ExclusiveStartKey = res.LastEvaluatedKey
   until req.ExclusiveStartKey == nil
 end
 
--- The entries that match f, from the narrowest source: the ids, the
--- tenant's partition, the status index, or a scan of the table.
-function Store:select(f)
+-- The entries that match plan f, from the narrowest source (the ids, or
+-- the requests of Store:requests). With `need` (query_jobs' offset +
+-- limit), a query of by_status, which reads in query order (due, NO_DUE
+-- last), stops once it holds `need` matches and has passed the due of
+-- the need-th (jobs with one due are put in job_id order after reading);
+-- the matches of each status are then the first of their status, and the
+-- first `need` of all are among them. A partition is read in job_id order
+-- and a scan in none: both are read to the end, then sorted.
+function Store:select(f, need)
   local found = {}
-  local function take(item)
-    local e = entry_of(item)
-    if not e.moved and f.match(e.job) then found[#found + 1] = e end
-  end
   if f.ids then
     for _, e in pairs(self:locate_many(f.ids)) do
       if f.match(e.job) then found[#found + 1] = e end
     end
     return found
   end
-  local where = { "attribute_not_exists(moved)" }
-  for _, w in ipairs(f.where) do where[#where + 1] = w end
-  local values = copy(f.values)
-  if not f.status or f.tenant then
-    for _, w in ipairs(f.due_where) do where[#where + 1] = w end
-  end
-  if f.tenant then
-    values[":pk"], values[":job"] = S(f.tenant), S("JOB#")
-    if f.status then
-      where[#where + 1] = "st = :st"
-      values[":st"] = S(f.status)
-    end
-    self:each_page("Query", {
-      KeyConditionExpression = "PK = :pk AND begins_with(SK, :job)",
-      FilterExpression = table.concat(where, " AND "),
-      ExpressionAttributeValues = values, ConsistentRead = true,
-    }, take)
-  elseif f.status then
-    values[":st"] = S(f.status)
-    local key = "st = :st"
-    local lo, hi = f.nrt and f.nrt.gte, f.nrt and f.nrt.lte
-    if lo and not hi then hi = NO_DUE - 1 end
-    if lo and hi then
-      if lo > hi then return found end
-      key = key .. " AND due BETWEEN :lo AND :hi"
-      values[":lo"], values[":hi"] = N(lo), N(hi)
-    elseif hi then
-      key = key .. " AND due <= :hi"
-      values[":hi"] = N(hi)
-    end
-    self:each_page("Query", {
-      IndexName = "by_status", KeyConditionExpression = key,
-      FilterExpression = table.concat(where, " AND "), ExpressionAttributeValues = values,
-    }, take)
-  else
-    where[#where + 1] = "begins_with(SK, :job)"
-    values[":job"] = S("JOB#")
-    self:each_page("Scan", {
-      FilterExpression = table.concat(where, " AND "),
-      ExpressionAttributeValues = values, ConsistentRead = true,
-    }, take)
+  for _, r in ipairs(self:requests(f)) do
+    local stop = r.ordered and need or nil
+    local n, last_due = 0, nil
+    self:each_page(r.op, r.req, function(item)
+      local due = stop and tonumber(item.due.N)
+      if stop and n >= stop and due ~= last_due then return false end
+      local e = entry_of(item)
+      if not e.moved and f.match(e.job) then
+        found[#found + 1] = e
+        n = n + 1
+        if n == stop then last_due = due end
+      end
+    end, stop and stop < 1000 and math.max(stop + 1, 100) or nil)
   end
   return found
 end
 
 function Store:query_jobs(filters, limit, offset)
+  kit.check_open(self)
   kit.check_count(limit, "limit")
   kit.check_count(offset, "offset")
-  local found = kit.sort_query(self:select(self:plan(filters)), job_of)
+  local f = self:plan(filters)
+  offset = offset or 0
+  local need = limit and limit <= math.maxinteger - offset and offset + limit or nil
+  if need == 0 then return {} end
+  local found = kit.sort_query(self:select(f, need), job_of)
   local out = kit.page(found, limit, offset)
   for i, e in ipairs(out) do out[i] = e.job end
   return out
 end
 
 function Store:count_jobs(filters)
+  kit.check_open(self)
   return #self:select(self:plan(filters))
 end
 

@@ -294,6 +294,12 @@ describe("dynamodb store", function()
     return out
   end
 
+  local function items_read(log)
+    local n = 0
+    for _, r in ipairs(log) do n = n + r.items end
+    return n
+  end
+
   local function sorted(list)
     table.sort(list)
     return list
@@ -409,6 +415,62 @@ describe("dynamodb store", function()
       other:close()
       store:close()
       drop(name)
+    end)
+  end)
+
+  describe("query_jobs", function()
+    -- 300 jobs: 200 scheduled, 100 paused; next_run_time in 27 groups of
+    -- ten jobs with one time (ids shuffled), and 30 jobs without one.
+    local function fill(store)
+      local base = chronis.time.parse("2025-01-01T00:00:00Z")
+      local tasks = {}
+      for w = 1, 10 do
+        tasks[w] = chronis.spawn(function()
+          for i = w, 300, 10 do
+            local id = ("j%03d"):format((i * 7919) % 300)
+            store:create_job({ job_id = id, status = i % 3 == 0 and "paused" or "scheduled",
+              next_run_time = i <= 270 and chronis.time.format(base + (i % 27) * 1000000) or nil,
+              metadata = { tenant_id = i % 2 == 0 and "even" or "odd", n = i % 4 } })
+          end
+        end)
+      end
+      for _, t in ipairs(tasks) do t:join() end
+    end
+
+    local function slice(list, limit, offset)
+      local out = {}
+      for i = offset + 1, math.min(#list, offset + limit) do out[#out + 1] = list[i] end
+      return out
+    end
+
+    it("stops reading the status index once offset + limit jobs are found", function()
+      with_table("early", function(_, store, inst)
+        fill(store)
+        local all = ids_of(store:query_jobs({ status = "scheduled" }))
+        assert.are.equal(200, #all)
+        local both = ids_of(store:query_jobs({ status = { "scheduled", "paused" } }))
+        assert.are.equal(300, #both)
+        local log, restore = record_requests(inst)
+        for _, case in ipairs({ { 5, 0 }, { 3, 9 }, { 10, 45 }, { 7, 190 } }) do
+          local limit, offset = case[1], case[2]
+          local n = #log
+          assert.are.same(slice(all, limit, offset), ids_of(store:query_jobs({ status = "scheduled" }, limit, offset)))
+          assert.are.same(slice(both, limit, offset),
+            ids_of(store:query_jobs({ status = { "paused", "scheduled" } }, limit, offset)))
+          for i = n + 1, #log do assert.are.equal("Query by_status", ops_of(log)[i]) end
+        end
+        -- The first cases read one page each, of fewer jobs than all.
+        assert.are.same({ "Query by_status", "Query by_status", "Query by_status" }, slice(ops_of(log), 3, 0))
+        assert.is_true(log[1].items < 200, "the whole status was read: " .. log[1].items)
+        assert.is_true(log[2].items + log[3].items < 300, "both statuses were read whole")
+        -- A filter matched on the records reads on until the page is full.
+        local twos = ids_of(store:query_jobs({ status = "scheduled", ["metadata.n"] = 2 }))
+        local n = #log
+        assert.are.same(slice(twos, 4, 2),
+          ids_of(store:query_jobs({ status = "scheduled", ["metadata.n"] = 2 }, 4, 2)))
+        assert.is_true(items_read(log) - items_read(slice(log, n, 0)) < 200, "the whole status was read")
+        restore()
+      end)
     end)
   end)
 
