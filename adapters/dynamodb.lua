@@ -49,7 +49,8 @@
 -- query_jobs and count_jobs read one partition when the filters name its
 -- value, else by_status once per status, else the whole table (a Scan).
 -- Only by_status reads in query order, so only there do limit and offset
--- end the reads early. Store:plan and Store:select say more.
+-- end the reads early; a count whose filters DynamoDB tests exactly is
+-- DynamoDB's (Select = COUNT). Store:plan and Store:select say more.
 --
 -- The runs of the completions of one complete_jobs call that applied are
 -- written right after them, in batches: not in one transaction with them,
@@ -115,6 +116,14 @@ local function partition_of(v)
   if type(v) == "string" and v ~= "" then return v end
   if math.type(v) == "integer" then return tostring(v) end
   return "JOBS"
+end
+
+-- Whether the partition of value v holds jobs with that value only: not
+-- so for JOBS (jobs without a value share it) nor for the text of an
+-- integer (tenants 1 and "1" share a partition). A count of such a
+-- partition needs no look at the records.
+local function partition_is_exact(v)
+  return type(v) == "string" and v ~= "" and v ~= "JOBS" and not v:match("^%-?%d+$")
 end
 
 -- The value at a dotted path (an array of keys) below job.metadata, or nil.
@@ -577,15 +586,22 @@ function Store:delete_job(id)
   fail("conflict", "delete_job: job '%s' kept changing", id)
 end
 
+-- The filters DynamoDB tests exactly on the copies an item keeps (st, tt,
+-- due, upd). A count with these only, on an exact partition or none, is
+-- DynamoDB's own (Select = COUNT).
+local SERVER_FILTERS = { status = true, trigger_type = true, next_run_time_lte = true,
+  next_run_time_gte = true, updated_at_lte = true, updated_at_gte = true }
+
 -- The plan of a query for filters: the kit's match(rec) (which checks
 -- every key first) and the ids of job_id_in, plus what DynamoDB can narrow
 -- by: the partition (a filter on the partition path with a value that is
 -- not a table: a table names no one partition), the statuses (by_status),
 -- the bounds on next_run_time (nrt.lte/gte; the index's sort key, `due`),
 -- and FilterExpression parts (where for any source, due_where for the
--- table only) with their values. none: nothing can match.
+-- table only) with their values. exact: DynamoDB's tests are the whole
+-- filter, so no record needs to be read to count; none: nothing can match.
 function Store:plan(filters)
-  local f = { where = {}, due_where = {}, values = {}, n = 0 }
+  local f = { where = {}, due_where = {}, values = {}, n = 0, exact = true }
   f.match, f.ids = kit.compile_filters(filters)
   local function value(v)
     f.n = f.n + 1
@@ -599,6 +615,9 @@ function Store:plan(filters)
     local cmp = op == "lte" and "<=" or ">="
     local t = type(want)
     local scalar = t == "string" or t == "number" or t == "boolean"
+    if not (SERVER_FILTERS[key] or (key == self.path_filter and scalar and partition_is_exact(want))) then
+      f.exact = false
+    end
     if key == "status" then
       local seen = {}
       f.statuses = {}
@@ -691,8 +710,9 @@ end
 
 -- Runs a Query or Scan page by page, to its last page or until each(item)
 -- returns false; pages hold at most per_page items when it is given.
--- DynamoDB refuses expression values that no expression uses: they are
--- dropped.
+-- Returns the sum of the pages' Count (the items that passed the
+-- FilterExpression: with Select = COUNT, the answer). DynamoDB refuses
+-- expression values that no expression uses: they are dropped.
 function Store:each_page(op, req, each, per_page)
   local text = (req.KeyConditionExpression or "") .. " " .. (req.FilterExpression or "")
   local values = {}
@@ -701,13 +721,16 @@ function Store:each_page(op, req, each, per_page)
   end
   req.ExpressionAttributeValues = next(values) and values or nil
   req.Limit = per_page
+  local count = 0
   repeat
     local res = self:call(op, req)
+    count = count + (res.Count or 0)
     for _, item in ipairs(res.Items or {}) do
-      if each(item) == false then return end
+      if each and each(item) == false then return count end
     end
     req.ExclusiveStartKey = res.LastEvaluatedKey
   until req.ExclusiveStartKey == nil
+  return count
 end
 
 -- The entries that match plan f, from the narrowest source (the ids, or
@@ -757,9 +780,20 @@ function Store:query_jobs(filters, limit, offset)
   return out
 end
 
+-- A count of filters DynamoDB tests exactly (plan's exact) is DynamoDB's:
+-- Select = COUNT, summed over the pages, and no item comes back. Other
+-- filters (metadata other than an exact partition, job_id_in) are matched
+-- here, on the records read.
 function Store:count_jobs(filters)
   kit.check_open(self)
-  return #self:select(self:plan(filters))
+  local f = self:plan(filters)
+  if f.ids or not f.exact then return #self:select(f) end
+  local n = 0
+  for _, r in ipairs(self:requests(f)) do
+    r.req.Select = "COUNT"
+    n = n + self:each_page(r.op, r.req)
+  end
+  return n
 end
 
 -- Runs fn(x, i) for every x of list, up to PARALLEL at once (each worker a

@@ -418,7 +418,7 @@ describe("dynamodb store", function()
     end)
   end)
 
-  describe("query_jobs", function()
+  describe("query_jobs and count_jobs", function()
     -- 300 jobs: 200 scheduled, 100 paused; next_run_time in 27 groups of
     -- ten jobs with one time (ids shuffled), and 30 jobs without one.
     local function fill(store)
@@ -470,6 +470,43 @@ describe("dynamodb store", function()
           ids_of(store:query_jobs({ status = "scheduled", ["metadata.n"] = 2 }, 4, 2)))
         assert.is_true(items_read(log) - items_read(slice(log, n, 0)) < 200, "the whole status was read")
         restore()
+      end)
+    end)
+
+    it("counts with Select = COUNT when DynamoDB can test every filter", function()
+      with_table("count", function(_, store, inst)
+        fill(store)
+        store:create_job({ job_id = "t7", status = "scheduled", metadata = { tenant_id = 7 } })
+        store:create_job({ job_id = "s7", status = "scheduled", metadata = { tenant_id = "7" } })
+        local log, restore = record_requests(inst)
+        local exact = {
+          { {}, 302 }, { { status = "paused" }, 100 }, { { status = { "paused", "scheduled" } }, 302 },
+          { { ["metadata.tenant_id"] = "even" }, 150 },
+          { { ["metadata.tenant_id"] = "even", status = "paused", next_run_time_gte = "2025-01-01T00:00:10Z" }, 25 },
+          { { trigger_type = "cron" }, 0 }, { { next_run_time_lte = "2025-01-01T00:00:05Z" }, 60 },
+        }
+        for i, case in ipairs(exact) do
+          local n = #log
+          assert.are.equal(case[2], store:count_jobs(case[1]), "case " .. i)
+          assert.is_true(#log > n)
+          for j = n + 1, #log do
+            assert.are.equal("COUNT", log[j].select, "case " .. i)
+            assert.are.equal(0, log[j].items, "case " .. i)
+          end
+        end
+        -- Filters matched on the records are read: an integer tenant shares
+        -- its partition with its text, other metadata is inside the record.
+        for i, case in ipairs({ { { ["metadata.tenant_id"] = 7 }, 1 }, { { ["metadata.tenant_id"] = "7" }, 1 },
+            { { ["metadata.n"] = 1, status = "paused" }, 25 }, { { job_id_in = { "j001", "t7", "zz" } }, 2 } }) do
+          local n = #log
+          assert.are.equal(case[2], store:count_jobs(case[1]), "read case " .. i)
+          for j = n + 1, #log do assert.is_nil(log[j].select, "read case " .. i) end
+        end
+        restore()
+        -- Every count agrees with the query.
+        for i, case in ipairs(exact) do
+          assert.are.equal(#store:query_jobs(case[1]), store:count_jobs(case[1]), "case " .. i)
+        end
       end)
     end)
   end)
