@@ -10,11 +10,15 @@
 -- docs/dynamodb.md is the user's page; what follows is the design.
 --
 -- Items (one table):
---   job      PK = tenant partition (metadata.tenant_id, or JOBS), SK = JOB#<id>
+--   job      PK = the job's partition: the value of its metadata path
+--            index_metadata (default tenant_id; JOBS when it has none),
+--            SK = JOB#<id>
 --            doc  = the whole record as canonical JSON (the source of truth)
 --            st, due, upd, pri, claimed, lease, tt = copies of fields that
 --            keys, conditions and server-side filters need
 --   pointer  PK = ID#<id>, SK = ID, tenant = the job's partition, created = µs
+--   meta     PK = META, SK = TABLE, partition_path = the metadata path of the
+--            jobs' partitions, fixed by the first store that used the table
 --   GSI by_status: partition st, sort due (µs; a job without a next run
 --            time sorts last with NO_DUE), projection ALL.
 --
@@ -37,10 +41,16 @@
 -- Every job write is a conditional write on `upd` (updated_at in µs, which
 -- only grows: max(now, previous + 1)), so read-modify-write is atomic: a
 -- writer that lost the race reads again and decides again. A write that
--- changes the tenant moves the job: (1) freeze the old item with moved/mdoc
+-- changes the partition moves the job: (1) freeze the old item with moved/mdoc
 -- (conditional on upd: the moment the write happens), (2) put the new
 -- item, (3) point the pointer at it, (4) delete the old item. Anyone who
 -- meets a frozen item finishes steps 2-4 (they are idempotent) and retries.
+--
+-- query_jobs and count_jobs read one partition when the filters name its
+-- value, else by_status once per status, else the whole table (a Scan).
+-- Only by_status reads in query order, so only there do limit and offset
+-- end the reads early; a count whose filters DynamoDB tests exactly is
+-- DynamoDB's (Select = COUNT). Store:plan and Store:select say more.
 --
 -- The runs of the completions of one complete_jobs call that applied are
 -- written right after them, in batches: not in one transaction with them,
@@ -76,6 +86,8 @@ local RUN_ST = "RUN"                    -- the by_status partition of runs
 local TTL_ATTRIBUTE = "expire_at"
 local SWEEP_EVERY_US = 60 * 1000000     -- age pruning on the completion path
 local MAX_CACHED = 100000               -- entries of where and run_counts
+local DEFAULT_PATH = "tenant_id"        -- index_metadata: the partition path
+local MAX_PK_BYTES = 2048               -- DynamoDB's limit on a partition key
 
 -- Stricter than the kit's check_id: this store has always refused an empty
 -- id as well.
@@ -98,19 +110,35 @@ end
 -- The record of an entry, for the kit's sorts.
 local function job_of(e) return e.job end
 
--- The partition of a tenant value (metadata.tenant_id); JOBS for none.
-local function partition_of(tenant)
-  if type(tenant) == "string" and tenant ~= "" then return tenant end
-  if math.type(tenant) == "integer" then return tostring(tenant) end
+-- The partition of a value at the partition path: a non-empty string is
+-- its own, an integer its decimal text; anything else, and no value, JOBS.
+local function partition_of(v)
+  if type(v) == "string" and v ~= "" then return v end
+  if math.type(v) == "integer" then return tostring(v) end
   return "JOBS"
 end
 
-local function tenant_pk(job)
-  return partition_of(type(job.metadata) == "table" and job.metadata.tenant_id or nil)
+-- Whether the partition of value v holds jobs with that value only: not
+-- so for JOBS (jobs without a value share it) nor for the text of an
+-- integer (tenants 1 and "1" share a partition). A count of such a
+-- partition needs no look at the records.
+local function partition_is_exact(v)
+  return type(v) == "string" and v ~= "" and v ~= "JOBS" and not v:match("^%-?%d+$")
+end
+
+-- The value at a dotted path (an array of keys) below job.metadata, or nil.
+local function metadata_value(job, keys)
+  local v = job.metadata
+  for _, k in ipairs(keys) do
+    if type(v) ~= "table" then return nil end
+    v = v[k]
+  end
+  return v
 end
 
 local function job_key(pk, id) return { PK = S(pk), SK = S("JOB#" .. id) } end
 local function pointer_key(id) return { PK = S("ID#" .. id), SK = S("ID") } end
+local function meta_key() return { PK = S("META"), SK = S("TABLE") } end
 
 -- The item of a record (doc = its JSON text).
 local function job_item(pk, job, doc)
@@ -147,6 +175,11 @@ end
 local Store = {}
 Store.__index = Store
 
+-- The partition of a record: its value at the store's partition path.
+function Store:pk_of(job)
+  return partition_of(metadata_value(job, self.path_keys))
+end
+
 function Store:call(op, payload, ccf_ok)
   kit.check_open(self)
   self:ensure_table()
@@ -163,6 +196,7 @@ function Store:ensure_table()
   self.ensuring = true
   local ok, err = pcall(function()
     if self.create_table then M.create_table(self.client, self.table) end
+    self:check_partition_path()
   end)
   self.ensuring = false
   if not ok then error(err, 0) end
@@ -207,6 +241,48 @@ function M.create_table(client, name)
     chronis.sleep(0.05)
   end
   fail("unavailable", "dynamodb table '%s' did not become ACTIVE", name)
+end
+
+-- Whether the table holds a job: one item of any job status in by_status.
+function Store:holds_jobs()
+  for status in pairs(kit.STATUSES) do
+    local res = self.client:call("Query", { TableName = self.table, IndexName = "by_status",
+      KeyConditionExpression = "st = :st", ExpressionAttributeValues = { [":st"] = S(status) },
+      ProjectionExpression = "PK", Limit = 1 })
+    if res.Items and #res.Items > 0 then return true end
+  end
+  return false
+end
+
+-- The table keeps the metadata path of its partitions (index_metadata) in
+-- its meta item, written by the first store that uses it. A store opened
+-- with another path would look for jobs where they are not: it is refused,
+-- as a job's partition is decided when it is written and jobs are never
+-- moved to the partitions of a new path. A table without the item that
+-- already holds jobs was used before the option existed, partitioned by
+-- tenant_id: it gets the item for tenant_id.
+function Store:check_partition_path()
+  local c = self.client
+  for _ = 1, 3 do
+    local item = c:call("GetItem", { TableName = self.table, Key = meta_key(), ConsistentRead = true }).Item
+    if item then
+      local have = item.partition_path and item.partition_path.S
+      if have == self.path then return end
+      fail("invalid", "dynamodb store: option 'index_metadata' is '%s', but the jobs of table '%s' are "
+        .. "partitioned by metadata path '%s' (fixed when the table was first used): open the store "
+        .. "with index_metadata=%s, or use another table", self.path, self.table, tostring(have), tostring(have))
+    end
+    local path = self.path
+    if path ~= DEFAULT_PATH and self:holds_jobs() then path = DEFAULT_PATH end
+    local put = meta_key()
+    put.partition_path, put.created = S(path), N(chronis.time.now())
+    -- Another store may write it first: read it again then.
+    if c:call("PutItem", { TableName = self.table, Item = put, ConditionExpression = "attribute_not_exists(PK)" }, true)
+        and path == self.path then
+      return
+    end
+  end
+  fail("conflict", "dynamodb store: the meta item of table '%s' keeps changing", self.table)
 end
 
 --- enable_ttl(client, name): asks DynamoDB to delete runs once their
@@ -293,7 +369,7 @@ function Store:locate(id)
     end
     self:help_move(e)
   end
-  fail("conflict", "job '%s' keeps moving between tenants", id)
+  fail("conflict", "job '%s' keeps moving between partitions", id)
 end
 
 -- BatchGetItem for many keys, all answers, in chunks of 100.
@@ -370,7 +446,7 @@ end
 -- Returns true, or false when someone else wrote first.
 function Store:write(e, job)
   local doc = encode_record(job)
-  local pk = tenant_pk(job)
+  local pk = self:pk_of(job)
   local id = job.job_id
   local upd = parse_time(job.updated_at)
   if pk == e.pk then
@@ -407,7 +483,7 @@ function Store:create_job(job)
   local now = self:stamp()
   rec.updated_at = format_time(now)
   local doc = encode_record(rec)
-  local pk = tenant_pk(rec)
+  local pk = self:pk_of(rec)
   local item = job_item(pk, rec, doc)
   local pointer = { PK = S("ID#" .. id), SK = S("ID"), tenant = S(pk), created = N(now) }
   for attempt = 1, 3 do
@@ -510,14 +586,22 @@ function Store:delete_job(id)
   fail("conflict", "delete_job: job '%s' kept changing", id)
 end
 
+-- The filters DynamoDB tests exactly on the copies an item keeps (st, tt,
+-- due, upd). A count with these only, on an exact partition or none, is
+-- DynamoDB's own (Select = COUNT).
+local SERVER_FILTERS = { status = true, trigger_type = true, next_run_time_lte = true,
+  next_run_time_gte = true, updated_at_lte = true, updated_at_gte = true }
+
 -- The plan of a query for filters: the kit's match(rec) (which checks
 -- every key first) and the ids of job_id_in, plus what DynamoDB can narrow
--- by: the tenant's partition, a single status (the index), the bounds on
--- next_run_time (nrt.lte/gte; the index's sort key, `due`), and
--- FilterExpression parts (where for any source, due_where for the table
--- only) with their values.
-local function plan(filters)
-  local f = { where = {}, due_where = {}, values = {}, n = 0 }
+-- by: the partition (a filter on the partition path with a value that is
+-- not a table: a table names no one partition), the statuses (by_status),
+-- the bounds on next_run_time (nrt.lte/gte; the index's sort key, `due`),
+-- and FilterExpression parts (where for any source, due_where for the
+-- table only) with their values. exact: DynamoDB's tests are the whole
+-- filter, so no record needs to be read to count; none: nothing can match.
+function Store:plan(filters)
+  local f = { where = {}, due_where = {}, values = {}, n = 0, exact = true }
   f.match, f.ids = kit.compile_filters(filters)
   local function value(v)
     f.n = f.n + 1
@@ -529,112 +613,187 @@ local function plan(filters)
     local field, op = nil, nil
     if type(key) == "string" then field, op = key:match("^(.+)_([lg]te)$") end
     local cmp = op == "lte" and "<=" or ">="
+    local t = type(want)
+    local scalar = t == "string" or t == "number" or t == "boolean"
+    if not (SERVER_FILTERS[key] or (key == self.path_filter and scalar and partition_is_exact(want))) then
+      f.exact = false
+    end
     if key == "status" then
-      local list = type(want) == "table" and want or { want }
-      if #list == 1 then f.status = list[1] end
+      local seen = {}
+      f.statuses = {}
+      for _, st in ipairs(t == "table" and want or { want }) do
+        if not seen[st] then
+          seen[st] = true
+          f.statuses[#f.statuses + 1] = st
+        end
+      end
+      table.sort(f.statuses)
+      if #f.statuses == 0 then f.statuses = nil end -- status = {} matches any
     elseif key == "trigger_type" then
       f.where[#f.where + 1] = "tt = " .. value(S(want))
     elseif field == "next_run_time" then
+      -- A job without a next run time (due = NO_DUE) matches no bound.
       local bound = kit.to_us(want, key)
+      if op == "lte" then bound = math.min(bound, NO_DUE - 1) end
       f.nrt = f.nrt or {}
       f.nrt[op] = f.nrt[op] and (op == "lte" and math.min(f.nrt[op], bound) or math.max(f.nrt[op], bound)) or bound
       f.due_where[#f.due_where + 1] = ("due %s %s"):format(cmp, value(N(bound)))
       if op == "gte" then f.due_where[#f.due_where + 1] = "due < " .. value(N(NO_DUE)) end
     elseif field == "updated_at" then
       f.where[#f.where + 1] = ("upd %s %s"):format(cmp, value(N(kit.to_us(want, key))))
-    elseif key == "metadata.tenant_id" then
-      f.tenant = partition_of(want)
+    elseif key == self.path_filter and scalar then
+      f.partition = partition_of(want)
+      -- No job is stored under a key DynamoDB would refuse.
+      if #f.partition > MAX_PK_BYTES then f.none = true end
     end
   end
+  if f.nrt and (f.nrt.gte or math.mininteger) > (f.nrt.lte or NO_DUE - 1) then f.none = true end
   return f
 end
 
--- Runs a Query or Scan to its last page; calls each(item) for every item.
--- DynamoDB refuses expression values that no expression uses: drop them.
-function Store:each_page(op, req, each)
+-- The requests that read the candidates of plan f, each {op, req,
+-- ordered}: a Query of f's partition (in job_id order), else a Query of
+-- by_status per status (ordered: in due order), else a Scan of the table
+-- (in no order). None when nothing can match.
+function Store:requests(f)
+  if f.none then return {} end
+  local where = { "attribute_not_exists(moved)" }
+  for _, w in ipairs(f.where) do where[#where + 1] = w end
+  local values = copy(f.values)
+  if f.partition or not f.statuses then
+    for _, w in ipairs(f.due_where) do where[#where + 1] = w end
+  end
+  if f.partition then
+    values[":pk"], values[":job"] = S(f.partition), S("JOB#")
+    if f.statuses then
+      local names = {}
+      for i, st in ipairs(f.statuses) do
+        names[i] = ":st" .. i
+        values[names[i]] = S(st)
+      end
+      where[#where + 1] = #names == 1 and "st = :st1" or "st IN (" .. table.concat(names, ", ") .. ")"
+    end
+    return { { op = "Query", req = {
+      KeyConditionExpression = "PK = :pk AND begins_with(SK, :job)",
+      FilterExpression = table.concat(where, " AND "),
+      ExpressionAttributeValues = values, ConsistentRead = true,
+    } } }
+  end
+  if f.statuses then
+    local key = "st = :st"
+    local lo, hi = f.nrt and f.nrt.gte, f.nrt and f.nrt.lte
+    if lo then
+      key = key .. " AND due BETWEEN :lo AND :hi"
+      values[":lo"], values[":hi"] = N(lo), N(hi or NO_DUE - 1)
+    elseif hi then
+      key = key .. " AND due <= :hi"
+      values[":hi"] = N(hi)
+    end
+    local out = {}
+    for i, st in ipairs(f.statuses) do
+      local v = copy(values)
+      v[":st"] = S(st)
+      out[i] = { op = "Query", ordered = true, req = {
+        IndexName = "by_status", KeyConditionExpression = key,
+        FilterExpression = table.concat(where, " AND "), ExpressionAttributeValues = v,
+      } }
+    end
+    return out
+  end
+  where[#where + 1] = "begins_with(SK, :job)"
+  values[":job"] = S("JOB#")
+  return { { op = "Scan", req = {
+    FilterExpression = table.concat(where, " AND "),
+    ExpressionAttributeValues = values, ConsistentRead = true,
+  } } }
+end
+
+-- Runs a Query or Scan page by page, to its last page or until each(item)
+-- returns false; pages hold at most per_page items when it is given.
+-- Returns the sum of the pages' Count (the items that passed the
+-- FilterExpression: with Select = COUNT, the answer). DynamoDB refuses
+-- expression values that no expression uses: they are dropped.
+function Store:each_page(op, req, each, per_page)
   local text = (req.KeyConditionExpression or "") .. " " .. (req.FilterExpression or "")
   local values = {}
   for name, v in pairs(req.ExpressionAttributeValues or {}) do
     if text:find(name .. "%f[^%w_]") then values[name] = v end
   end
   req.ExpressionAttributeValues = next(values) and values or nil
+  req.Limit = per_page
+  local count = 0
   repeat
     local res = self:call(op, req)
-    for _, item in ipairs(res.Items or {}) do each(item) end
+    count = count + (res.Count or 0)
+    for _, item in ipairs(res.Items or {}) do
+      if each and each(item) == false then return count end
+    end
     req.ExclusiveStartKey = res.LastEvaluatedKey
   until req.ExclusiveStartKey == nil
+  return count
 end
 
--- The entries that match f, from the narrowest source: the ids, the
--- tenant's partition, the status index, or a scan of the table.
-function Store:select(f)
+-- The entries that match plan f, from the narrowest source (the ids, or
+-- the requests of Store:requests). With `need` (query_jobs' offset +
+-- limit), a query of by_status, which reads in query order (due, NO_DUE
+-- last), stops once it holds `need` matches and has passed the due of
+-- the need-th (jobs with one due are put in job_id order after reading);
+-- the matches of each status are then the first of their status, and the
+-- first `need` of all are among them. A partition is read in job_id order
+-- and a scan in none: both are read to the end, then sorted.
+function Store:select(f, need)
   local found = {}
-  local function take(item)
-    local e = entry_of(item)
-    if not e.moved and f.match(e.job) then found[#found + 1] = e end
-  end
   if f.ids then
     for _, e in pairs(self:locate_many(f.ids)) do
       if f.match(e.job) then found[#found + 1] = e end
     end
     return found
   end
-  local where = { "attribute_not_exists(moved)" }
-  for _, w in ipairs(f.where) do where[#where + 1] = w end
-  local values = copy(f.values)
-  if not f.status or f.tenant then
-    for _, w in ipairs(f.due_where) do where[#where + 1] = w end
-  end
-  if f.tenant then
-    values[":pk"], values[":job"] = S(f.tenant), S("JOB#")
-    if f.status then
-      where[#where + 1] = "st = :st"
-      values[":st"] = S(f.status)
-    end
-    self:each_page("Query", {
-      KeyConditionExpression = "PK = :pk AND begins_with(SK, :job)",
-      FilterExpression = table.concat(where, " AND "),
-      ExpressionAttributeValues = values, ConsistentRead = true,
-    }, take)
-  elseif f.status then
-    values[":st"] = S(f.status)
-    local key = "st = :st"
-    local lo, hi = f.nrt and f.nrt.gte, f.nrt and f.nrt.lte
-    if lo and not hi then hi = NO_DUE - 1 end
-    if lo and hi then
-      if lo > hi then return found end
-      key = key .. " AND due BETWEEN :lo AND :hi"
-      values[":lo"], values[":hi"] = N(lo), N(hi)
-    elseif hi then
-      key = key .. " AND due <= :hi"
-      values[":hi"] = N(hi)
-    end
-    self:each_page("Query", {
-      IndexName = "by_status", KeyConditionExpression = key,
-      FilterExpression = table.concat(where, " AND "), ExpressionAttributeValues = values,
-    }, take)
-  else
-    where[#where + 1] = "begins_with(SK, :job)"
-    values[":job"] = S("JOB#")
-    self:each_page("Scan", {
-      FilterExpression = table.concat(where, " AND "),
-      ExpressionAttributeValues = values, ConsistentRead = true,
-    }, take)
+  for _, r in ipairs(self:requests(f)) do
+    local stop = r.ordered and need or nil
+    local n, last_due = 0, nil
+    self:each_page(r.op, r.req, function(item)
+      local due = stop and tonumber(item.due.N)
+      if stop and n >= stop and due ~= last_due then return false end
+      local e = entry_of(item)
+      if not e.moved and f.match(e.job) then
+        found[#found + 1] = e
+        n = n + 1
+        if n == stop then last_due = due end
+      end
+    end, stop and stop < 1000 and math.max(stop + 1, 100) or nil)
   end
   return found
 end
 
 function Store:query_jobs(filters, limit, offset)
+  kit.check_open(self)
   kit.check_count(limit, "limit")
   kit.check_count(offset, "offset")
-  local found = kit.sort_query(self:select(plan(filters)), job_of)
+  local f = self:plan(filters)
+  offset = offset or 0
+  local need = limit and limit <= math.maxinteger - offset and offset + limit or nil
+  if need == 0 then return {} end
+  local found = kit.sort_query(self:select(f, need), job_of)
   local out = kit.page(found, limit, offset)
   for i, e in ipairs(out) do out[i] = e.job end
   return out
 end
 
+-- A count of filters DynamoDB tests exactly (plan's exact) is DynamoDB's:
+-- Select = COUNT, summed over the pages, and no item comes back. Other
+-- filters (metadata other than an exact partition, job_id_in) are matched
+-- here, on the records read.
 function Store:count_jobs(filters)
-  return #self:select(plan(filters))
+  kit.check_open(self)
+  local f = self:plan(filters)
+  if f.ids or not f.exact then return #self:select(f) end
+  local n = 0
+  for _, r in ipairs(self:requests(f)) do
+    r.req.Select = "COUNT"
+    n = n + self:each_page(r.op, r.req)
+  end
+  return n
 end
 
 -- Runs fn(x, i) for every x of list, up to PARALLEL at once (each worker a
@@ -1033,7 +1192,8 @@ end
 
 -- and the bridge's adapter_timeout
 local OPTIONS = { "table", "region", "endpoint", "create_table", "access_key_id",
-  "secret_access_key", "session_token", "timeout", "max_retries", "history", "history_days" }
+  "secret_access_key", "session_token", "timeout", "max_retries", "history", "history_days",
+  "index_metadata" }
 
 local function bool_opt(v, name)
   if v == nil then return false end
@@ -1041,6 +1201,29 @@ local function bool_opt(v, name)
   if v == "true" or v == "1" or v == "yes" then return true end
   if v == "false" or v == "0" or v == "no" then return false end
   fail("invalid", "dynamodb store: option '%s' must be true or false, got %s", name, tostring(v))
+end
+
+-- The option index_metadata: the one metadata path (keys joined by dots)
+-- whose value is a job's partition, and its keys.
+local function partition_path(v)
+  if v == nil then v = DEFAULT_PATH end
+  if type(v) ~= "string" then
+    fail("invalid", "dynamodb store: option 'index_metadata' must be a metadata path such as tenant_id "
+      .. "or org.id, got %s", type(v))
+  end
+  if v:find(",", 1, true) then
+    fail("invalid", "dynamodb store: option 'index_metadata' names the one metadata path whose value "
+      .. "is a job's partition; got several: '%s'", v)
+  end
+  local keys = {}
+  for k in (v .. "."):gmatch("([^.]*)%.") do
+    if k == "" then
+      fail("invalid", "dynamodb store: option 'index_metadata': '%s' is not a metadata path "
+        .. "(keys joined by dots, none empty)", v)
+    end
+    keys[#keys + 1] = k
+  end
+  return v, keys
 end
 
 -- The store's options, with credentials and region from the AWS
@@ -1066,6 +1249,7 @@ function M.options(opts)
   o.timeout = tonumber(opts.timeout) or 10
   o.max_retries = math.tointeger(tonumber(opts.max_retries)) or 8
   o.history, o.history_days = kit.history_options(opts, "dynamodb store options")
+  o.index_metadata, o.path_keys = partition_path(opts.index_metadata)
   return o
 end
 
@@ -1075,6 +1259,8 @@ function M.new(opts)
   local o = M.options(opts)
   return setmetatable({
     table = o.table, create_table = o.create_table, client = M.client(o),
+    -- the metadata path of the partitions, its keys, and its filter's name
+    path = o.index_metadata, path_keys = o.path_keys, path_filter = "metadata." .. o.index_metadata,
     where = {}, ncached = 0, -- job id -> partition, a hint checked on use
     history = o.history, history_days = o.history_days,
     run_counts = {}, nrun_counts = 0, -- job id -> its runs in the table, as last seen

@@ -67,6 +67,14 @@ local function raw_items(name)
   return items
 end
 
+-- The keys of every raw item, "PK SK", sorted.
+local function raw_keys(name)
+  local keys = {}
+  for _, it in ipairs(raw_items(name)) do keys[#keys + 1] = it.PK.S .. " " .. it.SK.S end
+  table.sort(keys)
+  return keys
+end
+
 local assert_error = U.assert_error
 
 -- Runs body(name, store, inst) on a store over a fresh table named after
@@ -221,13 +229,11 @@ describe("dynamodb store", function()
         { metadata = {} })
       assert.is_true(ok)
       assert.are.equal(1, #store:query_jobs({ status = "scheduled" }))
-      -- One job item (back in the JOBS partition) and its pointer, nothing else.
-      local keys = {}
-      for _, it in ipairs(raw_items(name)) do keys[#keys + 1] = it.PK.S .. " " .. it.SK.S end
-      table.sort(keys)
-      assert.are.same({ "ID#j ID", "JOBS JOB#j" }, keys)
+      -- One job item (back in the JOBS partition) and its pointer, nothing
+      -- else but the table's meta item.
+      assert.are.same({ "ID#j ID", "JOBS JOB#j", "META TABLE" }, raw_keys(name))
       assert.is_true(store:delete_job("j"))
-      assert.are.same({}, raw_items(name))
+      assert.are.same({ "META TABLE" }, raw_keys(name))
     end)
   end)
 
@@ -264,6 +270,244 @@ describe("dynamodb store", function()
       assert.are.equal("m", store:query_jobs({ ["metadata.tenant_id"] = "b" })[1].job_id)
       assert.is_nil(c:call("GetItem", { TableName = name, ConsistentRead = true,
         Key = { PK = { S = "a" }, SK = { S = "JOB#m" } } }).Item)
+    end)
+  end)
+
+  -- Records the requests the store sends: op, index, key condition,
+  -- Select, the partition asked for, and the items that came back.
+  local function record_requests(inst)
+    local log, attempt = {}, inst.client.attempt
+    inst.client.attempt = function(self, op, payload)
+      local ok, res = attempt(self, op, payload)
+      local values = payload.ExpressionAttributeValues or {}
+      log[#log + 1] = { op = op, index = payload.IndexName, key = payload.KeyConditionExpression,
+        select = payload.Select, pk = values[":pk"] and values[":pk"].S,
+        items = ok and res.Items and #res.Items or 0 }
+      return ok, res
+    end
+    return log, function() inst.client.attempt = attempt end
+  end
+
+  local function ops_of(log)
+    local out = {}
+    for i, r in ipairs(log) do out[i] = r.op .. (r.index and " " .. r.index or "") end
+    return out
+  end
+
+  local function items_read(log)
+    local n = 0
+    for _, r in ipairs(log) do n = n + r.items end
+    return n
+  end
+
+  local function sorted(list)
+    table.sort(list)
+    return list
+  end
+
+  local function ids_of(jobs)
+    local out = {}
+    for i, j in ipairs(jobs) do out[i] = j.job_id end
+    return out
+  end
+
+  describe("partitions (index_metadata)", function()
+    it("puts a job in the partition of its index_metadata value and queries that partition", function()
+      local name = table_name("pkey")
+      local store, inst = open(name, { index_metadata = "partition_key" })
+      local web, api = "tenant:acme:project:web", "tenant:acme:project:api"
+      store:create_job({ job_id = "w1", status = "scheduled", metadata = { partition_key = web, tenant_id = "acme" } })
+      store:create_job({ job_id = "w2", status = "paused", metadata = { partition_key = web } })
+      store:create_job({ job_id = "a1", status = "scheduled", metadata = { partition_key = api, tenant_id = "acme" } })
+      store:create_job({ job_id = "n1", status = "scheduled", metadata = { tenant_id = "acme" } })
+      assert.are.same(sorted({ "ID#a1 ID", "ID#n1 ID", "ID#w1 ID", "ID#w2 ID", "JOBS JOB#n1", "META TABLE",
+        web .. " JOB#w1", web .. " JOB#w2", api .. " JOB#a1" }), raw_keys(name))
+      local log, restore = record_requests(inst)
+      assert.are.same({ "w1", "w2" }, ids_of(store:query_jobs({ ["metadata.partition_key"] = web })))
+      assert.are.same({ "Query" }, ops_of(log))
+      assert.are.equal(web, log[1].pk)
+      assert.are.equal(1, store:count_jobs({ ["metadata.partition_key"] = web, status = "paused" }))
+      assert.are.same({ "Query", "Query" }, ops_of(log))
+      -- tenant_id is an ordinary metadata filter on this table.
+      assert.are.same({ "a1", "n1", "w1" }, ids_of(store:query_jobs({ ["metadata.tenant_id"] = "acme" })))
+      assert.are.equal("Scan", log[3].op)
+      restore()
+      -- A change of the value moves the job to its new partition.
+      store:update_job("w1", { metadata = { partition_key = api } })
+      assert.are.same({ "a1", "w1" }, ids_of(store:query_jobs({ ["metadata.partition_key"] = api })))
+      assert.are.same(sorted({ "ID#a1 ID", "ID#n1 ID", "ID#w1 ID", "ID#w2 ID", "JOBS JOB#n1", "META TABLE",
+        web .. " JOB#w2", api .. " JOB#a1", api .. " JOB#w1" }), raw_keys(name))
+      store:close()
+      drop(name)
+    end)
+
+    it("takes a dotted path: a key inside an object of metadata", function()
+      local name = table_name("dotted")
+      local store, inst = open(name, { index_metadata = "org.id" })
+      store:create_job({ job_id = "a", status = "scheduled", metadata = { org = { id = "o1" } } })
+      store:create_job({ job_id = "b", status = "scheduled", metadata = { org = { id = 7 } } })
+      store:create_job({ job_id = "c", status = "scheduled", metadata = { org = "o1" } })
+      store:create_job({ job_id = "d", status = "scheduled", metadata = { ["org.id"] = "o1" } })
+      local pk = {}
+      for _, it in ipairs(raw_items(name)) do
+        if it.SK.S:match("^JOB#") then pk[it.SK.S:sub(5)] = it.PK.S end
+      end
+      assert.are.same({ a = "o1", b = "7", c = "JOBS", d = "JOBS" }, pk)
+      local log, restore = record_requests(inst)
+      assert.are.same({ "a" }, ids_of(store:query_jobs({ ["metadata.org.id"] = "o1" })))
+      assert.are.same({ "b" }, ids_of(store:query_jobs({ ["metadata.org.id"] = 7 })))
+      assert.are.same({}, ids_of(store:query_jobs({ ["metadata.org.id"] = "7" })))
+      assert.are.same({ "Query", "Query", "Query" }, ops_of(log))
+      assert.are.same({ "o1", "7", "7" }, { log[1].pk, log[2].pk, log[3].pk })
+      restore()
+      store:close()
+      drop(name)
+    end)
+
+    it("refuses more than one path, or an empty key, naming the option", function()
+      local function options(v)
+        return function() ddb.options({ table = "t_opts", index_metadata = v, access_key_id = "a", secret_access_key = "b" }) end
+      end
+      local err = assert_error("invalid", options("tenant_id,region"))
+      assert.truthy(err.message:find("option 'index_metadata' names the one metadata path", 1, true), err.message)
+      for _, bad in ipairs({ "", "org..id", ".id", "org." }) do
+        err = assert_error("invalid", options(bad))
+        assert.truthy(err.message:find("option 'index_metadata'", 1, true), err.message)
+      end
+      err = assert_error("invalid", options({ "tenant_id" }))
+      assert.truthy(err.message:find("option 'index_metadata'", 1, true), err.message)
+      assert.are.equal("tenant_id", ddb.options({ table = "t_opts", access_key_id = "a",
+        secret_access_key = "b" }).index_metadata)
+    end)
+
+    it("refuses to open a table with a partition path other than the table's", function()
+      local name = table_name("path")
+      local store = open(name)
+      store:create_job({ job_id = "j", status = "scheduled", metadata = { tenant_id = "acme" } })
+      local other = open(name, { index_metadata = "partition_key" })
+      local err = assert_error("invalid", function() other:get_job("j") end)
+      assert.truthy(err.message:find("option 'index_metadata' is 'partition_key'", 1, true), err.message)
+      assert.truthy(err.message:find("partitioned by metadata path 'tenant_id'", 1, true), err.message)
+      -- Every call of that store keeps failing; the table is untouched.
+      assert_error("invalid", function() other:query_jobs() end)
+      other:close()
+      assert.are.equal("acme", store:get_job("j").metadata.tenant_id)
+      -- A table used before the option existed has no meta item: its jobs
+      -- are in tenant_id partitions.
+      client_for(name):call("DeleteItem", { TableName = name, Key = { PK = { S = "META" }, SK = { S = "TABLE" } } })
+      other = open(name, { index_metadata = "partition_key" })
+      err = assert_error("invalid", function() other:get_job("j") end)
+      assert.truthy(err.message:find("partitioned by metadata path 'tenant_id'", 1, true), err.message)
+      other:close()
+      store:close()
+      store = open(name)
+      assert.are.equal(1, #store:query_jobs({ ["metadata.tenant_id"] = "acme" }))
+      store:close()
+      drop(name)
+      -- A new table takes the path of the first store that uses it.
+      name = table_name("path")
+      store = open(name, { index_metadata = "partition_key" })
+      assert.are.same({}, store:query_jobs())
+      other = open(name)
+      err = assert_error("invalid", function() other:count_jobs() end)
+      assert.truthy(err.message:find("option 'index_metadata' is 'tenant_id'", 1, true), err.message)
+      assert.truthy(err.message:find("index_metadata=partition_key", 1, true), err.message)
+      other:close()
+      store:close()
+      drop(name)
+    end)
+  end)
+
+  describe("query_jobs and count_jobs", function()
+    -- 300 jobs: 200 scheduled, 100 paused; next_run_time in 27 groups of
+    -- ten jobs with one time (ids shuffled), and 30 jobs without one.
+    local function fill(store)
+      local base = chronis.time.parse("2025-01-01T00:00:00Z")
+      local tasks = {}
+      for w = 1, 10 do
+        tasks[w] = chronis.spawn(function()
+          for i = w, 300, 10 do
+            local id = ("j%03d"):format((i * 7919) % 300)
+            store:create_job({ job_id = id, status = i % 3 == 0 and "paused" or "scheduled",
+              next_run_time = i <= 270 and chronis.time.format(base + (i % 27) * 1000000) or nil,
+              metadata = { tenant_id = i % 2 == 0 and "even" or "odd", n = i % 4 } })
+          end
+        end)
+      end
+      for _, t in ipairs(tasks) do t:join() end
+    end
+
+    local function slice(list, limit, offset)
+      local out = {}
+      for i = offset + 1, math.min(#list, offset + limit) do out[#out + 1] = list[i] end
+      return out
+    end
+
+    it("stops reading the status index once offset + limit jobs are found", function()
+      with_table("early", function(_, store, inst)
+        fill(store)
+        local all = ids_of(store:query_jobs({ status = "scheduled" }))
+        assert.are.equal(200, #all)
+        local both = ids_of(store:query_jobs({ status = { "scheduled", "paused" } }))
+        assert.are.equal(300, #both)
+        local log, restore = record_requests(inst)
+        for _, case in ipairs({ { 5, 0 }, { 3, 9 }, { 10, 45 }, { 7, 190 } }) do
+          local limit, offset = case[1], case[2]
+          local n = #log
+          assert.are.same(slice(all, limit, offset), ids_of(store:query_jobs({ status = "scheduled" }, limit, offset)))
+          assert.are.same(slice(both, limit, offset),
+            ids_of(store:query_jobs({ status = { "paused", "scheduled" } }, limit, offset)))
+          for i = n + 1, #log do assert.are.equal("Query by_status", ops_of(log)[i]) end
+        end
+        -- The first cases read one page each, of fewer jobs than all.
+        assert.are.same({ "Query by_status", "Query by_status", "Query by_status" }, slice(ops_of(log), 3, 0))
+        assert.is_true(log[1].items < 200, "the whole status was read: " .. log[1].items)
+        assert.is_true(log[2].items + log[3].items < 300, "both statuses were read whole")
+        -- A filter matched on the records reads on until the page is full.
+        local twos = ids_of(store:query_jobs({ status = "scheduled", ["metadata.n"] = 2 }))
+        local n = #log
+        assert.are.same(slice(twos, 4, 2),
+          ids_of(store:query_jobs({ status = "scheduled", ["metadata.n"] = 2 }, 4, 2)))
+        assert.is_true(items_read(log) - items_read(slice(log, n, 0)) < 200, "the whole status was read")
+        restore()
+      end)
+    end)
+
+    it("counts with Select = COUNT when DynamoDB can test every filter", function()
+      with_table("count", function(_, store, inst)
+        fill(store)
+        store:create_job({ job_id = "t7", status = "scheduled", metadata = { tenant_id = 7 } })
+        store:create_job({ job_id = "s7", status = "scheduled", metadata = { tenant_id = "7" } })
+        local log, restore = record_requests(inst)
+        local exact = {
+          { {}, 302 }, { { status = "paused" }, 100 }, { { status = { "paused", "scheduled" } }, 302 },
+          { { ["metadata.tenant_id"] = "even" }, 150 },
+          { { ["metadata.tenant_id"] = "even", status = "paused", next_run_time_gte = "2025-01-01T00:00:10Z" }, 25 },
+          { { trigger_type = "cron" }, 0 }, { { next_run_time_lte = "2025-01-01T00:00:05Z" }, 60 },
+        }
+        for i, case in ipairs(exact) do
+          local n = #log
+          assert.are.equal(case[2], store:count_jobs(case[1]), "case " .. i)
+          assert.is_true(#log > n)
+          for j = n + 1, #log do
+            assert.are.equal("COUNT", log[j].select, "case " .. i)
+            assert.are.equal(0, log[j].items, "case " .. i)
+          end
+        end
+        -- Filters matched on the records are read: an integer tenant shares
+        -- its partition with its text, other metadata is inside the record.
+        for i, case in ipairs({ { { ["metadata.tenant_id"] = 7 }, 1 }, { { ["metadata.tenant_id"] = "7" }, 1 },
+            { { ["metadata.n"] = 1, status = "paused" }, 25 }, { { job_id_in = { "j001", "t7", "zz" } }, 2 } }) do
+          local n = #log
+          assert.are.equal(case[2], store:count_jobs(case[1]), "read case " .. i)
+          for j = n + 1, #log do assert.is_nil(log[j].select, "read case " .. i) end
+        end
+        restore()
+        -- Every count agrees with the query.
+        for i, case in ipairs(exact) do
+          assert.are.equal(#store:query_jobs(case[1]), store:count_jobs(case[1]), "case " .. i)
+        end
+      end)
     end)
   end)
 
@@ -505,13 +749,14 @@ describe("dynamodb store", function()
       assert(runs[id] == 1, ("job %s ran %s times"):format(id, tostring(runs[id])))
     end
     assert.is_true((by.s1 or 0) > 0 and (by.s2 or 0) > 0, "one scheduler did all the work")
-    -- What is left is history: one run per job, which outlives its job.
+    -- What is left is history: one run per job, which outlives its job
+    -- (and the table's meta item).
     local left = {}
     for _, item in ipairs(raw_items(name)) do
-      local kind = item.PK.S:match("^RUN#") and "run" or "other"
+      local kind = item.PK.S:match("^RUN#") and "run" or item.PK.S == "META" and "meta" or "other"
       left[kind] = (left[kind] or 0) + 1
     end
-    assert.are.same({ run = 2000 }, left, "items left behind")
+    assert.are.same({ run = 2000, meta = 1 }, left, "items left behind")
     local recorded = store1:query_runs({ outcome = "ok" })
     assert.are.equal(2000, #recorded)
     store1:close()
