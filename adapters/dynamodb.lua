@@ -535,7 +535,7 @@ end
 
 function Store:update_job(id, updates)
   check_id(id, "update_job")
-  local u = kit.check_updates(id, updates)
+  local u = kit.check_update_job(id, updates)
   for _ = 1, MAX_RETRIES do
     local e = self:locate(id)
     if e == nil then fail("not_found", "job '%s' not found", id) end

@@ -1,9 +1,9 @@
 /* request.c - fuzzes the store request path: job records read from JSON
  * (chr_job_from_json), the rules chr_store_submit checks before any
  * adapter sees a request (chr_store_record_check, chr_store_updates_check,
- * claim, query and lease options), scheduler-level validation
- * (chr_job_validate, chr_job_prepare), and the memory store answering
- * what passed.
+ * chr_store_update_only_check, claim, query and lease options),
+ * scheduler-level validation (chr_job_validate, chr_job_prepare), and the
+ * memory store answering what passed.
  *
  * Input: 33 bytes of parameters (an operation selector, then limit,
  * offset, now and lease as four little-endian int64), then a job record
@@ -105,12 +105,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   /* The input as the updates of update, CAS and a completion of "base". */
   int uvalid = chr_store_updates_check("base", j, err, sizeof err) == 0;
-  chr_store_req_init(&req, (o >> 2) % 2 ? CHR_OP_CAS : CHR_OP_UPDATE);
+  chr_store_op_t uop = (o >> 2) % 2 ? CHR_OP_CAS : CHR_OP_UPDATE;
+  int opvalid = uvalid && (uop == CHR_OP_CAS ||
+                           chr_store_update_only_check("base", j, err, sizeof err) == 0);
+  chr_store_req_init(&req, uop);
   req.id = "base";
   req.job = j;
   req.expected = (o >> 3) % 2 ? j : NULL;
   st = submit(s, &req);
-  FUZZ_CHECK(uvalid ? st == 0 : st == CHR_EINVAL, "update: %d, rules say %d", st, uvalid);
+  FUZZ_CHECK(opvalid ? st == 0 : st == CHR_EINVAL, "update: %d, rules say %d", st, opvalid);
   chr_store_req_reset(&req);
   char id[] = "base", owner[] = "owner";
   chr_completion_t item = {id, owner, (o >> 4) % 2, j, 0};

@@ -472,7 +472,8 @@ describe("progress", function()
       seen = s:get_job(job.job_id).progress
       assert.is_true(chronis.progress("copying"))
       -- Another node took the job (its lease expired): this run may not write.
-      s:store():update_job(job.job_id, { claimed_by = "someone-else" })
+      s:store():compare_and_swap_job(job.job_id, { claimed_by = s:node_id() },
+        { claimed_by = "someone-else" })
       after_loss = chronis.progress(90, "late")
     end)
     local err = U.assert_error("invalid_state", chronis.progress, 1)

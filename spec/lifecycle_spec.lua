@@ -112,10 +112,20 @@ describe("lifecycles", function()
     local s = H.scheduler { storage = chronis.storage.lua(adapter) }
     s:every { seconds = 5 }:config { job_id = "every5" }:run("h")
     claim_between = true
-    local job = s:update_job("every5", { trigger_args = { seconds = 7 } })
+    local job = s:update_job("every5", { priority = 7 })
     assert.are.equal("running", job.status)
     assert.are.equal("other", job.claimed_by)
-    assert.are.same({ seconds = 7 }, job.trigger_args)
+    assert.are.equal(7, job.priority)
+    -- Found running on the second read: its trigger is its run's now.
+    s:every { seconds = 5 }:config { job_id = "every6" }:run("h")
+    claim_between = true
+    local ok, err = pcall(s.update_job, s, "every6", { trigger_args = { seconds = 7 } })
+    assert.is_false(ok)
+    assert.are.equal("invalid_state", err.code)
+    assert.truthy(err.message:find("'trigger_args'", 1, true), err.message)
+    job = s:get_job("every6")
+    assert.are.equal("other", job.claimed_by)
+    assert.are.same({ seconds = 5 }, job.trigger_args)
   end)
 
   -- A process that stops schedulers and makes new ones (a restart, a store

@@ -324,7 +324,8 @@ describe("scheduler API", function()
     it("pause_job refuses running, paused and failed jobs with 'invalid_state' naming the status", function()
       seed()
       local store = s:store()
-      store:update_job("b", { status = "running", claimed_by = "n1", lease_until = fmt(T0 + 60 * S) })
+      store:compare_and_swap_job("b", { status = "scheduled" },
+        { status = "running", claimed_by = "n1", lease_until = fmt(T0 + 60 * S) })
       store:update_job("c", { status = "failed" })
       s:pause_job("a")
       for id, status in pairs({ a = "paused", b = "running", c = "failed" }) do

@@ -165,17 +165,32 @@ local function table_arg(id, t, what)
   return t
 end
 
---- check_updates(id, updates): a checked copy of the updates for job `id`
---- (update, CAS, completions), times canonical: they pass the checks of
---- update_job on every store (job_id cannot change, status cannot be
---- removed, fields of their types, the rule of check_values).
-function M.check_updates(id, updates)
+-- The checked copy of updates, by the rules of `op` (nil: every update;
+-- "update_job": update_job's own as well).
+local function checked_updates(id, updates, op)
   -- Checked before the copy: a table nested too deep, or a cycle, is
   -- refused by name there, not copied until the Lua stack overflows.
-  contract.check_updates(id, table_arg(id, updates, "updates"))
+  contract.check_updates(id, table_arg(id, updates, "updates"), op)
   local u = copy(updates)
   check_fields(u, ("job '%s'"):format(id), true)
   return u
+end
+
+--- check_updates(id, updates): a checked copy of the updates for job `id`
+--- (CAS, completions), times canonical: they pass the checks of every
+--- update on every store (job_id cannot change, status cannot be removed,
+--- fields of their types, the rule of check_values).
+function M.check_updates(id, updates)
+  return checked_updates(id, updates)
+end
+
+--- check_update_job(id, updates): check_updates for update_job itself,
+--- which on every store also refuses what only claims, completions and
+--- recovery write (compare_and_swap_job may): a change of claimed_by,
+--- lease_until or attempt, status running, and status scheduled with
+--- next_run_time null.
+function M.check_update_job(id, updates)
+  return checked_updates(id, updates, "update_job")
 end
 
 --- check_expected(id, expected): a checked copy of a CAS expectation, times
@@ -503,7 +518,7 @@ local CALLS = {
   end,
   update_job = function(id, updates)
     check_id(id, "update_job")
-    return id, M.check_updates(id, updates)
+    return id, M.check_update_job(id, updates)
   end,
   compare_and_swap_job = function(id, expected, updates)
     check_id(id, "compare_and_swap_job")
@@ -547,7 +562,7 @@ local CALLS = {
 ---   create_job(job)                  -> the record (check_record)
 ---   get_job(id), delete_job(id)      -> id
 ---   get_jobs_batch(ids)              -> ids
----   update_job(id, updates)          -> id, updates (check_updates)
+---   update_job(id, updates)          -> id, updates (check_update_job)
 ---   compare_and_swap_job(id, e, u)   -> id, expected, updates
 ---   query_jobs(filters, limit, off)  -> match, ids (compile_filters), limit, offset
 ---   count_jobs(filters)              -> match, ids

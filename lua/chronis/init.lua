@@ -671,31 +671,142 @@ end
 
 local trigger_fields = { trigger_type = true, trigger_args = true, timezone = true }
 
---- update_job(id, fields): changing the trigger recomputes next_run_time.
---- A compare-and-swap on the job's updated_at, read again and retried when
+-- The fields chronis writes itself, which update_job refuses, with who
+-- writes them. Claims, completions and lease recovery write the lease, the
+-- attempts and the record of the last run with compare-and-swaps of their
+-- own: a value set by hand would make a running job no process holds (one
+-- that never runs again), or a record of runs that did not happen.
+local owned_fields = {
+  claimed_by = "the engine", lease_until = "the engine", attempt = "the engine",
+  retry_count = "the engine", last_run_time = "the engine", last_scheduled_time = "the engine",
+  last_run_at = "the engine", last_outcome = "the engine", last_error = "the engine",
+  failure_count = "the engine", consecutive_failures = "the engine", progress = "the engine",
+  created_at = "the scheduler when the job is created", updated_at = "the store on every write",
+}
+local owned_names = keys_of(owned_fields)
+
+-- What may not change while the job runs: the end of its run writes them
+-- (its status and next time, from the trigger it was claimed with).
+local run_fields = { "next_run_time", "status", "timezone", "trigger_args", "trigger_type" }
+
+local update_option_names = { "metadata" }
+
+-- The metadata mode of update_job's options: "merge" (the default) or
+-- "replace". Raises `invalid` at `level` naming a bad option.
+local function metadata_mode(opts, level)
+  if opts == nil then return "merge" end
+  if type(opts) ~= "table" then
+    error(core.error("invalid", ("update_job: options must be a table, got %s"):format(type(opts))),
+      level + 1)
+  end
+  local unknown = {}
+  for k in pairs(opts) do
+    if k ~= "metadata" then unknown[#unknown + 1] = tostring(k) end
+  end
+  if #unknown > 0 then
+    table.sort(unknown)
+    error(core.error("invalid", "update_job: " .. core.unknown_keys("option", unknown,
+      update_option_names)), level + 1)
+  end
+  local m = opts.metadata
+  if m == nil then return "merge" end
+  if m ~= "merge" and m ~= "replace" then
+    error(core.error("invalid", ("update_job: invalid option 'metadata': expected merge or replace, "
+      .. "got %s"):format(type(m) == "string" and "'" .. m .. "'" or type(m))), level + 1)
+  end
+  return m
+end
+
+-- An object as JSON sees it: a table that is not an array.
+local function is_object(v)
+  return type(v) == "table" and v[1] == nil
+end
+
+-- The stored metadata with the given top-level keys set, and removed where
+-- they are chronis.json.null; a nested table replaces the stored value.
+-- Only objects merge: anything else given replaces what is stored.
+local function merge_metadata(stored, given)
+  if not is_object(given) or (stored ~= nil and not is_object(stored)) then return given end
+  local out = copy(stored)
+  for k, v in pairs(given) do
+    if v == M.json.null then out[k] = nil else out[k] = v end
+  end
+  return out
+end
+
+--- update_job(id, fields [, opts]): changing the trigger recomputes
+--- next_run_time. metadata is merged into the stored one, top-level key by
+--- key (null removes a key), unless opts.metadata is "replace". The fields
+--- chronis writes (owned_fields, status running) are refused, and so is a
+--- scheduled job without a next run time; a running job keeps its status,
+--- next run time and trigger until its run ends (docs/api.md). A
+--- compare-and-swap on the job's updated_at, read again and retried when
 --- the job changed meanwhile (a claim, a completion), so a concurrent
 --- change is never overwritten.
-function Scheduler:update_job(id, fields)
+function Scheduler:update_job(id, fields, opts)
   if type(fields) ~= "table" then fail("invalid", "update_job: fields must be a table") end
+  local meta_mode = metadata_mode(opts, 2)
+  -- Before the typo check: last_run_at is no misspelling of last_run_time.
+  for _, k in ipairs(owned_names) do
+    if fields[k] ~= nil then
+      fail("invalid", "update_job: field '%s' is set by %s and cannot be updated", k, owned_fields[k])
+    end
+  end
+  if fields.status == "running" then
+    fail("invalid", "update_job: field 'status' cannot be set to running: the engine sets it when it "
+      .. "claims the job (run_job_now runs a job at once)")
+  end
   refuse_typos(fields, "job field", { core.job_fields, free_fields }, 2)
   if fields.job_id ~= nil and fields.job_id ~= id then fail("invalid", "update_job: job_id cannot change") end
+  local null = M.json.null
   for _ = 1, 5 do
     local cur = must_get(self, id, 2)
+    if cur.status == "running" then
+      for _, k in ipairs(run_fields) do
+        if fields[k] ~= nil then
+          fail("invalid_state", "update_job: field '%s' of job '%s' cannot change while it runs (its "
+            .. "status is running): the end of the run sets it", k, id)
+        end
+      end
+    end
+    local updates = copy(fields)
+    if meta_mode == "merge" and fields.metadata ~= nil then
+      updates.metadata = merge_metadata(cur.metadata, fields.metadata)
+    end
     local merged, retrigger = copy(cur), false
-    for k, v in pairs(fields) do
+    for k, v in pairs(updates) do
       merged[k] = v
       if trigger_fields[k] then retrigger = true end
     end
-    local updates = copy(fields)
     if retrigger then
       merged.next_run_time = nil
       local prepared = engine.prepare_job(merged, self._e:now())
-      updates.next_run_time = prepared.next_run_time or M.json.null
+      updates.next_run_time = prepared.next_run_time or null
       if cur.status == "scheduled" or cur.status == "pending" then
         updates.status = prepared.next_run_time and "scheduled" or "pending"
       end
     else
       engine.prepare_job(merged, self._e:now()) -- validates the result
+    end
+    -- A scheduled job always has a next run time: one removed by hand is
+    -- refused; one missing is the trigger's next, as resume_job does.
+    if (updates.status or cur.status) == "scheduled" then
+      local nrt = updates.next_run_time
+      if nrt == nil then nrt = cur.next_run_time end
+      if nrt == nil or nrt == null then
+        if fields.next_run_time == null and not retrigger then
+          fail("invalid", "update_job: field 'next_run_time' cannot be removed from a scheduled job "
+            .. "(give it a time, or another status such as paused)")
+        end
+        local m = copy(merged)
+        m.next_run_time, m.status = nil, nil
+        nrt = engine.prepare_job(m, self._e:now()).next_run_time
+        if nrt == nil then
+          fail("invalid", "update_job: job '%s' cannot be scheduled: field 'next_run_time' is not set "
+            .. "and its trigger has no next time", id)
+        end
+        updates.next_run_time = nrt
+      end
     end
     local ok, job = self._store:compare_and_swap_job(id, { updated_at = cur.updated_at }, updates)
     if ok then return job end

@@ -100,6 +100,25 @@ int chr_store_updates_check(const char *id, const chr_job_t *u, char *err, size_
   return 0;
 }
 
+int chr_store_update_only_check(const char *id, const chr_job_t *u, char *err, size_t errlen) {
+  static const int leased[] = {CHR_F_CLAIMED_BY, CHR_F_LEASE_UNTIL, CHR_F_ATTEMPT};
+  if (u == NULL) return 0;
+  uint32_t given = u->mask | u->nullmask;
+  if ((u->mask & CHR_BIT(CHR_F_STATUS)) && u->status == CHR_ST_RUNNING)
+    return chr_errf(err, errlen, "job '%s': update_job cannot set field 'status' to running: "
+                    "a claim does (use compare_and_swap_job)", id);
+  for (size_t i = 0; i < sizeof leased / sizeof leased[0]; i++)
+    if (given & CHR_BIT(leased[i]))
+      return chr_errf(err, errlen, "job '%s': update_job cannot change field '%s': claims, "
+                      "completions and lease recovery own it (use compare_and_swap_job)", id,
+                      chr_job_fields[leased[i]].name);
+  if ((u->mask & CHR_BIT(CHR_F_STATUS)) && u->status == CHR_ST_SCHEDULED &&
+      (u->nullmask & CHR_BIT(CHR_F_NEXT_RUN_TIME)))
+    return chr_errf(err, errlen, "job '%s': update_job cannot remove field 'next_run_time' of "
+                    "a job it makes scheduled (a scheduled job needs a next run time)", id);
+  return 0;
+}
+
 int chr_store_completion_result(const chr_completion_t *c, const chr_job_t *j) {
   if (j == NULL) return CHR_ENOTFOUND;
   if (!chr_job_has(j, CHR_F_CLAIMED_BY) || j->claimed_by == NULL ||
@@ -149,7 +168,9 @@ static int check_request(chr_store_req_t *req) {
     return 1;
   }
   if (((in & CHR_IN_RECORD) && chr_store_record_check(req->job, name, err, sizeof err) != 0) ||
-      ((in & CHR_IN_UPDATES) && chr_store_updates_check(req->id, req->job, err, sizeof err) != 0)) {
+      ((in & CHR_IN_UPDATES) && chr_store_updates_check(req->id, req->job, err, sizeof err) != 0) ||
+      (req->op == CHR_OP_UPDATE &&
+       chr_store_update_only_check(req->id, req->job, err, sizeof err) != 0)) {
     chr_store_req_fail(req, CHR_EINVAL, "%s", err);
     return 1;
   }

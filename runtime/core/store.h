@@ -156,6 +156,15 @@ extern const char *const chr_store_op_names[CHR_OP__COUNT];
  * it without a valid status ("job '<id>': job_id cannot be changed"). */
 int chr_store_record_check(const chr_job_t *j, const char *where, char *err, size_t errlen);
 int chr_store_updates_check(const char *id, const chr_job_t *u, char *err, size_t errlen);
+/* chr_store_update_only_check: the rules of update_job alone, on top of
+ * chr_store_updates_check (compare_and_swap_job and completions, which
+ * claims and completions are made of, may do all this): updates u of job
+ * `id` that neither set nor remove claimed_by, lease_until or attempt, do
+ * not set status running, and do not make the job scheduled while removing
+ * its next_run_time ("job '<id>': update_job cannot set field
+ * 'claimed_by': ..."). A job updated by hand is then never running
+ * without a lease that recovery can see expire. */
+int chr_store_update_only_check(const char *id, const chr_job_t *u, char *err, size_t errlen);
 
 /* Orders jobs as query results: next_run_time ascending, nil last, then
  * job_id. qsort comparator over chr_job_t pointers. */

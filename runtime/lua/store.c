@@ -1463,14 +1463,20 @@ static int l_check_record(lua_State *L) {
   return 0;
 }
 
-/* check_updates(id, updates): raises `invalid` unless updates may be
- * applied to job id (chr_store_updates_check). */
+/* check_updates(id, updates [, op]): raises `invalid` unless updates may
+ * be applied to job id (chr_store_updates_check), and with op
+ * "update_job", by update_job (chr_store_update_only_check too). */
 static int l_check_updates(lua_State *L) {
   const char *id = luaL_checkstring(L, 1);
+  int update_only = !lua_isnoneornil(L, 3);
+  if (update_only && strcmp(luaL_checkstring(L, 3), "update_job") != 0)
+    return luaL_argerror(L, 3, "expected \"update_job\" or nothing");
   char err[400];
+  lua_settop(L, 2);
   lua_pushfstring(L, "job '%s'", id);
   chr_job_t *u = check_partial(L, 2, lua_tostring(L, -1));
   int rc = chr_store_updates_check(id, u, err, sizeof err);
+  if (rc == 0 && update_only) rc = chr_store_update_only_check(id, u, err, sizeof err);
   chr_job_free(u);
   if (rc != 0) return chr_lua_error(L, rc, "%s", err);
   return 0;

@@ -75,9 +75,10 @@ function Store:get_job(id)
 end
 
 -- update_job(id, updates) -> the updated job; 'not_found' when missing.
--- The checked updates are a copy (kit.check_updates: job_id cannot change,
--- status cannot be removed, times canonical); kit.apply merges them one
--- level deep, null removing a field.
+-- The checked updates are a copy (kit.check_update_job: job_id cannot
+-- change, status cannot be removed, no lease fields nor status running,
+-- times canonical); kit.apply merges them one level deep, null removing a
+-- field.
 function Store:update_job(id, updates)
   local _, u = check_call(self, "update_job", id, updates)
   local rec = self.jobs[id]

@@ -730,6 +730,117 @@ return function(name, factory, opts)
       end)
     end)
 
+    describe("updates that cannot corrupt a job", function()
+      local null = chronis.json.null
+      local naming = U.assert_error_naming
+
+      -- Each field the engine (or the store) writes, with a value to try.
+      local OWNED = {
+        claimed_by = "intruder", lease_until = fmt(T0 + 60 * S), attempt = 3, retry_count = 2,
+        last_run_time = fmt(T0), last_scheduled_time = fmt(T0), last_run_at = fmt(T0),
+        last_outcome = "ok", last_error = { code = "error", message = "x" }, failure_count = 1,
+        consecutive_failures = 1, progress = { value = 1 }, created_at = fmt(T0),
+        updated_at = fmt(T0),
+      }
+
+      it("refuse each field the engine writes, set or removed, naming it, and change nothing", function()
+        local s = sched()
+        s:every { minutes = 5 }:config { job_id = "u", metadata = { tenant_id = "acme" } }:run("h")
+        local before = store:get_job("u")
+        for k, v in pairs(OWNED) do
+          naming("invalid", "'" .. k .. "'", s.update_job, s, "u", { [k] = v, name = "changed" })
+          naming("invalid", "'" .. k .. "'", s.update_job, s, "u", { [k] = null })
+        end
+        assert.are.same(before, store:get_job("u"))
+      end)
+
+      it("refuse status running, and the job still runs when due", function()
+        local s, ran = recording_sched()
+        due_job(s, "r", T0)
+        local before = store:get_job("r")
+        naming("invalid", "'status'", s.update_job, s, "r", { status = "running" })
+        naming("invalid", "'status'", s.update_job, s, "r", { status = "running", priority = 9 })
+        assert.are.same(before, store:get_job("r"))
+        s:start()
+        wait(function() return #ran == 1 end, "the job did not run")
+        assert.are.same({ "r" }, ran)
+      end)
+
+      it("keep a next run time on a scheduled job, the trigger's next when it has none", function()
+        local s = sched()
+        s:every { minutes = 5 }:config { job_id = "i" }:run("h")
+        local before = store:get_job("i")
+        naming("invalid", "'next_run_time'", s.update_job, s, "i",
+          { status = "scheduled", next_run_time = null })
+        naming("invalid", "'next_run_time'", s.update_job, s, "i", { next_run_time = null })
+        assert.are.same(before, store:get_job("i"))
+        -- Paused, it may lose it; scheduled again, it gets the trigger's next.
+        s:pause_job("i")
+        assert.is_nil(s:update_job("i", { next_run_time = null }).next_run_time)
+        local j = s:update_job("i", { status = "scheduled" })
+        assert.are.equal("scheduled", j.status)
+        assert.are.equal(T0 + 300 * S, H.t(j.next_run_time))
+        -- A trigger without a next time cannot make a job scheduled.
+        local p = s:on { year = 2020, month = 1, day = 1 }:config { job_id = "p" }:run("h")
+        assert.are.equal("pending", p.status)
+        s:pause_job("p")
+        before = store:get_job("p")
+        naming("invalid", "'next_run_time'", s.update_job, s, "p", { status = "scheduled" })
+        assert.are.same(before, store:get_job("p"))
+      end)
+
+      it("refuse a running job's status, next run time and trigger with invalid_state; other fields apply", function()
+        local s = sched()
+        local g = H.hold_runs(s, 1, 1)
+        local before = store:get_job("j01")
+        assert.are.equal("running", before.status)
+        for k, v in pairs({ status = "paused", next_run_time = fmt(T0 + 3600 * S),
+            trigger_args = { run_date = fmt(T0 + 3600 * S) }, timezone = "Europe/Paris" }) do
+          naming("invalid_state", "'" .. k .. "'", s.update_job, s, "j01", { [k] = v })
+        end
+        assert.are.same(before, store:get_job("j01"))
+        local j = s:update_job("j01", { priority = 7, metadata = { note = "hi" } })
+        assert.are.equal(7, j.priority)
+        assert.are.same({ note = "hi" }, j.metadata)
+        for _, k in ipairs({ "status", "claimed_by", "lease_until", "next_run_time" }) do
+          assert.are.equal(before[k], j[k], k)
+        end
+        g.open = true
+        wait(function() return store:get_job("j01") == nil end, "the run did not complete")
+        assert.are.equal(1, s:stats().succeeded)
+      end)
+
+      it("merge metadata key by key, remove keys set to null, and replace it on request", function()
+        local s = sched()
+        s:every { minutes = 5 }:config { job_id = "m",
+          metadata = { tenant_id = "acme", region = "us", limits = { a = 1, b = 2 } } }:run("h")
+        local j = s:update_job("m", { metadata = { region = "eu", limits = { a = 3 } } })
+        local want = { tenant_id = "acme", region = "eu", limits = { a = 3 } }
+        assert.are.same(want, j.metadata)
+        assert.are.same(want, store:get_job("m").metadata)
+        assert.are.same({ "m" }, H.ids(s:query_jobs({ ["metadata.tenant_id"] = "acme" })))
+        j = s:update_job("m", { metadata = { region = null } })
+        assert.are.same({ tenant_id = "acme", limits = { a = 3 } }, j.metadata)
+        j = s:update_job("m", { metadata = { only = 1 } }, { metadata = "replace" })
+        assert.are.same({ only = 1 }, j.metadata)
+        assert.are.same({ only = 1 }, store:get_job("m").metadata)
+        j = s:update_job("m", { metadata = { other = 2 } }, { metadata = "merge" })
+        assert.are.same({ only = 1, other = 2 }, j.metadata)
+      end)
+
+      it("refuse unknown options and metadata modes, naming them", function()
+        local s = sched()
+        s:every { minutes = 5 }:config { job_id = "o", metadata = { tenant_id = "acme" } }:run("h")
+        local before = store:get_job("o")
+        naming("invalid", "'metdata'", s.update_job, s, "o", { metadata = { x = 1 } },
+          { metdata = "replace" })
+        naming("invalid", "'metadata'", s.update_job, s, "o", { metadata = { x = 1 } },
+          { metadata = "swap" })
+        naming("invalid", "options", s.update_job, s, "o", { name = "x" }, "replace")
+        assert.are.same(before, store:get_job("o"))
+      end)
+    end)
+
     describe("graceful stop", function()
       it("finishes running handlers, returns unstarted claims and can start again", function()
         local s = sched { max_workers = 1 }

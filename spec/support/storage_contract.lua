@@ -400,12 +400,12 @@ return function(name, factory, opts)
       end)
 
       it("removes fields set to chronis.json.null", function()
-        create("u", { claimed_by = "n1", lease_until = at(30), custom = "x", metadata = { a = 1 } })
-        local r = store:update_job("u", { claimed_by = null, lease_until = null, custom = null,
+        create("u", { name = "n", last_run_time = at(-30), custom = "x", metadata = { a = 1 } })
+        local r = store:update_job("u", { name = null, last_run_time = null, custom = null,
           next_run_time = null })
         for _, got in ipairs({ r, store:get_job("u") }) do
-          assert.is_nil(got.claimed_by)
-          assert.is_nil(got.lease_until)
+          assert.is_nil(got.name)
+          assert.is_nil(got.last_run_time)
           assert.is_nil(got.custom)
           assert.is_nil(got.next_run_time)
           assert.are.same({ a = 1 }, got.metadata)
@@ -420,6 +420,41 @@ return function(name, factory, opts)
         assert.are.equal("2025-01-15T11:00:00Z", r.next_run_time)
         assert.are.equal("2025-01-15T10:00:00.000001Z", r.last_run_time)
         assert.are.equal("2025-01-15T11:00:00Z", store:get_job("u").next_run_time)
+      end)
+
+      it("refuses what only claims and completions write, naming the field, found or not", function()
+        create("u", { metadata = { tenant_id = "acme" } })
+        running("r", "n1")
+        local before = { u = store:get_job("u"), r = store:get_job("r") }
+        local refused = {
+          { "claimed_by", { claimed_by = "n2" } }, { "claimed_by", { claimed_by = null } },
+          { "lease_until", { lease_until = at(60) } }, { "lease_until", { lease_until = null } },
+          { "attempt", { attempt = 2 } }, { "attempt", { attempt = null } },
+          { "status", { status = "running" } },
+          { "status", { status = "running", claimed_by = "n2", lease_until = at(60) } },
+          { "next_run_time", { status = "scheduled", next_run_time = null } },
+        }
+        for _, id in ipairs({ "u", "r", "missing" }) do
+          for _, case in ipairs(refused) do
+            local err = assert_error_code("invalid", function()
+              store:update_job(id, copy(case[2]))
+            end)
+            assert.truthy(err.message:find("'" .. case[1] .. "'", 1, true), err.message)
+          end
+        end
+        assert.are.same(before.u, store:get_job("u"))
+        assert.are.same(before.r, store:get_job("r"))
+        assert.is_nil(store:get_job("missing"))
+        -- A compare-and-swap may: claims and completions are made of it.
+        assert.is_true((store:compare_and_swap_job("u", { status = "scheduled" },
+          { status = "running", claimed_by = "n2", lease_until = at(60), attempt = 1 })))
+        assert.is_true((store:compare_and_swap_job("u", { claimed_by = "n2" },
+          { status = "scheduled", claimed_by = null, lease_until = null, attempt = null })))
+        -- Other statuses, and a scheduled job given a time, are updates.
+        assert.are.equal("failed", store:update_job("u", { status = "failed",
+          next_run_time = null }).status)
+        assert.are.equal(at(5), store:update_job("u", { status = "scheduled",
+          next_run_time = at(5) }).next_run_time)
       end)
 
       it("raises 'not_found' for a missing id and creates nothing", function()
