@@ -103,7 +103,7 @@ describe("chronis.adapter_kit", function()
 
     it("refuses a bad time, status or priority, naming the field", function()
       assert_invalid("job 'a': invalid field 'created_at'", kit.check_fields, { created_at = "soon" }, "job 'a'")
-      assert_invalid("job 'a': invalid field 'status': expected pending, scheduled, running, paused or failed",
+      assert_invalid("job 'a': invalid field 'status': expected pending, scheduled, running, paused, failed or completed",
         kit.check_fields, { status = "done" }, "job 'a'")
       assert_invalid("invalid field 'priority': expected an integer", kit.check_fields, { priority = 1.5 }, "j")
       assert_invalid("invalid field 'priority'", kit.check_fields, { priority = "1" }, "j")

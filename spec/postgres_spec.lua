@@ -424,7 +424,7 @@ describe("postgres store", function()
       s:close()
       local h = history(t)
       assert.are.equal("1|create the jobs table|16\n2|indexes for claims, lease recovery and metadata filters|16\n"
-        .. "3|the run history table|16", h)
+        .. "3|the run history table|16\n4|status completed, and an index of completed jobs|16", h)
       local before = psql(("SELECT string_agg(applied_at::text, ',') FROM %s_migrations"):format(t))
       local s2 = chronis.storage.open(url(nil, t))
       assert.is_nil(s2:get_job("x"))
@@ -436,7 +436,7 @@ describe("postgres store", function()
       assert.are.equal(before, psql(("SELECT string_agg(applied_at::text, ',') FROM %s_migrations"):format(t)))
       local idx = psql(("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = '%s'")
         :format(t))
-      assert.are.equal(("%s_due,%s_lease,%s_metadata,%s_pkey"):format(t, t, t, t), idx)
+      assert.are.equal(("%s_completed,%s_due,%s_lease,%s_metadata,%s_pkey"):format(t, t, t, t, t), idx)
       idx = psql(("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = '%s_runs'")
         :format(t))
       assert.are.equal(("%s_runs_pkey,%s_runs_started"):format(t, t), idx)
@@ -446,16 +446,17 @@ describe("postgres store", function()
       local t = fresh_table()
       local ok, out = migrate(url(nil, t), true)
       assert(ok, out)
-      assert.truthy(out:find("0 of 3", 1, true), out)
+      assert.truthy(out:find("0 of 4", 1, true), out)
       assert.truthy(out:find("pending", 1, true), out)
       ok, out = migrate(url(nil, t))
       assert(ok, out)
       assert.truthy(out:find("applied migration 1", 1, true), out)
       assert.truthy(out:find("applied migration 2", 1, true), out)
       assert.truthy(out:find("applied migration 3", 1, true), out)
+      assert.truthy(out:find("applied migration 4", 1, true), out)
       ok, out = migrate(url(nil, t), true)
       assert(ok, out)
-      assert.truthy(out:find("3 of 3 migration(s) applied, up to date", 1, true), out)
+      assert.truthy(out:find("4 of 4 migration(s) applied, up to date", 1, true), out)
       assert.is_nil(out:find("pending", 1, true), out)
       ok, out = migrate(need():url("table=bad;name"))
       assert.is_false(ok)
@@ -487,12 +488,13 @@ describe("postgres store", function()
       end
       assert(U.sh(table.concat(cmds, " ") .. " wait"))
       for i = 1, 4 do assert.are.equal("ok\n", U.read(outs[i]), "process " .. i) end
-      assert.are.equal("1|1\n2|1\n3|1", psql(("SELECT version, count(*) FROM %s_migrations GROUP BY version ORDER BY version")
+      assert.are.equal("1|1\n2|1\n3|1\n4|1", psql(("SELECT version, count(*) FROM %s_migrations GROUP BY version ORDER BY version")
         :format(t)))
     end)
 
-    -- A table as the previous version left it: migrations 1 and 2 (their
-    -- text is unchanged), no runs table, with jobs in it.
+    -- A table as an earlier version left it: migrations 1 and 2 (their
+    -- text is unchanged), no runs table, the status check of migration 1,
+    -- with jobs in it.
     local function version2_table(t)
       local s = chronis.storage.open(url(nil, t))
       s:create_job({ job_id = "kept", status = "scheduled", next_run_time = "2025-01-15T10:00:00Z",
@@ -500,13 +502,20 @@ describe("postgres store", function()
       s:create_job({ job_id = "busy", status = "running", claimed_by = "n1",
         lease_until = "2025-01-15T10:05:00Z", next_run_time = "2025-01-15T10:00:00Z" })
       s:close()
-      psql(("DROP TABLE %s_runs; DELETE FROM %s_migrations WHERE version = 3"):format(t, t))
+      psql(("DROP TABLE %s_runs; DROP INDEX %s_completed; ALTER TABLE %s DROP CONSTRAINT %s_status_check; "
+        .. "ALTER TABLE %s ADD CHECK (status IN ('pending', 'scheduled', 'running', 'paused', 'failed')); "
+        .. "DELETE FROM %s_migrations WHERE version >= 3"):format(t, t, t, t, t, t))
       assert.are.equal("1\n2", psql(("SELECT version FROM %s_migrations ORDER BY version"):format(t)))
+      local ok, err = pcall(psql, ("INSERT INTO %s (job_id, status, updated_at) "
+        .. "VALUES ('x', 'completed', now())"):format(t))
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("check constraint", 1, true), tostring(err))
     end
 
-    -- The table after migration 3: its jobs as they were, and history works.
+    -- The table after migrations 3 and 4: its jobs as they were, history
+    -- works, and a job may be completed.
     local function assert_migrated(t)
-      assert.are.equal("1\n2\n3", psql(("SELECT version FROM %s_migrations ORDER BY version"):format(t)))
+      assert.are.equal("1\n2\n3\n4", psql(("SELECT version FROM %s_migrations ORDER BY version"):format(t)))
       local s = chronis.storage.open(url("auto_migrate=false", t))
       local kept = s:get_job("kept")
       assert.are.equal("Kept", kept.name)
@@ -521,6 +530,12 @@ describe("postgres store", function()
       local runs = s:query_runs({ job_id = "busy" })
       assert.are.equal(1, #runs)
       assert.are.equal("n1/1", runs[1].run_id)
+      s:update_job("kept", { status = "completed", next_run_time = chronis.json.null })
+      assert.are.same({ "kept" }, (function()
+        local out = {}
+        for i, j in ipairs(s:query_jobs({ status = "completed" })) do out[i] = j.job_id end
+        return out
+      end)())
       s:close()
     end
 
@@ -534,11 +549,12 @@ describe("postgres store", function()
       s:close()
       local ok, out = migrate(url(nil, t), true)
       assert(ok, out)
-      assert.truthy(out:find("2 of 3 migration(s) applied", 1, true), out)
+      assert.truthy(out:find("2 of 4 migration(s) applied", 1, true), out)
       assert.truthy(out:find("3%s+pending%s+%x+%s+the run history table"), out)
       ok, out = migrate(url(nil, t))
       assert(ok, out)
       assert.truthy(out:find("applied migration 3 to public." .. t .. ": the run history table", 1, true), out)
+      assert.truthy(out:find("applied migration 4 to public." .. t .. ": status completed", 1, true), out)
       assert.is_nil(out:find("applied migration 1", 1, true), out)
       assert_migrated(t)
     end)

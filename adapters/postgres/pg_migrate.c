@@ -68,6 +68,24 @@ static const struct {
      "  PRIMARY KEY (job_id, started_at, run_id)\n"
      ");\n"
      "CREATE INDEX {N:_runs_started} ON {R} (started_at, run_id)"},
+    /* A one-shot job kept after its success (keep_completed) is completed:
+     * the status check of migration 1 (named by the server) is replaced.
+     * Every row passed the old check, so the wider one needs no scan of the
+     * table (NOT VALID: it holds for every write from now on). The index
+     * serves the engine's retention pass: completed jobs by updated_at. */
+    {4, "status completed, and an index of completed jobs",
+     "DO $$\n"
+     "DECLARE c name;\n"
+     "BEGIN\n"
+     "  FOR c IN SELECT conname FROM pg_constraint WHERE conrelid = '{T}'::regclass\n"
+     "      AND contype = 'c' AND conkey = ARRAY[(SELECT attnum FROM pg_attribute\n"
+     "        WHERE attrelid = '{T}'::regclass AND attname = 'status')] LOOP\n"
+     "    EXECUTE format('ALTER TABLE {T} DROP CONSTRAINT %I', c);\n"
+     "  END LOOP;\n"
+     "END $$;\n"
+     "ALTER TABLE {T} ADD CONSTRAINT {N:_status_check} CHECK (status IN\n"
+     "  ('pending', 'scheduled', 'running', 'paused', 'failed', 'completed')) NOT VALID;\n"
+     "CREATE INDEX {N:_completed} ON {T} (updated_at) WHERE status = 'completed'"},
 };
 #define NMIG ((int)(sizeof migrations / sizeof *migrations))
 #define MAX_APPLIED 64

@@ -55,9 +55,10 @@ function M.check_options(opts, known, who)
   end
 end
 
-M.STATUSES = { pending = true, scheduled = true, running = true, paused = true, failed = true }
+M.STATUSES = { pending = true, scheduled = true, running = true, paused = true, failed = true,
+  completed = true }
 local STATUSES = M.STATUSES
-local STATUS_LIST = "pending, scheduled, running, paused or failed"
+local STATUS_LIST = "pending, scheduled, running, paused, failed or completed"
 
 --- The fields that hold instants. Other fields are data, never rewritten,
 --- even when they look like times (next_run_time_local).
@@ -113,7 +114,7 @@ M.same = same
 
 --- check_fields(t, where, partial): checks, in t (a table of the store's
 --- own), the few fields a store relies on, and rewrites its times
---- canonically: times parse, status is one of the five, priority is an
+--- canonically: times parse, status is one of the six, priority is an
 --- integer. `partial` is for updates and CAS expectations, where
 --- chronis.json.null stands for "absent". Errors start with `where`.
 local function check_fields(t, where, partial)

@@ -13,7 +13,7 @@ local json, ctime, tz = chronis.json, chronis.time, chronis.tz
 local S = 1000000 -- µs in a second
 
 local DEFAULT_STORAGE = "sqlite:chronis.db" -- the host's default
-local STATUSES = { "scheduled", "pending", "running", "paused", "failed" }
+local STATUSES = { "scheduled", "pending", "running", "paused", "failed", "completed" }
 local OUTCOMES = { "ok", "error", "timeout", "skipped", "interrupted" }
 
 -- ---- errors ----
@@ -304,8 +304,8 @@ local COMMON = {
   { "help", nil, "show this help" },
 }
 
-local F_STATUS = { "status", "S", "pending, scheduled, running, paused or failed; repeat it or "
-  .. "give a comma list", many = true }
+local F_STATUS = { "status", "S", "pending, scheduled, running, paused, failed or completed; repeat "
+  .. "it or give a comma list", many = true }
 local F_NAME = { "name", "NAME", "jobs named NAME (exactly)" }
 local F_HANDLER = { "handler", "NAME", "jobs of the handler NAME (func_name, exactly)" }
 local F_META = { "meta", "KEY=VALUE", "metadata.KEY equal to VALUE (read as JSON when it is JSON, "
@@ -978,7 +978,8 @@ change("run", {
   summary = "make a job due now",
   help = "Makes a job due now (next run time = now, status scheduled, retry count 0): a\n"
     .. "scheduler running on this store picks it up at its next poll. From scheduled,\n"
-    .. "pending, paused or failed; a recurring job then goes on with its schedule.",
+    .. "pending, paused, failed or completed (a completed one-shot job runs again); a\n"
+    .. "recurring job then goes on with its schedule.",
   examples = { "chronis jobs run nightly-report" },
 }, "run_job_now", function(_, job)
   return ("job %s is due now: a scheduler running on this store starts it"):format(job.job_id)

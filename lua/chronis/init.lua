@@ -208,7 +208,8 @@ end
 
 --- chronis.scheduler{storage, lock, polling_interval, max_workers,
 --- max_queue_size, lease_seconds, clock, on_success, on_failure, logger,
---- shutdown_grace, node_id, default_timeout, strict_handlers, filters}
+--- shutdown_grace, node_id, default_timeout, strict_handlers,
+--- keep_completed, filters}
 function M.scheduler(opts)
   local o = copy(opts)
   for _, k in ipairs({ "on_success", "on_failure" }) do
@@ -825,7 +826,9 @@ function Scheduler:delete_job(id)
 end
 
 -- Moves a job between statuses with a CAS on its current status, so a
--- concurrent claim is never overwritten.
+-- concurrent claim is never overwritten. A completed job is matched on its
+-- updated_at too: the engine's retention marks one (claimed_by) before it
+-- deletes it, and a job marked is being deleted.
 local function transition(self, id, allowed, verb, updates_of)
   for _ = 1, 5 do
     local cur = must_get(self, id, 3)
@@ -833,7 +836,15 @@ local function transition(self, id, allowed, verb, updates_of)
       error(core.error("invalid_state", ("cannot %s job '%s': its status is %s"):format(
         verb, id, cur.status)), 3)
     end
-    local ok, job = self._store:compare_and_swap_job(id, { status = cur.status }, updates_of(cur))
+    local expected = { status = cur.status }
+    if cur.status == "completed" then
+      if cur.claimed_by ~= nil then
+        error(core.error("invalid_state", ("cannot %s job '%s': it completed longer than "
+          .. "keep_completed ago and is being deleted"):format(verb, id)), 3)
+      end
+      expected.updated_at = cur.updated_at
+    end
+    local ok, job = self._store:compare_and_swap_job(id, expected, updates_of(cur))
     if ok then return job end
   end
   error(core.error("conflict", ("cannot %s job '%s': it keeps changing"):format(verb, id)), 3)
@@ -857,9 +868,11 @@ function Scheduler:resume_job(id)
   end)
 end
 
+--- run_job_now(id): due now, with its retry_count at 0; a completed
+--- one-shot job runs again (and is completed again once it succeeds).
 function Scheduler:run_job_now(id)
-  local job = transition(self, id, { scheduled = true, pending = true, paused = true, failed = true },
-    "run", function()
+  local job = transition(self, id, { scheduled = true, pending = true, paused = true, failed = true,
+    completed = true }, "run", function()
       return { status = "scheduled", next_run_time = self._e:now(), retry_count = 0 }
     end)
   self._e:tick()

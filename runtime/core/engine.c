@@ -3,9 +3,10 @@
  * A job's life inside one process: claimed by the store (running, leased
  * to this node) -> queued in a heap -> started as a task when a worker is
  * free -> finished (ok, error, timeout) -> a completion (next run, retry,
- * failed, or delete) queued and flushed to the store in one batch, each a
- * CAS on claimed_by so a job recovered by another node is never
- * overwritten. */
+ * failed, completed, or delete) queued and flushed to the store in one
+ * batch, each a CAS on claimed_by so a job recovered by another node is
+ * never overwritten. Completed one-shot jobs (keep_completed) are deleted
+ * by a pass of their own once their retention is over. */
 #include "engine.h"
 
 #include <math.h>
@@ -35,7 +36,7 @@ enum { END_OK, END_ERROR, END_TIMEOUT, END_NO_HANDLER, END_SHUTDOWN, END_SKIPPED
 
 const char *const chr_sched_op_names[CHR_SOP__COUNT] = {
     "claiming due jobs", "writing completions", "recovering expired leases",
-    "extending leases", "asking for the next due time"};
+    "extending leases", "asking for the next due time", "deleting completed jobs"};
 
 struct chr_run {
   chr_sched_t *s;
@@ -85,6 +86,14 @@ struct chr_sched {
   unsigned claim_busy : 1, flush_busy : 1, due_busy : 1, recover_busy : 1, extend_busy : 1,
       dispatching : 1, starved : 1, closed : 1, grace_over : 1, reclaim : 1;
   int64_t last_recover;
+  /* The retention pass over completed jobs (keep_completed): the jobs its
+   * query found, deleted one after the other, and when it last began. */
+  struct {
+    unsigned busy : 1, full : 1;
+    chr_job_t **jobs;
+    size_t n, next, deleted;
+    int64_t last;
+  } expiry;
   int64_t claimed_at; /* the time the last answered claim looked at */
   int refs; /* the owner's, pending requests, timers and runs */
   /* Next run times this node wrote (a min-heap): for stores that cannot
@@ -323,6 +332,14 @@ static void set_next(chr_job_t *u, int64_t next) {
   chr_job_set_time(u, CHR_F_NEXT_RUN_TIME, next);
 }
 
+/* A one-shot job that succeeded, kept for keep_completed instead of
+ * deleted: completed, without a next run (its lease is cleared with the
+ * other release updates); its last-run fields say how it ended. */
+static void set_completed(chr_job_t *u) {
+  chr_job_set_int(u, CHR_F_STATUS, CHR_ST_COMPLETED);
+  u->nullmask |= CHR_BIT(CHR_F_NEXT_RUN_TIME);
+}
+
 /* The first fire time strictly after `after`, skipping every slot up to
  * `now` (for the skip policy and for interval jobs that fell behind). */
 static int64_t next_after(const chr_trigger_t *t, int64_t after, int64_t now) {
@@ -525,7 +542,10 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
       chr_job_set_int(u, CHR_F_STATUS, CHR_ST_PENDING);
       u->nullmask |= CHR_BIT(CHR_F_NEXT_RUN_TIME);
     } else if (next == CHR_TIME_NONE) {
-      c->remove = 1;
+      if (end == END_OK && job->trigger_type == CHR_TT_DATE && s->opts.keep_completed > 0)
+        set_completed(u);
+      else
+        c->remove = 1;
     } else {
       set_next(u, next);
     }
@@ -944,9 +964,158 @@ static void recover(chr_sched_t *s, int64_t now) {
   sreq_submit(q);
 }
 
+/* ---- retention of completed jobs ---- */
+
+/* Completed jobs deleted per pass at most; a full page makes the next tick
+ * begin another pass, so a backlog drains a page per poll. */
+#define EXPIRE_PAGE 100
+
+/* The pause between passes: a tenth of keep_completed, from 1 s to an
+ * hour, so a completed job outlives its retention by that much at most,
+ * and a long retention costs one query an hour. */
+static int64_t expire_every(const chr_sched_t *s) {
+  double every = s->opts.keep_completed / 10;
+  if (every < 1) every = 1;
+  if (every > 3600) every = 3600;
+  return (int64_t)(every * 1e6);
+}
+
+static void expire_next(chr_sched_t *s);
+
+static void expire_end(chr_sched_t *s) {
+  if (s->expiry.deleted)
+    chr_sched_log(s, CHR_LOG_INFO, NULL, "deleted %zu completed job(s) kept longer than "
+                  "keep_completed (%gs)", s->expiry.deleted, s->opts.keep_completed);
+  for (size_t i = 0; i < s->expiry.n; i++) chr_job_free(s->expiry.jobs[i]);
+  free(s->expiry.jobs);
+  s->expiry.jobs = NULL;
+  s->expiry.n = s->expiry.next = s->expiry.deleted = 0;
+  s->expiry.busy = 0;
+  if (s->expiry.full) s->expiry.last = CHR_TIME_NONE;
+  s->expiry.full = 0;
+}
+
+/* A failed request ends the pass; the next waits for the backoff. */
+static void expire_failed(chr_sched_t *s, sreq_t *q) {
+  op_failed(s, CHR_SOP_EXPIRE, &q->req);
+  s->expiry.full = 0;
+  sreq_free(q);
+  expire_end(s);
+}
+
+static void expire_delete_cb(chr_store_req_t *req) {
+  sreq_t *q = req->data;
+  chr_sched_t *s = q->s;
+  if (req->status != 0) {
+    expire_failed(s, q);
+    return;
+  }
+  op_ok(s, CHR_SOP_EXPIRE);
+  if (req->ok) {
+    s->stats.expired++;
+    s->expiry.deleted++;
+  }
+  sreq_free(q);
+  expire_next(s);
+}
+
+/* The job is marked (claimed_by this node) unless it changed since the
+ * query read it: then it is left alone. The mark makes the delete safe:
+ * run_job_now refuses a marked job, and changes an unmarked one, which
+ * the CAS then sees. */
+static void expire_mark_cb(chr_store_req_t *req) {
+  sreq_t *q = req->data;
+  chr_sched_t *s = q->s;
+  if (req->status != 0 && req->status != CHR_ENOTFOUND) {
+    expire_failed(s, q);
+    return;
+  }
+  op_ok(s, CHR_SOP_EXPIRE);
+  /* Marked, it is deleted even by a scheduler stopping meanwhile: left
+   * marked, its fresh updated_at would keep it another retention. */
+  if (req->status != 0 || !req->ok) {
+    sreq_free(q);
+    expire_next(s);
+    return;
+  }
+  sreq_t *d = sreq_new(s, CHR_OP_DELETE, expire_delete_cb);
+  d->ids = q->ids;
+  d->nids = q->nids;
+  q->ids = NULL;
+  q->nids = 0;
+  d->req.id = d->ids[0];
+  sreq_free(q);
+  sreq_submit(d);
+}
+
+static void expire_next(chr_sched_t *s) {
+  if (s->state != CHR_SCHED_RUNNING || s->expiry.next >= s->expiry.n) {
+    expire_end(s);
+    return;
+  }
+  const chr_job_t *j = s->expiry.jobs[s->expiry.next++];
+  sreq_t *q = sreq_new(s, CHR_OP_CAS, expire_mark_cb);
+  q->ids = chr_calloc(1, sizeof *q->ids);
+  q->ids[0] = chr_strdup(j->job_id);
+  q->nids = 1;
+  q->expected = chr_job_new();
+  chr_job_set_int(q->expected, CHR_F_STATUS, CHR_ST_COMPLETED);
+  chr_job_set_time(q->expected, CHR_F_UPDATED_AT, j->updated_at);
+  q->updates = chr_job_new();
+  chr_job_set_str(q->updates, CHR_F_CLAIMED_BY, s->node_id);
+  q->req.id = q->ids[0];
+  q->req.expected = q->expected;
+  q->req.job = q->updates;
+  sreq_submit(q);
+}
+
+static void expire_query_cb(chr_store_req_t *req) {
+  sreq_t *q = req->data;
+  chr_sched_t *s = q->s;
+  if (req->status != 0) {
+    expire_failed(s, q);
+    return;
+  }
+  op_ok(s, CHR_SOP_EXPIRE);
+  s->expiry.full = req->njobs >= EXPIRE_PAGE;
+  s->expiry.jobs = req->jobs;
+  s->expiry.n = req->njobs;
+  s->expiry.next = 0;
+  req->jobs = NULL;
+  req->njobs = 0;
+  sreq_free(q);
+  expire_next(s);
+}
+
+/* Deletes the completed jobs whose last write (updated_at, on the store's
+ * clock) is keep_completed or more before now: a query of completed jobs
+ * (a status most stores index) at most every expire_every, then one job
+ * at a time, so the pass never holds many requests. Off when
+ * keep_completed is 0. */
+static void expire_completed(chr_sched_t *s, int64_t now) {
+  if (s->opts.keep_completed <= 0 || s->expiry.busy) return;
+  int64_t every = expire_every(s);
+  int fails = s->health[CHR_SOP_EXPIRE].fails;
+  if (fails && backoff_us(s, fails) > every) every = backoff_us(s, fails);
+  if (s->expiry.last != CHR_TIME_NONE && now - s->expiry.last < every && now >= s->expiry.last)
+    return;
+  s->expiry.last = now;
+  sreq_t *q = sreq_new(s, CHR_OP_QUERY, expire_query_cb);
+  q->filter = chr_calloc(1, sizeof *q->filter);
+  chr_filter_init(q->filter);
+  q->filter->status_mask = 1u << CHR_ST_COMPLETED;
+  q->filter->upd_lte = now - (int64_t)(s->opts.keep_completed * 1e6);
+  chr_filter_add_scope(q->filter, scope_of(s)); /* a tenant's scheduler keeps to its jobs */
+  q->req.filter = q->filter;
+  q->req.limit = EXPIRE_PAGE;
+  s->expiry.busy = 1;
+  sreq_submit(q);
+}
+
 void chr_sched_tick(chr_sched_t *s) {
   if (s->state != CHR_SCHED_RUNNING) return;
   recover(s, chr_sched_now(s));
+  expire_completed(s, chr_sched_now(s));
   claim(s);
 }
 
@@ -1275,7 +1444,7 @@ chr_sched_t *chr_sched_new(chr_store_t *store, chr_lock_t *lock, const chr_sched
   s->opts.scope = &s->scope;
   s->hooks = hooks;
   s->host = host;
-  s->armed_at = s->last_recover = s->claimed_at = CHR_TIME_NONE;
+  s->armed_at = s->last_recover = s->claimed_at = s->expiry.last = CHR_TIME_NONE;
   make_node_id(s->node_id, sizeof s->node_id);
   s->refs = 1; /* the owner's, dropped by chr_sched_close */
   s->watch.cb = wake_cb;
@@ -1555,6 +1724,7 @@ chr_sched_stats_t chr_sched_stop_stats(const chr_sched_t *s) {
   d.killed -= b->killed;
   d.store_errors -= b->store_errors;
   d.unwritten -= b->unwritten;
+  d.expired -= b->expired;
   return d;
 }
 

@@ -1,7 +1,8 @@
 /* engine.h - the scheduler engine (docs/engine.md): the tick (lease
  * recovery, claim up to free capacity, drain, misfire classification,
  * dispatch), runs with timeouts, retries, batched completions, lease
- * heartbeats, wake-up timers, backoff on a failing store and graceful stop.
+ * heartbeats, wake-up timers, backoff on a failing store, graceful stop,
+ * and the retention of completed one-shot jobs (keep_completed).
  *
  * The engine knows nothing of Lua. Its host (runtime/lua/scheduler.c, or a
  * C program) runs handlers and hears about outcomes through the hooks
@@ -33,19 +34,23 @@ typedef struct chr_sched_opts {
    * metadata conditions and the store's own keys (chr_filter_is_scope);
    * NULL for every job. Copied by chr_sched_new. */
   const chr_filter_t *scope;
+  /* Seconds a one-shot job that succeeded is kept, status completed, before
+   * the engine deletes it; 0 = deleted at once. */
+  double keep_completed;
 } chr_sched_opts_t;
 
 typedef struct chr_sched_stats {
   uint64_t claimed, succeeded, failed, retried, skipped, returned, killed;
   uint64_t store_errors; /* failed store requests of the engine */
   uint64_t unwritten;    /* completions given up at a stop: the store kept failing */
+  uint64_t expired;      /* completed jobs deleted once keep_completed passed */
 } chr_sched_stats_t;
 
 /* The engine's store requests, each with its own failure streak: a failing
  * kind is logged once when it starts failing and once when it recovers,
  * and retried with backoff in between. */
 enum { CHR_SOP_CLAIM, CHR_SOP_COMPLETE, CHR_SOP_RECOVER, CHR_SOP_EXTEND, CHR_SOP_NEXT_DUE,
-       CHR_SOP__COUNT };
+       CHR_SOP_EXPIRE, CHR_SOP__COUNT };
 extern const char *const chr_sched_op_names[CHR_SOP__COUNT];
 
 /* How a started run ended, as its host reports it (chr_run_done). */

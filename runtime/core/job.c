@@ -16,7 +16,7 @@
 #include "tz.h"
 
 const char *const chr_status_names[CHR_ST__COUNT] = {
-    NULL, "pending", "scheduled", "running", "paused", "failed"};
+    NULL, "pending", "scheduled", "running", "paused", "failed", "completed"};
 const char *const chr_trigger_type_names[CHR_TT__COUNT] = {NULL, "interval", "cron",
                                                            "date"};
 const char *const chr_if_missed_names[CHR_MISS__COUNT] = {NULL, "skip", "run_once",

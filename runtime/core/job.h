@@ -18,8 +18,14 @@ typedef enum {
   CHR_ST_RUNNING,
   CHR_ST_PAUSED,
   CHR_ST_FAILED,
+  /* A one-shot job kept after its success (the scheduler's keep_completed):
+   * last, so that the values before it keep their numbers. */
+  CHR_ST_COMPLETED,
   CHR_ST__COUNT
 } chr_status_t;
+
+/* The statuses, for messages. */
+#define CHR_STATUS_LIST "pending, scheduled, running, paused, failed or completed"
 
 typedef enum {
   CHR_TT_NONE = 0,

@@ -81,8 +81,8 @@ int chr_store_record_check(const chr_job_t *j, const char *where, char *err, siz
   if (!chr_job_has(j, CHR_F_STATUS) || (j->nullmask & CHR_BIT(CHR_F_STATUS)))
     return chr_errf(err, errlen, "job '%s': field 'status' is required", j->job_id);
   if (j->status <= CHR_ST_NONE || j->status >= CHR_ST__COUNT)
-    return chr_errf(err, errlen, "job '%s': invalid field 'status': expected pending, "
-                    "scheduled, running, paused or failed", j->job_id);
+    return chr_errf(err, errlen, "job '%s': invalid field 'status': expected " CHR_STATUS_LIST,
+                    j->job_id);
   return 0;
 }
 
@@ -95,8 +95,8 @@ int chr_store_updates_check(const char *id, const chr_job_t *u, char *err, size_
   if (u->nullmask & CHR_BIT(CHR_F_STATUS))
     return chr_errf(err, errlen, "job '%s': status cannot be removed", id);
   if ((given & CHR_BIT(CHR_F_STATUS)) && (u->status <= CHR_ST_NONE || u->status >= CHR_ST__COUNT))
-    return chr_errf(err, errlen, "job '%s': invalid field 'status': expected pending, "
-                    "scheduled, running, paused or failed", id);
+    return chr_errf(err, errlen, "job '%s': invalid field 'status': expected " CHR_STATUS_LIST,
+                    id);
   return 0;
 }
 

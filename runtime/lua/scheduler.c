@@ -409,7 +409,8 @@ static int opt_ref(lua_State *L, int t, const char *k, int type) {
 static const char *const known_opts[] = {
     "storage",        "lock",    "polling_interval", "max_workers",     "max_queue_size",
     "lease_seconds",  "clock",   "logger",           "shutdown_grace",  "node_id",
-    "default_timeout", "on_success", "on_failure", "strict_handlers", "filters", NULL};
+    "default_timeout", "on_success", "on_failure", "strict_handlers", "keep_completed",
+    "filters",        NULL};
 
 static int is_on_finish(const char *k) {
   return strcmp(k, "on_finish") == 0;
@@ -426,6 +427,7 @@ static int l_new(lua_State *L) {
   o.lease_seconds = opt_number(L, 1, "lease_seconds", 30, 0.01, 86400);
   o.shutdown_grace = opt_number(L, 1, "shutdown_grace", 30, 0, 86400);
   o.default_timeout = opt_number(L, 1, "default_timeout", 0, 0, 86400 * 365);
+  o.keep_completed = opt_number(L, 1, "keep_completed", 0, 0, 86400 * 3660);
   lua_getfield(L, 1, "node_id");
   const char *node_id = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   if (node_id && (strlen(node_id) == 0 || lua_rawlen(L, -1) > 47))
@@ -659,6 +661,7 @@ static int l_stats(lua_State *L) {
   STAT(returned);
   STAT(killed);
   STAT(store_errors);
+  STAT(expired);
 #undef STAT
   /* What fails now, by request kind; empty when the store answers. */
   lua_createtable(L, 0, 0);

@@ -610,8 +610,7 @@ static int parse_filter(lua_State *L) {
         bad = 1;
       }
       if (bad)
-        chr_lua_error(L, CHR_EINVAL, "invalid filter 'status': expected pending, scheduled, "
-                                     "running, paused or failed");
+        chr_lua_error(L, CHR_EINVAL, "invalid filter 'status': expected " CHR_STATUS_LIST);
     } else if (strcmp(k, "trigger_type") == 0) {
       const char *s = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : "";
       f->trigger_type = chr_enum_parse(chr_trigger_type_names, CHR_TT__COUNT, s);

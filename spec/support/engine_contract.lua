@@ -122,7 +122,11 @@ return function(name, factory, opts)
       local id = "probe" .. probes
       due_job(s, id, s:now(), "probe", { priority = 0 })
       s:tick()
-      wait(function() return store:get_job(id) == nil end, "the probe job " .. id .. " did not run")
+      wait(function()
+        local j = store:get_job(id)
+        return j == nil or j.status == "completed"
+      end, "the probe job " .. id .. " did not run")
+      store:delete_job(id) -- kept by a scheduler with keep_completed
     end
 
     describe("claims", function()
@@ -838,6 +842,97 @@ return function(name, factory, opts)
           { metadata = "swap" })
         naming("invalid", "options", s.update_job, s, "o", { name = "x" }, "replace")
         assert.are.same(before, store:get_job("o"))
+      end)
+    end)
+
+    describe("keep_completed", function()
+      local KEEP = 3600
+
+      local function completed_ids(s)
+        return H.ids(s:query_jobs({ status = "completed" }))
+      end
+
+      it("keeps a one-shot job that succeeds with status completed, and never runs it again", function()
+        local s, ran = recording_sched { keep_completed = KEEP }
+        due_job(s, "once", T0, "h", { metadata = { tenant_id = "acme" } })
+        s:every { hours = 1 }:config { job_id = "every" }:run("h")
+        s:start()
+        wait(function() return field("once", "status") == "completed" end,
+          "the job was not kept as completed")
+        local j = store:get_job("once")
+        assert.is_nil(j.next_run_time)
+        assert.is_nil(j.claimed_by)
+        assert.is_nil(j.lease_until)
+        assert.are.equal("ok", j.last_outcome)
+        assert.are.equal(T0, H.t(j.last_run_at))
+        assert.are.equal(T0, H.t(j.last_run_time))
+        assert.are.equal(1, j.attempt)
+        assert.are.same({ tenant_id = "acme" }, j.metadata)
+        assert.are.same({ "once" }, completed_ids(s))
+        assert.are.equal(1, s:count_jobs({ status = "completed" }))
+        assert.are.equal(1, s:count_jobs({ status = "completed", ["metadata.tenant_id"] = "acme" }))
+        assert.are.equal(1, s:stats().succeeded)
+        -- A recurring job goes on with its schedule.
+        clock.now = T0 + 3600 * S
+        s:tick()
+        wait(function() return #ran == 2 end, "the interval job did not run")
+        settle(s)
+        table.sort(ran)
+        assert.are.same({ "every", "once" }, ran)
+        assert.are.equal("scheduled", field("every", "status"))
+        assert.are.same({ "once" }, completed_ids(s))
+      end)
+
+      it("is off by default: a one-shot job that succeeds is deleted", function()
+        local s, ran = recording_sched()
+        due_job(s, "once", T0)
+        s:start()
+        wait(function() return store:get_job("once") == nil end, "the job was not deleted")
+        assert.are.same({ "once" }, ran)
+        assert.are.equal(0, s:count_jobs({ status = "completed" }))
+      end)
+
+      it("leaves a one-shot job that fails failed", function()
+        local s = sched { keep_completed = KEEP }
+        s:handler("boom", function() error("boom") end)
+        due_job(s, "bad", T0, "boom")
+        s:start()
+        wait(function() return field("bad", "status") == "failed" end, "the job did not fail")
+        assert.are.equal("error", field("bad", "last_outcome"))
+        assert.are.same({}, completed_ids(s))
+      end)
+
+      it("deletes completed jobs once keep_completed has passed since their last write", function()
+        local s, ran = recording_sched { keep_completed = KEEP }
+        due_job(s, "old", T0)
+        s:start()
+        wait(function() return field("old", "status") == "completed" end, "the job was not kept")
+        -- updated_at is the store's clock; the scheduler's is moved around it.
+        local written = H.t(field("old", "updated_at"))
+        clock.now = written + (KEEP - 60) * S
+        settle(s)
+        assert.are.equal("completed", field("old", "status"), "deleted before keep_completed passed")
+        clock.now = written + 2 * KEEP * S
+        s:tick()
+        wait(function() return store:get_job("old") == nil end, "the completed job was not deleted")
+        assert.are.same({ "old" }, ran)
+        assert.are.equal(1, s:stats().expired)
+      end)
+
+      it("lets run_job_now run a completed job again; pause, resume and retry refuse it", function()
+        local s, ran = recording_sched { keep_completed = KEEP }
+        due_job(s, "again", T0)
+        s:start()
+        wait(function() return field("again", "status") == "completed" end, "the job was not kept")
+        for _, m in ipairs({ "pause_job", "resume_job", "retry_job" }) do
+          local err = U.assert_error("invalid_state", s[m], s, "again")
+          assert.truthy(err.message:find("completed", 1, true), err.message)
+        end
+        local j = s:run_job_now("again")
+        assert.are.equal("scheduled", j.status)
+        wait(function() return #ran == 2 and field("again", "status") == "completed" end,
+          "the job did not run again")
+        assert.are.equal(2, field("again", "attempt"))
       end)
     end)
 

@@ -768,6 +768,30 @@ return function(name, factory, opts)
           assert.are.same({}, query_ids({ updated_at_lte = a.updated_at }))
         end)
 
+        -- A one-shot job kept after its success (the scheduler's
+        -- keep_completed): created so, or written so by an update.
+        it("store, find and count status completed, alone, in a list and by updated_at", function()
+          local kept = create("kept", { status = "completed", next_run_time = NONE, last_outcome = "ok" })
+          create("f", { status = "failed", next_run_time = NONE })
+          create("s", { next_run_time = at(60) })
+          chronis.sleep(0.02)
+          local r = store:update_job("s", { status = "completed", next_run_time = null })
+          assert.are.equal("completed", r.status)
+          assert.are.equal("completed", store:get_job("kept").status)
+          assert.are.equal("ok", store:get_job("kept").last_outcome)
+          assert.are.same({ "kept", "s" }, query_ids({ status = "completed" }))
+          assert.are.same({ "f", "kept", "s" }, query_ids({ status = { "completed", "failed" } }))
+          assert.are.same({ "kept" }, query_ids({ status = "completed", updated_at_lte = kept.updated_at }))
+          assert.are.same({ "s" }, query_ids({ status = "completed" }, 1, 1))
+          assert.are.same({}, query_ids({ status = "scheduled" }))
+          if supports.count_jobs then
+            assert.are.equal(2, store:count_jobs({ status = "completed" }))
+            assert.are.equal(1, store:count_jobs({ status = "completed", updated_at_lte = kept.updated_at }))
+          end
+          store:delete_job("kept")
+          assert.are.same({ "s" }, query_ids({ status = "completed" }))
+        end)
+
         it("raise 'invalid' naming an unknown key", function()
           fixture()
           local err = assert_error_code("invalid", function() store:query_jobs({ bogus_key = 1 }) end)
@@ -1050,6 +1074,20 @@ return function(name, factory, opts)
         assert.is_nil(got.lease_until)
         assert.are.same({ tenant_id = "acme" }, got.metadata)
         assert.are.same({ "a" }, query_ids({ status = "scheduled", next_run_time_gte = at(3600) }))
+      end)
+
+      it("moves a run job to status completed, out of the running jobs", function()
+        running("a", "node-a")
+        local res = store:complete_jobs({ { job_id = "a", owner = "node-a", updates = {
+          status = "completed", next_run_time = null, claimed_by = null, lease_until = null,
+          last_outcome = "ok" } } })
+        assert_result(res[1], "a", true, nil)
+        local got = store:get_job("a")
+        assert.are.equal("completed", got.status)
+        assert.is_nil(got.next_run_time)
+        assert.is_nil(got.claimed_by)
+        assert.are.same({ "a" }, query_ids({ status = "completed" }))
+        assert.are.same({}, query_ids({ status = "running" }))
       end)
 
       it("refuses another owner with 'conflict' and changes nothing", function()
