@@ -213,9 +213,12 @@ local function suite(name, url)
       assert.are.same({ "b" }, ids("--meta", "tenant=42"))
       assert.are.same({}, ids("--meta", 'tenant="42"'))
       assert.are.same({ "c" }, ids("--due-before", "3h", "--handler", "send_email"))
+      -- b runs at 09:00 Paris: whether it is more than an hour away depends
+      -- on the time of day, so the expectation is computed from the store
       local after = ids("--due-after", "1h")
-      table.sort(after) -- in next-run order, which depends on the time of day
-      assert.are.same({ "b", "c" }, after)
+      table.sort(after)
+      local b_later = us(store:get_job("b").next_run_time) > now_us() + 3600 * S
+      assert.are.same(b_later and { "b", "c" } or { "c" }, after)
       assert.are.same({}, ids("--due-before", "-1m"))
       local code, out = run("jobs", "list", "--status", "running")
       assert.are.equal(0, code)
