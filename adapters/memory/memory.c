@@ -418,10 +418,20 @@ static mrec_t **ids_collect(const mem_store_t *ms, const chr_filter_t *f, size_t
   return out;
 }
 
-/* Pushes the jobs the filter matches among those walked, in their order,
- * past offset and up to limit. Returns 1 when the limit stopped it. */
-static int query_push(chr_store_req_t *req, const chr_job_t *j, int64_t *skip) {
-  if (req->filter != NULL && !chr_filter_match(req->filter, j)) return 0;
+/* Whether f is one metadata condition and statuses, nothing else: the
+ * jobs an index walk of it finds all match, and a count of it reads the
+ * index's counts. */
+static int filter_only_meta(const chr_filter_t *f) {
+  return f->trigger_type == 0 && f->nrt_lte == CHR_TIME_NONE &&
+         f->nrt_gte == CHR_TIME_NONE && f->upd_lte == CHR_TIME_NONE &&
+         f->upd_gte == CHR_TIME_NONE && f->nmeta == 1 && !f->has_ids;
+}
+
+/* Pushes the jobs the filter matches among those walked (all of them when
+ * `all`), in their order, past offset and up to limit. Returns 1 when the
+ * limit stopped it. */
+static int query_push(chr_store_req_t *req, const chr_job_t *j, int all, int64_t *skip) {
+  if (!all && req->filter != NULL && !chr_filter_match(req->filter, j)) return 0;
   if (*skip > 0) {
     (*skip)--;
     return 0;
@@ -445,24 +455,17 @@ static void op_query(mem_store_t *ms, chr_store_req_t *req) {
   } else if (chr_memindex_select(&ms->ix, f, f ? f->status_mask : 0, &sel)) {
     chr_memidx_qcur_t c;
     chr_job_t *j;
+    int all = filter_only_meta(f);
     chr_memidx_qcur_init(&c, &sel, f);
-    while ((j = chr_memidx_qcur_next(&c)) != NULL && !query_push(req, j, &skip)) {}
+    while ((j = chr_memidx_qcur_next(&c)) != NULL && !query_push(req, j, all, &skip)) {}
     chr_memidx_qcur_free(&c);
     chr_memidx_sel_free(&sel);
   } else {
     qcur_t c;
     mrec_t *r;
     qcur_init(&c, ms, f);
-    while ((r = qcur_next(&c)) != NULL && !query_push(req, &r->job, &skip)) {}
+    while ((r = qcur_next(&c)) != NULL && !query_push(req, &r->job, 0, &skip)) {}
   }
-}
-
-/* Whether f is one metadata condition and statuses, nothing else: an
- * indexed count of it reads the index's counts. */
-static int filter_only_meta(const chr_filter_t *f) {
-  return f->trigger_type == 0 && f->nrt_lte == CHR_TIME_NONE &&
-         f->nrt_gte == CHR_TIME_NONE && f->upd_lte == CHR_TIME_NONE &&
-         f->upd_gte == CHR_TIME_NONE && f->nmeta == 1 && !f->has_ids;
 }
 
 static void op_count(mem_store_t *ms, chr_store_req_t *req) {
