@@ -124,11 +124,8 @@ void chr_memindex_free(chr_memindex_t *ix) {
   memset(ix, 0, sizeof *ix);
 }
 
-chr_memidx_link_t *chr_memindex_links_new(const chr_memindex_t *ix, chr_job_t *job) {
-  if (ix->npaths == 0) return NULL;
-  chr_memidx_link_t *links = chr_calloc(ix->npaths, sizeof *links);
+void chr_memindex_links_init(const chr_memindex_t *ix, chr_memidx_link_t *links, chr_job_t *job) {
   for (size_t i = 0; i < ix->npaths; i++) links[i].job = job;
-  return links;
 }
 
 /* The job's value at p, as chr_filter_match reads it: present and not

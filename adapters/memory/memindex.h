@@ -93,9 +93,9 @@ typedef struct chr_memindex {
  * NULL or none: no index, and every other call does nothing. */
 void chr_memindex_init(chr_memindex_t *ix, char **paths);
 void chr_memindex_free(chr_memindex_t *ix);
-/* The links of a job at a stable address (one per path, unlinked), or
- * NULL without an index. */
-chr_memidx_link_t *chr_memindex_links_new(const chr_memindex_t *ix, chr_job_t *job);
+/* Readies a job's links (one per path, at a stable address, zeroed) for
+ * the job, unlinked. */
+void chr_memindex_links_init(const chr_memindex_t *ix, chr_memidx_link_t *links, chr_job_t *job);
 /* Links the job in under its current status, times and metadata, or takes
  * it out: the store does one before and the other after each write. */
 void chr_memindex_add(chr_memindex_t *ix, chr_memidx_link_t *links);

@@ -46,10 +46,11 @@ typedef struct mrec {
   chr_job_t job;
   chr_rb_node_t by_status;
   chr_rb_node_t aux;
-  chr_memidx_link_t *links; /* one per indexed path; NULL without an index */
   uint32_t hash;
   uint8_t aux_in; /* AUX_* */
   uint8_t mark;   /* scratch: de-duplicates id lists */
+  /* With index_metadata, one chr_memidx_link_t per indexed path follows
+   * in the same allocation (rec_links): nothing is spent without one. */
 } mrec_t;
 
 typedef struct mem_store {
@@ -115,17 +116,21 @@ static int lease_cmp(const chr_rb_node_t *a, const chr_rb_node_t *b) {
   return chr_memidx_cmp_lease(&REC_OF(a, aux)->job, &REC_OF(b, aux)->job);
 }
 
+static chr_memidx_link_t *rec_links(const mem_store_t *ms, mrec_t *r) {
+  return ms->ix.npaths ? (chr_memidx_link_t *)(void *)(r + 1) : NULL;
+}
+
 static void rec_index(mem_store_t *ms, mrec_t *r) {
   int st = r->job.status;
   chr_rb_insert(&ms->by_status[st], &r->by_status);
   r->aux_in = (uint8_t)chr_memidx_aux_of(&r->job);
   if (r->aux_in == AUX_DUE) chr_rb_insert(&ms->due, &r->aux);
   else if (r->aux_in == AUX_LEASE) chr_rb_insert(&ms->lease, &r->aux);
-  if (r->links != NULL) chr_memindex_add(&ms->ix, r->links);
+  if (ms->ix.npaths) chr_memindex_add(&ms->ix, rec_links(ms, r));
 }
 
 static void rec_unindex(mem_store_t *ms, mrec_t *r) {
-  if (r->links != NULL) chr_memindex_remove(&ms->ix, r->links);
+  if (ms->ix.npaths) chr_memindex_remove(&ms->ix, rec_links(ms, r));
   chr_rb_remove(&ms->by_status[r->job.status], &r->by_status);
   if (r->aux_in == AUX_DUE)
     chr_rb_remove(&ms->due, &r->aux);
@@ -261,7 +266,7 @@ static void rec_reshare(mem_store_t *ms, mrec_t *r, char *saved[NINTERNED], cons
 }
 
 static mrec_t *rec_new(mem_store_t *ms, const chr_job_t *src) {
-  mrec_t *r = chr_calloc(1, sizeof *r);
+  mrec_t *r = chr_calloc(1, sizeof *r + ms->ix.npaths * sizeof(chr_memidx_link_t));
   chr_job_t *copy = chr_job_dup(src);
   /* Take over the copy's fields and drop its shell: the record embeds the
    * job, one allocation instead of two. */
@@ -271,7 +276,7 @@ static mrec_t *rec_new(mem_store_t *ms, const chr_job_t *src) {
   r->job.mask &= ~r->job.nullmask;
   r->job.nullmask = 0;
   r->hash = (uint32_t)hash_id(ms, r->job.job_id);
-  r->links = chr_memindex_links_new(&ms->ix, &r->job);
+  chr_memindex_links_init(&ms->ix, rec_links(ms, r), &r->job);
   rec_intern(ms, r);
   return r;
 }
@@ -282,7 +287,6 @@ static void rec_free(mem_store_t *ms, mrec_t *r) {
   for (size_t i = 0; i < NINTERNED; i++)
     if (saved[i]) chr_intern_put(&ms->strings, saved[i]);
   chr_job_clear(&r->job);
-  free(r->links);
   free(r);
 }
 
