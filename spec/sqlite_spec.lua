@@ -1134,6 +1134,42 @@ describe("sqlite store", function()
       s:close()
     end)
 
+    it("wake a tenant-scoped scheduler for its own tenant's jobs only", function()
+      -- Each write wakes the engines with its job: a scoped scheduler in
+      -- this process ignores other tenants' jobs. Seen through a claim the
+      -- scheduler makes while another process holds the write lock: with
+      -- busy_timeout 0 it fails at once and counts as a store error.
+      local H = require "support.engine_helper"
+      local path = fresh_path()
+      local store = chronis.storage.sqlite(path, { busy_timeout = 0, index_metadata = "tenant_id" })
+      local s = H.scheduler({ storage = store, polling_interval = 120,
+        filters = { ["metadata.tenant_id"] = "acme" } })
+      s:handler("h", function() end)
+      s:start()
+      chronis.run_until(function() return false end, 0.3) -- polled; sleeps until the next poll
+      local n = 0
+      -- Creates a job of tenant due in 0.8 s, then holds the write lock
+      -- from another process for 2 s while this one's loop runs 1.5 s.
+      local function create_then_lock(id, tenant)
+        s:once(chronis.time.now() + 800000):config { job_id = id, metadata = { tenant_id = tenant } }:run("h")
+        n = n + 1
+        local mark = path .. ".locked" .. n
+        os.execute(("(echo 'BEGIN IMMEDIATE; DELETE FROM jobs;'; echo '.shell touch %s'; sleep 2; " ..
+          "echo 'ROLLBACK;') | sqlite3 %s >/dev/null 2>&1 &"):format(sh_quote(mark), sh_quote(path)))
+        H.wait(function() return exists(mark) end, 10, "the sqlite3 shell did not take the lock")
+        chronis.run_until(function() return false end, 1.5)
+        -- The lock is released: a write goes through again.
+        H.wait(function() return pcall(store.update_job, store, id, {}) end, 10, "still locked")
+      end
+      create_then_lock("theirs", "beta")
+      assert.are.equal(0, s:stats().store_errors, "woken by another tenant's job")
+      create_then_lock("ours", "acme")
+      assert(s:stats().store_errors > 0, "not woken by its own tenant's job")
+      assert.are.equal("scheduled", store:get_job("theirs").status)
+      H.stop_all()
+      store:close()
+    end)
+
     it("sees jobs written by another store on the same file", function()
       local path = fresh_path()
       local a, b = chronis.storage.sqlite(path), chronis.storage.sqlite(path)
