@@ -1243,6 +1243,80 @@ describe("sqlite store", function()
       sched:stop()
       store:close()
     end)
+    it("runs each job exactly once with three tenant-scoped processes on one file", function()
+      -- Scopes overlap: one process takes tenants a and b, one a, one b;
+      -- tenant c's jobs are nobody's and stay.
+      local N = 3000
+      local dir = fresh_path("scoped")
+      chronis.fs.mkdir_p(dir)
+      local db = dir .. "/jobs.db"
+      local store = chronis.storage.sqlite(db, { index_metadata = "tenant_id" })
+      local sched = chronis.scheduler({ storage = store })
+      local now = chronis.time.format(chronis.time.now())
+      local tenants = { "a", "b", "c" }
+      for i = 1, N do
+        sched:create_date_job({ job_id = ("once%05d"):format(i), func_name = "record", run_date = now,
+          metadata = { tenant_id = tenants[i % 3 + 1] }, priority = i % 4 })
+      end
+      local child = ([[
+        package.path = %q .. "lua/?.lua;" .. %q .. "lua/?/init.lua;" .. package.path
+        package.cpath = %q .. "build/lua/?.so;" .. package.cpath
+        local chronis = require "chronis"
+        local db, out_path, scope = arg[1], arg[2], arg[3]
+        local list = {}
+        for t in scope:gmatch("[^,]+") do list[#list + 1] = t end
+        local store = chronis.storage.sqlite(db, { index_metadata = "tenant_id" })
+        local sched = chronis.scheduler({ storage = store, max_workers = 20, max_queue_size = 100,
+          polling_interval = 0.1,
+          filters = { ["metadata.tenant_id"] = #list == 1 and list[1] or { ["$in"] = list } } })
+        local out, ran = assert(io.open(out_path, "w")), 0
+        sched:handler("record", function(job)
+          chronis.sleep(0.002)
+          out:write(job.job_id, " ", job.metadata.tenant_id, "\n")
+          ran = ran + 1
+        end)
+        sched:start()
+        local last = 0
+        local ok = chronis.run_until(function()
+          local t = chronis.time.now()
+          if t - last < 50000 then return false end
+          last = t
+          return store:count_jobs({ ["metadata.tenant_id"] = { ["$in"] = { "a", "b" } } }) == 0
+        end, 120)
+        sched:stop()
+        out:close()
+        print(ok and "done" or "timeout", ran)
+      ]]):format(ROOT, ROOT, ROOT)
+      write_bytes(dir .. "/child.lua", child)
+      local q = function(s) return sh_quote(dir .. "/" .. s) end
+      local cmd = "cd " .. sh_quote(dir) .. " && ("
+      for _, p in ipairs({ { "ab", "a,b" }, { "a", "a" }, { "b", "b" } }) do
+        cmd = cmd .. ("lua5.4 child.lua %s %s %s > %s 2>&1 & "):format(q("jobs.db"), q(p[1] .. ".ids"),
+          sh_quote(p[2]), q(p[1] .. ".log"))
+      end
+      local out, ok = sh(cmd .. "wait)")
+      assert(ok, out)
+      local logs = ""
+      for _, p in ipairs({ "ab", "a", "b" }) do logs = logs .. (read_bytes(dir .. "/" .. p .. ".log") or "") end
+      assert.are.equal(3, select(2, logs:gsub("done%s+%d+", "")), logs)
+      local seen, total, by = {}, 0, {}
+      for _, p in ipairs({ "ab", "a", "b" }) do
+        by[p] = 0
+        for id, t in (read_bytes(dir .. "/" .. p .. ".ids") or ""):gmatch("(%S+) (%S+)\n") do
+          total = total + 1
+          assert(not seen[id], id .. " ran twice")
+          assert(p:find(t, 1, true), ("%s of tenant %s ran in process %s"):format(id, t, p))
+          seen[id] = true
+          by[p] = by[p] + 1
+        end
+      end
+      assert.are.equal(2 * N // 3, total, logs)
+      assert(by.a > 0 and by.b > 0 and by.ab > 0, logs) -- every process took part
+      assert.are.equal(N // 3, store:count_jobs())
+      assert.are.equal(N // 3, store:count_jobs({ ["metadata.tenant_id"] = "c", status = "scheduled" }))
+      sched:stop()
+      store:close()
+    end)
   end)
 
   describe("when the file is removed under a running scheduler", function()
