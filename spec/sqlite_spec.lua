@@ -758,16 +758,17 @@ describe("sqlite store", function()
     it("refuses a malformed index_metadata, naming the option and the path, and creates nothing", function()
       local path = fresh_path()
       for _, case in ipairs({ { "a..b", "'a..b'" }, { "tenant_id,tenant_id", "named twice" },
-                              { "a%27b", "'a'b'" } }) do
+                              { "a%27b", "'a'b'" }, { "tenant_id,", "empty path" } }) do
         local err = open_error("sqlite:" .. path .. "?index_metadata=" .. case[1])
         assert_names(err.message, "index_metadata", case[2])
       end
-      for _, case in ipairs({ { "tenant id", "'tenant id'" }, { "a.b\\.c", "'a.b\\.c'" },
-                              { "x,,y", "''" } }) do
+      for _, case in ipairs({ { "tenant id", "'tenant id'", "letters, digits" },
+                              { "a.b\\.c", "'a.b\\.c'", "letters, digits" },
+                              { "x,,y", "empty path", "'x,,y'" } }) do
         local ok, err = pcall(chronis.storage.sqlite, path, { index_metadata = case[1] })
         assert.is_false(ok, case[1])
         assert.are.equal("invalid", err.code)
-        assert_names(err.message, "index_metadata", case[2], "letters, digits")
+        assert_names(err.message, "index_metadata", case[2], case[3])
       end
       assert.is_false(exists(path))
     end)
