@@ -302,7 +302,8 @@ static void create_indexes(pg_migrator_t *m, const PGresult *res) {
     for (size_t i = 0; i < n; i++) {
       char name[PG_IDENT_MAX + 3];
       chr_pg_meta_index_name(m->o->table, m->o->index_paths[i], name, sizeof name);
-      fprintf(m->out, "  index %s on metadata.%s: %s\n", name, m->o->index_paths[i],
+      fprintf(m->out, "  index %.*s on metadata.%s: %s\n", (int)strlen(name) - 2, name + 1,
+              m->o->index_paths[i],
               m->idx_missing[i] ? "missing" : "present");
     }
     done(m, 0);
@@ -336,7 +337,8 @@ static void indexes_created(pg_migrator_t *m) {
     char name[PG_IDENT_MAX + 3];
     if (!m->idx_missing[i]) continue;
     chr_pg_meta_index_name(m->o->table, m->o->index_paths[i], name, sizeof name);
-    fprintf(m->out, "created index %s on metadata.%s of %s.%s (%.0f ms)\n", name,
+    fprintf(m->out, "created index %.*s on metadata.%s of %s.%s (%.0f ms)\n",
+            (int)strlen(name) - 2, name + 1,
             m->o->index_paths[i], m->o->schema, m->o->table,
             (double)(chr_time_mono() - m->started) / 1000);
   }
