@@ -614,22 +614,25 @@ describe("postgres store", function()
     end
 
     -- n tenants x per jobs written straight into table t (a store opened
-    -- it before): most due now, every 10th failed, every 15th completed,
+    -- it before): the first `ndue` of each tenant due (6 unless given),
+    -- the others in the future, as in a store shared by many tenants;
+    -- every 10th failed, every 15th completed, the 3rd at priority 8;
     -- then ANALYZE. Tenant k's jobs are t<k>_<i>.
     -- The same base time for every table filled in one test.
     local base = chronis.time.format(chronis.time.now())
-    local function fill(t, tenants, per)
+    local function fill(t, tenants, per, ndue)
       psql(([[
 INSERT INTO %s (job_id, status, next_run_time, priority, updated_at, record)
 SELECT 't' || k || '_' || i,
   CASE WHEN i %% 10 = 0 THEN 'failed' WHEN i %% 15 = 0 THEN 'completed' ELSE 'scheduled' END,
-  CASE WHEN i %% 15 = 0 THEN NULL ELSE '%s'::timestamptz - (k * 1000 + i) * interval '1 second' END,
-  CASE WHEN i %% 7 = 0 THEN 8 END, now(),
+  CASE WHEN i %% 15 = 0 THEN NULL WHEN i <= %d THEN '%s'::timestamptz - (k * 1000 + i) * interval '1 second'
+    ELSE '%s'::timestamptz + (k * 1000 + i) * interval '1 minute' END,
+  CASE WHEN i = 3 THEN 8 END, now(),
   jsonb_build_object('func_name', 'f', 'metadata',
     jsonb_build_object('tenant_id', 't' || k, 'region', jsonb_build_object('zone', CASE WHEN k %% 2 = 0 THEN 'eu' ELSE 'us' END),
       'n', i %% 3))
 FROM generate_series(1, %d) k, generate_series(1, %d) i;
-ANALYZE %s]]):format(t, base, tenants, per, t))
+ANALYZE %s]]):format(t, ndue or 6, base, base, tenants, per, t))
     end
 
     -- The plans auto_explain logged for statements on table t whose text
@@ -694,8 +697,8 @@ ANALYZE %s]]):format(t, base, tenants, per, t))
       s:close()
       assert.are.equal(("%s_meta_region.zone,%s_meta_tenant_id,%s_meta_x-y.Z_9"):format(t, t, t), idx_names(t))
       local def = psql(("SELECT indexdef FROM pg_indexes WHERE indexname = '%s_meta_tenant_id'"):format(t))
-      assert.truthy(def:find("((record -> 'metadata'::text) -> 'tenant_id'::text)), status, COALESCE(priority, 5) DESC, "
-        .. "next_run_time, job_id)", 1, true), def)
+      assert.truthy(def:find("((record -> 'metadata'::text) -> 'tenant_id'::text)), status, next_run_time, job_id)",
+        1, true), def)
       assert.are_not.equal("", psql(("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = '%s'"):format(t)))
       -- A long path gets a name that fits, with a hash; opening again adds nothing.
       local long = ("k"):rep(40) .. ".v"
@@ -736,6 +739,9 @@ ANALYZE %s]]):format(t, base, tenants, per, t))
       assert.are.equal(30, #jobs)
       assert_uses(t, { "SELECT t.job_id", "-> 'tenant_id') = $" }, t .. "_meta_tenant_id")
       assert.are.equal(6, #s:query_jobs({ ["metadata.tenant_id"] = { ["$in"] = { "t8", "t9" } }, status = "failed" }))
+      local page = s:query_jobs({ ["metadata.tenant_id"] = "t9", status = "scheduled" }, 10)
+      assert.are.same({ "t9_6", "t9_5", "t9_4", "t9_3", "t9_2", "t9_1", "t9_7", "t9_8", "t9_9", "t9_11" }, ids(page))
+      assert_uses(t, { "SELECT t.job_id", "t.status = $1 AND", "-> 'tenant_id') = $2" }, t .. "_meta_tenant_id")
       assert_uses(t, { "SELECT t.job_id", "-> 'tenant_id') = ANY($" }, t .. "_meta_tenant_id")
       local failed = s:query_jobs({ status = "failed" }, 10)
       assert.are.equal(10, #failed)
@@ -750,8 +756,8 @@ ANALYZE %s]]):format(t, base, tenants, per, t))
         assert.are.equal("t42", j.metadata.tenant_id)
         assert.are.equal("running", j.status)
       end
-      -- Priority 8 first (i = 7, 14, 21, 28), then the earliest due.
-      assert.are.same({ "t42_28", "t42_21", "t42_14", "t42_7", "t42_29" }, ids(claimed))
+      -- Priority 8 first (i = 3), then the earliest due (i = 1..6 are due).
+      assert.are.same({ "t42_3", "t42_6", "t42_5", "t42_4", "t42_2" }, ids(claimed))
       assert_uses(t, { "FOR UPDATE SKIP LOCKED", "-> 'tenant_id') = $6" }, t .. "_meta_tenant_id")
       assert.are.equal(5, s:recover_expired_leases(chronis.time.format(chronis.time.now() + 3600 * S),
         { ["metadata.tenant_id"] = "t42" }))
@@ -805,7 +811,7 @@ ANALYZE %s]]):format(t, base, tenants, per, t))
         assert.are.equal(plain_b:next_due_time(sc), indexed:next_due_time(sc), "next due " .. i)
         local x = indexed:claim_due_jobs({ owner = "n", limit = 7, lease_seconds = 30, filters = sc })
         local y = plain_b:claim_due_jobs({ owner = "n", limit = 7, lease_seconds = 30, filters = sc })
-        assert.are.equal(7, #x, "claim " .. i)
+        assert.is_true(#x > 0, "claim " .. i)
         assert.are.same(ids(y), ids(x), "claim " .. i)
         assert.are.equal(plain_b:recover_expired_leases(later, sc), indexed:recover_expired_leases(later, sc),
           "recover " .. i)
@@ -818,7 +824,7 @@ ANALYZE %s]]):format(t, base, tenants, per, t))
       local stores = {}
       for i = 1, 3 do stores[i] = chronis.storage.open(url("index_metadata=tenant_id&pool=3", t)) end
       assert.are.equal(0, stores[1]:count_jobs())
-      fill(t, 4, 50)
+      fill(t, 4, 50, 50)
       local due = stores[1]:count_jobs({ status = "scheduled" })
       local scopes = { { ["metadata.tenant_id"] = "t1" }, { ["metadata.tenant_id"] = { ["$in"] = { "t1", "t2" } } }, nil }
       local seen, total = {}, 0

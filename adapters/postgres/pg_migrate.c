@@ -286,11 +286,12 @@ static void indexes(pg_migrator_t *m) {
   chr_buf_free(&arr);
 }
 
-/* One expression index per path, with the columns a scoped claim walks
- * after the tenant (those of the _due index) and the status of a tenant's
- * query. Created under the migration lock, so two processes opening at
- * once do not race on the name, then ANALYZE, which gathers the
- * statistics of the new expression for the planner. */
+/* One expression index per path, then status, next_run_time and job_id:
+ * a tenant's jobs of one status in query order (a page of a tenant query
+ * by status stops at its limit), and its due jobs in time order for a
+ * scoped claim or next due time. Created under the migration lock, so two
+ * processes opening at once do not race on the name, then ANALYZE, which
+ * gathers the statistics of the new expression for the planner. */
 static void create_indexes(pg_migrator_t *m, const PGresult *res) {
   size_t n = index_count(m);
   chr_buf_t sql;
@@ -317,7 +318,7 @@ static void create_indexes(pg_migrator_t *m, const PGresult *res) {
     chr_pg_meta_index_name(m->o->table, m->o->index_paths[i], name, sizeof name);
     chr_buf_printf(&sql, "; CREATE INDEX IF NOT EXISTS %s ON %s (", name, m->o->qtable);
     chr_pg_meta_expr(&sql, "record", m->o->index_paths[i]);
-    chr_buf_adds(&sql, ", status, (COALESCE(priority, 5)) DESC, next_run_time, job_id)");
+    chr_buf_adds(&sql, ", status, next_run_time, job_id)");
     todo = 1;
   }
   if (!todo) {
