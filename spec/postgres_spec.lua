@@ -688,6 +688,8 @@ ANALYZE %s]]):format(t, ndue or 6, base, base, tenants, per, t))
       end
       local err = assert_error_code("invalid", chronis.storage.postgres, need():url(), { index_metadata = "a,,b" })
       assert.truthy(err.message:find("index_metadata", 1, true), err.message)
+      err = assert_error_code("invalid", chronis.storage.open, need():url("index_metdata=tenant_id"))
+      assert.truthy(err.message:find("did you mean 'index_metadata'?", 1, true), err.message)
     end)
 
     it("creates one index per path on open, named after the path, and ANALYZEs", function()

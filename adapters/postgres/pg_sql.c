@@ -101,8 +101,7 @@ static const struct {
      * each level yields its due jobs in time order from the partial index:
      * the cost is levels + rows claimed, however many jobs wait in the
      * future at a higher priority. {S}: a scope's conditions on `d`
-     * (scoped requests are built as dynamic SQL, scope_sql), which an
-     * index_metadata index serves the same way. */
+     * (scoped requests are built as dynamic SQL, scope_sql). */
     [PG_S_CLAIM] = {5, "WITH RECURSIVE lv(p) AS ("
                        " SELECT max(COALESCE(d.priority, 5)) FROM {T} d"
                        " WHERE d.status = 'scheduled'{S}"
@@ -808,18 +807,31 @@ static void lease_params(pg_op_t *op, const chr_store_req_t *req) {
   chr_pg_param_time(op, req->issued);
 }
 
+/* The next due time of a scope: the earliest scheduled job's time, which
+ * an index_metadata index on the scope's path gives in one probe (it
+ * holds the tenant's jobs by status, then time); the walk over priority
+ * levels of PG_S_NEXT_DUE serves the due index, which has priority
+ * first. */
+static const char NEXT_DUE_SCOPED[] =
+    "SELECT min(d.next_run_time) FROM {T} d WHERE d.status = 'scheduled'"
+    " AND d.next_run_time IS NOT NULL{S}";
+
 /* A claim, recovery or next due time with a scope (CHR_STORE_CAP_SCOPE):
  * its statement's text with the scope's conditions on the row of `alias`
  * in place of {S}, sent as dynamic SQL after the statement's own
  * parameters. Locking and updating are the unscoped statement's, so a
- * scoped claim is exactly-once as an unscoped one is. */
+ * scoped claim is exactly-once as an unscoped one is. A scoped claim
+ * walks the priority levels of due jobs only: on an index of the tenant's
+ * jobs by status and time, that reads the tenant's due jobs, not all of
+ * its scheduled ones (a claim takes only due jobs anyway). */
 static void scope_sql(const pg_opts_t *o, pg_op_t *op, const char *alias) {
   const chr_filter_t *scope = op->req->filter;
   if (scope == NULL || scope->nmeta == 0) return;
   chr_buf_t cond;
   chr_buf_init(&cond);
+  if (op->stmt == PG_S_CLAIM) chr_buf_adds(&cond, " AND d.next_run_time <= $1::timestamptz");
   job_meta_conds(&cond, op, o, alias, scope->meta, scope->nmeta);
-  op->sql = expand(stmts[op->stmt].sql, o, cond.p);
+  op->sql = expand(op->stmt == PG_S_NEXT_DUE ? NEXT_DUE_SCOPED : stmts[op->stmt].sql, o, cond.p);
   op->stmt = -1;
   chr_buf_free(&cond);
 }
