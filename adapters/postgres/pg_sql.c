@@ -177,16 +177,15 @@ static const struct {
     /* The engine asks after every poll: the first job of each priority
      * level, from the due index, instead of a scan of every scheduled job. */
     [PG_S_NEXT_DUE] = {0, "WITH RECURSIVE lv(p) AS ("
-                          " SELECT max(COALESCE(d.priority, 5)) FROM {T} d"
-                          " WHERE d.status = 'scheduled'{S}"
+                          " SELECT max(COALESCE(priority, 5)) FROM {T} WHERE status = 'scheduled'"
                           " UNION ALL"
-                          " SELECT (SELECT max(COALESCE(d.priority, 5)) FROM {T} d"
-                          "  WHERE d.status = 'scheduled'{S} AND COALESCE(d.priority, 5) < lv.p)"
+                          " SELECT (SELECT max(COALESCE(priority, 5)) FROM {T}"
+                          "  WHERE status = 'scheduled' AND COALESCE(priority, 5) < lv.p)"
                           " FROM lv WHERE lv.p IS NOT NULL"
                           ") SELECT min(f.t) FROM lv CROSS JOIN LATERAL ("
                           " SELECT d.next_run_time AS t FROM {T} d"
                           " WHERE d.status = 'scheduled' AND COALESCE(d.priority, 5) = lv.p"
-                          "  AND d.next_run_time IS NOT NULL{S}"
+                          "  AND d.next_run_time IS NOT NULL"
                           " ORDER BY d.next_run_time LIMIT 1) f"},
     [PG_S_NOTIFY] = {2, "SELECT pg_notify($1, $2)"},
     [PG_S_RECORD_RUNS] = {2, "WITH rw AS (SELECT * FROM json_to_recordset($1::json) AS r("
