@@ -473,7 +473,7 @@ local function with_opt(url, opt)
   return url .. (url:find("?", 1, true) and "&" or "?") .. opt
 end
 -- the stores whose URL takes index_metadata
-local B7_INDEXED = { memory = true, redis = true, sqlite = true }
+local B7_INDEXED = { memory = true, sqlite = true, redis = true, postgres = true }
 for _, st in ipairs{ "memory", "sqlite", "redis", "postgres", "file" } do
   for _, idx in ipairs(B7_INDEXED[st] and { false, true } or { false }) do
     local key = "chronis-" .. st .. (idx and "-idx" or "")

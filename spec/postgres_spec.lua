@@ -86,6 +86,10 @@ describe("postgres store", function()
   require("support.storage_contract")("postgres with timezone=Asia/Seoul", function()
     return chronis.storage.postgres(url(), { timezone = "Asia/Seoul" })
   end)
+  -- Filters on indexed paths are translated otherwise (indexed_cond).
+  require("support.storage_contract")("postgres with index_metadata", function()
+    return chronis.storage.open(url("index_metadata=t,n,tenant,region.zone,flag,k"))
+  end)
 
   describe("URL", function()
     after_each(assert_loop_clean)
@@ -424,7 +428,8 @@ describe("postgres store", function()
       s:close()
       local h = history(t)
       assert.are.equal("1|create the jobs table|16\n2|indexes for claims, lease recovery and metadata filters|16\n"
-        .. "3|the run history table|16\n4|status completed, and an index of completed jobs|16", h)
+        .. "3|the run history table|16\n4|status completed, and an index of completed jobs|16\n"
+        .. "5|an index of jobs by status in query order|16", h)
       local before = psql(("SELECT string_agg(applied_at::text, ',') FROM %s_migrations"):format(t))
       local s2 = chronis.storage.open(url(nil, t))
       assert.is_nil(s2:get_job("x"))
@@ -436,7 +441,7 @@ describe("postgres store", function()
       assert.are.equal(before, psql(("SELECT string_agg(applied_at::text, ',') FROM %s_migrations"):format(t)))
       local idx = psql(("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = '%s'")
         :format(t))
-      assert.are.equal(("%s_completed,%s_due,%s_lease,%s_metadata,%s_pkey"):format(t, t, t, t, t), idx)
+      assert.are.equal(("%s_completed,%s_due,%s_lease,%s_metadata,%s_pkey,%s_status"):format(t, t, t, t, t, t), idx)
       idx = psql(("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = '%s_runs'")
         :format(t))
       assert.are.equal(("%s_runs_pkey,%s_runs_started"):format(t, t), idx)
@@ -446,7 +451,7 @@ describe("postgres store", function()
       local t = fresh_table()
       local ok, out = migrate(url(nil, t), true)
       assert(ok, out)
-      assert.truthy(out:find("0 of 4", 1, true), out)
+      assert.truthy(out:find("0 of 5", 1, true), out)
       assert.truthy(out:find("pending", 1, true), out)
       ok, out = migrate(url(nil, t))
       assert(ok, out)
@@ -454,9 +459,10 @@ describe("postgres store", function()
       assert.truthy(out:find("applied migration 2", 1, true), out)
       assert.truthy(out:find("applied migration 3", 1, true), out)
       assert.truthy(out:find("applied migration 4", 1, true), out)
+      assert.truthy(out:find("applied migration 5", 1, true), out)
       ok, out = migrate(url(nil, t), true)
       assert(ok, out)
-      assert.truthy(out:find("4 of 4 migration(s) applied, up to date", 1, true), out)
+      assert.truthy(out:find("5 of 5 migration(s) applied, up to date", 1, true), out)
       assert.is_nil(out:find("pending", 1, true), out)
       ok, out = migrate(need():url("table=bad;name"))
       assert.is_false(ok)
@@ -488,7 +494,7 @@ describe("postgres store", function()
       end
       assert(U.sh(table.concat(cmds, " ") .. " wait"))
       for i = 1, 4 do assert.are.equal("ok\n", U.read(outs[i]), "process " .. i) end
-      assert.are.equal("1|1\n2|1\n3|1\n4|1", psql(("SELECT version, count(*) FROM %s_migrations GROUP BY version ORDER BY version")
+      assert.are.equal("1|1\n2|1\n3|1\n4|1\n5|1", psql(("SELECT version, count(*) FROM %s_migrations GROUP BY version ORDER BY version")
         :format(t)))
     end)
 
@@ -502,9 +508,10 @@ describe("postgres store", function()
       s:create_job({ job_id = "busy", status = "running", claimed_by = "n1",
         lease_until = "2025-01-15T10:05:00Z", next_run_time = "2025-01-15T10:00:00Z" })
       s:close()
-      psql(("DROP TABLE %s_runs; DROP INDEX %s_completed; ALTER TABLE %s DROP CONSTRAINT %s_status_check; "
+      psql(("DROP TABLE %s_runs; DROP INDEX %s_completed; DROP INDEX %s_status; "
+        .. "ALTER TABLE %s DROP CONSTRAINT %s_status_check; "
         .. "ALTER TABLE %s ADD CHECK (status IN ('pending', 'scheduled', 'running', 'paused', 'failed')); "
-        .. "DELETE FROM %s_migrations WHERE version >= 3"):format(t, t, t, t, t, t))
+        .. "DELETE FROM %s_migrations WHERE version >= 3"):format(t, t, t, t, t, t, t))
       assert.are.equal("1\n2", psql(("SELECT version FROM %s_migrations ORDER BY version"):format(t)))
       local ok, err = pcall(psql, ("INSERT INTO %s (job_id, status, updated_at) "
         .. "VALUES ('x', 'completed', now())"):format(t))
@@ -515,7 +522,7 @@ describe("postgres store", function()
     -- The table after migrations 3 and 4: its jobs as they were, history
     -- works, and a job may be completed.
     local function assert_migrated(t)
-      assert.are.equal("1\n2\n3\n4", psql(("SELECT version FROM %s_migrations ORDER BY version"):format(t)))
+      assert.are.equal("1\n2\n3\n4\n5", psql(("SELECT version FROM %s_migrations ORDER BY version"):format(t)))
       local s = chronis.storage.open(url("auto_migrate=false", t))
       local kept = s:get_job("kept")
       assert.are.equal("Kept", kept.name)
@@ -549,12 +556,13 @@ describe("postgres store", function()
       s:close()
       local ok, out = migrate(url(nil, t), true)
       assert(ok, out)
-      assert.truthy(out:find("2 of 4 migration(s) applied", 1, true), out)
+      assert.truthy(out:find("2 of 5 migration(s) applied", 1, true), out)
       assert.truthy(out:find("3%s+pending%s+%x+%s+the run history table"), out)
       ok, out = migrate(url(nil, t))
       assert(ok, out)
       assert.truthy(out:find("applied migration 3 to public." .. t .. ": the run history table", 1, true), out)
       assert.truthy(out:find("applied migration 4 to public." .. t .. ": status completed", 1, true), out)
+      assert.truthy(out:find("applied migration 5 to public." .. t .. ": an index of jobs by status", 1, true), out)
       assert.is_nil(out:find("applied migration 1", 1, true), out)
       assert_migrated(t)
     end)
@@ -584,6 +592,259 @@ describe("postgres store", function()
       local ok, out = migrate(url(nil, t))
       assert.is_false(ok)
       assert.truthy(out:find("checksum", 1, true), out)
+    end)
+  end)
+
+  -- index_metadata: one expression index per path, named literally by the
+  -- queries, scoped claims and lease recovery; the status index of
+  -- migration 5. The planner's choices are read from auto_explain, loaded
+  -- into the store's own sessions, so the plans are those of the SQL the
+  -- store sends.
+  describe("index_metadata", function()
+    after_each(assert_loop_clean)
+
+    local null = chronis.json.null
+    local EXPLAIN = "options=-c%20session_preload_libraries%3Dauto_explain"
+      .. "%20-c%20auto_explain.log_min_duration%3D0"
+    local S = 1000000
+
+    local function idx_names(t)
+      return psql(("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes "
+        .. "WHERE tablename = '%s' AND position('_meta_' in indexname) > 0"):format(t))
+    end
+
+    -- n tenants x per jobs written straight into table t (a store opened
+    -- it before): the first `ndue` of each tenant due (6 unless given),
+    -- the others in the future, as in a store shared by many tenants;
+    -- every 10th failed, every 15th completed, the 3rd at priority 8;
+    -- then ANALYZE. Tenant k's jobs are t<k>_<i>.
+    -- The same base time for every table filled in one test.
+    local base = chronis.time.format(chronis.time.now())
+    local function fill(t, tenants, per, ndue)
+      psql(([[
+INSERT INTO %s (job_id, status, next_run_time, priority, updated_at, record)
+SELECT 't' || k || '_' || i,
+  CASE WHEN i %% 10 = 0 THEN 'failed' WHEN i %% 15 = 0 THEN 'completed' ELSE 'scheduled' END,
+  CASE WHEN i %% 15 = 0 THEN NULL WHEN i <= %d THEN '%s'::timestamptz - (k * 1000 + i) * interval '1 second'
+    ELSE '%s'::timestamptz + (k * 1000 + i) * interval '1 minute' END,
+  CASE WHEN i = 3 THEN 8 END, now(),
+  jsonb_build_object('func_name', 'f', 'metadata',
+    jsonb_build_object('tenant_id', 't' || k, 'region', jsonb_build_object('zone', CASE WHEN k %% 2 = 0 THEN 'eu' ELSE 'us' END),
+      'n', i %% 3))
+FROM generate_series(1, %d) k, generate_series(1, %d) i;
+ANALYZE %s]]):format(t, ndue or 6, base, base, tenants, per, t))
+    end
+
+    -- The plans auto_explain logged for statements on table t whose text
+    -- holds every string of `marks`.
+    local function plans(t, marks)
+      local log = U.read(need().dir .. "/server.log")
+      local out, cur = {}, nil
+      for line in log:gmatch("[^\n]*") do
+        if line:find("LOG:  duration:", 1, true) then
+          if cur then out[#out + 1] = table.concat(cur, "\n") end
+          cur = {}
+        elseif cur and line:sub(1, 1) == "\t" then
+          cur[#cur + 1] = line
+        elseif cur then
+          out[#out + 1] = table.concat(cur, "\n")
+          cur = nil
+        end
+      end
+      if cur then out[#out + 1] = table.concat(cur, "\n") end
+      local found = {}
+      for _, p in ipairs(out) do
+        local text = p:match("Query Text: ([^\n]*)") or ""
+        local all = text:find('"' .. t .. '"', 1, true) ~= nil
+        for _, m in ipairs(marks) do all = all and text:find(m, 1, true) ~= nil end
+        if all then found[#found + 1] = p end
+      end
+      return found
+    end
+
+    local function assert_uses(t, marks, index)
+      local found = plans(t, marks)
+      assert.is_true(#found > 0, "no plan logged for " .. table.concat(marks, " + "))
+      local p = found[#found]
+      assert.truthy(p:find("Index Scan using " .. index .. " ", 1, true) or
+        p:find("Index Only Scan using " .. index .. " ", 1, true) or
+        p:find("Bitmap Index Scan on " .. index .. "\n", 1, true) or
+        p:find("Bitmap Index Scan on " .. index .. " ", 1, true), p)
+      return p
+    end
+
+    local function ids(jobs)
+      local out = {}
+      for i, j in ipairs(jobs) do out[i] = j.job_id end
+      return out
+    end
+
+    it("refuses a malformed path with 'invalid', naming the option and the path", function()
+      for _, c in ipairs({ { "a..b", "'a..b'" }, { "tenant%20id", "'tenant id'" }, { "x,x", "'x' is named twice" },
+          { "a.", "'a.'" }, { "t%27x", "'t'x'" } }) do
+        local err = assert_error_code("invalid", chronis.storage.open, need():url("index_metadata=" .. c[1]))
+        assert.truthy(err.message:find("index_metadata", 1, true), err.message)
+        assert.truthy(err.message:find(c[2], 1, true), err.message)
+      end
+      local err = assert_error_code("invalid", chronis.storage.postgres, need():url(), { index_metadata = "a,,b" })
+      assert.truthy(err.message:find("index_metadata", 1, true), err.message)
+      err = assert_error_code("invalid", chronis.storage.open, need():url("index_metdata=tenant_id"))
+      assert.truthy(err.message:find("did you mean 'index_metadata'?", 1, true), err.message)
+    end)
+
+    it("creates one index per path on open, named after the path, and ANALYZEs", function()
+      local t = fresh_table()
+      local s = chronis.storage.postgres(url(nil, t), { index_metadata = "tenant_id,region.zone,x-y.Z_9" })
+      assert.are.equal(0, s:count_jobs())
+      s:close()
+      assert.are.equal(("%s_meta_region.zone,%s_meta_tenant_id,%s_meta_x-y.Z_9"):format(t, t, t), idx_names(t))
+      local def = psql(("SELECT indexdef FROM pg_indexes WHERE indexname = '%s_meta_tenant_id'"):format(t))
+      assert.truthy(def:find("((record -> 'metadata'::text) -> 'tenant_id'::text)), status, next_run_time, job_id)",
+        1, true), def)
+      assert.are_not.equal("", psql(("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = '%s'"):format(t)))
+      -- A long path gets a name that fits, with a hash; opening again adds nothing.
+      local long = ("k"):rep(40) .. ".v"
+      s = chronis.storage.open(url("index_metadata=" .. long .. ",tenant_id", t))
+      assert.are.equal(0, s:count_jobs())
+      s:close()
+      local names = idx_names(t)
+      assert.are.equal(4, select(2, names:gsub("[^,]+", "")), names)
+      assert.truthy(names:find(t .. "_meta_" .. ("k"):rep(23) .. "_%x%x%x%x%x%x%x%x"), names)
+    end)
+
+    it("are listed and created by `chronis migrate`; auto_migrate=false creates none", function()
+      local t = fresh_table()
+      local ok, out = migrate(url(nil, t))
+      assert(ok, out)
+      local s = chronis.storage.open(url("auto_migrate=false&index_metadata=tenant_id", t))
+      assert.are.equal(0, s:count_jobs())
+      s:close()
+      assert.are.equal("", idx_names(t))
+      ok, out = migrate(url("index_metadata=tenant_id", t), true)
+      assert(ok, out)
+      assert.truthy(out:find("index " .. t .. "_meta_tenant_id on metadata.tenant_id: missing", 1, true), out)
+      ok, out = migrate(url("index_metadata=tenant_id", t))
+      assert(ok, out)
+      assert.truthy(out:find("created index " .. t .. "_meta_tenant_id on metadata.tenant_id of public." .. t, 1, true), out)
+      ok, out = migrate(url("index_metadata=tenant_id", t), true)
+      assert(ok, out)
+      assert.truthy(out:find("index " .. t .. "_meta_tenant_id on metadata.tenant_id: present", 1, true), out)
+      assert.are.equal(t .. "_meta_tenant_id", idx_names(t))
+    end)
+
+    it("are used by a tenant query, a tenant-scoped claim and recovery; status queries use the status index", function()
+      local t = fresh_table()
+      local s = chronis.storage.open(url("index_metadata=tenant_id&" .. EXPLAIN, t))
+      assert.are.equal(0, s:count_jobs())
+      fill(t, 100, 30)
+      local jobs = s:query_jobs({ ["metadata.tenant_id"] = "t7" })
+      assert.are.equal(30, #jobs)
+      assert_uses(t, { "SELECT t.job_id", "-> 'tenant_id') = $" }, t .. "_meta_tenant_id")
+      assert.are.equal(6, #s:query_jobs({ ["metadata.tenant_id"] = { ["$in"] = { "t8", "t9" } }, status = "failed" }))
+      local page = s:query_jobs({ ["metadata.tenant_id"] = "t9", status = "scheduled" }, 10)
+      assert.are.same({ "t9_6", "t9_5", "t9_4", "t9_3", "t9_2", "t9_1", "t9_7", "t9_8", "t9_9", "t9_11" }, ids(page))
+      assert_uses(t, { "SELECT t.job_id", "t.status = $1 AND", "-> 'tenant_id') = $2" }, t .. "_meta_tenant_id")
+      assert_uses(t, { "SELECT t.job_id", "-> 'tenant_id') = ANY($" }, t .. "_meta_tenant_id")
+      local failed = s:query_jobs({ status = "failed" }, 10)
+      assert.are.equal(10, #failed)
+      for _, j in ipairs(failed) do assert.are.equal("failed", j.status) end
+      local p = assert_uses(t, { "SELECT t.job_id", "t.status = $1 ORDER BY" }, t .. "_status")
+      assert.is_nil(p:find("Sort Key", 1, true), p) -- read in query order, stopped at the limit
+      assert.are.equal(10, #s:query_jobs({ status = "completed" }, 10))
+      local claimed = s:claim_due_jobs({ owner = "n1", limit = 5, lease_seconds = 30,
+        filters = { ["metadata.tenant_id"] = "t42" } })
+      assert.are.equal(5, #claimed)
+      for _, j in ipairs(claimed) do
+        assert.are.equal("t42", j.metadata.tenant_id)
+        assert.are.equal("running", j.status)
+      end
+      -- Priority 8 first (i = 3), then the earliest due (i = 1..6 are due).
+      assert.are.same({ "t42_3", "t42_6", "t42_5", "t42_4", "t42_2" }, ids(claimed))
+      assert_uses(t, { "FOR UPDATE SKIP LOCKED", "-> 'tenant_id') = $6" }, t .. "_meta_tenant_id")
+      assert.are.equal(5, s:recover_expired_leases(chronis.time.format(chronis.time.now() + 3600 * S),
+        { ["metadata.tenant_id"] = "t42" }))
+      assert.truthy(s:next_due_time({ ["metadata.tenant_id"] = "t42" }))
+      s:close()
+    end)
+
+    it("give the same answers with and without the index", function()
+      local a, b = fresh_table(), fresh_table()
+      local indexed = chronis.storage.open(url("index_metadata=tenant_id,region.zone,n", a))
+      local plain_a = chronis.storage.open(url(nil, a))
+      local plain_b = chronis.storage.open(url(nil, b))
+      assert.are.equal(0, indexed:count_jobs() + plain_a:count_jobs() + plain_b:count_jobs())
+      fill(a, 20, 30)
+      fill(b, 20, 30)
+      indexed:update_job("t3_1", { metadata = { tenant_id = null } })
+      plain_b:update_job("t3_1", { metadata = { tenant_id = null } })
+      indexed:update_job("t3_2", { metadata = { tenant_id = { "t3" } } })
+      plain_b:update_job("t3_2", { metadata = { tenant_id = { "t3" } } })
+      indexed:update_job("t3_3", { metadata = { tenant_id = 3 } })
+      plain_b:update_job("t3_3", { metadata = { tenant_id = 3 } })
+      local cases = {
+        { ["metadata.tenant_id"] = "t3" },
+        { ["metadata.tenant_id"] = 3 },
+        { ["metadata.tenant_id"] = { "t3" } },
+        { ["metadata.tenant_id"] = { ["$in"] = { "t3", "t5", 3 } } },
+        { ["metadata.tenant_id"] = { ["$in"] = { "t4", { "t3" } } } },
+        { ["metadata.tenant_id"] = { ["$in"] = {} } },
+        { ["metadata.tenant_id"] = null },
+        { ["metadata.tenant_id"] = { ["$ne"] = "t3" }, status = "failed" },
+        { ["metadata.tenant_id"] = "t1", status = "scheduled" },
+        { ["metadata.region.zone"] = "eu", ["metadata.n"] = 2 },
+        { ["metadata.n"] = { ["$in"] = { 0, 1 } }, ["metadata.tenant_id"] = "t2" },
+        { ["metadata.tenant_id"] = "nobody" },
+      }
+      for i, f in ipairs(cases) do
+        local want = ids(plain_a:query_jobs(f))
+        assert.are.same(want, ids(indexed:query_jobs(f)), "case " .. i)
+        assert.are.same(want, ids(plain_b:query_jobs(f)), "case " .. i .. " (table b)")
+        assert.are.same(ids(plain_a:query_jobs(f, 3, 2)), ids(indexed:query_jobs(f, 3, 2)), "page " .. i)
+        assert.are.equal(#want, indexed:count_jobs(f), "count " .. i)
+      end
+      -- Scoped claims, next due times and recovery on twin tables.
+      local scopes = {
+        { ["metadata.tenant_id"] = "t3" },
+        { ["metadata.tenant_id"] = { ["$in"] = { "t4", "t5" } }, ["metadata.region.zone"] = "eu" },
+        { ["metadata.tenant_id"] = { ["$ne"] = "t6" }, ["metadata.n"] = 1 },
+      }
+      local later = chronis.time.format(chronis.time.now() + 3600 * S)
+      for i, sc in ipairs(scopes) do
+        assert.are.equal(plain_b:next_due_time(sc), indexed:next_due_time(sc), "next due " .. i)
+        local x = indexed:claim_due_jobs({ owner = "n", limit = 7, lease_seconds = 30, filters = sc })
+        local y = plain_b:claim_due_jobs({ owner = "n", limit = 7, lease_seconds = 30, filters = sc })
+        assert.is_true(#x > 0, "claim " .. i)
+        assert.are.same(ids(y), ids(x), "claim " .. i)
+        assert.are.equal(plain_b:recover_expired_leases(later, sc), indexed:recover_expired_leases(later, sc),
+          "recover " .. i)
+      end
+      for _, s in ipairs({ indexed, plain_a, plain_b }) do s:close() end
+    end)
+
+    it("claims each job exactly once across overlapping scoped and unscoped claimers", function()
+      local t = fresh_table()
+      local stores = {}
+      for i = 1, 3 do stores[i] = chronis.storage.open(url("index_metadata=tenant_id&pool=3", t)) end
+      assert.are.equal(0, stores[1]:count_jobs())
+      fill(t, 4, 50, 50)
+      local due = stores[1]:count_jobs({ status = "scheduled" })
+      local scopes = { { ["metadata.tenant_id"] = "t1" }, { ["metadata.tenant_id"] = { ["$in"] = { "t1", "t2" } } }, nil }
+      local seen, total = {}, 0
+      -- Interleaved: each round every claimer asks, so their claims race on
+      -- the same rows through the pool's connections.
+      for _ = 1, 40 do
+        for i, s in ipairs(stores) do
+          for _, j in ipairs(s:claim_due_jobs({ owner = "o" .. i, limit = 3, lease_seconds = 60, filters = scopes[i] })) do
+            assert.is_nil(seen[j.job_id], j.job_id .. " claimed twice")
+            seen[j.job_id] = i
+            total = total + 1
+            if scopes[i] then assert.truthy(j.metadata.tenant_id == "t1" or (i == 2 and j.metadata.tenant_id == "t2")) end
+          end
+        end
+      end
+      assert.are.equal(due, total)
+      assert.are.equal(0, stores[1]:count_jobs({ status = "scheduled" }))
+      for _, s in ipairs(stores) do s:close() end
     end)
   end)
 

@@ -25,6 +25,9 @@ typedef struct pg_opts {
   char qtable[2 * PG_IDENT_MAX + 8];   /* "schema"."table", quoted */
   char qruns[2 * PG_IDENT_MAX + 8];    /* "schema"."table_runs": run history */
   char channel[PG_IDENT_MAX + 1];      /* LISTEN/NOTIFY channel */
+  /* index_metadata: the metadata paths with an expression index each
+   * (NULL-terminated, plain paths; never NULL once parsed). */
+  char **index_paths;
   int pool, auto_migrate, notify;
   double timeout, connect_timeout;     /* seconds; timeout 0 = none */
   chr_history_opts_t hist;             /* history, history_days */
@@ -53,6 +56,15 @@ int chr_pg_ident_ok(const char *s);
  * silently, and two long names could then collide). */
 void chr_pg_derived_name(const char *base, const char *suffix, char *out, size_t outlen);
 uint64_t chr_pg_fnv1a(const void *p, size_t n, uint64_t h);
+/* The quoted name of the index_metadata index of `path` on table `table`:
+ * <table>_meta_<path>, shortened with hashes when it would pass 63
+ * characters. */
+void chr_pg_meta_index_name(const char *table, const char *path, char *out, size_t outlen);
+/* The expression an index_metadata index is built on and a query names,
+ * literally, so that the planner matches the two: "<rec> -> 'metadata'
+ * -> 'k1' -> ..." for a plain path (rec: "record", "t.record"). Each key
+ * is an object member, as chr_meta_filter_match steps. */
+void chr_pg_meta_expr(chr_buf_t *b, const char *rec, const char *path);
 #define PG_FNV_SEED 0xcbf29ce484222325ULL
 
 /* ---- one connection (pg_conn.c) ---- */
@@ -175,6 +187,8 @@ void chr_pg_param_int(pg_op_t *op, int64_t v);
 /* Fills op from its request (statement, parameters); the request has
  * passed chr_store_submit's checks. */
 void chr_pg_build(const pg_opts_t *o, pg_op_t *op);
+/* Whether path is one of o's index_metadata paths. */
+int chr_pg_path_indexed(const pg_opts_t *o, const char *path);
 /* Turns a successful result into the request's outputs; returns 0 or a
  * CHR_E* code with the request failed. Sets op->wake. */
 int chr_pg_decode(pg_op_t *op, const PGresult *res);

@@ -86,6 +86,12 @@ static const struct {
      "ALTER TABLE {T} ADD CONSTRAINT {N:_status_check} CHECK (status IN\n"
      "  ('pending', 'scheduled', 'running', 'paused', 'failed', 'completed')) NOT VALID;\n"
      "CREATE INDEX {N:_completed} ON {T} (updated_at) WHERE status = 'completed'"},
+    /* query_jobs by one status (failed, completed, paused) in query order,
+     * next_run_time ascending with nulls last, then job_id: a page reads
+     * its `limit` rows from the index instead of sorting every job of
+     * that status. */
+    {5, "an index of jobs by status in query order",
+     "CREATE INDEX {N:_status} ON {T} (status, next_run_time, job_id)"},
 };
 #define NMIG ((int)(sizeof migrations / sizeof *migrations))
 #define MAX_APPLIED 64
@@ -105,7 +111,9 @@ enum {
   ST_RECORD,
   ST_COMMIT,
   ST_ROLLBACK,
-  ST_UNLOCK
+  ST_UNLOCK,
+  ST_IDX_PROBE,
+  ST_IDX_CREATE
 };
 
 typedef struct applied {
@@ -125,6 +133,7 @@ struct pg_migrator {
   applied_t applied[MAX_APPLIED];
   int napplied;
   int64_t started;
+  char *idx_missing; /* per index_metadata path: 1 when its index is missing */
   char msg[600];
 };
 
@@ -167,6 +176,7 @@ static void query(pg_migrator_t *m, int step, const char *sql, int nparams,
 
 static void finish(pg_migrator_t *m) {
   m->c->timeout = m->saved_timeout;
+  free(m->idx_missing);
   pg_migrate_cb cb = m->cb;
   void *data = m->data;
   int status = m->status;
@@ -232,6 +242,110 @@ static void print_status(pg_migrator_t *m) {
   (void)current;
 }
 
+/* ---- index_metadata ---- */
+
+static size_t index_count(const pg_migrator_t *m) {
+  size_t n = 0;
+  while (m->o->index_paths && m->o->index_paths[n]) n++;
+  return n;
+}
+
+/* After the migrations: which index_metadata indexes exist. MIGRATE makes
+ * the missing ones, STATUS lists them, CHECK leaves them to `chronis
+ * migrate` (queries are the same with or without them, only slower). */
+static void indexes(pg_migrator_t *m) {
+  size_t n = index_count(m);
+  if (n == 0 || m->mode == PG_MIG_CHECK) {
+    done(m, 0);
+    return;
+  }
+  char **names = chr_malloc(n * sizeof *names);
+  for (size_t i = 0; i < n; i++) {
+    char name[PG_IDENT_MAX + 3];
+    chr_pg_meta_index_name(m->o->table, m->o->index_paths[i], name, sizeof name);
+    names[i] = chr_sprintf("\"%s\".%s", m->o->schema, name);
+  }
+  chr_buf_t arr;
+  chr_buf_init(&arr);
+  chr_buf_addc(&arr, '{');
+  for (size_t i = 0; i < n; i++) {
+    if (i) chr_buf_addc(&arr, ',');
+    chr_buf_addc(&arr, '"');
+    for (const char *p = names[i]; *p; p++) {
+      if (*p == '"' || *p == '\\') chr_buf_addc(&arr, '\\');
+      chr_buf_addc(&arr, *p);
+    }
+    chr_buf_addc(&arr, '"');
+    free(names[i]);
+  }
+  chr_buf_addc(&arr, '}');
+  free(names);
+  const char *p[] = {arr.p};
+  query(m, ST_IDX_PROBE, "SELECT to_regclass(u.n) IS NULL FROM unnest($1::text[]) WITH ORDINALITY "
+        "AS u(n, i) ORDER BY u.i", 1, p);
+  chr_buf_free(&arr);
+}
+
+/* One expression index per path, then status, next_run_time and job_id:
+ * a tenant's jobs of one status in query order (a page of a tenant query
+ * by status stops at its limit), and its due jobs in time order for a
+ * scoped claim or next due time. Created under the migration lock, so two
+ * processes opening at once do not race on the name, then ANALYZE, which
+ * gathers the statistics of the new expression for the planner. */
+static void create_indexes(pg_migrator_t *m, const PGresult *res) {
+  size_t n = index_count(m);
+  chr_buf_t sql;
+  chr_buf_init(&sql);
+  m->idx_missing = chr_calloc(n ? n : 1, 1);
+  for (size_t i = 0; i < n && (int)i < PQntuples(res); i++)
+    m->idx_missing[i] = PQgetvalue(res, (int)i, 0)[0] == 't';
+  if (m->mode == PG_MIG_STATUS) {
+    for (size_t i = 0; i < n; i++) {
+      char name[PG_IDENT_MAX + 3];
+      chr_pg_meta_index_name(m->o->table, m->o->index_paths[i], name, sizeof name);
+      fprintf(m->out, "  index %.*s on metadata.%s: %s\n", (int)strlen(name) - 2, name + 1,
+              m->o->index_paths[i],
+              m->idx_missing[i] ? "missing" : "present");
+    }
+    done(m, 0);
+    return;
+  }
+  chr_buf_printf(&sql, "SELECT pg_advisory_xact_lock(%s)", m->key);
+  int todo = 0;
+  for (size_t i = 0; i < n; i++) {
+    char name[PG_IDENT_MAX + 3];
+    if (!m->idx_missing[i]) continue;
+    chr_pg_meta_index_name(m->o->table, m->o->index_paths[i], name, sizeof name);
+    chr_buf_printf(&sql, "; CREATE INDEX IF NOT EXISTS %s ON %s (", name, m->o->qtable);
+    chr_pg_meta_expr(&sql, "record", m->o->index_paths[i]);
+    chr_buf_adds(&sql, ", status, next_run_time, job_id)");
+    todo = 1;
+  }
+  if (!todo) {
+    chr_buf_free(&sql);
+    done(m, 0);
+    return;
+  }
+  /* One implicit transaction: on an error nothing stays half made. */
+  chr_buf_printf(&sql, "; ANALYZE %s", m->o->qtable);
+  m->started = chr_time_mono();
+  query(m, ST_IDX_CREATE, sql.p, -1, NULL);
+  chr_buf_free(&sql);
+}
+
+static void indexes_created(pg_migrator_t *m) {
+  for (size_t i = 0, n = index_count(m); m->out && i < n; i++) {
+    char name[PG_IDENT_MAX + 3];
+    if (!m->idx_missing[i]) continue;
+    chr_pg_meta_index_name(m->o->table, m->o->index_paths[i], name, sizeof name);
+    fprintf(m->out, "created index %.*s on metadata.%s of %s.%s (%.0f ms)\n",
+            (int)strlen(name) - 2, name + 1,
+            m->o->index_paths[i], m->o->schema, m->o->table,
+            (double)(chr_time_mono() - m->started) / 1000);
+  }
+  done(m, 0);
+}
+
 /* The next migration to apply after index `from`, or -1. */
 static int next_pending(const pg_migrator_t *m, int from) {
   for (int i = from; i < NMIG; i++)
@@ -242,7 +356,7 @@ static int next_pending(const pg_migrator_t *m, int from) {
 static void apply_next(pg_migrator_t *m, int from) {
   m->cur = next_pending(m, from);
   if (m->cur < 0) {
-    done(m, 0);
+    indexes(m);
     return;
   }
   m->started = chr_time_mono();
@@ -266,7 +380,7 @@ static void evaluate(pg_migrator_t *m) {
   }
   if (m->mode == PG_MIG_STATUS) {
     print_status(m);
-    done(m, 0);
+    indexes(m);
     return;
   }
   int first = next_pending(m, 0);
@@ -274,7 +388,7 @@ static void evaluate(pg_migrator_t *m) {
     if (m->out && m->mode == PG_MIG_MIGRATE)
       fprintf(m->out, "table %s.%s is up to date (version %d)\n", m->o->schema, m->o->table,
               chr_pg_migrate_latest());
-    done(m, 0);
+    indexes(m);
     return;
   }
   if (m->mode == PG_MIG_CHECK) {
@@ -318,9 +432,10 @@ static void step_cb(pg_conn_t *c, PGresult *res, void *arg) {
     }
     /* A server that is away or slow stays what it is; anything else
      * means the schema cannot be checked or made as it should be. */
-    fail(m, rc == CHR_EUNAVAIL || rc == CHR_ETIMEOUT ? rc : CHR_EINVAL, "%s%s%s", msg,
+    fail(m, rc == CHR_EUNAVAIL || rc == CHR_ETIMEOUT ? rc : CHR_EINVAL, "%s%s%s%s", msg,
          m->step == ST_DDL || m->step == ST_RECORD ? " (while applying migration " : "",
-         m->step == ST_DDL || m->step == ST_RECORD ? migrations[m->cur].description : "");
+         m->step == ST_DDL || m->step == ST_RECORD ? migrations[m->cur].description : "",
+         m->step == ST_IDX_CREATE ? " (while creating the index_metadata indexes)" : "");
     if (m->step == ST_DDL || m->step == ST_RECORD) {
       strncat(m->msg, ")", sizeof m->msg - strlen(m->msg) - 1);
       query(m, ST_ROLLBACK, "ROLLBACK", 0, NULL);
@@ -395,6 +510,8 @@ static void step_cb(pg_conn_t *c, PGresult *res, void *arg) {
     return;
   case ST_ROLLBACK: done(m, m->status); return;
   case ST_UNLOCK: finish(m); return;
+  case ST_IDX_PROBE: create_indexes(m, res); return;
+  case ST_IDX_CREATE: indexes_created(m); return;
   }
 }
 
@@ -424,6 +541,7 @@ pg_migrator_t *chr_pg_migrate_run(pg_conn_t *c, const pg_opts_t *o, int mode, FI
 }
 
 void chr_pg_migrate_abort(pg_migrator_t *m) {
+  free(m->idx_missing);
   free(m);
 }
 

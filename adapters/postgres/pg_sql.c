@@ -100,18 +100,20 @@ static const struct {
     /* Priority levels are walked from the top (a loose index scan), and
      * each level yields its due jobs in time order from the partial index:
      * the cost is levels + rows claimed, however many jobs wait in the
-     * future at a higher priority. */
+     * future at a higher priority. {S}: a scope's conditions on `d`
+     * (scoped requests are built as dynamic SQL, scope_sql). */
     [PG_S_CLAIM] = {5, "WITH RECURSIVE lv(p) AS ("
-                       " SELECT max(COALESCE(priority, 5)) FROM {T} WHERE status = 'scheduled'"
+                       " SELECT max(COALESCE(d.priority, 5)) FROM {T} d"
+                       " WHERE d.status = 'scheduled'{S}"
                        " UNION ALL"
-                       " SELECT (SELECT max(COALESCE(priority, 5)) FROM {T}"
-                       "  WHERE status = 'scheduled' AND COALESCE(priority, 5) < lv.p)"
+                       " SELECT (SELECT max(COALESCE(d.priority, 5)) FROM {T} d"
+                       "  WHERE d.status = 'scheduled'{S} AND COALESCE(d.priority, 5) < lv.p)"
                        " FROM lv WHERE lv.p IS NOT NULL"
                        "), pick AS ("
                        " SELECT c.job_id FROM lv CROSS JOIN LATERAL ("
                        "  SELECT d.job_id, d.next_run_time FROM {T} d"
                        "  WHERE d.status = 'scheduled' AND COALESCE(d.priority, 5) = lv.p"
-                       "   AND d.next_run_time <= $1::timestamptz"
+                       "   AND d.next_run_time <= $1::timestamptz{S}"
                        "  ORDER BY d.next_run_time, d.job_id LIMIT $2::bigint"
                        "  FOR UPDATE SKIP LOCKED) c"
                        " ORDER BY lv.p DESC, c.next_run_time, c.job_id LIMIT $2::bigint"
@@ -167,7 +169,7 @@ static const struct {
                          " record = t.record || jsonb_build_object("
                          "'retry_count', COALESCE((t.record->>'retry_count')::bigint, 0) + 1,"
                          " 'attempt', COALESCE((t.record->>'attempt')::bigint, 0) + 1)"
-                         " WHERE t.status = 'running' AND t.lease_until < $1::timestamptz"
+                         " WHERE t.status = 'running' AND t.lease_until < $1::timestamptz{S}"
                          " RETURNING t.next_run_time) SELECT count(*), min(next_run_time) FROM r"},
     [PG_S_EXTEND] = {4, "UPDATE {T} t SET lease_until = " LEASE("$3", "$4") ", updated_at = " STAMP
                         " WHERE t.job_id = ANY($1::text[]) AND t.status = 'running'"
@@ -190,13 +192,17 @@ static const struct {
                              RUN_FIELDS "))" RUNS_WRITE " SELECT count(*) FROM rw"},
 };
 
-/* Replaces {T} with the quoted table name, {R} with its runs table's. */
-static char *expand(const char *tmpl, const pg_opts_t *o) {
+/* Replaces {T} with the quoted table name, {R} with its runs table's and
+ * {S} with `scope` (NULL: nothing). */
+static char *expand(const char *tmpl, const pg_opts_t *o, const char *scope) {
   chr_buf_t b;
   chr_buf_init(&b);
   for (const char *p = tmpl; *p; p++) {
     if (strncmp(p, "{T}", 3) == 0 || strncmp(p, "{R}", 3) == 0) {
       chr_buf_adds(&b, p[1] == 'T' ? o->qtable : o->qruns);
+      p += 2;
+    } else if (strncmp(p, "{S}", 3) == 0) {
+      if (scope) chr_buf_adds(&b, scope);
       p += 2;
     } else {
       chr_buf_addc(&b, *p);
@@ -207,7 +213,7 @@ static char *expand(const char *tmpl, const pg_opts_t *o) {
 
 void chr_pg_sql_init(pg_sql_t *q, const pg_opts_t *o) {
   for (int i = 0; i < PG_S__COUNT; i++) {
-    q->text[i] = expand(stmts[i].sql, o);
+    q->text[i] = expand(stmts[i].sql, o, NULL);
     q->nparams[i] = stmts[i].nparams;
   }
 }
@@ -530,8 +536,50 @@ static void meta_conds(chr_buf_t *sql, pg_op_t *op, const char *doc_expr,
   }
 }
 
+/* " AND ..." for an $eq or $in on an index_metadata path, on the row of
+ * alias `rec` ("t.record"): the indexed expression named literally (a
+ * path given as a parameter would not match the index), the values as
+ * parameters. Returns 0, writing nothing, for any other condition, and
+ * for a JSON null among the values, which means absent
+ * (chr_meta_filter_match): meta_conds says that. */
+static int indexed_cond(chr_buf_t *sql, pg_op_t *op, const pg_opts_t *o, const char *rec,
+                        const chr_meta_filter_t *m) {
+  if ((m->op != CHR_MF_EQ && m->op != CHR_MF_IN) || !chr_pg_path_indexed(o, m->path)) return 0;
+  for (size_t i = 0; i < m->nvalues; i++)
+    if (strcmp(m->values[i], "null") == 0) return 0;
+  if (m->nvalues == 0) {
+    chr_buf_adds(sql, " AND false");
+    return 1;
+  }
+  chr_buf_adds(sql, " AND ");
+  chr_pg_meta_expr(sql, rec, m->path);
+  if (m->op == CHR_MF_EQ) {
+    chr_buf_printf(sql, " = $%d::jsonb", next_param(op));
+    chr_pg_param(op, m->value);
+  } else {
+    chr_buf_printf(sql, " = ANY($%d::jsonb[])", next_param(op));
+    chr_pg_param_take(op, array_literal(m->values, m->nvalues));
+  }
+  return 1;
+}
+
+/* " AND ..." for the metadata conditions of jobs on the row of `alias`:
+ * those on an indexed path by indexed_cond, the others by meta_conds. */
+static void job_meta_conds(chr_buf_t *sql, pg_op_t *op, const pg_opts_t *o, const char *alias,
+                           const chr_meta_filter_t *meta, size_t nmeta) {
+  char rec[32], doc[64];
+  snprintf(rec, sizeof rec, "%s.record", alias);
+  snprintf(doc, sizeof doc, "(%s.record -> 'metadata')", alias);
+  chr_meta_filter_t *rest = chr_malloc((nmeta ? nmeta : 1) * sizeof *rest);
+  size_t nrest = 0;
+  for (size_t i = 0; i < nmeta; i++)
+    if (!indexed_cond(sql, op, o, rec, &meta[i])) rest[nrest++] = meta[i]; /* borrowed */
+  meta_conds(sql, op, doc, rest, nrest);
+  free(rest);
+}
+
 /* " WHERE ..." for a filter (docs/adapters.md, Filters). */
-static void where_filter(chr_buf_t *sql, pg_op_t *op, const chr_filter_t *f) {
+static void where_filter(chr_buf_t *sql, pg_op_t *op, const pg_opts_t *o, const chr_filter_t *f) {
   chr_buf_adds(sql, " WHERE true");
   if (f == NULL) return;
   if (f->status_mask) {
@@ -539,8 +587,15 @@ static void where_filter(chr_buf_t *sql, pg_op_t *op, const chr_filter_t *f) {
     size_t n = 0;
     for (int s = 1; s < CHR_ST__COUNT; s++)
       if (f->status_mask & (1u << s)) names[n++] = (char *)chr_status_names[s];
-    chr_buf_printf(sql, " AND t.status = ANY($%d::text[])", next_param(op));
-    chr_pg_param_take(op, array_literal(names, n));
+    /* One status as an equality: the status index then also gives the
+     * query order, and a page stops after `limit` rows. */
+    if (n == 1) {
+      chr_buf_printf(sql, " AND t.status = $%d", next_param(op));
+      chr_pg_param(op, names[0]);
+    } else {
+      chr_buf_printf(sql, " AND t.status = ANY($%d::text[])", next_param(op));
+      chr_pg_param_take(op, array_literal(names, n));
+    }
   }
   if (f->trigger_type) {
     chr_buf_printf(sql, " AND t.trigger_type = $%d", next_param(op));
@@ -554,7 +609,7 @@ static void where_filter(chr_buf_t *sql, pg_op_t *op, const chr_filter_t *f) {
     chr_buf_printf(sql, " AND t.%s $%d::timestamptz", bounds[i], next_param(op));
     chr_pg_param_time(op, vals[i]);
   }
-  meta_conds(sql, op, "(t.record -> 'metadata')", f->meta, f->nmeta);
+  job_meta_conds(sql, op, o, "t", f->meta, f->nmeta);
   if (f->has_ids) {
     chr_buf_printf(sql, " AND t.job_id = ANY($%d::text[])", next_param(op));
     chr_pg_param_take(op, array_literal(f->ids, f->nids));
@@ -751,6 +806,35 @@ static void lease_params(pg_op_t *op, const chr_store_req_t *req) {
   chr_pg_param_time(op, req->issued);
 }
 
+/* The next due time of a scope: the earliest scheduled job's time, which
+ * an index_metadata index on the scope's path gives in one probe (it
+ * holds the tenant's jobs by status, then time); the walk over priority
+ * levels of PG_S_NEXT_DUE serves the due index, which has priority
+ * first. */
+static const char NEXT_DUE_SCOPED[] =
+    "SELECT min(d.next_run_time) FROM {T} d WHERE d.status = 'scheduled'"
+    " AND d.next_run_time IS NOT NULL{S}";
+
+/* A claim, recovery or next due time with a scope (CHR_STORE_CAP_SCOPE):
+ * its statement's text with the scope's conditions on the row of `alias`
+ * in place of {S}, sent as dynamic SQL after the statement's own
+ * parameters. Locking and updating are the unscoped statement's, so a
+ * scoped claim is exactly-once as an unscoped one is. A scoped claim
+ * walks the priority levels of due jobs only: on an index of the tenant's
+ * jobs by status and time, that reads the tenant's due jobs, not all of
+ * its scheduled ones (a claim takes only due jobs anyway). */
+static void scope_sql(const pg_opts_t *o, pg_op_t *op, const char *alias) {
+  const chr_filter_t *scope = op->req->filter;
+  if (scope == NULL || scope->nmeta == 0) return;
+  chr_buf_t cond;
+  chr_buf_init(&cond);
+  if (op->stmt == PG_S_CLAIM) chr_buf_adds(&cond, " AND d.next_run_time <= $1::timestamptz");
+  job_meta_conds(&cond, op, o, alias, scope->meta, scope->nmeta);
+  op->sql = expand(op->stmt == PG_S_NEXT_DUE ? NEXT_DUE_SCOPED : stmts[op->stmt].sql, o, cond.p);
+  op->stmt = -1;
+  chr_buf_free(&cond);
+}
+
 void chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
   chr_store_req_t *req = op->req;
   chr_buf_t sql;
@@ -789,7 +873,7 @@ void chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
     chr_buf_init(&sql);
     chr_buf_printf(&sql, "SELECT %s FROM %s t", req->op == CHR_OP_COUNT ? "count(*)" : COLS,
                    o->qtable);
-    where_filter(&sql, op, req->filter);
+    where_filter(&sql, op, o, req->filter);
     if (req->op == CHR_OP_QUERY) {
       chr_buf_printf(&sql, " ORDER BY t.next_run_time, t.job_id LIMIT $%d::bigint OFFSET $%d::bigint",
                      next_param(op), next_param(op) + 1);
@@ -806,6 +890,7 @@ void chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
     else chr_pg_param(op, NULL);
     chr_pg_param(op, req->owner);
     lease_params(op, req);
+    scope_sql(o, op, "d");
     break;
   case CHR_OP_COMPLETE: build_complete(o, op); break;
   case CHR_OP_RECORD_RUNS: build_record_runs(o, op); break;
@@ -813,6 +898,7 @@ void chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
   case CHR_OP_RECOVER:
     op->stmt = PG_S_RECOVER;
     chr_pg_param_time(op, req->now);
+    scope_sql(o, op, "t");
     break;
   case CHR_OP_EXTEND:
     op->stmt = PG_S_EXTEND;
@@ -820,7 +906,10 @@ void chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
     chr_pg_param(op, req->owner);
     lease_params(op, req);
     break;
-  case CHR_OP_NEXT_DUE: op->stmt = PG_S_NEXT_DUE; break;
+  case CHR_OP_NEXT_DUE:
+    op->stmt = PG_S_NEXT_DUE;
+    scope_sql(o, op, "d");
+    break;
   default: break;
   }
 }

@@ -40,6 +40,35 @@ void chr_pg_derived_name(const char *base, const char *suffix, char *out, size_t
   snprintf(out, outlen, "\"%.*s_%08x%s\"", keep, base, (unsigned)h, suffix);
 }
 
+void chr_pg_meta_index_name(const char *table, const char *path, char *out, size_t outlen) {
+  char suffix[48];
+  size_t n = strlen(path);
+  /* The path is kept whole while it fits; a long one keeps its start and
+   * a hash of the whole, so that two long paths never share a name. */
+  if (n <= 32) snprintf(suffix, sizeof suffix, "_meta_%s", path);
+  else snprintf(suffix, sizeof suffix, "_meta_%.23s_%08x", path,
+                (unsigned)(uint32_t)chr_pg_fnv1a(path, n, PG_FNV_SEED));
+  chr_pg_derived_name(table, suffix, out, outlen);
+}
+
+void chr_pg_meta_expr(chr_buf_t *b, const char *rec, const char *path) {
+  /* A plain path holds no quote or backslash: each key is a literal as
+   * it is. */
+  chr_buf_printf(b, "(%s -> 'metadata'", rec);
+  for (const char *p = path; *p;) {
+    size_t n = strcspn(p, ".");
+    chr_buf_printf(b, " -> '%.*s'", (int)n, p);
+    p += n + (p[n] == '.');
+  }
+  chr_buf_addc(b, ')');
+}
+
+int chr_pg_path_indexed(const pg_opts_t *o, const char *path) {
+  for (char **p = o->index_paths; p && *p; p++)
+    if (strcmp(*p, path) == 0) return 1;
+  return 0;
+}
+
 static int parse_bool(const char *v, int *out) {
   static const char *const yes[] = {"true", "1", "yes", "on"}, *const no[] = {"false", "0", "no",
                                                                                  "off"};
@@ -172,6 +201,7 @@ void chr_pg_opts_free(pg_opts_t *o) {
   free(o->desc);
   free(o->host);
   free(o->port);
+  chr_meta_index_free(o->index_paths);
   memset(o, 0, sizeof *o);
 }
 
@@ -195,12 +225,13 @@ int chr_pg_opts_parse(const chr_opts_t *opts, pg_opts_t *o, char *err, size_t er
   static const char *const chronis_keys[] = {"table",   "schema",          "pool",     "auto_migrate",
                                              "notify",  "timeout",         "connect_timeout",
                                              "timezone", "options", "history", "history_days",
-                                             NULL};
+                                             "index_metadata", NULL};
   const char *const *libpq = libpq_keywords();
   int rc = libpq == NULL ? 0
                          : chr_opts_check_keys(opts, chronis_keys, libpq,
                                                "chronis: table, schema, pool, auto_migrate, "
                                                "notify, timeout, connect_timeout, timezone, "
+                                               "index_metadata, "
                                                CHR_HISTORY_OPTION_NAMES "; or a "
                                                "libpq connection keyword",
                                                err, errlen);
@@ -227,6 +258,12 @@ int chr_pg_opts_parse(const chr_opts_t *opts, pg_opts_t *o, char *err, size_t er
         rc = chr_opts_fail(opts, err, errlen, "%s '%s' must be a number of seconds", k, v);
       else if (k[0] == 't') o->timeout = d;
       else o->connect_timeout = d;
+    } else if (strcmp(k, "index_metadata") == 0) {
+      char why[300];
+      chr_meta_index_free(o->index_paths);
+      o->index_paths = NULL;
+      if (chr_meta_index_parse(v, &o->index_paths, why, sizeof why) != 0)
+        rc = chr_opts_fail(opts, err, errlen, "option %s", why);
     } else if (strcmp(k, "timezone") == 0) {
       timezone = v;
     } else if (strcmp(k, "options") == 0) {
@@ -235,6 +272,7 @@ int chr_pg_opts_parse(const chr_opts_t *opts, pg_opts_t *o, char *err, size_t er
       kv_add(&pass, k, v);
     }
   }
+  if (rc == 0 && o->index_paths == NULL) o->index_paths = chr_calloc(1, sizeof *o->index_paths);
   if (rc == 0) {
     effective_host(o, &pass);
     /* Defaults first so the options override them; keepalives notice a
@@ -260,6 +298,10 @@ int chr_pg_opts_parse(const chr_opts_t *opts, pg_opts_t *o, char *err, size_t er
     snprintf(o->qruns, sizeof o->qruns, "\"%s\".%s", o->schema, runs);
     /* A channel per table; identifiers are ASCII, so cutting is safe. */
     snprintf(o->channel, sizeof o->channel, "chronis:%s.%s", o->schema, o->table);
+  }
+  if (rc != 0) {
+    chr_meta_index_free(o->index_paths);
+    o->index_paths = NULL;
   }
   kv_free(&pass);
   chr_buf_free(&options);
