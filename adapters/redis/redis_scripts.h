@@ -1310,8 +1310,8 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  ki, skip = ki + 1, 0\n"
     "end\n"
     "if early then redis.call('PUBLISH', P .. ':wake', early) end\n"
-    "if ki > #keys then return { count, early or '', '', 0 } end\n"
-    "return { count, early or '', tostring(ki), skip }\n",
+    "if ki > #keys then return { count, early or '', '', '0' } end\n"
+    "return { count, early or '', tostring(ki), tostring(skip) }\n",
     /* CHR_RS_SNEXT */
     CHR_REDIS_PRELUDE
     CHR_REDIS_SCOPE
@@ -1341,7 +1341,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "while ki <= #keys do\n"
     "  local found = false\n"
     "  while not found do\n"
-    "    if seen >= WALK then return { tostring(ki), skip, best } end\n"
+    "    if seen >= WALK then return { tostring(ki), tostring(skip), best } end\n"
     "    local want = math.min(WALK - seen, 100)\n"
     "    local r = redis.call('ZRANGEBYSCORE', keys[ki], '-inf', best == '' and '+inf' or '(' .. best,\n"
     "      'WITHSCORES', 'LIMIT', skip, want)\n"
@@ -1359,7 +1359,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  end\n"
     "  ki, skip = ki + 1, 0\n"
     "end\n"
-    "return { '', 0, best }\n",
+    "return { '', '0', best }\n",
     0};
 
 #endif
