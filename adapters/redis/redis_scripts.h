@@ -323,12 +323,15 @@
     "  end\n" \
     "  return best\n" \
     "end\n" \
-    "-- The state of job id (with its metadata) when it is a job in the scope,\n" \
-    "-- else nil (another's, gone, or a key that is no job hash).\n" \
-    "local function in_scope(conds, id)\n" \
+    "-- The state of job id (with its metadata) when it is a job in the scope\n" \
+    "-- and s is its status, else nil, and then true when its entry in a set of\n" \
+    "-- status s is stale (no such job, or not of that status any more).\n" \
+    "local function in_scope(conds, id, s)\n" \
     "  local ok, o = pcall(state, jkey(id), true)\n" \
-    "  if not ok or not o or not matches(conds, o.m or false) then return nil end\n" \
-    "  return o\n" \
+    "  if not ok then return nil, false end -- a key that is no job hash\n" \
+    "  if not o or o.s ~= s then return nil, true end\n" \
+    "  if not matches(conds, o.m or false) then return nil, false end\n" \
+    "  return o, false\n" \
     "end\n" \
     "-- Scheduled levels, highest priority first (as claim_due_jobs takes them).\n" \
     "local function levels_desc()\n" \
@@ -1244,8 +1247,10 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "      if not bi then break end\n"
     "      bufs[bi].pos = bufs[bi].pos + 2\n"
     "      seen = seen + 1\n"
-    "      local o = in_scope(conds, bid)\n"
-    "      if o and o.s == 'scheduled' and o.t and tonumber(o.t) <= tnow then\n"
+    "      local o, stale = in_scope(conds, bid, 'scheduled')\n"
+    "      if stale then\n"
+    "        q('ZREM', keys[bi], bid)\n"
+    "      elseif o and o.t and tonumber(o.t) <= tnow then\n"
     "        if not st then st = fmt(stamps(1)) end\n"
     "        redis.call('HSET', jkey(bid), 'status', 'running', 'claimed_by', owner, 'lease_until', lease,\n"
     "          'updated_at', st)\n"
@@ -1289,8 +1294,10 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  local ids = redis.call('ZRANGEBYSCORE', keys[ki], '-inf', '(' .. now, 'LIMIT', skip, want)\n"
     "  for _, id in ipairs(ids) do\n"
     "    seen = seen + 1\n"
-    "    local o = in_scope(conds, id)\n"
-    "    if o and o.s == 'running' then\n"
+    "    local o, stale = in_scope(conds, id, 'running')\n"
+    "    if stale then\n"
+    "      q('ZREM', keys[ki], id)\n"
+    "    elseif o then\n"
     "      if not st then st = fmt(stamps(1)) end\n"
     "      local k = jkey(id)\n"
     "      redis.call('HSET', k, 'status', 'scheduled', 'updated_at', st)\n"
@@ -1347,8 +1354,8 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "      'WITHSCORES', 'LIMIT', skip, want)\n"
     "    for i = 1, #r, 2 do\n"
     "      seen = seen + 1\n"
-    "      local o = in_scope(conds, r[i])\n"
-    "      if o and o.s == 'scheduled' and o.t then\n"
+    "      local o = in_scope(conds, r[i], 'scheduled')\n"
+    "      if o and o.t then\n"
     "        best, found = r[i + 1], true\n"
     "        break\n"
     "      end\n"
