@@ -417,6 +417,46 @@ describe("redis", function()
       end)
     end
 
+    it("run each job once in the scheduler of its scope, schedulers of two scopes and an unscoped one sharing the prefix", function()
+      local p = prefix()
+      local stores = { open(p, true), open(p, true), open(p, true) }
+      local scopes = { { ["metadata.tenant_id"] = "a" }, { ["metadata.tenant_id"] = { ["$in"] = { "b" } } }, nil }
+      local ran, scheds, n = {}, {}, 0
+      for i = 1, 3 do
+        local s = chronis.scheduler({ storage = stores[i], filters = scopes[i], polling_interval = 0.2, logger = quiet })
+        s:handler("h", function(job)
+          ran[job.job_id] = ran[job.job_id] or {}
+          table.insert(ran[job.job_id], i)
+        end)
+        scheds[i] = s
+      end
+      local now = iso(now_us())
+      for k = 1, 90 do
+        stores[1]:create_job({ job_id = ("r%02d"):format(k), status = "scheduled", next_run_time = now,
+          func_name = "h", trigger_type = "date", trigger_args = { run_date = now },
+          metadata = { tenant_id = ({ "a", "b", "c" })[k % 3 + 1] } })
+      end
+      for _, s in ipairs(scheds) do s:start() end
+      assert.truthy(wait_for(function()
+        n = 0
+        for _ in pairs(ran) do n = n + 1 end
+        return n == 90
+      end, 20), "not every job ran")
+      chronis.sleep(0.3)
+      for k = 1, 90 do
+        local id, tenant = ("r%02d"):format(k), ({ "a", "b", "c" })[k % 3 + 1]
+        assert.are.equal(1, #ran[id], id .. " ran " .. #ran[id] .. " times")
+        if tenant == "a" then assert.are_not.equal(2, ran[id][1], id) end
+        if tenant == "b" then assert.are_not.equal(1, ran[id][1], id) end
+        if tenant == "c" then assert.are.equal(3, ran[id][1], id) end
+      end
+      for _, s in ipairs(scheds) do
+        s:stop()
+        s:close()
+      end
+      for _, st in ipairs(stores) do st:close() end
+    end)
+
     it("move a job between per-value sets as its state and metadata change", function()
       local p = prefix()
       local s = open(p, true)
