@@ -67,6 +67,28 @@ describe("redis", function()
     })
   end
 
+  -- The same contracts with metadata indexes: scoped calls then read the
+  -- per-value sets.
+  require("support.storage_contract")("redis with index_metadata", function()
+    return chronis.storage.redis(srv.url, { prefix = prefix(), index_metadata = "tenant_id,t,region" })
+  end)
+
+  do
+    local prefixes = setmetatable({}, { __mode = "k" })
+    local function open_indexed(p)
+      return chronis.storage.redis(srv.url, { prefix = p, index_metadata = "tenant_id,t,region" })
+    end
+    require("support.engine_contract")("redis with index_metadata", function()
+      local p = prefix()
+      local store = open_indexed(p)
+      prefixes[store] = p
+      return store
+    end, {
+      reopen = function(store) return open_indexed(prefixes[store]) end,
+      hints_across_handles = true,
+    })
+  end
+
   require("support.lock_contract")("redis", function()
     return chronis.lock.redis(srv.url .. "?prefix=" .. prefix())
   end)
@@ -199,7 +221,7 @@ describe("redis", function()
         "{" .. p .. "}:job:no time", "{" .. p .. "}:job:no lease",
         "{" .. p .. "}:jobs", "{" .. p .. "}:lease", "{" .. p .. "}:prios",
         "{" .. p .. "}:st:failed", "{" .. p .. "}:st:paused", "{" .. p .. "}:st:running",
-        "{" .. p .. "}:st:scheduled",
+        "{" .. p .. "}:st:scheduled", "{" .. p .. "}:scoped", "{" .. p .. "}:tlease:9:tenant_id:\"acme\"",
       }
       table.sort(want)
       assert.are.same(want, keys)
@@ -267,6 +289,265 @@ describe("redis", function()
       assert.are.equal("0", srv:cli("SISMEMBER", "{" .. p .. "}:idx:9:tenant_id:\"t2\"", "j02"):match("%d"))
       plain:close()
       indexed:close()
+    end)
+  end)
+
+  -- Scoped claims, recoveries and next due times (docs/redis.md, Scopes):
+  -- from the per-value sets with index_metadata, else by a walk of at
+  -- most 1,000 entries per script call.
+  describe("scopes", function()
+    after_each(assert_loop_clean)
+
+    local T = 1700000000 * S
+
+    local function keys_like(p, pattern)
+      local out = {}
+      for k in srv:cli("KEYS", "{" .. p .. "}:" .. pattern):gmatch("[^\n]+") do out[#out + 1] = k end
+      table.sort(out)
+      return out
+    end
+
+    local function evalsha_calls()
+      return tonumber(srv:cli("INFO", "commandstats"):match("cmdstat_evalsha:calls=(%d+)") or 0)
+    end
+
+    local function open(p, indexed)
+      local s = chronis.storage.redis(srv.url, { prefix = p, index_metadata = indexed and "tenant_id,region.zone" or nil })
+      if indexed then
+        assert.truthy(wait_for(function()
+          return srv:cli("HGET", "{" .. p .. "}:scoped", "region.zone"):match("ready") ~= nil
+        end, 10), "the per-value sets were not built")
+      end
+      return s
+    end
+
+    -- 120 jobs of 4 tenants (one with none), priorities 0-11, some
+    -- with a key holding a dot, some nested.
+    local function fill(...)
+      for k = 0, 119 do
+        local meta = { n = k % 2 }
+        if k % 5 ~= 0 then meta.tenant_id = "t" .. (k % 4) end
+        if k % 3 == 0 then meta.region = { zone = k % 2 == 0 and "eu" or "us" } end
+        if k % 7 == 0 then meta["a.b"] = "dot" end
+        if k % 11 == 0 then meta.tenant_id = chronis.json.null end
+        local j = { job_id = ("s%03d"):format((k * 37) % 120), status = k % 9 == 0 and "paused" or "scheduled",
+          next_run_time = iso(T + (k % 40) * S), priority = k % 12, metadata = meta }
+        for _, s in ipairs({ ... }) do s:create_job(j) end
+      end
+    end
+
+    local scopes = {
+      { ["metadata.tenant_id"] = "t1" },
+      { ["metadata.tenant_id"] = { ["$in"] = { "t2", "t3", "t2" } } },
+      { ["metadata.tenant_id"] = { ["$ne"] = "t1" } },
+      { ["metadata.tenant_id"] = null },
+      { ["metadata.tenant_id"] = { ["$exists"] = true }, ["metadata.n"] = 1 },
+      { ["metadata.region.zone"] = "eu", ["metadata.tenant_id"] = "t0" },
+      { ["metadata.a\\.b"] = "dot" },
+      { ["metadata.tenant_id"] = "nobody" },
+      { ["metadata.tenant_id"] = { ["$in"] = {} } },
+    }
+
+    for _, indexed in ipairs({ false, true }) do
+      local how = indexed and "with index_metadata" or "without an index"
+
+      it("claim, recover and tell the next due time like the memory store, " .. how, function()
+        local mem, red = chronis.storage.memory(), open(prefix(), indexed)
+        fill(mem, red)
+        -- Writes that move jobs between tenants and states.
+        for _, s in ipairs({ mem, red }) do
+          s:update_job("s001", { metadata = { tenant_id = "t1", region = { zone = "eu" } } })
+          s:update_job("s002", { metadata = null })
+          s:compare_and_swap_job("s003", { status = "scheduled" }, { metadata = { tenant_id = "t2" }, priority = 11 })
+          s:delete_job("s004")
+        end
+        for i, f in ipairs(scopes) do
+          assert.are.equal(mem:next_due_time(f), red:next_due_time(f), "next due, scope " .. i)
+        end
+        for round = 1, 4 do
+          for i, f in ipairs(scopes) do
+            local opts = { now = iso(T + round * 8 * S), limit = 5, owner = "o" .. i, lease_seconds = 10, filters = f }
+            assert.are.same(ids(mem:claim_due_jobs(opts)), ids(red:claim_due_jobs(opts)),
+              ("claim %d, scope %d"):format(round, i))
+            assert.are.equal(mem:next_due_time(f), red:next_due_time(f), ("next due %d, scope %d"):format(round, i))
+          end
+        end
+        local at = iso(T + 45 * S)
+        for i, f in ipairs(scopes) do
+          assert.are.equal(mem:recover_expired_leases(at, f), red:recover_expired_leases(at, f), "recover, scope " .. i)
+        end
+        assert.are.same(ids(mem:query_jobs({ status = "running" })), ids(red:query_jobs({ status = "running" })))
+        assert.are.same(ids(mem:query_jobs({ status = "scheduled" })), ids(red:query_jobs({ status = "scheduled" })))
+        red:close()
+        mem:close()
+      end)
+
+      it("claim every job exactly once across connections of different scopes, " .. how, function()
+        local p = prefix()
+        local a, b, c = open(p, indexed), open(p, indexed), open(p, indexed)
+        local now = iso(now_us())
+        for k = 1, 300 do
+          a:create_job({ job_id = ("x%03d"):format(k), status = "scheduled", next_run_time = now,
+            priority = k % 3, metadata = { tenant_id = "t" .. (k % 3) } })
+        end
+        local owners = { { a, { ["metadata.tenant_id"] = "t1" }, "t1" },
+          { b, { ["metadata.tenant_id"] = { ["$in"] = { "t1", "t2" } } }, "t2" },
+          { c, nil, nil } }
+        local seen, n = {}, 0
+        while true do
+          local got = 0
+          for i, o in ipairs(owners) do
+            for _, j in ipairs(o[1]:claim_due_jobs({ limit = 7, owner = "o" .. i, filters = o[2] })) do
+              assert.is_nil(seen[j.job_id], j.job_id .. " claimed twice")
+              seen[j.job_id] = i
+              assert.are.equal("o" .. i, j.claimed_by)
+              if i == 1 then assert.are.equal("t1", j.metadata.tenant_id) end
+              if i == 2 then assert.is_truthy(j.metadata.tenant_id ~= "t0") end
+              n, got = n + 1, got + 1
+            end
+          end
+          if got == 0 then break end
+        end
+        assert.are.equal(300, n)
+        assert.is_nil(a:next_due_time({ ["metadata.tenant_id"] = "t1" }))
+        assert.are.equal(0, #keys_like(p, "tdue:*"))
+        a:close()
+        b:close()
+        c:close()
+      end)
+    end
+
+    it("run each job once in the scheduler of its scope, schedulers of two scopes and an unscoped one sharing the prefix", function()
+      local p = prefix()
+      local stores = { open(p, true), open(p, true), open(p, true) }
+      local scopes = { { ["metadata.tenant_id"] = "a" }, { ["metadata.tenant_id"] = { ["$in"] = { "b" } } }, nil }
+      local ran, scheds, n = {}, {}, 0
+      for i = 1, 3 do
+        local s = chronis.scheduler({ storage = stores[i], filters = scopes[i], polling_interval = 0.2, logger = quiet })
+        s:handler("h", function(job)
+          ran[job.job_id] = ran[job.job_id] or {}
+          table.insert(ran[job.job_id], i)
+        end)
+        scheds[i] = s
+      end
+      local now = iso(now_us())
+      for k = 1, 90 do
+        stores[1]:create_job({ job_id = ("r%02d"):format(k), status = "scheduled", next_run_time = now,
+          func_name = "h", trigger_type = "date", trigger_args = { run_date = now },
+          metadata = { tenant_id = ({ "a", "b", "c" })[k % 3 + 1] } })
+      end
+      for _, s in ipairs(scheds) do s:start() end
+      assert.truthy(wait_for(function()
+        n = 0
+        for _ in pairs(ran) do n = n + 1 end
+        return n == 90
+      end, 20), "not every job ran")
+      chronis.sleep(0.3)
+      for k = 1, 90 do
+        local id, tenant = ("r%02d"):format(k), ({ "a", "b", "c" })[k % 3 + 1]
+        assert.are.equal(1, #ran[id], id .. " ran " .. #ran[id] .. " times")
+        if tenant == "a" then assert.are_not.equal(2, ran[id][1], id) end
+        if tenant == "b" then assert.are_not.equal(1, ran[id][1], id) end
+        if tenant == "c" then assert.are.equal(3, ran[id][1], id) end
+      end
+      for _, s in ipairs(scheds) do
+        s:stop()
+        s:close()
+      end
+      for _, st in ipairs(stores) do st:close() end
+    end)
+
+    it("move a job between per-value sets as its state and metadata change", function()
+      local p = prefix()
+      local s = open(p, true)
+      local due = iso(T)
+      local key = function(k) return "{" .. p .. "}:" .. k end
+      s:create_job({ job_id = "m", status = "scheduled", next_run_time = due, metadata = { tenant_id = "a" } })
+      assert.are.same({ key('tdue:9:tenant_id:5:"a"') }, keys_like(p, "tdue:*"))
+      s:update_job("m", { metadata = { tenant_id = "b" }, priority = 7 })
+      assert.are.same({ key('tdue:9:tenant_id:7:"b"') }, keys_like(p, "tdue:*"))
+      assert.are.same({}, s:claim_due_jobs({ now = iso(T + S), owner = "o", filters = { ["metadata.tenant_id"] = "a" } }))
+      local got = s:claim_due_jobs({ now = iso(T + S), owner = "o", filters = { ["metadata.tenant_id"] = "b" } })
+      assert.are.same({ "m" }, ids(got))
+      assert.are.same({}, keys_like(p, "tdue:*"))
+      assert.are.same({ key('tlease:9:tenant_id:"b"') }, keys_like(p, "tlease:*"))
+      -- A completion that changes the tenant and reschedules.
+      local res = s:complete_jobs({ { job_id = "m", owner = "o", updates = { status = "scheduled",
+        next_run_time = iso(T + 60 * S), metadata = { tenant_id = "c" }, claimed_by = null, lease_until = null } } })
+      assert.is_true(res[1].ok)
+      assert.are.same({}, keys_like(p, "tlease:*"))
+      assert.are.same({ key('tdue:9:tenant_id:7:"c"') }, keys_like(p, "tdue:*"))
+      assert.are.equal(iso(T + 60 * S), s:next_due_time({ ["metadata.tenant_id"] = "c" }))
+      assert.is_nil(s:next_due_time({ ["metadata.tenant_id"] = "b" }))
+      -- Claimed unscoped, then recovered by its tenant's scope only.
+      assert.are.same({ "m" }, ids(s:claim_due_jobs({ now = iso(T + 60 * S), owner = "u", lease_seconds = 5 })))
+      assert.are.same({ key('tlease:9:tenant_id:"c"') }, keys_like(p, "tlease:*"))
+      assert.are.equal(0, s:recover_expired_leases(iso(T + 70 * S), { ["metadata.tenant_id"] = "b" }))
+      assert.are.equal(0, s:recover_expired_leases(iso(T + 61 * S), { ["metadata.tenant_id"] = "c" }))
+      assert.are.equal(1, s:recover_expired_leases(iso(T + 70 * S), { ["metadata.tenant_id"] = "c" }))
+      assert.are.equal("scheduled", s:get_job("m").status)
+      assert.are.same({ key('tdue:9:tenant_id:7:"c"') }, keys_like(p, "tdue:*"))
+      s:delete_job("m")
+      assert.are.same({}, keys_like(p, "tdue:*"))
+      s:close()
+    end)
+
+    it("walk at most 1,000 entries per script call, and go on from there", function()
+      local p = prefix()
+      local s = open(p, false)
+      local due = iso(T)
+      for k = 1, 2500 do
+        s:create_job({ job_id = ("f%04d"):format(k), status = "scheduled", next_run_time = due,
+          metadata = { tenant_id = "other" } })
+      end
+      s:create_job({ job_id = "mine", status = "scheduled", next_run_time = iso(T + S), metadata = { tenant_id = "me" } })
+      local f = { ["metadata.tenant_id"] = "me" }
+      local before = evalsha_calls()
+      assert.are.equal(iso(T + S), s:next_due_time(f))
+      assert.are.equal(3, evalsha_calls() - before, "script calls of the next due time")
+      before = evalsha_calls()
+      assert.are.same({ "mine" }, ids(s:claim_due_jobs({ now = iso(T + 2 * S), owner = "o", lease_seconds = 1, filters = f })))
+      assert.are.equal(3, evalsha_calls() - before, "script calls of the claim")
+      assert.are.same({}, ids(s:claim_due_jobs({ now = iso(T + 2 * S), owner = "o", filters = f })))
+      -- 2,500 foreign leases before the tenant's.
+      assert.are.equal(2500, #s:claim_due_jobs({ now = iso(T + 2 * S), owner = "x", lease_seconds = 0.5, limit = 3000 }))
+      before = evalsha_calls()
+      assert.are.equal(1, s:recover_expired_leases(iso(T + 10 * S), f))
+      assert.are.equal(3, evalsha_calls() - before, "script calls of the recovery")
+      assert.are.equal("scheduled", s:get_job("mine").status)
+      assert.are.equal("running", s:get_job("f0001").status)
+      s:close()
+    end)
+
+    it("build the per-value sets of a prefix whose index was made without them", function()
+      local p = prefix()
+      local s = open(p, true)
+      for k = 1, 40 do
+        s:create_job({ job_id = ("o%02d"):format(k), status = "scheduled", next_run_time = iso(T + k * S),
+          metadata = { tenant_id = "t" .. (k % 2), region = { zone = "eu" } } })
+      end
+      s:claim_due_jobs({ now = iso(T + 4 * S), owner = "o", limit = 4 })
+      s:close()
+      -- What an older version leaves: the index, no per-value sets.
+      srv:cli("DEL", "{" .. p .. "}:scoped")
+      for _, k in ipairs(keys_like(p, "tdue:*")) do srv:cli("DEL", k) end
+      for _, k in ipairs(keys_like(p, "tlease:*")) do srv:cli("DEL", k) end
+      assert.are.same({}, keys_like(p, "tdue:*"))
+      local old = chronis.storage.redis(srv.url, { prefix = p })
+      local f = { ["metadata.tenant_id"] = "t1" }
+      -- Without them, scoped calls walk.
+      assert.are.equal(iso(T + 5 * S), old:next_due_time(f))
+      assert.are.same({ "o05", "o07" }, ids(old:claim_due_jobs({ now = iso(T + 8 * S), owner = "o", limit = 2, filters = f })))
+      -- Opening with index_metadata builds them.
+      local new = open(p, true)
+      assert.are.equal("ready", (srv:cli("HGET", "{" .. p .. "}:indexes", "tenant_id"):match("%a+")))
+      assert.are.same({ "o01", "o03", "o05", "o07" }, ids(old:query_jobs({ status = "running", ["metadata.tenant_id"] = "t1" })))
+      assert.are.equal(20 - 4, tonumber(srv:cli("ZCARD", "{" .. p .. "}:tdue:9:tenant_id:5:\"t1\"")))
+      assert.are.equal(4, tonumber(srv:cli("ZCARD", "{" .. p .. "}:tlease:9:tenant_id:\"t1\"")))
+      assert.are.same({ "o09" }, ids(new:claim_due_jobs({ now = iso(T + 10 * S), owner = "o", filters = f })))
+      assert.are.equal(2, new:recover_expired_leases(iso(T + 100 * S), { ["metadata.tenant_id"] = "t0" }))
+      old:close()
+      new:close()
     end)
   end)
 

@@ -37,6 +37,11 @@
 #define NO_LIMIT (1LL << 40)
 /* Jobs per slice when a metadata index is built over existing jobs. */
 #define REINDEX_SLICE 500
+/* Entries a scoped claim, recovery or next due time looks at in one
+ * script call at most (without per-value sets, the jobs of other scopes
+ * are walked): no call holds Redis for long, the next goes on from where
+ * the last stopped. */
+#define SCOPE_WALK 1000
 /* Jobs whose runs are pruned by age in one script call at most: pruning
  * stays a bounded cost of the write that does it. */
 #define AGE_PRUNE_MAX 1000
@@ -376,32 +381,38 @@ static void claimed_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg
   wake(rs, hint);
 }
 
-static void fetch_claimed(rstore_t *rs, chr_store_req_t *req, const redisReply *r) {
+/* Reads the records of the n (> 0) claimed ids (taken over, malloc'ed),
+ * then answers req and wakes for hint. */
+static void fetch_claimed(rstore_t *rs, chr_store_req_t *req, char **ids, size_t n, int64_t hint) {
   claimed_t *cl = chr_calloc(1, sizeof *cl);
   chr_buf_t key;
   cl->rs = rs;
   cl->req = req;
-  cl->n = cl->pending = r->elements - 2;
+  cl->n = cl->pending = n;
   cl->jobs = chr_calloc(cl->n, sizeof *cl->jobs);
-  cl->ids = chr_calloc(cl->n, sizeof *cl->ids);
-  cl->hint = reply_time(elem(r, 1));
+  cl->ids = ids;
+  cl->hint = hint;
   chr_buf_init(&key);
   chr_buf_printf(&key, "%s:job:", rs->tag);
   size_t base = key.len;
   for (size_t i = 0; i < cl->n; i++) {
-    const redisReply *id = r->element[i + 2];
-    cl->ids[i] = chr_malloc(id->len + 1);
-    memcpy(cl->ids[i], id->str, id->len);
-    cl->ids[i][id->len] = '\0';
     chr_rcmd_t *c = chr_rcmd_new(rs->rc, -1, claimed_cb, cl, CHR_RCMD_IDEMPOTENT);
     c->ctx_data = (void *)(uintptr_t)i;
     key.len = base;
-    chr_buf_add(&key, id->str, id->len);
+    chr_buf_adds(&key, ids[i]);
     chr_rcmd_args(c, "HGETALL");
     chr_rcmd_arg(c, key.p, key.len);
     chr_rconn_send(c);
   }
   chr_buf_free(&key);
+}
+
+static char *reply_str(const redisReply *r) {
+  if (r == NULL || r->type != REDIS_REPLY_STRING) return chr_strdup("");
+  char *s = chr_malloc(r->len + 1);
+  memcpy(s, r->str, r->len);
+  s[r->len] = '\0';
+  return s;
 }
 
 static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
@@ -445,7 +456,10 @@ static void done_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
   case CHR_OP_DELETE: req->ok = reply_int(r) == 1; break;
   case CHR_OP_CLAIM:
     if (r->type == REDIS_REPLY_ARRAY && r->elements > 2) {
-      fetch_claimed(rs, req, r);
+      size_t n = r->elements - 2;
+      char **ids = chr_calloc(n, sizeof *ids);
+      for (size_t i = 0; i < n; i++) ids[i] = reply_str(r->element[i + 2]);
+      fetch_claimed(rs, req, ids, n, reply_time(elem(r, 1)));
       return;
     }
     hint = reply_time(elem(r, 1));
@@ -895,9 +909,153 @@ static void submit_query_runs(rstore_t *rs, chr_store_req_t *req) {
   chr_rconn_send(c);
 }
 
+/* ---- scoped claims, recoveries and next due times (req->filter) */
+
+/* One scoped request, over as many script calls as its walk takes
+ * (SCOPE_WALK entries each): the cursor and what is gathered so far. */
+typedef struct scoped {
+  rstore_t *rs;
+  chr_store_req_t *req;
+  char *cursor; /* '' at the start */
+  char *skips;  /* claim: per source of the cursor's level */
+  char *best;   /* next due time: the earliest so far, '' none */
+  char **ids;   /* claim: the ids claimed */
+  size_t nids;
+  int64_t count, early; /* recovery */
+} scoped_t;
+
+static void scoped_free(scoped_t *sc) {
+  for (size_t i = 0; i < sc->nids; i++) free(sc->ids[i]);
+  free(sc->ids);
+  free(sc->cursor);
+  free(sc->skips);
+  free(sc->best);
+  free(sc);
+}
+
+/* "n, then per condition: operator, path, nkeys, keys..., nvalues,
+ * values..." (CHR_REDIS_SCOPE's read_scope). */
+static void add_scope(chr_rcmd_t *c, const chr_filter_t *f) {
+  static const char *const ops[] = {"eq", "ne", "in", "absent", "present"};
+  chr_rcmd_argi(c, (long long)f->nmeta);
+  for (size_t i = 0; i < f->nmeta; i++) {
+    const chr_meta_filter_t *m = &f->meta[i];
+    int valued = m->op == CHR_MF_EQ || m->op == CHR_MF_NE || m->op == CHR_MF_IN;
+    chr_rcmd_args(c, ops[m->op]);
+    chr_rcmd_args(c, m->path);
+    chr_rcmd_argi(c, (long long)m->nkeys);
+    for (size_t k = 0; k < m->nkeys; k++) chr_rcmd_args(c, m->keys[k]);
+    chr_rcmd_argi(c, valued ? (long long)m->nvalues : 0);
+    for (size_t k = 0; valued && k < m->nvalues; k++) chr_rcmd_args(c, m->values[k]);
+  }
+  chr_rcmd_argi(c, SCOPE_WALK);
+}
+
+static void scoped_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg);
+
+static void scoped_send(scoped_t *sc) {
+  chr_store_req_t *req = sc->req;
+  rstore_t *rs = sc->rs;
+  int which = req->op == CHR_OP_CLAIM     ? CHR_RS_SCLAIM
+              : req->op == CHR_OP_RECOVER ? CHR_RS_SRECOVER
+                                          : CHR_RS_SNEXT;
+  chr_rcmd_t *c = chr_rcmd_new(rs->rc, which, scoped_cb, sc,
+                               req->op == CHR_OP_CLAIM ? 0 : CHR_RCMD_IDEMPOTENT);
+  chr_rcmd_args(c, "1");
+  chr_rcmd_args(c, rs->tag);
+  if (req->op == CHR_OP_CLAIM) {
+    int64_t lim = req->limit >= 0 && req->limit < NO_LIMIT ? req->limit : NO_LIMIT;
+    chr_rcmd_argi(c, req->now);
+    chr_rcmd_argi(c, lim - (int64_t)sc->nids);
+    chr_rcmd_args(c, req->owner);
+    add_lease(c, req);
+    chr_rcmd_args(c, sc->cursor);
+    chr_rcmd_args(c, sc->skips);
+  } else if (req->op == CHR_OP_RECOVER) {
+    chr_rcmd_argi(c, req->now);
+    chr_rcmd_args(c, sc->cursor);
+    chr_rcmd_args(c, sc->skips);
+  } else {
+    chr_rcmd_args(c, sc->cursor);
+    chr_rcmd_args(c, sc->skips);
+    chr_rcmd_args(c, sc->best);
+  }
+  add_scope(c, req->filter);
+  chr_rconn_send(c);
+}
+
+static void scoped_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
+  scoped_t *sc = c->data;
+  chr_store_req_t *req = sc->req;
+  rstore_t *rs = sc->rs;
+  /* A failure part way leaves the jobs claimed so far to lease recovery,
+   * as a record that cannot be read does. */
+  if (failed(req, r, status, msg)) {
+    scoped_free(sc);
+    answer(req);
+    return;
+  }
+  size_t at = req->op == CHR_OP_CLAIM ? 1 : req->op == CHR_OP_RECOVER ? 2 : 0;
+  free(sc->cursor);
+  free(sc->skips);
+  sc->cursor = reply_str(elem(r, at));
+  sc->skips = reply_str(elem(r, at + 1));
+  if (req->op == CHR_OP_CLAIM) {
+    size_t n = r->type == REDIS_REPLY_ARRAY && r->elements > 3 ? r->elements - 3 : 0;
+    if (n > 0) {
+      sc->ids = chr_realloc(sc->ids, (sc->nids + n) * sizeof *sc->ids);
+      for (size_t i = 0; i < n; i++) sc->ids[sc->nids++] = reply_str(r->element[i + 3]);
+    }
+  } else if (req->op == CHR_OP_RECOVER) {
+    sc->count += reply_int(elem(r, 0));
+    sc->early = chr_time_earlier(sc->early, reply_time(elem(r, 1)));
+  } else {
+    free(sc->best);
+    sc->best = reply_str(elem(r, 2));
+  }
+  int64_t lim = req->limit >= 0 && req->limit < NO_LIMIT ? req->limit : NO_LIMIT;
+  if (sc->cursor[0] != '\0' && !(req->op == CHR_OP_CLAIM && (int64_t)sc->nids >= lim)) {
+    scoped_send(sc);
+    return;
+  }
+  if (req->op == CHR_OP_CLAIM && sc->nids > 0) {
+    char **ids = sc->ids;
+    size_t n = sc->nids;
+    sc->ids = NULL;
+    sc->nids = 0;
+    scoped_free(sc);
+    fetch_claimed(rs, req, ids, n, CHR_TIME_NONE);
+    return;
+  }
+  int64_t early = sc->early;
+  if (req->op == CHR_OP_RECOVER) req->count = sc->count;
+  if (req->op == CHR_OP_NEXT_DUE) req->count = reply_time(elem(r, 2));
+  scoped_free(sc);
+  answer(req);
+  wake(rs, early);
+}
+
+static void submit_scoped(rstore_t *rs, chr_store_req_t *req) {
+  scoped_t *sc = chr_calloc(1, sizeof *sc);
+  sc->rs = rs;
+  sc->req = req;
+  sc->cursor = chr_strdup("");
+  sc->skips = chr_strdup(req->op == CHR_OP_CLAIM ? "" : "0");
+  sc->best = chr_strdup("");
+  sc->early = CHR_TIME_NONE;
+  want_wakeups(rs);
+  scoped_send(sc);
+}
+
 static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
   rstore_t *rs = (rstore_t *)s;
   chr_rcmd_t *c;
+  /* A scope (CHR_STORE_CAP_SCOPE): the scripts apply it themselves. */
+  if ((req->op == CHR_OP_CLAIM || req->op == CHR_OP_RECOVER || req->op == CHR_OP_NEXT_DUE) &&
+      req->filter != NULL) {
+    submit_scoped(rs, req);
+    return 0;
+  }
   switch (req->op) {
   case CHR_OP_CREATE:
     c = script(rs, CHR_RS_CREATE, req, 0);
@@ -1026,7 +1184,7 @@ int chr_redis_store_open(const chr_opts_t *opts, chr_store_t **out, char *err, s
   chr_store_init(&rs->base, &rs_vtable,
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
-                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY);
+                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY | CHR_STORE_CAP_SCOPE);
   rs->hist = u.hist;
   rs->tag = chr_sprintf("{%s}", u.prefix);
   rs->channel = chr_sprintf("%s:wake", rs->tag);

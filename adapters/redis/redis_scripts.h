@@ -70,16 +70,36 @@
     "  end\n" \
     "  Q = {}\n" \
     "end\n" \
+    "-- The metadata paths indexed (index_metadata, building or ready), read\n" \
+    "-- once per call, and the fields state reads: SF, then SFM with the\n" \
+    "-- metadata text too.\n" \
+    "local SF, SFM\n" \
+    "local function idx()\n" \
+    "  if not IDX then IDX = redis.call('HKEYS', P .. ':indexes') end\n" \
+    "  if not SF then\n" \
+    "    SF = { 'status', 'next_run_time', 'priority', 'lease_until', 'claimed_by' }\n" \
+    "    SFM = { 'status', 'next_run_time', 'priority', 'lease_until', 'claimed_by', 'x:metadata' }\n" \
+    "    for i, p in ipairs(IDX) do\n" \
+    "      SF[5 + i] = 'i:' .. p\n" \
+    "      SFM[6 + i] = 'i:' .. p\n" \
+    "    end\n" \
+    "  end\n" \
+    "  return IDX\n" \
+    "end\n" \
     "-- A job's indexed state: s status, t next_run_time, p priority, l\n" \
-    "-- lease_until, c claimed_by (false when absent).\n" \
-    "local function state(k)\n" \
-    "  local r = redis.call('HMGET', k, 'status', 'next_run_time', 'priority', 'lease_until', 'claimed_by')\n" \
+    "-- lease_until, c claimed_by (false when absent), iv the values it is\n" \
+    "-- indexed under (by IDX), and with meta m its metadata text.\n" \
+    "local function state(k, meta)\n" \
+    "  idx()\n" \
+    "  local r = redis.call('HMGET', k, unpack(meta and SFM or SF))\n" \
     "  if not r[1] then return nil end\n" \
-    "  return { s = r[1], t = r[2], p = r[3], l = r[4], c = r[5] }\n" \
+    "  local iv, at = {}, meta and 6 or 5\n" \
+    "  for i = 1, #IDX do iv[i] = r[at + i] end\n" \
+    "  return { s = r[1], t = r[2], p = r[3], l = r[4], c = r[5], m = meta and r[6], iv = iv }\n" \
     "end\n" \
     "local NAMES = { status = 's', next_run_time = 't', priority = 'p', lease_until = 'l', claimed_by = 'c' }\n" \
     "local function apply(o, sets, dels)\n" \
-    "  local n = { s = o.s, t = o.t, p = o.p, l = o.l, c = o.c }\n" \
+    "  local n = { s = o.s, t = o.t, p = o.p, l = o.l, c = o.c, iv = o.iv }\n" \
     "  for i = 1, #sets, 2 do\n" \
     "    local f = NAMES[sets[i]]\n" \
     "    if f then n[f] = sets[i + 1] end\n" \
@@ -100,7 +120,19 @@
     "  if st.s == 'running' and st.l then return 'z', LEASE, st.l end\n" \
     "  return 's', STK[st.s], nil\n" \
     "end\n" \
-    "-- Moves job id from the indexes of state o to those of state n (nil: no job).\n" \
+    "-- Per indexed value (index_metadata), what a scope needs: scheduled jobs\n" \
+    "-- with a time in tdue:<#path>:<path>:<priority>:<value> (score: the time),\n" \
+    "-- running jobs with a lease in tlease:<#path>:<path>:<value> (score:\n" \
+    "-- lease_until), no other job.\n" \
+    "local function tdue_key(path, p, v) return P .. ':tdue:' .. #path .. ':' .. path .. ':' .. p .. ':' .. v end\n" \
+    "local function tlease_key(path, v) return P .. ':tlease:' .. #path .. ':' .. path .. ':' .. v end\n" \
+    "local function tplace(st, path, v)\n" \
+    "  if st.s == 'scheduled' and st.t then return tdue_key(path, st.p or '5', v), st.t end\n" \
+    "  if st.s == 'running' and st.l then return tlease_key(path, v), st.l end\n" \
+    "  return nil, nil\n" \
+    "end\n" \
+    "-- Moves job id from the indexes of state o to those of state n (nil: no job),\n" \
+    "-- the per-value sets included (o.iv, n.iv: the values, by IDX).\n" \
     "local function reindex(id, o, n)\n" \
     "  if not n then\n" \
     "    q('ZREM', JOBS, id)\n" \
@@ -119,6 +151,13 @@
     "      local pn = n.s == 'scheduled' and tonumber(n.p or '5')\n" \
     "      if pn and (pn > 10 or pn < 0) then redis.call('ZADD', P .. ':prios', n.p, n.p) end\n" \
     "    end\n" \
+    "  end\n" \
+    "  for i, path in ipairs(IDX or {}) do\n" \
+    "    local tok, tos, tnk, tns\n" \
+    "    if o and o.iv and o.iv[i] then tok, tos = tplace(o, path, o.iv[i]) end\n" \
+    "    if n and n.iv and n.iv[i] then tnk, tns = tplace(n, path, n.iv[i]) end\n" \
+    "    if tok and tok ~= tnk then q('ZREM', tok, id) end\n" \
+    "    if tnk and (tnk ~= tok or tns ~= tos) then q('ZADD', tnk, tns, id) end\n" \
     "  end\n" \
     "end\n" \
     "-- The value at a dotted path inside canonical JSON object text (no white\n" \
@@ -155,38 +194,41 @@
     "    i = i + 1\n" \
     "  end\n" \
     "end\n" \
+    "-- The text of member seg (an unescaped key) of object text s, or false.\n" \
+    "local function json_member(s, seg)\n" \
+    "  if string.byte(s, 1) ~= 123 then return false end\n" \
+    "  local i = 2\n" \
+    "  while string.byte(s, i) == 34 do\n" \
+    "    local ke = skip(s, i)\n" \
+    "    local ve = skip(s, ke + 1)\n" \
+    "    local key = string.sub(s, i + 1, ke - 2)\n" \
+    "    -- an escaped key (a quote, backslash or control character in it)\n" \
+    "    if string.find(key, '\\\\', 1, true) then key = cjson.decode(string.sub(s, i, ke - 1)) end\n" \
+    "    if key == seg then return string.sub(s, ke + 1, ve - 1) end\n" \
+    "    i = ve\n" \
+    "    if string.byte(s, i) == 44 then i = i + 1 end\n" \
+    "  end\n" \
+    "  return false\n" \
+    "end\n" \
     "local function json_at(s, path)\n" \
     "  local pos = 1\n" \
     "  while pos <= #path do\n" \
     "    local dot = string.find(path, '.', pos, true)\n" \
     "    local seg = string.sub(path, pos, (dot or #path + 1) - 1)\n" \
     "    pos = dot and dot + 1 or #path + 1\n" \
-    "    if string.byte(s, 1) ~= 123 then return false end\n" \
-    "    local i, found = 2, false\n" \
-    "    while string.byte(s, i) == 34 do\n" \
-    "      local ke = skip(s, i)\n" \
-    "      local ve = skip(s, ke + 1)\n" \
-    "      local key = string.sub(s, i + 1, ke - 2)\n" \
-    "      -- an escaped key (a quote, backslash or control character in it)\n" \
-    "      if string.find(key, '\\\\', 1, true) then key = cjson.decode(string.sub(s, i, ke - 1)) end\n" \
-    "      if key == seg then\n" \
-    "        s = string.sub(s, ke + 1, ve - 1)\n" \
-    "        found = true\n" \
-    "        break\n" \
-    "      end\n" \
-    "      i = ve\n" \
-    "      if string.byte(s, i) == 44 then i = i + 1 end\n" \
-    "    end\n" \
-    "    if not found then return false end\n" \
+    "    s = json_member(s, seg)\n" \
+    "    if not s then return false end\n" \
     "  end\n" \
     "  return s\n" \
     "end\n" \
     "local function idx_key(path, v) return P .. ':idx:' .. #path .. ':' .. path .. ':' .. v end\n" \
     "-- Metadata indexes (index_metadata): the job's i:<path> fields hold the\n" \
     "-- values it is indexed under. meta: the new metadata text, false for none.\n" \
+    "-- Returns the new values, by IDX.\n" \
     "local function meta_index(id, k, meta, deleting)\n" \
-    "  if not IDX then IDX = redis.call('HKEYS', P .. ':indexes') end\n" \
-    "  if #IDX == 0 then return end\n" \
+    "  idx()\n" \
+    "  local out = {}\n" \
+    "  if #IDX == 0 then return out end\n" \
     "  local f = {}\n" \
     "  for i, p in ipairs(IDX) do f[i] = 'i:' .. p end\n" \
     "  local old = redis.call('HMGET', k, unpack(f))\n" \
@@ -196,6 +238,7 @@
     "      local ok, v = pcall(json_at, meta, p)\n" \
     "      if ok and v then nv = v end\n" \
     "    end\n" \
+    "    out[i] = nv\n" \
     "    if old[i] ~= nv then\n" \
     "      if old[i] then q('SREM', idx_key(p, old[i]), id) end\n" \
     "      if nv then q('SADD', idx_key(p, nv), id) end\n" \
@@ -204,6 +247,7 @@
     "      end\n" \
     "    end\n" \
     "  end\n" \
+    "  return out\n" \
     "end\n" \
     "local function meta_of(sets, dels)\n" \
     "  for i = 1, #sets, 2 do\n" \
@@ -214,6 +258,98 @@
     "  end\n" \
     "  return false, false\n" \
     "end\n"
+
+/* Scoped claims, recoveries and next due times: the scope's conditions
+ * and their matching, and the choice between per-value sets and a walk. */
+#define CHR_REDIS_SCOPE \
+    "-- A scope (the filters of a scoped claim, recovery or next due time):\n" \
+    "-- ncond, then per condition: operator (eq ne in absent present), path\n" \
+    "-- as written, nkeys, its keys unescaped..., nvalues, canonical JSON\n" \
+    "-- texts.... Matched on the metadata text as chr_meta_filter_match does:\n" \
+    "-- null is absent, values compare as canonical text.\n" \
+    "local function read_scope()\n" \
+    "  local conds = {}\n" \
+    "  for c = 1, tonumber(arg()) do\n" \
+    "    local op, path = arg(), arg()\n" \
+    "    local keys = args(tonumber(arg()))\n" \
+    "    local set, vals = {}, {}\n" \
+    "    for _, v in ipairs(args(tonumber(arg()))) do\n" \
+    "      if not set[v] then vals[#vals + 1] = v end\n" \
+    "      set[v] = true\n" \
+    "    end\n" \
+    "    conds[c] = { op = op, path = path, keys = keys, vals = vals, set = set }\n" \
+    "  end\n" \
+    "  return conds\n" \
+    "end\n" \
+    "local function json_keys(s, keys)\n" \
+    "  for _, seg in ipairs(keys) do\n" \
+    "    s = json_member(s, seg)\n" \
+    "    if not s then return false end\n" \
+    "  end\n" \
+    "  if s == 'null' then return false end\n" \
+    "  return s\n" \
+    "end\n" \
+    "local function matches(conds, meta)\n" \
+    "  for _, c in ipairs(conds) do\n" \
+    "    local v = false\n" \
+    "    if meta then\n" \
+    "      local ok, x = pcall(json_keys, meta, c.keys)\n" \
+    "      v = ok and x\n" \
+    "    end\n" \
+    "    if c.op == 'absent' then\n" \
+    "      if v then return false end\n" \
+    "    elseif c.op == 'present' then\n" \
+    "      if not v then return false end\n" \
+    "    else\n" \
+    "      local eq = v and c.set[v] or false\n" \
+    "      if c.op == 'ne' then\n" \
+    "        if eq then return false end\n" \
+    "      elseif not eq then\n" \
+    "        return false\n" \
+    "      end\n" \
+    "    end\n" \
+    "  end\n" \
+    "  return true\n" \
+    "end\n" \
+    "-- The condition whose per-value sets serve the scope: an equality, or an\n" \
+    "-- $in of a few values, on a path whose sets are ready; nil: none (walk).\n" \
+    "local function driver(conds)\n" \
+    "  local best\n" \
+    "  for _, c in ipairs(conds) do\n" \
+    "    if (c.op == 'eq' or (c.op == 'in' and #c.vals <= 16)) and (not best or #c.vals < #best.vals) and\n" \
+    "        redis.call('HGET', P .. ':scoped', c.path) == 'ready' then\n" \
+    "      best = c\n" \
+    "    end\n" \
+    "  end\n" \
+    "  return best\n" \
+    "end\n" \
+    "-- The state of job id (with its metadata) when it is a job in the scope\n" \
+    "-- and s is its status, else nil, and then true when its entry in a set of\n" \
+    "-- status s is stale (no such job, or not of that status any more).\n" \
+    "local function in_scope(conds, id, s)\n" \
+    "  local ok, o = pcall(state, jkey(id), true)\n" \
+    "  if not ok then return nil, false end -- a key that is no job hash\n" \
+    "  if not o or o.s ~= s then return nil, true end\n" \
+    "  if not matches(conds, o.m or false) then return nil, false end\n" \
+    "  return o, false\n" \
+    "end\n" \
+    "-- Scheduled levels, highest priority first (as claim_due_jobs takes them).\n" \
+    "local function levels_desc()\n" \
+    "  local levels = redis.call('ZREVRANGEBYSCORE', P .. ':prios', '+inf', '(10')\n" \
+    "  for p = 10, 0, -1 do levels[#levels + 1] = tostring(p) end\n" \
+    "  for _, p in ipairs(redis.call('ZREVRANGEBYSCORE', P .. ':prios', '(0', '-inf')) do\n" \
+    "    levels[#levels + 1] = p\n" \
+    "  end\n" \
+    "  return levels\n" \
+    "end\n" \
+    "-- Byte order of two ids (Lua compares strings by locale).\n" \
+    "local function before(a, b)\n" \
+    "  for i = 1, math.min(#a, #b) do\n" \
+    "    local x, y = string.byte(a, i), string.byte(b, i)\n" \
+    "    if x ~= y then return x < y end\n" \
+    "  end\n" \
+    "  return #a < #b\n" \
+    "end\n" \
 
 /* Run history: its keys and the order of runs, for the scripts that
  * write or read runs (the key layout is described in the first lines). */
@@ -442,6 +578,9 @@ enum {
   CHR_RS_NEXT,
   CHR_RS_RUNS,
   CHR_RS_QRUNS,
+  CHR_RS_SCLAIM,
+  CHR_RS_SRECOVER,
+  CHR_RS_SNEXT,
   CHR_RS__COUNT
 };
 
@@ -458,9 +597,9 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "sets[#sets + 1] = now\n"
     "redis.call('HSET', k, unpack(sets))\n"
     "local n = apply({ s = false, t = false, p = false, l = false, c = false }, sets, {})\n"
-    "reindex(id, nil, n)\n"
     "local touched, meta = meta_of(sets, {})\n"
-    "if touched then meta_index(id, k, meta) end\n"
+    "n.iv = touched and meta_index(id, k, meta) or nil\n"
+    "reindex(id, nil, n)\n"
     "qflush()\n"
     "if n.s == 'scheduled' and n.t then redis.call('PUBLISH', P .. ':wake', n.t) end\n"
     "return { 1, now }\n",
@@ -496,9 +635,9 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "redis.call('HSET', k, unpack(sets))\n"
     "if #dels > 0 then redis.call('HDEL', k, unpack(dels)) end\n"
     "local n = apply(o, sets, dels)\n"
-    "reindex(id, o, n)\n"
     "local touched, meta = meta_of(sets, dels)\n"
-    "if touched then meta_index(id, k, meta) end\n"
+    "if touched then n.iv = meta_index(id, k, meta) end\n"
+    "reindex(id, o, n)\n"
     "qflush()\n"
     "if n.s == 'scheduled' and n.t and (o.s ~= n.s or o.t ~= n.t) then\n"
     "  redis.call('PUBLISH', P .. ':wake', n.t)\n"
@@ -550,6 +689,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  levels[#levels + 1] = p\n"
     "end\n"
     "local out, n, st = { '', '' }, 0, nil\n"
+    "idx()\n"
     "-- Claimed jobs move from due:<p> to lease (see place in the prelude).\n"
     "local zadd\n"
     "local function send()\n"
@@ -572,6 +712,15 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "      local w = redis.pcall('HSET', jkey(id), 'status', 'running', 'claimed_by', owner,\n"
     "        'lease_until', lease, 'updated_at', st)\n"
     "      if type(w) ~= 'table' or not w.err then\n"
+    "        if #IDX > 0 then\n"
+    "          local iv = redis.call('HMGET', jkey(id), unpack(SF, 6))\n"
+    "          for x, path in ipairs(IDX) do\n"
+    "            if iv[x] then\n"
+    "              q('ZREM', tdue_key(path, p, iv[x]), id)\n"
+    "              q('ZADD', tlease_key(path, iv[x]), lease, id)\n"
+    "            end\n"
+    "          end\n"
+    "        end\n"
     "        n = n + 1\n"
     "        out[n + 2] = id\n"
     "        zadd[#zadd + 1] = lease\n"
@@ -584,6 +733,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  end\n"
     "end\n"
     "send()\n"
+    "qflush()\n"
     "out[1] = st or ''\n"
     "if n < limit then\n"
     "  for _, p in ipairs(levels) do\n"
@@ -641,9 +791,9 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "      redis.call('HSET', k, unpack(sets))\n"
     "      if #dels > 0 then redis.call('HDEL', k, unpack(dels)) end\n"
     "      local nw = apply(o, sets, dels)\n"
-    "      reindex(id, o, nw)\n"
     "      local touched, meta = meta_of(sets, dels)\n"
-    "      if touched then meta_index(id, k, meta) end\n"
+    "      if touched then nw.iv = meta_index(id, k, meta) end\n"
+    "      reindex(id, o, nw)\n"
     "      if nw.s == 'scheduled' and nw.t and (o.s ~= nw.s or o.t ~= nw.t) and\n"
     "          (not wake or tonumber(nw.t) < tonumber(wake)) then\n"
     "        wake = nw.t\n"
@@ -683,7 +833,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "    -- the run that was cut short counts (engine.c, lease_exhausted)\n"
     "    redis.call('HINCRBY', k, 'retry_count', 1)\n"
     "    redis.call('HINCRBY', k, 'attempt', 1)\n"
-    "    reindex(id, o, { s = 'scheduled', t = o.t, p = o.p, l = false, c = false })\n"
+    "    reindex(id, o, { s = 'scheduled', t = o.t, p = o.p, l = false, c = false, iv = o.iv })\n"
     "    if o.t and (not early or tonumber(o.t) < tonumber(early)) then early = o.t end\n"
     "    count = count + 1\n"
     "  else\n"
@@ -706,7 +856,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  if o and o.s == 'running' and o.c == owner then\n"
     "    if not st then st = fmt(stamps(1)) end\n"
     "    redis.call('HSET', k, 'lease_until', lease, 'updated_at', st)\n"
-    "    reindex(id, o, { s = o.s, t = o.t, p = o.p, l = lease, c = o.c })\n"
+    "    reindex(id, o, { s = o.s, t = o.t, p = o.p, l = lease, c = o.c, iv = o.iv })\n"
     "    n = n + 1\n"
     "  end\n"
     "end\n"
@@ -873,20 +1023,35 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "-- Builds a metadata index over the existing jobs, a slice per call: path,\n"
     "-- cursor, count -> next cursor ('0': done, the index is ready)\n"
     "local path, cursor, count = arg(), arg(), arg()\n"
-    "local ix = P .. ':indexes'\n"
+    "local ix, sx = P .. ':indexes', P .. ':scoped'\n"
     "if cursor == '0' then\n"
-    "  if redis.call('HGET', ix, path) == 'ready' then return '0' end\n"
+    "  if redis.call('HGET', ix, path) == 'ready' and redis.call('HGET', sx, path) == 'ready' then\n"
+    "    return '0'\n"
+    "  end\n"
+    "  -- An index built by a version without per-value sets stays ready for\n"
+    "  -- queries while they are built.\n"
     "  redis.call('HSETNX', ix, path, 'building')\n"
     "end\n"
     "IDX = { path }\n"
     "local r = redis.call('ZSCAN', P .. ':jobs', cursor, 'COUNT', count)\n"
     "local ids = r[2]\n"
     "for i = 1, #ids, 2 do\n"
-    "  local k = jkey(ids[i])\n"
-    "  meta_index(ids[i], k, redis.call('HGET', k, 'x:metadata') or false)\n"
+    "  local id = ids[i]\n"
+    "  local k = jkey(id)\n"
+    "  local ok, o = pcall(state, k, true)\n"
+    "  if ok and o then\n"
+    "    local v = meta_index(id, k, o.m or false)[1]\n"
+    "    if v then\n"
+    "      local key, score = tplace(o, path, v)\n"
+    "      if key then q('ZADD', key, score, id) end\n"
+    "    end\n"
+    "  end\n"
     "end\n"
     "qflush()\n"
-    "if r[1] == '0' then redis.call('HSET', ix, path, 'ready') end\n"
+    "if r[1] == '0' then\n"
+    "  redis.call('HSET', ix, path, 'ready')\n"
+    "  redis.call('HSET', sx, path, 'ready')\n"
+    "end\n"
     "return r[1]\n",
     /* CHR_RS_NEXT */
     CHR_REDIS_PRELUDE
@@ -1020,6 +1185,188 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  if #bs < 100 then return out end\n"
     "  hi = '(' .. bs[#bs]\n"
     "end\n",
+    /* CHR_RS_SCLAIM */
+    CHR_REDIS_PRELUDE
+    CHR_REDIS_SCOPE
+    "-- scoped claim_due_jobs: now, limit, owner, lease_until, issued, cursor\n"
+    "-- (a priority level, '' from the start), skips (per source of that level,\n"
+    "-- comma separated), then the scope (read_scope)\n"
+    "-- -> {updated_at or '', cursor ('' when done), skips, job id...}\n"
+    "-- Each level's sources (the per-value due sets of the driver's values,\n"
+    "-- else the level's due set) are merged in (time, id) order and taken\n"
+    "-- like claim_due_jobs takes them. At most WALK entries are looked at per\n"
+    "-- call: a full walk returns a cursor to go on from (skips: the entries\n"
+    "-- left in place at the front of each source).\n"
+    "local WALK = tonumber(ARGV[#ARGV])\n"
+    "local now, limit, owner = arg(), tonumber(arg()), arg()\n"
+    "local lease = waited(arg(), arg())\n"
+    "local clevel, cskips = arg(), arg()\n"
+    "local conds = read_scope()\n"
+    "local drv = driver(conds)\n"
+    "idx()\n"
+    "local tnow = tonumber(now)\n"
+    "local out, n, st, seen = { '', '', '' }, 0, nil, 0\n"
+    "for _, p in ipairs(levels_desc()) do\n"
+    "  if n >= limit then break end\n"
+    "  if clevel == '' or tonumber(p) <= tonumber(clevel) then\n"
+    "    local keys = {}\n"
+    "    if drv then\n"
+    "      for i, v in ipairs(drv.vals) do keys[i] = tdue_key(drv.path, p, v) end\n"
+    "    else\n"
+    "      keys[1] = due_key(p)\n"
+    "    end\n"
+    "    local skips, bufs = {}, {}\n"
+    "    local i = 0\n"
+    "    for x in string.gmatch(p == clevel and cskips or '', '%d+') do\n"
+    "      i = i + 1\n"
+    "      skips[i] = tonumber(x)\n"
+    "    end\n"
+    "    for x = 1, #keys do\n"
+    "      skips[x] = skips[x] or 0\n"
+    "      bufs[x] = { r = {}, pos = 1, done = false }\n"
+    "    end\n"
+    "    while n < limit do\n"
+    "      if seen >= WALK then\n"
+    "        out[2], out[3] = p, table.concat(skips, ',')\n"
+    "        break\n"
+    "      end\n"
+    "      local bi, bid, bsc\n"
+    "      for x = 1, #keys do\n"
+    "        local b = bufs[x]\n"
+    "        if b.pos > #b.r and not b.done then\n"
+    "          qflush() -- ranks count the claims of this call\n"
+    "          local want = math.min(math.max(limit - n, 16), WALK - seen)\n"
+    "          b.r = redis.call('ZRANGEBYSCORE', keys[x], '-inf', now, 'WITHSCORES', 'LIMIT', skips[x], want)\n"
+    "          b.pos, b.done = 1, #b.r < 2 * want\n"
+    "        end\n"
+    "        if b.pos <= #b.r then\n"
+    "          local id, sc = b.r[b.pos], tonumber(b.r[b.pos + 1])\n"
+    "          if not bi or sc < bsc or (sc == bsc and before(id, bid)) then bi, bid, bsc = x, id, sc end\n"
+    "        end\n"
+    "      end\n"
+    "      if not bi then break end\n"
+    "      bufs[bi].pos = bufs[bi].pos + 2\n"
+    "      seen = seen + 1\n"
+    "      local o, stale = in_scope(conds, bid, 'scheduled')\n"
+    "      if stale then\n"
+    "        q('ZREM', keys[bi], bid)\n"
+    "      elseif o and o.t and tonumber(o.t) <= tnow then\n"
+    "        if not st then st = fmt(stamps(1)) end\n"
+    "        redis.call('HSET', jkey(bid), 'status', 'running', 'claimed_by', owner, 'lease_until', lease,\n"
+    "          'updated_at', st)\n"
+    "        reindex(bid, o, { s = 'running', t = o.t, p = o.p, l = lease, c = owner, iv = o.iv })\n"
+    "        n = n + 1\n"
+    "        out[n + 3] = bid\n"
+    "      else\n"
+    "        skips[bi] = skips[bi] + 1\n"
+    "      end\n"
+    "    end\n"
+    "    if out[2] ~= '' then break end\n"
+    "  end\n"
+    "end\n"
+    "qflush()\n"
+    "out[1] = st or ''\n"
+    "return out\n",
+    /* CHR_RS_SRECOVER */
+    CHR_REDIS_PRELUDE
+    CHR_REDIS_SCOPE
+    "-- scoped recover_expired_leases: now, cursor (source number, '' from the\n"
+    "-- start), skip (entries left at its front), then the scope (read_scope)\n"
+    "-- -> {count, earliest next_run_time or '', cursor ('' when done), skip}\n"
+    "-- Sources: the per-value lease sets of the driver's values, else lease;\n"
+    "-- at most WALK entries looked at per call.\n"
+    "local WALK = tonumber(ARGV[#ARGV])\n"
+    "local now, cur, skip = arg(), arg(), tonumber(arg())\n"
+    "local conds = read_scope()\n"
+    "local drv = driver(conds)\n"
+    "idx()\n"
+    "local keys = {}\n"
+    "if drv then\n"
+    "  for i, v in ipairs(drv.vals) do keys[i] = tlease_key(drv.path, v) end\n"
+    "else\n"
+    "  keys[1] = LEASE\n"
+    "end\n"
+    "local count, early, seen, st = 0, false, 0, nil\n"
+    "local ki = cur == '' and 1 or tonumber(cur)\n"
+    "while ki <= #keys do\n"
+    "  if seen >= WALK then break end\n"
+    "  local want = WALK - seen\n"
+    "  local ids = redis.call('ZRANGEBYSCORE', keys[ki], '-inf', '(' .. now, 'LIMIT', skip, want)\n"
+    "  for _, id in ipairs(ids) do\n"
+    "    seen = seen + 1\n"
+    "    local o, stale = in_scope(conds, id, 'running')\n"
+    "    if stale then\n"
+    "      q('ZREM', keys[ki], id)\n"
+    "    elseif o then\n"
+    "      if not st then st = fmt(stamps(1)) end\n"
+    "      local k = jkey(id)\n"
+    "      redis.call('HSET', k, 'status', 'scheduled', 'updated_at', st)\n"
+    "      redis.call('HDEL', k, 'claimed_by', 'lease_until')\n"
+    "      -- the run that was cut short counts (engine.c, lease_exhausted)\n"
+    "      redis.call('HINCRBY', k, 'retry_count', 1)\n"
+    "      redis.call('HINCRBY', k, 'attempt', 1)\n"
+    "      reindex(id, o, { s = 'scheduled', t = o.t, p = o.p, l = false, c = false, iv = o.iv })\n"
+    "      if o.t and (not early or tonumber(o.t) < tonumber(early)) then early = o.t end\n"
+    "      count = count + 1\n"
+    "    else\n"
+    "      skip = skip + 1\n"
+    "    end\n"
+    "  end\n"
+    "  qflush()\n"
+    "  if #ids == want then break end\n"
+    "  ki, skip = ki + 1, 0\n"
+    "end\n"
+    "if early then redis.call('PUBLISH', P .. ':wake', early) end\n"
+    "if ki > #keys then return { count, early or '', '', '0' } end\n"
+    "return { count, early or '', tostring(ki), tostring(skip) }\n",
+    /* CHR_RS_SNEXT */
+    CHR_REDIS_PRELUDE
+    CHR_REDIS_SCOPE
+    "-- scoped next_due_time: cursor (source number, '' from the start), skip,\n"
+    "-- best so far ('' none), then the scope (read_scope)\n"
+    "-- -> {cursor ('' when done), skip, earliest next_run_time or ''}\n"
+    "-- Sources: every level's per-value due sets of the driver's values, else\n"
+    "-- every due set; each is read from its front up to its first job in the\n"
+    "-- scope, at most WALK entries looked at per call.\n"
+    "local WALK = tonumber(ARGV[#ARGV])\n"
+    "local cur, skip, best = arg(), tonumber(arg()), arg()\n"
+    "local conds = read_scope()\n"
+    "local drv = driver(conds)\n"
+    "idx()\n"
+    "local keys = {}\n"
+    "local levels = redis.call('ZRANGE', P .. ':prios', 0, -1)\n"
+    "for p = 0, 10 do levels[#levels + 1] = tostring(p) end\n"
+    "for _, p in ipairs(levels) do\n"
+    "  if drv then\n"
+    "    for _, v in ipairs(drv.vals) do keys[#keys + 1] = tdue_key(drv.path, p, v) end\n"
+    "  else\n"
+    "    keys[#keys + 1] = due_key(p)\n"
+    "  end\n"
+    "end\n"
+    "local seen = 0\n"
+    "local ki = cur == '' and 1 or tonumber(cur)\n"
+    "while ki <= #keys do\n"
+    "  local found = false\n"
+    "  while not found do\n"
+    "    if seen >= WALK then return { tostring(ki), tostring(skip), best } end\n"
+    "    local want = math.min(WALK - seen, 100)\n"
+    "    local r = redis.call('ZRANGEBYSCORE', keys[ki], '-inf', best == '' and '+inf' or '(' .. best,\n"
+    "      'WITHSCORES', 'LIMIT', skip, want)\n"
+    "    for i = 1, #r, 2 do\n"
+    "      seen = seen + 1\n"
+    "      local o = in_scope(conds, r[i], 'scheduled')\n"
+    "      if o and o.t then\n"
+    "        best, found = r[i + 1], true\n"
+    "        break\n"
+    "      end\n"
+    "      skip = skip + 1\n"
+    "      if seen >= WALK then break end\n"
+    "    end\n"
+    "    if #r < 2 * want then break end\n"
+    "  end\n"
+    "  ki, skip = ki + 1, 0\n"
+    "end\n"
+    "return { '', '0', best }\n",
     0};
 
 #endif
