@@ -108,6 +108,18 @@ describe("redis", function()
       assert.truthy(open_error("redis://127.0.0.1:1/0?timeout=soon"):find("timeout", 1, true))
     end)
 
+    it("refuses index_metadata paths that are empty, repeated or not plain keys, naming them", function()
+      local cases = {
+        { "tenant_id,", "an empty path" }, { "a,,b", "an empty path" },
+        { "a,a", "'a' is named twice" }, { "tenant%20id", "'tenant id' is not a metadata path" },
+      }
+      for _, c in ipairs(cases) do
+        local msg = open_error("redis://127.0.0.1:1/0?index_metadata=" .. c[1])
+        local after = msg:sub((msg:find("': ", 1, true) or 0) + 3)
+        assert.truthy(after:find("index_metadata: " .. c[2], 1, true), msg)
+      end
+    end)
+
     it("refuses an option given twice, naming it, instead of using the last", function()
       for _, name in ipairs({ "prefix", "index_metadata", "timeout", "queue_timeout" }) do
         local msg = open_error(("redis://:s3cret@127.0.0.1:1/0?%s=1&%s=2"):format(name, name))

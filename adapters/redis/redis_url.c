@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/filter.h"
 #include "redis_conn.h"
 
 static int parse_seconds(const char *v, int64_t *out) {
@@ -50,16 +51,15 @@ static int parse_option(chr_redis_url_t *u, const chr_opts_t *opts, const char *
     free(u->prefix);
     u->prefix = chr_strdup(v);
   } else if (strcmp(k, "index_metadata") == 0 && !lock) {
-    const char *p = v;
-    while (*p) {
-      const char *comma = strchr(p, ',');
-      size_t n = comma ? (size_t)(comma - p) : strlen(p);
-      if (n > 0) {
-        u->index_paths = chr_realloc(u->index_paths, (u->nindex + 1) * sizeof *u->index_paths);
-        u->index_paths[u->nindex++] = chr_strndup(p, n);
-      }
-      p += n + (comma != NULL);
+    /* The one parser every store uses: the same paths are valid on each. */
+    char **paths, msg[256];
+    if (chr_meta_index_parse(v, &paths, msg, sizeof msg) != 0)
+      return chr_opts_fail(opts, err, errlen, "%s", msg);
+    for (size_t i = 0; paths[i]; i++) {
+      u->index_paths = chr_realloc(u->index_paths, (u->nindex + 1) * sizeof *u->index_paths);
+      u->index_paths[u->nindex++] = paths[i];
     }
+    free(paths); /* the strings moved to u */
   } else if (strcmp(k, "index_metadata") == 0) {
     return chr_opts_fail(opts, err, errlen, "index_metadata is a storage option");
   } else if (strcmp(k, "queue_timeout") == 0 || strcmp(k, "timeout") == 0 ||
