@@ -698,7 +698,7 @@ static int l_query_jobs(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   int64_t limit = opt_int(L, 3, -1, "limit"), offset = opt_int(L, 4, 0, "offset");
   chr_filter_t f;
-  chr_lua_checkfilter(L, 2, &f);
+  chr_lua_checkfilter_own(L, 2, &f, s->filter_keys);
   store_op_t *op = op_new(CHR_OP_QUERY);
   op->filter = f;
   op->req.filter = &op->filter;
@@ -710,7 +710,7 @@ static int l_query_jobs(lua_State *L) {
 static int l_count_jobs(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   chr_filter_t f;
-  chr_lua_checkfilter(L, 2, &f);
+  chr_lua_checkfilter_own(L, 2, &f, s->filter_keys);
   store_op_t *op = op_new(CHR_OP_COUNT);
   op->filter = f;
   op->req.filter = &op->filter;
