@@ -1376,7 +1376,7 @@ return function(name, factory, opts)
         create("f02", { status = "paused", next_run_time = at(2), metadata = { tenant = "acme", n = "1",
           flag = false, region = { zone = "us" }, tags = { "y", "x" }, a = { b = "other" } } })
         create("f03", { next_run_time = at(3), metadata = { tenant = "globex", n = 2, region = "eu",
-          a = "flat", obj = { k = 1, j = { 2, 3 } } } })
+          a = "flat", obj = { k = 1, j = { 2, 3 } }, ["x-y"] = "dash", ["7"] = "seven" } })
         create("f04", { status = "failed", next_run_time = at(4), metadata = { tenant = "initech",
           n = 1.5, flag = "true", list = { { b = 1 } }, ["a.b"] = { c = 1 }, obj = { j = { 2, 3 }, k = 1 },
           region = { zone = { "eu" } } } })
@@ -1499,6 +1499,9 @@ return function(name, factory, opts)
         { { [M "sp ace"] = "sp" }, { "f05" } },
         { { [M "ünï日本"] = "日本" }, { "f05" } },
         { { [M "ünï日本"] = op("$in", { "x", "日本" }) }, { "f05" } },
+        { { [M "x-y"] = "dash" }, { "f03" } },
+        { { [M "7"] = "seven" }, { "f03" } },
+        { { [M "7"] = op("$exists", true) }, { "f03" } },
         { { [M 'q"uote'] = op("$exists", false) }, all_but("f05") },
         { { [M "tab\tkey"] = op("$ne", "tab") }, all_but("f05") },
         -- several conditions, ANDed, with the other filters
