@@ -460,9 +460,9 @@ static int l_new(lua_State *L) {
   const char *bad = chr_filter_scope_offender(&scope);
   if (bad != NULL) {
     chr_filter_free(&scope);
-    return chr_lua_error(L, CHR_EINVAL, "invalid option 'filters': '%s': a scheduler's scope may "
-                         "hold metadata.<key> conditions (and the store's own filter keys) only",
-                         bad);
+    return chr_lua_error(L, CHR_EINVAL, "invalid option 'filters': a scheduler's scope may hold "
+                         "metadata.<key> conditions (and the store's own filter keys) only, not "
+                         "'%s'", bad);
   }
   o.scope = &scope;
   lsched_t *ls = lua_newuserdatauv(L, sizeof *ls, 0);

@@ -777,8 +777,8 @@ static void check_scope(lua_State *L, chr_store_t *s, int idx, const char *what,
   const char *bad = chr_filter_scope_offender(f);
   if (bad != NULL) {
     chr_filter_free(f);
-    chr_lua_error(L, CHR_EINVAL, "%s: invalid filter '%s': a scope may hold metadata.<key> "
-                  "conditions (and the store's own filter keys) only", what, bad);
+    chr_lua_error(L, CHR_EINVAL, "%s: 'filters' may hold metadata.<key> conditions (and the "
+                  "store's own filter keys) only, not '%s'", what, bad);
   }
 }
 
