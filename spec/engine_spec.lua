@@ -531,5 +531,12 @@ describe("a scheduler's filters", function()
     assert.is_false(ok)
     assert.are.equal("invalid", err.code)
     assert.truthy(err.message:find("filters", 1, true))
+    for _, key in ipairs({ "trigger_type", "next_run_time_lte", "updated_at_gte", "job_id_in" }) do
+      ok, err = pcall(chronis.scheduler, { filters = { [key] = key == "job_id_in" and { "a" }
+        or key == "trigger_type" and "cron" or "2025-01-15T10:00:00Z", ["metadata.t"] = "x" } })
+      assert.is_false(ok)
+      assert.are.equal("invalid", err.code)
+      assert.truthy(err.message:find("'" .. key .. "'", 1, true), err.message)
+    end
   end)
 end)

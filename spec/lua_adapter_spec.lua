@@ -381,3 +381,142 @@ describe("lua: and file: URLs", function()
     assert.is_nil(io.open(p .. "/jobs.json"))
   end)
 end)
+
+-- A store written in Lua may interpret filter keys of its own
+-- (`filter_keys`): they reach its query_jobs and count_jobs as given, in
+-- filters and in scopes, while every C store refuses them.
+describe("a Lua adapter's own filter keys", function()
+  local T0 = "2025-01-15T10:00:00Z"
+  local OWN = { "shard", "deep.key" }
+
+  -- The delegating adapter with `shard` (a prefix of the job id) as its
+  -- own key; `seen` holds the filters each query_jobs and count_jobs got.
+  local function sharded(seen)
+    local a = delegating(true)
+    local inner_query = a.query_jobs
+    a.filter_keys = OWN
+    local function select(self, filters)
+      local rest, shard = {}, nil
+      for k, v in pairs(filters or {}) do
+        if k == "shard" then shard = v elseif k ~= "deep.key" then rest[k] = v end
+      end
+      local out = {}
+      for _, j in ipairs(inner_query(self, rest)) do
+        if shard == nil or j.job_id:sub(1, #shard) == shard then out[#out + 1] = j end
+      end
+      return out
+    end
+    function a:query_jobs(filters, limit, offset)
+      seen[#seen + 1] = { method = "query_jobs", filters = filters }
+      local all, out = select(self, filters), {}
+      for i = (offset or 0) + 1, #all do
+        if limit and limit >= 0 and #out >= limit then break end
+        out[#out + 1] = all[i]
+      end
+      return out
+    end
+    function a:count_jobs(filters)
+      seen[#seen + 1] = { method = "count_jobs", filters = filters }
+      return #select(self, filters)
+    end
+    return a
+  end
+
+  local function ids(list)
+    local out = {}
+    for i, j in ipairs(list) do out[i] = j.job_id end
+    return out
+  end
+
+  local function fill(store)
+    store:create_job({ job_id = "a1", status = "scheduled", next_run_time = "2025-01-15T09:00:00Z",
+      metadata = { tenant = "acme" } })
+    store:create_job({ job_id = "a2", status = "scheduled", next_run_time = "2025-01-15T09:30:00Z",
+      metadata = { tenant = "globex" } })
+    store:create_job({ job_id = "b1", status = "scheduled", next_run_time = "2025-01-15T08:00:00Z",
+      metadata = { tenant = "acme" } })
+  end
+
+  it("reach its query_jobs and count_jobs as given, with the contract's keys", function()
+    local seen = {}
+    local store = chronis.storage.lua(sharded(seen), { name = "sharded" })
+    fill(store)
+    assert.are.same({ "a1", "a2" }, ids(store:query_jobs({ shard = "a" })))
+    assert.are.same({ method = "query_jobs", filters = { shard = "a" } }, seen[#seen])
+    assert.are.same({ "a1" }, ids(store:query_jobs({ shard = "a", ["metadata.tenant"] = "acme" })))
+    assert.are.same({ shard = "a", ["metadata.tenant"] = "acme" }, seen[#seen].filters)
+    assert.are.same({ "a2" }, ids(store:query_jobs({ shard = "a", status = "scheduled" }, 1, 1)))
+    assert.are.same({ shard = "a", status = "scheduled" }, seen[#seen].filters)
+    assert.are.equal(1, store:count_jobs({ shard = "b" }))
+    assert.are.same({ method = "count_jobs", filters = { shard = "b" } }, seen[#seen])
+    local given = { 1, "two", { k = true, n = 2.5 } }
+    assert.are.equal(3, store:count_jobs({ ["deep.key"] = given }))
+    assert.are.same({ ["deep.key"] = given }, seen[#seen].filters)
+    local n = #seen
+    local ok, err = pcall(store.query_jobs, store, { shard = "a", shardd = "a" })
+    assert.is_false(ok)
+    assert.are.equal("invalid", err.code)
+    assert.truthy(err.message:find("'shardd'", 1, true), err.message)
+    assert.are.equal(n, #seen, "a refused filter reached the adapter")
+    store:close()
+  end)
+
+  it("may be a scope: scoped calls without scoped_claims pass them to query_jobs", function()
+    local seen = {}
+    local store = chronis.storage.lua(sharded(seen), { name = "sharded" })
+    fill(store)
+    assert.are.equal("2025-01-15T09:00:00Z", store:next_due_time({ shard = "a" }))
+    assert.are.equal("2025-01-15T08:00:00Z", store:next_due_time({ shard = "b" }))
+    assert.is_nil(store:next_due_time({ shard = "c" }))
+    local got = store:claim_due_jobs({ now = T0, limit = 10, owner = "o", filters = { shard = "a",
+      ["metadata.tenant"] = "acme" } })
+    assert.are.same({ "a1" }, ids(got))
+    local passed = false
+    for _, s in ipairs(seen) do
+      passed = passed or (s.method == "query_jobs" and s.filters.shard == "a"
+        and s.filters["metadata.tenant"] == "acme")
+    end
+    assert.is_true(passed, "the scope did not reach query_jobs")
+    assert.are.equal("scheduled", store:get_job("a2").status)
+    assert.are.equal("scheduled", store:get_job("b1").status)
+    assert.are.equal(1, store:recover_expired_leases("2025-01-16T00:00:00Z", { shard = "a" }))
+    assert.are.equal("scheduled", store:get_job("a1").status)
+    store:close()
+  end)
+
+  it("are refused with 'invalid' naming them by every C store", function()
+    local path = os.tmpname()
+    for _, store in ipairs({ chronis.storage.memory(), chronis.storage.open("sqlite:" .. path) }) do
+      fill(store)
+      for _, key in ipairs(OWN) do
+        local calls = {
+          function() return store:query_jobs({ [key] = "a" }) end,
+          function() return store:count_jobs({ [key] = "a" }) end,
+          function() return store:next_due_time({ [key] = "a" }) end,
+          function() return store:recover_expired_leases(T0, { [key] = "a" }) end,
+          function() return store:claim_due_jobs({ now = T0, limit = 10, owner = "o", filters = { [key] = "a" } }) end,
+        }
+        for i, call in ipairs(calls) do
+          local ok, err = pcall(call)
+          assert.is_false(ok, key .. " call " .. i)
+          assert.are.equal("invalid", err.code, err.message)
+          assert.truthy(err.message:find("'" .. key .. "'", 1, true), err.message)
+        end
+      end
+      assert.are.equal(0, #store:query_jobs({ status = "running" }))
+      store:close()
+    end
+    os.remove(path)
+  end)
+
+  it("must be strings that are not the contract's keys", function()
+    for _, keys in ipairs({ "shard", { "status" }, { "metadata.tenant" }, { "" }, { 5 }, { "job_id_in" } }) do
+      local a = delegating(false)
+      a.filter_keys = keys
+      local ok, err = pcall(chronis.storage.lua, a, { name = "bad" })
+      assert.is_false(ok)
+      assert.are.equal("invalid", err.code, err.message)
+      assert.truthy(err.message:find("filter_keys", 1, true), err.message)
+    end
+  end)
+end)

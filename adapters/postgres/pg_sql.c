@@ -485,12 +485,27 @@ static void cas_conds(chr_buf_t *sql, pg_op_t *op, const chr_job_t *e) {
   }
 }
 
+/* "(doc -> $k1 -> $k2 ...)": the value at m's path, or NULL. `->` with a
+ * text key steps into objects only and is NULL on an array or a scalar,
+ * as chr_json_lookup_keys is; #> would take an array's element by
+ * position for a key such as "0". */
+static void meta_walk(chr_buf_t *sql, pg_op_t *op, const char *doc_expr,
+                      const chr_meta_filter_t *m) {
+  chr_buf_printf(sql, "(%s", doc_expr);
+  for (size_t k = 0; k < m->nkeys; k++) {
+    chr_buf_printf(sql, " -> $%d::text", next_param(op));
+    chr_pg_param(op, m->keys[k]);
+  }
+  chr_buf_addc(sql, ')');
+}
+
 /* " AND ..." for each metadata condition of a filter (filter.h), on the
  * metadata object `doc`. For equality, containment lets a GIN index find
  * candidates and says that each step of the path is an object member (#>
  * would also step into an array by position, chr_json_lookup does not);
  * the path equality makes the match exact ({"a":[1]} contains {"a":[]}).
- * A JSON null counts as absent, as in chr_meta_filter_match. */
+ * The other operators walk the path (meta_walk). A JSON null counts as
+ * absent, as in chr_meta_filter_match. */
 static void meta_conds(chr_buf_t *sql, pg_op_t *op, const char *doc_expr,
                        const chr_meta_filter_t *meta, size_t nmeta) {
   for (size_t i = 0; i < nmeta; i++) {
@@ -517,20 +532,23 @@ static void meta_conds(chr_buf_t *sql, pg_op_t *op, const char *doc_expr,
       chr_buf_adds(sql, " AND false");
       continue;
     }
-    chr_pg_param_take(op, array_literal(m->keys, m->nkeys));
     switch (m->op) {
     case CHR_MF_NE:
-      chr_buf_printf(sql, " AND NOT coalesce(%s #> $%d::text[] = $%d::jsonb, false)", doc_expr, p,
-                     p + 1);
+      chr_buf_adds(sql, " AND NOT coalesce(");
+      meta_walk(sql, op, doc_expr, m);
+      chr_buf_printf(sql, " = $%d::jsonb, false)", next_param(op));
       chr_pg_param(op, m->value);
       break;
     case CHR_MF_IN:
-      chr_buf_printf(sql, " AND %s #> $%d::text[] = ANY($%d::jsonb[])", doc_expr, p, p + 1);
+      chr_buf_adds(sql, " AND ");
+      meta_walk(sql, op, doc_expr, m);
+      chr_buf_printf(sql, " = ANY($%d::jsonb[])", next_param(op));
       chr_pg_param_take(op, array_literal(m->values, m->nvalues));
       break;
     default: /* ABSENT, PRESENT */
-      chr_buf_printf(sql, " AND coalesce(%s #> $%d::text[], 'null') %s 'null'", doc_expr, p,
-                     m->op == CHR_MF_ABSENT ? "=" : "<>");
+      chr_buf_adds(sql, " AND coalesce(");
+      meta_walk(sql, op, doc_expr, m);
+      chr_buf_printf(sql, ", 'null') %s 'null'", m->op == CHR_MF_ABSENT ? "=" : "<>");
       break;
     }
   }

@@ -100,6 +100,18 @@ int chr_filter_is_scope(const chr_filter_t *f) {
                        !f->has_ids);
 }
 
+const char *chr_filter_scope_offender(const chr_filter_t *f) {
+  if (f == NULL) return NULL;
+  if (f->status_mask) return "status";
+  if (f->trigger_type) return "trigger_type";
+  if (f->nrt_lte != CHR_TIME_NONE) return "next_run_time_lte";
+  if (f->nrt_gte != CHR_TIME_NONE) return "next_run_time_gte";
+  if (f->upd_lte != CHR_TIME_NONE) return "updated_at_lte";
+  if (f->upd_gte != CHR_TIME_NONE) return "updated_at_gte";
+  if (f->has_ids) return "job_id_in";
+  return NULL;
+}
+
 static int in_range(int64_t v, int64_t lte, int64_t gte) {
   if (lte == CHR_TIME_NONE && gte == CHR_TIME_NONE) return 1;
   if (v == CHR_TIME_NONE) return 0; /* nil never satisfies a bound */

@@ -69,6 +69,10 @@ int chr_filter_is_empty(const chr_filter_t *f);
 /* Whether f holds only metadata conditions and store-own keys, the
  * conditions a scope (a tenant-scoped scheduler) may have. */
 int chr_filter_is_scope(const chr_filter_t *f);
+/* The first filter key of f that a scope may not hold ("status",
+ * "next_run_time_lte", ...), for the message that refuses it; NULL when
+ * f is a scope. */
+const char *chr_filter_scope_offender(const chr_filter_t *f);
 /* Adds to out every condition of scope (metadata and own keys), copied. */
 void chr_filter_add_scope(chr_filter_t *out, const chr_filter_t *scope);
 

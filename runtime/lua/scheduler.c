@@ -457,10 +457,12 @@ static int l_new(lua_State *L) {
   lua_getfield(L, 1, "filters");
   chr_lua_checkfilter_own(L, -1, &scope, store->filter_keys);
   lua_pop(L, 1);
-  if (!chr_filter_is_scope(&scope)) {
+  const char *bad = chr_filter_scope_offender(&scope);
+  if (bad != NULL) {
     chr_filter_free(&scope);
     return chr_lua_error(L, CHR_EINVAL, "invalid option 'filters': a scheduler's scope may hold "
-                         "metadata.<key> conditions (and the store's own filter keys) only");
+                         "metadata.<key> conditions (and the store's own filter keys) only, not "
+                         "'%s'", bad);
   }
   o.scope = &scope;
   lsched_t *ls = lua_newuserdatauv(L, sizeof *ls, 0);

@@ -129,6 +129,17 @@ int chr_lua_meta_cond(lua_State *L, int v, const char *path, chr_meta_filter_t *
     op = op == CHR_MF_EQ ? CHR_MF_ABSENT : CHR_MF_PRESENT;
   if (op == CHR_MF_IN) {
     lua_Integer n = lua_istable(L, v) ? (lua_Integer)lua_rawlen(L, v) : -1;
+    /* A table with other keys than 1..n is no list: its values would be
+     * dropped without a word. */
+    if (n >= 0) {
+      lua_Integer nkeys = 0;
+      lua_pushnil(L);
+      while (lua_next(L, v)) {
+        lua_pop(L, 1);
+        nkeys++;
+      }
+      if (nkeys != n) n = -1;
+    }
     if (n < 0) {
       lua_settop(L, top);
       return chr_errf(err, errlen, "$in expects a list of values");
@@ -687,7 +698,7 @@ static int l_query_jobs(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   int64_t limit = opt_int(L, 3, -1, "limit"), offset = opt_int(L, 4, 0, "offset");
   chr_filter_t f;
-  chr_lua_checkfilter(L, 2, &f);
+  chr_lua_checkfilter_own(L, 2, &f, s->filter_keys);
   store_op_t *op = op_new(CHR_OP_QUERY);
   op->filter = f;
   op->req.filter = &op->filter;
@@ -699,7 +710,7 @@ static int l_query_jobs(lua_State *L) {
 static int l_count_jobs(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   chr_filter_t f;
-  chr_lua_checkfilter(L, 2, &f);
+  chr_lua_checkfilter_own(L, 2, &f, s->filter_keys);
   store_op_t *op = op_new(CHR_OP_COUNT);
   op->filter = f;
   op->req.filter = &op->filter;
@@ -763,10 +774,11 @@ static char *field_string(lua_State *L, int t, const char *k, int required, cons
  * store's own keys only. Raises `invalid` before op is made. */
 static void check_scope(lua_State *L, chr_store_t *s, int idx, const char *what, chr_filter_t *f) {
   chr_lua_checkfilter_own(L, idx, f, s->filter_keys);
-  if (!chr_filter_is_scope(f)) {
+  const char *bad = chr_filter_scope_offender(f);
+  if (bad != NULL) {
     chr_filter_free(f);
     chr_lua_error(L, CHR_EINVAL, "%s: 'filters' may hold metadata.<key> conditions (and the "
-                  "store's own filter keys) only", what);
+                  "store's own filter keys) only, not '%s'", what, bad);
   }
 }
 

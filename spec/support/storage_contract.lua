@@ -1352,6 +1352,420 @@ return function(name, factory, opts)
       end)
     end)
 
+    -- The metadata operators (docs/api.md, Filters), each case's matches
+    -- worked out by hand from the fixture below, through query_jobs and
+    -- count_jobs alike.
+    describe("metadata filters", function()
+      local ALL = { "f01", "f02", "f03", "f04", "f05", "f06", "f08", "f07" }
+
+      -- Every job but the ones named, in query order.
+      local function all_but(...)
+        local drop, out = {}, {}
+        for _, id in ipairs({ ... }) do drop[id] = true end
+        for _, id in ipairs(ALL) do
+          if not drop[id] then out[#out + 1] = id end
+        end
+        return out
+      end
+
+      -- Due at at(1)..at(8) so that query order is id order; f07 has no
+      -- next_run_time and comes last.
+      local function fixture()
+        create("f01", { next_run_time = at(1), metadata = { tenant = "acme", n = 1, flag = true,
+          region = { zone = "eu" }, tags = { "x", "y" }, ["a.b"] = "dotted", a = { b = "nested" } } })
+        create("f02", { status = "paused", next_run_time = at(2), metadata = { tenant = "acme", n = "1",
+          flag = false, region = { zone = "us" }, tags = { "y", "x" }, a = { b = "other" } } })
+        create("f03", { next_run_time = at(3), metadata = { tenant = "globex", n = 2, region = "eu",
+          a = "flat", obj = { k = 1, j = { 2, 3 } }, ["x-y"] = "dash", ["7"] = "seven" } })
+        create("f04", { status = "failed", next_run_time = at(4), metadata = { tenant = "initech",
+          n = 1.5, flag = "true", list = { { b = 1 } }, ["a.b"] = { c = 1 }, obj = { j = { 2, 3 }, k = 1 },
+          region = { zone = { "eu" } } } })
+        create("f05", { next_run_time = at(5), metadata = { tenant = "acme", t = null,
+          ['q"uote'] = "dq", ["it's"] = "sq", ["back\\slash"] = "bs", ["tab\tkey"] = "tab",
+          ["ünï日本"] = "日本", ["sp ace"] = "sp", ["b\\.s"] = 1 } })
+        create("f06", { next_run_time = at(6) })
+        create("f07", { status = "pending", next_run_time = NONE, metadata = { tenant = "globex",
+          zero = 0, empty = "", t = null } })
+        create("f08", { status = "paused", next_run_time = at(8), metadata = { tenant = "ACME", n = 1.0 } })
+      end
+
+      local function M(path) return "metadata." .. path end
+      local function op(name, v) return { [name] = v } end
+
+      -- { filters, the ids they match in query order }.
+      local CASES = {
+        -- $eq, $ne, $in, $exists on a string
+        { { [M "tenant"] = "acme" }, { "f01", "f02", "f05" } },
+        { { [M "tenant"] = op("$eq", "acme") }, { "f01", "f02", "f05" } },
+        { { [M "tenant"] = "Acme" }, {} },
+        { { [M "tenant"] = op("$ne", "acme") }, { "f03", "f04", "f06", "f08", "f07" } },
+        { { [M "tenant"] = op("$in", { "acme" }) }, { "f01", "f02", "f05" } },
+        { { [M "tenant"] = op("$in", { "acme", "globex" }) }, { "f01", "f02", "f03", "f05", "f07" } },
+        { { [M "tenant"] = op("$in", { "nobody", "ACME" }) }, { "f08" } },
+        { { [M "tenant"] = op("$in", {}) }, {} },
+        { { [M "tenant"] = op("$exists", true) }, all_but("f06") },
+        { { [M "tenant"] = op("$exists", false) }, { "f06" } },
+        -- null is absent, as a value and stored
+        { { [M "tenant"] = null }, { "f06" } },
+        { { [M "tenant"] = op("$eq", null) }, { "f06" } },
+        { { [M "tenant"] = op("$ne", null) }, all_but("f06") },
+        { { [M "t"] = null }, ALL },
+        { { [M "t"] = op("$exists", true) }, {} },
+        { { [M "t"] = op("$ne", "x") }, ALL },
+        -- numbers and strings differ; 1.0 is 1
+        { { [M "n"] = 1 }, { "f01", "f08" } },
+        { { [M "n"] = 1.0 }, { "f01", "f08" } },
+        { { [M "n"] = "1" }, { "f02" } },
+        { { [M "n"] = 1.5 }, { "f04" } },
+        { { [M "n"] = op("$ne", 1) }, { "f02", "f03", "f04", "f05", "f06", "f07" } },
+        { { [M "n"] = op("$ne", "1") }, all_but("f02") },
+        { { [M "n"] = op("$in", { 1, "1" }) }, { "f01", "f02", "f08" } },
+        { { [M "n"] = op("$in", { 2, 1.5 }) }, { "f03", "f04" } },
+        { { [M "zero"] = 0 }, { "f07" } },
+        { { [M "zero"] = false }, {} },
+        { { [M "zero"] = "0" }, {} },
+        { { [M "empty"] = "" }, { "f07" } },
+        { { [M "empty"] = op("$exists", true) }, { "f07" } },
+        -- booleans
+        { { [M "flag"] = true }, { "f01" } },
+        { { [M "flag"] = false }, { "f02" } },
+        { { [M "flag"] = "true" }, { "f04" } },
+        { { [M "flag"] = op("$in", { true, false }) }, { "f01", "f02" } },
+        { { [M "flag"] = op("$ne", true) }, all_but("f01") },
+        { { [M "flag"] = op("$exists", false) }, { "f03", "f05", "f06", "f08", "f07" } },
+        -- nested objects
+        { { [M "region.zone"] = "eu" }, { "f01" } },
+        { { [M "region.zone"] = "us" }, { "f02" } },
+        { { [M "region"] = "eu" }, { "f03" } },
+        { { [M "region.zone"] = op("$exists", true) }, { "f01", "f02", "f04" } },
+        { { [M "region.zone"] = op("$exists", false) }, { "f03", "f05", "f06", "f08", "f07" } },
+        { { [M "region.zone"] = op("$ne", "eu") }, all_but("f01") },
+        { { [M "region.zone"] = op("$in", { "eu", "us" }) }, { "f01", "f02" } },
+        -- objects and arrays as values, compared whole
+        { { [M "region"] = { zone = "eu" } }, { "f01" } },
+        { { [M "region"] = op("$eq", { zone = "us" }) }, { "f02" } },
+        { { [M "region"] = op("$ne", { zone = "us" }) }, all_but("f02") },
+        { { [M "region"] = op("$in", { { zone = "eu" }, "eu" }) }, { "f01", "f03" } },
+        { { [M "region.zone"] = { "eu" } }, { "f04" } },
+        { { [M "region.zone"] = op("$in", { { "eu" } }) }, { "f04" } },
+        { { [M "tags"] = { "x", "y" } }, { "f01" } },
+        { { [M "tags"] = { "y", "x" } }, { "f02" } },
+        { { [M "tags"] = { "x" } }, {} },
+        { { [M "tags"] = "x" }, {} },
+        { { [M "tags"] = op("$in", { "x", "y" }) }, {} },
+        { { [M "tags"] = op("$in", { { "x", "y" } }) }, { "f01" } },
+        { { [M "tags"] = op("$ne", { "x", "y" }) }, all_but("f01") },
+        { { [M "obj"] = op("$eq", { j = { 2, 3 }, k = 1 }) }, { "f03", "f04" } },
+        { { [M "obj"] = op("$eq", { k = 1 }) }, {} },
+        { { [M "obj.j"] = { 2, 3 } }, { "f03", "f04" } },
+        { { [M "obj.j"] = { 3, 2 } }, {} },
+        -- keys walk objects only: a number is a key, never a position
+        { { [M "tags.1"] = "x" }, {} },
+        { { [M "tags.0"] = "x" }, {} },
+        { { [M "tags.1"] = op("$exists", true) }, {} },
+        { { [M "tags.0"] = op("$exists", true) }, {} },
+        { { [M "tags.1"] = op("$exists", false) }, ALL },
+        { { [M "tags.1"] = op("$ne", "x") }, ALL },
+        { { [M "tags.0"] = op("$in", { "x", "y" }) }, {} },
+        { { [M "list.0.b"] = 1 }, {} },
+        { { [M "list.1.b"] = 1 }, {} },
+        { { [M "list.b"] = 1 }, {} },
+        { { [M "list.0.b"] = op("$exists", true) }, {} },
+        { { [M "list.0.b"] = op("$ne", 1) }, ALL },
+        { { [M "list.0"] = op("$in", { { b = 1 } }) }, {} },
+        { { [M "region.zone.0"] = "eu" }, {} },
+        { { [M "region.zone.1"] = op("$exists", true) }, {} },
+        { { [M "region.zone.1"] = op("$ne", "eu") }, ALL },
+        -- a dot inside a key (\.) against a nested path
+        { { [M "a\\.b"] = "dotted" }, { "f01" } },
+        { { [M "a.b"] = "nested" }, { "f01" } },
+        { { [M "a.b"] = "other" }, { "f02" } },
+        { { [M "a\\.b"] = "nested" }, {} },
+        { { [M "a.b"] = "dotted" }, {} },
+        { { [M "a\\.b"] = op("$exists", true) }, { "f01", "f04" } },
+        { { [M "a.b"] = op("$exists", true) }, { "f01", "f02" } },
+        { { [M "a.b"] = op("$exists", false) }, { "f03", "f04", "f05", "f06", "f08", "f07" } },
+        { { [M "a\\.b"] = op("$ne", "dotted") }, all_but("f01") },
+        { { [M "a\\.b.c"] = 1 }, { "f04" } },
+        { { [M "a"] = "flat" }, { "f03" } },
+        -- keys with quotes, backslashes, tabs, spaces and unicode
+        { { [M 'q"uote'] = "dq" }, { "f05" } },
+        { { [M "it's"] = "sq" }, { "f05" } },
+        { { [M "back\\\\slash"] = "bs" }, { "f05" } },
+        { { [M "back\\slash"] = "bs" }, { "f05" } },
+        { { [M "b\\\\\\.s"] = 1 }, { "f05" } },
+        { { [M "b\\.s"] = 1 }, {} },
+        { { [M "tab\tkey"] = "tab" }, { "f05" } },
+        { { [M "sp ace"] = "sp" }, { "f05" } },
+        { { [M "ünï日本"] = "日本" }, { "f05" } },
+        { { [M "ünï日本"] = op("$in", { "x", "日本" }) }, { "f05" } },
+        { { [M "x-y"] = "dash" }, { "f03" } },
+        { { [M "7"] = "seven" }, { "f03" } },
+        { { [M "7"] = op("$exists", true) }, { "f03" } },
+        { { [M 'q"uote'] = op("$exists", false) }, all_but("f05") },
+        { { [M "tab\tkey"] = op("$ne", "tab") }, all_but("f05") },
+        -- several conditions, ANDed, with the other filters
+        { { status = "scheduled", [M "tenant"] = "acme" }, { "f01", "f05" } },
+        { { status = { "scheduled", "paused" }, [M "tenant"] = op("$ne", "acme") }, { "f03", "f06", "f08" } },
+        { { [M "tenant"] = op("$in", { "acme", "globex" }), [M "n"] = op("$exists", true) },
+          { "f01", "f02", "f03" } },
+        { { [M "tenant"] = "acme", [M "flag"] = op("$ne", true), [M "region.zone"] = op("$exists", false) },
+          { "f05" } },
+        { { [M "tenant"] = "acme", [M "n"] = op("$in", { 1, "1" }), [M "flag"] = op("$exists", true) },
+          { "f01", "f02" } },
+        { { next_run_time_lte = at(3), [M "tenant"] = op("$ne", "globex") }, { "f01", "f02" } },
+        { { job_id_in = { "f01", "f03", "f07" }, [M "tenant"] = "globex" }, { "f03", "f07" } },
+        { { [M "tenant"] = "acme", [M "TENANT"] = "acme" }, {} },
+      }
+
+      -- A filter set as text, for the failure message.
+      local function show(v)
+        if v == null then return "null" end
+        if type(v) == "string" then return ("%q"):format(v) end
+        if type(v) ~= "table" then return tostring(v) end
+        local parts = {}
+        for k, x in pairs(v) do parts[#parts + 1] = tostring(k) .. "=" .. show(x) end
+        table.sort(parts)
+        return "{" .. table.concat(parts, ", ") .. "}"
+      end
+
+      it("match as specified through query_jobs and count_jobs", function()
+        fixture()
+        for i, case in ipairs(CASES) do
+          local what = ("case %d %s"):format(i, show(case[1]))
+          assert.are.same(case[2], query_ids(copy(case[1])), what)
+          if supports.count_jobs then
+            assert.are.equal(#case[2], store:count_jobs(copy(case[1])), what)
+          end
+        end
+      end)
+
+      it("apply limit and offset after every condition", function()
+        fixture()
+        local ne = { [M "tenant"] = op("$ne", "acme") } -- f03 f04 f06 f08 f07
+        assert.are.same({ "f04", "f06" }, query_ids(copy(ne), 2, 1))
+        assert.are.same({ "f07" }, query_ids(copy(ne), 2, 4))
+        assert.are.same({}, query_ids(copy(ne), 2, 5))
+        assert.are.same({ "f03" }, query_ids(copy(ne), 1))
+        local both = { status = "scheduled", [M "tenant"] = op("$ne", "globex") } -- f01 f05 f06
+        assert.are.same({ "f05" }, query_ids(copy(both), 1, 1))
+        assert.are.same({ "f05", "f06" }, query_ids(copy(both), nil, 1))
+        local absent = { [M "tags.0"] = op("$exists", false), [M "n"] = op("$ne", 1) }
+        assert.are.same({ "f05", "f06", "f07" }, query_ids(copy(absent), 3, 3))
+        if supports.count_jobs then
+          assert.are.equal(5, store:count_jobs(copy(ne)))
+          assert.are.equal(3, store:count_jobs(copy(both)))
+          assert.are.equal(6, store:count_jobs(copy(absent)))
+        end
+      end)
+
+      it("follow updates of the metadata", function()
+        fixture()
+        store:update_job("f06", { metadata = { tenant = "acme", tags = { "x", "y" } } })
+        store:update_job("f01", { metadata = { tenant = null } }) -- replaces the whole object
+        assert.are.same({ "f02", "f05", "f06" }, query_ids({ [M "tenant"] = "acme" }))
+        assert.are.same({ "f01" }, query_ids({ [M "tenant"] = op("$exists", false) }))
+        assert.are.same({ "f06" }, query_ids({ [M "tags"] = { "x", "y" } }))
+        assert.are.same({ "f01", "f03", "f04", "f08", "f07" }, query_ids({ [M "tenant"] = op("$ne", "acme") }))
+      end)
+
+      -- Each bad filter with the text the message must hold.
+      local BAD = {
+        { { [M "a"] = op("$bad", 1) }, "$bad" },
+        { { [M "a"] = op("$in", "x") }, "$in" },
+        { { [M "a"] = op("$in", 1) }, "$in" },
+        { { [M "a"] = op("$in", { k = "x" }) }, "$in" },
+        { { [M "a"] = op("$in", { "x", null }) }, "$in" },
+        { { [M "a"] = op("$exists", 1) }, "$exists" },
+        { { [M "a"] = op("$exists", "true") }, "$exists" },
+        { { [M "a"] = op("$exists", null) }, "$exists" },
+        { { [M "a"] = { ["$eq"] = 1, ["$ne"] = 2 } }, "operator" },
+        { { [M "a"] = { ["$eq"] = 1, b = 2 } }, "operator" },
+        { { [M "a..b"] = 1 }, "empty key" },
+        { { [M "a."] = 1 }, "empty key" },
+        { { [M ".a"] = 1 }, "empty key" },
+        { { ["metadata."] = 1 }, nil },
+      }
+
+      it("refuse a bad operator or path with 'invalid' naming the filter", function()
+        fixture()
+        for i, case in ipairs(BAD) do
+          local key = next(case[1])
+          local what = ("bad filter %d %s"):format(i, show(case[1]))
+          local calls = { function() return store:query_jobs(copy(case[1])) end }
+          if supports.count_jobs then calls[2] = function() return store:count_jobs(copy(case[1])) end end
+          for _, call in ipairs(calls) do
+            local err = assert_error_code("invalid", call)
+            assert(err.message:find("'" .. key .. "'", 1, true), what .. ": " .. err.message)
+            if case[2] then assert(err.message:find(case[2], 1, true), what .. ": " .. err.message) end
+          end
+        end
+        assert.are.equal(8, #store:query_jobs())
+      end)
+    end)
+
+    -- The scope of claim_due_jobs, next_due_time and recover_expired_leases
+    -- (docs/tenancy.md): metadata conditions only.
+    describe("scopes", function()
+      local M = function(path) return "metadata." .. path end
+
+      -- What answers the scoped calls: the store, or for a store written
+      -- in Lua that does not apply scopes itself (no scoped_claims), the
+      -- store chronis.storage.lua makes of it, which emulates them over
+      -- its query_jobs and CAS. body(s) gets it; a wrapper is closed after.
+      local function scoped(body)
+        return function()
+          local s = store
+          if type(store) == "table" and not store.scoped_claims then
+            s = chronis.storage.lua(store, { name = name })
+          end
+          body(s)
+          if s ~= store then s:close() end
+        end
+      end
+
+      -- Due before T0 unless said otherwise; s5 is paused, s4 not yet due.
+      local function fixture()
+        create("s1", { next_run_time = at(-10), metadata = { tenant = "acme" } })
+        create("s2", { next_run_time = at(-20), metadata = { tenant = "globex" } })
+        create("s3", { next_run_time = at(-5), priority = 9, metadata = { tenant = "acme", tier = "gold" } })
+        create("s4", { next_run_time = at(100), metadata = { tenant = "acme" } })
+        create("s5", { status = "paused", next_run_time = at(-30), metadata = { tenant = "acme" } })
+        create("s6", { next_run_time = at(-1) })
+        create("s7", { next_run_time = at(-3), metadata = { tenant = "acme", region = { zone = "eu" },
+          tags = { "eu" } } })
+      end
+
+      local function claim(s, filters, limit, owner)
+        return s:claim_due_jobs({ now = T0, limit = limit or 100, owner = owner or "node-a",
+          lease_seconds = 30, filters = filters })
+      end
+
+      local function statuses()
+        local out = {}
+        for _, j in ipairs(store:query_jobs()) do out[j.job_id] = j.status end
+        return out
+      end
+
+      if supports.claim_due_jobs then
+        it("claim_due_jobs claims only the due jobs its filters match, by priority, up to limit", scoped(function(s)
+          fixture()
+          assert.are.same({ "s3" }, ids_of(claim(s, { [M "tenant"] = "acme" }, 1, "a")))
+          assert.are.same({ "s1", "s7" }, ids_of(claim(s, { [M "tenant"] = "acme" }, 5, "b")))
+          assert.are.same({}, claim(s, { [M "tenant"] = "acme" }, 5, "c"))
+          assert.are.same({ s1 = "running", s2 = "scheduled", s3 = "running", s4 = "scheduled",
+            s5 = "paused", s6 = "scheduled", s7 = "running" }, statuses())
+          assert.are.equal("a", store:get_job("s3").claimed_by)
+          assert.are.equal("b", store:get_job("s7").claimed_by)
+          assert.are.same({ "s2", "s6" }, ids_of(claim(s, { [M "tenant"] = { ["$ne"] = "acme" } })))
+        end))
+
+        it("claim_due_jobs applies every operator and ANDs several conditions", scoped(function(s)
+          fixture()
+          assert.are.same({ "s6" }, ids_of(claim(s, { [M "tenant"] = { ["$exists"] = false } })))
+          assert.are.same({ "s7" }, ids_of(claim(s, { [M "region.zone"] = "eu", [M "tenant"] = "acme" })))
+          assert.are.same({}, claim(s, { [M "tags.0"] = "eu" }))
+          assert.are.same({}, claim(s, { [M "tenant"] = "acme", [M "tier"] = "silver" }))
+          assert.are.same({ "s3", "s2" }, ids_of(claim(s, { [M "tenant"] = { ["$in"] = { "globex", "acme" } } }, 2)))
+          assert.are.same({ "s1" }, ids_of(claim(s, { [M "tier"] = { ["$ne"] = "gold" } })))
+          assert.are.same({}, claim(s, { [M "tenant"] = { ["$in"] = {} } }))
+          assert.are.same({ s1 = "running", s2 = "running", s3 = "running", s4 = "scheduled",
+            s5 = "paused", s6 = "running", s7 = "running" }, statuses())
+        end))
+      end
+
+      if supports.next_due_time then
+        it("next_due_time is the earliest due time among the jobs its filters match", scoped(function(s)
+          fixture()
+          assert.are.equal(at(-10), s:next_due_time({ [M "tenant"] = "acme" }))
+          assert.are.equal(at(-20), s:next_due_time({ [M "tenant"] = "globex" }))
+          assert.are.equal(at(-1), s:next_due_time({ [M "tenant"] = { ["$exists"] = false } }))
+          assert.are.equal(at(-3), s:next_due_time({ [M "region.zone"] = "eu" }))
+          assert.are.equal(at(-5), s:next_due_time({ [M "tier"] = { ["$in"] = { "gold" } } }))
+          assert.are.equal(at(-20), s:next_due_time({ [M "tenant"] = { ["$ne"] = "acme" } }))
+          assert.is_nil(s:next_due_time({ [M "tenant"] = "nobody" }))
+          assert.is_nil(s:next_due_time({ [M "tags.0"] = { ["$exists"] = true } }))
+          assert.are.equal(at(-20), s:next_due_time({}))
+          store:update_job("s1", { status = "paused" })
+          assert.are.equal(at(-5), s:next_due_time({ [M "tenant"] = "acme" }))
+          store:delete_job("s2")
+          assert.is_nil(s:next_due_time({ [M "tenant"] = "globex" }))
+        end))
+      end
+
+      if supports.recover_expired_leases then
+        it("recover_expired_leases recovers only the expired leases its filters match", scoped(function(s)
+          create("r1", { status = "running", claimed_by = "a", lease_until = at(5), metadata = { tenant = "acme" } })
+          create("r2", { status = "running", claimed_by = "a", lease_until = at(5), metadata = { tenant = "globex" } })
+          create("r3", { status = "running", claimed_by = "a", lease_until = at(50), metadata = { tenant = "acme" } })
+          create("r4", { status = "running", claimed_by = "a", lease_until = at(5) })
+          create("r5", { status = "running", claimed_by = "a", lease_until = at(5),
+            metadata = { tenant = "acme", tags = { "acme" } } })
+          assert.are.equal(0, s:recover_expired_leases(at(10), { [M "tenant"] = "nobody" }))
+          assert.are.equal(0, s:recover_expired_leases(at(10), { [M "tags.0"] = "acme" }))
+          assert.are.equal(2, s:recover_expired_leases(at(10), { [M "tenant"] = "acme" }))
+          assert.are.same({ r1 = "scheduled", r2 = "running", r3 = "running", r4 = "running",
+            r5 = "scheduled" }, statuses())
+          assert.is_nil(store:get_job("r1").claimed_by)
+          assert.are.equal(1, s:recover_expired_leases(at(10), { [M "tenant"] = { ["$exists"] = false } }))
+          assert.are.equal("scheduled", store:get_job("r4").status)
+          assert.are.equal(1, s:recover_expired_leases(at(100), { [M "tenant"] = { ["$in"] = { "acme" } } }))
+          assert.are.same({ r1 = "scheduled", r2 = "running", r3 = "scheduled", r4 = "scheduled",
+            r5 = "scheduled" }, statuses())
+          assert.are.equal(1, s:recover_expired_leases(at(100), { [M "tenant"] = { ["$ne"] = "acme" } }))
+          assert.are.equal("scheduled", store:get_job("r2").status)
+        end))
+      end
+
+      -- A scope may not hold these: each is refused by name, by every
+      -- scoped call, before anything changes.
+      local NOT_SCOPE = {
+        status = "scheduled", trigger_type = "cron", next_run_time_lte = T0, next_run_time_gte = T0,
+        updated_at_lte = T0, updated_at_gte = T0, job_id_in = { "s1" },
+      }
+      local SCOPED = {}
+      if supports.claim_due_jobs then SCOPED.claim_due_jobs = function(s, f) return claim(s, f) end end
+      if supports.next_due_time then SCOPED.next_due_time = function(s, f) return s:next_due_time(f) end end
+      if supports.recover_expired_leases then
+        SCOPED.recover_expired_leases = function(s, f) return s:recover_expired_leases(at(1000), f) end
+      end
+
+      if next(SCOPED) then
+        it("refuse status, trigger and time keys and job_id_in with 'invalid' naming the key", scoped(function(s)
+          fixture()
+          create("r", { status = "running", claimed_by = "a", lease_until = at(5) })
+          local before = store:query_jobs()
+          for call, f in pairs(SCOPED) do
+            for key, v in pairs(NOT_SCOPE) do
+              local err = assert_error_code("invalid", f, s, { [key] = copy(v), [M "tenant"] = "acme" })
+              assert(err.message:find("'" .. key .. "'", 1, true), call .. ": " .. err.message)
+            end
+            local err = assert_error_code("invalid", f, s, { [M "tenant"] = "acme", bogus = 1 })
+            assert(err.message:find("bogus", 1, true), call .. ": " .. err.message)
+            err = assert_error_code("invalid", f, s, { [M "tenant"] = { ["$bad"] = 1 } })
+            assert(err.message:find("metadata.tenant", 1, true), call .. ": " .. err.message)
+            assert_error_code("invalid", f, s, "metadata.tenant")
+          end
+          assert.are.same(before, store:query_jobs())
+        end))
+      end
+
+      if supports.claim_due_jobs then
+        it("claim_due_jobs refuses an unknown option with 'invalid' naming it", scoped(function(s)
+          fixture()
+          local err = assert_error_code("invalid", function()
+            s:claim_due_jobs({ now = T0, limit = 5, owner = "o", filter = { [M "tenant"] = "acme" } })
+          end)
+          assert(err.message:find("'filter'", 1, true), err.message)
+          err = assert_error_code("invalid", function()
+            s:claim_due_jobs({ now = T0, limit = 5, owner = "o", scope = { [M "tenant"] = "acme" } })
+          end)
+          assert(err.message:find("'scope'", 1, true), err.message)
+          assert.are.same({}, store:query_jobs({ status = "running" }))
+        end))
+      end
+    end)
+
     -- The rules every request follows are one on every store: a request
     -- that breaks one is refused, whatever the store holds.
     describe("rules", function()
