@@ -898,6 +898,10 @@ static void submit_query_runs(rstore_t *rs, chr_store_req_t *req) {
 static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
   rstore_t *rs = (rstore_t *)s;
   chr_rcmd_t *c;
+  /* A running scheduler watches the store: a scoped one claims, recovers
+   * and asks for its next due time through query_jobs (emulated), never
+   * through the operations below that subscribe. */
+  if (s->watchers) want_wakeups(rs);
   switch (req->op) {
   case CHR_OP_CREATE:
     c = script(rs, CHR_RS_CREATE, req, 0);

@@ -416,6 +416,19 @@ static int is_on_finish(const char *k) {
   return strcmp(k, "on_finish") == 0;
 }
 
+/* The first filter key that a scope may not hold (see chr_filter_is_scope):
+ * a scheduler claims by status and time itself, so those keys would only
+ * fight its own conditions. */
+static const char *scope_refusal(const chr_filter_t *f) {
+  if (f->status_mask) return "status";
+  if (f->trigger_type) return "trigger_type";
+  if (f->nrt_lte != CHR_TIME_NONE) return "next_run_time_lte";
+  if (f->nrt_gte != CHR_TIME_NONE) return "next_run_time_gte";
+  if (f->upd_lte != CHR_TIME_NONE) return "updated_at_lte";
+  if (f->upd_gte != CHR_TIME_NONE) return "updated_at_gte";
+  return "job_id_in";
+}
+
 /* engine.new{storage=, lock=, polling_interval=, max_workers=, ...} */
 static int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -458,9 +471,14 @@ static int l_new(lua_State *L) {
   chr_lua_checkfilter_own(L, -1, &scope, store->filter_keys);
   lua_pop(L, 1);
   if (!chr_filter_is_scope(&scope)) {
+    const char *key = scope_refusal(&scope);
     chr_filter_free(&scope);
-    return chr_lua_error(L, CHR_EINVAL, "invalid option 'filters': a scheduler's scope may hold "
-                         "metadata.<key> conditions (and the store's own filter keys) only");
+    luaL_unref(L, LUA_REGISTRYINDEX, clock_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, logger_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, finish_ref);
+    return chr_lua_error(L, CHR_EINVAL, "invalid option 'filters': key '%s' cannot scope a "
+                         "scheduler, which may hold metadata.<key> conditions (and the store's "
+                         "own filter keys) only", key);
   }
   o.scope = &scope;
   lsched_t *ls = lua_newuserdatauv(L, sizeof *ls, 0);
