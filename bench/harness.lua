@@ -473,7 +473,7 @@ local function with_opt(url, opt)
   return url .. (url:find("?", 1, true) and "&" or "?") .. opt
 end
 -- the stores whose URL takes index_metadata
-local B7_INDEXED = { redis = true }
+local B7_INDEXED = { memory = true, redis = true, sqlite = true }
 for _, st in ipairs{ "memory", "sqlite", "redis", "postgres", "file" } do
   for _, idx in ipairs(B7_INDEXED[st] and { false, true } or { false }) do
     local key = "chronis-" .. st .. (idx and "-idx" or "")
@@ -944,8 +944,13 @@ if opts.smoke then
   if #results.unbenched > 0 then
     skip_text = skip_text .. "; schemes with no scenario yet: " .. table.concat(results.unbenched, ", ")
   end
-  io.stdout:write(("bench-smoke: OK, %d runs of B1-B5 at ~1%% size in %.0f s (stores: %s)%s\n"):format(
-    results.ran, meta.elapsed_s, table.concat(scheme_names, ", "), skip_text))
+  -- the scenarios this run covered (all of them, or those of --only)
+  local ran_ids = {}
+  for _, sc in ipairs(scenarios) do
+    if not opts.only or opts.only[sc.id] then ran_ids[#ran_ids + 1] = sc.id end
+  end
+  io.stdout:write(("bench-smoke: OK, %d runs of %s at ~1%% size in %.0f s (stores: %s)%s\n"):format(
+    results.ran, table.concat(ran_ids, ","), meta.elapsed_s, table.concat(scheme_names, ", "), skip_text))
   os.exit(0)
 end
 if run_errors > 0 then

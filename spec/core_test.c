@@ -17,6 +17,7 @@
 #include "core/engine.h"
 #include "core/job.h"
 #include "core/json.h"
+#include "core/filter.h"
 #include "core/loop.h"
 #include "core/store.h"
 #include "core/time.h"
@@ -553,12 +554,43 @@ static void test_url(void) {
   chr_opts_free(&o);
 }
 
+/* ---- index_metadata ---- */
+
+static void test_meta_index(void) {
+  char err[300];
+  char **paths = NULL;
+  test_case("index_metadata: comma-separated plain paths, in order");
+  CHECK(chr_meta_index_parse("tenant_id,org.id,a-b", &paths, err, sizeof err) == 0);
+  CHECK(paths && strcmp(paths[0], "tenant_id") == 0 && strcmp(paths[1], "org.id") == 0 &&
+        strcmp(paths[2], "a-b") == 0 && paths[3] == NULL);
+  chr_meta_index_free(paths);
+
+  test_case("index_metadata: empty paths, repeats and other characters refused, naming them");
+  static const struct {
+    const char *val, *said;
+  } bad[] = {
+      {"", "an empty path"},          {"tenant_id,", "an empty path (in 'tenant_id,')"},
+      {"a,,b", "an empty path"},      {",a", "an empty path"},
+      {"a,a", "'a' is named twice"},  {"a.", "'a.' is not a metadata path"},
+      {"a b", "'a b' is not a metadata path"}, {"a\\.b", "is not a metadata path"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    paths = NULL;
+    int rc = chr_meta_index_parse(bad[i].val, &paths, err, sizeof err);
+    CHECK(rc == CHR_EINVAL && paths == NULL);
+    if (rc != CHR_EINVAL || !has(err, bad[i].said)) printf("  '%s' -> %s\n", bad[i].val, err);
+    CHECK(rc != CHR_EINVAL || (has(err, bad[i].said) && has(err, "index_metadata")));
+    if (rc == 0) chr_meta_index_free(paths);
+  }
+}
+
 int main(void) {
   test_rbtree();
   test_time_tz_cron();
   test_zone_files();
   test_json();
   test_url();
+  test_meta_index();
   test_store();
   test_engine();
   chr_tz_cache_clear();

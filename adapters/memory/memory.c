@@ -22,6 +22,9 @@
  * the front. Next-due is the front of by_status[scheduled]. Per-status
  * counts are the trees' counts.
  *
+ * With index_metadata, the record also has one link per indexed path into
+ * memindex.h's per-value trees, kept by the same steps.
+ *
  * Index keys are read from the record itself, so every write takes the
  * record out of its trees, changes it, and puts it back. */
 #include <stdint.h>
@@ -30,12 +33,14 @@
 
 #include "intern.h"
 #include "memhist.h"
+#include "memindex.h"
 #include "core/job.h"
 #include "rbtree.h"
 #include "core/store.h"
 #include "core/time.h"
 
-enum { AUX_NONE, AUX_DUE, AUX_LEASE };
+enum { AUX_NONE = CHR_MEMIDX_AUX_NONE, AUX_DUE = CHR_MEMIDX_AUX_DUE,
+       AUX_LEASE = CHR_MEMIDX_AUX_LEASE };
 
 typedef struct mrec {
   chr_job_t job;
@@ -44,6 +49,8 @@ typedef struct mrec {
   uint32_t hash;
   uint8_t aux_in; /* AUX_* */
   uint8_t mark;   /* scratch: de-duplicates id lists */
+  /* With index_metadata, one chr_memidx_link_t per indexed path follows
+   * in the same allocation (rec_links): nothing is spent without one. */
 } mrec_t;
 
 typedef struct mem_store {
@@ -57,6 +64,7 @@ typedef struct mem_store {
   chr_rb_tree_t due, lease;
   chr_intern_t strings; /* shared copies of the fields in interned[] */
   chr_memhist_t hist;
+  chr_memindex_t ix;
 } mem_store_t;
 
 /* A search key for the trees; id NULL sorts before every id. */
@@ -68,28 +76,12 @@ typedef struct mkey {
 #define REC_OF(node, member) CHR_CONTAINER_OF(node, mrec_t, member)
 
 static int64_t rec_nrt(const mrec_t *r) {
-  return chr_job_has(&r->job, CHR_F_NEXT_RUN_TIME) ? r->job.next_run_time : CHR_TIME_NONE;
+  return chr_memidx_nrt(&r->job);
 }
 
-static int64_t rec_lease(const mrec_t *r) {
-  return chr_job_has(&r->job, CHR_F_LEASE_UNTIL) ? r->job.lease_until : CHR_TIME_NONE;
-}
-
-/* next_run_time order: nil (CHR_TIME_NONE) after every time. */
-static int cmp_nrt(int64_t a, int64_t b) {
-  if (a == b) return 0;
-  if (a == CHR_TIME_NONE) return 1;
-  if (b == CHR_TIME_NONE) return -1;
-  return a < b ? -1 : 1;
-}
-
-static int cmp_i64(int64_t a, int64_t b) {
-  return (a > b) - (a < b);
-}
-
+/* The orders are memindex.h's, so the index's trees agree with these. */
 static int rec_cmp_query(const mrec_t *a, const mrec_t *b) {
-  int c = cmp_nrt(rec_nrt(a), rec_nrt(b));
-  return c ? c : strcmp(a->job.job_id, b->job.job_id);
+  return chr_memidx_cmp_query(&a->job, &b->job);
 }
 
 static int status_cmp(const chr_rb_node_t *a, const chr_rb_node_t *b) {
@@ -99,17 +91,13 @@ static int status_cmp(const chr_rb_node_t *a, const chr_rb_node_t *b) {
 static int status_keycmp(const void *key, const chr_rb_node_t *n) {
   const mkey_t *k = key;
   const mrec_t *r = REC_OF(n, by_status);
-  int c = cmp_nrt(k->t, rec_nrt(r));
+  int c = chr_memidx_cmp_nrt(k->t, rec_nrt(r));
   if (c) return c;
   return k->id ? strcmp(k->id, r->job.job_id) : -1;
 }
 
 static int due_cmp(const chr_rb_node_t *a, const chr_rb_node_t *b) {
-  const mrec_t *x = REC_OF(a, aux), *y = REC_OF(b, aux);
-  int c = cmp_i64(chr_job_priority(&y->job), chr_job_priority(&x->job));
-  if (c) return c;
-  c = cmp_i64(x->job.next_run_time, y->job.next_run_time);
-  return c ? c : strcmp(x->job.job_id, y->job.job_id);
+  return chr_memidx_cmp_due(&REC_OF(a, aux)->job, &REC_OF(b, aux)->job);
 }
 
 /* Jobs in `due` always have a time, so plain comparison; key.t INT64_MIN
@@ -117,33 +105,32 @@ static int due_cmp(const chr_rb_node_t *a, const chr_rb_node_t *b) {
 static int due_keycmp(const void *key, const chr_rb_node_t *n) {
   const mkey_t *k = key;
   const mrec_t *r = REC_OF(n, aux);
-  int c = cmp_i64(chr_job_priority(&r->job), k->prio);
+  int c = chr_memidx_cmp_i64(chr_job_priority(&r->job), k->prio);
   if (c) return c;
-  c = cmp_i64(k->t, r->job.next_run_time);
+  c = chr_memidx_cmp_i64(k->t, r->job.next_run_time);
   if (c) return c;
   return k->id ? strcmp(k->id, r->job.job_id) : -1;
 }
 
 static int lease_cmp(const chr_rb_node_t *a, const chr_rb_node_t *b) {
-  const mrec_t *x = REC_OF(a, aux), *y = REC_OF(b, aux);
-  int c = cmp_i64(x->job.lease_until, y->job.lease_until);
-  return c ? c : strcmp(x->job.job_id, y->job.job_id);
+  return chr_memidx_cmp_lease(&REC_OF(a, aux)->job, &REC_OF(b, aux)->job);
+}
+
+static chr_memidx_link_t *rec_links(const mem_store_t *ms, mrec_t *r) {
+  return ms->ix.npaths ? (chr_memidx_link_t *)(void *)(r + 1) : NULL;
 }
 
 static void rec_index(mem_store_t *ms, mrec_t *r) {
   int st = r->job.status;
   chr_rb_insert(&ms->by_status[st], &r->by_status);
-  r->aux_in = AUX_NONE;
-  if (st == CHR_ST_SCHEDULED && rec_nrt(r) != CHR_TIME_NONE) {
-    chr_rb_insert(&ms->due, &r->aux);
-    r->aux_in = AUX_DUE;
-  } else if (st == CHR_ST_RUNNING && rec_lease(r) != CHR_TIME_NONE) {
-    chr_rb_insert(&ms->lease, &r->aux);
-    r->aux_in = AUX_LEASE;
-  }
+  r->aux_in = (uint8_t)chr_memidx_aux_of(&r->job);
+  if (r->aux_in == AUX_DUE) chr_rb_insert(&ms->due, &r->aux);
+  else if (r->aux_in == AUX_LEASE) chr_rb_insert(&ms->lease, &r->aux);
+  if (ms->ix.npaths) chr_memindex_add(&ms->ix, rec_links(ms, r));
 }
 
 static void rec_unindex(mem_store_t *ms, mrec_t *r) {
+  if (ms->ix.npaths) chr_memindex_remove(&ms->ix, rec_links(ms, r));
   chr_rb_remove(&ms->by_status[r->job.status], &r->by_status);
   if (r->aux_in == AUX_DUE)
     chr_rb_remove(&ms->due, &r->aux);
@@ -279,7 +266,7 @@ static void rec_reshare(mem_store_t *ms, mrec_t *r, char *saved[NINTERNED], cons
 }
 
 static mrec_t *rec_new(mem_store_t *ms, const chr_job_t *src) {
-  mrec_t *r = chr_calloc(1, sizeof *r);
+  mrec_t *r = chr_calloc(1, sizeof *r + ms->ix.npaths * sizeof(chr_memidx_link_t));
   chr_job_t *copy = chr_job_dup(src);
   /* Take over the copy's fields and drop its shell: the record embeds the
    * job, one allocation instead of two. */
@@ -289,6 +276,7 @@ static mrec_t *rec_new(mem_store_t *ms, const chr_job_t *src) {
   r->job.mask &= ~r->job.nullmask;
   r->job.nullmask = 0;
   r->hash = (uint32_t)hash_id(ms, r->job.job_id);
+  chr_memindex_links_init(&ms->ix, rec_links(ms, r), &r->job);
   rec_intern(ms, r);
   return r;
 }
@@ -434,9 +422,32 @@ static mrec_t **ids_collect(const mem_store_t *ms, const chr_filter_t *f, size_t
   return out;
 }
 
+/* Whether f is one metadata condition and statuses, nothing else: the
+ * jobs an index walk of it finds all match, and a count of it reads the
+ * index's counts. */
+static int filter_only_meta(const chr_filter_t *f) {
+  return f->trigger_type == 0 && f->nrt_lte == CHR_TIME_NONE &&
+         f->nrt_gte == CHR_TIME_NONE && f->upd_lte == CHR_TIME_NONE &&
+         f->upd_gte == CHR_TIME_NONE && f->nmeta == 1 && !f->has_ids;
+}
+
+/* Pushes the jobs the filter matches among those walked (all of them when
+ * `all`), in their order, past offset and up to limit. Returns 1 when the
+ * limit stopped it. */
+static int query_push(chr_store_req_t *req, const chr_job_t *j, int all, int64_t *skip) {
+  if (!all && req->filter != NULL && !chr_filter_match(req->filter, j)) return 0;
+  if (*skip > 0) {
+    (*skip)--;
+    return 0;
+  }
+  chr_store_req_push_job(req, chr_job_dup(j));
+  return req->limit >= 0 && (int64_t)req->njobs >= req->limit;
+}
+
 static void op_query(mem_store_t *ms, chr_store_req_t *req) {
   const chr_filter_t *f = req->filter;
   int64_t skip = req->offset, limit = req->limit;
+  chr_memidx_sel_t sel;
   if (f != NULL && f->has_ids) {
     size_t i, n;
     mrec_t **recs = ids_collect(ms, f, &n);
@@ -445,25 +456,26 @@ static void op_query(mem_store_t *ms, chr_store_req_t *req) {
       push_copy(req, recs[i]);
     }
     free(recs);
+  } else if (chr_memindex_select(&ms->ix, f, f ? f->status_mask : 0, &sel)) {
+    chr_memidx_qcur_t c;
+    chr_job_t *j;
+    int all = filter_only_meta(f);
+    chr_memidx_qcur_init(&c, &sel, f);
+    while ((j = chr_memidx_qcur_next(&c)) != NULL && !query_push(req, j, all, &skip)) {}
+    chr_memidx_qcur_free(&c);
+    chr_memidx_sel_free(&sel);
   } else {
     qcur_t c;
     mrec_t *r;
     qcur_init(&c, ms, f);
-    while ((r = qcur_next(&c)) != NULL) {
-      if (f != NULL && !chr_filter_match(f, &r->job)) continue;
-      if (skip > 0) {
-        skip--;
-        continue;
-      }
-      push_copy(req, r);
-      if (limit >= 0 && (int64_t)req->njobs >= limit) break;
-    }
+    while ((r = qcur_next(&c)) != NULL && !query_push(req, &r->job, 0, &skip)) {}
   }
 }
 
 static void op_count(mem_store_t *ms, chr_store_req_t *req) {
   const chr_filter_t *f = req->filter;
   int64_t n = 0;
+  chr_memidx_sel_t sel;
   if (f == NULL) {
     n = (int64_t)ms->count;
   } else if (filter_only_status(f)) {
@@ -475,6 +487,18 @@ static void op_count(mem_store_t *ms, chr_store_req_t *req) {
     size_t k;
     free(ids_collect(ms, f, &k));
     n = (int64_t)k;
+  } else if (chr_memindex_select(&ms->ix, f, f->status_mask, &sel)) {
+    if (filter_only_meta(f)) {
+      n = chr_memidx_sel_count(&sel, f->status_mask);
+    } else {
+      chr_memidx_qcur_t c;
+      chr_job_t *j;
+      chr_memidx_qcur_init(&c, &sel, f);
+      while ((j = chr_memidx_qcur_next(&c)) != NULL)
+        if (chr_filter_match(f, j)) n++;
+      chr_memidx_qcur_free(&c);
+    }
+    chr_memidx_sel_free(&sel);
   } else {
     qcur_t c;
     mrec_t *r;
@@ -487,8 +511,33 @@ static void op_count(mem_store_t *ms, chr_store_req_t *req) {
 
 /* ---- the engine's operations */
 
+#define REC_OF_JOB(j) CHR_CONTAINER_OF(j, mrec_t, job)
+
+static void claim_rec(mem_store_t *ms, chr_store_req_t *req, mrec_t *r, int64_t stamp) {
+  rec_unindex(ms, r);
+  r->job.status = CHR_ST_RUNNING;
+  chr_job_set_str(&r->job, CHR_F_CLAIMED_BY, req->owner);
+  chr_job_set_time(&r->job, CHR_F_LEASE_UNTIL, req->now + req->lease_us);
+  chr_job_set_time(&r->job, CHR_F_UPDATED_AT, stamp);
+  rec_index(ms, r);
+  push_copy(req, r);
+}
+
+/* A scope (req->filter) with an indexed $eq or $in reads the due jobs of
+ * its values only; any other scope walks every due job, skipping those it
+ * does not match. Either way in claim order. */
 static void op_claim(mem_store_t *ms, chr_store_req_t *req) {
+  const chr_filter_t *scope = req->filter;
   int64_t now = req->now, limit = req->limit, stamp = next_stamp(ms);
+  chr_memidx_sel_t sel;
+  if (chr_memindex_select(&ms->ix, scope, 1u << CHR_ST_SCHEDULED, &sel)) {
+    size_t n;
+    chr_job_t **due = chr_memidx_due(&sel, scope, now, limit, &n);
+    for (size_t i = 0; i < n; i++) claim_rec(ms, req, REC_OF_JOB(due[i]), stamp);
+    free(due);
+    chr_memidx_sel_free(&sel);
+    return;
+  }
   chr_rb_node_t *n = chr_rb_first(&ms->due);
   while (n != NULL && (limit < 0 || (int64_t)req->njobs < limit)) {
     mrec_t *r = REC_OF(n, aux);
@@ -500,13 +549,7 @@ static void op_claim(mem_store_t *ms, chr_store_req_t *req) {
       continue;
     }
     next = chr_rb_next(n);
-    rec_unindex(ms, r);
-    r->job.status = CHR_ST_RUNNING;
-    chr_job_set_str(&r->job, CHR_F_CLAIMED_BY, req->owner);
-    chr_job_set_time(&r->job, CHR_F_LEASE_UNTIL, now + req->lease_us);
-    chr_job_set_time(&r->job, CHR_F_UPDATED_AT, stamp);
-    rec_index(ms, r);
-    push_copy(req, r);
+    if (chr_filter_match(scope, &r->job)) claim_rec(ms, req, r, stamp);
     n = next;
   }
 }
@@ -534,23 +577,43 @@ static void op_query_runs(mem_store_t *ms, chr_store_req_t *req) {
   chr_memhist_query(&ms->hist, req);
 }
 
+/* Returns the job's next_run_time, for the wake-up. */
+static int64_t recover_rec(mem_store_t *ms, mrec_t *r, int64_t stamp) {
+  rec_unindex(ms, r);
+  r->job.status = CHR_ST_SCHEDULED;
+  clear_claim(&r->job);
+  /* The run that was cut short counts (see engine.c, lease_exhausted). */
+  chr_job_set_int(&r->job, CHR_F_RETRY_COUNT, chr_job_int(&r->job, CHR_F_RETRY_COUNT, 0) + 1);
+  chr_job_set_int(&r->job, CHR_F_ATTEMPT, chr_job_int(&r->job, CHR_F_ATTEMPT, 0) + 1);
+  chr_job_set_time(&r->job, CHR_F_UPDATED_AT, stamp);
+  rec_index(ms, r);
+  return rec_nrt(r);
+}
+
+/* Scoped like op_claim: the index's leases of the scope's values, or every
+ * expired lease, skipping the jobs the scope does not match. */
 static void op_recover(mem_store_t *ms, chr_store_req_t *req) {
+  const chr_filter_t *scope = req->filter;
   int64_t now = req->now, stamp = next_stamp(ms), earliest = CHR_TIME_NONE;
-  chr_rb_node_t *n;
+  chr_memidx_sel_t sel;
   req->count = 0;
-  while ((n = chr_rb_first(&ms->lease)) != NULL) {
-    mrec_t *r = REC_OF(n, aux);
-    if (r->job.lease_until >= now) break;
-    rec_unindex(ms, r);
-    r->job.status = CHR_ST_SCHEDULED;
-    clear_claim(&r->job);
-    /* The run that was cut short counts (see engine.c, lease_exhausted). */
-    chr_job_set_int(&r->job, CHR_F_RETRY_COUNT, chr_job_int(&r->job, CHR_F_RETRY_COUNT, 0) + 1);
-    chr_job_set_int(&r->job, CHR_F_ATTEMPT, chr_job_int(&r->job, CHR_F_ATTEMPT, 0) + 1);
-    chr_job_set_time(&r->job, CHR_F_UPDATED_AT, stamp);
-    rec_index(ms, r);
-    if (cmp_nrt(rec_nrt(r), earliest) < 0) earliest = rec_nrt(r);
-    req->count++;
+  if (chr_memindex_select(&ms->ix, scope, 1u << CHR_ST_RUNNING, &sel)) {
+    size_t n;
+    chr_job_t **expired = chr_memidx_expired(&sel, scope, now, &n);
+    for (size_t i = 0; i < n; i++)
+      earliest = chr_time_earlier(earliest, recover_rec(ms, REC_OF_JOB(expired[i]), stamp));
+    req->count = (int64_t)n;
+    free(expired);
+    chr_memidx_sel_free(&sel);
+  } else {
+    chr_rb_node_t *n = chr_rb_first(&ms->lease), *next;
+    /* A recovered job leaves `lease`; next was taken before. */
+    for (; n != NULL && REC_OF(n, aux)->job.lease_until < now; n = next) {
+      next = chr_rb_next(n);
+      if (!chr_filter_match(scope, &REC_OF(n, aux)->job)) continue;
+      earliest = chr_time_earlier(earliest, recover_rec(ms, REC_OF(n, aux), stamp));
+      req->count++;
+    }
   }
   if (earliest != CHR_TIME_NONE) chr_store_wake(&ms->base, earliest);
 }
@@ -639,7 +702,16 @@ static void op_delete(mem_store_t *ms, chr_store_req_t *req) {
 }
 
 static void op_next_due(mem_store_t *ms, chr_store_req_t *req) {
+  const chr_filter_t *scope = req->filter;
+  chr_memidx_sel_t sel;
+  if (chr_memindex_select(&ms->ix, scope, 1u << CHR_ST_SCHEDULED, &sel)) {
+    req->count = chr_memidx_next_due(&sel, scope);
+    chr_memidx_sel_free(&sel);
+    return;
+  }
+  /* The first scheduled job the scope matches, in query order. */
   chr_rb_node_t *n = chr_rb_first(&ms->by_status[CHR_ST_SCHEDULED]);
+  while (n != NULL && !chr_filter_match(scope, &REC_OF(n, by_status)->job)) n = chr_rb_next(n);
   req->count = n ? rec_nrt(REC_OF(n, by_status)) : CHR_TIME_NONE;
 }
 
@@ -665,6 +737,7 @@ static void mem_close(chr_store_t *s) {
     if (ms->slots[i] != NULL) rec_free(ms, ms->slots[i]);
   chr_intern_free(&ms->strings);
   chr_memhist_free(&ms->hist);
+  chr_memindex_free(&ms->ix);
   free(ms->slots);
   free(ms->hashes);
   free(ms);
@@ -674,17 +747,19 @@ static const chr_store_vtable_t mem_vtable = {"memory", mem_submit, mem_close};
 
 chr_store_t *chr_memory_store_new(void) {
   chr_history_opts_t h = {CHR_HISTORY_DEFAULT, CHR_HISTORY_DAYS_DEFAULT};
-  return chr_memory_store_new_opts(&h);
+  return chr_memory_store_new_opts(&h, NULL);
 }
 
-chr_store_t *chr_memory_store_new_opts(const chr_history_opts_t *hist) {
+chr_store_t *chr_memory_store_new_opts(const chr_history_opts_t *hist, char **index_paths) {
   mem_store_t *ms = chr_calloc(1, sizeof *ms);
   int s;
   chr_store_init(&ms->base, &mem_vtable,
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
-                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_HISTORY);
+                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_HISTORY |
+                     CHR_STORE_CAP_SCOPE);
   chr_memhist_init(&ms->hist, hist->keep, hist->days);
+  chr_memindex_init(&ms->ix, index_paths);
   /* A per-store seed keeps ids chosen against one run's hash from
    * clustering in another's. */
   ms->seed = (uint64_t)(uintptr_t)ms ^ (uint64_t)chr_time_mono() * 0x9e3779b97f4a7c15ULL;

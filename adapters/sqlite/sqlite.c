@@ -307,8 +307,7 @@ static void op_create(sq_store_t *s, chr_store_req_t *req) {
     return;
   }
   chr_store_req_push_job(req, j);
-  int64_t wake = chr_job_wake_time(j);
-  if (wake != CHR_TIME_NONE) chr_store_wake(&s->base, wake);
+  chr_store_wake_job(&s->base, j);
 }
 
 static void op_get(sq_store_t *s, chr_store_req_t *req) {
@@ -358,7 +357,6 @@ static void op_get_batch(sq_store_t *s, chr_store_req_t *req) {
  * store's rules) and the write. */
 static void op_write(sq_store_t *s, chr_store_req_t *req, const chr_job_t *expected) {
   chr_job_t *j;
-  int64_t wake;
   req->ok = 0;
   if (begin(s, req) != 0) return;
   switch (load(s, req, req->id, &j)) {
@@ -386,9 +384,8 @@ static void op_write(sq_store_t *s, chr_store_req_t *req, const chr_job_t *expec
     return;
   }
   req->ok = 1;
-  wake = chr_job_wake_time(j);
   chr_store_req_push_job(req, j);
-  if (wake != CHR_TIME_NONE) chr_store_wake(&s->base, wake);
+  chr_store_wake_job(&s->base, j);
 }
 
 static void op_update(sq_store_t *s, chr_store_req_t *req) {
@@ -627,24 +624,48 @@ static void op_record_runs(sq_store_t *s, chr_store_req_t *req) {
 
 /* ---- the engine's operations */
 
-/* One transaction: for each priority level from the highest, one UPDATE
- * ... RETURNING takes that level's due jobs in time order, up to what the
+/* A scoped claim: one UPDATE takes the scope's due jobs in claim order,
+ * from a range of the scope's index_metadata index when it has one: the
+ * due jobs of every priority, sorted, where the unscoped claim walks
+ * jobs_due one level at a time (that index holds every tenant's jobs). */
+static void claim_scoped(sq_store_t *s, chr_store_req_t *req, int64_t lease, int64_t stamp,
+                         const char *lease_iso, const char *stamp_iso) {
+  sq_query_t *q;
+  sqlite3_stmt *up = chr__sqlite_scoped(s, req, SQ_SCOPED_CLAIM, &q);
+  int rc;
+  if (up == NULL) return;
+  sqlite3_bind_text(up, 1, req->owner, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(up, 2, lease);
+  sqlite3_bind_int64(up, 3, stamp);
+  sqlite3_bind_text(up, 4, lease_iso, -1, SQLITE_STATIC);
+  sqlite3_bind_text(up, 5, stamp_iso, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(up, 6, req->now);
+  sqlite3_bind_int64(up, 7, req->limit < 0 ? -1 : req->limit);
+  while ((rc = sqlite3_step(up)) == SQLITE_ROW) {
+    chr_job_t *j = chr__sqlite_row_job(s, req, up, 0);
+    if (j == NULL) break;
+    chr_store_req_push_job(req, j);
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) chr__sqlite_fail(s, req, "claiming jobs");
+  sqlite3_reset(up);
+  chr__sqlite_query_free(q);
+  /* RETURNING's row order is unspecified. */
+  if (req->status == 0 && req->njobs > 1)
+    qsort(req->jobs, req->njobs, sizeof *req->jobs, chr_job_cmp_claim);
+}
+
+/* Unscoped: for each priority level from the highest, one UPDATE ...
+ * RETURNING takes that level's due jobs in time order, up to what the
  * limit leaves. */
-static void op_claim(sq_store_t *s, chr_store_req_t *req) {
-  int64_t now = req->now, lease = now + req->lease_us, stamp, level = INT64_MAX;
+static void claim_levels(sq_store_t *s, chr_store_req_t *req, int64_t lease, int64_t stamp,
+                         const char *lease_iso, const char *stamp_iso) {
   sqlite3_stmt *lv = stmt(s, SQ_LEVEL), *up = stmt(s, SQ_CLAIM);
-  char lease_iso[CHR_TIME_BUFSZ], stamp_iso[CHR_TIME_BUFSZ];
+  int64_t level = INT64_MAX;
   int rc;
   if (lv == NULL || up == NULL) {
     chr__sqlite_fail(s, req, "claiming jobs");
     return;
   }
-  note_owner(s, req->owner);
-  if (begin(s, req) != 0) return;
-  /* Stamped once the lock is ours: after any write it waited for. */
-  stamp = next_stamp(s, NULL);
-  chr_time_format(lease, lease_iso);
-  chr_time_format(stamp, stamp_iso);
   for (;;) {
     size_t first = req->njobs;
     sqlite3_bind_int64(lv, 1, level);
@@ -666,7 +687,7 @@ static void op_claim(sq_store_t *s, chr_store_req_t *req) {
     sqlite3_bind_text(up, 4, lease_iso, -1, SQLITE_STATIC);
     sqlite3_bind_text(up, 5, stamp_iso, -1, SQLITE_STATIC);
     sqlite3_bind_int64(up, 6, level);
-    sqlite3_bind_int64(up, 7, now);
+    sqlite3_bind_int64(up, 7, req->now);
     sqlite3_bind_int64(up, 8, req->limit < 0 ? -1 : req->limit - (int64_t)req->njobs);
     while ((rc = sqlite3_step(up)) == SQLITE_ROW) {
       chr_job_t *j = chr__sqlite_row_job(s, req, up, 0);
@@ -682,6 +703,21 @@ static void op_claim(sq_store_t *s, chr_store_req_t *req) {
       qsort(req->jobs + first, req->njobs - first, sizeof *req->jobs, chr_job_cmp_claim);
     if (req->limit >= 0 && (int64_t)req->njobs >= req->limit) break;
   }
+}
+
+/* One BEGIN IMMEDIATE transaction, scoped or not: no other connection
+ * writes between choosing the due jobs and claiming them. */
+static void op_claim(sq_store_t *s, chr_store_req_t *req) {
+  int64_t lease = req->now + req->lease_us, stamp;
+  char lease_iso[CHR_TIME_BUFSZ], stamp_iso[CHR_TIME_BUFSZ];
+  note_owner(s, req->owner);
+  if (begin(s, req) != 0) return;
+  /* Stamped once the lock is ours: after any write it waited for. */
+  stamp = next_stamp(s, NULL);
+  chr_time_format(lease, lease_iso);
+  chr_time_format(stamp, stamp_iso);
+  if (req->filter != NULL) claim_scoped(s, req, lease, stamp, lease_iso, stamp_iso);
+  else claim_levels(s, req, lease, stamp, lease_iso, stamp_iso);
   if (req->status != 0 || commit(s, req) != 0) {
     rollback(s);
     chr__sqlite_drop_jobs(req);
@@ -701,7 +737,7 @@ static int completion_miss(sq_store_t *s, chr_store_req_t *req, const char *id) 
  * chr_store_completion_result, then the partial record applied as
  * update_job does. Returns the item's result, or -1 with req failed. */
 static int complete_update(sq_store_t *s, chr_store_req_t *req, chr_completion_t *it,
-                           int64_t *wake) {
+                           chr_job_t **woken) {
   chr_job_t *j;
   int result;
   if (load(s, req, it->job_id, &j) < 0) return -1;
@@ -711,8 +747,8 @@ static int complete_update(sq_store_t *s, chr_store_req_t *req, chr_completion_t
     return result;
   }
   result = rewrite(s, req, j, it->updates);
-  if (result == 0) *wake = chr_time_earlier(*wake, chr_job_wake_time(j));
-  chr_job_free(j);
+  if (result == 0 && chr_job_wake_time(j) != CHR_TIME_NONE) *woken = j;
+  else chr_job_free(j);
   return result;
 }
 
@@ -721,13 +757,17 @@ static int complete_update(sq_store_t *s, chr_store_req_t *req, chr_completion_t
  * deleted job). */
 static void op_complete(sq_store_t *s, chr_store_req_t *req) {
   sqlite3_stmt *del = stmt(s, SQ_DELETE_OWNED);
-  int64_t wake = CHR_TIME_NONE;
+  /* The jobs rescheduled, to wake the engines with once committed (a
+   * scoped engine ignores the other tenants' jobs). */
+  chr_job_t **woken;
+  size_t nwoken = 0;
   int wrote_runs = 0;
   if (del == NULL) {
     chr__sqlite_fail(s, req, "completing jobs");
     return;
   }
   if (begin(s, req) != 0) return;
+  woken = chr_malloc(req->nitems * sizeof *woken);
   for (size_t i = 0; i < req->nitems && req->status == 0; i++) {
     chr_completion_t *it = &req->items[i];
     if (it->remove) {
@@ -736,7 +776,9 @@ static void op_complete(sq_store_t *s, chr_store_req_t *req) {
       if (run(s, req, del, "completing jobs") != 0) break;
       it->result = sqlite3_changes(s->db) > 0 ? 0 : completion_miss(s, req, it->job_id);
     } else {
-      it->result = complete_update(s, req, it, &wake);
+      chr_job_t *j = NULL;
+      it->result = complete_update(s, req, it, &j);
+      if (j != NULL) woken[nwoken++] = j;
     }
     if (req->status == 0 && it->result == 0 && it->run != NULL &&
         put_run(s, req, it->run) > 0)
@@ -745,21 +787,28 @@ static void op_complete(sq_store_t *s, chr_store_req_t *req) {
   if (req->status == 0 && wrote_runs &&
       chr_time_mono() - s->runs_expired >= SQ_EXPIRE_EVERY_US)
     expire_runs(s, req, req->issued);
-  if (req->status != 0 || commit(s, req) != 0) {
-    rollback(s);
-    return;
+  int done = req->status == 0 && commit(s, req) == 0;
+  if (!done) rollback(s);
+  else if (s->nlost > 0) report_lost(s, req);
+  for (size_t i = 0; i < nwoken; i++) {
+    if (done) chr_store_wake_job(&s->base, woken[i]);
+    chr_job_free(woken[i]);
   }
-  if (s->nlost > 0) report_lost(s, req);
-  if (wake != CHR_TIME_NONE) chr_store_wake(&s->base, wake);
+  free(woken);
 }
 
+/* One UPDATE on jobs_lease, the scope's terms added when scoped: the
+ * running jobs are few, and their expired leases fewer. */
 static void op_recover(sq_store_t *s, chr_store_req_t *req) {
   int64_t now = req->now, stamp = next_stamp(s, NULL), wake = CHR_TIME_NONE;
-  sqlite3_stmt *st = stmt(s, SQ_RECOVER);
+  sq_query_t *q = NULL;
+  sqlite3_stmt *st;
   char stamp_iso[CHR_TIME_BUFSZ];
   int rc;
   req->count = 0;
-  if (st == NULL) {
+  if (req->filter != NULL) {
+    if ((st = chr__sqlite_scoped(s, req, SQ_SCOPED_RECOVER, &q)) == NULL) return;
+  } else if ((st = stmt(s, SQ_RECOVER)) == NULL) {
     chr__sqlite_fail(s, req, "recovering expired leases");
     return;
   }
@@ -777,6 +826,7 @@ static void op_recover(sq_store_t *s, chr_store_req_t *req) {
     req->count = 0;
   }
   sqlite3_reset(st);
+  chr__sqlite_query_free(q);
   if (req->status == 0 && wake != CHR_TIME_NONE) chr_store_wake(&s->base, wake);
 }
 
@@ -803,16 +853,26 @@ static void op_extend(sq_store_t *s, chr_store_req_t *req) {
   free(ids);
 }
 
+/* Unscoped, one seek of jobs_next; scoped, the first entry of a range
+ * of the scope's index (no row: no due time). */
 static void op_next_due(sq_store_t *s, chr_store_req_t *req) {
-  sqlite3_stmt *st = stmt(s, SQ_NEXT_DUE);
-  int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+  sq_query_t *q = NULL;
+  sqlite3_stmt *st;
+  int rc;
   req->count = CHR_TIME_NONE;
+  if (req->filter != NULL) {
+    if ((st = chr__sqlite_scoped(s, req, SQ_SCOPED_NEXT_DUE, &q)) == NULL) return;
+  } else {
+    st = stmt(s, SQ_NEXT_DUE);
+  }
+  rc = st ? sqlite3_step(st) : SQLITE_ERROR;
   if (rc == SQLITE_ROW) {
     if (sqlite3_column_type(st, 0) != SQLITE_NULL) req->count = sqlite3_column_int64(st, 0);
-  } else {
+  } else if (rc != SQLITE_DONE || q == NULL) {
     chr__sqlite_fail(s, req, "reading the next due time");
   }
   if (st) sqlite3_reset(st);
+  chr__sqlite_query_free(q);
 }
 
 /* ---- the store */
@@ -829,6 +889,9 @@ static void (*const sq_ops[CHR_OP__COUNT])(sq_store_t *, chr_store_req_t *) = {
  * on a connection to the file now at the path. */
 static int sq_submit(chr_store_t *base, chr_store_req_t *req) {
   sq_store_t *s = (sq_store_t *)base;
+  /* A scope SQL cannot express whole: query and CAS, which match it in C. */
+  if ((chr_store_ops[req->op].in & CHR_IN_SCOPE) && !chr__sqlite_scope_sql(req->filter))
+    return chr__store_emulate(base, req);
   if (s->memory || check_file(s, req) == 0) sq_ops[req->op](s, req);
   if (req->cb != NULL) req->cb(req);
   return 0;
@@ -837,6 +900,7 @@ static int sq_submit(chr_store_t *base, chr_store_req_t *req) {
 static void sq_close(chr_store_t *base) {
   sq_store_t *s = (sq_store_t *)base;
   chr__sqlite_close(s);
+  chr_meta_index_free(s->opts.index_paths);
   free(s->reopen_error);
   for (size_t i = 0; i < s->nowners; i++) free(s->owners[i]);
   for (size_t i = 0; i < s->nlost; i++) free(s->lost[i]);
@@ -855,6 +919,7 @@ int chr_sqlite_store_open(const chr_opts_t *opts, chr_store_t **out, char *err, 
   rc = chr__sqlite_open(s, path, &o, err, errlen);
   free(path);
   if (rc != 0) {
+    chr_meta_index_free(o.index_paths);
     free(s);
     return rc;
   }
@@ -862,7 +927,8 @@ int chr_sqlite_store_open(const chr_opts_t *opts, chr_store_t **out, char *err, 
   chr_store_init(&s->base, &sq_vtable,
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
-                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_HISTORY);
+                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_HISTORY |
+                     CHR_STORE_CAP_SCOPE);
   *out = &s->base;
   return 0;
 }

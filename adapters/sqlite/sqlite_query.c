@@ -43,10 +43,13 @@ typedef struct qparam {
   const char *t;
 } qparam_t;
 
-typedef struct qbuild {
+typedef struct sq_query {
   chr_buf_t sql;
   qparam_t *p;
   size_t np;
+  /* Parameters ?1..?nfixed are the caller's, bound by it: p starts at
+   * ?nfixed + 1. */
+  size_t nfixed;
   char **owned; /* strings the parameters point into */
   size_t nowned;
   int residual; /* a filter SQL does not express: chr_filter_match in C */
@@ -55,13 +58,13 @@ typedef struct qbuild {
 static void q_int(qbuild_t *q, int64_t v) {
   q->p[q->np].is_text = 0;
   q->p[q->np++].i = v;
-  chr_buf_printf(&q->sql, "?%zu", q->np);
+  chr_buf_printf(&q->sql, "?%zu", q->nfixed + q->np);
 }
 
 static void q_text(qbuild_t *q, const char *t) {
   q->p[q->np].is_text = 1;
   q->p[q->np++].t = t;
-  chr_buf_printf(&q->sql, "?%zu", q->np);
+  chr_buf_printf(&q->sql, "?%zu", q->nfixed + q->np);
 }
 
 static const char *q_own(qbuild_t *q, char *s) {
@@ -75,10 +78,100 @@ static void q_cond(qbuild_t *q, const char *col, const char *op, int64_t v) {
   q_int(q, v);
 }
 
-static void q_where(qbuild_t *q, const chr_filter_t *f) {
-  size_t cap = 16 + 2 * (f ? f->nmeta : 0);
+/* $in lists up to this long are a list of parameters, which the planner
+ * reads as so many equalities on an index; longer ones one json_each()
+ * parameter, which it does not. */
+#define SQ_IN_LIST_MAX 64
+
+/* Room for the parameters of nmeta metadata conditions (each at most
+ * SQ_IN_LIST_MAX) and the fixed ones of any query. */
+static void q_alloc(qbuild_t *q, size_t nmeta) {
+  size_t cap = 16 + CHR_OUT__COUNT + CHR_ST__COUNT + SQ_IN_LIST_MAX * nmeta;
   q->p = chr_malloc(cap * sizeof *q->p);
   q->owned = chr_malloc(cap * sizeof *q->owned);
+}
+
+void chr__sqlite_meta_expr(chr_buf_t *b, const char *path) {
+  /* A plain path has no quote of either kind: each key goes between
+   * double quotes as it is, which SQLite's JSON path takes for any key. */
+  chr_buf_adds(b, "record -> '$.metadata.\"");
+  for (const char *p = path; *p; p++) {
+    if (*p == '.') chr_buf_adds(b, "\".\"");
+    else chr_buf_addc(b, *p);
+  }
+  chr_buf_adds(b, "\"'");
+}
+
+void chr__sqlite_meta_index(chr_buf_t *b, const char *path) {
+  chr_buf_printf(b, "\"jobs_meta_%s\"", path);
+}
+
+/* Whether SQL expresses condition m: an equality or $in on a plain path
+ * (the record holds canonical JSON text, compared as text, which is
+ * comparison by value, as in chr_filter_match: 1 and "1" differ). A null
+ * value matches nothing in C but a JSON null in SQL: left to C. */
+static int meta_sql(const chr_meta_filter_t *m) {
+  if ((m->op != CHR_MF_EQ && m->op != CHR_MF_IN) || !chr_meta_path_is_plain(m->path)) return 0;
+  for (size_t i = 0; i < m->nvalues; i++)
+    if (strcmp(m->values[i], "null") == 0) return 0;
+  return 1;
+}
+
+int chr__sqlite_scope_sql(const chr_filter_t *f) {
+  if (f == NULL) return 1;
+  if (f->nown) return 0;
+  for (size_t i = 0; i < f->nmeta; i++)
+    if (!meta_sql(&f->meta[i])) return 0;
+  return 1;
+}
+
+/* The metadata conditions of f as SQL terms, the path as the literal
+ * expression an index on it has (chr__sqlite_meta_expr), so that the
+ * store's index_metadata indexes, or one a user made on the same text,
+ * serve them; the others are left to C (q->residual). */
+static void q_meta(qbuild_t *q, const chr_filter_t *f) {
+  for (size_t i = 0; i < f->nmeta; i++) {
+    const chr_meta_filter_t *m = &f->meta[i];
+    if (!meta_sql(m)) {
+      q->residual = 1;
+      continue;
+    }
+    chr_buf_adds(&q->sql, " AND ");
+    chr__sqlite_meta_expr(&q->sql, m->path);
+    if (m->op == CHR_MF_EQ) {
+      chr_buf_adds(&q->sql, " = ");
+      q_text(q, m->value);
+    } else if (m->nvalues <= SQ_IN_LIST_MAX) {
+      chr_buf_adds(&q->sql, " IN (");
+      for (size_t k = 0; k < m->nvalues; k++) {
+        if (k) chr_buf_addc(&q->sql, ',');
+        q_text(q, m->values[k]);
+      }
+      chr_buf_addc(&q->sql, ')');
+    } else {
+      chr_buf_adds(&q->sql, " IN (SELECT value FROM json_each(");
+      q_text(q, q_own(q, chr__sqlite_ids_json(m->values, m->nvalues)));
+      chr_buf_adds(&q->sql, "))");
+    }
+  }
+}
+
+static int is_indexed(const sq_store_t *s, const char *path) {
+  for (char **p = s->opts.index_paths; p && *p; p++)
+    if (strcmp(*p, path) == 0) return 1;
+  return 0;
+}
+
+/* The index_metadata path of the first condition of f that SQL puts on
+ * one, or NULL. */
+static const char *indexed_path(const sq_store_t *s, const chr_filter_t *f) {
+  for (size_t i = 0; f && i < f->nmeta; i++)
+    if (meta_sql(&f->meta[i]) && is_indexed(s, f->meta[i].path)) return f->meta[i].path;
+  return NULL;
+}
+
+static void q_where(qbuild_t *q, const chr_filter_t *f) {
+  q_alloc(q, f ? f->nmeta : 0);
   chr_buf_adds(&q->sql, " WHERE 1");
   if (f == NULL) return;
   if (f->status_mask) {
@@ -100,19 +193,7 @@ static void q_where(qbuild_t *q, const chr_filter_t *f) {
   q_cond(q, "next_run_time", ">=", f->nrt_gte);
   q_cond(q, "updated_at", "<=", f->upd_lte);
   q_cond(q, "updated_at", ">=", f->upd_gte);
-  for (size_t i = 0; i < f->nmeta; i++) {
-    /* record -> path is the member's JSON text (SQL NULL when missing);
-     * records keep the canonical text of chr_json_encode, so text equality
-     * is value equality, as in chr_filter_match: 1 and "1" differ. */
-    if (!chr_meta_filter_is_plain_eq(&f->meta[i])) {
-      q->residual = 1;
-      continue;
-    }
-    chr_buf_adds(&q->sql, " AND record -> ");
-    q_text(q, q_own(q, chr_sprintf("$.metadata.%s", f->meta[i].path)));
-    chr_buf_adds(&q->sql, " = ");
-    q_text(q, f->meta[i].value);
-  }
+  q_meta(q, f);
   if (f->has_ids) {
     chr_buf_adds(&q->sql, " AND job_id IN (SELECT value FROM json_each(");
     q_text(q, q_own(q, chr__sqlite_ids_json(f->ids, f->nids)));
@@ -135,9 +216,73 @@ static sqlite3_stmt *q_prepare(sq_store_t *s, chr_store_req_t *req, qbuild_t *q,
     return NULL;
   }
   for (size_t i = 0; i < q->np; i++) {
-    if (q->p[i].is_text) sqlite3_bind_text(st, (int)i + 1, q->p[i].t, -1, SQLITE_STATIC);
-    else sqlite3_bind_int64(st, (int)i + 1, q->p[i].i);
+    int at = (int)(q->nfixed + i) + 1;
+    if (q->p[i].is_text) sqlite3_bind_text(st, at, q->p[i].t, -1, SQLITE_STATIC);
+    else sqlite3_bind_int64(st, at, q->p[i].i);
   }
+  return st;
+}
+
+/* The scoped engine statements, around the terms of the scope. A scope
+ * with a condition on an index_metadata path names that index: each
+ * statement has one right plan, as the unscoped ones do (sqlite.c), and
+ * statistics gathered later must not trade it for jobs_due, which holds
+ * every tenant's jobs. */
+static const struct {
+  size_t nfixed;
+  const char *head, *where, *tail;
+} scoped_sql[] = {
+    [SQ_SCOPED_CLAIM] =
+        {7,
+         "UPDATE jobs SET status = 'running', claimed_by = ?1, lease_until = ?2, "
+         "updated_at = ?3, record = chronis_patch(record, 'status', 'running', "
+         "'updated_at', ?5, 'claimed_by', ?1, 'lease_until', ?4) "
+         "WHERE rowid IN (SELECT rowid FROM jobs",
+         " WHERE status = 'scheduled' AND next_run_time <= ?6",
+         " ORDER BY priority DESC, next_run_time, job_id LIMIT ?7) RETURNING " SQ_ROW_COLS},
+    [SQ_SCOPED_RECOVER] =
+        {3,
+         "UPDATE jobs INDEXED BY jobs_lease SET status = 'scheduled', "
+         "claimed_by = NULL, lease_until = NULL, updated_at = ?1, "
+         "record = chronis_patch(record, 'status', 'scheduled', 'updated_at', ?2, "
+         "'claimed_by', NULL, 'lease_until', NULL, "
+         "'retry_count', coalesce(json_extract(record, '$.retry_count'), 0) + 1, "
+         "'attempt', coalesce(json_extract(record, '$.attempt'), 0) + 1)",
+         " WHERE status = 'running' AND lease_until < ?3", " RETURNING next_run_time"},
+    [SQ_SCOPED_NEXT_DUE] = {0, "SELECT next_run_time FROM jobs",
+                            " WHERE status = 'scheduled' AND next_run_time IS NOT NULL",
+                            " ORDER BY next_run_time LIMIT 1"},
+};
+
+void chr__sqlite_query_free(qbuild_t *q) {
+  if (q == NULL) return;
+  q_free(q);
+  free(q);
+}
+
+sqlite3_stmt *chr__sqlite_scoped(sq_store_t *s, chr_store_req_t *req, sq_scoped_t which,
+                                 qbuild_t **out) {
+  static const char *const doing[] = {"claiming jobs", "recovering expired leases",
+                                      "reading the next due time"};
+  qbuild_t *q = chr_calloc(1, sizeof *q);
+  const char *path = which == SQ_SCOPED_RECOVER ? NULL : indexed_path(s, req->filter);
+  sqlite3_stmt *st;
+  chr_buf_init(&q->sql);
+  q_alloc(q, req->filter ? req->filter->nmeta : 0);
+  q->nfixed = scoped_sql[which].nfixed;
+  chr_buf_adds(&q->sql, scoped_sql[which].head);
+  if (path != NULL) {
+    chr_buf_adds(&q->sql, " INDEXED BY ");
+    chr__sqlite_meta_index(&q->sql, path);
+  }
+  chr_buf_adds(&q->sql, scoped_sql[which].where);
+  if (req->filter != NULL) q_meta(q, req->filter);
+  chr_buf_adds(&q->sql, scoped_sql[which].tail);
+  if ((st = q_prepare(s, req, q, doing[which])) == NULL) {
+    chr__sqlite_query_free(q);
+    q = NULL;
+  }
+  *out = q;
   return st;
 }
 
@@ -217,9 +362,7 @@ void chr__sqlite_count(sq_store_t *s, chr_store_req_t *req) {
 
 /* The WHERE clause of a run filter, in q; as q_where does for jobs. */
 static void q_run_where(qbuild_t *q, const chr_run_filter_t *f) {
-  size_t cap = 16 + CHR_OUT__COUNT + 2 * (f ? f->nmeta : 0);
-  q->p = chr_malloc(cap * sizeof *q->p);
-  q->owned = chr_malloc(cap * sizeof *q->owned);
+  q_alloc(q, f ? f->nmeta : 0);
   chr_buf_adds(&q->sql, " WHERE 1");
   if (f == NULL) return;
   if (f->has_ids && f->nids == 1) {

@@ -89,10 +89,12 @@ int chr__sqlite_opts(const chr_opts_t *opts, char **path, sq_opts_t *o, char *er
   o->quick_check = 0;
   o->hist.keep = CHR_HISTORY_DEFAULT;
   o->hist.days = CHR_HISTORY_DAYS_DEFAULT;
+  o->index_paths = NULL;
   *path = NULL;
   static const char *const known[] = {"path",        "busy_timeout",       "cache_size",
                                       "synchronous", "wal_autocheckpoint", "check",
-                                      "history",     "history_days",       NULL};
+                                      "history",     "history_days",       "index_metadata",
+                                      NULL};
   if (chr_opts_check_keys(opts, known, NULL, NULL, err, errlen) != 0) return CHR_EINVAL;
   for (size_t i = 0; i < opts->n && rc == 0; i++) {
     const char *k = opts->v[i].key, *v = opts->v[i].val;
@@ -126,6 +128,10 @@ int chr__sqlite_opts(const chr_opts_t *opts, char **path, sq_opts_t *o, char *er
       if (strcmp(v, "quick") == 0) o->quick_check = 1;
       else if (strcmp(v, "none") == 0) o->quick_check = 0;
       else rc = chr_opts_fail(opts, err, errlen, "check must be quick or none, got '%s'", v);
+    } else if (strcmp(k, "index_metadata") == 0) {
+      char why[256];
+      if (chr_meta_index_parse(v, &o->index_paths, why, sizeof why) != 0)
+        rc = chr_opts_fail(opts, err, errlen, "option %s", why);
     } else if ((h = chr_history_opt(opts, k, v, &o->hist, err, errlen)) != 0) {
       if (h < 0) rc = h;
     }
@@ -136,6 +142,8 @@ int chr__sqlite_opts(const chr_opts_t *opts, char **path, sq_opts_t *o, char *er
   if (rc != 0) {
     free(*path);
     *path = NULL;
+    chr_meta_index_free(o->index_paths);
+    o->index_paths = NULL;
   }
   return rc;
 }
@@ -295,6 +303,35 @@ static int check_pages(sqlite3 *db, const char *path, int64_t version, int quick
 
 static int exec(sqlite3 *db, const char *sql) {
   return sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+/* index_metadata: an index per path on the expression queries name it
+ * with (chr__sqlite_meta_expr), then status and next_run_time, so that a
+ * tenant's jobs of one status come in query order (job_id breaks ties),
+ * a tenant-scoped claim or next due time reads one range of it, and a
+ * tenant query without a status one range, then sorts. Kept outside the
+ * versioned schema: each process adds the ones its options name, and
+ * none is ever dropped by chronis. */
+static int create_indexes(sqlite3 *db, const char *path, char **paths, char *err,
+                          size_t errlen) {
+  for (char **p = paths; p && *p; p++) {
+    chr_buf_t sql;
+    int rc;
+    chr_buf_init(&sql);
+    chr_buf_adds(&sql, "CREATE INDEX IF NOT EXISTS ");
+    chr__sqlite_meta_index(&sql, *p);
+    chr_buf_adds(&sql, " ON jobs(");
+    chr__sqlite_meta_expr(&sql, *p);
+    chr_buf_adds(&sql, ", status, next_run_time, job_id)");
+    rc = exec(db, sql.p);
+    chr_buf_free(&sql);
+    if (rc != SQLITE_OK) {
+      char doing[300];
+      snprintf(doing, sizeof doing, "creating the index of index_metadata path '%s'", *p);
+      return db_fail(db, path, doing, err, errlen);
+    }
+  }
+  return 0;
 }
 
 /* Applies the missing migrations in one write transaction. The version is
@@ -517,6 +554,7 @@ int chr__sqlite_open(sq_store_t *s, const char *path_in, const sq_opts_t *o, cha
   if (version > 0 && (rc = check_pages(db, path, version, o->quick_check, err, errlen)) != 0) goto fail;
   if ((rc = setup(db, path, memory, o, err, errlen)) != 0) goto fail;
   if (version < SQ_SCHEMA_VERSION && (rc = migrate(db, path, err, errlen)) != 0) goto fail;
+  if ((rc = create_indexes(db, path, o->index_paths, err, errlen)) != 0) goto fail;
   if (sqlite3_create_function_v2(db, "chronis_patch", -1,
                                  SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
                                  fn_patch, NULL, NULL, NULL) != SQLITE_OK) {

@@ -60,6 +60,10 @@ typedef struct sq_opts {
   long wal_pages;
   int quick_check;
   chr_history_opts_t hist; /* history, history_days */
+  /* index_metadata: the metadata paths given an expression index
+   * (NULL-terminated, chr_meta_index_parse; NULL for none). Owned by the
+   * store once it is open. */
+  char **index_paths;
 } sq_opts_t;
 
 typedef struct sq_store {
@@ -123,6 +127,36 @@ char *chr__sqlite_ids_json(char **ids, size_t n);
  * them and query_runs reads them. */
 #define SQ_RUN_COLS "run_id, job_id, started_at, outcome, name, func_name, node, scheduled_at, " \
                     "ended_at, attempt, error_code, error_message, metadata"
+
+/* sqlite_query.c: the SQL that names metadata path `path` (plain,
+ * chr_meta_path_is_plain), appended to b: the expression of its index,
+ * record -> '$.metadata."k1"."k2"', and the index's name,
+ * "jobs_meta_<path>" (quoted). A query names the path with the very
+ * text of the index, a literal, or SQLite would not match the two. */
+void chr__sqlite_meta_expr(chr_buf_t *b, const char *path);
+void chr__sqlite_meta_index(chr_buf_t *b, const char *path);
+/* Whether SQL expresses scope f whole (a metadata $eq or $in on a plain
+ * path, values other than null), as the scoped engine statements need:
+ * the store emulates a claim, a recovery or a next due time whose scope
+ * it does not (store_fallback.c). */
+int chr__sqlite_scope_sql(const chr_filter_t *f);
+
+/* The scoped forms of the engine's statements (docs/sqlite.md): the
+ * statement with the terms of scope req->filter added, their parameters
+ * bound, prepared; the caller binds the fixed ones (SQ_SCOPED_*), steps,
+ * resets the statement and then frees *q. NULL (req failed, *q freed)
+ * when it cannot be prepared. */
+typedef enum {
+  SQ_SCOPED_CLAIM,    /* ?1 owner, ?2 lease, ?3 stamp, ?4 lease and ?5 stamp as
+                         text, ?6 now, ?7 limit; RETURNING SQ_ROW_COLS */
+  SQ_SCOPED_RECOVER,  /* as SQ_RECOVER */
+  SQ_SCOPED_NEXT_DUE  /* no fixed parameter; one row, next_run_time */
+} sq_scoped_t;
+
+typedef struct sq_query sq_query_t;
+sqlite3_stmt *chr__sqlite_scoped(sq_store_t *s, chr_store_req_t *req, sq_scoped_t which,
+                                 sq_query_t **q);
+void chr__sqlite_query_free(sq_query_t *q);
 
 /* sqlite_query.c: CHR_OP_QUERY, CHR_OP_COUNT and CHR_OP_QUERY_RUNS. */
 void chr__sqlite_query(sq_store_t *s, chr_store_req_t *req);

@@ -215,14 +215,17 @@ void chr_meta_index_free(char **paths) {
 int chr_meta_index_parse(const char *val, char ***paths, char *err, size_t errlen) {
   char **out = chr_calloc(1, sizeof *out);
   size_t n = 0;
-  for (const char *p = val; *p;) {
+  /* Every comma-separated piece is a path: an empty one ("", "a,", "a,,b")
+   * is refused, not skipped, so that a typo does not drop an index. */
+  for (const char *p = val; p != NULL;) {
     const char *comma = strchr(p, ',');
     size_t len = comma ? (size_t)(comma - p) : strlen(p);
     char *path = chr_strndup(p, len);
     int dup = 0;
     for (size_t i = 0; i < n; i++) dup |= strcmp(out[i], path) == 0;
     if (!chr_meta_path_is_plain(path) || dup) {
-      int rc = chr_errf(err, errlen, "index_metadata: '%s' %s", path,
+      int rc = len == 0 ? chr_errf(err, errlen, "index_metadata: an empty path (in '%s')", val)
+                        : chr_errf(err, errlen, "index_metadata: '%s' %s", path,
                         dup ? "is named twice"
                             : "is not a metadata path of letters, digits, '_' and '-' keys "
                               "separated by dots");
@@ -233,7 +236,7 @@ int chr_meta_index_parse(const char *val, char ***paths, char *err, size_t errle
     out = chr_realloc(out, (n + 2) * sizeof *out);
     out[n++] = path;
     out[n] = NULL;
-    p += len + (comma != NULL);
+    p = comma ? comma + 1 : NULL;
   }
   *paths = out;
   return 0;

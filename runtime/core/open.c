@@ -74,14 +74,25 @@ static int no_options(const chr_opts_t *o, char *err, size_t errlen) {
 }
 
 static int open_memory(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen) {
-  static const char *const known[] = {"history", "history_days", NULL};
+  static const char *const known[] = {"history", "history_days", "index_metadata", NULL};
   if (chr_opts_check_keys(o, known, NULL, NULL, err, errlen) != 0) return CHR_EINVAL;
   chr_history_opts_t h = {CHR_HISTORY_DEFAULT, CHR_HISTORY_DAYS_DEFAULT};
+  char **index = NULL;
   for (size_t i = 0; i < o->n; i++) {
-    int rc = chr_history_opt(o, o->v[i].key, o->v[i].val, &h, err, errlen);
-    if (rc < 0) return rc;
+    const char *k = o->v[i].key, *v = o->v[i].val;
+    if (strcmp(k, "index_metadata") == 0) {
+      char why[256];
+      if (chr_meta_index_parse(v, &index, why, sizeof why) != 0)
+        return chr_opts_fail(o, err, errlen, "%s", why);
+      continue;
+    }
+    int rc = chr_history_opt(o, k, v, &h, err, errlen);
+    if (rc < 0) {
+      chr_meta_index_free(index);
+      return rc;
+    }
   }
-  *out = chr_memory_store_new_opts(&h);
+  *out = chr_memory_store_new_opts(&h, index);
   return 0;
 }
 

@@ -325,7 +325,8 @@ char *chr_store_url_shown(const char *url);
 
 /* Adapters, opened from their options (docs/<store>.md lists them). */
 chr_store_t *chr_memory_store_new(void);
-chr_store_t *chr_memory_store_new_opts(const chr_history_opts_t *hist);
+/* index_paths: index_metadata (chr_meta_index_parse), taken over; NULL: none. */
+chr_store_t *chr_memory_store_new_opts(const chr_history_opts_t *hist, char **index_paths);
 int chr_sqlite_store_open(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen);
 int chr_lua_store_open(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen);
 int chr_file_store_open(const chr_opts_t *o, chr_store_t **out, char *err, size_t errlen);
