@@ -281,7 +281,8 @@ static void take_results(lcall_t *c, lua_State *co) {
 
 /* A script cannot tell the engines that a write made a job due sooner than
  * they expect; the binding does it for every script from the answer, as the
- * C adapters do in their write paths. */
+ * C adapters do in their write paths. A completion's updates and a
+ * recovery's count name no tenant: those wake with a time only. */
 static void wake_after(lua_store_t *ls, chr_store_req_t *req) {
   int64_t when = CHR_TIME_NONE;
   if (req->status != 0 || ls->base.closed) return;
@@ -289,9 +290,9 @@ static void wake_after(lua_store_t *ls, chr_store_req_t *req) {
   case CHR_OP_CREATE:
   case CHR_OP_UPDATE:
   case CHR_OP_CAS:
-    for (size_t i = 0; i < req->njobs; i++)
-      when = chr_time_earlier(when, chr_job_wake_time(req->jobs[i]));
-    break;
+    /* The stored job, whole: a scoped engine ignores another tenant's. */
+    for (size_t i = 0; i < req->njobs; i++) chr_store_wake_job(&ls->base, req->jobs[i]);
+    return;
   case CHR_OP_COMPLETE:
     for (size_t i = 0; i < req->nitems; i++)
       if (req->items[i].result == 0 && !req->items[i].remove)

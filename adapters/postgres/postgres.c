@@ -504,8 +504,9 @@ static int pg_submit(chr_store_t *s, chr_store_req_t *req) {
   }
   chr_pg_build(&st->o, op);
   op->hold = req->op == CHR_OP_COMPLETE;
-  /* Engines claim; other users of a store need no wake-up hints. */
-  if (req->op == CHR_OP_CLAIM && st->listener == NULL &&
+  /* Engines claim, or watch the store (a scoped one's claims are
+   * emulated over query_jobs); other users need no wake-up hints. */
+  if ((req->op == CHR_OP_CLAIM || st->base.watchers != NULL) && st->listener == NULL &&
       !uv_is_active((uv_handle_t *)st->listen_timer))
     listen_open(st);
   if (st->down && !op->hold) {

@@ -1050,6 +1050,10 @@ static void submit_scoped(rstore_t *rs, chr_store_req_t *req) {
 static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
   rstore_t *rs = (rstore_t *)s;
   chr_rcmd_t *c;
+  /* A running scheduler watches the store: subscribe on any request, as a
+   * scoped one's claims, recoveries and next due times take the scoped
+   * path below, not the operations that subscribe. */
+  if (s->watchers) want_wakeups(rs);
   /* A scope (CHR_STORE_CAP_SCOPE): the scripts apply it themselves. */
   if ((req->op == CHR_OP_CLAIM || req->op == CHR_OP_RECOVER || req->op == CHR_OP_NEXT_DUE) &&
       req->filter != NULL) {

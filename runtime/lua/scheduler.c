@@ -460,6 +460,9 @@ static int l_new(lua_State *L) {
   const char *bad = chr_filter_scope_offender(&scope);
   if (bad != NULL) {
     chr_filter_free(&scope);
+    luaL_unref(L, LUA_REGISTRYINDEX, clock_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, logger_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, finish_ref);
     return chr_lua_error(L, CHR_EINVAL, "invalid option 'filters': a scheduler's scope may hold "
                          "metadata.<key> conditions (and the store's own filter keys) only, not "
                          "'%s'", bad);

@@ -116,11 +116,13 @@ return function(name, factory, opts)
     -- priority is claimed together with every job that is due, and started
     -- after them; once it has run and is gone, any job that was wrongly
     -- due has started too.
+    -- A scheduler with filters claims only probes they match: `metadata`
+    -- is then the probe's.
     local probes = 0
-    local function settle(s)
+    local function settle(s, metadata)
       probes = probes + 1
       local id = "probe" .. probes
-      due_job(s, id, s:now(), "probe", { priority = 0 })
+      due_job(s, id, s:now(), "probe", { priority = 0, metadata = metadata })
       s:tick()
       wait(function()
         local j = store:get_job(id)
@@ -934,6 +936,232 @@ return function(name, factory, opts)
           "the job did not run again")
         assert.are.equal(2, field("again", "attempt"))
       end)
+    end)
+
+    describe("tenant-scoped schedulers", function()
+      local ACME = { ["metadata.tenant_id"] = "acme" }
+      local BETA = { ["metadata.tenant_id"] = "beta" }
+      local ACME_BETA = { ["metadata.tenant_id"] = { ["$in"] = { "acme", "beta" } } }
+      local function tenant(t) return t and { tenant_id = t } or nil end
+
+      -- Creates jobs through an unscoped scheduler that never starts, so
+      -- that no scheduler under test is warned about them.
+      local function creator(storage)
+        return sched { storage = storage or store }
+      end
+
+      local function status_of(ids)
+        local out = {}
+        for _, id in ipairs(ids) do out[id] = field(id, "status") or "gone" end
+        return out
+      end
+
+      it("run only the jobs their filters match", function()
+        local c = creator()
+        local s, ran = recording_sched { filters = ACME }
+        due_job(c, "a1", T0, "h", { metadata = tenant("acme") })
+        due_job(c, "a2", T0 - 10 * S, "h", { metadata = { tenant_id = "acme", region = "eu" } })
+        due_job(c, "b1", T0 - 20 * S, "h", { metadata = tenant("beta"), priority = 9 })
+        due_job(c, "n1", T0 - 30 * S)
+        due_job(c, "x1", T0 - 30 * S, "h", { metadata = { tenant = "acme" } })
+        s:start()
+        wait(function() return #ran == 2 end, "the acme jobs did not run")
+        settle(s, tenant("acme"))
+        table.sort(ran)
+        assert.are.same({ "a1", "a2" }, ran)
+        assert.are.same({ a1 = "gone", a2 = "gone", b1 = "scheduled", n1 = "scheduled",
+          x1 = "scheduled" }, status_of({ "a1", "a2", "b1", "n1", "x1" }))
+        assert.are.equal(3, s:stats().claimed) -- and the probe
+      end)
+
+      -- Each scheduler records the jobs it ran; every job must have run
+      -- once, on a scheduler whose filters it matches.
+      local function run_everything(specs, jobs)
+        local by = {}
+        local c = creator()
+        for id, t in pairs(jobs) do due_job(c, id, T0 - S, "h", { metadata = tenant(t) }) end
+        local runs, total = {}, 0
+        for i, sp in ipairs(specs) do
+          local s = sched { storage = sp.storage, filters = sp.filters, polling_interval = 0.1 }
+          s:handler("h", function(job)
+            runs[job.job_id] = runs[job.job_id] or {}
+            table.insert(runs[job.job_id], i)
+            total = total + 1
+            if total % 3 == 0 then chronis.sleep(0) end
+          end)
+          by[i] = s
+        end
+        for _, s in ipairs(by) do s:start() end
+        wait(function() return store:count_jobs() == 0 end, "jobs left in the store", 60)
+        chronis.run_until(0.2) -- room for a second run of any job
+        local n, claimed = 0, 0
+        for id, t in pairs(jobs) do
+          n = n + 1
+          local r = runs[id] or {}
+          assert.are.equal(1, #r, ("job %s ran %d times"):format(id, #r))
+          assert(specs[r[1]].accepts(t), ("job %s (tenant %s) ran on scheduler %d, outside its filters")
+            :format(id, tostring(t), r[1]))
+        end
+        assert.are.equal(n, total)
+        for _, s in ipairs(by) do claimed = claimed + s:stats().claimed end
+        assert.are.equal(n, claimed)
+        return runs, by
+      end
+
+      it("on one store, with disjoint filters, each run all of their tenant's jobs once", function()
+        local jobs = {}
+        for i = 1, 60 do jobs[("a%02d"):format(i)] = "acme" end
+        for i = 1, 60 do jobs[("b%02d"):format(i)] = "beta" end
+        local runs, by = run_everything({
+          { filters = ACME, accepts = function(t) return t == "acme" end },
+          { filters = BETA, storage = opts.reopen and second_handle() or store,
+            accepts = function(t) return t == "beta" end },
+        }, jobs)
+        assert.are.equal(60, by[1]:stats().claimed)
+        assert.are.equal(60, by[2]:stats().claimed)
+        assert.truthy(runs.a01 and runs.b01)
+      end)
+
+      it("with overlapping filters ($in, and none) run every job exactly once", function()
+        local jobs = {}
+        for i = 1, 40 do
+          jobs[("a%02d"):format(i)] = "acme"
+          jobs[("b%02d"):format(i)] = "beta"
+          jobs[("g%02d"):format(i)] = "gamma"
+        end
+        for i = 1, 10 do jobs[("n%02d"):format(i)] = false end
+        local _, by = run_everything({
+          { filters = ACME, accepts = function(t) return t == "acme" end },
+          { filters = ACME_BETA, storage = opts.reopen and second_handle() or store,
+            accepts = function(t) return t == "acme" or t == "beta" end },
+          { accepts = function() return true end },
+        }, jobs)
+        -- Gamma's and the tenantless jobs have one scheduler that may run them.
+        assert.is_true(by[3]:stats().claimed >= 50)
+      end)
+
+      it("do not spin while another tenant's job is due", function()
+        -- Every claim, recovery and next-due request of the engine reads
+        -- its clock. With a poll two minutes away and nothing of its own
+        -- due, the scheduler waits; one that asked the store again and
+        -- again would read it hundreds of times in the half second below.
+        local reads = 0
+        local function counting() reads = reads + 1; return clock.now end
+        local c = creator()
+        local s, ran = recording_sched { filters = ACME, clock = counting, polling_interval = 120 }
+        due_job(c, "theirs", T0 - 60 * S, "h", { metadata = tenant("beta"), priority = 9 })
+        s:start()
+        settle(s, tenant("acme"))
+        -- Writes of the foreign job wake the scheduler; it ignores them or
+        -- makes one claim each.
+        for i = 1, 5 do
+          c:update_job("theirs", { priority = i })
+          chronis.run_until(0.1)
+        end
+        reads = 0
+        chronis.run_until(0.5)
+        assert.is_true(reads < 50, ("the clock was read %d times in 0.5 s"):format(reads))
+        assert.are.same({}, ran)
+        assert.are.equal("scheduled", field("theirs", "status"))
+        -- Its own jobs still run.
+        due_job(c, "ours", T0 - S, "h", { metadata = tenant("acme") })
+        s:tick()
+        wait(function() return #ran == 1 end, "its own job did not run")
+        assert.are.same({ "ours" }, ran)
+      end)
+
+      it("recover only the expired leases of jobs their filters match", function()
+        local function orphan(id, t)
+          return store:create_job {
+            job_id = id, status = "running", claimed_by = "dead-node",
+            lease_until = fmt(T0 - 10 * S), next_run_time = fmt(T0 - 15 * S),
+            trigger_type = "date", trigger_args = { run_date = fmt(T0 - 15 * S) },
+            func_name = "h", metadata = tenant(t),
+          }
+        end
+        orphan("crashed_a", "acme")
+        orphan("crashed_n")
+        local sb, ran_b = recording_sched { filters = BETA }
+        sb:start()
+        settle(sb, tenant("beta"))
+        -- A poll later, with the clock moved past every lease: still theirs.
+        clock.now = T0 + 60 * S
+        settle(sb, tenant("beta"))
+        assert.are.same({}, ran_b)
+        local a = store:get_job("crashed_a")
+        assert.are.equal("running", a.status)
+        assert.are.equal("dead-node", a.claimed_by)
+        local sa, ran_a = recording_sched { filters = ACME }
+        sa:start()
+        wait(function() return #ran_a == 1 end, "the acme scheduler did not recover its job")
+        settle(sa, tenant("acme"))
+        assert.are.same({ "crashed_a" }, ran_a)
+        assert.are.same({}, ran_b)
+        assert.are.equal("running", field("crashed_n", "status"))
+        assert.are.equal("dead-node", field("crashed_n", "claimed_by"))
+      end)
+
+      it("warn of a job created outside their filters and leave it to another", function()
+        local logged = #H.logs -- the entries of earlier tests stay
+        local s, ran = recording_sched { filters = ACME }
+        s:start()
+        due_job(s, "beta_job", T0 - S, "h", { metadata = tenant("beta") })
+        due_job(s, "acme_job", T0 - S, "h", { metadata = tenant("acme") })
+        wait(function() return #ran == 1 end, "its own job did not run")
+        settle(s, tenant("acme"))
+        assert.are.same({ "acme_job" }, ran)
+        local warned = {}
+        for i = logged + 1, #H.logs do
+          local l = H.logs[i]
+          if l.level == "warn" and l.msg:find("does not match this scheduler's filters", 1, true) then
+            warned[#warned + 1] = l.job_id
+          end
+        end
+        assert.are.same({ "beta_job" }, warned)
+        assert.are.equal("scheduled", field("beta_job", "status"))
+        local other, ran_other = recording_sched { filters = BETA }
+        other:start()
+        wait(function() return #ran_other == 1 end, "the beta scheduler did not run the job")
+        assert.are.same({ "beta_job" }, ran_other)
+      end)
+
+      it("refuse filters on status, trigger, times or ids with 'invalid', naming the key", function()
+        for key, v in pairs({ status = "scheduled", trigger_type = "date",
+            next_run_time_lte = fmt(T0), next_run_time_gte = fmt(T0),
+            updated_at_lte = fmt(T0), updated_at_gte = fmt(T0), job_id_in = { "a" } }) do
+          U.assert_error_naming("invalid", "'" .. key .. "'", sched,
+            { filters = { ["metadata.tenant_id"] = "acme", [key] = v } })
+        end
+      end)
+
+      it("start their tenant's job created while they sleep, and no other, long before the poll", function()
+        local s = sched { clock = false, polling_interval = 120, filters = ACME }
+        local started = {}
+        s:handler("h", function(job) started[#started + 1] = job.job_id end)
+        s:start()
+        settle(s, tenant("acme"))
+        local c = creator()
+        c:once(chronis.time.now() + 100000):config { job_id = "theirs", metadata = tenant("beta") }:run("h")
+        c:once(chronis.time.now() + 200000):config { job_id = "ours", metadata = tenant("acme") }:run("h")
+        wait(function() return #started == 1 end, "the job was not started before the poll")
+        chronis.run_until(0.2)
+        assert.are.same({ "ours" }, started)
+      end)
+
+      if opts.hints_across_handles then
+        it("start their tenant's job created through another handle long before the poll", function()
+          local s = sched { clock = false, polling_interval = 120, filters = ACME }
+          local started = {}
+          s:handler("h", function(job) started[#started + 1] = job.job_id end)
+          s:start()
+          settle(s, tenant("acme"))
+          local c = creator(second_handle())
+          c:once(chronis.time.now() + 200000):config { job_id = "elsewhere", metadata = tenant("acme") }
+            :run("h")
+          wait(function() return #started == 1 end, "the job was not started before the poll")
+          assert.are.same({ "elsewhere" }, started)
+        end)
+      end
     end)
 
     describe("graceful stop", function()

@@ -4,7 +4,9 @@
 --   lua5.4 spec/support/worker.lua URL OUT [key=value ...]
 --
 -- Options: lease (seconds, default 30), poll (polling interval, 0.1),
--- workers (max_workers, 10), for (seconds to run, 10). The worker stops
+-- workers (max_workers, 10), for (seconds to run, 10), scope (the
+-- scheduler's filters as a JSON object, e.g.
+-- scope='{"metadata.tenant_id":"acme"}'; none by default). The worker stops
 -- earlier once the file OUT.stop exists. Handlers:
 --   record  appends "run <job_id> <attempt>" to OUT
 --   cpu     records, then computes for kwargs.seconds without ever waiting
@@ -35,7 +37,7 @@ end
 local store = chronis.storage.open(url)
 local sched = chronis.scheduler{
   storage = store, lease_seconds = opt.lease, polling_interval = opt.poll,
-  max_workers = opt.workers,
+  max_workers = opt.workers, filters = opt.scope and chronis.json.decode(opt.scope),
   logger = function(level, msg, fields)
     if level == "error" or level == "warn" then
       io.stderr:write(level, ": ", msg, fields and fields.job_id and (" job_id=" .. fields.job_id) or "",
