@@ -106,15 +106,19 @@ void chr__sqlite_meta_index(chr_buf_t *b, const char *path) {
   chr_buf_printf(b, "\"jobs_meta_%s\"", path);
 }
 
-/* Whether SQL expresses condition m: an equality or $in on a plain path
- * (the record holds canonical JSON text, compared as text, which is
- * comparison by value, as in chr_filter_match: 1 and "1" differ). A null
- * value matches nothing in C but a JSON null in SQL: left to C. */
+/* Whether SQL expresses condition m: any operator on a plain path. The
+ * record holds canonical JSON text, and `->` gives a value's text as the
+ * record has it, so comparing texts is comparing by value, as
+ * chr_filter_match does (1 and "1" differ). `->` gives SQL NULL for an
+ * absent key and 'null' for a JSON null, which filters treat alike. */
 static int meta_sql(const chr_meta_filter_t *m) {
-  if ((m->op != CHR_MF_EQ && m->op != CHR_MF_IN) || !chr_meta_path_is_plain(m->path)) return 0;
+  return chr_meta_path_is_plain(m->path);
+}
+
+static int has_null(const chr_meta_filter_t *m) {
   for (size_t i = 0; i < m->nvalues; i++)
-    if (strcmp(m->values[i], "null") == 0) return 0;
-  return 1;
+    if (strcmp(m->values[i], "null") == 0) return 1;
+  return 0;
 }
 
 int chr__sqlite_scope_sql(const chr_filter_t *f) {
@@ -137,8 +141,21 @@ static void q_meta(qbuild_t *q, const chr_filter_t *f) {
       continue;
     }
     chr_buf_adds(&q->sql, " AND ");
+    /* Where absent and null must read alike (a null value, $ne, $exists),
+     * the value's text with 'null' for absent: no index serves those. An
+     * equality or $in without null names the expression alone, as the
+     * index does. */
+    int absent_alike = m->op == CHR_MF_NE || m->op == CHR_MF_ABSENT ||
+                       m->op == CHR_MF_PRESENT || has_null(m);
+    if (absent_alike) chr_buf_adds(&q->sql, "IFNULL(");
     chr__sqlite_meta_expr(&q->sql, m->path);
-    if (m->op == CHR_MF_EQ) {
+    if (absent_alike) chr_buf_adds(&q->sql, ", 'null')");
+    if (m->op == CHR_MF_ABSENT || m->op == CHR_MF_PRESENT) {
+      chr_buf_adds(&q->sql, m->op == CHR_MF_ABSENT ? " = 'null'" : " <> 'null'");
+    } else if (m->op == CHR_MF_NE) {
+      chr_buf_adds(&q->sql, " <> ");
+      q_text(q, m->value);
+    } else if (m->op == CHR_MF_EQ) {
       chr_buf_adds(&q->sql, " = ");
       q_text(q, m->value);
     } else if (m->nvalues <= SQ_IN_LIST_MAX) {
@@ -162,11 +179,15 @@ static int is_indexed(const sq_store_t *s, const char *path) {
   return 0;
 }
 
-/* The index_metadata path of the first condition of f that SQL puts on
- * one, or NULL. */
+/* The index_metadata path of the first condition of f that an index on
+ * it serves (an equality or $in without null, see q_meta), or NULL. */
 static const char *indexed_path(const sq_store_t *s, const chr_filter_t *f) {
-  for (size_t i = 0; f && i < f->nmeta; i++)
-    if (meta_sql(&f->meta[i]) && is_indexed(s, f->meta[i].path)) return f->meta[i].path;
+  for (size_t i = 0; f && i < f->nmeta; i++) {
+    const chr_meta_filter_t *m = &f->meta[i];
+    if ((m->op == CHR_MF_EQ || m->op == CHR_MF_IN) && !has_null(m) && meta_sql(m) &&
+        is_indexed(s, m->path))
+      return m->path;
+  }
   return NULL;
 }
 
