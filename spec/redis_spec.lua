@@ -605,6 +605,9 @@ describe("redis", function()
         { ["metadata.tenant_id"] = "t2", next_run_time_lte = iso(T + 60 * S) },
         { ["metadata.tenant_id"] = "t2", status = "scheduled", ["metadata.x"] = { ["$exists"] = false } },
         { ["metadata.tenant_id"] = "t9", status = "scheduled" },
+        { ["metadata.tenant_id"] = { ["$in"] = { "t1", "t3", "t1", "t9" } }, status = "scheduled" },
+        { ["metadata.tenant_id"] = { ["$in"] = { "t0", "t4" } } },
+        { ["metadata.tenant_id"] = { ["$in"] = { "t2", "t3" } }, status = { "running", "failed" } },
       }
       local pages = { { nil, nil }, { 10, 0 }, { 10, 995 }, { 25, 1490 }, { 100, 2950 }, { 0, 0 },
         { 7, 3 }, { 100, 200 }, { 50, 370 }, { 1, 0 } }
