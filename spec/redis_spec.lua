@@ -568,10 +568,12 @@ describe("redis", function()
 
     -- The memory store is the reference: same jobs, same calls, same
     -- answers (ids in order), on a set large enough for the scripts' walks
-    -- by rank and their paging.
-    it("answers queries, counts and claims like the memory store", function()
+    -- by rank and their paging. With index_metadata, a tenant's scheduled
+    -- jobs are paged from its per-value sets (merged across priorities).
+    for _, index in ipairs({ false, true }) do
+    it("answers queries, counts and claims like the memory store" .. (index and ", with index_metadata" or ""), function()
       local mem = chronis.storage.memory()
-      local red = chronis.storage.redis(srv.url, { prefix = prefix() })
+      local red = chronis.storage.redis(srv.url, { prefix = prefix(), index_metadata = index and "tenant_id" or nil })
       local T = 1700000000 * S
       local statuses = { "scheduled", "scheduled", "scheduled", "paused", "pending", "failed", "running" }
       for k = 0, 2999 do
@@ -594,15 +596,31 @@ describe("redis", function()
         { status = "running", trigger_type = "date" }, { ["metadata.tenant_id"] = "t3" },
         { ["metadata.tenant_id"] = "t1", status = "scheduled", trigger_type = "interval" },
         { job_id_in = { "q0001", "q2999", "q1500", "nope", "q0001" } },
+        { ["metadata.tenant_id"] = "t2", status = "scheduled" },
+        { ["metadata.tenant_id"] = "t4", status = "scheduled", next_run_time_gte = iso(T + 100 * S),
+          next_run_time_lte = iso(T + 300 * S) },
+        { ["metadata.tenant_id"] = "t0", status = "scheduled", trigger_type = "cron" },
+        { ["metadata.tenant_id"] = "t1", status = "running" },
+        { ["metadata.tenant_id"] = "t3", status = { "paused", "pending", "running" } },
+        { ["metadata.tenant_id"] = "t2", next_run_time_lte = iso(T + 60 * S) },
+        { ["metadata.tenant_id"] = "t2", status = "scheduled", ["metadata.x"] = { ["$exists"] = false } },
+        { ["metadata.tenant_id"] = "t9", status = "scheduled" },
+        { ["metadata.tenant_id"] = { ["$in"] = { "t1", "t3", "t1", "t9" } }, status = "scheduled" },
+        { ["metadata.tenant_id"] = { ["$in"] = { "t0", "t4" } } },
+        { ["metadata.tenant_id"] = { ["$in"] = { "t2", "t3" } }, status = { "running", "failed" } },
       }
-      local pages = { { nil, nil }, { 10, 0 }, { 10, 995 }, { 25, 1490 }, { 100, 2950 }, { 0, 0 } }
-      for i, f in ipairs(filters) do
-        assert.are.equal(mem:count_jobs(f), red:count_jobs(f), "count, filter " .. i)
-        for _, pg in ipairs(pages) do
-          assert.are.same(ids(mem:query_jobs(f, pg[1], pg[2])), ids(red:query_jobs(f, pg[1], pg[2])),
-            ("filter %d, limit %s, offset %s"):format(i, tostring(pg[1]), tostring(pg[2])))
+      local pages = { { nil, nil }, { 10, 0 }, { 10, 995 }, { 25, 1490 }, { 100, 2950 }, { 0, 0 },
+        { 7, 3 }, { 100, 200 }, { 50, 370 }, { 1, 0 } }
+      local function same_answers(when)
+        for i, f in ipairs(filters) do
+          assert.are.equal(mem:count_jobs(f), red:count_jobs(f), when .. "count, filter " .. i)
+          for _, pg in ipairs(pages) do
+            assert.are.same(ids(mem:query_jobs(f, pg[1], pg[2])), ids(red:query_jobs(f, pg[1], pg[2])),
+              ("%sfilter %d, limit %s, offset %s"):format(when, i, tostring(pg[1]), tostring(pg[2])))
+          end
         end
       end
+      same_answers("")
       for round = 1, 8 do
         local opts = { now = iso(T + round * 60 * S), limit = 97, owner = "o", lease_seconds = 30 }
         assert.are.same(ids(mem:claim_due_jobs(opts)), ids(red:claim_due_jobs(opts)), "claim " .. round)
@@ -612,9 +630,12 @@ describe("redis", function()
       assert.are.equal(mem:recover_expired_leases(at), red:recover_expired_leases(at))
       assert.are.equal(mem:next_due_time(), red:next_due_time())
       assert.are.same(ids(mem:query_jobs({ status = "running" })), ids(red:query_jobs({ status = "running" })))
+      -- Claims and recoveries moved jobs between the per-value sets.
+      same_answers("after claims: ")
       mem:close()
       red:close()
     end)
+    end
   end)
 
   describe("run history", function()

@@ -505,6 +505,24 @@ static int filter_paged(const chr_store_req_t *req) {
   return f->nmeta == 0 && !f->has_ids;
 }
 
+/* The most values of an $in that a query reads from the per-value sets. */
+#define ONE_IN_MAX 16
+
+/* Whether the only metadata condition is an equality, or an $in of at
+ * most ONE_IN_MAX values, on a plain path (a tenant's): the script checks
+ * it exactly when it reads the values' indexes, and may then page and
+ * count there; it hands C every candidate when it cannot. A `null` value
+ * also matches jobs without the key, which no index holds. */
+static int filter_one(const chr_filter_t *f) {
+  if (f == NULL || f->nmeta != 1 || f->has_ids || f->nown != 0) return 0;
+  const chr_meta_filter_t *m = &f->meta[0];
+  if (m->op != CHR_MF_EQ && m->op != CHR_MF_IN) return 0;
+  if (!chr_meta_path_is_plain(m->path) || m->nvalues == 0 || m->nvalues > ONE_IN_MAX) return 0;
+  for (size_t i = 0; i < m->nvalues; i++)
+    if (strcmp(m->values[i], "null") == 0) return 0;
+  return 1;
+}
+
 /* Query and count: the script narrows (and pages when it can), C applies
  * every filter exactly (chr_filter_match) and orders. */
 static void query_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
@@ -572,7 +590,8 @@ static void add_meta_eqs(chr_rcmd_t *c, const chr_meta_filter_t *meta, size_t nm
 static void submit_query(rstore_t *rs, chr_store_req_t *req) {
   const chr_filter_t *f = req->filter;
   int count = req->op == CHR_OP_COUNT;
-  int incount = count && (f == NULL || f->nmeta == 0);
+  int one = filter_one(f);
+  int incount = count && (f == NULL || f->nmeta == 0 || one);
   chr_rcmd_t *c = script(rs, CHR_RS_QUERY, req, CHR_RCMD_IDEMPOTENT);
   chr_buf_t sts;
   c->cb = query_cb;
@@ -582,7 +601,8 @@ static void submit_query(rstore_t *rs, chr_store_req_t *req) {
   int64_t off = req->offset, lim = req->limit;
   chr_rcmd_argi(c, !count ? (off < NO_LIMIT ? off : NO_LIMIT) : 0);
   chr_rcmd_argi(c, !count && lim >= 0 && lim < NO_LIMIT ? lim : -1);
-  chr_rcmd_args(c, !count && filter_paged(req) ? "1" : "0");
+  chr_rcmd_args(c, !count && (filter_paged(req) || one) ? "1" : "0");
+  chr_rcmd_args(c, one ? "1" : "0");
   chr_buf_init(&sts);
   for (int st = 1; f && st < CHR_ST__COUNT; st++)
     if (f->status_mask & (1u << st)) chr_buf_printf(&sts, "%s%s", sts.len ? " " : "", chr_status_names[st]);
@@ -595,7 +615,17 @@ static void submit_query(rstore_t *rs, chr_store_req_t *req) {
   arg_time(c, f ? f->upd_lte : CHR_TIME_NONE);
   chr_rcmd_argi(c, f && f->has_ids ? (long long)f->nids : 0);
   for (size_t i = 0; f && f->has_ids && i < f->nids; i++) chr_rcmd_args(c, f->ids[i]);
-  add_meta_eqs(c, f ? f->meta : NULL, f ? f->nmeta : 0);
+  if (one) {
+    /* The values of the one condition, each with its path. */
+    const chr_meta_filter_t *m = &f->meta[0];
+    chr_rcmd_argi(c, (long long)m->nvalues);
+    for (size_t i = 0; i < m->nvalues; i++) {
+      chr_rcmd_args(c, m->path);
+      chr_rcmd_args(c, m->values[i]);
+    }
+  } else {
+    add_meta_eqs(c, f ? f->meta : NULL, f ? f->nmeta : 0);
+  }
   chr_rconn_send(c);
 }
 

@@ -110,6 +110,14 @@
     "  end\n" \
     "  return n\n" \
     "end\n" \
+    "-- Byte order of two ids (Lua compares strings by locale).\n" \
+    "local function before(a, b)\n" \
+    "  for i = 1, math.min(#a, #b) do\n" \
+    "    local x, y = string.byte(a, i), string.byte(b, i)\n" \
+    "    if x ~= y then return x < y end\n" \
+    "  end\n" \
+    "  return #a < #b\n" \
+    "end\n" \
     "local function sc(t) return t or 'inf' end\n" \
     "local function due_key(p) return DUEK[p] end\n" \
     "-- Where a job of state st is indexed, besides jobs: scheduled jobs with a\n" \
@@ -341,14 +349,6 @@
     "    levels[#levels + 1] = p\n" \
     "  end\n" \
     "  return levels\n" \
-    "end\n" \
-    "-- Byte order of two ids (Lua compares strings by locale).\n" \
-    "local function before(a, b)\n" \
-    "  for i = 1, math.min(#a, #b) do\n" \
-    "    local x, y = string.byte(a, i), string.byte(b, i)\n" \
-    "    if x ~= y then return x < y end\n" \
-    "  end\n" \
-    "  return #a < #b\n" \
     "end\n" \
 
 /* Run history: its keys and the order of runs, for the scripts that
@@ -865,7 +865,10 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     /* CHR_RS_QUERY */
     CHR_REDIS_PRELUDE
     "-- query_jobs / count_jobs: mode (q records | c count), offset, limit\n"
-    "-- (-1: none), page (1: the script may apply offset and limit), statuses\n"
+    "-- (-1: none), page (1: the script may apply offset and limit), one (1:\n"
+    "-- the only metadata condition is an equality or an $in on one path, whose\n"
+    "-- values are the pairs sent below: the script pages and counts only when\n"
+    "-- it reads those values' sets), statuses\n"
     "-- (space separated, '' any), trigger_type ('' any), next_run_time gte,\n"
     "-- lte, updated_at gte, lte (µs, '' unbounded), nids, ids..., nidx,\n"
     "-- (path, value)... of the metadata filters\n"
@@ -873,6 +876,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "-- The C side checks every filter again (chr_filter_match), and orders and\n"
     "-- pages the records itself when they are not paged.\n"
     "local mode, offset, limit, page = arg(), tonumber(arg()), tonumber(arg()), arg() == '1'\n"
+    "local one = arg() == '1'\n"
     "local stlist, tt = arg(), arg()\n"
     "local tgte, tlte, ugte, ulte = arg(), arg(), arg(), arg()\n"
     "local ids = args(tonumber(arg()))\n"
@@ -886,6 +890,8 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "local tlo, thi = tonumber(tgte), tonumber(tlte)\n"
     "local ulo, uhi = tonumber(ugte), tonumber(ulte)\n"
     "local plain = tt == '' and not ulo and not uhi\n"
+    "local lo = tgte ~= '' and tgte or '-inf'\n"
+    "local hi = tlte ~= '' and tlte or (bounded and '(+inf' or '+inf')\n"
     "local out, n, skipped = { 0 }, 0, 0\n"
     "-- The key of job id when it passes the filters checked here, else nil.\n"
     "local function pass(id)\n"
@@ -943,23 +949,112 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  each(uniq)\n"
     "  return result()\n"
     "end\n"
-    "-- The smallest ready index among the metadata filters.\n"
-    "local best, bestn = nil, nil\n"
-    "for i = 1, #idx, 2 do\n"
-    "  if redis.call('HGET', P .. ':indexes', idx[i]) == 'ready' then\n"
-    "    local key = idx_key(idx[i], idx[i + 1])\n"
-    "    local c = redis.call('SCARD', key)\n"
-    "    if not best or c < bestn then best, bestn = key, c end\n"
+    "-- The smallest ready index among the equalities (best: its sets, one per\n"
+    "-- value; several for the values of one $in), and bestn their jobs.\n"
+    "local best, bestn, vals = nil, nil, {}\n"
+    "if one then\n"
+    "  if #idx > 0 and redis.call('HGET', P .. ':indexes', idx[1]) == 'ready' then\n"
+    "    local seen = {}\n"
+    "    best, bestn = {}, 0\n"
+    "    for i = 2, #idx, 2 do\n"
+    "      if not seen[idx[i]] then\n"
+    "        seen[idx[i]] = true\n"
+    "        vals[#vals + 1] = idx[i]\n"
+    "        best[#best + 1] = idx_key(idx[1], idx[i])\n"
+    "        bestn = bestn + redis.call('SCARD', best[#best])\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "else\n"
+    "  for i = 1, #idx, 2 do\n"
+    "    if redis.call('HGET', P .. ':indexes', idx[i]) == 'ready' then\n"
+    "      local key = idx_key(idx[i], idx[i + 1])\n"
+    "      local c = redis.call('SCARD', key)\n"
+    "      if not best or c < bestn then best, bestn = { key }, c end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "-- A single equality with no ready index: the walks below do not check\n"
+    "-- it, so C gets every candidate, and counts and pages them itself.\n"
+    "if one and not best then\n"
+    "  page = false\n"
+    "  if mode == 'c' then mode = 'q' end\n"
+    "end\n"
+    "-- With the per-value sets ready (P:scoped), a single equality is\n"
+    "-- answered from that value's sets: counts by their sizes, and a page of\n"
+    "-- scheduled jobs by merging its tdue sets in query order (time, then id\n"
+    "-- across levels; the jobs without a time last, by id), reading about\n"
+    "-- offset + limit jobs instead of every job of the value.\n"
+    "if best and one and redis.call('HGET', P .. ':scoped', idx[1]) == 'ready' then\n"
+    "  local path = idx[1]\n"
+    "  local function tkeys(s)\n"
+    "    local z = {}\n"
+    "    for _, v in ipairs(vals) do\n"
+    "      if s == 'scheduled' then\n"
+    "        for _, p in ipairs(redis.call('ZRANGE', P .. ':prios', 0, -1)) do z[#z + 1] = tdue_key(path, p, v) end\n"
+    "        for p = 0, 10 do z[#z + 1] = tdue_key(path, tostring(p), v) end\n"
+    "      elseif s == 'running' then\n"
+    "        z[#z + 1] = tlease_key(path, v)\n"
+    "      end\n"
+    "    end\n"
+    "    return z\n"
+    "  end\n"
+    "  -- The jobs of status s in the set st (of STK) among the values' jobs.\n"
+    "  local function among(st)\n"
+    "    local r = {}\n"
+    "    for _, b in ipairs(best) do\n"
+    "      for _, id in ipairs(redis.call('SINTER', st, b)) do r[#r + 1] = id end\n"
+    "    end\n"
+    "    return r\n"
+    "  end\n"
+    "  if mode == 'c' and plain and not bounded then\n"
+    "    if nst == 0 then return bestn end\n"
+    "    local sum = 0\n"
+    "    for s in pairs(sts) do\n"
+    "      for _, k in ipairs(tkeys(s)) do sum = sum + redis.call('ZCARD', k) end\n"
+    "      sum = sum + #among(STK[s])\n"
+    "    end\n"
+    "    return sum\n"
+    "  end\n"
+    "  if mode == 'q' and page and nst == 1 and sts.scheduled then\n"
+    "    local want = limit >= 0 and offset + limit or 1000\n"
+    "    local chunk = math.min(1000, math.max(16, want))\n"
+    "    local src = {}\n"
+    "    local function fill(x)\n"
+    "      x.buf = redis.call('ZRANGEBYSCORE', x.key, lo, hi, 'WITHSCORES', 'LIMIT', x.pos, chunk)\n"
+    "      x.i, x.pos, x.last = 1, x.pos + #x.buf / 2, #x.buf < chunk * 2\n"
+    "      return #x.buf > 0\n"
+    "    end\n"
+    "    for _, k in ipairs(tkeys('scheduled')) do\n"
+    "      local x = { key = k, pos = 0 }\n"
+    "      if fill(x) then src[#src + 1] = x end\n"
+    "    end\n"
+    "    while #src > 0 do\n"
+    "      local bi, bt, bid\n"
+    "      for j, x in ipairs(src) do\n"
+    "        local id, t = x.buf[x.i], tonumber(x.buf[x.i + 1])\n"
+    "        if not bi or t < bt or (t == bt and before(id, bid)) then bi, bt, bid = j, t, id end\n"
+    "      end\n"
+    "      local k = pass(bid)\n"
+    "      if k and not take(k) then return result() end\n"
+    "      local x = src[bi]\n"
+    "      x.i = x.i + 2\n"
+    "      if x.i > #x.buf and (x.last or not fill(x)) then table.remove(src, bi) end\n"
+    "    end\n"
+    "    if not bounded then\n"
+    "      local rest = among(STK.scheduled)\n"
+    "      table.sort(rest, before)\n"
+    "      each(rest)\n"
+    "    end\n"
+    "    return result()\n"
     "  end\n"
     "end\n"
     "if best then\n"
     "  page = false\n"
-    "  each(redis.call('SMEMBERS', best))\n"
+    "  for _, b in ipairs(best) do each(redis.call('SMEMBERS', b)) end\n"
     "  return result()\n"
     "end\n"
     "local jobs = P .. ':jobs'\n"
-    "local lo = tgte ~= '' and tgte or '-inf'\n"
-    "local hi = tlte ~= '' and tlte or (bounded and '(+inf' or '+inf')\n"
     "-- The indexes that hold the jobs of status s (see place in the prelude).\n"
     "local function homes(s)\n"
     "  local z = {}\n"
