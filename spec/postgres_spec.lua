@@ -773,7 +773,7 @@ FROM generate_series(1, %d) k, generate_series(1, %d) i;
     end)
 
     -- Jobs written after the last ANALYZE (the one at open, on an empty
-    -- table): without statistics, a tenant's page by status is still read
+    -- table): without statistics, a tenant's page of scheduled jobs is still read
     -- from the index in query order, and a scoped claim with nothing due
     -- is a probe of the index.
     it("serve a tenant page and a scoped claim in order on a table loaded after its last ANALYZE", function()
@@ -822,6 +822,13 @@ FROM generate_series(1, %d) k, generate_series(1, %d) i;
         { ["metadata.tenant_id"] = null },
         { ["metadata.tenant_id"] = { ["$ne"] = "t3" }, status = "failed" },
         { ["metadata.tenant_id"] = "t1", status = "scheduled" },
+        -- pages of scheduled jobs bounded by row comparisons (ordered_cond)
+        { ["metadata.tenant_id"] = 3, status = "scheduled" },
+        { ["metadata.tenant_id"] = { "t3" }, status = "scheduled" },
+        { ["metadata.tenant_id"] = null, status = "scheduled" },
+        { ["metadata.region.zone"] = "eu", ["metadata.tenant_id"] = "t4", status = "scheduled" },
+        { ["metadata.tenant_id"] = "t2", status = "scheduled", ["metadata.n"] = { ["$in"] = { 0, 2 } } },
+        { ["metadata.tenant_id"] = "t3", status = { "scheduled", "failed" } },
         { ["metadata.region.zone"] = "eu", ["metadata.n"] = 2 },
         { ["metadata.n"] = { ["$in"] = { 0, 1 } }, ["metadata.tenant_id"] = "t2" },
         { ["metadata.tenant_id"] = "nobody" },
