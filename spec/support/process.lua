@@ -86,12 +86,18 @@ function M.spawn(cmd, files)
   -- A background command of a non-interactive shell starts with SIGINT
   -- ignored; the processes under test install their own handlers, as
   -- they do when started from a terminal.
-  local script = ("cd %s && { %s >stdout.txt 2>stderr.txt </dev/null & echo $! >pid; wait $!; "
+  -- pid, as rc, is written whole (a rename): a reader never sees the
+  -- empty file the shell's redirection creates first.
+  local script = ("cd %s && { %s >stdout.txt 2>stderr.txt </dev/null & echo $! >pid.tmp; mv pid.tmp pid; wait $!; "
     .. "echo $? >rc.tmp; mv rc.tmp rc; }"):format(sh_quote(dir), cmd)
   os.execute("sh -c " .. sh_quote(script) .. " >/dev/null 2>&1 &")
   local p = setmetatable({ dir = dir }, Proc)
-  assert(until_true(function() return U.read(dir .. "/pid", nil) ~= nil end, 10), "no pid for " .. cmd)
-  p.pid = math.tointeger(tonumber(U.read(dir .. "/pid"):match("%d+")))
+  local function pid()
+    local text = U.read(dir .. "/pid", nil)
+    return text and math.tointeger(tonumber(text:match("%d+")))
+  end
+  assert(until_true(function() return pid() ~= nil end, 10), "no pid for " .. cmd)
+  p.pid = pid()
   return p
 end
 
