@@ -624,6 +624,28 @@ static void op_record_runs(sq_store_t *s, chr_store_req_t *req) {
 
 /* ---- the engine's operations */
 
+/* Binds the claimer's parameters, ?1-?5 of every claim statement. */
+static void bind_claimer(sqlite3_stmt *up, const chr_store_req_t *req, int64_t lease,
+                         int64_t stamp, const char *lease_iso, const char *stamp_iso) {
+  sqlite3_bind_text(up, 1, req->owner, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(up, 2, lease);
+  sqlite3_bind_int64(up, 3, stamp);
+  sqlite3_bind_text(up, 4, lease_iso, -1, SQLITE_STATIC);
+  sqlite3_bind_text(up, 5, stamp_iso, -1, SQLITE_STATIC);
+}
+
+/* Steps a claim statement, adding the jobs it returns to req, then resets it. */
+static void take_claimed(sq_store_t *s, chr_store_req_t *req, sqlite3_stmt *up) {
+  int rc;
+  while ((rc = sqlite3_step(up)) == SQLITE_ROW) {
+    chr_job_t *j = chr__sqlite_row_job(s, req, up, 0);
+    if (j == NULL) break;
+    chr_store_req_push_job(req, j);
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) chr__sqlite_fail(s, req, "claiming jobs");
+  sqlite3_reset(up);
+}
+
 /* A scoped claim: one UPDATE takes the scope's due jobs in claim order,
  * from a range of the scope's index_metadata index when it has one: the
  * due jobs of every priority, sorted, where the unscoped claim walks
@@ -632,22 +654,11 @@ static void claim_scoped(sq_store_t *s, chr_store_req_t *req, int64_t lease, int
                          const char *lease_iso, const char *stamp_iso) {
   sq_query_t *q;
   sqlite3_stmt *up = chr__sqlite_scoped(s, req, SQ_SCOPED_CLAIM, &q);
-  int rc;
   if (up == NULL) return;
-  sqlite3_bind_text(up, 1, req->owner, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(up, 2, lease);
-  sqlite3_bind_int64(up, 3, stamp);
-  sqlite3_bind_text(up, 4, lease_iso, -1, SQLITE_STATIC);
-  sqlite3_bind_text(up, 5, stamp_iso, -1, SQLITE_STATIC);
+  bind_claimer(up, req, lease, stamp, lease_iso, stamp_iso);
   sqlite3_bind_int64(up, 6, req->now);
   sqlite3_bind_int64(up, 7, req->limit < 0 ? -1 : req->limit);
-  while ((rc = sqlite3_step(up)) == SQLITE_ROW) {
-    chr_job_t *j = chr__sqlite_row_job(s, req, up, 0);
-    if (j == NULL) break;
-    chr_store_req_push_job(req, j);
-  }
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) chr__sqlite_fail(s, req, "claiming jobs");
-  sqlite3_reset(up);
+  take_claimed(s, req, up);
   chr__sqlite_query_free(q);
   /* RETURNING's row order is unspecified. */
   if (req->status == 0 && req->njobs > 1)
@@ -681,21 +692,11 @@ static void claim_levels(sq_store_t *s, chr_store_req_t *req, int64_t lease, int
     }
     level = sqlite3_column_int64(lv, 0);
     sqlite3_reset(lv);
-    sqlite3_bind_text(up, 1, req->owner, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(up, 2, lease);
-    sqlite3_bind_int64(up, 3, stamp);
-    sqlite3_bind_text(up, 4, lease_iso, -1, SQLITE_STATIC);
-    sqlite3_bind_text(up, 5, stamp_iso, -1, SQLITE_STATIC);
+    bind_claimer(up, req, lease, stamp, lease_iso, stamp_iso);
     sqlite3_bind_int64(up, 6, level);
     sqlite3_bind_int64(up, 7, req->now);
     sqlite3_bind_int64(up, 8, req->limit < 0 ? -1 : req->limit - (int64_t)req->njobs);
-    while ((rc = sqlite3_step(up)) == SQLITE_ROW) {
-      chr_job_t *j = chr__sqlite_row_job(s, req, up, 0);
-      if (j == NULL) break;
-      chr_store_req_push_job(req, j);
-    }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) chr__sqlite_fail(s, req, "claiming jobs");
-    sqlite3_reset(up);
+    take_claimed(s, req, up);
     if (req->status != 0) break;
     /* Nothing claimed yet may mean no array at all, which qsort must not
      * be given. */
