@@ -168,6 +168,17 @@
     "    if tnk and (tnk ~= tok or tns ~= tos) then q('ZADD', tnk, tns, id) end\n" \
     "  end\n" \
     "end\n" \
+    "-- A running job whose lease expired goes back to scheduled (o: its\n" \
+    "-- state, st: the time stamp of the recovery).\n" \
+    "local function recover_job(id, o, st)\n" \
+    "  local k = jkey(id)\n" \
+    "  redis.call('HSET', k, 'status', 'scheduled', 'updated_at', st)\n" \
+    "  redis.call('HDEL', k, 'claimed_by', 'lease_until')\n" \
+    "  -- the run that was cut short counts (engine.c, lease_exhausted)\n" \
+    "  redis.call('HINCRBY', k, 'retry_count', 1)\n" \
+    "  redis.call('HINCRBY', k, 'attempt', 1)\n" \
+    "  reindex(id, o, { s = 'scheduled', t = o.t, p = o.p, l = false, c = false, iv = o.iv })\n" \
+    "end\n" \
     "-- The value at a dotted path inside canonical JSON object text (no white\n" \
     "-- space, as the C side writes it), as text; false when absent.\n" \
     "local function skip(s, i)\n" \
@@ -825,15 +836,9 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "local st = fmt(stamps(1))\n"
     "local count, early = 0, false\n"
     "for _, id in ipairs(ids) do\n"
-    "  local k = jkey(id)\n"
-    "  local o = state(k)\n"
+    "  local o = state(jkey(id))\n"
     "  if o and o.s == 'running' then\n"
-    "    redis.call('HSET', k, 'status', 'scheduled', 'updated_at', st)\n"
-    "    redis.call('HDEL', k, 'claimed_by', 'lease_until')\n"
-    "    -- the run that was cut short counts (engine.c, lease_exhausted)\n"
-    "    redis.call('HINCRBY', k, 'retry_count', 1)\n"
-    "    redis.call('HINCRBY', k, 'attempt', 1)\n"
-    "    reindex(id, o, { s = 'scheduled', t = o.t, p = o.p, l = false, c = false, iv = o.iv })\n"
+    "    recover_job(id, o, st)\n"
     "    if o.t and (not early or tonumber(o.t) < tonumber(early)) then early = o.t end\n"
     "    count = count + 1\n"
     "  else\n"
@@ -1394,13 +1399,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "      q('ZREM', keys[ki], id)\n"
     "    elseif o then\n"
     "      if not st then st = fmt(stamps(1)) end\n"
-    "      local k = jkey(id)\n"
-    "      redis.call('HSET', k, 'status', 'scheduled', 'updated_at', st)\n"
-    "      redis.call('HDEL', k, 'claimed_by', 'lease_until')\n"
-    "      -- the run that was cut short counts (engine.c, lease_exhausted)\n"
-    "      redis.call('HINCRBY', k, 'retry_count', 1)\n"
-    "      redis.call('HINCRBY', k, 'attempt', 1)\n"
-    "      reindex(id, o, { s = 'scheduled', t = o.t, p = o.p, l = false, c = false, iv = o.iv })\n"
+    "      recover_job(id, o, st)\n"
     "      if o.t and (not early or tonumber(o.t) < tonumber(early)) then early = o.t end\n"
     "      count = count + 1\n"
     "    else\n"
