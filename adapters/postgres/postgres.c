@@ -17,6 +17,7 @@
 
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/metrics.h"
 #include "pg.h"
 #include "core/time.h"
 
@@ -53,6 +54,7 @@ typedef struct pg_store {
    * ever made. */
   int64_t contact_since, contact_next;
   int ever_up;
+  int lost; /* pool connections lost while up and not made again yet */
   int64_t notify_min;
   char token[24]; /* tells our own NOTIFYs from other processes' */
   int64_t age_pruned; /* chr_time_mono() of the last completion that pruned runs by age */
@@ -387,6 +389,10 @@ static void on_event(pg_conn_t *c, int ev, const char *relname, const char *payl
       chr_log(CHR_LOG_INFO, NULL, "connected to %s after %.1fs (attempt %d)", st->o.desc,
               (double)(chr_time_mono() - st->contact_since) / 1e6, st->failures + 1);
     st->ever_up = 1;
+    if (st->lost > 0) { /* replaces a lost one: a reconnect */
+      st->lost--;
+      chr_metrics_reconnect("postgres");
+    }
     c->up = 1;
     st->failures = 0;
     st->down = 0;
@@ -396,6 +402,7 @@ static void on_event(pg_conn_t *c, int ev, const char *relname, const char *payl
   }
   if (ev != PG_EV_BROKEN) return;
   int was_up = c->up;
+  if (was_up) st->lost++;
   snprintf(st->lasterr, sizeof st->lasterr, "%s", c->errmsg);
   conn_drop(st, c);
   if (!was_up) {

@@ -32,6 +32,7 @@
 
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/metrics.h"
 #include "core/time.h"
 
 enum { LINK_CMD, LINK_SUB, NLINKS };
@@ -60,6 +61,7 @@ typedef struct rlink {
   uv_getaddrinfo_t *gai;
   int attempts;      /* failed attempts since the last ready */
   int was_up;        /* for log messages on transitions */
+  int lost;          /* it was up, went down, and is not up again yet */
 } rlink_t;
 
 struct chr_rconn {
@@ -366,6 +368,7 @@ static void link_down(chr_rconn_t *rc, rctx_t *x, const char *why) {
   uv_timer_stop(&l->guard);
   if (why && *why) snprintf(rc->lasterr, sizeof rc->lasterr, "%s", why);
   if (rc->closing) return;
+  if (l->was_up) l->lost = 1;
   if (l->was_up && x->kind == LINK_CMD)
     chr_log(CHR_LOG_WARN, NULL, "redis %s:%d: connection lost (%s); reconnecting", rc->url.host,
             rc->url.port, rc->lasterr);
@@ -468,6 +471,10 @@ static void became_ready(rctx_t *x) {
     chr_log(CHR_LOG_INFO, NULL, "redis %s:%d: connected", rc->url.host, rc->url.port);
   }
   if (x->kind == LINK_CMD) rc->ever_up = 1;
+  if (l->lost) {
+    l->lost = 0;
+    chr_metrics_reconnect("redis");
+  }
   l->attempts = 0;
   l->was_up = 1;
   rc->lasterr[0] = '\0';

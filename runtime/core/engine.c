@@ -20,6 +20,7 @@
 #include "json.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "time.h"
 #include "trigger.h"
 #include "tz.h"
@@ -113,6 +114,7 @@ struct chr_sched {
   chr_sched_stats_t stats, stop_base;
   chr_sched_t *next_live; /* list of schedulers (host signals) */
   uint64_t run_seq; /* runs recorded: the tail of their run_id */
+  chr_msched_t *metrics; /* runs by handler and outcome, claims, lateness */
 };
 
 static chr_sched_t *live_list;
@@ -152,6 +154,7 @@ static void sched_free(chr_sched_t *s) {
   chr_store_release(s->store);
   if (s->lock) chr_lock_release(s->lock);
   chr_filter_free(&s->scope);
+  chr_msched_free(s->metrics);
   free(s->hints);
   free(s->heap);
   free(s->pend);
@@ -514,10 +517,23 @@ static void fire_finished(chr_sched_t *s, chr_run_t *r, int code, const char *ms
   if (s->hooks->finished) s->hooks->finished(s->host, r->job, code, msg);
 }
 
+/* The outcome label of an end (END_*). */
+static const chr_metrics_outcome_t metric_outcomes[] = {
+    [END_OK] = CHR_MO_OK,           [END_ERROR] = CHR_MO_ERROR,
+    [END_TIMEOUT] = CHR_MO_TIMEOUT, [END_NO_HANDLER] = CHR_MO_NO_HANDLER,
+    [END_SHUTDOWN] = CHR_MO_INTERRUPTED, [END_SKIPPED] = CHR_MO_SKIPPED,
+    [END_EXIT] = CHR_MO_EXIT,       [END_LEASE] = CHR_MO_LEASE,
+    [END_BAD_RECORD] = CHR_MO_INVALID};
+
 /* Turns a finished run into its completion. */
 static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const char *msg) {
   chr_job_t *job = r->job;
   int64_t now = chr_sched_now(s);
+  chr_mhandler_t *mh =
+      chr_msched_handler(s->metrics, chr_job_has(job, CHR_F_FUNC_NAME) ? job->func_name : NULL);
+  mh->runs[metric_outcomes[end]]++;
+  if (r->started_mono)
+    chr_hist_observe(&mh->duration, CHR_HB_RUN, (double)(chr_time_mono() - r->started_mono) / 1e6);
   chr_completion_t *c = pend_add(s, chr_strdup(job->job_id));
   chr_job_t *u = release_updates();
   c->updates = u;
@@ -570,12 +586,14 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
       set_next(u, now + (int64_t)(delay * 1e6));
       chr_job_set_int(u, CHR_F_RETRY_COUNT, n);
       s->stats.retried++;
+      mh->retries++;
       run_log(s, r, CHR_LOG_WARN, NULL, code, "run failed (%s: %s); retry %d of %d in %gs",
               chr_strerror(code), msg, (int)n, (int)max, delay);
     } else {
       chr_job_set_int(u, CHR_F_STATUS, CHR_ST_FAILED);
       u->nullmask |= CHR_BIT(CHR_F_NEXT_RUN_TIME);
       s->stats.failed++;
+      mh->failures++;
       run_log(s, r, CHR_LOG_ERROR, NULL, code, "run failed (%s: %s)%s", chr_strerror(code), msg,
               max ? "; retries exhausted" : "");
       fire_finished(s, r, code, msg);
@@ -697,6 +715,7 @@ static void start_run(chr_sched_t *s, chr_run_t *r) {
   }
   r->active = 1;
   run_log(s, r, CHR_LOG_DEBUG, NULL, 0, "run started");
+  chr_hist_observe(&s->metrics->lateness, CHR_HB_LATE, (double)(r->started - r->scheduled) / 1e6);
   r->started_mono = chr_time_mono();
   int rc = s->hooks->start_run(s->host, r, err, sizeof err);
   if (rc != 0) {
@@ -856,6 +875,8 @@ static void claim_cb(chr_store_req_t *req) {
     return;
   }
   op_ok(s, CHR_SOP_CLAIM);
+  s->metrics->claims++;
+  chr_hist_observe(&s->metrics->batch, CHR_HB_BATCH, (double)req->njobs);
   s->claim_after = 0;
   s->claimed_at = req->now;
   int full = req->limit > 0 && (int64_t)req->njobs >= req->limit;
@@ -1449,6 +1470,7 @@ chr_sched_t *chr_sched_new(chr_store_t *store, chr_lock_t *lock, const chr_sched
   s->refs = 1; /* the owner's, dropped by chr_sched_close */
   s->watch.cb = wake_cb;
   s->watch.data = s;
+  s->metrics = chr_msched_new();
   return s;
 }
 
@@ -1743,6 +1765,10 @@ size_t chr_sched_pending_completions(const chr_sched_t *s) {
 int64_t chr_sched_claim_backoff(const chr_sched_t *s) {
   int64_t wait = s->claim_after - chr_time_mono();
   return s->claim_after && wait > 0 ? wait : 0;
+}
+
+const chr_msched_t *chr_sched_metrics(const chr_sched_t *s) {
+  return s->metrics;
 }
 
 chr_run_t *chr_sched_first_run(const chr_sched_t *s) {

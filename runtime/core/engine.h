@@ -129,6 +129,9 @@ int64_t chr_sched_now(chr_sched_t *s);
 void chr_sched_log(chr_sched_t *s, int level, const char *job_id, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Its counts for the metrics exposition (runtime/core/metrics.h). */
+const struct chr_msched *chr_sched_metrics(const chr_sched_t *s);
+
 /* Started runs: chr_sched_first_run, then chr_run_next until NULL. */
 chr_run_t *chr_sched_first_run(const chr_sched_t *s);
 chr_run_t *chr_run_next(const chr_run_t *r);

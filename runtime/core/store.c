@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "metrics.h"
 #include "time.h"
 
 
@@ -252,9 +253,26 @@ static int check_request(chr_store_req_t *req) {
   return 0;
 }
 
+/* The answer of a request the adapter (or the emulation) took: counted,
+ * then handed to the caller. The caller's callback is back in place
+ * first, so that it may submit the request again. */
+static void answered(chr_store_req_t *req) {
+  req->cb = req->caller_cb;
+  chr_metrics_store_op(req->store->metrics, req->op, req->status,
+                       (double)(chr_time_mono() - req->sent_mono) / 1e6);
+  if (req->cb) req->cb(req);
+}
+
+/* Every request of the core, the engine's and the Lua methods' alike,
+ * passes here: the one place where store operations are timed and their
+ * failures counted, whatever the adapter. */
 int chr_store_submit(chr_store_t *s, chr_store_req_t *req) {
-  if (s->closed) return CHR_EUNAVAIL;
+  if (s->metrics == NULL) s->metrics = chr_metrics_store(s->vt->kind);
   if ((unsigned)req->op >= CHR_OP__COUNT) return CHR_EINVAL;
+  if (s->closed) {
+    s->metrics->errors[req->op]++;
+    return CHR_EUNAVAIL;
+  }
   req->store = s;
   req->issued = chr_time_now();
   if (check_request(req)) {
@@ -264,8 +282,15 @@ int chr_store_submit(chr_store_t *s, chr_store_req_t *req) {
   unsigned need = chr_store_ops[req->op].cap;
   if ((chr_store_ops[req->op].in & CHR_IN_SCOPE) && req->filter != NULL)
     need |= CHR_STORE_CAP_SCOPE;
-  if (need && (s->caps & need) != need) return chr__store_emulate(s, req);
-  return s->vt->submit(s, req);
+  req->caller_cb = req->cb;
+  req->cb = answered;
+  req->sent_mono = chr_time_mono();
+  int rc = need && (s->caps & need) != need ? chr__store_emulate(s, req) : s->vt->submit(s, req);
+  if (rc != 0) { /* refused: the adapter never calls back */
+    req->cb = req->caller_cb;
+    s->metrics->errors[req->op]++;
+  }
+  return rc;
 }
 
 void chr_store_retain(chr_store_t *s) {

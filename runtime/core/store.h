@@ -218,6 +218,11 @@ struct chr_store_req {
   /* CHR_OP_CLAIM on a store without claim_due_jobs: the lock taken per job
    * around its CAS (borrowed, NULL for none). */
   chr_lock_t *lock;
+  /* Set by chr_store_submit, which answers in the adapter's place to
+   * count the request (runtime/core/metrics.h): the caller's callback and
+   * the monotonic time of submission. */
+  chr_store_cb caller_cb;
+  int64_t sent_mono;
   /* Outputs, owned by the caller after the callback (chr_store_req_reset). */
   int status;   /* 0 or CHR_E* */
   char *errmsg; /* malloc'ed, with status != 0 */
@@ -267,6 +272,7 @@ struct chr_store {
   char **filter_keys;
   int closed;
   int refs; /* the owner's plus chr_store_retain's; freed at zero */
+  struct chr_mstore *metrics; /* the counts of its kind, found on first use */
 };
 
 /* job: the job whose write woke (borrowed), NULL when unknown (a hint
