@@ -249,6 +249,7 @@ function M.scheduler(opts)
   o.on_finish = finisher(s._callbacks, on_success, on_failure, o.logger or M.log)
   s._e = engine.new(o)
   if type(o.filters) == "table" and next(o.filters) ~= nil then
+    s._filters = o.filters -- its scope, for counts of its own jobs (chronis.metrics)
     -- The scope as a matcher, to warn of a job this scheduler never runs
     -- (a store's own filter keys cannot be judged here: no warning then).
     local ok, scope = pcall(core.storage.filter, o.filters)

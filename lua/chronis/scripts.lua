@@ -108,6 +108,7 @@ local function register(name, path, reload)
   if err == nil then v, err = check_handler_value(path, v) end
   if err then
     if reload then
+      core.metrics.script_reload(false)
       log("error", ("failed to reload handler %s: %s; keeping the previous version"):format(name, err))
     else
       log("error", ("failed to load handler %s: %s"):format(name, err))
@@ -115,7 +116,10 @@ local function register(name, path, reload)
     return false, err
   end
   chronis().handlers[name] = v
-  if reload then log("info", ("reloaded handler %s (%s)"):format(name, path)) end
+  if reload then
+    core.metrics.script_reload(true)
+    log("info", ("reloaded handler %s (%s)"):format(name, path))
+  end
   return true
 end
 
@@ -263,11 +267,13 @@ function M.open_adapter(path, opts)
       stamp = s2
       local ok2, new = pcall(instantiate, file, opts)
       if not ok2 then
+        core.metrics.script_reload(false)
         log("error", ("failed to reload adapter %s: %s; keeping the previous version"):format(
           path, tostring(new)))
         return
       end
       local ok3, err = pcall(core.lua_store.swap, handle, new)
+      core.metrics.script_reload(ok3)
       if ok3 then log("info", ("reloaded adapter %s (%s)"):format(path, file))
       else log("error", ("failed to reload adapter %s: %s"):format(path, tostring(err))) end
     end)

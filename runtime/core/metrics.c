@@ -249,7 +249,7 @@ static void put_i64(chr_buf_t *b, int64_t v) {
 }
 
 static void put_double(chr_buf_t *b, double v) {
-  chr_buf_printf(b, "%.17g", v);
+  chr_buf_printf(b, "%.15g", v);
 }
 
 static void family(chr_buf_t *b, const char *name, const char *type, const char *help) {

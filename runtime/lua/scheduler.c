@@ -47,6 +47,11 @@ typedef struct lsched {
   lhost_t *h;
 } lsched_t;
 
+struct chr_sched *chr_lua_tosched(lua_State *L, int idx) {
+  lsched_t *ls = luaL_testudata(L, idx, SCHED_MT);
+  return ls ? ls->s : NULL;
+}
+
 static lsched_t *check_lsched(lua_State *L, int idx) {
   lsched_t *ls = luaL_checkudata(L, idx, SCHED_MT);
   if (ls->s == NULL) luaL_error(L, "attempt to use a closed scheduler");

@@ -88,5 +88,10 @@ int luaopen_chronis_tz(lua_State *L);
 int luaopen_chronis_cron(lua_State *L);
 int luaopen_chronis_fs(lua_State *L);
 int luaopen_chronis_engine(lua_State *L);
+int luaopen_chronis_metrics(lua_State *L);
+
+/* The engine of the scheduler object at idx (chronis.core.engine), or NULL
+ * when it is not one or is closed (runtime/lua/scheduler.c). */
+struct chr_sched *chr_lua_tosched(lua_State *L, int idx);
 
 #endif
