@@ -88,6 +88,7 @@ int luaopen_chronis_tz(lua_State *L);
 int luaopen_chronis_cron(lua_State *L);
 int luaopen_chronis_fs(lua_State *L);
 int luaopen_chronis_engine(lua_State *L);
+int luaopen_chronis_httpd(lua_State *L);
 int luaopen_chronis_metrics(lua_State *L);
 
 /* The engine of the scheduler object at idx (chronis.core.engine), or NULL
