@@ -68,42 +68,17 @@ void chr_hist_observe(chr_hist_t *h, chr_hist_kind_t kind, double v) {
 
 /* ---- label values ---- */
 
-/* The length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t n) {
-  unsigned c = p[0];
-  size_t len;
-  unsigned min;
-  if (c < 0x80) return 1;
-  if (c >= 0xc2 && c <= 0xdf) len = 2, min = 0x80;
-  else if (c >= 0xe0 && c <= 0xef) len = 3, min = 0x800;
-  else if (c >= 0xf0 && c <= 0xf4) len = 4, min = 0x10000;
-  else return 0;
-  if (len > n) return 0;
-  unsigned cp = c & (0x7f >> len);
-  for (size_t i = 1; i < len; i++) {
-    if ((p[i] & 0xc0) != 0x80) return 0;
-    cp = cp << 6 | (p[i] & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return len;
-}
-
-/* The text format is UTF-8: a byte that is not part of a valid sequence
- * (a handler name is any Lua string) becomes U+FFFD. */
+/* Label values come as valid UTF-8: handler names and node ids are
+ * checked for it on their way in (chr_job_string_problem). */
 void chr_metrics_escape(chr_buf_t *b, const char *s, size_t n) {
-  const unsigned char *p = (const unsigned char *)s, *end = p + n;
-  while (p < end) {
-    const unsigned char *run = p;
-    size_t len;
-    while (p < end && *p != '\\' && *p != '"' && *p != '\n' && (len = utf8_len(p, (size_t)(end - p))) != 0)
-      p += len;
-    if (p > run) chr_buf_add(b, (const char *)run, (size_t)(p - run));
-    if (p == end) break;
-    if (*p == '\\') chr_buf_add(b, "\\\\", 2);
-    else if (*p == '"') chr_buf_add(b, "\\\"", 2);
-    else if (*p == '\n') chr_buf_add(b, "\\n", 2);
-    else chr_buf_add(b, "\xef\xbf\xbd", 3);
-    p++;
+  const char *end = s + n;
+  while (s < end) {
+    const char *run = s;
+    while (s < end && *s != '\\' && *s != '"' && *s != '\n') s++;
+    if (s > run) chr_buf_add(b, run, (size_t)(s - run));
+    if (s == end) break;
+    chr_buf_add(b, *s == '\\' ? "\\\\" : *s == '"' ? "\\\"" : "\\n", 2);
+    s++;
   }
 }
 
