@@ -52,8 +52,12 @@ const char *const chr_metrics_outcome_names[CHR_MO__COUNT] = {
 
 chr_mprocess_t chr_metrics_process;
 
+static void le_init(void);
+
 void chr_metrics_init(void) {
-  if (chr_metrics_process.started_at == 0) chr_metrics_process.started_at = chr_time_now();
+  if (chr_metrics_process.started_at != 0) return;
+  chr_metrics_process.started_at = chr_time_now();
+  le_init();
 }
 
 void chr_hist_observe(chr_hist_t *h, chr_hist_kind_t kind, double v) {
@@ -205,12 +209,24 @@ void chr_metrics_store_op(chr_mstore_t *m, chr_store_op_t op, int status, double
 
 /* ---- the exposition ---- */
 
-static void put_u64(chr_buf_t *b, uint64_t v) {
-  char d[24];
+/* Writes v at p, returns the end: the writers below reserve room once
+ * per line or series and fill it without further checks. */
+static char *fmt_u64(char *p, uint64_t v) {
+  char d[20];
   int n = 0;
   do d[n++] = (char)('0' + v % 10); while ((v /= 10) != 0);
-  chr_buf_reserve(b, (size_t)n);
-  while (n) b->p[b->len++] = d[--n];
+  while (n) *p++ = d[--n];
+  return p;
+}
+
+static char *put(char *p, const char *s, size_t n) {
+  memcpy(p, s, n);
+  return p + n;
+}
+
+static void put_u64(chr_buf_t *b, uint64_t v) {
+  chr_buf_reserve(b, 20);
+  b->len = (size_t)(fmt_u64(b->p + b->len, v) - b->p);
   b->p[b->len] = '\0';
 }
 
@@ -223,8 +239,26 @@ static void put_i64(chr_buf_t *b, int64_t v) {
   }
 }
 
+/* Sums: seconds to the nanosecond (and whole jobs) without printf, which
+ * costs more than the rest of a line; others through printf. */
 static void put_double(chr_buf_t *b, double v) {
-  chr_buf_printf(b, "%.15g", v);
+  if (!(v >= 0 && v < 1e9)) {
+    chr_buf_printf(b, "%.15g", v);
+    return;
+  }
+  uint64_t whole = (uint64_t)v, frac = (uint64_t)((v - (double)whole) * 1e9 + 0.5);
+  if (frac >= 1000000000) whole++, frac -= 1000000000;
+  chr_buf_reserve(b, 32);
+  char *p = fmt_u64(b->p + b->len, whole);
+  if (frac) {
+    int digits = 9;
+    while (frac % 10 == 0) frac /= 10, digits--;
+    *p++ = '.';
+    for (int i = digits - 1; i >= 0; i--, frac /= 10) p[i] = (char)('0' + frac % 10);
+    p += digits;
+  }
+  b->len = (size_t)(p - b->p);
+  b->p[b->len] = '\0';
 }
 
 static void family(chr_buf_t *b, const char *name, const char *type, const char *help) {
@@ -280,32 +314,56 @@ static void sample_i64(chr_buf_t *b, const char *name, const labels_t *l, int64_
 
 /* The lines of one histogram series: cumulative buckets, +Inf, sum,
  * count. name is the family's base name. */
+/* The end of each bucket line before its count: `,le="0.005"} `, made
+ * once per bound. */
+typedef struct le_text {
+  char s[24];
+  size_t n;
+} le_text_t;
+
+static le_text_t le_texts[CHR_HB__COUNT][CHR_HIST_MAX + 1];
+
+static void le_init(void) {
+  for (int k = 0; k < CHR_HB__COUNT; k++) {
+    for (int i = 0; i <= hist_sets[k].n; i++) {
+      le_text_t *t = &le_texts[k][i];
+      int len = snprintf(t->s, sizeof t->s, ",le=\"%s\"} ",
+                         i < hist_sets[k].n ? hist_sets[k].le[i] : "+Inf");
+      t->n = (size_t)len;
+    }
+  }
+}
+
 static void hist_lines(chr_buf_t *b, const char *name, const labels_t *l, const chr_hist_t *h,
                        chr_hist_kind_t kind) {
-  size_t nl = strlen(name);
+  size_t nl = strlen(name), ll = l->b.len;
   uint64_t cum = 0;
   int n = hist_sets[kind].n;
-  chr_buf_reserve(b, (size_t)(n + 3) * (nl + l->b.len + 40));
+  /* Each bucket line: name, _bucket{, labels, the le text (24 at most),
+   * at most 20 digits, newline. */
+  chr_buf_reserve(b, (size_t)(n + 1) * (nl + ll + 53));
+  char *p = b->p + b->len;
   for (int i = 0; i <= n; i++) {
     cum += h->b[i < n ? i : CHR_HIST_MAX];
-    chr_buf_add(b, name, nl);
-    chr_buf_add(b, "_bucket{", 8);
-    chr_buf_add(b, l->b.p, l->b.len);
-    chr_buf_add(b, ",le=\"", 5);
-    chr_buf_adds(b, i < n ? hist_sets[kind].le[i] : "+Inf");
-    chr_buf_add(b, "\"} ", 3);
-    put_u64(b, cum);
-    chr_buf_addc(b, '\n');
+    const le_text_t *le = &le_texts[kind][i];
+    p = put(p, name, nl);
+    p = put(p, "_bucket{", 8);
+    p = put(p, l->b.p, ll);
+    p = put(p, le->s, le->n);
+    p = fmt_u64(p, cum);
+    *p++ = '\n';
   }
+  b->len = (size_t)(p - b->p);
+  b->p[b->len] = '\0';
   chr_buf_add(b, name, nl);
   chr_buf_add(b, "_sum{", 5);
-  chr_buf_add(b, l->b.p, l->b.len);
+  chr_buf_add(b, l->b.p, ll);
   chr_buf_add(b, "} ", 2);
   put_double(b, h->sum);
   chr_buf_addc(b, '\n');
   chr_buf_add(b, name, nl);
   chr_buf_add(b, "_count{", 7);
-  chr_buf_add(b, l->b.p, l->b.len);
+  chr_buf_add(b, l->b.p, ll);
   chr_buf_add(b, "} ", 2);
   put_u64(b, h->count);
   chr_buf_addc(b, '\n');
@@ -319,9 +377,13 @@ static void sched_labels(labels_t *l, const chr_metrics_view_t *v, int with_stor
 }
 
 void chr_metrics_render(chr_buf_t *b, const chr_metrics_view_t *v, size_t n, int64_t memory_bytes) {
+  /* Room for about what the last scrape wrote: the text grows in one step. */
+  static size_t last_len;
   labels_t l;
   chr_buf_init(&l.b);
   chr_metrics_init();
+  chr_buf_reserve(b, last_len + last_len / 8);
+  size_t start_len = b->len;
 
   family(b, "chronis_runs_total", "counter",
          "Runs ended, by handler and outcome (handler names past the cap count as \"other\").");
@@ -461,4 +523,5 @@ void chr_metrics_render(chr_buf_t *b, const chr_metrics_view_t *v, size_t n, int
   sample_start(b, "chronis_uptime_seconds", NULL);
   chr_buf_printf(b, "%.6f\n", (double)(now - start) / 1e6);
   chr_buf_free(&l.b);
+  last_len = b->len - start_len;
 }
