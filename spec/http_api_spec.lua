@@ -463,6 +463,27 @@ describe("http_api", function()
     return chronis.storage.open(("sqlite:%s/store-%d.db"):format(dir, n))
   end)
 
+  describe("store failures and bugs", function()
+    after_each(H.cleanup)
+
+    it("answers 503 unavailable when the store is closed", function()
+      local store = chronis.storage.memory()
+      local s = H.scheduler { storage = store }
+      store:close()
+      local status, _, text = api.handle({ schedulers = { s }, can_write = true }, request("GET", "/api/jobs"))
+      assert.are.equal(503, status)
+      assert.are.equal("unavailable", json.decode(text).error.code)
+    end)
+
+    -- (the process log shows the failure's traceback)
+    it("answers 500 internal with the error's text when a part of the server fails", function()
+      local broken = setmetatable({}, { __index = function(_, k) error("no method " .. k, 0) end })
+      local status, _, text = api.handle({ schedulers = { broken } }, request("GET", "/api/stats"))
+      assert.are.equal(500, status)
+      assert.are.same({ error = { code = "internal", message = "internal error: no method now" } }, json.decode(text))
+    end)
+  end)
+
   describe("on a store without run history", function()
     after_each(H.cleanup)
 
