@@ -68,22 +68,27 @@ local function param_label(name)
   return ("invalid query parameter '%s'"):format((name:gsub("%-", "_")))
 end
 
+-- The keys of `t` that are not in the list `known`, sorted; `skip(k)`
+-- true passes a key.
+local function unknown_keys(t, known, skip)
+  local set, out = {}, {}
+  for _, n in ipairs(known) do set[n] = true end
+  for k in pairs(t) do
+    if not set[k] and not (skip and skip(k)) then out[#out + 1] = tostring(k) end
+  end
+  table.sort(out)
+  return out
+end
+
+local function is_meta(k)
+  return type(k) == "string" and k:match("^meta%.") ~= nil
+end
+
 -- Refuses the query parameters the route does not know, all in one
 -- message with "did you mean"; `meta.KEY` parameters when meta_ok.
 local function check_params(req, known, meta_ok)
-  local unknown = {}
-  for k in pairs(req.query or {}) do
-    local is_meta = meta_ok and k:match("^meta%.")
-    if not is_meta then
-      local found = false
-      for _, n in ipairs(known) do
-        if n == k then found = true end
-      end
-      if not found then unknown[#unknown + 1] = k end
-    end
-  end
+  local unknown = unknown_keys(req.query or {}, known, meta_ok and is_meta)
   if #unknown == 0 then return end
-  table.sort(unknown)
   local candidates = { table.unpack(known) }
   if meta_ok then candidates[#candidates + 1] = "meta.KEY" end
   fail("invalid", "%s", core.unknown_keys("query parameter", unknown, candidates, ""))
@@ -283,16 +288,8 @@ end
 -- The options of chronis.cli's add_fields from the body's fields, their
 -- JSON types checked; and the trigger object when one is given.
 local function add_options(doc)
-  local unknown = {}
-  for k in pairs(doc) do
-    local found = false
-    for _, n in ipairs(ADD_FIELDS) do
-      if n == k then found = true end
-    end
-    if not found then unknown[#unknown + 1] = tostring(k) end
-  end
+  local unknown = unknown_keys(doc, ADD_FIELDS)
   if #unknown > 0 then
-    table.sort(unknown)
     fail("invalid", "invalid request body: %s", core.unknown_keys("field", unknown, ADD_FIELDS, ""))
   end
   if type(doc.handler) ~= "string" or doc.handler == "" then
