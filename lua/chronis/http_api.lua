@@ -156,12 +156,12 @@ local function pick_scheduler(ctx, req)
   local list = ctx.schedulers or {}
   if #list == 0 then fail("unavailable", "this server has no scheduler") end
   local v = param(req, "scheduler")
-  if v == nil then return list[1], 1 end
+  if v == nil then return list[1] end
   local i = v:match("^%d+$") and math.tointeger(tonumber(v))
-  if i and list[i] then return list[i], i end
+  if i and list[i] then return list[i] end
   local ids = {}
-  for n, s in ipairs(list) do
-    if s:node_id() == v then return s, n end
+  for _, s in ipairs(list) do
+    if s:node_id() == v then return s end
     ids[#ids + 1] = "'" .. s:node_id() .. "'"
   end
   fail("invalid", "%s: no scheduler '%s' (expected an index 1..%d or a node id: %s)",
@@ -171,8 +171,8 @@ end
 -- The context chronis.cli's functions read: the scheduler, its clock, and
 -- times without an offset read as UTC.
 local function cli_context(ctx, req)
-  local sched, index = pick_scheduler(ctx, req)
-  return { sched = sched, now = sched:now(), index = index }
+  local sched = pick_scheduler(ctx, req)
+  return { sched = sched, now = sched:now() }
 end
 
 -- A job as `chronis jobs show --json` gives it, plus its trigger as text.
