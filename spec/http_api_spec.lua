@@ -10,12 +10,12 @@ local U = require "support.util"
 local json, S = chronis.json, 1000000
 local dir = U.tmpdir("chronis-http-api")
 
--- A request as the router builds it: the raw path split on "/", each
--- segment percent-decoded; query values are strings, or lists for a
--- parameter given more than once.
+-- A request as the router (chronis.http_server) builds it: the raw path
+-- split on "/" (empty segments dropped), each segment percent-decoded;
+-- query values are strings, or lists for a parameter given more than once.
 local function request(method, path, query, body)
   local segments = {}
-  for seg in path:sub(2):gmatch("[^/]*") do
+  for seg in path:gmatch("[^/]+") do
     segments[#segments + 1] = seg:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
   end
   local q, all = {}, {}
@@ -416,20 +416,27 @@ describe("http_api", function()
 
       it("answers unknown routes 404 and wrong methods 405 with an Allow header", function()
         for _, p in ipairs({ "/api", "/api/", "/api/nope", "/api/jobs/a/b", "/api/jobs/a/pause/x",
-          "/api/jobs/", "/api/runs/x", "/apix/jobs" }) do
+          "/api/runs/x", "/apix/jobs" }) do
           err(404, "not_found", "no API route " .. p, "GET", p)
         end
         local cases = {
-          { "PUT", "/api/jobs", "GET, POST" }, { "DELETE", "/api/jobs", "GET, POST" },
-          { "POST", "/api/jobs/a", "GET, DELETE" }, { "PATCH", "/api/jobs/retry", "GET, POST, DELETE" },
-          { "GET", "/api/jobs/a/pause", "POST" }, { "POST", "/api/schedulers", "GET" },
-          { "DELETE", "/api/stats", "GET" }, { "POST", "/api/runs", "GET" },
+          { "PUT", "/api/jobs", "GET, HEAD, POST" }, { "DELETE", "/api/jobs", "GET, HEAD, POST" },
+          { "POST", "/api/jobs/a", "GET, HEAD, DELETE" }, { "PATCH", "/api/jobs/retry", "GET, HEAD, POST, DELETE" },
+          { "GET", "/api/jobs/a/pause", "POST" }, { "HEAD", "/api/jobs/a/pause", "POST" },
+          { "POST", "/api/schedulers", "GET, HEAD" }, { "DELETE", "/api/stats", "GET, HEAD" },
+          { "POST", "/api/runs", "GET, HEAD" },
         }
         for _, c in ipairs(cases) do
           local _, headers = err(405, "method_not_allowed", ("method %s is not allowed on %s (allowed: %s)"):format(
             c[1], c[2], c[3]), c[1], c[2])
           assert.are.equal(c[3], headers.allow)
         end
+        -- HEAD is answered as GET (the server sends no body); a trailing
+        -- slash is the same route
+        add { handler = "h", every = "5m", id = "a" }
+        assert.are.equal(1, ok("HEAD", "/api/jobs").total)
+        assert.are.equal(1, ok("GET", "/api/jobs/").total)
+        assert.are.equal("a", ok("HEAD", "/api/jobs/a").job.job_id)
       end)
 
       it("?scheduler= picks a scheduler by index or node id", function()

@@ -415,10 +415,13 @@ end
 
 local METHOD_ORDER = { "GET", "POST", "PUT", "PATCH", "DELETE" }
 
+-- The Allow header of a route: HEAD with GET (the server answers a HEAD
+-- as the GET, without the body).
 local function allowed(methods)
   local out = {}
   for _, m in ipairs(METHOD_ORDER) do
     if methods[m] then out[#out + 1] = m end
+    if m == "GET" and methods.GET then out[#out + 1] = "HEAD" end
   end
   return table.concat(out, ", ")
 end
@@ -443,7 +446,7 @@ function M.handle(ctx, req)
   if not methods then
     return error_answer("not_found", ("no API route %s"):format(tostring(req.path)))
   end
-  local fn = methods[req.method]
+  local fn = methods[req.method] or (req.method == "HEAD" and methods.GET) or nil
   if not fn then
     local allow = allowed(methods)
     return error_answer("method_not_allowed", ("method %s is not allowed on %s (allowed: %s)"):format(
