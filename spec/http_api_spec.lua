@@ -42,6 +42,7 @@ describe("http_api", function()
       local function call(method, path, query, body)
         local status, headers, text = api.handle(ctx, request(method, path, query, body))
         assert.are.equal("application/json; charset=utf-8", headers["content-type"])
+        assert.are.equal("no-store", headers["cache-control"])
         return status, json.decode(text), headers, text
       end
 

@@ -36,8 +36,9 @@ local MUTATING = { POST = true, PUT = true, PATCH = true, DELETE = true }
 
 -- ---- answers ----
 
+-- Answers are never cached: they are the store's state of the moment.
 local function answer(status, doc, headers)
-  local h = { ["content-type"] = JSON_TYPE }
+  local h = { ["content-type"] = JSON_TYPE, ["cache-control"] = "no-store" }
   for k, v in pairs(headers or {}) do h[k] = v end
   return status, h, lib.encode(doc)
 end
