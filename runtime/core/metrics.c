@@ -20,30 +20,15 @@ static const double bounds_store[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.
                                       1,      2.5,     5,      10};
 static const double bounds_batch[] = {0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000};
 
-/* The same bounds as le="..." label values. */
-static const char *const le_run[] = {"0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
-                                     "0.5",   "1",    "2.5",   "5",    "10",  "30",
-                                     "60",    "120",  "300",   "600",  "1800", "3600"};
-static const char *const le_late[] = {"0.001", "0.005", "0.01", "0.05", "0.1", "0.25",
-                                      "0.5",   "1",     "2.5",  "5",    "10",  "30",
-                                      "60",    "300",   "900",  "3600"};
-static const char *const le_store[] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025",
-                                       "0.005",  "0.01",    "0.025",  "0.05",  "0.1",
-                                       "0.25",   "0.5",     "1",      "2.5",   "5",
-                                       "10"};
-static const char *const le_batch[] = {"0", "1", "2", "5", "10", "20", "50", "100", "200",
-                                       "500", "1000"};
-
 #define NB(a) (int)(sizeof a / sizeof a[0])
 static const struct {
   const double *bounds;
-  const char *const *le;
   int n;
 } hist_sets[CHR_HB__COUNT] = {
-    [CHR_HB_RUN] = {bounds_run, le_run, NB(bounds_run)},
-    [CHR_HB_LATE] = {bounds_late, le_late, NB(bounds_late)},
-    [CHR_HB_STORE] = {bounds_store, le_store, NB(bounds_store)},
-    [CHR_HB_BATCH] = {bounds_batch, le_batch, NB(bounds_batch)},
+    [CHR_HB_RUN] = {bounds_run, NB(bounds_run)},
+    [CHR_HB_LATE] = {bounds_late, NB(bounds_late)},
+    [CHR_HB_STORE] = {bounds_store, NB(bounds_store)},
+    [CHR_HB_BATCH] = {bounds_batch, NB(bounds_batch)},
 };
 
 const char *const chr_metrics_outcome_names[CHR_MO__COUNT] = {
@@ -315,7 +300,7 @@ static void sample_i64(chr_buf_t *b, const char *name, const labels_t *l, int64_
 /* The lines of one histogram series: cumulative buckets, +Inf, sum,
  * count. name is the family's base name. */
 /* The end of each bucket line before its count: `,le="0.005"} `, made
- * once per bound. */
+ * once per bound (%g writes each bound above exactly). */
 typedef struct le_text {
   char s[24];
   size_t n;
@@ -327,8 +312,9 @@ static void le_init(void) {
   for (int k = 0; k < CHR_HB__COUNT; k++) {
     for (int i = 0; i <= hist_sets[k].n; i++) {
       le_text_t *t = &le_texts[k][i];
-      int len = snprintf(t->s, sizeof t->s, ",le=\"%s\"} ",
-                         i < hist_sets[k].n ? hist_sets[k].le[i] : "+Inf");
+      int len = i < hist_sets[k].n
+                    ? snprintf(t->s, sizeof t->s, ",le=\"%g\"} ", hist_sets[k].bounds[i])
+                    : snprintf(t->s, sizeof t->s, ",le=\"+Inf\"} ");
       t->n = (size_t)len;
     }
   }
