@@ -307,6 +307,30 @@ describe("metrics", function()
     assert(ok, err)
   end)
 
+  it("counts a PostgreSQL store's reconnects", function()
+    local server = require("support.postgres").start()
+    local store
+    local ok, err = pcall(function()
+      store = chronis.storage.open(server:url("table=metrics_jobs"))
+      local function reconnects()
+        return P.parse(render()).value("chronis_store_reconnects_total", { store = "postgres" }) or 0
+      end
+      local before = reconnects()
+      store:create_job { job_id = "a", func_name = "h", status = "scheduled" }
+      assert.are.equal(before, reconnects())
+      server:psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+        .. "'chronis' AND pid <> pg_backend_pid()")
+      -- The next requests find the connection gone and make it again.
+      assert.is_true(chronis.run_until(function()
+        local ok2 = pcall(store.get_job, store, "a")
+        return ok2 and reconnects() > before
+      end, 10))
+    end)
+    if store then store:close() end
+    server:stop()
+    assert(ok, err)
+  end)
+
   it("counts a Redis store's reconnects", function()
     local redis = require "support.redis"
     local srv = redis.start()

@@ -212,6 +212,7 @@ static int conn_index(pg_store_t *st, pg_conn_t *c) {
 }
 
 static void conn_drop(pg_store_t *st, pg_conn_t *c) {
+  if (c->up) st->lost++; /* its replacement is a reconnect */
   int i = conn_index(st, c);
   if (i >= 0) st->conns[i] = st->conns[--st->nconns];
   chr_pg_conn_close(c);
@@ -402,7 +403,6 @@ static void on_event(pg_conn_t *c, int ev, const char *relname, const char *payl
   }
   if (ev != PG_EV_BROKEN) return;
   int was_up = c->up;
-  if (was_up) st->lost++;
   snprintf(st->lasterr, sizeof st->lasterr, "%s", c->errmsg);
   conn_drop(st, c);
   if (!was_up) {
