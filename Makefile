@@ -8,6 +8,8 @@ ifeq ($(CI),true)
 WERROR ?= -Werror
 endif
 PKGS = lua5.4 libuv hiredis libpq jansson sqlite3 libcurl openssl
+# Libraries without a pkg-config file: the HTTP server's request parser.
+EXTRA_LIBS = -lhttp_parser
 B = build
 .DEFAULT_GOAL := all
 
@@ -91,7 +93,7 @@ $(B)/libchronis.a: $(LIB_OBJ)
 # the interpreter's unloading of C modules at exit.
 $(B)/lua/chronis/core.so: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(SANFLAGS) -shared -Wl,-z,nodelete -o $@ $^ $(PKG_LIBS) -lm
+	$(CC) $(SANFLAGS) -shared -Wl,-z,nodelete -o $@ $^ $(PKG_LIBS) $(EXTRA_LIBS) -lm
 
 $(B)/core_test: $(B)/obj/spec/core_test.o $(CORE_OBJ)
 	$(CC) $(SANFLAGS) -o $@ $^ $(filter -luv -lpthread -ldl -lrt,$(PKG_LIBS)) -lm
@@ -111,7 +113,7 @@ $(B)/obj/runtime/main.o: ALL_CFLAGS += -DCHR_PREFIX='"$(abspath $(PREFIX))"' \
 
 # -Wl,-E exports the Lua API to C modules the host loads (cjson.so, ...).
 $(B)/chronis: $(B)/obj/runtime/main.o $(B)/libchronis.a
-	$(CC) $(SANFLAGS) -Wl,-E -o $@ $^ $(LUA_LIBS) $(PKG_LIBS) -lm
+	$(CC) $(SANFLAGS) -Wl,-E -o $@ $^ $(LUA_LIBS) $(PKG_LIBS) $(EXTRA_LIBS) -lm
 
 # Every Debian package and npm test server the build and the tests need;
 # deps-run: only what building and running need.
@@ -175,7 +177,7 @@ $(FB)/libchronis.a: $(FUZZ_OBJ)
 $(FB)/bin/%: fuzz/%.c fuzz/fuzz.h $(FB)/libchronis.a
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FB)/libchronis.a $(LUA_LIBS) \
-	  $(PKG_LIBS) -lm
+	  $(PKG_LIBS) $(EXTRA_LIBS) -lm
 
 fuzz-build: $(addprefix $(FB)/bin/,$(FUZZ_TARGETS))
 

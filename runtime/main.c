@@ -219,7 +219,35 @@ static int call_chronis(lua_State *L, int chronis, const char *fn, const char *w
  * across restarts without any server. */
 #define DEFAULT_STORAGE "sqlite:chronis.db"
 
-static int run_app(lua_State *L, const char *app, const char *storage, const char *scripts) {
+/* Starts chronis.http_server{listen = addr, token = token} with the
+ * schedulers of the process (all of them, as they come and go). Returns
+ * 0, or 1 after printing why it could not. */
+static int start_http(lua_State *L, int chronis, const char *addr, const char *token) {
+  lua_getfield(L, chronis, "http_server");
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, addr);
+  lua_setfield(L, -2, "listen");
+  if (token) {
+    lua_pushstring(L, token);
+    lua_setfield(L, -2, "token");
+  }
+  if (pcall_tb(L, 1, 0) == LUA_OK) return 0;
+  fprintf(stderr, "chronis: --http: %s\n", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* chronis serve: one scheduler on the store, never started, for the API
+ * and the page to read and change its jobs; the server holds it. */
+static const char serve_chunk[] =
+    "local chronis, listen, token = ...\n"
+    "local ok, err = pcall(chronis.http_server,\n"
+    "  {listen = listen, token = token, schedulers = {chronis.scheduler{}}})\n"
+    "if not ok then error('--http: ' .. tostring(type(err) == 'table' and err.message or err), 0) end\n";
+
+/* app NULL: chronis serve. */
+static int run_app(lua_State *L, const char *app, const char *storage, const char *scripts,
+                   const char *http, const char *http_token) {
   int storage_is_default = storage == NULL;
   if (storage == NULL) storage = DEFAULT_STORAGE;
   lua_createtable(L, 0, 2);
@@ -227,7 +255,7 @@ static int run_app(lua_State *L, const char *app, const char *storage, const cha
     lua_pushstring(L, storage);
     lua_setfield(L, -2, "storage");
   }
-  lua_pushstring(L, app);
+  lua_pushstring(L, app ? app : "serve");
   lua_setfield(L, -2, "app");
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "loaded");
@@ -246,24 +274,39 @@ static int run_app(lua_State *L, const char *app, const char *storage, const cha
   /* Only the default: each scheduler logs the store it runs on when it
    * starts (an app may give each its own). */
   char *shown = chr_store_url_shown(storage);
-  chr_log(CHR_LOG_INFO, NULL, "chronis %s running %s; default storage %s, for schedulers created "
-          "without one%s", CHR_VERSION, app, shown, storage_is_default ?
-          " (the embedded default; --storage URL or CHRONIS_STORAGE to change)" : "");
+  if (app)
+    chr_log(CHR_LOG_INFO, NULL, "chronis %s running %s; default storage %s, for schedulers created "
+            "without one%s", CHR_VERSION, app, shown, storage_is_default ?
+            " (the embedded default; --storage URL or CHRONIS_STORAGE to change)" : "");
+  else
+    chr_log(CHR_LOG_INFO, NULL, "chronis %s serving the jobs of %s%s", CHR_VERSION, shown,
+            storage_is_default ? " (the default; --storage URL or CHRONIS_STORAGE to change)" : "");
   free(shown);
-  if (call_scripts(L, "host_setup", app, scripts, 0) != 0) return 1;
-  lua_pop(L, 1);
+  if (app) {
+    if (call_scripts(L, "host_setup", app, scripts, 0) != 0) return 1;
+    lua_pop(L, 1);
+  }
   int rc = 0;
-  if (luaL_loadfilex(L, app, "t") != LUA_OK) {
+  if (app ? luaL_loadfilex(L, app, "t") != LUA_OK
+          : luaL_loadbufferx(L, serve_chunk, sizeof serve_chunk - 1, "=serve", "t") != LUA_OK) {
     fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
     return 1;
   }
-  if (pcall_tb(L, 0, 0) != LUA_OK) {
+  if (!app) {
+    lua_pushvalue(L, chronis);
+    lua_pushstring(L, http);
+    if (http_token) lua_pushstring(L, http_token);
+    else lua_pushnil(L);
+  }
+  if (pcall_tb(L, app ? 0 : 3, 0) != LUA_OK) {
     /* Schedulers it started before failing still stop gracefully. */
     if (chr_core_signalled())
       fprintf(stderr, "chronis: %s did not finish loading: %s\n", app, lua_tostring(L, -1));
     else
       fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
+    rc = 1;
+  } else if (app && http && start_http(L, chronis, http, http_token) != 0) {
     rc = 1;
   } else {
     rc = call_chronis(L, chronis, "run", "");
@@ -315,6 +358,8 @@ struct cli {
   const char *scripts; /* --scripts */
   const char *as;      /* --as */
   int status_only;     /* --status */
+  const char *http;    /* --http ADDR: serve the API, metrics and dashboard */
+  const char *http_token; /* --http-token, else CHRONIS_HTTP_TOKEN (read in Lua) */
   int nargs;
   const char *args[MAX_ARGS];
 };
@@ -352,6 +397,10 @@ static const char run_usage[] =
     "  --storage URL        store of the schedulers created without one (default\n"
     "                       sqlite:chronis.db; also CHRONIS_STORAGE)\n"
     "  --scripts DIR        handler scripts folder\n"
+    "  --http ADDR          also serve the HTTP API, metrics, health checks and the\n"
+    "                       dashboard there (127.0.0.1:8080; docs/http.md)\n"
+    "  --http-token TOKEN   the token that allows changes through it (also\n"
+    "                       CHRONIS_HTTP_TOKEN); without one it is read-only\n"
     "  --log-level LEVEL    debug, info (default), warn or error; debug adds the\n"
     "                       traceback to an error of the app\n"
     "  --log-format FORMAT  text (default) or json\n"
@@ -359,10 +408,32 @@ static const char run_usage[] =
     "examples:\n"
     "  chronis run app.lua\n"
     "  chronis run --storage memory: app.lua\n"
+    "  chronis run --http 127.0.0.1:8080 app.lua\n"
     "  chronis run --storage 'postgres://chronis@db.internal/jobs' --log-format json app.lua\n"
     "\n"
     "exit status: 0 once stopped by a signal (or the code a handler passed to\n"
     "os.exit); 1 when the app fails to load or to stop; 2 on a usage error\n";
+
+static const char serve_usage[] =
+    "usage: chronis serve [--storage URL] [--http ADDR] [--http-token TOKEN]\n"
+    "\n"
+    "Serves the HTTP API, the Prometheus metrics, the health checks and the web\n"
+    "dashboard of a store's jobs (docs/http.md), running none of them: a scheduler\n"
+    "is opened on the store and never started. Runs until SIGINT or SIGTERM.\n"
+    "\n"
+    "options:\n"
+    "  --storage URL        the store (default sqlite:chronis.db; also CHRONIS_STORAGE)\n"
+    "  --http ADDR          where to listen (default 127.0.0.1:8080); an address\n"
+    "                       beyond loopback needs a token\n"
+    "  --http-token TOKEN   the token that allows changes (also CHRONIS_HTTP_TOKEN);\n"
+    "                       without one the server is read-only\n"
+    "\n"
+    "examples:\n"
+    "  chronis serve --storage sqlite:jobs.db\n"
+    "  CHRONIS_HTTP_TOKEN=$(cat token) chronis serve --storage redis://127.0.0.1 --http 0.0.0.0:8080\n"
+    "\n"
+    "exit status: 0 once stopped by a signal; 1 when it cannot listen or open the\n"
+    "store; 2 on a usage error\n";
 
 static const char check_usage[] =
     "usage: chronis check [--as handler|adapter|app] TARGET\n"
@@ -431,6 +502,7 @@ static const char help_usage[] =
     "exit status: 0; 2 for an unknown command\n";
 
 static int cmd_run(cli_t *c);
+static int cmd_serve(cli_t *c);
 static int cmd_check(cli_t *c);
 static int cmd_migrate(cli_t *c);
 static int cmd_env(cli_t *c);
@@ -458,6 +530,8 @@ static const char stats_usage[] =
 static const command_t commands[] = {
     {"run", "run [APP.lua]", "run an app's schedulers until SIGINT or SIGTERM", run_usage, 1, 0,
      cmd_run},
+    {"serve", "serve", "serve the HTTP API, metrics and dashboard of a store, running no jobs",
+     serve_usage, 0, 0, cmd_serve},
     {"check", "check TARGET", "check a script, a lua:/file: URL or a crontab string", check_usage, 1, 0, cmd_check},
     {"migrate", "migrate", "apply pending schema migrations to a PostgreSQL store", migrate_usage,
      0, 0, cmd_migrate},
@@ -508,8 +582,16 @@ static int unknown_command(const char *name) {
 typedef struct option {
   const char *name;
   const char *arg;     /* the value's name in messages; NULL: takes none */
-  const char *command; /* NULL: every command */
+  const char *command; /* the commands it belongs to, space-separated; NULL: every command */
 } option_t;
+
+/* 1 when o is an option of the command name. */
+static int option_of_command(const option_t *o, const char *name) {
+  size_t n = strlen(name);
+  for (const char *p = o->command; (p = strstr(p, name)) != NULL; p += n)
+    if ((p == o->command || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0')) return 1;
+  return 0;
+}
 
 static const option_t options[] = {
     {"--storage", "URL", NULL},       {"--log-level", "LEVEL", NULL},
@@ -517,6 +599,7 @@ static const option_t options[] = {
     {"-h", NULL, NULL},               {"--version", NULL, NULL},
     {"-v", NULL, NULL},               {"--scripts", "DIR", "run"},
     {"--as", "KIND", "check"},        {"--status", NULL, "migrate"},
+    {"--http", "ADDR", "run serve"},  {"--http-token", "TOKEN", "run serve"},
 };
 
 #define NOPTIONS (sizeof options / sizeof *options)
@@ -571,6 +654,10 @@ static int apply_option(cli_t *c, const option_t *o, const char *v) {
     c->as = v;
   } else if (strcmp(o->name, "--status") == 0) {
     c->status_only = 1;
+  } else if (strcmp(o->name, "--http") == 0) {
+    c->http = v;
+  } else if (strcmp(o->name, "--http-token") == 0) {
+    c->http_token = v;
   }
   return 0;
 }
@@ -606,7 +693,18 @@ static int cmd_run(cli_t *c) {
   if (c->storage && check_storage(c->storage, c->storage_from) != 0) return CLI_USAGE;
   lua_State *L = new_state();
   if (L == NULL) return CLI_FAIL;
-  int rc = run_app(L, c->nargs ? c->args[0] : "scripts/app.lua", c->storage, c->scripts);
+  int rc = run_app(L, c->nargs ? c->args[0] : "scripts/app.lua", c->storage, c->scripts, c->http,
+                   c->http_token);
+  lua_close(L);
+  return rc;
+}
+
+static int cmd_serve(cli_t *c) {
+  if (c->storage && check_storage(c->storage, c->storage_from) != 0) return CLI_USAGE;
+  lua_State *L = new_state();
+  if (L == NULL) return CLI_FAIL;
+  int rc = run_app(L, NULL, c->storage, NULL, c->http ? c->http : "127.0.0.1:8080",
+                   c->http_token);
   lua_close(L);
   return rc;
 }
@@ -811,9 +909,13 @@ int main(int argc, char **argv) {
     return CLI_USAGE;
   }
   for (size_t i = 0; i < ngiven; i++) {
-    if (strcmp(given[i]->command, c.cmd->name) != 0) {
+    if (!option_of_command(given[i], c.cmd->name)) {
+      char cmds[64];
+      snprintf(cmds, sizeof cmds, "%s", given[i]->command);
+      char *sp = strchr(cmds, ' ');
+      if (sp) *sp = '/';
       fprintf(stderr, "chronis: %s is an option of %s, not of %s (chronis help %s)\n",
-              given[i]->name, given[i]->command, c.cmd->name, c.cmd->name);
+              given[i]->name, cmds, c.cmd->name, c.cmd->name);
       return CLI_USAGE;
     }
   }

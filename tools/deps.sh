@@ -30,10 +30,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # interpreter and the zone database; the tests add busted, cjson and the
 # servers the specs start.
 RUN_PKGS="build-essential pkg-config liblua5.4-dev lua5.4 libuv1-dev libhiredis-dev
-libpq-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev tzdata"
+libpq-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libhttp-parser-dev tzdata"
 # libFuzzer and the sanitizers' runtimes come with clang-rt.
 FUZZ_PKGS="clang-14 libclang-rt-14-dev"
-TEST_PKGS="lua-cjson lua-busted redis-server postgresql"
+# chromium drives the dashboard's browser specs, prometheus scrapes /metrics.
+TEST_PKGS="lua-cjson lua-busted redis-server postgresql chromium prometheus"
 pkgs=$RUN_PKGS
 [ "$level" = run ] || pkgs="$pkgs $FUZZ_PKGS"
 [ "$level" = test ] && pkgs="$pkgs $TEST_PKGS"

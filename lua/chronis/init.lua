@@ -114,6 +114,7 @@ local host = package.loaded["chronis.host"]
 -- and the host must still stop it gracefully on SIGTERM.
 local live = setmetatable({}, { __mode = "k" })
 local started = {}
+local seq = 0 -- creation order, for chronis.schedulers()
 
 -- Lets go of the started schedulers that have stopped since (by a signal,
 -- chronis.stop(), or a stop() from one of their handlers).
@@ -157,6 +158,8 @@ end
 --- Closes every scheduler of the process and the host's default store, so
 --- stores flush and close (SQLite checkpoints its WAL) before exit.
 function M.close_all()
+  local http = package.loaded["chronis.http_server"]
+  if http then http.close_all() end
   for s in pairs(live) do s:close() end
   if host and host.store then host.store:close() end
 end
@@ -256,8 +259,26 @@ function M.scheduler(opts)
   end
   s._e:want_finish(on_success ~= nil or on_failure ~= nil)
   release_stopped()
+  seq = seq + 1
+  s._seq = seq
   live[s] = true
   return s
+end
+
+--- chronis.schedulers() -> the schedulers of the process not yet closed,
+--- in the order they were created.
+function M.schedulers()
+  local list = {}
+  for s in pairs(live) do list[#list + 1] = s end
+  table.sort(list, function(a, b) return a._seq < b._seq end)
+  return list
+end
+
+--- chronis.http_server{listen = "127.0.0.1:8080", ...}: the HTTP API,
+--- metrics, health checks and dashboard on this process's loop
+--- (docs/http.md).
+function M.http_server(opts)
+  return require("chronis.http_server").start(opts)
 end
 
 function Scheduler:handler(name, fn)
@@ -275,6 +296,7 @@ function Scheduler:start()
   self._e:start()
   release_stopped()
   started[self] = true
+  self._was_started = true -- a stopped one is then not ready (/readyz)
   return self
 end
 function Scheduler:stop(grace)

@@ -529,7 +529,8 @@ int luaopen_chronis_core(lua_State *L) {
       {"storage", luaopen_chronis_storage},   {"lua_store", luaopen_chronis_lua_store},
       {"lua_lock", luaopen_chronis_lua_lock}, {"lock", luaopen_chronis_lock},
       {"engine", luaopen_chronis_engine},     {"http", luaopen_chronis_http},
-      {"crypto", luaopen_chronis_crypto},     {NULL, NULL}};
+      {"crypto", luaopen_chronis_crypto},     {"httpd", luaopen_chronis_httpd},
+      {NULL, NULL}};
   static const luaL_Reg json[] = {{"encode", l_json_encode}, {"decode", l_json_decode}, {NULL, NULL}};
   luaL_newlib(L, fns);
   chr_lua_suggest_fns(L);

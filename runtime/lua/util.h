@@ -88,5 +88,6 @@ int luaopen_chronis_tz(lua_State *L);
 int luaopen_chronis_cron(lua_State *L);
 int luaopen_chronis_fs(lua_State *L);
 int luaopen_chronis_engine(lua_State *L);
+int luaopen_chronis_httpd(lua_State *L);
 
 #endif
