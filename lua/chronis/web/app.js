@@ -278,6 +278,7 @@ function renderJob(data) {
     cell('Duration', duration(r.duration)),
     cell('Attempt', String(r.attempt ?? '')),
     cell('Error', r.error_message ? el('span', { class: 'err', textContent: r.error_message }) : ''))));
+  $('j-noruns').textContent = data.no_history ? `No run history: ${data.no_history}` : 'No runs recorded.';
   show($('j-noruns'), runs.length === 0);
 }
 
@@ -407,8 +408,9 @@ function init() {
   $('prev').addEventListener('click', () => { state.offset = Math.max(0, state.offset - PAGE); setFilters(state.filters, state.route); });
   $('next').addEventListener('click', () => { state.offset += PAGE; setFilters(state.filters, state.route); });
   $('retry-all').addEventListener('click', async () => {
+    // The failed jobs the filters match (the route knows no status).
     const p = listParams();
-    delete p.limit; delete p.offset;
+    delete p.limit; delete p.offset; delete p.status;
     const r = await act('POST', '/jobs/retry', p);
     if (r) $('updated').textContent = `retried ${r.retried} job${r.retried === 1 ? '' : 's'}`;
   });
