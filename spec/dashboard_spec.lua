@@ -22,17 +22,20 @@ local PUPPETEER = U.ROOT .. "/spec/node_modules/puppeteer-core/package.json"
 local XSS_NAME = "<script>alert(1)</script>"
 local XSS_META = '<img src=x onerror="alert(2)">'
 
--- The app the host runs. flaky fails its first run in this process and
--- succeeds after: its failure is there when the page opens, and a retry
--- from the page leaves it scheduled (an interval job) for the store to show.
+-- The app the host runs. A job of the flaky handler fails its first run
+-- in this process and succeeds after: its failure is there when the page
+-- opens, and a retry from the page leaves it scheduled (an interval job)
+-- for the store to show.
 local APP = [[
 local chronis = require "chronis"
 local sched = chronis.scheduler{ polling_interval = 0.2 }
 sched:handler("ok", function() end)
-local flaky_runs = 0
-sched:handler("flaky", function()
-  flaky_runs = flaky_runs + 1
-  if flaky_runs == 1 then error("flaky: the first run fails, <b>as planned</b>") end
+local failed = {}
+sched:handler("flaky", function(job)
+  if not failed[job.job_id] then
+    failed[job.job_id] = true
+    error("flaky: the first run fails, <b>as planned</b>")
+  end
 end)
 sched:start()
 ]]
@@ -88,11 +91,14 @@ describe("the dashboard in a browser", function()
     sched:every{ hours = 1 }:config{ job_id = "runner", name = "Runner" }:run("ok")
     sched:every{ hours = 1 }:config{ job_id = "paused-job", name = "Paused job" }:run("ok")
     sched:pause_job("paused-job")
-    sched:every{ hours = 1, start_date = chronis.time.now() }:config{ job_id = "flaky", name = "Flaky" }:run("flaky")
+    for _, id in ipairs({ "flaky", "flaky-2" }) do
+      sched:every{ hours = 1, start_date = chronis.time.now() }:config{ job_id = id, name = "Flaky" }:run("flaky")
+    end
 
     host, port = start_host(url)
-    assert(until_true(function() return sched:get_job("flaky").status == "failed" end, 30),
-      "flaky did not fail its first run: " .. host:stderr())
+    assert(until_true(function()
+      return sched:get_job("flaky").status == "failed" and sched:get_job("flaky-2").status == "failed"
+    end, 30), "flaky and flaky-2 did not fail their first runs: " .. host:stderr())
 
     local err = dir .. "/dashboard.err"
     local cmd = ("cd %s && timeout -k 5 240 env DASH_URL=%s DASH_TOKEN=%s CHRONIS_BIN=%s DASH_STORAGE=%s "
@@ -117,11 +123,11 @@ describe("the dashboard in a browser", function()
   end)
 
   it("lists the jobs of the store, and one added while the page is open", function()
-    for _, id in ipairs({ "spec-job", "xss", "runner", "paused-job", "flaky" }) do
+    for _, id in ipairs({ "spec-job", "xss", "runner", "paused-job", "flaky", "flaky-2" }) do
       assert.is_true(contains(seen.overview.ids, id), id .. " is not in the list: " .. json.encode(seen.overview.ids))
     end
-    assert.equal(5, seen.overview.counts.all)
-    assert.equal(1, seen.overview.counts.failed)
+    assert.equal(6, seen.overview.counts.all)
+    assert.equal(2, seen.overview.counts.failed)
     assert.equal(1, seen.overview.counts.paused)
     -- live-job came in with the handler filter typed and kept.
     assert.equal("ok", seen.live.filter)
@@ -133,17 +139,21 @@ describe("the dashboard in a browser", function()
     assert.equal("paused", sched:get_job("spec-job").status)
   end)
 
-  it("retries a failed job from the failed view, and the store has it scheduled after its run", function()
-    assert.same({ "flaky" }, seen.retry.listed)
-    assert.truthy(seen.retry.bar:find("1 failed job", 1, true))
-    assert.is_true(seen.retry.gone)
-    local job = sched:get_job("flaky")
-    assert.equal("scheduled", job.status)
-    local runs = sched:history("flaky", 10)
-    assert.equal(2, #runs)
-    assert.equal("ok", runs[1].outcome)
-    assert.equal("error", runs[2].outcome)
-  end)
+  it("retries failed jobs from the failed view, one and all, and the store has them scheduled after their runs",
+    function()
+      table.sort(seen.retry.listed)
+      assert.same({ "flaky", "flaky-2" }, seen.retry.listed)
+      assert.truthy(seen.retry.bar:find("2 failed jobs", 1, true))
+      assert.is_true(seen.retry.gone)     -- flaky, by its row's Retry
+      assert.is_true(seen.retry.all_done) -- flaky-2, by Retry all
+      for _, id in ipairs({ "flaky", "flaky-2" }) do
+        assert(until_true(function() return #sched:history(id, 10) == 2 end, 10), id .. " did not run again")
+        assert.equal("scheduled", sched:get_job(id).status)
+        local runs = sched:history(id, 10)
+        assert.equal("ok", runs[1].outcome)
+        assert.equal("error", runs[2].outcome)
+      end
+    end)
 
   it("shows the new run in the job page's history after Run now", function()
     assert.equal(0, seen.run.before)

@@ -8,8 +8,8 @@
 //   DASH_STORAGE=sqlite:/tmp/x.db [SCREENSHOT_DIR=docs/img] node spec/support/dashboard.js
 //
 // The page's jobs, as the spec makes them: spec-job, xss (a name and
-// metadata holding HTML), runner, flaky (failed once, with its run),
-// paused-job. The script adds live-job with the command line while the
+// metadata holding HTML), runner, flaky and flaky-2 (failed once, with
+// their runs), paused-job. The script adds live-job with the command line while the
 // page is open, and deletes it through the page.
 'use strict';
 const fs = require('fs');
@@ -170,6 +170,13 @@ async function main() {
     await clickInRow(page, 'flaky', 'Retry');
     await until(page, 'flaky gone from the failed view', (id) => !document.querySelector(`tr[data-id="${id}"]`), 'flaky');
     out.retry.gone = true;
+    await until(page, 'the failed view counting one job', () => document.getElementById('failed-text').textContent.startsWith('1 '));
+    const retryAll = await page.$('#retry-all');
+    if (!retryAll || await retryAll.evaluate((b) => b.hidden || b.disabled)) fail('no enabled Retry all button');
+    await retryAll.click();
+    await until(page, 'the failed view empty after Retry all', () => !document.querySelector('#rows tr')
+      && !document.getElementById('empty').hidden);
+    out.retry.all_done = true;
 
     // ---- run now: the history on the job page grows by itself ----
     await page.goto(BASE + '/#/jobs/runner');

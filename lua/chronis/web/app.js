@@ -19,6 +19,7 @@ const state = {
   auth: 'unknown',              // 'write', 'read_only', 'unauthorized', 'unknown'
   busy: false,
   again: false,
+  shown: null,                  // the list query whose rows are on screen
 };
 
 // ---- small DOM helpers ----
@@ -215,9 +216,13 @@ function renderRows(data) {
 }
 
 async function loadList() {
-  const [stats, data] = await Promise.all([api('GET', '/stats'), api('GET', '/jobs', listParams())]);
+  const params = listParams();
+  const [stats, data] = await Promise.all([api('GET', '/stats'), api('GET', '/jobs', params)]);
+  // The route or the filters changed meanwhile: the next load shows them.
+  if (state.route === 'job' || JSON.stringify(listParams()) !== JSON.stringify(params)) return;
   renderCounts(stats);
   renderRows(data);
+  state.shown = JSON.stringify(params);
 }
 
 // ---- one job ----
@@ -283,15 +288,24 @@ function renderJob(data) {
 }
 
 async function loadJob() {
+  const id = state.jobId;
   try {
-    renderJob(await api('GET', jobPath(state.jobId)));
+    const data = await api('GET', jobPath(id));
+    if (state.route === 'job' && state.jobId === id) renderJob(data);
   } catch (e) {
+    if (state.jobId !== id) return;
     if (e.status !== 404) throw e;
-    $('j-name').textContent = 'No such job';
-    $('j-id').textContent = state.jobId;
-    for (const id of ['j-actions', 'j-fields', 'j-next', 'j-runs']) $(id).replaceChildren();
-    for (const id of ['j-progress', 'j-error']) show($(id), false);
+    clearJob('No such job');
   }
+}
+
+// Empties the job page but for its title.
+function clearJob(title) {
+  $('j-name').textContent = title;
+  $('j-id').textContent = state.jobId;
+  $('j-status').textContent = '';
+  for (const x of ['j-actions', 'j-fields', 'j-next', 'j-runs']) $(x).replaceChildren();
+  for (const x of ['j-progress', 'j-error', 'j-noruns']) show($(x), false);
 }
 
 // ---- schedulers ----
@@ -371,13 +385,18 @@ function route() {
   if (!list && $('job-view').dataset.id !== state.jobId) {
     // Another job: nothing of the last one stays on screen while it loads.
     $('job-view').dataset.id = state.jobId;
-    $('j-name').textContent = state.jobId;
-    for (const id of ['j-actions', 'j-fields', 'j-next', 'j-runs']) $(id).replaceChildren();
-    for (const id of ['j-progress', 'j-error']) show($(id), false);
+    clearJob(state.jobId);
   }
   show($('failed-bar'), state.route === 'failed');
   $('nav-jobs').classList.toggle('on', state.route === 'list');
   $('nav-failed').classList.toggle('on', state.route === 'failed');
+  if (list && JSON.stringify(listParams()) !== state.shown) {
+    // Other filters: no row of the last ones stays on screen while they load.
+    $('rows').replaceChildren();
+    $('range').textContent = '';
+    show($('empty'), false);
+    state.shown = null;
+  }
   if (list) {
     document.title = state.route === 'failed' ? 'Failed jobs · chronis' : 'chronis';
     fillFilterForm();
