@@ -85,8 +85,8 @@ async function clickAction(page, label) {
   if (!ok) fail(`no enabled '${label}' button on the job page`);
 }
 
-async function shot(page, name) {
-  if (SHOTS) await page.screenshot({ path: path.join(SHOTS, name), type: 'png' });
+async function shot(page, name, fullPage) {
+  if (SHOTS) await page.screenshot({ path: path.join(SHOTS, name), type: 'png', fullPage: !!fullPage });
 }
 
 const LAPTOP = { width: 1280, height: 800 };
@@ -220,13 +220,17 @@ async function main() {
 
     await page.goto(BASE + '/#/jobs/flaky');
     await until(page, 'the runs of flaky', () => document.querySelectorAll('#j-runs tr').length >= 2);
-    await shot(page, 'dashboard-job-laptop.png');
+    await shot(page, 'dashboard-job-laptop.png', true);
 
     // ---- a phone: cards, nothing wider than the screen ----
     const phone = await newPage(ctx, PHONE);
     await phone.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'dark' }]);
     await phone.goto(BASE + '/#/');
-    await until(phone, 'the rows on a phone', rowShown, 'runner');
+    // The token is kept per tab, as sessionStorage is.
+    await phone.type('#token', TOKEN);
+    await phone.click('#token-form button');
+    await until(phone, 'the rows on a phone, actions on', () => document.getElementById('auth').hidden
+      && document.querySelector('tr[data-id="runner"] button.act:not(:disabled)'));
     const fits = () => ({ scroll: document.documentElement.scrollWidth, width: document.documentElement.clientWidth,
       head: getComputedStyle(document.querySelector('thead')).display,
       cell: getComputedStyle(document.querySelector('#rows td')).display });

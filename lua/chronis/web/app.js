@@ -110,7 +110,7 @@ async function probeAuth() {
 
 const AUTH_TEXT = {
   read_only: 'Read-only: this server has no access token configured (--http-token), so jobs cannot be changed from here.',
-  unauthorized: 'Enter the access token (top right) to pause, resume, run, retry or delete jobs.',
+  unauthorized: 'Enter the access token in the Token field to pause, resume, run, retry or delete jobs.',
   unknown: 'The server does not answer: actions are off until it does.',
 };
 
@@ -192,7 +192,8 @@ function renderCounts(stats) {
   }, el('strong', { textContent: String(s ? by[s] || 0 : (stats.jobs && stats.jobs.total) || 0) }), el('span', { textContent: s || 'all' }))));
 }
 
-function cell(label, ...content) { return el('td', { data: { label } }, ...content); }
+// A table cell; on a phone its label shows before its one block of content.
+function cell(label, ...content) { return el('td', { data: { label } }, el('div', {}, ...content)); }
 
 function renderRows(data) {
   const rows = data.jobs.map((job) => el('tr', { data: { id: job.job_id } },
@@ -260,10 +261,11 @@ function renderJob(data) {
   field(dl, 'Schedule', job.trigger_text || job.trigger_type);
   field(dl, 'Time zone', job.timezone);
   field(dl, 'Next run', job.next_run_time ? timeNode(job.next_run_time) : null);
-  field(dl, 'Last run', job.last_run_at ? el('span', {}, timeNode(job.last_run_at), ' ' + (job.last_outcome || '')) : null);
+  field(dl, 'Last run', job.last_run_at ? el('span', {}, timeNode(job.last_run_at), ' ',
+    el('span', { class: 'o-' + job.last_outcome, textContent: job.last_outcome || '' })) : null);
   field(dl, 'Priority', String(job.priority ?? ''));
   field(dl, 'Retries', `${job.retry_count || 0} of ${job.max_retries || 0} used`);
-  field(dl, 'Failures', job.failure_count ? `${job.failure_count} (${job.consecutive_failures || 0} in a row)` : null);
+  field(dl, 'Failures', job.failure_count ? `${job.failure_count} in all, ${job.consecutive_failures || 0} in a row` : null);
   if (job.timeout) field(dl, 'Timeout', `${job.timeout}s`);
   if (job.metadata && Object.keys(job.metadata).length) {
     field(dl, 'Metadata', el('ul', { class: 'meta' }, ...Object.entries(job.metadata).map(([k, v]) =>
