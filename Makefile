@@ -207,12 +207,13 @@ chaos: deps all
 # library and headers for C programs in PREFIX/lib and PREFIX/include.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/chronis/lua/chronis \
-	  $(DESTDIR)$(PREFIX)/share/chronis/adapters $(DESTDIR)$(PREFIX)/lib \
+	  $(DESTDIR)$(PREFIX)/share/chronis/lua/chronis/web $(DESTDIR)$(PREFIX)/share/chronis/adapters $(DESTDIR)$(PREFIX)/lib \
 	  $(DESTDIR)$(PREFIX)/lib/lua/5.4/chronis $(DESTDIR)$(PREFIX)/include/chronis
 	install -m 755 $(B)/chronis $(DESTDIR)$(PREFIX)/bin/chronis
 	install -m 644 $(B)/libchronis.a $(DESTDIR)$(PREFIX)/lib/libchronis.a
 	install -m 755 $(B)/lua/chronis/core.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/chronis/core.so
 	install -m 644 lua/chronis/*.lua $(DESTDIR)$(PREFIX)/share/chronis/lua/chronis/
+	install -m 644 lua/chronis/web/* $(DESTDIR)$(PREFIX)/share/chronis/lua/chronis/web/
 	install -m 644 adapters/*.lua $(DESTDIR)$(PREFIX)/share/chronis/adapters/
 	install -m 644 runtime/core/*.h $(DESTDIR)$(PREFIX)/include/chronis/
 

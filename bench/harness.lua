@@ -225,6 +225,8 @@ local B1 = scenario{
     { "chronis-postgres", "graphile", "jobs_s", "chronis PostgreSQL / graphile-worker" },
     { "chronis-memory", "chronis-memory-nohist", "jobs_s", "chronis memory, history on / off" },
     { "chronis-redis", "chronis-redis-nohist", "jobs_s", "chronis Redis, history on / off" },
+    { "chronis-memory-http", "chronis-memory", "jobs_s", "chronis memory, HTTP server polled every 100 ms / off" },
+    { "chronis-sqlite-http", "chronis-sqlite", "jobs_s", "chronis SQLite, HTTP server polled every 100 ms / off" },
   },
 }
 local function b1_validate(n)
@@ -254,6 +256,21 @@ for _, st in ipairs{ "memory", "redis" } do
       return { LUA, "bench/chronis/b1_burst.lua", SIZE.b1, url .. (url:find("?", 1, true) and "&" or "?") .. "history=0", 100, 1000 }
     end,
     validate = b1_validate(SIZE.b1),
+  })
+end
+-- The HTTP server on, with a client polling the API every 100 ms (an open
+-- dashboard): what serving costs the run, beside the default rows.
+for _, st in ipairs{ "memory", "sqlite" } do
+  B1.rows[#B1.rows + 1] = chronis_row("chronis-" .. st .. "-http", st, {
+    n = SIZE.b1, extra = "HTTP server on, polled every 100 ms", timeout = 900,
+    argv = function(ctx, run)
+      return { LUA, "bench/chronis/b1_burst.lua", SIZE.b1, STORES[st].url(ctx, "b1_" .. st .. "_http_" .. run), 100, 1000, "http" }
+    end,
+    validate = function(r)
+      local bad = b1_validate(SIZE.b1)(r)
+      if bad then return bad end
+      if not r.http_polls or r.http_polls < 1 then return "the HTTP poller got no answer" end
+    end,
   })
 end
 -- --history-off: the other chronis rows with history=0 too, row after row

@@ -19,13 +19,15 @@ local OUTCOMES = { "ok", "error", "timeout", "skipped", "interrupted" }
 -- ---- errors ----
 
 -- A usage error (exit 2) or a failure (exit 1), raised as tables that
--- main() tells from chronis errors and from bugs.
+-- main() tells from chronis errors and from bugs. Their `code` is the
+-- chronis error code of the same fault, for the HTTP API, which shares
+-- the checks below (lib at the end of this file).
 local function usage_error(msg, hint)
-  error({ cli_exit = 2, message = msg, hint = hint }, 0)
+  error({ cli_exit = 2, code = "invalid", message = msg, hint = hint }, 0)
 end
 
-local function failure(msg)
-  error({ cli_exit = 1, message = msg }, 0)
+local function failure(msg, code)
+  error({ cli_exit = 1, code = code or "unavailable", message = msg }, 0)
 end
 
 -- ---- typo suggestions ----
@@ -452,20 +454,27 @@ local function list_opt(values)
   return out
 end
 
+-- `opt` names the option as the error says it: "--status".
 local function check_choice(opt, v, choices)
   for _, c in ipairs(choices) do
     if v == c then return v end
   end
   local mean = did_you_mean(v, choices)
-  usage_error(("--%s: unknown value '%s'%s"):format(opt, v,
+  usage_error(("%s: unknown value '%s'%s"):format(opt, v,
     mean ~= "" and mean or " (expected " .. table.concat(choices, ", ") .. ")"))
 end
 
--- The Scheduler filters of the filter options given.
-local function job_filters(ctx, opts)
+local function option_name(name)
+  return "--" .. name
+end
+
+-- The Scheduler filters of the filter options given; name_of(option)
+-- words an option in errors (default "--status").
+local function job_filters(ctx, opts, name_of)
+  name_of = name_of or option_name
   local f = {}
   local st = list_opt(opts.status)
-  for _, s in ipairs(st) do check_choice("status", s, STATUSES) end
+  for _, s in ipairs(st) do check_choice(name_of("status"), s, STATUSES) end
   if #st == 1 then f.status = st[1] elseif #st > 1 then f.status = st end
   if opts.name then f.name = opts.name end
   if opts.handler then f.func_name = opts.handler end
@@ -473,11 +482,8 @@ local function job_filters(ctx, opts)
     local k, v = meta_pair(m)
     f["metadata." .. k] = v
   end
-  if opts["due-before"] then
-    f.next_run_time_lte = ctime.format(parse_time(opts["due-before"], "--due-before", ctx.now, ctx.zone))
-  end
-  if opts["due-after"] then
-    f.next_run_time_gte = ctime.format(parse_time(opts["due-after"], "--due-after", ctx.now, ctx.zone))
+  for opt, key in pairs({ ["due-before"] = "next_run_time_lte", ["due-after"] = "next_run_time_gte" }) do
+    if opts[opt] then f[key] = ctime.format(parse_time(opts[opt], name_of(opt), ctx.now, ctx.zone)) end
   end
   return f
 end
@@ -530,7 +536,7 @@ end
 local function get_job(ctx, id)
   local ok, job = pcall(ctx.sched.get_job, ctx.sched, id)
   if ok then
-    if not job then failure(("job '%s' not found"):format(id)) end
+    if not job then failure(("job '%s' not found"):format(id), "not_found") end
     return job
   end
   -- A record that cannot be read in full: what can be read, and why.
@@ -824,14 +830,72 @@ local function json_arg(opt, text, want)
   return v
 end
 
-local function int_arg(opts, name, min, max)
-  local v = opts[name]
+-- An integer option from min to max: v is its text, or a number (JSON).
+local function int_arg(v, opt, min, max)
   if v == nil then return nil end
-  local n = v:match("^%-?%d+$") and math.tointeger(tonumber(v))
+  local n
+  if type(v) == "string" then
+    n = v:match("^%-?%d+$") and math.tointeger(tonumber(v))
+  else
+    n = math.tointeger(v)
+  end
   if not n or n < min or n > max then
-    usage_error(("--%s: expected an integer from %d to %d, got %q"):format(name, min, max, v))
+    usage_error(("%s: expected an integer from %d to %d, got %s"):format(opt, min, max,
+      type(v) == "string" and ("%q"):format(v) or json_text(v)))
   end
   return n
+end
+
+-- A duration option: its text, or a number of seconds (JSON).
+local function duration_arg(v, opt)
+  if type(v) == "string" then return parse_duration(v, opt) end
+  if math.type(v) ~= "integer" or v < 0 or v > MAX_SECONDS then
+    usage_error(("%s: expected a duration (like 30s, 5m, 2h, 1d) or whole seconds, got %s"):format(opt,
+      json_text(v)))
+  end
+  return v
+end
+
+-- The fields of the job `jobs add` creates, and the Scheduler method that
+-- creates it, from options by their --names: one of at, in, every or cron
+-- (the caller checks there is one at most), timezone, id, name, args and
+-- kwargs (tables), metadata (a table), priority, max-retries, retry-delay
+-- and timeout. Values are the texts of the command line or JSON values;
+-- name_of(option) words an option in errors (default "--at").
+local function add_fields(ctx, handler, o, name_of)
+  name_of = name_of or option_name
+  local f = { func_name = handler, job_id = o.id, name = o.name, timezone = o.timezone,
+    args = o.args, kwargs = o.kwargs, metadata = o.metadata }
+  if o.timezone and not pcall(tz.info, o.timezone, 0) then
+    usage_error(("%s: unknown zone '%s'"):format(name_of("timezone"), o.timezone))
+  end
+  f.priority = int_arg(o.priority, name_of("priority"), 0, 10)
+  f.max_retries = int_arg(o["max-retries"], name_of("max-retries"), 0, 1000000)
+  if o["retry-delay"] then f.retry_delay_seconds = duration_arg(o["retry-delay"], name_of("retry-delay")) end
+  if o.timeout then
+    f.timeout_seconds = duration_arg(o.timeout, name_of("timeout"))
+    if f.timeout_seconds == 0 then usage_error(name_of("timeout") .. ": must be longer than 0s") end
+  end
+  if o.at or o["in"] then
+    local when
+    if o.at then
+      when = parse_time(o.at, name_of("at"), ctx.now, o.timezone or ctx.zone)
+    else
+      when = ctx.now + parse_duration(o["in"], name_of("in")) * S
+    end
+    f.trigger_args = { run_date = ctime.format(when) }
+    return f, "create_date_job"
+  elseif o.every then
+    local secs, parts = parse_duration(o.every, name_of("every"))
+    if secs == 0 then usage_error(name_of("every") .. ": the interval must be longer than 0s") end
+    f.trigger_args = {}
+    for u, n in pairs(parts) do f.trigger_args[UNIT_KEYS[u]] = n end
+    return f, "create_interval_job"
+  elseif o.cron then
+    f.trigger_args = { cron = o.cron }
+    return f, "create_cron_job"
+  end
+  return f, "create_job"
 end
 
 command("add", {
@@ -874,44 +938,16 @@ command("add", {
         or ("jobs add takes one trigger, got %s"):format(table.concat(triggers, " and ")),
         "see 'chronis jobs add --help'")
     end
-    local f = { func_name = handler, job_id = opts.id, name = opts.name, timezone = opts.timezone }
-    if opts.timezone and not pcall(tz.info, opts.timezone, 0) then
-      usage_error(("--timezone: unknown zone '%s'"):format(opts.timezone))
-    end
-    if opts.args then f.args = json_arg("args", opts.args, "array") end
-    if opts.kwargs then f.kwargs = json_arg("kwargs", opts.kwargs, "object") end
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    if opts.args then o.args = json_arg("args", opts.args, "array") end
+    if opts.kwargs then o.kwargs = json_arg("kwargs", opts.kwargs, "object") end
     for _, m in ipairs(opts.meta or {}) do
       local k, v = meta_pair(m)
-      f.metadata = f.metadata or {}
-      f.metadata[k] = v
+      o.metadata = o.metadata or {}
+      o.metadata[k] = v
     end
-    f.priority = int_arg(opts, "priority", 0, 10)
-    f.max_retries = int_arg(opts, "max-retries", 0, 1000000)
-    if opts["retry-delay"] then f.retry_delay_seconds = parse_duration(opts["retry-delay"], "--retry-delay") end
-    if opts.timeout then
-      f.timeout_seconds = parse_duration(opts.timeout, "--timeout")
-      if f.timeout_seconds == 0 then usage_error("--timeout: must be longer than 0s") end
-    end
-    local create
-    if opts.at or opts["in"] then
-      local when
-      if opts.at then
-        when = parse_time(opts.at, "--at", ctx.now, opts.timezone or ctx.zone)
-      else
-        when = ctx.now + parse_duration(opts["in"], "--in") * S
-      end
-      f.trigger_args = { run_date = ctime.format(when) }
-      create = "create_date_job"
-    elseif opts.every then
-      local secs, parts = parse_duration(opts.every, "--every")
-      if secs == 0 then usage_error("--every: the interval must be longer than 0s") end
-      f.trigger_args = {}
-      for u, n in pairs(parts) do f.trigger_args[UNIT_KEYS[u]] = n end
-      create = "create_interval_job"
-    else
-      f.trigger_args = { cron = opts.cron }
-      create = "create_cron_job"
-    end
+    local f, create = add_fields(ctx, handler, o)
     local sched = open(ctx, opts, true)
     local ok, job = pcall(sched[create], sched, f)
     if not ok then
@@ -1091,7 +1127,7 @@ command("history", {
     local f = {}
     if pos[1] then f.job_id = pos[1] end
     local oc = list_opt(opts.outcome)
-    for _, o in ipairs(oc) do check_choice("outcome", o, OUTCOMES) end
+    for _, o in ipairs(oc) do check_choice("--outcome", o, OUTCOMES) end
     if #oc == 1 then f.outcome = oc[1] elseif #oc > 1 then f.outcome = oc end
     if opts.since then f.started_at_gte = ctime.format(parse_time(opts.since, "--since", ctx.now, ctx.zone, true)) end
     if opts["until"] then f.started_at_lte = ctime.format(parse_time(opts["until"], "--until", ctx.now, ctx.zone)) end
@@ -1110,11 +1146,11 @@ command("history", {
       if not found and not (type(job) == "table" and job.code == "invalid") then error(job, 0) end
       if found and not job then
         local runs = history(ctx, { job_id = pos[1] }, 1, 0)
-        if not runs or #runs == 0 then failure(("job '%s' not found"):format(pos[1])) end
+        if not runs or #runs == 0 then failure(("job '%s' not found"):format(pos[1]), "not_found") end
       end
     end
     local runs, why = history(ctx, f, limit + 1, offset)
-    if not runs then failure("no run history: " .. why) end
+    if not runs then failure("no run history: " .. why, "unsupported") end
     local more = #runs > limit
     if more then runs[#runs] = nil end
     if ctx.json then
@@ -1143,6 +1179,59 @@ command("history", {
 local FAILED_OUTCOMES = { error = true, timeout = true }
 local HISTORY_PAGE = 1000
 
+-- What `stats` reports of ctx.sched's store: the counts by status, the
+-- due jobs and the oldest of them, the last hour's runs (nil and why when
+-- the store keeps no history).
+local function gather_stats(ctx)
+  local sched = ctx.sched
+  local st = { by_status = {}, total = 0, since = ctx.now - 3600 * S }
+  for _, status in ipairs(STATUSES) do
+    st.by_status[status] = sched:count_jobs { status = status }
+    st.total = st.total + st.by_status[status]
+  end
+  local due_f = { status = "scheduled", next_run_time_lte = ctime.format(ctx.now) }
+  st.due_n = sched:count_jobs(due_f)
+  st.oldest = st.due_n > 0 and sched:query_jobs(due_f, 1)[1] or nil
+  st.oldest_us = st.oldest and us_of(st.oldest.next_run_time)
+  local hour = { runs = 0, failures = 0, by_outcome = object() }
+  local offset = 0
+  while true do
+    local runs, why = history(ctx, { started_at_gte = ctime.format(st.since) }, HISTORY_PAGE, offset)
+    if not runs then
+      st.no_history = why
+      return st
+    end
+    for _, r in ipairs(runs) do
+      hour.runs = hour.runs + 1
+      local o = tostring(r.outcome)
+      hour.by_outcome[o] = (hour.by_outcome[o] or 0) + 1
+      if FAILED_OUTCOMES[r.outcome] then hour.failures = hour.failures + 1 end
+    end
+    if #runs < HISTORY_PAGE then break end
+    offset = offset + #runs
+  end
+  st.hour = hour
+  return st
+end
+
+-- The document of `stats --json`.
+local function stats_json(ctx, st)
+  local last_hour = json.null
+  if st.hour then
+    last_hour = object { since = ctime.format(st.since), runs = st.hour.runs, failures = st.hour.failures,
+      by_outcome = st.hour.by_outcome }
+  end
+  local oldest = st.oldest
+  return object {
+    jobs = object { total = st.total, by_status = object(st.by_status) },
+    due = object { count = st.due_n, oldest = oldest and object {
+      job_id = oldest.job_id, next_run_time = oldest.next_run_time,
+      late_seconds = st.oldest_us and (ctx.now - st.oldest_us) // S or json.null } or json.null },
+    last_hour = last_hour,
+    no_history = st.no_history,
+  }
+end
+
 command("stats", {
   top = true,
   summary = "jobs by status, the last hour's runs, the oldest due job",
@@ -1153,51 +1242,14 @@ command("stats", {
   examples = { "chronis stats", "chronis stats --storage postgres://app@db/jobs --json" },
   run = function(ctx, opts, pos)
     if pos[1] then usage_error(("unexpected argument '%s'"):format(pos[1]), "see 'chronis stats --help'") end
-    local sched = open(ctx, opts)
-    local by_status, total = {}, 0
-    for _, st in ipairs(STATUSES) do
-      by_status[st] = sched:count_jobs { status = st }
-      total = total + by_status[st]
-    end
-    local due_f = { status = "scheduled", next_run_time_lte = ctime.format(ctx.now) }
-    local due_n = sched:count_jobs(due_f)
-    local oldest = due_n > 0 and sched:query_jobs(due_f, 1)[1] or nil
-    local since = ctx.now - 3600 * S
-    local hour, why = { runs = 0, failures = 0, by_outcome = object() }, nil
-    local offset = 0
-    while true do
-      local runs
-      runs, why = history(ctx, { started_at_gte = ctime.format(since) }, HISTORY_PAGE, offset)
-      if not runs then
-        hour = nil
-        break
-      end
-      for _, r in ipairs(runs) do
-        hour.runs = hour.runs + 1
-        local o = tostring(r.outcome)
-        hour.by_outcome[o] = (hour.by_outcome[o] or 0) + 1
-        if FAILED_OUTCOMES[r.outcome] then hour.failures = hour.failures + 1 end
-      end
-      if #runs < HISTORY_PAGE then break end
-      offset = offset + #runs
-    end
-    local oldest_us = oldest and us_of(oldest.next_run_time)
+    open(ctx, opts)
+    local st = gather_stats(ctx)
     if ctx.json then
-      local last_hour = json.null
-      if hour then
-        last_hour = object { since = ctime.format(since), runs = hour.runs, failures = hour.failures,
-          by_outcome = hour.by_outcome }
-      end
-      emit_json(ctx, object {
-        jobs = object { total = total, by_status = object(by_status) },
-        due = object { count = due_n, oldest = oldest and object {
-          job_id = oldest.job_id, next_run_time = oldest.next_run_time,
-          late_seconds = oldest_us and (ctx.now - oldest_us) // S or json.null } or json.null },
-        last_hour = last_hour,
-        no_history = not hour and why or nil,
-      })
+      emit_json(ctx, stats_json(ctx, st))
       return 0
     end
+    local by_status, total, due_n, oldest, oldest_us, hour = st.by_status, st.total, st.due_n, st.oldest,
+      st.oldest_us, st.hour
     local fields = { { "jobs", tostring(total) } }
     for _, st in ipairs(STATUSES) do fields[#fields + 1] = { "  " .. st, tostring(by_status[st]) } end
     local w = 0
@@ -1217,7 +1269,7 @@ command("stats", {
       fields[#fields + 1] = { "last hour", ("%d run%s, %d failed%s"):format(hour.runs, hour.runs == 1 and "" or "s",
         hour.failures, #parts > 0 and " (" .. table.concat(parts, ", ") .. ")" or "") }
     else
-      fields[#fields + 1] = { "last hour", "no run history (" .. tostring(why) .. ")" }
+      fields[#fields + 1] = { "last hour", "no run history (" .. tostring(st.no_history) .. ")" }
     end
     emit_lines(ctx, render_fields(fields))
     return 0
@@ -1379,5 +1431,20 @@ end
 
 -- For the specs: the parsers.
 M._parse_duration, M._parse_time = parse_duration, parse_time
+
+-- What the HTTP API (chronis.http_api) shares with the commands, so both
+-- read filters, check options, render jobs and run actions alike. The
+-- functions taking ctx read ctx.sched (a Scheduler), ctx.now (µs) and
+-- ctx.zone (the zone of times without an offset; nil: UTC). Their usage
+-- errors are tables { code = "invalid", message }, failures { code,
+-- message }.
+M.lib = {
+  STATUSES = STATUSES, OUTCOMES = OUTCOMES,
+  did_you_mean = did_you_mean, parse_time = parse_time, list_opt = list_opt,
+  check_choice = check_choice, job_filters = job_filters, has_filters = has_filters,
+  get_job = get_job, history = history, trigger_text = trigger_text,
+  add_fields = add_fields, gather_stats = gather_stats, stats_json = stats_json,
+  encode = encode, array = array, object = object, us_of = us_of,
+}
 
 return M

@@ -13,6 +13,7 @@
 
 #include "core/common.h"
 #include "core/log.h"
+#include "core/loop.h"
 #include "core/time.h"
 #include "lua/task.h"
 #include "lua/util.h"
@@ -30,6 +31,23 @@ typedef struct lserver {
 
 /* Answers given, over every server of the process. */
 static uint64_t served;
+
+/* A request's task and the timer that stops it when it takes too long. */
+typedef struct inflight {
+  uv_timer_t timer;
+  chr_httpd_req_t *r;
+  chr_task_t *t;
+  int timer_on;
+} inflight_t;
+
+static void inflight_free(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void request_timeout_cb(uv_timer_t *h) {
+  inflight_t *f = h->data;
+  chr_task_kill(f->t, "the request took too long");
+}
 
 /* The answer read off a finished task. */
 typedef struct answer {
@@ -93,8 +111,15 @@ static void answer_error(chr_httpd_req_t *r, int status, const char *code, const
 }
 
 static void request_done(chr_task_t *t, int status) {
-  chr_httpd_req_t *r = t->data;
+  inflight_t *f = t->data;
+  chr_httpd_req_t *r = f->r;
   served++;
+  if (f->timer_on) {
+    uv_timer_stop(&f->timer);
+    uv_close((uv_handle_t *)&f->timer, inflight_free);
+  } else {
+    free(f);
+  }
   if (status == CHR_TASK_KILLED) {
     answer_error(r, 503, "timeout", "the request took too long and was stopped");
   } else if (status != LUA_OK) {
@@ -166,7 +191,10 @@ static int push_request(lua_State *L) {
 static void on_request(chr_httpd_req_t *r, void *data) {
   lserver_t *ls = data;
   lua_State *L = ls->L;
-  chr_task_t *t = chr_task_new(L, request_done, r);
+  inflight_t *f = chr_calloc(1, sizeof *f);
+  f->r = r;
+  chr_task_t *t = chr_task_new(L, request_done, f);
+  f->t = t;
   lua_State *co = t->co;
   lua_rawgeti(co, LUA_REGISTRYINDEX, ls->fn_ref);
   lua_pushcfunction(co, push_request);
@@ -174,10 +202,19 @@ static void on_request(chr_httpd_req_t *r, void *data) {
   if (lua_pcall(co, 1, 1, 0) != LUA_OK) { /* out of memory under the cap */
     lua_settop(co, 0);
     chr_task_release(t);
+    free(f);
     answer_error(r, 503, "memory", "out of memory");
     return;
   }
-  if (ls->timeout > 0) chr_task_set_deadline(t, chr_time_mono() + ls->timeout);
+  if (ls->timeout > 0) {
+    /* Lua code that computes is stopped at the deadline; one that waits,
+     * by the timer. */
+    chr_task_set_deadline(t, chr_time_mono() + ls->timeout);
+    uv_timer_init(chr_loop(), &f->timer);
+    f->timer.data = f;
+    f->timer_on = 1;
+    uv_timer_start(&f->timer, request_timeout_cb, (uint64_t)(ls->timeout / 1000), 0);
+  }
   chr_task_start(t, 1);
 }
 
