@@ -129,7 +129,9 @@ describe("the dashboard in a browser", function()
     assert.equal(6, seen.overview.counts.all)
     assert.equal(2, seen.overview.counts.failed)
     assert.equal(1, seen.overview.counts.paused)
-    -- live-job came in with the handler filter typed and kept.
+    -- live-job came in once Live was ticked again, with the handler filter
+    -- typed and kept; not while Live was off.
+    assert.is_false(seen.live.shown_while_off)
     assert.equal("ok", seen.live.filter)
     assert.truthy(seen.live.hash:find("handler=ok", 1, true))
   end)
@@ -200,11 +202,12 @@ describe("the dashboard in a browser", function()
     assert.equal("", seen.overview.cookie)
   end)
 
-  it("fits a phone: the rows become cards and nothing scrolls sideways", function()
+  it("fits a phone: the rows become cards, nothing scrolls sideways, a refresh keeps the scroll", function()
     local o = seen.phone.overview
     assert.is_true(o.scroll <= o.width, ("the list is %d px wide on a %d px screen"):format(o.scroll, o.width))
     assert.equal("none", o.head)
     assert.are_not.equal("table-cell", o.cell)
+    assert.equal(400, seen.phone.scroll_y)
     local j = seen.phone.job
     assert.is_true(j.scroll <= j.width, ("a job page is %d px wide on a %d px screen"):format(j.scroll, j.width))
   end)

@@ -195,10 +195,16 @@ async function main() {
     await page.keyboard.press('Enter');
     await until(page, 'the handler filter applied', () => location.hash.includes('handler=ok')
       && !document.querySelector('tr[data-id="flaky"]'));
+    // Live off: a job added now stays unseen over two polls' time.
+    await page.click('#live');
     execFileSync(process.env.CHRONIS_BIN, ['jobs', 'add', 'ok', '--every', '1h', '--id', 'live-job', '--name', 'Live job',
       '--storage', process.env.DASH_STORAGE], { stdio: 'ignore' });
+    await new Promise((r) => setTimeout(r, 4500));
+    const whileOff = await page.evaluate(rowShown, 'live-job');
+    await page.click('#live');
     await until(page, 'live-job appearing without a reload', rowShown, 'live-job');
     out.live = await page.evaluate(() => ({ filter: document.getElementById('f-handler').value, hash: location.hash }));
+    out.live.shown_while_off = whileOff;
 
     // ---- delete asks first ----
     await page.goto(BASE + '/#/jobs/live-job');
@@ -236,6 +242,10 @@ async function main() {
       cell: getComputedStyle(document.querySelector('#rows td')).display });
     out.phone = { overview: await phone.evaluate(fits) };
     await shot(phone, 'dashboard-phone.png');
+    // Scrolled down, the page stays there over a live refresh.
+    const stamp = await phone.evaluate(() => { window.scrollTo(0, 400); return document.getElementById('updated').textContent; });
+    await until(phone, 'a live refresh on the phone', (t) => document.getElementById('updated').textContent !== t, stamp);
+    out.phone.scroll_y = await phone.evaluate(() => window.scrollY);
     await phone.goto(BASE + '/#/jobs/xss');
     await until(phone, 'the job page of xss on a phone', () => document.getElementById('j-fields').textContent.includes('onerror'));
     out.phone.job = await phone.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: document.documentElement.clientWidth }));

@@ -436,6 +436,7 @@ function init() {
     if (r) $('updated').textContent = `retried ${r.retried} job${r.retried === 1 ? '' : 's'}`;
   });
   $('scheduler').addEventListener('change', (ev) => { state.scheduler = ev.target.value; loadSchedulers().then(refresh); });
+  $('live').addEventListener('change', () => { if ($('live').checked) refresh(); });
   window.addEventListener('hashchange', route);
   // Live refresh: every POLL_MS while the box is ticked and the tab is seen.
   setInterval(() => { if ($('live').checked && !document.hidden) refresh(); }, POLL_MS);
