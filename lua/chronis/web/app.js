@@ -16,7 +16,7 @@ const state = {
   filters: { status: '', handler: '', name: '', meta: '' },
   offset: 0,
   scheduler: '',
-  auth: 'unknown',              // 'write', 'read_only', 'unauthorized', 'unknown'
+  auth: 'unknown',              // 'write', 'read_only', 'unauthorized', 'wrong_token', 'unknown'
   busy: false,
   again: false,
   shown: null,                  // the list query whose rows are on screen
@@ -102,7 +102,7 @@ async function probeAuth() {
     await api('POST', '/schedulers');
     state.auth = 'write';
   } catch (e) {
-    state.auth = e.status === 403 ? 'read_only' : e.status === 401 ? 'unauthorized'
+    state.auth = e.status === 403 ? 'read_only' : e.status === 401 ? (token() ? 'wrong_token' : 'unauthorized')
       : e.status ? 'write' : 'unknown';
   }
   renderAuth();
@@ -111,6 +111,7 @@ async function probeAuth() {
 const AUTH_TEXT = {
   read_only: 'Read-only: this server has no access token configured (--http-token), so jobs cannot be changed from here.',
   unauthorized: 'Enter the access token in the Token field to pause, resume, run, retry or delete jobs.',
+  wrong_token: 'The server refused this token: enter the right one, or clear the field to read only.',
   unknown: 'The server does not answer: actions are off until it does.',
 };
 
