@@ -16,10 +16,11 @@ const state = {
   filters: { status: '', handler: '', name: '', meta: '' },
   offset: 0,
   scheduler: '',
-  auth: 'unknown',              // 'write', 'read_only', 'unauthorized', 'wrong_token', 'unknown'
+  auth: 'checking',             // 'write', 'read_only', 'unauthorized', 'wrong_token', 'unknown', 'checking'
   busy: false,
   again: false,
   shown: null,                  // the list query whose rows are on screen
+  errorFrom: null,              // what the error shown came from: 'action', 'load'
 };
 
 // ---- small DOM helpers ----
@@ -87,7 +88,12 @@ async function api(method, path, params) {
   return body;
 }
 
-function showError(e) {
+// Shows an error, or clears it. A failed action's error stays until the
+// next action (the refresh after it must not hide it); a failed load's
+// until the next load.
+function showError(e, fromAction) {
+  if (!e && !fromAction && state.errorFrom === 'action') return;
+  state.errorFrom = e ? (fromAction ? 'action' : 'load') : null;
   $('error').textContent = e ? `Error: ${e.message}` : '';
   show($('error'), !!e);
 }
@@ -131,11 +137,11 @@ function renderAuth() {
 async function act(method, path, params) {
   try {
     const r = await api(method, path, params);
-    showError(null);
+    showError(null, true);
     return r;
   } catch (e) {
     if (e.status === 401 || e.status === 403) await probeAuth();
-    showError(e);
+    showError(e, true);
     return null;
   } finally {
     await refresh();
@@ -368,6 +374,8 @@ async function refresh() {
       state.again = false;
       try {
         if (state.route === 'job') await loadJob(); else await loadList();
+        // The server answers again: ask once more what it allows.
+        if (state.auth === 'unknown') await probeAuth();
         renderAuth();
         showError(null);
         $('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
@@ -423,7 +431,7 @@ function init() {
     ev.preventDefault();
     state.offset = 0;
     const f = readFilterForm();
-    setFilters(f, state.route === 'failed' || f.status !== 'failed' ? state.route : 'list');
+    setFilters(f, state.route);
   });
   $('f-status').addEventListener('change', () => $('filters').requestSubmit());
   $('f-clear').addEventListener('click', () => { state.offset = 0; setFilters({}, state.route); });
@@ -438,7 +446,7 @@ function init() {
   });
   $('scheduler').addEventListener('change', (ev) => { state.scheduler = ev.target.value; loadSchedulers().then(refresh); });
   $('live').addEventListener('change', () => { if ($('live').checked) refresh(); });
-  window.addEventListener('hashchange', route);
+  window.addEventListener('hashchange', () => { showError(null, true); route(); });
   // Live refresh: every POLL_MS while the box is ticked and the tab is seen.
   setInterval(() => { if ($('live').checked && !document.hidden) refresh(); }, POLL_MS);
   loadSchedulers().catch(showError);
