@@ -85,8 +85,17 @@ async function clickAction(page, label) {
   if (!ok) fail(`no enabled '${label}' button on the job page`);
 }
 
-async function shot(page, name, fullPage) {
-  if (SHOTS) await page.screenshot({ path: path.join(SHOTS, name), type: 'png', fullPage: !!fullPage });
+// A picture of the screen, or of the whole page (the window made as tall
+// as the page for it).
+async function shot(page, name, whole) {
+  if (!SHOTS) return;
+  const viewport = page.viewport();
+  if (whole) {
+    const height = await page.evaluate(() => document.documentElement.scrollHeight);
+    await page.setViewport({ ...viewport, height });
+  }
+  await page.screenshot({ path: path.join(SHOTS, name), type: 'png' });
+  if (whole) await page.setViewport(viewport);
 }
 
 const LAPTOP = { width: 1280, height: 800 };
