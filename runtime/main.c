@@ -241,8 +241,9 @@ static int start_http(lua_State *L, int chronis, const char *addr, const char *t
  * and the page to read and change its jobs; the server holds it. */
 static const char serve_chunk[] =
     "local chronis, listen, token = ...\n"
-    "local ok, err = pcall(chronis.http_server,\n"
-    "  {listen = listen, token = token, schedulers = {chronis.scheduler{}}})\n"
+    "local s = chronis.scheduler{}\n"
+    "s._remote = true -- handlers live in the processes that run jobs: no warning\n"
+    "local ok, err = pcall(chronis.http_server, {listen = listen, token = token, schedulers = {s}})\n"
     "if not ok then error('--http: ' .. tostring(type(err) == 'table' and err.message or err), 0) end\n";
 
 /* app NULL: chronis serve. */
