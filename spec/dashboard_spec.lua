@@ -25,11 +25,15 @@ local XSS_META = '<img src=x onerror="alert(2)">'
 -- The app the host runs. A job of the flaky handler fails its first run
 -- in this process and succeeds after: its failure is there when the page
 -- opens, and a retry from the page leaves it scheduled (an interval job)
--- for the store to show.
+-- for the store to show. slow reports progress and stays running.
 local APP = [[
 local chronis = require "chronis"
-local sched = chronis.scheduler{ polling_interval = 0.2 }
+local sched = chronis.scheduler{ polling_interval = 0.2, shutdown_grace = 1 }
 sched:handler("ok", function() end)
+sched:handler("slow", function()
+  chronis.progress(40, "page 4 of 10")
+  chronis.sleep(600)
+end)
 local failed = {}
 sched:handler("flaky", function(job)
   if not failed[job.job_id] then
@@ -91,6 +95,8 @@ describe("the dashboard in a browser", function()
     sched:every{ hours = 1 }:config{ job_id = "runner", name = "Runner" }:run("ok")
     sched:every{ hours = 1 }:config{ job_id = "paused-job", name = "Paused job" }:run("ok")
     sched:pause_job("paused-job")
+    sched:handler("slow", function() end)
+    sched:every{ hours = 1, start_date = chronis.time.now() }:config{ job_id = "slow", name = "Slow" }:run("slow")
     for _, id in ipairs({ "flaky", "flaky-2" }) do
       sched:every{ hours = 1, start_date = chronis.time.now() }:config{ job_id = id, name = "Flaky" }:run("flaky")
     end
@@ -98,7 +104,8 @@ describe("the dashboard in a browser", function()
     host, port = start_host(url)
     assert(until_true(function()
       return sched:get_job("flaky").status == "failed" and sched:get_job("flaky-2").status == "failed"
-    end, 30), "flaky and flaky-2 did not fail their first runs: " .. host:stderr())
+        and sched:get_job("slow").progress ~= nil
+    end, 30), "flaky and flaky-2 did not fail their first runs, or slow report progress: " .. host:stderr())
 
     local err = dir .. "/dashboard.err"
     local cmd = ("cd %s && timeout -k 5 240 env DASH_URL=%s DASH_TOKEN=%s CHRONIS_BIN=%s DASH_STORAGE=%s "
@@ -123,10 +130,11 @@ describe("the dashboard in a browser", function()
   end)
 
   it("lists the jobs of the store, and one added while the page is open", function()
-    for _, id in ipairs({ "spec-job", "xss", "runner", "paused-job", "flaky", "flaky-2" }) do
+    for _, id in ipairs({ "spec-job", "xss", "runner", "paused-job", "flaky", "flaky-2", "slow" }) do
       assert.is_true(contains(seen.overview.ids, id), id .. " is not in the list: " .. json.encode(seen.overview.ids))
     end
-    assert.equal(6, seen.overview.counts.all)
+    assert.equal(7, seen.overview.counts.all)
+    assert.equal(1, seen.overview.counts.running)
     assert.equal(2, seen.overview.counts.failed)
     assert.equal(1, seen.overview.counts.paused)
     -- live-job came in once Live was ticked again, with the handler filter
@@ -164,6 +172,13 @@ describe("the dashboard in a browser", function()
     local runs = sched:history("runner", 10)
     assert.equal(1, #runs)
     assert.equal("ok", runs[1].outcome)
+  end)
+
+  it("shows the progress a running handler reports", function()
+    assert.equal(40, seen.progress.value)
+    assert.equal("40% — page 4 of 10", seen.progress.text)
+    assert.equal("running", seen.progress.status)
+    assert.same({}, seen.progress.actions) -- Delete alone: no pause nor run now of a running job
   end)
 
   it("asks before deleting, and deletes once confirmed", function()

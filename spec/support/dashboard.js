@@ -9,7 +9,7 @@
 //
 // The page's jobs, as the spec makes them: spec-job, xss (a name and
 // metadata holding HTML), runner, flaky and flaky-2 (failed once, with
-// their runs), paused-job. The script adds live-job with the command line while the
+// their runs), paused-job, slow (running, with progress). The script adds live-job with the command line while the
 // page is open, and deletes it through the page.
 'use strict';
 const fs = require('fs');
@@ -196,6 +196,13 @@ async function main() {
     await until(page, 'a new run of runner', (n) => document.querySelectorAll('#j-runs tr').length > n, before);
     out.run = await page.evaluate((n) => ({ before: n, after: document.querySelectorAll('#j-runs tr').length,
       outcome: document.querySelector('#j-runs tr td:nth-child(2)').textContent }), before);
+
+    // ---- progress of a running job ----
+    await page.goto(BASE + '/#/jobs/slow');
+    await until(page, 'the progress of slow', () => !document.getElementById('j-progress').hidden);
+    out.progress = await page.evaluate(() => ({ value: document.getElementById('j-bar').value,
+      text: document.getElementById('j-ptext').textContent, status: document.getElementById('j-status').textContent,
+      actions: [...document.querySelectorAll('#j-actions button')].map((b) => b.textContent).filter((t) => t !== 'Delete') }));
 
     // ---- live refresh keeps the filter typed and shows a job added elsewhere ----
     await page.goto(BASE + '/#/');
