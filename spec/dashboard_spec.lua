@@ -144,6 +144,11 @@ describe("the dashboard in a browser", function()
     assert.truthy(seen.live.hash:find("handler=ok", 1, true))
   end)
 
+  it("filters the list by metadata, and by status from a count", function()
+    assert.same({ "spec-job" }, seen.filters.meta)                 -- tenant=acme
+    assert.same({ "paused-job", "spec-job" }, seen.filters.paused) -- spec-job paused through the page
+  end)
+
   it("pauses a job from the list, and the store says paused", function()
     assert.equal("paused", seen.pause.badge)
     assert.equal("paused", sched:get_job("spec-job").status)

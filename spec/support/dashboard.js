@@ -240,6 +240,21 @@ async function main() {
       && document.querySelector('tr[data-id="runner"]'));
     out.delete.done = true;
 
+    // ---- a metadata filter, and a count as a filter ----
+    await page.goto(BASE + '/#/');
+    await until(page, 'the row of runner', rowShown, 'runner');
+    await page.type('#f-meta', 'tenant=acme');
+    await page.keyboard.press('Enter');
+    await until(page, 'the metadata filter applied', () => location.hash.includes('meta=tenant%3Dacme')
+      && document.querySelectorAll('#rows tr').length === 1);
+    out.filters = { meta: await page.evaluate(() => [...document.querySelectorAll('#rows tr')].map((r) => r.dataset.id)) };
+    await page.click('#f-clear');
+    await until(page, 'the filters cleared', () => document.querySelectorAll('#rows tr').length > 1);
+    await page.evaluate(() => [...document.querySelectorAll('#counts button')].find((b) => b.textContent.endsWith('paused')).click());
+    await until(page, 'the paused count as a filter', () => location.hash.includes('status=paused')
+      && [...document.querySelectorAll('#rows .badge')].every((b) => b.textContent === 'paused'));
+    out.filters.paused = await page.evaluate(() => [...document.querySelectorAll('#rows tr')].map((r) => r.dataset.id).sort());
+
     await page.goto(BASE + '/#/jobs/flaky');
     await until(page, 'the runs of flaky', () => document.querySelectorAll('#j-runs tr').length >= 2);
     await shot(page, 'dashboard-job-laptop.png', true);
