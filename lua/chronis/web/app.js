@@ -98,18 +98,14 @@ function showError(e, fromAction) {
   show($('error'), !!e);
 }
 
-// Whether this page may change jobs. The server answers a change itself
-// with 403 read_only (no token configured) or 401 unauthorized (no or a
-// wrong token) before the API sees it; with the right token the API
-// answers a POST to a read-only route with an error of its own and
-// changes nothing. So that POST tells which case holds.
+// Whether this page may change jobs: /api/access says, and the server
+// refuses a wrong token itself (401) before the API sees it.
 async function probeAuth() {
   try {
-    await api('POST', '/schedulers');
-    state.auth = 'write';
+    const a = await api('GET', '/access');
+    state.auth = a.can_write ? 'write' : a.read_only ? 'read_only' : 'unauthorized';
   } catch (e) {
-    state.auth = e.status === 403 ? 'read_only' : e.status === 401 ? (token() ? 'wrong_token' : 'unauthorized')
-      : e.status ? 'write' : 'unknown';
+    state.auth = e.status === 401 ? (token() ? 'wrong_token' : 'unauthorized') : 'unknown';
   }
   renderAuth();
 }
