@@ -415,6 +415,16 @@ describe("http_api", function()
         assert.are.equal(4, ok("GET", "/api/jobs").total)
       end)
 
+      it("GET /api/access says whether the caller may change jobs", function()
+        ctx.can_write, ctx.read_only = true, false
+        assert.are.same({ can_write = true, read_only = false }, ok("GET", "/api/access"))
+        ctx.can_write, ctx.read_only = false, true
+        assert.are.same({ can_write = false, read_only = true }, ok("GET", "/api/access"))
+        ctx.can_write, ctx.read_only = false, false
+        assert.are.same({ can_write = false, read_only = false }, ok("GET", "/api/access", { scheduler = "1" }))
+        err(400, "invalid", "unknown query parameter 'x'", "GET", "/api/access", { x = "1" })
+      end)
+
       it("answers unknown routes 404 and wrong methods 405 with an Allow header", function()
         for _, p in ipairs({ "/api", "/api/", "/api/nope", "/api/jobs/a/b", "/api/jobs/a/pause/x",
           "/api/runs/x", "/apix/jobs" }) do

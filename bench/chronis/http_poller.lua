@@ -15,8 +15,13 @@ while failures < 20 do
   if ok and r.status == 200 then
     n = n + 1
     failures = 0
-    local f = io.open(count_file, "w")
-    if f then f:write(n, "\n") f:close() end
+    -- Written whole (a rename): the reader never sees an empty file.
+    local f = io.open(count_file .. ".tmp", "w")
+    if f then
+      f:write(n, "\n")
+      f:close()
+      os.rename(count_file .. ".tmp", count_file)
+    end
   else
     failures = failures + 1
   end

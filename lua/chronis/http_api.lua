@@ -215,6 +215,13 @@ function routes.schedulers(ctx, req)
   return 200, object { schedulers = out }
 end
 
+-- What the caller may do: the page asks before it offers actions. The
+-- router has already refused a wrong token (401).
+function routes.access(ctx, req)
+  check_params(req, { "scheduler" })
+  return 200, object { can_write = ctx.can_write == true, read_only = ctx.read_only == true }
+end
+
 function routes.stats(ctx, req)
   check_params(req, { "scheduler" })
   local c = cli_context(ctx, req)
@@ -399,6 +406,7 @@ local function match(seg)
   local n = #seg
   if seg[1] ~= "api" then return nil end
   if n == 2 and seg[2] == "schedulers" then return { GET = routes.schedulers } end
+  if n == 2 and seg[2] == "access" then return { GET = routes.access } end
   if n == 2 and seg[2] == "stats" then return { GET = routes.stats } end
   if n == 2 and seg[2] == "runs" then return { GET = routes.runs } end
   if seg[2] ~= "jobs" then return nil end
