@@ -258,7 +258,7 @@ static int check_request(chr_store_req_t *req) {
  * first, so that it may submit the request again. */
 static void answered(chr_store_req_t *req) {
   req->cb = req->caller_cb;
-  chr_metrics_store_op(req->store->metrics, req->op, req->status,
+  chr_metrics_store_op(req->metrics, req->op, req->status,
                        (double)(chr_time_mono() - req->sent_mono) / 1e6);
   if (req->cb) req->cb(req);
 }
@@ -284,6 +284,7 @@ int chr_store_submit(chr_store_t *s, chr_store_req_t *req) {
     need |= CHR_STORE_CAP_SCOPE;
   req->caller_cb = req->cb;
   req->cb = answered;
+  req->metrics = s->metrics;
   req->sent_mono = chr_time_mono();
   int rc = need && (s->caps & need) != need ? chr__store_emulate(s, req) : s->vt->submit(s, req);
   if (rc != 0) { /* refused: the adapter never calls back */

@@ -219,10 +219,12 @@ struct chr_store_req {
    * around its CAS (borrowed, NULL for none). */
   chr_lock_t *lock;
   /* Set by chr_store_submit, which answers in the adapter's place to
-   * count the request (runtime/core/metrics.h): the caller's callback and
-   * the monotonic time of submission. */
+   * count the request (runtime/core/metrics.h): the caller's callback,
+   * the monotonic time of submission, and the counts of the store's kind
+   * (kept here: a closing store may answer as it frees itself). */
   chr_store_cb caller_cb;
   int64_t sent_mono;
+  struct chr_mstore *metrics;
   /* Outputs, owned by the caller after the callback (chr_store_req_reset). */
   int status;   /* 0 or CHR_E* */
   char *errmsg; /* malloc'ed, with status != 0 */
