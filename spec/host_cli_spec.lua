@@ -52,7 +52,10 @@ describe("host command line", function()
       assert.are.equal(general, via_help)
       for cmd, wants in pairs({
         run = { "usage: chronis run [options] [APP.lua]", "--scripts DIR", "--storage URL", "examples:",
-          "chronis run --storage memory: app.lua", "exit status: 0 once stopped by a signal" },
+          "chronis run --storage memory: app.lua", "exit status: 0 once stopped by a signal",
+          "--http ADDR", "--http-token TOKEN" },
+        serve = { "usage: chronis serve [--storage URL] [--http ADDR] [--http-token TOKEN]",
+          "never started", "CHRONIS_HTTP_TOKEN", "examples:", "exit status:" },
         check = { "usage: chronis check [--as handler|adapter|app] TARGET", "never", "lua:SCRIPT?option=value",
           "--as KIND", "examples:", "chronis check 'lua:adapters/file.lua?path=/tmp/jobs.json'", "exit status:" },
         migrate = { "usage: chronis migrate --storage postgres://", "--status", "examples:", "exit status:" },
@@ -74,10 +77,11 @@ describe("host command line", function()
       for args, want in pairs({
         ["chek app.lua"] = "chronis: unknown command 'chek'; did you mean 'check'?",
         ["help chek"] = "chronis: unknown command 'chek'; did you mean 'check'?",
-        ["fly"] = "chronis: unknown command 'fly' (expected run, check, migrate, env, jobs, stats, help)",
+        ["fly"] = "chronis: unknown command 'fly' (expected run, serve, check, migrate, env, jobs, stats, help)",
         ["--storge memory: run app.lua"] = "chronis: unknown option '--storge'; did you mean '--storage'?",
         ["run --scrips dir app.lua"] = "chronis: unknown option '--scrips'; did you mean '--scripts'?",
         ["run --status app.lua"] = "chronis: --status is an option of migrate, not of run",
+        ["migrate --http 127.0.0.1:1"] = "chronis: --http is an option of run/serve, not of migrate",
         ["run --storage"] = "chronis: option --storage needs a value (--storage URL)",
         ["check --as app2 x.lua"] = "chronis: invalid --as 'app2' (handler, adapter or app)",
         ["run a.lua b.lua"] = "chronis: unexpected argument 'b.lua' (usage: chronis run [APP.lua])",
