@@ -141,6 +141,33 @@ describe("http_api", function()
         assert.is_nil(doc.due.oldest) -- null
       end)
 
+      it("GET /api/stats counts at most the newest 10,000 runs, and a change through the API refreshes it", function()
+        local now = chronis.time.now()
+        local batch = {}
+        for i = 1, 10500 do
+          local at = chronis.time.format(now - (i % 3000) * 1000000)
+          batch[#batch + 1] = { run_id = "bulk/" .. i, job_id = "bulk" .. i, func_name = "fine", started_at = at,
+            scheduled_at = at, ended_at = at, duration = 0, outcome = i % 10 == 0 and "error" or "ok",
+            attempt = 1, node = "n1" }
+          if #batch == 500 then
+            store:record_runs(batch)
+            batch = {}
+          end
+        end
+        local doc = ok("GET", "/api/stats")
+        assert.is_true(doc.last_hour.capped)
+        assert.are.equal(10000, doc.last_hour.runs)
+        assert.are.equal(doc.last_hour.runs, doc.last_hour.by_outcome.ok + doc.last_hour.by_outcome.error)
+        -- A job created elsewhere shows once a change through the API drops
+        -- the cached stats (the pause here).
+        s:every { seconds = 60 }:config { job_id = "x1" }:run("fine")
+        s:every { seconds = 60 }:config { job_id = "x2" }:run("fine")
+        ok("POST", "/api/jobs/x1/pause")
+        doc = ok("GET", "/api/stats")
+        assert.are.equal(1, doc.jobs.by_status.paused)
+        assert.are.equal(1, doc.jobs.by_status.scheduled)
+      end)
+
       it("GET /api/jobs lists jobs with their trigger text, filtered and paged", function()
         seed()
         local doc = ok("GET", "/api/jobs")

@@ -1178,6 +1178,11 @@ command("history", {
 
 local FAILED_OUTCOMES = { error = true, timeout = true }
 local HISTORY_PAGE = 1000
+-- The last hour's runs are counted from the history a page at a time; past
+-- this many the count stops (a busy store runs far more in an hour, and
+-- the dashboard asks every few seconds): `capped` says the figures are a
+-- floor, counted over the newest runs.
+local HISTORY_CAP = 10000
 
 -- What `stats` reports of ctx.sched's store: the counts by status, the
 -- due jobs and the oldest of them, the last hour's runs (nil and why when
@@ -1209,6 +1214,10 @@ local function gather_stats(ctx)
     end
     if #runs < HISTORY_PAGE then break end
     offset = offset + #runs
+    if offset >= HISTORY_CAP then
+      hour.capped = true
+      break
+    end
   end
   st.hour = hour
   return st
@@ -1219,7 +1228,7 @@ local function stats_json(ctx, st)
   local last_hour = json.null
   if st.hour then
     last_hour = object { since = ctime.format(st.since), runs = st.hour.runs, failures = st.hour.failures,
-      by_outcome = st.hour.by_outcome }
+      by_outcome = st.hour.by_outcome, capped = st.hour.capped }
   end
   local oldest = st.oldest
   return object {
@@ -1266,8 +1275,10 @@ command("stats", {
       for _, o in ipairs(OUTCOMES) do
         if hour.by_outcome[o] then parts[#parts + 1] = hour.by_outcome[o] .. " " .. o end
       end
-      fields[#fields + 1] = { "last hour", ("%d run%s, %d failed%s"):format(hour.runs, hour.runs == 1 and "" or "s",
-        hour.failures, #parts > 0 and " (" .. table.concat(parts, ", ") .. ")" or "") }
+      fields[#fields + 1] = { "last hour", ("%s%d run%s, %d failed%s"):format(hour.capped and "at least " or "",
+        hour.runs, hour.runs == 1 and "" or "s", hour.failures,
+        (#parts > 0 and " (" .. table.concat(parts, ", ") .. ")" or "")
+          .. (hour.capped and "; counted over the newest " .. hour.runs .. " runs" or "")) }
     else
       fields[#fields + 1] = { "last hour", "no run history (" .. tostring(st.no_history) .. ")" }
     end

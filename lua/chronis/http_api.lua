@@ -222,10 +222,21 @@ function routes.access(ctx, req)
   return 200, object { can_write = ctx.can_write == true, read_only = ctx.read_only == true }
 end
 
+-- Stats read the run history of the last hour: kept per scheduler for
+-- STATS_TTL so that dashboards refreshing every few seconds cost one count
+-- between them, and dropped at every change made through the API.
+local STATS_TTL = 2 * 1000000
+local stats_cache = setmetatable({}, { __mode = "k" })
+
 function routes.stats(ctx, req)
   check_params(req, { "scheduler" })
   local c = cli_context(ctx, req)
-  return 200, lib.stats_json(c, lib.gather_stats(c))
+  local hit = stats_cache[c.sched]
+  local now = chronis.time.now()
+  if hit and now - hit.at < STATS_TTL then return 200, hit.doc end
+  local doc = lib.stats_json(c, lib.gather_stats(c))
+  stats_cache[c.sched] = { at = now, doc = doc }
+  return 200, doc
 end
 
 local LIST_PARAMS = { "status", "name", "handler", "due_before", "due_after", "limit", "offset", "scheduler" }
@@ -466,6 +477,9 @@ function M.handle(ctx, req)
   if MUTATING[req.method] and ctx.can_write ~= true then
     return error_answer("read_only", ("%s %s changes jobs: this server is read-only for this request "
       .. "(no write token)"):format(req.method, tostring(req.path)))
+  end
+  if MUTATING[req.method] then
+    for k in pairs(stats_cache) do stats_cache[k] = nil end
   end
   local ok, status, doc, headers = xpcall(fn, as_api_error, ctx, req, id, action)
   if not ok then return error_answer(status.code, status.message) end
