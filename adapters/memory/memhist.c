@@ -143,20 +143,59 @@ void chr_memhist_free(chr_memhist_t *h) {
   memset(h, 0, sizeof *h);
 }
 
-static void consider(chr_runrec_t ***found, size_t *n, size_t *cap, const chr_run_filter_t *f,
-                     chr_runrec_t *r) {
+/* The runs a query keeps: with `want` set, only the first `want` in query
+ * order (chr_runrec_cmp), in a heap whose root is the last of them, so a
+ * page of a long history costs n log(want) rather than a sort of every
+ * run; with want 0, every match. */
+typedef struct pick {
+  chr_runrec_t **v;
+  size_t n, cap, want;
+} pick_t;
+
+static int after(const chr_runrec_t *a, const chr_runrec_t *b) {
+  return chr_runrec_cmp(&a, &b) > 0;
+}
+
+static void swap(chr_runrec_t **v, size_t i, size_t j) {
+  chr_runrec_t *t = v[i];
+  v[i] = v[j];
+  v[j] = t;
+}
+
+static void consider(pick_t *p, const chr_run_filter_t *f, chr_runrec_t *r) {
   if (!chr_run_filter_match(f, r)) return;
-  if (*n == *cap) {
-    *cap = *cap ? *cap * 2 : 64;
-    *found = chr_realloc(*found, *cap * sizeof **found);
+  if (p->want == 0 || p->n < p->want) {
+    if (p->n == p->cap) {
+      p->cap = p->cap ? p->cap * 2 : 64;
+      p->v = chr_realloc(p->v, p->cap * sizeof *p->v);
+    }
+    size_t i = p->n++;
+    p->v[i] = r;
+    if (p->want == 0) return;
+    while (i > 0 && after(p->v[i], p->v[(i - 1) / 2])) { /* the latest rises to the root */
+      swap(p->v, i, (i - 1) / 2);
+      i = (i - 1) / 2;
+    }
+    return;
   }
-  (*found)[(*n)++] = r;
+  if (!after(p->v[0], r)) return; /* comes after every run kept */
+  p->v[0] = r;
+  for (size_t i = 0;;) {
+    size_t l = 2 * i + 1, m = i;
+    if (l < p->n && after(p->v[l], p->v[m])) m = l;
+    if (l + 1 < p->n && after(p->v[l + 1], p->v[m])) m = l + 1;
+    if (m == i) break;
+    swap(p->v, i, m);
+    i = m;
+  }
 }
 
 void chr_memhist_query(chr_memhist_t *h, chr_store_req_t *req) {
   const chr_run_filter_t *f = req->run_filter;
-  chr_runrec_t **found = NULL;
-  size_t n = 0, cap = 0;
+  pick_t p = {0};
+  if (req->limit >= 0 && (uint64_t)req->limit < SIZE_MAX / 2 && (uint64_t)req->offset < SIZE_MAX / 2)
+    p.want = (size_t)req->offset + (size_t)req->limit;
+  if (req->limit == 0) return;
   if (f != NULL && f->has_ids) {
     for (size_t i = 0; i < f->nids; i++) {
       /* An id listed twice is one job. */
@@ -166,11 +205,13 @@ void chr_memhist_query(chr_memhist_t *h, chr_store_req_t *req) {
       if (k < i) continue;
       mhjob_t *j = find_slot(h, f->ids[i], hash_id(h, f->ids[i]));
       if (j == NULL) continue;
-      for (mhrun_t *m = j->newest; m; m = m->older_in_job) consider(&found, &n, &cap, f, REC(m));
+      for (mhrun_t *m = j->newest; m; m = m->older_in_job) consider(&p, f, REC(m));
     }
   } else {
-    for (mhrun_t *m = h->newest; m; m = m->prev) consider(&found, &n, &cap, f, REC(m));
+    for (mhrun_t *m = h->newest; m; m = m->prev) consider(&p, f, REC(m));
   }
+  chr_runrec_t **found = p.v;
+  size_t n = p.n;
   if (n > 1) qsort(found, n, sizeof *found, chr_runrec_cmp);
   size_t from = (size_t)req->offset < n ? (size_t)req->offset : n;
   size_t to = req->limit >= 0 && (uint64_t)req->limit < n - from ? from + (size_t)req->limit : n;

@@ -1177,12 +1177,13 @@ command("history", {
 -- ---- stats ----
 
 local FAILED_OUTCOMES = { error = true, timeout = true }
-local HISTORY_PAGE = 1000
--- The last hour's runs are counted from the history a page at a time; past
--- this many the count stops (a busy store runs far more in an hour, and
--- the dashboard asks every few seconds): `capped` says the figures are a
--- floor, counted over the newest runs.
+-- The last hour's runs are counted from the history in one read of the
+-- newest HISTORY_CAP: past that the count stops (a busy store runs far more
+-- in an hour, and the dashboard asks every few seconds), and `capped` says
+-- the figures are a floor. One read, not pages: each page would make the
+-- store find the newest runs again.
 local HISTORY_CAP = 10000
+local HISTORY_PAGE = HISTORY_CAP
 
 -- What `stats` reports of ctx.sched's store: the counts by status, the
 -- due jobs and the oldest of them, the last hour's runs (nil and why when

@@ -2253,6 +2253,29 @@ return function(name, factory, opts)
         assert.are.same({ "r5" }, run_ids({}, 1))
       end)
 
+      it("pages through a long history: the pages put together are the whole, in order", function()
+        -- Start times with many ties (run_id breaks them), written in an
+        -- order unlike the query's.
+        local batch = {}
+        for i = 1, 240 do
+          local id = ("p%03d"):format((i * 97) % 240)
+          batch[#batch + 1] = run(id, "job" .. (i % 40), { started_at = ago(((i * 31) % 24) * 10) })
+        end
+        store:record_runs(batch)
+        local all = run_ids({}, 1000)
+        assert.are.equal(240, #all)
+        for _, size in ipairs({ 1, 7, 50, 239 }) do
+          local joined, offset = {}, 0
+          while true do
+            local page = run_ids({}, size, offset)
+            for _, id in ipairs(page) do joined[#joined + 1] = id end
+            if #page < size then break end
+            offset = offset + size
+          end
+          assert.are.same(all, joined, "pages of " .. size)
+        end
+      end)
+
       it("filters by job, outcome, time range, handler and metadata, ANDed", function()
         seed()
         assert.are.same({ "r2", "r1" }, run_ids("j1"))
