@@ -30,7 +30,7 @@ local function raw(port, chunks, opts)
     wait_ms = opts.wait_ms or 1500 })
   local dir = U.tmpdir("chronis-raw")
   U.write(dir .. "/in.json", spec)
-  local out = U.capture(("node %s %d < %s"):format(U.sh_quote(U.ROOT .. "/spec/support/raw_http.js"),
+  local out = U.capture(("env -u LD_PRELOAD node %s %d < %s"):format(U.sh_quote(U.ROOT .. "/spec/support/raw_http.js"),
     port, U.sh_quote(dir .. "/in.json")))
   U.remove_tree(dir)
   return decode(out)
