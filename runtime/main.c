@@ -244,7 +244,7 @@ static const char serve_chunk[] =
     "local s = chronis.scheduler{}\n"
     "s._remote = true -- handlers live in the processes that run jobs: no warning\n"
     "local ok, err = pcall(chronis.http_server, {listen = listen, token = token, schedulers = {s}})\n"
-    "if not ok then error('--http: ' .. tostring(type(err) == 'table' and err.message or err), 0) end\n";
+    "if not ok then return '--http: ' .. tostring(type(err) == 'table' and err.message or err) end\n";
 
 /* app NULL: chronis serve. */
 static int run_app(lua_State *L, const char *app, const char *storage, const char *scripts,
@@ -299,17 +299,23 @@ static int run_app(lua_State *L, const char *app, const char *storage, const cha
     if (http_token) lua_pushstring(L, http_token);
     else lua_pushnil(L);
   }
-  if (pcall_tb(L, app ? 0 : 3, 0) != LUA_OK) {
+  if (pcall_tb(L, app ? 0 : 3, app ? 0 : 1) != LUA_OK) {
     /* Schedulers it started before failing still stop gracefully. */
     if (chr_core_signalled())
-      fprintf(stderr, "chronis: %s did not finish loading: %s\n", app, lua_tostring(L, -1));
+      fprintf(stderr, "chronis: %s did not finish loading: %s\n", app ? app : "serve",
+              lua_tostring(L, -1));
     else
       fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    rc = 1;
+  } else if (!app && lua_isstring(L, -1)) { /* serve could not start its server */
+    fprintf(stderr, "chronis: %s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
     rc = 1;
   } else if (app && http && start_http(L, chronis, http, http_token) != 0) {
     rc = 1;
   } else {
+    if (!app) lua_pop(L, 1);
     rc = call_chronis(L, chronis, "run", "");
   }
   if (call_chronis(L, chronis, "shutdown", "shutdown: ") != 0) rc = 1;

@@ -358,6 +358,14 @@ describe("chronis run --http", function()
     p:close()
   end)
 
+  it("serve says why it cannot listen, in one line, and exits 1", function()
+    local p = P.host("serve --storage memory: --http 0.0.0.0:0", {})
+    assert.are.equal(1, p:wait())
+    assert.matches("\nchronis: %-%-http: invalid option 'listen': listening on 0%.0%.0%.0 %(beyond loopback%) needs a token",
+      "\n" .. p:stderr())
+    p:close()
+  end)
+
   it("refuses --http for other commands", function()
     local p = P.host("check --http 127.0.0.1:1 'x'", {})
     assert.are.equal(2, p:wait())
