@@ -1073,3 +1073,83 @@ describe("chronis.cron new day forms across DST", function()
       series(spec, "2025-11-01T12:00:00Z", 2, "America/New_York"))
   end)
 end)
+
+describe("chronis.cron.compile", function()
+  local SPECS = {
+    "0 9 * * mon-fri", "*/15 * * * *", "0 0 L * *", "TZ=America/New_York 30 2 * * *",
+    { hour = 9, minute = "*/20" }, { cron = "0 0 12 ? * 6#3", dialect = "quartz" },
+    { cron = "H * * * *", job_id = "seeded" },
+  }
+  local AFTERS = { "2026-03-08T06:59:59Z", "2026-03-29T00:30:00Z", "2026-10-25T00:30:00Z",
+                   "2027-12-31T23:59:59Z" }
+
+  it("gives the times cron.next gives, in every zone, chained", function()
+    for _, spec in ipairs(SPECS) do
+      for _, zone in ipairs({ "UTC", "Europe/Berlin", "Australia/Sydney" }) do
+        local c = cron.compile(spec, zone)
+        for _, after in ipairs(AFTERS) do
+          local want, got = after, after
+          for _ = 1, 5 do
+            want, got = cron.next(spec, want, zone), c:next(got)
+            assert.are.equal(want, got, ("%s in %s after %s"):format(tostring(c), zone, after))
+          end
+        end
+      end
+    end
+  end)
+
+  it("answers an integer with an integer, a string or nil with an ISO string", function()
+    local c = cron.compile("*/15 * * * *")
+    local after = chronis.time.parse("2026-01-01T00:07:00Z")
+    assert.are.equal(after + 8 * 60 * 1000000 - after % 1000000, c:next(after))
+    assert.are.equal(math.type(c:next(after)), "integer")
+    assert.are.equal("2026-01-01T00:15:00Z", c:next("2026-01-01T00:07:00Z"))
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:00Z$", c:next())
+    -- A naive string is read in the zone.
+    assert.are.equal("2026-01-01T08:00:00Z", cron.compile("0 9 * * *", "Europe/Paris"):next("2026-01-01T08:30:00"))
+  end)
+
+  it("takes its zone from compile, the spec's TZ=, else UTC; a call may give another", function()
+    assert.are.equal("2026-01-01T14:00:00Z", cron.compile("0 9 * * *", "America/New_York"):next("2026-01-01T00:00:00Z"))
+    assert.are.equal("2026-01-01T14:00:00Z", cron.compile("TZ=America/New_York 0 9 * * *"):next("2026-01-01T00:00:00Z"))
+    local c = cron.compile("0 9 * * *")
+    assert.are.equal("2026-01-01T09:00:00Z", c:next("2026-01-01T00:00:00Z"))
+    assert.are.equal("2026-01-01T08:00:00Z", c:next("2026-01-01T00:00:00Z", "Europe/Paris"))
+    assert.are.equal(chronis.time.parse("2026-01-01T08:00:00Z"),
+      c:next(chronis.time.parse("2026-01-01T00:00:00Z"), "Europe/Paris"))
+    assert.matches("Europe/Paris", tostring(cron.compile("0 9 * * *", "Europe/Paris")))
+  end)
+
+  it("answers nil past a spec's last fire time", function()
+    local c = cron.compile({ year = 2027, month = 1, day = 1 })
+    assert.are.equal("2027-01-01T00:00:00Z", c:next("2026-06-01T00:00:00Z"))
+    assert.is_nil(c:next("2027-01-01T00:00:00Z"))
+    assert.is_nil(c:next(chronis.time.parse("2027-06-01T00:00:00Z")))
+  end)
+
+  it("describes itself as cron.describe does", function()
+    local spec, after = "0 9 * * mon-fri", "2026-03-27T12:00:00Z"
+    assert.are.same(cron.describe(spec, after, "Europe/Paris", 3),
+      cron.compile(spec, "Europe/Paris"):describe(after, nil, 3))
+    assert.are.same(cron.describe(spec, after, "UTC", 2), cron.compile(spec, "Europe/Paris"):describe(after, "UTC", 2))
+  end)
+
+  it("refuses a bad spec, zone, time or count, naming it", function()
+    assert.are.equal("invalid cron field 'minute': 61 is out of range 0-59",
+      error_of(cron.compile, { minute = 61 }).message)
+    assert.matches("^invalid timezone 'Mars/Base'", error_of(cron.compile, "* * * * *", "Mars/Base").message)
+    local c = cron.compile("* * * * *")
+    assert.are.equal("invalid", error_of(c.next, c, "yesterday").code)
+    assert.matches("after", error_of(c.next, c, "yesterday").message)
+    assert.are.equal("invalid", error_of(c.next, c, "2026-01-01T00:00:00Z", "Nowhere/Zone").code)
+    assert.matches("out of range 0%-1000", error_of(c.describe, c, nil, nil, 1001).message)
+    assert.are.equal("invalid", error_of(c.next, {}, 0).code)
+  end)
+
+  it("is freed with its last reference", function()
+    for _ = 1, 1000 do cron.compile("*/5 * * * *"):next(0) end
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(300000000, cron.compile("*/5 * * * *"):next(0))
+  end)
+end)

@@ -1,5 +1,6 @@
 /* cron.c - the chronis.cron Lua module: parse(spec), next(spec, after,
- * zone) and describe(spec, after, zone, count) over cron.c. A spec is a
+ * zone), describe(spec, after, zone, count) and compile(spec, zone) (a
+ * spec parsed once, for many next times) over cron.c. A spec is a
  * crontab string, a table of fields ({hour = 9, minute = "*\/15"}) or
  * {cron = "<crontab>", dialect = "quartz"}; either table may carry job_id,
  * the seed of 'H'. */
@@ -183,34 +184,138 @@ static int cron_next(lua_State *L) {
   return 1;
 }
 
-/* cron.describe(spec [, after [, zone [, count = 5]]]) ->
- * {text = "at 09:00 on Monday through Friday", zone = "UTC",
- *  next = {ISO, ...}}: the English reading and the next `count` fires. */
-static int cron_describe(lua_State *L) {
-  char text[ERRLEN];
-  const chr_tz_t *z;
-  int64_t after, t;
-  lua_Integer count = luaL_optinteger(L, 4, 5);
-  chr_cron_t *c;
+/* The count at idx for describe: 0-1000, default 5. */
+static lua_Integer describe_count(lua_State *L, int idx) {
+  lua_Integer count = luaL_optinteger(L, idx, 5);
   if (count < 0 || count > 1000)
-    return chr_lua_error(L, CHR_EINVAL, "describe: count %lld is out of range 0-1000",
-                         (long long)count);
-  c = spec_and_after(L, &z, &after);
+    chr_lua_error(L, CHR_EINVAL, "describe: count %lld is out of range 0-1000", (long long)count);
+  return count;
+}
+
+/* {text, zone, next = {ISO, ...}} of c from `after` in z.
+ * stack: +1 the table */
+static void push_description(lua_State *L, const chr_cron_t *c, const chr_tz_t *z, int64_t after,
+                             lua_Integer count) {
+  char text[ERRLEN];
+  int64_t t = after;
   chr_cron_describe(c, text, sizeof text);
-  lua_createtable(L, 0, 3); /* stack: +1 result */
+  lua_createtable(L, 0, 3);
   lua_pushstring(L, text);
   lua_setfield(L, -2, "text");
   lua_pushstring(L, chr_tz_name(chr_cron_zone(c) ? chr_cron_zone(c) : z));
   lua_setfield(L, -2, "zone");
-  lua_createtable(L, (int)count, 0); /* stack: +2 next list */
-  t = after;
+  lua_createtable(L, (int)count, 0);
   for (lua_Integer i = 1; i <= count; i++) {
     if ((t = chr_cron_next(c, t, z)) == CHR_TIME_NONE) break;
     chr_lua_pushtime(L, t);
     lua_rawseti(L, -2, i);
   }
-  lua_setfield(L, -2, "next"); /* stack: +1 result */
+  lua_setfield(L, -2, "next");
+}
+
+/* cron.describe(spec [, after [, zone [, count = 5]]]) ->
+ * {text = "at 09:00 on Monday through Friday", zone = "UTC",
+ *  next = {ISO, ...}}: the English reading and the next `count` fires. */
+static int cron_describe(lua_State *L) {
+  const chr_tz_t *z;
+  int64_t after;
+  lua_Integer count = describe_count(L, 4);
+  chr_cron_t *c = spec_and_after(L, &z, &after);
+  /* Pushing only allocates; a memory error there would leak c, which a
+   * compiled spec (below) avoids for callers that care. */
+  push_description(L, c, z, after, count);
   chr_cron_free(c);
+  return 1;
+}
+
+/* ---- compiled specs: cron.compile(spec [, zone]) ---- */
+
+#define COMPILED_MT "chronis.cron.compiled"
+
+typedef struct compiled {
+  chr_cron_t *c;
+  const chr_tz_t *zone; /* compile's zone, else the spec's TZ=, else UTC */
+} compiled_t;
+
+static compiled_t *check_compiled(lua_State *L) {
+  return chr_lua_checkudata(L, 1, COMPILED_MT);
+}
+
+/* The zone of a call: its own argument at idx, else the compiled one. */
+static const chr_tz_t *call_zone(lua_State *L, compiled_t *k, int idx) {
+  const chr_tz_t *z = opt_zone(L, idx);
+  return z ? z : k->zone;
+}
+
+/* compiled:next(after [, zone]) -> the first fire time after `after`, or
+ * nil. An integer `after` (µs) gives an integer: the fast path, no text
+ * on either side. An ISO string (naive = in the zone) or nil (now) gives
+ * an ISO string, as cron.next does. */
+static int compiled_next(lua_State *L) {
+  compiled_t *k = check_compiled(L);
+  if (lua_isinteger(L, 2) && lua_isnoneornil(L, 3)) {
+    int64_t t = chr_cron_next(k->c, (int64_t)lua_tointeger(L, 2), k->zone);
+    if (t == CHR_TIME_NONE) lua_pushnil(L);
+    else lua_pushinteger(L, (lua_Integer)t);
+    return 1;
+  }
+  const chr_tz_t *z = call_zone(L, k, 3);
+  int64_t after;
+  if (lua_isnoneornil(L, 2)) {
+    after = chr_time_now();
+  } else if (lua_isinteger(L, 2)) {
+    int64_t t = chr_cron_next(k->c, (int64_t)lua_tointeger(L, 2), z);
+    if (t == CHR_TIME_NONE) lua_pushnil(L);
+    else lua_pushinteger(L, (lua_Integer)t);
+    return 1;
+  } else {
+    after = chr_lua_checktime(L, 2, z, "after");
+  }
+  chr_lua_pushtime(L, chr_cron_next(k->c, after, z));
+  return 1;
+}
+
+/* compiled:describe([after [, zone [, count = 5]]]), as cron.describe. */
+static int compiled_describe(lua_State *L) {
+  compiled_t *k = check_compiled(L);
+  const chr_tz_t *z = call_zone(L, k, 3);
+  lua_Integer count = describe_count(L, 4);
+  int64_t after = lua_isnoneornil(L, 2) ? chr_time_now() : chr_lua_checktime(L, 2, z, "after");
+  push_description(L, k->c, z, after, count);
+  return 1;
+}
+
+static int compiled_tostring(lua_State *L) {
+  char text[ERRLEN];
+  compiled_t *k = check_compiled(L);
+  chr_cron_describe(k->c, text, sizeof text);
+  lua_pushfstring(L, "chronis.cron(%s, %s)", text, chr_tz_name(k->zone));
+  return 1;
+}
+
+static int compiled_gc(lua_State *L) {
+  compiled_t *k = lua_touserdata(L, 1);
+  if (k->c) chr_cron_free(k->c);
+  k->c = NULL;
+  return 0;
+}
+
+/* cron.compile(spec [, zone]) -> a compiled spec, for many next times:
+ * the spec is parsed once, and its zone looked up once. */
+static int cron_compile(lua_State *L) {
+  const chr_tz_t *z = opt_zone(L, 2);
+  compiled_t *k = lua_newuserdatauv(L, sizeof *k, 0);
+  k->c = NULL;
+  static const luaL_Reg meta[] = {{"__gc", compiled_gc}, {"__tostring", compiled_tostring},
+                                  {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"next", compiled_next}, {"describe", compiled_describe},
+                                     {NULL, NULL}};
+  chr_lua_classmeta(L, COMPILED_MT, meta, methods);
+  lua_setmetatable(L, -2);
+  /* The object exists before the spec is compiled: an error from here on
+   * leaves nothing to free. */
+  k->c = check_spec(L, 1);
+  k->zone = z ? z : chr_cron_zone(k->c) ? chr_cron_zone(k->c) : chr_tz_utc();
   return 1;
 }
 
@@ -218,6 +323,7 @@ static const luaL_Reg cron_funcs[] = {
     {"parse", cron_parse},
     {"next", cron_next},
     {"describe", cron_describe},
+    {"compile", cron_compile},
     {NULL, NULL},
 };
 
