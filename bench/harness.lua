@@ -434,6 +434,8 @@ local B4 = scenario{
   rows = {
     chronis_row("chronis-lua", "memory", { label = "chronis.cron.next (Lua API, parses per call)", timeout = 120,
       argv = function(ctx, run) return { LUA, "bench/chronis/b4_cron.lua", MIX, ctx.dir .. "/b4_lua_" .. run .. ".txt", SIZE.b4_secs } end }),
+    chronis_row("chronis-lua-compiled", "memory", { label = "chronis.cron.compile(...):next (Lua API, compiled once)", timeout = 120,
+      argv = function(ctx, run) return { LUA, "bench/chronis/b4_cron.lua", MIX, ctx.dir .. "/b4_luac_" .. run .. ".txt", SIZE.b4_secs, "compiled" } end }),
     chronis_row("chronis-c", "memory", { label = "chr_cron_next (C, compiled once)", timeout = 120,
       argv = function(ctx, run) return { BUILD .. "/cron_tight", MIX, ctx.dir .. "/b4_c_" .. run .. ".txt", SIZE.b4_secs } end }),
     peer_row("aps", "APScheduler", "—", "apscheduler", { label = "CronTrigger.get_next_fire_time", timeout = 300,
@@ -443,6 +445,7 @@ local B4 = scenario{
   },
   ratios = {
     { "chronis-lua", "aps", "per_s", "chronis Lua API / APScheduler" },
+    { "chronis-lua-compiled", "aps", "per_s", "chronis Lua API, compiled / APScheduler" },
     { "chronis-c", "aps", "per_s", "chronis C / APScheduler" },
     { "chronis-lua", "croner", "per_s", "chronis Lua API / croner" },
     { "chronis-c", "croner", "per_s", "chronis C / croner" },
@@ -727,18 +730,21 @@ end
 B4.after = function(ctx)
   local mix = cronmix.read(MIX)
   local files = { lua = ctx.dir .. "/b4_lua_1.txt", c = ctx.dir .. "/b4_c_1.txt",
+                  luac = ctx.dir .. "/b4_luac_1.txt",
                   aps = ctx.dir .. "/b4_aps_1.txt", croner = ctx.dir .. "/b4_croner_1.txt" }
   local data = {}
   for k, p in pairs(files) do if U.exists(p) then data[k] = cronmix.load(p) end end
   local agree = {}
   results.b4_agreement = agree
-  if data.lua and data.c then
-    local n, diffs = cronmix.compare(mix, data.lua, data.c, 5)
-    if n > 0 then
-      local msg = ("chronis Lua and C disagree on %d chains, e.g. %s %s after %s: %s vs %s"):format(
-        n, diffs[1].expr, diffs[1].zone, diffs[1].prev, diffs[1].a, diffs[1].b)
-      results.errors[#results.errors + 1] = "B4 " .. msg
-      log("  !! %s", msg)
+  for _, other in ipairs{ { "lua", "Lua" }, { "luac", "Lua compiled" } } do
+    if data[other[1]] and data.c then
+      local n, diffs = cronmix.compare(mix, data[other[1]], data.c, 5)
+      if n > 0 then
+        local msg = ("chronis %s and C disagree on %d chains, e.g. %s %s after %s: %s vs %s"):format(
+          other[2], n, diffs[1].expr, diffs[1].zone, diffs[1].prev, diffs[1].a, diffs[1].b)
+        results.errors[#results.errors + 1] = "B4 " .. msg
+        log("  !! %s", msg)
+      end
     end
   end
   local ref = data.c or data.lua
