@@ -218,22 +218,6 @@ static void on_request(chr_httpd_req_t *r, void *data) {
   chr_task_start(t, 1);
 }
 
-static double opt(lua_State *L, const char *k, double def, double min, double max) {
-  lua_getfield(L, 1, k);
-  double v = def;
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TNUMBER)
-      chr_lua_error(L, CHR_EINVAL, "invalid option '%s': expected a number, got %s", k,
-                    luaL_typename(L, -1));
-    v = lua_tonumber(L, -1);
-    if (!(v >= min && v <= max))
-      chr_lua_error(L, CHR_EINVAL, "invalid option '%s': expected %g to %g, got %g", k, min, max,
-                    v);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
 /* core.httpd.listen{host=, port=, max_body=, max_head=, max_conns=, rate=,
  * burst=, timeout=, request_timeout=}, fn -> server */
 static int l_listen(lua_State *L) {
@@ -246,14 +230,14 @@ static int l_listen(lua_State *L) {
   chr_httpd_opts_init(&o);
   lua_getfield(L, 1, "host");
   if (!lua_isnil(L, -1)) o.host = luaL_checkstring(L, -1);
-  o.port = (int)opt(L, "port", 0, 0, 65535);
-  o.max_body = (size_t)opt(L, "max_body", (double)o.max_body, 0, 1 << 30);
-  o.max_head = (size_t)opt(L, "max_head", (double)o.max_head, 1024, 1 << 20);
-  o.max_conns = (int)opt(L, "max_conns", o.max_conns, 1, 100000);
-  o.rate = opt(L, "rate", o.rate, 0, 1e9);
-  o.burst = opt(L, "burst", o.burst, 1, 1e9);
-  o.timeout_ms = (int)(opt(L, "timeout", o.timeout_ms / 1000.0, 0.001, 86400) * 1000);
-  double req_timeout = opt(L, "request_timeout", 30, 0, 86400);
+  o.port = (int)chr_lua_optnumber(L, 1, "port", 0, 0, 65535);
+  o.max_body = (size_t)chr_lua_optnumber(L, 1, "max_body", (double)o.max_body, 0, 1 << 30);
+  o.max_head = (size_t)chr_lua_optnumber(L, 1, "max_head", (double)o.max_head, 1024, 1 << 20);
+  o.max_conns = (int)chr_lua_optnumber(L, 1, "max_conns", o.max_conns, 1, 100000);
+  o.rate = chr_lua_optnumber(L, 1, "rate", o.rate, 0, 1e9);
+  o.burst = chr_lua_optnumber(L, 1, "burst", o.burst, 1, 1e9);
+  o.timeout_ms = (int)(chr_lua_optnumber(L, 1, "timeout", o.timeout_ms / 1000.0, 0.001, 86400) * 1000);
+  double req_timeout = chr_lua_optnumber(L, 1, "request_timeout", 30, 0, 86400);
   lserver_t *ls = lua_newuserdatauv(L, sizeof *ls, 0);
   memset(ls, 0, sizeof *ls);
   ls->fn_ref = LUA_NOREF;

@@ -382,21 +382,6 @@ static const chr_sched_hooks_t hooks = {hook_start_run, hook_stop_run, hook_log,
 
 /* ---- the Lua object ---- */
 
-static double opt_number(lua_State *L, int t, const char *k, double def, double lo, double hi) {
-  lua_getfield(L, t, k);
-  double v = def;
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TNUMBER)
-      chr_lua_error(L, CHR_EINVAL, "invalid option '%s': expected a number, got %s", k,
-                    luaL_typename(L, -1));
-    v = lua_tonumber(L, -1);
-    if (!(v >= lo && v <= hi))
-      chr_lua_error(L, CHR_EINVAL, "invalid option '%s': %g is out of range %g-%g", k, v, lo, hi);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
 static int opt_ref(lua_State *L, int t, const char *k, int type) {
   lua_getfield(L, t, k);
   if (lua_isnil(L, -1)) {
@@ -426,13 +411,13 @@ static int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   chr_lua_checkkeys(L, 1, "scheduler option", known_opts, is_on_finish, NULL);
   chr_sched_opts_t o;
-  o.polling_interval = opt_number(L, 1, "polling_interval", 1, 0.1, 3600);
-  o.max_workers = (int)opt_number(L, 1, "max_workers", 20, 1, 1e6);
-  o.max_queue_size = (int)opt_number(L, 1, "max_queue_size", o.max_workers * 5.0, 1, 1e7);
-  o.lease_seconds = opt_number(L, 1, "lease_seconds", 30, 0.01, 86400);
-  o.shutdown_grace = opt_number(L, 1, "shutdown_grace", 30, 0, 86400);
-  o.default_timeout = opt_number(L, 1, "default_timeout", 0, 0, 86400 * 365);
-  o.keep_completed = opt_number(L, 1, "keep_completed", 0, 0, 86400 * 3660);
+  o.polling_interval = chr_lua_optnumber(L, 1, "polling_interval", 1, 0.1, 3600);
+  o.max_workers = (int)chr_lua_optnumber(L, 1, "max_workers", 20, 1, 1e6);
+  o.max_queue_size = (int)chr_lua_optnumber(L, 1, "max_queue_size", o.max_workers * 5.0, 1, 1e7);
+  o.lease_seconds = chr_lua_optnumber(L, 1, "lease_seconds", 30, 0.01, 86400);
+  o.shutdown_grace = chr_lua_optnumber(L, 1, "shutdown_grace", 30, 0, 86400);
+  o.default_timeout = chr_lua_optnumber(L, 1, "default_timeout", 0, 0, 86400 * 365);
+  o.keep_completed = chr_lua_optnumber(L, 1, "keep_completed", 0, 0, 86400 * 3660);
   lua_getfield(L, 1, "node_id");
   const char *node_id = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   if (node_id && (strlen(node_id) == 0 || lua_rawlen(L, -1) > 47))

@@ -593,3 +593,20 @@ void chr_lua_pushtime(lua_State *L, int64_t us) {
   }
   lua_pushlstring(L, buf, (size_t)chr_time_format(us, buf));
 }
+
+/* The number option k of the table at t, def when absent; raises
+ * `invalid` naming k when it is not a number in lo..hi. */
+double chr_lua_optnumber(lua_State *L, int t, const char *k, double def, double lo, double hi) {
+  lua_getfield(L, t, k);
+  double v = def;
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TNUMBER)
+      chr_lua_error(L, CHR_EINVAL, "invalid option '%s': expected a number, got %s", k,
+                    luaL_typename(L, -1));
+    v = lua_tonumber(L, -1);
+    if (!(v >= lo && v <= hi))
+      chr_lua_error(L, CHR_EINVAL, "invalid option '%s': %g is out of range %g-%g", k, v, lo, hi);
+  }
+  lua_pop(L, 1);
+  return v;
+}

@@ -29,6 +29,9 @@ const char *chr_lua_checklstring(lua_State *L, int arg, size_t *len);
 const char *chr_lua_optstring(lua_State *L, int arg, const char *def);
 lua_Number chr_lua_checknumber(lua_State *L, int arg);
 lua_Integer chr_lua_checkinteger(lua_State *L, int arg);
+/* The number option k of the option table at t (def when absent), in
+ * lo..hi; raises `invalid` naming k. stack: unchanged */
+double chr_lua_optnumber(lua_State *L, int t, const char *k, double def, double lo, double hi);
 void *chr_lua_checkudata(lua_State *L, int arg, const char *tname);
 
 /* Pushes the metatable registered under tname, made on first use from the
