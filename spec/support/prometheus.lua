@@ -35,16 +35,7 @@ function Server:log()
   return U.read(self.dir .. "/prometheus.log", "(no log)")
 end
 
-local function alive(pid)
-  if not pid then return false end
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if f then
-    local state = f:read("a"):match("^%d+ %b() (%a)")
-    f:close()
-    return state ~= nil and state ~= "Z" and state ~= "X"
-  end
-  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
-end
+local alive = U.alive
 
 -- Starts prometheus on self.port; returns whether it stays up (a port
 -- taken meanwhile makes it exit at once).

@@ -51,19 +51,7 @@ function Server:pid()
   return pid
 end
 
--- A killed server may linger as a zombie when nothing reaps it (a
--- container whose first process is not an init): kill -0 still succeeds
--- then, so its state is read from /proc when there is one.
-local function alive(pid)
-  if not pid then return false end
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if f then
-    local state = f:read("a"):match("^%d+ %b() (%a)")
-    f:close()
-    return state ~= nil and state ~= "Z" and state ~= "X"
-  end
-  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
-end
+local alive = U.alive
 
 -- Starts redis-server on self.port with self.dir; true once it answers.
 function Server:launch()

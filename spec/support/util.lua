@@ -61,6 +61,20 @@ function U.sleep(seconds)
   os.execute("sleep " .. seconds)
 end
 
+-- A killed server may linger as a zombie when nothing reaps it (a
+-- container whose first process is not an init): kill -0 still succeeds
+-- then, so its state is read from /proc when there is one.
+function U.alive(pid)
+  if not pid then return false end
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if f then
+    local state = f:read("a"):match("^%d+ %b() (%a)")
+    f:close()
+    return state ~= nil and state ~= "Z" and state ~= "X"
+  end
+  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+end
+
 -- A new empty folder under /tmp whose name starts with `prefix`.
 function U.tmpdir(prefix)
   local d = U.capture("mktemp -d /tmp/" .. (prefix or "chronis") .. ".XXXXXX"):gsub("%s+$", "")
