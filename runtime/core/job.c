@@ -309,6 +309,35 @@ int chr_job_extra_lookup(const chr_job_t *j, const char *path, const char **val,
   return 1;
 }
 
+const char *chr_job_queue(const chr_job_t *j, size_t *len) {
+  const char *v;
+  size_t n;
+  if (chr_job_extra_lookup(j, "queue", &v, &n) && n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+    *len = n - 2;
+    return v + 1;
+  }
+  *len = sizeof CHR_QUEUE_DEFAULT - 1;
+  return CHR_QUEUE_DEFAULT;
+}
+
+int chr_job_queue_is(const chr_job_t *j, const char *name) {
+  size_t n;
+  const char *q = chr_job_queue(j, &n);
+  return strlen(name) == n && memcmp(q, name, n) == 0;
+}
+
+const char *chr_queue_name_problem(const char *s, size_t n) {
+  if (n == 0) return "a queue name cannot be empty";
+  if (n > 64) return "a queue name is at most 64 bytes";
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '_' || c == '.' || c == ':' || c == '-'))
+      return "a queue name holds only letters, digits, '_', '.', ':' and '-'";
+  }
+  return NULL;
+}
+
 int chr_job_is_derived(const char *k, size_t n) {
   return n == sizeof CHR_JOB_DERIVED_LOCAL - 1 && memcmp(k, CHR_JOB_DERIVED_LOCAL, n) == 0;
 }

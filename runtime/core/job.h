@@ -148,6 +148,18 @@ int chr_job_matches(const chr_job_t *j, const chr_job_t *expected);
 int chr_job_extra_lookup(const chr_job_t *j, const char *path, const char **val,
                          size_t *len);
 
+/* Named queues (docs/queues.md): a job's queue is the string member
+ * `queue` of its extra, "default" when it has none. Names are 1-64 bytes
+ * of [A-Za-z0-9_.:-], so their JSON text is the name in quotes.
+ * chr_job_queue_is: whether j is in queue `name`. */
+#define CHR_QUEUE_DEFAULT "default"
+int chr_job_queue_is(const chr_job_t *j, const char *name);
+/* The queue's name (a pointer into j->extra, or CHR_QUEUE_DEFAULT) and its
+ * length. */
+const char *chr_job_queue(const chr_job_t *j, size_t *len);
+/* What is wrong with a queue name, or NULL. */
+const char *chr_queue_name_problem(const char *s, size_t n);
+
 /* What is wrong with a string by the rule for the values a job holds
  * (valid UTF-8 without NUL bytes; runtime/lua/job.h), written into buf, or
  * NULL when nothing is. */

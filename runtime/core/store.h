@@ -72,8 +72,32 @@ enum {
   /* claim_due_jobs, recover_expired_leases and next_due_time apply their
    * scope (req->filter) themselves. Without it, a scoped request is
    * emulated (store_fallback.c) over query_jobs and CAS, which apply it. */
-  CHR_STORE_CAP_SCOPE = 512
+  CHR_STORE_CAP_SCOPE = 512,
+  /* claim_due_jobs applies req->queues itself, including their global
+   * concurrency and rate limits, atomically with the claim (across every
+   * process on the store). Without it, queue selection and the per-queue
+   * limits of one claim are emulated (store_fallback.c); a claim that asks
+   * for a global or rate limit is refused CHR_ENOTSUP, naming the queue. */
+  CHR_STORE_CAP_QUEUES = 1024
 };
+
+/* A named queue a claim takes jobs from (docs/queues.md). A job's queue is
+ * its `queue` member (chr_job_queue); a job without one is in "default". */
+typedef struct chr_claim_queue {
+  const char *name;
+  /* At most this many of the queue's jobs in this claim (>= 1): the free
+   * places of the queue in the claiming process. */
+  int64_t limit;
+  /* > 0: at most this many of the queue's jobs running at once in the
+   * whole store, those this claim takes included (0: no such limit). */
+  int64_t global_limit;
+  /* > 0: at most rate_limit claims of the queue's jobs per window of
+   * rate_period_us, in the whole store; a window is
+   * [floor(now / period) * period, + period). Every job a claim takes
+   * counts once, when it is claimed. 0: no rate limit. */
+  int64_t rate_limit;
+  int64_t rate_period_us;
+} chr_claim_queue_t;
 
 /* The storage contract, once (docs/adapters.md): every operation with its
  * constant (CHR_OP_<ID>), its method name (in Lua, for stores written in
@@ -215,6 +239,13 @@ struct chr_store_req {
    * the leases it grants, measured on its own clock when the request
    * executes, so that a lease never starts out expired. */
   int64_t issued;
+  /* CHR_OP_CLAIM: the queues to take jobs from (borrowed; nqueues 0: every
+   * job, whatever its queue, as before queues existed). With queues, the
+   * claim takes only jobs of those queues, in claim order within each
+   * (priority stays within a queue), at most queues[i].limit of each and
+   * req->limit in all, within each queue's global and rate limits. */
+  const chr_claim_queue_t *queues;
+  size_t nqueues;
   /* CHR_OP_CLAIM on a store without claim_due_jobs: the lock taken per job
    * around its CAS (borrowed, NULL for none). */
   chr_lock_t *lock;
