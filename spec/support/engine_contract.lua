@@ -1260,4 +1260,11 @@ return function(name, factory, opts)
       end)
     end)
   end)
+
+  -- The scheduling semantics users expect (docs/engine.md, "Semantics"),
+  -- one file per topic, on the same store and options.
+  for _, topic in ipairs { "failure", "catchup", "overlap", "control", "reconcile", "unique",
+    "queues" } do
+    require("support.semantics." .. topic)(name, factory, opts)
+  end
 end
