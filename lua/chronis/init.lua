@@ -20,6 +20,7 @@ local M = {
 }
 
 local engine = core.engine
+local unique = require "chronis.unique"
 
 --- chronis.storage.lua(table_or_path, opts): a store implemented in Lua
 --- (see docs/adapters.md). A path is loaded as a script and hot-reloaded.
@@ -364,7 +365,7 @@ local function keys_of(set)
   return out
 end
 
-local create_options = { "on_success", "on_failure", "if_exists" }
+local create_options = { "on_success", "on_failure", "if_exists", "unique" }
 
 -- The handler names a job of this scheduler can use now, sorted, as text.
 local function known_handlers(self)
@@ -415,9 +416,12 @@ local handler_defaults = {
 }
 
 --- create_job(fields): fields by their storage names (docs/design.md), plus
---- on_success / on_failure callbacks and if_exists = "error" | "skip".
+--- on_success / on_failure callbacks, if_exists = "error" | "skip" and
+--- unique = true | {key =, period =} (chronis.unique). A unique create
+--- returns the job and whether it existed already.
 function Scheduler:create_job(fields)
   local f = copy(fields)
+  local uniq = unique.take(f)
   local on_success, on_failure, if_exists = f.on_success, f.on_failure, f.if_exists or "error"
   f.on_success, f.on_failure, f.if_exists = nil, nil, nil
   if if_exists ~= "error" and if_exists ~= "skip" then
@@ -453,6 +457,17 @@ function Scheduler:create_job(fields)
     for k, field in pairs(handler_defaults) do
       if h[k] ~= nil and f[field] == nil then f[field] = h[k] end
     end
+  end
+  if uniq then
+    local job, existed = unique.create(self._store, f, uniq, self._e:now())
+    -- The callbacks of a create that found its job are not attached: the
+    -- job keeps those of the create that made it.
+    if not existed and (on_success or on_failure) then
+      set_callbacks(self, job.job_id, on_success, on_failure)
+    end
+    if missing then warn_unknown_handler(self, missing, job.job_id) end
+    warn_out_of_scope(self, job)
+    return job, existed
   end
   if if_exists == "error" then
     -- Prepared and stored in one step: the job crosses from Lua to C once,
@@ -510,7 +525,7 @@ local config_keys = {
   retry_delay = "retry_delay_seconds", timeout = "timeout_seconds", priority = "priority",
   metadata = "metadata", if_missed = "if_missed", misfire_threshold = "misfire_threshold_seconds",
   on_success = "on_success", on_failure = "on_failure", if_exists = "if_exists",
-  history_limit = "history_limit",
+  history_limit = "history_limit", unique = "unique",
 }
 
 local function builder(sched)
@@ -573,7 +588,8 @@ function Builder:config(opts)
   return self
 end
 
---- run(func_name, kwargs, args) -> the created job
+--- run(func_name, kwargs, args) -> the created job (with unique: the job
+--- and whether it existed already)
 function Builder:run(func_name, kwargs, args)
   if not self._f.trigger_type then
     fail("invalid", "no trigger configured: call every(), on() or once() before run()")
@@ -706,6 +722,8 @@ local owned_fields = {
   last_run_at = "the engine", last_outcome = "the engine", last_error = "the engine",
   failure_count = "the engine", consecutive_failures = "the engine", progress = "the engine",
   created_at = "the scheduler when the job is created", updated_at = "the store on every write",
+  unique_key = "the scheduler when a unique job is created",
+  unique_until = "the scheduler when a unique job is created",
 }
 local owned_names = keys_of(owned_fields)
 
