@@ -190,6 +190,19 @@ return function(name, factory, opts)
       assert.are.equal("completed", found.status)
     end)
 
+    it("refuses to return a job stored under its id that is not the key's", function()
+      local s = sched()
+      local id = send(s, { to = "a@x" }).job_id
+      store:delete_job(id)
+      s:create_date_job { job_id = id, func_name = "send", run_date = RUN_AT }
+      local ok, err = pcall(send, s, { to = "a@x" })
+      assert.is_false(ok)
+      assert.are.equal("duplicate", err.code)
+      assert.are.equal(("job '%s' exists and is not the unique job of this key (its unique_key differs)")
+        :format(id), err.message)
+      assert.is_nil(store:get_job(id).unique_key)
+    end)
+
     it("refuses bad values and the fields a unique job derives, naming the field", function()
       local s = sched()
       for _, case in ipairs {
