@@ -539,6 +539,7 @@ local config_keys = {
   metadata = "metadata", if_missed = "if_missed", misfire_threshold = "misfire_threshold_seconds",
   on_success = "on_success", on_failure = "on_failure", if_exists = "if_exists",
   history_limit = "history_limit",
+  on_exhausted = "on_exhausted",
 }
 
 local function builder(sched)
@@ -1009,12 +1010,14 @@ function reconcile(self, job, f, mode, level)
     mode, id)), level + 1)
 end
 
--- A recurring job without an explicit id, created outside a handler on a
--- store that outlives the process: the app creates another one at each
--- start. The command line (_remote) creates jobs once, on purpose.
+-- A recurring job without an explicit id, created by a script's main
+-- chunk (the app) on a store that outlives the process: the app creates
+-- another one at each start. Jobs created in a task (a handler, an HTTP
+-- request) are made at run time, and the command line (_remote) creates
+-- jobs once, on purpose.
 function warn_no_id(self, f, job_id)
   if f.job_id ~= nil or (f.trigger_type ~= "interval" and f.trigger_type ~= "cron") or self._remote
-    or engine.current_run() ~= nil or self._store:kind() == "memory" then
+    or core.in_task() or self._store:kind() == "memory" then
     return
   end
   self._log("warn", ("job '%s' has no job_id: each start of the app creates another; give it one "
