@@ -981,9 +981,11 @@ function reconcile(self, job, f, mode, level)
       end
       if nrt ~= nil and not same(nrt, cur.next_run_time) then updates.next_run_time = nrt end
       if next(updates) == nil then return cur end
-      local ok, stored = self._store:compare_and_swap_job(id,
+      -- A job deleted since the read is not_found: the next round creates it.
+      local done, ok, stored = pcall(self._store.compare_and_swap_job, self._store, id,
         { updated_at = cur.updated_at, status = cur.status }, updates)
-      if ok then
+      if not done and (type(ok) ~= "table" or ok.code ~= "not_found") then error(ok, level + 1) end
+      if done and ok then
         local parts = {}
         for _, k in ipairs(changed) do
           parts[#parts + 1] = ("%s %s -> %s"):format(k, shown(cur[k]), shown(merged[k]))
