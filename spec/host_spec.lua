@@ -144,6 +144,32 @@ sched:start()
     store:close()
   end)
 
+  -- The example app (`make run`): every job has an id and reconciles with
+  -- its declaration, so a restart duplicates nothing and warns of nothing,
+  -- and its slow job, failed by its timeout, is scheduled again.
+  it("restarts the example app without duplicates, and schedules its failed one-shot job again", function()
+    local app = shell_quote(U.ROOT .. "/scripts/app.lua")
+    local code, _, err = chronis_run("run " .. app, 5)
+    assert.are.equal(0, code, err)
+    local store = chronis.storage.open("sqlite:" .. dir .. "/chronis.db")
+    assert.are.equal("failed", store:get_job("slow").status, err)
+    store:close()
+    code, _, err = chronis_run("run " .. app, 1)
+    assert.are.equal(0, code, err)
+    assert.truthy(err:find("job 'slow' updated from its declaration: trigger_args", 1, true), err)
+    assert.truthy(err:find("status failed -> scheduled; next run at ", 1, true), err)
+    assert.is_nil(err:find("has no job_id", 1, true), err)
+    assert.is_nil(err:find("no longer is", 1, true), err)
+    store = chronis.storage.open("sqlite:" .. dir .. "/chronis.db")
+    local ids = {}
+    for _, j in ipairs(store:query_jobs()) do ids[#ids + 1] = j.job_id end
+    table.sort(ids)
+    -- greet ran and was deleted in the first run; the second declared it again.
+    assert.are.same({ "flaky", "greet", "heartbeat", "report", "slow" }, ids)
+    assert.is_true(store:get_job("heartbeat").declared)
+    store:close()
+  end)
+
   it("takes the default store from --storage or CHRONIS_STORAGE", function()
     write(dir .. "/app.lua", KEEP_APP)
     local code, _, err = chronis_run("--storage memory: run app.lua", 0.5)

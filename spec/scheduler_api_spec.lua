@@ -38,6 +38,23 @@ describe("scheduler API", function()
 
     it("refuses an unknown option, naming it", function()
       assert_error("invalid", "max_wrokers", H.scheduler, { max_wrokers = 3 })
+      assert_error("invalid", "did you mean 'undeclared'?", H.scheduler, { undeclred = "keep" })
+    end)
+
+    it("takes undeclared = keep, report or remove and an app name of 1 to 64 bytes", function()
+      for _, v in ipairs({ "keep", "report", "remove" }) do
+        assert.has_no.errors(function() H.scheduler { undeclared = v, app = "billing" } end)
+      end
+      assert_error("invalid", "invalid option 'undeclared': expected keep, report or remove, got 'delete'",
+        H.scheduler, { undeclared = "delete" })
+      assert_error("invalid", "invalid option 'undeclared': expected keep, report or remove, got boolean",
+        H.scheduler, { undeclared = true })
+      assert_error("invalid", "invalid option 'app': expected a name of 1 to 64 bytes, got 0 bytes",
+        H.scheduler, { app = "" })
+      assert_error("invalid", "invalid option 'app': expected a name of 1 to 64 bytes, got 65 bytes",
+        H.scheduler, { app = ("a"):rep(65) })
+      assert_error("invalid", "invalid option 'app': expected a name of 1 to 64 bytes, got number",
+        H.scheduler, { app = 1 })
     end)
 
     it("reports the default limits: 20 workers, a queue of 100", function()
@@ -145,6 +162,12 @@ describe("scheduler API", function()
   end)
 
   describe("direct creation", function()
+    it("refuses an if_exists other than error, skip, replace or update, naming them", function()
+      assert_error("invalid", "invalid option 'if_exists': expected error, skip, replace or update, got merge",
+        s.create_interval_job, s, { job_id = "iv", func_name = "h", minutes = 2, if_exists = "merge" })
+      assert.are.equal(0, s:count_jobs())
+    end)
+
     it("create_interval_job takes options by storage name", function()
       local j = s:create_interval_job { job_id = "iv", func_name = "h", minutes = 2,
         max_retries = 4, retry_delay_seconds = 7, timeout_seconds = 9, priority = 2,

@@ -213,7 +213,7 @@ end
 --- chronis.scheduler{storage, lock, polling_interval, max_workers,
 --- max_queue_size, lease_seconds, clock, on_success, on_failure, logger,
 --- shutdown_grace, node_id, default_timeout, strict_handlers,
---- keep_completed, filters}
+--- keep_completed, filters, undeclared, app}
 function M.scheduler(opts)
   local o = copy(opts)
   for _, k in ipairs({ "on_success", "on_failure" }) do
@@ -224,8 +224,17 @@ function M.scheduler(opts)
   if o.strict_handlers ~= nil and type(o.strict_handlers) ~= "boolean" then
     fail("invalid", "invalid option 'strict_handlers': expected a boolean, got %s", type(o.strict_handlers))
   end
-  local on_success, on_failure, strict = o.on_success, o.on_failure, o.strict_handlers
-  o.on_success, o.on_failure, o.strict_handlers = nil, nil, nil
+  local undeclared = o.undeclared
+  if undeclared ~= nil and undeclared ~= "keep" and undeclared ~= "report" and undeclared ~= "remove" then
+    fail("invalid", "invalid option 'undeclared': expected keep, report or remove, got %s",
+      type(undeclared) == "string" and "'" .. undeclared .. "'" or type(undeclared))
+  end
+  if o.app ~= nil and (type(o.app) ~= "string" or #o.app == 0 or #o.app > 64) then
+    fail("invalid", "invalid option 'app': expected a name of 1 to 64 bytes, got %s",
+      type(o.app) == "string" and #o.app .. " bytes" or type(o.app))
+  end
+  local on_success, on_failure, strict, app = o.on_success, o.on_failure, o.strict_handlers, o.app
+  o.on_success, o.on_failure, o.strict_handlers, o.undeclared, o.app = nil, nil, nil, nil, nil
   if o.storage == nil and host and host.storage then
     -- Under the host every scheduler without a store shares one default.
     if not host.store then
@@ -249,7 +258,10 @@ function M.scheduler(opts)
     o.lock = M.lock.open(o.lock)
   end
   local s = setmetatable({ _store = o.storage, _callbacks = {}, _on_success = on_success,
-    _on_failure = on_failure, _strict = strict, _log = o.logger or M.log }, Scheduler)
+    _on_failure = on_failure, _strict = strict, _log = o.logger or M.log,
+    -- Declared schedules: what start() does with the jobs this app no
+    -- longer declares, and the mark its declarations carry (`declared`).
+    _undeclared = undeclared or "report", _app = app, _mark = app or true }, Scheduler)
   o.on_finish = finisher(s._callbacks, on_success, on_failure, o.logger or M.log)
   s._e = engine.new(o)
   if type(o.filters) == "table" and next(o.filters) ~= nil then
@@ -294,7 +306,11 @@ function Scheduler:handler(name, fn)
   return self
 end
 
+-- Defined with the declared schedules, below.
+local check_undeclared
+
 function Scheduler:start()
+  if self._e:state() == "stopped" then check_undeclared(self) end
   self._e:start()
   release_stopped()
   started[self] = true
@@ -415,17 +431,22 @@ local handler_defaults = {
   priority = "priority", if_missed = "if_missed", misfire_threshold = "misfire_threshold_seconds",
 }
 
+-- Defined with the declared schedules, below.
+local declare, reconcile, warn_no_id
+
 --- create_job(fields): fields by their storage names (docs/design.md), plus
---- on_success / on_failure callbacks, if_exists = "error" | "skip" and
---- unique = true | {key =, period =} (chronis.unique). A unique create
---- returns the job and whether it existed already.
+--- on_success / on_failure callbacks, if_exists = "error" | "skip" |
+--- "replace" | "update" and unique = true | {key =, period =}
+--- (chronis.unique). A unique create returns the job and whether it
+--- existed already.
 function Scheduler:create_job(fields)
   local f = copy(fields)
   local uniq = unique.take(f)
   local on_success, on_failure, if_exists = f.on_success, f.on_failure, f.if_exists or "error"
   f.on_success, f.on_failure, f.if_exists = nil, nil, nil
-  if if_exists ~= "error" and if_exists ~= "skip" then
-    fail("invalid", "invalid option 'if_exists': expected error or skip, got %s", tostring(if_exists))
+  if if_exists ~= "error" and if_exists ~= "skip" and if_exists ~= "replace" and if_exists ~= "update" then
+    fail("invalid", "invalid option 'if_exists': expected error, skip, replace or update, got %s",
+      tostring(if_exists))
   end
   -- Trigger keys given at the top level move into trigger_args.
   local keys = trigger_keys[f.trigger_type]
@@ -476,23 +497,30 @@ function Scheduler:create_job(fields)
     if not ok then error(stored, 2) end
     if on_success or on_failure then set_callbacks(self, stored.job_id, on_success, on_failure) end
     if missing then warn_unknown_handler(self, missing, stored.job_id) end
+    warn_no_id(self, f, stored.job_id)
     warn_out_of_scope(self, stored)
     return stored
   end
+  -- A recurring job from a declaration carries the mark that start() looks
+  -- for once the app stops declaring it (undeclared).
+  if f.trigger_type == "interval" or f.trigger_type == "cron" then f.declared = self._mark end
   local job = engine.prepare_job(f, self._e:now()) -- validated before the lookup
-  local existing = self._store:get_job(job.job_id)
+  declare(self, job.job_id)
+  local existing, created = self._store:get_job(job.job_id), false
   if not existing then
     local ok, stored = pcall(self._store.create_job, self._store, job)
     if ok then
-      existing = stored
+      existing, created = stored, true
     elseif type(stored) == "table" and stored.code == "duplicate" then
       existing = self._store:get_job(job.job_id)
     else
       error(stored, 2)
     end
   end
+  if not created and if_exists ~= "skip" then existing = reconcile(self, job, f, if_exists, 2) end
   if on_success or on_failure then set_callbacks(self, job.job_id, on_success, on_failure) end
   if missing then warn_unknown_handler(self, missing, job.job_id) end
+  warn_no_id(self, f, job.job_id)
   warn_out_of_scope(self, existing)
   return existing
 end
@@ -526,6 +554,7 @@ local config_keys = {
   metadata = "metadata", if_missed = "if_missed", misfire_threshold = "misfire_threshold_seconds",
   on_success = "on_success", on_failure = "on_failure", if_exists = "if_exists",
   history_limit = "history_limit", unique = "unique",
+  on_exhausted = "on_exhausted",
 }
 
 local function builder(sched)
@@ -854,6 +883,209 @@ function Scheduler:update_job(id, fields, opts)
     if ok then return job end
   end
   error(core.error("conflict", ("cannot update job '%s': it keeps changing"):format(id)), 2)
+end
+
+-- ---- declared schedules ----
+
+-- Records a job declared through this scheduler (if_exists other than
+-- error): what start() compares the stored declared jobs with.
+function declare(self, id)
+  self._declared = self._declared or {}
+  self._declared[id] = true
+end
+
+-- The fields a declaration never sets: what chronis writes (owned_fields),
+-- the job's state and what is derived from it. Its status and next run
+-- time follow their own rules (next_state).
+local state_fields = { job_id = true, status = true, next_run_time = true,
+  next_run_time_local = true, unreadable = true }
+for k in pairs(owned_fields) do state_fields[k] = true end
+
+-- Equal as stored values: numbers by value (1 and 1.0 alike), tables by
+-- content, null as absent.
+local function same(a, b)
+  if a == M.json.null then a = nil end
+  if b == M.json.null then b = nil end
+  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+  for k, v in pairs(a) do
+    if not same(v, b[k]) then return false end
+  end
+  for k, v in pairs(b) do
+    if a[k] == nil and not same(nil, v) then return false end
+  end
+  return true
+end
+
+-- The updates that make the stored job `cur` what the declaration says:
+-- with replace, every field but the state fields is the prepared job's
+-- (one it does not have is removed); with update, only the fields the
+-- declaration `f` gives, metadata merged key by key. Returns the updates
+-- and the names of the changed fields, sorted (the mark left out).
+local function declared_updates(cur, job, f, mode)
+  local updates, changed = {}, {}
+  local function set(k, v)
+    if state_fields[k] or same(cur[k], v) then return end
+    if v == nil then updates[k] = M.json.null else updates[k] = v end
+    if k ~= "declared" then changed[#changed + 1] = k end
+  end
+  if mode == "replace" then
+    for k, v in pairs(job) do set(k, v) end
+    for k in pairs(cur) do
+      if job[k] == nil then set(k, nil) end
+    end
+  else
+    for k in pairs(f) do
+      if k == "metadata" then set(k, merge_metadata(cur.metadata, job.metadata)) else set(k, job[k]) end
+    end
+  end
+  table.sort(changed)
+  return updates, changed
+end
+
+-- The status and next run time a reconciled job takes (nil, nil: those it
+-- has). A running job keeps them: its run's end writes them. A changed
+-- trigger gives the first time of the new trigger after now, to a job
+-- waiting for one (scheduled, pending or paused; a paused job stays
+-- paused). replace also schedules a failed job again, and a completed one
+-- whose trigger changed, with its retries at 0, unless the trigger has no
+-- time left.
+local function next_state(self, cur, merged, retrigger, mode)
+  local st = cur.status
+  if st == "running" then return nil end
+  local revive = mode == "replace" and (st == "failed" or (st == "completed" and retrigger))
+  local waiting = st == "scheduled" or st == "pending" or st == "paused"
+  if not revive and not (retrigger and waiting) then return nil end
+  local m = copy(merged)
+  m.next_run_time, m.status = nil, nil
+  local prepared = engine.prepare_job(m, self._e:now())
+  local nrt = prepared.next_run_time
+  if revive and nrt == nil then return nil end
+  if st == "paused" then return "paused", nrt or M.json.null end
+  return prepared.status, nrt or M.json.null
+end
+
+local function shown(v)
+  if v == nil or v == M.json.null then return "none" end
+  return M.json.encode(v)
+end
+
+-- if_exists = "replace" | "update" on a job that exists: a compare-and-swap
+-- on the job's updated_at and status, read again and retried when a claim
+-- or completion changed it meanwhile. A running job keeps its claim fields
+-- (status, lease, next run time): its run goes on with the job it was
+-- claimed with, and its end sets the next run time from that one's
+-- trigger; the runs after it follow the new record. Logs the changed
+-- fields at info; nothing when the job already is as declared.
+function reconcile(self, job, f, mode, level)
+  local id = job.job_id
+  for _ = 1, 5 do
+    local cur = self._store:get_job(id)
+    if not cur then
+      -- Deleted since it was found: the declaration creates it again.
+      local ok, stored = pcall(self._store.create_job, self._store, job)
+      if ok then return stored end
+      if type(stored) ~= "table" or stored.code ~= "duplicate" then error(stored, level + 1) end
+    else
+      local updates, changed = declared_updates(cur, job, f, mode)
+      local merged, retrigger = copy(cur), false
+      for k, v in pairs(updates) do
+        if v == M.json.null then merged[k] = nil else merged[k] = v end
+        if trigger_fields[k] then retrigger = true end
+      end
+      local status, nrt = next_state(self, cur, merged, retrigger, mode)
+      if status ~= nil and status ~= cur.status then
+        updates.status = status
+        if cur.status == "failed" or cur.status == "completed" then updates.retry_count = 0 end
+      end
+      if nrt ~= nil and not same(nrt, cur.next_run_time) then updates.next_run_time = nrt end
+      if next(updates) == nil then return cur end
+      -- A job deleted since the read is not_found: the next round creates it.
+      local done, ok, stored = pcall(self._store.compare_and_swap_job, self._store, id,
+        { updated_at = cur.updated_at, status = cur.status }, updates)
+      if not done and (type(ok) ~= "table" or ok.code ~= "not_found") then error(ok, level + 1) end
+      if done and ok then
+        local parts = {}
+        for _, k in ipairs(changed) do
+          parts[#parts + 1] = ("%s %s -> %s"):format(k, shown(cur[k]), shown(merged[k]))
+        end
+        local line = table.concat(parts, ", ")
+        if updates.status then
+          line = line .. ("%sstatus %s -> %s"):format(line == "" and "" or "; ", cur.status, updates.status)
+        end
+        if updates.next_run_time and stored.next_run_time then
+          line = line .. ("; next run at %s"):format(stored.next_run_time)
+        elseif retrigger and cur.status == "running" then
+          line = line .. "; it is running: the end of this run sets its next time from the trigger "
+            .. "it was claimed with"
+        end
+        if line ~= "" then
+          self._log("info", ("job '%s' updated from its declaration: %s"):format(id, line),
+            { job_id = id })
+        end
+        return stored
+      end
+    end
+  end
+  error(core.error("conflict", ("cannot %s job '%s' from its declaration: it keeps changing"):format(
+    mode, id)), level + 1)
+end
+
+-- A recurring job without an explicit id, created by a script's main
+-- chunk (the app) on a store that outlives the process: the app creates
+-- another one at each start. Jobs created in a task (a handler, an HTTP
+-- request) are made at run time, and the command line (_remote) creates
+-- jobs once, on purpose.
+function warn_no_id(self, f, job_id)
+  if f.job_id ~= nil or (f.trigger_type ~= "interval" and f.trigger_type ~= "cron") or self._remote
+    or core.in_task() or self._store:kind() == "memory" then
+    return
+  end
+  self._log("warn", ("job '%s' has no job_id: each start of the app creates another; give it one "
+    .. "(config{job_id=})"):format(job_id), { job_id = job_id })
+end
+
+-- At start(): the recurring jobs in this scheduler's scope that carry its
+-- mark (declared = its app, or true) and that it did not declare before,
+-- reported at warn or deleted (undeclared = "report" | "remove"). A
+-- scheduler that declared nothing and names no app (a worker that only
+-- runs jobs) looks at nothing. A store that fails here is logged; the
+-- scheduler starts all the same.
+function check_undeclared(self)
+  local ids = self._declared
+  if self._undeclared == "keep" or (ids == nil and self._app == nil) then return end
+  ids = ids or {}
+  local stale = {}
+  local ok, err = pcall(function()
+    for _, tt in ipairs({ "interval", "cron" }) do
+      local filters = copy(self._filters)
+      filters.trigger_type = tt
+      scan(self, filters, nil, function(job)
+        if job.declared == self._mark and not ids[job.job_id] then stale[#stale + 1] = job.job_id end
+      end)
+    end
+  end)
+  if not ok then
+    self._log("error", "cannot look for jobs this app no longer declares: " .. tostring(err))
+    return
+  end
+  table.sort(stale)
+  for _, id in ipairs(stale) do
+    if self._undeclared == "remove" then
+      set_callbacks(self, id, nil, nil)
+      local gone, e = pcall(self._store.delete_job, self._store, id)
+      if gone then
+        self._log("info", ("job '%s' deleted: this app no longer declares it (undeclared = "
+          .. "\"remove\")"):format(id), { job_id = id })
+      else
+        self._log("error", ("cannot delete job '%s', which this app no longer declares: %s"):format(
+          id, tostring(e)), { job_id = id })
+      end
+    else
+      self._log("warn", ("job '%s' was declared by this app and no longer is: it stays in the store "
+        .. "and keeps running; delete it (sched:delete_job(\"%s\"), chronis jobs delete %s) or start "
+        .. "the scheduler with undeclared = \"remove\""):format(id, id, id), { job_id = id })
+    end
+  end
 end
 
 --- delete_job(id) -> true; a job that does not exist is a not_found error.

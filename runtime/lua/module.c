@@ -440,6 +440,14 @@ static int l_live_tasks(lua_State *L) {
   return 1;
 }
 
+/* in_task() -> whether the caller runs in a chronis task (a handler, a
+ * callback, a spawned function) rather than in a script's main chunk: a
+ * job created there is made at run time, not declared by the app. */
+static int l_in_task(lua_State *L) {
+  lua_pushboolean(L, chr_task_current(L) != NULL);
+  return 1;
+}
+
 static void walk_cb(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h) && uv_is_active(h)) (*(int *)arg)++;
 }
@@ -506,6 +514,7 @@ int luaopen_chronis_core(lua_State *L) {
                                  {"run_until", l_run_until},
                                  {"stop_loop", l_stop_loop},
                                  {"live_tasks", l_live_tasks},
+                                 {"in_task", l_in_task},
                                  {"error", l_error},
                                  {"set_memory_limit", l_set_memory_limit},
                                  {"memory_used", l_memory_used},

@@ -395,12 +395,14 @@ static int opt_ref(lua_State *L, int t, const char *k, int type) {
 }
 
 /* The options of chronis.scheduler{}: on_success and on_failure are
- * taken out by lua/chronis/init.lua, which passes its own on_finish. */
+ * taken out by lua/chronis/init.lua, which passes its own on_finish;
+ * strict_handlers, undeclared and app are its own too (named here for the
+ * check of unknown options). */
 static const char *const known_opts[] = {
     "storage",        "lock",    "polling_interval", "max_workers",     "max_queue_size",
     "lease_seconds",  "clock",   "logger",           "shutdown_grace",  "node_id",
     "default_timeout", "on_success", "on_failure", "strict_handlers", "keep_completed",
-    "filters",        NULL};
+    "filters",        "undeclared", "app", NULL};
 
 static int is_on_finish(const char *k) {
   return strcmp(k, "on_finish") == 0;
