@@ -745,7 +745,8 @@ static void run_end(chr_sched_t *s, chr_run_t *r, int end, int code, const char 
   else if (end == END_SHUTDOWN)
     run_log(s, r, CHR_LOG_DEBUG, end_names[end], 0, "run ended: stopped by the shutdown (the job "
             "goes back to scheduled)");
-  else if (end == END_SKIPPED) run_log(s, r, CHR_LOG_DEBUG, end_names[end], 0, "run ended: skipped");
+  else if (end == END_SKIPPED || msg == NULL)
+    run_log(s, r, CHR_LOG_DEBUG, end_names[end], 0, "run ended: %s", end_names[end]);
   else run_log(s, r, CHR_LOG_DEBUG, end_names[end], code, "run ended: %s: %s", end_names[end],
                msg ? msg : "");
   if (r->timer) {
