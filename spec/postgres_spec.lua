@@ -429,7 +429,7 @@ describe("postgres store", function()
       local h = history(t)
       assert.are.equal("1|create the jobs table|16\n2|indexes for claims, lease recovery and metadata filters|16\n"
         .. "3|the run history table|16\n4|status completed, and an index of completed jobs|16\n"
-        .. "5|an index of jobs by status in query order|16", h)
+        .. "5|an index of jobs by status in query order|16\n6|run outcomes snoozed and cancelled|16", h)
       local before = psql(("SELECT string_agg(applied_at::text, ',') FROM %s_migrations"):format(t))
       local s2 = chronis.storage.open(url(nil, t))
       assert.is_nil(s2:get_job("x"))
