@@ -1009,7 +1009,9 @@ static int l_fail(lua_State *L) {
                          luaL_typename(L, 1));
   int retry = 1;
   if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!lua_istable(L, 2))
+      return chr_lua_error(L, CHR_EINVAL, "chronis.fail: options must be a table such as "
+                           "{retry = false}, got %s", luaL_typename(L, 2));
     chr_lua_checkkeys(L, 2, "chronis.fail option", keys, NULL, NULL);
     lua_getfield(L, 2, "retry");
     if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
