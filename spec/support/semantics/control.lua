@@ -117,6 +117,25 @@ return function(name, factory, opts)
         assert.are.equal(0, field("p", "failure_count"))
       end)
 
+      it("ends the run from inside a C call that cannot yield (a table.sort comparator)", function()
+        local s = sched()
+        local after = false
+        s:handler("h", function()
+          pcall(table.sort, { 3, 1, 2 }, function(a, b)
+            chronis.snooze(60)
+            return a < b
+          end)
+          after = true
+          error("not reached")
+        end)
+        due_job(s, "c", T0)
+        s:start()
+        wait(function() return field("c", "last_outcome") == "snoozed" end, "the snooze was not written")
+        assert.is_false(after)
+        assert.are.equal(T0 + 60 * S, H.t(field("c", "next_run_time")))
+        assert.are.equal(0, field("c", "failure_count"))
+      end)
+
       it("refuses a bad argument with invalid, inside the handler", function()
         local s = sched()
         local errs = {}
