@@ -710,6 +710,7 @@ local owned_fields = {
   retry_count = "the engine", last_run_time = "the engine", last_scheduled_time = "the engine",
   last_run_at = "the engine", last_outcome = "the engine", last_error = "the engine",
   failure_count = "the engine", consecutive_failures = "the engine", progress = "the engine",
+  queued_slot = "the engine",
   created_at = "the scheduler when the job is created", updated_at = "the store on every write",
 }
 local owned_names = keys_of(owned_fields)
