@@ -92,6 +92,21 @@ static const struct {
      * that status. */
     {5, "an index of jobs by status in query order",
      "CREATE INDEX {N:_status} ON {T} (status, next_run_time, job_id)"},
+    /* Runs a handler ended itself (chronis.snooze, chronis.cancel): the
+     * outcome check of migration 3 is replaced the way migration 4
+     * replaced the status check. */
+    {6, "run outcomes snoozed and cancelled",
+     "DO $$\n"
+     "DECLARE c name;\n"
+     "BEGIN\n"
+     "  FOR c IN SELECT conname FROM pg_constraint WHERE conrelid = '{R}'::regclass\n"
+     "      AND contype = 'c' AND conkey = ARRAY[(SELECT attnum FROM pg_attribute\n"
+     "        WHERE attrelid = '{R}'::regclass AND attname = 'outcome')] LOOP\n"
+     "    EXECUTE format('ALTER TABLE {R} DROP CONSTRAINT %I', c);\n"
+     "  END LOOP;\n"
+     "END $$;\n"
+     "ALTER TABLE {R} ADD CONSTRAINT {N:_outcome_check} CHECK (outcome IN\n"
+     "  ('ok', 'error', 'timeout', 'skipped', 'interrupted', 'snoozed', 'cancelled')) NOT VALID"},
 };
 #define NMIG ((int)(sizeof migrations / sizeof *migrations))
 #define MAX_APPLIED 64

@@ -14,7 +14,7 @@ local S = 1000000 -- µs in a second
 
 local DEFAULT_STORAGE = "sqlite:chronis.db" -- the host's default
 local STATUSES = { "scheduled", "pending", "running", "paused", "failed", "completed" }
-local OUTCOMES = { "ok", "error", "timeout", "skipped", "interrupted" }
+local OUTCOMES = { "ok", "error", "timeout", "skipped", "interrupted", "snoozed", "cancelled" }
 
 -- ---- errors ----
 
@@ -1112,7 +1112,7 @@ command("history", {
   summary = "recent runs of a job, or of the jobs matching filters",
   help = "Lists recorded runs, newest first: of the job ID, or of every job matching the filters.",
   options = {
-    { "outcome", "O", "ok, error, timeout, skipped or interrupted; repeat it or give a comma list",
+    { "outcome", "O", "ok, error, timeout, skipped, interrupted, snoozed or cancelled; repeat it or give a comma list",
       many = true },
     { "since", "TIME", "runs started at or after TIME (a duration counts back: 1h = an hour ago)" },
     { "until", "TIME", "runs started at or before TIME" },

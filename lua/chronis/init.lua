@@ -95,6 +95,11 @@ function M.progress(value, message)
   return ok
 end
 
+--- chronis.snooze(seconds | time), chronis.cancel([reason]) and
+--- chronis.fail(message [, {retry = false}]): from a handler, end its run
+--- at once as asked (docs/handlers.md, "Ending a run early"). They do not
+--- return, and a pcall around them cannot catch them.
+M.snooze, M.cancel, M.fail = engine.snooze, engine.cancel, engine.fail
 
 -- Stops every running scheduler and then the loop (SIGINT/SIGTERM path).
 function M.stop()
@@ -350,7 +355,7 @@ local function has_handler(self, name)
 end
 
 -- The names a job table may use besides the typed fields (core.job_fields).
-local free_fields = { "args", "kwargs", "metadata", "next_run_time_local" }
+local free_fields = { "args", "kwargs", "metadata", "next_run_time_local", "max_instances", "overlap" }
 
 -- Refuses the keys of `fields` that look like misspellings of a name in
 -- `names` (arrays of strings), all in one `invalid` error. Other unknown
@@ -553,8 +558,8 @@ local config_keys = {
   retry_delay = "retry_delay_seconds", timeout = "timeout_seconds", priority = "priority",
   metadata = "metadata", if_missed = "if_missed", misfire_threshold = "misfire_threshold_seconds",
   on_success = "on_success", on_failure = "on_failure", if_exists = "if_exists",
-  history_limit = "history_limit", unique = "unique",
-  on_exhausted = "on_exhausted",
+  history_limit = "history_limit", unique = "unique", on_exhausted = "on_exhausted",
+  max_instances = "max_instances", overlap = "overlap",
 }
 
 local function builder(sched)
@@ -750,6 +755,7 @@ local owned_fields = {
   retry_count = "the engine", last_run_time = "the engine", last_scheduled_time = "the engine",
   last_run_at = "the engine", last_outcome = "the engine", last_error = "the engine",
   failure_count = "the engine", consecutive_failures = "the engine", progress = "the engine",
+  queued_slot = "the engine",
   created_at = "the scheduler when the job is created", updated_at = "the store on every write",
   unique_key = "the scheduler when a unique job is created",
   unique_until = "the scheduler when a unique job is created",

@@ -28,7 +28,13 @@
 enum { MF_NONE, MF_SKIP, MF_RUN_ONCE, MF_RUN_ALL };
 /* How a run ended, inside the engine. */
 enum { END_OK, END_ERROR, END_TIMEOUT, END_NO_HANDLER, END_SHUTDOWN, END_SKIPPED, END_EXIT,
-       END_LEASE, END_BAD_RECORD };
+       END_LEASE, END_BAD_RECORD,
+       END_SNOOZED,   /* the handler asked to run again later (chronis.snooze) */
+       END_CANCELLED, /* the handler ended the job (chronis.cancel) */
+       /* A job with max_instances > 1 (docs/engine.md, "Overlap"): its slot
+        * became an instance job that runs on its own (END_SPAWNED), or
+        * max_instances of them were going on (END_BUSY: overlap decides). */
+       END_SPAWNED, END_BUSY };
 
 #define MAX_RETRY_DELAY_S 3600
 /* Backoff of failing store requests: from the poll interval, doubling,
@@ -51,6 +57,12 @@ struct chr_run {
   int stop_why;      /* CHR_STOP_* once the engine asked the host to stop it */
   unsigned active : 1; /* the host runs it: chr_run_done is still to come */
   double timeout;    /* seconds, 0 = none */
+  /* The handler's own end of the run (chr_run_request): CHR_RUN_* or 0,
+   * with its code, message (owned), and time (snooze). */
+  int req, req_code;
+  char *req_msg;
+  int64_t req_when;
+  unsigned no_retry : 1; /* a failure the handler asked not to retry */
   chr_run_t *prev, *next;
 };
 
@@ -294,6 +306,7 @@ static chr_run_t *heap_pop(chr_sched_t *s) {
  * still running when its scheduler is closed never sees it freed. */
 static void run_free(chr_run_t *r) {
   chr_sched_t *s = r->s;
+  free(r->req_msg);
   chr_job_free(r->job);
   free(r);
   sched_unref(s);
@@ -405,6 +418,25 @@ static int64_t compute_next(const chr_run_t *r, const chr_trigger_t *t, int64_t 
   return chr_trigger_next(t, r->scheduled);
 }
 
+/* Overlap (docs/engine.md): the next time of a job whose run just ended
+ * at `now`, when `next` (the trigger's) is a slot that fell due while the
+ * run went on (after its start). overlap = skip: those slots are skipped,
+ * the next is the first slot after now; queue (the default): one run right
+ * after, for the latest of them, however many passed. Slots missed before
+ * the run started are the catch-up policy's (compute_next). */
+static int64_t overlap_next(const chr_run_t *r, const chr_trigger_t *t, int64_t next, int64_t now) {
+  if (next == CHR_TIME_NONE || next > now || next <= r->started) return next;
+  if (chr_job_overlap_skip(r->job)) return next_after(t, next, now);
+  if (t->type == CHR_TT_INTERVAL && t->wall_days == 0)
+    return next + (now - next) / t->elapsed_us * t->elapsed_us;
+  for (int guard = 0; guard < 100000; guard++) {
+    int64_t n = chr_trigger_next(t, next);
+    if (n == CHR_TIME_NONE || n > now) break;
+    next = n;
+  }
+  return next;
+}
+
 /* ---- run history ---- */
 
 static int outcome_of(int end) {
@@ -413,6 +445,9 @@ static int outcome_of(int end) {
   case END_SKIPPED: return CHR_OUT_SKIPPED;
   case END_SHUTDOWN: return CHR_OUT_INTERRUPTED;
   case END_TIMEOUT: return CHR_OUT_TIMEOUT;
+  case END_SNOOZED: return CHR_OUT_SNOOZED;
+  case END_CANCELLED: return CHR_OUT_CANCELLED;
+  case END_BUSY: return CHR_OUT_SKIPPED;
   default: return CHR_OUT_ERROR;
   }
 }
@@ -513,6 +548,65 @@ static void set_last_run(const chr_job_t *job, chr_job_t *u, const chr_runrec_t 
   u->extra = chr_buf_steal(&b);
 }
 
+/* A job with max_instances > 1 that waited for a free instance keeps the
+ * slot it waits for in the member queued_slot (ISO); any end of its run
+ * removes it. u->extra is canonical text ending in "progress" (or NULL):
+ * "queued_slot" sorts after it. */
+static void drop_queued_slot(const chr_job_t *job, chr_job_t *u) {
+  const char *v;
+  size_t n;
+  if (!chr_job_extra_lookup(job, "queued_slot", &v, &n)) return;
+  chr_buf_t b;
+  chr_buf_init(&b);
+  if (u->extra && strlen(u->extra) > 2) {
+    chr_buf_add(&b, u->extra, strlen(u->extra) - 1);
+    chr_buf_addc(&b, ',');
+  } else {
+    chr_buf_addc(&b, '{');
+  }
+  chr_buf_adds(&b, "\"queued_slot\":null}");
+  free(u->extra);
+  u->extra = chr_buf_steal(&b);
+}
+
+/* The end of a run of a job with max_instances > 1 that ran no handler
+ * here: its slot became an instance job (END_SPAWNED: the job moves to
+ * its next slot), or it waits for an instance to end (END_BUSY with
+ * overlap=queue: the slot is kept in queued_slot and the job is asked
+ * again after a poll interval). Neither is a run of the job: no attempt,
+ * no history, no callbacks; the instance has its own. */
+static void complete_spawner(chr_sched_t *s, chr_run_t *r, int end, int64_t now) {
+  chr_job_t *job = r->job;
+  chr_completion_t *c = pend_add(s, chr_strdup(job->job_id));
+  chr_job_t *u = release_updates();
+  c->updates = u;
+  if (end == END_BUSY) {
+    char iso[CHR_TIME_BUFSZ];
+    chr_buf_t b;
+    chr_time_format(r->scheduled, iso);
+    chr_buf_init(&b);
+    chr_buf_printf(&b, "{\"queued_slot\":\"%s\"}", iso);
+    u->extra = chr_buf_steal(&b);
+    set_next(u, now + (int64_t)(s->opts.polling_interval * 1e6));
+    run_log(s, r, CHR_LOG_DEBUG, NULL, 0, "%d instance(s) running, max_instances reached: the run "
+            "for %s waits for one to end (overlap=queue)", chr_job_max_instances(job), iso);
+    return;
+  }
+  char err[256];
+  const chr_trigger_t *t = trigger_of(s, job, err, sizeof err);
+  int64_t next = t ? compute_next(r, t, now) : CHR_TIME_NONE;
+  if (t && t->cron && chr_cron_reboot(t->cron)) {
+    chr_job_set_int(u, CHR_F_STATUS, CHR_ST_PENDING);
+    u->nullmask |= CHR_BIT(CHR_F_NEXT_RUN_TIME);
+  } else if (next == CHR_TIME_NONE) {
+    c->remove = 1;
+    return;
+  } else {
+    set_next(u, next);
+  }
+  drop_queued_slot(job, u);
+}
+
 static void fire_finished(chr_sched_t *s, chr_run_t *r, int code, const char *msg) {
   if (s->hooks->finished) s->hooks->finished(s->host, r->job, code, msg);
 }
@@ -523,7 +617,8 @@ static const chr_metrics_outcome_t metric_outcomes[] = {
     [END_TIMEOUT] = CHR_MO_TIMEOUT, [END_NO_HANDLER] = CHR_MO_NO_HANDLER,
     [END_SHUTDOWN] = CHR_MO_INTERRUPTED, [END_SKIPPED] = CHR_MO_SKIPPED,
     [END_EXIT] = CHR_MO_EXIT,       [END_LEASE] = CHR_MO_LEASE,
-    [END_BAD_RECORD] = CHR_MO_INVALID};
+    [END_BAD_RECORD] = CHR_MO_INVALID, [END_SNOOZED] = CHR_MO_SNOOZED,
+    [END_CANCELLED] = CHR_MO_CANCELLED, [END_BUSY] = CHR_MO_SKIPPED};
 
 /* Turns a finished run into its completion. */
 static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const char *msg) {
@@ -531,6 +626,10 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
   int64_t now = chr_sched_now(s);
   chr_mhandler_t *mh =
       chr_msched_handler(s->metrics, chr_job_has(job, CHR_F_FUNC_NAME) ? job->func_name : NULL);
+  if (end == END_SPAWNED || (end == END_BUSY && !chr_job_overlap_skip(job))) {
+    complete_spawner(s, r, end, now);
+    return;
+  }
   mh->runs[metric_outcomes[end]]++;
   if (r->started_mono)
     chr_hist_observe(&mh->duration, CHR_HB_RUN, (double)(chr_time_mono() - r->started_mono) / 1e6);
@@ -538,12 +637,12 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
   chr_job_t *u = release_updates();
   c->updates = u;
   int32_t attempt = chr_job_int(job, CHR_F_ATTEMPT, 0);
-  if (end != END_SKIPPED && end != END_SHUTDOWN && end != END_LEASE)
+  if (end != END_SKIPPED && end != END_SHUTDOWN && end != END_LEASE && end != END_BUSY)
     chr_job_set_int(u, CHR_F_ATTEMPT, attempt + 1);
 
   if (end == END_SHUTDOWN) {
     /* counted in stats.killed by chr_sched_kill_running */
-  } else if (end == END_OK || end == END_SKIPPED) {
+  } else if (end == END_OK || end == END_SKIPPED || end == END_BUSY) {
     int64_t next = CHR_TIME_NONE;
     int reboot = 0;
     char err[256];
@@ -552,6 +651,7 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
       if (t) next = compute_next(r, t, now);
       else chr_sched_log(s, CHR_LOG_ERROR, job->job_id, "cannot compute the next run: %s", err);
       reboot = t && t->cron && chr_cron_reboot(t->cron);
+      if (t && end == END_OK) next = overlap_next(r, t, next, now);
     }
     if (reboot) {
       /* @reboot: kept, pending, for the next scheduler start (reboot_scan). */
@@ -571,15 +671,32 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
       chr_job_set_time(u, CHR_F_LAST_SCHEDULED_TIME, r->scheduled);
       s->stats.succeeded++;
       fire_finished(s, r, 0, NULL);
+    } else if (end == END_BUSY) {
+      s->stats.skipped++;
+      run_log(s, r, CHR_LOG_INFO, NULL, 0, "skipped a run: %d instance(s) running, max_instances "
+              "reached (overlap=skip)", chr_job_max_instances(job));
     } else {
       s->stats.skipped++;
       run_log(s, r, CHR_LOG_INFO, NULL, 0, "skipped a missed run (if_missed=skip)");
     }
+  } else if (end == END_SNOOZED) {
+    /* Not a failure: retry_count stays, the job waits for the time asked. */
+    char iso[CHR_TIME_BUFSZ];
+    set_next(u, r->req_when);
+    chr_time_format(r->req_when, iso);
+    run_log(s, r, CHR_LOG_INFO, NULL, 0, "snoozed by its handler until %s", iso);
+  } else if (end == END_CANCELLED) {
+    /* Cancelled: no further run, whatever its trigger; kept as completed
+     * for keep_completed, like a one-shot job that ended. */
+    if (s->opts.keep_completed > 0) set_completed(u);
+    else c->remove = 1;
+    run_log(s, r, CHR_LOG_INFO, NULL, 0, "cancelled by its handler%s%s", msg ? ": " : "",
+            msg ? msg : "");
   } else {
     int32_t n = chr_job_int(job, CHR_F_RETRY_COUNT, 0) + 1;
     /* A record that cannot be run as stored fails at once: retrying it
      * gives the same answer until someone fixes it. */
-    int32_t max = end == END_BAD_RECORD ? 0 : chr_job_int(job, CHR_F_MAX_RETRIES, 0);
+    int32_t max = end == END_BAD_RECORD || r->no_retry ? 0 : chr_job_int(job, CHR_F_MAX_RETRIES, 0);
     if (n <= max) {
       double delay = chr_job_int(job, CHR_F_RETRY_DELAY, 60) * ldexp(1.0, n - 1);
       if (delay > MAX_RETRY_DELAY_S) delay = MAX_RETRY_DELAY_S;
@@ -601,6 +718,7 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
   }
   attach_run(s, r, c, outcome_of(end), code, msg, now);
   if (!c->remove) set_last_run(job, u, c->run);
+  if (!c->remove) drop_queued_slot(job, u);
 }
 
 /* ---- runs ---- */
@@ -619,7 +737,7 @@ static void run_timer_close_cb(uv_handle_t *h) {
 /* How a run ended, as its end line says it (END_*). */
 static const char *const end_names[] = {"ok",      "error",   "timeout", "handler_not_found",
                                         "killed",  "skipped", "exit",    "lease_expired",
-                                        "invalid"};
+                                        "invalid", "snoozed", "cancelled", "spawned", "busy"};
 
 static void run_end(chr_sched_t *s, chr_run_t *r, int end, int code, const char *msg) {
   sched_ref(s);
@@ -627,7 +745,8 @@ static void run_end(chr_sched_t *s, chr_run_t *r, int end, int code, const char 
   else if (end == END_SHUTDOWN)
     run_log(s, r, CHR_LOG_DEBUG, end_names[end], 0, "run ended: stopped by the shutdown (the job "
             "goes back to scheduled)");
-  else if (end == END_SKIPPED) run_log(s, r, CHR_LOG_DEBUG, end_names[end], 0, "run ended: skipped");
+  else if (end == END_SKIPPED || msg == NULL)
+    run_log(s, r, CHR_LOG_DEBUG, end_names[end], 0, "run ended: %s", end_names[end]);
   else run_log(s, r, CHR_LOG_DEBUG, end_names[end], code, "run ended: %s: %s", end_names[end],
                msg ? msg : "");
   if (r->timer) {
@@ -654,12 +773,37 @@ static void timeout_cb(uv_timer_t *h) {
   }
 }
 
+void chr_run_request(chr_run_t *r, chr_run_outcome_t outcome, int code, const char *msg,
+                     int64_t when) {
+  if (r->req) return;
+  r->req = outcome;
+  r->req_code = code;
+  r->req_msg = msg ? chr_strdup(msg) : NULL;
+  r->req_when = when;
+}
+
 void chr_run_done(chr_run_t *r, chr_run_outcome_t outcome, int code, const char *msg) {
   chr_sched_t *s = r->s;
   char buf[128];
   r->active = 0;
   r->data = NULL;
+  /* What the handler asked for wins over how its task ended (stopped to
+   * honour the request, or the request's error caught and swallowed). */
+  if (r->req) {
+    outcome = r->req;
+    code = r->req_code;
+    msg = r->req_msg;
+  }
   switch (outcome) {
+  case CHR_RUN_SNOOZED:
+    if (r->req_when == 0) r->req_when = chr_sched_now(s);
+    run_end(s, r, END_SNOOZED, 0, NULL);
+    break;
+  case CHR_RUN_CANCELLED: run_end(s, r, END_CANCELLED, 0, msg); break;
+  case CHR_RUN_FAILED:
+    r->no_retry = 1;
+    run_end(s, r, END_ERROR, code ? code : CHR_EHANDLER, msg);
+    break;
   case CHR_RUN_OK: run_end(s, r, END_OK, 0, NULL); break;
   case CHR_RUN_ERROR: run_end(s, r, END_ERROR, code ? code : CHR_EHANDLER, msg); break;
   case CHR_RUN_EXIT: run_end(s, r, END_EXIT, CHR_EHANDLER, msg); break;
@@ -673,6 +817,9 @@ void chr_run_done(chr_run_t *r, chr_run_outcome_t outcome, int code, const char 
     break;
   }
 }
+
+static int spawns_instances(const chr_job_t *j);
+static void spawn_instance(chr_sched_t *s, chr_run_t *r);
 
 static void start_run(chr_sched_t *s, chr_run_t *r) {
   r->started = chr_sched_now(s);
@@ -702,6 +849,10 @@ static void start_run(chr_sched_t *s, chr_run_t *r) {
   }
   if (r->misfire == MF_SKIP) {
     run_end(s, r, END_SKIPPED, 0, NULL);
+    return;
+  }
+  if (spawns_instances(j)) {
+    spawn_instance(s, r);
     return;
   }
   int32_t timeout = chr_job_int(r->job, CHR_F_TIMEOUT, 0);
@@ -750,6 +901,7 @@ typedef struct sreq {
   size_t nids;
   chr_job_t *expected, *updates; /* CAS inputs, owned */
   chr_filter_t *filter;          /* query input, owned */
+  chr_run_t *run;                /* the run an instance is spawned for */
 } sreq_t;
 
 /* Runs a request's callback holding a reference to the scheduler: the
@@ -848,6 +1000,191 @@ static void op_ok(chr_sched_t *s, int k) {
 
 int chr_sched_failing(const chr_sched_t *s, int k) {
   return s->health[k].fails > 0;
+}
+
+/* ---- instances: max_instances > 1 (docs/engine.md, "Overlap") ----
+ *
+ * A claimed slot of such a job does not run here: it becomes a one-shot
+ * instance job, `<job_id>@<slot>`, that any scheduler claims and runs as
+ * it runs every job. The instances that exist (scheduled or running,
+ * found by their metadata.instance_of) are counted first; with fewer than
+ * max_instances the instance is created and the job moves to its next
+ * slot, else overlap decides (skip: the slot is skipped; queue: the job
+ * waits for one to end). The job is `running`, claimed by this node, from
+ * the count to the creation, so no other node counts at the same time:
+ * counting and spawning are serialised across processes. One slot gives
+ * one instance whoever spawns it (the id), also after a lease recovery. */
+
+static int spawns_instances(const chr_job_t *j) {
+  return j->trigger_type != CHR_TT_DATE && chr_job_max_instances(j) > 1;
+}
+
+/* The slot a waiting job kept (queued_slot), or CHR_TIME_NONE. */
+static int64_t queued_slot(const chr_job_t *j) {
+  const char *v;
+  size_t n;
+  int64_t t;
+  char err[100];
+  if (!chr_job_extra_lookup(j, "queued_slot", &v, &n) || n < 2 || v[0] != '"') return CHR_TIME_NONE;
+  if (chr_time_parse(v + 1, n - 2, NULL, &t, err, sizeof err) != 0) return CHR_TIME_NONE;
+  return t;
+}
+
+/* Whether the (escaped) key span sorts before `name` in canonical order:
+ * bytes, then length. */
+static int key_before(chr_json_span_t k, const char *name) {
+  size_t n = strlen(name), m = k.n < n ? k.n : n;
+  int c = memcmp(k.p, name, m);
+  return c < 0 || (c == 0 && k.n < n);
+}
+
+/* The parent's extra for its instance: its own data (args, kwargs, the
+ * user's members) without what is the parent's alone (overlap settings,
+ * its last-run record and failure counters), and its metadata with
+ * instance_of = the parent's id. Canonical: members in key order. */
+static char *instance_extra(const chr_job_t *p) {
+  static const char *const drop[] = {"max_instances", "overlap", "queued_slot", "failure_count",
+                                     "consecutive_failures", "last_error", "last_outcome",
+                                     "last_run_at", "progress", "metadata", NULL};
+  chr_buf_t b;
+  chr_buf_init(&b);
+  chr_buf_addc(&b, '{');
+  int first = 1, meta_done = 0;
+  const char *meta = NULL;
+  size_t meta_n = 0;
+  chr_job_extra_lookup(p, "metadata", &meta, &meta_n);
+  const char *text = p->extra ? p->extra : "{}", *it = text, *end = text + strlen(text);
+  chr_json_span_t k, v;
+  for (;;) {
+    int more = chr_json_next_member(&it, end, &k, &v) == 1;
+    if (!meta_done && (!more || !key_before(k, "metadata"))) {
+      meta_done = 1;
+      chr_buf_adds(&b, first ? "\"metadata\":{" : ",\"metadata\":{");
+      first = 0;
+      int inner_first = 1, own_done = 0;
+      const char *mit = meta && meta_n > 1 && meta[0] == '{' ? meta : "{}";
+      const char *mend = mit == meta ? meta + meta_n : mit + 2;
+      chr_json_span_t mk, mv;
+      for (;;) {
+        int mmore = chr_json_next_member(&mit, mend, &mk, &mv) == 1;
+        if (!own_done && (!mmore || !key_before(mk, "instance_of"))) {
+          own_done = 1;
+          chr_buf_adds(&b, inner_first ? "\"instance_of\":" : ",\"instance_of\":");
+          chr_json_add_string(&b, p->job_id, strlen(p->job_id));
+          inner_first = 0;
+        }
+        if (!mmore) break;
+        if (mk.n == 11 && memcmp(mk.p, "instance_of", 11) == 0) continue;
+        chr_buf_printf(&b, ",\"%.*s\":%.*s", (int)mk.n, mk.p, (int)mv.n, mv.p);
+      }
+      chr_buf_addc(&b, '}');
+    }
+    if (!more) break;
+    int skip = 0;
+    for (size_t i = 0; drop[i]; i++)
+      if (k.n == strlen(drop[i]) && memcmp(k.p, drop[i], k.n) == 0) skip = 1;
+    if (skip) continue;
+    chr_buf_printf(&b, "%s\"%.*s\":%.*s", first ? "" : ",", (int)k.n, k.p, (int)v.n, v.p);
+    first = 0;
+  }
+  chr_buf_addc(&b, '}');
+  return chr_buf_steal(&b);
+}
+
+/* The instance job of r's slot: a one-shot job due at the slot that runs
+ * the parent's handler with its arguments, options and metadata. */
+static chr_job_t *instance_job(const chr_run_t *r, int64_t now) {
+  const chr_job_t *p = r->job;
+  char iso[CHR_TIME_BUFSZ];
+  chr_time_format(r->scheduled, iso);
+  chr_job_t *j = chr_job_dup(p);
+  char *id = chr_sprintf("%s@%s", p->job_id, iso);
+  chr_job_set_str(j, CHR_F_JOB_ID, id);
+  free(id);
+  char *args = chr_sprintf("{\"run_date\":\"%s\"}", iso);
+  chr_job_set_int(j, CHR_F_TRIGGER_TYPE, CHR_TT_DATE);
+  chr_job_set_str(j, CHR_F_TRIGGER_ARGS, args);
+  free(args);
+  chr_job_set_int(j, CHR_F_STATUS, CHR_ST_SCHEDULED);
+  chr_job_set_time(j, CHR_F_NEXT_RUN_TIME, r->scheduled);
+  chr_job_set_time(j, CHR_F_CREATED_AT, now);
+  chr_job_set_time(j, CHR_F_UPDATED_AT, now);
+  chr_job_set_time(j, CHR_F_LAST_RUN_TIME, CHR_TIME_NONE);
+  chr_job_set_time(j, CHR_F_LAST_SCHEDULED_TIME, CHR_TIME_NONE);
+  chr_job_set_time(j, CHR_F_LEASE_UNTIL, CHR_TIME_NONE);
+  chr_job_set_str(j, CHR_F_CLAIMED_BY, NULL);
+  chr_job_set_int(j, CHR_F_RETRY_COUNT, 0);
+  chr_job_set_int(j, CHR_F_ATTEMPT, 0);
+  /* The parent decided that the slot runs: the instance runs even when it
+   * waits long for a worker (a cron job's default would skip it). */
+  chr_job_set_int(j, CHR_F_IF_MISSED, CHR_MISS_RUN_ONCE);
+  free(j->extra);
+  j->extra = instance_extra(p);
+  return j;
+}
+
+/* A store request of the spawn failed: the run fails with it (retries
+ * apply), as a run whose handler could not start. */
+static void spawn_failed(chr_sched_t *s, chr_run_t *r, const chr_store_req_t *req,
+                         const char *what) {
+  char msg[400];
+  snprintf(msg, sizeof msg, "cannot %s: %s", what,
+           req->errmsg ? req->errmsg : chr_strerror(req->status));
+  run_end(s, r, END_ERROR, req->status, msg);
+}
+
+static void spawn_create_cb(chr_store_req_t *req) {
+  sreq_t *q = req->data;
+  chr_sched_t *s = q->s;
+  chr_run_t *r = q->run;
+  /* A duplicate: this slot's instance exists (spawned before a lease
+   * recovery): the slot is taken care of. */
+  if (req->status != 0 && req->status != CHR_EDUP)
+    spawn_failed(s, r, req, "create the instance job");
+  else
+    run_end(s, r, END_SPAWNED, 0, NULL);
+  sreq_free(q);
+}
+
+static void spawn_count_cb(chr_store_req_t *req) {
+  sreq_t *q = req->data;
+  chr_sched_t *s = q->s;
+  chr_run_t *r = q->run;
+  if (req->status != 0) {
+    spawn_failed(s, r, req, "count the running instances");
+  } else if (req->count >= chr_job_max_instances(r->job)) {
+    run_end(s, r, END_BUSY, 0, NULL);
+  } else {
+    sreq_t *c = sreq_new(s, CHR_OP_CREATE, spawn_create_cb);
+    c->run = r;
+    c->updates = instance_job(r, chr_sched_now(s));
+    c->req.job = c->updates;
+    run_log(s, r, CHR_LOG_DEBUG, NULL, 0, "run handed to the instance job '%s' (%lld of at most "
+            "%d)", c->updates->job_id, (long long)req->count + 1, chr_job_max_instances(r->job));
+    sreq_submit(c);
+  }
+  sreq_free(q);
+}
+
+static void spawn_instance(chr_sched_t *s, chr_run_t *r) {
+  int64_t slot = queued_slot(r->job);
+  if (slot != CHR_TIME_NONE) r->scheduled = slot; /* the slot it waited for */
+  sreq_t *q = sreq_new(s, CHR_OP_COUNT, spawn_count_cb);
+  q->run = r;
+  q->filter = chr_calloc(1, sizeof *q->filter);
+  chr_filter_init(q->filter);
+  q->filter->status_mask = 1u << CHR_ST_SCHEDULED | 1u << CHR_ST_RUNNING;
+  q->filter->meta = chr_calloc(1, sizeof *q->filter->meta);
+  chr_buf_t b;
+  chr_buf_init(&b);
+  chr_json_add_string(&b, r->job->job_id, strlen(r->job->job_id));
+  char *value = chr_buf_steal(&b), err[200];
+  if (chr_meta_filter_set(q->filter->meta, "instance_of", CHR_MF_EQ, &value, 1, err,
+                          sizeof err) == 0)
+    q->filter->nmeta = 1;
+  free(value);
+  q->req.filter = q->filter;
+  sreq_submit(q);
 }
 
 /* ---- claims ---- */

@@ -58,7 +58,11 @@ typedef enum {
   CHR_RUN_OK,     /* the handler returned */
   CHR_RUN_ERROR,  /* it raised: code and message say what */
   CHR_RUN_KILLED, /* stopped after the engine asked (stop_run): a timeout or a stop */
-  CHR_RUN_EXIT    /* the handler asked the process to exit (os.exit) */
+  CHR_RUN_EXIT,   /* the handler asked the process to exit (os.exit) */
+  /* The handler ended its run itself (docs/engine.md, "Handler control"): */
+  CHR_RUN_SNOOZED,   /* not a failure: the job runs again at the time chr_run_request gave */
+  CHR_RUN_CANCELLED, /* the job ends (deleted, or kept completed): msg is the reason or NULL */
+  CHR_RUN_FAILED     /* a failure (code, msg) that is not retried */
 } chr_run_outcome_t;
 
 /* Why the engine asks its host to stop a run. */
@@ -147,6 +151,15 @@ void chr_run_set_data(chr_run_t *r, void *data);
 void *chr_run_data(const chr_run_t *r);
 /* The host reports how a started run ended (exactly once). */
 void chr_run_done(chr_run_t *r, chr_run_outcome_t outcome, int code, const char *msg);
+/* The handler asked to end its run its own way (chronis.snooze, cancel,
+ * fail): CHR_RUN_SNOOZED (again at `when`), CHR_RUN_CANCELLED (msg: the
+ * reason, or NULL), CHR_RUN_FAILED (code, msg) or CHR_RUN_ERROR (code,
+ * msg: retries apply). Recorded on the run while the host stops the
+ * handler; the chr_run_done that follows (CHR_RUN_KILLED, or any outcome:
+ * a pcall in the handler cannot undo the request) ends the run as asked.
+ * The first request of a run wins. */
+void chr_run_request(chr_run_t *r, chr_run_outcome_t outcome, int code, const char *msg,
+                     int64_t when);
 
 /* Every scheduler of the process that is running (for the host's signal
  * handling). */

@@ -17,6 +17,7 @@ const char *const chr_outcome_names[CHR_OUT__COUNT] = {
     [CHR_OUT_NONE] = NULL,         [CHR_OUT_OK] = "ok",
     [CHR_OUT_ERROR] = "error",     [CHR_OUT_TIMEOUT] = "timeout",
     [CHR_OUT_SKIPPED] = "skipped", [CHR_OUT_INTERRUPTED] = "interrupted",
+    [CHR_OUT_SNOOZED] = "snoozed", [CHR_OUT_CANCELLED] = "cancelled",
 };
 
 int chr_history_opt(const chr_opts_t *o, const char *key, const char *val,
@@ -192,8 +193,8 @@ int chr_runrec_from_json(const char *s, size_t len, chr_runrec_t **out, char *er
   else if (rc == 0 && r.started_at == CHR_TIME_NONE)
     rc = chr_errf(err, errlen, "run '%s': field 'started_at' is required (an ISO time)", strs[0]);
   else if (rc == 0 && r.outcome <= 0)
-    rc = chr_errf(err, errlen, "run '%s': invalid field 'outcome': expected ok, error, timeout, "
-                  "skipped or interrupted", strs[0]);
+    rc = chr_errf(err, errlen, "run '%s': invalid field 'outcome': expected "
+                  CHR_OUTCOME_LIST, strs[0]);
   if (rc == 0) {
     r.run_id = strs[0], r.job_id = strs[1], r.name = strs[2], r.func_name = strs[3];
     r.node = strs[4], r.metadata = strs[5], r.error_code = strs[6], r.error_message = strs[7];

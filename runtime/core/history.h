@@ -19,9 +19,13 @@ typedef enum {
   CHR_OUT_TIMEOUT,     /* stopped at its timeout */
   CHR_OUT_SKIPPED,     /* a missed run skipped (if_missed = skip) */
   CHR_OUT_INTERRUPTED, /* stopped by a shutdown; the job runs again */
+  CHR_OUT_SNOOZED,     /* the handler asked to run again later (chronis.snooze) */
+  CHR_OUT_CANCELLED,   /* the handler ended the job (chronis.cancel) */
   CHR_OUT__COUNT
 } chr_outcome_t;
 extern const char *const chr_outcome_names[CHR_OUT__COUNT];
+/* The outcomes as a message lists them: "ok, error, ... or cancelled". */
+#define CHR_OUTCOME_LIST "ok, error, timeout, skipped, interrupted, snoozed or cancelled"
 
 /* Runs kept per job when neither the store's `history` option nor the
  * job's `history_limit` says otherwise. */

@@ -309,6 +309,25 @@ int chr_job_extra_lookup(const chr_job_t *j, const char *path, const char **val,
   return 1;
 }
 
+int chr_job_max_instances(const chr_job_t *j) {
+  const char *v;
+  size_t n;
+  long long i;
+  double d;
+  int isf = 1;
+  if (!chr_job_extra_lookup(j, "max_instances", &v, &n) ||
+      chr__json_skip_number(v, v + n, &isf) != v + n || isf || !chr__json_number(v, n, 0, &i, &d) ||
+      i < 1 || i > CHR_MAX_INSTANCES)
+    return 1;
+  return (int)i;
+}
+
+int chr_job_overlap_skip(const chr_job_t *j) {
+  const char *v;
+  size_t n;
+  return chr_job_extra_lookup(j, "overlap", &v, &n) && n == 6 && memcmp(v, "\"skip\"", 6) == 0;
+}
+
 const char *chr_job_queue(const chr_job_t *j, size_t *len) {
   const char *v;
   size_t n;
@@ -643,6 +662,35 @@ static int check_history_limit(const chr_job_t *j, char *err, size_t errlen) {
   return 0;
 }
 
+/* max_instances and overlap: members of extra, for recurring jobs (a
+ * one-shot job has one run, which nothing can overlap). */
+static int check_overlap(const chr_job_t *j, char *err, size_t errlen) {
+  chr_json_span_t v;
+  int recurring = j->trigger_type != CHR_TT_DATE;
+  if (find_member(j->extra, "max_instances", 13, &v)) {
+    long long n = 0;
+    double d;
+    int isf = 1;
+    const char *end = chr__json_skip_number(v.p, v.p + v.n, &isf);
+    if (end != v.p + v.n || isf || !chr__json_number(v.p, v.n, 0, &n, &d) || n < 1 ||
+        n > CHR_MAX_INSTANCES)
+      return chr_errf(err, errlen, "invalid field 'max_instances': expected an integer 1..%d, got "
+                      "%.*s", CHR_MAX_INSTANCES, (int)(v.n > 40 ? 40 : v.n), v.p);
+    if (!recurring && n != 1)
+      return chr_errf(err, errlen, "invalid field 'max_instances': applies to interval and cron "
+                      "jobs");
+  }
+  if (find_member(j->extra, "overlap", 7, &v)) {
+    if (!(v.n == 7 && memcmp(v.p, "\"queue\"", 7) == 0) &&
+        !(v.n == 6 && memcmp(v.p, "\"skip\"", 6) == 0))
+      return chr_errf(err, errlen, "invalid field 'overlap': expected queue or skip, got %.*s",
+                      (int)(v.n > 40 ? 40 : v.n), v.p);
+    if (!recurring)
+      return chr_errf(err, errlen, "invalid field 'overlap': applies to interval and cron jobs");
+  }
+  return 0;
+}
+
 int chr_job_validate(chr_job_t *j, char *err, size_t errlen) {
   int rc;
   if (!chr_job_has(j, CHR_F_FUNC_NAME) || j->func_name[0] == '\0')
@@ -666,6 +714,7 @@ int chr_job_validate(chr_job_t *j, char *err, size_t errlen) {
   chr_trigger_t t;
   if ((rc = chr_trigger_compile(j, &t, err, errlen))) return rc;
   chr_trigger_free(&t);
+  if ((rc = check_overlap(j, err, errlen))) return rc;
   if ((rc = check_range(j, CHR_F_PRIORITY, 0, 10, err, errlen))) return rc;
   if ((rc = check_range(j, CHR_F_MAX_RETRIES, 0, INT32_MAX, err, errlen))) return rc;
   if ((rc = check_range(j, CHR_F_RETRY_DELAY, 0, INT32_MAX, err, errlen))) return rc;

@@ -148,6 +148,14 @@ int chr_job_matches(const chr_job_t *j, const chr_job_t *expected);
 int chr_job_extra_lookup(const chr_job_t *j, const char *path, const char **val,
                          size_t *len);
 
+/* Overlap (docs/engine.md, "Overlap"): how many runs of a recurring job
+ * may go on at once (the member `max_instances`, 1..1000, default 1), and
+ * what becomes of the slots that fall due while they do (`overlap`:
+ * "queue", the default, or "skip"). */
+#define CHR_MAX_INSTANCES 1000
+int chr_job_max_instances(const chr_job_t *j);
+int chr_job_overlap_skip(const chr_job_t *j);
+
 /* Named queues (docs/queues.md): a job's queue is the string member
  * `queue` of its extra, "default" when it has none. Names are 1-64 bytes
  * of [A-Za-z0-9_.:-], so their JSON text is the name in quotes.

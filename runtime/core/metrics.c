@@ -33,7 +33,8 @@ static const struct {
 
 const char *const chr_metrics_outcome_names[CHR_MO__COUNT] = {
     "ok",      "error",             "timeout", "interrupted", "skipped",
-    "handler_not_found", "exit",    "lease_expired", "invalid"};
+    "handler_not_found", "exit",    "lease_expired", "invalid",
+    "snoozed", "cancelled"};
 
 chr_mprocess_t chr_metrics_process;
 

@@ -53,6 +53,8 @@ typedef enum {
   CHR_MO_EXIT,        /* the handler called os.exit */
   CHR_MO_LEASE,       /* lease_expired: its runs kept being cut short */
   CHR_MO_INVALID,     /* the stored record cannot run */
+  CHR_MO_SNOOZED,     /* the handler snoozed the job (chronis.snooze) */
+  CHR_MO_CANCELLED,   /* the handler cancelled the job (chronis.cancel) */
   CHR_MO__COUNT
 } chr_metrics_outcome_t;
 

@@ -107,8 +107,8 @@ chr_runrec_t *chr_lua_checkrun(lua_State *L, int idx, const char *what) {
                   what, r.run_id);
   r.outcome = outcome ? chr_enum_parse(chr_outcome_names, CHR_OUT__COUNT, outcome) : 0;
   if (r.outcome <= 0)
-    chr_lua_error(L, CHR_EINVAL, "%s: run '%s': invalid field 'outcome': expected ok, error, "
-                  "timeout, skipped or interrupted", what, r.run_id);
+    chr_lua_error(L, CHR_EINVAL, "%s: run '%s': invalid field 'outcome': expected "
+                  CHR_OUTCOME_LIST, what, r.run_id);
   r.scheduled_at = opt_time(L, idx, "scheduled_at", what);
   r.started_at = opt_time(L, idx, "started_at", what);
   r.ended_at = opt_time(L, idx, "ended_at", what);
@@ -160,8 +160,7 @@ static int outcome_bit(lua_State *L, int v) {
   int o = lua_type(L, v) == LUA_TSTRING
               ? chr_enum_parse(chr_outcome_names, CHR_OUT__COUNT, lua_tostring(L, v)) : 0;
   if (o <= 0)
-    chr_lua_error(L, CHR_EINVAL, "invalid filter 'outcome': expected ok, error, timeout, skipped "
-                  "or interrupted");
+    chr_lua_error(L, CHR_EINVAL, "invalid filter 'outcome': expected " CHR_OUTCOME_LIST);
   return o;
 }
 

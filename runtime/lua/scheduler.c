@@ -947,6 +947,85 @@ static int l_current_run(lua_State *L) {
   }
 }
 
+/* The run whose handler is the task running on L, or NULL. */
+static chr_run_t *handler_run(lua_State *L) {
+  chr_task_t *t = chr_task_current(L);
+  if (t == NULL || t->done_cb != task_done || t->finished || t->killed || t->data == NULL)
+    return NULL;
+  return t->data;
+}
+
+static chr_run_t *check_handler_run(lua_State *L, const char *fn) {
+  chr_run_t *r = handler_run(L);
+  if (r == NULL)
+    chr_lua_error(L, CHR_ESTATE, "chronis.%s: called outside a running handler (only the "
+                  "handler's own code can end its run, not a task it spawned)", fn);
+  return r;
+}
+
+/* chronis.snooze(seconds | time): the run ends, not as a failure, and the
+ * job runs again `seconds` from now (the scheduler's clock) or at `time`
+ * (ISO-8601). The handler is yielded out, so a pcall around the call
+ * cannot keep it running (docs/handlers.md, "Ending a run early"). */
+static int l_snooze(lua_State *L) {
+  chr_run_t *r = check_handler_run(L, "snooze");
+  int64_t when;
+  if (lua_type(L, 1) == LUA_TNUMBER) {
+    double sec = lua_tonumber(L, 1);
+    if (!(sec >= 0 && sec <= 86400.0 * 366 * 100))
+      return chr_lua_error(L, CHR_EINVAL, "chronis.snooze: seconds must be 0 or more, got %s",
+                           lua_tostring(L, 1));
+    when = chr_sched_now(chr_run_sched(r)) + (int64_t)(sec * 1e6);
+  } else if (lua_type(L, 1) == LUA_TSTRING) {
+    size_t n;
+    const char *str = lua_tolstring(L, 1, &n);
+    char err[200];
+    if (chr_time_parse(str, n, NULL, &when, err, sizeof err) != 0)
+      return chr_lua_error(L, CHR_EINVAL, "chronis.snooze: %s", err);
+  } else {
+    return chr_lua_error(L, CHR_EINVAL, "chronis.snooze: expected seconds (a number) or a time "
+                         "(an ISO-8601 string), got %s", luaL_typename(L, 1));
+  }
+  chr_run_request(r, CHR_RUN_SNOOZED, 0, NULL, when);
+  return chr_task_end(L, "chronis.snooze");
+}
+
+/* chronis.cancel([reason]): the run ends and so does the job: no further
+ * run (deleted, or kept completed with keep_completed). */
+static int l_cancel(lua_State *L) {
+  chr_run_t *r = check_handler_run(L, "cancel");
+  if (!lua_isnoneornil(L, 1) && lua_type(L, 1) != LUA_TSTRING)
+    return chr_lua_error(L, CHR_EINVAL, "chronis.cancel: the reason must be a string, got %s",
+                         luaL_typename(L, 1));
+  chr_run_request(r, CHR_RUN_CANCELLED, 0, lua_tostring(L, 1), 0);
+  return chr_task_end(L, "chronis.cancel");
+}
+
+/* chronis.fail(message [, {retry = false}]): the run fails with message;
+ * with retry = false no retry is made. */
+static int l_fail(lua_State *L) {
+  static const char *const keys[] = {"retry", NULL};
+  chr_run_t *r = check_handler_run(L, "fail");
+  if (lua_type(L, 1) != LUA_TSTRING)
+    return chr_lua_error(L, CHR_EINVAL, "chronis.fail: the message must be a string, got %s",
+                         luaL_typename(L, 1));
+  int retry = 1;
+  if (!lua_isnoneornil(L, 2)) {
+    if (!lua_istable(L, 2))
+      return chr_lua_error(L, CHR_EINVAL, "chronis.fail: options must be a table such as "
+                           "{retry = false}, got %s", luaL_typename(L, 2));
+    chr_lua_checkkeys(L, 2, "chronis.fail option", keys, NULL, NULL);
+    lua_getfield(L, 2, "retry");
+    if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+      return chr_lua_error(L, CHR_EINVAL, "chronis.fail: option 'retry' must be a boolean, got %s",
+                           luaL_typename(L, -1));
+    retry = lua_isnil(L, -1) || lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  chr_run_request(r, retry ? CHR_RUN_ERROR : CHR_RUN_FAILED, CHR_EHANDLER, lua_tostring(L, 1), 0);
+  return chr_task_end(L, "chronis.fail");
+}
+
 int luaopen_chronis_engine(lua_State *L) {
   static const luaL_Reg methods[] = {{"start", l_start},
                                      {"stop", l_stop},
@@ -973,6 +1052,9 @@ int luaopen_chronis_engine(lua_State *L) {
                                  {"set_log", l_set_log},
                                  {"log", l_log},
                                  {"current_run", l_current_run},
+                                 {"snooze", l_snooze},
+                                 {"cancel", l_cancel},
+                                 {"fail", l_fail},
                                  {"stop_all", l_stop_all},
                                  {NULL, NULL}};
   chr_lua_classmeta(L, SCHED_MT, meta, methods);

@@ -356,13 +356,22 @@ void chr_task_kill(chr_task_t *t, const char *reason) {
   finish(t, CHR_TASK_KILLED);
 }
 
+int chr_task_end(lua_State *L, const char *reason) {
+  chr_task_t *t = chr_task_current(L);
+  t->killed = 1;
+  t->kill_reason = reason;
+  if (lua_isyieldable(L)) return lua_yield(L, 0);
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+  return luaL_error(L, "%s", reason);
+}
+
 int chr_task_exit(lua_State *L, int code) {
   chr_task_t *t = chr_task_current(L);
   t->exited = 1;
   t->exit_code = code;
+  if (lua_isyieldable(L)) return chr_task_end(L, "os.exit");
   t->killed = 1;
   t->kill_reason = "os.exit";
-  if (lua_isyieldable(L)) return lua_yield(L, 0);
   lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
   return luaL_error(L, "os.exit(%d) called from a chronis task: the task ends here", code);
 }

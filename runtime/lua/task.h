@@ -93,6 +93,14 @@ chr_task_t *chr_task_running(void);
  * code). Only valid when chr_task_current(L) is a task. */
 int chr_task_exit(lua_State *L, int code);
 
+/* Ends the task executing on L at its own request (chronis.snooze,
+ * cancel, fail): yields it out the way a timeout does, so no pcall in its
+ * code can catch it; it finishes as CHR_TASK_KILLED. Where the task cannot
+ * yield (inside a C call such as a table.sort comparator) it raises
+ * `reason` and yields at its next instruction that can. Only valid when
+ * chr_task_current(L) is a task. */
+int chr_task_end(lua_State *L, const char *reason);
+
 /* Waits for w: returns w->finish's results (a lua_CFunction tail). */
 int chr_wait(lua_State *L, chr_waiter_t *w);
 /* Called by the operation when its result is ready. */

@@ -1,4 +1,259 @@
--- Engine semantics: overlap (docs/engine.md), run on every store by
--- engine_contract.lua as (name, factory, opts).
-return function(name, factory, opts) -- luacheck: no unused args
+-- Engine semantics: overlap (docs/engine.md, "Overlap"), run on every
+-- store by engine_contract.lua as (name, factory, opts): max_instances and
+-- overlap = "queue" | "skip" for recurring jobs, in one process and across
+-- two handles on the store (another process's connections).
+local chronis = require "chronis"
+local H = require "support.engine_helper"
+local U = require "support.util"
+
+local describe, it, before_each, after_each, assert = U.busted()
+
+local S, T0 = H.S, H.T0
+local fmt = chronis.time.format
+
+return function(name, factory, opts)
+  opts = opts or {}
+
+  describe(name .. " overlap", function()
+    local store, clock, handles
+
+    before_each(function()
+      store = factory()
+      clock = H.fake_clock()
+      handles = {}
+    end)
+
+    after_each(function()
+      H.stop_all()
+      for _, h in ipairs(handles) do h:close() end
+      local s = store
+      store = nil
+      s:close()
+      if opts.teardown then opts.teardown(s) end
+      H.assert_quiet()
+    end)
+
+    -- Leases outlast the fake clock's jumps: a held run is never recovered.
+    local function sched(o)
+      local all = { storage = store, clock = clock.fn, polling_interval = 0.1, lease_seconds = 3600 }
+      for k, v in pairs(opts.scheduler or {}) do all[k] = v end
+      for k, v in pairs(o or {}) do all[k] = v end
+      local s = H.scheduler(all)
+      s:handler("probe", function() end)
+      return s
+    end
+
+    -- Another handle on the store where the store has one (as another
+    -- process has), else the store itself.
+    local function other_store()
+      if not opts.reopen then return store end
+      local h = opts.reopen(store)
+      handles[#handles + 1] = h
+      return h
+    end
+
+    local function wait(pred, msg, seconds)
+      H.wait(pred, seconds or 10, msg)
+    end
+
+    local function field(id, key)
+      local j = store:get_job(id)
+      return j and j[key]
+    end
+
+    -- Waits until a poll of s has finished (a due probe job ran): any job
+    -- wrongly due has been claimed by then.
+    local probes = 0
+    local function settle(s)
+      probes = probes + 1
+      local id = "probe" .. probes
+      H.due_job(s, id, s:now(), "probe", { priority = 0 })
+      s:tick()
+      wait(function() return store:get_job(id) == nil end, "the probe job " .. id .. " did not run")
+    end
+
+    -- A gate handler "slow" on each scheduler: runs wait in it until opened.
+    local function slow(...)
+      local g = H.gate()
+      for _, s in ipairs({ ... }) do s:handler("slow", function(job) g:pass(job) end) end
+      return g
+    end
+
+    describe("max_instances = 1", function()
+      -- An interval job every 10 s whose run from 10:00:10 is held until
+      -- 10:00:45: the slots 10:00:20, :30 and :40 fall due meanwhile.
+      local function slow_run(overlap)
+        local s = sched()
+        local g = slow(s)
+        local j = s:every { seconds = 10 }:config { job_id = "x", overlap = overlap }:run("slow")
+        assert.are.equal(T0 + 10 * S, H.t(j.next_run_time))
+        clock.now = T0 + 10 * S
+        s:start()
+        wait(function() return #g.entered == 1 end, "the run did not start")
+        clock.now = T0 + 45 * S
+        settle(s)
+        assert.are.equal(1, #g.entered) -- running: no other run of it
+        assert.are.equal("running", field("x", "status"))
+        g.open = true
+        wait(function() return field("x", "status") == "scheduled" end, "the run did not end")
+        return s, g
+      end
+
+      it("a slow run does not overlap its next slot; queue runs once right after (default)", function()
+        local s, g = slow_run(nil)
+        assert.is_nil(field("x", "overlap"))
+        -- The slots that fell due make one run, for the latest of them, at
+        -- once; then the schedule goes on.
+        wait(function() return field("x", "last_scheduled_time") == fmt(T0 + 40 * S) end,
+          "the queued run did not run")
+        wait(function() return field("x", "status") == "scheduled" end, "the queued run did not end")
+        settle(s)
+        assert.are.same({ "x", "x" }, g.entered)
+        assert.are.equal(fmt(T0 + 50 * S), field("x", "next_run_time"))
+      end)
+
+      it("overlap = skip skips the slots that fell due during the run", function()
+        local s, g = slow_run("skip")
+        assert.are.equal("skip", field("x", "overlap"))
+        assert.are.equal(fmt(T0 + 10 * S), field("x", "last_scheduled_time"))
+        assert.are.equal(fmt(T0 + 50 * S), field("x", "next_run_time"))
+        settle(s)
+        assert.are.equal(1, #g.entered)
+      end)
+
+      it("runs never overlap with two schedulers on two handles", function()
+        local s1 = sched()
+        local s2 = sched { storage = other_store() }
+        local g = slow(s1, s2)
+        s1:every { seconds = 10 }:config { job_id = "x" }:run("slow")
+        clock.now = T0 + 10 * S
+        s1:start()
+        s2:start()
+        wait(function() return #g.entered == 1 end, "the run did not start")
+        for t = 20, 60, 10 do
+          clock.now = T0 + t * S
+          settle(s1)
+          settle(s2)
+        end
+        assert.are.equal(1, g.max_inside)
+        assert.are.equal(1, #g.entered)
+        g.open = true
+        wait(function() return #g.entered == 2 end, "the queued run did not follow")
+        wait(function() return field("x", "status") == "scheduled" end, "the queued run did not end")
+        assert.are.equal(1, g.max_inside)
+        assert.are.equal(fmt(T0 + 70 * S), field("x", "next_run_time"))
+      end)
+    end)
+
+    describe("max_instances > 1", function()
+      it("refuses values out of 1..1000 and on one-shot jobs, naming the field", function()
+        local s = sched()
+        for _, bad in ipairs({ 0, 1001, 2.5, "2" }) do
+          local ok, err = pcall(function()
+            s:every { seconds = 10 }:config { max_instances = bad }:run("slow")
+          end)
+          assert.is_false(ok)
+          assert.are.equal("invalid", err.code)
+          assert.truthy(err.message:find("'max_instances'", 1, true), err.message)
+        end
+        local ok, err = pcall(s.create_interval_job, s, { func_name = "slow", seconds = 10, overlap = "later" })
+        assert.is_false(ok)
+        assert.truthy(err.message:find("invalid field 'overlap': expected queue or skip", 1, true), err.message)
+        ok, err = pcall(function() s:once(T0):config { max_instances = 2 }:run("slow") end)
+        assert.is_false(ok)
+        assert.truthy(err.message:find("'max_instances': applies to interval and cron jobs", 1, true), err.message)
+        s:every { seconds = 10 }:config { job_id = "ok" }:run("slow")
+        ok, err = pcall(s.update_job, s, "ok", { max_instances = 5000 })
+        assert.is_false(ok)
+        assert.truthy(err.message:find("'max_instances'", 1, true), err.message)
+        assert.are.equal(3, s:update_job("ok", { max_instances = 3 }).max_instances)
+      end)
+
+      -- Slots 10:00:10, :20 and :30 of a job every 10 s with max_instances =
+      -- 2 on schedulers s1 (and s2), their runs held in gate g.
+      local function three_slots(s1, s2, g, overlap)
+        s1:every { seconds = 10 }:config { job_id = "x", max_instances = 2, overlap = overlap }
+          :run("slow", { n = 1 })
+        s1:start()
+        if s2 then s2:start() end
+        for t = 10, 20, 10 do
+          clock.now = T0 + t * S
+          s1:tick()
+          wait(function() return #g.entered == t // 10 end, "the instance of slot " .. t .. " did not run")
+        end
+        clock.now = T0 + 30 * S
+        settle(s1)
+        if s2 then settle(s2) end
+        chronis.run_until(0.3)
+        assert.are.equal(2, #g.entered)
+        assert.are.equal(2, g.max_inside)
+      end
+
+      it("runs two at once and never three; queue runs the waiting slot when one ends", function()
+        local s = sched()
+        local g = slow(s)
+        local seen = {}
+        s:handler("slow", function(job)
+          seen[#seen + 1] = job
+          g:pass(job)
+        end)
+        three_slots(s, nil, g)
+        -- Each run is an instance job of its own, with the job's arguments.
+        assert.are.same({ "x@" .. fmt(T0 + 10 * S), "x@" .. fmt(T0 + 20 * S) }, g.entered)
+        assert.are.equal("x", seen[1].metadata.instance_of)
+        assert.are.same({ n = 1 }, seen[1].kwargs)
+        assert.are.equal("running", field("x@" .. fmt(T0 + 10 * S), "status"))
+        -- The job waits for a free instance with its slot.
+        assert.are.equal(fmt(T0 + 30 * S), field("x", "queued_slot"))
+        g.open = true
+        wait(function() return store:get_job("x@" .. fmt(T0 + 10 * S)) == nil end, "the instance did not end")
+        clock.now = T0 + 31 * S
+        s:tick()
+        wait(function() return #g.entered == 3 end, "the waiting slot did not run")
+        assert.are.equal("x@" .. fmt(T0 + 30 * S), g.entered[3])
+        wait(function() return field("x", "next_run_time") == fmt(T0 + 40 * S) end, "the job did not move on")
+        assert.is_nil(field("x", "queued_slot"))
+        assert.are.equal(2, g.max_inside)
+      end)
+
+      it("overlap = skip skips a slot while max_instances runs go on", function()
+        local s = sched()
+        local g = slow(s)
+        three_slots(s, nil, g, "skip")
+        wait(function() return field("x", "next_run_time") == fmt(T0 + 40 * S) end, "the slot was not skipped")
+        assert.is_nil(store:get_job("x@" .. fmt(T0 + 30 * S)))
+        g.open = true
+        wait(function() return #store:query_jobs({ ["metadata.instance_of"] = "x" }) == 0 end,
+          "the instances did not end")
+        clock.now = T0 + 40 * S
+        s:tick()
+        wait(function() return #g.entered == 3 end, "the next slot did not run")
+        assert.are.equal("x@" .. fmt(T0 + 40 * S), g.entered[3])
+      end)
+
+      it("holds across two schedulers on two handles", function()
+        local s1 = sched()
+        local s2 = sched { storage = other_store() }
+        local g = slow(s1, s2)
+        three_slots(s1, s2, g)
+        for t = 40, 60, 10 do
+          clock.now = T0 + t * S
+          settle(s1)
+          settle(s2)
+        end
+        assert.are.equal(2, #g.entered)
+        assert.are.equal(2, g.max_inside)
+        g.open = true
+        wait(function() return #store:query_jobs({ ["metadata.instance_of"] = "x" }) == 0 end,
+          "the instances did not end")
+        clock.now = T0 + 61 * S
+        s1:tick()
+        s2:tick()
+        wait(function() return #g.entered >= 3 end, "no waiting slot ran once instances ended")
+        assert.are.equal("x@" .. fmt(T0 + 30 * S), g.entered[3])
+        wait(function() return field("x", "queued_slot") == nil end, "the job did not move on")
+        assert.are.equal(2, g.max_inside)
+      end)
+    end)
+  end)
 end
