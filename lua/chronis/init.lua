@@ -212,7 +212,7 @@ end
 --- chronis.scheduler{storage, lock, polling_interval, max_workers,
 --- max_queue_size, lease_seconds, clock, on_success, on_failure, logger,
 --- shutdown_grace, node_id, default_timeout, strict_handlers,
---- keep_completed, filters}
+--- keep_completed, filters, max_catch_up, misfire_threshold}
 function M.scheduler(opts)
   local o = copy(opts)
   for _, k in ipairs({ "on_success", "on_failure" }) do
@@ -248,7 +248,8 @@ function M.scheduler(opts)
     o.lock = M.lock.open(o.lock)
   end
   local s = setmetatable({ _store = o.storage, _callbacks = {}, _on_success = on_success,
-    _on_failure = on_failure, _strict = strict, _log = o.logger or M.log }, Scheduler)
+    _on_failure = on_failure, _strict = strict, _log = o.logger or M.log,
+    _misfire_threshold = o.misfire_threshold }, Scheduler)
   o.on_finish = finisher(s._callbacks, on_success, on_failure, o.logger or M.log)
   s._e = engine.new(o)
   if type(o.filters) == "table" and next(o.filters) ~= nil then
@@ -333,7 +334,7 @@ local function has_handler(self, name)
 end
 
 -- The names a job table may use besides the typed fields (core.job_fields).
-local free_fields = { "args", "kwargs", "metadata", "next_run_time_local" }
+local free_fields = { "args", "kwargs", "metadata", "next_run_time_local", "on_exhausted" }
 
 -- Refuses the keys of `fields` that look like misspellings of a name in
 -- `names` (arrays of strings), all in one `invalid` error. Other unknown
@@ -454,6 +455,8 @@ function Scheduler:create_job(fields)
       if h[k] ~= nil and f[field] == nil then f[field] = h[k] end
     end
   end
+  -- The scheduler's misfire_threshold option, for jobs that give none.
+  if f.misfire_threshold_seconds == nil then f.misfire_threshold_seconds = self._misfire_threshold end
   if if_exists == "error" then
     -- Prepared and stored in one step: the job crosses from Lua to C once,
     -- and the stored record comes back once.
@@ -510,7 +513,7 @@ local config_keys = {
   retry_delay = "retry_delay_seconds", timeout = "timeout_seconds", priority = "priority",
   metadata = "metadata", if_missed = "if_missed", misfire_threshold = "misfire_threshold_seconds",
   on_success = "on_success", on_failure = "on_failure", if_exists = "if_exists",
-  history_limit = "history_limit",
+  history_limit = "history_limit", on_exhausted = "on_exhausted",
 }
 
 local function builder(sched)
