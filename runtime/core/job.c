@@ -648,7 +648,7 @@ static int check_history_limit(const chr_job_t *j, char *err, size_t errlen) {
 static int check_on_exhausted(const chr_job_t *j, char *err, size_t errlen) {
   static const char *const names[] = {"next", "fail", "pause"};
   chr_json_span_t v;
-  if (!find_member(j->extra, "on_exhausted", 12, &v)) return 0;
+  if (!find_member(j->extra, "on_exhausted", 12, &v) || chr_json_is_null(v)) return 0;
   int ok = 0;
   for (size_t i = 0; i < sizeof names / sizeof *names && !ok; i++)
     ok = v.n == strlen(names[i]) + 2 && v.p[0] == '"' && memcmp(v.p + 1, names[i], v.n - 2) == 0;
