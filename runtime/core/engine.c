@@ -1013,9 +1013,9 @@ static int lease_exhausted(const chr_job_t *j) {
 /* Misfire classification of a claimed run (docs/engine.md, "Catch-up"):
  * its slot is late once past due, missed once later than the job's
  * misfire_threshold_seconds. skip drops a missed slot; run_once runs once
- * for every slot due by its start; run_all runs each slot, the newest
- * max_catch_up of them. */
-static void classify(chr_sched_t *s, chr_run_t *r, int64_t now) {
+ * for every slot due by its start; run_all runs each slot (bounded by
+ * bound_catch_up). */
+static void classify(chr_run_t *r, int64_t now) {
   const chr_job_t *j = r->job;
   r->scheduled = chr_job_has(j, CHR_F_NEXT_RUN_TIME) ? j->next_run_time : now;
   r->slot = r->scheduled;
@@ -1035,7 +1035,13 @@ static void classify(chr_sched_t *s, chr_run_t *r, int64_t now) {
     return;
   }
   r->misfire = MF_RUN_ALL;
-  if (j->trigger_type == CHR_TT_DATE || r->slot >= now) return;
+}
+
+/* run_all after a downtime: the newest max_catch_up due slots run, the
+ * older ones are skipped, with a warning that counts them. */
+static void bound_catch_up(chr_sched_t *s, chr_run_t *r, int64_t now) {
+  const chr_job_t *j = r->job;
+  if (r->misfire != MF_RUN_ALL || j->trigger_type == CHR_TT_DATE || r->slot >= now) return;
   char err[256];
   const chr_trigger_t *t = trigger_of(s, j, err, sizeof err);
   if (t == NULL) return; /* the run fails on it (start_run) */
@@ -1081,7 +1087,7 @@ static void claim_cb(chr_store_req_t *req) {
     req->jobs[i] = NULL;
     if (s->npend) drop_stale_completions(s, j->job_id);
     chr_run_t *r = run_new(s, j);
-    classify(s, r, now);
+    classify(r, now);
     s->stats.claimed++;
     if (s->state != CHR_SCHED_RUNNING) { /* stopped meanwhile: give it back */
       chr_completion_t *c = pend_add(s, chr_strdup(j->job_id));
@@ -1099,6 +1105,7 @@ static void claim_cb(chr_store_req_t *req) {
       run_free(r);
       continue;
     }
+    bound_catch_up(s, r, now);
     heap_push(s, r);
   }
   req->njobs = 0;
