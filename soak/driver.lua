@@ -258,8 +258,10 @@ T0 = (now() // 1000 + lead * 1000) * 1000
 T_end = T0 + D * SEC
 for i = 0, J - 1 do final[i] = (T_end - T0 - i * step + SEC - 1) // SEC - 1 end
 for i = 0, J - 1 do
+  -- run_all: a slot that a disturbance delays past the next one still
+  -- runs (run_once would run once for both).
   sched:create_interval_job{ job_id = "soak" .. i, func_name = "soak", seconds = 1,
-                             start_date = fmt(T0 + i * step) }
+                             start_date = fmt(T0 + i * step), if_missed = "run_all" }
 end
 if now() > T0 then log("creating %d jobs took longer than the %d s lead", J, lead) end
 sched:start()

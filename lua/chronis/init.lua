@@ -218,7 +218,7 @@ end
 --- chronis.scheduler{storage, lock, polling_interval, max_workers,
 --- max_queue_size, lease_seconds, clock, on_success, on_failure, logger,
 --- shutdown_grace, node_id, default_timeout, strict_handlers,
---- keep_completed, filters, undeclared, app}
+--- keep_completed, filters, undeclared, app, max_catch_up, misfire_threshold}
 function M.scheduler(opts)
   local o = copy(opts)
   for _, k in ipairs({ "on_success", "on_failure" }) do
@@ -266,7 +266,8 @@ function M.scheduler(opts)
     _on_failure = on_failure, _strict = strict, _log = o.logger or M.log,
     -- Declared schedules: what start() does with the jobs this app no
     -- longer declares, and the mark its declarations carry (`declared`).
-    _undeclared = undeclared or "report", _app = app, _mark = app or true }, Scheduler)
+    _undeclared = undeclared or "report", _app = app, _mark = app or true,
+    _misfire_threshold = o.misfire_threshold }, Scheduler)
   o.on_finish = finisher(s._callbacks, on_success, on_failure, o.logger or M.log)
   s._e = engine.new(o)
   if type(o.filters) == "table" and next(o.filters) ~= nil then
@@ -355,7 +356,8 @@ local function has_handler(self, name)
 end
 
 -- The names a job table may use besides the typed fields (core.job_fields).
-local free_fields = { "args", "kwargs", "metadata", "next_run_time_local", "max_instances", "overlap" }
+local free_fields = { "args", "kwargs", "metadata", "next_run_time_local", "max_instances", "overlap",
+  "on_exhausted" }
 
 -- Refuses the keys of `fields` that look like misspellings of a name in
 -- `names` (arrays of strings), all in one `invalid` error. Other unknown
@@ -484,6 +486,8 @@ function Scheduler:create_job(fields)
       if h[k] ~= nil and f[field] == nil then f[field] = h[k] end
     end
   end
+  -- The scheduler's misfire_threshold option, for jobs that give none.
+  if f.misfire_threshold_seconds == nil then f.misfire_threshold_seconds = self._misfire_threshold end
   if uniq then
     local job, existed = unique.create(self._store, f, uniq, self._e:now())
     -- The callbacks of a create that found its job are not attached: the

@@ -49,6 +49,10 @@ struct chr_run {
   chr_sched_t *s;
   chr_job_t *job;    /* the claimed record, owned */
   int64_t scheduled; /* its next_run_time when claimed */
+  /* The slot of the trigger's grid the run is for: `scheduled`, except for
+   * a retry, whose time is off the grid (retry_slot). Next times are
+   * counted from it, so an interval job keeps its phase. */
+  int64_t slot;
   int misfire;
   int64_t started;
   int64_t started_mono; /* for its duration in the log, 0 = not started */
@@ -356,6 +360,44 @@ static void set_completed(chr_job_t *u) {
   u->nullmask |= CHR_BIT(CHR_F_NEXT_RUN_TIME);
 }
 
+/* An integer member of the job's extra, or def. */
+static int64_t extra_int(const chr_job_t *j, const char *key, int64_t def) {
+  const char *v;
+  size_t n;
+  long long i;
+  double d;
+  int isf = 1;
+  if (j->extra == NULL || !chr_job_extra_lookup(j, key, &v, &n)) return def;
+  if (chr__json_skip_number(v, v + n, &isf) != v + n || isf || !chr__json_number(v, n, 0, &i, &d))
+    return def;
+  return i;
+}
+
+/* 1 when the job's extra has the string member key equal to value. */
+static int extra_is(const chr_job_t *j, const char *key, const char *value) {
+  const char *v;
+  size_t n, len = strlen(value);
+  return j->extra != NULL && chr_job_extra_lookup(j, key, &v, &n) && n == len + 2 &&
+         v[0] == '"' && memcmp(v + 1, value, len) == 0 && v[n - 1] == '"';
+}
+
+/* A time member of the job's extra (an ISO string), or CHR_TIME_NONE. */
+static int64_t extra_time(const chr_job_t *j, const char *key) {
+  const char *v;
+  size_t n;
+  int64_t t;
+  char err[120];
+  if (j->extra == NULL || !chr_job_extra_lookup(j, key, &v, &n) || n < 2 || v[0] != '"' ||
+      chr_time_parse(v + 1, n - 2, NULL, &t, err, sizeof err) != 0)
+    return CHR_TIME_NONE;
+  return t;
+}
+
+/* The member of extra that keeps, while a recurring job's failed run is
+ * retried, the slot that run was for: the retries run off the grid, and
+ * the runs after them go back to it. */
+#define RETRY_SLOT "retry_slot"
+
 /* The first fire time strictly after `after`, skipping every slot up to
  * `now` (for the skip policy and for interval jobs that fell behind). */
 static int64_t next_after(const chr_trigger_t *t, int64_t after, int64_t now) {
@@ -407,15 +449,82 @@ static const chr_trigger_t *trigger_of(chr_sched_t *s, const chr_job_t *j, char 
 }
 
 /* When the job's trigger has a further time: computes it per the misfire
- * decision. Returns CHR_TIME_NONE when the job is done for good. */
+ * decision (docs/engine.md, "Catch-up"). Returns CHR_TIME_NONE when the
+ * job is done for good.
+ * - skip, missed: the first slot after now;
+ * - run_once, and skip within the threshold: the first slot after the
+ *   run's start, so one run stands for every slot that came due before it
+ *   started (a cron job that ran late does not run its late slots again);
+ * - run_all: the slot after this one. */
 static int64_t compute_next(const chr_run_t *r, const chr_trigger_t *t, int64_t now) {
   switch (r->misfire) {
-  case MF_SKIP: return next_after(t, r->scheduled, now);
-  case MF_RUN_ONCE: return next_after(t, r->scheduled, now);
-  case MF_RUN_ALL: return chr_trigger_next(t, r->scheduled);
-  default: break;
+  case MF_SKIP: return next_after(t, r->slot, now);
+  case MF_RUN_ALL: return chr_trigger_next(t, r->slot);
+  default: return next_after(t, r->slot, r->started ? r->started : now);
   }
-  return chr_trigger_next(t, r->scheduled);
+}
+
+/* The step between two slots of t when it is fixed (elapsed-time
+ * intervals, @every), else 0. */
+static int64_t fixed_step(const chr_trigger_t *t) {
+  if (t->type == CHR_TT_INTERVAL && t->wall_days == 0) return t->elapsed_us;
+  if (t->type == CHR_TT_CRON && chr_cron_every(t->cron)) return chr_cron_every(t->cron) * CHR_USEC;
+  return 0;
+}
+
+/* Slots walked at most to count a catch-up's skipped slots (a cron job
+ * firing every second, down for weeks): past it they are "more than". */
+#define CATCH_UP_WALK 100000
+
+/* The number of slots of t in (after, now], counting up to cap. */
+static int count_slots(const chr_trigger_t *t, int64_t after, int64_t now, int cap) {
+  int n = 0;
+  for (int64_t x = chr_trigger_next(t, after); x != CHR_TIME_NONE && x <= now && n < cap;
+       x = chr_trigger_next(t, x))
+    n++;
+  return n;
+}
+
+/* run_all after a downtime: of the slots from `slot` (due) up to now, only
+ * the newest `keep` run. Returns the oldest of those, and in *skipped the
+ * number of older slots left out (0 when there are at most `keep`; -1 when
+ * more than CATCH_UP_WALK). */
+static int64_t catch_up_start(const chr_trigger_t *t, int64_t slot, int64_t now, int keep,
+                              int64_t *skipped) {
+  *skipped = 0;
+  int64_t step = fixed_step(t);
+  if (step > 0) {
+    int64_t due = (now - slot) / step + 1;
+    if (due <= keep) return slot;
+    *skipped = due - keep;
+    return slot + *skipped * step;
+  }
+  if (count_slots(t, slot, now, keep) < keep) return slot; /* slot and fewer than keep after */
+  int64_t start;
+  if (t->type == CHR_TT_CRON) {
+    /* A cron schedule's slots are absolute: the `keep`-th newest is found
+     * by bisecting the time line, whatever the downtime. Invariant: at
+     * least keep slots in (lo, now], fewer in (hi, now]. */
+    int64_t lo = slot, hi = now;
+    while (hi - lo > 1) {
+      int64_t mid = lo + (hi - lo) / 2;
+      if (count_slots(t, mid, now, keep) >= keep) lo = mid;
+      else hi = mid;
+    }
+    start = chr_trigger_next(t, lo);
+  } else {
+    /* Intervals of days and weeks, a slot a day at least: walked, the last
+     * `keep` slots held in a ring. */
+    int64_t *ring = chr_malloc((size_t)keep * sizeof *ring), n = 0;
+    for (int64_t x = slot; x != CHR_TIME_NONE && x <= now; x = chr_trigger_next(t, x))
+      ring[n++ % keep] = x;
+    start = ring[n % keep];
+    free(ring);
+  }
+  int64_t n = 0;
+  for (int64_t x = slot; x < start && n <= CATCH_UP_WALK; x = chr_trigger_next(t, x)) n++;
+  *skipped = n > CATCH_UP_WALK ? -1 : n;
+  return start;
 }
 
 /* Overlap (docs/engine.md): the next time of a job whose run just ended
@@ -450,19 +559,6 @@ static int outcome_of(int end) {
   case END_BUSY: return CHR_OUT_SKIPPED;
   default: return CHR_OUT_ERROR;
   }
-}
-
-/* An integer member of the job's extra, or def. */
-static int64_t extra_int(const chr_job_t *j, const char *key, int64_t def) {
-  const char *v;
-  size_t n;
-  long long i;
-  double d;
-  int isf = 1;
-  if (j->extra == NULL || !chr_job_extra_lookup(j, key, &v, &n)) return def;
-  if (chr__json_skip_number(v, v + n, &isf) != v + n || isf || !chr__json_number(v, n, 0, &i, &d))
-    return def;
-  return i;
 }
 
 /* The run record of r, attached to its completion: "<node>/<sequence>"
@@ -517,8 +613,10 @@ static void attach_run(chr_sched_t *s, chr_run_t *r, chr_completion_t *c, int ou
 
 /* The job's record of its last run (docs/history.md): last_run_at,
  * last_outcome, the failure counters and last_error, as members of extra
- * in the updates u, in canonical order. */
-static void set_last_run(const chr_job_t *job, chr_job_t *u, const chr_runrec_t *rec) {
+ * in the updates u, in canonical order; and retry_slot, the slot a
+ * recurring job's retries are for (CHR_TIME_NONE: none). */
+static void set_last_run(const chr_job_t *job, chr_job_t *u, const chr_runrec_t *rec,
+                         int64_t retry_slot) {
   char iso[CHR_TIME_BUFSZ];
   int failed = rec->outcome == CHR_OUT_ERROR || rec->outcome == CHR_OUT_TIMEOUT;
   int64_t fails = extra_int(job, "failure_count", 0), streak = extra_int(job, "consecutive_failures", 0);
@@ -543,28 +641,46 @@ static void set_last_run(const chr_job_t *job, chr_job_t *u, const chr_runrec_t 
                  chr_outcome_names[rec->outcome], iso);
   /* Progress tells where a run is: once it ended, it tells nothing. The
    * handler may have written it after the claim, so it is always cleared. */
-  chr_buf_adds(&b, ",\"progress\":null}");
+  chr_buf_adds(&b, ",\"progress\":null");
+  if (retry_slot != CHR_TIME_NONE) {
+    chr_time_format(retry_slot, iso);
+    chr_buf_printf(&b, ",\"" RETRY_SLOT "\":\"%s\"", iso);
+  } else if ((chr_job_int(u, CHR_F_RETRY_COUNT, -1) == 0 ||
+              chr_job_int(u, CHR_F_STATUS, 0) == CHR_ST_FAILED) &&
+             extra_time(job, RETRY_SLOT) != CHR_TIME_NONE) {
+    /* The retries are over (a skipped slot or a stop leave them on). */
+    chr_buf_adds(&b, ",\"" RETRY_SLOT "\":null");
+  }
+  chr_buf_addc(&b, '}');
   free(u->extra);
   u->extra = chr_buf_steal(&b);
 }
 
 /* A job with max_instances > 1 that waited for a free instance keeps the
  * slot it waits for in the member queued_slot (ISO); any end of its run
- * removes it. u->extra is canonical text ending in "progress" (or NULL):
- * "queued_slot" sorts after it. */
+ * removes it: a null member for it goes into u->extra, in the key order
+ * of canonical text (u->extra is canonical, or NULL). */
 static void drop_queued_slot(const chr_job_t *job, chr_job_t *u) {
+  static const char key[] = "queued_slot";
   const char *v;
   size_t n;
-  if (!chr_job_extra_lookup(job, "queued_slot", &v, &n)) return;
+  if (!chr_job_extra_lookup(job, key, &v, &n)) return;
   chr_buf_t b;
   chr_buf_init(&b);
-  if (u->extra && strlen(u->extra) > 2) {
-    chr_buf_add(&b, u->extra, strlen(u->extra) - 1);
-    chr_buf_addc(&b, ',');
-  } else {
-    chr_buf_addc(&b, '{');
+  chr_buf_addc(&b, '{');
+  const char *p = u->extra ? u->extra : "{}", *e = p + strlen(p);
+  chr_json_span_t k, val;
+  int added = 0;
+  while (chr_json_next_member(&p, e, &k, &val) == 1) {
+    chr_json_span_t ks = {key, sizeof key - 1};
+    if (!added && chr_json_key_cmp(&k, &ks) > 0) {
+      chr_buf_printf(&b, "%s\"%s\":null", b.len > 1 ? "," : "", key);
+      added = 1;
+    }
+    chr_buf_printf(&b, "%s\"%.*s\":%.*s", b.len > 1 ? "," : "", (int)k.n, k.p, (int)val.n, val.p);
   }
-  chr_buf_adds(&b, "\"queued_slot\":null}");
+  if (!added) chr_buf_printf(&b, "%s\"%s\":null", b.len > 1 ? "," : "", key);
+  chr_buf_addc(&b, '}');
   free(u->extra);
   u->extra = chr_buf_steal(&b);
 }
@@ -620,6 +736,49 @@ static const chr_metrics_outcome_t metric_outcomes[] = {
     [END_BAD_RECORD] = CHR_MO_INVALID, [END_SNOOZED] = CHR_MO_SNOOZED,
     [END_CANCELLED] = CHR_MO_CANCELLED, [END_BUSY] = CHR_MO_SKIPPED};
 
+/* The updates u of a run that failed with no retry left, or of a job
+ * whose runs keep being cut short (docs/engine.md, "Failure policy"). A
+ * recurring job follows its on_exhausted: next (the default) records the
+ * failure and goes on with the first slot of its grid after now; pause
+ * does the same but pauses the job there; fail ends it. A one-shot job, a
+ * record that cannot run as stored, and a trigger with no further slot
+ * fail. */
+static void exhausted(chr_sched_t *s, chr_run_t *r, chr_job_t *u, int end, int code,
+                      const char *msg, int32_t max, int64_t now) {
+  const chr_job_t *job = r->job;
+  const char *spent = max ? "; retries exhausted" : "";
+  int pause = extra_is(job, "on_exhausted", "pause");
+  if (job->trigger_type != CHR_TT_DATE && end != END_BAD_RECORD &&
+      !extra_is(job, "on_exhausted", "fail")) {
+    char err[256], iso[CHR_TIME_BUFSZ];
+    const chr_trigger_t *t = trigger_of(s, job, err, sizeof err);
+    int64_t next = t ? next_after(t, r->slot, now) : CHR_TIME_NONE;
+    if (next != CHR_TIME_NONE) {
+      chr_job_set_int(u, CHR_F_RETRY_COUNT, 0);
+      set_next(u, next);
+      chr_time_format(next, iso);
+      if (pause) chr_job_set_int(u, CHR_F_STATUS, CHR_ST_PAUSED);
+      run_log(s, r, CHR_LOG_ERROR, NULL, code, pause ? "run failed (%s: %s)%s; job paused "
+              "(on_exhausted=pause), its next run at %s once resumed" : "run failed (%s: %s)%s; "
+              "next run at %s", chr_strerror(code), msg, spent, iso);
+      return;
+    }
+    if (t && t->cron && chr_cron_reboot(t->cron)) {
+      /* @reboot: its next run is at the next start, as after a success. */
+      chr_job_set_int(u, CHR_F_RETRY_COUNT, 0);
+      chr_job_set_int(u, CHR_F_STATUS, pause ? CHR_ST_PAUSED : CHR_ST_PENDING);
+      u->nullmask |= CHR_BIT(CHR_F_NEXT_RUN_TIME);
+      run_log(s, r, CHR_LOG_ERROR, NULL, code, "run failed (%s: %s)%s; %s", chr_strerror(code),
+              msg, spent, pause ? "job paused (on_exhausted=pause)" : "next run at the next start");
+      return;
+    }
+  }
+  chr_job_set_int(u, CHR_F_STATUS, CHR_ST_FAILED);
+  u->nullmask |= CHR_BIT(CHR_F_NEXT_RUN_TIME);
+  run_log(s, r, CHR_LOG_ERROR, NULL, code, "run failed (%s: %s)%s", chr_strerror(code), msg,
+          spent);
+}
+
 /* Turns a finished run into its completion. */
 static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const char *msg) {
   chr_job_t *job = r->job;
@@ -636,6 +795,7 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
   chr_completion_t *c = pend_add(s, chr_strdup(job->job_id));
   chr_job_t *u = release_updates();
   c->updates = u;
+  int64_t retry_slot = CHR_TIME_NONE; /* while a recurring job's retries run */
   int32_t attempt = chr_job_int(job, CHR_F_ATTEMPT, 0);
   if (end != END_SKIPPED && end != END_SHUTDOWN && end != END_LEASE && end != END_BUSY)
     chr_job_set_int(u, CHR_F_ATTEMPT, attempt + 1);
@@ -706,18 +866,16 @@ static void complete_run(chr_sched_t *s, chr_run_t *r, int end, int code, const 
       mh->retries++;
       run_log(s, r, CHR_LOG_WARN, NULL, code, "run failed (%s: %s); retry %d of %d in %gs",
               chr_strerror(code), msg, (int)n, (int)max, delay);
+      if (job->trigger_type != CHR_TT_DATE) retry_slot = r->slot;
     } else {
-      chr_job_set_int(u, CHR_F_STATUS, CHR_ST_FAILED);
-      u->nullmask |= CHR_BIT(CHR_F_NEXT_RUN_TIME);
       s->stats.failed++;
       mh->failures++;
-      run_log(s, r, CHR_LOG_ERROR, NULL, code, "run failed (%s: %s)%s", chr_strerror(code), msg,
-              max ? "; retries exhausted" : "");
+      exhausted(s, r, u, end, code, msg, max, now);
       fire_finished(s, r, code, msg);
     }
   }
   attach_run(s, r, c, outcome_of(end), code, msg, now);
-  if (!c->remove) set_last_run(job, u, c->run);
+  if (!c->remove) set_last_run(job, u, c->run, retry_slot);
   if (!c->remove) drop_queued_slot(job, u);
 }
 
@@ -1168,7 +1326,7 @@ static void spawn_count_cb(chr_store_req_t *req) {
 
 static void spawn_instance(chr_sched_t *s, chr_run_t *r) {
   int64_t slot = queued_slot(r->job);
-  if (slot != CHR_TIME_NONE) r->scheduled = slot; /* the slot it waited for */
+  if (slot != CHR_TIME_NONE) r->scheduled = r->slot = slot; /* the slot it waited for */
   sreq_t *q = sreq_new(s, CHR_OP_COUNT, spawn_count_cb);
   q->run = r;
   q->filter = chr_calloc(1, sizeof *q->filter);
@@ -1198,6 +1356,57 @@ static int lease_exhausted(const chr_job_t *j) {
   return chr_job_int(j, CHR_F_RETRY_COUNT, 0) > (max > 0 ? max : 1);
 }
 
+/* Misfire classification of a claimed run (docs/engine.md, "Catch-up"):
+ * its slot is late once past due, missed once later than the job's
+ * misfire_threshold_seconds. skip drops a missed slot; run_once runs once
+ * for every slot due by its start; run_all runs each slot (bounded by
+ * bound_catch_up). */
+static void classify(chr_run_t *r, int64_t now) {
+  const chr_job_t *j = r->job;
+  r->scheduled = chr_job_has(j, CHR_F_NEXT_RUN_TIME) ? j->next_run_time : now;
+  r->slot = r->scheduled;
+  if (chr_job_int(j, CHR_F_RETRY_COUNT, 0) > 0) {
+    int64_t slot = extra_time(j, RETRY_SLOT);
+    if (slot != CHR_TIME_NONE) r->slot = slot;
+  }
+  int policy = chr_job_int(j, CHR_F_IF_MISSED, 0);
+  if (policy == 0) policy = j->trigger_type == CHR_TT_CRON ? CHR_MISS_SKIP : CHR_MISS_RUN_ONCE;
+  int64_t threshold = (int64_t)chr_job_int(j, CHR_F_MISFIRE_THRESHOLD, 60) * CHR_USEC;
+  if (policy == CHR_MISS_SKIP) {
+    if (r->scheduled + threshold < now) r->misfire = MF_SKIP;
+    return;
+  }
+  if (policy != CHR_MISS_RUN_ALL) {
+    r->misfire = MF_RUN_ONCE;
+    return;
+  }
+  r->misfire = MF_RUN_ALL;
+}
+
+/* run_all after a downtime: the newest max_catch_up due slots run, the
+ * older ones are skipped, with a warning that counts them. */
+static void bound_catch_up(chr_sched_t *s, chr_run_t *r, int64_t now) {
+  const chr_job_t *j = r->job;
+  if (r->misfire != MF_RUN_ALL || j->trigger_type == CHR_TT_DATE || r->slot >= now) return;
+  char err[256];
+  const chr_trigger_t *t = trigger_of(s, j, err, sizeof err);
+  if (t == NULL) return; /* the run fails on it (start_run) */
+  int64_t skipped;
+  int64_t start = catch_up_start(t, r->slot, now, s->opts.max_catch_up, &skipped);
+  if (skipped == 0) return;
+  char iso[CHR_TIME_BUFSZ];
+  chr_time_format(start, iso);
+  if (skipped < 0)
+    chr_sched_log(s, CHR_LOG_WARN, j->job_id, "skipped more than %d missed run(s) "
+                  "(if_missed=run_all runs the last max_catch_up=%d): catching up from %s",
+                  CATCH_UP_WALK, s->opts.max_catch_up, iso);
+  else
+    chr_sched_log(s, CHR_LOG_WARN, j->job_id, "skipped %lld missed run(s) (if_missed=run_all "
+                  "runs the last max_catch_up=%d): catching up from %s", (long long)skipped,
+                  s->opts.max_catch_up, iso);
+  r->scheduled = r->slot = start;
+}
+
 static void claim_cb(chr_store_req_t *req) {
   sreq_t *q = req->data;
   chr_sched_t *s = q->s;
@@ -1224,14 +1433,7 @@ static void claim_cb(chr_store_req_t *req) {
     req->jobs[i] = NULL;
     if (s->npend) drop_stale_completions(s, j->job_id);
     chr_run_t *r = run_new(s, j);
-    r->scheduled = chr_job_has(j, CHR_F_NEXT_RUN_TIME) ? j->next_run_time : now;
-    int64_t threshold = (int64_t)chr_job_int(j, CHR_F_MISFIRE_THRESHOLD, 60) * CHR_USEC;
-    if (r->scheduled + threshold < now) {
-      int policy = chr_job_int(j, CHR_F_IF_MISSED, 0);
-      if (policy == 0) policy = j->trigger_type == CHR_TT_CRON ? CHR_MISS_SKIP : CHR_MISS_RUN_ONCE;
-      r->misfire = policy == CHR_MISS_SKIP ? MF_SKIP
-                   : policy == CHR_MISS_RUN_ALL ? MF_RUN_ALL : MF_RUN_ONCE;
-    }
+    classify(r, now);
     s->stats.claimed++;
     if (s->state != CHR_SCHED_RUNNING) { /* stopped meanwhile: give it back */
       chr_completion_t *c = pend_add(s, chr_strdup(j->job_id));
@@ -1249,6 +1451,7 @@ static void claim_cb(chr_store_req_t *req) {
       run_free(r);
       continue;
     }
+    bound_catch_up(s, r, now);
     heap_push(s, r);
   }
   req->njobs = 0;
@@ -1797,6 +2000,7 @@ chr_sched_t *chr_sched_new(chr_store_t *store, chr_lock_t *lock, const chr_sched
     chr_lock_retain(lock);
   }
   s->opts = *opts;
+  if (s->opts.max_catch_up <= 0) s->opts.max_catch_up = 100;
   chr_filter_copy(&s->scope, opts->scope);
   s->scoped = !chr_filter_is_empty(&s->scope);
   s->opts.scope = &s->scope;

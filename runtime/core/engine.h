@@ -37,6 +37,9 @@ typedef struct chr_sched_opts {
   /* Seconds a one-shot job that succeeded is kept, status completed, before
    * the engine deletes it; 0 = deleted at once. */
   double keep_completed;
+  /* if_missed = run_all: at most this many missed slots of a job run after
+   * a downtime, the newest; older ones are skipped (0 = 100). */
+  int max_catch_up;
 } chr_sched_opts_t;
 
 typedef struct chr_sched_stats {

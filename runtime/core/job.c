@@ -691,6 +691,24 @@ static int check_overlap(const chr_job_t *j, char *err, size_t errlen) {
   return 0;
 }
 
+/* on_exhausted: what a recurring job does once a run failed with no retry
+ * left (docs/engine.md, "Failure policy"); absent means next. */
+static int check_on_exhausted(const chr_job_t *j, char *err, size_t errlen) {
+  static const char *const names[] = {"next", "fail", "pause"};
+  chr_json_span_t v;
+  if (!find_member(j->extra, "on_exhausted", 12, &v) || chr_json_is_null(v)) return 0;
+  int ok = 0;
+  for (size_t i = 0; i < sizeof names / sizeof *names && !ok; i++)
+    ok = v.n == strlen(names[i]) + 2 && v.p[0] == '"' && memcmp(v.p + 1, names[i], v.n - 2) == 0;
+  if (!ok)
+    return chr_errf(err, errlen, "invalid field 'on_exhausted': expected next, fail or pause, "
+                    "got %.*s", (int)(v.n > 40 ? 40 : v.n), v.p);
+  if (j->trigger_type != CHR_TT_INTERVAL && j->trigger_type != CHR_TT_CRON)
+    return chr_errf(err, errlen, "invalid field 'on_exhausted': applies to interval and cron "
+                    "jobs");
+  return 0;
+}
+
 int chr_job_validate(chr_job_t *j, char *err, size_t errlen) {
   int rc;
   if (!chr_job_has(j, CHR_F_FUNC_NAME) || j->func_name[0] == '\0')
@@ -715,6 +733,7 @@ int chr_job_validate(chr_job_t *j, char *err, size_t errlen) {
   if ((rc = chr_trigger_compile(j, &t, err, errlen))) return rc;
   chr_trigger_free(&t);
   if ((rc = check_overlap(j, err, errlen))) return rc;
+  if ((rc = check_on_exhausted(j, err, errlen))) return rc;
   if ((rc = check_range(j, CHR_F_PRIORITY, 0, 10, err, errlen))) return rc;
   if ((rc = check_range(j, CHR_F_MAX_RETRIES, 0, INT32_MAX, err, errlen))) return rc;
   if ((rc = check_range(j, CHR_F_RETRY_DELAY, 0, INT32_MAX, err, errlen))) return rc;

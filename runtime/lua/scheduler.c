@@ -402,7 +402,15 @@ static const char *const known_opts[] = {
     "storage",        "lock",    "polling_interval", "max_workers",     "max_queue_size",
     "lease_seconds",  "clock",   "logger",           "shutdown_grace",  "node_id",
     "default_timeout", "on_success", "on_failure", "strict_handlers", "keep_completed",
-    "filters",        "undeclared", "app", NULL};
+    "filters",        "undeclared", "app",        "max_catch_up",    "misfire_threshold", NULL};
+
+/* A whole-number option k in lo..hi (def when absent), named when not. */
+static int opt_int(lua_State *L, int t, const char *k, int def, int lo, int hi) {
+  double v = chr_lua_optnumber(L, t, k, def, lo, hi);
+  if (v != (double)(int)v)
+    chr_lua_error(L, CHR_EINVAL, "invalid option '%s': expected a whole number, got %g", k, v);
+  return (int)v;
+}
 
 static int is_on_finish(const char *k) {
   return strcmp(k, "on_finish") == 0;
@@ -420,6 +428,11 @@ static int l_new(lua_State *L) {
   o.shutdown_grace = chr_lua_optnumber(L, 1, "shutdown_grace", 30, 0, 86400);
   o.default_timeout = chr_lua_optnumber(L, 1, "default_timeout", 0, 0, 86400 * 365);
   o.keep_completed = chr_lua_optnumber(L, 1, "keep_completed", 0, 0, 86400 * 3660);
+  o.max_catch_up = opt_int(L, 1, "max_catch_up", 100, 1, 10000);
+  /* The default misfire_threshold_seconds of the jobs this scheduler
+   * creates: lua/chronis/init.lua gives it to them; checked here with the
+   * other options. */
+  opt_int(L, 1, "misfire_threshold", 60, 0, INT32_MAX);
   lua_getfield(L, 1, "node_id");
   const char *node_id = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   if (node_id && (strlen(node_id) == 0 || lua_rawlen(L, -1) > 47))

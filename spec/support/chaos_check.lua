@@ -6,8 +6,9 @@
 -- - a lost run: a one-shot job without a completed run; a slot of an
 --   interval job that never completed (with if_missed = run_all every slot
 --   up to the end counts; with run_once a gap is allowed only after a run
---   that started later than its slot + misfire threshold, as the engine
---   then moves to the first slot after now);
+--   that started at or after the missing slots, as that run stood for
+--   every slot due by its start: the engine then moves to the first slot
+--   after the run's start, docs/engine.md "Catch-up");
 -- - a repeat the lease rules do not explain (docs/engine.md, "Leases"): a
 --   second run of one occurrence (job id and scheduled time) is explained
 --   only by an earlier run of it that logged no end, or whose worker was
@@ -196,17 +197,18 @@ function M.check(data)
           i = i + 1
           expect = expect + step
         else
-          -- A gap: allowed only after a misfired run (run_once).
+          -- A gap: allowed only after a run_once run that started at or
+          -- after the missing slot (it ran for it as well).
           local prev = slots[i - 1]
-          local misfired = prev and not job.run_all and last_start[prev] > prev + job.threshold * 1000000
-          if misfired and slots[i] and slots[i] > expect then
+          local coalesced = prev and not job.run_all and last_start[prev] >= expect
+          if coalesced and slots[i] and slots[i] > expect then
             expect = slots[i]
-          elseif misfired and not slots[i] then
-            -- Nothing after the misfired run: the next slot after it must
-            -- still be later than the end of the window.
+          elseif coalesced and not slots[i] then
+            -- Nothing after the run that stood for later slots: the next
+            -- slot after it must still be later than the end of the window.
             stats.lost = stats.lost + 1
-            finding("lost", "%s: no run after the slot %s (misfired) although slots up to %s were due",
-              id, fmt_time(prev), fmt_time(must_until))
+            finding("lost", "%s: no run after the slot %s (which ran for later slots too) although slots "
+              .. "up to %s were due", id, fmt_time(prev), fmt_time(must_until))
             break
           else
             stats.lost = stats.lost + 1
