@@ -309,6 +309,65 @@ return function(name, factory, opts)
       end)
     end)
 
+    describe("the store's claim", function()
+      local function put(id, q, ago, prio)
+        store:create_job { job_id = id, func_name = "h", trigger_type = "date", status = "scheduled",
+          next_run_time = T0 - (ago or 1) * S, queue = q, priority = prio }
+      end
+
+      local function claim(now, queues, limit)
+        return H.ids(store:claim_due_jobs { now = now, owner = "n1", queues = queues,
+          limit = limit })
+      end
+
+      it("takes only the queues named, each up to its limit, by priority within it", function()
+        put("a1", "a", 1, 1)
+        put("a2", "a", 2, 9)
+        put("a3", "a", 3, 5)
+        put("b1", "b", 4, 10)
+        put("d1", nil, 5)
+        assert.are.same({ "a2", "a3", "d1" },
+          claim(T0, { { name = "a", limit = 2 }, { name = "default", limit = 3 } }))
+        assert.are.same({ "a1" }, claim(T0, { { name = "a", limit = 2 } }))
+        assert.are.equal("scheduled", store:get_job("b1").status)
+        -- The total limit still holds.
+        put("a4", "a", 1)
+        put("a5", "a", 2)
+        assert.are.equal(1, #claim(T0, { { name = "a", limit = 5 } }, 1))
+      end)
+
+      it("holds global_limit and rate_limit in the claim, or refuses them", function()
+        for i = 1, 6 do put("a" .. i, "a", i) end
+        if not ENFORCES[store:kind()] then
+          U.assert_error_naming("unsupported", "queue 'a': global_concurrency needs a store",
+            claim, T0, { { name = "a", limit = 5, global_limit = 2 } })
+          U.assert_error_naming("unsupported", "queue 'a': rate needs a store",
+            claim, T0, { { name = "a", limit = 5, rate_limit = 2, rate_period = 60 } })
+          assert.are.equal(0, store:count_jobs { status = "running" })
+          return
+        end
+        assert.are.equal(1, #claim(T0, { { name = "a", limit = 1 } }))
+        -- One running: a global limit of 3 leaves 2.
+        assert.are.equal(2, #claim(T0, { { name = "a", limit = 5, global_limit = 3 } }))
+        assert.are.equal(0, #claim(T0, { { name = "a", limit = 5, global_limit = 3 } }))
+        -- 3 left; 2 per minute from T0 (a window start).
+        local rate = { { name = "a", limit = 5, rate_limit = 2, rate_period = 60 } }
+        assert.are.equal(2, #claim(T0 + 1 * S, rate))
+        assert.are.equal(0, #claim(T0 + 59 * S, rate))
+        assert.are.equal(1, #claim(T0 + 60 * S, rate))
+      end)
+
+      it("refuses queues that are not valid", function()
+        U.assert_error_naming("invalid", "queue 'a': its limit must be at least 1", claim, T0,
+          { { name = "a", limit = 0 } })
+        U.assert_error_naming("invalid", "queue 'a b'", claim, T0, { { name = "a b", limit = 1 } })
+        U.assert_error_naming("invalid", "queue 'a' is given twice", claim, T0,
+          { { name = "a", limit = 1 }, { name = "a", limit = 1 } })
+        U.assert_error_naming("invalid", "queue 'a': a rate limit needs a period", claim, T0,
+          { { name = "a", limit = 1, rate_limit = 1 } })
+      end)
+    end)
+
     describe("validation", function()
       it("refuses a job's queue that is not a name, naming the field", function()
         local s = sched()
