@@ -633,13 +633,14 @@ describe("sqlite store", function()
       assert.are.equal("4", sqlite3(path, "PRAGMA user_version"))
     end)
 
-    it("creates version 3 from nothing through every step", function()
+    it("creates version 4 from nothing through every step", function()
       local schema = "SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_schema " ..
-        "WHERE name LIKE 'jobs%' OR name LIKE 'runs%' ORDER BY name)"
+        "WHERE name LIKE 'jobs%' OR name LIKE 'runs%' OR name LIKE 'queue%' ORDER BY name)"
       local path = fresh_path()
       chronis.storage.sqlite(path):close()
       local fresh = sqlite3(path, schema)
       assert.truthy(fresh:find("CREATE TABLE runs", 1, true), fresh)
+      assert.truthy(fresh:find("CREATE TABLE queue_rates", 1, true), fresh)
       for _, old in ipairs({ V1, V2 }) do
         local other = fresh_path()
         sqlite3(other, old .. "DELETE FROM jobs;")
