@@ -452,6 +452,18 @@ describe("sqlite store", function()
       s:close()
     end)
 
+    it("claims a queue's jobs past a record that is not JSON", function()
+      local path = fresh_path()
+      local s = chronis.storage.sqlite(path)
+      s:create_job({ job_id = "bad", status = "scheduled", next_run_time = T0, queue = "a" })
+      s:create_job({ job_id = "good", status = "scheduled", next_run_time = T0, queue = "a" })
+      set_record(path, "bad", "{")
+      local claimed = s:claim_due_jobs({ now = T0, owner = "n1", queues = { { name = "a", limit = 5,
+        global_limit = 5 } } })
+      assert.are.same({ "good" }, ids_of(claimed))
+      s:close()
+    end)
+
     it("keeps the typed columns in step with the record", function()
       local path = fresh_path()
       local s = chronis.storage.sqlite(path)

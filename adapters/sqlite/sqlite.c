@@ -96,8 +96,7 @@ static const char *const sql_text[SQ__COUNT] = {
     /* A queue's running jobs, for its global concurrency: a walk of the
      * running jobs, which jobs_lease holds apart. */
     [SQ_QUEUE_RUNNING] = "SELECT count(*) FROM jobs INDEXED BY jobs_lease "
-                         "WHERE status = 'running' "
-                         "AND coalesce(json_extract(record, '$.queue'), 'default') = ?1",
+                         "WHERE status = 'running' AND " SQ_QUEUE_EXPR " = ?1",
     [SQ_RATE_GET] = "SELECT window_start, used FROM queue_rates WHERE queue = ?1",
     [SQ_RATE_PUT] = "INSERT INTO queue_rates (queue, window_start, used) VALUES (?1, ?2, ?3) "
                     "ON CONFLICT (queue) DO UPDATE SET window_start = ?2, used = ?3",

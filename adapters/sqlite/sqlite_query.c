@@ -270,16 +270,14 @@ static const struct {
          "'retry_count', coalesce(json_extract(record, '$.retry_count'), 0) + 1, "
          "'attempt', coalesce(json_extract(record, '$.attempt'), 0) + 1)",
          " WHERE status = 'running' AND lease_until < ?3", " RETURNING next_run_time"},
-    /* A queue's due jobs: its name is the record's `queue`, "default" when
-     * it has none (core/job.h). */
+    /* A queue's due jobs (SQ_QUEUE_EXPR). */
     [SQ_SCOPED_QUEUE_CLAIM] =
         {8,
          "UPDATE jobs SET status = 'running', claimed_by = ?1, lease_until = ?2, "
          "updated_at = ?3, record = chronis_patch(record, 'status', 'running', "
          "'updated_at', ?5, 'claimed_by', ?1, 'lease_until', ?4) "
          "WHERE rowid IN (SELECT rowid FROM jobs",
-         " WHERE status = 'scheduled' AND next_run_time <= ?6 "
-         "AND coalesce(json_extract(record, '$.queue'), 'default') = ?8",
+         " WHERE status = 'scheduled' AND next_run_time <= ?6 AND " SQ_QUEUE_EXPR " = ?8",
          " ORDER BY priority DESC, next_run_time, job_id LIMIT ?7) RETURNING " SQ_ROW_COLS},
     [SQ_SCOPED_NEXT_DUE] = {0, "SELECT next_run_time FROM jobs",
                             " WHERE status = 'scheduled' AND next_run_time IS NOT NULL",

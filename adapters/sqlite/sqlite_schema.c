@@ -73,8 +73,8 @@ static const char *const migrations[SQ_SCHEMA_VERSION] = {
      * backlog of others; queue_rates, per queue, the start of its current
      * rate window (µs) and the jobs claimed in it, read and written in the
      * claim's transaction. */
-    "CREATE INDEX jobs_queue ON jobs(coalesce(json_extract(record, '$.queue'), 'default'), "
-    "priority, next_run_time, job_id) WHERE status = 'scheduled';"
+    "CREATE INDEX jobs_queue ON jobs(" SQ_QUEUE_EXPR ", priority, next_run_time, job_id) "
+    "WHERE status = 'scheduled';"
     "CREATE TABLE queue_rates ("
     " queue TEXT PRIMARY KEY NOT NULL,"
     " window_start INTEGER NOT NULL,"

@@ -121,6 +121,13 @@ void chr__sqlite_close(sq_store_t *s);
 void chr__sqlite_fail(sq_store_t *s, chr_store_req_t *req, const char *doing);
 /* What every read selects: the record, then the columns a stand-in is made
  * of when the record cannot be read (chr__sqlite_row_job). */
+/* A job's queue (core/job.h): the record's `queue`, "default" without one.
+ * A record that is not JSON (written by hand) is in "default" too, rather
+ * than failing every claim that looks at it; jobs_queue indexes this very
+ * expression, so the claims use the index. */
+#define SQ_QUEUE_EXPR                                                                   \
+  "coalesce(CASE WHEN json_valid(record) THEN json_extract(record, '$.queue') END, " \
+  "'default')"
 #define SQ_ROW_COLS "record, job_id, status, claimed_by, lease_until, next_run_time, priority, updated_at"
 chr_job_t *chr__sqlite_row_job(sq_store_t *s, chr_store_req_t *req, sqlite3_stmt *st, int col);
 void chr__sqlite_drop_jobs(chr_store_req_t *req);
