@@ -132,7 +132,7 @@ int chr_store_check_queues(const struct chr_store *s, const chr_claim_queue_t *q
   X(QUERY, "query_jobs", 0, CHR_IN_FILTER | CHR_IN_LIMIT | CHR_IN_OFFSET, 4)             \
   /* filter -> count */                                                                  \
   X(COUNT, "count_jobs", CHR_STORE_CAP_COUNT, CHR_IN_FILTER, 2)                          \
-  /* now, limit, owner, lease_us, scope -> jobs (running), in claim order */             \
+  /* now, limit, owner, lease_us, scope, queues -> jobs (running), in claim order */     \
   X(CLAIM, "claim_due_jobs", CHR_STORE_CAP_CLAIM,                                        \
     CHR_IN_NOW | CHR_IN_LIMIT | CHR_IN_OWNER | CHR_IN_LEASE | CHR_IN_SCOPE, 2)           \
   /* items -> items[i].result (chr_store_completion_result) */                           \
