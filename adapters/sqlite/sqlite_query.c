@@ -270,6 +270,15 @@ static const struct {
          "'retry_count', coalesce(json_extract(record, '$.retry_count'), 0) + 1, "
          "'attempt', coalesce(json_extract(record, '$.attempt'), 0) + 1)",
          " WHERE status = 'running' AND lease_until < ?3", " RETURNING next_run_time"},
+    /* A queue's due jobs (SQ_QUEUE_EXPR). */
+    [SQ_SCOPED_QUEUE_CLAIM] =
+        {8,
+         "UPDATE jobs SET status = 'running', claimed_by = ?1, lease_until = ?2, "
+         "updated_at = ?3, record = chronis_patch(record, 'status', 'running', "
+         "'updated_at', ?5, 'claimed_by', ?1, 'lease_until', ?4) "
+         "WHERE rowid IN (SELECT rowid FROM jobs",
+         " WHERE status = 'scheduled' AND next_run_time <= ?6 AND " SQ_QUEUE_EXPR " = ?8",
+         " ORDER BY priority DESC, next_run_time, job_id LIMIT ?7) RETURNING " SQ_ROW_COLS},
     [SQ_SCOPED_NEXT_DUE] = {0, "SELECT next_run_time FROM jobs",
                             " WHERE status = 'scheduled' AND next_run_time IS NOT NULL",
                             " ORDER BY next_run_time LIMIT 1"},
@@ -284,7 +293,7 @@ void chr__sqlite_query_free(qbuild_t *q) {
 sqlite3_stmt *chr__sqlite_scoped(sq_store_t *s, chr_store_req_t *req, sq_scoped_t which,
                                  qbuild_t **out) {
   static const char *const doing[] = {"claiming jobs", "recovering expired leases",
-                                      "reading the next due time"};
+                                      "reading the next due time", "claiming jobs"};
   qbuild_t *q = chr_calloc(1, sizeof *q);
   const char *path = which == SQ_SCOPED_RECOVER ? NULL : indexed_path(s, req->filter);
   sqlite3_stmt *st;
@@ -295,6 +304,8 @@ sqlite3_stmt *chr__sqlite_scoped(sq_store_t *s, chr_store_req_t *req, sq_scoped_
   if (path != NULL) {
     chr_buf_adds(&q->sql, " INDEXED BY ");
     chr__sqlite_meta_index(&q->sql, path);
+  } else if (which == SQ_SCOPED_QUEUE_CLAIM) {
+    chr_buf_adds(&q->sql, " INDEXED BY jobs_queue");
   }
   chr_buf_adds(&q->sql, scoped_sql[which].where);
   if (req->filter != NULL) q_meta(q, req->filter);

@@ -67,6 +67,18 @@ static const char *const migrations[SQ_SCHEMA_VERSION] = {
     " metadata TEXT);"
     "CREATE INDEX runs_job ON runs(job_id, started_at, run_id);"
     "CREATE INDEX runs_started ON runs(started_at, run_id);",
+    /* 3 -> 4: named queues (docs/queues.md). jobs_queue holds the
+     * scheduled jobs by queue (the record's `queue`, "default" without
+     * one), so a claim reads its queues' due jobs only, whatever the
+     * backlog of others; queue_rates, per queue, the start of its current
+     * rate window (µs) and the jobs claimed in it, read and written in the
+     * claim's transaction. */
+    "CREATE INDEX jobs_queue ON jobs(" SQ_QUEUE_EXPR ", priority, next_run_time, job_id) "
+    "WHERE status = 'scheduled';"
+    "CREATE TABLE queue_rates ("
+    " queue TEXT PRIMARY KEY NOT NULL,"
+    " window_start INTEGER NOT NULL,"
+    " used INTEGER NOT NULL) WITHOUT ROWID;",
 };
 
 static int parse_long(const char *v, long lo, long hi, long *out) {

@@ -14,7 +14,7 @@
 
 /* The schema version this build writes; see the migrations in
  * sqlite_schema.c and docs/sqlite.md. */
-#define SQ_SCHEMA_VERSION 3
+#define SQ_SCHEMA_VERSION 4
 
 /* Fixed statements, prepared on first use and kept for the connection. */
 typedef enum {
@@ -36,6 +36,9 @@ typedef enum {
   SQ_RUN_KEEP,
   SQ_RUN_TRIM,
   SQ_RUN_EXPIRE,
+  SQ_QUEUE_RUNNING,
+  SQ_RATE_GET,
+  SQ_RATE_PUT,
   SQ__COUNT
 } sq_stmt_id_t;
 
@@ -118,6 +121,13 @@ void chr__sqlite_close(sq_store_t *s);
 void chr__sqlite_fail(sq_store_t *s, chr_store_req_t *req, const char *doing);
 /* What every read selects: the record, then the columns a stand-in is made
  * of when the record cannot be read (chr__sqlite_row_job). */
+/* A job's queue (core/job.h): the record's `queue`, "default" without one.
+ * A record that is not JSON (written by hand) is in "default" too, rather
+ * than failing every claim that looks at it; jobs_queue indexes this very
+ * expression, so the claims use the index. */
+#define SQ_QUEUE_EXPR                                                                   \
+  "coalesce(CASE WHEN json_valid(record) THEN json_extract(record, '$.queue') END, " \
+  "'default')"
 #define SQ_ROW_COLS "record, job_id, status, claimed_by, lease_until, next_run_time, priority, updated_at"
 chr_job_t *chr__sqlite_row_job(sq_store_t *s, chr_store_req_t *req, sqlite3_stmt *st, int col);
 void chr__sqlite_drop_jobs(chr_store_req_t *req);
@@ -150,7 +160,8 @@ typedef enum {
   SQ_SCOPED_CLAIM,    /* ?1 owner, ?2 lease, ?3 stamp, ?4 lease and ?5 stamp as
                          text, ?6 now, ?7 limit; RETURNING SQ_ROW_COLS */
   SQ_SCOPED_RECOVER,  /* as SQ_RECOVER */
-  SQ_SCOPED_NEXT_DUE  /* no fixed parameter; one row, next_run_time */
+  SQ_SCOPED_NEXT_DUE, /* no fixed parameter; one row, next_run_time */
+  SQ_SCOPED_QUEUE_CLAIM /* as SQ_SCOPED_CLAIM, of one queue: ?8 its name */
 } sq_scoped_t;
 
 typedef struct sq_query sq_query_t;

@@ -218,7 +218,8 @@ end
 --- chronis.scheduler{storage, lock, polling_interval, max_workers,
 --- max_queue_size, lease_seconds, clock, on_success, on_failure, logger,
 --- shutdown_grace, node_id, default_timeout, strict_handlers,
---- keep_completed, filters, undeclared, app, max_catch_up, misfire_threshold}
+--- keep_completed, filters, undeclared, app, max_catch_up, misfire_threshold,
+--- queues}
 function M.scheduler(opts)
   local o = copy(opts)
   for _, k in ipairs({ "on_success", "on_failure" }) do
@@ -357,7 +358,7 @@ end
 
 -- The names a job table may use besides the typed fields (core.job_fields).
 local free_fields = { "args", "kwargs", "metadata", "next_run_time_local", "max_instances", "overlap",
-  "on_exhausted" }
+  "on_exhausted", "queue" }
 
 -- Refuses the keys of `fields` that look like misspellings of a name in
 -- `names` (arrays of strings), all in one `invalid` error. Other unknown
@@ -563,7 +564,7 @@ local config_keys = {
   metadata = "metadata", if_missed = "if_missed", misfire_threshold = "misfire_threshold_seconds",
   on_success = "on_success", on_failure = "on_failure", if_exists = "if_exists",
   history_limit = "history_limit", unique = "unique", on_exhausted = "on_exhausted",
-  max_instances = "max_instances", overlap = "overlap",
+  max_instances = "max_instances", overlap = "overlap", queue = "queue",
 }
 
 local function builder(sched)

@@ -99,6 +99,14 @@ typedef struct chr_claim_queue {
   int64_t rate_period_us;
 } chr_claim_queue_t;
 
+/* Checks the queues of a claim on store s: names, limits >= 1, a rate's
+ * period. Returns 0, CHR_EINVAL, or CHR_ENOTSUP for a global or rate
+ * limit on a store without CHR_STORE_CAP_QUEUES, with err naming the
+ * queue (and the store's kind). chr_store_submit applies it to claims; a
+ * scheduler calls it when it starts. */
+int chr_store_check_queues(const struct chr_store *s, const chr_claim_queue_t *q, size_t n,
+                           char *err, size_t errlen);
+
 /* The storage contract, once (docs/adapters.md): every operation with its
  * constant (CHR_OP_<ID>), its method name (in Lua, for stores written in
  * Lua, and in docs/adapters.md), the capability with which an adapter says
@@ -124,7 +132,7 @@ typedef struct chr_claim_queue {
   X(QUERY, "query_jobs", 0, CHR_IN_FILTER | CHR_IN_LIMIT | CHR_IN_OFFSET, 4)             \
   /* filter -> count */                                                                  \
   X(COUNT, "count_jobs", CHR_STORE_CAP_COUNT, CHR_IN_FILTER, 2)                          \
-  /* now, limit, owner, lease_us, scope -> jobs (running), in claim order */             \
+  /* now, limit, owner, lease_us, scope, queues -> jobs (running), in claim order */     \
   X(CLAIM, "claim_due_jobs", CHR_STORE_CAP_CLAIM,                                        \
     CHR_IN_NOW | CHR_IN_LIMIT | CHR_IN_OWNER | CHR_IN_LEASE | CHR_IN_SCOPE, 2)           \
   /* items -> items[i].result (chr_store_completion_result) */                           \
