@@ -234,6 +234,8 @@ typedef struct store_op {
   chr_runrec_t **runs;
   size_t nruns;
   chr_run_filter_t run_filter;
+  chr_claim_queue_t *queues; /* names malloc'ed */
+  size_t nqueues;
   char what[96]; /* "get_job on the redis store", for an interrupted wait */
 } store_op_t;
 
@@ -256,6 +258,8 @@ static void op_free(store_op_t *op) {
   for (size_t i = 0; i < op->nruns; i++) chr_runrec_free(op->runs[i]);
   free(op->runs);
   chr_run_filter_free(&op->run_filter);
+  for (size_t i = 0; i < op->nqueues; i++) free((char *)op->queues[i].name);
+  free(op->queues);
   free(op);
 }
 
@@ -789,8 +793,76 @@ static int l_check_scope(lua_State *L) {
   return 0;
 }
 
-static const char *const claim_keys[] = {"now", "limit", "lease_seconds", "owner", "filters",
-                                         NULL};
+static const char *const claim_keys[] = {"now",     "limit",  "lease_seconds", "owner",
+                                         "filters", "queues", NULL};
+
+/* An integer member k of the table at t, >= min; def when absent. */
+static int64_t queue_int(lua_State *L, int t, const char *k, int64_t min, int64_t def, int i) {
+  lua_getfield(L, t, k);
+  int64_t v = def;
+  if (!lua_isnil(L, -1)) {
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < min)
+      chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: queues[%d]: '%s' must be an integer >= %lld",
+                    i, k, (long long)min);
+    v = lua_tointeger(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* The `queues` option of claim_due_jobs at t (nil: none), a list of
+ * {name =, limit =, global_limit =, rate_limit =, rate_period = seconds}
+ * as chr_claim_queue_t holds them (limit defaults to the claim's). Checked
+ * whole before anything is allocated (out NULL), then read into out. */
+static size_t claim_queues(lua_State *L, int t, int64_t limit, chr_claim_queue_t *out) {
+  static const char *const keys[] = {"name", "limit", "global_limit", "rate_limit",
+                                     "rate_period", NULL};
+  lua_getfield(L, t, "queues");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  if (!lua_istable(L, -1))
+    chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: 'queues' must be a list of queue tables");
+  int qs = lua_gettop(L);
+  size_t n = (size_t)lua_rawlen(L, qs);
+  for (size_t i = 1; i <= n; i++) {
+    int at = (int)i;
+    lua_rawgeti(L, qs, (lua_Integer)i);
+    if (!lua_istable(L, -1))
+      chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: queues[%d] must be a table", at);
+    int q = lua_gettop(L);
+    chr_lua_checkkeys(L, q, "claim_due_jobs queue key", keys, NULL, NULL);
+    lua_getfield(L, q, "name");
+    size_t len = 0;
+    const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    const char *bad = name ? chr_queue_name_problem(name, len) : "a queue needs a name";
+    if (bad) chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: queues[%d]: 'name': %s", at, bad);
+    for (size_t k = 1; k < i && out == NULL; k++) {
+      lua_rawgeti(L, qs, (lua_Integer)k);
+      lua_getfield(L, -1, "name");
+      if (lua_rawequal(L, -1, -3))
+        chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: queue '%s' is listed twice", name);
+      lua_pop(L, 2);
+    }
+    int64_t lim = queue_int(L, q, "limit", 1, limit < 0 || limit > INT32_MAX ? INT32_MAX : limit, at);
+    int64_t glim = queue_int(L, q, "global_limit", 0, 0, at);
+    int64_t rlim = queue_int(L, q, "rate_limit", 0, 0, at);
+    lua_getfield(L, q, "rate_period");
+    double period = lua_isnil(L, -1) ? 0 : lua_tonumber(L, -1);
+    if ((!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TNUMBER) || !(period >= 0 && period <= 1e9) ||
+        (rlim > 0 && period * 1e6 < 1))
+      chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: queues[%d]: 'rate_period' must be a number of "
+                    "seconds > 0 (with a rate_limit)", at);
+    if (out) {
+      out[i - 1] = (chr_claim_queue_t){chr_strdup(name), lim, glim, rlim,
+                                       rlim > 0 ? (int64_t)(period * 1e6) : 0};
+    }
+    lua_settop(L, qs);
+  }
+  lua_pop(L, 1);
+  return n;
+}
 static const char *const extend_keys[] = {"now", "lease_seconds", "owner", "ids", NULL};
 
 static int l_claim_due_jobs(lua_State *L) {
@@ -800,6 +872,7 @@ static int l_claim_due_jobs(lua_State *L) {
   int64_t now = field_time(L, 2, "now", chr_time_now());
   int64_t limit = field_limit(L, 2, "claim_due_jobs", 100);
   int64_t lease_us = field_lease(L, 2, "claim_due_jobs");
+  size_t nqueues = claim_queues(L, 2, limit, NULL);
   char *owner = field_string(L, 2, "owner", 1, "claim_due_jobs");
   chr_filter_t f;
   lua_getfield(L, 2, "filters");
@@ -820,6 +893,12 @@ static int l_claim_due_jobs(lua_State *L) {
   op->req.now = now;
   op->req.limit = limit;
   op->req.lease_us = lease_us;
+  if (nqueues > 0) {
+    op->queues = chr_calloc(nqueues, sizeof *op->queues);
+    op->nqueues = claim_queues(L, 2, limit, op->queues);
+    op->req.queues = op->queues;
+    op->req.nqueues = op->nqueues;
+  }
   return op_run(L, s, op);
 }
 
