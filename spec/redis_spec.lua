@@ -89,6 +89,17 @@ describe("redis", function()
     })
   end
 
+  -- Queues: per-queue due sets, running jobs counted over the lease set,
+  -- rate counters per window (redis_scripts.h).
+  require("support.queue_claims")("redis", function()
+    local p = prefix()
+    return function() return chronis.storage.redis(srv.url, { prefix = p }) end
+  end)
+  require("support.queue_claims")("redis with index_metadata", function()
+    local p = prefix()
+    return function() return chronis.storage.redis(srv.url, { prefix = p, index_metadata = "tenant_id" }) end
+  end)
+
   require("support.lock_contract")("redis", function()
     return chronis.lock.redis(srv.url .. "?prefix=" .. prefix())
   end)
