@@ -91,6 +91,18 @@ describe("postgres store", function()
     return chronis.storage.open(url("index_metadata=t,n,tenant,region.zone,flag,k"))
   end)
 
+  -- Queues: the due index by queue, the room function's advisory locks
+  -- and fresh counts, the rate table (pg_sql.c, migration 6). Two
+  -- connections per handle, so one handle's claims race too.
+  require("support.queue_claims")("postgres", function()
+    local t = fresh_table()
+    return function() return chronis.storage.open(url("pool=2", t)) end
+  end)
+  require("support.queue_claims")("postgres with index_metadata", function()
+    local t = fresh_table()
+    return function() return chronis.storage.open(url("pool=2&index_metadata=tenant_id", t)) end
+  end)
+
   describe("URL", function()
     after_each(assert_loop_clean)
 
