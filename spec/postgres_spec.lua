@@ -441,7 +441,8 @@ describe("postgres store", function()
       local h = history(t)
       assert.are.equal("1|create the jobs table|16\n2|indexes for claims, lease recovery and metadata filters|16\n"
         .. "3|the run history table|16\n4|status completed, and an index of completed jobs|16\n"
-        .. "5|an index of jobs by status in query order|16", h)
+        .. "5|an index of jobs by status in query order|16\n"
+        .. "6|named queues: due jobs by queue, rate windows, the room of a claim|16", h)
       local before = psql(("SELECT string_agg(applied_at::text, ',') FROM %s_migrations"):format(t))
       local s2 = chronis.storage.open(url(nil, t))
       assert.is_nil(s2:get_job("x"))
@@ -453,7 +454,11 @@ describe("postgres store", function()
       assert.are.equal(before, psql(("SELECT string_agg(applied_at::text, ',') FROM %s_migrations"):format(t)))
       local idx = psql(("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = '%s'")
         :format(t))
-      assert.are.equal(("%s_completed,%s_due,%s_lease,%s_metadata,%s_pkey,%s_status"):format(t, t, t, t, t, t), idx)
+      assert.are.equal(("%s_completed,%s_due,%s_lease,%s_metadata,%s_pkey,%s_queue_due,%s_status")
+        :format(t, t, t, t, t, t, t), idx)
+      assert.are.equal(t .. "_queue_rates_pkey",
+        psql(("SELECT indexname FROM pg_indexes WHERE tablename = '%s_queue_rates'"):format(t)))
+      assert.are.equal(t .. "_queue_room", psql(("SELECT proname FROM pg_proc WHERE proname = '%s_queue_room'"):format(t)))
       idx = psql(("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = '%s_runs'")
         :format(t))
       assert.are.equal(("%s_runs_pkey,%s_runs_started"):format(t, t), idx)
@@ -463,7 +468,7 @@ describe("postgres store", function()
       local t = fresh_table()
       local ok, out = migrate(url(nil, t), true)
       assert(ok, out)
-      assert.truthy(out:find("0 of 5", 1, true), out)
+      assert.truthy(out:find("0 of 6", 1, true), out)
       assert.truthy(out:find("pending", 1, true), out)
       ok, out = migrate(url(nil, t))
       assert(ok, out)
@@ -472,9 +477,10 @@ describe("postgres store", function()
       assert.truthy(out:find("applied migration 3", 1, true), out)
       assert.truthy(out:find("applied migration 4", 1, true), out)
       assert.truthy(out:find("applied migration 5", 1, true), out)
+      assert.truthy(out:find("applied migration 6", 1, true), out)
       ok, out = migrate(url(nil, t), true)
       assert(ok, out)
-      assert.truthy(out:find("5 of 5 migration(s) applied, up to date", 1, true), out)
+      assert.truthy(out:find("6 of 6 migration(s) applied, up to date", 1, true), out)
       assert.is_nil(out:find("pending", 1, true), out)
       ok, out = migrate(need():url("table=bad;name"))
       assert.is_false(ok)
@@ -506,7 +512,7 @@ describe("postgres store", function()
       end
       assert(U.sh(table.concat(cmds, " ") .. " wait"))
       for i = 1, 4 do assert.are.equal("ok\n", U.read(outs[i]), "process " .. i) end
-      assert.are.equal("1|1\n2|1\n3|1\n4|1\n5|1", psql(("SELECT version, count(*) FROM %s_migrations GROUP BY version ORDER BY version")
+      assert.are.equal("1|1\n2|1\n3|1\n4|1\n5|1\n6|1", psql(("SELECT version, count(*) FROM %s_migrations GROUP BY version ORDER BY version")
         :format(t)))
     end)
 
@@ -520,6 +526,7 @@ describe("postgres store", function()
       s:create_job({ job_id = "busy", status = "running", claimed_by = "n1",
         lease_until = "2025-01-15T10:05:00Z", next_run_time = "2025-01-15T10:00:00Z" })
       s:close()
+      psql(("DROP INDEX %s_queue_due; DROP TABLE %s_queue_rates; DROP FUNCTION %s_queue_room; "):format(t, t, t))
       psql(("DROP TABLE %s_runs; DROP INDEX %s_completed; DROP INDEX %s_status; "
         .. "ALTER TABLE %s DROP CONSTRAINT %s_status_check; "
         .. "ALTER TABLE %s ADD CHECK (status IN ('pending', 'scheduled', 'running', 'paused', 'failed')); "
@@ -534,7 +541,7 @@ describe("postgres store", function()
     -- The table after migrations 3 and 4: its jobs as they were, history
     -- works, and a job may be completed.
     local function assert_migrated(t)
-      assert.are.equal("1\n2\n3\n4\n5", psql(("SELECT version FROM %s_migrations ORDER BY version"):format(t)))
+      assert.are.equal("1\n2\n3\n4\n5\n6", psql(("SELECT version FROM %s_migrations ORDER BY version"):format(t)))
       local s = chronis.storage.open(url("auto_migrate=false", t))
       local kept = s:get_job("kept")
       assert.are.equal("Kept", kept.name)
@@ -555,6 +562,12 @@ describe("postgres store", function()
         for i, j in ipairs(s:query_jobs({ status = "completed" })) do out[i] = j.job_id end
         return out
       end)())
+      -- Claims with queues and their limits work on the migrated table.
+      s:create_job({ job_id = "queued", status = "scheduled", next_run_time = now, queue = "a" })
+      local got = s:claim_due_jobs({ owner = "n2", queues = { { name = "a", global_limit = 1, rate_limit = 1,
+        rate_period = 60 } } })
+      assert.are.equal(1, #got)
+      assert.are.equal("queued", got[1].job_id)
       s:close()
     end
 
@@ -568,13 +581,14 @@ describe("postgres store", function()
       s:close()
       local ok, out = migrate(url(nil, t), true)
       assert(ok, out)
-      assert.truthy(out:find("2 of 5 migration(s) applied", 1, true), out)
+      assert.truthy(out:find("2 of 6 migration(s) applied", 1, true), out)
       assert.truthy(out:find("3%s+pending%s+%x+%s+the run history table"), out)
       ok, out = migrate(url(nil, t))
       assert(ok, out)
       assert.truthy(out:find("applied migration 3 to public." .. t .. ": the run history table", 1, true), out)
       assert.truthy(out:find("applied migration 4 to public." .. t .. ": status completed", 1, true), out)
       assert.truthy(out:find("applied migration 5 to public." .. t .. ": an index of jobs by status", 1, true), out)
+      assert.truthy(out:find("applied migration 6 to public." .. t .. ": named queues", 1, true), out)
       assert.is_nil(out:find("applied migration 1", 1, true), out)
       assert_migrated(t)
     end)
