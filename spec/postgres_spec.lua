@@ -564,8 +564,8 @@ describe("postgres store", function()
       end)())
       -- Claims with queues and their limits work on the migrated table.
       s:create_job({ job_id = "queued", status = "scheduled", next_run_time = now, queue = "a" })
-      local got = s:claim_due_jobs({ owner = "n2", queues = { { name = "a", global_limit = 1, rate_limit = 1,
-        rate_period = 60 } } })
+      local got = s:claim_due_jobs({ owner = "n2", queues = { { name = "a", limit = 5, global_limit = 1,
+        rate_limit = 1, rate_period = 60 } } })
       assert.are.equal(1, #got)
       assert.are.equal("queued", got[1].job_id)
       s:close()

@@ -119,10 +119,10 @@ describe("redis", function()
         s:get_job("j0001")
         return srv:cli("GET", "{" .. p .. "}:qready"):match("^1") ~= nil
       end))
-      local got = s:claim_due_jobs({ owner = "o", limit = 1000, queues = { { name = "even" } } })
+      local got = s:claim_due_jobs({ owner = "o", limit = 1000, queues = { { name = "even", limit = 1000 } } })
       assert.are.equal(600, #got)
       for _, j in ipairs(got) do assert.are.equal("even", j.queue) end
-      assert.are.equal(600, #s:claim_due_jobs({ owner = "o", limit = 1000, queues = { { name = "default" } } }))
+      assert.are.equal(600, #s:claim_due_jobs({ owner = "o", limit = 1000, queues = { { name = "default", limit = 1000 } } }))
       s:close()
     end)
   end)

@@ -56,6 +56,9 @@ typedef struct rstore {
   int subscribed;
   chr_history_opts_t hist;
   int64_t age_pruned; /* wall µs of the last completion that pruned by age */
+  /* The per-queue due sets (CHR_RS_QBUILD): known to be built, or being
+   * built by this process. */
+  int qbuilt, qbuilding;
 } rstore_t;
 
 /* ---- records: C -> hash fields */
@@ -1081,8 +1084,13 @@ static void submit_scoped(rstore_t *rs, chr_store_req_t *req) {
  * rate limit the window of req->now, [floor(now / period) * period,
  * + period), whose counter lives a minute past the window's end: a
  * process whose clock is behind still finds it. */
+static void qbuild_next(rstore_t *rs, const char *cursor);
+
 static void submit_queues(rstore_t *rs, chr_store_req_t *req) {
   want_wakeups(rs);
+  /* A build that failed (the server was down when the store opened) is
+   * tried again: until it ends, claims with queues take nothing. */
+  if (!rs->qbuilt && !rs->qbuilding) qbuild_next(rs, "0");
   chr_rcmd_t *c = script(rs, CHR_RS_QCLAIM, req, 0);
   chr_rcmd_argi(c, req->now);
   chr_rcmd_argi(c, req->limit >= 0 && req->limit < NO_LIMIT ? req->limit : NO_LIMIT);
@@ -1232,22 +1240,26 @@ static void reindex_next(rstore_t *rs, const char *cursor) {
 /* ---- per-queue due sets: built over the jobs of a store written before
  * them (CHR_RS_QBUILD), once, by the first process that opens it */
 
-static void qbuild_next(rstore_t *rs, const char *cursor);
-
 static void qbuild_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
   rstore_t *rs = c->data;
   if (status != 0 || r == NULL || r->type != REDIS_REPLY_STRING) {
-    /* qready stays unset: claims with queues take nothing; the next open
-     * resumes. */
+    /* qready stays unset: the next claim with queues starts again. */
+    rs->qbuilding = 0;
     if (!chr_rconn_closed(rs->rc))
       chr_log(CHR_LOG_ERROR, NULL, "redis: building the per-queue due sets failed: %s",
               status ? msg : r && r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
     return;
   }
-  if (strcmp(r->str, "0") != 0) qbuild_next(rs, r->str);
+  if (strcmp(r->str, "0") != 0) {
+    qbuild_next(rs, r->str);
+    return;
+  }
+  rs->qbuilding = 0;
+  rs->qbuilt = 1;
 }
 
 static void qbuild_next(rstore_t *rs, const char *cursor) {
+  rs->qbuilding = 1;
   chr_rcmd_t *c = chr_rcmd_new(rs->rc, CHR_RS_QBUILD, qbuild_cb, rs, CHR_RCMD_IDEMPOTENT);
   chr_rcmd_args(c, "1");
   chr_rcmd_args(c, rs->tag);

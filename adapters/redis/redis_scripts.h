@@ -89,8 +89,8 @@
     "end\n" \
     "-- A job's indexed state: s status, t next_run_time, p priority, l\n" \
     "-- lease_until, c claimed_by, q its queue's JSON text (false when absent),\n" \
-    "-- iv the values it is\n" \
-    "-- indexed under (by IDX), and with meta m its metadata text.\n" \
+    "-- iv the values it is indexed under (by IDX), and with meta m its\n" \
+    "-- metadata text.\n" \
     "local function state(k, meta)\n" \
     "  idx()\n" \
     "  local r = redis.call('HMGET', k, unpack(meta and SFM or SF))\n" \

@@ -48,7 +48,9 @@ return function(name, fresh)
       return store:create_job(j)
     end
 
+    -- A claim at T by default; a queue without a limit may take 100.
     local function claim(h, queues, opts)
+      for _, q in ipairs(queues) do q.limit = q.limit or 100 end
       local o = { now = iso(T), owner = "o", lease_seconds = 600, limit = 100, queues = queues }
       for k, v in pairs(opts or {}) do o[k] = v end
       return h:claim_due_jobs(o)
