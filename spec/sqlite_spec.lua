@@ -224,7 +224,7 @@ describe("sqlite store", function()
       local path = fresh_path()
       chronis.storage.sqlite(path):close()
       assert.are.equal("wal", sqlite3(path, "PRAGMA journal_mode"))
-      assert.are.equal("3", sqlite3(path, "PRAGMA user_version"))
+      assert.are.equal("4", sqlite3(path, "PRAGMA user_version"))
       local indexes = sqlite3(path, "SELECT group_concat(name, ' ') FROM (SELECT name FROM " ..
         "sqlite_schema WHERE type = 'index' AND (name LIKE 'jobs_%' OR name LIKE 'runs_%') " ..
         "ORDER BY name)")
@@ -308,7 +308,7 @@ describe("sqlite store", function()
       sqlite3(path, "PRAGMA user_version = 999")
       local before = read_bytes(path)
       local err = open_error("sqlite:" .. path)
-      assert_names(err.message, path, "999", "version 3", "newer")
+      assert_names(err.message, path, "999", "version 4", "newer")
       assert.are.equal(before, read_bytes(path))
       assert.are.equal("999", sqlite3(path, "PRAGMA user_version"))
     end)
@@ -328,7 +328,7 @@ describe("sqlite store", function()
       local s = chronis.storage.sqlite(path)
       s:create_job({ job_id = "a", status = "pending" })
       s:close()
-      assert.are.equal("3", sqlite3(path, "PRAGMA user_version"))
+      assert.are.equal("4", sqlite3(path, "PRAGMA user_version"))
     end)
   end)
 
@@ -572,12 +572,12 @@ describe("sqlite store", function()
       assert.are.same({ "old" }, ids_of(s:query_jobs({ status = "scheduled", ["metadata.tenant_id"] = "acme" })))
       assert.are.same({ "old" }, ids_of(s:claim_due_jobs({ now = T0, owner = "n" })))
       s:close()
-      assert.are.equal("3", sqlite3(path, "PRAGMA user_version"))
+      assert.are.equal("4", sqlite3(path, "PRAGMA user_version"))
       assert.are.equal("jobs_next", sqlite3(path,
         "SELECT name FROM sqlite_schema WHERE name = 'jobs_next'"))
       -- Reopening a migrated file changes nothing more.
       chronis.storage.sqlite(path):close()
-      assert.are.equal("3", sqlite3(path, "PRAGMA user_version"))
+      assert.are.equal("4", sqlite3(path, "PRAGMA user_version"))
     end)
 
     -- A file version 2 wrote, before run history: `sqlite3 jobs.db .dump`
@@ -606,7 +606,7 @@ describe("sqlite store", function()
       local before = sqlite3(path, "SELECT group_concat(job_id || ' ' || record, char(10)) FROM " ..
         "(SELECT * FROM jobs ORDER BY job_id)")
       local s = chronis.storage.sqlite(path)
-      assert.are.equal("3", sqlite3(path, "PRAGMA user_version"))
+      assert.are.equal("4", sqlite3(path, "PRAGMA user_version"))
       assert.are.equal(before, sqlite3(path, "SELECT group_concat(job_id || ' ' || record, " ..
         "char(10)) FROM (SELECT * FROM jobs ORDER BY job_id)"))
       assert.are.same({ "held", "old", "paused" }, ids_of(s:query_jobs()))
@@ -630,16 +630,17 @@ describe("sqlite store", function()
       assert.are.equal("scheduled", again:get_job("held").status)
       assert.are.equal(3, again:count_jobs())
       again:close()
-      assert.are.equal("3", sqlite3(path, "PRAGMA user_version"))
+      assert.are.equal("4", sqlite3(path, "PRAGMA user_version"))
     end)
 
-    it("creates version 3 from nothing through every step", function()
+    it("creates version 4 from nothing through every step", function()
       local schema = "SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_schema " ..
-        "WHERE name LIKE 'jobs%' OR name LIKE 'runs%' ORDER BY name)"
+        "WHERE name LIKE 'jobs%' OR name LIKE 'runs%' OR name LIKE 'queue%' ORDER BY name)"
       local path = fresh_path()
       chronis.storage.sqlite(path):close()
       local fresh = sqlite3(path, schema)
       assert.truthy(fresh:find("CREATE TABLE runs", 1, true), fresh)
+      assert.truthy(fresh:find("CREATE TABLE queue_rates", 1, true), fresh)
       for _, old in ipairs({ V1, V2 }) do
         local other = fresh_path()
         sqlite3(other, old .. "DELETE FROM jobs;")

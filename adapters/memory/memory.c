@@ -22,6 +22,11 @@
  * the front. Next-due is the front of by_status[scheduled]. Per-status
  * counts are the trees' counts.
  *
+ * A claim with queues (store.h) takes only their jobs, each queue within
+ * its limits: its running jobs are counted over by_status[running], and
+ * its rate window is one entry of `rates`, all inside the one call that
+ * claims, so every scheduler on the store sees the same counts.
+ *
  * With index_metadata, the record also has one link per indexed path into
  * memindex.h's per-value trees, kept by the same steps.
  *
@@ -65,6 +70,13 @@ typedef struct mem_store {
   chr_intern_t strings; /* shared copies of the fields in interned[] */
   chr_memhist_t hist;
   chr_memindex_t ix;
+  /* Per queue with a rate limit: the window its claims are counted in
+   * (the start of [start, start + period)) and how many it took. */
+  struct mrate {
+    char *queue;
+    int64_t start, used;
+  } *rates;
+  size_t nrates;
 } mem_store_t;
 
 /* A search key for the trees; id NULL sorts before every id. */
@@ -523,23 +535,104 @@ static void claim_rec(mem_store_t *ms, chr_store_req_t *req, mrec_t *r, int64_t 
   push_copy(req, r);
 }
 
+/* ---- claims with queues */
+
+/* The place in ms->rates of queue q's rate window at now, made on first
+ * use (a place, not a pointer: making one may move the others). */
+static long rate_of(mem_store_t *ms, const chr_claim_queue_t *q, int64_t now) {
+  int64_t p = q->rate_period_us, start = now / p * p;
+  if (start > now) start -= p; /* floor for times before 1970 */
+  size_t i = 0;
+  while (i < ms->nrates && strcmp(ms->rates[i].queue, q->name) != 0) i++;
+  if (i == ms->nrates) {
+    ms->rates = chr_realloc(ms->rates, (ms->nrates + 1) * sizeof *ms->rates);
+    ms->rates[i].queue = chr_strdup(q->name);
+    ms->rates[i].start = start;
+    ms->rates[i].used = 0;
+    ms->nrates++;
+  }
+  if (ms->rates[i].start != start) {
+    ms->rates[i].start = start;
+    ms->rates[i].used = 0;
+  }
+  return (long)i;
+}
+
+/* What the claim may take of each queue: its per-claim limit, less what
+ * its global concurrency and its rate window leave. */
+static void queue_allowance(mem_store_t *ms, const chr_store_req_t *req, int64_t *allow,
+                            long *rates) {
+  size_t n = req->nqueues;
+  int64_t *running = chr_calloc(n, sizeof *running);
+  for (size_t k = 0; k < n; k++) {
+    if (req->queues[k].global_limit <= 0) continue;
+    for (chr_rb_node_t *x = chr_rb_first(&ms->by_status[CHR_ST_RUNNING]); x; x = chr_rb_next(x))
+      if (chr_job_queue_is(&REC_OF(x, by_status)->job, req->queues[k].name)) running[k]++;
+  }
+  for (size_t k = 0; k < n; k++) {
+    const chr_claim_queue_t *q = &req->queues[k];
+    allow[k] = q->limit;
+    if (q->global_limit > 0 && q->global_limit - running[k] < allow[k])
+      allow[k] = q->global_limit - running[k];
+    rates[k] = q->rate_limit > 0 ? rate_of(ms, q, req->now) : -1;
+    if (rates[k] >= 0 && q->rate_limit - ms->rates[rates[k]].used < allow[k])
+      allow[k] = q->rate_limit - ms->rates[rates[k]].used;
+  }
+  free(running);
+}
+
+/* The place of j's queue in req->queues if the claim may take it, else -1. */
+static long queue_take(const chr_store_req_t *req, const chr_job_t *j, const int64_t *allow) {
+  for (size_t k = 0; k < req->nqueues; k++)
+    if (chr_job_queue_is(j, req->queues[k].name)) return allow[k] > 0 ? (long)k : -1;
+  return -1;
+}
+
+/* Claims due job r when its queue allows it; returns how many were taken. */
+static int claim_queued(mem_store_t *ms, chr_store_req_t *req, mrec_t *r, int64_t stamp,
+                        int64_t *allow, const long *rates) {
+  long k = queue_take(req, &r->job, allow);
+  if (k < 0) return 0;
+  claim_rec(ms, req, r, stamp);
+  allow[k]--;
+  if (rates[k] >= 0) ms->rates[rates[k]].used++;
+  return 1;
+}
+
 /* A scope (req->filter) with an indexed $eq or $in reads the due jobs of
  * its values only; any other scope walks every due job, skipping those it
  * does not match. Either way in claim order. */
 static void op_claim(mem_store_t *ms, chr_store_req_t *req) {
   const chr_filter_t *scope = req->filter;
   int64_t now = req->now, limit = req->limit, stamp = next_stamp(ms);
+  /* With queues, what each may still take; `left` in all of them. */
+  size_t nq = req->nqueues;
+  int64_t *allow = NULL, left = INT64_MAX;
+  long *rates = NULL;
+  if (nq) {
+    allow = chr_malloc(nq * sizeof *allow);
+    rates = chr_malloc(nq * sizeof *rates);
+    queue_allowance(ms, req, allow, rates);
+    left = 0;
+    for (size_t k = 0; k < nq; k++) left += allow[k] > 0 ? allow[k] : 0;
+  }
   chr_memidx_sel_t sel;
   if (chr_memindex_select(&ms->ix, scope, 1u << CHR_ST_SCHEDULED, &sel)) {
     size_t n;
-    chr_job_t **due = chr_memidx_due(&sel, scope, now, limit, &n);
-    for (size_t i = 0; i < n; i++) claim_rec(ms, req, REC_OF_JOB(due[i]), stamp);
+    /* Other queues' jobs are passed over: the limit cannot cut the list. */
+    chr_job_t **due = chr_memidx_due(&sel, scope, now, nq ? -1 : limit, &n);
+    for (size_t i = 0; i < n && left > 0 && (limit < 0 || (int64_t)req->njobs < limit); i++) {
+      if (nq) left -= claim_queued(ms, req, REC_OF_JOB(due[i]), stamp, allow, rates);
+      else claim_rec(ms, req, REC_OF_JOB(due[i]), stamp);
+    }
     free(due);
     chr_memidx_sel_free(&sel);
+    free(allow);
+    free(rates);
     return;
   }
   chr_rb_node_t *n = chr_rb_first(&ms->due);
-  while (n != NULL && (limit < 0 || (int64_t)req->njobs < limit)) {
+  while (n != NULL && left > 0 && (limit < 0 || (int64_t)req->njobs < limit)) {
     mrec_t *r = REC_OF(n, aux);
     chr_rb_node_t *next;
     if (r->job.next_run_time > now) {
@@ -549,9 +642,14 @@ static void op_claim(mem_store_t *ms, chr_store_req_t *req) {
       continue;
     }
     next = chr_rb_next(n);
-    if (chr_filter_match(scope, &r->job)) claim_rec(ms, req, r, stamp);
+    if (chr_filter_match(scope, &r->job)) {
+      if (nq) left -= claim_queued(ms, req, r, stamp, allow, rates);
+      else claim_rec(ms, req, r, stamp);
+    }
     n = next;
   }
+  free(allow);
+  free(rates);
 }
 
 static void op_complete(mem_store_t *ms, chr_store_req_t *req) {
@@ -738,6 +836,8 @@ static void mem_close(chr_store_t *s) {
   chr_intern_free(&ms->strings);
   chr_memhist_free(&ms->hist);
   chr_memindex_free(&ms->ix);
+  for (size_t k = 0; k < ms->nrates; k++) free(ms->rates[k].queue);
+  free(ms->rates);
   free(ms->slots);
   free(ms->hashes);
   free(ms);
@@ -757,7 +857,7 @@ chr_store_t *chr_memory_store_new_opts(const chr_history_opts_t *hist, char **in
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
                      CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_HISTORY |
-                     CHR_STORE_CAP_SCOPE);
+                     CHR_STORE_CAP_SCOPE | CHR_STORE_CAP_QUEUES);
   chr_memhist_init(&ms->hist, hist->keep, hist->days);
   chr_memindex_init(&ms->ix, index_paths);
   /* A per-store seed keeps ids chosen against one run's hash from

@@ -18,6 +18,11 @@
  * no other writer in between, a claim's candidates cannot be claimed by
  * another process before its UPDATE, and updates are never lost.
  *
+ * A claim with queues (core/store.h) runs in the same transaction: per
+ * queue, its running jobs counted (global concurrency), its rate window
+ * read from queue_rates and written back, and one UPDATE of its due jobs,
+ * so no other process claims between the counts and the claim.
+ *
  * A connection holds the file it opened, not its path: a file removed or
  * replaced under it would be used on, unseen by every other process. The
  * store checks at most once a second and reopens the path (below). */
@@ -88,6 +93,14 @@ static const char *const sql_text[SQ__COUNT] = {
     [SQ_RUN_TRIM] = "DELETE FROM runs INDEXED BY runs_job WHERE job_id = ?1 "
                     "AND (started_at, run_id) <= (?2, ?3)",
     [SQ_RUN_EXPIRE] = "DELETE FROM runs INDEXED BY runs_started WHERE started_at < ?1",
+    /* A queue's running jobs, for its global concurrency: a walk of the
+     * running jobs, which jobs_lease holds apart. */
+    [SQ_QUEUE_RUNNING] = "SELECT count(*) FROM jobs INDEXED BY jobs_lease "
+                         "WHERE status = 'running' "
+                         "AND coalesce(json_extract(record, '$.queue'), 'default') = ?1",
+    [SQ_RATE_GET] = "SELECT window_start, used FROM queue_rates WHERE queue = ?1",
+    [SQ_RATE_PUT] = "INSERT INTO queue_rates (queue, window_start, used) VALUES (?1, ?2, ?3) "
+                    "ON CONFLICT (queue) DO UPDATE SET window_start = ?2, used = ?3",
 };
 
 /* ---- statements and errors */
@@ -706,6 +719,89 @@ static void claim_levels(sq_store_t *s, chr_store_req_t *req, int64_t lease, int
   }
 }
 
+/* One integer of a one-row statement with ?1 = text (reset after). -1
+ * with req failed. */
+static int64_t count_of(sq_store_t *s, chr_store_req_t *req, sq_stmt_id_t id, const char *text) {
+  sqlite3_stmt *st = stmt(s, id);
+  int64_t n = -1;
+  if (st == NULL) {
+    chr__sqlite_fail(s, req, "claiming jobs");
+    return -1;
+  }
+  sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
+  if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
+  else chr__sqlite_fail(s, req, "claiming jobs");
+  sqlite3_reset(st);
+  return n;
+}
+
+/* Queue q's rate window at now: *start and the jobs claimed in it. -1
+ * with req failed. */
+static int64_t rate_used(sq_store_t *s, chr_store_req_t *req, const chr_claim_queue_t *q,
+                         int64_t *start) {
+  int64_t p = q->rate_period_us, ws = req->now / p * p, used = 0;
+  if (ws > req->now) ws -= p; /* floor for times before 1970 */
+  *start = ws;
+  sqlite3_stmt *st = stmt(s, SQ_RATE_GET);
+  if (st == NULL) {
+    chr__sqlite_fail(s, req, "claiming jobs");
+    return -1;
+  }
+  sqlite3_bind_text(st, 1, q->name, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW && sqlite3_column_int64(st, 0) == ws) used = sqlite3_column_int64(st, 1);
+  else if (rc != SQLITE_ROW && rc != SQLITE_DONE) used = -1;
+  if (used < 0) chr__sqlite_fail(s, req, "claiming jobs");
+  sqlite3_reset(st);
+  return used;
+}
+
+/* With queues: each queue in turn, what its limits leave, then one UPDATE
+ * of its due jobs (scoped too), its rate window written back. */
+static void claim_queues(sq_store_t *s, chr_store_req_t *req, int64_t lease, int64_t stamp,
+                         const char *lease_iso, const char *stamp_iso) {
+  for (size_t k = 0; k < req->nqueues && req->status == 0; k++) {
+    const chr_claim_queue_t *q = &req->queues[k];
+    int64_t allow = q->limit, used = 0, ws = 0;
+    if (req->limit >= 0 && req->limit - (int64_t)req->njobs < allow)
+      allow = req->limit - (int64_t)req->njobs;
+    if (allow <= 0) break;
+    if (q->global_limit > 0) {
+      int64_t running = count_of(s, req, SQ_QUEUE_RUNNING, q->name);
+      if (running < 0) return;
+      if (q->global_limit - running < allow) allow = q->global_limit - running;
+    }
+    if (q->rate_limit > 0) {
+      if ((used = rate_used(s, req, q, &ws)) < 0) return;
+      if (q->rate_limit - used < allow) allow = q->rate_limit - used;
+    }
+    if (allow <= 0) continue;
+    sq_query_t *qb;
+    sqlite3_stmt *up = chr__sqlite_scoped(s, req, SQ_SCOPED_QUEUE_CLAIM, &qb);
+    if (up == NULL) return;
+    size_t first = req->njobs;
+    bind_claimer(up, req, lease, stamp, lease_iso, stamp_iso);
+    sqlite3_bind_int64(up, 6, req->now);
+    sqlite3_bind_int64(up, 7, allow);
+    sqlite3_bind_text(up, 8, q->name, -1, SQLITE_STATIC);
+    take_claimed(s, req, up);
+    chr__sqlite_query_free(qb);
+    if (req->status != 0) return;
+    size_t got = req->njobs - first;
+    /* RETURNING's row order is unspecified. */
+    if (got > 1) qsort(req->jobs + first, got, sizeof *req->jobs, chr_job_cmp_claim);
+    if (q->rate_limit > 0 && got > 0) {
+      sqlite3_stmt *put = stmt(s, SQ_RATE_PUT);
+      if (put != NULL) {
+        sqlite3_bind_text(put, 1, q->name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(put, 2, ws);
+        sqlite3_bind_int64(put, 3, used + (int64_t)got);
+      }
+      if (run(s, req, put, "claiming jobs") != 0) return;
+    }
+  }
+}
+
 /* One BEGIN IMMEDIATE transaction, scoped or not: no other connection
  * writes between choosing the due jobs and claiming them. */
 static void op_claim(sq_store_t *s, chr_store_req_t *req) {
@@ -717,7 +813,8 @@ static void op_claim(sq_store_t *s, chr_store_req_t *req) {
   stamp = next_stamp(s, NULL);
   chr_time_format(lease, lease_iso);
   chr_time_format(stamp, stamp_iso);
-  if (req->filter != NULL) claim_scoped(s, req, lease, stamp, lease_iso, stamp_iso);
+  if (req->nqueues > 0) claim_queues(s, req, lease, stamp, lease_iso, stamp_iso);
+  else if (req->filter != NULL) claim_scoped(s, req, lease, stamp, lease_iso, stamp_iso);
   else claim_levels(s, req, lease, stamp, lease_iso, stamp_iso);
   if (req->status != 0 || commit(s, req) != 0) {
     rollback(s);
@@ -929,7 +1026,7 @@ int chr_sqlite_store_open(const chr_opts_t *opts, chr_store_t **out, char *err, 
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
                      CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_HISTORY |
-                     CHR_STORE_CAP_SCOPE);
+                     CHR_STORE_CAP_SCOPE | CHR_STORE_CAP_QUEUES);
   *out = &s->base;
   return 0;
 }

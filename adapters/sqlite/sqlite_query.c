@@ -270,6 +270,17 @@ static const struct {
          "'retry_count', coalesce(json_extract(record, '$.retry_count'), 0) + 1, "
          "'attempt', coalesce(json_extract(record, '$.attempt'), 0) + 1)",
          " WHERE status = 'running' AND lease_until < ?3", " RETURNING next_run_time"},
+    /* A queue's due jobs: its name is the record's `queue`, "default" when
+     * it has none (core/job.h). */
+    [SQ_SCOPED_QUEUE_CLAIM] =
+        {8,
+         "UPDATE jobs SET status = 'running', claimed_by = ?1, lease_until = ?2, "
+         "updated_at = ?3, record = chronis_patch(record, 'status', 'running', "
+         "'updated_at', ?5, 'claimed_by', ?1, 'lease_until', ?4) "
+         "WHERE rowid IN (SELECT rowid FROM jobs",
+         " WHERE status = 'scheduled' AND next_run_time <= ?6 "
+         "AND coalesce(json_extract(record, '$.queue'), 'default') = ?8",
+         " ORDER BY priority DESC, next_run_time, job_id LIMIT ?7) RETURNING " SQ_ROW_COLS},
     [SQ_SCOPED_NEXT_DUE] = {0, "SELECT next_run_time FROM jobs",
                             " WHERE status = 'scheduled' AND next_run_time IS NOT NULL",
                             " ORDER BY next_run_time LIMIT 1"},
@@ -284,7 +295,7 @@ void chr__sqlite_query_free(qbuild_t *q) {
 sqlite3_stmt *chr__sqlite_scoped(sq_store_t *s, chr_store_req_t *req, sq_scoped_t which,
                                  qbuild_t **out) {
   static const char *const doing[] = {"claiming jobs", "recovering expired leases",
-                                      "reading the next due time"};
+                                      "reading the next due time", "claiming jobs"};
   qbuild_t *q = chr_calloc(1, sizeof *q);
   const char *path = which == SQ_SCOPED_RECOVER ? NULL : indexed_path(s, req->filter);
   sqlite3_stmt *st;

@@ -67,6 +67,13 @@ static const char *const migrations[SQ_SCHEMA_VERSION] = {
     " metadata TEXT);"
     "CREATE INDEX runs_job ON runs(job_id, started_at, run_id);"
     "CREATE INDEX runs_started ON runs(started_at, run_id);",
+    /* 3 -> 4: the rate windows of named queues (docs/queues.md): per
+     * queue, the start of its current window (µs) and the jobs claimed in
+     * it, read and written in the claim's transaction. */
+    "CREATE TABLE queue_rates ("
+    " queue TEXT PRIMARY KEY NOT NULL,"
+    " window_start INTEGER NOT NULL,"
+    " used INTEGER NOT NULL) WITHOUT ROWID;",
 };
 
 static int parse_long(const char *v, long lo, long hi, long *out) {

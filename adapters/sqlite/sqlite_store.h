@@ -14,7 +14,7 @@
 
 /* The schema version this build writes; see the migrations in
  * sqlite_schema.c and docs/sqlite.md. */
-#define SQ_SCHEMA_VERSION 3
+#define SQ_SCHEMA_VERSION 4
 
 /* Fixed statements, prepared on first use and kept for the connection. */
 typedef enum {
@@ -36,6 +36,9 @@ typedef enum {
   SQ_RUN_KEEP,
   SQ_RUN_TRIM,
   SQ_RUN_EXPIRE,
+  SQ_QUEUE_RUNNING,
+  SQ_RATE_GET,
+  SQ_RATE_PUT,
   SQ__COUNT
 } sq_stmt_id_t;
 
@@ -150,7 +153,8 @@ typedef enum {
   SQ_SCOPED_CLAIM,    /* ?1 owner, ?2 lease, ?3 stamp, ?4 lease and ?5 stamp as
                          text, ?6 now, ?7 limit; RETURNING SQ_ROW_COLS */
   SQ_SCOPED_RECOVER,  /* as SQ_RECOVER */
-  SQ_SCOPED_NEXT_DUE  /* no fixed parameter; one row, next_run_time */
+  SQ_SCOPED_NEXT_DUE, /* no fixed parameter; one row, next_run_time */
+  SQ_SCOPED_QUEUE_CLAIM /* as SQ_SCOPED_CLAIM, of one queue: ?8 its name */
 } sq_scoped_t;
 
 typedef struct sq_query sq_query_t;

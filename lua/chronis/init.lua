@@ -212,7 +212,7 @@ end
 --- chronis.scheduler{storage, lock, polling_interval, max_workers,
 --- max_queue_size, lease_seconds, clock, on_success, on_failure, logger,
 --- shutdown_grace, node_id, default_timeout, strict_handlers,
---- keep_completed, filters}
+--- keep_completed, filters, queues}
 function M.scheduler(opts)
   local o = copy(opts)
   for _, k in ipairs({ "on_success", "on_failure" }) do
@@ -333,7 +333,7 @@ local function has_handler(self, name)
 end
 
 -- The names a job table may use besides the typed fields (core.job_fields).
-local free_fields = { "args", "kwargs", "metadata", "next_run_time_local" }
+local free_fields = { "args", "kwargs", "metadata", "next_run_time_local", "queue" }
 
 -- Refuses the keys of `fields` that look like misspellings of a name in
 -- `names` (arrays of strings), all in one `invalid` error. Other unknown
@@ -510,7 +510,7 @@ local config_keys = {
   retry_delay = "retry_delay_seconds", timeout = "timeout_seconds", priority = "priority",
   metadata = "metadata", if_missed = "if_missed", misfire_threshold = "misfire_threshold_seconds",
   on_success = "on_success", on_failure = "on_failure", if_exists = "if_exists",
-  history_limit = "history_limit",
+  history_limit = "history_limit", queue = "queue",
 }
 
 local function builder(sched)

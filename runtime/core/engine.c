@@ -51,6 +51,7 @@ struct chr_run {
   int stop_why;      /* CHR_STOP_* once the engine asked the host to stop it */
   unsigned active : 1; /* the host runs it: chr_run_done is still to come */
   double timeout;    /* seconds, 0 = none */
+  int qi;            /* its place in opts.queues, -1 for none */
   chr_run_t *prev, *next;
 };
 
@@ -115,6 +116,15 @@ struct chr_sched {
   chr_sched_t *next_live; /* list of schedulers (host signals) */
   uint64_t run_seq; /* runs recorded: the tail of their run_id */
   chr_msched_t *metrics; /* runs by handler and outcome, claims, lateness */
+  /* Named queues (opts.queues, copied with their names): per queue its
+   * jobs held in the heap and running here, the queues of the claim in
+   * flight (their free places), and where the next claim's list starts
+   * (turning, so that a total limit does not always favour the first). */
+  struct {
+    chr_claim_queue_t *q, *claim;
+    int *held, *running;
+    size_t n, turn;
+  } queues;
 };
 
 static chr_sched_t *live_list;
@@ -154,6 +164,11 @@ static void sched_free(chr_sched_t *s) {
   chr_store_release(s->store);
   if (s->lock) chr_lock_release(s->lock);
   chr_filter_free(&s->scope);
+  for (size_t i = 0; i < s->queues.n; i++) free((char *)s->queues.q[i].name);
+  free(s->queues.q);
+  free(s->queues.claim);
+  free(s->queues.held);
+  free(s->queues.running);
   chr_msched_free(s->metrics);
   free(s->hints);
   free(s->heap);
@@ -261,6 +276,7 @@ static int run_before(const chr_run_t *a, const chr_run_t *b) {
 }
 
 static void heap_push(chr_sched_t *s, chr_run_t *r) {
+  if (r->qi >= 0) s->queues.held[r->qi]++;
   if (s->nheap == s->heapcap) {
     s->heapcap = s->heapcap ? s->heapcap * 2 : 64;
     s->heap = chr_realloc(s->heap, s->heapcap * sizeof *s->heap);
@@ -287,6 +303,7 @@ static chr_run_t *heap_pop(chr_sched_t *s) {
     i = c;
   }
   if (n) s->heap[i] = last;
+  if (top->qi >= 0) s->queues.held[top->qi]--;
   return top;
 }
 
@@ -303,6 +320,13 @@ static chr_run_t *run_new(chr_sched_t *s, chr_job_t *job) {
   chr_run_t *r = chr_calloc(1, sizeof *r);
   r->s = s;
   r->job = job;
+  r->qi = -1;
+  for (size_t i = 0; i < s->queues.n; i++) {
+    if (chr_job_queue_is(job, s->queues.q[i].name)) {
+      r->qi = (int)i;
+      break;
+    }
+  }
   sched_ref(s);
   return r;
 }
@@ -610,6 +634,7 @@ static void run_unlink(chr_sched_t *s, chr_run_t *r) {
   else s->running = r->next;
   if (r->next) r->next->prev = r->prev;
   s->nrunning--;
+  if (r->qi >= 0) s->queues.running[r->qi]--;
 }
 
 static void run_timer_close_cb(uv_handle_t *h) {
@@ -683,6 +708,7 @@ static void start_run(chr_sched_t *s, chr_run_t *r) {
   if (s->running) s->running->prev = r;
   s->running = r;
   s->nrunning++;
+  if (r->qi >= 0) s->queues.running[r->qi]++;
   /* A recurring job whose stored trigger cannot be read (a record edited
    * by hand or corrupted) would run once, then have no next time and be
    * deleted: it fails instead, without running, naming what is wrong. */
@@ -724,6 +750,19 @@ static void start_run(chr_sched_t *s, chr_run_t *r) {
   }
 }
 
+/* Free places of queue i in this process: its concurrency less its jobs
+ * held and running here. */
+static int64_t queue_free(const chr_sched_t *s, size_t i) {
+  return s->queues.q[i].limit - s->queues.held[i] - s->queues.running[i];
+}
+
+/* Whether a claim could take anything: without queues, always. */
+static int queue_room(const chr_sched_t *s) {
+  for (size_t i = 0; i < s->queues.n; i++)
+    if (queue_free(s, i) > 0) return 1;
+  return s->queues.n == 0;
+}
+
 static void dispatch(chr_sched_t *s) {
   if (s->dispatching) return;
   s->dispatching = 1;
@@ -732,7 +771,7 @@ static void dispatch(chr_sched_t *s) {
   s->dispatching = 0;
   /* Capacity came back while claims were held off: claim again. */
   if (s->starved && s->state == CHR_SCHED_RUNNING &&
-      (int)(s->nheap + (size_t)s->nrunning) < s->opts.max_queue_size) {
+      (int)(s->nheap + (size_t)s->nrunning) < s->opts.max_queue_size && queue_room(s)) {
     s->starved = 0;
     schedule_tick(s, 0);
   }
@@ -943,9 +982,31 @@ static void claim(chr_sched_t *s) {
     s->starved = 1;
     return;
   }
+  /* With queues: each queue that has free places here, as many as it
+   * has; every queue full holds claims off until a run ends. */
+  size_t nq = 0;
+  if (s->queues.n) {
+    int64_t room = 0;
+    for (size_t k = 0; k < s->queues.n; k++) {
+      size_t i = (s->queues.turn + k) % s->queues.n;
+      int64_t free_places = queue_free(s, i);
+      if (free_places <= 0) continue;
+      s->queues.claim[nq] = s->queues.q[i];
+      s->queues.claim[nq++].limit = free_places;
+      room += free_places;
+    }
+    s->queues.turn = (s->queues.turn + 1) % s->queues.n;
+    if (nq == 0) {
+      s->starved = 1;
+      return;
+    }
+    if (room < cap) cap = room;
+  }
   sreq_t *q = sreq_new(s, CHR_OP_CLAIM, claim_cb);
   q->req.now = chr_sched_now(s);
   q->req.limit = cap;
+  q->req.queues = nq ? s->queues.claim : NULL;
+  q->req.nqueues = nq;
   q->req.owner = s->node_id;
   q->req.lease_us = (int64_t)(s->opts.lease_seconds * 1e6);
   q->req.lock = s->lock;
@@ -1396,6 +1457,11 @@ static void wake_cb(void *data, int64_t when, const chr_job_t *job) {
   chr_sched_t *s = data;
   if (s->state != CHR_SCHED_RUNNING || when == CHR_TIME_NONE) return;
   if (job != NULL && s->scoped && !chr_filter_match(&s->scope, job)) return; /* another's */
+  if (job != NULL && s->queues.n) { /* a queue this scheduler does not serve: another's */
+    size_t i = 0;
+    while (i < s->queues.n && !chr_job_queue_is(job, s->queues.q[i].name)) i++;
+    if (i == s->queues.n) return;
+  }
   /* Kept as a hint too where the store cannot say its next due time: a
    * timer that fires a little early then re-arms for it, not for a poll. */
   if (!(s->store->caps & (CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_NEXT_DUE))) hint_push(s, when);
@@ -1463,6 +1529,20 @@ chr_sched_t *chr_sched_new(chr_store_t *store, chr_lock_t *lock, const chr_sched
   chr_filter_copy(&s->scope, opts->scope);
   s->scoped = !chr_filter_is_empty(&s->scope);
   s->opts.scope = &s->scope;
+  if (opts->nqueues) {
+    size_t n = opts->nqueues;
+    s->queues.n = n;
+    s->queues.q = chr_malloc(n * sizeof *s->queues.q);
+    s->queues.claim = chr_malloc(n * sizeof *s->queues.claim);
+    s->queues.held = chr_calloc(n, sizeof *s->queues.held);
+    s->queues.running = chr_calloc(n, sizeof *s->queues.running);
+    for (size_t i = 0; i < n; i++) {
+      s->queues.q[i] = opts->queues[i];
+      s->queues.q[i].name = chr_strdup(opts->queues[i].name);
+    }
+  }
+  s->opts.queues = s->queues.q;
+  s->opts.nqueues = s->queues.n;
   s->hooks = hooks;
   s->host = host;
   s->armed_at = s->last_recover = s->claimed_at = s->expiry.last = CHR_TIME_NONE;
@@ -1474,9 +1554,16 @@ chr_sched_t *chr_sched_new(chr_store_t *store, chr_lock_t *lock, const chr_sched
   return s;
 }
 
+int chr_sched_check_queues(const chr_sched_t *s, char *err, size_t errlen) {
+  return chr_store_check_queues(s->store, s->queues.q, s->queues.n, err, errlen);
+}
+
 int chr_sched_start(chr_sched_t *s) {
   if (s->state == CHR_SCHED_RUNNING) return 0;
   if (s->state == CHR_SCHED_STOPPING) return CHR_ESTATE;
+  char err[256];
+  int rc = chr_sched_check_queues(s, err, sizeof err);
+  if (rc != 0) return rc;
   s->state = CHR_SCHED_RUNNING;
   s->grace_over = 0;
   s->claim_after = s->flush_after = 0;
@@ -1748,6 +1835,11 @@ chr_sched_stats_t chr_sched_stop_stats(const chr_sched_t *s) {
   d.unwritten -= b->unwritten;
   d.expired -= b->expired;
   return d;
+}
+
+void chr_sched_queue_counts(const chr_sched_t *s, size_t i, int *held, int *running) {
+  *held = i < s->queues.n ? s->queues.held[i] : 0;
+  *running = i < s->queues.n ? s->queues.running[i] : 0;
 }
 
 size_t chr_sched_queued(const chr_sched_t *s) {

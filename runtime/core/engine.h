@@ -37,6 +37,12 @@ typedef struct chr_sched_opts {
   /* Seconds a one-shot job that succeeded is kept, status completed, before
    * the engine deletes it; 0 = deleted at once. */
   double keep_completed;
+  /* The named queues it serves (docs/queues.md), copied by chr_sched_new;
+   * nqueues 0: every job, whatever its queue. Each queue's `limit` is its
+   * concurrency in this process; its global and rate limits go to the
+   * store with every claim. */
+  const chr_claim_queue_t *queues;
+  size_t nqueues;
 } chr_sched_opts_t;
 
 typedef struct chr_sched_stats {
@@ -92,8 +98,12 @@ typedef struct chr_sched_hooks {
  * claim in one request. hooks must outlive it. */
 chr_sched_t *chr_sched_new(chr_store_t *store, chr_lock_t *lock, const chr_sched_opts_t *opts,
                            const chr_sched_hooks_t *hooks, void *host);
-/* 0, or CHR_ESTATE while it is stopping. */
+/* 0, or CHR_ESTATE while it is stopping, or the code of
+ * chr_store_check_queues when its queues ask for limits the store cannot
+ * hold (chr_sched_check_queues says why). */
 int chr_sched_start(chr_sched_t *s);
+/* Whether the store can serve its queues (chr_store_check_queues). */
+int chr_sched_check_queues(const chr_sched_t *s, char *err, size_t errlen);
 /* Stops gracefully, and is idempotent: stops claiming, hands back
  * claimed jobs that have not started, lets running handlers finish for up
  * to `grace` seconds (then stops them), writes every completion, and then
@@ -117,6 +127,9 @@ void *chr_sched_host(const chr_sched_t *s);
 const chr_sched_stats_t *chr_sched_stats(const chr_sched_t *s);
 /* The counters since the last stop began (what that stop did). */
 chr_sched_stats_t chr_sched_stop_stats(const chr_sched_t *s);
+/* Queue i of opts.queues (i < opts.nqueues): its jobs claimed and not
+ * started (held) and started (running) in this scheduler. */
+void chr_sched_queue_counts(const chr_sched_t *s, size_t i, int *held, int *running);
 /* Claimed jobs waiting for a worker, and runs started. */
 size_t chr_sched_queued(const chr_sched_t *s);
 int chr_sched_running(const chr_sched_t *s);

@@ -643,6 +643,21 @@ static int check_history_limit(const chr_job_t *j, char *err, size_t errlen) {
   return 0;
 }
 
+/* queue: a name (chr_queue_name_problem); absent means "default". A name
+ * has no character JSON escapes, so the text between the quotes is it. */
+static int check_queue(const chr_job_t *j, char *err, size_t errlen) {
+  chr_json_span_t v;
+  if (!find_member(j->extra, "queue", 5, &v) || (v.n == 4 && memcmp(v.p, "null", 4) == 0))
+    return 0;
+  if (v.n < 2 || v.p[0] != '"')
+    return chr_errf(err, errlen, "invalid field 'queue': expected a string (a queue name), got "
+                    "%.*s", (int)(v.n > 40 ? 40 : v.n), v.p);
+  const char *bad = chr_queue_name_problem(v.p + 1, v.n - 2);
+  if (bad) return chr_errf(err, errlen, "invalid field 'queue': %s, got %.*s", bad,
+                           (int)(v.n > 70 ? 70 : v.n), v.p);
+  return 0;
+}
+
 int chr_job_validate(chr_job_t *j, char *err, size_t errlen) {
   int rc;
   if (!chr_job_has(j, CHR_F_FUNC_NAME) || j->func_name[0] == '\0')
@@ -652,6 +667,7 @@ int chr_job_validate(chr_job_t *j, char *err, size_t errlen) {
   if ((rc = check_id(j->job_id, err, errlen))) return rc;
   if ((rc = check_extra_ints(j, err, errlen))) return rc;
   if ((rc = check_history_limit(j, err, errlen))) return rc;
+  if ((rc = check_queue(j, err, errlen))) return rc;
   if (!chr_job_has(j, CHR_F_NAME)) {
     char *n = chr_job_make_name(j->func_name);
     chr_job_set_str(j, CHR_F_NAME, n);

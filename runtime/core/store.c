@@ -154,6 +154,37 @@ void chr_store_init(chr_store_t *s, const chr_store_vtable_t *vt, unsigned caps)
   s->refs = 1;
 }
 
+int chr_store_check_queues(const chr_store_t *s, const chr_claim_queue_t *q, size_t n, char *err,
+                           size_t errlen) {
+  for (size_t i = 0; i < n; i++) {
+    if (q[i].name == NULL) return chr_errf(err, errlen, "queue %zu has no name", i + 1);
+    const char *bad = chr_queue_name_problem(q[i].name, strlen(q[i].name));
+    if (bad) return chr_errf(err, errlen, "queue '%s': %s", q[i].name, bad);
+    for (size_t k = 0; k < i; k++)
+      if (strcmp(q[k].name, q[i].name) == 0)
+        return chr_errf(err, errlen, "queue '%s' is given twice", q[i].name);
+    if (q[i].limit < 1)
+      return chr_errf(err, errlen, "queue '%s': its limit must be at least 1, got %lld",
+                      q[i].name, (long long)q[i].limit);
+    if (q[i].global_limit < 0 || q[i].rate_limit < 0)
+      return chr_errf(err, errlen, "queue '%s': a global or rate limit cannot be negative",
+                      q[i].name);
+    if (q[i].rate_limit > 0 && q[i].rate_period_us <= 0)
+      return chr_errf(err, errlen, "queue '%s': a rate limit needs a period > 0", q[i].name);
+    /* Limits that only the store can hold for every process: emulated,
+     * each process would count only its own claims. */
+    const char *what = q[i].global_limit > 0 ? "global_concurrency"
+                       : q[i].rate_limit > 0  ? "rate"
+                                              : NULL;
+    if (what && !(s->caps & CHR_STORE_CAP_QUEUES)) {
+      chr_errf(err, errlen, "queue '%s': %s needs a store that enforces it atomically (memory, "
+               "sqlite, postgres or redis); %s cannot", q[i].name, what, s->vt->kind);
+      return CHR_ENOTSUP;
+    }
+  }
+  return 0;
+}
+
 /* The checks of CHR_IN_*, in order. Returns 0 to go on, or 1 when req is
  * answered already: failed (status set), or with nothing to do. */
 static int check_request(chr_store_req_t *req) {
@@ -204,6 +235,13 @@ static int check_request(chr_store_req_t *req) {
     chr_store_req_fail(req, CHR_EINVAL, "%s: a lease of %lld µs from 'now' ends past %s", name,
                        (long long)req->lease_us, "9999-12-31T23:59:59.999999Z");
     return 1;
+  }
+  if (req->op == CHR_OP_CLAIM && req->nqueues > 0) {
+    int rc = chr_store_check_queues(req->store, req->queues, req->nqueues, err, sizeof err);
+    if (rc != 0) {
+      chr_store_req_fail(req, rc, "%s: %s", name, err);
+      return 1;
+    }
   }
   if ((in & CHR_IN_OFFSET) && req->offset < 0) req->offset = 0;
   if (in & CHR_IN_LIMIT) {
@@ -282,6 +320,9 @@ int chr_store_submit(chr_store_t *s, chr_store_req_t *req) {
   unsigned need = chr_store_ops[req->op].cap;
   if ((chr_store_ops[req->op].in & CHR_IN_SCOPE) && req->filter != NULL)
     need |= CHR_STORE_CAP_SCOPE;
+  /* Queues the store cannot select itself: the emulation does, with the
+   * per-claim limits (global and rate limits were refused above). */
+  if (req->op == CHR_OP_CLAIM && req->nqueues > 0) need |= CHR_STORE_CAP_QUEUES;
   req->caller_cb = req->cb;
   req->cb = answered;
   req->metrics = s->metrics;

@@ -99,6 +99,14 @@ typedef struct chr_claim_queue {
   int64_t rate_period_us;
 } chr_claim_queue_t;
 
+/* Checks the queues of a claim on store s: names, limits >= 1, a rate's
+ * period. Returns 0, CHR_EINVAL, or CHR_ENOTSUP for a global or rate
+ * limit on a store without CHR_STORE_CAP_QUEUES, with err naming the
+ * queue (and the store's kind). chr_store_submit applies it to claims; a
+ * scheduler calls it when it starts. */
+int chr_store_check_queues(const struct chr_store *s, const chr_claim_queue_t *q, size_t n,
+                           char *err, size_t errlen);
+
 /* The storage contract, once (docs/adapters.md): every operation with its
  * constant (CHR_OP_<ID>), its method name (in Lua, for stores written in
  * Lua, and in docs/adapters.md), the capability with which an adapter says

@@ -28,6 +28,10 @@ struct emu {
                      (not lreq.priv, which the lock adapter owns) */
   int locked;
   chr_runrec_t **runs; /* complete: the runs of applied items (borrowed) */
+  /* claim with queues: the jobs taken of each (req->queues), and the
+   * queue of the candidate being claimed. */
+  int64_t *qtaken;
+  size_t qi;
 };
 
 static void emu_finish(emu_t *e) {
@@ -41,6 +45,7 @@ static void emu_finish(emu_t *e) {
   chr_job_free(e->updates);
   chr_filter_free(&e->filter);
   free(e->runs);
+  free(e->qtaken);
   chr_store_req_reset(&e->sub);
   free(e);
   req->cb(req);
@@ -177,6 +182,7 @@ static void claim_cas_done(emu_t *e) {
   if (e->sub.status == 0 && e->sub.ok && e->sub.njobs) {
     chr_store_req_push_job(e->req, e->sub.jobs[0]);
     e->sub.njobs = 0;
+    if (e->qtaken) e->qtaken[e->qi]++;
   }
   claim_release(e);
 }
@@ -212,12 +218,30 @@ static void claim_locked(chr_lock_req_t *l) {
   claim_cas(e);
 }
 
+/* The place of j's queue in req->queues when the claim may still take a
+ * job of it, else -1 (not one of its queues, or that queue is full). */
+static long queue_place(const emu_t *e, const chr_job_t *j) {
+  for (size_t k = 0; k < e->req->nqueues; k++)
+    if (chr_job_queue_is(j, e->req->queues[k].name))
+      return e->qtaken[k] < e->req->queues[k].limit ? (long)k : -1;
+  return -1;
+}
+
 static void claim_next(emu_t *e) {
-  if ((e->req->limit >= 0 && (int64_t)e->req->njobs >= e->req->limit) || e->i >= e->ncands) {
+  chr_job_t *j = NULL;
+  while (!(e->req->limit >= 0 && (int64_t)e->req->njobs >= e->req->limit) && e->i < e->ncands) {
+    chr_job_t *c = e->cands[e->i++];
+    long k = e->qtaken ? queue_place(e, c) : 0;
+    if (k >= 0) {
+      e->qi = (size_t)k;
+      j = c;
+      break;
+    }
+  }
+  if (j == NULL) {
     emu_finish(e);
     return;
   }
-  chr_job_t *j = e->cands[e->i++];
   if (e->req->lock == NULL) {
     claim_cas(e);
     return;
@@ -411,6 +435,13 @@ int chr__store_emulate(chr_store_t *s, chr_store_req_t *req) {
     emu_sub(e, CHR_OP_QUERY);
     e->sub.filter = &e->filter;
     e->sub.limit = req->limit >= 0 && req->limit < INT64_MAX / 4 ? req->limit * 4 : -1;
+    /* A queue is no filter key: with queues, every due job is read and
+     * those of other queues are passed over (claim_next), so that a
+     * backlog of another queue cannot hide this claim's jobs. */
+    if (req->nqueues > 0) {
+      e->qtaken = chr_calloc(req->nqueues, sizeof *e->qtaken);
+      e->sub.limit = -1;
+    }
     emu_send(e, claim_queried);
     break;
   case CHR_OP_COMPLETE: complete_next(e); break;

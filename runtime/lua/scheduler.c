@@ -14,6 +14,7 @@
 #include "core/engine.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/suggest.h"
 #include "core/time.h"
 #include "core/trigger.h"
 #include "core/tz.h"
@@ -400,7 +401,137 @@ static const char *const known_opts[] = {
     "storage",        "lock",    "polling_interval", "max_workers",     "max_queue_size",
     "lease_seconds",  "clock",   "logger",           "shutdown_grace",  "node_id",
     "default_timeout", "on_success", "on_failure", "strict_handlers", "keep_completed",
-    "filters",        NULL};
+    "filters",        "queues",  NULL};
+
+/* Raises `invalid option 'queues': queue 'q': unknown key ...` for the keys
+ * of the table at idx that are not in known (with the usual suggestion). */
+static void queue_keys(lua_State *L, int idx, const char *queue, const char *const *known) {
+  chr_unknown_t u;
+  chr_unknown_init(&u);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    size_t n;
+    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    int ok = 0;
+    for (const char *const *c = known; k && *c && !ok; c++) ok = strcmp(*c, k) == 0;
+    if (!ok) {
+      if (k == NULL) k = luaL_typename(L, -1), n = strlen(k);
+      chr_unknown_add(&u, k, n);
+    }
+  }
+  if (u.n == 0) return;
+  chr_buf_t b;
+  chr_buf_init(&b);
+  chr_unknown_format(&u, "key", known, NULL, &b);
+  chr_unknown_free(&u);
+  lua_pushlstring(L, b.p, b.len);
+  chr_buf_free(&b);
+  chr_lua_error(L, CHR_EINVAL, "invalid option 'queues': queue '%s': %s", queue,
+                lua_tostring(L, -1));
+}
+
+/* An integer >= 1 at the top of the stack (popped), or def when nil. */
+static int64_t queue_int(lua_State *L, const char *queue, const char *key, int64_t def) {
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return def;
+  }
+  int isint = 0;
+  lua_Integer v = lua_tointegerx(L, -1, &isint);
+  if (!isint || v < 1 || v > 1000000000) {
+    lua_pushvalue(L, -1);
+    chr_lua_error(L, CHR_EINVAL, "invalid option 'queues': queue '%s': %s must be an integer "
+                  "from 1 to 1000000000, got %s", queue, key, luaL_tolstring(L, -1, NULL));
+  }
+  lua_pop(L, 1);
+  return (int64_t)v;
+}
+
+/* The option queues = { name = concurrency | { concurrency =,
+ * global_concurrency =, rate = { limit =, period = } } } as an array in a
+ * userdata (pushed; the names are the table's keys, which the options
+ * keep). Concurrency defaults to max_workers. stack: +1 */
+static chr_claim_queue_t *check_queues(lua_State *L, int opts, int max_workers, size_t *nq) {
+  static const char *const keys[] = {"concurrency", "global_concurrency", "rate", NULL};
+  static const char *const rate_keys[] = {"limit", "period", NULL};
+  *nq = 0;
+  lua_getfield(L, opts, "queues");
+  int t = lua_gettop(L);
+  if (lua_isnil(L, t)) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return NULL;
+  }
+  if (!lua_istable(L, t))
+    chr_lua_error(L, CHR_EINVAL, "invalid option 'queues': expected a table of queue names "
+                  "(each a concurrency or a table of limits), got %s", luaL_typename(L, t));
+  size_t n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+      chr_lua_error(L, CHR_EINVAL, "invalid option 'queues': queue names are strings, got %s",
+                    luaL_typename(L, -1));
+    n++;
+  }
+  if (n == 0) chr_lua_error(L, CHR_EINVAL, "invalid option 'queues': no queue given");
+  chr_claim_queue_t *q = lua_newuserdatauv(L, n * sizeof *q, 0);
+  lua_replace(L, t); /* the options still hold the table */
+  lua_getfield(L, opts, "queues");
+  int qt = lua_gettop(L);
+  size_t i = 0;
+  lua_pushnil(L);
+  while (lua_next(L, qt)) {
+    size_t len;
+    const char *name = lua_tolstring(L, -2, &len);
+    const char *bad = chr_queue_name_problem(name, len);
+    if (bad || strlen(name) != len)
+      chr_lua_error(L, CHR_EINVAL, "invalid option 'queues': queue '%s': %s", name,
+                    bad ? bad : "a queue name cannot hold NUL bytes");
+    memset(&q[i], 0, sizeof q[i]);
+    q[i].name = name;
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+      q[i].limit = queue_int(L, name, "concurrency", 0); /* pops the value */
+    } else if (lua_istable(L, -1)) {
+      int v = lua_gettop(L);
+      queue_keys(L, v, name, keys);
+      lua_getfield(L, v, "concurrency");
+      q[i].limit = queue_int(L, name, "concurrency", max_workers);
+      lua_getfield(L, v, "global_concurrency");
+      q[i].global_limit = queue_int(L, name, "global_concurrency", 0);
+      if (lua_getfield(L, v, "rate") != LUA_TNIL) {
+        int r = lua_gettop(L);
+        if (!lua_istable(L, r))
+          chr_lua_error(L, CHR_EINVAL, "invalid option 'queues': queue '%s': rate must be a table "
+                        "{limit = runs, period = seconds}, got %s", name, luaL_typename(L, r));
+        queue_keys(L, r, name, rate_keys);
+        lua_getfield(L, r, "limit");
+        if (lua_isnil(L, -1))
+          chr_lua_error(L, CHR_EINVAL, "invalid option 'queues': queue '%s': rate.limit is "
+                        "missing", name);
+        q[i].rate_limit = queue_int(L, name, "rate.limit", 0);
+        lua_getfield(L, r, "period");
+        double period = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+        if (!(period > 0 && period <= 86400.0 * 366))
+          chr_lua_error(L, CHR_EINVAL, "invalid option 'queues': queue '%s': rate.period must be "
+                        "a number of seconds > 0 (at most a year), got %s", name,
+                        luaL_tolstring(L, -1, NULL));
+        q[i].rate_period_us = (int64_t)(period * 1e6);
+        if (q[i].rate_period_us < 1) q[i].rate_period_us = 1;
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 2); /* rate (or nil), the value */
+    } else {
+      chr_lua_error(L, CHR_EINVAL, "invalid option 'queues': queue '%s': expected a concurrency "
+                    "(an integer) or a table of limits, got %s", name, luaL_typename(L, -1));
+    }
+    i++;
+  }
+  lua_pop(L, 1); /* the table; the array stays */
+  *nq = n;
+  return q;
+}
 
 static int is_on_finish(const char *k) {
   return strcmp(k, "on_finish") == 0;
@@ -418,6 +549,8 @@ static int l_new(lua_State *L) {
   o.shutdown_grace = chr_lua_optnumber(L, 1, "shutdown_grace", 30, 0, 86400);
   o.default_timeout = chr_lua_optnumber(L, 1, "default_timeout", 0, 0, 86400 * 365);
   o.keep_completed = chr_lua_optnumber(L, 1, "keep_completed", 0, 0, 86400 * 3660);
+  /* Its array stays on the stack until the engine has copied it. */
+  o.queues = check_queues(L, 1, o.max_workers, &o.nqueues);
   lua_getfield(L, 1, "node_id");
   const char *node_id = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   if (node_id && (strlen(node_id) == 0 || lua_rawlen(L, -1) > 47))
@@ -488,7 +621,10 @@ static int l_new(lua_State *L) {
 
 static int l_start(lua_State *L) {
   lsched_t *ls = check_lsched(L, 1);
-  int rc = chr_sched_start(ls->s);
+  char err[256];
+  int rc = chr_sched_check_queues(ls->s, err, sizeof err);
+  if (rc != 0) return chr_lua_error(L, rc, "cannot start: %s", err);
+  rc = chr_sched_start(ls->s);
   if (rc != 0) return chr_lua_error(L, rc, "cannot start: the scheduler is stopping");
   if (ls->h->self_ref == LUA_NOREF) {
     lua_pushvalue(L, 1);
@@ -612,6 +748,22 @@ static int l_queue_status(lua_State *L) {
     lua_rawseti(L, -2, ++i);
   }
   lua_setfield(L, -2, "in_flight_job_ids");
+  if (o->nqueues) { /* queues = { name = { held, running, concurrency } } */
+    lua_createtable(L, 0, (int)o->nqueues);
+    for (size_t k = 0; k < o->nqueues; k++) {
+      int held, run;
+      chr_sched_queue_counts(s, k, &held, &run);
+      lua_createtable(L, 0, 3);
+      lua_pushinteger(L, held);
+      lua_setfield(L, -2, "held");
+      lua_pushinteger(L, run);
+      lua_setfield(L, -2, "running");
+      lua_pushinteger(L, (lua_Integer)o->queues[k].limit);
+      lua_setfield(L, -2, "concurrency");
+      lua_setfield(L, -2, o->queues[k].name);
+    }
+    lua_setfield(L, -2, "queues");
+  }
   return 1;
 }
 

@@ -234,7 +234,7 @@ typedef struct store_op {
   chr_runrec_t **runs;
   size_t nruns;
   chr_run_filter_t run_filter;
-  chr_claim_queue_t *queues; /* names malloc'ed */
+  chr_claim_queue_t *queues; /* claim: names malloc'ed */
   size_t nqueues;
   char what[96]; /* "get_job on the redis store", for an interrupted wait */
 } store_op_t;
@@ -796,72 +796,57 @@ static int l_check_scope(lua_State *L) {
 static const char *const claim_keys[] = {"now",     "limit",  "lease_seconds", "owner",
                                          "filters", "queues", NULL};
 
-/* An integer member k of the table at t, >= min; def when absent. */
-static int64_t queue_int(lua_State *L, int t, const char *k, int64_t min, int64_t def, int i) {
-  lua_getfield(L, t, k);
-  int64_t v = def;
-  if (!lua_isnil(L, -1)) {
-    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < min)
-      chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: queues[%d]: '%s' must be an integer >= %lld",
-                    i, k, (long long)min);
-    v = lua_tointeger(L, -1);
-  }
+/* An integer member k of the table at idx, 0 when absent. */
+static int64_t queue_field(lua_State *L, int idx, const char *k, size_t i) {
+  int isint = 1;
+  lua_getfield(L, idx, k);
+  int64_t v = lua_isnil(L, -1) ? 0 : (int64_t)lua_tointegerx(L, -1, &isint);
+  if (!isint)
+    chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: queues[%d].%s must be an integer, got %s",
+                  (int)i + 1, k, luaL_typename(L, -1));
   lua_pop(L, 1);
   return v;
 }
 
-/* The `queues` option of claim_due_jobs at t (nil: none), a list of
- * {name =, limit =, global_limit =, rate_limit =, rate_period = seconds}
- * as chr_claim_queue_t holds them (limit defaults to the claim's). Checked
- * whole before anything is allocated (out NULL), then read into out. */
-static size_t claim_queues(lua_State *L, int t, int64_t limit, chr_claim_queue_t *out) {
-  static const char *const keys[] = {"name", "limit", "global_limit", "rate_limit",
-                                     "rate_period", NULL};
-  lua_getfield(L, t, "queues");
-  if (lua_isnil(L, -1)) {
+/* queues = { {name =, limit =, global_limit =, rate_limit =, rate_period =
+ * seconds}, ... } (core/store.h, chr_claim_queue_t) as an array in a
+ * userdata (pushed), the names borrowed from the tables; NULL (and nil
+ * pushed) without it. The store checks the values. stack: +1 */
+static chr_claim_queue_t *check_claim_queues(lua_State *L, int opts, size_t *n) {
+  static const char *const keys[] = {"name", "limit", "global_limit", "rate_limit", "rate_period",
+                                     NULL};
+  *n = 0;
+  if (lua_getfield(L, opts, "queues") == LUA_TNIL) return NULL;
+  int t = lua_gettop(L);
+  chr_lua_checktype(L, t, LUA_TTABLE);
+  size_t len = lua_rawlen(L, t);
+  chr_claim_queue_t *q = lua_newuserdatauv(L, (len ? len : 1) * sizeof *q, 0);
+  for (size_t i = 0; i < len; i++) {
+    if (lua_rawgeti(L, t, (lua_Integer)i + 1) != LUA_TTABLE)
+      chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: queues[%d] must be a table, got %s",
+                    (int)i + 1, luaL_typename(L, -1));
+    int e = lua_gettop(L);
+    chr_lua_checkkeys(L, e, "claim_due_jobs queue key", keys, NULL, NULL);
+    lua_getfield(L, e, "name");
+    if (lua_type(L, -1) != LUA_TSTRING)
+      chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: queues[%d].name must be a string, got %s",
+                    (int)i + 1, luaL_typename(L, -1));
+    q[i].name = lua_tostring(L, -1); /* held by the queue's table */
     lua_pop(L, 1);
-    return 0;
-  }
-  if (!lua_istable(L, -1))
-    chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: 'queues' must be a list of queue tables");
-  int qs = lua_gettop(L);
-  size_t n = (size_t)lua_rawlen(L, qs);
-  for (size_t i = 1; i <= n; i++) {
-    int at = (int)i;
-    lua_rawgeti(L, qs, (lua_Integer)i);
-    if (!lua_istable(L, -1))
-      chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: queues[%d] must be a table", at);
-    int q = lua_gettop(L);
-    chr_lua_checkkeys(L, q, "claim_due_jobs queue key", keys, NULL, NULL);
-    lua_getfield(L, q, "name");
-    size_t len = 0;
-    const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-    const char *bad = name ? chr_queue_name_problem(name, len) : "a queue needs a name";
-    if (bad) chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: queues[%d]: 'name': %s", at, bad);
-    for (size_t k = 1; k < i && out == NULL; k++) {
-      lua_rawgeti(L, qs, (lua_Integer)k);
-      lua_getfield(L, -1, "name");
-      if (lua_rawequal(L, -1, -3))
-        chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: queue '%s' is listed twice", name);
-      lua_pop(L, 2);
-    }
-    int64_t lim = queue_int(L, q, "limit", 1, limit < 0 || limit > INT32_MAX ? INT32_MAX : limit, at);
-    int64_t glim = queue_int(L, q, "global_limit", 0, 0, at);
-    int64_t rlim = queue_int(L, q, "rate_limit", 0, 0, at);
-    lua_getfield(L, q, "rate_period");
+    q[i].limit = queue_field(L, e, "limit", i);
+    q[i].global_limit = queue_field(L, e, "global_limit", i);
+    q[i].rate_limit = queue_field(L, e, "rate_limit", i);
+    lua_getfield(L, e, "rate_period");
     double period = lua_isnil(L, -1) ? 0 : lua_tonumber(L, -1);
-    if ((!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TNUMBER) || !(period >= 0 && period <= 1e9) ||
-        (rlim > 0 && period * 1e6 < 1))
-      chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: queues[%d]: 'rate_period' must be a number of "
-                    "seconds > 0 (with a rate_limit)", at);
-    if (out) {
-      out[i - 1] = (chr_claim_queue_t){chr_strdup(name), lim, glim, rlim,
-                                       rlim > 0 ? (int64_t)(period * 1e6) : 0};
-    }
-    lua_settop(L, qs);
+    if (!lua_isnil(L, -1) && !(lua_type(L, -1) == LUA_TNUMBER && period > 0 && period < 1e9))
+      chr_lua_error(L, CHR_EINVAL, "claim_due_jobs: queues[%d].rate_period must be a number of "
+                    "seconds > 0", (int)i + 1);
+    q[i].rate_period_us = (int64_t)(period * 1e6);
+    lua_pop(L, 2);
   }
-  lua_pop(L, 1);
-  return n;
+  lua_remove(L, t); /* the options hold the tables, and the names */
+  *n = len;
+  return q;
 }
 static const char *const extend_keys[] = {"now", "lease_seconds", "owner", "ids", NULL};
 
@@ -872,7 +857,9 @@ static int l_claim_due_jobs(lua_State *L) {
   int64_t now = field_time(L, 2, "now", chr_time_now());
   int64_t limit = field_limit(L, 2, "claim_due_jobs", 100);
   int64_t lease_us = field_lease(L, 2, "claim_due_jobs");
-  size_t nqueues = claim_queues(L, 2, limit, NULL);
+  size_t nq;
+  /* Its array stays on the stack until copied below. */
+  const chr_claim_queue_t *queues = check_claim_queues(L, 2, &nq);
   char *owner = field_string(L, 2, "owner", 1, "claim_due_jobs");
   chr_filter_t f;
   lua_getfield(L, 2, "filters");
@@ -892,13 +879,17 @@ static int l_claim_due_jobs(lua_State *L) {
   op->req.owner = op->owner = owner;
   op->req.now = now;
   op->req.limit = limit;
-  op->req.lease_us = lease_us;
-  if (nqueues > 0) {
-    op->queues = chr_calloc(nqueues, sizeof *op->queues);
-    op->nqueues = claim_queues(L, 2, limit, op->queues);
+  if (nq) {
+    op->queues = chr_malloc(nq * sizeof *op->queues);
+    for (size_t i = 0; i < nq; i++) {
+      op->queues[i] = queues[i];
+      op->queues[i].name = chr_strdup(queues[i].name);
+    }
+    op->nqueues = nq;
     op->req.queues = op->queues;
-    op->req.nqueues = op->nqueues;
+    op->req.nqueues = nq;
   }
+  op->req.lease_us = lease_us;
   return op_run(L, s, op);
 }
 
