@@ -103,6 +103,39 @@ describe("postgres store", function()
     return function() return chronis.storage.open(url("pool=2&index_metadata=tenant_id", t)) end
   end)
 
+  describe("queue rate windows", function()
+    after_each(assert_loop_clean)
+
+    it("are counted per queue and window, and forgotten a minute after they end", function()
+      local t = fresh_table()
+      local s = chronis.storage.open(url(nil, t))
+      local T = 1893456000 * 1000000
+      for i = 1, 10 do
+        s:create_job({ job_id = "r" .. i, status = "scheduled", queue = "r",
+          next_run_time = chronis.time.format(T - 1000000) })
+      end
+      local function claim(at)
+        return #s:claim_due_jobs({ owner = "o", now = chronis.time.format(T + at * 1000000),
+          queues = { { name = "r", limit = 5, rate_limit = 2, rate_period = 60 } } })
+      end
+      local function windows()
+        return psql(("SELECT string_agg(extract(epoch FROM window_start)::bigint - 1893456000 || ':' || used, ','"
+          .. " ORDER BY window_start) FROM %s_queue_rates WHERE queue = 'r'"):format(t))
+      end
+      assert.are.equal(2, claim(1))
+      assert.are.equal(0, claim(59))
+      assert.are.equal("0:2", windows())
+      assert.are.equal(2, claim(61))
+      assert.are.equal(2, claim(130))
+      assert.are.equal("0:2,60:2,120:2", windows())
+      -- The window of T ended at T + 60 s, a minute or more before the
+      -- window of T + 180 s began: gone.
+      assert.are.equal(2, claim(181))
+      assert.are.equal("60:2,120:2,180:2", windows())
+      s:close()
+    end)
+  end)
+
   describe("URL", function()
     after_each(assert_loop_clean)
 

@@ -101,6 +101,24 @@ describe("redis", function()
   end)
 
   describe("per-queue due sets", function()
+    it("count a rate window's claims in a key that expires a minute after the window", function()
+      local p = prefix()
+      local s = chronis.storage.redis(srv.url, { prefix = p })
+      local now = now_us()
+      for i = 1, 3 do
+        s:create_job({ job_id = "r" .. i, status = "scheduled", next_run_time = iso(now - S), queue = "r" })
+      end
+      local q = { { name = "r", limit = 5, rate_limit = 2, rate_period = 3600 } }
+      assert.are.equal(2, #s:claim_due_jobs({ owner = "o", now = iso(now), queues = q }))
+      local start = now - now % (3600 * S)
+      local key = "{" .. p .. "}:qrate:r:" .. string.format("%d", start)
+      assert.are.equal("2", srv:cli("GET", key):match("%d+"))
+      local ttl = tonumber(srv:cli("PTTL", key):match("%-?%d+"))
+      local left = (start + 3600 * S - now) // 1000
+      assert.is_true(ttl > left and ttl <= left + 60000, tostring(ttl))
+      s:close()
+    end)
+
     it("are built over the jobs of a store written before them, when it is opened", function()
       local p = prefix()
       local s = chronis.storage.redis(srv.url, { prefix = p })
