@@ -474,6 +474,112 @@ static void test_engine(void) {
   chr_store_close(s);
 }
 
+/* ---- named queues ---- */
+
+/* A date job of queue q (NULL: none) due at `due`, handler "ok". */
+static chr_job_t *queued_job(const char *id, const char *q, int64_t due) {
+  chr_job_t *j = job(id, due);
+  chr_job_set_int(j, CHR_F_TRIGGER_TYPE, CHR_TT_DATE);
+  chr_job_set_str(j, CHR_F_FUNC_NAME, "ok");
+  if (q) {
+    char extra[96];
+    snprintf(extra, sizeof extra, "{\"queue\":\"%s\"}", q);
+    free(j->extra);
+    j->extra = chr_strdup(extra);
+  }
+  return j;
+}
+
+/* Claims with queues at now; returns how many jobs, or -1 on an error
+ * (its code in *code when given). */
+static int claim_queues(chr_store_t *s, int64_t now, const chr_claim_queue_t *q, size_t n,
+                        int *code) {
+  chr_store_req_init(&last, CHR_OP_CLAIM);
+  last.now = now;
+  last.limit = 100;
+  last.owner = "node-q";
+  last.lease_us = 30 * CHR_USEC;
+  last.queues = q;
+  last.nqueues = n;
+  int rc = submit(s, &last);
+  int got = rc == 0 ? (int)last.njobs : -1;
+  for (size_t i = 0; rc == 0 && i < last.njobs; i++) CHECK(chr_job_queue_is(last.jobs[i], q[0].name));
+  if (code) *code = rc;
+  chr_store_req_reset(&last);
+  return got;
+}
+
+static void test_queues(void) {
+  int64_t t0 = iso("2025-01-15T10:00:00Z");
+  char id[32];
+  for (int emulated = 0; emulated < 2; emulated++) {
+    chr_store_t *s = chr_memory_store_new();
+    /* Without the capability, the claim is emulated over query and CAS. */
+    if (emulated) s->caps &= ~(unsigned)CHR_STORE_CAP_QUEUES;
+    for (int i = 0; i < 6; i++) {
+      snprintf(id, sizeof id, "a%d", i);
+      create(s, queued_job(id, "a", t0 - CHR_USEC));
+      snprintf(id, sizeof id, "b%d", i);
+      create(s, queued_job(id, "b", t0 - CHR_USEC));
+    }
+    test_case(emulated ? "queues (emulated): a claim takes its queue's jobs, up to its limit"
+                       : "queues: a claim takes its queue's jobs, up to its limit");
+    chr_claim_queue_t qa = {"a", 2, 0, 0, 0};
+    CHECK(claim_queues(s, t0, &qa, 1, NULL) == 2);
+    test_case(emulated ? "queues (emulated): global and rate limits are refused"
+                       : "queues: global and rate limits hold in the claim");
+    chr_claim_queue_t g = {"a", 5, 3, 0, 0}, r = {"a", 5, 0, 1, 60 * CHR_USEC};
+    int code = 0;
+    if (emulated) {
+      CHECK(claim_queues(s, t0, &g, 1, &code) == -1 && code == CHR_ENOTSUP);
+      CHECK(claim_queues(s, t0, &r, 1, &code) == -1 && code == CHR_ENOTSUP);
+    } else {
+      CHECK(claim_queues(s, t0, &g, 1, NULL) == 1); /* 2 running: 1 more */
+      CHECK(claim_queues(s, t0, &g, 1, NULL) == 0);
+      CHECK(claim_queues(s, t0, &r, 1, NULL) == 1);
+      CHECK(claim_queues(s, t0 + 59 * CHR_USEC, &r, 1, NULL) == 0);
+      CHECK(claim_queues(s, t0 + 60 * CHR_USEC, &r, 1, NULL) == 1);
+    }
+    test_case(emulated ? "queues (emulated): a bad queue is refused"
+                       : "queues: a bad queue is refused");
+    chr_claim_queue_t bad = {"a b", 1, 0, 0, 0}, zero = {"a", 0, 0, 0, 0};
+    CHECK(claim_queues(s, t0, &bad, 1, &code) == -1 && code == CHR_EINVAL);
+    CHECK(claim_queues(s, t0, &zero, 1, &code) == -1 && code == CHR_EINVAL);
+
+    test_case(emulated ? "queues (emulated): the engine runs only the queues it serves"
+                       : "queues: the engine runs only the queues it serves");
+    chr_sched_opts_t o = {0.1, 8, 16, 30, 5, 0};
+    chr_claim_queue_t serve = {"b", 2, 0, 0, 0};
+    o.queues = &serve;
+    o.nqueues = 1;
+    host_t h = {0};
+    chr_sched_t *sc = chr_sched_new(s, NULL, &o, &c_hooks, &h);
+    CHECK(chr_sched_start(sc) == 0);
+    for (int turns = 0; turns < 2000 && h.runs < 6; turns++) uv_run(chr_loop(), UV_RUN_ONCE);
+    CHECK(h.runs == 6);
+    /* a's six jobs, all scheduled again: the claims above were leased on
+     * 2025's clock, expired on the engine's, and recovered. */
+    CHECK(count_jobs(s, CHR_ST_SCHEDULED) == 6);
+    chr_sched_stop(sc, 1);
+    for (int turns = 0; turns < 100 && chr_sched_state(sc) != CHR_SCHED_STOPPED; turns++)
+      uv_run(chr_loop(), UV_RUN_ONCE);
+    chr_sched_close(sc);
+    uv_run(chr_loop(), UV_RUN_NOWAIT);
+    CHECK(h.freed == 1);
+
+    test_case(emulated ? "queues (emulated): a scheduler with a global limit does not start"
+                       : "queues: a scheduler with a global limit starts");
+    o.queues = &g;
+    host_t h2 = {0};
+    sc = chr_sched_new(s, NULL, &o, &c_hooks, &h2);
+    CHECK(chr_sched_start(sc) == (emulated ? CHR_ENOTSUP : 0));
+    chr_sched_close(sc);
+    for (int turns = 0; turns < 100 && !h2.freed; turns++) uv_run(chr_loop(), UV_RUN_NOWAIT);
+    CHECK(h2.freed == 1);
+    chr_store_close(s);
+  }
+}
+
 /* ---- URLs ---- */
 
 static int has(const char *s, const char *part) {
@@ -593,6 +699,7 @@ int main(void) {
   test_meta_index();
   test_store();
   test_engine();
+  test_queues();
   chr_tz_cache_clear();
   uv_loop_close(chr_loop());
   end_case();

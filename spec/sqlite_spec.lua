@@ -228,7 +228,7 @@ describe("sqlite store", function()
       local indexes = sqlite3(path, "SELECT group_concat(name, ' ') FROM (SELECT name FROM " ..
         "sqlite_schema WHERE type = 'index' AND (name LIKE 'jobs_%' OR name LIKE 'runs_%') " ..
         "ORDER BY name)")
-      assert.are.equal("jobs_due jobs_lease jobs_next runs_job runs_started", indexes)
+      assert.are.equal("jobs_due jobs_lease jobs_next jobs_queue runs_job runs_started", indexes)
     end)
   end)
 

@@ -306,6 +306,8 @@ sqlite3_stmt *chr__sqlite_scoped(sq_store_t *s, chr_store_req_t *req, sq_scoped_
   if (path != NULL) {
     chr_buf_adds(&q->sql, " INDEXED BY ");
     chr__sqlite_meta_index(&q->sql, path);
+  } else if (which == SQ_SCOPED_QUEUE_CLAIM) {
+    chr_buf_adds(&q->sql, " INDEXED BY jobs_queue");
   }
   chr_buf_adds(&q->sql, scoped_sql[which].where);
   if (req->filter != NULL) q_meta(q, req->filter);

@@ -67,9 +67,14 @@ static const char *const migrations[SQ_SCHEMA_VERSION] = {
     " metadata TEXT);"
     "CREATE INDEX runs_job ON runs(job_id, started_at, run_id);"
     "CREATE INDEX runs_started ON runs(started_at, run_id);",
-    /* 3 -> 4: the rate windows of named queues (docs/queues.md): per
-     * queue, the start of its current window (µs) and the jobs claimed in
-     * it, read and written in the claim's transaction. */
+    /* 3 -> 4: named queues (docs/queues.md). jobs_queue holds the
+     * scheduled jobs by queue (the record's `queue`, "default" without
+     * one), so a claim reads its queues' due jobs only, whatever the
+     * backlog of others; queue_rates, per queue, the start of its current
+     * rate window (µs) and the jobs claimed in it, read and written in the
+     * claim's transaction. */
+    "CREATE INDEX jobs_queue ON jobs(coalesce(json_extract(record, '$.queue'), 'default'), "
+    "priority, next_run_time, job_id) WHERE status = 'scheduled';"
     "CREATE TABLE queue_rates ("
     " queue TEXT PRIMARY KEY NOT NULL,"
     " window_start INTEGER NOT NULL,"
