@@ -91,6 +91,51 @@ describe("postgres store", function()
     return chronis.storage.open(url("index_metadata=t,n,tenant,region.zone,flag,k"))
   end)
 
+  -- Queues: the due index by queue, the room function's advisory locks
+  -- and fresh counts, the rate table (pg_sql.c, migration 7). Two
+  -- connections per handle, so one handle's claims race too.
+  require("support.queue_claims")("postgres", function()
+    local t = fresh_table()
+    return function() return chronis.storage.open(url("pool=2", t)) end
+  end)
+  require("support.queue_claims")("postgres with index_metadata", function()
+    local t = fresh_table()
+    return function() return chronis.storage.open(url("pool=2&index_metadata=tenant_id", t)) end
+  end)
+
+  describe("queue rate windows", function()
+    after_each(assert_loop_clean)
+
+    it("are counted per queue and window, and forgotten a minute after they end", function()
+      local t = fresh_table()
+      local s = chronis.storage.open(url(nil, t))
+      local T = 1893456000 * 1000000
+      for i = 1, 10 do
+        s:create_job({ job_id = "r" .. i, status = "scheduled", queue = "r",
+          next_run_time = chronis.time.format(T - 1000000) })
+      end
+      local function claim(at)
+        return #s:claim_due_jobs({ owner = "o", now = chronis.time.format(T + at * 1000000),
+          queues = { { name = "r", limit = 5, rate_limit = 2, rate_period = 60 } } })
+      end
+      local function windows()
+        return psql(("SELECT string_agg(extract(epoch FROM window_start)::bigint - 1893456000 || ':' || used, ','"
+          .. " ORDER BY window_start) FROM %s_queue_rates WHERE queue = 'r'"):format(t))
+      end
+      assert.are.equal(2, claim(1))
+      assert.are.equal(0, claim(59))
+      assert.are.equal("0:2", windows())
+      assert.are.equal(2, claim(61))
+      assert.are.equal(2, claim(130))
+      assert.are.equal("0:2,60:2,120:2", windows())
+      -- The window of T ended at T + 60 s, a minute or more before the
+      -- window of T + 180 s began: gone.
+      assert.are.equal(2, claim(181))
+      assert.are.equal("60:2,120:2,180:2", windows())
+      s:close()
+    end)
+  end)
+
   describe("URL", function()
     after_each(assert_loop_clean)
 
@@ -429,7 +474,8 @@ describe("postgres store", function()
       local h = history(t)
       assert.are.equal("1|create the jobs table|16\n2|indexes for claims, lease recovery and metadata filters|16\n"
         .. "3|the run history table|16\n4|status completed, and an index of completed jobs|16\n"
-        .. "5|an index of jobs by status in query order|16\n6|run outcomes snoozed and cancelled|16", h)
+        .. "5|an index of jobs by status in query order|16\n6|run outcomes snoozed and cancelled|16\n"
+        .. "7|named queues: due jobs by queue, rate windows, the room of a claim|16", h)
       local before = psql(("SELECT string_agg(applied_at::text, ',') FROM %s_migrations"):format(t))
       local s2 = chronis.storage.open(url(nil, t))
       assert.is_nil(s2:get_job("x"))
@@ -441,7 +487,11 @@ describe("postgres store", function()
       assert.are.equal(before, psql(("SELECT string_agg(applied_at::text, ',') FROM %s_migrations"):format(t)))
       local idx = psql(("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = '%s'")
         :format(t))
-      assert.are.equal(("%s_completed,%s_due,%s_lease,%s_metadata,%s_pkey,%s_status"):format(t, t, t, t, t, t), idx)
+      assert.are.equal(("%s_completed,%s_due,%s_lease,%s_metadata,%s_pkey,%s_queue_due,%s_status")
+        :format(t, t, t, t, t, t, t), idx)
+      assert.are.equal(t .. "_queue_rates_pkey",
+        psql(("SELECT indexname FROM pg_indexes WHERE tablename = '%s_queue_rates'"):format(t)))
+      assert.are.equal(t .. "_queue_room", psql(("SELECT proname FROM pg_proc WHERE proname = '%s_queue_room'"):format(t)))
       idx = psql(("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = '%s_runs'")
         :format(t))
       assert.are.equal(("%s_runs_pkey,%s_runs_started"):format(t, t), idx)
@@ -451,7 +501,7 @@ describe("postgres store", function()
       local t = fresh_table()
       local ok, out = migrate(url(nil, t), true)
       assert(ok, out)
-      assert.truthy(out:find("0 of 6", 1, true), out)
+      assert.truthy(out:find("0 of 7", 1, true), out)
       assert.truthy(out:find("pending", 1, true), out)
       ok, out = migrate(url(nil, t))
       assert(ok, out)
@@ -461,9 +511,10 @@ describe("postgres store", function()
       assert.truthy(out:find("applied migration 4", 1, true), out)
       assert.truthy(out:find("applied migration 5", 1, true), out)
       assert.truthy(out:find("applied migration 6", 1, true), out)
+      assert.truthy(out:find("applied migration 7", 1, true), out)
       ok, out = migrate(url(nil, t), true)
       assert(ok, out)
-      assert.truthy(out:find("6 of 6 migration(s) applied, up to date", 1, true), out)
+      assert.truthy(out:find("7 of 7 migration(s) applied, up to date", 1, true), out)
       assert.is_nil(out:find("pending", 1, true), out)
       ok, out = migrate(need():url("table=bad;name"))
       assert.is_false(ok)
@@ -495,7 +546,7 @@ describe("postgres store", function()
       end
       assert(U.sh(table.concat(cmds, " ") .. " wait"))
       for i = 1, 4 do assert.are.equal("ok\n", U.read(outs[i]), "process " .. i) end
-      assert.are.equal("1|1\n2|1\n3|1\n4|1\n5|1\n6|1", psql(("SELECT version, count(*) FROM %s_migrations GROUP BY version ORDER BY version")
+      assert.are.equal("1|1\n2|1\n3|1\n4|1\n5|1\n6|1\n7|1", psql(("SELECT version, count(*) FROM %s_migrations GROUP BY version ORDER BY version")
         :format(t)))
     end)
 
@@ -509,6 +560,7 @@ describe("postgres store", function()
       s:create_job({ job_id = "busy", status = "running", claimed_by = "n1",
         lease_until = "2025-01-15T10:05:00Z", next_run_time = "2025-01-15T10:00:00Z" })
       s:close()
+      psql(("DROP INDEX %s_queue_due; DROP TABLE %s_queue_rates; DROP FUNCTION %s_queue_room; "):format(t, t, t))
       psql(("DROP TABLE %s_runs; DROP INDEX %s_completed; DROP INDEX %s_status; "
         .. "ALTER TABLE %s DROP CONSTRAINT %s_status_check; "
         .. "ALTER TABLE %s ADD CHECK (status IN ('pending', 'scheduled', 'running', 'paused', 'failed')); "
@@ -523,7 +575,7 @@ describe("postgres store", function()
     -- The table after migrations 3 and 4: its jobs as they were, history
     -- works, and a job may be completed.
     local function assert_migrated(t)
-      assert.are.equal("1\n2\n3\n4\n5\n6", psql(("SELECT version FROM %s_migrations ORDER BY version"):format(t)))
+      assert.are.equal("1\n2\n3\n4\n5\n6\n7", psql(("SELECT version FROM %s_migrations ORDER BY version"):format(t)))
       local s = chronis.storage.open(url("auto_migrate=false", t))
       local kept = s:get_job("kept")
       assert.are.equal("Kept", kept.name)
@@ -544,6 +596,12 @@ describe("postgres store", function()
         for i, j in ipairs(s:query_jobs({ status = "completed" })) do out[i] = j.job_id end
         return out
       end)())
+      -- Claims with queues and their limits work on the migrated table.
+      s:create_job({ job_id = "queued", status = "scheduled", next_run_time = now, queue = "a" })
+      local got = s:claim_due_jobs({ owner = "n2", queues = { { name = "a", limit = 5, global_limit = 1,
+        rate_limit = 1, rate_period = 60 } } })
+      assert.are.equal(1, #got)
+      assert.are.equal("queued", got[1].job_id)
       s:close()
     end
 
@@ -557,13 +615,15 @@ describe("postgres store", function()
       s:close()
       local ok, out = migrate(url(nil, t), true)
       assert(ok, out)
-      assert.truthy(out:find("2 of 6 migration(s) applied", 1, true), out)
+      assert.truthy(out:find("2 of 7 migration(s) applied", 1, true), out)
       assert.truthy(out:find("3%s+pending%s+%x+%s+the run history table"), out)
       ok, out = migrate(url(nil, t))
       assert(ok, out)
       assert.truthy(out:find("applied migration 3 to public." .. t .. ": the run history table", 1, true), out)
       assert.truthy(out:find("applied migration 4 to public." .. t .. ": status completed", 1, true), out)
       assert.truthy(out:find("applied migration 5 to public." .. t .. ": an index of jobs by status", 1, true), out)
+      assert.truthy(out:find("applied migration 6 to public." .. t .. ": run outcomes snoozed", 1, true), out)
+      assert.truthy(out:find("applied migration 7 to public." .. t .. ": named queues", 1, true), out)
       assert.is_nil(out:find("applied migration 1", 1, true), out)
       assert_migrated(t)
     end)

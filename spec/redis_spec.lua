@@ -89,6 +89,62 @@ describe("redis", function()
     })
   end
 
+  -- Queues: per-queue due sets, running jobs counted over the lease set,
+  -- rate counters per window (redis_scripts.h).
+  require("support.queue_claims")("redis", function()
+    local p = prefix()
+    return function() return chronis.storage.redis(srv.url, { prefix = p }) end
+  end)
+  require("support.queue_claims")("redis with index_metadata", function()
+    local p = prefix()
+    return function() return chronis.storage.redis(srv.url, { prefix = p, index_metadata = "tenant_id" }) end
+  end)
+
+  describe("per-queue due sets", function()
+    it("count a rate window's claims in a key that expires a minute after the window", function()
+      local p = prefix()
+      local s = chronis.storage.redis(srv.url, { prefix = p })
+      local now = now_us()
+      for i = 1, 3 do
+        s:create_job({ job_id = "r" .. i, status = "scheduled", next_run_time = iso(now - S), queue = "r" })
+      end
+      local q = { { name = "r", limit = 5, rate_limit = 2, rate_period = 3600 } }
+      assert.are.equal(2, #s:claim_due_jobs({ owner = "o", now = iso(now), queues = q }))
+      local start = now - now % (3600 * S)
+      local key = "{" .. p .. "}:qrate:r:" .. string.format("%d", start)
+      assert.are.equal("2", srv:cli("GET", key):match("%d+"))
+      local ttl = tonumber(srv:cli("PTTL", key):match("%-?%d+"))
+      local left = (start + 3600 * S - now) // 1000
+      assert.is_true(ttl > left and ttl <= left + 60000, tostring(ttl))
+      s:close()
+    end)
+
+    it("are built over the jobs of a store written before them, when it is opened", function()
+      local p = prefix()
+      local s = chronis.storage.redis(srv.url, { prefix = p })
+      local due = iso(now_us() - S)
+      for i = 1, 1200 do
+        s:create_job({ job_id = ("j%04d"):format(i), status = "scheduled", next_run_time = due,
+          queue = i % 2 == 0 and "even" or nil, priority = i % 3 })
+      end
+      s:close()
+      -- As a version without them left the store.
+      for k in srv:cli("KEYS", "{" .. p .. "}:q*"):gmatch("[^\n]+") do srv:cli("DEL", k) end
+      s = chronis.storage.redis(srv.url, { prefix = p })
+      -- In slices, one after another; claims with queues take nothing
+      -- until the last.
+      assert.is_true(wait_for(function()
+        s:get_job("j0001")
+        return srv:cli("GET", "{" .. p .. "}:qready"):match("^1") ~= nil
+      end))
+      local got = s:claim_due_jobs({ owner = "o", limit = 1000, queues = { { name = "even", limit = 1000 } } })
+      assert.are.equal(600, #got)
+      for _, j in ipairs(got) do assert.are.equal("even", j.queue) end
+      assert.are.equal(600, #s:claim_due_jobs({ owner = "o", limit = 1000, queues = { { name = "default", limit = 1000 } } }))
+      s:close()
+    end)
+  end)
+
   require("support.lock_contract")("redis", function()
     return chronis.lock.redis(srv.url .. "?prefix=" .. prefix())
   end)
@@ -234,6 +290,9 @@ describe("redis", function()
         "{" .. p .. "}:jobs", "{" .. p .. "}:lease", "{" .. p .. "}:prios",
         "{" .. p .. "}:st:failed", "{" .. p .. "}:st:paused", "{" .. p .. "}:st:running",
         "{" .. p .. "}:st:scheduled", "{" .. p .. "}:scoped", "{" .. p .. "}:tlease:9:tenant_id:\"acme\"",
+        -- Per-queue due sets (the claim without queues leaves "due" in
+        -- its queue's set, docs/redis.md), and the mark that they are built.
+        "{" .. p .. "}:qdue:default:42", "{" .. p .. "}:qdue:default:7", "{" .. p .. "}:qready",
       }
       table.sort(want)
       assert.are.same(want, keys)
@@ -713,8 +772,8 @@ describe("redis", function()
       store:record_runs({ run("z1", "z", at(5)) })
       assert.are.same({ "z1" }, run_ids(store))
       assert.are.same({}, run_ids(store, { job_id_in = { "x", "y" } }))
-      assert.are.same({ "{" .. p .. "}:rj", "{" .. p .. "}:rt:" .. srv:cli("ZRANGE", "{" .. p .. "}:rtb", 0, -1):match("%d+"),
-        "{" .. p .. "}:rtb" }, keys_of(p))
+      assert.are.same({ "{" .. p .. "}:qready", "{" .. p .. "}:rj",
+        "{" .. p .. "}:rt:" .. srv:cli("ZRANGE", "{" .. p .. "}:rtb", 0, -1):match("%d+"), "{" .. p .. "}:rtb" }, keys_of(p))
       store:close()
     end)
 

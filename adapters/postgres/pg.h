@@ -24,6 +24,10 @@ typedef struct pg_opts {
   char table[PG_IDENT_MAX + 1], schema[PG_IDENT_MAX + 1];
   char qtable[2 * PG_IDENT_MAX + 8];   /* "schema"."table", quoted */
   char qruns[2 * PG_IDENT_MAX + 8];    /* "schema"."table_runs": run history */
+  /* Named queues: "schema"."table_queue_rates", claims per queue and rate
+   * window, and "schema"."table_queue_room", the function that serialises
+   * the claims of a queue with limits and says how many each may take. */
+  char qrates[2 * PG_IDENT_MAX + 8], qroom[2 * PG_IDENT_MAX + 8];
   char channel[PG_IDENT_MAX + 1];      /* LISTEN/NOTIFY channel */
   /* index_metadata: the metadata paths with an expression index each
    * (NULL-terminated, plain paths; never NULL once parsed). */
@@ -142,6 +146,7 @@ enum {
   PG_S_NEXT_DUE,
   PG_S_NOTIFY,
   PG_S_RECORD_RUNS,
+  PG_S_QCLAIM,
   PG_S__COUNT
 };
 

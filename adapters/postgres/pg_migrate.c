@@ -107,6 +107,57 @@ static const struct {
      "END $$;\n"
      "ALTER TABLE {R} ADD CONSTRAINT {N:_outcome_check} CHECK (outcome IN\n"
      "  ('ok', 'error', 'timeout', 'skipped', 'interrupted', 'snoozed', 'cancelled')) NOT VALID"},
+    /* Named queues (docs/queues.md): a job's queue is its record's member
+     * `queue`, 'default' without one. The index holds the scheduled jobs
+     * of each queue in claim order, so a claim with queues reads its
+     * queues' due jobs only (it is kept by writes that make jobs
+     * scheduled, not by claims). Claims per queue and rate window are
+     * counted in {Q}. {F}, called by a claim with queues, takes an
+     * advisory lock per queue with a global or rate limit (held to the end
+     * of the claim's transaction, in name order so that claims never wait
+     * on each other in a cycle), then, each statement with a snapshot of
+     * its own (a volatile function), counts what the claims committed
+     * before it did: the room of each queue. */
+    {7, "named queues: due jobs by queue, rate windows, the room of a claim",
+     "CREATE INDEX {N:_queue_due} ON {T}\n"
+     "  ((COALESCE(record ->> 'queue', 'default')), (COALESCE(priority, 5)) DESC, next_run_time,\n"
+     "   job_id) WHERE status = 'scheduled';\n"
+     "CREATE TABLE {Q} (\n"
+     "  queue text COLLATE \"C\" NOT NULL,\n"
+     "  window_start timestamptz NOT NULL,\n"
+     "  used bigint NOT NULL,\n"
+     "  PRIMARY KEY (queue, window_start)\n"
+     ");\n"
+     "CREATE FUNCTION {F}(qs text[], lims bigint[], globs bigint[], rates bigint[],\n"
+     "    wins timestamptz[], periods bigint[])\n"
+     "  RETURNS TABLE (q_name text, q_room bigint) LANGUAGE plpgsql VOLATILE AS $$\n"
+     "DECLARE\n"
+     "  n bigint;\n"
+     "BEGIN\n"
+     "  PERFORM pg_advisory_xact_lock(hashtext('{T}'), hashtext(x.q))\n"
+     "    FROM unnest(qs, globs, rates) AS x(q, g, r) WHERE x.g > 0 OR x.r > 0\n"
+     "    ORDER BY x.q COLLATE \"C\";\n"
+     "  FOR i IN 1 .. COALESCE(array_length(qs, 1), 0) LOOP\n"
+     "    q_name := qs[i];\n"
+     "    q_room := lims[i];\n"
+     "    IF globs[i] > 0 THEN\n"
+     "      SELECT count(*) INTO n FROM {T} t\n"
+     "        WHERE t.status = 'running' AND COALESCE(t.record ->> 'queue', 'default') = qs[i];\n"
+     "      q_room := LEAST(q_room, globs[i] - n);\n"
+     "    END IF;\n"
+     "    IF rates[i] > 0 THEN\n"
+     "      SELECT w.used INTO n FROM {Q} w WHERE w.queue = qs[i] AND w.window_start = wins[i];\n"
+     "      q_room := LEAST(q_room, rates[i] - COALESCE(n, 0));\n"
+     "      -- Windows that ended a minute or more before this one began: a\n"
+     "      -- claimer whose clock is a little behind still finds its count.\n"
+     "      DELETE FROM {Q} w WHERE w.queue = qs[i]\n"
+     "        AND w.window_start < wins[i] - periods[i] * interval '1 microsecond'\n"
+     "          - interval '1 minute';\n"
+     "    END IF;\n"
+     "    q_room := GREATEST(q_room, 0);\n"
+     "    RETURN NEXT;\n"
+     "  END LOOP;\n"
+     "END $$"},
 };
 #define NMIG ((int)(sizeof migrations / sizeof *migrations))
 #define MAX_APPLIED 64
@@ -160,14 +211,19 @@ static void checksum(int i, char *out) {
            (unsigned long long)chr_pg_fnv1a(s, strlen(s), PG_FNV_SEED));
 }
 
-/* {T} -> the quoted table; {R} -> its run history table; {N:suffix} -> a
- * quoted name derived from the table's. */
+/* {T} -> the quoted table; {R} -> its run history table; {Q}, {F} -> its
+ * queue rate table and room function; {N:suffix} -> a quoted name derived
+ * from the table's. */
 static char *expand(const pg_migrator_t *m, const char *tmpl) {
   chr_buf_t b;
   chr_buf_init(&b);
   for (const char *p = tmpl; *p; p++) {
-    if (strncmp(p, "{T}", 3) == 0 || strncmp(p, "{R}", 3) == 0) {
-      chr_buf_adds(&b, p[1] == 'T' ? m->o->qtable : m->o->qruns);
+    if (strncmp(p, "{T}", 3) == 0 || strncmp(p, "{R}", 3) == 0 || strncmp(p, "{Q}", 3) == 0 ||
+        strncmp(p, "{F}", 3) == 0) {
+      chr_buf_adds(&b, p[1] == 'T'   ? m->o->qtable
+                       : p[1] == 'R' ? m->o->qruns
+                       : p[1] == 'Q' ? m->o->qrates
+                                     : m->o->qroom);
       p += 2;
     } else if (strncmp(p, "{N:", 3) == 0 && strchr(p, '}')) {
       const char *end = strchr(p, '}');

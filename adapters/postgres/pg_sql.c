@@ -83,7 +83,7 @@
 const char *const chr_pg_stmt_names[PG_S__COUNT] = {
     "chronis_get",      "chronis_batch",    "chronis_create",  "chronis_delete",
     "chronis_claim",    "chronis_complete", "chronis_recover", "chronis_extend",
-    "chronis_next_due", "chronis_notify",   "chronis_record_runs"};
+    "chronis_next_due", "chronis_notify",   "chronis_record_runs", "chronis_claim_queues"};
 
 static const struct {
   int nparams;
@@ -190,16 +190,73 @@ static const struct {
     [PG_S_NOTIFY] = {2, "SELECT pg_notify($1, $2)"},
     [PG_S_RECORD_RUNS] = {2, "WITH rw AS (SELECT * FROM json_to_recordset($1::json) AS r("
                              RUN_FIELDS "))" RUNS_WRITE " SELECT count(*) FROM rw"},
+    /* A claim with queues ($6 names, $7 limits, $8 global limits, $9 rate
+     * limits, $10 rate windows, $11 periods in µs): {F} (migration 7)
+     * serialises it with the other claims of its limited queues and gives
+     * each queue's room; then, per queue with room, its priority levels
+     * are walked as PG_S_CLAIM walks them, on the index of due jobs by
+     * queue, each level yielding at most the room; the queues' picks go
+     * together in claim order up to $2, and the claims of queues with a
+     * rate limit are added to their window's count, in this statement
+     * (a row locked by ON CONFLICT on its newest version, which {F}'s lock
+     * leaves to one claim at a time). */
+    [PG_S_QCLAIM] = {11, "WITH RECURSIVE room AS MATERIALIZED ("
+                         " SELECT r.q_name AS q, r.q_room AS n FROM {F}($6::text[], $7::bigint[],"
+                         "  $8::bigint[], $9::bigint[], $10::timestamptz[], $11::bigint[]) r"
+                         "), lv(q, p) AS ("
+                         " SELECT room.q, (SELECT max(COALESCE(d.priority, 5)) FROM {T} d"
+                         "  WHERE d.status = 'scheduled'"
+                         "   AND COALESCE(d.record ->> 'queue', 'default') = room.q{S})"
+                         " FROM room WHERE room.n > 0"
+                         " UNION ALL"
+                         " SELECT lv.q, (SELECT max(COALESCE(d.priority, 5)) FROM {T} d"
+                         "  WHERE d.status = 'scheduled'"
+                         "   AND COALESCE(d.record ->> 'queue', 'default') = lv.q"
+                         "   AND COALESCE(d.priority, 5) < lv.p{S})"
+                         " FROM lv WHERE lv.p IS NOT NULL"
+                         "), cand AS ("
+                         " SELECT c.job_id, lv.p, c.next_run_time, room.n,"
+                         "  row_number() OVER (PARTITION BY lv.q"
+                         "   ORDER BY lv.p DESC, c.next_run_time, c.job_id) AS k"
+                         " FROM lv JOIN room ON room.q = lv.q CROSS JOIN LATERAL ("
+                         "  SELECT d.job_id, d.next_run_time FROM {T} d"
+                         "  WHERE d.status = 'scheduled'"
+                         "   AND COALESCE(d.record ->> 'queue', 'default') = lv.q"
+                         "   AND COALESCE(d.priority, 5) = lv.p"
+                         "   AND d.next_run_time <= $1::timestamptz{S}"
+                         "  ORDER BY d.next_run_time, d.job_id LIMIT room.n"
+                         "  FOR UPDATE SKIP LOCKED) c"
+                         "), pick AS ("
+                         " SELECT cand.job_id FROM cand WHERE cand.k <= cand.n"
+                         " ORDER BY cand.p DESC, cand.next_run_time, cand.job_id LIMIT $2::bigint"
+                         "), upd AS ("
+                         " UPDATE {T} t SET status = 'running', claimed_by = $3,"
+                         "  lease_until = " LEASE("$4", "$5") ", updated_at = " STAMP
+                         " FROM pick WHERE t.job_id = pick.job_id RETURNING " COLS
+                         "), used AS ("
+                         " INSERT INTO {Q} AS w (queue, window_start, used)"
+                         " SELECT x.q, x.win, count(*) FROM upd"
+                         " JOIN unnest($6::text[], $9::bigint[], $10::timestamptz[]) AS x(q, r, win)"
+                         "  ON x.q = COALESCE(upd.record ->> 'queue', 'default')"
+                         " WHERE x.r > 0 GROUP BY x.q, x.win"
+                         " ON CONFLICT (queue, window_start) DO UPDATE SET used = w.used + excluded.used"
+                         ") SELECT * FROM upd t"
+                         " ORDER BY COALESCE(t.priority, 5) DESC, t.next_run_time, t.job_id"},
 };
 
-/* Replaces {T} with the quoted table name, {R} with its runs table's and
- * {S} with `scope` (NULL: nothing). */
+/* Replaces {T} with the quoted table name, {R}, {Q} and {F} with those of
+ * its runs table, queue rate table and room function, and {S} with
+ * `scope` (NULL: nothing). */
 static char *expand(const char *tmpl, const pg_opts_t *o, const char *scope) {
   chr_buf_t b;
   chr_buf_init(&b);
   for (const char *p = tmpl; *p; p++) {
-    if (strncmp(p, "{T}", 3) == 0 || strncmp(p, "{R}", 3) == 0) {
-      chr_buf_adds(&b, p[1] == 'T' ? o->qtable : o->qruns);
+    if (strncmp(p, "{T}", 3) == 0 || strncmp(p, "{R}", 3) == 0 || strncmp(p, "{Q}", 3) == 0 ||
+        strncmp(p, "{F}", 3) == 0) {
+      chr_buf_adds(&b, p[1] == 'T'   ? o->qtable
+                       : p[1] == 'R' ? o->qruns
+                       : p[1] == 'Q' ? o->qrates
+                                     : o->qroom);
       p += 2;
     } else if (strncmp(p, "{S}", 3) == 0) {
       if (scope) chr_buf_adds(&b, scope);
@@ -872,6 +929,37 @@ static void lease_params(pg_op_t *op, const chr_store_req_t *req) {
   chr_pg_param_time(op, req->issued);
 }
 
+/* The queues of a claim as PG_S_QCLAIM's arrays: names, limits, global
+ * limits, rate limits, and the window of req->now for each rate limit,
+ * [floor(now / period) * period, + period), with its period. */
+static void queue_params(pg_op_t *op, const chr_store_req_t *req) {
+  chr_buf_t a[6];
+  char tb[CHR_TIME_BUFSZ];
+  for (int k = 0; k < 6; k++) {
+    chr_buf_init(&a[k]);
+    chr_buf_addc(&a[k], '{');
+  }
+  for (size_t i = 0; i < req->nqueues; i++) {
+    const chr_claim_queue_t *q = &req->queues[i];
+    int64_t period = q->rate_limit > 0 && q->rate_period_us > 0 ? q->rate_period_us : 0;
+    int64_t start = period ? req->now - ((req->now % period) + period) % period : 0;
+    const char *sep = i ? "," : "";
+    chr_time_format(start, tb);
+    /* Names are [A-Za-z0-9_.:-] (chr_queue_name_problem): quoted, they
+     * need no escapes. */
+    chr_buf_printf(&a[0], "%s\"%s\"", sep, q->name);
+    chr_buf_printf(&a[1], "%s%lld", sep, (long long)q->limit);
+    chr_buf_printf(&a[2], "%s%lld", sep, (long long)q->global_limit);
+    chr_buf_printf(&a[3], "%s%lld", sep, (long long)(period ? q->rate_limit : 0));
+    chr_buf_printf(&a[4], "%s\"%s\"", sep, tb);
+    chr_buf_printf(&a[5], "%s%lld", sep, (long long)period);
+  }
+  for (int k = 0; k < 6; k++) {
+    chr_buf_addc(&a[k], '}');
+    chr_pg_param_take(op, chr_buf_steal(&a[k]));
+  }
+}
+
 /* The next due time of a scope: the earliest scheduled job's time, which
  * an index_metadata index on the scope's path gives in one probe (it
  * holds the tenant's jobs by status, then time); the walk over priority
@@ -894,7 +982,8 @@ static void scope_sql(const pg_opts_t *o, pg_op_t *op, const char *alias) {
   if (scope == NULL || scope->nmeta == 0) return;
   chr_buf_t cond;
   chr_buf_init(&cond);
-  if (op->stmt == PG_S_CLAIM) chr_buf_adds(&cond, " AND d.next_run_time <= $1::timestamptz");
+  if (op->stmt == PG_S_CLAIM || op->stmt == PG_S_QCLAIM)
+    chr_buf_adds(&cond, " AND d.next_run_time <= $1::timestamptz");
   job_meta_conds(&cond, op, o, alias, scope->meta, scope->nmeta, NULL);
   op->sql = expand(op->stmt == PG_S_NEXT_DUE ? NEXT_DUE_SCOPED : stmts[op->stmt].sql, o, cond.p);
   op->stmt = -1;
@@ -960,12 +1049,13 @@ void chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
     op->sql = chr_buf_steal(&sql);
     break;
   case CHR_OP_CLAIM:
-    op->stmt = PG_S_CLAIM;
+    op->stmt = req->nqueues > 0 ? PG_S_QCLAIM : PG_S_CLAIM;
     chr_pg_param_time(op, req->now);
     if (req->limit >= 0) chr_pg_param_int(op, req->limit);
     else chr_pg_param(op, NULL);
     chr_pg_param(op, req->owner);
     lease_params(op, req);
+    if (req->nqueues > 0) queue_params(op, req);
     scope_sql(o, op, "d");
     break;
   case CHR_OP_COMPLETE: build_complete(o, op); break;

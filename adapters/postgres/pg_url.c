@@ -296,6 +296,10 @@ int chr_pg_opts_parse(const chr_opts_t *opts, pg_opts_t *o, char *err, size_t er
     char runs[PG_IDENT_MAX + 3];
     chr_pg_derived_name(o->table, "_runs", runs, sizeof runs);
     snprintf(o->qruns, sizeof o->qruns, "\"%s\".%s", o->schema, runs);
+    chr_pg_derived_name(o->table, "_queue_rates", runs, sizeof runs);
+    snprintf(o->qrates, sizeof o->qrates, "\"%s\".%s", o->schema, runs);
+    chr_pg_derived_name(o->table, "_queue_room", runs, sizeof runs);
+    snprintf(o->qroom, sizeof o->qroom, "\"%s\".%s", o->schema, runs);
     /* A channel per table; identifiers are ASCII, so cutting is safe. */
     snprintf(o->channel, sizeof o->channel, "chronis:%s.%s", o->schema, o->table);
   }

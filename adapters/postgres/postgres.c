@@ -583,7 +583,8 @@ int chr_postgres_open(const chr_opts_t *opts, chr_store_t **out, char *err, size
   chr_store_init(&st->base, &pg_vtable,
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
-                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY | CHR_STORE_CAP_SCOPE);
+                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY | CHR_STORE_CAP_SCOPE |
+                     CHR_STORE_CAP_QUEUES);
   chr_pg_sql_init(&st->sql, &st->o);
   st->notify_min = CHR_TIME_NONE;
   uv_timer_t **timers[] = {&st->retry_timer, &st->notify_timer, &st->listen_timer,

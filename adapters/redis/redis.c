@@ -56,6 +56,9 @@ typedef struct rstore {
   int subscribed;
   chr_history_opts_t hist;
   int64_t age_pruned; /* wall µs of the last completion that pruned by age */
+  /* The per-queue due sets (CHR_RS_QBUILD): known to be built, or being
+   * built by this process. */
+  int qbuilt, qbuilding;
 } rstore_t;
 
 /* ---- records: C -> hash fields */
@@ -1077,6 +1080,43 @@ static void submit_scoped(rstore_t *rs, chr_store_req_t *req) {
   scoped_send(sc);
 }
 
+/* A claim with queues (CHR_RS_QCLAIM): per queue its limits, and for a
+ * rate limit the window of req->now, [floor(now / period) * period,
+ * + period), whose counter lives a minute past the window's end: a
+ * process whose clock is behind still finds it. */
+static void qbuild_next(rstore_t *rs, const char *cursor);
+
+static void submit_queues(rstore_t *rs, chr_store_req_t *req) {
+  want_wakeups(rs);
+  /* A build that failed (the server was down when the store opened) is
+   * tried again: until it ends, claims with queues take nothing. */
+  if (!rs->qbuilt && !rs->qbuilding) qbuild_next(rs, "0");
+  chr_rcmd_t *c = script(rs, CHR_RS_QCLAIM, req, 0);
+  chr_rcmd_argi(c, req->now);
+  chr_rcmd_argi(c, req->limit >= 0 && req->limit < NO_LIMIT ? req->limit : NO_LIMIT);
+  chr_rcmd_args(c, req->owner);
+  add_lease(c, req);
+  chr_rcmd_argi(c, (long long)req->nqueues);
+  for (size_t i = 0; i < req->nqueues; i++) {
+    const chr_claim_queue_t *q = &req->queues[i];
+    int64_t period = q->rate_limit > 0 && q->rate_period_us > 0 ? q->rate_period_us : 0;
+    int64_t start = period ? req->now - ((req->now % period) + period) % period : 0;
+    chr_rcmd_args(c, q->name);
+    chr_rcmd_argi(c, q->limit < NO_LIMIT ? q->limit : NO_LIMIT);
+    chr_rcmd_argi(c, q->global_limit < NO_LIMIT ? q->global_limit : NO_LIMIT);
+    chr_rcmd_argi(c, period ? (q->rate_limit < NO_LIMIT ? q->rate_limit : NO_LIMIT) : 0);
+    chr_rcmd_argi(c, start);
+    chr_rcmd_argi(c, period ? (start + period - req->now) / 1000 + 60000 : 0);
+  }
+  if (req->filter != NULL) {
+    add_scope(c, req->filter);
+  } else {
+    chr_rcmd_args(c, "0");
+    chr_rcmd_argi(c, SCOPE_WALK);
+  }
+  chr_rconn_send(c);
+}
+
 static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
   rstore_t *rs = (rstore_t *)s;
   chr_rcmd_t *c;
@@ -1084,6 +1124,11 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
    * scoped one's claims, recoveries and next due times take the scoped
    * path below, not the operations that subscribe. */
   if (s->watchers) want_wakeups(rs);
+  /* Queues (CHR_STORE_CAP_QUEUES), with or without a scope: one script. */
+  if (req->op == CHR_OP_CLAIM && req->nqueues > 0) {
+    submit_queues(rs, req);
+    return 0;
+  }
   /* A scope (CHR_STORE_CAP_SCOPE): the scripts apply it themselves. */
   if ((req->op == CHR_OP_CLAIM || req->op == CHR_OP_RECOVER || req->op == CHR_OP_NEXT_DUE) &&
       req->filter != NULL) {
@@ -1192,6 +1237,37 @@ static void reindex_next(rstore_t *rs, const char *cursor) {
   chr_rconn_send(c);
 }
 
+/* ---- per-queue due sets: built over the jobs of a store written before
+ * them (CHR_RS_QBUILD), once, by the first process that opens it */
+
+static void qbuild_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
+  rstore_t *rs = c->data;
+  if (status != 0 || r == NULL || r->type != REDIS_REPLY_STRING) {
+    /* qready stays unset: the next claim with queues starts again. */
+    rs->qbuilding = 0;
+    if (!chr_rconn_closed(rs->rc))
+      chr_log(CHR_LOG_ERROR, NULL, "redis: building the per-queue due sets failed: %s",
+              status ? msg : r && r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+    return;
+  }
+  if (strcmp(r->str, "0") != 0) {
+    qbuild_next(rs, r->str);
+    return;
+  }
+  rs->qbuilding = 0;
+  rs->qbuilt = 1;
+}
+
+static void qbuild_next(rstore_t *rs, const char *cursor) {
+  rs->qbuilding = 1;
+  chr_rcmd_t *c = chr_rcmd_new(rs->rc, CHR_RS_QBUILD, qbuild_cb, rs, CHR_RCMD_IDEMPOTENT);
+  chr_rcmd_args(c, "1");
+  chr_rcmd_args(c, rs->tag);
+  chr_rcmd_args(c, cursor);
+  chr_rcmd_argi(c, REINDEX_SLICE);
+  chr_rconn_send(c);
+}
+
 /* ---- lifecycle */
 
 static void rs_free(void *data) {
@@ -1218,7 +1294,8 @@ int chr_redis_store_open(const chr_opts_t *opts, chr_store_t **out, char *err, s
   chr_store_init(&rs->base, &rs_vtable,
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
-                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY | CHR_STORE_CAP_SCOPE);
+                     CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY | CHR_STORE_CAP_SCOPE |
+                     CHR_STORE_CAP_QUEUES);
   rs->hist = u.hist;
   rs->tag = chr_sprintf("{%s}", u.prefix);
   rs->channel = chr_sprintf("%s:wake", rs->tag);
@@ -1227,6 +1304,7 @@ int chr_redis_store_open(const chr_opts_t *opts, chr_store_t **out, char *err, s
   chr_rconn_opts_t o = {&u, "chronis-store", chr_redis_scripts, rs_free, rs};
   rs->rc = chr_rconn_new(&o);
   chr_redis_url_free(&u);
+  qbuild_next(rs, "0");
   if (rs->reindex[0]) reindex_next(rs, "0");
   *out = &rs->base;
   return 0;

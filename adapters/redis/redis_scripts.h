@@ -71,35 +71,38 @@
     "  Q = {}\n" \
     "end\n" \
     "-- The metadata paths indexed (index_metadata, building or ready), read\n" \
-    "-- once per call, and the fields state reads: SF, then SFM with the\n" \
-    "-- metadata text too.\n" \
+    "-- once per call, and the fields state reads: SF (x:queue: the job's\n" \
+    "-- queue, for the per-queue due sets), then SFM with the metadata text too.\n" \
     "local SF, SFM\n" \
     "local function idx()\n" \
     "  if not IDX then IDX = redis.call('HKEYS', P .. ':indexes') end\n" \
     "  if not SF then\n" \
-    "    SF = { 'status', 'next_run_time', 'priority', 'lease_until', 'claimed_by' }\n" \
-    "    SFM = { 'status', 'next_run_time', 'priority', 'lease_until', 'claimed_by', 'x:metadata' }\n" \
+    "    SF = { 'status', 'next_run_time', 'priority', 'lease_until', 'claimed_by', 'x:queue' }\n" \
+    "    SFM = { 'status', 'next_run_time', 'priority', 'lease_until', 'claimed_by', 'x:queue',\n" \
+    "      'x:metadata' }\n" \
     "    for i, p in ipairs(IDX) do\n" \
-    "      SF[5 + i] = 'i:' .. p\n" \
-    "      SFM[6 + i] = 'i:' .. p\n" \
+    "      SF[6 + i] = 'i:' .. p\n" \
+    "      SFM[7 + i] = 'i:' .. p\n" \
     "    end\n" \
     "  end\n" \
     "  return IDX\n" \
     "end\n" \
     "-- A job's indexed state: s status, t next_run_time, p priority, l\n" \
-    "-- lease_until, c claimed_by (false when absent), iv the values it is\n" \
-    "-- indexed under (by IDX), and with meta m its metadata text.\n" \
+    "-- lease_until, c claimed_by, q its queue's JSON text (false when absent),\n" \
+    "-- iv the values it is indexed under (by IDX), and with meta m its\n" \
+    "-- metadata text.\n" \
     "local function state(k, meta)\n" \
     "  idx()\n" \
     "  local r = redis.call('HMGET', k, unpack(meta and SFM or SF))\n" \
     "  if not r[1] then return nil end\n" \
-    "  local iv, at = {}, meta and 6 or 5\n" \
+    "  local iv, at = {}, meta and 7 or 6\n" \
     "  for i = 1, #IDX do iv[i] = r[at + i] end\n" \
-    "  return { s = r[1], t = r[2], p = r[3], l = r[4], c = r[5], m = meta and r[6], iv = iv }\n" \
+    "  return { s = r[1], t = r[2], p = r[3], l = r[4], c = r[5], q = r[6], m = meta and r[7], iv = iv }\n" \
     "end\n" \
-    "local NAMES = { status = 's', next_run_time = 't', priority = 'p', lease_until = 'l', claimed_by = 'c' }\n" \
+    "local NAMES = { status = 's', next_run_time = 't', priority = 'p', lease_until = 'l', claimed_by = 'c',\n" \
+    "  ['x:queue'] = 'q' }\n" \
     "local function apply(o, sets, dels)\n" \
-    "  local n = { s = o.s, t = o.t, p = o.p, l = o.l, c = o.c, iv = o.iv }\n" \
+    "  local n = { s = o.s, t = o.t, p = o.p, l = o.l, c = o.c, q = o.q, iv = o.iv }\n" \
     "  for i = 1, #sets, 2 do\n" \
     "    local f = NAMES[sets[i]]\n" \
     "    if f then n[f] = sets[i + 1] end\n" \
@@ -119,6 +122,18 @@
     "  return #a < #b\n" \
     "end\n" \
     "local function sc(t) return t or 'inf' end\n" \
+    "-- Named queues (docs/queues.md): a job's queue is its member `queue`, a\n" \
+    "-- JSON string (names need no escapes), 'default' without one. Its\n" \
+    "-- scheduled jobs with a time are in qdue:<queue>:<priority> (score: the\n" \
+    "-- time), which claims with queues read. Every write keeps it but the\n" \
+    "-- claims without queues, which leave their jobs in it to keep their cost\n" \
+    "-- as it was: a claim with queues drops such stale entries as it meets\n" \
+    "-- them, and a job's next write as scheduled puts its entry right.\n" \
+    "local function qname(t)\n" \
+    "  if t and #t >= 2 and string.byte(t, 1) == 34 and string.byte(t, -1) == 34 then return string.sub(t, 2, -2) end\n" \
+    "  return 'default'\n" \
+    "end\n" \
+    "local function qdue_key(name, p) return P .. ':qdue:' .. name .. ':' .. p end\n" \
     "local function due_key(p) return DUEK[p] end\n" \
     "-- Where a job of state st is indexed, besides jobs: scheduled jobs with a\n" \
     "-- time in due:<priority> (score: the time), running jobs with a lease in\n" \
@@ -167,6 +182,12 @@
     "    if tok and tok ~= tnk then q('ZREM', tok, id) end\n" \
     "    if tnk and (tnk ~= tok or tns ~= tos) then q('ZADD', tnk, tns, id) end\n" \
     "  end\n" \
+    "  local oq = o and qdue_key(qname(o.q), o.p or '5')\n" \
+    "  local nq = n and n.s == 'scheduled' and n.t and qdue_key(qname(n.q), n.p or '5')\n" \
+    "  -- A running job's entry may be left by a claim without queues: its\n" \
+    "  -- lease extensions leave it too, its end as scheduled or not drops it.\n" \
+    "  if oq and oq ~= nq and not (o.s == 'running' and n and n.s == 'running') then q('ZREM', oq, id) end\n" \
+    "  if nq and (nq ~= oq or o.s ~= 'scheduled' or o.t ~= n.t) then q('ZADD', nq, n.t, id) end\n" \
     "end\n" \
     "-- A running job whose lease expired goes back to scheduled (o: its\n" \
     "-- state, st: the time stamp of the recovery).\n" \
@@ -177,7 +198,7 @@
     "  -- the run that was cut short counts (engine.c, lease_exhausted)\n" \
     "  redis.call('HINCRBY', k, 'retry_count', 1)\n" \
     "  redis.call('HINCRBY', k, 'attempt', 1)\n" \
-    "  reindex(id, o, { s = 'scheduled', t = o.t, p = o.p, l = false, c = false, iv = o.iv })\n" \
+    "  reindex(id, o, { s = 'scheduled', t = o.t, p = o.p, l = false, c = false, q = o.q, iv = o.iv })\n" \
     "end\n" \
     "-- The value at a dotted path inside canonical JSON object text (no white\n" \
     "-- space, as the C side writes it), as text; false when absent.\n" \
@@ -592,6 +613,8 @@ enum {
   CHR_RS_SCLAIM,
   CHR_RS_SRECOVER,
   CHR_RS_SNEXT,
+  CHR_RS_QCLAIM,
+  CHR_RS_QBUILD,
   CHR_RS__COUNT
 };
 
@@ -724,7 +747,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "        'lease_until', lease, 'updated_at', st)\n"
     "      if type(w) ~= 'table' or not w.err then\n"
     "        if #IDX > 0 then\n"
-    "          local iv = redis.call('HMGET', jkey(id), unpack(SF, 6))\n"
+    "          local iv = redis.call('HMGET', jkey(id), unpack(SF, 7))\n"
     "          for x, path in ipairs(IDX) do\n"
     "            if iv[x] then\n"
     "              q('ZREM', tdue_key(path, p, iv[x]), id)\n"
@@ -861,7 +884,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  if o and o.s == 'running' and o.c == owner then\n"
     "    if not st then st = fmt(stamps(1)) end\n"
     "    redis.call('HSET', k, 'lease_until', lease, 'updated_at', st)\n"
-    "    reindex(id, o, { s = o.s, t = o.t, p = o.p, l = lease, c = o.c, iv = o.iv })\n"
+    "    reindex(id, o, { s = o.s, t = o.t, p = o.p, l = lease, c = o.c, q = o.q, iv = o.iv })\n"
     "    n = n + 1\n"
     "  end\n"
     "end\n"
@@ -1354,7 +1377,7 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "        if not st then st = fmt(stamps(1)) end\n"
     "        redis.call('HSET', jkey(bid), 'status', 'running', 'claimed_by', owner, 'lease_until', lease,\n"
     "          'updated_at', st)\n"
-    "        reindex(bid, o, { s = 'running', t = o.t, p = o.p, l = lease, c = owner, iv = o.iv })\n"
+    "        reindex(bid, o, { s = 'running', t = o.t, p = o.p, l = lease, c = owner, q = o.q, iv = o.iv })\n"
     "        n = n + 1\n"
     "        out[n + 3] = bid\n"
     "      else\n"
@@ -1461,6 +1484,125 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "  ki, skip = ki + 1, 0\n"
     "end\n"
     "return { '', '0', best }\n",
+    /* CHR_RS_QCLAIM */
+    CHR_REDIS_PRELUDE
+    CHR_REDIS_SCOPE
+    "-- claim_due_jobs with queues: now, limit, owner, lease_until, issued,\n"
+    "-- nqueues, then per queue: name, limit, global limit, rate limit, its rate\n"
+    "-- window's start and the lifetime of its counter (ms); then the scope\n"
+    "-- (read_scope), then WALK -> {updated_at or '', '', job id...}\n"
+    "-- Each level's per-queue due sets are merged in (time, id) order and taken\n"
+    "-- while the queue has room: its limit in this claim, its global limit less\n"
+    "-- its running jobs (counted over the lease set), its rate limit less the\n"
+    "-- claims counted in its window's counter (qrate:<queue>:<window start>,\n"
+    "-- which expires after the window). At most WALK entries are looked at.\n"
+    "local WALK = tonumber(ARGV[#ARGV])\n"
+    "local now, limit, owner = arg(), tonumber(arg()), arg()\n"
+    "local lease = waited(arg(), arg())\n"
+    "local qs, glob = {}, false\n"
+    "for i = 1, tonumber(arg()) do\n"
+    "  local x = { name = arg(), room = tonumber(arg()), glob = tonumber(arg()), rate = tonumber(arg()),\n"
+    "    win = arg(), ttl = arg(), took = 0 }\n"
+    "  qs[i] = x\n"
+    "  if x.glob > 0 then glob = true end\n"
+    "end\n"
+    "local conds = read_scope()\n"
+    "-- The per-queue due sets of a store written by an older version are being\n"
+    "-- built (CHR_RS_QBUILD): nothing is taken until they are.\n"
+    "if redis.call('EXISTS', P .. ':qready') == 0 then return { '', '' } end\n"
+    "if glob then\n"
+    "  local running = {}\n"
+    "  local function tally(ids)\n"
+    "    for _, id in ipairs(ids) do\n"
+    "      local v = redis.pcall('HMGET', jkey(id), 'status', 'x:queue')\n"
+    "      if not v.err and v[1] == 'running' then\n"
+    "        local name = qname(v[2])\n"
+    "        running[name] = (running[name] or 0) + 1\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  tally(redis.call('ZRANGE', LEASE, 0, -1))\n"
+    "  tally(redis.call('SMEMBERS', STK.running))\n"
+    "  for _, x in ipairs(qs) do\n"
+    "    if x.glob > 0 then x.room = math.min(x.room, x.glob - (running[x.name] or 0)) end\n"
+    "  end\n"
+    "end\n"
+    "for _, x in ipairs(qs) do\n"
+    "  if x.rate > 0 then\n"
+    "    x.rkey = P .. ':qrate:' .. x.name .. ':' .. x.win\n"
+    "    x.room = math.min(x.room, x.rate - tonumber(redis.call('GET', x.rkey) or '0'))\n"
+    "  end\n"
+    "end\n"
+    "idx()\n"
+    "local tnow, meta = tonumber(now), #conds > 0\n"
+    "local out, n, st, seen = { '', '' }, 0, nil, 0\n"
+    "for _, p in ipairs(levels_desc()) do\n"
+    "  if n >= limit or seen >= WALK then break end\n"
+    "  local src = {}\n"
+    "  for _, x in ipairs(qs) do\n"
+    "    if x.room > 0 then src[#src + 1] = { x = x, key = qdue_key(x.name, p), r = {}, pos = 1, skip = 0 } end\n"
+    "  end\n"
+    "  while n < limit and seen < WALK do\n"
+    "    local bi, bid, bsc\n"
+    "    for i, b in ipairs(src) do\n"
+    "      if b.x.room > 0 then\n"
+    "        if b.pos > #b.r and not b.done then\n"
+    "          qflush() -- offsets count the entries left in place only\n"
+    "          local want = math.min(math.max(math.min(b.x.room, limit - n), 16), WALK - seen)\n"
+    "          b.r = redis.call('ZRANGEBYSCORE', b.key, '-inf', now, 'WITHSCORES', 'LIMIT', b.skip, want)\n"
+    "          b.pos, b.done = 1, #b.r < 2 * want\n"
+    "        end\n"
+    "        if b.pos <= #b.r then\n"
+    "          local id, sc = b.r[b.pos], tonumber(b.r[b.pos + 1])\n"
+    "          if not bi or sc < bsc or (sc == bsc and before(id, bid)) then bi, bid, bsc = i, id, sc end\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
+    "    if not bi then break end\n"
+    "    local b = src[bi]\n"
+    "    b.pos = b.pos + 2\n"
+    "    seen = seen + 1\n"
+    "    local ok, o = pcall(state, jkey(bid), meta)\n"
+    "    if not ok or not o or o.s ~= 'scheduled' or not o.t or (o.p or '5') ~= p or qname(o.q) ~= b.x.name then\n"
+    "      q('ZREM', b.key, bid) -- stale (see qdue_key)\n"
+    "    elseif tonumber(o.t) <= tnow and (not meta or matches(conds, o.m or false)) then\n"
+    "      if not st then st = fmt(stamps(1)) end\n"
+    "      redis.call('HSET', jkey(bid), 'status', 'running', 'claimed_by', owner, 'lease_until', lease,\n"
+    "        'updated_at', st)\n"
+    "      reindex(bid, o, { s = 'running', t = o.t, p = o.p, l = lease, c = owner, q = o.q, iv = o.iv })\n"
+    "      n = n + 1\n"
+    "      out[n + 2] = bid\n"
+    "      b.x.room, b.x.took = b.x.room - 1, b.x.took + 1\n"
+    "    else\n"
+    "      b.skip = b.skip + 1\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "qflush()\n"
+    "for _, x in ipairs(qs) do\n"
+    "  if x.rkey and x.took > 0 then\n"
+    "    redis.call('INCRBY', x.rkey, x.took)\n"
+    "    redis.call('PEXPIRE', x.rkey, x.ttl)\n"
+    "  end\n"
+    "end\n"
+    "out[1] = st or ''\n"
+    "return out\n",
+    /* CHR_RS_QBUILD */
+    CHR_REDIS_PRELUDE
+    "-- Puts the scheduled jobs of a store written before per-queue due sets\n"
+    "-- existed into them, a slice per call: cursor, count -> next cursor ('0':\n"
+    "-- done, qready set). Writes keep the sets from the first call on.\n"
+    "local cursor, count = arg(), arg()\n"
+    "if cursor == '0' and redis.call('EXISTS', P .. ':qready') == 1 then return '0' end\n"
+    "local r = redis.call('ZSCAN', JOBS, cursor, 'COUNT', count)\n"
+    "local ids = r[2]\n"
+    "for i = 1, #ids, 2 do\n"
+    "  local ok, o = pcall(state, jkey(ids[i]))\n"
+    "  if ok and o and o.s == 'scheduled' and o.t then q('ZADD', qdue_key(qname(o.q), o.p or '5'), o.t, ids[i]) end\n"
+    "end\n"
+    "qflush()\n"
+    "if r[1] == '0' then redis.call('SET', P .. ':qready', '1') end\n"
+    "return r[1]\n",
     0};
 
 #endif
