@@ -1243,10 +1243,14 @@ static void reindex_next(rstore_t *rs, const char *cursor) {
 static void qbuild_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
   rstore_t *rs = c->data;
   if (status != 0 || r == NULL || r->type != REDIS_REPLY_STRING) {
-    /* qready stays unset: the next claim with queues starts again. */
+    /* qready stays unset: the next claim with queues starts again. A
+     * server that cannot be reached is said by the requests that need it
+     * (a command that opened the store only to read it must not print an
+     * error of its own first); a reply that is wrong is an error. */
     rs->qbuilding = 0;
     if (!chr_rconn_closed(rs->rc))
-      chr_log(CHR_LOG_ERROR, NULL, "redis: building the per-queue due sets failed: %s",
+      chr_log(status ? CHR_LOG_DEBUG : CHR_LOG_ERROR, NULL,
+              "redis: building the per-queue due sets failed: %s",
               status ? msg : r && r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
     return;
   }

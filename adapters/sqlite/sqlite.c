@@ -98,8 +98,11 @@ static const char *const sql_text[SQ__COUNT] = {
     [SQ_QUEUE_RUNNING] = "SELECT count(*) FROM jobs INDEXED BY jobs_lease "
                          "WHERE status = 'running' AND " SQ_QUEUE_EXPR " = ?1",
     [SQ_RATE_GET] = "SELECT window_start, used FROM queue_rates WHERE queue = ?1",
+    /* Never back to an older window: a claimer whose clock is behind
+     * another's must not reset the count of the newer one. */
     [SQ_RATE_PUT] = "INSERT INTO queue_rates (queue, window_start, used) VALUES (?1, ?2, ?3) "
-                    "ON CONFLICT (queue) DO UPDATE SET window_start = ?2, used = ?3",
+                    "ON CONFLICT (queue) DO UPDATE SET window_start = ?2, used = ?3 "
+                    "WHERE ?2 >= window_start",
 };
 
 /* ---- statements and errors */
@@ -734,8 +737,11 @@ static int64_t count_of(sq_store_t *s, chr_store_req_t *req, sq_stmt_id_t id, co
   return n;
 }
 
-/* Queue q's rate window at now: *start and the jobs claimed in it. -1
- * with req failed. */
+/* Queue q's rate window at now: *start and the jobs claimed in it. One
+ * row per queue holds the newest window any claimer counted: a claimer
+ * whose clock is still in an older one (clock skew between processes)
+ * finds no room until its clock gets there, rather than a fresh count
+ * that would let both windows' claims through. -1 with req failed. */
 static int64_t rate_used(sq_store_t *s, chr_store_req_t *req, const chr_claim_queue_t *q,
                          int64_t *start) {
   int64_t p = q->rate_period_us, ws = req->now / p * p, used = 0;
@@ -749,6 +755,7 @@ static int64_t rate_used(sq_store_t *s, chr_store_req_t *req, const chr_claim_qu
   sqlite3_bind_text(st, 1, q->name, -1, SQLITE_STATIC);
   int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW && sqlite3_column_int64(st, 0) == ws) used = sqlite3_column_int64(st, 1);
+  else if (rc == SQLITE_ROW && sqlite3_column_int64(st, 0) > ws) used = q->rate_limit;
   else if (rc != SQLITE_ROW && rc != SQLITE_DONE) used = -1;
   if (used < 0) chr__sqlite_fail(s, req, "claiming jobs");
   sqlite3_reset(st);

@@ -760,7 +760,7 @@ local owned_fields = {
   retry_count = "the engine", last_run_time = "the engine", last_scheduled_time = "the engine",
   last_run_at = "the engine", last_outcome = "the engine", last_error = "the engine",
   failure_count = "the engine", consecutive_failures = "the engine", progress = "the engine",
-  queued_slot = "the engine",
+  queued_slot = "the engine", retry_slot = "the engine",
   created_at = "the scheduler when the job is created", updated_at = "the store on every write",
   unique_key = "the scheduler when a unique job is created",
   unique_until = "the scheduler when a unique job is created",

@@ -720,12 +720,17 @@ static void complete_spawner(chr_sched_t *s, chr_run_t *r, int end, int64_t now)
   chr_completion_t *c = pend_add(s, chr_strdup(job->job_id));
   chr_job_t *u = release_updates();
   c->updates = u;
+  /* A spawn that failed before was retried: the slot is handled now, so
+   * the retry state goes (it would hold the job on the retried slot). */
+  int retried = extra_time(job, RETRY_SLOT) != CHR_TIME_NONE;
+  if (chr_job_int(job, CHR_F_RETRY_COUNT, 0) != 0) chr_job_set_int(u, CHR_F_RETRY_COUNT, 0);
   if (end == END_BUSY) {
     char iso[CHR_TIME_BUFSZ];
     chr_buf_t b;
-    chr_time_format(r->scheduled, iso);
+    chr_time_format(r->slot, iso);
     chr_buf_init(&b);
-    chr_buf_printf(&b, "{\"queued_slot\":\"%s\"}", iso);
+    chr_buf_printf(&b, "{\"queued_slot\":\"%s\"%s}", iso,
+                   retried ? ",\"" RETRY_SLOT "\":null" : "");
     u->extra = chr_buf_steal(&b);
     set_next(u, now + (int64_t)(s->opts.polling_interval * 1e6));
     run_log(s, r, CHR_LOG_DEBUG, NULL, 0, "%d instance(s) running, max_instances reached: the run "
@@ -744,6 +749,7 @@ static void complete_spawner(chr_sched_t *s, chr_run_t *r, int end, int64_t now)
   } else {
     set_next(u, next);
   }
+  if (retried) u->extra = chr_strdup("{\"" RETRY_SLOT "\":null}");
   drop_queued_slot(job, u);
 }
 
@@ -1242,7 +1248,8 @@ static int key_before(chr_json_span_t k, const char *name) {
 static char *instance_extra(const chr_job_t *p) {
   static const char *const drop[] = {"max_instances", "overlap", "queued_slot", "failure_count",
                                      "consecutive_failures", "last_error", "last_outcome",
-                                     "last_run_at", "progress", "metadata", NULL};
+                                     "last_run_at", "progress", "metadata", "on_exhausted",
+                                     RETRY_SLOT, "unique_key", "unique_until", "declared", NULL};
   chr_buf_t b;
   chr_buf_init(&b);
   chr_buf_addc(&b, '{');
@@ -1272,7 +1279,9 @@ static char *instance_extra(const chr_job_t *p) {
         }
         if (!mmore) break;
         if (mk.n == 11 && memcmp(mk.p, "instance_of", 11) == 0) continue;
-        chr_buf_printf(&b, ",\"%.*s\":%.*s", (int)mk.n, mk.p, (int)mv.n, mv.p);
+        chr_buf_printf(&b, "%s\"%.*s\":%.*s", inner_first ? "" : ",", (int)mk.n, mk.p, (int)mv.n,
+                       mv.p);
+        inner_first = 0;
       }
       chr_buf_addc(&b, '}');
     }
@@ -1289,11 +1298,13 @@ static char *instance_extra(const chr_job_t *p) {
 }
 
 /* The instance job of r's slot: a one-shot job due at the slot that runs
- * the parent's handler with its arguments, options and metadata. */
+ * the parent's handler with its arguments, options and metadata. Named
+ * after the slot (not the time of this claim, which is a retry's when the
+ * spawn is retried), so that one slot gives one instance. */
 static chr_job_t *instance_job(const chr_run_t *r, int64_t now) {
   const chr_job_t *p = r->job;
   char iso[CHR_TIME_BUFSZ];
-  chr_time_format(r->scheduled, iso);
+  chr_time_format(r->slot, iso);
   chr_job_t *j = chr_job_dup(p);
   char *id = chr_sprintf("%s@%s", p->job_id, iso);
   chr_job_set_str(j, CHR_F_JOB_ID, id);
@@ -1303,7 +1314,7 @@ static chr_job_t *instance_job(const chr_run_t *r, int64_t now) {
   chr_job_set_str(j, CHR_F_TRIGGER_ARGS, args);
   free(args);
   chr_job_set_int(j, CHR_F_STATUS, CHR_ST_SCHEDULED);
-  chr_job_set_time(j, CHR_F_NEXT_RUN_TIME, r->scheduled);
+  chr_job_set_time(j, CHR_F_NEXT_RUN_TIME, r->slot);
   chr_job_set_time(j, CHR_F_CREATED_AT, now);
   chr_job_set_time(j, CHR_F_UPDATED_AT, now);
   chr_job_set_time(j, CHR_F_LAST_RUN_TIME, CHR_TIME_NONE);

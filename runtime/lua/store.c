@@ -305,9 +305,9 @@ chr_store_t *chr_lua_takestore(lua_State *L, int idx) {
 static int op_run(lua_State *L, chr_store_t *s, store_op_t *op) {
   int rc = chr_store_submit(s, &op->req);
   if (rc != 0) {
+    const char *name = chr_store_ops[op->req.op].name; /* static: outlives op */
     op_free(op);
-    return chr_lua_error(L, rc, "%s refused by the %s store", chr_store_ops[op->req.op].name,
-                         s->vt->kind);
+    return chr_lua_error(L, rc, "%s refused by the %s store", name, s->vt->kind);
   }
   snprintf(op->what, sizeof op->what, "%s on the %s store", chr_store_ops[op->req.op].name,
            s->vt->kind);

@@ -172,8 +172,9 @@ return function(name, factory, opts)
       -- Slots 10:00:10, :20 and :30 of a job every 10 s with max_instances =
       -- 2 on schedulers s1 (and s2), their runs held in gate g.
       local function three_slots(s1, s2, g, overlap)
-        s1:every { seconds = 10 }:config { job_id = "x", max_instances = 2, overlap = overlap }
-          :run("slow", { n = 1 })
+        -- Metadata keys on both sides of instance_of, which the instance adds.
+        s1:every { seconds = 10 }:config { job_id = "x", max_instances = 2, overlap = overlap,
+          metadata = { app = "billing", zone = { eu = true } } }:run("slow", { n = 1 })
         s1:start()
         if s2 then s2:start() end
         for t = 10, 20, 10 do
@@ -200,7 +201,9 @@ return function(name, factory, opts)
         three_slots(s, nil, g)
         -- Each run is an instance job of its own, with the job's arguments.
         assert.are.same({ "x@" .. fmt(T0 + 10 * S), "x@" .. fmt(T0 + 20 * S) }, g.entered)
-        assert.are.equal("x", seen[1].metadata.instance_of)
+        assert.are.same({ app = "billing", instance_of = "x", zone = { eu = true } }, seen[1].metadata)
+        assert.are.same({ app = "billing", instance_of = "x", zone = { eu = true } },
+          store:get_job("x@" .. fmt(T0 + 10 * S)).metadata)
         assert.are.same({ n = 1 }, seen[1].kwargs)
         assert.are.equal("running", field("x@" .. fmt(T0 + 10 * S), "status"))
         -- The job waits for a free instance with its slot.
