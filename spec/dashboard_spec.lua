@@ -98,7 +98,9 @@ describe("the dashboard in a browser", function()
     sched:handler("slow", function() end)
     sched:every{ hours = 1, start_date = chronis.time.now() }:config{ job_id = "slow", name = "Slow" }:run("slow")
     for _, id in ipairs({ "flaky", "flaky-2" }) do
-      sched:every{ hours = 1, start_date = chronis.time.now() }:config{ job_id = id, name = "Flaky" }:run("flaky")
+      -- on_exhausted = "fail": the failed view needs jobs that stay failed.
+      sched:every{ hours = 1, start_date = chronis.time.now() }
+        :config{ job_id = id, name = "Flaky", on_exhausted = "fail" }:run("flaky")
     end
 
     host, port = start_host(url)
