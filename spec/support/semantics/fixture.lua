@@ -1,18 +1,23 @@
--- A fixture for the semantics files on failures and catch-up: before each
--- test a fresh store from the engine contract's factory and a fake clock;
--- after it, every scheduler stopped, the store closed and the loop checked
--- for leaks. Store calls may answer later than the tick that made them
--- (networked stores), so checks wait for the effect of a tick.
+-- The fixture every semantics file shares: before each test a fresh store
+-- from the engine contract's factory and a fake clock; after it, every
+-- scheduler stopped, the other handles and the store closed and the loop
+-- checked for leaks. Store calls may answer later than the tick that made
+-- them (networked stores), so checks wait for the effect of a tick.
 --
---   local F = require("support.semantics.clocked")(factory, opts)
---   -- inside a describe: F.install(); then in tests F.sched{...}, ...
+--   local F = require("support.semantics.fixture")(factory, opts, defaults)
+--   -- inside a describe: F.install(); then in tests F.sched{...}, F.store,
+--   -- F.clock, ...
+--
+-- defaults: the scheduler options a file's tests all start from (e.g. a
+-- polling_interval, or leases that outlast the fake clock's jumps); the
+-- store's opts.scheduler and each call's options override them.
 local chronis = require "chronis"
 local H = require "support.engine_helper"
 local U = require "support.util"
 
 local _, _, before_each, after_each = U.busted()
 
-return function(factory, opts)
+return function(factory, opts, defaults)
   opts = opts or {}
   local F = {}
 
@@ -40,6 +45,7 @@ return function(factory, opts)
   -- of settle().
   function F.sched(o)
     local all = { storage = F.store, clock = F.clock.fn }
+    for k, v in pairs(defaults or {}) do all[k] = v end
     for k, v in pairs(opts.scheduler or {}) do all[k] = v end
     for k, v in pairs(o or {}) do all[k] = v end
     if all.clock == false then all.clock = nil end -- the real clock
