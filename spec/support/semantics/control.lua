@@ -13,7 +13,7 @@ local due_job = H.due_job
 
 return function(name, factory, opts)
   opts = opts or {}
-  local F = require("support.semantics.fixture")(factory, opts, { polling_interval = 0.1 })
+  local F = require("support.semantics.fixture")(factory, opts, { scheduler = { polling_interval = 0.1 } })
   local sched, wait, field = F.sched, F.wait, F.field
 
   describe(name .. " handler control", function()

@@ -14,7 +14,8 @@ local fmt = chronis.time.format
 return function(name, factory, opts)
   opts = opts or {}
   -- Leases outlast the fake clock's jumps: a held run is never recovered.
-  local F = require("support.semantics.fixture")(factory, opts, { polling_interval = 0.1, lease_seconds = 3600 })
+  local F = require("support.semantics.fixture")(factory, opts,
+    { scheduler = { polling_interval = 0.1, lease_seconds = 3600 } })
   local sched, wait, field, settle = F.sched, F.wait, F.field, F.settle
 
   describe(name .. " overlap", function()

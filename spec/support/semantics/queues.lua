@@ -22,7 +22,7 @@ local ENFORCES = { memory = true, sqlite = true, postgres = true, redis = true }
 
 return function(name, factory, opts)
   opts = opts or {}
-  local F = require("support.semantics.fixture")(factory, opts, { polling_interval = 0.2 })
+  local F = require("support.semantics.fixture")(factory, opts, { scheduler = { polling_interval = 0.2 } })
   local sched, wait = F.sched, F.wait
 
   describe(name .. " queues", function()

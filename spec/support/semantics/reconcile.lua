@@ -13,19 +13,12 @@ local S, T0 = H.S, H.T0
 local null = chronis.json.null
 
 return function(name, factory, opts)
-  local F = require("support.semantics.fixture")(factory, opts)
-  local wait, field = F.wait, F.field
+  -- Schedulers log to H.logs; their handler "h" does nothing.
+  local F = require("support.semantics.fixture")(factory, opts, { noop = { "h" } })
+  local sched, wait, field = F.sched, F.wait, F.field
 
   describe(name .. " declared schedules", function()
     F.install()
-
-    -- A scheduler on the store (the fake clock unless o.clock == false)
-    -- whose handler "h" does nothing; its log lines go to H.logs.
-    local function sched(o)
-      local s = F.sched(o)
-      s:handler("h", function() end)
-      return s
-    end
 
     -- The log lines at `level` that contain `text`.
     local function lines(level, text)

@@ -14,16 +14,11 @@ local RUN_AT = "2025-01-16T00:00:00Z" -- far enough ahead that no test's job com
 
 return function(name, factory, opts)
   opts = opts or {}
-  local F = require("support.semantics.fixture")(factory, opts)
+  local F = require("support.semantics.fixture")(factory, opts, { noop = { "send" } })
+  local sched = F.sched
 
   describe(name .. " unique jobs", function()
     F.install()
-
-    local function sched(o)
-      local s = F.sched(o)
-      s:handler("send", function() end)
-      return s
-    end
 
     -- A one-shot unique job of handler send through the builder.
     local function send(s, kwargs, unique)
