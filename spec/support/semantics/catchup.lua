@@ -12,7 +12,7 @@ local S, T0 = H.S, H.T0
 
 return function(name, factory, opts)
   opts = opts or {}
-  local F = require("support.semantics.clocked")(factory, opts)
+  local F = require("support.semantics.fixture")(factory, opts)
   local field, wait = F.field, F.wait
 
   describe(name .. " catch-up", function()

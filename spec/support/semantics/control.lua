@@ -6,47 +6,18 @@ local chronis = require "chronis"
 local H = require "support.engine_helper"
 local U = require "support.util"
 
-local describe, it, before_each, after_each, assert = U.busted()
+local describe, it, _, _, assert = U.busted()
 
 local S, T0 = H.S, H.T0
 local due_job = H.due_job
 
 return function(name, factory, opts)
   opts = opts or {}
+  local F = require("support.semantics.fixture")(factory, opts, { scheduler = { polling_interval = 0.1 } })
+  local sched, wait, field = F.sched, F.wait, F.field
 
   describe(name .. " handler control", function()
-    local store, clock
-
-    before_each(function()
-      store = factory()
-      clock = H.fake_clock()
-    end)
-
-    after_each(function()
-      H.stop_all()
-      local s = store
-      store = nil
-      s:close()
-      if opts.teardown then opts.teardown(s) end
-      H.assert_quiet()
-    end)
-
-    local function sched(o)
-      local all = { storage = store, clock = clock.fn, polling_interval = 0.1 }
-      for k, v in pairs(opts.scheduler or {}) do all[k] = v end
-      for k, v in pairs(o or {}) do all[k] = v end
-      if all.clock == false then all.clock = nil end
-      return H.scheduler(all)
-    end
-
-    local function wait(pred, msg, seconds)
-      H.wait(pred, seconds or 10, msg)
-    end
-
-    local function field(id, key)
-      local j = store:get_job(id)
-      return j and j[key]
-    end
+    F.install()
 
     describe("snooze", function()
       it("reschedules the job without a failure, retry_count unchanged", function()
@@ -60,10 +31,10 @@ return function(name, factory, opts)
         due_job(s, "z", T0, "h", { max_retries = 3, retry_delay_seconds = 10 })
         s:start()
         wait(function() return field("z", "retry_count") == 1 end, "the failure was not written")
-        clock.now = T0 + 10 * S
+        F.clock.now = T0 + 10 * S
         s:tick()
         wait(function() return field("z", "last_outcome") == "snoozed" end, "the snooze was not written")
-        local j = store:get_job("z")
+        local j = F.store:get_job("z")
         assert.are.equal(2, calls)
         assert.are.equal("scheduled", j.status)
         assert.are.equal(T0 + 40 * S, H.t(j.next_run_time))
@@ -75,9 +46,9 @@ return function(name, factory, opts)
         assert.are.equal(1, s:stats().retried) -- the error's
         assert.are.equal(0, s:stats().failed)
         -- At the time asked, it runs again, and its success ends it.
-        clock.now = T0 + 40 * S
+        F.clock.now = T0 + 40 * S
         s:tick()
-        wait(function() return store:get_job("z") == nil end, "the snoozed job did not run again")
+        wait(function() return F.store:get_job("z") == nil end, "the snoozed job did not run again")
         assert.are.equal(3, calls)
       end)
 
@@ -89,12 +60,12 @@ return function(name, factory, opts)
           if calls == 1 then chronis.snooze("2025-01-15T12:00:00Z") end
         end)
         s:every { hours = 1 }:config { job_id = "i" }:run("h")
-        clock.now = T0 + 3600 * S
+        F.clock.now = T0 + 3600 * S
         s:start()
         wait(function() return field("i", "last_outcome") == "snoozed" end, "the snooze was not written")
         assert.are.equal("2025-01-15T12:00:00Z", field("i", "next_run_time"))
         assert.is_nil(field("i", "last_run_time")) -- no success yet
-        clock.now = H.t("2025-01-15T12:00:00Z")
+        F.clock.now = H.t("2025-01-15T12:00:00Z")
         s:tick()
         wait(function() return field("i", "last_outcome") == "ok" end, "the job did not run at 12:00")
         assert.are.equal("2025-01-15T13:00:00Z", field("i", "next_run_time"))
@@ -147,7 +118,7 @@ return function(name, factory, opts)
         end)
         due_job(s, "b", T0)
         s:start()
-        wait(function() return store:get_job("b") == nil end, "the job did not end")
+        wait(function() return F.store:get_job("b") == nil end, "the job did not end")
         assert.are.same({ "invalid", "invalid", "invalid" }, errs)
       end)
     end)
@@ -163,9 +134,9 @@ return function(name, factory, opts)
         end)
         s:every { minutes = 5 }:config { job_id = "c", retry = 3 }:run("h")
         local logged = #H.logs
-        clock.now = T0 + 300 * S
+        F.clock.now = T0 + 300 * S
         s:start()
-        wait(function() return store:get_job("c") == nil end, "the cancelled job was not deleted")
+        wait(function() return F.store:get_job("c") == nil end, "the cancelled job was not deleted")
         assert.are.equal(1, calls)
         assert.are.equal(0, s:stats().failed)
         assert.are.equal(0, s:stats().retried)
@@ -178,7 +149,7 @@ return function(name, factory, opts)
         end
         assert.truthy(seen, "no info line with the reason")
         assert.truthy(seen:find("cancelled", 1, true), seen)
-        clock.now = T0 + 3600 * S
+        F.clock.now = T0 + 3600 * S
         s:tick()
         chronis.run_until(0.3)
         assert.are.equal(1, calls)
@@ -188,15 +159,15 @@ return function(name, factory, opts)
         local s = sched { keep_completed = 3600 }
         s:handler("h", function() chronis.cancel() end)
         s:every { minutes = 5 }:config { job_id = "k" }:run("h")
-        clock.now = T0 + 300 * S
+        F.clock.now = T0 + 300 * S
         s:start()
         wait(function() return field("k", "status") == "completed" end, "the job was not kept completed")
-        local j = store:get_job("k")
+        local j = F.store:get_job("k")
         assert.is_nil(j.next_run_time)
         assert.is_nil(j.claimed_by)
         assert.are.equal("cancelled", j.last_outcome)
         assert.are.equal(1, j.attempt)
-        clock.now = T0 + 3600 * S
+        F.clock.now = T0 + 3600 * S
         s:tick()
         chronis.run_until(0.3)
         assert.are.equal("completed", field("k", "status"))
@@ -216,7 +187,7 @@ return function(name, factory, opts)
         s:start()
         wait(function() return field("f", "status") == "failed" end, "the job did not fail")
         wait(function() return #failures == 1 end, "on_failure was not called")
-        local j = store:get_job("f")
+        local j = F.store:get_job("f")
         assert.are.equal(1, calls)
         assert.are.equal(0, j.retry_count)
         assert.is_nil(j.next_run_time)
@@ -232,7 +203,7 @@ return function(name, factory, opts)
         due_job(s, "r", T0, "h", { max_retries = 2, retry_delay_seconds = 60 })
         s:start()
         wait(function() return field("r", "retry_count") == 1 end, "no retry was scheduled")
-        local j = store:get_job("r")
+        local j = F.store:get_job("r")
         assert.are.equal("scheduled", j.status)
         assert.are.equal(T0 + 60 * S, H.t(j.next_run_time))
         assert.are.equal("try again later", j.last_error.message)
@@ -285,7 +256,7 @@ return function(name, factory, opts)
         end)
         due_job(s, "o", T0)
         s:start()
-        wait(function() return store:get_job("o") == nil end, "the handler did not end")
+        wait(function() return F.store:get_job("o") == nil end, "the handler did not end")
         assert.are.equal("invalid_state", spawned_err)
       end)
     end)

@@ -13,7 +13,7 @@ local S, T0 = H.S, H.T0
 
 return function(name, factory, opts)
   opts = opts or {}
-  local F = require("support.semantics.clocked")(factory, opts)
+  local F = require("support.semantics.fixture")(factory, opts)
   local fmt, field, wait = F.fmt, F.field, F.wait
 
   describe(name .. " failure policy", function()

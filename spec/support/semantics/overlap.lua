@@ -6,71 +6,20 @@ local chronis = require "chronis"
 local H = require "support.engine_helper"
 local U = require "support.util"
 
-local describe, it, before_each, after_each, assert = U.busted()
+local describe, it, _, _, assert = U.busted()
 
 local S, T0 = H.S, H.T0
 local fmt = chronis.time.format
 
 return function(name, factory, opts)
   opts = opts or {}
+  -- Leases outlast the fake clock's jumps: a held run is never recovered.
+  local F = require("support.semantics.fixture")(factory, opts,
+    { scheduler = { polling_interval = 0.1, lease_seconds = 3600 } })
+  local sched, wait, field, settle = F.sched, F.wait, F.field, F.settle
 
   describe(name .. " overlap", function()
-    local store, clock, handles
-
-    before_each(function()
-      store = factory()
-      clock = H.fake_clock()
-      handles = {}
-    end)
-
-    after_each(function()
-      H.stop_all()
-      for _, h in ipairs(handles) do h:close() end
-      local s = store
-      store = nil
-      s:close()
-      if opts.teardown then opts.teardown(s) end
-      H.assert_quiet()
-    end)
-
-    -- Leases outlast the fake clock's jumps: a held run is never recovered.
-    local function sched(o)
-      local all = { storage = store, clock = clock.fn, polling_interval = 0.1, lease_seconds = 3600 }
-      for k, v in pairs(opts.scheduler or {}) do all[k] = v end
-      for k, v in pairs(o or {}) do all[k] = v end
-      local s = H.scheduler(all)
-      s:handler("probe", function() end)
-      return s
-    end
-
-    -- Another handle on the store where the store has one (as another
-    -- process has), else the store itself.
-    local function other_store()
-      if not opts.reopen then return store end
-      local h = opts.reopen(store)
-      handles[#handles + 1] = h
-      return h
-    end
-
-    local function wait(pred, msg, seconds)
-      H.wait(pred, seconds or 10, msg)
-    end
-
-    local function field(id, key)
-      local j = store:get_job(id)
-      return j and j[key]
-    end
-
-    -- Waits until a poll of s has finished (a due probe job ran): any job
-    -- wrongly due has been claimed by then.
-    local probes = 0
-    local function settle(s)
-      probes = probes + 1
-      local id = "probe" .. probes
-      H.due_job(s, id, s:now(), "probe", { priority = 0 })
-      s:tick()
-      wait(function() return store:get_job(id) == nil end, "the probe job " .. id .. " did not run")
-    end
+    F.install()
 
     -- A gate handler "slow" on each scheduler: runs wait in it until opened.
     local function slow(...)
@@ -87,10 +36,10 @@ return function(name, factory, opts)
         local g = slow(s)
         local j = s:every { seconds = 10 }:config { job_id = "x", overlap = overlap }:run("slow")
         assert.are.equal(T0 + 10 * S, H.t(j.next_run_time))
-        clock.now = T0 + 10 * S
+        F.clock.now = T0 + 10 * S
         s:start()
         wait(function() return #g.entered == 1 end, "the run did not start")
-        clock.now = T0 + 45 * S
+        F.clock.now = T0 + 45 * S
         settle(s)
         assert.are.equal(1, #g.entered) -- running: no other run of it
         assert.are.equal("running", field("x", "status"))
@@ -123,15 +72,15 @@ return function(name, factory, opts)
 
       it("runs never overlap with two schedulers on two handles", function()
         local s1 = sched()
-        local s2 = sched { storage = other_store() }
+        local s2 = sched { storage = F.other_handle() }
         local g = slow(s1, s2)
         s1:every { seconds = 10 }:config { job_id = "x" }:run("slow")
-        clock.now = T0 + 10 * S
+        F.clock.now = T0 + 10 * S
         s1:start()
         s2:start()
         wait(function() return #g.entered == 1 end, "the run did not start")
         for t = 20, 60, 10 do
-          clock.now = T0 + t * S
+          F.clock.now = T0 + t * S
           settle(s1)
           settle(s2)
         end
@@ -178,11 +127,11 @@ return function(name, factory, opts)
         s1:start()
         if s2 then s2:start() end
         for t = 10, 20, 10 do
-          clock.now = T0 + t * S
+          F.clock.now = T0 + t * S
           s1:tick()
           wait(function() return #g.entered == t // 10 end, "the instance of slot " .. t .. " did not run")
         end
-        clock.now = T0 + 30 * S
+        F.clock.now = T0 + 30 * S
         settle(s1)
         if s2 then settle(s2) end
         chronis.run_until(0.3)
@@ -203,14 +152,14 @@ return function(name, factory, opts)
         assert.are.same({ "x@" .. fmt(T0 + 10 * S), "x@" .. fmt(T0 + 20 * S) }, g.entered)
         assert.are.same({ app = "billing", instance_of = "x", zone = { eu = true } }, seen[1].metadata)
         assert.are.same({ app = "billing", instance_of = "x", zone = { eu = true } },
-          store:get_job("x@" .. fmt(T0 + 10 * S)).metadata)
+          F.store:get_job("x@" .. fmt(T0 + 10 * S)).metadata)
         assert.are.same({ n = 1 }, seen[1].kwargs)
         assert.are.equal("running", field("x@" .. fmt(T0 + 10 * S), "status"))
         -- The job waits for a free instance with its slot.
         assert.are.equal(fmt(T0 + 30 * S), field("x", "queued_slot"))
         g.open = true
-        wait(function() return store:get_job("x@" .. fmt(T0 + 10 * S)) == nil end, "the instance did not end")
-        clock.now = T0 + 31 * S
+        wait(function() return F.store:get_job("x@" .. fmt(T0 + 10 * S)) == nil end, "the instance did not end")
+        F.clock.now = T0 + 31 * S
         s:tick()
         wait(function() return #g.entered == 3 end, "the waiting slot did not run")
         assert.are.equal("x@" .. fmt(T0 + 30 * S), g.entered[3])
@@ -224,11 +173,11 @@ return function(name, factory, opts)
         local g = slow(s)
         three_slots(s, nil, g, "skip")
         wait(function() return field("x", "next_run_time") == fmt(T0 + 40 * S) end, "the slot was not skipped")
-        assert.is_nil(store:get_job("x@" .. fmt(T0 + 30 * S)))
+        assert.is_nil(F.store:get_job("x@" .. fmt(T0 + 30 * S)))
         g.open = true
-        wait(function() return #store:query_jobs({ ["metadata.instance_of"] = "x" }) == 0 end,
+        wait(function() return #F.store:query_jobs({ ["metadata.instance_of"] = "x" }) == 0 end,
           "the instances did not end")
-        clock.now = T0 + 40 * S
+        F.clock.now = T0 + 40 * S
         s:tick()
         wait(function() return #g.entered == 3 end, "the next slot did not run")
         assert.are.equal("x@" .. fmt(T0 + 40 * S), g.entered[3])
@@ -236,20 +185,20 @@ return function(name, factory, opts)
 
       it("holds across two schedulers on two handles", function()
         local s1 = sched()
-        local s2 = sched { storage = other_store() }
+        local s2 = sched { storage = F.other_handle() }
         local g = slow(s1, s2)
         three_slots(s1, s2, g)
         for t = 40, 60, 10 do
-          clock.now = T0 + t * S
+          F.clock.now = T0 + t * S
           settle(s1)
           settle(s2)
         end
         assert.are.equal(2, #g.entered)
         assert.are.equal(2, g.max_inside)
         g.open = true
-        wait(function() return #store:query_jobs({ ["metadata.instance_of"] = "x" }) == 0 end,
+        wait(function() return #F.store:query_jobs({ ["metadata.instance_of"] = "x" }) == 0 end,
           "the instances did not end")
-        clock.now = T0 + 61 * S
+        F.clock.now = T0 + 61 * S
         s1:tick()
         s2:tick()
         wait(function() return #g.entered >= 3 end, "no waiting slot ran once instances ended")

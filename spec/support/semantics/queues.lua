@@ -12,7 +12,7 @@ local chronis = require "chronis"
 local H = require "support.engine_helper"
 local U = require "support.util"
 
-local describe, it, before_each, after_each, assert = U.busted()
+local describe, it, _, _, assert = U.busted()
 
 local S, T0 = H.S, H.T0
 
@@ -22,45 +22,11 @@ local ENFORCES = { memory = true, sqlite = true, postgres = true, redis = true }
 
 return function(name, factory, opts)
   opts = opts or {}
+  local F = require("support.semantics.fixture")(factory, opts, { scheduler = { polling_interval = 0.2 } })
+  local sched, wait = F.sched, F.wait
 
   describe(name .. " queues", function()
-    local store, clock, handles
-
-    before_each(function()
-      store = factory()
-      clock = H.fake_clock()
-      handles = {}
-    end)
-
-    after_each(function()
-      H.stop_all()
-      for _, h in ipairs(handles) do h:close() end
-      local s = store
-      store = nil
-      s:close()
-      if opts.teardown then opts.teardown(s) end
-      H.assert_quiet()
-    end)
-
-    local function sched(o, st)
-      local all = { storage = st or store, clock = clock.fn, polling_interval = 0.2 }
-      for k, v in pairs(opts.scheduler or {}) do all[k] = v end
-      for k, v in pairs(o or {}) do all[k] = v end
-      return H.scheduler(all)
-    end
-
-    -- Another handle on the same jobs (another process) where the store
-    -- has one, else the store itself (two schedulers of one process).
-    local function other_handle()
-      if not opts.reopen then return store end
-      local h = opts.reopen(store)
-      handles[#handles + 1] = h
-      return h
-    end
-
-    local function wait(pred, msg, seconds)
-      H.wait(pred, seconds or 10, msg)
-    end
+    F.install()
 
     -- A date job of queue q (nil: no queue) due `ago` seconds before T0.
     local function job(s, id, q, ago, fields)
@@ -70,7 +36,7 @@ return function(name, factory, opts)
     end
 
     local function left()
-      return store:count_jobs()
+      return F.store:count_jobs()
     end
 
     -- Gives every scheduler a few more claims: what they did not take by
@@ -86,12 +52,12 @@ return function(name, factory, opts)
       it("stores a job's queue and leaves it absent when not given", function()
         local s = sched()
         assert.are.equal("emails", job(s, "a", "emails").queue)
-        assert.are.equal("emails", store:get_job("a").queue)
+        assert.are.equal("emails", F.store:get_job("a").queue)
         assert.is_nil(job(s, "b").queue)
         local built = s:once(T0):config { job_id = "c", queue = "reports" }:run("h")
         assert.are.equal("reports", built.queue)
         assert.are.equal("reports", s:update_job("b", { queue = "reports" }).queue)
-        assert.are.equal("reports", store:get_job("b").queue)
+        assert.are.equal("reports", F.store:get_job("b").queue)
       end)
 
       it("a scheduler without queues runs the jobs of every queue", function()
@@ -116,13 +82,13 @@ return function(name, factory, opts)
         job(s, "d1", nil, 5)
         job(s, "a2", "a", 2)
         s:start()
-        wait(function() return store:get_job("a1") == nil and store:get_job("a2") == nil end,
+        wait(function() return F.store:get_job("a1") == nil and F.store:get_job("a2") == nil end,
           "queue a's jobs did not run")
         more_ticks { s }
         table.sort(ran)
         assert.are.same({ "a1", "a2" }, ran)
-        assert.are.equal("scheduled", store:get_job("b1").status)
-        assert.are.equal("scheduled", store:get_job("d1").status)
+        assert.are.equal("scheduled", F.store:get_job("b1").status)
+        assert.are.equal("scheduled", F.store:get_job("d1").status)
       end)
 
       it("serves the default queue by its name", function()
@@ -137,12 +103,12 @@ return function(name, factory, opts)
         more_ticks { s }
         table.sort(ran)
         assert.are.same({ "d1", "d2" }, ran)
-        assert.are.equal("scheduled", store:get_job("b1").status)
+        assert.are.equal("scheduled", F.store:get_job("b1").status)
       end)
 
       it("two schedulers (two handles) with different queues each run only theirs", function()
         local s1 = sched { queues = { a = 3 } }
-        local s2 = sched({ queues = { b = 3 } }, other_handle())
+        local s2 = sched { queues = { b = 3 }, storage = F.other_handle() }
         local by = {}
         s1:handler("h", function(j) by[j.job_id] = "s1" end)
         s2:handler("h", function(j) by[j.job_id] = "s2" end)
@@ -219,7 +185,7 @@ return function(name, factory, opts)
         wait(function() return #order == 3 end, "queue a's jobs did not run")
         more_ticks { s }
         assert.are.same({ "high", "mid", "low" }, order)
-        assert.are.equal("scheduled", store:get_job("other").status)
+        assert.are.equal("scheduled", F.store:get_job("other").status)
       end)
     end)
 
@@ -227,16 +193,16 @@ return function(name, factory, opts)
       it("global_concurrency holds across two schedulers (two handles), or is refused",
         function()
         local q = { a = { concurrency = 3, global_concurrency = 2 } }
-        if not ENFORCES[store:kind()] then
+        if not ENFORCES[F.store:kind()] then
           local s = sched { queues = q }
           U.assert_error_naming("unsupported", "queue 'a': global_concurrency needs a store that "
-            .. "enforces it atomically (memory, sqlite, postgres or redis); " .. store:kind()
+            .. "enforces it atomically (memory, sqlite, postgres or redis); " .. F.store:kind()
             .. " cannot", s.start, s)
           assert.are.equal("stopped", s:state())
           return
         end
         local s1 = sched { queues = q }
-        local s2 = sched({ queues = q }, other_handle())
+        local s2 = sched { queues = q, storage = F.other_handle() }
         local g = H.gate()
         s1:handler("h", function(j) g:pass(j) end)
         s2:handler("h", function(j) g:pass(j) end)
@@ -247,7 +213,7 @@ return function(name, factory, opts)
         wait(function() return g.inside == 2 end, "the first runs did not start")
         more_ticks { s1, s2 }
         assert.are.equal(2, g.inside)
-        assert.are.equal(2, store:count_jobs { status = "running" })
+        assert.are.equal(2, F.store:count_jobs { status = "running" })
         g.open = true
         wait(function() return left() == 1 end, "queue a's jobs left", 30)
         assert.are.equal(6, #g.entered)
@@ -257,15 +223,15 @@ return function(name, factory, opts)
       it("a rate limit holds across two schedulers per window of the clock, or is refused",
         function()
         local q = { a = { concurrency = 10, rate = { limit = 3, period = 60 } } }
-        if not ENFORCES[store:kind()] then
+        if not ENFORCES[F.store:kind()] then
           local s = sched { queues = q }
           U.assert_error_naming("unsupported", "queue 'a': rate needs a store that enforces it "
-            .. "atomically (memory, sqlite, postgres or redis); " .. store:kind() .. " cannot",
+            .. "atomically (memory, sqlite, postgres or redis); " .. F.store:kind() .. " cannot",
             s.start, s)
           return
         end
         local s1 = sched { queues = q }
-        local s2 = sched({ queues = q }, other_handle())
+        local s2 = sched { queues = q, storage = F.other_handle() }
         local ran = 0
         s1:handler("h", function() ran = ran + 1 end)
         s2:handler("h", function() ran = ran + 1 end)
@@ -277,16 +243,16 @@ return function(name, factory, opts)
         more_ticks { s1, s2 }
         assert.are.equal(5, left())
         assert.are.equal(3, ran)
-        clock:advance(59)
+        F.clock:advance(59)
         more_ticks { s1, s2 }
         assert.are.equal(5, left())
-        clock:advance(1)
+        F.clock:advance(1)
         s1:tick()
         s2:tick()
         wait(function() return left() == 2 end, "the second window's runs did not end")
         more_ticks { s1, s2 }
         assert.are.equal(2, left())
-        clock:advance(60)
+        F.clock:advance(60)
         s1:tick()
         s2:tick()
         wait(function() return left() == 0 end, "the third window's runs did not end")
@@ -311,12 +277,12 @@ return function(name, factory, opts)
 
     describe("the store's claim", function()
       local function put(id, q, ago, prio)
-        store:create_job { job_id = id, func_name = "h", trigger_type = "date", status = "scheduled",
+        F.store:create_job { job_id = id, func_name = "h", trigger_type = "date", status = "scheduled",
           next_run_time = T0 - (ago or 1) * S, queue = q, priority = prio }
       end
 
       local function claim(now, queues, limit)
-        return H.ids(store:claim_due_jobs { now = now, owner = "n1", queues = queues,
+        return H.ids(F.store:claim_due_jobs { now = now, owner = "n1", queues = queues,
           limit = limit })
       end
 
@@ -329,7 +295,7 @@ return function(name, factory, opts)
         assert.are.same({ "a2", "a3", "d1" },
           claim(T0, { { name = "a", limit = 2 }, { name = "default", limit = 3 } }))
         assert.are.same({ "a1" }, claim(T0, { { name = "a", limit = 2 } }))
-        assert.are.equal("scheduled", store:get_job("b1").status)
+        assert.are.equal("scheduled", F.store:get_job("b1").status)
         -- The total limit still holds.
         put("a4", "a", 1)
         put("a5", "a", 2)
@@ -338,12 +304,12 @@ return function(name, factory, opts)
 
       it("holds global_limit and rate_limit in the claim, or refuses them", function()
         for i = 1, 6 do put("a" .. i, "a", i) end
-        if not ENFORCES[store:kind()] then
+        if not ENFORCES[F.store:kind()] then
           U.assert_error_naming("unsupported", "queue 'a': global_concurrency needs a store",
             claim, T0, { { name = "a", limit = 5, global_limit = 2 } })
           U.assert_error_naming("unsupported", "queue 'a': rate needs a store",
             claim, T0, { { name = "a", limit = 5, rate_limit = 2, rate_period = 60 } })
-          assert.are.equal(0, store:count_jobs { status = "running" })
+          assert.are.equal(0, F.store:count_jobs { status = "running" })
           return
         end
         assert.are.equal(1, #claim(T0, { { name = "a", limit = 1 } }))
@@ -378,11 +344,11 @@ return function(name, factory, opts)
         U.assert_error_naming("invalid", "invalid field 'queue': a queue name is at most 64 bytes",
           job, s, "x", ("q"):rep(65))
         U.assert_error_naming("invalid", "invalid field 'queue': expected a string", job, s, "x", 5)
-        assert.is_nil(store:get_job("x"))
+        assert.is_nil(F.store:get_job("x"))
         job(s, "y", "ok")
         U.assert_error_naming("invalid", "invalid field 'queue'", s.update_job, s, "y",
           { queue = "not ok" })
-        assert.are.equal("ok", store:get_job("y").queue)
+        assert.are.equal("ok", F.store:get_job("y").queue)
       end)
 
       it("refuses bad queues options, naming the queue and the key", function()

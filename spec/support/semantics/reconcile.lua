@@ -7,49 +7,23 @@ local chronis = require "chronis"
 local H = require "support.engine_helper"
 local U = require "support.util"
 
-local describe, it, before_each, after_each, assert = U.busted()
+local describe, it, _, _, assert = U.busted()
 
 local S, T0 = H.S, H.T0
 local null = chronis.json.null
 
 return function(name, factory, opts)
+  -- Schedulers log to H.logs; their handler "h" does nothing.
+  local F = require("support.semantics.fixture")(factory, opts, { noop = { "h" } })
+  local sched, wait, field = F.sched, F.wait, F.field
+
   describe(name .. " declared schedules", function()
-    local store, clock, logs, handles
-
-    before_each(function()
-      store = factory()
-      clock = H.fake_clock()
-      logs = {}
-      handles = {}
-    end)
-
-    after_each(function()
-      H.stop_all()
-      for _, h in ipairs(handles) do h:close() end
-      local s = store
-      store = nil
-      s:close()
-      if opts.teardown then opts.teardown(s) end
-      H.assert_quiet()
-    end)
-
-    -- A scheduler on the store (the fake clock unless o.clock == false),
-    -- whose log lines go to `logs`; handler "h" does nothing.
-    local function sched(o)
-      local all = { storage = store, clock = clock.fn }
-      for k, v in pairs(opts.scheduler or {}) do all[k] = v end
-      for k, v in pairs(o or {}) do all[k] = v end
-      if all.clock == false then all.clock = nil end
-      all.logger = function(level, msg) logs[#logs + 1] = { level = level, msg = msg } end
-      local s = H.scheduler(all)
-      s:handler("h", function() end)
-      return s
-    end
+    F.install()
 
     -- The log lines at `level` that contain `text`.
     local function lines(level, text)
       local out = {}
-      for _, l in ipairs(logs) do
+      for _, l in ipairs(H.logs) do
         if l.level == level and l.msg:find(text, 1, true) then out[#out + 1] = l.msg end
       end
       return out
@@ -57,32 +31,23 @@ return function(name, factory, opts)
 
     local function updated_lines() return lines("info", "updated from its declaration") end
 
-    local function wait(pred, msg, seconds)
-      H.wait(pred, seconds or 10, msg)
-    end
-
-    local function field(id, key)
-      local j = store:get_job(id)
-      return j and j[key]
-    end
-
     describe("if_exists = update", function()
       it("recomputes next_run_time from now when the trigger changed, and logs the difference", function()
         local j = sched():every { seconds = 2 }:config { job_id = "x", if_exists = "update" }:run("h")
         assert.are.equal(T0 + 2 * S, H.t(j.next_run_time))
         assert.are.same({}, updated_lines(), "a new job is created, not updated")
-        clock:advance(30)
+        F.clock:advance(30)
         j = sched():every { seconds = 7 }:config { job_id = "x", if_exists = "update" }:run("h")
         assert.are.equal(T0 + 37 * S, H.t(j.next_run_time))
         assert.are.same({ seconds = 7 }, j.trigger_args)
         assert.are.same({ ("job 'x' updated from its declaration: trigger_args {\"seconds\":2} -> "
           .. "{\"seconds\":7}; next run at %s"):format(j.next_run_time) }, updated_lines())
-        assert.are.same(j, store:get_job("x"))
+        assert.are.same(j, F.store:get_job("x"))
       end)
 
       it("takes a cron trigger's first slot after now", function()
         sched():every { minutes = 5 }:config { job_id = "c", if_exists = "update" }:run("h")
-        clock:advance(60)
+        F.clock:advance(60)
         local j = sched():on("0 12 * * *"):config { job_id = "c", if_exists = "update" }:run("h")
         assert.are.equal("cron", j.trigger_type)
         assert.are.equal(H.t("2025-01-15T12:00:00Z"), H.t(j.next_run_time))
@@ -95,7 +60,7 @@ return function(name, factory, opts)
         local s = sched()
         s:every { seconds = 2 }:config { job_id = "x", if_exists = "update" }:run("h")
         s:pause_job("x")
-        clock:advance(10)
+        F.clock:advance(10)
         local j = sched():every { seconds = 7 }:config { job_id = "x", if_exists = "update" }:run("h")
         assert.are.equal("paused", j.status)
         assert.are.equal(T0 + 17 * S, H.t(j.next_run_time))
@@ -123,7 +88,7 @@ return function(name, factory, opts)
       it("keeps a failed job failed", function()
         local s = sched()
         s:every { seconds = 2 }:config { job_id = "x", if_exists = "update" }:run("h")
-        store:update_job("x", { status = "failed", next_run_time = null })
+        F.store:update_job("x", { status = "failed", next_run_time = null })
         local j = sched():every { seconds = 7 }:config { job_id = "x", if_exists = "update" }:run("h")
         assert.are.equal("failed", j.status)
         assert.is_nil(j.next_run_time)
@@ -138,12 +103,12 @@ return function(name, factory, opts)
           s:handler("boom", function() error("boom") end)
           s:every { hours = 1 }:config { job_id = "r", if_exists = "replace", retry = 0,
             on_exhausted = "fail", priority = 9, metadata = { team = "ops" } }:run("boom")
-          local created = store:get_job("r")
+          local created = F.store:get_job("r")
           s:update_job("r", { next_run_time = s:now() })
           s:start()
           wait(function() return field("r", "status") == "failed" end, "the run did not fail")
           s:stop()
-          local failed = store:get_job("r")
+          local failed = F.store:get_job("r")
           local runs = opts.history ~= false and #s:history("r") or nil
           local s2 = sched { clock = false }
           local j = s2:every { hours = 2 }:config { job_id = "r", if_exists = "replace" }:run("h")
@@ -189,13 +154,13 @@ return function(name, factory, opts)
       local s = sched()
       local first = s:every { seconds = 5 }:config { job_id = "same", if_exists = "update", retry = 2,
         metadata = { a = 1 } }:run("h", { k = "v" }, { 1, 2 })
-      clock:advance(3)
+      F.clock:advance(3)
       for _, mode in ipairs({ "update", "replace" }) do
         local j = sched():every { seconds = 5 }:config { job_id = "same", if_exists = mode, retry = 2,
           metadata = { a = 1 } }:run("h", { k = "v" }, { 1, 2 })
         assert.are.same(first, j, mode)
       end
-      assert.are.same(first, store:get_job("same"))
+      assert.are.same(first, F.store:get_job("same"))
       assert.are.same({}, updated_lines())
     end)
 
@@ -205,16 +170,12 @@ return function(name, factory, opts)
       s:handler("held", function(job) g:pass(job) end)
       s:every { seconds = 2 }:config { job_id = "x", if_exists = "update" }:run("held")
       s:start()
-      clock.now = T0 + 2 * S
+      F.clock.now = T0 + 2 * S
       s:tick()
       wait(function() return #g.entered == 1 end, "the run did not start")
-      local before = store:get_job("x")
+      local before = F.store:get_job("x")
       assert.are.equal("running", before.status)
-      local other = sched { storage = opts.reopen and (function()
-        local h = opts.reopen(store)
-        handles[#handles + 1] = h
-        return h
-      end)() or store }
+      local other = sched { storage = F.other_handle() }
       local j = other:every { seconds = 7 }:config { job_id = "x", if_exists = "update", retry = 2 }
         :run("held")
       for _, k in ipairs({ "status", "claimed_by", "lease_until", "next_run_time", "attempt" }) do
@@ -227,13 +188,13 @@ return function(name, factory, opts)
         .. "from the trigger it was claimed with" }, updated_lines())
       g.open = true
       wait(function() return field("x", "status") == "scheduled" end, "the run did not end")
-      j = store:get_job("x")
+      j = F.store:get_job("x")
       assert.are.same({ seconds = 7 }, j.trigger_args, "the run's end kept the new record")
       assert.are.equal(2, j.max_retries)
       -- The end of the run took its next time from the trigger it ran with;
       -- the runs after it follow the new one.
       assert.are.equal(T0 + 4 * S, H.t(j.next_run_time))
-      clock.now = T0 + 4 * S
+      F.clock.now = T0 + 4 * S
       s:tick()
       wait(function() return field("x", "attempt") == 2 and field("x", "status") == "scheduled" end,
         "the second run did not end")
@@ -250,14 +211,14 @@ return function(name, factory, opts)
         s:on("0 * * * *"):config { job_id = "y2", if_exists = "skip" }:run("h")
         s:every { minutes = 1 }:config { job_id = "z" }:run("h")
         s:once(T0 + 3600 * S):config { job_id = "d", if_exists = "replace" }:run("h")
-        assert.is_true(store:get_job("x").declared)
-        assert.is_nil(store:get_job("z").declared)
-        assert.is_nil(store:get_job("d").declared, "only recurring jobs carry the mark")
+        assert.is_true(F.store:get_job("x").declared)
+        assert.is_nil(F.store:get_job("z").declared)
+        assert.is_nil(F.store:get_job("d").declared, "only recurring jobs carry the mark")
       end
 
       local function ids()
         local out = {}
-        for _, j in ipairs(store:query_jobs()) do out[#out + 1] = j.job_id end
+        for _, j in ipairs(F.store:query_jobs()) do out[#out + 1] = j.job_id end
         table.sort(out)
         return out
       end
@@ -307,7 +268,7 @@ return function(name, factory, opts)
       it("an app name: only the jobs that app declared, even when it declares nothing now", function()
         local billing = sched { app = "billing" }
         billing:every { minutes = 1 }:config { job_id = "invoice", if_exists = "update" }:run("h")
-        assert.are.equal("billing", store:get_job("invoice").declared)
+        assert.are.equal("billing", F.store:get_job("invoice").declared)
         local mail = sched { app = "mail", undeclared = "remove" }
         mail:every { minutes = 1 }:config { job_id = "digest", if_exists = "update" }:run("h")
         mail:start()
@@ -343,7 +304,7 @@ return function(name, factory, opts)
         s:every { minutes = 5 }:config { job_id = "named" }:run("h")
         s:once(T0 + 60 * S):run("h")
         local warned = lines("warn", WARNING)
-        if store:kind() == "memory" then
+        if F.store:kind() == "memory" then
           assert.are.same({}, warned)
         else
           assert.are.equal(2, #warned)

@@ -6,7 +6,7 @@ local chronis = require "chronis"
 local H = require "support.engine_helper"
 local U = require "support.util"
 
-local describe, it, before_each, after_each, assert = U.busted()
+local describe, it, _, _, assert = U.busted()
 
 local S, T0 = H.S, H.T0
 local fmt = chronis.time.format
@@ -14,34 +14,11 @@ local RUN_AT = "2025-01-16T00:00:00Z" -- far enough ahead that no test's job com
 
 return function(name, factory, opts)
   opts = opts or {}
+  local F = require("support.semantics.fixture")(factory, opts, { noop = { "send" } })
+  local sched = F.sched
 
   describe(name .. " unique jobs", function()
-    local store, clock, handles
-
-    before_each(function()
-      store = factory()
-      clock = H.fake_clock()
-      handles = {}
-    end)
-
-    after_each(function()
-      H.stop_all()
-      for _, h in ipairs(handles) do h:close() end
-      local s = store
-      store = nil
-      s:close()
-      if opts.teardown then opts.teardown(s) end
-      H.assert_quiet()
-    end)
-
-    local function sched(o)
-      local all = { storage = store, clock = clock.fn }
-      for k, v in pairs(opts.scheduler or {}) do all[k] = v end
-      for k, v in pairs(o or {}) do all[k] = v end
-      local s = H.scheduler(all)
-      s:handler("send", function() end)
-      return s
-    end
+    F.install()
 
     -- A one-shot unique job of handler send through the builder.
     local function send(s, kwargs, unique)
@@ -54,47 +31,47 @@ return function(name, factory, opts)
       assert.is_false(existed)
       assert.are.equal('["send",{},{"to":"a@x"}]', first.unique_key)
       assert.are.equal(fmt(T0 + 60 * S), first.unique_until) -- the default period is 60 s
-      assert.are.same(first, store:get_job(first.job_id))
-      clock:advance(59)
+      assert.are.same(first, F.store:get_job(first.job_id))
+      F.clock:advance(59)
       local again, existed2 = send(s, { to = "a@x" })
       assert.is_true(existed2)
       assert.are.same(first, again)
-      assert.are.equal(1, store:count_jobs())
+      assert.are.equal(1, F.store:count_jobs())
     end)
 
     it("creates a new job once the period has passed", function()
       local s = sched()
       local first = send(s, { to = "a@x" }, { period = 10 })
-      clock:advance(10)
+      F.clock:advance(10)
       local second, existed = send(s, { to = "a@x" }, { period = 10 })
       assert.is_false(existed)
       assert.are_not.equal(first.job_id, second.job_id)
       assert.are.equal(fmt(T0 + 20 * S), second.unique_until)
-      assert.are.equal(2, store:count_jobs())
+      assert.are.equal(2, F.store:count_jobs())
       -- The period now counts from the second job.
-      clock:advance(9)
+      F.clock:advance(9)
       assert.are.equal(second.job_id, send(s, { to = "a@x" }, { period = 10 }).job_id)
-      assert.are.equal(2, store:count_jobs())
+      assert.are.equal(2, F.store:count_jobs())
     end)
 
     it("deduplicates across a window boundary, counting the period from the job's creation", function()
       -- T0 starts a window of 60 s: the first job is made 10 s before the
       -- next window, the duplicate 15 s into it.
       local s = sched()
-      clock.now = T0 + 50 * S
+      F.clock.now = T0 + 50 * S
       local first = send(s, { to = "a@x" })
-      clock.now = T0 + 75 * S
+      F.clock.now = T0 + 75 * S
       local again, existed = send(s, { to = "a@x" })
       assert.is_true(existed)
       assert.are.equal(first.job_id, again.job_id)
       -- 60 s after the first job, still in the window of the second create.
-      clock.now = T0 + 110 * S
+      F.clock.now = T0 + 110 * S
       local later, existed2 = send(s, { to = "a@x" })
       assert.is_false(existed2)
       assert.are_not.equal(first.job_id, later.job_id)
-      clock.now = T0 + 125 * S -- the next window: the job of the one before is 15 s old
+      F.clock.now = T0 + 125 * S -- the next window: the job of the one before is 15 s old
       assert.are.equal(later.job_id, send(s, { to = "a@x" }).job_id)
-      assert.are.equal(2, store:count_jobs())
+      assert.are.equal(2, F.store:count_jobs())
     end)
 
     it("keys on the handler and its arguments by default, whatever the order of their keys", function()
@@ -118,14 +95,14 @@ return function(name, factory, opts)
         assert.is_nil(ids[j.job_id])
         ids[j.job_id] = true
       end
-      assert.are.equal(4, store:count_jobs())
+      assert.are.equal(4, F.store:count_jobs())
     end)
 
     it("keys on an explicit key alone, for any trigger", function()
       local s = sched()
       local first = send(s, { to = "a@x" }, { key = "welcome:42", period = 3600 })
       assert.are.equal("welcome:42", first.unique_key)
-      clock:advance(1800)
+      F.clock:advance(1800)
       local again, existed = s:every { minutes = 5 }:config { unique = { key = "welcome:42", period = 3600 } }
         :run("send", { to = "b@x" })
       assert.is_true(existed)
@@ -134,16 +111,12 @@ return function(name, factory, opts)
       -- Another period is another identity: its windows are not these.
       local other = send(s, { to = "a@x" }, { key = "welcome:42", period = 600 })
       assert.are_not.equal(first.job_id, other.job_id)
-      assert.are.equal(2, store:count_jobs())
+      assert.are.equal(2, F.store:count_jobs())
     end)
 
     it("gives two schedulers creating one key at once the same job", function()
       local s1 = sched()
-      local s2 = sched { storage = opts.reopen and (function()
-        local h = opts.reopen(store)
-        handles[#handles + 1] = h
-        return h
-      end)() or store }
+      local s2 = sched { storage = F.other_handle() }
       local tasks = {}
       for i = 1, 10 do
         for _, s in ipairs { s1, s2 } do
@@ -159,31 +132,31 @@ return function(name, factory, opts)
         assert.are.equal(id1, id2)
         assert.are_not.equal(e1, e2, "exactly one of the two creates made job " .. id1)
       end
-      assert.are.equal(10, store:count_jobs())
+      assert.are.equal(10, F.store:count_jobs())
     end)
 
     it("makes a new job once the first has run and been deleted, and returns a kept one", function()
       local s = sched()
       local first = s:once(T0):config { unique = true }:run("send")
       s:start()
-      H.wait(function() return store:get_job(first.job_id) == nil end, 10, "the job did not run")
+      H.wait(function() return F.store:get_job(first.job_id) == nil end, 10, "the job did not run")
       s:stop()
-      clock:advance(5)
+      F.clock:advance(5)
       local again, existed = s:once(T0 + 5 * S):config { unique = true }:run("send")
       assert.is_false(existed)
       assert.are.equal(fmt(T0 + 65 * S), again.unique_until)
-      store:delete_job(again.job_id)
+      F.store:delete_job(again.job_id)
       -- With keep_completed the completed job is found, and not run again.
       local k = sched { keep_completed = 3600 }
-      clock:advance(60)
+      F.clock:advance(60)
       local kept = k:once(k:now()):config { unique = true }:run("send")
       k:start()
       H.wait(function()
-        local j = store:get_job(kept.job_id)
+        local j = F.store:get_job(kept.job_id)
         return j and j.status == "completed"
       end, 10, "the job did not complete")
       k:stop()
-      clock:advance(30)
+      F.clock:advance(30)
       local found, existed2 = k:once(k:now()):config { unique = true }:run("send")
       assert.is_true(existed2)
       assert.are.equal(kept.job_id, found.job_id)
@@ -193,14 +166,14 @@ return function(name, factory, opts)
     it("refuses to return a job stored under its id that is not the key's", function()
       local s = sched()
       local id = send(s, { to = "a@x" }).job_id
-      store:delete_job(id)
+      F.store:delete_job(id)
       s:create_date_job { job_id = id, func_name = "send", run_date = RUN_AT }
       local ok, err = pcall(send, s, { to = "a@x" })
       assert.is_false(ok)
       assert.are.equal("duplicate", err.code)
       assert.are.equal(("job '%s' exists and is not the unique job of this key (its unique_key differs)")
         :format(id), err.message)
-      assert.is_nil(store:get_job(id).unique_key)
+      assert.is_nil(F.store:get_job(id).unique_key)
     end)
 
     it("refuses bad values and the fields a unique job derives, naming the field", function()
@@ -231,7 +204,7 @@ return function(name, factory, opts)
       ok, err = pcall(s.update_job, s, j.job_id, { unique_until = fmt(T0) })
       assert.is_false(ok)
       assert.matches("field 'unique_until' is set by the scheduler", err.message, 1, true)
-      assert.are.equal(1, store:count_jobs())
+      assert.are.equal(1, F.store:count_jobs())
     end)
   end)
 end

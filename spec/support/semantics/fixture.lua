@@ -1,19 +1,27 @@
--- A fixture for the semantics files on failures and catch-up: before each
--- test a fresh store from the engine contract's factory and a fake clock;
--- after it, every scheduler stopped, the store closed and the loop checked
--- for leaks. Store calls may answer later than the tick that made them
--- (networked stores), so checks wait for the effect of a tick.
+-- The fixture every semantics file shares: before each test a fresh store
+-- from the engine contract's factory and a fake clock; after it, every
+-- scheduler stopped, the other handles and the store closed and the loop
+-- checked for leaks. Store calls may answer later than the tick that made
+-- them (networked stores), so checks wait for the effect of a tick.
 --
---   local F = require("support.semantics.clocked")(factory, opts)
---   -- inside a describe: F.install(); then in tests F.sched{...}, ...
+--   local F = require("support.semantics.fixture")(factory, opts, file)
+--   -- inside a describe: F.install(); then in tests F.sched{...}, F.store,
+--   -- F.clock, ...
+--
+-- file (optional) is what one file's tests share: file.scheduler, the
+-- options its schedulers start from (e.g. a polling_interval, or leases
+-- that outlast the fake clock's jumps), which the store's opts.scheduler
+-- and each call's options override; file.noop, names of handlers that do
+-- nothing, registered on each scheduler.
 local chronis = require "chronis"
 local H = require "support.engine_helper"
 local U = require "support.util"
 
 local _, _, before_each, after_each = U.busted()
 
-return function(factory, opts)
+return function(factory, opts, file)
   opts = opts or {}
+  file = file or {}
   local F = {}
 
   function F.install()
@@ -37,14 +45,16 @@ return function(factory, opts)
 
   -- A scheduler on the store and the fake clock (the real one with
   -- o.clock == false); o adds or overrides options. It runs the probe jobs
-  -- of settle().
+  -- of settle() and the file's noop handlers.
   function F.sched(o)
     local all = { storage = F.store, clock = F.clock.fn }
+    for k, v in pairs(file.scheduler or {}) do all[k] = v end
     for k, v in pairs(opts.scheduler or {}) do all[k] = v end
     for k, v in pairs(o or {}) do all[k] = v end
     if all.clock == false then all.clock = nil end -- the real clock
     local s = H.scheduler(all)
     s:handler("probe", function() end)
+    for _, h in ipairs(file.noop or {}) do s:handler(h, function() end) end
     return s
   end
 
