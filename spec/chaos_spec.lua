@@ -124,6 +124,12 @@ describe("the chaos checker", function()
     r = check(data({ worker("w1", lines) }, nil, { i = job }, final))
     assert.are.equal(1, #r.findings)
     assert.matches("^lost: i slot 2026%-01%-01T00:00:10Z never ran %(if_missed=run_once%)", r.findings[1])
+    -- overlap = "queue": the run for slot 5 s went on until 16 s, past
+    -- slots 10 s and 15 s; one run for 15 s, the latest, stood for both.
+    lines[3] = { "start", "i", t0 + 5 * S, t0 + 5 * S }
+    lines[4] = { "end", "i", t0 + 5 * S, t0 + 16 * S }
+    r = check(data({ worker("w1", lines) }, nil, { i = job }, final))
+    assert.are.same({}, r.findings)
   end)
 
   it("finds crashes, hangs and memory growth", function()

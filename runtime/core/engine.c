@@ -560,6 +560,9 @@ static int64_t catch_up_start(const chr_trigger_t *t, int64_t slot, int64_t now,
 static int64_t overlap_next(const chr_run_t *r, const chr_trigger_t *t, int64_t next, int64_t now) {
   if (next == CHR_TIME_NONE || next > now || next <= r->started) return next;
   if (chr_job_overlap_skip(r->job)) return next_after(t, next, now);
+  /* if_missed = run_all asks for every slot: those that fell due during
+   * the run are run one after another too (bounded by max_catch_up). */
+  if (r->misfire == MF_RUN_ALL) return next;
   if (t->type == CHR_TT_INTERVAL && t->wall_days == 0)
     return next + (now - next) / t->elapsed_us * t->elapsed_us;
   for (int guard = 0; guard < 100000; guard++) {

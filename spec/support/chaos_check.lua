@@ -8,7 +8,9 @@
 --   up to the end counts; with run_once a gap is allowed only after a run
 --   that started at or after the missing slots, as that run stood for
 --   every slot due by its start: the engine then moves to the first slot
---   after the run's start, docs/engine.md "Catch-up");
+--   after the run's start, docs/engine.md "Catch-up"; or after a run that
+--   was still going on when they fell due: one run after it stands for
+--   them, docs/engine.md "Overlap");
 -- - a repeat the lease rules do not explain (docs/engine.md, "Leases"): a
 --   second run of one occurrence (job id and scheduled time) is explained
 --   only by an earlier run of it that logged no end, or whose worker was
@@ -164,8 +166,9 @@ function M.check(data)
     else
       local step = job.interval * 1000000
       -- Slots that ran, in order, with the first start of each.
-      local slots, last_start = {}, {}
+      local slots, last_start, last_end = {}, {}, {}
       for _, r in ipairs(runs) do
+        if r.slot and r.finish then last_end[r.slot] = math.max(last_end[r.slot] or 0, r.finish) end
         if r.slot and not last_start[r.slot] then slots[#slots + 1] = r.slot end
         -- The latest start of a slot: a repeat after a recovery may be the
         -- run that misfired.
@@ -198,9 +201,13 @@ function M.check(data)
           expect = expect + step
         else
           -- A gap: allowed only after a run_once run that started at or
-          -- after the missing slot (it ran for it as well).
+          -- after the missing slot (it ran for it as well), or when the
+          -- next slot that ran also fell due while that run went on
+          -- (overlap = "queue": the run for the latest such slot stands
+          -- for the ones before it).
           local prev = slots[i - 1]
-          local coalesced = prev and not job.run_all and last_start[prev] >= expect
+          local coalesced = prev and not job.run_all
+            and (last_start[prev] >= expect or (slots[i] ~= nil and slots[i] <= (last_end[prev] or 0)))
           if coalesced and slots[i] and slots[i] > expect then
             expect = slots[i]
           elseif coalesced and not slots[i] then

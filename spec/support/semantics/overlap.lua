@@ -31,10 +31,11 @@ return function(name, factory, opts)
     describe("max_instances = 1", function()
       -- An interval job every 10 s whose run from 10:00:10 is held until
       -- 10:00:45: the slots 10:00:20, :30 and :40 fall due meanwhile.
-      local function slow_run(overlap)
+      local function slow_run(overlap, if_missed)
         local s = sched()
         local g = slow(s)
-        local j = s:every { seconds = 10 }:config { job_id = "x", overlap = overlap }:run("slow")
+        local j = s:every { seconds = 10 }:config { job_id = "x", overlap = overlap, if_missed = if_missed }
+          :run("slow")
         assert.are.equal(T0 + 10 * S, H.t(j.next_run_time))
         F.clock.now = T0 + 10 * S
         s:start()
@@ -58,6 +59,16 @@ return function(name, factory, opts)
         wait(function() return field("x", "status") == "scheduled" end, "the queued run did not end")
         settle(s)
         assert.are.same({ "x", "x" }, g.entered)
+        assert.are.equal(fmt(T0 + 50 * S), field("x", "next_run_time"))
+      end)
+
+      it("with if_missed = run_all, queue runs each slot that fell due, oldest first", function()
+        local s, g = slow_run(nil, "run_all")
+        wait(function() return field("x", "last_scheduled_time") == fmt(T0 + 40 * S) end,
+          "the slots that fell due did not all run")
+        wait(function() return field("x", "status") == "scheduled" end, "the last of them did not end")
+        settle(s)
+        assert.are.same({ "x", "x", "x", "x" }, g.entered)
         assert.are.equal(fmt(T0 + 50 * S), field("x", "next_run_time"))
       end)
 
