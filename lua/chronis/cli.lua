@@ -10,6 +10,7 @@ local chronis = require "chronis"
 local M = {}
 
 local json, ctime, tz = chronis.json, chronis.time, chronis.tz
+local unique = require "chronis.unique"
 local S = 1000000 -- µs in a second
 
 local DEFAULT_STORAGE = "sqlite:chronis.db" -- the host's default
@@ -672,7 +673,7 @@ local SHOWN = {}
 for _, k in ipairs({ "job_id", "name", "func_name", "status", "trigger_type", "trigger_args", "timezone",
   "next_run_time", "next_run_time_local", "priority", "max_retries", "retry_count", "retry_delay_seconds",
   "timeout_seconds", "if_missed", "misfire_threshold_seconds", "attempt", "created_at", "updated_at",
-  "last_run_time", "last_scheduled_time", "last_run_at", "last_outcome", "last_error", "failure_count",
+  "queue", "on_exhausted", "max_instances", "overlap", "retry_slot", "queued_slot", "last_run_time", "last_scheduled_time", "last_run_at", "last_outcome", "last_error", "failure_count",
   "consecutive_failures", "progress", "claimed_by", "lease_until", "args", "kwargs", "metadata",
   "unreadable" }) do
   SHOWN[k] = true
@@ -762,6 +763,14 @@ command("show", {
       add("if missed", ("%s (missed when %s late)"):format(job.if_missed,
         duration_text(job.misfire_threshold_seconds or 60)))
     end
+    if job.queue ~= "default" then add("queue", job.queue) end
+    add("if exhausted", job.on_exhausted)
+    if job.max_instances or job.overlap then
+      add("instances", ("%s at once; a slot due while they run %s"):format(tostring(job.max_instances or 1),
+        (job.overlap or "queue") == "skip" and "is skipped" or "waits"))
+    end
+    add("retrying slot", t(job.retry_slot, job.timezone))
+    add("waiting slot", t(job.queued_slot, job.timezone))
     add("runs so far", job.attempt)
     add("last run", t(job.last_run_at))
     add("last outcome", job.last_outcome)
@@ -859,9 +868,14 @@ end
 -- The fields of the job `jobs add` creates, and the Scheduler method that
 -- creates it, from options by their --names: one of at, in, every or cron
 -- (the caller checks there is one at most), timezone, id, name, args and
--- kwargs (tables), metadata (a table), priority, max-retries, retry-delay
--- and timeout. Values are the texts of the command line or JSON values;
--- name_of(option) words an option in errors (default "--at").
+-- kwargs (tables), metadata (a table), priority, max-retries, retry-delay,
+-- timeout, queue, on-exhausted, max-instances, overlap, and unique (true),
+-- unique-key and unique-period (either of which makes the create unique).
+-- Values are the texts of the command line or JSON values; name_of(option)
+-- words an option in errors (default "--at").
+local ON_EXHAUSTED = { "next", "fail", "pause" }
+local OVERLAPS = { "queue", "skip" }
+
 local function add_fields(ctx, handler, o, name_of)
   name_of = name_of or option_name
   local f = { func_name = handler, job_id = o.id, name = o.name, timezone = o.timezone,
@@ -875,6 +889,59 @@ local function add_fields(ctx, handler, o, name_of)
   if o.timeout then
     f.timeout_seconds = duration_arg(o.timeout, name_of("timeout"))
     if f.timeout_seconds == 0 then usage_error(name_of("timeout") .. ": must be longer than 0s") end
+  end
+  if o.queue ~= nil then
+    -- The core's rule (docs/queues.md), checked here so the error names
+    -- the option rather than the field.
+    local q = o.queue
+    if type(q) ~= "string" or q == "" or #q > 64 or q:find("[^%w_.:%-]") then
+      usage_error(("%s: expected a queue name (1 to 64 letters, digits, '_', '.', ':' or '-'), got %s")
+        :format(name_of("queue"), type(q) == "string" and ("%q"):format(q) or json_text(q)))
+    end
+    f.queue = q
+  end
+  for opt, choices in pairs({ ["on-exhausted"] = ON_EXHAUSTED, overlap = OVERLAPS }) do
+    local v = o[opt]
+    if v ~= nil then
+      if type(v) ~= "string" then
+        usage_error(("%s: expected one of %s, got %s"):format(name_of(opt), table.concat(choices, ", "),
+          json_text(v)))
+      end
+      f[(opt:gsub("%-", "_"))] = check_choice(name_of(opt), v, choices)
+    end
+  end
+  f.max_instances = int_arg(o["max-instances"], name_of("max-instances"), 1, 1000)
+  if o.at or o["in"] then
+    for _, opt in ipairs({ "on-exhausted", "max-instances", "overlap" }) do
+      if o[opt] ~= nil then
+        usage_error(("%s: applies to recurring jobs only (--every, --cron)"):format(name_of(opt)))
+      end
+    end
+  end
+  if o.unique ~= nil and o.unique ~= true and o.unique ~= false then
+    usage_error(("%s: expected true, got %s"):format(name_of("unique"), json_text(o.unique)))
+  end
+  if o.unique or o["unique-key"] ~= nil or o["unique-period"] ~= nil then
+    local u = {}
+    local key = o["unique-key"]
+    if key ~= nil then
+      if type(key) ~= "string" or key == "" or #key > unique.MAX_KEY then
+        usage_error(("%s: expected a string of 1 to %d bytes, got %s"):format(name_of("unique-key"),
+          unique.MAX_KEY, type(key) ~= "string" and json_text(key) or #key .. " bytes"))
+      end
+      u.key = key
+    end
+    if o["unique-period"] ~= nil then
+      u.period = duration_arg(o["unique-period"], name_of("unique-period"))
+      if u.period == 0 or u.period > unique.MAX_PERIOD then
+        usage_error(("%s: expected from 1s to %s, got %s"):format(name_of("unique-period"), duration_text(unique.MAX_PERIOD),
+          duration_text(u.period)))
+      end
+    end
+    if o.id ~= nil then
+      usage_error(("%s: a unique job's id is derived from its key; drop one of them"):format(name_of("id")))
+    end
+    f.unique = next(u) and u or true
   end
   if o.at or o["in"] then
     local when
@@ -921,6 +988,13 @@ command("add", {
     { "max-retries", "N", "retries after a failed run (default 0)" },
     { "retry-delay", "DURATION", "wait before the first retry, doubled at each (default 60s)" },
     { "timeout", "DURATION", "longest a run may take (default: none)" },
+    { "queue", "NAME", "the queue the job runs in (default: default)" },
+    { "on-exhausted", "WHAT", "after a failed run with no retry left: next, fail or pause (default next)" },
+    { "max-instances", "N", "runs of the job going on at once, 1 to 1000 (default 1)" },
+    { "overlap", "WHAT", "a slot due while max-instances runs go on: queue (waits) or skip (default queue)" },
+    { "unique", nil, "reuse the job an identical create made less than a period ago, if any" },
+    { "unique-key", "KEY", "--unique, by KEY instead of the job's handler and arguments" },
+    { "unique-period", "DURATION", "--unique, for DURATION from the job's creation (default 60s)" },
   },
   note = TIME_NOTE,
   examples = { "chronis jobs add send_report --cron '0 9 * * mon-fri' --timezone Europe/Paris",
@@ -949,17 +1023,20 @@ command("add", {
     end
     local f, create = add_fields(ctx, handler, o)
     local sched = open(ctx, opts, true)
-    local ok, job = pcall(sched[create], sched, f)
+    local ok, job, existed = pcall(sched[create], sched, f)
     if not ok then
       if type(job) == "table" and job.code == "invalid" then usage_error(job.message, "see 'chronis jobs add --help'") end
       error(job, 0)
     end
     if ctx.json then
-      emit_json(ctx, object { job = job })
+      local doc = object { job = job }
+      if f.unique then doc.existed = existed == true end
+      emit_json(ctx, doc)
       return 0
     end
     local nrt = us_of(job.next_run_time)
-    out(ctx, ("created job %s (%s), next run %s\n"):format(job.job_id, trigger_text(job),
+    out(ctx, ("%s job %s (%s), next run %s\n"):format(
+      existed and "unique: found the existing" or "created", job.job_id, trigger_text(job),
       nrt and time_line(ctx, nrt, job.timezone) or "none (" .. tostring(job.status) .. ")"))
     return 0
   end,
