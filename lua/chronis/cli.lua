@@ -623,12 +623,47 @@ local function unreadable_notes(jobs)
   return lines
 end
 
+local function json_text(v)
+  local ok, s = pcall(json.encode, v)
+  return ok and s or tostring(v)
+end
+
+-- A queue name as the core takes it (docs/queues.md); `what` words the
+-- option in errors.
+local function check_queue(q, what)
+  if type(q) ~= "string" or q == "" or #q > 64 or q:find("[^%w_.:%-]") then
+    usage_error(("%s: expected a queue name (1 to 64 letters, digits, '_', '.', ':' or '-'), got %s")
+      :format(what, type(q) == "string" and ("%q"):format(q) or json_text(q)))
+  end
+  return q
+end
+
+local QUEUE_PAGE = 500
+
+-- The jobs of `filters` in the queue q, their count, and the page of them
+-- from offset. A job's queue is no filter the stores know (docs/api.md),
+-- so this reads every job the other filters match, a page at a time.
+local function queue_jobs(sched, filters, q, limit, offset)
+  local matched, from = {}, 0
+  while true do
+    local page = sched:query_jobs(filters, QUEUE_PAGE, from)
+    for _, j in ipairs(page) do
+      if (j.queue or "default") == q then matched[#matched + 1] = j end
+    end
+    if #page < QUEUE_PAGE then break end
+    from = from + #page
+  end
+  return table.move(matched, offset + 1, math.min(#matched, offset + limit), 1, {}), #matched
+end
+
 command("list", {
   args = nil,
   summary = "list jobs, next run first, a page at a time",
   help = "Lists the jobs that match every filter given, next run first (jobs without one last),\n"
-    .. "--limit at a time.",
+    .. "--limit at a time. --queue is matched here rather than by the store: it reads every job\n"
+    .. "the other filters match.",
   options = { F_STATUS, F_NAME, F_HANDLER, F_META, F_DUE_BEFORE, F_DUE_AFTER,
+    { "queue", "NAME", "jobs of the queue NAME ('default': jobs without a queue)" },
     { "limit", "N", "jobs shown (default 50)" },
     { "offset", "N", "jobs skipped first, to page (default 0)" } },
   note = TIME_NOTE,
@@ -639,15 +674,21 @@ command("list", {
     local filters = job_filters(ctx, opts)
     local limit = count_opt(opts, "limit", 50, 1)
     local offset = count_opt(opts, "offset", 0, 0)
+    local queue = opts.queue and check_queue(opts.queue, "--queue")
     local sched = open(ctx, opts)
-    local total = sched:count_jobs(filters)
-    local jobs = offset < total and sched:query_jobs(filters, limit, offset) or {}
+    local total, jobs
+    if queue then
+      jobs, total = queue_jobs(sched, filters, queue, limit, offset)
+    else
+      total = sched:count_jobs(filters)
+      jobs = offset < total and sched:query_jobs(filters, limit, offset) or {}
+    end
     if ctx.json then
       emit_json(ctx, object { jobs = array(jobs), total = total, offset = offset, limit = limit })
       return 0
     end
     if total == 0 then
-      out(ctx, has_filters(filters) and "no jobs match\n" or "no jobs\n")
+      out(ctx, (queue or has_filters(filters)) and "no jobs match\n" or "no jobs\n")
       return 0
     end
     local lines = {}
@@ -677,11 +718,6 @@ for _, k in ipairs({ "job_id", "name", "func_name", "status", "trigger_type", "t
   "consecutive_failures", "progress", "claimed_by", "lease_until", "args", "kwargs", "metadata",
   "unreadable" }) do
   SHOWN[k] = true
-end
-
-local function json_text(v)
-  local ok, s = pcall(json.encode, v)
-  return ok and s or tostring(v)
 end
 
 local RUN_COLS_JOB = {
@@ -893,12 +929,7 @@ local function add_fields(ctx, handler, o, name_of)
   if o.queue ~= nil then
     -- The core's rule (docs/queues.md), checked here so the error names
     -- the option rather than the field.
-    local q = o.queue
-    if type(q) ~= "string" or q == "" or #q > 64 or q:find("[^%w_.:%-]") then
-      usage_error(("%s: expected a queue name (1 to 64 letters, digits, '_', '.', ':' or '-'), got %s")
-        :format(name_of("queue"), type(q) == "string" and ("%q"):format(q) or json_text(q)))
-    end
-    f.queue = q
+    f.queue = check_queue(o.queue, name_of("queue"))
   end
   for opt, choices in pairs({ ["on-exhausted"] = ON_EXHAUSTED, overlap = OVERLAPS }) do
     local v = o[opt]
