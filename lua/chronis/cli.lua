@@ -714,7 +714,8 @@ local SHOWN = {}
 for _, k in ipairs({ "job_id", "name", "func_name", "status", "trigger_type", "trigger_args", "timezone",
   "next_run_time", "next_run_time_local", "priority", "max_retries", "retry_count", "retry_delay_seconds",
   "timeout_seconds", "if_missed", "misfire_threshold_seconds", "attempt", "created_at", "updated_at",
-  "queue", "on_exhausted", "max_instances", "overlap", "retry_slot", "queued_slot", "last_run_time", "last_scheduled_time", "last_run_at", "last_outcome", "last_error", "failure_count",
+  "queue", "on_exhausted", "max_instances", "overlap", "retry_slot", "queued_slot", "last_run_time",
+  "last_scheduled_time", "last_run_at", "last_outcome", "last_error", "failure_count",
   "consecutive_failures", "progress", "claimed_by", "lease_until", "args", "kwargs", "metadata",
   "unreadable" }) do
   SHOWN[k] = true
@@ -926,11 +927,8 @@ local function add_fields(ctx, handler, o, name_of)
     f.timeout_seconds = duration_arg(o.timeout, name_of("timeout"))
     if f.timeout_seconds == 0 then usage_error(name_of("timeout") .. ": must be longer than 0s") end
   end
-  if o.queue ~= nil then
-    -- The core's rule (docs/queues.md), checked here so the error names
-    -- the option rather than the field.
-    f.queue = check_queue(o.queue, name_of("queue"))
-  end
+  -- The core checks these too; checked here, errors name the option.
+  if o.queue ~= nil then f.queue = check_queue(o.queue, name_of("queue")) end
   for opt, choices in pairs({ ["on-exhausted"] = ON_EXHAUSTED, overlap = OVERLAPS }) do
     local v = o[opt]
     if v ~= nil then
@@ -965,8 +963,8 @@ local function add_fields(ctx, handler, o, name_of)
     if o["unique-period"] ~= nil then
       u.period = duration_arg(o["unique-period"], name_of("unique-period"))
       if u.period == 0 or u.period > unique.MAX_PERIOD then
-        usage_error(("%s: expected from 1s to %s, got %s"):format(name_of("unique-period"), duration_text(unique.MAX_PERIOD),
-          duration_text(u.period)))
+        usage_error(("%s: expected from 1s to %s, got %s"):format(name_of("unique-period"),
+          duration_text(unique.MAX_PERIOD), duration_text(u.period)))
       end
     end
     if o.id ~= nil then
