@@ -165,6 +165,105 @@ local function suite(name, url)
       assert.are.equal(3, store:count_jobs())
     end)
 
+    it("jobs add takes --queue, --on-exhausted, --max-instances and --overlap, and jobs show shows them", function()
+      local code, out, err = run("jobs", "add", "tick", "--every", "5m", "--id", "q1", "--queue", "mail",
+        "--on-exhausted", "pause", "--max-instances", "3", "--overlap", "skip")
+      assert.are.equal(0, code, err)
+      assert_contains(out, "created job q1")
+      local j = store:get_job("q1")
+      assert.are.same({ "mail", "pause", 3, "skip" }, { j.queue, j.on_exhausted, j.max_instances, j.overlap })
+      code, out, err = run("jobs", "show", "q1")
+      assert.are.equal(0, code, err)
+      assert.truthy(line_with(out, "queue"):match("mail$"), out)
+      assert.truthy(line_with(out, "if exhausted"):match("pause$"), out)
+      assert_contains(line_with(out, "instances"), "3 at once; a slot due while they run is skipped")
+
+      -- The defaults show no queue, exhaustion or instances line.
+      assert.are.equal(0, (run("jobs", "add", "tick", "--every", "5m", "--id", "plain")))
+      code, out = run("jobs", "show", "plain")
+      assert.are.equal(0, code)
+      assert.is_nil(line_with(out, "queue"))
+      assert.is_nil(line_with(out, "if exhausted"))
+      assert.is_nil(line_with(out, "instances"))
+
+      -- The engine's slots, when a job holds them, as times.
+      store:update_job("plain", { retry_slot = "2030-01-02T03:04:05Z", queued_slot = "2030-01-02T03:09:05Z" })
+      code, out = run("jobs", "show", "plain")
+      assert.are.equal(0, code)
+      assert_contains(line_with(out, "retrying slot"), "2030-01-02 03:04:05 UTC")
+      assert_contains(line_with(out, "waiting slot"), "2030-01-02 03:09:05 UTC")
+    end)
+
+    it("jobs list --queue lists the jobs of one queue, paged, with the other filters", function()
+      for _, a in ipairs({ { "q1", "mail", "5m" }, { "q2", "mail", "7m" }, { "q3", "bulk", "6m" } }) do
+        assert.are.equal(0, (run("jobs", "add", "tick", "--every", a[3], "--id", a[1], "--queue", a[2])))
+      end
+      assert.are.equal(0, (run("jobs", "add", "other", "--every", "1m", "--id", "d1")))
+      local doc = run_json("jobs", "list", "--queue", "mail")
+      assert.are.same({ "q1", "q2" }, ids_of(doc.jobs))
+      assert.are.equal(2, doc.total)
+      assert.are.same({ "d1" }, ids_of(run_json("jobs", "list", "--queue", "default").jobs))
+      doc = run_json("jobs", "list", "--queue", "mail", "--limit", "1", "--offset", "1")
+      assert.are.same({ 2, { "q2" } }, { doc.total, ids_of(doc.jobs) })
+      assert.are.same({}, run_json("jobs", "list", "--queue", "mail", "--handler", "other").jobs)
+      local code, out, err = run("jobs", "list", "--queue", "mail")
+      assert.are.equal(0, code, err)
+      assert.truthy(line_with(out, "q1") and line_with(out, "q2") and not line_with(out, "q3"), out)
+      assert_contains(out, "2 jobs")
+      code, out = run("jobs", "list", "--queue", "none")
+      assert.are.same({ 0, "no jobs match\n" }, { code, out })
+      code, _, err = run("jobs", "list", "--queue", "a b")
+      assert.are.equal(2, code)
+      assert_contains(err, "--queue: expected a queue name")
+    end)
+
+    it("jobs add --unique twice creates one job and says the second found it", function()
+      local code, out, err = run("jobs", "add", "send_receipt", "--in", "1h", "--kwargs", '{"order":42}', "--unique")
+      assert.are.equal(0, code, err)
+      assert_contains(out, "created job unique-")
+      local id = out:match("created job (%S+)")
+      code, out, err = run("jobs", "add", "send_receipt", "--in", "1h", "--kwargs", '{"order":42}', "--unique")
+      assert.are.equal(0, code, err)
+      assert_contains(out, "found the existing job " .. id)
+      assert.are.equal(1, store:count_jobs())
+
+      local doc = run_json("jobs", "add", "x", "--every", "5m", "--unique-key", "k7", "--unique-period", "2h")
+      assert.is_false(doc.existed)
+      local j = store:get_job(doc.job.job_id)
+      assert.are.equal("k7", j.unique_key)
+      assert.are.equal(7200 * S, us(j.unique_until) - us(j.created_at))
+      local again = run_json("jobs", "add", "x", "--every", "5m", "--unique-key", "k7", "--unique-period", "2h")
+      assert.is_true(again.existed)
+      assert.are.equal(doc.job.job_id, again.job.job_id)
+      assert.are.equal(2, store:count_jobs())
+      assert.is_nil(run_json("jobs", "add", "x", "--every", "5m").existed)
+    end)
+
+    it("jobs add refuses bad --queue, --on-exhausted, --max-instances, --overlap and --unique-*, naming the option", function()
+      for _, case in ipairs({
+        { { "--every", "5m", "--queue", "a/b" }, "--queue: expected a queue name" },
+        { { "--every", "5m", "--on-exhausted", "stop" }, "--on-exhausted: unknown value 'stop' (expected next, fail, pause)" },
+        { { "--every", "5m", "--on-exhausted", "paus" }, "--on-exhausted: unknown value 'paus'; did you mean 'pause'?" },
+        { { "--every", "5m", "--max-instances", "0" }, "--max-instances: expected an integer from 1 to 1000, got \"0\"" },
+        { { "--every", "5m", "--max-instances", "x" }, "--max-instances: expected an integer" },
+        { { "--every", "5m", "--overlap", "drop" }, "--overlap: unknown value 'drop'" },
+        { { "--in", "5m", "--on-exhausted", "fail" }, "--on-exhausted: applies to recurring jobs only" },
+        { { "--at", "2031-01-01", "--max-instances", "2" }, "--max-instances: applies to recurring jobs only" },
+        { { "--every", "5m", "--unique-period", "0s" }, "--unique-period: expected from 1s" },
+        { { "--every", "5m", "--unique-period", "soon" }, "--unique-period" },
+        { { "--every", "5m", "--unique-key", "" }, "--unique-key: expected a string of 1 to 1024 bytes" },
+        { { "--every", "5m", "--unique", "--id", "x" }, "--id: a unique job's id is derived from its key" },
+      }) do
+        local args = { "jobs", "add", "h" }
+        for _, a in ipairs(case[1]) do args[#args + 1] = a end
+        local code, out, err = run(table.unpack(args))
+        assert.are.equal(2, code, table.concat(case[1], " "))
+        assert.are.equal("", out)
+        assert_contains(err, case[2])
+      end
+      assert.are.equal(0, store:count_jobs())
+    end)
+
     it("jobs list shows jobs next run first in an aligned table, and --json gives the records", function()
       seed()
       local code, out, err = run("jobs", "list")

@@ -347,6 +347,67 @@ describe("http_api", function()
         assert.are.equal(1, store:count_jobs())
       end)
 
+      it("POST /api/jobs takes queue, on_exhausted, max_instances, overlap and unique, and the view shows them", function()
+        local doc, status = ok("POST", "/api/jobs", nil, json.encode {
+          handler = "tick", every = "5m", id = "q1", queue = "mail", on_exhausted = "pause", max_instances = 3,
+          overlap = "skip" })
+        assert.are.equal(201, status)
+        assert.are.same({ "mail", "pause", 3, "skip" },
+          { doc.job.queue, doc.job.on_exhausted, doc.job.max_instances, doc.job.overlap })
+        local j = store:get_job("q1")
+        assert.are.same({ "mail", "pause", 3, "skip" }, { j.queue, j.on_exhausted, j.max_instances, j.overlap })
+        local shown = ok("GET", "/api/jobs/q1").job
+        assert.are.same({ "mail", "pause", 3, "skip" },
+          { shown.queue, shown.on_exhausted, shown.max_instances, shown.overlap })
+
+        -- unique twice: one job, the second answer 200 with existed.
+        local body = json.encode { handler = "tick", every = "5m", kwargs = { order = 42 }, unique = true }
+        local first, st1 = ok("POST", "/api/jobs", nil, body)
+        assert.are.equal(201, st1)
+        assert.is_false(first.existed)
+        local second, st2 = ok("POST", "/api/jobs", nil, body)
+        assert.are.equal(200, st2)
+        assert.is_true(second.existed)
+        assert.are.equal(first.job.job_id, second.job.job_id)
+        assert.are.equal(2, store:count_jobs())
+
+        -- a key and a period of its own.
+        local keyed = json.encode { handler = "tick", ["in"] = "1h", unique = { key = "receipt-7", period = "2h" } }
+        local k1, sk1 = ok("POST", "/api/jobs", nil, keyed)
+        assert.are.equal(201, sk1)
+        assert.are.equal("receipt-7", store:get_job(k1.job.job_id).unique_key)
+        local until_us = chronis.time.parse(store:get_job(k1.job.job_id).unique_until)
+        local created_us = chronis.time.parse(store:get_job(k1.job.job_id).created_at)
+        assert.are.equal(7200 * S, until_us - created_us)
+        local k2, sk2 = ok("POST", "/api/jobs", nil, keyed)
+        assert.are.same({ 200, true, k1.job.job_id }, { sk2, k2.existed, k2.job.job_id })
+        assert.are.equal(3, store:count_jobs())
+        -- a create without unique answers without the flag.
+        assert.is_nil(ok("POST", "/api/jobs", nil, json.encode { handler = "tick", every = "5m" }).existed)
+      end)
+
+      it("POST /api/jobs refuses bad queue, on_exhausted, max_instances, overlap and unique, naming the field", function()
+        local function bad(body, needle)
+          err(400, "invalid", needle, "POST", "/api/jobs", nil, json.encode(body))
+        end
+        bad({ handler = "h", every = "5m", queue = "a/b" }, "invalid field 'queue': expected a queue name")
+        bad({ handler = "h", every = "5m", queue = 3 }, "invalid field 'queue': expected a queue name")
+        bad({ handler = "h", every = "5m", on_exhausted = "stop" },
+          "invalid field 'on_exhausted': unknown value 'stop' (expected next, fail, pause)")
+        bad({ handler = "h", every = "5m", on_exhausted = 1 }, "invalid field 'on_exhausted': expected one of")
+        bad({ handler = "h", every = "5m", max_instances = 0 },
+          "invalid field 'max_instances': expected an integer from 1 to 1000, got 0")
+        bad({ handler = "h", every = "5m", max_instances = 1001 }, "invalid field 'max_instances'")
+        bad({ handler = "h", every = "5m", overlap = "drop" }, "invalid field 'overlap': unknown value 'drop'")
+        bad({ handler = "h", ["in"] = "5m", overlap = "skip" }, "invalid field 'overlap': applies to recurring jobs")
+        bad({ handler = "h", every = "5m", unique = "yes" }, "invalid field 'unique': expected true or an object")
+        bad({ handler = "h", every = "5m", unique = { ky = "x" } }, "invalid field 'unique': unknown key 'ky'")
+        bad({ handler = "h", every = "5m", unique = { key = "" } }, "invalid field 'unique.key': expected a string")
+        bad({ handler = "h", every = "5m", unique = { period = "0s" } }, "invalid field 'unique.period': expected from 1s")
+        bad({ handler = "h", every = "5m", unique = true, id = "x" }, "invalid field 'id': a unique job's id")
+        assert.are.equal(0, store:count_jobs())
+      end)
+
       it("POST /api/jobs/{id}/pause, resume, run and retry change the job through the Scheduler", function()
         seed()
         local j = ok("POST", "/api/jobs/a/pause").job

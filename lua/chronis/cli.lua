@@ -10,6 +10,7 @@ local chronis = require "chronis"
 local M = {}
 
 local json, ctime, tz = chronis.json, chronis.time, chronis.tz
+local unique = require "chronis.unique"
 local S = 1000000 -- µs in a second
 
 local DEFAULT_STORAGE = "sqlite:chronis.db" -- the host's default
@@ -622,12 +623,47 @@ local function unreadable_notes(jobs)
   return lines
 end
 
+local function json_text(v)
+  local ok, s = pcall(json.encode, v)
+  return ok and s or tostring(v)
+end
+
+-- A queue name as the core takes it (docs/queues.md); `what` words the
+-- option in errors.
+local function check_queue(q, what)
+  if type(q) ~= "string" or q == "" or #q > 64 or q:find("[^%w_.:%-]") then
+    usage_error(("%s: expected a queue name (1 to 64 letters, digits, '_', '.', ':' or '-'), got %s")
+      :format(what, type(q) == "string" and ("%q"):format(q) or json_text(q)))
+  end
+  return q
+end
+
+local QUEUE_PAGE = 500
+
+-- The jobs of `filters` in the queue q, their count, and the page of them
+-- from offset. A job's queue is no filter the stores know (docs/api.md),
+-- so this reads every job the other filters match, a page at a time.
+local function queue_jobs(sched, filters, q, limit, offset)
+  local matched, from = {}, 0
+  while true do
+    local page = sched:query_jobs(filters, QUEUE_PAGE, from)
+    for _, j in ipairs(page) do
+      if (j.queue or "default") == q then matched[#matched + 1] = j end
+    end
+    if #page < QUEUE_PAGE then break end
+    from = from + #page
+  end
+  return table.move(matched, offset + 1, math.min(#matched, offset + limit), 1, {}), #matched
+end
+
 command("list", {
   args = nil,
   summary = "list jobs, next run first, a page at a time",
   help = "Lists the jobs that match every filter given, next run first (jobs without one last),\n"
-    .. "--limit at a time.",
+    .. "--limit at a time. --queue is matched here rather than by the store: it reads every job\n"
+    .. "the other filters match.",
   options = { F_STATUS, F_NAME, F_HANDLER, F_META, F_DUE_BEFORE, F_DUE_AFTER,
+    { "queue", "NAME", "jobs of the queue NAME ('default': jobs without a queue)" },
     { "limit", "N", "jobs shown (default 50)" },
     { "offset", "N", "jobs skipped first, to page (default 0)" } },
   note = TIME_NOTE,
@@ -638,15 +674,21 @@ command("list", {
     local filters = job_filters(ctx, opts)
     local limit = count_opt(opts, "limit", 50, 1)
     local offset = count_opt(opts, "offset", 0, 0)
+    local queue = opts.queue and check_queue(opts.queue, "--queue")
     local sched = open(ctx, opts)
-    local total = sched:count_jobs(filters)
-    local jobs = offset < total and sched:query_jobs(filters, limit, offset) or {}
+    local total, jobs
+    if queue then
+      jobs, total = queue_jobs(sched, filters, queue, limit, offset)
+    else
+      total = sched:count_jobs(filters)
+      jobs = offset < total and sched:query_jobs(filters, limit, offset) or {}
+    end
     if ctx.json then
       emit_json(ctx, object { jobs = array(jobs), total = total, offset = offset, limit = limit })
       return 0
     end
     if total == 0 then
-      out(ctx, has_filters(filters) and "no jobs match\n" or "no jobs\n")
+      out(ctx, (queue or has_filters(filters)) and "no jobs match\n" or "no jobs\n")
       return 0
     end
     local lines = {}
@@ -672,15 +714,11 @@ local SHOWN = {}
 for _, k in ipairs({ "job_id", "name", "func_name", "status", "trigger_type", "trigger_args", "timezone",
   "next_run_time", "next_run_time_local", "priority", "max_retries", "retry_count", "retry_delay_seconds",
   "timeout_seconds", "if_missed", "misfire_threshold_seconds", "attempt", "created_at", "updated_at",
-  "last_run_time", "last_scheduled_time", "last_run_at", "last_outcome", "last_error", "failure_count",
+  "queue", "on_exhausted", "max_instances", "overlap", "retry_slot", "queued_slot", "last_run_time",
+  "last_scheduled_time", "last_run_at", "last_outcome", "last_error", "failure_count",
   "consecutive_failures", "progress", "claimed_by", "lease_until", "args", "kwargs", "metadata",
   "unreadable" }) do
   SHOWN[k] = true
-end
-
-local function json_text(v)
-  local ok, s = pcall(json.encode, v)
-  return ok and s or tostring(v)
 end
 
 local RUN_COLS_JOB = {
@@ -762,6 +800,14 @@ command("show", {
       add("if missed", ("%s (missed when %s late)"):format(job.if_missed,
         duration_text(job.misfire_threshold_seconds or 60)))
     end
+    if job.queue ~= "default" then add("queue", job.queue) end
+    add("if exhausted", job.on_exhausted)
+    if job.max_instances or job.overlap then
+      add("instances", ("%s at once; a slot due while they run %s"):format(tostring(job.max_instances or 1),
+        (job.overlap or "queue") == "skip" and "is skipped" or "waits"))
+    end
+    add("retrying slot", t(job.retry_slot, job.timezone))
+    add("waiting slot", t(job.queued_slot, job.timezone))
     add("runs so far", job.attempt)
     add("last run", t(job.last_run_at))
     add("last outcome", job.last_outcome)
@@ -859,9 +905,14 @@ end
 -- The fields of the job `jobs add` creates, and the Scheduler method that
 -- creates it, from options by their --names: one of at, in, every or cron
 -- (the caller checks there is one at most), timezone, id, name, args and
--- kwargs (tables), metadata (a table), priority, max-retries, retry-delay
--- and timeout. Values are the texts of the command line or JSON values;
--- name_of(option) words an option in errors (default "--at").
+-- kwargs (tables), metadata (a table), priority, max-retries, retry-delay,
+-- timeout, queue, on-exhausted, max-instances, overlap, and unique (true),
+-- unique-key and unique-period (either of which makes the create unique).
+-- Values are the texts of the command line or JSON values; name_of(option)
+-- words an option in errors (default "--at").
+local ON_EXHAUSTED = { "next", "fail", "pause" }
+local OVERLAPS = { "queue", "skip" }
+
 local function add_fields(ctx, handler, o, name_of)
   name_of = name_of or option_name
   local f = { func_name = handler, job_id = o.id, name = o.name, timezone = o.timezone,
@@ -875,6 +926,51 @@ local function add_fields(ctx, handler, o, name_of)
   if o.timeout then
     f.timeout_seconds = duration_arg(o.timeout, name_of("timeout"))
     if f.timeout_seconds == 0 then usage_error(name_of("timeout") .. ": must be longer than 0s") end
+  end
+  -- The core checks these too; checked here, errors name the option.
+  if o.queue ~= nil then f.queue = check_queue(o.queue, name_of("queue")) end
+  for opt, choices in pairs({ ["on-exhausted"] = ON_EXHAUSTED, overlap = OVERLAPS }) do
+    local v = o[opt]
+    if v ~= nil then
+      if type(v) ~= "string" then
+        usage_error(("%s: expected one of %s, got %s"):format(name_of(opt), table.concat(choices, ", "),
+          json_text(v)))
+      end
+      f[(opt:gsub("%-", "_"))] = check_choice(name_of(opt), v, choices)
+    end
+  end
+  f.max_instances = int_arg(o["max-instances"], name_of("max-instances"), 1, 1000)
+  if o.at or o["in"] then
+    for _, opt in ipairs({ "on-exhausted", "max-instances", "overlap" }) do
+      if o[opt] ~= nil then
+        usage_error(("%s: applies to recurring jobs only (--every, --cron)"):format(name_of(opt)))
+      end
+    end
+  end
+  if o.unique ~= nil and o.unique ~= true and o.unique ~= false then
+    usage_error(("%s: expected true, got %s"):format(name_of("unique"), json_text(o.unique)))
+  end
+  if o.unique or o["unique-key"] ~= nil or o["unique-period"] ~= nil then
+    local u = {}
+    local key = o["unique-key"]
+    if key ~= nil then
+      if type(key) ~= "string" or key == "" or #key > unique.MAX_KEY then
+        usage_error(("%s: expected a string of 1 to %d bytes, got %s"):format(name_of("unique-key"),
+          unique.MAX_KEY, type(key) ~= "string" and json_text(key) or #key .. " bytes"))
+      end
+      u.key = key
+    end
+    if o["unique-period"] ~= nil then
+      u.period = duration_arg(o["unique-period"], name_of("unique-period"))
+      if u.period == 0 or u.period > unique.MAX_PERIOD then
+        usage_error(("%s: expected from 1s to %s, got %s"):format(name_of("unique-period"),
+          duration_text(unique.MAX_PERIOD), duration_text(u.period)))
+      end
+    end
+    if o.id ~= nil then
+      usage_error(("%s: a unique job's id is derived from its key; drop one of them"):format(name_of("id")))
+    end
+    f.unique = next(u) and u or true
   end
   if o.at or o["in"] then
     local when
@@ -921,6 +1017,13 @@ command("add", {
     { "max-retries", "N", "retries after a failed run (default 0)" },
     { "retry-delay", "DURATION", "wait before the first retry, doubled at each (default 60s)" },
     { "timeout", "DURATION", "longest a run may take (default: none)" },
+    { "queue", "NAME", "the queue the job runs in (default: default)" },
+    { "on-exhausted", "WHAT", "after a failed run with no retry left: next, fail or pause (default next)" },
+    { "max-instances", "N", "runs of the job going on at once, 1 to 1000 (default 1)" },
+    { "overlap", "WHAT", "a slot due while max-instances runs go on: queue (waits) or skip (default queue)" },
+    { "unique", nil, "reuse the job an identical create made less than a period ago, if any" },
+    { "unique-key", "KEY", "--unique, by KEY instead of the job's handler and arguments" },
+    { "unique-period", "DURATION", "--unique, for DURATION from the job's creation (default 60s)" },
   },
   note = TIME_NOTE,
   examples = { "chronis jobs add send_report --cron '0 9 * * mon-fri' --timezone Europe/Paris",
@@ -949,17 +1052,20 @@ command("add", {
     end
     local f, create = add_fields(ctx, handler, o)
     local sched = open(ctx, opts, true)
-    local ok, job = pcall(sched[create], sched, f)
+    local ok, job, existed = pcall(sched[create], sched, f)
     if not ok then
       if type(job) == "table" and job.code == "invalid" then usage_error(job.message, "see 'chronis jobs add --help'") end
       error(job, 0)
     end
     if ctx.json then
-      emit_json(ctx, object { job = job })
+      local doc = object { job = job }
+      if f.unique then doc.existed = existed == true end
+      emit_json(ctx, doc)
       return 0
     end
     local nrt = us_of(job.next_run_time)
-    out(ctx, ("created job %s (%s), next run %s\n"):format(job.job_id, trigger_text(job),
+    out(ctx, ("%s job %s (%s), next run %s\n"):format(
+      existed and "unique: found the existing" or "created", job.job_id, trigger_text(job),
       nrt and time_line(ctx, nrt, job.timezone) or "none (" .. tostring(job.status) .. ")"))
     return 0
   end,

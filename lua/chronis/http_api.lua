@@ -265,12 +265,15 @@ end
 -- at, in, every and cron are `chronis jobs add`'s triggers; trigger is a
 -- trigger in full: {"type": "interval", "minutes": 5}.
 local ADD_FIELDS = { "handler", "trigger", "at", "in", "every", "cron", "timezone", "id", "name",
-  "args", "kwargs", "metadata", "priority", "max_retries", "retry_delay", "timeout" }
+  "args", "kwargs", "metadata", "priority", "max_retries", "retry_delay", "timeout", "queue", "on_exhausted",
+  "max_instances", "overlap", "unique" }
 local TRIGGERS = { "trigger", "at", "in", "every", "cron" }
 local TRIGGER_TYPES = { "interval", "cron", "date" }
 
+-- unique's key and period, add_fields' unique-key and unique-period,
+-- are the members of the body's unique object.
 local function field_label(name)
-  return ("invalid field '%s'"):format((name:gsub("%-", "_")))
+  return ("invalid field '%s'"):format((name:gsub("^unique%-", "unique."):gsub("%-", "_")))
 end
 
 local function is_array(v)
@@ -336,9 +339,21 @@ local function add_options(doc)
     fail("invalid", #given == 0 and "invalid request body: a trigger is needed: 'trigger', 'at', 'in', "
       .. "'every' or 'cron'" or "invalid request body: one trigger at most, got " .. table.concat(given, " and "))
   end
+  local u = doc.unique
+  if u ~= nil and u ~= true and u ~= false and not is_object(u) then
+    fail("invalid", "%s: expected true or an object {\"key\", \"period\"}, got %s", field_label("unique"),
+      json_type(u))
+  end
   local o = {}
   for k, v in pairs(doc) do o[k:gsub("_", "-")] = v end
   o.trigger, o.handler = nil, nil
+  if type(u) == "table" then
+    local unknown = unknown_keys(u, { "key", "period" })
+    if #unknown > 0 then
+      fail("invalid", "%s: %s", field_label("unique"), core.unknown_keys("key", unknown, { "key", "period" }, ""))
+    end
+    o.unique, o["unique-key"], o["unique-period"] = true, u.key, u.period
+  end
   return o, doc.trigger
 end
 
@@ -358,8 +373,13 @@ function routes.add(ctx, req)
     f.trigger_type, t.type = t.type, nil
     f.trigger_args = t
   end
-  local job = c.sched[create](c.sched, f)
-  return 201, object { job = render(job) }, { location = "/api/jobs/" .. path_escape(job.job_id) }
+  local job, existed = c.sched[create](c.sched, f)
+  local location = { location = "/api/jobs/" .. path_escape(job.job_id) }
+  if f.unique then
+    -- A unique create that found its job created nothing: 200, not 201.
+    return existed and 200 or 201, object { job = render(job), existed = existed == true }, location
+  end
+  return 201, object { job = render(job) }, location
 end
 
 local ACTIONS = { pause = "pause_job", resume = "resume_job", run = "run_job_now", retry = "retry_job" }
