@@ -1291,6 +1291,18 @@ describe("sqlite store", function()
           out:write(job.job_id, " ", job.metadata.tenant_id, "\n")
           ran = ran + 1
         end)
+        -- Every process starts claiming once all three are ready: one that
+        -- started late on a busy machine would find its jobs taken.
+        local dir = out_path:match("^(.*)/")
+        assert(io.open(out_path .. ".ready", "w")):close()
+        assert(chronis.run_until(function()
+          for _, p in ipairs({ "ab", "a", "b" }) do
+            local f = io.open(dir .. "/" .. p .. ".ids.ready")
+            if not f then return false end
+            f:close()
+          end
+          return true
+        end, 60), "the other processes did not get ready")
         sched:start()
         local last = 0
         local ok = chronis.run_until(function()
