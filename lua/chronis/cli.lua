@@ -628,10 +628,10 @@ local function json_text(v)
   return ok and s or tostring(v)
 end
 
--- A queue name as the core takes it (docs/queues.md); `what` words the
--- option in errors.
+-- A queue name as the core takes it (docs/queues.md, the core's own rule);
+-- `what` words the option in errors.
 local function check_queue(q, what)
-  if type(q) ~= "string" or q == "" or #q > 64 or q:find("[^%w_.:%-]") then
+  if type(q) ~= "string" or require("chronis.core").queue_name_problem(q) then
     usage_error(("%s: expected a queue name (1 to 64 letters, digits, '_', '.', ':' or '-'), got %s")
       :format(what, type(q) == "string" and ("%q"):format(q) or json_text(q)))
   end

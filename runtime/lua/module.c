@@ -448,6 +448,19 @@ static int l_in_task(lua_State *L) {
   return 1;
 }
 
+/* queue_name_problem(s) -> what is wrong with s as a queue name
+ * (chr_queue_name_problem), or nil: one rule for the core and the command
+ * line, which words its own error around it. */
+static int l_queue_name_problem(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  const char *bad = chr_queue_name_problem(s, n);
+  if (bad == NULL && strlen(s) != n) bad = "a queue name cannot hold NUL bytes";
+  if (bad) lua_pushstring(L, bad);
+  else lua_pushnil(L);
+  return 1;
+}
+
 static void walk_cb(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h) && uv_is_active(h)) (*(int *)arg)++;
 }
@@ -515,6 +528,7 @@ int luaopen_chronis_core(lua_State *L) {
                                  {"stop_loop", l_stop_loop},
                                  {"live_tasks", l_live_tasks},
                                  {"in_task", l_in_task},
+                                 {"queue_name_problem", l_queue_name_problem},
                                  {"error", l_error},
                                  {"set_memory_limit", l_set_memory_limit},
                                  {"memory_used", l_memory_used},
