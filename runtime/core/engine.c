@@ -422,19 +422,19 @@ static int64_t extra_time(const chr_job_t *j, const char *key) {
  * the runs after them go back to it. */
 #define RETRY_SLOT "retry_slot"
 
+/* The step between two slots of t when it is fixed (elapsed-time
+ * intervals, @every), else 0. */
+static int64_t fixed_step(const chr_trigger_t *t) {
+  if (t->type == CHR_TT_INTERVAL && t->wall_days == 0) return t->elapsed_us;
+  if (t->type == CHR_TT_CRON && chr_cron_every(t->cron)) return chr_cron_every(t->cron) * CHR_USEC;
+  return 0;
+}
+
 /* The first fire time strictly after `after`, skipping every slot up to
  * `now` (for the skip policy and for interval jobs that fell behind). */
 static int64_t next_after(const chr_trigger_t *t, int64_t after, int64_t now) {
-  int64_t next = chr_trigger_next(t, after);
-  if (t->type == CHR_TT_INTERVAL && t->wall_days == 0 && next != CHR_TIME_NONE && next <= now) {
-    int64_t k = (now - next) / t->elapsed_us + 1;
-    return next + k * t->elapsed_us;
-  }
-  if (t->type == CHR_TT_CRON && chr_cron_every(t->cron) && next != CHR_TIME_NONE && next <= now) {
-    /* @every: elapsed periods, like an interval. */
-    int64_t step = chr_cron_every(t->cron) * CHR_USEC, k = (now - next) / step + 1;
-    return next + k * step;
-  }
+  int64_t next = chr_trigger_next(t, after), step = fixed_step(t);
+  if (step > 0 && next != CHR_TIME_NONE && next <= now) return next + ((now - next) / step + 1) * step;
   for (int guard = 0; next != CHR_TIME_NONE && next <= now && guard < 100000; guard++)
     next = chr_trigger_next(t, next);
   return next;
@@ -486,14 +486,6 @@ static int64_t compute_next(const chr_run_t *r, const chr_trigger_t *t, int64_t 
   case MF_RUN_ALL: return chr_trigger_next(t, r->slot);
   default: return next_after(t, r->slot, r->started ? r->started : now);
   }
-}
-
-/* The step between two slots of t when it is fixed (elapsed-time
- * intervals, @every), else 0. */
-static int64_t fixed_step(const chr_trigger_t *t) {
-  if (t->type == CHR_TT_INTERVAL && t->wall_days == 0) return t->elapsed_us;
-  if (t->type == CHR_TT_CRON && chr_cron_every(t->cron)) return chr_cron_every(t->cron) * CHR_USEC;
-  return 0;
 }
 
 /* Slots walked at most to count a catch-up's skipped slots (a cron job
