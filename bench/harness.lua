@@ -227,6 +227,8 @@ local B1 = scenario{
     { "chronis-redis", "chronis-redis-nohist", "jobs_s", "chronis Redis, history on / off" },
     { "chronis-memory-http", "chronis-memory", "jobs_s", "chronis memory, HTTP server polled every 100 ms / off" },
     { "chronis-sqlite-http", "chronis-sqlite", "jobs_s", "chronis SQLite, HTTP server polled every 100 ms / off" },
+    { "chronis-redis", "bullmq", "create_s", "creation, chronis Redis / BullMQ addBulk" },
+    { "chronis-postgres", "graphile", "create_s", "creation, chronis PostgreSQL / graphile-worker addJobs" },
   },
 }
 local function b1_validate(n)
@@ -696,6 +698,19 @@ local function run_scenario(sc)
         end
       end
       o.figures[f.key] = f.text and { text = text } or U.stats(vals)
+    end
+    -- A lateness histogram (B2, B2X) is summed over the runs: the
+    -- distribution of every run measured, like the table's min–max.
+    for r = 1, SIZE.runs do
+      local h = row.runs[r] and row.runs[r].r and row.runs[r].r.hist
+      if type(h) == "table" and h.counts then
+        if not o.hist then
+          o.hist = { edges_ms = h.edges_ms, counts = {}, runs = 0 }
+          for i = 1, #h.counts do o.hist.counts[i] = 0 end
+        end
+        for i, c in ipairs(h.counts) do o.hist.counts[i] = (o.hist.counts[i] or 0) + c end
+        o.hist.runs = o.hist.runs + 1
+      end
     end
     local any = row.runs[1] or row.runs[2] or row.runs[3]
     if any then
