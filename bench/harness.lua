@@ -953,9 +953,14 @@ if opts.only and not opts.smoke then
   end
 end
 
-local md = report.markdown(results, opts.smoke)
-U.write(BUILD .. "/results.json", U.json.encode(results))
 local out = opts.out or (opts.smoke and (BUILD .. "/smoke.md") or "docs/benchmarks.md")
+-- The charts go beside the page: docs/bench/ for docs/benchmarks.md,
+-- build/bench/svg/ for the smoke report (so a smoke run leaves docs alone).
+local chart_rel = opts.smoke and "svg" or "bench"
+local charts = report.charts(results)
+report.write_charts((out:match("^(.*)/[^/]*$") or ".") .. "/" .. chart_rel, charts)
+local md = report.markdown(results, opts.smoke, { rel = chart_rel, list = charts })
+U.write(BUILD .. "/results.json", U.json.encode(results))
 report.write(out, md)
 if not opts.smoke then io.stdout:write("\n", md, "\n") end
 U.sh("rm -rf " .. U.q(TMP))
