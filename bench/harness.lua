@@ -12,6 +12,8 @@
 -- the report in build/bench/smoke.md; the last line printed is the one-line
 -- verdict. Exits non-zero when a run failed: a chronis store that exists in
 -- runtime/core/open.c's scheme table, or an installed peer.
+-- Charts of the results (SVG) go beside the report: docs/bench/ for a
+-- full run, build/bench/svg/ for --smoke.
 -- --stores: only the chronis rows of these stores (no peers).
 -- --history-off: B1 also runs each chronis store with history=0 in its URL,
 -- alternating with the default, and gives the ratio (history on / off).

@@ -347,7 +347,7 @@ function M.charts(results)
   add("B1", "b1-throughput.svg", "B1 jobs/s per store, chronis against its peer",
     b1_chart(results, "jobs_s", "B1 burst: jobs run per second, per store", "jobs/s"))
   add("B1", "b1-create.svg", "B1 jobs created per second per store, chronis against its peer",
-    b1_chart(results, "create_s", "B1 burst: jobs created per second (bulk creation), per store", "created/s"))
+    b1_chart(results, "create_s", "B1 burst: jobs created per second, per store", "created/s"))
   lateness_charts(results, "B2", "b2", list)
   lateness_charts(results, "B2X", "b2x", list)
   add("B6", "b6-scaling.svg", "B6 jobs/s at each concurrency per system and variant", b6_chart(results))

@@ -92,7 +92,9 @@ end
 -- values, or linear from 0 to a round maximum. Returns pos(v) and the ticks.
 local function axis(lo, hi, log, x0, w)
   if log then
-    local a = math.floor(math.log(lo, 10) + 1e-9)
+    -- The smallest value gets a visible bar: the axis starts a decade
+    -- lower when that value is at (or just above) a power of ten.
+    local a = math.floor(math.log(lo, 10) - 0.15)
     local b = math.ceil(math.log(hi, 10) - 1e-9)
     if b <= a then b = a + 1 end
     local ticks = {}
@@ -218,6 +220,13 @@ function M.stacked(spec)
   local right = 110
   local pw = M.WIDTH - x0 - right
   local top = y + 4
+  local bottom = top + 22 * #spec.rows
+  -- grid behind the bars
+  for k = 0, 4 do
+    local x = x0 + pw * k / 4
+    c.line(x, top - 2, x, bottom, "#cccccc")
+    c.text(x, bottom + 13, (k * 25) .. "%", "text-anchor=\"middle\" font-size=\"11\" fill=\"#444444\"")
+  end
   y = top
   local unit = spec.unit or "runs"
   for _, r in ipairs(spec.rows) do
@@ -243,12 +252,6 @@ function M.stacked(spec)
     end
     c.text(x0 + pw + 6, y + 14, M.int(total) .. " " .. unit, "fill=\"#444444\" font-size=\"11\"")
     y = y + 22
-  end
-  local bottom = y
-  for k = 0, 4 do
-    local x = x0 + pw * k / 4
-    c.line(x, top - 2, x, bottom, "#cccccc")
-    c.text(x, bottom + 13, (k * 25) .. "%", "text-anchor=\"middle\" font-size=\"11\" fill=\"#444444\"")
   end
   c.text(x0 + pw / 2, bottom + 28, "share of " .. unit, "text-anchor=\"middle\" font-size=\"11\" fill=\"#444444\"")
   return c.svg(M.WIDTH, bottom + 36)
