@@ -145,6 +145,79 @@ describe("redis", function()
     end)
   end)
 
+  -- create_jobs: CREATE_SLICE (1,000) records per script call, each written
+  -- as the create script writes one.
+  describe("create_jobs", function()
+    after_each(assert_loop_clean)
+
+    it("fills the due, per-queue and per-tenant sets that claims read", function()
+      local p = prefix()
+      local s = chronis.storage.redis(srv.url, { prefix = p, index_metadata = "tenant_id" })
+      local due = iso(now_us() - S)
+      local list = {}
+      for i = 1, 1500 do
+        list[i] = { job_id = ("b%04d"):format(i), status = "scheduled", next_run_time = due,
+          priority = i % 3, queue = i % 2 == 0 and "even" or nil,
+          metadata = { tenant_id = i % 5 == 0 and "acme" or "globex" } }
+      end
+      local res = s:create_jobs(list)
+      for i = 1, 1500 do assert.is_true(res[i].ok, res[i].job_id) end
+      local function zcard(k) return tonumber(srv:cli("ZCARD", "{" .. p .. "}:" .. k):match("%d+")) end
+      assert.are.equal(500, zcard("due:2"))
+      assert.are.equal(250, zcard("qdue:even:2"))
+      assert.are.equal(250, zcard("qdue:default:2"))
+      assert.are.equal(100, zcard('tdue:9:tenant_id:2:"acme"'))
+      assert.are.equal(1500, zcard("jobs"))
+      -- A claim with queues and a scoped one find them.
+      local got = s:claim_due_jobs({ owner = "o", limit = 1000, queues = { { name = "even", limit = 1000 } } })
+      assert.are.equal(750, #got)
+      for _, j in ipairs(got) do assert.are.equal("even", j.queue) end
+      got = s:claim_due_jobs({ owner = "o", limit = 1000, filters = { ["metadata.tenant_id"] = "acme" } })
+      assert.are.equal(150, #got) -- the odd multiples of 5
+      for _, j in ipairs(got) do assert.are.same({ tenant_id = "acme" }, j.metadata) end
+      assert.are.equal(300, #s:query_jobs({ ["metadata.tenant_id"] = "acme", status = "running" }))
+      s:close()
+    end)
+
+    it("answers 'duplicate' for an id taken by a record of an earlier script call", function()
+      local p = prefix()
+      local s = chronis.storage.redis(srv.url, { prefix = p })
+      local list = {}
+      for i = 1, 1001 do list[i] = { job_id = "c" .. i, status = "paused", name = "first" } end
+      list[1002] = { job_id = "c7", status = "paused", name = "second" }
+      local res = s:create_jobs(list)
+      assert.are.equal(1002, #res)
+      assert.is_true(res[1001].ok)
+      assert.are.same({ job_id = "c7", ok = false, code = "duplicate" }, res[1002])
+      assert.are.equal("first", s:get_job("c7").name)
+      assert.are.equal(1001, s:count_jobs())
+      s:close()
+    end)
+
+    it("wakes a running scheduler once it has created the batch", function()
+      local p = prefix()
+      local store = chronis.storage.redis(srv.url, { prefix = p })
+      local other = chronis.storage.redis(srv.url, { prefix = p })
+      local ran = 0
+      local sched = chronis.scheduler({ storage = store, polling_interval = 30, logger = quiet })
+      sched:handler("h", function() ran = ran + 1 end)
+      sched:start()
+      chronis.sleep(0.3) -- the first claim subscribes
+      local due = iso(now_us() + 200000)
+      local list = {}
+      for i = 1, 3 do
+        list[i] = { job_id = "w" .. i, status = "scheduled", next_run_time = due, func_name = "h",
+          trigger_type = "date" }
+      end
+      other:create_jobs(list)
+      assert.truthy(wait_for(function() return ran == 3 end, 5), "not run within 5 s (poll: 30 s)")
+      sched:stop()
+      sched:close()
+      store:close()
+      other:close()
+    end)
+  end)
+
   require("support.lock_contract")("redis", function()
     return chronis.lock.redis(srv.url .. "?prefix=" .. prefix())
   end)

@@ -45,6 +45,10 @@
 /* Jobs whose runs are pruned by age in one script call at most: pruning
  * stays a bounded cost of the write that does it. */
 #define AGE_PRUNE_MAX 1000
+/* Records per create_jobs script call: a batch as the scheduler sends
+ * them (1,000) is one call; a longer list goes as several, pipelined, so
+ * that no call holds Redis for long. */
+#define CREATE_SLICE 1000
 
 typedef struct rstore {
   chr_store_t base;
@@ -942,6 +946,59 @@ static void submit_query_runs(rstore_t *rs, chr_store_req_t *req) {
   chr_rconn_send(c);
 }
 
+/* ---- create_jobs: CREATE_SLICE records per script call (CHR_RS_CREATES) */
+
+typedef struct creates {
+  chr_store_req_t *req;
+  size_t pending; /* script calls not answered yet */
+} creates_t;
+
+static void creates_cb(chr_rcmd_t *c, redisReply *r, int status, const char *msg) {
+  creates_t *cr = c->data;
+  chr_store_req_t *req = cr->req;
+  size_t from = (size_t)(uintptr_t)c->ctx_data;
+  size_t n = req->ncreates - from < CREATE_SLICE ? req->ncreates - from : CREATE_SLICE;
+  /* One call that fails fails the request (its records may or may not
+   * have been written, like any failed write); the first failure says
+   * why. */
+  if (req->status == 0 && !failed(req, r, status, msg)) {
+    if (r->type != REDIS_REPLY_STRING || r->len != n) {
+      chr_store_req_fail(req, CHR_EUNAVAIL, "create_jobs: redis: unexpected reply");
+    } else {
+      for (size_t i = 0; i < n; i++) {
+        if (r->str[i] == '1') req->count++;
+        else req->creates[from + i].result = CHR_EDUP;
+      }
+    }
+  }
+  if (--cr->pending > 0) return;
+  free(cr);
+  answer(req);
+}
+
+/* Per record: its id, then its fields as create sends them (add_fields).
+ * The scripts run in order, so a duplicate in a later call finds the
+ * record of an earlier one. */
+static void submit_creates(rstore_t *rs, chr_store_req_t *req) {
+  creates_t *cr = chr_calloc(1, sizeof *cr);
+  cr->req = req;
+  cr->pending = (req->ncreates + CREATE_SLICE - 1) / CREATE_SLICE;
+  for (size_t from = 0; from < req->ncreates; from += CREATE_SLICE) {
+    size_t n = req->ncreates - from < CREATE_SLICE ? req->ncreates - from : CREATE_SLICE;
+    chr_rcmd_t *c = chr_rcmd_new(rs->rc, CHR_RS_CREATES, creates_cb, cr, 0);
+    c->ctx_data = (void *)(uintptr_t)from;
+    chr_rcmd_args(c, "1");
+    chr_rcmd_args(c, rs->tag);
+    chr_rcmd_argi(c, (long long)n);
+    for (size_t i = from; i < from + n; i++) {
+      const chr_job_t *j = req->creates[i].job;
+      chr_rcmd_args(c, j->job_id);
+      add_fields(c, j, 0, 0);
+    }
+    chr_rconn_send(c);
+  }
+}
+
 /* ---- scoped claims, recoveries and next due times (req->filter) */
 
 /* One scoped request, over as many script calls as its walk takes
@@ -1141,6 +1198,9 @@ static int rs_submit(chr_store_t *s, chr_store_req_t *req) {
     chr_rcmd_args(c, req->job->job_id);
     add_fields(c, req->job, 0, 0);
     break;
+  case CHR_OP_CREATE_MANY:
+    submit_creates(rs, req);
+    return 0;
   case CHR_OP_GET:
     c = chr_rcmd_new(rs->rc, -1, done_cb, req, CHR_RCMD_IDEMPOTENT);
     chr_rcmd_args(c, "HGETALL");
@@ -1299,7 +1359,7 @@ int chr_redis_store_open(const chr_opts_t *opts, chr_store_t **out, char *err, s
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
                      CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY | CHR_STORE_CAP_SCOPE |
-                     CHR_STORE_CAP_QUEUES);
+                     CHR_STORE_CAP_QUEUES | CHR_STORE_CAP_CREATE_MANY);
   rs->hist = u.hist;
   rs->tag = chr_sprintf("{%s}", u.prefix);
   rs->channel = chr_sprintf("%s:wake", rs->tag);

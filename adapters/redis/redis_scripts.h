@@ -598,6 +598,7 @@
 
 enum {
   CHR_RS_CREATE,
+  CHR_RS_CREATES,
   CHR_RS_WRITE,
   CHR_RS_DELETE,
   CHR_RS_GETS,
@@ -637,6 +638,46 @@ static const char *const chr_redis_scripts[CHR_RS__COUNT + 1] = {
     "qflush()\n"
     "if n.s == 'scheduled' and n.t then redis.call('PUBLISH', P .. ':wake', n.t) end\n"
     "return { 1, now }\n",
+    /* CHR_RS_CREATES */
+    CHR_REDIS_PRELUDE
+    "-- create_jobs: n, then per record: id, nset, field/value pairs -> a\n"
+    "-- string of n characters, '1' created, '0' duplicate (an id stored\n"
+    "-- already, or taken by an earlier record of the call). Each record is\n"
+    "-- written as the create script writes one; the engines hear of the call\n"
+    "-- once, at the earliest time of the scheduled jobs it created.\n"
+    "local n = tonumber(arg())\n"
+    "local ids, recs, res, seen, made = {}, {}, {}, {}, 0\n"
+    "for j = 1, n do\n"
+    "  local id = arg()\n"
+    "  local sets = args(tonumber(arg()) * 2)\n"
+    "  if seen[id] or redis.call('EXISTS', jkey(id)) == 1 then\n"
+    "    res[j] = '0'\n"
+    "  else\n"
+    "    seen[id] = true\n"
+    "    res[j] = '1'\n"
+    "    made = made + 1\n"
+    "    ids[made], recs[made] = id, sets\n"
+    "  end\n"
+    "end\n"
+    "if made == 0 then return table.concat(res) end\n"
+    "local base, wake = stamps(made), false\n"
+    "for j = 1, made do\n"
+    "  local id, sets = ids[j], recs[j]\n"
+    "  local k = jkey(id)\n"
+    "  sets[#sets + 1] = 'updated_at'\n"
+    "  sets[#sets + 1] = fmt(base + j - 1)\n"
+    "  redis.call('HSET', k, unpack(sets))\n"
+    "  local nw = apply({ s = false, t = false, p = false, l = false, c = false }, sets, {})\n"
+    "  local touched, meta = meta_of(sets, {})\n"
+    "  nw.iv = touched and meta_index(id, k, meta) or nil\n"
+    "  reindex(id, nil, nw)\n"
+    "  if nw.s == 'scheduled' and nw.t and (not wake or tonumber(nw.t) < tonumber(wake)) then\n"
+    "    wake = nw.t\n"
+    "  end\n"
+    "end\n"
+    "qflush()\n"
+    "if wake then redis.call('PUBLISH', P .. ':wake', wake) end\n"
+    "return table.concat(res)\n",
     /* CHR_RS_WRITE */
     CHR_REDIS_PRELUDE
     "-- update / compare-and-swap: id, nexp, expected pairs, nabsent, fields\n"
