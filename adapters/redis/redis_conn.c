@@ -545,29 +545,33 @@ static void poll_cb(uv_poll_t *handle, int status, int events) {
   if (p->context != NULL && (p->events & UV_WRITABLE)) redisAsyncHandleWrite(p->context);
 }
 
-static void poll_restart(void *privdata) {
+/* hiredis asks for the events it already watches on every command it
+ * queues and after every read. uv_poll_start stops the handle first,
+ * which on Linux is an epoll_ctl DEL, and the next loop iteration adds it
+ * back: two system calls per command for nothing. So only a change
+ * reaches libuv, once, with the wrapper above as the callback. */
+static void ev_set(void *privdata, int events) {
   redisLibuvEvents *p = privdata;
-  if (p->events) uv_poll_start(&p->handle, p->events, poll_cb);
+  if (events == p->events) return;
+  p->events = events;
+  if (events) uv_poll_start(&p->handle, events, poll_cb);
+  else uv_poll_stop(&p->handle);
 }
 
 static void ev_add_read(void *privdata) {
-  redisLibuvAddRead(privdata);
-  poll_restart(privdata);
+  ev_set(privdata, ((redisLibuvEvents *)privdata)->events | UV_READABLE);
 }
 
 static void ev_del_read(void *privdata) {
-  redisLibuvDelRead(privdata);
-  poll_restart(privdata);
+  ev_set(privdata, ((redisLibuvEvents *)privdata)->events & ~UV_READABLE);
 }
 
 static void ev_add_write(void *privdata) {
-  redisLibuvAddWrite(privdata);
-  poll_restart(privdata);
+  ev_set(privdata, ((redisLibuvEvents *)privdata)->events | UV_WRITABLE);
 }
 
 static void ev_del_write(void *privdata) {
-  redisLibuvDelWrite(privdata);
-  poll_restart(privdata);
+  ev_set(privdata, ((redisLibuvEvents *)privdata)->events & ~UV_WRITABLE);
 }
 
 static void link_connect(chr_rconn_t *rc, int kind, const char *ip) {
