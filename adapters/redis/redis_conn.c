@@ -46,8 +46,24 @@ enum { LINK_CMD, LINK_SUB, NLINKS };
 #define PROGRESS_AFTER_US 1000000
 #define PROGRESS_EVERY_US 5000000
 
+/* Replies are built in arenas: each reply's objects, its strings inline,
+ * in one block (or a few for a large one), freed at once. hiredis'
+ * default gives every element two allocations (the object and its
+ * string) and frees them one by one; a claimed job's record is some 30
+ * elements, read once per job. reply_arena_t is the reader's: the block
+ * the reply being read allocates from. */
+typedef struct reply_block {
+  struct reply_block *next;
+  size_t used, cap;
+} reply_block_t;
+
+typedef struct reply_arena {
+  reply_block_t *cur;
+} reply_arena_t;
+
 typedef struct rctx {
   chr_rconn_t *rc;
+  reply_arena_t arena; /* its reader's */
   redisAsyncContext *ac; /* NULL once hiredis has let it go */
   int kind;
   int refs;
@@ -323,6 +339,94 @@ int chr_reply_is_error(const redisReply *r, const char *prefix) {
          memcmp(r->str, prefix, n) == 0;
 }
 
+/* ---- replies (reply_arena_t) */
+
+#define ALIGNED(n) (((n) + 15) & ~(size_t)15)
+#define BLOCK_HEAD ALIGNED(sizeof(reply_block_t))
+#define BLOCK_FIRST 4096
+#define BLOCK_MORE 32768
+
+static reply_block_t *block_new(size_t need, size_t size) {
+  size_t cap = need > size ? need : size;
+  reply_block_t *b = chr_malloc(BLOCK_HEAD + cap);
+  b->next = NULL;
+  b->used = 0;
+  b->cap = cap;
+  return b;
+}
+
+/* An object of n bytes for task: the root of a reply starts a block of
+ * its own, at its start (reply_free finds the block from it); the others
+ * go after it, in further blocks linked to it when it is full. */
+static redisReply *reply_obj(const redisReadTask *task, int type, size_t n) {
+  reply_arena_t *a = task->privdata;
+  reply_block_t *b;
+  n = ALIGNED(n);
+  if (task->parent == NULL) {
+    b = a->cur = block_new(n, BLOCK_FIRST);
+  } else {
+    b = a->cur;
+    if (b->used + n > b->cap) {
+      reply_block_t *more = block_new(n, BLOCK_MORE);
+      more->next = b->next;
+      b->next = more;
+      b = a->cur = more;
+    }
+  }
+  redisReply *r = (redisReply *)((char *)b + BLOCK_HEAD + b->used);
+  b->used += n;
+  memset(r, 0, sizeof *r);
+  r->type = type;
+  if (task->parent != NULL) {
+    redisReply *parent = task->parent->obj;
+    parent->element[task->idx] = r;
+  }
+  return r;
+}
+
+static void *reply_string(const redisReadTask *task, char *str, size_t len) {
+  redisReply *r = reply_obj(task, task->type, sizeof *r + len + 1);
+  r->str = (char *)(r + 1);
+  memcpy(r->str, str, len);
+  r->str[len] = '\0';
+  r->len = len;
+  return r;
+}
+
+static void *reply_array(const redisReadTask *task, int elements) {
+  size_t n = elements > 0 ? (size_t)elements : 0;
+  redisReply *r = reply_obj(task, REDIS_REPLY_ARRAY, sizeof *r + n * sizeof(redisReply *));
+  if (n > 0) {
+    r->element = (redisReply **)(r + 1);
+    memset(r->element, 0, n * sizeof *r->element);
+  }
+  r->elements = n;
+  return r;
+}
+
+static void *reply_integer(const redisReadTask *task, long long value) {
+  redisReply *r = reply_obj(task, REDIS_REPLY_INTEGER, sizeof *r);
+  r->integer = value;
+  return r;
+}
+
+static void *reply_nil(const redisReadTask *task) {
+  return reply_obj(task, REDIS_REPLY_NIL, sizeof(redisReply));
+}
+
+/* hiredis frees only whole replies (their roots). */
+static void reply_free(void *root) {
+  reply_block_t *b = (reply_block_t *)((char *)root - BLOCK_HEAD);
+  while (b != NULL) {
+    reply_block_t *next = b->next;
+    free(b);
+    b = next;
+  }
+}
+
+static redisReplyObjectFunctions reply_fns = {reply_string, reply_array, reply_integer, reply_nil,
+                                              reply_free};
+
 /* ---- contexts and links */
 
 static void maybe_free(chr_rconn_t *rc) {
@@ -591,6 +695,8 @@ static void link_connect(chr_rconn_t *rc, int kind, const char *ip) {
   x->refs = 1;
   rc->nctx++;
   ac->data = x;
+  ac->c.reader->fn = &reply_fns;
+  ac->c.reader->privdata = &x->arena;
   if (redisLibuvAttach(ac, chr_loop()) != REDIS_OK) {
     snprintf(rc->lasterr, sizeof rc->lasterr, "cannot watch the socket");
     redisAsyncFree(ac);
