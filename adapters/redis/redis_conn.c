@@ -17,7 +17,10 @@
  *
  * Scripts go out as EVALSHA with the SHA1 computed here; a NOSCRIPT reply
  * (server restarted, SCRIPT FLUSH) sends the same command again as EVAL,
- * which also puts the script back in the server's cache. */
+ * which also puts the script back in the server's cache.
+ *
+ * Replies are read into arenas that the readers own (reply_arena_t): each
+ * reply's objects in one block or a few, freed with the reply. */
 #include "redis_conn.h"
 
 #include <arpa/inet.h>
