@@ -5,6 +5,8 @@
  * answers of every script (done_cb), and query and count pages
  * (query_cb), on a store that never connects.
  *
+ * Replies are built by the store's own reader functions (redis_conn.c).
+ *
  * Input: one byte choosing the operation (and a query's offset and
  * limit), then RESP text, as a server would send it.
  * Invariants: every job handed out has an id; a query page is in query
@@ -114,8 +116,11 @@ static int huge_array(const uint8_t *p, size_t n) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint8_t o = fuzz_byte(&data, &size);
   if (huge_array(data, size)) return 0;
-  redisReader *rd = redisReaderCreate();
+  /* The store's own reply objects (redis_conn.c: arenas). */
+  chr_reply_arena_t arena = {NULL};
+  redisReader *rd = redisReaderCreateWithFunctions(&chr_reply_fns);
   if (rd == NULL) abort();
+  rd->privdata = &arena;
   redisReaderFeed(rd, (const char *)data, size);
   void *reply;
   for (int n = 0; n < 4 && redisReaderGetReply(rd, &reply) == REDIS_OK && reply != NULL; n++) {
@@ -131,7 +136,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       reply_time(r->element[i]);
       reply_int(r->element[i]);
     }
-    freeReplyObject(r);
+    chr_reply_fns.freeObject(r);
   }
   redisReaderFree(rd);
   return 0;

@@ -19,7 +19,7 @@
  * (server restarted, SCRIPT FLUSH) sends the same command again as EVAL,
  * which also puts the script back in the server's cache.
  *
- * Replies are read into arenas that the readers own (reply_arena_t): each
+ * Replies are read into arenas that the readers own (chr_reply_arena_t): each
  * reply's objects in one block or a few, freed with the reply. */
 #include "redis_conn.h"
 
@@ -49,24 +49,19 @@ enum { LINK_CMD, LINK_SUB, NLINKS };
 #define PROGRESS_AFTER_US 1000000
 #define PROGRESS_EVERY_US 5000000
 
-/* Replies are built in arenas: each reply's objects, its strings inline,
- * in one block (or a few for a large one), freed at once. hiredis'
- * default gives every element two allocations (the object and its
- * string) and frees them one by one; a claimed job's record is some 30
- * elements, read once per job. reply_arena_t is the reader's: the block
- * the reply being read allocates from. */
+/* Replies are built in arenas (chr_reply_arena_t, redis_conn.h): each
+ * reply's objects, its strings inline, in one block (or a few for a large
+ * one), freed at once. hiredis' default gives every element two
+ * allocations (the object and its string) and frees them one by one; a
+ * claimed job's record is some 30 elements, read once per job. */
 typedef struct reply_block {
   struct reply_block *next;
   size_t used, cap;
 } reply_block_t;
 
-typedef struct reply_arena {
-  reply_block_t *cur;
-} reply_arena_t;
-
 typedef struct rctx {
   chr_rconn_t *rc;
-  reply_arena_t arena; /* its reader's */
+  chr_reply_arena_t arena; /* its reader's */
   redisAsyncContext *ac; /* NULL once hiredis has let it go */
   int kind;
   int refs;
@@ -342,7 +337,7 @@ int chr_reply_is_error(const redisReply *r, const char *prefix) {
          memcmp(r->str, prefix, n) == 0;
 }
 
-/* ---- replies (reply_arena_t) */
+/* ---- replies (chr_reply_arena_t) */
 
 #define ALIGNED(n) (((n) + 15) & ~(size_t)15)
 #define BLOCK_HEAD ALIGNED(sizeof(reply_block_t))
@@ -362,7 +357,7 @@ static reply_block_t *block_new(size_t need, size_t size) {
  * its own, at its start (reply_free finds the block from it); the others
  * go after it, in further blocks linked to it when it is full. */
 static redisReply *reply_obj(const redisReadTask *task, int type, size_t n) {
-  reply_arena_t *a = task->privdata;
+  chr_reply_arena_t *a = task->privdata;
   reply_block_t *b;
   n = ALIGNED(n);
   if (task->parent == NULL) {
@@ -427,8 +422,8 @@ static void reply_free(void *root) {
   }
 }
 
-static redisReplyObjectFunctions reply_fns = {reply_string, reply_array, reply_integer, reply_nil,
-                                              reply_free};
+redisReplyObjectFunctions chr_reply_fns = {reply_string, reply_array, reply_integer, reply_nil,
+                                           reply_free};
 
 /* ---- contexts and links */
 
@@ -698,7 +693,7 @@ static void link_connect(chr_rconn_t *rc, int kind, const char *ip) {
   x->refs = 1;
   rc->nctx++;
   ac->data = x;
-  ac->c.reader->fn = &reply_fns;
+  ac->c.reader->fn = &chr_reply_fns;
   ac->c.reader->privdata = &x->arena;
   if (redisLibuvAttach(ac, chr_loop()) != REDIS_OK) {
     snprintf(rc->lasterr, sizeof rc->lasterr, "cannot watch the socket");

@@ -99,6 +99,15 @@ void chr_rconn_subscribe(chr_rconn_t *rc, const char *channel, chr_rconn_msg_cb 
 void chr_rconn_close(chr_rconn_t *rc);
 int chr_rconn_closed(const chr_rconn_t *rc);
 
+/* The reply objects of the connections' readers: a reply's objects and
+ * their strings in one block or a few, freed with the reply (its root) by
+ * chr_reply_fns.freeObject. A reader using them needs privdata pointing
+ * at a chr_reply_arena_t of its own, which it keeps while it reads. */
+typedef struct chr_reply_arena {
+  struct reply_block *cur; /* where the reply being read allocates */
+} chr_reply_arena_t;
+extern redisReplyObjectFunctions chr_reply_fns;
+
 /* Reply helpers. */
 int chr_reply_is_error(const redisReply *r, const char *prefix);
 
