@@ -1132,6 +1132,29 @@ FROM generate_series(1, %d) k, generate_series(1, %d) i;
       writer:store():close()
     end)
 
+    it("starts a job written by raw SQL (no NOTIFY) within ten polls, while its polls make no claim", function()
+      local t = fresh_table()
+      local ran = {}
+      local store = chronis.storage.open(url(nil, t))
+      local sched = chronis.scheduler{ storage = store, polling_interval = 0.05, logger = function() end }
+      sched:handler("hello", function(job) ran[#ran + 1] = { job.job_id, chronis.time.now() } end)
+      sched:start()
+      chronis.sleep(0.5) -- claimed nothing, read the next due time (none), LISTEN is up
+      local at = chronis.time.now() + 200000
+      psql(("INSERT INTO %s (job_id, status, trigger_type, next_run_time, updated_at, record) "
+        .. "VALUES ('raw', 'scheduled', 'date', '%s', now(), '{\"func_name\": \"hello\"}')"):format(
+          t, chronis.time.format(at)))
+      -- Nobody announced it: the next read of next_due_time (every 10
+      -- polls, 0.5 s) finds it.
+      assert(chronis.run_until(function() return #ran == 1 end, 3), "the raw job did not run")
+      assert.are.equal("raw", ran[1][1])
+      assert.is_true(ran[1][2] >= at, "ran before it was due")
+      assert.is_true(ran[1][2] < at + 500000 + 300000, "ran late: " .. (ran[1][2] - at) .. " µs")
+      sched:stop()
+      sched:close()
+      store:close()
+    end)
+
     it("leaves polling as the fallback with notify=false", function()
       local t = fresh_table()
       local ran = {}

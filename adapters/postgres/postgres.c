@@ -351,6 +351,9 @@ static void listened_cb(pg_conn_t *c, PGresult *res, void *arg) {
     return;
   }
   st->listen_failures = 0;
+  /* Listening (again): what other processes announced before now was not
+   * heard, so a job may be due now (CHR_STORE_CAP_HINTS). */
+  if (!st->closing) chr_store_wake(&st->base, chr_time_now());
 }
 
 static void listen_open(pg_store_t *st) {
@@ -584,7 +587,9 @@ int chr_postgres_open(const chr_opts_t *opts, chr_store_t **out, char *err, size
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
                      CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY | CHR_STORE_CAP_SCOPE |
-                     CHR_STORE_CAP_QUEUES);
+                     CHR_STORE_CAP_QUEUES |
+                     /* Other processes' writes reach us only by NOTIFY. */
+                     (st->o.notify ? CHR_STORE_CAP_HINTS : 0));
   chr_pg_sql_init(&st->sql, &st->o);
   st->notify_min = CHR_TIME_NONE;
   uv_timer_t **timers[] = {&st->retry_timer, &st->notify_timer, &st->listen_timer,

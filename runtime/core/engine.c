@@ -102,8 +102,15 @@ struct chr_sched {
   chr_completion_t *pend; /* completions waiting for the next flush */
   size_t npend, pendcap;
   unsigned claim_busy : 1, flush_busy : 1, due_busy : 1, recover_busy : 1, extend_busy : 1,
-      dispatching : 1, starved : 1, closed : 1, grace_over : 1, reclaim : 1;
+      dispatching : 1, starved : 1, closed : 1, grace_over : 1, reclaim : 1, due_valid : 1;
   int64_t last_recover;
+  /* Stores whose hints cover every write (CHR_STORE_CAP_HINTS): the
+   * earliest time a job of this scheduler may be due (CHR_TIME_NONE:
+   * none), from the last next_due_time and every hint heard since; valid
+   * (due_valid) from that answer, which came at monotonic time due_read,
+   * for at most recheck_us. due_heard: the hints heard while a
+   * next_due_time is in flight, which its answer may predate. */
+  int64_t due_known, due_heard, due_read;
   /* The retention pass over completed jobs (keep_completed): the jobs its
    * query found, deleted one after the other, and when it last began. */
   struct {
@@ -154,6 +161,7 @@ static void flush_soon(chr_sched_t *s);
 static void check_stopped(chr_sched_t *s);
 static void wake_cb(void *data, int64_t when, const chr_job_t *job);
 static void hint_push(chr_sched_t *s, int64_t t);
+static int nothing_due(chr_sched_t *s);
 static void flush_timer_cb(uv_timer_t *t);
 static void reboot_scan(chr_sched_t *s);
 
@@ -1523,6 +1531,7 @@ static void claim(chr_sched_t *s) {
     schedule_tick(s, wait);
     return;
   }
+  if (nothing_due(s)) return;
   int64_t cap = (int64_t)s->opts.max_queue_size - (int64_t)s->nheap - s->nrunning;
   if (cap <= 0) { /* backpressure: claim again when a run ends */
     s->starved = 1;
@@ -1954,8 +1963,12 @@ static void due_cb(chr_store_req_t *req) {
   int64_t delay = poll, now = chr_sched_now(s), hint = hint_next(s);
   if (req->status != 0) {
     op_failed(s, CHR_SOP_NEXT_DUE, req);
+    s->due_valid = 0; /* claim at every poll until it answers again */
   } else {
     op_ok(s, CHR_SOP_NEXT_DUE);
+    s->due_known = chr_time_earlier(req->count, s->due_heard);
+    s->due_read = chr_time_mono();
+    s->due_valid = 1;
     if (req->count != CHR_TIME_NONE) {
       int64_t d = req->count - now;
       if (d < delay) delay = d < 0 ? 0 : d;
@@ -1995,7 +2008,44 @@ static void arm_timer(chr_sched_t *s) {
   sreq_t *q = sreq_new(s, CHR_OP_NEXT_DUE, due_cb);
   q->req.filter = scope_of(s);
   s->due_busy = 1;
+  s->due_heard = CHR_TIME_NONE;
   sreq_submit(q);
+}
+
+/* Stores whose hints cover every write, and that can say their next due
+ * time: a poll trusts what they said and skips its claim while nothing
+ * can be due. */
+static int hinted(const chr_sched_t *s) {
+  unsigned both = CHR_STORE_CAP_HINTS | CHR_STORE_CAP_NEXT_DUE;
+  return (s->store->caps & both) == both && !(s->store->caps & CHR_STORE_CAP_LOCAL);
+}
+
+/* How long a next_due_time answer is trusted: a write the store did not
+ * announce (made around chronis, or a hint lost on its way) is found by
+ * the next read, so it starts at most this late. Ten polls, within
+ * [polling_interval, 60 s]. */
+static int64_t recheck_us(const chr_sched_t *s) {
+  double poll = s->opts.polling_interval, every = 10 * poll;
+  if (every > 60) every = 60;
+  if (every < poll) every = poll;
+  return (int64_t)(every * 1e6);
+}
+
+/* A poll on a hinted store while nothing of this scheduler can be due
+ * yet: no claim (no round trip); the timer is armed for the earliest
+ * known time or the next poll. Once the last next_due_time is older than
+ * recheck_us, it is read again instead (its answer arms the timer). */
+static int nothing_due(chr_sched_t *s) {
+  if (!hinted(s) || !s->due_valid || s->reclaim) return 0;
+  int64_t now = chr_sched_now(s), poll = (int64_t)(s->opts.polling_interval * 1e6);
+  if (s->due_known != CHR_TIME_NONE && s->due_known <= now) return 0;
+  if (chr_time_mono() - s->due_read >= recheck_us(s)) {
+    arm_timer(s);
+    return 1;
+  }
+  if (s->due_known != CHR_TIME_NONE && s->due_known - now < poll) poll = s->due_known - now;
+  tick_within(s, poll);
+  return 1;
 }
 
 /* Store hint: a job may be due before the armed timer. */
@@ -2011,6 +2061,9 @@ static void wake_cb(void *data, int64_t when, const chr_job_t *job) {
   /* Kept as a hint too where the store cannot say its next due time: a
    * timer that fires a little early then re-arms for it, not for a poll. */
   if (!(s->store->caps & (CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_NEXT_DUE))) hint_push(s, when);
+  /* What a poll trusts (nothing_due); an answer in flight may predate it. */
+  s->due_known = chr_time_earlier(s->due_known, when);
+  if (s->due_busy) s->due_heard = chr_time_earlier(s->due_heard, when);
   /* `when` is on the scheduler's clock (which a test may set), armed_at
    * on the wall clock: tick_within compares delays. */
   tick_within(s, when - chr_sched_now(s));
@@ -2093,6 +2146,7 @@ chr_sched_t *chr_sched_new(chr_store_t *store, chr_lock_t *lock, const chr_sched
   s->hooks = hooks;
   s->host = host;
   s->armed_at = s->last_recover = s->claimed_at = s->expiry.last = CHR_TIME_NONE;
+  s->due_known = s->due_heard = CHR_TIME_NONE;
   make_node_id(s->node_id, sizeof s->node_id);
   s->refs = 1; /* the owner's, dropped by chr_sched_close */
   s->watch.cb = wake_cb;
@@ -2114,6 +2168,7 @@ int chr_sched_start(chr_sched_t *s) {
   s->state = CHR_SCHED_RUNNING;
   s->grace_over = 0;
   s->claim_after = s->flush_after = 0;
+  s->due_valid = 0; /* hints were not heard while stopped */
   s->poll_timer = timer_new(s);
   s->lease_timer = timer_new(s);
   s->flush_timer = timer_new(s);
