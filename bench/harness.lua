@@ -393,6 +393,7 @@ local B3 = scenario{
     { key = "due100", label = "claim, 100 due µs", get = function(x) return x.r.claim_100.median_us end },
     { key = "recover", label = "recover leases µs", get = function(x) return x.r.recover_empty.median_us end },
     { key = "nextdue", label = "next_due_time µs", get = function(x) return x.r.next_due.median_us end },
+    { key = "tick", label = "engine poll, none due µs", get = function(x) return x.r.tick_empty and x.r.tick_empty.median_us end },
     { key = "create", label = "create/s", get = function(x) return x.r.create_per_s end },
     { key = "rss", label = "peak RSS MiB", get = function(x) return x.m.maxrss_kb / 1024 end },
   },

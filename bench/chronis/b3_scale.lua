@@ -6,6 +6,7 @@
 --   claim_due_jobs with nothing due, recover_expired_leases with nothing
 --   expired, next_due_time, and claim_due_jobs with 100 jobs due (100 date
 --   jobs created due 1 s ago before each timed claim, deleted after it).
+-- Then the cost of one engine poll with nothing due (tick_empty, below).
 -- usage: lua5.4 bench/chronis/b3_scale.lua N STORAGE_URL [POLLS] [ROUNDS_100] [TASKS]
 package.path = (arg[0]:match("^(.*/)") or "./") .. "?.lua;" .. package.path
 local B = require "common"
@@ -75,6 +76,55 @@ end)
 local recover = timeit(P, function() store:recover_expired_leases(chronis.time.now()) end)
 local next_due = timeit(P, function() store:next_due_time() end)
 
+-- One engine poll with nothing due (tick_empty): a scheduler polling every
+-- 100 ms (the shortest polling_interval) over the N far-future jobs,
+-- watched for W windows of 2 s. A
+-- window's cost per poll = the time its store requests took, from
+-- submission to answer (the counts chr_store_submit keeps for
+-- chronis.metrics), over its polls, counted as its lease recoveries (one
+-- per poll: 100 ms < lease_seconds / 2). Where the store's hints cover
+-- every write (Redis, PostgreSQL) a poll with nothing due is that recovery
+-- alone, plus a next_due_time every 10 polls; elsewhere it also claims and
+-- reads next_due_time. The per-poll counts of each request go with it.
+local W = 5
+local function op_totals()
+  local text, t = require("chronis.metrics").render({ schedulers = {} }), {}
+  for op, kind, v in text:gmatch('chronis_store_operation_duration_seconds_(%a+)(%b{}) (%S+)') do
+    local name = kind:match('op="([^"]+)"')
+    if name and (op == "sum" or op == "count") then
+      t[name] = t[name] or { sum = 0, count = 0 }
+      t[name][op] = t[name][op] + tonumber(v)
+    end
+  end
+  return t
+end
+local poller = chronis.scheduler{ storage = store, polling_interval = 0.1, lease_seconds = 30 }
+poller:start()
+chronis.sleep(0.5) -- the first claim and next_due_time are not part of it
+local per_poll, counts = {}, { claim_due_jobs = 0, recover_expired_leases = 0, next_due_time = 0 }
+for w = 1, W do
+  local a = op_totals()
+  chronis.sleep(2)
+  local b = op_totals()
+  local polls, secs = 0, 0
+  for name, x in pairs(b) do
+    local y = a[name] or { sum = 0, count = 0 }
+    secs = secs + (x.sum - y.sum)
+    if counts[name] then counts[name] = counts[name] + (x.count - y.count) end
+    if name == "recover_expired_leases" then polls = x.count - y.count end
+  end
+  per_poll[w] = polls > 0 and secs * 1e6 / polls or nil
+end
+poller:stop()
+table.sort(per_poll)
+local polls = counts.recover_expired_leases
+local tick_empty = {
+  median_us = per_poll[1] and B.pct(per_poll, 50), min_us = per_poll[1], max_us = per_poll[#per_poll],
+  windows = W, polls = polls,
+  claims_per_poll = polls > 0 and counts.claim_due_jobs / polls or nil,
+  next_due_per_poll = polls > 0 and counts.next_due_time / polls or nil,
+}
+
 local short = 0
 local past = fmt(chronis.time.now() - 1000000)
 local times = {}
@@ -98,6 +148,7 @@ B.emit{
   bytes_per_job = not reused and (rss1 - rss0) * 1024 / N or nil,
   lua_heap_before_kb = lua0, lua_heap_after_kb = lua1,
   poll_empty = empty, recover_empty = recover, next_due = next_due, claim_100 = due,
+  tick_empty = tick_empty,
   claimed_when_empty = claimed_empty, short_claims = short,
   versions = { chronis = chronis._VERSION, lua = _VERSION },
 }
