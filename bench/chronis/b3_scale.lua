@@ -76,17 +76,18 @@ end)
 local recover = timeit(P, function() store:recover_expired_leases(chronis.time.now()) end)
 local next_due = timeit(P, function() store:next_due_time() end)
 
--- One engine poll with nothing due (tick_empty): a scheduler polling every
--- 100 ms (the shortest polling_interval) over the N far-future jobs,
--- watched for W windows of 2 s. A
--- window's cost per poll = the time its store requests took, from
+-- One engine poll with nothing due (tick_empty): the engine's poll
+-- (sched:tick(), what its poll timer calls) of a started scheduler over
+-- the N far-future jobs, P times, 20 ms apart. Its own timer stays out of
+-- the way (polling_interval = 3600 s), and so does lease recovery, which
+-- keeps its own cadence (min(polling_interval, lease_seconds / 2), here
+-- 15 s) and is timed apart above (recover_empty). A poll's cost: the time
+-- of the call, plus the time each store request it made took from
 -- submission to answer (the counts chr_store_submit keeps for
--- chronis.metrics), over its polls, counted as its lease recoveries (one
--- per poll: 100 ms < lease_seconds / 2). Where the store's hints cover
--- every write (Redis, PostgreSQL) a poll with nothing due is that recovery
--- alone, plus a next_due_time every 10 polls; elsewhere it also claims and
--- reads next_due_time. The per-poll counts of each request go with it.
-local W = 5
+-- chronis.metrics, read before and after, once the answers are in). On
+-- stores whose hints cover every write (Redis, PostgreSQL) a poll with
+-- nothing due makes no request; elsewhere it claims and then reads
+-- next_due_time. `requests` gives the requests per poll by operation.
 local function op_totals()
   local text, t = require("chronis.metrics").render({ schedulers = {} }), {}
   for op, kind, v in text:gmatch('chronis_store_operation_duration_seconds_(%a+)(%b{}) (%S+)') do
@@ -98,32 +99,28 @@ local function op_totals()
   end
   return t
 end
-local poller = chronis.scheduler{ storage = store, polling_interval = 0.1, lease_seconds = 30 }
+local poller = chronis.scheduler{ storage = store, polling_interval = 3600, lease_seconds = 30 }
 poller:start()
-chronis.sleep(0.5) -- the first claim and next_due_time are not part of it
-local per_poll, counts = {}, { claim_due_jobs = 0, recover_expired_leases = 0, next_due_time = 0 }
-for w = 1, W do
-  local a = op_totals()
-  chronis.sleep(2)
-  local b = op_totals()
-  local polls, secs = 0, 0
-  for name, x in pairs(b) do
-    local y = a[name] or { sum = 0, count = 0 }
-    secs = secs + (x.sum - y.sum)
-    if counts[name] then counts[name] = counts[name] + (x.count - y.count) end
-    if name == "recover_expired_leases" then polls = x.count - y.count end
+chronis.sleep(0.5) -- its first claim and next_due_time are not part of it
+local ticks, requests = {}, {}
+for i = 1, P do
+  local before = op_totals()
+  local a = mono()
+  poller:tick()
+  local call_us = (mono() - a) / 1000
+  chronis.sleep(0.02) -- the answers of what it sent come in
+  local after, store_us = op_totals(), 0
+  for name, x in pairs(after) do
+    local y = before[name] or { sum = 0, count = 0 }
+    store_us = store_us + (x.sum - y.sum) * 1e6
+    if x.count > y.count then requests[name] = (requests[name] or 0) + (x.count - y.count) / P end
   end
-  per_poll[w] = polls > 0 and secs * 1e6 / polls or nil
+  ticks[i] = call_us + store_us
 end
 poller:stop()
-table.sort(per_poll)
-local polls = counts.recover_expired_leases
-local tick_empty = {
-  median_us = per_poll[1] and B.pct(per_poll, 50), min_us = per_poll[1], max_us = per_poll[#per_poll],
-  windows = W, polls = polls,
-  claims_per_poll = polls > 0 and counts.claim_due_jobs / polls or nil,
-  next_due_per_poll = polls > 0 and counts.next_due_time / polls or nil,
-}
+table.sort(ticks)
+local tick_empty = { median_us = B.pct(ticks, 50), p90_us = B.pct(ticks, 90), min_us = ticks[1],
+                     max_us = ticks[#ticks], n = P, requests = requests }
 
 local short = 0
 local past = fmt(chronis.time.now() - 1000000)
