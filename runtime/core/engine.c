@@ -1977,8 +1977,14 @@ static void due_cb(chr_store_req_t *req) {
   if (hint != CHR_TIME_NONE && hint - now < delay) delay = hint - now;
   /* A job that looks due but that the last claims did not get (another
    * node holds it, or it does not match this scheduler): wait a little,
-   * more each time, instead of asking again at once. */
-  if (delay <= 0 && s->empty_claims > 0) {
+   * more each time, instead of asking again at once. Only a job due by
+   * the time the last claim looked at counts: one that fell due since
+   * (while the claim was in flight, with jobs due every few ms) is
+   * claimed at once, else each empty claim would cost the next jobs 10 ms
+   * or more of lateness. */
+  int64_t stuck = req->status == 0 ? req->count : CHR_TIME_NONE;
+  if (delay <= 0 && s->empty_claims > 0 && stuck != CHR_TIME_NONE &&
+      s->claimed_at != CHR_TIME_NONE && stuck <= s->claimed_at) {
     int64_t d = 10000;
     for (int i = 1; i < s->empty_claims && d < poll; i++) d *= 2;
     delay = d < poll ? d : poll;
