@@ -363,6 +363,24 @@ function Store:create_job(job)
   return json.decode(entry.text)
 end
 
+-- One write of the file for the whole list.
+function Store:create_jobs(list)
+  local records = check_call(self, "create_jobs", list)
+  local changes, results = {}, {}
+  local updated_at = #records > 0 and stamp(self)
+  for i, rec in ipairs(records) do
+    if self.entries[rec.job_id] ~= nil or changes[rec.job_id] ~= nil then
+      results[i] = { job_id = rec.job_id, ok = false, code = "duplicate" }
+    else
+      rec.updated_at = updated_at
+      changes[rec.job_id] = make_entry(rec)
+      results[i] = { job_id = rec.job_id, ok = true }
+    end
+  end
+  if next(changes) then commit(self, changes) end
+  return results
+end
+
 function Store:get_job(id)
   check_call(self, "get_job", id)
   local e = self.entries[id]

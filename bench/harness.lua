@@ -12,6 +12,8 @@
 -- the report in build/bench/smoke.md; the last line printed is the one-line
 -- verdict. Exits non-zero when a run failed: a chronis store that exists in
 -- runtime/core/open.c's scheme table, or an installed peer.
+-- Charts of the results (SVG) go beside the report: docs/bench/ for a
+-- full run, build/bench/svg/ for --smoke.
 -- --stores: only the chronis rows of these stores (no peers).
 -- --history-off: B1 also runs each chronis store with history=0 in its URL,
 -- alternating with the default, and gives the ratio (history on / off).
@@ -227,6 +229,8 @@ local B1 = scenario{
     { "chronis-redis", "chronis-redis-nohist", "jobs_s", "chronis Redis, history on / off" },
     { "chronis-memory-http", "chronis-memory", "jobs_s", "chronis memory, HTTP server polled every 100 ms / off" },
     { "chronis-sqlite-http", "chronis-sqlite", "jobs_s", "chronis SQLite, HTTP server polled every 100 ms / off" },
+    { "chronis-redis", "bullmq", "create_s", "creation, chronis Redis / BullMQ addBulk" },
+    { "chronis-postgres", "graphile", "create_s", "creation, chronis PostgreSQL / graphile-worker addJobs" },
   },
 }
 local function b1_validate(n)
@@ -698,6 +702,19 @@ local function run_scenario(sc)
       end
       o.figures[f.key] = f.text and { text = text } or U.stats(vals)
     end
+    -- A lateness histogram (B2, B2X) is summed over the runs: the
+    -- distribution of every run measured, like the table's min–max.
+    for r = 1, SIZE.runs do
+      local h = row.runs[r] and row.runs[r].r and row.runs[r].r.hist
+      if type(h) == "table" and h.counts then
+        if not o.hist then
+          o.hist = { edges_ms = h.edges_ms, counts = {}, runs = 0 }
+          for i = 1, #h.counts do o.hist.counts[i] = 0 end
+        end
+        for i, c in ipairs(h.counts) do o.hist.counts[i] = (o.hist.counts[i] or 0) + c end
+        o.hist.runs = o.hist.runs + 1
+      end
+    end
     local any = row.runs[1] or row.runs[2] or row.runs[3]
     if any then
       o.settings = any.r and any.r.settings
@@ -939,9 +956,14 @@ if opts.only and not opts.smoke then
   end
 end
 
-local md = report.markdown(results, opts.smoke)
-U.write(BUILD .. "/results.json", U.json.encode(results))
 local out = opts.out or (opts.smoke and (BUILD .. "/smoke.md") or "docs/benchmarks.md")
+-- The charts go beside the page: docs/bench/ for docs/benchmarks.md,
+-- build/bench/svg/ for the smoke report (so a smoke run leaves docs alone).
+local chart_rel = opts.smoke and "svg" or "bench"
+local charts = report.charts(results)
+report.write_charts((out:match("^(.*)/[^/]*$") or ".") .. "/" .. chart_rel, charts)
+local md = report.markdown(results, opts.smoke, { rel = chart_rel, list = charts })
+U.write(BUILD .. "/results.json", U.json.encode(results))
 report.write(out, md)
 if not opts.smoke then io.stdout:write("\n", md, "\n") end
 U.sh("rm -rf " .. U.q(TMP))

@@ -220,6 +220,96 @@ describe("scheduler API", function()
     end)
   end)
 
+  describe("create_jobs", function()
+    local function date(id, fields)
+      local f = { job_id = id, trigger_type = "date", func_name = "h", run_date = fmt(T0 + 60 * S) }
+      for k, v in pairs(fields or {}) do f[k] = v end
+      return f
+    end
+
+    it("creates each job as create_job would and returns their ids in order", function()
+      local ids, failed = s:create_jobs({
+        date("d1", { max_retries = 3, metadata = { k = "v" } }),
+        { job_id = "iv", trigger_type = "interval", func_name = "h", minutes = 2 },
+        { trigger_type = "cron", func_name = "h", hour = 12, minute = 0 },
+      })
+      assert.is_nil(failed)
+      assert.are.equal(3, #ids)
+      assert.are.same({ "d1", "iv" }, { ids[1], ids[2] })
+      assert.is_string(ids[3])
+      local d = s:get_job("d1")
+      U.assert_fields({ trigger_type = "date", status = "scheduled", max_retries = 3,
+        metadata = { k = "v" }, if_missed = "run_once" }, d)
+      assert.are.equal(T0 + 60 * S, H.t(d.next_run_time))
+      local iv = s:get_job("iv")
+      assert.are.same({ minutes = 2 }, iv.trigger_args)
+      assert.are.equal(T0 + 120 * S, H.t(iv.next_run_time))
+      assert.are.equal("2025-01-15T12:00:00Z", s:get_job(ids[3]).next_run_time)
+      assert.are.equal(3, s:count_jobs())
+    end)
+
+    it("reports duplicates by their index in the list and creates the others", function()
+      s:create_date_job { job_id = "old", func_name = "h", run_date = fmt(T0), name = "first" }
+      local list = {}
+      for i = 1, 2500 do list[i] = date("n" .. i) end
+      list[1700] = date("old", { name = "second" })
+      list[2400] = date("n5")
+      local ids, failed = s:create_jobs(list)
+      assert.are.equal(2500, #ids)
+      local bad = {}
+      for i in pairs(failed) do bad[#bad + 1] = i end
+      table.sort(bad)
+      assert.are.same({ 1700, 2400 }, bad)
+      assert.are.equal("duplicate", failed[1700].code)
+      assert.truthy(failed[1700].message:find("item 1700: job 'old' already exists", 1, true),
+        failed[1700].message)
+      assert.are.equal("duplicate", failed[2400].code)
+      assert.are.equal("first", s:get_job("old").name)
+      assert.are.equal(2500 - 2 + 1, s:count_jobs())
+    end)
+
+    it("refuses an invalid item, naming it, and creates nothing of its batch", function()
+      assert_error("invalid", "create_jobs: item 2: invalid trigger_args 'run_date'", s.create_jobs, s,
+        { date("a"), date("b", { run_date = "soon" }), date("c") })
+      assert_error("invalid", "create_jobs: item 1: invalid field 'trigger_type'", s.create_jobs, s,
+        { { job_id = "x", func_name = "h", run_date = fmt(T0) } })
+      assert_error("invalid", "create_jobs: item 2 is not a table", s.create_jobs, s, { date("a"), 7 })
+      assert_error("invalid", "did you mean 'run_date'", s.create_jobs, s,
+        { { job_id = "t", trigger_type = "date", func_name = "h", rundate = fmt(T0) } })
+      assert.are.equal(0, s:count_jobs())
+    end)
+
+    it("refuses the options that are per create_job", function()
+      for _, opt in ipairs({ "unique", "if_exists", "on_success", "on_failure" }) do
+        assert_error("invalid", "create_jobs: item 1: option '" .. opt .. "'", s.create_jobs, s,
+          { date("a", { [opt] = opt == "if_exists" and "skip" or true }) })
+      end
+      assert.are.equal(0, s:count_jobs())
+    end)
+
+    it("applies the handler's defaults and leaves the caller's tables as they were", function()
+      s:handler("h2", { run = function() end, retry = 4, timeout = 9 })
+      local item = { job_id = "hd", trigger_type = "date", func_name = "h2", run_date = fmt(T0) }
+      s:create_jobs({ item })
+      U.assert_fields({ max_retries = 4, timeout_seconds = 9 }, s:get_job("hd"))
+      assert.are.same({ job_id = "hd", trigger_type = "date", func_name = "h2", run_date = fmt(T0) }, item)
+    end)
+
+    it("runs the jobs it created", function()
+      local ran = {}
+      s:handler("h", function(job) ran[#ran + 1] = job.args[1] end)
+      local list = {}
+      for i = 1, 50 do list[i] = date("r" .. i, { run_date = fmt(T0), args = { i } }) end
+      s:create_jobs(list)
+      s:start()
+      s:tick()
+      H.wait(function() return #ran == 50 end)
+      table.sort(ran)
+      assert.are.equal(1, ran[1])
+      assert.are.equal(50, ran[50])
+    end)
+  end)
+
   describe("a handler name no handler answers to", function()
     local warnings, sched
     before_each(function()
@@ -241,6 +331,18 @@ describe("scheduler API", function()
       assert.are.same({ job_id = "typo", handler = "sendmail" }, warnings[1].fields)
       assert.are.equal("typo2", warnings[2].fields.job_id)
       assert.are.equal("scheduled", sched:get_job("typo").status)
+    end)
+
+    it("is one warning per unknown name for create_jobs", function()
+      sched:create_jobs({
+        { job_id = "t1", trigger_type = "date", func_name = "sendmail", run_date = T0 },
+        { job_id = "t2", trigger_type = "date", func_name = "sendmail", run_date = T0 },
+        { job_id = "t3", trigger_type = "date", func_name = "send_email", run_date = T0 },
+      })
+      assert.are.equal(1, #warnings)
+      assert.truthy(warnings[1].msg:find("no handler named 'sendmail'", 1, true), warnings[1].msg)
+      assert.are.same({ handler = "sendmail" }, warnings[1].fields)
+      assert.are.equal(3, sched:count_jobs())
     end)
 
     it("is no warning for the scheduler's own handlers or the process-wide ones", function()

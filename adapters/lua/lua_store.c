@@ -184,6 +184,23 @@ static int take_runs(lcall_t *c, lua_State *co, int idx) {
   return 0;
 }
 
+/* The result of one item of create_jobs or complete_jobs (top of co):
+ * {ok = true} or true is 0; else the code `code` names, or `fallback`. */
+static int item_result(lua_State *co, int fallback) {
+  int result = fallback;
+  if (lua_istable(co, -1)) {
+    lua_getfield(co, -1, "ok");
+    lua_getfield(co, -2, "code");
+    if (lua_toboolean(co, -2)) result = 0;
+    else if (lua_type(co, -1) == LUA_TSTRING && chr_errcode(lua_tostring(co, -1)))
+      result = chr_errcode(lua_tostring(co, -1));
+    lua_pop(co, 2);
+  } else if (lua_isboolean(co, -1) && lua_toboolean(co, -1)) {
+    result = 0;
+  }
+  return result;
+}
+
 /* Converts the method's results (stack of co, from 1). */
 static void take_results(lcall_t *c, lua_State *co) {
   chr_store_req_t *req = c->req;
@@ -251,6 +268,20 @@ static void take_results(lcall_t *c, lua_State *co) {
     }
     break;
   }
+  case CHR_OP_CREATE_MANY:
+    /* An item without a code that is not ok is a duplicate. */
+    if (!lua_istable(co, 1)) {
+      bad_type(c, "an array of results", co, 1);
+      break;
+    }
+    for (size_t i = 0; i < req->ncreates; i++) {
+      lua_rawgeti(co, 1, (lua_Integer)i + 1);
+      int result = item_result(co, CHR_EDUP);
+      req->creates[i].result = result;
+      if (result == 0) req->count++;
+      lua_pop(co, 1);
+    }
+    break;
   case CHR_OP_COMPLETE:
     if (!lua_istable(co, 1)) {
       bad_type(c, "an array of results", co, 1);
@@ -258,17 +289,7 @@ static void take_results(lcall_t *c, lua_State *co) {
     }
     for (size_t i = 0; i < req->nitems; i++) {
       lua_rawgeti(co, 1, (lua_Integer)i + 1);
-      int result = CHR_ECONFLICT;
-      if (lua_istable(co, -1)) {
-        lua_getfield(co, -1, "ok");
-        lua_getfield(co, -2, "code");
-        if (lua_toboolean(co, -2)) result = 0;
-        else if (lua_type(co, -1) == LUA_TSTRING && chr_errcode(lua_tostring(co, -1)))
-          result = chr_errcode(lua_tostring(co, -1));
-        lua_pop(co, 2);
-      } else if (lua_isboolean(co, -1) && lua_toboolean(co, -1)) {
-        result = 0;
-      }
+      int result = item_result(co, CHR_ECONFLICT);
       req->items[i].result = result;
       lua_pop(co, 1);
     }
@@ -293,6 +314,13 @@ static void wake_after(lua_store_t *ls, chr_store_req_t *req) {
     /* The stored job, whole: a scoped engine ignores another tenant's. */
     for (size_t i = 0; i < req->njobs; i++) chr_store_wake_job(&ls->base, req->jobs[i]);
     return;
+  case CHR_OP_CREATE_MANY:
+    /* One hint for the batch, without a job: a scoped engine takes it as
+     * a time only (at worst one claim that finds nothing of its own). */
+    for (size_t i = 0; i < req->ncreates; i++)
+      if (req->creates[i].result == 0)
+        when = chr_time_earlier(when, chr_job_wake_time(req->creates[i].job));
+    break;
   case CHR_OP_COMPLETE:
     for (size_t i = 0; i < req->nitems; i++)
       if (req->items[i].result == 0 && !req->items[i].remove)
@@ -362,6 +390,13 @@ static void push_run(lua_State *L, const chr_runrec_t *r) {
 static int push_args(lua_State *L, chr_store_req_t *req) {
   switch (req->op) {
   case CHR_OP_CREATE: chr_job_push(L, req->job); return 1;
+  case CHR_OP_CREATE_MANY:
+    lua_createtable(L, (int)req->ncreates, 0);
+    for (size_t i = 0; i < req->ncreates; i++) {
+      chr_job_push(L, req->creates[i].job);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
   case CHR_OP_GET:
   case CHR_OP_DELETE: lua_pushstring(L, req->id); return 1;
   case CHR_OP_UPDATE:

@@ -753,6 +753,26 @@ static void op_create(mem_store_t *ms, chr_store_req_t *req) {
   wake_if_due(ms, r);
 }
 
+/* create_jobs: each record as op_create stores it, without the copy back;
+ * the engines hear of the batch once, at its earliest time. */
+static void op_create_many(mem_store_t *ms, chr_store_req_t *req) {
+  int64_t when = CHR_TIME_NONE;
+  for (size_t i = 0; i < req->ncreates; i++) {
+    const chr_job_t *j = req->creates[i].job;
+    if (map_get(ms, j->job_id) != NULL) {
+      req->creates[i].result = CHR_EDUP;
+      continue;
+    }
+    mrec_t *r = rec_new(ms, j);
+    touch(ms, r);
+    map_add(ms, r);
+    rec_index(ms, r);
+    req->count++;
+    when = chr_time_earlier(when, chr_job_wake_time(&r->job));
+  }
+  if (when != CHR_TIME_NONE) chr_store_wake(&ms->base, when);
+}
+
 static void op_update(mem_store_t *ms, chr_store_req_t *req) {
   mrec_t *r = map_get(ms, req->id);
   if (r == NULL) {
@@ -815,6 +835,7 @@ static void op_next_due(mem_store_t *ms, chr_store_req_t *req) {
 
 static void (*const mem_ops[CHR_OP__COUNT])(mem_store_t *, chr_store_req_t *) = {
     [CHR_OP_CREATE] = op_create, [CHR_OP_GET] = op_get,       [CHR_OP_GET_BATCH] = op_get_batch,
+    [CHR_OP_CREATE_MANY] = op_create_many,
     [CHR_OP_UPDATE] = op_update, [CHR_OP_CAS] = op_cas,       [CHR_OP_DELETE] = op_delete,
     [CHR_OP_QUERY] = op_query,   [CHR_OP_COUNT] = op_count,   [CHR_OP_CLAIM] = op_claim,
     [CHR_OP_COMPLETE] = op_complete, [CHR_OP_RECOVER] = op_recover,
@@ -857,7 +878,7 @@ chr_store_t *chr_memory_store_new_opts(const chr_history_opts_t *hist, char **in
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
                      CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_HISTORY |
-                     CHR_STORE_CAP_SCOPE | CHR_STORE_CAP_QUEUES);
+                     CHR_STORE_CAP_SCOPE | CHR_STORE_CAP_QUEUES | CHR_STORE_CAP_CREATE_MANY);
   chr_memhist_init(&ms->hist, hist->keep, hist->days);
   chr_memindex_init(&ms->ix, index_paths);
   /* A per-store seed keeps ids chosen against one run's hash from

@@ -71,11 +71,21 @@ for i = 0, J - 1 do
 end
 table.sort(lat)
 local ms = function(v) return v and v / 1000 end
+-- Lateness histogram: counts[i] = runs with lateness in [edges[i],
+-- edges[i+1]) ms, the last bucket open-ended; a run that started early
+-- (negative lateness) counts in the first.
+local edges = { 0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000 }
+local counts, b = {}, 1
+for i = 1, #edges do counts[i] = 0 end
+for _, v in ipairs(lat) do -- sorted: the bucket only moves up
+  while b < #edges and v >= edges[b + 1] * 1000 do b = b + 1 end
+  counts[b] = counts[b] + 1
+end
 B.emit{
   impl = "chronis", store = url:match("^(%w+)"), jobs = J, seconds = D, expected = expected,
   runs = #lat, missed = missed, doubled = doubled, off_grid = off_grid,
   p50_ms = ms(B.pct(lat, 50)), p99_ms = ms(B.pct(lat, 99)), max_ms = ms(lat[#lat]),
-  min_ms = ms(lat[1]), cpu_s = cpu, cpu_per_1000 = window_runs > 0 and cpu / window_runs * 1000 or nil,
+  min_ms = ms(lat[1]), hist = { edges_ms = edges, counts = counts }, cpu_s = cpu, cpu_per_1000 = window_runs > 0 and cpu / window_runs * 1000 or nil,
   create_s = create_s, late_create = late_create,
   settings = { max_workers = workers, max_queue_size = queue, polling_interval = 1,
                trigger = "interval seconds=1, start_date spread over 1 s" },

@@ -508,6 +508,12 @@ end
 -- The checks of each method's arguments (check_call), by method name.
 local CALLS = {
   create_job = function(job) return M.check_record(job, "create_job") end,
+  create_jobs = function(list)
+    if type(list) ~= "table" then fail("invalid", "create_jobs: expected an array of jobs") end
+    local records = {}
+    for i, job in ipairs(list) do records[i] = M.check_record(job, ("create_jobs: item %d"):format(i)) end
+    return records
+  end,
   get_job = function(id)
     check_id(id, "get_job")
     return id
@@ -561,6 +567,7 @@ local CALLS = {
 --- closed store raises (as check_open), then the arguments of `method` are
 --- checked, all before anything changes, and returned ready to use:
 ---   create_job(job)                  -> the record (check_record)
+---   create_jobs(list)                -> the records (check_record each)
 ---   get_job(id), delete_job(id)      -> id
 ---   get_jobs_batch(ids)              -> ids
 ---   update_job(id, updates)          -> id, updates (check_update_job)

@@ -553,6 +553,128 @@ function Scheduler:create_date_job(fields)
   return self:create_job(f)
 end
 
+-- ---- bulk creation ----
+
+-- Records per store request: large enough that a networked store spends
+-- its time writing, small enough that one request stays a few MiB.
+local CREATE_BATCH = 1000
+
+-- The names a create_jobs item may use, as a set; the options of
+-- create_job that a batch cannot take, with the reason.
+local item_names
+local batch_refused = {
+  on_success = "callbacks are per create_job",
+  on_failure = "callbacks are per create_job",
+  unique = "unique jobs are created one by one (create_job)",
+  if_exists = "create_jobs reports existing jobs in its second result (use create_job for skip, update or replace)",
+}
+
+-- One item of create_jobs as create_job would store it: trigger keys given
+-- at the top level moved into trigger_args, the handler's defaults and the
+-- scheduler's misfire_threshold applied. A copy: the caller's table is
+-- left as it is. Raises `invalid` naming the item.
+local function batch_item(self, item, i, handlers)
+  if type(item) ~= "table" then
+    fail("invalid", "create_jobs: item %d is not a table (got %s)", i, type(item))
+  end
+  if item_names == nil then
+    item_names = {}
+    for _, list in ipairs{ core.job_fields, free_fields } do
+      for _, n in ipairs(list) do item_names[n] = true end
+    end
+  end
+  local tt = item.trigger_type
+  local keys = trigger_keys[tt]
+  if keys == nil then
+    fail("invalid", "create_jobs: item %d: invalid field 'trigger_type': expected date, interval or cron, got %s",
+      i, tostring(tt))
+  end
+  local f, args = {}, nil
+  for k, v in pairs(item) do
+    if item_names[k] then
+      f[k] = v
+    elseif keys[k] then
+      args = args or copy(item.trigger_args)
+      args[k] = v
+    elseif batch_refused[k] then
+      fail("invalid", "create_jobs: item %d: option '%s' is not taken here: %s", i, k, batch_refused[k])
+    else
+      f[k] = v -- the job's own data, unless it looks like a typo
+      local ok, err = pcall(refuse_typos, { [k] = true }, "job field", { core.job_fields, free_fields,
+        keys_of(keys) }, 1)
+      if not ok then
+        err.message = ("create_jobs: item %d: %s"):format(i, err.message)
+        error(err, 3)
+      end
+    end
+  end
+  if args then f.trigger_args = args end
+  local name = f.func_name
+  if name ~= nil and handlers[name] == nil then
+    handlers[name] = type(name) == "string" and (self._e:handlers()[name] or M.handlers[name]) or false
+    if not handlers[name] and unknown_handler(self, name) then handlers[#handlers + 1] = name end
+  end
+  local h = handlers[name]
+  if type(h) == "table" then
+    for k, field in pairs(handler_defaults) do
+      if h[k] ~= nil and f[field] == nil then f[field] = h[k] end
+    end
+  end
+  if f.misfire_threshold_seconds == nil then f.misfire_threshold_seconds = self._misfire_threshold end
+  return f
+end
+
+--- create_jobs(list) -> ids, failed: creates the jobs of `list` (each what
+--- create_job takes, with its trigger_type, without callbacks, unique or
+--- if_exists) in one store request per 1,000 jobs. ids[i] is the id of
+--- list[i]; failed is nil when every job was created, else {[i] = error}
+--- for those that were not (code "duplicate": the id exists, or an earlier
+--- item of the list has it). Every item is checked before any is stored:
+--- an invalid one raises, naming it, and nothing of its batch is created.
+function Scheduler:create_jobs(list)
+  if type(list) ~= "table" then
+    fail("invalid", "create_jobs: expected an array of jobs, got %s", type(list))
+  end
+  local n, ids, failed = #list, {}, nil
+  local handlers = {} -- name -> handler (false: none), then the unknown names
+  local batch = {}
+  for lo = 1, n, CREATE_BATCH do
+    local hi = math.min(n, lo + CREATE_BATCH - 1)
+    for i = lo, hi do batch[i - lo + 1] = batch_item(self, list[i], i, handlers) end
+    for i = hi - lo + 2, #batch do batch[i] = nil end
+    local ok, got, bad = pcall(engine.create_many, self._store, batch, self._e:now())
+    if not ok then
+      -- `create_jobs: item 3: ...` counts within the batch: name the item of the list.
+      if type(got) == "table" and type(got.message) == "string" then
+        got.message = got.message:gsub("^create_jobs: item (%d+)", function(k)
+          return "create_jobs: item " .. (tonumber(k) + lo - 1) end)
+      end
+      error(got, 2)
+    end
+    for i = 1, #got do
+      local f = batch[i]
+      ids[lo + i - 1] = got[i]
+      if bad and bad[i] then
+        failed = failed or {}
+        bad[i].message = bad[i].message:gsub("^create_jobs: item (%d+)", "create_jobs: item " .. (lo + i - 1))
+        failed[lo + i - 1] = bad[i]
+      else
+        warn_no_id(self, f, got[i])
+        if self._scope then
+          f.job_id = got[i]
+          warn_out_of_scope(self, f)
+        end
+      end
+    end
+  end
+  for _, name in ipairs(handlers) do
+    self._log("warn", ("create_jobs: no handler named '%s' yet (known handlers: %s); runs of its jobs fail "
+      .. "with handler_not_found unless one is registered before they start"):format(name,
+      known_handlers(self)), { handler = name })
+  end
+  return ids, failed
+end
+
 -- ---- the fluent builder ----
 
 local Builder = {}

@@ -206,6 +206,20 @@ static int check_request(chr_store_req_t *req) {
     chr_store_req_fail(req, CHR_EINVAL, "%s", err);
     return 1;
   }
+  if (in & CHR_IN_CREATES) {
+    for (size_t i = 0; i < req->ncreates; i++) {
+      char where[48];
+      snprintf(where, sizeof where, "%s: item %zu", name, i + 1);
+      /* As with completions: one bad record fails the call before any is
+       * written. */
+      if (chr_store_record_check(req->creates[i].job, where, err, sizeof err) != 0) {
+        chr_store_req_fail(req, CHR_EINVAL, "%s", err);
+        return 1;
+      }
+      req->creates[i].result = 0;
+    }
+    if (req->ncreates == 0) return 1;
+  }
   if (in & CHR_IN_ITEMS) {
     for (size_t i = 0; i < req->nitems; i++) {
       const chr_completion_t *c = &req->items[i];

@@ -51,7 +51,10 @@ enum {
   /* filter: the scope of a claim, a recovery or a next due time (a
    * tenant-scoped scheduler's): metadata conditions and the store's own
    * keys only; one without conditions becomes NULL (every job). */
-  CHR_IN_SCOPE = 16384
+  CHR_IN_SCOPE = 16384,
+  /* creates, ncreates: whole records (chr_store_record_check), all checked
+   * before any is written; none answers at once */
+  CHR_IN_CREATES = 32768
 };
 
 enum {
@@ -79,12 +82,15 @@ enum {
    * limits of one claim are emulated (store_fallback.c); a claim that asks
    * for a global or rate limit is refused CHR_ENOTSUP, naming the queue. */
   CHR_STORE_CAP_QUEUES = 1024,
+  /* create_jobs: a batch of records in one statement, script or pipeline.
+   * Without it the emulation creates them one by one. */
+  CHR_STORE_CAP_CREATE_MANY = 2048,
   /* Its wake-up hints (chr_store_wake) cover every write that can make a
-   * job due earlier, from every process on the store: creations,
-   * reschedules, completions and lease recoveries, announced to the
-   * watchers of every handle (pub/sub, NOTIFY), and a wake at the current
-   * time when the channel (re)connects, as hints may have been lost
-   * meanwhile. With it and CHR_STORE_CAP_NEXT_DUE, the engine trusts
+   * job due earlier, from every process on the store: creations (batch
+   * ones included), reschedules, completions and lease recoveries,
+   * announced to the watchers of every handle (pub/sub, NOTIFY), and a
+   * wake at the current time when the channel (re)connects, as hints may
+   * have been lost meanwhile. With it and CHR_STORE_CAP_NEXT_DUE, the engine trusts
    * next_due_time plus the hints heard since, and a poll while nothing
    * can be due makes no claim (docs/engine.md, Wake-ups). Writes made
    * around the store (raw SQL, raw commands) are not announced: the
@@ -129,6 +135,8 @@ int chr_store_check_queues(const struct chr_store *s, const chr_claim_queue_t *q
 #define CHR_STORE_OPS(X)                                                                  \
   /* job -> jobs[0]; CHR_EDUP */                                                         \
   X(CREATE, "create_job", 0, CHR_IN_RECORD, 2)                                           \
+  /* creates -> creates[i].result (0 or CHR_EDUP), count created */                     \
+  X(CREATE_MANY, "create_jobs", CHR_STORE_CAP_CREATE_MANY, CHR_IN_CREATES, 2)            \
   /* id -> jobs[0] or njobs 0 */                                                         \
   X(GET, "get_job", 0, CHR_IN_ID, 2)                                                     \
   /* ids -> jobs found */                                                                \
@@ -233,6 +241,14 @@ typedef struct chr_completion {
  * the caller applies c. */
 int chr_store_completion_result(const chr_completion_t *c, const chr_job_t *j);
 
+/* One record of create_jobs. A record whose job_id is stored already, or
+ * taken by an earlier record of the same batch, is not written and gets
+ * CHR_EDUP; the others are created as create_job would. */
+typedef struct chr_create_item {
+  chr_job_t *job; /* a whole record (borrowed) */
+  int result;     /* out: 0 or CHR_EDUP */
+} chr_create_item_t;
+
 struct chr_store_req {
   chr_store_op_t op;
   chr_store_t *store;
@@ -250,6 +266,8 @@ struct chr_store_req {
   const char *owner;
   chr_completion_t *items;
   size_t nitems;
+  chr_create_item_t *creates;
+  size_t ncreates;
   chr_runrec_t **runs;
   size_t nruns;
   chr_run_filter_t *run_filter;

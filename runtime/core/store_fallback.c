@@ -32,6 +32,8 @@ struct emu {
    * queue of the candidate being claimed. */
   int64_t *qtaken;
   size_t qi;
+  /* create_jobs: a sub-request is being sent / was answered meanwhile */
+  int sending, answered;
 };
 
 static void emu_finish(emu_t *e) {
@@ -119,6 +121,43 @@ static void batch_step(emu_t *e) {
   emu_sub(e, CHR_OP_GET);
   e->sub.id = e->req->ids[e->i++];
   emu_send(e, batch_step);
+}
+
+/* ---- create_jobs: one create_job per record ---- */
+
+static void create_step(emu_t *e);
+
+/* A store may answer inside submit: then the loop of create_step goes on,
+ * so that a long batch does not nest one call per record. */
+static void create_answered(emu_t *e) {
+  if (e->sending) e->answered = 1;
+  else create_step(e);
+}
+
+static void create_step(emu_t *e) {
+  for (;;) {
+    if (e->i > 0) { /* the answer to creates[i - 1] */
+      if (e->sub.status == CHR_EDUP) {
+        e->req->creates[e->i - 1].result = CHR_EDUP;
+      } else if (emu_failed(e)) {
+        emu_finish(e);
+        return;
+      } else {
+        e->req->count++;
+      }
+    }
+    if (e->i >= e->req->ncreates) {
+      emu_finish(e);
+      return;
+    }
+    emu_sub(e, CHR_OP_CREATE);
+    e->sub.job = e->req->creates[e->i++].job;
+    e->sending = 1;
+    e->answered = 0;
+    emu_send(e, create_answered);
+    e->sending = 0;
+    if (!e->answered) return; /* create_answered goes on later */
+  }
 }
 
 /* ---- count, next_due: one query ---- */
@@ -413,6 +452,7 @@ int chr__store_emulate(chr_store_t *s, chr_store_req_t *req) {
   chr_store_req_init(&e->sub, CHR_OP_GET);
   switch (req->op) {
   case CHR_OP_GET_BATCH: batch_step(e); break;
+  case CHR_OP_CREATE_MANY: create_step(e); break;
   case CHR_OP_COUNT:
     emu_sub(e, CHR_OP_QUERY);
     e->sub.filter = req->filter;

@@ -895,6 +895,14 @@ static int l_create(lua_State *L) {
   return chr_lua_store_create(L, s, check_prepared(L, 2, now));
 }
 
+/* create_many(store, list, now) -> ids, failed: create for a batch, in
+ * one store request (sched:create_jobs cuts the list into batches). */
+static int l_create_many(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  int64_t now = chr_lua_checktime(L, 3, NULL, "now");
+  return chr_lua_store_create_many(L, s, 2, now);
+}
+
 /* next_run_time(job, after) -> the trigger's first time strictly after
  * `after` (ISO) or nil. */
 static int l_next_run_time(lua_State *L) {
@@ -1213,6 +1221,7 @@ int luaopen_chronis_engine(lua_State *L) {
   static const luaL_Reg fns[] = {{"new", l_new},
                                  {"prepare_job", l_prepare_job},
                                  {"create", l_create},
+                                 {"create_many", l_create_many},
                                  {"next_run_time", l_next_run_time},
                                  {"global_handlers", l_global_handlers},
                                  {"set_log", l_set_log},

@@ -231,6 +231,11 @@ typedef struct store_op {
   size_t nids;
   chr_completion_t *items;
   size_t nitems;
+  chr_create_item_t *creates;
+  size_t ncreates;
+  /* create_jobs for sched:create_jobs: answers (ids, failed) rather than
+   * a table per record (push_create_results) */
+  int lean;
   chr_runrec_t **runs;
   size_t nruns;
   chr_run_filter_t run_filter;
@@ -255,6 +260,8 @@ static void op_free(store_op_t *op) {
     chr_runrec_free(op->items[i].run);
   }
   free(op->items);
+  for (size_t i = 0; i < op->ncreates; i++) chr_job_free(op->creates[i].job);
+  free(op->creates);
   for (size_t i = 0; i < op->nruns; i++) chr_runrec_free(op->runs[i]);
   free(op->runs);
   chr_run_filter_free(&op->run_filter);
@@ -323,6 +330,49 @@ static void push_jobs_array(lua_State *L, chr_store_req_t *req) {
   }
 }
 
+/* The results of create_jobs. The store method's: an array aligned with
+ * the records, {job_id =, ok = true} or {job_id =, ok = false, code =}, as
+ * complete_jobs answers. The scheduler's (lean): the array of ids, then
+ * nil when every record was created, else {[i] = error} for the others. */
+static int push_create_results(lua_State *L, store_op_t *op) {
+  if (op->lean) {
+    lua_createtable(L, (int)op->ncreates, 0);
+    for (size_t i = 0; i < op->ncreates; i++) {
+      lua_pushstring(L, op->creates[i].job->job_id);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_pushnil(L);
+    for (size_t i = 0; i < op->ncreates; i++) {
+      const chr_create_item_t *c = &op->creates[i];
+      if (c->result == 0) continue;
+      if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+      }
+      lua_pushfstring(L, "create_jobs: item %d: job '%s' already exists", (int)i + 1, c->job->job_id);
+      chr_lua_pusherror(L, c->result, lua_tostring(L, -1));
+      lua_remove(L, -2);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 2;
+  }
+  lua_createtable(L, (int)op->ncreates, 0);
+  for (size_t i = 0; i < op->ncreates; i++) {
+    const chr_create_item_t *c = &op->creates[i];
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, c->job->job_id);
+    lua_setfield(L, -2, "job_id");
+    lua_pushboolean(L, c->result == 0);
+    lua_setfield(L, -2, "ok");
+    if (c->result != 0) {
+      lua_pushstring(L, chr_strerror(c->result));
+      lua_setfield(L, -2, "code");
+    }
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
 /* Converts the finished request into Lua results, or raises its error. */
 static int op_finish(lua_State *L, chr_waiter_t *w) {
   store_op_t *op = (store_op_t *)w;
@@ -381,6 +431,9 @@ static int op_finish(lua_State *L, chr_waiter_t *w) {
       chr_runrec_push(L, req->history[i]);
       lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
+    break;
+  case CHR_OP_CREATE_MANY:
+    nres = push_create_results(L, op);
     break;
   case CHR_OP_COMPLETE:
     lua_createtable(L, (int)op->nitems, 0);
@@ -442,6 +495,47 @@ static int l_create_job(lua_State *L) {
   chr_store_t *s = chr_lua_checkstore(L, 1);
   chr_job_t *job = check_job(L, 2, 0, "create_job"); /* may raise: before op_new */
   return chr_lua_store_create(L, s, job);
+}
+
+/* Reads the records of the array at idx into a new create_jobs request;
+ * `prepare`: each is a job as the scheduler creates it (chr_job_prepare,
+ * at `now`), else a whole stored record. Raises `invalid` naming the
+ * record, having freed what it read. */
+static store_op_t *read_creates(lua_State *L, int idx, int prepare, int64_t now) {
+  chr_lua_checktype(L, idx, LUA_TTABLE);
+  size_t n = lua_rawlen(L, idx);
+  store_op_t *op = op_new(CHR_OP_CREATE_MANY);
+  op->creates = chr_calloc(n ? n : 1, sizeof *op->creates);
+  for (size_t i = 0; i < n; i++) {
+    char err[400];
+    lua_rawgeti(L, idx, (lua_Integer)i + 1);
+    if (!lua_istable(L, -1)) {
+      op_free(op);
+      chr_lua_error(L, CHR_EINVAL, "create_jobs: item %zu is not a table", i + 1);
+    }
+    chr_job_t *j = chr_job_new();
+    op->creates[op->ncreates++].job = j;
+    if (chr_job_from_lua(L, lua_gettop(L), j, prepare, err, sizeof err) != 0 ||
+        (prepare && chr_job_prepare(j, now, err, sizeof err) != 0)) {
+      op_free(op);
+      chr_lua_error(L, CHR_EINVAL, "create_jobs: item %zu: %s", i + 1, err);
+    }
+    lua_pop(L, 1);
+  }
+  op->req.creates = op->creates;
+  op->req.ncreates = op->ncreates;
+  return op;
+}
+
+static int l_create_jobs(lua_State *L) {
+  chr_store_t *s = chr_lua_checkstore(L, 1);
+  return op_run(L, s, read_creates(L, 2, 0, 0));
+}
+
+int chr_lua_store_create_many(lua_State *L, chr_store_t *s, int idx, int64_t now) {
+  store_op_t *op = read_creates(L, idx, 1, now);
+  op->lean = 1;
+  return op_run(L, s, op);
 }
 
 static int l_get_job(lua_State *L) {
@@ -1099,6 +1193,7 @@ static int l_kind(lua_State *L) {
 /* The contract's methods, by chr_store_ops (names there). */
 static const lua_CFunction op_methods[CHR_OP__COUNT + 1] = {
     [CHR_OP_CREATE] = l_create_job,       [CHR_OP_GET] = l_get_job,
+    [CHR_OP_CREATE_MANY] = l_create_jobs,
     [CHR_OP_GET_BATCH] = l_get_jobs_batch, [CHR_OP_UPDATE] = l_update_job,
     [CHR_OP_CAS] = l_cas,                 [CHR_OP_DELETE] = l_delete_job,
     [CHR_OP_QUERY] = l_query_jobs,        [CHR_OP_COUNT] = l_count_jobs,

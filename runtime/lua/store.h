@@ -37,6 +37,12 @@ void chr_lua_push_meta_cond(lua_State *L, const chr_meta_filter_t *m);
 /* Creates job (taken over) in s and returns the stored job to Lua, waiting
  * by the rule of task.h: a lua_CFunction's tail. */
 int chr_lua_store_create(lua_State *L, chr_store_t *s, chr_job_t *job);
+/* Prepares each job description of the array at idx (chr_job_prepare at
+ * `now`; raises `invalid` naming the item) and creates them in one
+ * create_jobs request; returns to Lua (ids, failed): the job ids in the
+ * array's order, then nil or {[i] = error} for the records not created
+ * (duplicates). A lua_CFunction's tail, as chr_lua_store_create. */
+int chr_lua_store_create_many(lua_State *L, chr_store_t *s, int idx, int64_t now);
 /* stack: +1 the filter as the table a Lua adapter receives (nil for NULL) */
 void chr_filter_push(lua_State *L, const chr_filter_t *f);
 

@@ -134,6 +134,26 @@ end
 -- per job for completions and leases, get per id, query for a count). With
 -- them, each is one call, which for a networked backend is one round trip.
 
+-- create_jobs(list) -> one result per record, in order: {job_id=, ok=true},
+-- or ok=false with code "duplicate" for an id stored already or taken by an
+-- earlier record of the list. kit's check_call checks every record first,
+-- so an invalid one fails the whole call before anything is written. A
+-- networked backend would send the list in one batch request.
+function Store:create_jobs(list)
+  local records = check_call(self, "create_jobs", list)
+  local results = {}
+  for i, rec in ipairs(records) do
+    if self.jobs[rec.job_id] ~= nil then
+      results[i] = { job_id = rec.job_id, ok = false, code = "duplicate" }
+    else
+      rec.updated_at = stamp(self)
+      self.jobs[rec.job_id] = rec
+      results[i] = { job_id = rec.job_id, ok = true }
+    end
+  end
+  return results
+end
+
 -- get_jobs_batch(ids) -> { [id] = job } for the ids found.
 function Store:get_jobs_batch(ids)
   check_call(self, "get_jobs_batch", ids)

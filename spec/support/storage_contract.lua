@@ -365,6 +365,97 @@ return function(name, factory, opts)
       end)
     end)
 
+    optional("create_jobs", function()
+      local function assert_result(r, id, ok, code)
+        assert.is_table(r, id)
+        assert.are.equal(id, r.job_id)
+        assert.are.equal(ok, r.ok, id)
+        assert.are.equal(code, r.code, id)
+      end
+
+      it("creates every record and answers per record, in order", function()
+        local res = store:create_jobs({ job("b", { name = "B", metadata = { tenant_id = "acme" } }),
+          job("a", { priority = 9 }), job("c", { status = "paused", next_run_time = at(60) }) })
+        assert.are.equal(3, #res)
+        assert_result(res[1], "b", true, nil)
+        assert_result(res[2], "a", true, nil)
+        assert_result(res[3], "c", true, nil)
+        local b = store:get_job("b")
+        assert.are.equal("B", b.name)
+        assert.are.same({ tenant_id = "acme" }, b.metadata)
+        assert.are.equal(T0, b.next_run_time)
+        assert.are.equal(9, store:get_job("a").priority)
+        assert.are.equal("paused", store:get_job("c").status)
+        assert.are.same({ "a", "b", "c" }, sorted(query_ids()))
+      end)
+
+      it("stores what create_job stores for the same record", function()
+        local full = J.full()
+        full.job_id = "bulk"
+        store:create_jobs({ full })
+        local one = J.full()
+        one.job_id = "one"
+        store:create_job(one)
+        local a, b = store:get_job("bulk"), store:get_job("one")
+        assert_canonical(a.updated_at, "updated_at")
+        assert.are.same(without(b, "job_id", "updated_at"), without(a, "job_id", "updated_at"))
+      end)
+
+      it("answers 'duplicate' for an existing id, keeps that job and creates the others", function()
+        create("dup", { name = "first" })
+        local res = store:create_jobs({ job("x"), job("dup", { name = "second" }), job("y") })
+        assert_result(res[1], "x", true, nil)
+        assert_result(res[2], "dup", false, "duplicate")
+        assert_result(res[3], "y", true, nil)
+        assert.are.equal("first", store:get_job("dup").name)
+        assert.are.same({ "dup", "x", "y" }, sorted(query_ids()))
+      end)
+
+      it("keeps the first of two records with one id in a batch", function()
+        local res = store:create_jobs({ job("twice", { name = "first" }), job("other"),
+          job("twice", { name = "second" }) })
+        assert_result(res[1], "twice", true, nil)
+        assert_result(res[2], "other", true, nil)
+        assert_result(res[3], "twice", false, "duplicate")
+        assert.are.equal("first", store:get_job("twice").name)
+        assert.are.same({ "other", "twice" }, sorted(query_ids()))
+      end)
+
+      it("refuses a batch with an invalid record with error 'invalid', creating none of it", function()
+        local err = assert_error_code("invalid", function()
+          store:create_jobs({ job("ok1"), { status = "scheduled", next_run_time = T0 }, job("ok2") })
+        end)
+        assert.truthy(err.message:find("item 2", 1, true), err.message)
+        assert.are.same({}, store:query_jobs())
+      end)
+
+      it("answers an empty list with an empty list", function()
+        assert.are.same({}, store:create_jobs({}))
+        assert.are.same({}, store:query_jobs())
+      end)
+
+      it("sets updated_at itself", function()
+        local before = wall_us()
+        store:create_jobs({ job("u", { updated_at = "2000-01-01T00:00:00Z" }) })
+        assert_written_between(store:get_job("u"), before, wall_us())
+      end)
+
+      it("creates a large batch whose jobs are then claimed in order", function()
+        local list = {}
+        for i = 1, 2500 do
+          list[i] = job(("n%04d"):format(i), { next_run_time = at(-10000 + i) })
+        end
+        local res = store:create_jobs(list)
+        assert.are.equal(2500, #res)
+        for i = 1, 2500 do assert.is_true(res[i].ok, res[i].job_id) end
+        assert.are.equal(2500, #store:query_jobs({ status = "scheduled" }))
+        if store.claim_due_jobs then
+          local got = store:claim_due_jobs({ now = T0, limit = 3, owner = "o", lease_seconds = 30 })
+          assert.are.same({ "n0001", "n0002", "n0003" }, ids_of(got))
+        end
+      end)
+    end)
+
     optional("get_jobs_batch", function()
       it("returns found jobs keyed by id and leaves out missing ids", function()
         create("a", { name = "A" })
