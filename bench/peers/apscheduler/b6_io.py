@@ -11,6 +11,7 @@ divided by the functions waiting at that sample, in KiB.
 
 usage: /usr/bin/python3 b6_io.py N sleep|http C [TARGET_URL]"""
 import datetime
+import gc
 import sys
 import threading
 import time
@@ -97,6 +98,7 @@ w0 = mono()
 for i in range(N):
     sched.add_job(io, "date", run_date=now, id="io%d" % i)
 create_s = mono() - w0
+gc.collect()
 rss0 = rss_kib()
 c1 = cpu()
 sched.resume()
