@@ -60,7 +60,7 @@ local SIZE = opts.smoke and {
   runs = 3, b1 = 100000, b1_file = 2000, b2_jobs = 2000, b2_secs = 30, b2_lead = 3,
   b3 = 1000000, b3_polls = 200, b3_rounds = 20, b4_secs = 2, b5 = 20000, b5_lead = 10,
   b7_tenants = 100, b7_jobs = 1000, b7_polls = 100,
-  b2x_jobs = 20000, b2x_secs = 60, b2x_lead = 20, b2x_lead_pg = 60, b6 = 100000, b6_c1 = 1000, b6_c2 = 10000,
+  b2x_jobs = 20000, b2x_secs = 60, b2x_lead = 10, b2x_lead_pg = 15, b6 = 100000, b6_c1 = 1000, b6_c2 = 10000,
 }
 SIZE.runs = opts.runs or SIZE.runs
 -- BENCH_B1=5000 and the like override one size (quick checks of the harness).
