@@ -156,7 +156,7 @@ static void schedule_tick(chr_sched_t *s, int64_t delay_us);
 static void arm_timer(chr_sched_t *s);
 static void dispatch(chr_sched_t *s);
 static void flush(chr_sched_t *s);
-static void drop_stale_completions(chr_sched_t *s, const char *id);
+static void drop_stale_completions(chr_sched_t *s, chr_job_t *const *jobs, size_t n);
 static void flush_soon(chr_sched_t *s);
 static void check_stopped(chr_sched_t *s);
 static void wake_cb(void *data, int64_t when, const chr_job_t *job);
@@ -1481,10 +1481,10 @@ static void claim_cb(chr_store_req_t *req) {
   int full = req->limit > 0 && (int64_t)req->njobs >= req->limit;
   s->empty_claims = req->njobs == 0 ? s->empty_claims + 1 : 0;
   int64_t now = req->now;
+  if (s->npend && req->njobs) drop_stale_completions(s, req->jobs, req->njobs);
   for (size_t i = 0; i < req->njobs; i++) {
     chr_job_t *j = req->jobs[i];
     req->jobs[i] = NULL;
-    if (s->npend) drop_stale_completions(s, j->job_id);
     chr_run_t *r = run_new(s, j);
     classify(r, now);
     s->stats.claimed++;
@@ -1787,18 +1787,37 @@ static void flush_failed(chr_sched_t *s, sreq_t *q) {
   if (s->flush_timer) uv_timer_start(s->flush_timer, flush_timer_cb, (uint64_t)(d / 1000) + 1, 0);
 }
 
-/* A claim just gave this node job `id` again: any completion of it still
- * waiting here (one that failed to write and waits for its retry) belongs
- * to an earlier claim whose lease expired and was recovered. Written now,
- * it would pass the owner check of the new claim (the owner is the same
- * node) and end that claim's run while it runs: the job would be claimed
- * again at the next slot with this run still going, and every later slot
- * would run twice. It is dropped, as the store would refuse it. */
-static void drop_stale_completions(chr_sched_t *s, const char *id) {
+/* A claim just gave this node jobs again: any completion of one of them
+ * still waiting here (one that failed to write and waits for its retry)
+ * belongs to an earlier claim whose lease expired and was recovered.
+ * Written now, it would pass the owner check of the new claim (the owner
+ * is the same node) and end that claim's run while it runs: the job would
+ * be claimed again at the next slot with this run still going, and every
+ * later slot would run twice. It is dropped, as the store would refuse it.
+ * One pass over the pending completions per claim, against a hash set of
+ * the claimed ids: with thousands of runs ending between flushes, a scan
+ * per claimed job made each claim quadratic. */
+static uint32_t id_hash(const char *s) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  while (*s) h = (h ^ (unsigned char)*s++) * 16777619u;
+  return h;
+}
+
+static void drop_stale_completions(chr_sched_t *s, chr_job_t *const *jobs, size_t n) {
+  size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  const char **set = chr_calloc(cap, sizeof *set);
+  for (size_t i = 0; i < n; i++) {
+    size_t k = id_hash(jobs[i]->job_id) & (cap - 1);
+    while (set[k]) k = (k + 1) & (cap - 1);
+    set[k] = jobs[i]->job_id;
+  }
   size_t kept = 0;
   for (size_t i = 0; i < s->npend; i++) {
     chr_completion_t *c = &s->pend[i];
-    if (strcmp(c->job_id, id) == 0) {
+    size_t k = id_hash(c->job_id) & (cap - 1);
+    while (set[k] && strcmp(set[k], c->job_id) != 0) k = (k + 1) & (cap - 1);
+    if (set[k]) {
       chr_sched_log(s, CHR_LOG_WARN, c->job_id, "completion not applied (%s): its lease expired and the "
                     "job was recovered (it may run again, or already has)", chr_strerror(CHR_ECONFLICT));
       free(c->job_id);
@@ -1809,6 +1828,7 @@ static void drop_stale_completions(chr_sched_t *s, const char *id) {
     s->pend[kept++] = *c;
   }
   s->npend = kept;
+  free(set);
 }
 
 static void flush_cb(chr_store_req_t *req) {
