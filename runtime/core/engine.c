@@ -222,6 +222,14 @@ static void timer_close(uv_timer_t **t) {
   }
 }
 
+/* Whether a line of this level goes anywhere: the engine logs a debug
+ * line at each start and end of a run, and formatting one costs more than
+ * a no-op handler's run. */
+static int log_wanted(const chr_sched_t *s, int level) {
+  if (s->hooks->log == NULL) return level >= chr_log_get_level();
+  return s->hooks->log_enabled == NULL || s->hooks->log_enabled(s->host, level);
+}
+
 static void sched_emit(chr_sched_t *s, int level, const char *msg, const chr_log_field_t *f,
                        size_t n) {
   if (s->hooks->log) s->hooks->log(s->host, level, msg, f, n);
@@ -232,6 +240,7 @@ static void sched_emit(chr_sched_t *s, int level, const char *msg, const chr_log
  * share a process, and several processes a store. */
 void chr_sched_log(chr_sched_t *s, int level, const char *job_id, const char *fmt, ...) {
   char msg[1024];
+  if (!log_wanted(s, level)) return;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
@@ -248,6 +257,7 @@ static void run_log(chr_sched_t *s, const chr_run_t *r, int level, const char *o
 static void run_log(chr_sched_t *s, const chr_run_t *r, int level, const char *outcome, int code,
                     const char *fmt, ...) {
   char msg[1024], attempt[16], duration[32];
+  if (!log_wanted(s, level)) return;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);

@@ -102,6 +102,12 @@ static void hook_log(void *host, int level, const char *msg, const chr_log_field
   }
 }
 
+/* A logger gets every line; the process log only those of its level. */
+static int hook_log_enabled(void *host, int level) {
+  const lhost_t *h = host;
+  return h->logger_ref != LUA_NOREF || level >= chr_log_get_level();
+}
+
 static int64_t hook_now(void *host) {
   lhost_t *h = host;
   if (h->clock_ref == LUA_NOREF) return chr_time_now();
@@ -423,8 +429,9 @@ static void hook_freed(void *host) {
   free(h);
 }
 
-static const chr_sched_hooks_t hooks = {hook_start_run, hook_stop_run, hook_log, hook_now,
-                                        hook_finished, hook_stopped, hook_freed};
+static const chr_sched_hooks_t hooks = {hook_start_run, hook_stop_run, hook_log,
+                                        hook_now,       hook_finished, hook_stopped,
+                                        hook_freed,     hook_log_enabled};
 
 /* ---- the Lua object ---- */
 
