@@ -577,7 +577,9 @@ static void claim_rec(mem_store_t *ms, chr_store_req_t *req, mrec_t *r, int64_t 
   chr_job_set_time(&r->job, CHR_F_LEASE_UNTIL, req->now + req->lease_us);
   chr_job_set_time(&r->job, CHR_F_UPDATED_AT, stamp);
   rec_index(ms, r);
-  push_copy(req, r);
+  /* One allocation instead of one per string: the claimer reads the job
+   * while it runs and frees it. */
+  chr_store_req_push_job(req, chr_job_dup_packed(&r->job));
 }
 
 /* ---- claims with queues */
