@@ -73,9 +73,16 @@ int chr_enum_parse(const char *const *names, int count, const char *s) {
   return 0;
 }
 
+/* An empty record: no field, no string, times none. */
+static void job_init(chr_job_t *j) {
+  memset(j, 0, sizeof *j);
+  j->next_run_time = j->created_at = j->updated_at = CHR_TIME_NONE;
+  j->last_run_time = j->last_scheduled_time = j->lease_until = CHR_TIME_NONE;
+}
+
 chr_job_t *chr_job_new(void) {
-  chr_job_t *j = chr_calloc(1, sizeof *j);
-  chr_job_clear(j);
+  chr_job_t *j = chr_malloc(sizeof *j);
+  job_init(j);
   return j;
 }
 
@@ -105,9 +112,7 @@ void chr_job_clear(chr_job_t *j) {
     free(j->extra);
     free(j->unreadable);
   }
-  memset(j, 0, sizeof *j);
-  j->next_run_time = j->created_at = j->updated_at = CHR_TIME_NONE;
-  j->last_run_time = j->last_scheduled_time = j->lease_until = CHR_TIME_NONE;
+  job_init(j);
 }
 
 void chr_job_free(chr_job_t *j) {
