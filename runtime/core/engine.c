@@ -94,9 +94,11 @@ struct chr_sched {
   int state;
   uv_timer_t *poll_timer, *lease_timer, *flush_timer, *grace_timer;
   int64_t armed_at; /* wall time the poll timer targets, CHR_TIME_NONE */
-  /* Claimed jobs not started yet: a heap, highest priority then earliest. */
-  chr_run_t **heap;
+  /* Claimed jobs not started yet: a heap, highest priority then earliest
+   * (heap_ent_t). */
+  struct heap_ent *heap;
   size_t nheap, heapcap;
+  uint64_t heap_seq; /* runs queued so far: the heap's last tie-break */
   chr_run_t *running; /* list of started runs */
   int nrunning;
   chr_completion_t *pend; /* completions waiting for the next flush */
@@ -225,6 +227,14 @@ static void timer_close(uv_timer_t **t) {
   }
 }
 
+/* Whether a line of this level goes anywhere: the engine logs a debug
+ * line at each start and end of a run, and formatting one costs more than
+ * a no-op handler's run. */
+static int log_wanted(const chr_sched_t *s, int level) {
+  if (s->hooks->log == NULL) return level >= chr_log_get_level();
+  return s->hooks->log_enabled == NULL || s->hooks->log_enabled(s->host, level);
+}
+
 static void sched_emit(chr_sched_t *s, int level, const char *msg, const chr_log_field_t *f,
                        size_t n) {
   if (s->hooks->log) s->hooks->log(s->host, level, msg, f, n);
@@ -235,6 +245,7 @@ static void sched_emit(chr_sched_t *s, int level, const char *msg, const chr_log
  * share a process, and several processes a store. */
 void chr_sched_log(chr_sched_t *s, int level, const char *job_id, const char *fmt, ...) {
   char msg[1024];
+  if (!log_wanted(s, level)) return;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
@@ -251,6 +262,7 @@ static void run_log(chr_sched_t *s, const chr_run_t *r, int level, const char *o
 static void run_log(chr_sched_t *s, const chr_run_t *r, int level, const char *outcome, int code,
                     const char *fmt, ...) {
   char msg[1024], attempt[16], duration[32];
+  if (!log_wanted(s, level)) return;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
@@ -292,15 +304,29 @@ static void live_remove(chr_sched_t *s) {
 
 /* ---- the queue of claimed jobs ---- */
 
-static int run_before(const chr_run_t *a, const chr_run_t *b) {
-  int pa = chr_job_priority(a->job), pb = chr_job_priority(b->job);
-  if (pa != pb) return pa > pb;
+/* A queued run with the keys of its order, so that the heap compares
+ * without reading the runs: the job's priority, its scheduled time and
+ * the order it was queued in (FIFO among runs of one priority and time). */
+typedef struct heap_ent {
+  int64_t scheduled;
+  uint64_t seq;
+  int prio;
+  chr_run_t *run;
+} heap_ent_t;
+
+/* Highest priority, then earliest, then first queued. A claim answers in
+ * claim order (priority, next_run_time, job_id), so among the runs of one
+ * claim with equal priority and time, queue order is job_id order; a burst
+ * of jobs that share both then costs no string comparison. */
+static int run_before(const heap_ent_t *a, const heap_ent_t *b) {
+  if (a->prio != b->prio) return a->prio > b->prio;
   if (a->scheduled != b->scheduled) return a->scheduled < b->scheduled;
-  return strcmp(a->job->job_id, b->job->job_id) < 0;
+  return a->seq < b->seq;
 }
 
 static void heap_push(chr_sched_t *s, chr_run_t *r) {
   if (r->qi >= 0) s->queues.held[r->qi]++;
+  heap_ent_t e = {r->scheduled, ++s->heap_seq, chr_job_priority(r->job), r};
   if (s->nheap == s->heapcap) {
     s->heapcap = s->heapcap ? s->heapcap * 2 : 64;
     s->heap = chr_realloc(s->heap, s->heapcap * sizeof *s->heap);
@@ -308,21 +334,22 @@ static void heap_push(chr_sched_t *s, chr_run_t *r) {
   size_t i = s->nheap++;
   while (i > 0) {
     size_t parent = (i - 1) / 2;
-    if (!run_before(r, s->heap[parent])) break;
+    if (!run_before(&e, &s->heap[parent])) break;
     s->heap[i] = s->heap[parent];
     i = parent;
   }
-  s->heap[i] = r;
+  s->heap[i] = e;
 }
 
 static chr_run_t *heap_pop(chr_sched_t *s) {
-  chr_run_t *top = s->heap[0], *last = s->heap[--s->nheap];
+  chr_run_t *top = s->heap[0].run;
+  heap_ent_t last = s->heap[--s->nheap];
   size_t i = 0, n = s->nheap;
   for (;;) {
     size_t c = 2 * i + 1;
     if (c >= n) break;
-    if (c + 1 < n && run_before(s->heap[c + 1], s->heap[c])) c++;
-    if (!run_before(s->heap[c], last)) break;
+    if (c + 1 < n && run_before(&s->heap[c + 1], &s->heap[c])) c++;
+    if (!run_before(&s->heap[c], &last)) break;
     s->heap[i] = s->heap[c];
     i = c;
   }
@@ -2113,7 +2140,7 @@ static void lease_cb(uv_timer_t *t) {
   if (n == 0 || s->extend_busy) return;
   sreq_t *q = sreq_new(s, CHR_OP_EXTEND, extend_cb);
   q->ids = chr_malloc(n * sizeof *q->ids);
-  for (size_t i = 0; i < s->nheap; i++) q->ids[q->nids++] = chr_strdup(s->heap[i]->job->job_id);
+  for (size_t i = 0; i < s->nheap; i++) q->ids[q->nids++] = chr_strdup(s->heap[i].run->job->job_id);
   for (chr_run_t *r = s->running; r; r = r->next) q->ids[q->nids++] = chr_strdup(r->job->job_id);
   for (size_t i = 0; i < s->npend; i++) q->ids[q->nids++] = chr_strdup(s->pend[i].job_id);
   q->req.ids = q->ids;
