@@ -1132,6 +1132,35 @@ FROM generate_series(1, %d) k, generate_series(1, %d) i;
       writer:store():close()
     end)
 
+    it("wakes a scheduler in another store when create_jobs writes a batch, at its earliest job", function()
+      local t = fresh_table()
+      local ran = {}
+      local sched = slow_scheduler(url(nil, t), ran)
+      sched:start()
+      chronis.sleep(0.5) -- the first tick has claimed nothing and LISTEN is up
+      local writer = chronis.storage.open(url(nil, t))
+      local at = chronis.time.now() + 1500000
+      local function rec(id, when, status)
+        return { job_id = id, status = status or "scheduled", trigger_type = "date",
+          trigger_args = { run_date = chronis.time.format(when) }, func_name = "hello",
+          next_run_time = chronis.time.format(when) }
+      end
+      -- One hint for the batch, at its earliest scheduled time.
+      local res = writer:create_jobs({ rec("later", at + 60000000), rec("soon", at),
+        rec("paused", at - 1000000, "paused") })
+      for i, id in ipairs{ "later", "soon", "paused" } do
+        assert.are.same({ job_id = id, ok = true }, res[i])
+      end
+      assert(chronis.run_until(function() return #ran == 1 end, 5), "the hint did not arm the timer")
+      assert.are.equal("soon", ran[1][1])
+      assert.is_true(ran[1][2] >= at, "ran before it was due")
+      assert.is_true(ran[1][2] < at + 1000000, "ran late: " .. (ran[1][2] - at) .. " µs")
+      sched:stop()
+      sched:close()
+      sched:store():close()
+      writer:close()
+    end)
+
     it("leaves polling as the fallback with notify=false", function()
       local t = fresh_table()
       local ran = {}
@@ -1150,6 +1179,50 @@ FROM generate_series(1, %d) k, generate_series(1, %d) i;
       writer:close()
       sched:store():close()
       writer:store():close()
+    end)
+  end)
+
+  describe("create_jobs", function()
+    after_each(assert_loop_clean)
+
+    it("refuses a batch with a job_id too long for the primary key, naming the item, creating none", function()
+      local store = chronis.storage.open(url())
+      local function rec(id)
+        return { job_id = id, status = "scheduled", trigger_type = "date", func_name = "f",
+          next_run_time = "2030-01-01T00:00:00Z" }
+      end
+      local err = assert_error_code("invalid", function()
+        store:create_jobs({ rec("ok"), rec(string.rep("x", 2049)) })
+      end)
+      assert.truthy(err.message:find("item 2: invalid field 'job_id': 2049 bytes", 1, true), err.message)
+      assert.are.same({}, store:query_jobs())
+      local res = store:create_jobs({ rec(string.rep("x", 2048)) })
+      assert.is_true(res[1].ok)
+      store:close()
+    end)
+
+    it("answers duplicate for the ids another store created and creates the others once", function()
+      local t = fresh_table()
+      local a, b = chronis.storage.open(url(nil, t)), chronis.storage.open(url(nil, t))
+      local function batch(lo, hi)
+        local list = {}
+        for i = lo, hi do
+          list[#list + 1] = { job_id = ("j%04d"):format(i), status = "scheduled", trigger_type = "date",
+            func_name = "f", next_run_time = "2030-01-01T00:00:00Z", name = ("n%d-%d"):format(lo, i) }
+        end
+        return list
+      end
+      local ra = a:create_jobs(batch(1, 600))
+      local rb = b:create_jobs(batch(401, 1000))
+      for i = 1, 600 do assert.is_true(ra[i].ok) end
+      for i = 1, 600 do
+        assert.are.equal(i <= 200 and "duplicate" or nil, rb[i].code, rb[i].job_id)
+      end
+      assert.are.equal(1000, a:count_jobs())
+      assert.are.equal("n1-500", b:get_job("j0500").name)
+      assert.are.equal("n401-700", a:get_job("j0700").name)
+      a:close()
+      b:close()
     end)
   end)
 

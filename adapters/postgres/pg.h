@@ -147,6 +147,7 @@ enum {
   PG_S_NOTIFY,
   PG_S_RECORD_RUNS,
   PG_S_QCLAIM,
+  PG_S_CREATE_MANY,
   PG_S__COUNT
 };
 
@@ -197,6 +198,14 @@ int chr_pg_path_indexed(const pg_opts_t *o, const char *path);
 /* Turns a successful result into the request's outputs; returns 0 or a
  * CHR_E* code with the request failed. Sets op->wake. */
 int chr_pg_decode(pg_op_t *op, const PGresult *res);
+
+/* create_jobs: the records of req by job_id, then by their place in the
+ * batch (the first of each id first); malloc'ed, req->ncreates long. */
+typedef struct pg_create_ref {
+  const char *id;
+  size_t i;
+} pg_create_ref_t;
+pg_create_ref_t *chr_pg_create_refs(const chr_store_req_t *req);
 
 /* A job from the 9 columns of a row starting at col (binary format). */
 chr_job_t *chr_pg_row_job(const PGresult *res, int row, int col, char *err, size_t errlen);

@@ -133,6 +133,29 @@ static void wake_from(pg_op_t *op, const chr_job_t *j) {
   if (chr_job_wake_time(j) != CHR_TIME_NONE) op->wake = j->next_run_time;
 }
 
+/* create_jobs: the rows are the ids written; each is the first record
+ * of the batch with that id (build_create_many sent no other). */
+static void decode_create_many(pg_op_t *op, const PGresult *r) {
+  chr_store_req_t *req = op->req;
+  pg_create_ref_t *refs = chr_pg_create_refs(req);
+  for (int row = 0; r && row < PQntuples(r); row++) {
+    const char *id = PQgetvalue(r, row, 0);
+    size_t lo = 0, hi = req->ncreates; /* the first ref with id >= this one */
+    while (lo < hi) {
+      size_t mid = lo + (hi - lo) / 2;
+      if (strcmp(refs[mid].id, id) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo == req->ncreates || strcmp(refs[lo].id, id) != 0) continue;
+    chr_create_item_t *it = &req->creates[refs[lo].i];
+    if (it->result == 0) continue;
+    it->result = 0;
+    req->count++;
+    op->wake = chr_time_earlier(op->wake, chr_job_wake_time(it->job));
+  }
+  free(refs);
+}
+
 int chr_pg_decode(pg_op_t *op, const PGresult *r) {
   chr_store_req_t *req = op->req;
   int rc = 0;
@@ -144,6 +167,7 @@ int chr_pg_decode(pg_op_t *op, const PGresult *r) {
     }
     if ((rc = push_rows(req, r, 0)) == 0) wake_from(op, req->jobs[0]);
     return rc;
+  case CHR_OP_CREATE_MANY: decode_create_many(op, r); return 0;
   case CHR_OP_UPDATE:
     if (PQntuples(r) == 0) {
       chr_store_req_fail(req, CHR_ENOTFOUND, "job '%s' not found", req->id);

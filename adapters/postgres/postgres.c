@@ -487,16 +487,30 @@ static void dispatch(pg_store_t *st) {
  * bytes with the default 8 kB pages) with room for the tuple header. */
 #define PG_MAX_ID 2048
 
+/* The primary key's B-tree holds at most about a third of a page per
+ * entry: a longer id would be refused by the server as an index row size
+ * error (SQLSTATE 54000). Said before sending, naming the field (and for
+ * create_jobs the item: one bad record fails the batch before anything
+ * is written). Returns 1 with msg for such an id. */
+static int id_too_long(const chr_store_req_t *req, char *msg, size_t msglen) {
+  size_t n = req->op == CHR_OP_CREATE ? 1 : req->op == CHR_OP_CREATE_MANY ? req->ncreates : 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *id = req->op == CHR_OP_CREATE ? req->job->job_id : req->creates[i].job->job_id;
+    if (strlen(id) <= PG_MAX_ID) continue;
+    char item[48] = "";
+    if (req->op == CHR_OP_CREATE_MANY) snprintf(item, sizeof item, "create_jobs: item %zu: ", i + 1);
+    snprintf(msg, msglen, "postgres: %sinvalid field 'job_id': %zu bytes is longer than the %d "
+             "this store keeps", item, strlen(id), PG_MAX_ID);
+    return 1;
+  }
+  return 0;
+}
+
 static int pg_submit(chr_store_t *s, chr_store_req_t *req) {
   pg_store_t *st = (pg_store_t *)s;
   pg_op_t *op = chr_pg_op_new(req);
-  /* The primary key's B-tree holds at most about a third of a page per
-   * entry: a longer id would be refused by the server as an index row
-   * size error (SQLSTATE 54000). Said here, naming the field. */
-  if (req->op == CHR_OP_CREATE && strlen(req->job->job_id) > PG_MAX_ID) {
-    char msg[160];
-    snprintf(msg, sizeof msg, "postgres: invalid field 'job_id': %zu bytes is longer than the "
-             "%d this store keeps", strlen(req->job->job_id), PG_MAX_ID);
+  char msg[600];
+  if (id_too_long(req, msg, sizeof msg)) {
     op_fail(st, op, CHR_EINVAL, msg);
     return 0;
   }
@@ -517,7 +531,6 @@ static int pg_submit(chr_store_t *s, chr_store_req_t *req) {
       !uv_is_active((uv_handle_t *)st->listen_timer))
     listen_open(st);
   if (st->down && !op->hold) {
-    char msg[600];
     down_message(st, msg, sizeof msg);
     op_fail(st, op, CHR_EUNAVAIL, msg);
     return 0;
@@ -584,7 +597,7 @@ int chr_postgres_open(const chr_opts_t *opts, chr_store_t **out, char *err, size
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
                      CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY | CHR_STORE_CAP_SCOPE |
-                     CHR_STORE_CAP_QUEUES);
+                     CHR_STORE_CAP_QUEUES | CHR_STORE_CAP_CREATE_MANY);
   chr_pg_sql_init(&st->sql, &st->o);
   st->notify_min = CHR_TIME_NONE;
   uv_timer_t **timers[] = {&st->retry_timer, &st->notify_timer, &st->listen_timer,
