@@ -434,6 +434,31 @@ describe("postgres store", function()
       assert.are.equal(1, kw.k)
       s:close()
     end)
+
+    it("reads fields and trigger_args written by hand as the canonical form would give them", function()
+      local t = fresh_table()
+      local s = chronis.storage.open(url(nil, t))
+      s:create_job({ job_id = "a", status = "scheduled", trigger_type = "interval", func_name = "f",
+        trigger_args = { seconds = 5 } })
+      s:create_job({ job_id = "b", status = "scheduled", trigger_type = "interval", func_name = "f",
+        trigger_args = { seconds = 5 } })
+      -- An integer field written as 3.0 is 3 in the canonical form, the
+      -- field's value, not a member the decoder keeps aside.
+      psql(("UPDATE %s SET record = record || '{\"max_retries\": 3.0, \"trigger_args\": " ..
+        "{\"zz\": [1.50, {\"y\": 2.0, \"x\": 1}], \"seconds\": 10.0, \"a\": \"\\u00e9\"}}' " ..
+        "WHERE job_id = 'a'"):format(t))
+      psql(("UPDATE %s SET record = record || '{\"name\": \"tab\\there\", \"retry_count\": 2}' " ..
+        "WHERE job_id = 'b'"):format(t))
+      local a, b = s:get_job("a"), s:get_job("b")
+      assert.are.equal(3, a.max_retries)
+      assert.are.equal("integer", math.type(a.max_retries))
+      assert.are.same({ zz = { 1.5, { y = 2, x = 1 } }, seconds = 10, a = "é" }, a.trigger_args)
+      assert.are.equal("integer", math.type(a.trigger_args.seconds))
+      assert.are.equal("tab\there", b.name)
+      assert.are.equal(2, b.retry_count)
+      assert.are.same({ seconds = 5 }, b.trigger_args)
+      s:close()
+    end)
   end)
 
   describe("next due time", function()

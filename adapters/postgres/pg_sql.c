@@ -128,7 +128,8 @@ static const struct {
      * row is still claimed by the item's owner, and the run of each item
      * that applied is written with it. The final SELECT sees the table as
      * it was before the statement, which tells a missing job from one
-     * claimed by someone else. The items are read as json, not jsonb:
+     * claimed by someone else; it looks only for the items that did not
+     * apply (the planner may otherwise hash the whole table for them). The items are read as json, not jsonb:
      * json_to_recordset reads each object as it goes, where a jsonb value
      * of thousands of items is first built whole, which costs several
      * times as much on the server. */
@@ -161,7 +162,8 @@ static const struct {
                           " AND (x.i IN (SELECT d.i FROM d) OR x.i IN (SELECT u.i FROM u))"
                           ")" RUNS_WRITE
                           " SELECT x.i, d.i IS NOT NULL OR u.i IS NOT NULL,"
-                          " EXISTS (SELECT 1 FROM {T} e WHERE e.job_id = x.id),"
+                          " CASE WHEN d.i IS NULL AND u.i IS NULL"
+                          "  THEN EXISTS (SELECT 1 FROM {T} e WHERE e.job_id = x.id) END,"
                           " CASE WHEN u.status = 'scheduled' THEN u.next_run_time END"
                           " FROM x LEFT JOIN d ON d.i = x.i LEFT JOIN u ON u.i = x.i"},
     [PG_S_RECOVER] = {1, "WITH r AS (UPDATE {T} t SET status = 'scheduled', claimed_by = NULL,"
