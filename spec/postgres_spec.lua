@@ -1035,7 +1035,7 @@ FROM generate_series(1, %d) k, generate_series(1, %d) i;
         $$BEGIN RAISE EXCEPTION 'no runs today'; END$$;
         CREATE TRIGGER refuse BEFORE INSERT ON %s_runs FOR EACH ROW EXECUTE FUNCTION %s_refuse()]])
         :format(t, t, t))
-      local items = { { job_id = "j", owner = "me", updates = { status = "scheduled", claimed_by = chronis.null,
+      local items = { { job_id = "j", owner = "me", updates = { status = "scheduled", claimed_by = chronis.json.null,
         lease_until = chronis.null, next_run_time = iso_ago(-3600), last_outcome = "ok" }, run = run("j1", "j", 2) } }
       local err = assert_error_code("unavailable", s.complete_jobs, s, items)
       assert.truthy(err.message:find("no runs today", 1, true), err.message)
@@ -1248,6 +1248,54 @@ FROM generate_series(1, %d) k, generate_series(1, %d) i;
       assert.are.equal("n401-700", a:get_job("j0700").name)
       a:close()
       b:close()
+    end)
+  end)
+
+  describe("complete_jobs", function()
+    after_each(assert_loop_clean)
+
+    it("answers every item of a batch sent in parts, and writes the runs of those that applied", function()
+      local store = chronis.storage.open(url())
+      local N = 600
+      local list = {}
+      for i = 1, N do
+        list[i] = { job_id = ("c%03d"):format(i), status = "scheduled", trigger_type = "date",
+          func_name = "f", next_run_time = "2020-01-01T00:00:00Z" }
+      end
+      store:create_jobs(list)
+      assert.are.equal(N, #store:claim_due_jobs({ now = chronis.time.now(), limit = N, owner = "me",
+        lease_seconds = 60 }))
+      local started = chronis.time.format(chronis.time.now() - 1000000)
+      local items, want = {}, {}
+      for i = 1, N + 50 do
+        local id = ("c%03d"):format(i)
+        local owner = i % 7 == 0 and "other" or "me"
+        local item = { job_id = id, owner = owner, run = { run_id = "r" .. i, job_id = id, outcome = "ok",
+          started_at = started, ended_at = started, attempt = 1 } }
+        if i % 2 == 0 then
+          item.delete = true
+        else
+          item.updates = { status = "scheduled", next_run_time = "2030-01-01T00:00:00Z", claimed_by = chronis.json.null,
+            lease_until = chronis.json.null }
+        end
+        items[i] = item
+        want[i] = i > N and "not_found" or owner == "other" and "conflict" or "ok"
+      end
+      local res = store:complete_jobs(items)
+      assert.are.equal(#items, #res)
+      local applied = 0
+      for i = 1, #items do
+        assert.are.equal(items[i].job_id, res[i].job_id)
+        assert.are.equal(want[i], res[i].ok and "ok" or res[i].code, items[i].job_id)
+        if res[i].ok then applied = applied + 1 end
+      end
+      assert.are.equal(applied, #store:query_runs({}))
+      assert.are.equal(#store:query_runs({ job_id = "c001" }), 1)
+      assert.are.equal(#store:query_runs({ job_id = "c007" }), 0)
+      assert.are.equal("running", store:get_job("c014").status)
+      assert.is_nil(store:get_job("c002"))
+      assert.are.equal("scheduled", store:get_job("c003").status)
+      store:close()
     end)
   end)
 

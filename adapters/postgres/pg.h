@@ -181,7 +181,19 @@ struct pg_op {
    * completions): CHR_TIME_NONE for no age pruning this time. Set before
    * chr_pg_build. */
   int64_t prune_before;
+  /* Completions: this op carries the items whose job_id falls in part
+   * `part` of `nparts` (chr_pg_item_part); nparts 0 is all of them. The
+   * parts of one request share `split` and run on several connections at
+   * once; the request is answered when the last one ends. Set before
+   * chr_pg_build. */
+  int part, nparts;
+  struct pg_split *split;
 };
+
+/* The part (of nparts) that the completion item for job `id` goes to:
+ * every item of one job in the same part, so that its runs are ranked
+ * and pruned in one statement. */
+int chr_pg_item_part(const char *id, int nparts);
 
 pg_op_t *chr_pg_op_new(chr_store_req_t *req);
 void chr_pg_op_free(pg_op_t *op);

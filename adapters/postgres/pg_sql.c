@@ -892,6 +892,10 @@ static void build_record_runs(const pg_opts_t *o, pg_op_t *op) {
   chr_pg_param_time(op, op->prune_before);
 }
 
+int chr_pg_item_part(const char *id, int nparts) {
+  return (int)(chr_pg_fnv1a(id, strlen(id), PG_FNV_SEED) % (uint64_t)nparts);
+}
+
 static void build_complete(const pg_opts_t *o, pg_op_t *op) {
   chr_store_req_t *req = op->req;
   chr_buf_t b, set;
@@ -900,8 +904,9 @@ static void build_complete(const pg_opts_t *o, pg_op_t *op) {
   chr_buf_addc(&b, '[');
   for (size_t i = 0; i < req->nitems; i++) {
     chr_completion_t *it = &req->items[i];
+    if (op->nparts > 1 && chr_pg_item_part(it->job_id, op->nparts) != op->part) continue;
     it->result = CHR_ENOTFOUND;
-    if (i) chr_buf_addc(&b, ',');
+    if (b.len > 1) chr_buf_addc(&b, ',');
     chr_buf_printf(&b, "{\"i\":%zu,\"id\":", i);
     chr_json_add_string(&b, it->job_id, strlen(it->job_id));
     chr_buf_adds(&b, ",\"owner\":");
