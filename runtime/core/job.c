@@ -487,6 +487,16 @@ void chr_job_add_shown(chr_buf_t *b, const char *s, size_t n) {
 
 /* ---- JSON ---- */
 
+/* Appends v in decimal, as "%d" would. */
+static void add_int(chr_buf_t *out, int32_t v) {
+  char buf[12], *p = buf + sizeof buf;
+  uint32_t u = v < 0 ? 0u - (uint32_t)v : (uint32_t)v;
+  do *--p = (char)('0' + u % 10);
+  while ((u /= 10) != 0);
+  if (v < 0) *--p = '-';
+  chr_buf_add(out, p, (size_t)(buf + sizeof buf - p));
+}
+
 void chr_job_to_json(const chr_job_t *j, chr_buf_t *out) {
   char tb[CHR_TIME_BUFSZ];
   int first = 1;
@@ -498,7 +508,10 @@ void chr_job_to_json(const chr_job_t *j, chr_buf_t *out) {
     if ((d->type == CHR_FT_STR || d->type == CHR_FT_JSON) && *STRP(j, d) == NULL) continue;
     if (!first) chr_buf_addc(out, ',');
     first = 0;
-    chr_buf_printf(out, "\"%s\":", d->name);
+    /* No printf: every store writes each record through here. */
+    chr_buf_addc(out, '"');
+    chr_buf_adds(out, d->name);
+    chr_buf_add(out, "\":", 2);
     switch (d->type) {
     case CHR_FT_STR: chr_json_add_string(out, *STRP(j, d), strlen(*STRP(j, d))); break;
     case CHR_FT_JSON: chr_buf_adds(out, *STRP(j, d)); break;
@@ -506,9 +519,11 @@ void chr_job_to_json(const chr_job_t *j, chr_buf_t *out) {
       chr_time_format(*TIMEP(j, d), tb);
       chr_json_add_string(out, tb, strlen(tb));
       break;
-    case CHR_FT_INT: chr_buf_printf(out, "%d", (int)*INTP(j, d)); break;
+    case CHR_FT_INT: add_int(out, *INTP(j, d)); break;
     case CHR_FT_ENUM:
-      chr_buf_printf(out, "\"%s\"", d->enum_names[*ENUMP(j, d)]);
+      chr_buf_addc(out, '"');
+      chr_buf_adds(out, d->enum_names[*ENUMP(j, d)]);
+      chr_buf_addc(out, '"');
       break;
     }
   }
