@@ -442,6 +442,30 @@ function Store:locate_many(ids)
   return found
 end
 
+-- Runs fn(x, i) for every x of list, up to PARALLEL at once (each worker a
+-- task of its own, so their requests overlap); raises the first error once
+-- every worker has ended.
+local PARALLEL = 16
+local function each_parallel(list, fn)
+  if #list <= 1 then
+    for i, x in ipairs(list) do fn(x, i) end
+    return
+  end
+  local last, first_err = 0, nil
+  local function worker()
+    while first_err == nil and last < #list do
+      last = last + 1
+      local i = last
+      local ok, err = pcall(fn, list[i], i)
+      if not ok and first_err == nil then first_err = err end
+    end
+  end
+  local tasks = {}
+  for w = 1, math.min(PARALLEL, #list) do tasks[w] = chronis.spawn(worker) end
+  for _, t in ipairs(tasks) do t:join() end
+  if first_err ~= nil then error(first_err, 0) end
+end
+
 -- Writes job (the new record of entry e's job) if e is still current.
 -- Returns true, or false when someone else wrote first.
 function Store:write(e, job)
@@ -477,46 +501,114 @@ end
 
 -- The operations (docs/adapters.md).
 
+-- Takes id for a new job: the conditional put of its pointer (the
+-- duplicate check, atomic in DynamoDB). True, or false when the id is
+-- taken: by a job, or by a pointer that is not a leftover of a create
+-- that died before writing the job (old, and no job where it points).
+function Store:take_id(id, pointer, now)
+  for attempt = 1, 3 do
+    if self:call("PutItem", { Item = pointer, ConditionExpression = "attribute_not_exists(PK)" }, true) then
+      return true
+    end
+    -- The pointer may also have been deleted a moment ago: try again.
+    local e, p = self:locate(id)
+    if e or attempt == 3 then return false end
+    if p then
+      local stale = now - math.tointeger(tonumber(p.created.N)) > STALE_POINTER_US
+      return stale and self:call("PutItem", {
+        Item = pointer,
+        ConditionExpression = "created = :c",
+        ExpressionAttributeValues = { [":c"] = p.created },
+      }, true) ~= nil
+    end
+  end
+  return false
+end
+
+-- Undoes take_id for a job that could not be written.
+function Store:release_id(id, now)
+  pcall(self.call, self, "DeleteItem", {
+    Key = pointer_key(id), ConditionExpression = "created = :c",
+    ExpressionAttributeValues = { [":c"] = N(now) },
+  }, true)
+end
+
+-- What creating rec at `now` writes: its pointer, its partition, its job
+-- item and the item's doc.
+function Store:new_items(rec, now)
+  rec.updated_at = format_time(now)
+  local doc = encode_record(rec)
+  local pk = self:pk_of(rec)
+  local pointer = { PK = S("ID#" .. rec.job_id), SK = S("ID"), tenant = S(pk), created = N(now) }
+  return pointer, pk, job_item(pk, rec, doc), doc
+end
+
 function Store:create_job(job)
   local rec = kit.check_record(job, "create_job")
   local id = rec.job_id
   local now = self:stamp()
-  rec.updated_at = format_time(now)
-  local doc = encode_record(rec)
-  local pk = self:pk_of(rec)
-  local item = job_item(pk, rec, doc)
-  local pointer = { PK = S("ID#" .. id), SK = S("ID"), tenant = S(pk), created = N(now) }
-  for attempt = 1, 3 do
-    if self:call("PutItem", { Item = pointer, ConditionExpression = "attribute_not_exists(PK)" }, true) then
-      break
-    end
-    -- The id is taken, unless its pointer is a leftover of a create that
-    -- died before writing the job (old, and no job where it points), or
-    -- was deleted a moment ago.
-    local e, p = self:locate(id)
-    if e or attempt == 3 then fail("duplicate", "job '%s' already exists", id) end
-    if p then
-      local stale = now - math.tointeger(tonumber(p.created.N)) > STALE_POINTER_US
-      if not stale or self:call("PutItem", {
-        Item = pointer,
-        ConditionExpression = "created = :c",
-        ExpressionAttributeValues = { [":c"] = p.created },
-      }, true) == nil then
-        fail("duplicate", "job '%s' already exists", id)
-      end
-      break
-    end
-  end
+  local pointer, pk, item, doc = self:new_items(rec, now)
+  if not self:take_id(id, pointer, now) then fail("duplicate", "job '%s' already exists", id) end
   local ok, err = pcall(self.call, self, "PutItem", { Item = item })
   if not ok then
-    pcall(self.call, self, "DeleteItem", {
-      Key = pointer_key(id), ConditionExpression = "created = :c",
-      ExpressionAttributeValues = { [":c"] = N(now) },
-    }, true)
+    self:release_id(id, now)
     error(err, 0)
   end
   self:remember(id, pk)
   return json.decode(doc)
+end
+
+-- create_jobs: the pointers are taken as create_job takes one (a
+-- conditional put each, PARALLEL at a time: DynamoDB has no conditional
+-- batch write, and the conditional put is what makes two creators of one
+-- id agree on the winner), then the job items of the ids taken are put by
+-- BatchWriteItem, 25 a call. A record whose id is taken, or given earlier
+-- in the list (the first wins), is a duplicate. A crash between the two
+-- steps leaves pointers without jobs, which later creates of those ids
+-- take over once stale, as after a create_job that died. A failure
+-- releases the pointers of the jobs not sent; those of a batch write that
+-- failed stay (its jobs may be written) and go stale if they were not.
+function Store:create_jobs(list)
+  local records = kit.check_call(self, "create_jobs", list)
+  local results, fresh, seen = {}, {}, {}
+  local now = self:stamp()
+  for i, rec in ipairs(records) do
+    local id = rec.job_id
+    if seen[id] then
+      results[i] = { job_id = id, ok = false, code = "duplicate" }
+    else
+      seen[id] = true
+      local pointer, pk, item = self:new_items(rec, now)
+      fresh[#fresh + 1] = { i = i, id = id, pointer = pointer, pk = pk, item = item }
+    end
+  end
+  local ok, err = pcall(each_parallel, fresh, function(c)
+    c.taken = self:take_id(c.id, c.pointer, now)
+  end)
+  local taken = {}
+  for _, c in ipairs(fresh) do
+    if c.taken then taken[#taken + 1] = c end
+  end
+  local sent = 0
+  while ok and sent < #taken do
+    local puts = {}
+    for k = sent + 1, math.min(sent + 25, #taken) do puts[#puts + 1] = { PutRequest = { Item = taken[k].item } } end
+    ok, err = pcall(self.batch_write, self, puts)
+    sent = sent + #puts
+  end
+  if not ok then
+    each_parallel(table.move(taken, sent + 1, #taken, 1, {}), function(c) self:release_id(c.id, now) end)
+    error(err, 0)
+  end
+  for _, c in ipairs(fresh) do
+    if c.taken then
+      results[c.i] = { job_id = c.id, ok = true }
+      self:remember(c.id, c.pk)
+    else
+      results[c.i] = { job_id = c.id, ok = false, code = "duplicate" }
+    end
+  end
+  return results
 end
 
 function Store:get_job(id)
@@ -794,30 +886,6 @@ function Store:count_jobs(filters)
     n = n + self:each_page(r.op, r.req)
   end
   return n
-end
-
--- Runs fn(x, i) for every x of list, up to PARALLEL at once (each worker a
--- task of its own, so their requests overlap); raises the first error once
--- every worker has ended.
-local PARALLEL = 16
-local function each_parallel(list, fn)
-  if #list <= 1 then
-    for i, x in ipairs(list) do fn(x, i) end
-    return
-  end
-  local last, first_err = 0, nil
-  local function worker()
-    while first_err == nil and last < #list do
-      last = last + 1
-      local i = last
-      local ok, err = pcall(fn, list[i], i)
-      if not ok and first_err == nil then first_err = err end
-    end
-  end
-  local tasks = {}
-  for w = 1, math.min(PARALLEL, #list) do tasks[w] = chronis.spawn(worker) end
-  for _, t in ipairs(tasks) do t:join() end
-  if first_err ~= nil then error(first_err, 0) end
 end
 
 -- Due jobs come from the status index (keys and order only); the best

@@ -55,10 +55,12 @@ local SIZE = opts.smoke and {
   runs = 1, b1 = 1000, b1_file = 100, b2_jobs = 300, b2_secs = 2, b2_lead = 0.5,
   b3 = 10000, b3_polls = 20, b3_rounds = 3, b4_secs = 0.05, b5 = 200, b5_lead = 3,
   b7_tenants = 10, b7_jobs = 100, b7_polls = 20,
+  b2x_jobs = 300, b2x_secs = 2, b2x_lead = 1, b2x_lead_pg = 2, b6 = 1000, b6_c1 = 100, b6_c2 = 1000,
 } or {
   runs = 3, b1 = 100000, b1_file = 2000, b2_jobs = 2000, b2_secs = 30, b2_lead = 3,
   b3 = 1000000, b3_polls = 200, b3_rounds = 20, b4_secs = 2, b5 = 20000, b5_lead = 10,
   b7_tenants = 100, b7_jobs = 1000, b7_polls = 100,
+  b2x_jobs = 20000, b2x_secs = 60, b2x_lead = 10, b2x_lead_pg = 15, b6 = 100000, b6_c1 = 1000, b6_c2 = 10000,
 }
 SIZE.runs = opts.runs or SIZE.runs
 -- BENCH_B1=5000 and the like override one size (quick checks of the harness).
@@ -386,6 +388,32 @@ B2.rows[#B2.rows + 1] = peer_row("bullmq", "BullMQ", "redis", "node", {
   validate = b2_validate,
 })
 
+-- B2X steady at ten times B2's load: B2's script and figures, chronis only.
+-- Creation (one create per job) happens before T0, inside the lead time:
+-- PostgreSQL, a round trip per job, gets a longer one.
+local B2X = scenario{
+  id = "B2X", title = "B2X steady ×10",
+  what = ("%s interval jobs every 1 s, phases spread over the second, for %d s (%s expected runs), chronis only"):format(
+    U.num(SIZE.b2x_jobs), SIZE.b2x_secs, U.num(SIZE.b2x_jobs * SIZE.b2x_secs)),
+  figures = B2.figures,
+  rows = {},
+}
+for _, st in ipairs{ "memory", "sqlite", "redis", "postgres" } do
+  local lead = st == "postgres" and SIZE.b2x_lead_pg or SIZE.b2x_lead
+  B2X.rows[#B2X.rows + 1] = chronis_row("chronis-" .. st, st, {
+    -- room for stop() after a saturated window and the tally of every slot
+    timeout = lead + SIZE.b2x_secs * 3 + 180,
+    argv = function(ctx, run)
+      return { LUA, "bench/chronis/b2_steady.lua", SIZE.b2x_jobs, SIZE.b2x_secs,
+               STORES[st].url(ctx, "b2x_" .. st .. "_" .. run), lead, 100, 10000 }
+    end,
+    validate = function(r)
+      if (r.runs or 0) == 0 then return "no run at all" end
+      if r.late_create then return ("creating %d jobs took longer than the %g s lead"):format(SIZE.b2x_jobs, lead) end
+    end,
+  })
+end
+
 -- B3 scale
 local B3 = scenario{
   id = "B3", title = "B3 scale",
@@ -397,6 +425,7 @@ local B3 = scenario{
     { key = "due100", label = "claim, 100 due µs", get = function(x) return x.r.claim_100.median_us end },
     { key = "recover", label = "recover leases µs", get = function(x) return x.r.recover_empty.median_us end },
     { key = "nextdue", label = "next_due_time µs", get = function(x) return x.r.next_due.median_us end },
+    { key = "tick", label = "engine poll, none due µs", get = function(x) return x.r.tick_empty and x.r.tick_empty.median_us end },
     { key = "create", label = "create/s", get = function(x) return x.r.create_per_s end },
     { key = "rss", label = "peak RSS MiB", get = function(x) return x.m.maxrss_kb / 1024 end },
   },
@@ -477,6 +506,78 @@ for _, st in ipairs{ "redis", "postgres", "sqlite" } do
     extra = st == "sqlite" and "SQLite: 4 processes on one file" or nil })
 end
 
+-- B6 I/O-bound handlers
+-- The smoke run scales the concurrencies down too: 1,000 new connections
+-- at once to the HTTP target take seconds to be accepted.
+local B6_CONC = { SIZE.b6_c1, SIZE.b6_c2 }
+local B6_WAIT_MS = 50
+local B6 = scenario{
+  id = "B6", title = "B6 I/O-bound handlers",
+  what = ("%s one-shot jobs due now whose handler waits %d ms (a sleep, or a GET to a local server that answers after %d ms), %s handlers at once; jobs/s from the first handler start to the last completion, and RSS per waiting handler"):format(
+    U.num(SIZE.b6), B6_WAIT_MS, B6_WAIT_MS, table.concat((function()
+      local t = {}
+      for i, c in ipairs(B6_CONC) do t[i] = U.num(c) end
+      return t
+    end)(), " or ")),
+  http_target = B6_WAIT_MS,
+  figures = {
+    { key = "jobs_s", label = "jobs/s", get = function(x) return x.r.jobs_per_s end },
+    { key = "kib_per_handler", label = "KiB / waiting handler", get = function(x) return x.r.kib_per_handler end },
+    { key = "peak", label = "most waiting at once", get = function(x) return x.r.peak_waiting end },
+    { key = "cpu", label = "CPU s (process)", get = function(x) return x.m.cpu_s end },
+    { key = "rss", label = "peak RSS MiB", get = function(x) return x.m.maxrss_kb / 1024 end },
+    { key = "wall", label = "wall s", get = function(x) return x.m.wall_s end },
+  },
+  rows = {},
+  ratios = {},
+  note = ("KiB / waiting handler: VmRSS sampled as the number of handlers waiting at once climbs (the last sample at the concurrency, when reached) minus VmRSS before the run phase, divided by the handlers waiting at that sample. The HTTP variant's server is bench/peers/node/http_target.js (keep-alive, answers after %d ms), one for the whole scenario, the same for every system. APScheduler runs a ThreadPoolExecutor with as many threads as the concurrency; urllib opens a connection per request."):format(B6_WAIT_MS),
+}
+local function b6_validate(n)
+  return function(r)
+    if (r.errors or 0) ~= 0 then return ("%d handlers failed, first: %s"):format(r.errors, tostring(r.first_error)) end
+    if r.done ~= n then return ("ran %s of %d jobs"):format(tostring(r.done), n) end
+    if (r.left or 0) ~= 0 then return ("%d jobs left in the store"):format(r.left) end
+    if not r.kib_per_handler then return "no RSS sample while handlers waited" end
+  end
+end
+for _, variant in ipairs{ "sleep", "http" } do
+  for _, conc in ipairs(B6_CONC) do
+    local suffix = "-" .. variant .. "-" .. conc
+    local params = { variant = variant, concurrency = conc }
+    local label = ("%s, %s at once"):format(variant, U.num(conc))
+    local function target(ctx) return variant == "http" and ctx.http.url or nil end
+    for _, st in ipairs{ "memory", "redis" } do
+      B6.rows[#B6.rows + 1] = chronis_row("chronis-" .. st .. suffix, st, {
+        label = label, params = params, timeout = 1800, http = variant == "http",
+        argv = function(ctx, run)
+          return { LUA, "bench/chronis/b6_io.lua", SIZE.b6, STORES[st].url(ctx, "b6_" .. st .. "_" .. run),
+                   variant, conc, target(ctx) }
+        end,
+        validate = b6_validate(SIZE.b6),
+      })
+    end
+    B6.rows[#B6.rows + 1] = peer_row("bullmq" .. suffix, "BullMQ", "redis", "node", {
+      label = label, params = params, timeout = 1800, server = "redis", http = variant == "http",
+      argv = function(ctx)
+        ctx.redis.fresh()
+        return { NODE, "bench/peers/node/b6_bullmq.js", SIZE.b6, ctx.redis.port, variant, conc, target(ctx) }
+      end,
+      validate = b6_validate(SIZE.b6),
+    })
+    B6.rows[#B6.rows + 1] = peer_row("aps-memory" .. suffix, "APScheduler", "memory", "apscheduler", {
+      label = label, params = params, timeout = 1800, http = variant == "http",
+      argv = function(ctx)
+        return { PY, "bench/peers/apscheduler/b6_io.py", SIZE.b6, variant, conc, target(ctx) }
+      end,
+      validate = b6_validate(SIZE.b6),
+    })
+    B6.ratios[#B6.ratios + 1] = { "chronis-redis" .. suffix, "bullmq" .. suffix, "jobs_s",
+      ("chronis Redis / BullMQ, %s"):format(label) }
+    B6.ratios[#B6.ratios + 1] = { "chronis-memory" .. suffix, "aps-memory" .. suffix, "jobs_s",
+      ("chronis memory / APScheduler, %s"):format(label) }
+  end
+end
+
 -- B7 tenants
 local B7 = scenario{
   id = "B7", title = "B7 tenants",
@@ -546,6 +647,10 @@ local function start_servers(sc, ctx)
   end
   if need_redis then ctx.redis = S.start_redis(ctx.dir .. "/redis") end
   if need_pg then ctx.pg = S.start_postgres(ctx.dir .. "/pg") end
+  if sc.http_target then
+    local ok, e = pcall(S.start_http_target, ctx.dir .. "/http", sc.http_target)
+    if ok then ctx.http = e else ctx.http_err = tostring(e) end
+  end
   ctx.servers = {}
   if ctx.redis then ctx.servers[#ctx.servers + 1] = ctx.redis end
   if ctx.pg then ctx.servers[#ctx.servers + 1] = ctx.pg end
@@ -554,6 +659,7 @@ end
 local function stop_servers(ctx)
   if ctx.redis then ctx.redis.stop() end
   if ctx.pg then ctx.pg.stop() end
+  if ctx.http then ctx.http.stop() end
 end
 
 local function server_of(ctx, row)
@@ -658,6 +764,12 @@ local function run_scenario(sc)
       end
     end
   end
+  for _, row in ipairs(sc.rows) do
+    if row.http and not row.na and not row.err and not ctx.http then
+      row.err = "HTTP target: " .. (ctx.http_err or "not started")
+      record_error(sc, row, row.err)
+    end
+  end
   for run = 1, SIZE.runs do
     for _, row in ipairs(sc.rows) do
       if not row.na and not row.err then
@@ -688,6 +800,7 @@ local function run_scenario(sc)
   local byk = {}
   for _, row in ipairs(sc.rows) do
     local o = { key = row.key, system = row.system, store = row.store, label = row.label, extra = row.extra,
+                params = row.params,
                 status = row.na and ("not available: " .. row.na) or row.err and ("error: " .. row.err) or "ok",
                 figures = {}, settings = nil, versions = nil, cmd = nil }
     for _, f in ipairs(sc.figures) do
@@ -944,7 +1057,7 @@ if opts.only and not opts.smoke then
     results.scenarios = merged
     local function keep(list)
       for _, s in ipairs(old[list] or {}) do
-        local id = s:match("^(B%d)")
+        local id = s:match("^(B%d+X?)")
         if id and not ran[id] then table.insert(results[list], s) end
       end
     end

@@ -279,6 +279,70 @@ static void create(chr_store_t *s, chr_job_t *j) {
   chr_job_free(j);
 }
 
+static void test_packed_job(void) {
+  test_case("a packed copy reads like the record, and writes to it leave both whole");
+  chr_job_t *src = job("packed-1", iso("2025-01-15T10:00:00Z"));
+  chr_job_set_str(src, CHR_F_FUNC_NAME, "send");
+  chr_job_set_str(src, CHR_F_CLAIMED_BY, "node-1");
+  src->extra = chr_strdup("{\"args\":[1]}");
+  chr_job_t *p = chr_job_dup_packed(src);
+  CHECK(p->packed && strcmp(p->job_id, "packed-1") == 0 && strcmp(p->func_name, "send") == 0);
+  CHECK(strcmp(p->claimed_by, "node-1") == 0 && strcmp(p->extra, "{\"args\":[1]}") == 0);
+  CHECK(p->name == NULL && p->job_id != src->job_id);
+  chr_job_t *d = chr_job_dup(p); /* a copy of a packed one is not */
+  CHECK(!d->packed && strcmp(d->func_name, "send") == 0);
+  chr_job_set_str(p, CHR_F_CLAIMED_BY, "node-2");
+  CHECK(!p->packed && strcmp(p->claimed_by, "node-2") == 0 && strcmp(p->job_id, "packed-1") == 0);
+  chr_job_t *u = chr_job_new();
+  u->nullmask |= CHR_BIT(CHR_F_FUNC_NAME);
+  chr_job_t *q = chr_job_dup_packed(src);
+  chr_job_apply(q, u);
+  CHECK(!q->packed && q->func_name == NULL && strcmp(q->extra, "{\"args\":[1]}") == 0);
+  chr_job_free(u);
+  chr_job_free(q);
+  chr_job_free(d);
+  chr_job_free(p);
+  chr_job_free(src);
+}
+
+/* Jobs due at one time whose ids share their first 8 bytes, or end
+ * within them: the memory store's trees compare that prefix as a number
+ * first, and must still claim and list them in strcmp order. */
+static void test_store_id_order(void) {
+  static const char *const ids[] = {"job100001", "job10000", "job1", "job100000", "jobA",
+                                    "job10000a", "job1000",  "job10001", "j", "job100000\x7f"};
+  static const char *const sorted[] = {"j",        "job1",      "job1000",  "job10000",
+                                       "job100000", "job100000\x7f", "job100001", "job10000a",
+                                       "job10001",  "jobA"};
+  enum { N = sizeof ids / sizeof *ids };
+  chr_store_t *s = chr_memory_store_new();
+  int64_t t0 = iso("2025-01-15T10:00:00Z");
+  test_case("store: equal times go by job_id in queries and claims, whatever the ids' prefixes");
+  for (int i = 0; i < N; i++) create(s, job(ids[i], t0));
+  chr_store_req_init(&last, CHR_OP_QUERY);
+  CHECK(submit(s, &last) == 0 && last.njobs == N);
+  for (size_t i = 0; i < last.njobs && i < N; i++) CHECK(strcmp(last.jobs[i]->job_id, sorted[i]) == 0);
+  chr_store_req_reset(&last);
+  chr_store_req_init(&last, CHR_OP_CLAIM);
+  last.now = t0;
+  last.limit = 100;
+  last.owner = "node-1";
+  last.lease_us = 30 * CHR_USEC;
+  CHECK(submit(s, &last) == 0 && last.njobs == N);
+  for (size_t i = 0; i < last.njobs && i < N; i++) CHECK(strcmp(last.jobs[i]->job_id, sorted[i]) == 0);
+  chr_store_req_reset(&last);
+  chr_filter_t f;
+  chr_filter_init(&f);
+  f.status_mask = 1u << CHR_ST_RUNNING;
+  chr_store_req_init(&last, CHR_OP_QUERY);
+  last.filter = &f;
+  CHECK(submit(s, &last) == 0 && last.njobs == N);
+  for (size_t i = 0; i < last.njobs && i < N; i++) CHECK(strcmp(last.jobs[i]->job_id, sorted[i]) == 0);
+  chr_store_req_reset(&last);
+  chr_filter_free(&f);
+  chr_store_close(s);
+}
+
 static void test_store(void) {
   chr_store_t *s = chr_memory_store_new();
   int64_t t0 = iso("2025-01-15T10:00:00Z");
@@ -697,7 +761,9 @@ int main(void) {
   test_json();
   test_url();
   test_meta_index();
+  test_packed_job();
   test_store();
+  test_store_id_order();
   test_engine();
   test_queues();
   chr_tz_cache_clear();

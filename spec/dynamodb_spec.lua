@@ -237,6 +237,55 @@ describe("dynamodb store", function()
     end)
   end)
 
+  it("writes with create_jobs the items create_job writes, and takes ids as it does", function()
+    with_table("bulk", function(name, store)
+      local function rec(id, tenant)
+        return { job_id = id, status = "scheduled", next_run_time = "2025-01-15T10:00:00Z", priority = 7,
+          trigger_type = "date", trigger_args = { run_date = "2025-01-15T10:00:00Z" },
+          metadata = { tenant_id = tenant } }
+      end
+      store:create_job(rec("one", "acme"))
+      local c = client_for(name)
+      -- A create that died after its pointer (old: taken over) and one
+      -- that may be in progress (young: a duplicate).
+      for id, created in pairs({ stale = chronis.time.now() - 3600 * 1000000, young = chronis.time.now() }) do
+        c:call("PutItem", { TableName = name, Item = { PK = { S = "ID#" .. id }, SK = { S = "ID" },
+          tenant = { S = "JOBS" }, created = { N = ("%d"):format(created) } } })
+      end
+      local res = store:create_jobs({ rec("bulk", "acme"), rec("one", "globex"), rec("stale", "globex"),
+        rec("young", "acme"), rec("bulk", "globex") })
+      local oks = {}
+      for i, r in ipairs(res) do oks[i] = r.ok and "ok" or r.code end
+      assert.are.same({ "ok", "duplicate", "ok", "duplicate", "duplicate" }, oks)
+      assert.are.same({ "ID#bulk ID", "ID#one ID", "ID#stale ID", "ID#young ID", "META TABLE", "acme JOB#bulk",
+        "acme JOB#one", "globex JOB#stale" }, raw_keys(name))
+      local items = {}
+      for _, it in ipairs(raw_items(name)) do items[it.PK.S .. " " .. it.SK.S] = it end
+      -- Every attribute of the job items but the id's and the stamp.
+      local function shape(it)
+        local out = {}
+        for k, v in pairs(it) do
+          if k == "doc" then
+            local doc = chronis.json.decode(v.S)
+            doc.job_id, doc.updated_at = nil, nil
+            out.doc = doc
+          elseif k ~= "SK" and k ~= "job_id" and k ~= "upd" then
+            out[k] = v
+          end
+        end
+        return out
+      end
+      assert.are.same(shape(items["acme JOB#one"]), shape(items["acme JOB#bulk"]))
+      local pointer_attrs = {}
+      for k in pairs(items["ID#bulk ID"]) do pointer_attrs[#pointer_attrs + 1] = k end
+      table.sort(pointer_attrs)
+      assert.are.same({ "PK", "SK", "created", "tenant" }, pointer_attrs)
+      assert.are.equal("acme", items["ID#bulk ID"].tenant.S)
+      assert.are.equal("globex", items["ID#stale ID"].tenant.S)
+      assert.are.equal("globex", store:get_job("stale").metadata.tenant_id)
+    end)
+  end)
+
   it("repairs what a crash leaves: a stale pointer, a half-done move", function()
     with_table("crash", function(name, store, inst)
       store:create_job({ job_id = "warm", status = "pending" }) -- creates the table

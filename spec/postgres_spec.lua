@@ -434,6 +434,31 @@ describe("postgres store", function()
       assert.are.equal(1, kw.k)
       s:close()
     end)
+
+    it("reads fields and trigger_args written by hand as the canonical form would give them", function()
+      local t = fresh_table()
+      local s = chronis.storage.open(url(nil, t))
+      s:create_job({ job_id = "a", status = "scheduled", trigger_type = "interval", func_name = "f",
+        trigger_args = { seconds = 5 } })
+      s:create_job({ job_id = "b", status = "scheduled", trigger_type = "interval", func_name = "f",
+        trigger_args = { seconds = 5 } })
+      -- An integer field written as 3.0 is 3 in the canonical form, the
+      -- field's value, not a member the decoder keeps aside.
+      psql(("UPDATE %s SET record = record || '{\"max_retries\": 3.0, \"trigger_args\": " ..
+        "{\"zz\": [1.50, {\"y\": 2.0, \"x\": 1}], \"seconds\": 10.0, \"a\": \"\\u00e9\"}}' " ..
+        "WHERE job_id = 'a'"):format(t))
+      psql(("UPDATE %s SET record = record || '{\"name\": \"tab\\there\", \"retry_count\": 2}' " ..
+        "WHERE job_id = 'b'"):format(t))
+      local a, b = s:get_job("a"), s:get_job("b")
+      assert.are.equal(3, a.max_retries)
+      assert.are.equal("integer", math.type(a.max_retries))
+      assert.are.same({ zz = { 1.5, { y = 2, x = 1 } }, seconds = 10, a = "é" }, a.trigger_args)
+      assert.are.equal("integer", math.type(a.trigger_args.seconds))
+      assert.are.equal("tab\there", b.name)
+      assert.are.equal(2, b.retry_count)
+      assert.are.same({ seconds = 5 }, b.trigger_args)
+      s:close()
+    end)
   end)
 
   describe("next due time", function()
@@ -1010,7 +1035,7 @@ FROM generate_series(1, %d) k, generate_series(1, %d) i;
         $$BEGIN RAISE EXCEPTION 'no runs today'; END$$;
         CREATE TRIGGER refuse BEFORE INSERT ON %s_runs FOR EACH ROW EXECUTE FUNCTION %s_refuse()]])
         :format(t, t, t))
-      local items = { { job_id = "j", owner = "me", updates = { status = "scheduled", claimed_by = chronis.null,
+      local items = { { job_id = "j", owner = "me", updates = { status = "scheduled", claimed_by = chronis.json.null,
         lease_until = chronis.null, next_run_time = iso_ago(-3600), last_outcome = "ok" }, run = run("j1", "j", 2) } }
       local err = assert_error_code("unavailable", s.complete_jobs, s, items)
       assert.truthy(err.message:find("no runs today", 1, true), err.message)
@@ -1132,6 +1157,58 @@ FROM generate_series(1, %d) k, generate_series(1, %d) i;
       writer:store():close()
     end)
 
+    it("starts a job written by raw SQL (no NOTIFY) within ten polls, while its polls make no claim", function()
+      local t = fresh_table()
+      local ran = {}
+      local store = chronis.storage.open(url(nil, t))
+      local sched = chronis.scheduler{ storage = store, polling_interval = 0.1, logger = function() end }
+      sched:handler("hello", function(job) ran[#ran + 1] = { job.job_id, chronis.time.now() } end)
+      sched:start()
+      chronis.sleep(0.5) -- claimed nothing, read the next due time (none), LISTEN is up
+      local at = chronis.time.now() + 200000
+      psql(("INSERT INTO %s (job_id, status, trigger_type, next_run_time, updated_at, record) "
+        .. "VALUES ('raw', 'scheduled', 'date', '%s', now(), '{\"func_name\": \"hello\"}')"):format(
+          t, chronis.time.format(at)))
+      -- Nobody announced it: the next read of next_due_time (every 10
+      -- polls, 1 s) finds it.
+      assert(chronis.run_until(function() return #ran == 1 end, 3), "the raw job did not run")
+      assert.are.equal("raw", ran[1][1])
+      assert.is_true(ran[1][2] >= at, "ran before it was due")
+      assert.is_true(ran[1][2] < at + 1000000 + 300000, "ran late: " .. (ran[1][2] - at) .. " µs")
+      sched:stop()
+      sched:close()
+      store:close()
+    end)
+
+    it("wakes a scheduler in another store when create_jobs writes a batch, at its earliest job", function()
+      local t = fresh_table()
+      local ran = {}
+      local sched = slow_scheduler(url(nil, t), ran)
+      sched:start()
+      chronis.sleep(0.5) -- the first tick has claimed nothing and LISTEN is up
+      local writer = chronis.storage.open(url(nil, t))
+      local at = chronis.time.now() + 1500000
+      local function rec(id, when, status)
+        return { job_id = id, status = status or "scheduled", trigger_type = "date",
+          trigger_args = { run_date = chronis.time.format(when) }, func_name = "hello",
+          next_run_time = chronis.time.format(when) }
+      end
+      -- One hint for the batch, at its earliest scheduled time.
+      local res = writer:create_jobs({ rec("later", at + 60000000), rec("soon", at),
+        rec("paused", at - 1000000, "paused") })
+      for i, id in ipairs{ "later", "soon", "paused" } do
+        assert.are.same({ job_id = id, ok = true }, res[i])
+      end
+      assert(chronis.run_until(function() return #ran == 1 end, 5), "the hint did not arm the timer")
+      assert.are.equal("soon", ran[1][1])
+      assert.is_true(ran[1][2] >= at, "ran before it was due")
+      assert.is_true(ran[1][2] < at + 1000000, "ran late: " .. (ran[1][2] - at) .. " µs")
+      sched:stop()
+      sched:close()
+      sched:store():close()
+      writer:close()
+    end)
+
     it("leaves polling as the fallback with notify=false", function()
       local t = fresh_table()
       local ran = {}
@@ -1150,6 +1227,98 @@ FROM generate_series(1, %d) k, generate_series(1, %d) i;
       writer:close()
       sched:store():close()
       writer:store():close()
+    end)
+  end)
+
+  describe("create_jobs", function()
+    after_each(assert_loop_clean)
+
+    it("refuses a batch with a job_id too long for the primary key, naming the item, creating none", function()
+      local store = chronis.storage.open(url())
+      local function rec(id)
+        return { job_id = id, status = "scheduled", trigger_type = "date", func_name = "f",
+          next_run_time = "2030-01-01T00:00:00Z" }
+      end
+      local err = assert_error_code("invalid", function()
+        store:create_jobs({ rec("ok"), rec(string.rep("x", 2049)) })
+      end)
+      assert.truthy(err.message:find("item 2: invalid field 'job_id': 2049 bytes", 1, true), err.message)
+      assert.are.same({}, store:query_jobs())
+      local res = store:create_jobs({ rec(string.rep("x", 2048)) })
+      assert.is_true(res[1].ok)
+      store:close()
+    end)
+
+    it("answers duplicate for the ids another store created and creates the others once", function()
+      local t = fresh_table()
+      local a, b = chronis.storage.open(url(nil, t)), chronis.storage.open(url(nil, t))
+      local function batch(lo, hi)
+        local list = {}
+        for i = lo, hi do
+          list[#list + 1] = { job_id = ("j%04d"):format(i), status = "scheduled", trigger_type = "date",
+            func_name = "f", next_run_time = "2030-01-01T00:00:00Z", name = ("n%d-%d"):format(lo, i) }
+        end
+        return list
+      end
+      local ra = a:create_jobs(batch(1, 600))
+      local rb = b:create_jobs(batch(401, 1000))
+      for i = 1, 600 do assert.is_true(ra[i].ok) end
+      for i = 1, 600 do
+        assert.are.equal(i <= 200 and "duplicate" or nil, rb[i].code, rb[i].job_id)
+      end
+      assert.are.equal(1000, a:count_jobs())
+      assert.are.equal("n1-500", b:get_job("j0500").name)
+      assert.are.equal("n401-700", a:get_job("j0700").name)
+      a:close()
+      b:close()
+    end)
+  end)
+
+  describe("complete_jobs", function()
+    after_each(assert_loop_clean)
+
+    it("answers every item of a batch sent in parts, and writes the runs of those that applied", function()
+      local store = chronis.storage.open(url())
+      local N = 600
+      local list = {}
+      for i = 1, N do
+        list[i] = { job_id = ("c%03d"):format(i), status = "scheduled", trigger_type = "date",
+          func_name = "f", next_run_time = "2020-01-01T00:00:00Z" }
+      end
+      store:create_jobs(list)
+      assert.are.equal(N, #store:claim_due_jobs({ now = chronis.time.now(), limit = N, owner = "me",
+        lease_seconds = 60 }))
+      local started = chronis.time.format(chronis.time.now() - 1000000)
+      local items, want = {}, {}
+      for i = 1, N + 50 do
+        local id = ("c%03d"):format(i)
+        local owner = i % 7 == 0 and "other" or "me"
+        local item = { job_id = id, owner = owner, run = { run_id = "r" .. i, job_id = id, outcome = "ok",
+          started_at = started, ended_at = started, attempt = 1 } }
+        if i % 2 == 0 then
+          item.delete = true
+        else
+          item.updates = { status = "scheduled", next_run_time = "2030-01-01T00:00:00Z", claimed_by = chronis.json.null,
+            lease_until = chronis.json.null }
+        end
+        items[i] = item
+        want[i] = i > N and "not_found" or owner == "other" and "conflict" or "ok"
+      end
+      local res = store:complete_jobs(items)
+      assert.are.equal(#items, #res)
+      local applied = 0
+      for i = 1, #items do
+        assert.are.equal(items[i].job_id, res[i].job_id)
+        assert.are.equal(want[i], res[i].ok and "ok" or res[i].code, items[i].job_id)
+        if res[i].ok then applied = applied + 1 end
+      end
+      assert.are.equal(applied, #store:query_runs({}))
+      assert.are.equal(#store:query_runs({ job_id = "c001" }), 1)
+      assert.are.equal(#store:query_runs({ job_id = "c007" }), 0)
+      assert.are.equal("running", store:get_job("c014").status)
+      assert.is_nil(store:get_job("c002"))
+      assert.are.equal("scheduled", store:get_job("c003").status)
+      store:close()
     end)
   end)
 

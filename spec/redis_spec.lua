@@ -1038,6 +1038,32 @@ describe("redis", function()
       sched:close()
     end)
 
+    it("start a job written by raw commands (no PUBLISH) within ten polls", function()
+      local p = prefix()
+      local store = keep(chronis.storage.redis(srv.url, { prefix = p }))
+      local ran_at
+      local sched = chronis.scheduler({ storage = store, polling_interval = 0.1, logger = quiet })
+      sched:handler("h", function() ran_at = now_us() end)
+      local far = now_us() + 3600 * 1000000
+      store:create_job({ job_id = "raw", status = "scheduled", next_run_time = far, func_name = "h",
+        trigger_type = "date" })
+      sched:start()
+      chronis.sleep(0.3) -- claimed nothing, read the next due time: an hour away
+      -- Moved to now + 200 ms behind the store's back, as its scripts would
+      -- (the hash, the set of all jobs and the due set of priority 5),
+      -- without announcing it.
+      local due = now_us() + 200000
+      srv:cli("HSET", "{" .. p .. "}:job:raw", "next_run_time", tostring(due))
+      srv:cli("ZADD", "{" .. p .. "}:jobs", tostring(due), "raw")
+      srv:cli("ZADD", "{" .. p .. "}:due:5", tostring(due), "raw")
+      assert.truthy(wait_for(function() return ran_at ~= nil end, 3), "the raw job did not run")
+      assert.is_true(ran_at >= due, "ran before it was due")
+      -- The next read of next_due_time (every 10 polls, 1 s) finds it.
+      assert.is_true(ran_at < due + 1300000, ("ran %.3f s late"):format((ran_at - due) / 1e6))
+      sched:stop()
+      sched:close()
+    end)
+
     it("wake a scheduler for a job created before it started", function()
       local p = prefix()
       local store = keep(chronis.storage.redis(srv.url, { prefix = p }))

@@ -347,6 +347,37 @@ describe("sqlite store", function()
       s:close()
     end)
 
+    it("writes with create_jobs the rows create_job writes, indexes included, in one transaction", function()
+      local path = fresh_path()
+      local s = chronis.storage.sqlite(path, { index_metadata = "tenant_id" })
+      local function rec(id, queue)
+        local r = copy(FULL)
+        r.job_id, r.queue, r.claimed_by, r.lease_until = id, queue, "w1", "2025-01-15T10:05:00Z"
+        return r
+      end
+      s:create_job(rec("one", "mail"))
+      local res = s:create_jobs({ rec("bulk", "mail"), rec("one", "other"), rec("bulk2", "mail"),
+        rec("bulk", "other") })
+      assert.are.same({ true, false, true, false }, { res[1].ok, res[2].ok, res[3].ok, res[4].ok })
+      s:close()
+      -- Every column, and the record but for its id and stamp.
+      local cols = "status, next_run_time, priority, claimed_by, lease_until, trigger_type, " ..
+        "json_remove(record, '$.updated_at', '$.job_id')"
+      local one = sqlite3(path, "SELECT " .. cols .. " FROM jobs WHERE job_id = 'one'")
+      assert.are.equal(one, sqlite3(path, "SELECT " .. cols .. " FROM jobs WHERE job_id = 'bulk'"))
+      assert.truthy(one:find('"queue":"mail"', 1, true), one)
+      -- The queue index and the metadata index hold the batch's rows.
+      assert.are.equal("bulk|bulk2|one", sqlite3(path, "SELECT group_concat(job_id, '|') FROM " ..
+        "(SELECT job_id FROM jobs INDEXED BY jobs_queue WHERE status = 'scheduled' AND " ..
+        "coalesce(CASE WHEN json_valid(record) THEN json_extract(record, '$.queue') END, 'default') " ..
+        "= 'mail' ORDER BY job_id)"))
+      assert.are.equal("3", sqlite3(path, "SELECT count(*) FROM jobs INDEXED BY jobs_meta_tenant_id " ..
+        "WHERE record -> '$.metadata.\"tenant_id\"' = '\"acme\"'"))
+      -- One stamp for the batch: its rows were written by one statement
+      -- repeated in one transaction.
+      assert.are.equal("1", sqlite3(path, "SELECT count(DISTINCT updated_at) FROM jobs WHERE job_id LIKE 'bulk%'"))
+    end)
+
     it("reads empty strings back as empty strings", function()
       -- Each record is decoded from its JSON text; an empty string was
       -- once read back as whatever bytes were left in the heap.

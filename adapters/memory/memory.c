@@ -15,7 +15,13 @@
  *  - the aux node is in `due` while the job is scheduled with a
  *    next_run_time, ordered by (priority desc, next_run_time, job_id), and
  *    in `lease` while it is running with a lease_until, ordered by
- *    (lease_until, job_id). A job is never in both, so one node serves.
+ *    (lease_until, seq). A job is never in both, so one node serves.
+ * Ties by job_id compare the ids' first 8 bytes, kept in the record
+ * (idkey), before the strings: the jobs of a burst share their times, so
+ * every comparison on the way down a tree reached the ids, each in an
+ * allocation of its own. Recovery order among equal leases is nobody's
+ * contract, so the lease order ends with the record's creation number
+ * instead, which needs no id at all.
  * Claim walks `due` from the front, takes due jobs of the highest priority
  * and seeks past a priority whose earliest job is not due yet: O(log n) per
  * job claimed and per priority level skipped. Recover walks `lease` from
@@ -51,6 +57,8 @@ typedef struct mrec {
   chr_job_t job;
   chr_rb_node_t by_status;
   chr_rb_node_t aux;
+  uint64_t idkey; /* the first 8 bytes of job_id, big-endian, 0-padded */
+  uint64_t seq;   /* the store's count of records made when this one was */
   uint32_t hash;
   uint8_t aux_in; /* AUX_* */
   uint8_t mark;   /* scratch: de-duplicates id lists */
@@ -65,6 +73,7 @@ typedef struct mem_store {
   size_t cap, count; /* cap is a power of two, or 0 */
   uint64_t seed;
   int64_t last_stamp;
+  uint64_t nmade; /* records made: their seq */
   chr_rb_tree_t by_status[CHR_ST__COUNT];
   chr_rb_tree_t due, lease;
   chr_intern_t strings; /* shared copies of the fields in interned[] */
@@ -91,9 +100,27 @@ static int64_t rec_nrt(const mrec_t *r) {
   return chr_memidx_nrt(&r->job);
 }
 
-/* The orders are memindex.h's, so the index's trees agree with these. */
+/* The first 8 bytes of id as a number whose order is strcmp's. */
+static uint64_t id_key(const char *id) {
+  uint64_t k = 0;
+  int i = 0;
+  for (; i < 8 && id[i]; i++) k = k << 8 | (unsigned char)id[i];
+  return i ? k << (8 * (8 - i)) : 0; /* a shift by 64 would be undefined */
+}
+
+/* strcmp's order of the job ids, from idkey first. Equal keys whose last
+ * byte is 0 hold the whole of both ids: the ids are equal. */
+static int rec_id_cmp(const mrec_t *a, const mrec_t *b) {
+  if (a->idkey != b->idkey) return a->idkey < b->idkey ? -1 : 1;
+  if ((a->idkey & 0xff) == 0) return 0;
+  return strcmp(a->job.job_id + 8, b->job.job_id + 8);
+}
+
+/* The orders are memindex.h's (the index's trees agree with these), with
+ * job_id compared by rec_id_cmp. */
 static int rec_cmp_query(const mrec_t *a, const mrec_t *b) {
-  return chr_memidx_cmp_query(&a->job, &b->job);
+  int c = chr_memidx_cmp_nrt(rec_nrt(a), rec_nrt(b));
+  return c ? c : rec_id_cmp(a, b);
 }
 
 static int status_cmp(const chr_rb_node_t *a, const chr_rb_node_t *b) {
@@ -109,7 +136,11 @@ static int status_keycmp(const void *key, const chr_rb_node_t *n) {
 }
 
 static int due_cmp(const chr_rb_node_t *a, const chr_rb_node_t *b) {
-  return chr_memidx_cmp_due(&REC_OF(a, aux)->job, &REC_OF(b, aux)->job);
+  const mrec_t *x = REC_OF(a, aux), *y = REC_OF(b, aux);
+  int c = chr_memidx_cmp_i64(chr_job_priority(&y->job), chr_job_priority(&x->job));
+  if (c) return c;
+  c = chr_memidx_cmp_i64(x->job.next_run_time, y->job.next_run_time);
+  return c ? c : rec_id_cmp(x, y);
 }
 
 /* Jobs in `due` always have a time, so plain comparison; key.t INT64_MIN
@@ -125,7 +156,9 @@ static int due_keycmp(const void *key, const chr_rb_node_t *n) {
 }
 
 static int lease_cmp(const chr_rb_node_t *a, const chr_rb_node_t *b) {
-  return chr_memidx_cmp_lease(&REC_OF(a, aux)->job, &REC_OF(b, aux)->job);
+  const mrec_t *x = REC_OF(a, aux), *y = REC_OF(b, aux);
+  int c = chr_memidx_cmp_i64(x->job.lease_until, y->job.lease_until);
+  return c ? c : chr_memidx_cmp_i64((int64_t)x->seq, (int64_t)y->seq);
 }
 
 static chr_memidx_link_t *rec_links(const mem_store_t *ms, mrec_t *r) {
@@ -229,8 +262,10 @@ static void map_del(mem_store_t *ms, mrec_t **slot) {
 
 /* ---- records */
 
-/* Fields most jobs share, kept once per distinct value. */
-static const chr_field_t interned[] = {CHR_F_NAME, CHR_F_FUNC_NAME, CHR_F_TIMEZONE};
+/* Fields most jobs share, kept once per distinct value: claimed_by is
+ * the node id of every job a scheduler holds. */
+static const chr_field_t interned[] = {CHR_F_NAME, CHR_F_FUNC_NAME, CHR_F_TIMEZONE,
+                                       CHR_F_CLAIMED_BY};
 #define NINTERNED (sizeof interned / sizeof *interned)
 
 static char **field_str(chr_job_t *j, chr_field_t f) {
@@ -288,6 +323,8 @@ static mrec_t *rec_new(mem_store_t *ms, const chr_job_t *src) {
   r->job.mask &= ~r->job.nullmask;
   r->job.nullmask = 0;
   r->hash = (uint32_t)hash_id(ms, r->job.job_id);
+  r->idkey = id_key(r->job.job_id);
+  r->seq = ++ms->nmade;
   chr_memindex_links_init(&ms->ix, rec_links(ms, r), &r->job);
   rec_intern(ms, r);
   return r;
@@ -320,9 +357,17 @@ static void wake_if_due(mem_store_t *ms, const mrec_t *r) {
   chr_store_wake_job(&ms->base, &r->job);
 }
 
-static void clear_claim(chr_job_t *j) {
-  free(j->claimed_by);
-  j->claimed_by = NULL;
+/* Sets claimed_by (an interned field) to owner, or clears it (NULL). */
+static void set_owner(mem_store_t *ms, chr_job_t *j, const char *owner) {
+  const char *old = j->claimed_by;
+  j->claimed_by = owner ? (char *)chr_intern_get(&ms->strings, owner) : NULL;
+  if (old) chr_intern_put(&ms->strings, old);
+  if (owner) j->mask |= CHR_BIT(CHR_F_CLAIMED_BY);
+  else j->mask &= ~CHR_BIT(CHR_F_CLAIMED_BY);
+}
+
+static void clear_claim(mem_store_t *ms, chr_job_t *j) {
+  set_owner(ms, j, NULL);
   j->lease_until = CHR_TIME_NONE;
   j->mask &= ~(CHR_BIT(CHR_F_CLAIMED_BY) | CHR_BIT(CHR_F_LEASE_UNTIL));
 }
@@ -528,11 +573,13 @@ static void op_count(mem_store_t *ms, chr_store_req_t *req) {
 static void claim_rec(mem_store_t *ms, chr_store_req_t *req, mrec_t *r, int64_t stamp) {
   rec_unindex(ms, r);
   r->job.status = CHR_ST_RUNNING;
-  chr_job_set_str(&r->job, CHR_F_CLAIMED_BY, req->owner);
+  set_owner(ms, &r->job, req->owner);
   chr_job_set_time(&r->job, CHR_F_LEASE_UNTIL, req->now + req->lease_us);
   chr_job_set_time(&r->job, CHR_F_UPDATED_AT, stamp);
   rec_index(ms, r);
-  push_copy(req, r);
+  /* One allocation instead of one per string: the claimer reads the job
+   * while it runs and frees it. */
+  chr_store_req_push_job(req, chr_job_dup_packed(&r->job));
 }
 
 /* ---- claims with queues */
@@ -679,7 +726,7 @@ static void op_query_runs(mem_store_t *ms, chr_store_req_t *req) {
 static int64_t recover_rec(mem_store_t *ms, mrec_t *r, int64_t stamp) {
   rec_unindex(ms, r);
   r->job.status = CHR_ST_SCHEDULED;
-  clear_claim(&r->job);
+  clear_claim(ms, &r->job);
   /* The run that was cut short counts (see engine.c, lease_exhausted). */
   chr_job_set_int(&r->job, CHR_F_RETRY_COUNT, chr_job_int(&r->job, CHR_F_RETRY_COUNT, 0) + 1);
   chr_job_set_int(&r->job, CHR_F_ATTEMPT, chr_job_int(&r->job, CHR_F_ATTEMPT, 0) + 1);

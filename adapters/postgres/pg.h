@@ -147,6 +147,7 @@ enum {
   PG_S_NOTIFY,
   PG_S_RECORD_RUNS,
   PG_S_QCLAIM,
+  PG_S_CREATE_MANY,
   PG_S__COUNT
 };
 
@@ -180,7 +181,19 @@ struct pg_op {
    * completions): CHR_TIME_NONE for no age pruning this time. Set before
    * chr_pg_build. */
   int64_t prune_before;
+  /* Completions: this op carries the items whose job_id falls in part
+   * `part` of `nparts` (chr_pg_item_part); nparts 0 is all of them. The
+   * parts of one request share `split` and run on several connections at
+   * once; the request is answered when the last one ends. Set before
+   * chr_pg_build. */
+  int part, nparts;
+  struct pg_split *split;
 };
+
+/* The part (of nparts) that the completion item for job `id` goes to:
+ * every item of one job in the same part, so that its runs are ranked
+ * and pruned in one statement. */
+int chr_pg_item_part(const char *id, int nparts);
 
 pg_op_t *chr_pg_op_new(chr_store_req_t *req);
 void chr_pg_op_free(pg_op_t *op);
@@ -197,6 +210,14 @@ int chr_pg_path_indexed(const pg_opts_t *o, const char *path);
 /* Turns a successful result into the request's outputs; returns 0 or a
  * CHR_E* code with the request failed. Sets op->wake. */
 int chr_pg_decode(pg_op_t *op, const PGresult *res);
+
+/* create_jobs: the records of req by job_id, then by their place in the
+ * batch (the first of each id first); malloc'ed, req->ncreates long. */
+typedef struct pg_create_ref {
+  const char *id;
+  size_t i;
+} pg_create_ref_t;
+pg_create_ref_t *chr_pg_create_refs(const chr_store_req_t *req);
 
 /* A job from the 9 columns of a row starting at col (binary format). */
 chr_job_t *chr_pg_row_job(const PGresult *res, int row, int col, char *err, size_t errlen);

@@ -42,20 +42,53 @@ static const char *get_str(const PGresult *r, int row, int col) {
   return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
 }
 
+/* The record as PostgreSQL printed it, read without rewriting it first:
+ * the decoder skips the spaces, takes the members in any order, and
+ * unescapes strings and reads numbers as it would from the canonical form.
+ * What it keeps as JSON text must be canonical, though: trigger_args is
+ * rewritten on its own (a small object), and a record with members the
+ * decoder keeps as they are (extra: metadata, unknown keys, a value a
+ * field does not take, which the canonical form might turn into one it
+ * does) is left to the whole rewrite. Returns 0 when j is the record,
+ * else -1 and j is to be cleared. */
+static int record_direct(chr_job_t *j, const char *v, size_t n) {
+  char err[8];
+  if (n == 0 || v[0] != '{' || chr_job_from_json(j, v, n, err, sizeof err) != 0 || j->extra)
+    return -1;
+  if (j->trigger_args) {
+    chr_buf_t b;
+    chr_buf_init(&b);
+    int rc = chr_pg_json_canon(j->trigger_args, strlen(j->trigger_args), &b);
+    if (rc == 0) {
+      free(j->trigger_args);
+      j->trigger_args = chr_buf_steal(&b);
+    }
+    chr_buf_free(&b);
+    if (rc != 0) return -1;
+  }
+  return 0;
+}
+
 chr_job_t *chr_pg_row_job(const PGresult *r, int row, int col, char *err, size_t errlen) {
   chr_job_t *j = chr_job_new();
   if (!PQgetisnull(r, row, col + 8)) {
     const char *v = PQgetvalue(r, row, col + 8);
     int n = PQgetlength(r, row, col + 8);
-    chr_buf_t b;
-    chr_buf_init(&b);
+    int rc = 0;
     /* jsonb in binary is a version byte (1) and the text. */
-    int rc = n < 1 || v[0] != 1 ? -1 : chr_pg_json_canon(v + 1, (size_t)n - 1, &b);
-    if (rc != 0) snprintf(err, errlen, n < 1 || v[0] != 1 ? "unexpected jsonb format"
-                                                          : "the record is not JSON chronis reads");
-    else if (b.len == 0 || b.p[0] != '{') rc = -1, snprintf(err, errlen, "not a JSON object");
-    else rc = chr_job_from_json(j, b.p, b.len, err, errlen);
-    chr_buf_free(&b);
+    if (n < 1 || v[0] != 1) {
+      rc = -1;
+      snprintf(err, errlen, "unexpected jsonb format");
+    } else if (record_direct(j, v + 1, (size_t)n - 1) != 0) {
+      chr_buf_t b;
+      chr_buf_init(&b);
+      chr_job_clear(j);
+      rc = chr_pg_json_canon(v + 1, (size_t)n - 1, &b);
+      if (rc != 0) snprintf(err, errlen, "the record is not JSON chronis reads");
+      else if (b.len == 0 || b.p[0] != '{') rc = -1, snprintf(err, errlen, "not a JSON object");
+      else rc = chr_job_from_json(j, b.p, b.len, err, errlen);
+      chr_buf_free(&b);
+    }
     /* A record edited behind chronis' back: the job is what the columns
      * say, marked (the engine fails it), rather than an error that would
      * keep every other job of the request from being read or claimed. */
@@ -133,6 +166,29 @@ static void wake_from(pg_op_t *op, const chr_job_t *j) {
   if (chr_job_wake_time(j) != CHR_TIME_NONE) op->wake = j->next_run_time;
 }
 
+/* create_jobs: the rows are the ids written; each is the first record
+ * of the batch with that id (build_create_many sent no other). */
+static void decode_create_many(pg_op_t *op, const PGresult *r) {
+  chr_store_req_t *req = op->req;
+  pg_create_ref_t *refs = chr_pg_create_refs(req);
+  for (int row = 0; r && row < PQntuples(r); row++) {
+    const char *id = PQgetvalue(r, row, 0);
+    size_t lo = 0, hi = req->ncreates; /* the first ref with id >= this one */
+    while (lo < hi) {
+      size_t mid = lo + (hi - lo) / 2;
+      if (strcmp(refs[mid].id, id) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo == req->ncreates || strcmp(refs[lo].id, id) != 0) continue;
+    chr_create_item_t *it = &req->creates[refs[lo].i];
+    if (it->result == 0) continue;
+    it->result = 0;
+    req->count++;
+    op->wake = chr_time_earlier(op->wake, chr_job_wake_time(it->job));
+  }
+  free(refs);
+}
+
 int chr_pg_decode(pg_op_t *op, const PGresult *r) {
   chr_store_req_t *req = op->req;
   int rc = 0;
@@ -144,6 +200,7 @@ int chr_pg_decode(pg_op_t *op, const PGresult *r) {
     }
     if ((rc = push_rows(req, r, 0)) == 0) wake_from(op, req->jobs[0]);
     return rc;
+  case CHR_OP_CREATE_MANY: decode_create_many(op, r); return 0;
   case CHR_OP_UPDATE:
     if (PQntuples(r) == 0) {
       chr_store_req_fail(req, CHR_ENOTFOUND, "job '%s' not found", req->id);

@@ -83,7 +83,8 @@
 const char *const chr_pg_stmt_names[PG_S__COUNT] = {
     "chronis_get",      "chronis_batch",    "chronis_create",  "chronis_delete",
     "chronis_claim",    "chronis_complete", "chronis_recover", "chronis_extend",
-    "chronis_next_due", "chronis_notify",   "chronis_record_runs", "chronis_claim_queues"};
+    "chronis_next_due", "chronis_notify",   "chronis_record_runs", "chronis_claim_queues",
+    "chronis_create_many"};
 
 static const struct {
   int nparams;
@@ -127,7 +128,8 @@ static const struct {
      * row is still claimed by the item's owner, and the run of each item
      * that applied is written with it. The final SELECT sees the table as
      * it was before the statement, which tells a missing job from one
-     * claimed by someone else. The items are read as json, not jsonb:
+     * claimed by someone else; it looks only for the items that did not
+     * apply (the planner may otherwise hash the whole table for them). The items are read as json, not jsonb:
      * json_to_recordset reads each object as it goes, where a jsonb value
      * of thousands of items is first built whole, which costs several
      * times as much on the server. */
@@ -160,7 +162,8 @@ static const struct {
                           " AND (x.i IN (SELECT d.i FROM d) OR x.i IN (SELECT u.i FROM u))"
                           ")" RUNS_WRITE
                           " SELECT x.i, d.i IS NOT NULL OR u.i IS NOT NULL,"
-                          " EXISTS (SELECT 1 FROM {T} e WHERE e.job_id = x.id),"
+                          " CASE WHEN d.i IS NULL AND u.i IS NULL"
+                          "  THEN EXISTS (SELECT 1 FROM {T} e WHERE e.job_id = x.id) END,"
                           " CASE WHEN u.status = 'scheduled' THEN u.next_run_time END"
                           " FROM x LEFT JOIN d ON d.i = x.i LEFT JOIN u ON u.i = x.i"},
     [PG_S_RECOVER] = {1, "WITH r AS (UPDATE {T} t SET status = 'scheduled', claimed_by = NULL,"
@@ -242,6 +245,18 @@ static const struct {
                          " ON CONFLICT (queue, window_start) DO UPDATE SET used = w.used + excluded.used"
                          ") SELECT * FROM upd t"
                          " ORDER BY COALESCE(t.priority, 5) DESC, t.next_run_time, t.job_id"},
+    /* create_jobs: the records as json (read row by row, as completions
+     * are), each with the columns PG_S_CREATE writes; a row whose job_id
+     * is stored already is skipped, and the ids written come back. Two
+     * records of one batch with the same id never reach it: the adapter
+     * sends the first only (build_create_many). */
+    [PG_S_CREATE_MANY] = {1, "INSERT INTO {T} AS t (job_id, status, trigger_type, next_run_time,"
+                             " priority, claimed_by, lease_until, updated_at, record)"
+                             " SELECT x.id, x.st, x.tt, x.nrt, x.pr, x.cb, x.lu,"
+                             " statement_timestamp(), x.rec"
+                             " FROM json_to_recordset($1::json) AS x(id text, st text, tt text,"
+                             " nrt timestamptz, pr integer, cb text, lu timestamptz, rec jsonb)"
+                             " ON CONFLICT (job_id) DO NOTHING RETURNING t.job_id"},
 };
 
 /* Replaces {T} with the quoted table name, {R}, {Q} and {F} with those of
@@ -756,6 +771,70 @@ static void build_create(pg_op_t *op) {
   chr_buf_free(&rec);
 }
 
+static int create_ref_cmp(const void *a, const void *b) {
+  const pg_create_ref_t *x = a, *y = b;
+  int c = strcmp(x->id, y->id);
+  return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+pg_create_ref_t *chr_pg_create_refs(const chr_store_req_t *req) {
+  pg_create_ref_t *refs = chr_malloc(req->ncreates * sizeof *refs);
+  for (size_t i = 0; i < req->ncreates; i++) {
+    refs[i].id = req->creates[i].job->job_id;
+    refs[i].i = i;
+  }
+  qsort(refs, req->ncreates, sizeof *refs, create_ref_cmp);
+  return refs;
+}
+
+/* create_jobs: the columns of each record as PG_S_CREATE_MANY reads them
+ * (the values build_create sends, as JSON members), in one json array.
+ * Every record starts as a duplicate; the decoder clears those the
+ * statement wrote. A later record with the id of an earlier one is not
+ * sent, so the first of the batch wins whatever order the server takes
+ * the rows in. */
+static void build_create_many(pg_op_t *op) {
+  chr_store_req_t *req = op->req;
+  static const struct {
+    int f;
+    const char *key;
+  } cols[] = {{CHR_F_JOB_ID, "id"},        {CHR_F_STATUS, "st"},   {CHR_F_TRIGGER_TYPE, "tt"},
+              {CHR_F_NEXT_RUN_TIME, "nrt"}, {CHR_F_PRIORITY, "pr"}, {CHR_F_CLAIMED_BY, "cb"},
+              {CHR_F_LEASE_UNTIL, "lu"}};
+  pg_create_ref_t *refs = chr_pg_create_refs(req);
+  char *skip = chr_calloc(req->ncreates ? req->ncreates : 1, 1);
+  for (size_t k = 1; k < req->ncreates; k++)
+    if (strcmp(refs[k].id, refs[k - 1].id) == 0) skip[refs[k].i] = 1;
+  free(refs);
+  chr_buf_t b, rec;
+  chr_buf_init(&b);
+  chr_buf_init(&rec);
+  chr_buf_addc(&b, '[');
+  for (size_t i = 0; i < req->ncreates; i++) {
+    const chr_job_t *j = req->creates[i].job;
+    req->creates[i].result = CHR_EDUP;
+    if (skip[i]) continue;
+    chr_buf_adds(&b, b.len > 1 ? ",{" : "{");
+    for (size_t c = 0; c < sizeof cols / sizeof *cols; c++) {
+      if (!has_value(j, cols[c].f)) continue;
+      chr_buf_printf(&b, "\"%s\":", cols[c].key);
+      field_json(j, cols[c].f, &b);
+      chr_buf_addc(&b, ',');
+    }
+    rec.len = 0;
+    record_parts(j, &rec, NULL, NULL);
+    chr_buf_adds(&b, "\"rec\":");
+    if (rec.len) chr_buf_add(&b, rec.p, rec.len);
+    else chr_buf_adds(&b, "{}");
+    chr_buf_addc(&b, '}');
+  }
+  chr_buf_addc(&b, ']');
+  chr_buf_free(&rec);
+  free(skip);
+  op->stmt = PG_S_CREATE_MANY;
+  chr_pg_param_take(op, chr_buf_steal(&b));
+}
+
 /* The keep count of run r in this store, 0 when it is not written. A run
  * without a start cannot be placed in history: it is not written either. */
 static int32_t run_keep(const pg_opts_t *o, const chr_runrec_t *r) {
@@ -813,6 +892,10 @@ static void build_record_runs(const pg_opts_t *o, pg_op_t *op) {
   chr_pg_param_time(op, op->prune_before);
 }
 
+int chr_pg_item_part(const char *id, int nparts) {
+  return (int)(chr_pg_fnv1a(id, strlen(id), PG_FNV_SEED) % (uint64_t)nparts);
+}
+
 static void build_complete(const pg_opts_t *o, pg_op_t *op) {
   chr_store_req_t *req = op->req;
   chr_buf_t b, set;
@@ -821,8 +904,9 @@ static void build_complete(const pg_opts_t *o, pg_op_t *op) {
   chr_buf_addc(&b, '[');
   for (size_t i = 0; i < req->nitems; i++) {
     chr_completion_t *it = &req->items[i];
+    if (op->nparts > 1 && chr_pg_item_part(it->job_id, op->nparts) != op->part) continue;
     it->result = CHR_ENOTFOUND;
-    if (i) chr_buf_addc(&b, ',');
+    if (b.len > 1) chr_buf_addc(&b, ',');
     chr_buf_printf(&b, "{\"i\":%zu,\"id\":", i);
     chr_json_add_string(&b, it->job_id, strlen(it->job_id));
     chr_buf_adds(&b, ",\"owner\":");
@@ -996,6 +1080,7 @@ void chr_pg_build(const pg_opts_t *o, pg_op_t *op) {
   chr_buf_t sql;
   switch (req->op) {
   case CHR_OP_CREATE: build_create(op); break;
+  case CHR_OP_CREATE_MANY: build_create_many(op); break;
   case CHR_OP_GET:
     op->stmt = PG_S_GET;
     chr_pg_param(op, req->id);

@@ -27,6 +27,8 @@ enum { ROLE_POOL, ROLE_MIGRATE, ROLE_LISTEN };
 #define BACKOFF_MAX_MS 5000
 #define NOTIFY_DELAY_MS 5 /* hints written in one burst go out as one NOTIFY */
 #define MAX_RETRIES 5
+/* Completions are sent in two parts from twice this many items. */
+#define SPLIT_MIN 100
 /* A first contact that takes longer than this is logged, and then again
  * every PROGRESS_EVERY_US while requests wait for it. */
 #define PROGRESS_AFTER_MS 1000
@@ -122,17 +124,42 @@ static void hint(pg_store_t *st, int64_t when) {
 
 /* ---- answering requests ---- */
 
+/* The parts of a completion sent on several connections at once: how many
+ * are still out, the first failure among them, the earliest time written. */
+typedef struct pg_split {
+  int pending;
+  int status;
+  char *msg;
+  int64_t wake;
+} pg_split_t;
+
 static void op_finish(pg_store_t *st, pg_op_t *op) {
   chr_store_req_t *req = op->req;
   int64_t wake = op->wake;
+  pg_split_t *sp = op->split;
   chr_pg_op_free(op);
   if (req == NULL) return;
+  if (sp) {
+    sp->wake = chr_time_earlier(sp->wake, wake);
+    if (--sp->pending > 0) return;
+    wake = sp->wake;
+    if (sp->status) chr_store_req_fail(req, sp->status, "%s", sp->msg);
+    free(sp->msg);
+    free(sp);
+  }
   if (req->status == 0 && wake != CHR_TIME_NONE) hint(st, wake);
   if (req->cb) req->cb(req);
 }
 
 static void op_fail(pg_store_t *st, pg_op_t *op, int code, const char *msg) {
-  if (op->req) chr_store_req_fail(op->req, code, "%s", msg);
+  if (op->split) { /* the request fails once, when its last part ends */
+    if (op->split->status == 0) {
+      op->split->status = code;
+      op->split->msg = chr_strdup(msg);
+    }
+  } else if (op->req) {
+    chr_store_req_fail(op->req, code, "%s", msg);
+  }
   op->wake = CHR_TIME_NONE;
   op_finish(st, op);
 }
@@ -351,6 +378,9 @@ static void listened_cb(pg_conn_t *c, PGresult *res, void *arg) {
     return;
   }
   st->listen_failures = 0;
+  /* Listening (again): what other processes announced before now was not
+   * heard, so a job may be due now (CHR_STORE_CAP_HINTS). */
+  if (!st->closing) chr_store_wake(&st->base, chr_time_now());
 }
 
 static void listen_open(pg_store_t *st) {
@@ -487,16 +517,30 @@ static void dispatch(pg_store_t *st) {
  * bytes with the default 8 kB pages) with room for the tuple header. */
 #define PG_MAX_ID 2048
 
+/* The primary key's B-tree holds at most about a third of a page per
+ * entry: a longer id would be refused by the server as an index row size
+ * error (SQLSTATE 54000). Said before sending, naming the field (and for
+ * create_jobs the item: one bad record fails the batch before anything
+ * is written). Returns 1 with msg for such an id. */
+static int id_too_long(const chr_store_req_t *req, char *msg, size_t msglen) {
+  size_t n = req->op == CHR_OP_CREATE ? 1 : req->op == CHR_OP_CREATE_MANY ? req->ncreates : 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *id = req->op == CHR_OP_CREATE ? req->job->job_id : req->creates[i].job->job_id;
+    if (strlen(id) <= PG_MAX_ID) continue;
+    char item[48] = "";
+    if (req->op == CHR_OP_CREATE_MANY) snprintf(item, sizeof item, "create_jobs: item %zu: ", i + 1);
+    snprintf(msg, msglen, "postgres: %sinvalid field 'job_id': %zu bytes is longer than the %d "
+             "this store keeps", item, strlen(id), PG_MAX_ID);
+    return 1;
+  }
+  return 0;
+}
+
 static int pg_submit(chr_store_t *s, chr_store_req_t *req) {
   pg_store_t *st = (pg_store_t *)s;
   pg_op_t *op = chr_pg_op_new(req);
-  /* The primary key's B-tree holds at most about a third of a page per
-   * entry: a longer id would be refused by the server as an index row
-   * size error (SQLSTATE 54000). Said here, naming the field. */
-  if (req->op == CHR_OP_CREATE && strlen(req->job->job_id) > PG_MAX_ID) {
-    char msg[160];
-    snprintf(msg, sizeof msg, "postgres: invalid field 'job_id': %zu bytes is longer than the "
-             "%d this store keeps", strlen(req->job->job_id), PG_MAX_ID);
+  char msg[600];
+  if (id_too_long(req, msg, sizeof msg)) {
     op_fail(st, op, CHR_EINVAL, msg);
     return 0;
   }
@@ -509,20 +553,37 @@ static int pg_submit(chr_store_t *s, chr_store_req_t *req) {
     op->prune_before = req->issued - (int64_t)st->o.hist.days * 86400 * CHR_USEC;
     if (req->op == CHR_OP_COMPLETE) st->age_pruned = mono;
   }
-  chr_pg_build(&st->o, op);
-  op->hold = req->op == CHR_OP_COMPLETE;
   /* Engines claim, or watch the store (a scoped one's claims are
    * emulated over query_jobs); other users need no wake-up hints. */
   if ((req->op == CHR_OP_CLAIM || st->base.watchers != NULL) && st->listener == NULL &&
       !uv_is_active((uv_handle_t *)st->listen_timer))
     listen_open(st);
-  if (st->down && !op->hold) {
-    char msg[600];
+  if (st->down && req->op != CHR_OP_COMPLETE) {
     down_message(st, msg, sizeof msg);
     op_fail(st, op, CHR_EUNAVAIL, msg);
     return 0;
   }
-  enqueue(st, op, 0);
+  /* A large batch of completions goes as two statements, each on a
+   * connection of its own, so that the server works on both halves at
+   * once (and beside the claim that follows); a pool of one or two
+   * connections keeps one. The split is by job, so the runs of one job
+   * are still ranked in one statement. */
+  int nparts = req->op == CHR_OP_COMPLETE && req->nitems >= 2 * SPLIT_MIN && st->o.pool >= 3 ? 2 : 1;
+  pg_split_t *sp = NULL;
+  if (nparts > 1) {
+    sp = chr_calloc(1, sizeof *sp);
+    sp->pending = nparts;
+    sp->wake = CHR_TIME_NONE;
+  }
+  for (int part = 0; part < nparts; part++) {
+    pg_op_t *p = part == 0 ? op : chr_pg_op_new(req);
+    p->part = part;
+    p->nparts = nparts;
+    p->split = sp;
+    chr_pg_build(&st->o, p);
+    p->hold = req->op == CHR_OP_COMPLETE;
+    enqueue(st, p, 0);
+  }
   if (!st->ever_up) progress_watch(st);
   dispatch(st);
   return 0;
@@ -584,7 +645,9 @@ int chr_postgres_open(const chr_opts_t *opts, chr_store_t **out, char *err, size
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
                      CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY | CHR_STORE_CAP_SCOPE |
-                     CHR_STORE_CAP_QUEUES);
+                     CHR_STORE_CAP_QUEUES | CHR_STORE_CAP_CREATE_MANY |
+                     /* Other processes' writes reach us only by NOTIFY. */
+                     (st->o.notify ? CHR_STORE_CAP_HINTS : 0));
   chr_pg_sql_init(&st->sql, &st->o);
   st->notify_min = CHR_TIME_NONE;
   uv_timer_t **timers[] = {&st->retry_timer, &st->notify_timer, &st->listen_timer,

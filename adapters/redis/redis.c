@@ -1359,7 +1359,7 @@ int chr_redis_store_open(const chr_opts_t *opts, chr_store_t **out, char *err, s
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
                      CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_HISTORY | CHR_STORE_CAP_SCOPE |
-                     CHR_STORE_CAP_QUEUES | CHR_STORE_CAP_CREATE_MANY);
+                     CHR_STORE_CAP_QUEUES | CHR_STORE_CAP_CREATE_MANY | CHR_STORE_CAP_HINTS);
   rs->hist = u.hist;
   rs->tag = chr_sprintf("{%s}", u.prefix);
   rs->channel = chr_sprintf("%s:wake", rs->tag);

@@ -325,6 +325,58 @@ static void op_create(sq_store_t *s, chr_store_req_t *req) {
   chr_store_wake_job(&s->base, j);
 }
 
+/* create_jobs: every record written as op_create writes it, in one
+ * transaction (one commit, one sync, for the batch) with the insert
+ * statement bound and stepped once per record. ON CONFLICT DO NOTHING
+ * makes a stored id, or one inserted earlier in this batch, a row not
+ * changed: that record is a duplicate and the first one stays. The
+ * records are borrowed, so each is written from a shallow copy (its
+ * strings shared) carrying the stamp and without its nulls. The engines
+ * hear of the batch once, at its earliest time. */
+static void op_create_many(sq_store_t *s, chr_store_req_t *req) {
+  sqlite3_stmt *st = stmt(s, SQ_INSERT);
+  int64_t stamp, when = CHR_TIME_NONE;
+  chr_buf_t rec;
+  req->count = 0;
+  if (st == NULL) {
+    chr__sqlite_fail(s, req, "creating jobs");
+    return;
+  }
+  if (req->ncreates == 0 || begin(s, req) != 0) return;
+  stamp = next_stamp(s, NULL);
+  chr_buf_init(&rec);
+  for (size_t i = 0; i < req->ncreates; i++) {
+    chr_job_t j = *req->creates[i].job;
+    j.mask &= ~j.nullmask; /* null means absent in a stored record */
+    j.nullmask = 0;
+    j.mask |= CHR_BIT(CHR_F_UPDATED_AT);
+    j.updated_at = stamp;
+    rec.len = 0;
+    chr_job_to_json(&j, &rec);
+    bind_row(st, &j, &rec);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+      chr__sqlite_fail(s, req, "creating jobs");
+      sqlite3_reset(st);
+      break;
+    }
+    if (sqlite3_changes(s->db) == 0) {
+      req->creates[i].result = CHR_EDUP;
+    } else {
+      req->creates[i].result = 0;
+      req->count++;
+      when = chr_time_earlier(when, chr_job_wake_time(&j));
+    }
+    sqlite3_reset(st);
+  }
+  chr_buf_free(&rec);
+  if (req->status != 0 || commit(s, req) != 0) {
+    rollback(s);
+    req->count = 0;
+    return;
+  }
+  if (when != CHR_TIME_NONE) chr_store_wake(&s->base, when);
+}
+
 static void op_get(sq_store_t *s, chr_store_req_t *req) {
   chr_job_t *j;
   if (load(s, req, req->id, &j) == 1) chr_store_req_push_job(req, j);
@@ -983,6 +1035,7 @@ static void op_next_due(sq_store_t *s, chr_store_req_t *req) {
 
 static void (*const sq_ops[CHR_OP__COUNT])(sq_store_t *, chr_store_req_t *) = {
     [CHR_OP_CREATE] = op_create,  [CHR_OP_GET] = op_get,     [CHR_OP_GET_BATCH] = op_get_batch,
+    [CHR_OP_CREATE_MANY] = op_create_many,
     [CHR_OP_UPDATE] = op_update,  [CHR_OP_CAS] = op_cas,     [CHR_OP_DELETE] = op_delete,
     [CHR_OP_QUERY] = chr__sqlite_query, [CHR_OP_COUNT] = chr__sqlite_count,
     [CHR_OP_CLAIM] = op_claim,    [CHR_OP_COMPLETE] = op_complete,
@@ -1032,7 +1085,7 @@ int chr_sqlite_store_open(const chr_opts_t *opts, chr_store_t **out, char *err, 
                  CHR_STORE_CAP_CLAIM | CHR_STORE_CAP_COMPLETE | CHR_STORE_CAP_RECOVER |
                      CHR_STORE_CAP_EXTEND | CHR_STORE_CAP_BATCH | CHR_STORE_CAP_COUNT |
                      CHR_STORE_CAP_NEXT_DUE | CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_HISTORY |
-                     CHR_STORE_CAP_SCOPE | CHR_STORE_CAP_QUEUES);
+                     CHR_STORE_CAP_SCOPE | CHR_STORE_CAP_QUEUES | CHR_STORE_CAP_CREATE_MANY);
   *out = &s->base;
   return 0;
 }

@@ -6,6 +6,7 @@
 --   claim_due_jobs with nothing due, recover_expired_leases with nothing
 --   expired, next_due_time, and claim_due_jobs with 100 jobs due (100 date
 --   jobs created due 1 s ago before each timed claim, deleted after it).
+-- Then the cost of one engine poll with nothing due (tick_empty, below).
 -- usage: lua5.4 bench/chronis/b3_scale.lua N STORAGE_URL [POLLS] [ROUNDS_100] [TASKS]
 package.path = (arg[0]:match("^(.*/)") or "./") .. "?.lua;" .. package.path
 local B = require "common"
@@ -81,6 +82,52 @@ end)
 local recover = timeit(P, function() store:recover_expired_leases(chronis.time.now()) end)
 local next_due = timeit(P, function() store:next_due_time() end)
 
+-- One engine poll with nothing due (tick_empty): the engine's poll
+-- (sched:tick(), what its poll timer calls) of a started scheduler over
+-- the N far-future jobs, P times, 20 ms apart. Its own timer stays out of
+-- the way (polling_interval = 3600 s), and so does lease recovery, which
+-- keeps its own cadence (min(polling_interval, lease_seconds / 2), here
+-- 15 s) and is timed apart above (recover_empty). A poll's cost: the time
+-- of the call, plus the time each store request it made took from
+-- submission to answer (the counts chr_store_submit keeps for
+-- chronis.metrics, read before and after, once the answers are in). On
+-- stores whose hints cover every write (Redis, PostgreSQL) a poll with
+-- nothing due makes no request; elsewhere it claims and then reads
+-- next_due_time. `requests` gives the requests per poll by operation.
+local function op_totals()
+  local text, t = require("chronis.metrics").render({ schedulers = {} }), {}
+  for op, kind, v in text:gmatch('chronis_store_operation_duration_seconds_(%a+)(%b{}) (%S+)') do
+    local name = kind:match('op="([^"]+)"')
+    if name and (op == "sum" or op == "count") then
+      t[name] = t[name] or { sum = 0, count = 0 }
+      t[name][op] = t[name][op] + tonumber(v)
+    end
+  end
+  return t
+end
+local poller = chronis.scheduler{ storage = store, polling_interval = 3600, lease_seconds = 30 }
+poller:start()
+chronis.sleep(0.5) -- its first claim and next_due_time are not part of it
+local ticks, requests = {}, {}
+for i = 1, P do
+  local before = op_totals()
+  local a = mono()
+  poller:tick()
+  local call_us = (mono() - a) / 1000
+  chronis.sleep(0.02) -- the answers of what it sent come in
+  local after, store_us = op_totals(), 0
+  for name, x in pairs(after) do
+    local y = before[name] or { sum = 0, count = 0 }
+    store_us = store_us + (x.sum - y.sum) * 1e6
+    if x.count > y.count then requests[name] = (requests[name] or 0) + (x.count - y.count) / P end
+  end
+  ticks[i] = call_us + store_us
+end
+poller:stop()
+table.sort(ticks)
+local tick_empty = { median_us = B.pct(ticks, 50), p90_us = B.pct(ticks, 90), min_us = ticks[1],
+                     max_us = ticks[#ticks], n = P, requests = requests }
+
 local short = 0
 local past = fmt(chronis.time.now() - 1000000)
 local times = {}
@@ -104,6 +151,7 @@ B.emit{
   bytes_per_job = not reused and (rss1 - rss0) * 1024 / N or nil,
   lua_heap_before_kb = lua0, lua_heap_after_kb = lua1,
   poll_empty = empty, recover_empty = recover, next_due = next_due, claim_100 = due,
+  tick_empty = tick_empty,
   claimed_when_empty = claimed_empty, short_claims = short,
   versions = { chronis = chronis._VERSION, lua = _VERSION },
 }

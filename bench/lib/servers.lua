@@ -82,6 +82,37 @@ function M.start_postgres(dir)
   return s
 end
 
+-- B6's HTTP target (bench/peers/node/http_target.js): answers every
+-- request after `delay_ms`, on a free loopback port. It exits by itself
+-- when the harness is gone.
+function M.start_http_target(dir, delay_ms)
+  U.sh("mkdir -p " .. U.q(dir))
+  local port_file, log = dir .. "/http_target.port", dir .. "/http_target.log"
+  local harness = U.capture("echo $PPID")
+  local pid = tonumber(U.capture(("node bench/peers/node/http_target.js %d %s %s >%s 2>&1 </dev/null & echo $!"):format(
+    delay_ms, U.q(port_file), harness or "", U.q(log))))
+  assert(pid, "http_target: could not start node")
+  local port
+  for _ = 1, 100 do
+    port = tonumber(U.read(port_file) or "")
+    if port then break end
+    U.sleep(0.1)
+  end
+  if not port then
+    U.sh("kill " .. pid .. " 2>/dev/null")
+    error("http_target did not listen within 10 s: " .. (U.read(log) or ""))
+  end
+  local s = { kind = "http", port = port, pid = pid, dir = dir,
+              url = ("http://127.0.0.1:%d/"):format(port),
+              settings = ("node http_target.js on 127.0.0.1, answers after %d ms, keep-alive"):format(delay_ms) }
+  function s.stop()
+    if s.pid then U.sh("kill " .. s.pid .. " 2>/dev/null"); s.pid = nil end
+    live[s] = nil
+  end
+  live[s] = true
+  return s
+end
+
 function M.stop_all()
   for s in pairs(live) do
     pcall(s.stop)

@@ -94,16 +94,25 @@ struct chr_sched {
   int state;
   uv_timer_t *poll_timer, *lease_timer, *flush_timer, *grace_timer;
   int64_t armed_at; /* wall time the poll timer targets, CHR_TIME_NONE */
-  /* Claimed jobs not started yet: a heap, highest priority then earliest. */
-  chr_run_t **heap;
+  /* Claimed jobs not started yet: a heap, highest priority then earliest
+   * (heap_ent_t). */
+  struct heap_ent *heap;
   size_t nheap, heapcap;
+  uint64_t heap_seq; /* runs queued so far: the heap's last tie-break */
   chr_run_t *running; /* list of started runs */
   int nrunning;
   chr_completion_t *pend; /* completions waiting for the next flush */
   size_t npend, pendcap;
   unsigned claim_busy : 1, flush_busy : 1, due_busy : 1, recover_busy : 1, extend_busy : 1,
-      dispatching : 1, starved : 1, closed : 1, grace_over : 1, reclaim : 1;
+      dispatching : 1, starved : 1, closed : 1, grace_over : 1, reclaim : 1, due_valid : 1;
   int64_t last_recover;
+  /* Stores whose hints cover every write (CHR_STORE_CAP_HINTS): the
+   * earliest time a job of this scheduler may be due (CHR_TIME_NONE:
+   * none), from the last next_due_time and every hint heard since; valid
+   * (due_valid) from that answer, which came at monotonic time due_read,
+   * for at most recheck_us. due_heard: the hints heard while a
+   * next_due_time is in flight, which its answer may predate. */
+  int64_t due_known, due_heard, due_read;
   /* The retention pass over completed jobs (keep_completed): the jobs its
    * query found, deleted one after the other, and when it last began. */
   struct {
@@ -149,11 +158,12 @@ static void schedule_tick(chr_sched_t *s, int64_t delay_us);
 static void arm_timer(chr_sched_t *s);
 static void dispatch(chr_sched_t *s);
 static void flush(chr_sched_t *s);
-static void drop_stale_completions(chr_sched_t *s, const char *id);
+static void drop_stale_completions(chr_sched_t *s, chr_job_t *const *jobs, size_t n);
 static void flush_soon(chr_sched_t *s);
 static void check_stopped(chr_sched_t *s);
 static void wake_cb(void *data, int64_t when, const chr_job_t *job);
 static void hint_push(chr_sched_t *s, int64_t t);
+static int nothing_due(chr_sched_t *s);
 static void flush_timer_cb(uv_timer_t *t);
 static void reboot_scan(chr_sched_t *s);
 
@@ -217,6 +227,14 @@ static void timer_close(uv_timer_t **t) {
   }
 }
 
+/* Whether a line of this level goes anywhere: the engine logs a debug
+ * line at each start and end of a run, and formatting one costs more than
+ * a no-op handler's run. */
+static int log_wanted(const chr_sched_t *s, int level) {
+  if (s->hooks->log == NULL) return level >= chr_log_get_level();
+  return s->hooks->log_enabled == NULL || s->hooks->log_enabled(s->host, level);
+}
+
 static void sched_emit(chr_sched_t *s, int level, const char *msg, const chr_log_field_t *f,
                        size_t n) {
   if (s->hooks->log) s->hooks->log(s->host, level, msg, f, n);
@@ -227,6 +245,7 @@ static void sched_emit(chr_sched_t *s, int level, const char *msg, const chr_log
  * share a process, and several processes a store. */
 void chr_sched_log(chr_sched_t *s, int level, const char *job_id, const char *fmt, ...) {
   char msg[1024];
+  if (!log_wanted(s, level)) return;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
@@ -243,6 +262,7 @@ static void run_log(chr_sched_t *s, const chr_run_t *r, int level, const char *o
 static void run_log(chr_sched_t *s, const chr_run_t *r, int level, const char *outcome, int code,
                     const char *fmt, ...) {
   char msg[1024], attempt[16], duration[32];
+  if (!log_wanted(s, level)) return;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
@@ -284,15 +304,29 @@ static void live_remove(chr_sched_t *s) {
 
 /* ---- the queue of claimed jobs ---- */
 
-static int run_before(const chr_run_t *a, const chr_run_t *b) {
-  int pa = chr_job_priority(a->job), pb = chr_job_priority(b->job);
-  if (pa != pb) return pa > pb;
+/* A queued run with the keys of its order, so that the heap compares
+ * without reading the runs: the job's priority, its scheduled time and
+ * the order it was queued in (FIFO among runs of one priority and time). */
+typedef struct heap_ent {
+  int64_t scheduled;
+  uint64_t seq;
+  int prio;
+  chr_run_t *run;
+} heap_ent_t;
+
+/* Highest priority, then earliest, then first queued. A claim answers in
+ * claim order (priority, next_run_time, job_id), so among the runs of one
+ * claim with equal priority and time, queue order is job_id order; a burst
+ * of jobs that share both then costs no string comparison. */
+static int run_before(const heap_ent_t *a, const heap_ent_t *b) {
+  if (a->prio != b->prio) return a->prio > b->prio;
   if (a->scheduled != b->scheduled) return a->scheduled < b->scheduled;
-  return strcmp(a->job->job_id, b->job->job_id) < 0;
+  return a->seq < b->seq;
 }
 
 static void heap_push(chr_sched_t *s, chr_run_t *r) {
   if (r->qi >= 0) s->queues.held[r->qi]++;
+  heap_ent_t e = {r->scheduled, ++s->heap_seq, chr_job_priority(r->job), r};
   if (s->nheap == s->heapcap) {
     s->heapcap = s->heapcap ? s->heapcap * 2 : 64;
     s->heap = chr_realloc(s->heap, s->heapcap * sizeof *s->heap);
@@ -300,21 +334,22 @@ static void heap_push(chr_sched_t *s, chr_run_t *r) {
   size_t i = s->nheap++;
   while (i > 0) {
     size_t parent = (i - 1) / 2;
-    if (!run_before(r, s->heap[parent])) break;
+    if (!run_before(&e, &s->heap[parent])) break;
     s->heap[i] = s->heap[parent];
     i = parent;
   }
-  s->heap[i] = r;
+  s->heap[i] = e;
 }
 
 static chr_run_t *heap_pop(chr_sched_t *s) {
-  chr_run_t *top = s->heap[0], *last = s->heap[--s->nheap];
+  chr_run_t *top = s->heap[0].run;
+  heap_ent_t last = s->heap[--s->nheap];
   size_t i = 0, n = s->nheap;
   for (;;) {
     size_t c = 2 * i + 1;
     if (c >= n) break;
-    if (c + 1 < n && run_before(s->heap[c + 1], s->heap[c])) c++;
-    if (!run_before(s->heap[c], last)) break;
+    if (c + 1 < n && run_before(&s->heap[c + 1], &s->heap[c])) c++;
+    if (!run_before(&s->heap[c], &last)) break;
     s->heap[i] = s->heap[c];
     i = c;
   }
@@ -1473,10 +1508,10 @@ static void claim_cb(chr_store_req_t *req) {
   int full = req->limit > 0 && (int64_t)req->njobs >= req->limit;
   s->empty_claims = req->njobs == 0 ? s->empty_claims + 1 : 0;
   int64_t now = req->now;
+  if (s->npend && req->njobs) drop_stale_completions(s, req->jobs, req->njobs);
   for (size_t i = 0; i < req->njobs; i++) {
     chr_job_t *j = req->jobs[i];
     req->jobs[i] = NULL;
-    if (s->npend) drop_stale_completions(s, j->job_id);
     chr_run_t *r = run_new(s, j);
     classify(r, now);
     s->stats.claimed++;
@@ -1523,6 +1558,7 @@ static void claim(chr_sched_t *s) {
     schedule_tick(s, wait);
     return;
   }
+  if (nothing_due(s)) return;
   int64_t cap = (int64_t)s->opts.max_queue_size - (int64_t)s->nheap - s->nrunning;
   if (cap <= 0) { /* backpressure: claim again when a run ends */
     s->starved = 1;
@@ -1778,18 +1814,37 @@ static void flush_failed(chr_sched_t *s, sreq_t *q) {
   if (s->flush_timer) uv_timer_start(s->flush_timer, flush_timer_cb, (uint64_t)(d / 1000) + 1, 0);
 }
 
-/* A claim just gave this node job `id` again: any completion of it still
- * waiting here (one that failed to write and waits for its retry) belongs
- * to an earlier claim whose lease expired and was recovered. Written now,
- * it would pass the owner check of the new claim (the owner is the same
- * node) and end that claim's run while it runs: the job would be claimed
- * again at the next slot with this run still going, and every later slot
- * would run twice. It is dropped, as the store would refuse it. */
-static void drop_stale_completions(chr_sched_t *s, const char *id) {
+/* A claim just gave this node jobs again: any completion of one of them
+ * still waiting here (one that failed to write and waits for its retry)
+ * belongs to an earlier claim whose lease expired and was recovered.
+ * Written now, it would pass the owner check of the new claim (the owner
+ * is the same node) and end that claim's run while it runs: the job would
+ * be claimed again at the next slot with this run still going, and every
+ * later slot would run twice. It is dropped, as the store would refuse it.
+ * One pass over the pending completions per claim, against a hash set of
+ * the claimed ids: with thousands of runs ending between flushes, a scan
+ * per claimed job made each claim quadratic. */
+static uint32_t id_hash(const char *s) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  while (*s) h = (h ^ (unsigned char)*s++) * 16777619u;
+  return h;
+}
+
+static void drop_stale_completions(chr_sched_t *s, chr_job_t *const *jobs, size_t n) {
+  size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  const char **set = chr_calloc(cap, sizeof *set);
+  for (size_t i = 0; i < n; i++) {
+    size_t k = id_hash(jobs[i]->job_id) & (cap - 1);
+    while (set[k]) k = (k + 1) & (cap - 1);
+    set[k] = jobs[i]->job_id;
+  }
   size_t kept = 0;
   for (size_t i = 0; i < s->npend; i++) {
     chr_completion_t *c = &s->pend[i];
-    if (strcmp(c->job_id, id) == 0) {
+    size_t k = id_hash(c->job_id) & (cap - 1);
+    while (set[k] && strcmp(set[k], c->job_id) != 0) k = (k + 1) & (cap - 1);
+    if (set[k]) {
       chr_sched_log(s, CHR_LOG_WARN, c->job_id, "completion not applied (%s): its lease expired and the "
                     "job was recovered (it may run again, or already has)", chr_strerror(CHR_ECONFLICT));
       free(c->job_id);
@@ -1800,6 +1855,7 @@ static void drop_stale_completions(chr_sched_t *s, const char *id) {
     s->pend[kept++] = *c;
   }
   s->npend = kept;
+  free(set);
 }
 
 static void flush_cb(chr_store_req_t *req) {
@@ -1954,8 +2010,12 @@ static void due_cb(chr_store_req_t *req) {
   int64_t delay = poll, now = chr_sched_now(s), hint = hint_next(s);
   if (req->status != 0) {
     op_failed(s, CHR_SOP_NEXT_DUE, req);
+    s->due_valid = 0; /* claim at every poll until it answers again */
   } else {
     op_ok(s, CHR_SOP_NEXT_DUE);
+    s->due_known = chr_time_earlier(req->count, s->due_heard);
+    s->due_read = chr_time_mono();
+    s->due_valid = 1;
     if (req->count != CHR_TIME_NONE) {
       int64_t d = req->count - now;
       if (d < delay) delay = d < 0 ? 0 : d;
@@ -1964,8 +2024,14 @@ static void due_cb(chr_store_req_t *req) {
   if (hint != CHR_TIME_NONE && hint - now < delay) delay = hint - now;
   /* A job that looks due but that the last claims did not get (another
    * node holds it, or it does not match this scheduler): wait a little,
-   * more each time, instead of asking again at once. */
-  if (delay <= 0 && s->empty_claims > 0) {
+   * more each time, instead of asking again at once. Only a job due by
+   * the time the last claim looked at counts: one that fell due since
+   * (while the claim was in flight, with jobs due every few ms) is
+   * claimed at once, else each empty claim would cost the next jobs 10 ms
+   * or more of lateness. */
+  int64_t stuck = req->status == 0 ? req->count : CHR_TIME_NONE;
+  if (delay <= 0 && s->empty_claims > 0 && stuck != CHR_TIME_NONE &&
+      s->claimed_at != CHR_TIME_NONE && stuck <= s->claimed_at) {
     int64_t d = 10000;
     for (int i = 1; i < s->empty_claims && d < poll; i++) d *= 2;
     delay = d < poll ? d : poll;
@@ -1995,7 +2061,44 @@ static void arm_timer(chr_sched_t *s) {
   sreq_t *q = sreq_new(s, CHR_OP_NEXT_DUE, due_cb);
   q->req.filter = scope_of(s);
   s->due_busy = 1;
+  s->due_heard = CHR_TIME_NONE;
   sreq_submit(q);
+}
+
+/* Stores whose hints cover every write, and that can say their next due
+ * time: a poll trusts what they said and skips its claim while nothing
+ * can be due. */
+static int hinted(const chr_sched_t *s) {
+  unsigned both = CHR_STORE_CAP_HINTS | CHR_STORE_CAP_NEXT_DUE;
+  return (s->store->caps & both) == both && !(s->store->caps & CHR_STORE_CAP_LOCAL);
+}
+
+/* How long a next_due_time answer is trusted: a write the store did not
+ * announce (made around chronis, or a hint lost on its way) is found by
+ * the next read, so it starts at most this late. Ten polls, within
+ * [polling_interval, 60 s]. */
+static int64_t recheck_us(const chr_sched_t *s) {
+  double poll = s->opts.polling_interval, every = 10 * poll;
+  if (every > 60) every = 60;
+  if (every < poll) every = poll;
+  return (int64_t)(every * 1e6);
+}
+
+/* A poll on a hinted store while nothing of this scheduler can be due
+ * yet: no claim (no round trip); the timer is armed for the earliest
+ * known time or the next poll. Once the last next_due_time is older than
+ * recheck_us, it is read again instead (its answer arms the timer). */
+static int nothing_due(chr_sched_t *s) {
+  if (!hinted(s) || !s->due_valid || s->reclaim) return 0;
+  int64_t now = chr_sched_now(s), poll = (int64_t)(s->opts.polling_interval * 1e6);
+  if (s->due_known != CHR_TIME_NONE && s->due_known <= now) return 0;
+  if (chr_time_mono() - s->due_read >= recheck_us(s)) {
+    arm_timer(s);
+    return 1;
+  }
+  if (s->due_known != CHR_TIME_NONE && s->due_known - now < poll) poll = s->due_known - now;
+  tick_within(s, poll);
+  return 1;
 }
 
 /* Store hint: a job may be due before the armed timer. */
@@ -2011,6 +2114,9 @@ static void wake_cb(void *data, int64_t when, const chr_job_t *job) {
   /* Kept as a hint too where the store cannot say its next due time: a
    * timer that fires a little early then re-arms for it, not for a poll. */
   if (!(s->store->caps & (CHR_STORE_CAP_LOCAL | CHR_STORE_CAP_NEXT_DUE))) hint_push(s, when);
+  /* What a poll trusts (nothing_due); an answer in flight may predate it. */
+  s->due_known = chr_time_earlier(s->due_known, when);
+  if (s->due_busy) s->due_heard = chr_time_earlier(s->due_heard, when);
   /* `when` is on the scheduler's clock (which a test may set), armed_at
    * on the wall clock: tick_within compares delays. */
   tick_within(s, when - chr_sched_now(s));
@@ -2034,7 +2140,7 @@ static void lease_cb(uv_timer_t *t) {
   if (n == 0 || s->extend_busy) return;
   sreq_t *q = sreq_new(s, CHR_OP_EXTEND, extend_cb);
   q->ids = chr_malloc(n * sizeof *q->ids);
-  for (size_t i = 0; i < s->nheap; i++) q->ids[q->nids++] = chr_strdup(s->heap[i]->job->job_id);
+  for (size_t i = 0; i < s->nheap; i++) q->ids[q->nids++] = chr_strdup(s->heap[i].run->job->job_id);
   for (chr_run_t *r = s->running; r; r = r->next) q->ids[q->nids++] = chr_strdup(r->job->job_id);
   for (size_t i = 0; i < s->npend; i++) q->ids[q->nids++] = chr_strdup(s->pend[i].job_id);
   q->req.ids = q->ids;
@@ -2093,6 +2199,7 @@ chr_sched_t *chr_sched_new(chr_store_t *store, chr_lock_t *lock, const chr_sched
   s->hooks = hooks;
   s->host = host;
   s->armed_at = s->last_recover = s->claimed_at = s->expiry.last = CHR_TIME_NONE;
+  s->due_known = s->due_heard = CHR_TIME_NONE;
   make_node_id(s->node_id, sizeof s->node_id);
   s->refs = 1; /* the owner's, dropped by chr_sched_close */
   s->watch.cb = wake_cb;
@@ -2114,6 +2221,7 @@ int chr_sched_start(chr_sched_t *s) {
   s->state = CHR_SCHED_RUNNING;
   s->grace_over = 0;
   s->claim_after = s->flush_after = 0;
+  s->due_valid = 0; /* hints were not heard while stopped */
   s->poll_timer = timer_new(s);
   s->lease_timer = timer_new(s);
   s->flush_timer = timer_new(s);

@@ -98,6 +98,10 @@ typedef struct chr_sched_hooks {
   /* Called once, right before the scheduler frees itself: the host frees
    * what it keeps for it. */
   void (*freed)(void *host);
+  /* Optional: whether log() would do anything with a line of this level
+   * (CHR_LOG_*), asked before the line is formatted. NULL: log() gets
+   * every line; without log(), the process log's level decides. */
+  int (*log_enabled)(void *host, int level);
 } chr_sched_hooks_t;
 
 /* A scheduler on store (retained until it is freed), with an optional lock

@@ -73,25 +73,46 @@ int chr_enum_parse(const char *const *names, int count, const char *s) {
   return 0;
 }
 
+/* An empty record: no field, no string, times none. */
+static void job_init(chr_job_t *j) {
+  memset(j, 0, sizeof *j);
+  j->next_run_time = j->created_at = j->updated_at = CHR_TIME_NONE;
+  j->last_run_time = j->last_scheduled_time = j->lease_until = CHR_TIME_NONE;
+}
+
 chr_job_t *chr_job_new(void) {
-  chr_job_t *j = chr_calloc(1, sizeof *j);
-  chr_job_clear(j);
+  chr_job_t *j = chr_malloc(sizeof *j);
+  job_init(j);
   return j;
 }
 
-void chr_job_clear(chr_job_t *j) {
+/* A packed record's strings, given allocations of their own, so that a
+ * writer can replace or free one; the old copies stay in the record's
+ * allocation, unused, until it is freed. */
+static void unpack(chr_job_t *j) {
+  if (!j->packed) return;
   for (int i = 0; i < CHR_F__COUNT; i++) {
+    const chr_field_desc_t *d = &chr_job_fields[i];
+    if (d->type == CHR_FT_STR || d->type == CHR_FT_JSON) *STRP(j, d) = chr_strdup(*STRP(j, d));
+  }
+  j->extra = chr_strdup(j->extra);
+  j->unreadable = chr_strdup(j->unreadable);
+  j->packed = 0;
+}
+
+void chr_job_clear(chr_job_t *j) {
+  for (int i = 0; i < CHR_F__COUNT && !j->packed; i++) {
     const chr_field_desc_t *d = &chr_job_fields[i];
     if (d->type == CHR_FT_STR || d->type == CHR_FT_JSON) {
       free(*STRP(j, d));
       *STRP(j, d) = NULL;
     }
   }
-  free(j->extra);
-  free(j->unreadable);
-  memset(j, 0, sizeof *j);
-  j->next_run_time = j->created_at = j->updated_at = CHR_TIME_NONE;
-  j->last_run_time = j->last_scheduled_time = j->lease_until = CHR_TIME_NONE;
+  if (!j->packed) {
+    free(j->extra);
+    free(j->unreadable);
+  }
+  job_init(j);
 }
 
 void chr_job_free(chr_job_t *j) {
@@ -109,11 +130,47 @@ chr_job_t *chr_job_dup(const chr_job_t *src) {
   }
   j->extra = chr_strdup(src->extra);
   j->unreadable = chr_strdup(src->unreadable);
+  j->packed = 0;
+  return j;
+}
+
+/* Copies s (or NULL) to *p, and returns the place after it. */
+static char *pack_str(char **dst, const char *s, char *p) {
+  if (s == NULL) {
+    *dst = NULL;
+    return p;
+  }
+  size_t n = strlen(s) + 1;
+  memcpy(p, s, n);
+  *dst = p;
+  return p + n;
+}
+
+chr_job_t *chr_job_dup_packed(const chr_job_t *src) {
+  size_t len = sizeof *src;
+  for (int i = 0; i < CHR_F__COUNT; i++) {
+    const chr_field_desc_t *d = &chr_job_fields[i];
+    if ((d->type == CHR_FT_STR || d->type == CHR_FT_JSON) && *STRP(src, d))
+      len += strlen(*STRP(src, d)) + 1;
+  }
+  if (src->extra) len += strlen(src->extra) + 1;
+  if (src->unreadable) len += strlen(src->unreadable) + 1;
+  chr_job_t *j = chr_malloc(len);
+  memcpy(j, src, sizeof *j);
+  char *p = (char *)(j + 1);
+  for (int i = 0; i < CHR_F__COUNT; i++) {
+    const chr_field_desc_t *d = &chr_job_fields[i];
+    if (d->type == CHR_FT_STR || d->type == CHR_FT_JSON) p = pack_str(STRP(j, d), *STRP(src, d), p);
+  }
+  p = pack_str(&j->extra, src->extra, p);
+  pack_str(&j->unreadable, src->unreadable, p);
+  j->packed = 1;
   return j;
 }
 
 void chr_job_set_unreadable(chr_job_t *j, const char *fmt, ...) {
   if (j->unreadable != NULL) return;
+  unpack(j);
   va_list ap;
   va_start(ap, fmt);
   chr_buf_t b;
@@ -125,6 +182,7 @@ void chr_job_set_unreadable(chr_job_t *j, const char *fmt, ...) {
 
 void chr_job_set_str(chr_job_t *j, chr_field_t f, const char *s) {
   const chr_field_desc_t *d = &chr_job_fields[f];
+  unpack(j);
   free(*STRP(j, d));
   *STRP(j, d) = chr_strdup(s);
   if (s) j->mask |= CHR_BIT(f);
@@ -152,6 +210,7 @@ int32_t chr_job_int(const chr_job_t *j, chr_field_t f, int32_t def) {
 
 void chr__job_clear_field(chr_job_t *j, int f) {
   const chr_field_desc_t *d = &chr_job_fields[f];
+  unpack(j);
   switch (d->type) {
   case CHR_FT_STR:
   case CHR_FT_JSON:
@@ -233,6 +292,7 @@ static char *merge_extra(const char *base, const char *u) {
 }
 
 void chr_job_apply(chr_job_t *j, const chr_job_t *u) {
+  unpack(j);
   for (int f = 0; f < CHR_F__COUNT; f++) {
     if (!((u->mask | u->nullmask) & CHR_BIT(f))) continue;
     const chr_field_desc_t *d = &chr_job_fields[f];
@@ -427,6 +487,16 @@ void chr_job_add_shown(chr_buf_t *b, const char *s, size_t n) {
 
 /* ---- JSON ---- */
 
+/* Appends v in decimal, as "%d" would. */
+static void add_int(chr_buf_t *out, int32_t v) {
+  char buf[12], *p = buf + sizeof buf;
+  uint32_t u = v < 0 ? 0u - (uint32_t)v : (uint32_t)v;
+  do *--p = (char)('0' + u % 10);
+  while ((u /= 10) != 0);
+  if (v < 0) *--p = '-';
+  chr_buf_add(out, p, (size_t)(buf + sizeof buf - p));
+}
+
 void chr_job_to_json(const chr_job_t *j, chr_buf_t *out) {
   char tb[CHR_TIME_BUFSZ];
   int first = 1;
@@ -438,7 +508,10 @@ void chr_job_to_json(const chr_job_t *j, chr_buf_t *out) {
     if ((d->type == CHR_FT_STR || d->type == CHR_FT_JSON) && *STRP(j, d) == NULL) continue;
     if (!first) chr_buf_addc(out, ',');
     first = 0;
-    chr_buf_printf(out, "\"%s\":", d->name);
+    /* No printf: every store writes each record through here. */
+    chr_buf_addc(out, '"');
+    chr_buf_adds(out, d->name);
+    chr_buf_add(out, "\":", 2);
     switch (d->type) {
     case CHR_FT_STR: chr_json_add_string(out, *STRP(j, d), strlen(*STRP(j, d))); break;
     case CHR_FT_JSON: chr_buf_adds(out, *STRP(j, d)); break;
@@ -446,9 +519,11 @@ void chr_job_to_json(const chr_job_t *j, chr_buf_t *out) {
       chr_time_format(*TIMEP(j, d), tb);
       chr_json_add_string(out, tb, strlen(tb));
       break;
-    case CHR_FT_INT: chr_buf_printf(out, "%d", (int)*INTP(j, d)); break;
+    case CHR_FT_INT: add_int(out, *INTP(j, d)); break;
     case CHR_FT_ENUM:
-      chr_buf_printf(out, "\"%s\"", d->enum_names[*ENUMP(j, d)]);
+      chr_buf_addc(out, '"');
+      chr_buf_adds(out, d->enum_names[*ENUMP(j, d)]);
+      chr_buf_addc(out, '"');
       break;
     }
   }
@@ -574,6 +649,7 @@ static int malformed(const chr_job_t *j, const char *s, size_t len, chr_json_spa
 }
 
 int chr_job_from_json(chr_job_t *j, const char *s, size_t len, char *err, size_t errlen) {
+  unpack(j);
   const char *it = s, *end = s + len;
   chr_json_span_t k, v;
   chr_buf_t extra;

@@ -78,6 +78,9 @@ typedef struct chr_job {
    * clear the field when applied and expect it absent in a CAS. */
   uint32_t nullmask;
   uint8_t status, trigger_type, if_missed;
+  /* Set by chr_job_dup_packed: the strings live in the record's own
+   * allocation, after it. The chr_job_* writers unpack it first. */
+  uint8_t packed;
   char *job_id, *name, *timezone, *func_name, *claimed_by;
   char *trigger_args; /* JSON object text */
   /* JSON object text of every other field (args, kwargs, metadata,
@@ -118,6 +121,9 @@ int chr_enum_parse(const char *const *names, int count, const char *s);
 chr_job_t *chr_job_new(void);
 void chr_job_free(chr_job_t *j);
 chr_job_t *chr_job_dup(const chr_job_t *j);
+/* The same copy in one allocation (see chr_job_t.packed), for a record
+ * that is mostly read and then freed: a claimed job. */
+chr_job_t *chr_job_dup_packed(const chr_job_t *j);
 /* Frees the fields' storage and leaves an empty record (mask 0). */
 void chr_job_clear(chr_job_t *j);
 

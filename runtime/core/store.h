@@ -84,7 +84,18 @@ enum {
   CHR_STORE_CAP_QUEUES = 1024,
   /* create_jobs: a batch of records in one statement, script or pipeline.
    * Without it the emulation creates them one by one. */
-  CHR_STORE_CAP_CREATE_MANY = 2048
+  CHR_STORE_CAP_CREATE_MANY = 2048,
+  /* Its wake-up hints (chr_store_wake) cover every write that can make a
+   * job due earlier, from every process on the store: creations (batch
+   * ones included), reschedules, completions and lease recoveries,
+   * announced to the watchers of every handle (pub/sub, NOTIFY), and a
+   * wake at the current time when the channel (re)connects, as hints may
+   * have been lost meanwhile. With it and CHR_STORE_CAP_NEXT_DUE, the engine trusts
+   * next_due_time plus the hints heard since, and a poll while nothing
+   * can be due makes no claim (docs/engine.md, Wake-ups). Writes made
+   * around the store (raw SQL, raw commands) are not announced: the
+   * engine reads next_due_time again at a bounded interval for them. */
+  CHR_STORE_CAP_HINTS = 4096
 };
 
 /* A named queue a claim takes jobs from (docs/queues.md). A job's queue is

@@ -289,11 +289,12 @@ int chr_job_from_lua(lua_State *L, int idx, chr_job_t *j, int partial, char *err
   int rc = chr_job_check_fields(L, idx, err, errlen);
   if (rc != 0) return rc;
   luaL_checkstack(L, 6, "job");
-  lua_newtable(L); /* stack: extra */
-  int extra = lua_gettop(L), nextra = 0;
+  /* The table of the other members is made at the first one: most jobs
+   * created in bulk have none. */
+  int base = lua_gettop(L), extra = 0, nextra = 0;
   lua_pushnil(L);
   while (rc == 0 && lua_next(L, idx)) {
-    /* stack: extra key value */
+    /* stack: [extra] key value */
     int f = -1;
     if (lua_type(L, -2) == LUA_TSTRING) {
       size_t n;
@@ -309,6 +310,11 @@ int chr_job_from_lua(lua_State *L, int idx, chr_job_t *j, int partial, char *err
         lua_pop(L, 1);
         continue;
       }
+      if (extra == 0) {
+        lua_newtable(L);
+        lua_insert(L, -3);
+        extra = base + 1;
+      }
       lua_pushvalue(L, -2);
       lua_insert(L, -2);
       lua_rawset(L, extra);
@@ -318,7 +324,7 @@ int chr_job_from_lua(lua_State *L, int idx, chr_job_t *j, int partial, char *err
     }
   }
   if (rc != 0) {
-    lua_settop(L, extra - 1);
+    lua_settop(L, base);
     return rc;
   }
   free(j->extra);
@@ -329,12 +335,12 @@ int chr_job_from_lua(lua_State *L, int idx, chr_job_t *j, int partial, char *err
     chr_buf_init(&b);
     if (chr_json_encode(L, extra, &b, msg, sizeof msg) != 0) {
       chr_buf_free(&b);
-      lua_settop(L, extra - 1);
+      lua_settop(L, base);
       return chr_errf(err, errlen, "invalid job: %s", msg);
     }
     j->extra = chr_buf_steal(&b);
   }
-  lua_settop(L, extra - 1);
+  lua_settop(L, base);
   if (!partial) {
     if (!chr_job_has(j, CHR_F_JOB_ID))
       return chr_errf(err, errlen, "invalid job: field 'job_id' is required");

@@ -50,9 +50,46 @@ typedef struct key_ent {
   lua_Integer slot; /* the original key is keys[slot] */
 } key_ent_t;
 
+/* An object of up to 16 string keys, the common case (trigger_args,
+ * metadata), sorted in place: a string key stays alive in the table being
+ * encoded, so no table of keys is needed. Returns 1 when the object is
+ * not of that kind (nothing written). */
+#define ENC_FEW 16
+static int enc_few_keys(enc_t *e, int idx, int *rc) {
+  lua_State *L = e->L;
+  chr_json_span_t keys[ENC_FEW];
+  size_t count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING || count == ENC_FEW) {
+      lua_pop(L, 1);
+      return 1;
+    }
+    keys[count].p = lua_tolstring(L, -1, &keys[count].n);
+    count++;
+  }
+  qsort(keys, count, sizeof *keys, chr_json_key_cmp);
+  *rc = 0;
+  chr_buf_addc(e->out, '{');
+  for (size_t i = 0; i < count && *rc == 0; i++) {
+    if (i) chr_buf_addc(e->out, ',');
+    chr_json_add_string(e->out, keys[i].p, keys[i].n);
+    chr_buf_addc(e->out, ':');
+    lua_pushlstring(L, keys[i].p, keys[i].n);
+    lua_rawget(L, idx);
+    *rc = enc_value(e, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  chr_buf_addc(e->out, '}');
+  return 0;
+}
+
 /* Objects are written with sorted keys: the text is canonical. */
 static int enc_object(enc_t *e, int idx) {
   lua_State *L = e->L;
+  int few_rc;
+  if (enc_few_keys(e, idx, &few_rc) == 0) return few_rc;
   lua_newtable(L); /* stack: keys = {str1, key1, str2, key2, ...} */
   int keys = lua_gettop(L);
   lua_Integer n = 0;

@@ -102,6 +102,12 @@ static void hook_log(void *host, int level, const char *msg, const chr_log_field
   }
 }
 
+/* A logger gets every line; the process log only those of its level. */
+static int hook_log_enabled(void *host, int level) {
+  const lhost_t *h = host;
+  return h->logger_ref != LUA_NOREF || level >= chr_log_get_level();
+}
+
 static int64_t hook_now(void *host) {
   lhost_t *h = host;
   if (h->clock_ref == LUA_NOREF) return chr_time_now();
@@ -128,18 +134,31 @@ static int64_t hook_now(void *host) {
 
 /* ---- hooks: runs ---- */
 
+/* Pushes the string s as a Lua string. lua_pushstring and lua_getfield
+ * look a C string up in Lua's cache of API strings first, a strcmp per
+ * call; with its length given, Lua hashes it straight into its table of
+ * short strings. stack: +1 */
+static void push_str(lua_State *L, const char *s) {
+  lua_pushlstring(L, s, strlen(s));
+}
+
 /* stack: +1 the handler function, or nothing when absent (returns 0). A
  * handler of this scheduler wins over a process-wide one. */
 static int push_handler(lhost_t *h, const char *name) {
   lua_State *L = h->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->handlers_ref);
-  lua_getfield(L, -1, name);
+  push_str(L, name);
+  lua_gettable(L, -2);
   lua_remove(L, -2);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
     lua_getfield(L, LUA_REGISTRYINDEX, "chronis.handlers"); /* process-wide */
-    if (lua_istable(L, -1)) lua_getfield(L, -1, name);
-    else lua_pushnil(L);
+    if (lua_istable(L, -1)) {
+      push_str(L, name);
+      lua_gettable(L, -2);
+    } else {
+      lua_pushnil(L);
+    }
     lua_remove(L, -2);
   }
   if (lua_istable(L, -1)) { /* a handler script's table: { run = fn, ... } */
@@ -151,6 +170,36 @@ static int push_handler(lhost_t *h, const char *name) {
   return 0;
 }
 
+/* The keys of the job table, made once per Lua state and kept in the
+ * registry: setting a field by a Lua string already made costs no lookup
+ * of the key's C text (see push_str), and every run sets all of them. */
+enum { JK_JOB_ID = 1, JK_NAME, JK_FUNC_NAME, JK_TIMEZONE, JK_SCHEDULED_TIME, JK_ATTEMPT,
+       JK_RETRY_COUNT, JK__COUNT };
+static const char *const job_keys[JK__COUNT] = {
+    NULL, "job_id", "name", "func_name", "timezone", "scheduled_time", "attempt", "retry_count"};
+static const char job_keys_key = 0;
+
+/* stack: +1 the array of job_keys as Lua strings */
+static void push_job_keys(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &job_keys_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_createtable(L, JK__COUNT - 1, 0);
+  for (int i = 1; i < JK__COUNT; i++) {
+    lua_pushstring(L, job_keys[i]);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &job_keys_key);
+}
+
+/* Sets the key k of the table at -3 (keys at -2) to the value on top.
+ * stack: -1 */
+static void set_job_key(lua_State *L, int k) {
+  lua_rawgeti(L, -2, k);
+  lua_insert(L, -2);
+  lua_rawset(L, -4);
+}
+
 /* The table a handler receives. Its typed fields are set at once; the
  * members of extra (args, kwargs, metadata, unknown fields) are decoded
  * only when the handler first touches the table beyond them (chr_lua_job_
@@ -160,27 +209,29 @@ static void push_job_arg(lua_State *L, const chr_run_t *r) {
   const chr_job_t *j = chr_run_job(r);
   char tb[CHR_TIME_BUFSZ];
   lua_createtable(L, 0, 12);
-  lua_pushstring(L, j->job_id);
-  lua_setfield(L, -2, "job_id");
+  push_job_keys(L);
+  push_str(L, j->job_id);
+  set_job_key(L, JK_JOB_ID);
   if (j->name) {
-    lua_pushstring(L, j->name);
-    lua_setfield(L, -2, "name");
+    push_str(L, j->name);
+    set_job_key(L, JK_NAME);
   }
   if (j->func_name) {
-    lua_pushstring(L, j->func_name);
-    lua_setfield(L, -2, "func_name");
+    push_str(L, j->func_name);
+    set_job_key(L, JK_FUNC_NAME);
   }
   if (j->timezone) {
-    lua_pushstring(L, j->timezone);
-    lua_setfield(L, -2, "timezone");
+    push_str(L, j->timezone);
+    set_job_key(L, JK_TIMEZONE);
   }
-  chr_time_format(chr_run_scheduled(r), tb);
-  lua_pushstring(L, tb);
-  lua_setfield(L, -2, "scheduled_time");
+  size_t n = (size_t)chr_time_format(chr_run_scheduled(r), tb);
+  lua_pushlstring(L, tb, n);
+  set_job_key(L, JK_SCHEDULED_TIME);
   lua_pushinteger(L, chr_job_int(j, CHR_F_ATTEMPT, 0) + 1);
-  lua_setfield(L, -2, "attempt");
+  set_job_key(L, JK_ATTEMPT);
   lua_pushinteger(L, chr_job_int(j, CHR_F_RETRY_COUNT, 0));
-  lua_setfield(L, -2, "retry_count");
+  set_job_key(L, JK_RETRY_COUNT);
+  lua_pop(L, 1);
   chr_lua_job_lazy(L, j->extra);
 }
 
@@ -378,8 +429,9 @@ static void hook_freed(void *host) {
   free(h);
 }
 
-static const chr_sched_hooks_t hooks = {hook_start_run, hook_stop_run, hook_log, hook_now,
-                                        hook_finished, hook_stopped, hook_freed};
+static const chr_sched_hooks_t hooks = {hook_start_run, hook_stop_run, hook_log,
+                                        hook_now,       hook_finished, hook_stopped,
+                                        hook_freed,     hook_log_enabled};
 
 /* ---- the Lua object ---- */
 

@@ -664,6 +664,36 @@ return function(name, factory, opts)
           other:once(chronis.time.now() + 200000):config { job_id = "elsewhere" }:run("h")
           wait_started(started, "elsewhere", "before the poll")
         end)
+
+        -- Claims answered by every store of the process so far, from the
+        -- counts chr_store_submit keeps (chronis.metrics).
+        local function claims_made()
+          local text, n = require("chronis.metrics").render({ schedulers = {} }), 0
+          for v in text:gmatch('chronis_store_operation_duration_seconds_count{[^}]*op="claim_due_jobs"[^}]*} (%d+)') do
+            n = n + tonumber(v)
+          end
+          return n
+        end
+
+        it("make no claim at a poll while nothing is due, and still start a job another handle creates", function()
+          -- Polls every 100 ms: a claim per poll would be 10 in a second.
+          local s = sched { clock = false, polling_interval = 0.1 }
+          local started = record(s)
+          s:once(chronis.time.now() + 3600 * S):config { job_id = "far" }:run("h")
+          s:start()
+          settle(s) -- claimed, then read the next due time: an hour away
+          chronis.sleep(0.2)
+          local before = claims_made()
+          chronis.sleep(1)
+          local during = claims_made() - before
+          assert.is_true(during <= 1, ("%d claims in 1 s of polls with nothing due"):format(during))
+          local other = sched { clock = false, storage = second_handle() } -- creates only
+          local due_at = chronis.time.now() + 300000
+          other:once(due_at):config { job_id = "elsewhere" }:run("h")
+          wait_started(started, "elsewhere", "after its hint")
+          local late = started.elsewhere[1].at - due_at
+          assert.is_true(late < 250000, ("started %d µs late"):format(late))
+        end)
       end
 
       it("run again at the next time a completion wrote, long before the poll", function()
