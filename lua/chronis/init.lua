@@ -439,6 +439,18 @@ local handler_defaults = {
   priority = "priority", if_missed = "if_missed", misfire_threshold = "misfire_threshold_seconds",
 }
 
+-- The defaults a job f takes where it gives none: those of its handler h
+-- (a handler script's table; anything else has none), then the
+-- scheduler's misfire_threshold option. create_job and create_jobs alike.
+local function apply_defaults(self, f, h)
+  if type(h) == "table" then
+    for k, field in pairs(handler_defaults) do
+      if h[k] ~= nil and f[field] == nil then f[field] = h[k] end
+    end
+  end
+  if f.misfire_threshold_seconds == nil then f.misfire_threshold_seconds = self._misfire_threshold end
+end
+
 -- Defined with the declared schedules, below.
 local declare, reconcile, warn_no_id
 
@@ -481,14 +493,8 @@ function Scheduler:create_job(fields)
     end
   end
   local missing = unknown_handler(self, f.func_name)
-  local h = type(f.func_name) == "string" and (self._e:handlers()[f.func_name] or M.handlers[f.func_name])
-  if type(h) == "table" then
-    for k, field in pairs(handler_defaults) do
-      if h[k] ~= nil and f[field] == nil then f[field] = h[k] end
-    end
-  end
-  -- The scheduler's misfire_threshold option, for jobs that give none.
-  if f.misfire_threshold_seconds == nil then f.misfire_threshold_seconds = self._misfire_threshold end
+  apply_defaults(self, f,
+    type(f.func_name) == "string" and (self._e:handlers()[f.func_name] or M.handlers[f.func_name]))
   if uniq then
     local job, existed = unique.create(self._store, f, uniq, self._e:now())
     -- The callbacks of a create that found its job are not attached: the
@@ -614,13 +620,7 @@ local function batch_item(self, item, i, handlers)
     handlers[name] = type(name) == "string" and (self._e:handlers()[name] or M.handlers[name]) or false
     if not handlers[name] and unknown_handler(self, name) then handlers[#handlers + 1] = name end
   end
-  local h = handlers[name]
-  if type(h) == "table" then
-    for k, field in pairs(handler_defaults) do
-      if h[k] ~= nil and f[field] == nil then f[field] = h[k] end
-    end
-  end
-  if f.misfire_threshold_seconds == nil then f.misfire_threshold_seconds = self._misfire_threshold end
+  apply_defaults(self, f, handlers[name])
   return f
 end
 
