@@ -73,6 +73,14 @@ local function wall_us()
   return t
 end
 
+-- One per-item result of create_jobs or complete_jobs.
+local function assert_result(r, id, ok, code)
+  assert.is_table(r, id)
+  assert.are.equal(id, r.job_id)
+  assert.are.equal(ok, r.ok, id)
+  assert.are.equal(code, r.code, id)
+end
+
 -- Runs f, which must raise a structured error (docs/adapters.md) with `code`.
 local assert_error_code = U.assert_error
 
@@ -366,13 +374,6 @@ return function(name, factory, opts)
     end)
 
     optional("create_jobs", function()
-      local function assert_result(r, id, ok, code)
-        assert.is_table(r, id)
-        assert.are.equal(id, r.job_id)
-        assert.are.equal(ok, r.ok, id)
-        assert.are.equal(code, r.code, id)
-      end
-
       it("creates every record and answers per record, in order", function()
         local res = store:create_jobs({ job("b", { name = "B", metadata = { tenant_id = "acme" } }),
           job("a", { priority = 9 }), job("c", { status = "paused", next_run_time = at(60) }) })
@@ -1136,13 +1137,6 @@ return function(name, factory, opts)
       local function reschedule(id, owner)
         return { job_id = id, owner = owner, updates = { status = "scheduled", next_run_time = at(3600),
           claimed_by = null, lease_until = null, last_run_time = T0 } }
-      end
-
-      local function assert_result(r, id, ok, code)
-        assert.is_table(r, id)
-        assert.are.equal(id, r.job_id)
-        assert.are.equal(ok, r.ok, id)
-        assert.are.equal(code, r.code, id)
       end
 
       it("deletes a job on the owner's word", function()
