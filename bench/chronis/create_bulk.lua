@@ -13,14 +13,9 @@ local sched = chronis.scheduler{ storage = chronis.storage.open(url) }
 sched:handler("noop", function() end)
 local at = chronis.time.format(chronis.time.parse("2100-01-01T00:00:00Z"))
 local w0, c0 = B.mono(), B.cpu()
-for lo = 1, N, 1000 do
-  local list = {}
-  for i = lo, math.min(N, lo + 999) do
-    list[#list + 1] = { job_id = "job" .. i, trigger_type = "date", func_name = "noop", run_date = at }
-  end
-  local _, failed = sched:create_jobs(list)
-  assert(failed == nil, "create_jobs: a job was not created")
-end
+B.create_bulk(sched, 1, N, function(i)
+  return { job_id = "job" .. i, trigger_type = "date", func_name = "noop", run_date = at }
+end)
 local s = B.mono() - w0
 B.emit{ impl = "chronis", store = url:match("^(%w+)"), n = N, create_s = s, create_per_s = N / s,
         create_cpu_s = B.cpu() - c0 }
